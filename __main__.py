@@ -1,0 +1,3 @@
+from seawatch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""The one entry point, ``seawatch``.
+
+Each command lives in the module that owns it; that module defines ``HELP`` (one line),
+``add_arguments(parser)`` and ``run(args) -> int``. Modules must not import heavy libraries (torch, ultralytics)
+at import time, so ``seawatch --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from seawatch import __version__
+from seawatch.errors import SeawatchError
+
+# command path -> module implementing it
+COMMANDS: dict[tuple[str, ...], str] = {
+    ("models", "fetch"): "seawatch.vision.export.cmd_fetch",
+    ("models", "list"): "seawatch.vision.cmd_models_list",
+    ("models", "register"): "seawatch.vision.cmd_models_register",
+    ("models", "quantize"): "seawatch.vision.export.cmd_quantize",
+    ("detect",): "seawatch.vision.cmd_detect",
+    ("bench",): "seawatch.vision.cmd_bench",
+}
+
+GROUP_HELP = {"models": "provision, list and register detection models"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seawatch", description="Seawatch: port and wind-farm watch.")
+    parser.add_argument("--version", action="version", version=f"seawatch {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    top = parser.add_subparsers(dest="command", metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for path, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        if len(path) == 1:
+            sub = top.add_parser(path[0], help=module.HELP, description=module.HELP)
+        else:
+            if path[0] not in groups:
+                gp = top.add_parser(path[0], help=GROUP_HELP.get(path[0], ""))
+                groups[path[0]] = gp.add_subparsers(dest="subcommand", metavar="SUBCOMMAND")
+                gp.set_defaults(_group_parser=gp)
+            sub = groups[path[0]].add_parser(path[1], help=module.HELP, description=module.HELP)
+        module.add_arguments(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    run = getattr(args, "_run", None)
+    if run is None:
+        (getattr(args, "_group_parser", None) or parser).print_help()
+        return 2
+    try:
+        return int(run(args) or 0)
+    except SeawatchError as exc:
+        print(f"seawatch: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("seawatch: interrupted", file=sys.stderr)
+        return 130

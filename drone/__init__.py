@@ -1,0 +1,1 @@
+"""MAVLink drone link: telemetry, pose timeline, missions, simulator and log replay."""

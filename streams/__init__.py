@@ -1,0 +1,1 @@
+"""Video ingest: readers for RTSP, files and MJPEG, frame timing, reconnect, recording and clips."""

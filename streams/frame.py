@@ -1,0 +1,37 @@
+"""The frame value that flows from readers into vision."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One decoded video frame.
+
+    Attributes:
+        source_id: the configured source id.
+        seq: per-source sequence number, starting at 0, counting decoded frames (gaps = drops).
+        image: ``(H, W, 3) uint8`` BGR pixels.
+        capture_time_ns: UTC nanoseconds from the stream's own clock (RTP/PTS mapped to wall clock).
+        receive_time_ns: UTC nanoseconds when the reader got the frame.
+        pose: the source pose at capture time when known (drone or calibrated camera), else None.
+    """
+
+    source_id: str
+    seq: int
+    image: np.ndarray
+    capture_time_ns: int
+    receive_time_ns: int
+    pose: Any | None = None
+
+    @property
+    def height_px(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width_px(self) -> int:
+        return int(self.image.shape[1])

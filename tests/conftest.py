@@ -1,0 +1,49 @@
+"""Shared fixtures.
+
+Real data (../shared/media) and provisioned models are needed by many tests. Where they are absent a test
+skips with the reason; under CI (``CI=true``) or ``SEAWATCH_REQUIRE_REAL=1`` the absence is a failure instead,
+so a green CI run cannot hide a skipped real-data test.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from seawatch import paths
+
+STRICT = os.environ.get("CI", "").lower() == "true" or os.environ.get("SEAWATCH_REQUIRE_REAL") == "1"
+
+
+def missing(reason: str):
+    """Skip (developer machine) or fail (CI) because real data or a model is absent."""
+    if STRICT:
+        pytest.fail(f"required for CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def shared_media() -> Path:
+    d = paths.shared_media_dir()
+    if d is None:
+        missing("../shared/media is absent (set SEAWATCH_SHARED to the shared folder)")
+    return d
+
+
+def onnx_model(name: str, variant: str = "fp32") -> Path:
+    """Path of a provisioned model, or skip/fail with the command that provisions it."""
+    from seawatch.errors import ModelError
+    from seawatch.vision import registry
+
+    try:
+        return registry.resolve_onnx(name, variant)
+    except ModelError as exc:
+        missing(f"{exc}")
+
+
+def has_module(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None

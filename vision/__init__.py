@@ -1,0 +1,1 @@
+"""Computation only: detection (ONNX Runtime), tracking, zones, rules, geolocation."""

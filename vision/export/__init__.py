@@ -1,0 +1,1 @@
+"""Provisioning: fetch pinned weights, export to ONNX, verify, quantize. Imports torch lazily."""

