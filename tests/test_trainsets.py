@@ -1,0 +1,46 @@
+import pytest
+
+from seawatch.vision import trainsets
+
+
+@pytest.fixture(scope="module")
+def vessel_items(shared_media):
+    m = trainsets.load_dataset_manifest("vessels")
+    return m, trainsets.scan(m, shared_media.parent)
+
+
+def test_vessel_set_matches_its_readme(vessel_items):
+    _, items = vessel_items
+    train_set = [i for i in items if i.source == "shore_livecams_train"]
+    # counts published in ../shared/media/train/vessels/README.md
+    assert len(train_set) == 354
+    assert sum(i.n_boxes for i in train_set) == 1896
+    assert sum(1 for i in train_set if not i.lines) == 35
+    assert {i.camera for i in train_set} == {"2ux5cw8z", "dlwkigk3", "f1q161no", "proylddb", "vgiy5566", "w4gnqsqx"}
+
+
+def test_split_holds_out_whole_cameras(vessel_items):
+    m, items = vessel_items
+    train, val = trainsets.split(items, set(m["split"]["val_cameras"]))
+    assert {i.camera for i in train}.isdisjoint({i.camera for i in val})
+    assert len(train) + len(val) == len(items)
+    assert 0.1 < len(val) / len(items) < 0.4
+
+
+def test_shared_frames_map_sea_class_only(vessel_items):
+    _, items = vessel_items
+    shared = [i for i in items if i.source == "shore_livecams_shared"]
+    assert shared and all(line.startswith("0 ") for i in shared for line in i.lines)
+
+
+def test_layout_links_images_and_rewrites_labels(vessel_items, tmp_path):
+    m, items = vessel_items
+    train, val = trainsets.split(items[:20], {items[0].camera})
+    data = trainsets.write_yolo_layout(tmp_path, train, val, m["classes"])
+    imgs = list((tmp_path / "images").rglob("*.jpg"))
+    assert len(imgs) == 20 and all(p.is_symlink() for p in imgs)
+    labels = list((tmp_path / "labels").rglob("*.txt"))
+    assert len(labels) == 20
+    assert "names" in data.read_text()
+    fp1 = trainsets.fingerprint(items)
+    assert fp1 == trainsets.fingerprint(list(reversed(items))) and len(fp1) == 64

@@ -1,0 +1,145 @@
+"""Training sets for fine-tuning: scan labelled image folders, split by camera, lay them out for YOLO training.
+
+Described by a dataset manifest (``datasets/*.yaml``). Images are linked, never copied; labels are rewritten
+with the manifest's class map (only mapped classes survive). The split holds out whole cameras, so frames of one
+scene never sit on both sides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from seawatch import paths
+from seawatch.errors import ConfigError, InputError
+
+IMAGE_EXT = (".jpg", ".jpeg", ".png")
+
+
+@dataclass(frozen=True)
+class Item:
+    image: Path
+    camera: str
+    lines: tuple[str, ...]  # YOLO label lines after class mapping (class ids index the manifest's classes)
+    source: str
+
+    @property
+    def n_boxes(self) -> int:
+        return len(self.lines)
+
+
+def load_dataset_manifest(name_or_path: str | Path) -> dict:
+    p = Path(name_or_path)
+    if not p.suffix:
+        p = paths.DATASET_DIR / f"{name_or_path}.yaml"
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{p}: cannot read dataset manifest: {exc}") from exc
+    for key in ("name", "classes", "sources"):
+        if key not in data:
+            raise ConfigError(f"{p}: dataset manifest needs {key!r}")
+    data["_path"] = str(p)
+    return data
+
+
+def _map_lines(label_path: Path, class_map: dict[str, str], classes: list[str]) -> tuple[str, ...]:
+    out = []
+    if not label_path.is_file():
+        return ()
+    for n, line in enumerate(label_path.read_text().splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) < 5:
+            raise InputError(f"{label_path}:{n}: YOLO line needs class cx cy w h")
+        target = class_map.get(parts[0])
+        if target is None:
+            continue
+        vals = [min(max(float(v), 0.0), 1.0) for v in parts[1:5]]
+        if vals[2] <= 0 or vals[3] <= 0:
+            continue
+        out.append(" ".join([str(classes.index(target))] + [f"{v:.6f}" for v in vals]))
+    return tuple(out)
+
+
+def scan(manifest: dict, shared: Path | None = None) -> list[Item]:
+    """All items of a dataset manifest, in a stable order. Raises InputError when the data is absent."""
+    shared = shared or paths.shared_dir()
+    if shared is None:
+        raise InputError("the shared data folder is absent (set SEAWATCH_SHARED)")
+    classes = list(manifest["classes"])
+    items: list[Item] = []
+    for src in manifest["sources"]:
+        root = shared / src["root"]
+        if not root.is_dir():
+            raise InputError(f"dataset source {src['name']}: {root} is missing")
+        cam_re = re.compile(src.get("camera_from", r"^([^_]+)_"))
+        if src.get("globs"):
+            images = sorted({p for g in src["globs"] for p in root.glob(g)})
+        else:
+            images = sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_EXT)
+        for img in images:
+            label = img.with_suffix(".txt") if src.get("globs") else root / "labels" / (img.stem + ".txt")
+            m = cam_re.search(img.name)
+            camera = m.group(1) if m else img.parent.name
+            items.append(Item(img, camera, _map_lines(label, {str(k): v for k, v in src["class_map"].items()}, classes), src["name"]))
+    return items
+
+
+def split(items: list[Item], val_cameras: set[str]) -> tuple[list[Item], list[Item]]:
+    train = [i for i in items if i.camera not in val_cameras]
+    val = [i for i in items if i.camera in val_cameras]
+    return train, val
+
+
+def fingerprint(items: list[Item]) -> str:
+    """sha256 over image names, sizes and mapped labels: identifies the exact data a model was trained on."""
+    h = hashlib.sha256()
+    for it in sorted(items, key=lambda i: (i.source, i.image.name)):
+        h.update(f"{it.source}/{it.image.name}:{it.image.stat().st_size}\n".encode())
+        h.update("\n".join(it.lines).encode())
+    return h.hexdigest()
+
+
+def write_yolo_layout(out_dir: Path, train: list[Item], val: list[Item], classes: list[str]) -> Path:
+    """``out_dir/{images,labels}/{train,val}`` with symlinked images and rewritten labels, plus ``data.yaml``."""
+    out_dir = Path(out_dir)
+    for part, items in (("train", train), ("val", val)):
+        img_dir, lab_dir = out_dir / "images" / part, out_dir / "labels" / part
+        img_dir.mkdir(parents=True, exist_ok=True)
+        lab_dir.mkdir(parents=True, exist_ok=True)
+        for it in items:
+            stem = f"{it.source}__{it.image.stem}"
+            link = img_dir / f"{stem}{it.image.suffix.lower()}"
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            os.symlink(it.image.resolve(), link)
+            (lab_dir / f"{stem}.txt").write_text("\n".join(it.lines) + ("\n" if it.lines else ""))
+    data = {"path": str(out_dir.resolve()), "train": "images/train", "val": "images/val",
+            "names": {i: c for i, c in enumerate(classes)}}
+    (out_dir / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return out_dir / "data.yaml"
+
+
+def summary(train: list[Item], val: list[Item]) -> dict:
+    def part(items):
+        cams: dict[str, int] = {}
+        for i in items:
+            cams[i.camera] = cams.get(i.camera, 0) + 1
+        return {"images": len(items), "boxes": sum(i.n_boxes for i in items),
+                "negatives": sum(1 for i in items if not i.lines), "cameras": dict(sorted(cams.items()))}
+    return {"train": part(train), "val": part(val)}
+
+
+if __name__ == "__main__":  # pragma: no cover - quick look: python -m seawatch.vision.trainsets
+    m = load_dataset_manifest("vessels")
+    items = scan(m)
+    tr, va = split(items, set(m["split"]["val_cameras"]))
+    print(json.dumps(summary(tr, va), indent=1))
