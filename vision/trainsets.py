@@ -143,3 +143,68 @@ if __name__ == "__main__":  # pragma: no cover - quick look: python -m seawatch.
     items = scan(m)
     tr, va = split(items, set(m["split"]["val_cameras"]))
     print(json.dumps(summary(tr, va), indent=1))
+
+
+def tile_origins(length_px: int, tile_px: int, overlap: float) -> list[int]:
+    """Start offsets of overlapping tiles covering ``length_px`` (the last tile is flush with the edge)."""
+    if length_px <= tile_px:
+        return [0]
+    step = max(1, int(round(tile_px * (1.0 - overlap))))
+    starts = list(range(0, length_px - tile_px, step))
+    starts.append(length_px - tile_px)
+    return sorted(set(starts))
+
+
+def _tile_labels(lines: tuple[str, ...], w: int, h: int, x0: int, y0: int, tile: int, min_keep: float) -> list[str]:
+    out = []
+    for line in lines:
+        c, cx, cy, bw, bh = line.split()
+        x1, y1 = (float(cx) - float(bw) / 2) * w, (float(cy) - float(bh) / 2) * h
+        x2, y2 = (float(cx) + float(bw) / 2) * w, (float(cy) + float(bh) / 2) * h
+        ix1, iy1 = max(x1, x0), max(y1, y0)
+        ix2, iy2 = min(x2, x0 + tile), min(y2, y0 + tile)
+        if ix2 <= ix1 or iy2 <= iy1:
+            continue
+        if (ix2 - ix1) * (iy2 - iy1) < min_keep * (x2 - x1) * (y2 - y1):
+            continue  # mostly outside this tile: another tile holds it whole
+        tw = th = float(tile)
+        out.append(f"{c} {((ix1 + ix2) / 2 - x0) / tw:.6f} {((iy1 + iy2) / 2 - y0) / th:.6f} "
+                   f"{(ix2 - ix1) / tw:.6f} {(iy2 - iy1) / th:.6f}")
+    return out
+
+
+def write_tiled_layout(out_dir: Path, train: list[Item], val: list[Item], classes: list[str],
+                       tile_px: int = 640, overlap: float = 0.2, min_keep: float = 0.5,
+                       full_frame: bool = True) -> Path:
+    """Like :func:`write_yolo_layout`, but training images are full-resolution tiles (small vessels stay small
+    objects of a few pixels only if the frame is shrunk; tiles keep them at their native size). The whole frame is
+    kept too (``full_frame``) so large, close vessels are learned. Validation keeps whole frames: it is scored
+    with the same tiled inference the product runs.
+    """
+    import cv2
+
+    out_dir = Path(out_dir)
+    write_yolo_layout(out_dir, [], val, classes)
+    img_dir, lab_dir = out_dir / "images" / "train", out_dir / "labels" / "train"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    lab_dir.mkdir(parents=True, exist_ok=True)
+    for it in train:
+        img = cv2.imread(str(it.image))
+        if img is None:
+            raise InputError(f"{it.image}: cannot read image")
+        h, w = img.shape[:2]
+        stem = f"{it.source}__{it.image.stem}"
+        if full_frame:
+            link = img_dir / f"{stem}{it.image.suffix.lower()}"
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            os.symlink(it.image.resolve(), link)
+            (lab_dir / f"{stem}.txt").write_text("\n".join(it.lines) + ("\n" if it.lines else ""))
+        for y0 in tile_origins(h, tile_px, overlap):
+            for x0 in tile_origins(w, tile_px, overlap):
+                crop = img[y0:y0 + tile_px, x0:x0 + tile_px]
+                lines = _tile_labels(it.lines, w, h, x0, y0, tile_px, min_keep)
+                name = f"{stem}__t{x0}_{y0}"
+                cv2.imwrite(str(img_dir / f"{name}.jpg"), crop, [cv2.IMWRITE_JPEG_QUALITY, 92])
+                (lab_dir / f"{name}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+    return out_dir / "data.yaml"
