@@ -1,0 +1,257 @@
+"""Configuration of tracking, zones, rules and event policy (the ``zones`` / ``tracker`` / ``events`` part of
+the Seawatch YAML). Pydantic only here, at the edge; the pipeline works on the frozen values built from it.
+
+Example (YAML)::
+
+    tracker: {lost_buffer_s: 2.0}
+    events: {pre_roll_s: 5, post_roll_s: 10}
+    zones:
+      - id: yard
+        source: cam-quay-1            # no polygon: the whole frame
+        rules: [{type: fire_smoke, min_duration_s: 3}]
+      - id: hard-hat-area
+        source: cam-quay-1
+        polygon_px: [[100, 400], [1200, 400], [1200, 1080], [100, 1080]]
+        rules: [{type: no_hard_hat, min_duration_s: 5}]
+      - id: lane-north
+        source: cam-yard-2
+        polygon_px: [[0, 500], [600, 450], [700, 1080], [0, 1080]]
+        rules: [{type: fire_lane_blocked, min_duration_s: 180, stationary_foreground: {}}]
+      - id: wind-farm-safety
+        source: drone-1
+        polygon_lonlat: [[6.51, 53.99], [6.60, 53.99], [6.60, 54.05], [6.51, 54.05]]
+        rules: [{type: vessel_in_zone, min_duration_s: 30}]
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Mapping, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from seawatch.errors import ConfigError
+
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+Conf = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrackerConfig(_Strict):
+    """ByteTrack-style two-stage association; all timing is wall-clock (frame capture time)."""
+
+    type: Literal["bytetrack"] = Field("bytetrack", description="tracker variant")
+    high_confidence: Conf = Field(0.5, description="detections at or above this are matched first and may start tracks")
+    low_confidence: Conf = Field(0.1, description="detections below this are ignored; between low and high they only extend existing tracks")
+    new_track_confidence: Conf = Field(0.6, description="an unmatched detection starts a track only at or above this")
+    match_iou: float = Field(0.2, ge=0.0, le=1.0, description="minimum IoU, predicted box vs detection, in the first (high-confidence) stage")
+    low_match_iou: float = Field(0.5, ge=0.0, le=1.0, description="minimum IoU in the second (low-confidence) stage")
+    tentative_match_iou: float = Field(0.3, ge=0.0, le=1.0, description="minimum IoU to confirm a tentative track")
+    min_hits: int = Field(2, ge=1, le=10, description="frames a new track must be matched in before it gets an id (1 = at once)")
+    lost_buffer_s: float = Field(2.0, gt=0.0, le=600.0, description="seconds an unmatched track is kept for re-identification before it is dropped")
+    class_groups: tuple[tuple[str, ...], ...] = Field(
+        (("car", "truck", "bus"),),
+        description="labels a detector confuses with each other; a track may switch label within a group, never across",
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> "TrackerConfig":
+        if self.low_confidence > self.high_confidence:
+            raise ValueError(f"low_confidence {self.low_confidence} must not exceed high_confidence {self.high_confidence}")
+        return self
+
+
+class EventPolicy(_Strict):
+    """How incidents become event values."""
+
+    pre_roll_s: float = Field(5.0, ge=0.0, le=600.0, description="clip starts this long before the incident")
+    post_roll_s: float = Field(5.0, ge=0.0, le=600.0, description="clip ends this long after the incident")
+    update_interval_s: float = Field(
+        60.0, ge=0.0, le=86400.0, description="an open incident re-emits an update at most this often without a change (0 = only on change)"
+    )
+
+
+class StationaryForegroundConfig(_Strict):
+    """Stationary-foreground analysis of a lane for objects no detector knows (pallets, crates, e-bikes)."""
+
+    max_side_px: int = Field(160, ge=16, le=1024, description="the lane crop is downscaled so its longer side is at most this")
+    long_tau_s: float = Field(900.0, gt=0.0, description="time constant of the long-term (empty lane) background model")
+    short_tau_s: float = Field(4.0, gt=0.0, description="time constant of the short-term model; stable pixels match it")
+    diff_threshold: float = Field(28.0, gt=0.0, le=255.0, description="grey-level difference that counts as a change")
+    min_area_frac: float = Field(0.03, gt=0.0, le=1.0, description="stationary foreground must cover at least this fraction of the lane")
+    grace_s: float = Field(3.0, ge=0.0, description="a pixel may drop out of stationary foreground this long without resetting its timer")
+    absorb_after_s: float = Field(
+        7200.0, gt=0.0, description="foreground older than this is absorbed into the background (a permanent scene change)"
+    )
+    reference_image: str | None = Field(None, description="optional image file of the empty lane (whole frame) to start the long-term model from")
+
+    @model_validator(mode="after")
+    def _taus(self) -> "StationaryForegroundConfig":
+        if self.short_tau_s >= self.long_tau_s:
+            raise ValueError("short_tau_s must be shorter than long_tau_s")
+        return self
+
+
+class FireSmokeRuleConfig(_Strict):
+    """Fire / smoke: k of the last n analysed frames, over at least T seconds."""
+
+    type: Literal["fire_smoke"] = "fire_smoke"
+    labels: tuple[str, ...] = Field(("fire", "smoke"), min_length=1, description="labels watched; each raises its own event type")
+    min_confidence: Conf = Field(0.3, description="detections below this are ignored")
+    window_frames: int = Field(10, ge=1, le=1000, description="n: analysed frames in the voting window")
+    min_hits: int = Field(5, ge=1, le=1000, description="k: frames with the label among the last n needed to confirm")
+    window_max_age_s: float = Field(60.0, gt=0.0, description="frames older than this leave the voting window even if fewer than n came since")
+    min_duration_s: float = Field(3.0, ge=0.0, le=3600.0, description="T: seconds from first evidence before an event may start")
+    max_gap_s: float = Field(5.0, gt=0.0, description="an unconfirmed candidate is dropped after this long without evidence")
+    clear_after_s: float = Field(20.0, gt=0.0, description="an open event ends after this long without evidence")
+    min_area_frac: float = Field(0.0, ge=0.0, le=1.0, description="boxes smaller than this fraction of the frame are ignored")
+    static_min_iou: float | None = Field(
+        0.97,
+        ge=0.5,
+        le=1.0,
+        description="if every evidence box in the window overlaps the first at this IoU or more, the source is static "
+        "(a lamp, a red sign) and is not confirmed; real flames and smoke change shape. None disables",
+    )
+    severity_area_frac: tuple[float, float, float] = Field(
+        (0.01, 0.05, 0.15), description="area fraction of the frame at which severity becomes medium, high, critical"
+    )
+    growth_factor: float = Field(2.0, gt=1.0, description="area growing by this factor within growth_window_s raises severity one level")
+    growth_window_s: float = Field(60.0, gt=0.0, description="window over which growth is measured")
+    cooldown_s: float = Field(60.0, ge=0.0, description="after an end, the same label in this zone cannot start a new event for this long")
+
+    @model_validator(mode="after")
+    def _k_n(self) -> "FireSmokeRuleConfig":
+        if self.min_hits > self.window_frames:
+            raise ValueError(f"min_hits (k={self.min_hits}) must not exceed window_frames (n={self.window_frames})")
+        a = self.severity_area_frac
+        if not (0 < a[0] <= a[1] <= a[2] <= 1):
+            raise ValueError("severity_area_frac must be increasing fractions in (0, 1]")
+        return self
+
+
+class HardHatRuleConfig(_Strict):
+    """A person without a hard hat inside the zone for at least T seconds; one event per person track."""
+
+    type: Literal["no_hard_hat"] = "no_hard_hat"
+    person_labels: tuple[str, ...] = Field(("person",), description="labels of person boxes")
+    no_helmet_label: str = Field("no_helmet", description="label of a bare head")
+    helmet_label: str = Field("helmet", description="label of a head with a hard hat")
+    min_confidence: Conf = Field(0.3, description="detections below this are ignored")
+    min_duration_s: float = Field(5.0, ge=0.0, le=3600.0, description="T: seconds bare-headed inside the zone before the event starts")
+    grace_s: float = Field(2.0, ge=0.0, description="gap in the evidence tolerated before the dwell timer restarts")
+    end_after_s: float = Field(5.0, gt=0.0, description="the event ends after this long without a violation (hat on, left the zone, gone)")
+    head_region_frac: float = Field(0.4, gt=0.0, le=1.0, description="top fraction of a person box where its head box must lie")
+    person_without_helmet_box: Literal["violation", "ignore"] = Field(
+        "violation", description="a large-enough person whose head region holds no helmet box counts as a violation, or is ignored"
+    )
+    min_person_height_px: float = Field(80.0, ge=0.0, description="smaller people without any head box are ignored (too far to judge)")
+    cooldown_s: float = Field(60.0, ge=0.0, description="after an end, the same track cannot start a new event for this long")
+
+
+class FireLaneRuleConfig(_Strict):
+    """A lane occupied by something that stays put for at least T; one event per blockage."""
+
+    type: Literal["fire_lane_blocked"] = "fire_lane_blocked"
+    vehicle_labels: tuple[str, ...] = Field(("car", "truck", "bus", "motorcycle"), description="tracked labels that can block the lane")
+    ignore_labels: tuple[str, ...] = Field(("person",), description="never count as blocking (masked out of stationary foreground too)")
+    min_confidence: Conf = Field(0.3, description="detections below this are ignored")
+    min_duration_s: float = Field(120.0, ge=0.0, le=86400.0, description="T: seconds an object must stay put in the lane")
+    min_overlap_frac: float = Field(
+        0.25, ge=0.0, le=1.0, description="fraction of the box inside the lane for it to be in the lane; 0 = anchor point test"
+    )
+    max_drift_frac: float = Field(0.15, gt=0.0, le=2.0, description="an object is stationary while its anchor stays within this fraction of its box diagonal")
+    grace_s: float = Field(15.0, ge=0.0, description="a stationary vehicle may go unseen (occlusion, missed detections) this long")
+    clear_after_s: float = Field(10.0, gt=0.0, description="the blockage ends once the lane has been clear this long")
+    stationary_foreground: StationaryForegroundConfig | None = Field(
+        None, description="also watch the lane pixels for unknown stationary objects (needs frames and a pixel polygon)"
+    )
+    cooldown_s: float = Field(0.0, ge=0.0, description="after an end, a new blockage cannot start for this long")
+
+
+class VesselZoneRuleConfig(_Strict):
+    """A vessel track inside the zone for at least T seconds; one event per track."""
+
+    type: Literal["vessel_in_zone"] = "vessel_in_zone"
+    labels: tuple[str, ...] = Field(("vessel",), description="vessel labels")
+    min_confidence: Conf = Field(0.3, description="detections below this are ignored")
+    min_duration_s: float = Field(30.0, ge=0.0, le=86400.0, description="T: seconds inside before the event starts")
+    grace_s: float = Field(5.0, ge=0.0, description="gap (missed detections, leaving briefly) tolerated before the dwell timer restarts")
+    end_after_s: float = Field(15.0, gt=0.0, description="the event ends after the vessel has been outside or unseen this long")
+    cooldown_s: float = Field(120.0, ge=0.0, description="after an end, the same track cannot start a new event for this long")
+
+
+RuleConfig = Annotated[
+    Union[FireSmokeRuleConfig, HardHatRuleConfig, FireLaneRuleConfig, VesselZoneRuleConfig], Field(discriminator="type")
+]
+
+
+class ZoneConfig(_Strict):
+    """One zone on one source and the rules that apply in it."""
+
+    id: str = Field(pattern=_ID, description="zone id, unique per source")
+    source: str = Field(min_length=1, description="id of the source this zone is drawn on")
+    polygon_px: tuple[tuple[float, float], ...] | None = Field(None, description="pixel polygon [[x, y], ...] (fixed cameras)")
+    polygon_lonlat: tuple[tuple[float, float], ...] | None = Field(
+        None, description="WGS84 polygon [[lon, lat], ...]; needs a geo-referenced source (calibration or drone pose)"
+    )
+    anchors: dict[str, Literal["bottom_centre", "centre"]] = Field(
+        default_factory=dict, description="per-label anchor point overriding the defaults (bottom centre for people/vehicles, else centre)"
+    )
+    rules: tuple[RuleConfig, ...] = Field(min_length=1, description="rules evaluated in this zone")
+
+    @model_validator(mode="after")
+    def _shape(self) -> "ZoneConfig":
+        if self.polygon_px is not None and self.polygon_lonlat is not None:
+            raise ValueError("give polygon_px or polygon_lonlat, not both (neither = the whole frame)")
+        for r in self.rules:
+            if isinstance(r, FireLaneRuleConfig) and self.polygon_px is None:
+                if r.stationary_foreground is not None:
+                    raise ValueError("fire_lane_blocked with stationary_foreground needs a polygon_px lane")
+                if r.min_overlap_frac > 0 and self.polygon_lonlat is not None:
+                    raise ValueError("fire_lane_blocked on a geo zone must use min_overlap_frac: 0 (anchor point test)")
+        return self
+
+    def build_zone(self):
+        """The prepared ``Zone`` (raises ConfigError for a bad polygon)."""
+        from seawatch.vision.zones import Zone
+
+        if self.polygon_px is not None:
+            return Zone.from_pixels(self.id, self.polygon_px)
+        if self.polygon_lonlat is not None:
+            return Zone.from_lonlat(self.id, self.polygon_lonlat)
+        return Zone.whole_frame(self.id)
+
+
+class RulesConfig(_Strict):
+    """Tracking, zones with their rules, and the event policy."""
+
+    tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="tracker settings (one tracker per source)")
+    events: EventPolicy = Field(default_factory=EventPolicy, description="clip rolls and update cadence")
+    zones: tuple[ZoneConfig, ...] = Field((), description="zones per source with their rules")
+
+    @model_validator(mode="after")
+    def _unique(self) -> "RulesConfig":
+        seen: set[tuple[str, str]] = set()
+        for z in self.zones:
+            key = (z.source, z.id)
+            if key in seen:
+                raise ValueError(f"zone id {z.id!r} appears twice on source {z.source!r}")
+            seen.add(key)
+        return self
+
+
+def load_rules_config(data: Mapping[str, Any] | None, where: str = "config") -> RulesConfig:
+    """Validate a dict (parsed YAML); every problem is reported with its field path in one ``ConfigError``."""
+    try:
+        cfg = RulesConfig.model_validate(data or {})
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  {where}: {loc or '(top)'}: {err['msg']}")
+        raise ConfigError("invalid rules configuration:\n" + "\n".join(lines)) from None
+    for z in cfg.zones:  # polygons are checked here so a bad one is reported at load time
+        z.build_zone()
+    return cfg
