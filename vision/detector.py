@@ -1,0 +1,270 @@
+"""ONNX Runtime detector: one session per model, one ``run`` per batch, vectorised pre- and post-processing.
+
+>>> det = load_detector("coco_yolov5n", conf=0.3)          # doctest: +SKIP
+>>> dets = det.detect([frame_bgr_1, frame_bgr_2])          # doctest: +SKIP
+>>> det.last_timing.infer_ns                               # doctest: +SKIP
+
+A detector owns a reusable input buffer, so use one instance per worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from seawatch.errors import ModelError
+from seawatch.vision.detections import Detections
+from seawatch.vision.postprocess import LabelMap, postprocess
+from seawatch.vision.preprocess import Preprocessor, check_imgsz
+
+log = logging.getLogger(__name__)
+
+# Short names accepted in configs and on the command line.
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "directml": "DmlExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+}
+
+# "auto" order. TensorRT is left out on purpose: it builds an engine per input shape (minutes, and again for
+# each new rectangular letterbox shape); ask for it explicitly (providers=["tensorrt", "cuda", "cpu"]).
+AUTO_ORDER = ("CUDAExecutionProvider", "OpenVINOExecutionProvider", "CoreMLExecutionProvider",
+              "DmlExecutionProvider", "CPUExecutionProvider")
+
+
+def select_providers(providers: str | Sequence[str] = "auto") -> list[str]:
+    """Execution providers to ask onnxruntime for, best first, limited to those this onnxruntime build has.
+
+    ``"auto"`` picks CUDA / OpenVINO / CoreML / DirectML when available, else CPU. A list (or a comma-separated
+    string) is used in that order; names may be short (``cuda``, ``tensorrt``, ``openvino``, ``cpu``) or full.
+    Providers this build lacks are skipped with a warning; CPU is always appended as the last resort.
+    """
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if isinstance(providers, str):
+        if providers.strip().lower() == "auto":
+            return [p for p in AUTO_ORDER if p in available] or ["CPUExecutionProvider"]
+        providers = [p for p in providers.split(",") if p.strip()]
+    chosen: list[str] = []
+    for p in providers:
+        full = PROVIDER_ALIASES.get(p.strip().lower(), p.strip())
+        if full not in available:
+            log.warning("execution provider %s is not available in this onnxruntime build (have: %s); skipped",
+                        full, ", ".join(available))
+            continue
+        if full not in chosen:
+            chosen.append(full)
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Wall time of one ``detect`` call, by stage, in nanoseconds (``time.perf_counter_ns``)."""
+
+    frames: int = 0
+    runs: int = 0
+    pre_ns: int = 0
+    infer_ns: int = 0
+    post_ns: int = 0
+
+    @property
+    def total_ns(self) -> int:
+        return self.pre_ns + self.infer_ns + self.post_ns
+
+    def __add__(self, other: "Timing") -> "Timing":
+        return Timing(self.frames + other.frames, self.runs + other.runs, self.pre_ns + other.pre_ns,
+                      self.infer_ns + other.infer_ns, self.post_ns + other.post_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorSettings:
+    """Thresholds of one detector (manifest defaults unless overridden)."""
+
+    conf: float
+    iou: float
+    imgsz: int
+    max_det: int
+    agnostic: bool = False
+
+
+def _dim(v) -> int | None:
+    return v if isinstance(v, int) and v > 0 else None
+
+
+class OnnxDetector:
+    """A YOLO-style ONNX model behind one ``onnxruntime.InferenceSession``.
+
+    Args:
+        manifest: the model's :class:`seawatch.vision.registry.ModelManifest` (classes, labels, output format,
+            stride and default thresholds).
+        onnx_path: the ONNX file.
+        conf, iou, imgsz, max_det: override the manifest defaults (``imgsz`` is rounded up to the stride).
+        agnostic: class-agnostic NMS.
+        providers: ``"auto"`` or a list of execution providers (see :func:`select_providers`).
+        intra_op_threads, inter_op_threads: onnxruntime thread pools (0 = onnxruntime's default).
+        warmup: run one dummy batch at construction so the first real call is not slow.
+    """
+
+    def __init__(self, manifest, onnx_path: str | os.PathLike, *, conf: float | None = None,
+                 iou: float | None = None, imgsz: int | None = None, max_det: int | None = None,
+                 agnostic: bool = False, providers: str | Sequence[str] = "auto", intra_op_threads: int = 0,
+                 inter_op_threads: int = 0, warmup: bool = True):
+        import onnxruntime as ort
+
+        self.manifest = manifest
+        self.name: str = manifest.name
+        self.path = Path(onnx_path)
+        self.output_format = manifest.output_format
+        self.label_map = LabelMap.from_manifest(manifest)
+        d = manifest.defaults
+        self.settings = DetectorSettings(
+            conf=float(d.conf if conf is None else conf),
+            iou=float(d.iou if iou is None else iou),
+            imgsz=check_imgsz(int(d.imgsz if imgsz is None else imgsz), manifest.stride_px),
+            max_det=int(d.max_det if max_det is None else max_det),
+            agnostic=bool(agnostic),
+        )
+        for key in ("conf", "iou"):
+            v = getattr(self.settings, key)
+            if not 0.0 <= v <= 1.0:
+                raise ModelError(f"model {self.name!r}: {key}={v} is outside [0, 1]")
+        if self.settings.max_det < 1:
+            raise ModelError(f"model {self.name!r}: max_det must be >= 1")
+        if not self.path.is_file():
+            raise ModelError(f"model {self.name!r}: ONNX file {self.path} does not exist")
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.intra_op_num_threads = int(intra_op_threads)
+        so.inter_op_num_threads = int(inter_op_threads)
+        so.log_severity_level = 3
+        wanted = select_providers(providers)
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=wanted)
+        except Exception as exc:  # onnxruntime raises its own pybind exception types
+            if wanted != ["CPUExecutionProvider"]:
+                log.warning("model %s: session with %s failed (%s); falling back to CPU", self.name, wanted, exc)
+                try:
+                    self.session = ort.InferenceSession(str(self.path), sess_options=so,
+                                                        providers=["CPUExecutionProvider"])
+                except Exception as exc2:
+                    raise ModelError(f"model {self.name!r}: cannot load {self.path}: {exc2}") from exc2
+            else:
+                raise ModelError(f"model {self.name!r}: cannot load {self.path}: {exc}") from exc
+        self.providers: list[str] = list(self.session.get_providers())
+
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.output_name = self.session.get_outputs()[0].name
+        shape = list(inp.shape) + [None] * (4 - len(inp.shape))
+        if len(inp.shape) != 4:
+            raise ModelError(f"model {self.name!r}: input {inp.name} has shape {inp.shape}, expected (B, 3, H, W)")
+        self.static_batch = _dim(shape[0])
+        fixed_h, fixed_w = _dim(shape[2]), _dim(shape[3])
+        self.fixed_hw = (fixed_h, fixed_w) if fixed_h and fixed_w else None
+        self.input_dtype = np.float16 if "float16" in inp.type else np.float32
+        if self.fixed_hw is not None and self.fixed_hw != (self.settings.imgsz,) * 2 and imgsz is not None:
+            log.warning("model %s has a static input %s; imgsz=%s is ignored", self.name, self.fixed_hw, imgsz)
+        self._pre = Preprocessor(self.settings.imgsz, manifest.stride_px, fixed_hw=self.fixed_hw)
+        self.last_timing = Timing()
+        self.total_timing = Timing()
+        log.info("model %s: %s on %s, input %s %s, imgsz %d", self.name, self.path.name, self.providers,
+                 inp.shape, inp.type, self.settings.imgsz)
+        if warmup:
+            self.warmup()
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Seawatch labels this detector emits (``Detections.labels``)."""
+        return self.label_map.labels
+
+    def warmup(self, shape_hw: tuple[int, int] | None = None) -> None:
+        """One dummy inference (grey frame of ``shape_hw``, default imgsz square); not counted in timings."""
+        s = self.settings.imgsz
+        h, w = shape_hw or (s, s)
+        last, total = self.last_timing, self.total_timing
+        self.detect([np.full((h, w, 3), 114, np.uint8)])
+        self.last_timing, self.total_timing = last, total
+
+    def _run(self, tensor: np.ndarray) -> np.ndarray:
+        if self.input_dtype is not np.float32:
+            tensor = tensor.astype(self.input_dtype)
+        try:
+            out = self.session.run([self.output_name], {self.input_name: tensor})[0]
+        except Exception as exc:  # onnxruntime's pybind errors (InvalidArgument, Fail, RuntimeException...)
+            raise ModelError(f"model {self.name!r}: inference failed on input {tuple(tensor.shape)}: {exc}") from exc
+        return out
+
+    def detect(self, images: list[np.ndarray]) -> list[Detections]:
+        """Detections for each frame (``(H, W, 3) uint8`` BGR), boxes in that frame's pixels.
+
+        All frames go through one ``session.run`` (frames of different sizes share a padded batch), unless the
+        model has a static batch size, in which case the batch is cut into runs of that size.
+        """
+        if len(images) == 0:
+            return []
+        t0 = time.perf_counter_ns()
+        step = self.static_batch or len(images)
+        results: list[Detections] = []
+        pre_ns = infer_ns = post_ns = runs = 0
+        s = self.settings
+        for start in range(0, len(images), step):
+            chunk = images[start : start + step]
+            batch = self._pre(chunk)
+            tensor = batch.tensor
+            if self.static_batch and len(chunk) < self.static_batch:  # pad a short last chunk
+                tensor = np.concatenate([tensor, np.repeat(tensor[-1:], self.static_batch - len(chunk), 0)])
+            t1 = time.perf_counter_ns()
+            raw = self._run(tensor)[: len(chunk)]
+            t2 = time.perf_counter_ns()
+            results += postprocess(raw, batch, self.output_format, self.label_map, s.conf, s.iou, s.max_det,
+                                   self.name, s.agnostic)
+            t3 = time.perf_counter_ns()
+            pre_ns += t1 - t0
+            infer_ns += t2 - t1
+            post_ns += t3 - t2
+            runs += 1
+            t0 = t3
+        self.last_timing = Timing(len(images), runs, pre_ns, infer_ns, post_ns)
+        self.total_timing = self.total_timing + self.last_timing
+        return results
+
+    def __call__(self, images: list[np.ndarray]) -> list[Detections]:
+        return self.detect(images)
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return (f"OnnxDetector({self.name!r}, conf={s.conf}, iou={s.iou}, imgsz={s.imgsz}, max_det={s.max_det}, "
+                f"providers={self.providers})")
+
+
+def load_detector(name: str, variant: str = "fp32", **overrides) -> OnnxDetector:
+    """Detector for a registered, provisioned model (``seawatch.vision.registry``).
+
+    ``overrides`` are :class:`OnnxDetector` keyword arguments (conf, iou, imgsz, max_det, providers, threads...).
+    Raises ModelNotFound / ModelNotProvisioned / ChecksumMismatch from the registry, ModelError otherwise.
+    """
+    from seawatch.vision import registry
+
+    manifest = registry.get_manifest(name)
+    path = registry.resolve_onnx(name, variant)
+    return OnnxDetector(manifest, path, **overrides)
+
+
+__all__ = ["OnnxDetector", "Timing", "DetectorSettings", "load_detector", "select_providers"]
