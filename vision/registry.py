@@ -69,8 +69,8 @@ class ExportSettings(_Strict):
         ("A_boats/*.jpg",), description="glob patterns under the shared media folder for the export check images"
     )
     check_images: int = Field(3, ge=1, le=32, description="how many real images the export check runs")
-    check_tol_box_px: float = Field(0.5, gt=0, description="largest allowed |PyTorch - ONNX| on raw boxes, pixels")
-    check_tol_score: float = Field(2e-3, gt=0, description="largest allowed |PyTorch - ONNX| on raw scores")
+    check_tol_box_px: float = Field(0.05, gt=0, description="largest allowed |PyTorch - ONNX| on raw boxes, pixels")
+    check_tol_score: float = Field(1e-4, gt=0, description="largest allowed |PyTorch - ONNX| on raw scores")
 
 
 class Defaults(_Strict):
@@ -161,6 +161,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; cache files are meant to be readable like any other
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -1,0 +1,79 @@
+"""``seawatch models list [--json]``: the registry with what is provisioned in the cache."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = "list registered models: labels, input size, provisioned or not, size on disk, provenance, licence"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+    parser.add_argument("--verify", action="store_true", help="hash the ONNX files against their locks (slower)")
+
+
+def _size_bytes(folder) -> int:
+    if not folder.is_dir():
+        return 0
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def collect(verify: bool = False) -> list[dict]:
+    """One row per registered model (sorted by name)."""
+    from seawatch.errors import ModelError
+    from seawatch.vision import registry
+
+    builtin = {p.stem for p in registry.paths.MANIFEST_DIR.glob("*.yaml")}
+    rows = []
+    for name, m in sorted(registry.load_manifests().items()):
+        lock = registry.read_lock(name) or {}
+        status = "no"
+        try:
+            registry.resolve_onnx(name, "fp32", verify=verify)
+            status = "yes" if lock.get("manifest_digest") == m.digest() else "stale"
+        except ModelError as exc:
+            status = "corrupt" if "does not match" in str(exc) else "no"
+        rows.append({
+            "name": name,
+            "builtin": name in builtin,
+            "labels": list(m.seawatch_labels),
+            "input_size_px": list(m.input_size_px),
+            "provisioned": status,
+            "variants": sorted((lock.get("variants") or {}).keys()) if status != "no" else [],
+            "size_bytes": _size_bytes(registry.model_dir(name)),
+            "provenance": m.provenance,
+            "licence": m.licence,
+            "family": m.family,
+            "output_format": m.output_format,
+        })
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = collect(verify=args.verify)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no models registered")
+        return 0
+    table = [("NAME", "LABELS", "INPUT", "PROVISIONED", "SIZE", "PROVENANCE", "LICENCE")]
+    for r in rows:
+        h, w = r["input_size_px"]
+        prov = r["provisioned"] + (f" ({','.join(r['variants'])})" if r["variants"] else "")
+        lic = r["licence"] if len(r["licence"]) <= 40 else r["licence"][:37] + "..."
+        table.append((r["name"], ",".join(r["labels"]), f"{w}x{h}", prov,
+                      _human(r["size_bytes"]) if r["size_bytes"] else "-", r["provenance"], lic))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    return 0
