@@ -19,6 +19,8 @@ class Frame:
         capture_time_ns: UTC nanoseconds from the stream's own clock (RTP/PTS mapped to wall clock).
         receive_time_ns: UTC nanoseconds when the reader got the frame.
         pose: the source pose at capture time when known (drone or calibrated camera), else None.
+        motion: the motion gate's verdict for this frame (``seawatch.streams.motion.MotionResult``: changed
+            fraction and changed regions ``boxes_xyxy_px``) when the source is gated, else None.
     """
 
     source_id: str
@@ -27,6 +29,7 @@ class Frame:
     capture_time_ns: int
     receive_time_ns: int
     pose: Any | None = None
+    motion: Any | None = None
 
     @property
     def height_px(self) -> int:

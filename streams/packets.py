@@ -1,0 +1,244 @@
+"""Encoded packets kept after demuxing: the pre-event buffer and recordings hold these, never decoded frames.
+
+A 1080p H.264 camera at 4 Mbit/s costs about 0.5 MB per second of pre-roll as packets, against ~150 MB per second
+as decoded BGR frames; that is what keeps memory bounded.
+
+H.264/HEVC packets are normalised to Annex B with the parameter sets (SPS/PPS) in front of every keyframe, so any
+run of packets that starts at a keyframe can be written to a new MP4 on its own, whatever container they came from
+(MP4 files carry length-prefixed NAL units with the parameter sets out of band; RTSP carries Annex B).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+from fractions import Fraction
+
+# NAL unit types: H.264 SPS=7, PPS=8, IDR=5, non-IDR=1 ; HEVC VPS=32, SPS=33, PPS=34
+_H264_PARAM_TYPES = {7, 8}
+_H264_SLICE_TYPES = {1, 5}
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """What a decoder or muxer needs to know about a video stream.
+
+    Attributes:
+        codec_name: FFmpeg codec name (``h264``, ``hevc``, ``mjpeg``...).
+        width_px, height_px: coded picture size.
+        rate_fps: nominal frame rate if the stream declares one, else None.
+        extradata: codec extradata as the source delivered it (avcC or Annex B), may be empty.
+        annexb_params: the parameter sets in Annex B form (H.264/HEVC), prepended to keyframes that lack them.
+    """
+
+    codec_name: str
+    width_px: int
+    height_px: int
+    rate_fps: Fraction | None = None
+    extradata: bytes = b""
+    annexb_params: bytes = b""
+
+    def same_format(self, other: "StreamInfo | None") -> bool:
+        return (
+            other is not None
+            and other.codec_name == self.codec_name
+            and other.width_px == self.width_px
+            and other.height_px == self.height_px
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedPacket:
+    """One compressed access unit.
+
+    Attributes:
+        data: the payload (Annex B for H.264/HEVC).
+        pts, dts: timestamps in ``time_base`` units, as the source gave them (None when unknown).
+        time_base: seconds per timestamp unit.
+        is_keyframe: decoding can start here.
+        capture_time_ns: UTC ns of the picture (stream clock mapped to wall clock), not clamped.
+    """
+
+    data: bytes
+    pts: int | None
+    dts: int | None
+    time_base: Fraction
+    is_keyframe: bool
+    capture_time_ns: int
+
+    @property
+    def size_bytes(self) -> int:
+        return len(self.data)
+
+
+def iter_annexb_nals(data: bytes, limit: int = 16):
+    """Yield (nal_type_byte, start_offset) of up to ``limit`` NAL units of an Annex B buffer."""
+    pos = 0
+    n = 0
+    length = len(data)
+    while n < limit:
+        i = data.find(b"\x00\x00\x01", pos)
+        if i < 0 or i + 3 >= length:
+            return
+        yield data[i + 3], i + 3
+        n += 1
+        pos = i + 3
+
+
+def is_annexb(data: bytes) -> bool:
+    return data.startswith(b"\x00\x00\x01") or data.startswith(b"\x00\x00\x00\x01")
+
+
+def avcc_to_annexb_params(extradata: bytes) -> bytes:
+    """SPS and PPS from an ``avcC`` box body (ISO 14496-15) as Annex B; empty if it cannot be parsed."""
+    if not extradata:
+        return b""
+    if is_annexb(extradata):
+        return extradata
+    try:
+        if extradata[0] != 1:
+            return b""
+        out = bytearray()
+        pos = 5
+        n_sps = extradata[pos] & 0x1F
+        pos += 1
+        for _ in range(n_sps):
+            size = int.from_bytes(extradata[pos : pos + 2], "big")
+            out += b"\x00\x00\x00\x01" + extradata[pos + 2 : pos + 2 + size]
+            pos += 2 + size
+        n_pps = extradata[pos]
+        pos += 1
+        for _ in range(n_pps):
+            size = int.from_bytes(extradata[pos : pos + 2], "big")
+            out += b"\x00\x00\x00\x01" + extradata[pos + 2 : pos + 2 + size]
+            pos += 2 + size
+        return bytes(out)
+    except IndexError:
+        return b""
+
+
+def ensure_h264_params(data: bytes, params: bytes) -> bytes:
+    """Prefix ``params`` (Annex B SPS/PPS) to a keyframe that does not carry an SPS before its first slice."""
+    if not params:
+        return data
+    for header, _ in iter_annexb_nals(data):
+        nal_type = header & 0x1F
+        if nal_type == 7:
+            return data
+        if nal_type in _H264_SLICE_TYPES:
+            break
+    return params + data
+
+
+class PacketRing:
+    """The pre-event buffer: the newest encoded packets of one source, bounded by age and by bytes.
+
+    The ring always starts at a keyframe (older packets are evicted a whole GOP at a time), so any window taken from
+    it can be decoded. Safe to use from the reader thread (``push``) and any other thread (``window``).
+
+    Args:
+        max_age_s: keep packets whose capture time is within this many seconds of the newest; must cover
+            pre-roll + post-roll of the clips cut from it.
+        max_bytes: hard cap on the payload held.
+    """
+
+    def __init__(self, max_age_s: float = 30.0, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_age_ns = int(max_age_s * 1e9)
+        self.max_bytes = int(max_bytes)
+        self._packets: deque[EncodedPacket] = deque()
+        self._bytes = 0
+        self._info: StreamInfo | None = None
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+
+    @property
+    def info(self) -> StreamInfo | None:
+        return self._info
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._packets)
+
+    def set_info(self, info: StreamInfo) -> None:
+        """Called on (re)connect. A different codec or picture size starts the ring afresh."""
+        with self._lock:
+            if not info.same_format(self._info):
+                self._packets.clear()
+                self._bytes = 0
+            self._info = info
+
+    def push(self, packet: EncodedPacket) -> None:
+        with self._cond:
+            if not self._packets and not packet.is_keyframe:
+                return  # a ring must start decodable
+            self._packets.append(packet)
+            self._bytes += packet.size_bytes
+            newest = packet.capture_time_ns
+            while self._packets and (
+                newest - self._packets[0].capture_time_ns > self.max_age_ns or self._bytes > self.max_bytes
+            ):
+                self._evict_gop()
+            self._cond.notify_all()
+
+    def _evict_gop(self) -> None:
+        first = self._packets.popleft()
+        self._bytes -= first.size_bytes
+        while self._packets and not self._packets[0].is_keyframe:
+            p = self._packets.popleft()
+            self._bytes -= p.size_bytes
+
+    @property
+    def newest_ns(self) -> int | None:
+        with self._lock:
+            return self._packets[-1].capture_time_ns if self._packets else None
+
+    @property
+    def oldest_ns(self) -> int | None:
+        with self._lock:
+            return self._packets[0].capture_time_ns if self._packets else None
+
+    def wait_until(self, t_ns: int, timeout_s: float) -> bool:
+        """Block until a packet captured at or after ``t_ns`` is in the ring (post-roll), or the timeout."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while not self._packets or self._packets[-1].capture_time_ns < t_ns:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.2))
+            return True
+
+    def window(self, start_ns: int, end_ns: int) -> list[EncodedPacket]:
+        """Packets from the last keyframe at or before ``start_ns`` up to ``end_ns`` (capture times).
+
+        If the ring starts after ``start_ns`` the window starts at the ring's first packet (shorter pre-roll).
+        """
+        with self._lock:
+            packets = list(self._packets)
+        return select_window(packets, start_ns, end_ns)
+
+
+def select_window(packets: list[EncodedPacket], start_ns: int, end_ns: int) -> list[EncodedPacket]:
+    """From packets in decode order: the last keyframe at/before ``start_ns`` through the last one <= ``end_ns``."""
+    first = None
+    for i, p in enumerate(packets):
+        if p.capture_time_ns > start_ns:
+            break
+        if p.is_keyframe:
+            first = i
+    if first is None:
+        first = next((i for i, p in enumerate(packets) if p.is_keyframe), None)
+        if first is None:
+            return []
+    out = []
+    for p in packets[first:]:
+        if p.capture_time_ns > end_ns:
+            break
+        out.append(p)
+    return out

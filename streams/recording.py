@@ -1,0 +1,452 @@
+"""Segment recording, retention, clip cutting and snapshots.
+
+* Segments: the incoming H.264 is remuxed (never re-encoded) into fragmented MP4 files, one per ``segment_s``
+  (cut at keyframes), named ``<start_ns>_<end_ns>.mp4`` under ``<root>/<source_id>/``; the file being written is
+  ``<start_ns>.part.mp4``. Fragmented, so a segment cut short by a crash is still readable.
+* Retention: the oldest finished segments go when they are older than ``max_age_s`` or the source's total is over
+  ``max_total_bytes``.
+* Clips are addressed by source and time window (UTC ns). They are written as H.264 MP4 with ``+faststart``
+  (moov before mdat) that Chromium plays: a remux when the packets are H.264, a libx264 transcode otherwise.
+* Snapshots are JPEG files from a BGR image.
+
+Timestamps in written files are rebuilt from the packets' capture times (1/90000 s), so a clip spanning a
+reconnect (where the stream's own PTS restarted) still has monotonic timestamps.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from seawatch.errors import InputError, StreamError
+from seawatch.streams.packets import (
+    EncodedPacket,
+    PacketRing,
+    StreamInfo,
+    avcc_to_annexb_params,
+    ensure_h264_params,
+    select_window,
+)
+
+log = logging.getLogger(__name__)
+
+MUX_TIME_BASE = Fraction(1, 90000)
+_FASTSTART = {"movflags": "+faststart"}
+_FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+REMUX_CODECS = {"h264"}
+
+
+def _rebase(packets: list[EncodedPacket]) -> list[tuple[EncodedPacket, int, int]]:
+    """(packet, pts, dts) in MUX_TIME_BASE ticks from the first packet's capture time; dts strictly increasing."""
+    if not packets:
+        return []
+    t0 = packets[0].capture_time_ns
+    out = []
+    last_dts = None
+    for p in packets:
+        pts = (p.capture_time_ns - t0) * 9 // 100000  # ns -> 1/90000 s
+        reorder = 0
+        if p.pts is not None and p.dts is not None and p.pts > p.dts:
+            reorder = int((p.pts - p.dts) * p.time_base * 90000)
+        dts = pts - reorder
+        if last_dts is not None and dts <= last_dts:
+            dts = last_dts + 1
+            pts = max(pts, dts)
+        last_dts = dts
+        out.append((p, pts, dts))
+    # a negative first dts (B-frames) is fine for MP4; shift so the first pts is 0
+    return out
+
+
+def write_mp4(
+    packets: list[EncodedPacket],
+    info: StreamInfo,
+    path: str | Path,
+    *,
+    fragmented: bool = False,
+    crf: int = 23,
+) -> Path:
+    """Write packets (starting at a keyframe) as an H.264 MP4: remux for H.264, libx264 transcode otherwise.
+
+    Returns the path. ``fragmented=False`` gives ``+faststart`` (moov before mdat), what browsers want for a
+    finished file. Raises :class:`StreamError` if there is nothing to write or FFmpeg fails.
+    """
+    import av
+
+    path = Path(path)
+    if not packets:
+        raise StreamError(f"no video to write to {path}: the time window holds no packets")
+    if not packets[0].is_keyframe:
+        raise StreamError(f"cannot write {path}: the packets do not start at a keyframe")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    timed = _rebase(packets)
+    try:
+        if info.codec_name in REMUX_CODECS:
+            with av.open(str(tmp), "w", format="mp4", options=_FRAGMENTED if fragmented else _FASTSTART) as out:
+                rate = info.rate_fps or 25
+                stream = out.add_mux_stream(info.codec_name, rate=rate, width=info.width_px, height=info.height_px)
+                stream.time_base = MUX_TIME_BASE
+                params = info.annexb_params
+                for p, pts, dts in timed:
+                    data = ensure_h264_params(p.data, params) if p.is_keyframe else p.data
+                    pkt = av.Packet(data)
+                    pkt.pts, pkt.dts = pts, dts
+                    pkt.time_base = MUX_TIME_BASE
+                    pkt.is_keyframe = p.is_keyframe
+                    pkt.stream = stream
+                    out.mux(pkt)
+        else:
+            _transcode(timed, info, tmp, fragmented=fragmented, crf=crf)
+        os.replace(tmp, path)
+    except av.FFmpegError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StreamError(f"writing {path} failed: {exc}") from exc
+    return path
+
+
+def _transcode(timed, info: StreamInfo, path: Path, *, fragmented: bool, crf: int) -> None:
+    import av
+
+    dec = av.CodecContext.create(info.codec_name, "r")
+    if info.extradata:
+        dec.extradata = info.extradata
+    with av.open(str(path), "w", format="mp4", options=_FRAGMENTED if fragmented else _FASTSTART) as out:
+        enc = out.add_stream("libx264", rate=info.rate_fps or 25, options={"preset": "veryfast", "crf": str(crf)})
+        enc.width = info.width_px - info.width_px % 2
+        enc.height = info.height_px - info.height_px % 2
+        enc.pix_fmt = "yuv420p"
+        enc.codec_context.time_base = MUX_TIME_BASE
+        for p, pts, _dts in timed:
+            pkt = av.Packet(p.data)
+            for frame in dec.decode(pkt):
+                frame = frame.reformat(width=enc.width, height=enc.height, format="yuv420p")
+                frame.pts = pts
+                frame.time_base = MUX_TIME_BASE
+                for q in enc.encode(frame):
+                    out.mux(q)
+        for frame in dec.decode(None):
+            frame = frame.reformat(width=enc.width, height=enc.height, format="yuv420p")
+            frame.pts = timed[-1][1] + 1
+            frame.time_base = MUX_TIME_BASE
+            for q in enc.encode(frame):
+                out.mux(q)
+        for q in enc.encode(None):
+            out.mux(q)
+
+
+def read_mp4_packets(path: str | Path, start_ns: int) -> tuple[StreamInfo, list[EncodedPacket]]:
+    """Packets of a recorded segment, with capture time = ``start_ns`` + their pts. Raises :class:`InputError`."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as exc:
+        raise InputError(f"cannot read recording {path}: {exc}") from exc
+    with container:
+        if not container.streams.video:
+            raise InputError(f"recording {path} has no video stream")
+        stream = container.streams.video[0]
+        info = stream_info(stream)
+        bsf = _annexb_filter(stream)
+        packets: list[EncodedPacket] = []
+        first_pts = None
+        try:
+            for raw in container.demux(stream):
+                for pkt in (bsf.filter(raw) if bsf is not None else [raw]) if raw.size else []:
+                    if pkt.pts is None:
+                        continue
+                    if first_pts is None:
+                        first_pts = pkt.pts
+                    t = start_ns + int((pkt.pts - first_pts) * pkt.time_base * 1_000_000_000)
+                    packets.append(
+                        EncodedPacket(bytes(pkt), pkt.pts, pkt.dts, pkt.time_base, bool(pkt.is_keyframe), t)
+                    )
+        except av.FFmpegError as exc:
+            log.warning("recording %s is damaged after %d packets: %s", path, len(packets), exc)
+    return info, packets
+
+
+def stream_info(stream) -> StreamInfo:
+    """StreamInfo of a PyAV input video stream."""
+    ctx = stream.codec_context
+    extradata = bytes(ctx.extradata or b"")
+    rate = stream.average_rate or stream.guessed_rate
+    return StreamInfo(
+        codec_name=ctx.name,
+        width_px=int(ctx.width or 0),
+        height_px=int(ctx.height or 0),
+        rate_fps=Fraction(rate) if rate else None,
+        extradata=extradata,
+        annexb_params=avcc_to_annexb_params(extradata) if ctx.name == "h264" else b"",
+    )
+
+
+def _annexb_filter(stream):
+    """A bitstream filter turning MP4-style H.264/HEVC into Annex B, or None when not needed."""
+    import av
+
+    ctx = stream.codec_context
+    extradata = bytes(ctx.extradata or b"")
+    if ctx.name in ("h264", "hevc") and extradata and extradata[:1] == b"\x01":
+        return av.bitstream.BitStreamFilterContext(
+            "h264_mp4toannexb" if ctx.name == "h264" else "hevc_mp4toannexb", stream
+        )
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    path: Path
+    start_ns: int
+    end_ns: int
+
+    @property
+    def size_bytes(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+
+def list_segments(root: str | Path, source_id: str) -> list[Segment]:
+    """Finished segments of a source, oldest first."""
+    d = Path(root) / source_id
+    out = []
+    if not d.is_dir():
+        return out
+    for f in d.glob("*_*.mp4"):
+        try:
+            a, b = f.stem.split("_", 1)
+            out.append(Segment(f, int(a), int(b)))
+        except ValueError:
+            continue
+    out.sort(key=lambda s: s.start_ns)
+    return out
+
+
+def enforce_retention(root: str | Path, source_id: str, *, max_age_s: float | None, max_total_bytes: int | None,
+                      now_ns: int | None = None) -> list[Path]:
+    """Delete the oldest finished segments beyond the age or total-size limit. Returns the deleted paths."""
+    now_ns = time.time_ns() if now_ns is None else now_ns
+    segments = list_segments(root, source_id)
+    deleted = []
+    total = sum(s.size_bytes for s in segments)
+    for s in segments:
+        too_old = max_age_s is not None and now_ns - s.end_ns > max_age_s * 1e9
+        too_big = max_total_bytes is not None and total > max_total_bytes
+        if not (too_old or too_big):
+            break
+        total -= s.size_bytes
+        s.path.unlink(missing_ok=True)
+        deleted.append(s.path)
+    if deleted:
+        log.info("retention for %s: deleted %d segments", source_id, len(deleted))
+    return deleted
+
+
+class SegmentRecorder:
+    """Packet sink that records one source into MP4 segments (remux, no re-encode).
+
+    Args:
+        root: recordings folder; files go to ``root/source_id/``.
+        segment_s: target segment length; a new segment starts at the first keyframe after it.
+        max_age_s, max_total_bytes: retention, applied each time a segment is finished.
+    """
+
+    def __init__(self, root: str | Path, source_id: str, *, segment_s: float = 60.0,
+                 max_age_s: float | None = 24 * 3600.0, max_total_bytes: int | None = 10 * 1024**3) -> None:
+        self.root = Path(root)
+        self.source_id = source_id
+        self.segment_ns = int(segment_s * 1e9)
+        self.max_age_s = max_age_s
+        self.max_total_bytes = max_total_bytes
+        self._info: StreamInfo | None = None
+        self._out = None
+        self._stream = None
+        self._part: Path | None = None
+        self._start_ns = 0
+        self._last_ns = 0
+        self._last_dts = -1
+        self._lock = threading.Lock()
+        self.segments_written = 0
+
+    def set_info(self, info: StreamInfo) -> None:
+        with self._lock:
+            if not info.same_format(self._info):
+                self._close_segment()
+            self._info = info
+
+    def push(self, packet: EncodedPacket) -> None:
+        import av
+
+        with self._lock:
+            if self._info is None or self._info.codec_name not in REMUX_CODECS:
+                return  # TODO: non-H.264 sources are not recorded (clips from them come from the ring)
+            if self._out is not None and packet.is_keyframe and packet.capture_time_ns - self._start_ns >= self.segment_ns:
+                self._close_segment()
+            if self._out is None:
+                if not packet.is_keyframe:
+                    return
+                self._open_segment(packet.capture_time_ns)
+            pts = (packet.capture_time_ns - self._start_ns) * 9 // 100000
+            dts = pts
+            if packet.pts is not None and packet.dts is not None and packet.pts > packet.dts:
+                dts = pts - int((packet.pts - packet.dts) * packet.time_base * 90000)
+            if dts <= self._last_dts:
+                dts = self._last_dts + 1
+                pts = max(pts, dts)
+            self._last_dts = dts
+            data = ensure_h264_params(packet.data, self._info.annexb_params) if packet.is_keyframe else packet.data
+            pkt = av.Packet(data)
+            pkt.pts, pkt.dts, pkt.time_base = pts, dts, MUX_TIME_BASE
+            pkt.is_keyframe = packet.is_keyframe
+            pkt.stream = self._stream
+            try:
+                self._out.mux(pkt)
+                self._last_ns = packet.capture_time_ns
+            except av.FFmpegError as exc:
+                log.warning("recording %s: mux failed (%s); starting a new segment", self.source_id, exc)
+                self._close_segment()
+
+    def _open_segment(self, start_ns: int) -> None:
+        import av
+
+        d = self.root / self.source_id
+        d.mkdir(parents=True, exist_ok=True)
+        self._part = d / f"{start_ns}.part.mp4"
+        self._out = av.open(str(self._part), "w", format="mp4", options=_FRAGMENTED)
+        info = self._info
+        self._stream = self._out.add_mux_stream(info.codec_name, rate=info.rate_fps or 25,
+                                                width=info.width_px, height=info.height_px)
+        self._stream.time_base = MUX_TIME_BASE
+        self._start_ns = start_ns
+        self._last_ns = start_ns
+        self._last_dts = -1
+
+    def _close_segment(self) -> None:
+        if self._out is None:
+            return
+        try:
+            self._out.close()
+        except Exception as exc:  # noqa: BLE001 - a broken segment must not stop recording
+            log.warning("recording %s: closing segment failed: %s", self.source_id, exc)
+        final = self._part.with_name(f"{self._start_ns}_{self._last_ns}.mp4")
+        os.replace(self._part, final)
+        self._out = self._stream = self._part = None
+        self.segments_written += 1
+        enforce_retention(self.root, self.source_id, max_age_s=self.max_age_s, max_total_bytes=self.max_total_bytes)
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_segment()
+
+
+def cut_clip(
+    path: str | Path,
+    start_ns: int,
+    end_ns: int,
+    *,
+    recordings: str | Path | None = None,
+    source_id: str | None = None,
+    ring: PacketRing | None = None,
+) -> Path:
+    """Write the clip of a source for ``[start_ns, end_ns]`` to ``path`` (H.264 MP4, faststart).
+
+    Packets come from finished segments under ``recordings/source_id`` and then from the pre-event ``ring`` for
+    whatever is newer. The clip starts at the last keyframe at or before ``start_ns``. Raises :class:`StreamError`
+    when neither covers the window.
+    """
+    if end_ns <= start_ns:
+        raise InputError(f"clip window is empty: start {start_ns} >= end {end_ns}")
+    packets: list[EncodedPacket] = []
+    info: StreamInfo | None = None
+    if recordings is not None and source_id is not None:
+        for seg in list_segments(recordings, source_id):
+            if seg.end_ns < start_ns - 10_000_000_000 or seg.start_ns > end_ns:
+                continue
+            seg_info, seg_packets = read_mp4_packets(seg.path, seg.start_ns)
+            if info is not None and not seg_info.same_format(info):
+                packets = []  # format changed: keep the newer part
+            info = seg_info
+            packets.extend(seg_packets)
+    if ring is not None and ring.info is not None:
+        newest = packets[-1].capture_time_ns if packets else None
+        ring_packets = ring.window(start_ns, end_ns)
+        if newest is not None:
+            ring_packets = [p for p in ring_packets if p.capture_time_ns > newest]
+            # only continue from the ring at a keyframe unless it follows on directly
+            if ring_packets and not ring_packets[0].is_keyframe and ring_packets[0].capture_time_ns - newest > 1e9:
+                while ring_packets and not ring_packets[0].is_keyframe:
+                    ring_packets.pop(0)
+        if ring_packets:
+            if info is not None and not ring.info.same_format(info):
+                packets = []
+            info = ring.info
+            packets.extend(ring_packets)
+    window = select_window(packets, start_ns, end_ns)
+    if not window or info is None:
+        where = f"source {source_id!r}" if source_id else "the pre-event buffer"
+        raise StreamError(f"no recorded video of {where} between {start_ns} and {end_ns} ns")
+    return write_mp4(window, info, path)
+
+
+def save_jpeg(image: np.ndarray, path: str | Path, quality: int = 90) -> Path:
+    """Write a BGR ``(H, W, 3) uint8`` image as JPEG. Raises :class:`InputError` for a bad image."""
+    import cv2
+
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InputError(f"snapshot {path}: need an (H, W, 3) uint8 image, got {getattr(image, 'shape', type(image))}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise InputError(f"snapshot {path}: JPEG encoding failed")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(buf.tobytes())
+    os.replace(tmp, path)
+    return path
+
+
+def ffprobe_summary(path: str | Path) -> dict:
+    """Codec, size, frame count and top-level MP4 box order of a file (for tests and the benchmark)."""
+    import av
+
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        n = sum(1 for p in c.demux(s) if p.size)
+        summary = {"codec": s.codec_context.name, "width": s.codec_context.width,
+                   "height": s.codec_context.height, "packets": n,
+                   "duration_s": float(c.duration / 1e6) if c.duration else None}
+    summary["boxes"] = mp4_top_boxes(path)
+    return summary
+
+
+def mp4_top_boxes(path: str | Path) -> list[str]:
+    """Top-level box types of an MP4 file in order (``moov`` before ``mdat`` means faststart)."""
+    boxes = []
+    with open(path, "rb") as f:
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                break
+            size = int.from_bytes(head[:4], "big")
+            kind = head[4:8].decode("latin-1")
+            if size == 1:
+                size = int.from_bytes(f.read(8), "big")
+                f.seek(size - 16, 1)
+            elif size == 0:
+                boxes.append(kind)
+                break
+            else:
+                f.seek(size - 8, 1)
+            boxes.append(kind)
+    return boxes

@@ -1,0 +1,676 @@
+"""One reader thread per source: open with timeouts, demux, decode, time-stamp, queue; reconnect by itself.
+
+State machine (``SourceStatus.state``)::
+
+    connecting -> online -> offline -> connecting -> ...      (live: forever, capped exponential backoff + jitter)
+    connecting -> online -> ended                             (a file that is not looped, read to the end)
+    connecting -> failed                                      (a file that is missing, truncated or not video)
+    any -> stopped                                            (stop() was called)
+
+Every FFmpeg call runs with an open and a read timeout (PyAV blocks forever on a hung RTSP server without one).
+On top of that a watchdog thread per source treats "no packet for ``stall_timeout_s``" as a failure: the source
+goes ``offline`` at once and a fresh worker reconnects, while the stuck worker is abandoned and exits when its
+FFmpeg timeout fires (a blocked FFmpeg call cannot be interrupted from another thread safely).
+
+Encoded packets go to the optional pre-event ring and segment recorder before decoding, so recording costs no
+decode. Decoded frames go through the optional motion gate (on the luma plane, before any BGR conversion) and
+into the bounded frame queue.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+from seawatch.errors import InputError, StreamError
+from seawatch.streams.clock import StreamClock
+from seawatch.streams.frame import Frame
+from seawatch.streams.frame_queue import FrameQueue, OverflowPolicy, QueueClosed
+from seawatch.streams.motion import MotionGate, luma_plane
+from seawatch.streams.packets import EncodedPacket, PacketRing
+from seawatch.streams.urls import redact_text, redact_url, source_kind
+
+log = logging.getLogger(__name__)
+
+
+class State(str, enum.Enum):
+    CONNECTING = "connecting"
+    ONLINE = "online"
+    OFFLINE = "offline"
+    ENDED = "ended"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    """How to read one source. Durations in seconds.
+
+    Attributes:
+        source_id: the configured id (appears in frames, logs and status).
+        url: ``rtsp://``, ``http(s)://`` (MJPEG), ``udp://`` (drone H.264 / MPEG-TS) or a file path.
+        kind: ``rtsp`` / ``mjpeg`` / ``udp`` / ``file``; inferred from the URL when None.
+        rtsp_transport: ``tcp`` (interleaved) or ``udp``.
+        input_format: force an FFmpeg demuxer (``mpjpeg``, ``h264``, ``mpegts``...), else probed.
+        loop: files only: start again at the end (capture times keep increasing).
+        pace: files only: ``realtime`` (frames released at their PTS) or ``fast`` (as fast as decoded).
+        open_timeout_s, read_timeout_s: passed to FFmpeg for every open and every read.
+        stall_timeout_s: watchdog: no packet for this long means the source is stalled.
+        backoff_initial_s, backoff_max_s, backoff_jitter: reconnect delay = min(max, initial * 2**n) * (1 ± jitter).
+        queue_size: frames held for the consumer (live default 2, file default 8).
+        decode_threads: FFmpeg decoder threads per source (1 is cheapest per stream and lowest latency).
+        decode: ``all`` frames, ``keyframes`` only, or ``auto`` (keyframes only while the motion gate sees no
+            motion for ``idle_keyframes_after_s``; needs a gate).
+        start_time_ns: files: UTC ns of the file's first frame; default: the time the reader starts.
+    """
+
+    source_id: str
+    url: str
+    kind: str | None = None
+    rtsp_transport: str = "tcp"
+    input_format: str | None = None
+    loop: bool = False
+    pace: str = "realtime"
+    open_timeout_s: float = 5.0
+    read_timeout_s: float = 3.0
+    stall_timeout_s: float = 4.0
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 2.0
+    backoff_jitter: float = 0.25
+    queue_size: int | None = None
+    decode_threads: int = 1
+    decode: str = "all"
+    idle_keyframes_after_s: float = 10.0
+    start_time_ns: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.source_id:
+            raise InputError("source id must not be empty")
+        if self.rtsp_transport not in ("tcp", "udp"):
+            raise InputError(f"source {self.source_id}: rtsp_transport must be tcp or udp, not {self.rtsp_transport!r}")
+        if self.pace not in ("realtime", "fast"):
+            raise InputError(f"source {self.source_id}: pace must be realtime or fast, not {self.pace!r}")
+        if self.decode not in ("all", "keyframes", "auto"):
+            raise InputError(f"source {self.source_id}: decode must be all, keyframes or auto, not {self.decode!r}")
+        for name in ("open_timeout_s", "read_timeout_s", "stall_timeout_s", "backoff_initial_s", "backoff_max_s"):
+            if not getattr(self, name) > 0:
+                raise InputError(f"source {self.source_id}: {name} must be > 0")
+        if self.resolved_kind not in ("rtsp", "mjpeg", "udp", "file"):
+            raise InputError(f"source {self.source_id}: unknown kind {self.kind!r}")
+
+    @property
+    def resolved_kind(self) -> str:
+        return self.kind or source_kind(self.url)
+
+    @property
+    def is_live(self) -> bool:
+        return self.resolved_kind != "file"
+
+    @property
+    def redacted_url(self) -> str:
+        return redact_url(self.url)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """A snapshot of one source, safe to log or serve (the URL is redacted)."""
+
+    source_id: str
+    url: str
+    state: State
+    since_ns: int
+    last_error: str | None = None
+    connects: int = 0
+    reconnects: int = 0
+    stalls: int = 0
+    frames_decoded: int = 0
+    frames_queued: int = 0
+    frames_gated_out: int = 0
+    drops: int = 0
+    decode_errors: int = 0
+    packets: int = 0
+    last_capture_ns: int | None = None
+    last_receive_ns: int | None = None
+    decode_mode: str = "all"
+
+    def as_dict(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__slots__}
+        d["state"] = self.state.value
+        return d
+
+
+class _Abandoned(Exception):
+    """This worker was replaced by the watchdog; leave quietly."""
+
+
+class _Permanent(Exception):
+    """An error retrying cannot fix (a file that is missing or not video)."""
+
+
+def backoff_delay_s(attempt: int, initial_s: float, max_s: float, jitter: float, rng: random.Random) -> float:
+    """Capped exponential backoff with +-jitter (fraction) so many cameras do not reconnect in lockstep."""
+    base = min(max_s, initial_s * (2 ** min(attempt, 30)))
+    return max(0.0, base * (1.0 + rng.uniform(-jitter, jitter)))
+
+
+def open_input(config: SourceConfig):
+    """Open a source with FFmpeg (PyAV) with open/read timeouts. Raises :class:`StreamError` / :class:`InputError`."""
+    import av
+
+    kind = config.resolved_kind
+    options: dict[str, str] = {}
+    if kind == "rtsp":
+        # less probing = faster (re)connect; the stream declares its codec in the SDP anyway
+        # little probing: the SDP and SPS already give codec and size; open takes ~0.5 s instead of ~1.5 s
+        options.update(rtsp_transport=config.rtsp_transport, analyzeduration="300000", probesize="65536")
+    elif kind == "udp":
+        options.update(fifo_size="1000000", overrun_nonfatal="1", analyzeduration="1000000")
+    elif kind == "mjpeg":
+        options.update(analyzeduration="500000")
+    if kind == "file":
+        path = Path(config.url)
+        if not path.exists():
+            raise _Permanent(InputError(f"source {config.source_id}: file not found: {path}"))
+        if path.is_dir():
+            raise _Permanent(InputError(f"source {config.source_id}: {path} is a folder, not a video file"))
+        if path.stat().st_size == 0:
+            raise _Permanent(InputError(f"source {config.source_id}: {path} is empty (0 bytes)"))
+    try:
+        container = av.open(
+            config.url,
+            format=config.input_format,
+            options=options,
+            timeout=(config.open_timeout_s, config.read_timeout_s),
+        )
+    except av.FFmpegError as exc:
+        msg = redact_text(str(exc), config.url)
+        if kind == "file":
+            raise _Permanent(
+                InputError(f"source {config.source_id}: {config.url} is not a readable video (truncated or not a "
+                           f"video file): {msg}")
+            ) from exc
+        raise StreamError(f"source {config.source_id}: cannot open {config.redacted_url}: {msg}") from exc
+    if not container.streams.video:
+        container.close()
+        err = InputError(f"source {config.source_id}: {config.redacted_url} has no video stream")
+        if kind == "file":
+            raise _Permanent(err)
+        raise err
+    return container
+
+
+class Source:
+    """Reads one source in its own thread, with reconnect and a watchdog.
+
+    Args:
+        config: what to read.
+        gate: optional motion gate; frames it skips are counted (``frames_gated_out``) and never converted to BGR.
+        ring: optional pre-event buffer of encoded packets.
+        recorder: optional packet sink with ``set_info(StreamInfo)``, ``push(EncodedPacket)``, ``close()``
+            (e.g. :class:`~seawatch.streams.recording.SegmentRecorder`).
+        stop: a shared stop signal (one for all sources); a private one otherwise.
+        seed: random seed for the backoff jitter (tests).
+
+    Consumers call :meth:`read` (or iterate) and :meth:`status`. Nothing a source does raises into the caller's
+    thread; failures become status changes.
+    """
+
+    def __init__(
+        self,
+        config: SourceConfig,
+        *,
+        gate: MotionGate | None = None,
+        ring: PacketRing | None = None,
+        recorder=None,
+        stop: threading.Event | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.config = config
+        self.gate = gate
+        self.ring = ring
+        self.recorder = recorder
+        self._stop = stop if stop is not None else threading.Event()
+        self._own_stop = threading.Event()
+        size = config.queue_size or (2 if config.is_live else 8)
+        policy = OverflowPolicy.DROP_OLDEST if config.is_live else OverflowPolicy.BLOCK
+        self.frames: FrameQueue[Frame] = FrameQueue(size, policy)
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()  # guards generation + status + emits
+        self._gen = 0
+        self._status = SourceStatus(config.source_id, config.redacted_url, State.CONNECTING, time.time_ns())
+        self._progress_mono = time.monotonic()
+        self._state_mono = time.monotonic()
+        self._seq = 0
+        self._last_clock: StreamClock | None = None
+        self._workers: list[threading.Thread] = []
+        self._watchdog: threading.Thread | None = None
+        self._decode_mode = "keyframes" if config.decode == "keyframes" else "all"
+        self._file_anchor_ns: int | None = None
+        self._file_loop_offset_s = 0.0
+
+    # ------------------------------------------------------------------ public
+    def start(self) -> "Source":
+        if self._watchdog is not None:
+            return self
+        self._spawn_worker()
+        self._watchdog = threading.Thread(target=self._watch, name=f"watchdog-{self.config.source_id}", daemon=True)
+        self._watchdog.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> bool:
+        """Stop this source (not the shared signal). True if its threads ended within ``timeout_s``."""
+        self._own_stop.set()
+        with self._lock:
+            self._gen += 1
+        self.frames.close()
+        deadline = time.monotonic() + timeout_s
+        for t in [*self._workers, self._watchdog]:
+            if t is not None and t is not threading.current_thread():
+                t.join(max(0.0, deadline - time.monotonic()))
+        if self.recorder is not None:
+            self.recorder.close()
+        self._set_state(State.STOPPED)
+        return all(not t.is_alive() for t in [*self._workers, self._watchdog] if t is not None)
+
+    def status(self) -> SourceStatus:
+        with self._lock:
+            return replace(self._status, drops=self._status.drops + self.frames.dropped, decode_mode=self._decode_mode)
+
+    def read(self, timeout_s: float = 1.0) -> Frame | None:
+        """Next frame, or None after ``timeout_s``. Raises :class:`QueueClosed` when the source ended or stopped."""
+        return self.frames.get(timeout_s)
+
+    def __iter__(self) -> Iterator[Frame]:
+        while True:
+            try:
+                f = self.frames.get(0.5)
+            except QueueClosed:
+                return
+            if f is not None:
+                yield f
+
+    def __enter__(self) -> "Source":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set() or self._own_stop.is_set()
+
+    # ------------------------------------------------------------------ internals
+    def _set_state(self, state: State, error: str | None = None, **counters) -> None:
+        with self._lock:
+            self._set_state_locked(state, error, **counters)
+
+    def _set_state_locked(self, state: State, error: str | None = None, **counters) -> None:
+        s = self._status
+        if s.state is State.STOPPED:
+            return
+        changes = dict(counters)
+        if state is not s.state:
+            changes.update(state=state, since_ns=time.time_ns())
+            self._state_mono = time.monotonic()
+            if error:
+                log.warning("source %s (%s): %s -> %s: %s", s.source_id, s.url, s.state.value, state.value, error)
+            else:
+                log.info("source %s (%s): %s -> %s", s.source_id, s.url, s.state.value, state.value)
+        if error is not None:
+            changes["last_error"] = error
+        self._status = replace(s, **changes)
+
+    def _bump(self, **deltas) -> None:
+        with self._lock:
+            s = self._status
+            self._status = replace(s, **{k: getattr(s, k) + v for k, v in deltas.items()})
+
+    def _spawn_worker(self) -> None:
+        with self._lock:
+            gen = self._gen
+        t = threading.Thread(target=self._run, args=(gen,), name=f"reader-{self.config.source_id}-{gen}", daemon=True)
+        self._workers = [w for w in self._workers if w.is_alive()]
+        self._workers.append(t)
+        t.start()
+
+    def _watch(self) -> None:
+        cfg = self.config
+        period = min(0.25, cfg.stall_timeout_s / 4)
+        while not self.stopping:
+            self._stop.wait(period)
+            if self.stopping:
+                break
+            now = time.monotonic()
+            with self._lock:
+                state = self._status.state
+                if state in (State.ENDED, State.FAILED, State.STOPPED):
+                    return
+                stalled_online = state is State.ONLINE and now - self._progress_mono > cfg.stall_timeout_s
+                # PyAV's open timeout restarts on every I/O step, so guard the whole open as well
+                stalled_open = state is State.CONNECTING and now - self._state_mono > cfg.open_timeout_s + cfg.stall_timeout_s
+                if not (stalled_online or stalled_open):
+                    continue
+                self._gen += 1
+                what = "no data" if stalled_online else "open did not finish"
+                waited = now - (self._progress_mono if stalled_online else self._state_mono)
+                self._set_state_locked(State.OFFLINE, f"stalled: {what} for {waited:.1f} s (watchdog)")
+                self._status = replace(self._status, stalls=self._status.stalls + 1)
+                self._progress_mono = now
+            alive = sum(1 for w in self._workers if w.is_alive())
+            if alive > 4:
+                log.error("source %s: %d stuck reader threads still waiting for FFmpeg timeouts", cfg.source_id, alive)
+            self._spawn_worker()
+
+    def _current(self, gen: int) -> bool:
+        return gen == self._gen and not self.stopping
+
+    def _run(self, gen: int) -> None:
+        cfg = self.config
+        attempt = 0
+        while self._current(gen):
+            self._set_state_if_current(gen, State.CONNECTING)
+            decoded_before = self._status.frames_decoded
+            try:
+                self._session(gen)
+                if not self._current(gen):
+                    return
+                if not cfg.is_live:
+                    self._finish(gen, State.ENDED, None)
+                    return
+                err = "stream ended (server closed the connection)"
+            except _Abandoned:
+                return
+            except _Permanent as exc:
+                self._finish(gen, State.FAILED, str(exc.args[0]))
+                return
+            except InputError as exc:
+                if not cfg.is_live:
+                    self._finish(gen, State.FAILED, str(exc))
+                    return
+                err = str(exc)
+            except StreamError as exc:
+                err = str(exc)
+            except Exception as exc:  # noqa: BLE001 - FFmpeg/OS errors of every kind mean "reconnect"
+                err = f"{type(exc).__name__}: {redact_text(str(exc), cfg.url)}"
+            if not self._current(gen):
+                return
+            if self._status.frames_decoded > decoded_before:
+                attempt = 0  # it worked for a while: start the backoff again from the shortest delay
+            delay = backoff_delay_s(attempt, cfg.backoff_initial_s, cfg.backoff_max_s, cfg.backoff_jitter, self._rng)
+            attempt += 1
+            self._set_state_if_current(gen, State.OFFLINE, f"{err}; retry in {delay:.1f} s")
+            if self._stop.wait(delay) or self._own_stop.is_set():
+                return
+
+    def _set_state_if_current(self, gen: int, state: State, error: str | None = None, **counters) -> None:
+        with self._lock:
+            if gen == self._gen:
+                self._set_state_locked(state, error, **counters)
+
+    def _finish(self, gen: int, state: State, error: str | None) -> None:
+        with self._lock:
+            if gen != self._gen:
+                return
+            self._set_state_locked(state, error)
+        self.frames.close()
+
+    def _emit_frame(self, gen: int, frame: Frame) -> None:
+        """Queue a frame; BLOCK policy waits in short steps so stop and the watchdog stay responsive."""
+        while True:
+            with self._lock:
+                if gen != self._gen:
+                    raise _Abandoned()
+            self._progress_mono = time.monotonic()
+            if self.frames.put(frame, timeout_s=0.2, stop=self._own_stop):
+                return
+            if self.frames.closed or self.stopping:
+                raise _Abandoned()
+
+    def _session(self, gen: int) -> bool:
+        """One connection: open, then read until EOF, error or abandonment. Returns True if frames came."""
+        import av
+
+        cfg = self.config
+        self._progress_mono = time.monotonic()
+        container = open_input(cfg)
+        try:
+            with self._lock:
+                if gen != self._gen:
+                    raise _Abandoned()
+                s = self._status
+                self._status = replace(s, connects=s.connects + 1, reconnects=s.reconnects + (1 if s.connects else 0))
+            return self._pump(gen, container, av)
+        finally:
+            try:
+                container.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _pump(self, gen: int, container, av) -> bool:
+        from seawatch.streams.recording import _annexb_filter, stream_info
+
+        cfg = self.config
+        live = cfg.is_live
+        loops = 0
+        loop_offset_s = 0.0
+        got_frames = False
+        anchor_mono = None
+        first_pts_s = None
+        # files: capture = fixed anchor + pts ; live: estimated from arrival times
+        if live:
+            clock = StreamClock()
+        else:
+            if self._file_anchor_ns is None:
+                self._file_anchor_ns = cfg.start_time_ns if cfg.start_time_ns is not None else time.time_ns()
+            clock = StreamClock(fixed_anchor_ns=self._file_anchor_ns)
+        if self._last_clock is not None:
+            clock.continue_from(self._last_clock)
+        self._last_clock = clock
+        if not live:
+            loop_offset_s = self._file_loop_offset_s
+
+        while True:
+            stream = container.streams.video[0]
+            ctx = stream.codec_context
+            ctx.thread_count = max(1, int(cfg.decode_threads))
+            ctx.thread_type = "SLICE" if cfg.decode_threads <= 1 else "AUTO"
+            info = stream_info(stream)
+            bsf = _annexb_filter(stream) if (self.ring is not None or self.recorder is not None) else None
+            for sink in (self.ring, self.recorder):
+                if sink is not None:
+                    sink.set_info(info)
+            tb = stream.time_base or Fraction(1, 90000)
+            expected_frames = int(stream.frames or 0)
+            n_frames_this_pass = 0
+            last_pts_s = None
+            frame_dur_s = float(1 / info.rate_fps) if info.rate_fps else 0.04
+            need_key = self._decode_mode == "keyframes"
+            online = False
+            read_error = None
+
+            def frames_of(packet):
+                try:
+                    return ctx.decode(packet)
+                except av.FFmpegError as exc:
+                    self._bump(decode_errors=1, drops=1)
+                    log.debug("source %s: decode error: %s", cfg.source_id, exc)
+                    return []
+
+            demux = container.demux(stream)
+            while True:
+                try:
+                    packet = next(demux)
+                except StopIteration:
+                    break
+                except av.FFmpegError as exc:
+                    if live:
+                        raise StreamError(f"source {cfg.source_id}: read failed: {redact_text(str(exc), cfg.url)}") from exc
+                    read_error = redact_text(str(exc), cfg.url)
+                    break
+                if not self._current(gen):
+                    raise _Abandoned()
+                self._progress_mono = time.monotonic()
+                recv_ns = time.time_ns()
+                if packet.size == 0:
+                    frames = frames_of(None) if not need_key else []
+                else:
+                    pts_s = None if packet.pts is None else float(packet.pts * tb) + loop_offset_s
+                    if live:
+                        clock.observe(pts_s, recv_ns)
+                    self._bump(packets=1)
+                    if self.ring is not None or self.recorder is not None:
+                        self._sink_packet(gen, packet, bsf, pts_s, clock, recv_ns, tb)
+                    key = bool(packet.is_keyframe)
+                    mode = self._decode_mode
+                    if mode == "keyframes" and not key:
+                        need_key = True
+                        frames = []
+                    elif need_key and not key:
+                        frames = []  # back to full decode: wait for a keyframe to restart the reference chain
+                    else:
+                        need_key = False
+                        frames = frames_of(packet)
+                for vf in frames:
+                    if vf.pts is None:
+                        fpts_s = None
+                    else:
+                        fpts_s = float(vf.pts * (vf.time_base or tb)) + loop_offset_s
+                    if not live and cfg.pace == "realtime" and fpts_s is not None:
+                        if anchor_mono is None:
+                            anchor_mono, first_pts_s = time.monotonic(), fpts_s
+                        self._pace_until(gen, anchor_mono + (fpts_s - first_pts_s))
+                    capture_ns = clock.capture_ns(fpts_s, recv_ns)
+                    if fpts_s is not None:
+                        last_pts_s = fpts_s
+                    n_frames_this_pass += 1
+                    got_frames = True
+                    if not online:
+                        online = True
+                        self._set_state_if_current(gen, State.ONLINE)
+                    self._deliver(gen, vf, capture_ns, recv_ns)
+            # end of this pass over the input
+            if not live:
+                short = (
+                    expected_frames > 0
+                    and self._decode_mode == "all"
+                    and cfg.decode == "all"
+                    and n_frames_this_pass < expected_frames * 0.98
+                )
+                if read_error is not None or short:
+                    detail = read_error or f"only {n_frames_this_pass} of {expected_frames} frames could be decoded"
+                    raise _Permanent(InputError(f"source {cfg.source_id}: {cfg.url} is truncated or damaged: {detail}"))
+                if cfg.loop and n_frames_this_pass > 0 and not self.stopping:
+                    loops += 1
+                    if last_pts_s is not None:
+                        loop_offset_s = last_pts_s + frame_dur_s - (float(stream.start_time * tb) if stream.start_time else 0.0)
+                    self._file_loop_offset_s = loop_offset_s
+                    container.close()
+                    container = open_input(cfg)
+                    continue
+                if n_frames_this_pass == 0 and loops == 0:
+                    raise _Permanent(InputError(f"source {cfg.source_id}: {cfg.url} holds no decodable video frames"))
+            return got_frames
+
+    def _pace_until(self, gen: int, target_mono: float) -> None:
+        while True:
+            left = target_mono - time.monotonic()
+            if left <= 0:
+                return
+            if self._stop.wait(min(left, 0.2)) or self._own_stop.is_set() or gen != self._gen:
+                raise _Abandoned()
+            self._progress_mono = time.monotonic()
+
+    def _sink_packet(self, gen, packet, bsf, pts_s, clock: StreamClock, recv_ns: int, tb) -> None:
+        out = bsf.filter(packet) if bsf is not None else [packet]
+        for p in out:
+            if clock.offset_ns is None or pts_s is None:
+                t = recv_ns
+            else:
+                t = clock.offset_ns + int(round(pts_s * 1e9))
+            enc = EncodedPacket(bytes(p), p.pts, p.dts, tb, bool(p.is_keyframe), t)
+            with self._lock:
+                if gen != self._gen:
+                    raise _Abandoned()
+            if self.ring is not None:
+                self.ring.push(enc)
+            if self.recorder is not None:
+                self.recorder.push(enc)
+
+    def _deliver(self, gen: int, vf, capture_ns: int, recv_ns: int) -> None:
+        cfg = self.config
+        seq = self._seq
+        self._seq += 1
+        self._bump(frames_decoded=1)
+        motion = None
+        if self.gate is not None:
+            motion = self.gate.update(luma_plane(vf), capture_ns)
+            if cfg.decode == "auto":
+                idle = self.gate.idle_for_s(capture_ns) >= cfg.idle_keyframes_after_s
+                self._decode_mode = "keyframes" if idle else "all"
+            if not motion.analyse:
+                self._bump(frames_gated_out=1)
+                return
+        image = vf.to_ndarray(format="bgr24")
+        frame = Frame(cfg.source_id, seq, image, capture_ns, recv_ns, motion=motion)
+        self._emit_frame(gen, frame)
+        with self._lock:
+            s = self._status
+            self._status = replace(s, frames_queued=s.frames_queued + 1, last_capture_ns=capture_ns, last_receive_ns=recv_ns)
+
+
+class SourceGroup:
+    """Many sources with one stop signal; one failing never stops the others."""
+
+    def __init__(self, sources: list[Source] | None = None) -> None:
+        self.stop_event = threading.Event()
+        self.sources: dict[str, Source] = {}
+        for s in sources or []:
+            self.add(s)
+
+    def add(self, source: Source) -> Source:
+        if source.config.source_id in self.sources:
+            raise InputError(f"duplicate source id {source.config.source_id!r}")
+        source._stop = self.stop_event
+        self.sources[source.config.source_id] = source
+        return source
+
+    def start(self) -> "SourceGroup":
+        for s in self.sources.values():
+            s.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> bool:
+        self.stop_event.set()
+        ok = True
+        deadline = time.monotonic() + timeout_s
+        for s in self.sources.values():
+            ok &= s.stop(max(0.1, deadline - time.monotonic()))
+        return ok
+
+    def status(self) -> dict[str, SourceStatus]:
+        return {k: s.status() for k, s in self.sources.items()}
+
+    def latest(self) -> dict[str, Frame]:
+        """The newest frame of each source that has one now (for a detector batching across sources)."""
+        out = {}
+        for k, s in self.sources.items():
+            try:
+                f = s.frames.get_latest(0)
+            except QueueClosed:
+                continue
+            if f is not None:
+                out[k] = f
+        return out
+
+    def __enter__(self) -> "SourceGroup":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
