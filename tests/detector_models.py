@@ -128,3 +128,25 @@ def register(root: Path, onnx_path: Path, manifest: dict) -> None:
 
 def env_for(root: Path) -> dict[str, str]:
     return {"SEAWATCH_MODELS_PATH": str(root / "manifests"), "SEAWATCH_CACHE": str(root / "cache")}
+
+
+_CACHE: dict[str, Path] = {}
+
+
+def cached_random_yolov8n() -> Path:
+    """:func:`export_random_yolov8n` once per test session (into a temp dir removed at exit)."""
+    if "y8" not in _CACHE:
+        import atexit
+        import shutil
+        import tempfile
+
+        d = Path(tempfile.mkdtemp(prefix="seawatch_y8_"))
+        atexit.register(shutil.rmtree, d, True)
+        _CACHE["y8"] = export_random_yolov8n(d)
+    return _CACHE["y8"]
+
+
+def coco_like_manifest(name: str = "test_y8", **defaults) -> dict:
+    """Manifest for the random 80-class yolov8n: class c0 -> person, c2 -> car, c8 -> vessel, the rest dropped."""
+    classes = [f"c{i}" for i in range(80)]
+    return manifest_dict(name, classes, {"c0": "person", "c2": "car", "c8": "vessel"}, "yolov8", **defaults)
