@@ -248,8 +248,13 @@ def load_rules_config(data: Mapping[str, Any] | None, where: str = "config") -> 
         cfg = RulesConfig.model_validate(data or {})
     except ValidationError as exc:
         lines = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
+        errors = exc.errors()
+        locs = [tuple(e["loc"]) for e in errors]
+        for err in errors:
+            here = tuple(err["loc"])
+            if any(len(o) > len(here) and o[: len(here)] == here for o in locs):
+                continue  # a parent echoing its child's failure ("tuple should have 1 item") says nothing new
+            loc = ".".join(str(p) for p in here)
             lines.append(f"  {where}: {loc or '(top)'}: {err['msg']}")
         raise ConfigError("invalid rules configuration:\n" + "\n".join(lines)) from None
     for z in cfg.zones:  # polygons are checked here so a bad one is reported at load time

@@ -1,0 +1,436 @@
+"""Rule timing on synthetic detections: exact start/end times on capture time, processing lag, flicker, people
+in lanes, cooldown, one event per track / blockage, geo positions and enrichers."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from seawatch.errors import ConfigError, InputError
+from seawatch.vision.config import load_rules_config
+from seawatch.vision.detections import Detections
+from seawatch.vision.events import MemorySink
+from seawatch.vision.rules import NOT_GEOREFERENCED, RuleEngine
+from seawatch.vision.tracking import ByteTracker
+
+LABELS = ("fire", "smoke", "person", "no_helmet", "helmet", "car", "truck", "vessel")
+FIRE, SMOKE, PERSON, NOHAT, HAT, CAR, TRUCK, VESSEL = range(8)
+SRC = "cam"
+FRAME = (1000, 800)
+
+
+def ns(t_s: float) -> int:
+    return int(round(t_s * 1e9))
+
+
+def D(*items) -> Detections:
+    """items: (class, box, conf=0.9, track=-1)."""
+    if not items:
+        return Detections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int32), LABELS, np.zeros(0, np.int64))
+    cls = [it[0] for it in items]
+    box = [it[1] for it in items]
+    conf = [it[2] if len(it) > 2 else 0.9 for it in items]
+    tid = [it[3] if len(it) > 3 else -1 for it in items]
+    return Detections(np.array(box, np.float32), np.array(conf, np.float32), np.array(cls, np.int32), LABELS, np.array(tid, np.int64))
+
+
+def engine(zone: dict, events: dict | None = None, sink=None) -> RuleEngine:
+    cfg = load_rules_config({"events": events or {"update_interval_s": 0}, "zones": [{"source": SRC, **zone}]})
+    return RuleEngine(cfg, sinks=[sink] if sink else [])
+
+
+def run(eng: RuleEngine, times_s, frame_fn, size=FRAME):
+    out = []
+    for t in times_s:
+        out.extend(eng.update(SRC, ns(t), frame_fn(t), frame_size_px=size))
+    return out
+
+
+def phases(events):
+    return [(e.phase, e.type) for e in events]
+
+
+def grid(t0: float, t1: float, fps: float) -> list[float]:
+    n = int(round((t1 - t0) * fps))
+    return [round(t0 + k / fps, 6) for k in range(n + 1)]
+
+
+def irregular(t0: float, t1: float, seed: int, lo=0.05, hi=0.9) -> list[float]:
+    rng = np.random.default_rng(seed)
+    ts, t = [], t0
+    while t <= t1:
+        ts.append(round(t, 6))
+        t += float(rng.uniform(lo, hi))
+    return ts
+
+
+# ------------------------------------------------------------------------------------------------ fire/smoke
+
+FIRE_ZONE = {"id": "yard", "rules": [{"type": "fire_smoke", "min_duration_s": 3, "window_frames": 10, "min_hits": 5,
+                                      "clear_after_s": 5, "max_gap_s": 2, "cooldown_s": 0}]}
+
+
+def flame(t: float, cls=FIRE, x=400.0, conf=0.8):
+    """A flame whose box flickers in size as real flames do."""
+    w = 60 + 25 * np.sin(7.3 * t) ** 2
+    h = 80 + 30 * np.cos(5.1 * t) ** 2
+    return (cls, [x, 500 - h, x + w, 500], conf)
+
+
+def test_fire_starts_and_ends_at_exact_capture_times():
+    eng = engine(FIRE_ZONE)
+    evs = run(eng, grid(0, 20, 10), lambda t: D(flame(t)) if 2.0 <= t <= 10.0 else D())
+    assert phases(evs) == [("start", "fire"), ("end", "fire")]
+    start, end = evs
+    assert start.start_ns == ns(2.0) and start.at_ns == ns(5.0)  # first evidence, then T = 3 s
+    assert end.end_ns == ns(10.0) and end.at_ns == ns(15.0)  # last evidence + clear_after_s
+    assert start.id == end.id and (start.seq, end.seq) == (0, 1)
+    assert end.attributes["end_reason"] == "clear" and end.attributes["duration_s"] == pytest.approx(8.0)
+    assert start.clip.start_ns == ns(2.0 - 5) and end.clip.end_ns == ns(10.0 + 5)  # default 5 s rolls
+    assert start.geo is None and start.geo_reason == NOT_GEOREFERENCED
+    assert start.snapshot is not None and start.snapshot.capture_time_ns <= start.at_ns
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_fire_decisions_follow_capture_time_not_frame_rate(seed):
+    """The same scene analysed at 10 fps and with a lagging, irregular pipeline: same wall-clock decisions."""
+    zone = {"id": "yard", "rules": [{"type": "fire_smoke", "min_duration_s": 3, "window_frames": 5, "min_hits": 3,
+                                     "clear_after_s": 5, "max_gap_s": 2, "cooldown_s": 0}]}
+    scene = lambda t: D(flame(t)) if 2.0 <= t <= 12.0 else D()  # noqa: E731
+    ts = irregular(0, 25, seed)
+    evs = run(engine(zone), ts, scene)
+    assert phases(evs) == [("start", "fire"), ("end", "fire")]
+    first_hit = min(t for t in ts if t >= 2.0)
+    last_hit = max(t for t in ts if t <= 12.0)
+    start, end = evs
+    assert start.start_ns == ns(first_hit)
+    # the start is decided at the first analysed frame at least T after the first evidence
+    assert start.at_ns == ns(min(t for t in ts if t >= first_hit + 3.0))
+    assert end.end_ns == ns(last_hit)
+    assert end.at_ns == ns(min(t for t in ts if t >= last_hit + 5.0))
+    # and the 10 fps run decides within one irregular frame gap of the same capture times
+    ref = run(engine(zone), grid(0, 25, 10), scene)
+    assert abs(ref[0].at_ns - start.at_ns) <= ns(0.9) and abs(ref[1].at_ns - end.at_ns) <= ns(0.9)
+
+
+def test_fire_flicker_tolerated_short_burst_ignored():
+    eng = engine(FIRE_ZONE)
+    # detector misses every third frame: still one incident, no premature end
+    evs = run(eng, grid(0, 30, 10), lambda t: D(flame(t)) if 1.0 <= t <= 20.0 and round(t * 10) % 3 else D())
+    assert phases(evs) == [("start", "fire"), ("end", "fire")]
+    # a 2 s burst (shorter than T) never raises
+    assert run(engine(FIRE_ZONE), grid(0, 30, 10), lambda t: D(flame(t)) if 5.0 <= t <= 7.0 else D()) == []
+    # k of n: 2 frames in 10 with evidence over a long time is not enough
+    assert run(engine(FIRE_ZONE), grid(0, 30, 10), lambda t: D(flame(t)) if round(t * 10) % 5 == 0 else D()) == []
+
+
+def test_static_red_light_does_not_alarm_unless_check_disabled():
+    lamp = lambda t: D((FIRE, [700, 100, 720, 125], 0.7))  # noqa: E731  (identical box: a lamp, a sign)
+    assert run(engine(FIRE_ZONE), grid(0, 60, 5), lamp) == []
+    no_check = {"id": "yard", "rules": [{**FIRE_ZONE["rules"][0], "static_min_iou": None}]}
+    assert phases(run(engine(no_check), grid(0, 60, 5), lamp)) == [("start", "fire")]
+
+
+def test_fire_and_smoke_are_separate_incidents_and_zone_limits_evidence():
+    zone = {**FIRE_ZONE, "polygon_px": [[0, 0], [600, 0], [600, 800], [0, 800]]}
+    scene = lambda t: D(flame(t, FIRE, x=100), flame(t + 1, SMOKE, x=200), flame(t, FIRE, x=800))  # noqa: E731
+    evs = run(engine(zone), grid(0, 10, 10), scene)
+    assert sorted(phases(evs)) == [("start", "fire"), ("start", "smoke")]
+    fire = next(e for e in evs if e.type == "fire")
+    assert fire.snapshot.xyxy_px[0] == pytest.approx(100)  # the flame outside the zone (x=800) is not evidence
+    # outside-only evidence raises nothing
+    assert run(engine(zone), grid(0, 10, 10), lambda t: D(flame(t, FIRE, x=800))) == []
+
+
+def test_fire_severity_from_area_and_growth():
+    eng = engine(FIRE_ZONE)
+    # grows from ~0.3 % of the frame to ~10 %: low at start, escalates with update events
+    def scene(t):
+        s = 50 + 30 * t + 5 * np.sin(9 * t)
+        return D((FIRE, [300, 600 - s, 300 + s, 600], 0.8))
+    evs = run(eng, grid(0, 8, 10), scene)
+    sev = [e.severity for e in evs]
+    assert evs[0].phase == "start" and sev[0] != "critical" and len(evs) >= 2
+    assert sev[-1] == "critical" and all(e.phase == "update" for e in evs[1:])
+    assert evs[-1].attributes["area_frac"] > 0.05
+    ranks = ["low", "medium", "high", "critical"]
+    assert [ranks.index(s) for s in sev] == sorted(ranks.index(s) for s in sev)  # only escalates
+
+
+def test_fire_cooldown_suppresses_a_quick_repeat():
+    scene = lambda t: D(flame(t)) if 2.0 <= t <= 10.0 or 16.0 <= t <= 30.0 else D()  # noqa: E731
+    no_cd = run(engine(FIRE_ZONE), grid(0, 40, 10), scene)
+    assert phases(no_cd) == [("start", "fire"), ("end", "fire"), ("start", "fire"), ("end", "fire")]
+    assert no_cd[2].start_ns == ns(16.0) and no_cd[2].at_ns == ns(19.0)
+    cd = {"id": "yard", "rules": [{**FIRE_ZONE["rules"][0], "cooldown_s": 25}]}
+    evs = run(engine(cd), grid(0, 40, 10), scene)
+    assert phases(evs) == [("start", "fire"), ("end", "fire")]  # the end at 15 s blocks starts until 40 s
+
+
+# ------------------------------------------------------------------------------------------------- hard hat
+
+HAT_ZONE = {"id": "site", "polygon_px": [[0, 300], [1000, 300], [1000, 800], [0, 800]],
+            "rules": [{"type": "no_hard_hat", "min_duration_s": 5, "grace_s": 2, "end_after_s": 3, "cooldown_s": 30}]}
+
+
+def worker(tid: int, x: float, hat: bool | None, y_feet=700.0, h=300.0, head_conf=0.8):
+    """A tracked person box plus (optionally) its head box, labelled helmet / no_helmet."""
+    items = [(PERSON, [x, y_feet - h, x + 100, y_feet], 0.9, tid)]
+    if hat is not None:
+        items.append((HAT if hat else NOHAT, [x + 30, y_feet - h, x + 70, y_feet - h + 45], head_conf, 100 + tid))
+    return items
+
+
+def test_worker_putting_hat_on_ends_the_event():
+    eng = engine(HAT_ZONE)
+    evs = run(eng, grid(0, 20, 10), lambda t: D(*worker(1, 200, hat=t >= 10.0)))
+    assert phases(evs) == [("start", "no_hard_hat"), ("end", "no_hard_hat")]
+    start, end = evs
+    assert start.start_ns == 0 and start.at_ns == ns(5.0)
+    assert end.end_ns == ns(9.9) and end.at_ns == ns(12.9)  # last bare-headed frame + end_after_s
+    assert start.track_ids == (1,) and start.attributes["evidence"] == "bare_head"
+    assert set(start.labels) == {"no_helmet", "person"}
+    assert start.snapshot.xyxy_px == pytest.approx((200, 400, 300, 700))  # the person, not just the head
+
+
+def test_one_event_per_person_track_and_zone_and_hat_respected():
+    scene = lambda t: D(*worker(1, 100, False), *worker(2, 500, False), *worker(3, 800, True),  # noqa: E731
+                        *worker(4, 300, False, y_feet=250, h=200))  # 4 stands outside the zone (feet at y=250)
+    evs = run(engine(HAT_ZONE), grid(0, 30, 5), scene)
+    starts = [e for e in evs if e.phase == "start"]
+    assert sorted(e.track_ids for e in starts) == [(1,), (2,)]
+    assert len({e.id for e in evs}) == 2 and all(e.phase != "end" for e in evs)
+
+
+def test_person_without_any_head_box_counts_only_when_configured_and_large_enough():
+    big = lambda t: D(*worker(1, 100, None))  # noqa: E731
+    small = lambda t: D(*worker(2, 100, None, h=60))  # noqa: E731
+    assert phases(run(engine(HAT_ZONE), grid(0, 10, 5), big)) == [("start", "no_hard_hat")]
+    assert run(engine(HAT_ZONE), grid(0, 10, 5), small) == []
+    ignore = {**HAT_ZONE, "rules": [{**HAT_ZONE["rules"][0], "person_without_helmet_box": "ignore"}]}
+    assert run(engine(ignore), grid(0, 10, 5), big) == []
+
+
+def test_bare_head_without_person_box_is_its_own_subject():
+    evs = run(engine(HAT_ZONE), grid(0, 10, 5), lambda t: D((NOHAT, [300, 500, 340, 545], 0.8, 7)))
+    assert phases(evs) == [("start", "no_hard_hat")] and evs[0].track_ids == (7,) and evs[0].attributes["subject"] == "head"
+
+
+def test_hard_hat_grace_bridges_short_gaps_but_not_long_ones():
+    # 1.5 s without evidence (< grace 2 s): the dwell timer keeps running -> start at 5 s
+    gap_short = lambda t: D(*worker(1, 100, False)) if not 2.0 <= t < 3.5 else D()  # noqa: E731
+    evs = run(engine(HAT_ZONE), grid(0, 10, 10), gap_short)
+    assert evs[0].phase == "start" and evs[0].at_ns == ns(5.0) and evs[0].start_ns == 0
+    # 2.5 s gap (> grace): the timer restarts at 4.5 s -> start at 9.5 s
+    gap_long = lambda t: D(*worker(1, 100, False)) if not 2.0 <= t < 4.5 else D()  # noqa: E731
+    evs = run(engine(HAT_ZONE), grid(0, 12, 10), gap_long)
+    assert evs[0].phase == "start" and evs[0].start_ns == ns(4.5) and evs[0].at_ns == ns(9.5)
+
+
+def test_hard_hat_cooldown_is_per_track():
+    # both take the hat on and off; track 1's second violation falls inside its cooldown, track 2 is a new person
+    def scene(t):
+        items = worker(1, 100, hat=10.0 <= t < 15.0)
+        if t >= 20.0:
+            items += worker(2, 600, hat=False)
+        return D(*items)
+    evs = run(engine(HAT_ZONE), grid(0, 40, 5), scene)
+    by_track = {}
+    for e in evs:
+        by_track.setdefault(e.track_ids, []).append(e.phase)
+    assert by_track[(1,)] == ["start", "end"]  # second violation (from 15 s) suppressed: cooldown ends at 42.8 s
+    assert by_track[(2,)] == ["start"]
+
+
+def test_hard_hat_with_real_tracker_in_the_loop_and_lag():
+    """Detections without ids -> ByteTracker -> rules, at an irregular frame rate."""
+    eng = engine(HAT_ZONE)
+    tr = ByteTracker()
+    starts = []
+    for t in irregular(0, 20, seed=5, hi=0.6):
+        x = 100 + 10 * t
+        raw = D((PERSON, [x, 400, x + 100, 700], 0.9), (NOHAT, [x + 30, 400, x + 70, 445], 0.8))
+        raw = Detections(raw.xyxy_px, raw.confidence, raw.class_id, LABELS)  # untracked
+        for e in eng.update(SRC, ns(t), tr.update(raw, ns(t)), frame_size_px=FRAME):
+            starts.append(e)
+    assert phases(starts) == [("start", "no_hard_hat")]
+    assert 5.0 <= starts[0].at_ns / 1e9 <= 5.0 + 0.6 + 0.6  # T after the track got its id (second frame)
+
+
+def test_untracked_detections_rejected_for_track_rules():
+    eng = engine(HAT_ZONE)
+    raw = Detections(np.array([[0, 400, 100, 700]], np.float32), np.array([0.9]), np.array([PERSON]), LABELS)
+    with pytest.raises(InputError, match="tracked"):
+        eng.update(SRC, 0, raw)
+    eng.update(SRC, ns(2), D())
+    with pytest.raises(InputError, match="older"):
+        eng.update(SRC, ns(1), D())
+
+
+# ------------------------------------------------------------------------------------------------ fire lane
+
+LANE = {"id": "lane", "polygon_px": [[300, 300], [600, 300], [600, 800], [300, 800]],
+        "rules": [{"type": "fire_lane_blocked", "min_duration_s": 60, "grace_s": 10, "clear_after_s": 10}]}
+
+
+def car(tid, x, y=500.0, cls=CAR, conf=0.85):
+    return (cls, [x, y, x + 200, y + 120], conf, tid)
+
+
+def test_parked_car_blocks_after_T_and_ends_when_lane_clear():
+    def scene(t):
+        if t < 10:
+            return D(car(1, -200 + 40 * t))  # drives in from the left, stops at x=200 (into the lane) at 10 s
+        if t <= 200:
+            return D(car(1, 200 + np.sin(t) * 2))  # parked, with detector jitter
+        if t <= 205:
+            return D(car(1, 200 + 60 * (t - 200)))  # drives off to the right
+        return D()
+    evs = run(engine(LANE), grid(0, 260, 1), scene)
+    assert phases(evs) == [("start", "fire_lane_blocked"), ("end", "fire_lane_blocked")]
+    start, end = evs
+    assert start.start_ns == ns(10) and start.at_ns == ns(70)
+    assert start.track_ids == (1,) and start.attributes["occupant_kinds"] == ["vehicle"]
+    assert end.end_ns == ns(200) and end.at_ns == ns(210)  # blocked last at 200 s, clear_after 10 s
+    assert end.attributes["end_reason"] == "lane clear"
+
+
+def test_people_never_block_and_through_traffic_never_blocks():
+    # a worker stands in the lane for 5 minutes; another walks back and forth; a slow truck crawls through
+    def scene(t):
+        return D((PERSON, [400, 400, 460, 600], 0.95, 1), (PERSON, [300 + (t * 20) % 300, 400, 360 + (t * 20) % 300, 600], 0.9, 2),
+                 car(3, -200 + 3 * t, cls=TRUCK))
+    assert run(engine(LANE), grid(0, 300, 1), scene) == []
+
+
+def test_one_event_per_blockage_across_vehicles_and_missed_detections():
+    def scene(t):
+        items = []
+        if 0 <= t <= 150 and not 80 <= t < 88:  # car 1 parked; detector misses it for 8 s (< grace 10 s)
+            items.append(car(1, 250))
+        if 100 <= t <= 250:
+            items.append(car(2, 380, y=650))  # car 2 parks while car 1 is still there, stays after it leaves
+        return D(*items)
+    evs = run(engine(LANE), grid(0, 300, 1), scene)
+    assert phases(evs)[0] == ("start", "fire_lane_blocked") and phases(evs)[-1] == ("end", "fire_lane_blocked")
+    assert len({e.id for e in evs}) == 1  # one blockage -> one incident
+    assert evs[0].at_ns == ns(60) and evs[0].start_ns == 0  # the gap did not reset car 1's timer
+    assert evs[-1].track_ids == (1, 2) and evs[-1].end_ns == ns(250) and evs[-1].at_ns == ns(260)
+
+
+def test_car_outside_the_lane_or_barely_touching_does_not_block():
+    assert run(engine(LANE), grid(0, 200, 2), lambda t: D(car(1, 620))) == []
+    assert run(engine(LANE), grid(0, 200, 2), lambda t: D(car(1, 120))) == []  # 30 px of 200 (15 %) in the lane
+    assert phases(run(engine(LANE), grid(0, 200, 2), lambda t: D(car(1, 160)))) == [("start", "fire_lane_blocked")]  # 70 px
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_lane_timing_under_processing_lag(seed):
+    ts = irregular(0, 200, seed, lo=0.2, hi=3.0)
+    evs = run(engine(LANE), ts, lambda t: D(car(1, 250)) if 20.0 <= t <= 150.0 else D())
+    first = min(t for t in ts if t >= 20.0)
+    last = max(t for t in ts if t <= 150.0)
+    assert phases(evs) == [("start", "fire_lane_blocked"), ("end", "fire_lane_blocked")]
+    assert evs[0].start_ns == ns(first) and evs[0].at_ns == ns(min(t for t in ts if t >= first + 60))
+    assert evs[1].end_ns == ns(last) and evs[1].at_ns == ns(min(t for t in ts if t >= last + 10))
+
+
+def test_lane_stationary_foreground_catches_an_unknown_object():
+    zone = {**LANE, "rules": [{**LANE["rules"][0], "min_duration_s": 20,
+                               "stationary_foreground": {"short_tau_s": 2, "long_tau_s": 600}}]}
+    eng = engine(zone)
+    rng = np.random.default_rng(0)
+    base = np.full((800, 1000, 3), 90, np.uint8)
+    base[:, ::50] = 140  # some texture
+    evs = []
+    for t in grid(0, 120, 1):
+        img = np.clip(base.astype(np.int16) + rng.integers(-6, 7, base.shape), 0, 255).astype(np.uint8)
+        if 30 <= t <= 80:
+            img[500:650, 380:520] = (30, 160, 200)  # a pallet nobody has a detector for
+        evs += eng.update(SRC, ns(t), D(), image=img)
+    assert phases(evs) == [("start", "fire_lane_blocked"), ("end", "fire_lane_blocked")]
+    start, end = evs
+    assert start.attributes["occupant_kinds"] == ["unknown_object"]
+    assert 50 <= start.at_ns / 1e9 <= 56  # 20 s after the short-term model settled on it
+    assert 80 <= end.end_ns / 1e9 <= 81 and end.at_ns - end.end_ns == ns(10)
+    x1, y1, x2, y2 = start.snapshot.xyxy_px
+    assert x1 == pytest.approx(380, abs=12) and y2 == pytest.approx(650, abs=12)
+
+
+# -------------------------------------------------------------------------------------------------- vessels
+
+
+class FlatLocator:
+    """Test locator: pixel -> lon/lat on a tiny local grid (0.00001 deg per pixel), 5 m uncertainty, sky above y<100."""
+
+    def locate(self, xy_px):
+        xy = np.asarray(xy_px, np.float64).reshape(-1, 2)
+        out = np.stack([54.0 - xy[:, 1] * 1e-5, 6.5 + xy[:, 0] * 1e-5, np.full(len(xy), 5.0)], axis=1)
+        out[xy[:, 1] < 100] = np.nan
+        return out
+
+
+GEO_ZONE = {"id": "windfarm", "polygon_lonlat": [[6.5040, 53.990], [6.5080, 53.990], [6.5080, 53.998], [6.5040, 53.998]],
+            "rules": [{"type": "vessel_in_zone", "min_duration_s": 30, "grace_s": 5, "end_after_s": 10, "cooldown_s": 60}]}
+
+
+def boat(tid, x, y=500.0):
+    return (VESSEL, [x - 40, y - 20, x + 40, y + 20], 0.8, tid)
+
+
+def test_vessel_in_geo_zone_with_locator_position_and_enricher():
+    sink = MemorySink()
+    cfg = load_rules_config({"events": {"update_interval_s": 0}, "zones": [{"source": SRC, **GEO_ZONE}]})
+
+    def identity(ev):
+        return replace(ev, attributes={**ev.attributes, "identified": False, "mmsi": None})
+
+    eng = RuleEngine(cfg, sinks=[sink], enrichers=[identity])
+    loc = FlatLocator()
+    out = []
+    for t in grid(0, 120, 1):
+        x = 300 + 3 * t  # lon = 6.503 + 3e-5 t: inside [6.504, 6.508] from x=400 (t≈33.3) to x=800 (t≈166)
+        out += eng.update(SRC, ns(t), D(boat(5, x)), locator=loc, frame_size_px=FRAME)
+    out += eng.close()
+    assert phases(out) == [("start", "vessel_in_zone"), ("end", "vessel_in_zone")]
+    start = out[0]
+    assert start.start_ns == ns(34) and start.at_ns == ns(64)
+    assert start.geo is not None and start.geo.semi_major_m == 5.0 and start.geo_reason is None
+    assert 6.504 <= start.geo.lon_deg <= 6.508 and start.attributes["identified"] is False
+    assert out[1].attributes["end_reason"] == "stream ended"
+    assert [e.id for e in sink.events] == [e.id for e in out]
+
+
+def test_geo_zone_without_locator_is_inactive_and_pixel_zone_says_why_no_geo():
+    cfg = load_rules_config({"zones": [{"source": SRC, **GEO_ZONE}]})
+    eng = RuleEngine(cfg)
+    assert run(eng, grid(0, 100, 1), lambda t: D(boat(5, 500))) == []
+    pix = {**GEO_ZONE, "polygon_lonlat": None, "polygon_px": [[0, 0], [1000, 0], [1000, 800], [0, 800]]}
+    evs = run(engine(pix), grid(0, 100, 1), lambda t: D(boat(5, 500)))
+    assert phases(evs) == [("start", "vessel_in_zone")] and evs[0].geo is None and "geo-referenced" in evs[0].geo_reason
+
+
+def test_vessel_leaving_briefly_within_grace_keeps_timer_and_update_interval_heartbeat():
+    pix = {**GEO_ZONE, "polygon_lonlat": None, "polygon_px": [[0, 0], [600, 0], [600, 800], [0, 800]]}
+    eng = engine(pix, events={"update_interval_s": 20})
+    # inside, but crosses out for 3 s (< grace 5 s) at 10..13 s
+    evs = run(eng, grid(0, 80, 1), lambda t: D(boat(9, 700 if 10 <= t < 13 else 500)))
+    assert evs[0].phase == "start" and evs[0].start_ns == 0 and evs[0].at_ns == ns(30)
+    assert [e.at_ns for e in evs[1:]] == [ns(50), ns(70)] and all(e.phase == "update" for e in evs[1:])
+
+
+def test_config_errors_are_config_errors_with_paths():
+    with pytest.raises(ConfigError, match=r"zones\.0\.rules\.0\.fire_smoke: .*min_hits"):
+        load_rules_config({"zones": [{"id": "a", "source": "s", "rules": [{"type": "fire_smoke", "min_hits": 20, "window_frames": 10}]}]})
+    with pytest.raises(ConfigError, match=r"vessel_in_zone\.min_duraton_s: Extra inputs"):
+        load_rules_config({"zones": [{"id": "a", "source": "s", "rules": [{"type": "vessel_in_zone", "min_duraton_s": 3}]}]})
+    with pytest.raises(ConfigError, match="twice"):
+        z = {"id": "a", "source": "s", "rules": [{"type": "vessel_in_zone"}]}
+        load_rules_config({"zones": [z, z]})
+    with pytest.raises(ConfigError, match="polygon_px lane"):
+        load_rules_config({"zones": [{"id": "a", "source": "s", "rules": [{"type": "fire_lane_blocked", "stationary_foreground": {}}]}]})
+    with pytest.raises(ConfigError, match="invalid"):  # self-intersecting bow tie
+        load_rules_config({"zones": [{"id": "a", "source": "s", "polygon_px": [[0, 0], [10, 10], [10, 0], [0, 10]],
+                                      "rules": [{"type": "vessel_in_zone"}]}]})

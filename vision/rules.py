@@ -1,0 +1,763 @@
+"""Rules that turn tracked detections into incidents, on wall-clock (frame capture) time.
+
+Every timer here compares capture times in nanoseconds; nothing counts frames except the fire/smoke vote, whose
+window is "the last n analysed frames" *and* at most ``window_max_age_s`` old. So a pipeline that lags, drops
+frames or analyses at an uneven rate reaches the same decisions at the same capture times, give or take the
+gap to the next analysed frame.
+
+Rules (configured per zone, see ``seawatch.vision.config``):
+
+- ``fire_smoke``: k of the last n analysed frames show the label in the zone, evidence began at least T s ago,
+  and the boxes are not frozen in place (a lamp, a red sign or a painted wall does not flicker). Severity from
+  the burning area (fraction of the frame) and its growth. One incident per label and zone; ends after
+  ``clear_after_s`` without evidence.
+- ``no_hard_hat``: a person track (or, without person boxes, a bare-head track) in the zone without a hard hat
+  for at least T s. One incident per track; best snapshot by confidence x size.
+- ``fire_lane_blocked``: a vehicle track that stays put in the lane for T (or, with stationary-foreground
+  analysis, any unknown object that does). People never count. One incident per blockage, ended when the lane
+  has been clear for ``clear_after_s``.
+- ``vessel_in_zone``: a vessel track in the zone for at least T s. One incident per track; the identity stage
+  adds hull text / MMSI / registry attributes through an enricher.
+
+``RuleEngine.update(source_id, time_ns, detections, image=None, locator=None)`` runs every rule of every zone
+of that source and returns (and emits to its sinks) the events of that frame.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from seawatch.errors import InputError
+from seawatch.vision.config import (
+    EventPolicy,
+    FireLaneRuleConfig,
+    FireSmokeRuleConfig,
+    HardHatRuleConfig,
+    RulesConfig,
+    VesselZoneRuleConfig,
+    ZoneConfig,
+)
+from seawatch.vision.detections import Detections
+from seawatch.vision.events import (
+    FIRE_LANE_BLOCKED,
+    NO_HARD_HAT,
+    SEVERITIES,
+    VESSEL_IN_ZONE,
+    ClipRef,
+    Event,
+    GeoPosition,
+    Sink,
+    Snapshot,
+    severity_rank,
+)
+from seawatch.vision.stationary import StationaryForeground
+from seawatch.vision.tracking import iou_matrix
+from seawatch.vision.zones import Locator, Zone, anchor_points
+
+log = logging.getLogger(__name__)
+
+NOT_GEOREFERENCED = "source is not geo-referenced (no calibration or pose for this frame)"
+NO_GROUND_HIT = "the anchor point does not hit the ground (above the horizon or outside the calibrated area)"
+
+Enricher = Callable[[Event], Event]
+
+
+@dataclass(frozen=True, slots=True)
+class FrameContext:
+    """What every rule sees for one analysed frame of one source.
+
+    Attributes:
+        source_id: the source.
+        time_ns: capture time (UTC ns, stream clock).
+        detections: tracked detections (``track_id`` filled, -1 where untracked).
+        image: the ``(H, W, 3) uint8`` BGR frame, or None when the caller does not pass pixels.
+        frame_size_px: (width, height) of the frame, or None when unknown.
+        locator: pixel -> ground mapping for this frame, or None when the source is not geo-referenced.
+    """
+
+    source_id: str
+    time_ns: int
+    detections: Detections
+    image: np.ndarray | None
+    frame_size_px: tuple[int, int] | None
+    locator: Locator | None
+
+
+def _s_to_ns(seconds: float) -> int:
+    return int(round(seconds * 1e9))
+
+
+class _Incident:
+    """Book-keeping of one open incident and the event values it produces."""
+
+    def __init__(self, type_: str, source_id: str, zone_id: str, start_ns: int, severity: str, policy: EventPolicy) -> None:
+        self.id = Event.new_id()
+        self.type = type_
+        self.source_id = source_id
+        self.zone_id = zone_id
+        self.start_ns = int(start_ns)
+        self.severity = severity
+        self.policy = policy
+        self.seq = -1
+        self.track_ids: set[int] = set()
+        self.label_scores: dict[str, float] = {}
+        self.snapshot: Snapshot | None = None
+        self.geo: GeoPosition | None = None
+        self.geo_reason: str = NOT_GEOREFERENCED
+        self.attributes: dict[str, Any] = {}
+        self.last_emit_ns: int | None = None
+        self._emitted_signature: tuple | None = None
+        self.last_evidence_ns = int(start_ns)
+
+    def observe(self, ctx: FrameContext, idx: np.ndarray, subject_xyxy: np.ndarray | None = None, subject_track: int | None = None) -> None:
+        """Take the evidence boxes ``idx`` of this frame into account (labels, scores, tracks, snapshot, geo).
+
+        With ``subject_track`` only that track id is recorded (a person, not also its head box's track).
+        """
+        d = ctx.detections
+        idx = np.asarray(idx, np.int64).reshape(-1)
+        self.last_evidence_ns = max(self.last_evidence_ns, ctx.time_ns)
+        if idx.size == 0:
+            return
+        labels = d.label[idx]
+        conf = d.confidence[idx]
+        for lab, c in zip(labels, conf):
+            self.label_scores[str(lab)] = max(self.label_scores.get(str(lab), 0.0), float(c))
+        if subject_track is not None:
+            self.track_ids.add(int(subject_track))
+        elif d.track_id is not None:
+            self.track_ids.update(int(t) for t in d.track_id[idx] if t >= 0)
+        boxes = d.xyxy_px[idx].astype(np.float64)
+        area = np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), axis=1)
+        score = conf * np.sqrt(area)  # confidence x linear size
+        best = int(np.argmax(score))
+        box = boxes[best] if subject_xyxy is None else np.asarray(subject_xyxy, np.float64).reshape(4)
+        if self.snapshot is None or float(score[best]) > self.snapshot.score:
+            self.snapshot = Snapshot(
+                ctx.source_id, ctx.time_ns, tuple(float(v) for v in box), float(score[best]),
+                image=None if ctx.image is None else ctx.image.copy(),
+            )
+        self._locate(ctx, box)
+
+    def _locate(self, ctx: FrameContext, xyxy: np.ndarray) -> None:
+        if ctx.locator is None:
+            self.geo, self.geo_reason = None, NOT_GEOREFERENCED
+            return
+        point = np.array([[0.5 * (xyxy[0] + xyxy[2]), xyxy[3]]])  # where the subject meets ground/water
+        try:
+            res = np.asarray(ctx.locator.locate(point), np.float64).reshape(-1)
+        except Exception as exc:  # a locator is another stage's code: never let it kill the rules
+            log.warning("locator failed for source %s: %s", ctx.source_id, exc)
+            self.geo, self.geo_reason = None, f"locator failed: {exc}"
+            return
+        if res.size < 3 or not np.isfinite(res[:3]).all():
+            self.geo, self.geo_reason = None, NO_GROUND_HIT
+            return
+        unc = max(0.0, float(res[2]))
+        self.geo = GeoPosition(float(res[0]), float(res[1]), unc, unc, 0.0)
+
+    def _signature(self) -> tuple:
+        return (self.severity, tuple(sorted(self.track_ids)), tuple(sorted(self.label_scores)))
+
+    def make(self, phase: str, at_ns: int, end_ns: int | None = None) -> Event:
+        self.seq += 1
+        self.last_emit_ns = at_ns
+        self._emitted_signature = self._signature()
+        pre, post = _s_to_ns(self.policy.pre_roll_s), _s_to_ns(self.policy.post_roll_s)
+        clip = ClipRef(self.source_id, self.start_ns - pre, None if end_ns is None else end_ns + post, pre, post)
+        labels = tuple(sorted(self.label_scores))
+        return Event(
+            id=self.id,
+            type=self.type,
+            severity=self.severity,  # type: ignore[arg-type]
+            phase=phase,  # type: ignore[arg-type]
+            seq=self.seq,
+            source_id=self.source_id,
+            zone_id=self.zone_id,
+            start_ns=self.start_ns,
+            end_ns=end_ns,
+            at_ns=int(at_ns),
+            track_ids=tuple(sorted(self.track_ids)),
+            labels=labels,
+            scores=tuple(self.label_scores[lab] for lab in labels),
+            attributes=dict(self.attributes),
+            snapshot=self.snapshot,
+            clip=clip,
+            geo=self.geo,
+            geo_reason=self.geo_reason,
+        )
+
+    def maybe_update(self, at_ns: int) -> Event | None:
+        """An update when something that matters changed, or as a heartbeat every ``update_interval_s``."""
+        if self._signature() != self._emitted_signature:
+            return self.make("update", at_ns)
+        interval = _s_to_ns(self.policy.update_interval_s)
+        if interval > 0 and self.last_emit_ns is not None and at_ns - self.last_emit_ns >= interval:
+            return self.make("update", at_ns)
+        return None
+
+    def end(self, at_ns: int, end_ns: int, reason: str) -> Event:
+        self.attributes["end_reason"] = reason
+        self.attributes["duration_s"] = round(max(0, end_ns - self.start_ns) / 1e9, 3)
+        return self.make("end", at_ns, max(end_ns, self.start_ns))
+
+
+class Rule:
+    """One rule in one zone. ``update`` gets the frame context and the zone membership of every detection."""
+
+    needs_tracks = True
+
+    def __init__(self, zone: Zone, zone_cfg: ZoneConfig, policy: EventPolicy) -> None:
+        self.zone = zone
+        self.zone_cfg = zone_cfg
+        self.policy = policy
+
+    def update(self, ctx: FrameContext, inside: np.ndarray) -> list[Event]:
+        raise NotImplementedError
+
+    def close(self, time_ns: int, reason: str) -> list[Event]:
+        """End every open incident (stream ended, engine shut down)."""
+        raise NotImplementedError
+
+
+def _label_mask(d: Detections, names: Iterable[str]) -> np.ndarray:
+    names = set(names)
+    if not len(d) or not d.labels:
+        return np.zeros(len(d), bool)
+    lut = np.array([lab in names for lab in d.labels], bool)
+    return lut[d.class_id]
+
+
+def _tracked(d: Detections) -> np.ndarray:
+    return np.zeros(len(d), bool) if d.track_id is None else d.track_id >= 0
+
+
+# --------------------------------------------------------------------------------------------- fire / smoke
+
+
+class _LabelVote:
+    def __init__(self) -> None:
+        self.window: deque[tuple[int, bool, tuple[float, float, float, float] | None]] = deque()
+        self.candidate_ns: int | None = None
+        self.last_hit_ns: int | None = None
+        self.incident: _Incident | None = None
+        self.cooldown_until_ns = -(2**62)
+        self.areas: deque[tuple[int, float]] = deque()  # (time, area fraction) for growth
+        self.static_logged = False
+
+
+class FireSmokeRule(Rule):
+    """k of the last n analysed frames over at least T s; severity from area and growth."""
+
+    needs_tracks = False
+
+    def __init__(self, zone: Zone, zone_cfg: ZoneConfig, policy: EventPolicy, cfg: FireSmokeRuleConfig) -> None:
+        super().__init__(zone, zone_cfg, policy)
+        self.cfg = cfg
+        self._state = {lab: _LabelVote() for lab in cfg.labels}
+
+    def _severity(self, st: _LabelVote, t: int, area_frac: float | None) -> str:
+        if area_frac is None:
+            return "medium"
+        a = self.cfg.severity_area_frac
+        recent = [f for (_, f) in list(st.areas)[-5:]] or [area_frac]
+        smooth = float(np.median(recent))  # flicker around a threshold must not flip severity
+        level = int(np.searchsorted(np.asarray(a), smooth, side="right"))  # 0 low .. 3 critical
+        # growth compares medians of the earliest and latest thirds of the window, so flame flicker is not growth
+        horizon = t - _s_to_ns(self.cfg.growth_window_s)
+        past = np.array([f for (ts, f) in st.areas if ts >= horizon])
+        if past.size >= 6:
+            third = past.size // 3
+            early, late = float(np.median(past[:third])), float(np.median(past[-third:]))
+            if early > 0 and late / early >= self.cfg.growth_factor:
+                level += 1
+        return SEVERITIES[min(level, 3)]
+
+    def _is_static(self, st: _LabelVote) -> bool:
+        if self.cfg.static_min_iou is None:
+            return False
+        boxes = [b for (ts, hit, b) in st.window if hit and b is not None and ts >= (st.candidate_ns or 0)]
+        if len(boxes) < 3:
+            return False
+        arr = np.asarray(boxes, np.float64)
+        iou = iou_matrix(arr[:1], arr)[0]
+        return bool((iou >= self.cfg.static_min_iou).all())
+
+    def update(self, ctx: FrameContext, inside: np.ndarray) -> list[Event]:
+        cfg = self.cfg
+        d = ctx.detections
+        t = ctx.time_ns
+        out: list[Event] = []
+        frame_area = None if ctx.frame_size_px is None else float(ctx.frame_size_px[0] * ctx.frame_size_px[1])
+        for lab, st in self._state.items():
+            sel = _label_mask(d, (lab,)) & (d.confidence >= cfg.min_confidence) & inside
+            area_frac = None
+            if frame_area and sel.any():
+                area_frac = float(min(1.0, d.area_px[sel].sum() / frame_area))
+                if cfg.min_area_frac > 0:
+                    big = sel & (d.area_px / frame_area >= cfg.min_area_frac)
+                    sel = big
+                    area_frac = float(min(1.0, d.area_px[sel].sum() / frame_area)) if sel.any() else None
+            hit = bool(sel.any())
+            union = None
+            if hit:
+                b = d.xyxy_px[sel]
+                union = (float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()), float(b[:, 3].max()))
+            st.window.append((t, hit, union))
+            while len(st.window) > cfg.window_frames or (st.window and t - st.window[0][0] > _s_to_ns(cfg.window_max_age_s)):
+                st.window.popleft()
+            if hit:
+                st.last_hit_ns = t
+                if st.candidate_ns is None:
+                    st.candidate_ns = t
+                if area_frac is not None:
+                    st.areas.append((t, area_frac))
+            horizon = t - _s_to_ns(max(cfg.growth_window_s, cfg.window_max_age_s))
+            while st.areas and st.areas[0][0] < horizon:
+                st.areas.popleft()
+
+            if st.incident is None:
+                if st.candidate_ns is not None and st.last_hit_ns is not None and t - st.last_hit_ns > _s_to_ns(cfg.max_gap_s):
+                    st.candidate_ns = None  # evidence faded before confirmation
+                    st.areas.clear()
+                    continue
+                if not hit or st.candidate_ns is None:
+                    continue
+                hits = sum(1 for (ts, h, _) in st.window if h and ts >= st.candidate_ns)
+                if hits < cfg.min_hits or t - st.candidate_ns < _s_to_ns(cfg.min_duration_s) or t < st.cooldown_until_ns:
+                    continue
+                if self._is_static(st):
+                    if not st.static_logged:
+                        log.info("%s/%s: %s evidence is frozen in place (lamp, sign?); not raising", ctx.source_id, self.zone.id, lab)
+                        st.static_logged = True
+                    continue
+                inc = _Incident(lab, ctx.source_id, self.zone.id, st.candidate_ns, self._severity(st, t, area_frac), self.policy)
+                inc.observe(ctx, np.flatnonzero(sel))
+                inc.attributes.update(self._attrs(st, area_frac, hits))
+                st.incident = inc
+                out.append(inc.make("start", t))
+            else:
+                inc = st.incident
+                if hit:
+                    inc.observe(ctx, np.flatnonzero(sel))
+                    new_sev = self._severity(st, t, area_frac)
+                    if severity_rank(new_sev) > severity_rank(inc.severity):
+                        inc.severity = new_sev  # severity only escalates within an incident
+                    inc.attributes.update(self._attrs(st, area_frac, None))
+                    ev = inc.maybe_update(t)
+                    if ev is not None:
+                        out.append(ev)
+                elif t - st.last_hit_ns >= _s_to_ns(cfg.clear_after_s):  # type: ignore[operator]
+                    out.append(self._end(st, t, "clear"))
+        return out
+
+    def _attrs(self, st: _LabelVote, area_frac: float | None, hits: int | None) -> dict[str, Any]:
+        a: dict[str, Any] = {}
+        if area_frac is not None:
+            a["area_frac"] = round(area_frac, 5)
+            a["max_area_frac"] = round(max(area_frac, float((st.incident.attributes.get("max_area_frac") if st.incident else 0) or 0)), 5)
+        if hits is not None:
+            a["confirm_hits"] = hits
+            a["confirm_window"] = len(st.window)
+        return a
+
+    def _end(self, st: _LabelVote, t: int, reason: str) -> Event:
+        inc = st.incident
+        assert inc is not None and st.last_hit_ns is not None
+        ev = inc.end(t, st.last_hit_ns, reason)
+        st.incident = None
+        st.candidate_ns = None
+        st.areas.clear()
+        st.static_logged = False
+        st.cooldown_until_ns = t + _s_to_ns(self.cfg.cooldown_s)
+        return ev
+
+    def close(self, time_ns: int, reason: str) -> list[Event]:
+        return [self._end(st, time_ns, reason) for st in self._state.values() if st.incident is not None]
+
+
+# ------------------------------------------------------------------------------------- per-track dwell rules
+
+
+@dataclass(slots=True)
+class _Dwell:
+    dwell_start_ns: int
+    last_violation_ns: int
+    incident: _Incident | None = None
+    cooldown_until_ns: int = -(2**62)
+
+
+class _DwellRule(Rule):
+    """Shared timing of rules whose subject is one track: violating for T s -> start; not for end_after -> end."""
+
+    event_type = ""
+    severity = "medium"
+
+    def __init__(self, zone: Zone, zone_cfg: ZoneConfig, policy: EventPolicy, min_duration_s: float, grace_s: float,
+                 end_after_s: float, cooldown_s: float) -> None:
+        super().__init__(zone, zone_cfg, policy)
+        self.T = _s_to_ns(min_duration_s)
+        self.grace = _s_to_ns(grace_s)
+        self.end_after = _s_to_ns(end_after_s)
+        self.cooldown = _s_to_ns(cooldown_s)
+        self._subjects: dict[tuple[str, int], _Dwell] = {}
+
+    def subjects(self, ctx: FrameContext, inside: np.ndarray) -> dict[tuple[str, int], tuple[np.ndarray, np.ndarray, dict]]:
+        """Violating subjects this frame: key -> (evidence indices, subject box, attributes)."""
+        raise NotImplementedError
+
+    def update(self, ctx: FrameContext, inside: np.ndarray) -> list[Event]:
+        t = ctx.time_ns
+        out: list[Event] = []
+        now = self.subjects(ctx, inside)
+        for key, (idx, box, attrs) in now.items():
+            s = self._subjects.get(key)
+            if s is None:
+                s = self._subjects[key] = _Dwell(t, t)
+            elif s.incident is None and t - s.last_violation_ns > self.grace:
+                s.dwell_start_ns = t  # the gap was too long: the dwell timer restarts
+            s.last_violation_ns = t
+            if s.incident is None:
+                if t - s.dwell_start_ns >= self.T and t >= s.cooldown_until_ns:
+                    inc = _Incident(self.event_type, ctx.source_id, self.zone.id, s.dwell_start_ns, self.severity, self.policy)
+                    inc.observe(ctx, idx, box, key[1])
+                    inc.attributes.update(attrs)
+                    inc.attributes["subject"] = key[0]
+                    inc.attributes["dwell_s"] = round((t - s.dwell_start_ns) / 1e9, 3)
+                    s.incident = inc
+                    out.append(inc.make("start", t))
+            else:
+                s.incident.observe(ctx, idx, box, key[1])
+                s.incident.attributes.update(attrs)
+                s.incident.attributes["dwell_s"] = round((t - s.incident.start_ns) / 1e9, 3)
+                ev = s.incident.maybe_update(t)
+                if ev is not None:
+                    out.append(ev)
+        for key in list(self._subjects):
+            if key in now:
+                continue
+            s = self._subjects[key]
+            if s.incident is not None:
+                if t - s.last_violation_ns >= self.end_after:
+                    out.append(self._end(s, t, "cleared"))
+            elif t - s.last_violation_ns > self.grace and t >= s.cooldown_until_ns:
+                del self._subjects[key]  # track state dropped once nothing depends on it
+        return out
+
+    def _end(self, s: _Dwell, t: int, reason: str) -> Event:
+        assert s.incident is not None
+        ev = s.incident.end(t, s.last_violation_ns, reason)
+        s.incident = None
+        s.cooldown_until_ns = t + self.cooldown
+        s.dwell_start_ns = t
+        s.last_violation_ns = -(2**62)  # any new violation starts a fresh dwell
+        return ev
+
+    def close(self, time_ns: int, reason: str) -> list[Event]:
+        out = [self._end(s, time_ns, reason) for s in self._subjects.values() if s.incident is not None]
+        self._subjects.clear()
+        return out
+
+    @property
+    def subject_count(self) -> int:
+        return len(self._subjects)
+
+
+class HardHatRule(_DwellRule):
+    """A person (or bare head) track in the zone without a hard hat for at least T s."""
+
+    event_type = NO_HARD_HAT
+
+    def __init__(self, zone: Zone, zone_cfg: ZoneConfig, policy: EventPolicy, cfg: HardHatRuleConfig) -> None:
+        super().__init__(zone, zone_cfg, policy, cfg.min_duration_s, cfg.grace_s, cfg.end_after_s, cfg.cooldown_s)
+        self.cfg = cfg
+
+    def subjects(self, ctx: FrameContext, inside: np.ndarray):
+        cfg = self.cfg
+        d = ctx.detections
+        ok = d.confidence >= cfg.min_confidence
+        persons = np.flatnonzero(_label_mask(d, cfg.person_labels) & ok & _tracked(d))
+        bare = _label_mask(d, (cfg.no_helmet_label,)) & ok
+        hat = _label_mask(d, (cfg.helmet_label,)) & ok
+        heads = np.flatnonzero(bare | hat)
+        out: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, dict]] = {}
+        owner = np.full(heads.size, -1, np.int64)  # person index each head belongs to
+        if persons.size and heads.size:
+            pb = d.xyxy_px[persons].astype(np.float64)
+            hb = d.xyxy_px[heads].astype(np.float64)
+            hc = np.stack([(hb[:, 0] + hb[:, 2]) / 2, (hb[:, 1] + hb[:, 3]) / 2], axis=1)
+            region_bottom = pb[:, 1] + cfg.head_region_frac * (pb[:, 3] - pb[:, 1])
+            inr = (
+                (hc[:, None, 0] >= pb[None, :, 0]) & (hc[:, None, 0] <= pb[None, :, 2])
+                & (hc[:, None, 1] >= pb[None, :, 1] - 0.25 * (hb[:, None, 3] - hb[:, None, 1])) & (hc[:, None, 1] <= region_bottom[None, :])
+            )
+            area = np.prod(pb[:, 2:] - pb[:, :2], axis=1)
+            cost = np.where(inr, area[None, :], np.inf)
+            best = np.argmin(cost, axis=1)
+            has = np.isfinite(cost[np.arange(heads.size), best])
+            owner[has] = best[has]
+        for pi, p in enumerate(persons):
+            if not inside[p]:
+                continue
+            mine = heads[owner == pi]
+            bare_conf = float(d.confidence[mine][bare[mine]].max()) if bare[mine].any() else 0.0
+            hat_conf = float(d.confidence[mine][hat[mine]].max()) if hat[mine].any() else 0.0
+            box = d.xyxy_px[p]
+            if bare_conf > 0 and bare_conf >= hat_conf:
+                ev = np.concatenate([[p], mine[bare[mine]]])
+                out[("person", int(d.track_id[p]))] = (ev, box, {"evidence": "bare_head", "head_confidence": round(bare_conf, 4)})
+            elif hat_conf == 0 and cfg.person_without_helmet_box == "violation" and (box[3] - box[1]) >= cfg.min_person_height_px:
+                out[("person", int(d.track_id[p]))] = (np.array([p]), box, {"evidence": "no_helmet_box"})
+        # bare heads on no person box (no person detector, or it missed): the head track is the subject
+        if d.track_id is not None:
+            for k, h in enumerate(heads):
+                if owner[k] < 0 and bare[h] and d.track_id[h] >= 0 and inside[h]:
+                    out[("head", int(d.track_id[h]))] = (np.array([h]), d.xyxy_px[h], {"evidence": "bare_head", "head_confidence": round(float(d.confidence[h]), 4)})
+        return out
+
+
+class VesselZoneRule(_DwellRule):
+    """A vessel track inside the zone for at least T s."""
+
+    event_type = VESSEL_IN_ZONE
+
+    def __init__(self, zone: Zone, zone_cfg: ZoneConfig, policy: EventPolicy, cfg: VesselZoneRuleConfig) -> None:
+        super().__init__(zone, zone_cfg, policy, cfg.min_duration_s, cfg.grace_s, cfg.end_after_s, cfg.cooldown_s)
+        self.cfg = cfg
+
+    def subjects(self, ctx: FrameContext, inside: np.ndarray):
+        d = ctx.detections
+        sel = np.flatnonzero(_label_mask(d, self.cfg.labels) & (d.confidence >= self.cfg.min_confidence) & _tracked(d) & inside)
+        return {("vessel", int(d.track_id[i])): (np.array([i]), d.xyxy_px[i], {}) for i in sel}
+
+
+# ------------------------------------------------------------------------------------------------ fire lane
+
+
+@dataclass(slots=True)
+class _Parked:
+    ref_xy: np.ndarray
+    still_since_ns: int
+    last_seen_ns: int
+    label: str
+
+
+class FireLaneRule(Rule):
+    """Lane occupied by a stationary vehicle track (or unknown stationary object) for at least T."""
+
+    def __init__(self, zone: Zone, zone_cfg: ZoneConfig, policy: EventPolicy, cfg: FireLaneRuleConfig) -> None:
+        super().__init__(zone, zone_cfg, policy)
+        self.cfg = cfg
+        self.T = _s_to_ns(cfg.min_duration_s)
+        self._vehicles: dict[int, _Parked] = {}
+        self._fg = StationaryForeground(zone, cfg.stationary_foreground, cfg.min_duration_s) if cfg.stationary_foreground else None
+        self._fg_warned = False
+        self._incident: _Incident | None = None
+        self._last_blocked_ns: int | None = None
+        self._cooldown_until_ns = -(2**62)
+
+    def update(self, ctx: FrameContext, inside: np.ndarray) -> list[Event]:
+        cfg = self.cfg
+        d = ctx.detections
+        t = ctx.time_ns
+        ok = d.confidence >= cfg.min_confidence
+        veh = _label_mask(d, cfg.vehicle_labels) & ok & _tracked(d)
+        if cfg.min_overlap_frac > 0 and self.zone.kind != "geo" and veh.any():
+            in_lane = np.zeros(len(d), bool)
+            vi = np.flatnonzero(veh)
+            in_lane[vi] = self.zone.overlap_fraction(d.xyxy_px[vi]) >= cfg.min_overlap_frac
+        else:
+            in_lane = inside
+        anchors = anchor_points(d, self.zone_cfg.anchors)
+        for i in np.flatnonzero(veh & in_lane):
+            tid = int(d.track_id[i])
+            box = d.xyxy_px[i].astype(np.float64)
+            diag = float(np.hypot(box[2] - box[0], box[3] - box[1]))
+            p = self._vehicles.get(tid)
+            if p is None or np.hypot(*(anchors[i] - p.ref_xy)) > cfg.max_drift_frac * diag:
+                self._vehicles[tid] = _Parked(anchors[i].copy(), t, t, str(d.label[i]))  # (re)starts resting here
+            else:
+                p.last_seen_ns = t
+                p.label = str(d.label[i])
+        grace = _s_to_ns(cfg.grace_s)
+        for tid in [k for k, p in self._vehicles.items() if t - p.last_seen_ns >= grace]:
+            del self._vehicles[tid]
+        parked = {tid: p for tid, p in self._vehicles.items() if t - p.still_since_ns >= self.T}
+
+        fg_state = None
+        if self._fg is not None:
+            if ctx.image is None:
+                if not self._fg_warned:
+                    log.warning("%s/%s: stationary-foreground analysis needs frames; none given", ctx.source_id, self.zone.id)
+                    self._fg_warned = True
+            else:
+                ignore = _label_mask(d, cfg.ignore_labels)
+                fg_state = self._fg.update(ctx.image, t, d.xyxy_px[ignore])
+        fg_blocked = fg_state is not None and fg_state.blocked
+
+        blocked = bool(parked) or fg_blocked
+        out: list[Event] = []
+        if blocked:
+            # the blockage was last *seen* then (a vehicle within its grace, or foreground within its grace, was not)
+            seen = [p.last_seen_ns for p in parked.values()]
+            if fg_blocked and fg_state.last_seen_ns is not None:
+                seen.append(fg_state.last_seen_ns)
+            self._last_blocked_ns = max(seen + [self._last_blocked_ns or -(2**62)])
+            starts = [p.still_since_ns for p in parked.values()]
+            if fg_blocked and fg_state.since_ns is not None:
+                starts.append(fg_state.since_ns)
+            if self._incident is None:
+                if t < self._cooldown_until_ns:
+                    return out
+                self._incident = _Incident(FIRE_LANE_BLOCKED, ctx.source_id, self.zone.id, min(starts), "high", self.policy)
+                self._observe(ctx, parked, fg_state)
+                out.append(self._incident.make("start", t))
+            else:
+                self._observe(ctx, parked, fg_state)
+                ev = self._incident.maybe_update(t)
+                if ev is not None:
+                    out.append(ev)
+        elif self._incident is not None and t - self._last_blocked_ns >= _s_to_ns(cfg.clear_after_s):  # type: ignore[operator]
+            out.append(self._end(t, "lane clear"))
+        return out
+
+    def _observe(self, ctx: FrameContext, parked: dict[int, _Parked], fg_state) -> None:
+        inc = self._incident
+        assert inc is not None
+        d = ctx.detections
+        t = ctx.time_ns
+        idx = np.flatnonzero(np.isin(d.track_id, list(parked))) if parked and d.track_id is not None else np.zeros(0, np.int64)
+        # a parked vehicle missed in this frame still counts: keep its track id
+        inc.track_ids.update(parked)
+        if idx.size:
+            inc.observe(ctx, idx)
+        else:
+            inc.last_evidence_ns = t
+        occupants = [{"kind": "vehicle", "track_id": tid, "label": p.label, "still_s": round((t - p.still_since_ns) / 1e9, 1)} for tid, p in sorted(parked.items())]
+        if fg_state is not None and fg_state.blocked:
+            occupants.append({"kind": "unknown_object", "lane_frac": round(fg_state.fraction, 4),
+                              "xyxy_px": [round(v, 1) for v in fg_state.xyxy_px] if fg_state.xyxy_px else None})
+            if inc.snapshot is None and fg_state.xyxy_px is not None:
+                inc.snapshot = Snapshot(ctx.source_id, t, fg_state.xyxy_px, 0.0, image=None if ctx.image is None else ctx.image.copy())
+                inc._locate(ctx, np.asarray(fg_state.xyxy_px))
+        inc.attributes["occupants"] = occupants
+        inc.attributes["occupant_kinds"] = sorted({o["kind"] for o in occupants})
+
+    def _end(self, t: int, reason: str) -> Event:
+        inc = self._incident
+        assert inc is not None
+        ev = inc.end(t, self._last_blocked_ns or t, reason)
+        self._incident = None
+        self._cooldown_until_ns = t + _s_to_ns(self.cfg.cooldown_s)
+        return ev
+
+    def close(self, time_ns: int, reason: str) -> list[Event]:
+        return [self._end(time_ns, reason)] if self._incident is not None else []
+
+
+# -------------------------------------------------------------------------------------------------- engine
+
+
+def build_rule(zone: Zone, zone_cfg: ZoneConfig, policy: EventPolicy, cfg) -> Rule:
+    if isinstance(cfg, FireSmokeRuleConfig):
+        return FireSmokeRule(zone, zone_cfg, policy, cfg)
+    if isinstance(cfg, HardHatRuleConfig):
+        return HardHatRule(zone, zone_cfg, policy, cfg)
+    if isinstance(cfg, FireLaneRuleConfig):
+        return FireLaneRule(zone, zone_cfg, policy, cfg)
+    if isinstance(cfg, VesselZoneRuleConfig):
+        return VesselZoneRule(zone, zone_cfg, policy, cfg)
+    raise TypeError(f"unknown rule config {type(cfg).__name__}")
+
+
+class RuleEngine:
+    """All zones and rules of all sources.
+
+    ``update`` takes one analysed frame of one source (tracked detections, capture time, optionally the pixels and
+    a locator) and returns the events it caused, after passing each through the enrichers (e.g. the vessel
+    identity stage adding MMSI / hull text) and emitting it to every sink. Frames of one source must come in
+    non-decreasing capture time; sources are independent.
+    """
+
+    def __init__(self, config: RulesConfig, sinks: Sequence[Sink] = (), enrichers: Sequence[Enricher] = ()) -> None:
+        self.config = config
+        self.sinks = list(sinks)
+        self.enrichers = list(enrichers)
+        self._zones: dict[str, list[tuple[Zone, ZoneConfig, list[Rule]]]] = {}
+        for zc in config.zones:
+            zone = zc.build_zone()
+            rules = [build_rule(zone, zc, config.events, rc) for rc in zc.rules]
+            self._zones.setdefault(zc.source, []).append((zone, zc, rules))
+        self._last_ns: dict[str, int] = {}
+        self._geo_warned: set[tuple[str, str]] = set()
+
+    @property
+    def source_ids(self) -> tuple[str, ...]:
+        return tuple(self._zones)
+
+    def rules_for(self, source_id: str) -> list[Rule]:
+        return [r for (_, _, rules) in self._zones.get(source_id, ()) for r in rules]
+
+    def update(self, source_id: str, time_ns: int, detections: Detections, image: np.ndarray | None = None,
+               locator: Locator | None = None, frame_size_px: tuple[int, int] | None = None) -> list[Event]:
+        time_ns = int(time_ns)
+        prev = self._last_ns.get(source_id)
+        if prev is not None and time_ns < prev:
+            raise InputError(f"source {source_id!r}: frame at {time_ns} ns is older than the previous one at {prev} ns")
+        self._last_ns[source_id] = time_ns
+        zones = self._zones.get(source_id)
+        if not zones:
+            return []
+        if image is not None:
+            if not isinstance(image, np.ndarray) or image.ndim != 3:
+                raise InputError(f"source {source_id!r}: image must be an (H, W, 3) array, got {getattr(image, 'shape', type(image))}")
+            frame_size_px = (int(image.shape[1]), int(image.shape[0]))
+        ctx = FrameContext(source_id, time_ns, detections, image, frame_size_px, locator)
+        needs_tracks = any(r.needs_tracks for (_, _, rules) in zones for r in rules)
+        if needs_tracks and len(detections) and detections.track_id is None:
+            raise InputError(f"source {source_id!r}: rules need tracked detections (track_id); run a ByteTracker first")
+        out: list[Event] = []
+        for zone, zc, rules in zones:
+            if zone.kind == "geo" and locator is None and (source_id, zone.id) not in self._geo_warned:
+                log.warning("source %s: geo zone %s is inactive: the frame has no locator (not geo-referenced)", source_id, zone.id)
+                self._geo_warned.add((source_id, zone.id))
+            inside = zone.contains_px(anchor_points(detections, zc.anchors), locator)
+            for rule in rules:
+                out.extend(rule.update(ctx, inside))
+        return self._publish(out)
+
+    def update_frame(self, frame, detections: Detections, locator: Locator | None = None) -> list[Event]:
+        """``update`` for a ``seawatch.streams.frame.Frame``."""
+        return self.update(frame.source_id, frame.capture_time_ns, detections, frame.image, locator)
+
+    def close(self, time_ns: int | None = None, source_id: str | None = None, reason: str = "stream ended") -> list[Event]:
+        """End every open incident (of one source, or all); ``time_ns`` defaults to each source's last frame time."""
+        out: list[Event] = []
+        for sid, zones in self._zones.items():
+            if source_id is not None and sid != source_id:
+                continue
+            t = time_ns if time_ns is not None else self._last_ns.get(sid)
+            if t is None:
+                continue
+            for _, _, rules in zones:
+                for r in rules:
+                    out.extend(r.close(int(t), reason))
+        return self._publish(out)
+
+    def _publish(self, events: list[Event]) -> list[Event]:
+        final = []
+        for ev in events:
+            for enrich in self.enrichers:
+                try:
+                    ev = enrich(ev)
+                except Exception:  # an enricher is another stage's code: the event still goes out
+                    log.exception("enricher %r failed on event %s (%s); event sent without it", enrich, ev.id, ev.type)
+            final.append(ev)
+            for sink in self.sinks:
+                sink.emit(ev)
+        return final
