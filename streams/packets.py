@@ -224,21 +224,35 @@ class PacketRing:
         return select_window(packets, start_ns, end_ns)
 
 
+def decode_time_ns(p: EncodedPacket) -> int:
+    """Capture time of the packet's decode slot: its capture time minus the B-frame reorder delay."""
+    if p.pts is not None and p.dts is not None and p.pts > p.dts:
+        return p.capture_time_ns - int((p.pts - p.dts) * p.time_base * 1_000_000_000)
+    return p.capture_time_ns
+
+
 def select_window(packets: list[EncodedPacket], start_ns: int, end_ns: int) -> list[EncodedPacket]:
-    """From packets in decode order: the last keyframe at/before ``start_ns`` through the last one <= ``end_ns``."""
+    """From packets in decode order: the last keyframe at/before ``start_ns`` up to ``end_ns``.
+
+    The window ends at the last packet (in decode order) shown at or before ``end_ns``, so the reference frames
+    that B-frames inside the window need are kept (a P-frame shown later but decoded earlier).
+    If no keyframe is at or before ``start_ns`` the window starts at the first keyframe (shorter pre-roll).
+    """
     first = None
     for i, p in enumerate(packets):
-        if p.capture_time_ns > start_ns:
+        if decode_time_ns(p) > start_ns:
             break
-        if p.is_keyframe:
+        if p.is_keyframe and p.capture_time_ns <= start_ns:
             first = i
     if first is None:
         first = next((i for i, p in enumerate(packets) if p.is_keyframe), None)
         if first is None:
             return []
-    out = []
-    for p in packets[first:]:
-        if p.capture_time_ns > end_ns:
-            break
-        out.append(p)
-    return out
+    last = None
+    for i in range(first, len(packets)):
+        p = packets[i]
+        if p.capture_time_ns <= end_ns:
+            last = i
+        elif decode_time_ns(p) > end_ns:
+            break  # decode order has passed the window: nothing later can be shown inside it
+    return [] if last is None else packets[first : last + 1]

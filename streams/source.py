@@ -525,8 +525,6 @@ class Source:
                     if live:
                         clock.observe(pts_s, recv_ns)
                     self._bump(packets=1)
-                    if self.ring is not None or self.recorder is not None:
-                        self._sink_packet(gen, packet, bsf, pts_s, clock, recv_ns, tb)
                     key = bool(packet.is_keyframe)
                     mode = self._decode_mode
                     if mode == "keyframes" and not key:
@@ -537,6 +535,9 @@ class Source:
                     else:
                         need_key = False
                         frames = frames_of(packet)
+                    # after decoding: the bitstream filter takes the packet's data over
+                    if self.ring is not None or self.recorder is not None:
+                        self._sink_packet(gen, packet, bsf, pts_s, clock, recv_ns, tb)
                 for vf in frames:
                     if vf.pts is None:
                         fpts_s = None

@@ -1,0 +1,558 @@
+"""Streams without a network server: URL redaction, clock, queue, backoff, pre-event ring, motion gate, file readers
+(paced, looped, truncated, not video), MJPEG over HTTP, segment recording with retention, clips and snapshots.
+
+The RTSP server tests are in ``test_streams_rtsp.py``. Test clips are made with Debian's ffmpeg into tmp.
+"""
+
+from __future__ import annotations
+
+import http.server
+import random
+import shutil
+import socketserver
+import subprocess
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import missing
+from seawatch.errors import InputError, StreamError
+from seawatch.streams.clock import StreamClock
+from seawatch.streams.frame_queue import FrameQueue, OverflowPolicy, QueueClosed
+from seawatch.streams.motion import MotionGate, polygons_to_mask
+from seawatch.streams.packets import EncodedPacket, PacketRing, StreamInfo, avcc_to_annexb_params, select_window
+from seawatch.streams.recording import (
+    SegmentRecorder,
+    cut_clip,
+    enforce_retention,
+    ffprobe_summary,
+    list_segments,
+    mp4_top_boxes,
+    save_jpeg,
+)
+from seawatch.streams.source import Source, SourceConfig, SourceGroup, State, backoff_delay_s
+from seawatch.streams.urls import redact_text, redact_url, source_kind
+
+S = 1_000_000_000
+
+
+def _ffmpeg() -> str:
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        missing("Debian's ffmpeg is not installed (bash scripts/setup.sh)")
+    return exe
+
+
+def make_clip(path: Path, *, seconds: float = 4, size: str = "640x360", rate: int = 25, gop: int = 25,
+              codec: str = "libx264") -> Path:
+    args = [_ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
+            "-i", f"testsrc2=size={size}:rate={rate}", "-t", str(seconds)]
+    if codec == "libx264":
+        args += ["-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "baseline", "-g", str(gop), "-bf", "0",
+                 "-pix_fmt", "yuv420p"]
+    else:
+        args += ["-c:v", codec, "-q:v", "5"]
+    subprocess.run([*args, str(path)], check=True, timeout=60)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """4 s, 640x360, 25 fps, H.264 baseline, 1 s GOP (100 frames)."""
+    return make_clip(tmp_path_factory.mktemp("media") / "clip.mp4")
+
+
+def ffprobe(path: Path, entries: str = "stream=codec_name,width,height,nb_frames") -> str:
+    exe = shutil.which("ffprobe")
+    if exe is None:
+        missing("Debian's ffprobe is not installed (bash scripts/setup.sh)")
+    return subprocess.run([exe, "-v", "error", "-show_entries", entries, "-of", "compact", str(path)],
+                          capture_output=True, text=True, timeout=30).stdout
+
+
+# ----------------------------------------------------------------------------------------------- URLs
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("rtsp://admin:s3cret@10.0.0.5:554/ch1", "rtsp://***@10.0.0.5:554/ch1"),
+        ("rtsp://admin:p@ss@10.0.0.5/ch1", "rtsp://***@10.0.0.5/ch1"),
+        ("rtsp://viewer@cam.local/live", "rtsp://***@cam.local/live"),
+        ("http://cam/video.mjpg?user=admin&password=hunter2", "http://cam/video.mjpg?user=admin&password=***"),
+        ("http://cam/stream?token=abc;x=1", "http://cam/stream?token=***;x=1"),
+        ("rtsp://10.0.0.5/ch1", "rtsp://10.0.0.5/ch1"),
+        ("/data/cam@2/clip.mp4", "/data/cam@2/clip.mp4"),
+        ("", ""),
+    ],
+)
+def test_redact_url(url, expected):
+    assert redact_url(url) == expected
+
+
+def test_redact_text_removes_credentials_from_ffmpeg_messages():
+    url = "rtsp://admin:s3cret@10.0.0.5/ch1"
+    msg = f"[Errno 111] Connection refused: '{url}' (user admin:s3cret)"
+    out = redact_text(msg, url)
+    assert "s3cret" not in out and "rtsp://***@10.0.0.5/ch1" in out
+
+
+@pytest.mark.parametrize("url, kind", [("rtsp://a/b", "rtsp"), ("http://a/b.mjpg", "mjpeg"),
+                                       ("udp://0.0.0.0:5600", "udp"), ("/x/y.mp4", "file"), ("clip.mkv", "file")])
+def test_source_kind(url, kind):
+    assert source_kind(url) == kind
+
+
+def test_bad_config_is_a_clear_error():
+    with pytest.raises(InputError, match="rtsp_transport"):
+        SourceConfig("c", "rtsp://x/y", rtsp_transport="http")
+    with pytest.raises(InputError, match="read_timeout_s"):
+        SourceConfig("c", "rtsp://x/y", read_timeout_s=0)
+    with pytest.raises(InputError, match="empty"):
+        SourceConfig("", "rtsp://x/y")
+
+
+# ----------------------------------------------------------------------------------------------- clock
+def test_clock_keeps_stream_spacing_despite_arrival_jitter():
+    clock = StreamClock()
+    rng = random.Random(1)
+    base = 1_700_000_000 * S
+    times = []
+    for i in range(200):
+        pts_s = i * 0.04
+        recv = base + int(pts_s * S) + int(rng.uniform(0.005, 0.080) * S)  # 5-80 ms network/decode delay
+        clock.observe(pts_s, recv)
+        times.append(clock.capture_ns(pts_s, recv))
+    gaps = np.diff(times) / 1e6
+    assert np.all(gaps > 0)
+    # after the best (lowest-delay) arrival has been seen, spacing is exactly the stream's 40 ms
+    assert np.allclose(gaps[-100:], 40.0, atol=0.01)
+    assert times[-1] - (base + int(199 * 0.04 * S)) <= 0.006 * S  # offset within the lowest delay seen
+
+
+def test_clock_reanchors_on_jump_and_stays_monotonic():
+    clock = StreamClock(jump_s=2.0)
+    base = 1_700_000_000 * S
+    out = []
+    for i in range(50):
+        clock.observe(i * 0.04, base + i * 40_000_000)
+        out.append(clock.capture_ns(i * 0.04, base + i * 40_000_000))
+    # the server restarts: pts starts again at 0, 3 s later
+    later = base + 5 * S
+    for i in range(50):
+        clock.observe(i * 0.04, later + i * 40_000_000)
+        out.append(clock.capture_ns(i * 0.04, later + i * 40_000_000))
+    assert clock.reanchors == 1
+    assert all(b > a for a, b in zip(out, out[1:]))
+    assert abs(out[-1] - (later + 49 * 40_000_000)) < 1_000_000
+
+
+def test_clock_without_pts_uses_receive_time_and_fixed_anchor():
+    clock = StreamClock()
+    assert clock.capture_ns(None, 123) == 123
+    assert clock.capture_ns(None, 100) == 124  # never backwards
+    fixed = StreamClock(fixed_anchor_ns=10 * S)
+    assert fixed.capture_ns(1.5, 0) == 11_500_000_000
+
+
+# ----------------------------------------------------------------------------------------------- queue + backoff
+def test_queue_drop_oldest_counts_drops():
+    q: FrameQueue[int] = FrameQueue(3, OverflowPolicy.DROP_OLDEST)
+    for i in range(10):
+        assert q.put(i)
+    assert q.dropped == 7
+    assert [q.get(0), q.get(0), q.get(0)] == [7, 8, 9]
+    assert q.get(0.05) is None
+
+
+def test_queue_block_waits_then_times_out_and_closes():
+    q: FrameQueue[int] = FrameQueue(1, OverflowPolicy.BLOCK)
+    assert q.put(1)
+    t = time.monotonic()
+    assert not q.put(2, timeout_s=0.2)
+    assert 0.15 < time.monotonic() - t < 1.0
+    threading.Timer(0.1, q.get, args=(0,)).start()
+    assert q.put(3, timeout_s=2.0)
+    assert q.dropped == 0
+    q.close()
+    assert q.get(0) == 3
+    with pytest.raises(QueueClosed):
+        q.get(0.1)
+
+
+def test_queue_get_latest_discards_older_as_drops():
+    q: FrameQueue[int] = FrameQueue(8, OverflowPolicy.DROP_OLDEST)
+    for i in range(5):
+        q.put(i)
+    assert q.get_latest(0) == 4
+    assert q.dropped == 4 and len(q) == 0
+
+
+def test_backoff_is_capped_exponential_with_jitter():
+    rng = random.Random(3)
+    delays = [backoff_delay_s(n, 0.5, 2.0, 0.25, rng) for n in range(8)]
+    assert 0.375 <= delays[0] <= 0.625
+    assert 0.75 <= delays[1] <= 1.25
+    assert all(1.5 <= d <= 2.5 for d in delays[2:])
+    assert len({round(d, 6) for d in delays[2:]}) > 1  # jitter: not in lockstep
+
+
+# ----------------------------------------------------------------------------------------------- ring
+def _pkt(t_s: float, key: bool, size: int = 1000) -> EncodedPacket:
+    pts = int(round(t_s * 90000))
+    return EncodedPacket(b"\0" * size, pts, pts, Fraction(1, 90000), key, int(t_s * S))
+
+
+def test_ring_bounded_by_age_and_starts_at_keyframe():
+    ring = PacketRing(max_age_s=3.0)
+    ring.set_info(StreamInfo("h264", 640, 360))
+    ring.push(_pkt(0.0, False))  # cannot start a ring
+    assert len(ring) == 0
+    for i in range(250):  # 10 s at 25 fps, keyframe every 1 s
+        ring.push(_pkt(i * 0.04, i % 25 == 0))
+    assert (ring.newest_ns - ring.oldest_ns) / S <= 3.0
+    assert ring.oldest_ns / S == pytest.approx(7.0)  # whole GOPs evicted
+    assert ring.window(7.5 * S, 8.5 * S)[0].capture_time_ns == 7 * S  # back to the keyframe
+
+
+def test_ring_bounded_by_bytes():
+    ring = PacketRing(max_age_s=100, max_bytes=50_000)
+    ring.set_info(StreamInfo("h264", 640, 360))
+    for i in range(500):
+        ring.push(_pkt(i * 0.04, i % 25 == 0, size=1000))
+    assert ring.size_bytes <= 50_000
+    assert ring._packets[0].is_keyframe
+
+
+def test_ring_cleared_when_format_changes():
+    ring = PacketRing(10)
+    ring.set_info(StreamInfo("h264", 640, 360))
+    ring.push(_pkt(0, True))
+    ring.set_info(StreamInfo("h264", 640, 360))
+    assert len(ring) == 1
+    ring.set_info(StreamInfo("h264", 1920, 1080))
+    assert len(ring) == 0
+
+
+def test_select_window_keeps_b_frame_references():
+    tb = Fraction(1, 25)
+    # decode order I0 P3 B1 B2 P6 B4 B5 (pts in frames), dts 0..6 shifted by 2
+    order = [(0, True), (3, False), (1, False), (2, False), (6, False), (4, False), (5, False)]
+    pk = [EncodedPacket(b"x", p, d - 2, tb, k, p * S // 25) for d, (p, k) in enumerate(order)]
+    win = select_window(pk, 0, 2 * S // 25)
+    # frames 0..2 need P3 (referenced by B1, B2), but not P6
+    assert [p.pts for p in win] == [0, 3, 1, 2]
+
+
+def test_avcc_to_annexb():
+    sps, pps = b"\x67\x42\xc0\x1f\xaa", b"\x68\xce\x3c\x80"
+    avcc = b"\x01\x42\xc0\x1f\xff\xe1" + len(sps).to_bytes(2, "big") + sps + b"\x01" + len(pps).to_bytes(2, "big") + pps
+    assert avcc_to_annexb_params(avcc) == b"\0\0\0\x01" + sps + b"\0\0\0\x01" + pps
+    assert avcc_to_annexb_params(b"") == b""
+
+
+# ----------------------------------------------------------------------------------------------- motion
+def _scene(h=360, w=640, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.integers(60, 120, (h // 8, w // 8), dtype=np.uint8)).repeat(8, 0).repeat(8, 1)
+
+
+def test_motion_gate_static_scene_analysed_only_at_min_rate():
+    gate = MotionGate(min_interval_s=2.0)
+    scene = _scene()
+    results = [gate.update(scene, i * 40_000_000) for i in range(150)]  # 6 s at 25 fps
+    analysed = [i for i, r in enumerate(results) if r.analyse]
+    assert analysed == [0, 50, 100]  # first frame, then every 2 s: a parked van is still looked at
+    assert {results[i].reason for i in analysed[1:]} == {"interval"}
+
+
+def test_motion_gate_finds_moving_object_and_its_box():
+    gate = MotionGate(min_interval_s=10.0)
+    scene = _scene()
+    gate.update(scene, 0)
+    moved = scene.copy()
+    moved[100:160, 300:380] = 250
+    r = gate.update(moved, 40_000_000)
+    assert r.analyse and r.reason == "motion"
+    assert len(r.boxes_xyxy_px) == 1
+    x0, y0, x1, y1 = r.boxes_xyxy_px[0]
+    assert 280 <= x0 <= 300 and 380 <= x1 <= 400 and 80 <= y0 <= 100 and 160 <= y1 <= 180
+
+
+def test_motion_gate_ignores_masked_glare():
+    water = [[(0.0, 0.6), (1.0, 0.6), (1.0, 1.0), (0.0, 1.0)]]
+    gate = MotionGate(min_interval_s=10.0, ignore_polygons=water)
+    scene = _scene()
+    gate.update(scene, 0)
+    glare = scene.copy()
+    glare[250:360:4, :] = 255  # sparkle on the water, bottom 40 %
+    r = gate.update(glare, 40_000_000)
+    assert not r.analyse and r.reason == "idle"
+    unmasked = MotionGate(min_interval_s=10.0)
+    unmasked.update(scene, 0)
+    assert unmasked.update(glare, 40_000_000).reason == "motion"
+
+
+def test_polygon_mask():
+    m = polygons_to_mask([[(0, 0), (0.5, 0), (0.5, 1), (0, 1)]], 10, 4)
+    assert m[:, :5].all() and not m[:, 6:].any()
+
+
+# ----------------------------------------------------------------------------------------------- file readers
+def test_file_fast_reads_every_frame_with_stream_timing(clip):
+    with Source(SourceConfig("f", str(clip), pace="fast", start_time_ns=1_000 * S)) as src:
+        frames = list(src)
+        st = src.status()
+    assert st.state is State.ENDED and st.last_error is None
+    assert [f.seq for f in frames] == list(range(100))
+    assert frames[0].image.shape == (360, 640, 3) and frames[0].image.dtype == np.uint8
+    assert frames[0].capture_time_ns == 1_000 * S
+    assert np.all(np.diff([f.capture_time_ns for f in frames]) == 40_000_000)
+    assert st.drops == 0  # files never drop (BLOCK policy)
+
+
+def test_file_slow_consumer_blocks_reader_instead_of_dropping(clip):
+    src = Source(SourceConfig("f", str(clip), pace="fast", queue_size=2)).start()
+    got = []
+    for _ in range(10):
+        got.append(src.read(2.0))
+        time.sleep(0.05)
+    got += list(src)
+    src.stop()
+    assert [f.seq for f in got] == list(range(100))
+    assert src.status().drops == 0
+
+
+def test_file_loop_realtime_paced_and_monotonic(clip):
+    src = Source(SourceConfig("f", str(clip), loop=True, pace="realtime")).start()
+    t0 = time.monotonic()
+    frames = []
+    while time.monotonic() - t0 < 5.0:  # longer than the 4 s clip: crosses the loop point
+        f = src.read(0.5)
+        if f is not None:
+            frames.append(f)
+    assert src.stop(3.0)
+    assert src.status().state is State.STOPPED
+    assert 110 <= len(frames) <= 130  # 25 fps real time
+    ts = np.array([f.capture_time_ns for f in frames])
+    assert np.all(np.diff(ts) > 0)
+    assert np.allclose(np.diff(ts), 40_000_000, atol=1)  # even across the loop point
+    assert [f.seq for f in frames] == list(range(len(frames)))
+
+
+def test_truncated_file_is_a_clear_error(clip, tmp_path):
+    data = clip.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])  # moov at the end (no faststart): unreadable
+    src = Source(SourceConfig("t", str(cut), pace="fast")).start()
+    assert list(src) == []
+    st = src.status()
+    assert st.state is State.FAILED
+    assert "not a readable video" in st.last_error and str(cut) in st.last_error
+
+
+def test_truncated_faststart_file_reports_missing_frames(clip, tmp_path):
+    fs = tmp_path / "fs.mp4"
+    subprocess.run([_ffmpeg(), "-v", "error", "-y", "-i", str(clip), "-c", "copy", "-movflags", "+faststart", str(fs)],
+                   check=True)
+    data = fs.read_bytes()
+    cut = tmp_path / "fs_cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    src = Source(SourceConfig("t", str(cut), pace="fast")).start()
+    frames = list(src)
+    st = src.status()
+    assert 0 < len(frames) < 100  # what could be read was delivered
+    assert st.state is State.FAILED and "truncated" in st.last_error
+
+
+@pytest.mark.parametrize("content, expect", [(b"hello, not a video\n" * 50, "not a readable video"),
+                                             (b"", "empty"), (None, "file not found")])
+def test_not_video_files_are_clear_errors(tmp_path, content, expect):
+    p = tmp_path / "x.mp4"
+    if content is not None:
+        p.write_bytes(content)
+    src = Source(SourceConfig("bad", str(p), pace="fast")).start()
+    assert list(src) == []
+    st = src.status()
+    assert st.state is State.FAILED and expect in st.last_error
+
+
+def test_image_file_without_video_stream_is_an_error(tmp_path):
+    import cv2
+
+    p = tmp_path / "still.wav"
+    subprocess.run([_ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", "sine=d=1", str(p)], check=True)
+    src = Source(SourceConfig("a", str(p), pace="fast")).start()
+    assert list(src) == []
+    assert "no video stream" in src.status().last_error
+    del cv2
+
+
+def test_keyframe_only_decoding(clip):
+    with Source(SourceConfig("k", str(clip), pace="fast", decode="keyframes")) as src:
+        frames = list(src)
+        st = src.status()
+    assert len(frames) == 4 and st.packets == 100  # 1 s GOP, 4 s clip
+    assert st.state is State.ENDED
+
+
+def test_gated_file_skips_conversion_of_idle_frames(tmp_path):
+    # a still picture for 4 s: only the first frame and the min-rate frames reach the queue
+    still = tmp_path / "still.mp4"
+    subprocess.run([_ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+                    "-vf", "trim=end_frame=1,loop=loop=-1:size=1", "-t", "4", "-c:v", "libx264", "-preset", "ultrafast",
+                    "-g", "25", "-pix_fmt", "yuv420p", str(still)], check=True)
+    gate = MotionGate(min_interval_s=1.0)
+    with Source(SourceConfig("g", str(still), pace="fast"), gate=gate) as src:
+        frames = list(src)
+        st = src.status()
+    assert len(frames) == 4  # t = 0, 1, 2, 3 s
+    assert st.frames_gated_out == 96
+    assert frames[0].motion is not None and frames[1].motion.reason == "interval"
+
+
+def test_source_group_one_failure_does_not_stop_others(clip, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"junk" * 100)
+    group = SourceGroup([Source(SourceConfig("good", str(clip), pace="fast")),
+                         Source(SourceConfig("bad", str(bad), pace="fast"))])
+    with group:
+        frames = list(group.sources["good"])
+        status = group.status()
+    assert len(frames) == 100
+    assert status["bad"].state is State.FAILED and status["good"].state in (State.ENDED, State.STOPPED)
+    assert group.sources["good"].status().state is State.STOPPED
+
+
+# ----------------------------------------------------------------------------------------------- MJPEG over HTTP
+class _MjpegHandler(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        import cv2
+
+        self.send_response(200)
+        self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+        self.end_headers()
+        i = 0
+        try:
+            while not self.server.stop_serving.is_set():
+                img = np.full((240, 320, 3), (i * 7) % 255, np.uint8)
+                jpg = cv2.imencode(".jpg", img)[1].tobytes()
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpg)
+                                 + jpg + b"\r\n")
+                i += 1
+                time.sleep(0.04)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+@pytest.fixture()
+def mjpeg_server():
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _MjpegHandler)
+    srv.daemon_threads = True
+    srv.stop_serving = threading.Event()
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv
+    srv.stop_serving.set()
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_mjpeg_over_http_and_transcoded_clip(mjpeg_server, tmp_path, caplog):
+    port = mjpeg_server.server_address[1]
+    ring = PacketRing(10)
+    url = f"http://viewer:topsecret@127.0.0.1:{port}/video.mjpg"
+    caplog.set_level("INFO", logger="seawatch.streams")
+    src = Source(SourceConfig("mj", url), ring=ring).start()
+    frames = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 2.5:
+        f = src.read(0.5)
+        if f is not None:
+            frames.append(f)
+    st = src.status()
+    now = time.time_ns()
+    out = cut_clip(tmp_path / "mj.mp4", now - 2 * S, now, ring=ring)
+    src.stop()
+    assert len(frames) >= 30 and frames[0].image.shape == (240, 320, 3)
+    assert np.all(np.diff([f.capture_time_ns for f in frames]) > 0)
+    assert "topsecret" not in st.url and "topsecret" not in caplog.text and "***@" in caplog.text
+    info = ffprobe_summary(out)
+    assert info["codec"] == "h264" and info["packets"] >= 40
+    assert mp4_top_boxes(out).index("moov") < mp4_top_boxes(out).index("mdat")
+
+
+# ----------------------------------------------------------------------------------------------- recording + clips
+def test_segments_retention_and_clip_across_segments(clip, tmp_path):
+    rec = SegmentRecorder(tmp_path / "rec", "cam", segment_s=1.0, max_age_s=None, max_total_bytes=None)
+    t0 = 1_800_000_000 * S
+    with Source(SourceConfig("cam", str(clip), pace="fast", start_time_ns=t0), recorder=rec) as src:
+        assert len(list(src)) == 100
+    segs = list_segments(tmp_path / "rec", "cam")
+    assert len(segs) == 4  # 1 s segments cut at the 1 s keyframes
+    assert segs[0].start_ns == t0 and segs[1].start_ns == t0 + S
+    assert not list((tmp_path / "rec" / "cam").glob("*.part.mp4"))
+    # the segments were remuxed, not re-encoded: same codec and profile as the input
+    assert "h264" in ffprobe(segs[0].path, "stream=codec_name,profile") and "Baseline" in ffprobe(
+        segs[0].path, "stream=codec_name,profile")
+
+    out = cut_clip(tmp_path / "c.mp4", t0 + int(1.5 * S), t0 + int(2.5 * S), recordings=tmp_path / "rec",
+                   source_id="cam")
+    info = ffprobe_summary(out)
+    assert info["codec"] == "h264" and info["packets"] == 38  # from the 1 s keyframe to 2.5 s: pre-roll kept
+    assert info["boxes"].index("moov") < info["boxes"].index("mdat")
+    assert "nb_frames=38" in ffprobe(out)
+
+    total = sum(s.size_bytes for s in segs)
+    deleted = enforce_retention(tmp_path / "rec", "cam", max_age_s=None, max_total_bytes=total - 1)
+    assert deleted == [segs[0].path]
+    deleted = enforce_retention(tmp_path / "rec", "cam", max_age_s=1.0, max_total_bytes=None, now_ns=t0 + 4 * S)
+    assert [p.name for p in deleted] == [segs[1].path.name, segs[2].path.name]
+
+    with pytest.raises(StreamError, match="no recorded video"):
+        cut_clip(tmp_path / "none.mp4", t0 + 100 * S, t0 + 101 * S, recordings=tmp_path / "rec", source_id="cam")
+    with pytest.raises(InputError, match="empty"):
+        cut_clip(tmp_path / "none.mp4", t0 + 2 * S, t0 + S, recordings=tmp_path / "rec", source_id="cam")
+
+
+def test_mpeg4_input_is_transcoded_to_h264(tmp_path):
+    src_file = make_clip(tmp_path / "m4.avi", seconds=2, size="320x240", codec="mpeg4")
+    ring = PacketRing(30)
+    with Source(SourceConfig("m4", str(src_file), pace="fast", start_time_ns=0), ring=ring) as src:
+        assert len(list(src)) == 50
+    out = cut_clip(tmp_path / "m4.mp4", 0, int(1.96 * S), ring=ring)
+    assert "codec_name=h264" in ffprobe(out) and "nb_frames=50" in ffprobe(out)
+
+
+def test_snapshot_jpeg(tmp_path):
+    import cv2
+
+    img = np.zeros((48, 64, 3), np.uint8)
+    img[:, 32:] = (0, 0, 255)
+    p = save_jpeg(img, tmp_path / "snap" / "a.jpg")
+    back = cv2.imread(str(p))
+    assert back.shape == (48, 64, 3) and back[24, 50, 2] > 200 and back[24, 10, 2] < 30
+    with pytest.raises(InputError, match="uint8"):
+        save_jpeg(np.zeros((4, 4), np.float32), tmp_path / "b.jpg")
+
+
+def test_real_media_b_frames_clip_decodes(shared_media, tmp_path):
+    video = shared_media / "C_hardhat" / "industrial_worker_helmet_clip.mp4"
+    if not video.exists():
+        missing(f"{video} is absent from the shared media")
+    ring = PacketRing(60)
+    with Source(SourceConfig("hh", str(video), pace="fast", start_time_ns=0), ring=ring) as src:
+        frames = list(src)
+        assert src.status().state is State.ENDED
+    assert len(frames) == 840
+    assert np.all(np.diff([f.capture_time_ns for f in frames]) > 0)
+    out = cut_clip(tmp_path / "hh.mp4", 10 * S, 12 * S, ring=ring)
+    assert mp4_top_boxes(out).index("moov") < mp4_top_boxes(out).index("mdat")
+    err = subprocess.run([_ffmpeg(), "-v", "error", "-i", str(out), "-f", "null", "-"], capture_output=True, text=True)
+    assert err.returncode == 0 and err.stderr.strip() == ""  # every frame decodes (B-frame references kept)
+    assert "codec_name=h264" in ffprobe(out) and "profile=High" in ffprobe(out, "stream=codec_name,profile")
