@@ -255,7 +255,8 @@ class Event:
         elif not self.geo_reason:
             raise ValueError("an Event without a geo position needs geo_reason")
         object.__setattr__(self, "track_ids", tuple(int(t) for t in self.track_ids))
-        object.__setattr__(self, "attributes", dict(self.attributes))
+        # attributes are JSON-able by construction (numpy values become plain numbers/lists, NaN becomes None)
+        object.__setattr__(self, "attributes", _jsonable(dict(self.attributes)))
 
     @staticmethod
     def new_id() -> str:
