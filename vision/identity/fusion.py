@@ -1,0 +1,354 @@
+"""Camera-track / AIS association and per-track identity.
+
+Each update takes the geolocated vessel tracks of one moment (from fixed-camera calibration or drone pose) and
+the AIS vessel table, and:
+
+1. extrapolates every AIS vessel's last position to the frame time by dead reckoning along its COG at its SOG
+   (geodesic, ``pyproj.Geod`` WGS84), with an uncertainty that grows with the time since the report;
+2. gates each (track, vessel) pair by distance (``gate_sigmas`` x the combined 1-sigma of track and AIS
+   positions, capped at ``max_gate_m``) and, when both are moving, by course difference;
+3. assigns one-to-one with the Hungarian method (``scipy.optimize.linear_sum_assignment``) on a cost of squared
+   normalised distance plus squared normalised course difference, halved for the MMSI the track had last time
+   (hysteresis: two vessels passing each other do not swap identities on one noisy frame);
+4. gives every track a :class:`TrackIdentity`: ``ais+registry``, ``ais_only``, ``ocr_only`` or ``none``, a
+   confidence, and a ``mismatch`` reason when hull text, AIS name, AIS MMSI and registry disagree.
+
+Track course/speed: taken from the :class:`GeoTrack` when the caller knows it, else estimated from the
+track's own positions over the last ``velocity_window_s``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from seawatch.vision.identity.hulltext import similarity
+from seawatch.vision.identity.ocr import HullRead
+from seawatch.vision.identity.registry import RegistryEntry, VesselRegistry
+from seawatch.vision.identity.vessels import VesselState, VesselTable
+
+log = logging.getLogger(__name__)
+
+KINDS = ("ais+registry", "ais_only", "ocr_only", "none")
+_KN = 1852.0 / 3600.0
+_INFEASIBLE = 1e9
+_GEOD = None
+
+
+def _geod():
+    global _GEOD
+    if _GEOD is None:
+        from pyproj import Geod
+
+        _GEOD = Geod(ellps="WGS84")
+    return _GEOD
+
+
+@dataclass(frozen=True, slots=True)
+class GeoTrack:
+    """A vessel track at one moment, on the ground.
+
+    ``pos_sigma_m`` 1-sigma horizontal position error of the geolocation (camera calibration / drone pose);
+    ``cog_deg``/``sog_mps`` when the caller has them (else the fuser estimates them); ``in_zone`` whether the
+    track is inside a watch zone (for the rules); ``hull`` the track's voted hull-text read, if any.
+    """
+
+    track_id: int
+    time_ns: int
+    lat_deg: float
+    lon_deg: float
+    pos_sigma_m: float = 20.0
+    cog_deg: float | None = None
+    sog_mps: float | None = None
+    in_zone: bool = True
+    hull: HullRead | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AisPrediction:
+    """An AIS vessel's position extrapolated to a frame time."""
+
+    mmsi: int
+    lat_deg: float
+    lon_deg: float
+    sigma_m: float
+    age_s: float
+    cog_deg: float | None
+    sog_mps: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TrackIdentity:
+    """Who a track is. ``kind`` in :data:`KINDS`; ``confidence`` in [0, 1] for that kind.
+
+    ``mmsi``/``ais_name`` from the associated AIS vessel; ``registry`` the registry entry the identity rests on;
+    ``hull_text`` the voted OCR text and ``hull_registry`` the entry it matched (may differ from ``registry``
+    when the sources disagree); ``mismatch`` a sentence when sources disagree (None when they agree);
+    ``registry_alerts`` reasons from the entry (blacklisted, licence_expired, ...); ``last_mmsi`` the MMSI this
+    track was last associated with, kept after AIS goes quiet (for ``ais_dark``).
+    """
+
+    track_id: int
+    time_ns: int
+    kind: str
+    confidence: float
+    mmsi: int | None = None
+    ais_name: str | None = None
+    name: str | None = None
+    hull_text: str | None = None
+    registry: RegistryEntry | None = None
+    distance_m: float | None = None
+    ais_age_s: float | None = None
+    mismatch: str | None = None
+    registry_alerts: tuple[str, ...] = ()
+    hull_registry: RegistryEntry | None = None
+    last_mmsi: int | None = None
+    last_mmsi_time_ns: int | None = None
+
+    def as_attributes(self) -> dict:
+        """Flat JSON-able attributes for an event."""
+        out = {
+            "identity": self.kind,
+            "identity_confidence": round(self.confidence, 3),
+            "mmsi": self.mmsi,
+            "ais_name": self.ais_name,
+            "vessel_name": self.name,
+            "hull_text": self.hull_text,
+            "registry_hull_number": self.registry.hull_number if self.registry else None,
+            "hull_registry_hull_number": self.hull_registry.hull_number if self.hull_registry else None,
+            "registry_source": self.registry.source if self.registry else None,
+            "association_distance_m": None if self.distance_m is None else round(self.distance_m, 1),
+            "ais_age_s": None if self.ais_age_s is None else round(self.ais_age_s, 1),
+            "mismatch": self.mismatch,
+            "registry_alerts": list(self.registry_alerts),
+        }
+        return {k: v for k, v in out.items() if v is not None and v != []}
+
+
+@dataclass(frozen=True, slots=True)
+class FusionConfig:
+    max_ais_age_s: float = 360.0  # AIS reports older than this are not extrapolated (class B at anchor: 3 min)
+    ais_sigma_m: float = 10.0  # GNSS error of a fresh AIS position
+    ais_sigma_growth_mps: float = 0.5  # + this x age (unknown acceleration / turn)
+    ais_sigma_growth_frac: float = 0.15  # + this x distance run since the report (dead-reckoning error)
+    gate_sigmas: float = 3.5  # 2-D: a true pair falls outside 3.5 sigma 0.2 % of the time (3 sigma: 1.1 %)
+    max_gate_m: float = 500.0
+    min_speed_for_course_mps: float = 1.5  # below this a course is noise
+    course_gate_deg: float = 60.0
+    course_scale_deg: float = 30.0
+    hysteresis: float = 0.5  # cost multiplier for the track's previous MMSI
+    velocity_window_s: float = 30.0
+    min_velocity_span_s: float = 5.0
+    ocr_min_confidence: float = 0.3
+    ocr_min_match: float = 0.85  # registry fuzzy-match score for an OCR read
+    name_mismatch_below: float = 0.6  # similarity under which two names are "different"
+
+
+@dataclass
+class _TrackMemory:
+    positions: deque = field(default_factory=lambda: deque(maxlen=64))
+    mmsi: int | None = None
+    mmsi_time_ns: int | None = None
+    hits: int = 0  # consecutive updates associated with ``mmsi``
+    last_seen_ns: int = 0
+
+
+def extrapolate(states: Sequence[VesselState], time_ns: int, cfg: FusionConfig = FusionConfig()) -> list[AisPrediction]:
+    """Dead-reckon each vessel's last position to ``time_ns`` (vectorised geodesic forward problem).
+
+    Vessels without a position, or whose position is older than ``max_ais_age_s`` (or newer than the frame by
+    more than that), are left out. A vessel with no SOG/COG, or slower than 0.1 kn, stays where it was.
+    """
+    rows = [s for s in states if s.has_position and s.position_time_ns is not None
+            and abs(time_ns - s.position_time_ns) <= cfg.max_ais_age_s * 1e9]
+    if not rows:
+        return []
+    lat = np.array([s.lat_deg for s in rows], float)
+    lon = np.array([s.lon_deg for s in rows], float)
+    dt_s = np.array([(time_ns - s.position_time_ns) / 1e9 for s in rows], float)
+    sog = np.array([(s.sog_kn or 0.0) * _KN if s.cog_deg is not None else 0.0 for s in rows], float)
+    cog = np.array([s.cog_deg if s.cog_deg is not None else 0.0 for s in rows], float)
+    run_m = sog * dt_s  # negative when the report is newer than the frame: dead-reckon backwards
+    moving = np.abs(run_m) > 0.05 * _KN
+    plon, plat = lon.copy(), lat.copy()
+    if moving.any():
+        lo2, la2, _ = _geod().fwd(lon[moving], lat[moving], cog[moving], run_m[moving])
+        plon[moving], plat[moving] = lo2, la2
+    age = np.abs(dt_s)
+    sigma = cfg.ais_sigma_m + cfg.ais_sigma_growth_mps * age + cfg.ais_sigma_growth_frac * np.abs(run_m)
+    return [
+        AisPrediction(s.mmsi, float(plat[i]), float(plon[i]), float(sigma[i]), float(dt_s[i]), s.cog_deg,
+                      None if s.sog_kn is None else s.sog_kn * _KN)
+        for i, s in enumerate(rows)
+    ]
+
+
+def _angle_diff_deg(a, b):
+    return np.abs((np.asarray(a) - np.asarray(b) + 180.0) % 360.0 - 180.0)
+
+
+class IdentityFuser:
+    """Stateful per-camera-system fuser: call :meth:`update` once per frame time with all geolocated tracks."""
+
+    def __init__(self, registry: VesselRegistry | None = None, config: FusionConfig | None = None,
+                 *, track_ttl_s: float = 600.0) -> None:
+        self.registry = registry if registry is not None else VesselRegistry()
+        self.cfg = config or FusionConfig()
+        self._mem: dict[int, _TrackMemory] = {}
+        self._ttl_ns = int(track_ttl_s * 1e9)
+
+    # -- track kinematics --------------------------------------------------------------------------------
+    def _velocity(self, mem: _TrackMemory, t: GeoTrack) -> tuple[float | None, float | None]:
+        if t.cog_deg is not None and t.sog_mps is not None:
+            return t.cog_deg, t.sog_mps
+        pts = [p for p in mem.positions if t.time_ns - p[0] <= self.cfg.velocity_window_s * 1e9]
+        if len(pts) < 2:
+            return None, None
+        (t0, la0, lo0), (t1, la1, lo1) = pts[0], pts[-1]
+        span = (t1 - t0) / 1e9
+        if span < self.cfg.min_velocity_span_s:
+            return None, None
+        az, _, dist = _geod().inv(lo0, la0, lo1, la1)
+        return float(az % 360.0), float(dist / span)
+
+    # -- association ---------------------------------------------------------------------------------------
+    def associate(self, tracks: Sequence[GeoTrack], preds: Sequence[AisPrediction],
+                  kin: Sequence[tuple[float | None, float | None]]) -> dict[int, tuple[int, float]]:
+        """track index -> (prediction index, distance m), one-to-one."""
+        if not tracks or not preds:
+            return {}
+        cfg = self.cfg
+        tlat = np.array([t.lat_deg for t in tracks])[:, None]
+        tlon = np.array([t.lon_deg for t in tracks])[:, None]
+        plat = np.array([p.lat_deg for p in preds])[None, :]
+        plon = np.array([p.lon_deg for p in preds])[None, :]
+        shape = (len(tracks), len(preds))
+        _, _, dist = _geod().inv(np.broadcast_to(tlon, shape), np.broadcast_to(tlat, shape),
+                                 np.broadcast_to(plon, shape), np.broadcast_to(plat, shape))
+        dist = np.asarray(dist, float).reshape(shape)
+        sig = np.sqrt(np.array([t.pos_sigma_m for t in tracks])[:, None] ** 2
+                      + np.array([p.sigma_m for p in preds])[None, :] ** 2)
+        gate = np.minimum(cfg.gate_sigmas * sig, cfg.max_gate_m)
+        cost = (dist / sig) ** 2
+        feasible = dist <= gate
+        # course: only where both the track and the AIS vessel are clearly moving
+        t_cog = np.array([np.nan if k[0] is None or (k[1] or 0) < cfg.min_speed_for_course_mps else k[0]
+                          for k in kin])[:, None]
+        p_cog = np.array([np.nan if p.cog_deg is None or (p.sog_mps or 0) < cfg.min_speed_for_course_mps
+                          else p.cog_deg for p in preds])[None, :]
+        dc = _angle_diff_deg(t_cog, p_cog)
+        both = np.isfinite(dc)
+        feasible &= ~(both & (dc > cfg.course_gate_deg))
+        cost = cost + np.where(both, (np.nan_to_num(dc) / cfg.course_scale_deg) ** 2, 0.0)
+        for i, t in enumerate(tracks):
+            prev = self._mem.get(t.track_id)
+            if prev is not None and prev.mmsi is not None:
+                for j, p in enumerate(preds):
+                    if p.mmsi == prev.mmsi:
+                        cost[i, j] *= cfg.hysteresis
+        cost = np.where(feasible, cost, _INFEASIBLE)
+        from scipy.optimize import linear_sum_assignment
+
+        rows, cols = linear_sum_assignment(cost)
+        return {int(r): (int(c), float(dist[r, c])) for r, c in zip(rows, cols) if cost[r, c] < _INFEASIBLE}
+
+    # -- identity ------------------------------------------------------------------------------------------
+    def update(self, tracks: Sequence[GeoTrack], table: VesselTable | None, time_ns: int) -> dict[int, TrackIdentity]:
+        """Identities of ``tracks`` at ``time_ns`` (track id -> identity)."""
+        cfg = self.cfg
+        for t in tracks:
+            if not (math.isfinite(t.lat_deg) and math.isfinite(t.lon_deg)):
+                raise ValueError(f"track {t.track_id}: position is not finite")
+        states = table.snapshot(time_ns, with_position=True) if table is not None else []
+        preds = extrapolate(states, time_ns, cfg)
+        mems = []
+        kin = []
+        for t in tracks:
+            mem = self._mem.setdefault(t.track_id, _TrackMemory())
+            mem.positions.append((t.time_ns, t.lat_deg, t.lon_deg))
+            mem.last_seen_ns = time_ns
+            mems.append(mem)
+            kin.append(self._velocity(mem, t))
+        pairs = self.associate(tracks, preds, kin)
+        out: dict[int, TrackIdentity] = {}
+        for i, t in enumerate(tracks):
+            mem = mems[i]
+            pred = dist = None
+            if i in pairs:
+                j, dist = pairs[i]
+                pred = preds[j]
+                mem.hits = mem.hits + 1 if mem.mmsi == pred.mmsi else 1
+                mem.mmsi, mem.mmsi_time_ns = pred.mmsi, time_ns
+            else:
+                mem.hits = 0
+            state = table.get(pred.mmsi) if (pred is not None and table is not None) else None
+            out[t.track_id] = self._identity(t, pred, dist, state, mem, time_ns)
+        # forget tracks not seen for a long time
+        for tid in [k for k, m in self._mem.items() if time_ns - m.last_seen_ns > self._ttl_ns]:
+            del self._mem[tid]
+        return out
+
+    def _identity(self, t: GeoTrack, pred: AisPrediction | None, dist: float | None, state: VesselState | None,
+                  mem: _TrackMemory, time_ns: int) -> TrackIdentity:
+        cfg = self.cfg
+        reg = self.registry
+        day = dt.datetime.fromtimestamp(time_ns / 1e9, dt.timezone.utc).date()
+        hull = t.hull if (t.hull is not None and t.hull.text and t.hull.confidence >= cfg.ocr_min_confidence) else None
+        ocr_match = reg.best(hull.text, min_score=cfg.ocr_min_match) if hull is not None else None
+        ocr_entry = ocr_match.entry if ocr_match else None
+        common = dict(track_id=t.track_id, time_ns=time_ns, hull_text=hull.text if hull else None,
+                      hull_registry=ocr_entry, last_mmsi=mem.mmsi, last_mmsi_time_ns=mem.mmsi_time_ns)
+
+        if pred is None:
+            if ocr_entry is not None:
+                conf = hull.confidence * ocr_match.score
+                return TrackIdentity(kind="ocr_only", confidence=round(conf, 4), name=ocr_entry.name,
+                                     registry=ocr_entry, mmsi=None, registry_alerts=ocr_entry.alerts(day), **common)
+            return TrackIdentity(kind="none", confidence=1.0 if hull is None else round(1.0 - hull.confidence, 4),
+                                 **common)
+
+        # associated with an AIS vessel
+        sig = math.hypot(t.pos_sigma_m, pred.sigma_m)
+        assoc = math.exp(-0.5 * (dist / sig) ** 2) * (1.0 - 0.5 ** min(mem.hits, 10))
+        ais_name = state.name if state is not None else None
+        mmsi_entry = reg.by_mmsi(pred.mmsi)
+        name_match = reg.best(ais_name, min_score=cfg.ocr_min_match) if ais_name else None
+        name_entry = name_match.entry if name_match else None
+
+        mismatch = None
+        if ocr_entry is not None and mmsi_entry is not None and ocr_entry is not mmsi_entry:
+            mismatch = (f"hull reads {hull.text} (registered {ocr_entry.label}, MMSI {ocr_entry.mmsi}) but AIS "
+                        f"MMSI {pred.mmsi} is registered to {mmsi_entry.label}")
+        elif ocr_entry is not None and ocr_entry.mmsi is not None and ocr_entry.mmsi != pred.mmsi:
+            mismatch = f"hull reads {hull.text}, registered with MMSI {ocr_entry.mmsi}, but AIS says MMSI {pred.mmsi}"
+        elif mmsi_entry is not None and ais_name and name_entry is not mmsi_entry and max(
+            similarity(ais_name, n) for n in mmsi_entry.names()
+        ) < cfg.name_mismatch_below:
+            mismatch = f"AIS name {ais_name!r} differs from the name registered for MMSI {pred.mmsi} ({mmsi_entry.label})"
+        elif hull is not None and hull.pattern_ok and ocr_entry is None and ais_name:
+            # unregistered hull text: compare with what AIS broadcasts (Latin or Chinese) and its registry names
+            names = [ais_name] + (list(mmsi_entry.names()) if mmsi_entry else [])
+            if max(similarity(hull.text, n) for n in names) < cfg.name_mismatch_below and mmsi_entry is not None:
+                mismatch = f"hull reads {hull.text} but AIS MMSI {pred.mmsi} is registered to {mmsi_entry.label}"
+
+        entry = mmsi_entry or name_entry
+        if entry is not None:
+            support = 0.0
+            if ocr_entry is entry:
+                support = hull.confidence * ocr_match.score
+            conf = 1.0 - (1.0 - assoc) * (1.0 - support)
+            if mismatch:
+                conf *= 0.5
+            alerts = entry.alerts(day)
+            return TrackIdentity(kind="ais+registry", confidence=round(conf, 4), mmsi=pred.mmsi, ais_name=ais_name,
+                                 name=entry.name, registry=entry, distance_m=dist, ais_age_s=pred.age_s,
+                                 mismatch=mismatch, registry_alerts=alerts, **common)
+        return TrackIdentity(kind="ais_only", confidence=round(assoc * (0.5 if mismatch else 1.0), 4),
+                             mmsi=pred.mmsi, ais_name=ais_name, name=ais_name, registry=None, distance_m=dist,
+                             ais_age_s=pred.age_s, mismatch=mismatch, **common)
