@@ -205,17 +205,26 @@ class IdentityFuser:
 
     # -- track kinematics --------------------------------------------------------------------------------
     def _velocity(self, mem: _TrackMemory, t: GeoTrack) -> tuple[float | None, float | None]:
+        """(course deg, speed m/s) of a track; course ``None`` unless the speed clearly exceeds its noise.
+
+        From positions over ``velocity_window_s`` (end points), the speed's 1-sigma noise is about
+        sqrt(2) x pos_sigma / span; a course is only trusted above 3 sigma of that (and ``min_speed``).
+        """
+        cfg = self.cfg
         if t.cog_deg is not None and t.sog_mps is not None:
-            return t.cog_deg, t.sog_mps
-        pts = [p for p in mem.positions if t.time_ns - p[0] <= self.cfg.velocity_window_s * 1e9]
+            return (t.cog_deg if t.sog_mps >= cfg.min_speed_for_course_mps else None), t.sog_mps
+        pts = [p for p in mem.positions if t.time_ns - p[0] <= cfg.velocity_window_s * 1e9]
         if len(pts) < 2:
             return None, None
         (t0, la0, lo0), (t1, la1, lo1) = pts[0], pts[-1]
         span = (t1 - t0) / 1e9
-        if span < self.cfg.min_velocity_span_s:
+        if span < cfg.min_velocity_span_s:
             return None, None
         az, _, dist = _geod().inv(lo0, la0, lo1, la1)
-        return float(az % 360.0), float(dist / span)
+        speed = float(dist / span)
+        noise = math.sqrt(2.0) * t.pos_sigma_m / span
+        trusted = speed >= max(cfg.min_speed_for_course_mps, 3.0 * noise)
+        return (float(az % 360.0) if trusted else None), speed
 
     # -- association ---------------------------------------------------------------------------------------
     def associate(self, tracks: Sequence[GeoTrack], preds: Sequence[AisPrediction],
@@ -238,8 +247,7 @@ class IdentityFuser:
         cost = (dist / sig) ** 2
         feasible = dist <= gate
         # course: only where both the track and the AIS vessel are clearly moving
-        t_cog = np.array([np.nan if k[0] is None or (k[1] or 0) < cfg.min_speed_for_course_mps else k[0]
-                          for k in kin])[:, None]
+        t_cog = np.array([np.nan if k[0] is None else k[0] for k in kin])[:, None]
         p_cog = np.array([np.nan if p.cog_deg is None or (p.sog_mps or 0) < cfg.min_speed_for_course_mps
                           else p.cog_deg for p in preds])[None, :]
         dc = _angle_diff_deg(t_cog, p_cog)
