@@ -434,3 +434,97 @@ def test_config_errors_are_config_errors_with_paths():
     with pytest.raises(ConfigError, match="invalid"):  # self-intersecting bow tie
         load_rules_config({"zones": [{"id": "a", "source": "s", "polygon_px": [[0, 0], [10, 10], [10, 0], [0, 10]],
                                       "rules": [{"type": "vessel_in_zone"}]}]})
+
+
+# ------------------------------------------------------------------------------------- stationary foreground
+
+from seawatch.vision.config import StationaryForegroundConfig  # noqa: E402
+from seawatch.vision.stationary import StationaryForeground  # noqa: E402
+from seawatch.vision.zones import Zone  # noqa: E402
+
+LANE_ZONE = Zone.from_pixels("lane", [[200, 200], [800, 200], [800, 700], [200, 700]])
+
+
+def lane_frames(times, paint, seed=0, gain=lambda t: 1.0):
+    """Noisy textured yard; ``paint(img, t)`` draws the objects of time t."""
+    rng = np.random.default_rng(seed)
+    base = np.full((800, 1000, 3), 100, np.uint8)
+    base[::40] = 150
+    base[:, ::60] = 60
+    noise = [rng.normal(0, 3, base.shape).astype(np.float32) for _ in range(5)]  # sensor noise, cycled (speed)
+    for k, t in enumerate(times):
+        img = np.clip(base.astype(np.float32) * gain(t) + noise[k % 5], 0, 255).astype(np.uint8)
+        paint(img, t)
+        yield t, img
+
+
+def first_blocked(sf, frames, ignore=lambda t: None):
+    for t, img in frames:
+        st = sf.update(img, ns(t), ignore(t))
+        if st.blocked:
+            return t, st
+    return None, None
+
+
+def crate(img, x, y, w=120, h=100):
+    img[y:y + h, x:x + w] = (20, 60, 220)
+
+
+def test_stationary_object_appears_and_stays():
+    sf = StationaryForeground(LANE_ZONE, StationaryForegroundConfig(short_tau_s=2), min_duration_s=30)
+    t, st = first_blocked(sf, lane_frames(grid(0, 120, 1), lambda im, t: crate(im, 400, 400) if t >= 20 else None))
+    assert t is not None and 50 <= t <= 56  # arrives at 20 s, settles in the short-term model in a few s, + 30 s
+    assert 20 <= st.since_ns / 1e9 <= 26
+    x1, y1, x2, y2 = st.xyxy_px
+    assert abs(x1 - 400) < 10 and abs(y1 - 400) < 10 and abs(x2 - 520) < 10 and abs(y2 - 500) < 10
+
+
+@pytest.mark.parametrize("fps", [0.5, 1, 4])
+def test_stationary_timing_does_not_depend_on_frame_rate(fps):
+    sf = StationaryForeground(LANE_ZONE, StationaryForegroundConfig(short_tau_s=2), min_duration_s=30)
+    t, _ = first_blocked(sf, lane_frames(grid(0, 100, fps), lambda im, t: crate(im, 400, 400) if t >= 20 else None))
+    assert t is not None and 50 <= t <= 58
+
+
+def test_object_passing_through_or_walking_person_never_blocks():
+    sf = StationaryForeground(LANE_ZONE, StationaryForegroundConfig(short_tau_s=2), min_duration_s=20)
+    # a cart crossing the lane at 8 px/s (slow!) and a person standing still, masked as a detected person
+    def paint(im, t):
+        crate(im, int(150 + 8 * t), 300, w=80, h=80)
+        im[450:650, 600:650] = (200, 200, 200)
+    t, _ = first_blocked(sf, lane_frames(grid(0, 120, 1), paint), ignore=lambda t: np.array([[590, 440, 660, 660]]))
+    assert t is None
+
+
+def test_daylight_change_is_not_an_object():
+    sf = StationaryForeground(LANE_ZONE, StationaryForegroundConfig(short_tau_s=2), min_duration_s=20)
+    t, _ = first_blocked(sf, lane_frames(grid(0, 200, 1), lambda im, t: None, gain=lambda t: 1.0 + 0.4 * min(1.0, t / 60)))
+    assert t is None
+
+
+def test_reference_image_finds_an_object_present_from_the_start_and_old_foreground_is_absorbed(tmp_path):
+    import cv2
+
+    frames = list(lane_frames(grid(0, 100, 1), lambda im, t: crate(im, 300, 300)))
+    empty = next(iter(lane_frames([0], lambda im, t: None)))[1]
+    ref = tmp_path / "empty.png"
+    cv2.imwrite(str(ref), empty)
+    no_ref = StationaryForeground(LANE_ZONE, StationaryForegroundConfig(short_tau_s=2), min_duration_s=20)
+    assert first_blocked(no_ref, iter(frames))[0] is None  # first frame taken as the empty lane
+    with_ref = StationaryForeground(LANE_ZONE, StationaryForegroundConfig(short_tau_s=2, reference_image=str(ref)), min_duration_s=20)
+    t, _ = first_blocked(with_ref, iter(frames))
+    assert t is not None and 20 <= t <= 23
+    absorbing = StationaryForeground(LANE_ZONE, StationaryForegroundConfig(short_tau_s=2, reference_image=str(ref), absorb_after_s=40),
+                                     min_duration_s=20)
+    states = [absorbing.update(img, ns(t)) for t, img in frames]
+    assert states[30].blocked and not states[-1].blocked  # absorbed after 40 s of standing
+
+
+def test_stationary_rejects_bad_input():
+    sf = StationaryForeground(LANE_ZONE, StationaryForegroundConfig(), min_duration_s=10)
+    with pytest.raises(InputError):
+        sf.update(np.zeros((10, 10, 3), np.float32), 0)
+    with pytest.raises(InputError, match="outside"):
+        sf.update(np.zeros((100, 100, 3), np.uint8), 0)  # lane lies outside a 100x100 frame
+    with pytest.raises(ConfigError):
+        StationaryForeground(Zone.whole_frame("x"), StationaryForegroundConfig(), 10)

@@ -79,7 +79,7 @@ class StationaryForegroundConfig(_Strict):
     max_side_px: int = Field(160, ge=16, le=1024, description="the lane crop is downscaled so its longer side is at most this")
     long_tau_s: float = Field(900.0, gt=0.0, description="time constant of the long-term (empty lane) background model")
     short_tau_s: float = Field(4.0, gt=0.0, description="time constant of the short-term model; stable pixels match it")
-    diff_threshold: float = Field(28.0, gt=0.0, le=255.0, description="grey-level difference that counts as a change")
+    diff_threshold: float = Field(28.0, gt=0.0, le=255.0, description="difference in any colour channel (0-255) that counts as a change")
     min_area_frac: float = Field(0.03, gt=0.0, le=1.0, description="stationary foreground must cover at least this fraction of the lane")
     grace_s: float = Field(3.0, ge=0.0, description="a pixel may drop out of stationary foreground this long without resetting its timer")
     absorb_after_s: float = Field(
