@@ -92,7 +92,7 @@ def _check_polygon(polygon: Sequence[tuple[float, float]], what: str) -> np.ndar
         raise ConfigError(f"{what}: polygon needs at least 3 (lat, lon) vertices, got shape {p.shape}")
     if not np.isfinite(p).all() or (np.abs(p[:, 0]) > 90).any() or (np.abs(p[:, 1]) > 180).any():
         raise ConfigError(f"{what}: polygon has a vertex outside valid lat/lon")
-    if np.allclose(p[0], p[-1]):
+    if np.allclose(p[0], p[-1], rtol=0.0, atol=1e-9):
         p = p[:-1]
     if len(p) < 3:
         raise ConfigError(f"{what}: polygon needs at least 3 distinct vertices")
@@ -133,8 +133,8 @@ def lawnmower(
 ) -> list[Waypoint]:
     """Back-and-forth sweep lines ``spacing_m`` apart covering the polygon.
 
-    Lines run along ``heading_deg`` (degrees from north; default: the polygon's longest edge), the first
-    half a spacing inside the polygon. For a concave polygon a line may cross it several times; the parts are
+    Lines run along ``heading_deg`` (degrees from north; default: the polygon's longest edge);
+    ``ceil(width / spacing)`` lines are centred across the polygon, so each covers spacing/2 either side. For a concave polygon a line may cross it several times; the parts are
     flown in order along the line (the hops between them leave the polygon).
     """
     p = _check_polygon(polygon, "lawnmower route")
@@ -153,15 +153,16 @@ def lawnmower(
     u = n * ch + e * sh  # along the lines
     v = -n * sh + e * ch  # across the lines
     vmin, vmax = float(v.min()), float(v.max())
-    n_lines = int(math.floor((vmax - vmin) / spacing_m)) + 1
+    width = vmax - vmin
+    n_lines = max(1, int(math.ceil(width / spacing_m - 1e-3)))  # tolerance: geodesic widths are not exact
     if n_lines * 2 > MAX_ITEMS:
         raise ConfigError(
             f"lawnmower route: {n_lines} lines at {spacing_m} m spacing exceed the {MAX_ITEMS}-item mission limit"
         )
     wps_ne: list[tuple[float, float]] = []
     for i in range(n_lines):
-        vc = vmin + spacing_m / 2 + i * spacing_m if n_lines > 1 or vmax - vmin > spacing_m / 2 else (vmin + vmax) / 2
-        vc = min(vc, vmax - 1e-6)
+        # lines centred on the polygon: each covers spacing/2 either side
+        vc = vmin + (width - (n_lines - 1) * spacing_m) / 2 + i * spacing_m
         us = []
         for j in range(len(u)):
             v1, v2, u1, u2 = v[j], v[(j + 1) % len(v)], u[j], u[(j + 1) % len(u)]
