@@ -23,6 +23,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("models", "quantize"): "seawatch.vision.export.cmd_quantize",
     ("detect",): "seawatch.vision.cmd_detect",
     ("bench",): "seawatch.vision.cmd_bench",
+    ("ais", "show"): "seawatch.vision.identity.cmd_ais_show",
 }
 
 GROUP_HELP = {"models": "provision, list and register detection models"}

@@ -215,6 +215,17 @@ def _rmc_time_ns(fields: list[bytes]) -> int | None:
         return None
 
 
+def _rmc_line_time_ns(line: bytes) -> int | None:
+    """Time of a checksum-valid ``$xxRMC`` line (tag block allowed), else ``None``."""
+    line = line.strip()
+    if line.startswith(b"\\"):
+        end = line.find(b"\\", 1)
+        line = line[end + 1 :] if end > 0 else b""
+    if not (line[:1] == b"$" and line[3:6] == b"RMC" and AisDecoder._checksum_ok(line)):
+        return None
+    return _rmc_time_ns(line.split(b"*")[0].split(b","))
+
+
 def _opt(value, missing, *, lo=None, hi=None):
     """``None`` for pyais's "not available" sentinel or a value outside [lo, hi]."""
     if value is None:
@@ -313,8 +324,8 @@ class AisDecoder:
             line = line[end + 1 :]
 
         if line[:1] == b"$" and line[3:6] == b"RMC":
-            if self._use_rmc_time and self._checksum_ok(line):
-                t = _rmc_time_ns(line.split(b"*")[0].split(b","))
+            if self._use_rmc_time:
+                t = _rmc_line_time_ns(line)
                 if t is not None:
                     self._rmc_time_ns = t
             self.stats.non_ais_lines += 1
@@ -382,6 +393,11 @@ class AisDecoder:
             log.debug("cannot assemble %r: %s", key, exc)
             return self._bad("assembly")
         return self._decode(whole, pend.time_ns, pend.time_source, pend.station)
+
+    def seed_rmc_time(self, time_ns: int) -> None:
+        """Time for AIS lines that come before the feed's first RMC (``read_file`` uses the file's first fix)."""
+        if self._rmc_time_ns is None:
+            self._rmc_time_ns = int(time_ns)
 
     def flush(self) -> None:
         """End of input: count every unfinished multi-sentence message as dropped."""
@@ -520,6 +536,17 @@ def read_file(path: str | Path, decoder: AisDecoder | None = None) -> Iterator[A
     except OSError as exc:
         raise InputError(f"cannot open AIS log {path}: {exc.strerror or exc}") from exc
     with fh:
+        if dec._use_rmc_time:
+            # AIS lines before the first fix take the first fix's time (at most one GNSS period late), not the
+            # wall clock, so that one file never mixes two clocks
+            for i, line in enumerate(fh):
+                t = _rmc_line_time_ns(line)
+                if t is not None:
+                    dec.seed_rmc_time(t)
+                    break
+                if i > 10_000:
+                    break
+            fh.seek(0)
         for line in fh:
             msg = dec.feed_line(line)
             if msg is not None:

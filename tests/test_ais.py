@@ -93,9 +93,10 @@ def test_lemmer_log_real_facts(shared_media):
     assert dict(st.by_type) == {1: 116, 3: 21, 5: 12, 8: 6, 18: 7, 24: 9}
     assert st.malformed_total == 0 and st.messages == 171
     assert len({m.mmsi for m in msgs}) == 33
-    # the very first AIS message (a two-sentence type 5) comes before the first $GPRMC, so only it has receive time
-    assert [m.time_source for m in msgs].count("receiver") == 1
+    # the very first AIS message (a two-sentence type 5) comes before the first $GPRMC: it takes that fix's time
+    assert {m.time_source for m in msgs} == {"gnss_rmc"}
     first = msgs[0]
+    assert first.time_ns == 1586295590 * 10**9
     assert isinstance(first, ais.AisStatic) and first.msg_type == 5
     assert (first.mmsi, first.name, first.callsign, first.imo) == (371255000, "SEA ENTERPRISE", "HP6683", 9266633)
     assert (first.length_m, first.beam_m, first.destination, first.draught_m) == (28.0, 7.0, "LEMMER", 1.4)
@@ -105,14 +106,14 @@ def test_lemmer_log_real_facts(shared_media):
     table = VesselTable(max_age_s=60)
     table.update_many(msgs)
     now = max(rmc)
-    assert len(table) == 33
+    assert table.latest_ns == now and len(table) == 33
     live = table.snapshot(now)
-    assert len(live) == 21
+    assert len(live) == 20
     cr = table.get(244824000)
     assert cr.name == "COASTAL ROAMER" and cr.ship_type_text == "tug" and cr.length_m == 25.0
     assert 52.838 < cr.lat_deg < 52.839 and 5.704 < cr.lon_deg < 5.705
     aged = table.prune(now)
-    assert len(aged) == 12 and len(table) == 21 and all(r.age_s(now) > 60 for r in aged)
+    assert len(aged) == 13 and len(table) == 20 and all(r.age_s(now) > 60 for r in aged)
 
 
 # ------------------------------------------------------------------------------------------------ decoder
@@ -322,3 +323,26 @@ def test_udp_feed_datagrams():
     assert [m.mmsi for m in out] == [412000004, 412000003, 412000004]
     assert out[2].time_ns == T0_S * 10**9
     assert feed.datagrams == 3 and feed.decoder.stats.non_ais_lines == 1
+
+
+def test_cmd_ais_show_json(shared_media, capsys):
+    import argparse
+    import json
+
+    from seawatch.vision.identity import cmd_ais_show
+
+    path = shared_media / "F_ais" / "ais_gpsd_lemmer_nl_ais-nmea.log"
+    if not path.is_file():
+        from conftest import missing
+
+        missing(f"{path} is absent")
+    p = argparse.ArgumentParser()
+    cmd_ais_show.add_arguments(p)
+    assert cmd_ais_show.run(p.parse_args([str(path), "--rmc-time", "--max-age", "60", "--json"])) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["time_ns"] == 1586295753 * 10**9 and len(doc["vessels"]) == 20
+    assert doc["stats"]["messages"] == 171
+    roamer = next(v for v in doc["vessels"] if v["mmsi"] == 244824000)
+    assert roamer["name"] == "COASTAL ROAMER" and roamer["ship_type_text"] == "tug"
+    with pytest.raises(InputError):
+        cmd_ais_show.run(p.parse_args([str(path) + ".missing"]))

@@ -1,0 +1,62 @@
+"""``seawatch ais show SOURCE``: read AIS NMEA from a file or a socket and print the vessel table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+
+HELP = "read AIS NMEA from a file, tcp://HOST:PORT (connect) or udp://HOST:PORT (listen) and show the vessel table"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="NMEA log file, tcp://HOST:PORT or udp://HOST:PORT")
+    parser.add_argument("--seconds", type=float, default=30.0, help="how long to listen to a socket (default 30)")
+    parser.add_argument("--max-age", type=float, default=600.0, help="hide vessels not heard for this long, s")
+    parser.add_argument("--rmc-time", action="store_true",
+                        help="time AIS lines by the log's own $..RMC sentences (combined GNSS+AIS receiver logs)")
+    parser.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+
+
+def collect(args: argparse.Namespace) -> tuple[list, dict, int]:
+    """(vessel rows, decoder stats, table time ns)."""
+    from seawatch.streams import ais
+    from seawatch.vision.identity.vessels import VesselTable
+
+    decoder = ais.AisDecoder(use_rmc_time=args.rmc_time)
+    table = VesselTable(max_age_s=args.max_age)
+    if "://" in args.source:
+        feed = ais.open_feed(args.source, decoder=decoder, timeout_s=min(1.0, max(0.1, args.seconds)))
+        timer = threading.Timer(args.seconds, feed.stop)
+        timer.start()
+        try:
+            for msg in feed.messages():
+                table.update(msg)
+        finally:
+            timer.cancel()
+            feed.stop()
+        now = time.time_ns()
+    else:
+        table.update_many(ais.read_file(args.source, decoder))
+        now = table.latest_ns or 0
+    return table.snapshot(now), decoder.stats.as_dict(), now
+
+
+def run(args: argparse.Namespace) -> int:
+    rows, stats, now = collect(args)
+    if args.json:
+        print(json.dumps({"time_ns": now, "stats": stats, "vessels": [r.as_dict() for r in rows]},
+                         ensure_ascii=False, indent=1))
+        return 0
+    print(f"{'MMSI':>9}  {'name':<20} {'callsign':<8} {'type':<16} {'len_m':>5} {'lat_deg':>10} {'lon_deg':>11} "
+          f"{'sog_kn':>6} {'cog_deg':>7} {'age_s':>6}")
+    for r in rows:
+        f = lambda v, spec: "" if v is None else format(v, spec)  # noqa: E731
+        print(f"{r.mmsi:>9}  {(r.name or ''):<20.20} {(r.callsign or ''):<8.8} {(r.ship_type_text or ''):<16.16} "
+              f"{f(r.length_m, '.0f'):>5} {f(r.lat_deg, '.5f'):>10} {f(r.lon_deg, '.5f'):>11} {f(r.sog_kn, '.1f'):>6} "
+              f"{f(r.cog_deg, '.1f'):>7} {r.age_s(now):>6.0f}")
+    bad = sum(stats["malformed"].values())
+    print(f"{len(rows)} vessels; {stats['messages']} messages from {stats['sentences']} AIS sentences "
+          f"({stats['lines']} lines); {bad} malformed {stats['malformed'] or ''}; by type {stats['by_type']}")
+    return 0
