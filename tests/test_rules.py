@@ -133,6 +133,28 @@ def test_static_red_light_does_not_alarm_unless_check_disabled():
     assert phases(run(engine(no_check), grid(0, 60, 5), lamp)) == [("start", "fire")]
 
 
+def test_frozen_box_with_flickering_pixels_is_a_fire_frozen_pixels_are_a_lamp():
+    """With frames, a box that never moves still alarms when the pixels inside change (a steady fire far away)."""
+    rng = np.random.default_rng(1)
+    scene = np.full((800, 1000, 3), 70, np.uint8)
+
+    def frames(flicker: bool):
+        for t in grid(0, 30, 2):
+            img = scene.copy()
+            if flicker:
+                img[300:400, 500:600] = rng.integers(0, 256, (100, 100, 1), dtype=np.uint8) * np.array([0.2, 0.6, 1.0])
+            else:
+                img[300:400, 500:600] = (40, 60, 230)  # a red lamp
+            yield t, img
+
+    for flicker, expected in ((True, [("start", "fire")]), (False, [])):
+        eng = engine(FIRE_ZONE)
+        evs = []
+        for t, img in frames(flicker):
+            evs += eng.update(SRC, ns(t), D((FIRE, [500, 300, 600, 400], 0.7)), image=img)
+        assert phases(evs) == expected, flicker
+
+
 def test_fire_and_smoke_are_separate_incidents_and_zone_limits_evidence():
     zone = {**FIRE_ZONE, "polygon_px": [[0, 0], [600, 0], [600, 800], [0, 800]]}
     scene = lambda t: D(flame(t, FIRE, x=100), flame(t + 1, SMOKE, x=200), flame(t, FIRE, x=800))  # noqa: E731

@@ -145,3 +145,15 @@ def test_empty_degenerate_and_nan_boxes_and_time_order():
     assert out.track_id.tolist() == [1]
     with pytest.raises(InputError):
         tr.update(Detections.empty(LABELS), 0)
+
+
+def test_source_trackers_keep_sources_apart_and_drop_closed_ones():
+    from seawatch.vision.tracking import SourceTrackers
+
+    st = SourceTrackers()
+    a = st.update("a", dets([box_at(0, 0)]), 0)
+    b = st.update("b", dets([box_at(0, 0), box_at(200, 0)]), 0)
+    assert a.track_id.tolist() == [1] and b.track_id.tolist() == [1, 2]
+    st.close("a")
+    assert "a" not in st and "b" in st
+    assert st.update("a", dets([box_at(0, 0)]), 5).track_id.tolist() == [1]  # a fresh tracker

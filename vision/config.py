@@ -111,8 +111,16 @@ class FireSmokeRuleConfig(_Strict):
         0.97,
         ge=0.5,
         le=1.0,
-        description="if every evidence box in the window overlaps the first at this IoU or more, the source is static "
-        "(a lamp, a red sign) and is not confirmed; real flames and smoke change shape. None disables",
+        description="if every evidence box in the window overlaps the first at this IoU or more, the box is frozen in "
+        "place; with frames given, it must also be frozen in its pixels (see static_max_pixel_change) to count as a "
+        "static source (a lamp, a red sign, a sunset) that is not confirmed. None disables the check",
+    )
+    static_max_pixel_change: float = Field(
+        6.0,
+        ge=0.0,
+        le=255.0,
+        description="median grey-level change (0-255) inside the box between analysed frames below which a frozen box is "
+        "a static source; flames change by 20-45 levels between frames half a second apart",
     )
     severity_area_frac: tuple[float, float, float] = Field(
         (0.01, 0.05, 0.15), description="area fraction of the frame at which severity becomes medium, high, critical"

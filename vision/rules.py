@@ -248,6 +248,7 @@ class _LabelVote:
         self.incident: _Incident | None = None
         self.cooldown_until_ns = -(2**62)
         self.areas: deque[tuple[int, float]] = deque()  # (time, area fraction) for growth
+        self.changes: deque[tuple[int, float]] = deque()  # (time, grey change inside the box vs the previous frame)
         self.static_logged = False
 
 
@@ -260,6 +261,33 @@ class FireSmokeRule(Rule):
         super().__init__(zone, zone_cfg, policy)
         self.cfg = cfg
         self._state = {lab: _LabelVote() for lab in cfg.labels}
+        self._prev_small: np.ndarray | None = None  # downscaled grey previous frame, for the pixel-change test
+        self._small_scale = 1.0
+
+    _SMALL_WIDTH_PX = 256
+
+    def _small_grey(self, image: np.ndarray) -> np.ndarray:
+        import cv2
+
+        h, w = image.shape[:2]
+        self._small_scale = min(1.0, self._SMALL_WIDTH_PX / max(1, w))
+        step = max(1, int(0.5 / self._small_scale))
+        sub = image[::step, ::step]
+        grey = cv2.cvtColor(sub, cv2.COLOR_BGR2GRAY) if sub.ndim == 3 else sub
+        size = (max(1, int(round(w * self._small_scale))), max(1, int(round(h * self._small_scale))))
+        return cv2.resize(grey, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+
+    def _pixel_change(self, small: np.ndarray | None, box: tuple[float, float, float, float]) -> float | None:
+        """Mean absolute grey change inside ``box`` between this and the previous analysed frame."""
+        prev = self._prev_small
+        if small is None or prev is None or prev.shape != small.shape:
+            return None
+        s = self._small_scale
+        x1, y1 = max(0, int(np.floor(box[0] * s))), max(0, int(np.floor(box[1] * s)))
+        x2, y2 = min(small.shape[1], int(np.ceil(box[2] * s))), min(small.shape[0], int(np.ceil(box[3] * s)))
+        if x2 <= x1 or y2 <= y1:
+            return None
+        return float(np.abs(small[y1:y2, x1:x2] - prev[y1:y2, x1:x2]).mean())
 
     def _severity(self, st: _LabelVote, t: int, area_frac: float | None) -> str:
         if area_frac is None:
@@ -279,14 +307,21 @@ class FireSmokeRule(Rule):
         return SEVERITIES[min(level, 3)]
 
     def _is_static(self, st: _LabelVote) -> bool:
+        """Frozen box (and, when frames are given, frozen pixels): a lamp, a sign, a sunset - not a fire."""
         if self.cfg.static_min_iou is None:
             return False
-        boxes = [b for (ts, hit, b) in st.window if hit and b is not None and ts >= (st.candidate_ns or 0)]
+        since = st.candidate_ns or 0
+        boxes = [b for (ts, hit, b) in st.window if hit and b is not None and ts >= since]
         if len(boxes) < 3:
             return False
         arr = np.asarray(boxes, np.float64)
         iou = iou_matrix(arr[:1], arr)[0]
-        return bool((iou >= self.cfg.static_min_iou).all())
+        if not bool((iou >= self.cfg.static_min_iou).all()):
+            return False
+        changes = [c for (ts, c) in st.changes if ts >= since]
+        if changes and float(np.median(changes)) >= self.cfg.static_max_pixel_change:
+            return False  # the box stays put but its pixels move: a steady fire seen from afar
+        return True
 
     def update(self, ctx: FrameContext, inside: np.ndarray) -> list[Event]:
         cfg = self.cfg
@@ -294,6 +329,9 @@ class FireSmokeRule(Rule):
         t = ctx.time_ns
         out: list[Event] = []
         frame_area = None if ctx.frame_size_px is None else float(ctx.frame_size_px[0] * ctx.frame_size_px[1])
+        small = None
+        if ctx.image is not None and cfg.static_min_iou is not None:
+            small = self._small_grey(ctx.image)
         for lab, st in self._state.items():
             sel = _label_mask(d, (lab,)) & (d.confidence >= cfg.min_confidence) & inside
             area_frac = None
@@ -315,11 +353,16 @@ class FireSmokeRule(Rule):
                 st.last_hit_ns = t
                 if st.candidate_ns is None:
                     st.candidate_ns = t
+                change = self._pixel_change(small, union)  # type: ignore[arg-type]
+                if change is not None:
+                    st.changes.append((t, change))
                 if area_frac is not None:
                     st.areas.append((t, area_frac))
             horizon = t - _s_to_ns(max(cfg.growth_window_s, cfg.window_max_age_s))
             while st.areas and st.areas[0][0] < horizon:
                 st.areas.popleft()
+            while st.changes and (len(st.changes) > cfg.window_frames or st.changes[0][0] < horizon):
+                st.changes.popleft()
 
             if st.incident is None:
                 if st.candidate_ns is not None and st.last_hit_ns is not None and t - st.last_hit_ns > _s_to_ns(cfg.max_gap_s):
@@ -354,6 +397,8 @@ class FireSmokeRule(Rule):
                         out.append(ev)
                 elif t - st.last_hit_ns >= _s_to_ns(cfg.clear_after_s):  # type: ignore[operator]
                     out.append(self._end(st, t, "clear"))
+        if small is not None:
+            self._prev_small = small
         return out
 
     def _attrs(self, st: _LabelVote, area_frac: float | None, hits: int | None) -> dict[str, Any]:

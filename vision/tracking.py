@@ -323,3 +323,23 @@ class ByteTracker:
         tid = self._next_id
         self._next_id += 1
         return tid
+
+
+class SourceTrackers:
+    """One ``ByteTracker`` per source, created on first use; ``close(source_id)`` drops a finished source's state."""
+
+    def __init__(self, config: TrackerConfig | None = None) -> None:
+        self.config = config or TrackerConfig()
+        self._trackers: dict[str, ByteTracker] = {}
+
+    def update(self, source_id: str, detections: Detections, time_ns: int) -> Detections:
+        tracker = self._trackers.get(source_id)
+        if tracker is None:
+            tracker = self._trackers[source_id] = ByteTracker(self.config)
+        return tracker.update(detections, time_ns)
+
+    def close(self, source_id: str) -> None:
+        self._trackers.pop(source_id, None)
+
+    def __contains__(self, source_id: str) -> bool:
+        return source_id in self._trackers
