@@ -18,6 +18,7 @@ digest and whose ONNX matches the lock is skipped unless ``force``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import glob
 import json
@@ -34,7 +35,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -486,9 +487,36 @@ def _install(m: ModelManifest, work: Path, lock: dict) -> Path:
     return mdir / ONNX_FILE
 
 
+@contextlib.contextmanager
+def _exclusive(name: str) -> Iterator[None]:
+    """One fetch per model at a time across processes (an advisory lock file beside the model folders)."""
+    root = paths.cache_dir() / "locks"
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process lock
+        yield
+        return
+    with open(root / f"{name}.fetch.lock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def fetch_model(m: ModelManifest, *, force: bool = False, offline: bool = False, check: bool = True) -> FetchResult:
-    """Provision one model (see the module docstring). Raises a ModelError subclass on any failure."""
+    """Provision one model (see the module docstring). Raises a ModelError subclass on any failure.
+
+    Concurrent fetches of the same model (other processes) wait for each other; the second one then finds the
+    model up to date.
+    """
     t0 = time.perf_counter()
+    with _exclusive(m.name):
+        return _fetch_locked(m, force=force, offline=offline, check=check, t0=t0)
+
+
+def _fetch_locked(m: ModelManifest, *, force: bool, offline: bool, check: bool, t0: float) -> FetchResult:
     if not force and is_current(m):
         log.info("model %s is up to date", m.name)
         return FetchResult(m.name, "up-to-date", registry.model_dir(m.name) / ONNX_FILE, time.perf_counter() - t0,
