@@ -1,0 +1,111 @@
+"""Fine-tune a detector on a dataset manifest (``seawatch models train``), export it and register the result.
+
+The trained weights are a build artefact kept in the model cache; what is recorded is how to reproduce them:
+dataset manifest fingerprint, split, seed, epochs, image size, base weights and their sha256.
+
+Base weights (``--base``):
+- an ultralytics-family registry model (``fall``: YOLOv8n people; ``ship_published``: YOLO11s boats): its
+  provisioned ``weights.pt`` is the starting point; the head is rebuilt for the new classes.
+- ``coco_yolov5n``: the original-layout COCO YOLOv5n checkpoint. Its tensors are copied by name and shape into
+  ultralytics' anchor-free ``yolov5n.yaml`` (everything but the detection head transfers).
+- a path to a ``.yaml`` architecture or ultralytics ``.pt``.
+Training runs on full-resolution tiles plus whole frames (see ``trainsets.write_tiled_layout``), on the CPU or a
+GPU (``--device 0``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from seawatch import paths
+from seawatch.errors import ExportError, ModelError
+from seawatch.vision import registry, trainsets
+
+log = logging.getLogger(__name__)
+
+
+def transfer_yolov5_to_ultralytics(ckpt_model, arch_yaml: str = "yolov5n.yaml"):
+    """Build ultralytics' anchor-free YOLOv5 and copy every tensor whose name and shape match. Returns (YOLO, n, total)."""
+    from seawatch.vision.export.loaders import prepare_ultralytics_env
+
+    prepare_ultralytics_env()
+    from ultralytics import YOLO
+
+    yolo = YOLO(arch_yaml)
+    src = {k: v.float() for k, v in ckpt_model.state_dict().items()}
+    dst = yolo.model.state_dict()
+    moved = {k: src[k] for k in dst if k in src and src[k].shape == dst[k].shape}
+    dst.update(moved)
+    yolo.model.load_state_dict(dst)
+    return yolo, len(moved), len(dst)
+
+
+def base_checkpoint(base: str, work: Path) -> tuple[Path, dict]:
+    """A ``.pt`` file ultralytics can train from, and facts about where it came from."""
+    from seawatch.vision.export.loaders import load_checkpoint, prepare_ultralytics_env
+
+    prepare_ultralytics_env()
+    p = Path(base)
+    if p.suffix in (".pt", ".yaml"):
+        if p.suffix == ".pt" and not p.is_file():
+            raise ModelError(f"base weights {p} not found")
+        return p, {"base": str(p), "base_sha256": registry.sha256_file(p) if p.is_file() else None}
+    manifest = registry.get_manifest(base)
+    lock = registry.read_lock(base)
+    if not lock or not lock.get("weights_path"):
+        raise ModelError(f"base model {base!r} is not provisioned: run `seawatch models fetch {base}`")
+    weights = Path(lock["weights_path"])
+    facts = {"base": base, "base_sha256": registry.sha256_file(weights)}
+    if manifest.family == "yolov5":
+        loaded = load_checkpoint(manifest, weights)
+        yolo, n, total = transfer_yolov5_to_ultralytics(loaded.module)
+        out = work / f"{base}_as_yolov5u.pt"
+        yolo.save(str(out))
+        facts["transferred_tensors"] = f"{n}/{total}"
+        log.info("transferred %d of %d tensors from %s", n, total, base)
+        return out, facts
+    if manifest.export.loader != "ultralytics" or manifest.export.pickled_modules:
+        raise ModelError(f"base model {base!r} uses custom modules ultralytics cannot rebuild for training; "
+                         "use coco_yolov5n, fall, ship_published or a .yaml/.pt path")
+    return weights, facts
+
+
+def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: int = 50, imgsz: int = 640,
+          batch: int = 16, device: str = "cpu", seed: int = 0, tile_px: int = 640, fraction: float = 1.0,
+          workers: int = 2, patience: int = 30) -> dict:
+    """Train, export to ONNX, register ``out_name`` in the user registry. Returns the training record."""
+    from seawatch.vision.export.loaders import prepare_ultralytics_env
+
+    manifest = trainsets.load_dataset_manifest(dataset)
+    items = trainsets.scan(manifest)
+    tr, va = trainsets.split(items, set(manifest.get("split", {}).get("val_cameras", [])))
+    if not tr or not va:
+        raise ModelError(f"dataset {dataset!r}: empty train or val split")
+    fp = trainsets.fingerprint(items)
+    work = paths.cache_dir() / "train" / f"{out_name}-{fp[:12]}"
+    layout = work / f"data-tile{tile_px}"
+    if not (layout / "data.yaml").is_file():
+        trainsets.write_tiled_layout(layout, tr, va, list(manifest["classes"]), tile_px=tile_px)
+    start_pt, base_facts = base_checkpoint(base, work)
+    prepare_ultralytics_env()
+    from ultralytics import YOLO
+
+    t0 = time.monotonic()
+    yolo = YOLO(str(start_pt))
+    yolo.train(data=str(layout / "data.yaml"), epochs=epochs, imgsz=imgsz, batch=batch, device=device, seed=seed,
+               deterministic=True, workers=workers, plots=False, project=str(work), name="run", exist_ok=True,
+               fraction=fraction, patience=patience, amp=device != "cpu", verbose=False)
+    best = Path(yolo.trainer.best)
+    if not best.is_file():
+        raise ExportError(f"training produced no weights at {best}")
+    record = {
+        "dataset": dataset, "dataset_fingerprint": fp, "split": trainsets.summary(tr, va), "seed": seed,
+        "epochs": epochs, "imgsz": imgsz, "batch": batch, "tile_px": tile_px, "fraction": fraction,
+        "device": device, "train_seconds": round(time.monotonic() - t0, 1), "weights": str(best),
+        "weights_sha256": registry.sha256_file(best), **base_facts,
+    }
+    (work / "train_record.json").write_text(json.dumps(record, indent=2))
+    return record
