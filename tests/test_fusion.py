@@ -251,6 +251,15 @@ def test_spoofed_ais_name_is_a_mismatch(registry):
     assert [d.type for d in scene.decisions] == ["identity_mismatch"]
 
 
+def test_registered_name_on_a_foreign_mmsi_is_a_mismatch(registry):
+    # an unregistered MMSI broadcasting the name of a registered vessel (whose own MMSI is 412420002)
+    v = [SimVessel("clone", 0, 0, 3.0, 90, mmsi=413777777, ais_name="ZHE DAI YU 03891")]
+    scene = Scene(v, registry=registry, seed=4)
+    ident = scene.run(30)[100]
+    assert ident.kind == "ais+registry" and ident.registry.hull_number == "浙岱渔03891"
+    assert "412420002" in ident.mismatch and "413777777" in ident.mismatch
+
+
 def test_identified_vessel_ends_unidentified_condition(registry):
     rules = IdentityRules(unidentified_after_s=10, registry=registry)
     v = [SimVessel("late ais", 0, 0, 2.0, 0, mmsi=412420002, ais_name="ZHE DAI YU 03891")]
@@ -349,3 +358,23 @@ def test_one_to_one_assignment_and_course_gate():
 def test_nonfinite_track_position_is_rejected():
     with pytest.raises(ValueError, match="not finite"):
         IdentityFuser().update([GeoTrack(1, T0_NS, float("nan"), 113.9)], None, T0_NS)
+
+
+def test_ocr_reads_feed_the_identity(registry):
+    """End to end on the camera side: rendered hull crops -> offline OCR -> vote -> fusion -> rules."""
+    pytest.importorskip("rapidocr")
+    from test_hull_ocr import _track_frames  # the same rendered, degraded crops as the OCR accuracy test
+
+    from seawatch.vision.identity.ocr import HullOcr, read_track
+
+    ocr = HullOcr("tiny")
+    hull = read_track(ocr, _track_frames(5, "辽大渔15372"), k=5)  # blacklisted hull
+    assert hull.text == "辽大渔15372"
+    fuser = IdentityFuser(registry)
+    rules = IdentityRules(registry=registry)
+    t = GeoTrack(1, T0_NS, 22.3, 113.9, hull=hull)
+    ids = fuser.update([t], VesselTable(), T0_NS)
+    assert ids[1].kind == "ocr_only" and ids[1].registry.hull_number == "辽大渔15372"
+    (d,) = rules.update(T0_NS, [t], ids)
+    assert d.type == "registry_alert" and d.attributes["registry_alerts"] == ["blacklisted"]
+    assert d.attributes["hull_text"] == "辽大渔15372" and d.attributes["identity"] == "ocr_only"

@@ -339,6 +339,10 @@ class IdentityFuser:
             similarity(ais_name, n) for n in mmsi_entry.names()
         ) < cfg.name_mismatch_below:
             mismatch = f"AIS name {ais_name!r} differs from the name registered for MMSI {pred.mmsi} ({mmsi_entry.label})"
+        elif (mmsi_entry is None and name_entry is not None and name_entry.mmsi is not None
+              and name_entry.mmsi != pred.mmsi):
+            mismatch = (f"AIS name {ais_name!r} is registered ({name_entry.label}) with MMSI {name_entry.mmsi}, "
+                        f"but it is broadcast with MMSI {pred.mmsi}")
         elif hull is not None and hull.pattern_ok and ocr_entry is None and ais_name:
             # unregistered hull text: compare with what AIS broadcasts (Latin or Chinese) and its registry names
             names = [ais_name] + (list(mmsi_entry.names()) if mmsi_entry else [])
