@@ -97,6 +97,9 @@ class FileFactory(GstRtspServer.RTSPMediaFactory):
         super().__init__()
         self.feeder = feeder
         self.set_shared(True)
+        # clients that vanished (e.g. gave up while the server was frozen with SIGSTOP) must not stop the shared
+        # media under the clients that are still there
+        self.set_stop_on_disconnect(False)
         self.set_launch(
             "( appsrc name=src is-live=true do-timestamp=true format=time "
             "caps=video/x-h264,stream-format=byte-stream,alignment=au ! h264parse ! "
