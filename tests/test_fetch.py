@@ -484,3 +484,27 @@ def test_reference_predict_finds_labelled_objects(shared_media, name, image, gt_
     hits = [i for i in range(len(det)) if det.label[i] == label and _best_iou(det.xyxy_px[i], gt) >= 0.5]
     assert hits, f"no {label} detection overlaps a labelled box: {list(zip(det.label, det.confidence))}"
     assert (det.xyxy_px[:, [0, 2]] <= img.shape[1] + 1e-3).all() and (det.xyxy_px[:, [1, 3]] <= img.shape[0] + 1e-3).all()
+
+
+# ------------------------------------------------------------------------------------------------ URL source
+def url_manifest(name: str, src: Path, weights_sha256: str) -> dict:
+    return onnx_manifest(name, src, weights_sha256, source={"kind": "url", "url": src.as_uri()})
+
+
+def test_url_source_downloads_once_and_serves_offline(env):
+    src = tiny_onnx(env / "remote.onnx")
+    m = write_manifest(env, url_manifest("remote", src, sha(src)))
+    assert fetch.fetch_model(m).status == "fetched"
+    assert [p.name for p in registry.downloads_dir().iterdir()] == ["remote-remote.onnx"]
+    src.unlink()  # the "server" is gone: the download cache serves --offline
+    assert fetch.fetch_model(m, force=True, offline=True).status == "fetched"
+
+
+def test_url_source_with_wrong_sha_is_refused_and_nothing_is_left(env):
+    src = tiny_onnx(env / "remote.onnx")
+    m = write_manifest(env, url_manifest("remote", src, "d" * 64))
+    with pytest.raises(ChecksumMismatch, match="dddddddd"):
+        fetch.fetch_model(m)
+    assert left_behind(env) == []
+    with pytest.raises(ModelNotProvisioned, match="--offline"):
+        fetch.fetch_model(m, offline=True)

