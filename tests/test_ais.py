@@ -346,3 +346,40 @@ def test_cmd_ais_show_json(shared_media, capsys):
     assert roamer["name"] == "COASTAL ROAMER" and roamer["ship_type_text"] == "tug"
     with pytest.raises(InputError):
         cmd_ais_show.run(p.parse_args([str(path) + ".missing"]))
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_GOOD = [
+    "!AIVDM,1,1,,B,13aDp<PP000IwSlN?Wm@0?wN2<1T,0*29",
+    "!AIVDM,2,1,9,B,55R3Vn82=ILTQ3KKS>1<D60Dq@E918U<F222221J1`?164vc03S1CCAD,0*2A",
+    "!AIVDM,2,2,9,B,`88888888888880,2*76",
+    "\\s:rx1,c:1700000000*" + _cs("s:rx1,c:1700000000") + "\\!AIVDM,1,1,,B,13aDp<PP000IwSlN?Wm@0?wN2<1T,0*29",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=120), max_size=20))
+def test_decoder_never_raises_on_random_bytes(chunks):
+    dec = ais.AisDecoder()
+    for c in chunks:
+        dec.feed(c)
+    dec.flush()
+    assert dec.stats.messages == 0 or dec.stats.sentences > 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(_GOOD) - 1), st.integers(0, 200), st.integers(0, 127)), max_size=12))
+def test_decoder_never_raises_on_corrupted_sentences(edits):
+    """Real sentences with one byte changed anywhere (payload, checksum, tag block, commas)."""
+    dec = ais.AisDecoder()
+    table = VesselTable()
+    for which, pos, byte in edits:
+        s = bytearray(_GOOD[which].encode())
+        s[pos % len(s)] = byte
+        for m in dec.feed(bytes(s)):
+            table.update(m)
+    dec.flush()
+    assert dec.stats.messages + dec.stats.malformed_total + dec.stats.non_ais_lines + dec.stats.blank_lines >= 0
+    assert dec.stats.sentences <= dec.stats.lines

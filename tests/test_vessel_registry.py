@@ -153,3 +153,16 @@ def test_file_errors(tmp_path):
     bom.write_bytes((HEADER + "闽狮渔06688,,闽狮渔06688,,,有效,,是,\n").encode("utf-8-sig"))
     e = list(VesselRegistry.from_csv(bom))[0]
     assert e.licence_status == "valid" and e.blacklisted is True
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.text(max_size=30))
+def test_normalise_hull_is_idempotent_and_total(text):
+    once = normalise_hull(text)
+    assert normalise_hull(once) == once
+    assert " " not in once
+    h = parse_hull(text)
+    assert h is None or h.text == once

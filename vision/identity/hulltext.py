@@ -65,8 +65,9 @@ def normalise_hull(text: str) -> str:
     Half-width, simplified glyphs, upper case, no spaces or punctuation, no trailing 号, and letter/digit
     confusions repaired inside the digit run that follows 渔 (only there: Latin names keep their letters).
     """
-    s = fold_width(text).translate(VARIANTS).upper()
-    s = _DROP.sub("", s)
+    s = fold_width(fold_width(text).translate(VARIANTS).upper())  # upper() can un-normalise
+    # free-standing combining marks (NFKC turns a lone "¨" into space + U+0308) carry nothing on a hull
+    s = "".join(ch for ch in _DROP.sub("", s) if not unicodedata.category(ch).startswith("M"))
     if s.endswith("号"):
         s = s[:-1]
     m = _NUMBER_RUN.search(s)
