@@ -21,6 +21,9 @@ from seawatch.vision.detections import Detections
 from seawatch.vision.postprocess import nms
 
 
+DEFAULT_OVERLAP = 0.2
+
+
 @dataclass(frozen=True, slots=True)
 class TileSpec:
     """How to tile.
@@ -35,7 +38,7 @@ class TileSpec:
     """
 
     size_px: int = 640
-    overlap: float = 0.2
+    overlap: float = DEFAULT_OVERLAP
     full_frame: bool = True
     batch: int = 8
     edge_margin_px: float = 2.0
@@ -55,7 +58,7 @@ class TileSpec:
         size_s, _, ov_s = text.partition(":")
         try:
             size = int(size_s)
-            overlap = float(ov_s) if ov_s else cls.overlap
+            overlap = float(ov_s) if ov_s else DEFAULT_OVERLAP
         except ValueError:
             raise ValueError(f"tile spec {text!r} is not SIZE[:OVERLAP], e.g. 640:0.2") from None
         return cls(size_px=size, overlap=overlap, **kw)

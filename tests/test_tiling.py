@@ -1,0 +1,182 @@
+"""Tiled inference: grid geometry, merging across tile edges, batching, and the gain on real small objects."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import onnx_model
+from seawatch.vision.detections import Detections
+from seawatch.vision.detector import DetectorSettings
+from seawatch.vision.tiling import TileSpec, detect_tiled, merge_tiles, tile_grid, tile_starts
+
+
+class BlobDetector:
+    """Stands in for OnnxDetector: finds white blobs in each crop, like a model that needs ``min_side_px``
+    pixels of an object after the crop is scaled to ``imgsz`` (small things vanish in a downscaled frame)."""
+
+    def __init__(self, imgsz=640, min_side_px=6.0):
+        self.name = "blob"
+        self.labels = ("vessel",)
+        self.settings = DetectorSettings(conf=0.25, iou=0.45, imgsz=imgsz, max_det=300)
+        self.imgsz = imgsz
+        self.min_side_px = min_side_px
+        self.calls: list[int] = []
+
+    def detect(self, images):
+        self.calls.append(len(images))
+        out = []
+        for im in images:
+            r = self.imgsz / max(im.shape[:2])
+            n, _, stats, _ = cv2.connectedComponentsWithStats((im[:, :, 0] > 200).astype(np.uint8))
+            s = stats[1:]
+            ok = np.minimum(s[:, 2], s[:, 3]) * r >= self.min_side_px
+            s = s[ok]
+            xyxy = np.stack([s[:, 0], s[:, 1], s[:, 0] + s[:, 2], s[:, 1] + s[:, 3]], 1).astype(np.float32) \
+                if len(s) else np.zeros((0, 4), np.float32)
+            out.append(Detections(xyxy, np.full(len(s), 0.9, np.float32), np.zeros(len(s), np.int32), self.labels,
+                                  None, self.name))
+        return out
+
+
+@pytest.mark.parametrize("length,size,overlap,want", [
+    (1920, 640, 0.2, [0, 427, 853, 1280]),
+    (1080, 640, 0.2, [0, 440]),
+    (640, 640, 0.2, [0]),
+    (500, 640, 0.2, [0]),
+    (1280, 640, 0.0, [0, 640]),
+])
+def test_tile_starts(length, size, overlap, want):
+    assert tile_starts(length, size, overlap).tolist() == want
+
+
+@pytest.mark.parametrize("h,w,size,overlap", [(1080, 1920, 640, 0.2), (3000, 4000, 640, 0.3), (700, 641, 640, 0.1),
+                                              (2160, 3840, 1024, 0.25)])
+def test_tile_grid_covers_the_frame_with_overlap(h, w, size, overlap):
+    grid = tile_grid(h, w, size, overlap)
+    cover = np.zeros((h, w), bool)
+    for x0, y0, x1, y1 in grid:
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+        assert x1 - x0 == min(size, w) and y1 - y0 == min(size, h)
+        cover[y0:y1, x0:x1] = True
+    assert cover.all()
+    xs = np.unique(grid[:, 0])
+    if xs.size > 1:
+        assert (np.diff(xs) <= size * (1 - overlap) + 1).all()  # neighbours share at least the overlap
+
+
+def frame_with_blobs(h, w, boxes):
+    img = np.zeros((h, w, 3), np.uint8)
+    for x0, y0, x1, y1 in boxes:
+        img[y0:y1, x0:x1] = 255
+    return img
+
+
+@pytest.mark.parametrize("full_frame", [True, False])
+def test_object_across_a_tile_edge_is_one_whole_box(full_frame):
+    # 1920x1080: tile x starts 0, 427, 853, 1280; a 100 px blob across the first tile's right edge (640)
+    blob = (600, 300, 700, 360)
+    img = frame_with_blobs(1080, 1920, [blob])
+    det = BlobDetector(min_side_px=1)
+    (out,) = detect_tiled(det, [img], TileSpec(640, 0.2, full_frame=full_frame))
+    assert len(out) == 1
+    assert out.xyxy_px[0] == pytest.approx(blob)
+    assert out.labels == ("vessel",) and out.model == "blob"
+
+
+def test_big_object_spanning_tiles_comes_from_the_full_frame():
+    blob = (100, 100, 1800, 1000)  # no tile contains it whole
+    img = frame_with_blobs(1080, 1920, [blob])
+    (out,) = detect_tiled(BlobDetector(min_side_px=1), [img], TileSpec(640, 0.2, full_frame=True))
+    assert len(out) == 1 and out.xyxy_px[0] == pytest.approx(blob)
+
+
+def test_small_objects_found_only_with_tiles():
+    blobs = [(200, 500, 212, 508), (1500, 200, 1512, 208), (900, 900, 912, 908)]  # 12x8 px: 2.7 px at 640
+    img = frame_with_blobs(1080, 1920, blobs)
+    det = BlobDetector(min_side_px=6)
+    assert len(det.detect([img])[0]) == 0
+    (out,) = detect_tiled(det, [img], TileSpec(640, 0.2))
+    assert len(out) == 3
+    got = out.xyxy_px[np.argsort(out.xyxy_px[:, 0])]
+    assert got == pytest.approx(np.array(sorted(blobs), np.float32))
+
+
+def test_crops_of_several_frames_go_in_batches():
+    det = BlobDetector()
+    frames = [frame_with_blobs(1080, 1920, [(10, 10, 50, 50)]), frame_with_blobs(720, 1280, [(700, 400, 760, 430)])]
+    spec = TileSpec(640, 0.2, batch=5)
+    out = detect_tiled(det, frames, spec)
+    n_crops = (4 * 2 + 1) + (3 * 2 + 1)  # tiles + full frame, per frame
+    assert sum(det.calls) == n_crops and max(det.calls) <= 5 and len(det.calls) == math.ceil(n_crops / 5)
+    assert [len(d) for d in out] == [1, 1]
+    assert out[1].xyxy_px[0] == pytest.approx([700, 400, 760, 430])
+
+
+def test_small_frame_is_one_crop():
+    det = BlobDetector()
+    (out,) = detect_tiled(det, [frame_with_blobs(300, 400, [(10, 20, 30, 40)])], TileSpec(640))
+    assert det.calls == [1] and out.xyxy_px[0] == pytest.approx([10, 20, 30, 40])
+
+
+def test_merge_drops_cut_box_only_when_a_fuller_one_exists():
+    labels = ("vessel", "person")
+    whole = Detections(np.array([[600, 300, 700, 360]], np.float32), [0.8], [0], labels)
+    part = Detections(np.array([[600, 300, 640, 360]], np.float32), [0.95], [0], labels)
+    other_class = Detections(np.array([[600, 300, 640, 360]], np.float32), [0.9], [1], labels)
+    merged = merge_tiles([part, whole], [np.array([True]), np.array([False])], 0.45, 300)
+    assert len(merged) == 1 and merged.xyxy_px[0] == pytest.approx([600, 300, 700, 360])
+    alone = merge_tiles([part], [np.array([True])], 0.45, 300)
+    assert len(alone) == 1  # nothing fuller: the cut box is all there is
+    mixed = merge_tiles([other_class, whole], [np.array([True]), np.array([False])], 0.45, 300)
+    assert sorted(mixed.label.tolist()) == ["person", "vessel"]  # a cut box of another label stays
+    assert len(merge_tiles([], [], 0.45, 300)) == 0
+
+
+@pytest.mark.parametrize("text,size,overlap", [("640", 640, 0.2), ("1024:0.3", 1024, 0.3), ("320:0", 320, 0.0)])
+def test_tile_spec_parse(text, size, overlap):
+    s = TileSpec.parse(text)
+    assert (s.size_px, s.overlap) == (size, overlap)
+
+
+@pytest.mark.parametrize("text", ["abc", "640:x", "16", "640:0.95", "640:-0.1"])
+def test_tile_spec_parse_rejects(text):
+    with pytest.raises(ValueError):
+        TileSpec.parse(text)
+
+
+@pytest.mark.models
+@pytest.mark.slow
+def test_tiling_finds_more_real_vehicles_and_vessels(shared_media):
+    """COCO YOLOv5n on real 1080p shore CCTV: tiles find far more of the small labelled vehicles and boats."""
+    from seawatch.vision.detector import load_detector
+    from test_detector import _iou, _yolo_boxes
+
+    onnx_model("coco_yolov5n")
+    det = load_detector("coco_yolov5n", intra_op_threads=2)
+    spec = TileSpec(640, 0.2, batch=4)
+
+    def found(dets, gt):
+        return int((_iou(dets.xyxy_px, gt) > 0.3).any(axis=0).sum()) if len(dets) and len(gt) else 0
+
+    f = sorted((shared_media / "D_parking_lanes").glob("shore_*.jpg"))[0]
+    img = cv2.imread(str(f))
+    gt = _yolo_boxes(f.with_suffix(".txt"), img.shape[1], img.shape[0], cls=1)  # land vehicles
+    labs = ("car", "truck", "bus", "motorcycle")
+    full = found(det.detect([img])[0].with_label(*labs), gt)
+    (tiled_d,) = detect_tiled(det, [img], spec)
+    tiled = found(tiled_d.with_label(*labs), gt)
+    assert tiled >= max(3 * full, 15), (full, tiled, len(gt))  # measured 7 -> 38 of 97
+    precision = (_iou(tiled_d.with_label(*labs).xyxy_px, gt) > 0.3).any(axis=1).mean()
+    assert precision >= 0.7
+
+    boats_full = boats_tiled = 0
+    for f in sorted((shared_media / "A_boats").glob("shore_*1080*.jpg"))[:3]:
+        img = cv2.imread(str(f))
+        gt = _yolo_boxes(f.with_suffix(".txt"), img.shape[1], img.shape[0], cls=2)  # watercraft
+        boats_full += found(det.detect([img])[0].with_label("vessel"), gt)
+        boats_tiled += found(detect_tiled(det, [img], spec)[0].with_label("vessel"), gt)
+    assert boats_tiled > boats_full, (boats_full, boats_tiled)  # measured 8 -> 19 on these frames
