@@ -383,3 +383,26 @@ def test_decoder_never_raises_on_corrupted_sentences(edits):
     dec.flush()
     assert dec.stats.messages + dec.stats.malformed_total + dec.stats.non_ais_lines + dec.stats.blank_lines >= 0
     assert dec.stats.sentences <= dec.stats.lines
+
+
+def test_table_update_and_snapshot_from_two_threads():
+    dec = ais.AisDecoder(clock_ns=lambda: T0_S * 10**9)
+    msgs = [dec.feed_line(enc(msg_type=1, mmsi=412000000 + i, lat=22.0, lon=114.0, speed=1, course=1)[0])
+            for i in range(2000)]
+    table = VesselTable()
+    errors = []
+
+    def writer():
+        try:
+            table.update_many(msgs)
+        except Exception as exc:  # pragma: no cover - the failure being tested for
+            errors.append(exc)
+
+    th = threading.Thread(target=writer)
+    th.start()
+    sizes = []
+    while th.is_alive():
+        sizes.append(len(table.snapshot(T0_S * 10**9)))
+        table.prune(T0_S * 10**9)
+    th.join()
+    assert not errors and len(table) == 2000 and sizes == sorted(sizes)

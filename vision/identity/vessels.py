@@ -9,6 +9,7 @@ messages themselves (tag block, RMC or receive clock), so a replayed log ages by
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
@@ -81,7 +82,8 @@ class VesselTable:
 
     ``max_age_s``: rows not heard from for longer are removed by :meth:`prune` and hidden by :meth:`snapshot`.
     Messages older than a row's newest position do not move the position back (out-of-order feeds).
-    Invalid MMSIs (0 or more than 9 digits) are counted in ``rejected`` and ignored.
+    Invalid MMSIs (0 or more than 9 digits) are counted in ``rejected`` and ignored. Thread-safe: the AIS feed
+    thread may :meth:`update` while the pipeline reads :meth:`snapshot`.
     """
 
     def __init__(self, *, max_age_s: float = 600.0) -> None:
@@ -89,6 +91,7 @@ class VesselTable:
             raise ValueError("max_age_s must be > 0")
         self.max_age_ns = int(max_age_s * 1e9)
         self._rows: dict[int, VesselState] = {}
+        self._lock = threading.Lock()
         self.rejected = 0
         self.latest_ns: int | None = None
 
@@ -112,6 +115,10 @@ class VesselTable:
         if not (0 < msg.mmsi <= 999_999_999):
             self.rejected += 1
             return False
+        with self._lock:
+            return self._update(msg)
+
+    def _update(self, msg: AisMessage) -> bool:
         t = msg.time_ns
         self.latest_ns = t if self.latest_ns is None else max(self.latest_ns, t)
         row = self._rows.get(msg.mmsi) or VesselState(mmsi=msg.mmsi, last_seen_ns=t)
@@ -140,9 +147,10 @@ class VesselTable:
 
     def prune(self, now_ns: int) -> list[VesselState]:
         """Remove and return the rows older than ``max_age_s`` at ``now_ns``."""
-        old = [r for r in self._rows.values() if now_ns - r.last_seen_ns > self.max_age_ns]
-        for r in old:
-            del self._rows[r.mmsi]
+        with self._lock:
+            old = [r for r in self._rows.values() if now_ns - r.last_seen_ns > self.max_age_ns]
+            for r in old:
+                del self._rows[r.mmsi]
         if old:
             log.debug("vessel table: %d rows aged out", len(old))
         return old
@@ -151,7 +159,8 @@ class VesselTable:
         """Live rows at ``now_ns`` (default: the newest message time), sorted by MMSI."""
         if now_ns is None:
             now_ns = self.latest_ns if self.latest_ns is not None else 0
-        rows = [r for r in self._rows.values() if now_ns - r.last_seen_ns <= self.max_age_ns]
+        with self._lock:
+            rows = [r for r in self._rows.values() if now_ns - r.last_seen_ns <= self.max_age_ns]
         if with_position:
             rows = [r for r in rows if r.has_position]
         return sorted(rows, key=lambda r: r.mmsi)
