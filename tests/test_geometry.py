@@ -277,3 +277,22 @@ def test_homography_rejects_bad_gcps():
     collinear = [GroundControlPoint(i * 100.0, i * 100.0, 54 + i * 1e-4, 7 + i * 1e-4) for i in range(4)]
     with pytest.raises(ConfigError):
         GcpHomography.fit(collinear)
+
+
+def test_geo_benchmark_quick_run_meets_targets():
+    """A small run of benchmarks/bench_geo.py: the accuracy targets hold (coverage needs the full run)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_geo.py"
+    spec = importlib.util.spec_from_file_location("bench_geo", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.run(trials=8, seed=3)
+    assert len(result["cells"]) == 24
+    checks = {name: ok for name, ok, _ in bench.check(result)}
+    assert checks["perfect telemetry: median <= 0.5 m in every cell"]
+    assert checks["noisy, 100 m / 45 deg: median <= 5 m"]
+    c = {(x["alt_m"], x["depression_deg"]): x for x in result["cells"]}
+    # oblique views are worse than steep ones, as the geometry says
+    assert c[(150.0, 15.0)]["noisy_median_m"] > 2 * c[(150.0, 90.0)]["noisy_median_m"]
