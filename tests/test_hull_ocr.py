@@ -253,3 +253,24 @@ def test_engine_runs_offline(monkeypatch):
     r = ocr.read_hull(render_hull("浙象渔42017"))
     assert r is not None and r.text == "浙象渔42017"
     assert attempts == []
+
+
+def test_damaged_tiny_model_is_refused(tmp_path):
+    import json
+    import shutil
+
+    from seawatch.errors import ChecksumMismatch
+    from seawatch.vision.identity.ocr import _site_dir, _verify_tiny_assets
+
+    src = _site_dir("tinyocr") / "assets"
+    for name in ("models.json", "PP-OCRv6_det_tiny.onnx", "PP-OCRv6_rec_tiny.onnx"):
+        shutil.copy(src / name, tmp_path / name)
+    _verify_tiny_assets(tmp_path)  # intact copy passes
+    with open(tmp_path / "PP-OCRv6_rec_tiny.onnx", "r+b") as fh:
+        fh.seek(1000)
+        fh.write(b"\x00\x01\x02")
+    with pytest.raises(ChecksumMismatch, match="PP-OCRv6_rec_tiny.onnx"):
+        _verify_tiny_assets(tmp_path)
+    (tmp_path / "models.json").write_text(json.dumps({"nope": 1}))
+    with pytest.raises(ModelError, match="models.json"):
+        _verify_tiny_assets(tmp_path)

