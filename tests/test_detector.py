@@ -269,6 +269,7 @@ def test_coco_finds_cars_in_parking_frames(shared_media):
 
 
 @pytest.mark.models
+@pytest.mark.slow
 def test_fire_smoke_finds_labelled_fire(shared_media):
     import cv2
 
@@ -304,6 +305,7 @@ def test_fire_smoke_quiet_on_negatives(shared_media):
 
 @pytest.mark.models
 @pytest.mark.export
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["fire_smoke", "helmet"])
 def test_parity_with_ultralytics_predict_on_the_same_onnx(name, shared_media, tmp_path, monkeypatch):
     """The same ONNX file through ultralytics' own predict (its LetterBox, NMS and scale_boxes) gives the same
