@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import pytest
 
 from seawatch.drone.geometry import latlon_to_offsets, offsets_to_latlon
@@ -106,3 +108,20 @@ def test_history_is_bounded_and_bad_input_rejected():
         tl.add_position(PositionSample(T0, math.nan, 7.0, 50.0))
     with pytest.raises(ConfigError):
         PoseTimeline(max_age_s=0.0)
+
+
+def test_geotag_stale_pose_gives_reason_and_fresh_pose_gives_positions():
+    from seawatch.drone.geometry import CameraIntrinsics, GeoLocator
+    from seawatch.drone.geotag import box_ground_points, geotag
+
+    tl = PoseTimeline(default_gimbal=(0.0, -90.0, 0.0, "horizon"))
+    _straight_line(tl)
+    loc = GeoLocator(CameraIntrinsics.from_fov(640, 480, 70.0))
+    boxes = [[300, 200, 340, 280], [0, 0, 10, 10]]
+    pts = box_ground_points(boxes)
+    assert pts.tolist() == [[320.0, 280.0], [5.0, 10.0]]
+    g, fix = geotag(loc, tl, pts, T0 + S // 2)
+    assert not fix.stale and g.valid.all() and np.isfinite(g.semi_major_m).all()
+    g, fix = geotag(loc, tl, pts, T0 + 10 * S)
+    assert fix.stale and not g.valid.any()
+    assert g.reasons[0].startswith("no pose: drone: newest position telemetry")
