@@ -24,9 +24,14 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("detect",): "seawatch.vision.cmd_detect",
     ("bench",): "seawatch.vision.cmd_bench",
     ("ais", "show"): "seawatch.vision.identity.cmd_ais_show",
+    ("drone", "replay"): "seawatch.drone.cmd_replay",
+    ("drone", "status"): "seawatch.drone.cmd_status",
+    ("drone", "sim"): "seawatch.drone.cmd_sim",
+    ("drone", "patrol"): "seawatch.drone.cmd_patrol",
+    ("drone", "abort"): "seawatch.drone.cmd_abort",
 }
 
-GROUP_HELP = {"models": "provision, list and register detection models"}
+GROUP_HELP = {"models": "provision, list and register detection models", "drone": "MAVLink drones: status, replay, simulate, patrol, abort"}
 
 
 def build_parser() -> argparse.ArgumentParser:

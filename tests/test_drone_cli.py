@@ -1,0 +1,69 @@
+"""``seawatch drone ...`` commands, against the real log and the simulator."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from seawatch.cli import main
+from seawatch.drone.sim import SimVehicle
+
+REAL_LOG = "E_drone_telemetry/ardupilot_real_2018-09-25_15-36-53.tlog"
+SQUARE = "54.0003,6.9995;54.0003,7.0005;53.9997,7.0005;53.9997,6.9995"
+
+
+def _port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_replay_command_summary_and_poses(shared_media: Path, capsys):
+    log = shared_media / REAL_LOG
+    assert main(["drone", "replay", str(log), "--every", "60"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    summary = json.loads(lines[-1])
+    poses = [json.loads(x) for x in lines[:-1]]
+    assert summary["samples"]["position"] == 1616 and summary["start"].startswith("2018-09-25T22:36:5")
+    assert summary["lat_range"] == pytest.approx([49.2569063, 49.2573976])
+    assert summary["max_position_gap_s"] == pytest.approx(3.8, abs=0.1)
+    assert len(poses) == 24  # 1392 s / 60 s
+    good = [p for p in poses if not p["stale"]]
+    assert good and all(49.2568 < p["lat_deg"] < 49.2575 for p in good)
+
+
+def test_patrol_plan_only(capsys):
+    assert main(["drone", "patrol", "--lawnmower", SQUARE, "--spacing", "20", "--alt", "25"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert len(plan["waypoints"]) == 8 and all(w["alt_m"] == 25 for w in plan["waypoints"])
+
+
+def test_bad_polygon_is_a_clean_error(capsys):
+    assert main(["drone", "patrol", "--perimeter", "54,7;oops", "--alt", "25"]) == 1
+    err = capsys.readouterr().err
+    assert "--perimeter" in err and "Traceback" not in err
+
+
+def test_status_without_vehicle_fails_cleanly(capsys):
+    assert main(["drone", "status", f"udpin:127.0.0.1:{_port()}", "--timeout", "0.5"]) == 1
+    assert "no vehicle HEARTBEAT" in capsys.readouterr().err
+
+
+def test_patrol_status_abort_against_simulator(capsys):
+    port = _port()
+    with SimVehicle(f"udpout:127.0.0.1:{port}", speed=10.0) as sim:
+        url = f"udpin:127.0.0.1:{port}"
+        assert main(["drone", "patrol", url, "--perimeter", SQUARE, "--alt", "20", "--speed", "10",
+                     "--start", "--wait", "30"]) == 0
+        out = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+        assert out[0]["uploaded_items"] == 1 + 1 + 1 + 5 + 1  # home, takeoff, speed, 5 waypoints, RTL
+        assert out[-1]["complete"] is True
+        assert main(["drone", "status", url, "--seconds", "0"]) == 0
+        state = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert state["link"] == "connected" and state["mode"] == "RTL"
+        sim.mode = "LOITER"
+        assert main(["drone", "abort", url, "--mode", "LAND"]) == 0
+        assert sim.mode == "LAND"
