@@ -270,3 +270,16 @@ def test_postprocess_is_fast_for_many_candidates():
     assert 0 < len(det) <= 300
     assert dt < 0.25, f"postprocess took {dt * 1e3:.0f} ms for {n} anchors"
     assert math.isfinite(float(det.confidence.sum()))
+
+
+@pytest.mark.parametrize("max_det,ncls", [(5, 1), (40, 3), (150, 2)])
+def test_nms_stopping_at_max_det_is_exact(monkeypatch, max_det, ncls):
+    monkeypatch.setattr(pp, "EARLY_STOP_BLOCK", 32)
+    rng = np.random.default_rng(max_det)
+    n = 700
+    xy = rng.integers(0, 300, (n, 2)).astype(np.float32)
+    boxes = np.concatenate([xy, xy + rng.integers(5, 60, (n, 2))], 1).astype(np.float32)
+    scores = rng.permutation(n).astype(np.float32) / n
+    cls = rng.integers(0, ncls, n)
+    want = reference_nms(boxes.tolist(), scores.tolist(), 0.5, cls.tolist())[:max_det]
+    assert nms(boxes, scores, 0.5, cls, max_det=max_det).tolist() == want

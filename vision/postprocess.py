@@ -36,6 +36,7 @@ from seawatch.vision.preprocess import LetterboxBatch
 MAX_WH_PX = 7680  # class offset for class-aware NMS, as in ultralytics and YOLOv5
 MAX_NMS = 30000  # most candidates entering NMS per image, as in both frameworks
 NMS_BLOCK = 2048  # boxes per block of the IoU matrix (memory: NMS_BLOCK**2 floats)
+EARLY_STOP_BLOCK = 512  # block when NMS can stop at max_det: small enough to stop early
 
 OutputFormat = Literal["yolov8", "yolov5"]
 
@@ -150,19 +151,24 @@ def _iou(a: np.ndarray, area_a: np.ndarray, b: np.ndarray, area_b: np.ndarray) -
         return inter / (area_a[:, None] + area_b[None, :] - inter)
 
 
-def nms_sorted(xyxy: np.ndarray, iou: float) -> np.ndarray:
+def nms_sorted(xyxy: np.ndarray, iou: float, limit: int | None = None, block: int | None = None) -> np.ndarray:
     """Greedy NMS of boxes already sorted by descending score; returns a ``(N,) bool`` keep mask.
 
     Exact torchvision semantics (suppress when IoU ``> iou``), vectorised per block (see the module docstring).
+    With ``limit``, stops once that many boxes are kept: later boxes are left unkept, which is exact for the first
+    ``limit`` kept boxes (all that ``max_det`` lets through).
     """
     n = xyxy.shape[0]
     keep = np.zeros((n,), bool)
     if n == 0:
         return keep
+    block = block or NMS_BLOCK
     thr = np.float64(iou)
     area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1])
-    for start in range(0, n, NMS_BLOCK):
-        stop = min(n, start + NMS_BLOCK)
+    for start in range(0, n, block):
+        if limit is not None and np.count_nonzero(keep[:start]) >= limit:
+            break
+        stop = min(n, start + block)
         blk, blk_area = xyxy[start:stop], area[start:stop]
         alive = np.ones((stop - start,), bool)
         prev = np.flatnonzero(keep[:start])
@@ -197,13 +203,16 @@ def nms(xyxy: np.ndarray, score: np.ndarray, iou: float, class_id: np.ndarray | 
         return np.zeros((0,), np.int64)
     order = np.argsort(-score, kind="stable")
     boxes = np.asarray(xyxy, np.float32)[order]
-    if class_id is None:
-        keep = nms_sorted(boxes, iou)
-    else:
+    if class_id is not None:
         cls = np.asarray(class_id)[order]
-        # The offset keeps the float32 IoU arithmetic identical to the frameworks'; classes never overlap
-        # after it, so each class is suppressed on its own (a loop over classes, not boxes).
+        # The offset keeps the float32 IoU arithmetic identical to the frameworks'; classes never overlap after it.
         boxes = boxes + (cls.astype(np.float32) * np.float32(max_wh))[:, None]
+    if class_id is None or (max_det is not None and n > 2 * max_det):
+        # Many candidates and a max_det cut (low thresholds for evaluation): walk all classes together in score
+        # order, in small blocks, and stop as soon as max_det boxes are kept.
+        keep = nms_sorted(boxes, iou, limit=max_det, block=EARLY_STOP_BLOCK if max_det is not None else None)
+    else:
+        # Each class on its own: IoU matrices of one class at a time (a loop over classes, not boxes).
         keep = np.zeros((n,), bool)
         by_class = np.argsort(cls, kind="stable")  # score order is kept inside each class
         bounds = np.flatnonzero(np.diff(cls[by_class])) + 1
