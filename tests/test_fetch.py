@@ -11,7 +11,6 @@ import argparse
 import base64
 import hashlib
 import json
-import os
 import zipfile
 from pathlib import Path
 
@@ -482,7 +481,7 @@ def test_reference_predict_finds_labelled_objects(shared_media, name, image, gt_
     det = reference_predict(name, [img], 0.25, 0.45, registry.get_manifest(name).defaults.imgsz)[0]
     assert det.model == name and det.labels == registry.get_manifest(name).seawatch_labels
     hits = [i for i in range(len(det)) if det.label[i] == label and _best_iou(det.xyxy_px[i], gt) >= 0.5]
-    assert hits, f"no {label} detection overlaps a labelled box: {list(zip(det.label, det.confidence))}"
+    assert hits, f"no {label} detection overlaps a labelled box: {list(zip(det.label, det.confidence, strict=True))}"
     assert (det.xyxy_px[:, [0, 2]] <= img.shape[1] + 1e-3).all() and (det.xyxy_px[:, [1, 3]] <= img.shape[0] + 1e-3).all()
 
 

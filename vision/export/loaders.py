@@ -16,7 +16,6 @@ offline (``YOLO_OFFLINE``, no auto-install, settings under the cache) before its
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import sys
