@@ -41,14 +41,15 @@ def prepare_ultralytics_env() -> None:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     os.environ.setdefault("YOLO_VERBOSE", "true" if log.isEnabledFor(logging.DEBUG) else "false")
-    if "ultralytics" in sys.modules:
-        try:
-            from ultralytics.utils import SETTINGS
+    try:
+        from ultralytics.utils import SETTINGS  # every caller imports ultralytics next anyway
 
-            if SETTINGS.get("sync", False):
-                SETTINGS.update(sync=False)
-        except Exception as exc:  # settings are a convenience; never fail a load on them
-            log.debug("could not turn off ultralytics settings sync: %s", exc)
+        if SETTINGS.get("sync", False):
+            SETTINGS.update(sync=False)  # no analytics events
+    except ImportError:
+        pass  # the export toolchain is absent; the caller reports that
+    except Exception as exc:  # settings are a convenience; never fail a load on them
+        log.debug("could not turn off ultralytics settings sync: %s", exc)
 
 
 @dataclass
