@@ -571,7 +571,9 @@ def test_onnx_export_matches_pytorch(load, helmet_weights, shared_media, tmp_pat
     local = tmp_path / "helmet.pt"  # export writes next to the weights; keep that out of the model cache
     shutil.copyfile(helmet_weights, local)
     yolo = load(local)
-    onnx_path = Path(yolo.export(format="onnx", dynamic=True, simplify=False, opset=17, imgsz=640))
+    # as the fetch pipeline calls it (onnxslim simplification where installed)
+    onnx_path = Path(yolo.export(format="onnx", dynamic=True, simplify=has_module("onnxslim"), opset=17, imgsz=640,
+                                 half=False, nms=False, batch=1, device="cpu"))
     assert onnx_path.is_file() and onnx_path.parent == tmp_path
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     inp = sess.get_inputs()[0].name
