@@ -248,11 +248,20 @@ class MavlinkLink:
                     source_component=self.source_component,
                     robust_parsing=True,
                     autoreconnect=False,
+                    retries=0,  # one attempt; the reader's backoff loop does the retrying (and can be stopped)
                 )
         except TelemetryError:
             raise
         except Exception as exc:  # pymavlink raises OSError, serial errors, ValueError for bad strings
             raise TelemetryError(f"drone {self.vehicle_id}: cannot open MAVLink connection {self.url!r}: {exc}") from exc
+        if hasattr(conn, "handle_eof"):
+            # pymavlink's TCP client prints and returns b"" on EOF (a busy loop without autoreconnect): make
+            # a closed peer an error, so the reader marks the link lost and reconnects with backoff
+            def _closed(*_a, _url=self.url):
+                raise ConnectionResetError(f"{_url}: peer closed the TCP connection")
+
+            conn.handle_eof = _closed
+            conn.handle_disconnect = _closed
         self._conn = conn
 
     def open(self, timeout_s: float = 10.0) -> "MavlinkLink":
@@ -310,9 +319,11 @@ class MavlinkLink:
         backoff = self.reconnect_backoff_s
         while not self._stop.is_set():
             conn = self._conn
+            if conn is None:  # the last reconnect attempt failed: try again after the backoff
+                self._reconnect(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
             try:
-                if conn is None:
-                    raise OSError("not connected")
                 msg = conn.recv_match(blocking=True, timeout=0.1)
             except Exception as exc:  # socket errors, serial unplugged, parser bugs
                 msg = None

@@ -204,3 +204,44 @@ def test_malformed_mavlink_is_counted_and_skipped(live):
 def test_copter_mode_table_is_ardupilot():
     assert COPTER_MODES[3] == "AUTO" and COPTER_MODES[4] == "GUIDED" and COPTER_MODES[6] == "RTL"
     assert COPTER_MODES[5] == "LOITER" and COPTER_MODES[9] == "LAND" and COPTER_MODES[16] == "POSHOLD"
+
+
+def test_tcp_link_loss_and_reconnect():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sim = SimVehicle(f"tcpin:127.0.0.1:{port}").start()
+    time.sleep(0.2)
+    link = MavlinkLink(f"tcp:127.0.0.1:{port}", reconnect_backoff_s=0.2).open(5.0)
+    try:
+        link.set_mode("GUIDED")
+        link.arm()
+        assert link.state.armed is True
+        sim.stop()  # the vehicle's TCP server goes away: an error, not a busy loop on EOF
+        deadline = time.monotonic() + 5.0
+        while link.status is not LinkStatus.LOST and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert link.status is LinkStatus.LOST
+        sim = SimVehicle(f"tcpin:127.0.0.1:{port}").start()
+        deadline = time.monotonic() + 10.0
+        while link.status is not LinkStatus.CONNECTED and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert link.status is LinkStatus.CONNECTED and link.counters.reconnects >= 1
+        assert link.state.armed is False  # a fresh vehicle
+    finally:
+        link.close()
+        sim.stop()
+
+
+def test_drone_never_imports_vision_or_service():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, seawatch.drone.geometry, seawatch.drone.pose, seawatch.drone.link, seawatch.drone.mission, "
+        "seawatch.drone.sim, seawatch.drone.geotag, seawatch.drone.cmd_patrol, seawatch.drone.cmd_replay; "
+        "bad = [m for m in sys.modules if m.startswith(('seawatch.vision', 'seawatch.service', 'torch'))]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
