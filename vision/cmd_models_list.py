@@ -27,6 +27,20 @@ def _human(n: int) -> str:
     return str(n)
 
 
+def _provenance(m, lock: dict) -> str:
+    """package==version for wheels; for files the path actually used (from the lock), else the expanded one."""
+    from seawatch.vision import registry
+
+    if m.source.kind == "pypi_wheel":
+        return m.provenance
+    used = (lock.get("source") or {}).get("path")
+    if used:
+        return used
+    if m.source.paths:
+        return str(registry.expand_path(m.source.paths[0]))
+    return m.provenance
+
+
 def collect(verify: bool = False) -> list[dict]:
     """One row per registered model (sorted by name)."""
     from seawatch.errors import ChecksumMismatch, ModelError
@@ -52,7 +66,7 @@ def collect(verify: bool = False) -> list[dict]:
             "provisioned": status,
             "variants": sorted((lock.get("variants") or {}).keys()) if status != "no" else [],
             "size_bytes": _size_bytes(registry.model_dir(name)),
-            "provenance": m.provenance,
+            "provenance": _provenance(m, lock),
             "licence": m.licence,
             "family": m.family,
             "output_format": m.output_format,
@@ -72,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         h, w = r["input_size_px"]
         prov = r["provisioned"] + (f" ({','.join(r['variants'])})" if r["variants"] else "")
-        lic = r["licence"] if len(r["licence"]) <= 40 else r["licence"][:37] + "..."
+        lic = r["licence"].split(" (")[0].split(";")[0]  # the headline; --json has the full text
         table.append((r["name"], ",".join(r["labels"]), f"{w}x{h}", prov,
                       _human(r["size_bytes"]) if r["size_bytes"] else "-", r["provenance"], lic))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
