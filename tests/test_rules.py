@@ -342,6 +342,24 @@ def test_one_event_per_blockage_across_vehicles_and_missed_detections():
     assert evs[-1].track_ids == (1, 2) and evs[-1].end_ns == ns(250) and evs[-1].at_ns == ns(260)
 
 
+def test_tracker_id_switch_on_a_parked_car_keeps_its_resting_timer():
+    # the same parked car gets a new track id at 30 s and again at 45 s (re-acquired after missed detections)
+    scene = lambda t: D(car(1 if t < 30 else 2 if t < 45 else 3, 250 + np.cos(t)))  # noqa: E731
+    evs = run(engine(LANE), grid(0, 100, 1), scene)
+    assert phases(evs) == [("start", "fire_lane_blocked")]
+    assert evs[0].start_ns == 0 and evs[0].at_ns == ns(60) and evs[0].track_ids == (3,)
+    # but a different car parking where another just left starts its own timer
+    scene2 = lambda t: D(car(1, 250)) if t < 30 else D(car(2, 420)) if t >= 32 else D()  # noqa: E731
+    evs = run(engine(LANE), grid(0, 120, 1), scene2)
+    assert phases(evs) == [("start", "fire_lane_blocked")] and evs[0].start_ns == ns(32) and evs[0].at_ns == ns(92)
+
+
+def test_remembered_but_unseen_vehicle_never_opens_a_blockage():
+    # parked for 55 s, then detections stop: grace memory (10 s) must not open an event at 60 s on its own
+    evs = run(engine(LANE), grid(0, 100, 1), lambda t: D(car(1, 250)) if t <= 55 else D())
+    assert evs == []
+
+
 def test_car_outside_the_lane_or_barely_touching_does_not_block():
     assert run(engine(LANE), grid(0, 200, 2), lambda t: D(car(1, 620))) == []
     assert run(engine(LANE), grid(0, 200, 2), lambda t: D(car(1, 120))) == []  # 30 px of 200 (15 %) in the lane

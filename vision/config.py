@@ -43,9 +43,11 @@ class TrackerConfig(_Strict):
     """ByteTrack-style two-stage association; all timing is wall-clock (frame capture time)."""
 
     type: Literal["bytetrack"] = Field("bytetrack", description="tracker variant")
-    high_confidence: Conf = Field(0.5, description="detections at or above this are matched first and may start tracks")
+    high_confidence: Conf = Field(
+        0.35, description="detections at or above this are matched first (lower than ByteTrack's 0.5: CCTV-scale objects score low)"
+    )
     low_confidence: Conf = Field(0.1, description="detections below this are ignored; between low and high they only extend existing tracks")
-    new_track_confidence: Conf = Field(0.6, description="an unmatched detection starts a track only at or above this")
+    new_track_confidence: Conf = Field(0.4, description="an unmatched detection starts a track only at or above this")
     match_iou: float = Field(0.2, ge=0.0, le=1.0, description="minimum IoU, predicted box vs detection, in the first (high-confidence) stage")
     low_match_iou: float = Field(0.5, ge=0.0, le=1.0, description="minimum IoU in the second (low-confidence) stage")
     tentative_match_iou: float = Field(0.3, ge=0.0, le=1.0, description="minimum IoU to confirm a tentative track")

@@ -624,6 +624,16 @@ class FireLaneRule(Rule):
             box = d.xyxy_px[i].astype(np.float64)
             diag = float(np.hypot(box[2] - box[0], box[3] - box[1]))
             p = self._vehicles.get(tid)
+            if p is None:
+                # a new id where a vehicle rested until recently is most likely that vehicle re-acquired by the
+                # tracker (missed detections, occlusion): it inherits the resting timer
+                heir = self._heir(anchors[i], diag, t)
+                if heir is not None:
+                    p = self._vehicles.pop(heir)
+                    p.last_seen_ns = t
+                    p.label = str(d.label[i])
+                    self._vehicles[tid] = p
+                    continue
             if p is None or np.hypot(*(anchors[i] - p.ref_xy)) > cfg.max_drift_frac * diag:
                 self._vehicles[tid] = _Parked(anchors[i].copy(), t, t, str(d.label[i]))  # (re)starts resting here
             else:
@@ -657,7 +667,9 @@ class FireLaneRule(Rule):
             if fg_blocked and fg_state.since_ns is not None:
                 starts.append(fg_state.since_ns)
             if self._incident is None:
-                if t < self._cooldown_until_ns:
+                # start only on evidence seen in this very frame (grace memory may extend, never open, a blockage)
+                seen_now = any(p.last_seen_ns == t for p in parked.values()) or (fg_blocked and fg_state.last_seen_ns == t)
+                if t < self._cooldown_until_ns or not seen_now:
                     return out
                 self._incident = _Incident(FIRE_LANE_BLOCKED, ctx.source_id, self.zone.id, min(starts), "high", self.policy)
                 self._observe(ctx, parked, fg_state)
@@ -670,6 +682,17 @@ class FireLaneRule(Rule):
         elif self._incident is not None and t - self._last_blocked_ns >= _s_to_ns(cfg.clear_after_s):  # type: ignore[operator]
             out.append(self._end(t, "lane clear"))
         return out
+
+    def _heir(self, anchor_xy: np.ndarray, diag: float, t: int) -> int | None:
+        """Id of a resting vehicle, not seen in this frame, whose place ``anchor_xy`` is (closest first)."""
+        best, best_d = None, self.cfg.max_drift_frac * diag
+        for tid, p in self._vehicles.items():
+            if p.last_seen_ns == t:
+                continue
+            dist = float(np.hypot(*(anchor_xy - p.ref_xy)))
+            if dist <= best_d:
+                best, best_d = tid, dist
+        return best
 
     def _observe(self, ctx: FrameContext, parked: dict[int, _Parked], fg_state) -> None:
         inc = self._incident
