@@ -57,6 +57,7 @@ MAV_AUTOPILOT_INVALID = 8
 MAV_MODE_FLAG_SAFETY_ARMED = 128
 MAV_MODE_FLAG_CUSTOM_MODE_ENABLED = 1
 GIMBAL_DEVICE_FLAGS_YAW_LOCK = 16
+GIMBAL_DEVICE_FLAGS_YAW_IN_VEHICLE_FRAME = 32
 GIMBAL_DEVICE_FLAGS_YAW_IN_EARTH_FRAME = 64
 MAV_COMP_ID_GIMBAL = 154
 MAV_COMP_ID_CAMERA = 100
@@ -528,8 +529,13 @@ class MavlinkLink:
         if msg.get_srcSystem() != self.target_system:
             return
         r, p, y = (math.degrees(v) for v in euler_zyx_from_quat(msg.q))
-        earth = bool(msg.flags & (GIMBAL_DEVICE_FLAGS_YAW_LOCK | GIMBAL_DEVICE_FLAGS_YAW_IN_EARTH_FRAME))
-        frame = "earth" if earth else "horizon"
+        # yaw frame: the explicit IN_VEHICLE / IN_EARTH flags win; older devices only say YAW_LOCK (= earth)
+        if msg.flags & GIMBAL_DEVICE_FLAGS_YAW_IN_VEHICLE_FRAME:
+            frame = "horizon"
+        elif msg.flags & (GIMBAL_DEVICE_FLAGS_YAW_IN_EARTH_FRAME | GIMBAL_DEVICE_FLAGS_YAW_LOCK):
+            frame = "earth"
+        else:
+            frame = "horizon"
         t = self._sample_time_ns(msg, recv_ns)
         self.timeline.add_gimbal(GimbalSample(t, r, p, y, frame))
         self._update(gimbal_rpy_deg=(r, p, y), gimbal_frame=frame)
@@ -648,7 +654,8 @@ class MavlinkLink:
         """Send COMMAND_LONG and wait for its COMMAND_ACK; returns the MAV_RESULT. Raises on timeout."""
         tsys = self._require_target()
         tcomp = self.target_component if target_component is None else target_component
-        p = list(params) + [0.0] * (7 - len(list(params)))
+        p = list(params)
+        p += [0.0] * (7 - len(p))
         for attempt in range(retries + 1):
             with self.expect(["COMMAND_ACK"], lambda m: m.command == command) as w:
                 self.send("command_long_send", tsys, tcomp, command, attempt, *p[:7])

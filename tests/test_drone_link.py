@@ -245,3 +245,48 @@ def test_drone_never_imports_vision_or_service():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _packed(fn: str, *args, src=(1, 1), ts: float = 1_700_000_000.0):
+    from seawatch.drone.link import mavutil
+
+    mu = mavutil()
+    mav = mu.mavlink.MAVLink(None, srcSystem=src[0], srcComponent=src[1])
+    msg = getattr(mav, fn)(*args)
+    msg.pack(mav)
+    msg._timestamp = ts
+    return msg
+
+
+@pytest.mark.parametrize("flags, frame", [(4 | 8 | 32, "horizon"), (4 | 8 | 64, "earth"), (16, "earth"),
+                                          (16 | 32, "horizon"), (0, "horizon")])
+def test_gimbal_v2_flags_choose_the_yaw_frame(flags, frame):
+    import math
+
+    from seawatch.drone.geometry import quat_from_euler_zyx
+
+    link = MavlinkLink("udpin:127.0.0.1:1")  # never opened: messages are fed straight to the handler
+    link._handle(_packed("heartbeat_encode", 2, 3, 1, 4, 4))
+    q = [float(v) for v in quat_from_euler_zyx(0.0, math.radians(-30.0), math.radians(15.0))]
+    link._handle(_packed("gimbal_device_attitude_status_encode", 0, 0, 1000, flags, q, 0, 0, 0, 0, 0, 0, 0,
+                         src=(1, 154)))
+    assert link.state.gimbal_frame == frame
+    assert link.state.gimbal_rpy_deg == pytest.approx((0.0, -30.0, 15.0), abs=1e-4)
+    # a broken quaternion is counted and skipped, not raised
+    link._handle(_packed("gimbal_device_attitude_status_encode", 0, 0, 1100, flags, [0.0, 0.0, 0.0, 0.0],
+                         0, 0, 0, 0, 0, 0, 0, src=(1, 154)))
+    assert link.counters.bad_data == 1 and link.timeline.counts["gimbal"] == 1
+
+
+def test_messages_from_other_systems_are_ignored():
+    link = MavlinkLink("udpin:127.0.0.1:1")
+    link._handle(_packed("heartbeat_encode", 6, 8, 0, 0, 4, src=(255, 190)))  # a GCS
+    assert link.target_system is None
+    link._handle(_packed("heartbeat_encode", 2, 3, 129, 5, 4, src=(7, 1)))
+    assert link.target_system == 7 and link.state.mode == "LOITER" and link.state.armed is True
+    link._handle(_packed("global_position_int_encode", 1000, 540000000, 70000000, 50000, 30000, 0, 0, 0, 0,
+                         src=(9, 1)))
+    assert link.timeline.counts["position"] == 0
+    link._handle(_packed("global_position_int_encode", 1000, 540000000, 70000000, 50000, 30000, 0, 0, 0, 0,
+                         src=(7, 1)))
+    assert link.timeline.counts["position"] == 1 and link.state.alt_rel_m == 30.0
