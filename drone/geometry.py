@@ -285,7 +285,11 @@ class CameraPose:
 
 
 def _rotations(pose: CameraPose, dangles_deg: np.ndarray) -> np.ndarray:
-    """NED-from-camera rotations for the pose with angle offsets ``(K, 6)`` (vehicle rpy, gimbal rpy), degrees."""
+    """NED-from-camera rotations for the pose with angle offsets ``(K, 6)`` (vehicle rpy, gimbal rpy), degrees.
+
+    Offsets 0..2 are errors of the attitude reference (the vehicle AHRS); for a stabilised gimbal they tilt the
+    camera through the horizon it holds, so ``PoseSigmas.attitude_deg`` counts in every gimbal frame.
+    """
     d = np.radians(dangles_deg)
     vr = math.radians(pose.roll_deg) + d[:, 0]
     vp = math.radians(pose.pitch_deg) + d[:, 1]
@@ -296,10 +300,11 @@ def _rotations(pose: CameraPose, dangles_deg: np.ndarray) -> np.ndarray:
     if pose.gimbal_frame == "body":
         r = euler_zyx_to_matrix(vr, vp, vy) @ euler_zyx_to_matrix(gr, gp, gy)
     elif pose.gimbal_frame == "horizon":
-        # a stabilised gimbal: vehicle roll/pitch do not move the camera, errors in them do not either
-        r = euler_zyx_to_matrix(gr, gp, vy + gy)
+        # a stabilised gimbal: the vehicle's roll/pitch do not move the camera, but the error of the attitude
+        # reference it stabilises against (the vehicle's roll/pitch error) does
+        r = euler_zyx_to_matrix(gr + d[:, 0], gp + d[:, 1], vy + gy)
     else:
-        r = euler_zyx_to_matrix(gr, gp, gy)
+        r = euler_zyx_to_matrix(gr + d[:, 0], gp + d[:, 1], gy + d[:, 2])
     return r @ _GIMBAL_FROM_CAM
 
 

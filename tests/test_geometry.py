@@ -296,3 +296,11 @@ def test_geo_benchmark_quick_run_meets_targets():
     c = {(x["alt_m"], x["depression_deg"]): x for x in result["cells"]}
     # oblique views are worse than steep ones, as the geometry says
     assert c[(150.0, 15.0)]["noisy_median_m"] > 2 * c[(150.0, 90.0)]["noisy_median_m"]
+
+
+@pytest.mark.parametrize("frame", ["body", "horizon", "earth"])
+def test_attitude_sigma_counts_in_every_gimbal_frame(frame):
+    loc = GeoLocator(K, sigmas=PoseSigmas(attitude_deg=0.5, horizontal_m=0.0, vertical_m=0.0, timing_s=0.0, pixel_px=0.0))
+    g = loc.locate(CENTRE, CameraPose(54.0, 7.0, 100.0, gimbal_pitch_deg=-45.0, gimbal_frame=frame))
+    # along the view: h / sin^2(45) * 0.5 deg = 1.745 m (one sigma)
+    assert g.semi_major_m[0] == pytest.approx(math.sqrt(5.991) * 1.745, rel=0.03)
