@@ -3,7 +3,6 @@ parity with ultralytics' own predict, speed) and the provisioned models on real 
 
 from __future__ import annotations
 
-import glob
 import logging
 from pathlib import Path
 

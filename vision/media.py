@@ -105,9 +105,11 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     """Decode image bytes (see :func:`read_image`)."""
     if not data:
         raise InputError(f"{name}: empty file")
-    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:]:
+    if data[:2] == b"\xff\xd8":
         # libjpeg decodes a cut-off JPEG into a grey-padded picture with only a warning: refuse it instead
-        raise InputError(f"{name}: truncated JPEG (no end-of-image marker)")
+        problem = _jpeg_problem(data)
+        if problem:
+            raise InputError(f"{name}: {problem}")
     buf = np.frombuffer(data, np.uint8)
     try:
         img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
@@ -116,6 +118,33 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     if img is None or img.size == 0:
         raise InputError(f"{name}: not a decodable image (corrupt or unsupported format, {len(data)} bytes)")
     return img
+
+
+def _jpeg_problem(data: bytes) -> str | None:
+    """Why a JPEG byte string is incomplete, or None.
+
+    Walks the header segments by their lengths (so an EXIF thumbnail, which has its own markers, is skipped) to
+    the first start-of-scan, then looks for the end-of-image marker after it. Inside entropy-coded data a 0xFF
+    byte is always stuffed (FF 00), so FF D9 there can only be the real marker; data appended after it (camera
+    trailers, motion photos) does not matter.
+    """
+    pos, n = 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return "corrupt JPEG (bad segment marker)"
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:  # start of scan
+            return None if data.find(b"\xff\xd9", pos) != -1 else "truncated JPEG (no end-of-image marker)"
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            pos += 2
+            continue
+        if marker == 0xD9:
+            return "corrupt JPEG (ends before any image data)"
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    return "truncated JPEG (ends inside its header)"
 
 
 def _pts_to_ns(pts: int, time_base: Fraction) -> int:
