@@ -102,6 +102,18 @@ class DetectorSettings:
     agnostic: bool = False
 
 
+def _openvino_precision(providers: str | Sequence[str]) -> str | None:
+    """``"bf16"`` / ``"f32"`` when providers asks for the OpenVINO runtime (``openvino-bf16``), else None."""
+    first = providers.split(",")[0] if isinstance(providers, str) else (providers[0] if providers else "")
+    first = str(first).strip().lower()
+    if first.startswith("openvino-"):
+        precision = first.split("-", 1)[1]
+        if precision not in ("bf16", "f32"):
+            raise ModelError(f"unknown OpenVINO precision {precision!r} (use openvino-bf16 or openvino-f32)")
+        return precision
+    return None
+
+
 def _dim(v) -> int | None:
     return v if isinstance(v, int) and v > 0 else None
 
@@ -115,7 +127,8 @@ class OnnxDetector:
         onnx_path: the ONNX file.
         conf, iou, imgsz, max_det: override the manifest defaults (``imgsz`` is rounded up to the stride).
         agnostic: class-agnostic NMS.
-        providers: ``"auto"`` or a list of execution providers (see :func:`select_providers`).
+        providers: ``"auto"`` or a list of execution providers (see :func:`select_providers`); a first entry
+            ``openvino-bf16`` / ``openvino-f32`` runs the graph with the OpenVINO runtime instead.
         intra_op_threads, inter_op_threads: onnxruntime thread pools (0 = onnxruntime's default).
         warmup: run one dummy batch at construction so the first real call is not slow.
     """
@@ -154,11 +167,19 @@ class OnnxDetector:
         so.intra_op_num_threads = int(intra_op_threads)
         so.inter_op_num_threads = int(inter_op_threads)
         so.log_severity_level = 3
-        wanted = select_providers(providers)
+        engine = _openvino_precision(providers)
+        wanted = ["OpenVINO"] if engine else select_providers(providers)
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=wanted)
+            if engine:  # same ONNX, same pre/post-processing; OpenVINO runs the graph (bf16 on capable CPUs)
+                from seawatch.vision.openvino_backend import OpenVinoSession
+
+                self.session = OpenVinoSession(self.path, engine, threads=int(intra_op_threads))
+            else:
+                self.session = ort.InferenceSession(str(self.path), sess_options=so, providers=wanted)
+        except ModelError:
+            raise
         except Exception as exc:  # onnxruntime raises its own pybind exception types
-            if wanted != ["CPUExecutionProvider"]:
+            if wanted not in (["CPUExecutionProvider"], ["OpenVINO"]):
                 log.warning("model %s: session with %s failed (%s); falling back to CPU", self.name, wanted, exc)
                 try:
                     self.session = ort.InferenceSession(str(self.path), sess_options=so,
