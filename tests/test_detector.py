@@ -173,10 +173,11 @@ def test_select_providers(caplog):
 
 def test_thread_settings_reach_the_session(const_models):
     det = OnnxDetector(manifest("t", "yolov8"), const_models["yolov8"], intra_op_threads=1, inter_op_threads=1,
-                       providers=["cpu"], warmup=False)
+                       providers=["cpu"], warmup=False, session_config={"session.intra_op.allow_spinning": "0"})
     assert det.providers == ["CPUExecutionProvider"]
     opts = det.session.get_session_options()
     assert opts.intra_op_num_threads == 1 and opts.inter_op_num_threads == 1
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_timing_adds():

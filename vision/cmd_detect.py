@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from fractions import Fraction
@@ -292,14 +293,17 @@ def run(args: argparse.Namespace) -> int:
                 pending = []
         if pending:
             process(pending)
+        out.flush()
+    except BrokenPipeError:
+        # the reader went away (e.g. `| head`): stop quietly, and keep Python's exit-time flush from complaining
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        log.info("output closed by the reader; stopping")
     finally:
         bar.close()
         if annotator is not None:
             annotator.finish()
         if out is not sys.stdout:
             out.close()
-        else:
-            out.flush()
     dt = time.perf_counter() - t0
     for d in detectors:
         t = d.total_timing

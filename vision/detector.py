@@ -131,12 +131,14 @@ class OnnxDetector:
             ``openvino-bf16`` / ``openvino-f32`` runs the graph with the OpenVINO runtime instead.
         intra_op_threads, inter_op_threads: onnxruntime thread pools (0 = onnxruntime's default).
         warmup: run one dummy batch at construction so the first real call is not slow.
+        session_config: extra onnxruntime session config entries, e.g.
+            ``{"session.intra_op.allow_spinning": "0"}`` so idle worker threads do not spin on a shared CPU.
     """
 
     def __init__(self, manifest, onnx_path: str | os.PathLike, *, conf: float | None = None,
                  iou: float | None = None, imgsz: int | None = None, max_det: int | None = None,
                  agnostic: bool = False, providers: str | Sequence[str] = "auto", intra_op_threads: int = 0,
-                 inter_op_threads: int = 0, warmup: bool = True):
+                 inter_op_threads: int = 0, warmup: bool = True, session_config: dict[str, str] | None = None):
         import onnxruntime as ort
 
         self.manifest = manifest
@@ -167,6 +169,8 @@ class OnnxDetector:
         so.intra_op_num_threads = int(intra_op_threads)
         so.inter_op_num_threads = int(inter_op_threads)
         so.log_severity_level = 3
+        for key, value in (session_config or {}).items():
+            so.add_session_config_entry(str(key), str(value))
         engine = _openvino_precision(providers)
         wanted = ["OpenVINO"] if engine else select_providers(providers)
         try:
