@@ -21,7 +21,8 @@ NAMES8 = ("boat", "fire", "smoke", "person", "helmet", "dog", "car", "cat")
 LABELS8 = {"boat": "vessel", "fire": "fire", "smoke": "smoke", "person": "person", "helmet": "helmet", "car": "car"}
 
 
-def make_constant_model(path: Path, table: np.ndarray, output_format: str, opset: int = 17) -> Path:
+def make_constant_model(path: Path, table: np.ndarray, output_format: str, opset: int = 17,
+                        input_shape: tuple = ("B", 3, "H", "W")) -> Path:
     """ONNX model: input ``x (B, 3, H, W)`` (all dynamic) -> raw output built from ``table``.
 
     ``table`` is ``(N, 4 + nc)`` for "yolov8" (cx, cy, w, h, class scores) or ``(N, 5 + nc)`` for "yolov5"
@@ -37,13 +38,13 @@ def make_constant_model(path: Path, table: np.ndarray, output_format: str, opset
         gated = np.zeros_like(const)
         gated[:, 4:] = const[:, 4:]
         fixed = const - gated
-        out_shape = ["B", const.shape[1], const.shape[2]]
+        out_shape = [input_shape[0], const.shape[1], const.shape[2]]
     else:
         const = table[None]  # (1, N, 5+nc)
         gated = np.zeros_like(const)
         gated[:, :, 4] = const[:, :, 4]
         fixed = const - gated
-        out_shape = ["B", const.shape[1], const.shape[2]]
+        out_shape = [input_shape[0], const.shape[1], const.shape[2]]
     nodes = [
         helper.make_node("Flatten", ["x"], ["flat"], axis=1),
         helper.make_node("ReduceMax", ["flat"], ["mx"], axes=[1], keepdims=1),
@@ -55,7 +56,7 @@ def make_constant_model(path: Path, table: np.ndarray, output_format: str, opset
              numpy_helper.from_array(np.array([2], np.int64), "ax2")]
     graph = helper.make_graph(
         nodes, "const_detector",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", 3, "H", "W"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(input_shape))],
         [helper.make_tensor_value_info("output0", TensorProto.FLOAT, out_shape)],
         inits,
     )

@@ -92,6 +92,20 @@ def test_constant_model_exact_boxes_in_one_run(const_models, fmt):
     assert det.total_timing.frames == 3  # the warm-up is not counted
 
 
+def test_static_input_model_runs_per_batch_of_its_size(tmp_path):
+    """An export with a fixed (1, 3, 640, 640) input: square letterbox, one run per frame, same boxes."""
+    path = make_constant_model(tmp_path / "static.onnx", V8_ROWS, "yolov8", input_shape=(1, 3, 640, 640))
+    det = OnnxDetector(manifest("t_static", "yolov8"), path, conf=0.5)
+    assert det.static_batch == 1 and det.fixed_hw == (640, 640)
+    det.session = CountingSession(det.session)
+    out = det.detect([white(1080, 1920), white(1080, 1920)])
+    assert det.session.calls == [(1, 3, 640, 640)] * 2
+    assert det.last_timing.runs == 2
+    # the table box (letterbox px) now sits in a 640x640 input with 140 px padding at the top
+    for d in out:
+        assert d.xyxy_px[0] == pytest.approx([810, (167 - 140) * 3, 1110, (217 - 140) * 3], abs=1e-2)
+
+
 def test_overrides_and_manifest_defaults(const_models):
     m = manifest("t", "yolov8", conf=0.75, iou=0.5, imgsz=320, max_det=1)
     det = OnnxDetector(m, const_models["yolov8"])
