@@ -135,7 +135,8 @@ class SimVehicle:
         self.gimbal_yaw_deg = 0.0
         self.mode = "STABILIZE"
         self.armed = False
-        self.mission: list[_Item] = []
+        # ArduPilot keeps home as mission item 0: an "empty" mission has one item
+        self.mission: list[_Item] = [self._home_item()]
         self.current_seq = 0
         self.mission_running = False
         self.hold_until_s: float | None = None
@@ -430,8 +431,11 @@ class SimVehicle:
 
     # -- mission protocol (vehicle side) ---------------------------------------------------------------------
 
+    def _home_item(self) -> _Item:
+        return _Item(0, 0, 16, (0.0, 0.0, 0.0, 0.0), self.home[0], self.home[1], self.home[2])
+
     def _rx_mission_clear_all(self, msg) -> None:
-        self.mission = []
+        self.mission = [self._home_item()]
         self.current_seq = 0
         self.mission_running = False
         self._send("mission_ack_send", msg.get_srcSystem(), msg.get_srcComponent(), 0, 0)
@@ -440,7 +444,7 @@ class SimVehicle:
         if getattr(msg, "mission_type", 0) != 0:
             return self._send("mission_ack_send", msg.get_srcSystem(), msg.get_srcComponent(), 4, msg.mission_type)
         if msg.count == 0:
-            self.mission = []
+            self.mission = [self._home_item()]
             return self._send("mission_ack_send", msg.get_srcSystem(), msg.get_srcComponent(), 0, 0)
         self._upload = {"count": msg.count, "items": {}, "src": (msg.get_srcSystem(), msg.get_srcComponent())}
         self._send("mission_request_int_send", msg.get_srcSystem(), msg.get_srcComponent(), 0, 0)
@@ -465,7 +469,8 @@ class SimVehicle:
         up["items"][msg.seq] = _Item(msg.seq, msg.frame, msg.command, (msg.param1, msg.param2, msg.param3, msg.param4),
                                      lat, lon, float(msg.z), msg.autocontinue)
         if len(up["items"]) == up["count"]:
-            self.mission = [up["items"][i] for i in range(up["count"])]
+            # like ArduPilot, item 0 is always the vehicle's own home, whatever was uploaded there
+            self.mission = [self._home_item()] + [up["items"][i] for i in range(1, up["count"])]
             self._upload = None
             self.current_seq = 1 if len(self.mission) > 1 else 0
             self._send("mission_ack_send", *up["src"], 0, 0)
