@@ -290,3 +290,13 @@ def test_messages_from_other_systems_are_ignored():
     link._handle(_packed("global_position_int_encode", 1000, 540000000, 70000000, 50000, 30000, 0, 0, 0, 0,
                          src=(7, 1)))
     assert link.timeline.counts["position"] == 1 and link.state.alt_rel_m == 30.0
+
+
+def test_parameter_download_is_bounded_when_vehicle_sends_none(live):
+    """dronekit's connect() hangs forever here (RECIPES.md 3); ours gives up with the reason."""
+    sim, link = live
+    sim.params = {}
+    t0 = time.monotonic()
+    with pytest.raises(TelemetryError, match=r"parameter download incomplete \(0 of None\)"):
+        link.fetch_params(timeout_s=1.0)
+    assert time.monotonic() - t0 < 2.0
