@@ -256,3 +256,52 @@ def select_window(packets: list[EncodedPacket], start_ns: int, end_ns: int) -> l
         elif decode_time_ns(p) > end_ns:
             break  # decode order has passed the window: nothing later can be shown inside it
     return [] if last is None else packets[first : last + 1]
+
+
+def has_picture(data: bytes, codec_name: str) -> bool:
+    """Whether an Annex B H.264/HEVC packet carries a coded slice (not only parameter sets or SEI)."""
+    for header, _ in iter_annexb_nals(data, limit=32):
+        if codec_name == "hevc":
+            if (header >> 1) & 0x3F < 32:
+                return True
+        elif 1 <= header & 0x1F <= 5:
+            return True
+    return False
+
+
+class AccessUnitAssembler:
+    """Turns demuxed packets into whole pictures for the ring and recordings.
+
+    Some RTSP sources deliver parameter sets in a packet of their own (without a timestamp) or a picture's slices
+    in several packets with one timestamp; written to MP4 as they are, each would become a "frame". Parameter-set
+    packets are prepended to the next picture, and packets with the same pts are joined. Costs one packet of delay.
+    """
+
+    def __init__(self, codec_name: str) -> None:
+        self.codec_name = codec_name
+        self._h26x = codec_name in ("h264", "hevc")
+        self._pending: EncodedPacket | None = None
+        self._prefix = b""
+
+    def push(self, packet: EncodedPacket) -> EncodedPacket | None:
+        """Feed one packet; returns the previous complete access unit, if one is complete now."""
+        from dataclasses import replace
+
+        if self._h26x and not has_picture(packet.data, self.codec_name):
+            self._prefix += packet.data
+            return None
+        if self._prefix:
+            packet = replace(packet, data=self._prefix + packet.data)
+            self._prefix = b""
+        pending = self._pending
+        if pending is not None and packet.pts is not None and packet.pts == pending.pts:
+            self._pending = replace(pending, data=pending.data + packet.data,
+                                    is_keyframe=pending.is_keyframe or packet.is_keyframe)
+            return None
+        self._pending = packet
+        return pending
+
+    def flush(self) -> EncodedPacket | None:
+        """The last pending access unit (end of stream)."""
+        pending, self._pending, self._prefix = self._pending, None, b""
+        return pending

@@ -34,7 +34,7 @@ from seawatch.streams.clock import StreamClock
 from seawatch.streams.frame import Frame
 from seawatch.streams.frame_queue import FrameQueue, OverflowPolicy, QueueClosed
 from seawatch.streams.motion import MotionGate, luma_plane
-from seawatch.streams.packets import EncodedPacket, PacketRing
+from seawatch.streams.packets import AccessUnitAssembler, EncodedPacket, PacketRing
 from seawatch.streams.urls import redact_text, redact_url, source_kind
 
 log = logging.getLogger(__name__)
@@ -483,6 +483,13 @@ class Source:
             ctx.thread_type = "SLICE" if cfg.decode_threads <= 1 else "AUTO"
             info = stream_info(stream)
             bsf = _annexb_filter(stream) if (self.ring is not None or self.recorder is not None) else None
+            au = AccessUnitAssembler(info.codec_name)
+            # Some senders repeat SPS/PPS before every slice of a multi-slice IDR picture, so FFmpeg's parser
+            # returns the picture as several packets with one pts and the decoder would show only its last slice.
+            # A live keyframe is therefore held until the next packet shows whether it continues (one frame of
+            # delay once per GOP, instead of the decoder's "chunks" mode, which delays every frame).
+            hold_keys = live and info.codec_name in ("h264", "hevc")
+            held: list = [None]
             for sink in (self.ring, self.recorder):
                 if sink is not None:
                     sink.set_info(info)
@@ -503,6 +510,24 @@ class Source:
                     log.debug("source %s: decode error: %s", cfg.source_id, exc)
                     return []
 
+            def decode_live(packet, decode_this: bool):
+                out = []
+                h = held[0]
+                if h is not None:
+                    held[0] = None
+                    if packet is not None and packet.pts is not None and packet.pts == h.pts:
+                        merged = _copy_packet(av, h, bytes(h) + bytes(packet))
+                        return list(frames_of(merged))
+                    out.extend(frames_of(h))
+                if packet is None:
+                    out.extend(frames_of(None))
+                elif decode_this:
+                    if hold_keys and packet.is_keyframe:
+                        held[0] = _copy_packet(av, packet, bytes(packet))
+                    else:
+                        out.extend(frames_of(packet))
+                return out
+
             demux = container.demux(stream)
             while True:
                 try:
@@ -519,7 +544,7 @@ class Source:
                 self._progress_mono = time.monotonic()
                 recv_ns = time.time_ns()
                 if packet.size == 0:
-                    frames = frames_of(None) if not need_key else []
+                    frames = decode_live(None, False) if not need_key else []
                 else:
                     pts_s = None if packet.pts is None else float(packet.pts * tb) + loop_offset_s
                     if live:
@@ -529,15 +554,15 @@ class Source:
                     mode = self._decode_mode
                     if mode == "keyframes" and not key:
                         need_key = True
-                        frames = []
+                        frames = decode_live(packet, False)
                     elif need_key and not key:
-                        frames = []  # back to full decode: wait for a keyframe to restart the reference chain
+                        frames = decode_live(packet, False)  # back to full decode: wait for a keyframe
                     else:
                         need_key = False
-                        frames = frames_of(packet)
+                        frames = decode_live(packet, True)
                     # after decoding: the bitstream filter takes the packet's data over
                     if self.ring is not None or self.recorder is not None:
-                        self._sink_packet(gen, packet, bsf, pts_s, clock, recv_ns, tb)
+                        self._sink_packet(gen, packet, bsf, pts_s, clock, recv_ns, tb, au)
                 for vf in frames:
                     if vf.pts is None:
                         fpts_s = None
@@ -557,6 +582,9 @@ class Source:
                         self._set_state_if_current(gen, State.ONLINE)
                     self._deliver(gen, vf, capture_ns, recv_ns)
             # end of this pass over the input
+            last_au = au.flush()
+            if last_au is not None:
+                self._push_sinks(gen, last_au)
             if not live:
                 short = (
                     expected_frames > 0
@@ -588,21 +616,25 @@ class Source:
                 raise _Abandoned()
             self._progress_mono = time.monotonic()
 
-    def _sink_packet(self, gen, packet, bsf, pts_s, clock: StreamClock, recv_ns: int, tb) -> None:
+    def _sink_packet(self, gen, packet, bsf, pts_s, clock: StreamClock, recv_ns: int, tb, au) -> None:
         out = bsf.filter(packet) if bsf is not None else [packet]
         for p in out:
             if clock.offset_ns is None or pts_s is None:
                 t = recv_ns
             else:
                 t = clock.offset_ns + int(round(pts_s * 1e9))
-            enc = EncodedPacket(bytes(p), p.pts, p.dts, tb, bool(p.is_keyframe), t)
-            with self._lock:
-                if gen != self._gen:
-                    raise _Abandoned()
-            if self.ring is not None:
-                self.ring.push(enc)
-            if self.recorder is not None:
-                self.recorder.push(enc)
+            enc = au.push(EncodedPacket(bytes(p), p.pts, p.dts, tb, bool(p.is_keyframe), t))
+            if enc is not None:
+                self._push_sinks(gen, enc)
+
+    def _push_sinks(self, gen: int, enc: EncodedPacket) -> None:
+        with self._lock:
+            if gen != self._gen:
+                raise _Abandoned()
+        if self.ring is not None:
+            self.ring.push(enc)
+        if self.recorder is not None:
+            self.recorder.push(enc)
 
     def _deliver(self, gen: int, vf, capture_ns: int, recv_ns: int) -> None:
         cfg = self.config
@@ -624,6 +656,14 @@ class Source:
         with self._lock:
             s = self._status
             self._status = replace(s, frames_queued=s.frames_queued + 1, last_capture_ns=capture_ns, last_receive_ns=recv_ns)
+
+
+def _copy_packet(av, packet, data: bytes):
+    """A packet that owns ``data``, with the timing and flags of ``packet``."""
+    out = av.Packet(data)
+    out.pts, out.dts, out.time_base = packet.pts, packet.dts, packet.time_base
+    out.is_keyframe = packet.is_keyframe
+    return out
 
 
 class SourceGroup:

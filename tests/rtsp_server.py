@@ -122,7 +122,7 @@ class LiveFactory(GstRtspServer.RTSPMediaFactory):
         self.set_launch(
             "( appsrc name=src is-live=true do-timestamp=true format=time "
             "caps=video/x-raw,format=GRAY8,width=640,height=360,framerate=25/1 ! videoconvert ! "
-            "video/x-raw,format=I420 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 ! "
+            "video/x-raw,format=I420 ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=25 pass=quant quantizer=18 ! "
             "video/x-h264,profile=constrained-baseline ! rtph264pay name=pay0 pt=96 config-interval=-1 )"
         )
         self.connect("media-configure", self._configure)
@@ -143,7 +143,7 @@ class LiveFactory(GstRtspServer.RTSPMediaFactory):
             now_ms = time.time_ns() // 1_000_000
             frame = bytearray(w * h)
             for row in range(BARCODE_ROWS, h):
-                frame[row * w : (row + 1) * w] = bytes([(row * 2 + now_ms // 40) % 200]) * w
+                frame[row * w : (row + 1) * w] = bytes([40 + row // 3]) * w
             bar = bytearray(w)
             for bit in range(BARCODE_BITS):
                 value = 255 if (now_ms >> (BARCODE_BITS - 1 - bit)) & 1 else 0

@@ -246,6 +246,21 @@ def test_select_window_keeps_b_frame_references():
     assert [p.pts for p in win] == [0, 3, 1, 2]
 
 
+def test_access_units_are_assembled():
+    from seawatch.streams.packets import AccessUnitAssembler
+
+    tb = Fraction(1, 90000)
+    sps_pps = b"\0\0\0\x01\x67\x42" + b"\0\0\0\x01\x68\xce"
+    idr1, idr2, p1 = b"\0\0\x01\x65\x88", b"\0\0\x01\x65\x99", b"\0\0\x01\x41\x9a"
+    asm = AccessUnitAssembler("h264")
+    assert asm.push(EncodedPacket(sps_pps, None, None, tb, True, 0)) is None  # parameter sets only: held
+    assert asm.push(EncodedPacket(idr1, 0, 0, tb, True, 1)) is None
+    assert asm.push(EncodedPacket(sps_pps + idr2, 0, 0, tb, True, 1)) is None  # same picture, second slice
+    au = asm.push(EncodedPacket(p1, 3600, 3600, tb, False, 2))
+    assert au.data == sps_pps + idr1 + sps_pps + idr2 and au.is_keyframe and au.pts == 0
+    assert asm.flush().data == p1 and asm.flush() is None
+
+
 def test_avcc_to_annexb():
     sps, pps = b"\x67\x42\xc0\x1f\xaa", b"\x68\xce\x3c\x80"
     avcc = b"\x01\x42\xc0\x1f\xff\xe1" + len(sps).to_bytes(2, "big") + sps + b"\x01" + len(pps).to_bytes(2, "big") + pps

@@ -55,9 +55,10 @@ def _free_port() -> int:
 class RtspServer:
     """One gst-rtsp-server process serving ``clip`` at ``rtsp://127.0.0.1:<port>/<path>``."""
 
-    def __init__(self, clip: Path, paths=("cam1",)) -> None:
+    def __init__(self, clip: Path, paths=("cam1",), live: bool = False) -> None:
         self.clip = clip
         self.paths = list(paths)
+        self.live = live
         self.port = _free_port()
         self.proc: subprocess.Popen | None = None
 
@@ -69,6 +70,8 @@ class RtspServer:
         args = [DEBIAN_PYTHON, str(SERVER), "--port", str(self.port), "--file", str(self.clip)]
         for p in self.paths:
             args += ["--path", p]
+        if self.live:
+            args.append("--live")
         deadline = time.monotonic() + timeout_s
         while True:
             self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -111,8 +114,8 @@ def server_clip(tmp_path_factory) -> Path:
 def servers(server_clip):
     made: list[RtspServer] = []
 
-    def make(paths=("cam1",)) -> RtspServer:
-        srv = RtspServer(server_clip, paths)
+    def make(paths=("cam1",), live: bool = False) -> RtspServer:
+        srv = RtspServer(server_clip, paths, live)
         srv.start()
         made.append(srv)
         return srv
@@ -281,6 +284,43 @@ def test_clip_around_a_moment_has_preroll_and_plays(servers, tmp_path):
         assert "Baseline" in seg_probe and 1.5 * S <= seg.end_ns - seg.start_ns <= 3 * S
     finally:
         con.stop()
+        src.stop(5)
+
+
+def _barcode_ms(image: np.ndarray) -> int:
+    """The wall-clock ms the server's /live path burns into the top 32 rows as 48 black/white cells."""
+    row = image[16, :, 1].astype(np.int32)
+    cell = image.shape[1] // 48
+    value = 0
+    for i in range(48):
+        value = (value << 1) | int(row[i * cell + cell // 4 : (i + 1) * cell - cell // 4].mean() > 128)
+    return value
+
+
+def test_multislice_keyframes_decode_whole_pictures_and_capture_time_is_close(servers):
+    """/live is x264 with 2 slices per picture; gst's payloader repeats SPS/PPS before each IDR slice, so FFmpeg
+    hands an IDR picture over as 2 packets. Decoded naively, only the last slice survives and the rest stays grey
+    until the next keyframe, for ever (P-frames copy it). Every picture must carry the right barcode."""
+    srv = servers([], live=True)
+    src = Source(SourceConfig("live", srv.url("live"))).start()
+    try:
+        assert wait_for(lambda: src.status().state is State.ONLINE, 10) is not None
+        time.sleep(1.0)
+        errors, capture_err_ms, glass_ms = [], [], []
+        t_end = time.monotonic() + 2.0
+        while time.monotonic() < t_end:
+            f = src.read(0.5)
+            if f is None:
+                continue
+            true_ms = _barcode_ms(f.image)
+            errors.append(abs(f.receive_time_ns / 1e6 - true_ms) > 1000)
+            capture_err_ms.append(f.capture_time_ns / 1e6 - true_ms)
+            glass_ms.append(time.time_ns() / 1e6 - true_ms)
+        assert len(errors) >= 40 and not any(errors), f"{sum(errors)} of {len(errors)} pictures damaged"
+        print(f"/live: capture time - true {np.median(capture_err_ms):.1f} ms median; "
+              f"glass-to-frame {np.median(glass_ms):.1f} ms median")
+        assert -5 <= np.median(capture_err_ms) <= 100
+    finally:
         src.stop(5)
 
 
