@@ -157,6 +157,9 @@ class HardHatRuleConfig(_Strict):
         "violation", description="a large-enough person whose head region holds no helmet box counts as a violation, or is ignored"
     )
     min_person_height_px: float = Field(80.0, ge=0.0, description="smaller people without any head box are ignored (too far to judge)")
+    head_memory_s: float = Field(
+        5.0, ge=0.0, description="a person track whose head box is missed keeps its last seen head state (hat / bare) this long"
+    )
     cooldown_s: float = Field(60.0, ge=0.0, description="after an end, the same track cannot start a new event for this long")
 
 

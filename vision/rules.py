@@ -521,9 +521,14 @@ class HardHatRule(_DwellRule):
     def __init__(self, zone: Zone, zone_cfg: ZoneConfig, policy: EventPolicy, cfg: HardHatRuleConfig) -> None:
         super().__init__(zone, zone_cfg, policy, cfg.min_duration_s, cfg.grace_s, cfg.end_after_s, cfg.cooldown_s)
         self.cfg = cfg
+        self._head_memory: dict[int, tuple[int, bool]] = {}  # person track -> (time, bare) of its last head box
 
     def subjects(self, ctx: FrameContext, inside: np.ndarray):
         cfg = self.cfg
+        t = ctx.time_ns
+        memory_ns = _s_to_ns(cfg.head_memory_s)
+        for tid in [k for k, (ts, _) in self._head_memory.items() if t - ts > memory_ns]:
+            del self._head_memory[tid]
         d = ctx.detections
         ok = d.confidence >= cfg.min_confidence
         persons = np.flatnonzero(_label_mask(d, cfg.person_labels) & ok & _tracked(d))
@@ -553,11 +558,19 @@ class HardHatRule(_DwellRule):
             bare_conf = float(d.confidence[mine][bare[mine]].max()) if bare[mine].any() else 0.0
             hat_conf = float(d.confidence[mine][hat[mine]].max()) if hat[mine].any() else 0.0
             box = d.xyxy_px[p]
+            tid = int(d.track_id[p])
             if bare_conf > 0 and bare_conf >= hat_conf:
+                self._head_memory[tid] = (t, True)
                 ev = np.concatenate([[p], mine[bare[mine]]])
-                out[("person", int(d.track_id[p]))] = (ev, box, {"evidence": "bare_head", "head_confidence": round(bare_conf, 4)})
-            elif hat_conf == 0 and cfg.person_without_helmet_box == "violation" and (box[3] - box[1]) >= cfg.min_person_height_px:
-                out[("person", int(d.track_id[p]))] = (np.array([p]), box, {"evidence": "no_helmet_box"})
+                out[("person", tid)] = (ev, box, {"evidence": "bare_head", "head_confidence": round(bare_conf, 4)})
+            elif hat_conf > 0:
+                self._head_memory[tid] = (t, False)
+            elif tid in self._head_memory:
+                # head box missed this frame: the head seen moments ago decides (a hat does not vanish in a frame)
+                if self._head_memory[tid][1]:
+                    out[("person", tid)] = (np.array([p]), box, {"evidence": "bare_head_recent"})
+            elif cfg.person_without_helmet_box == "violation" and (box[3] - box[1]) >= cfg.min_person_height_px:
+                out[("person", tid)] = (np.array([p]), box, {"evidence": "no_helmet_box"})
         # bare heads on no person box (no person detector, or it missed): the head track is the subject
         if d.track_id is not None:
             for k, h in enumerate(heads):
