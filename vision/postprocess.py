@@ -24,6 +24,7 @@ map to one Seawatch label.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -151,6 +152,14 @@ def _iou(a: np.ndarray, area_a: np.ndarray, b: np.ndarray, area_b: np.ndarray) -
         return inter / (area_a[:, None] + area_b[None, :] - inter)
 
 
+@functools.lru_cache(maxsize=4)
+def _upper(n: int) -> np.ndarray:
+    """``(n, n) bool``: True above the diagonal (k < i), shared read-only."""
+    m = np.triu(np.ones((n, n), bool), 1)
+    m.flags.writeable = False
+    return m
+
+
 def nms_sorted(xyxy: np.ndarray, iou: float, limit: int | None = None, block: int | None = None) -> np.ndarray:
     """Greedy NMS of boxes already sorted by descending score; returns a ``(N,) bool`` keep mask.
 
@@ -174,7 +183,8 @@ def nms_sorted(xyxy: np.ndarray, iou: float, limit: int | None = None, block: in
         prev = np.flatnonzero(keep[:start])
         if prev.size:
             alive &= ~(_iou(xyxy[prev], area[prev], blk, blk_area) > thr).any(axis=0)
-        over = np.triu(_iou(blk, blk_area, blk, blk_area) > thr, 1)
+        over = _iou(blk, blk_area, blk, blk_area) > thr
+        over &= _upper(block)[: stop - start, : stop - start]
         over &= alive[:, None]
         cur = alive
         while True:  # fixed-point iteration: each pass settles at least one more box of any suppression chain
