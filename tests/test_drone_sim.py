@@ -70,6 +70,7 @@ def test_render_matches_projection():
     assert oblique[0].mean(axis=0)[0] > 200 and oblique[-1].mean(axis=0)[0] < 160
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gimbal_pitch_deg", [-90.0, -55.0])
 def test_end_to_end_geotag_against_truth(gimbal_pitch_deg):
     port = _free_port()
