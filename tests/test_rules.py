@@ -678,3 +678,17 @@ def test_real_carpark_timelapse_parked_row_blocks_drive_lane_stays_clear(shared_
     assert all(e.start_ns >= 18 * minute for e in starts)  # the row is empty for the first ~2 video seconds
     assert all(e.attributes["end_reason"] == "lane clear" and e.end_ns <= 79 * minute for e in ends)  # empty at the end
     assert all(e.attributes["occupant_kinds"] == ["vehicle"] for e in starts)
+
+
+def test_the_documented_example_config_is_valid():
+    import yaml
+
+    from seawatch.vision import config as config_module
+
+    doc = config_module.__doc__
+    example = doc[doc.index("Example (YAML)::") + len("Example (YAML)::"):]
+    cfg = load_rules_config(yaml.safe_load(example))
+    assert [z.id for z in cfg.zones] == ["yard", "hard-hat-area", "lane-north", "wind-farm-safety"]
+    eng = RuleEngine(cfg)
+    assert set(eng.source_ids) == {"cam-quay-1", "cam-yard-2", "drone-1"}
+    assert [type(r).__name__ for r in eng.rules_for("cam-quay-1")] == ["FireSmokeRule", "HardHatRule"]
