@@ -692,3 +692,42 @@ def test_the_documented_example_config_is_valid():
     eng = RuleEngine(cfg)
     assert set(eng.source_ids) == {"cam-quay-1", "cam-yard-2", "drone-1"}
     assert [type(r).__name__ for r in eng.rules_for("cam-quay-1")] == ["FireSmokeRule", "HardHatRule"]
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.05, 8.0), st.lists(st.tuples(st.sampled_from([FIRE, SMOKE, PERSON, NOHAT, HAT, CAR, VESSEL]),
+                                                                    st.integers(0, 3), st.floats(0.2, 1.0)), max_size=6)),
+                min_size=1, max_size=60))
+def test_event_sequences_are_well_formed_for_any_detection_stream(stream):
+    """Whatever the detections: each incident is start, updates, end with seq 0, 1, 2..., times ordered."""
+    zones = [
+        {"source": SRC, "id": "all", "rules": [{**FIRE_ZONE["rules"][0], "min_duration_s": 1, "min_hits": 2},
+                                                {**HAT_ZONE["rules"][0], "min_duration_s": 1, "cooldown_s": 5},
+                                                {"type": "vessel_in_zone", "min_duration_s": 2, "end_after_s": 3}]},
+        {"source": SRC, **{**LANE, "rules": [{**LANE["rules"][0], "min_duration_s": 3, "grace_s": 2, "clear_after_s": 2}]}},
+    ]
+    eng = RuleEngine(load_rules_config({"events": {"update_interval_s": 5}, "zones": zones}))
+    t = 0.0
+    events = []
+    for gap, objs in stream:
+        t += gap
+        items = []
+        for cls, slot, conf in objs:
+            x = 100 + 220 * slot
+            box = [x, 350, x + 100, 700] if cls in (PERSON, CAR) else [x + 30, 350, x + 70, 395]
+            items.append((cls, box, conf, 10 * cls + slot))
+        events += eng.update(SRC, ns(t), D(*items), frame_size_px=FRAME)
+    events += eng.close()
+    by_id: dict[str, list] = {}
+    for e in events:
+        by_id.setdefault(e.id, []).append(e)
+    for evs in by_id.values():
+        assert [e.seq for e in evs] == list(range(len(evs)))
+        assert evs[0].phase == "start" and evs[-1].phase == "end" and all(e.phase == "update" for e in evs[1:-1])
+        assert all(a.at_ns <= b.at_ns for a, b in zip(evs, evs[1:]))
+        assert evs[-1].start_ns <= evs[-1].end_ns <= evs[-1].at_ns
+        assert all(e.start_ns <= e.at_ns for e in evs)

@@ -157,3 +157,29 @@ def test_source_trackers_keep_sources_apart_and_drop_closed_ones():
     st.close("a")
     assert "a" not in st and "b" in st
     assert st.update("a", dets([box_at(0, 0)]), 5).track_id.tolist() == [1]  # a fresh tracker
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_box = st.tuples(st.floats(-50, 600), st.floats(-50, 600), st.floats(-5, 200), st.floats(-5, 200), st.floats(0, 1), st.integers(0, 3))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.0, 2.0), st.lists(_box, max_size=12)), min_size=1, max_size=15))
+def test_random_streams_never_break_the_tracker(stream):
+    """Any boxes (degenerate, overlapping, off-frame, any score) at any non-decreasing times: output aligned with
+    the input and no track id given to two boxes of one frame."""
+    tr = ByteTracker()
+    t = 0
+    for gap_s, boxes in stream:
+        t += int(gap_s * S)
+        if boxes:
+            arr = np.array([[x, y, x + w, y + h] for x, y, w, h, _, _ in boxes], np.float32)
+            d = Detections(arr, np.array([b[4] for b in boxes], np.float32), np.array([b[5] for b in boxes]), LABELS)
+        else:
+            d = Detections.empty(LABELS)
+        out = tr.update(d, t)
+        assert len(out) == len(d) and np.array_equal(out.xyxy_px, d.xyxy_px)
+        ids = out.track_id[out.track_id >= 0]
+        assert len(set(ids.tolist())) == len(ids)
