@@ -51,8 +51,9 @@ def emit(**kw) -> None:
     print(json.dumps(kw), flush=True)
 
 
-def make_media(folder: Path) -> dict[str, Path]:
-    """Camera-like clips: moving test pattern and a still scene with sensor noise, 2 s GOP, ~4 Mbit/s at 1080p."""
+def make_media(folder: Path, gop: int = 50) -> dict[str, Path]:
+    """Camera-like clips: moving test pattern and a still scene with sensor noise, ``gop`` frames per keyframe
+    (50 = 2 s, a common camera default), ~4 Mbit/s at 1080p."""
     out = {}
     specs = {
         "720p": ("testsrc2=size=1280x720:rate=25", "2M"),
@@ -61,11 +62,11 @@ def make_media(folder: Path) -> dict[str, Path]:
                         "4M"),
     }
     for name, (src, rate) in specs.items():
-        path = folder / f"{name}.mp4"
+        path = folder / f"{name}_g{gop}.mp4"
         if not path.exists():
             subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", src,
                             "-t", "20", "-c:v", "libx264", "-preset", "veryfast", "-b:v", rate, "-maxrate", rate,
-                            "-bufsize", rate, "-g", "50", "-bf", "0", "-pix_fmt", "yuv420p", str(path)],
+                            "-bufsize", rate, "-g", str(gop), "-bf", "0", "-pix_fmt", "yuv420p", str(path)],
                            check=True, timeout=600)
         out[name] = path
     return out
@@ -178,7 +179,8 @@ def bench_latency(seconds: float = 10.0) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- idle
-def bench_idle(media: dict[str, Path], streams: int = 8, seconds: float = 20.0) -> None:
+def bench_idle(media: dict[str, Path], streams: int = 8, seconds: float = 20.0,
+               configs=(("all", False), ("all", True), ("auto", True)), gop: int = 50) -> None:
     """CPU per idle 1080p25 RTSP stream: full decode + gate vs keyframe-only decode while idle ("auto")."""
     from seawatch.streams.motion import MotionGate
     from seawatch.streams.source import Source, SourceConfig, SourceGroup
@@ -186,7 +188,7 @@ def bench_idle(media: dict[str, Path], streams: int = 8, seconds: float = 20.0) 
     paths = [f"cam{i}" for i in range(streams)]
     srv = Server(media["1080p_still"], paths)
     try:
-        for decode, gated in (("all", False), ("all", True), ("auto", True)):
+        for decode, gated in configs:
             group = SourceGroup()
             for p in paths:
                 gate = MotionGate(min_interval_s=1.0) if gated else None
@@ -206,7 +208,8 @@ def bench_idle(media: dict[str, Path], streams: int = 8, seconds: float = 20.0) 
             status = group.status()
             group.stop()
             delivered = sum(v.frames_queued - before[k] for k, v in status.items())
-            emit(bench="idle", streams=streams, video="1080p25 still + sensor noise", decode=decode, gated=gated,
+            emit(bench="idle", streams=streams, video=f"1080p25 still + sensor noise, GOP {gop}", decode=decode,
+                 gated=gated,
                  cpu_cores=round(cpu / wall, 3), cores_per_stream=round(cpu / wall / streams, 4),
                  frames_to_consumer_per_stream_s=round(delivered / wall / streams, 2),
                  online=sum(v.state.value == "online" for v in status.values()),
@@ -256,16 +259,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("what", choices=["decode", "latency", "idle", "soak", "all"])
     ap.add_argument("--streams", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=None)
+    ap.add_argument("--gop", type=int, default=50, help="frames per keyframe in the generated clips")
+    ap.add_argument("--gated-only", action="store_true", help="idle: skip the ungated full-decode run")
     ap.add_argument("--media", type=Path, default=Path(tempfile.gettempdir()) / "seawatch-bench-streams")
     args = ap.parse_args(argv)
     args.media.mkdir(parents=True, exist_ok=True)
-    media = make_media(args.media) if args.what != "latency" else {}
+    media = make_media(args.media, args.gop) if args.what != "latency" else {}
     if args.what in ("decode", "all"):
         bench_decode(media)
     if args.what in ("latency", "all"):
         bench_latency(args.seconds or 10)
     if args.what in ("idle", "all"):
-        bench_idle(media, args.streams, args.seconds or 20)
+        configs = (("all", True), ("auto", True)) if args.gated_only else (("all", False), ("all", True), ("auto", True))
+        bench_idle(media, args.streams, args.seconds or 20, configs, args.gop)
     if args.what in ("soak", "all"):
         bench_soak(media, args.streams, args.seconds or 120)
     return 0

@@ -5,13 +5,15 @@ tens of milliseconds of jitter, and a burst of buffered frames after (re)connect
 The stream clock spaces frames exactly as the camera captured them; only its offset to UTC is unknown.
 
 The offset is estimated as the *smallest* ``receive - pts`` seen so far: the frame that arrived with the least delay
-bounds the offset best (the same idea NTP uses). It is re-anchored when the stream clock jumps (a server restart,
+bounds the offset best (the same idea NTP uses). The minimum is taken over a sliding window (60 s), so drift between
+the camera's clock and ours is followed. It is re-anchored when the stream clock jumps (a server restart,
 a file loop, a PTS wrap) and capture times are clamped so they never go backwards for a source.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 
 
 class StreamClock:
@@ -19,14 +21,17 @@ class StreamClock:
 
     Args:
         jump_s: a change of ``receive - pts`` larger than this (either way) is a clock discontinuity and re-anchors.
+        window_s: the offset is the smallest ``receive - pts`` of this many seconds.
         fixed_anchor_ns: if given, capture = anchor + pts exactly (files: the anchor is the replay start or the
             file's recorded start time), and no estimation is done.
     """
 
-    __slots__ = ("jump_s", "_offset_ns", "_fixed", "_last_ns", "reanchors")
+    __slots__ = ("jump_s", "_offset_ns", "_fixed", "_last_ns", "reanchors", "_window", "_window_ns")
 
-    def __init__(self, *, jump_s: float = 3.0, fixed_anchor_ns: int | None = None) -> None:
+    def __init__(self, *, jump_s: float = 3.0, fixed_anchor_ns: int | None = None, window_s: float = 60.0) -> None:
         self.jump_s = float(jump_s)
+        self._window: deque[tuple[int, int]] = deque()
+        self._window_ns = int(window_s * 1e9)
         self._fixed = fixed_anchor_ns is not None
         self._offset_ns: int | None = fixed_anchor_ns
         self._last_ns: int | None = None
@@ -42,16 +47,25 @@ class StreamClock:
         if self._fixed or pts_s is None:
             return
         candidate = receive_ns - int(round(pts_s * 1e9))
-        if self._offset_ns is None:
-            self._offset_ns = candidate
-            return
-        delta_ns = candidate - self._offset_ns
-        if abs(delta_ns) > self.jump_s * 1e9:
+        if self._offset_ns is not None and abs(candidate - self._offset_ns) > self.jump_s * 1e9:
             # discontinuity: the stream clock restarted or jumped; trust the new pair
-            self._offset_ns = candidate
             self.reanchors += 1
-        elif delta_ns < 0:
-            self._offset_ns = candidate
+            self._window.clear()
+        # sliding-window minimum (monotonic deque): the smallest delay of the last window_s seconds, so clock drift
+        # between sender and receiver (tens of ppm) is followed instead of accumulating as apparent lag
+        q = self._window
+        while q and q[-1][1] >= candidate:
+            q.pop()
+        q.append((receive_ns, candidate))
+        while q[0][0] < receive_ns - self._window_ns:
+            q.popleft()
+        self._offset_ns = q[0][1]
+
+    def lag_s(self, pts_s: float | None, receive_ns: int) -> float:
+        """How much later than the best-seen delay this packet arrived (0 without a clock): growing = falling behind."""
+        if pts_s is None or self._offset_ns is None or self._fixed:
+            return 0.0
+        return (receive_ns - self._offset_ns - pts_s * 1e9) / 1e9
 
     def capture_ns(self, pts_s: float | None, receive_ns: int | None = None) -> int:
         """Capture time in UTC ns for a frame or packet, never earlier than the previous one (+1 ns).

