@@ -555,6 +555,20 @@ def test_daylight_change_is_not_an_object():
     assert t is None
 
 
+def test_exposure_and_white_balance_jump_is_not_an_object():
+    """An auto-exposure / white-balance step (seen on the real car-park time-lapse) changes every lane pixel at once."""
+    jump = np.array([1.35, 1.1, 0.8], np.float32)
+    sf = StationaryForeground(LANE_ZONE, StationaryForegroundConfig(short_tau_s=2), min_duration_s=20)
+    cands = []
+    for t, img in lane_frames(grid(0, 120, 1), lambda im, t: None):
+        if t >= 30:
+            img = np.clip(img * jump, 0, 255).astype(np.uint8)
+        st = sf.update(img, ns(t))
+        assert not st.blocked
+        cands.append(st.candidate_fraction)
+    assert max(cands) < 0.01
+
+
 def test_reference_image_finds_an_object_present_from_the_start_and_old_foreground_is_absorbed(tmp_path):
     import cv2
 

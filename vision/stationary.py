@@ -55,6 +55,13 @@ class StationaryState:
     mask: np.ndarray
 
 
+def _channel_gain(now: np.ndarray, model: np.ndarray) -> np.ndarray:
+    """``(3,)`` median ratio per colour channel of ``now`` to ``model`` (both ``(k, 3)``), clipped to [0.5, 2]."""
+    num = np.median(now, axis=0)
+    den = np.median(model, axis=0)
+    return np.where(den > 1.0, np.clip(num / np.maximum(den, 1.0), 0.5, 2.0), 1.0).astype(np.float32)
+
+
 class StationaryForeground:
     """Dual-background stationary-object detector for one lane polygon of one source."""
 
@@ -155,17 +162,17 @@ class StationaryForeground:
         dt_s = (t - self._time_ns) / 1e9  # type: ignore[operator]
         self._time_ns = t
 
-        # daylight: a global gain estimated on pixels that were background last time
+        # daylight, auto exposure and white balance: a per-channel gain of each model, estimated on lane pixels
+        # that were background last time (long-term) or on the whole lane (short-term, which holds the objects too)
         bg = lane & ~self._fg_prev & ~ignore
-        gain = 1.0
+        gain = np.ones(3, np.float32)
         if bg.sum() >= 0.2 * self._lane_px:
-            num, den = float(np.median(grey[bg].mean(axis=1))), float(np.median(self._long[bg].mean(axis=1)))
-            if den > 1.0:
-                gain = float(np.clip(num / den, 0.5, 2.0))
+            gain = _channel_gain(grey[bg], self._long[bg])
+        gain_s = _channel_gain(grey[lane & ~ignore], self._short[lane & ~ignore]) if (lane & ~ignore).any() else np.ones(3, np.float32)
         long_eff = self._long * gain
         thr = cfg.diff_threshold
         fg_long = np.abs(grey - long_eff).max(axis=2) > thr
-        stable = np.abs(grey - self._short).max(axis=2) < thr
+        stable = np.abs(grey - self._short * gain_s).max(axis=2) < thr
         stat = fg_long & stable & lane & ~ignore
         stat = cv2.morphologyEx(stat.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
 
@@ -181,7 +188,7 @@ class StationaryForeground:
         # model updates (after the decision, so this frame is judged against the past)
         a_s = 1.0 - np.exp(-dt_s / cfg.short_tau_s) if dt_s > 0 else 0.0
         a_l = 1.0 - np.exp(-dt_s / cfg.long_tau_s) if dt_s > 0 else 0.0
-        self._short += a_s * (grey - self._short)
+        self._short += a_s * (grey / gain_s - self._short)
         learn = ~fg_long & ~ignore
         self._long[learn] += a_l * (grey[learn] / gain - self._long[learn])
         absorb = (self._since >= 0) & (t - self._since > int(cfg.absorb_after_s * 1e9))
