@@ -101,7 +101,11 @@ class FireSmokeRuleConfig(_Strict):
 
     type: Literal["fire_smoke"] = "fire_smoke"
     labels: tuple[str, ...] = Field(("fire", "smoke"), min_length=1, description="labels watched; each raises its own event type")
-    min_confidence: Conf = Field(0.3, description="detections below this are ignored")
+    min_confidence: Conf = Field(
+        0.35,
+        description="detections below this are ignored (fire_smoke model on the shared media: negatives peak at 0.31 "
+        "smoke on night CCTV / cooking, positives carry a label at 0.41 or more)",
+    )
     window_frames: int = Field(10, ge=1, le=1000, description="n: analysed frames in the voting window")
     min_hits: int = Field(5, ge=1, le=1000, description="k: frames with the label among the last n needed to confirm")
     window_max_age_s: float = Field(60.0, gt=0.0, description="frames older than this leave the voting window even if fewer than n came since")
