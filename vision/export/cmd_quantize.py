@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bf16", action="store_true", help="check the OpenVINO bf16 variant")
     p.add_argument("--calib-frames", type=int, default=48, help="calibration frames (default 48)")
     p.add_argument("--max-drop", type=float, default=0.02, help="largest accepted recall drop (default 0.02)")
-    p.add_argument("--method", default="minmax", choices=["minmax", "percentile", "entropy"])
+    p.add_argument("--method", default="percentile", choices=["minmax", "percentile", "entropy"])
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
@@ -124,7 +124,7 @@ def eval_samples(manifest) -> list:
 def quantize_model(name: str, int8: bool, bf16: bool, calib_frames: int, max_drop: float, method: str) -> dict:
     from seawatch.vision.detector import OnnxDetector
     from seawatch.vision.export.quantize import openvino_bf16_supported, quantize_int8
-    from seawatch.vision.preprocess import letterbox
+    from seawatch.vision.preprocess import Preprocessor
 
     m = registry.get_manifest(name)
     fp32_path = registry.resolve_onnx(name, "fp32")
@@ -140,7 +140,10 @@ def quantize_model(name: str, int8: bool, bf16: bool, calib_frames: int, max_dro
     if int8:
         t0 = time.monotonic()
         frames = calibration_frames(m.seawatch_labels, m.defaults.imgsz, calib_frames)
-        batches = (letterbox([f], m.defaults.imgsz, m.stride_px).tensor.copy() for f in frames)
+        # one square shape for every calibration frame: histogram calibrators need equal shapes
+        size = m.defaults.imgsz
+        pre = Preprocessor(size, m.stride_px, fixed_hw=(size, size))
+        batches = (pre([f]).tensor.copy() for f in frames)
         out = registry.model_dir(name) / "model.int8.onnx"
         facts = quantize_int8(fp32_path, out, batches, method=method)
         det = OnnxDetector(m, out)
