@@ -9,8 +9,8 @@
   (moov before mdat) that Chromium plays: a remux when the packets are H.264, a libx264 transcode otherwise.
 * Snapshots are JPEG files from a BGR image.
 
-Timestamps in written files are rebuilt from the packets' capture times (1/90000 s), so a clip spanning a
-reconnect (where the stream's own PTS restarted) still has monotonic timestamps.
+Timestamps in written files (1/90000 s) keep the stream's own spacing and bridge reconnects (where the stream's PTS
+restarted) with capture times, so a clip spanning a reconnect still has increasing timestamps.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable
-
 import numpy as np
 
 from seawatch.errors import InputError, StreamError
@@ -44,26 +42,48 @@ _FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
 REMUX_CODECS = {"h264"}
 
 
-def _rebase(packets: list[EncodedPacket]) -> list[tuple[EncodedPacket, int, int]]:
-    """(packet, pts, dts) in MUX_TIME_BASE ticks from the first packet's capture time; dts strictly increasing."""
-    if not packets:
-        return []
-    t0 = packets[0].capture_time_ns
-    out = []
-    last_dts = None
-    for p in packets:
-        pts = (p.capture_time_ns - t0) * 9 // 100000  # ns -> 1/90000 s
+class Retimer:
+    """Output timestamps (1/90000 s ticks) for packets in decode order.
+
+    While the source's own timestamps are continuous the output keeps their exact spacing (estimated capture times
+    wobble by milliseconds as the clock estimate improves); across a discontinuity (a reconnect restarts the
+    stream's PTS) the gap is bridged with the capture-time difference. Decode timestamps strictly increase.
+    """
+
+    MAX_STEP_S = 5.0
+
+    def __init__(self) -> None:
+        self._prev: EncodedPacket | None = None
+        self._dts = 0
+
+    def next(self, p: EncodedPacket) -> tuple[int, int]:
+        """(pts, dts) in MUX_TIME_BASE ticks."""
+        prev = self._prev
+        d_cur = p.dts if p.dts is not None else p.pts
+        if prev is None:
+            dts = 0
+        else:
+            d_prev = prev.dts if prev.dts is not None else prev.pts
+            step = None
+            if d_cur is not None and d_prev is not None and p.time_base == prev.time_base:
+                step_s = (d_cur - d_prev) * p.time_base
+                if 0 < step_s <= self.MAX_STEP_S:
+                    step = round(step_s * 90000)
+            if step is None:  # discontinuity: bridge with capture times
+                step = (p.capture_time_ns - prev.capture_time_ns) * 9 // 100000
+            dts = self._dts + max(1, step)
         reorder = 0
         if p.pts is not None and p.dts is not None and p.pts > p.dts:
-            reorder = int((p.pts - p.dts) * p.time_base * 90000)
-        dts = pts - reorder
-        if last_dts is not None and dts <= last_dts:
-            dts = last_dts + 1
-            pts = max(pts, dts)
-        last_dts = dts
-        out.append((p, pts, dts))
-    # a negative first dts (B-frames) is fine for MP4; shift so the first pts is 0
-    return out
+            reorder = round((p.pts - p.dts) * p.time_base * 90000)
+        self._prev = p
+        self._dts = dts
+        return dts + reorder, dts
+
+
+def _rebase(packets: list[EncodedPacket]) -> list[tuple[EncodedPacket, int, int]]:
+    """(packet, pts, dts) in MUX_TIME_BASE ticks, see :class:`Retimer`."""
+    retimer = Retimer()
+    return [(p, *retimer.next(p)) for p in packets]
 
 
 def write_mp4(
@@ -275,7 +295,7 @@ class SegmentRecorder:
         self._part: Path | None = None
         self._start_ns = 0
         self._last_ns = 0
-        self._last_dts = -1
+        self._retimer = Retimer()
         self._lock = threading.Lock()
         self.segments_written = 0
 
@@ -297,14 +317,7 @@ class SegmentRecorder:
                 if not packet.is_keyframe:
                     return
                 self._open_segment(packet.capture_time_ns)
-            pts = (packet.capture_time_ns - self._start_ns) * 9 // 100000
-            dts = pts
-            if packet.pts is not None and packet.dts is not None and packet.pts > packet.dts:
-                dts = pts - int((packet.pts - packet.dts) * packet.time_base * 90000)
-            if dts <= self._last_dts:
-                dts = self._last_dts + 1
-                pts = max(pts, dts)
-            self._last_dts = dts
+            pts, dts = self._retimer.next(packet)
             data = ensure_h264_params(packet.data, self._info.annexb_params) if packet.is_keyframe else packet.data
             pkt = av.Packet(data)
             pkt.pts, pkt.dts, pkt.time_base = pts, dts, MUX_TIME_BASE
@@ -330,7 +343,7 @@ class SegmentRecorder:
         self._stream.time_base = MUX_TIME_BASE
         self._start_ns = start_ns
         self._last_ns = start_ns
-        self._last_dts = -1
+        self._retimer = Retimer()
 
     def _close_segment(self) -> None:
         if self._out is None:

@@ -279,6 +279,23 @@ def test_access_units_are_assembled():
     assert asm.flush().data == p1 and asm.flush() is None
 
 
+def test_retimer_keeps_stream_spacing_and_bridges_reconnects():
+    from seawatch.streams.recording import Retimer
+
+    tb = Fraction(1, 90000)
+    r = Retimer()
+    out = []
+    # capture times wobble (clock estimate improving), stream pts are exact 40 ms
+    for i, wobble_ms in enumerate([0, -15, 3, -20, 0]):
+        out.append(r.next(EncodedPacket(b"", 1000 + i * 3600, 1000 + i * 3600, tb, i == 0, i * 40_000_000 + wobble_ms * 1_000_000)))
+    # reconnect: pts restart at 0, 2 s later by capture time
+    out.append(r.next(EncodedPacket(b"", 0, 0, tb, True, 2_160_000_000)))
+    out.append(r.next(EncodedPacket(b"", 3600, 3600, tb, False, 2_200_000_000)))
+    dts = [d for _, d in out]
+    assert dts[:5] == [0, 3600, 7200, 10800, 14400]
+    assert dts[5] == 14400 + 2_000_000_000 * 9 // 100000 and dts[6] == dts[5] + 3600
+
+
 def test_avcc_to_annexb():
     sps, pps = b"\x67\x42\xc0\x1f\xaa", b"\x68\xce\x3c\x80"
     avcc = b"\x01\x42\xc0\x1f\xff\xe1" + len(sps).to_bytes(2, "big") + sps + b"\x01" + len(pps).to_bytes(2, "big") + pps
