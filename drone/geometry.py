@@ -21,10 +21,11 @@ Frames and conventions (all angles in degrees at the API, radians inside):
   points up and image right points east when yaw is 0 and pitch looks at the horizon.
 
 Heights: ``CameraPose.alt_m``, the surface height and any DEM must share one vertical datum (all AMSL, or all
-relative to the home point). The ground is intersected in the camera's tangent plane, and horizontal offsets are
-turned into WGS84 with geodesic azimuth/distance (``pyproj.Geod`` on WGS84), so the local frame is an azimuthal
-equidistant projection around the camera nadir. Earth curvature is ignored in the intersection (at 560 m
-range the sea drops 2.5 cm below the tangent plane).
+relative to the home point). Rays are intersected with the surface as a sphere of the local WGS84 radius of
+curvature (the sea drops 2.5 cm at 560 m but 0.7 m at 3 km, which a shore camera 25 m up would turn into an
+80 m range error on a flat earth; rays beyond the true horizon miss). The hit is expressed as azimuth and arc
+distance from the camera nadir and turned into WGS84 with ``pyproj.Geod`` (WGS84), so ``north_m``/``east_m``
+are azimuthal-equidistant coordinates around the nadir.
 
 Uncertainty: the ground point is recomputed with each error source moved by +-1 sigma (central differences,
 which is also the symmetric sigma-point set), the 2x2 covariance of the north/east error is accumulated, and
@@ -63,6 +64,46 @@ def geod():
 
         _GEOD = Geod(ellps="WGS84")
     return _GEOD
+
+
+_WGS84_A_M = 6378137.0
+_WGS84_E2 = 6.69437999014e-3
+
+
+def earth_radius_m(lat_deg: float) -> float:
+    """Gaussian mean radius of curvature of WGS84 at a latitude, sqrt(M N) (the local sphere)."""
+    s2 = math.sin(math.radians(lat_deg)) ** 2
+    w = 1.0 - _WGS84_E2 * s2
+    m = _WGS84_A_M * (1.0 - _WGS84_E2) / w**1.5
+    nn = _WGS84_A_M / math.sqrt(w)
+    return math.sqrt(m * nn)
+
+
+def ray_sphere_hit(
+    rays_ned_unit: np.ndarray, cam_alt_m, surface_alt_m, radius_m: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where unit rays from a camera meet a sphere of the surface height: (north_arc_m, east_arc_m, range_m).
+
+    The camera is ``cam_alt_m`` above the datum sphere of ``radius_m`` (centre below the camera nadir); the
+    surface is the concentric sphere ``surface_alt_m`` above the datum. Arcs are measured along the datum
+    sphere from the nadir, split by azimuth (what ``pyproj.Geod.fwd`` takes). Rays that miss (at or above the
+    horizon) give NaN. Inputs broadcast; ``rays_ned_unit`` is ``(..., 3)``.
+    """
+    d = rays_ned_unit
+    rc = radius_m + cam_alt_m
+    b = rc * d[..., 2]  # (R + H) * cos(angle from the nadir)
+    c = (cam_alt_m - surface_alt_m) * (2.0 * radius_m + cam_alt_m + surface_alt_m)  # |C-O|^2 - (R+s)^2
+    disc = b * b - c
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ok = (b > 0) & (disc >= 0) & (c > 0)
+        t = np.where(ok, c / (b + np.sqrt(np.where(disc >= 0, disc, 0.0))), np.nan)  # the near root, stably
+        pn, pe = t * d[..., 0], t * d[..., 1]
+        pz_from_centre = rc - t * d[..., 2]  # distance of the hit from the centre plane through O, along up
+        theta = np.arctan2(np.hypot(pn, pe), pz_from_centre)
+        arc = radius_m * theta
+        horiz = np.hypot(pn, pe)
+        scale = np.where(horiz > 0, arc / horiz, 1.0)
+    return pn * scale, pe * scale, t
 
 
 # --------------------------------------------------------------------------------------------- rotations
@@ -488,31 +529,25 @@ class GeoLocator:
         ``dpos`` is ``(K, 4)``: camera north, east, up offsets and surface height offset (m).
         """
         rays_cam = np.concatenate([xy_norm, np.ones((xy_norm.shape[0], 1))], axis=1)  # (N, 3)
+        rays_cam /= np.linalg.norm(rays_cam, axis=1, keepdims=True)
         rot = _rotations(pose, dangles_deg)  # (K, 3, 3)
-        rays = np.einsum("kij,nj->kni", rot, rays_cam)  # (K, N, 3) NED
+        rays = np.einsum("kij,nj->kni", rot, rays_cam)  # (K, N, 3) NED, unit
         cam_alt = pose.alt_m + dpos[:, 2:3]  # (K, 1)
+        radius = earth_radius_m(pose.lat_deg)
         surf = np.broadcast_to(self.surface_alt_m + dpos[:, 3:4], rays.shape[:2]).copy()
-        down = rays[..., 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if self.dem is not None:
-                n0 = np.zeros_like(down)
-                e0 = np.zeros_like(down)
-                surf = self._dem_heights(pose, n0, e0) + dpos[:, 3:4]
-                for _ in range(50):
-                    t = (cam_alt - surf) / down
-                    n = t * rays[..., 0]
-                    e = t * rays[..., 1]
-                    new = self._dem_heights(pose, n + dpos[:, 0:1], e + dpos[:, 1:2]) + dpos[:, 3:4]
-                    change = np.nanmax(np.abs(np.where(np.isfinite(new - surf), new - surf, 0.0)), initial=0.0)
-                    surf = new
-                    if change < 1e-3:
-                        break
-            t = (cam_alt - surf) / down
-            ok = (down > 1e-9) & (t > 0)
-            t = np.where(ok, t, np.nan)
-            north = t * rays[..., 0] + dpos[:, 0:1]
-            east = t * rays[..., 1] + dpos[:, 1:2]
-            rng = t * np.linalg.norm(rays, axis=-1)
+        if self.dem is not None:
+            surf = self._dem_heights(pose, np.zeros(rays.shape[:2]), np.zeros(rays.shape[:2])) + dpos[:, 3:4]
+            for _ in range(50):
+                n, e, _t = ray_sphere_hit(rays, cam_alt, surf, radius)
+                new = self._dem_heights(pose, n + dpos[:, 0:1], e + dpos[:, 1:2]) + dpos[:, 3:4]
+                diff = np.abs(new - surf)
+                change = float(np.max(np.where(np.isfinite(diff), diff, 0.0), initial=0.0))
+                surf = np.where(np.isfinite(new), new, surf)
+                if change < 1e-3:
+                    break
+        n, e, rng = ray_sphere_hit(rays, cam_alt, surf, radius)
+        north = n + dpos[:, 0:1]
+        east = e + dpos[:, 1:2]
         return north, east, surf, rng
 
     def _dem_heights(self, pose: CameraPose, north: np.ndarray, east: np.ndarray) -> np.ndarray:
@@ -616,8 +651,7 @@ class GeoLocator:
         lon = np.atleast_1d(np.asarray(lon_deg, float))
         alt = np.broadcast_to(np.asarray(alt_m, float), lat.shape)
         north, east = latlon_to_offsets(pose.lat_deg, pose.lon_deg, lat, lon)
-        v_ned = np.stack([north, east, pose.alt_m - alt], axis=-1)
-        return self.project_ned(v_ned, pose)
+        return self.project_ned(ned_vectors_to(north, east, alt, pose.alt_m, earth_radius_m(pose.lat_deg)), pose)
 
     def project_ned(self, v_ned: np.ndarray, pose: CameraPose) -> tuple[np.ndarray, np.ndarray]:
         """Vectors camera -> point in NED ``(N, 3)`` -> pixels ``(N, 2)`` and visibility ``(N,)``."""
@@ -631,6 +665,25 @@ class GeoLocator:
         w, h = self.intrinsics.width_px, self.intrinsics.height_px
         inside = front & (px[:, 0] >= 0) & (px[:, 0] <= w) & (px[:, 1] >= 0) & (px[:, 1] <= h)
         return px, inside
+
+
+def ned_vectors_to(north_arc_m, east_arc_m, alt_m, cam_alt_m: float, radius_m: float) -> np.ndarray:
+    """Camera -> point vectors ``(N, 3)`` in the camera's tangent NED frame, on the local sphere.
+
+    The point is ``alt_m`` above the datum at arc distances north/east of the camera nadir (inverse of
+    :func:`ray_sphere_hit`).
+    """
+    n = np.asarray(north_arc_m, float)
+    e = np.asarray(east_arc_m, float)
+    h = np.asarray(alt_m, float)
+    s = np.hypot(n, e)
+    theta = s / radius_m
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(s > 0, np.sin(theta) / np.where(s > 0, s, 1.0) * radius_m, 1.0)
+    rh = radius_m + h
+    horiz = rh * scale / radius_m  # (R + h) sin(theta) / s
+    down = cam_alt_m + radius_m - rh * np.cos(theta)
+    return np.stack([n * horiz, e * horiz, np.broadcast_to(down, n.shape)], axis=-1)
 
 
 def _empty(n: int, reason: str) -> GroundPoints:

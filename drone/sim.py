@@ -38,9 +38,11 @@ import numpy as np
 from seawatch.drone.geometry import (
     CameraIntrinsics,
     CameraPose,
+    earth_radius_m,
     latlon_to_offsets,
     offsets_to_latlon,
     quat_from_euler_zyx,
+    ray_sphere_hit,
 )
 from seawatch.drone.link import COPTER_MODES, mavutil
 from seawatch.errors import InputError
@@ -164,7 +166,7 @@ class SimVehicle:
         mu = mavutil()
         self._conn = mu.mavlink_connection(self.out, source_system=self.system_id, source_component=1)
         self._t0_mono = time.monotonic()
-        self._wall_ns = time.time_ns()
+        self._wall_ns = self._wall0_ns = time.time_ns()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="sim-vehicle", daemon=True)
         self._thread.start()
@@ -217,7 +219,9 @@ class SimVehicle:
             with self._lock:
                 self._physics((now - last) * self.speed)
                 self._sim_s += (now - last) * self.speed
-                self._wall_ns = time.time_ns()
+                # the state's UTC time from the same monotonic reading as its boot time, so a thread
+                # switch between two clock reads cannot put the truth and the telemetry apart
+                self._wall_ns = self._wall0_ns + int((now - self._t0_mono) * NS)
                 last = now
             if self._sim_s >= self._next_tel_s:
                 self._next_tel_s = self._sim_s + 1.0 / self.telemetry_hz
@@ -659,11 +663,10 @@ def render_frame(
     px = np.stack([xs.ravel() + 0.5, ys.ravel() + 0.5], axis=1)
     xy = camera.undistort(px)
     rays = np.concatenate([xy, np.ones((xy.shape[0], 1))], axis=1) @ pose.rotation_ned_from_camera().T
-    down = rays[:, 2]
-    sea = down > 1e-6
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(sea, pose.alt_m / down, np.nan)
-    gn, ge = t * rays[:, 0], t * rays[:, 1]
+    rays /= np.linalg.norm(rays, axis=1, keepdims=True)
+    # the same curved-sea intersection the geolocator uses
+    gn, ge, _ = ray_sphere_hit(rays, pose.alt_m, 0.0, earth_radius_m(pose.lat_deg))
+    sea = np.isfinite(gn)
     if origin_latlon is not None:
         on, oe = latlon_to_offsets(origin_latlon[0], origin_latlon[1], pose.lat_deg, pose.lon_deg)
         wn, we = gn + on[0], ge + oe[0]

@@ -17,6 +17,7 @@ from seawatch.drone.geometry import (
     GeoLocator,
     GroundControlPoint,
     PoseSigmas,
+    earth_radius_m,
     euler_zyx_from_quat,
     euler_zyx_to_matrix,
     inside_ellipse,
@@ -47,11 +48,12 @@ def test_45_deg_depression_distance_equals_altitude(yaw_deg, north, east):
     loc = GeoLocator(K, surface_alt_m=5.0, sigmas=PERFECT)
     pose = CameraPose(54.0, 7.0, 105.0, yaw_deg=yaw_deg, gimbal_pitch_deg=-45.0)
     g = loc.locate(CENTRE, pose)
-    assert g.north_m[0] == pytest.approx(100.0 * north, abs=1e-6)
-    assert g.east_m[0] == pytest.approx(100.0 * east, abs=1e-6)
+    # flat-earth answer: distance = altitude; the curved sea adds 0.7 mm at 100 m
+    assert g.north_m[0] == pytest.approx(100.0 * north, abs=2e-3)
+    assert g.east_m[0] == pytest.approx(100.0 * east, abs=2e-3)
     # geodesic distance from the camera to the WGS84 answer is the altitude above the surface
     _, _, dist = __import__("pyproj").Geod(ellps="WGS84").inv(7.0, 54.0, g.lon_deg[0], g.lat_deg[0])
-    assert dist == pytest.approx(100.0, abs=1e-6)
+    assert dist == pytest.approx(100.0, abs=2e-3)
 
 
 def test_image_orientation_conventions():
@@ -304,3 +306,26 @@ def test_attitude_sigma_counts_in_every_gimbal_frame(frame):
     g = loc.locate(CENTRE, CameraPose(54.0, 7.0, 100.0, gimbal_pitch_deg=-45.0, gimbal_frame=frame))
     # along the view: h / sin^2(45) * 0.5 deg = 1.745 m (one sigma)
     assert g.semi_major_m[0] == pytest.approx(math.sqrt(5.991) * 1.745, rel=0.03)
+
+
+def test_curved_sea_for_a_far_shore_camera():
+    """A camera 25 m up looking at a sea point 3 km away: the flat-earth answer would be ~80 m short."""
+    h, s_m = 25.0, 3000.0
+    r = earth_radius_m(54.0)
+    theta = s_m / r
+    depression = math.degrees(math.atan((h + r * (1 - math.cos(theta))) / (r * math.sin(theta))))
+    loc = GeoLocator(K, sigmas=PERFECT)
+    pose = CameraPose(54.0, 7.0, h, gimbal_pitch_deg=-depression, gimbal_yaw_deg=30.0, gimbal_frame="earth")
+    g = loc.locate(CENTRE, pose)
+    _, _, dist = __import__("pyproj").Geod(ellps="WGS84").inv(7.0, 54.0, g.lon_deg[0], g.lat_deg[0])
+    assert dist == pytest.approx(s_m, abs=0.05)
+    assert h / math.tan(math.radians(depression)) < s_m - 70  # what a flat earth would have said
+    px, inside = loc.project(g.lat_deg, g.lon_deg, 0.0, pose)
+    np.testing.assert_allclose(px, CENTRE, atol=1e-6)
+    # just below the horizontal but above the sea horizon (dip 0.16 deg at 25 m): no intersection
+    above = loc.locate(CENTRE, CameraPose(54.0, 7.0, h, gimbal_pitch_deg=-0.1, gimbal_frame="earth"))
+    assert not above.valid[0] and "horizon" in above.reasons[0]
+    below = loc.locate(CENTRE, CameraPose(54.0, 7.0, h, gimbal_pitch_deg=-0.25, gimbal_frame="earth"))
+    tan_d = math.tan(math.radians(0.25))
+    expected = (tan_d - math.sqrt(tan_d**2 - 2 * h / r)) * r  # d tan(dep) = h + d^2 / 2R, near root
+    assert below.valid[0] and below.range_m[0] == pytest.approx(expected, rel=2e-3)  # flat earth: 5.7 km
