@@ -745,3 +745,17 @@ def test_event_sequences_are_well_formed_for_any_detection_stream(stream):
         assert all(a.at_ns <= b.at_ns for a, b in zip(evs, evs[1:]))
         assert evs[-1].start_ns <= evs[-1].end_ns <= evs[-1].at_ns
         assert all(e.start_ns <= e.at_ns for e in evs)
+
+
+def test_bare_headed_count_for_still_images():
+    from seawatch.vision.config import HardHatRuleConfig
+    from seawatch.vision.rules import assign_heads, bare_headed
+
+    d = D(*worker(1, 100, False), *worker(2, 300, True), *worker(3, 500, None), *worker(4, 700, None, h=50),
+          (NOHAT, [900, 100, 940, 145], 0.7))  # a bare head with no person box
+    idx = bare_headed(d)
+    assert d.label[idx].tolist() == ["person", "person", "no_helmet"]  # worker 1, tall head-less worker 3, the lone head
+    assert len(bare_headed(d, HardHatRuleConfig(person_without_helmet_box="ignore"))) == 2
+    # nested people: a head goes to the smaller (nearer) person box that holds it in its top part
+    owner = assign_heads(np.array([[0, 0, 400, 800], [100, 50, 200, 300]]), np.array([[130, 50, 170, 90], [180, 700, 200, 720]]), 0.4)
+    assert owner.tolist() == [1, -1]

@@ -513,6 +513,64 @@ class _DwellRule(Rule):
         return len(self._subjects)
 
 
+def assign_heads(person_xyxy: np.ndarray, head_xyxy: np.ndarray, head_region_frac: float) -> np.ndarray:
+    """``(H,) int`` index of the person box each head box belongs to, -1 for none.
+
+    A head belongs to a person when its centre lies in the top ``head_region_frac`` of the person box (or a
+    quarter head-height above it); among several such persons, the smallest box (the nearer match) wins.
+    """
+    pb = np.asarray(person_xyxy, np.float64).reshape(-1, 4)
+    hb = np.asarray(head_xyxy, np.float64).reshape(-1, 4)
+    owner = np.full(hb.shape[0], -1, np.int64)
+    if pb.shape[0] == 0 or hb.shape[0] == 0:
+        return owner
+    hc = np.stack([(hb[:, 0] + hb[:, 2]) / 2, (hb[:, 1] + hb[:, 3]) / 2], axis=1)
+    region_bottom = pb[:, 1] + head_region_frac * (pb[:, 3] - pb[:, 1])
+    inr = (
+        (hc[:, None, 0] >= pb[None, :, 0]) & (hc[:, None, 0] <= pb[None, :, 2])
+        & (hc[:, None, 1] >= pb[None, :, 1] - 0.25 * (hb[:, None, 3] - hb[:, None, 1])) & (hc[:, None, 1] <= region_bottom[None, :])
+    )
+    area = np.prod(pb[:, 2:] - pb[:, :2], axis=1)
+    cost = np.where(inr, area[None, :], np.inf)
+    best = np.argmin(cost, axis=1)
+    has = np.isfinite(cost[np.arange(hb.shape[0]), best])
+    owner[has] = best[has]
+    return owner
+
+
+def bare_headed(detections: Detections, cfg: HardHatRuleConfig | None = None, inside: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the people without a hard hat in one still image (no tracks, no timers): for per-image counts.
+
+    A person box counts when its head is bare (``no_helmet`` at least as confident as ``helmet``), or, per
+    ``cfg.person_without_helmet_box``, when a large-enough person has no head box; a bare head on no person box
+    counts by itself (its own index is returned). ``inside`` restricts to a zone (anchor test done by the caller).
+    """
+    cfg = cfg or HardHatRuleConfig()
+    d = detections
+    ok = d.confidence >= cfg.min_confidence
+    if inside is not None:
+        ok = ok & np.asarray(inside, bool)
+    persons = np.flatnonzero(_label_mask(d, cfg.person_labels) & ok)
+    bare = _label_mask(d, (cfg.no_helmet_label,)) & (d.confidence >= cfg.min_confidence)
+    hat = _label_mask(d, (cfg.helmet_label,)) & (d.confidence >= cfg.min_confidence)
+    heads = np.flatnonzero(bare | hat)
+    owner = assign_heads(d.xyxy_px[persons], d.xyxy_px[heads], cfg.head_region_frac)
+    out = []
+    for pi, p in enumerate(persons):
+        mine = heads[owner == pi]
+        bare_conf = float(d.confidence[mine][bare[mine]].max()) if bare[mine].any() else 0.0
+        hat_conf = float(d.confidence[mine][hat[mine]].max()) if hat[mine].any() else 0.0
+        h = d.xyxy_px[p, 3] - d.xyxy_px[p, 1]
+        if (bare_conf > 0 and bare_conf >= hat_conf) or (
+            bare_conf == 0 and hat_conf == 0 and cfg.person_without_helmet_box == "violation" and h >= cfg.min_person_height_px
+        ):
+            out.append(int(p))
+    for k, h_i in enumerate(heads):
+        if owner[k] < 0 and bare[h_i] and (inside is None or inside[h_i]):
+            out.append(int(h_i))
+    return np.array(sorted(out), np.int64)
+
+
 class HardHatRule(_DwellRule):
     """A person (or bare head) track in the zone without a hard hat for at least T s."""
 
@@ -536,21 +594,7 @@ class HardHatRule(_DwellRule):
         hat = _label_mask(d, (cfg.helmet_label,)) & ok
         heads = np.flatnonzero(bare | hat)
         out: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, dict]] = {}
-        owner = np.full(heads.size, -1, np.int64)  # person index each head belongs to
-        if persons.size and heads.size:
-            pb = d.xyxy_px[persons].astype(np.float64)
-            hb = d.xyxy_px[heads].astype(np.float64)
-            hc = np.stack([(hb[:, 0] + hb[:, 2]) / 2, (hb[:, 1] + hb[:, 3]) / 2], axis=1)
-            region_bottom = pb[:, 1] + cfg.head_region_frac * (pb[:, 3] - pb[:, 1])
-            inr = (
-                (hc[:, None, 0] >= pb[None, :, 0]) & (hc[:, None, 0] <= pb[None, :, 2])
-                & (hc[:, None, 1] >= pb[None, :, 1] - 0.25 * (hb[:, None, 3] - hb[:, None, 1])) & (hc[:, None, 1] <= region_bottom[None, :])
-            )
-            area = np.prod(pb[:, 2:] - pb[:, :2], axis=1)
-            cost = np.where(inr, area[None, :], np.inf)
-            best = np.argmin(cost, axis=1)
-            has = np.isfinite(cost[np.arange(heads.size), best])
-            owner[has] = best[has]
+        owner = assign_heads(d.xyxy_px[persons], d.xyxy_px[heads], cfg.head_region_frac)  # person index per head
         for pi, p in enumerate(persons):
             if not inside[p]:
                 continue
