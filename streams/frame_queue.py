@@ -36,6 +36,7 @@ class FrameQueue(Generic[T]):
         self._cond = threading.Condition()
         self._closed = False
         self.dropped = 0
+        self.skipped = 0
         self.put_count = 0
 
     def __len__(self) -> int:
@@ -85,13 +86,16 @@ class FrameQueue(Generic[T]):
             return item
 
     def get_latest(self, timeout_s: float | None = None) -> T | None:
-        """The newest item, discarding older ones (counted as drops): what a detector that batches sources wants."""
+        """The newest item, discarding older ones (counted in ``skipped``, not ``dropped``: the consumer chose it).
+
+        What a detector that batches the newest frame of each source wants.
+        """
         first = self.get(timeout_s)
         if first is None:
             return None
         with self._cond:
             if self._items:
-                self.dropped += len(self._items)  # the first one and all but the newest of the rest
+                self.skipped += len(self._items)  # the first one and all but the newest of the rest
                 first = self._items.pop()
                 self._items.clear()
                 self._cond.notify_all()

@@ -140,6 +140,7 @@ class SourceStatus:
     drops: int = 0
     decode_errors: int = 0
     frames_skipped_late: int = 0
+    frames_skipped_by_consumer: int = 0
     packets: int = 0
     last_capture_ns: int | None = None
     last_receive_ns: int | None = None
@@ -286,7 +287,8 @@ class Source:
 
     def status(self) -> SourceStatus:
         with self._lock:
-            return replace(self._status, drops=self._status.drops + self.frames.dropped, decode_mode=self._decode_mode)
+            return replace(self._status, drops=self._status.drops + self.frames.dropped,
+                           frames_skipped_by_consumer=self.frames.skipped, decode_mode=self._decode_mode)
 
     def read(self, timeout_s: float = 1.0) -> Frame | None:
         """Next frame, or None after ``timeout_s``. Raises :class:`QueueClosed` when the source ended or stopped."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import random
 import shutil
+import socket
 import socketserver
 import subprocess
 import threading
@@ -205,7 +206,7 @@ def test_queue_get_latest_discards_older_as_drops():
     for i in range(5):
         q.put(i)
     assert q.get_latest(0) == 4
-    assert q.dropped == 4 and len(q) == 0
+    assert q.skipped == 4 and q.dropped == 0 and len(q) == 0
 
 
 def test_backoff_is_capped_exponential_with_jitter():
@@ -535,6 +536,56 @@ def test_mjpeg_over_http_and_transcoded_clip(mjpeg_server, tmp_path, caplog):
     info = ffprobe_summary(out)
     assert info["codec"] == "h264" and info["packets"] >= 40
     assert mp4_top_boxes(out).index("moov") < mp4_top_boxes(out).index("mdat")
+
+
+# ----------------------------------------------------------------------------------------------- UDP (drone video)
+@pytest.mark.parametrize("fmt, input_format", [("mpegts", None), ("h264", "h264")])
+def test_udp_h264_drone_stream(clip, tmp_path, fmt, input_format):
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ring = PacketRing(20)
+    src = Source(SourceConfig("drone", f"udp://127.0.0.1:{port}", input_format=input_format), ring=ring).start()
+    sender = subprocess.Popen([_ffmpeg(), "-v", "error", "-re", "-stream_loop", "-1", "-i", str(clip), "-c", "copy",
+                               "-f", fmt, f"udp://127.0.0.1:{port}?pkt_size=1316"])
+    try:
+        frames = []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3.0:
+            f = src.read(0.5)
+            if f is not None:
+                frames.append(f)
+        st = src.status()
+        now = time.time_ns()
+        out = cut_clip(tmp_path / "drone.mp4", now - S, now, ring=ring)
+    finally:
+        sender.kill()
+        sender.wait()
+        src.stop()
+    assert st.state is State.ONLINE and st.decode_errors == 0
+    assert len(frames) >= 50 and frames[0].image.shape == (360, 640, 3)
+    assert np.all(np.diff([f.capture_time_ns for f in frames]) > 0)
+    assert ffprobe_summary(out)["codec"] == "h264"
+
+
+def test_udp_without_sender_goes_offline_without_blocking():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = Source(SourceConfig("silent", f"udp://127.0.0.1:{port}", open_timeout_s=1.0, read_timeout_s=1.0,
+                              stall_timeout_s=1.0)).start()
+    try:
+        t0 = time.monotonic()
+        assert src.read(0.5) is None
+        assert time.monotonic() - t0 < 0.7
+        deadline = time.monotonic() + 5
+        while src.status().state is not State.OFFLINE and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert src.status().state is State.OFFLINE
+    finally:
+        t = time.monotonic()
+        src.stop(3)
+        assert time.monotonic() - t < 3.5
 
 
 # ----------------------------------------------------------------------------------------------- recording + clips
