@@ -446,21 +446,21 @@ class Source:
 
         cfg = self.config
         self._progress_mono = time.monotonic()
-        container = open_input(cfg)
+        box = [open_input(cfg)]  # a looping file reopens: _pump replaces box[0], this closes the last one
         try:
             with self._lock:
                 if gen != self._gen:
                     raise _Abandoned()
                 s = self._status
                 self._status = replace(s, connects=s.connects + 1, reconnects=s.reconnects + (1 if s.connects else 0))
-            return self._pump(gen, container, av)
+            return self._pump(gen, box, av)
         finally:
             try:
-                container.close()
+                box[0].close()
             except Exception:  # noqa: BLE001
                 pass
 
-    def _pump(self, gen: int, container, av) -> bool:
+    def _pump(self, gen: int, box: list, av) -> bool:
         from seawatch.streams.recording import _annexb_filter, stream_info
 
         cfg = self.config
@@ -484,6 +484,7 @@ class Source:
             loop_offset_s = self._file_loop_offset_s
 
         while True:
+            container = box[0]
             stream = container.streams.video[0]
             ctx = stream.codec_context
             ctx.thread_count = max(1, int(cfg.decode_threads))
@@ -590,6 +591,7 @@ class Source:
                         if anchor_mono is None:
                             anchor_mono, first_pts_s = time.monotonic(), fpts_s
                         self._pace_until(gen, anchor_mono + (fpts_s - first_pts_s))
+                        recv_ns = time.time_ns()  # a paced file frame is "received" when it is released
                     capture_ns = clock.capture_ns(fpts_s, recv_ns)
                     if fpts_s is not None:
                         last_pts_s = fpts_s
@@ -619,7 +621,7 @@ class Source:
                         loop_offset_s = last_pts_s + frame_dur_s - (float(stream.start_time * tb) if stream.start_time else 0.0)
                     self._file_loop_offset_s = loop_offset_s
                     container.close()
-                    container = open_input(cfg)
+                    box[0] = open_input(cfg)
                     continue
                 if n_frames_this_pass == 0 and loops == 0:
                     raise _Permanent(InputError(f"source {cfg.source_id}: {cfg.url} holds no decodable video frames"))

@@ -393,6 +393,22 @@ def test_file_loop_realtime_paced_and_monotonic(clip):
     assert [f.seq for f in frames] == list(range(len(frames)))
 
 
+def test_fast_looping_file_releases_its_files(clip):
+    import os
+
+    before = len(os.listdir("/proc/self/fd"))
+    src = Source(SourceConfig("l", str(clip), loop=True, pace="fast", queue_size=1000)).start()
+    seqs = []
+    deadline = time.monotonic() + 10
+    while len(seqs) < 450 and time.monotonic() < deadline:  # 4.5 passes over the 100-frame clip
+        f = src.read(1.0)
+        if f is not None:
+            seqs.append(f.seq)
+    assert src.stop(3)
+    assert seqs == list(range(450))
+    assert len(os.listdir("/proc/self/fd")) <= before + 1
+
+
 def test_truncated_file_is_a_clear_error(clip, tmp_path):
     data = clip.read_bytes()
     cut = tmp_path / "cut.mp4"
