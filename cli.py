@@ -22,6 +22,8 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("models", "register"): "seawatch.vision.cmd_models_register",
     ("models", "quantize"): "seawatch.vision.export.cmd_quantize",
     ("detect",): "seawatch.vision.cmd_detect",
+    ("run",): "seawatch.vision.cmd_run",
+    ("evaluate",): "seawatch.vision.cmd_evaluate",
     ("bench",): "seawatch.vision.cmd_bench",
     ("ais", "show"): "seawatch.vision.identity.cmd_ais_show",
     ("drone", "replay"): "seawatch.drone.cmd_replay",

@@ -1,0 +1,124 @@
+"""The pipeline end to end through the CLI: `seawatch run` and `seawatch evaluate` on real footage."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import onnx_model
+
+START = "2026-01-01T00:00:00Z"
+START_NS = 1767225600 * 10**9
+
+
+def seawatch(*args, cwd=None, timeout=600):
+    env = dict(os.environ)
+    return subprocess.run([sys.executable, "-m", "seawatch", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env=env)
+
+
+def events_of(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.slow
+def test_run_raises_one_fire_incident_on_the_flames_clip(shared_media, tmp_path):
+    onnx_model("fire_smoke")
+    cfg = tmp_path / "fire.yaml"
+    cfg.write_text("zones:\n  - id: all\n    source: flames\n    rules: [{type: fire_smoke}]\n")
+    clip = shared_media / "B_fire_smoke" / "flames_closeup.mp4"
+    res = seawatch("run", f"flames={clip}", "--models", "fire_smoke", "--config", str(cfg), "--start-utc", START)
+    assert res.returncode == 0, res.stderr
+    evs = events_of(res.stdout)
+    starts = [e for e in evs if e["phase"] == "start"]
+    ends = [e for e in evs if e["phase"] == "end"]
+    # one incident, confirmed within the first seconds (k-of-n over >= 3 s), ended when the clip ends (26 s)
+    assert [e["type"] for e in starts] == ["fire"]
+    assert len(ends) == 1 and ends[0]["id"] == starts[0]["id"]
+    assert 3e9 <= starts[0]["at_ns"] - START_NS <= 8e9
+    assert 25e9 <= ends[0]["end_ns"] - START_NS <= 27e9
+    clip_ref = starts[0]["clip"]
+    assert clip_ref["source_id"] == "flames" and clip_ref["start_ns"] < starts[0]["start_ns"]
+
+
+@pytest.mark.slow
+def test_run_hard_hat_clip_flags_the_bare_headed_worker_before_the_hat_goes_on(shared_media, tmp_path):
+    onnx_model("helmet")
+    onnx_model("coco_yolov5n")
+    cfg = tmp_path / "hat.yaml"
+    cfg.write_text("zones:\n  - id: site\n    source: factory\n    rules: [{type: no_hard_hat, min_duration_s: 2}]\n")
+    clip = shared_media / "C_hardhat" / "industrial_worker_helmet_clip.mp4"
+    res = seawatch("run", f"factory={clip}", "--models", "helmet,coco_yolov5n", "--analysis-fps", "3",
+                   "--config", str(cfg), "--start-utc", START)
+    assert res.returncode == 0, res.stderr
+    starts = [e for e in events_of(res.stdout) if e["phase"] == "start" and e["type"] == "no_hard_hat"]
+    # ground truth: bare-headed from 0 to ~10 s, hat on from ~10 s
+    assert any((e["start_ns"] - START_NS) / 1e9 <= 13 for e in starts), [e["start_ns"] for e in starts]
+
+
+def test_run_reports_a_corrupt_source_and_exits_nonzero(tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("zones: []\n")
+    res = seawatch("run", f"cam={bad}", "--models", "fire_smoke", "--config", str(cfg), timeout=120)
+    if "not provisioned" in res.stderr:
+        pytest.skip("fire_smoke is not provisioned")
+    assert res.returncode == 1
+    assert "cam" in res.stderr and "error" in res.stderr.lower()
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("yaml_text,needle", [
+    ("zones:\n  - id: a\n    source: s\n    rules: [{type: fire_smoke, min_hits: 20, window_frames: 5}]\n", "min_hits"),
+    ("zones:\n  - id: a\n    source: s\n    rules: [{type: nonsense}]\n", "zones.0.rules.0"),
+    ("sources:\n  - {id: s, url: x.mp4, colour: red}\n", "colour"),
+    ("zones: {oops\n", "cannot read"),
+])
+def test_run_rejects_invalid_config_with_the_field_named(tmp_path, yaml_text, needle):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml_text)
+    res = seawatch("run", "s=x.mp4", "--config", str(cfg), timeout=60)
+    assert res.returncode == 1
+    assert needle in res.stderr and str(cfg) in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.slow
+def test_evaluate_any_manifest_of_the_shared_format(shared_media, tmp_path):
+    onnx_model("fire_smoke")
+    # a manifest of our own, pointing at a few real files, must run like the shared one
+    src = json.loads((shared_media / "MANIFEST.json").read_text())
+    keep = []
+    for e in src:
+        f = e["file"]
+        if Path(f).stem in ("firesmoke_Img_487", "firesmoke_Img_563", "nofire_cctv_img_1"):
+            keep.append(e)
+    for e in keep:
+        dst = tmp_path / e["file"]
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.symlink_to(shared_media / e["file"])
+    manifest = tmp_path / "MANIFEST.json"
+    manifest.write_text(json.dumps(keep))
+    out = tmp_path / "report.json"
+    res = seawatch("evaluate", str(manifest), "--out", str(out), "--no-clips")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    assert report["images"] == 3
+    fire = report["labels"]["fire"]["fire_smoke"]
+    # the two label files hold 2 fire boxes and 1 smoke box
+    assert fire["gt"] == 2 and fire["tp"] + fire["fn"] == 2
+    assert report["labels"]["smoke"]["fire_smoke"]["gt"] == 1
+    imgs = report["fire_smoke_images"]
+    assert imgs["positives"] == 2 and imgs["negatives"] == 1
+    assert "fire" in res.stdout and "recall" in res.stdout
+
+
+def test_evaluate_missing_manifest_is_a_clear_error(tmp_path):
+    res = seawatch("evaluate", str(tmp_path / "nope.json"), timeout=60)
+    assert res.returncode == 1 and "no such manifest" in res.stderr

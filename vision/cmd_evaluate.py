@@ -1,0 +1,67 @@
+"""``seawatch evaluate MANIFEST.json [--out report.json]``: detection and alert quality on labelled media."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from seawatch.errors import InputError
+
+HELP = "precision / recall / AP50 per label, fire image recall and false alarms, hard-hat counts, clip events"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("manifest", help="MANIFEST.json in the shared media format")
+    p.add_argument("--out", default=None, help="write the JSON report here (a summary is printed either way)")
+    p.add_argument("--conf", type=float, default=None, help="confidence threshold (default: each model's own)")
+    p.add_argument("--categories", default=None, help="only these categories (comma-separated)")
+    p.add_argument("--tile", default=None, help="tiling for vessels SIZE[:OVERLAP] (default: model input size, 0.2)")
+    p.add_argument("--no-clips", action="store_true", help="skip the clips (images only)")
+
+
+def _fmt(v) -> str:
+    return "  -  " if v is None else f"{v:.3f}"
+
+
+def print_summary(report: dict, file=sys.stdout) -> None:
+    print(f"{report['manifest']}: {report['images']} images, {report['clips']} clips, {report['seconds']} s", file=file)
+    print(f"{'label':10s} {'model':22s} {'gt':>5s} {'tp':>5s} {'fp':>5s} {'prec':>6s} {'recall':>6s} {'AP50':>6s} "
+          f"{'R@P.8':>6s}", file=file)
+    for label, models in report.get("labels", {}).items():
+        for model, s in models.items():
+            print(f"{label:10s} {model:22s} {s['gt']:5d} {s['tp']:5d} {s['fp']:5d} {_fmt(s['precision']):>6s} "
+                  f"{_fmt(s['recall']):>6s} {_fmt(s['ap50']):>6s} {_fmt(s['recall_at_precision_0.8']):>6s}", file=file)
+    f = report.get("fire_smoke_images")
+    if f:
+        print(f"fire/smoke images: recall {_fmt(f.get('image_recall'))} ({f['detected']}/{f['positives']}), "
+              f"false alarms {_fmt(f.get('false_alarm_rate'))} ({f['false_alarms']}/{f['negatives']})", file=file)
+    h = report.get("no_hard_hat_counts")
+    if h:
+        print(f"no-hard-hat counts: error {h['count_error']:.3f} ({h['abs_error']} off over {h['gt_total']} "
+              f"people in {h['images']} images)", file=file)
+    c = report.get("clips_report")
+    if c:
+        print(f"clips: {c['positives_detected']}/{c['positives']} positives raised their event, "
+              f"{c['false_events']} false events, {c['negative_clips']} negative clips", file=file)
+        for clip in c["clips"]:
+            print(f"  {clip['file']}: {json.dumps({k: v for k, v in clip.items() if k != 'file'})}", file=file)
+    if report.get("missing_models"):
+        print(f"models not provisioned (skipped): {', '.join(report['missing_models'])}", file=file)
+
+
+def run(args: argparse.Namespace) -> int:
+    from seawatch.vision.evaluate import evaluate_manifest
+    from seawatch.vision.tiling import TileSpec
+
+    path = Path(args.manifest)
+    if not path.is_file():
+        raise InputError(f"{path}: no such manifest")
+    tile = TileSpec.parse(args.tile) if args.tile else None
+    cats = set(args.categories.split(",")) if args.categories else None
+    report = evaluate_manifest(path, conf=args.conf, categories=cats, tile=tile, clips=not args.no_clips)
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1, ensure_ascii=False))
+    print_summary(report)
+    return 0

@@ -1,0 +1,191 @@
+"""``seawatch evaluate``: detection and alert quality on any manifest in the shared media format.
+
+Images are scored box by box (:mod:`seawatch.vision.metrics`) with each label routed to the model that emits it
+(``LABEL_MODELS``; vessels also run the baselines side by side), plus image-level fire/smoke recall and false-alarm
+rate, and the per-image count error of people without a hard hat. Clips run the full pipeline (tracking and
+rules) and are scored by the events they raise.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from seawatch.errors import InputError, ModelError
+from seawatch.vision.config import FireSmokeRuleConfig, HardHatRuleConfig
+from seawatch.vision.detections import Detections
+from seawatch.vision.groundtruth import PRED_GROUPS, Sample, load_manifest
+from seawatch.vision.metrics import LabelStats, match
+from seawatch.vision.rules import bare_headed
+
+log = logging.getLogger(__name__)
+
+# Seawatch label -> models that are scored on it, first = the one the product runs; later = baselines.
+LABEL_MODELS: dict[str, tuple[str, ...]] = {
+    "vessel": ("vessel", "coco_yolov5n", "ship_published"),
+    "fire": ("fire_smoke",),
+    "smoke": ("fire_smoke",),
+    "person": ("coco_yolov5n",),
+    "vehicle": ("coco_yolov5n",),
+    "helmet": ("helmet",),
+    "no_helmet": ("helmet",),
+}
+# Labels scored with tiled inference (small, distant objects).
+TILED_LABELS = {"vessel"}
+
+
+@dataclass
+class _ModelRun:
+    name: str
+    detector: object
+    tiled: bool
+    seconds: float = 0.0
+    frames: int = 0
+
+
+@dataclass
+class Evaluator:
+    """Runs provisioned models on labelled samples and accumulates metrics."""
+
+    conf: float | None = None
+    tile: object | None = None  # TileSpec; default TileSpec() for TILED_LABELS
+    models: dict[str, _ModelRun] = field(default_factory=dict)
+    missing_models: set[str] = field(default_factory=set)
+
+    def _model(self, name: str, tiled: bool) -> _ModelRun | None:
+        key = f"{name}+tiles" if tiled else name
+        if key in self.models:
+            return self.models[key]
+        if name in self.missing_models:
+            return None
+        from seawatch.vision.detector import load_detector
+
+        try:
+            det = load_detector(name, **({"conf": self.conf} if self.conf is not None else {}))
+        except ModelError as exc:
+            log.warning("evaluate: model %s unavailable: %s", name, exc)
+            self.missing_models.add(name)
+            return None
+        run = _ModelRun(key, det, tiled)
+        self.models[key] = run
+        return run
+
+    def detect(self, run: _ModelRun, image: np.ndarray) -> Detections:
+        from seawatch.vision.tiling import TileSpec, detect_tiled
+
+        t0 = time.perf_counter()
+        if run.tiled:
+            spec = self.tile or TileSpec(size_px=run.detector.settings.imgsz)
+            out = detect_tiled(run.detector, [image], spec)[0]
+        else:
+            out = run.detector.detect([image])[0]
+        run.seconds += time.perf_counter() - t0
+        run.frames += 1
+        return out
+
+
+def _grouped(det: Detections) -> np.ndarray:
+    return np.array([PRED_GROUPS.get(lab, lab) for lab in det.label], dtype=object)
+
+
+def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
+    """Box metrics per (label, model), image-level fire/smoke and hard-hat counts."""
+    from seawatch.vision.media import read_image
+
+    stats: dict[tuple[str, str], LabelStats] = {}
+    fire_img = {"positives": 0, "detected": 0, "negatives": 0, "false_alarms": 0}
+    hat = {"images": 0, "abs_error": 0, "gt_total": 0, "per_image": []}
+    for s in samples:
+        if s.kind != "image":
+            continue
+        labels = set(s.boxes) | s.negative_for
+        wants_fire = bool({"fire", "smoke"} & labels) or "fire" in s.ground_truth
+        wants_hat = "without_helmet" in s.ground_truth
+        if wants_hat:
+            labels |= {"no_helmet"}
+        if not labels:
+            continue
+        try:
+            image = read_image(s.path)
+        except InputError as exc:
+            log.warning("evaluate: %s", exc)
+            continue
+        cache: dict[str, Detections] = {}
+        for label in sorted(labels):
+            for name in LABEL_MODELS.get(label, ()):
+                tiled = label in TILED_LABELS
+                run = ev._model(name, tiled)
+                if run is None:
+                    continue
+                if run.name not in cache:
+                    cache[run.name] = ev.detect(run, image)
+                det = cache[run.name]
+                if label in s.boxes or label in s.negative_for:
+                    keep = _grouped(det) == label
+                    gt = s.gt(label)
+                    tp = match(det.xyxy_px[keep], det.confidence[keep], gt)
+                    stats.setdefault((label, run.name), LabelStats()).add(det.confidence[keep], tp, len(gt))
+        if wants_fire and (run := ev._model("fire_smoke", False)) is not None:
+            det = cache.get(run.name) or ev.detect(run, image)
+            # an image "alarms" when a box clears the fire rule's own confidence floor
+            fire_det = det.with_label("fire", "smoke")
+            has_fire = bool((fire_det.confidence >= FireSmokeRuleConfig().min_confidence).any())
+            positive = bool(len(s.gt("fire")) or len(s.gt("smoke")) or s.ground_truth.get("fire") is True
+                            or s.ground_truth.get("smoke") is True)
+            negative = {"fire", "smoke"} <= s.negative_for
+            if positive:
+                fire_img["positives"] += 1
+                fire_img["detected"] += int(has_fire)
+            elif negative:
+                fire_img["negatives"] += 1
+                fire_img["false_alarms"] += int(has_fire)
+        if wants_hat and (run := ev._model("helmet", False)) is not None:
+            parts = [cache.get(run.name) or ev.detect(run, image)]
+            if (people := ev._model("coco_yolov5n", False)) is not None:
+                parts.append(cache.get(people.name) or ev.detect(people, image))
+            # the rule's own still-image count: bare heads, and people whose head region holds no hard hat
+            n_pred = len(bare_headed(Detections.merge(parts), HardHatRuleConfig()))
+            n_gt = int(s.ground_truth["without_helmet"])
+            hat["images"] += 1
+            hat["abs_error"] += abs(n_pred - n_gt)
+            hat["gt_total"] += n_gt
+            hat["per_image"].append({"file": s.path.name, "gt": n_gt, "predicted": n_pred})
+    report: dict = {"labels": {}}
+    for (label, model), st in sorted(stats.items()):
+        entry = st.summary()
+        r80, thr80 = st.recall_at_precision(0.8)
+        entry["recall_at_precision_0.8"] = round(r80, 4)
+        entry["threshold_at_precision_0.8"] = round(thr80, 4)
+        report["labels"].setdefault(label, {})[model] = entry
+    if fire_img["positives"] or fire_img["negatives"]:
+        fire_img["image_recall"] = round(fire_img["detected"] / fire_img["positives"], 4) if fire_img["positives"] else None
+        fire_img["false_alarm_rate"] = (round(fire_img["false_alarms"] / fire_img["negatives"], 4)
+                                        if fire_img["negatives"] else None)
+        report["fire_smoke_images"] = fire_img
+    if hat["images"]:
+        hat["count_error"] = round(hat["abs_error"] / max(hat["gt_total"], 1), 4)
+        report["no_hard_hat_counts"] = hat
+    report["models"] = {r.name: {"frames": r.frames, "ms_per_frame": round(1000 * r.seconds / max(r.frames, 1), 1)}
+                        for r in ev.models.values()}
+    if ev.missing_models:
+        report["missing_models"] = sorted(ev.missing_models)
+    return report
+
+
+def evaluate_manifest(path, conf: float | None = None, categories: set[str] | None = None,
+                      tile=None, clips: bool = True) -> dict:
+    samples = load_manifest(path, categories)
+    ev = Evaluator(conf=conf, tile=tile)
+    t0 = time.monotonic()
+    report = {"manifest": str(path), "images": sum(1 for s in samples if s.kind == "image"),
+              "clips": sum(1 for s in samples if s.kind == "video")}
+    report.update(evaluate_images(samples, ev))
+    if clips:
+        from seawatch.vision.evaluate_clips import evaluate_clips
+
+        report["clips_report"] = evaluate_clips([s for s in samples if s.kind == "video"])
+    report["seconds"] = round(time.monotonic() - t0, 1)
+    return report
