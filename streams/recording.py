@@ -463,3 +463,52 @@ def mp4_top_boxes(path: str | Path) -> list[str]:
                 f.seek(size - 8, 1)
             boxes.append(kind)
     return boxes
+
+
+_SAFE_ID = __import__("re").compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+class ClipStore:
+    """Clips and snapshots addressed by source id and time (UTC ns), cut on demand and kept as files.
+
+    ``get(source_id, start_ns, end_ns)`` returns ``clips_dir/source_id/<start_ns>_<end_ns>.mp4``, cutting it from
+    the source's recorded segments (``recordings_dir``) and its pre-event ring if it does not exist yet. When the
+    window ends in the future (post-roll still to come) it waits up to ``wait_s`` for the ring to reach it.
+    """
+
+    def __init__(self, clips_dir: str | Path, recordings_dir: str | Path | None = None) -> None:
+        self.clips_dir = Path(clips_dir)
+        self.recordings_dir = Path(recordings_dir) if recordings_dir is not None else None
+        self._rings: dict[str, PacketRing] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _check_id(source_id: str) -> str:
+        if not isinstance(source_id, str) or not _SAFE_ID.match(source_id):
+            raise InputError(f"source id {source_id!r} cannot name a clip folder (letters, digits, _ . - only)")
+        return source_id
+
+    def add_ring(self, source_id: str, ring: PacketRing) -> None:
+        self._rings[self._check_id(source_id)] = ring
+
+    def path_for(self, source_id: str, start_ns: int, end_ns: int) -> Path:
+        return self.clips_dir / self._check_id(source_id) / f"{int(start_ns)}_{int(end_ns)}.mp4"
+
+    def get(self, source_id: str, start_ns: int, end_ns: int, *, wait_s: float = 0.0) -> Path:
+        """The clip file for the window; raises :class:`StreamError` when no video covers it."""
+        path = self.path_for(source_id, start_ns, end_ns)
+        if path.exists():
+            return path
+        ring = self._rings.get(source_id)
+        if ring is not None and wait_s > 0:
+            ring.wait_until(end_ns, wait_s)
+        with self._lock:  # two requests for one clip must not write the same file at once
+            if path.exists():
+                return path
+            return cut_clip(path, int(start_ns), int(end_ns), recordings=self.recordings_dir, source_id=source_id,
+                            ring=ring)
+
+    def save_snapshot(self, frame, quality: int = 90) -> Path:
+        """JPEG of a :class:`~seawatch.streams.frame.Frame` at ``clips_dir/source_id/<capture_ns>.jpg``."""
+        path = self.clips_dir / self._check_id(frame.source_id) / f"{frame.capture_time_ns}.jpg"
+        return save_jpeg(frame.image, path, quality)

@@ -695,6 +695,30 @@ def test_clips_play_in_chromium(clip, tmp_path):
     assert not chromium_title(bad, tmp_path).startswith("played")
 
 
+def test_clip_store_addresses_clips_by_source_and_window(clip, tmp_path):
+    from seawatch.streams.recording import ClipStore
+
+    t0 = 1_800_000_000 * S
+    ring = PacketRing(30)
+    rec = SegmentRecorder(tmp_path / "rec", "cam-1", segment_s=2.0)
+    with Source(SourceConfig("cam-1", str(clip), pace="fast", start_time_ns=t0), ring=ring, recorder=rec) as src:
+        frames = list(src)
+    store = ClipStore(tmp_path / "clips", tmp_path / "rec")
+    p = store.get("cam-1", t0 + S, t0 + 2 * S)  # from the segments alone
+    assert p == tmp_path / "clips" / "cam-1" / f"{t0 + S}_{t0 + 2 * S}.mp4"
+    assert ffprobe_summary(p)["packets"] == 26
+    mtime = p.stat().st_mtime_ns
+    assert store.get("cam-1", t0 + S, t0 + 2 * S).stat().st_mtime_ns == mtime  # kept, not cut again
+    store.add_ring("cam-1", ring)
+    assert ffprobe_summary(store.get("cam-1", t0 + 3 * S, t0 + 4 * S))["packets"] == 25
+    snap = store.save_snapshot(frames[10])
+    assert snap.name == f"{frames[10].capture_time_ns}.jpg" and snap.stat().st_size > 1000
+    with pytest.raises(InputError, match="source id"):
+        store.get("../etc", t0, t0 + S)
+    with pytest.raises(StreamError):
+        store.get("other", t0, t0 + S)
+
+
 def test_snapshot_jpeg(tmp_path):
     import cv2
 
