@@ -24,11 +24,13 @@ import numpy as np
 from seawatch import paths
 from seawatch.errors import ModelError, SeawatchError
 
-HELP = "benchmarks printing side-by-side ratios (detector)"
+HELP = "benchmarks printing side-by-side ratios (detector, geo, streams)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", nargs="?", default="detector", choices=["detector"], help="what to benchmark")
+    p.add_argument("what", nargs="?", default="detector", choices=["detector", "geo", "streams"],
+                   help="what to benchmark: detector (default), geo (drone geolocation), streams (decode, gating)")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the geo / streams benchmark scripts")
     p.add_argument("--models", default="", help="comma-separated model names (default: all provisioned)")
     p.add_argument("--rounds", type=int, default=8, help="measured rounds per engine (default 8)")
     p.add_argument("--imgsz", type=int, default=None, help="input size (default: each model's own)")
@@ -168,8 +170,21 @@ def _ratio(base: float | None, x: float | None) -> str:
     return f"{base / x:5.2f}x"
 
 
+def _script(name: str, argv: list[str]) -> int:
+    """Run ``benchmarks/<name>.py``'s ``main(argv)`` (the scripts live beside the package in a source checkout)."""
+    import runpy
+
+    path = paths.REPO_ROOT / "benchmarks" / f"{name}.py"
+    if not path.is_file():
+        raise SeawatchError(f"{path} is missing: the {name} benchmark needs a source checkout")
+    return int(runpy.run_path(str(path), run_name="seawatch_bench")["main"](argv) or 0)
+
+
 def run(args: argparse.Namespace) -> int:
     from seawatch.vision import registry
+
+    if args.what in ("geo", "streams"):
+        return _script(f"bench_{args.what}", args.rest)
 
     names = [n for n in args.models.split(",") if n] or [n for n in registry.load_manifests()
                                                       if registry.is_provisioned(n)]
