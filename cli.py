@@ -21,6 +21,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("models", "list"): "seawatch.vision.cmd_models_list",
     ("models", "register"): "seawatch.vision.cmd_models_register",
     ("models", "quantize"): "seawatch.vision.export.cmd_quantize",
+    ("models", "train"): "seawatch.vision.export.cmd_train",
     ("detect",): "seawatch.vision.cmd_detect",
     ("run",): "seawatch.vision.cmd_run",
     ("evaluate",): "seawatch.vision.cmd_evaluate",

@@ -1,0 +1,45 @@
+"""``seawatch models train DATASET``: fine-tune, export, verify and register a detector (e.g. ``vessel``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+
+HELP = "fine-tune a detector on a dataset manifest (datasets/NAME.yaml), export ONNX and register it"
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", help="dataset manifest name in datasets/ (e.g. vessels) or a path to one")
+    p.add_argument("--name", default="vessel", help="registry name of the result (default: vessel)")
+    p.add_argument("--base", default="coco_yolov5n",
+                   help="starting weights: coco_yolov5n, fall, ship_published, or a .pt / .yaml path")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--imgsz", type=int, default=640, help="training input size (tiles are this big)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--device", default="cpu", help="cpu, or a CUDA device index such as 0")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fraction", type=float, default=1.0, help="fraction of the training images (smoke runs)")
+    p.add_argument("--smoke", action="store_true",
+                   help="CI-sized run: 1 epoch, 5%% of the images, 320 px tiles; proves the pipeline, not the model")
+
+
+def run(args: argparse.Namespace) -> int:
+    from seawatch.vision import cmd_models_register, registry
+    from seawatch.vision.export.train import train
+
+    if args.smoke:
+        args.epochs, args.fraction, args.imgsz, args.batch = 1, 0.05, 320, 8
+    record = train(args.dataset, args.name, base=args.base, epochs=args.epochs, imgsz=args.imgsz,
+                   batch=args.batch, device=args.device, seed=args.seed, tile_px=args.imgsz, fraction=args.fraction)
+    reg = argparse.Namespace(file=record["weights"], name=args.name, labels="", classes="", output_format=None,
+                             licence="AGPL-3.0 (fine-tuned from AGPL-3.0 YOLO weights); training data: see datasets/"
+                                     f"{args.dataset}.yaml", description=f"fine-tuned on {args.dataset} from {args.base}",
+                             imgsz=args.imgsz, replace=True, check=True)
+    cmd_models_register.run(reg)
+    lock = registry.read_lock(args.name)
+    lock["training"] = record
+    registry.write_lock(args.name, lock)
+    print(json.dumps(record, indent=1))
+    return 0
