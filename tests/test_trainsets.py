@@ -46,18 +46,6 @@ def test_layout_links_images_and_rewrites_labels(vessel_items, tmp_path):
     assert fp1 == trainsets.fingerprint(list(reversed(items))) and len(fp1) == 64
 
 
-@pytest.mark.parametrize("length,tile,overlap,expected", [
-    (640, 640, 0.2, [0]),
-    (500, 640, 0.2, [0]),
-    (1280, 640, 0.2, [0, 512, 640]),
-    (1920, 640, 0.25, [0, 480, 960, 1280]),
-])
-def test_tile_origins_cover_the_frame(length, tile, overlap, expected):
-    starts = trainsets.tile_origins(length, tile, overlap)
-    assert starts == expected
-    assert starts[0] == 0 and starts[-1] + tile >= length
-
-
 def test_tile_labels_clip_and_drop():
     # a 100x100 box at (50..150, 50..150) in a 1000x1000 frame
     line = "0 0.1 0.1 0.1 0.1"

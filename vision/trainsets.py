@@ -145,16 +145,6 @@ if __name__ == "__main__":  # pragma: no cover - quick look: python -m seawatch.
     print(json.dumps(summary(tr, va), indent=1))
 
 
-def tile_origins(length_px: int, tile_px: int, overlap: float) -> list[int]:
-    """Start offsets of overlapping tiles covering ``length_px`` (the last tile is flush with the edge)."""
-    if length_px <= tile_px:
-        return [0]
-    step = max(1, int(round(tile_px * (1.0 - overlap))))
-    starts = list(range(0, length_px - tile_px, step))
-    starts.append(length_px - tile_px)
-    return sorted(set(starts))
-
-
 def _tile_labels(lines: tuple[str, ...], w: int, h: int, x0: int, y0: int, tile: int, min_keep: float) -> list[str]:
     out = []
     for line in lines:
@@ -183,6 +173,8 @@ def write_tiled_layout(out_dir: Path, train: list[Item], val: list[Item], classe
     """
     import cv2
 
+    from seawatch.vision.tiling import tile_starts
+
     out_dir = Path(out_dir)
     write_yolo_layout(out_dir, [], val, classes)
     img_dir, lab_dir = out_dir / "images" / "train", out_dir / "labels" / "train"
@@ -200,8 +192,9 @@ def write_tiled_layout(out_dir: Path, train: list[Item], val: list[Item], classe
                 link.unlink()
             os.symlink(it.image.resolve(), link)
             (lab_dir / f"{stem}.txt").write_text("\n".join(it.lines) + ("\n" if it.lines else ""))
-        for y0 in tile_origins(h, tile_px, overlap):
-            for x0 in tile_origins(w, tile_px, overlap):
+        # the same tile grid the tiled inference uses (seawatch.vision.tiling), so training sees what runtime sees
+        for y0 in tile_starts(h, tile_px, overlap).tolist():
+            for x0 in tile_starts(w, tile_px, overlap).tolist():
                 crop = img[y0:y0 + tile_px, x0:x0 + tile_px]
                 lines = _tile_labels(it.lines, w, h, x0, y0, tile_px, min_keep)
                 name = f"{stem}__t{x0}_{y0}"
