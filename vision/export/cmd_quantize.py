@@ -88,9 +88,18 @@ def eval_recall(detector, samples) -> dict:
     from seawatch.vision.media import read_image
     from seawatch.vision.metrics import LabelStats, match
 
+    from seawatch.vision.tiling import TileSpec, detect_tiled
+
     stats: dict[str, LabelStats] = {}
+    size = detector.settings.imgsz
     for s in samples:
-        det = detector.detect([read_image(s.path)])[0]
+        image = read_image(s.path)
+        # frames much larger than the input run tiled, as the product runs them: untiled, a 1080p shore frame
+        # shrinks people and boats below what any model resolves and recall says nothing about precision loss
+        if max(image.shape[:2]) > 1.5 * size:
+            det = detect_tiled(detector, [image], TileSpec(size_px=size))[0]
+        else:
+            det = detector.detect([image])[0]
         pred_labels = np.array([PRED_GROUPS.get(l, l) for l in det.label], dtype=object)
         for lab, gt in s.boxes.items():
             keep = pred_labels == lab
