@@ -4,6 +4,7 @@ Usage (from the repository root, after ``bash scripts/setup.sh``)::
 
     .venv/bin/python benchmarks/bench_streams.py decode            # CPU per 25 fps stream, 720p/1080p, threads, modes
     .venv/bin/python benchmarks/bench_streams.py latency           # glass-to-frame on loopback RTSP (/live barcode)
+    .venv/bin/python benchmarks/bench_streams.py reconnect         # kill -9 + restart: seconds to the next frame
     .venv/bin/python benchmarks/bench_streams.py idle --streams 8  # CPU per idle 1080p25 RTSP stream, gated
     .venv/bin/python benchmarks/bench_streams.py soak --streams 8 --seconds 120   # RSS growth, looping files
     .venv/bin/python benchmarks/bench_streams.py all
@@ -178,6 +179,53 @@ def bench_latency(seconds: float = 10.0) -> None:
         srv.close()
 
 
+# --------------------------------------------------------------------------------------------------- reconnect
+def bench_reconnect(media: dict[str, Path], cycles: int = 5, outage_s: float = 2.0) -> None:
+    """Server killed with SIGKILL and restarted on the same port: seconds from its restart to the next frame."""
+    from seawatch.streams.source import Source, SourceConfig
+
+    srv = Server(media["720p"], ["cam1"])
+    port = srv.port
+    src = Source(SourceConfig("r", srv.url("cam1"), read_timeout_s=2.0, open_timeout_s=3.0)).start()
+    times = []
+    try:
+        while src.read(5.0) is None:
+            pass
+        for _ in range(cycles):
+            srv.proc.kill()
+            srv.proc.wait()
+            time.sleep(outage_s)
+            srv = _restart(media["720p"], port)
+            t0, t0_ns = time.monotonic(), time.time_ns()
+            while time.monotonic() - t0 < 30:
+                f = src.read(0.1)
+                if f is not None and f.receive_time_ns > t0_ns:  # not a frame queued before the kill
+                    break
+            times.append(time.monotonic() - t0)
+            time.sleep(1.0)
+    finally:
+        src.stop()
+        srv.close()
+    emit(bench="reconnect", cycles=cycles, outage_s=outage_s, first_frame_after_restart_s=[round(t, 2) for t in times],
+         max_s=round(max(times), 2), median_s=round(float(np.median(times)), 2))
+
+
+def _restart(clip: Path, port: int) -> Server:
+    srv = Server.__new__(Server)
+    srv.port = port
+    deadline = time.monotonic() + 10
+    while True:
+        srv.proc = subprocess.Popen(["/usr/bin/python3", str(SERVER), "--port", str(port), "--file", str(clip),
+                                     "--path", "cam1"], stdout=subprocess.PIPE, text=True)
+        ready, _, _ = select.select([srv.proc.stdout], [], [], 5)
+        if ready and srv.proc.stdout.readline().startswith("READY"):
+            return srv
+        srv.close()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"RTSP server did not restart on port {port}")
+        time.sleep(0.2)
+
+
 # --------------------------------------------------------------------------------------------------- idle
 def bench_idle(media: dict[str, Path], streams: int = 8, seconds: float = 20.0,
                configs=(("all", False), ("all", True), ("auto", True)), gop: int = 50) -> None:
@@ -256,7 +304,7 @@ def bench_soak(media: dict[str, Path], streams: int = 8, seconds: float = 120.0)
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["decode", "latency", "idle", "soak", "all"])
+    ap.add_argument("what", nargs="?", default="decode", choices=["decode", "latency", "reconnect", "idle", "soak", "all"])
     ap.add_argument("--streams", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--gop", type=int, default=50, help="frames per keyframe in the generated clips")
@@ -269,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_decode(media)
     if args.what in ("latency", "all"):
         bench_latency(args.seconds or 10)
+    if args.what in ("reconnect", "all"):
+        bench_reconnect(media)
     if args.what in ("idle", "all"):
         configs = (("all", True), ("auto", True)) if args.gated_only else (("all", False), ("all", True), ("auto", True))
         bench_idle(media, args.streams, args.seconds or 20, configs, args.gop)
