@@ -260,6 +260,7 @@ class Source:
         self._decode_mode = "keyframes" if config.decode == "keyframes" else "all"
         self._file_anchor_ns: int | None = None
         self._file_loop_offset_s = 0.0
+        self._phase = "opening"
 
     # ------------------------------------------------------------------ public
     def start(self) -> "Source":
@@ -359,9 +360,11 @@ class Source:
                 state = self._status.state
                 if state in (State.ENDED, State.FAILED, State.STOPPED):
                     return
-                stalled_online = state is State.ONLINE and now - self._progress_mono > cfg.stall_timeout_s
+                reading = state is State.ONLINE or (state is State.CONNECTING and self._phase == "reading")
+                stalled_online = reading and now - self._progress_mono > cfg.stall_timeout_s
                 # PyAV's open timeout restarts on every I/O step, so guard the whole open as well
-                stalled_open = state is State.CONNECTING and now - self._state_mono > cfg.open_timeout_s + cfg.stall_timeout_s
+                stalled_open = (state is State.CONNECTING and self._phase == "opening"
+                                and now - self._state_mono > cfg.open_timeout_s + cfg.stall_timeout_s)
                 if not (stalled_online or stalled_open):
                     continue
                 self._gen += 1
@@ -446,11 +449,14 @@ class Source:
 
         cfg = self.config
         self._progress_mono = time.monotonic()
+        self._phase = "opening"
         box = [open_input(cfg)]  # a looping file reopens: _pump replaces box[0], this closes the last one
         try:
             with self._lock:
                 if gen != self._gen:
                     raise _Abandoned()
+                self._phase = "reading"
+                self._progress_mono = time.monotonic()
                 s = self._status
                 self._status = replace(s, connects=s.connects + 1, reconnects=s.reconnects + (1 if s.connects else 0))
             return self._pump(gen, box, av)

@@ -477,6 +477,53 @@ def test_gated_file_skips_conversion_of_idle_frames(tmp_path):
     assert frames[0].motion is not None and frames[1].motion.reason == "interval"
 
 
+def test_watchdog_replaces_a_reader_stuck_inside_ffmpeg(monkeypatch):
+    """A read that never returns (what PyAV does on a hung server without timeouts): the watchdog marks the source
+    offline after stall_timeout_s, starts a fresh reader, and stop() does not wait for the stuck one."""
+    from types import SimpleNamespace
+
+    from seawatch.streams import source as source_mod
+
+    release = threading.Event()
+    opened = []
+
+    class StuckContainer:
+        def __init__(self):
+            ctx = SimpleNamespace(name="h264", width=64, height=48, extradata=b"", thread_count=0, thread_type=None,
+                                  is_open=False, decode=lambda p: [])
+            self.streams = SimpleNamespace(video=[SimpleNamespace(codec_context=ctx, average_rate=25, guessed_rate=25,
+                                                                  time_base=Fraction(1, 90000), frames=0,
+                                                                  start_time=0)])
+
+        def demux(self, stream):
+            release.wait(30)  # blocked in "FFmpeg"
+            return iter(())
+
+        def close(self):
+            pass
+
+    def fake_open(config):
+        opened.append(time.monotonic())
+        return StuckContainer()
+
+    monkeypatch.setattr(source_mod, "open_input", fake_open)
+    src = Source(SourceConfig("stuck", "rtsp://user:pw@cam/1", stall_timeout_s=0.5, backoff_initial_s=0.1)).start()
+    try:
+        t0 = time.monotonic()
+        while src.status().stalls < 2 and time.monotonic() - t0 < 5:
+            time.sleep(0.02)
+        st = src.status()
+        assert st.stalls >= 2 and len(opened) >= 2  # noticed twice, a new reader each time
+        assert opened[1] - opened[0] < 1.5
+        assert "stalled" in st.last_error and "pw" not in st.url
+        t = time.monotonic()
+        src.stop(1.0)
+        assert time.monotonic() - t < 1.5  # the stuck readers are abandoned, not waited for
+        assert src.status().state is State.STOPPED
+    finally:
+        release.set()
+
+
 def test_source_group_one_failure_does_not_stop_others(clip, tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"junk" * 100)
