@@ -524,6 +524,66 @@ def test_watchdog_replaces_a_reader_stuck_inside_ffmpeg(monkeypatch):
         release.set()
 
 
+def _slow_decoder_source(monkeypatch, max_lag_s: float) -> Source:
+    """A live source whose packets arrive at 25 fps but whose decoder needs 60 ms per frame (1.5x too slow)."""
+    from types import SimpleNamespace
+
+    from seawatch.streams import source as source_mod
+
+    tb = Fraction(1, 90000)
+
+    def decode(packet):
+        if packet is None:
+            return []
+        time.sleep(0.06)
+        return [SimpleNamespace(pts=packet.pts, time_base=tb, format=SimpleNamespace(name="rgb24"),
+                                to_ndarray=lambda format: np.zeros((8, 8, 3), np.uint8))]
+
+    class Container:
+        def __init__(self):
+            ctx = SimpleNamespace(name="mpeg4", width=8, height=8, extradata=b"", thread_count=0, thread_type=None,
+                                  is_open=False, decode=decode)
+            self.streams = SimpleNamespace(video=[SimpleNamespace(codec_context=ctx, average_rate=25, guessed_rate=25,
+                                                                  time_base=tb, frames=0, start_time=0)])
+
+        def demux(self, stream):
+            t0 = time.monotonic()
+            for i in range(10_000):
+                delay = t0 + i * 0.04 - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)  # "the network": packets become available at 25 fps
+                yield SimpleNamespace(pts=i * 3600, dts=i * 3600, size=100, is_keyframe=i % 25 == 0)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(source_mod, "open_input", lambda config: Container())
+    return Source(SourceConfig("slow", "rtsp://cam/1", max_lag_s=max_lag_s, queue_size=1000)).start()
+
+
+@pytest.mark.parametrize("max_lag_s, bounded", [(0.5, True), (1000.0, False)])
+def test_live_latency_does_not_grow_when_decoding_is_too_slow(monkeypatch, max_lag_s, bounded):
+    src = _slow_decoder_source(monkeypatch, max_lag_s)
+    frames = []
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < 4.5:
+            f = src.read(0.2)
+            if f is not None:
+                frames.append(f)
+        st = src.status()
+    finally:
+        src.stop(2)
+    late_s = [(f.receive_time_ns - f.capture_time_ns) / 1e9 for f in frames if f.receive_time_ns - frames[0].receive_time_ns > 3e9]
+    assert late_s
+    print(f"max_lag_s={max_lag_s}: frames {len(frames)}, worst lateness {max(late_s):.2f} s, "
+          f"skipped late {st.frames_skipped_late}")
+    if bounded:
+        assert max(late_s) < 1.2 and st.frames_skipped_late > 0 and st.drops >= st.frames_skipped_late
+    else:  # the same source without catch-up falls further and further behind: the test can tell
+        assert max(late_s) > 1.2 and st.frames_skipped_late == 0
+
+
 def test_source_group_one_failure_does_not_stop_others(clip, tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"junk" * 100)
