@@ -551,7 +551,11 @@ class Source:
                     break
                 except av.FFmpegError as exc:
                     if live:
-                        raise StreamError(f"source {cfg.source_id}: read failed: {redact_text(str(exc), cfg.url)}") from exc
+                        if isinstance(exc, av.ExitError):  # FFmpeg's "immediate exit requested": our timeout fired
+                            why = f"no data for {cfg.read_timeout_s:g} s (read timeout)"
+                        else:
+                            why = redact_text(str(exc), cfg.url)
+                        raise StreamError(f"source {cfg.source_id}: read failed: {why}") from exc
                     read_error = redact_text(str(exc), cfg.url)
                     break
                 if not self._current(gen):
