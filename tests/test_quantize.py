@@ -115,3 +115,18 @@ def test_bench_prints_ratios_for_each_engine(shared_media):
         assert r[key] > 0
     assert 0 < r["pre_post_share_of_infer"] < 1
     assert r["input_hw"][1] == 640 and r["input_hw"][0] < 640  # rectangular letterbox of a 16:9 frame
+
+
+def test_agreement_counts_confident_reference_boxes_reproduced():
+    from seawatch.vision.detections import Detections
+    from seawatch.vision.export.cmd_quantize import agreement
+
+    labels = ("vessel", "person")
+    ref = [Detections([[0, 0, 100, 100], [200, 200, 300, 300], [400, 400, 420, 420]], [0.9, 0.8, 0.3], [0, 1, 0], labels)]
+    same = [Detections([[2, 0, 102, 100], [200, 200, 300, 300]], [0.85, 0.7], [0, 1], labels)]
+    assert agreement(ref, same, threshold=0.25) == 1.0  # the 0.3 box is borderline and does not count
+    wrong_label = [Detections([[2, 0, 102, 100], [200, 200, 300, 300]], [0.85, 0.7], [0, 0], labels)]
+    assert agreement(ref, wrong_label, threshold=0.25) == 0.5
+    assert agreement(ref, [Detections.empty(labels)], threshold=0.25) == 0.0
+    assert agreement([Detections.empty(labels)], [Detections.empty(labels)], threshold=0.25) != agreement(
+        [Detections.empty(labels)], [Detections.empty(labels)], threshold=0.25)  # nan: nothing to agree on

@@ -38,6 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-frames", type=int, default=16,
                    help="calibration frames (default 16; each costs about 0.5 GB of memory on mid-size models)")
     p.add_argument("--max-drop", type=float, default=0.02, help="largest accepted recall drop (default 0.02)")
+    p.add_argument("--min-agreement", type=float, default=0.8,
+                   help="least share of fp32's confident boxes the variant must reproduce (default 0.8)")
     p.add_argument("--method", default="minmax", choices=["minmax", "percentile", "entropy"])
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
@@ -82,8 +84,30 @@ def calibration_frames(labels: tuple[str, ...], imgsz: int, count: int) -> list[
     return frames
 
 
-def eval_recall(detector, samples) -> dict:
-    """Recall and precision of a detector at its default threshold on labelled samples, per label."""
+def agreement(reference: list, candidate: list, threshold: float, margin: float = 0.1) -> float:
+    """Share of the reference detector's confident boxes (conf >= ``threshold + margin``, so borderline boxes do
+    not count) that the candidate reproduces with the same label at IoU >= 0.5; nan when there are none."""
+    from seawatch.vision.metrics import match
+
+    found = total = 0
+    for ref, cand in zip(reference, candidate):
+        for lab in set(ref.label.tolist()):
+            r = ref.with_label(lab)
+            r = r[r.confidence >= threshold + margin]
+            if not len(r):
+                continue
+            c = cand.with_label(lab)
+            # each confident reference box must be claimed by one candidate box (match() with roles swapped)
+            tp = match(r.xyxy_px, r.confidence, c.xyxy_px, iou=0.5, iou_small=0.5)
+            found += int(tp.sum())
+            total += len(r)
+    return found / total if total else float("nan")
+
+
+def eval_recall(detector, samples, keep: list | None = None) -> dict:
+    """Recall and precision of a detector at its default threshold on labelled samples, per label.
+
+    ``keep``, when given, receives each sample's detections (for :func:`agreement`)."""
     from seawatch.vision.groundtruth import PRED_GROUPS
     from seawatch.vision.media import read_image
     from seawatch.vision.metrics import LabelStats, match
@@ -100,6 +124,8 @@ def eval_recall(detector, samples) -> dict:
             det = detect_tiled(detector, [image], TileSpec(size_px=size))[0]
         else:
             det = detector.detect([image])[0]
+        if keep is not None:
+            keep.append(det)
         pred_labels = np.array([PRED_GROUPS.get(l, l) for l in det.label], dtype=object)
         for lab, gt in s.boxes.items():
             keep = pred_labels == lab
@@ -131,7 +157,8 @@ def eval_samples(manifest) -> list:
     return out
 
 
-def quantize_model(name: str, int8: bool, bf16: bool, calib_frames: int, max_drop: float, method: str) -> dict:
+def quantize_model(name: str, int8: bool, bf16: bool, calib_frames: int, max_drop: float, method: str,
+                   min_agreement: float = 0.8) -> dict:
     from seawatch.vision.detector import OnnxDetector
     from seawatch.vision.export.quantize import openvino_bf16_supported, quantize_int8
     from seawatch.vision.preprocess import Preprocessor
@@ -142,7 +169,8 @@ def quantize_model(name: str, int8: bool, bf16: bool, calib_frames: int, max_dro
     if not samples:
         raise ModelError(f"model {name!r}: no labelled evaluation images for {m.seawatch_labels}; cannot check recall")
     base = OnnxDetector(m, fp32_path)
-    ref = eval_recall(base, samples)
+    ref_dets: list = []
+    ref = eval_recall(base, samples, ref_dets)
     ref_recall = _pooled_recall(ref)
     result = {"model": name, "eval_images": len(samples), "fp32": {"recall": round(ref_recall, 4), "per_label": ref}}
     lock = registry.read_lock(name)
@@ -157,10 +185,14 @@ def quantize_model(name: str, int8: bool, bf16: bool, calib_frames: int, max_dro
         out = registry.model_dir(name) / "model.int8.onnx"
         facts = quantize_int8(fp32_path, out, batches, method=method)
         det = OnnxDetector(m, out)
-        summ = eval_recall(det, samples)
+        dets: list = []
+        summ = eval_recall(det, samples, dets)
         rec = _pooled_recall(summ)
-        accepted = rec >= ref_recall - max_drop
+        agree = agreement(ref_dets, dets, base.settings.conf)
+        # labelled recall is the criterion; agreement with fp32 guards models whose labelled recall is near zero
+        accepted = rec >= ref_recall - max_drop and not agree < min_agreement
         entry = {"file": out.name, "sha256": registry.sha256_file(out), "recall": round(rec, 4),
+                 "agreement_with_fp32": None if agree != agree else round(agree, 4),
                  "recall_fp32": round(ref_recall, 4), "accepted": accepted, "eval_images": len(samples),
                  "seconds": round(time.monotonic() - t0, 1), **facts}
         result["int8"] = {**entry, "per_label": summ}
@@ -175,11 +207,14 @@ def quantize_model(name: str, int8: bool, bf16: bool, calib_frames: int, max_dro
             result["bf16"] = {"accepted": False, "reason": "OpenVINO missing or CPU without native bf16"}
         else:
             det = OnnxDetector(m, fp32_path, providers=["openvino-bf16"])
-            summ = eval_recall(det, samples)
+            dets = []
+            summ = eval_recall(det, samples, dets)
             rec = _pooled_recall(summ)
-            accepted = rec >= ref_recall - max_drop
+            agree = agreement(ref_dets, dets, base.settings.conf)
+            accepted = rec >= ref_recall - max_drop and not agree < min_agreement
             entry = {"file": Path(fp32_path).name, "sha256": registry.sha256_file(fp32_path), "engine": "openvino",
                      "precision": "bf16", "recall": round(rec, 4), "recall_fp32": round(ref_recall, 4),
+                     "agreement_with_fp32": None if agree != agree else round(agree, 4),
                      "accepted": accepted, "eval_images": len(samples)}
             result["bf16"] = {**entry, "per_label": summ}
             if accepted:
@@ -200,7 +235,8 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for name in names:
         try:
-            r = quantize_model(name, int8, args.bf16, args.calib_frames, args.max_drop, args.method)
+            r = quantize_model(name, int8, args.bf16, args.calib_frames, args.max_drop, args.method,
+                               args.min_agreement)
         except ModelError as exc:
             print(f"seawatch: {name}: {exc}", file=__import__("sys").stderr)
             failed += 1
@@ -211,7 +247,8 @@ def run(args: argparse.Namespace) -> int:
             for k in ("int8", "bf16"):
                 if k in r:
                     v = r[k]
-                    line += (f" | {k} recall {v['recall']:.3f} {'accepted' if v['accepted'] else 'REJECTED'}"
+                    line += (f" | {k} recall {v['recall']:.3f} agree {v['agreement_with_fp32']} "
+                             f"{'accepted' if v['accepted'] else 'REJECTED'}"
                              if "recall" in v else f" | {k} {v['reason']}")
             print(line)
     if args.json:
