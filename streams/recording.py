@@ -2,7 +2,8 @@
 
 * Segments: the incoming H.264 is remuxed (never re-encoded) into fragmented MP4 files, one per ``segment_s``
   (cut at keyframes), named ``<start_ns>_<end_ns>.mp4`` under ``<root>/<source_id>/``; the file being written is
-  ``<start_ns>.part.mp4``. Fragmented, so a segment cut short by a crash is still readable.
+  ``<start_ns>.part.mp4``. Fragmented, so a segment cut short by a crash is still readable. Other codecs (MJPEG
+  cameras) are kept as they came in Matroska segments (``.mkv``); clips from those are transcoded.
 * Retention: the oldest finished segments go when they are older than ``max_age_s`` or the source's total is over
   ``max_total_bytes``.
 * Clips are addressed by source and time window (UTC ns). They are written as H.264 MP4 with ``+faststart``
@@ -163,7 +164,12 @@ def _transcode(timed, info: StreamInfo, path: Path, *, fragmented: bool, crf: in
             out.mux(q)
 
 
-def read_mp4_packets(path: str | Path, start_ns: int) -> tuple[StreamInfo, list[EncodedPacket]]:
+def segment_extension(codec_name: str) -> str:
+    """Recorded segments: MP4 for H.264/HEVC, Matroska for anything else (MJPEG...), always without re-encoding."""
+    return "mp4" if codec_name in ("h264", "hevc") else "mkv"
+
+
+def read_segment_packets(path: str | Path, start_ns: int) -> tuple[StreamInfo, list[EncodedPacket]]:
     """Packets of a recorded segment, with capture time = ``start_ns`` + their pts. Raises :class:`InputError`."""
     import av
 
@@ -243,7 +249,7 @@ def list_segments(root: str | Path, source_id: str) -> list[Segment]:
     out = []
     if not d.is_dir():
         return out
-    for f in d.glob("*_*.mp4"):
+    for f in [*d.glob("*_*.mp4"), *d.glob("*_*.mkv")]:
         try:
             a, b = f.stem.split("_", 1)
             out.append(Segment(f, int(a), int(b)))
@@ -293,6 +299,7 @@ class SegmentRecorder:
         self._out = None
         self._stream = None
         self._part: Path | None = None
+        self._ext = "mp4"
         self._start_ns = 0
         self._last_ns = 0
         self._retimer = Retimer()
@@ -309,8 +316,8 @@ class SegmentRecorder:
         import av
 
         with self._lock:
-            if self._info is None or self._info.codec_name not in REMUX_CODECS:
-                return  # TODO: non-H.264 sources are not recorded (clips from them come from the ring)
+            if self._info is None:
+                return
             if self._out is not None and packet.is_keyframe and packet.capture_time_ns - self._start_ns >= self.segment_ns:
                 self._close_segment()
             if self._out is None:
@@ -318,7 +325,9 @@ class SegmentRecorder:
                     return
                 self._open_segment(packet.capture_time_ns)
             pts, dts = self._retimer.next(packet)
-            data = ensure_h264_params(packet.data, self._info.annexb_params) if packet.is_keyframe else packet.data
+            data = packet.data
+            if packet.is_keyframe and self._info.codec_name == "h264":
+                data = ensure_h264_params(data, self._info.annexb_params)
             pkt = av.Packet(data)
             pkt.pts, pkt.dts, pkt.time_base = pts, dts, MUX_TIME_BASE
             pkt.is_keyframe = packet.is_keyframe
@@ -335,9 +344,13 @@ class SegmentRecorder:
 
         d = self.root / self.source_id
         d.mkdir(parents=True, exist_ok=True)
-        self._part = d / f"{start_ns}.part.mp4"
-        self._out = av.open(str(self._part), "w", format="mp4", options=_FRAGMENTED)
         info = self._info
+        self._ext = segment_extension(info.codec_name)
+        self._part = d / f"{start_ns}.part.{self._ext}"
+        if self._ext == "mp4":
+            self._out = av.open(str(self._part), "w", format="mp4", options=_FRAGMENTED)
+        else:
+            self._out = av.open(str(self._part), "w", format="matroska")
         self._stream = self._out.add_mux_stream(info.codec_name, rate=info.rate_fps or 25,
                                                 width=info.width_px, height=info.height_px)
         self._stream.time_base = MUX_TIME_BASE
@@ -352,7 +365,7 @@ class SegmentRecorder:
             self._out.close()
         except Exception as exc:  # noqa: BLE001 - a broken segment must not stop recording
             log.warning("recording %s: closing segment failed: %s", self.source_id, exc)
-        final = self._part.with_name(f"{self._start_ns}_{self._last_ns}.mp4")
+        final = self._part.with_name(f"{self._start_ns}_{self._last_ns}.{self._ext}")
         os.replace(self._part, final)
         self._out = self._stream = self._part = None
         self.segments_written += 1
@@ -386,7 +399,7 @@ def cut_clip(
         for seg in list_segments(recordings, source_id):
             if seg.end_ns < start_ns - 10_000_000_000 or seg.start_ns > end_ns:
                 continue
-            seg_info, seg_packets = read_mp4_packets(seg.path, seg.start_ns)
+            seg_info, seg_packets = read_segment_packets(seg.path, seg.start_ns)
             if info is not None and not seg_info.same_format(info):
                 packets = []  # format changed: keep the newer part
             info = seg_info

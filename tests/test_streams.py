@@ -658,6 +658,25 @@ def test_mjpeg_over_http_and_transcoded_clip(mjpeg_server, tmp_path, caplog):
     assert mp4_top_boxes(out).index("moov") < mp4_top_boxes(out).index("mdat")
 
 
+def test_mjpeg_recorded_as_is_and_clip_transcoded_from_segments(mjpeg_server, tmp_path):
+    port = mjpeg_server.server_address[1]
+    rec = SegmentRecorder(tmp_path / "rec", "mj", segment_s=1.0)
+    src = Source(SourceConfig("mj", f"http://127.0.0.1:{port}/video.mjpg"), recorder=rec).start()
+    try:
+        t0 = time.monotonic()
+        while len(list_segments(tmp_path / "rec", "mj")) < 2 and time.monotonic() - t0 < 8:
+            src.read(0.2)
+    finally:
+        src.stop()
+    segs = list_segments(tmp_path / "rec", "mj")
+    assert len(segs) >= 2 and all(seg.path.suffix == ".mkv" for seg in segs)
+    assert "codec_name=mjpeg" in ffprobe(segs[0].path)  # kept as the camera sent it
+    out = cut_clip(tmp_path / "mj.mp4", segs[0].start_ns, segs[1].end_ns, recordings=tmp_path / "rec", source_id="mj")
+    info = ffprobe_summary(out)
+    assert info["codec"] == "h264" and info["packets"] >= 30
+    assert info["boxes"].index("moov") < info["boxes"].index("mdat")
+
+
 # ----------------------------------------------------------------------------------------------- UDP (drone video)
 @pytest.mark.parametrize("fmt, input_format", [("mpegts", None), ("h264", "h264")])
 def test_udp_h264_drone_stream(clip, tmp_path, fmt, input_format):
