@@ -104,10 +104,10 @@ def agreement(reference: list, candidate: list, threshold: float, margin: float 
     return found / total if total else float("nan")
 
 
-def eval_recall(detector, samples, keep: list | None = None) -> dict:
+def eval_recall(detector, samples, collect: list | None = None) -> dict:
     """Recall and precision of a detector at its default threshold on labelled samples, per label.
 
-    ``keep``, when given, receives each sample's detections (for :func:`agreement`)."""
+    ``collect``, when given, receives each sample's detections (for :func:`agreement`)."""
     from seawatch.vision.groundtruth import PRED_GROUPS
     from seawatch.vision.media import read_image
     from seawatch.vision.metrics import LabelStats, match
@@ -124,8 +124,8 @@ def eval_recall(detector, samples, keep: list | None = None) -> dict:
             det = detect_tiled(detector, [image], TileSpec(size_px=size))[0]
         else:
             det = detector.detect([image])[0]
-        if keep is not None:
-            keep.append(det)
+        if collect is not None:
+            collect.append(det)
         pred_labels = np.array([PRED_GROUPS.get(l, l) for l in det.label], dtype=object)
         for lab, gt in s.boxes.items():
             keep = pred_labels == lab
