@@ -32,6 +32,8 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("drone", "sim"): "seawatch.drone.cmd_sim",
     ("drone", "patrol"): "seawatch.drone.cmd_patrol",
     ("drone", "abort"): "seawatch.drone.cmd_abort",
+    ("config", "check"): "seawatch.service.cmd_config_check",
+    ("serve",): "seawatch.service.cmd_serve",
 }
 
 GROUP_HELP = {"models": "provision, list and register detection models", "drone": "MAVLink drones: status, replay, simulate, patrol, abort"}

@@ -1,0 +1,323 @@
+"""``create_app(settings)``: the FastAPI application (health, auth, events, sources, media).
+
+Every endpoint except ``GET /api/health`` needs a bearer token (``POST /api/auth/login``) or an ``X-API-Key``.
+Roles are ordered operator < reviewer < admin: operators read, acknowledge and dismiss; reviewers also confirm;
+admins also list the configured principals. Errors always have the ``ErrorBody`` shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, Callable
+
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from seawatch import __version__
+from seawatch.errors import InputError, SeawatchError, StreamError
+from seawatch.service.auth import Authenticator, LoginThrottle, Principal
+from seawatch.service.config import ServeConfig
+from seawatch.service.schemas import (
+    AuditOut,
+    ErrorBody,
+    EventOut,
+    EventPage,
+    HealthOut,
+    LoginIn,
+    ReviewIn,
+    SearchParams,
+    SourceOut,
+    TokenOut,
+    WhoAmI,
+    to_ns,
+)
+from seawatch.service.store import BBox, EventQuery, EventStore
+
+log = logging.getLogger(__name__)
+
+SourceStatusFn = Callable[[], list[dict[str, Any]]]
+_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+          409: "conflict", 413: "too_large", 416: "range_not_satisfiable", 422: "invalid_request", 429: "rate_limited"}
+_ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (400, 401, 403, 404, 422)}
+
+_bearer = HTTPBearer(auto_error=False, description="token from POST /api/auth/login")
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key of a machine client")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+def _error(status: int, message: str, details: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"code": _CODES.get(status, "internal" if status >= 500 else "error"), "message": message, "details": details or []}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _state(request: Request):
+    return request.app.state
+
+
+def principal(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key)],
+) -> Principal:
+    auth: Authenticator = request.app.state.auth
+    who = None
+    if bearer is not None:
+        who = auth.verify_token(bearer.credentials)
+    elif api_key:
+        who = auth.check_api_key(api_key)
+    if who is None:
+        raise ApiError(401, "authentication required: a valid bearer token or X-API-Key", {"WWW-Authenticate": "Bearer"})
+    return who
+
+
+def require(role: str) -> Callable[..., Principal]:
+    def dep(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        if not who.has(role):
+            raise ApiError(403, f"{who.kind} {who.name!r} has role {who.role}; this needs {role} or above")
+        return who
+
+    return dep
+
+
+Operator = Annotated[Principal, Depends(require("operator"))]
+Reviewer = Annotated[Principal, Depends(require("reviewer"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+
+
+def _store(request: Request) -> EventStore:
+    return request.app.state.store
+
+
+Store = Annotated[EventStore, Depends(_store)]
+
+
+def _media_file(media_dir: Path, rel: str) -> Path:
+    """The file ``rel`` inside ``media_dir``; anything resolving outside it (.., absolute, links) is not found."""
+    if not rel or "\x00" in rel or rel.startswith(("/", "\\")) or ".." in Path(rel).parts:
+        raise ApiError(404, "no such media file")
+    root = media_dir.resolve()
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        raise ApiError(404, "no such media file")
+    return path
+
+
+# ---- routers ------------------------------------------------------------------------------------------------
+health = APIRouter(tags=["health"])
+auth_router = APIRouter(prefix="/auth", tags=["auth"], responses=_ERRORS)
+events = APIRouter(prefix="/events", tags=["events"], responses=_ERRORS)
+sources = APIRouter(prefix="/sources", tags=["sources"], responses=_ERRORS)
+media = APIRouter(prefix="/media", tags=["media"], responses=_ERRORS)
+admin = APIRouter(prefix="/admin", tags=["admin"], responses=_ERRORS)
+
+
+@health.get("/health", response_model=HealthOut, summary="liveness and database check (no auth)")
+def get_health(store: Store) -> HealthOut:
+    try:
+        store.count()
+        db = "ok"
+    except Exception:  # noqa: BLE001 - reported, not raised
+        log.exception("health: database check failed")
+        db = "error"
+    return HealthOut(status="ok" if db == "ok" else "degraded", version=__version__, database=db)
+
+
+@auth_router.post("/login", response_model=TokenOut, responses={429: {"model": ErrorBody}}, summary="exchange a password for a bearer token")
+def login(request: Request, body: Annotated[LoginIn, Body()]) -> TokenOut:
+    st = request.app.state
+    client = request.client.host if request.client else "unknown"
+    wait_s = st.throttle.retry_after_s(client)
+    if wait_s > 0:
+        raise ApiError(429, f"too many failed logins from this address; retry in {wait_s:.0f} s", {"Retry-After": str(int(wait_s) + 1)})
+    who = st.auth.check_password(body.username, body.password)
+    if who is None:
+        st.throttle.failed(client)
+        log.warning("failed login for %r from %s", body.username, client)
+        raise ApiError(401, "wrong user name or password")
+    st.throttle.succeeded(client)
+    token, exp = st.auth.issue_token(who)
+    return TokenOut(access_token=token, expires_at_s=exp, role=who.role)
+
+
+@auth_router.get("/me", response_model=WhoAmI, summary="who the credentials belong to")
+def me(who: Operator) -> WhoAmI:
+    return WhoAmI(name=who.name, role=who.role, kind=who.kind)
+
+
+@events.get("", response_model=EventPage, summary="search events (typed filters, cursor pagination)")
+def search_events(request: Request, store: Store, who: Operator, params: Annotated[SearchParams, Query()]) -> EventPage:
+    max_page = request.app.state.settings.service.max_page_size
+    if params.limit > max_page:
+        raise ApiError(400, f"limit {params.limit} exceeds the largest page, {max_page}")
+    bbox = None
+    if params.min_lat is not None:
+        bbox = BBox(params.min_lat, params.min_lon, params.max_lat, params.max_lon)  # type: ignore[arg-type]
+    q = EventQuery(
+        types=tuple(params.type), severities=tuple(params.severity), min_severity=params.min_severity,
+        statuses=tuple(params.status), source_ids=tuple(params.source), zone_ids=tuple(params.zone),
+        start_from_ns=to_ns(params.start_from) if params.start_from else None,
+        start_to_ns=to_ns(params.start_to) if params.start_to else None,
+        open_only=params.open, bbox=bbox, has_geo=params.has_geo, mmsi=params.mmsi, vessel_name=params.vessel_name,
+        hull_text=params.hull_text, text=params.q, sort=params.sort, limit=params.limit, cursor=params.cursor,
+    )
+    page = store.search(q)
+    return EventPage(events=[EventOut.from_event(e) for e in page.events], next_cursor=page.next_cursor)
+
+
+def _get_event(store: EventStore, event_id: str):
+    if len(event_id) > 64:
+        raise ApiError(404, "no such event")
+    ev = store.get(event_id)
+    if ev is None:
+        raise ApiError(404, f"no event {event_id!r}")
+    return ev
+
+
+@events.get("/{event_id}", response_model=EventOut, summary="one event with its audit trail")
+def get_event(event_id: str, store: Store, who: Operator) -> EventOut:
+    return EventOut.from_event(_get_event(store, event_id))
+
+
+@events.get("/{event_id}/audit", response_model=list[AuditOut], summary="who reviewed the event, when, as what")
+def get_audit(event_id: str, store: Store, who: Operator) -> list[AuditOut]:
+    _get_event(store, event_id)
+    return [AuditOut(**a.to_dict()) for a in store.audit(event_id)]
+
+
+def _review(store: EventStore, event_id: str, status: str, who: Principal, body: ReviewIn | None) -> EventOut:
+    _get_event(store, event_id)
+    ev = store.review(event_id, status, who.name, who.kind, body.note if body else "")
+    log.info("event %s %s by %s %s", event_id, status, who.kind, who.name)
+    return EventOut.from_event(ev)
+
+
+@events.post("/{event_id}/acknowledge", response_model=EventOut, summary="operator: seen and being handled")
+def acknowledge(event_id: str, store: Store, who: Operator, body: Annotated[ReviewIn | None, Body()] = None) -> EventOut:
+    return _review(store, event_id, "acknowledged", who, body)
+
+
+@events.post("/{event_id}/dismiss", response_model=EventOut, summary="operator: false alarm / nothing to do")
+def dismiss(event_id: str, store: Store, who: Operator, body: Annotated[ReviewIn | None, Body()] = None) -> EventOut:
+    return _review(store, event_id, "dismissed", who, body)
+
+
+@events.post("/{event_id}/confirm", response_model=EventOut, summary="reviewer: a real incident (evidence)")
+def confirm(event_id: str, store: Store, who: Reviewer, body: Annotated[ReviewIn | None, Body()] = None) -> EventOut:
+    return _review(store, event_id, "confirmed", who, body)
+
+
+@events.get("/{event_id}/snapshot", response_class=FileResponse, summary="JPEG of the best view (HTTP Range supported)")
+def get_snapshot(event_id: str, request: Request, store: Store, who: Operator) -> FileResponse:
+    ev = _get_event(store, event_id)
+    if ev.snapshot is None or not ev.snapshot.uri:
+        raise ApiError(404, f"event {event_id} has no stored snapshot")
+    path = _media_file(request.app.state.media_dir, ev.snapshot.uri)
+    return FileResponse(path, media_type="image/jpeg")
+
+
+@events.get("/{event_id}/clip", response_class=FileResponse, summary="MP4 clip of the event window (HTTP Range supported)")
+async def get_clip(event_id: str, request: Request, store: Store, who: Operator) -> FileResponse:
+    ev = await run_in_threadpool(_get_event, store, event_id)
+    if ev.clip is None or ev.clip.end_ns is None:
+        raise ApiError(404, f"event {event_id} has no closed clip window yet")
+    clips = request.app.state.clips
+    try:
+        path = await run_in_threadpool(clips.get, ev.clip.source_id, ev.clip.start_ns, ev.clip.end_ns)
+    except (StreamError, InputError) as exc:
+        raise ApiError(404, f"no clip for event {event_id}: {exc}") from None
+    return FileResponse(path, media_type="video/mp4")
+
+
+@media.get("/{rel_path:path}", response_class=FileResponse, summary="a file under the media folder (HTTP Range supported)")
+def get_media(rel_path: str, request: Request, who: Operator) -> FileResponse:
+    return FileResponse(_media_file(request.app.state.media_dir, rel_path))
+
+
+@sources.get("", response_model=list[SourceOut], summary="configured sources and their live status")
+def list_sources(request: Request, who: Operator) -> list[SourceOut]:
+    live = {d["source_id"]: d for d in request.app.state.source_status()}
+    out = []
+    for spec in request.app.state.settings.sources:
+        d = dict(live.get(spec.id, {"source_id": spec.id, "state": "not_running"}))
+        d.pop("url", None)  # even redacted, the URL is for admins' logs, not every operator's screen
+        d["models"] = list(spec.models)
+        out.append(SourceOut.model_validate(d))
+    return out
+
+
+@admin.get("/principals", summary="configured users and API keys (names and roles only)")
+def principals(request: Request, who: Admin) -> dict[str, list[dict[str, str]]]:
+    cfg = request.app.state.settings.auth
+    return {"users": [{"name": u.name, "role": u.role} for u in cfg.users],
+            "api_keys": [{"name": k.name, "role": k.role} for k in cfg.api_keys]}
+
+
+def create_app(settings: ServeConfig, *, store: EventStore | None = None, source_status: SourceStatusFn | None = None) -> FastAPI:
+    """The API. Without ``store`` the lifespan opens (and migrates) ``settings.storage`` and closes it on exit."""
+    from seawatch.streams.recording import ClipStore
+
+    media_dir = settings.storage.resolved_media_dir()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        own = store is None
+        app.state.store = EventStore.open(settings.storage.resolved_database_url()) if own else store
+        media_dir.mkdir(parents=True, exist_ok=True)
+        log.info("service ready: %d events stored, media in %s", app.state.store.count(), media_dir)
+        try:
+            yield
+        finally:
+            if own:
+                app.state.store.close()
+
+    app = FastAPI(title="Seawatch", version=__version__, lifespan=lifespan,
+                  description="Events from cameras, drones and AIS: search, review, clips. Every endpoint but /api/health needs auth.")
+    app.state.settings = settings
+    app.state.auth = Authenticator(settings.auth)
+    app.state.throttle = LoginThrottle(settings.auth.login_max_failures, settings.auth.login_window_s)
+    app.state.media_dir = media_dir
+    app.state.clips = ClipStore(media_dir / "clips", media_dir / "recordings")
+    app.state.source_status = source_status or (lambda: [])
+    if settings.service.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.service.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "X-API-Key", "Content-Type", "Range"], allow_credentials=False)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return _error(exc.status, exc.message, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        details = [{"loc": [p for p in e.get("loc", ()) if isinstance(p, (str, int))], "msg": str(e.get("msg", ""))} for e in exc.errors()]
+        return _error(422, "the request is invalid: " + "; ".join(f"{'.'.join(map(str, d['loc']))}: {d['msg']}" for d in details), details)
+
+    @app.exception_handler(SeawatchError)
+    async def _seawatch_error(request: Request, exc: SeawatchError):
+        return _error(400, str(exc))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(500, "internal error (logged on the server)")
+
+    for router in (health, auth_router, events, sources, media, admin):
+        app.include_router(router, prefix="/api")
+    return app

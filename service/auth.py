@@ -1,0 +1,146 @@
+"""Passwords (argon2), signed bearer tokens, API keys and login throttling.
+
+Tokens are ``<base64url payload>.<base64url HMAC-SHA256>``; the payload holds the subject, role and expiry (UTC
+seconds). They are stateless: with a configured ``auth.token_secret`` they survive restarts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from seawatch.service.config import AuthConfig
+
+ROLE_RANK = {"operator": 0, "reviewer": 1, "admin": 2}
+
+
+def hash_password(password: str) -> str:
+    """Argon2id hash for ``auth.users[].password_hash``."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher().hash(password)
+
+
+def hash_api_key(key: str) -> str:
+    """Hex SHA-256 for ``auth.api_keys[].key_sha256`` (keys are long random strings, so a fast hash is enough)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a user (``kind='user'``) or an API key (``kind='key'``)."""
+
+    name: str
+    role: str
+    kind: str
+
+    def has(self, role: str) -> bool:
+        return ROLE_RANK[self.role] >= ROLE_RANK[role]
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Authenticator:
+    """Checks passwords, issues and verifies tokens, checks API keys."""
+
+    def __init__(self, config: AuthConfig) -> None:
+        from argon2 import PasswordHasher
+
+        self.config = config
+        self._hasher = PasswordHasher()
+        self._users = {u.name: u for u in config.users}
+        self._keys = [(k.key_sha256.get_secret_value(), k) for k in config.api_keys]
+        secret = config.token_secret.get_secret_value() if config.token_secret else secrets.token_urlsafe(48)
+        self._secret = secret.encode("utf-8")
+        # a password check on an unknown user costs the same as on a known one (no user enumeration by timing)
+        self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+
+    def check_password(self, name: str, password: str) -> Principal | None:
+        from argon2.exceptions import InvalidHashError, VerificationError
+
+        user = self._users.get(name)
+        stored = user.password_hash.get_secret_value() if user else self._dummy_hash
+        try:
+            self._hasher.verify(stored, password)
+        except (VerificationError, InvalidHashError):
+            return None
+        return Principal(user.name, user.role, "user") if user else None
+
+    def issue_token(self, who: Principal, now_s: float | None = None) -> tuple[str, float]:
+        """``(token, expires_at_s)``."""
+        exp = (time.time() if now_s is None else now_s) + self.config.token_ttl_s
+        payload = _b64(json.dumps({"sub": who.name, "role": who.role, "exp": round(exp, 3)}, separators=(",", ":")).encode())
+        sig = _b64(hmac.new(self._secret, payload.encode("ascii"), hashlib.sha256).digest())
+        return f"{payload}.{sig}", exp
+
+    def verify_token(self, token: str, now_s: float | None = None) -> Principal | None:
+        try:
+            payload, sig = token.split(".")
+            want = hmac.new(self._secret, payload.encode("ascii"), hashlib.sha256).digest()
+            if not hmac.compare_digest(want, _unb64(sig)):
+                return None
+            data = json.loads(_unb64(payload))
+            if float(data["exp"]) < (time.time() if now_s is None else now_s):
+                return None
+            user = self._users.get(data["sub"])
+        except (ValueError, KeyError, TypeError, UnicodeError):
+            return None
+        # a user removed from the config (or given another role) loses the old token's rights
+        if user is None or user.role != data.get("role"):
+            return None
+        return Principal(user.name, user.role, "user")
+
+    def check_api_key(self, key: str) -> Principal | None:
+        digest = hash_api_key(key)
+        found = None
+        for want, cfg in self._keys:  # compare against every key so timing says nothing about which matched
+            if hmac.compare_digest(want, digest):
+                found = cfg
+        return Principal(found.name, found.role, "key") if found else None
+
+
+class LoginThrottle:
+    """At most ``max_failures`` failed logins per client key within ``window_s``; thread-safe."""
+
+    def __init__(self, max_failures: int, window_s: float) -> None:
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self._fails: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def retry_after_s(self, key: str, now_s: float | None = None) -> float:
+        """0 when the client may try now, else seconds to wait."""
+        now = time.monotonic() if now_s is None else now_s
+        with self._lock:
+            q = self._fails.get(key)
+            if not q:
+                return 0.0
+            while q and q[0] <= now - self.window_s:
+                q.popleft()
+            if len(q) < self.max_failures:
+                return 0.0
+            return max(0.0, q[0] + self.window_s - now)
+
+    def failed(self, key: str, now_s: float | None = None) -> None:
+        now = time.monotonic() if now_s is None else now_s
+        with self._lock:
+            if len(self._fails) > 100_000:  # bound memory under a flood of addresses
+                self._fails.clear()
+            self._fails.setdefault(key, deque()).append(now)
+
+    def succeeded(self, key: str) -> None:
+        with self._lock:
+            self._fails.pop(key, None)

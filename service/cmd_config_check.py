@@ -1,0 +1,33 @@
+"""``seawatch config check FILE``: validate a ``seawatch serve`` configuration and explain every error."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "validate a configuration file; every error names its field"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", metavar="FILE", help="YAML configuration (sources, zones, storage, service, auth, mqtt)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from seawatch.service.config import load_config
+
+    cfg = load_config(args.file)  # ConfigError -> "seawatch: error: ..." and exit 1 (cli.main)
+    print(
+        f"{args.file}: OK: {len(cfg.sources)} source(s), {len(cfg.zones)} zone(s), {len(cfg.auth.users)} user(s), "
+        f"{len(cfg.auth.api_keys)} API key(s); database {_redact(cfg.storage.resolved_database_url())}; "
+        f"media {cfg.storage.resolved_media_dir()}; listening on {cfg.service.host}:{cfg.service.port}"
+        + (f"; MQTT {cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.enabled else "")
+    )
+    return 0
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a malformed URL is reported when the store opens
+        return url

@@ -1,0 +1,111 @@
+"""``Service``: sources -> pipeline -> store (+ publishers), and the API, with orderly start-up and shutdown.
+
+Start-up: open and migrate the store, build the pipeline (loads the detectors: fails early on missing models), start
+the source readers and the pipeline thread, then serve HTTP. Shutdown reverses it: stop serving, stop readers,
+end every open incident (their ``end`` phases are stored), join the thread, close the store.
+
+File sources are played like cameras: at their frame rate, looping, with capture times from the file's clock
+mapped to UTC from the moment the service started.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from seawatch.service.config import ServeConfig
+from seawatch.service.sink import Publisher, StoreSink
+from seawatch.service.store import EventStore
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """The whole ``seawatch serve`` process minus the HTTP server loop (``app`` is handed to uvicorn)."""
+
+    def __init__(self, settings: ServeConfig, *, detectors: dict[str, Any] | None = None,
+                 publishers: list[Publisher] | None = None, file_pace: str = "realtime", loop_files: bool = True) -> None:
+        self.settings = settings
+        self._detectors = detectors
+        self._publishers = publishers or []
+        self._file_pace = file_pace
+        self._loop_files = loop_files
+        self.store: EventStore | None = None
+        self.sink: StoreSink | None = None
+        self.pipeline = None
+        self.readers: dict[str, Any] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.app = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------------------
+    def start(self) -> "Service":
+        from seawatch.service.app import create_app
+        from seawatch.streams.source import Source, SourceConfig
+        from seawatch.vision.pipeline import Pipeline
+
+        media_dir = self.settings.storage.resolved_media_dir()
+        media_dir.mkdir(parents=True, exist_ok=True)
+        self.store = EventStore.open(self.settings.storage.resolved_database_url())
+        try:
+            self.sink = StoreSink(self.store, media_dir, self._publishers)
+            self.pipeline = Pipeline(self.settings.pipeline, [self.sink], detectors=self._detectors)
+            for s in self.settings.sources:
+                sc = SourceConfig(source_id=s.id, url=s.url, pace=self._file_pace, loop=self._loop_files)
+                self.readers[s.id] = Source(sc, stop=self._stop).start()
+        except BaseException:
+            self.stop()
+            raise
+        self.app = create_app(self.settings, store=self.store, source_status=self.source_status)
+        self._thread = threading.Thread(target=self._run, name="seawatch-pipeline", daemon=True)
+        self._thread.start()
+        log.info("service started: %d source(s), %d event(s) stored", len(self.readers), self.store.count())
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        for src in self.readers.values():
+            src.stop()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.error("pipeline thread did not stop within %.0f s", timeout_s)
+        if self.pipeline is not None and (self._thread is None or not self._thread.is_alive()):
+            try:
+                self.pipeline.close(None, None, "service stopped")  # end phases go to the store
+            except Exception:  # noqa: BLE001
+                log.exception("closing open incidents failed")
+        if self.store is not None:
+            self.store.close()
+        self._thread = None
+
+    def source_status(self) -> list[dict[str, Any]]:
+        return [src.status().as_dict() for src in self.readers.values()]
+
+    # ---- the pipeline thread ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        from seawatch.errors import SeawatchError
+        from seawatch.streams.frame_queue import QueueClosed
+
+        step_ns = {s.id: int(1e9 / s.analysis_fps) for s in self.settings.sources}
+        next_due = {sid: 0 for sid in self.readers}
+        active = dict(self.readers)
+        while active and not self._stop.is_set():
+            for sid, src in list(active.items()):
+                try:
+                    frame = src.read(timeout_s=0.05)
+                except QueueClosed:
+                    del active[sid]
+                    self.pipeline.close(None, sid, "source ended")
+                    log.warning("source %s ended: %s", sid, src.status().last_error or src.status().state.value)
+                    continue
+                if frame is None or frame.capture_time_ns + 1_000_000 < next_due[sid]:
+                    continue
+                next_due[sid] = frame.capture_time_ns + step_ns[sid]
+                try:
+                    self.pipeline.process(sid, frame.capture_time_ns, frame.image)
+                except SeawatchError as exc:
+                    log.error("source %s: %s", sid, exc)
+                except Exception:  # noqa: BLE001 - one bad frame must not stop the watch
+                    log.exception("source %s: pipeline failed on a frame", sid)

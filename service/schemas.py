@@ -1,0 +1,202 @@
+"""API schemas (pydantic, the HTTP edge only); converted explicitly from the domain ``Event`` and store values."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from seawatch.vision.events import Event
+
+Severity = Literal["low", "medium", "high", "critical"]
+Status = Literal["new", "acknowledged", "dismissed", "confirmed"]
+Sort = Literal["-start_ns", "start_ns", "-at_ns", "at_ns"]
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def to_ns(dt: datetime) -> int:
+    """UTC ns of an aware datetime (a naive one is taken as UTC); exact to the microsecond."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    delta = dt - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int] = Field(default_factory=list, description="where in the request (query, body, path + field)")
+    msg: str
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="machine-readable: unauthorized, forbidden, not_found, invalid_request, rate_limited, ...")
+    message: str
+    details: list[ErrorDetail] = Field(default_factory=list)
+
+
+class ErrorBody(BaseModel):
+    """Every error answer has this shape."""
+
+    error: ErrorInfo
+
+
+class SearchParams(BaseModel):
+    """Event search filters (repeat a list parameter for several values: ``?type=fire&type=smoke``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: list[str] = Field(default_factory=list, max_length=50, description="event types (any of)")
+    severity: list[Severity] = Field(default_factory=list, max_length=4, description="severities (any of)")
+    min_severity: Severity | None = Field(None, description="this severity or worse")
+    status: list[Status] = Field(default_factory=list, max_length=4, description="review statuses (any of)")
+    source: list[str] = Field(default_factory=list, max_length=200, description="source ids (any of)")
+    zone: list[str] = Field(default_factory=list, max_length=200, description="zone ids (any of)")
+    start_from: datetime | None = Field(None, description="incident started at or after (ISO 8601, UTC if no zone)")
+    start_to: datetime | None = Field(None, description="incident started before (ISO 8601)")
+    open: bool | None = Field(None, description="true: still open (no end yet); false: ended")
+    min_lat: float | None = Field(None, ge=-90, le=90, description="bbox south edge, degrees (give all four bbox edges)")
+    min_lon: float | None = Field(None, ge=-180, le=180, description="bbox west edge; west > east crosses the antimeridian")
+    max_lat: float | None = Field(None, ge=-90, le=90, description="bbox north edge")
+    max_lon: float | None = Field(None, ge=-180, le=180, description="bbox east edge")
+    has_geo: bool | None = Field(None, description="true: only events with a position; false: only without")
+    mmsi: str | None = Field(None, pattern=r"^[0-9]{1,9}$", description="vessel MMSI (exact)")
+    vessel_name: str | None = Field(None, min_length=1, max_length=128, description="vessel name contains (case-insensitive)")
+    hull_text: str | None = Field(None, min_length=1, max_length=64, description="hull OCR text contains (case-insensitive)")
+    q: str | None = Field(None, min_length=1, max_length=200, description="free text: every word must appear in type, labels, attributes or review notes")
+    sort: Sort = Field("-start_ns", description="start_ns / at_ns (last update), '-' = newest first")
+    limit: int = Field(50, ge=1, le=10000, description="page size (at most service.max_page_size)")
+    cursor: str | None = Field(None, max_length=512, description="next_cursor of the previous page")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SearchParams":
+        edges = (self.min_lat, self.min_lon, self.max_lat, self.max_lon)
+        if any(e is not None for e in edges) and any(e is None for e in edges):
+            raise ValueError("a bbox needs all four of min_lat, min_lon, max_lat, max_lon")
+        if self.min_lat is not None and self.max_lat is not None and self.min_lat > self.max_lat:
+            raise ValueError("min_lat must not exceed max_lat")
+        if self.start_from and self.start_to and to_ns(self.start_from) > to_ns(self.start_to):
+            raise ValueError("start_from must not be after start_to")
+        for name in ("type", "source", "zone"):
+            for v in getattr(self, name):
+                if not 0 < len(v) <= 128:
+                    raise ValueError(f"{name} values must be 1-128 characters")
+        return self
+
+
+class GeoOut(BaseModel):
+    lat_deg: float
+    lon_deg: float
+    semi_major_m: float
+    semi_minor_m: float
+    orientation_deg: float
+
+
+class ClipOut(BaseModel):
+    source_id: str
+    start_ns: int
+    end_ns: int | None
+    pre_roll_ns: int
+    post_roll_ns: int
+
+
+class SnapshotOut(BaseModel):
+    source_id: str
+    capture_time_ns: int
+    xyxy_px: list[float]
+    score: float
+
+
+class ReviewOut(BaseModel):
+    status: Status
+    at_ns: int
+    by: str
+    note: str
+
+
+class EventOut(BaseModel):
+    """One incident (its newest phase) with its review status and audit trail."""
+
+    id: str
+    type: str
+    severity: Severity
+    phase: Literal["start", "update", "end"]
+    seq: int
+    source_id: str
+    zone_id: str
+    start_ns: int
+    end_ns: int | None
+    at_ns: int
+    track_ids: list[int]
+    labels: list[str]
+    scores: list[float]
+    attributes: dict[str, Any]
+    snapshot: SnapshotOut | None
+    clip: ClipOut | None
+    geo: GeoOut | None
+    geo_reason: str | None
+    review_status: Status
+    review_history: list[ReviewOut]
+    snapshot_url: str | None = Field(None, description="JPEG of the best view, when stored")
+    clip_url: str | None = Field(None, description="MP4 clip, cut from recordings on request")
+
+    @classmethod
+    def from_event(cls, ev: Event, prefix: str = "/api") -> "EventOut":
+        d = ev.to_dict()
+        d["snapshot_url"] = f"{prefix}/events/{ev.id}/snapshot" if ev.snapshot is not None and ev.snapshot.uri else None
+        d["clip_url"] = f"{prefix}/events/{ev.id}/clip" if ev.clip is not None and ev.clip.end_ns is not None else None
+        return cls.model_validate(d)
+
+
+class EventPage(BaseModel):
+    events: list[EventOut]
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last page")
+
+
+class ReviewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field("", max_length=2000, description="reviewer note (kept in the audit trail, searchable)")
+
+
+class AuditOut(BaseModel):
+    event_id: str
+    status: Status
+    at_ns: int
+    by: str
+    by_kind: Literal["user", "key"]
+    note: str
+
+
+class LoginIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_at_s: float = Field(description="UTC seconds since the epoch")
+    role: str
+
+
+class WhoAmI(BaseModel):
+    name: str
+    role: str
+    kind: Literal["user", "key"]
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"]
+    version: str
+    database: Literal["ok", "error"]
+
+
+class SourceOut(BaseModel):
+    """A configured source and its live reader status (URL credentials redacted)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    source_id: str
+    state: str

@@ -1,0 +1,408 @@
+"""The event store: SQLAlchemy 2 Core tables, Alembic-migrated; SQLite (WAL) by default, PostgreSQL supported.
+
+Three shapes are kept apart: the domain ``Event`` (vision.events), the table rows here, and the API schemas
+(service.schemas). An incident's phases (start / update / end) share one ``id``; ``put`` upserts by id and applies
+a phase only when its ``seq`` is newer, so replays are idempotent. Review actions (acknowledge / dismiss /
+confirm) are rows of ``review_actions``, the audit trail; the event row carries the current status.
+
+``put`` commits before it returns: callers publish (MQTT, WebSocket) only after it, so what was published is
+always in the database.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+
+from seawatch.errors import ConfigError, InputError
+from seawatch.vision.events import REVIEW_STATUSES, SEVERITIES, Event, ReviewEntry, severity_rank
+
+log = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+
+events_table = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("severity_rank", sa.SmallInteger, nullable=False),
+    sa.Column("phase", sa.String(8), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("source_id", sa.String(128), nullable=False),
+    sa.Column("zone_id", sa.String(128), nullable=False, server_default=""),
+    sa.Column("start_ns", sa.BigInteger, nullable=False),
+    sa.Column("end_ns", sa.BigInteger, nullable=True),
+    sa.Column("at_ns", sa.BigInteger, nullable=False),
+    sa.Column("lat_deg", sa.Float, nullable=True),
+    sa.Column("lon_deg", sa.Float, nullable=True),
+    sa.Column("mmsi", sa.String(16), nullable=True),
+    sa.Column("vessel_name", sa.String(128), nullable=True),
+    sa.Column("hull_text", sa.String(64), nullable=True),
+    sa.Column("review_status", sa.String(16), nullable=False, server_default="new"),
+    sa.Column("search_text", sa.Text, nullable=False, server_default=""),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("stored_ns", sa.BigInteger, nullable=False),
+)
+sa.Index("ix_events_start", events_table.c.start_ns, events_table.c.id)
+sa.Index("ix_events_at", events_table.c.at_ns, events_table.c.id)
+sa.Index("ix_events_type_start", events_table.c.type, events_table.c.start_ns)
+sa.Index("ix_events_source_start", events_table.c.source_id, events_table.c.start_ns)
+sa.Index("ix_events_status_start", events_table.c.review_status, events_table.c.start_ns)
+sa.Index("ix_events_lat_lon", events_table.c.lat_deg, events_table.c.lon_deg)
+sa.Index("ix_events_mmsi", events_table.c.mmsi)
+
+review_table = sa.Table(
+    "review_actions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(64), sa.ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("at_ns", sa.BigInteger, nullable=False),
+    sa.Column("by", sa.String(128), nullable=False),
+    sa.Column("by_kind", sa.String(8), nullable=False),
+    sa.Column("note", sa.Text, nullable=False, server_default=""),
+)
+sa.Index("ix_review_event", review_table.c.event_id, review_table.c.id)
+
+SORTS = {
+    "-start_ns": ("start_ns", True),
+    "start_ns": ("start_ns", False),
+    "-at_ns": ("at_ns", True),
+    "at_ns": ("at_ns", False),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BBox:
+    """WGS84 box; ``min_lon_deg > max_lon_deg`` means it crosses the antimeridian."""
+
+    min_lat_deg: float
+    min_lon_deg: float
+    max_lat_deg: float
+    max_lon_deg: float
+
+    def __post_init__(self) -> None:
+        if not (-90 <= self.min_lat_deg <= self.max_lat_deg <= 90):
+            raise InputError(f"bbox latitudes must satisfy -90 <= min <= max <= 90, got {self.min_lat_deg}, {self.max_lat_deg}")
+        if not (-180 <= self.min_lon_deg <= 180 and -180 <= self.max_lon_deg <= 180):
+            raise InputError(f"bbox longitudes must lie in [-180, 180], got {self.min_lon_deg}, {self.max_lon_deg}")
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """Typed search filters; empty tuples / None mean 'any'. Times are UTC ns; ``start`` range is half-open."""
+
+    types: tuple[str, ...] = ()
+    severities: tuple[str, ...] = ()
+    min_severity: str | None = None
+    statuses: tuple[str, ...] = ()
+    source_ids: tuple[str, ...] = ()
+    zone_ids: tuple[str, ...] = ()
+    start_from_ns: int | None = None
+    start_to_ns: int | None = None
+    open_only: bool | None = None
+    bbox: BBox | None = None
+    has_geo: bool | None = None
+    mmsi: str | None = None
+    vessel_name: str | None = None
+    hull_text: str | None = None
+    text: str | None = None
+    sort: str = "-start_ns"
+    limit: int = 50
+    cursor: str | None = None
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.severities if s not in SEVERITIES]
+        if self.min_severity is not None and self.min_severity not in SEVERITIES:
+            bad.append(self.min_severity)
+        if bad:
+            raise InputError(f"unknown severity {bad[0]!r}; one of {SEVERITIES}")
+        bad = [s for s in self.statuses if s not in REVIEW_STATUSES]
+        if bad:
+            raise InputError(f"unknown review status {bad[0]!r}; one of {REVIEW_STATUSES}")
+        if self.sort not in SORTS:
+            raise InputError(f"unknown sort {self.sort!r}; one of {tuple(SORTS)}")
+        if self.limit < 1:
+            raise InputError("limit must be at least 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    events: list[Event]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewAction:
+    event_id: str
+    status: str
+    at_ns: int
+    by: str
+    by_kind: str
+    note: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event_id": self.event_id, "status": self.status, "at_ns": self.at_ns, "by": self.by, "by_kind": self.by_kind, "note": self.note}
+
+
+def _encode_cursor(sort: str, key: int, event_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([sort, key, event_id], separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, sort: str) -> tuple[int, str]:
+    try:
+        s, key, eid = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        key = int(key)
+        if not isinstance(eid, str) or not isinstance(s, str):
+            raise ValueError
+    except (ValueError, TypeError, UnicodeError):
+        raise InputError("cursor is not one this server issued") from None
+    if s != sort:
+        raise InputError(f"cursor belongs to sort {s!r}, not {sort!r}")
+    return key, eid
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _flatten_text(value: Any) -> Iterable[str]:
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _flatten_text(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _flatten_text(v)
+    elif value is not None and not isinstance(value, bool):
+        yield str(value)
+
+
+def _search_text(ev: Event, notes: Sequence[str] = ()) -> str:
+    parts = [ev.type, ev.source_id, ev.zone_id, *ev.labels, *_flatten_text(dict(ev.attributes)), *notes]
+    return " ".join(p for p in parts if p).lower()
+
+
+def _attr(ev: Event, *names: str, max_len: int) -> str | None:
+    for n in names:
+        v = ev.attributes.get(n)
+        if v not in (None, ""):
+            return str(v)[:max_len]
+    return None
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")  # each commit is on disk before put() returns
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+class EventStore:
+    """Thread-safe event store. ``EventStore.open(url)`` migrates the database to the newest schema first."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._write_lock = threading.Lock()  # one writer at a time (SQLite has one anyway)
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> "EventStore":
+        try:
+            sa_url = sa.engine.make_url(url)
+        except sa.exc.ArgumentError as exc:
+            raise ConfigError(f"storage.database_url: {exc}") from None
+        kwargs: dict[str, Any] = {}
+        if sa_url.get_backend_name() == "sqlite":
+            db = sa_url.database
+            if db and db != ":memory:":
+                try:
+                    Path(db).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise ConfigError(f"storage: cannot create the folder of {db}: {exc.strerror or exc}") from None
+            kwargs["connect_args"] = {"check_same_thread": False}
+        try:
+            engine = sa.create_engine(sa_url, **kwargs)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise ConfigError(f"storage.database_url {sa_url.render_as_string(hide_password=True)}: {exc}") from None
+        if sa_url.get_backend_name() == "sqlite":
+            sa_event.listen(engine, "connect", _sqlite_pragmas)
+        store = cls(engine)
+        if migrate:
+            store.migrate()
+        return store
+
+    def migrate(self) -> None:
+        """Upgrade the schema to the newest Alembic revision."""
+        from seawatch.service.migrations import upgrade
+
+        try:
+            with self.engine.begin() as conn:
+                upgrade(conn)
+        except sa.exc.OperationalError as exc:
+            raise ConfigError(f"storage: cannot open/migrate the database: {exc.orig}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- writes -------------------------------------------------------------------------------------------
+    def put(self, ev: Event) -> bool:
+        """Store one phase of an incident; True when applied, False when it is not newer than what is stored."""
+        now = time.time_ns()
+        doc = ev.to_dict()
+        for k in ("review_status", "review_history"):
+            doc.pop(k, None)
+        values = {
+            "type": ev.type,
+            "severity": ev.severity,
+            "severity_rank": severity_rank(ev.severity),
+            "phase": ev.phase,
+            "seq": ev.seq,
+            "source_id": ev.source_id,
+            "zone_id": ev.zone_id,
+            "start_ns": ev.start_ns,
+            "end_ns": ev.end_ns,
+            "at_ns": ev.at_ns,
+            "lat_deg": ev.geo.lat_deg if ev.geo else None,
+            "lon_deg": ev.geo.lon_deg if ev.geo else None,
+            "mmsi": _attr(ev, "mmsi", max_len=16),
+            "vessel_name": _attr(ev, "vessel_name", "ais_name", max_len=128),
+            "hull_text": _attr(ev, "hull_text", max_len=64),
+            "data": json.dumps(doc, separators=(",", ":")),
+            "stored_ns": now,
+        }
+        t = events_table
+        with self._write_lock, self.engine.begin() as conn:
+            row = conn.execute(sa.select(t.c.seq).where(t.c.id == ev.id)).first()
+            if row is None:
+                conn.execute(t.insert().values(id=ev.id, review_status="new", search_text=_search_text(ev), **values))
+                return True
+            if ev.seq <= row.seq:
+                return False
+            notes = conn.execute(sa.select(review_table.c.note).where(review_table.c.event_id == ev.id)).scalars().all()
+            conn.execute(t.update().where(t.c.id == ev.id).values(search_text=_search_text(ev, notes), **values))
+            return True
+
+    def review(self, event_id: str, status: str, by: str, by_kind: str = "user", note: str = "", at_ns: int | None = None) -> Event:
+        """Set the review status and append to the audit trail; returns the updated event (KeyError if unknown)."""
+        if status not in REVIEW_STATUSES or status == "new":
+            raise InputError(f"review status must be acknowledged, dismissed or confirmed, not {status!r}")
+        at = time.time_ns() if at_ns is None else int(at_ns)
+        t = events_table
+        with self._write_lock, self.engine.begin() as conn:
+            row = conn.execute(sa.select(t.c.id, t.c.search_text).where(t.c.id == event_id)).first()
+            if row is None:
+                raise KeyError(event_id)
+            conn.execute(review_table.insert().values(event_id=event_id, status=status, at_ns=at, by=by, by_kind=by_kind, note=note))
+            text = row.search_text + (" " + note.lower() if note else "")
+            conn.execute(t.update().where(t.c.id == event_id).values(review_status=status, search_text=text))
+        ev = self.get(event_id)
+        assert ev is not None
+        return ev
+
+    # ---- reads --------------------------------------------------------------------------------------------
+    def _history(self, conn, ids: Sequence[str]) -> dict[str, list[ReviewEntry]]:
+        out: dict[str, list[ReviewEntry]] = {}
+        if not ids:
+            return out
+        r = review_table
+        rows = conn.execute(sa.select(r.c.event_id, r.c.status, r.c.at_ns, r.c.by, r.c.note).where(r.c.event_id.in_(ids)).order_by(r.c.id))
+        for row in rows:
+            out.setdefault(row.event_id, []).append(ReviewEntry(row.status, row.at_ns, row.by, row.note))
+        return out
+
+    @staticmethod
+    def _event(data: str, status: str, history: list[ReviewEntry]) -> Event:
+        ev = Event.from_dict(json.loads(data))
+        return replace(ev, review_status=status, review_history=tuple(history))
+
+    def get(self, event_id: str) -> Event | None:
+        t = events_table
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(t.c.data, t.c.review_status).where(t.c.id == event_id)).first()
+            if row is None:
+                return None
+            return self._event(row.data, row.review_status, self._history(conn, [event_id]).get(event_id, []))
+
+    def audit(self, event_id: str) -> list[ReviewAction]:
+        r = review_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(r).where(r.c.event_id == event_id).order_by(r.c.id)).all()
+        return [ReviewAction(x.event_id, x.status, x.at_ns, x.by, x.by_kind, x.note) for x in rows]
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(events_table)).scalar_one())
+
+    def search(self, q: EventQuery) -> Page:
+        t = events_table
+        conds: list[Any] = []
+        if q.types:
+            conds.append(t.c.type.in_(q.types))
+        if q.severities:
+            conds.append(t.c.severity.in_(q.severities))
+        if q.min_severity is not None:
+            conds.append(t.c.severity_rank >= severity_rank(q.min_severity))
+        if q.statuses:
+            conds.append(t.c.review_status.in_(q.statuses))
+        if q.source_ids:
+            conds.append(t.c.source_id.in_(q.source_ids))
+        if q.zone_ids:
+            conds.append(t.c.zone_id.in_(q.zone_ids))
+        if q.start_from_ns is not None:
+            conds.append(t.c.start_ns >= q.start_from_ns)
+        if q.start_to_ns is not None:
+            conds.append(t.c.start_ns < q.start_to_ns)
+        if q.open_only is True:
+            conds.append(t.c.end_ns.is_(None))
+        elif q.open_only is False:
+            conds.append(t.c.end_ns.is_not(None))
+        if q.has_geo is True:
+            conds.append(t.c.lat_deg.is_not(None))
+        elif q.has_geo is False:
+            conds.append(t.c.lat_deg.is_(None))
+        if q.bbox is not None:
+            b = q.bbox
+            conds.append(t.c.lat_deg.between(b.min_lat_deg, b.max_lat_deg))
+            if b.min_lon_deg <= b.max_lon_deg:
+                conds.append(t.c.lon_deg.between(b.min_lon_deg, b.max_lon_deg))
+            else:
+                conds.append(sa.or_(t.c.lon_deg >= b.min_lon_deg, t.c.lon_deg <= b.max_lon_deg))
+        if q.mmsi:
+            conds.append(t.c.mmsi == q.mmsi)
+        if q.vessel_name:
+            conds.append(sa.func.lower(t.c.vessel_name).like(f"%{_like_escape(q.vessel_name.lower())}%", escape="\\"))
+        if q.hull_text:
+            conds.append(sa.func.lower(t.c.hull_text).like(f"%{_like_escape(q.hull_text.lower())}%", escape="\\"))
+        if q.text:
+            for word in q.text.lower().split():
+                conds.append(t.c.search_text.like(f"%{_like_escape(word)}%", escape="\\"))
+        col_name, desc = SORTS[q.sort]
+        col = t.c[col_name]
+        if q.cursor:
+            key, eid = _decode_cursor(q.cursor, q.sort)
+            if desc:
+                conds.append(sa.or_(col < key, sa.and_(col == key, t.c.id < eid)))
+            else:
+                conds.append(sa.or_(col > key, sa.and_(col == key, t.c.id > eid)))
+        order = (col.desc(), t.c.id.desc()) if desc else (col.asc(), t.c.id.asc())
+        stmt = sa.select(t.c.id, t.c.data, t.c.review_status, col.label("sort_key")).where(*conds).order_by(*order).limit(q.limit + 1)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+            more = len(rows) > q.limit
+            rows = rows[: q.limit]
+            hist = self._history(conn, [r.id for r in rows])
+        events = [self._event(r.data, r.review_status, hist.get(r.id, [])) for r in rows]
+        nxt = _encode_cursor(q.sort, rows[-1].sort_key, rows[-1].id) if more and rows else None
+        return Page(events, nxt)
