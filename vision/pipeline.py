@@ -3,6 +3,35 @@
 ``Pipeline.process(source_id, capture_time_ns, image)`` is the one per-frame entry point; ``run_file`` feeds it the
 frames of a video or image file at the source's analysis rate, with capture times from the file's own clock
 (presentation timestamps) offset to a UTC start time. Live sources go through the same ``process``.
+
+Geo-reference (``seawatch.vision.geo``): a source with a ``calibration`` (surveyed pose or >= 4 ground control
+points) or a ``drone`` (a ``drones`` entry, inline or by id; or a ``PoseTimeline`` given to ``Pipeline`` as
+``pose_timelines``) gets a locator per frame, so its events carry a WGS84 position with a 1-sigma ellipse and its
+``polygon_lonlat`` zones work. A drone frame whose pose is stale gives events without a position, with the reason.
+
+Vessel identity (``seawatch.vision.vessel_identity``): with ``ais`` feeds and/or a ``registry`` (or an
+``identity`` section), ``vessel_in_zone`` events carry MMSI / name / identity kind and confidence, and the
+identity rules' decisions (unidentified_vessel, identity_mismatch, registry_alert, ais_dark) are emitted as
+events through the same sinks.
+
+Example (YAML)::
+
+    sources:
+      - id: quay-cam
+        url: rtsp://cam/quay
+        models: [vessel]
+        calibration:
+          camera: {width_px: 1920, height_px: 1080, hfov_deg: 60}
+          surveyed: {lat_deg: 53.55, lon_deg: 8.58, alt_m: 25.0, pan_deg: 210, tilt_deg: -8}
+      - {id: drone-1-cam, url: udp://0.0.0.0:5600, drone: drone-1}
+    drones:
+      - {id: drone-1, connection: "udp:0.0.0.0:14550", camera: {width_px: 1920, height_px: 1080, hfov_deg: 82}}
+    ais: [tcp://ais-dispatcher:5631, recordings/ais.nmea]
+    registry: registry.csv
+    identity: {unidentified_after_s: 60}
+    zones:
+      - {id: fairway, source: quay-cam, polygon_lonlat: [[8.57, 53.54], [8.59, 53.54], [8.59, 53.55]],
+         rules: [{type: vessel_in_zone, min_duration_s: 30}]}
 """
 
 from __future__ import annotations
@@ -15,12 +44,14 @@ from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from seawatch.drone.config import CalibrationConfig, DroneConfig
 from seawatch.errors import ConfigError, InputError
 from seawatch.vision.config import EventPolicy, RulesConfig, TrackerConfig, ZoneConfig, load_rules_config
 from seawatch.vision.detections import Detections
 from seawatch.vision.events import Event, Sink
+from seawatch.vision.vessel_identity import IdentityConfig
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +69,16 @@ class SourceSpec(BaseModel):
     tile: str | None = Field(None, description="tiled inference SIZE[:OVERLAP] for small objects (e.g. vessels), or none")
     analysis_fps: float = Field(2.0, gt=0.0, le=60.0, description="frames analysed per second of video")
     conf: float | None = Field(None, ge=0.0, le=1.0, description="detector confidence floor (default: tracker's low_confidence)")
+    calibration: CalibrationConfig | None = Field(
+        None, description="fixed camera geo-reference: surveyed pose (with intrinsics) or >= 4 ground control points")
+    drone: DroneConfig | str | None = Field(
+        None, description="the drone carrying this camera: an inline drones entry, or the id of one in `drones`")
+
+    @model_validator(mode="after")
+    def _one_geo(self) -> "SourceSpec":
+        if self.calibration is not None and self.drone is not None:
+            raise ValueError("give calibration (fixed camera) or drone, not both")
+        return self
 
 
 class PipelineConfig(BaseModel):
@@ -49,6 +90,40 @@ class PipelineConfig(BaseModel):
     tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="tracker settings")
     events: EventPolicy = Field(default_factory=EventPolicy, description="clip rolls and update cadence")
     zones: tuple[ZoneConfig, ...] = Field((), description="zones per source with their rules")
+    drones: tuple[DroneConfig, ...] = Field((), description="drones (a source refers to one by `drone: ID`, or a drone names its `video_source`)")
+    ais: tuple[str, ...] = Field((), description="AIS feeds: NMEA file paths (replayed by their own clock), tcp://HOST:PORT, udp://HOST:PORT")
+    registry: str | None = Field(None, description="vessel registry CSV file")
+    identity: IdentityConfig | None = Field(None, description="vessel identity settings (on when ais or registry is given)")
+
+    @model_validator(mode="after")
+    def _refs(self) -> "PipelineConfig":
+        ids = [d.id for d in self.drones]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"duplicate drone ids: {dup}")
+        for i, s in enumerate(self.sources):
+            if isinstance(s.drone, str) and s.drone not in ids:
+                raise ValueError(f"sources.{i} ({s.id}): drone {s.drone!r} is not in drones {ids}")
+        from seawatch.vision.vessel_identity import check_ais_urls
+
+        try:
+            check_ais_urls(self.ais)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    @property
+    def identity_enabled(self) -> bool:
+        return bool(self.ais) or self.registry is not None or self.identity is not None
+
+    def drone_of(self, source_id: str) -> DroneConfig | None:
+        """The drone whose camera a source is (by the source's ``drone`` or a drone's ``video_source``)."""
+        spec = next((s for s in self.sources if s.id == source_id), None)
+        if spec is not None and isinstance(spec.drone, DroneConfig):
+            return spec.drone
+        if spec is not None and isinstance(spec.drone, str):
+            return next(d for d in self.drones if d.id == spec.drone)
+        return next((d for d in self.drones if d.video_source == source_id), None)
 
     @property
     def rules(self) -> RulesConfig:
@@ -77,10 +152,25 @@ def load_pipeline_config(path: str | Path | None, data: dict | None = None) -> P
 
 
 class Pipeline:
-    """Detectors (one per model, shared by sources), a tracker per source, one rule engine."""
+    """Detectors (one per model, shared by sources), a tracker per source, one rule engine; optionally a
+    geo-reference per source and the vessel identity stage.
 
-    def __init__(self, config: PipelineConfig, sinks: Sequence[Sink] = (), detectors: dict[str, Any] | None = None):
+    Args:
+        config: the pipeline configuration.
+        sinks: where events go (rule events and identity events alike).
+        detectors: model name -> detector object (``detect(list[image]) -> list[Detections]``), used instead of
+            loading that model from the registry.
+        pose_timelines: source id -> ``PoseTimeline`` fed by the caller (a link, a replay, a test); the camera
+            comes from the source's drone config, or from ``drone_cameras``.
+        drone_cameras: source id -> ``GeoLocator`` for sources given a timeline but no drone config.
+        vessel_table: an existing AIS ``VesselTable`` for the identity stage.
+    """
+
+    def __init__(self, config: PipelineConfig, sinks: Sequence[Sink] = (), detectors: dict[str, Any] | None = None,
+                 pose_timelines: dict[str, Any] | None = None, drone_cameras: dict[str, Any] | None = None,
+                 vessel_table: Any = None):
         from seawatch.vision.detector import load_detector
+        from seawatch.vision.geo import GeoEnricher
         from seawatch.vision.rules import RuleEngine
         from seawatch.vision.tiling import TileSpec
         from seawatch.vision.tracking import ByteTracker
@@ -95,9 +185,82 @@ class Pipeline:
                     self.detectors[name] = load_detector(name, conf=s.conf if s.conf is not None else floor)
         self.tiles = {s.id: TileSpec.parse(s.tile) if s.tile else None for s in config.sources}
         self.trackers = {s.id: ByteTracker(config.tracker) for s in config.sources}
-        self.engine = RuleEngine(config.rules, sinks)
+        self.sinks = list(sinks)
+        self._given_timelines = set(pose_timelines or {})
+        self.geo = self._build_geo(pose_timelines or {}, drone_cameras or {})
+        self.links: dict[str, Any] = {}  # drone id -> MavlinkLink opened by start()
+        self.identity = None
+        if config.identity_enabled or vessel_table is not None:
+            from seawatch.vision.vessel_identity import VesselIdentityStage
+
+            self.identity = VesselIdentityStage(
+                config.identity, config.zones, config.ais, config.registry, table=vessel_table, sinks=self.sinks,
+                pre_roll_s=config.events.pre_roll_s, post_roll_s=config.events.post_roll_s)
+        self.geo_enricher = GeoEnricher()
+        enrichers = [self.geo_enricher] + ([self.identity.enrich] if self.identity is not None else [])
+        self.engine = RuleEngine(config.rules, sinks, enrichers=enrichers)
         self.frames = 0
         self.seconds = 0.0
+        self._started = False
+
+    def _build_geo(self, timelines: dict[str, Any], cameras: dict[str, Any]) -> dict[str, Any]:
+        from seawatch.vision.geo import SourceGeo
+
+        out: dict[str, Any] = {}
+        for sid in timelines:
+            if sid not in self.sources:
+                raise ConfigError(f"pose_timelines: unknown source {sid!r}")
+        for s in self.config.sources:
+            drone = self.config.drone_of(s.id)
+            if s.calibration is not None:
+                if s.id in timelines:
+                    raise ConfigError(f"source {s.id!r} has a calibration and a pose timeline; give one")
+                out[s.id] = SourceGeo.from_calibration(s.id, s.calibration)
+            elif drone is not None or s.id in timelines:
+                camera = cameras.get(s.id) or (drone.build_locator() if drone is not None else None)
+                if camera is None:
+                    raise ConfigError(f"source {s.id!r}: a pose timeline needs the drone camera (a drone config or drone_cameras)")
+                timeline = timelines.get(s.id) or drone.build_timeline()  # type: ignore[union-attr]
+                out[s.id] = SourceGeo.from_drone(s.id, timeline, camera)
+        return out
+
+    def start(self, link_timeout_s: float = 10.0) -> "Pipeline":
+        """Start what runs beside the frames: AIS socket feeds and the MAVLink links of configured drones whose
+        timeline was not given by the caller. A link that does not open is logged; its frames have no pose."""
+        if self._started:
+            return self
+        self._started = True
+        if self.identity is not None:
+            self.identity.start()
+        for s in self.config.sources:
+            drone = self.config.drone_of(s.id)
+            geo = self.geo.get(s.id)
+            if drone is None or geo is None or drone.id in self.links or s.id in self._given_timelines:
+                continue
+            try:
+                self.links[drone.id] = drone.build_link(geo.timeline).open(link_timeout_s)
+            except Exception as exc:  # a drone that is not there yet is a status, not a crash
+                log.error("drone %s (%s): link did not open: %s; frames of %s have no pose", drone.id,
+                          drone.connection, exc, s.id)
+        return self
+
+    def stop(self) -> None:
+        """Stop AIS feeds and close drone links (open incidents are ended by ``close``)."""
+        if self.identity is not None:
+            self.identity.stop()
+        for link in self.links.values():
+            try:
+                link.close()
+            except Exception as exc:
+                log.warning("closing drone link: %s", exc)
+        self.links.clear()
+        self._started = False
+
+    def __enter__(self) -> "Pipeline":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
     def detect(self, source_id: str, image: np.ndarray) -> Detections:
         from seawatch.vision.tiling import detect_tiled
@@ -110,21 +273,43 @@ class Pipeline:
             parts.append(detect_tiled(det, [image], tile)[0] if tile else det.detect([image])[0])
         return Detections.merge(parts)
 
+    def locator_for(self, source_id: str, capture_time_ns: int):
+        """The locator of one frame of a source (calibration, or the drone pose at that time), or None."""
+        geo = self.geo.get(source_id)
+        return None if geo is None else geo.frame_locator(capture_time_ns)
+
     def process(self, source_id: str, capture_time_ns: int, image: np.ndarray, locator=None) -> list[Event]:
-        """Events caused by one analysed frame of ``source_id`` (frames of a source in capture order)."""
+        """Events caused by one analysed frame of ``source_id`` (frames of a source in capture order).
+
+        ``locator`` overrides the source's own geo-reference for this frame.
+        """
         if source_id not in self.sources:
             raise InputError(f"unknown source {source_id!r}")
         t0 = time.perf_counter()
+        if not self._started and (self.identity is not None or self.config.drones):
+            self.start()
         dets = self.detect(source_id, image)
         tracked = self.trackers[source_id].update(dets, capture_time_ns)
+        if locator is None:
+            locator = self.locator_for(source_id, capture_time_ns)
+        ident_events: list[Event] = []
+        if self.identity is not None:
+            # before the rules, so vessel_in_zone events of this frame carry this frame's identity
+            ident_events = self.identity.update(source_id, capture_time_ns, tracked, locator, image)
+        self.geo_enricher.set_frame(source_id, locator)
         events = self.engine.update(source_id, capture_time_ns, tracked, image, locator)
         self.frames += 1
         self.seconds += time.perf_counter() - t0
-        return events
+        return events + ident_events
 
     def close(self, time_ns: int | None = None, source_id: str | None = None, reason: str = "end of input") -> list[Event]:
         """End every open incident (of one source or all): end of a file, shutdown."""
-        return self.engine.close(time_ns, source_id, reason)
+        events = self.engine.close(time_ns, source_id, reason)
+        if self.identity is not None:
+            events += self.identity.close(time_ns, source_id, reason)
+        if source_id is None:
+            self.stop()
+        return events
 
 
 def file_frames(path: str | Path, analysis_fps: float) -> Iterator[tuple[int, np.ndarray]]:

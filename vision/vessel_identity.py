@@ -1,0 +1,349 @@
+"""The vessel identity stage of the pipeline: AIS feeds + vessel registry + geolocated vessel tracks -> identity.
+
+Per analysed frame of a source, :meth:`VesselIdentityStage.update` takes the tracked detections and the frame's
+locator, geolocates every vessel track (bottom centre of the box: the waterline), runs the source's
+``IdentityFuser`` (camera track <-> AIS association, registry lookups) and ``IdentityRules``, and returns the
+rules' decisions as real :class:`~seawatch.vision.events.Event` values (``unidentified_vessel``,
+``identity_mismatch``, ``registry_alert``, ``ais_dark``) carrying the track's geo position. Its
+:meth:`~VesselIdentityStage.enrich` puts the identity (MMSI, name, hull text, identity kind and confidence) on
+``vessel_in_zone`` events.
+
+Track ids are per source (one tracker per source), so every source has its own fuser and rules; the AIS vessel
+table and the registry are shared.
+
+AIS feeds (config ``ais``): a file path is replayed by its own clock (messages are applied to the table as
+frame capture times pass their times, so a recorded NMEA log with tag-block times lines up with recorded
+video); ``tcp://HOST:PORT`` connects, ``udp://HOST:PORT`` binds; socket feeds run in daemon threads started by
+:meth:`start` and stopped by :meth:`stop`.
+
+Only tracks with a geo position take part (association needs one): a source without calibration or drone pose
+gets no identity events.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from seawatch.errors import ConfigError, InputError
+from seawatch.vision.config import VesselZoneRuleConfig, ZoneConfig
+from seawatch.vision.detections import Detections
+from seawatch.vision.events import VESSEL_IN_ZONE, ClipRef, Event, GeoPosition, Snapshot
+
+log = logging.getLogger(__name__)
+
+NO_LOCATOR = "source is not geo-referenced (no calibration or pose for this frame)"
+
+
+class IdentityConfig(BaseModel):
+    """The ``identity`` section: which detections are vessels and the identity rules' timers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    labels: tuple[str, ...] = Field(("vessel", "boat", "ship"), min_length=1, description="detector labels that are vessels")
+    min_confidence: float = Field(0.3, ge=0.0, le=1.0, description="vessel detections below this take no part")
+    unidentified_after_s: float = Field(60.0, ge=0.0, le=86400.0, description="a track in a watch zone without AIS/registry match this long -> unidentified_vessel")
+    dark_after_s: float = Field(180.0, gt=0.0, le=86400.0, description="an associated MMSI silent this long while the camera sees the track -> ais_dark")
+    mismatch_confirm: int = Field(3, ge=1, le=100, description="consecutive updates with a mismatch before identity_mismatch")
+    track_lost_s: float = Field(30.0, gt=0.0, le=3600.0, description="a condition of a track not seen this long ends")
+    clear_after_s: float = Field(10.0, ge=0.0, le=3600.0, description="a condition must be absent this long before it ends")
+    dark_requires_registry: bool = Field(True, description="ais_dark only for MMSIs in the registry")
+    ais_max_age_s: float = Field(600.0, gt=0.0, le=86400.0, description="AIS vessels not heard this long leave the table")
+    snapshots: bool = Field(True, description="identity events carry the frame as their snapshot")
+
+
+class VesselIdentityStage:
+    """AIS table + registry + one fuser and one rule set per source.
+
+    Args:
+        config: identity settings.
+        zones: the pipeline's zones; a track is "in a watch zone" when it is inside a zone of its source that has
+            a ``vessel_in_zone`` rule (a source without such zones: the whole frame is watched).
+        ais: feed URLs / file paths.
+        registry: registry CSV path (or an already loaded ``VesselRegistry``).
+        table: an existing ``VesselTable`` to use (else a new one).
+        sinks: where identity events are emitted.
+        pre_roll_s, post_roll_s: clip window around identity incidents.
+    """
+
+    def __init__(self, config: IdentityConfig | None = None, zones: Sequence[ZoneConfig] = (), ais: Sequence[str] = (),
+                 registry: Any = None, table: Any = None, sinks: Sequence[Any] = (), pre_roll_s: float = 5.0,
+                 post_roll_s: float = 5.0) -> None:
+        from seawatch.vision.identity.registry import VesselRegistry
+        from seawatch.vision.identity.vessels import VesselTable
+
+        self.config = config or IdentityConfig()
+        if registry is None:
+            self.registry = VesselRegistry()
+        elif isinstance(registry, (str, Path)):
+            self.registry = VesselRegistry.from_csv(registry)  # RegistryError (an InputError) names file and line
+        else:
+            self.registry = registry
+        self.table = table if table is not None else VesselTable(max_age_s=self.config.ais_max_age_s)
+        self.sinks = list(sinks)
+        self._pre_ns = int(pre_roll_s * 1e9)
+        self._post_ns = int(post_roll_s * 1e9)
+        self._watch: dict[str, list[tuple[Any, ZoneConfig]]] = {}
+        for zc in zones:
+            if any(isinstance(r, VesselZoneRuleConfig) for r in zc.rules):
+                self._watch.setdefault(zc.source, []).append((zc.build_zone(), zc))
+        self._fusers: dict[str, Any] = {}
+        self._rules: dict[str, Any] = {}
+        self._identity: dict[tuple[str, int], Any] = {}
+        self._geo: dict[tuple[str, int], tuple[GeoPosition | None, str]] = {}
+        self._track_label: dict[tuple[str, int], tuple[str, float, str]] = {}  # label, confidence, zone id
+        self._hull: dict[tuple[str, int], Any] = {}
+        self._open: dict[tuple[str, str, int, str], tuple[str, Event]] = {}  # (source, type, track, key) -> (id, start)
+        self._files: list[tuple[int, Any]] = []  # pending replayed messages, sorted by time
+        self._file_pos = 0
+        self._feeds: list[Any] = []
+        self._threads: list[threading.Thread] = []
+        self._started = False
+        self._last_ns: dict[str, int] = {}
+        self.counters = {"ais_messages": 0, "decisions": 0}
+        for url in ais:
+            self._add_feed(str(url))
+
+    # -- AIS -----------------------------------------------------------------------------------------------
+    def _add_feed(self, url: str) -> None:
+        from seawatch.streams import ais as A
+
+        if "://" in url:
+            self._feeds.append(A.open_feed(url))  # bad URL -> InputError naming it
+            return
+        path = Path(url)
+        if not path.is_file():
+            raise InputError(f"AIS feed {url!r}: no such file (give a file path, tcp://HOST:PORT or udp://HOST:PORT)")
+        msgs = list(A.read_file(path))
+        self._files.extend((m.time_ns, m) for m in msgs)
+        self._files.sort(key=lambda p: p[0])
+        log.info("AIS file %s: %d messages", path, len(msgs))
+
+    def start(self) -> None:
+        """Start the socket feeds (daemon threads); idempotent."""
+        if self._started:
+            return
+        self._started = True
+        for feed in self._feeds:
+            th = threading.Thread(target=self._pump, args=(feed,), name=f"ais-{feed.host}:{feed.port}", daemon=True)
+            th.start()
+            self._threads.append(th)
+
+    def _pump(self, feed) -> None:
+        try:
+            for msg in feed.messages():
+                self.table.update(msg)
+                self.counters["ais_messages"] += 1
+        except Exception:  # a feed thread must not die silently
+            log.exception("AIS feed %s:%s stopped", feed.host, feed.port)
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        for feed in self._feeds:
+            feed.stop()
+        for th in self._threads:
+            th.join(timeout_s)
+        self._threads.clear()
+        self._started = False
+
+    def advance(self, time_ns: int) -> int:
+        """Apply replayed (file) AIS messages up to ``time_ns``; returns how many were applied."""
+        n = 0
+        while self._file_pos < len(self._files) and self._files[self._file_pos][0] <= time_ns:
+            self.table.update(self._files[self._file_pos][1])
+            self._file_pos += 1
+            n += 1
+        self.counters["ais_messages"] += n
+        return n
+
+    def set_hull_read(self, source_id: str, track_id: int, hull) -> None:
+        """Give a track its voted hull-text read (``identity.ocr.HullRead``, from an OCR worker)."""
+        self._hull[(source_id, int(track_id))] = hull
+
+    # -- per frame -----------------------------------------------------------------------------------------
+    def _source(self, source_id: str):
+        if source_id not in self._fusers:
+            from seawatch.vision.identity.fusion import IdentityFuser
+            from seawatch.vision.identity.rules import IdentityRules
+
+            c = self.config
+            self._fusers[source_id] = IdentityFuser(self.registry)
+            self._rules[source_id] = IdentityRules(
+                unidentified_after_s=c.unidentified_after_s, dark_after_s=c.dark_after_s,
+                mismatch_confirm=c.mismatch_confirm, track_lost_s=c.track_lost_s, clear_after_s=c.clear_after_s,
+                dark_requires_registry=c.dark_requires_registry, registry=self.registry)
+        return self._fusers[source_id], self._rules[source_id]
+
+    def update(self, source_id: str, time_ns: int, detections: Detections, locator=None,
+               image: np.ndarray | None = None) -> list[Event]:
+        """Identity events caused by one analysed frame (tracked detections, the frame's locator or None)."""
+        from seawatch.vision.identity.fusion import GeoTrack
+
+        self.advance(time_ns)
+        self._last_ns[source_id] = int(time_ns)
+        fuser, rules = self._source(source_id)
+        d = detections
+        c = self.config
+        tracks: list[GeoTrack] = []
+        boxes: dict[int, np.ndarray] = {}
+        if len(d) and d.track_id is not None and d.labels:
+            is_vessel = np.array([lab in c.labels for lab in d.labels], bool)[d.class_id]
+            sel = np.flatnonzero(is_vessel & (d.track_id >= 0) & (d.confidence >= c.min_confidence))
+        else:
+            sel = np.zeros(0, np.int64)
+        if sel.size:
+            xyxy = d.xyxy_px[sel].astype(np.float64)
+            ground = np.stack([0.5 * (xyxy[:, 0] + xyxy[:, 2]), xyxy[:, 3]], axis=1)  # waterline
+            geos = self._locate(locator, ground)
+            zone_of = self._zones_of(source_id, d[sel], locator)
+            for k, i in enumerate(sel):
+                tid = int(d.track_id[i])
+                pos, reason = geos[k]
+                key = (source_id, tid)
+                self._geo[key] = (pos, reason or "")
+                self._track_label[key] = (str(d.label[i]), float(d.confidence[i]), zone_of[k] or "")
+                boxes[tid] = xyxy[k]
+                if pos is None:
+                    continue
+                tracks.append(GeoTrack(tid, int(time_ns), pos.lat_deg, pos.lon_deg,
+                                       pos_sigma_m=max(1.0, pos.semi_major_m), in_zone=zone_of[k] is not None,
+                                       hull=self._hull.get(key)))
+        identities = fuser.update(tracks, self.table, int(time_ns))
+        for tid, ident in identities.items():
+            self._identity[(source_id, tid)] = ident
+        decisions = rules.update(int(time_ns), tracks, identities, self.table)
+        out = [self._event(source_id, dec, boxes.get(dec.track_id), image if c.snapshots else None) for dec in decisions]
+        self.counters["decisions"] += len(out)
+        for ev in out:
+            for sink in self.sinks:
+                sink.emit(ev)
+        return out
+
+    @staticmethod
+    def _locate(locator, ground_px: np.ndarray) -> list[tuple[GeoPosition | None, str | None]]:
+        if locator is None:
+            return [(None, NO_LOCATOR)] * len(ground_px)
+        if hasattr(locator, "geo_positions"):
+            return locator.geo_positions(ground_px)
+        try:
+            res = np.asarray(locator.locate(ground_px), np.float64).reshape(-1, 3)
+        except Exception as exc:  # another stage's code: the identity stage carries on without positions
+            log.warning("locator failed: %s", exc)
+            return [(None, f"locator failed: {exc}")] * len(ground_px)
+        out: list[tuple[GeoPosition | None, str | None]] = []
+        for lat, lon, unc in res:
+            if np.isfinite(lat) and np.isfinite(lon) and np.isfinite(unc):
+                out.append((GeoPosition(float(lat), float(lon), max(0.0, float(unc)), max(0.0, float(unc))), None))
+            else:
+                out.append((None, "the waterline point does not hit the ground"))
+        return out
+
+    def _zones_of(self, source_id: str, d: Detections, locator) -> list[str | None]:
+        """Per detection: the id of the first watch zone containing it, "" for a whole-frame watch, None outside."""
+        from seawatch.vision.zones import anchor_points
+
+        watch = self._watch.get(source_id)
+        if not watch:
+            return [""] * len(d)
+        out: list[str | None] = [None] * len(d)
+        for zone, zc in watch:
+            inside = zone.contains_px(anchor_points(d, zc.anchors), locator)
+            for k in np.flatnonzero(inside):
+                if out[k] is None:
+                    out[k] = zone.id
+        return out
+
+    def _event(self, source_id: str, dec, box: np.ndarray | None, image: np.ndarray | None) -> Event:
+        key = (source_id, dec.type, int(dec.track_id), dec.key)
+        tkey = (source_id, int(dec.track_id))
+        pos, reason = self._geo.get(tkey, (None, NO_LOCATOR))
+        label, conf, zone_id = self._track_label.get(tkey, ("vessel", 0.0, ""))
+        attrs = dict(dec.attributes) | {"reason": dec.reason}
+        if dec.key:
+            attrs["condition_key"] = dec.key
+        if dec.phase == "start":
+            ev_id = Event.new_id()
+            seq = 0
+        else:
+            ev_id, _ = self._open.get(key, (Event.new_id(), None))
+            seq = 1
+        start_ns = int(dec.started_ns)
+        end_ns = None
+        if dec.phase == "end":
+            end_ns = max(start_ns, int(dec.ended_ns if dec.ended_ns is not None else dec.time_ns))
+            attrs["end_reason"] = "condition cleared"
+        snap = None
+        if box is not None:
+            snap = Snapshot(source_id, int(dec.time_ns), tuple(float(v) for v in box), float(conf),
+                            image=None if image is None else image.copy())
+        ev = Event(
+            id=ev_id, type=dec.type, severity=dec.severity, phase="start" if dec.phase == "start" else "end", seq=seq,
+            source_id=source_id, zone_id=zone_id, start_ns=start_ns, end_ns=end_ns, at_ns=int(dec.time_ns),
+            track_ids=(int(dec.track_id),), labels=(label,), scores=(round(conf, 4),), attributes=attrs,
+            snapshot=snap,
+            clip=ClipRef(source_id, start_ns - self._pre_ns, None if end_ns is None else end_ns + self._post_ns,
+                         self._pre_ns, self._post_ns),
+            geo=pos, geo_reason=None if pos is not None else (reason or NO_LOCATOR),
+        )
+        if dec.phase == "start":
+            self._open[key] = (ev_id, ev)
+        else:
+            self._open.pop(key, None)
+        return ev
+
+    def close(self, time_ns: int | None = None, source_id: str | None = None, reason: str = "end of input") -> list[Event]:
+        """End every open identity condition (of one source or all) at ``time_ns`` (default: its start)."""
+        out = []
+        for key in sorted(k for k in self._open if source_id is None or k[0] == source_id):
+            ev_id, start = self._open.pop(key)
+            t = self._last_ns.get(key[0], start.at_ns) if time_ns is None else int(time_ns)
+            t = max(t, start.start_ns)
+            ev = replace(start, phase="end", seq=1, at_ns=t, end_ns=t,
+                         attributes={**start.attributes, "end_reason": reason},
+                         clip=ClipRef(start.source_id, start.clip.start_ns, t + self._post_ns, self._pre_ns, self._post_ns)
+                         if start.clip else None)
+            out.append(ev)
+            for sink in self.sinks:
+                sink.emit(ev)
+        for sid in [s for s in self._rules if source_id is None or s == source_id]:
+            # the rules' own memory of those conditions goes with them
+            self._rules.pop(sid, None)
+            self._fusers.pop(sid, None)
+        return out
+
+    # -- enricher ------------------------------------------------------------------------------------------
+    def identity_of(self, source_id: str, track_id: int):
+        """The last ``TrackIdentity`` of a track, or None."""
+        return self._identity.get((source_id, int(track_id)))
+
+    def enrich(self, ev: Event) -> Event:
+        """``vessel_in_zone`` events get their track's identity attributes."""
+        if ev.type != VESSEL_IN_ZONE:
+            return ev
+        for tid in ev.track_ids:
+            ident = self._identity.get((ev.source_id, int(tid)))
+            if ident is not None:
+                return replace(ev, attributes={**ev.attributes, **ident.as_attributes()})
+        pos = next((self._geo.get((ev.source_id, int(t))) for t in ev.track_ids if (ev.source_id, int(t)) in self._geo), None)
+        why = "no AIS association without a geo position" if pos is None or pos[0] is None else "not yet fused"
+        return replace(ev, attributes={**ev.attributes, "identity": "unknown", "identity_reason": why})
+
+
+def check_ais_urls(urls: Sequence[str], where: str = "ais") -> None:
+    """Config-time check of feed URLs (files must exist, sockets must parse)."""
+    from seawatch.streams.ais import parse_feed_url
+
+    for i, url in enumerate(urls):
+        if "://" in url:
+            try:
+                parse_feed_url(url)
+            except InputError as exc:
+                raise ConfigError(f"{where}.{i}: {exc}") from None
+
+
+__all__ = ["IdentityConfig", "VesselIdentityStage", "check_ais_urls"]
