@@ -284,7 +284,8 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
             if own:
                 app.state.store.close()
 
-    app = FastAPI(title="Seawatch", version=__version__, lifespan=lifespan,
+    # the schema is an endpoint like any other: it needs auth (served at /api/openapi.json below)
+    app = FastAPI(title="Seawatch", version=__version__, lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None,
                   description="Events from cameras, drones and AIS: search, review, clips. Every endpoint but /api/health needs auth.")
     app.state.settings = settings
     app.state.auth = Authenticator(settings.auth)
@@ -320,4 +321,8 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
 
     for router in (health, auth_router, events, sources, media, admin):
         app.include_router(router, prefix="/api")
+
+    @app.get("/api/openapi.json", include_in_schema=False)
+    def openapi_schema(who: Operator) -> JSONResponse:
+        return JSONResponse(app.openapi())
     return app

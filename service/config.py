@@ -14,11 +14,11 @@ Example (YAML)::
       data_dir: /var/lib/seawatch            # database and media live here unless given separately
     service: {host: 0.0.0.0, port: 8080, cors_origins: []}
     auth:
-      token_secret: "a long random string"   # tokens survive restarts only when this is set
+      token_secret: "change-me: at least 32 random characters"   # tokens survive restarts only when set
       users:
-        - {name: alice, role: admin, password_hash: "$argon2id$v=19$..."}   # seawatch.service.auth.hash_password
+        - {name: alice, role: admin, password_hash: "$argon2id$v=19$m=65536,t=3,p=4$..."}   # seawatch.service.auth.hash_password
       api_keys:
-        - {name: exporter, role: operator, key_sha256: "<64 hex digits>"}
+        - {name: exporter, role: operator, key_sha256: 090d1548c9d65f413a1a2c828a0bee3a7ae02d2137caf51e6029e6c3cb1f1fa4}   # hash_api_key(KEY)
     mqtt: {enabled: false, host: localhost, port: 1883, topic_prefix: seawatch}
 """
 

@@ -1,0 +1,269 @@
+"""The event store: upsert by incident id, every search filter, cursor pagination, audit trail, durability."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+
+import pytest
+import sqlalchemy as sa
+
+from seawatch.errors import ConfigError, InputError
+from seawatch.service.store import BBox, EventQuery, EventStore
+from seawatch.vision.events import ClipRef, Event, GeoPosition, Snapshot
+
+T0 = 1_790_000_000_000_000_000  # 2026-09-21, UTC ns
+S = 1_000_000_000
+
+
+def make_event(i: int = 0, **kw) -> Event:
+    """A start-phase event; ``i`` spaces start times one second apart."""
+    base = dict(
+        id=f"ev{i:05d}",
+        type="fire",
+        severity="high",
+        phase="start",
+        source_id="cam-1",
+        start_ns=T0 + i * S,
+        at_ns=T0 + i * S,
+        zone_id="yard",
+        labels=("fire",),
+        scores=(0.8,),
+        clip=ClipRef("cam-1", T0 + i * S - 5 * S, None, 5 * S, 5 * S),
+    )
+    base.update(kw)
+    return Event(**base)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = EventStore.open(f"sqlite:///{tmp_path / 'events.db'}")
+    yield s
+    s.close()
+
+
+def ids(page) -> list[str]:
+    return [e.id for e in page.events]
+
+
+def test_schema_is_migrated_to_head_with_wal(tmp_path, store):
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0001"
+        assert conn.execute(sa.text("PRAGMA journal_mode")).scalar_one() == "wal"
+        idx = {r[1] for r in conn.execute(sa.text("PRAGMA index_list(events)"))}
+    assert {"ix_events_start", "ix_events_type_start", "ix_events_source_start", "ix_events_lat_lon"} <= idx
+    # reopening an up-to-date database is a no-op
+    EventStore.open(f"sqlite:///{tmp_path / 'events.db'}").close()
+
+
+def test_search_uses_indexes_not_table_scans(store):
+    for i in range(20):
+        store.put(make_event(i))
+    t = sa.table("events")
+    with store.engine.connect() as conn:
+        plan = " ".join(str(r[-1]) for r in conn.execute(sa.text(
+            "EXPLAIN QUERY PLAN SELECT id FROM events WHERE type = 'fire' AND start_ns >= 0 ORDER BY start_ns DESC LIMIT 10")))
+        assert "USING INDEX" in plan, plan
+        plan = " ".join(str(r[-1]) for r in conn.execute(sa.text(
+            "EXPLAIN QUERY PLAN SELECT id FROM events WHERE lat_deg BETWEEN 1 AND 2 AND lon_deg BETWEEN 1 AND 2")))
+        assert "ix_events_lat_lon" in plan, plan
+    del t
+
+
+def test_upsert_by_id_applies_newer_phases_only(store):
+    ev = make_event(0)
+    assert store.put(ev) is True
+    assert store.put(ev) is False  # replay: idempotent
+    upd = replace(ev, phase="update", seq=1, severity="critical", at_ns=ev.at_ns + 3 * S)
+    end = replace(ev, phase="end", seq=2, end_ns=ev.start_ns + 9 * S, at_ns=ev.start_ns + 9 * S)
+    assert store.put(end) is True
+    assert store.put(upd) is False  # late, older phase does not overwrite the end
+    got = store.get(ev.id)
+    assert got.phase == "end" and got.end_ns == ev.start_ns + 9 * S and got.severity == "high"
+    assert store.count() == 1
+
+
+def test_review_survives_later_phases_and_keeps_the_audit_trail(store):
+    ev = make_event(0)
+    store.put(ev)
+    store.review(ev.id, "acknowledged", "olga", "user", "crew on the way", at_ns=T0 + 5 * S)
+    store.put(replace(ev, phase="update", seq=1, at_ns=T0 + 6 * S))
+    store.review(ev.id, "confirmed", "rita", "user", "real fire", at_ns=T0 + 7 * S)
+    got = store.get(ev.id)
+    assert got.review_status == "confirmed" and got.phase == "update"
+    assert [(r.status, r.by, r.note, r.at_ns) for r in got.review_history] == [
+        ("acknowledged", "olga", "crew on the way", T0 + 5 * S),
+        ("confirmed", "rita", "real fire", T0 + 7 * S),
+    ]
+    assert [a.by_kind for a in store.audit(ev.id)] == ["user", "user"]
+    with pytest.raises(KeyError):
+        store.review("nope", "acknowledged", "olga")
+    with pytest.raises(InputError):
+        store.review(ev.id, "new", "olga")
+
+
+@pytest.fixture
+def populated(store):
+    evs = [
+        make_event(0, type="fire", severity="high", source_id="cam-1", zone_id="yard"),
+        make_event(1, type="smoke", severity="low", source_id="cam-1", zone_id="yard"),
+        make_event(2, type="no_hard_hat", severity="medium", source_id="cam-2", zone_id="gate", labels=("person",), scores=(0.7,)),
+        make_event(3, type="vessel_in_zone", severity="medium", source_id="drone-1", zone_id="wind-farm",
+                   labels=("vessel",), scores=(0.6,), geo=GeoPosition(54.02, 6.55, 30.0, 12.0, 45.0),
+                   attributes={"mmsi": "244123456", "vessel_name": "Noordzee Express", "hull_text": "UK 123"}),
+        make_event(4, type="vessel_in_zone", severity="critical", source_id="drone-1", zone_id="wind-farm",
+                   labels=("vessel",), scores=(0.9,), geo=GeoPosition(-16.5, 179.9, 50.0, 50.0),
+                   attributes={"mmsi": "512000001", "vessel_name": "Fiji Star", "hull_text": "FJ-7"}),
+        make_event(5, type="vessel_in_zone", severity="low", source_id="drone-1", zone_id="wind-farm",
+                   labels=("vessel",), scores=(0.5,), geo=GeoPosition(-16.4, -179.8, 50.0, 50.0), attributes={"mmsi": "512000002"}),
+        make_event(6, type="fire_lane_blocked", severity="medium", source_id="cam-3", zone_id="lane-north", labels=("truck",),
+                   scores=(0.6,), attributes={"dwell_s": 190.0, "note": "100% blocked_lane"}),
+    ]
+    for e in evs:
+        store.put(e)
+    store.put(replace(evs[1], phase="end", seq=1, end_ns=evs[1].start_ns + 4 * S, at_ns=evs[1].start_ns + 4 * S))
+    store.review("ev00000", "acknowledged", "olga", note="Harbour master informed")
+    store.review("ev00002", "dismissed", "olga", note="it is a statue")
+    store.review("ev00003", "confirmed", "rita")
+    return store
+
+
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        (EventQuery(), ["ev00006", "ev00005", "ev00004", "ev00003", "ev00002", "ev00001", "ev00000"]),
+        (EventQuery(types=("fire", "smoke")), ["ev00001", "ev00000"]),
+        (EventQuery(severities=("medium",)), ["ev00006", "ev00003", "ev00002"]),
+        (EventQuery(min_severity="high"), ["ev00004", "ev00000"]),
+        (EventQuery(statuses=("new",)), ["ev00006", "ev00005", "ev00004", "ev00001"]),
+        (EventQuery(statuses=("acknowledged", "dismissed")), ["ev00002", "ev00000"]),
+        (EventQuery(source_ids=("cam-2", "cam-3")), ["ev00006", "ev00002"]),
+        (EventQuery(zone_ids=("wind-farm",)), ["ev00005", "ev00004", "ev00003"]),
+        (EventQuery(start_from_ns=T0 + 2 * S, start_to_ns=T0 + 4 * S), ["ev00003", "ev00002"]),  # half-open
+        (EventQuery(open_only=False), ["ev00001"]),
+        (EventQuery(open_only=True, types=("fire", "smoke")), ["ev00000"]),
+        (EventQuery(has_geo=True), ["ev00005", "ev00004", "ev00003"]),
+        (EventQuery(has_geo=False, source_ids=("drone-1",)), []),
+        (EventQuery(bbox=BBox(53.9, 6.5, 54.1, 6.6)), ["ev00003"]),
+        (EventQuery(bbox=BBox(-17.0, 179.0, -16.0, -179.0)), ["ev00005", "ev00004"]),  # across the antimeridian
+        (EventQuery(bbox=BBox(-17.0, 179.95, -16.0, 180.0)), []),
+        (EventQuery(mmsi="244123456"), ["ev00003"]),
+        (EventQuery(mmsi="24412345"), []),  # exact, not prefix
+        (EventQuery(vessel_name="noordZEE"), ["ev00003"]),
+        (EventQuery(hull_text="fj-"), ["ev00004"]),
+        (EventQuery(text="harbour MASTER"), ["ev00000"]),  # review note
+        (EventQuery(text="statue"), ["ev00002"]),
+        (EventQuery(text="truck"), ["ev00006"]),  # label
+        (EventQuery(text="express"), ["ev00003"]),  # attribute
+        (EventQuery(text="100%"), ["ev00006"]),  # LIKE wildcards are literal
+        (EventQuery(text="%"), ["ev00006"]),
+        (EventQuery(text="_"), ["ev00006", "ev00005", "ev00004", "ev00003", "ev00002"]),  # types with _, not every event
+        (EventQuery(text="' OR 1=1 --"), []),
+        (EventQuery(sort="start_ns", limit=3), ["ev00000", "ev00001", "ev00002"]),
+        (EventQuery(sort="-at_ns", limit=2), ["ev00006", "ev00005"]),
+        (EventQuery(types=("fire'; DROP TABLE events; --",)), []),
+    ],
+)
+def test_filters(populated, query, expected):
+    assert ids(populated.search(query)) == expected
+    assert populated.count() == 7
+
+
+def test_sort_by_last_update(populated):
+    # the smoke event ended at T0+5s, after event 4 started (T0+4s): it sorts above 4 by at_ns
+    assert ids(populated.search(EventQuery(sort="-at_ns")))[:4] == ["ev00006", "ev00005", "ev00001", "ev00004"]
+
+
+@pytest.mark.parametrize("sort", ["-start_ns", "start_ns", "-at_ns", "at_ns"])
+def test_cursor_pages_cover_everything_once_with_ties(store, sort):
+    # 25 events, many sharing a start time: the id breaks ties
+    for i in range(25):
+        store.put(make_event(i, start_ns=T0 + (i % 4) * S, at_ns=T0 + (i % 3) * S))
+    seen, cursor, pages = [], None, 0
+    while True:
+        page = store.search(EventQuery(sort=sort, limit=4, cursor=cursor))
+        seen += ids(page)
+        pages += 1
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert pages == 7
+    assert sorted(seen) == sorted(f"ev{i:05d}" for i in range(25)) and len(set(seen)) == 25
+    everything = ids(store.search(EventQuery(sort=sort, limit=100)))
+    assert seen == everything
+
+
+def test_bad_cursors_and_queries_are_input_errors(store):
+    store.put(make_event(0))
+    store.put(make_event(1))
+    page = store.search(EventQuery(limit=1))
+    with pytest.raises(InputError, match="belongs to sort"):
+        store.search(EventQuery(limit=1, sort="start_ns", cursor=page.next_cursor))
+    for bad in ("garbage", "!!!", "WyJ4Il0", "' OR 1=1 --"):
+        with pytest.raises(InputError, match="cursor"):
+            store.search(EventQuery(cursor=bad))
+    with pytest.raises(InputError):
+        EventQuery(severities=("huge",))
+    with pytest.raises(InputError):
+        EventQuery(sort="id; drop table events")
+    with pytest.raises(InputError):
+        BBox(10, 0, 5, 1)
+    with pytest.raises(InputError):
+        BBox(0, -181, 1, 1)
+
+
+def test_reopened_store_keeps_everything(tmp_path):
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    s = EventStore.open(url)
+    ev = make_event(0, snapshot=Snapshot("cam-1", T0, (1.0, 2.0, 30.0, 40.0), 0.7, uri="snapshots/cam-1/ev00000_0.jpg"),
+                    geo=GeoPosition(54.0, 6.5, 20.0, 10.0, 30.0), attributes={"area_frac": 0.02})
+    s.put(ev)
+    s.review(ev.id, "acknowledged", "olga", note="seen")
+    s.close()
+    s2 = EventStore.open(url)
+    got = s2.get(ev.id)
+    s2.close()
+    assert got.to_dict()["review_history"][0]["note"] == "seen"
+    assert replace(got, review_status="new", review_history=()) == ev
+
+
+def test_committed_events_survive_a_killed_process(tmp_path):
+    """A writer killed with SIGKILL right after put() returned loses nothing (WAL, synchronous=FULL)."""
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    code = textwrap.dedent(f"""
+        import sys, time
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_service_store import make_event
+        from seawatch.service.store import EventStore
+        s = EventStore.open({url!r})
+        for i in range(50):
+            s.put(make_event(i))
+        print("stored", flush=True)
+        time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "stored"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    s = EventStore.open(url)
+    try:
+        assert s.count() == 50
+        assert ids(s.search(EventQuery(limit=1))) == ["ev00049"]
+    finally:
+        s.close()
+
+
+def test_bad_database_urls_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="database_url"):
+        EventStore.open("not a url")
+    with pytest.raises(ConfigError):
+        EventStore.open("nosuchdialect://x/y")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="storage"):
+        EventStore.open(f"sqlite:///{tmp_path / 'file' / 'sub' / 'events.db'}")
