@@ -235,3 +235,31 @@ def test_identity_config_errors_name_the_file(tmp_path):
         Pipeline(load_pipeline_config(None, {"registry": str(bad)}), [])
     with pytest.raises(ConfigError, match="unidentified_after_s"):
         load_pipeline_config(None, {"identity": {"unidentified_after_s": -1}})
+
+
+def test_sinks_see_rule_and_identity_events_of_one_frame_in_the_returned_order(tmp_path):
+    cfg = _config(tmp_path, "NORDWIND,211000001,valid,no\n", unidentified_after_s=1.0)
+    sink = MemorySink()
+    _, events = _run(cfg, [_box_at(BOAT_B)], 3.0, sink)
+    assert sink.events == events
+    same_frame = [(e.type, e.at_ns) for e in events if e.phase == "start"]
+    assert {t for t, _ in same_frame} == {"vessel_in_zone", "unidentified_vessel"}
+    assert len({at for _, at in same_frame}) == 1  # both decided on the same frame
+
+
+def test_a_hull_read_matching_the_registry_identifies_a_boat_without_ais(tmp_path):
+    from seawatch.vision.identity.ocr import HullRead
+
+    cfg = _config(tmp_path, "NORDWIND,211000001,valid,no\nSEEADLER,211000002,valid,no\n")
+    pipe = Pipeline(cfg, [], detectors={"boxes": BoxDetector([_box_at(BOAT_B)])})
+    image = np.zeros((720, 1280, 3), np.uint8)
+    events = []
+    for k in range(16):
+        t = T0_NS + k * STEP_NS
+        events += pipe.process("quay", t, image)
+        for tid in (1, 2, 3):  # whatever id the tracker gave B: an OCR worker reads its hull
+            pipe.identity.set_hull_read("quay", tid, HullRead("SEEADLER", 0.9, 1.0, 5, 5, False))
+    events += pipe.close()
+    zone = [e for e in events if e.type == "vessel_in_zone" and e.phase == "end"][0]
+    assert zone.attributes["identity"] == "ocr_only" and zone.attributes["vessel_name"] == "SEEADLER"
+    assert not [e for e in events if e.type == "unidentified_vessel"]

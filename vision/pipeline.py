@@ -194,7 +194,7 @@ class Pipeline:
             from seawatch.vision.vessel_identity import VesselIdentityStage
 
             self.identity = VesselIdentityStage(
-                config.identity, config.zones, config.ais, config.registry, table=vessel_table, sinks=self.sinks,
+                config.identity, config.zones, config.ais, config.registry, table=vessel_table,
                 pre_roll_s=config.events.pre_roll_s, post_roll_s=config.events.post_roll_s)
         self.geo_enricher = GeoEnricher()
         enrichers = [self.geo_enricher] + ([self.identity.enrich] if self.identity is not None else [])
@@ -298,15 +298,23 @@ class Pipeline:
             ident_events = self.identity.update(source_id, capture_time_ns, tracked, locator, image)
         self.geo_enricher.set_frame(source_id, locator)
         events = self.engine.update(source_id, capture_time_ns, tracked, image, locator)
+        self._emit(ident_events)  # after the rules' events of the same frame, so sinks see the returned order
         self.frames += 1
         self.seconds += time.perf_counter() - t0
         return events + ident_events
+
+    def _emit(self, events: list[Event]) -> None:
+        for ev in events:
+            for sink in self.sinks:
+                sink.emit(ev)
 
     def close(self, time_ns: int | None = None, source_id: str | None = None, reason: str = "end of input") -> list[Event]:
         """End every open incident (of one source or all): end of a file, shutdown."""
         events = self.engine.close(time_ns, source_id, reason)
         if self.identity is not None:
-            events += self.identity.close(time_ns, source_id, reason)
+            ident = self.identity.close(time_ns, source_id, reason)
+            self._emit(ident)
+            events += ident
         if source_id is None:
             self.stop()
         return events
