@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         known.add(sid)
     if not specs:
         raise ConfigError("no sources: give SOURCE arguments or `sources:` in the config")
-    cfg = PipelineConfig(sources=tuple(specs), tracker=cfg.tracker, events=cfg.events, zones=cfg.zones)
+    cfg = cfg.model_copy(update={"sources": tuple(specs)})  # keeps drones, ais, registry, identity
     unknown_zone_sources = {z.source for z in cfg.zones} - {s.id for s in specs}
     if unknown_zone_sources:
         print(f"seawatch: warning: zones refer to sources that are not running: {sorted(unknown_zone_sources)}",
