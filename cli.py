@@ -39,6 +39,21 @@ COMMANDS: dict[tuple[str, ...], str] = {
 GROUP_HELP = {"models": "provision, list and register detection models", "drone": "MAVLink drones: status, replay, simulate, patrol, abort"}
 
 
+class _Unavailable:
+    """Stands in for a command whose module cannot be imported; running it explains why."""
+
+    def __init__(self, path: tuple[str, ...], exc: ImportError):
+        self.reason = f"{exc}"
+        self.HELP = f"(unavailable: {exc})"
+        self.name = " ".join(path)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("args", nargs=argparse.REMAINDER)
+
+    def run(self, args: argparse.Namespace) -> int:
+        raise SeawatchError(f"`seawatch {self.name}` is unavailable: {self.reason}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seawatch", description="Seawatch: port and wind-farm watch.")
     parser.add_argument("--version", action="version", version=f"seawatch {__version__}")
@@ -46,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     top = parser.add_subparsers(dest="command", metavar="COMMAND")
     groups: dict[str, argparse._SubParsersAction] = {}
     for path, module_name in COMMANDS.items():
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:  # an optional dependency is missing: the other commands still work
+            module = _Unavailable(path, exc)
         if len(path) == 1:
             sub = top.add_parser(path[0], help=module.HELP, description=module.HELP)
         else:
