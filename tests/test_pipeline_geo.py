@@ -300,3 +300,52 @@ def test_geo_locator_direct_vs_pipeline_locator_agree():
     got = pipe.locator_for("drone-1-cam", T0_NS + int(t_s * 1e9)).locate(px)
     for i in range(3):
         assert _dist_m(want.lat_deg[i], want.lon_deg[i], got[i, 0], got[i, 1]) < 0.02
+
+
+def test_live_drone_config_opens_the_mavlink_link_and_geotags_simulator_frames():
+    """The whole live path: a ``drones`` entry bound to the video source by ``video_source``; ``Pipeline.start``
+    opens the MAVLink link (to the simulator), whose telemetry fills the pose timeline the frames are looked up in."""
+    import socket
+    import time
+
+    pytest.importorskip("pymavlink")
+    from seawatch.drone.sim import SimTarget, SimVehicle
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tla, tlo = offsets_to_latlon(HOME[0], HOME[1], 6.0, 4.0)
+    target = SimTarget("boat", float(tla[0]), float(tlo[0]), radius_m=2.0)
+    sim = SimVehicle(f"udpout:127.0.0.1:{port}", home=(HOME[0], HOME[1], 0.0), telemetry_hz=20.0, targets=[target],
+                     gimbal_pitch_deg=-90.0)
+    sim.h, sim.armed, sim.mode, sim.guided_target = 30.0, True, "GUIDED", (0.0, 0.0, 30.0)  # hovering
+    cfg = load_pipeline_config(None, {
+        "sources": [{"id": "d1-cam", "url": "udp://0.0.0.0:5600", "models": ["redblob"]}],
+        "drones": [{"id": "d1", "connection": f"udpin:127.0.0.1:{port}", "video_source": "d1-cam",
+                    "camera": {"width_px": 640, "height_px": 480, "hfov_deg": 70.0}, "max_pose_age_s": 0.5,
+                    "sigmas": {"attitude_deg": 0.2, "horizontal_m": 0.3, "vertical_m": 0.2, "timing_s": 0.01}}],
+        "zones": [{"id": "all", "source": "d1-cam", "rules": [{"type": "vessel_in_zone", "min_duration_s": 0.3}]}],
+    })
+    sim.start()
+    pipe = Pipeline(cfg, [], detectors={"redblob": RedBlobDetector()})
+    try:
+        pipe.start(link_timeout_s=5.0)
+        assert "d1" in pipe.links
+        time.sleep(0.5)  # some telemetry before the first frame
+        frames = []
+        for _ in range(8):
+            frames.append(sim.capture())
+            time.sleep(0.1)
+        time.sleep(0.3)  # the telemetry after the last frame
+        events = []
+        for capture_ns, img, _ in frames:
+            events += pipe.process("d1-cam", capture_ns, img)
+        start = [e for e in events if e.phase == "start"]
+        assert len(start) == 1 and start[0].geo is not None, [(e.geo, e.geo_reason) for e in events]
+        g = start[0].geo
+        err = _dist_m(target.lat_deg, target.lon_deg, g.lat_deg, g.lon_deg)
+        assert err <= target.radius_m + 3 * g.semi_major_m + 0.5, (err, g)
+    finally:
+        pipe.stop()
+        sim.stop()
+    assert not pipe.links
