@@ -263,3 +263,15 @@ def test_a_hull_read_matching_the_registry_identifies_a_boat_without_ais(tmp_pat
     zone = [e for e in events if e.type == "vessel_in_zone" and e.phase == "end"][0]
     assert zone.attributes["identity"] == "ocr_only" and zone.attributes["vessel_name"] == "SEEADLER"
     assert not [e for e in events if e.type == "unidentified_vessel"]
+
+
+def test_a_source_without_geo_reference_gets_no_identity_events_and_says_why(tmp_path):
+    cfg = _config(tmp_path, "NORDWIND,211000001,valid,no\n", unidentified_after_s=1.0)
+    cfg = cfg.model_copy(update={
+        "sources": (cfg.sources[0].model_copy(update={"calibration": None}),),
+        "zones": (cfg.zones[0].model_copy(update={"polygon_lonlat": None}),),  # whole frame
+    })
+    _, events = _run(cfg, [_box_at(BOAT_A)], 4.0)
+    assert {e.type for e in events} == {"vessel_in_zone"}
+    assert all(e.geo is None and "not geo-referenced" in e.geo_reason for e in events)
+    assert all(e.attributes["identity"] == "unknown" and "geo position" in e.attributes["identity_reason"] for e in events)
