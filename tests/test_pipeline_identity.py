@@ -275,3 +275,40 @@ def test_a_source_without_geo_reference_gets_no_identity_events_and_says_why(tmp
     assert {e.type for e in events} == {"vessel_in_zone"}
     assert all(e.geo is None and "not geo-referenced" in e.geo_reason for e in events)
     assert all(e.attributes["identity"] == "unknown" and "geo position" in e.attributes["identity_reason"] for e in events)
+
+
+@pytest.mark.slow
+def test_real_detector_on_a_real_shore_frame_gives_located_vessel_and_identity_events(shared_media):
+    """coco_yolov5n on a real harbour live-cam frame (23 labelled boats), a GCP calibration of its water plane and
+    an empty registry: the vessels it finds get positions from the calibration and, unknown to AIS and registry,
+    become unidentified_vessel after T."""
+    from conftest import onnx_model
+
+    from seawatch.vision.geo import SourceGeo
+    from seawatch.vision.media import read_image
+
+    onnx_model("coco_yolov5n")
+    image = read_image(shared_media / "A_boats" / "shore_dlwkigk3_720_2022-07-19_11-58_output_0.jpg")
+    near = [_ahead(50.0, -40.0), _ahead(50.0, 40.0), _ahead(400.0, -300.0), _ahead(400.0, 300.0)]
+    gcps = [{"x_px": x, "y_px": y, "lat_deg": la, "lon_deg": lo}
+            for (x, y), (la, lo) in zip([(100, 700), (1180, 700), (300, 420), (980, 420)], near)]
+    cfg = load_pipeline_config(None, {
+        "sources": [{"id": "harbour", "url": "x.jpg", "models": ["coco_yolov5n"], "calibration": {"gcps": gcps}}],
+        "zones": [{"id": "all", "source": "harbour", "rules": [{"type": "vessel_in_zone", "min_duration_s": 1.0}]}],
+        "identity": {"unidentified_after_s": 1.0},
+    })
+    pipe = Pipeline(cfg, [])
+    events = []
+    for k in range(6):
+        events += pipe.process("harbour", T0_NS + k * STEP_NS, image)
+    zone = [e for e in events if e.type == "vessel_in_zone" and e.phase == "start"]
+    located = [e for e in zone if e.geo is not None]
+    assert located, f"{len(zone)} vessel events, none located"
+    loc = SourceGeo.from_calibration("harbour", cfg.sources[0].calibration).frame_locator(0)
+    for e in located:  # a still frame: the located box is the snapshot box; its waterline is the event position
+        x1, _, x2, y2 = e.snapshot.xyxy_px
+        want = loc.locate(np.array([[(x1 + x2) / 2, y2]]))[0]
+        assert abs(want[0] - e.geo.lat_deg) < 1e-5 and abs(want[1] - e.geo.lon_deg) < 1e-5
+        assert e.attributes["identity"] == "none"
+    unident = [e for e in events if e.type == "unidentified_vessel" and e.phase == "start"]
+    assert {e.track_ids for e in unident} == {e.track_ids for e in located}
