@@ -68,9 +68,27 @@ def serve(cfg) -> int:
                                                log_level="warning", lifespan="on"))
         print(f"seawatch: serving on http://{cfg.service.host}:{cfg.service.port} "
               f"({len(cfg.sources)} source(s)); Ctrl-C stops", file=sys.stderr)
-        server.run()
+        _run_until_signal(server)
     finally:
         service.stop()
         print(f"seawatch: stopped; {service.sink.stored if service.sink else 0} event phase(s) stored this run",
               file=sys.stderr)
     return 0
+
+
+def _run_until_signal(server) -> None:
+    """Serve until SIGINT/SIGTERM. uvicorn shuts down gracefully on either and then re-raises the signal to the
+    handler that was installed before it; a no-op handler there lets the caller's orderly shutdown run (a default
+    SIGTERM handler would kill the process before open incidents are ended and the store closed)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        server.run()
+        return
+    old = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
