@@ -267,3 +267,15 @@ def test_bad_database_urls_are_config_errors(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="storage"):
         EventStore.open(f"sqlite:///{tmp_path / 'file' / 'sub' / 'events.db'}")
+
+
+def test_migrations_match_the_table_definitions(store):
+    """The Alembic revision creates exactly the tables and indexes store.py declares (no drift)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from seawatch.service.store import metadata
+
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
