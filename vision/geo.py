@@ -64,6 +64,7 @@ class FrameLocator:
         # (lat, lon) of every position handed out -> its full ellipse, so an event carrying that position can
         # be given the ellipse by the enricher (the rules keep only the radius)
         self.ellipses: dict[tuple[float, float], GeoPosition] = {}
+        self._memo: dict[tuple[float, float], tuple] = {}
 
     @property
     def stale(self) -> bool:
@@ -78,23 +79,35 @@ class FrameLocator:
             return _empty(px.shape[0], self.reason or "no geo-reference")
         return self._fn(px)
 
+    def _rows(self, pts: np.ndarray) -> list[tuple]:
+        """Per pixel ``(lat, lon, major_1sigma, minor_1sigma, orientation, reason)``, computed once per pixel
+        and frame (zones, rules and the identity stage ask for the same waterline points)."""
+        keys = [(float(x), float(y)) for x, y in pts]
+        todo = sorted({k for k in keys if k not in self._memo})
+        if todo:
+            g = self.ground_points(np.asarray(todo, np.float64))
+            major, minor, orient = one_sigma_ellipses(g)
+            for i, k in enumerate(todo):
+                if not bool(g.valid[i]) or not (np.isfinite(g.lat_deg[i]) and np.isfinite(g.lon_deg[i])):
+                    self._memo[k] = (np.nan, np.nan, np.nan, np.nan, np.nan, g.reasons[i] or self.reason or "no ground position")
+                else:
+                    self._memo[k] = (float(g.lat_deg[i]), float(g.lon_deg[i]), float(major[i]), float(minor[i]),
+                                     float(orient[i]) if np.isfinite(orient[i]) else 0.0, None)
+        return [self._memo[k] for k in keys]
+
     def locate(self, xy_px: np.ndarray) -> np.ndarray:
         """``(N, 3) float64``: lat_deg, lon_deg, 1-sigma horizontal uncertainty (m); NaN rows off the ground."""
         pts = np.asarray(xy_px, np.float64).reshape(-1, 2)
         out = np.full((pts.shape[0], 3), np.nan)
         if pts.shape[0] == 0 or self._fn is None:
             return out
-        g = self.ground_points(pts)
-        major, minor, orient = one_sigma_ellipses(g)
-        ok = np.asarray(g.valid, bool) & np.isfinite(g.lat_deg) & np.isfinite(g.lon_deg)
-        out[ok, 0] = g.lat_deg[ok]
-        out[ok, 1] = g.lon_deg[ok]
-        # an unbounded error (inf) stays inf: the rules then report no position, zones still use lat/lon
-        out[ok, 2] = np.where(np.isfinite(major[ok]), major[ok], np.inf)
-        for i in np.flatnonzero(ok & np.isfinite(major) & np.isfinite(minor)):
-            self.ellipses[(float(out[i, 0]), float(out[i, 1]))] = GeoPosition(
-                float(out[i, 0]), float(out[i, 1]), float(major[i]), float(min(minor[i], major[i])),
-                float(orient[i]) if np.isfinite(orient[i]) else 0.0)
+        for i, (lat, lon, major, minor, orient, _) in enumerate(self._rows(pts)):
+            if not np.isfinite(lat):
+                continue
+            # an unbounded error (inf) stays inf: the rules then report no position, zones still use lat/lon
+            out[i] = (lat, lon, major if np.isfinite(major) else np.inf)
+            if np.isfinite(major) and np.isfinite(minor):
+                self.ellipses[(lat, lon)] = GeoPosition(lat, lon, major, min(minor, major), orient)
         return out
 
     def geo_positions(self, xy_px: np.ndarray) -> list[tuple[GeoPosition | None, str | None]]:
@@ -102,17 +115,16 @@ class FrameLocator:
         pts = np.asarray(xy_px, np.float64).reshape(-1, 2)
         if pts.shape[0] == 0:
             return []
-        g = self.ground_points(pts)
-        major, minor, orient = one_sigma_ellipses(g)
+        if self._fn is None:
+            return [(None, self.reason or "no geo-reference")] * pts.shape[0]
         out: list[tuple[GeoPosition | None, str | None]] = []
-        for i in range(pts.shape[0]):
-            if not bool(g.valid[i]):
-                out.append((None, g.reasons[i] or self.reason or "no ground position"))
-            elif not (np.isfinite(major[i]) and np.isfinite(minor[i])):
+        for lat, lon, major, minor, orient, reason in self._rows(pts):
+            if not np.isfinite(lat):
+                out.append((None, reason))
+            elif not (np.isfinite(major) and np.isfinite(minor)):
                 out.append((None, "position error is unbounded (the point is near the horizon)"))
             else:
-                out.append((GeoPosition(float(g.lat_deg[i]), float(g.lon_deg[i]), float(major[i]),
-                                        float(min(minor[i], major[i])), float(orient[i]) if np.isfinite(orient[i]) else 0.0), None))
+                out.append((GeoPosition(lat, lon, major, min(minor, major), orient), None))
         return out
 
 
