@@ -312,3 +312,55 @@ def test_real_detector_on_a_real_shore_frame_gives_located_vessel_and_identity_e
         assert e.attributes["identity"] == "none"
     unident = [e for e in events if e.type == "unidentified_vessel" and e.phase == "start"]
     assert {e.track_ids for e in unident} == {e.track_ids for e in located}
+
+
+def test_real_ais_receiver_log_replayed_by_its_gnss_clock_identifies_two_moored_vessels(shared_media, tmp_path):
+    """The real Lemmer harbour log (AIS + own-ship $GPRMC, no tag blocks) as an ``ais`` file feed: replayed by its
+    RMC clock, it identifies two moored vessels 40 m apart, each track with its own MMSI."""
+    path = shared_media / "F_ais" / "ais_gpsd_lemmer_nl_ais-nmea.log"
+    if not path.is_file():
+        from conftest import missing
+
+        missing(f"{path} is absent")
+    log_t0_ns = 1586295590 * 10**9  # first RMC fix of the log, 2020-04-07T21:39:50Z
+    dorothea = (235084466, 52.838103, 5.70402)  # VOS DOROTHEA, 16 position reports, SOG 0
+    roamer = (244824000, 52.838328, 5.704465)  # COASTAL ROAMER, 15 reports, SOG 0
+    cam_ll = offsets_to_latlon(dorothea[1], dorothea[2], -120.0, 0.0)
+    calib = {"camera": {"width_px": 1280, "height_px": 720, "hfov_deg": 60.0},
+             "surveyed": {"lat_deg": float(cam_ll[0][0]), "lon_deg": float(cam_ll[1][0]), "alt_m": 15.0,
+                          "pan_deg": 0.0, "tilt_deg": -7.0}}
+    cam = CalibrationConfig.model_validate(calib).build()
+    boxes = []
+    for _, la, lo in (dorothea, roamer):
+        px, ok = cam.locator.project(la, lo, 0.0, cam.pose)
+        assert ok[0]
+        boxes.append((float(px[0, 0]) - 25, float(px[0, 1]) - 15, float(px[0, 0]) + 25, float(px[0, 1])))
+    cfg = load_pipeline_config(None, {
+        "sources": [{"id": "lemmer", "url": "rtsp://x", "models": ["boxes"], "calibration": calib}],
+        "zones": [{"id": "harbour", "source": "lemmer", "rules": [{"type": "vessel_in_zone", "min_duration_s": 2.0}]}],
+        "ais": [str(path)],
+        "identity": {"unidentified_after_s": 5.0},
+    })
+    pipe = Pipeline(cfg, [], detectors={"boxes": BoxDetector(boxes)})
+    image = np.zeros((720, 1280, 3), np.uint8)
+    events = []
+    for k in range(20):  # 60 .. 69.5 s into the log
+        events += pipe.process("lemmer", log_t0_ns + 60 * 10**9 + k * STEP_NS, image)
+    assert pipe.identity.table.latest_ns <= log_t0_ns + 70 * 10**9  # replayed by its clock, not read in one go
+    for k in range(75):  # 70 .. 144 s: COASTAL ROAMER's static report (its name) arrives at 139 s
+        events += pipe.process("lemmer", log_t0_ns + (70 + k) * 10**9, image)
+    events += pipe.close()
+    zone = [e for e in events if e.type == "vessel_in_zone"]
+    starts = [e for e in zone if e.phase == "start"]
+    assert len(starts) == 2 and len([e for e in zone if e.phase == "end"]) == 2
+
+    def who(e):
+        return min((dorothea, roamer), key=lambda v: _dist_m((v[1], v[2]), e.geo.lat_deg, e.geo.lon_deg))[0]
+
+    first = {who(e): e.attributes for e in starts}
+    last = {who(e): e.attributes for e in zone if e.phase == "end"}
+    assert first[dorothea[0]]["mmsi"] == dorothea[0] and first[dorothea[0]]["ais_name"] == "VOS DOROTHEA"
+    assert first[roamer[0]]["mmsi"] == roamer[0] and "ais_name" not in first[roamer[0]]  # not broadcast yet at 62 s
+    assert last[roamer[0]]["mmsi"] == roamer[0] and last[roamer[0]]["ais_name"] == "COASTAL ROAMER"
+    assert all(a["identity"] == "ais_only" for a in (*first.values(), *last.values()))  # no registry given
+    assert not [e for e in events if e.type == "unidentified_vessel"]

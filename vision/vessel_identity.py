@@ -12,8 +12,8 @@ Track ids are per source (one tracker per source), so every source has its own f
 table and the registry are shared.
 
 AIS feeds (config ``ais``): a file path is replayed by its own clock (messages are applied to the table as
-frame capture times pass their times, so a recorded NMEA log with tag-block times lines up with recorded
-video); ``tcp://HOST:PORT`` connects, ``udp://HOST:PORT`` binds; socket feeds run in daemon threads started by
+frame capture times pass their times, so a recorded NMEA log with tag-block or GNSS RMC times lines up with
+recorded video; messages with no time of their own are applied at once); ``tcp://HOST:PORT`` connects, ``udp://HOST:PORT`` binds; socket feeds run in daemon threads started by
 :meth:`start` and stopped by :meth:`stop`.
 
 Only tracks with a geo position take part (association needs one): a source without calibration or drone pose
@@ -103,10 +103,10 @@ class VesselIdentityStage:
         self._files: list[tuple[int, Any]] = []  # pending replayed messages, sorted by time
         self._file_pos = 0
         self._feeds: list[Any] = []
+        self.counters = {"ais_messages": 0, "decisions": 0}
         self._threads: list[threading.Thread] = []
         self._started = False
         self._last_ns: dict[str, int] = {}
-        self.counters = {"ais_messages": 0, "decisions": 0}
         for url in ais:
             self._add_feed(str(url))
 
@@ -120,8 +120,17 @@ class VesselIdentityStage:
         path = Path(url)
         if not path.is_file():
             raise InputError(f"AIS feed {url!r}: no such file (give a file path, tcp://HOST:PORT or udp://HOST:PORT)")
-        msgs = list(A.read_file(path))
-        self._files.extend((m.time_ns, m) for m in msgs)
+        # a receiver log's own GNSS fixes ($xxRMC) give it a clock when it has no tag blocks
+        msgs = list(A.read_file(path, A.AisDecoder(use_rmc_time=True)))
+        timed = [m for m in msgs if m.time_source != "receiver"]
+        untimed = [m for m in msgs if m.time_source == "receiver"]
+        if untimed:
+            # no time of its own: nothing to replay by, so the table gets them now (the newest state wins)
+            log.warning("AIS file %s: %d of %d messages carry no time (no tag block, no RMC); applied at once",
+                        path, len(untimed), len(msgs))
+            self.table.update_many(untimed)
+            self.counters["ais_messages"] += len(untimed)
+        self._files.extend((m.time_ns, m) for m in timed)
         self._files.sort(key=lambda p: p[0])
         log.info("AIS file %s: %d messages", path, len(msgs))
 
