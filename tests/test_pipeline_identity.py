@@ -364,3 +364,42 @@ def test_real_ais_receiver_log_replayed_by_its_gnss_clock_identifies_two_moored_
     assert last[roamer[0]]["mmsi"] == roamer[0] and last[roamer[0]]["ais_name"] == "COASTAL ROAMER"
     assert all(a["identity"] == "ais_only" for a in (*first.values(), *last.values()))  # no registry given
     assert not [e for e in events if e.type == "unidentified_vessel"]
+
+
+def test_tcp_ais_feed_reaches_the_vessel_table(tmp_path):
+    import threading
+
+    src = tmp_path / "one.nmea"
+    _nmea(src, MMSI_A, BOAT_A, "NORDWIND", 0.0, 0.0)
+    data = src.read_bytes()
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    done = threading.Event()
+
+    def serve():
+        server.settimeout(5.0)
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        with conn:
+            conn.sendall(data)
+            done.wait(5.0)
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    cfg = _config(tmp_path, "NORDWIND,211000001,valid,no\n", ais=[f"tcp://127.0.0.1:{port}"])
+    pipe = Pipeline(cfg, [], detectors={"boxes": BoxDetector([_box_at(BOAT_A)])})
+    try:
+        pipe.start()
+        deadline = time.monotonic() + 5.0
+        while MMSI_A not in pipe.identity.table and time.monotonic() < deadline:
+            time.sleep(0.05)
+        row = pipe.identity.table.get(MMSI_A)
+        assert row is not None and row.name == "NORDWIND" and row.last_seen_ns == T0_NS
+    finally:
+        done.set()
+        pipe.stop()
+        server.close()
+        th.join(5.0)
+    assert not pipe.identity._threads
