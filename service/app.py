@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Callable
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
@@ -24,6 +24,7 @@ from seawatch import __version__
 from seawatch.errors import InputError, SeawatchError, StreamError
 from seawatch.service.auth import Authenticator, LoginThrottle, Principal
 from seawatch.service.config import ServeConfig
+from seawatch.service.live import LiveHub
 from seawatch.service.schemas import (
     AuditOut,
     ErrorBody,
@@ -123,6 +124,8 @@ events = APIRouter(prefix="/events", tags=["events"], responses=_ERRORS)
 sources = APIRouter(prefix="/sources", tags=["sources"], responses=_ERRORS)
 media = APIRouter(prefix="/media", tags=["media"], responses=_ERRORS)
 admin = APIRouter(prefix="/admin", tags=["admin"], responses=_ERRORS)
+export = APIRouter(prefix="/export", tags=["export"], responses=_ERRORS)
+live_router = APIRouter(tags=["live"])
 
 
 @health.get("/health", response_model=HealthOut, summary="liveness and database check (no auth)")
@@ -163,10 +166,16 @@ def search_events(request: Request, store: Store, who: Operator, params: Annotat
     max_page = request.app.state.settings.service.max_page_size
     if params.limit > max_page:
         raise ApiError(400, f"limit {params.limit} exceeds the largest page, {max_page}")
+    page = store.search(_query(params))
+    return EventPage(events=[EventOut.from_event(e) for e in page.events], next_cursor=page.next_cursor)
+
+
+def _query(params: SearchParams, **over: Any) -> EventQuery:
+    """API filters -> the store's typed query (explicit conversion between the two shapes)."""
     bbox = None
     if params.min_lat is not None:
         bbox = BBox(params.min_lat, params.min_lon, params.max_lat, params.max_lon)  # type: ignore[arg-type]
-    q = EventQuery(
+    fields: dict[str, Any] = dict(
         types=tuple(params.type), severities=tuple(params.severity), min_severity=params.min_severity,
         statuses=tuple(params.status), source_ids=tuple(params.source), zone_ids=tuple(params.zone),
         start_from_ns=to_ns(params.start_from) if params.start_from else None,
@@ -174,8 +183,44 @@ def search_events(request: Request, store: Store, who: Operator, params: Annotat
         open_only=params.open, bbox=bbox, has_geo=params.has_geo, mmsi=params.mmsi, vessel_name=params.vessel_name,
         hull_text=params.hull_text, text=params.q, sort=params.sort, limit=params.limit, cursor=params.cursor,
     )
-    page = store.search(q)
-    return EventPage(events=[EventOut.from_event(e) for e in page.events], next_cursor=page.next_cursor)
+    fields.update(over)
+    return EventQuery(**fields)
+
+
+MAX_EXPORT = 10_000
+
+
+def _export_events(store: EventStore, params: SearchParams) -> tuple[list, bool]:
+    """Every match (in the requested sort) up to MAX_EXPORT; True when there were more."""
+    out: list = []
+    cursor = params.cursor
+    while True:
+        page = store.search(_query(params, limit=min(1000, MAX_EXPORT - len(out)), cursor=cursor))
+        out += page.events
+        cursor = page.next_cursor
+        if cursor is None:
+            return out, False
+        if len(out) >= MAX_EXPORT:
+            return out, True
+
+
+@export.get("/events.geojson", summary="the events a search finds, as a GeoJSON FeatureCollection (limit/cursor ignored)")
+def export_geojson(store: Store, who: Operator, params: Annotated[SearchParams, Query()]) -> JSONResponse:
+    from seawatch.service.export import to_geojson
+
+    evs, truncated = _export_events(store, params.model_copy(update={"cursor": None}))
+    return JSONResponse(to_geojson(evs, truncated), media_type="application/geo+json",
+                        headers={"Content-Disposition": 'attachment; filename="seawatch-events.geojson"'})
+
+
+@export.get("/events.kml", summary="the located events a search finds, as KML 2.2 Placemarks")
+def export_kml(store: Store, who: Operator, params: Annotated[SearchParams, Query()]) -> Response:
+    from seawatch.service.export import to_kml
+
+    evs, truncated = _export_events(store, params.model_copy(update={"cursor": None}))
+    return Response(to_kml(evs), media_type="application/vnd.google-earth.kml+xml",
+                    headers={"Content-Disposition": 'attachment; filename="seawatch-events.kml"',
+                             "X-Seawatch-Truncated": "true" if truncated else "false"})
 
 
 def _get_event(store: EventStore, event_id: str):
@@ -198,26 +243,27 @@ def get_audit(event_id: str, store: Store, who: Operator) -> list[AuditOut]:
     return [AuditOut(**a.to_dict()) for a in store.audit(event_id)]
 
 
-def _review(store: EventStore, event_id: str, status: str, who: Principal, body: ReviewIn | None) -> EventOut:
+def _review(store: EventStore, live: LiveHub, event_id: str, status: str, who: Principal, body: ReviewIn | None) -> EventOut:
     _get_event(store, event_id)
     ev = store.review(event_id, status, who.name, who.kind, body.note if body else "")
     log.info("event %s %s by %s %s", event_id, status, who.kind, who.name)
+    live.publish_event(ev, kind="review")  # after the commit, like every publication
     return EventOut.from_event(ev)
 
 
 @events.post("/{event_id}/acknowledge", response_model=EventOut, summary="operator: seen and being handled")
-def acknowledge(event_id: str, store: Store, who: Operator, body: Annotated[ReviewIn | None, Body()] = None) -> EventOut:
-    return _review(store, event_id, "acknowledged", who, body)
+def acknowledge(event_id: str, request: Request, store: Store, who: Operator, body: Annotated[ReviewIn | None, Body()] = None) -> EventOut:
+    return _review(store, request.app.state.live, event_id, "acknowledged", who, body)
 
 
 @events.post("/{event_id}/dismiss", response_model=EventOut, summary="operator: false alarm / nothing to do")
-def dismiss(event_id: str, store: Store, who: Operator, body: Annotated[ReviewIn | None, Body()] = None) -> EventOut:
-    return _review(store, event_id, "dismissed", who, body)
+def dismiss(event_id: str, request: Request, store: Store, who: Operator, body: Annotated[ReviewIn | None, Body()] = None) -> EventOut:
+    return _review(store, request.app.state.live, event_id, "dismissed", who, body)
 
 
 @events.post("/{event_id}/confirm", response_model=EventOut, summary="reviewer: a real incident (evidence)")
-def confirm(event_id: str, store: Store, who: Reviewer, body: Annotated[ReviewIn | None, Body()] = None) -> EventOut:
-    return _review(store, event_id, "confirmed", who, body)
+def confirm(event_id: str, request: Request, store: Store, who: Reviewer, body: Annotated[ReviewIn | None, Body()] = None) -> EventOut:
+    return _review(store, request.app.state.live, event_id, "confirmed", who, body)
 
 
 @events.get("/{event_id}/snapshot", response_class=FileResponse, summary="JPEG of the best view (HTTP Range supported)")
@@ -249,9 +295,13 @@ def get_media(rel_path: str, request: Request, who: Operator) -> FileResponse:
 
 @sources.get("", response_model=list[SourceOut], summary="configured sources and their live status")
 def list_sources(request: Request, who: Operator) -> list[SourceOut]:
-    live = {d["source_id"]: d for d in request.app.state.source_status()}
+    return _sources(request.app.state)
+
+
+def _sources(state) -> list[SourceOut]:
+    live = {d["source_id"]: d for d in state.source_status()}
     out = []
-    for spec in request.app.state.settings.sources:
+    for spec in state.settings.sources:
         d = dict(live.get(spec.id, {"source_id": spec.id, "state": "not_running"}))
         d.pop("url", None)  # even redacted, the URL is for admins' logs, not every operator's screen
         d["models"] = list(spec.models)
@@ -266,7 +316,82 @@ def principals(request: Request, who: Admin) -> dict[str, list[dict[str, str]]]:
             "api_keys": [{"name": k.name, "role": k.role} for k in cfg.api_keys]}
 
 
-def create_app(settings: ServeConfig, *, store: EventStore | None = None, source_status: SourceStatusFn | None = None) -> FastAPI:
+WS_AUTH_TIMEOUT_S = 5.0
+WS_STATUS_INTERVAL_S = 2.0
+
+
+@live_router.websocket("/live")
+async def live_feed(ws: WebSocket) -> None:
+    """Live messages: ``hello``, ``sources`` (every few seconds), ``event`` (stored phases), ``review``.
+
+    Auth: an ``Authorization: Bearer`` or ``X-API-Key`` header, or (browsers cannot set headers on a WebSocket)
+    a first message ``{"token": "..."}`` or ``{"api_key": "..."}`` within a few seconds; else closed with 4401.
+    """
+    import asyncio
+
+    st = ws.app.state
+    auth: Authenticator = st.auth
+    await ws.accept()
+    who = None
+    header = ws.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        who = auth.verify_token(header[7:].strip())
+    elif ws.headers.get("x-api-key"):
+        who = auth.check_api_key(ws.headers["x-api-key"])
+    else:
+        try:
+            first = await asyncio.wait_for(ws.receive_json(), WS_AUTH_TIMEOUT_S)
+            if isinstance(first, dict) and isinstance(first.get("token"), str):
+                who = auth.verify_token(first["token"])
+            elif isinstance(first, dict) and isinstance(first.get("api_key"), str):
+                who = auth.check_api_key(first["api_key"])
+        except (asyncio.TimeoutError, ValueError, KeyError, WebSocketDisconnect):
+            who = None
+    if who is None:
+        await ws.close(code=4401, reason="authentication required")
+        return
+    hub: LiveHub = st.live
+    sub = hub.subscribe()
+
+    def sources_msg() -> dict[str, Any]:
+        return {"kind": "sources", "sources": [s.model_dump(mode="json") for s in _sources(st)]}
+
+    async def reader() -> None:  # notices the client leaving; client messages are otherwise ignored
+        while True:
+            msg = await ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                return
+
+    reading = asyncio.create_task(reader())
+    try:
+        await ws.send_json({"kind": "hello", "who": {"name": who.name, "role": who.role, "kind": who.kind}})
+        await ws.send_json(sources_msg())
+        loop = asyncio.get_running_loop()
+        next_status = loop.time() + WS_STATUS_INTERVAL_S
+        while not reading.done():
+            getter = asyncio.ensure_future(sub.queue.get())
+            done, _ = await asyncio.wait({getter, reading}, timeout=max(0.0, next_status - loop.time()),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                msg = getter.result()
+                if sub.dropped:
+                    msg = {**msg, "dropped_before": sub.dropped}
+                    sub.dropped = 0
+                await ws.send_json(msg)
+            else:
+                getter.cancel()
+            if loop.time() >= next_status:
+                await ws.send_json(sources_msg())
+                next_status = loop.time() + WS_STATUS_INTERVAL_S
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        reading.cancel()
+        hub.unsubscribe(sub)
+
+
+def create_app(settings: ServeConfig, *, store: EventStore | None = None, source_status: SourceStatusFn | None = None,
+               live: LiveHub | None = None) -> FastAPI:
     """The API. Without ``store`` the lifespan opens (and migrates) ``settings.storage`` and closes it on exit."""
     from seawatch.streams.recording import ClipStore
 
@@ -293,6 +418,7 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     app.state.media_dir = media_dir
     app.state.clips = ClipStore(media_dir / "clips", media_dir / "recordings")
     app.state.source_status = source_status or (lambda: [])
+    app.state.live = live or LiveHub()
     if settings.service.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.service.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Range"], allow_credentials=False)
@@ -319,7 +445,7 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _error(500, "internal error (logged on the server)")
 
-    for router in (health, auth_router, events, sources, media, admin):
+    for router in (health, auth_router, events, sources, media, admin, export, live_router):
         app.include_router(router, prefix="/api")
 
     @app.get("/api/openapi.json", include_in_schema=False)

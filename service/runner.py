@@ -15,6 +15,7 @@ import threading
 from typing import Any
 
 from seawatch.service.config import ServeConfig
+from seawatch.service.live import LiveHub
 from seawatch.service.sink import Publisher, StoreSink
 from seawatch.service.store import EventStore
 
@@ -34,6 +35,7 @@ class Service:
         self.store: EventStore | None = None
         self.sink: StoreSink | None = None
         self.pipeline = None
+        self.live: LiveHub | None = None
         self.readers: dict[str, Any] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -49,7 +51,8 @@ class Service:
         media_dir.mkdir(parents=True, exist_ok=True)
         self.store = EventStore.open(self.settings.storage.resolved_database_url())
         try:
-            self.sink = StoreSink(self.store, media_dir, self._publishers)
+            self.live = LiveHub()
+            self.sink = StoreSink(self.store, media_dir, [self.live.publish_event, *self._publishers])
             self.pipeline = Pipeline(self.settings.pipeline, [self.sink], detectors=self._detectors)
             for s in self.settings.sources:
                 sc = SourceConfig(source_id=s.id, url=s.url, pace=self._file_pace, loop=self._loop_files)
@@ -57,7 +60,7 @@ class Service:
         except BaseException:
             self.stop()
             raise
-        self.app = create_app(self.settings, store=self.store, source_status=self.source_status)
+        self.app = create_app(self.settings, store=self.store, source_status=self.source_status, live=self.live)
         self._thread = threading.Thread(target=self._run, name="seawatch-pipeline", daemon=True)
         self._thread.start()
         log.info("service started: %d source(s), %d event(s) stored", len(self.readers), self.store.count())

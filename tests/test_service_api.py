@@ -388,3 +388,94 @@ def test_state_survives_an_app_restart(tmp_path, hashes):
     with TestClient(create_app(cfg)) as c:
         ev = c.get("/api/events/ev00007", headers=h).json()  # token survives: configured secret
     assert ev["review_status"] == "acknowledged" and ev["review_history"][0]["note"] == "on it"
+
+
+# ---- export ------------------------------------------------------------------------------------------------------
+def test_geojson_export_of_a_search(app_env):
+    client, app, _ = app_env
+    seed(app, app.state.media_dir)
+    h = {"X-API-Key": KEY}
+    r = client.get("/api/export/events.geojson", params={"has_geo": "true"}, headers=h)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/geo+json")
+    fc = r.json()
+    assert fc["type"] == "FeatureCollection" and fc["truncated"] is False
+    [f] = fc["features"]
+    assert f["id"] == "ev00002" and f["geometry"] == {"type": "Point", "coordinates": [6.55, 54.02]}
+    assert f["properties"]["semi_major_m"] == 30 and f["properties"]["start"] == "2026-09-21T14:13:22Z"
+    everything = client.get("/api/export/events.geojson", params={"limit": 1}, headers=h).json()  # limit does not cut an export
+    assert len(everything["features"]) == 4
+    assert sum(f["geometry"] is None for f in everything["features"]) == 3
+    assert all(f["properties"]["geo_reason"] for f in everything["features"] if f["geometry"] is None)
+
+
+def test_export_is_capped(app_env, monkeypatch):
+    import seawatch.service.app as app_module
+
+    client, app, _ = app_env
+    seed(app, app.state.media_dir)
+    monkeypatch.setattr(app_module, "MAX_EXPORT", 3)
+    fc = client.get("/api/export/events.geojson", headers={"X-API-Key": KEY}).json()
+    assert len(fc["features"]) == 3 and fc["truncated"] is True
+
+
+def test_kml_export_is_well_formed_with_hostile_text(app_env):
+    import xml.etree.ElementTree as ET
+
+    client, app, _ = app_env
+    seed(app, app.state.media_dir)
+    app.state.store.put(make_event(9, type='<script>&"x"', source_id="cam-1", geo=GeoPosition(-33.5, 151.25, 8, 4)))
+    r = client.get("/api/export/events.kml", headers={"X-API-Key": KEY})
+    assert r.status_code == 200 and "kml" in r.headers["content-type"]
+    root = ET.fromstring(r.content)
+    ns = {"k": "http://www.opengis.net/kml/2.2"}
+    marks = root.findall(".//k:Placemark", ns)
+    assert [m.get("id") for m in marks] == ["ev00009", "ev00002"]
+    assert marks[0].find("k:name", ns).text == '<script>&"x"'
+    assert marks[0].find(".//k:coordinates", ns).text == "151.2500000,-33.5000000,0"
+
+
+# ---- live feed ---------------------------------------------------------------------------------------------------
+def test_live_feed_sends_status_events_and_reviews(app_env):
+    client, app, _ = app_env
+    seed(app, app.state.media_dir)
+    with client.websocket_connect("/api/live", headers={"X-API-Key": KEY}) as ws:
+        assert ws.receive_json() == {"kind": "hello", "who": {"name": "exporter", "role": "operator", "kind": "key"}}
+        msg = ws.receive_json()
+        assert msg["kind"] == "sources" and msg["sources"] == []
+        r = client.post("/api/events/ev00001/acknowledge", headers={"X-API-Key": KEY}, json={"note": "on my way"})
+        assert r.status_code == 200
+        msg = ws.receive_json()
+        assert msg["kind"] == "review" and msg["event"]["id"] == "ev00001"
+        assert msg["event"]["review_status"] == "acknowledged" and msg["event"]["review_history"][-1]["note"] == "on my way"
+        app.state.live.publish_event(make_event(42, geo=GeoPosition(54.0, 6.5, 10, 5)))  # as StoreSink does, from another thread
+        msg = ws.receive_json()
+        assert msg["kind"] == "event" and msg["event"]["id"] == "ev00042" and msg["event"]["geo"]["lat_deg"] == 54.0
+    deadline = time.monotonic() + 5
+    while app.state.live.subscribers and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert app.state.live.subscribers == 0  # a closed client is unsubscribed
+
+
+def test_live_feed_auth_by_first_message_or_refused(app_env):
+    from starlette.websockets import WebSocketDisconnect
+
+    client, app, _ = app_env
+    tok = token(client, "rita")["Authorization"].split()[1]
+    with client.websocket_connect("/api/live") as ws:
+        ws.send_json({"token": tok})
+        assert ws.receive_json()["who"] == {"name": "rita", "role": "reviewer", "kind": "user"}
+    for first in ({"token": tok + "x"}, {"api_key": "nope"}, {"hello": 1}, ["x"]):
+        with client.websocket_connect("/api/live") as ws:
+            ws.send_json(first)
+            with pytest.raises(WebSocketDisconnect) as info:
+                ws.receive_json()
+            assert info.value.code == 4401
+    with client.websocket_connect("/api/live", headers={"Authorization": "Bearer forged.token"}) as ws:
+        with pytest.raises(WebSocketDisconnect) as info:
+            ws.receive_json()
+        assert info.value.code == 4401
+    with client.websocket_connect("/api/live") as ws:
+        ws.send_text("not json")
+        with pytest.raises(WebSocketDisconnect) as info:
+            ws.receive_json()
+        assert info.value.code == 4401

@@ -93,6 +93,7 @@ def test_video_events_reach_the_store_and_the_api(tmp_path):
             status = client.get("/api/sources", headers=h).json()
             assert status[0]["source_id"] == "quay-1" and status[0]["frames_decoded"] >= 30
         assert svc.sink.stored >= 2 and svc.sink.errors == 0  # start + end at least
+        assert svc.live.published == svc.sink.stored  # every stored phase went to the live feed
         event_id = ev["id"]
     finally:
         svc.stop()

@@ -1,0 +1,54 @@
+"""Search results as GeoJSON (RFC 7946) and KML 2.2, for GIS tools and Google Earth."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Iterable
+from xml.sax.saxutils import escape
+
+from seawatch.vision.events import Event
+
+
+def iso(ns: int | None) -> str | None:
+    if ns is None:
+        return None
+    return datetime.fromtimestamp(ns // 1_000_000_000, timezone.utc).replace(microsecond=(ns // 1000) % 1_000_000).isoformat().replace("+00:00", "Z")
+
+
+def _props(ev: Event) -> dict[str, Any]:
+    p: dict[str, Any] = {
+        "id": ev.id, "type": ev.type, "severity": ev.severity, "phase": ev.phase, "review_status": ev.review_status,
+        "source_id": ev.source_id, "zone_id": ev.zone_id, "start": iso(ev.start_ns), "end": iso(ev.end_ns),
+        "labels": list(ev.labels), "attributes": dict(ev.attributes),
+    }
+    if ev.geo is not None:
+        p.update(semi_major_m=ev.geo.semi_major_m, semi_minor_m=ev.geo.semi_minor_m, orientation_deg=ev.geo.orientation_deg)
+    else:
+        p["geo_reason"] = ev.geo_reason
+    return p
+
+
+def to_geojson(events: Iterable[Event], truncated: bool = False) -> dict[str, Any]:
+    """A FeatureCollection; events without a position have ``geometry: null`` (allowed by RFC 7946 §3.2)."""
+    feats = []
+    for ev in events:
+        geom = None if ev.geo is None else {"type": "Point", "coordinates": [round(ev.geo.lon_deg, 7), round(ev.geo.lat_deg, 7)]}
+        feats.append({"type": "Feature", "id": ev.id, "geometry": geom, "properties": _props(ev)})
+    return {"type": "FeatureCollection", "features": feats, "truncated": truncated}
+
+
+def to_kml(events: Iterable[Event]) -> str:
+    """KML Placemarks of the events that have a position (KML cannot place the others)."""
+    out = ['<?xml version="1.0" encoding="UTF-8"?>', '<kml xmlns="http://www.opengis.net/kml/2.2"><Document>',
+           "<name>Seawatch events</name>"]
+    for ev in events:
+        if ev.geo is None:
+            continue
+        desc = f"{ev.severity} {ev.type} on {ev.source_id} ({ev.review_status}); uncertainty {ev.geo.semi_major_m:.0f} m"
+        out.append(
+            f'<Placemark id="{escape(ev.id)}"><name>{escape(ev.type)}</name><description>{escape(desc)}</description>'
+            f"<TimeSpan><begin>{iso(ev.start_ns)}</begin>" + (f"<end>{iso(ev.end_ns)}</end>" if ev.end_ns is not None else "")
+            + f"</TimeSpan><Point><coordinates>{ev.geo.lon_deg:.7f},{ev.geo.lat_deg:.7f},0</coordinates></Point></Placemark>"
+        )
+    out.append("</Document></kml>")
+    return "\n".join(out)
