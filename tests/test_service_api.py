@@ -18,7 +18,7 @@ from seawatch.service.auth import Authenticator, hash_api_key, hash_password  # 
 from seawatch.service.config import load_config  # noqa: E402
 from seawatch.service.store import EventStore  # noqa: E402
 from seawatch.vision.events import ClipRef, GeoPosition, Snapshot  # noqa: E402
-from test_service_store import S, T0, make_event  # noqa: E402
+from test_service_store import S, T0, make_event, new_pg_database, postgres_server  # noqa: E402,F401
 
 PASSWORDS = {"olga": "operator-pw", "rita": "reviewer-pw", "adam": "admin-pw"}
 ROLES = {"olga": "operator", "rita": "reviewer", "adam": "admin"}
@@ -182,9 +182,7 @@ def test_roles(app_env):
 
 
 # ---- search over HTTP -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    "params, expected",
-    [
+FILTER_CASES = [
         ({}, ["ev00003", "ev00002", "ev00001", "ev00000"]),
         ({"type": ["smoke", "vessel_in_zone"]}, ["ev00002", "ev00001"]),
         ({"severity": "low"}, ["ev00001"]),
@@ -201,8 +199,10 @@ def test_roles(app_env):
         ({"vessel_name": "express"}, ["ev00002"]),
         ({"q": "smoke CAM-1"}, ["ev00001"]),
         ({"sort": "start_ns", "limit": 2}, ["ev00000", "ev00001"]),
-    ],
-)
+]
+
+
+@pytest.mark.parametrize("params, expected", FILTER_CASES)
 def test_search_filters_over_http(app_env, params, expected):
     client, app, _ = app_env
     seed(app, app.state.media_dir)
@@ -479,3 +479,27 @@ def test_live_feed_auth_by_first_message_or_refused(app_env):
         with pytest.raises(WebSocketDisconnect) as info:
             ws.receive_json()
         assert info.value.code == 4401
+
+
+def test_api_on_postgresql(postgres_server, tmp_path, hashes):
+    """The same filters, review and audit trail over HTTP with PostgreSQL as the store."""
+    url = new_pg_database(postgres_server)
+    cfg = settings_for(tmp_path, hashes, storage={"database_url": url})
+    with TestClient(create_app(cfg)) as client:
+        app = client.app
+        assert app.state.store.engine.dialect.name == "postgresql"
+        seed(app, app.state.media_dir)
+        h = {"X-API-Key": KEY}
+        for params, expected in FILTER_CASES:
+            r = client.get("/api/events", params=params, headers=h)
+            assert r.status_code == 200, (params, r.text)
+            assert [e["id"] for e in r.json()["events"]] == expected, params
+        for params, status in [({"cursor": "' OR '1'='1"}, 400), ({"q": "'; DROP TABLE events; --"}, 200), ({"limit": 101}, 400)]:
+            assert client.get("/api/events", params=params, headers=h).status_code == status
+        rev = token(client, "rita")
+        assert client.post("/api/events/ev00002/confirm", headers=rev, json={"note": "boarded"}).status_code == 200
+        audit = client.get("/api/events/ev00002/audit", headers=h).json()
+        assert [(a["status"], a["by"], a["note"]) for a in audit] == [("confirmed", "rita", "boarded")]
+        fc = client.get("/api/export/events.geojson", params={"status": "confirmed"}, headers=h).json()
+        assert [f["id"] for f in fc["features"]] == ["ev00002"]
+        assert app.state.store.count() == 4

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
+import uuid
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -15,6 +21,7 @@ import sqlalchemy as sa
 from seawatch.errors import ConfigError, InputError
 from seawatch.service.store import BBox, EventQuery, EventStore
 from seawatch.vision.events import ClipRef, Event, GeoPosition, Snapshot
+from conftest import missing
 
 T0 = 1_790_000_000_000_000_000  # 2026-09-21, UTC ns
 S = 1_000_000_000
@@ -39,8 +46,70 @@ def make_event(i: int = 0, **kw) -> Event:
     return Event(**base)
 
 
+def _pg_bin() -> Path | None:
+    for d in [os.environ.get("SEAWATCH_PGBIN", ""), *sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]:
+        if d and (Path(d) / "initdb").exists() and (Path(d) / "pg_ctl").exists():
+            return Path(d)
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL cluster on a free port (RECIPES.md section 5); yields a server URL without database."""
+    pgbin = _pg_bin()
+    if pgbin is None:
+        missing("PostgreSQL server binaries (apt-get install postgresql-15-postgis-3)")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        missing("psycopg (pip install 'psycopg[binary]')")
+    root = os.geteuid() == 0
+    as_pg = ["runuser", "-u", "postgres", "--"] if root else []
+    d = Path(tempfile.mkdtemp(prefix="seawatch-pg-"))
+    if root:
+        shutil.chown(d, "postgres", "postgres")
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    subprocess.run([*as_pg, str(pgbin / "initdb"), "-D", str(d / "data"), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                    "--locale=C.UTF-8", "--no-sync"], check=True, capture_output=True, timeout=120)
+    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {d} -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    subprocess.run([*as_pg, str(pgbin / "pg_ctl"), "-D", str(d / "data"), "-l", str(d / "server.log"), "-w", "-t", "30",
+                    "-o", opts, "start"], check=True, capture_output=True, timeout=60)
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run([*as_pg, str(pgbin / "pg_ctl"), "-D", str(d / "data"), "-m", "immediate", "-w", "stop"],
+                       capture_output=True, timeout=60)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def new_pg_database(server_url: str) -> str:
+    """A fresh, empty database on the test cluster; its SQLAlchemy URL."""
+    name = f"t{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(f"{server_url}/postgres", isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return f"{server_url}/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'events.db'}"
+    return new_pg_database(request.getfixturevalue("postgres_server"))
+
+
 @pytest.fixture
-def store(tmp_path):
+def store(db_url):
+    s = EventStore.open(db_url)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path):
     s = EventStore.open(f"sqlite:///{tmp_path / 'events.db'}")
     yield s
     s.close()
@@ -50,7 +119,8 @@ def ids(page) -> list[str]:
     return [e.id for e in page.events]
 
 
-def test_schema_is_migrated_to_head_with_wal(tmp_path, store):
+def test_schema_is_migrated_to_head_with_wal(tmp_path, sqlite_store):
+    store = sqlite_store
     with store.engine.connect() as conn:
         assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0001"
         assert conn.execute(sa.text("PRAGMA journal_mode")).scalar_one() == "wal"
@@ -60,7 +130,8 @@ def test_schema_is_migrated_to_head_with_wal(tmp_path, store):
     EventStore.open(f"sqlite:///{tmp_path / 'events.db'}").close()
 
 
-def test_search_uses_indexes_not_table_scans(store):
+def test_search_uses_indexes_not_table_scans(sqlite_store):
+    store = sqlite_store
     for i in range(20):
         store.put(make_event(i))
     t = sa.table("events")
@@ -216,8 +287,8 @@ def test_bad_cursors_and_queries_are_input_errors(store):
         BBox(0, -181, 1, 1)
 
 
-def test_reopened_store_keeps_everything(tmp_path):
-    url = f"sqlite:///{tmp_path / 'events.db'}"
+def test_reopened_store_keeps_everything(db_url):
+    url = db_url
     s = EventStore.open(url)
     ev = make_event(0, snapshot=Snapshot("cam-1", T0, (1.0, 2.0, 30.0, 40.0), 0.7, uri="snapshots/cam-1/ev00000_0.jpg"),
                     geo=GeoPosition(54.0, 6.5, 20.0, 10.0, 30.0), attributes={"area_frac": 0.02})
