@@ -32,6 +32,7 @@ class LiveHub:
     def __init__(self, max_queue: int = 256) -> None:
         self.max_queue = max_queue
         self._subs: set[Subscription] = set()
+        self._listeners: list = []
         self._lock = threading.Lock()
         self.published = 0
 
@@ -51,10 +52,19 @@ class LiveHub:
         with self._lock:
             return len(self._subs)
 
+    def add_listener(self, fn) -> None:
+        """``fn(message)`` is called in the publishing thread for every message (MQTT); it must not block long."""
+        self._listeners.append(fn)
+
     def publish(self, message: dict[str, Any]) -> None:
         with self._lock:
             subs = list(self._subs)
         self.published += 1
+        for fn in self._listeners:
+            try:
+                fn(message)
+            except Exception:  # noqa: BLE001 - a broken listener must not stop the others or the caller
+                log.exception("live listener %r failed", fn)
         for sub in subs:
             try:
                 sub.loop.call_soon_threadsafe(sub._offer, message)

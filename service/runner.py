@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from seawatch.service.config import ServeConfig
@@ -20,6 +21,7 @@ from seawatch.service.sink import Publisher, StoreSink
 from seawatch.service.store import EventStore
 
 log = logging.getLogger(__name__)
+STATUS_INTERVAL_S = 2.0  # how often source states are checked for MQTT
 
 
 class Service:
@@ -36,6 +38,7 @@ class Service:
         self.sink: StoreSink | None = None
         self.pipeline = None
         self.live: LiveHub | None = None
+        self.mqtt = None
         self.readers: dict[str, Any] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -52,6 +55,11 @@ class Service:
         self.store = EventStore.open(self.settings.storage.resolved_database_url())
         try:
             self.live = LiveHub()
+            if self.settings.mqtt.enabled:
+                from seawatch.service.mqtt import MqttPublisher
+
+                self.mqtt = MqttPublisher(self.settings.mqtt).start()
+                self.live.add_listener(self.mqtt.on_live_message)
             self.sink = StoreSink(self.store, media_dir, [self.live.publish_event, *self._publishers])
             self.pipeline = Pipeline(self.settings.pipeline, [self.sink], detectors=self._detectors)
             for s in self.settings.sources:
@@ -79,6 +87,10 @@ class Service:
                 self.pipeline.close(None, None, "service stopped")  # end phases go to the store
             except Exception:  # noqa: BLE001
                 log.exception("closing open incidents failed")
+        if self.mqtt is not None:
+            self.mqtt.source_states(self.source_status())
+            self.mqtt.close()
+            self.mqtt = None
         if self.store is not None:
             self.store.close()
         self._thread = None
@@ -94,7 +106,11 @@ class Service:
         step_ns = {s.id: int(1e9 / s.analysis_fps) for s in self.settings.sources}
         next_due = {sid: 0 for sid in self.readers}
         active = dict(self.readers)
+        next_status_s = 0.0
         while active and not self._stop.is_set():
+            if self.mqtt is not None and time.monotonic() >= next_status_s:
+                next_status_s = time.monotonic() + STATUS_INTERVAL_S
+                self.mqtt.source_states(self.source_status())
             for sid, src in list(active.items()):
                 try:
                     frame = src.read(timeout_s=0.05)

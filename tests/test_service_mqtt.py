@@ -1,0 +1,176 @@
+"""MQTT publishing to a real mosquitto broker (started and stopped by a fixture, RECIPES.md section 4)."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import socket
+import subprocess
+import time
+import warnings
+from dataclasses import replace
+
+import pytest
+
+warnings.filterwarnings("ignore", message=".*httpx.*")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from conftest import missing  # noqa: E402
+from seawatch.service.config import MqttConfig  # noqa: E402
+from seawatch.service.live import LiveHub  # noqa: E402
+from seawatch.service.runner import Service  # noqa: E402
+from test_service_serve import KEY, FireEverywhere, serve_settings, write_video  # noqa: E402
+from test_service_store import S, T0, make_event  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    exe = shutil.which("mosquitto") or next((p for p in ("/usr/sbin/mosquitto",) if os.path.exists(p)), None)
+    if exe is None:
+        missing("mosquitto broker (apt-get install mosquitto)")
+    try:
+        import paho.mqtt.client  # noqa: F401
+    except ImportError:
+        missing("paho-mqtt (pip install paho-mqtt)")
+    d = tmp_path_factory.mktemp("mosquitto")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = d / "mosq.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stdout\n")
+    log = open(d / "mosq.log", "w")
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail(f"mosquitto did not start: {(d / 'mosq.log').read_text()}")
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+class Listener:
+    """A subscriber collecting (topic, payload, retain) on a thread-safe queue."""
+
+    def __init__(self, port: int, pattern: str) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.q: queue.Queue = queue.Queue()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{time.monotonic_ns()}")
+        ready = __import__("threading").Event()
+        self.c.on_message = lambda c, u, m: self.q.put((m.topic, m.payload.decode(), m.retain))
+        self.c.on_subscribe = lambda *a: ready.set()
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+        self.c.subscribe(pattern, qos=1)
+        assert ready.wait(5)
+
+    def until(self, topic: str, pred=lambda payload: True, timeout_s: float = 5.0):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                t, p, r = self.q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if t == topic and pred(p):
+                return p, r
+        raise AssertionError(f"no message on {topic} within {timeout_s} s")
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def test_events_counts_reviews_and_availability(broker):
+    from seawatch.service.mqtt import MqttPublisher
+
+    pub = MqttPublisher(MqttConfig(enabled=True, host="127.0.0.1", port=broker, topic_prefix="sw1"), client_id="pub1").start()
+    sub = Listener(broker, "sw1/#")
+    try:
+        assert pub.connected.wait(5)
+        sub.until("sw1/available", lambda p: p == "online")
+        hub = LiveHub()
+        hub.add_listener(pub.on_live_message)
+        ev = make_event(0, source_id="quay-1", labels=("fire", "smoke"), scores=(0.9, 0.5))
+        hub.publish_event(ev)
+        payload, _ = sub.until("sw1/events")
+        msg = json.loads(payload)
+        assert msg["type"] == "new" and msg["after"]["id"] == "ev00000" and msg["after"]["source_id"] == "quay-1"
+        assert sub.until("sw1/quay-1/fire")[0] == "1"
+        assert sub.until("sw1/quay-1/smoke")[0] == "1"
+        hub.publish_event(make_event(1, source_id="quay-1", labels=("fire",)))
+        assert sub.until("sw1/quay-1/fire", lambda p: p == "2")
+        hub.publish_event(replace(ev, phase="end", seq=1, end_ns=T0 + 5 * S, at_ns=T0 + 5 * S))
+        assert json.loads(sub.until("sw1/events", lambda p: '"end"' in p)[0])["type"] == "end"
+        assert sub.until("sw1/quay-1/fire", lambda p: p == "1")
+        assert sub.until("sw1/quay-1/smoke", lambda p: p == "0")
+        hub.publish_event(ev.with_review("acknowledged", T0 + 9 * S, "olga", "on it"), kind="review")
+        assert json.loads(sub.until("sw1/reviews")[0]) == {"event_id": "ev00000", "status": "acknowledged", "by": "olga",
+                                                            "note": "on it", "at_ns": T0 + 9 * S}
+        pub.source_states([{"source_id": "quay-1", "state": "online"}, {"source_id": "cam/#2", "state": "offline"}])
+        assert sub.until("sw1/quay-1/status")[0] == "online"
+        assert sub.until("sw1/cam__2/status")[0] == "offline"  # wildcards and separators never reach a topic
+        # a late subscriber gets the retained state
+        late = Listener(broker, "sw1/+/fire")
+        try:
+            payload, retained = late.until("sw1/quay-1/fire")
+            assert payload == "1" and retained
+        finally:
+            late.close()
+    finally:
+        pub.close()
+    sub.until("sw1/available", lambda p: p == "offline")
+    sub.close()
+
+
+def test_service_publishes_after_commit_and_reviews(broker, tmp_path):
+    video = tmp_path / "quay.mp4"
+    write_video(video, seconds=3.0)
+    cfg = serve_settings(tmp_path, video, mqtt={"enabled": True, "host": "127.0.0.1", "port": broker, "topic_prefix": "sw2"})
+    sub = Listener(broker, "sw2/#")
+    svc = Service(cfg, detectors={"stub": FireEverywhere()}, file_pace="fast", loop_files=False).start()
+    try:
+        payload, _ = sub.until("sw2/events", lambda p: json.loads(p)["type"] == "end", timeout_s=30)
+        ev = json.loads(payload)["after"]
+        assert svc.store.get(ev["id"]).phase == "end"  # what was published is in the store
+        assert sub.until("sw2/quay-1/fire", lambda p: p == "0")
+        with TestClient(svc.app) as client:
+            r = client.post(f"/api/events/{ev['id']}/dismiss", headers={"X-API-Key": KEY}, json={"note": "welding, not a fire"})
+            assert r.status_code == 200
+        review = json.loads(sub.until("sw2/reviews")[0])
+        assert review["event_id"] == ev["id"] and review["status"] == "dismissed" and review["by"] == "test"
+    finally:
+        svc.stop()
+        sub.until("sw2/available", lambda p: p == "offline")
+        sub.close()
+
+
+def test_service_starts_while_the_broker_is_down(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here
+    cfg = serve_settings(tmp_path, mqtt={"enabled": True, "host": "127.0.0.1", "port": port})
+    try:
+        import paho.mqtt.client  # noqa: F401
+    except ImportError:
+        missing("paho-mqtt")
+    svc = Service(cfg).start()
+    try:
+        with TestClient(svc.app) as client:
+            assert client.get("/api/health").json()["status"] == "ok"
+        svc.sink.emit(make_event(0))  # stored even though it cannot be published yet
+        assert svc.store.count() == 1
+    finally:
+        t0 = time.monotonic()
+        svc.stop()
+        assert time.monotonic() - t0 < 5
