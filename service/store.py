@@ -345,6 +345,15 @@ class EventStore:
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(events_table)).scalar_one())
 
+    GEO_FIRST_MAX_ROWS = 20_000
+
+    def _few_in_box(self, box: list[Any]) -> bool:
+        """True when the bbox holds at most GEO_FIRST_MAX_ROWS events (an index-only probe of the lat/lon index)."""
+        t = events_table
+        probe = sa.select(sa.func.count()).select_from(sa.select(t.c.lat_deg).where(*box).limit(self.GEO_FIRST_MAX_ROWS + 1).subquery())
+        with self.engine.connect() as conn:
+            return int(conn.execute(probe).scalar_one()) <= self.GEO_FIRST_MAX_ROWS
+
     def search(self, q: EventQuery) -> Page:
         t = events_table
         conds: list[Any] = []
@@ -372,13 +381,16 @@ class EventStore:
             conds.append(t.c.lat_deg.is_not(None))
         elif q.has_geo is False:
             conds.append(t.c.lat_deg.is_(None))
+        geo_first = False
         if q.bbox is not None:
             b = q.bbox
-            conds.append(t.c.lat_deg.between(b.min_lat_deg, b.max_lat_deg))
+            box = [t.c.lat_deg.between(b.min_lat_deg, b.max_lat_deg)]
             if b.min_lon_deg <= b.max_lon_deg:
-                conds.append(t.c.lon_deg.between(b.min_lon_deg, b.max_lon_deg))
+                box.append(t.c.lon_deg.between(b.min_lon_deg, b.max_lon_deg))
             else:
-                conds.append(sa.or_(t.c.lon_deg >= b.min_lon_deg, t.c.lon_deg <= b.max_lon_deg))
+                box.append(sa.or_(t.c.lon_deg >= b.min_lon_deg, t.c.lon_deg <= b.max_lon_deg))
+            conds += box
+            geo_first = self._few_in_box(box)
         if q.mmsi:
             conds.append(t.c.mmsi == q.mmsi)
         if q.vessel_name:
@@ -390,6 +402,10 @@ class EventStore:
                 conds.append(t.c.search_text.like(f"%{_like_escape(word)}%", escape="\\"))
         col_name, desc = SORTS[q.sort]
         col = t.c[col_name]
+        if geo_first:
+            # Few events in the box: read them through the lat/lon index and sort them. "+ 0" hides the time
+            # column from the planner, which otherwise walks the time index and reads every row of the period.
+            col = col + 0
         if q.cursor:
             key, eid = _decode_cursor(q.cursor, q.sort)
             if desc:

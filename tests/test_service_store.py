@@ -244,6 +244,17 @@ def test_filters(populated, query, expected):
     assert populated.count() == 7
 
 
+@pytest.mark.parametrize("geo_first_max_rows", [0, 20_000])
+def test_bbox_results_do_not_depend_on_the_access_path(populated, monkeypatch, geo_first_max_rows):
+    """Small boxes are read through the lat/lon index, large ones along the time index: same answers."""
+    monkeypatch.setattr(EventStore, "GEO_FIRST_MAX_ROWS", geo_first_max_rows)
+    assert ids(populated.search(EventQuery(bbox=BBox(-90, -180, 90, 180)))) == ["ev00005", "ev00004", "ev00003"]
+    assert ids(populated.search(EventQuery(bbox=BBox(-17.0, 179.0, -16.0, -179.0), sort="start_ns"))) == ["ev00004", "ev00005"]
+    page = populated.search(EventQuery(bbox=BBox(-90, -180, 90, 180), limit=2, sort="-at_ns"))
+    assert ids(page) == ["ev00005", "ev00004"]
+    assert ids(populated.search(EventQuery(bbox=BBox(-90, -180, 90, 180), limit=2, sort="-at_ns", cursor=page.next_cursor))) == ["ev00003"]
+
+
 def test_sort_by_last_update(populated):
     # the smoke event ended at T0+5s, after event 4 started (T0+4s): it sorts above 4 by at_ns
     assert ids(populated.search(EventQuery(sort="-at_ns")))[:4] == ["ev00006", "ev00005", "ev00001", "ev00004"]
@@ -328,6 +339,14 @@ def test_committed_events_survive_a_killed_process(tmp_path):
         assert ids(s.search(EventQuery(limit=1))) == ["ev00049"]
     finally:
         s.close()
+
+
+def test_search_benchmark_runs(tmp_path, capsys):
+    from seawatch.service.bench_search import main as bench
+
+    assert bench(["--events", "3000", "--repeat", "2", "--db", f"sqlite:///{tmp_path / 'b.db'}"]) == 0
+    out = capsys.readouterr().out
+    assert "sqlite: 3000 events" in out and "bbox 0.05 deg + 30 days" in out and "worst p95" in out
 
 
 def test_bad_database_urls_are_config_errors(tmp_path):
