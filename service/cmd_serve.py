@@ -22,9 +22,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from seawatch.errors import ConfigError
-    from seawatch.service.config import ServeConfig, load_config
-    from seawatch.vision.cmd_run import _parse_source
-    from seawatch.vision.pipeline import SourceSpec
 
     if args.hash_password:
         import getpass
@@ -37,24 +34,43 @@ def run(args: argparse.Namespace) -> int:
         print(hash_password(pw))
         return 0
 
+    cfg = settings_from_args(args)
+    if not cfg.auth.users and not cfg.auth.api_keys:
+        log.warning("no users or API keys configured: every endpoint but /api/health will refuse access "
+                    "(add auth.users; seawatch serve --hash-password makes a hash)")
+    return serve(cfg)
+
+
+def settings_from_args(args: argparse.Namespace):
+    """The config file (or defaults) with ``--source``, ``--host`` and ``--port`` applied, validated again."""
+    from pydantic import ValidationError
+
+    from seawatch.errors import ConfigError
+    from seawatch.service.config import ServeConfig, format_errors, load_config
+    from seawatch.vision.cmd_run import _parse_source
+    from seawatch.vision.pipeline import SourceSpec
+
     cfg = load_config(args.config)
     data = cfg.model_dump(mode="python")
     if args.source:
         extra = []
         for text in args.source:
             sid, url = _parse_source(text)
-            extra.append(SourceSpec(id=sid, url=url))
+            try:
+                extra.append(SourceSpec(id=sid, url=url))
+            except ValidationError as exc:
+                raise ConfigError(format_errors(exc, f"--source {text}")) from None
         data["sources"] = tuple(cfg.sources) + tuple(extra)
     svc_over = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if svc_over:
-        data["service"] = cfg.service.model_copy(update=svc_over)
+        data["service"] = {**cfg.service.model_dump(), **svc_over}  # a dict, so the bounds are checked again
     if args.source or svc_over:
         # re-validate (unique ids, ports in range); secrets stay SecretStr through model_dump(mode="python")
-        cfg = ServeConfig.model_validate({**data, "storage": cfg.storage, "auth": cfg.auth, "mqtt": cfg.mqtt})
-    if not cfg.auth.users and not cfg.auth.api_keys:
-        log.warning("no users or API keys configured: every endpoint but /api/health will refuse access "
-                    "(add auth.users; seawatch serve --hash-password makes a hash)")
-    return serve(cfg)
+        try:
+            cfg = ServeConfig.model_validate({**data, "storage": cfg.storage, "auth": cfg.auth, "mqtt": cfg.mqtt})
+        except ValidationError as exc:
+            raise ConfigError(format_errors(exc, "command line")) from None
+    return cfg
 
 
 def serve(cfg) -> int:

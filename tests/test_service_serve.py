@@ -204,3 +204,25 @@ def test_stopping_the_service_ends_open_incidents_in_the_store(tmp_path):
         assert ev.phase == "end" and ev.end_ns is not None
     finally:
         store.close()
+
+
+def test_command_line_overrides_are_validated_and_keep_secrets(tmp_path):
+    import argparse
+
+    from seawatch.errors import ConfigError
+    from seawatch.service.cmd_serve import add_arguments, settings_from_args
+
+    cfg_path = tmp_path / "s.yaml"
+    cfg_path.write_text("auth: {token_secret: " + "k" * 40 + "}\nsources: [{id: quay-1, url: /a.mp4}]\n"
+                        "zones: [{id: yard, source: quay-1, rules: [{type: fire_smoke}]}]\n")
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    cfg = settings_from_args(p.parse_args(["--config", str(cfg_path), "--source", "gate=/b.mp4", "--port", "9123", "--host", "0.0.0.0"]))
+    assert [s.id for s in cfg.sources] == ["quay-1", "gate"] and cfg.sources[1].url == "/b.mp4"
+    assert (cfg.service.host, cfg.service.port) == ("0.0.0.0", 9123)
+    assert cfg.auth.token_secret.get_secret_value() == "k" * 40
+    assert cfg.zones[0].rules[0].type == "fire_smoke"
+    with pytest.raises(ConfigError, match="service.port"):
+        settings_from_args(p.parse_args(["--config", str(cfg_path), "--port", "70000"]))
+    with pytest.raises(ConfigError, match="unique"):
+        settings_from_args(p.parse_args(["--config", str(cfg_path), "--source", "quay-1=/c.mp4"]))
