@@ -42,6 +42,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class RecordingConfig(_Strict):
+    """Recording of every source into segments (remuxed, no re-encode), so event clips can be cut from them."""
+
+    enabled: bool = Field(True, description="record sources under media_dir/recordings")
+    segment_s: float = Field(60.0, ge=2.0, le=3600.0, description="segment length (a new segment starts at the next keyframe)")
+    max_age_s: float = Field(7 * 86400.0, ge=60.0, description="segments older than this are deleted")
+    max_gb_per_source: float = Field(20.0, gt=0.0, description="oldest segments of a source are deleted beyond this size")
+    ring_s: float = Field(60.0, ge=5.0, le=600.0, description="in-memory pre-event buffer per source; covers clips not yet in a finished segment")
+
+
 class StorageConfig(_Strict):
     """Where events and media are kept."""
 
@@ -51,6 +61,7 @@ class StorageConfig(_Strict):
         description="SQLAlchemy URL (sqlite:///PATH or postgresql+psycopg://...); default: SQLite file seawatch.db in data_dir",
     )
     media_dir: str | None = Field(None, description="folder for snapshots, clips and recordings; default: data_dir/media")
+    recording: RecordingConfig = Field(default_factory=RecordingConfig, description="segment recording for clips")
 
     def resolved_database_url(self) -> str:
         if self.database_url:

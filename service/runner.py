@@ -47,6 +47,8 @@ class Service:
     # ---- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> "Service":
         from seawatch.service.app import create_app
+        from seawatch.streams.packets import PacketRing
+        from seawatch.streams.recording import SegmentRecorder
         from seawatch.streams.source import Source, SourceConfig
         from seawatch.vision.pipeline import Pipeline
 
@@ -62,13 +64,20 @@ class Service:
                 self.live.add_listener(self.mqtt.on_live_message)
             self.sink = StoreSink(self.store, media_dir, [self.live.publish_event, *self._publishers])
             self.pipeline = Pipeline(self.settings.pipeline, [self.sink], detectors=self._detectors)
+            self.app = create_app(self.settings, store=self.store, source_status=self.source_status, live=self.live)
+            rec = self.settings.storage.recording
             for s in self.settings.sources:
                 sc = SourceConfig(source_id=s.id, url=s.url, pace=self._file_pace, loop=self._loop_files)
-                self.readers[s.id] = Source(sc, stop=self._stop).start()
+                ring = recorder = None
+                if rec.enabled:
+                    ring = PacketRing(max_age_s=rec.ring_s)
+                    recorder = SegmentRecorder(media_dir / "recordings", s.id, segment_s=rec.segment_s, max_age_s=rec.max_age_s,
+                                               max_total_bytes=int(rec.max_gb_per_source * 1024**3))
+                    self.app.state.clips.add_ring(s.id, ring)
+                self.readers[s.id] = Source(sc, ring=ring, recorder=recorder, stop=self._stop).start()
         except BaseException:
             self.stop()
             raise
-        self.app = create_app(self.settings, store=self.store, source_status=self.source_status, live=self.live)
         self._thread = threading.Thread(target=self._run, name="seawatch-pipeline", daemon=True)
         self._thread.start()
         log.info("service started: %d source(s), %d event(s) stored", len(self.readers), self.store.count())

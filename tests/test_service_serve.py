@@ -90,6 +90,16 @@ def test_video_events_reach_the_store_and_the_api(tmp_path):
             assert ev["end_ns"] - ev["start_ns"] >= 2_000_000_000
             snap = client.get(ev["snapshot_url"], headers=h)
             assert snap.status_code == 200 and snap.content[:2] == b"\xff\xd8"
+            clip = client.get(ev["clip_url"], headers=h)  # cut from the recording ring / segments on request
+            assert clip.status_code == 200 and clip.headers["content-type"] == "video/mp4", clip.text[:300]
+            import av
+
+            (tmp_path / "clip.mp4").write_bytes(clip.content)
+            with av.open(str(tmp_path / "clip.mp4")) as c:
+                n_frames = sum(1 for _ in c.decode(video=0))
+            assert n_frames >= 20  # the whole 3 s incident window at 10 fps (clipped to what was recorded)
+            part = client.get(ev["clip_url"], headers={**h, "Range": "bytes=0-99"})
+            assert part.status_code == 206 and part.content == clip.content[:100]
             status = client.get("/api/sources", headers=h).json()
             assert status[0]["source_id"] == "quay-1" and status[0]["frames_decoded"] >= 30
         assert svc.sink.stored >= 2 and svc.sink.errors == 0  # start + end at least
