@@ -30,7 +30,8 @@ HELP = "benchmarks printing side-by-side ratios (detector, geo, streams)"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", nargs="?", default="detector", choices=["detector", "geo", "streams"],
                    help="what to benchmark: detector (default), geo (drone geolocation), streams (decode, gating)")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the geo / streams benchmark scripts")
+    p.add_argument("--args", dest="script_args", default="",
+                   help='options for the geo / streams benchmark scripts, e.g. --args "--trials 200"')
     p.add_argument("--models", default="", help="comma-separated model names (default: all provisioned)")
     p.add_argument("--rounds", type=int, default=8, help="measured rounds per engine (default 8)")
     p.add_argument("--imgsz", type=int, default=None, help="input size (default: each model's own)")
@@ -184,7 +185,9 @@ def run(args: argparse.Namespace) -> int:
     from seawatch.vision import registry
 
     if args.what in ("geo", "streams"):
-        return _script(f"bench_{args.what}", args.rest)
+        import shlex
+
+        return _script(f"bench_{args.what}", shlex.split(args.script_args))
 
     names = [n for n in args.models.split(",") if n] or [n for n in registry.load_manifests()
                                                       if registry.is_provisioned(n)]
