@@ -92,8 +92,8 @@ def shapes(rng: random.Random) -> dict[str, callable]:
         "bbox whole area + 1 day": lambda: (lambda a: EventQuery(bbox=BBox(50.0, 0.0, 60.0, 10.0), start_from_ns=a[0], start_to_ns=a[1]))(t(1)),
         "mmsi": lambda: EventQuery(mmsi=f"{rng.randrange(200_000_000, 800_000_000)}"),
         "page 5 via cursor": None,  # filled in run()
-        "free text, common word (LIKE)": lambda: EventQuery(text=f"cam-{rng.randrange(50):02d}"),
-        "free text, absent word (LIKE scan)": lambda: EventQuery(text=f"nowhere{rng.randrange(1000)}"),
+        "free text, common word": lambda: EventQuery(text=f"cam-{rng.randrange(50):02d}"),
+        "free text, absent word": lambda: EventQuery(text=f"nowhere{rng.randrange(1000)}"),
     }
 
 
@@ -141,9 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         worst = 0.0
         for name, p50, p95, n in run(store, args.repeat):
             print(f"{name:34s} {p50:8.1f} {p95:8.1f} {n:5d}")
-            if "LIKE" not in name:
-                worst = max(worst, p95)
-        print(f"worst p95 without free text: {worst:.1f} ms (target <= 200 ms)")
+            worst = max(worst, p95)
+        print(f"worst p95: {worst:.1f} ms (target <= 200 ms)")
     finally:
         store.close()
         if tmp is not None:

@@ -216,6 +216,7 @@ class EventStore:
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self._write_lock = threading.Lock()  # one writer at a time (SQLite has one anyway)
+        self._fts: bool | None = None
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> "EventStore":
@@ -347,6 +348,15 @@ class EventStore:
 
     GEO_FIRST_MAX_ROWS = 20_000
 
+    def _has_fts(self) -> bool:
+        """SQLite with the FTS5 trigram index of migration 0002 (PostgreSQL's pg_trgm index needs no query change)."""
+        if self.engine.dialect.name != "sqlite":
+            return False
+        if self._fts is None:
+            with self.engine.connect() as conn:
+                self._fts = conn.execute(sa.text("SELECT 1 FROM sqlite_master WHERE name = 'events_fts'")).first() is not None
+        return self._fts
+
     def _few_in_box(self, box: list[Any]) -> bool:
         """True when the bbox holds at most GEO_FIRST_MAX_ROWS events (an index-only probe of the lat/lon index)."""
         t = events_table
@@ -398,8 +408,14 @@ class EventStore:
         if q.hull_text:
             conds.append(sa.func.lower(t.c.hull_text).like(f"%{_like_escape(q.hull_text.lower())}%", escape="\\"))
         if q.text:
+            fts = self._has_fts()
             for word in q.text.lower().split():
                 conds.append(t.c.search_text.like(f"%{_like_escape(word)}%", escape="\\"))
+                if fts and len(word) >= 3:  # trigram index: candidates by rowid; the LIKE above re-checks them
+                    phrase = '"' + word.replace('"', '""') + '"'
+                    conds.append(sa.literal_column("events.rowid").in_(
+                        sa.select(sa.literal_column("rowid")).select_from(sa.table("events_fts"))
+                        .where(sa.literal_column("events_fts").op("MATCH")(phrase))))
         col_name, desc = SORTS[q.sort]
         col = t.c[col_name]
         if geo_first:

@@ -122,7 +122,7 @@ def ids(page) -> list[str]:
 def test_schema_is_migrated_to_head_with_wal(tmp_path, sqlite_store):
     store = sqlite_store
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0001"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0002"
         assert conn.execute(sa.text("PRAGMA journal_mode")).scalar_one() == "wal"
         idx = {r[1] for r in conn.execute(sa.text("PRAGMA index_list(events)"))}
     assert {"ix_events_start", "ix_events_type_start", "ix_events_source_start", "ix_events_lat_lon"} <= idx
@@ -346,7 +346,7 @@ def test_search_benchmark_runs(tmp_path, capsys):
 
     assert bench(["--events", "3000", "--repeat", "2", "--db", f"sqlite:///{tmp_path / 'b.db'}"]) == 0
     out = capsys.readouterr().out
-    assert "sqlite: 3000 events" in out and "bbox 0.05 deg + 30 days" in out and "worst p95" in out
+    assert "sqlite: 3000 events" in out and "bbox 0.05 deg + 30 days" in out and "free text, absent word" in out and "worst p95" in out
 
 
 def test_bad_database_urls_are_config_errors(tmp_path):
@@ -366,6 +366,28 @@ def test_migrations_match_the_table_definitions(store):
 
     from seawatch.service.store import metadata
 
+    def ours(obj, name, type_, reflected, compare_to):  # the free-text index lives outside the table definitions
+        return not (name or "").startswith(("events_fts", "ix_events_search_trgm"))
+
     with store.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"include_object": ours}), metadata)
     assert diff == []
+
+
+def test_free_text_index_follows_inserts_updates_and_notes(store):
+    """The trigram index (SQLite FTS5 / PostgreSQL pg_trgm) stays in step with the rows it indexes."""
+    with store.engine.connect() as conn:
+        if store.engine.dialect.name == "sqlite":
+            assert conn.execute(sa.text("SELECT count(*) FROM sqlite_master WHERE name LIKE 'events_fts%'")).scalar_one() >= 1
+        else:
+            assert conn.execute(sa.text("SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_events_search_trgm'")).scalar_one() == 1
+    ev = make_event(0, attributes={"hull_text": "ZX-991"})
+    store.put(ev)
+    assert ids(store.search(EventQuery(text="zx-99"))) == ["ev00000"]
+    store.put(replace(ev, phase="update", seq=1, attributes={"hull_text": "QW-123"}))
+    assert ids(store.search(EventQuery(text="zx-99"))) == []
+    assert ids(store.search(EventQuery(text="qw-12"))) == ["ev00000"]
+    store.review(ev.id, "dismissed", "olga", note="Reflection on the quay wall")
+    assert ids(store.search(EventQuery(text="quay wall reflect"))) == ["ev00000"]
+    assert ids(store.search(EventQuery(text='"quay" wall'))) == []  # quotes are literal text, not FTS syntax
+    assert ids(store.search(EventQuery(text="qw-12 nowhere"))) == []
