@@ -65,13 +65,15 @@ class Authenticator:
         self._keys = [(k.key_sha256.get_secret_value(), k) for k in config.api_keys]
         secret = config.token_secret.get_secret_value() if config.token_secret else secrets.token_urlsafe(48)
         self._secret = secret.encode("utf-8")
-        # a password check on an unknown user costs the same as on a known one (no user enumeration by timing)
-        self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+        self._dummy_hash: str | None = None
 
     def check_password(self, name: str, password: str) -> Principal | None:
         from argon2.exceptions import InvalidHashError, VerificationError
 
         user = self._users.get(name)
+        if user is None and self._dummy_hash is None:
+            self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+        # an unknown user costs a verification too (no user enumeration by timing)
         stored = user.password_hash.get_secret_value() if user else self._dummy_hash
         try:
             self._hasher.verify(stored, password)
