@@ -8,6 +8,7 @@ admins also list the configured principals. Errors always have the ``ErrorBody``
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Callable
@@ -286,6 +287,48 @@ async def get_clip(event_id: str, request: Request, store: Store, who: Operator)
     except (StreamError, InputError) as exc:
         raise ApiError(404, f"no clip for event {event_id}: {exc}") from None
     return FileResponse(path, media_type="video/mp4")
+
+
+@events.get("/{event_id}/evidence.zip", response_class=FileResponse,
+            summary="reviewer: evidence package (event and audit JSON, snapshot, clip, manifest with SHA-256 sums)")
+async def get_evidence(event_id: str, request: Request, store: Store, who: Reviewer) -> FileResponse:
+    import tempfile
+
+    from starlette.background import BackgroundTask
+
+    from seawatch.service.export import evidence_zip
+
+    ev = await run_in_threadpool(_get_event, store, event_id)
+    st = request.app.state
+    missing: dict[str, str] = {"telemetry.json": "telemetry export is not implemented yet"}
+    snapshot = None
+    if ev.snapshot is not None and ev.snapshot.uri:
+        try:
+            snapshot = _media_file(st.media_dir, ev.snapshot.uri)
+        except ApiError:
+            missing["snapshot.jpg"] = "the stored snapshot file is gone"
+    else:
+        missing["snapshot.jpg"] = "the event has no snapshot"
+    clip = None
+    if ev.clip is None or ev.clip.end_ns is None:
+        missing["clip.mp4"] = "the incident is still open" if ev.clip is not None else "the event has no clip window"
+    else:
+        try:
+            clip = await run_in_threadpool(st.clips.get, ev.clip.source_id, ev.clip.start_ns, ev.clip.end_ns)
+        except (StreamError, InputError) as exc:
+            missing["clip.mp4"] = f"no recording covers the window: {exc}"
+    audit = [a.to_dict() for a in await run_in_threadpool(store.audit, event_id)]
+    fd, tmp = tempfile.mkstemp(prefix="seawatch-evidence-", suffix=".zip")
+    os.close(fd)
+    try:
+        await run_in_threadpool(evidence_zip, tmp, EventOut.from_event(ev).model_dump(mode="json"), audit, snapshot=snapshot,
+                                clip=clip, missing=missing, exported_by=f"{who.kind}:{who.name}", version=__version__)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    log.info("evidence of event %s exported by %s %s", event_id, who.kind, who.name)
+    return FileResponse(tmp, media_type="application/zip", filename=f"seawatch-evidence-{event_id}.zip",
+                        background=BackgroundTask(os.unlink, tmp))
 
 
 @media.get("/{rel_path:path}", response_class=FileResponse, summary="a file under the media folder (HTTP Range supported)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Iterable
 from xml.sax.saxutils import escape
 
@@ -52,3 +53,61 @@ def to_kml(events: Iterable[Event]) -> str:
         )
     out.append("</Document></kml>")
     return "\n".join(out)
+
+
+def evidence_zip(path, event_json: dict[str, Any], audit: list[dict[str, Any]], *, snapshot: Path | None,
+                 clip: Path | None, missing: dict[str, str], exported_by: str, version: str) -> dict[str, Any]:
+    """Write the evidence package of one event to ``path`` (a zip); returns its manifest.
+
+    Members: ``event.json``, ``audit.json``, ``snapshot.jpg`` and ``clip.mp4`` when available, ``manifest.json``
+    (what is in it, who exported it when, what is missing and why, the SHA-256 of every other member) and
+    ``SHA256SUMS`` (``sha256sum -c`` format, covering every member including the manifest).
+    """
+    import hashlib
+    import json
+    import time
+    import zipfile
+
+    files: list[tuple[str, bytes | Path]] = [
+        ("event.json", json.dumps(event_json, indent=2, sort_keys=True).encode()),
+        ("audit.json", json.dumps(audit, indent=2, sort_keys=True).encode()),
+    ]
+    if snapshot is not None:
+        files.append(("snapshot.jpg", snapshot))
+    if clip is not None:
+        files.append(("clip.mp4", clip))
+
+    def digest(item: bytes | Path) -> tuple[str, int]:
+        if isinstance(item, bytes):
+            return hashlib.sha256(item).hexdigest(), len(item)
+        h = hashlib.sha256()
+        n = 0
+        with open(item, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+                n += len(block)
+        return h.hexdigest(), n
+
+    entries = []
+    for name, item in files:
+        sha, size = digest(item)
+        entries.append({"name": name, "sha256": sha, "bytes": size})
+    manifest = {
+        "event_id": event_json["id"],
+        "exported_at": iso(time.time_ns()),
+        "exported_by": exported_by,
+        "seawatch_version": version,
+        "files": entries,
+        "missing": missing,
+    }
+    manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    sums = [f"{e['sha256']}  {e['name']}" for e in entries] + [f"{hashlib.sha256(manifest_bytes).hexdigest()}  manifest.json"]
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name, item in files:
+            if isinstance(item, bytes):
+                z.writestr(name, item)
+            else:
+                z.write(item, name, compress_type=zipfile.ZIP_STORED)  # JPEG / MP4 are compressed already
+        z.writestr("manifest.json", manifest_bytes)
+        z.writestr("SHA256SUMS", "\n".join(sums) + "\n")
+    return manifest

@@ -503,3 +503,47 @@ def test_api_on_postgresql(postgres_server, tmp_path, hashes):
         fc = client.get("/api/export/events.geojson", params={"status": "confirmed"}, headers=h).json()
         assert [f["id"] for f in fc["features"]] == ["ev00002"]
         assert app.state.store.count() == 4
+
+
+# ---- evidence ----------------------------------------------------------------------------------------------------
+def test_evidence_package(app_env, tmp_path):
+    import hashlib
+    import io
+    import json
+    import zipfile
+
+    client, app, _ = app_env
+    jpeg = seed(app, app.state.media_dir)
+    clip_path = app.state.clips.path_for("cam-1", T0 - 5 * S, T0 + 9 * S)
+    clip_path.parent.mkdir(parents=True, exist_ok=True)
+    clip_bytes = os.urandom(3000)
+    clip_path.write_bytes(clip_bytes)
+    rev = token(client, "rita")
+    client.post("/api/events/ev00000/confirm", headers=rev, json={"note": "fire brigade called"})
+    assert client.get("/api/events/ev00000/evidence.zip", headers={"X-API-Key": KEY}).status_code == 403  # operator key
+    r = client.get("/api/events/ev00000/evidence.zip", headers=rev)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    assert "seawatch-evidence-ev00000.zip" in r.headers["content-disposition"]
+    z = zipfile.ZipFile(io.BytesIO(r.content))
+    assert sorted(z.namelist()) == ["SHA256SUMS", "audit.json", "clip.mp4", "event.json", "manifest.json", "snapshot.jpg"]
+    assert z.read("snapshot.jpg") == jpeg and z.read("clip.mp4") == clip_bytes
+    sums = dict(reversed(line.split("  ")) for line in z.read("SHA256SUMS").decode().splitlines())
+    assert set(sums) == set(z.namelist()) - {"SHA256SUMS"}
+    for name, sha in sums.items():
+        assert hashlib.sha256(z.read(name)).hexdigest() == sha, name
+    manifest = json.loads(z.read("manifest.json"))
+    assert manifest["event_id"] == "ev00000" and manifest["exported_by"] == "user:rita"
+    assert {f["name"]: f["bytes"] for f in manifest["files"]}["clip.mp4"] == 3000
+    assert set(manifest["missing"]) == {"telemetry.json"}
+    assert json.loads(z.read("event.json"))["review_status"] == "confirmed"
+    assert json.loads(z.read("audit.json"))[0]["note"] == "fire brigade called"
+    # an open incident with no snapshot: the package says what is missing and why
+    z = zipfile.ZipFile(io.BytesIO(client.get("/api/events/ev00001/evidence.zip", headers=rev).content))
+    missing = json.loads(z.read("manifest.json"))["missing"]
+    assert sorted(z.namelist()) == ["SHA256SUMS", "audit.json", "event.json", "manifest.json"]
+    assert "still open" in missing["clip.mp4"] and "no snapshot" in missing["snapshot.jpg"]
+    # a hostile stored uri is reported missing, never packed
+    z = zipfile.ZipFile(io.BytesIO(client.get("/api/events/ev00003/evidence.zip", headers=rev).content))
+    assert "snapshot.jpg" not in z.namelist() and "gone" in json.loads(z.read("manifest.json"))["missing"]["snapshot.jpg"]
+    assert client.get("/api/events/nope/evidence.zip", headers=rev).status_code == 404
+    assert not list(__import__("pathlib").Path(__import__("tempfile").gettempdir()).glob("seawatch-evidence-*.zip"))
