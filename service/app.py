@@ -491,6 +491,24 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     for router in (health, auth_router, events, sources, media, admin, export, live_router):
         app.include_router(router, prefix="/api")
 
+    # The web UI: a static shell with no data in it (every datum comes from the authenticated API), so it is
+    # served without auth; a strict CSP keeps it to this origin.
+    static_dir = Path(__file__).parent / "static"
+    csp = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; connect-src 'self' ws: wss:; "
+           "style-src 'self'; script-src 'self'; frame-ancestors 'none'")
+
+    @app.get("/", include_in_schema=False)
+    def ui_index() -> FileResponse:
+        return FileResponse(static_dir / "index.html", media_type="text/html",
+                            headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"})
+
+    @app.get("/ui/{name}", include_in_schema=False)
+    def ui_asset(name: str) -> FileResponse:
+        types = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html"}
+        if name not in types:
+            raise ApiError(404, "no such UI file")
+        return FileResponse(static_dir / name, media_type=types[name], headers={"X-Content-Type-Options": "nosniff"})
+
     @app.get("/api/openapi.json", include_in_schema=False)
     def openapi_schema(who: Operator) -> JSONResponse:
         return JSONResponse(app.openapi())
