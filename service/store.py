@@ -135,6 +135,10 @@ class EventQuery:
             raise InputError(f"unknown sort {self.sort!r}; one of {tuple(SORTS)}")
         if self.limit < 1:
             raise InputError("limit must be at least 1")
+        for name in ("types", "source_ids", "zone_ids", "mmsi", "vessel_name", "hull_text", "text", "cursor"):
+            value = getattr(self, name)
+            if any("\x00" in v for v in ((value,) if isinstance(value, str) else value or ())):
+                raise InputError(f"{name} must not contain NUL characters")
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,14 +194,14 @@ def _flatten_text(value: Any) -> Iterable[str]:
 
 def _search_text(ev: Event, notes: Sequence[str] = ()) -> str:
     parts = [ev.type, ev.source_id, ev.zone_id, *ev.labels, *_flatten_text(dict(ev.attributes)), *notes]
-    return " ".join(p for p in parts if p).lower()
+    return " ".join(p for p in parts if p).lower().replace("\x00", "")  # PostgreSQL text cannot hold NUL
 
 
 def _attr(ev: Event, *names: str, max_len: int) -> str | None:
     for n in names:
         v = ev.attributes.get(n)
         if v not in (None, ""):
-            return str(v)[:max_len]
+            return str(v).replace("\x00", "")[:max_len]
     return None
 
 
@@ -299,6 +303,8 @@ class EventStore:
         """Set the review status and append to the audit trail; returns the updated event (KeyError if unknown)."""
         if status not in REVIEW_STATUSES or status == "new":
             raise InputError(f"review status must be acknowledged, dismissed or confirmed, not {status!r}")
+        if "\x00" in note or "\x00" in by:
+            raise InputError("a review note must not contain NUL characters")
         at = time.time_ns() if at_ns is None else int(at_ns)
         t = events_table
         with self._write_lock, self.engine.begin() as conn:

@@ -250,6 +250,8 @@ def test_event_page_shape_and_cursor(app_env):
         ({"q": "x" * 201}, 422),
         ({"type": ""}, 422),
         ({"unknown_filter": 1}, 422),
+        ({"q": "\x00"}, 400),
+        ({"type": "fire\x00"}, 400),
     ],
 )
 def test_hostile_search_inputs_are_4xx(app_env, params, status):
@@ -494,9 +496,11 @@ def test_api_on_postgresql(postgres_server, tmp_path, hashes):
             r = client.get("/api/events", params=params, headers=h)
             assert r.status_code == 200, (params, r.text)
             assert [e["id"] for e in r.json()["events"]] == expected, params
-        for params, status in [({"cursor": "' OR '1'='1"}, 400), ({"q": "'; DROP TABLE events; --"}, 200), ({"limit": 101}, 400)]:
+        for params, status in [({"cursor": "' OR '1'='1"}, 400), ({"q": "'; DROP TABLE events; --"}, 200), ({"limit": 101}, 400),
+                               ({"q": "a\x00b"}, 400), ({"source": "cam\x00"}, 400), ({"vessel_name": "\x00"}, 400)]:
             assert client.get("/api/events", params=params, headers=h).status_code == status
         rev = token(client, "rita")
+        assert client.post("/api/events/ev00002/confirm", headers=rev, json={"note": "bad\x00note"}).status_code == 400
         assert client.post("/api/events/ev00002/confirm", headers=rev, json={"note": "boarded"}).status_code == 200
         audit = client.get("/api/events/ev00002/audit", headers=h).json()
         assert [(a["status"], a["by"], a["note"]) for a in audit] == [("confirmed", "rita", "boarded")]

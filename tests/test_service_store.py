@@ -391,3 +391,37 @@ def test_free_text_index_follows_inserts_updates_and_notes(store):
     assert ids(store.search(EventQuery(text="quay wall reflect"))) == ["ev00000"]
     assert ids(store.search(EventQuery(text='"quay" wall'))) == []  # quotes are literal text, not FTS syntax
     assert ids(store.search(EventQuery(text="qw-12 nowhere"))) == []
+
+
+def test_any_free_text_is_a_plain_substring_search(sqlite_store):
+    """Whatever the text (FTS5 operators, quotes, NUL, emoji), the search runs and means substring match."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    sqlite_store.put(make_event(0, attributes={"note": 'say "hi" AND NOT (x*) NEAR/2 ^col: ü😀'}))
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",), exclude_characters="\x00"), min_size=1, max_size=30))
+    def check(text):
+        got = ids(sqlite_store.search(EventQuery(text=text)))
+        words = text.lower().split()
+        hay = sqlite_store.get("ev00000")
+        expected = all(w in _search_text_of(hay) for w in words)
+        assert got == (["ev00000"] if expected else []), text
+
+    check()
+    for name in ("text", "vessel_name", "hull_text", "mmsi"):  # NUL means nothing here, and PostgreSQL refuses it
+        with pytest.raises(InputError, match="NUL"):
+            EventQuery(**{name: "a\x00b"})
+    with pytest.raises(InputError, match="NUL"):
+        EventQuery(types=("fire\x00",))
+    with pytest.raises(InputError, match="NUL"):
+        sqlite_store.review("ev00000", "acknowledged", "olga", note="x\x00")
+    for text in ['"hi" and', "not (x*)", "near/2", "^col:", "ü😀", 'y "hi"', "AND", "*"]:
+        got = ids(sqlite_store.search(EventQuery(text=text)))
+        assert got == (["ev00000"] if all(w in _search_text_of(sqlite_store.get("ev00000")) for w in text.lower().split()) else []), text
+
+
+def _search_text_of(ev):
+    from seawatch.service.store import _search_text
+
+    return _search_text(ev)
