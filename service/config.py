@@ -165,7 +165,8 @@ class ServeConfig(PipelineConfig):
 
     @property
     def pipeline(self) -> PipelineConfig:
-        return PipelineConfig(sources=self.sources, tracker=self.tracker, events=self.events, zones=self.zones)
+        """The pipeline part (every PipelineConfig field: sources, zones, drones, AIS, identity...)."""
+        return PipelineConfig.model_validate({name: getattr(self, name) for name in PipelineConfig.model_fields})
 
 
 def format_errors(exc: ValidationError, where: str) -> str:

@@ -64,6 +64,7 @@ class Service:
                 self.live.add_listener(self.mqtt.on_live_message)
             self.sink = StoreSink(self.store, media_dir, [self.live.publish_event, *self._publishers])
             self.pipeline = Pipeline(self.settings.pipeline, [self.sink], detectors=self._detectors)
+            self.pipeline.start()  # AIS feeds and drone links (a link that does not open is logged, not fatal)
             self.app = create_app(self.settings, store=self.store, source_status=self.source_status, live=self.live)
             rec = self.settings.storage.recording
             for s in self.settings.sources:
@@ -96,6 +97,9 @@ class Service:
                 self.pipeline.close(None, None, "service stopped")  # end phases go to the store
             except Exception:  # noqa: BLE001
                 log.exception("closing open incidents failed")
+                self.pipeline.stop()
+        elif self.pipeline is not None:
+            self.pipeline.stop()
         if self.mqtt is not None:
             self.mqtt.source_states(self.source_status())
             self.mqtt.close()

@@ -115,3 +115,15 @@ def test_config_check_cli(tmp_path, capsys):
     lst.write_text("- a\n- b\n")
     assert main(["config", "check", str(lst)]) == 1
     assert "top level must be a mapping" in capsys.readouterr().err
+
+
+def test_pipeline_part_carries_every_pipeline_field():
+    from seawatch.vision.pipeline import PipelineConfig
+
+    cfg = load_config(data={"sources": [{"id": "quay-1", "url": "/a.mp4"}], "ais": ["/data/ais.nmea"], "registry": "/data/reg.csv",
+                            "zones": [{"id": "yard", "source": "quay-1", "rules": [{"type": "fire_smoke"}]}]})
+    part = cfg.pipeline
+    assert isinstance(part, PipelineConfig) and not isinstance(part, ServeConfig)
+    for name in PipelineConfig.model_fields:
+        assert getattr(part, name) == getattr(cfg, name), name
+    assert part.ais == ("/data/ais.nmea",) and part.registry == "/data/reg.csv"
