@@ -266,7 +266,7 @@ def test_hostile_search_inputs_are_4xx(app_env, params, status):
 _text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.dictionaries(st.sampled_from(["type", "severity", "min_severity", "status", "source", "zone", "start_from", "start_to",
                                         "open", "min_lat", "min_lon", "max_lat", "max_lon", "has_geo", "mmsi", "vessel_name",
                                         "hull_text", "q", "sort", "limit", "cursor", "zzz"]),
