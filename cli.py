@@ -36,7 +36,12 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("serve",): "seawatch.service.cmd_serve",
 }
 
-GROUP_HELP = {"models": "provision, list and register detection models", "drone": "MAVLink drones: status, replay, simulate, patrol, abort"}
+GROUP_HELP = {
+    "models": "provision, list, register, quantize and train detection models",
+    "drone": "MAVLink drones: status, replay, simulate, patrol, abort",
+    "config": "validate a configuration file and explain every error",
+    "ais": "AIS: read NMEA from a file or socket and show the vessel table",
+}
 
 
 class _Unavailable:

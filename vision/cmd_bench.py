@@ -24,12 +24,13 @@ import numpy as np
 from seawatch import paths
 from seawatch.errors import ModelError, SeawatchError
 
-HELP = "benchmarks printing side-by-side ratios (detector, geo, streams)"
+HELP = "benchmarks printing side-by-side ratios (detector, geo, streams, search)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", nargs="?", default="detector", choices=["detector", "geo", "streams"],
-                   help="what to benchmark: detector (default), geo (drone geolocation), streams (decode, gating)")
+    p.add_argument("what", nargs="?", default="detector", choices=["detector", "geo", "streams", "search"],
+                   help="what to benchmark: detector (default), geo (drone geolocation), streams (decode, gating), "
+                        "search (event store at scale)")
     p.add_argument("--args", dest="script_args", default="",
                    help='options for the geo / streams benchmark scripts, e.g. --args "--trials 200"')
     p.add_argument("--models", default="", help="comma-separated model names (default: all provisioned)")
@@ -184,10 +185,14 @@ def _script(name: str, argv: list[str]) -> int:
 def run(args: argparse.Namespace) -> int:
     from seawatch.vision import registry
 
-    if args.what in ("geo", "streams"):
-        import shlex
+    import shlex
 
+    if args.what in ("geo", "streams"):
         return _script(f"bench_{args.what}", shlex.split(args.script_args))
+    if args.what == "search":
+        from seawatch.service import bench_search
+
+        return int(bench_search.main(shlex.split(args.script_args)) or 0)
 
     names = [n for n in args.models.split(",") if n] or [n for n in registry.load_manifests()
                                                       if registry.is_provisioned(n)]
