@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from seawatch.drone.geometry import geod  # one shared WGS84 Geod (vision may use drone)
 from seawatch.vision.identity.hulltext import similarity
 from seawatch.vision.identity.ocr import HullRead
 from seawatch.vision.identity.registry import RegistryEntry, VesselRegistry
@@ -38,16 +39,6 @@ log = logging.getLogger(__name__)
 KINDS = ("ais+registry", "ais_only", "ocr_only", "none")
 _KN = 1852.0 / 3600.0
 _INFEASIBLE = 1e9
-_GEOD = None
-
-
-def _geod():
-    global _GEOD
-    if _GEOD is None:
-        from pyproj import Geod
-
-        _GEOD = Geod(ellps="WGS84")
-    return _GEOD
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +169,7 @@ def extrapolate(states: Sequence[VesselState], time_ns: int, cfg: FusionConfig =
     moving = np.abs(run_m) > 0.05 * _KN
     plon, plat = lon.copy(), lat.copy()
     if moving.any():
-        lo2, la2, _ = _geod().fwd(lon[moving], lat[moving], cog[moving], run_m[moving])
+        lo2, la2, _ = geod().fwd(lon[moving], lat[moving], cog[moving], run_m[moving])
         plon[moving], plat[moving] = lo2, la2
     age = np.abs(dt_s)
     sigma = cfg.ais_sigma_m + cfg.ais_sigma_growth_mps * age + cfg.ais_sigma_growth_frac * np.abs(run_m)
@@ -220,7 +211,7 @@ class IdentityFuser:
         span = (t1 - t0) / 1e9
         if span < cfg.min_velocity_span_s:
             return None, None
-        az, _, dist = _geod().inv(lo0, la0, lo1, la1)
+        az, _, dist = geod().inv(lo0, la0, lo1, la1)
         speed = float(dist / span)
         noise = math.sqrt(2.0) * t.pos_sigma_m / span
         trusted = speed >= max(cfg.min_speed_for_course_mps, 3.0 * noise)
@@ -238,7 +229,7 @@ class IdentityFuser:
         plat = np.array([p.lat_deg for p in preds])[None, :]
         plon = np.array([p.lon_deg for p in preds])[None, :]
         shape = (len(tracks), len(preds))
-        _, _, dist = _geod().inv(np.broadcast_to(tlon, shape), np.broadcast_to(tlat, shape),
+        _, _, dist = geod().inv(np.broadcast_to(tlon, shape), np.broadcast_to(tlat, shape),
                                  np.broadcast_to(plon, shape), np.broadcast_to(plat, shape))
         dist = np.asarray(dist, float).reshape(shape)
         sig = np.sqrt(np.array([t.pos_sigma_m for t in tracks])[:, None] ** 2
