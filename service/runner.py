@@ -116,8 +116,9 @@ class Service:
         from seawatch.errors import SeawatchError
         from seawatch.streams.frame_queue import QueueClosed
 
-        step_ns = {s.id: int(1e9 / s.analysis_fps) for s in self.settings.sources}
-        next_due = {sid: 0 for sid in self.readers}
+        from seawatch.vision.pipeline import AnalysisRate
+
+        rate = AnalysisRate(self.settings.sources)
         active = dict(self.readers)
         next_status_s = 0.0
         while active and not self._stop.is_set():
@@ -132,9 +133,8 @@ class Service:
                     self.pipeline.close(None, sid, "source ended")
                     log.warning("source %s ended: %s", sid, src.status().last_error or src.status().state.value)
                     continue
-                if frame is None or frame.capture_time_ns + 1_000_000 < next_due[sid]:
+                if frame is None or not rate.due(sid, frame.capture_time_ns):
                     continue
-                next_due[sid] = frame.capture_time_ns + step_ns[sid]
                 try:
                     self.pipeline.process(sid, frame.capture_time_ns, frame.image)
                 except SeawatchError as exc:

@@ -122,3 +122,33 @@ def test_evaluate_any_manifest_of_the_shared_format(shared_media, tmp_path):
 def test_evaluate_missing_manifest_is_a_clear_error(tmp_path):
     res = seawatch("evaluate", str(tmp_path / "nope.json"), timeout=60)
     assert res.returncode == 1 and "no such manifest" in res.stderr
+
+
+def test_analysis_rate_takes_every_nth_frame_by_capture_time():
+    from seawatch.vision.pipeline import AnalysisRate, SourceSpec
+
+    rate = AnalysisRate([SourceSpec(id="a", url="x.mp4", analysis_fps=5.0), SourceSpec(id="b", url="y.mp4", analysis_fps=1.0)])
+    frame_ns = [round(i * 1e9 / 25) for i in range(50)]  # 25 fps for 2 s, PTS rounded to ns
+    taken_a = [i for i, t in enumerate(frame_ns) if rate.due("a", t)]
+    taken_b = [i for i, t in enumerate(frame_ns) if rate.due("b", t)]
+    assert taken_a == list(range(0, 50, 5))
+    assert taken_b == [0, 25]
+    # irregular arrival: a late frame is taken, and the next slot counts from it
+    r = AnalysisRate([SourceSpec(id="c", url="z.mp4", analysis_fps=2.0)])
+    assert [t for t in (0, 100, 700, 1100, 1250) if r.due("c", t * 1_000_000)] == [0, 700, 1250]
+
+
+def test_run_file_reports_an_unreadable_file(tmp_path):
+    from seawatch.errors import InputError
+    from seawatch.vision.pipeline import Pipeline, PipelineConfig, SourceSpec, run_file
+
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video at all" * 100)
+
+    class NoDetector:  # never reached: the file fails before any frame
+        def detect(self, images):
+            raise AssertionError("no frame should be decoded")
+
+    cfg = PipelineConfig(sources=(SourceSpec(id="s", url=str(bad), models=("none",)),))
+    with pytest.raises(InputError, match="broken.mp4"):
+        run_file(Pipeline(cfg, detectors={"none": NoDetector()}), "s", bad, START_NS)

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from seawatch.streams.frame_queue import QueueClosed
     from seawatch.streams.source import Source, SourceConfig, State
     from seawatch.vision.events import JsonLinesSink
-    from seawatch.vision.pipeline import PipelineConfig, SourceSpec, load_pipeline_config, Pipeline
+    from seawatch.vision.pipeline import AnalysisRate, Pipeline, SourceSpec, load_pipeline_config
 
     cfg = load_pipeline_config(args.config)
     specs = list(cfg.sources)
@@ -87,8 +87,7 @@ def run(args: argparse.Namespace) -> int:
     for s in specs:
         sc = SourceConfig(source_id=s.id, url=s.url, pace="realtime" if args.realtime else "fast", start_time_ns=start)
         readers[s.id] = Source(sc, stop=stop_event).start()
-    next_due = {sid: 0 for sid in readers}
-    step_ns = {s.id: int(1e9 / s.analysis_fps) for s in specs}
+    rate = AnalysisRate(specs)
     failed = 0
     n_events = 0
     try:
@@ -106,9 +105,8 @@ def run(args: argparse.Namespace) -> int:
                               file=sys.stderr)
                         failed += 1
                     continue
-                if frame is None or frame.capture_time_ns + 1_000_000 < next_due[sid]:
+                if frame is None or not rate.due(sid, frame.capture_time_ns):
                     continue
-                next_due[sid] = frame.capture_time_ns + step_ns[sid]
                 try:
                     n_events += len(pipeline.process(sid, frame.capture_time_ns, frame.image))
                 except InputError as exc:

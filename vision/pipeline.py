@@ -1,8 +1,8 @@
 """The analysis pipeline without the service: frames -> detection -> tracking -> zones/rules -> events.
 
-``Pipeline.process(source_id, capture_time_ns, image)`` is the one per-frame entry point; ``run_file`` feeds it the
-frames of a video or image file at the source's analysis rate, with capture times from the file's own clock
-(presentation timestamps) offset to a UTC start time. Live sources go through the same ``process``.
+``Pipeline.process(source_id, capture_time_ns, image)`` is the one per-frame entry point. Frames always come from
+``seawatch.streams`` readers and are sampled by one :class:`AnalysisRate`: ``run_file`` (evaluation replays),
+``seawatch run`` and ``seawatch serve`` differ only in how many sources they read and where events go.
 
 Geo-reference (``seawatch.vision.geo``): a source with a ``calibration`` (surveyed pose or >= 4 ground control
 points) or a ``drone`` (a ``drones`` entry, inline or by id; or a ``PoseTimeline`` given to ``Pipeline`` as
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -320,33 +320,51 @@ class Pipeline:
         return events
 
 
-def file_frames(path: str | Path, analysis_fps: float) -> Iterator[tuple[int, np.ndarray]]:
-    """``(offset_ns, image)`` of a video (frames picked at ``analysis_fps`` by their timestamps) or one image."""
-    from seawatch.vision.media import media_kind, read_image, iter_video
+class AnalysisRate:
+    """Which frames of each source are analysed: one per ``1 / analysis_fps`` seconds of capture time.
 
-    path = Path(path)
-    kind = media_kind(path)
-    if kind == "image":
-        yield 0, read_image(path)
-        return
-    if kind != "video":
-        raise InputError(f"{path}: not an image or video file")
-    step_ns = int(1e9 / analysis_fps)
-    next_ns = 0
-    for fr in iter_video(path):
-        t = fr.timestamp_ns if fr.timestamp_ns is not None else int(fr.frame_index * 1e9 / (fr.fps or 25.0))
-        if t + 1_000_000 >= next_ns:  # 1 ms slack for timestamp rounding
-            next_ns = t + step_ns
-            yield t, fr.image
+    The one sampler shared by ``seawatch run``, ``seawatch serve`` and :func:`run_file` (1 ms slack absorbs
+    timestamp rounding, so a 25 fps stream analysed at 5 fps takes exactly every fifth frame).
+    """
+
+    SLACK_NS = 1_000_000
+
+    def __init__(self, sources: Sequence[SourceSpec]):
+        self._step_ns = {s.id: int(1e9 / s.analysis_fps) for s in sources}
+        self._next_ns = {s.id: 0 for s in sources}
+
+    def due(self, source_id: str, capture_time_ns: int) -> bool:
+        """True (and the next slot is booked) when this frame should be analysed."""
+        if capture_time_ns + self.SLACK_NS < self._next_ns[source_id]:
+            return False
+        self._next_ns[source_id] = capture_time_ns + self._step_ns[source_id]
+        return True
 
 
 def run_file(pipeline: Pipeline, source_id: str, path: str | Path, start_ns: int) -> list[Event]:
-    """Run one file through the pipeline; capture time = ``start_ns`` + the frame's timestamp. Closes incidents."""
+    """Run one video file through the pipeline, read by the same stream reader as live sources (as fast as it
+    decodes, no drops); capture time = ``start_ns`` + the frame's timestamp. Closes open incidents at the end and
+    raises InputError when the file cannot be read."""
+    from seawatch.streams.frame_queue import QueueClosed
+    from seawatch.streams.source import Source, SourceConfig, State
+
     spec = pipeline.sources[source_id]
+    rate = AnalysisRate([spec])
     events: list[Event] = []
-    last = start_ns
-    for offset_ns, image in file_frames(path, spec.analysis_fps):
-        last = start_ns + offset_ns
-        events += pipeline.process(source_id, last, image)
+    last: int | None = None
+    src = Source(SourceConfig(source_id=source_id, url=str(path), kind="file", pace="fast", start_time_ns=start_ns))
+    with src:
+        while True:
+            try:
+                frame = src.read(timeout_s=1.0)
+            except QueueClosed:
+                break
+            if frame is None or not rate.due(source_id, frame.capture_time_ns):
+                continue
+            last = frame.capture_time_ns
+            events += pipeline.process(source_id, last, frame.image)
+        status = src.status()
+    if status.state == State.FAILED or (status.frames_decoded == 0 and status.last_error):
+        raise InputError(f"{path}: {status.last_error or status.state.value}")
     events += pipeline.close(last, source_id)
     return events
