@@ -11,22 +11,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from seawatch.vision.detections import pairwise_iou
+
 
 def box_iou(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
     """Pairwise IoU, ``(N,4) x (M,4) -> (N,M) float32``; degenerate boxes give 0."""
-    a = np.asarray(a_xyxy, np.float32).reshape(-1, 4)
-    b = np.asarray(b_xyxy, np.float32).reshape(-1, 4)
-    if not len(a) or not len(b):
-        return np.zeros((len(a), len(b)), np.float32)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, inter / union, 0.0)
-    return iou.astype(np.float32)
+    return pairwise_iou(a_xyxy, b_xyxy).astype(np.float32)
 
 
 def match(pred_xyxy: np.ndarray, pred_conf: np.ndarray, gt_xyxy: np.ndarray,

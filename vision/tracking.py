@@ -27,7 +27,7 @@ from scipy.optimize import linear_sum_assignment
 
 from seawatch.errors import InputError
 from seawatch.vision.config import TrackerConfig
-from seawatch.vision.detections import Detections
+from seawatch.vision.detections import Detections, pairwise_iou
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +57,8 @@ def xyah_to_xyxy(xyah: np.ndarray) -> np.ndarray:
 
 
 def iou_matrix(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
-    """``(A, B)`` IoU of every box in ``a`` with every box in ``b``."""
-    a = np.asarray(a_xyxy, np.float64).reshape(-1, 4)
-    b = np.asarray(b_xyxy, np.float64).reshape(-1, 4)
-    if a.shape[0] == 0 or b.shape[0] == 0:
-        return np.zeros((a.shape[0], b.shape[0]))
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
+    """``(A, B)`` IoU of every box in ``a`` with every box in ``b`` (see ``detections.pairwise_iou``)."""
+    return pairwise_iou(a_xyxy, b_xyxy)
 
 
 class _Kalman:
