@@ -193,7 +193,9 @@ def reference_nms(boxes, scores, iou_thr, classes):
             a_i = (boxes[i][2] - boxes[i][0]) * (boxes[i][3] - boxes[i][1])
             a_k = (boxes[k][2] - boxes[k][0]) * (boxes[k][3] - boxes[k][1])
             union = a_i + a_k - inter
-            if union > 0 and inter / union > iou_thr:
+            # the IoU in float32 compared with the threshold as a double, as torchvision's kernel does: integer
+            # boxes can give an IoU of exactly 1/20, and float32(0.05) lies just above the double 0.05
+            if union > 0 and float(np.float32(inter) / np.float32(union)) > iou_thr:
                 ok = False
                 break
         if ok:
