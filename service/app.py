@@ -123,6 +123,9 @@ health = APIRouter(tags=["health"])
 auth_router = APIRouter(prefix="/auth", tags=["auth"], responses=_ERRORS)
 events = APIRouter(prefix="/events", tags=["events"], responses=_ERRORS)
 sources = APIRouter(prefix="/sources", tags=["sources"], responses=_ERRORS)
+drones_router = APIRouter(prefix="/drones", tags=["sources"], responses=_ERRORS)
+ais_router = APIRouter(prefix="/ais", tags=["sources"], responses=_ERRORS)
+map_router = APIRouter(prefix="/map", tags=["sources"], responses=_ERRORS)
 media = APIRouter(prefix="/media", tags=["media"], responses=_ERRORS)
 admin = APIRouter(prefix="/admin", tags=["admin"], responses=_ERRORS)
 export = APIRouter(prefix="/export", tags=["export"], responses=_ERRORS)
@@ -184,6 +187,7 @@ def _query(params: SearchParams, **over: Any) -> EventQuery:
         open_only=params.open, bbox=bbox, has_geo=params.has_geo, mmsi=params.mmsi, vessel_name=params.vessel_name,
         hull_text=params.hull_text, text=params.q, sort=params.sort, limit=params.limit, cursor=params.cursor,
     )
+    fields.update(params.geo_filters())  # polygon=, near_lat/near_lon/radius_m= (validated by SearchParams)
     fields.update(over)
     return EventQuery(**fields)
 
@@ -342,14 +346,58 @@ def list_sources(request: Request, who: Operator) -> list[SourceOut]:
 
 
 def _sources(state) -> list[SourceOut]:
+    """Cameras (``kind: camera``, with their surveyed position and view for the map), then drones and AIS."""
     live = {d["source_id"]: d for d in state.source_status()}
     out = []
     for spec in state.settings.sources:
         d = dict(live.get(spec.id, {"source_id": spec.id, "state": "not_running"}))
         d.pop("url", None)  # even redacted, the URL is for admins' logs, not every operator's screen
         d["models"] = list(spec.models)
+        d["kind"] = "camera"
+        d["view"] = _camera_view(spec)
+        d["drone_id"] = getattr(state.settings.drone_of(spec.id), "id", None)
         out.append(SourceOut.model_validate(d))
+    fleet = state.fleet
+    if fleet is not None:
+        out += [SourceOut.model_validate(d) for d in fleet.drones() + fleet.ais()]
     return out
+
+
+def _camera_view(spec) -> dict[str, Any] | None:
+    """Position, pointing and horizontal field of view of a surveyed fixed camera (the map's view cone), or None."""
+    import math
+
+    cal = spec.calibration
+    if cal is None or cal.surveyed is None or cal.camera is None:
+        return None
+    k = cal.camera.build()
+    hfov = 2 * math.degrees(math.atan(k.width_px / (2 * k.fx_px)))
+    sv = cal.surveyed
+    # how far the view cone is drawn: where the optical axis meets the surface, within 200 m .. 5 km
+    drop_m = sv.alt_m - cal.surface_alt_m
+    reach_m = drop_m / math.tan(math.radians(-sv.tilt_deg)) if sv.tilt_deg < -0.5 and drop_m > 0 else 5000.0
+    return {"lat_deg": sv.lat_deg, "lon_deg": sv.lon_deg, "alt_m": sv.alt_m, "pan_deg": sv.pan_deg, "tilt_deg": sv.tilt_deg,
+            "hfov_deg": round(hfov, 2), "range_m": round(min(5000.0, max(200.0, 2 * reach_m)), 1)}
+
+
+@drones_router.get("", summary="drones: link state, mode, armed, battery, position, heading, waypoint, patrol route")
+def list_drones(request: Request, who: Operator) -> list[dict[str, Any]]:
+    fleet = request.app.state.fleet
+    return fleet.drones() if fleet is not None else []
+
+
+@ais_router.get("/vessels", summary="vessels of the AIS table (positioned first), aged by the feed's own clock")
+def ais_vessels(request: Request, who: Operator, limit: Annotated[int, Query(ge=1, le=5000)] = 2000) -> dict[str, Any]:
+    fleet = request.app.state.fleet
+    vessels = fleet.vessels(limit) if fleet is not None else []
+    return {"vessels": vessels, "feeds": fleet.ais() if fleet is not None else []}
+
+
+@map_router.get("", summary="map settings for the UI: tile server, attribution, whether a coastline is bundled")
+def map_settings(request: Request, who: Operator) -> dict[str, Any]:
+    svc = request.app.state.settings.service
+    return {"tiles_url": svc.map_tiles_url, "attribution": svc.map_tiles_attribution,
+            "coastline": (Path(__file__).parent / "static" / "coastline.json").is_file()}
 
 
 @admin.get("/principals", summary="configured users and API keys (names and roles only)")
@@ -434,7 +482,7 @@ async def live_feed(ws: WebSocket) -> None:
 
 
 def create_app(settings: ServeConfig, *, store: EventStore | None = None, source_status: SourceStatusFn | None = None,
-               live: LiveHub | None = None) -> FastAPI:
+               live: LiveHub | None = None, fleet: Any = None) -> FastAPI:
     """The API. Without ``store`` the lifespan opens (and migrates) ``settings.storage`` and closes it on exit."""
     from seawatch.streams.recording import ClipStore
 
@@ -462,6 +510,7 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     app.state.clips = ClipStore(media_dir / "clips", media_dir / "recordings")
     app.state.source_status = source_status or (lambda: [])
     app.state.live = live or LiveHub()
+    app.state.fleet = fleet  # drones and AIS (service.fleet.Fleet) or None
     if settings.service.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.service.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Range"], allow_credentials=False)
@@ -488,13 +537,14 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _error(500, "internal error (logged on the server)")
 
-    for router in (health, auth_router, events, sources, media, admin, export, live_router):
+    for router in (health, auth_router, events, sources, drones_router, ais_router, map_router, media, admin, export, live_router):
         app.include_router(router, prefix="/api")
 
     # The web UI: a static shell with no data in it (every datum comes from the authenticated API), so it is
     # served without auth; a strict CSP keeps it to this origin.
     static_dir = Path(__file__).parent / "static"
-    csp = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; connect-src 'self' ws: wss:; "
+    tiles = settings.service.tiles_origin()
+    csp = (f"default-src 'self'; img-src 'self' blob: data:{' ' + tiles if tiles else ''}; media-src 'self' blob:; connect-src 'self' ws: wss:; "
            "style-src 'self'; script-src 'self'; frame-ancestors 'none'")
 
     @app.get("/", include_in_schema=False)
@@ -504,8 +554,9 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
 
     @app.get("/ui/{name}", include_in_schema=False)
     def ui_asset(name: str) -> FileResponse:
-        types = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html"}
-        if name not in types:
+        types = {"app.js": "text/javascript", "map.js": "text/javascript", "app.css": "text/css", "index.html": "text/html",
+                 "coastline.json": "application/json"}
+        if name not in types or not (static_dir / name).is_file():
             raise ApiError(404, "no such UI file")
         return FileResponse(static_dir / name, media_type=types[name], headers={"X-Content-Type-Options": "nosniff"})
 

@@ -1,4 +1,9 @@
-"""``seawatch serve --config FILE``: sources -> pipeline -> event store, and the HTTP API, in one process."""
+"""``seawatch serve --config FILE``: sources -> pipeline -> event store, and the HTTP API, in one process.
+
+Without ``--config`` it runs the embedded default (the main job): a quay camera from the shared sample footage (or
+the ``--source`` URLs), a simulated drone flying a patrol, the recorded AIS log of the same harbour, SQLite under
+``./seawatch-data`` and an ``admin`` user whose one-time password is printed (``$SEAWATCH_ADMIN_PASSWORD`` sets it).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,9 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", "-c", default=None, help="YAML configuration (see seawatch config check)")
+    p.add_argument("--config", "-c", default=None,
+                   help="YAML configuration (see seawatch config check); none: the embedded demo (camera, drone, AIS)")
+    p.add_argument("--data-dir", default=None, help="with no --config: where the database and media go (default ./seawatch-data)")
     p.add_argument("--source", action="append", default=[], metavar="ID=URL",
                    help="add a source (file, rtsp://, http:// MJPEG, udp://); repeatable")
     p.add_argument("--host", default=None, help="bind address (overrides service.host)")
@@ -34,7 +41,11 @@ def run(args: argparse.Namespace) -> int:
         print(hash_password(pw))
         return 0
 
-    cfg = settings_from_args(args)
+    if args.config is None:
+        cfg, password = default_settings(args)
+        _announce_default(cfg, password)
+    else:
+        cfg = settings_from_args(args)
     if not cfg.auth.users and not cfg.auth.api_keys:
         log.warning("no users or API keys configured: every endpoint but /api/health will refuse access "
                     "(add auth.users; seawatch serve --hash-password makes a hash)")
@@ -71,6 +82,49 @@ def settings_from_args(args: argparse.Namespace):
         except ValidationError as exc:
             raise ConfigError(format_errors(exc, "command line")) from None
     return cfg
+
+
+def default_settings(args: argparse.Namespace):
+    """The embedded default configuration and the admin password (generated unless $SEAWATCH_ADMIN_PASSWORD)."""
+    import os
+    import secrets
+    import socket
+
+    from pydantic import ValidationError
+
+    from seawatch.errors import ConfigError
+    from seawatch.paths import shared_media_dir
+    from seawatch.service.auth import hash_password
+    from seawatch.service.config import ServeConfig, default_settings_data, format_errors
+    from seawatch.vision.cmd_run import _parse_source
+
+    password = os.environ.get("SEAWATCH_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # the simulator's link port: any free one
+        s.bind(("127.0.0.1", 0))
+        drone_port = s.getsockname()[1]
+    media = shared_media_dir()
+    sources = [_parse_source(t) for t in args.source]
+    if not sources and media is None:
+        log.warning("no shared sample media (../shared/media or $SEAWATCH_SHARED/media) and no --source: "
+                    "serving the drone and AIS only")
+    data = default_settings_data(media, sources=sources, data_dir=args.data_dir or "seawatch-data", drone_port=drone_port,
+                                 admin_password_hash=hash_password(password), token_secret=secrets.token_urlsafe(32))
+    if args.host is not None:
+        data.setdefault("service", {})["host"] = args.host
+    if args.port is not None:
+        data.setdefault("service", {})["port"] = args.port
+    try:
+        return ServeConfig.model_validate(data), password
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, "default configuration")) from None
+
+
+def _announce_default(cfg, password: str) -> None:
+    host = "127.0.0.1" if cfg.service.host in ("0.0.0.0", "::") else cfg.service.host
+    print(f"seawatch: no --config: the embedded demo ({len(cfg.sources)} camera(s), {len(cfg.drones)} simulated drone(s), "
+          f"{len(cfg.ais)} AIS log(s)); data in {cfg.storage.data_dir}/\n"
+          f"seawatch: open http://{host}:{cfg.service.port}/ and log in as admin with password {password}\n"
+          f"seawatch: (a new password each start; set SEAWATCH_ADMIN_PASSWORD to choose one)", file=sys.stderr, flush=True)
 
 
 def serve(cfg) -> int:

@@ -79,6 +79,24 @@ class HttpConfig(_Strict):
     port: int = Field(8080, ge=1, le=65535, description="TCP port")
     cors_origins: tuple[str, ...] = Field((), description="origins allowed to call the API from a browser (none by default)")
     max_page_size: int = Field(500, ge=1, le=10000, description="most events one search page may return")
+    map_tiles_url: str | None = Field(
+        None, pattern=r"^https?://[^\s\"'<>]+$",
+        description="XYZ tile server for the UI map, e.g. https://tiles.example/{z}/{x}/{y}.png (none: a coordinate grid "
+                    "and the bundled coastline, works offline)")
+    map_tiles_attribution: str = Field("", max_length=200, description="attribution text shown on the map with the tiles")
+
+    @model_validator(mode="after")
+    def _tiles(self) -> "HttpConfig":
+        if self.map_tiles_url is not None and not all(k in self.map_tiles_url for k in ("{z}", "{x}", "{y}")):
+            raise ValueError("map_tiles_url must contain {z}, {x} and {y}")
+        return self
+
+    def tiles_origin(self) -> str | None:
+        """scheme://host[:port] of the tile server (the UI's content security policy allows images from it)."""
+        if self.map_tiles_url is None:
+            return None
+        scheme, rest = self.map_tiles_url.split("://", 1)
+        return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
 class UserConfig(_Strict):
@@ -144,6 +162,29 @@ class MqttConfig(_Strict):
     password: SecretStr | None = Field(None, description="broker password")
 
 
+class SimConfig(_Strict):
+    """The built-in MAVLink simulator (``seawatch.drone.sim``) standing in for a drone, started by ``serve``."""
+
+    home_lat_deg: float | None = Field(None, ge=-90, le=90, description="launch point latitude; default: the patrol's first point")
+    home_lon_deg: float | None = Field(None, ge=-180, le=180, description="launch point longitude; default: the patrol's first point")
+    home_alt_m: float = Field(0.0, ge=-500, le=9000, description="launch point height above mean sea level")
+    speed: float = Field(1.0, ge=0.1, le=50.0, description="simulated seconds per wall-clock second")
+
+
+class FleetDroneConfig(_Strict):
+    """What ``serve`` does with one drone of ``drones``: simulate it, fly one of its routes as a patrol.
+
+    Every drone in ``drones`` is linked (and reconnected on link loss) whether or not it has a fleet entry.
+    """
+
+    drone: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$", description="id of a drone in `drones`")
+    sim: bool | SimConfig = Field(False, description="true (or simulator settings): start the built-in simulator, "
+                                  "sending to the drone's connection (udp:HOST:PORT or tcp:HOST:PORT)")
+    patrol: str | None = Field(None, description="name of one of the drone's routes to upload and fly once the link is up")
+    repeat: bool = Field(True, description="fly the patrol again after the vehicle landed")
+    link_timeout_s: float = Field(5.0, ge=0.5, le=120.0, description="wait this long for a heartbeat before retrying the link")
+
+
 class ServeConfig(PipelineConfig):
     """Everything ``seawatch serve`` needs: the ``seawatch run`` pipeline part plus the service parts."""
 
@@ -151,6 +192,7 @@ class ServeConfig(PipelineConfig):
     service: HttpConfig = Field(default_factory=HttpConfig, description="HTTP bind address, CORS, limits")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="users, roles, API keys, tokens")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT publishing")
+    fleet: tuple[FleetDroneConfig, ...] = Field((), description="per drone: simulator and patrol to fly (drones are linked without an entry too)")
 
     @model_validator(mode="after")
     def _sources(self) -> "ServeConfig":
@@ -161,6 +203,24 @@ class ServeConfig(PipelineConfig):
         unknown = sorted({z.source for z in self.zones} - set(ids))
         if self.sources and unknown:
             raise ValueError(f"zones refer to sources that are not configured: {unknown}")
+        drones = {d.id: d for d in self.drones}
+        seen: set[str] = set()
+        for i, f in enumerate(self.fleet):
+            d = drones.get(f.drone)
+            if d is None:
+                raise ValueError(f"fleet[{i}]: drone {f.drone!r} is not in drones {sorted(drones)}")
+            if f.drone in seen:
+                raise ValueError(f"fleet[{i}]: drone {f.drone!r} has two fleet entries")
+            seen.add(f.drone)
+            if f.patrol is not None and f.patrol not in d.routes:
+                raise ValueError(f"fleet[{i}]: drone {f.drone!r} has no route {f.patrol!r} (routes: {sorted(d.routes)})")
+            if f.sim is not False:
+                if not d.connection.startswith(("udp:", "tcp:")):
+                    raise ValueError(f"fleet[{i}]: a simulated drone needs a udp:HOST:PORT or tcp:HOST:PORT connection, "
+                                     f"got {d.connection!r}")
+                home_given = isinstance(f.sim, SimConfig) and f.sim.home_lat_deg is not None and f.sim.home_lon_deg is not None
+                if not home_given and f.patrol is None:
+                    raise ValueError(f"fleet[{i}]: a simulated drone needs sim.home_lat_deg/home_lon_deg or a patrol")
         return self
 
     @property
@@ -201,3 +261,56 @@ def load_config(path: str | Path | None = None, data: dict[str, Any] | None = No
         return ServeConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_errors(exc, where)) from None
+
+
+# ---- the embedded default (``seawatch serve`` without --config: the main job) --------------------------------------
+DEFAULT_AREA = {"name": "Lemmer harbour, IJsselmeer (NL)", "lat_deg": 52.8405, "lon_deg": 5.7030}
+DEFAULT_CAMERA_CLIP = "B_fire_smoke/flames_closeup.mp4"
+DEFAULT_AIS_LOG = "F_ais/ais_gpsd_lemmer_nl_ais-nmea.log"  # a receiver log from this very harbour
+
+
+def default_settings_data(media_dir: Path | None, *, sources: list[tuple[str, str]] | None = None,
+                          data_dir: str = "seawatch-data", drone_port: int = 14550,
+                          admin_password_hash: str | None = None, token_secret: str | None = None) -> dict[str, Any]:
+    """The main job's configuration as a dict (validated by the caller with ``load_config(data=...)``).
+
+    A quay camera looking over Lemmer harbour (the shared fire clip looped as a live source, surveyed so its events
+    are on the map; or the user's ``sources`` as ``[(id, url)]``, uncalibrated), a simulated drone flying a patrol
+    around the harbour, the harbour's recorded AIS log, SQLite under ``data_dir`` and one admin user.
+    """
+    lat0, lon0 = DEFAULT_AREA["lat_deg"], DEFAULT_AREA["lon_deg"]
+    srcs: list[dict[str, Any]] = []
+    zones: list[dict[str, Any]] = []
+    if sources:
+        for sid, url in sources:
+            srcs.append({"id": sid, "url": url, "models": ["coco_yolov5n", "fire_smoke"], "analysis_fps": 2.0})
+            zones.append({"id": f"{sid}-all", "source": sid,
+                          "rules": [{"type": "fire_smoke"}, {"type": "vessel_in_zone", "min_duration_s": 10.0}]})
+    elif media_dir is not None and (media_dir / DEFAULT_CAMERA_CLIP).is_file():
+        srcs.append({
+            "id": "quay-cam", "url": str(media_dir / DEFAULT_CAMERA_CLIP), "models": ["fire_smoke"], "analysis_fps": 2.0,
+            "calibration": {"camera": {"width_px": 426, "height_px": 240, "hfov_deg": 60.0},
+                            "surveyed": {"lat_deg": lat0 + 0.0015, "lon_deg": lon0 - 0.0030, "alt_m": 12.0,
+                                         "pan_deg": 150.0, "tilt_deg": -25.0}},
+        })
+        zones.append({"id": "quay", "source": "quay-cam", "rules": [{"type": "fire_smoke", "min_duration_s": 2.0}]})
+    d = 0.004  # about 450 m north-south, 270 m east-west
+    data: dict[str, Any] = {
+        "sources": srcs,
+        "zones": zones,
+        "drones": [{
+            "id": "patrol-1", "connection": f"udp:127.0.0.1:{drone_port}",
+            "camera": {"width_px": 1280, "height_px": 720, "hfov_deg": 70.0},
+            "routes": {"harbour": {"type": "perimeter", "alt_m": 40.0, "polygon_lonlat": [
+                [lon0 - d, lat0 - d / 2], [lon0 + d, lat0 - d / 2], [lon0 + d, lat0 + d / 2], [lon0 - d, lat0 + d / 2]]}},
+        }],
+        "fleet": [{"drone": "patrol-1", "sim": {"speed": 2.0}, "patrol": "harbour", "repeat": True}],
+        "storage": {"data_dir": data_dir},
+        "auth": {"users": [{"name": "admin", "role": "admin", "password_hash": admin_password_hash}]
+                 if admin_password_hash else []},
+    }
+    if token_secret:
+        data["auth"]["token_secret"] = token_secret
+    if media_dir is not None and (media_dir / DEFAULT_AIS_LOG).is_file():
+        data["ais"] = [str(media_dir / DEFAULT_AIS_LOG)]
+    return data

@@ -4,6 +4,10 @@ Start-up: open and migrate the store, build the pipeline (loads the detectors: f
 the source readers and the pipeline thread, then serve HTTP. Shutdown reverses it: stop serving, stop readers,
 end every open incident (their ``end`` phases are stored), join the thread, close the store.
 
+Drones (``drones``, with ``fleet`` for the simulator and patrols) are linked by :class:`~seawatch.service.fleet.Fleet`
+before the cameras start; their pose timelines geotag the frames of their video sources. AIS feeds run in the
+pipeline's identity stage. Shutdown stops the cameras, the pipeline (AIS), then the drones.
+
 File sources are played like cameras: at their frame rate, looping, with capture times from the file's clock
 mapped to UTC from the moment the service started.
 """
@@ -39,6 +43,7 @@ class Service:
         self.pipeline = None
         self.live: LiveHub | None = None
         self.mqtt = None
+        self.fleet = None
         self.readers: dict[str, Any] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -47,6 +52,7 @@ class Service:
     # ---- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> "Service":
         from seawatch.service.app import create_app
+        from seawatch.service.fleet import Fleet
         from seawatch.streams.packets import PacketRing
         from seawatch.streams.recording import SegmentRecorder
         from seawatch.streams.source import Source, SourceConfig
@@ -63,9 +69,14 @@ class Service:
                 self.mqtt = MqttPublisher(self.settings.mqtt).start()
                 self.live.add_listener(self.mqtt.on_live_message)
             self.sink = StoreSink(self.store, media_dir, [self.live.publish_event, *self._publishers])
-            self.pipeline = Pipeline(self.settings.pipeline, [self.sink], detectors=self._detectors)
-            self.pipeline.start()  # AIS feeds and drone links (a link that does not open is logged, not fatal)
-            self.app = create_app(self.settings, store=self.store, source_status=self.source_status, live=self.live)
+            self.fleet = Fleet(self.settings)
+            self.pipeline = Pipeline(self.settings.pipeline, [self.sink], detectors=self._detectors,
+                                     pose_timelines=self.fleet.pose_timelines(self.settings))
+            self.fleet.identity = self.pipeline.identity
+            self.fleet.start()  # drone links (and simulators, patrols) in their own threads: a missing drone is a status
+            self.pipeline.start()  # AIS feeds (drone links are the fleet's: their timelines were given)
+            self.app = create_app(self.settings, store=self.store, source_status=self.source_status, live=self.live,
+                                  fleet=self.fleet)
             rec = self.settings.storage.recording
             for s in self.settings.sources:
                 sc = SourceConfig(source_id=s.id, url=s.url, pace=self._file_pace, loop=self._loop_files)
@@ -81,7 +92,8 @@ class Service:
             raise
         self._thread = threading.Thread(target=self._run, name="seawatch-pipeline", daemon=True)
         self._thread.start()
-        log.info("service started: %d source(s), %d event(s) stored", len(self.readers), self.store.count())
+        log.info("service started: %d source(s), %d drone(s), %d AIS feed(s), %d event(s) stored", len(self.readers),
+                 len(self.fleet.runners), len(self.settings.ais), self.store.count())
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
@@ -100,6 +112,8 @@ class Service:
                 self.pipeline.stop()
         elif self.pipeline is not None:
             self.pipeline.stop()
+        if self.fleet is not None:
+            self.fleet.stop()
         if self.mqtt is not None:
             self.mqtt.source_states(self.source_status())
             self.mqtt.close()

@@ -1,0 +1,263 @@
+"""Drones and AIS inside ``seawatch serve``: one link per configured drone (with the built-in simulator and a
+patrol when the ``fleet`` section asks for them) and the status the API, the live feed and the map show.
+
+A drone that is not there yet, or whose link drops, is a status (``connecting`` / ``lost``) and a retry, never an
+exception: :class:`DroneRunner` keeps trying to open the link until it is stopped, and the link itself reconnects
+after a loss. Each drone's pose timeline is created here and handed to the pipeline, so frames of the drone's
+``video_source`` are geotagged from the same telemetry the map shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from seawatch.errors import SeawatchError
+
+log = logging.getLogger(__name__)
+
+NS = 1_000_000_000
+HOME_POSITION = 242  # MAVLink message id
+
+
+class DroneRunner:
+    """Link (+ optional simulator and patrol) of one drone, in a thread of its own.
+
+    Args:
+        drone: the ``drones`` entry (``seawatch.drone.config.DroneConfig``).
+        ops: its ``fleet`` entry (``FleetDroneConfig``) or None (link only).
+        timeline: the pose timeline the link feeds (shared with the pipeline's geotagging).
+    """
+
+    def __init__(self, drone, ops=None, timeline=None) -> None:
+        self.drone = drone
+        self.ops = ops
+        self.timeline = timeline if timeline is not None else drone.build_timeline()
+        self.link = None
+        self.sim = None
+        self.mission = None
+        self.route: list[tuple[float, float]] = []  # (lat_deg, lon_deg) of the patrol's waypoints
+        self.patrol_state = "none" if ops is None or ops.patrol is None else "waiting for link"
+        self.patrols_started = 0
+        self.last_error: str | None = None
+        self.link_attempts = 0
+        self.battery: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if ops is not None and ops.patrol is not None:
+            self.route = [(w.lat_deg, w.lon_deg) for w in drone.routes[ops.patrol].build()]
+
+    @property
+    def id(self) -> str:
+        return self.drone.id
+
+    # ---- lifecycle ----------------------------------------------------------------------------------------
+    def start(self) -> "DroneRunner":
+        if self.ops is not None and self.ops.sim is not False:
+            self._start_sim()
+        self._thread = threading.Thread(target=self._run, name=f"drone-{self.id}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _start_sim(self) -> None:
+        from seawatch.drone.sim import SimVehicle
+
+        sim_cfg = self.ops.sim if not isinstance(self.ops.sim, bool) else None
+        lat = getattr(sim_cfg, "home_lat_deg", None)
+        lon = getattr(sim_cfg, "home_lon_deg", None)
+        if lat is None or lon is None:
+            lat, lon = self.route[0]
+        scheme, rest = self.drone.connection.split(":", 1)
+        out = ("udpout:" if scheme == "udp" else "tcpin:") + rest  # the link listens (udp) / connects (tcp)
+        self.sim = SimVehicle(out, home=(lat, lon, getattr(sim_cfg, "home_alt_m", 0.0)),
+                              speed=getattr(sim_cfg, "speed", 1.0)).start()
+        log.info("drone %s: simulator started (home %.5f, %.5f; sending to %s)", self.id, lat, lon, out)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10.0)
+            self._thread = None
+        if self.link is not None:
+            try:
+                self.link.close()
+            except Exception as exc:  # noqa: BLE001 - shutting down: log and go on
+                log.warning("drone %s: closing the link: %s", self.id, exc)
+        if self.sim is not None:
+            self.sim.stop()
+            self.sim = None
+
+    # ---- the drone's thread -------------------------------------------------------------------------------
+    def _run(self) -> None:
+        timeout_s = self.ops.link_timeout_s if self.ops is not None else 5.0
+        backoff_s = 1.0
+        while not self._stop.is_set():
+            link = self.drone.build_link(self.timeline)
+            link.add_listener(self._on_message)
+            self.link_attempts += 1
+            try:
+                self.link = link.open(timeout_s)
+                self.last_error = None
+                log.info("drone %s: link up on %s", self.id, self.drone.connection)
+                break
+            except SeawatchError as exc:
+                self.last_error = str(exc)
+                log.warning("drone %s: %s; retrying in %.0f s", self.id, exc, backoff_s)
+            except Exception as exc:  # noqa: BLE001 - a driver bug must not end the service
+                self.last_error = f"link failed: {exc}"
+                log.exception("drone %s: link failed", self.id)
+            if self._stop.wait(backoff_s):
+                return
+            backoff_s = min(backoff_s * 2, 10.0)
+        while not self._stop.is_set():
+            if self.ops is not None and self.ops.patrol is not None:
+                try:
+                    self._patrol_step()
+                except SeawatchError as exc:
+                    self.patrol_state = "error"
+                    self.last_error = str(exc)
+                    log.warning("drone %s: patrol: %s; retrying in 5 s", self.id, exc)
+                    self._stop.wait(5.0)
+                except Exception as exc:  # noqa: BLE001
+                    self.patrol_state = "error"
+                    self.last_error = f"patrol failed: {exc}"
+                    log.exception("drone %s: patrol failed", self.id)
+                    self._stop.wait(5.0)
+            self._stop.wait(0.5)
+
+    def _patrol_step(self) -> None:
+        from seawatch.drone.link import LinkStatus
+        from seawatch.drone.mission import MissionClient
+
+        link = self.link
+        if link is None or link.status != LinkStatus.CONNECTED:
+            return
+        state = link.state
+        if self.mission is None:
+            home = state.home
+            if home is None:
+                link.request(HOME_POSITION, "HOME_POSITION")
+                home = link.state.home
+            if home is None:
+                home = (self.route[0][0], self.route[0][1], 0.0)
+            route = self.drone.routes[self.ops.patrol]
+            mc = MissionClient(link)
+            mc.upload(route.build_items(home))
+            self.mission = mc
+            self.patrol_state = "uploaded"
+        if self.patrols_started == 0 or (self.ops.repeat and not state.armed and self.patrol_state in ("complete", "uploaded")):
+            self.mission.start()
+            self.patrols_started += 1
+            self.patrol_state = "flying"
+            log.info("drone %s: patrol %r started (%d)", self.id, self.ops.patrol, self.patrols_started)
+            return
+        if self.patrol_state == "flying" and (state.mode in ("RTL", "LAND") or state.armed is False):
+            # the mission ends in RTL (MISSION_ITEM_REACHED of the last item may be from the previous round)
+            self.patrol_state = "complete"
+
+    def _on_message(self, msg: Any) -> None:
+        if msg.get_type() == "SYS_STATUS":
+            b: dict[str, float] = {}
+            if getattr(msg, "battery_remaining", -1) >= 0:
+                b["remaining_pct"] = float(msg.battery_remaining)
+            if getattr(msg, "voltage_battery", 65535) not in (0, 65535):
+                b["voltage_v"] = msg.voltage_battery / 1000.0
+            self.battery = b
+
+    # ---- status -------------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """What the map and the API show (no connection string: it may carry credentials)."""
+        link = self.link
+        s = link.state if link is not None else None
+        now = time.time_ns()
+        d: dict[str, Any] = {
+            "source_id": self.id, "kind": "drone", "drone_id": self.id,
+            "state": (link.status.value if link is not None else ("connecting" if self.link_attempts else "starting")),
+            "simulated": self.ops is not None and self.ops.sim is not False,
+            "video_source": self.drone.video_source,
+            "mode": None, "armed": None, "lat_deg": None, "lon_deg": None, "alt_rel_m": None, "heading_deg": None,
+            "battery_pct": self.battery.get("remaining_pct"), "battery_v": self.battery.get("voltage_v"),
+            "last_message_age_s": None,
+            "patrol": self.ops.patrol if self.ops is not None else None, "patrol_state": self.patrol_state,
+            "patrols_started": self.patrols_started,
+            "route": [[round(la, 7), round(lo, 7)] for la, lo in self.route],
+            "current_waypoint": None, "waypoints": None, "last_error": self.last_error,
+        }
+        if s is not None:
+            d.update(mode=s.mode, armed=s.armed, lat_deg=s.lat_deg, lon_deg=s.lon_deg, alt_rel_m=s.alt_rel_m,
+                     heading_deg=s.heading_deg if s.heading_deg is not None else s.yaw_deg,
+                     current_waypoint=s.mission_seq, waypoints=s.mission_total,
+                     last_message_age_s=None if s.last_message_ns is None else round((now - s.last_message_ns) / NS, 2))
+        return d
+
+
+class Fleet:
+    """Every drone's runner plus the AIS side of the pipeline (its vessel table), for status and the map."""
+
+    def __init__(self, settings) -> None:
+        ops = {f.drone: f for f in settings.fleet}
+        self.runners = {d.id: DroneRunner(d, ops.get(d.id)) for d in settings.drones}
+        self.ais_urls = tuple(settings.ais)
+        self.identity = None  # the pipeline's VesselIdentityStage, set by the service once the pipeline exists
+        self._ais_count = 0
+        self._ais_change_ns: int | None = None
+        self._lock = threading.Lock()
+
+    def pose_timelines(self, settings) -> dict[str, Any]:
+        """source id -> the pose timeline of the drone carrying that camera (given to the pipeline)."""
+        out = {}
+        for s in settings.sources:
+            d = settings.drone_of(s.id)
+            if d is not None and s.calibration is None and d.id in self.runners:
+                out[s.id] = self.runners[d.id].timeline
+        return out
+
+    def start(self) -> "Fleet":
+        for r in self.runners.values():
+            r.start()
+        return self
+
+    def stop(self) -> None:
+        for r in self.runners.values():
+            r.stop()
+
+    def drones(self) -> list[dict[str, Any]]:
+        return [r.status() for r in self.runners.values()]
+
+    def _table(self):
+        return getattr(self.identity, "table", None)
+
+    def ais(self) -> list[dict[str, Any]]:
+        """One status entry for the AIS side (feeds, vessel count, age of the newest message by the wall clock)."""
+        if not self.ais_urls:
+            return []
+        table = self._table()
+        counters = getattr(self.identity, "counters", {}) if self.identity is not None else {}
+        count = int(counters.get("ais_messages", 0))
+        now = time.time_ns()
+        with self._lock:
+            if count != self._ais_count:
+                self._ais_count, self._ais_change_ns = count, now
+            changed = self._ais_change_ns
+        feeds = [u if "://" in u else u.replace("\\", "/").rsplit("/", 1)[-1] for u in self.ais_urls]  # files: name only
+        vessels = table.snapshot() if table is not None else []
+        return [{"source_id": "ais", "kind": "ais", "state": "running" if self.identity is not None else "not_running",
+                 "feeds": feeds, "messages": count, "vessels": len(vessels),
+                 "vessels_with_position": sum(1 for v in vessels if v.has_position),
+                 "last_message_age_s": None if changed is None else round((now - changed) / NS, 1)}]
+
+    def vessels(self, limit: int = 5000) -> list[dict[str, Any]]:
+        """Live vessels of the AIS table (by the feed's own clock), positioned ones first."""
+        table = self._table()
+        if table is None:
+            return []
+        latest = table.latest_ns
+        rows = sorted(table.snapshot(), key=lambda v: (not v.has_position, v.mmsi))[:limit]
+        out = []
+        for v in rows:
+            d = v.as_dict()
+            d["age_s"] = None if latest is None else round(v.age_s(latest), 1)
+            out.append(d)
+        return out
