@@ -1,28 +1,46 @@
-"""MAVLink link to one vehicle (pymavlink): telemetry into a pose timeline, commands, .tlog logging, replay.
+"""MAVLink link to one vehicle: dronekit as the vehicle layer, pymavlink for what dronekit lacks; .tlog; replay.
 
-One class, :class:`MavlinkLink`, serves a live connection (``udp:``/``udpin:``/``udpout:``/``tcp:``/``tcpin:``/
+One class, :class:`MavlinkLink`, serves a live connection (``udp:``/``udpin:``/``udpout:``/``tcp:``/
 serial ``/dev/ttyUSB0`` with ``baud``) and the replay of a ``.tlog`` file: both feed every message through
 the same ``_handle`` method, and message times come from ``msg._timestamp`` (wall clock when live, the log's
-own timestamp in replay), so a replay exercises exactly the live code path.
+own timestamp in replay), so a replay exercises exactly the live code path from the message on.
 
-Why pymavlink and not dronekit: dronekit's ``connect()`` blocks forever when the vehicle never sends a
-PARAM_VALUE (RECIPES.md section 3) and it understands neither gimbal v2 nor CAMERA_INFORMATION; the few
-things Seawatch needs from it (mode, arming, missions, parameters) are done here with a timeout on every wait.
+What does what (drone/README.md has the reasons):
+
+* dronekit (the maintained ``dronekit2`` fork, import name ``dronekit``; dronekit 2.9.2 works too, with its
+  Python 3.11 shims applied here when a link is created) owns the connection: ``dronekit.connect(url,
+  wait_ready=False, _initialize=False)`` opens UDP/TCP/serial and runs its reader and writer threads, sends the
+  GCS heartbeat, downloads the parameter table in the background once the first PARAM_VALUE came in
+  (``link.vehicle.parameters``), sets parameters (``set_param``), and hands every received message to
+  ``Vehicle.add_message_listener('*')`` -> ``_handle``.
+* dronekit's own ``initialize()`` (which ``connect`` runs even with ``wait_ready=False``) waits for a
+  PARAM_VALUE forever; it is replaced by :meth:`MavlinkLink.open`'s guarded readiness wait (HEARTBEAT, a
+  booted mode, the first PARAM_VALUE, each against one deadline; a TelemetryError names what never came).
+* pymavlink messages, sent through the same dronekit connection, do the rest: HEARTBEAT / GLOBAL_POSITION_INT /
+  ATTITUDE / GPS_RAW_INT are read per system id (dronekit's attributes mix every vehicle on the link), gimbal
+  v2 (GIMBAL_DEVICE_ATTITUDE_STATUS), MOUNT_STATUS, CAMERA_INFORMATION, SYSTEM_TIME, TIMESYNC, mode changes /
+  arming / takeoff / RTL as COMMAND_LONG with their COMMAND_ACK (dronekit's setters never report a refusal),
+  the mission protocol in MISSION_ITEM_INT (``mission.py``), and the ``.tlog`` writer (every packet received
+  and every packet dronekit writes).
 
 Time: telemetry samples are stamped in the receiver's UTC clock. Vehicle ``time_boot_ms`` stamps are mapped
 onto it with the smallest observed (receive time - boot time) offset, which removes the transport jitter;
 SYSTEM_TIME gives the vehicle's own UTC clock (reported as ``vehicle_clock_offset_s``) and TIMESYNC the
-round-trip time. Link loss (no vehicle HEARTBEAT for ``heartbeat_timeout_s``) is a status change followed by
-reconnect attempts, never an exception in the reader thread.
+round-trip time. Link loss (no vehicle HEARTBEAT for ``heartbeat_timeout_s``, or dronekit's connection died,
+e.g. TCP closed) is a status change followed by reconnect attempts with backoff, never an exception.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
+import importlib.metadata
 import logging
 import math
 import os
 import queue
+import re
+import socket
 import struct
 import threading
 import time
@@ -56,13 +74,18 @@ NON_VEHICLE_TYPES = {6, 18, 26, 27, 30}
 MAV_AUTOPILOT_INVALID = 8
 MAV_MODE_FLAG_SAFETY_ARMED = 128
 MAV_MODE_FLAG_CUSTOM_MODE_ENABLED = 1
+MAV_STATE_UNINIT, MAV_STATE_BOOT = 0, 1
 GIMBAL_DEVICE_FLAGS_YAW_LOCK = 16
 GIMBAL_DEVICE_FLAGS_YAW_IN_VEHICLE_FRAME = 32
 GIMBAL_DEVICE_FLAGS_YAW_IN_EARTH_FRAME = 64
 MAV_COMP_ID_GIMBAL = 154
 MAV_COMP_ID_CAMERA = 100
+MAV_DATA_STREAM_ALL = 0
 MAV_RESULT_NAMES = {0: "ACCEPTED", 1: "TEMPORARILY_REJECTED", 2: "DENIED", 3: "UNSUPPORTED", 4: "FAILED",
                     5: "IN_PROGRESS", 6: "CANCELLED"}
+
+# what a live connection string may look like (dronekit's own UDP class calls sys.exit() on a malformed one)
+_NET_URL = re.compile(r"^(udp|udpin|udpout|udpbcast|tcp|tcpin):([^:]+):(\d{1,5})$", re.IGNORECASE)
 
 
 def mavutil():
@@ -77,6 +100,53 @@ def mavutil():
         os.environ["MAVLINK20"] = "1"
         mu.set_dialect("ardupilotmega")
     return mu
+
+
+def _dist_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def apply_dronekit_py311_shims() -> bool:
+    """The aliases dronekit 2.9.2 needs on Python >= 3.10 (RECIPES.md section 3); True when any was added.
+
+    ``collections.MutableMapping`` & co. moved to ``collections.abc`` (removed from ``collections`` in 3.10);
+    dronekit 2.9.2 subclasses ``collections.MutableMapping``. Only called when 2.9.2 is the installed dronekit.
+    """
+    import collections
+    import collections.abc
+
+    added = False
+    for name in ("MutableMapping", "Mapping", "MutableSet", "MutableSequence", "Sequence", "Iterable", "Callable"):
+        if not hasattr(collections, name):
+            setattr(collections, name, getattr(collections.abc, name))
+            added = True
+    return added
+
+
+def dronekit():
+    """Import dronekit lazily (never at ``import seawatch``), MAVLink 2 dialect first, shims for 2.9.2 applied.
+
+    ``dronekit2`` (3.x, the maintained fork) installs the import name ``dronekit`` and needs no shim. The original
+    ``dronekit`` 2.9.2 needs the ``future`` package and the ``collections`` aliases; both are dealt with here.
+    Raises TelemetryError with the install command when neither is usable.
+    """
+    mavutil()  # pymavlink must load the MAVLink 2 dialect before dronekit imports it
+    if _dist_version("dronekit2") is None and (_dist_version("dronekit") or "").startswith("2."):
+        if apply_dronekit_py311_shims():
+            log.info("dronekit %s: applied the Python 3.11 collections shims", _dist_version("dronekit"))
+    try:
+        import dronekit as dk
+    except ModuleNotFoundError as exc:
+        if exc.name == "past":
+            raise TelemetryError("dronekit 2.9.2 needs the 'future' package on Python 3.11 (pip install future), "
+                                 "or install the maintained fork: pip install dronekit2") from exc
+        if exc.name == "dronekit":
+            raise TelemetryError("dronekit is not installed: pip install dronekit2 (or pip install -e .)") from exc
+        raise
+    return dk
 
 
 class LinkStatus(str, Enum):
@@ -146,12 +216,28 @@ class _Waiter:
             return None
 
 
+class _TeeWriter:
+    """Sits in front of dronekit's packet writer: every packet dronekit sends is also given to ``on_packet``."""
+
+    def __init__(self, inner: Any, on_packet: Callable[[bytes], None]) -> None:
+        self._inner = inner
+        self._on_packet = on_packet
+
+    def write(self, buf: bytes) -> None:
+        self._on_packet(bytes(buf))
+        self._inner.write(buf)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 class MavlinkLink:
-    """Connection to one MAVLink vehicle, or the replay of a ``.tlog`` through the same code.
+    """Connection to one MAVLink vehicle (through dronekit), or the replay of a ``.tlog`` through the same code.
 
     Args:
-        url: pymavlink connection string (``udp:127.0.0.1:14550`` listens like a GCS for SITL's ``--out``,
-            ``tcp:host:5760``, ``/dev/ttyACM0``) or a ``.tlog`` path for replay.
+        url: connection string (``udp:127.0.0.1:14550`` listens like a GCS for SITL's ``--out``,
+            ``udpin:`` the same for several senders, ``udpout:host:port`` sends first, ``tcp:host:5760``,
+            ``/dev/ttyACM0``) or a ``.tlog`` path for replay.
         vehicle_id: name used in logs, reasons and the pose timeline.
         timeline: pose timeline to feed (one is created when None).
         tlog_path: write every received and sent message here in .tlog format (8-byte big-endian UTC
@@ -160,6 +246,10 @@ class MavlinkLink:
             it must match the geolocator's surface height datum.
         heartbeat_timeout_s: no vehicle HEARTBEAT for this long = link lost.
         target_system: the vehicle's system id; None = the first autopilot heard.
+        gcs_heartbeat_hz: rate of our TIMESYNC requests (dronekit itself sends the GCS HEARTBEAT at 1 Hz).
+        require_params: ``open`` also waits for the vehicle's first PARAM_VALUE (what dronekit needs).
+        stream_rate_hz: when set, ``open`` asks for all data streams at this rate (REQUEST_DATA_STREAM, as
+            dronekit's initialize does at 4 Hz); None leaves the vehicle's stream rates as configured.
     """
 
     def __init__(
@@ -177,6 +267,8 @@ class MavlinkLink:
         reconnect_backoff_s: float = 1.0,
         target_system: int | None = None,
         gcs_heartbeat_hz: float = 1.0,
+        require_params: bool = True,
+        stream_rate_hz: float | None = None,
     ) -> None:
         if altitude not in ("relative", "amsl"):
             raise InputError(f"drone {vehicle_id}: altitude must be 'relative' or 'amsl', got {altitude!r}")
@@ -196,6 +288,8 @@ class MavlinkLink:
         self.target_system = target_system
         self.target_component = 1
         self.gcs_heartbeat_hz = gcs_heartbeat_hz
+        self.require_params = require_params
+        self.stream_rate_hz = stream_rate_hz
         self.counters = LinkCounters()
         self.params: dict[str, float] = {}
         self.statustext: deque[tuple[int, int, str]] = deque(maxlen=50)  # (time_ns, severity, text)
@@ -205,17 +299,20 @@ class MavlinkLink:
         self._state = VehicleState()
         self._lock = threading.RLock()
         self._send_lock = threading.Lock()
+        self._tlog_lock = threading.Lock()
         self._waiters: list[_Waiter] = []
-        self._conn: Any = None
+        self._vehicle: Any = None  # dronekit.Vehicle of a live link
+        self._conn: Any = None  # pymavlink log reader of a replay
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._heartbeat_seen = threading.Event()
+        self._last_hb_mono: float | None = None
         self._boot_offset_ns: int | None = None
         self._last_boot_ms: int | None = None
         self._tlog_path = Path(tlog_path) if tlog_path else None
         self._tlog: Any = None
         self._listeners: list[Callable[[Any], None]] = []
-        self._last_gcs_hb = 0.0
+        self._last_timesync = 0.0
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -228,80 +325,178 @@ class MavlinkLink:
         with self._lock:
             return self._state
 
+    @property
+    def vehicle(self) -> Any:
+        """The live ``dronekit.Vehicle`` (None for a replay or a closed link): dronekit's own API for extras.
+
+        Its attributes (mode, armed, location, attitude, gps_0) are not filtered by system id; ``state`` is.
+        """
+        return self._vehicle
+
     def _set_status(self, s: LinkStatus, why: str = "") -> None:
         if s != self._status:
             log.info("drone %s link %s -> %s %s", self.vehicle_id, self._status.value, s.value, why)
             self._status = s
 
-    def _open_conn(self) -> None:
-        mu = mavutil()
+    def _check_url(self) -> None:
+        """Reject malformed connection strings here: dronekit's UDP class calls ``sys.exit`` on them."""
+        url = str(self.url)
+        scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+        if scheme in ("udp", "udpin", "udpout", "udpbcast", "tcp", "tcpin"):
+            m = _NET_URL.match(url)
+            if m is None or not 0 < int(m.group(3)) < 65536:
+                raise TelemetryError(f"drone {self.vehicle_id}: cannot open MAVLink connection {url!r}: expected "
+                                     f"{scheme}:HOST:PORT")
+        elif re.match(r"^[\w.-]+:\d{1,5}$", url):
+            pass  # HOST:PORT, which pymavlink reads as udp: (dronekit's documented form)
+        elif not url.startswith(("/", "COM", "com")) and not Path(url.split(",", 1)[0]).exists():
+            raise TelemetryError(f"drone {self.vehicle_id}: cannot open MAVLink connection {url!r}: not a "
+                                 "udp:/udpin:/udpout:/tcp:/tcpin: address or a serial device")
+
+    def _probe_tcp(self) -> None:
+        """pymavlink's TCP client retries a refused connect with blocking sleeps and prints; try once first."""
+        m = _NET_URL.match(str(self.url))
+        if m is None or m.group(1).lower() != "tcp":
+            return
         try:
-            if self.is_replay:
-                p = Path(self.url)
-                if not p.is_file():
-                    raise TelemetryError(f"drone {self.vehicle_id}: telemetry log {p} does not exist")
-                conn = mu.mavlink_connection(str(p), robust_parsing=True)
-            else:
-                conn = mu.mavlink_connection(
-                    self.url,
-                    baud=self.baud,
-                    source_system=self.source_system,
-                    source_component=self.source_component,
-                    robust_parsing=True,
-                    autoreconnect=False,
-                    retries=0,  # one attempt; the reader's backoff loop does the retrying (and can be stopped)
-                )
+            with socket.create_connection((m.group(2), int(m.group(3))), timeout=min(2.0, self.heartbeat_timeout_s)):
+                pass
+        except OSError as exc:
+            raise TelemetryError(f"drone {self.vehicle_id}: cannot open MAVLink connection {self.url!r}: {exc}") from exc
+
+    def _connect(self) -> None:
+        """A new dronekit Vehicle on ``url`` with our listeners, its threads started (no waiting here)."""
+        dk = dronekit()
+        self._check_url()
+        self._probe_tcp()
+        try:
+            vehicle = dk.connect(
+                self.url,
+                _initialize=False,  # initialize() waits for a PARAM_VALUE forever: open() waits with a deadline
+                wait_ready=False,
+                baud=self.baud,
+                source_system=self.source_system,
+                source_component=self.source_component,
+                heartbeat_timeout=0,  # loss is detected here (a status), never by killing dronekit's reader
+            )
         except TelemetryError:
             raise
-        except Exception as exc:  # pymavlink raises OSError, serial errors, ValueError for bad strings
+        except (Exception, SystemExit) as exc:  # OSError, serial errors, ValueError, dronekit APIException
             raise TelemetryError(f"drone {self.vehicle_id}: cannot open MAVLink connection {self.url!r}: {exc}") from exc
-        if hasattr(conn, "handle_eof"):
-            # pymavlink's TCP client prints and returns b"" on EOF (a busy loop without autoreconnect): make
-            # a closed peer an error, so the reader marks the link lost and reconnects with backoff
+        master = vehicle._master  # noqa: SLF001 - dronekit exposes no other handle on the pymavlink connection
+        # bad bytes become BAD_DATA messages (counted) instead of exceptions inside dronekit's reader
+        master.mav.robust_parsing = True
+        if hasattr(master, "handle_eof"):
+            # pymavlink's TCP client prints and returns b"" on EOF (a busy loop without autoreconnect): make a
+            # closed peer an error, so dronekit's reader stops and this link reports the loss and reconnects
             def _closed(*_a, _url=self.url):
                 raise ConnectionResetError(f"{_url}: peer closed the TCP connection")
 
-            conn.handle_eof = _closed
-            conn.handle_disconnect = _closed
-        self._conn = conn
+            master.handle_eof = _closed
+            master.handle_disconnect = _closed
+        master.mav.file = _TeeWriter(master.mav.file, self._log_sent)
+        if self.target_system is not None:
+            vehicle._handler.target_system = self.target_system  # noqa: SLF001 - dronekit's target for sends
+        vehicle.add_message_listener("*", self._on_dronekit_message)
+        self._vehicle = vehicle
+        vehicle._handler.start()  # noqa: SLF001 - what initialize() would have done first
 
-    def open(self, timeout_s: float = 10.0) -> "MavlinkLink":
-        """Open the connection, start the reader thread and wait for the vehicle's first HEARTBEAT.
+    def _close_vehicle(self) -> None:
+        v, self._vehicle = self._vehicle, None
+        if v is None:
+            return
+        with contextlib.suppress(Exception):
+            v.remove_message_listener("*", self._on_dronekit_message)
+        try:
+            v.close()  # stops dronekit's threads (joins them) and closes the socket / port
+        except Exception as exc:  # an already-dead TCP socket
+            log.debug("drone %s: closing dronekit connection: %s", self.vehicle_id, exc)
 
-        Raises TelemetryError (with the URL) when nothing is heard within ``timeout_s``.
-        """
-        if self.is_replay:
-            raise TelemetryError(f"drone {self.vehicle_id}: {self.url} is a log; use replay()")
-        self._open_conn()
-        if self._tlog_path is not None:
-            self._tlog_path.parent.mkdir(parents=True, exist_ok=True)
-            self._tlog = open(self._tlog_path, "ab")
-        self._stop.clear()
-        self._set_status(LinkStatus.CONNECTING)
-        self._thread = threading.Thread(target=self._run, name=f"mavlink-{self.vehicle_id}", daemon=True)
-        self._thread.start()
-        # a GCS heartbeat first: udpout/tcp vehicles (and SITL on udpin) start talking once they hear one
-        self._send_gcs_heartbeat()
-        if not self._heartbeat_seen.wait(timeout_s):
-            self.close()
+    def _alive(self) -> bool:
+        v = self._vehicle
+        return v is not None and bool(getattr(v._handler, "_alive", False))  # noqa: SLF001
+
+    def _remaining(self, deadline: float) -> float:
+        return max(0.0, deadline - time.monotonic())
+
+    def _wait_ready(self, deadline: float, timeout_s: float) -> None:
+        """dronekit's initialize() with a deadline: HEARTBEAT, a booted mode, then the first PARAM_VALUE."""
+        if not self._heartbeat_seen.wait(self._remaining(deadline)):
             raise TelemetryError(
                 f"drone {self.vehicle_id}: no vehicle HEARTBEAT on {self.url} within {timeout_s:.1f} s"
             )
+        booted = lambda s: s.mode is not None and s.system_status not in (MAV_STATE_UNINIT, MAV_STATE_BOOT)  # noqa: E731
+        while not booted(self.state) and self._remaining(deadline) > 0:
+            self.wait_message(["HEARTBEAT"], None, min(0.2, self._remaining(deadline)))
+        if not booted(self.state):
+            raise TelemetryError(
+                f"drone {self.vehicle_id}: vehicle {self.target_system} on {self.url} still booting (system "
+                f"status {self.state.system_status}, mode {self.state.mode}) after {timeout_s:.1f} s"
+            )
+        if self.require_params and not self.params:
+            tsys = self._require_target()
+            with self.expect(["PARAM_VALUE"], lambda m: m.get_srcSystem() == tsys) as w:
+                got = None
+                while got is None and not self.params and self._remaining(deadline) > 0:
+                    self.send("param_request_list_send", tsys, self.target_component)
+                    got = w.get(min(1.0, self._remaining(deadline)))
+            if got is None and not self.params:
+                raise TelemetryError(
+                    f"drone {self.vehicle_id}: vehicle {tsys} on {self.url} sends HEARTBEAT (mode "
+                    f"{self.state.mode}) but no PARAM_VALUE within {timeout_s:.1f} s (PARAM_REQUEST_LIST "
+                    "unanswered; dronekit's own connect() would wait forever here)"
+                )
+        if self._status == LinkStatus.CONNECTING:
+            self._set_status(LinkStatus.CONNECTED, f"vehicle {self.target_system} ready")
+        if self.stream_rate_hz:
+            self.send("request_data_stream_send", self._require_target(), self.target_component,
+                      MAV_DATA_STREAM_ALL, max(1, int(round(self.stream_rate_hz))), 1)
+
+    def open(self, timeout_s: float = 10.0) -> "MavlinkLink":
+        """Connect through dronekit and wait (bounded) until the vehicle is ready; start loss supervision.
+
+        Ready = a vehicle HEARTBEAT, a mode past boot and (``require_params``) its first PARAM_VALUE, all within
+        ``timeout_s``. Raises TelemetryError naming the URL and what never arrived; nothing is left running.
+        """
+        if self.is_replay:
+            raise TelemetryError(f"drone {self.vehicle_id}: {self.url} is a log; use replay()")
+        deadline = time.monotonic() + timeout_s
+        self._stop.clear()
+        self._heartbeat_seen.clear()
+        self._set_status(LinkStatus.CONNECTING)
+        try:
+            self._connect()
+        except TelemetryError:
+            self._set_status(LinkStatus.CLOSED)
+            raise
+        if self._tlog_path is not None:
+            try:
+                self._tlog_path.parent.mkdir(parents=True, exist_ok=True)
+                self._tlog = open(self._tlog_path, "ab")
+            except OSError as exc:
+                self.close()
+                raise TelemetryError(f"drone {self.vehicle_id}: cannot write telemetry log {self._tlog_path}: {exc}") from exc
+        try:
+            self._send_timesync()
+            self._wait_ready(deadline, timeout_s)
+        except BaseException:
+            self.close()
+            raise
+        self._thread = threading.Thread(target=self._run, name=f"mavlink-{self.vehicle_id}", daemon=True)
+        self._thread.start()
         return self
 
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5.0)
+            self._thread.join(timeout=10.0)
         self._thread = None
-        with contextlib.suppress(Exception):
-            if self._conn is not None:
-                self._conn.close()
-        self._conn = None
-        if self._tlog is not None:
-            with contextlib.suppress(Exception):
-                self._tlog.close()
-            self._tlog = None
+        self._close_vehicle()
+        with self._tlog_lock:
+            if self._tlog is not None:
+                with contextlib.suppress(Exception):
+                    self._tlog.close()
+                self._tlog = None
         self._set_status(LinkStatus.CLOSED)
 
     def __enter__(self) -> "MavlinkLink":
@@ -314,38 +509,38 @@ class MavlinkLink:
         """Call ``fn(msg)`` for every valid message (from the reader thread; keep it quick)."""
         self._listeners.append(fn)
 
-    # -- reader ---------------------------------------------------------------------------------------------
+    # -- supervision: loss, reconnect, TIMESYNC ---------------------------------------------------------------
+
+    def _on_dronekit_message(self, _vehicle, _name: str, msg) -> None:
+        self._handle(msg)
 
     def _run(self) -> None:
         backoff = self.reconnect_backoff_s
-        while not self._stop.is_set():
-            conn = self._conn
-            if conn is None:  # the last reconnect attempt failed: try again after the backoff
-                self._reconnect(backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
-            try:
-                msg = conn.recv_match(blocking=True, timeout=0.1)
-            except Exception as exc:  # socket errors, serial unplugged, parser bugs
-                msg = None
-                log.warning("drone %s: read failed on %s: %s", self.vehicle_id, self.url, exc)
-                self._lose(f"read error: {exc}")
-                self._reconnect(backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
-            if msg is not None:
-                self._handle(msg)
-                if self._status == LinkStatus.CONNECTED:
-                    backoff = self.reconnect_backoff_s
+        last_attempt = time.monotonic()
+        while not self._stop.wait(0.05):
             now = time.monotonic()
-            if self.gcs_heartbeat_hz > 0 and now - self._last_gcs_hb >= 1.0 / self.gcs_heartbeat_hz:
-                self._send_gcs_heartbeat()
-            hb = self._state.last_heartbeat_ns
-            if self._status == LinkStatus.CONNECTED and hb is not None:
-                if time.time_ns() - hb > self.heartbeat_timeout_s * NS:
+            if self.gcs_heartbeat_hz > 0 and now - self._last_timesync >= 1.0 / self.gcs_heartbeat_hz:
+                self._send_timesync()
+            alive = self._alive()
+            hb_age = None if self._last_hb_mono is None else now - self._last_hb_mono
+            if self._status == LinkStatus.CONNECTED:
+                if alive and (hb_age is None or hb_age <= self.heartbeat_timeout_s):
+                    backoff = self.reconnect_backoff_s
+                    continue
+                if not alive:
+                    err = getattr(getattr(self._vehicle, "_handler", None), "_death_error", None)
+                    self._lose(f"connection closed ({err})" if err else "connection closed")
+                else:
                     self._lose(f"no HEARTBEAT for {self.heartbeat_timeout_s:.1f} s")
-                    self._reconnect(backoff)
-                    backoff = min(backoff * 2, 10.0)
+            elif self._status == LinkStatus.LOST:
+                # a fresh connection gets heartbeat_timeout_s (at least the backoff) to hear the vehicle
+                if alive and now - last_attempt < max(self.heartbeat_timeout_s, backoff):
+                    continue
+            else:
+                continue
+            self._reconnect(backoff)
+            last_attempt = time.monotonic()
+            backoff = min(backoff * 2, 10.0)
 
     def _lose(self, why: str) -> None:
         if self._status != LinkStatus.LOST:
@@ -353,26 +548,33 @@ class MavlinkLink:
         self._set_status(LinkStatus.LOST, why)
 
     def _reconnect(self, backoff_s: float) -> None:
-        with contextlib.suppress(Exception):
-            if self._conn is not None:
-                self._conn.close()
-        self._conn = None
+        self._close_vehicle()
         if self._stop.wait(backoff_s):
             return
         try:
-            self._open_conn()
+            self._connect()
             self.counters.reconnects += 1
-            self._send_gcs_heartbeat()
+            self._send_timesync()
         except TelemetryError as exc:
             log.warning("%s", exc)
 
     # -- replay ---------------------------------------------------------------------------------------------
 
     def replay(self, speed: float | None = None, until_s: float | None = None) -> "MavlinkLink":
-        """Feed the whole ``.tlog`` through the live code path (as fast as possible, or ``speed`` x real time)."""
+        """Feed the whole ``.tlog`` through the live code path (as fast as possible, or ``speed`` x real time).
+
+        The log is read with pymavlink (no vehicle to talk to, so no dronekit); every message goes through the
+        same ``_handle`` that dronekit's message listener calls on a live link.
+        """
         if not self.is_replay:
             raise TelemetryError(f"drone {self.vehicle_id}: {self.url} is not a .tlog file")
-        self._open_conn()
+        p = Path(self.url)
+        if not p.is_file():
+            raise TelemetryError(f"drone {self.vehicle_id}: telemetry log {p} does not exist")
+        try:
+            self._conn = mavutil().mavlink_connection(str(p), robust_parsing=True)
+        except Exception as exc:  # unreadable file
+            raise TelemetryError(f"drone {self.vehicle_id}: cannot read telemetry log {p}: {exc}") from exc
         self._set_status(LinkStatus.CONNECTING)
         t_log0 = t_wall0 = None
         try:
@@ -437,7 +639,7 @@ class MavlinkLink:
         self.counters.messages += 1
         self.counters.by_type[mtype] += 1
         if self._tlog is not None:
-            self._log_tlog(msg, recv_ns)
+            self._log_tlog(msg.get_msgbuf(), recv_ns)
         try:
             handler = getattr(self, f"_on_{mtype.lower()}", None)
             if handler is not None:
@@ -471,6 +673,9 @@ class MavlinkLink:
             self.target_component = msg.get_srcComponent()
             log.info("drone %s: vehicle is system %d component %d (type %d, autopilot %d)", self.vehicle_id,
                      self.target_system, self.target_component, msg.type, msg.autopilot)
+            v = self._vehicle
+            if v is not None:
+                v._handler.target_system = self.target_system  # noqa: SLF001 - dronekit's target for its sends
         if msg.get_srcSystem() != self.target_system:
             return
         if msg.type in COPTER_TYPES and msg.autopilot == 3:  # ARDUPILOTMEGA
@@ -491,8 +696,10 @@ class MavlinkLink:
             system_status=msg.system_status,
             last_heartbeat_ns=time.time_ns() if not self.is_replay else recv_ns,
         )
-        if self._status != LinkStatus.CONNECTED and not self.is_replay:
-            self._set_status(LinkStatus.CONNECTED, f"heartbeat from system {self.target_system}")
+        if not self.is_replay:
+            self._last_hb_mono = time.monotonic()
+            if self._status in (LinkStatus.CONNECTING, LinkStatus.LOST):
+                self._set_status(LinkStatus.CONNECTED, f"heartbeat from system {self.target_system}")
         elif self.is_replay and self._status == LinkStatus.CONNECTING:
             self._set_status(LinkStatus.CONNECTED, "log has a vehicle heartbeat")
         self._heartbeat_seen.set()
@@ -593,38 +800,44 @@ class MavlinkLink:
 
     # -- sending --------------------------------------------------------------------------------------------
 
-    def _log_tlog(self, msg, t_ns: int) -> None:
-        try:
-            self._tlog.write(struct.pack(">Q", t_ns // 1000) + bytes(msg.get_msgbuf()))
-        except Exception as exc:  # disk full must not stop telemetry
-            log.warning("drone %s: cannot write tlog %s: %s", self.vehicle_id, self._tlog_path, exc)
+    def _log_tlog(self, packet: bytes, t_ns: int) -> None:
+        with self._tlog_lock:
+            if self._tlog is None:
+                return
+            try:
+                self._tlog.write(struct.pack(">Q", t_ns // 1000) + bytes(packet))
+            except Exception as exc:  # disk full must not stop telemetry
+                log.warning("drone %s: cannot write tlog %s: %s", self.vehicle_id, self._tlog_path, exc)
+
+    def _log_sent(self, packet: bytes) -> None:
+        """Every packet dronekit writes (its GCS heartbeats, our commands) goes into the tlog too."""
+        if self._tlog is not None:
+            self._log_tlog(packet, time.time_ns())
 
     @property
     def mav(self):
-        """The pymavlink encoder (for messages without a helper here). Sends are logged to the tlog."""
-        if self._conn is None:
+        """The pymavlink encoder of the live connection (dronekit's ``message_factory``); sends are logged."""
+        v = self._vehicle
+        if v is None:
             raise TelemetryError(f"drone {self.vehicle_id}: link {self.url} is not connected")
-        return self._conn.mav
+        return v.message_factory
 
     def send(self, fn_name: str, *args) -> None:
-        """``link.send("command_long_send", ...)``: thread-safe send through pymavlink, logged to the tlog."""
+        """``link.send("command_long_send", ...)``: thread-safe send through dronekit's connection, logged."""
         with self._send_lock:
-            conn = self._conn
-            if conn is None:
+            v = self._vehicle
+            if v is None or not self._alive():
                 raise TelemetryError(f"drone {self.vehicle_id}: cannot send {fn_name}, link {self.url} is down")
-            encode = getattr(conn.mav, fn_name.removesuffix("_send") + "_encode")
+            encode = getattr(v.message_factory, fn_name.removesuffix("_send") + "_encode")
             msg = encode(*args)
             try:
-                conn.mav.send(msg)
+                v.send_mavlink(msg)
             except OSError as exc:
                 raise TelemetryError(f"drone {self.vehicle_id}: send {fn_name} on {self.url} failed: {exc}") from exc
-            if self._tlog is not None:
-                self._log_tlog(msg, time.time_ns())
 
-    def _send_gcs_heartbeat(self) -> None:
-        self._last_gcs_hb = time.monotonic()
+    def _send_timesync(self) -> None:
+        self._last_timesync = time.monotonic()
         with contextlib.suppress(TelemetryError):
-            self.send("heartbeat_send", 6, MAV_AUTOPILOT_INVALID, 0, 0, 4)  # GCS, ACTIVE
             self.send("timesync_send", 0, time.time_ns())
 
     @contextlib.contextmanager
@@ -732,13 +945,15 @@ class MavlinkLink:
         return dict(seen.values())
 
     def set_param(self, name: str, value: float, timeout_s: float = 3.0) -> float:
-        tsys = self._require_target()
-        with self.expect(["PARAM_VALUE"], lambda m: (m.param_id if isinstance(m.param_id, str) else m.param_id.decode()).rstrip("\x00") == name) as w:
-            self.send("param_set_send", tsys, self.target_component, name.encode(), float(value), 9)
-            m = w.get(timeout_s)
-        if m is None:
+        """Set a parameter through dronekit's ``Vehicle.parameters`` (PARAM_SET re-sent each second until the
+        vehicle's PARAM_VALUE echoes the value); returns the value the vehicle reports."""
+        v = self._vehicle
+        if v is None:
+            raise TelemetryError(f"drone {self.vehicle_id}: cannot set {name}, link {self.url} is not open")
+        key = name.upper()
+        if not v.parameters.set(key, float(value), retries=max(1, math.ceil(timeout_s)), wait_ready=False):
             raise TelemetryError(f"drone {self.vehicle_id}: parameter {name} not confirmed within {timeout_s} s")
-        return float(m.param_value)
+        return float(v.parameters.get(key, wait_ready=False))
 
     def _wait_state(self, pred: Callable[[VehicleState], bool], timeout_s: float, what: str) -> VehicleState:
         deadline = time.monotonic() + timeout_s
