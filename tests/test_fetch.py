@@ -414,8 +414,11 @@ def test_register_ultralytics_pt_exports_checks_and_matches_reference(env):
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(registry.resolve_onnx("tinyv8")), providers=["CPUExecutionProvider"])
-    assert sess.get_inputs()[0].shape == ["batch", 3, "height", "width"]
-    y = sess.run(None, {"images": np.zeros((2, 3, 256, 384), np.float32)})[0]
+    # the provisioned graph takes letterboxed BGR bytes (normalisation fused in), checked against the plain export
+    assert sess.get_inputs()[0].shape == ["batch", "height", "width", 3]
+    assert sess.get_inputs()[0].type == "tensor(uint8)" and lock["input"]["dtype"] == "uint8"
+    assert c["fused_input"]["max_abs_diff"] <= 1e-3
+    y = sess.run(None, {"images_u8": np.zeros((2, 256, 384, 3), np.uint8)})[0]
     assert y.shape == (2, 6, (256 // 8) * (384 // 8) + (256 // 16) * (384 // 16) + (256 // 32) * (384 // 32))
     from seawatch.vision.export.reference import reference_predict
 

@@ -161,8 +161,7 @@ def bench_model(name: str, frame: np.ndarray, rounds: int, imgsz: int | None, st
         res["int8_2x1t"] = round(min(_two_session_ms(int8, frame, max(2, rounds // 2)) for _ in range(2)), 1)
     res["pre_post_share_of_infer"] = round(statistics.median(pre_post), 3)
     res["imgsz"] = size
-    res["input_hw"] = list(fp32._pre(  # the letterboxed shape actually run
-        [frame]).tensor.shape[2:])
+    res["input_hw"] = list(fp32._pre([frame]).input_hw)  # the letterboxed shape actually run
     return res
 
 

@@ -200,13 +200,21 @@ class OnnxDetector:
         shape = list(inp.shape) + [None] * (4 - len(inp.shape))
         if len(inp.shape) != 4:
             raise ModelError(f"model {self.name!r}: input {inp.name} has shape {inp.shape}, expected (B, 3, H, W)")
+        # Graphs provisioned by `seawatch models fetch` take the letterboxed BGR bytes (B, H, W, 3) uint8 and
+        # normalise inside the graph (vision/export/fuse.py); plain exports and user models take (B, 3, H, W) float.
+        self.layout = "nhwc_u8" if inp.type in ("tensor(uint8)", "tensor(u8)") and shape[3] == 3 else "nchw_f32"
         self.static_batch = _dim(shape[0])
-        fixed_h, fixed_w = _dim(shape[2]), _dim(shape[3])
+        fixed_h, fixed_w = (_dim(shape[1]), _dim(shape[2])) if self.layout == "nhwc_u8" else (_dim(shape[2]), _dim(shape[3]))
         self.fixed_hw = (fixed_h, fixed_w) if fixed_h and fixed_w else None
-        self.input_dtype = np.float16 if "float16" in inp.type else np.float32
+        if self.layout == "nhwc_u8":
+            self.input_dtype = np.uint8
+        elif "float16" in inp.type or inp.type == "tensor(f16)":
+            self.input_dtype = np.float16
+        else:
+            self.input_dtype = np.float32
         if self.fixed_hw is not None and self.fixed_hw != (self.settings.imgsz,) * 2 and imgsz is not None:
             log.warning("model %s has a static input %s; imgsz=%s is ignored", self.name, self.fixed_hw, imgsz)
-        self._pre = Preprocessor(self.settings.imgsz, manifest.stride_px, fixed_hw=self.fixed_hw)
+        self._pre = Preprocessor(self.settings.imgsz, manifest.stride_px, fixed_hw=self.fixed_hw, layout=self.layout)
         self.last_timing = Timing()
         self.total_timing = Timing()
         log.info("model %s: %s on %s, input %s %s, imgsz %d", self.name, self.path.name, self.providers,
@@ -228,7 +236,7 @@ class OnnxDetector:
         self.last_timing, self.total_timing = last, total
 
     def _run(self, tensor: np.ndarray) -> np.ndarray:
-        if self.input_dtype is not np.float32:
+        if tensor.dtype != self.input_dtype:
             tensor = tensor.astype(self.input_dtype)
         try:
             out = self.session.run([self.output_name], {self.input_name: tensor})[0]

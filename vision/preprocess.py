@@ -8,7 +8,9 @@ which computes the same numbers):
 - each side is padded up to a multiple of the model stride, the padding split in two with
   ``left = round(dw / 2 - 0.1)`` so an odd pixel goes right / bottom; the pad value is 114;
 - resize with ``cv2.INTER_LINEAR`` (skipped when the size already matches), BGR -> RGB, HWC -> CHW, ``/ 255``
-  in float32.
+  in float32 (layout ``"nchw_f32"``) — or, for graphs that do that themselves (``seawatch models fetch`` fuses it
+  into the exported graph, see :mod:`seawatch.vision.export.fuse`), the letterboxed BGR bytes as they are,
+  ``(B, H, W, 3) uint8`` (layout ``"nhwc_u8"``): no per-pixel work in numpy at all.
 
 Frames of different sizes share one batch: each is letterboxed as above, then the batch takes the largest padded
 height and width and every frame is centred in it the same way (for a batch of equal frames this is exactly
@@ -46,8 +48,9 @@ class LetterboxBatch:
     """A preprocessed batch and how to map its pixels back to each source frame.
 
     Attributes:
-        tensor: ``(B, 3, H, W) float32`` RGB in [0, 1]. It is a view into the preprocessor's reusable buffer: it is
-            overwritten by the next call, so copy it if you keep it.
+        tensor: ``(B, 3, H, W) float32`` RGB in [0, 1] (layout ``"nchw_f32"``) or ``(B, H, W, 3) uint8`` BGR
+            (layout ``"nhwc_u8"``). It is a view into the preprocessor's reusable buffer: it is overwritten by the
+            next call, so copy it if you keep it.
         src_hw: ``(B, 2) int64`` source height and width, pixels.
         scale: ``(B,) float64`` the ratio ``r`` (resized / source) used for the long side.
         gain_xy: ``(B, 2) float64`` the actual per-axis ratios ``new_w / w``, ``new_h / h`` after rounding.
@@ -61,12 +64,16 @@ class LetterboxBatch:
     gain_xy: np.ndarray
     pad_xy: np.ndarray
     resized_hw: np.ndarray
+    layout: str = "nchw_f32"
 
     def __len__(self) -> int:
         return int(self.tensor.shape[0])
 
     @property
     def input_hw(self) -> tuple[int, int]:
+        """Height and width of the model input, pixels."""
+        if self.layout == "nhwc_u8":
+            return int(self.tensor.shape[1]), int(self.tensor.shape[2])
         return int(self.tensor.shape[2]), int(self.tensor.shape[3])
 
     def to_source(self, xyxy: np.ndarray, index: int, clip: bool = True) -> np.ndarray:
@@ -107,8 +114,11 @@ def _split_pad(total: int) -> int:
     return round_half_even(total / 2 - 0.1)
 
 
+LAYOUTS = ("nchw_f32", "nhwc_u8")
+
+
 class Preprocessor:
-    """Letterboxes lists of BGR frames into a reusable float32 buffer.
+    """Letterboxes lists of BGR frames into a reusable buffer (float32 NCHW RGB, or uint8 NHWC BGR).
 
     One instance per detector (per worker thread): the buffer is reused, so it is not thread-safe.
 
@@ -117,19 +127,26 @@ class Preprocessor:
         stride_px: model stride; padded sides are multiples of it.
         fixed_hw: a static model input (height, width): frames are letterboxed into exactly this size
             (``auto=False``) instead of the minimal rectangle.
+        layout: ``"nchw_f32"`` (RGB / 255, the exported graphs' input) or ``"nhwc_u8"`` (BGR bytes, for graphs
+            with the normalisation fused in).
     """
 
-    def __init__(self, imgsz: int = 640, stride_px: int = 32, fixed_hw: tuple[int, int] | None = None):
+    def __init__(self, imgsz: int = 640, stride_px: int = 32, fixed_hw: tuple[int, int] | None = None,
+                 layout: str = "nchw_f32"):
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         self.stride_px = int(stride_px)
         self.fixed_hw = None if fixed_hw is None else (int(fixed_hw[0]), int(fixed_hw[1]))
         self.imgsz = check_imgsz(imgsz, self.stride_px) if fixed_hw is None else max(self.fixed_hw)
-        self._flat = np.empty((0,), np.float32)
+        self.layout = layout
+        self._dtype = np.uint8 if layout == "nhwc_u8" else np.float32
+        self._flat = np.empty((0,), self._dtype)
         self._pad_f32 = np.float32(PAD_VALUE) / np.float32(255)
 
     def _buffer(self, shape: tuple[int, int, int, int]) -> np.ndarray:
         n = shape[0] * shape[1] * shape[2] * shape[3]
         if self._flat.size < n:
-            self._flat = np.empty((n,), np.float32)
+            self._flat = np.empty((n,), self._dtype)
         return self._flat[:n].reshape(shape)
 
     def plan(self, shapes: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
@@ -157,7 +174,7 @@ class Preprocessor:
         return scale, resized, pad_xy, padded, batch_hw
 
     def __call__(self, images: list[np.ndarray]) -> LetterboxBatch:
-        """Letterbox ``images`` (each ``(H, W, 3) uint8`` BGR) into one ``(B, 3, H, W) float32`` batch."""
+        """Letterbox ``images`` (each ``(H, W, 3) uint8`` BGR) into one batch of this preprocessor's layout."""
         if not images:
             raise InputError("cannot preprocess an empty list of frames")
         shapes = []
@@ -169,6 +186,31 @@ class Preprocessor:
                 raise InputError(f"frame {i}: empty image {im.shape}")
             shapes.append((im.shape[0], im.shape[1]))
         scale, resized, pad_xy, _, (bh, bw) = self.plan(shapes)
+        src_hw = np.asarray(shapes, dtype=np.int64)
+        gain_xy = np.stack([resized[:, 1] / src_hw[:, 1], resized[:, 0] / src_hw[:, 0]], axis=1)
+        if self.layout == "nhwc_u8":
+            buf = self._buffer((len(images), bh, bw, 3))
+            for i, im in enumerate(images):
+                nh, nw = int(resized[i, 0]), int(resized[i, 1])
+                px, py = int(pad_xy[i, 0]), int(pad_xy[i, 1])
+                dst = buf[i]
+                if py:
+                    dst[:py] = PAD_VALUE
+                if py + nh < bh:
+                    dst[py + nh :] = PAD_VALUE
+                if px:
+                    dst[py : py + nh, :px] = PAD_VALUE
+                if px + nw < bw:
+                    dst[py : py + nh, px + nw :] = PAD_VALUE
+                if (nh, nw) != im.shape[:2]:
+                    region = dst[py : py + nh, px : px + nw]
+                    if region.flags.c_contiguous:  # resize straight into the batch (no padding columns)
+                        cv2.resize(im, (nw, nh), dst=region, interpolation=cv2.INTER_LINEAR)
+                    else:
+                        region[...] = cv2.resize(im, (nw, nh), interpolation=cv2.INTER_LINEAR)
+                else:
+                    dst[py : py + nh, px : px + nw] = im
+            return LetterboxBatch(buf, src_hw, scale, gain_xy, pad_xy, resized, self.layout)
         buf = self._buffer((len(images), 3, bh, bw))
         inv255 = np.float32(255)
         for i, im in enumerate(images):
@@ -188,9 +230,7 @@ class Preprocessor:
                 dst[:, py : py + nh, px + nw :].fill(self._pad_f32)
             # BGR -> RGB and HWC -> CHW as a strided view; one float32 division pass writes the buffer.
             np.divide(im[:, :, ::-1].transpose(2, 0, 1), inv255, out=dst[:, py : py + nh, px : px + nw], casting="unsafe")
-        src_hw = np.asarray(shapes, dtype=np.int64)
-        gain_xy = np.stack([resized[:, 1] / src_hw[:, 1], resized[:, 0] / src_hw[:, 0]], axis=1)
-        return LetterboxBatch(buf, src_hw, scale, gain_xy, pad_xy, resized)
+        return LetterboxBatch(buf, src_hw, scale, gain_xy, pad_xy, resized, self.layout)
 
 
 def letterbox(images: list[np.ndarray], imgsz: int = 640, stride_px: int = 32) -> LetterboxBatch:

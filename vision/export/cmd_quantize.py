@@ -180,7 +180,7 @@ def quantize_model(name: str, int8: bool, bf16: bool, calib_frames: int, max_dro
         frames = calibration_frames(m.seawatch_labels, m.defaults.imgsz, calib_frames)
         # one square shape for every calibration frame: histogram calibrators need equal shapes
         size = m.defaults.imgsz
-        pre = Preprocessor(size, m.stride_px, fixed_hw=(size, size))
+        pre = Preprocessor(size, m.stride_px, fixed_hw=(size, size), layout=base.layout)
         batches = (pre([f]).tensor.copy() for f in frames)
         out = registry.model_dir(name) / "model.int8.onnx"
         facts = quantize_int8(fp32_path, out, batches, method=method)

@@ -9,7 +9,9 @@ For each manifest:
    ``torch.onnx.export`` of the YOLOv5 graph with its Detect head in export mode);
 4. run PyTorch and ONNX Runtime on the same preprocessed real images (shared media, else a synthetic image)
    and compare raw outputs; too large a difference is an ExportError;
-5. write ``weights.pt``, ``model.onnx`` and, last, ``lock.json`` into ``<cache>/models/<name>/``.
+5. fuse the input normalisation into the graph (:mod:`seawatch.vision.export.fuse`: the model then takes the
+   letterboxed ``(B, H, W, 3) uint8`` BGR frame) and check the fused graph against the plain one;
+6. write ``weights.pt``, ``model.onnx`` and, last, ``lock.json`` into ``<cache>/models/<name>/``.
 
 All work happens in a temporary folder beside the model folder, renamed into place only when everything
 passed, so a failure leaves the previous state (or nothing) behind. A model whose lock matches the manifest
@@ -451,6 +453,21 @@ def check_onnx_layout(m: ModelManifest, onnx_path: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ provisioning
+def fuse_checked(m: ModelManifest, onnx_path: Path) -> tuple[dict, dict]:
+    """Replace ``onnx_path`` by its fused-input version, checked against the plain graph on the check images."""
+    from seawatch.vision.export.fuse import check_fused, fuse_uint8_input
+
+    plain = onnx_path.with_name("plain." + onnx_path.name)
+    os.replace(onnx_path, plain)
+    try:
+        desc = fuse_uint8_input(plain, onnx_path)
+        frames = [img for _, img in check_images(m)][:4]
+        res = check_fused(plain, onnx_path, frames, m.defaults.imgsz, m.stride_px)
+    finally:
+        plain.unlink(missing_ok=True)
+    return desc, res
+
+
 def _versions() -> dict:
     from importlib import metadata
 
@@ -468,6 +485,8 @@ def is_current(m: ModelManifest) -> bool:
     lock = registry.read_lock(m.name)
     if not lock or lock.get("manifest_digest") != m.digest():
         return False
+    if m.family != "onnx" and (lock.get("input") or {}).get("dtype") != "uint8":
+        return False  # provisioned before the input was fused into the graph: export again
     try:
         registry.resolve_onnx(m.name, "fp32", verify=True)
     except ModelError:
@@ -555,9 +574,10 @@ def _fetch_locked(m: ModelManifest, *, force: bool, offline: bool, check: bool, 
         timings["obtain_s"] = round(time.perf_counter() - t, 3)
         onnx_path = work / ONNX_FILE
         check_res: dict[str, Any]
-        if m.family == "onnx":
+        if m.family == "onnx":  # a user's ONNX file is kept as given (the detector feeds either input kind)
             check_res = {"layout": check_onnx_layout(m, onnx_path), "numeric": "not applicable (ONNX source)"}
             weights_entry: dict = {}
+            input_desc = {"layout": "as given"}
         else:
             from seawatch.vision.export.loaders import check_names, load_checkpoint
 
@@ -578,6 +598,9 @@ def _fetch_locked(m: ModelManifest, *, force: bool, offline: bool, check: bool, 
                 timings["check_s"] = round(time.perf_counter() - t, 3)
             else:
                 check_res = {"skipped": True}
+            t = time.perf_counter()
+            input_desc, check_res["fused_input"] = fuse_checked(m, onnx_path)
+            timings["fuse_s"] = round(time.perf_counter() - t, 3)
             weights_entry = {"file": WEIGHTS_FILE, "sha256": prov["weights_sha256"]}
         onnx_sha = sha256_file(onnx_path)
         lock = {
@@ -590,6 +613,7 @@ def _fetch_locked(m: ModelManifest, *, force: bool, offline: bool, check: bool, 
             "seawatch_labels": list(m.seawatch_labels),
             "input_size_px": list(m.input_size_px),
             "variants": {"fp32": {"file": ONNX_FILE, "sha256": onnx_sha, "bytes": onnx_path.stat().st_size}},
+            "input": input_desc,
             "weights": weights_entry,
             "weights_path": str(registry.model_dir(m.name) / WEIGHTS_FILE) if weights_entry else None,
             "source": prov,

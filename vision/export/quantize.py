@@ -23,6 +23,8 @@ import numpy as np
 
 from seawatch.errors import ExportError
 
+from seawatch.vision.export.fuse import NODE_PREFIX
+
 log = logging.getLogger(__name__)
 
 _LAYER = re.compile(r"/model\.(\d+)/")
@@ -42,11 +44,14 @@ def head_nodes_to_exclude(model_path: Path) -> list[str]:
     prefix = head_prefix(n.name for n in graph.node)
     if prefix is None:
         return []
-    return [n.name for n in graph.node if prefix in n.name and n.op_type != "Conv"]
+    head = [n.name for n in graph.node if prefix in n.name and n.op_type != "Conv"]
+    front = [n.name for n in graph.node if n.name.startswith(NODE_PREFIX)]  # fused uint8 input: stays as is
+    return front + head
 
 
 class _Batches:
-    """Adapts an iterable of ``(1, 3, H, W) float32`` arrays to ORT's CalibrationDataReader protocol."""
+    """Adapts an iterable of input batches (``(1, 3, H, W) float32`` or, for graphs with a fused input,
+    ``(1, H, W, 3) uint8``) to ORT's CalibrationDataReader protocol."""
 
     def __init__(self, input_name: str, batches: Iterable[np.ndarray]):
         self.input_name = input_name
@@ -58,7 +63,7 @@ class _Batches:
         if arr is None:
             return None
         self.count += 1
-        return {self.input_name: np.ascontiguousarray(arr, dtype=np.float32)}
+        return {self.input_name: np.ascontiguousarray(arr)}
 
     def rewind(self):  # the quantizer calls this on some versions; one pass is all we need
         pass
@@ -68,8 +73,9 @@ def quantize_int8(src: Path, dst: Path, calibration: Iterable[np.ndarray], *, ex
                   method: str = "minmax", per_channel: bool = True) -> dict:
     """Write a static INT8 QDQ model to ``dst`` (atomically). Returns facts for the lock record.
 
-    ``calibration`` yields preprocessed input tensors ``(1, 3, H, W) float32`` in [0, 1]; shapes may differ
-    between items (dynamic models).
+    ``calibration`` yields preprocessed input tensors in the model's input layout (``(1, 3, H, W) float32`` in
+    [0, 1], or ``(1, H, W, 3) uint8`` BGR for fused-input graphs); shapes may differ between items (dynamic
+    models). The fused front end (uint8 -> float) and the head's decode stay in float.
     """
     import onnx
     import onnxruntime as ort
