@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from seawatch.errors import InputError
 from seawatch.vision.events import Event
 
 Severity = Literal["low", "medium", "high", "critical"]
@@ -58,6 +59,12 @@ class SearchParams(BaseModel):
     min_lon: float | None = Field(None, ge=-180, le=180, description="bbox west edge; west > east crosses the antimeridian")
     max_lat: float | None = Field(None, ge=-90, le=90, description="bbox north edge")
     max_lon: float | None = Field(None, ge=-180, le=180, description="bbox east edge")
+    polygon: str | None = Field(None, min_length=1, max_length=20000,
+                                description="WGS84 polygon 'lon lat,lon lat,...' (3-500 vertices, straight edges in lon/lat, "
+                                            "boundary included, no self-crossing, not across the antimeridian)")
+    near_lat: float | None = Field(None, ge=-90, le=90, description="radius search centre latitude (with near_lon and radius_m)")
+    near_lon: float | None = Field(None, ge=-180, le=180, description="radius search centre longitude")
+    radius_m: float | None = Field(None, gt=0, le=1_000_000, description="radius search: geodesic metres on the WGS84 ellipsoid")
     has_geo: bool | None = Field(None, description="true: only events with a position; false: only without")
     mmsi: str | None = Field(None, pattern=r"^[0-9]{1,9}$", description="vessel MMSI (exact)")
     vessel_name: str | None = Field(None, min_length=1, max_length=128, description="vessel name contains (case-insensitive)")
@@ -74,6 +81,13 @@ class SearchParams(BaseModel):
             raise ValueError("a bbox needs all four of min_lat, min_lon, max_lat, max_lon")
         if self.min_lat is not None and self.max_lat is not None and self.min_lat > self.max_lat:
             raise ValueError("min_lat must not exceed max_lat")
+        near = (self.near_lat, self.near_lon, self.radius_m)
+        if any(e is not None for e in near) and any(e is None for e in near):
+            raise ValueError("a radius search needs all three of near_lat, near_lon, radius_m")
+        try:
+            self.geo_filters()
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
         if self.start_from and self.start_to and to_ns(self.start_from) > to_ns(self.start_to):
             raise ValueError("start_from must not be after start_to")
         for name in ("type", "source", "zone"):
@@ -81,6 +95,17 @@ class SearchParams(BaseModel):
                 if not 0 < len(v) <= 128:
                     raise ValueError(f"{name} values must be 1-128 characters")
         return self
+
+    def geo_filters(self) -> dict[str, Any]:
+        """The polygon and radius filters as the store's typed values (``EventQuery`` fields)."""
+        from seawatch.service.store import GeoCircle, GeoPolygon
+
+        out: dict[str, Any] = {}
+        if self.polygon is not None:
+            out["polygon"] = GeoPolygon.parse(self.polygon)
+        if self.radius_m is not None and self.near_lat is not None and self.near_lon is not None:
+            out["near"] = GeoCircle(self.near_lat, self.near_lon, self.radius_m)
+        return out
 
 
 class GeoOut(BaseModel):

@@ -12,8 +12,10 @@ always in the database.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -99,6 +101,160 @@ class BBox:
             raise InputError(f"bbox longitudes must lie in [-180, 180], got {self.min_lon_deg}, {self.max_lon_deg}")
 
 
+MAX_POLYGON_VERTICES = 500
+MAX_RADIUS_M = 1_000_000.0
+# smallest radius of curvature of the WGS84 ellipsoid (meridional, at the equator): a geodesic of length r spans at
+# most r / this radians of latitude, so boxes built with it always contain the whole circle
+_MIN_CURVATURE_RADIUS_M = 6_335_439.0
+
+
+def _finite(*values: float) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+
+
+@dataclass(frozen=True, slots=True)
+class GeoPolygon:
+    """A WGS84 polygon: one outer ring of (lon_deg, lat_deg) vertices, edges straight in lon/lat (as in GeoJSON,
+    RFC 7946 §3.1.1), boundary included. 3 to MAX_POLYGON_VERTICES distinct vertices, a simple ring (no self
+    crossing) with an area; the closing vertex may be repeated. It may not cross the antimeridian (split it)."""
+
+    vertices_lonlat: tuple[tuple[float, float], ...]
+
+    def __post_init__(self) -> None:
+        v = tuple((float(x), float(y)) for x, y in self.vertices_lonlat) if _valid_pairs(self.vertices_lonlat) else None
+        if v is None:
+            raise InputError("polygon vertices must be (lon, lat) pairs of finite numbers")
+        if len(v) > 1 and v[0] == v[-1]:
+            v = v[:-1]
+        if not 3 <= len(v) <= MAX_POLYGON_VERTICES:
+            raise InputError(f"a polygon needs 3 to {MAX_POLYGON_VERTICES} vertices, got {len(v)}")
+        for i, (lon, lat) in enumerate(v):
+            if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+                raise InputError(f"polygon vertex {i} ({lon}, {lat}) is outside lon [-180, 180], lat [-90, 90]")
+        from shapely.geometry import Polygon
+
+        shape = Polygon(v)
+        if not shape.is_valid or shape.area <= 0:
+            from shapely.validation import explain_validity
+
+            why = explain_validity(shape) if not shape.is_valid else "it has no area"
+            raise InputError(f"the polygon is not a simple ring ({why}): its edges must not cross or touch")
+        object.__setattr__(self, "vertices_lonlat", v)
+
+    @classmethod
+    def parse(cls, text: str) -> "GeoPolygon":
+        """From ``"lon lat,lon lat,..."`` (the API's ``polygon`` parameter)."""
+        if not isinstance(text, str) or len(text) > 40 * MAX_POLYGON_VERTICES:
+            raise InputError("polygon text is too long")
+        pairs = []
+        for i, part in enumerate(text.split(",")):
+            nums = part.split()
+            if len(nums) != 2:
+                raise InputError(f"polygon vertex {i} must be 'lon lat' (two numbers separated by a space), got {part.strip()[:40]!r}")
+            try:
+                lon, lat = float(nums[0]), float(nums[1])
+            except ValueError:
+                raise InputError(f"polygon vertex {i}: {part.strip()[:40]!r} is not two numbers") from None
+            if not _finite(lon, lat):
+                raise InputError(f"polygon vertex {i} is not finite")
+            pairs.append((lon, lat))
+            if len(pairs) > MAX_POLYGON_VERTICES + 1:
+                raise InputError(f"a polygon has at most {MAX_POLYGON_VERTICES} vertices")
+        return cls(tuple(pairs))
+
+    @property
+    def wkt(self) -> str:
+        ring = [*self.vertices_lonlat, self.vertices_lonlat[0]]
+        return "POLYGON((" + ",".join(f"{lon!r} {lat!r}" for lon, lat in ring) + "))"
+
+    def box(self) -> tuple[float, float, list[tuple[float, float]]]:
+        """(min_lat, max_lat, [(min_lon, max_lon)]) containing the polygon."""
+        lons = [p[0] for p in self.vertices_lonlat]
+        lats = [p[1] for p in self.vertices_lonlat]
+        return min(lats), max(lats), [(min(lons), max(lons))]
+
+
+def _valid_pairs(pairs: Any) -> bool:
+    try:
+        return all(len(p) == 2 and _finite(p[0], p[1]) for p in pairs)
+    except TypeError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class GeoCircle:
+    """Events within ``radius_m`` geodesic metres (WGS84 ellipsoid) of a point; 0 < radius_m <= MAX_RADIUS_M."""
+
+    lat_deg: float
+    lon_deg: float
+    radius_m: float
+
+    def __post_init__(self) -> None:
+        if not _finite(self.lat_deg, self.lon_deg, self.radius_m):
+            raise InputError("near_lat, near_lon and radius_m must be finite numbers")
+        if not (-90 <= self.lat_deg <= 90 and -180 <= self.lon_deg <= 180):
+            raise InputError(f"the centre ({self.lat_deg}, {self.lon_deg}) is outside lat [-90, 90], lon [-180, 180]")
+        if not 0 < self.radius_m <= MAX_RADIUS_M:
+            raise InputError(f"radius_m must be above 0 and at most {MAX_RADIUS_M:.0f}, got {self.radius_m}")
+
+    def box(self) -> tuple[float, float, list[tuple[float, float]]]:
+        """(min_lat, max_lat, lon ranges) containing every point within the radius (conservative by a margin;
+        two lon ranges across the antimeridian, the whole circle of longitude around a pole)."""
+        delta = self.radius_m / _MIN_CURVATURE_RADIUS_M  # radians, an upper bound of the angular radius
+        dlat = math.degrees(delta) * 1.001 + 1e-7
+        lo, hi = self.lat_deg - dlat, self.lat_deg + dlat
+        if lo <= -90 or hi >= 90:
+            return max(lo, -90.0), min(hi, 90.0), [(-180.0, 180.0)]
+        ratio = math.sin(delta) / math.cos(math.radians(max(abs(lo), abs(hi))))
+        if ratio >= 1:
+            return lo, hi, [(-180.0, 180.0)]
+        dlon = math.degrees(math.asin(ratio)) * 1.001 + 1e-7
+        west, east = self.lon_deg - dlon, self.lon_deg + dlon
+        if west < -180:
+            return lo, hi, [(west + 360, 180.0), (-180.0, east)]
+        if east > 180:
+            return lo, hi, [(west, 180.0), (-180.0, east - 360)]
+        return lo, hi, [(west, east)]
+
+
+_GEOD = None
+
+
+def geodesic_m(lat0_deg: float, lon0_deg: float, lat_deg: float, lon_deg: float) -> float:
+    """WGS84 geodesic distance in metres (Karney, through pyproj; the algorithm PostGIS uses on the spheroid)."""
+    global _GEOD
+    if _GEOD is None:
+        from pyproj import Geod
+
+        _GEOD = Geod(ellps="WGS84")
+    return float(_GEOD.inv(lon0_deg, lat0_deg, lon_deg, lat_deg)[2])
+
+
+@functools.lru_cache(maxsize=64)
+def _prepared_polygon(wkt: str):
+    import shapely
+    from shapely import wkt as shapely_wkt
+
+    shape = shapely_wkt.loads(wkt)
+    shapely.prepare(shape)
+    return shape
+
+
+def _sqlite_in_polygon(wkt: str | None, lon: float | None, lat: float | None) -> int | None:
+    """SQL function ``sw_in_polygon(wkt, lon, lat)``: 1 when the point is inside or on the polygon."""
+    if wkt is None or lon is None or lat is None:
+        return None
+    import shapely
+
+    return int(shapely.intersects_xy(_prepared_polygon(wkt), lon, lat))
+
+
+def _sqlite_geodesic_m(lat0: float | None, lon0: float | None, lat: float | None, lon: float | None) -> float | None:
+    if lat0 is None or lon0 is None or lat is None or lon is None:
+        return None
+    return geodesic_m(lat0, lon0, lat, lon)
+
+
 @dataclass(frozen=True, slots=True)
 class EventQuery:
     """Typed search filters; empty tuples / None mean 'any'. Times are UTC ns; ``start`` range is half-open."""
@@ -113,6 +269,8 @@ class EventQuery:
     start_to_ns: int | None = None
     open_only: bool | None = None
     bbox: BBox | None = None
+    polygon: GeoPolygon | None = None
+    near: GeoCircle | None = None
     has_geo: bool | None = None
     mmsi: str | None = None
     vessel_name: str | None = None
@@ -205,6 +363,33 @@ def _attr(ev: Event, *names: str, max_len: int) -> str | None:
     return None
 
 
+def _box_conds(min_lat: float, max_lat: float, lon_ranges: list[tuple[float, float]]) -> list[Any]:
+    """Conditions on the indexed lat/lon columns for a box (several lon ranges: across the antimeridian)."""
+    t = events_table
+    lat = t.c.lat_deg.between(min_lat, max_lat)
+    if len(lon_ranges) == 1:
+        lo, hi = lon_ranges[0]
+        if lo <= -180 and hi >= 180:
+            return [lat, t.c.lon_deg.is_not(None)]
+        return [lat, t.c.lon_deg.between(lo, hi)]
+    return [lat, sa.or_(*(t.c.lon_deg.between(lo, hi) for lo, hi in lon_ranges))]
+
+
+def _sqlite_cond(shape: "GeoPolygon | GeoCircle") -> Any:
+    t = events_table
+    if isinstance(shape, GeoPolygon):
+        return sa.func.sw_in_polygon(shape.wkt, t.c.lon_deg, t.c.lat_deg) == 1
+    return sa.func.sw_geodesic_m(shape.lat_deg, shape.lon_deg, t.c.lat_deg, t.c.lon_deg) <= shape.radius_m
+
+
+def _postgis_cond(shape: "GeoPolygon | GeoCircle") -> Any:
+    """ST_Covers on the GiST-indexed geometry / ST_DWithin on the GiST-indexed geography (spheroid distance)."""
+    if isinstance(shape, GeoPolygon):
+        return sa.func.ST_Covers(sa.func.ST_GeomFromText(shape.wkt, 4326), sa.literal_column("events.geom"))
+    centre = sa.func.ST_GeogFromText(f"SRID=4326;POINT({shape.lon_deg!r} {shape.lat_deg!r})")
+    return sa.func.ST_DWithin(sa.literal_column("(events.geom)::geography"), centre, shape.radius_m)
+
+
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -212,6 +397,9 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=5000")
     cur.close()
+    # exact geo predicates for polygon / radius search (the lat/lon index narrows the rows first)
+    dbapi_conn.create_function("sw_in_polygon", 3, _sqlite_in_polygon, deterministic=True)
+    dbapi_conn.create_function("sw_geodesic_m", 4, _sqlite_geodesic_m, deterministic=True)
 
 
 class EventStore:
@@ -221,6 +409,7 @@ class EventStore:
         self.engine = engine
         self._write_lock = threading.Lock()  # one writer at a time (SQLite has one anyway)
         self._fts: bool | None = None
+        self._geom: bool | None = None
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> "EventStore":
@@ -255,6 +444,11 @@ class EventStore:
         try:
             with self.engine.begin() as conn:
                 upgrade(conn)
+            if self.engine.dialect.name == "postgresql":
+                from seawatch.service.migrations.versions.r0003_postgis import ensure_postgis
+
+                with self.engine.begin() as conn:  # PostGIS installed after 0003 ran: add the spatial column now
+                    ensure_postgis(conn)
         except sa.exc.OperationalError as exc:
             raise ConfigError(f"storage: cannot open/migrate the database: {exc.orig}") from None
 
@@ -363,6 +557,17 @@ class EventStore:
                 self._fts = conn.execute(sa.text("SELECT 1 FROM sqlite_master WHERE name = 'events_fts'")).first() is not None
         return self._fts
 
+    def _postgis(self) -> bool:
+        """PostgreSQL with the PostGIS column of migration 0003 (absent where the extension could not be created)."""
+        if self.engine.dialect.name != "postgresql":
+            return False
+        if self._geom is None:
+            with self.engine.connect() as conn:
+                self._geom = conn.execute(sa.text(
+                    "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+                    "AND table_name = 'events' AND column_name = 'geom'")).first() is not None
+        return self._geom
+
     def _few_in_box(self, box: list[Any]) -> bool:
         """True when the bbox holds at most GEO_FIRST_MAX_ROWS events (an index-only probe of the lat/lon index)."""
         t = events_table
@@ -371,6 +576,29 @@ class EventStore:
             return int(conn.execute(probe).scalar_one()) <= self.GEO_FIRST_MAX_ROWS
 
     def search(self, q: EventQuery) -> Page:
+        stmt = self._select(q)
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+            more = len(rows) > q.limit
+            rows = rows[: q.limit]
+            hist = self._history(conn, [r.id for r in rows])
+        events = [self._event(r.data, r.review_status, hist.get(r.id, [])) for r in rows]
+        nxt = _encode_cursor(q.sort, rows[-1].sort_key, rows[-1].id) if more and rows else None
+        return Page(events, nxt)
+
+    def explain(self, q: EventQuery) -> str:
+        """The database's plan for a search (SQLite EXPLAIN QUERY PLAN / PostgreSQL EXPLAIN), one line per step."""
+        stmt = self._select(q)
+        compiled = stmt.compile(dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True})
+        with self.engine.connect() as conn:
+            if self.engine.dialect.name == "sqlite":
+                params = tuple(compiled.params[k] for k in compiled.positiontup or ())
+                rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled), params).all()
+                return "\n".join(str(r[-1]) for r in rows)
+            rows = conn.exec_driver_sql("EXPLAIN " + str(compiled), compiled.params).all()
+            return "\n".join(str(r[0]) for r in rows)
+
+    def _select(self, q: EventQuery) -> sa.Select:
         t = events_table
         conds: list[Any] = []
         if q.types:
@@ -400,13 +628,26 @@ class EventStore:
         geo_first = False
         if q.bbox is not None:
             b = q.bbox
-            box = [t.c.lat_deg.between(b.min_lat_deg, b.max_lat_deg)]
             if b.min_lon_deg <= b.max_lon_deg:
-                box.append(t.c.lon_deg.between(b.min_lon_deg, b.max_lon_deg))
+                box = _box_conds(b.min_lat_deg, b.max_lat_deg, [(b.min_lon_deg, b.max_lon_deg)])
             else:
-                box.append(sa.or_(t.c.lon_deg >= b.min_lon_deg, t.c.lon_deg <= b.max_lon_deg))
+                box = _box_conds(b.min_lat_deg, b.max_lat_deg, [(b.min_lon_deg, 180.0), (-180.0, b.max_lon_deg)])
             conds += box
             geo_first = self._few_in_box(box)
+        exact: list[Any] = []  # the costly exact predicates go last, after every indexed condition
+        for shape in (q.polygon, q.near):
+            if shape is None:
+                continue
+            if self._postgis():
+                exact.append(_postgis_cond(shape))
+            elif self.engine.dialect.name == "sqlite":
+                box = _box_conds(*shape.box())
+                conds += box
+                geo_first = geo_first or self._few_in_box(box)
+                exact.append(_sqlite_cond(shape))
+            else:
+                raise ConfigError("polygon and radius search need PostGIS on this PostgreSQL database "
+                                  "(CREATE EXTENSION postgis as a superuser, then restart the service to migrate)")
         if q.mmsi:
             conds.append(t.c.mmsi == q.mmsi)
         if q.vessel_name:
@@ -434,13 +675,6 @@ class EventStore:
                 conds.append(sa.or_(col < key, sa.and_(col == key, t.c.id < eid)))
             else:
                 conds.append(sa.or_(col > key, sa.and_(col == key, t.c.id > eid)))
+        conds += exact
         order = (col.desc(), t.c.id.desc()) if desc else (col.asc(), t.c.id.asc())
-        stmt = sa.select(t.c.id, t.c.data, t.c.review_status, col.label("sort_key")).where(*conds).order_by(*order).limit(q.limit + 1)
-        with self.engine.connect() as conn:
-            rows = conn.execute(stmt).all()
-            more = len(rows) > q.limit
-            rows = rows[: q.limit]
-            hist = self._history(conn, [r.id for r in rows])
-        events = [self._event(r.data, r.review_status, hist.get(r.id, [])) for r in rows]
-        nxt = _encode_cursor(q.sort, rows[-1].sort_key, rows[-1].id) if more and rows else None
-        return Page(events, nxt)
+        return sa.select(t.c.id, t.c.data, t.c.review_status, col.label("sort_key")).where(*conds).order_by(*order).limit(q.limit + 1)

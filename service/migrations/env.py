@@ -6,13 +6,14 @@ from __future__ import annotations
 from alembic import context
 import sqlalchemy as sa
 
+from seawatch.service.migrations import include_object
 from seawatch.service.store import metadata
 
 config = context.config
 
 
 def _run(connection) -> None:
-    context.configure(connection=connection, target_metadata=metadata,
+    context.configure(connection=connection, target_metadata=metadata, include_object=include_object,
                       render_as_batch=connection.dialect.name == "sqlite")
     with context.begin_transaction():
         context.run_migrations()
