@@ -1,8 +1,12 @@
-// Seawatch operator UI: event list with filters, a map (coordinate grid; tiles when configured), detail with
-// snapshot and clip, acknowledge / dismiss / confirm, live updates over /api/live. No external resources.
+// Seawatch operator UI: login, event list with filters, the map (map.js), event detail with snapshot and clip,
+// acknowledge / dismiss / confirm with a note, sources (cameras, drones, AIS), live updates over /api/live.
+// Plain ES modules, no build step, no external resources. Every datum comes from the authenticated API.
 "use strict";
-const SEV_COLOUR = { low: "#2c7bb6", medium: "#b8860b", high: "#e66101", critical: "#d7191c" };
-const state = { auth: null, events: [], selected: null };
+import { MapView } from "/ui/map.js";
+
+const state = { auth: null, events: [], selected: null, sources: [], vessels: [], seen: new Set(), ws: null };
+const $ = (id) => document.getElementById(id);
+let map = null;
 
 function readAuth() {
   const h = new URLSearchParams(location.hash.slice(1));  // kiosk displays: #key=... or #token=... (never sent to the server)
@@ -18,128 +22,170 @@ async function api(path, opts = {}) {
   if (!r.ok) { const b = await r.json().catch(() => ({})); throw new Error((b.error && b.error.message) || r.statusText); }
   return r;
 }
+const json = async (path, opts) => (await api(path, opts)).json();
 
-function showLogin() { document.getElementById("login").hidden = false; document.getElementById("main").hidden = true; }
+function showLogin() {
+  $("login").hidden = false; $("main").hidden = true; $("logout").hidden = true;
+  if (state.ws) { state.ws.onclose = null; state.ws.close(); state.ws = null; }
+}
 
 async function start() {
   state.auth = readAuth();
   if (!state.auth) return showLogin();
-  const me = await (await api("/api/auth/me")).json();
-  document.getElementById("who").textContent = `${me.name} (${me.role})`;
-  document.getElementById("login").hidden = true;
-  document.getElementById("main").hidden = false;
+  const me = await json("/api/auth/me");
+  $("who").textContent = `${me.name} (${me.role})`;
+  $("login").hidden = true; $("main").hidden = false; $("logout").hidden = false;
+  const m = await json("/api/map");
+  map = new MapView($("map"), { tilesUrl: m.tiles_url, attribution: m.attribution, onPick: select,
+    onMove: (v) => { $("map-info").textContent = `${v.lat.toFixed(4)}°, ${v.lon.toFixed(4)}° z${v.zoom.toFixed(1)}`; } });
+  if (!m.tiles_url && m.coastline) fetch("/ui/coastline.json").then((r) => r.json()).then((c) => map.setCoastline(c.lines)).catch(() => {});
+  window.seawatch = { state, map, search, select };  // for the browser tests and the console
+  await refreshSources(await json("/api/sources"));
   await search();
+  await refreshVessels();
+  setInterval(() => refreshVessels().catch(() => {}), 10000);
   connectLive();
 }
 
-document.getElementById("login-form").addEventListener("submit", async (e) => {
+$("login-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const f = new FormData(e.target);
   const r = await fetch("/api/auth/login", { method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ username: f.get("username"), password: f.get("password") }) });
-  const b = await r.json();
-  if (!r.ok) { document.getElementById("login-error").textContent = b.error.message; return; }
+  const b = await r.json().catch(() => ({}));
+  if (!r.ok) { $("login-error").textContent = (b.error && b.error.message) || r.statusText; return; }
+  $("login-error").textContent = "";
   sessionStorage.setItem("seawatch-token", b.access_token);
-  start();
+  start().catch((err) => console.error(err));
 });
-
-document.getElementById("filters").addEventListener("submit", (e) => { e.preventDefault(); search(); });
+$("logout").addEventListener("click", () => { sessionStorage.removeItem("seawatch-token"); location.hash = ""; location.reload(); });
+$("filters").addEventListener("submit", (e) => { e.preventDefault(); search(); });
+$("map-fit").addEventListener("click", () => map && map.fitAll());
+for (const cb of document.querySelectorAll("#map-bar input[data-layer]")) {
+  cb.addEventListener("change", () => { if (map) { map.layers[cb.dataset.layer] = cb.checked; map.redraw(); } });
+}
 
 async function search() {
   const p = new URLSearchParams();
-  for (const [k, v] of new FormData(document.getElementById("filters"))) if (v) p.append(k, v);
+  for (const [k, v] of new FormData($("filters"))) {
+    if (!v) continue;
+    p.append(k, k.startsWith("start_") ? new Date(v).toISOString() : v);  // datetime-local is local time
+  }
   p.set("limit", "200");
-  state.events = (await (await api("/api/events?" + p)).json()).events;
-  renderList(); drawMap();
+  try {
+    state.events = (await json("/api/events?" + p)).events;
+    $("count").textContent = `${state.events.length} event(s)`;
+  } catch (e) { $("count").textContent = e.message; return; }
+  renderList();
+  if (map) map.setData({ events: state.events, selected: state.selected });
 }
 
 function fmt(ns) { return new Date(ns / 1e6).toISOString().replace("T", " ").slice(0, 19); }
 
 function renderList() {
   const tb = document.querySelector("#events tbody");
-  tb.innerHTML = "";
+  tb.replaceChildren();
+  const first = state.seen.size === 0;
   for (const ev of state.events) {
     const tr = document.createElement("tr");
     tr.dataset.id = ev.id;
-    if (state.selected === ev.id) tr.className = "sel";
-    for (const [text, cls] of [[fmt(ev.start_ns), ""], [ev.type, ""], [ev.severity, "sev-" + ev.severity], [ev.source_id, ""], [ev.review_status, ""]]) {
+    tr.className = (state.selected === ev.id ? "sel " : "") + (!first && !state.seen.has(ev.id) ? "fresh" : "");
+    for (const [text, cls] of [[fmt(ev.start_ns), ""], [ev.type, ""], [ev.severity, "sev-" + ev.severity], [ev.source_id, ""], [ev.review_status, "status"]]) {
       const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td);
     }
     tr.addEventListener("click", () => select(ev.id));
     tb.appendChild(tr);
   }
+  for (const ev of state.events) state.seen.add(ev.id);
 }
 
-function mapBounds(located) {
-  if (!located.length) return { minLat: 50, maxLat: 58, minLon: 0, maxLon: 10 };  // North Sea when nothing is located
-  let b = { minLat: 90, maxLat: -90, minLon: 180, maxLon: -180 };
-  for (const ev of located) {
-    b.minLat = Math.min(b.minLat, ev.geo.lat_deg); b.maxLat = Math.max(b.maxLat, ev.geo.lat_deg);
-    b.minLon = Math.min(b.minLon, ev.geo.lon_deg); b.maxLon = Math.max(b.maxLon, ev.geo.lon_deg);
+async function refreshSources(list) {
+  state.sources = list;
+  const sel = document.querySelector("#filters select[name=source]");
+  const have = new Set([...sel.options].map((o) => o.value));
+  for (const s of list) if (s.kind === "camera" && !have.has(s.source_id)) { const o = document.createElement("option"); o.textContent = s.source_id; sel.appendChild(o); }
+  const tb = document.querySelector("#sources tbody");
+  tb.replaceChildren();
+  for (const s of list) {
+    const tr = document.createElement("tr");
+    tr.dataset.id = s.source_id;
+    let details = "";
+    if (s.kind === "drone") {
+      details = [s.mode, s.armed ? "armed" : s.armed === false ? "disarmed" : null,
+        s.lat_deg != null ? `${s.lat_deg.toFixed(5)}, ${s.lon_deg.toFixed(5)}` : null,
+        s.alt_rel_m != null ? `${s.alt_rel_m.toFixed(0)} m` : null, s.heading_deg != null ? `${s.heading_deg.toFixed(0)}°` : null,
+        s.battery_pct != null ? `battery ${s.battery_pct}%` : null,
+        s.patrol ? `patrol ${s.patrol} (${s.patrol_state}, waypoint ${s.current_waypoint ?? "-"}/${s.waypoints ?? "-"})` : null,
+        s.last_error].filter(Boolean).join(" · ");
+    } else if (s.kind === "ais") {
+      details = `${s.vessels} vessel(s), ${s.messages} message(s), last ${s.last_message_age_s ?? "-"} s ago`;
+    } else {
+      details = `${s.frames_decoded ?? 0} frames${s.last_error ? " · " + s.last_error : ""}${s.view ? " · surveyed" : ""}`;
+    }
+    for (const [text, cls] of [[s.source_id, ""], [s.kind || "camera", ""], [s.state, "st-" + s.state], [details, ""]]) {
+      const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td);
+    }
+    tb.appendChild(tr);
   }
-  const padLat = Math.max(0.01, (b.maxLat - b.minLat) * 0.15), padLon = Math.max(0.01, (b.maxLon - b.minLon) * 0.15);
-  return { minLat: b.minLat - padLat, maxLat: b.maxLat + padLat, minLon: b.minLon - padLon, maxLon: b.maxLon + padLon };
+  const drones = list.filter((s) => s.kind === "drone"), cams = list.filter((s) => (s.kind || "camera") === "camera");
+  $("status-bar").textContent = `${cams.filter((s) => s.state === "online").length}/${cams.length} camera(s) online · ` +
+    `${drones.filter((s) => s.state === "connected").length}/${drones.length} drone(s) linked`;
+  if (map) map.setData({ cameras: cams, drones });
 }
 
-function niceStep(span) { const p = Math.pow(10, Math.floor(Math.log10(span / 4))); return [1, 2, 5, 10].map((m) => m * p).find((s) => span / s <= 6); }
-
-function drawMap() {
-  const c = document.getElementById("map"), g = c.getContext("2d");
-  const located = state.events.filter((e) => e.geo);
-  const b = mapBounds(located);
-  // equirectangular with the longitude scaled by cos(latitude): fine for a port or a wind farm
-  const kLon = Math.cos(((b.minLat + b.maxLat) / 2) * Math.PI / 180);
-  const sx = c.width / ((b.maxLon - b.minLon) * kLon), sy = c.height / (b.maxLat - b.minLat), s = Math.min(sx, sy);
-  const x = (lon) => (lon - b.minLon) * kLon * s, y = (lat) => c.height - (lat - b.minLat) * s;
-  g.fillStyle = "#dfe9f2"; g.fillRect(0, 0, c.width, c.height);
-  g.strokeStyle = "#9fb3c4"; g.fillStyle = "#4a6275"; g.font = "10px sans-serif"; g.lineWidth = 1;
-  const stepLat = niceStep(b.maxLat - b.minLat), stepLon = niceStep(b.maxLon - b.minLon);
-  for (let lat = Math.ceil(b.minLat / stepLat) * stepLat; lat <= b.maxLat; lat += stepLat) {
-    g.beginPath(); g.moveTo(0, y(lat)); g.lineTo(c.width, y(lat)); g.stroke(); g.fillText(lat.toFixed(3) + "°", 2, y(lat) - 2);
-  }
-  for (let lon = Math.ceil(b.minLon / stepLon) * stepLon; lon <= b.maxLon; lon += stepLon) {
-    g.beginPath(); g.moveTo(x(lon), 0); g.lineTo(x(lon), c.height); g.stroke(); g.fillText(lon.toFixed(3) + "°", x(lon) + 2, c.height - 2);
-  }
-  const mPerDeg = 111320;
-  for (const ev of located) {
-    const px = x(ev.geo.lon_deg), py = y(ev.geo.lat_deg);
-    const r = Math.max(6, (ev.geo.semi_major_m / mPerDeg) * s);  // 1-sigma uncertainty, at least a visible dot
-    g.globalAlpha = 0.25; g.fillStyle = SEV_COLOUR[ev.severity]; g.beginPath(); g.arc(px, py, r, 0, 2 * Math.PI); g.fill();
-    g.globalAlpha = 1; g.beginPath(); g.arc(px, py, 5, 0, 2 * Math.PI); g.fill();
-    if (ev.id === state.selected) { g.strokeStyle = "#000"; g.lineWidth = 2; g.stroke(); g.lineWidth = 1; }
-  }
+async function refreshVessels() {
+  state.vessels = (await json("/api/ais/vessels?limit=2000")).vessels;
+  if (map) map.setData({ vessels: state.vessels });
 }
 
 async function blobUrl(path) { return URL.createObjectURL(await (await api(path)).blob()); }
 
 async function select(id) {
-  state.selected = id; renderList(); drawMap();
-  const ev = await (await api("/api/events/" + encodeURIComponent(id))).json();
-  document.getElementById("detail").hidden = false;
-  document.getElementById("d-title").textContent = `${ev.type} (${ev.severity}) on ${ev.source_id}`;
-  document.getElementById("d-meta").textContent = `started ${fmt(ev.start_ns)} UTC, ${ev.phase}, ${ev.review_status}` +
-    (ev.geo ? `, at ${ev.geo.lat_deg.toFixed(5)}, ${ev.geo.lon_deg.toFixed(5)} ± ${ev.geo.semi_major_m.toFixed(0)} m` : `, ${ev.geo_reason}`);
-  const img = document.getElementById("d-snapshot"), vid = document.getElementById("d-clip");
+  state.selected = id; renderList();
+  if (map) map.setData({ selected: id });
+  const ev = await json("/api/events/" + encodeURIComponent(id));
+  $("detail").hidden = false;
+  $("detail").dataset.id = ev.id;
+  $("d-title").textContent = `${ev.type} (${ev.severity}) on ${ev.source_id}`;
+  $("d-meta").textContent = `started ${fmt(ev.start_ns)} UTC${ev.end_ns ? ", ended " + fmt(ev.end_ns) : ""}, ${ev.phase}, ` +
+    `status: ${ev.review_status}` +
+    (ev.geo ? `, at ${ev.geo.lat_deg.toFixed(5)}, ${ev.geo.lon_deg.toFixed(5)} ± ${ev.geo.semi_major_m.toFixed(0)} m` : `, no position: ${ev.geo_reason || "unknown"}`) +
+    (ev.attributes && ev.attributes.vessel_name ? `, vessel ${ev.attributes.vessel_name}` : "");
+  const audit = $("d-audit");
+  audit.replaceChildren();
+  for (const r of ev.review_history || []) {
+    const li = document.createElement("li");
+    li.textContent = `${r.status} by ${r.by || r.actor || "?"}${r.note ? ": " + r.note : ""}`;
+    audit.appendChild(li);
+  }
+  const img = $("d-snapshot"), vid = $("d-clip"), note = $("d-clip-note");
   img.hidden = !ev.snapshot_url; vid.hidden = !ev.clip_url;
+  note.textContent = ev.clip_url ? "" : "clip: the incident is still open";
   if (ev.snapshot_url) img.src = await blobUrl(ev.snapshot_url).catch(() => "");
-  if (ev.clip_url) vid.src = await blobUrl(ev.clip_url).catch(() => { vid.hidden = true; return ""; });
+  if (ev.clip_url) {
+    try {
+      vid.src = await blobUrl(ev.clip_url);
+      vid.play().catch(() => {});
+    } catch (e) { vid.hidden = true; note.textContent = "clip: " + e.message; }
+  }
 }
 
 for (const btn of document.querySelectorAll("#detail button[data-act]")) {
   btn.addEventListener("click", async () => {
-    const note = document.getElementById("d-note").value;
+    const note = $("d-note").value;
     try {
       await api(`/api/events/${encodeURIComponent(state.selected)}/${btn.dataset.act}`, {
         method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ note }) });
-      document.getElementById("d-error").textContent = "";
+      $("d-error").textContent = ""; $("d-note").value = "";
       await search(); await select(state.selected);
-    } catch (e) { document.getElementById("d-error").textContent = e.message; }
+    } catch (e) { $("d-error").textContent = e.message; }
   });
 }
 
 function connectLive() {
   const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/api/live");
-  const el = document.getElementById("live");
+  state.ws = ws;
+  const el = $("live");
   ws.onopen = () => {
     const a = state.auth;
     ws.send(JSON.stringify(a["X-API-Key"] ? { api_key: a["X-API-Key"] } : { token: a.Authorization.slice(7) }));
@@ -148,9 +194,10 @@ function connectLive() {
   ws.onmessage = (m) => {
     const msg = JSON.parse(m.data);
     if (msg.kind === "hello") { el.textContent = "live: on"; el.className = "on"; }
+    if (msg.kind === "sources") refreshSources(msg.sources);
     if (msg.kind === "event" || msg.kind === "review") { clearTimeout(pending); pending = setTimeout(search, 300); }
   };
-  ws.onclose = () => { el.textContent = "live: off"; el.className = "off"; setTimeout(connectLive, 3000); };
+  ws.onclose = () => { el.textContent = "live: off"; el.className = "off"; if (state.ws === ws) setTimeout(connectLive, 3000); };
 }
 
 start().catch((e) => console.error(e));

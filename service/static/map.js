@@ -1,0 +1,305 @@
+// The operator map on a plain canvas: Web Mercator (so XYZ tiles fit when a tile server is configured), a lat/lon
+// grid (and the bundled coastline, if any) otherwise; cameras with their view cone, drones with heading, route and
+// trail, AIS vessels, events with their 1-sigma uncertainty ellipse. Drag pans, the wheel zooms, a click picks an event.
+"use strict";
+
+export const COLOURS = {
+  sea: "#dfe9f2", grid: "#9fb3c4", gridText: "#4a6275", coast: "#7a8b6a", land: "#eef0e4",
+  camera: "#6a3d9a", drone: "#e7298a", ais: "#1b9e77",
+  severity: { low: "#2c7bb6", medium: "#b8860b", high: "#e66101", critical: "#d7191c" },
+};
+const TILE_PX = 256;
+const R_EARTH_M = 6378137;
+
+function worldPx(z) { return TILE_PX * Math.pow(2, z); }
+function mercX(lon) { return (lon + 180) / 360; }
+function mercY(lat) {
+  const s = Math.sin(Math.max(-85.05, Math.min(85.05, lat)) * Math.PI / 180);
+  return 0.5 - Math.log((1 + s) / (1 - s)) / (4 * Math.PI);
+}
+function invMercY(y) { return (Math.atan(Math.exp((0.5 - y) * 2 * Math.PI)) * 360) / Math.PI - 90; }
+function niceStep(span) {
+  const p = Math.pow(10, Math.floor(Math.log10(span / 4)));
+  return [1, 2, 5, 10].map((m) => m * p).find((s) => span / s <= 7);
+}
+// destination a short distance away on a sphere (drawing only: view cones of a few km)
+function offsetLatLon(lat, lon, bearingDeg, distM) {
+  const b = bearingDeg * Math.PI / 180, d = distM / R_EARTH_M, la = lat * Math.PI / 180, lo = lon * Math.PI / 180;
+  const la2 = Math.asin(Math.sin(la) * Math.cos(d) + Math.cos(la) * Math.sin(d) * Math.cos(b));
+  const lo2 = lo + Math.atan2(Math.sin(b) * Math.sin(d) * Math.cos(la), Math.cos(d) - Math.sin(la) * Math.sin(la2));
+  return [la2 * 180 / Math.PI, lo2 * 180 / Math.PI];
+}
+
+export class MapView {
+  constructor(canvas, { tilesUrl = null, attribution = "", onPick = () => {}, onMove = () => {} } = {}) {
+    this.c = canvas;
+    this.g = canvas.getContext("2d");
+    this.tilesUrl = tilesUrl;
+    this.attribution = attribution;
+    this.onPick = onPick;
+    this.onMove = onMove;
+    this.view = { lat: 52.8405, lon: 5.703, zoom: 14 };
+    this.layers = { events: true, cameras: true, drones: true, ais: true };
+    this.data = { events: [], cameras: [], drones: [], vessels: [], selected: null };
+    this.trails = new Map(); // drone id -> [[lat, lon], ...]
+    this.tiles = new Map();
+    this.coast = null;
+    this.fitted = false;
+    this._pending = false;
+    this._bind();
+  }
+
+  // ---- projection -------------------------------------------------------------------------------------------
+  project(lat, lon) {
+    const W = worldPx(this.view.zoom);
+    return { x: (mercX(lon) - mercX(this.view.lon)) * W + this.c.width / 2,
+             y: (mercY(lat) - mercY(this.view.lat)) * W + this.c.height / 2 };
+  }
+  unproject(x, y) {
+    const W = worldPx(this.view.zoom);
+    const mx = mercX(this.view.lon) + (x - this.c.width / 2) / W, my = mercY(this.view.lat) + (y - this.c.height / 2) / W;
+    return { lat: invMercY(my), lon: mx * 360 - 180 };
+  }
+  metresPerPx(lat) { return (2 * Math.PI * R_EARTH_M * Math.cos(lat * Math.PI / 180)) / worldPx(this.view.zoom); }
+
+  fit(points, padPx = 40) {
+    const pts = points.filter((p) => Number.isFinite(p[0]) && Number.isFinite(p[1]));
+    if (!pts.length) return false;
+    let [minLat, maxLat, minLon, maxLon] = [90, -90, 180, -180];
+    for (const [la, lo] of pts) { minLat = Math.min(minLat, la); maxLat = Math.max(maxLat, la); minLon = Math.min(minLon, lo); maxLon = Math.max(maxLon, lo); }
+    const dx = Math.max(mercX(maxLon) - mercX(minLon), 1e-7), dy = Math.max(mercY(minLat) - mercY(maxLat), 1e-7);
+    const z = Math.log2(Math.min((this.c.width - 2 * padPx) / (dx * TILE_PX), (this.c.height - 2 * padPx) / (dy * TILE_PX)));
+    this.view = { lat: invMercY((mercY(minLat) + mercY(maxLat)) / 2), lon: (minLon + maxLon) / 2, zoom: Math.max(2, Math.min(18, z)) };
+    this.redraw();
+    return true;
+  }
+
+  fitAll() {
+    const pts = [];
+    for (const e of this.data.events) if (e.geo) pts.push([e.geo.lat_deg, e.geo.lon_deg]);
+    for (const c of this.data.cameras) if (c.view) { pts.push([c.view.lat_deg, c.view.lon_deg]); pts.push(...this._cone(c.view).slice(1)); }
+    for (const d of this.data.drones) { if (d.lat_deg != null) pts.push([d.lat_deg, d.lon_deg]); pts.push(...(d.route || [])); }
+    return this.fit(pts);
+  }
+
+  setData(part) {
+    Object.assign(this.data, part);
+    for (const d of this.data.drones) {
+      if (d.lat_deg == null) continue;
+      const t = this.trails.get(d.drone_id) || [];
+      const last = t[t.length - 1];
+      if (!last || last[0] !== d.lat_deg || last[1] !== d.lon_deg) t.push([d.lat_deg, d.lon_deg]);
+      if (t.length > 300) t.shift();
+      this.trails.set(d.drone_id, t);
+    }
+    if (!this.fitted && this.fitAll()) this.fitted = true;
+    this.redraw();
+  }
+
+  setCoastline(lines) { this.coast = lines; this.redraw(); }
+
+  redraw() {
+    if (this._pending) return;
+    this._pending = true;
+    requestAnimationFrame(() => { this._pending = false; this.draw(); });
+  }
+
+  // ---- drawing ----------------------------------------------------------------------------------------------
+  draw() {
+    const g = this.g, c = this.c;
+    g.setTransform(1, 0, 0, 1, 0, 0);
+    g.globalAlpha = 1;
+    g.fillStyle = COLOURS.sea; g.fillRect(0, 0, c.width, c.height);
+    if (this.tilesUrl) this._drawTiles();
+    else if (this.coast) this._drawCoast();
+    this._drawGrid();
+    if (this.layers.cameras) this._drawCameras();
+    if (this.layers.ais) this._drawVessels();
+    if (this.layers.drones) this._drawDrones();
+    if (this.layers.events) this._drawEvents();
+    this._drawScale();
+    if (this.tilesUrl && this.attribution) {
+      g.font = "10px sans-serif"; g.fillStyle = "rgba(255,255,255,0.8)";
+      const w = g.measureText(this.attribution).width + 6;
+      g.fillRect(c.width - w, c.height - 14, w, 14); g.fillStyle = "#333"; g.fillText(this.attribution, c.width - w + 3, c.height - 3);
+    }
+    this.onMove(this.view);
+  }
+
+  _drawTiles() {
+    const z = Math.max(0, Math.min(19, Math.round(this.view.zoom)));
+    const scale = Math.pow(2, this.view.zoom - z), n = Math.pow(2, z), size = TILE_PX * scale;
+    const tl = this.unproject(0, 0), br = this.unproject(this.c.width, this.c.height);
+    const x0 = Math.floor(mercX(tl.lon) * n), x1 = Math.floor(mercX(br.lon) * n);
+    const y0 = Math.max(0, Math.floor(mercY(tl.lat) * n)), y1 = Math.min(n - 1, Math.floor(mercY(br.lat) * n));
+    for (let ty = y0; ty <= y1; ty++) {
+      for (let tx = x0; tx <= x1; tx++) {
+        const wx = ((tx % n) + n) % n;
+        const url = this.tilesUrl.replace("{z}", z).replace("{x}", wx).replace("{y}", ty);
+        let img = this.tiles.get(url);
+        if (!img) {
+          img = new Image(); img.crossOrigin = "anonymous"; img.onload = () => this.redraw(); img.src = url;
+          this.tiles.set(url, img);
+          if (this.tiles.size > 400) this.tiles.delete(this.tiles.keys().next().value);
+        }
+        if (img.complete && img.naturalWidth) {
+          const p = this.project(invMercY(ty / n), (tx / n) * 360 - 180);
+          this.g.drawImage(img, p.x, p.y, size, size);
+        }
+      }
+    }
+  }
+
+  _drawCoast() {
+    const g = this.g;
+    g.strokeStyle = COLOURS.coast; g.lineWidth = 1.2;
+    for (const line of this.coast) {
+      g.beginPath();
+      line.forEach(([lon, lat], i) => { const p = this.project(lat, lon); i ? g.lineTo(p.x, p.y) : g.moveTo(p.x, p.y); });
+      g.stroke();
+    }
+  }
+
+  _drawGrid() {
+    const g = this.g, c = this.c;
+    const tl = this.unproject(0, 0), br = this.unproject(c.width, c.height);
+    const stepLat = niceStep(tl.lat - br.lat), stepLon = niceStep(br.lon - tl.lon);
+    const dec = (s) => Math.max(0, -Math.floor(Math.log10(s)));
+    g.strokeStyle = COLOURS.grid; g.fillStyle = COLOURS.gridText; g.font = "10px sans-serif"; g.lineWidth = 1;
+    for (let lat = Math.ceil(br.lat / stepLat) * stepLat; lat <= tl.lat; lat += stepLat) {
+      const y = Math.round(this.project(lat, tl.lon).y) + 0.5;
+      g.beginPath(); g.moveTo(0, y); g.lineTo(c.width, y); g.stroke(); g.fillText(lat.toFixed(dec(stepLat)) + "°", 2, y - 2);
+    }
+    for (let lon = Math.ceil(tl.lon / stepLon) * stepLon; lon <= br.lon; lon += stepLon) {
+      const x = Math.round(this.project(tl.lat, lon).x) + 0.5;
+      g.beginPath(); g.moveTo(x, 0); g.lineTo(x, c.height); g.stroke(); g.fillText(lon.toFixed(dec(stepLon)) + "°", x + 2, c.height - 16);
+    }
+  }
+
+  _drawScale() {
+    const g = this.g, mpp = this.metresPerPx(this.view.lat);
+    const raw = mpp * 120, p10 = Math.pow(10, Math.floor(Math.log10(raw)));  // the longest 1-2-5 length under 120 px
+    const m = [5, 2, 1].map((k) => k * p10).find((v) => v <= raw) || p10, px = m / mpp;
+    g.strokeStyle = "#1d2733"; g.fillStyle = "#1d2733"; g.lineWidth = 2;
+    g.beginPath(); g.moveTo(10, 14); g.lineTo(10 + px, 14); g.stroke(); g.lineWidth = 1;
+    g.font = "10px sans-serif"; g.fillText(m >= 1000 ? `${m / 1000} km` : `${m} m`, 14 + px, 18);
+  }
+
+  _cone(v) {
+    const r = v.range_m || 500, h = v.hfov_deg || 60, pts = [[v.lat_deg, v.lon_deg]];
+    for (let a = -h / 2; a <= h / 2 + 1e-9; a += h / 8) pts.push(offsetLatLon(v.lat_deg, v.lon_deg, v.pan_deg + a, r));
+    return pts;
+  }
+
+  _drawCameras() {
+    const g = this.g;
+    for (const cam of this.data.cameras) {
+      if (!cam.view) continue;
+      const pts = this._cone(cam.view).map(([la, lo]) => this.project(la, lo));
+      g.globalAlpha = 0.18; g.fillStyle = COLOURS.camera;
+      g.beginPath(); pts.forEach((p, i) => (i ? g.lineTo(p.x, p.y) : g.moveTo(p.x, p.y))); g.closePath(); g.fill();
+      g.globalAlpha = 0.8; g.strokeStyle = COLOURS.camera; g.lineWidth = 1; g.stroke(); g.globalAlpha = 1;
+      const p = pts[0];
+      g.fillStyle = COLOURS.camera; g.fillRect(p.x - 5, p.y - 5, 10, 10);
+      g.font = "11px sans-serif"; g.fillText(cam.source_id, p.x + 8, p.y - 6);
+    }
+  }
+
+  _arrow(x, y, headingDeg, size) {
+    const g = this.g, a = ((headingDeg || 0) * Math.PI) / 180;
+    g.save(); g.translate(x, y); g.rotate(a);
+    g.beginPath(); g.moveTo(0, -size); g.lineTo(size * 0.7, size); g.lineTo(0, size * 0.45); g.lineTo(-size * 0.7, size); g.closePath();
+    g.fill(); g.restore();
+  }
+
+  _drawDrones() {
+    const g = this.g;
+    for (const d of this.data.drones) {
+      const route = (d.route || []).map(([la, lo]) => this.project(la, lo));
+      if (route.length) {
+        g.strokeStyle = COLOURS.drone; g.globalAlpha = 0.7; g.lineWidth = 1.5; g.setLineDash([6, 4]);
+        g.beginPath(); route.forEach((p, i) => (i ? g.lineTo(p.x, p.y) : g.moveTo(p.x, p.y))); g.stroke();
+        g.setLineDash([]); g.globalAlpha = 1;
+        route.forEach((p, i) => { g.fillStyle = "#fff"; g.beginPath(); g.arc(p.x, p.y, 3, 0, 2 * Math.PI); g.fill(); g.stroke(); });
+      }
+      const trail = (this.trails.get(d.drone_id) || []).map(([la, lo]) => this.project(la, lo));
+      if (trail.length > 1) {
+        g.strokeStyle = COLOURS.drone; g.globalAlpha = 0.35; g.lineWidth = 2;
+        g.beginPath(); trail.forEach((p, i) => (i ? g.lineTo(p.x, p.y) : g.moveTo(p.x, p.y))); g.stroke(); g.globalAlpha = 1;
+      }
+      if (d.lat_deg == null) continue;
+      const p = this.project(d.lat_deg, d.lon_deg);
+      g.fillStyle = d.state === "connected" ? COLOURS.drone : "#888";
+      this._arrow(p.x, p.y, d.heading_deg, 10);
+      g.font = "11px sans-serif"; g.fillStyle = "#1d2733";
+      g.fillText(`${d.drone_id} ${d.mode || ""} ${d.alt_rel_m != null ? Math.round(d.alt_rel_m) + " m" : ""}`, p.x + 12, p.y + 4);
+    }
+  }
+
+  _drawVessels() {
+    const g = this.g;
+    g.fillStyle = COLOURS.ais;
+    for (const v of this.data.vessels) {
+      if (v.lat_deg == null) continue;
+      const p = this.project(v.lat_deg, v.lon_deg);
+      if (p.x < -10 || p.y < -10 || p.x > this.c.width + 10 || p.y > this.c.height + 10) continue;
+      const hdg = v.heading_deg != null ? v.heading_deg : v.cog_deg;
+      if (hdg != null) this._arrow(p.x, p.y, hdg, 6);
+      else { g.beginPath(); g.arc(p.x, p.y, 4, 0, 2 * Math.PI); g.fill(); }
+    }
+  }
+
+  _drawEvents() {
+    const g = this.g;
+    for (const ev of this.data.events) {
+      if (!ev.geo) continue;
+      const p = this.project(ev.geo.lat_deg, ev.geo.lon_deg), mpp = this.metresPerPx(ev.geo.lat_deg);
+      const a = Math.max(6, ev.geo.semi_major_m / mpp), b = Math.max(6, ev.geo.semi_minor_m / mpp);
+      const colour = COLOURS.severity[ev.severity] || "#555";
+      g.fillStyle = colour; g.strokeStyle = colour;
+      g.globalAlpha = 0.22; g.beginPath(); g.ellipse(p.x, p.y, a, b, ((ev.geo.orientation_deg - 90) * Math.PI) / 180, 0, 2 * Math.PI); g.fill();
+      g.globalAlpha = 0.7; g.lineWidth = 1; g.stroke();
+      g.globalAlpha = 1; g.beginPath(); g.arc(p.x, p.y, 5, 0, 2 * Math.PI); g.fill();
+      if (ev.id === this.data.selected) { g.strokeStyle = "#000"; g.lineWidth = 2; g.beginPath(); g.arc(p.x, p.y, 8, 0, 2 * Math.PI); g.stroke(); g.lineWidth = 1; }
+    }
+  }
+
+  // ---- interaction ------------------------------------------------------------------------------------------
+  pick(x, y, maxPx = 10) {
+    let best = null, bestD = maxPx;
+    for (const ev of this.data.events) {
+      if (!ev.geo) continue;
+      const p = this.project(ev.geo.lat_deg, ev.geo.lon_deg), d = Math.hypot(p.x - x, p.y - y);
+      if (d <= bestD) { best = ev; bestD = d; }
+    }
+    return best;
+  }
+
+  _bind() {
+    const c = this.c;
+    let drag = null;
+    const pos = (e) => { const r = c.getBoundingClientRect(); return { x: (e.clientX - r.left) * (c.width / r.width), y: (e.clientY - r.top) * (c.height / r.height) }; };
+    c.addEventListener("pointerdown", (e) => { drag = { ...pos(e), moved: 0 }; c.setPointerCapture(e.pointerId); });
+    c.addEventListener("pointermove", (e) => {
+      if (!drag) return;
+      const p = pos(e), W = worldPx(this.view.zoom);
+      drag.moved += Math.abs(p.x - drag.x) + Math.abs(p.y - drag.y);
+      this.view = { ...this.view, lon: this.view.lon - ((p.x - drag.x) / W) * 360, lat: invMercY(mercY(this.view.lat) - (p.y - drag.y) / W) };
+      drag.x = p.x; drag.y = p.y; this.fitted = true; this.redraw();
+    });
+    c.addEventListener("pointerup", (e) => {
+      const p = pos(e);
+      if (drag && drag.moved < 4) { const ev = this.pick(p.x, p.y); if (ev) this.onPick(ev.id); }
+      drag = null;
+    });
+    c.addEventListener("wheel", (e) => {
+      e.preventDefault();
+      const p = pos(e), before = this.unproject(p.x, p.y);
+      this.view = { ...this.view, zoom: Math.max(2, Math.min(19, this.view.zoom - Math.sign(e.deltaY) * 0.5)) };
+      const after = this.unproject(p.x, p.y);  // keep the point under the cursor in place
+      this.view.lon += before.lon - after.lon;
+      this.view.lat = invMercY(mercY(this.view.lat) + mercY(before.lat) - mercY(after.lat));
+      this.fitted = true; this.redraw();
+    }, { passive: false });
+  }
+}
