@@ -33,8 +33,6 @@ e.g. TCP closed) is a status change followed by reconnect attempts with backoff,
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.metadata
 import logging
 import math
 import os
@@ -42,6 +40,7 @@ import queue
 import re
 import socket
 import struct
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -102,18 +101,11 @@ def mavutil():
     return mu
 
 
-def _dist_version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def apply_dronekit_py311_shims() -> bool:
     """The aliases dronekit 2.9.2 needs on Python >= 3.10 (RECIPES.md section 3); True when any was added.
 
     ``collections.MutableMapping`` & co. moved to ``collections.abc`` (removed from ``collections`` in 3.10);
-    dronekit 2.9.2 subclasses ``collections.MutableMapping``. Only called when 2.9.2 is the installed dronekit.
+    dronekit 2.9.2 subclasses ``collections.MutableMapping``. Called only when importing dronekit failed on it.
     """
     import collections
     import collections.abc
@@ -130,17 +122,25 @@ def dronekit():
     """Import dronekit lazily (never at ``import seawatch``), MAVLink 2 dialect first, shims for 2.9.2 applied.
 
     ``dronekit2`` (3.x, the maintained fork) installs the import name ``dronekit`` and needs no shim. The original
-    ``dronekit`` 2.9.2 needs the ``future`` package and the ``collections`` aliases; both are dealt with here.
-    Raises TelemetryError with the install command when neither is usable.
+    ``dronekit`` 2.9.2 fails on Python 3.11 with ``module 'collections' has no attribute 'MutableMapping'``: the
+    aliases are added (:func:`apply_dronekit_py311_shims`) and the import is retried; without the ``future``
+    package it cannot import at all. Raises TelemetryError with the install command when dronekit is unusable.
     """
     mavutil()  # pymavlink must load the MAVLink 2 dialect before dronekit imports it
-    if _dist_version("dronekit2") is None and (_dist_version("dronekit") or "").startswith("2."):
-        if apply_dronekit_py311_shims():
-            log.info("dronekit %s: applied the Python 3.11 collections shims", _dist_version("dronekit"))
     try:
-        import dronekit as dk
+        try:
+            import dronekit as dk
+        except AttributeError as exc:
+            if "collections" not in str(exc):
+                raise
+            apply_dronekit_py311_shims()
+            for name in [m for m in sys.modules if m == "dronekit" or m.startswith("dronekit.")]:
+                del sys.modules[name]  # half-imported submodules
+            import dronekit as dk
+
+            log.info("dronekit %s: Python 3.11 collections shims applied", getattr(dk, "__version__", "?"))
     except ModuleNotFoundError as exc:
-        if exc.name == "past":
+        if exc.name in ("past", "future"):
             raise TelemetryError("dronekit 2.9.2 needs the 'future' package on Python 3.11 (pip install future), "
                                  "or install the maintained fork: pip install dronekit2") from exc
         if exc.name == "dronekit":
@@ -407,8 +407,16 @@ class MavlinkLink:
             return
         with contextlib.suppress(Exception):
             v.remove_message_listener("*", self._on_dronekit_message)
+        h = v._handler  # noqa: SLF001
+        # MAVConnection.close() waits until its send queue is empty; when its writer thread is already gone (a
+        # dead TCP peer) a packet queued after that would make it wait forever: stop the writer, drop the queue
+        h._alive = False
+        writer = getattr(h, "mavlink_thread_out", None)
+        if writer is not None and writer.ident is not None and writer is not threading.current_thread():
+            writer.join(timeout=2.0)
+        h.out_queue = queue.Queue()
         try:
-            v.close()  # stops dronekit's threads (joins them) and closes the socket / port
+            v.close()  # joins dronekit's reader thread and closes the socket / port
         except Exception as exc:  # an already-dead TCP socket
             log.debug("drone %s: closing dronekit connection: %s", self.vehicle_id, exc)
 
