@@ -227,6 +227,22 @@ class PoseTimeline:
                 return None
             return self._pos.times[0], self._pos.times[-1]
 
+    def samples_between(self, t0_ns: int, t1_ns: int, max_per_kind: int = 50_000) -> dict[str, list[dict]]:
+        """The buffered samples with ``t0_ns <= time_ns <= t1_ns`` (telemetry clock) per kind, as plain dicts, for
+        evidence packages. Only what is still buffered (``history_s``); at most ``max_per_kind`` each, evenly thinned."""
+        from dataclasses import asdict
+
+        out: dict[str, list[dict]] = {}
+        with self._lock:
+            for kind, buf in (("position", self._pos), ("attitude", self._att), ("gimbal", self._gim)):
+                i, j = bisect.bisect_left(buf.times, int(t0_ns)), bisect.bisect_right(buf.times, int(t1_ns))
+                picked = buf.samples[i:j]
+                if len(picked) > max_per_kind:
+                    step = len(picked) / max_per_kind
+                    picked = [picked[int(k * step)] for k in range(max_per_kind)]
+                out[kind] = [asdict(x) for x in picked]
+        return out
+
     # -- query ----------------------------------------------------------------------------------------------
 
     def pose_at(self, capture_time_ns: int) -> PoseFix:

@@ -300,11 +300,12 @@ async def get_evidence(event_id: str, request: Request, store: Store, who: Revie
 
     from starlette.background import BackgroundTask
 
-    from seawatch.service.export import evidence_zip
+    from seawatch.service.export import drone_timeline, evidence_zip, telemetry_json
 
     ev = await run_in_threadpool(_get_event, store, event_id)
     st = request.app.state
-    missing: dict[str, str] = {"telemetry.json": "telemetry export is not implemented yet"}
+    telemetry, why = telemetry_json(ev, drone_timeline(getattr(st, "fleet", None), st.settings, ev.source_id))
+    missing: dict[str, str] = {"telemetry.json": why} if telemetry is None else {}
     snapshot = None
     if ev.snapshot is not None and ev.snapshot.uri:
         try:
@@ -326,7 +327,8 @@ async def get_evidence(event_id: str, request: Request, store: Store, who: Revie
     os.close(fd)
     try:
         await run_in_threadpool(evidence_zip, tmp, EventOut.from_event(ev).model_dump(mode="json"), audit, snapshot=snapshot,
-                                clip=clip, missing=missing, exported_by=f"{who.kind}:{who.name}", version=__version__)
+                                clip=clip, missing=missing, exported_by=f"{who.kind}:{who.name}", version=__version__,
+                                telemetry=telemetry)
     except BaseException:
         os.unlink(tmp)
         raise

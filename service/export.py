@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 from xml.sax.saxutils import escape
 
 from seawatch.vision.events import Event
+
+log = logging.getLogger(__name__)
 
 
 def iso(ns: int | None) -> str | None:
@@ -55,11 +58,66 @@ def to_kml(events: Iterable[Event]) -> str:
     return "\n".join(out)
 
 
+TELEMETRY_PAD_NS = 5_000_000_000  # telemetry before / after the incident when it has no clip window
+
+
+def drone_timeline(fleet, settings, source_id: str):
+    """The live ``PoseTimeline`` of the drone carrying ``source_id`` (from the service's fleet), or None."""
+    if fleet is None:
+        return None
+    try:
+        return fleet.pose_timelines(settings).get(source_id)
+    except Exception:  # noqa: BLE001 - the package then says the samples are missing, it is still produced
+        log.exception("evidence: cannot get the pose timeline of %s", source_id)
+        return None
+
+
+def telemetry_json(ev: Event, timeline=None) -> tuple[dict[str, Any] | None, str | None]:
+    """``telemetry.json`` of a drone event, or ``(None, why not)``.
+
+    It holds the pose the position was geotagged with (``geotag_pose``: the event's ``geo_pose`` attribute, or null
+    with the reason when the pose was stale), and the drone telemetry samples (position, attitude, gimbal) of the
+    event's clip window (else its span +- 5 s) on the telemetry clock (capture time minus the video latency), when
+    ``timeline`` (the drone's ``PoseTimeline``) still buffers them; else ``samples`` is null with the reason.
+    """
+    pose = ev.attributes.get("geo_pose")
+    from_drone = isinstance(pose, dict) or ev.attributes.get("geo_reference") == "drone_pose" or timeline is not None
+    if not from_drone:
+        return None, "the event is not from a drone (no pose telemetry)"
+    latency_ns = int(getattr(timeline, "latency_ns", 0) or 0)
+    if ev.clip is not None and ev.clip.end_ns is not None:
+        t0, t1 = ev.clip.start_ns, ev.clip.end_ns
+    else:
+        t0, t1 = ev.start_ns - TELEMETRY_PAD_NS, (ev.end_ns if ev.end_ns is not None else ev.at_ns) + TELEMETRY_PAD_NS
+    doc: dict[str, Any] = {
+        "event_id": ev.id,
+        "source_id": ev.source_id,
+        "vehicle_id": (pose or {}).get("vehicle_id") if isinstance(pose, dict) else getattr(timeline, "vehicle_id", None),
+        "geotag_pose": pose if isinstance(pose, dict) else None,
+        "geotag_pose_missing": None if isinstance(pose, dict) else (ev.geo_reason or "no pose was recorded with the event"),
+        "window": {"from_ns": t0 - latency_ns, "to_ns": t1 - latency_ns, "from": iso(t0 - latency_ns), "to": iso(t1 - latency_ns),
+                   "clock": "telemetry (frame capture time minus the video latency)"},
+        "samples": None,
+        "samples_missing": None,
+    }
+    if timeline is None:
+        doc["samples_missing"] = "no live link to this drone in this service (the pose snapshot is all that was kept)"
+    else:
+        samples = timeline.samples_between(t0 - latency_ns, t1 - latency_ns)
+        if any(samples.values()):
+            doc["samples"] = samples
+        else:
+            doc["samples_missing"] = "the drone's telemetry buffer no longer (or never) held this window"
+    return doc, None
+
+
 def evidence_zip(path, event_json: dict[str, Any], audit: list[dict[str, Any]], *, snapshot: Path | None,
-                 clip: Path | None, missing: dict[str, str], exported_by: str, version: str) -> dict[str, Any]:
+                 clip: Path | None, missing: dict[str, str], exported_by: str, version: str,
+                 telemetry: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the evidence package of one event to ``path`` (a zip); returns its manifest.
 
-    Members: ``event.json``, ``audit.json``, ``snapshot.jpg`` and ``clip.mp4`` when available, ``manifest.json``
+    Members: ``event.json``, ``audit.json``, ``telemetry.json`` (drone events: see :func:`telemetry_json`),
+    ``snapshot.jpg`` and ``clip.mp4`` when available, ``manifest.json``
     (what is in it, who exported it when, what is missing and why, the SHA-256 of every other member) and
     ``SHA256SUMS`` (``sha256sum -c`` format, covering every member including the manifest).
     """
@@ -72,6 +130,8 @@ def evidence_zip(path, event_json: dict[str, Any], audit: list[dict[str, Any]], 
         ("event.json", json.dumps(event_json, indent=2, sort_keys=True).encode()),
         ("audit.json", json.dumps(audit, indent=2, sort_keys=True).encode()),
     ]
+    if telemetry is not None:
+        files.append(("telemetry.json", json.dumps(telemetry, indent=2, sort_keys=True).encode()))
     if snapshot is not None:
         files.append(("snapshot.jpg", snapshot))
     if clip is not None:

@@ -350,8 +350,12 @@ def _flatten_text(value: Any) -> Iterable[str]:
         yield str(value)
 
 
+_NOT_SEARCHED = ("geo_pose",)  # numbers of the drone pose snapshot: nothing anyone searches for by text
+
+
 def _search_text(ev: Event, notes: Sequence[str] = ()) -> str:
-    parts = [ev.type, ev.source_id, ev.zone_id, *ev.labels, *_flatten_text(dict(ev.attributes)), *notes]
+    attrs = {k: v for k, v in ev.attributes.items() if k not in _NOT_SEARCHED}
+    parts = [ev.type, ev.source_id, ev.zone_id, *ev.labels, *_flatten_text(attrs), *notes]
     return " ".join(p for p in parts if p).lower().replace("\x00", "")  # PostgreSQL text cannot hold NUL
 
 

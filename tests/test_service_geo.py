@@ -308,3 +308,110 @@ def test_geo_filters_in_the_exports(app_env):
     assert sorted(f["id"] for f in gj["features"]) == ["ev00002", "ev00009"]
     kml = client.get("/api/export/events.kml", params={"polygon": "6.4 54.2,6.6 54.2,6.6 54.4,6.4 54.4"}, headers=h).text
     assert 'id="ev00009"' in kml and 'id="ev00002"' not in kml
+
+
+# ---- drone pose in the evidence package ---------------------------------------------------------------------------
+def _drone_events():
+    """Events of the simulated drone flight of test_pipeline_geo (10 Hz telemetry, a boat in a geo zone), with the
+    timeline that geotagged them."""
+    pytest.importorskip("cv2")
+    from seawatch.drone.sim import SimTarget, render_frame
+    from seawatch.drone.geometry import offsets_to_latlon
+    from seawatch.vision.events import MemorySink
+    from seawatch.vision.pipeline import Pipeline
+    from test_pipeline_geo import CAMERA, HOME, T0_NS, RedBlobDetector, _drone_config, _drone_pose, _square_lonlat, _timeline
+
+    tla, tlo = offsets_to_latlon(HOME[0], HOME[1], 8.0, 5.0)
+    target = SimTarget("boat", float(tla[0]), float(tlo[0]), radius_m=2.0)
+    cfg = _drone_config([{"id": "farm", "source": "drone-1-cam", "polygon_lonlat": _square_lonlat(target.lat_deg, target.lon_deg, 15.0),
+                          "rules": [{"type": "vessel_in_zone", "min_duration_s": 1.0, "end_after_s": 1.0}]}])
+    timeline = _timeline()
+    sink = MemorySink()
+    pipe = Pipeline(cfg, [sink], detectors={"redblob": RedBlobDetector()}, pose_timelines={"drone-1-cam": timeline})
+    events = []
+    for k in range(16):
+        t_s = 0.1 + 0.25 * k
+        events += pipe.process("drone-1-cam", T0_NS + int(t_s * 1e9), render_frame(_drone_pose(t_s), CAMERA, [target], HOME))
+    events += pipe.close(T0_NS + int(4.0 * 1e9), "drone-1-cam")
+    return events, timeline, _drone_pose, T0_NS
+
+
+def test_drone_events_carry_the_pose_they_were_geotagged_with():
+    events, _, drone_pose, t0_ns = _drone_events()
+    located = [e for e in events if e.geo is not None]
+    assert located and {e.phase for e in located} >= {"start", "end"}
+    for e in located:
+        pose = e.attributes["geo_pose"]
+        assert pose["vehicle_id"] == "drone-1" and pose["gimbal_frame"] == "horizon"
+        truth = drone_pose((pose["capture_time_ns"] - t0_ns) / 1e9)  # the simulator's pose at that frame
+        assert geodesic_m(truth.lat_deg, truth.lon_deg, pose["lat_deg"], pose["lon_deg"]) < 0.01
+        assert pose["alt_m"] == pytest.approx(40.0) and pose["gimbal_pitch_deg"] == pytest.approx(-90.0)
+        assert pose["telemetry_time_ns"] == pose["capture_time_ns"]  # no latency offset configured
+        assert 0 <= pose["position_age_s"] <= 0.05 and 0 <= pose["attitude_age_s"] <= 0.05  # 10 Hz telemetry
+        # the frame the position came from is at most the event's own time
+        assert pose["capture_time_ns"] <= e.at_ns
+    # the pose numbers are not free-text noise
+    from seawatch.service.store import _search_text
+
+    assert str(located[0].attributes["geo_pose"]["alt_m"]) not in _search_text(located[0])
+
+
+class _Fleet:
+    def __init__(self, timelines):
+        self.timelines = timelines
+
+    def pose_timelines(self, settings):
+        return self.timelines
+
+    def drones(self):
+        return []
+
+    def ais(self):
+        return []
+
+
+@pytest.mark.parametrize("with_link", [True, False])
+def test_evidence_of_a_drone_event_has_its_telemetry(tmp_path, hashes, with_link):
+    import hashlib
+    import io
+    import json
+    import zipfile
+
+    from seawatch.service.app import create_app
+
+    events, timeline, _, t0_ns = _drone_events()
+    cfg = settings_for(tmp_path, hashes)
+    app = create_app(cfg, fleet=_Fleet({"drone-1-cam": timeline} if with_link else {}))
+    with TestClient(app) as client:
+        for e in events:
+            app.state.store.put(e)
+        app.state.store.put(make_event(0))  # a camera event
+        ev = next(e for e in reversed(events) if e.geo is not None and e.phase == "end")
+        rev = token(client, "rita")
+        r = client.get(f"/api/events/{ev.id}/evidence.zip", headers=rev)
+        assert r.status_code == 200, r.text
+        z = zipfile.ZipFile(io.BytesIO(r.content))
+        assert "telemetry.json" in z.namelist()
+        manifest = json.loads(z.read("manifest.json"))
+        assert "telemetry.json" in {f["name"] for f in manifest["files"]} and "telemetry.json" not in manifest["missing"]
+        sums = dict(reversed(line.split("  ")) for line in z.read("SHA256SUMS").decode().splitlines())
+        assert sums["telemetry.json"] == hashlib.sha256(z.read("telemetry.json")).hexdigest()
+        tel = json.loads(z.read("telemetry.json"))
+        assert tel["event_id"] == ev.id and tel["vehicle_id"] == "drone-1"
+        assert tel["geotag_pose"] == json.loads(z.read("event.json"))["attributes"]["geo_pose"]
+        w = tel["window"]
+        assert w["from_ns"] == ev.clip.start_ns and w["to_ns"] == ev.clip.end_ns
+        if with_link:
+            pos = tel["samples"]["position"]
+            assert tel["samples_missing"] is None and len(tel["samples"]["attitude"]) == len(pos)
+            # 10 Hz telemetry from 0 to 6 s, clipped to the event's clip window
+            times = [p["time_ns"] for p in pos]
+            assert times == sorted(times) and w["from_ns"] <= times[0] and times[-1] <= w["to_ns"]
+            assert len(pos) == len([i for i in range(61) if w["from_ns"] <= t0_ns + i * 100_000_000 <= w["to_ns"]])
+            assert {"lat_deg", "lon_deg", "alt_m", "velocity_ned_m_s"} <= set(pos[0])
+        else:
+            assert tel["samples"] is None and "no live link" in tel["samples_missing"]
+        # a camera event: no telemetry, and the manifest says why
+        z = zipfile.ZipFile(io.BytesIO(client.get("/api/events/ev00000/evidence.zip", headers=rev).content))
+        assert "telemetry.json" not in z.namelist()
+        assert "not from a drone" in json.loads(z.read("manifest.json"))["missing"]["telemetry.json"]

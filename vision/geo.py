@@ -55,12 +55,16 @@ class FrameLocator:
             the frame's pose), or None when the frame has no geo-reference (then every pixel is off the ground).
         reason: why the frame has no geo-reference (a stale drone pose), else None.
         kind: ``calibration`` or ``drone_pose`` (goes into event attributes).
+        pose: for a drone frame, :func:`pose_snapshot` of the pose used (goes into ``attributes["geo_pose"]``).
     """
 
-    def __init__(self, ground_fn: Callable[[np.ndarray], Any] | None, reason: str | None = None, kind: str = "") -> None:
+    def __init__(self, ground_fn: Callable[[np.ndarray], Any] | None, reason: str | None = None, kind: str = "",
+                 pose: dict[str, Any] | None = None) -> None:
         self._fn = ground_fn
         self.reason = reason
         self.kind = kind
+        # the drone pose this frame was geotagged with (pose_snapshot), kept with the events located in it
+        self.pose = pose
         # (lat, lon) of every position handed out -> its full ellipse, so an event carrying that position can
         # be given the ellipse by the enricher (the rules keep only the radius)
         self.ellipses: dict[tuple[float, float], GeoPosition] = {}
@@ -128,6 +132,27 @@ class FrameLocator:
         return out
 
 
+def pose_snapshot(fix, capture_time_ns: int, timeline=None) -> dict[str, Any]:
+    """The pose a drone frame was geotagged with, as plain JSON values (event attribute ``geo_pose``): camera
+    position and attitude, gimbal, the frame's capture time and the telemetry time looked up, and how far the
+    nearest position / attitude samples were from it (``*_age_s``)."""
+    p = fix.pose
+    out: dict[str, Any] = {
+        "vehicle_id": getattr(timeline, "vehicle_id", None),
+        "capture_time_ns": int(capture_time_ns),
+        "telemetry_time_ns": int(fix.time_ns),
+        "latency_s": getattr(timeline, "latency_ns", 0) / 1e9,
+        "position_age_s": round(float(fix.position_age_s), 6),
+        "attitude_age_s": round(float(fix.attitude_age_s), 6),
+    }
+    for name in ("lat_deg", "lon_deg", "alt_m", "roll_deg", "pitch_deg", "yaw_deg", "gimbal_roll_deg",
+                 "gimbal_pitch_deg", "gimbal_yaw_deg"):
+        out[name] = float(getattr(p, name))
+    out["gimbal_frame"] = p.gimbal_frame
+    out["velocity_ned_m_s"] = [float(v) for v in p.velocity_ned_m_s]
+    return out
+
+
 class SourceGeo:
     """One source's geo-reference (built once), giving a :class:`FrameLocator` per frame."""
 
@@ -164,12 +189,14 @@ class SourceGeo:
         if fix.stale or fix.pose is None:
             return FrameLocator(None, f"no pose: {fix.reason}", "drone_pose")
         pose, loc = fix.pose, self.geolocator
-        return FrameLocator(lambda px: loc.locate(px, pose), None, "drone_pose")
+        return FrameLocator(lambda px: loc.locate(px, pose), None, "drone_pose",
+                            pose=pose_snapshot(fix, int(capture_time_ns), self.timeline))
 
 
 class GeoEnricher:
-    """``Event -> Event``: the full 1-sigma ellipse on events located in a recent frame, and the stale-pose reason
-    on events of a frame without a pose.
+    """``Event -> Event``: the full 1-sigma ellipse on events located in a recent frame (and, for a drone, the pose
+    that frame was geotagged with, as ``attributes["geo_pose"]``), and the stale-pose reason on events of a frame
+    without a pose.
 
     The pipeline calls :meth:`set_frame` with each frame's locator before the rules run.
     """
@@ -177,6 +204,7 @@ class GeoEnricher:
     def __init__(self, memory: int = 4096) -> None:
         self._frame: dict[str, FrameLocator | None] = {}
         self._ellipses: "OrderedDict[tuple[str, float, float], GeoPosition]" = OrderedDict()
+        self._poses: dict[tuple[str, float, float], dict[str, Any]] = {}  # same keys: the drone pose behind each
         self._memory = int(memory)
 
     def set_frame(self, source_id: str, locator) -> None:
@@ -190,17 +218,26 @@ class GeoEnricher:
             key = (source_id, lat, lon)
             self._ellipses[key] = pos
             self._ellipses.move_to_end(key)
+            if loc.pose is not None:
+                self._poses[key] = loc.pose
+            else:
+                self._poses.pop(key, None)
         loc.ellipses.clear()
         while len(self._ellipses) > self._memory:
-            self._ellipses.popitem(last=False)
+            key, _ = self._ellipses.popitem(last=False)
+            self._poses.pop(key, None)
 
     def __call__(self, ev: Event) -> Event:
         self._absorb(ev.source_id)
         loc = self._frame.get(ev.source_id)
         if ev.geo is not None:
-            pos = self._ellipses.get((ev.source_id, ev.geo.lat_deg, ev.geo.lon_deg))
+            key = (ev.source_id, ev.geo.lat_deg, ev.geo.lon_deg)
+            pos = self._ellipses.get(key)
             if pos is not None and pos != ev.geo:
                 ev = replace(ev, geo=pos)
+            pose = self._poses.get(key)
+            if pose is not None and ev.attributes.get("geo_pose") != pose:
+                ev = replace(ev, attributes={**ev.attributes, "geo_pose": pose})
         elif loc is not None and loc.stale and ev.geo_reason in GEO_REASONS_OVERRIDABLE:
             ev = replace(ev, geo_reason=loc.reason)
         if loc is not None and "geo_reference" not in ev.attributes:
