@@ -252,3 +252,33 @@ def test_ocr_off_by_config(tmp_path):
 
     with pytest.raises(ConfigError, match="identity.ocr.mode"):
         _config(tmp_path, "", mode="sometimes")
+
+
+# ------------------------------------------------------------------------------------ evaluation (small runs)
+def test_association_evaluation_scores_a_small_scenario():
+    from seawatch.vision.identity.evaluate import evaluate_association
+
+    r = evaluate_association(sigma_m=10.0, dense=False, seed=0, duration_s=40.0, in_view=10, dark=3, decoys=4,
+                             spoofers=2)
+    assert (r["tracks"], r["with_ais"], r["dark"]) == (10, 7, 3)
+    assert r["tp"] + r["fn"] > 0 and r["precision"] >= 0.95 and r["recall"] >= 0.9
+    assert r["decoy_assignments"] == 0
+    assert r["spoofers_flagged"] == "2/2" and r["honest_flagged"] == "0/5"
+
+
+def test_ocr_evaluation_reads_large_crops_and_fails_tiny_ones(font):
+    from seawatch.vision.identity.evaluate import evaluate_ocr
+
+    res = evaluate_ocr(vessels=3, heights=(32, 128), frames=3, use_media=False)
+    rows = {r["crop_height_px"]: r for r in res["rows"] if r["background"] == "all"}
+    assert rows[128]["n"] == 3 and rows[128]["voted_exact"] >= 0.66 and rows[128]["voted_registry_wrong"] == 0
+    assert rows[32]["cer"] > rows[128]["cer"] + 0.3  # 7-px text is beyond the engine
+    assert res["registry_size"] >= 3 + 2 + 150  # truths, twins, unrelated vessels
+
+
+def test_evaluation_cli_rejects_bad_arguments(capsys):
+    from seawatch.vision.identity.evaluate import main
+
+    assert main(["--heights", "4,x"]) == 2
+    assert "--heights" in capsys.readouterr().err
+    assert main(["--only", "ais", "--seeds", "0"]) == 2

@@ -65,7 +65,7 @@ class HullOcrConfig(BaseModel):
     min_height_px: int = Field(24, ge=8, le=4096, description="vessel crops smaller than this are not read")
     min_sharpness: float = Field(20.0, ge=0.0, description="crops with less texture (Laplacian variance at 96 rows) are not read")
     settle_confidence: float = Field(0.6, ge=0.0, le=1.0, description="vote confidence that settles a track")
-    upscale_to_px: int = Field(0, ge=0, le=1024, description="crops lower than this are enlarged before OCR (0: never)")
+    upscale_to_px: int = Field(96, ge=0, le=1024, description="crops lower than this are enlarged before OCR (0: never); 96 lifts voted reads of 64-px crops from 85 to 90 % (identity/README.md)")
 
 
 class IdentityConfig(BaseModel):

@@ -6,7 +6,9 @@ dataclasses; :class:`~seawatch.vision.identity.rules.IdentityRules` turns them i
 
 Modules: ``vessels`` (VesselTable: MMSI -> VesselState, ageing), ``registry`` (VesselRegistry from CSV, lookups by
 MMSI / hull number / fuzzy name), ``hulltext`` (normalise and parse hull numbers), ``ocr`` (HullOcr offline engine,
-best-crop choice, multi-frame voting), ``fusion`` (IdentityFuser: dead reckoning, gating, Hungarian assignment,
+best-crop choice, multi-frame voting), ``track_ocr`` (TrackOcr: hull OCR inside the pipeline, crop choice per track,
+worker thread with a bounded queue), ``render`` (rendered hull numbers for evaluation/tests), ``evaluate`` (measured OCR
+and association accuracy, ``python -m seawatch.vision.identity.evaluate``; numbers in README.md), ``fusion`` (IdentityFuser: dead reckoning, gating, Hungarian assignment,
 TrackIdentity), ``rules`` (IdentityRules -> IdentityDecision), ``cmd_ais_show`` (``seawatch ais show``).
 
 Typical loop (one call per frame time, all times int ns UTC)::

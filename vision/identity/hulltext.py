@@ -59,15 +59,28 @@ def fold_width(text: str) -> str:
     return unicodedata.normalize("NFKC", text)
 
 
+def _strip_latin_accents(text: str) -> str:
+    """``YUEHÁI`` -> ``YUEHAI``: recognisers trained on many scripts put accents on Latin letters; registrations
+    have none. Marks on non-ASCII bases are left alone."""
+    out: list[str] = []
+    for ch in unicodedata.normalize("NFKD", text):
+        if unicodedata.category(ch).startswith("M") and out and out[-1].isascii():
+            continue
+        out.append(ch)
+    return unicodedata.normalize("NFKC", "".join(out))
+
+
 def normalise_hull(text: str) -> str:
     """Canonical form for comparing hull numbers: ``" 粵湛漁 9O135號"`` -> ``"粤湛渔90135"``.
 
-    Half-width, simplified glyphs, upper case, no spaces or punctuation, no trailing 号, and letter/digit
+    Half-width, simplified glyphs, upper case, no accents on Latin letters, no spaces or punctuation, no
+    trailing 号, and letter/digit
     confusions repaired inside the digit run that follows 渔 (only there: Latin names keep their letters).
     """
-    s = fold_width(fold_width(text).translate(VARIANTS).upper())  # upper() can un-normalise
+    s = fold_width(_strip_latin_accents(fold_width(text).translate(VARIANTS).upper()))  # upper() can un-normalise
     # free-standing combining marks (NFKC turns a lone "¨" into space + U+0308) carry nothing on a hull
-    s = "".join(ch for ch in _DROP.sub("", s) if not unicodedata.category(ch).startswith("M"))
+    # (and letters the marks kept apart may compose once they are gone: NFKC again)
+    s = unicodedata.normalize("NFKC", "".join(ch for ch in _DROP.sub("", s) if not unicodedata.category(ch).startswith("M")))
     if s.endswith("号"):
         s = s[:-1]
     m = _NUMBER_RUN.search(s)

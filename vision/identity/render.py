@@ -141,8 +141,9 @@ def paint_text(background: np.ndarray, text: str, rng: np.random.Generator, *, t
     """``background`` stretched to a vessel-crop canvas with ``text`` painted on its hull, at render scale.
 
     The canvas is ``text_px / text_frac`` rows high (the text is ``text_frac`` of the crop height) and wide
-    enough for the text plus margins; the text sits in the lower half (the hull, below the superstructure),
-    in white or black, whichever contrasts with the paint under it.
+    enough for the text plus margins; the text is white or black, whichever contrasts with the paint under it.
+    Of a dozen heights in the lower 70 % of the crop, the one where the background under the text is most
+    uniform is used (on a real crop, that is the flat hull side, or sometimes the water in front of it).
     """
     import cv2
     from PIL import Image, ImageDraw, ImageFont
@@ -154,8 +155,12 @@ def paint_text(background: np.ndarray, text: str, rng: np.random.Generator, *, t
     h = int(round(text_px / text_frac))
     w = int(max(tw * rng.uniform(1.25, 1.7), h * 1.6))
     canvas = cv2.resize(background, (w, h), interpolation=cv2.INTER_CUBIC)
-    ty = int(h * rng.uniform(0.5, 0.62) - th / 2)
     tx = int((w - tw) * rng.uniform(0.3, 0.7))
+    # numbers are painted on the flat side of the hull: the most uniform band in the lower part of the crop
+    grey = cv2.cvtColor(canvas, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    lo, hi = int(h * 0.3), max(int(h * 0.3) + 1, int(h * 0.92) - th)
+    cands = np.linspace(lo, hi, 12).astype(int)
+    ty = int(min(cands, key=lambda y: float(grey[y:y + th, tx:tx + tw].std()) if th > 0 else 0.0))
     region = canvas[max(0, ty):ty + th, max(0, tx):tx + tw]
     light = region.size == 0 or float(region.mean()) < 128
     ink = (240, 240, 235) if light else (20, 20, 25)

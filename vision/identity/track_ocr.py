@@ -111,7 +111,7 @@ class TrackOcr:
     def __init__(self, ocr, registry=None, on_result: Callable[[str, int, TrackHull], None] | None = None, *,
                  mode: str = "thread", queue_size: int = 4, crops_per_track: int = 5, max_reads: int = 8,
                  min_interval_s: float = 1.0, min_height_px: int = 24, min_sharpness: float = 20.0,
-                 settle_confidence: float = 0.6, min_match: float = 0.85, upscale_to_px: int = 0,
+                 settle_confidence: float = 0.6, min_match: float = 0.85, upscale_to_px: int = 96,
                  track_lost_s: float = 30.0) -> None:
         if mode not in MODES:
             raise InputError(f"hull OCR mode {mode!r}: choose one of {MODES}")
