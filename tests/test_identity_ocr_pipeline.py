@@ -282,3 +282,20 @@ def test_evaluation_cli_rejects_bad_arguments(capsys):
     assert main(["--heights", "4,x"]) == 2
     assert "--heights" in capsys.readouterr().err
     assert main(["--only", "ais", "--seeds", "0"]) == 2
+
+
+def test_per_track_memory_of_the_identity_stage_is_forgotten_after_ten_minutes(tmp_path):
+    cfg = _config(tmp_path, f"ZHE DAI YU 03891,{HULL},,valid,no\n", enabled=False)
+    det = StandInDetector()
+    pipe = Pipeline(cfg, [], detectors={"boxes": det})
+    frame = np.zeros((720, 1280, 3), np.uint8)
+    det.boxes = {id(frame): [(300.0, 330.0, 500.0, 440.0)]}
+    pipe.process("quay", T0_NS, frame)
+    (key,) = pipe.identity._track_label
+    pipe.identity.set_hull_read("quay", key[1], None)
+    det.boxes = {}
+    pipe.process("quay", T0_NS + 300 * 10**9, frame)
+    assert key in pipe.identity._track_label and key in pipe.identity._hull  # 5 min: kept
+    pipe.process("quay", T0_NS + 700 * 10**9, frame)
+    assert key not in pipe.identity._track_label and key not in pipe.identity._hull
+    assert key not in pipe.identity._geo and key not in pipe.identity._identity

@@ -139,6 +139,8 @@ class VesselIdentityStage:
         self._threads: list[threading.Thread] = []
         self._started = False
         self._last_ns: dict[str, int] = {}
+        self._track_seen_ns: dict[tuple[str, int], int] = {}  # per-track memory is forgotten after FORGET_S unseen
+        self._pruned_ns: dict[str, int] = {}
         for url in ais:
             self._add_feed(str(url))
 
@@ -292,6 +294,9 @@ class VesselIdentityStage:
                 tracks.append(GeoTrack(tid, int(time_ns), pos.lat_deg, pos.lon_deg,
                                        pos_sigma_m=max(1.0, pos.semi_major_m), in_zone=zone_of[k] is not None,
                                        hull=self._hull.get(key)))
+        for tid in (d.track_id[sel] if sel.size else ()):
+            self._track_seen_ns[(source_id, int(tid))] = int(time_ns)
+        self._prune(source_id, int(time_ns))
         identities = fuser.update(tracks, self.table, int(time_ns))
         for tid, ident in identities.items():
             self._identity[(source_id, tid)] = ident
@@ -302,6 +307,21 @@ class VesselIdentityStage:
             for sink in self.sinks:
                 sink.emit(ev)
         return out
+
+    FORGET_S = 600.0  # the fuser's own track memory lasts as long
+
+    def _prune(self, source_id: str, time_ns: int) -> None:
+        """Drop the per-track memory (identity, position, label, hull read) of tracks unseen for ``FORGET_S``
+        (a long-running service sees thousands of tracks a day); checked once a minute of frame time."""
+        if time_ns - self._pruned_ns.get(source_id, time_ns - 60 * 10**9 - 1) <= 60 * 10**9:
+            return
+        self._pruned_ns[source_id] = time_ns
+        horizon = time_ns - int(max(self.FORGET_S, 2 * self.config.track_lost_s) * 1e9)
+        gone = [k for k, t in self._track_seen_ns.items() if k[0] == source_id and t < horizon]
+        for k in gone:
+            del self._track_seen_ns[k]
+            for memo in (self._identity, self._geo, self._track_label, self._hull, self._hull_attrs):
+                memo.pop(k, None)
 
     @staticmethod
     def _locate(locator, ground_px: np.ndarray) -> list[tuple[GeoPosition | None, str | None]]:
