@@ -58,7 +58,7 @@ class HullOcrConfig(BaseModel):
     engine: Literal["tiny", "rapidocr"] = Field("tiny", description="tiny: PP-OCRv6 tiny, ~10-55 ms/crop; rapidocr: v6 small, ~300 ms")
     mode: Literal["thread", "inline"] = Field("thread", description="thread: a worker behind a bounded queue (drops when busy, never stalls frames); inline: read in the frame loop (replays)")
     threads: int = Field(1, ge=1, le=16, description="ONNX Runtime threads of the OCR engine")
-    queue_size: int = Field(4, ge=1, le=256, description="crops waiting for the worker; more are dropped and counted")
+    queue_size: int = Field(8, ge=1, le=256, description="crops waiting for the worker; more are dropped and counted")
     crops_per_track: int = Field(5, ge=1, le=50, description="confident reads after which a track is settled (no more OCR)")
     max_reads: int = Field(8, ge=1, le=100, description="reads kept per track for voting (the best crops)")
     min_interval_s: float = Field(1.0, ge=0.0, le=3600.0, description="one crop per track per this many seconds (the best of the window)")

