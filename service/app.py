@@ -209,7 +209,8 @@ def _export_events(store: EventStore, params: SearchParams) -> tuple[list, bool]
             return out, True
 
 
-@export.get("/events.geojson", summary="the events a search finds, as a GeoJSON FeatureCollection (limit/cursor ignored)")
+@export.get("/events.geojson", summary="the events a search finds, as a GeoJSON FeatureCollection (limit/cursor ignored)",
+            response_class=JSONResponse, responses={200: {"content": {"application/geo+json": {"schema": {"type": "object"}}}}})
 def export_geojson(store: Store, who: Operator, params: Annotated[SearchParams, Query()]) -> JSONResponse:
     from seawatch.service.export import to_geojson
 
@@ -218,7 +219,8 @@ def export_geojson(store: Store, who: Operator, params: Annotated[SearchParams, 
                         headers={"Content-Disposition": 'attachment; filename="seawatch-events.geojson"'})
 
 
-@export.get("/events.kml", summary="the located events a search finds, as KML 2.2 Placemarks")
+@export.get("/events.kml", summary="the located events a search finds, as KML 2.2 Placemarks", response_class=Response,
+            responses={200: {"content": {"application/vnd.google-earth.kml+xml": {"schema": {"type": "string"}}}}})
 def export_kml(store: Store, who: Operator, params: Annotated[SearchParams, Query()]) -> Response:
     from seawatch.service.export import to_kml
 

@@ -318,6 +318,13 @@ class ReviewAction:
         return {"event_id": self.event_id, "status": self.status, "at_ns": self.at_ns, "by": self.by, "by_kind": self.by_kind, "note": self.note}
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # the time columns are BIGINT: times beyond them are clamped
+
+
+def _clamp64(ns: int) -> int:
+    return min(max(int(ns), _INT64_MIN), _INT64_MAX)
+
+
 def _encode_cursor(sort: str, key: int, event_id: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([sort, key, event_id], separators=(",", ":")).encode()).decode().rstrip("=")
 
@@ -326,7 +333,7 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[int, str]:
     try:
         s, key, eid = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         key = int(key)
-        if not isinstance(eid, str) or not isinstance(s, str):
+        if not isinstance(eid, str) or not isinstance(s, str) or not _INT64_MIN <= key <= _INT64_MAX:
             raise ValueError
     except (ValueError, TypeError, UnicodeError):
         raise InputError("cursor is not one this server issued") from None
@@ -618,9 +625,9 @@ class EventStore:
         if q.zone_ids:
             conds.append(t.c.zone_id.in_(q.zone_ids))
         if q.start_from_ns is not None:
-            conds.append(t.c.start_ns >= q.start_from_ns)
+            conds.append(t.c.start_ns >= _clamp64(q.start_from_ns))
         if q.start_to_ns is not None:
-            conds.append(t.c.start_ns < q.start_to_ns)
+            conds.append(t.c.start_ns < q.start_to_ns if q.start_to_ns <= _INT64_MAX else sa.true())
         if q.open_only is True:
             conds.append(t.c.end_ns.is_(None))
         elif q.open_only is False:

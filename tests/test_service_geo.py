@@ -415,3 +415,18 @@ def test_evidence_of_a_drone_event_has_its_telemetry(tmp_path, hashes, with_link
         z = zipfile.ZipFile(io.BytesIO(client.get("/api/events/ev00000/evidence.zip", headers=rev).content))
         assert "telemetry.json" not in z.namelist()
         assert "not from a drone" in json.loads(z.read("manifest.json"))["missing"]["telemetry.json"]
+
+
+def test_times_beyond_the_bigint_range_are_clamped_not_a_database_error(store):
+    """Found by the schemathesis run: start_from=7385-11-10 is a valid ISO time but not a BIGINT of ns."""
+    store.put(make_event(0))
+    far = 2**63 + 10**20
+    assert ids(store.search(EventQuery(start_from_ns=far))) == []
+    assert ids(store.search(EventQuery(start_to_ns=far))) == ["ev00000"]
+    assert ids(store.search(EventQuery(start_from_ns=-far, start_to_ns=far))) == ["ev00000"]
+    import base64
+    import json
+
+    huge = base64.urlsafe_b64encode(json.dumps(["-start_ns", far, "x"]).encode()).decode()
+    with pytest.raises(InputError, match="cursor"):
+        store.search(EventQuery(cursor=huge))
