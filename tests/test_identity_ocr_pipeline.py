@@ -299,3 +299,43 @@ def test_per_track_memory_of_the_identity_stage_is_forgotten_after_ten_minutes(t
     pipe.process("quay", T0_NS + 700 * 10**9, frame)
     assert key not in pipe.identity._track_label and key not in pipe.identity._hull
     assert key not in pipe.identity._geo and key not in pipe.identity._identity
+
+
+def test_hull_number_painted_on_a_real_ship_in_a_real_frame_is_read_on_a_source_without_geo(shared_media, font,
+                                                                                             tmp_path):
+    """A real harbour live-cam frame: 浙岱渔03891 painted (white, 30 px) on the black hull of the moored
+    bulk carrier, each frame re-compressed with its own noise. The COCO detector does not fire on this ship
+    (it finds only a small boat at 0.27), so the stand-in reports the ship's labelled box. The source has no
+    calibration: no identity, but ``vessel_in_zone`` carries the read and its registry match."""
+    import cv2
+    from PIL import Image, ImageDraw, ImageFont
+
+    from seawatch.vision.media import read_image
+
+    img = read_image(shared_media / "A_boats" / "shore_proylddb_1080_2022-07-17_13-56_output_0.jpg")
+    pil = Image.fromarray(img[:, :, ::-1].copy())
+    ImageDraw.Draw(pil).text((80, 705), HULL, font=ImageFont.truetype(str(font), 30), fill=(235, 235, 230))
+    painted = np.asarray(pil)[:, :, ::-1]
+    ship = (0.0, 395.0, 668.0, 819.0)  # the label's box (YOLO 0.174 0.562 0.347 0.393 of 1920x1080)
+    rng = np.random.default_rng(7)
+    frames = []
+    for _ in range(5):
+        noisy = np.clip(painted + rng.normal(0, 4, painted.shape), 0, 255).astype(np.uint8)
+        frames.append((cv2.imdecode(cv2.imencode(".jpg", noisy, [cv2.IMWRITE_JPEG_QUALITY, 60])[1], cv2.IMREAD_COLOR),
+                       ship))
+    reg = tmp_path / "registry.csv"
+    reg.write_text(f"name,hull_number\nZHE DAI YU 03891,{HULL}\nMIN SHI YU 06688,闽狮渔06688\n", encoding="utf-8")
+    cfg = load_pipeline_config(None, {
+        "sources": [{"id": "quay", "url": "x.jpg", "models": ["boxes"]}],
+        "zones": [{"id": "all", "source": "quay", "rules": [{"type": "vessel_in_zone", "min_duration_s": 1.0}]}],
+        "registry": str(reg), "identity": {"ocr": {"mode": "inline", "min_interval_s": 0.5}},
+    })
+    det = StandInDetector()
+    pipe = Pipeline(cfg, [], detectors={"boxes": det})
+    events = _run(pipe, det, frames)
+    zone = [e for e in events if e.type == "vessel_in_zone"]
+    assert zone and all(e.geo is None for e in zone)
+    a = zone[-1].attributes
+    assert a["identity"] == "unknown" and "geo position" in a["identity_reason"]
+    assert a["hull_text"] == HULL and a["hull_registry_match"] == HULL and a["hull_frames_agreeing"] >= 3
+    assert not [e for e in events if e.type != "vessel_in_zone"]
