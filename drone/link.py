@@ -416,9 +416,12 @@ class MavlinkLink:
             writer.join(timeout=2.0)
         h.out_queue = queue.Queue()
         try:
-            v.close()  # joins dronekit's reader thread and closes the socket / port
+            v.close()  # joins dronekit's reader thread (dronekit2; 2.9.2 does not) and closes the socket / port
         except Exception as exc:  # an already-dead TCP socket
             log.debug("drone %s: closing dronekit connection: %s", self.vehicle_id, exc)
+        reader = getattr(h, "mavlink_thread_in", None)
+        if reader is not None and reader.ident is not None and reader is not threading.current_thread():
+            reader.join(timeout=2.0)
 
     def _alive(self) -> bool:
         v = self._vehicle
@@ -471,19 +474,18 @@ class MavlinkLink:
         deadline = time.monotonic() + timeout_s
         self._stop.clear()
         self._heartbeat_seen.clear()
-        self._set_status(LinkStatus.CONNECTING)
-        try:
-            self._connect()
-        except TelemetryError:
-            self._set_status(LinkStatus.CLOSED)
-            raise
-        if self._tlog_path is not None:
+        if self._tlog_path is not None:  # before connecting: the log starts with the first packet received
             try:
                 self._tlog_path.parent.mkdir(parents=True, exist_ok=True)
                 self._tlog = open(self._tlog_path, "ab")
             except OSError as exc:
-                self.close()
                 raise TelemetryError(f"drone {self.vehicle_id}: cannot write telemetry log {self._tlog_path}: {exc}") from exc
+        self._set_status(LinkStatus.CONNECTING)
+        try:
+            self._connect()
+        except TelemetryError:
+            self.close()
+            raise
         try:
             self._send_timesync()
             self._wait_ready(deadline, timeout_s)
@@ -519,8 +521,9 @@ class MavlinkLink:
 
     # -- supervision: loss, reconnect, TIMESYNC ---------------------------------------------------------------
 
-    def _on_dronekit_message(self, _vehicle, _name: str, msg) -> None:
-        self._handle(msg)
+    def _on_dronekit_message(self, vehicle, _name: str, msg) -> None:
+        if vehicle is self._vehicle:  # not a late message from a connection being closed (dronekit 2.9.2 does
+            self._handle(msg)         # not join its reader thread on close)
 
     def _run(self) -> None:
         backoff = self.reconnect_backoff_s

@@ -23,7 +23,7 @@ import pytest
 
 from seawatch.drone import mission as M
 from seawatch.drone.geometry import latlon_to_offsets, offsets_to_latlon
-from seawatch.drone.link import LinkStatus, MavlinkLink
+from seawatch.drone.link import LinkStatus, MavlinkLink, dronekit
 from seawatch.drone.sim import DEFAULT_PARAMS, SimVehicle
 from seawatch.errors import TelemetryError
 
@@ -66,8 +66,6 @@ def _dronekit_threads() -> int:
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 def test_flight_loss_reconnect_and_tlog_over(transport: str, tmp_path: Path, capsys):
-    from dronekit import Vehicle
-
     sim_out, url = _endpoints(transport)
     tlog = tmp_path / f"{transport}.tlog"
     sim = SimVehicle(sim_out, home=HOME, speed=10.0, telemetry_hz=10).start()
@@ -78,7 +76,7 @@ def test_flight_loss_reconnect_and_tlog_over(transport: str, tmp_path: Path, cap
         open_s = time.monotonic() - t0
         assert open_s < 3.0
         # status: ours (per system id) and dronekit's vehicle layer agree on one vehicle
-        assert link.status is LinkStatus.CONNECTED and isinstance(link.vehicle, Vehicle)
+        assert link.status is LinkStatus.CONNECTED and isinstance(link.vehicle, dronekit().Vehicle)
         st = link.state
         assert (st.system_id, st.vehicle_type, st.autopilot, st.mode, st.armed) == (1, 2, 3, "STABILIZE", False)
         assert link.params and link.vehicle.mode.name == "STABILIZE"

@@ -295,7 +295,12 @@ def test_messages_from_other_systems_are_ignored():
 def test_parameter_download_is_bounded_when_vehicle_sends_none(live):
     """dronekit's connect() hangs forever here (RECIPES.md 3); ours gives up with the reason."""
     sim, link = live
+    # open() returns at the first PARAM_VALUE; let the rest of that download land before the table empties
+    deadline = time.monotonic() + 5.0
+    while len(link.params) < len(sim.params) and time.monotonic() < deadline:
+        time.sleep(0.05)
     sim.params = {}
+    time.sleep(0.3)
     t0 = time.monotonic()
     with pytest.raises(TelemetryError, match=r"parameter download incomplete \(0 of None\)"):
         link.fetch_params(timeout_s=1.0)
