@@ -1,32 +1,51 @@
 #!/usr/bin/env bash
-# The main job on a fresh machine: set-up, provision the models, then watch the real sample clips like cameras
-# (fire, a worker without a hard hat, a car park) and print the events, and detect vessels in the shore frames.
-# Usage: bash scripts/main.sh [PATH...]   (PATHs: your own images/videos for `seawatch detect` instead)
+# The main job on a fresh machine: set-up, provision the models, then `seawatch serve` with its embedded default:
+# a quay camera (the shared fire clip looped as a live source), a simulated drone flying a patrol, the harbour's AIS
+# log, SQLite under ./seawatch-data, and an admin user whose one-time password is printed. Open the printed address:
+# live events, the drone and the vessels on the map. Ctrl-C stops it (open incidents are ended and stored).
+#
+# Usage: bash scripts/main.sh [SERVE OPTIONS]       e.g. --source cam1=rtsp://user:pass@10.0.0.5/stream1 --port 8090
+#                                                   or  --host 0.0.0.0 (reachable from other machines)
+#        bash scripts/main.sh samples               the batch analysis instead: events of the sample clips as JSON
+#                                                   lines, then tiled vessel detection in the shore frames (out/)
+#        bash scripts/main.sh detect PATH...        `seawatch detect` on your own images / folders / videos (out/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export YOLO_CONFIG_DIR="${YOLO_CONFIG_DIR:-${SEAWATCH_CACHE:-$HOME/.cache/seawatch}/ultralytics}"
 .venv/bin/seawatch models fetch
 .venv/bin/seawatch models list
-mkdir -p out
-if [ $# -gt 0 ]; then
-  .venv/bin/seawatch detect "$@" --out out/detections.jsonl --annotate out/annotated
-  echo "main.sh: detections in out/detections.jsonl, annotated media in out/annotated/"
-  exit 0
-fi
 media="${SEAWATCH_SHARED:-../shared}/media"
-if [ ! -d "$media" ]; then
-  echo "main.sh: no sample media at $media; pass image/video paths as arguments" >&2
-  exit 2
-fi
-echo "main.sh: events (JSON lines) from the sample clips:"
-.venv/bin/seawatch run --config examples/sample-media.yaml \
-  "flames=$media/B_fire_smoke/flames_closeup.mp4" \
-  "factory=$media/C_hardhat/industrial_worker_helmet_clip.mp4" \
-  "carpark=$media/D_parking_lanes/carpark_timelapse_nf.mp4" \
-  --snapshots out/snapshots | tee out/events.jsonl | cut -c1-240
-echo "main.sh: vessels in the shore frames (tiled inference):"
-.venv/bin/seawatch detect "$media/A_boats" --models coco_yolov5n --tile 640:0.2 \
-  --out out/detections.jsonl --annotate out/annotated
-echo "main.sh: events in out/events.jsonl (snapshots in out/snapshots/), detections in out/detections.jsonl," \
-  "annotated frames in out/annotated/"
+
+case "${1:-}" in
+  detect)
+    shift
+    mkdir -p out
+    .venv/bin/seawatch detect "$@" --out out/detections.jsonl --annotate out/annotated
+    echo "main.sh: detections in out/detections.jsonl, annotated media in out/annotated/"
+    ;;
+  samples)
+    if [ ! -d "$media" ]; then
+      echo "main.sh: no sample media at $media (set SEAWATCH_SHARED)" >&2
+      exit 2
+    fi
+    mkdir -p out
+    echo "main.sh: events (JSON lines) from the sample clips:"
+    .venv/bin/seawatch run --config examples/sample-media.yaml \
+      "flames=$media/B_fire_smoke/flames_closeup.mp4" \
+      "factory=$media/C_hardhat/industrial_worker_helmet_clip.mp4" \
+      "carpark=$media/D_parking_lanes/carpark_timelapse_nf.mp4" \
+      --snapshots out/snapshots | tee out/events.jsonl | cut -c1-240
+    echo "main.sh: vessels in the shore frames (tiled inference):"
+    .venv/bin/seawatch detect "$media/A_boats" --models coco_yolov5n --tile 640:0.2 \
+      --out out/detections.jsonl --annotate out/annotated
+    echo "main.sh: events in out/events.jsonl (snapshots in out/snapshots/), detections in out/detections.jsonl," \
+      "annotated frames in out/annotated/"
+    ;;
+  *)
+    if [ ! -d "$media" ] && [[ " $* " != *" --source "* ]]; then
+      echo "main.sh: no sample media at $media: the demo camera is missing (give --source ID=URL for your own)" >&2
+    fi
+    exec .venv/bin/seawatch serve "$@"
+    ;;
+esac

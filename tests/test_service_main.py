@@ -253,6 +253,6 @@ def test_api_without_drones_or_ais_answers_empty(tmp_path):
     with TestClient(create_app(_settings(tmp_path))) as client:
         assert client.get("/api/drones", headers=H).json() == []
         assert client.get("/api/ais/vessels", headers=H).json() == {"vessels": [], "feeds": []}
-        assert client.get("/api/map", headers=H).json() == {"tiles_url": None, "attribution": "", "coastline": False}
+        assert client.get("/api/map", headers=H).json() == {"tiles_url": None, "attribution": "", "coastline": True}
         assert client.get("/api/drones").status_code == 401
         assert client.get("/api/ais/vessels", params={"limit": 0}, headers=H).status_code == 422

@@ -38,6 +38,7 @@ SEV_RGB = {"critical": (0xD7, 0x19, 0x1C), "low": (0x2C, 0x7B, 0xB6)}
 DRONE_RGB = (0xE7, 0x29, 0x8A)
 CAMERA_RGB = (0x6A, 0x3D, 0x9A)
 GRID_RGB = (0x9F, 0xB3, 0xC4)
+COAST_RGB = (0x7A, 0x8B, 0x6A)
 
 
 class SwitchableFire:
@@ -267,6 +268,11 @@ def test_ui_operator_workflow_in_chromium(live_service, tmp_path):
         det.on = True
         _wait(page, f"window.seawatch.state.events.filter(e => e.type === 'fire').length > {n_fire}", 30)
         assert page.locator("#events tbody tr.fresh").count() >= 1
+
+        # ---- without a tile server, the bundled coastline is drawn when the view reaches a coast (Dutch coast)
+        page.evaluate("(() => { const m = window.seawatch.map; m.view = {lat: 53.0, lon: 5.2, zoom: 8}; m.draw(); })()")
+        coast = np.abs(_shot(page).astype(int) - np.array(COAST_RGB)).max(axis=2) <= 12
+        assert coast.sum() > 300
         assert not errors, errors
         browser.close()
 
