@@ -201,7 +201,7 @@ class DroneConfig(_Strict):
     """One drone: its MAVLink connection, camera, timing and patrol routes."""
 
     id: str = Field(pattern=_ID, description="drone id, used in events and logs")
-    connection: str = Field(min_length=1, description="pymavlink connection: udp:H:P, tcp:H:P, /dev/ttyX")
+    connection: str = Field(min_length=1, description="MAVLink connection (dronekit): udp:H:P, udpin:H:P, tcp:H:P, /dev/ttyX")
     baud: int = Field(57600, gt=0, description="serial baud rate")
     video_source: str | None = Field(None, pattern=_ID, description="the source id of this drone's video")
     camera: IntrinsicsConfig
@@ -215,6 +215,9 @@ class DroneConfig(_Strict):
     surface_alt_m: float = Field(0.0, ge=-1000, le=9000, description="sea / ground height in the altitude datum")
     max_range_m: float = Field(5000.0, gt=0, le=100_000, description="farthest ground point reported")
     heartbeat_timeout_s: float = Field(3.0, gt=0, le=60)
+    require_params: bool = Field(True, description="the link is ready only once the vehicle sent a PARAM_VALUE")
+    stream_rate_hz: float | None = Field(None, gt=0, le=50, description="ask the vehicle for all data streams at this "
+                                         "rate (direct SITL/serial links without MAVProxy); unset = leave its rates")
     tlog: str | None = Field(None, description="append telemetry to this .tlog file")
     sigmas: SigmasConfig = SigmasConfig()
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
@@ -233,7 +236,8 @@ class DroneConfig(_Strict):
 
         return MavlinkLink(self.connection, vehicle_id=self.id, timeline=timeline or self.build_timeline(),
                            tlog_path=self.tlog, altitude=self.altitude, baud=self.baud,
-                           heartbeat_timeout_s=self.heartbeat_timeout_s)
+                           heartbeat_timeout_s=self.heartbeat_timeout_s, require_params=self.require_params,
+                           stream_rate_hz=self.stream_rate_hz)
 
 
 class DronesConfig(_Strict):

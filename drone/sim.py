@@ -339,6 +339,11 @@ class SimVehicle:
             self.params[name] = float(msg.param_value)
             self._param_value(name, list(self.params).index(name))
 
+    def _rx_request_data_stream(self, msg) -> None:
+        # ArduPilot sets its SRx stream rates; streams ALL (0), POSITION (6) and EXTRA1 (10) carry what we send fast
+        if msg.req_stream_id in (0, 6, 10) and msg.start_stop and msg.req_message_rate > 0:
+            self.telemetry_hz = float(msg.req_message_rate)
+
     def _rx_set_mode(self, msg) -> None:
         self._set_mode(int(msg.custom_mode))
 

@@ -282,3 +282,22 @@ def test_dronekit_2_9_2_style_import_gets_the_py311_shims(tmp_path: Path):
             print(exc)
     """, env_path=tmp_path)
     assert "needs the 'future' package" in r.stdout and "pip install dronekit2" in r.stdout, r.stdout + r.stderr
+
+
+def test_stream_rate_request_from_config_reaches_the_vehicle():
+    from seawatch.drone.config import load_drones
+
+    sim_out, url = _endpoints("udp")
+    cfg = load_drones({"drones": [{"id": "d1", "connection": url, "camera": {"width_px": 640, "height_px": 480,
+                                   "hfov_deg": 70}, "stream_rate_hz": 10, "heartbeat_timeout_s": 2}]})
+    sim = SimVehicle(sim_out, home=HOME, telemetry_hz=2.0).start()
+    try:
+        with cfg.drones[0].build_link().open(5.0) as link:
+            assert link.stream_rate_hz == 10 and link.require_params is True
+            _until(lambda: sim.telemetry_hz == 10.0, 2.0, "REQUEST_DATA_STREAM at 10 Hz")
+            time.sleep(0.6)  # the sample already scheduled at the old 2 Hz
+            n0 = link.counters.by_type["GLOBAL_POSITION_INT"]
+            time.sleep(1.0)
+            assert link.counters.by_type["GLOBAL_POSITION_INT"] - n0 >= 8
+    finally:
+        sim.stop()
