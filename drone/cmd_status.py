@@ -17,8 +17,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--baud", type=int, default=57600, help="serial baud rate")
     p.add_argument("--seconds", type=float, default=3.0, help="how long to watch (default 3 s)")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between lines")
-    p.add_argument("--timeout", type=float, default=10.0, help="wait this long for the first heartbeat")
+    p.add_argument("--timeout", type=float, default=10.0, help="wait this long for the vehicle to be ready (heartbeat, parameters)")
     p.add_argument("--tlog", default=None, help="also log the telemetry to this .tlog")
+    p.add_argument("--stream-rate", type=float, default=None, metavar="HZ",
+                   help="ask the vehicle for all data streams at this rate (direct SITL TCP / serial without MAVProxy)")
 
 
 def state_dict(link: MavlinkLink) -> dict:
@@ -27,11 +29,12 @@ def state_dict(link: MavlinkLink) -> dict:
     d["link"] = link.status.value
     d["messages"] = link.counters.messages
     d["bad_data"] = link.counters.bad_data
+    d["params"] = len(link.params)
     return d
 
 
 def run(args: argparse.Namespace) -> int:
-    with MavlinkLink(args.url, baud=args.baud, tlog_path=args.tlog).open(args.timeout) as link:
+    with MavlinkLink(args.url, baud=args.baud, tlog_path=args.tlog, stream_rate_hz=args.stream_rate).open(args.timeout) as link:
         end = time.monotonic() + args.seconds
         while True:
             print(json.dumps(state_dict(link)), flush=True)

@@ -61,9 +61,10 @@ def test_patrol_status_abort_against_simulator(capsys):
         out = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
         assert out[0]["uploaded_items"] == 1 + 1 + 1 + 5 + 1  # home, takeoff, speed, 5 waypoints, RTL
         assert out[-1]["complete"] is True
-        assert main(["drone", "status", url, "--seconds", "0"]) == 0
+        assert main(["drone", "status", url, "--seconds", "0", "--stream-rate", "10"]) == 0
         state = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-        assert state["link"] == "connected" and state["mode"] == "RTL"
+        assert state["link"] == "connected" and state["mode"] == "RTL" and state["params"] >= 1
+        assert sim.telemetry_hz == 10.0  # REQUEST_DATA_STREAM reached the vehicle
         sim.mode = "LOITER"
         assert main(["drone", "abort", url, "--mode", "LAND"]) == 0
         assert sim.mode == "LAND"
