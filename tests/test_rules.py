@@ -166,6 +166,17 @@ def test_fire_and_smoke_are_separate_incidents_and_zone_limits_evidence():
     assert run(engine(zone), grid(0, 10, 10), lambda t: D(flame(t, FIRE, x=800))) == []
 
 
+def test_fire_and_smoke_have_their_own_confidence_floors():
+    """Defaults: fire counts from 0.2, smoke (the class night noise and haze imitate) only from 0.35."""
+    weak = lambda t: D(flame(t, FIRE, x=100, conf=0.25), flame(t, SMOKE, x=300, conf=0.3))  # noqa: E731
+    assert phases(run(engine(FIRE_ZONE), grid(0, 10, 10), weak)) == [("start", "fire")]
+    zone = {**FIRE_ZONE, "rules": [{**FIRE_ZONE["rules"][0], "min_confidence_by_label": {"smoke": 0.25, "fire": 0.5}}]}
+    assert phases(run(engine(zone), grid(0, 10, 10), weak)) == [("start", "smoke")]
+    bad = {**FIRE_ZONE, "rules": [{**FIRE_ZONE["rules"][0], "min_confidence_by_label": {"vessel": 0.5}}]}
+    with pytest.raises(ConfigError, match="min_confidence_by_label"):
+        engine(bad)
+
+
 def test_fire_severity_from_area_and_growth():
     eng = engine(FIRE_ZONE)
     # grows from ~0.3 % of the frame to ~10 %: low at start, escalates with update events

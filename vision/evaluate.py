@@ -131,8 +131,8 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
         if wants_fire and (run := ev._model("fire_smoke", False)) is not None:
             det = cache.get(run.name) or ev.detect(run, image)
             # an image "alarms" when a box clears the fire rule's own confidence floor
-            fire_det = det.with_label("fire", "smoke")
-            has_fire = bool((fire_det.confidence >= FireSmokeRuleConfig().min_confidence).any())
+            rule = FireSmokeRuleConfig()
+            has_fire = any(bool((det.with_label(lab).confidence >= rule.floor(lab)).any()) for lab in rule.labels)
             positive = bool(len(s.gt("fire")) or len(s.gt("smoke")) or s.ground_truth.get("fire") is True
                             or s.ground_truth.get("smoke") is True)
             negative = {"fire", "smoke"} <= s.negative_for

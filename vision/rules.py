@@ -333,7 +333,7 @@ class FireSmokeRule(Rule):
         if ctx.image is not None and cfg.static_min_iou is not None:
             small = self._small_grey(ctx.image)
         for lab, st in self._state.items():
-            sel = _label_mask(d, (lab,)) & (d.confidence >= cfg.min_confidence) & inside
+            sel = _label_mask(d, (lab,)) & (d.confidence >= cfg.floor(lab)) & inside
             area_frac = None
             if frame_area and sel.any():
                 area_frac = float(min(1.0, d.area_px[sel].sum() / frame_area))
