@@ -408,10 +408,15 @@ class MavlinkLink:
         with contextlib.suppress(Exception):
             v.remove_message_listener("*", self._on_dronekit_message)
         h = v._handler  # noqa: SLF001
+        writer = getattr(h, "mavlink_thread_out", None)
+        # packets still queued (a MISSION_ACK, a stream request just before close) go out first, for at most 1 s
+        flush_until = time.monotonic() + 1.0
+        while (writer is not None and writer.is_alive() and not h.out_queue.empty()
+               and time.monotonic() < flush_until):
+            time.sleep(0.01)
         # MAVConnection.close() waits until its send queue is empty; when its writer thread is already gone (a
         # dead TCP peer) a packet queued after that would make it wait forever: stop the writer, drop the queue
         h._alive = False
-        writer = getattr(h, "mavlink_thread_out", None)
         if writer is not None and writer.ident is not None and writer is not threading.current_thread():
             writer.join(timeout=2.0)
         h.out_queue = queue.Queue()

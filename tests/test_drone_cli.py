@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,10 @@ def test_patrol_status_abort_against_simulator(capsys):
         assert main(["drone", "status", url, "--seconds", "0", "--stream-rate", "10"]) == 0
         state = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert state["link"] == "connected" and state["mode"] == "RTL" and state["params"] >= 1
-        assert sim.telemetry_hz == 10.0  # REQUEST_DATA_STREAM reached the vehicle
+        deadline = time.monotonic() + 2.0
+        while sim.telemetry_hz != 10.0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sim.telemetry_hz == 10.0  # REQUEST_DATA_STREAM reached the vehicle (sent before the link closed)
         sim.mode = "LOITER"
         assert main(["drone", "abort", url, "--mode", "LAND"]) == 0
         assert sim.mode == "LAND"
