@@ -115,12 +115,16 @@ class Service:
         if self.fleet is not None:
             self.fleet.stop()
         if self.mqtt is not None:
-            self.mqtt.source_states(self.source_status())
+            self.mqtt.source_states(self._all_states())
             self.mqtt.close()
             self.mqtt = None
         if self.store is not None:
             self.store.close()
         self._thread = None
+
+    def _all_states(self) -> list[dict[str, Any]]:
+        """Cameras and drones (link state) for MQTT's retained P/<id>/status topics."""
+        return self.source_status() + (self.fleet.drones() if self.fleet is not None else [])
 
     def source_status(self) -> list[dict[str, Any]]:
         return [src.status().as_dict() for src in self.readers.values()]
@@ -138,7 +142,7 @@ class Service:
         while active and not self._stop.is_set():
             if self.mqtt is not None and time.monotonic() >= next_status_s:
                 next_status_s = time.monotonic() + STATUS_INTERVAL_S
-                self.mqtt.source_states(self.source_status())
+                self.mqtt.source_states(self._all_states())
             for sid, src in list(active.items()):
                 try:
                     frame = src.read(timeout_s=0.05)

@@ -6,6 +6,7 @@ through the API), receives a live event and shows the drone moving."""
 
 from __future__ import annotations
 
+import math
 import shutil
 import socket
 import threading
@@ -142,6 +143,22 @@ def _shot(page) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
 
 
+DRONE_ON_MAP = """(() => { const m = window.seawatch.map, d = m.data.drones[0];
+    return d && d.lat_deg !== null ? {lat: d.lat_deg, lon: d.lon_deg, p: m.project(d.lat_deg, d.lon_deg)} : null; })()"""
+
+
+def _drone_pixels(page) -> tuple[int, dict]:
+    """Drone-coloured pixels around the drone's projected position in a map screenshot taken while the map showed
+    that position (the drone moves between live updates: retried until a screenshot falls between two)."""
+    for _ in range(10):
+        before = page.evaluate(DRONE_ON_MAP)
+        page.wait_for_timeout(50)  # one animation frame: the redraw of the last update is on the canvas
+        img = _shot(page)
+        if before is not None and page.evaluate(DRONE_ON_MAP) == before:
+            return _count(img, DRONE_RGB, before["p"]["x"], before["p"]["y"], r=14), before
+    raise AssertionError("the drone position changed during every screenshot")
+
+
 def _wait(page, js: str, timeout_s: float = 20.0):
     """Poll a JS expression until it is truthy (page.evaluate: Playwright's wait_for_function evaluates strings in the
     page, which the UI's content security policy rightly forbids)."""
@@ -199,6 +216,12 @@ def test_ui_operator_workflow_in_chromium(live_service, tmp_path):
         for i in range(3):
             page.wait_for_selector(f'#events tr[data-id="ev0000{i}"]')
         _wait(page, "window.seawatch.state.events.some(e => e.type === 'fire' && e.source_id === 'quay-cam')")
+        # ---- an open incident: snapshot shown, no clip player yet (its window is not closed)
+        open_id = page.evaluate("window.seawatch.state.events.find(e => e.type === 'fire' && e.phase !== 'end').id")
+        page.click(f'#events tr[data-id="{open_id}"]')
+        _wait(page, f"document.getElementById('detail').dataset.id === '{open_id}' && document.getElementById('d-snapshot').naturalWidth > 0")
+        assert page.evaluate("getComputedStyle(document.getElementById('d-clip')).display") == "none"
+        assert "still open" in page.text_content("#d-clip-note")
         # ---- the drone is linked and flying its patrol; the sources table shows it
         _wait(page, "window.seawatch.state.sources.some(s => s.kind === 'drone' && s.state === 'connected' && s.lat_deg !== null)", 30)
         assert "drone" in page.text_content("#sources")
@@ -220,30 +243,27 @@ def test_ui_operator_workflow_in_chromium(live_service, tmp_path):
         # ---- the map: event markers in their severity colour, the camera, the drone, the grid, at projected positions
         page.click("#map-fit")
         page.wait_for_timeout(300)
-        proj = page.evaluate("""() => { const m = window.seawatch.map, s = window.seawatch.state;
-            const d = s.sources.find(x => x.kind === 'drone');
-            return {crit: m.project(52.8400, 5.7060), low: m.project(52.8392, 5.7010),
-                    cam: m.project(%f, %f), drone: m.project(d.lat_deg, d.lon_deg)}; }""" % (CAMERA["lat_deg"], CAMERA["lon_deg"]))
+        proj = page.evaluate("""() => { const m = window.seawatch.map;
+            return {crit: m.project(52.8400, 5.7060), low: m.project(52.8392, 5.7010), cam: m.project(%f, %f)}; }"""
+                             % (CAMERA["lat_deg"], CAMERA["lon_deg"]))
         img = _shot(page)
         (tmp_path / "map.png").write_bytes(page.locator("#map").screenshot())
         assert _count(img, SEV_RGB["critical"], proj["crit"]["x"], proj["crit"]["y"], r=6) > 40
         assert _count(img, SEV_RGB["low"], proj["low"]["x"], proj["low"]["y"], r=6) > 40
         assert _count(img, SEV_RGB["critical"], proj["low"]["x"], proj["low"]["y"], r=6) == 0  # colours at the right place
         assert _count(img, CAMERA_RGB, proj["cam"]["x"], proj["cam"]["y"], r=6) > 50
-        assert _count(img, DRONE_RGB, proj["drone"]["x"], proj["drone"]["y"], r=14) > 20
+        n_drone, first = _drone_pixels(page)
+        assert n_drone > 20
         grid = (np.abs(img.astype(int) - np.array(GRID_RGB)).max(axis=2) <= 10)
         assert grid.all(axis=1).sum() >= 2 or grid.all(axis=0).sum() >= 2  # full-width / full-height grid lines
 
         # ---- the drone moves (positions from the live feed, and its marker follows on the map)
-        first = page.evaluate("window.seawatch.state.sources.find(s => s.kind === 'drone')")
-        _wait(page, "(() => { const d = window.seawatch.state.sources.find(s => s.kind === 'drone');"
-                    f" return Math.abs(d.lat_deg - {first['lat_deg']}) + Math.abs(d.lon_deg - {first['lon_deg']}) > 2e-4; }})()", 30)
-        moved = page.evaluate("(() => { const d = window.seawatch.state.sources.find(s => s.kind === 'drone');"
-                              " return {p: window.seawatch.map.project(d.lat_deg, d.lon_deg), d}; })()")
-        page.wait_for_timeout(300)
-        img2 = _shot(page)
-        assert _count(img2, DRONE_RGB, moved["p"]["x"], moved["p"]["y"], r=14) > 20
-        assert moved["d"]["patrol"] == "harbour" and moved["d"]["route"] and moved["d"]["armed"] is True
+        _wait(page, "(() => { const d = window.seawatch.map.data.drones[0];"
+                    f" return Math.abs(d.lat_deg - {first['lat']}) + Math.abs(d.lon_deg - {first['lon']}) > 2e-4; }})()", 30)
+        n_drone, moved = _drone_pixels(page)
+        assert n_drone > 20 and math.hypot(moved["p"]["x"] - first["p"]["x"], moved["p"]["y"] - first["p"]["y"]) > 5  # it moved on screen
+        d = page.evaluate("window.seawatch.state.sources.find(s => s.kind === 'drone')")
+        assert d["patrol"] == "harbour" and d["route"] and d["armed"] is True
 
         # ---- the fire ends (detector off): its clip plays in the page
         det.on = False
