@@ -306,7 +306,7 @@ def test_hull_number_painted_on_a_real_ship_in_a_real_frame_is_read_on_a_source_
     """A real harbour live-cam frame: 浙岱渔03891 painted (white, 30 px) on the black hull of the moored
     bulk carrier, each frame re-compressed with its own noise. The COCO detector does not fire on this ship
     (it finds only a small boat at 0.27), so the stand-in reports the ship's labelled box. The source has no
-    calibration: no identity, but ``vessel_in_zone`` carries the read and its registry match."""
+    calibration: no AIS association, but the read identifies the ship and ``vessel_in_zone`` carries it."""
     import cv2
     from PIL import Image, ImageDraw, ImageFont
 
@@ -324,7 +324,8 @@ def test_hull_number_painted_on_a_real_ship_in_a_real_frame_is_read_on_a_source_
         frames.append((cv2.imdecode(cv2.imencode(".jpg", noisy, [cv2.IMWRITE_JPEG_QUALITY, 60])[1], cv2.IMREAD_COLOR),
                        ship))
     reg = tmp_path / "registry.csv"
-    reg.write_text(f"name,hull_number\nZHE DAI YU 03891,{HULL}\nMIN SHI YU 06688,闽狮渔06688\n", encoding="utf-8")
+    reg.write_text(f"name,hull_number,licence_status\nZHE DAI YU 03891,{HULL},valid\nMIN SHI YU 06688,闽狮渔06688,valid\n",
+                   encoding="utf-8")
     cfg = load_pipeline_config(None, {
         "sources": [{"id": "quay", "url": "x.jpg", "models": ["boxes"]}],
         "zones": [{"id": "all", "source": "quay", "rules": [{"type": "vessel_in_zone", "min_duration_s": 1.0}]}],
@@ -336,7 +337,7 @@ def test_hull_number_painted_on_a_real_ship_in_a_real_frame_is_read_on_a_source_
     zone = [e for e in events if e.type == "vessel_in_zone"]
     assert zone and all(e.geo is None for e in zone)
     a = zone[-1].attributes
-    assert a["identity"] == "unknown" and "geo position" in a["identity_reason"]
+    assert a["identity"] == "ocr_only" and a["vessel_name"] == "ZHE DAI YU 03891" and "lat_deg" not in a
     assert a["hull_text"] == HULL and a["hull_registry_match"] == HULL and a["hull_frames_agreeing"] >= 3
     assert not [e for e in events if e.type != "vessel_in_zone"]
 
@@ -394,3 +395,43 @@ def test_rendered_video_clip_through_run_file_gives_events_with_the_hull_read(tm
     assert a["hull_frames_agreeing"] >= 3
     box = zone[-1].snapshot.xyxy_px  # the stand-in found the drawn boat (within the codec's smear)
     assert any(abs(box[0] - b[0]) <= 6 and abs(box[3] - b[3]) <= 6 for _, b in clip)
+
+
+def test_without_geo_reference_a_hull_read_still_raises_registry_alert_but_never_unidentified(tmp_path, font):
+    reg = tmp_path / "registry.csv"
+    reg.write_text(f"name,hull_number,licence_status,blacklisted\nZHE DAI YU 03891,{HULL},expired,no\n",
+                   encoding="utf-8")
+    cfg = load_pipeline_config(None, {
+        "sources": [{"id": "quay", "url": "rtsp://cam/quay", "models": ["boxes"]}],
+        "zones": [{"id": "all", "source": "quay", "rules": [{"type": "vessel_in_zone", "min_duration_s": 1.0}]}],
+        "registry": str(reg),
+        "identity": {"unidentified_after_s": 0.5, "ocr": {"mode": "inline", "min_interval_s": 0.5}},
+    })
+    det = StandInDetector()
+    pipe = Pipeline(cfg, [], detectors={"boxes": det})
+    known = _clip(HULL, 6, seed=12)
+    stranger = _clip("闽狮渔06688", 6, seed=13)  # not in the registry
+    frames = []
+    for (fa, ba), (fb, bb) in zip(known, stranger):
+        both = fa.copy()
+        y0, y1, x0, x1 = int(bb[1]), int(bb[3]), int(bb[0]), int(bb[2])
+        both[y0 + 200:y1 + 200, x0 + 500:x1 + 500] = fb[y0:y1, x0:x1]  # the second boat, lower right
+        frames.append((both, [ba, (bb[0] + 500, bb[1] + 200, bb[2] + 500, bb[3] + 200)]))
+    events = []
+    for k, (frame, boxes) in enumerate(frames):
+        det.boxes = {id(frame): boxes}
+        events += pipe.process("quay", T0_NS + k * STEP_NS, frame)
+    events += pipe.close()
+    alerts = [e for e in events if e.type == "registry_alert"]
+    assert [e.phase for e in alerts] == ["start", "end"], [(e.type, e.phase) for e in events]
+    assert alerts[0].geo is None and "not geo-referenced" in alerts[0].geo_reason
+    a = alerts[0].attributes
+    assert "licence_expired" in a["registry_alerts"] and a["alert_hull_number"] == HULL and "lat_deg" not in a
+    # the stranger's read matches nobody; without a position the stage cannot tell it has no AIS either
+    assert not [e for e in events if e.type == "unidentified_vessel"]
+    zone = {e.track_ids: e for e in events if e.type == "vessel_in_zone" and e.phase == "end"}
+    assert len(zone) == 2
+    reads = sorted(e.attributes.get("hull_text", "") for e in zone.values())
+    assert reads == sorted([HULL, "闽狮渔06688"])
+    ids = sorted(e.attributes["identity"] for e in zone.values())
+    assert ids == ["ocr_only", "unknown"]

@@ -16,8 +16,9 @@ frame capture times pass their times, so a recorded NMEA log with tag-block or G
 recorded video; messages with no time of their own are applied at once); ``tcp://HOST:PORT`` connects, ``udp://HOST:PORT`` binds; socket feeds run in daemon threads started by
 :meth:`start` and stopped by :meth:`stop`.
 
-Only tracks with a geo position take part (association needs one): a source without calibration or drone pose
-gets no identity events.
+Only tracks with a geo position take part in AIS association, and only they can be ``unidentified_vessel`` or
+``ais_dark``: a source without calibration or drone pose gets none of those. A track without a position whose
+hull read matches the registry is identified by it (``ocr_only``) and can raise ``registry_alert``.
 
 Hull OCR (config ``identity.ocr``, on by default, ``enabled: false`` turns it off): every vessel track's crops are
 offered to a :class:`~seawatch.vision.identity.track_ocr.TrackOcr`, which reads the best crop of each second of a
@@ -31,6 +32,7 @@ events and on ``vessel_in_zone`` events, also for sources without geo-reference.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -268,6 +270,7 @@ class VesselIdentityStage:
         d = detections
         c = self.config
         tracks: list[GeoTrack] = []
+        unlocated: list[GeoTrack] = []  # tracks without a position but with a hull read
         boxes: dict[int, np.ndarray] = {}
         if len(d) and d.track_id is not None and d.labels:
             is_vessel = np.array([lab in c.labels for lab in d.labels], bool)[d.class_id]
@@ -290,6 +293,9 @@ class VesselIdentityStage:
                 self._track_label[key] = (str(d.label[i]), float(d.confidence[i]), zone_of[k] or "")
                 boxes[tid] = xyxy[k]
                 if pos is None:
+                    if self._hull.get(key) is not None:
+                        unlocated.append(GeoTrack(tid, int(time_ns), math.nan, math.nan, in_zone=zone_of[k] is not None,
+                                                  hull=self._hull[key]))
                     continue
                 tracks.append(GeoTrack(tid, int(time_ns), pos.lat_deg, pos.lon_deg,
                                        pos_sigma_m=max(1.0, pos.semi_major_m), in_zone=zone_of[k] is not None,
@@ -298,6 +304,11 @@ class VesselIdentityStage:
             self._track_seen_ns[(source_id, int(tid))] = int(time_ns)
         self._prune(source_id, int(time_ns))
         identities = fuser.update(tracks, self.table, int(time_ns))
+        # without a position there is no association (so no unidentified_vessel either: AIS may well know the
+        # vessel); a hull read that matches the registry still identifies it, and its registry alerts count
+        hull_known = fuser.identify_unlocated(unlocated, int(time_ns))
+        identities |= hull_known
+        tracks += [t for t in unlocated if t.track_id in hull_known]
         for tid, ident in identities.items():
             self._identity[(source_id, tid)] = ident
         decisions = rules.update(int(time_ns), tracks, identities, self.table)

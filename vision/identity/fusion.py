@@ -293,6 +293,17 @@ class IdentityFuser:
             del self._mem[tid]
         return out
 
+    def identify_unlocated(self, tracks: Sequence[GeoTrack], time_ns: int) -> dict[int, TrackIdentity]:
+        """Identities of tracks that have no position (``lat_deg``/``lon_deg`` NaN) from their hull read alone:
+        only the tracks whose read matches a registry entry (``ocr_only``) are returned. No association; the
+        track's memory (its last MMSI, for ``ais_dark``) is read, not changed."""
+        out: dict[int, TrackIdentity] = {}
+        for t in tracks:
+            ident = self._identity(t, None, None, None, self._mem.get(t.track_id) or _TrackMemory(), time_ns)
+            if ident.kind == "ocr_only":
+                out[t.track_id] = ident
+        return out
+
     def _identity(self, t: GeoTrack, pred: AisPrediction | None, dist: float | None, state: VesselState | None,
                   mem: _TrackMemory, time_ns: int) -> TrackIdentity:
         cfg = self.cfg

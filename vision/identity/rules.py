@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -105,7 +106,9 @@ class IdentityRules:
             ident = identities.get(t.track_id)
             if ident is None:
                 continue
-            attrs = ident.as_attributes() | {"lat_deg": t.lat_deg, "lon_deg": t.lon_deg}
+            attrs = ident.as_attributes()
+            if math.isfinite(t.lat_deg) and math.isfinite(t.lon_deg):  # NaN: a track without position (OCR only)
+                attrs |= {"lat_deg": t.lat_deg, "lon_deg": t.lon_deg}
 
             # ais_dark: the track's AIS vessel (current or last associated) is quiet, the camera still sees it
             dark_mmsi = None
