@@ -366,8 +366,8 @@ class MavlinkLink:
 
     def _connect(self) -> None:
         """A new dronekit Vehicle on ``url`` with our listeners, its threads started (no waiting here)."""
-        dk = dronekit()
         self._check_url()
+        dk = dronekit()
         self._probe_tcp()
         try:
             vehicle = dk.connect(
