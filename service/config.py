@@ -266,6 +266,7 @@ def load_config(path: str | Path | None = None, data: dict[str, Any] | None = No
 # ---- the embedded default (``seawatch serve`` without --config: the main job) --------------------------------------
 DEFAULT_AREA = {"name": "Lemmer harbour, IJsselmeer (NL)", "lat_deg": 52.8405, "lon_deg": 5.7030}
 DEFAULT_CAMERA_CLIP = "B_fire_smoke/flames_closeup.mp4"
+DEFAULT_YARD_CLIP = "D_parking_lanes/carpark_timelapse_nf.mp4"
 DEFAULT_AIS_LOG = "F_ais/ais_gpsd_lemmer_nl_ais-nmea.log"  # a receiver log from this very harbour
 
 
@@ -275,7 +276,8 @@ def default_settings_data(media_dir: Path | None, *, sources: list[tuple[str, st
     """The main job's configuration as a dict (validated by the caller with ``load_config(data=...)``).
 
     A quay camera looking over Lemmer harbour (the shared fire clip looped as a live source, surveyed so its events
-    are on the map; or the user's ``sources`` as ``[(id, url)]``, uncalibrated), a simulated drone flying a patrol
+    are on the map) and a yard camera over a fire lane (a car-park time-lapse); or the user's ``sources`` as
+    ``[(id, url)]``, uncalibrated. A simulated drone flying a patrol
     around the harbour, the harbour's recorded AIS log, SQLite under ``data_dir`` and one admin user.
     """
     lat0, lon0 = DEFAULT_AREA["lat_deg"], DEFAULT_AREA["lon_deg"]
@@ -294,6 +296,17 @@ def default_settings_data(media_dir: Path | None, *, sources: list[tuple[str, st
                                          "pan_deg": 150.0, "tilt_deg": -25.0}},
         })
         zones.append({"id": "quay", "source": "quay-cam", "rules": [{"type": "fire_smoke", "min_duration_s": 2.0}]})
+        if (media_dir / DEFAULT_YARD_CLIP).is_file():
+            # a time-lapse of a car park (a day in 8 s): lane blockages start and end within each loop, so closed
+            # incidents with clips appear within the first minute (the fire above burns on while the service runs)
+            srcs.append({
+                "id": "yard-cam", "url": str(media_dir / DEFAULT_YARD_CLIP), "models": ["coco_yolov5n"], "analysis_fps": 4.0,
+                "calibration": {"camera": {"width_px": 640, "height_px": 480, "hfov_deg": 70.0},
+                                "surveyed": {"lat_deg": lat0 - 0.0012, "lon_deg": lon0 + 0.0045, "alt_m": 15.0,
+                                             "pan_deg": 300.0, "tilt_deg": -30.0}},
+            })
+            zones.append({"id": "fire-lane", "source": "yard-cam", "polygon_px": [[0, 300], [640, 300], [640, 480], [0, 480]],
+                          "rules": [{"type": "fire_lane_blocked", "min_duration_s": 1.0, "clear_after_s": 0.5, "grace_s": 0.5}]})
     d = 0.004  # about 450 m north-south, 270 m east-west
     data: dict[str, Any] = {
         "sources": srcs,

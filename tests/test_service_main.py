@@ -114,6 +114,11 @@ def test_default_config_shows_a_flying_drone_ais_and_live_events(tmp_path, share
         ev = events[0]
         assert ev["type"] in ("fire", "smoke") and ev["geo"] is not None  # the surveyed camera puts it on the map
         assert abs(ev["geo"]["lat_deg"] - 52.842) < 0.01
+        ended = _until(lambda: [e for e in _get(f"{base}/events?source=yard-cam&sort=-at_ns", token)["events"] if e["clip_url"]],
+                       60, "a closed incident (fire lane of the yard camera) with a clip")
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{ended[0]['clip_url']}", headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert r.headers["content-type"] == "video/mp4" and len(r.read()) > 10_000
         ais = _until(lambda: _get(f"{base}/ais/vessels", token)["vessels"], 30, "AIS vessels from the harbour log")
         assert sum(1 for v in ais if v["lat_deg"] is not None) >= 10
         cams = [s for s in _get(f"{base}/sources", token) if s.get("kind") == "camera"]
