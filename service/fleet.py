@@ -204,6 +204,8 @@ class Fleet:
         self._ais_count = 0
         self._ais_change_ns: int | None = None
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ais_thread: threading.Thread | None = None
 
     def pose_timelines(self, settings) -> dict[str, Any]:
         """source id -> the pose timeline of the drone carrying that camera (given to the pipeline)."""
@@ -217,11 +219,31 @@ class Fleet:
     def start(self) -> "Fleet":
         for r in self.runners.values():
             r.start()
+        if self.ais_urls:
+            self._ais_thread = threading.Thread(target=self._watch_ais, name="ais-watch", daemon=True)
+            self._ais_thread.start()
         return self
 
     def stop(self) -> None:
+        self._stop.set()
         for r in self.runners.values():
             r.stop()
+        if self._ais_thread is not None:
+            self._ais_thread.join(5.0)
+            self._ais_thread = None
+
+    def _watch_ais(self, interval_s: float = 0.5) -> None:
+        """Notes when the AIS message count last changed (the wall-clock age of the newest message)."""
+        while not self._stop.wait(interval_s):
+            self._ais_seen(time.time_ns())
+
+    def _ais_seen(self, now_ns: int) -> int | None:
+        counters = getattr(self.identity, "counters", None) or {}
+        count = int(counters.get("ais_messages", 0))
+        with self._lock:
+            if count != self._ais_count:
+                self._ais_count, self._ais_change_ns = count, now_ns
+            return self._ais_change_ns
 
     def drones(self) -> list[dict[str, Any]]:
         return [r.status() for r in self.runners.values()]
@@ -230,17 +252,14 @@ class Fleet:
         return getattr(self.identity, "table", None)
 
     def ais(self) -> list[dict[str, Any]]:
-        """One status entry for the AIS side (feeds, vessel count, age of the newest message by the wall clock)."""
+        """One status entry for the AIS side: feeds, messages, vessel count, and the wall-clock seconds since the
+        message count last grew (watched every 0.5 s)."""
         if not self.ais_urls:
             return []
         table = self._table()
-        counters = getattr(self.identity, "counters", {}) if self.identity is not None else {}
-        count = int(counters.get("ais_messages", 0))
         now = time.time_ns()
-        with self._lock:
-            if count != self._ais_count:
-                self._ais_count, self._ais_change_ns = count, now
-            changed = self._ais_change_ns
+        changed = self._ais_seen(now)
+        count = self._ais_count
         feeds = [u if "://" in u else u.replace("\\", "/").rsplit("/", 1)[-1] for u in self.ais_urls]  # files: name only
         vessels = table.snapshot() if table is not None else []
         return [{"source_id": "ais", "kind": "ais", "state": "running" if self.identity is not None else "not_running",

@@ -261,3 +261,33 @@ def test_api_without_drones_or_ais_answers_empty(tmp_path):
         assert client.get("/api/map", headers=H).json() == {"tiles_url": None, "attribution": "", "coastline": True}
         assert client.get("/api/drones").status_code == 401
         assert client.get("/api/ais/vessels", params={"limit": 0}, headers=H).status_code == 422
+
+
+# ---- AIS in serve -----------------------------------------------------------------------------------------------------
+def test_ais_over_tcp_reaches_the_vessel_api_and_survives_a_dropped_connection(tmp_path, shared_media):
+    lines = [ln for ln in (shared_media / "F_ais" / "ais_gpsd_lemmer_nl_ais-nmea.log").read_text(errors="replace").splitlines()
+             if ln.startswith("!AIVDM")]
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(20)
+    port = srv.getsockname()[1]
+    svc = Service(_settings(tmp_path, ais=[f"tcp://127.0.0.1:{port}"])).start()
+    try:
+        conn, _ = srv.accept()
+        conn.sendall(("\r\n".join(lines[: len(lines) // 2]) + "\r\n").encode())
+        with TestClient(svc.app) as client:
+            got = _until(lambda: [v for v in client.get("/api/ais/vessels", headers=H).json()["vessels"] if v["lat_deg"]], 20,
+                         "vessels from the TCP feed")
+            assert all(abs(v["lat_deg"] - 52.85) < 0.1 for v in got)  # Lemmer
+            conn.close()  # the dispatcher drops us: the feed reconnects, the service carries on
+            conn2, _ = srv.accept()
+            conn2.sendall(("\r\n".join(lines[len(lines) // 2:]) + "\r\n").encode())
+            before = len(got)
+            after = _until(lambda: (n := len([v for v in client.get("/api/ais/vessels", headers=H).json()["vessels"] if v["lat_deg"]])) > before and n,
+                           20, "more vessels after the reconnect")
+            ais = [s for s in client.get("/api/sources", headers=H).json() if s["kind"] == "ais"][0]
+            assert ais["state"] == "running" and ais["feeds"] == [f"tcp://127.0.0.1:{port}"] and ais["vessels"] >= after
+            assert ais["last_message_age_s"] is not None and ais["last_message_age_s"] < 10
+            conn2.close()
+    finally:
+        svc.stop()
+        srv.close()
