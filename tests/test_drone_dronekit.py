@@ -68,6 +68,7 @@ def _dronekit_threads() -> int:
 def test_flight_loss_reconnect_and_tlog_over(transport: str, tmp_path: Path, capsys):
     sim_out, url = _endpoints(transport)
     tlog = tmp_path / f"{transport}.tlog"
+    threads_before = _dronekit_threads()
     sim = SimVehicle(sim_out, home=HOME, speed=10.0, telemetry_hz=10).start()
     link = MavlinkLink(url, tlog_path=tlog, heartbeat_timeout_s=1.0, reconnect_backoff_s=0.2)
     try:
@@ -136,7 +137,8 @@ def test_flight_loss_reconnect_and_tlog_over(transport: str, tmp_path: Path, cap
     finally:
         link.close()
         sim.stop()
-    assert link.status is LinkStatus.CLOSED
+    assert link.status is LinkStatus.CLOSED and link.vehicle is None
+    assert _dronekit_threads() == threads_before  # every dronekit connection of the flight (reconnects too) stopped
     live_samples = dict(link.timeline.counts)
 
     # the .tlog (received and sent packets) replays through `seawatch drone replay`
@@ -301,3 +303,39 @@ def test_stream_rate_request_from_config_reaches_the_vehicle():
             assert link.counters.by_type["GLOBAL_POSITION_INT"] - n0 >= 8
     finally:
         sim.stop()
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_killed_simulator_process_is_lost_then_reconnected(transport: str):
+    """The vehicle as a separate process, killed with SIGKILL (the OS closes its sockets) and started again."""
+    sim_out, url = _endpoints(transport)
+    cmd = [sys.executable, "-m", "seawatch.drone.sim", "--out", sim_out, "--home", "54.0,7.0,0.0"]
+
+    def start() -> subprocess.Popen:
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    proc = start()
+    link = MavlinkLink(url, heartbeat_timeout_s=1.0, reconnect_backoff_s=0.2)
+    try:
+        deadline = time.monotonic() + 20.0
+        while True:  # the child needs a moment to import and open its port
+            try:
+                link.open(3.0)
+                break
+            except TelemetryError:
+                if time.monotonic() > deadline:
+                    raise
+        link.set_mode("GUIDED")
+        proc.kill()
+        proc.wait(5)
+        _until(lambda: link.status is LinkStatus.LOST, 5.0, "status lost after kill -9")
+        proc = start()
+        _until(lambda: link.status is LinkStatus.CONNECTED, 20.0, "reconnected to the new process")
+        assert link.counters.link_losses == 1 and link.counters.reconnects >= 1
+        assert link.state.mode == "STABILIZE"  # the new vehicle, not the killed one's GUIDED
+        link.set_mode("LOITER")
+        assert link.state.mode == "LOITER"
+    finally:
+        link.close()
+        proc.kill()
+        proc.wait(5)
