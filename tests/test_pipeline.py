@@ -116,7 +116,39 @@ def test_evaluate_any_manifest_of_the_shared_format(shared_media, tmp_path):
     assert report["labels"]["smoke"]["fire_smoke"]["gt"] == 1
     imgs = report["fire_smoke_images"]
     assert imgs["positives"] == 2 and imgs["negatives"] == 1
+    # Img_487's flames score 0.21 as fire (found with the fire floor 0.2); the night CCTV negative only raises
+    # smoke-class boxes below the smoke floor
+    assert imgs["detected"] == 2 and imgs["false_alarms"] == 0
     assert "fire" in res.stdout and "recall" in res.stdout
+
+
+@pytest.mark.slow
+def test_evaluate_clips_compares_rules_with_frame_by_frame_alerts(shared_media, tmp_path):
+    """A fire clip and a car-park time-lapse declared a fire negative: the rules raise one fire incident and
+    nothing on the negative, and the report counts the per-frame alerts the same weights would have raised."""
+    onnx_model("fire_smoke")
+    src = {e["file"]: e for e in json.loads((shared_media / "MANIFEST.json").read_text())}
+    fire = dict(src["B_fire_smoke/flames_closeup.mp4"])
+    neg = dict(src["D_parking_lanes/carpark_timelapse_md.mp4"])
+    neg["ground_truth"] = {**neg["ground_truth"], "negative_for": ["fire", "smoke"]}
+    for e in (fire, neg):
+        dst = tmp_path / e["file"]
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.symlink_to(shared_media / e["file"])
+    manifest = tmp_path / "MANIFEST.json"
+    manifest.write_text(json.dumps([fire, neg]))
+    out = tmp_path / "report.json"
+    res = seawatch("evaluate", str(manifest), "--out", str(out), timeout=600)
+    assert res.returncode == 0, res.stderr
+    clips = json.loads(out.read_text())["clips_report"]
+    by_kind = {c["kind"]: c for c in clips["clips"]}
+    assert set(by_kind) == {"fire_positive", "fire_negative"}
+    pos, negc = by_kind["fire_positive"], by_kind["fire_negative"]
+    assert pos["detected"] and pos["rules"]["true"] >= 1
+    assert pos["frame_by_frame"]["true"] > pos["rules"]["true"]  # one incident instead of an alert per frame
+    assert negc["false_events"] == 0 and clips["negative_clips"] == 1 and clips["negative_false_events"] == 0
+    assert clips["precision"]["rules"]["false"] == 0
+    assert "alert precision: rules" in res.stdout
 
 
 def test_evaluate_missing_manifest_is_a_clear_error(tmp_path):

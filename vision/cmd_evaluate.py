@@ -45,6 +45,10 @@ def print_summary(report: dict, file=sys.stdout) -> None:
     if c:
         print(f"clips: {c['positives_detected']}/{c['positives']} positives raised their event, "
               f"{c['false_events']} false events, {c['negative_clips']} negative clips", file=file)
+        if c.get("precision"):
+            r, f = c["precision"]["rules"], c["precision"]["frame_by_frame"]
+            print(f"  alert precision: rules {r['precision']} ({r['true']} true / {r['false']} false events) vs "
+                  f"frame by frame {f['precision']} ({f['true']} true / {f['false']} false frame alerts)", file=file)
         for clip in c["clips"]:
             print(f"  {clip['file']}: {json.dumps({k: v for k, v in clip.items() if k != 'file'})}", file=file)
     if report.get("missing_models"):

@@ -5,9 +5,15 @@ Each clip gets a whole-frame zone with the rule its ground truth speaks about:
 - ``fire: true`` -> fire_smoke rule; the clip must raise a fire (or smoke) event.
 - ``without_helmet_interval_s`` / ``with_helmet_from_s`` -> no_hard_hat rule (helmet + person models); an event
   must start inside the bare-headed interval, and none may start once everyone wears a hat.
-- ``fire: false`` / ``smoke: false`` (negatives) -> fire_smoke rule; every event is a false alarm
-  (reported per hour of video).
+- ``fire: false`` / ``smoke: false`` or ``negative_for: [fire, smoke]`` (negatives) -> fire_smoke rule; every
+  event is a false alarm (reported per hour of video).
+- ``without_helmet: 0`` with people in view, or ``negative_for: [no_helmet]`` -> no_hard_hat rule; every event
+  is a false alarm.
 Clips whose ground truth names none of these are listed as not scored, with the reason.
+
+Each scored clip also reports what the same weights would have raised frame by frame (an alert on every analysed
+frame whose detections break the rule, the way a per-frame detector is usually wired to alarms), judged against
+the same ground truth, so the report shows the rules' precision next to the per-frame precision at equal recall.
 """
 
 from __future__ import annotations
@@ -25,18 +31,42 @@ CLIP_START_NS = 1_700_000_000 * 10**9  # arbitrary fixed UTC origin so reports a
 def clip_config(sample: Sample) -> tuple[dict, str] | None:
     gt = sample.ground_truth
     sid = "clip"
-    if "without_helmet_interval_s" in gt or "with_helmet_from_s" in gt:
+    negative_for = {str(x).lower() for x in (gt.get("negative_for") or ())} | set(sample.negative_for)
+
+    def hat(kind: str):
         return ({"sources": [{"id": sid, "url": str(sample.path), "models": ["helmet", "coco_yolov5n"],
                               "analysis_fps": 3.0}],
                  "zones": [{"id": "site", "source": sid, "rules": [{"type": "no_hard_hat", "min_duration_s": 2.0}]}]},
-                "hard_hat")
+                kind)
+
+    def fire(kind: str):
+        return ({"sources": [{"id": sid, "url": str(sample.path), "models": ["fire_smoke"], "analysis_fps": 2.0}],
+                 "zones": [{"id": "all", "source": sid, "rules": [{"type": "fire_smoke"}]}]}, kind)
+
+    if "without_helmet_interval_s" in gt or "with_helmet_from_s" in gt:
+        return hat("hard_hat")
     if gt.get("fire") is True or gt.get("smoke") is True:
-        return ({"sources": [{"id": sid, "url": str(sample.path), "models": ["fire_smoke"], "analysis_fps": 2.0}],
-                 "zones": [{"id": "all", "source": sid, "rules": [{"type": "fire_smoke"}]}]}, "fire_positive")
-    if gt.get("fire") is False or gt.get("smoke") is False:
-        return ({"sources": [{"id": sid, "url": str(sample.path), "models": ["fire_smoke"], "analysis_fps": 2.0}],
-                 "zones": [{"id": "all", "source": sid, "rules": [{"type": "fire_smoke"}]}]}, "fire_negative")
+        return fire("fire_positive")
+    if gt.get("fire") is False or gt.get("smoke") is False or {"fire", "smoke"} & negative_for:
+        return fire("fire_negative")
+    if (gt.get("without_helmet") == 0 and gt.get("persons")) or {"no_helmet", "without_helmet"} & negative_for:
+        return hat("hard_hat_negative")
     return None
+
+
+def _frame_alert(kind: str, det) -> bool:
+    """Would this frame's raw detections alarm if every frame were an alert (the rule's floors, no timers)?"""
+    from seawatch.vision.config import FireSmokeRuleConfig, HardHatRuleConfig
+    from seawatch.vision.rules import bare_headed
+
+    if kind.startswith("fire"):
+        rule = FireSmokeRuleConfig()
+        return any(bool((det.with_label(lab).confidence >= rule.floor(lab)).any()) for lab in rule.labels)
+    return len(bare_headed(det, HardHatRuleConfig())) > 0
+
+
+def _precision(true: int, false: int) -> float | None:
+    return round(true / (true + false), 4) if true + false else None
 
 
 def evaluate_clip(sample: Sample) -> dict:
@@ -49,6 +79,21 @@ def evaluate_clip(sample: Sample) -> dict:
     cfg = load_pipeline_config(None, data)
     t0 = time.monotonic()
     pipeline = Pipeline(cfg)
+    alert_s: list[float] = []  # clip seconds of analysed frames whose raw detections break the rule
+    now_ns = [CLIP_START_NS]
+    detect, process = pipeline.detect, pipeline.process
+
+    def recording_process(source_id, capture_time_ns, image, locator=None):
+        now_ns[0] = capture_time_ns
+        return process(source_id, capture_time_ns, image, locator)
+
+    def recording_detect(source_id, image):
+        det = detect(source_id, image)
+        if _frame_alert(kind, det):
+            alert_s.append((now_ns[0] - CLIP_START_NS) / 1e9)
+        return det
+
+    pipeline.process, pipeline.detect = recording_process, recording_detect
     events = run_file(pipeline, "clip", sample.path, CLIP_START_NS)
     starts = [e for e in events if e.phase == "start"]
     rel = lambda ns: round((ns - CLIP_START_NS) / 1e9, 2)
@@ -61,6 +106,8 @@ def evaluate_clip(sample: Sample) -> dict:
         hits = [e for e in starts if e.type in ("fire", "smoke")]
         out["detected"] = bool(hits)
         out["first_event_s"] = rel(hits[0].start_ns) if hits else None
+        true_ev, false_ev = len(hits), len(starts) - len(hits)
+        true_fr, false_fr = len(alert_s), 0
     elif kind == "hard_hat":
         lo, hi = gt.get("without_helmet_interval_s", [0, duration_s])
         hat_from = gt.get("with_helmet_from_s")
@@ -69,20 +116,34 @@ def evaluate_clip(sample: Sample) -> dict:
         out["detected"] = any(lo <= rel(e.start_ns) <= hi + slack_s for e in hh)
         late = [e for e in hh if hat_from is not None and rel(e.start_ns) > hat_from + slack_s]
         out["false_events"] = len(late)
-    elif kind == "fire_negative":
+        true_ev, false_ev = sum(1 for e in hh if lo <= rel(e.start_ns) <= hi + slack_s), len(late)
+        true_fr = sum(1 for t in alert_s if lo <= t <= hi + slack_s)
+        false_fr = sum(1 for t in alert_s if hat_from is not None and t > hat_from + slack_s)
+    else:  # negatives: every event and every alerting frame is false
         out["false_events"] = len(starts)
         out["false_events_per_hour"] = round(len(starts) / max(duration_s, 1e-9) * 3600, 1) if duration_s else None
+        true_ev, false_ev, true_fr, false_fr = 0, len(starts), 0, len(alert_s)
+    out["rules"] = {"alerts": true_ev + false_ev, "true": true_ev, "false": false_ev,
+                    "precision": _precision(true_ev, false_ev)}
+    out["frame_by_frame"] = {"alerts": true_fr + false_fr, "true": true_fr, "false": false_fr,
+                             "precision": _precision(true_fr, false_fr)}
     return out
 
 
 def evaluate_clips(samples: list[Sample]) -> dict:
     clips = [evaluate_clip(s) for s in samples]
     scored = [c for c in clips if c.get("scored")]
-    neg = [c for c in scored if c["kind"] == "fire_negative"]
+    neg = [c for c in scored if c["kind"].endswith("_negative")]
+    tot = {k: {"true": sum(c[k]["true"] for c in scored), "false": sum(c[k]["false"] for c in scored)}
+           for k in ("rules", "frame_by_frame")}
+    for v in tot.values():
+        v["precision"] = _precision(v["true"], v["false"])
     return {
+        "precision": tot,
         "clips": clips,
         "positives_detected": sum(1 for c in scored if c.get("detected")),
         "positives": sum(1 for c in scored if c["kind"] in ("fire_positive", "hard_hat")),
+        "negative_false_events": sum(c.get("false_events", 0) for c in neg),
         "false_events": sum(c.get("false_events", 0) for c in scored),
         "negative_clips": len(neg),
     }
