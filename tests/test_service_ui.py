@@ -40,6 +40,7 @@ DRONE_RGB = (0xE7, 0x29, 0x8A)
 CAMERA_RGB = (0x6A, 0x3D, 0x9A)
 GRID_RGB = (0x9F, 0xB3, 0xC4)
 COAST_RGB = (0x7A, 0x8B, 0x6A)
+AIS_RGB = (0x1B, 0x9E, 0x77)
 
 
 class SwitchableFire:
@@ -84,8 +85,9 @@ def settings(tmp_path: Path, video: Path | None = None, **over):
 
 
 @pytest.fixture
-def live_service(tmp_path):
-    """A running Service (camera + simulated drone) behind uvicorn on a free port, with three stored events."""
+def live_service(tmp_path, shared_media):
+    """A running Service (camera + simulated drone + the Lemmer AIS log) behind uvicorn on a free port, with three
+    stored events."""
     import uvicorn
 
     from seawatch.service.runner import Service
@@ -93,7 +95,8 @@ def live_service(tmp_path):
     video = tmp_path / "quay.mp4"
     write_video(video, seconds=4.0)
     det = SwitchableFire()
-    svc = Service(settings(tmp_path, video), detectors={"stub": det}, file_pace="realtime", loop_files=True).start()
+    ais = str(shared_media / "F_ais" / "ais_gpsd_lemmer_nl_ais-nmea.log")
+    svc = Service(settings(tmp_path, video, ais=[ais]), detectors={"stub": det}, file_pace="realtime", loop_files=True).start()
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(svc.app, host="127.0.0.1", port=port, log_level="warning"))
     th = threading.Thread(target=srv.run, daemon=True)
@@ -254,6 +257,25 @@ def test_ui_operator_workflow_in_chromium(live_service, tmp_path):
         assert _count(img, CAMERA_RGB, proj["cam"]["x"], proj["cam"]["y"], r=6) > 50
         n_drone, first = _drone_pixels(page)
         assert n_drone > 20
+        # hovering a marker names it: the critical event, then an AIS vessel (drawn in its colour)
+        box = page.locator("#map").bounding_box()
+        page.mouse.move(box["x"] + 1 + proj["crit"]["x"], box["y"] + 1 + proj["crit"]["y"])
+        _wait(page, "document.getElementById('map-hover').textContent.startsWith('event vessel_in_zone (critical)')", 5)
+        _wait(page, "window.seawatch.state.vessels.filter(v => v.lat_deg !== null).length >= 10")
+        page.wait_for_timeout(100)
+        vessel = page.evaluate("""(() => { const m = window.seawatch.map;
+            for (const v of window.seawatch.state.vessels) {
+              if (v.lat_deg === null || !v.name) continue;
+              const p = m.project(v.lat_deg, v.lon_deg);
+              if (p.x > 20 && p.y > 20 && p.x < m.c.width - 20 && p.y < m.c.height - 20 && m.describeAt(p.x, p.y).startsWith('vessel'))
+                return {name: v.name, p}; }
+            return null; })()""")
+        assert vessel is not None
+        assert _count(_shot(page), AIS_RGB, vessel["p"]["x"], vessel["p"]["y"], r=6) > 8
+        page.mouse.move(box["x"] + 1 + vessel["p"]["x"], box["y"] + 1 + vessel["p"]["y"])
+        _wait(page, f"document.getElementById('map-hover').textContent.includes({vessel['name']!r})", 5)
+        ais_row = page.text_content('#sources tr[data-id="ais"]')
+        assert "vessel(s)" in ais_row
         grid = (np.abs(img.astype(int) - np.array(GRID_RGB)).max(axis=2) <= 10)
         assert grid.all(axis=1).sum() >= 2 or grid.all(axis=0).sum() >= 2  # full-width / full-height grid lines
 

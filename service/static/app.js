@@ -37,7 +37,8 @@ async function start() {
   $("login").hidden = true; $("main").hidden = false; $("logout").hidden = false;
   const m = await json("/api/map");
   map = new MapView($("map"), { tilesUrl: m.tiles_url, attribution: m.attribution, onPick: select,
-    onMove: (v) => { $("map-info").textContent = `${v.lat.toFixed(4)}°, ${v.lon.toFixed(4)}° z${v.zoom.toFixed(1)}`; } });
+    onMove: (v) => { $("map-info").textContent = `${v.lat.toFixed(4)}°, ${v.lon.toFixed(4)}° z${v.zoom.toFixed(1)}`; },
+    onHover: (text) => { $("map-hover").textContent = text; } });
   if (!m.tiles_url && m.coastline) fetch("/ui/coastline.json").then((r) => r.json()).then((c) => map.setCoastline(c.lines)).catch(() => {});
   window.seawatch = { state, map, search, select };  // for the browser tests and the console
   await refreshSources(await json("/api/sources"));

@@ -31,13 +31,14 @@ function offsetLatLon(lat, lon, bearingDeg, distM) {
 }
 
 export class MapView {
-  constructor(canvas, { tilesUrl = null, attribution = "", onPick = () => {}, onMove = () => {} } = {}) {
+  constructor(canvas, { tilesUrl = null, attribution = "", onPick = () => {}, onMove = () => {}, onHover = () => {} } = {}) {
     this.c = canvas;
     this.g = canvas.getContext("2d");
     this.tilesUrl = tilesUrl;
     this.attribution = attribution;
     this.onPick = onPick;
     this.onMove = onMove;
+    this.onHover = onHover;
     this.view = { lat: 52.8405, lon: 5.703, zoom: 14 };
     this.layers = { events: true, cameras: true, drones: true, ais: true };
     this.data = { events: [], cameras: [], drones: [], vessels: [], selected: null };
@@ -275,13 +276,34 @@ export class MapView {
     return best;
   }
 
+  // what is under the pointer, as one line of text (vessel name / MMSI, drone, camera, event), or ""
+  describeAt(x, y, maxPx = 10) {
+    const near = (lat, lon) => { const p = this.project(lat, lon); return Math.hypot(p.x - x, p.y - y) <= maxPx; };
+    const ev = this.layers.events ? this.pick(x, y, maxPx) : null;
+    if (ev) return `event ${ev.type} (${ev.severity}) on ${ev.source_id}, ${ev.review_status}`;
+    if (this.layers.drones) for (const d of this.data.drones) {
+      if (d.lat_deg != null && near(d.lat_deg, d.lon_deg)) {
+        return `drone ${d.drone_id}: ${d.state}, ${d.mode || "?"}, ${d.alt_rel_m != null ? d.alt_rel_m.toFixed(0) + " m" : ""}` +
+          (d.battery_pct != null ? `, battery ${d.battery_pct}%` : "");
+      }
+    }
+    if (this.layers.cameras) for (const c of this.data.cameras) if (c.view && near(c.view.lat_deg, c.view.lon_deg)) return `camera ${c.source_id}: ${c.state}`;
+    if (this.layers.ais) for (const v of this.data.vessels) {
+      if (v.lat_deg != null && near(v.lat_deg, v.lon_deg)) {
+        return `vessel ${v.name || "(no name)"} MMSI ${v.mmsi}` + (v.ship_type_text ? `, ${v.ship_type_text}` : "") +
+          (v.sog_kn != null ? `, ${v.sog_kn} kn` : "") + (v.destination ? ` to ${v.destination}` : "");
+      }
+    }
+    return "";
+  }
+
   _bind() {
     const c = this.c;
     let drag = null;
     const pos = (e) => { const r = c.getBoundingClientRect(); return { x: (e.clientX - r.left) * (c.width / r.width), y: (e.clientY - r.top) * (c.height / r.height) }; };
     c.addEventListener("pointerdown", (e) => { drag = { ...pos(e), moved: 0 }; c.setPointerCapture(e.pointerId); });
     c.addEventListener("pointermove", (e) => {
-      if (!drag) return;
+      if (!drag) { const p = pos(e); this.onHover(this.describeAt(p.x, p.y)); return; }
       const p = pos(e), W = worldPx(this.view.zoom);
       drag.moved += Math.abs(p.x - drag.x) + Math.abs(p.y - drag.y);
       this.view = { ...this.view, lon: this.view.lon - ((p.x - drag.x) / W) * 360, lat: invMercY(mercY(this.view.lat) - (p.y - drag.y) / W) };
