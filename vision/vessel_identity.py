@@ -422,7 +422,7 @@ class VesselIdentityStage:
                 sink.emit(ev)
         if self.ocr is not None:
             self.ocr.drop_source(source_id)
-        for k in [k for k in self._hull if source_id is None or k[0] == source_id]:
+        for k in [k for k in list(self._hull) if source_id is None or k[0] == source_id]:  # list(): the OCR worker adds keys
             self._hull.pop(k, None)
             self._hull_attrs.pop(k, None)
         for sid in [s for s in self._rules if source_id is None or s == source_id]:
