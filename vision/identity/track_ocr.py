@@ -15,8 +15,9 @@ Laplacian at a 96-row scale: 0.1–0.35 ms per box, 0.27 ms on average over boxe
 Reading happens in one worker thread (``mode="thread"``) behind a bounded queue (``queue_size``): when the
 worker is busy the crop is dropped and counted (``counters["dropped"]``), so the frame loop never waits for OCR.
 ``mode="inline"`` reads in the caller's thread instead (deterministic replays, evaluations). Per-crop cost with
-the ``tiny`` engine on one core here: 9 ms (200x64 crop), 12 ms (320x100), 27 ms (640x200), 55 ms (1280x400);
-the engine loads in 0.7 s on the first crop.
+the ``tiny`` engine on one core of this 2-core machine (median, identity/README.md): 20-26 ms for 48-128 px high
+vessel crops (enlarged to ``upscale_to_px`` = 96 rows first), 38 ms at 192 px; plain hull plates 9 ms (200x64),
+27 ms (640x200), 55 ms (1280x400). The engine loads in 0.7 s on the first crop.
 
 After each read the track's reads are voted (:func:`~seawatch.vision.identity.ocr.vote_reads`) and matched
 against the registry; the :class:`TrackHull` result goes to ``on_result(source_id, track_id, TrackHull)``.
