@@ -56,9 +56,10 @@ events_table = sa.Table(
     sa.Column("data", sa.Text, nullable=False),
     sa.Column("stored_ns", sa.BigInteger, nullable=False),
 )
-sa.Index("ix_events_start", events_table.c.start_ns, events_table.c.id)
+# lat/lon ride along in the time and type indexes (migration 0004): a walk along them tests a geo filter on the entry
+sa.Index("ix_events_start_geo", events_table.c.start_ns, events_table.c.id, events_table.c.lat_deg, events_table.c.lon_deg)
 sa.Index("ix_events_at", events_table.c.at_ns, events_table.c.id)
-sa.Index("ix_events_type_start", events_table.c.type, events_table.c.start_ns)
+sa.Index("ix_events_type_start_geo", events_table.c.type, events_table.c.start_ns, events_table.c.lat_deg, events_table.c.lon_deg)
 sa.Index("ix_events_source_start", events_table.c.source_id, events_table.c.start_ns)
 sa.Index("ix_events_status_start", events_table.c.review_status, events_table.c.start_ns)
 sa.Index("ix_events_lat_lon", events_table.c.lat_deg, events_table.c.lon_deg)
@@ -374,16 +375,18 @@ def _attr(ev: Event, *names: str, max_len: int) -> str | None:
     return None
 
 
-def _box_conds(min_lat: float, max_lat: float, lon_ranges: list[tuple[float, float]]) -> list[Any]:
-    """Conditions on the indexed lat/lon columns for a box (several lon ranges: across the antimeridian)."""
+def _box_conds(min_lat: float, max_lat: float, lon_ranges: list[tuple[float, float]], hide: bool = False) -> list[Any]:
+    """Conditions on the indexed lat/lon columns for a box (several lon ranges: across the antimeridian);
+    ``hide``: written as ``col + 0`` so that the planner does not use the lat/lon index for them."""
     t = events_table
-    lat = t.c.lat_deg.between(min_lat, max_lat)
+    lat_col, lon_col = (t.c.lat_deg + 0, t.c.lon_deg + 0) if hide else (t.c.lat_deg, t.c.lon_deg)
+    lat = lat_col.between(min_lat, max_lat)
     if len(lon_ranges) == 1:
         lo, hi = lon_ranges[0]
         if lo <= -180 and hi >= 180:
-            return [lat, t.c.lon_deg.is_not(None)]
-        return [lat, t.c.lon_deg.between(lo, hi)]
-    return [lat, sa.or_(*(t.c.lon_deg.between(lo, hi) for lo, hi in lon_ranges))]
+            return [lat, lon_col.is_not(None)]
+        return [lat, lon_col.between(lo, hi)]
+    return [lat, sa.or_(*(lon_col.between(lo, hi) for lo, hi in lon_ranges))]
 
 
 def _sqlite_cond(shape: "GeoPolygon | GeoCircle") -> Any:
@@ -579,12 +582,27 @@ class EventStore:
                     "AND table_name = 'events' AND column_name = 'geom'")).first() is not None
         return self._geom
 
-    def _few_in_box(self, box: list[Any]) -> bool:
-        """True when the bbox holds at most GEO_FIRST_MAX_ROWS events (an index-only probe of the lat/lon index)."""
-        t = events_table
-        probe = sa.select(sa.func.count()).select_from(sa.select(t.c.lat_deg).where(*box).limit(self.GEO_FIRST_MAX_ROWS + 1).subquery())
+    GEO_FIRST_MIN_ROWS = 2_000
+
+    def _geo_first_rows(self, limit: int) -> int:
+        """How many events a box may hold for reading it through the lat/lon index to pay off.
+
+        Reading the box costs one row per event in it (b); walking another index (time, type) until ``limit``
+        matches costs about limit * N / b rows (N events in all). They break even at b = sqrt(limit * N). SQLite
+        only (its max(rowid) is free); PostgreSQL keeps the fixed GEO_FIRST_MAX_ROWS."""
+        if self.engine.dialect.name != "sqlite":
+            return self.GEO_FIRST_MAX_ROWS
         with self.engine.connect() as conn:
-            return int(conn.execute(probe).scalar_one()) <= self.GEO_FIRST_MAX_ROWS
+            n = int(conn.execute(sa.text("SELECT max(rowid) FROM events")).scalar() or 0)
+        return min(self.GEO_FIRST_MAX_ROWS, max(self.GEO_FIRST_MIN_ROWS, int(math.sqrt((limit + 1) * n))))
+
+    def _few_in_box(self, box: list[Any], limit: int = 50) -> bool:
+        """True when the box holds few enough events to read it first (an index-only probe of the lat/lon index)."""
+        t = events_table
+        most = self._geo_first_rows(limit)
+        probe = sa.select(sa.func.count()).select_from(sa.select(t.c.lat_deg).where(*box).limit(most + 1).subquery())
+        with self.engine.connect() as conn:
+            return int(conn.execute(probe).scalar_one()) <= most
 
     def search(self, q: EventQuery) -> Page:
         stmt = self._select(q)
@@ -636,15 +654,11 @@ class EventStore:
             conds.append(t.c.lat_deg.is_not(None))
         elif q.has_geo is False:
             conds.append(t.c.lat_deg.is_(None))
-        geo_first = False
+        boxes: list[tuple[float, float, list[tuple[float, float]]]] = []  # (min_lat, max_lat, lon ranges)
         if q.bbox is not None:
             b = q.bbox
-            if b.min_lon_deg <= b.max_lon_deg:
-                box = _box_conds(b.min_lat_deg, b.max_lat_deg, [(b.min_lon_deg, b.max_lon_deg)])
-            else:
-                box = _box_conds(b.min_lat_deg, b.max_lat_deg, [(b.min_lon_deg, 180.0), (-180.0, b.max_lon_deg)])
-            conds += box
-            geo_first = self._few_in_box(box)
+            lons = [(b.min_lon_deg, b.max_lon_deg)] if b.min_lon_deg <= b.max_lon_deg else [(b.min_lon_deg, 180.0), (-180.0, b.max_lon_deg)]
+            boxes.append((b.min_lat_deg, b.max_lat_deg, lons))
         exact: list[Any] = []  # the costly exact predicates go last, after every indexed condition
         for shape in (q.polygon, q.near):
             if shape is None:
@@ -652,13 +666,18 @@ class EventStore:
             if self._postgis():
                 exact.append(_postgis_cond(shape))
             elif self.engine.dialect.name == "sqlite":
-                box = _box_conds(*shape.box())
-                conds += box
-                geo_first = geo_first or self._few_in_box(box)
+                boxes.append(shape.box())  # the lat/lon index narrows, the exact SQL function decides
                 exact.append(_sqlite_cond(shape))
             else:
                 raise ConfigError("polygon and radius search need PostGIS on this PostgreSQL database "
                                   "(CREATE EXTENSION postgis as a superuser, then restart the service to migrate)")
+        geo_first = any(self._few_in_box(_box_conds(*b), q.limit) for b in boxes)
+        # SQLite, many events in the box: walk the time (or type, source...) index and test the box on each row,
+        # with the lat/lon columns hidden from the planner; otherwise it reads the whole latitude band of the
+        # lat/lon index and sorts tens of thousands of rows
+        hide = self.engine.dialect.name == "sqlite" and not geo_first
+        for b in boxes:
+            conds += _box_conds(*b, hide=hide)
         if q.mmsi:
             conds.append(t.c.mmsi == q.mmsi)
         if q.vessel_name:
