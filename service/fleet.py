@@ -198,7 +198,11 @@ class Fleet:
 
     def __init__(self, settings) -> None:
         ops = {f.drone: f for f in settings.fleet}
-        self.runners = {d.id: DroneRunner(d, ops.get(d.id)) for d in settings.drones}
+        drones = {d.id: d for d in settings.drones}
+        for s in settings.sources:  # a drone given inline in its camera's source
+            if s.drone is not None and not isinstance(s.drone, str) and s.drone.id not in drones:
+                drones[s.drone.id] = s.drone
+        self.runners = {d.id: DroneRunner(d, ops.get(d.id)) for d in drones.values()}
         self.ais_urls = tuple(settings.ais)
         self.identity = None  # the pipeline's VesselIdentityStage, set by the service once the pipeline exists
         self._ais_count = 0

@@ -291,3 +291,15 @@ def test_ais_over_tcp_reaches_the_vessel_api_and_survives_a_dropped_connection(t
     finally:
         svc.stop()
         srv.close()
+
+
+def test_an_inline_drone_of_a_source_is_linked_by_the_service_too(tmp_path):
+    port = _free_port(socket.SOCK_DGRAM)
+    drone = _drone_cfg(port, id="cam-drone")
+    drone.pop("routes")
+    cfg = _settings(tmp_path, sources=[{"id": "d-cam", "url": str(tmp_path / "none.mp4"), "models": ["stub"], "drone": drone}])
+    from seawatch.service.fleet import Fleet
+
+    fleet = Fleet(cfg)
+    assert list(fleet.runners) == ["cam-drone"]
+    assert fleet.pose_timelines(cfg) == {"d-cam": fleet.runners["cam-drone"].timeline}

@@ -240,6 +240,10 @@ def test_ui_operator_workflow_in_chromium(live_service, tmp_path):
         _wait(page, "[...document.querySelectorAll('#events tbody tr td:nth-child(4)')].every(td => td.textContent === 'quay-cam') && "
                     "!document.querySelector('#events tr[data-id=\"ev00000\"]')")
         page.select_option("#filters select[name=source]", "")
+        page.fill("#filters input[name=start_from]", "2099-01-01T00:00:00")  # a time range with nothing in it
+        page.click("#filters button")
+        _wait(page, "document.querySelectorAll('#events tbody tr').length === 0 && document.getElementById('count').textContent === '0 event(s)'")
+        page.fill("#filters input[name=start_from]", "")
         page.click("#filters button")
         page.wait_for_selector('#events tr[data-id="ev00000"]')
 
