@@ -11,7 +11,8 @@ import argparse
 import logging
 import sys
 
-HELP = "run the pipeline and the API (event store, search, review, clips) in one process"
+HELP = ("run the pipeline, drones and AIS with the API and web UI in one process "
+        "(no --config: the built-in demo with a camera, a simulated patrol drone and AIS)")
 log = logging.getLogger(__name__)
 
 
@@ -20,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="YAML configuration (see seawatch config check); none: the embedded demo (camera, drone, AIS)")
     p.add_argument("--data-dir", default=None, help="with no --config: where the database and media go (default ./seawatch-data)")
     p.add_argument("--source", action="append", default=[], metavar="ID=URL",
-                   help="add a source (file, rtsp://, http:// MJPEG, udp://); repeatable")
+                   help="add a source (file, rtsp://, http:// MJPEG, udp://); repeatable; with no --config it replaces "
+                        "the demo cameras")
     p.add_argument("--host", default=None, help="bind address (overrides service.host)")
     p.add_argument("--port", type=int, default=None, help="TCP port (overrides service.port)")
     p.add_argument("--hash-password", action="store_true",
@@ -41,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         print(hash_password(pw))
         return 0
 
+    if args.config is not None and args.data_dir is not None:
+        raise ConfigError("--data-dir is for the built-in demo; with --config set storage.data_dir in the file")
     if args.config is None:
         cfg, password = default_settings(args)
         _announce_default(cfg, password)
