@@ -70,7 +70,7 @@ def test_flight_loss_reconnect_and_tlog_over(transport: str, tmp_path: Path, cap
     tlog = tmp_path / f"{transport}.tlog"
     threads_before = _dronekit_threads()
     sim = SimVehicle(sim_out, home=HOME, speed=10.0, telemetry_hz=10).start()
-    link = MavlinkLink(url, tlog_path=tlog, heartbeat_timeout_s=1.0, reconnect_backoff_s=0.2)
+    link = MavlinkLink(url, tlog_path=tlog, heartbeat_timeout_s=2.0, reconnect_backoff_s=0.2)
     try:
         t0 = time.monotonic()
         link.open(5.0)
@@ -315,7 +315,7 @@ def test_killed_simulator_process_is_lost_then_reconnected(transport: str):
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     proc = start()
-    link = MavlinkLink(url, heartbeat_timeout_s=1.0, reconnect_backoff_s=0.2)
+    link = MavlinkLink(url, heartbeat_timeout_s=2.0, reconnect_backoff_s=0.2)
     try:
         deadline = time.monotonic() + 20.0
         while True:  # the child needs a moment to import and open its port
