@@ -1,6 +1,6 @@
 """Event search benchmark: fill a store with N synthetic events, then time typical searches (p50 / p95 in ms).
 
-    python -m seawatch.service.bench_search --events 1000000 [--db URL] [--repeat 30]
+    python -m seawatch.service.bench_search --events 1000000 [--db URL] [--repeat 30] [--match polygon] [--explain]
 
 Without ``--db`` a temporary SQLite file is used. The synthetic events spread over a year, 50 sources, 10 types,
 4 severities, a third of them with a position around the North Sea, some with vessel identity. Each query shape
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 import statistics
 import sys
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from seawatch.service.store import BBox, EventQuery, EventStore, events_table
+from seawatch.service.store import BBox, EventQuery, EventStore, GeoCircle, GeoPolygon, events_table
 from seawatch.vision.events import SEVERITIES
 
 TYPES = ("fire", "smoke", "no_hard_hat", "fire_lane_blocked", "vessel_in_zone", "unidentified_vessel", "identity_mismatch",
@@ -79,6 +80,19 @@ def shapes(rng: random.Random) -> dict[str, callable]:
         la, lo = 53.0 + rng.random() * (3.0 - size_deg), 3.0 + rng.random() * (5.0 - size_deg)
         return BBox(la, lo, la + size_deg, lo + size_deg)
 
+    def polygon(size_deg: float) -> GeoPolygon:
+        """An irregular hexagon about size_deg across (a wind farm / port outline), somewhere in the located area."""
+        la, lo = 53.0 + size_deg / 2 + rng.random() * (3.0 - size_deg), 3.0 + size_deg / 2 + rng.random() * (5.0 - size_deg)
+        pts = []
+        for k in range(6):
+            a = (k + rng.uniform(-0.3, 0.3)) * math.pi / 3
+            r = size_deg / 2 * rng.uniform(0.6, 1.0)
+            pts.append((lo + r * math.cos(a), la + r * math.sin(a)))
+        return GeoPolygon(tuple(pts))
+
+    def circle(radius_m: float) -> GeoCircle:
+        return GeoCircle(53.2 + rng.random() * 2.6, 3.3 + rng.random() * 4.4, radius_m)
+
     return {
         "newest 50 (no filter)": lambda: EventQuery(),
         "type (common)": lambda: EventQuery(types=("fire",)),
@@ -90,6 +104,12 @@ def shapes(rng: random.Random) -> dict[str, callable]:
         "bbox 0.05 deg + 30 days": lambda: (lambda a: EventQuery(bbox=box(0.05), start_from_ns=a[0], start_to_ns=a[1]))(t(30)),
         "bbox 1 deg + type vessel": lambda: EventQuery(bbox=box(1.0), types=("vessel_in_zone",)),
         "bbox whole area + 1 day": lambda: (lambda a: EventQuery(bbox=BBox(50.0, 0.0, 60.0, 10.0), start_from_ns=a[0], start_to_ns=a[1]))(t(1)),
+        "polygon 0.3 deg": lambda: EventQuery(polygon=polygon(0.3)),
+        "polygon 2 deg + 30 days": lambda: (lambda a: EventQuery(polygon=polygon(2.0), start_from_ns=a[0], start_to_ns=a[1]))(t(30)),
+        "polygon 1 deg + type vessel": lambda: EventQuery(polygon=polygon(1.0), types=("vessel_in_zone",)),
+        "radius 5 km": lambda: EventQuery(near=circle(5_000)),
+        "radius 50 km + 7 days": lambda: (lambda a: EventQuery(near=circle(50_000), start_from_ns=a[0], start_to_ns=a[1]))(t(7)),
+        "radius 30 km + type vessel": lambda: EventQuery(near=circle(30_000), types=("vessel_in_zone",)),
         "mmsi": lambda: EventQuery(mmsi=f"{rng.randrange(200_000_000, 800_000_000)}"),
         "page 5 via cursor": None,  # filled in run()
         "free text, common word": lambda: EventQuery(text=f"cam-{rng.randrange(50):02d}"),
@@ -97,10 +117,14 @@ def shapes(rng: random.Random) -> dict[str, callable]:
     }
 
 
-def run(store: EventStore, repeat: int, seed: int = 1) -> list[tuple[str, float, float, int]]:
+def run(store: EventStore, repeat: int, seed: int = 1, match: str = "",
+        plans: dict[str, str] | None = None) -> list[tuple[str, float, float, int]]:
+    """p50 / p95 ms and rows per query shape (names containing ``match``); ``plans`` collects the first plan of each."""
     rng = random.Random(seed)
     out = []
     for name, make in shapes(rng).items():
+        if match not in name:
+            continue
         times = []
         n = 0
         for _ in range(repeat):
@@ -111,6 +135,8 @@ def run(store: EventStore, repeat: int, seed: int = 1) -> list[tuple[str, float,
                 q = EventQuery(types=("smoke",), cursor=cur)
             else:
                 q = make()
+            if plans is not None and name not in plans:
+                plans[name] = store.explain(q)
             t0 = time.perf_counter()
             page = store.search(q)
             times.append((time.perf_counter() - t0) * 1000)
@@ -126,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--db", default=None, help="SQLAlchemy URL (default: a temporary SQLite file); an existing fill is reused")
     ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--match", default="", help="only the query shapes whose name contains this text")
+    ap.add_argument("--explain", action="store_true", help="print the database's plan of each query shape")
     args = ap.parse_args(argv)
     tmp = None
     url = args.db
@@ -139,10 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{store.engine.dialect.name}: {total} events (fill {fill_s:.1f} s)")
         print(f"{'query':34s} {'p50 ms':>8s} {'p95 ms':>8s} {'rows':>5s}")
         worst = 0.0
-        for name, p50, p95, n in run(store, args.repeat):
+        plans: dict[str, str] | None = {} if args.explain else None
+        for name, p50, p95, n in run(store, args.repeat, match=args.match, plans=plans):
             print(f"{name:34s} {p50:8.1f} {p95:8.1f} {n:5d}")
             worst = max(worst, p95)
         print(f"worst p95: {worst:.1f} ms (target <= 200 ms)")
+        for name, plan in (plans or {}).items():
+            print(f"\n-- plan: {name}\n{plan}")
     finally:
         store.close()
         if tmp is not None:
