@@ -302,11 +302,11 @@ async def get_evidence(event_id: str, request: Request, store: Store, who: Revie
 
     from starlette.background import BackgroundTask
 
-    from seawatch.service.export import drone_timeline, evidence_zip, telemetry_json
+    from seawatch.service.export import drone_timeline, evidence_telemetry, evidence_zip
 
     ev = await run_in_threadpool(_get_event, store, event_id)
     st = request.app.state
-    telemetry, why = telemetry_json(ev, drone_timeline(getattr(st, "fleet", None), st.settings, ev.source_id))
+    telemetry, why = evidence_telemetry(ev, st.media_dir, drone_timeline(getattr(st, "fleet", None), st.settings, ev.source_id))
     missing: dict[str, str] = {"telemetry.json": why} if telemetry is None else {}
     snapshot = None
     if ev.snapshot is not None and ev.snapshot.uri:

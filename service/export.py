@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
@@ -72,6 +73,61 @@ def drone_timeline(fleet, settings, source_id: str):
         return None
 
 
+_SAFE = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+def recorded_telemetry_path(media_dir: Path, ev: Event) -> Path:
+    """Where :class:`TelemetryRecorder` keeps the telemetry of an event (inside the media folder)."""
+    return Path(media_dir) / "telemetry" / (_SAFE.sub("_", ev.source_id) or "source") / f"{_SAFE.sub('_', ev.id)}.json"
+
+
+class TelemetryRecorder:
+    """A ``StoreSink`` publisher: when a drone event ends, its ``telemetry.json`` (geotag pose and the samples of the
+    clip window) is written to ``media_dir/telemetry/<source>/<event>.json``, so that the evidence package has the
+    samples after the drone's live buffer has moved on or the service restarted.
+
+    ``timelines``: source id -> the live ``PoseTimeline`` of the drone carrying it (``Fleet.pose_timelines``).
+    Events of other sources, and drone events whose window the buffer does not hold, write nothing.
+    """
+
+    def __init__(self, media_dir: str | Path, timelines: dict[str, Any]) -> None:
+        self.media_dir = Path(media_dir)
+        self.timelines = timelines
+        self.written = 0
+
+    def __call__(self, ev: Event) -> None:
+        timeline = self.timelines.get(ev.source_id)
+        if ev.phase != "end" or timeline is None:
+            return
+        doc, _ = telemetry_json(ev, timeline)
+        if doc is None or doc["samples"] is None:
+            return
+        import json
+
+        path = recorded_telemetry_path(self.media_dir, ev)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, sort_keys=True))
+        tmp.replace(path)  # a reader never sees half a file
+        self.written += 1
+
+
+def evidence_telemetry(ev: Event, media_dir: Path, timeline=None) -> tuple[dict[str, Any] | None, str | None]:
+    """``telemetry.json`` for the evidence package: what :class:`TelemetryRecorder` wrote when the event ended,
+    else :func:`telemetry_json` from the live buffer."""
+    import json
+
+    path = recorded_telemetry_path(media_dir, ev)
+    if path.is_file():
+        try:
+            doc = json.loads(path.read_text())
+            if isinstance(doc, dict) and doc.get("event_id") == ev.id:
+                return doc, None
+        except (OSError, ValueError):
+            log.warning("evidence: recorded telemetry %s is unreadable; using the live buffer", path)
+    return telemetry_json(ev, timeline)
+
+
 def telemetry_json(ev: Event, timeline=None) -> tuple[dict[str, Any] | None, str | None]:
     """``telemetry.json`` of a drone event, or ``(None, why not)``.
 
@@ -101,7 +157,7 @@ def telemetry_json(ev: Event, timeline=None) -> tuple[dict[str, Any] | None, str
         "samples_missing": None,
     }
     if timeline is None:
-        doc["samples_missing"] = "no live link to this drone in this service (the pose snapshot is all that was kept)"
+        doc["samples_missing"] = "no live link to this drone in this service and none recorded when the event ended"
     else:
         samples = timeline.samples_between(t0 - latency_ns, t1 - latency_ns)
         if any(samples.values()):

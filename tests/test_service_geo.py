@@ -376,8 +376,9 @@ class _Fleet:
         return []
 
 
-@pytest.mark.parametrize("with_link", [True, False])
-def test_evidence_of_a_drone_event_has_its_telemetry(tmp_path, hashes, with_link):
+@pytest.mark.parametrize("samples_from", ["live", "recorded", "none"])
+def test_evidence_of_a_drone_event_has_its_telemetry(tmp_path, hashes, samples_from):
+    """Samples come from the drone's live buffer, else from what TelemetryRecorder wrote when the event ended."""
     import hashlib
     import io
     import json
@@ -385,12 +386,18 @@ def test_evidence_of_a_drone_event_has_its_telemetry(tmp_path, hashes, with_link
 
     from seawatch.service.app import create_app
 
+    from seawatch.service.export import TelemetryRecorder
+    from seawatch.service.sink import StoreSink
+
     events, timeline, _, t0_ns = _drone_events()
     cfg = settings_for(tmp_path, hashes)
-    app = create_app(cfg, fleet=_Fleet({"drone-1-cam": timeline} if with_link else {}))
+    app = create_app(cfg, fleet=_Fleet({"drone-1-cam": timeline} if samples_from == "live" else {}))
     with TestClient(app) as client:
+        recorder = TelemetryRecorder(app.state.media_dir, {"drone-1-cam": timeline} if samples_from == "recorded" else {})
+        sink = StoreSink(app.state.store, app.state.media_dir, [recorder])
         for e in events:
-            app.state.store.put(e)
+            sink.emit(e)
+        assert recorder.written == (1 if samples_from == "recorded" else 0)  # one incident, one end phase
         app.state.store.put(make_event(0))  # a camera event
         ev = next(e for e in reversed(events) if e.geo is not None and e.phase == "end")
         rev = token(client, "rita")
@@ -407,7 +414,7 @@ def test_evidence_of_a_drone_event_has_its_telemetry(tmp_path, hashes, with_link
         assert tel["geotag_pose"] == json.loads(z.read("event.json"))["attributes"]["geo_pose"]
         w = tel["window"]
         assert w["from_ns"] == ev.clip.start_ns and w["to_ns"] == ev.clip.end_ns
-        if with_link:
+        if samples_from != "none":
             pos = tel["samples"]["position"]
             assert tel["samples_missing"] is None and len(tel["samples"]["attitude"]) == len(pos)
             # 10 Hz telemetry from 0 to 6 s, clipped to the event's clip window
@@ -416,7 +423,7 @@ def test_evidence_of_a_drone_event_has_its_telemetry(tmp_path, hashes, with_link
             assert len(pos) == len([i for i in range(61) if w["from_ns"] <= t0_ns + i * 100_000_000 <= w["to_ns"]])
             assert {"lat_deg", "lon_deg", "alt_m", "velocity_ned_m_s"} <= set(pos[0])
         else:
-            assert tel["samples"] is None and "no live link" in tel["samples_missing"]
+            assert tel["samples"] is None and "none recorded" in tel["samples_missing"]
         # a camera event: no telemetry, and the manifest says why
         z = zipfile.ZipFile(io.BytesIO(client.get("/api/events/ev00000/evidence.zip", headers=rev).content))
         assert "telemetry.json" not in z.namelist()
