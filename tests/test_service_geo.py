@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import random
-import subprocess
 import warnings
 from dataclasses import replace
 
@@ -16,7 +15,7 @@ import sqlalchemy as sa
 from seawatch.errors import ConfigError, InputError
 from seawatch.service.store import BBox, EventQuery, EventStore, GeoCircle, GeoPolygon, geodesic_m, MAX_POLYGON_VERTICES
 from seawatch.vision.events import GeoPosition
-from test_service_store import S, T0, db_url, make_event, new_pg_database, postgres_server, store  # noqa: F401
+from test_service_store import db_url, make_event, new_pg_database, postgres_server, store  # noqa: F401
 
 warnings.filterwarnings("ignore", message=".*httpx.*")
 from fastapi.testclient import TestClient  # noqa: E402
