@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -13,6 +13,7 @@ from seawatch.vision.events import Event
 Severity = Literal["low", "medium", "high", "critical"]
 Status = Literal["new", "acknowledged", "dismissed", "confirmed"]
 Sort = Literal["-start_ns", "start_ns", "-at_ns", "at_ns"]
+Name = Annotated[str, Field(min_length=1, max_length=128)]  # an event type, source or zone id (stated in the schema)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -46,12 +47,12 @@ class SearchParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: list[str] = Field(default_factory=list, max_length=50, description="event types (any of)")
+    type: list[Name] = Field(default_factory=list, max_length=50, description="event types (any of)")
     severity: list[Severity] = Field(default_factory=list, max_length=4, description="severities (any of)")
     min_severity: Severity | None = Field(None, description="this severity or worse")
     status: list[Status] = Field(default_factory=list, max_length=4, description="review statuses (any of)")
-    source: list[str] = Field(default_factory=list, max_length=200, description="source ids (any of)")
-    zone: list[str] = Field(default_factory=list, max_length=200, description="zone ids (any of)")
+    source: list[Name] = Field(default_factory=list, max_length=200, description="source ids (any of)")
+    zone: list[Name] = Field(default_factory=list, max_length=200, description="zone ids (any of)")
     start_from: datetime | None = Field(None, description="incident started at or after (ISO 8601, UTC if no zone)")
     start_to: datetime | None = Field(None, description="incident started before (ISO 8601)")
     open: bool | None = Field(None, description="true: still open (no end yet); false: ended")
