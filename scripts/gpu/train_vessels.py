@@ -1,0 +1,312 @@
+"""One-shot vessel training from ``.gpu/`` (built by ``pack_vessels.sh``): tile, train, export, collect.
+
+Meant for the GPU machine (Python 3.12, torch there, ultralytics from the carried wheels, no network), run by
+``train_vessels.sh``; ``--smoke`` runs the same path on the CPU with a few frames and one epoch.
+
+1. Tiles: each packed frame is cut with the tiled inference's own grid (``seawatch.vision.tiling.tile_starts``,
+   ``trainsets._tile_labels``): every tile holding a vessel, a seeded sample (``empty_keep``) of the empty
+   tiles, and the whole frame downscaled to the tile size. Both splits are treated alike, so ultralytics'
+   validation (which picks ``best.pt``) sees held-out cameras the way the runtime's tiles do.
+2. Training with ultralytics, time-boxed with its ``time=`` argument (hours; it re-plans the epochs after the
+   first one and always stops). No network: the AMP self-check (it would download a model) is skipped, and
+   results.csv is read without polars (not carried: a 54 MB wheel).
+3. ``best.pt`` exported to ONNX (no simplification; ``seawatch models register`` re-exports and verifies anyway).
+4. ``--out`` receives best.pt, best.onnx, results.csv, args.yaml and run.json (provenance + what the run did).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+log = logging.getLogger("train_vessels")
+
+
+def import_seawatch() -> None:
+    """Make ``seawatch`` importable from this checkout (the repository root is the package) when not installed."""
+    try:
+        import seawatch.vision.trainsets  # noqa: F401
+
+        return
+    except ImportError:
+        pass
+    pkg = Path(os.environ.get("TMPDIR", "/tmp")) / "seawatch_pkg"
+    pkg.mkdir(parents=True, exist_ok=True)
+    link = pkg / "seawatch"
+    if not link.exists():
+        link.symlink_to(REPO, target_is_directory=True)
+    sys.path.insert(0, str(pkg))
+    import seawatch.vision.trainsets  # noqa: F401
+
+
+def _cut_frame(job: tuple) -> dict:
+    """Tiles (and the downscaled whole frame) of one packed frame; returns counts."""
+    import cv2
+
+    from seawatch.vision.tiling import tile_starts
+    from seawatch.vision.trainsets import _tile_labels
+
+    img_path, img_dir, lab_dir, tile_px, overlap, min_keep, empty_keep, seed = job
+    img = cv2.imread(str(img_path))
+    if img is None:
+        raise RuntimeError(f"{img_path}: cannot read image")
+    h, w = img.shape[:2]
+    lines = tuple(x for x in img_path.with_suffix(".txt").read_text().splitlines() if x.strip())
+    stem = img_path.stem
+    c = {"frames": 1, "vessel_tiles": 0, "empty_tiles": 0, "empty_tiles_dropped": 0, "boxes": len(lines)}
+
+    def put(name: str, im, labs) -> None:
+        cv2.imwrite(str(img_dir / f"{name}.jpg"), im, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        (lab_dir / f"{name}.txt").write_text("\n".join(labs) + ("\n" if labs else ""))
+
+    scale = tile_px / max(h, w)
+    put(stem, cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        if scale < 1 else img, lines)  # YOLO labels are normalised: the resize leaves them as they are
+    for y0 in tile_starts(h, tile_px, overlap).tolist():
+        for x0 in tile_starts(w, tile_px, overlap).tolist():
+            labs = _tile_labels(lines, w, h, x0, y0, tile_px, min_keep)
+            if labs:
+                c["vessel_tiles"] += 1
+                c["boxes"] += len(labs)
+            elif random.Random(f"{seed}:{stem}:{x0}:{y0}").random() < empty_keep:
+                c["empty_tiles"] += 1
+            else:
+                c["empty_tiles_dropped"] += 1
+                continue
+            put(f"{stem}__t{x0}_{y0}", img[y0:y0 + tile_px, x0:x0 + tile_px], labs)
+    return c
+
+
+def build_layout(frames: Path, out: Path, classes: list[str], tiles: dict, seed: int, limit: int | None,
+                 procs: int) -> dict:
+    """The YOLO layout (tiles + frames) of both splits under ``out``; returns per-split counts."""
+    from multiprocessing import Pool
+
+    if out.exists():
+        shutil.rmtree(out)
+    counts = {}
+    for part in ("train", "val"):
+        imgs = sorted((frames / part).glob("*.webp"))
+        if not imgs:
+            raise SystemExit(f"train_vessels: no frames in {frames / part}; run scripts/gpu/pack_vessels.sh first")
+        if limit:
+            imgs = imgs[:: max(1, len(imgs) // limit)][:limit]
+        img_dir, lab_dir = out / "images" / part, out / "labels" / part
+        img_dir.mkdir(parents=True)
+        lab_dir.mkdir(parents=True)
+        jobs = [(p, img_dir, lab_dir, tiles["tile_px"], tiles["overlap"], tiles["min_keep"], tiles["empty_keep"],
+                 seed) for p in imgs]
+        with Pool(procs) as pool:
+            parts = pool.map(_cut_frame, jobs, chunksize=4)
+        total = {k: sum(p[k] for p in parts) for k in parts[0]}
+        total["images"] = total["frames"] + total["vessel_tiles"] + total["empty_tiles"]
+        counts[part] = total
+    (out / "data.yaml").write_text(json.dumps({"path": str(out.resolve()), "train": "images/train",
+                                               "val": "images/val",
+                                               "names": {i: c for i, c in enumerate(classes)}}, indent=1))
+    return counts
+
+
+def _number(text: str):
+    try:
+        v = float(text)
+    except ValueError:
+        return text.strip()
+    return int(v) if v.is_integer() and "." not in text and "e" not in text.lower() else v
+
+
+def read_results(path: Path) -> dict[str, list]:
+    """results.csv as {column: [values]} (what ultralytics reads with polars)."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return {}
+    out: dict[str, list] = {}
+    for row in rows:
+        for k, v in row.items():
+            out.setdefault(k.strip(), []).append(_number(v or ""))
+    return out
+
+
+def patch_ultralytics_offline() -> list[str]:
+    """What ultralytics would fetch or needs polars for, made to work offline. Returns what was patched."""
+    import ultralytics.engine.trainer as trainer_mod
+
+    done = []
+    try:
+        import polars  # noqa: F401
+    except ImportError:
+        trainer_mod.BaseTrainer.read_results_csv = lambda self: read_results(self.csv)
+        done.append("read_results_csv without polars")
+
+    def no_amp_download(model) -> bool:
+        import torch
+
+        on = next(model.parameters()).device.type == "cuda"
+        log.info("AMP self-check skipped (it downloads yolo26n.pt; offline); AMP %s", "on" if on else "off")
+        return on and torch.cuda.is_available()
+
+    trainer_mod.check_amp = no_amp_download
+    done.append("check_amp without download")
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--gpu-dir", default=str(REPO / ".gpu"), help="what pack_vessels.sh built")
+    ap.add_argument("--out", default=os.environ.get("OUT"), help="where the results go (default: $OUT)")
+    ap.add_argument("--work", default=None, help="scratch folder (default: $TMPDIR/vessels_train)")
+    ap.add_argument("--device", default=None, help="0 (default when CUDA is there) or cpu")
+    ap.add_argument("--time-h", type=float, default=None,
+                    help="training time box in hours (ultralytics time=; default 0.1, 0 = none)")
+    ap.add_argument("--epochs", type=int, default=None, help="upper bound (default 300); time= re-plans it")
+    ap.add_argument("--imgsz", type=int, default=None, help="default 640 (the tile size)")
+    ap.add_argument("--batch", type=int, default=None, help="default 32")
+    ap.add_argument("--workers", type=int, default=None, help="data loader workers (default: cores - 2, <= 12)")
+    ap.add_argument("--patience", type=int, default=40)
+    ap.add_argument("--empty-keep", type=float, default=None, help="override provenance's empty tile fraction")
+    ap.add_argument("--smoke", action="store_true",
+                    help="CPU pipeline check: 6 train / 6 val frames, 1 epoch, 320 px, batch 4, no time box, polars "
+                         "hidden (options given explicitly still win)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if not args.out:
+        print("train_vessels: no --out and no $OUT", file=sys.stderr)
+        return 2
+    t_start = time.monotonic()
+    gpu = Path(args.gpu_dir)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work) if args.work else Path(os.environ.get("TMPDIR", "/tmp")) / "vessels_train"
+    try:
+        prov = json.loads((gpu / "provenance.json").read_text())
+        classes = json.loads((gpu / "frames" / "classes.json").read_text())
+    except (OSError, ValueError) as exc:
+        print(f"train_vessels: {gpu} is not a packed training folder ({exc}); run scripts/gpu/pack_vessels.sh",
+              file=sys.stderr)
+        return 2
+    tiles = dict(prov["tiles"])
+    if args.empty_keep is not None:
+        tiles["empty_keep"] = args.empty_keep
+    if args.smoke:
+        sys.modules["polars"] = None  # the GPU machine has no polars: the smoke run must not use it either
+    defaults = dict(epochs=1, imgsz=320, batch=4, time_h=0.0) if args.smoke else \
+        dict(epochs=300, imgsz=640, batch=32, time_h=0.1)
+    for k, v in defaults.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(work / "ultralytics_cfg"))
+    import_seawatch()
+    import torch
+
+    device = args.device or ("0" if torch.cuda.is_available() else "cpu")
+    cores = os.cpu_count() or 2
+    workers = args.workers if args.workers is not None else max(1, min(12, cores - 2))
+    seed = int(prov.get("seed", 0))
+
+    t0 = time.monotonic()
+    counts = build_layout(gpu / "frames", work / "data", classes, tiles, seed, 6 if args.smoke else None,
+                          procs=max(1, min(cores, 16)))
+    tile_s = time.monotonic() - t0
+    log.info("layout in %.1f s: %s", tile_s, json.dumps(counts))
+
+    import ultralytics
+    from ultralytics import YOLO
+
+    patched = patch_ultralytics_offline()
+    base = gpu / prov["base_weights"]
+    yolo = YOLO(str(base))
+    train_kw = dict(data=str(work / "data" / "data.yaml"), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
+                    device=device, seed=seed, deterministic=False, workers=workers, plots=False,
+                    project=str(work), name="run", exist_ok=True, patience=args.patience, amp=device != "cpu",
+                    cache="ram" if device != "cpu" else False, verbose=True)
+    if args.time_h > 0:
+        train_kw["time"] = args.time_h
+    interrupted = False
+    t0 = time.monotonic()
+    try:
+        yolo.train(**train_kw)
+    except KeyboardInterrupt:  # the shell's outer timeout: keep what was saved so far
+        interrupted = True
+        log.warning("training interrupted; collecting the last saved weights")
+    train_s = time.monotonic() - t0
+    run_dir = work / "run"
+    best = run_dir / "weights" / "best.pt"
+    if not best.is_file():
+        best = run_dir / "weights" / "last.pt"
+    if not best.is_file():
+        print(f"train_vessels: no weights under {run_dir / 'weights'}", file=sys.stderr)
+        return 3
+    if interrupted:
+        from ultralytics.utils.torch_utils import strip_optimizer
+
+        strip_optimizer(best)  # drop the optimizer state: the file must fit what comes back from $OUT
+    shutil.copyfile(best, out / "best.pt")
+    for name in ("results.csv", "args.yaml"):
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, out / name)
+
+    onnx_sha = None
+    t0 = time.monotonic()
+    try:
+        onnx_path = YOLO(str(out / "best.pt")).export(format="onnx", imgsz=args.imgsz, simplify=False,
+                                                      dynamic=False, device="cpu")
+        if Path(onnx_path) != out / "best.onnx":
+            shutil.move(str(onnx_path), out / "best.onnx")
+        onnx_sha = _sha256(out / "best.onnx")
+    except Exception as exc:  # noqa: BLE001 - the .pt is what matters; register re-exports it
+        log.warning("ONNX export failed (%s: %s); best.pt is still usable", type(exc).__name__, exc)
+    export_s = time.monotonic() - t0
+
+    res = read_results(run_dir / "results.csv")
+    epochs_done = len(res.get("epoch", []))
+    best_row = {}
+    key = "metrics/mAP50(B)"
+    if res.get(key):
+        i = max(range(epochs_done), key=lambda j: res[key][j])
+        best_row = {k: v[i] for k, v in res.items()}
+    last_row = {k: v[-1] for k, v in res.items()} if epochs_done else {}
+    run = {
+        "device": torch.cuda.get_device_name(0) if device != "cpu" and torch.cuda.is_available() else "cpu",
+        "python": sys.version.split()[0], "torch": torch.__version__, "ultralytics": ultralytics.__version__,
+        "smoke": args.smoke, "seed": seed, "deterministic": False, "time_box_h": args.time_h or None,
+        "epochs_bound": args.epochs, "epochs_done": epochs_done, "imgsz": args.imgsz, "batch": args.batch,
+        "workers": workers, "patience": args.patience, "tiles": tiles, "layout": counts, "patched": patched,
+        "interrupted": interrupted, "layout_seconds": round(tile_s, 1), "train_seconds": round(train_s, 1),
+        "export_seconds": round(export_s, 1), "total_seconds": round(time.monotonic() - t_start, 1),
+        "best_by_map50": best_row, "last_epoch": last_row,
+        "weights": "best.pt", "weights_sha256": _sha256(out / "best.pt"), "onnx_sha256": onnx_sha,
+    }
+    (out / "run.json").write_text(json.dumps({**prov, "run": run}, indent=1) + "\n")
+    summary = {k: run[k] for k in ("device", "epochs_done", "train_seconds", "total_seconds", "interrupted")}
+    summary["best_map50"] = best_row.get(key)
+    summary["best_epoch"] = best_row.get("epoch")
+    summary["files"] = sorted(p.name for p in out.iterdir())
+    print("SUMMARY " + json.dumps(summary))
+    return 0
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
