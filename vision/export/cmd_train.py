@@ -21,18 +21,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, or a CUDA device index such as 0")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fraction", type=float, default=1.0, help="fraction of the training images (smoke runs)")
+    p.add_argument("--import", dest="import_dir", default=None, metavar="DIR",
+                   help="register a run trained elsewhere instead of training (DIR holds best.pt + run.json from "
+                        "scripts/gpu/train_vessels.sh); checks its weights and data against this checkout")
     p.add_argument("--smoke", action="store_true",
                    help="CI-sized run: 1 epoch, 5%% of the images, 320 px tiles; proves the pipeline, not the model")
 
 
 def run(args: argparse.Namespace) -> int:
     from seawatch.vision import cmd_models_register, registry
-    from seawatch.vision.export.train import train
+    from seawatch.vision.export.train import import_run, train
 
-    if args.smoke:
-        args.epochs, args.fraction, args.imgsz, args.batch = 1, 0.05, 320, 8
-    record = train(args.dataset, args.name, base=args.base, epochs=args.epochs, imgsz=args.imgsz,
-                   batch=args.batch, device=args.device, seed=args.seed, tile_px=args.imgsz, fraction=args.fraction)
+    if args.import_dir:
+        record = import_run(args.import_dir, args.dataset, args.name)
+        args.imgsz, args.base = int(record.get("imgsz") or args.imgsz), str(record.get("base", args.base))
+    else:
+        if args.smoke:
+            args.epochs, args.fraction, args.imgsz, args.batch = 1, 0.05, 320, 8
+        record = train(args.dataset, args.name, base=args.base, epochs=args.epochs, imgsz=args.imgsz,
+                       batch=args.batch, device=args.device, seed=args.seed, tile_px=args.imgsz,
+                       fraction=args.fraction)
     reg = argparse.Namespace(file=record["weights"], name=args.name, labels="", classes="", output_format=None,
                              licence="AGPL-3.0 (fine-tuned from AGPL-3.0 YOLO weights); training data: see datasets/"
                                      f"{args.dataset}.yaml", description=f"fine-tuned on {args.dataset} from {args.base}",

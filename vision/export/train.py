@@ -102,10 +102,60 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
     if not best.is_file():
         raise ExportError(f"training produced no weights at {best}")
     record = {
-        "dataset": dataset, "dataset_fingerprint": fp, "split": trainsets.summary(tr, va), "seed": seed,
+        "dataset": dataset, "dataset_manifest_sha256": registry.sha256_file(Path(manifest["_path"])),
+        "dataset_fingerprint": fp, "split": trainsets.summary(tr, va), "seed": seed,
         "epochs": epochs, "imgsz": imgsz, "batch": batch, "tile_px": tile_px, "fraction": fraction,
         "device": device, "train_seconds": round(time.monotonic() - t0, 1), "weights": str(best),
         "weights_sha256": registry.sha256_file(best), **base_facts,
     }
     (work / "train_record.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+def import_run(run_dir: Path, dataset: str, out_name: str) -> dict:
+    """The training record of a run made elsewhere (``scripts/gpu/train_vessels.sh``: ``best.pt`` + ``run.json``).
+
+    The weights' sha256 must match the run's record and the run's data must be this checkout's data (dataset
+    manifest sha256 and data fingerprint), so the record stays true. ``best.pt`` is copied into the model cache
+    (the registered manifest points at it). Returns the record, ``weights`` being the copy.
+    """
+    import shutil
+
+    from seawatch.errors import ChecksumMismatch, ConfigError, InputError
+
+    run_dir = Path(run_dir)
+    try:
+        info = json.loads((run_dir / "run.json").read_text())
+        run = info["run"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"{run_dir}: not a training run folder (needs run.json from train_vessels.sh): {exc}") from exc
+    weights = run_dir / str(run.get("weights", "best.pt"))
+    if not weights.is_file():
+        raise InputError(f"{run_dir}: no {weights.name}")
+    sha = registry.sha256_file(weights)
+    if sha != run.get("weights_sha256"):
+        raise ChecksumMismatch(f"{weights}: sha256 {sha} is not the run's {run.get('weights_sha256')}")
+    if run.get("smoke"):
+        log.warning("importing a smoke run (%s): a pipeline check, not a usable model", run_dir)
+    manifest = trainsets.load_dataset_manifest(dataset)
+    man_sha = registry.sha256_file(Path(manifest["_path"]))
+    if man_sha != info.get("dataset_manifest_sha256"):
+        raise ConfigError(f"{manifest['_path']}: sha256 {man_sha[:12]} differs from the one the run was packed "
+                          f"with ({str(info.get('dataset_manifest_sha256'))[:12]}): the record would not be true")
+    fp = trainsets.fingerprint(trainsets.scan(manifest))
+    if fp != info.get("dataset_fingerprint"):
+        raise ConfigError(f"dataset {dataset!r}: data fingerprint {fp[:12]} differs from the run's "
+                          f"({str(info.get('dataset_fingerprint'))[:12]}): the shared data changed since packing")
+    target = paths.cache_dir() / "train" / f"{out_name}-import-{sha[:12]}" / "best.pt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(weights, target)
+    keep = ("dataset_manifest_sha256", "dataset_fingerprint", "split", "val_cameras", "tiles", "packed_sha256",
+            "frames_webp_quality", "base", "base_sha256", "transferred_tensors", "base_weights_sha256_transferred")
+    record = {"dataset": dataset, **{k: info[k] for k in keep if k in info},
+              **{k: run[k] for k in ("seed", "imgsz", "batch", "epochs_done", "time_box_h", "deterministic", "device",
+                                     "torch", "ultralytics", "layout", "train_seconds", "interrupted", "smoke",
+                                     "best_by_map50") if k in run},
+              "epochs": run.get("epochs_done"), "weights": str(target), "weights_sha256": sha,
+              "onnx_sha256_trained": run.get("onnx_sha256"), "imported_from": str(run_dir.resolve())}
+    (target.parent / "train_record.json").write_text(json.dumps(record, indent=2))
     return record
