@@ -105,8 +105,11 @@ def build_layout(frames: Path, out: Path, classes: list[str], tiles: dict, seed:
         lab_dir.mkdir(parents=True)
         jobs = [(p, img_dir, lab_dir, tiles["tile_px"], tiles["overlap"], tiles["min_keep"], tiles["empty_keep"],
                  seed) for p in imgs]
-        with Pool(procs) as pool:
-            parts = pool.map(_cut_frame, jobs, chunksize=4)
+        if procs > 1:
+            with Pool(procs) as pool:
+                parts = pool.map(_cut_frame, jobs, chunksize=4)
+        else:
+            parts = [_cut_frame(j) for j in jobs]
         total = {k: sum(p[k] for p in parts) for k in parts[0]}
         total["images"] = total["frames"] + total["vessel_tiles"] + total["empty_tiles"]
         counts[part] = total

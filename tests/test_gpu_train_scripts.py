@@ -1,0 +1,75 @@
+"""The GPU training hand-off (scripts/gpu): results.csv without polars, tiling of packed frames, and the checks of
+``seawatch models train --import``. Fast: no training, no model export."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from seawatch import paths
+from seawatch.errors import ChecksumMismatch, ConfigError, InputError
+from seawatch.vision import registry
+from seawatch.vision.export.train import import_run
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, paths.REPO_ROOT / "scripts" / "gpu" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_results_csv_read_without_polars(tmp_path):
+    tv = _script("train_vessels")
+    csv = tmp_path / "results.csv"
+    csv.write_text("epoch,time,train/box_loss,metrics/mAP50(B)\n1,3.5,1.25,0.1\n2,7.0,1.1,0.25\n")
+    got = tv.read_results(csv)
+    assert got == {"epoch": [1, 2], "time": [3.5, 7.0], "train/box_loss": [1.25, 1.1], "metrics/mAP50(B)": [0.1, 0.25]}
+    assert tv.read_results(tmp_path / "absent.csv") == {}
+
+
+def test_tiles_of_a_packed_frame(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    tv = _script("train_vessels")
+    frames = tmp_path / "frames"
+    for part in ("train", "val"):
+        (frames / part).mkdir(parents=True)
+        img = np.full((1080, 1920, 3), 90, np.uint8)
+        cv2.imwrite(str(frames / part / "f1.webp"), img)
+        # one vessel well inside the top-left tile (0..640 px), 40 x 20 px at (100, 100)
+        (frames / part / "f1.txt").write_text(f"0 {120 / 1920:.6f} {110 / 1080:.6f} {40 / 1920:.6f} {20 / 1080:.6f}\n")
+    tiles = {"tile_px": 640, "overlap": 0.2, "min_keep": 0.5, "empty_keep": 0.0}
+    counts = tv.build_layout(frames, tmp_path / "data", ["vessel"], tiles, seed=0, limit=None, procs=1)
+    # 1920 x 1080 at 640 px / 20 %: 4 x 2 tiles; one holds the vessel, the 7 empty ones are all dropped
+    assert counts["train"] == {"frames": 1, "vessel_tiles": 1, "empty_tiles": 0, "empty_tiles_dropped": 7,
+                               "boxes": 2, "images": 2}
+    lab = (tmp_path / "data" / "labels" / "train" / "f1__t0_0.txt").read_text().split()
+    assert lab[0] == "0" and abs(float(lab[1]) * 640 - 120) < 0.5 and abs(float(lab[3]) * 640 - 40) < 0.5
+    whole = cv2.imread(str(tmp_path / "data" / "images" / "train" / "f1.jpg"))
+    assert whole.shape[:2] == (360, 640)
+    data = json.loads((tmp_path / "data" / "data.yaml").read_text())
+    assert data["names"] == {"0": "vessel"} and data["val"] == "images/val"
+
+
+def test_import_checks_weights_and_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEAWATCH_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(InputError, match="run.json"):
+        import_run(tmp_path, "vessels", "vessel_t")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "best.pt").write_bytes(b"not really weights")
+    sha = registry.sha256_file(run_dir / "best.pt")
+    info = {"dataset_manifest_sha256": "0" * 64, "run": {"weights": "best.pt", "weights_sha256": "f" * 64}}
+    (run_dir / "run.json").write_text(json.dumps(info))
+    with pytest.raises(ChecksumMismatch):
+        import_run(run_dir, "vessels", "vessel_t")
+    info["run"]["weights_sha256"] = sha
+    (run_dir / "run.json").write_text(json.dumps(info))
+    with pytest.raises(ConfigError, match="differs from the one the run was packed with"):
+        import_run(run_dir, "vessels", "vessel_t")
+    assert not (tmp_path / "cache" / "train").exists()  # nothing copied before the checks pass
+    shutil.rmtree(run_dir)
