@@ -17,8 +17,11 @@ against a real vehicle:
   land, disarm.
 
 It also renders synthetic camera frames from its true pose (``capture()``): a deterministic sea texture
-fixed to the ground and known targets at known lat/lon drawn as discs with true perspective, so detection +
-geotagging can be tested end to end against ground truth.
+fixed to the ground and known targets at known lat/lon with true perspective, so detection + geotagging can be
+tested end to end against ground truth. A target is a flat disc by default (no media needed), or a
+:class:`Sprite` (a real object image with an alpha mask, e.g. a boat cut from a labelled photo with
+:func:`sprite_from_manifest`) laid on the water at its lat/lon, scaled by ``length_m`` and turned by
+``heading_deg``, with a faint shadow.
 
 Run it: ``python -m seawatch.drone.sim --out udp:127.0.0.1:14550`` (``--speed 5`` for 5x time).
 """
@@ -62,15 +65,216 @@ ARMABLE_MODES = {"STABILIZE", "ALT_HOLD", "LOITER", "GUIDED", "POSHOLD", "ACRO",
 CMD_ACK_ACCEPTED, CMD_ACK_TEMP_REJECTED, CMD_ACK_DENIED, CMD_ACK_UNSUPPORTED, CMD_ACK_FAILED = 0, 1, 2, 3, 4
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Sprite:
+    """An object image to lay on the sea surface (a boat cut from a photo).
+
+    Attributes:
+        bgr: ``(H, W, 3) uint8`` colours.
+        alpha: ``(H, W) float32`` opacity in [0, 1] (1 = object, 0 = background).
+        source: where it was cut from (file and box), for messages and reports.
+
+    The image's x axis (left to right) is the object's long axis: it is drawn ``length_m`` long along
+    ``SimTarget.heading_deg``, and ``length_m * H / W`` wide across it.
+    """
+
+    bgr: np.ndarray
+    alpha: np.ndarray
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        bgr, alpha = self.bgr, self.alpha
+        if not (isinstance(bgr, np.ndarray) and bgr.ndim == 3 and bgr.shape[2] == 3 and bgr.dtype == np.uint8):
+            raise InputError(f"sprite {self.source!r}: bgr must be (H, W, 3) uint8, got "
+                             f"{getattr(bgr, 'shape', type(bgr))} {getattr(bgr, 'dtype', '')}")
+        if not (isinstance(alpha, np.ndarray) and alpha.shape == bgr.shape[:2]):
+            raise InputError(f"sprite {self.source!r}: alpha must be (H, W) = {bgr.shape[:2]}, got "
+                             f"{getattr(alpha, 'shape', type(alpha))}")
+        if min(bgr.shape[:2]) < 2:
+            raise InputError(f"sprite {self.source!r}: image is too small ({bgr.shape[1]}x{bgr.shape[0]} px)")
+        a = np.asarray(alpha, np.float32)
+        if not np.isfinite(a).all() or a.min() < 0.0 or a.max() > 1.0:
+            raise InputError(f"sprite {self.source!r}: alpha must be finite and in [0, 1]")
+        object.__setattr__(self, "alpha", a)
+
+    @property
+    def aspect(self) -> float:
+        """Height / width of the image (the object's width across / length along its axis)."""
+        return self.bgr.shape[0] / self.bgr.shape[1]
+
+    @classmethod
+    def from_box(cls, image_bgr: np.ndarray, box_xyxy_px, mask: str = "grabcut", source: str = "",
+                 seed: int = 0) -> "Sprite":
+        """Cut the object in ``box_xyxy_px`` out of a photo.
+
+        ``mask="grabcut"`` separates the object from the water around it (OpenCV GrabCut started from the box,
+        with the photo around the box as background, OpenCV's RNG seeded with ``seed`` so cuts repeat);
+        where that finds too little (under 15 % of the box) it falls back to ``"box"``: the whole box with
+        feathered edges.
+        """
+        import cv2
+
+        img = np.asarray(image_bgr)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise InputError(f"sprite {source!r}: photo must be (H, W, 3) uint8, got {img.shape} {img.dtype}")
+        h, w = img.shape[:2]
+        try:
+            x0, y0, x1, y1 = (float(v) for v in box_xyxy_px)
+        except (TypeError, ValueError):
+            raise InputError(f"sprite {source!r}: box must be 4 numbers x0, y0, x1, y1, got {box_xyxy_px!r}") from None
+        x0, y0 = max(0, int(math.floor(x0))), max(0, int(math.floor(y0)))
+        x1, y1 = min(w, int(math.ceil(x1))), min(h, int(math.ceil(y1)))
+        if x1 - x0 < 4 or y1 - y0 < 4:
+            raise InputError(f"sprite {source!r}: box {box_xyxy_px!r} is smaller than 4x4 px inside the "
+                             f"{w}x{h} photo")
+        if mask not in ("grabcut", "box"):
+            raise InputError(f"sprite {source!r}: mask must be 'grabcut' or 'box', got {mask!r}")
+        bw, bh = x1 - x0, y1 - y0
+        alpha = None
+        if mask == "grabcut":
+            # GrabCut needs background around the box: work on the box plus a margin of the photo
+            mx, my = max(4, bw // 3), max(4, bh // 3)
+            cx0, cy0, cx1, cy1 = max(0, x0 - mx), max(0, y0 - my), min(w, x1 + mx), min(h, y1 + my)
+            work = np.ascontiguousarray(img[cy0:cy1, cx0:cx1])
+            gc = np.zeros(work.shape[:2], np.uint8)
+            bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+            cv2.setRNGSeed(int(seed))
+            try:
+                cv2.grabCut(work, gc, (x0 - cx0, y0 - cy0, bw, bh), bgd, fgd, 5, cv2.GC_INIT_WITH_RECT)
+            except cv2.error as exc:
+                log.warning("sprite %s: GrabCut failed (%s); using the whole box", source, exc)
+            else:
+                fg = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.uint8)[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
+                fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+                # drop specks GrabCut left apart from the object (a gull, a buoy): keep the big parts
+                k, lab, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+                if k > 2:
+                    areas = stats[1:, cv2.CC_STAT_AREA]
+                    fg = np.isin(lab, 1 + np.flatnonzero(areas >= 0.05 * areas.max())).astype(np.uint8)
+                if fg.mean() >= 0.15:
+                    alpha = cv2.GaussianBlur(fg.astype(np.float32), (0, 0), 0.8)
+                else:
+                    log.warning("sprite %s: GrabCut kept %.0f %% of the box; using the whole box", source, 100 * fg.mean())
+        if alpha is None:
+            # the whole box, opaque inside and fading over its outer 10 % (no hard rectangle on the sea)
+            ry = np.minimum(np.arange(bh) + 0.5, bh - np.arange(bh) - 0.5) / max(1.0, 0.1 * bh)
+            rx = np.minimum(np.arange(bw) + 0.5, bw - np.arange(bw) - 0.5) / max(1.0, 0.1 * bw)
+            alpha = np.clip(np.minimum(ry[:, None], rx[None, :]), 0.0, 1.0).astype(np.float32)
+        return cls(np.ascontiguousarray(img[y0:y1, x0:x1]), np.clip(alpha, 0.0, 1.0).astype(np.float32), source)
+
+
 @dataclass(frozen=True, slots=True)
 class SimTarget:
-    """A known object on the surface: a disc of ``radius_m`` at lat/lon, drawn in ``color_bgr``."""
+    """A known object on the surface at lat/lon.
+
+    Without a sprite: a disc of ``radius_m`` drawn in ``color_bgr``. With a :class:`Sprite`: the image laid
+    flat on the water, centred on lat/lon, ``length_m`` long along ``heading_deg`` (the compass direction of
+    the sprite's left-to-right axis; 90 = east, so a north-up camera sees the photo upright) and
+    ``length_m * sprite.aspect`` wide, with a faint shadow when ``shadow``.
+    """
 
     name: str
     lat_deg: float
     lon_deg: float
     radius_m: float = 2.0
     color_bgr: tuple[int, int, int] = (20, 20, 235)
+    sprite: Sprite | None = None
+    length_m: float | None = None
+    heading_deg: float = 90.0
+    shadow: bool = True
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lat_deg) and -90 <= self.lat_deg <= 90 and math.isfinite(self.lon_deg)):
+            raise InputError(f"target {self.name!r}: lat/lon ({self.lat_deg}, {self.lon_deg}) is not a position")
+        if not math.isfinite(self.heading_deg):
+            raise InputError(f"target {self.name!r}: heading_deg must be finite")
+        if self.sprite is not None:
+            if not isinstance(self.sprite, Sprite):
+                raise InputError(f"target {self.name!r}: sprite must be a Sprite, got {type(self.sprite).__name__}")
+            if self.length_m is None or not (math.isfinite(self.length_m) and self.length_m > 0):
+                raise InputError(f"target {self.name!r}: a sprite needs length_m > 0 (got {self.length_m})")
+        elif not (math.isfinite(self.radius_m) and self.radius_m > 0):
+            raise InputError(f"target {self.name!r}: radius_m must be > 0 (got {self.radius_m})")
+
+    @property
+    def footprint_m(self) -> tuple[float, float]:
+        """(along, across) extent on the water in metres (a disc: its diameter both ways)."""
+        if self.sprite is None or self.length_m is None:
+            return 2 * self.radius_m, 2 * self.radius_m
+        return float(self.length_m), float(self.length_m) * self.sprite.aspect
+
+
+def _yolo_rows(label_path, where: str) -> list[tuple[int, float, float, float, float]]:
+    rows = []
+    try:
+        text = label_path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{where}: cannot read label file {label_path}: {exc}") from None
+    for n, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            c, x, y, bw, bh = int(parts[0]), *(float(v) for v in parts[1:5])
+        except (ValueError, TypeError):
+            raise InputError(f"{where}: {label_path.name} line {n} is not a YOLO row: {line!r}") from None
+        rows.append((c, x, y, bw, bh))
+    return rows
+
+
+def sprite_from_manifest(media_dir, image_file: str, index: int = 0, *, mask: str = "grabcut",
+                         class_names: Sequence[str] = ("sea", "watercraft", "boat", "vessel")) -> Sprite:
+    """Cut the ``index``-th largest labelled watercraft out of a photo of a media manifest (read in place).
+
+    Args:
+        media_dir: the folder holding ``MANIFEST.json`` (e.g. ``../shared/media``).
+        image_file: the image's ``file`` in the manifest (``A_boats/....jpg``).
+        index: 0 = the largest labelled box of the watercraft class, 1 = the next, ...
+        mask: ``"grabcut"`` or ``"box"`` (see :meth:`Sprite.from_box`).
+        class_names: the watercraft class is the first of ``ground_truth.label_classes`` whose name contains
+            one of these words (the shore live-cam labels call it ``sea (watercraft)``).
+
+    Raises:
+        InputError: the manifest, the entry, its label file or the box is missing or malformed (the message
+        names which).
+    """
+    import json
+    from pathlib import Path
+
+    import cv2
+
+    media = Path(media_dir)
+    manifest = media / "MANIFEST.json"
+    try:
+        entries = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{manifest}: cannot read the media manifest: {exc}") from None
+    if isinstance(entries, dict):
+        entries = entries.get("files", entries.get("entries", []))
+    entry = next((e for e in entries if isinstance(e, dict) and e.get("file") == image_file), None)
+    where = f"{manifest}: {image_file}"
+    if entry is None:
+        raise InputError(f"{where}: no such entry in the manifest")
+    gt = entry.get("ground_truth") or {}
+    label_file = gt.get("label_file")
+    if not label_file:
+        raise InputError(f"{where}: the entry has no ground_truth.label_file (YOLO labels)")
+    classes = gt.get("label_classes") or {}
+    wanted = [int(k) for k, v in classes.items() if any(w in str(v).lower() for w in class_names)]
+    if not wanted:
+        raise InputError(f"{where}: no watercraft class in label_classes {classes}")
+    cls_id = wanted[0]
+    img = cv2.imread(str(media / image_file), cv2.IMREAD_COLOR)
+    if img is None:
+        raise InputError(f"{where}: cannot read the image {media / image_file}")
+    h, w = img.shape[:2]
+    rows = [r for r in _yolo_rows(media / label_file, where) if r[0] == cls_id]
+    rows.sort(key=lambda r: -r[3] * r[4])
+    if not 0 <= index < len(rows):
+        raise InputError(f"{where}: box index {index} out of range ({len(rows)} watercraft boxes in {label_file})")
+    _, cx, cy, bw, bh = rows[index]
+    box = ((cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h)
+    return Sprite.from_box(img, box, mask=mask, source=f"{image_file}#{index}")
 
 
 @dataclass
@@ -693,9 +897,82 @@ def render_frame(
     img[sky, 2] = 190 - elev[sky]
     for tg in targets:
         tn, te = latlon_to_offsets(pose.lat_deg, pose.lon_deg, tg.lat_deg, tg.lon_deg)
-        inside = sea & ((gn - tn[0]) ** 2 + (ge - te[0]) ** 2 <= tg.radius_m**2)
-        img[inside] = tg.color_bgr
+        if tg.sprite is None:
+            inside = sea & ((gn - tn[0]) ** 2 + (ge - te[0]) ** 2 <= tg.radius_m**2)
+            img[inside] = tg.color_bgr
+        else:
+            _draw_sprite(img, sea, gn - tn[0], ge - te[0], tg, w)
     return np.clip(img, 0, 255).astype(np.uint8).reshape(h, w, 3)
+
+
+# sun from the south-west, fairly high: shadows fall a little to the north-east of what casts them
+_SHADOW_SHIFT_FRAC = (0.06, 0.06)  # (north, east) shift of the shadow, fraction of the target's length
+_SHADOW_DARKEN = 0.35
+
+
+def _draw_sprite(img: np.ndarray, sea: np.ndarray, dn_m: np.ndarray, de_m: np.ndarray, tg: SimTarget,
+                 width_px: int) -> None:
+    """Composite ``tg.sprite`` into ``img`` ``(N, 3) float64`` (one row per pixel), in place.
+
+    ``dn_m, de_m`` ``(N,)``: each pixel's ground point north/east of the target (NaN off the sea), rows of
+    ``width_px`` pixels. Every pixel is
+    mapped back into the sprite (its ground point in the target's along/across axes), so the perspective is the
+    camera's own; the sprite is first shrunk to about the image's ground resolution there (area averaging), so
+    a far or small target is not aliased by point sampling.
+    """
+    import cv2
+
+    sp = tg.sprite
+    assert sp is not None and tg.length_m is not None
+    length, width = tg.footprint_m
+    hd = math.radians(tg.heading_deg)
+    c, s_ = math.cos(hd), math.sin(hd)
+    # a box around the footprint and its shadow: only those pixels are mapped
+    reach = 0.5 * math.hypot(length, width) + length * math.hypot(*_SHADOW_SHIFT_FRAC) + 1.0
+    near = sea & (np.abs(dn_m) <= reach) & (np.abs(de_m) <= reach)
+    idx = np.flatnonzero(near)
+    if idx.size == 0:
+        return
+    n, e = dn_m[idx], de_m[idx]
+    along = n * c + e * s_  # toward the heading = the sprite's +x
+    across = -n * s_ + e * c  # right of the heading = the sprite's +y (down in the photo)
+    on = (np.abs(along) <= length / 2) & (np.abs(across) <= width / 2)
+    if not on.any():
+        return
+    # image ground resolution at the target: ground distance between neighbouring pixels (the finer way)
+    k = idx[on]
+    res = []
+    for step in (1, width_px):
+        j = np.minimum(k + step, dn_m.size - 1)
+        d = np.hypot(dn_m[j] - dn_m[k], de_m[j] - de_m[k])
+        d = d[np.isfinite(d) & (d > 0)]
+        if d.size:
+            res.append(float(np.median(d)))
+    m_per_px = min(res) if res else length / 2.0
+    hs, ws = sp.bgr.shape[:2]
+    scale = min(1.0, 2.0 * (length / m_per_px) / ws)  # keep ~2 sprite texels per image pixel
+    rgba = np.dstack([sp.bgr.astype(np.float32), sp.alpha * 255.0])
+    if scale < 1.0:
+        size = (max(2, round(ws * scale)), max(2, round(hs * scale)))
+        rgba = cv2.resize(rgba, size, interpolation=cv2.INTER_AREA)
+    hs, ws = rgba.shape[:2]
+
+    def sample(a_m: np.ndarray, c_m: np.ndarray) -> np.ndarray:
+        # remap wants a 2-D map with sides under 32767: fold the pixel list into rows of 1024
+        cols = 1024
+        pad = (-a_m.size) % cols
+        mx = np.pad((a_m / length + 0.5) * ws - 0.5, (0, pad), constant_values=-10).astype(np.float32).reshape(-1, cols)
+        my = np.pad((c_m / width + 0.5) * hs - 0.5, (0, pad), constant_values=-10).astype(np.float32).reshape(-1, cols)
+        out = cv2.remap(rgba, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return out.reshape(-1, 4)[: a_m.size]
+
+    if tg.shadow:
+        sn, se = _SHADOW_SHIFT_FRAC[0] * length, _SHADOW_SHIFT_FRAC[1] * length
+        sh = sample((n - sn) * c + (e - se) * s_, -(n - sn) * s_ + (e - se) * c)[:, 3] / 255.0
+        img[idx] *= (1.0 - _SHADOW_DARKEN * sh)[:, None]
+    px = sample(along, across)
+    a = (px[:, 3] / 255.0)[:, None]
+    img[idx] = img[idx] * (1.0 - a) + px[:, :3] * a
 
 
 def main(argv: list[str] | None = None) -> int:
