@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from seawatch.service.config import ServeConfig
+from seawatch.service.export import TelemetryRecorder
 from seawatch.service.live import LiveHub
 from seawatch.service.sink import Publisher, StoreSink
 from seawatch.service.store import EventStore
@@ -70,6 +71,8 @@ class Service:
                 self.live.add_listener(self.mqtt.on_live_message)
             self.sink = StoreSink(self.store, media_dir, [self.live.publish_event, *self._publishers])
             self.fleet = Fleet(self.settings)
+            # drone events keep the telemetry of their clip window beside the media (evidence after restarts)
+            self.sink.publishers.append(TelemetryRecorder(media_dir, self.fleet.pose_timelines(self.settings)))
             self.pipeline = Pipeline(self.settings.pipeline, [self.sink], detectors=self._detectors,
                                      pose_timelines=self.fleet.pose_timelines(self.settings))
             self.fleet.identity = self.pipeline.identity

@@ -231,6 +231,11 @@ def test_drone_video_is_geotagged_from_the_simulated_flight(tmp_path):
     dn = (ev["geo"]["lat_deg"] - st["lat_deg"]) * 111_320
     de = (ev["geo"]["lon_deg"] - st["lon_deg"]) * 111_320 * math.cos(math.radians(st["lat_deg"]))
     assert math.hypot(dn, de) < 120  # under the drone (30 m up, camera down; the drone moves ~40 m between the two)
+    # stopping ended the incident; its telemetry (geotag pose + samples of the clip window) was kept beside the media
+    rec = tmp_path / "data" / "media" / "telemetry" / "drone-cam" / f"{ev['id']}.json"
+    doc = json.loads(rec.read_text())
+    assert doc["event_id"] == ev["id"] and any(doc["samples"].values()), doc.get("samples_missing")
+    assert doc["geotag_pose"] is not None  # the pose the event was placed with
 
 
 # ---- configuration ----------------------------------------------------------------------------------------------------
