@@ -199,6 +199,20 @@ def test_real_boat_sprites_are_cut_from_their_label_boxes(shared_media):
     assert np.array_equal(a.alpha, b.alpha)
 
 
+class _Recording:
+    """A detector passed through, keeping the last frame's detections."""
+
+    def __init__(self, det) -> None:
+        self.det = det
+        self.name, self.labels = det.name, det.labels
+        self.last = None
+
+    def detect(self, images):
+        out = self.det.detect(images)
+        self.last = out[-1]
+        return out
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -206,11 +220,13 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.models
 def test_patrol_over_real_boat_sprites_raises_geotagged_vessel_events(shared_media):
     pytest.importorskip("pymavlink")
     onnx_model("coco_yolov5n")
     from seawatch.drone import mission as M
     from seawatch.drone.sim import SimVehicle
+    from seawatch.vision.detector import load_detector
     from seawatch.vision.events import MemorySink
     from seawatch.vision.pipeline import Pipeline, load_pipeline_config
 
@@ -240,8 +256,10 @@ def test_patrol_over_real_boat_sprites_raises_geotagged_vessel_events(shared_med
         "zones": zones,
     })
     sink = MemorySink()
+    # the pipeline's own detector (the registry's model, loaded as the pipeline loads it), remembering its answers
+    detector = _Recording(load_detector("coco_yolov5n", conf=cfg.tracker.low_confidence))
     sim.start()
-    pipe = Pipeline(cfg, [sink])
+    pipe = Pipeline(cfg, [sink], detectors={"coco_yolov5n": detector})
     t_start = time.monotonic()
     try:
         pipe.start(link_timeout_s=5.0)
@@ -272,17 +290,22 @@ def test_patrol_over_real_boat_sprites_raises_geotagged_vessel_events(shared_med
             events += evs
             loc = pipe.locator_for("d1-cam", capture_ns)
             assert not loc.stale, loc.reason
-            dets = pipe.detect("d1-cam", img)
+            dets = detector.last
             dets = dets[(dets.label == "vessel") & (dets.confidence >= 0.3)]
             if len(dets) == 0:
                 continue
             b = dets.xyxy_px.astype(np.float64)
             res = loc.locate(np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], axis=1))
-            for lat, lon, _ in res:
+            # a boat cut by the image border has a box centre off its own: kept for the stray check only
+            whole = (b[:, 0] > 2) & (b[:, 1] > 2) & (b[:, 2] < camera.width_px - 2) & (b[:, 3] < camera.height_px - 2)
+            for (lat, lon, _), in_view in zip(res, whole):
                 dn, de = latlon_to_offsets(lat, lon, truth_lat, truth_lon)
                 d = np.hypot(dn, de)
                 j = int(np.argmin(d))
-                (located if d[j] < 15.0 else strays).append((float(d[j]), j))
+                if d[j] >= 15.0:
+                    strays.append((float(d[j]), j))
+                elif in_view:
+                    located.append((float(d[j]), j))
         events += pipe.close()
         detect_s = time.monotonic() - t_det
     finally:
@@ -301,17 +324,21 @@ def test_patrol_over_real_boat_sprites_raises_geotagged_vessel_events(shared_med
     starts = [e for e in events if e.phase == "start"]
     assert sorted(e.zone_id for e in starts) == sorted(t.name for t in targets), [e.zone_id for e in starts]
     assert all(e.type == "vessel_in_zone" and "vessel" in e.labels for e in starts)
-    # every event's position (the rules locate the box's bottom centre, the near edge of the hull here) is within
-    # its uncertainty plus half the boat's footprint of the true position
-    ev_err = []
+    # every event's position: the rules locate the box's bottom centre, which here (camera looking north, boats
+    # lying east-west) is on the hull's southern half: up to half its width south of the true centre, and east-west
+    # on it within the uncertainty and the detector's box error
+    ev_err, ev_dn, ev_de = [], [], []
     for e in events:
         if e.zone_id not in {t.name for t in targets} or e.phase == "end" and e.geo is None:
             continue
         assert e.geo is not None, (e.zone_id, e.phase, e.geo_reason)
         t = next(t for t in targets if t.name == e.zone_id)
         err = _dist_m(t.lat_deg, t.lon_deg, e.geo.lat_deg, e.geo.lon_deg)
-        half = 0.5 * math.hypot(*t.footprint_m)
-        assert err <= half + 3 * e.geo.semi_major_m, (e.zone_id, e.phase, err, half, e.geo)
+        dn, de = latlon_to_offsets(t.lat_deg, t.lon_deg, e.geo.lat_deg, e.geo.lon_deg)
+        half_width = 0.5 * t.footprint_m[1]
+        tol = 2.0 + 3 * e.geo.semi_major_m
+        assert -half_width - tol <= dn[0] <= tol and abs(de[0]) <= tol, (e.zone_id, e.phase, float(dn[0]), float(de[0]),
+                                                                       half_width, e.geo)
         assert 0 < e.geo.semi_major_m < 3.0
         assert e.attributes["geo_reference"] == "drone_pose"
         # the pose the position came from carries the gimbal pitch the mission set over MAVLink (an end event,
@@ -322,9 +349,12 @@ def test_patrol_over_real_boat_sprites_raises_geotagged_vessel_events(shared_med
         if "geo_pose" in e.attributes:
             assert abs(e.attributes["geo_pose"]["gimbal_pitch_deg"] - GIMBAL_PITCH_DEG) < 0.5
         ev_err.append(err)
-    log.info("drone e2e: %d frames in %.1f s flight, detection+pipeline %.1f s; detections per boat %s; box-centre "
-             "geolocation error median %.2f m, max %.2f m; event positions (bottom centre) median %.2f m, max %.2f m",
+        ev_dn.append(float(dn[0]))
+        ev_de.append(float(de[0]))
+    log.info("drone e2e: %d frames in %.1f s flight, detection+pipeline %.1f s; whole-boat detections per boat %s; "
+             "box-centre geolocation error median %.2f m, max %.2f m; %d event positions (box bottom centre) vs boat "
+             "centre median %.2f m, max %.2f m (north %.1f..%.1f m, east %.1f..%.1f m)",
              len(frames), flown_s, detect_s, per_boat.tolist(), np.median(centre_err), centre_err.max(),
-             np.median(ev_err), max(ev_err))
+             len(ev_err), np.median(ev_err), max(ev_err), min(ev_dn), max(ev_dn), min(ev_de), max(ev_de))
     # the geotag chain itself: a detected box's centre lands on the boat's true position within a few metres
-    assert np.median(centre_err) < 2.0 and centre_err.max() < 5.0, centre_err
+    assert np.median(centre_err) < 1.5 and centre_err.max() < 4.0, centre_err
