@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import missing, onnx_model
+from conftest import onnx_model
 from seawatch.drone.geometry import CameraIntrinsics, CameraPose, GeoLocator, latlon_to_offsets, offsets_to_latlon
 from seawatch.drone.sim import SimTarget, Sprite, render_frame, sprite_from_manifest
 from seawatch.errors import InputError
