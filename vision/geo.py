@@ -208,6 +208,9 @@ class GeoEnricher:
         self._memory = int(memory)
 
     def set_frame(self, source_id: str, locator) -> None:
+        # keep the previous frame's positions first: an end / update event may carry a position located in an
+        # earlier frame that raised no event itself
+        self._absorb(source_id)
         self._frame[source_id] = locator if isinstance(locator, FrameLocator) else None
 
     def _absorb(self, source_id: str) -> None:
