@@ -148,7 +148,8 @@ def test_evaluate_clips_compares_rules_with_frame_by_frame_alerts(shared_media, 
     assert pos["frame_by_frame"]["true"] > pos["rules"]["true"]  # one incident instead of an alert per frame
     assert negc["false_events"] == 0 and clips["negative_clips"] == 1 and clips["negative_false_events"] == 0
     assert clips["precision"]["rules"]["false"] == 0
-    assert "alert precision: rules" in res.stdout
+    assert clips["precision"]["fire_positive"]["rules"] == {"true": pos["rules"]["true"], "false": 0, "precision": 1.0}
+    assert "alert precision (mean over clip kinds): rules" in res.stdout and "fire_negative: rules" in res.stdout
 
 
 def test_evaluate_missing_manifest_is_a_clear_error(tmp_path):

@@ -47,8 +47,14 @@ def print_summary(report: dict, file=sys.stdout) -> None:
               f"{c['false_events']} false events, {c['negative_clips']} negative clips", file=file)
         if c.get("precision"):
             r, f = c["precision"]["rules"], c["precision"]["frame_by_frame"]
-            print(f"  alert precision: rules {r['precision']} ({r['true']} true / {r['false']} false events) vs "
-                  f"frame by frame {f['precision']} ({f['true']} true / {f['false']} false frame alerts)", file=file)
+            print(f"  alert precision (mean over clip kinds): rules {r['precision']} vs frame by frame {f['precision']}",
+                  file=file)
+            for kind, v in c["precision"].items():
+                if kind in ("rules", "frame_by_frame"):
+                    continue
+                r, f = v["rules"], v["frame_by_frame"]
+                print(f"    {kind}: rules {r['precision']} ({r['true']} true / {r['false']} false events), frame by "
+                      f"frame {f['precision']} ({f['true']} true / {f['false']} false frame alerts)", file=file)
         for clip in c["clips"]:
             print(f"  {clip['file']}: {json.dumps({k: v for k, v in clip.items() if k != 'file'})}", file=file)
     if report.get("missing_models"):

@@ -134,10 +134,20 @@ def evaluate_clips(samples: list[Sample]) -> dict:
     clips = [evaluate_clip(s) for s in samples]
     scored = [c for c in clips if c.get("scored")]
     neg = [c for c in scored if c["kind"].endswith("_negative")]
-    tot = {k: {"true": sum(c[k]["true"] for c in scored), "false": sum(c[k]["false"] for c in scored)}
-           for k in ("rules", "frame_by_frame")}
-    for v in tot.values():
-        v["precision"] = _precision(v["true"], v["false"])
+    # per kind of clip: a fire clip yields dozens of (true) frame alerts and a hard-hat clip a few, so pooling them
+    # would weigh the comparison by frame counts; macro = the mean over kinds that raised any alert
+    tot: dict = {}
+    for kind in sorted({c["kind"] for c in scored}):
+        mine = [c for c in scored if c["kind"] == kind]
+        tot[kind] = {}
+        for k in ("rules", "frame_by_frame"):
+            t, f = sum(c[k]["true"] for c in mine), sum(c[k]["false"] for c in mine)
+            tot[kind][k] = {"true": t, "false": f, "precision": _precision(t, f)}
+    kinds = list(tot.values())
+    for k in ("rules", "frame_by_frame"):
+        vals = [v[k]["precision"] for v in kinds if v[k]["precision"] is not None]
+        t, f = sum(v[k]["true"] for v in kinds), sum(v[k]["false"] for v in kinds)
+        tot[k] = {"true": t, "false": f, "precision": round(sum(vals) / len(vals), 4) if vals else None}
     return {
         "precision": tot,
         "clips": clips,
