@@ -47,14 +47,16 @@ def print_summary(report: dict, file=sys.stdout) -> None:
               f"{c['false_events']} false events, {c['negative_clips']} negative clips", file=file)
         if c.get("precision"):
             r, f = c["precision"]["rules"], c["precision"]["frame_by_frame"]
-            print(f"  alert precision (mean over clip kinds): rules {r['precision']} vs frame by frame {f['precision']}",
+            print(f"  alert precision (mean over clip kinds): rules {r['precision']} vs frame by frame {f['precision']}; "
+                  f"one alert per incident: rules {r['incident_precision']} vs frame by frame {f['incident_precision']}",
                   file=file)
             for kind, v in c["precision"].items():
                 if kind in ("rules", "frame_by_frame"):
                     continue
                 r, f = v["rules"], v["frame_by_frame"]
-                print(f"    {kind}: rules {r['precision']} ({r['true']} true / {r['false']} false events), frame by "
-                      f"frame {f['precision']} ({f['true']} true / {f['false']} false frame alerts)", file=file)
+                print(f"    {kind}: rules {r['precision']} ({r['true']} true / {r['false']} false events, "
+                      f"{r['incidents_alerted']} incidents), frame by frame {f['precision']} ({f['true']} true / "
+                      f"{f['false']} false frame alerts, {f['incidents_alerted']} incidents)", file=file)
         for clip in c["clips"]:
             print(f"  {clip['file']}: {json.dumps({k: v for k, v in clip.items() if k != 'file'})}", file=file)
     if report.get("missing_models"):

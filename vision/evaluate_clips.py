@@ -13,7 +13,9 @@ Clips whose ground truth names none of these are listed as not scored, with the 
 
 Each scored clip also reports what the same weights would have raised frame by frame (an alert on every analysed
 frame whose detections break the rule, the way a per-frame detector is usually wired to alarms), judged against
-the same ground truth, so the report shows the rules' precision next to the per-frame precision at equal recall.
+the same ground truth, so the report shows the rules' precision next to the per-frame precision at equal recall:
+``precision`` counts every alert inside the true interval as true; ``incident_precision`` counts one alert per
+real incident (the clip's people for hard hats, one fire) and treats repeats for the same incident as noise.
 """
 
 from __future__ import annotations
@@ -123,10 +125,13 @@ def evaluate_clip(sample: Sample) -> dict:
         out["false_events"] = len(starts)
         out["false_events_per_hour"] = round(len(starts) / max(duration_s, 1e-9) * 3600, 1) if duration_s else None
         true_ev, false_ev, true_fr, false_fr = 0, len(starts), 0, len(alert_s)
-    out["rules"] = {"alerts": true_ev + false_ev, "true": true_ev, "false": false_ev,
-                    "precision": _precision(true_ev, false_ev)}
-    out["frame_by_frame"] = {"alerts": true_fr + false_fr, "true": true_fr, "false": false_fr,
-                             "precision": _precision(true_fr, false_fr)}
+    # incidents in the clip: an operator needs one alert per incident; repeats for the same incident are noise
+    incidents = 0 if kind.endswith("_negative") else int(gt.get("persons") or 1) if kind == "hard_hat" else 1
+    for key, (t, f) in (("rules", (true_ev, false_ev)), ("frame_by_frame", (true_fr, false_fr))):
+        useful = min(t, incidents)
+        out[key] = {"alerts": t + f, "true": t, "false": f, "precision": _precision(t, f),
+                    "incidents_alerted": useful, "repeats": t - useful,
+                    "incident_precision": round(useful / (t + f), 4) if t + f else None}
     return out
 
 
@@ -142,12 +147,19 @@ def evaluate_clips(samples: list[Sample]) -> dict:
         tot[kind] = {}
         for k in ("rules", "frame_by_frame"):
             t, f = sum(c[k]["true"] for c in mine), sum(c[k]["false"] for c in mine)
-            tot[kind][k] = {"true": t, "false": f, "precision": _precision(t, f)}
+            u = sum(c[k]["incidents_alerted"] for c in mine)
+            tot[kind][k] = {"true": t, "false": f, "precision": _precision(t, f), "incidents_alerted": u,
+                            "incident_precision": round(u / (t + f), 4) if t + f else None}
     kinds = list(tot.values())
+
+    def mean(vals):
+        vals = [v for v in vals if v is not None]
+        return round(sum(vals) / len(vals), 4) if vals else None
+
     for k in ("rules", "frame_by_frame"):
-        vals = [v[k]["precision"] for v in kinds if v[k]["precision"] is not None]
         t, f = sum(v[k]["true"] for v in kinds), sum(v[k]["false"] for v in kinds)
-        tot[k] = {"true": t, "false": f, "precision": round(sum(vals) / len(vals), 4) if vals else None}
+        tot[k] = {"true": t, "false": f, "precision": mean(v[k]["precision"] for v in kinds),
+                  "incident_precision": mean(v[k]["incident_precision"] for v in kinds)}
     return {
         "precision": tot,
         "clips": clips,
