@@ -596,6 +596,15 @@ class EventStore:
             n = int(conn.execute(sa.text("SELECT max(rowid) FROM events")).scalar() or 0)
         return min(self.GEO_FIRST_MAX_ROWS, max(self.GEO_FIRST_MIN_ROWS, int(math.sqrt((limit + 1) * n))))
 
+    def _rare_in_fts(self, phrase: str, limit: int) -> bool:
+        """True when few enough events hold ``phrase`` for reading them through the trigram index to pay off (the
+        same break-even as a box, :meth:`_geo_first_rows`); a common word is cheaper to find by walking the sort
+        index and testing each row, which stops after ``limit`` matches."""
+        k = self._geo_first_rows(limit)
+        probe = sa.text("SELECT count(*) FROM (SELECT rowid FROM events_fts WHERE events_fts MATCH :p LIMIT :k)")
+        with self.engine.connect() as conn:
+            return int(conn.execute(probe, {"p": phrase, "k": k + 1}).scalar() or 0) <= k
+
     def _few_in_box(self, box: list[Any], limit: int = 50) -> bool:
         """True when the box holds few enough events to read it first (an index-only probe of the lat/lon index)."""
         t = events_table
@@ -688,8 +697,9 @@ class EventStore:
             fts = self._has_fts()
             for word in q.text.lower().split():
                 conds.append(t.c.search_text.like(f"%{_like_escape(word)}%", escape="\\"))
-                if fts and len(word) >= 3:  # trigram index: candidates by rowid; the LIKE above re-checks them
-                    phrase = '"' + word.replace('"', '""') + '"'
+                phrase = '"' + word.replace('"', '""') + '"'
+                # trigram index: candidates by rowid for a rare word (the LIKE above re-checks them)
+                if fts and len(word) >= 3 and self._rare_in_fts(phrase, q.limit):
                     conds.append(sa.literal_column("events.rowid").in_(
                         sa.select(sa.literal_column("rowid")).select_from(sa.table("events_fts"))
                         .where(sa.literal_column("events_fts").op("MATCH")(phrase))))

@@ -256,6 +256,18 @@ def test_bbox_results_do_not_depend_on_the_access_path(populated, monkeypatch, g
     assert ids(populated.search(EventQuery(bbox=BBox(-90, -180, 90, 180), limit=2, sort="-at_ns", cursor=page.next_cursor))) == ["ev00003"]
 
 
+@pytest.mark.parametrize("common", [False, True])
+def test_free_text_results_do_not_depend_on_the_access_path(populated, monkeypatch, common):
+    """A rare word is read through the trigram index (SQLite), a common one by walking the sort index: same answers."""
+    if common:  # every word counts as common: no trigram candidates, the LIKE test on each row decides
+        monkeypatch.setattr(EventStore, "_rare_in_fts", lambda self, phrase, limit: False)
+    assert ids(populated.search(EventQuery(text="harbour MASTER"))) == ["ev00000"]
+    assert ids(populated.search(EventQuery(text="express", types=("vessel_in_zone", "unidentified_vessel")))) == ["ev00003"]
+    page = populated.search(EventQuery(text="_", limit=2))
+    assert ids(page) == ["ev00006", "ev00005"]
+    assert ids(populated.search(EventQuery(text="_", limit=2, cursor=page.next_cursor))) == ["ev00004", "ev00003"]
+
+
 def test_sort_by_last_update(populated):
     # the smoke event ended at T0+5s, after event 4 started (T0+4s): it sorts above 4 by at_ns
     assert ids(populated.search(EventQuery(sort="-at_ns")))[:4] == ["ev00006", "ev00005", "ev00001", "ev00004"]
