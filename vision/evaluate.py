@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from seawatch.errors import InputError, ModelError
-from seawatch.vision.config import FireSmokeRuleConfig, HardHatRuleConfig
+from seawatch.vision.config import HardHatRuleConfig
 from seawatch.vision.detections import Detections
 from seawatch.vision.groundtruth import PRED_GROUPS, Sample, load_manifest
 from seawatch.vision.metrics import LabelStats, match
-from seawatch.vision.rules import bare_headed
+from seawatch.vision.rules import bare_headed, fire_smoke_labels
 
 log = logging.getLogger(__name__)
 
@@ -131,8 +131,7 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
         if wants_fire and (run := ev._model("fire_smoke", False)) is not None:
             det = cache.get(run.name) or ev.detect(run, image)
             # an image "alarms" when a box clears the fire rule's own confidence floor
-            rule = FireSmokeRuleConfig()
-            has_fire = any(bool((det.with_label(lab).confidence >= rule.floor(lab)).any()) for lab in rule.labels)
+            has_fire = bool(fire_smoke_labels(det))
             positive = bool(len(s.gt("fire")) or len(s.gt("smoke")) or s.ground_truth.get("fire") is True
                             or s.ground_truth.get("smoke") is True)
             negative = {"fire", "smoke"} <= s.negative_for

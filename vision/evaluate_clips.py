@@ -58,13 +58,11 @@ def clip_config(sample: Sample) -> tuple[dict, str] | None:
 
 def _frame_alert(kind: str, det) -> bool:
     """Would this frame's raw detections alarm if every frame were an alert (the rule's floors, no timers)?"""
-    from seawatch.vision.config import FireSmokeRuleConfig, HardHatRuleConfig
-    from seawatch.vision.rules import bare_headed
+    from seawatch.vision.rules import bare_headed, fire_smoke_labels
 
     if kind.startswith("fire"):
-        rule = FireSmokeRuleConfig()
-        return any(bool((det.with_label(lab).confidence >= rule.floor(lab)).any()) for lab in rule.labels)
-    return len(bare_headed(det, HardHatRuleConfig())) > 0
+        return bool(fire_smoke_labels(det))
+    return len(bare_headed(det)) > 0
 
 
 def _precision(true: int, false: int) -> float | None:

@@ -538,6 +538,14 @@ def assign_heads(person_xyxy: np.ndarray, head_xyxy: np.ndarray, head_region_fra
     return owner
 
 
+def fire_smoke_labels(detections: Detections, cfg: FireSmokeRuleConfig | None = None) -> tuple[str, ...]:
+    """The rule's labels that one still image shows above their confidence floors (no timers, no zone): for
+    per-image alarms and frame-by-frame comparisons."""
+    cfg = cfg or FireSmokeRuleConfig()
+    d = detections
+    return tuple(lab for lab in cfg.labels if bool((_label_mask(d, (lab,)) & (d.confidence >= cfg.floor(lab))).any()))
+
+
 def bare_headed(detections: Detections, cfg: HardHatRuleConfig | None = None, inside: np.ndarray | None = None) -> np.ndarray:
     """Indices of the people without a hard hat in one still image (no tracks, no timers): for per-image counts.
 
