@@ -334,6 +334,10 @@ def test_register_onnx_reads_names_and_provisions(env, capsys):
         run_register([str(src), "--name", "mine", "--labels", "boat=vessel"])
     assert run_register([str(src), "--name", "mine", "--labels", "boat=vessel", "--replace"]) == 0
     assert registry.get_manifest("mine").labels == {"boat": "vessel"}
+    assert registry.get_manifest("mine").defaults.tile_px is None
+    # a model fine-tuned on zoomed tiles records its tile size; tiling `auto` then uses it
+    assert run_register([str(src), "--name", "mine", "--labels", "boat=vessel", "--tile-px", "384", "--replace"]) == 0
+    assert registry.get_manifest("mine").defaults.tile_px == 384
 
 
 def test_register_yolov5_layout_is_inferred(env):

@@ -73,3 +73,52 @@ def test_import_checks_weights_and_data(tmp_path, monkeypatch):
         import_run(run_dir, "vessels", "vessel_t")
     assert not (tmp_path / "cache" / "train").exists()  # nothing copied before the checks pass
     shutil.rmtree(run_dir)
+
+
+def test_zoomed_tiles_keep_the_whole_frame_at_the_input_size(tmp_path):
+    """--tile-px 384 cuts 384 px tiles (upscaled to 640 by the trainer); the whole frame stays at 640 as the
+    runtime's full-frame pass sees it."""
+    cv2 = pytest.importorskip("cv2")
+    tv = _script("train_vessels")
+    frames = tmp_path / "frames"
+    for part in ("train", "val"):
+        (frames / part).mkdir(parents=True)
+        cv2.imwrite(str(frames / part / "f1.webp"), np.full((1080, 1920, 3), 90, np.uint8))
+        (frames / part / "f1.txt").write_text(f"0 {120 / 1920:.6f} {110 / 1080:.6f} {20 / 1920:.6f} {10 / 1080:.6f}\n")
+    tiles = {"tile_px": 384, "overlap": 0.2, "min_keep": 0.5, "empty_keep": 0.0, "frame_px": 640}
+    counts = tv.build_layout(frames, tmp_path / "data", ["vessel"], tiles, seed=0, limit=None, procs=1)
+    # 1920 x 1080 at 384 px / 20 %: 6 x 4 tiles, one with the vessel
+    assert counts["train"]["vessel_tiles"] == 1 and counts["train"]["empty_tiles_dropped"] == 23
+    tile = cv2.imread(str(tmp_path / "data" / "images" / "train" / "f1__t0_0.jpg"))
+    assert tile.shape[:2] == (384, 384)
+    assert cv2.imread(str(tmp_path / "data" / "images" / "train" / "f1.jpg")).shape[:2] == (360, 640)
+
+
+def test_trained_tile_size_reaches_the_registered_manifest():
+    from seawatch.vision.export.cmd_train import _trained_tile_px
+
+    assert _trained_tile_px({"tiles": {"tile_px": 384}}, 640) == 384
+    assert _trained_tile_px({"tiles": {"tile_px": 640}}, 640) == 0  # = imgsz: nothing to record
+    assert _trained_tile_px({"tile_px": 320}, 640) == 320  # the CPU trainer's record
+    assert _trained_tile_px({}, 640) == 0
+
+
+def test_import_records_the_runs_own_tiles_and_start_weights(tmp_path, monkeypatch, shared_media):
+    from seawatch.vision import trainsets
+
+    monkeypatch.setenv("SEAWATCH_CACHE", str(tmp_path / "cache"))
+    manifest = trainsets.load_dataset_manifest("vessels")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "best.pt").write_bytes(b"weights of a continued run")
+    info = {"dataset_manifest_sha256": registry.sha256_file(paths.REPO_ROOT / "datasets" / "vessels.yaml"),
+            "dataset_fingerprint": trainsets.fingerprint(trainsets.scan(manifest)),
+            "tiles": {"tile_px": 640, "overlap": 0.2}, "base": "coco_yolov5n",
+            "run": {"weights": "best.pt", "weights_sha256": registry.sha256_file(run_dir / "best.pt"),
+                    "tiles": {"tile_px": 384, "overlap": 0.2, "frame_px": 640}, "imgsz": 640,
+                    "start_weights": "base/vessel_run1.pt", "start_weights_sha256": "e" * 64}}
+    (run_dir / "run.json").write_text(json.dumps(info))
+    record = import_run(run_dir, "vessels", "vessel_t")
+    assert record["tiles"]["tile_px"] == 384  # what the run trained on, not the packed default
+    assert record["start_weights_sha256"] == "e" * 64 and record["base"] == "coco_yolov5n"
+    assert (tmp_path / "cache" / "train").is_dir()

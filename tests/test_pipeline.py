@@ -122,6 +122,34 @@ def test_evaluate_any_manifest_of_the_shared_format(shared_media, tmp_path):
     assert "fire" in res.stdout and "recall" in res.stdout
 
 
+def test_evaluate_chooses_the_vessel_models_and_reports_the_operating_curve(shared_media, tmp_path):
+    onnx_model("coco_yolov5n")
+    src = json.loads((shared_media / "MANIFEST.json").read_text())
+    keep = [e for e in src if e["file"].startswith("A_boats/shore_vgiy5566") and e["file"].endswith(".jpg")][:1]
+    assert keep, "the shared media lost its A_boats shore frames"
+    for e in keep:
+        for f in (e["file"], e["ground_truth"]["label_file"]):
+            dst = tmp_path / f
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(shared_media / f)
+    manifest = tmp_path / "MANIFEST.json"
+    manifest.write_text(json.dumps(keep))
+    out = tmp_path / "report.json"
+    res = seawatch("evaluate", str(manifest), "--out", str(out), "--no-clips", "--vessel-models", "coco_yolov5n",
+                   "--tile", "auto")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    vessel = report["labels"]["vessel"]
+    assert list(vessel) == ["coco_yolov5n+tiles"]  # only the model asked for, tiled
+    row = vessel["coco_yolov5n+tiles"]
+    assert row["gt"] > 0 and row["tp"] > 0
+    assert row["recall_at_precision_0.6"] >= row["recall_at_precision_0.7"] >= row["recall_at_precision_0.8"]
+    assert report["models"]["coco_yolov5n+tiles"]["tile_px"] == 640  # auto: COCO has no trained tile size
+    assert "R@P.7" in res.stdout
+    bad = seawatch("evaluate", str(manifest), "--no-clips", "--tile", "auto:many")
+    assert bad.returncode != 0 and "--tile" in bad.stderr and "Traceback" not in bad.stderr
+
+
 @pytest.mark.slow
 def test_evaluate_clips_compares_rules_with_frame_by_frame_alerts(shared_media, tmp_path):
     """A fire clip and a car-park time-lapse declared a fire negative: the rules raise one fire incident and
@@ -189,3 +217,26 @@ def test_run_file_reports_an_unreadable_file(tmp_path):
     cfg = PipelineConfig(sources=(SourceSpec(id="s", url=str(bad), models=("none",)),))
     with pytest.raises(InputError, match="broken.mp4"):
         run_file(Pipeline(cfg, detectors={"none": NoDetector()}), "s", bad, START_NS)
+
+
+def test_source_tile_auto_and_bad_tile_specs():
+    """`tile: auto` tiles each model of a source at its own trained size; a bad spec is a config error."""
+    from seawatch.errors import ConfigError
+    from seawatch.vision.detector import DetectorSettings
+    from seawatch.vision.pipeline import Pipeline, load_pipeline_config
+
+    with pytest.raises(ConfigError, match="tile"):
+        load_pipeline_config(None, {"sources": [{"id": "cam", "url": "x.mp4", "tile": "auto:lots"}]})
+
+    class Stub:
+        def __init__(self, imgsz, tile_px):
+            self.settings = DetectorSettings(conf=0.25, iou=0.45, imgsz=imgsz, max_det=300)
+            self.manifest = type("M", (), {"defaults": type("D", (), {"tile_px": tile_px})()})()
+
+    cfg = load_pipeline_config(None, {"sources": [
+        {"id": "quay", "url": "x.mp4", "models": ["vessel", "coco_yolov5n"], "tile": "auto:0.25"},
+        {"id": "gate", "url": "y.mp4", "models": ["coco_yolov5n"]}]})
+    pipe = Pipeline(cfg, detectors={"vessel": Stub(640, 384), "coco_yolov5n": Stub(640, None)})
+    assert (pipe.tiles[("quay", "vessel")].size_px, pipe.tiles[("quay", "vessel")].overlap) == (384, 0.25)
+    assert pipe.tiles[("quay", "coco_yolov5n")].size_px == 640
+    assert pipe.tiles[("gate", "coco_yolov5n")] is None

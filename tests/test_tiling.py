@@ -180,3 +180,55 @@ def test_tiling_finds_more_real_vehicles_and_vessels(shared_media):
         boats_full += found(det.detect([img])[0].with_label("vessel"), gt)
         boats_tiled += found(detect_tiled(det, [img], spec)[0].with_label("vessel"), gt)
     assert boats_tiled > boats_full, (boats_full, boats_tiled)  # measured 8 -> 19 on these frames
+
+
+class _Man:
+    """What ``model_tile`` reads of a manifest: ``defaults.tile_px``."""
+
+    def __init__(self, tile_px):
+        self.defaults = type("D", (), {"tile_px": tile_px})()
+
+
+def test_auto_tiling_uses_the_models_trained_tile_size():
+    from seawatch.vision.tiling import model_tile, tile_for
+
+    zoomed = BlobDetector(imgsz=640)
+    zoomed.manifest = _Man(384)  # fine-tuned on 384 px tiles upscaled to 640
+    plain = BlobDetector(imgsz=512)
+    plain.manifest = _Man(None)
+    assert model_tile(zoomed).size_px == 384 and model_tile(plain).size_px == 512
+    assert model_tile(BlobDetector(imgsz=320)).size_px == 320  # no manifest at all (a stand-in detector)
+    s = tile_for("auto:0.3", zoomed, batch=2)
+    assert (s.size_px, s.overlap, s.batch) == (384, 0.3, 2)
+    assert tile_for("AUTO", plain).size_px == 512
+    assert tile_for("800:0.1", zoomed).size_px == 800  # an explicit size wins over the model's
+    assert tile_for(None, zoomed) is None and tile_for("", zoomed) is None
+
+
+def test_auto_tiling_finds_what_the_models_input_size_misses():
+    """A model that needs objects this big after scaling finds small blobs only when its tiles are zoomed."""
+    from seawatch.vision.tiling import tile_for
+
+    img = np.zeros((1080, 1920, 3), np.uint8)
+    for x in range(100, 1800, 200):
+        img[500:504, x:x + 4] = 255  # 4 px blobs: 4 px at zoom 1, 6.7 px at zoom 640/384
+    det = BlobDetector(imgsz=640, min_side_px=6.0)
+    det.manifest = _Man(None)
+    assert len(detect_tiled(det, [img], tile_for("auto", det))[0]) == 0
+    det.manifest = _Man(384)
+    assert len(detect_tiled(det, [img], tile_for("auto", det))[0]) == 9
+
+
+@pytest.mark.parametrize("text", ["auto:x", "auto:0.95", "big", "16"])
+def test_bad_tile_text_is_rejected_before_any_model_loads(text):
+    from seawatch.vision.tiling import check_tile_text
+
+    with pytest.raises(ValueError):
+        check_tile_text(text)
+
+
+@pytest.mark.parametrize("text", [None, "auto", "auto:0.3", "640", "384:0.25"])
+def test_good_tile_text_passes(text):
+    from seawatch.vision.tiling import check_tile_text
+
+    assert check_tile_text(text) == text

@@ -39,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--imgsz", type=int, default=None, help="inference size of the long side, px")
     parser.add_argument("--max-det", type=int, default=None, help="most boxes per frame and model")
     parser.add_argument("--tile", default=None, metavar="SIZE[:OVERLAP]",
-                        help="tiled inference for small objects, e.g. 640:0.2 (plus a whole-frame pass)")
+                        help="tiled inference for small objects, e.g. 640:0.2 (plus a whole-frame pass), or auto[:OVERLAP] "
+                             "for each model's trained tile size")
     parser.add_argument("--batch", type=int, default=4, help="frames per inference batch (default 4)")
     parser.add_argument("--stride-frames", type=int, default=1, help="analyse every Nth video frame (default 1)")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE.jsonl", help="write JSON lines here, not stdout")
@@ -196,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
 
     from seawatch.vision.detector import load_detector
     from seawatch.vision.media import MediaError, expand_paths, iter_media, media_kind, probe_video
-    from seawatch.vision.tiling import TileSpec, detect_tiled
+    from seawatch.vision.tiling import check_tile_text, detect_tiled, tile_for
 
     _positive("batch", args.batch)
     _positive("stride-frames", args.stride_frames)
@@ -206,12 +207,10 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, key)
         if v is not None and not 0.0 <= v <= 1.0:
             raise InputError(f"--{key} must be in [0, 1], got {v}")
-    tile = None
-    if args.tile:
-        try:
-            tile = TileSpec.parse(args.tile, batch=args.batch)
-        except ValueError as exc:
-            raise InputError(f"--tile: {exc}") from None
+    try:
+        check_tile_text(args.tile)
+    except ValueError as exc:
+        raise InputError(f"--tile: {exc}") from None
 
     names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else provisioned_models(args.variant)
     if not names:
@@ -220,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
                                    ("max_det", args.max_det)) if v is not None}
     detectors = [load_detector(n, args.variant, providers=args.providers, intra_op_threads=args.threads, **overrides)
                  for n in names]
+    tiles = [tile_for(args.tile, d, batch=args.batch) for d in detectors]
     for d in detectors:
         log.info("loaded %r", d)
 
@@ -250,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
         images = [f.image for f in batch]
         per_model = []
         try:
-            for det in detectors:
+            for det, tile in zip(detectors, tiles):
                 per_model.append(detect_tiled(det, images, tile) if tile else det.detect(images))
         except ModelError as exc:
             for src in dict.fromkeys(f.source for f in batch):

@@ -17,7 +17,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="write the JSON report here (a summary is printed either way)")
     p.add_argument("--conf", type=float, default=None, help="confidence threshold (default: each model's own)")
     p.add_argument("--categories", default=None, help="only these categories (comma-separated)")
-    p.add_argument("--tile", default=None, help="tiling for vessels SIZE[:OVERLAP] (default: model input size, 0.2)")
+    p.add_argument("--tile", default=None, help="tiling for vessels SIZE[:OVERLAP] (default auto: each model's trained tile size, "
+                                                   "else its input size; overlap 0.2)")
+    p.add_argument("--vessel-models", default=None, metavar="A,B,...",
+                   help="models scored on vessel boxes, side by side (default: vessel,coco_yolov5n,ship_published)")
     p.add_argument("--no-clips", action="store_true", help="skip the clips (images only)")
 
 
@@ -28,11 +31,12 @@ def _fmt(v) -> str:
 def print_summary(report: dict, file=sys.stdout) -> None:
     print(f"{report['manifest']}: {report['images']} images, {report['clips']} clips, {report['seconds']} s", file=file)
     print(f"{'label':10s} {'model':22s} {'gt':>5s} {'tp':>5s} {'fp':>5s} {'prec':>6s} {'recall':>6s} {'AP50':>6s} "
-          f"{'R@P.8':>6s}", file=file)
+          f"{'R@P.8':>6s} {'R@P.7':>6s} {'R@P.6':>6s}", file=file)
     for label, models in report.get("labels", {}).items():
         for model, s in models.items():
             print(f"{label:10s} {model:22s} {s['gt']:5d} {s['tp']:5d} {s['fp']:5d} {_fmt(s['precision']):>6s} "
-                  f"{_fmt(s['recall']):>6s} {_fmt(s['ap50']):>6s} {_fmt(s['recall_at_precision_0.8']):>6s}", file=file)
+                  f"{_fmt(s['recall']):>6s} {_fmt(s['ap50']):>6s} {_fmt(s['recall_at_precision_0.8']):>6s} "
+                  f"{_fmt(s.get('recall_at_precision_0.7')):>6s} {_fmt(s.get('recall_at_precision_0.6')):>6s}", file=file)
     f = report.get("fire_smoke_images")
     if f:
         print(f"fire/smoke images: recall {_fmt(f.get('image_recall'))} ({f['detected']}/{f['positives']}), "
@@ -65,14 +69,23 @@ def print_summary(report: dict, file=sys.stdout) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from seawatch.vision.evaluate import evaluate_manifest
-    from seawatch.vision.tiling import TileSpec
+    from seawatch.vision.tiling import TileSpec, check_tile_text
 
     path = Path(args.manifest)
     if not path.is_file():
         raise InputError(f"{path}: no such manifest")
-    tile = TileSpec.parse(args.tile) if args.tile else None
+    try:
+        check_tile_text(args.tile)
+    except ValueError as exc:
+        raise InputError(f"--tile: {exc}") from None
+    head, _, ov = (args.tile or "auto").partition(":")
+    auto = head.strip().lower() == "auto"
+    tile = None if auto else TileSpec.parse(args.tile)  # None: each model's own (tiling.model_tile)
+    overlap = float(ov) if auto and ov else None
     cats = set(args.categories.split(",")) if args.categories else None
-    report = evaluate_manifest(path, conf=args.conf, categories=cats, tile=tile, clips=not args.no_clips)
+    vessel_models = tuple(m.strip() for m in args.vessel_models.split(",") if m.strip()) if args.vessel_models else None
+    report = evaluate_manifest(path, conf=args.conf, categories=cats, tile=tile, clips=not args.no_clips,
+                               vessel_models=vessel_models, tile_overlap=overlap)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1, ensure_ascii=False))
     print_summary(report)

@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--licence", default="unknown (user-registered)", help="licence of the weights")
     parser.add_argument("--description", default="", help="one line about the model")
     parser.add_argument("--imgsz", type=int, default=0, help="inference size in pixels (default: from the file, else 640)")
+    parser.add_argument("--tile-px", type=int, default=0,
+                        help="tile side (source pixels) the model was trained on; tiling `auto` uses it (default: imgsz)")
     parser.add_argument("--replace", action="store_true", help="replace an existing user manifest of that name")
     parser.add_argument("--no-check", dest="check", action="store_false",
                         help="skip the PyTorch vs ONNX Runtime export check (.pt files)")
@@ -198,7 +200,7 @@ def build_manifest(args: argparse.Namespace, path: Path) -> "object":
         "labels": parse_labels(args.labels, classes),
         "input_size_px": [imgsz, imgsz],
         "export": {"loader": "ultralytics", "check_imgsz": min(imgsz, 4096)},
-        "defaults": {"imgsz": imgsz},
+        "defaults": {"imgsz": imgsz, **({"tile_px": int(args.tile_px)} if getattr(args, "tile_px", 0) else {})},
     }
     try:
         return ModelManifest.model_validate(data)

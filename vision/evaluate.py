@@ -43,6 +43,7 @@ class _ModelRun:
     detector: object
     tiled: bool
     seconds: float = 0.0
+    tile_px: int | None = None  # tile side used (tiled runs)
     frames: int = 0
 
 
@@ -51,8 +52,10 @@ class Evaluator:
     """Runs provisioned models on labelled samples and accumulates metrics."""
 
     conf: float | None = None
-    tile: object | None = None  # TileSpec; default TileSpec() for TILED_LABELS
+    tile: object | None = None  # TileSpec for TILED_LABELS; default: each model's own (tiling.model_tile)
+    tile_overlap: float = 0.2  # overlap of the models' own tiling
     models: dict[str, _ModelRun] = field(default_factory=dict)
+    label_models: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(LABEL_MODELS))
     missing_models: set[str] = field(default_factory=set)
 
     def _model(self, name: str, tiled: bool) -> _ModelRun | None:
@@ -74,11 +77,12 @@ class Evaluator:
         return run
 
     def detect(self, run: _ModelRun, image: np.ndarray) -> Detections:
-        from seawatch.vision.tiling import TileSpec, detect_tiled
+        from seawatch.vision.tiling import detect_tiled, model_tile
 
         t0 = time.perf_counter()
         if run.tiled:
-            spec = self.tile or TileSpec(size_px=run.detector.settings.imgsz)
+            spec = self.tile or model_tile(run.detector, self.tile_overlap)
+            run.tile_px = spec.size_px
             out = detect_tiled(run.detector, [image], spec)[0]
         else:
             out = run.detector.detect([image])[0]
@@ -115,7 +119,7 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
             continue
         cache: dict[str, Detections] = {}
         for label in sorted(labels):
-            for name in LABEL_MODELS.get(label, ()):
+            for name in ev.label_models.get(label, ()):
                 tiled = label in TILED_LABELS
                 run = ev._model(name, tiled)
                 if run is None:
@@ -158,6 +162,8 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
         r80, thr80 = st.recall_at_precision(0.8)
         entry["recall_at_precision_0.8"] = round(r80, 4)
         entry["threshold_at_precision_0.8"] = round(thr80, 4)
+        for p in (0.7, 0.6):  # the rest of the operating curve: where a model stands below the 0.8 target
+            entry[f"recall_at_precision_{p}"] = round(st.recall_at_precision(p)[0], 4)
         report["labels"].setdefault(label, {})[model] = entry
     if fire_img["positives"] or fire_img["negatives"]:
         fire_img["image_recall"] = round(fire_img["detected"] / fire_img["positives"], 4) if fire_img["positives"] else None
@@ -167,7 +173,8 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
     if hat["images"]:
         hat["count_error"] = round(hat["abs_error"] / max(hat["gt_total"], 1), 4)
         report["no_hard_hat_counts"] = hat
-    report["models"] = {r.name: {"frames": r.frames, "ms_per_frame": round(1000 * r.seconds / max(r.frames, 1), 1)}
+    report["models"] = {r.name: {"frames": r.frames, "ms_per_frame": round(1000 * r.seconds / max(r.frames, 1), 1),
+                                 **({"tile_px": r.tile_px} if r.tile_px else {})}
                         for r in ev.models.values()}
     if ev.missing_models:
         report["missing_models"] = sorted(ev.missing_models)
@@ -175,9 +182,12 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
 
 
 def evaluate_manifest(path, conf: float | None = None, categories: set[str] | None = None,
-                      tile=None, clips: bool = True) -> dict:
+                      tile=None, clips: bool = True, vessel_models: tuple[str, ...] | None = None,
+                      tile_overlap: float | None = None) -> dict:
     samples = load_manifest(path, categories)
-    ev = Evaluator(conf=conf, tile=tile)
+    ev = Evaluator(conf=conf, tile=tile, **({"tile_overlap": tile_overlap} if tile_overlap is not None else {}))
+    if vessel_models:
+        ev.label_models["vessel"] = tuple(vessel_models)
     t0 = time.monotonic()
     report = {"manifest": str(path), "images": sum(1 for s in samples if s.kind == "image"),
               "clips": sum(1 for s in samples if s.kind == "video")}

@@ -66,7 +66,8 @@ class SourceSpec(BaseModel):
     id: str = Field(pattern=_ID, description="source id (zones refer to it)")
     url: str = Field(min_length=1, description="file path or stream URL")
     models: tuple[str, ...] = Field(("coco_yolov5n",), min_length=1, description="registry models run on this source")
-    tile: str | None = Field(None, description="tiled inference SIZE[:OVERLAP] for small objects (e.g. vessels), or none")
+    tile: str | None = Field(None, description="tiled inference for small objects (e.g. vessels): SIZE[:OVERLAP], "
+                                               "auto[:OVERLAP] (each model's trained tile size), or none")
     analysis_fps: float = Field(2.0, gt=0.0, le=60.0, description="frames analysed per second of video")
     conf: float | None = Field(None, ge=0.0, le=1.0, description="detector confidence floor (default: tracker's low_confidence)")
     calibration: CalibrationConfig | None = Field(
@@ -78,6 +79,9 @@ class SourceSpec(BaseModel):
     def _one_geo(self) -> "SourceSpec":
         if self.calibration is not None and self.drone is not None:
             raise ValueError("give calibration (fixed camera) or drone, not both")
+        from seawatch.vision.tiling import check_tile_text
+
+        check_tile_text(self.tile)  # a bad tile spec is a config error here, not a crash at start
         return self
 
 
@@ -172,7 +176,7 @@ class Pipeline:
         from seawatch.vision.detector import load_detector
         from seawatch.vision.geo import GeoEnricher
         from seawatch.vision.rules import RuleEngine
-        from seawatch.vision.tiling import TileSpec
+        from seawatch.vision.tiling import tile_for
         from seawatch.vision.tracking import ByteTracker
 
         self.config = config
@@ -183,7 +187,7 @@ class Pipeline:
             for name in s.models:
                 if name not in self.detectors:
                     self.detectors[name] = load_detector(name, conf=s.conf if s.conf is not None else floor)
-        self.tiles = {s.id: TileSpec.parse(s.tile) if s.tile else None for s in config.sources}
+        self.tiles = {(s.id, name): tile_for(s.tile, self.detectors[name]) for s in config.sources for name in s.models}
         self.trackers = {s.id: ByteTracker(config.tracker) for s in config.sources}
         self.sinks = list(sinks)
         self._given_timelines = set(pose_timelines or {})
@@ -266,10 +270,10 @@ class Pipeline:
         from seawatch.vision.tiling import detect_tiled
 
         spec = self.sources[source_id]
-        tile = self.tiles[source_id]
         parts = []
         for name in spec.models:
             det = self.detectors[name]
+            tile = self.tiles[(source_id, name)]
             parts.append(detect_tiled(det, [image], tile)[0] if tile else det.detect([image])[0])
         return Detections.merge(parts)
 

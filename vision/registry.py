@@ -78,6 +78,10 @@ class Defaults(_Strict):
     iou: float = Field(0.45, ge=0.0, le=1.0, description="NMS IoU threshold")
     imgsz: int = Field(640, ge=32, le=8192, description="inference size of the long side, pixels")
     max_det: int = Field(300, ge=1, le=10000, description="most boxes kept per image")
+    tile_px: int | None = Field(None, ge=32, le=8192,
+                                description="tile side in source pixels the model was trained on (tiling `auto`; a tile "
+                                            "smaller than imgsz is upscaled, so small objects are seen larger); "
+                                            "none: imgsz")
 
 
 class ModelManifest(_Strict):

@@ -64,6 +64,36 @@ class TileSpec:
         return cls(size_px=size, overlap=overlap, **kw)
 
 
+def model_tile(detector, overlap: float = DEFAULT_OVERLAP, **kw) -> TileSpec:
+    """The tiling a model was trained for: its manifest's ``defaults.tile_px`` when set (a model fine-tuned on
+    zoomed tiles), else its input size."""
+    defaults = getattr(getattr(detector, "manifest", None), "defaults", None)
+    size = getattr(defaults, "tile_px", None) or detector.settings.imgsz
+    return TileSpec(size_px=int(size), overlap=overlap, **kw)
+
+
+def tile_for(text: str | None, detector, **kw) -> TileSpec | None:
+    """``SIZE[:OVERLAP]``, ``auto[:OVERLAP]`` (the model's own tiling, :func:`model_tile`) or none."""
+    if not text:
+        return None
+    head, _, ov_s = text.partition(":")
+    if head.strip().lower() != "auto":
+        return TileSpec.parse(text, **kw)
+    try:
+        overlap = float(ov_s) if ov_s else DEFAULT_OVERLAP
+    except ValueError:
+        raise ValueError(f"tile spec {text!r} is not auto[:OVERLAP], e.g. auto:0.2") from None
+    return model_tile(detector, overlap, **kw)
+
+
+def check_tile_text(text: str | None) -> str | None:
+    """Validate a tile spec without a detector (config checking); returns it unchanged."""
+    if text:
+        head, _, ov_s = text.partition(":")
+        TileSpec.parse(("640" if head.strip().lower() == "auto" else head) + (":" + ov_s if ov_s else ""))
+    return text
+
+
 def tile_starts(length_px: int, size_px: int, overlap: float) -> np.ndarray:
     """Start offsets of tiles of ``size_px`` covering ``[0, length_px)`` with at least ``overlap`` shared."""
     if length_px <= size_px:

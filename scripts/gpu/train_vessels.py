@@ -55,7 +55,7 @@ def _cut_frame(job: tuple) -> dict:
     from seawatch.vision.tiling import tile_starts
     from seawatch.vision.trainsets import _tile_labels
 
-    img_path, img_dir, lab_dir, tile_px, overlap, min_keep, empty_keep, seed = job
+    img_path, img_dir, lab_dir, tile_px, overlap, min_keep, empty_keep, seed, frame_px = job
     img = cv2.imread(str(img_path))
     if img is None:
         raise RuntimeError(f"{img_path}: cannot read image")
@@ -68,7 +68,7 @@ def _cut_frame(job: tuple) -> dict:
         cv2.imwrite(str(img_dir / f"{name}.jpg"), im, [cv2.IMWRITE_JPEG_QUALITY, 95])
         (lab_dir / f"{name}.txt").write_text("\n".join(labs) + ("\n" if labs else ""))
 
-    scale = tile_px / max(h, w)
+    scale = frame_px / max(h, w)  # the whole frame as the runtime's full-frame pass sees it
     put(stem, cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
         if scale < 1 else img, lines)  # YOLO labels are normalised: the resize leaves them as they are
     for y0 in tile_starts(h, tile_px, overlap).tolist():
@@ -104,7 +104,7 @@ def build_layout(frames: Path, out: Path, classes: list[str], tiles: dict, seed:
         img_dir.mkdir(parents=True)
         lab_dir.mkdir(parents=True)
         jobs = [(p, img_dir, lab_dir, tiles["tile_px"], tiles["overlap"], tiles["min_keep"], tiles["empty_keep"],
-                 seed) for p in imgs]
+                 seed, tiles.get("frame_px", tiles["tile_px"])) for p in imgs]
         if procs > 1:
             with Pool(procs) as pool:
                 parts = pool.map(_cut_frame, jobs, chunksize=4)
@@ -178,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=None, help="data loader workers (default: cores - 2, <= 12)")
     ap.add_argument("--patience", type=int, default=40)
     ap.add_argument("--empty-keep", type=float, default=None, help="override provenance's empty tile fraction")
+    ap.add_argument("--tile-px", type=int, default=None,
+                    help="override provenance's tile side (source pixels); a tile smaller than --imgsz is "
+                         "upscaled, i.e. trained at zoom imgsz/tile-px (the runtime then tiles at the same size)")
+    ap.add_argument("--base-weights", default=None,
+                    help="start from these weights instead of provenance's base (path, or relative to --gpu-dir); "
+                         "its sha256 is recorded in run.json")
     ap.add_argument("--smoke", action="store_true",
                     help="CPU pipeline check: 6 train / 6 val frames, 1 epoch, 320 px, batch 4, no time box, polars "
                          "hidden (options given explicitly still win)")
@@ -201,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     tiles = dict(prov["tiles"])
     if args.empty_keep is not None:
         tiles["empty_keep"] = args.empty_keep
+    if args.tile_px is not None:
+        tiles["tile_px"] = args.tile_px
     if args.smoke:
         sys.modules["polars"] = None  # the GPU machine has no polars: the smoke run must not use it either
     defaults = dict(epochs=1, imgsz=320, batch=4, time_h=0.0) if args.smoke else \
@@ -208,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
+    tiles["frame_px"] = args.imgsz
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "false")
     os.environ.setdefault("YOLO_CONFIG_DIR", str(work / "ultralytics_cfg"))
@@ -229,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     from ultralytics import YOLO
 
     patched = patch_ultralytics_offline()
-    base = gpu / prov["base_weights"]
+    base = gpu / (args.base_weights or prov["base_weights"])
     yolo = YOLO(str(base))
     train_kw = dict(data=str(work / "data" / "data.yaml"), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
                     device=device, seed=seed, deterministic=False, workers=workers, plots=False,
@@ -291,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         "export_seconds": round(export_s, 1), "total_seconds": round(time.monotonic() - t_start, 1),
         "best_by_map50": best_row, "last_epoch": last_row,
         "weights": "best.pt", "weights_sha256": _sha256(out / "best.pt"), "onnx_sha256": onnx_sha,
+        "start_weights": str(base.relative_to(gpu)) if base.is_relative_to(gpu) else base.name,
+        "start_weights_sha256": _sha256(base),
     }
     (out / "run.json").write_text(json.dumps({**prov, "run": run}, indent=1) + "\n")
     summary = {k: run[k] for k in ("device", "epochs_done", "train_seconds", "total_seconds", "interrupted")}

@@ -17,6 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="starting weights: coco_yolov5n, fall, ship_published, or a .pt / .yaml path")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--imgsz", type=int, default=640, help="training input size (tiles are this big)")
+    p.add_argument("--tile-px", type=int, default=0,
+                   help="training tile side in source pixels (default: imgsz); smaller tiles are upscaled to imgsz, "
+                        "so small vessels are learned larger; the model then tiles at this size (tiling auto)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", default="cpu", help="cpu, or a CUDA device index such as 0")
     p.add_argument("--seed", type=int, default=0)
@@ -26,6 +29,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "scripts/gpu/train_vessels.sh); checks its weights and data against this checkout")
     p.add_argument("--smoke", action="store_true",
                    help="CI-sized run: 1 epoch, 5%% of the images, 320 px tiles; proves the pipeline, not the model")
+
+
+def _trained_tile_px(record: dict, imgsz: int) -> int:
+    """The tile side the run trained on when it differs from the input size (zoomed tiles), else 0 (= imgsz)."""
+    tile = int((record.get("tiles") or {}).get("tile_px") or record.get("tile_px") or 0)
+    return tile if tile and tile != imgsz else 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,12 +48,12 @@ def run(args: argparse.Namespace) -> int:
         if args.smoke:
             args.epochs, args.fraction, args.imgsz, args.batch = 1, 0.05, 320, 8
         record = train(args.dataset, args.name, base=args.base, epochs=args.epochs, imgsz=args.imgsz,
-                       batch=args.batch, device=args.device, seed=args.seed, tile_px=args.imgsz,
+                       batch=args.batch, device=args.device, seed=args.seed, tile_px=args.tile_px or args.imgsz,
                        fraction=args.fraction)
     reg = argparse.Namespace(file=record["weights"], name=args.name, labels="", classes="", output_format=None,
                              licence="AGPL-3.0 (fine-tuned from AGPL-3.0 YOLO weights); training data: see datasets/"
                                      f"{args.dataset}.yaml", description=f"fine-tuned on {args.dataset} from {args.base}",
-                             imgsz=args.imgsz, replace=True, check=True)
+                             imgsz=args.imgsz, tile_px=_trained_tile_px(record, args.imgsz), replace=True, check=True)
     cmd_models_register.run(reg)
     lock = registry.read_lock(args.name)
     lock["training"] = record

@@ -156,6 +156,9 @@ def import_run(run_dir: Path, dataset: str, out_name: str) -> dict:
                                      "torch", "ultralytics", "layout", "train_seconds", "interrupted", "smoke",
                                      "best_by_map50") if k in run},
               "epochs": run.get("epochs_done"), "weights": str(target), "weights_sha256": sha,
+              # the tiling and start weights the run actually used (run.json overrides the packed defaults)
+              **({"tiles": run["tiles"]} if "tiles" in run else {}),
+              **{k: run[k] for k in ("start_weights", "start_weights_sha256") if k in run},
               "onnx_sha256_trained": run.get("onnx_sha256"), "imported_from": str(run_dir.resolve())}
     (target.parent / "train_record.json").write_text(json.dumps(record, indent=2))
     return record
