@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import onnx_model
@@ -240,3 +241,32 @@ def test_source_tile_auto_and_bad_tile_specs():
     assert (pipe.tiles[("quay", "vessel")].size_px, pipe.tiles[("quay", "vessel")].overlap) == (384, 0.25)
     assert pipe.tiles[("quay", "coco_yolov5n")].size_px == 640
     assert pipe.tiles[("gate", "coco_yolov5n")] is None
+
+
+def test_source_water_mask_drops_vessels_on_land_before_tracking():
+    from seawatch.errors import ConfigError
+    from seawatch.vision.detections import Detections
+    from seawatch.vision.detector import DetectorSettings
+    from seawatch.vision.pipeline import Pipeline, load_pipeline_config
+
+    with pytest.raises(ConfigError, match="water"):
+        load_pipeline_config(None, {"sources": [{"id": "quay", "url": "x.mp4", "water": [[[0, 0], [5, 0]]]}]})
+
+    class Stub:
+        settings = DetectorSettings(conf=0.25, iou=0.45, imgsz=640, max_det=300)
+
+        def detect(self, images):
+            xyxy = np.array([[100, 350, 160, 420], [300, 100, 310, 380], [700, 200, 740, 300]], np.float32)
+            return [Detections(xyxy, np.full(3, 0.8, np.float32), np.array([0, 0, 1], np.int32),
+                               ("vessel", "person"), None, "stub") for _ in images]
+
+    water = [[[0, 400], [1000, 400], [1000, 700], [0, 700]]]
+    cfg = load_pipeline_config(None, {"sources": [
+        {"id": "quay", "url": "x.mp4", "models": ["stub"], "water": water},
+        {"id": "open", "url": "y.mp4", "models": ["stub"]}]})
+    pipe = Pipeline(cfg, detectors={"stub": Stub()})
+    img = np.zeros((700, 1000, 3), np.uint8)
+    masked = pipe.detect("quay", img)
+    assert sorted(masked.label.tolist()) == ["person", "vessel"]  # the mast on the quay is gone
+    assert masked.xyxy_px[masked.label == "vessel"][0, 3] == 420
+    assert len(pipe.detect("open", img)) == 3  # no mask on this source

@@ -94,3 +94,34 @@ def test_bad_polygons_raise_config_errors_naming_the_zone(vertices, geo, match):
     with pytest.raises(ConfigError, match=match) as info:
         (Zone.from_lonlat if geo else Zone.from_pixels)("z7", vertices)
     assert "z7" in str(info.value)
+
+
+def test_water_mask_drops_vessels_on_land_and_keeps_the_rest():
+    from seawatch.vision.zones import WaterMask
+
+    # water below y = 400 across a 1000 px wide frame; a quay (land) above
+    mask = WaterMask.from_pixels([[[0, 400], [1000, 400], [1000, 700], [0, 700]]], margin_px=8)
+    xyxy = np.array([
+        [100, 350, 160, 420],   # hull in the water (bottom at 420)
+        [300, 100, 310, 380],   # a mast on the quay (bottom at 380, 20 px above the water)
+        [500, 360, 560, 395],   # moored against the quay wall: bottom 5 px above the edge, inside the margin
+        [700, 200, 740, 300],   # a person on the quay: not a vessel, kept
+    ], np.float32)
+    dets = Detections(xyxy, np.full(4, 0.9, np.float32), np.array([0, 0, 0, 1], np.int32), ("vessel", "person"))
+    assert mask.keep(dets).tolist() == [True, False, True, True]
+    tight = WaterMask.from_pixels([[[0, 400], [1000, 400], [1000, 700], [0, 700]]], margin_px=0)
+    assert tight.keep(dets).tolist() == [True, False, False, True]
+    assert len(mask.keep(Detections.empty(("vessel",)))) == 0
+
+
+@pytest.mark.parametrize("polys,margin,fragment", [
+    ([], 8, "at least one polygon"),
+    ([[[0, 0], [10, 0]]], 8, "at least 3"),
+    ([[[0, 0], [10, 10], [10, 0], [0, 10]]], 8, "invalid"),
+    ([[[0, 0], [10, 0], [10, 10]]], -1, "margin"),
+])
+def test_water_mask_rejects_bad_polygons(polys, margin, fragment):
+    from seawatch.vision.zones import WaterMask
+
+    with pytest.raises(ConfigError, match=fragment):
+        WaterMask.from_pixels(polys, margin, "quay")

@@ -68,6 +68,11 @@ class SourceSpec(BaseModel):
     models: tuple[str, ...] = Field(("coco_yolov5n",), min_length=1, description="registry models run on this source")
     tile: str | None = Field(None, description="tiled inference for small objects (e.g. vessels): SIZE[:OVERLAP], "
                                                "auto[:OVERLAP] (each model's trained tile size), or none")
+    water: tuple[tuple[tuple[float, float], ...], ...] | None = Field(
+        None, description="fixed cameras: pixel polygons ([[x, y], ...] each) of open water and berths; vessel "
+                          "detections whose waterline (box bottom centre) is outside all of them are dropped before "
+                          "tracking (masts, cranes, cars on the quay). None: no mask. Not for cameras that pan")
+    water_margin_px: float = Field(8.0, ge=0.0, le=500.0, description="the water polygons grown by this much")
     analysis_fps: float = Field(2.0, gt=0.0, le=60.0, description="frames analysed per second of video")
     conf: float | None = Field(None, ge=0.0, le=1.0, description="detector confidence floor (default: tracker's low_confidence)")
     calibration: CalibrationConfig | None = Field(
@@ -82,6 +87,13 @@ class SourceSpec(BaseModel):
         from seawatch.vision.tiling import check_tile_text
 
         check_tile_text(self.tile)  # a bad tile spec is a config error here, not a crash at start
+        if self.water is not None:
+            from seawatch.vision.zones import WaterMask
+
+            try:
+                WaterMask.from_pixels(self.water, self.water_margin_px, self.id)  # polygon errors name the source
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
 
@@ -178,6 +190,7 @@ class Pipeline:
         from seawatch.vision.rules import RuleEngine
         from seawatch.vision.tiling import tile_for
         from seawatch.vision.tracking import ByteTracker
+        from seawatch.vision.zones import WaterMask
 
         self.config = config
         self.sources = {s.id: s for s in config.sources}
@@ -187,6 +200,8 @@ class Pipeline:
             for name in s.models:
                 if name not in self.detectors:
                     self.detectors[name] = load_detector(name, conf=s.conf if s.conf is not None else floor)
+        self.water = {s.id: WaterMask.from_pixels(s.water, s.water_margin_px, s.id)
+                      for s in config.sources if s.water is not None}
         self.tiles = {(s.id, name): tile_for(s.tile, self.detectors[name]) for s in config.sources for name in s.models}
         self.trackers = {s.id: ByteTracker(config.tracker) for s in config.sources}
         self.sinks = list(sinks)
@@ -275,7 +290,9 @@ class Pipeline:
             det = self.detectors[name]
             tile = self.tiles[(source_id, name)]
             parts.append(detect_tiled(det, [image], tile)[0] if tile else det.detect([image])[0])
-        return Detections.merge(parts)
+        merged = Detections.merge(parts)
+        water = self.water.get(source_id)
+        return merged[water.keep(merged)] if water is not None and len(merged) else merged
 
     def locator_for(self, source_id: str, capture_time_ns: int):
         """The locator of one frame of a source (calibration, or the drone pose at that time), or None."""

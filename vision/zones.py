@@ -187,3 +187,51 @@ def _polygon(zone_id: str, vertices: Sequence[Sequence[float]], geo: bool) -> Po
         raise ConfigError(f"zone {zone_id!r}: polygon has zero area")
     shapely.prepare(poly)
     return poly
+
+
+@dataclass(frozen=True, slots=True)
+class WaterMask:
+    """Where vessels can be in a fixed camera's image: pixel polygons of open water (and berths).
+
+    A vessel detection is kept when its waterline point — the bottom centre of its box, where hull meets water —
+    lies inside one of the polygons, grown by ``margin_px`` (a hull moored against a quay wall sits on the
+    polygon's edge). Masts, cranes, lamp posts and parked cars on land, sky and reflections on the quay are then
+    dropped before tracking. Other labels pass untouched. Fixed cameras only: a camera that pans or zooms moves
+    the water in the image (leave the mask off, or use geo zones with a calibration).
+    """
+
+    polygons: tuple[Polygon, ...]
+    margin_px: float = 8.0
+    labels: tuple[str, ...] = ("vessel",)
+
+    @classmethod
+    def from_pixels(cls, polygons_px: Sequence[Sequence[Sequence[float]]], margin_px: float = 8.0,
+                    source_id: str = "") -> "WaterMask":
+        if margin_px < 0 or margin_px != margin_px:
+            raise ConfigError(f"source {source_id!r}: water margin must be >= 0 px, got {margin_px}")
+        if not polygons_px:
+            raise ConfigError(f"source {source_id!r}: water needs at least one polygon (or leave it out)")
+        polys = []
+        for i, verts in enumerate(polygons_px):
+            poly = _polygon(f"{source_id}:water[{i}]", verts, geo=False)
+            if margin_px:
+                poly = poly.buffer(margin_px, join_style="mitre")
+                shapely.prepare(poly)
+            polys.append(poly)
+        return cls(tuple(polys), float(margin_px))
+
+    def keep(self, dets: Detections) -> np.ndarray:
+        """``(N,) bool``: detections to keep (every non-vessel one; vessels whose waterline is on water)."""
+        n = len(dets)
+        if not n:
+            return np.zeros((0,), bool)
+        is_vessel = np.isin(dets.label, self.labels)
+        if not is_vessel.any():
+            return np.ones(n, bool)
+        xyxy = dets.xyxy_px.astype(np.float64)
+        x = 0.5 * (xyxy[:, 0] + xyxy[:, 2])
+        y = xyxy[:, 3]
+        on_water = np.zeros(n, bool)
+        for poly in self.polygons:
+            on_water |= shapely.intersects_xy(poly, x, y)  # the edge counts as water
+        return ~is_vessel | on_water
