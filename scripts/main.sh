@@ -36,8 +36,11 @@ case "${1:-}" in
       "factory=$media/C_hardhat/industrial_worker_helmet_clip.mp4" \
       "carpark=$media/D_parking_lanes/carpark_timelapse_nf.mp4" \
       --snapshots out/snapshots | tee out/events.jsonl | cut -c1-240
-    echo "main.sh: vessels in the shore frames (tiled inference):"
-    .venv/bin/seawatch detect "$media/A_boats" --models coco_yolov5n --tile 640:0.2 \
+    # the fine-tuned vessel model when this machine has one (trained on a GPU: scripts/gpu/README.md), else COCO's boat
+    vessel_model=coco_yolov5n
+    .venv/bin/seawatch models list 2>/dev/null | grep -Eq '^vessel[[:space:]].*yes' && vessel_model=vessel
+    echo "main.sh: vessels in the shore frames (tiled inference, $vessel_model):"
+    .venv/bin/seawatch detect "$media/A_boats" --models "$vessel_model" --tile auto:0.2 \
       --out out/detections.jsonl --annotate out/annotated
     echo "main.sh: events in out/events.jsonl (snapshots in out/snapshots/), detections in out/detections.jsonl," \
       "annotated frames in out/annotated/"

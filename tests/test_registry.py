@@ -219,3 +219,16 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     registry.atomic_write_bytes(target, b"22")
     assert target.read_bytes() == b"22" and [p.name for p in target.parent.iterdir()] == ["f.json"]
     assert target.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_later_optional_field_leaves_existing_digests_alone():
+    """defaults.tile_px came after caches were provisioned: unset, it must not make them stale; set, it counts."""
+    import hashlib
+
+    m = registry.get_manifest("coco_yolov5n")
+    data = m.model_dump(mode="json")
+    assert data["defaults"]["tile_px"] is None
+    del data["defaults"]["tile_px"]
+    assert m.digest() == hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    zoomed = m.model_copy(update={"defaults": m.defaults.model_copy(update={"tile_px": 384})})
+    assert zoomed.digest() != m.digest()

@@ -84,6 +84,11 @@ class Defaults(_Strict):
                                             "none: imgsz")
 
 
+# (section, field) added after caches were provisioned: left out of ``ModelManifest.digest`` while unset, so adding
+# them does not make every provisioned model stale.
+_LATER_FIELDS: tuple[tuple[str, str], ...] = (("defaults", "tile_px"),)
+
+
 class ModelManifest(_Strict):
     """One model of the registry (a ``models/<name>.yaml`` file)."""
 
@@ -148,7 +153,11 @@ class ModelManifest(_Strict):
 
     def digest(self) -> str:
         """sha256 of the manifest content: a lock is stale when it changes."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        data = self.model_dump(mode="json")
+        for section, key in _LATER_FIELDS:  # fields added later leave the digest of manifests that don't set them
+            if data.get(section, {}).get(key) is None:
+                data[section].pop(key, None)
+        blob = json.dumps(data, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
 

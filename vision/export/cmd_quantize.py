@@ -112,7 +112,7 @@ def eval_recall(detector, samples, collect: list | None = None) -> dict:
     from seawatch.vision.media import read_image
     from seawatch.vision.metrics import LabelStats, match
 
-    from seawatch.vision.tiling import TileSpec, detect_tiled
+    from seawatch.vision.tiling import detect_tiled, model_tile
 
     stats: dict[str, LabelStats] = {}
     size = detector.settings.imgsz
@@ -121,7 +121,7 @@ def eval_recall(detector, samples, collect: list | None = None) -> dict:
         # frames much larger than the input run tiled, as the product runs them: untiled, a 1080p shore frame
         # shrinks people and boats below what any model resolves and recall says nothing about precision loss
         if max(image.shape[:2]) > 1.5 * size:
-            det = detect_tiled(detector, [image], TileSpec(size_px=size))[0]
+            det = detect_tiled(detector, [image], model_tile(detector))[0]  # the model's own tile size
         else:
             det = detector.detect([image])[0]
         if collect is not None:
