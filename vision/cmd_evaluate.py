@@ -20,7 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", default=None, help="tiling for vessels SIZE[:OVERLAP] (default auto: each model's trained tile size, "
                                                    "else its input size; overlap 0.2)")
     p.add_argument("--vessel-models", default=None, metavar="A,B,...",
-                   help="models scored on vessel boxes, side by side (default: vessel,coco_yolov5n,ship_published)")
+                   help="models scored on vessel boxes, side by side (default: vessel,coco_yolov5n,ship_published); "
+                        "NAME:int8 scores a variant")
     p.add_argument("--no-clips", action="store_true", help="skip the clips (images only)")
 
 

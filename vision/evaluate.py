@@ -66,8 +66,9 @@ class Evaluator:
             return None
         from seawatch.vision.detector import load_detector
 
+        base, _, variant = name.partition(":")  # "vessel:int8" scores that variant
         try:
-            det = load_detector(name, **({"conf": self.conf} if self.conf is not None else {}))
+            det = load_detector(base, variant or "fp32", **({"conf": self.conf} if self.conf is not None else {}))
         except ModelError as exc:
             log.warning("evaluate: model %s unavailable: %s", name, exc)
             self.missing_models.add(name)
