@@ -72,25 +72,30 @@ def model_tile(detector, overlap: float = DEFAULT_OVERLAP, **kw) -> TileSpec:
     return TileSpec(size_px=int(size), overlap=overlap, **kw)
 
 
+def parse_tile_text(text: str) -> tuple[int | None, float]:
+    """``SIZE[:OVERLAP]`` or ``auto[:OVERLAP]`` as written in a config or on the command line: ``(size_px, overlap)``,
+    size None for ``auto`` (each model's own, :func:`model_tile`). Raises ValueError naming ``text``."""
+    head, _, ov_s = text.partition(":")
+    auto = head.strip().lower() == "auto"
+    try:
+        spec = TileSpec.parse(("640" if auto else head) + (":" + ov_s if ov_s else ""))
+    except ValueError as exc:
+        raise ValueError(f"tile spec {text!r} is not SIZE[:OVERLAP] or auto[:OVERLAP], e.g. 640:0.2 ({exc})") from None
+    return (None if auto else spec.size_px), spec.overlap
+
+
 def tile_for(text: str | None, detector, **kw) -> TileSpec | None:
-    """``SIZE[:OVERLAP]``, ``auto[:OVERLAP]`` (the model's own tiling, :func:`model_tile`) or none."""
+    """The tiling of ``detector`` for a ``SIZE[:OVERLAP]`` / ``auto[:OVERLAP]`` text; None for no tiling."""
     if not text:
         return None
-    head, _, ov_s = text.partition(":")
-    if head.strip().lower() != "auto":
-        return TileSpec.parse(text, **kw)
-    try:
-        overlap = float(ov_s) if ov_s else DEFAULT_OVERLAP
-    except ValueError:
-        raise ValueError(f"tile spec {text!r} is not auto[:OVERLAP], e.g. auto:0.2") from None
-    return model_tile(detector, overlap, **kw)
+    size, overlap = parse_tile_text(text)
+    return model_tile(detector, overlap, **kw) if size is None else TileSpec(size_px=size, overlap=overlap, **kw)
 
 
 def check_tile_text(text: str | None) -> str | None:
     """Validate a tile spec without a detector (config checking); returns it unchanged."""
     if text:
-        head, _, ov_s = text.partition(":")
-        TileSpec.parse(("640" if head.strip().lower() == "auto" else head) + (":" + ov_s if ov_s else ""))
+        parse_tile_text(text)
     return text
 
 
