@@ -232,3 +232,17 @@ def test_a_later_optional_field_leaves_existing_digests_alone():
     assert m.digest() == hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
     zoomed = m.model_copy(update={"defaults": m.defaults.model_copy(update={"tile_px": 384})})
     assert zoomed.digest() != m.digest()
+
+
+def test_a_broken_user_manifest_disables_only_its_own_model(cache, tmp_path, monkeypatch):
+    extra = tmp_path / "extra"
+    write_manifest(extra, base_manifest("extra_model"))
+    monkeypatch.setenv("SEAWATCH_MODELS_PATH", str(extra))
+    bad = registry.user_manifest_dir() / "half_written.yaml"
+    bad.parent.mkdir(parents=True, exist_ok=True)
+    bad.write_text("name: half_written\nfamily: [")  # cut off mid-write
+    ms = registry.load_manifests()
+    assert "extra_model" in ms and set(SHIPPED) <= set(ms) and "half_written" not in ms
+    assert registry.get_manifest("extra_model").name == "extra_model"
+    with pytest.raises(ConfigError, match="half_written.yaml"):
+        registry.get_manifest("half_written")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -21,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from seawatch import paths
 from seawatch.errors import ChecksumMismatch, ConfigError, ModelNotFound, ModelNotProvisioned
+
+log = logging.getLogger(__name__)
 
 SEAWATCH_LABELS = (
     "vessel", "fire", "smoke", "person", "helmet", "no_helmet", "car", "truck", "bus", "motorcycle",
@@ -231,22 +234,46 @@ def load_manifest(path: Path) -> ModelManifest:
     return m
 
 
-def load_manifests() -> dict[str, ModelManifest]:
-    """All registered manifests by name; user manifests may not shadow built-in ones."""
+_warned_broken: set[str] = set()
+
+
+def _scan_manifests() -> tuple[dict[str, ModelManifest], dict[str, ConfigError]]:
+    """Registered manifests by name, and the user/extra manifest files that do not load (by file stem).
+
+    A broken built-in manifest is a packaging bug and raises; a broken user manifest only makes that one model
+    unavailable (asking for it gives its error), not every other model."""
     out: dict[str, ModelManifest] = {}
+    broken: dict[str, ConfigError] = {}
     for d in manifest_dirs():
         if not d.is_dir():
             continue
         for p in sorted(d.glob("*.yaml")):
-            m = load_manifest(p)
+            try:
+                m = load_manifest(p)
+            except ConfigError as exc:
+                if d == paths.MANIFEST_DIR:
+                    raise
+                broken[p.stem] = exc
+                if str(p) not in _warned_broken:
+                    _warned_broken.add(str(p))
+                    log.warning("model manifest skipped: %s", exc)
+                continue
             if m.name in out:
                 raise ConfigError(f"{p}: model {m.name!r} is already registered")
             out[m.name] = m
-    return out
+    return out, broken
+
+
+def load_manifests() -> dict[str, ModelManifest]:
+    """All registered manifests by name; user manifests may not shadow built-in ones; broken user manifests are
+    skipped (with a warning)."""
+    return _scan_manifests()[0]
 
 
 def get_manifest(name: str) -> ModelManifest:
-    manifests = load_manifests()
+    manifests, broken = _scan_manifests()
+    if name in broken and name not in manifests:
+        raise broken[name]
     if name not in manifests:
         known = ", ".join(sorted(manifests)) or "none"
         raise ModelNotFound(f"no model named {name!r} (registered: {known})")
