@@ -70,20 +70,19 @@ def print_summary(report: dict, file=sys.stdout) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from seawatch.vision.evaluate import evaluate_manifest
-    from seawatch.vision.tiling import TileSpec, parse_tile_text
+    from seawatch.vision.tiling import check_tile_text
 
     path = Path(args.manifest)
     if not path.is_file():
         raise InputError(f"{path}: no such manifest")
     try:
-        size, overlap = parse_tile_text(args.tile or "auto")
+        check_tile_text(args.tile)
     except ValueError as exc:
         raise InputError(f"--tile: {exc}") from None
-    tile = None if size is None else TileSpec(size_px=size, overlap=overlap)  # None: each model's own tiling
     cats = set(args.categories.split(",")) if args.categories else None
     vessel_models = tuple(m.strip() for m in args.vessel_models.split(",") if m.strip()) if args.vessel_models else None
-    report = evaluate_manifest(path, conf=args.conf, categories=cats, tile=tile, clips=not args.no_clips,
-                               vessel_models=vessel_models, tile_overlap=overlap if tile is None else None)
+    report = evaluate_manifest(path, conf=args.conf, categories=cats, tile=args.tile or "auto",
+                               clips=not args.no_clips, vessel_models=vessel_models)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1, ensure_ascii=False))
     print_summary(report)

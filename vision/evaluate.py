@@ -41,9 +41,8 @@ TILED_LABELS = {"vessel"}
 class _ModelRun:
     name: str
     detector: object
-    tiled: bool
     seconds: float = 0.0
-    tile_px: int | None = None  # tile side used (tiled runs)
+    tile: object | None = None  # TileSpec of a tiled run, resolved once per model
     frames: int = 0
 
 
@@ -52,8 +51,7 @@ class Evaluator:
     """Runs provisioned models on labelled samples and accumulates metrics."""
 
     conf: float | None = None
-    tile: object | None = None  # TileSpec for TILED_LABELS; default: each model's own (tiling.model_tile)
-    tile_overlap: float = 0.2  # overlap of the models' own tiling
+    tile: str = "auto"  # tiling of TILED_LABELS, SIZE[:OVERLAP] or auto[:OVERLAP] (each model's own; tiling.tile_for)
     models: dict[str, _ModelRun] = field(default_factory=dict)
     label_models: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(LABEL_MODELS))
     missing_models: set[str] = field(default_factory=set)
@@ -65,6 +63,7 @@ class Evaluator:
         if name in self.missing_models:
             return None
         from seawatch.vision.detector import load_detector
+        from seawatch.vision.tiling import tile_for
 
         base, _, variant = name.partition(":")  # "vessel:int8" scores that variant
         try:
@@ -73,18 +72,16 @@ class Evaluator:
             log.warning("evaluate: model %s unavailable: %s", name, exc)
             self.missing_models.add(name)
             return None
-        run = _ModelRun(key, det, tiled)
+        run = _ModelRun(key, det, tile=tile_for(self.tile, det) if tiled else None)
         self.models[key] = run
         return run
 
     def detect(self, run: _ModelRun, image: np.ndarray) -> Detections:
-        from seawatch.vision.tiling import detect_tiled, model_tile
+        from seawatch.vision.tiling import detect_tiled
 
         t0 = time.perf_counter()
-        if run.tiled:
-            spec = self.tile or model_tile(run.detector, self.tile_overlap)
-            run.tile_px = spec.size_px
-            out = detect_tiled(run.detector, [image], spec)[0]
+        if run.tile is not None:
+            out = detect_tiled(run.detector, [image], run.tile)[0]
         else:
             out = run.detector.detect([image])[0]
         run.seconds += time.perf_counter() - t0
@@ -175,7 +172,7 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
         hat["count_error"] = round(hat["abs_error"] / max(hat["gt_total"], 1), 4)
         report["no_hard_hat_counts"] = hat
     report["models"] = {r.name: {"frames": r.frames, "ms_per_frame": round(1000 * r.seconds / max(r.frames, 1), 1),
-                                 **({"tile_px": r.tile_px} if r.tile_px else {})}
+                                 **({"tile_px": r.tile.size_px} if r.tile is not None else {})}
                         for r in ev.models.values()}
     if ev.missing_models:
         report["missing_models"] = sorted(ev.missing_models)
@@ -183,10 +180,9 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
 
 
 def evaluate_manifest(path, conf: float | None = None, categories: set[str] | None = None,
-                      tile=None, clips: bool = True, vessel_models: tuple[str, ...] | None = None,
-                      tile_overlap: float | None = None) -> dict:
+                      tile: str = "auto", clips: bool = True, vessel_models: tuple[str, ...] | None = None) -> dict:
     samples = load_manifest(path, categories)
-    ev = Evaluator(conf=conf, tile=tile, **({"tile_overlap": tile_overlap} if tile_overlap is not None else {}))
+    ev = Evaluator(conf=conf, tile=tile or "auto")
     if vessel_models:
         ev.label_models["vessel"] = tuple(vessel_models)
     t0 = time.monotonic()

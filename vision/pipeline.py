@@ -292,7 +292,7 @@ class Pipeline:
             parts.append(detect_tiled(det, [image], tile)[0] if tile else det.detect([image])[0])
         merged = Detections.merge(parts)
         water = self.water.get(source_id)
-        return merged[water.keep(merged)] if water is not None and len(merged) else merged
+        return merged if water is None else merged[water.keep(merged)]
 
     def locator_for(self, source_id: str, capture_time_ns: int):
         """The locator of one frame of a source (calibration, or the drone pose at that time), or None."""

@@ -200,7 +200,7 @@ class WaterMask:
     the water in the image (leave the mask off, or use geo zones with a calibration).
     """
 
-    polygons: tuple[Polygon, ...]
+    water: object  # the grown polygons as one prepared shapely geometry
     margin_px: float = 8.0
     labels: tuple[str, ...] = ("vessel",)
 
@@ -211,14 +211,12 @@ class WaterMask:
             raise ConfigError(f"source {source_id!r}: water margin must be >= 0 px, got {margin_px}")
         if not polygons_px:
             raise ConfigError(f"source {source_id!r}: water needs at least one polygon (or leave it out)")
-        polys = []
-        for i, verts in enumerate(polygons_px):
-            poly = _polygon(f"{source_id}:water[{i}]", verts, geo=False)
-            if margin_px:
-                poly = poly.buffer(margin_px, join_style="mitre")
-                shapely.prepare(poly)
-            polys.append(poly)
-        return cls(tuple(polys), float(margin_px))
+        polys = [_polygon(f"{source_id}:water[{i}]", verts, geo=False) for i, verts in enumerate(polygons_px)]
+        water = shapely.union_all(polys)
+        if margin_px:
+            water = water.buffer(margin_px, join_style="mitre")
+        shapely.prepare(water)
+        return cls(water, float(margin_px))
 
     def keep(self, dets: Detections) -> np.ndarray:
         """``(N,) bool``: detections to keep (every non-vessel one; vessels whose waterline is on water)."""
@@ -228,10 +226,5 @@ class WaterMask:
         is_vessel = np.isin(dets.label, self.labels)
         if not is_vessel.any():
             return np.ones(n, bool)
-        xyxy = dets.xyxy_px.astype(np.float64)
-        x = 0.5 * (xyxy[:, 0] + xyxy[:, 2])
-        y = xyxy[:, 3]
-        on_water = np.zeros(n, bool)
-        for poly in self.polygons:
-            on_water |= shapely.intersects_xy(poly, x, y)  # the edge counts as water
-        return ~is_vessel | on_water
+        waterline = anchor_points(dets, {lab: "bottom_centre" for lab in self.labels})
+        return ~is_vessel | shapely.intersects_xy(self.water, waterline[:, 0], waterline[:, 1])  # edge = water
