@@ -77,10 +77,11 @@ def parse_tile_text(text: str) -> tuple[int | None, float]:
     size None for ``auto`` (each model's own, :func:`model_tile`). Raises ValueError naming ``text``."""
     head, _, ov_s = text.partition(":")
     auto = head.strip().lower() == "auto"
+    parsed = ("640" if auto else head) + (":" + ov_s if ov_s else "")
     try:
-        spec = TileSpec.parse(("640" if auto else head) + (":" + ov_s if ov_s else ""))
+        spec = TileSpec.parse(parsed)
     except ValueError as exc:
-        raise ValueError(f"tile spec {text!r} is not SIZE[:OVERLAP] or auto[:OVERLAP], e.g. 640:0.2 ({exc})") from None
+        raise ValueError(f"{str(exc).replace(repr(parsed), repr(text))} (or auto[:OVERLAP])") from None
     return (None if auto else spec.size_px), spec.overlap
 
 
