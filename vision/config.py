@@ -254,6 +254,43 @@ class ZoneConfig(_Strict):
         return Zone.whole_frame(self.id)
 
 
+class WaterAreasConfig(_Strict):
+    """The site's water in WGS84, for vessel detections of geo-referenced sources (calibrated cameras, drones).
+
+    Vessel boxes whose waterline is on land or in the sky are dropped before tracking (see
+    ``seawatch.vision.zones.GeoWaterMask``). With no polygons and no file, every surface below the horizon counts
+    as water (open sea, an offshore wind farm): only the horizon test applies.
+    """
+
+    polygons_lonlat: tuple[tuple[tuple[float, float], ...], ...] = Field(
+        (), description="water polygons, each [[lon, lat], ...] (outer rings; use geojson for piers and islands as holes)")
+    geojson: str | None = Field(
+        None, description="GeoJSON file of water Polygons / MultiPolygons (holes are land), e.g. exported from a GIS "
+                          "or OpenStreetMap; a path relative to the working directory")
+    margin_m: float = Field(10.0, ge=0.0, le=2000.0, description="a waterline this close to the water still counts "
+                                                                 "(hulls moored against a quay wall, polygon accuracy)")
+    sigma_k: float = Field(2.0, ge=0.0, le=10.0, description="plus this many 1-sigma errors of the waterline's ground position")
+    horizon_margin_px: float = Field(12.0, ge=0.0, le=2000.0, description="a waterline that looks above the horizon is "
+                                     "kept when the point this far below it reaches the water (pose error)")
+
+    @model_validator(mode="after")
+    def _valid(self) -> "WaterAreasConfig":
+        try:
+            self.build()  # a bad polygon or GeoJSON file is a config error naming this section, not a crash at start
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def build(self):
+        """The ``GeoWaterMask`` (raises ConfigError for a polygon or file that is not valid)."""
+        from seawatch.vision.zones import GeoWaterMask, _polygon, read_water_geojson
+
+        polys = [_polygon(f"water_areas.polygons_lonlat[{i}]", p, geo=True) for i, p in enumerate(self.polygons_lonlat)]
+        if self.geojson:
+            polys += read_water_geojson(self.geojson)
+        return GeoWaterMask.build(polys, self.margin_m, self.sigma_k, self.horizon_margin_px)
+
+
 class RulesConfig(_Strict):
     """Tracking, zones with their rules, and the event policy."""
 

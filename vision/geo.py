@@ -114,6 +114,13 @@ class FrameLocator:
                 self.ellipses[(lat, lon)] = GeoPosition(lat, lon, major, min(minor, major), orient)
         return out
 
+    def reasons(self, xy_px: np.ndarray) -> list[str | None]:
+        """Per pixel: None where it has a ground position, else why not (above the horizon, no pose...)."""
+        pts = np.asarray(xy_px, np.float64).reshape(-1, 2)
+        if self._fn is None:
+            return [self.reason or "no geo-reference"] * pts.shape[0]
+        return [row[5] for row in self._rows(pts)] if pts.shape[0] else []
+
     def geo_positions(self, xy_px: np.ndarray) -> list[tuple[GeoPosition | None, str | None]]:
         """One ``(GeoPosition, None)`` or ``(None, reason)`` per pixel (full 1-sigma ellipses)."""
         pts = np.asarray(xy_px, np.float64).reshape(-1, 2)

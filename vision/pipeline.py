@@ -29,6 +29,7 @@ Example (YAML)::
     ais: [tcp://ais-dispatcher:5631, recordings/ais.nmea]
     registry: registry.csv
     identity: {unidentified_after_s: 60}
+    water_areas: {geojson: harbour-water.geojson}   # vessels of geo-referenced sources on land or in the sky: dropped
     zones:
       - {id: fairway, source: quay-cam, polygon_lonlat: [[8.57, 53.54], [8.59, 53.54], [8.59, 53.55]],
          rules: [{type: vessel_in_zone, min_duration_s: 30}]}
@@ -48,7 +49,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from seawatch.drone.config import CalibrationConfig, DroneConfig
 from seawatch.errors import ConfigError, InputError
-from seawatch.vision.config import EventPolicy, RulesConfig, TrackerConfig, ZoneConfig, load_rules_config
+from seawatch.vision.config import (EventPolicy, RulesConfig, TrackerConfig, WaterAreasConfig, ZoneConfig,
+                                    load_rules_config)
 from seawatch.vision.detections import Detections
 from seawatch.vision.events import Event, Sink
 from seawatch.vision.vessel_identity import IdentityConfig
@@ -73,6 +75,8 @@ class SourceSpec(BaseModel):
                           "detections whose waterline (box bottom centre) is outside all of them are dropped before "
                           "tracking (masts, cranes, cars on the quay). None: no mask. Not for cameras that pan")
     water_margin_px: float = Field(8.0, ge=0.0, le=500.0, description="the water polygons grown by this much")
+    water_areas: bool = Field(True, description="geo-referenced sources: drop vessel detections on land or in the sky "
+                                                "by the site's water_areas (when the config has them)")
     analysis_fps: float = Field(2.0, gt=0.0, le=60.0, description="frames analysed per second of video")
     conf: float | None = Field(None, ge=0.0, le=1.0, description="detector confidence floor (default: tracker's low_confidence)")
     calibration: CalibrationConfig | None = Field(
@@ -110,6 +114,9 @@ class PipelineConfig(BaseModel):
     ais: tuple[str, ...] = Field((), description="AIS feeds: NMEA file paths (replayed by their own clock), tcp://HOST:PORT, udp://HOST:PORT")
     registry: str | None = Field(None, description="vessel registry CSV file")
     identity: IdentityConfig | None = Field(None, description="vessel identity settings (on when ais or registry is given)")
+    water_areas: WaterAreasConfig | None = Field(
+        None, description="the site's water in WGS84: vessel detections of calibrated cameras and drones whose waterline "
+                          "is on land or above the horizon are dropped ({} = open sea: the horizon test only)")
 
     @model_validator(mode="after")
     def _refs(self) -> "PipelineConfig":
@@ -202,6 +209,8 @@ class Pipeline:
                     self.detectors[name] = load_detector(name, conf=s.conf if s.conf is not None else floor)
         self.water = {s.id: WaterMask.from_pixels(s.water, s.water_margin_px, s.id)
                       for s in config.sources if s.water is not None}
+        # the site's water for geo-referenced sources (built here once; the config check built it before)
+        self.geo_water = config.water_areas.build() if config.water_areas is not None else None
         self.tiles = {(s.id, name): tile_for(s.tile, self.detectors[name]) for s in config.sources for name in s.models}
         self.trackers = {s.id: ByteTracker(config.tracker) for s in config.sources}
         self.sinks = list(sinks)
@@ -281,7 +290,9 @@ class Pipeline:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def detect(self, source_id: str, image: np.ndarray) -> Detections:
+    def detect(self, source_id: str, image: np.ndarray, locator=None) -> Detections:
+        """Detections of every model of the source, tiled where configured, without vessels off the water: the
+        source's pixel ``water`` mask, then (with ``locator``, the frame's geo-reference) the site's water areas."""
         from seawatch.vision.tiling import detect_tiled
 
         spec = self.sources[source_id]
@@ -292,7 +303,11 @@ class Pipeline:
             parts.append(detect_tiled(det, [image], tile)[0] if tile else det.detect([image])[0])
         merged = Detections.merge(parts)
         water = self.water.get(source_id)
-        return merged if water is None else merged[water.keep(merged)]
+        if water is not None:
+            merged = merged[water.keep(merged)]
+        if self.geo_water is not None and locator is not None and spec.water_areas and len(merged):
+            merged = merged[self.geo_water.keep(merged, locator)]
+        return merged
 
     def locator_for(self, source_id: str, capture_time_ns: int):
         """The locator of one frame of a source (calibration, or the drone pose at that time), or None."""
@@ -309,10 +324,10 @@ class Pipeline:
         t0 = time.perf_counter()
         if not self._started and (self.identity is not None or self.config.drones):
             self.start()
-        dets = self.detect(source_id, image)
-        tracked = self.trackers[source_id].update(dets, capture_time_ns)
         if locator is None:
             locator = self.locator_for(source_id, capture_time_ns)
+        dets = self.detect(source_id, image, locator)
+        tracked = self.trackers[source_id].update(dets, capture_time_ns)
         ident_events: list[Event] = []
         if self.identity is not None:
             # before the rules, so vessel_in_zone events of this frame carry this frame's identity

@@ -228,3 +228,128 @@ class WaterMask:
             return np.ones(n, bool)
         waterline = anchor_points(dets, {lab: "bottom_centre" for lab in self.labels})
         return ~is_vessel | shapely.intersects_xy(self.water, waterline[:, 0], waterline[:, 1])  # edge = water
+
+
+def _is_sky(reason: str | None) -> bool:
+    """A locator's reason for a pixel with no ground position that means the pixel looks above the horizon
+    (``GeoLocator``: the ray misses the surface; a GCP homography: beyond its horizon line)."""
+    return reason is None or "horizon" in reason
+
+
+def read_water_geojson(path) -> list[Polygon]:
+    """Water polygons (``[lon, lat]``, holes kept: piers, pontoons, islands) from a GeoJSON file: a bare
+    Polygon / MultiPolygon, a Feature or a FeatureCollection of them (other geometry types are skipped). Raises
+    ConfigError naming the file for what cannot be read or is not valid."""
+    import json
+    from pathlib import Path
+
+    where = str(path)
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"water areas {where}: cannot read GeoJSON: {exc}") from None
+    geoms: list = []
+    todo = [doc]
+    while todo:
+        node = todo.pop()
+        if not isinstance(node, dict):
+            raise ConfigError(f"water areas {where}: expected GeoJSON objects, found {type(node).__name__}")
+        kind = node.get("type")
+        if kind == "FeatureCollection":
+            todo.extend(reversed(node.get("features") or []))
+        elif kind == "Feature":
+            if node.get("geometry") is not None:
+                todo.append(node["geometry"])
+        elif kind == "GeometryCollection":
+            todo.extend(reversed(node.get("geometries") or []))
+        elif kind == "Polygon":
+            geoms.append(node.get("coordinates"))
+        elif kind == "MultiPolygon":
+            geoms.extend(node.get("coordinates") or [])
+    polys: list[Polygon] = []
+    for i, rings in enumerate(geoms):
+        if not isinstance(rings, list) or not rings:
+            raise ConfigError(f"water areas {where}: polygon {i} has no rings")
+        shell = _polygon(f"{where}:polygon[{i}]", rings[0], geo=True)
+        holes = [_polygon(f"{where}:polygon[{i}].hole[{j}]", r, geo=True) for j, r in enumerate(rings[1:])]
+        poly = Polygon(shell.exterior.coords, [h.exterior.coords for h in holes])
+        if not poly.is_valid:
+            raise ConfigError(f"water areas {where}: polygon {i} is invalid ({shapely.is_valid_reason(poly)})")
+        polys.append(poly)
+    if not polys:
+        raise ConfigError(f"water areas {where}: no Polygon or MultiPolygon in the file")
+    return polys
+
+
+@dataclass(frozen=True, slots=True)
+class GeoWaterMask:
+    """Where vessels can be for a geo-referenced source (a fixed camera's calibration, or a drone's pose at the
+    frame's capture time): below the horizon and, when the site's water areas are given, on water.
+
+    The test point is a vessel box's waterline (bottom centre). It is located on the ground through the frame's
+    locator; the vessel is kept when that point is within ``margin_m`` plus ``sigma_k`` times its 1-sigma position
+    error of the water polygons. A waterline that looks above the horizon (the sky, the far shore's skyline seen
+    from a drone) is dropped — unless the same point ``horizon_margin_px`` lower in the image reaches the water,
+    since a hull right on the horizon is real and the pose has errors. Unlike the pixel :class:`WaterMask` it
+    follows the camera: a drone on patrol or a camera whose pose is known as it pans. Frames without a pose
+    (stale telemetry) keep every detection: nothing is dropped on a guess.
+
+    Attributes:
+        water_m: the water polygons in metres of a transverse Mercator plane centred on them (prepared), or None
+            for "every surface below the horizon is water" (open sea, an offshore wind farm).
+        to_plane: ``(lon, lat) -> (x_m, y_m)`` of that plane.
+    """
+
+    water_m: object | None
+    to_plane: object | None
+    margin_m: float = 10.0
+    sigma_k: float = 2.0
+    horizon_margin_px: float = 12.0
+    labels: tuple[str, ...] = ("vessel",)
+
+    @classmethod
+    def build(cls, polygons_lonlat: Sequence[Polygon] = (), margin_m: float = 10.0, sigma_k: float = 2.0,
+              horizon_margin_px: float = 12.0) -> "GeoWaterMask":
+        if not polygons_lonlat:
+            return cls(None, None, float(margin_m), float(sigma_k), float(horizon_margin_px))
+        from pyproj import Transformer
+
+        water = shapely.union_all(list(polygons_lonlat))
+        c = water.centroid
+        tm = Transformer.from_crs("EPSG:4326", f"+proj=tmerc +lat_0={c.y:.8f} +lon_0={c.x:.8f} +k=1 +x_0=0 +y_0=0 "
+                                  "+ellps=WGS84 +units=m", always_xy=True)
+        water_m = shapely.transform(water, lambda xy: np.column_stack(tm.transform(xy[:, 0], xy[:, 1])))
+        shapely.prepare(water_m)
+        return cls(water_m, tm, float(margin_m), float(sigma_k), float(horizon_margin_px))
+
+    def keep(self, dets: Detections, locator) -> np.ndarray:
+        """``(N,) bool``: detections to keep (non-vessels; vessels on water, near the horizon, or of a frame
+        without a geo-reference)."""
+        n = len(dets)
+        if not n:
+            return np.zeros((0,), bool)
+        is_vessel = np.isin(dets.label, self.labels)
+        if not is_vessel.any() or locator is None or getattr(locator, "stale", False):
+            return np.ones(n, bool)
+        idx = np.flatnonzero(is_vessel)
+        waterline = anchor_points(dets[idx], {lab: "bottom_centre" for lab in self.labels})
+        rows = np.asarray(locator.locate(waterline), np.float64).reshape(-1, 3)
+        ok = np.ones(idx.size, bool)
+        off = ~np.isfinite(rows[:, 0])
+        if off.any():
+            reasons = locator.reasons(waterline[off]) if hasattr(locator, "reasons") else [None] * int(off.sum())
+            sky = np.array([_is_sky(r) for r in reasons], bool)
+            if sky.any():
+                lower = waterline[off][sky] + np.array([0.0, self.horizon_margin_px])
+                reaches = np.isfinite(np.asarray(locator.locate(lower), np.float64).reshape(-1, 3)[:, 0])
+                cut = np.flatnonzero(off)[sky]
+                ok[cut] = reaches  # a hull on the horizon stays; it is not tested against the land (too far to tell)
+        on = ~off
+        if self.water_m is not None and on.any():
+            x, y = self.to_plane.transform(rows[on, 1], rows[on, 0])  # lon, lat -> plane metres
+            dist = shapely.distance(self.water_m, shapely.points(np.column_stack([x, y])))
+            sigma = np.nan_to_num(rows[on, 2], nan=0.0, posinf=np.inf)
+            ok[on] = dist <= self.margin_m + self.sigma_k * sigma
+        keep = np.ones(n, bool)
+        keep[idx] = ok
+        return keep

@@ -1,0 +1,213 @@
+"""The site's water areas (WGS84) for geo-referenced sources: vessel boxes on land or in the sky are dropped.
+
+Geometry is exact: a surveyed fixed camera and a drone pose project known ground points to pixels (the same
+``GeoLocator`` the product locates with), and boxes are put with their waterline (bottom centre) on those pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from seawatch.drone.config import CalibrationConfig
+from seawatch.drone.geometry import CameraIntrinsics, CameraPose, GeoLocator, latlon_to_offsets, offsets_to_latlon
+from seawatch.errors import ConfigError
+from seawatch.vision.config import WaterAreasConfig
+from seawatch.vision.detections import Detections
+from seawatch.vision.events import MemorySink
+from seawatch.vision.geo import FrameLocator
+from seawatch.vision.pipeline import Pipeline, load_pipeline_config
+from seawatch.vision.zones import read_water_geojson
+
+T0_NS = 1_767_225_600 * 10**9
+CAM = (53.55, 8.58)
+PAN_DEG = 30.0
+CALIB = {
+    "camera": {"width_px": 1280, "height_px": 720, "hfov_deg": 60.0},
+    "surveyed": {"lat_deg": CAM[0], "lon_deg": CAM[1], "alt_m": 20.0, "pan_deg": PAN_DEG, "tilt_deg": -10.0},
+}
+
+
+def _ahead(fwd_m: float, right_m: float = 0.0, origin=CAM, heading_deg: float = PAN_DEG) -> tuple[float, float]:
+    """(lat, lon) of a point ``fwd_m`` ahead and ``right_m`` to the right of a camera looking at ``heading_deg``."""
+    c, s = math.cos(math.radians(heading_deg)), math.sin(math.radians(heading_deg))
+    la, lo = offsets_to_latlon(origin[0], origin[1], fwd_m * c - right_m * s, fwd_m * s + right_m * c)
+    return float(la[0]), float(lo[0])
+
+
+def _ring(points_fwd_right, **kw) -> list[list[float]]:
+    return [[lo, la] for la, lo in (_ahead(f, r, **kw) for f, r in points_fwd_right)]
+
+
+# The basin: from 100 m to 400 m ahead, 60 m either side; land (the quay) nearer than 100 m and beside it.
+BASIN = _ring([(100, -60), (100, 60), (400, 60), (400, -60)])
+PIER = _ring([(200, -10), (200, 10), (300, 10), (300, -10)])  # a pier reaching into the basin (a hole)
+
+
+def _camera():
+    cam = CalibrationConfig.model_validate(CALIB).build()
+    return cam, FrameLocator(cam.locate, None, "calibration")
+
+
+def _pixel(cam, lat, lon) -> tuple[float, float]:
+    px, inside = cam.locator.project(lat, lon, 0.0, cam.pose)
+    assert inside[0]
+    return float(px[0, 0]), float(px[0, 1])
+
+
+def _boxes(waterlines, labels=None) -> Detections:
+    """Boxes 40 x 20 px whose bottom centre is each waterline pixel; label ids index ``("vessel", "person")``."""
+    xy = np.asarray(waterlines, np.float32).reshape(-1, 2)
+    xyxy = np.column_stack([xy[:, 0] - 20, xy[:, 1] - 20, xy[:, 0] + 20, xy[:, 1]])
+    ids = np.asarray(labels if labels is not None else [0] * len(xy), np.int32)
+    return Detections(xyxy, np.full(len(xy), 0.9, np.float32), ids, ("vessel", "person"), model="boxes")
+
+
+def test_vessels_on_land_and_in_the_sky_are_dropped_the_rest_kept():
+    cam, loc = _camera()
+    mask = WaterAreasConfig(polygons_lonlat=(BASIN,)).build()
+    water = _pixel(cam, *_ahead(250, -30))
+    quay = _pixel(cam, *_ahead(60, 0))  # 40 m short of the basin: land
+    moored = _pixel(cam, *_ahead(95, 30))  # 5 m short of the edge: a hull against the quay wall (margin 10 m)
+    beside = _pixel(cam, *_ahead(200, 100))  # 40 m off the basin's side
+    sky = (640.0, 40.0)  # the horizon is near y = 165 for a 10 deg tilt
+    keep = mask.keep(_boxes([water, quay, moored, beside, sky]), loc)
+    assert keep.tolist() == [True, False, True, False, False]
+    # a person on the quay is no vessel: the mask leaves other labels alone
+    assert mask.keep(_boxes([quay, sky], labels=[1, 1]), loc).tolist() == [True, True]
+    # no locator (the source is not geo-referenced) or a frame without a pose: nothing dropped on a guess
+    assert mask.keep(_boxes([quay, sky]), None).tolist() == [True, True]
+    stale = FrameLocator(None, "no pose: telemetry 3.0 s old", "drone_pose")
+    assert mask.keep(_boxes([quay, sky]), stale).tolist() == [True, True]
+
+
+def test_the_horizon_margin_keeps_a_hull_on_the_horizon_and_the_margins_are_metres():
+    cam, loc = _camera()
+    # the first image row (going up) that no longer reaches the sea, in the middle column
+    rows = np.arange(300, 100, -1, dtype=np.float64)
+    hits = np.isfinite(loc.locate(np.column_stack([np.full(rows.size, 640.0), rows]))[:, 0])
+    horizon_y = float(rows[np.argmin(hits)])
+    assert hits[0] and not hits.all() and 140 < horizon_y < 190
+    just_above, well_above = (640.0, horizon_y - 4), (640.0, horizon_y - 40)
+    open_sea = WaterAreasConfig().build()  # no polygons: all water below the horizon
+    assert open_sea.keep(_boxes([just_above, well_above]), loc).tolist() == [True, False]
+    strict = WaterAreasConfig(horizon_margin_px=0).build()
+    assert strict.keep(_boxes([just_above]), loc).tolist() == [False]
+    # open sea: the quay 60 m ahead is "water" too, only the sky goes
+    assert open_sea.keep(_boxes([_pixel(cam, *_ahead(60))]), loc).tolist() == [True]
+    # margin in metres: 40 m short of the basin passes with a 50 m margin, not with 30 m
+    quay = _pixel(cam, *_ahead(60))
+    assert WaterAreasConfig(polygons_lonlat=(BASIN,), margin_m=50, sigma_k=0).build().keep(_boxes([quay]), loc)[0]
+    assert not WaterAreasConfig(polygons_lonlat=(BASIN,), margin_m=30, sigma_k=0).build().keep(_boxes([quay]), loc)[0]
+
+
+def test_position_error_widens_the_margin():
+    cam, _ = _camera()
+    quay = _pixel(cam, *_ahead(60))
+    mask = WaterAreasConfig(polygons_lonlat=(BASIN,), margin_m=10, sigma_k=2).build()
+
+    class Sloppy:  # the Locator protocol: lat, lon, 1-sigma metres; a pose known to 25 m
+        def __init__(self, sigma_m):
+            self.sigma_m = sigma_m
+
+        def locate(self, xy_px):
+            rows = cam.locate(np.asarray(xy_px, np.float64))
+            return np.column_stack([rows.lat_deg, rows.lon_deg, np.full(len(rows), self.sigma_m)])
+
+    assert mask.keep(_boxes([quay]), Sloppy(25.0)).tolist() == [True]  # 40 m <= 10 + 2 x 25
+    assert mask.keep(_boxes([quay]), Sloppy(5.0)).tolist() == [False]
+    assert mask.keep(_boxes([quay]), Sloppy(np.inf)).tolist() == [True]  # unbounded error: cannot tell, keep
+
+
+def test_geojson_water_with_a_pier_hole_and_bad_files(tmp_path):
+    cam, loc = _camera()
+    doc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"natural": "water"}, "geometry": {"type": "Polygon", "coordinates": [BASIN, PIER]}},
+        {"type": "Feature", "properties": {}, "geometry": {"type": "Point", "coordinates": BASIN[0]}},  # skipped
+    ]}
+    path = tmp_path / "harbour-water.geojson"
+    path.write_text(json.dumps(doc))
+    mask = WaterAreasConfig(geojson=str(path), margin_m=5, sigma_k=0).build()
+    on_pier = _pixel(cam, *_ahead(250, 0))
+    by_pier = _pixel(cam, *_ahead(250, -35))
+    assert mask.keep(_boxes([on_pier, by_pier]), loc).tolist() == [False, True]
+
+    (tmp_path / "broken.geojson").write_text('{"type": "FeatureCollection", "features": [')
+    (tmp_path / "points.geojson").write_text(json.dumps({"type": "Point", "coordinates": [8.5, 53.5]}))
+    (tmp_path / "bowtie.geojson").write_text(json.dumps({"type": "Polygon", "coordinates": [
+        [[8.0, 53.0], [8.1, 53.1], [8.1, 53.0], [8.0, 53.1], [8.0, 53.0]]]}))
+    for name, words in (("broken", "cannot read GeoJSON"), ("points", "no Polygon"), ("bowtie", "invalid"),
+                        ("missing", "cannot read")):
+        with pytest.raises(ConfigError, match=words) as err:
+            read_water_geojson(tmp_path / f"{name}.geojson")
+        assert f"{name}.geojson" in str(err.value)
+    # in a pipeline config it is a config error naming the field, before anything starts
+    with pytest.raises(ConfigError, match=r"config: water_areas: .*cannot read GeoJSON") as err:
+        load_pipeline_config(None, {"water_areas": {"geojson": str(tmp_path / "broken.geojson")}})
+    assert "broken.geojson" in str(err.value)
+    with pytest.raises(ConfigError, match="lon, lat"):
+        load_pipeline_config(None, {"water_areas": {"polygons_lonlat": [[[853.5, 8.5], [853.6, 8.5], [853.6, 8.6]]]}})
+
+
+class BoxDetector:
+    name = "boxes"
+    labels = ("vessel",)
+
+    def __init__(self) -> None:
+        self.boxes: list = []
+
+    def detect(self, images):
+        n = len(self.boxes)
+        return [Detections(np.asarray(self.boxes, np.float32).reshape(n, 4), np.full(n, 0.9, np.float32),
+                           np.zeros(n, np.int32), self.labels, model=self.name) for _ in images]
+
+
+def _run(cfg, boxes) -> list:
+    det = BoxDetector()
+    det.boxes = boxes
+    sink = MemorySink()
+    pipe = Pipeline(cfg, [sink], detectors={"boxes": det})
+    image = np.zeros((720, 1280, 3), np.uint8)
+    events = []
+    for k in range(8):
+        events += pipe.process("quay", T0_NS + k * 500_000_000, image)
+    events += pipe.close(T0_NS + 8 * 500_000_000)
+    return events
+
+
+@pytest.mark.parametrize("use_mask", [True, False])
+def test_pipeline_raises_no_vessel_event_for_a_box_on_land(use_mask):
+    cam, _ = _camera()
+    x, y = _pixel(cam, *_ahead(60, 0))  # on the quay
+    wx, wy = _pixel(cam, *_ahead(250, -30))  # in the basin
+    cfg = load_pipeline_config(None, {
+        "sources": [{"id": "quay", "url": "rtsp://x", "models": ["boxes"], "calibration": CALIB, "water_areas": use_mask}],
+        "water_areas": {"polygons_lonlat": [BASIN]},
+        "zones": [{"id": "all", "source": "quay", "rules": [{"type": "vessel_in_zone", "min_duration_s": 1.0}]}],
+    })
+    events = _run(cfg, [(x - 30, y - 20, x + 30, y), (wx - 30, wy - 20, wx + 30, wy)])
+    starts = [e for e in events if e.phase == "start" and e.type == "vessel_in_zone"]
+    assert len(starts) == (1 if use_mask else 2)
+    if use_mask:  # the one that stays is the basin's (located 190 m from the quay box)
+        la, lo = _ahead(250, -30)
+        n, e = latlon_to_offsets(la, lo, starts[0].geo.lat_deg, starts[0].geo.lon_deg)
+        assert math.hypot(n[0], e[0]) < 60
+
+
+def test_drone_mask_follows_the_pose():
+    """The same pixel is water when the drone looks out over the basin and land when it turns to the shore."""
+    k = CameraIntrinsics.from_fov(1280, 720, 70.0)
+    geo = GeoLocator(k)
+    mask = WaterAreasConfig(polygons_lonlat=(BASIN,), margin_m=5).build()
+    at = _ahead(150, 0)  # over the basin, 50 m up, camera 20 deg below the horizon
+    for yaw_deg, expect in ((PAN_DEG, True), (PAN_DEG + 180.0, False)):
+        pose = CameraPose(at[0], at[1], 50.0, 0.0, 0.0, yaw_deg, 0.0, -20.0, 0.0, "horizon")
+        loc = FrameLocator(lambda px, p=pose: geo.locate(px, p), None, "drone_pose")
+        # a point 100 m ahead of the drone: inside the basin looking out, on land (behind the quay) looking back
+        px, inside = geo.project(*_ahead(100, 0, origin=at, heading_deg=yaw_deg), 0.0, pose)
+        assert inside[0]
+        sky = (640.0, 100.0)
+        assert mask.keep(_boxes([tuple(px[0]), sky]), loc).tolist() == [expect, False]
