@@ -219,7 +219,7 @@ def test_auto_tiling_finds_what_the_models_input_size_misses():
     assert len(detect_tiled(det, [img], tile_for("auto", det))[0]) == 9
 
 
-@pytest.mark.parametrize("text", ["auto:x", "auto:0.95", "big", "16"])
+@pytest.mark.parametrize("text", ["auto:x", "auto:0.95", "big", "16", "auto+flop", "flip", "+flip"])
 def test_bad_tile_text_is_rejected_before_any_model_loads(text):
     from seawatch.vision.tiling import check_tile_text
 
@@ -227,8 +227,70 @@ def test_bad_tile_text_is_rejected_before_any_model_loads(text):
         check_tile_text(text)
 
 
-@pytest.mark.parametrize("text", [None, "auto", "auto:0.3", "640", "384:0.25"])
+@pytest.mark.parametrize("text", [None, "auto", "auto:0.3", "640", "384:0.25", "auto+flip", "384:0.25+flip"])
 def test_good_tile_text_passes(text):
     from seawatch.vision.tiling import check_tile_text
 
     assert check_tile_text(text) == text
+
+
+class AsymmetricDetector(BlobDetector):
+    """Finds a blob only when its left half is brighter than its right (a model with a left/right bias): the
+    mirrored view sees the other blobs. Confidence 0.8."""
+
+    def detect(self, images):
+        out = []
+        for d, im in zip(super().detect(images), images):
+            keep = []
+            for x0, y0, x1, y1 in d.xyxy_px.astype(int):
+                mid = (x0 + x1) // 2
+                keep.append(im[y0:y1, x0:mid, 1].mean() > im[y0:y1, mid:x1, 1].mean())
+            k = np.asarray(keep, bool) if keep else np.zeros(0, bool)
+            out.append(Detections(d.xyxy_px[k], np.full(int(k.sum()), 0.8, np.float32), d.class_id[k], d.labels,
+                                  None, d.model))
+        return out
+
+
+def test_flip_view_finds_what_one_orientation_misses_and_scores_agreement_higher():
+    from seawatch.vision.tiling import tile_for
+
+    img = np.zeros((1080, 1920, 3), np.uint8)
+    left_bright = (300, 400, 360, 430)
+    right_bright = (1400, 600, 1460, 630)
+    for x0, y0, x1, y1 in (left_bright, right_bright):
+        img[y0:y1, x0:x1, 0] = 255
+    img[400:430, 300:330, 1] = 200  # left half brighter in channel 1
+    img[600:630, 1430:1460, 1] = 200  # right half brighter
+    sym = (900, 200, 960, 230)
+    img[200:230, 900:960, 0] = 255
+    img[200:230, 900:960, 1] = 100  # even: neither half brighter -> no view finds it
+    det = AsymmetricDetector(min_side_px=1)
+    (plain,) = detect_tiled(det, [img], tile_for("640", det))
+    assert plain.xyxy_px.tolist() == [list(left_bright)]
+    spec = tile_for("640+flip", det)
+    assert spec.flip and spec.size_px == 640
+    (both,) = detect_tiled(det, [img], spec)
+    got = sorted(map(tuple, both.xyxy_px.tolist()))
+    assert got == sorted([left_bright, right_bright])  # the mirror found the other one, mapped back exactly
+    assert both.confidence.tolist() == pytest.approx([0.4, 0.4])  # each seen by one view of two
+    assert both.labels == ("vessel",) and both.model == "blob"
+    # a blob both views see keeps its confidence (and its box) once, not twice
+    plain_det = BlobDetector(min_side_px=1)
+    (agree,) = detect_tiled(plain_det, [img], tile_for("auto:0.2+flip", plain_det))
+    assert len(agree) == 3 and agree.confidence.tolist() == pytest.approx([0.9] * 3)
+    assert sorted(map(tuple, agree.xyxy_px.tolist())) == sorted([left_bright, right_bright, sym])
+
+
+def test_fuse_views_pairs_by_class_and_iou():
+    from seawatch.vision.tiling import fuse_views
+
+    labels = ("vessel", "person")
+    a = Detections(np.array([[0, 0, 10, 10], [50, 50, 60, 60]], np.float32), [0.8, 0.6], [0, 0], labels)
+    b = Detections(np.array([[1, 0, 11, 10], [50, 50, 60, 60]], np.float32), [0.4, 0.6], [0, 1], labels)
+    f = fuse_views(a, b)
+    assert len(f) == 3  # the second pair differs in class: not fused
+    top = f[0]
+    assert top.confidence[0] == pytest.approx(0.6) and top.xyxy_px[0] == pytest.approx([1 / 3, 0, 31 / 3, 10])
+    assert sorted(f.confidence.tolist()[1:]) == pytest.approx([0.3, 0.3])
+    assert len(fuse_views(Detections.empty(labels), Detections.empty(labels))) == 0
+    assert fuse_views(a, Detections.empty(labels)).confidence.tolist() == pytest.approx([0.4, 0.3])

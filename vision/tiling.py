@@ -8,12 +8,17 @@ all frames go through the detector in batches; boxes are shifted back into frame
 1. a box that touches an interior tile edge (cut by the tile) is dropped when a larger box of the same label
    from another crop covers most of it (``cut_cover`` of its area);
 2. class-aware greedy NMS (the detector's IoU threshold) over everything left, then ``max_det``.
+
+With ``flip`` (written ``+flip`` after a tile text, e.g. ``auto+flip``) each frame is also run mirrored left to
+right, and the two views are fused (:func:`fuse_views`): a box both views found keeps their mean confidence on
+their confidence-weighted mean box, a box one view found keeps half its confidence. Twice the CPU; on the
+held-out harbour cameras it found more small vessels at every precision (see the README's vessel section).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -35,6 +40,7 @@ class TileSpec:
         batch: crops per detector call.
         edge_margin_px: a box within this distance of an interior tile edge counts as cut by it.
         cut_cover: a cut box is dropped when a larger same-label box covers at least this fraction of its area.
+        flip: also run the frame mirrored left to right and fuse the two views (test-time augmentation).
     """
 
     size_px: int = 640
@@ -43,6 +49,7 @@ class TileSpec:
     batch: int = 8
     edge_margin_px: float = 2.0
     cut_cover: float = 0.5
+    flip: bool = False
 
     def __post_init__(self) -> None:
         if self.size_px < 32:
@@ -64,6 +71,9 @@ class TileSpec:
         return cls(size_px=size, overlap=overlap, **kw)
 
 
+FLIP_SUFFIX = "+flip"
+
+
 def model_tile(detector, overlap: float = DEFAULT_OVERLAP, **kw) -> TileSpec:
     """The tiling a model was trained for: its manifest's ``defaults.tile_px`` when set (a model fine-tuned on
     zoomed tiles), else its input size."""
@@ -72,25 +82,34 @@ def model_tile(detector, overlap: float = DEFAULT_OVERLAP, **kw) -> TileSpec:
     return TileSpec(size_px=int(size), overlap=overlap, **kw)
 
 
-def parse_tile_text(text: str) -> tuple[int | None, float]:
-    """``SIZE[:OVERLAP]`` or ``auto[:OVERLAP]`` as written in a config or on the command line: ``(size_px, overlap)``,
-    size None for ``auto`` (each model's own, :func:`model_tile`). Raises ValueError naming ``text``."""
-    head, _, ov_s = text.partition(":")
+def parse_tile_text(text: str) -> tuple[int | None, float, bool]:
+    """``SIZE[:OVERLAP][+flip]`` or ``auto[:OVERLAP][+flip]`` as written in a config or on the command line:
+    ``(size_px, overlap, flip)``, size None for ``auto`` (each model's own, :func:`model_tile`). Raises ValueError
+    naming ``text``."""
+    body = text.strip()
+    flip = body.lower().endswith(FLIP_SUFFIX)
+    if flip:
+        body = body[: -len(FLIP_SUFFIX)]
+    head, _, ov_s = body.partition(":")
     auto = head.strip().lower() == "auto"
     parsed = ("640" if auto else head) + (":" + ov_s if ov_s else "")
     try:
         spec = TileSpec.parse(parsed)
     except ValueError as exc:
-        raise ValueError(f"{str(exc).replace(repr(parsed), repr(text))} (or auto[:OVERLAP])") from None
-    return (None if auto else spec.size_px), spec.overlap
+        raise ValueError(f"{str(exc).replace(repr(parsed), repr(text))} (or auto[:OVERLAP], "
+                         f"either with {FLIP_SUFFIX})") from None
+    return (None if auto else spec.size_px), spec.overlap, flip
 
 
 def tile_for(text: str | None, detector, **kw) -> TileSpec | None:
-    """The tiling of ``detector`` for a ``SIZE[:OVERLAP]`` / ``auto[:OVERLAP]`` text; None for no tiling."""
+    """The tiling of ``detector`` for a ``SIZE[:OVERLAP][+flip]`` / ``auto[:OVERLAP][+flip]`` text; None for no
+    tiling."""
     if not text:
         return None
-    size, overlap = parse_tile_text(text)
-    return model_tile(detector, overlap, **kw) if size is None else TileSpec(size_px=size, overlap=overlap, **kw)
+    size, overlap, flip = parse_tile_text(text)
+    if size is None:
+        return model_tile(detector, overlap, flip=flip, **kw)
+    return TileSpec(size_px=size, overlap=overlap, flip=flip, **kw)
 
 
 def check_tile_text(text: str | None) -> str | None:
@@ -161,9 +180,63 @@ def merge_tiles(parts: list[Detections], cut: list[np.ndarray], iou: float, max_
     return merged[keep]
 
 
+def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(inter > 0, inter / (area_a[:, None] + area_b[None, :] - inter), 0.0)
+
+
+def fuse_views(a: Detections, b: Detections, iou: float = 0.55) -> Detections:
+    """Two views of one frame (e.g. the frame and its mirror, mapped back) -> one set of boxes.
+
+    Boxes of the same class are paired greedily, most confident first, at IoU >= ``iou``; a pair becomes its
+    confidence-weighted mean box at the mean confidence, an unpaired box keeps half its confidence (the other
+    view scored it 0). The result is sorted by confidence."""
+    na, nb = len(a), len(b)
+    xyxy = np.concatenate([a.xyxy_px, b.xyxy_px]).astype(np.float32) if na + nb else np.zeros((0, 4), np.float32)
+    conf = np.concatenate([a.confidence, b.confidence]).astype(np.float32) * 0.5
+    cls = np.concatenate([a.class_id, b.class_id]).astype(np.int64)
+    drop = np.zeros(na + nb, bool)
+    if na and nb:
+        ious = _box_iou(a.xyxy_px.astype(np.float64), b.xyxy_px.astype(np.float64))
+        ious[a.class_id[:, None] != b.class_id[None, :]] = 0.0
+        taken = np.zeros(nb, bool)
+        for i in np.argsort(-a.confidence, kind="stable"):
+            cand = np.where(taken, 0.0, ious[i])
+            j = int(np.argmax(cand))
+            if cand[j] < iou:
+                continue
+            taken[j] = True
+            wa, wb = float(a.confidence[i]), float(b.confidence[j])
+            xyxy[i] = (a.xyxy_px[i] * wa + b.xyxy_px[j] * wb) / max(wa + wb, 1e-9)
+            conf[i] = 0.5 * (wa + wb)
+            drop[na + j] = True
+    keep = np.flatnonzero(~drop)
+    keep = keep[np.argsort(-conf[keep], kind="stable")]
+    labels = a.labels or b.labels
+    return Detections(xyxy[keep], conf[keep], cls[keep], labels, None, a.model or b.model)
+
+
+def _unmirror(det: Detections, width_px: int) -> Detections:
+    xy = det.xyxy_px.copy()
+    xy[:, 0] = width_px - det.xyxy_px[:, 2]
+    xy[:, 2] = width_px - det.xyxy_px[:, 0]
+    return Detections(xy, det.confidence, det.class_id, det.labels, None, det.model)
+
+
 def detect_tiled(detector, images: list[np.ndarray], spec: TileSpec = TileSpec()) -> list[Detections]:
     """Tiled detection for each frame (``(H, W, 3) uint8`` BGR); ``detector`` is an OnnxDetector-like object
     with ``detect(list) -> list[Detections]``, ``labels``, ``name`` and ``settings.iou / settings.max_det``."""
+    if spec.flip:
+        n = len(images)
+        mirrored = [np.ascontiguousarray(im[:, ::-1]) for im in images]
+        both = detect_tiled(detector, list(images) + mirrored, replace(spec, flip=False))
+        max_det = detector.settings.max_det
+        return [fuse_views(both[i], _unmirror(both[n + i], images[i].shape[1]))[:max_det] for i in range(n)]
     crops: list[np.ndarray] = []
     owners: list[tuple[int, np.ndarray, bool]] = []  # (frame index, tile xyxy, is a tile rather than the frame)
     for fi, im in enumerate(images):
