@@ -147,6 +147,17 @@ def test_evaluate_chooses_the_vessel_models_and_reports_the_operating_curve(shar
     assert row["recall_at_precision_0.6"] >= row["recall_at_precision_0.7"] >= row["recall_at_precision_0.8"]
     assert report["models"]["coco_yolov5n+tiles"]["tile_px"] == 640  # auto: COCO has no trained tile size
     assert "R@P.7" in res.stdout
+    # precision / recall at the model's own threshold; the ranking behind AP50 goes lower
+    from seawatch.vision import registry
+
+    assert row["conf"] == registry.get_manifest("coco_yolov5n").defaults.conf
+    flip = seawatch("evaluate", str(manifest), "--out", str(out), "--no-clips", "--vessel-models", "coco_yolov5n",
+                    "--tile", "auto+flip")
+    assert flip.returncode == 0, flip.stderr
+    report = json.loads(out.read_text())
+    assert list(report["labels"]["vessel"]) == ["coco_yolov5n+tiles+flip"]
+    assert report["models"]["coco_yolov5n+tiles+flip"]["flip"] is True
+    assert report["labels"]["vessel"]["coco_yolov5n+tiles+flip"]["tp"] > 0
     bad = seawatch("evaluate", str(manifest), "--no-clips", "--tile", "auto:many")
     assert bad.returncode != 0 and "--tile" in bad.stderr and "Traceback" not in bad.stderr
 

@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conf", type=float, default=None, help="confidence threshold (default: each model's own)")
     p.add_argument("--categories", default=None, help="only these categories (comma-separated)")
     p.add_argument("--tile", default=None, help="tiling for vessels SIZE[:OVERLAP] (default auto: each model's trained tile size, "
-                                                   "else its input size; overlap 0.2)")
+                                                   "else its input size; overlap 0.2); +flip adds a mirrored view")
     p.add_argument("--vessel-models", default=None, metavar="A,B,...",
                    help="models scored on vessel boxes, side by side (default: vessel,coco_yolov5n,ship_published); "
                         "NAME:int8 scores a variant")
@@ -31,11 +31,13 @@ def _fmt(v) -> str:
 
 def print_summary(report: dict, file=sys.stdout) -> None:
     print(f"{report['manifest']}: {report['images']} images, {report['clips']} clips, {report['seconds']} s", file=file)
-    print(f"{'label':10s} {'model':22s} {'gt':>5s} {'tp':>5s} {'fp':>5s} {'prec':>6s} {'recall':>6s} {'AP50':>6s} "
+    print("precision / recall at each model's operating threshold (conf); AP50 and R@P over its whole ranking", file=file)
+    print(f"{'label':10s} {'model':22s} {'gt':>5s} {'conf':>5s} {'tp':>5s} {'fp':>5s} {'prec':>6s} {'recall':>6s} {'AP50':>6s} "
           f"{'R@P.8':>6s} {'R@P.7':>6s} {'R@P.6':>6s}", file=file)
     for label, models in report.get("labels", {}).items():
         for model, s in models.items():
-            print(f"{label:10s} {model:22s} {s['gt']:5d} {s['tp']:5d} {s['fp']:5d} {_fmt(s['precision']):>6s} "
+            conf = f"{s['conf']:.2f}" if s.get("conf") is not None else "-"
+            print(f"{label:10s} {model:22s} {s['gt']:5d} {conf:>5s} {s['tp']:5d} {s['fp']:5d} {_fmt(s['precision']):>6s} "
                   f"{_fmt(s['recall']):>6s} {_fmt(s['ap50']):>6s} {_fmt(s['recall_at_precision_0.8']):>6s} "
                   f"{_fmt(s.get('recall_at_precision_0.7')):>6s} {_fmt(s.get('recall_at_precision_0.6')):>6s}", file=file)
     f = report.get("fire_smoke_images")

@@ -44,6 +44,7 @@ class _ModelRun:
     seconds: float = 0.0
     tile: object | None = None  # TileSpec of a tiled run, resolved once per model
     frames: int = 0
+    op_conf: float = 0.25  # the operating threshold: precision / recall and the rules' inputs are taken here
 
 
 @dataclass
@@ -51,28 +52,33 @@ class Evaluator:
     """Runs provisioned models on labelled samples and accumulates metrics."""
 
     conf: float | None = None
+    # detections are taken down to this confidence so that AP50 and recall-at-precision see the whole ranking (a
+    # curve cut at the operating threshold understates AP); precision, recall and the rules use ``op_conf``
+    curve_floor: float = 0.05
     tile: str = "auto"  # tiling of TILED_LABELS, SIZE[:OVERLAP] or auto[:OVERLAP] (each model's own; tiling.tile_for)
     models: dict[str, _ModelRun] = field(default_factory=dict)
     label_models: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(LABEL_MODELS))
     missing_models: set[str] = field(default_factory=set)
 
     def _model(self, name: str, tiled: bool) -> _ModelRun | None:
-        key = f"{name}+tiles" if tiled else name
+        key = (f"{name}+tiles" + ("+flip" if self.tile.strip().lower().endswith("+flip") else "")) if tiled else name
         if key in self.models:
             return self.models[key]
         if name in self.missing_models:
             return None
+        from seawatch.vision import registry
         from seawatch.vision.detector import load_detector
         from seawatch.vision.tiling import tile_for
 
         base, _, variant = name.partition(":")  # "vessel:int8" scores that variant
         try:
-            det = load_detector(base, variant or "fp32", **({"conf": self.conf} if self.conf is not None else {}))
+            op = float(self.conf if self.conf is not None else registry.get_manifest(base).defaults.conf)
+            det = load_detector(base, variant or "fp32", conf=min(op, self.curve_floor))
         except ModelError as exc:
             log.warning("evaluate: model %s unavailable: %s", name, exc)
             self.missing_models.add(name)
             return None
-        run = _ModelRun(key, det, tile=tile_for(self.tile, det) if tiled else None)
+        run = _ModelRun(key, det, tile=tile_for(self.tile, det) if tiled else None, op_conf=op)
         self.models[key] = run
         return run
 
@@ -88,6 +94,11 @@ class Evaluator:
         run.frames += 1
         return out
 
+    @staticmethod
+    def operating(run: _ModelRun, det: Detections) -> Detections:
+        """The detections a deployed model would report: those at or above its operating threshold."""
+        return det[det.confidence >= run.op_conf]
+
 
 def _grouped(det: Detections) -> np.ndarray:
     return np.array([PRED_GROUPS.get(lab, lab) for lab in det.label], dtype=object)
@@ -98,6 +109,7 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
     from seawatch.vision.media import read_image
 
     stats: dict[tuple[str, str], LabelStats] = {}
+    op_conf: dict[tuple[str, str], float] = {}
     fire_img = {"positives": 0, "detected": 0, "negatives": 0, "false_alarms": 0}
     hat = {"images": 0, "abs_error": 0, "gt_total": 0, "per_image": []}
     for s in samples:
@@ -130,8 +142,9 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
                     gt = s.gt(label)
                     tp = match(det.xyxy_px[keep], det.confidence[keep], gt)
                     stats.setdefault((label, run.name), LabelStats()).add(det.confidence[keep], tp, len(gt))
+                    op_conf[(label, run.name)] = run.op_conf
         if wants_fire and (run := ev._model("fire_smoke", False)) is not None:
-            det = cache.get(run.name) or ev.detect(run, image)
+            det = ev.operating(run, cache.get(run.name) or ev.detect(run, image))
             # an image "alarms" when a box clears the fire rule's own confidence floor
             has_fire = bool(fire_smoke_labels(det))
             positive = bool(len(s.gt("fire")) or len(s.gt("smoke")) or s.ground_truth.get("fire") is True
@@ -144,9 +157,9 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
                 fire_img["negatives"] += 1
                 fire_img["false_alarms"] += int(has_fire)
         if wants_hat and (run := ev._model("helmet", False)) is not None:
-            parts = [cache.get(run.name) or ev.detect(run, image)]
+            parts = [ev.operating(run, cache.get(run.name) or ev.detect(run, image))]
             if (people := ev._model("coco_yolov5n", False)) is not None:
-                parts.append(cache.get(people.name) or ev.detect(people, image))
+                parts.append(ev.operating(people, cache.get(people.name) or ev.detect(people, image)))
             # the rule's own still-image count: bare heads, and people whose head region holds no hard hat
             n_pred = len(bare_headed(Detections.merge(parts), HardHatRuleConfig()))
             n_gt = int(s.ground_truth["without_helmet"])
@@ -156,7 +169,7 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
             hat["per_image"].append({"file": s.path.name, "gt": n_gt, "predicted": n_pred})
     report: dict = {"labels": {}}
     for (label, model), st in sorted(stats.items()):
-        entry = st.summary()
+        entry = {**st.summary(op_conf[(label, model)]), "conf": op_conf[(label, model)]}
         r80, thr80 = st.recall_at_precision(0.8)
         entry["recall_at_precision_0.8"] = round(r80, 4)
         entry["threshold_at_precision_0.8"] = round(thr80, 4)
@@ -172,7 +185,7 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
         hat["count_error"] = round(hat["abs_error"] / max(hat["gt_total"], 1), 4)
         report["no_hard_hat_counts"] = hat
     report["models"] = {r.name: {"frames": r.frames, "ms_per_frame": round(1000 * r.seconds / max(r.frames, 1), 1),
-                                 **({"tile_px": r.tile.size_px} if r.tile is not None else {})}
+                                 **({"tile_px": r.tile.size_px, "flip": r.tile.flip} if r.tile is not None else {})}
                         for r in ev.models.values()}
     if ev.missing_models:
         report["missing_models"] = sorted(ev.missing_models)

@@ -87,8 +87,8 @@ def evaluate_clip(sample: Sample) -> dict:
         now_ns[0] = capture_time_ns
         return process(source_id, capture_time_ns, image, locator)
 
-    def recording_detect(source_id, image):
-        det = detect(source_id, image)
+    def recording_detect(source_id, image, locator=None):
+        det = detect(source_id, image, locator)
         if _frame_alert(kind, det):
             alert_s.append((now_ns[0] - CLIP_START_NS) / 1e9)
         return det
