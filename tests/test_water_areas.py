@@ -211,3 +211,54 @@ def test_drone_mask_follows_the_pose():
         assert inside[0]
         sky = (640.0, 100.0)
         assert mask.keep(_boxes([tuple(px[0]), sky]), loc).tolist() == [expect, False]
+
+
+def test_drone_pipeline_drops_the_boat_on_land_and_the_one_in_the_sky():
+    """A drone looking out to the horizon (simulator frames, pose from its telemetry timeline): a boat on the
+    harbour water raises its event; a disc on land and a red blob in the sky do not, with the site's water given."""
+    pytest.importorskip("cv2")
+    from seawatch.drone.pose import AttitudeSample, PoseTimeline, PositionSample
+    from seawatch.drone.sim import SimTarget, render_frame
+    from test_pipeline_geo import RedBlobDetector
+
+    home = (54.0, 7.0)
+    camera = CameraIntrinsics.from_fov(640, 480, 70.0)
+    alt_m, pitch_deg = 30.0, -12.0
+    pose = CameraPose(home[0], home[1], alt_m, 0.0, 0.0, 0.0, 0.0, pitch_deg, 0.0, "horizon")
+    timeline = PoseTimeline("drone-1", max_age_s=0.5, max_gap_s=1.0, default_gimbal=(0.0, pitch_deg, 0.0, "horizon"))
+    for i in range(41):
+        t_ns = T0_NS + i * 100_000_000
+        timeline.add_position(PositionSample(t_ns, home[0], home[1], alt_m))
+        timeline.add_attitude(AttitudeSample(t_ns, 0.0, 0.0, 0.0))
+    # water: the basin north of the drone from 60 m out; the strip nearer than 60 m is the quay
+    water = _ring([(60, -200), (60, 200), (600, 200), (600, -200)], origin=home, heading_deg=0.0)
+    boat_la, boat_lo = _ahead(150, -20, origin=home, heading_deg=0.0)
+    car_la, car_lo = _ahead(45, 15, origin=home, heading_deg=0.0)
+    targets = [SimTarget("boat", boat_la, boat_lo, radius_m=3.0), SimTarget("car", car_la, car_lo, radius_m=3.0)]
+    base = render_frame(pose, camera, targets, home)
+    assert len(RedBlobDetector().detect([base])[0]) == 2
+    frame = base.copy()
+    frame[20:32, 300:316] = (0, 0, 255)  # a red blob in the sky (a balloon, a light): no waterline there
+    locate = GeoLocator(camera)
+    assert not np.isfinite(locate.locate(np.array([[308.0, 32.0]]), pose).lat_deg[0])  # it is above the horizon
+
+    def run(use_mask: bool) -> list:
+        cfg = load_pipeline_config(None, {
+            "sources": [{"id": "drone-1-cam", "url": "udp://0.0.0.0:5600", "models": ["redblob"], "drone": "drone-1",
+                         "water_areas": use_mask}],
+            "drones": [{"id": "drone-1", "connection": "udp:127.0.0.1:1",
+                        "camera": {"width_px": 640, "height_px": 480, "hfov_deg": 70.0}}],
+            "water_areas": {"polygons_lonlat": [water]},
+            "zones": [{"id": "all", "source": "drone-1-cam", "rules": [{"type": "vessel_in_zone", "min_duration_s": 0.5}]}],
+        })
+        pipe = Pipeline(cfg, [], detectors={"redblob": RedBlobDetector()}, pose_timelines={"drone-1-cam": timeline})
+        events = []
+        for k in range(8):
+            events += pipe.process("drone-1-cam", T0_NS + 500_000_000 + k * 250_000_000, frame)
+        return [e for e in events if e.phase == "start"]
+
+    masked = run(True)
+    assert len(masked) == 1
+    n, e = latlon_to_offsets(boat_la, boat_lo, masked[0].geo.lat_deg, masked[0].geo.lon_deg)
+    assert math.hypot(n[0], e[0]) < 10  # the boat's, not the car's (95 m away)
+    assert len(run(False)) == 3
