@@ -770,3 +770,10 @@ def test_bare_headed_count_for_still_images():
     # nested people: a head goes to the smaller (nearer) person box that holds it in its top part
     owner = assign_heads(np.array([[0, 0, 400, 800], [100, 50, 200, 300]]), np.array([[130, 50, 170, 90], [180, 700, 200, 720]]), 0.4)
     assert owner.tolist() == [1, -1]
+    # a close-up (a portrait, a worker near the camera): the head fills half the person box, its centre below the
+    # top 40 %, its crown inside it; a helmet there belongs to that person, who is then not counted bare
+    close = D((PERSON, [66, 0, 179, 168], 0.62), (HAT, [51, 5, 185, 161], 0.6))
+    assert assign_heads(close.xyxy_px[:1], close.xyxy_px[1:], 0.4).tolist() == [0]
+    assert len(bare_headed(close)) == 0
+    # a head on the person's chest level is not its head
+    assert assign_heads(np.array([[0, 0, 100, 300]]), np.array([[30, 130, 70, 170]]), 0.4).tolist() == [-1]

@@ -516,15 +516,17 @@ class _DwellRule(Rule):
 def assign_heads(person_xyxy: np.ndarray, head_xyxy: np.ndarray, head_region_frac: float) -> np.ndarray:
     """``(H,) int`` index of the person box each head box belongs to, -1 for none.
 
-    A head belongs to a person when its centre lies in the top ``head_region_frac`` of the person box (or a
-    quarter head-height above it); among several such persons, the smallest box (the nearer match) wins.
+    A head belongs to a person when its crown point (horizontal centre, a quarter of the way down the head box)
+    lies in the top ``head_region_frac`` of the person box (or a quarter head-height above it); among several
+    such persons, the smallest box (the nearer match) wins. The crown rather than the centre, so that in a
+    close-up, where the head fills half the person box, the head still belongs to its body.
     """
     pb = np.asarray(person_xyxy, np.float64).reshape(-1, 4)
     hb = np.asarray(head_xyxy, np.float64).reshape(-1, 4)
     owner = np.full(hb.shape[0], -1, np.int64)
     if pb.shape[0] == 0 or hb.shape[0] == 0:
         return owner
-    hc = np.stack([(hb[:, 0] + hb[:, 2]) / 2, (hb[:, 1] + hb[:, 3]) / 2], axis=1)
+    hc = np.stack([(hb[:, 0] + hb[:, 2]) / 2, hb[:, 1] + 0.25 * (hb[:, 3] - hb[:, 1])], axis=1)
     region_bottom = pb[:, 1] + head_region_frac * (pb[:, 3] - pb[:, 1])
     inr = (
         (hc[:, None, 0] >= pb[None, :, 0]) & (hc[:, None, 0] <= pb[None, :, 2])
