@@ -287,10 +287,38 @@ def test_fuse_views_pairs_by_class_and_iou():
     labels = ("vessel", "person")
     a = Detections(np.array([[0, 0, 10, 10], [50, 50, 60, 60]], np.float32), [0.8, 0.6], [0, 0], labels)
     b = Detections(np.array([[1, 0, 11, 10], [50, 50, 60, 60]], np.float32), [0.4, 0.6], [0, 1], labels)
-    f = fuse_views(a, b)
+    f = fuse_views([a, b])
     assert len(f) == 3  # the second pair differs in class: not fused
     top = f[0]
     assert top.confidence[0] == pytest.approx(0.6) and top.xyxy_px[0] == pytest.approx([1 / 3, 0, 31 / 3, 10])
     assert sorted(f.confidence.tolist()[1:]) == pytest.approx([0.3, 0.3])
-    assert len(fuse_views(Detections.empty(labels), Detections.empty(labels))) == 0
-    assert fuse_views(a, Detections.empty(labels)).confidence.tolist() == pytest.approx([0.4, 0.3])
+    assert len(fuse_views([Detections.empty(labels), Detections.empty(labels)])) == 0
+    assert fuse_views([a, Detections.empty(labels)]).confidence.tolist() == pytest.approx([0.4, 0.3])
+
+
+def test_more_tile_sizes_are_views_of_their_own():
+    """A model that needs 6 px after scaling: 4 px blobs need tiles zoomed past its own 384 px; with 240 px tiles as
+    a second view they are found, at half confidence (one view of two), while blobs both sizes see keep theirs."""
+    from seawatch.vision.tiling import parse_tile_text, tile_for
+
+    img = np.zeros((1080, 1920, 3), np.uint8)
+    for x in range(100, 1800, 400):
+        img[500:503, x:x + 3] = 255  # 3 px: 5 px at zoom 640/384, 8 px at zoom 640/240
+    img[800:840, 900:960] = 255  # a big one every view sees
+    det = BlobDetector(imgsz=640, min_side_px=6.0)
+    det.manifest = _Man(384)
+    assert parse_tile_text("auto,240:0.25+flip") == ((None, 240), 0.25, True)
+    one = detect_tiled(det, [img], tile_for("auto", det))[0]
+    assert len(one) == 1
+    spec = tile_for("auto,240", det)
+    assert (spec.size_px, spec.extra_sizes_px, spec.flip) == (384, (240,), False)
+    (two,) = detect_tiled(det, [img], spec)
+    assert len(two) == 6
+    conf = dict(zip(map(tuple, two.xyxy_px.astype(int).tolist()), two.confidence.tolist()))
+    assert conf[(900, 800, 960, 840)] == pytest.approx(0.9)
+    assert sorted(conf.values())[:5] == pytest.approx([0.45] * 5)
+    assert tile_for("auto,384", det).extra_sizes_px == ()  # auto is 384 here: one view, not two
+    (four,) = detect_tiled(det, [img], tile_for("auto,240+flip", det))  # 2 sizes x 2 orientations
+    assert len(four) == 6 and sorted(four.confidence.tolist())[:5] == pytest.approx([0.45] * 5)
+    with pytest.raises(ValueError, match="twice"):
+        parse_tile_text("640,640")

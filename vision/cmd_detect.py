@@ -40,8 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-det", type=int, default=None, help="most boxes per frame and model")
     parser.add_argument("--tile", default=None, metavar="SIZE[:OVERLAP]",
                         help="tiled inference for small objects, e.g. 640:0.2 (plus a whole-frame pass), or auto[:OVERLAP] "
-                             "for each model's trained tile size; append +flip to also run each frame mirrored and "
-                             "fuse both views (twice the CPU)")
+                             "for each model's trained tile size; more sizes after commas (auto,288) and +flip (each "
+                             "frame also mirrored) add views that are fused (one more pass each)")
     parser.add_argument("--batch", type=int, default=4, help="frames per inference batch (default 4)")
     parser.add_argument("--stride-frames", type=int, default=1, help="analyse every Nth video frame (default 1)")
     parser.add_argument("--out", type=Path, default=None, metavar="FILE.jsonl", help="write JSON lines here, not stdout")

@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--conf", type=float, default=None, help="confidence threshold (default: each model's own)")
     p.add_argument("--categories", default=None, help="only these categories (comma-separated)")
     p.add_argument("--tile", default=None, help="tiling for vessels SIZE[:OVERLAP] (default auto: each model's trained tile size, "
-                                                   "else its input size; overlap 0.2); +flip adds a mirrored view")
+                                                   "else its input size; overlap 0.2); more sizes after commas (auto,288) and +flip (mirrored) add views")
     p.add_argument("--vessel-models", default=None, metavar="A,B,...",
                    help="models scored on vessel boxes, side by side (default: vessel,coco_yolov5n,ship_published); "
                         "NAME:int8 scores a variant")

@@ -19,8 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ID=URL or a file/stream URL (id = file stem); added to the config's sources")
     p.add_argument("--config", "-c", default=None, help="YAML configuration (sources, tracker, events, zones)")
     p.add_argument("--models", default=None, help="models for command-line sources (comma-separated)")
-    p.add_argument("--tile", default=None, help="tiled inference SIZE[:OVERLAP] or auto[:OVERLAP], +flip for a "
-                                                   "mirrored second view, for command-line sources")
+    p.add_argument("--tile", default=None, help="tiled inference SIZES[:OVERLAP][+flip] (e.g. 640, auto, "
+                                                   "auto,288+flip) for command-line sources")
     p.add_argument("--analysis-fps", type=float, default=None, help="analysed frames per second (command-line sources)")
     p.add_argument("--out", default=None, help="write events to this JSON-lines file instead of stdout")
     p.add_argument("--snapshots", default=None, help="folder for event snapshot JPEGs")

@@ -61,7 +61,12 @@ class Evaluator:
     missing_models: set[str] = field(default_factory=set)
 
     def _model(self, name: str, tiled: bool) -> _ModelRun | None:
-        key = (f"{name}+tiles" + ("+flip" if self.tile.strip().lower().endswith("+flip") else "")) if tiled else name
+        key = name
+        if tiled:  # e.g. vessel+tiles, vessel+tiles+288+flip for --tile auto,288+flip
+            from seawatch.vision.tiling import parse_tile_text
+
+            sizes, _, flip = parse_tile_text(self.tile)
+            key += "+tiles" + "".join(f"+{s or 'auto'}" for s in sizes[1:]) + ("+flip" if flip else "")
         if key in self.models:
             return self.models[key]
         if name in self.missing_models:
@@ -185,7 +190,8 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
         hat["count_error"] = round(hat["abs_error"] / max(hat["gt_total"], 1), 4)
         report["no_hard_hat_counts"] = hat
     report["models"] = {r.name: {"frames": r.frames, "ms_per_frame": round(1000 * r.seconds / max(r.frames, 1), 1),
-                                 **({"tile_px": r.tile.size_px, "flip": r.tile.flip} if r.tile is not None else {})}
+                                 **({"tile_px": r.tile.size_px, "more_tile_px": list(r.tile.extra_sizes_px),
+                                     "flip": r.tile.flip} if r.tile is not None else {})}
                         for r in ev.models.values()}
     if ev.missing_models:
         report["missing_models"] = sorted(ev.missing_models)

@@ -69,8 +69,9 @@ class SourceSpec(BaseModel):
     url: str = Field(min_length=1, description="file path or stream URL")
     models: tuple[str, ...] = Field(("coco_yolov5n",), min_length=1, description="registry models run on this source")
     tile: str | None = Field(None, description="tiled inference for small objects (e.g. vessels): SIZE[:OVERLAP], "
-                                               "auto[:OVERLAP] (each model's trained tile size), or none; +flip also runs the "
-                                               "frame mirrored and fuses both views (more small vessels, twice the CPU)")
+                                               "auto[:OVERLAP] (each model's trained tile size), or none; more sizes after "
+                                               "commas (auto,288) and +flip (the frame mirrored too) add fused views: more "
+                                               "small vessels, one more pass each")
     water: tuple[tuple[tuple[float, float], ...], ...] | None = Field(
         None, description="fixed cameras: pixel polygons ([[x, y], ...] each) of open water and berths; vessel "
                           "detections whose waterline (box bottom centre) is outside all of them are dropped before "

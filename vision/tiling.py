@@ -9,10 +9,12 @@ all frames go through the detector in batches; boxes are shifted back into frame
    from another crop covers most of it (``cut_cover`` of its area);
 2. class-aware greedy NMS (the detector's IoU threshold) over everything left, then ``max_det``.
 
-With ``flip`` (written ``+flip`` after a tile text, e.g. ``auto+flip``) each frame is also run mirrored left to
-right, and the two views are fused (:func:`fuse_views`): a box both views found keeps their mean confidence on
-their confidence-weighted mean box, a box one view found keeps half its confidence. Twice the CPU; on the
-held-out harbour cameras it found more small vessels at every precision (see the README's vessel section).
+Views: more tile sizes (``auto,288``: the model's own size and 288 px tiles, zoomed further) and ``flip``
+(written ``+flip`` after a tile text, e.g. ``auto+flip``: each frame also mirrored left to right, every size) give
+several detections of one frame, fused by :func:`fuse_views`: a box every view found keeps its mean confidence on
+the confidence-weighted mean box, a box one view of two found keeps half its confidence, so agreement ranks
+first. Each view costs one more pass; on the held-out harbour cameras both found more small vessels at every
+precision (see the README's vessel section).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ class TileSpec:
         batch: crops per detector call.
         edge_margin_px: a box within this distance of an interior tile edge counts as cut by it.
         cut_cover: a cut box is dropped when a larger same-label box covers at least this fraction of its area.
-        flip: also run the frame mirrored left to right and fuse the two views (test-time augmentation).
+        flip: also run the frame mirrored left to right and fuse the views (test-time augmentation).
+        extra_sizes_px: more tile sizes, each a view of its own, fused with the first (multi-scale).
     """
 
     size_px: int = 640
@@ -50,10 +53,12 @@ class TileSpec:
     edge_margin_px: float = 2.0
     cut_cover: float = 0.5
     flip: bool = False
+    extra_sizes_px: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.size_px < 32:
-            raise ValueError(f"tile size must be >= 32 px, got {self.size_px}")
+        for size in (self.size_px, *self.extra_sizes_px):
+            if size < 32:
+                raise ValueError(f"tile size must be >= 32 px, got {size}")
         if not 0.0 <= self.overlap <= 0.9:
             raise ValueError(f"tile overlap must be in [0, 0.9], got {self.overlap}")
         if self.batch < 1:
@@ -82,34 +87,50 @@ def model_tile(detector, overlap: float = DEFAULT_OVERLAP, **kw) -> TileSpec:
     return TileSpec(size_px=int(size), overlap=overlap, **kw)
 
 
-def parse_tile_text(text: str) -> tuple[int | None, float, bool]:
-    """``SIZE[:OVERLAP][+flip]`` or ``auto[:OVERLAP][+flip]`` as written in a config or on the command line:
-    ``(size_px, overlap, flip)``, size None for ``auto`` (each model's own, :func:`model_tile`). Raises ValueError
-    naming ``text``."""
+def parse_tile_text(text: str) -> tuple[tuple[int | None, ...], float, bool]:
+    """``SIZES[:OVERLAP][+flip]`` as written in a config or on the command line, SIZES one or more of a size in
+    pixels or ``auto`` separated by commas (``640``, ``auto``, ``auto,288:0.2+flip``): ``(sizes, overlap, flip)``,
+    None in sizes for ``auto`` (each model's own, :func:`model_tile`). Raises ValueError naming ``text``."""
     body = text.strip()
     flip = body.lower().endswith(FLIP_SUFFIX)
     if flip:
         body = body[: -len(FLIP_SUFFIX)]
     head, _, ov_s = body.partition(":")
-    auto = head.strip().lower() == "auto"
-    parsed = ("640" if auto else head) + (":" + ov_s if ov_s else "")
+    def bad(reason: str) -> ValueError:
+        return ValueError(f"tile spec {text!r}: {reason}; write SIZES[:OVERLAP][{FLIP_SUFFIX}], sizes in pixels or "
+                          f"auto separated by commas, e.g. 640:0.2 or auto,288{FLIP_SUFFIX}")
+
     try:
-        spec = TileSpec.parse(parsed)
-    except ValueError as exc:
-        raise ValueError(f"{str(exc).replace(repr(parsed), repr(text))} (or auto[:OVERLAP], "
-                         f"either with {FLIP_SUFFIX})") from None
-    return (None if auto else spec.size_px), spec.overlap, flip
+        overlap = float(ov_s) if ov_s.strip() else DEFAULT_OVERLAP
+    except ValueError:
+        raise bad(f"overlap {ov_s.strip()!r} is not a number") from None
+    sizes: list[int | None] = []
+    for part in head.split(","):
+        word = part.strip()
+        auto = word.lower() == "auto"
+        try:
+            size = None if auto else int(word)
+        except ValueError:
+            raise bad(f"{word or '(empty)'!r} is not a size") from None
+        try:
+            TileSpec(size_px=640 if size is None else size, overlap=overlap)  # the range checks
+        except ValueError as exc:
+            raise bad(str(exc)) from None
+        sizes.append(size)
+    if len(set(sizes)) != len(sizes):
+        raise ValueError(f"tile spec {text!r} names a size twice")
+    return tuple(sizes), overlap, flip
 
 
 def tile_for(text: str | None, detector, **kw) -> TileSpec | None:
-    """The tiling of ``detector`` for a ``SIZE[:OVERLAP][+flip]`` / ``auto[:OVERLAP][+flip]`` text; None for no
+    """The tiling of ``detector`` for a ``SIZES[:OVERLAP][+flip]`` text (:func:`parse_tile_text`); None for no
     tiling."""
     if not text:
         return None
-    size, overlap, flip = parse_tile_text(text)
-    if size is None:
-        return model_tile(detector, overlap, flip=flip, **kw)
-    return TileSpec(size_px=size, overlap=overlap, flip=flip, **kw)
+    sizes, overlap, flip = parse_tile_text(text)
+    own = model_tile(detector, overlap).size_px
+    resolved = list(dict.fromkeys(own if s is None else s for s in sizes))  # auto may equal a size given
+    return TileSpec(size_px=resolved[0], overlap=overlap, flip=flip, extra_sizes_px=tuple(resolved[1:]), **kw)
 
 
 def check_tile_text(text: str | None) -> str | None:
@@ -190,35 +211,52 @@ def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(inter > 0, inter / (area_a[:, None] + area_b[None, :] - inter), 0.0)
 
 
-def fuse_views(a: Detections, b: Detections, iou: float = 0.55) -> Detections:
-    """Two views of one frame (e.g. the frame and its mirror, mapped back) -> one set of boxes.
+def fuse_views(views: list[Detections], iou: float = 0.55) -> Detections:
+    """Several views of one frame (the frame and its mirror mapped back, other tile sizes) -> one set of boxes.
 
-    Boxes of the same class are paired greedily, most confident first, at IoU >= ``iou``; a pair becomes its
-    confidence-weighted mean box at the mean confidence, an unpaired box keeps half its confidence (the other
-    view scored it 0). The result is sorted by confidence."""
-    na, nb = len(a), len(b)
-    xyxy = np.concatenate([a.xyxy_px, b.xyxy_px]).astype(np.float32) if na + nb else np.zeros((0, 4), np.float32)
-    conf = np.concatenate([a.confidence, b.confidence]).astype(np.float32) * 0.5
-    cls = np.concatenate([a.class_id, b.class_id]).astype(np.int64)
-    drop = np.zeros(na + nb, bool)
-    if na and nb:
-        ious = _box_iou(a.xyxy_px.astype(np.float64), b.xyxy_px.astype(np.float64))
-        ious[a.class_id[:, None] != b.class_id[None, :]] = 0.0
-        taken = np.zeros(nb, bool)
-        for i in np.argsort(-a.confidence, kind="stable"):
-            cand = np.where(taken, 0.0, ious[i])
-            j = int(np.argmax(cand))
-            if cand[j] < iou:
-                continue
-            taken[j] = True
-            wa, wb = float(a.confidence[i]), float(b.confidence[j])
-            xyxy[i] = (a.xyxy_px[i] * wa + b.xyxy_px[j] * wb) / max(wa + wb, 1e-9)
-            conf[i] = 0.5 * (wa + wb)
-            drop[na + j] = True
-    keep = np.flatnonzero(~drop)
-    keep = keep[np.argsort(-conf[keep], kind="stable")]
-    labels = a.labels or b.labels
-    return Detections(xyxy[keep], conf[keep], cls[keep], labels, None, a.model or b.model)
+    View by view, each box joins the most overlapping cluster of its class not yet joined by that view (IoU >=
+    ``iou`` with the cluster's current box, most confident boxes first) or starts a new one. A cluster becomes
+    its confidence-weighted mean box at the mean confidence over all views (a view that missed it counts 0): what
+    every view finds keeps its confidence, what one view of two finds keeps half. Sorted by confidence."""
+    views = [v for v in views if v is not None]
+    n_views = max(len(views), 1)
+    labels = next((v.labels for v in views if v.labels), ())
+    model = next((v.model for v in views if v.model), "")
+    c_box: list[np.ndarray] = []  # per cluster: sum of conf * box
+    c_w: list[float] = []  # sum of conf
+    c_cls: list[int] = []
+    for v in views:
+        if not len(v):
+            continue
+        order = np.argsort(-v.confidence, kind="stable")
+        joined = np.zeros(len(c_w), bool)
+        cur = (np.array(c_box) / np.maximum(np.array(c_w), 1e-9)[:, None]) if c_w else np.zeros((0, 4))
+        cur_cls = np.array(c_cls, np.int64)
+        ious = _box_iou(v.xyxy_px.astype(np.float64), cur) if len(cur) else np.zeros((len(v), 0))
+        for i in order:
+            w = float(v.confidence[i])
+            j = -1
+            if len(cur):
+                cand = np.where(~joined & (cur_cls == int(v.class_id[i])), ious[i], 0.0)
+                k = int(np.argmax(cand))
+                if cand[k] >= iou:
+                    j = k
+            if j < 0:
+                c_box.append(v.xyxy_px[i].astype(np.float64) * w)
+                c_w.append(w)
+                c_cls.append(int(v.class_id[i]))
+            else:
+                joined[j] = True
+                c_box[j] = c_box[j] + v.xyxy_px[i].astype(np.float64) * w
+                c_w[j] += w
+        # clusters started by this view are not matched again within it
+    if not c_w:
+        return Detections.empty(labels, model)
+    w = np.array(c_w)
+    xyxy = (np.array(c_box) / np.maximum(w, 1e-9)[:, None]).astype(np.float32)
+    conf = (w / n_views).astype(np.float32)
+    order = np.argsort(-conf, kind="stable")
+    return Detections(xyxy[order], conf[order], np.array(c_cls, np.int32)[order], labels, None, model)
 
 
 def _unmirror(det: Detections, width_px: int) -> Detections:
@@ -231,12 +269,18 @@ def _unmirror(det: Detections, width_px: int) -> Detections:
 def detect_tiled(detector, images: list[np.ndarray], spec: TileSpec = TileSpec()) -> list[Detections]:
     """Tiled detection for each frame (``(H, W, 3) uint8`` BGR); ``detector`` is an OnnxDetector-like object
     with ``detect(list) -> list[Detections]``, ``labels``, ``name`` and ``settings.iou / settings.max_det``."""
-    if spec.flip:
+    if spec.flip or spec.extra_sizes_px:
         n = len(images)
-        mirrored = [np.ascontiguousarray(im[:, ::-1]) for im in images]
-        both = detect_tiled(detector, list(images) + mirrored, replace(spec, flip=False))
+        frames = list(images) + ([np.ascontiguousarray(im[:, ::-1]) for im in images] if spec.flip else [])
+        views: list[list[Detections]] = [[] for _ in images]
+        for size in (spec.size_px, *spec.extra_sizes_px):
+            out = detect_tiled(detector, frames, replace(spec, size_px=size, flip=False, extra_sizes_px=()))
+            for i in range(n):
+                views[i].append(out[i])
+                if spec.flip:
+                    views[i].append(_unmirror(out[n + i], images[i].shape[1]))
         max_det = detector.settings.max_det
-        return [fuse_views(both[i], _unmirror(both[n + i], images[i].shape[1]))[:max_det] for i in range(n)]
+        return [fuse_views(v)[:max_det] for v in views]
     crops: list[np.ndarray] = []
     owners: list[tuple[int, np.ndarray, bool]] = []  # (frame index, tile xyxy, is a tile rather than the frame)
     for fi, im in enumerate(images):
