@@ -152,20 +152,9 @@ def test_geojson_water_with_a_pier_hole_and_bad_files(tmp_path):
         load_pipeline_config(None, {"water_areas": {"polygons_lonlat": [[[853.5, 8.5], [853.6, 8.5], [853.6, 8.6]]]}})
 
 
-class BoxDetector:
-    name = "boxes"
-    labels = ("vessel",)
-
-    def __init__(self) -> None:
-        self.boxes: list = []
-
-    def detect(self, images):
-        n = len(self.boxes)
-        return [Detections(np.asarray(self.boxes, np.float32).reshape(n, 4), np.full(n, 0.9, np.float32),
-                           np.zeros(n, np.int32), self.labels, model=self.name) for _ in images]
-
-
 def _run(cfg, boxes) -> list:
+    from test_pipeline_geo import BoxDetector
+
     det = BoxDetector()
     det.boxes = boxes
     sink = MemorySink()

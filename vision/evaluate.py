@@ -55,7 +55,7 @@ class Evaluator:
     # detections are taken down to this confidence so that AP50 and recall-at-precision see the whole ranking (a
     # curve cut at the operating threshold understates AP); precision, recall and the rules use ``op_conf``
     curve_floor: float = 0.05
-    tile: str = "auto"  # tiling of TILED_LABELS, SIZE[:OVERLAP] or auto[:OVERLAP] (each model's own; tiling.tile_for)
+    tile: str = "auto"  # tiling of TILED_LABELS, SIZES[:OVERLAP][+flip] (auto: each model's own; tiling.tile_for)
     models: dict[str, _ModelRun] = field(default_factory=dict)
     label_models: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(LABEL_MODELS))
     missing_models: set[str] = field(default_factory=set)
@@ -149,7 +149,7 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
                     stats.setdefault((label, run.name), LabelStats()).add(det.confidence[keep], tp, len(gt))
                     op_conf[(label, run.name)] = run.op_conf
         if wants_fire and (run := ev._model("fire_smoke", False)) is not None:
-            det = ev.operating(run, cache.get(run.name) or ev.detect(run, image))
+            det = ev.operating(run, cache[run.name] if run.name in cache else ev.detect(run, image))
             # an image "alarms" when a box clears the fire rule's own confidence floor
             has_fire = bool(fire_smoke_labels(det))
             positive = bool(len(s.gt("fire")) or len(s.gt("smoke")) or s.ground_truth.get("fire") is True
@@ -162,9 +162,9 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
                 fire_img["negatives"] += 1
                 fire_img["false_alarms"] += int(has_fire)
         if wants_hat and (run := ev._model("helmet", False)) is not None:
-            parts = [ev.operating(run, cache.get(run.name) or ev.detect(run, image))]
+            parts = [ev.operating(run, cache[run.name] if run.name in cache else ev.detect(run, image))]
             if (people := ev._model("coco_yolov5n", False)) is not None:
-                parts.append(ev.operating(people, cache.get(people.name) or ev.detect(people, image)))
+                parts.append(ev.operating(people, cache[people.name] if people.name in cache else ev.detect(people, image)))
             # the rule's own still-image count: bare heads, and people whose head region holds no hard hat
             n_pred = len(bare_headed(Detections.merge(parts), HardHatRuleConfig()))
             n_gt = int(s.ground_truth["without_helmet"])
