@@ -251,3 +251,105 @@ def test_drone_pipeline_drops_the_boat_on_land_and_the_one_in_the_sky():
     n, e = latlon_to_offsets(boat_la, boat_lo, masked[0].geo.lat_deg, masked[0].geo.lon_deg)
     assert math.hypot(n[0], e[0]) < 10  # the boat's, not the car's (95 m away)
     assert len(run(False)) == 3
+
+
+# ------------------------------------------------------------------- cameras that pan: registered reference views
+
+def _shore(shared_media, name):
+    cv2 = pytest.importorskip("cv2")
+    path = shared_media / "A_boats" / name
+    if not path.is_file():
+        pytest.fail(f"the shared media lost {path.name}")
+    return cv2.imread(str(path))
+
+
+W4_DAY1 = "shore_w4gnqsqx_1440_2022-07-16_11-26_output_0.jpg"
+W4_DAY2 = "shore_w4gnqsqx_1440_2022-07-17_09-50_output_0.jpg"
+OTHER_CAMERA = "shore_dlwkigk3_720_2022-07-19_06-28_output_0.jpg"
+
+
+def test_view_mask_follows_a_pan_and_zoom_of_a_real_harbour_view(shared_media):
+    """A real lake-harbour webcam frame is the reference (water below the horizon, y > 870 of 1080); the 'next'
+    frame is the same view zoomed 1.1x and panned (a known homography). The mask registers it, maps the water
+    into the new view, keeps the boat on the water and drops the box in the sky; another camera's frame and a
+    black (night) frame match no view and keep everything."""
+    cv2 = pytest.importorskip("cv2")
+    from seawatch.vision.zones import ViewWaterMask
+
+    ref = _shore(shared_media, W4_DAY1)
+    h, w = ref.shape[:2]
+    water = [[[0, 870], [w, 870], [w, h], [0, h]]]
+    mask = ViewWaterMask.from_views([("preset-1", ref, water)], margin_px=4)
+    s, dx, dy = 1.1, -60.0, 25.0
+    known = np.array([[s, 0, (1 - s) * w / 2 + dx], [0, s, (1 - s) * h / 2 + dy], [0, 0, 1]])
+    frame = cv2.warpPerspective(ref, known, (w, h))
+
+    def to_frame(x, y):
+        p = known @ np.array([x, y, 1.0])
+        return p[0] / p[2], p[1] / p[2]
+
+    found = mask.register(frame)
+    assert found is not None and mask.last_view == "preset-1" and mask.last_inliers >= 25
+    corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64).reshape(-1, 1, 2)
+    err = cv2.perspectiveTransform(corners, found[1]) - cv2.perspectiveTransform(corners, known)
+    assert np.abs(err).max() < 3.0  # the recovered pan/zoom is the applied one to within 3 px at the corners
+    boat, sky, shore = to_frame(900, 960), to_frame(900, 400), to_frame(900, 845)  # shore: above the water line
+    keep = mask.keep(_boxes([boat, sky, shore]), frame)
+    assert keep.tolist() == [True, False, False]
+    assert mask.keep(_boxes([boat, sky], labels=[1, 1]), frame).tolist() == [True, True]  # not vessels
+    for other in (_shore(shared_media, OTHER_CAMERA), np.zeros_like(ref)):
+        assert mask.keep(_boxes([sky]), other).tolist() == [True] and mask.last_view is None
+
+
+def test_view_mask_registers_the_same_camera_a_day_later(shared_media):
+    """The same webcam on the next morning (light, boats and its pan have changed) still registers to the
+    reference view; a frame of another camera does not."""
+    from seawatch.vision.zones import ViewWaterMask
+
+    ref = _shore(shared_media, W4_DAY1)
+    mask = ViewWaterMask.from_views([("preset-1", ref, [[[0, 870], [1920, 870], [1920, 1080], [0, 1080]]])])
+    assert mask.register(_shore(shared_media, W4_DAY2)) is not None and mask.last_inliers >= 25
+    assert mask.register(_shore(shared_media, OTHER_CAMERA)) is None
+
+
+def test_water_views_config_errors(tmp_path, shared_media):
+    cv2 = pytest.importorskip("cv2")
+    ref = tmp_path / "preset1.jpg"
+    cv2.imwrite(str(ref), _shore(shared_media, W4_DAY1))
+    flat = tmp_path / "fog.png"
+    cv2.imwrite(str(flat), np.full((720, 1280, 3), 128, np.uint8))
+    good = {"reference": str(ref), "water": [[[0, 870], [1920, 870], [1920, 1080], [0, 1080]]]}
+    cfg = load_pipeline_config(None, {"sources": [{"id": "ptz", "url": "x.mp4", "models": ["vessel"], "water_views": [good]}]})
+    assert cfg.sources[0].water_views[0].reference == str(ref)
+    cases = [
+        ({"water_views": [{**good, "reference": str(tmp_path / "nope.jpg")}]}, "cannot be read"),
+        ({"water_views": [{**good, "reference": str(flat)}]}, "too little texture"),
+        ({"water_views": [{**good, "water": [[[0, 0], [10, 0]]]}]}, "at least 3"),
+        ({"water_views": [good], "water": [[[0, 0], [10, 0], [10, 10]]]}, "not both"),
+    ]
+    for extra, words in cases:
+        with pytest.raises(ConfigError, match=words):
+            load_pipeline_config(None, {"sources": [{"id": "ptz", "url": "x.mp4", "models": ["vessel"], **extra}]})
+
+
+def test_pipeline_with_water_views_raises_events_only_for_the_boat_on_the_water(tmp_path, shared_media):
+    cv2 = pytest.importorskip("cv2")
+    from test_pipeline_geo import BoxDetector
+
+    ref_img = _shore(shared_media, W4_DAY1)
+    ref = tmp_path / "preset1.jpg"
+    cv2.imwrite(str(ref), ref_img)
+    frame = cv2.warpAffine(ref_img, np.float32([[1, 0, -80], [0, 1, 30]]), (1920, 1080))  # the camera panned
+    cfg = load_pipeline_config(None, {
+        "sources": [{"id": "ptz", "url": "x.mp4", "models": ["boxes"],
+                     "water_views": [{"reference": str(ref), "water": [[[0, 870], [1920, 870], [1920, 1080], [0, 1080]]]}]}],
+        "zones": [{"id": "all", "source": "ptz", "rules": [{"type": "vessel_in_zone", "min_duration_s": 1.0}]}],
+    })
+    det = BoxDetector()
+    det.boxes = [(800, 950, 900, 990), (800, 400, 900, 440)]  # waterline on the water (y 990 -> 960 in the reference); in the sky
+    pipe = Pipeline(cfg, [], detectors={"boxes": det})
+    events = []
+    for k in range(6):
+        events += pipe.process("ptz", T0_NS + k * 500_000_000, frame)
+    starts = [e for e in events if e.phase == "start"]
+    assert len(starts) == 1 and pipe.view_water["ptz"].last_view == "preset1.jpg"

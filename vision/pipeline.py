@@ -60,6 +60,31 @@ log = logging.getLogger(__name__)
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
 
 
+class WaterViewSpec(BaseModel):
+    """One view of a camera that pans or zooms: a reference image of it and its water polygons in that image."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reference: str = Field(min_length=1, description="image file of the view (a frame grabbed at that preset)")
+    water: tuple[tuple[tuple[float, float], ...], ...] = Field(
+        min_length=1, description="pixel polygons of open water and berths in the reference image")
+
+
+def build_view_water_mask(views: Sequence[WaterViewSpec], margin_px: float, source_id: str):
+    """The ``ViewWaterMask`` of a source's ``water_views`` (ConfigError naming the file for an unreadable image)."""
+    import cv2
+
+    from seawatch.vision.zones import ViewWaterMask
+
+    loaded = []
+    for v in views:
+        image = cv2.imread(v.reference, cv2.IMREAD_COLOR)
+        if image is None:
+            raise ConfigError(f"source {source_id!r}: water view reference {v.reference!r} cannot be read as an image")
+        loaded.append((Path(v.reference).name, image, v.water))
+    return ViewWaterMask.from_views(loaded, margin_px, source_id=source_id)
+
+
 class SourceSpec(BaseModel):
     """One video source as the pipeline sees it."""
 
@@ -75,7 +100,11 @@ class SourceSpec(BaseModel):
     water: tuple[tuple[tuple[float, float], ...], ...] | None = Field(
         None, description="fixed cameras: pixel polygons ([[x, y], ...] each) of open water and berths; vessel "
                           "detections whose waterline (box bottom centre) is outside all of them are dropped before "
-                          "tracking (masts, cranes, cars on the quay). None: no mask. Not for cameras that pan")
+                          "tracking (masts, cranes, cars on the quay). None: no mask. Cameras that pan: water_views")
+    water_views: tuple[WaterViewSpec, ...] | None = Field(
+        None, description="cameras that pan or zoom: reference images of their views with water polygons; each frame "
+                          "is registered to them (features + homography) and the matching view's polygons follow it; a "
+                          "frame matching no view keeps every box. Instead of water")
     water_margin_px: float = Field(8.0, ge=0.0, le=500.0, description="the water polygons grown by this much")
     water_areas: bool = Field(True, description="geo-referenced sources: drop vessel detections on land or in the sky "
                                                 "by the site's water_areas (when the config has them)")
@@ -93,6 +122,13 @@ class SourceSpec(BaseModel):
         from seawatch.vision.tiling import check_tile_text
 
         check_tile_text(self.tile)  # a bad tile spec is a config error here, not a crash at start
+        if self.water is not None and self.water_views is not None:
+            raise ValueError("give water (a fixed camera) or water_views (a camera that pans), not both")
+        if self.water_views is not None:
+            try:
+                build_view_water_mask(self.water_views, self.water_margin_px, self.id)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         if self.water is not None:
             from seawatch.vision.zones import WaterMask
 
@@ -211,6 +247,8 @@ class Pipeline:
                     self.detectors[name] = load_detector(name, conf=s.conf if s.conf is not None else floor)
         self.water = {s.id: WaterMask.from_pixels(s.water, s.water_margin_px, s.id)
                       for s in config.sources if s.water is not None}
+        self.view_water = {s.id: build_view_water_mask(s.water_views, s.water_margin_px, s.id)
+                           for s in config.sources if s.water_views is not None}
         # the site's water for geo-referenced sources (built here once; the config check built it before)
         self.geo_water = config.water_areas.build() if config.water_areas is not None else None
         self.tiles = {(s.id, name): tile_for(s.tile, self.detectors[name]) for s in config.sources for name in s.models}
@@ -307,6 +345,9 @@ class Pipeline:
         water = self.water.get(source_id)
         if water is not None:
             merged = merged[water.keep(merged)]
+        view_water = self.view_water.get(source_id)
+        if view_water is not None and len(merged):
+            merged = merged[view_water.keep(merged, image)]
         if self.geo_water is not None and locator is not None and spec.water_areas and len(merged):
             merged = merged[self.geo_water.keep(merged, locator)]
         return merged

@@ -197,7 +197,7 @@ class WaterMask:
     lies inside one of the polygons, grown by ``margin_px`` (a hull moored against a quay wall sits on the
     polygon's edge). Masts, cranes, lamp posts and parked cars on land, sky and reflections on the quay are then
     dropped before tracking. Other labels pass untouched. Fixed cameras only: a camera that pans or zooms moves
-    the water in the image (leave the mask off, or use geo zones with a calibration).
+    the water in the image (use :class:`ViewWaterMask`, or :class:`GeoWaterMask` with a calibration or pose).
     """
 
     water: object  # the grown polygons as one prepared shapely geometry
@@ -353,3 +353,123 @@ class GeoWaterMask:
         keep = np.ones(n, bool)
         keep[idx] = ok
         return keep
+
+
+@dataclass
+class _ReferenceView:
+    """One reference image of a moving camera's view with its water polygons (reference pixels)."""
+
+    name: str
+    polygons_px: list[np.ndarray]
+    keypoints_px: np.ndarray  # (K, 2) in reference pixels
+    descriptors: np.ndarray  # (K, 32) uint8 ORB
+
+
+class ViewWaterMask:
+    """The pixel water mask of a camera that pans or zooms (a PTZ touring its presets, a camera nudged by wind):
+    the water polygons are drawn once on reference images of its views, and every analysed frame is registered
+    to them (ORB features of the shore, buildings and quays; a RANSAC similarity: pan, tilt, zoom), so the polygons
+    follow the view.
+
+    The view with the most inliers wins; the polygons are mapped into the frame, grown by ``margin_px`` and
+    used as :class:`WaterMask` does (vessel boxes whose waterline is outside are dropped). A frame that matches no
+    view well enough (the camera looks elsewhere, night, fog) keeps every box: nothing is dropped on a guess;
+    ``last_view`` says which view matched (None: none).
+    """
+
+    MAX_SIDE_PX = 960  # features are found on frames and references scaled to this long side
+    N_FEATURES = 2000
+    RATIO = 0.75  # Lowe's ratio test
+    RANSAC_PX = 4.0
+
+    def __init__(self, views: list[_ReferenceView], margin_px: float = 8.0, min_inliers: int = 25,
+                 labels: tuple[str, ...] = ("vessel",)) -> None:
+        import cv2
+
+        self.views = views
+        self.margin_px = float(margin_px)
+        self.min_inliers = int(min_inliers)
+        self.labels = labels
+        self.last_view: str | None = None
+        self.last_inliers = 0
+        self._orb = cv2.ORB_create(self.N_FEATURES)
+        self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+
+    def _features(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        import cv2
+
+        gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        scale = min(1.0, self.MAX_SIDE_PX / max(gray.shape[:2]))
+        small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
+        kps, desc = self._orb.detectAndCompute(small, None)
+        pts = np.array([k.pt for k in kps], np.float64).reshape(-1, 2) / scale
+        return pts, desc
+
+    @classmethod
+    def from_views(cls, views: Sequence[tuple[str, np.ndarray, Sequence[Sequence[Sequence[float]]]]],
+                   margin_px: float = 8.0, min_inliers: int = 25, source_id: str = "") -> "ViewWaterMask":
+        """``views``: (name, reference image BGR, water polygons in its pixels). Raises ConfigError for a polygon
+        that is not valid or a reference without enough texture to register against."""
+        if margin_px < 0 or margin_px != margin_px:
+            raise ConfigError(f"source {source_id!r}: water margin must be >= 0 px, got {margin_px}")
+        if not views:
+            raise ConfigError(f"source {source_id!r}: water_views needs at least one view")
+        mask = cls([], margin_px, min_inliers)
+        for name, image, polygons in views:
+            if not polygons:
+                raise ConfigError(f"source {source_id!r}: water view {name}: give at least one water polygon")
+            polys = [_polygon(f"{source_id}:{name}[{i}]", p, geo=False) for i, p in enumerate(polygons)]
+            pts, desc = mask._features(image)
+            if desc is None or len(pts) < 4 * min_inliers:
+                raise ConfigError(f"source {source_id!r}: water view {name}: the reference image has too little "
+                                  f"texture to register frames against ({len(pts)} features)")
+            mask.views.append(_ReferenceView(name, [np.asarray(p.exterior.coords, np.float64) for p in polys],
+                                             pts, desc))
+        return mask
+
+    def register(self, image: np.ndarray) -> tuple[_ReferenceView, np.ndarray] | None:
+        """The best matching view and its transform reference -> frame (3x3), or None when no view matches."""
+        import cv2
+
+        pts, desc = self._features(image)
+        best: tuple[int, _ReferenceView, np.ndarray] | None = None
+        if desc is not None and len(pts) >= self.min_inliers:
+            for view in self.views:
+                pairs = self._matcher.knnMatch(view.descriptors, desc, k=2)
+                good = [m[0] for m in pairs if len(m) == 2 and m[0].distance < self.RATIO * m[1].distance]
+                if len(good) < self.min_inliers:
+                    continue
+                src = view.keypoints_px[[g.queryIdx for g in good]]
+                dst = pts[[g.trainIdx for g in good]]
+                # a similarity (pan, tilt, zoom, roll): a full homography is ill-posed when the features lie on one
+                # band (a far shore along the horizon), as they do over open water
+                a, inl = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=self.RANSAC_PX)
+                n = int(inl.sum()) if inl is not None else 0
+                if a is not None and n >= self.min_inliers and (best is None or n > best[0]):
+                    best = (n, view, np.vstack([a, [0.0, 0.0, 1.0]]))
+        self.last_view = best[1].name if best else None
+        self.last_inliers = best[0] if best else 0
+        return (best[1], best[2]) if best else None
+
+    def keep(self, dets: Detections, image: np.ndarray) -> np.ndarray:
+        """``(N,) bool``: detections to keep (non-vessels; vessels on the registered view's water; everything
+        when no view matches)."""
+        import cv2
+
+        n = len(dets)
+        is_vessel = np.isin(dets.label, self.labels) if n else np.zeros((0,), bool)
+        if not is_vessel.any():
+            return np.ones(n, bool)
+        found = self.register(image)
+        if found is None:
+            return np.ones(n, bool)
+        view, h = found
+        polys = []
+        for ring in view.polygons_px:
+            mapped = cv2.perspectiveTransform(ring.reshape(-1, 1, 2), h).reshape(-1, 2)
+            poly = shapely.make_valid(Polygon(mapped))
+            if not poly.is_empty:
+                polys.append(poly)
+        water = shapely.union_all(polys).buffer(self.margin_px, join_style="mitre") if polys else Polygon()
+        waterline = anchor_points(dets, {lab: "bottom_centre" for lab in self.labels})
+        return ~is_vessel | shapely.intersects_xy(water, waterline[:, 0], waterline[:, 1])
