@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -60,13 +61,16 @@ class Evaluator:
     label_models: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(LABEL_MODELS))
     missing_models: set[str] = field(default_factory=set)
 
-    def _model(self, name: str, tiled: bool) -> _ModelRun | None:
-        key = name
-        if tiled:  # e.g. vessel+tiles, vessel+tiles+288+flip for --tile auto,288+flip
-            from seawatch.vision.tiling import parse_tile_text
+    @cached_property
+    def _tiles_key(self) -> str:
+        """What a tiled run's key adds to the model name: +tiles, +tiles+288+flip for --tile auto,288+flip."""
+        from seawatch.vision.tiling import parse_tile_text
 
-            sizes, _, flip = parse_tile_text(self.tile)
-            key += "+tiles" + "".join(f"+{s or 'auto'}" for s in sizes[1:]) + ("+flip" if flip else "")
+        sizes, _, flip = parse_tile_text(self.tile)
+        return "+tiles" + "".join(f"+{s or 'auto'}" for s in sizes[1:]) + ("+flip" if flip else "")
+
+    def _model(self, name: str, tiled: bool) -> _ModelRun | None:
+        key = name + self._tiles_key if tiled else name
         if key in self.models:
             return self.models[key]
         if name in self.missing_models:

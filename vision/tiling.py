@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from seawatch.vision.detections import Detections
+from seawatch.vision.detections import Detections, pairwise_iou
 from seawatch.vision.postprocess import nms
 
 
@@ -96,6 +96,7 @@ def parse_tile_text(text: str) -> tuple[tuple[int | None, ...], float, bool]:
     if flip:
         body = body[: -len(FLIP_SUFFIX)]
     head, _, ov_s = body.partition(":")
+
     def bad(reason: str) -> ValueError:
         return ValueError(f"tile spec {text!r}: {reason}; write SIZES[:OVERLAP][{FLIP_SUFFIX}], sizes in pixels or "
                           f"auto separated by commas, e.g. 640:0.2 or auto,288{FLIP_SUFFIX}")
@@ -201,16 +202,6 @@ def merge_tiles(parts: list[Detections], cut: list[np.ndarray], iou: float, max_
     return merged[keep]
 
 
-def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(inter > 0, inter / (area_a[:, None] + area_b[None, :] - inter), 0.0)
-
-
 def fuse_views(views: list[Detections], iou: float = 0.55) -> Detections:
     """Several views of one frame (the frame and its mirror mapped back, other tile sizes) -> one set of boxes.
 
@@ -218,7 +209,6 @@ def fuse_views(views: list[Detections], iou: float = 0.55) -> Detections:
     ``iou`` with the cluster's current box, most confident boxes first) or starts a new one. A cluster becomes
     its confidence-weighted mean box at the mean confidence over all views (a view that missed it counts 0): what
     every view finds keeps its confidence, what one view of two finds keeps half. Sorted by confidence."""
-    views = [v for v in views if v is not None]
     n_views = max(len(views), 1)
     labels = next((v.labels for v in views if v.labels), ())
     model = next((v.model for v in views if v.model), "")
@@ -229,10 +219,11 @@ def fuse_views(views: list[Detections], iou: float = 0.55) -> Detections:
         if not len(v):
             continue
         order = np.argsort(-v.confidence, kind="stable")
+        # the clusters as they stood before this view: its own new clusters are not joined again within it
         joined = np.zeros(len(c_w), bool)
         cur = (np.array(c_box) / np.maximum(np.array(c_w), 1e-9)[:, None]) if c_w else np.zeros((0, 4))
         cur_cls = np.array(c_cls, np.int64)
-        ious = _box_iou(v.xyxy_px.astype(np.float64), cur) if len(cur) else np.zeros((len(v), 0))
+        ious = pairwise_iou(v.xyxy_px, cur)
         for i in order:
             w = float(v.confidence[i])
             j = -1
@@ -249,7 +240,6 @@ def fuse_views(views: list[Detections], iou: float = 0.55) -> Detections:
                 joined[j] = True
                 c_box[j] = c_box[j] + v.xyxy_px[i].astype(np.float64) * w
                 c_w[j] += w
-        # clusters started by this view are not matched again within it
     if not c_w:
         return Detections.empty(labels, model)
     w = np.array(c_w)

@@ -452,24 +452,16 @@ class ViewWaterMask:
         return (best[1], best[2]) if best else None
 
     def keep(self, dets: Detections, image: np.ndarray) -> np.ndarray:
-        """``(N,) bool``: detections to keep (non-vessels; vessels on the registered view's water; everything
-        when no view matches)."""
-        import cv2
-
+        """``(N,) bool``: detections to keep (non-vessels; vessels on the registered view's water, as the fixed
+        :class:`WaterMask` of the mapped polygons decides; everything when no view matches)."""
         n = len(dets)
-        is_vessel = np.isin(dets.label, self.labels) if n else np.zeros((0,), bool)
-        if not is_vessel.any():
+        if not n or not np.isin(dets.label, self.labels).any():
             return np.ones(n, bool)
         found = self.register(image)
         if found is None:
             return np.ones(n, bool)
-        view, h = found
-        polys = []
-        for ring in view.polygons_px:
-            mapped = cv2.perspectiveTransform(ring.reshape(-1, 1, 2), h).reshape(-1, 2)
-            poly = shapely.make_valid(Polygon(mapped))
-            if not poly.is_empty:
-                polys.append(poly)
-        water = shapely.union_all(polys).buffer(self.margin_px, join_style="mitre") if polys else Polygon()
-        waterline = anchor_points(dets, {lab: "bottom_centre" for lab in self.labels})
-        return ~is_vessel | shapely.intersects_xy(water, waterline[:, 0], waterline[:, 1])
+        view, m = found
+        # a similarity maps a valid polygon to a valid polygon: the fixed camera's mask of the mapped rings
+        mapped = [ring @ m[:2, :2].T + m[:2, 2] for ring in view.polygons_px]
+        fixed = WaterMask.from_pixels(mapped, self.margin_px)
+        return WaterMask(fixed.water, fixed.margin_px, self.labels).keep(dets)
