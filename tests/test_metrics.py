@@ -82,3 +82,58 @@ def test_shared_manifest_reads(shared_media):
         assert len(s.gt("vessel")) == s.ground_truth["boats"], s.path
     negatives = [s for s in samples if "fire" in s.negative_for]
     assert len(negatives) >= 10
+
+
+def _entry(tmp_path, name: str, label_text: str | None, w: int = 100, h: int = 50, **gt) -> dict:
+    """A manifest entry for a blank image of w x h with a YOLO label file holding ``label_text``."""
+    import cv2
+
+    cv2.imwrite(str(tmp_path / f"{name}.png"), np.zeros((h, w, 3), np.uint8))
+    if label_text is not None:
+        (tmp_path / f"{name}.txt").write_text(label_text)
+        gt.setdefault("label_file", f"{name}.txt")
+    return {"file": f"{name}.png", "category": "c", "ground_truth": gt}
+
+
+def test_manifest_class_tables_negatives_and_unreadable_labels(tmp_path):
+    """Unfamiliar manifests: a class list, a class table only in the description, a class of the table with no
+    line (a known negative), zero counts, a YOLO file without any table, a broken line, a VOC fallback."""
+    import json
+
+    (tmp_path / "v.xml").write_text("<annotation><object><name>ship</name><bndbox><xmin>1</xmin><ymin>2</ymin>"
+                                    "<xmax>11</xmax><ymax>12</ymax></bndbox></object></annotation>")
+    entries = [
+        _entry(tmp_path, "listed", "0 0.5 0.5 0.2 0.2\n", label_classes=["boat", "person"]),
+        dict(_entry(tmp_path, "described", "2 0.5 0.5 0.2 0.2\n"), description="boats (0=human, 1=land, 2=sea)"),
+        _entry(tmp_path, "empty", "", label_classes={"0": "vessel"}),
+        _entry(tmp_path, "counted", None, boats=0, persons=2, negative_for=["Smoke", "nothing"]),
+        _entry(tmp_path, "tableless", "0 0.5 0.5 0.2 0.2\n", boats=1),
+        _entry(tmp_path, "flagged", "1 0.5 0.5 1 1\n", fire=False),
+        _entry(tmp_path, "broken", "0 0.5 half 0.2 0.2\n", label_classes=["boat"]),
+        _entry(tmp_path, "voc", None, label_file_voc="v.xml"),
+    ]
+    (tmp_path / "M.json").write_text(json.dumps(entries))
+    s = {x.path.stem: x for x in load_manifest(tmp_path / "M.json")}
+    np.testing.assert_allclose(s["listed"].gt("vessel"), [[40, 20, 60, 30]])
+    assert len(s["listed"].boxes["person"]) == 0  # in the table, no line: a known negative for this image
+    np.testing.assert_allclose(s["described"].gt("vessel"), [[40, 20, 60, 30]])
+    assert set(s["described"].boxes) == {"vessel", "person", "vehicle"}
+    assert "vessel" in s["empty"].boxes and len(s["empty"].boxes["vessel"]) == 0 and s["empty"].label_error is None
+    assert s["counted"].negative_for == {"vessel", "smoke"} and s["counted"].count("person") == 2
+    assert s["counted"].count("vessel") == 0 and s["listed"].count("vessel") is None
+    assert "class table" in s["tableless"].label_error
+    # the flag still says what the image is not: scored as a fire negative, not an error
+    assert s["flagged"].label_error is None and "fire" in s["flagged"].negative_for
+    assert "non-number" in s["broken"].label_error
+    np.testing.assert_allclose(s["voc"].gt("vessel"), [[1, 2, 11, 12]])
+
+
+def test_evaluate_reports_labelled_images_it_cannot_score(tmp_path):
+    import json
+
+    from seawatch.vision.evaluate import Evaluator, evaluate_images
+
+    (tmp_path / "M.json").write_text(json.dumps([_entry(tmp_path, "tableless", "0 0.5 0.5 0.2 0.2\n")]))
+    report = evaluate_images(load_manifest(tmp_path / "M.json"), Evaluator())
+    assert report["unscored_images"] == [{"file": "tableless.png", "reason": report["unscored_images"][0]["reason"]}]
+    assert "class table" in report["unscored_images"][0]["reason"] and report["labels"] == {}

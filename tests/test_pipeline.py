@@ -196,6 +196,51 @@ def test_evaluate_clips_compares_rules_with_frame_by_frame_alerts(shared_media, 
     assert "alert precision (mean over clip kinds): rules" in res.stdout and "fire_negative: rules" in res.stdout
 
 
+def _still_clip(image_path: Path, dst: Path, seconds: int = 6, fps: int = 5) -> None:
+    """A clip of one real frame held still, with a little sensor noise (a fixed camera on a calm scene)."""
+    import cv2
+
+    im = cv2.imread(str(image_path))
+    h, w = im.shape[:2]
+    vw = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    rng = np.random.default_rng(0)
+    for _ in range(seconds * fps):
+        vw.write(np.clip(im.astype(np.int16) + rng.integers(-2, 3, im.shape), 0, 255).astype(np.uint8))
+    vw.release()
+
+
+def test_evaluate_scores_vessel_clips_by_the_events_they_raise(shared_media, tmp_path):
+    """A clip whose ground truth counts boats must raise vessel events through the tiled vessel source and the
+    vessel_in_zone rule; clips that declare no vessel (a count of 0, false) must raise none."""
+    onnx_model("vessel")
+    harbour = "A_boats/shore_dlwkigk3_720_2022-07-19_11-58_output_0.jpg"
+    _still_clip(shared_media / harbour, tmp_path / "harbour.mp4")
+    _still_clip(shared_media / "G_negatives/nofire_cctv_img_1.jpg", tmp_path / "courtyard.mp4")
+    _still_clip(shared_media / "B_fire_smoke/firesmoke_Img_487.jpg", tmp_path / "brushfire.mp4")
+    boats = json.loads((shared_media / "MANIFEST.json").read_text())
+    n_boats = next(e for e in boats if e["file"] == harbour)["ground_truth"]["boats"]
+    manifest = tmp_path / "MANIFEST.json"
+    manifest.write_text(json.dumps([
+        {"file": "harbour.mp4", "category": "boats", "ground_truth": {"boats": n_boats, "video_seconds": 6}},
+        {"file": "courtyard.mp4", "category": "negatives", "ground_truth": {"vessel": False, "video_seconds": 6}},
+        {"file": "brushfire.mp4", "category": "negatives", "ground_truth": {"ships": 0, "video_seconds": 6}},
+    ]))
+    out = tmp_path / "report.json"
+    res = seawatch("evaluate", str(manifest), "--out", str(out), timeout=600)
+    assert res.returncode == 0, res.stderr
+    clips = json.loads(out.read_text())["clips_report"]
+    by_file = {c["file"]: c for c in clips["clips"]}
+    pos = by_file["harbour.mp4"]
+    assert pos["kind"] == "vessel_positive" and pos["detected"] and pos["vessels"] == n_boats
+    # one event per vessel track: many of the harbour's boats, never more events than boats
+    assert n_boats // 2 <= pos["rules"]["true"] <= n_boats and pos["rules"]["false"] == 0
+    assert all(e["type"] == "vessel_in_zone" for e in pos["events"])
+    assert {by_file["courtyard.mp4"]["kind"], by_file["brushfire.mp4"]["kind"]} == {"vessel_negative"}
+    assert clips["negative_clips"] == 2 and clips["negative_false_events"] == 0
+    assert clips["positives"] == 1 and clips["positives_detected"] == 1
+    assert "vessel_positive: rules" in res.stdout
+
+
 def test_evaluate_missing_manifest_is_a_clear_error(tmp_path):
     res = seawatch("evaluate", str(tmp_path / "nope.json"), timeout=60)
     assert res.returncode == 1 and "no such manifest" in res.stderr

@@ -68,6 +68,9 @@ def print_summary(report: dict, file=sys.stdout) -> None:
             print(f"  {clip['file']}: {json.dumps({k: v for k, v in clip.items() if k != 'file'})}", file=file)
     if report.get("missing_models"):
         print(f"models not provisioned (skipped): {', '.join(report['missing_models'])}", file=file)
+    if report.get("unscored_images"):
+        bad = report["unscored_images"]
+        print(f"labelled images not scored: {len(bad)} (first: {bad[0]['file']}: {bad[0]['reason']})", file=file)
 
 
 def run(args: argparse.Namespace) -> int:

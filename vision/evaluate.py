@@ -121,8 +121,13 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
     op_conf: dict[tuple[str, str], float] = {}
     fire_img = {"positives": 0, "detected": 0, "negatives": 0, "false_alarms": 0}
     hat = {"images": 0, "abs_error": 0, "gt_total": 0, "per_image": []}
+    unscored: list[dict] = []  # labelled images left out, with the reason, so a report never silently scores less
     for s in samples:
         if s.kind != "image":
+            continue
+        if s.label_error:
+            log.warning("evaluate: %s not scored: %s", s.path.name, s.label_error)
+            unscored.append({"file": s.path.name, "reason": s.label_error})
             continue
         labels = set(s.boxes) | s.negative_for
         wants_fire = bool({"fire", "smoke"} & labels) or "fire" in s.ground_truth
@@ -135,6 +140,7 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
             image = read_image(s.path)
         except InputError as exc:
             log.warning("evaluate: %s", exc)
+            unscored.append({"file": s.path.name, "reason": str(exc)})
             continue
         cache: dict[str, Detections] = {}
         for label in sorted(labels):
@@ -199,6 +205,8 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
                         for r in ev.models.values()}
     if ev.missing_models:
         report["missing_models"] = sorted(ev.missing_models)
+    if unscored:
+        report["unscored_images"] = unscored
     return report
 
 

@@ -9,6 +9,10 @@ Each clip gets a whole-frame zone with the rule its ground truth speaks about:
   event is a false alarm (reported per hour of video).
 - ``without_helmet: 0`` with people in view, or ``negative_for: [no_helmet]`` -> no_hard_hat rule; every event
   is a false alarm.
+- vessels present (``"boats": 3``, ``"ships": 1``, ``"vessel": true``) -> vessel_in_zone over the whole frame with
+  the vessel model, tiled as a source would be (``tile: auto``); the clip must raise a vessel event.
+- no vessels (``"boats": 0``, ``"vessel": false``, ``negative_for: [vessel]``) -> the same; every event is a false
+  alarm.
 Clips whose ground truth names none of these are listed as not scored, with the reason.
 
 Each scored clip also reports what the same weights would have raised frame by frame (an alert on every analysed
@@ -23,11 +27,13 @@ from __future__ import annotations
 import logging
 import time
 
+from seawatch.vision.events import VESSEL_IN_ZONE
 from seawatch.vision.groundtruth import Sample
 
 log = logging.getLogger(__name__)
 
 CLIP_START_NS = 1_700_000_000 * 10**9  # arbitrary fixed UTC origin so reports are reproducible
+VESSEL_DWELL_S = 2.0  # a vessel track seen this long raises its event (a clip is short; a site sets its own T)
 
 
 def clip_config(sample: Sample) -> tuple[dict, str] | None:
@@ -45,23 +51,37 @@ def clip_config(sample: Sample) -> tuple[dict, str] | None:
         return ({"sources": [{"id": sid, "url": str(sample.path), "models": ["fire_smoke"], "analysis_fps": 2.0}],
                  "zones": [{"id": "all", "source": sid, "rules": [{"type": "fire_smoke"}]}]}, kind)
 
+    def vessel(kind: str):
+        return ({"sources": [{"id": sid, "url": str(sample.path), "models": ["vessel"], "tile": "auto",
+                              "analysis_fps": 1.0}],
+                 "zones": [{"id": "water", "source": sid,
+                            "rules": [{"type": "vessel_in_zone", "min_duration_s": VESSEL_DWELL_S}]}]}, kind)
+
+    vessels = sample.count("vessel")
     if "without_helmet_interval_s" in gt or "with_helmet_from_s" in gt:
         return hat("hard_hat")
     if gt.get("fire") is True or gt.get("smoke") is True:
         return fire("fire_positive")
+    if vessels:
+        return vessel("vessel_positive")
     if gt.get("fire") is False or gt.get("smoke") is False or {"fire", "smoke"} & negative_for:
         return fire("fire_negative")
     if (gt.get("without_helmet") == 0 and gt.get("persons")) or {"no_helmet", "without_helmet"} & negative_for:
         return hat("hard_hat_negative")
+    if vessels == 0 or "vessel" in negative_for:
+        return vessel("vessel_negative")
     return None
 
 
 def _frame_alert(kind: str, det) -> bool:
     """Would this frame's raw detections alarm if every frame were an alert (the rule's floors, no timers)?"""
+    from seawatch.vision.config import VesselZoneRuleConfig
     from seawatch.vision.rules import bare_headed, fire_smoke_labels
 
     if kind.startswith("fire"):
         return bool(fire_smoke_labels(det))
+    if kind.startswith("vessel"):
+        return bool(len(det) and (det.confidence[det.label == "vessel"] >= VesselZoneRuleConfig().min_confidence).any())
     return len(bare_headed(det)) > 0
 
 
@@ -108,6 +128,13 @@ def evaluate_clip(sample: Sample) -> dict:
         out["first_event_s"] = rel(hits[0].start_ns) if hits else None
         true_ev, false_ev = len(hits), len(starts) - len(hits)
         true_fr, false_fr = len(alert_s), 0
+    elif kind == "vessel_positive":
+        hits = [e for e in starts if e.type == VESSEL_IN_ZONE]
+        out["detected"] = bool(hits)
+        out["first_event_s"] = rel(hits[0].start_ns) if hits else None
+        out["vessels"] = int(gt_vessels) if (gt_vessels := sample.count("vessel")) is not None else None
+        true_ev, false_ev = len(hits), len(starts) - len(hits)
+        true_fr, false_fr = len(alert_s), 0
     elif kind == "hard_hat":
         lo, hi = gt.get("without_helmet_interval_s", [0, duration_s])
         hat_from = gt.get("with_helmet_from_s")
@@ -124,7 +151,8 @@ def evaluate_clip(sample: Sample) -> dict:
         out["false_events_per_hour"] = round(len(starts) / max(duration_s, 1e-9) * 3600, 1) if duration_s else None
         true_ev, false_ev, true_fr, false_fr = 0, len(starts), 0, len(alert_s)
     # incidents in the clip: an operator needs one alert per incident; repeats for the same incident are noise
-    incidents = 0 if kind.endswith("_negative") else int(gt.get("persons") or 1) if kind == "hard_hat" else 1
+    incidents = (0 if kind.endswith("_negative") else int(gt.get("persons") or 1) if kind == "hard_hat"
+                 else max(int(sample.count("vessel") or 1), 1) if kind == "vessel_positive" else 1)
     for key, (t, f) in (("rules", (true_ev, false_ev)), ("frame_by_frame", (true_fr, false_fr))):
         useful = min(t, incidents)
         out[key] = {"alerts": t + f, "true": t, "false": f, "precision": _precision(t, f),
@@ -162,7 +190,7 @@ def evaluate_clips(samples: list[Sample]) -> dict:
         "precision": tot,
         "clips": clips,
         "positives_detected": sum(1 for c in scored if c.get("detected")),
-        "positives": sum(1 for c in scored if c["kind"] in ("fire_positive", "hard_hat")),
+        "positives": sum(1 for c in scored if c["kind"] in ("fire_positive", "hard_hat", "vessel_positive")),
         "negative_false_events": sum(c.get("false_events", 0) for c in neg),
         "false_events": sum(c.get("false_events", 0) for c in scored),
         "negative_clips": len(neg),

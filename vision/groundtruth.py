@@ -1,15 +1,23 @@
 """Read labelled media described by a manifest in the shared media format.
 
 A manifest is a JSON list of entries with ``file`` (relative to the manifest's folder), ``category`` and
-``ground_truth``. Image entries name a ``label_file`` (YOLO txt, or Pascal VOC xml) and, for YOLO, the
-``label_classes`` id -> name table; label entries (``label_for``) are skipped. Class names are mapped onto
-Seawatch labels by :data:`SYNONYMS`; names that map to nothing (``default``, ``high-vis``) are ignored. Boolean
-flags such as ``"fire": false`` mark an image as a known negative for that label.
+``ground_truth``. Image entries name a ``label_file`` (YOLO txt, or Pascal VOC xml; ``label_file_voc`` is used when
+there is no ``label_file``) and, for YOLO, the class table: ``label_classes`` (``{"0": "boat"}`` or ``["boat"]``),
+else the ``id=name`` list in the entry's description (``(0=human, 1=land, 2=sea)``). Label entries (``label_for``)
+are skipped. Class names are mapped onto Seawatch labels by :data:`SYNONYMS`; names that map to nothing
+(``default``, ``high-vis``) are ignored.
+
+A YOLO file with its class table labels every class of the table in that image: a class with no line there is a
+known negative for the image (its detections are false positives), as in the usual detection benchmarks. Flags
+such as ``"fire": false`` or a zero count (``"boats": 0``) mark a known negative too. An image whose labels cannot
+be read (a YOLO file without any class table, a missing or malformed file) and that has no such flag is kept with
+``label_error`` set, so that the evaluation reports it instead of silently scoring less.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +31,8 @@ SYNONYMS: dict[str, str | None] = {
     "land": "vehicle", "land (vehicles)": "vehicle", "vehicle": "vehicle", "car": "vehicle", "truck": "vehicle",
     "bus": "vehicle", "van": "vehicle", "motorcycle": "vehicle",
     "sea": "vessel", "sea (watercraft)": "vessel", "boat": "vessel", "ship": "vessel", "vessel": "vessel",
-    "watercraft": "vessel",
+    "watercraft": "vessel", "boats": "vessel", "ships": "vessel", "vessels": "vessel", "sea vessel": "vessel",
+    "persons": "person", "humans": "person", "vehicles": "vehicle", "land_vehicles": "vehicle", "cars": "vehicle",
     "fire": "fire", "flame": "fire", "smoke": "smoke",
     "hard hat": "helmet", "hardhat": "helmet", "helmet": "helmet", "with helmet": "helmet",
     "head": "no_helmet", "no helmet": "no_helmet", "no_helmet": "no_helmet", "without helmet": "no_helmet",
@@ -55,10 +64,18 @@ class Sample:
     boxes: dict[str, np.ndarray] = field(default_factory=dict)  # label -> (M,4) float32 xyxy px
     negative_for: set[str] = field(default_factory=set)
     ground_truth: dict = field(default_factory=dict)
+    label_error: str | None = None  # why the labels of a labelled image could not be read
 
     @property
     def labelled(self) -> bool:
         return bool(self.boxes) or bool(self.negative_for)
+
+    def count(self, label: str) -> int | None:
+        """The ground truth's own count (or yes/no) for ``label`` (``"boats": 3``, ``"vessel": true``), if any."""
+        for key, value in self.ground_truth.items():
+            if isinstance(key, str) and canonical(key) == label and isinstance(value, (bool, int)):
+                return int(value)
+        return None
 
     def gt(self, label: str) -> np.ndarray:
         return self.boxes.get(label, np.zeros((0, 4), np.float32))
@@ -76,9 +93,11 @@ def _image_size(path: Path, entry: dict) -> tuple[int, int]:
     return img.shape[1], img.shape[0]
 
 
-def read_yolo(label_path: Path, classes: dict[str, str], width: int, height: int) -> dict[str, np.ndarray]:
+def read_yolo(label_path: Path, classes: dict[str, str], width: int, height: int,
+              text: str | None = None) -> dict[str, np.ndarray]:
     out: dict[str, list] = {}
-    for n, line in enumerate(label_path.read_text().splitlines(), 1):
+    text = label_path.read_text() if text is None else text
+    for n, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
@@ -88,7 +107,10 @@ def read_yolo(label_path: Path, classes: dict[str, str], width: int, height: int
         label = canonical(name)
         if label is None:
             continue
-        cx, cy, w, h = (float(v) for v in parts[1:5])
+        try:
+            cx, cy, w, h = (float(v) for v in parts[1:5])
+        except ValueError:
+            raise InputError(f"{label_path}:{n}: YOLO line has a non-number: {line.strip()!r}") from None
         box = [(cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height]
         out.setdefault(label, []).append(box)
     return {k: np.asarray(v, np.float32).reshape(-1, 4) for k, v in out.items()}
@@ -105,7 +127,10 @@ def read_voc(label_path: Path) -> dict[str, np.ndarray]:
         bb = obj.find("bndbox")
         if label is None or bb is None:
             continue
-        box = [float(bb.findtext(k, "0")) for k in ("xmin", "ymin", "xmax", "ymax")]
+        try:
+            box = [float(bb.findtext(k, "0")) for k in ("xmin", "ymin", "xmax", "ymax")]
+        except ValueError:
+            raise InputError(f"{label_path}: VOC box of {label!r} has a non-number") from None
         out.setdefault(label, []).append(box)
     return {k: np.asarray(v, np.float32).reshape(-1, 4) for k, v in out.items()}
 
@@ -134,15 +159,59 @@ def load_manifest(manifest_path: Path, categories: set[str] | None = None) -> li
         s = Sample(path, "image" if ext in IMAGE_EXT else "video", str(e.get("category", "")), ground_truth=gt)
         for key, value in gt.items():
             lab = canonical(key) if isinstance(key, str) else None
-            if value is False and lab:
+            # False, or a count of 0 ("boats": 0), for a Seawatch label: a known negative
+            if lab in LABELS and (value is False or (type(value) is int and value == 0)):
                 s.negative_for.add(lab)
-        if s.kind == "image" and gt.get("label_file"):
-            label_path = root / gt["label_file"]
-            if label_path.suffix.lower() == ".xml":
-                s.boxes = read_voc(label_path)
-            else:
-                classes = {str(k): v for k, v in (gt.get("label_classes") or {}).items()}
-                w, h = _image_size(path, e)
-                s.boxes = read_yolo(label_path, classes, w, h) if classes else {}
+        listed = gt.get("negative_for")
+        for name in listed if isinstance(listed, list) else ():  # "negative_for": ["fire", "boats"]
+            if (lab := canonical(str(name))) in LABELS:
+                s.negative_for.add(lab)
+        label_file = gt.get("label_file") or gt.get("label_file_voc")
+        if s.kind == "image" and label_file:
+            try:
+                s.boxes = _read_labels(root / str(label_file), path, e)
+            except InputError as exc:
+                if not s.negative_for:  # flags (``"fire": false``) still say what the image is not; else nothing
+                    s.label_error = str(exc)
         samples.append(s)
     return samples
+
+
+# the labels Seawatch detects and scores
+LABELS = {"vessel", "person", "vehicle", "fire", "smoke", "helmet", "no_helmet"}
+_CLASS_LIST = re.compile(r"(?<![\w.])(\d+)\s*=\s*([^,;()\[\]=]+)")
+
+
+def class_table(entry: dict) -> dict[str, str]:
+    """A YOLO label's id -> class name table: ``label_classes`` (or ``classes``) as a dict or a list, else the
+    ``0=human, 1=land`` list in the entry's description."""
+    gt = entry.get("ground_truth") or {}
+    table = gt.get("label_classes") or gt.get("classes") or entry.get("label_classes")
+    if isinstance(table, dict):
+        return {str(k): str(v) for k, v in table.items()}
+    if isinstance(table, (list, tuple)):
+        return {str(i): str(v) for i, v in enumerate(table)}
+    found = _CLASS_LIST.findall(str(entry.get("description") or ""))
+    return {k: v.strip() for k, v in found}
+
+
+def _read_labels(label_path: Path, image_path: Path, entry: dict) -> dict[str, np.ndarray]:
+    if not label_path.is_file():
+        raise InputError(f"{label_path}: label file not found")
+    if label_path.suffix.lower() == ".xml":
+        return read_voc(label_path)
+    classes = class_table(entry)
+    if not classes:
+        raise InputError(f"{label_path}: YOLO label without a class table (give ground_truth.label_classes)")
+    try:
+        text = label_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{label_path}: cannot read: {exc}") from exc
+    w, h = _image_size(image_path, entry)
+    boxes = read_yolo(label_path, classes, w, h, text)
+    # every class of the table is labelled in this image: one without boxes is a known negative here
+    for name in classes.values():
+        lab = canonical(name)
+        if lab is not None and lab in LABELS:
+            boxes.setdefault(lab, np.zeros((0, 4), np.float32))
+    return boxes
