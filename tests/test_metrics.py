@@ -137,3 +137,20 @@ def test_evaluate_reports_labelled_images_it_cannot_score(tmp_path):
     report = evaluate_images(load_manifest(tmp_path / "M.json"), Evaluator())
     assert report["unscored_images"] == [{"file": "tableless.png", "reason": report["unscored_images"][0]["reason"]}]
     assert "class table" in report["unscored_images"][0]["reason"] and report["labels"] == {}
+
+
+def test_match_gt_and_recall_by_size():
+    from seawatch.vision.metrics import SizeStats, match_gt
+
+    gt = np.array([[0, 0, 10, 10], [100, 100, 120, 110], [200, 200, 300, 260], [400, 0, 410, 40]], np.float32)
+    pred = np.array([[1, 1, 10, 10], [100, 100, 121, 110], [0, 0, 9, 9]], np.float32)
+    found = match_gt(pred, np.array([0.9, 0.8, 0.7]), gt)
+    # the third prediction repeats the first box: one ground-truth box is found once
+    assert found.tolist() == [True, True, False, False]
+    st = SizeStats()
+    st.add(gt, found)
+    st.add(np.zeros((0, 4)), np.zeros(0, bool))
+    assert st.summary() == {"0-16px": {"gt": 1, "found": 1, "recall": 1.0},
+                            "16-32px": {"gt": 1, "found": 1, "recall": 1.0},
+                            "32-96px": {"gt": 1, "found": 0, "recall": 0.0},
+                            ">=96px": {"gt": 1, "found": 0, "recall": 0.0}}

@@ -147,6 +147,11 @@ def test_evaluate_chooses_the_vessel_models_and_reports_the_operating_curve(shar
     assert row["recall_at_precision_0.6"] >= row["recall_at_precision_0.7"] >= row["recall_at_precision_0.8"]
     assert report["models"]["coco_yolov5n+tiles"]["tile_px"] == 640  # auto: COCO has no trained tile size
     assert "R@P.7" in res.stdout
+    # recall per ground-truth size adds up to the operating point's counts
+    by_size = row["recall_by_size"]
+    assert sum(b["gt"] for b in by_size.values()) == row["gt"]
+    assert sum(b["found"] for b in by_size.values()) == row["tp"]
+    assert "recall by size at conf" in res.stdout
     # precision / recall at the model's own threshold; the ranking behind AP50 goes lower
     from seawatch.vision import registry
 

@@ -30,6 +30,8 @@ def _fmt(v) -> str:
 
 
 def print_summary(report: dict, file=sys.stdout) -> None:
+    from seawatch.vision.evaluate import TILED_LABELS
+
     print(f"{report['manifest']}: {report['images']} images, {report['clips']} clips, {report['seconds']} s", file=file)
     print("precision / recall at each model's operating threshold (conf); AP50 and R@P over its whole ranking", file=file)
     print(f"{'label':10s} {'model':22s} {'gt':>5s} {'conf':>5s} {'tp':>5s} {'fp':>5s} {'prec':>6s} {'recall':>6s} {'AP50':>6s} "
@@ -40,6 +42,11 @@ def print_summary(report: dict, file=sys.stdout) -> None:
             print(f"{label:10s} {model:22s} {s['gt']:5d} {conf:>5s} {s['tp']:5d} {s['fp']:5d} {_fmt(s['precision']):>6s} "
                   f"{_fmt(s['recall']):>6s} {_fmt(s['ap50']):>6s} {_fmt(s['recall_at_precision_0.8']):>6s} "
                   f"{_fmt(s.get('recall_at_precision_0.7')):>6s} {_fmt(s.get('recall_at_precision_0.6')):>6s}", file=file)
+    for label, models in report.get("labels", {}).items():
+        for model, s in models.items():
+            if label in TILED_LABELS and s.get("recall_by_size"):  # small, distant objects: where recall is lost
+                bins = ", ".join(f"{k} {_fmt(v['recall'])} ({v['found']}/{v['gt']})" for k, v in s["recall_by_size"].items())
+                print(f"{label} {model} recall by size at conf {s['conf']}: {bins}", file=file)
     f = report.get("fire_smoke_images")
     if f:
         print(f"fire/smoke images: recall {_fmt(f.get('image_recall'))} ({f['detected']}/{f['positives']}), "

@@ -19,7 +19,7 @@ from seawatch.errors import InputError, ModelError
 from seawatch.vision.config import HardHatRuleConfig
 from seawatch.vision.detections import Detections
 from seawatch.vision.groundtruth import PRED_GROUPS, Sample, load_manifest
-from seawatch.vision.metrics import LabelStats, match
+from seawatch.vision.metrics import LabelStats, SizeStats, match, match_gt
 from seawatch.vision.rules import bare_headed, fire_smoke_labels
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,7 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
     from seawatch.vision.media import read_image
 
     stats: dict[tuple[str, str], LabelStats] = {}
+    sizes: dict[tuple[str, str], SizeStats] = {}  # recall per ground-truth size at the operating threshold
     op_conf: dict[tuple[str, str], float] = {}
     fire_img = {"positives": 0, "detected": 0, "negatives": 0, "false_alarms": 0}
     hat = {"images": 0, "abs_error": 0, "gt_total": 0, "per_image": []}
@@ -157,6 +158,9 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
                     gt = s.gt(label)
                     tp = match(det.xyxy_px[keep], det.confidence[keep], gt)
                     stats.setdefault((label, run.name), LabelStats()).add(det.confidence[keep], tp, len(gt))
+                    op = keep & (det.confidence >= run.op_conf)
+                    sizes.setdefault((label, run.name), SizeStats()).add(
+                        gt, match_gt(det.xyxy_px[op], det.confidence[op], gt))
                     op_conf[(label, run.name)] = run.op_conf
         if wants_fire and (run := ev._model("fire_smoke", False)) is not None:
             det = ev.operating(run, cache[run.name] if run.name in cache else ev.detect(run, image))
@@ -190,6 +194,7 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
         entry["threshold_at_precision_0.8"] = round(thr80, 4)
         for p in (0.7, 0.6):  # the rest of the operating curve: where a model stands below the 0.8 target
             entry[f"recall_at_precision_{p}"] = round(st.recall_at_precision(p)[0], 4)
+        entry["recall_by_size"] = sizes[(label, model)].summary()
         report["labels"].setdefault(label, {})[model] = entry
     if fire_img["positives"] or fire_img["negatives"]:
         fire_img["image_recall"] = round(fire_img["detected"] / fire_img["positives"], 4) if fire_img["positives"] else None

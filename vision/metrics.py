@@ -25,23 +25,33 @@ def match(pred_xyxy: np.ndarray, pred_conf: np.ndarray, gt_xyxy: np.ndarray,
 
     Returns ``(N,) bool``: whether each prediction is a true positive.
     """
+    return _greedy(pred_xyxy, pred_conf, gt_xyxy, iou, iou_small, small_px)[0]
+
+
+def match_gt(pred_xyxy: np.ndarray, pred_conf: np.ndarray, gt_xyxy: np.ndarray,
+             iou: float = 0.5, iou_small: float = 0.3, small_px: float = 32.0) -> np.ndarray:
+    """The same matching seen from the ground truth: ``(M,) bool``, whether each ground-truth box was found."""
+    return _greedy(pred_xyxy, pred_conf, gt_xyxy, iou, iou_small, small_px)[1]
+
+
+def _greedy(pred_xyxy, pred_conf, gt_xyxy, iou: float, iou_small: float, small_px: float):
     pred_xyxy = np.asarray(pred_xyxy, np.float32).reshape(-1, 4)
     gt_xyxy = np.asarray(gt_xyxy, np.float32).reshape(-1, 4)
     tp = np.zeros(len(pred_xyxy), bool)
+    taken = np.zeros(len(gt_xyxy), bool)
     if not len(pred_xyxy) or not len(gt_xyxy):
-        return tp
+        return tp, taken
     ious = box_iou(pred_xyxy, gt_xyxy)
     gt_side = np.max(gt_xyxy[:, 2:] - gt_xyxy[:, :2], axis=1)
     thr = np.where(gt_side < small_px, iou_small, iou).astype(np.float32)
     ok = ious >= thr[None, :]
-    taken = np.zeros(len(gt_xyxy), bool)
     for i in np.argsort(-np.asarray(pred_conf, np.float32), kind="stable"):
         cand = ok[i] & ~taken
         if cand.any():
             j = int(np.argmax(np.where(cand, ious[i], -1.0)))
             taken[j] = True
             tp[i] = True
-    return tp
+    return tp, taken
 
 
 def average_precision(tp_sorted: np.ndarray, n_gt: int) -> float:
@@ -104,6 +114,31 @@ class LabelStats:
             return 0.0, 1.0
         best = ok[np.argmax(tp_c[ok])]
         return float(tp_c[best] / self.n_gt), float(conf[order][best])
+
+
+# ground-truth size bins, by the box's longer side in pixels: distant boats are the first two
+SIZE_BINS_PX = (16.0, 32.0, 96.0)
+
+
+@dataclass
+class SizeStats:
+    """Recall per ground-truth size (longer side, px): how far away a model stops finding things."""
+
+    found: np.ndarray = field(default_factory=lambda: np.zeros(len(SIZE_BINS_PX) + 1, np.int64))
+    total: np.ndarray = field(default_factory=lambda: np.zeros(len(SIZE_BINS_PX) + 1, np.int64))
+
+    def add(self, gt_xyxy: np.ndarray, found: np.ndarray) -> None:
+        gt_xyxy = np.asarray(gt_xyxy, np.float32).reshape(-1, 4)
+        side = np.max(gt_xyxy[:, 2:] - gt_xyxy[:, :2], axis=1)
+        b = np.searchsorted(np.asarray(SIZE_BINS_PX), side, side="right")
+        np.add.at(self.total, b, 1)
+        np.add.at(self.found, b, np.asarray(found, bool).astype(np.int64))
+
+    def summary(self) -> dict:
+        edges = (0.0, *SIZE_BINS_PX)
+        names = [f"{lo:g}-{hi:g}px" for lo, hi in zip(edges, SIZE_BINS_PX)] + [f">={SIZE_BINS_PX[-1]:g}px"]
+        return {n: {"gt": int(t), "found": int(f), "recall": _r(f / t if t else float("nan"))}
+                for n, f, t in zip(names, self.found, self.total) if t}
 
 
 def _r(x: float) -> float | None:
