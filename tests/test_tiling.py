@@ -322,3 +322,41 @@ def test_more_tile_sizes_are_views_of_their_own():
     assert len(four) == 6 and sorted(four.confidence.tolist())[:5] == pytest.approx([0.45] * 5)
     with pytest.raises(ValueError, match="twice"):
         parse_tile_text("640,640")
+
+
+def test_tiles_a_filter_refuses_are_not_run_and_the_mirror_asks_in_frame_pixels():
+    """Blobs on the 'water' (below y 700 of 1080) and one on 'land' higher up: with a filter that refuses the tiles
+    touching no water, those tiles are not run, the water blobs are found as before, the land blob (small, only
+    tiles see it) is not; the mirrored view asks about the same frame regions, not mirrored ones."""
+    from seawatch.vision.tiling import tile_for
+
+    water_blobs = [(200, 900, 212, 908), (1500, 700, 1512, 708)]
+    land = (900, 100, 912, 108)
+    img = frame_with_blobs(1080, 1920, [*water_blobs, land])
+    asked: list[tuple[float, ...]] = []
+
+    def low_water(t, hw):  # the water is the frame below y 700: the top row of tiles (y 0-640) sees none
+        asked.append(tuple(float(v) for v in t))
+        return t[3] > 700
+
+    everything = BlobDetector(min_side_px=6)
+    (full,) = detect_tiled(everything, [img], TileSpec(640, 0.2))
+    assert len(full) == 3 and sum(everything.calls) == 8 + 1
+    det = BlobDetector(min_side_px=6)
+    (out,) = detect_tiled(det, [img], TileSpec(640, 0.2), low_water)
+    assert sum(det.calls) == 4 + 1  # the bottom row and the whole frame
+    assert sorted(map(tuple, out.xyxy_px.tolist())) == sorted(water_blobs)
+    # flip: the mirrored frame's tiles are asked about as the regions of the frame they show. Water only at the
+    # bottom right: the left blob lies in tiles refused in both views (asked in mirrored pixels, the mirror's tile
+    # over it would have been let through and found it)
+    def right_water(t, hw):
+        asked.append(tuple(float(v) for v in t))
+        return t[3] > 700 and t[2] > 1000
+
+    asked.clear()
+    det = BlobDetector(min_side_px=6)
+    (both,) = detect_tiled(det, [img], tile_for("640+flip", det), right_water)
+    assert sum(det.calls) == 2 * (3 + 1)
+    grid = {tuple(float(v) for v in t) for t in tile_grid(1080, 1920, 640, 0.2)}
+    assert set(asked) == grid and len(asked) == 2 * len(grid)
+    assert both.xyxy_px.tolist() == [list(water_blobs[1])] and both.confidence.tolist() == pytest.approx([0.9])

@@ -353,3 +353,51 @@ def test_pipeline_with_water_views_raises_events_only_for_the_boat_on_the_water(
         events += pipe.process("ptz", T0_NS + k * 500_000_000, frame)
     starts = [e for e in events if e.phase == "start"]
     assert len(starts) == 1 and pipe.view_water["ptz"].last_view == "preset1.jpg"
+
+
+# ------------------------------------------------------------------- tiles with no water are not looked at
+
+
+def test_vessel_tiles_without_water_are_skipped_and_the_kept_vessels_do_not_change(tmp_path, shared_media):
+    """The real vessel model, tiled at auto,288 on a real lake-harbour frame whose water is the band below y 870:
+    with a fixed `water` mask, and with `water_views` on the same view panned, the pipeline runs only the tiles
+    that touch the water (and the whole frame) and keeps exactly the vessels that running every tile and then
+    masking keeps."""
+    cv2 = pytest.importorskip("cv2")
+    from conftest import onnx_model
+    from seawatch.vision.detector import load_detector
+    from seawatch.vision.tiling import detect_tiled, tile_for
+
+    onnx_model("vessel")
+    det = load_detector("vessel")
+    crops = [0]
+    plain_detect = det.detect
+
+    def counting(images):
+        crops[0] += len(images)
+        return plain_detect(images)
+
+    det.detect = counting
+    img = _shore(shared_media, W4_DAY1)
+    water = [[[0, 870], [1920, 870], [1920, 1080], [0, 1080]]]
+    ref = tmp_path / "preset1.jpg"
+    cv2.imwrite(str(ref), img)
+    panned = cv2.warpAffine(img, np.float32([[1, 0, -80], [0, 1, 30]]), (1920, 1080))
+    for source, frame in (({"water": water}, img),
+                          ({"water_views": [{"reference": str(ref), "water": water}]}, panned)):
+        cfg = load_pipeline_config(None, {"sources": [{"id": "cam", "url": "x.mp4", "models": ["vessel"],
+                                                       "tile": "auto,288", **source}]})
+        pipe = Pipeline(cfg, [], detectors={"vessel": det})
+        crops[0] = 0
+        got = pipe.detect("cam", frame)
+        skipped_run = crops[0]
+        crops[0] = 0
+        every = detect_tiled(det, [frame], tile_for("auto,288", det))[0]
+        everything_run = crops[0]
+        mask = pipe.water["cam"] if "water" in source else pipe.view_water["cam"].frame_mask(frame)
+        assert mask is not None  # the panned view registers
+        want = every[mask.keep(every)]
+        assert len(want) >= 10  # the boats on the lake
+        assert skipped_run < everything_run / 2
+        np.testing.assert_allclose(np.sort(got.xyxy_px, axis=0), np.sort(want.xyxy_px, axis=0), atol=2.0)
+        np.testing.assert_allclose(np.sort(got.confidence), np.sort(want.confidence), atol=1e-4)

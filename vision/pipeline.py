@@ -336,18 +336,33 @@ class Pipeline:
         from seawatch.vision.tiling import detect_tiled
 
         spec = self.sources[source_id]
+        water = self.water.get(source_id)
+        view_water = self.view_water.get(source_id)
+        # a model that finds only what the water masks judge (the vessel model) need not look at tiles with no
+        # water: whatever it found there would be dropped. A camera that pans is registered first for that.
+        only_water = {name for name in spec.models if self.tiles[(source_id, name)] is not None
+                      and (water is not None or view_water is not None)
+                      and set(self.detectors[name].labels) <= set((water or view_water).labels)}
+        frame_water = view_water.frame_mask(image) if view_water is not None and only_water else None
+        masks = [m for m in (water, frame_water) if m is not None]
+
+        def keep_tile(tile_xyxy, frame_hw) -> bool:
+            return all(m.covers_tile(tile_xyxy, frame_hw) for m in masks)
+
         parts = []
         for name in spec.models:
             det = self.detectors[name]
             tile = self.tiles[(source_id, name)]
-            parts.append(detect_tiled(det, [image], tile)[0] if tile else det.detect([image])[0])
+            skip = keep_tile if name in only_water and masks else None
+            parts.append(detect_tiled(det, [image], tile, skip)[0] if tile else det.detect([image])[0])
         merged = Detections.merge(parts)
-        water = self.water.get(source_id)
         if water is not None:
             merged = merged[water.keep(merged)]
-        view_water = self.view_water.get(source_id)
         if view_water is not None and len(merged):
-            merged = merged[view_water.keep(merged, image)]
+            if only_water:  # registered above
+                merged = merged if frame_water is None else merged[frame_water.keep(merged)]
+            else:
+                merged = merged[view_water.keep(merged, image)]
         if self.geo_water is not None and locator is not None and spec.water_areas and len(merged):
             merged = merged[self.geo_water.keep(merged, locator)]
         return merged

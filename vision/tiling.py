@@ -20,6 +20,7 @@ precision (see the README's vessel section).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -256,15 +257,34 @@ def _unmirror(det: Detections, width_px: int) -> Detections:
     return Detections(xy, det.confidence, det.class_id, det.labels, None, det.model)
 
 
-def detect_tiled(detector, images: list[np.ndarray], spec: TileSpec = TileSpec()) -> list[Detections]:
+TileFilter = Callable[[np.ndarray, tuple[int, int]], bool]  # (tile xyxy px, frame (h, w)) -> look there?
+
+
+def _mirrored(keep_tile: TileFilter) -> TileFilter:
+    """The same filter for the frame mirrored left to right."""
+    def keep(t: np.ndarray, hw: tuple[int, int]) -> bool:
+        return keep_tile(np.array([hw[1] - t[2], t[1], hw[1] - t[0], t[3]]), hw)
+    return keep
+
+
+def detect_tiled(detector, images: list[np.ndarray], spec: TileSpec = TileSpec(),
+                 keep_tile: TileFilter | None = None) -> list[Detections]:
     """Tiled detection for each frame (``(H, W, 3) uint8`` BGR); ``detector`` is an OnnxDetector-like object
-    with ``detect(list) -> list[Detections]``, ``labels``, ``name`` and ``settings.iou / settings.max_det``."""
+    with ``detect(list) -> list[Detections]``, ``labels``, ``name`` and ``settings.iou / settings.max_det``.
+
+    ``keep_tile(tile_xyxy, frame_hw)``: tiles it refuses are not run (e.g. tiles with no water for a vessel model:
+    what they would find is dropped by the water mask anyway); the whole-frame pass always runs."""
     if spec.flip or spec.extra_sizes_px:
         n = len(images)
-        frames = list(images) + ([np.ascontiguousarray(im[:, ::-1]) for im in images] if spec.flip else [])
+        mirrored = [np.ascontiguousarray(im[:, ::-1]) for im in images] if spec.flip else []
         views: list[list[Detections]] = [[] for _ in images]
         for size in (spec.size_px, *spec.extra_sizes_px):
-            out = detect_tiled(detector, frames, replace(spec, size_px=size, flip=False, extra_sizes_px=()))
+            one = replace(spec, size_px=size, flip=False, extra_sizes_px=())
+            if keep_tile is None:  # one batch for both
+                out = detect_tiled(detector, list(images) + mirrored, one)
+            else:
+                out = detect_tiled(detector, images, one, keep_tile)
+                out += detect_tiled(detector, mirrored, one, _mirrored(keep_tile)) if mirrored else []
             for i in range(n):
                 views[i].append(out[i])
                 if spec.flip:
@@ -278,6 +298,8 @@ def detect_tiled(detector, images: list[np.ndarray], spec: TileSpec = TileSpec()
         grid = tile_grid(h, w, spec.size_px, spec.overlap)
         single = grid.shape[0] == 1
         for t in grid:
+            if not single and keep_tile is not None and not keep_tile(t, (h, w)):
+                continue
             crops.append(im[t[1] : t[3], t[0] : t[2]])  # a view, no copy
             owners.append((fi, t, not single))
         if spec.full_frame and not single:

@@ -218,6 +218,12 @@ class WaterMask:
         shapely.prepare(water)
         return cls(water, float(margin_px))
 
+    def covers_tile(self, tile_xyxy, frame_hw: tuple[int, int] | None = None) -> bool:
+        """Whether a tile (pixels) touches the grown water: a vessel box found wholly inside a tile that does not
+        has its waterline off the water and would be dropped, so tiled detection need not look there."""
+        x0, y0, x1, y1 = (float(v) for v in tile_xyxy)
+        return bool(shapely.intersects(self.water, shapely.box(x0, y0, x1, y1)))
+
     def keep(self, dets: Detections) -> np.ndarray:
         """``(N,) bool``: detections to keep (every non-vessel one; vessels whose waterline is on water)."""
         n = len(dets)
@@ -451,17 +457,23 @@ class ViewWaterMask:
         self.last_inliers = best[0] if best else 0
         return (best[1], best[2]) if best else None
 
+    def frame_mask(self, image: np.ndarray) -> WaterMask | None:
+        """The fixed :class:`WaterMask` of this frame: the best matching view's polygons mapped into it; None when
+        no view matches (then nothing may be dropped)."""
+        found = self.register(image)
+        if found is None:
+            return None
+        view, m = found
+        # a similarity maps a valid polygon to a valid polygon: the fixed camera's mask of the mapped rings
+        mapped = [ring @ m[:2, :2].T + m[:2, 2] for ring in view.polygons_px]
+        fixed = WaterMask.from_pixels(mapped, self.margin_px)
+        return WaterMask(fixed.water, fixed.margin_px, self.labels)
+
     def keep(self, dets: Detections, image: np.ndarray) -> np.ndarray:
         """``(N,) bool``: detections to keep (non-vessels; vessels on the registered view's water, as the fixed
         :class:`WaterMask` of the mapped polygons decides; everything when no view matches)."""
         n = len(dets)
         if not n or not np.isin(dets.label, self.labels).any():
             return np.ones(n, bool)
-        found = self.register(image)
-        if found is None:
-            return np.ones(n, bool)
-        view, m = found
-        # a similarity maps a valid polygon to a valid polygon: the fixed camera's mask of the mapped rings
-        mapped = [ring @ m[:2, :2].T + m[:2, 2] for ring in view.polygons_px]
-        fixed = WaterMask.from_pixels(mapped, self.margin_px)
-        return WaterMask(fixed.water, fixed.margin_px, self.labels).keep(dets)
+        mask = self.frame_mask(image)
+        return np.ones(n, bool) if mask is None else mask.keep(dets)
