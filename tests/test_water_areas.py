@@ -401,3 +401,58 @@ def test_vessel_tiles_without_water_are_skipped_and_the_kept_vessels_do_not_chan
         assert skipped_run < everything_run / 2
         np.testing.assert_allclose(np.sort(got.xyxy_px, axis=0), np.sort(want.xyxy_px, axis=0), atol=2.0)
         np.testing.assert_allclose(np.sort(got.confidence), np.sort(want.confidence), atol=1e-4)
+
+
+def test_geo_water_skips_the_tiles_of_land_only_and_keeps_the_same_vessels():
+    """A calibrated camera over the basin (1280 x 720; the quay fills the bottom of the image): tiled at 288 px,
+    the vessel tiles that see only the quay are not run, and the vessels kept are those that running every tile
+    and masking keeps: the disc on the basin, not the small disc on the quay; a frame without a pose runs all."""
+    cv2 = pytest.importorskip("cv2")
+    from seawatch.vision.detector import DetectorSettings
+    from seawatch.vision.tiling import TileSpec, detect_tiled, tile_grid
+    from test_pipeline_geo import RedBlobDetector
+
+    class Counting(RedBlobDetector):
+        settings = DetectorSettings(conf=0.25, iou=0.45, imgsz=640, max_det=300)
+
+        def __init__(self):
+            self.crops = 0
+
+        def detect(self, images):
+            self.crops += len(images)
+            return super().detect(images)
+
+    cam, loc = _camera()
+    mask = WaterAreasConfig(polygons_lonlat=(BASIN,)).build()
+    keep_tile = mask.tile_filter(loc, (720, 1280))
+    grid = tile_grid(720, 1280, 288, 0.2)
+    kept = [bool(keep_tile(t)) for t in grid]
+    assert not all(kept) and any(kept)
+    # the 8 px grid decides as a 2 px one does here, and a refused tile holds no waterline the mask keeps
+    fine = mask.tile_filter(loc, (720, 1280), step_px=2.0)
+    assert kept == [bool(fine(t)) for t in grid]
+    basin_px, quay_px = _pixel(cam, *_ahead(250, -30)), _pixel(cam, *_ahead(50, 0))
+    assert any(k and t[0] <= basin_px[0] < t[2] and t[1] <= basin_px[1] < t[3] for k, t in zip(kept, grid))
+    assert not any(k and t[1] > quay_px[1] - 100 and t[3] >= 720 for k, t in zip(kept, grid))
+    assert mask.tile_filter(FrameLocator(None, "no pose", "drone_pose"), (720, 1280)) is None
+
+    frame = np.full((720, 1280, 3), 90, np.uint8)
+    for (x, y), r in ((basin_px, 6), (quay_px, 3)):  # a 3 px disc: too small for the whole-frame pass
+        cv2.circle(frame, (int(x), int(y) - r), r, (0, 0, 255), -1)
+    cfg = load_pipeline_config(None, {
+        "sources": [{"id": "quay", "url": "rtsp://x", "models": ["blobs"], "calibration": CALIB, "tile": "288"}],
+        "water_areas": {"polygons_lonlat": [BASIN]},
+    })
+    det = Counting()
+    pipe = Pipeline(cfg, [], detectors={"blobs": det})
+    got = pipe.detect("quay", frame, pipe.locator_for("quay", T0_NS))
+    skipped_crops, det.crops = det.crops, 0
+    every = detect_tiled(det, [frame], TileSpec(288))[0]
+    assert det.crops == len(grid) + 1 and skipped_crops == sum(kept) + 1
+    assert len(every) == 2  # both discs are found when every tile runs ...
+    want = every[mask.keep(every, loc)]
+    assert len(want) == 1 and got.xyxy_px.tolist() == want.xyxy_px.tolist()  # ... and masking keeps the basin's
+    # no pose for this frame: nothing is dropped, every tile runs
+    det.crops = 0
+    stale = pipe.detect("quay", frame, FrameLocator(None, "no pose", "calibration"))
+    assert det.crops == len(grid) + 1 and len(stale) == 2

@@ -338,22 +338,27 @@ class Pipeline:
         spec = self.sources[source_id]
         water = self.water.get(source_id)
         view_water = self.view_water.get(source_id)
+        geo_water = self.geo_water if locator is not None and spec.water_areas else None
         # a model that finds only what the water masks judge (the vessel model) need not look at tiles with no
-        # water: whatever it found there would be dropped. A camera that pans is registered first for that.
+        # water: whatever it found there would be dropped. A camera that pans is registered first for that, and
+        # the water areas are looked up along the frame's pose.
+        any_mask = next((m for m in (water, view_water, geo_water) if m is not None), None)
         only_water = {name for name in spec.models if self.tiles[(source_id, name)] is not None
-                      and (water is not None or view_water is not None)
-                      and set(self.detectors[name].labels) <= set((water or view_water).labels)}
+                      and any_mask is not None and set(self.detectors[name].labels) <= set(any_mask.labels)}
         frame_water = view_water.frame_mask(image) if view_water is not None and only_water else None
-        masks = [m for m in (water, frame_water) if m is not None]
+        tests = [m.covers_tile for m in (water, frame_water) if m is not None]
+        if geo_water is not None and only_water:
+            geo_tiles = geo_water.tile_filter(locator, image.shape[:2])
+            tests += [geo_tiles] if geo_tiles is not None else []
 
         def keep_tile(tile_xyxy, frame_hw) -> bool:
-            return all(m.covers_tile(tile_xyxy, frame_hw) for m in masks)
+            return all(t(tile_xyxy, frame_hw) for t in tests)
 
         parts = []
         for name in spec.models:
             det = self.detectors[name]
             tile = self.tiles[(source_id, name)]
-            skip = keep_tile if name in only_water and masks else None
+            skip = keep_tile if name in only_water and tests else None
             parts.append(detect_tiled(det, [image], tile, skip)[0] if tile else det.detect([image])[0])
         merged = Detections.merge(parts)
         if water is not None:
@@ -363,8 +368,8 @@ class Pipeline:
                 merged = merged if frame_water is None else merged[frame_water.keep(merged)]
             else:
                 merged = merged[view_water.keep(merged, image)]
-        if self.geo_water is not None and locator is not None and spec.water_areas and len(merged):
-            merged = merged[self.geo_water.keep(merged, locator)]
+        if geo_water is not None and len(merged):
+            merged = merged[geo_water.keep(merged, locator)]
         return merged
 
     def locator_for(self, source_id: str, capture_time_ns: int):

@@ -339,8 +339,15 @@ class GeoWaterMask:
             return np.ones(n, bool)
         idx = np.flatnonzero(is_vessel)
         waterline = anchor_points(dets[idx], {lab: "bottom_centre" for lab in self.labels})
+        keep = np.ones(n, bool)
+        keep[idx] = self.keeps_waterlines(waterline, locator)
+        return keep
+
+    def keeps_waterlines(self, waterline: np.ndarray, locator) -> np.ndarray:
+        """``(K,) bool`` for waterline pixels ``(K, 2)`` of one frame with a (non-stale) locator."""
+        waterline = np.asarray(waterline, np.float64).reshape(-1, 2)
         rows = np.asarray(locator.locate(waterline), np.float64).reshape(-1, 3)
-        ok = np.ones(idx.size, bool)
+        ok = np.ones(len(waterline), bool)
         off = ~np.isfinite(rows[:, 0])
         if off.any():
             reasons = locator.reasons(waterline[off]) if hasattr(locator, "reasons") else [None] * int(off.sum())
@@ -356,9 +363,56 @@ class GeoWaterMask:
             dist = shapely.distance(self.water_m, shapely.points(np.column_stack([x, y])))
             sigma = np.nan_to_num(rows[on, 2], nan=0.0, posinf=np.inf)
             ok[on] = dist <= self.margin_m + self.sigma_k * sigma
-        keep = np.ones(n, bool)
-        keep[idx] = ok
-        return keep
+        return ok
+
+    def tile_filter(self, locator, frame_hw: tuple[int, int], step_px: float = 8.0):
+        """For tiled detection of one frame: ``keep_tile(tile_xyxy, frame_hw)``, true for a tile where a vessel
+        could be kept — a waterline on a grid of ``step_px`` over the frame that the mask keeps lies in it (the
+        margins in metres are many pixels wide, so the grid does not step over a channel). None when the frame has
+        no pose (every tile runs) or every grid point is kept."""
+        if locator is None or getattr(locator, "stale", False):
+            return None
+        h, w = frame_hw
+        xs = np.arange(step_px / 2, w, step_px)
+        ys = np.arange(step_px / 2, h, step_px)
+        gx, gy = np.meshgrid(xs, ys)
+        grid = _GridLocator(locator) if hasattr(locator, "ground_points") else locator
+        ok = self.keeps_waterlines(np.column_stack([gx.ravel(), gy.ravel()]), grid).reshape(gy.shape)
+        if ok.all():
+            return None
+        # summed-area table: kept grid points inside a rectangle in O(1)
+        sat = np.zeros((ok.shape[0] + 1, ok.shape[1] + 1), np.int64)
+        sat[1:, 1:] = ok.cumsum(0).cumsum(1)
+
+        def keep_tile(tile_xyxy, hw=None) -> bool:
+            x0, y0, x1, y1 = (float(v) for v in tile_xyxy)
+            c0, c1 = np.searchsorted(xs, x0), np.searchsorted(xs, x1)
+            r0, r1 = np.searchsorted(ys, y0), np.searchsorted(ys, y1)
+            return bool(sat[r1, c1] - sat[r0, c1] - sat[r1, c0] + sat[r0, c0] > 0)
+
+        return keep_tile
+
+
+class _GridLocator:
+    """``locate`` / ``reasons`` of a grid of pixels straight from a FrameLocator's vectorised ground points,
+    without its per-pixel memo and ellipses (kept for the waterlines events are located at)."""
+
+    def __init__(self, frame_locator) -> None:
+        self._loc = frame_locator
+
+    def locate(self, xy_px: np.ndarray) -> np.ndarray:
+        from seawatch.vision.geo import one_sigma_ellipses
+
+        g = self._loc.ground_points(np.asarray(xy_px, np.float64).reshape(-1, 2))
+        major = one_sigma_ellipses(g)[0]
+        ok = np.asarray(g.valid, bool) & np.isfinite(g.lat_deg) & np.isfinite(g.lon_deg)
+        out = np.full((ok.size, 3), np.nan)
+        out[ok] = np.column_stack([g.lat_deg, g.lon_deg, np.where(np.isfinite(major), major, np.inf)])[ok]
+        return out
+
+    def reasons(self, xy_px: np.ndarray) -> list[str | None]:
+        g = self._loc.ground_points(np.asarray(xy_px, np.float64).reshape(-1, 2))
+        return [None if v else (r or "no ground position") for v, r in zip(np.asarray(g.valid, bool), g.reasons)]
 
 
 @dataclass
