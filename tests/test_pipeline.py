@@ -59,7 +59,9 @@ def test_run_hard_hat_clip_flags_the_bare_headed_worker_before_the_hat_goes_on(s
     assert res.returncode == 0, res.stderr
     starts = [e for e in events_of(res.stdout) if e["phase"] == "start" and e["type"] == "no_hard_hat"]
     # ground truth: bare-headed from 0 to ~10 s, hat on from ~10 s
-    assert any((e["start_ns"] - START_NS) / 1e9 <= 13 for e in starts), [e["start_ns"] for e in starts]
+    early = [e for e in starts if (e["start_ns"] - START_NS) / 1e9 <= 13]
+    # one worker, one incident: the tracker loses him for a moment before 5 s and its new track id is him again
+    assert len(early) == 1, [(e["start_ns"], e["track_ids"]) for e in starts]
 
 
 def test_run_reports_a_corrupt_source_and_exits_nonzero(tmp_path):

@@ -485,6 +485,40 @@ def test_vessel_leaving_briefly_within_grace_keeps_timer_and_update_interval_hea
     assert [e.at_ns for e in evs[1:]] == [ns(50), ns(70)] and all(e.phase == "update" for e in evs[1:])
 
 
+def test_a_vessel_reacquired_under_a_new_track_id_is_the_same_incident():
+    """A moored boat whose track is lost (5 s without a detection: fog, a passing ship, a stream gap) and found
+    again under a new id at the same place is one incident, not two; a boat at another place is its own, and
+    the same place after the incident ended and its cooldown ran out raises a new one."""
+    pix = {**GEO_ZONE, "polygon_lonlat": None, "polygon_px": [[0, 0], [1000, 0], [1000, 800], [0, 800]]}
+    eng = engine(pix)  # T 30 s, grace 5 s, end after 10 s, cooldown 60 s
+
+    def frame(t):
+        if t < 40:
+            return D(boat(1, 300))
+        if t < 45:
+            return D()  # lost
+        if t < 60:
+            return D(boat(2, 304), boat(3, 800))  # #2: #1 again (4 px off); #3: another boat elsewhere
+        return D(boat(3, 800))
+
+    evs = run(eng, grid(0, 200, 1), frame)
+    starts = [e for e in evs if e.phase == "start"]
+    assert [(e.start_ns, e.track_ids) for e in starts] == [(0, (1,)), (ns(45), (3,))]
+    end = next(e for e in evs if e.phase == "end" and 1 in e.track_ids)
+    assert end.track_ids == (1, 2) and end.at_ns == ns(69)  # last seen (as #2) at 59 s, ended 10 s later
+    # a new boat at the moored place once the first incident's cooldown (60 s after its end) has passed
+    later = run(eng, grid(201, 260, 1), lambda t: D(boat(4, 300), boat(3, 800)))
+    assert [(e.phase, e.track_ids) for e in later if e.phase == "start"] == [("start", (4,))]
+
+
+def test_a_new_track_does_not_take_over_a_subject_seen_in_the_same_frame():
+    """Two boats moored side by side: the second one's track does not continue the first's incident."""
+    pix = {**GEO_ZONE, "polygon_lonlat": None, "polygon_px": [[0, 0], [1000, 0], [1000, 800], [0, 800]]}
+    eng = engine(pix)
+    evs = run(eng, grid(0, 80, 1), lambda t: D(boat(1, 300), *((boat(2, 330),) if t >= 20 else ())))
+    assert [e.track_ids for e in evs if e.phase == "start"] == [(1,), (2,)]
+
+
 def test_config_errors_are_config_errors_with_paths():
     with pytest.raises(ConfigError, match=r"zones\.0\.rules\.0\.fire_smoke: .*min_hits"):
         load_rules_config({"zones": [{"id": "a", "source": "s", "rules": [{"type": "fire_smoke", "min_hits": 20, "window_frames": 10}]}]})

@@ -435,10 +435,19 @@ class _Dwell:
     last_violation_ns: int
     incident: _Incident | None = None
     cooldown_until_ns: int = -(2**62)
+    box: np.ndarray | None = None  # the subject's last box, to know it again under a new track id
 
 
 class _DwellRule(Rule):
-    """Shared timing of rules whose subject is one track: violating for T s -> start; not for end_after -> end."""
+    """Shared timing of rules whose subject is one track: violating for T s -> start; not for end_after -> end.
+
+    A subject that comes back under a new track id (the tracker lost it: missed detections, an occlusion, a
+    stream gap) where one of the same kind was last seen, and is not seen this frame, is that subject: it keeps
+    its dwell timer, its open incident (no second event for one moored boat or one worker) and its cooldown.
+    """
+
+    # a new track is the same subject when its box centre is within this fraction of the larger box diagonal
+    REACQUIRE_FRAC = 0.5
 
     event_type = ""
     severity = "medium"
@@ -463,10 +472,12 @@ class _DwellRule(Rule):
         for key, (idx, box, attrs) in now.items():
             s = self._subjects.get(key)
             if s is None:
-                s = self._subjects[key] = _Dwell(t, t)
-            elif s.incident is None and t - s.last_violation_ns > self.grace:
+                heir = self._heir(key, box, now, t)
+                s = self._subjects[key] = self._subjects.pop(heir) if heir is not None else _Dwell(t, t)
+            if s.incident is None and t - s.last_violation_ns > self.grace:
                 s.dwell_start_ns = t  # the gap was too long: the dwell timer restarts
             s.last_violation_ns = t
+            s.box = np.asarray(box, np.float64)
             if s.incident is None:
                 if t - s.dwell_start_ns >= self.T and t >= s.cooldown_until_ns:
                     inc = _Incident(self.event_type, ctx.source_id, self.zone.id, s.dwell_start_ns, self.severity, self.policy)
@@ -493,6 +504,23 @@ class _DwellRule(Rule):
             elif t - s.last_violation_ns > self.grace and t >= s.cooldown_until_ns:
                 del self._subjects[key]  # track state dropped once nothing depends on it
         return out
+
+    def _heir(self, key: tuple[str, int], box, now: dict, t: int) -> tuple[str, int] | None:
+        """The subject a new track continues: same kind, not seen this frame, still remembered (timing, an open
+        incident or a cooldown), its last box centre nearest the new one within REACQUIRE_FRAC of the diagonal."""
+        b = np.asarray(box, np.float64)
+        c = (b[:2] + b[2:]) / 2
+        best, best_d = None, np.inf
+        for k, s in self._subjects.items():
+            if k[0] != key[0] or k in now or s.box is None:
+                continue
+            if s.incident is None and t >= s.cooldown_until_ns and t - s.last_violation_ns > self.grace:
+                continue  # nothing left to carry on
+            diag = max(float(np.hypot(*(b[2:] - b[:2]))), float(np.hypot(*(s.box[2:] - s.box[:2]))))
+            d = float(np.hypot(*((s.box[:2] + s.box[2:]) / 2 - c)))
+            if d <= self.REACQUIRE_FRAC * diag and d < best_d:
+                best, best_d = k, d
+        return best
 
     def _end(self, s: _Dwell, t: int, reason: str) -> Event:
         assert s.incident is not None
