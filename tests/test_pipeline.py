@@ -203,15 +203,19 @@ def test_evaluate_clips_compares_rules_with_frame_by_frame_alerts(shared_media, 
     assert "alert precision (mean over clip kinds): rules" in res.stdout and "fire_negative: rules" in res.stdout
 
 
-def _still_clip(image_path: Path, dst: Path, seconds: int = 6, fps: int = 5) -> None:
-    """A clip of one real frame held still, with a little sensor noise (a fixed camera on a calm scene)."""
+def _still_clip(image_path: Path, dst: Path, seconds: int = 6, fps: int = 5, black_s: tuple = ()) -> None:
+    """A clip of one real frame held still, with a little sensor noise (a fixed camera on a calm scene); black
+    frames from ``black_s[0]`` to ``black_s[1]`` s (the picture lost for a while)."""
     import cv2
 
     im = cv2.imread(str(image_path))
     h, w = im.shape[:2]
     vw = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
     rng = np.random.default_rng(0)
-    for _ in range(seconds * fps):
+    for k in range(seconds * fps):
+        if black_s and black_s[0] <= k / fps < black_s[1]:
+            vw.write(np.zeros_like(im))
+            continue
         vw.write(np.clip(im.astype(np.int16) + rng.integers(-2, 3, im.shape), 0, 255).astype(np.uint8))
     vw.release()
 
@@ -246,6 +250,25 @@ def test_evaluate_scores_vessel_clips_by_the_events_they_raise(shared_media, tmp
     assert clips["negative_clips"] == 2 and clips["negative_false_events"] == 0
     assert clips["positives"] == 1 and clips["positives_detected"] == 1
     assert "vessel_positive: rules" in res.stdout
+
+
+def test_moored_boats_lost_for_a_few_seconds_are_not_alerted_again(shared_media, tmp_path):
+    """The harbour's picture is lost for 5 s (black frames): every track is dropped and the boats come back under
+    new track ids. Each boat is still one incident: no event starts after the gap (before re-acquisition was
+    known to the rules, every boat raised a second event here: 44 instead of 22)."""
+    onnx_model("vessel")
+    harbour = "A_boats/shore_dlwkigk3_720_2022-07-19_11-58_output_0.jpg"
+    _still_clip(shared_media / harbour, tmp_path / "gap.mp4", seconds=16, black_s=(5, 10))
+    manifest = tmp_path / "MANIFEST.json"
+    manifest.write_text(json.dumps([{"file": "gap.mp4", "category": "boats",
+                                     "ground_truth": {"boats": 23, "video_seconds": 16}}]))
+    out = tmp_path / "report.json"
+    res = seawatch("evaluate", str(manifest), "--out", str(out), timeout=600)
+    assert res.returncode == 0, res.stderr
+    (clip,) = json.loads(out.read_text())["clips_report"]["clips"]
+    assert clip["detected"] and clip["rules"]["true"] >= 10
+    assert all(e["start_s"] < 5 for e in clip["events"]), clip["events"]
+    assert clip["rules"]["repeats"] == 0
 
 
 def test_evaluate_missing_manifest_is_a_clear_error(tmp_path):
