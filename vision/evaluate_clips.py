@@ -132,7 +132,7 @@ def evaluate_clip(sample: Sample) -> dict:
         hits = [e for e in starts if e.type == VESSEL_IN_ZONE]
         out["detected"] = bool(hits)
         out["first_event_s"] = rel(hits[0].start_ns) if hits else None
-        out["vessels"] = int(gt_vessels) if (gt_vessels := sample.count("vessel")) is not None else None
+        out["vessels"] = sample.count("vessel")
         true_ev, false_ev = len(hits), len(starts) - len(hits)
         true_fr, false_fr = len(alert_s), 0
     elif kind == "hard_hat":

@@ -39,6 +39,9 @@ SYNONYMS: dict[str, str | None] = {
     "default": None, "high-vis": None, "vest": None,
 }
 
+# the labels Seawatch detects and scores
+LABELS = {"vessel", "person", "vehicle", "fire", "smoke", "helmet", "no_helmet"}
+
 # What a detector label counts as when ground truth uses a coarser class.
 PRED_GROUPS: dict[str, str] = {"car": "vehicle", "truck": "vehicle", "bus": "vehicle", "motorcycle": "vehicle",
                                "person_fallen": "person"}
@@ -176,9 +179,6 @@ def load_manifest(manifest_path: Path, categories: set[str] | None = None) -> li
         samples.append(s)
     return samples
 
-
-# the labels Seawatch detects and scores
-LABELS = {"vessel", "person", "vehicle", "fire", "smoke", "helmet", "no_helmet"}
 _CLASS_LIST = re.compile(r"(?<![\w.])(\d+)\s*=\s*([^,;()\[\]=]+)")
 
 

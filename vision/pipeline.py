@@ -340,37 +340,41 @@ class Pipeline:
         view_water = self.view_water.get(source_id)
         geo_water = self.geo_water if locator is not None and spec.water_areas else None
         # a model that finds only what the water masks judge (the vessel model) need not look at tiles with no
-        # water: whatever it found there would be dropped. A camera that pans is registered first for that, and
-        # the water areas are looked up along the frame's pose.
+        # water: whatever it found there would be dropped
         any_mask = next((m for m in (water, view_water, geo_water) if m is not None), None)
         only_water = {name for name in spec.models if self.tiles[(source_id, name)] is not None
                       and any_mask is not None and set(self.detectors[name].labels) <= set(any_mask.labels)}
+        # a camera that pans is registered once per frame, before detection when the tiles need its water
         frame_water = view_water.frame_mask(image) if view_water is not None and only_water else None
-        tests = [m.covers_tile for m in (water, frame_water) if m is not None]
-        if geo_water is not None and only_water:
-            geo_tiles = geo_water.tile_filter(locator, image.shape[:2])
-            tests += [geo_tiles] if geo_tiles is not None else []
-
-        def keep_tile(tile_xyxy, frame_hw) -> bool:
-            return all(t(tile_xyxy, frame_hw) for t in tests)
-
+        keep_tile = self._water_tiles(water, frame_water, geo_water, locator, image) if only_water else None
         parts = []
         for name in spec.models:
             det = self.detectors[name]
             tile = self.tiles[(source_id, name)]
-            skip = keep_tile if name in only_water and tests else None
+            skip = keep_tile if name in only_water else None
             parts.append(detect_tiled(det, [image], tile, skip)[0] if tile else det.detect([image])[0])
         merged = Detections.merge(parts)
         if water is not None:
             merged = merged[water.keep(merged)]
         if view_water is not None and len(merged):
-            if only_water:  # registered above
+            if only_water:
                 merged = merged if frame_water is None else merged[frame_water.keep(merged)]
             else:
                 merged = merged[view_water.keep(merged, image)]
         if geo_water is not None and len(merged):
             merged = merged[geo_water.keep(merged, locator)]
         return merged
+
+    @staticmethod
+    def _water_tiles(water, frame_water, geo_water, locator, image: np.ndarray):
+        """``keep_tile(tile_xyxy, frame_hw)`` for the masks that apply to this frame (a tile must touch the water of
+        each), or None when none can refuse a tile (no mask, no pose for the geo one)."""
+        tests = [m.covers_tile for m in (water, frame_water) if m is not None]
+        geo_tiles = geo_water.tile_filter(locator, image.shape[:2]) if geo_water is not None else None
+        tests += [geo_tiles] if geo_tiles is not None else []
+        if not tests:
+            return None
+        return lambda tile_xyxy, frame_hw: all(t(tile_xyxy, frame_hw) for t in tests)
 
     def locator_for(self, source_id: str, capture_time_ns: int):
         """The locator of one frame of a source (calibration, or the drone pose at that time), or None."""
