@@ -154,6 +154,7 @@ def test_evaluate_chooses_the_vessel_models_and_reports_the_operating_curve(shar
     assert sum(b["gt"] for b in by_size.values()) == row["gt"]
     assert sum(b["found"] for b in by_size.values()) == row["tp"]
     assert "recall by size at conf" in res.stdout
+    assert "by_category" not in row  # one category: nothing to break down
     # precision / recall at the model's own threshold; the ranking behind AP50 goes lower
     from seawatch.vision import registry
 
@@ -167,6 +168,33 @@ def test_evaluate_chooses_the_vessel_models_and_reports_the_operating_curve(shar
     assert report["labels"]["vessel"]["coco_yolov5n+tiles+flip"]["tp"] > 0
     bad = seawatch("evaluate", str(manifest), "--no-clips", "--tile", "auto:many")
     assert bad.returncode != 0 and "--tile" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_evaluate_breaks_a_mixed_manifest_down_by_category(shared_media, tmp_path):
+    """Frames of two cameras filed under two categories (as a held-out set of several sources would be): the
+    vessel row is also given per category, and the parts add up to the whole."""
+    onnx_model("coco_yolov5n")
+    src = json.loads((shared_media / "MANIFEST.json").read_text())
+    keep = []
+    for cam in ("shore_vgiy5566", "shore_dlwkigk3"):
+        e = dict(next(e for e in src if e["file"].startswith(f"A_boats/{cam}") and e["file"].endswith(".jpg")))
+        e["category"] = cam
+        keep.append(e)
+        for f in (e["file"], e["ground_truth"]["label_file"]):
+            dst = tmp_path / f
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(shared_media / f)
+    manifest = tmp_path / "MANIFEST.json"
+    manifest.write_text(json.dumps(keep))
+    out = tmp_path / "report.json"
+    res = seawatch("evaluate", str(manifest), "--out", str(out), "--no-clips", "--vessel-models", "coco_yolov5n")
+    assert res.returncode == 0, res.stderr
+    row = json.loads(out.read_text())["labels"]["vessel"]["coco_yolov5n+tiles"]
+    cats = row["by_category"]
+    assert set(cats) == {"shore_vgiy5566", "shore_dlwkigk3"}
+    for k in ("gt", "tp", "fp"):
+        assert sum(c[k] for c in cats.values()) == row[k]
+    assert "  shore_vgiy5566: gt" in res.stdout
 
 
 @pytest.mark.slow

@@ -47,6 +47,9 @@ def print_summary(report: dict, file=sys.stdout) -> None:
             if label in TILED_LABELS and s.get("recall_by_size"):  # small, distant objects: where recall is lost
                 bins = ", ".join(f"{k} {_fmt(v['recall'])} ({v['found']}/{v['gt']})" for k, v in s["recall_by_size"].items())
                 print(f"{label} {model} recall by size at conf {s['conf']}: {bins}", file=file)
+                for cat, c in (s.get("by_category") or {}).items():  # a manifest of several sources
+                    print(f"  {cat}: gt {c['gt']} precision {_fmt(c['precision'])} recall {_fmt(c['recall'])} "
+                          f"AP50 {_fmt(c['ap50'])} R@P.8 {_fmt(c['recall_at_precision_0.8'])}", file=file)
     f = report.get("fire_smoke_images")
     if f:
         print(f"fire/smoke images: recall {_fmt(f.get('image_recall'))} ({f['detected']}/{f['positives']}), "

@@ -119,6 +119,7 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
 
     stats: dict[tuple[str, str], LabelStats] = {}
     sizes: dict[tuple[str, str], SizeStats] = {}  # recall per ground-truth size at the operating threshold
+    by_cat: dict[tuple[str, str, str], LabelStats] = {}  # per manifest category: where a model fails
     op_conf: dict[tuple[str, str], float] = {}
     fire_img = {"positives": 0, "detected": 0, "negatives": 0, "false_alarms": 0}
     hat = {"images": 0, "abs_error": 0, "gt_total": 0, "per_image": []}
@@ -158,6 +159,7 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
                     gt = s.gt(label)
                     tp = match(det.xyxy_px[keep], det.confidence[keep], gt)
                     stats.setdefault((label, run.name), LabelStats()).add(det.confidence[keep], tp, len(gt))
+                    by_cat.setdefault((label, run.name, s.category), LabelStats()).add(det.confidence[keep], tp, len(gt))
                     op = keep & (det.confidence >= run.op_conf)
                     sizes.setdefault((label, run.name), SizeStats()).add(
                         gt, match_gt(det.xyxy_px[op], det.confidence[op], gt))
@@ -195,6 +197,11 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
         for p in (0.7, 0.6):  # the rest of the operating curve: where a model stands below the 0.8 target
             entry[f"recall_at_precision_{p}"] = round(st.recall_at_precision(p)[0], 4)
         entry["recall_by_size"] = sizes[(label, model)].summary()
+        cats = {c: st_c for (lab, m, c), st_c in by_cat.items() if (lab, m) == (label, model)}
+        if len(cats) > 1:
+            entry["by_category"] = {c: {**st_c.summary(op_conf[(label, model)]),
+                                        "recall_at_precision_0.8": round(st_c.recall_at_precision(0.8)[0], 4)}
+                                    for c, st_c in sorted(cats.items())}
         report["labels"].setdefault(label, {})[model] = entry
     if fire_img["positives"] or fire_img["negatives"]:
         fire_img["image_recall"] = round(fire_img["detected"] / fire_img["positives"], 4) if fire_img["positives"] else None
