@@ -360,3 +360,21 @@ def test_tiles_a_filter_refuses_are_not_run_and_the_mirror_asks_in_frame_pixels(
     grid = {tuple(float(v) for v in t) for t in tile_grid(1080, 1920, 640, 0.2)}
     assert set(asked) == grid and len(asked) == 2 * len(grid)
     assert both.xyxy_px.tolist() == [list(water_blobs[1])] and both.confidence.tolist() == pytest.approx([0.9])
+
+
+def test_tiles_benchmark_quick_run(shared_media, capsys):
+    """`seawatch bench tiles` on the shared lake-harbour frame: fewer crops with the water filter, same vessels."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    onnx_model("vessel")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_tiles.py"
+    spec = importlib.util.spec_from_file_location("bench_tiles", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--rounds", "1", "--tiles", "auto", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)["results"]
+    assert row["crops_water"] < row["crops_all"] / 2 and row["same_vessels"] and row["vessels_kept"] >= 10
+    with pytest.raises(SystemExit, match="x,y"):
+        bench.parse_polygon("0,0 10")

@@ -24,15 +24,15 @@ import numpy as np
 from seawatch import paths
 from seawatch.errors import ModelError, SeawatchError
 
-HELP = "benchmarks printing side-by-side ratios (detector, geo, streams, search)"
+HELP = "benchmarks printing side-by-side ratios (detector, geo, streams, search, tiles)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("what", nargs="?", default="detector", choices=["detector", "geo", "streams", "search"],
+    p.add_argument("what", nargs="?", default="detector", choices=["detector", "geo", "streams", "search", "tiles"],
                    help="what to benchmark: detector (default), geo (drone geolocation), streams (decode, gating), "
-                        "search (event store at scale)")
+                        "search (event store at scale), tiles (vessel tiles with and without water skipping)")
     p.add_argument("--args", dest="script_args", default="",
-                   help='options for the geo / streams benchmark scripts, e.g. --args "--trials 200"')
+                   help='options for the geo / streams / tiles benchmark scripts, e.g. --args "--trials 200"')
     p.add_argument("--models", default="", help="comma-separated model names (default: all provisioned)")
     p.add_argument("--rounds", type=int, default=8, help="measured rounds per engine (default 8)")
     p.add_argument("--imgsz", type=int, default=None, help="input size (default: each model's own)")
@@ -186,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
 
     import shlex
 
-    if args.what in ("geo", "streams"):
+    if args.what in ("geo", "streams", "tiles"):
         return _script(f"bench_{args.what}", shlex.split(args.script_args))
     if args.what == "search":
         from seawatch.service import bench_search
