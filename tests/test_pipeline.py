@@ -250,8 +250,10 @@ def _still_clip(image_path: Path, dst: Path, seconds: int = 6, fps: int = 5, bla
 
 def test_evaluate_scores_vessel_clips_by_the_events_they_raise(shared_media, tmp_path):
     """A clip whose ground truth counts boats must raise vessel events through the tiled vessel source and the
-    vessel_in_zone rule; clips that declare no vessel (a count of 0, false) must raise none."""
-    onnx_model("vessel")
+    vessel_in_zone rule; clips that declare no vessel (a count of 0, false) must raise none. The model is the
+    COCO baseline, which CI has (the trained `vessel` model, a GPU build artefact, is the default when present);
+    with no vessel model at all the clips are listed as not scored, saying why."""
+    onnx_model("coco_yolov5n")
     harbour = "A_boats/shore_dlwkigk3_720_2022-07-19_11-58_output_0.jpg"
     _still_clip(shared_media / harbour, tmp_path / "harbour.mp4")
     _still_clip(shared_media / "G_negatives/nofire_cctv_img_1.jpg", tmp_path / "courtyard.mp4")
@@ -265,36 +267,42 @@ def test_evaluate_scores_vessel_clips_by_the_events_they_raise(shared_media, tmp
         {"file": "brushfire.mp4", "category": "negatives", "ground_truth": {"ships": 0, "video_seconds": 6}},
     ]))
     out = tmp_path / "report.json"
-    res = seawatch("evaluate", str(manifest), "--out", str(out), timeout=600)
+    res = seawatch("evaluate", str(manifest), "--out", str(out), "--vessel-models", "coco_yolov5n", timeout=600)
     assert res.returncode == 0, res.stderr
     clips = json.loads(out.read_text())["clips_report"]
     by_file = {c["file"]: c for c in clips["clips"]}
     pos = by_file["harbour.mp4"]
     assert pos["kind"] == "vessel_positive" and pos["detected"] and pos["vessels"] == n_boats
-    # one event per vessel track: many of the harbour's boats, never more events than boats
-    assert n_boats // 2 <= pos["rules"]["true"] <= n_boats and pos["rules"]["false"] == 0
+    assert pos["models"] == ["coco_yolov5n"]
+    # one event per vessel track, never more events than boats
+    assert 1 <= pos["rules"]["true"] <= n_boats and pos["rules"]["false"] == 0
     assert all(e["type"] == "vessel_in_zone" for e in pos["events"])
     assert {by_file["courtyard.mp4"]["kind"], by_file["brushfire.mp4"]["kind"]} == {"vessel_negative"}
     assert clips["negative_clips"] == 2 and clips["negative_false_events"] == 0
     assert clips["positives"] == 1 and clips["positives_detected"] == 1
     assert "vessel_positive: rules" in res.stdout
+    none = seawatch("evaluate", str(manifest), "--out", str(out), "--vessel-models", "no_such_model", timeout=120)
+    assert none.returncode == 0, none.stderr
+    unscored = json.loads(out.read_text())["clips_report"]["clips"]
+    assert all(not c["scored"] and "no vessel model provisioned" in c["reason"] for c in unscored)
 
 
 def test_moored_boats_lost_for_a_few_seconds_are_not_alerted_again(shared_media, tmp_path):
     """The harbour's picture is lost for 5 s (black frames): every track is dropped and the boats come back under
     new track ids. Each boat is still one incident: no event starts after the gap (before re-acquisition was
-    known to the rules, every boat raised a second event here: 44 instead of 22)."""
-    onnx_model("vessel")
+    known to the rules, the boats raised second events here: 5 instead of 3 with this COCO model, 44 instead of
+    22 with the trained vessel model)."""
+    onnx_model("coco_yolov5n")
     harbour = "A_boats/shore_dlwkigk3_720_2022-07-19_11-58_output_0.jpg"
     _still_clip(shared_media / harbour, tmp_path / "gap.mp4", seconds=16, black_s=(5, 10))
     manifest = tmp_path / "MANIFEST.json"
     manifest.write_text(json.dumps([{"file": "gap.mp4", "category": "boats",
                                      "ground_truth": {"boats": 23, "video_seconds": 16}}]))
     out = tmp_path / "report.json"
-    res = seawatch("evaluate", str(manifest), "--out", str(out), timeout=600)
+    res = seawatch("evaluate", str(manifest), "--out", str(out), "--vessel-models", "coco_yolov5n", timeout=600)
     assert res.returncode == 0, res.stderr
     (clip,) = json.loads(out.read_text())["clips_report"]["clips"]
-    assert clip["detected"] and clip["rules"]["true"] >= 10
+    assert clip["detected"] and clip["rules"]["true"] >= 2
     assert all(e["start_s"] < 5 for e in clip["events"]), clip["events"]
     assert clip["rules"]["repeats"] == 0
 

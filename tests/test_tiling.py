@@ -368,13 +368,13 @@ def test_tiles_benchmark_quick_run(shared_media, capsys):
     import json
     from pathlib import Path
 
-    onnx_model("vessel")
+    onnx_model("coco_yolov5n")  # in CI; the trained `vessel` model (the default) is a GPU build artefact
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_tiles.py"
     spec = importlib.util.spec_from_file_location("bench_tiles", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    assert bench.main(["--rounds", "1", "--tiles", "auto", "--json"]) == 0
+    assert bench.main(["--rounds", "1", "--tiles", "auto,288", "--model", "coco_yolov5n", "--json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)["results"]
-    assert row["crops_water"] < row["crops_all"] / 2 and row["same_vessels"] and row["vessels_kept"] >= 10
+    assert row["crops_water"] < row["crops_all"] / 2 and row["same_vessels"] and row["vessels_kept"] >= 3
     with pytest.raises(SystemExit, match="x,y"):
         bench.parse_polygon("0,0 10")

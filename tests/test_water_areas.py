@@ -358,18 +358,36 @@ def test_pipeline_with_water_views_raises_events_only_for_the_boat_on_the_water(
 # ------------------------------------------------------------------- tiles with no water are not looked at
 
 
-def test_vessel_tiles_without_water_are_skipped_and_the_kept_vessels_do_not_change(tmp_path, shared_media):
-    """The real vessel model, tiled at auto,288 on a real lake-harbour frame whose water is the band below y 870:
-    with a fixed `water` mask, and with `water_views` on the same view panned, the pipeline runs only the tiles
-    that touch the water (and the whole frame) and keeps exactly the vessels that running every tile and then
-    masking keeps."""
-    cv2 = pytest.importorskip("cv2")
+def _coco_boats(tmp_path, monkeypatch):
+    """The COCO model registered as a user model with only its boat class (`seawatch models register
+    model.onnx --name coco_boats --labels boat=vessel`), in a throwaway cache: a vessel-only detector that CI has
+    (the trained `vessel` model is a GPU build artefact)."""
+    import argparse
+
     from conftest import onnx_model
+    from seawatch.vision import cmd_models_register
     from seawatch.vision.detector import load_detector
+
+    coco = onnx_model("coco_yolov5n")
+    monkeypatch.setenv("SEAWATCH_CACHE", str(tmp_path / "cache"))
+    p = argparse.ArgumentParser()
+    cmd_models_register.add_arguments(p)
+    assert cmd_models_register.run(p.parse_args([str(coco), "--name", "coco_boats", "--labels", "boat=vessel"])) == 0
+    det = load_detector("coco_boats")
+    assert det.labels == ("vessel",)
+    return det
+
+
+def test_vessel_tiles_without_water_are_skipped_and_the_kept_vessels_do_not_change(tmp_path, shared_media,
+                                                                                    monkeypatch):
+    """A real vessel-only model (COCO's boat class), tiled at 640 + 288 px on a real lake-harbour frame whose
+    water is the band below y 870: with a fixed `water` mask, and with `water_views` on the same view panned, the
+    pipeline runs only the tiles that touch the water (and the whole frame) and keeps exactly the vessels that
+    running every tile and then masking keeps."""
+    cv2 = pytest.importorskip("cv2")
     from seawatch.vision.tiling import detect_tiled, tile_for
 
-    onnx_model("vessel")
-    det = load_detector("vessel")
+    det = _coco_boats(tmp_path, monkeypatch)
     crops = [0]
     plain_detect = det.detect
 
@@ -385,9 +403,9 @@ def test_vessel_tiles_without_water_are_skipped_and_the_kept_vessels_do_not_chan
     panned = cv2.warpAffine(img, np.float32([[1, 0, -80], [0, 1, 30]]), (1920, 1080))
     for source, frame in (({"water": water}, img),
                           ({"water_views": [{"reference": str(ref), "water": water}]}, panned)):
-        cfg = load_pipeline_config(None, {"sources": [{"id": "cam", "url": "x.mp4", "models": ["vessel"],
+        cfg = load_pipeline_config(None, {"sources": [{"id": "cam", "url": "x.mp4", "models": ["coco_boats"],
                                                        "tile": "auto,288", **source}]})
-        pipe = Pipeline(cfg, [], detectors={"vessel": det})
+        pipe = Pipeline(cfg, [], detectors={"coco_boats": det})
         crops[0] = 0
         got = pipe.detect("cam", frame)
         skipped_run = crops[0]
@@ -397,10 +415,12 @@ def test_vessel_tiles_without_water_are_skipped_and_the_kept_vessels_do_not_chan
         mask = pipe.water["cam"] if "water" in source else pipe.view_water["cam"].frame_mask(frame)
         assert mask is not None  # the panned view registers
         want = every[mask.keep(every)]
-        assert len(want) >= 10  # the boats on the lake
+        assert len(want) >= 3  # boats on the lake
         assert skipped_run < everything_run / 2
+        # the same boxes; scores to within 0.02 (a crop batched with other neighbours is padded differently)
+        assert len(got) == len(want)
         np.testing.assert_allclose(np.sort(got.xyxy_px, axis=0), np.sort(want.xyxy_px, axis=0), atol=2.0)
-        np.testing.assert_allclose(np.sort(got.confidence), np.sort(want.confidence), atol=1e-4)
+        np.testing.assert_allclose(np.sort(got.confidence), np.sort(want.confidence), atol=0.02)
 
 
 def test_geo_water_skips_the_tiles_of_land_only_and_keeps_the_same_vessels():

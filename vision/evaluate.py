@@ -235,6 +235,6 @@ def evaluate_manifest(path, conf: float | None = None, categories: set[str] | No
     if clips:
         from seawatch.vision.evaluate_clips import evaluate_clips
 
-        report["clips_report"] = evaluate_clips([s for s in samples if s.kind == "video"])
+        report["clips_report"] = evaluate_clips([s for s in samples if s.kind == "video"], ev.label_models["vessel"])
     report["seconds"] = round(time.monotonic() - t0, 1)
     return report

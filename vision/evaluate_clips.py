@@ -10,7 +10,8 @@ Each clip gets a whole-frame zone with the rule its ground truth speaks about:
 - ``without_helmet: 0`` with people in view, or ``negative_for: [no_helmet]`` -> no_hard_hat rule; every event
   is a false alarm.
 - vessels present (``"boats": 3``, ``"ships": 1``, ``"vessel": true``) -> vessel_in_zone over the whole frame with
-  the vessel model, tiled as a source would be (``tile: auto``); the clip must raise a vessel event.
+  the first provisioned of the vessel models (``vessel``, else the COCO baseline; ``--vessel-models`` chooses),
+  tiled as a source would be (``tile: auto``); the clip must raise a vessel event.
 - no vessels (``"boats": 0``, ``"vessel": false``, ``negative_for: [vessel]``) -> the same; every event is a false
   alarm.
 Clips whose ground truth names none of these are listed as not scored, with the reason.
@@ -36,7 +37,22 @@ CLIP_START_NS = 1_700_000_000 * 10**9  # arbitrary fixed UTC origin so reports a
 VESSEL_DWELL_S = 2.0  # a vessel track seen this long raises its event (a clip is short; a site sets its own T)
 
 
-def clip_config(sample: Sample) -> tuple[dict, str] | None:
+def vessel_model(candidates: tuple[str, ...]) -> str | None:
+    """The first provisioned model of ``candidates`` (vessel clips need one; the trained ``vessel`` model is a
+    build artefact a machine may not have)."""
+    from seawatch.errors import ModelError
+    from seawatch.vision import registry
+
+    for name in candidates:
+        try:
+            registry.resolve_onnx(name.partition(":")[0], name.partition(":")[2] or "fp32")
+            return name
+        except ModelError:
+            continue
+    return None
+
+
+def clip_config(sample: Sample, vessel_models: tuple[str, ...] = ("vessel", "coco_yolov5n")) -> tuple[dict, str] | None:
     gt = sample.ground_truth
     sid = "clip"
     negative_for = {str(x).lower() for x in (gt.get("negative_for") or ())} | set(sample.negative_for)
@@ -52,7 +68,10 @@ def clip_config(sample: Sample) -> tuple[dict, str] | None:
                  "zones": [{"id": "all", "source": sid, "rules": [{"type": "fire_smoke"}]}]}, kind)
 
     def vessel(kind: str):
-        return ({"sources": [{"id": sid, "url": str(sample.path), "models": ["vessel"], "tile": "auto",
+        model = vessel_model(vessel_models)
+        if model is None:
+            return None
+        return ({"sources": [{"id": sid, "url": str(sample.path), "models": [model], "tile": "auto",
                               "analysis_fps": 1.0}],
                  "zones": [{"id": "water", "source": sid,
                             "rules": [{"type": "vessel_in_zone", "min_duration_s": VESSEL_DWELL_S}]}]}, kind)
@@ -89,12 +108,15 @@ def _precision(true: int, false: int) -> float | None:
     return round(true / (true + false), 4) if true + false else None
 
 
-def evaluate_clip(sample: Sample) -> dict:
+def evaluate_clip(sample: Sample, vessel_models: tuple[str, ...] = ("vessel", "coco_yolov5n")) -> dict:
     from seawatch.vision.pipeline import Pipeline, load_pipeline_config, run_file
 
-    found = clip_config(sample)
+    found = clip_config(sample, vessel_models)
     if found is None:
-        return {"file": sample.path.name, "scored": False, "reason": "ground truth names no rule this evaluator scores"}
+        vessels = sample.count("vessel") is not None or "vessel" in sample.negative_for
+        reason = (f"no vessel model provisioned (tried {', '.join(vessel_models)})" if vessels
+                  else "ground truth names no rule this evaluator scores")
+        return {"file": sample.path.name, "scored": False, "reason": reason}
     data, kind = found
     cfg = load_pipeline_config(None, data)
     t0 = time.monotonic()
@@ -118,7 +140,8 @@ def evaluate_clip(sample: Sample) -> dict:
     starts = [e for e in events if e.phase == "start"]
     rel = lambda ns: round((ns - CLIP_START_NS) / 1e9, 2)
     duration_s = float(sample.ground_truth.get("video_seconds") or 0.0)
-    out = {"file": sample.path.name, "scored": True, "kind": kind, "frames_analysed": pipeline.frames,
+    out = {"file": sample.path.name, "scored": True, "kind": kind, "models": list(data["sources"][0]["models"]),
+           "frames_analysed": pipeline.frames,
            "events": [{"type": e.type, "start_s": rel(e.start_ns), "track_ids": list(e.track_ids)} for e in starts],
            "seconds": round(time.monotonic() - t0, 1)}
     gt = sample.ground_truth
@@ -161,8 +184,8 @@ def evaluate_clip(sample: Sample) -> dict:
     return out
 
 
-def evaluate_clips(samples: list[Sample]) -> dict:
-    clips = [evaluate_clip(s) for s in samples]
+def evaluate_clips(samples: list[Sample], vessel_models: tuple[str, ...] = ("vessel", "coco_yolov5n")) -> dict:
+    clips = [evaluate_clip(s, vessel_models) for s in samples]
     scored = [c for c in clips if c.get("scored")]
     neg = [c for c in scored if c["kind"].endswith("_negative")]
     # per kind of clip: a fire clip yields dozens of (true) frame alerts and a hard-hat clip a few, so pooling them
