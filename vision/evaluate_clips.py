@@ -37,22 +37,25 @@ CLIP_START_NS = 1_700_000_000 * 10**9  # arbitrary fixed UTC origin so reports a
 VESSEL_DWELL_S = 2.0  # a vessel track seen this long raises its event (a clip is short; a site sets its own T)
 
 
+VESSEL_MODELS = ("vessel", "coco_yolov5n")  # the product's model first, then the baseline CI always has
+
+
 def vessel_model(candidates: tuple[str, ...]) -> str | None:
     """The first provisioned model of ``candidates`` (vessel clips need one; the trained ``vessel`` model is a
-    build artefact a machine may not have)."""
+    build artefact a machine may not have). A variant (``vessel:int8``) counts as its model: sources run fp32."""
     from seawatch.errors import ModelError
     from seawatch.vision import registry
 
-    for name in candidates:
+    for name in dict.fromkeys(c.partition(":")[0] for c in candidates):
         try:
-            registry.resolve_onnx(name.partition(":")[0], name.partition(":")[2] or "fp32")
+            registry.resolve_onnx(name)
             return name
         except ModelError:
             continue
     return None
 
 
-def clip_config(sample: Sample, vessel_models: tuple[str, ...] = ("vessel", "coco_yolov5n")) -> tuple[dict, str] | None:
+def clip_config(sample: Sample, vessel_models: tuple[str, ...] = VESSEL_MODELS) -> tuple[dict, str] | None:
     gt = sample.ground_truth
     sid = "clip"
     negative_for = {str(x).lower() for x in (gt.get("negative_for") or ())} | set(sample.negative_for)
@@ -108,7 +111,7 @@ def _precision(true: int, false: int) -> float | None:
     return round(true / (true + false), 4) if true + false else None
 
 
-def evaluate_clip(sample: Sample, vessel_models: tuple[str, ...] = ("vessel", "coco_yolov5n")) -> dict:
+def evaluate_clip(sample: Sample, vessel_models: tuple[str, ...] = VESSEL_MODELS) -> dict:
     from seawatch.vision.pipeline import Pipeline, load_pipeline_config, run_file
 
     found = clip_config(sample, vessel_models)
@@ -184,7 +187,7 @@ def evaluate_clip(sample: Sample, vessel_models: tuple[str, ...] = ("vessel", "c
     return out
 
 
-def evaluate_clips(samples: list[Sample], vessel_models: tuple[str, ...] = ("vessel", "coco_yolov5n")) -> dict:
+def evaluate_clips(samples: list[Sample], vessel_models: tuple[str, ...] = VESSEL_MODELS) -> dict:
     clips = [evaluate_clip(s, vessel_models) for s in samples]
     scored = [c for c in clips if c.get("scored")]
     neg = [c for c in scored if c["kind"].endswith("_negative")]
