@@ -125,18 +125,25 @@ def test_evaluate_any_manifest_of_the_shared_format(shared_media, tmp_path):
     assert "fire" in res.stdout and "recall" in res.stdout
 
 
+def _linked_manifest(tmp_path: Path, shared_media: Path, entries: list[dict]) -> Path:
+    """A manifest of ``entries`` of the shared one, their images and label files linked in place (not copied)."""
+    for e in entries:
+        for f in (e["file"], e["ground_truth"]["label_file"]):
+            dst = tmp_path / f
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if not dst.exists():
+                dst.symlink_to(shared_media / f)
+    manifest = tmp_path / "MANIFEST.json"
+    manifest.write_text(json.dumps(entries))
+    return manifest
+
+
 def test_evaluate_chooses_the_vessel_models_and_reports_the_operating_curve(shared_media, tmp_path):
     onnx_model("coco_yolov5n")
     src = json.loads((shared_media / "MANIFEST.json").read_text())
     keep = [e for e in src if e["file"].startswith("A_boats/shore_vgiy5566") and e["file"].endswith(".jpg")][:1]
     assert keep, "the shared media lost its A_boats shore frames"
-    for e in keep:
-        for f in (e["file"], e["ground_truth"]["label_file"]):
-            dst = tmp_path / f
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.symlink_to(shared_media / f)
-    manifest = tmp_path / "MANIFEST.json"
-    manifest.write_text(json.dumps(keep))
+    manifest = _linked_manifest(tmp_path, shared_media, keep)
     out = tmp_path / "report.json"
     res = seawatch("evaluate", str(manifest), "--out", str(out), "--no-clips", "--vessel-models", "coco_yolov5n",
                    "--tile", "auto")
@@ -180,12 +187,7 @@ def test_evaluate_breaks_a_mixed_manifest_down_by_category(shared_media, tmp_pat
         e = dict(next(e for e in src if e["file"].startswith(f"A_boats/{cam}") and e["file"].endswith(".jpg")))
         e["category"] = cam
         keep.append(e)
-        for f in (e["file"], e["ground_truth"]["label_file"]):
-            dst = tmp_path / f
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.symlink_to(shared_media / f)
-    manifest = tmp_path / "MANIFEST.json"
-    manifest.write_text(json.dumps(keep))
+    manifest = _linked_manifest(tmp_path, shared_media, keep)
     out = tmp_path / "report.json"
     res = seawatch("evaluate", str(manifest), "--out", str(out), "--no-clips", "--vessel-models", "coco_yolov5n")
     assert res.returncode == 0, res.stderr
