@@ -117,9 +117,9 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
     """Box metrics per (label, model), image-level fire/smoke and hard-hat counts."""
     from seawatch.vision.media import read_image
 
-    stats: dict[tuple[str, str], LabelStats] = {}
+    # per (label, model, manifest category): the label's row is their sum, and the categories show where a model fails
+    by_cat: dict[tuple[str, str, str], LabelStats] = {}
     sizes: dict[tuple[str, str], SizeStats] = {}  # recall per ground-truth size at the operating threshold
-    by_cat: dict[tuple[str, str, str], LabelStats] = {}  # per manifest category: where a model fails
     op_conf: dict[tuple[str, str], float] = {}
     fire_img = {"positives": 0, "detected": 0, "negatives": 0, "false_alarms": 0}
     hat = {"images": 0, "abs_error": 0, "gt_total": 0, "per_image": []}
@@ -158,7 +158,6 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
                     keep = _grouped(det) == label
                     gt = s.gt(label)
                     tp = match(det.xyxy_px[keep], det.confidence[keep], gt)
-                    stats.setdefault((label, run.name), LabelStats()).add(det.confidence[keep], tp, len(gt))
                     by_cat.setdefault((label, run.name, s.category), LabelStats()).add(det.confidence[keep], tp, len(gt))
                     op = keep & (det.confidence >= run.op_conf)
                     sizes.setdefault((label, run.name), SizeStats()).add(
@@ -189,7 +188,11 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
             hat["gt_total"] += n_gt
             hat["per_image"].append({"file": s.path.name, "gt": n_gt, "predicted": n_pred})
     report: dict = {"labels": {}}
-    for (label, model), st in sorted(stats.items()):
+    rows: dict[tuple[str, str], dict[str, LabelStats]] = {}
+    for (label, model, cat), st_c in by_cat.items():
+        rows.setdefault((label, model), {})[cat] = st_c
+    for (label, model), cats in sorted(rows.items()):
+        st = LabelStats.merged(cats.values())
         entry = {**st.summary(op_conf[(label, model)]), "conf": op_conf[(label, model)]}
         r80, thr80 = st.recall_at_precision(0.8)
         entry["recall_at_precision_0.8"] = round(r80, 4)
@@ -197,7 +200,6 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
         for p in (0.7, 0.6):  # the rest of the operating curve: where a model stands below the 0.8 target
             entry[f"recall_at_precision_{p}"] = round(st.recall_at_precision(p)[0], 4)
         entry["recall_by_size"] = sizes[(label, model)].summary()
-        cats = {c: st_c for (lab, m, c), st_c in by_cat.items() if (lab, m) == (label, model)}
         if len(cats) > 1:
             entry["by_category"] = {c: {**st_c.summary(op_conf[(label, model)]),
                                         "recall_at_precision_0.8": round(st_c.recall_at_precision(0.8)[0], 4)}

@@ -55,7 +55,9 @@ def vessel_model(candidates: tuple[str, ...]) -> str | None:
     return None
 
 
-def clip_config(sample: Sample, vessel_models: tuple[str, ...] = VESSEL_MODELS) -> tuple[dict, str] | None:
+def clip_config(sample: Sample, vessel_models: tuple[str, ...] = VESSEL_MODELS) -> tuple[dict | None, str] | None:
+    """(pipeline config, kind of clip), or None when the ground truth names no rule scored here; the config is
+    None for a vessel clip when no vessel model is provisioned."""
     gt = sample.ground_truth
     sid = "clip"
     negative_for = {str(x).lower() for x in (gt.get("negative_for") or ())} | set(sample.negative_for)
@@ -73,7 +75,7 @@ def clip_config(sample: Sample, vessel_models: tuple[str, ...] = VESSEL_MODELS) 
     def vessel(kind: str):
         model = vessel_model(vessel_models)
         if model is None:
-            return None
+            return None, kind  # a vessel clip, but nothing to run it with
         return ({"sources": [{"id": sid, "url": str(sample.path), "models": [model], "tile": "auto",
                               "analysis_fps": 1.0}],
                  "zones": [{"id": "water", "source": sid,
@@ -116,11 +118,11 @@ def evaluate_clip(sample: Sample, vessel_models: tuple[str, ...] = VESSEL_MODELS
 
     found = clip_config(sample, vessel_models)
     if found is None:
-        vessels = sample.count("vessel") is not None or "vessel" in sample.negative_for
-        reason = (f"no vessel model provisioned (tried {', '.join(vessel_models)})" if vessels
-                  else "ground truth names no rule this evaluator scores")
-        return {"file": sample.path.name, "scored": False, "reason": reason}
+        return {"file": sample.path.name, "scored": False, "reason": "ground truth names no rule this evaluator scores"}
     data, kind = found
+    if data is None:
+        return {"file": sample.path.name, "scored": False,
+                "reason": f"no vessel model provisioned (tried {', '.join(vessel_models)})"}
     cfg = load_pipeline_config(None, data)
     t0 = time.monotonic()
     pipeline = Pipeline(cfg)

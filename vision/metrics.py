@@ -84,6 +84,16 @@ class LabelStats:
         self.tp.append(np.asarray(tp, bool))
         self.n_gt += int(n_gt)
 
+    @classmethod
+    def merged(cls, parts) -> "LabelStats":
+        """One label's stats over several parts (e.g. the categories of a manifest)."""
+        out = cls()
+        for p in parts:
+            out.conf += p.conf
+            out.tp += p.tp
+            out.n_gt += p.n_gt
+        return out
+
     def summary(self, conf_threshold: float = 0.0) -> dict:
         conf = np.concatenate(self.conf) if self.conf else np.zeros(0, np.float32)
         tp = np.concatenate(self.tp) if self.tp else np.zeros(0, bool)

@@ -252,6 +252,13 @@ class Pipeline:
         # the site's water for geo-referenced sources (built here once; the config check built it before)
         self.geo_water = config.water_areas.build() if config.water_areas is not None else None
         self.tiles = {(s.id, name): tile_for(s.tile, self.detectors[name]) for s in config.sources for name in s.models}
+        # per source, the tiled models that find only what its water masks judge (the vessel model): they need not
+        # look at tiles with no water, whatever they found there would be dropped
+        self.water_tiled: dict[str, set[str]] = {}
+        for s in config.sources:
+            mask = self.water.get(s.id) or self.view_water.get(s.id) or (self.geo_water if s.water_areas else None)
+            self.water_tiled[s.id] = {name for name in s.models if mask is not None and self.tiles[(s.id, name)]
+                                      is not None and set(self.detectors[name].labels) <= set(mask.labels)}
         self.trackers = {s.id: ByteTracker(config.tracker) for s in config.sources}
         self.sinks = list(sinks)
         self._given_timelines = set(pose_timelines or {})
@@ -339,11 +346,7 @@ class Pipeline:
         water = self.water.get(source_id)
         view_water = self.view_water.get(source_id)
         geo_water = self.geo_water if locator is not None and spec.water_areas else None
-        # a model that finds only what the water masks judge (the vessel model) need not look at tiles with no
-        # water: whatever it found there would be dropped
-        any_mask = next((m for m in (water, view_water, geo_water) if m is not None), None)
-        only_water = {name for name in spec.models if self.tiles[(source_id, name)] is not None
-                      and any_mask is not None and set(self.detectors[name].labels) <= set(any_mask.labels)}
+        only_water = self.water_tiled[source_id]
         # a camera that pans is registered once per frame, before detection when the tiles need its water
         frame_water = view_water.frame_mask(image) if view_water is not None and only_water else None
         keep_tile = self._water_tiles(water, frame_water, geo_water, locator, image) if only_water else None
