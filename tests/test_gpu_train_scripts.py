@@ -122,3 +122,40 @@ def test_import_records_the_runs_own_tiles_and_start_weights(tmp_path, monkeypat
     assert record["tiles"]["tile_px"] == 384  # what the run trained on, not the packed default
     assert record["start_weights_sha256"] == "e" * 64 and record["base"] == "coco_yolov5n"
     assert (tmp_path / "cache" / "train").is_dir()
+    # a run started from another registry model (--base-name fall): the packed base's facts are not its own
+    info["base_sha256"] = "c" * 64
+    info["run"].update(base="fall", train_too=["w4gnqsqx"])
+    (run_dir / "run.json").write_text(json.dumps(info))
+    record = import_run(run_dir, "vessels", "vessel_t")
+    assert record["base"] == "fall" and "base_sha256" not in record and record["train_too"] == ["w4gnqsqx"]
+
+
+def test_held_out_cameras_can_join_training(tmp_path):
+    """--train-too moves named held-out cameras' frames into training (leave-one-camera-out, or 'all' for the model
+    to ship); with none left, validation keeps every frame and says it is no longer held out."""
+    tv = _script("train_vessels")
+    frames = tmp_path / "frames"
+    names = {"train": ["src__shore_aaaaaaaa_1080_x", "src__bbbbbbbb_720_y"],
+             "val": ["src__shore_vgiy5566_720_a", "src__shore_vgiy5566_720_b", "src__shore_w4gnqsqx_1080_c"]}
+    for part, stems in names.items():
+        (frames / part).mkdir(parents=True)
+        for stem in stems:
+            (frames / part / f"{stem}.webp").write_bytes(b"")
+    assert [tv.frame_camera(p) for p in sorted((frames / "val").glob("*.webp"))] == ["vgiy5566", "vgiy5566",
+                                                                                    "w4gnqsqx"]
+    parts, held_out = tv.split_frames(frames, set())
+    assert held_out and len(parts["train"]) == 2 and len(parts["val"]) == 3
+    parts, held_out = tv.split_frames(frames, {"w4gnqsqx"})
+    assert held_out
+    assert sorted(p.stem for p in parts["train"]) == sorted(names["train"] + ["src__shore_w4gnqsqx_1080_c"])
+    assert [tv.frame_camera(p) for p in parts["val"]] == ["vgiy5566", "vgiy5566"]
+    parts, held_out = tv.split_frames(frames, {"*"})
+    assert not held_out and len(parts["train"]) == 5 and len(parts["val"]) == 3
+
+
+def test_registered_description_says_what_was_not_held_out():
+    from seawatch.vision.export.cmd_train import _description
+
+    assert _description("vessels", "coco_yolov5n", {}) == "fine-tuned on vessels from coco_yolov5n"
+    assert "also trained on all held-out cameras" in _description("vessels", "vessel", {"train_too": ["*"]})
+    assert "held-out cameras w4gnqsqx (scores" in _description("vessels", "fall", {"train_too": ["w4gnqsqx"]})

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import sys
 import time
@@ -86,18 +87,42 @@ def _cut_frame(job: tuple) -> dict:
     return c
 
 
+CAMERA_RE = re.compile(r"^(?:shore_)?([a-z0-9]{8})_")  # datasets/vessels.yaml camera_from, on the file's own stem
+
+
+def frame_camera(path: Path) -> str | None:
+    """The camera id of a packed frame (``<source>__<file stem>``)."""
+    m = CAMERA_RE.match(path.stem.rsplit("__", 1)[-1])
+    return m.group(1) if m else None
+
+
+def split_frames(frames: Path, train_too: set[str]) -> tuple[dict[str, list[Path]], bool]:
+    """Packed frames per part; held-out cameras named in ``train_too`` (``*``: all) move to the training part.
+    When none is left held out, validation keeps every held-out frame (a monitor only); the flag says whether
+    the validation part is still held out."""
+    parts = {p: sorted((frames / p).glob("*.webp")) for p in ("train", "val")}
+    for part, imgs in parts.items():
+        if not imgs:
+            raise SystemExit(f"train_vessels: no frames in {frames / part}; run scripts/gpu/pack_vessels.sh first")
+    moved = [p for p in parts["val"] if "*" in train_too or frame_camera(p) in train_too]
+    if not moved:
+        return parts, True
+    kept = [p for p in parts["val"] if p not in moved]
+    return {"train": parts["train"] + moved, "val": kept or parts["val"]}, bool(kept)
+
+
 def build_layout(frames: Path, out: Path, classes: list[str], tiles: dict, seed: int, limit: int | None,
-                 procs: int) -> dict:
-    """The YOLO layout (tiles + frames) of both splits under ``out``; returns per-split counts."""
+                 procs: int, train_too: set[str] = frozenset()) -> dict:
+    """The YOLO layout (tiles + frames) of both splits under ``out``; returns per-split counts (and whether the
+    validation part is held out)."""
     from multiprocessing import Pool
 
     if out.exists():
         shutil.rmtree(out)
     counts = {}
+    parts, held_out = split_frames(frames, set(train_too))
     for part in ("train", "val"):
-        imgs = sorted((frames / part).glob("*.webp"))
-        if not imgs:
-            raise SystemExit(f"train_vessels: no frames in {frames / part}; run scripts/gpu/pack_vessels.sh first")
+        imgs = parts[part]
         if limit:
             imgs = imgs[:: max(1, len(imgs) // limit)][:limit]
         img_dir, lab_dir = out / "images" / part, out / "labels" / part
@@ -107,12 +132,13 @@ def build_layout(frames: Path, out: Path, classes: list[str], tiles: dict, seed:
                  seed, tiles.get("frame_px", tiles["tile_px"])) for p in imgs]
         if procs > 1:
             with Pool(procs) as pool:
-                parts = pool.map(_cut_frame, jobs, chunksize=4)
+                per_frame = pool.map(_cut_frame, jobs, chunksize=4)
         else:
-            parts = [_cut_frame(j) for j in jobs]
-        total = {k: sum(p[k] for p in parts) for k in parts[0]}
+            per_frame = [_cut_frame(j) for j in jobs]
+        total = {k: sum(c[k] for c in per_frame) for k in per_frame[0]}
         total["images"] = total["frames"] + total["vessel_tiles"] + total["empty_tiles"]
         counts[part] = total
+    counts["val_held_out"] = held_out
     (out / "data.yaml").write_text(json.dumps({"path": str(out.resolve()), "train": "images/train",
                                                "val": "images/val",
                                                "names": {i: c for i, c in enumerate(classes)}}, indent=1))
@@ -177,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=None, help="default 32")
     ap.add_argument("--workers", type=int, default=None, help="data loader workers (default: cores - 2, <= 12)")
     ap.add_argument("--patience", type=int, default=40)
+    ap.add_argument("--warmup-epochs", type=float, default=None,
+                    help="learning-rate warm-up in epochs (ultralytics' default 3; lower it for runs of a few epochs)")
     ap.add_argument("--empty-keep", type=float, default=None, help="override provenance's empty tile fraction")
     ap.add_argument("--tile-px", type=int, default=None,
                     help="override provenance's tile side (source pixels); a tile smaller than --imgsz is "
@@ -184,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base-weights", default=None,
                     help="start from these weights instead of provenance's base (path, or relative to --gpu-dir); "
                          "its sha256 is recorded in run.json")
+    ap.add_argument("--base-name", default=None,
+                    help="the registry name the start weights come from when not the packed base (e.g. fall); "
+                         "recorded as the run's base")
+    ap.add_argument("--train-too", default="",
+                    help="held-out cameras to train on as well, comma-separated, or 'all' for the model to ship "
+                         "(its validation numbers are then not held out)")
     ap.add_argument("--smoke", action="store_true",
                     help="CPU pipeline check: 6 train / 6 val frames, 1 epoch, 320 px, batch 4, no time box, polars "
                          "hidden (options given explicitly still win)")
@@ -229,8 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     seed = int(prov.get("seed", 0))
 
     t0 = time.monotonic()
+    train_too = {"*"} if args.train_too == "all" else {c for c in args.train_too.split(",") if c}
     counts = build_layout(gpu / "frames", work / "data", classes, tiles, seed, 6 if args.smoke else None,
-                          procs=max(1, min(cores, 16)))
+                          procs=max(1, min(cores, 16)), train_too=train_too)
     tile_s = time.monotonic() - t0
     log.info("layout in %.1f s: %s", tile_s, json.dumps(counts))
 
@@ -246,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                     cache="ram" if device != "cpu" else False, verbose=True)
     if args.time_h > 0:
         train_kw["time"] = args.time_h
+    if args.warmup_epochs is not None:
+        train_kw["warmup_epochs"] = args.warmup_epochs
     interrupted = False
     t0 = time.monotonic()
     try:
@@ -295,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0], "torch": torch.__version__, "ultralytics": ultralytics.__version__,
         "smoke": args.smoke, "seed": seed, "deterministic": False, "time_box_h": args.time_h or None,
         "epochs_bound": args.epochs, "epochs_done": epochs_done, "imgsz": args.imgsz, "batch": args.batch,
-        "workers": workers, "patience": args.patience, "tiles": tiles, "layout": counts, "patched": patched,
+        "workers": workers, "patience": args.patience, "warmup_epochs": args.warmup_epochs, "tiles": tiles, "layout": counts,
+        "train_too": sorted(train_too), **({"base": args.base_name} if args.base_name else {}), "patched": patched,
         "interrupted": interrupted, "layout_seconds": round(tile_s, 1), "train_seconds": round(train_s, 1),
         "export_seconds": round(export_s, 1), "total_seconds": round(time.monotonic() - t_start, 1),
         "best_by_map50": best_row, "last_epoch": last_row,

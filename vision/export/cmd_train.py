@@ -37,6 +37,15 @@ def _trained_tile_px(record: dict, imgsz: int) -> int:
     return tile if tile and tile != imgsz else 0
 
 
+def _description(dataset: str, base: str, record: dict) -> str:
+    text = f"fine-tuned on {dataset} from {base}"
+    too = record.get("train_too")
+    if too:
+        cams = "all held-out cameras" if "*" in too else "held-out cameras " + ", ".join(too)
+        text += f", also trained on {cams} (scores on them are not held out)"
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     from seawatch.vision import cmd_models_register, registry
     from seawatch.vision.export.train import import_run, train
@@ -52,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
                        fraction=args.fraction)
     reg = argparse.Namespace(file=record["weights"], name=args.name, labels="", classes="", output_format=None,
                              licence="AGPL-3.0 (fine-tuned from AGPL-3.0 YOLO weights); training data: see datasets/"
-                                     f"{args.dataset}.yaml", description=f"fine-tuned on {args.dataset} from {args.base}",
+                                     f"{args.dataset}.yaml", description=_description(args.dataset, args.base, record),
                              imgsz=args.imgsz, tile_px=_trained_tile_px(record, args.imgsz), replace=True, check=True)
     cmd_models_register.run(reg)
     lock = registry.read_lock(args.name)

@@ -151,10 +151,13 @@ def import_run(run_dir: Path, dataset: str, out_name: str) -> dict:
     shutil.copyfile(weights, target)
     keep = ("dataset_manifest_sha256", "dataset_fingerprint", "split", "val_cameras", "tiles", "packed_sha256",
             "frames_webp_quality", "base", "base_sha256", "transferred_tensors", "base_weights_sha256_transferred")
+    if run.get("base"):  # started from another registry model than the packed base: its facts do not apply
+        keep = tuple(k for k in keep if k not in ("base_sha256", "transferred_tensors",
+                                                  "base_weights_sha256_transferred"))
     record = {"dataset": dataset, **{k: info[k] for k in keep if k in info},
               **{k: run[k] for k in ("seed", "imgsz", "batch", "epochs_done", "time_box_h", "deterministic", "device",
                                      "torch", "ultralytics", "layout", "train_seconds", "interrupted", "smoke",
-                                     "best_by_map50") if k in run},
+                                     "best_by_map50", "train_too", "base") if k in run},
               "epochs": run.get("epochs_done"), "weights": str(target), "weights_sha256": sha,
               # the tiling and start weights the run actually used (run.json overrides the packed defaults)
               **({"tiles": run["tiles"]} if "tiles" in run else {}),
