@@ -190,6 +190,13 @@ def patch_ultralytics_offline() -> list[str]:
     return done
 
 
+def use_cpu_threads(n: int) -> None:
+    """ultralytics trains on the CPU with one core fewer than the machine has (one thread on 2 cores); use ``n``."""
+    import ultralytics.utils.torch_utils as tu
+
+    tu.NUM_THREADS = max(1, n)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--gpu-dir", default=str(REPO / ".gpu"), help="what pack_vessels.sh built")
@@ -203,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=None, help="default 32")
     ap.add_argument("--workers", type=int, default=None, help="data loader workers (default: cores - 2, <= 12)")
     ap.add_argument("--patience", type=int, default=40)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads on the CPU (default: every core)")
     ap.add_argument("--warmup-epochs", type=float, default=None,
                     help="learning-rate warm-up in epochs (ultralytics' default 3; lower it for runs of a few epochs)")
     ap.add_argument("--empty-keep", type=float, default=None, help="override provenance's empty tile fraction")
@@ -273,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     from ultralytics import YOLO
 
     patched = patch_ultralytics_offline()
+    if device == "cpu":
+        use_cpu_threads(args.threads or cores)
     base = gpu / (args.base_weights or prov["base_weights"])
     yolo = YOLO(str(base))
     train_kw = dict(data=str(work / "data" / "data.yaml"), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
@@ -332,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0], "torch": torch.__version__, "ultralytics": ultralytics.__version__,
         "smoke": args.smoke, "seed": seed, "deterministic": False, "time_box_h": args.time_h or None,
         "epochs_bound": args.epochs, "epochs_done": epochs_done, "imgsz": args.imgsz, "batch": args.batch,
-        "workers": workers, "patience": args.patience, "warmup_epochs": args.warmup_epochs, "tiles": tiles, "layout": counts,
+        "workers": workers, "threads": (args.threads or cores) if device == "cpu" else None,
+        "patience": args.patience, "warmup_epochs": args.warmup_epochs, "tiles": tiles, "layout": counts,
         "train_too": sorted(train_too), **({"base": args.base_name} if args.base_name else {}), "patched": patched,
         "interrupted": interrupted, "layout_seconds": round(tile_s, 1), "train_seconds": round(train_s, 1),
         "export_seconds": round(export_s, 1), "total_seconds": round(time.monotonic() - t_start, 1),

@@ -4,7 +4,7 @@ The trained weights are a build artefact kept in the model cache; what is record
 dataset manifest fingerprint, split, seed, epochs, image size, base weights and their sha256.
 
 Base weights (``--base``):
-- an ultralytics-family registry model (``fall``: YOLOv8n people; ``ship_published``: YOLO11s boats): its
+- an ultralytics-family registry model (``fall``: YOLOv8s-sized people; ``ship_published``: YOLO11s boats): its
   provisioned ``weights.pt`` is the starting point; the head is rebuilt for the new classes.
 - ``coco_yolov5n``: the original-layout COCO YOLOv5n checkpoint. Its tensors are copied by name and shape into
   ultralytics' anchor-free ``yolov5n.yaml`` (everything but the detection head transfers).
@@ -93,6 +93,12 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
     prepare_ultralytics_env()
     from ultralytics import YOLO
 
+    if device == "cpu":  # ultralytics trains with one core fewer than the machine has (one of two): use them all
+        import os
+
+        import ultralytics.utils.torch_utils as tu
+
+        tu.NUM_THREADS = os.cpu_count() or 1
     t0 = time.monotonic()
     yolo = YOLO(str(start_pt))
     yolo.train(data=str(layout / "data.yaml"), epochs=epochs, imgsz=imgsz, batch=batch, device=device, seed=seed,
