@@ -55,3 +55,32 @@ def test_tile_labels_clip_and_drop():
     # tile starting at x=80 holds 70 %: kept, clipped to the tile
     kept = trainsets._tile_labels((line,), 1000, 1000, 80, 0, 640, 0.5)
     assert len(kept) == 1 and kept[0].split()[3] == f"{70 / 640:.6f}"
+
+
+def test_trained_images_follow_the_training_record(vessel_items):
+    """What `seawatch evaluate` warns about: the frames a model's training record says it was trained on."""
+    m, items = vessel_items
+    val_cams = set(m["split"]["val_cameras"])
+    held = trainsets.trained_images({"dataset": "vessels", "val_cameras": sorted(val_cams)})
+    assert held == {i.image.resolve() for i in items if i.camera not in val_cams}
+    assert not held & {i.image.resolve() for i in items if i.camera in val_cams}
+    one = trainsets.trained_images({"dataset": "vessels", "train_too": ["vgiy5566"]})  # cameras from the manifest
+    assert one - held == {i.image.resolve() for i in items if i.camera == "vgiy5566"}
+    assert trainsets.trained_images({"dataset": "vessels", "train_too": ["*"]}) == {i.image.resolve() for i in items}
+    assert trainsets.trained_images({}) == set() and trainsets.trained_images({"dataset": "no_such_set"}) == set()
+
+
+def test_evaluate_counts_scored_images_a_model_trained_on(vessel_items, monkeypatch):
+    from seawatch.vision import evaluate, registry
+
+    m, items = vessel_items
+    val_cams = set(m["split"]["val_cameras"])
+    seen = next(i.image for i in items if i.camera not in val_cams)
+    unseen = next(i.image for i in items if i.camera in val_cams)
+    locks = {"trained": {"training": {"dataset": "vessels", "val_cameras": sorted(val_cams)}}, "stock": {}}
+    monkeypatch.setattr(registry, "read_lock", lambda name: locks.get(name))
+    ev = evaluate.Evaluator()
+    ev.models = {"trained+tiles": evaluate._ModelRun("trained+tiles", None, base="trained"),
+                 "stock": evaluate._ModelRun("stock", None, base="stock")}
+    assert evaluate._scored_training_images(ev, [seen, unseen]) == {"trained+tiles": 1}
+    assert evaluate._scored_training_images(ev, [unseen]) == {"trained+tiles": 0}

@@ -76,6 +76,10 @@ def print_summary(report: dict, file=sys.stdout) -> None:
                       f"{f['false']} false frame alerts, {f['incidents_alerted']} incidents)", file=file)
         for clip in c["clips"]:
             print(f"  {clip['file']}: {json.dumps({k: v for k, v in clip.items() if k != 'file'})}", file=file)
+    for name, m in report.get("models", {}).items():
+        if m.get("scored_training_images"):
+            print(f"warning: {name} was trained on {m['scored_training_images']} of the scored images "
+                  "(its training record): its numbers here are not held out", file=file)
     if report.get("missing_models"):
         print(f"models not provisioned (skipped): {', '.join(report['missing_models'])}", file=file)
     if report.get("unscored_images"):

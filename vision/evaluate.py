@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
@@ -42,6 +43,7 @@ TILED_LABELS = {"vessel"}
 class _ModelRun:
     name: str
     detector: object
+    base: str = ""  # the registry name (name without a variant or the tiling)
     seconds: float = 0.0
     tile: object | None = None  # TileSpec of a tiled run, resolved once per model
     frames: int = 0
@@ -87,7 +89,7 @@ class Evaluator:
             log.warning("evaluate: model %s unavailable: %s", name, exc)
             self.missing_models.add(name)
             return None
-        run = _ModelRun(key, det, tile=tile_for(self.tile, det) if tiled else None, op_conf=op)
+        run = _ModelRun(key, det, base=base, tile=tile_for(self.tile, det) if tiled else None, op_conf=op)
         self.models[key] = run
         return run
 
@@ -113,6 +115,20 @@ def _grouped(det: Detections) -> np.ndarray:
     return np.array([PRED_GROUPS.get(lab, lab) for lab in det.label], dtype=object)
 
 
+def _scored_training_images(ev: Evaluator, scored: list[Path]) -> dict[str, int]:
+    """Per model run: how many scored images its training record says it was trained on (a trained model's numbers
+    on its own training frames are not held out)."""
+    from seawatch.vision import registry, trainsets
+
+    paths = {p.resolve() for p in scored}
+    out: dict[str, int] = {}
+    for key, run in ev.models.items():
+        record = (registry.read_lock(run.base) or {}).get("training") or {}
+        if record and paths:
+            out[key] = len(paths & trainsets.trained_images(record))
+    return out
+
+
 def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
     """Box metrics per (label, model), image-level fire/smoke and hard-hat counts."""
     from seawatch.vision.media import read_image
@@ -124,6 +140,7 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
     fire_img = {"positives": 0, "detected": 0, "negatives": 0, "false_alarms": 0}
     hat = {"images": 0, "abs_error": 0, "gt_total": 0, "per_image": []}
     unscored: list[dict] = []  # labelled images left out, with the reason, so a report never silently scores less
+    scored: list[Path] = []
     for s in samples:
         if s.kind != "image":
             continue
@@ -144,6 +161,7 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
             log.warning("evaluate: %s", exc)
             unscored.append({"file": s.path.name, "reason": str(exc)})
             continue
+        scored.append(s.path)
         cache: dict[str, Detections] = {}
         for label in sorted(labels):
             for name in ev.label_models.get(label, ()):
@@ -213,7 +231,9 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
     if hat["images"]:
         hat["count_error"] = round(hat["abs_error"] / max(hat["gt_total"], 1), 4)
         report["no_hard_hat_counts"] = hat
+    seen = _scored_training_images(ev, scored)
     report["models"] = {r.name: {"frames": r.frames, "ms_per_frame": round(1000 * r.seconds / max(r.frames, 1), 1),
+                                 **({"scored_training_images": seen[r.name]} if seen.get(r.name) else {}),
                                  **({"tile_px": r.tile.size_px, "more_tile_px": list(r.tile.extra_sizes_px),
                                      "flip": r.tile.flip} if r.tile is not None else {})}
                         for r in ev.models.values()}

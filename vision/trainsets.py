@@ -99,6 +99,23 @@ def split(items: list[Item], val_cameras: set[str]) -> tuple[list[Item], list[It
     return train, val
 
 
+def trained_images(record: dict) -> set[Path]:
+    """The images (resolved paths) a model's training record says it trained on: its dataset's frames outside the
+    validation cameras, plus the validation cameras it was also trained on (``train_too``; ``*`` = all). The
+    dataset as its manifest lists it now; empty when the record names no dataset or the data is absent."""
+    name = record.get("dataset")
+    if not name:
+        return set()
+    try:
+        manifest = load_dataset_manifest(name)
+        items = scan(manifest)
+    except (ConfigError, InputError, OSError, ValueError, KeyError):
+        return set()
+    val = set(record.get("val_cameras") or manifest.get("split", {}).get("val_cameras", []))
+    too = set(record.get("train_too") or ())
+    return {i.image.resolve() for i in items if i.camera not in val or "*" in too or i.camera in too}
+
+
 def fingerprint(items: list[Item]) -> str:
     """sha256 over image names, sizes and mapped labels: identifies the exact data a model was trained on."""
     h = hashlib.sha256()

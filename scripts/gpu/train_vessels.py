@@ -210,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=None, help="default 32")
     ap.add_argument("--workers", type=int, default=None, help="data loader workers (default: cores - 2, <= 12)")
     ap.add_argument("--patience", type=int, default=40)
+    ap.add_argument("--optimizer", default="auto", help="ultralytics optimizer (auto, SGD, AdamW, ...)")
+    ap.add_argument("--lr0", type=float, default=None, help="initial learning rate (needs --optimizer other than auto)")
+    ap.add_argument("--lrf", type=float, default=None, help="final learning rate as a fraction of lr0")
     ap.add_argument("--threads", type=int, default=None, help="torch threads on the CPU (default: every core)")
     ap.add_argument("--warmup-epochs", type=float, default=None,
                     help="learning-rate warm-up in epochs (ultralytics' default 3; lower it for runs of a few epochs)")
@@ -291,8 +294,10 @@ def main(argv: list[str] | None = None) -> int:
                     cache="ram" if device != "cpu" else False, verbose=True)
     if args.time_h > 0:
         train_kw["time"] = args.time_h
-    if args.warmup_epochs is not None:
-        train_kw["warmup_epochs"] = args.warmup_epochs
+    train_kw["optimizer"] = args.optimizer
+    for k in ("warmup_epochs", "lr0", "lrf"):
+        if getattr(args, k) is not None:
+            train_kw[k] = getattr(args, k)
     interrupted = False
     t0 = time.monotonic()
     try:
@@ -343,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         "smoke": args.smoke, "seed": seed, "deterministic": False, "time_box_h": args.time_h or None,
         "epochs_bound": args.epochs, "epochs_done": epochs_done, "imgsz": args.imgsz, "batch": args.batch,
         "workers": workers, "threads": (args.threads or cores) if device == "cpu" else None,
-        "patience": args.patience, "warmup_epochs": args.warmup_epochs, "tiles": tiles, "layout": counts,
+        "patience": args.patience, "tiles": tiles, "layout": counts,
+        **{k: train_kw[k] for k in ("optimizer", "lr0", "lrf", "warmup_epochs") if k in train_kw},
         "train_too": sorted(train_too), **({"base": args.base_name} if args.base_name else {}), "patched": patched,
         "interrupted": interrupted, "layout_seconds": round(tile_s, 1), "train_seconds": round(train_s, 1),
         "export_seconds": round(export_s, 1), "total_seconds": round(time.monotonic() - t_start, 1),
