@@ -101,6 +101,10 @@ def test_trained_tile_size_reaches_the_registered_manifest():
     assert _trained_tile_px({"tiles": {"tile_px": 640}}, 640) == 0  # = imgsz: nothing to record
     assert _trained_tile_px({"tile_px": 320}, 640) == 320  # the CPU trainer's record
     assert _trained_tile_px({}, 640) == 0
+    # a run at 320 px on 192 px tiles (zoom 1.67) registered for inference at 640: 384 px tiles keep that zoom
+    assert _trained_tile_px({"tiles": {"tile_px": 192}, "imgsz": 320}, 640) == 384
+    assert _trained_tile_px({"tiles": {"tile_px": 192}, "imgsz": 320}, 320) == 192
+    assert _trained_tile_px({"tiles": {"tile_px": 320}, "imgsz": 320}, 640) == 0  # not zoomed: tiles = imgsz
 
 
 def test_import_records_the_runs_own_tiles_and_start_weights(tmp_path, monkeypatch, shared_media):

@@ -16,7 +16,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", default="coco_yolov5n",
                    help="starting weights: coco_yolov5n, fall, ship_published, or a .pt / .yaml path")
     p.add_argument("--epochs", type=int, default=60)
-    p.add_argument("--imgsz", type=int, default=640, help="training input size (tiles are this big)")
+    p.add_argument("--imgsz", type=int, default=None,
+                   help="training input size (tiles are this big; default 640). With --import: the inference input "
+                        "size to register (default: the run's); the tile side scales with it, so the zoom the model "
+                        "was trained at is kept (a run at 320 px on 192 px tiles, registered at 640, tiles at 384)")
     p.add_argument("--tile-px", type=int, default=0,
                    help="training tile side in source pixels (default: imgsz); smaller tiles are upscaled to imgsz, "
                         "so small vessels are learned larger; the model then tiles at this size (tiling auto)")
@@ -32,9 +35,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _trained_tile_px(record: dict, imgsz: int) -> int:
-    """The tile side the run trained on when it differs from the input size (zoomed tiles), else 0 (= imgsz)."""
+    """The tile side for inference at ``imgsz`` that keeps the zoom the run trained at (its tile side over its input
+    size), when the tiles were zoomed; else 0 (= imgsz)."""
     tile = int((record.get("tiles") or {}).get("tile_px") or record.get("tile_px") or 0)
-    return tile if tile and tile != imgsz else 0
+    trained = int(record.get("imgsz") or imgsz)
+    if not tile or tile == trained:
+        return 0
+    return round(tile * imgsz / trained)
 
 
 def _description(dataset: str, base: str, record: dict) -> str:
@@ -52,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.import_dir:
         record = import_run(args.import_dir, args.dataset, args.name)
-        args.imgsz, args.base = int(record.get("imgsz") or args.imgsz), str(record.get("base", args.base))
+        args.imgsz, args.base = int(args.imgsz or record.get("imgsz") or 640), str(record.get("base", args.base))
     else:
+        args.imgsz = args.imgsz or 640
         if args.smoke:
             args.epochs, args.fraction, args.imgsz, args.batch = 1, 0.05, 320, 8
         record = train(args.dataset, args.name, base=args.base, epochs=args.epochs, imgsz=args.imgsz,

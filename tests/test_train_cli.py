@@ -1,0 +1,58 @@
+"""`seawatch models train` end to end on the CPU: a smoke run (1 epoch, 5 % of the vessel frames, 320 px tiles)
+from the COCO YOLOv5n transfer, exported, verified and registered with its training record. It proves the pipeline,
+not the model (about 1.5 min on 2 cores)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from seawatch import paths
+from tests.conftest import has_module, missing, onnx_model
+
+
+def test_smoke_training_registers_a_model_with_its_record(shared_media):
+    if not (has_module("torch") and has_module("ultralytics")):
+        missing("torch and ultralytics are needed to train (pip install -e '.[export]')")
+    onnx_model("coco_yolov5n")  # the base weights must be provisioned
+    from seawatch.vision import registry, trainsets
+    from seawatch.vision.detector import load_detector
+    from seawatch.vision.evaluate import Evaluator, _ModelRun, _scored_training_images
+
+    name = "vessel_smoke_test"
+    env = dict(os.environ, SEAWATCH_SHARED=str(shared_media.parent))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "seawatch", "models", "train", "vessels", "--smoke", "--name", name],
+                              env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+        lock = registry.read_lock(name)
+        record = lock["training"]
+        assert record["dataset"] == "vessels" and record["epochs"] == 1 and record["imgsz"] == 320
+        assert record["base"] == "coco_yolov5n" and record["transferred_tensors"].startswith("342/")
+        assert record["dataset_fingerprint"] == trainsets.fingerprint(
+            trainsets.scan(trainsets.load_dataset_manifest("vessels")))
+        assert registry.sha256_file(Path(record["weights"])) == record["weights_sha256"]
+        assert registry.get_manifest(name).labels == {"vessel": "vessel"}
+        det = load_detector(name, "fp32", conf=0.01)
+        out = det.detect([np.full((720, 1280, 3), 100, np.uint8)])[0]  # runs through ONNX Runtime; boxes in the frame
+        assert out.xyxy_px.shape[1] == 4 and (out.xyxy_px[:, 2] <= 1280 + 1e-3).all()
+        # evaluate knows which frames the model trained on: a training camera's frame yes, a held-out one no
+        m = trainsets.load_dataset_manifest("vessels")
+        items = trainsets.scan(m)
+        val = set(m["split"]["val_cameras"])
+        seen = next(i.image for i in items if i.camera not in val)
+        unseen = next(i.image for i in items if i.camera in val)
+        ev = Evaluator()
+        ev.models = {name: _ModelRun(name, det, base=name)}
+        assert _scored_training_images(ev, [seen, unseen]) == {name: 1}
+    finally:  # leave the cache as it was: the manifest, the provisioned files and the training folder go
+        (registry.user_manifest_dir() / f"{name}.yaml").unlink(missing_ok=True)
+        shutil.rmtree(registry.model_dir(name), ignore_errors=True)
+        for d in (paths.cache_dir() / "train").glob(f"{name}-*"):
+            shutil.rmtree(d, ignore_errors=True)
