@@ -136,23 +136,29 @@ def test_import_records_the_runs_own_tiles_and_start_weights(tmp_path, monkeypat
 
 def test_held_out_cameras_can_join_training(tmp_path):
     """--train-too moves named held-out cameras' frames into training (leave-one-camera-out, or 'all' for the model
-    to ship); with none left, validation keeps every frame and says it is no longer held out."""
+    to ship); with none left, validation keeps every frame and says it is no longer held out. Cameras are named by
+    each dataset source's own camera_from."""
+    from seawatch.vision.trainsets import camera_pattern, load_dataset_manifest
+
     tv = _script("train_vessels")
+    patterns = {s["name"]: camera_pattern(s) for s in load_dataset_manifest("vessels")["sources"]}
     frames = tmp_path / "frames"
-    names = {"train": ["src__shore_aaaaaaaa_1080_x", "src__bbbbbbbb_720_y"],
-             "val": ["src__shore_vgiy5566_720_a", "src__shore_vgiy5566_720_b", "src__shore_w4gnqsqx_1080_c"]}
+    names = {"train": ["shore_livecams_train__shore_2ux5cw8z_1080_x", "shore_livecams_shared__shore_dlwkigk3_720_y"],
+             "val": ["shore_livecams_train__shore_vgiy5566_720_a", "shore_livecams_shared__shore_vgiy5566_720_b",
+                     "shore_livecams_train__shore_w4gnqsqx_1080_c"]}
     for part, stems in names.items():
         (frames / part).mkdir(parents=True)
         for stem in stems:
             (frames / part / f"{stem}.webp").write_bytes(b"")
-    assert [tv.frame_camera(p) for p in sorted((frames / "val").glob("*.webp"))] == ["vgiy5566", "vgiy5566",
-                                                                                    "w4gnqsqx"]
-    parts, held_out = tv.split_frames(frames, set())
+    assert sorted(tv.frame_camera(p, patterns) for p in (frames / "val").glob("*.webp")) == [
+        "vgiy5566", "vgiy5566", "w4gnqsqx"]
+    assert tv.frame_camera(frames / "val" / "unknown_source__shore_vgiy5566_720_a.webp", patterns) is None
+    parts, held_out = tv.split_frames(frames, set(), patterns)
     assert held_out and len(parts["train"]) == 2 and len(parts["val"]) == 3
-    parts, held_out = tv.split_frames(frames, {"w4gnqsqx"})
+    parts, held_out = tv.split_frames(frames, {"w4gnqsqx"}, patterns)
     assert held_out
-    assert sorted(p.stem for p in parts["train"]) == sorted(names["train"] + ["src__shore_w4gnqsqx_1080_c"])
-    assert [tv.frame_camera(p) for p in parts["val"]] == ["vgiy5566", "vgiy5566"]
+    assert sorted(p.stem for p in parts["train"]) == sorted(names["train"] + [names["val"][2]])
+    assert [tv.frame_camera(p, patterns) for p in parts["val"]] == ["vgiy5566", "vgiy5566"]
     parts, held_out = tv.split_frames(frames, {"*"})
     assert not held_out and len(parts["train"]) == 5 and len(parts["val"]) == 3
 

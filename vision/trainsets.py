@@ -69,6 +69,11 @@ def _map_lines(label_path: Path, class_map: dict[str, str], classes: list[str]) 
     return tuple(out)
 
 
+def camera_pattern(source: dict) -> re.Pattern:
+    """How a dataset source names its camera: group 1 of ``camera_from`` searched in the file name."""
+    return re.compile(source.get("camera_from", r"^([^_]+)_"))
+
+
 def scan(manifest: dict, shared: Path | None = None) -> list[Item]:
     """All items of a dataset manifest, in a stable order. Raises InputError when the data is absent."""
     shared = shared or paths.shared_dir()
@@ -80,7 +85,7 @@ def scan(manifest: dict, shared: Path | None = None) -> list[Item]:
         root = shared / src["root"]
         if not root.is_dir():
             raise InputError(f"dataset source {src['name']}: {root} is missing")
-        cam_re = re.compile(src.get("camera_from", r"^([^_]+)_"))
+        cam_re = camera_pattern(src)
         if src.get("globs"):
             images = sorted({p for g in src["globs"] for p in root.glob(g)})
         else:

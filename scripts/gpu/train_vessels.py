@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import random
-import re
 import shutil
 import sys
 import time
@@ -87,16 +86,15 @@ def _cut_frame(job: tuple) -> dict:
     return c
 
 
-CAMERA_RE = re.compile(r"^(?:shore_)?([a-z0-9]{8})_")  # datasets/vessels.yaml camera_from, on the file's own stem
-
-
-def frame_camera(path: Path) -> str | None:
-    """The camera id of a packed frame (``<source>__<file stem>``)."""
-    m = CAMERA_RE.match(path.stem.rsplit("__", 1)[-1])
+def frame_camera(path: Path, patterns: dict) -> str | None:
+    """The camera id of a packed frame (``<source>__<file stem>``), by its dataset source's ``camera_from``
+    (``patterns``: source name -> ``trainsets.camera_pattern``)."""
+    source, _, stem = path.stem.partition("__")
+    m = patterns[source].search(stem) if source in patterns else None
     return m.group(1) if m else None
 
 
-def split_frames(frames: Path, train_too: set[str]) -> tuple[dict[str, list[Path]], bool]:
+def split_frames(frames: Path, train_too: set[str], patterns: dict | None = None) -> tuple[dict[str, list[Path]], bool]:
     """Packed frames per part; held-out cameras named in ``train_too`` (``*``: all) move to the training part.
     When none is left held out, validation keeps every held-out frame (a monitor only); the flag says whether
     the validation part is still held out."""
@@ -104,7 +102,7 @@ def split_frames(frames: Path, train_too: set[str]) -> tuple[dict[str, list[Path
     for part, imgs in parts.items():
         if not imgs:
             raise SystemExit(f"train_vessels: no frames in {frames / part}; run scripts/gpu/pack_vessels.sh first")
-    moved = [p for p in parts["val"] if "*" in train_too or frame_camera(p) in train_too]
+    moved = [p for p in parts["val"] if "*" in train_too or frame_camera(p, patterns or {}) in train_too]
     if not moved:
         return parts, True
     kept = [p for p in parts["val"] if p not in moved]
@@ -112,7 +110,7 @@ def split_frames(frames: Path, train_too: set[str]) -> tuple[dict[str, list[Path
 
 
 def build_layout(frames: Path, out: Path, classes: list[str], tiles: dict, seed: int, limit: int | None,
-                 procs: int, train_too: set[str] = frozenset()) -> dict:
+                 procs: int, train_too: set[str] = frozenset(), patterns: dict | None = None) -> dict:
     """The YOLO layout (tiles + frames) of both splits under ``out``; returns per-split counts (and whether the
     validation part is held out)."""
     from multiprocessing import Pool
@@ -120,7 +118,7 @@ def build_layout(frames: Path, out: Path, classes: list[str], tiles: dict, seed:
     if out.exists():
         shutil.rmtree(out)
     counts = {}
-    parts, held_out = split_frames(frames, set(train_too))
+    parts, held_out = split_frames(frames, set(train_too), patterns)
     for part in ("train", "val"):
         imgs = parts[part]
         if limit:
@@ -275,8 +273,14 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.monotonic()
     train_too = {"*"} if args.train_too == "all" else {c for c in args.train_too.split(",") if c}
+    patterns = {}
+    if train_too - {"*"}:  # cameras by name: each dataset source's own camera_from
+        from seawatch.vision.trainsets import camera_pattern, load_dataset_manifest
+
+        dataset = load_dataset_manifest(REPO / prov.get("dataset_manifest", "datasets/vessels.yaml"))
+        patterns = {src["name"]: camera_pattern(src) for src in dataset["sources"]}
     counts = build_layout(gpu / "frames", work / "data", classes, tiles, seed, 6 if args.smoke else None,
-                          procs=max(1, min(cores, 16)), train_too=train_too)
+                          procs=max(1, min(cores, 16)), train_too=train_too, patterns=patterns)
     tile_s = time.monotonic() - t0
     log.info("layout in %.1f s: %s", tile_s, json.dumps(counts))
 
