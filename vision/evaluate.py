@@ -121,11 +121,14 @@ def _scored_training_images(ev: Evaluator, scored: list[Path]) -> dict[str, int]
     from seawatch.vision import registry, trainsets
 
     paths = {p.resolve() for p in scored}
+    per_base: dict[str, int | None] = {}  # a model's variants and tilings share its training record
     out: dict[str, int] = {}
     for key, run in ev.models.items():
-        record = (registry.read_lock(run.base) or {}).get("training") or {}
-        if record and paths:
-            out[key] = len(paths & trainsets.trained_images(record))
+        if run.base not in per_base:
+            record = (registry.read_lock(run.base) or {}).get("training") or {}
+            per_base[run.base] = len(paths & trainsets.trained_images(record)) if record and paths else None
+        if per_base[run.base] is not None:
+            out[key] = per_base[run.base]
     return out
 
 
