@@ -116,9 +116,9 @@ def trained_images(record: dict) -> set[Path]:
         items = scan(manifest)
     except (ConfigError, InputError, OSError, ValueError, KeyError):
         return set()
-    val = set(record.get("val_cameras") or manifest.get("split", {}).get("val_cameras", []))
+    train, val = split(items, set(record.get("val_cameras") or manifest.get("split", {}).get("val_cameras", [])))
     too = set(record.get("train_too") or ())
-    return {i.image.resolve() for i in items if i.camera not in val or "*" in too or i.camera in too}
+    return {i.image.resolve() for i in train + [v for v in val if "*" in too or v.camera in too]}
 
 
 def fingerprint(items: list[Item]) -> str:

@@ -188,13 +188,6 @@ def patch_ultralytics_offline() -> list[str]:
     return done
 
 
-def use_cpu_threads(n: int) -> None:
-    """ultralytics trains on the CPU with one core fewer than the machine has (one thread on 2 cores); use ``n``."""
-    import ultralytics.utils.torch_utils as tu
-
-    tu.NUM_THREADS = max(1, n)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--gpu-dir", default=str(REPO / ".gpu"), help="what pack_vessels.sh built")
@@ -289,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
 
     patched = patch_ultralytics_offline()
     if device == "cpu":
+        from seawatch.vision.export.loaders import use_cpu_threads
+
         use_cpu_threads(args.threads or cores)
     base = gpu / (args.base_weights or prov["base_weights"])
     yolo = YOLO(str(base))

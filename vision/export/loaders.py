@@ -33,6 +33,14 @@ from seawatch.vision.registry import ModelManifest
 log = logging.getLogger(__name__)
 
 
+def use_cpu_threads(n: int | None = None) -> None:
+    """Torch threads for training on the CPU: ultralytics uses one core fewer than the machine has (one thread on a
+    2-core machine, half the speed); ``n`` (default: every core). Call after importing ultralytics, before training."""
+    import ultralytics.utils.torch_utils as tu
+
+    tu.NUM_THREADS = max(1, n or os.cpu_count() or 1)
+
+
 def prepare_ultralytics_env() -> None:
     """Point ultralytics at a config folder under the cache and keep it offline; call before importing it."""
     cfg = paths.cache_dir() / "ultralytics"

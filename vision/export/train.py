@@ -77,7 +77,7 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
           batch: int = 16, device: str = "cpu", seed: int = 0, tile_px: int = 640, fraction: float = 1.0,
           workers: int = 2, patience: int = 30) -> dict:
     """Train, export to ONNX, register ``out_name`` in the user registry. Returns the training record."""
-    from seawatch.vision.export.loaders import prepare_ultralytics_env
+    from seawatch.vision.export.loaders import prepare_ultralytics_env, use_cpu_threads
 
     manifest = trainsets.load_dataset_manifest(dataset)
     items = trainsets.scan(manifest)
@@ -93,12 +93,8 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
     prepare_ultralytics_env()
     from ultralytics import YOLO
 
-    if device == "cpu":  # ultralytics trains with one core fewer than the machine has (one of two): use them all
-        import os
-
-        import ultralytics.utils.torch_utils as tu
-
-        tu.NUM_THREADS = os.cpu_count() or 1
+    if device == "cpu":
+        use_cpu_threads()
     t0 = time.monotonic()
     yolo = YOLO(str(start_pt))
     yolo.train(data=str(layout / "data.yaml"), epochs=epochs, imgsz=imgsz, batch=batch, device=device, seed=seed,
