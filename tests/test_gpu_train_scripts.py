@@ -55,6 +55,32 @@ def test_tiles_of_a_packed_frame(tmp_path):
     assert data["names"] == {"0": "vessel"} and data["val"] == "images/val"
 
 
+def test_hard_negative_candidates_are_tiles_no_labelled_box_touches(tmp_path):
+    """--hard-negatives mines only the dropped empty tiles that no labelled box reaches: the neighbour of a tile
+    holding a boat whole may hold a sliver of it, and must not be taught as background."""
+    cv2 = pytest.importorskip("cv2")
+    tv = _script("train_vessels")
+    img_dir, lab_dir, cand = tmp_path / "img", tmp_path / "lab", tmp_path / "cand"
+    for d in (img_dir, lab_dir, cand):
+        d.mkdir()
+    frame = tmp_path / "f1.webp"
+    cv2.imwrite(str(frame), np.full((1080, 1920, 3), 90, np.uint8))
+    # 40 x 20 px at x 600..640: whole in both the first tile column (0..640) and the second (427..1067)
+    frame.with_suffix(".txt").write_text(f"0 {620 / 1920:.6f} {110 / 1080:.6f} {40 / 1920:.6f} {20 / 1080:.6f}\n")
+    c = tv._cut_frame((frame, img_dir, lab_dir, 640, 0.2, 0.5, 0.0, 0, 640, cand))
+    assert c["vessel_tiles"] == 2 and c["empty_tiles_dropped"] == 6  # 4 x 2 tiles, x at 0, 427, 853, 1280
+    assert c["hard_negative_candidates"] == 6 == len(list(cand.glob("*.jpg")))
+    frame.with_suffix(".txt").write_text(f"0 {650 / 1920:.6f} {110 / 1080:.6f} {100 / 1920:.6f} {20 / 1080:.6f}\n")
+    for p in cand.glob("*"):
+        p.unlink()
+    c = tv._cut_frame((frame, img_dir, lab_dir, 640, 0.2, 0.5, 0.0, 0, 640, cand))
+    # 600..700: the x 427 tile holds it whole; the x 0 tile holds 40 % (under min_keep: empty, yet touched)
+    assert c["vessel_tiles"] == 1 and c["empty_tiles_dropped"] == 7 and c["hard_negative_candidates"] == 6
+    assert not (cand / "f1__t0_0.jpg").exists() and (cand / "f1__t853_0.jpg").exists()
+    c = tv._cut_frame((frame, img_dir, lab_dir, 640, 0.2, 0.5, 0.0, 0, 640))  # no mining: no candidates
+    assert c["hard_negative_candidates"] == 0
+
+
 def test_import_checks_weights_and_data(tmp_path, monkeypatch):
     monkeypatch.setenv("SEAWATCH_CACHE", str(tmp_path / "cache"))
     with pytest.raises(InputError, match="run.json"):
@@ -161,6 +187,8 @@ def test_held_out_cameras_can_join_training(tmp_path):
     assert [tv.frame_camera(p, patterns) for p in parts["val"]] == ["vgiy5566", "vgiy5566"]
     parts, held_out = tv.split_frames(frames, {"*"})
     assert not held_out and len(parts["train"]) == 5 and len(parts["val"]) == 3
+    parts, held_out = tv.split_frames(frames, {"shore_vgiy5566_*_b"}, patterns)  # a file-name pattern
+    assert held_out and [p.stem for p in parts["train"]][-1] == names["val"][1] and len(parts["val"]) == 2
 
 
 def test_registered_description_says_what_was_not_held_out():
@@ -169,3 +197,5 @@ def test_registered_description_says_what_was_not_held_out():
     assert _description("vessels", "coco_yolov5n", {}) == "fine-tuned on vessels from coco_yolov5n"
     assert "also trained on all held-out cameras" in _description("vessels", "vessel", {"train_too": ["*"]})
     assert "held-out cameras w4gnqsqx (scores" in _description("vessels", "fall", {"train_too": ["w4gnqsqx"]})
+    both = _description("vessels", "vessel", {"train_too": ["vgiy5566", "*w4gnqsqx_*_2022-07-16_*"]})
+    assert "held-out cameras vgiy5566 and held-out frames matching *w4gnqsqx_*_2022-07-16_* (scores" in both

@@ -67,6 +67,20 @@ def test_trained_images_follow_the_training_record(vessel_items):
     one = trainsets.trained_images({"dataset": "vessels", "train_too": ["vgiy5566"]})  # cameras from the manifest
     assert one - held == {i.image.resolve() for i in items if i.camera == "vgiy5566"}
     assert trainsets.trained_images({"dataset": "vessels", "train_too": ["*"]}) == {i.image.resolve() for i in items}
+    # a file-name pattern moves one day of a camera only; that camera's other days stay held out
+    day = trainsets.trained_images({"dataset": "vessels", "train_too": ["*w4gnqsqx_*_2022-07-16_*"]})
+    w4 = {i.image.resolve(): i.image.stem for i in items if i.camera == "w4gnqsqx"}
+    moved = {p for p, stem in w4.items() if "_2022-07-16_" in stem}
+    assert moved and len(moved) < len(w4) and day - held == moved
+
+
+def test_train_too_names_cameras_or_file_patterns():
+    too = {"vgiy5566", "*w4gnqsqx_*_2022-07-16_*"}
+    assert trainsets.in_train_too("vgiy5566", "shore_vgiy5566_720_2022-07-17_10-00", too)
+    assert trainsets.in_train_too("w4gnqsqx", "shore_w4gnqsqx_1440_2022-07-16_11-26_output_0", too)
+    assert not trainsets.in_train_too("w4gnqsqx", "shore_w4gnqsqx_1440_2022-07-17_11-26_output_0", too)
+    assert not trainsets.in_train_too(None, "whatever", {"w4gnqsqx"})  # a plain name is a camera, not a pattern
+    assert trainsets.in_train_too(None, "whatever", {"*"})
     assert trainsets.trained_images({}) == set() and trainsets.trained_images({"dataset": "no_such_set"}) == set()
 
 

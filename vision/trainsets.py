@@ -7,6 +7,7 @@ scene never sit on both sides.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -118,7 +119,15 @@ def trained_images(record: dict) -> set[Path]:
         return set()
     train, val = split(items, set(record.get("val_cameras") or manifest.get("split", {}).get("val_cameras", [])))
     too = set(record.get("train_too") or ())
-    return {i.image.resolve() for i in train + [v for v in val if "*" in too or v.camera in too]}
+    return {i.image.resolve() for i in train + [v for v in val if in_train_too(v.camera, v.image.stem, too)]}
+
+
+def in_train_too(camera: str | None, stem: str, train_too: set[str]) -> bool:
+    """Whether a held-out frame moves into training: ``*`` (all), its camera id, or a file-name pattern
+    (``*w4gnqsqx_*_2022-07-16_*``: some days of a camera, the rest staying held out) matching its file stem."""
+    if "*" in train_too or (camera is not None and camera in train_too):
+        return True
+    return any(fnmatch.fnmatchcase(stem, t) for t in train_too if any(ch in t for ch in "*?["))
 
 
 def fingerprint(items: list[Item]) -> str:

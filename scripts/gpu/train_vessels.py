@@ -6,7 +6,10 @@ Meant for the GPU machine (Python 3.12, torch there, ultralytics from the carrie
 1. Tiles: each packed frame is cut with the tiled inference's own grid (``seawatch.vision.tiling.tile_starts``,
    ``trainsets._tile_labels``): every tile holding a vessel, a seeded sample (``empty_keep``) of the empty
    tiles, and the whole frame downscaled to the tile size. Both splits are treated alike, so ultralytics'
-   validation (which picks ``best.pt``) sees held-out cameras the way the runtime's tiles do.
+   validation (which picks ``best.pt``) sees held-out cameras the way the runtime's tiles do. With
+   ``--hard-negatives WEIGHTS`` the training part also keeps every empty tile on which that vessel model fires
+   (buoys, pilings, masts, houses: what a random sample of empty tiles mostly misses); only tiles that no
+   labelled box touches qualify, so a boat cut by the tile edge is never taught as background.
 2. Training with ultralytics, time-boxed with its ``time=`` argument (hours; it re-plans the epochs after the
    first one and always stops). No network: the AMP self-check (it would download a model) is skipped, and
    results.csv is read without polars (not carried: a 54 MB wheel).
@@ -55,14 +58,17 @@ def _cut_frame(job: tuple) -> dict:
     from seawatch.vision.tiling import tile_starts
     from seawatch.vision.trainsets import _tile_labels
 
-    img_path, img_dir, lab_dir, tile_px, overlap, min_keep, empty_keep, seed, frame_px = job
+    img_path, img_dir, lab_dir, tile_px, overlap, min_keep, empty_keep, seed, frame_px = job[:9]
+    cand_dir = job[9] if len(job) > 9 else None  # hard-negative candidates go here (mined later)
     img = cv2.imread(str(img_path))
     if img is None:
         raise RuntimeError(f"{img_path}: cannot read image")
     h, w = img.shape[:2]
     lines = tuple(x for x in img_path.with_suffix(".txt").read_text().splitlines() if x.strip())
     stem = img_path.stem
-    c = {"frames": 1, "vessel_tiles": 0, "empty_tiles": 0, "empty_tiles_dropped": 0, "boxes": len(lines)}
+    c = {"frames": 1, "vessel_tiles": 0, "empty_tiles": 0, "empty_tiles_dropped": 0, "boxes": len(lines),
+         "hard_negative_candidates": 0}
+    boxes_px = [_box_px(line, w, h) for line in lines]
 
     def put(name: str, im, labs) -> None:
         cv2.imwrite(str(img_dir / f"{name}.jpg"), im, [cv2.IMWRITE_JPEG_QUALITY, 95])
@@ -81,9 +87,50 @@ def _cut_frame(job: tuple) -> dict:
                 c["empty_tiles"] += 1
             else:
                 c["empty_tiles_dropped"] += 1
+                if cand_dir is not None and not _touches(boxes_px, x0, y0, tile_px):
+                    c["hard_negative_candidates"] += 1
+                    cv2.imwrite(str(cand_dir / f"{stem}__t{x0}_{y0}.jpg"), img[y0:y0 + tile_px, x0:x0 + tile_px],
+                                [cv2.IMWRITE_JPEG_QUALITY, 95])
                 continue
             put(f"{stem}__t{x0}_{y0}", img[y0:y0 + tile_px, x0:x0 + tile_px], labs)
     return c
+
+
+def _box_px(line: str, w: int, h: int) -> tuple[float, float, float, float]:
+    _, cx, cy, bw, bh = (float(v) for v in line.split()[:5])
+    return (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h
+
+
+def _touches(boxes_px: list, x0: int, y0: int, tile_px: int) -> bool:
+    """Whether any labelled box overlaps the tile at all (a tile "empty" by the min_keep rule may still hold the
+    part of a boat that its neighbour holds whole)."""
+    return any(x1 < x0 + tile_px and x2 > x0 and y1 < y0 + tile_px and y2 > y0 for x1, y1, x2, y2 in boxes_px)
+
+
+def mine_hard_negatives(cand_dir: Path, img_dir: Path, lab_dir: Path, weights: Path, imgsz: int, conf: float,
+                        device: str, batch: int = 16) -> dict:
+    """Moves the candidate tiles on which ``weights`` (a vessel model) finds anything at ``conf`` or above into the
+    training images with an empty label file; drops the rest. Returns counts and the score distribution."""
+    from ultralytics import YOLO
+
+    cands = sorted(cand_dir.glob("*.jpg"))
+    model = YOLO(str(weights))
+    kept, top = 0, []
+    for i in range(0, len(cands), batch):
+        chunk = cands[i:i + batch]
+        for path, res in zip(chunk, model.predict([str(p) for p in chunk], imgsz=imgsz, conf=conf, device=device,
+                                                   verbose=False)):
+            if len(res.boxes):
+                kept += 1
+                top.append(float(res.boxes.conf.max()))
+                path.rename(img_dir / path.name)
+                (lab_dir / f"{path.stem}.txt").write_text("")
+            else:
+                path.unlink()
+    shutil.rmtree(cand_dir, ignore_errors=True)
+    top.sort()
+    return {"hard_negative_tiles": kept, "hard_negative_conf": conf, "hard_negative_weights_sha256": _sha256(weights),
+            "hard_negative_top_conf_median": round(top[len(top) // 2], 3) if top else None}
 
 
 def frame_camera(path: Path, patterns: dict) -> str | None:
@@ -102,7 +149,10 @@ def split_frames(frames: Path, train_too: set[str], patterns: dict | None = None
     for part, imgs in parts.items():
         if not imgs:
             raise SystemExit(f"train_vessels: no frames in {frames / part}; run scripts/gpu/pack_vessels.sh first")
-    moved = [p for p in parts["val"] if "*" in train_too or frame_camera(p, patterns or {}) in train_too]
+    from seawatch.vision.trainsets import in_train_too
+
+    moved = [p for p in parts["val"]
+             if in_train_too(frame_camera(p, patterns or {}), p.stem.partition("__")[2], train_too)]
     if not moved:
         return parts, True
     kept = [p for p in parts["val"] if p not in moved]
@@ -110,9 +160,11 @@ def split_frames(frames: Path, train_too: set[str], patterns: dict | None = None
 
 
 def build_layout(frames: Path, out: Path, classes: list[str], tiles: dict, seed: int, limit: int | None,
-                 procs: int, train_too: set[str] = frozenset(), patterns: dict | None = None) -> dict:
+                 procs: int, train_too: set[str] = frozenset(), patterns: dict | None = None,
+                 hard_negatives: dict | None = None) -> dict:
     """The YOLO layout (tiles + frames) of both splits under ``out``; returns per-split counts (and whether the
-    validation part is held out)."""
+    validation part is held out). ``hard_negatives``: ``{"weights", "imgsz", "conf", "device"}`` mines the training
+    part's empty tiles with that model (:func:`mine_hard_negatives`)."""
     from multiprocessing import Pool
 
     if out.exists():
@@ -126,15 +178,23 @@ def build_layout(frames: Path, out: Path, classes: list[str], tiles: dict, seed:
         img_dir, lab_dir = out / "images" / part, out / "labels" / part
         img_dir.mkdir(parents=True)
         lab_dir.mkdir(parents=True)
+        cand_dir = out / "hard_negative_candidates" if hard_negatives and part == "train" else None
+        if cand_dir is not None:
+            cand_dir.mkdir(parents=True)
         jobs = [(p, img_dir, lab_dir, tiles["tile_px"], tiles["overlap"], tiles["min_keep"], tiles["empty_keep"],
-                 seed, tiles.get("frame_px", tiles["tile_px"])) for p in imgs]
+                 seed, tiles.get("frame_px", tiles["tile_px"]), cand_dir) for p in imgs]
         if procs > 1:
             with Pool(procs) as pool:
                 per_frame = pool.map(_cut_frame, jobs, chunksize=4)
         else:
             per_frame = [_cut_frame(j) for j in jobs]
         total = {k: sum(c[k] for c in per_frame) for k in per_frame[0]}
-        total["images"] = total["frames"] + total["vessel_tiles"] + total["empty_tiles"]
+        if cand_dir is not None:
+            total.update(mine_hard_negatives(cand_dir, img_dir, lab_dir, **hard_negatives))
+        else:
+            del total["hard_negative_candidates"]
+        total["images"] = total["frames"] + total["vessel_tiles"] + total["empty_tiles"] + \
+            total.get("hard_negative_tiles", 0)
         counts[part] = total
     counts["val_held_out"] = held_out
     (out / "data.yaml").write_text(json.dumps({"path": str(out.resolve()), "train": "images/train",
@@ -219,7 +279,12 @@ def main(argv: list[str] | None = None) -> int:
                          "recorded as the run's base")
     ap.add_argument("--train-too", default="",
                     help="held-out cameras to train on as well, comma-separated, or 'all' for the model to ship "
-                         "(its validation numbers are then not held out)")
+                         "(its validation numbers are then not held out); an entry with * or ? is a file-name "
+                         "pattern (e.g. '*w4gnqsqx_*_2022-07-16_*': one day of a camera, its other days held out)")
+    ap.add_argument("--hard-negatives", default=None, metavar="WEIGHTS",
+                    help="a vessel model (.pt; 'base' = the start weights) run over the training part's dropped empty "
+                         "tiles: every tile it fires on is kept as background (hard negatives)")
+    ap.add_argument("--hard-negative-conf", type=float, default=0.25, help="what counts as firing (default 0.25)")
     ap.add_argument("--smoke", action="store_true",
                     help="CPU pipeline check: 6 train / 6 val frames, 1 epoch, 320 px, batch 4, no time box, polars "
                          "hidden (options given explicitly still win)")
@@ -272,20 +337,28 @@ def main(argv: list[str] | None = None) -> int:
 
         dataset = load_dataset_manifest(REPO / prov.get("dataset_manifest", "datasets/vessels.yaml"))
         patterns = {src["name"]: camera_pattern(src) for src in dataset["sources"]}
+    patched = patch_ultralytics_offline()  # before the layout: mining hard negatives runs a model too
+    if device == "cpu":
+        from seawatch.vision.export.loaders import use_cpu_threads
+
+        use_cpu_threads(args.threads or cores)
+    base = gpu / (args.base_weights or prov["base_weights"])
+    mining = None
+    if args.hard_negatives:
+        weights = base if args.hard_negatives == "base" else gpu / args.hard_negatives
+        if not weights.is_file():
+            print(f"train_vessels: --hard-negatives {weights}: no such file", file=sys.stderr)
+            return 2
+        mining = {"weights": weights, "imgsz": args.imgsz, "conf": args.hard_negative_conf, "device": device}
     counts = build_layout(gpu / "frames", work / "data", classes, tiles, seed, 6 if args.smoke else None,
-                          procs=max(1, min(cores, 16)), train_too=train_too, patterns=patterns)
+                          procs=max(1, min(cores, 16)), train_too=train_too, patterns=patterns,
+                          hard_negatives=mining)
     tile_s = time.monotonic() - t0
     log.info("layout in %.1f s: %s", tile_s, json.dumps(counts))
 
     import ultralytics
     from ultralytics import YOLO
 
-    patched = patch_ultralytics_offline()
-    if device == "cpu":
-        from seawatch.vision.export.loaders import use_cpu_threads
-
-        use_cpu_threads(args.threads or cores)
-    base = gpu / (args.base_weights or prov["base_weights"])
     yolo = YOLO(str(base))
     train_kw = dict(data=str(work / "data" / "data.yaml"), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
                     device=device, seed=seed, deterministic=False, workers=workers, plots=False,
@@ -349,7 +422,9 @@ def main(argv: list[str] | None = None) -> int:
         "workers": workers, "threads": (args.threads or cores) if device == "cpu" else None,
         "patience": args.patience, "tiles": tiles, "layout": counts,
         **{k: train_kw[k] for k in ("optimizer", "lr0", "lrf", "warmup_epochs") if k in train_kw},
-        "train_too": sorted(train_too), **({"base": args.base_name} if args.base_name else {}), "patched": patched,
+        "train_too": sorted(train_too), **({"base": args.base_name} if args.base_name else {}),
+        **({"hard_negatives": str(mining["weights"].relative_to(gpu)) if mining["weights"].is_relative_to(gpu)
+            else mining["weights"].name} if mining else {}), "patched": patched,
         "interrupted": interrupted, "layout_seconds": round(tile_s, 1), "train_seconds": round(train_s, 1),
         "export_seconds": round(export_s, 1), "total_seconds": round(time.monotonic() - t_start, 1),
         "best_by_map50": best_row, "last_epoch": last_row,

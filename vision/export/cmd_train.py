@@ -48,7 +48,11 @@ def _description(dataset: str, base: str, record: dict) -> str:
     text = f"fine-tuned on {dataset} from {base}"
     too = record.get("train_too")
     if too:
-        cams = "all held-out cameras" if "*" in too else "held-out cameras " + ", ".join(too)
+        pats = [t for t in too if t != "*" and any(ch in t for ch in "*?[")]
+        named = [t for t in too if t not in pats]
+        cams = "all held-out cameras" if "*" in too else " and ".join(
+            ([f"held-out cameras {', '.join(named)}"] if named else []) +
+            ([f"held-out frames matching {', '.join(pats)}"] if pats else []))
         text += f", also trained on {cams} (scores on them are not held out)"
     return text
 
