@@ -199,6 +199,36 @@ def test_evaluate_breaks_a_mixed_manifest_down_by_category(shared_media, tmp_pat
     assert "  shore_vgiy5566: gt" in res.stdout
 
 
+def test_evaluate_errors_shows_false_positives_and_misses(shared_media, tmp_path):
+    """--errors DIR: contact sheets of the false boxes and missed labels at the operating threshold, and
+    errors.json whose counts are the report's own (fp = background + misplaced; misses = gt - tp)."""
+    import cv2
+
+    onnx_model("coco_yolov5n")
+    src = json.loads((shared_media / "MANIFEST.json").read_text())
+    keep = [e for e in src if e["file"].startswith("A_boats/shore_") and e["file"].endswith(".jpg")][:2]
+    manifest = _linked_manifest(tmp_path, shared_media, keep)
+    out, errs = tmp_path / "report.json", tmp_path / "errors"
+    res = seawatch("evaluate", str(manifest), "--out", str(out), "--no-clips", "--vessel-models", "coco_yolov5n",
+                   "--errors", str(errs))
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    row = report["labels"]["vessel"]["coco_yolov5n+tiles"]
+    n = report["errors"]["counts"]["vessel"]["coco_yolov5n+tiles"]
+    assert n["false_background"] + n["false_near_labelled"] == row["fp"] and n["missed"] == row["gt"] - row["tp"]
+    assert row["fp"] > 0 and n["missed"] > 0  # COCO's boat class on these frames does both
+    detail = json.loads((errs / "errors.json").read_text())
+    entries = detail["errors"]["vessel/coco_yolov5n+tiles"]
+    assert len(entries) == row["fp"] + n["missed"] and len(detail["files"]) == 2
+    fps = [e for e in entries if e["kind"] != "miss"]
+    assert all(e["conf"] >= row["conf"] for e in fps)
+    for name, cells in (("false_positives", len(fps)), ("misses", n["missed"])):
+        sheet = cv2.imread(str(errs / f"vessel_coco_yolov5n-tiles_{name}.jpg"))
+        rows = (min(cells, 64) + 7) // 8
+        assert sheet.shape[:2] == (rows * 160, min(cells, 8) * 160)
+    assert "false boxes on background" in res.stdout and "error sheets in" in res.stdout
+
+
 @pytest.mark.slow
 def test_evaluate_clips_compares_rules_with_frame_by_frame_alerts(shared_media, tmp_path):
     """A fire clip and a car-park time-lapse declared a fire negative: the rules raise one fire incident and

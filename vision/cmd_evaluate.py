@@ -23,6 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="models scored on vessel boxes, side by side (default: vessel,coco_yolov5n,ship_published); "
                         "NAME:int8 scores a variant")
     p.add_argument("--no-clips", action="store_true", help="skip the clips (images only)")
+    p.add_argument("--errors", default=None, metavar="DIR",
+                   help="write contact sheets of each model's false positives (surest first) and misses (largest "
+                        "first) at its operating threshold, and errors.json, into DIR")
 
 
 def _fmt(v) -> str:
@@ -80,6 +83,13 @@ def print_summary(report: dict, file=sys.stdout) -> None:
         if m.get("scored_training_images"):
             print(f"warning: {name} was trained on {m['scored_training_images']} of the scored images "
                   "(its training record): its numbers here are not held out", file=file)
+    e = report.get("errors")
+    if e:
+        for label, models in e["counts"].items():
+            for model, n in models.items():
+                print(f"errors {label} {model}: {n['false_background']} false boxes on background, "
+                      f"{n['false_near_labelled']} misplaced or duplicate, {n['missed']} missed", file=file)
+        print(f"error sheets in {e['dir']}: {', '.join(e['files'])}", file=file)
     if report.get("missing_models"):
         print(f"models not provisioned (skipped): {', '.join(report['missing_models'])}", file=file)
     if report.get("unscored_images"):
@@ -101,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     cats = set(args.categories.split(",")) if args.categories else None
     vessel_models = tuple(m.strip() for m in args.vessel_models.split(",") if m.strip()) if args.vessel_models else None
     report = evaluate_manifest(path, conf=args.conf, categories=cats, tile=args.tile or "auto",
-                               clips=not args.no_clips, vessel_models=vessel_models)
+                               clips=not args.no_clips, vessel_models=vessel_models,
+                               errors_dir=Path(args.errors) if args.errors else None)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1, ensure_ascii=False))
     print_summary(report)

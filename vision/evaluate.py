@@ -62,6 +62,7 @@ class Evaluator:
     models: dict[str, _ModelRun] = field(default_factory=dict)
     label_models: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(LABEL_MODELS))
     missing_models: set[str] = field(default_factory=set)
+    errors: object | None = None  # an evaluate_errors.ErrorLog with --errors: false positives and misses at the operating threshold, kept
 
     @cached_property
     def _tiles_key(self) -> str:
@@ -181,8 +182,11 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
                     tp = match(det.xyxy_px[keep], det.confidence[keep], gt)
                     by_cat.setdefault((label, run.name, s.category), LabelStats()).add(det.confidence[keep], tp, len(gt))
                     op = keep & (det.confidence >= run.op_conf)
-                    sizes.setdefault((label, run.name), SizeStats()).add(
-                        gt, match_gt(det.xyxy_px[op], det.confidence[op], gt))
+                    found = match_gt(det.xyxy_px[op], det.confidence[op], gt)
+                    sizes.setdefault((label, run.name), SizeStats()).add(gt, found)
+                    if ev.errors is not None:
+                        ev.errors.add(label, run.name, s.path, det.xyxy_px[op], det.confidence[op],
+                                      match(det.xyxy_px[op], det.confidence[op], gt), gt, found)
                     op_conf[(label, run.name)] = run.op_conf
         if wants_fire and (run := ev._model("fire_smoke", False)) is not None:
             det = ev.operating(run, cache[run.name] if run.name in cache else ev.detect(run, image))
@@ -248,15 +252,24 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
 
 
 def evaluate_manifest(path, conf: float | None = None, categories: set[str] | None = None,
-                      tile: str = "auto", clips: bool = True, vessel_models: tuple[str, ...] | None = None) -> dict:
+                      tile: str = "auto", clips: bool = True, vessel_models: tuple[str, ...] | None = None,
+                      errors_dir: Path | None = None) -> dict:
     samples = load_manifest(path, categories)
     ev = Evaluator(conf=conf, tile=tile or "auto")
+    if errors_dir is not None:
+        from seawatch.vision.evaluate_errors import ErrorLog
+
+        ev.errors = ErrorLog()
     if vessel_models:
         ev.label_models["vessel"] = tuple(vessel_models)
     t0 = time.monotonic()
     report = {"manifest": str(path), "images": sum(1 for s in samples if s.kind == "image"),
               "clips": sum(1 for s in samples if s.kind == "video")}
     report.update(evaluate_images(samples, ev))
+    if ev.errors is not None:
+        written = ev.errors.write(errors_dir)
+        report["errors"] = {"dir": str(errors_dir), "files": [p.name for p in written],
+                            "counts": ev.errors.summary()}
     if clips:
         from seawatch.vision.evaluate_clips import evaluate_clips
 
