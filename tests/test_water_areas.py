@@ -476,3 +476,58 @@ def test_geo_water_skips_the_tiles_of_land_only_and_keeps_the_same_vessels():
     det.crops = 0
     stale = pipe.detect("quay", frame, FrameLocator(None, "no pose", "calibration"))
     assert det.crops == len(grid) + 1 and len(stale) == 2
+
+
+# ------------------------------------------------------------------- known false alarms of a fixed camera
+
+
+def test_ignore_area_drops_a_real_detection_there_and_nothing_else(tmp_path, shared_media, monkeypatch):
+    """A real vessel-only model (COCO's boat class) on the real lake-harbour frame: an ignore area around one boat's
+    waterline drops that boat and only it; an area that names another label drops nothing."""
+    det = _coco_boats(tmp_path, monkeypatch)
+    img = _shore(shared_media, W4_DAY1)
+    base = {"id": "cam", "url": "x.mp4", "models": ["coco_boats"], "tile": "auto",
+            "water": [[[0, 870], [1920, 870], [1920, 1080], [0, 1080]]]}
+    every = Pipeline(load_pipeline_config(None, {"sources": [base]}), [], detectors={"coco_boats": det}).detect("cam", img)
+    assert len(every) >= 3
+    x1, y1, x2, y2 = (float(v) for v in every.xyxy_px[int(np.argmax(every.confidence))])
+    cx = (x1 + x2) / 2
+    around = [[cx - 6, y2 - 6], [cx + 6, y2 - 6], [cx + 6, y2 + 6], [cx - 6, y2 + 6]]  # the waterline, 12 px square
+    for labels, dropped in ((["vessel"], 1), (["person"], 0)):
+        cfg = load_pipeline_config(None, {"sources": [{**base, "ignore": [
+            {"polygon_px": around, "labels": labels, "note": "fairway buoy"}]}]})
+        got = Pipeline(cfg, [], detectors={"coco_boats": det}).detect("cam", img)
+        assert len(got) == len(every) - dropped
+        if dropped:
+            kept = {tuple(np.round(b, 1)) for b in got.xyxy_px}
+            assert tuple(np.round(np.float32([x1, y1, x2, y2]), 1)) not in kept
+
+
+def test_ignored_buoy_raises_no_event_and_the_boat_beside_it_does():
+    from test_pipeline_geo import BoxDetector
+
+    cfg = load_pipeline_config(None, {
+        "sources": [{"id": "quay", "url": "x.mp4", "models": ["boxes"],
+                     "ignore": [{"polygon_px": [[580, 380], [660, 380], [660, 420], [580, 420]]}]}],
+        "zones": [{"id": "all", "source": "quay", "rules": [{"type": "vessel_in_zone", "min_duration_s": 1.0}]}],
+    })
+    det = BoxDetector()
+    det.boxes = [(600, 370, 640, 400), (700, 370, 760, 400)]  # the buoy (waterline 620, 400), a boat beside it
+    pipe = Pipeline(cfg, [], detectors={"boxes": det})
+    events = []
+    for k in range(8):
+        events += pipe.process("quay", T0_NS + k * 500_000_000, np.zeros((720, 1280, 3), np.uint8))
+    starts = [e for e in events if e.phase == "start"]
+    assert len(starts) == 1 and starts[0].snapshot.xyxy_px[0] == pytest.approx(700, abs=1)
+
+
+@pytest.mark.parametrize("source,message", [
+    ({"ignore": [{"polygon_px": [[0, 0], [10, 0]]}]}, "at least 3"),
+    ({"ignore": [{"polygon_px": [[0, 0], [10, 0], [10, 10]], "labels": []}]}, "at least 1"),
+    ({"ignore": [{"polygon_px": [[0, 0], [10, 0], [0, 10], [10, 10]]}]}, "ignore"),  # self-intersecting
+    ({"ignore": [{"polygon_px": [[0, 0], [10, 0], [10, 10]], "colour": "red"}]}, "colour"),
+    ({"ignore": [{"polygon_px": [[0, 0], [10, 0], [10, 10]]}], "drone": "d1"}, "fixed camera"),
+])
+def test_ignore_area_config_errors(source, message):
+    with pytest.raises(ConfigError, match=message):
+        load_pipeline_config(None, {"sources": [{"id": "cam", "url": "x.mp4", **source}]})

@@ -70,6 +70,17 @@ class WaterViewSpec(BaseModel):
         min_length=1, description="pixel polygons of open water and berths in the reference image")
 
 
+class IgnoreAreaSpec(BaseModel):
+    """A known false alarm of a fixed camera (an object mask, as Frigate calls it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    polygon_px: tuple[tuple[float, float], ...] = Field(
+        min_length=3, description="pixel polygon [[x, y], ...] around the object's anchor point (a vessel's waterline)")
+    labels: tuple[str, ...] = Field(("vessel",), min_length=1, description="labels dropped there")
+    note: str = Field("", max_length=200, description="what it is (fairway buoy, dolphin pile), for the next reader")
+
+
 def build_view_water_mask(views: Sequence[WaterViewSpec], margin_px: float, source_id: str):
     """The ``ViewWaterMask`` of a source's ``water_views`` (ConfigError naming the file for an unreadable image)."""
     import cv2
@@ -106,6 +117,9 @@ class SourceSpec(BaseModel):
                           "is registered to them (features + homography) and the matching view's polygons follow it; a "
                           "frame matching no view keeps every box. Instead of water")
     water_margin_px: float = Field(8.0, ge=0.0, le=500.0, description="the water polygons grown by this much")
+    ignore: tuple[IgnoreAreaSpec, ...] = Field(
+        (), description="fixed cameras: areas where detections of the given labels are dropped before tracking "
+                        "(buoys, piles, a ship painted on a wall): their anchor point (a vessel's waterline) inside")
     water_areas: bool = Field(True, description="geo-referenced sources: drop vessel detections on land or in the sky "
                                                 "by the site's water_areas (when the config has them)")
     analysis_fps: float = Field(2.0, gt=0.0, le=60.0, description="frames analysed per second of video")
@@ -124,6 +138,15 @@ class SourceSpec(BaseModel):
         check_tile_text(self.tile)  # a bad tile spec is a config error here, not a crash at start
         if self.water is not None and self.water_views is not None:
             raise ValueError("give water (a fixed camera) or water_views (a camera that pans), not both")
+        if self.ignore:
+            if self.water_views is not None or self.drone is not None:
+                raise ValueError("ignore areas are pixel areas of a fixed camera: not with water_views or a drone")
+            from seawatch.vision.zones import IgnoreMask
+
+            try:
+                IgnoreMask.from_pixels([(a.polygon_px, a.labels) for a in self.ignore], self.id)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         if self.water_views is not None:
             try:
                 build_view_water_mask(self.water_views, self.water_margin_px, self.id)
@@ -235,7 +258,7 @@ class Pipeline:
         from seawatch.vision.rules import RuleEngine
         from seawatch.vision.tiling import tile_for
         from seawatch.vision.tracking import ByteTracker
-        from seawatch.vision.zones import WaterMask
+        from seawatch.vision.zones import IgnoreMask, WaterMask
 
         self.config = config
         self.sources = {s.id: s for s in config.sources}
@@ -249,6 +272,8 @@ class Pipeline:
                       for s in config.sources if s.water is not None}
         self.view_water = {s.id: build_view_water_mask(s.water_views, s.water_margin_px, s.id)
                            for s in config.sources if s.water_views is not None}
+        self.ignore = {s.id: IgnoreMask.from_pixels([(a.polygon_px, a.labels) for a in s.ignore], s.id)
+                       for s in config.sources if s.ignore}
         # the site's water for geo-referenced sources (built here once; the config check built it before)
         self.geo_water = config.water_areas.build() if config.water_areas is not None else None
         self.tiles = {(s.id, name): tile_for(s.tile, self.detectors[name]) for s in config.sources for name in s.models}
@@ -339,7 +364,8 @@ class Pipeline:
 
     def detect(self, source_id: str, image: np.ndarray, locator=None) -> Detections:
         """Detections of every model of the source, tiled where configured, without vessels off the water: the
-        source's pixel ``water`` mask, then (with ``locator``, the frame's geo-reference) the site's water areas."""
+        source's pixel ``water`` mask, then (with ``locator``, the frame's geo-reference) the site's water areas;
+        then without what its ``ignore`` areas name."""
         from seawatch.vision.tiling import detect_tiled
 
         spec = self.sources[source_id]
@@ -366,6 +392,8 @@ class Pipeline:
                 merged = merged[view_water.keep(merged, image)]
         if geo_water is not None and len(merged):
             merged = merged[geo_water.keep(merged, locator)]
+        if (ignore := self.ignore.get(source_id)) is not None and len(merged):
+            merged = merged[ignore.keep(merged)]
         return merged
 
     @staticmethod

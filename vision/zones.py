@@ -236,6 +236,42 @@ class WaterMask:
         return ~is_vessel | shapely.intersects_xy(self.water, waterline[:, 0], waterline[:, 1])  # edge = water
 
 
+@dataclass(frozen=True)
+class IgnoreMask:
+    """A fixed camera's known false alarms: pixel areas where detections of some labels are dropped before
+    tracking (a fairway buoy, a dolphin pile, a ship painted on a warehouse). A detection is dropped when its
+    anchor point (bottom centre for vessels — the waterline the water masks test —, people and vehicles, else the
+    centre) lies inside an area that names its label; boats passing in front of a buoy still cross it in a frame or two and keep
+    their track."""
+
+    areas: tuple[tuple[object, frozenset[str]], ...]  # (prepared polygon, labels)
+
+    @classmethod
+    def from_pixels(cls, areas: Sequence[tuple[Sequence[Sequence[float]], Sequence[str]]],
+                    source_id: str = "") -> "IgnoreMask":
+        built = []
+        for i, (verts, labels) in enumerate(areas):
+            if not labels:
+                raise ConfigError(f"source {source_id!r}: ignore[{i}] names no labels")
+            poly = _polygon(f"{source_id}:ignore[{i}]", verts, geo=False)
+            shapely.prepare(poly)
+            built.append((poly, frozenset(labels)))
+        return cls(tuple(built))
+
+    def keep(self, dets: Detections) -> np.ndarray:
+        """``(N,) bool``: detections outside every area that names their label."""
+        n = len(dets)
+        keep = np.ones(n, bool)
+        if not n:
+            return keep
+        pts = anchor_points(dets, {"vessel": "bottom_centre"})  # a vessel's waterline, as the water masks test
+        for poly, labels in self.areas:
+            hit = np.isin(dets.label, list(labels))
+            if hit.any():
+                keep &= ~(hit & shapely.intersects_xy(poly, pts[:, 0], pts[:, 1]))
+        return keep
+
+
 def _is_sky(reason: str | None) -> bool:
     """A locator's reason for a pixel with no ground position that means the pixel looks above the horizon
     (``GeoLocator``: the ray misses the surface; a GCP homography: beyond its horizon line)."""
