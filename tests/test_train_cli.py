@@ -51,8 +51,34 @@ def test_smoke_training_registers_a_model_with_its_record(shared_media):
         ev = Evaluator()
         ev.models = {name: _ModelRun(name, det, base=name)}
         assert _scored_training_images(ev, [seen, unseen]) == {name: 1}
+        _mine_with(Path(record["weights"]), seen, paths.cache_dir() / "train" / f"{name}-mine")
     finally:  # leave the cache as it was: the manifest, the provisioned files and the training folder go
         (registry.user_manifest_dir() / f"{name}.yaml").unlink(missing_ok=True)
         shutil.rmtree(registry.model_dir(name), ignore_errors=True)
         for d in (paths.cache_dir() / "train").glob(f"{name}-*"):
             shutil.rmtree(d, ignore_errors=True)
+
+
+def _mine_with(weights: Path, frame: Path, work: Path) -> None:
+    """The GPU script's hard-negative mining with real weights (the smoke model): tiles the model fires on at the
+    threshold move into the training images with an empty label, the others are deleted, the candidates folder goes.
+    At conf 0 every tile holds some box; at conf 1 none does."""
+    import importlib.util
+
+    import cv2
+
+    spec = importlib.util.spec_from_file_location("train_vessels", paths.REPO_ROOT / "scripts" / "gpu" / "train_vessels.py")
+    tv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tv)
+    img = cv2.imread(str(frame))
+    for conf, kept in ((0.0, 3), (1.0, 0)):
+        cand, img_dir, lab_dir = work / "cand", work / "images", work / "labels"
+        for d in (cand, img_dir, lab_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        for k in range(3):
+            cv2.imwrite(str(cand / f"f__t{k * 100}_0.jpg"), img[:320, k * 100:k * 100 + 320])
+        got = tv.mine_hard_negatives(cand, img_dir, lab_dir, weights, imgsz=320, conf=conf, device="cpu", batch=2)
+        assert got["hard_negative_tiles"] == kept and not cand.exists()
+        assert len(list(img_dir.glob("*.jpg"))) == kept
+        assert [p.read_text() for p in lab_dir.glob("*.txt")] == [""] * kept
+        shutil.rmtree(work)
