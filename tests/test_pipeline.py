@@ -227,6 +227,10 @@ def test_evaluate_errors_shows_false_positives_and_misses(shared_media, tmp_path
         rows = (min(cells, 64) + 7) // 8
         assert sheet.shape[:2] == (rows * 160, min(cells, 8) * 160)
     assert "false boxes on background" in res.stdout and "error sheets in" in res.stdout
+    (tmp_path / "a_file").write_text("")
+    bad = seawatch("evaluate", str(manifest), "--no-clips", "--vessel-models", "coco_yolov5n",
+                   "--errors", str(tmp_path / "a_file" / "sub"))
+    assert bad.returncode != 0 and "--errors" in bad.stderr and "Traceback" not in bad.stderr
 
 
 @pytest.mark.slow

@@ -108,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
         check_tile_text(args.tile)
     except ValueError as exc:
         raise InputError(f"--tile: {exc}") from None
+    if args.errors:  # before a long evaluation, not after it
+        try:
+            Path(args.errors).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"--errors {args.errors}: cannot create the folder: {exc}") from None
     cats = set(args.categories.split(",")) if args.categories else None
     vessel_models = tuple(m.strip() for m in args.vessel_models.split(",") if m.strip()) if args.vessel_models else None
     report = evaluate_manifest(path, conf=args.conf, categories=cats, tile=args.tile or "auto",

@@ -80,43 +80,62 @@ class ErrorLog:
         return out
 
     def write(self, out_dir: Path) -> list[Path]:
-        """The contact sheets and errors.json; returns the files written."""
+        """The contact sheets and errors.json; returns the files written. Raises InputError when ``out_dir``
+        cannot be written."""
+        from seawatch.errors import InputError
+
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        written = []
-        images: dict[int, np.ndarray | None] = {}
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"--errors {out_dir}: cannot create the folder: {exc}") from None
+        sheets: list[tuple[Path, str, list[_Entry]]] = []
         for (label, model), es in sorted(self.entries.items()):
             safe = f"{label}_{model}".replace(":", "-").replace("+", "-").replace("/", "-")
             fps = sorted((e for e in es if e.kind != "miss"), key=lambda e: -(e.conf or 0.0))
             misses = sorted((e for e in es if e.kind == "miss"), key=lambda e: -_side(e.xyxy))
             for name, sel in (("false_positives", fps), ("misses", misses)):
-                if not sel:
-                    continue
-                path = out_dir / f"{safe}_{name}.jpg"
-                if _sheet([self._cell(e, label, images) for e in sel[:MAX_CELLS]], path):
-                    written.append(path)
+                if sel:
+                    sheets.append((out_dir / f"{safe}_{name}.jpg", label, sel[:MAX_CELLS]))
+        # every cell cut from its frame with the frame read once, one frame in memory at a time
+        cells: dict[tuple[int, int], np.ndarray] = {}
+        wanted: dict[int, list[tuple[int, int, _Entry, str]]] = {}
+        for k, (_, label, sel) in enumerate(sheets):
+            for j, e in enumerate(sel):
+                wanted.setdefault(e.file, []).append((k, j, e, label))
+        for file, todo in sorted(wanted.items()):
+            img = self._read(file)
+            for k, j, e, label in todo:
+                cells[(k, j)] = self._cell(e, label, img)
+        written = []
+        for k, (path, _, sel) in enumerate(sheets):
+            if _sheet([cells[(k, j)] for j in range(len(sel))], path):
+                written.append(path)
         report = {"files": self.files,
                   "errors": {f"{label}/{model}": [{"file": e.file, "xyxy_px": [round(v, 1) for v in e.xyxy],
                                                     "conf": None if e.conf is None else round(e.conf, 4),
                                                     "kind": e.kind} for e in es]
                              for (label, model), es in sorted(self.entries.items())}}
-        (out_dir / "errors.json").write_text(json.dumps(report, indent=1) + "\n")
+        try:
+            (out_dir / "errors.json").write_text(json.dumps(report, indent=1) + "\n")
+        except OSError as exc:
+            raise InputError(f"--errors {out_dir}: cannot write errors.json: {exc}") from None
         written.append(out_dir / "errors.json")
         return written
 
-    def _cell(self, e: _Entry, label: str, images: dict[int, np.ndarray | None]) -> np.ndarray:
-        import cv2
-
+    def _read(self, file: int) -> np.ndarray | None:
         from seawatch.errors import InputError
         from seawatch.vision.media import read_image
 
-        if e.file not in images:
-            try:
-                images[e.file] = read_image(Path(self.files[e.file]))
-            except InputError as exc:
-                log.warning("evaluate --errors: %s", exc)
-                images[e.file] = None
-        img = images[e.file]
+        try:
+            return read_image(Path(self.files[file]))
+        except InputError as exc:
+            log.warning("evaluate --errors: %s", exc)
+            return None
+
+    def _cell(self, e: _Entry, label: str, img: np.ndarray | None) -> np.ndarray:
+        import cv2
+
         cell = np.zeros((CELL_PX, CELL_PX, 3), np.uint8)
         if img is not None:
             x1, y1, x2, y2 = e.xyxy
