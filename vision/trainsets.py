@@ -127,7 +127,12 @@ def in_train_too(camera: str | None, stem: str, train_too: set[str]) -> bool:
     (``*w4gnqsqx_*_2022-07-16_*``: some days of a camera, the rest staying held out) matching its file stem."""
     if "*" in train_too or (camera is not None and camera in train_too):
         return True
-    return any(fnmatch.fnmatchcase(stem, t) for t in train_too if any(ch in t for ch in "*?["))
+    return any(fnmatch.fnmatchcase(stem, t) for t in train_too if is_frame_pattern(t))
+
+
+def is_frame_pattern(entry: str) -> bool:
+    """A ``train_too`` entry that is a file-name pattern rather than a camera id (``*`` alone means all)."""
+    return entry != "*" and any(ch in entry for ch in "*?[")
 
 
 def fingerprint(items: list[Item]) -> str:
@@ -176,12 +181,17 @@ if __name__ == "__main__":  # pragma: no cover - quick look: python -m seawatch.
     print(json.dumps(summary(tr, va), indent=1))
 
 
+def line_xyxy_px(line: str, w: int, h: int) -> tuple[float, float, float, float]:
+    """A YOLO label line's box in pixels of a ``w`` x ``h`` image."""
+    _, cx, cy, bw, bh = (float(v) for v in line.split()[:5])
+    return (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h
+
+
 def _tile_labels(lines: tuple[str, ...], w: int, h: int, x0: int, y0: int, tile: int, min_keep: float) -> list[str]:
     out = []
     for line in lines:
-        c, cx, cy, bw, bh = line.split()
-        x1, y1 = (float(cx) - float(bw) / 2) * w, (float(cy) - float(bh) / 2) * h
-        x2, y2 = (float(cx) + float(bw) / 2) * w, (float(cy) + float(bh) / 2) * h
+        c = line.split()[0]
+        x1, y1, x2, y2 = line_xyxy_px(line, w, h)
         ix1, iy1 = max(x1, x0), max(y1, y0)
         ix2, iy2 = min(x2, x0 + tile), min(y2, y0 + tile)
         if ix2 <= ix1 or iy2 <= iy1:

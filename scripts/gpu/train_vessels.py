@@ -56,7 +56,7 @@ def _cut_frame(job: tuple) -> dict:
     import cv2
 
     from seawatch.vision.tiling import tile_starts
-    from seawatch.vision.trainsets import _tile_labels
+    from seawatch.vision.trainsets import _tile_labels, line_xyxy_px
 
     img_path, img_dir, lab_dir, tile_px, overlap, min_keep, empty_keep, seed, frame_px = job[:9]
     cand_dir = job[9] if len(job) > 9 else None  # hard-negative candidates go here (mined later)
@@ -68,7 +68,7 @@ def _cut_frame(job: tuple) -> dict:
     stem = img_path.stem
     c = {"frames": 1, "vessel_tiles": 0, "empty_tiles": 0, "empty_tiles_dropped": 0, "boxes": len(lines),
          "hard_negative_candidates": 0}
-    boxes_px = [_box_px(line, w, h) for line in lines]
+    boxes_px = [line_xyxy_px(line, w, h) for line in lines]
 
     def put(name: str, im, labs) -> None:
         cv2.imwrite(str(img_dir / f"{name}.jpg"), im, [cv2.IMWRITE_JPEG_QUALITY, 95])
@@ -94,11 +94,6 @@ def _cut_frame(job: tuple) -> dict:
                 continue
             put(f"{stem}__t{x0}_{y0}", img[y0:y0 + tile_px, x0:x0 + tile_px], labs)
     return c
-
-
-def _box_px(line: str, w: int, h: int) -> tuple[float, float, float, float]:
-    _, cx, cy, bw, bh = (float(v) for v in line.split()[:5])
-    return (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h
 
 
 def _touches(boxes_px: list, x0: int, y0: int, tile_px: int) -> bool:

@@ -48,7 +48,9 @@ def _description(dataset: str, base: str, record: dict) -> str:
     text = f"fine-tuned on {dataset} from {base}"
     too = record.get("train_too")
     if too:
-        pats = [t for t in too if t != "*" and any(ch in t for ch in "*?[")]
+        from seawatch.vision.trainsets import is_frame_pattern
+
+        pats = [t for t in too if is_frame_pattern(t)]
         named = [t for t in too if t not in pats]
         cams = "all held-out cameras" if "*" in too else " and ".join(
             ([f"held-out cameras {', '.join(named)}"] if named else []) +
