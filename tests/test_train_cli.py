@@ -27,7 +27,9 @@ def test_smoke_training_registers_a_model_with_its_record(shared_media):
     name = "vessel_smoke_test"
     env = dict(os.environ, SEAWATCH_SHARED=str(shared_media.parent))
     try:
-        proc = subprocess.run([sys.executable, "-m", "seawatch", "models", "train", "vessels", "--smoke", "--name", name],
+        # the smoke run keeps a fifth of the empty tiles and mines the rest with COCO's boat class (hard negatives)
+        proc = subprocess.run([sys.executable, "-m", "seawatch", "models", "train", "vessels", "--smoke", "--name", name,
+                               "--empty-keep", "0.2", "--hard-negatives", "coco_yolov5n"],
                               env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -38,12 +40,18 @@ def test_smoke_training_registers_a_model_with_its_record(shared_media):
         assert record["dataset_fingerprint"] == trainsets.fingerprint(
             trainsets.scan(trainsets.load_dataset_manifest("vessels")))
         assert registry.sha256_file(Path(record["weights"])) == record["weights_sha256"]
+        lay = record["layout"]  # 5 % of the training frames (every 20th), each tiled; the dropped empty tiles mined
+        m = trainsets.load_dataset_manifest("vessels")
+        n_train = len(trainsets.split(trainsets.scan(m), set(m["split"]["val_cameras"]))[0])
+        assert lay["frames"] == record["split"]["train"]["images"] == len(range(0, n_train, 20))
+        assert record["empty_keep"] == 0.2 and record["hard_negatives"] == "coco_yolov5n"
+        assert 0 < lay["hard_negative_tiles"] <= lay["empty_tiles_dropped"] and lay["vessel_tiles"] > 0
+        assert lay["hard_negative_weights_sha256"] == trainsets.miner_sha256("coco_yolov5n")
         assert registry.get_manifest(name).labels == {"vessel": "vessel"}
         det = load_detector(name, "fp32", conf=0.01)
         out = det.detect([np.full((720, 1280, 3), 100, np.uint8)])[0]  # runs through ONNX Runtime; boxes in the frame
         assert out.xyxy_px.shape[1] == 4 and (out.xyxy_px[:, 2] <= 1280 + 1e-3).all()
         # evaluate knows which frames the model trained on: a training camera's frame yes, a held-out one no
-        m = trainsets.load_dataset_manifest("vessels")
         items = trainsets.scan(m)
         val = set(m["split"]["val_cameras"])
         seen = next(i.image for i in items if i.camera not in val)
@@ -60,16 +68,13 @@ def test_smoke_training_registers_a_model_with_its_record(shared_media):
 
 
 def _mine_with(weights: Path, frame: Path, work: Path) -> None:
-    """The GPU script's hard-negative mining with real weights (the smoke model): tiles the model fires on at the
+    """Hard-negative mining (the GPU script's too) with real ultralytics weights (the smoke model): tiles the model fires on at the
     threshold move into the training images with an empty label, the others are deleted, the candidates folder goes.
     At conf 0 every tile holds some box; at conf 1 none does."""
-    import importlib.util
-
     import cv2
 
-    spec = importlib.util.spec_from_file_location("train_vessels", paths.REPO_ROOT / "scripts" / "gpu" / "train_vessels.py")
-    tv = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tv)
+    from seawatch.vision import trainsets
+
     img = cv2.imread(str(frame))
     for conf, kept in ((0.0, 3), (1.0, 0)):
         cand, img_dir, lab_dir = work / "cand", work / "images", work / "labels"
@@ -77,7 +82,8 @@ def _mine_with(weights: Path, frame: Path, work: Path) -> None:
             d.mkdir(parents=True, exist_ok=True)
         for k in range(3):
             cv2.imwrite(str(cand / f"f__t{k * 100}_0.jpg"), img[:320, k * 100:k * 100 + 320])
-        got = tv.mine_hard_negatives(cand, img_dir, lab_dir, weights, imgsz=320, conf=conf, device="cpu", batch=2)
+        got = trainsets.mine_hard_negatives(cand, img_dir, lab_dir, weights, imgsz=320, conf=conf, device="cpu",
+                                            batch=2)
         assert got["hard_negative_tiles"] == kept and not cand.exists()
         assert len(list(img_dir.glob("*.jpg"))) == kept
         assert [p.read_text() for p in lab_dir.glob("*.txt")] == [""] * kept

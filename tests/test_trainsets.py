@@ -98,3 +98,58 @@ def test_evaluate_counts_scored_images_a_model_trained_on(vessel_items, monkeypa
                  "stock": evaluate._ModelRun("stock", None, base="stock")}
     assert evaluate._scored_training_images(ev, [seen, unseen]) == {"trained+tiles": 1}
     assert evaluate._scored_training_images(ev, [unseen]) == {"trained+tiles": 0}
+
+
+def test_registered_model_mines_exactly_the_empty_tiles_it_fires_on(vessel_items, tmp_path):
+    """Hard-negative mining through a registered model's ONNX (COCO's boat class, mapped to vessel): on a real
+    frame of a training camera cut into 384 px tiles with no labels (every tile is a candidate), the tiles kept as
+    background are exactly those where the detector, run directly, finds a vessel at the threshold; they get empty
+    labels and the candidates folder goes. The frame has boats in some tiles and none in others, so a miner that
+    kept all or nothing would fail."""
+    cv2 = pytest.importorskip("cv2")
+    from conftest import onnx_model
+    from seawatch.vision.detector import load_detector
+
+    onnx_model("coco_yolov5n")
+    m, items = vessel_items
+    it = next(i for i in items if i.image.name == "shore_dlwkigk3_720_2022-07-19_11-58_output_0.jpg")
+    img = cv2.imread(str(it.image))
+    img_dir, lab_dir, cand = tmp_path / "img", tmp_path / "lab", tmp_path / "cand"
+    for d in (img_dir, lab_dir, cand):
+        d.mkdir()
+    c = trainsets.cut_tiles(img, (), "f", img_dir, lab_dir, tile_px=384, empty_keep=0.0, cand_dir=cand)
+    assert c["empty_tiles_dropped"] == c["hard_negative_candidates"] == len(list(cand.glob("*.jpg"))) == 12
+    det = load_detector("coco_yolov5n", "fp32", conf=0.1, imgsz=640)
+    fires = {p.name for p in cand.glob("*.jpg")
+             if len(det.detect([cv2.imread(str(p))])[0].with_label("vessel"))}
+    assert 0 < len(fires) < 12
+    got = trainsets.mine_hard_negatives(cand, img_dir, lab_dir, ["coco_yolov5n"], imgsz=640, conf=0.1, batch=5)
+    assert got["hard_negative_tiles"] == len(fires) and not cand.exists()
+    assert {p.name for p in img_dir.glob("*.jpg")} == fires
+    assert all(p.read_text() == "" for p in lab_dir.glob("*.txt")) and len(list(lab_dir.glob("*.txt"))) == len(fires)
+    assert got["hard_negative_weights_sha256"] == trainsets.miner_sha256("coco_yolov5n")
+
+
+def test_tiles_with_labels_are_kept_and_only_untouched_empty_tiles_are_candidates(vessel_items, tmp_path):
+    """The same frame with its 23 labelled boats: tiles holding a boat keep their labels, a seeded sample of the
+    empty ones is kept, and of the dropped ones only tiles no labelled box reaches are mining candidates."""
+    cv2 = pytest.importorskip("cv2")
+    _, items = vessel_items
+    it = next(i for i in items if i.image.name == "shore_dlwkigk3_720_2022-07-19_11-58_output_0.jpg")
+    img = cv2.imread(str(it.image))
+    h, w = img.shape[:2]
+    img_dir, lab_dir, cand = tmp_path / "img", tmp_path / "lab", tmp_path / "cand"
+    for d in (img_dir, lab_dir, cand):
+        d.mkdir()
+    c = trainsets.cut_tiles(img, it.lines, "f", img_dir, lab_dir, tile_px=384, empty_keep=0.0, cand_dir=cand)
+    assert c["vessel_tiles"] + c["empty_tiles"] + c["empty_tiles_dropped"] == 12 and c["empty_tiles"] == 0
+    assert c["vessel_tiles"] == len(list(img_dir.glob("*.jpg"))) > 0
+    assert all(p.read_text().strip() for p in lab_dir.glob("*.txt"))  # every kept tile holds a boat
+    boxes = [trainsets.line_xyxy_px(line, w, h) for line in it.lines]
+    for p in cand.glob("*.jpg"):
+        x0, y0 = (int(v) for v in p.stem.rsplit("__t", 1)[1].split("_"))
+        assert not trainsets.touches(boxes, x0, y0, 384)
+    assert c["hard_negative_candidates"] == len(list(cand.glob("*.jpg")))
+    again = trainsets.cut_tiles(img, it.lines, "f", tmp_path, tmp_path, tile_px=384, empty_keep=0.5, seed=3)
+    twice = trainsets.cut_tiles(img, it.lines, "f", tmp_path, tmp_path, tile_px=384, empty_keep=0.5, seed=3)
+    assert again == twice  # the sample of empty tiles is seeded

@@ -174,13 +174,6 @@ def summary(train: list[Item], val: list[Item]) -> dict:
     return {"train": part(train), "val": part(val)}
 
 
-if __name__ == "__main__":  # pragma: no cover - quick look: python -m seawatch.vision.trainsets
-    m = load_dataset_manifest("vessels")
-    items = scan(m)
-    tr, va = split(items, set(m["split"]["val_cameras"]))
-    print(json.dumps(summary(tr, va), indent=1))
-
-
 def line_xyxy_px(line: str, w: int, h: int) -> tuple[float, float, float, float]:
     """A YOLO label line's box in pixels of a ``w`` x ``h`` image."""
     _, cx, cy, bw, bh = (float(v) for v in line.split()[:5])
@@ -204,28 +197,150 @@ def _tile_labels(lines: tuple[str, ...], w: int, h: int, x0: int, y0: int, tile:
     return out
 
 
-def write_tiled_layout(out_dir: Path, train: list[Item], val: list[Item], classes: list[str],
-                       tile_px: int = 640, overlap: float = 0.2, min_keep: float = 0.5,
-                       full_frame: bool = True) -> Path:
-    """Like :func:`write_yolo_layout`, but training images are full-resolution tiles (small vessels stay small
-    objects of a few pixels only if the frame is shrunk; tiles keep them at their native size). The whole frame is
-    kept too (``full_frame``) so large, close vessels are learned. Validation keeps whole frames: it is scored
-    with the same tiled inference the product runs.
-    """
+def touches(boxes_px: list, x0: int, y0: int, tile_px: int) -> bool:
+    """Whether any labelled box overlaps the tile at all (a tile "empty" by the min_keep rule may still hold the
+    part of a boat that its neighbour holds whole)."""
+    return any(x1 < x0 + tile_px and x2 > x0 and y1 < y0 + tile_px and y2 > y0 for x1, y1, x2, y2 in boxes_px)
+
+
+def cut_tiles(img, lines: tuple[str, ...], stem: str, img_dir: Path, lab_dir: Path, *, tile_px: int,
+              overlap: float = 0.2, min_keep: float = 0.5, empty_keep: float = 1.0, seed: int = 0,
+              cand_dir: Path | None = None, jpeg_quality: int = 95) -> dict:
+    """Cuts one frame into full-resolution training tiles on the tiled inference's own grid
+    (:func:`seawatch.vision.tiling.tile_starts`), so training sees what the runtime's tiles see.
+
+    Every tile holding a labelled box (at least ``min_keep`` of it) is kept with its labels; of the empty tiles a
+    seeded sample (``empty_keep``, per frame stem and tile origin, so reruns cut the same set) is kept as background.
+    With ``cand_dir`` the dropped empty tiles that no labelled box touches at all are written there as
+    hard-negative candidates (:func:`mine_hard_negatives`). Returns counts."""
+    import random
+
     import cv2
 
     from seawatch.vision.tiling import tile_starts
+
+    h, w = img.shape[:2]
+    boxes_px = [line_xyxy_px(line, w, h) for line in lines]
+    c = {"vessel_tiles": 0, "tile_boxes": 0, "empty_tiles": 0, "empty_tiles_dropped": 0,
+         "hard_negative_candidates": 0}
+    quality = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
+    for y0 in tile_starts(h, tile_px, overlap).tolist():
+        for x0 in tile_starts(w, tile_px, overlap).tolist():
+            crop = img[y0:y0 + tile_px, x0:x0 + tile_px]
+            labs = _tile_labels(lines, w, h, x0, y0, tile_px, min_keep)
+            if labs:
+                c["vessel_tiles"] += 1
+                c["tile_boxes"] += len(labs)
+            elif empty_keep >= 1.0 or random.Random(f"{seed}:{stem}:{x0}:{y0}").random() < empty_keep:
+                c["empty_tiles"] += 1
+            else:
+                c["empty_tiles_dropped"] += 1
+                if cand_dir is not None and not touches(boxes_px, x0, y0, tile_px):
+                    c["hard_negative_candidates"] += 1
+                    cv2.imwrite(str(cand_dir / f"{stem}__t{x0}_{y0}.jpg"), crop, quality)
+                continue
+            cv2.imwrite(str(img_dir / f"{stem}__t{x0}_{y0}.jpg"), crop, quality)
+            (lab_dir / f"{stem}__t{x0}_{y0}.txt").write_text("\n".join(labs) + ("\n" if labs else ""))
+    return c
+
+
+def _miner(weights: str | Path, imgsz: int, conf: float, device: str, labels: tuple[str, ...]):
+    """A function from tile paths to each tile's top score among ``labels`` (0 when nothing fires at ``conf``):
+    an ultralytics ``.pt`` through ultralytics (the GPU machine has no onnxruntime), any other name a registered
+    model through Seawatch's own ONNX detector (so COCO's boat class, mapped to ``vessel``, can mine too)."""
+    if str(weights).endswith(".pt"):
+        from ultralytics import YOLO
+
+        model = YOLO(str(weights))
+
+        def top_pt(paths_: list[Path]) -> list[float]:
+            out = model.predict([str(p) for p in paths_], imgsz=imgsz, conf=conf, device=device, verbose=False)
+            return [float(r.boxes.conf.max()) if len(r.boxes) else 0.0 for r in out]
+        return top_pt
+    import cv2
+
+    from seawatch.vision.detector import load_detector
+
+    det = load_detector(str(weights), "fp32", conf=conf, imgsz=imgsz)
+
+    def top_onnx(paths_: list[Path]) -> list[float]:
+        out = det.detect([cv2.imread(str(p)) for p in paths_])
+        return [float(d.with_label(*labels).confidence.max(initial=0.0)) for d in out]
+    return top_onnx
+
+
+def miner_sha256(weights: str | Path) -> str:
+    """The sha256 of a miner's weights: the ``.pt`` file, or a registered model's provisioned ONNX."""
+    if str(weights).endswith(".pt"):
+        return hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+    from seawatch.vision import registry
+
+    return registry.sha256_file(registry.resolve_onnx(str(weights), "fp32"))
+
+
+def mine_hard_negatives(cand_dir: Path, img_dir: Path, lab_dir: Path, weights: str | Path | list, imgsz: int,
+                        conf: float, device: str = "cpu", batch: int = 16, labels: tuple[str, ...] = ("vessel",)) -> dict:
+    """Moves the candidate tiles on which any of ``weights`` (vessel models: ultralytics ``.pt`` files or registered
+    model names; the start weights, an earlier round's model) finds one of ``labels`` at ``conf`` or above into the
+    training images with an empty label file (hard negatives: buoys, piles, masts, cranes that a random sample of
+    empty tiles rarely shows); drops the rest and the candidates folder. Returns counts (per miner when several)
+    and the median top score."""
+    import shutil
+
+    miners = [weights] if isinstance(weights, (str, Path)) else list(weights)
+    cands = sorted(Path(cand_dir).glob("*.jpg"))
+    fired: dict[Path, float] = {}
+    per_miner = []
+    for w in miners:
+        top, n = _miner(w, imgsz, conf, device, labels), 0
+        for i in range(0, len(cands), batch):
+            chunk = cands[i:i + batch]
+            for path, score in zip(chunk, top(chunk)):
+                if score > 0:
+                    n += 1
+                    fired[path] = max(fired.get(path, 0.0), score)
+        per_miner.append(n)
+    for path in cands:
+        if path in fired:
+            path.rename(Path(img_dir) / path.name)
+            (Path(lab_dir) / f"{path.stem}.txt").write_text("")
+    shutil.rmtree(cand_dir, ignore_errors=True)
+    scores = sorted(fired.values())
+    shas = [miner_sha256(w) for w in miners]
+    out = {"hard_negative_tiles": len(fired), "hard_negative_conf": conf,
+           "hard_negative_weights_sha256": shas if len(shas) > 1 else shas[0],
+           "hard_negative_top_conf_median": round(scores[len(scores) // 2], 3) if scores else None}
+    if len(miners) > 1:
+        out["hard_negative_tiles_per_miner"] = per_miner
+    return out
+
+
+def write_tiled_layout(out_dir: Path, train: list[Item], val: list[Item], classes: list[str],
+                       tile_px: int = 640, overlap: float = 0.2, min_keep: float = 0.5,
+                       full_frame: bool = True, empty_keep: float = 1.0, seed: int = 0,
+                       hard_negatives: dict | None = None) -> Path:
+    """Like :func:`write_yolo_layout`, but training images are full-resolution tiles (small vessels stay small
+    objects of a few pixels only if the frame is shrunk; tiles keep them at their native size). The whole frame is
+    kept too (``full_frame``) so large, close vessels are learned. Validation keeps whole frames: it is scored
+    with the same tiled inference the product runs. ``empty_keep`` (below 1) keeps a seeded sample of the empty
+    tiles; ``hard_negatives`` (``{"weights", "imgsz", "conf", "device"}``) then mines the dropped ones with those
+    models (:func:`mine_hard_negatives`). The counts go to ``layout.json`` beside ``data.yaml``.
+    """
+    import cv2
 
     out_dir = Path(out_dir)
     write_yolo_layout(out_dir, [], val, classes)
     img_dir, lab_dir = out_dir / "images" / "train", out_dir / "labels" / "train"
     img_dir.mkdir(parents=True, exist_ok=True)
     lab_dir.mkdir(parents=True, exist_ok=True)
+    cand_dir = out_dir / "hard_negative_candidates" if hard_negatives else None
+    if cand_dir is not None:
+        cand_dir.mkdir(parents=True, exist_ok=True)
+    total = {"frames": 0}
     for it in train:
         img = cv2.imread(str(it.image))
         if img is None:
             raise InputError(f"{it.image}: cannot read image")
-        h, w = img.shape[:2]
         stem = f"{it.source}__{it.image.stem}"
         if full_frame:
             link = img_dir / f"{stem}{it.image.suffix.lower()}"
@@ -233,12 +348,21 @@ def write_tiled_layout(out_dir: Path, train: list[Item], val: list[Item], classe
                 link.unlink()
             os.symlink(it.image.resolve(), link)
             (lab_dir / f"{stem}.txt").write_text("\n".join(it.lines) + ("\n" if it.lines else ""))
-        # the same tile grid the tiled inference uses (seawatch.vision.tiling), so training sees what runtime sees
-        for y0 in tile_starts(h, tile_px, overlap).tolist():
-            for x0 in tile_starts(w, tile_px, overlap).tolist():
-                crop = img[y0:y0 + tile_px, x0:x0 + tile_px]
-                lines = _tile_labels(it.lines, w, h, x0, y0, tile_px, min_keep)
-                name = f"{stem}__t{x0}_{y0}"
-                cv2.imwrite(str(img_dir / f"{name}.jpg"), crop, [cv2.IMWRITE_JPEG_QUALITY, 92])
-                (lab_dir / f"{name}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+            total["frames"] += 1
+        c = cut_tiles(img, it.lines, stem, img_dir, lab_dir, tile_px=tile_px, overlap=overlap, min_keep=min_keep,
+                      empty_keep=empty_keep, seed=seed, cand_dir=cand_dir, jpeg_quality=92)
+        for k, v in c.items():
+            total[k] = total.get(k, 0) + v
+    if cand_dir is not None:
+        total.update(mine_hard_negatives(cand_dir, img_dir, lab_dir, **hard_negatives))
+    else:
+        total.pop("hard_negative_candidates", None)
+    (out_dir / "layout.json").write_text(json.dumps(total, indent=1))
     return out_dir / "data.yaml"
+
+
+if __name__ == "__main__":  # pragma: no cover - quick look: python -m seawatch.vision.trainsets
+    m = load_dataset_manifest("vessels")
+    items = scan(m)
+    tr, va = split(items, set(m["split"]["val_cameras"]))
+    print(json.dumps(summary(tr, va), indent=1))

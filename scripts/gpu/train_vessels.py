@@ -24,7 +24,6 @@ import csv
 import json
 import logging
 import os
-import random
 import shutil
 import sys
 import time
@@ -52,11 +51,10 @@ def import_seawatch() -> None:
 
 
 def _cut_frame(job: tuple) -> dict:
-    """Tiles (and the downscaled whole frame) of one packed frame; returns counts."""
+    """Tiles (``trainsets.cut_tiles``) and the downscaled whole frame of one packed frame; returns counts."""
     import cv2
 
-    from seawatch.vision.tiling import tile_starts
-    from seawatch.vision.trainsets import _tile_labels, line_xyxy_px
+    from seawatch.vision.trainsets import cut_tiles
 
     img_path, img_dir, lab_dir, tile_px, overlap, min_keep, empty_keep, seed, frame_px = job[:9]
     cand_dir = job[9] if len(job) > 9 else None  # hard-negative candidates go here (mined later)
@@ -66,66 +64,15 @@ def _cut_frame(job: tuple) -> dict:
     h, w = img.shape[:2]
     lines = tuple(x for x in img_path.with_suffix(".txt").read_text().splitlines() if x.strip())
     stem = img_path.stem
-    c = {"frames": 1, "vessel_tiles": 0, "empty_tiles": 0, "empty_tiles_dropped": 0, "boxes": len(lines),
-         "hard_negative_candidates": 0}
-    boxes_px = [line_xyxy_px(line, w, h) for line in lines]
-
-    def put(name: str, im, labs) -> None:
-        cv2.imwrite(str(img_dir / f"{name}.jpg"), im, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        (lab_dir / f"{name}.txt").write_text("\n".join(labs) + ("\n" if labs else ""))
-
     scale = frame_px / max(h, w)  # the whole frame as the runtime's full-frame pass sees it
-    put(stem, cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-        if scale < 1 else img, lines)  # YOLO labels are normalised: the resize leaves them as they are
-    for y0 in tile_starts(h, tile_px, overlap).tolist():
-        for x0 in tile_starts(w, tile_px, overlap).tolist():
-            labs = _tile_labels(lines, w, h, x0, y0, tile_px, min_keep)
-            if labs:
-                c["vessel_tiles"] += 1
-                c["boxes"] += len(labs)
-            elif random.Random(f"{seed}:{stem}:{x0}:{y0}").random() < empty_keep:
-                c["empty_tiles"] += 1
-            else:
-                c["empty_tiles_dropped"] += 1
-                if cand_dir is not None and not _touches(boxes_px, x0, y0, tile_px):
-                    c["hard_negative_candidates"] += 1
-                    cv2.imwrite(str(cand_dir / f"{stem}__t{x0}_{y0}.jpg"), img[y0:y0 + tile_px, x0:x0 + tile_px],
-                                [cv2.IMWRITE_JPEG_QUALITY, 95])
-                continue
-            put(f"{stem}__t{x0}_{y0}", img[y0:y0 + tile_px, x0:x0 + tile_px], labs)
-    return c
-
-
-def _touches(boxes_px: list, x0: int, y0: int, tile_px: int) -> bool:
-    """Whether any labelled box overlaps the tile at all (a tile "empty" by the min_keep rule may still hold the
-    part of a boat that its neighbour holds whole)."""
-    return any(x1 < x0 + tile_px and x2 > x0 and y1 < y0 + tile_px and y2 > y0 for x1, y1, x2, y2 in boxes_px)
-
-
-def mine_hard_negatives(cand_dir: Path, img_dir: Path, lab_dir: Path, weights: Path, imgsz: int, conf: float,
-                        device: str, batch: int = 16) -> dict:
-    """Moves the candidate tiles on which ``weights`` (a vessel model) finds anything at ``conf`` or above into the
-    training images with an empty label file; drops the rest. Returns counts and the score distribution."""
-    from ultralytics import YOLO
-
-    cands = sorted(cand_dir.glob("*.jpg"))
-    model = YOLO(str(weights))
-    kept, top = 0, []
-    for i in range(0, len(cands), batch):
-        chunk = cands[i:i + batch]
-        for path, res in zip(chunk, model.predict([str(p) for p in chunk], imgsz=imgsz, conf=conf, device=device,
-                                                   verbose=False)):
-            if len(res.boxes):
-                kept += 1
-                top.append(float(res.boxes.conf.max()))
-                path.rename(img_dir / path.name)
-                (lab_dir / f"{path.stem}.txt").write_text("")
-            else:
-                path.unlink()
-    shutil.rmtree(cand_dir, ignore_errors=True)
-    top.sort()
-    return {"hard_negative_tiles": kept, "hard_negative_conf": conf, "hard_negative_weights_sha256": _sha256(weights),
-            "hard_negative_top_conf_median": round(top[len(top) // 2], 3) if top else None}
+    cv2.imwrite(str(img_dir / f"{stem}.jpg"), cv2.resize(img, (round(w * scale), round(h * scale)),
+                                                          interpolation=cv2.INTER_AREA) if scale < 1 else img,
+                [cv2.IMWRITE_JPEG_QUALITY, 95])  # YOLO labels are normalised: the resize leaves them as they are
+    (lab_dir / f"{stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+    c = cut_tiles(img, lines, stem, img_dir, lab_dir, tile_px=tile_px, overlap=overlap, min_keep=min_keep,
+                  empty_keep=empty_keep, seed=seed, cand_dir=cand_dir)
+    c["boxes"] = len(lines) + c.pop("tile_boxes")
+    return {"frames": 1, **c}
 
 
 def frame_camera(path: Path, patterns: dict) -> str | None:
@@ -159,7 +106,7 @@ def build_layout(frames: Path, out: Path, classes: list[str], tiles: dict, seed:
                  hard_negatives: dict | None = None) -> dict:
     """The YOLO layout (tiles + frames) of both splits under ``out``; returns per-split counts (and whether the
     validation part is held out). ``hard_negatives``: ``{"weights", "imgsz", "conf", "device"}`` mines the training
-    part's empty tiles with that model (:func:`mine_hard_negatives`)."""
+    part's empty tiles with those models (``trainsets.mine_hard_negatives``)."""
     from multiprocessing import Pool
 
     if out.exists():
@@ -185,6 +132,8 @@ def build_layout(frames: Path, out: Path, classes: list[str], tiles: dict, seed:
             per_frame = [_cut_frame(j) for j in jobs]
         total = {k: sum(c[k] for c in per_frame) for k in per_frame[0]}
         if cand_dir is not None:
+            from seawatch.vision.trainsets import mine_hard_negatives
+
             total.update(mine_hard_negatives(cand_dir, img_dir, lab_dir, **hard_negatives))
         else:
             del total["hard_negative_candidates"]
@@ -277,8 +226,9 @@ def main(argv: list[str] | None = None) -> int:
                          "(its validation numbers are then not held out); an entry with * or ? is a file-name "
                          "pattern (e.g. '*w4gnqsqx_*_2022-07-16_*': one day of a camera, its other days held out)")
     ap.add_argument("--hard-negatives", default=None, metavar="WEIGHTS",
-                    help="a vessel model (.pt; 'base' = the start weights) run over the training part's dropped empty "
-                         "tiles: every tile it fires on is kept as background (hard negatives)")
+                    help="vessel models (.pt, comma-separated; 'base' = the start weights) run over the training "
+                         "part's dropped empty tiles: every tile one of them fires on is kept as background (hard "
+                         "negatives); an earlier round's model next to 'base' adds what that model still confuses")
     ap.add_argument("--hard-negative-conf", type=float, default=0.25, help="what counts as firing (default 0.25)")
     ap.add_argument("--smoke", action="store_true",
                     help="CPU pipeline check: 6 train / 6 val frames, 1 epoch, 320 px, batch 4, no time box, polars "
@@ -340,10 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     base = gpu / (args.base_weights or prov["base_weights"])
     mining = None
     if args.hard_negatives:
-        weights = base if args.hard_negatives == "base" else gpu / args.hard_negatives
-        if not weights.is_file():
-            print(f"train_vessels: --hard-negatives {weights}: no such file", file=sys.stderr)
-            return 2
+        weights = [base if w == "base" else gpu / w for w in args.hard_negatives.split(",") if w.strip()]
+        for w in weights:
+            if not w.is_file():
+                print(f"train_vessels: --hard-negatives {w}: no such file", file=sys.stderr)
+                return 2
         mining = {"weights": weights, "imgsz": args.imgsz, "conf": args.hard_negative_conf, "device": device}
     counts = build_layout(gpu / "frames", work / "data", classes, tiles, seed, 6 if args.smoke else None,
                           procs=max(1, min(cores, 16)), train_too=train_too, patterns=patterns,
@@ -418,8 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         "patience": args.patience, "tiles": tiles, "layout": counts,
         **{k: train_kw[k] for k in ("optimizer", "lr0", "lrf", "warmup_epochs") if k in train_kw},
         "train_too": sorted(train_too), **({"base": args.base_name} if args.base_name else {}),
-        **({"hard_negatives": str(mining["weights"].relative_to(gpu)) if mining["weights"].is_relative_to(gpu)
-            else mining["weights"].name} if mining else {}), "patched": patched,
+        **({"hard_negatives": ",".join(str(w.relative_to(gpu)) if w.is_relative_to(gpu) else w.name
+                                       for w in mining["weights"])} if mining else {}), "patched": patched,
         "interrupted": interrupted, "layout_seconds": round(tile_s, 1), "train_seconds": round(train_s, 1),
         "export_seconds": round(export_s, 1), "total_seconds": round(time.monotonic() - t_start, 1),
         "best_by_map50": best_row, "last_epoch": last_row,

@@ -26,12 +26,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--device", default="cpu", help="cpu, or a CUDA device index such as 0")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fraction", type=float, default=1.0, help="fraction of the training images (smoke runs)")
+    p.add_argument("--fraction", type=float, default=1.0, help="fraction of the training frames, every k-th (smoke runs)")
+    p.add_argument("--empty-keep", type=float, default=1.0,
+                   help="fraction of the tiles without a vessel kept as background (seeded; default 1 = all)")
+    p.add_argument("--hard-negatives", default="", metavar="MODELS",
+                   help="comma-separated vessel models (registered names such as vessel or coco_yolov5n, .pt files, "
+                        "or base = the start weights) run over the empty tiles --empty-keep drops: every tile one of "
+                        "them fires on is kept as background (buoys, piles, cranes); needs --empty-keep below 1")
+    p.add_argument("--hard-negative-conf", type=float, default=0.25, help="what counts as firing (default 0.25)")
+    p.add_argument("--train-too", default="",
+                   help="held-out cameras to train on as well, comma-separated, or 'all' for the model to ship "
+                        "(its validation numbers are then not held out); an entry with * or ? is a file-name pattern")
     p.add_argument("--import", dest="import_dir", default=None, metavar="DIR",
                    help="register a run trained elsewhere instead of training (DIR holds best.pt + run.json from "
                         "scripts/gpu/train_vessels.sh); checks its weights and data against this checkout")
     p.add_argument("--smoke", action="store_true",
-                   help="CI-sized run: 1 epoch, 5%% of the images, 320 px tiles; proves the pipeline, not the model")
+                   help="CI-sized run: 1 epoch, 5%% of the training frames, 320 px tiles; proves the pipeline, not the model")
 
 
 def _trained_tile_px(record: dict, imgsz: int) -> int:
@@ -72,7 +82,11 @@ def run(args: argparse.Namespace) -> int:
             args.epochs, args.fraction, args.imgsz, args.batch = 1, 0.05, 320, 8
         record = train(args.dataset, args.name, base=args.base, epochs=args.epochs, imgsz=args.imgsz,
                        batch=args.batch, device=args.device, seed=args.seed, tile_px=args.tile_px or args.imgsz,
-                       fraction=args.fraction)
+                       fraction=args.fraction, empty_keep=args.empty_keep,
+                       hard_negatives=[m.strip() for m in args.hard_negatives.split(",") if m.strip()],
+                       hard_negative_conf=args.hard_negative_conf,
+                       train_too=["*"] if args.train_too == "all" else
+                       [c.strip() for c in args.train_too.split(",") if c.strip()])
     reg = argparse.Namespace(file=record["weights"], name=args.name, labels="", classes="", output_format=None,
                              licence="AGPL-3.0 (fine-tuned from AGPL-3.0 YOLO weights); training data: see datasets/"
                                      f"{args.dataset}.yaml", description=_description(args.dataset, args.base, record),

@@ -73,42 +73,116 @@ def base_checkpoint(base: str, work: Path) -> tuple[Path, dict]:
     return weights, facts
 
 
+def _layout_key(tile_px: int, empty_keep: float, seed: int, mining: dict | None, train_too: list[str],
+                fraction: float = 1.0) -> str:
+    """The layout folder's name: the default layout keeps its old name, any other choice of frames, tiles or mining
+    gets its own."""
+    if empty_keep >= 1.0 and not mining and not train_too and fraction >= 1.0:
+        return f"data-tile{tile_px}"
+    import hashlib
+
+    key = json.dumps({"empty_keep": empty_keep, "seed": seed, "train_too": sorted(train_too), "fraction": fraction,
+                      "mining": {k: str(v) for k, v in (mining or {}).items()}}, sort_keys=True)
+    return f"data-tile{tile_px}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
+
+
+def resolve_miners(names: list[str], start_pt: Path) -> list[str]:
+    """``--hard-negatives`` entries as the miners :func:`trainsets.mine_hard_negatives` takes: ``base`` = the start
+    weights (a vessel model to continue from), a ``.pt`` path, or a registered model's name (run through its ONNX,
+    e.g. ``vessel`` or ``coco_yolov5n`` whose boat class is mapped to vessel)."""
+    out = []
+    for n in names:
+        if n == "base":
+            if start_pt.suffix != ".pt":
+                raise ModelError("--hard-negatives base needs start weights in a .pt file, not an architecture")
+            out.append(str(start_pt))
+        elif n.endswith(".pt"):
+            if not Path(n).is_file():
+                raise ModelError(f"--hard-negatives {n}: no such file")
+            out.append(n)
+        else:
+            labels = registry.get_manifest(n).labels  # ModelNotFound, then ModelNotProvisioned, name the problem
+            registry.resolve_onnx(n, "fp32")
+            if "vessel" not in labels.values():
+                raise ModelError(f"--hard-negatives {n}: the model has no vessel label to mine with")
+            out.append(n)
+    return out
+
+
 def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: int = 50, imgsz: int = 640,
           batch: int = 16, device: str = "cpu", seed: int = 0, tile_px: int = 640, fraction: float = 1.0,
-          workers: int = 2, patience: int = 30) -> dict:
-    """Train, export to ONNX, register ``out_name`` in the user registry. Returns the training record."""
+          workers: int = 2, patience: int = 30, empty_keep: float = 1.0, hard_negatives: list[str] = (),
+          hard_negative_conf: float = 0.25, train_too: list[str] = ()) -> dict:
+    """Train, export to ONNX, register ``out_name`` in the user registry. Returns the training record.
+
+    ``empty_keep`` keeps that seeded fraction of the empty tiles; ``hard_negatives`` (miners, see
+    :func:`resolve_miners`) add every other empty tile one of them fires on at ``hard_negative_conf``;
+    ``train_too`` moves held-out cameras (``*``: all) or frames matching a file-name pattern into training."""
     from seawatch.vision.export.loaders import prepare_ultralytics_env, use_cpu_threads
 
+    if not 0.0 <= empty_keep <= 1.0:
+        raise ModelError(f"--empty-keep {empty_keep}: a fraction in [0, 1]")
     manifest = trainsets.load_dataset_manifest(dataset)
     items = trainsets.scan(manifest)
-    tr, va = trainsets.split(items, set(manifest.get("split", {}).get("val_cameras", [])))
+    val_cameras = set(manifest.get("split", {}).get("val_cameras", []))
+    tr, va = trainsets.split(items, val_cameras)
+    too = set(train_too)
+    if too:
+        moved = [v for v in va if trainsets.in_train_too(v.camera, v.image.stem, too)]
+        if not moved:
+            raise ModelError(f"--train-too {','.join(sorted(too))}: matches no held-out frame")
+        tr = tr + moved
+        va = [v for v in va if v not in moved] or va  # nothing left held out: validation is a monitor only
     if not tr or not va:
         raise ModelError(f"dataset {dataset!r}: empty train or val split")
+    if not 0.0 < fraction <= 1.0:
+        raise ModelError(f"--fraction {fraction}: a fraction in (0, 1]")
+    if fraction < 1.0:  # every k-th training frame (stable), before tiling: a smoke run cuts and mines only those
+        tr = tr[::max(1, round(1 / fraction))]
     fp = trainsets.fingerprint(items)
     work = paths.cache_dir() / "train" / f"{out_name}-{fp[:12]}"
-    layout = work / f"data-tile{tile_px}"
-    if not (layout / "data.yaml").is_file():
-        trainsets.write_tiled_layout(layout, tr, va, list(manifest["classes"]), tile_px=tile_px)
+    if hard_negatives:  # option errors before any work
+        if empty_keep >= 1.0:
+            raise ModelError("--hard-negatives mines the empty tiles --empty-keep drops: give --empty-keep below 1 "
+                             "(0.1 in the measured recipe)")
+        resolve_miners([n for n in hard_negatives if n != "base"], Path("unused.pt"))
+    work.mkdir(parents=True, exist_ok=True)
     start_pt, base_facts = base_checkpoint(base, work)
+    mining = None
+    if hard_negatives:
+        mining = {"weights": resolve_miners(list(hard_negatives), start_pt), "imgsz": imgsz,
+                  "conf": hard_negative_conf, "device": device}
+    layout = work / _layout_key(tile_px, empty_keep, seed, mining, sorted(too), fraction)
     prepare_ultralytics_env()
-    from ultralytics import YOLO
-
     if device == "cpu":
         use_cpu_threads()
+    if not (layout / "data.yaml").is_file():
+        trainsets.write_tiled_layout(layout, tr, va, list(manifest["classes"]), tile_px=tile_px,
+                                     empty_keep=empty_keep, seed=seed, hard_negatives=mining)
+    from ultralytics import YOLO
+
     t0 = time.monotonic()
     yolo = YOLO(str(start_pt))
     yolo.train(data=str(layout / "data.yaml"), epochs=epochs, imgsz=imgsz, batch=batch, device=device, seed=seed,
                deterministic=True, workers=workers, plots=False, project=str(work), name="run", exist_ok=True,
-               fraction=fraction, patience=patience, amp=device != "cpu", verbose=False)
+               patience=patience, amp=device != "cpu", verbose=False)
     best = Path(yolo.trainer.best)
     if not best.is_file():
         raise ExportError(f"training produced no weights at {best}")
+    try:
+        counts = json.loads((layout / "layout.json").read_text())
+    except (OSError, ValueError):
+        counts = {}
     record = {
         "dataset": dataset, "dataset_manifest_sha256": registry.sha256_file(Path(manifest["_path"])),
         "dataset_fingerprint": fp, "split": trainsets.summary(tr, va), "seed": seed,
         "epochs": epochs, "imgsz": imgsz, "batch": batch, "tile_px": tile_px, "fraction": fraction,
         "device": device, "train_seconds": round(time.monotonic() - t0, 1), "weights": str(best),
-        "weights_sha256": registry.sha256_file(best), **base_facts,
+        "weights_sha256": registry.sha256_file(best), "empty_keep": empty_keep, "layout": counts,
+        **({"hard_negatives": ",".join(Path(w).name if w.endswith(".pt") else w for w in mining["weights"])}
+           if mining else {}),
+        **({"train_too": sorted(too), "val_cameras": sorted(val_cameras)} if too else {}),
+        **base_facts,
     }
     (work / "train_record.json").write_text(json.dumps(record, indent=2))
     return record
