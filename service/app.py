@@ -359,11 +359,29 @@ def _sources(state) -> list[SourceOut]:
         d["models"] = list(spec.models)
         d["kind"] = "camera"
         d["view"] = _camera_view(spec)
+        d["areas"] = _camera_areas(spec, state.settings.zones)
         d["drone_id"] = getattr(state.settings.drone_of(spec.id), "id", None)
         out.append(SourceOut.model_validate(d))
     fleet = state.fleet
     if fleet is not None:
         out += [SourceOut.model_validate(d) for d in fleet.drones() + fleet.ais()]
+    return out
+
+
+def _camera_areas(spec, zones) -> list[dict[str, Any]]:
+    """The pixel areas of a fixed camera, for drawing over its snapshots: its zones with a pixel polygon (the rules
+    that apply there), its water polygons and its ignore areas. Geo zones and panning cameras' water views are not
+    listed (they have no fixed place in the picture)."""
+    out: list[dict[str, Any]] = []
+    for z in zones:
+        if z.source == spec.id and z.polygon_px is not None:
+            out.append({"kind": "zone", "id": z.id, "polygon_px": [list(p) for p in z.polygon_px],
+                        "rules": [r.type for r in z.rules]})
+    for i, poly in enumerate(spec.water or ()):
+        out.append({"kind": "water", "id": f"water-{i + 1}", "polygon_px": [list(p) for p in poly]})
+    for i, area in enumerate(spec.ignore):
+        out.append({"kind": "ignore", "id": f"ignore-{i + 1}", "polygon_px": [list(p) for p in area.polygon_px],
+                    "labels": list(area.labels), "note": area.note})
     return out
 
 

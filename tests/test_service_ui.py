@@ -76,8 +76,11 @@ def settings(tmp_path: Path, video: Path | None = None, **over):
     }
     if video is not None:
         data["sources"] = [{"id": "quay-cam", "url": str(video), "models": ["stub"], "analysis_fps": 5,
-                            "calibration": {"camera": {"width_px": 160, "height_px": 120, "hfov_deg": 60}, "surveyed": CAMERA}}]
-        data["zones"] = [{"id": "quay", "source": "quay-cam", "rules": [
+                            "calibration": {"camera": {"width_px": 160, "height_px": 120, "hfov_deg": 60}, "surveyed": CAMERA},
+                            "water": [[[0, 80], [160, 80], [160, 120], [0, 120]]],
+                            "ignore": [{"polygon_px": [[130, 0], [160, 0], [160, 30], [130, 30]], "labels": ["vessel"],
+                                        "note": "buoy"}]}]
+        data["zones"] = [{"id": "quay", "source": "quay-cam", "polygon_px": [[0, 0], [160, 0], [160, 120], [0, 120]], "rules": [
             {"type": "fire_smoke", "labels": ["fire"], "window_frames": 3, "min_hits": 2, "min_duration_s": 0.5,
              "static_min_iou": None, "clear_after_s": 1.0, "cooldown_s": 0.0}]}]
     data.update(over)
@@ -225,6 +228,31 @@ def test_ui_operator_workflow_in_chromium(live_service, tmp_path):
         _wait(page, f"document.getElementById('detail').dataset.id === '{open_id}' && document.getElementById('d-snapshot').naturalWidth > 0")
         assert page.evaluate("getComputedStyle(document.getElementById('d-clip')).display") == "none"
         assert "still open" in page.text_content("#d-clip-note")
+        # ---- over the snapshot: the camera's zone (the event's, highlighted), water and ignore area, and the fire's
+        # box, in the frame's pixels (160 x 120, shown at that size)
+        _wait(page, "document.querySelectorAll('#d-overlay polygon').length === 3 && document.querySelector('#d-overlay rect')")
+        areas = page.evaluate("""[...document.querySelectorAll('#d-overlay polygon')].map(p =>
+            ({kind: p.dataset.kind, cls: p.getAttribute('class'), points: p.getAttribute('points')}))""")
+        assert {a["kind"]: a["cls"] for a in areas} == {"zone": "zone hit", "water": "water", "ignore": "ignore"}
+        assert next(a for a in areas if a["kind"] == "ignore")["points"] == "130,0 160,0 160,30 130,30"
+        assert page.evaluate("document.getElementById('d-overlay').getAttribute('viewBox')") == "0 0 160 120"
+        rect = page.evaluate("(r => [r.getAttribute('x'), r.getAttribute('y'), r.getAttribute('width'), "
+                             "r.getAttribute('height')])(document.querySelector('#d-overlay rect'))")
+        assert [float(v) for v in rect] == [40, 60, 80, 50]
+        import cv2
+
+        png = page.locator("#d-view").screenshot()
+        (tmp_path / "snapshot_overlay.png").write_bytes(png)
+        view = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+        ix, iy = page.evaluate("(r => [r.left, r.top])(document.getElementById('d-snapshot').getBoundingClientRect())")
+        vx, vy = page.evaluate("(r => [r.left, r.top])(document.getElementById('d-view').getBoundingClientRect())")
+        top_edge = (ix - vx + 80, iy - vy + 60)  # the middle of the box's top edge, on screen
+        assert _count(view, (255, 0, 255), *top_edge, r=3, tol=40) >= 3
+        assert _count(view, (255, 0, 255), ix - vx + 80, iy - vy + 85, r=3, tol=40) == 0  # the box is not filled
+        page.click("#d-areas")  # areas off: the box stays
+        _wait(page, "document.querySelectorAll('#d-overlay polygon').length === 0 && document.querySelector('#d-overlay rect')")
+        page.click("#d-areas")
+        _wait(page, "document.querySelectorAll('#d-overlay polygon').length === 3")
         # ---- the drone is linked and flying its patrol; the sources table shows it
         _wait(page, "window.seawatch.state.sources.some(s => s.kind === 'drone' && s.state === 'connected' && s.lat_deg !== null)", 30)
         assert "drone" in page.text_content("#sources")

@@ -1,4 +1,5 @@
-// Seawatch operator UI: login, event list with filters, the map (map.js), event detail with snapshot and clip,
+// Seawatch operator UI: login, event list with filters, the map (map.js), event detail with snapshot (the camera's
+// zones, water and ignore areas and the subject's box drawn over it) and clip,
 // acknowledge / dismiss / confirm with a note, sources (cameras, drones, AIS), live updates over /api/live.
 // Plain ES modules, no build step, no external resources. Every datum comes from the authenticated API.
 "use strict";
@@ -162,7 +163,11 @@ async function select(id) {
   const img = $("d-snapshot"), vid = $("d-clip"), note = $("d-clip-note");
   img.hidden = !ev.snapshot_url; vid.hidden = !ev.clip_url;
   note.textContent = ev.clip_url ? "" : "clip: the incident is still open";
-  if (ev.snapshot_url) img.src = await blobUrl(ev.snapshot_url).catch(() => "");
+  drawOverlay(null);
+  if (ev.snapshot_url) {
+    img.onload = () => { if (state.selected === ev.id) drawOverlay(ev); };
+    img.src = await blobUrl(ev.snapshot_url).catch(() => "");
+  }
   if (ev.clip_url) {
     try {
       vid.src = await blobUrl(ev.clip_url);
@@ -170,6 +175,43 @@ async function select(id) {
     } catch (e) { vid.hidden = true; note.textContent = "clip: " + e.message; }
   }
 }
+
+// The camera's areas (its pixel zones, water, ignore areas: from /api/sources) and the event's subject box, drawn
+// over the snapshot in the frame's own pixels (the snapshot is the whole frame), scaled with the image.
+const SVG = "http://www.w3.org/2000/svg";
+function drawOverlay(ev) {
+  const svg = $("d-overlay"), img = $("d-snapshot");
+  svg.replaceChildren();
+  if (!ev || img.hidden || !img.naturalWidth) { svg.removeAttribute("viewBox"); return; }
+  svg.setAttribute("viewBox", `0 0 ${img.naturalWidth} ${img.naturalHeight}`);
+  svg.setAttribute("width", img.clientWidth); svg.setAttribute("height", img.clientHeight);
+  const stroke = Math.max(1, img.naturalWidth / Math.max(1, img.clientWidth)) * 2;
+  const add = (tag, attrs, text) => {
+    const el = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+    if (text) el.textContent = text;
+    svg.appendChild(el); return el;
+  };
+  const src = state.sources.find((s) => s.source_id === ev.source_id);
+  if ($("d-areas").checked) {
+    for (const a of (src && src.areas) || []) {
+      const cls = a.kind + (a.kind === "zone" && a.id === ev.zone_id ? " hit" : "");
+      const p = add("polygon", { points: a.polygon_px.map((q) => q.join(",")).join(" "), class: cls, "data-kind": a.kind,
+        "data-id": a.id, "stroke-width": stroke });
+      const t = document.createElementNS(SVG, "title");
+      t.textContent = a.kind === "zone" ? `zone ${a.id}: ${(a.rules || []).join(", ")}` :
+        a.kind === "ignore" ? `ignored (${(a.labels || []).join(", ")})${a.note ? ": " + a.note : ""}` : "water";
+      p.appendChild(t);
+      if (a.kind !== "water") add("text", { x: a.polygon_px[0][0] + 3, y: a.polygon_px[0][1] + 14 }, a.kind === "zone" ? a.id : (a.note || "ignore"));
+    }
+  }
+  const b = ev.snapshot && ev.snapshot.xyxy_px;
+  if (b && b.length === 4) add("rect", { x: b[0], y: b[1], width: Math.max(1, b[2] - b[0]), height: Math.max(1, b[3] - b[1]),
+    class: "subject", "stroke-width": stroke });
+}
+$("d-areas").addEventListener("change", async () => {
+  if (state.selected) drawOverlay(await json("/api/events/" + encodeURIComponent(state.selected)));
+});
 
 for (const btn of document.querySelectorAll("#detail button[data-act]")) {
   btn.addEventListener("click", async () => {
