@@ -88,3 +88,48 @@ def _mine_with(weights: Path, frame: Path, work: Path) -> None:
         assert len(list(img_dir.glob("*.jpg"))) == kept
         assert [p.read_text() for p in lab_dir.glob("*.txt")] == [""] * kept
         shutil.rmtree(work)
+
+
+def test_gpu_script_packs_trains_refines_and_is_imported(shared_media, tmp_path):
+    """The one-shot GPU hand-off end to end on the CPU (about 3 min on 2 cores): `pack_vessels.py` packs the real
+    frames, `train_vessels.py --smoke --refine-epochs 1` trains, mines the dropped empty tiles with the model it just
+    trained and trains one more epoch on them, and `seawatch models train --import` accepts the result (weights and
+    data checked against this checkout) with the refine phase in its record."""
+    if not (has_module("torch") and has_module("ultralytics")):
+        missing("torch and ultralytics are needed to train (pip install -e '.[export]')")
+    onnx_model("coco_yolov5n")
+    import json
+
+    from seawatch.vision import registry
+
+    env = dict(os.environ, SEAWATCH_SHARED=str(shared_media.parent), TMPDIR=str(tmp_path))
+    gpu, out, name = tmp_path / "gpu", tmp_path / "out", "vessel_refine_test"
+    scripts = paths.REPO_ROOT / "scripts" / "gpu"
+    proc = subprocess.run([sys.executable, str(scripts / "pack_vessels.py"), "--out", str(gpu)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # at conf 0.01 a one-epoch model fires on most tiles: the refine phase surely has hard negatives to learn from
+    proc = subprocess.run([sys.executable, str(scripts / "train_vessels.py"), "--gpu-dir", str(gpu), "--out", str(out),
+                           "--work", str(tmp_path / "work"), "--smoke", "--refine-epochs", "1",
+                           "--hard-negative-conf", "0.01"], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    run = json.loads((out / "run.json").read_text())["run"]
+    ref, lay = run["refine"], run["layout"]["train"]
+    assert ref["epochs_done"] == 1 and ref["lr0"] == 0.001
+    assert 0 < ref["mining"]["hard_negative_tiles"] <= lay["hard_negative_candidates"] <= lay["empty_tiles_dropped"]
+    assert (out / "refine_results.csv").is_file() and (out / "results.csv").is_file()
+    refined = tmp_path / "work" / "refine" / "weights" / "best.pt"
+    assert registry.sha256_file(out / "best.pt") == run["weights_sha256"] != registry.sha256_file(
+        tmp_path / "work" / "run" / "weights" / "best.pt")  # the refined weights are the ones kept
+    assert refined.is_file()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "seawatch", "models", "train", "vessels", "--import", str(out),
+                               "--name", name, "--imgsz", "320"], env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        record = registry.read_lock(name)["training"]
+        assert record["weights_sha256"] == run["weights_sha256"] and record["refine"]["epochs_done"] == 1
+    finally:
+        (registry.user_manifest_dir() / f"{name}.yaml").unlink(missing_ok=True)
+        shutil.rmtree(registry.model_dir(name), ignore_errors=True)
+        for d in (paths.cache_dir() / "train").glob(f"{name}-*"):
+            shutil.rmtree(d, ignore_errors=True)

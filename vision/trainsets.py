@@ -279,12 +279,13 @@ def miner_sha256(weights: str | Path) -> str:
 
 
 def mine_hard_negatives(cand_dir: Path, img_dir: Path, lab_dir: Path, weights: str | Path | list, imgsz: int,
-                        conf: float, device: str = "cpu", batch: int = 16, labels: tuple[str, ...] = ("vessel",)) -> dict:
+                        conf: float, device: str = "cpu", batch: int = 16, labels: tuple[str, ...] = ("vessel",),
+                        drop_rest: bool = True) -> dict:
     """Moves the candidate tiles on which any of ``weights`` (vessel models: ultralytics ``.pt`` files or registered
     model names; the start weights, an earlier round's model) finds one of ``labels`` at ``conf`` or above into the
     training images with an empty label file (hard negatives: buoys, piles, masts, cranes that a random sample of
-    empty tiles rarely shows); drops the rest and the candidates folder. Returns counts (per miner when several)
-    and the median top score."""
+    empty tiles rarely shows); drops the rest and the candidates folder (``drop_rest``; else the tiles no miner fired
+    on stay there for a later round). Returns counts (per miner when several) and the median top score."""
     import shutil
 
     miners = [weights] if isinstance(weights, (str, Path)) else list(weights)
@@ -304,7 +305,8 @@ def mine_hard_negatives(cand_dir: Path, img_dir: Path, lab_dir: Path, weights: s
         if path in fired:
             path.rename(Path(img_dir) / path.name)
             (Path(lab_dir) / f"{path.stem}.txt").write_text("")
-    shutil.rmtree(cand_dir, ignore_errors=True)
+    if drop_rest:
+        shutil.rmtree(cand_dir, ignore_errors=True)
     scores = sorted(fired.values())
     shas = [miner_sha256(w) for w in miners]
     out = {"hard_negative_tiles": len(fired), "hard_negative_conf": conf,

@@ -103,10 +103,11 @@ def split_frames(frames: Path, train_too: set[str], patterns: dict | None = None
 
 def build_layout(frames: Path, out: Path, classes: list[str], tiles: dict, seed: int, limit: int | None,
                  procs: int, train_too: set[str] = frozenset(), patterns: dict | None = None,
-                 hard_negatives: dict | None = None) -> dict:
+                 hard_negatives: dict | None = None, keep_candidates: bool = False) -> dict:
     """The YOLO layout (tiles + frames) of both splits under ``out``; returns per-split counts (and whether the
     validation part is held out). ``hard_negatives``: ``{"weights", "imgsz", "conf", "device"}`` mines the training
-    part's empty tiles with those models (``trainsets.mine_hard_negatives``)."""
+    part's empty tiles with those models (``trainsets.mine_hard_negatives``). ``keep_candidates``: the candidate
+    tiles no miner fired on stay in ``out/hard_negative_candidates`` for a later round (``--refine-epochs``)."""
     from multiprocessing import Pool
 
     if out.exists():
@@ -120,7 +121,8 @@ def build_layout(frames: Path, out: Path, classes: list[str], tiles: dict, seed:
         img_dir, lab_dir = out / "images" / part, out / "labels" / part
         img_dir.mkdir(parents=True)
         lab_dir.mkdir(parents=True)
-        cand_dir = out / "hard_negative_candidates" if hard_negatives and part == "train" else None
+        cand_dir = out / "hard_negative_candidates" if (hard_negatives or keep_candidates) and part == "train" \
+            else None
         if cand_dir is not None:
             cand_dir.mkdir(parents=True)
         jobs = [(p, img_dir, lab_dir, tiles["tile_px"], tiles["overlap"], tiles["min_keep"], tiles["empty_keep"],
@@ -131,11 +133,12 @@ def build_layout(frames: Path, out: Path, classes: list[str], tiles: dict, seed:
         else:
             per_frame = [_cut_frame(j) for j in jobs]
         total = {k: sum(c[k] for c in per_frame) for k in per_frame[0]}
-        if cand_dir is not None:
+        if cand_dir is not None and hard_negatives:
             from seawatch.vision.trainsets import mine_hard_negatives
 
-            total.update(mine_hard_negatives(cand_dir, img_dir, lab_dir, **hard_negatives))
-        else:
+            total.update(mine_hard_negatives(cand_dir, img_dir, lab_dir, **hard_negatives,
+                                             drop_rest=not keep_candidates))
+        elif cand_dir is None:
             del total["hard_negative_candidates"]
         total["images"] = total["frames"] + total["vessel_tiles"] + total["empty_tiles"] + \
             total.get("hard_negative_tiles", 0)
@@ -226,10 +229,17 @@ def main(argv: list[str] | None = None) -> int:
                          "(its validation numbers are then not held out); an entry with * or ? is a file-name "
                          "pattern (e.g. '*w4gnqsqx_*_2022-07-16_*': one day of a camera, its other days held out)")
     ap.add_argument("--hard-negatives", default=None, metavar="WEIGHTS",
-                    help="vessel models (.pt, comma-separated; 'base' = the start weights) run over the training "
-                         "part's dropped empty tiles: every tile one of them fires on is kept as background (hard "
+                    help="vessel models (.pt files, comma-separated; 'base' = the start weights; where onnxruntime and "
+                         "a model cache exist, registered names such as coco_yolov5n) run over the training part's "
+                         "dropped empty tiles: every tile one of them fires on is kept as background (hard "
                          "negatives); an earlier round's model next to 'base' adds what that model still confuses")
     ap.add_argument("--hard-negative-conf", type=float, default=0.25, help="what counts as firing (default 0.25)")
+    ap.add_argument("--refine-epochs", type=int, default=0,
+                    help="after training, mine the dropped empty tiles with the trained model itself and train this "
+                         "many more epochs from it on the layout plus those hard negatives (SGD, constant "
+                         "--refine-lr0, no warm-up: the recipe measured on the CPU); one GPU run then needs no "
+                         "earlier vessel model to mine with. Skipped when the first phase was interrupted")
+    ap.add_argument("--refine-lr0", type=float, default=0.001, help="learning rate of the refine phase")
     ap.add_argument("--smoke", action="store_true",
                     help="CPU pipeline check: 6 train / 6 val frames, 1 epoch, 320 px, batch 4, no time box, polars "
                          "hidden (options given explicitly still win)")
@@ -290,15 +300,28 @@ def main(argv: list[str] | None = None) -> int:
     base = gpu / (args.base_weights or prov["base_weights"])
     mining = None
     if args.hard_negatives:
-        weights = [base if w == "base" else gpu / w for w in args.hard_negatives.split(",") if w.strip()]
-        for w in weights:
-            if not w.is_file():
-                print(f"train_vessels: --hard-negatives {w}: no such file", file=sys.stderr)
+        weights = []
+        for w in (w.strip() for w in args.hard_negatives.split(",") if w.strip()):
+            if w == "base" or w.endswith(".pt"):
+                path = base if w == "base" else gpu / w
+                if not path.is_file():
+                    print(f"train_vessels: --hard-negatives {path}: no such file", file=sys.stderr)
+                    return 2
+                weights.append(path)
+                continue
+            try:  # a registered model's name: mined through its ONNX (needs onnxruntime and a provisioned cache)
+                from seawatch.vision import registry
+
+                registry.resolve_onnx(w, "fp32")
+            except Exception as exc:  # noqa: BLE001 - no onnxruntime here (the GPU machine), or not provisioned
+                print(f"train_vessels: --hard-negatives {w}: not a .pt file and not a usable registered model "
+                      f"({exc})", file=sys.stderr)
                 return 2
+            weights.append(w)
         mining = {"weights": weights, "imgsz": args.imgsz, "conf": args.hard_negative_conf, "device": device}
     counts = build_layout(gpu / "frames", work / "data", classes, tiles, seed, 6 if args.smoke else None,
                           procs=max(1, min(cores, 16)), train_too=train_too, patterns=patterns,
-                          hard_negatives=mining)
+                          hard_negatives=mining, keep_candidates=args.refine_epochs > 0)
     tile_s = time.monotonic() - t0
     log.info("layout in %.1f s: %s", tile_s, json.dumps(counts))
 
@@ -331,6 +354,16 @@ def main(argv: list[str] | None = None) -> int:
     if not best.is_file():
         print(f"train_vessels: no weights under {run_dir / 'weights'}", file=sys.stderr)
         return 3
+    refine = None
+    if args.refine_epochs > 0 and interrupted:
+        log.warning("first phase interrupted: no refine phase")
+        refine = {"skipped": "first phase interrupted"}
+    elif args.refine_epochs > 0:
+        refine, best2, interrupted = _refine(args, best, work, train_kw, device)
+        if best2 is not None:
+            best = best2
+            if (work / "refine" / "results.csv").is_file():
+                shutil.copyfile(work / "refine" / "results.csv", out / "refine_results.csv")
     if interrupted:
         from ultralytics.utils.torch_utils import strip_optimizer
 
@@ -369,8 +402,10 @@ def main(argv: list[str] | None = None) -> int:
         "patience": args.patience, "tiles": tiles, "layout": counts,
         **{k: train_kw[k] for k in ("optimizer", "lr0", "lrf", "warmup_epochs") if k in train_kw},
         "train_too": sorted(train_too), **({"base": args.base_name} if args.base_name else {}),
-        **({"hard_negatives": ",".join(str(w.relative_to(gpu)) if w.is_relative_to(gpu) else w.name
-                                       for w in mining["weights"])} if mining else {}), "patched": patched,
+        **({"hard_negatives": ",".join(w if isinstance(w, str) else str(w.relative_to(gpu))
+                                       if w.is_relative_to(gpu) else w.name for w in mining["weights"])}
+           if mining else {}), "patched": patched,
+        **({"refine": refine} if refine else {}),
         "interrupted": interrupted, "layout_seconds": round(tile_s, 1), "train_seconds": round(train_s, 1),
         "export_seconds": round(export_s, 1), "total_seconds": round(time.monotonic() - t_start, 1),
         "best_by_map50": best_row, "last_epoch": last_row,
@@ -385,6 +420,43 @@ def main(argv: list[str] | None = None) -> int:
     summary["files"] = sorted(p.name for p in out.iterdir())
     print("SUMMARY " + json.dumps(summary))
     return 0
+
+
+def _refine(args, first_best: Path, work: Path, train_kw: dict, device: str) -> tuple[dict, Path | None, bool]:
+    """The refine phase: the candidate tiles (dropped empty tiles no labelled box touches) that the first phase's
+    model fires on join the training images as background, then ``--refine-epochs`` more epochs from that model.
+    Returns what it did, the weights to keep (None: keep the first phase's) and whether it was interrupted."""
+    from ultralytics import YOLO
+
+    from seawatch.vision.trainsets import mine_hard_negatives
+
+    data = work / "data"
+    t0 = time.monotonic()
+    mined = mine_hard_negatives(data / "hard_negative_candidates", data / "images" / "train", data / "labels" / "train",
+                                [first_best], imgsz=args.imgsz, conf=args.hard_negative_conf, device=device)
+    done = {"epochs": args.refine_epochs, "lr0": args.refine_lr0, "mining": mined,
+            "mining_seconds": round(time.monotonic() - t0, 1)}
+    log.info("refine: %d hard negatives mined by the first phase's model", mined["hard_negative_tiles"])
+    kw = {**train_kw, "epochs": args.refine_epochs, "name": "refine", "optimizer": "SGD", "lr0": args.refine_lr0,
+          "lrf": 1.0, "warmup_epochs": 0}
+    kw.pop("time", None)
+    t0 = time.monotonic()
+    interrupted = False
+    try:
+        YOLO(str(first_best)).train(**kw)
+    except KeyboardInterrupt:
+        interrupted = True
+        log.warning("refine phase interrupted; collecting its last saved weights")
+    done["train_seconds"] = round(time.monotonic() - t0, 1)
+    res = read_results(work / "refine" / "results.csv")
+    done["epochs_done"] = len(res.get("epoch", []))
+    maps = res.get("metrics/mAP50(B)") or []
+    done["best_map50"] = max(maps) if maps else None
+    for name in ("best.pt", "last.pt"):
+        if (work / "refine" / "weights" / name).is_file():
+            return done, work / "refine" / "weights" / name, interrupted
+    done["skipped"] = "the refine phase saved no weights; the first phase's are kept"
+    return done, None, interrupted
 
 
 def _sha256(path: Path) -> str:

@@ -233,7 +233,7 @@ def import_run(run_dir: Path, dataset: str, out_name: str) -> dict:
     record = {"dataset": dataset, **{k: info[k] for k in keep if k in info},
               **{k: run[k] for k in ("seed", "imgsz", "batch", "epochs_done", "time_box_h", "deterministic", "device",
                                      "torch", "ultralytics", "layout", "train_seconds", "interrupted", "smoke",
-                                     "best_by_map50", "train_too", "base") if k in run},
+                                     "best_by_map50", "train_too", "base", "hard_negatives", "refine") if k in run},
               "epochs": run.get("epochs_done"), "weights": str(target), "weights_sha256": sha,
               # the tiling and start weights the run actually used (run.json overrides the packed defaults)
               **({"tiles": run["tiles"]} if "tiles" in run else {}),
