@@ -209,3 +209,43 @@ def test_real_model_on_real_media_with_broken_files(shared_media, tmp_path, caps
     cars = [r for r in lines if r["source"] == str(good) and r["label"] == "car"]
     assert len(cars) >= 4
     assert all(r["model"] == "coco_yolov5n" and 0 < r["confidence"] <= 1 for r in cars)
+
+
+def test_yolo_labels_make_a_dataset_source(models_env, tmp_path, capsys, monkeypatch):
+    """`--yolo-labels DIR` writes each analysed frame (images keep their bytes, video frames become JPEGs named by
+    frame index, colliding names numbered) with its detections of the chosen classes as YOLO labels; the folder is a
+    dataset manifest source (an absolute root needs no shared folder) whose boxes are the detections."""
+    import yaml
+
+    from seawatch.vision import trainsets
+
+    media = tmp_path / "media"
+    write_jpeg(media / "quaycam_a.jpg")
+    write_jpeg(media / "sub" / "quaycam_a.jpg", value=128)
+    write_video(media / "quaycam_clip.mp4", 20, fps=10)
+    out = tmp_path / "prelabels"
+    rc, lines, err = detect(capsys, media, "--models", "test_cli_a", "--stride-frames", "5", "--yolo-labels", out,
+                            "--yolo-classes", "vessel")
+    assert rc == 0, err
+    assert "6 frames with 5 pre-labelled boxes (vessel)" in err  # the grey image: no box (a negative)
+    assert (out / "classes.txt").read_text() == "vessel\n"
+    names = sorted(p.name for p in (out / "images").iterdir())
+    assert names == ["quaycam_a.jpg", "quaycam_a_2.jpg"] + [f"quaycam_clip_f{i:06d}.jpg" for i in (0, 5, 10, 15)]
+    assert (out / "images" / "quaycam_a.jpg").read_bytes() == (media / "quaycam_a.jpg").read_bytes()
+    x1, y1, x2, y2 = BOX_320x240  # the vessel box of every frame; the person box is not a chosen class
+    want = f"0 {(x1 + x2) / 640:.6f} {(y1 + y2) / 480:.6f} {(x2 - x1) / 320:.6f} {(y2 - y1) / 240:.6f}\n"
+    assert [(out / "labels" / f"{Path(n).stem}.txt").read_text() for n in names] == [want, ""] + [want] * 4
+    assert sum(r["label"] == "vessel" for r in lines) == 5  # the JSON lines are written as before
+
+    monkeypatch.setenv("SEAWATCH_SHARED", str(tmp_path / "no_shared_here"))
+    manifest = tmp_path / "my_site.yaml"
+    manifest.write_text(yaml.safe_dump({"name": "my_site", "classes": ["vessel"], "sources": [
+        {"name": "quay", "root": str(out), "format": "yolo", "class_map": {"0": "vessel"},
+         "camera_from": "^([a-z]+)_"}], "split": {"val_cameras": []}}))
+    items = trainsets.scan(trainsets.load_dataset_manifest(manifest))
+    assert len(items) == 6 and {i.camera for i in items} == {"quaycam"}
+    assert sorted(i.lines for i in items) == [()] + [(want.strip(),)] * 5
+
+    rc, _, err = detect(capsys, media / "quaycam_a.jpg", "--models", "test_cli_a", "--yolo-labels", tmp_path / "x",
+                        "--yolo-classes", "boat")
+    assert rc == 1 and "--yolo-classes: boat not among the models' labels" in err and "Traceback" not in err

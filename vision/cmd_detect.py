@@ -47,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, metavar="FILE.jsonl", help="write JSON lines here, not stdout")
     parser.add_argument("--annotate", type=Path, default=None, metavar="DIR",
                         help="write annotated images, and videos as H.264 MP4, into DIR")
+    parser.add_argument("--yolo-labels", type=Path, default=None, metavar="DIR",
+                        help="also write each analysed frame to DIR/images and its detections as YOLO labels to "
+                             "DIR/labels (classes in DIR/classes.txt): pre-labels of your own camera's frames to "
+                             "correct in a labelling tool and train on (README: your own cameras)")
+    parser.add_argument("--yolo-classes", default=None, metavar="LABELS",
+                        help="comma-separated labels written with --yolo-labels, in class-id order (default: every "
+                             "label of the models, e.g. vessel)")
     parser.add_argument("--providers", default="auto",
                         help="onnxruntime execution providers: auto, or a list such as cuda,cpu")
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = default)")
@@ -191,6 +198,67 @@ class Annotator:
                 w.close()
 
 
+class YoloWriter:
+    """Frames and their detections as a YOLO-labelled image folder (``images/``, ``labels/``, ``classes.txt``), the
+    layout a dataset manifest's source reads (``datasets/*.yaml``): pre-labels to correct, then train on.
+
+    An image keeps its bytes (same name); a video frame is written as JPEG named ``<video stem>_f<frame index>``.
+    Only detections whose label is in ``classes`` are written; a frame with none gets an empty label file (a known
+    negative once checked). Names that would collide get ``_2``, ``_3``..."""
+
+    def __init__(self, out_dir: Path, classes: list[str]):
+        self.out_dir = Path(out_dir)
+        self.classes = list(classes)
+        self.frames = self.boxes = 0
+        self._used: set[str] = set()
+        self._stems: dict[Path, str] = {}
+        try:
+            (self.out_dir / "images").mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "labels").mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "classes.txt").write_text("".join(f"{c}\n" for c in self.classes))
+        except OSError as exc:
+            raise InputError(f"--yolo-labels {out_dir}: cannot write: {exc.strerror or exc}") from exc
+
+    def _stem(self, source: Path) -> str:
+        if source not in self._stems:
+            stem, n = source.stem, 2
+            while stem in self._used:
+                stem, n = f"{source.stem}_{n}", n + 1
+            self._used.add(stem)
+            self._stems[source] = stem
+        return self._stems[source]
+
+    def add(self, frame, dets_by_model: list) -> None:
+        import shutil
+
+        import cv2
+
+        h, w = frame.image.shape[:2]
+        stem = self._stem(frame.source)
+        if frame.kind == "image":
+            name = stem + frame.source.suffix.lower()
+            shutil.copyfile(frame.source, self.out_dir / "images" / name)
+        else:
+            stem = f"{stem}_f{frame.frame_index:06d}"
+            ok, buf = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            if not ok:
+                raise InputError(f"{frame.source}: cannot encode frame {frame.frame_index}")
+            (self.out_dir / "images" / f"{stem}.jpg").write_bytes(buf.tobytes())
+        lines = []
+        for det in dets_by_model:
+            for (x1, y1, x2, y2), lab in zip(det.xyxy_px.tolist(), det.label.tolist()):
+                if lab not in self.classes:
+                    continue
+                x1, x2 = min(max(x1, 0.0), w), min(max(x2, 0.0), w)
+                y1, y2 = min(max(y1, 0.0), h), min(max(y2, 0.0), h)
+                if x2 > x1 and y2 > y1:
+                    lines.append(f"{self.classes.index(lab)} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
+                                 f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
+        (self.out_dir / "labels" / f"{stem}.txt").write_text("".join(f"{line}\n" for line in lines))
+        self.frames += 1
+        self.boxes += len(lines)
+
+
 # ------------------------------------------------------------------------------------------------ run
 
 def run(args: argparse.Namespace) -> int:
@@ -237,6 +305,15 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise InputError(f"--out {args.out}: cannot write: {exc.strerror or exc}") from exc
     annotator = Annotator(args.annotate, args.stride_frames) if args.annotate else None
+    yolo = None
+    if args.yolo_labels:
+        model_labels = list(dict.fromkeys(lab for d in detectors for lab in d.labels))
+        classes = [c.strip() for c in args.yolo_classes.split(",") if c.strip()] if args.yolo_classes else model_labels
+        unknown = [c for c in classes if c not in model_labels]
+        if not classes or unknown:
+            raise InputError(f"--yolo-classes: {', '.join(unknown) or 'none given'} not among the models' labels "
+                             f"({', '.join(model_labels)})")
+        yolo = YoloWriter(args.yolo_labels, classes)
     failed: set[Path] = set()
     n_frames = n_dets = 0
     bar = tqdm(total=total or None, unit="frame", file=sys.stderr, disable=True if args.no_progress else None,
@@ -270,6 +347,11 @@ def run(args: argparse.Namespace) -> int:
                     annotator.add(frame, frame_dets)
                 except (SeawatchError, OSError, ValueError) as exc:
                     report(frame.source, f"{frame.source}: annotation failed: {exc}")
+            if yolo is not None:
+                try:
+                    yolo.add(frame, frame_dets)
+                except (SeawatchError, OSError) as exc:
+                    report(frame.source, f"{frame.source}: YOLO labels not written: {exc}")
         n_frames += len(batch)
         bar.update(len(batch))
 
@@ -312,6 +394,9 @@ def run(args: argparse.Namespace) -> int:
             log.info("%s: %d frames, pre %.1f ms, infer %.1f ms, post %.1f ms per frame", d.name, t.frames,
                      t.pre_ns / 1e6 / t.frames, t.infer_ns / 1e6 / t.frames, t.post_ns / 1e6 / t.frames)
     log.info("%d frames, %d detections, %d files failed, %.1f s", n_frames, n_dets, len(failed), dt)
+    if yolo is not None:
+        print(f"seawatch: {yolo.frames} frames with {yolo.boxes} pre-labelled boxes ({', '.join(yolo.classes)}) in "
+              f"{args.yolo_labels}", file=sys.stderr)
     if failed:
         print(f"seawatch: {len(failed)} of {len(files)} files failed", file=sys.stderr)
     return 1 if failed else 0

@@ -76,14 +76,19 @@ def camera_pattern(source: dict) -> re.Pattern:
 
 
 def scan(manifest: dict, shared: Path | None = None) -> list[Item]:
-    """All items of a dataset manifest, in a stable order. Raises InputError when the data is absent."""
+    """All items of a dataset manifest, in a stable order. A source's ``root`` is relative to the shared data folder
+    or absolute (your own frames, e.g. from ``seawatch detect --yolo-labels``). Raises InputError when the data is
+    absent."""
     shared = shared or paths.shared_dir()
-    if shared is None:
-        raise InputError("the shared data folder is absent (set SEAWATCH_SHARED)")
     classes = list(manifest["classes"])
     items: list[Item] = []
     for src in manifest["sources"]:
-        root = shared / src["root"]
+        root = Path(str(src["root"])).expanduser()
+        if not root.is_absolute():
+            if shared is None:
+                raise InputError(f"dataset source {src['name']}: the shared data folder is absent "
+                                 "(set SEAWATCH_SHARED)")
+            root = shared / root
         if not root.is_dir():
             raise InputError(f"dataset source {src['name']}: {root} is missing")
         cam_re = camera_pattern(src)
