@@ -81,8 +81,10 @@ def _layout_key(tile_px: int, empty_keep: float, seed: int, mining: dict | None,
         return f"data-tile{tile_px}"
     import hashlib
 
+    miners = [trainsets.miner_sha256(w) for w in (mining or {}).get("weights", [])]  # a re-registered miner: anew
     key = json.dumps({"empty_keep": empty_keep, "seed": seed, "train_too": sorted(train_too), "fraction": fraction,
-                      "mining": {k: str(v) for k, v in (mining or {}).items()}}, sort_keys=True)
+                      "mining": {k: str(v) for k, v in (mining or {}).items() if k != "device"}, "miners": miners},
+                     sort_keys=True)
     return f"data-tile{tile_px}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
