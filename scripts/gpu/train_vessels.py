@@ -234,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
                          "dropped empty tiles: every tile one of them fires on is kept as background (hard "
                          "negatives); an earlier round's model next to 'base' adds what that model still confuses")
     ap.add_argument("--hard-negative-conf", type=float, default=0.25, help="what counts as firing (default 0.25)")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="training seed (and of the empty-tile sample) instead of the packed one: replicate runs "
+                         "show how much of a difference is the data and how much chance")
     ap.add_argument("--refine-epochs", type=int, default=0,
                     help="after training, mine the dropped empty tiles with the trained model itself and train this "
                          "many more epochs from it on the layout plus those hard negatives (SGD, constant "
@@ -282,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device or ("0" if torch.cuda.is_available() else "cpu")
     cores = os.cpu_count() or 2
     workers = args.workers if args.workers is not None else max(1, min(12, cores - 2))
-    seed = int(prov.get("seed", 0))
+    seed = int(prov.get("seed", 0)) if args.seed is None else args.seed
 
     t0 = time.monotonic()
     train_too = {"*"} if args.train_too == "all" else {c for c in args.train_too.split(",") if c}
