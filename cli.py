@@ -22,6 +22,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("models", "register"): "seawatch.vision.cmd_models_register",
     ("models", "quantize"): "seawatch.vision.export.cmd_quantize",
     ("models", "train"): "seawatch.vision.export.cmd_train",
+    ("models", "soup"): "seawatch.vision.export.cmd_soup",
     ("detect",): "seawatch.vision.cmd_detect",
     ("run",): "seawatch.vision.cmd_run",
     ("evaluate",): "seawatch.vision.cmd_evaluate",
@@ -37,7 +38,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
 }
 
 GROUP_HELP = {
-    "models": "provision, list, register, quantize and train detection models",
+    "models": "provision, list, register, quantize, train and average detection models",
     "drone": "MAVLink drones: status, replay, simulate, patrol, abort",
     "config": "validate a configuration file and explain every error",
     "ais": "AIS: read NMEA from a file or socket and show the vessel table",
