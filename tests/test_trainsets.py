@@ -153,3 +153,13 @@ def test_tiles_with_labels_are_kept_and_only_untouched_empty_tiles_are_candidate
     again = trainsets.cut_tiles(img, it.lines, "f", tmp_path, tmp_path, tile_px=384, empty_keep=0.5, seed=3)
     twice = trainsets.cut_tiles(img, it.lines, "f", tmp_path, tmp_path, tile_px=384, empty_keep=0.5, seed=3)
     assert again == twice  # the sample of empty tiles is seeded
+
+
+def test_own_camera_example_manifest_reads_and_names_the_missing_folder(vessel_items, shared_media):
+    """datasets/own_camera_example.yaml (README: your own cameras) is a valid manifest: its webcam source is the
+    vessel set's, and its own-camera source, not there on this machine, is named in a clear error."""
+    m = trainsets.load_dataset_manifest("own_camera_example")
+    vessels = trainsets.load_dataset_manifest("vessels")
+    assert m["sources"][0] == vessels["sources"][0] and m["split"]["val_cameras"] == ["quaycam"]
+    with pytest.raises(trainsets.InputError, match="dataset source quaycam: /data/quaycam_labels is missing"):
+        trainsets.scan(m, shared_media.parent)
