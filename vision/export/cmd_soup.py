@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 HELP = "average the weights of models fine-tuned from the same start (seeds of one recipe) and register the result"
@@ -35,7 +34,8 @@ def _weights(model: str) -> tuple[Path, dict | None]:
 def run(args: argparse.Namespace) -> int:
     from seawatch import paths
     from seawatch.errors import ModelError
-    from seawatch.vision import cmd_models_register, registry
+    from seawatch.vision import registry
+    from seawatch.vision.export.cmd_train import register_trained
     from seawatch.vision.export.soup import average_checkpoints
 
     if len(args.models) < 2:
@@ -54,13 +54,7 @@ def run(args: argparse.Namespace) -> int:
                        **({"val_cameras": records[0]["val_cameras"]} if records[0].get("val_cameras") else {})})
     imgsz = manifest.defaults.imgsz if manifest else 640
     tile_px = getattr(manifest.defaults, "tile_px", None) if manifest else None
-    reg = argparse.Namespace(file=str(out), name=args.name, labels="", classes="", output_format=None,
-                             licence=manifest.licence if manifest else "unknown (user-registered)",
-                             description=f"weight average (model soup) of {', '.join(args.models)}",
-                             imgsz=imgsz, tile_px=tile_px or 0, replace=True, check=True)
-    cmd_models_register.run(reg)
-    lock = registry.read_lock(args.name)
-    lock["training"] = record
-    registry.write_lock(args.name, lock)
-    print(json.dumps(record, indent=1))
+    register_trained(args.name, record, licence=manifest.licence if manifest else "unknown (user-registered)",
+                     description=f"weight average (model soup) of {', '.join(args.models)}", imgsz=imgsz,
+                     tile_px=tile_px or 0)
     return 0

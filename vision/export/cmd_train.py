@@ -70,7 +70,6 @@ def _description(dataset: str, base: str, record: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from seawatch.vision import cmd_models_register, registry
     from seawatch.vision.export.train import import_run, train
 
     if args.import_dir:
@@ -87,13 +86,23 @@ def run(args: argparse.Namespace) -> int:
                        hard_negative_conf=args.hard_negative_conf,
                        train_too=["*"] if args.train_too == "all" else
                        [c.strip() for c in args.train_too.split(",") if c.strip()])
-    reg = argparse.Namespace(file=record["weights"], name=args.name, labels="", classes="", output_format=None,
-                             licence="AGPL-3.0 (fine-tuned from AGPL-3.0 YOLO weights); training data: see datasets/"
-                                     f"{args.dataset}.yaml", description=_description(args.dataset, args.base, record),
-                             imgsz=args.imgsz, tile_px=_trained_tile_px(record, args.imgsz), replace=True, check=True)
-    cmd_models_register.run(reg)
-    lock = registry.read_lock(args.name)
-    lock["training"] = record
-    registry.write_lock(args.name, lock)
-    print(json.dumps(record, indent=1))
+    register_trained(args.name, record, licence="AGPL-3.0 (fine-tuned from AGPL-3.0 YOLO weights); training data: see "
+                                                 f"datasets/{args.dataset}.yaml",
+                     description=_description(args.dataset, args.base, record), imgsz=args.imgsz,
+                     tile_px=_trained_tile_px(record, args.imgsz))
     return 0
+
+
+def register_trained(name: str, record: dict, *, licence: str, description: str, imgsz: int, tile_px: int) -> None:
+    """Registers ``record["weights"]`` as ``name`` (export, verification, provisioning) and keeps ``record`` as the
+    lock's training record; prints the record."""
+    from seawatch.vision import cmd_models_register, registry
+
+    reg = argparse.Namespace(file=record["weights"], name=name, labels="", classes="", output_format=None,
+                             licence=licence, description=description, imgsz=imgsz, tile_px=tile_px, replace=True,
+                             check=True)
+    cmd_models_register.run(reg)
+    lock = registry.read_lock(name)
+    lock["training"] = record
+    registry.write_lock(name, lock)
+    print(json.dumps(record, indent=1))
