@@ -303,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     base = gpu / (args.base_weights or prov["base_weights"])
     mining = None
     if args.hard_negatives:
+        # resolved here rather than by seawatch.vision.export.train.resolve_miners: the GPU machine has ultralytics
+        # but not the registry's dependencies (pydantic, onnxruntime), and .pt paths are relative to --gpu-dir
         weights = []
         for w in (w.strip() for w in args.hard_negatives.split(",") if w.strip()):
             if w == "base" or w.endswith(".pt"):
@@ -405,9 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         "patience": args.patience, "tiles": tiles, "layout": counts,
         **{k: train_kw[k] for k in ("optimizer", "lr0", "lrf", "warmup_epochs") if k in train_kw},
         "train_too": sorted(train_too), **({"base": args.base_name} if args.base_name else {}),
-        **({"hard_negatives": ",".join(w if isinstance(w, str) else str(w.relative_to(gpu))
-                                       if w.is_relative_to(gpu) else w.name for w in mining["weights"])}
-           if mining else {}), "patched": patched,
+        **({"hard_negatives": ",".join(_miner_name(w, gpu) for w in mining["weights"])} if mining else {}),
+        "patched": patched,
         **({"refine": refine} if refine else {}),
         "interrupted": interrupted, "layout_seconds": round(tile_s, 1), "train_seconds": round(train_s, 1),
         "export_seconds": round(export_s, 1), "total_seconds": round(time.monotonic() - t_start, 1),
@@ -423,6 +424,13 @@ def main(argv: list[str] | None = None) -> int:
     summary["files"] = sorted(p.name for p in out.iterdir())
     print("SUMMARY " + json.dumps(summary))
     return 0
+
+
+def _miner_name(weights: Path | str, gpu: Path) -> str:
+    """How run.json names a miner: a registered model's name, a .pt file relative to the packed folder, or its name."""
+    if isinstance(weights, str):
+        return weights
+    return str(weights.relative_to(gpu)) if weights.is_relative_to(gpu) else weights.name
 
 
 def _refine(args, first_best: Path, work: Path, train_kw: dict, device: str) -> tuple[dict, Path | None, bool]:
