@@ -5,7 +5,7 @@
 "use strict";
 import { MapView } from "/ui/map.js";
 
-const state = { auth: null, events: [], selected: null, sources: [], vessels: [], seen: new Set(), ws: null };
+const state = { auth: null, events: [], selected: null, detail: null, sources: [], vessels: [], seen: new Set(), ws: null };
 const $ = (id) => document.getElementById(id);
 let map = null;
 
@@ -146,6 +146,7 @@ async function select(id) {
   state.selected = id; renderList();
   if (map) map.setData({ selected: id });
   const ev = await json("/api/events/" + encodeURIComponent(id));
+  state.detail = ev;
   $("detail").hidden = false;
   $("detail").dataset.id = ev.id;
   $("d-title").textContent = `${ev.type} (${ev.severity}) on ${ev.source_id}`;
@@ -209,9 +210,7 @@ function drawOverlay(ev) {
   if (b && b.length === 4) add("rect", { x: b[0], y: b[1], width: Math.max(1, b[2] - b[0]), height: Math.max(1, b[3] - b[1]),
     class: "subject", "stroke-width": stroke });
 }
-$("d-areas").addEventListener("change", async () => {
-  if (state.selected) drawOverlay(await json("/api/events/" + encodeURIComponent(state.selected)));
-});
+$("d-areas").addEventListener("change", () => drawOverlay(state.detail));
 
 for (const btn of document.querySelectorAll("#detail button[data-act]")) {
   btn.addEventListener("click", async () => {
