@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Callable
 
+import numpy as np
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -32,6 +33,9 @@ from seawatch.service.schemas import (
     EventOut,
     EventPage,
     HealthOut,
+    IgnoreAreaOut,
+    IgnoreSpotIn,
+    IgnoreSpotOut,
     LoginIn,
     ReviewIn,
     SearchParams,
@@ -273,6 +277,45 @@ def confirm(event_id: str, request: Request, store: Store, who: Reviewer, body: 
     return _review(store, request.app.state.live, event_id, "confirmed", who, body)
 
 
+@events.post("/{event_id}/ignore-spot", response_model=IgnoreSpotOut, status_code=201,
+             responses={409: {"model": ErrorBody}},
+             summary="reviewer: dismiss a fixed false alarm and drop detections of its labels at that spot of its camera from now on")
+def ignore_spot(event_id: str, request: Request, store: Store, who: Reviewer,
+                body: Annotated[IgnoreSpotIn | None, Body()] = None) -> IgnoreSpotOut:
+    """The event's subject box (its snapshot's) becomes an ignore area of its fixed camera around the box's anchor
+    point (a vessel's waterline), stored and applied to the running pipeline at once; the event is dismissed with
+    a note naming the area. 409 for a drone's or a panning camera's event, or one without a subject box."""
+    from seawatch.vision.zones import ignore_area_around
+
+    body = body or IgnoreSpotIn()
+    st = request.app.state
+    ev = _get_event(store, event_id)
+    spec = next((s for s in st.settings.sources if s.id == ev.source_id), None)
+    if spec is None:
+        raise ApiError(409, f"source {ev.source_id!r} of event {event_id} is not configured (any more)")
+    why = spec.ignore_refusal() or (None if st.settings.drone_of(spec.id) is None else "it is a drone's camera")
+    if why is not None:
+        raise ApiError(409, f"source {spec.id!r}: {why}")
+    if ev.snapshot is None:
+        raise ApiError(409, f"event {event_id} has no subject box to ignore")
+    labels = list(body.labels) if body.labels is not None else list(ev.labels)
+    if not labels or not set(labels) <= set(ev.labels):
+        raise ApiError(422, f"labels must be among the event's labels {list(ev.labels)}")
+    corners = np.array([ignore_area_around(ev.snapshot.xyxy_px, lab, body.margin_frac, body.min_margin_px) for lab in labels])
+    (x0, y0), (x1, y1) = corners.reshape(-1, 2).min(axis=0), corners.reshape(-1, 2).max(axis=0)
+    polygon = [[float(x0), float(y0)], [float(x1), float(y0)], [float(x1), float(y1)], [float(x0), float(y1)]]
+    area = store.add_ignore_area(spec.id, polygon, labels, who.name, body.note, event_id)
+    try:
+        st.apply_ignore(spec.id, store.ignore_areas(spec.id))
+    except SeawatchError as exc:
+        store.remove_ignore_area(area.id)
+        raise ApiError(409, f"the pipeline refused the area: {exc}") from None
+    log.info("ignore area %d on %s (%s) from event %s by %s %s", area.id, spec.id, ",".join(labels), event_id, who.kind, who.name)
+    note = f"ignore area {area.id} added" + (f": {body.note}" if body.note else "")
+    out = _review(store, st.live, event_id, "dismissed", who, ReviewIn(note=note))
+    return IgnoreSpotOut(area=IgnoreAreaOut(**area.to_dict()), event=out)
+
+
 @events.get("/{event_id}/snapshot", response_class=FileResponse, summary="JPEG of the best view (HTTP Range supported)")
 def get_snapshot(event_id: str, request: Request, store: Store, who: Operator) -> FileResponse:
     ev = _get_event(store, event_id)
@@ -352,6 +395,9 @@ def list_sources(request: Request, who: Operator) -> list[SourceOut]:
 def _sources(state) -> list[SourceOut]:
     """Cameras (``kind: camera``, with their surveyed position and view for the map), then drones and AIS."""
     live = {d["source_id"]: d for d in state.source_status()}
+    added: dict[str, list] = {}
+    for a in state.store.ignore_areas():
+        added.setdefault(a.source_id, []).append(a)
     out = []
     for spec in state.settings.sources:
         d = dict(live.get(spec.id, {"source_id": spec.id, "state": "not_running"}))
@@ -359,7 +405,10 @@ def _sources(state) -> list[SourceOut]:
         d["models"] = list(spec.models)
         d["kind"] = "camera"
         d["view"] = _camera_view(spec)
-        d["areas"] = _camera_areas(spec, state.settings.zones)
+        d["areas"] = _camera_areas(spec, state.settings.zones) + [
+            {"kind": "ignore", "id": f"op-{a.id}", "area_id": a.id, "origin": "operator", "polygon_px": [list(p) for p in a.polygon_px],
+             "labels": list(a.labels), "note": a.note, "event_id": a.event_id, "created_by": a.created_by}
+            for a in added.get(spec.id, ())]
         d["drone_id"] = getattr(state.settings.drone_of(spec.id), "id", None)
         out.append(SourceOut.model_validate(d))
     fleet = state.fleet
@@ -380,7 +429,7 @@ def _camera_areas(spec, zones) -> list[dict[str, Any]]:
     for i, poly in enumerate(spec.water or ()):
         out.append({"kind": "water", "id": f"water-{i + 1}", "polygon_px": [list(p) for p in poly]})
     for i, area in enumerate(spec.ignore):
-        out.append({"kind": "ignore", "id": f"ignore-{i + 1}", "polygon_px": [list(p) for p in area.polygon_px],
+        out.append({"kind": "ignore", "id": f"ignore-{i + 1}", "origin": "config", "polygon_px": [list(p) for p in area.polygon_px],
                     "labels": list(area.labels), "note": area.note})
     return out
 
@@ -400,6 +449,33 @@ def _camera_view(spec) -> dict[str, Any] | None:
     reach_m = drop_m / math.tan(math.radians(-sv.tilt_deg)) if sv.tilt_deg < -0.5 and drop_m > 0 else 5000.0
     return {"lat_deg": sv.lat_deg, "lon_deg": sv.lon_deg, "alt_m": sv.alt_m, "pan_deg": sv.pan_deg, "tilt_deg": sv.tilt_deg,
             "hfov_deg": round(hfov, 2), "range_m": round(min(5000.0, max(200.0, 2 * reach_m)), 1)}
+
+
+@sources.get("/{source_id}/ignore-areas", response_model=list[IgnoreAreaOut],
+             summary="ignore areas added from the review desk on this camera (the configured ones are in its areas)")
+def list_ignore_areas(source_id: str, request: Request, store: Store, who: Operator) -> list[IgnoreAreaOut]:
+    _configured_source(request.app.state, source_id)
+    return [IgnoreAreaOut(**a.to_dict()) for a in store.ignore_areas(source_id)]
+
+
+@sources.delete("/{source_id}/ignore-areas/{area_id}", response_model=IgnoreAreaOut,
+                summary="reviewer: remove an ignore area added from the review desk (detections there count again)")
+def remove_ignore_area(source_id: str, area_id: int, request: Request, store: Store, who: Reviewer) -> IgnoreAreaOut:
+    st = request.app.state
+    _configured_source(st, source_id)
+    area = next((a for a in store.ignore_areas(source_id) if a.id == area_id), None)
+    if area is None or store.remove_ignore_area(area_id) is None:
+        raise ApiError(404, f"no ignore area {area_id} on source {source_id!r}")
+    st.apply_ignore(source_id, store.ignore_areas(source_id))
+    log.info("ignore area %d on %s removed by %s %s", area_id, source_id, who.kind, who.name)
+    return IgnoreAreaOut(**area.to_dict())
+
+
+def _configured_source(state, source_id: str):
+    spec = next((s for s in state.settings.sources if s.id == source_id), None)
+    if spec is None:
+        raise ApiError(404, f"no source {source_id!r}")
+    return spec
 
 
 @drones_router.get("", summary="drones: link state, mode, armed, battery, position, heading, waypoint, patrol route")
@@ -504,8 +580,10 @@ async def live_feed(ws: WebSocket) -> None:
 
 
 def create_app(settings: ServeConfig, *, store: EventStore | None = None, source_status: SourceStatusFn | None = None,
-               live: LiveHub | None = None, fleet: Any = None) -> FastAPI:
-    """The API. Without ``store`` the lifespan opens (and migrates) ``settings.storage`` and closes it on exit."""
+               live: LiveHub | None = None, fleet: Any = None, apply_ignore: Callable[[str, list], None] | None = None) -> FastAPI:
+    """The API. Without ``store`` the lifespan opens (and migrates) ``settings.storage`` and closes it on exit.
+    ``apply_ignore(source_id, stored areas)`` hands a camera's review-desk ignore areas to the running pipeline
+    (raising SeawatchError when it refuses them); without a pipeline they are only stored."""
     from seawatch.streams.recording import ClipStore
 
     media_dir = settings.storage.resolved_media_dir()
@@ -533,6 +611,7 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     app.state.source_status = source_status or (lambda: [])
     app.state.live = live or LiveHub()
     app.state.fleet = fleet  # drones and AIS (service.fleet.Fleet) or None
+    app.state.apply_ignore = apply_ignore or (lambda source_id, areas: None)
     if settings.service.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.service.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Range"], allow_credentials=False)

@@ -19,6 +19,7 @@ import threading
 import time
 from typing import Any
 
+from seawatch.errors import SeawatchError
 from seawatch.service.config import ServeConfig
 from seawatch.service.export import TelemetryRecorder
 from seawatch.service.live import LiveHub
@@ -78,8 +79,9 @@ class Service:
             self.fleet.identity = self.pipeline.identity
             self.fleet.start()  # drone links (and simulators, patrols) in their own threads: a missing drone is a status
             self.pipeline.start()  # AIS feeds (drone links are the fleet's: their timelines were given)
+            self._apply_stored_ignore()
             self.app = create_app(self.settings, store=self.store, source_status=self.source_status, live=self.live,
-                                  fleet=self.fleet)
+                                  fleet=self.fleet, apply_ignore=self._apply_ignore)
             rec = self.settings.storage.recording
             for s in self.settings.sources:
                 sc = SourceConfig(source_id=s.id, url=s.url, pace=self._file_pace, loop=self._loop_files)
@@ -98,6 +100,23 @@ class Service:
         log.info("service started: %d source(s), %d drone(s), %d AIS feed(s), %d event(s) stored", len(self.readers),
                  len(self.fleet.runners), len(self.settings.ais), self.store.count())
         return self
+
+    def _apply_ignore(self, source_id: str, areas: list) -> None:
+        """A camera's review-desk ignore areas (``store.IgnoreArea`` rows) to the running pipeline."""
+        self.pipeline.set_added_ignore(source_id, [(a.polygon_px, a.labels) for a in areas])
+
+    def _apply_stored_ignore(self) -> None:
+        """At start: the ignore areas stored for each configured camera. Those of a source no longer configured, or
+        one that now pans or flies, stay stored but unused (logged), so nothing an operator did is lost."""
+        by_source: dict[str, list] = {}
+        for a in self.store.ignore_areas():
+            by_source.setdefault(a.source_id, []).append(a)
+        for sid, areas in by_source.items():
+            try:
+                self._apply_ignore(sid, areas)
+                log.info("source %s: %d ignore area(s) from the review desk", sid, len(areas))
+            except SeawatchError as exc:
+                log.warning("%d stored ignore area(s) not applied: %s", len(areas), exc)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
@@ -134,7 +153,6 @@ class Service:
 
     # ---- the pipeline thread ------------------------------------------------------------------------------
     def _run(self) -> None:
-        from seawatch.errors import SeawatchError
         from seawatch.streams.frame_queue import QueueClosed
 
         from seawatch.vision.pipeline import AnalysisRate

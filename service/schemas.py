@@ -184,6 +184,37 @@ class ReviewIn(BaseModel):
     note: str = Field("", max_length=2000, description="reviewer note (kept in the audit trail, searchable)")
 
 
+class IgnoreSpotIn(BaseModel):
+    """How big the ignore area made of an event's subject box is, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field("", max_length=500, description="why (e.g. 'fairway buoy'): kept with the area and in the audit trail")
+    labels: list[str] | None = Field(None, min_length=1, max_length=8,
+                                     description="labels to drop there (default: the event's labels; must be among them)")
+    margin_frac: float = Field(0.3, ge=0.0, le=2.0, description="reach around the anchor point, as a fraction of the box's size")
+    min_margin_px: float = Field(6.0, ge=0.0, le=200.0, description="and at least this many pixels")
+
+
+class IgnoreAreaOut(BaseModel):
+    """An ignore area added from the review desk (detections of ``labels`` with their anchor point inside are
+    dropped on that camera)."""
+
+    id: int
+    source_id: str
+    labels: list[str]
+    polygon_px: list[list[float]]
+    note: str
+    event_id: str | None
+    created_by: str
+    created_ns: int
+
+
+class IgnoreSpotOut(BaseModel):
+    area: IgnoreAreaOut
+    event: EventOut
+
+
 class AuditOut(BaseModel):
     event_id: str
     status: Status

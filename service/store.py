@@ -78,6 +78,21 @@ review_table = sa.Table(
 )
 sa.Index("ix_review_event", review_table.c.event_id, review_table.c.id)
 
+# an operator's "ignore this spot" (migration 0005): applied on top of the source's configured ignore areas
+ignore_table = sa.Table(
+    "ignore_areas",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source_id", sa.String(128), nullable=False),
+    sa.Column("labels", sa.Text, nullable=False),  # JSON list of labels
+    sa.Column("polygon_px", sa.Text, nullable=False),  # JSON [[x, y], ...] pixels
+    sa.Column("note", sa.Text, nullable=False, server_default=""),
+    sa.Column("event_id", sa.String(64), nullable=True),  # the dismissed event it came from (no foreign key: events may be pruned)
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+)
+sa.Index("ix_ignore_areas_source", ignore_table.c.source_id, ignore_table.c.id)
+
 SORTS = {
     "-start_ns": ("start_ns", True),
     "start_ns": ("start_ns", False),
@@ -322,6 +337,26 @@ class ReviewAction:
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # the time columns are BIGINT: times beyond them are clamped
 
 
+@dataclass(frozen=True, slots=True)
+class IgnoreArea:
+    """A stored ignore area: detections of ``labels`` whose anchor point lies in ``polygon_px`` on ``source_id``
+    are dropped."""
+
+    id: int
+    source_id: str
+    labels: tuple[str, ...]
+    polygon_px: tuple[tuple[float, float], ...]
+    note: str
+    event_id: str | None
+    created_by: str
+    created_ns: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "source_id": self.source_id, "labels": list(self.labels),
+                "polygon_px": [list(p) for p in self.polygon_px], "note": self.note, "event_id": self.event_id,
+                "created_by": self.created_by, "created_ns": self.created_ns}
+
+
 def _clamp64(ns: int) -> int:
     return min(max(int(ns), _INT64_MIN), _INT64_MAX)
 
@@ -525,6 +560,46 @@ class EventStore:
         ev = self.get(event_id)
         assert ev is not None
         return ev
+
+    def add_ignore_area(self, source_id: str, polygon_px: Sequence[Sequence[float]], labels: Sequence[str], by: str,
+                        note: str = "", event_id: str | None = None) -> IgnoreArea:
+        """Store an ignore area (InputError for a polygon of fewer than 3 finite points, no labels, NUL characters)."""
+        pts = [(float(x), float(y)) for x, y in polygon_px]
+        if len(pts) < 3 or not all(math.isfinite(v) for p in pts for v in p):
+            raise InputError("an ignore area needs at least 3 finite [x, y] points")
+        if not labels or not all(isinstance(lab, str) and lab for lab in labels):
+            raise InputError("an ignore area names at least one label")
+        if any("\x00" in t for t in (source_id, by, note, *labels)):
+            raise InputError("an ignore area must not contain NUL characters")
+        now = time.time_ns()
+        with self._write_lock, self.engine.begin() as conn:
+            new_id = conn.execute(ignore_table.insert().values(
+                source_id=source_id, labels=json.dumps(list(labels)), polygon_px=json.dumps(pts), note=note,
+                event_id=event_id, created_by=by, created_ns=now)).inserted_primary_key[0]
+        return IgnoreArea(int(new_id), source_id, tuple(labels), tuple(pts), note, event_id, by, now)
+
+    def remove_ignore_area(self, area_id: int) -> IgnoreArea | None:
+        """Delete one ignore area; the row as it was, or None when there is no such area."""
+        with self._write_lock, self.engine.begin() as conn:
+            row = conn.execute(sa.select(ignore_table).where(ignore_table.c.id == area_id)).first()
+            if row is None:
+                return None
+            conn.execute(ignore_table.delete().where(ignore_table.c.id == area_id))
+        return self._ignore_area(row)
+
+    def ignore_areas(self, source_id: str | None = None) -> list[IgnoreArea]:
+        """Stored ignore areas, oldest first (of one source when ``source_id`` is given)."""
+        q = sa.select(ignore_table).order_by(ignore_table.c.id)
+        if source_id is not None:
+            q = q.where(ignore_table.c.source_id == source_id)
+        with self.engine.connect() as conn:
+            return [self._ignore_area(r) for r in conn.execute(q)]
+
+    @staticmethod
+    def _ignore_area(row) -> IgnoreArea:
+        return IgnoreArea(int(row.id), row.source_id, tuple(json.loads(row.labels)),
+                          tuple((float(x), float(y)) for x, y in json.loads(row.polygon_px)), row.note, row.event_id,
+                          row.created_by, int(row.created_ns))
 
     # ---- reads --------------------------------------------------------------------------------------------
     def _history(self, conn, ids: Sequence[str]) -> dict[str, list[ReviewEntry]]:

@@ -129,6 +129,12 @@ class SourceSpec(BaseModel):
     drone: DroneConfig | str | None = Field(
         None, description="the drone carrying this camera: an inline drones entry, or the id of one in `drones`")
 
+    def ignore_refusal(self) -> str | None:
+        """Why this source cannot have pixel ignore areas (it pans or flies), or None for a fixed camera."""
+        if self.water_views is not None or self.drone is not None:
+            return "ignore areas are pixel areas of a fixed camera: not with water_views or a drone"
+        return None
+
     @model_validator(mode="after")
     def _one_geo(self) -> "SourceSpec":
         if self.calibration is not None and self.drone is not None:
@@ -139,8 +145,8 @@ class SourceSpec(BaseModel):
         if self.water is not None and self.water_views is not None:
             raise ValueError("give water (a fixed camera) or water_views (a camera that pans), not both")
         if self.ignore:
-            if self.water_views is not None or self.drone is not None:
-                raise ValueError("ignore areas are pixel areas of a fixed camera: not with water_views or a drone")
+            if (why := self.ignore_refusal()) is not None:
+                raise ValueError(why)
             from seawatch.vision.zones import IgnoreMask
 
             try:
@@ -323,6 +329,25 @@ class Pipeline:
                 timeline = timelines.get(s.id) or drone.build_timeline()  # type: ignore[union-attr]
                 out[s.id] = SourceGeo.from_drone(s.id, timeline, camera)
         return out
+
+    def set_added_ignore(self, source_id: str, areas: Sequence[tuple[Sequence[Sequence[float]], Sequence[str]]]) -> None:
+        """Ignore areas added while running (an operator's "ignore this spot", kept in the event store), on top of
+        the source's configured ``ignore``; replaces what was added before (``()`` leaves the configured ones).
+        Takes effect from the next frame. ConfigError for an unknown source, one that pans or flies, or a bad area."""
+        from seawatch.vision.zones import IgnoreMask
+
+        spec = self.sources.get(source_id)
+        if spec is None:
+            raise ConfigError(f"no source {source_id!r} in this pipeline")
+        why = spec.ignore_refusal() or (None if self.config.drone_of(source_id) is None else "it is a drone's camera")
+        if why is not None:
+            raise ConfigError(f"source {source_id!r}: {why}")
+        all_areas = [(a.polygon_px, a.labels) for a in spec.ignore] + [(p, tuple(lab)) for p, lab in areas]
+        mask = IgnoreMask.from_pixels(all_areas, source_id) if all_areas else None
+        if mask is None:  # one assignment each way: the pipeline thread reads the dict without a lock
+            self.ignore.pop(source_id, None)
+        else:
+            self.ignore[source_id] = mask
 
     def start(self, link_timeout_s: float = 10.0) -> "Pipeline":
         """Start what runs beside the frames: AIS socket feeds and the MAVLink links of configured drones whose

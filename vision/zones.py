@@ -39,6 +39,8 @@ DEFAULT_ANCHORS: Mapping[str, Anchor] = {
     "helmet": "centre",
     "no_helmet": "centre",
 }
+# the point an ignore area (IgnoreMask) tests: a vessel's waterline, as the water masks do
+IGNORE_ANCHORS: Mapping[str, Anchor] = {**DEFAULT_ANCHORS, "vessel": "bottom_centre"}
 
 
 @runtime_checkable
@@ -264,12 +266,34 @@ class IgnoreMask:
         keep = np.ones(n, bool)
         if not n:
             return keep
-        pts = anchor_points(dets, {"vessel": "bottom_centre"})  # a vessel's waterline, as the water masks test
+        pts = anchor_points(dets, IGNORE_ANCHORS)  # a vessel's waterline, as the water masks test
         for poly, labels in self.areas:
             hit = np.isin(dets.label, list(labels))
             if hit.any():
                 keep &= ~(hit & shapely.intersects_xy(poly, pts[:, 0], pts[:, 1]))
         return keep
+
+
+def ignore_area_around(xyxy_px: Sequence[float], label: str, margin_frac: float = 0.3,
+                       min_margin_px: float = 6.0, frame_wh_px: tuple[int, int] | None = None) -> list[list[float]]:
+    """The ignore area an operator's "ignore this spot" makes of one false box (a buoy, a pile): a rectangle
+    around the box's anchor point — the point :class:`IgnoreMask` tests (a vessel's waterline) — reaching
+    ``margin_frac`` of the box's width and height to each side, at least ``min_margin_px``, so the same object
+    found a few pixels off next time is still inside while a boat passing by is out of it within a frame or two.
+    Clipped to the frame when ``frame_wh_px`` is given. Returns ``[[x, y], ...]`` pixels (4 corners)."""
+    x0, y0, x1, y1 = (float(v) for v in xyxy_px)
+    if not all(np.isfinite([x0, y0, x1, y1])) or x1 <= x0 or y1 <= y0:
+        raise ValueError(f"not a box: {list(xyxy_px)}")
+    ax = 0.5 * (x0 + x1)
+    ay = y1 if IGNORE_ANCHORS.get(label, "centre") == "bottom_centre" else 0.5 * (y0 + y1)
+    dx = max(min_margin_px, margin_frac * (x1 - x0))
+    dy = max(min_margin_px, margin_frac * (y1 - y0))
+    left, top, right, bottom = ax - dx, ay - dy, ax + dx, ay + dy
+    if frame_wh_px is not None:
+        w, h = frame_wh_px
+        left, top, right, bottom = max(0.0, left), max(0.0, top), min(float(w), right), min(float(h), bottom)
+    r = lambda v: round(v, 1)  # noqa: E731
+    return [[r(left), r(top)], [r(right), r(top)], [r(right), r(bottom)], [r(left), r(bottom)]]
 
 
 def _is_sky(reason: str | None) -> bool:
