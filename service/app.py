@@ -554,7 +554,7 @@ async def live_feed(ws: WebSocket) -> None:
     reading = asyncio.create_task(reader())
     try:
         await ws.send_json({"kind": "hello", "who": {"name": who.name, "role": who.role, "kind": who.kind}})
-        await ws.send_json(sources_msg())
+        await ws.send_json(await run_in_threadpool(sources_msg))  # reads the store: off the event loop
         loop = asyncio.get_running_loop()
         next_status = loop.time() + WS_STATUS_INTERVAL_S
         while not reading.done():
@@ -570,7 +570,7 @@ async def live_feed(ws: WebSocket) -> None:
             else:
                 getter.cancel()
             if loop.time() >= next_status:
-                await ws.send_json(sources_msg())
+                await ws.send_json(await run_in_threadpool(sources_msg))  # reads the store: off the event loop
                 next_status = loop.time() + WS_STATUS_INTERVAL_S
     except (WebSocketDisconnect, RuntimeError):
         pass

@@ -343,6 +343,34 @@ def test_ui_operator_workflow_in_chromium(live_service, tmp_path):
         _wait(page, f"window.seawatch.state.events.filter(e => e.type === 'fire').length > {n_fire}", 30)
         assert page.locator("#events tbody tr.fresh").count() >= 1
 
+        # ---- "ignore this spot": the open fire becomes an ignore area of the camera (a flare stack, say); the
+        # pipeline drops it from then on, so the incident ends and no new one starts; removing the area brings it back
+        live_id = page.evaluate("window.seawatch.state.events.find(e => e.type === 'fire' && e.phase !== 'end').id")
+        page.click(f'#events tr[data-id="{live_id}"]')
+        _wait(page, f"document.getElementById('detail').dataset.id === '{live_id}' && !document.getElementById('d-ignore').hidden")
+        page.fill("#d-note", "flare stack")
+        page.click("#d-ignore")
+        _wait(page, "document.querySelectorAll('#d-ignored li').length === 1")
+        assert "flare stack (from this event)" in page.text_content("#d-ignored li")
+        _wait(page, "document.querySelector('#d-overlay polygon.operator')")
+        assert page.evaluate("document.querySelector('#d-overlay polygon.operator').getAttribute('points')") == "56,70 104,70 104,100 56,100"
+        with TestClient(svc.app) as client:
+            ev = client.get(f"/api/events/{live_id}", headers={"X-API-Key": KEY}).json()
+            areas = client.get("/api/sources/quay-cam/ignore-areas", headers={"X-API-Key": KEY}).json()
+        assert ev["review_status"] == "dismissed" and ev["review_history"][-1]["note"].endswith("added: flare stack")
+        assert [(a["labels"], a["event_id"], a["created_by"]) for a in areas] == [(["fire"], live_id, "ops")]
+        _wait(page, f"window.seawatch.state.events.some(e => e.id === '{live_id}' && e.phase === 'end')", 30)
+        n_fire = page.evaluate("window.seawatch.state.events.filter(e => e.type === 'fire').length")
+        page.wait_for_timeout(3000)  # the detector still fires every frame: nothing new while the area is there
+        page.click("#filters button")
+        page.wait_for_timeout(500)
+        assert page.evaluate("window.seawatch.state.events.filter(e => e.type === 'fire').length") == n_fire
+        page.click("#d-ignored li button")
+        _wait(page, "document.querySelectorAll('#d-ignored li').length === 0 && !document.querySelector('#d-overlay polygon.operator')")
+        with TestClient(svc.app) as client:
+            assert client.get("/api/sources/quay-cam/ignore-areas", headers={"X-API-Key": KEY}).json() == []
+        _wait(page, f"window.seawatch.state.events.filter(e => e.type === 'fire').length > {n_fire}", 30)
+
         # ---- without a tile server, the bundled coastline is drawn when the view reaches a coast (Dutch coast)
         page.evaluate("(() => { const m = window.seawatch.map; m.view = {lat: 53.0, lon: 5.2, zoom: 8}; m.draw(); })()")
         coast = np.abs(_shot(page).astype(int) - np.array(COAST_RGB)).max(axis=2) <= 12

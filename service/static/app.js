@@ -1,11 +1,12 @@
 // Seawatch operator UI: login, event list with filters, the map (map.js), event detail with snapshot (the camera's
 // zones, water and ignore areas and the subject's box drawn over it) and clip,
-// acknowledge / dismiss / confirm with a note, sources (cameras, drones, AIS), live updates over /api/live.
+// acknowledge / dismiss / confirm with a note, "ignore this spot" (a fixed camera's false alarm becomes an ignore area,
+// listed under the snapshot and removable), sources (cameras, drones, AIS), live updates over /api/live.
 // Plain ES modules, no build step, no external resources. Every datum comes from the authenticated API.
 "use strict";
 import { MapView } from "/ui/map.js";
 
-const state = { auth: null, events: [], selected: null, detail: null, sources: [], vessels: [], seen: new Set(), ws: null };
+const state = { auth: null, role: null, events: [], selected: null, detail: null, sources: [], vessels: [], seen: new Set(), ws: null };
 const $ = (id) => document.getElementById(id);
 let map = null;
 
@@ -35,6 +36,7 @@ async function start() {
   if (!state.auth) return showLogin();
   const me = await json("/api/auth/me");
   $("who").textContent = `${me.name} (${me.role})`;
+  state.role = me.role;
   $("login").hidden = true; $("main").hidden = false; $("logout").hidden = false;
   const m = await json("/api/map");
   map = new MapView($("map"), { tilesUrl: m.tiles_url, attribution: m.attribution, onPick: select,
@@ -161,6 +163,10 @@ async function select(id) {
     li.textContent = `${r.status} by ${r.by || r.actor || "?"}${r.note ? ": " + r.note : ""}`;
     audit.appendChild(li);
   }
+  const src = state.sources.find((s) => s.source_id === ev.source_id);
+  // a fixed camera's event with a subject box can become an ignore area (reviewers; the server checks again)
+  $("d-ignore").hidden = !(ev.snapshot && src && (src.kind || "camera") === "camera" && !src.drone_id) || state.role === "operator";
+  renderIgnored(ev);
   const img = $("d-snapshot"), vid = $("d-clip"), note = $("d-clip-note");
   img.hidden = !ev.snapshot_url; vid.hidden = !ev.clip_url;
   note.textContent = ev.clip_url ? "" : "clip: the incident is still open";
@@ -196,7 +202,7 @@ function drawOverlay(ev) {
   const src = state.sources.find((s) => s.source_id === ev.source_id);
   if ($("d-areas").checked) {
     for (const a of (src && src.areas) || []) {
-      const cls = a.kind + (a.kind === "zone" && a.id === ev.zone_id ? " hit" : "");
+      const cls = a.kind + (a.kind === "zone" && a.id === ev.zone_id ? " hit" : "") + (a.origin === "operator" ? " operator" : "");
       const p = add("polygon", { points: a.polygon_px.map((q) => q.join(",")).join(" "), class: cls, "data-kind": a.kind,
         "data-id": a.id, "stroke-width": stroke });
       const t = document.createElementNS(SVG, "title");
@@ -212,15 +218,41 @@ function drawOverlay(ev) {
 }
 $("d-areas").addEventListener("change", () => drawOverlay(state.detail));
 
+// The ignore areas added from the review desk on the event's camera, each removable by reviewers.
+function renderIgnored(ev) {
+  const ul = $("d-ignored");
+  ul.replaceChildren();
+  const src = state.sources.find((s) => s.source_id === ev.source_id);
+  for (const a of ((src && src.areas) || []).filter((x) => x.origin === "operator")) {
+    const li = document.createElement("li");
+    li.dataset.areaId = a.area_id;
+    li.textContent = `ignore area ${a.area_id} (${(a.labels || []).join(", ")}) by ${a.created_by}${a.note ? ": " + a.note : ""}` +
+      (a.event_id === ev.id ? " (from this event)" : "");
+    if (state.role !== "operator") {
+      const b = document.createElement("button");
+      b.type = "button"; b.textContent = "remove";
+      b.addEventListener("click", () => reviewDesk(`/api/sources/${encodeURIComponent(ev.source_id)}/ignore-areas/${a.area_id}`, { method: "DELETE" }));
+      li.appendChild(b);
+    }
+    ul.appendChild(li);
+  }
+}
+
+async function reviewDesk(path, opts) {
+  try {
+    await api(path, opts);
+    $("d-error").textContent = ""; $("d-note").value = "";
+    await refreshSources(await json("/api/sources"));
+    await search(); await select(state.selected);
+  } catch (e) { $("d-error").textContent = e.message; }
+}
+$("d-ignore").addEventListener("click", () => reviewDesk(`/api/events/${encodeURIComponent(state.selected)}/ignore-spot`, {
+  method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ note: $("d-note").value }) }));
+
 for (const btn of document.querySelectorAll("#detail button[data-act]")) {
   btn.addEventListener("click", async () => {
-    const note = $("d-note").value;
-    try {
-      await api(`/api/events/${encodeURIComponent(state.selected)}/${btn.dataset.act}`, {
-        method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ note }) });
-      $("d-error").textContent = ""; $("d-note").value = "";
-      await search(); await select(state.selected);
-    } catch (e) { $("d-error").textContent = e.message; }
+    await reviewDesk(`/api/events/${encodeURIComponent(state.selected)}/${btn.dataset.act}`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ note: $("d-note").value }) });
   });
 }
 
