@@ -192,7 +192,7 @@ class IgnoreSpotIn(BaseModel):
     note: str = Field("", max_length=500, description="why (e.g. 'fairway buoy'): kept with the area and in the audit trail")
     labels: list[str] | None = Field(None, min_length=1, max_length=8,
                                      description="labels to drop there (default: the event's labels; must be among them)")
-    margin_frac: float = Field(0.3, ge=0.0, le=2.0, description="reach around the anchor point, as a fraction of the box's size")
+    margin_frac: float = Field(0.1, ge=0.0, le=2.0, description="reach around the anchor point, as a fraction of the box's size")
     min_margin_px: float = Field(6.0, ge=0.0, le=200.0, description="and at least this many pixels")
 
 

@@ -28,13 +28,14 @@ FRAME = np.zeros((720, 1280, 3), np.uint8)
 
 
 @pytest.mark.parametrize("box,label,kw,expected", [
-    # a vessel is anchored at its waterline: 30 % of 40 x 30 px -> 12 px across, at least 6 px (9 -> 9) up and down
-    (BUOY, "vessel", {}, [[608.0, 391.0], [632.0, 391.0], [632.0, 409.0], [608.0, 409.0]]),
+    # a vessel is anchored at its waterline: 10 % of 40 x 30 px is below the 6 px minimum each way
+    (BUOY, "vessel", {}, [[614.0, 394.0], [626.0, 394.0], [626.0, 406.0], [614.0, 406.0]]),
+    (BUOY, "vessel", {"margin_frac": 0.3}, [[608.0, 391.0], [632.0, 391.0], [632.0, 409.0], [608.0, 409.0]]),
     # fire at its centre; a small box gets the minimum margin
     ((100, 100, 110, 104), "fire", {}, [[99.0, 96.0], [111.0, 96.0], [111.0, 108.0], [99.0, 108.0]]),
     ((100, 100, 110, 104), "fire", {"min_margin_px": 0.0, "margin_frac": 0.25}, [[102.5, 101.0], [107.5, 101.0], [107.5, 103.0], [102.5, 103.0]]),
     # clipped to the frame
-    ((0, 690, 40, 720), "vessel", {"frame_wh_px": (1280, 720)}, [[8.0, 711.0], [32.0, 711.0], [32.0, 720.0], [8.0, 720.0]]),
+    ((0, 690, 40, 720), "vessel", {"frame_wh_px": (1280, 720)}, [[14.0, 714.0], [26.0, 714.0], [26.0, 720.0], [14.0, 720.0]]),
 ])
 def test_ignore_area_around_the_anchor(box, label, kw, expected):
     assert ignore_area_around(box, label, **kw) == expected
@@ -47,10 +48,10 @@ def test_ignore_area_around_refuses_non_boxes(box):
 
 
 def _config(tmp_path, hashes, **over):
-    return settings_for(tmp_path, hashes, **over).model_copy(update=_sources_update(tmp_path, hashes))
+    return settings_for(tmp_path, hashes, **over).model_copy(update=_sources_update(tmp_path))
 
 
-def _sources_update(tmp_path, hashes) -> dict:
+def _sources_update(tmp_path) -> dict:
     from seawatch.service.config import load_config
 
     data = {

@@ -353,7 +353,7 @@ def test_ui_operator_workflow_in_chromium(live_service, tmp_path):
         _wait(page, "document.querySelectorAll('#d-ignored li').length === 1")
         assert "flare stack (from this event)" in page.text_content("#d-ignored li")
         _wait(page, "document.querySelector('#d-overlay polygon.operator')")
-        assert page.evaluate("document.querySelector('#d-overlay polygon.operator').getAttribute('points')") == "56,70 104,70 104,100 56,100"
+        assert page.evaluate("document.querySelector('#d-overlay polygon.operator').getAttribute('points')") == "72,79 88,79 88,91 72,91"
         with TestClient(svc.app) as client:
             ev = client.get(f"/api/events/{live_id}", headers={"X-API-Key": KEY}).json()
             areas = client.get("/api/sources/quay-cam/ignore-areas", headers={"X-API-Key": KEY}).json()

@@ -26,6 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--errors", default=None, metavar="DIR",
                    help="write contact sheets of each model's false positives (surest first) and misses (largest "
                         "first) at its operating threshold, and errors.json, into DIR")
+    p.add_argument("--operator-ignore", nargs="?", type=int, const=2, default=None, metavar="MIN_FRAMES",
+                   help="also score each frame as a fixed camera's review desk would see it: with 'ignore this spot' "
+                        "areas made of the false alarms seen in at least MIN_FRAMES (default 2) frames of the same "
+                        "camera's other sessions (days), never of the frame's own labels")
 
 
 def _fmt(v) -> str:
@@ -37,14 +41,27 @@ def print_summary(report: dict, file=sys.stdout) -> None:
 
     print(f"{report['manifest']}: {report['images']} images, {report['clips']} clips, {report['seconds']} s", file=file)
     print("precision / recall at each model's operating threshold (conf); AP50 and R@P over its whole ranking", file=file)
-    print(f"{'label':10s} {'model':22s} {'gt':>5s} {'conf':>5s} {'tp':>5s} {'fp':>5s} {'prec':>6s} {'recall':>6s} {'AP50':>6s} "
+    print(f"{'label':10s} {'model':28s} {'gt':>5s} {'conf':>5s} {'tp':>5s} {'fp':>5s} {'prec':>6s} {'recall':>6s} {'AP50':>6s} "
           f"{'R@P.8':>6s} {'R@P.7':>6s} {'R@P.6':>6s}", file=file)
     for label, models in report.get("labels", {}).items():
         for model, s in models.items():
             conf = f"{s['conf']:.2f}" if s.get("conf") is not None else "-"
-            print(f"{label:10s} {model:22s} {s['gt']:5d} {conf:>5s} {s['tp']:5d} {s['fp']:5d} {_fmt(s['precision']):>6s} "
+            print(f"{label:10s} {model:28s} {s['gt']:5d} {conf:>5s} {s['tp']:5d} {s['fp']:5d} {_fmt(s['precision']):>6s} "
                   f"{_fmt(s['recall']):>6s} {_fmt(s['ap50']):>6s} {_fmt(s['recall_at_precision_0.8']):>6s} "
                   f"{_fmt(s.get('recall_at_precision_0.7')):>6s} {_fmt(s.get('recall_at_precision_0.6')):>6s}", file=file)
+        for model, s in models.items():
+            o = s.get("with_operator_ignore")
+            if o:
+                print(f"{label:10s} {(model + ' +ignore'):28s} {o['gt']:5d} {o['conf']:5.2f} {o['tp']:5d} {o['fp']:5d} "
+                      f"{_fmt(o['precision']):>6s} {_fmt(o['recall']):>6s} {_fmt(o['ap50']):>6s} "
+                      f"{_fmt(o['recall_at_precision_0.8']):>6s} {_fmt(o['recall_at_precision_0.7']):>6s} "
+                      f"{_fmt(o['recall_at_precision_0.6']):>6s}", file=file)
+    ignored = [s["with_operator_ignore"] for models in report.get("labels", {}).values() for s in models.values()
+               if s.get("with_operator_ignore")]
+    if ignored:
+        o = ignored[0]
+        print(f"+ignore: each frame with the 'ignore this spot' areas of false alarms seen in >= {o['min_frames']} frames "
+              f"of its camera's other sessions ({o['frames_without_feedback']} frame(s) had no other session)", file=file)
     for label, models in report.get("labels", {}).items():
         for model, s in models.items():
             if label in TILED_LABELS and s.get("recall_by_size"):  # small, distant objects: where recall is lost
@@ -108,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
         check_tile_text(args.tile)
     except ValueError as exc:
         raise InputError(f"--tile: {exc}") from None
+    if args.operator_ignore is not None and args.operator_ignore < 1:
+        raise InputError("--operator-ignore: MIN_FRAMES must be at least 1")
     if args.errors:  # before a long evaluation, not after it
         try:
             Path(args.errors).mkdir(parents=True, exist_ok=True)
@@ -117,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
     vessel_models = tuple(m.strip() for m in args.vessel_models.split(",") if m.strip()) if args.vessel_models else None
     report = evaluate_manifest(path, conf=args.conf, categories=cats, tile=args.tile or "auto",
                                clips=not args.no_clips, vessel_models=vessel_models,
-                               errors_dir=Path(args.errors) if args.errors else None)
+                               errors_dir=Path(args.errors) if args.errors else None,
+                               operator_ignore=args.operator_ignore)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1, ensure_ascii=False))
     print_summary(report)

@@ -63,6 +63,7 @@ class Evaluator:
     label_models: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(LABEL_MODELS))
     missing_models: set[str] = field(default_factory=set)
     errors: object | None = None  # an evaluate_errors.ErrorLog with --errors: false positives and misses at the operating threshold, kept
+    feedback: object | None = None  # an evaluate_feedback.FeedbackLog with --operator-ignore: each frame's boxes, kept
 
     @cached_property
     def _tiles_key(self) -> str:
@@ -188,6 +189,8 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
                         ev.errors.add(label, run.name, s.path, det.xyxy_px[op], det.confidence[op],
                                       match(det.xyxy_px[op], det.confidence[op], gt), gt, found)
                     op_conf[(label, run.name)] = run.op_conf
+                    if ev.feedback is not None:
+                        ev.feedback.add(label, run.name, s, det.xyxy_px[keep], det.confidence[keep], gt, run.op_conf)
         if wants_fire and (run := ev._model("fire_smoke", False)) is not None:
             det = ev.operating(run, cache[run.name] if run.name in cache else ev.detect(run, image))
             # an image "alarms" when a box clears the fire rule's own confidence floor
@@ -230,6 +233,9 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
                                         "recall_at_precision_0.8": round(st_c.recall_at_precision(0.8)[0], 4)}
                                     for c, st_c in sorted(cats.items())}
         report["labels"].setdefault(label, {})[model] = entry
+    if ev.feedback is not None:  # the same rows with the other sessions' "ignore this spot" areas (evaluate_feedback)
+        for (label, model), entry in ev.feedback.report().items():
+            report["labels"].setdefault(label, {}).setdefault(model, {})["with_operator_ignore"] = entry
     if fire_img["positives"] or fire_img["negatives"]:
         fire_img["image_recall"] = round(fire_img["detected"] / fire_img["positives"], 4) if fire_img["positives"] else None
         fire_img["false_alarm_rate"] = (round(fire_img["false_alarms"] / fire_img["negatives"], 4)
@@ -253,9 +259,15 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
 
 def evaluate_manifest(path, conf: float | None = None, categories: set[str] | None = None,
                       tile: str = "auto", clips: bool = True, vessel_models: tuple[str, ...] | None = None,
-                      errors_dir: Path | None = None) -> dict:
+                      errors_dir: Path | None = None, operator_ignore: int | None = None) -> dict:
+    """``operator_ignore``: also score each frame with the ignore areas a review desk would have made of the false
+    alarms seen in at least that many frames of its camera's other sessions (``evaluate_feedback``)."""
     samples = load_manifest(path, categories)
     ev = Evaluator(conf=conf, tile=tile or "auto")
+    if operator_ignore is not None:
+        from seawatch.vision.evaluate_feedback import FeedbackLog
+
+        ev.feedback = FeedbackLog(min_frames=operator_ignore)
     if errors_dir is not None:
         from seawatch.vision.evaluate_errors import ErrorLog
 
