@@ -301,7 +301,10 @@ def ignore_spot(event_id: str, request: Request, store: Store, who: Reviewer,
     labels = list(body.labels) if body.labels is not None else list(ev.labels)
     if not labels or not set(labels) <= set(ev.labels):
         raise ApiError(422, f"labels must be among the event's labels {list(ev.labels)}")
-    corners = np.array([ignore_area_around(ev.snapshot.xyxy_px, lab, body.margin_frac, body.min_margin_px) for lab in labels])
+    try:
+        corners = np.array([ignore_area_around(ev.snapshot.xyxy_px, lab, body.margin_frac, body.min_margin_px) for lab in labels])
+    except ValueError as exc:
+        raise ApiError(409, f"event {event_id}: its subject box cannot make an area: {exc}") from None
     (x0, y0), (x1, y1) = corners.reshape(-1, 2).min(axis=0), corners.reshape(-1, 2).max(axis=0)
     polygon = [[float(x0), float(y0)], [float(x1), float(y0)], [float(x1), float(y1)], [float(x0), float(y1)]]
     area = store.add_ignore_area(spec.id, polygon, labels, who.name, body.note, event_id)

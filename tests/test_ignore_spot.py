@@ -140,8 +140,11 @@ def test_ignore_spot_end_to_end(tmp_path, hashes):
             r = client.post(f"/api/events/{other.id}/ignore-spot", headers=rev)
             assert r.status_code == 409 and error_code(r) == "conflict", r.text
         boxless = make_event(60, source_id="quay", snapshot=None)
-        store.put(boxless)
-        assert client.post(f"/api/events/{boxless.id}/ignore-spot", headers=rev).status_code == 409
+        flat = make_event(61, source_id="quay", snapshot=Snapshot("quay", T0_NS, (5.0, 5.0, 5.0, 9.0), 0.5))
+        for e in (boxless, flat):
+            store.put(e)
+            r = client.post(f"/api/events/{e.id}/ignore-spot", headers=rev)
+            assert r.status_code == 409 and error_code(r) == "conflict", r.text
         assert [a.id for a in store.ignore_areas()] == [area["id"]]
 
         # removal: reviewers only, the right camera only, once

@@ -99,13 +99,18 @@ class FeedbackLog:
         return out
 
 
-def _anchors(xyxy_px: np.ndarray, label: str) -> np.ndarray:
-    from seawatch.vision.zones import IGNORE_ANCHORS
+def _detections(xyxy_px: np.ndarray, label: str):
+    from seawatch.vision.detections import Detections
 
-    xy = np.asarray(xyxy_px, np.float64).reshape(-1, 4)
-    cx = 0.5 * (xy[:, 0] + xy[:, 2])
-    cy = xy[:, 3] if IGNORE_ANCHORS.get(label, "centre") == "bottom_centre" else 0.5 * (xy[:, 1] + xy[:, 3])
-    return np.stack([cx, cy], axis=1)
+    xy = np.asarray(xyxy_px, np.float32).reshape(-1, 4)
+    return Detections(xy, np.ones(len(xy), np.float32), np.zeros(len(xy), np.int32), (label,))
+
+
+def _anchors(xyxy_px: np.ndarray, label: str) -> np.ndarray:
+    """``(N, 2)`` the points an ignore area tests (zones.IGNORE_ANCHORS: a vessel's waterline)."""
+    from seawatch.vision.zones import IGNORE_ANCHORS, anchor_points
+
+    return anchor_points(_detections(xyxy_px, label), IGNORE_ANCHORS)
 
 
 def _inside(point: np.ndarray, polygon: list[list[float]]) -> bool:
@@ -118,12 +123,9 @@ def _outside(xyxy_px: np.ndarray, label: str, areas: list[list[list[float]]]) ->
     """``(N,) bool``: boxes whose anchor lies in none of the areas (IgnoreMask's test, for these rectangles)."""
     if not areas or not len(xyxy_px):
         return np.ones(len(xyxy_px), bool)
-    from seawatch.vision.detections import Detections
     from seawatch.vision.zones import IgnoreMask
 
-    det = Detections(np.asarray(xyxy_px, np.float32), np.ones(len(xyxy_px), np.float32),
-                     np.zeros(len(xyxy_px), np.int32), (label,))
-    return IgnoreMask.from_pixels([(a, (label,)) for a in areas], "evaluate").keep(det)
+    return IgnoreMask.from_pixels([(a, (label,)) for a in areas], "evaluate").keep(_detections(xyxy_px, label))
 
 
 def recurring_false_alarm_areas(frames: list[_Frame], label: str, op_conf: float, min_frames: int = 2) -> list[list[list[float]]]:
