@@ -471,6 +471,9 @@ def remove_ignore_area(source_id: str, area_id: int, request: Request, store: St
         raise ApiError(404, f"no ignore area {area_id} on source {source_id!r}")
     st.apply_ignore(source_id, store.ignore_areas(source_id))
     log.info("ignore area %d on %s removed by %s %s", area_id, source_id, who.kind, who.name)
+    ev = store.get(area.event_id) if area.event_id else None
+    if ev is not None and ev.review_status != "new":  # the event it came from keeps the whole story in its audit trail
+        _review(store, st.live, ev.id, ev.review_status, who, ReviewIn(note=f"ignore area {area_id} removed"))
     return IgnoreAreaOut(**area.to_dict())
 
 
