@@ -290,12 +290,8 @@ def ignore_spot(event_id: str, request: Request, store: Store, who: Reviewer,
     body = body or IgnoreSpotIn()
     st = request.app.state
     ev = _get_event(store, event_id)
-    spec = next((s for s in st.settings.sources if s.id == ev.source_id), None)
-    if spec is None:
-        raise ApiError(409, f"source {ev.source_id!r} of event {event_id} is not configured (any more)")
-    why = spec.ignore_refusal() or (None if st.settings.drone_of(spec.id) is None else "it is a drone's camera")
-    if why is not None:
-        raise ApiError(409, f"source {spec.id!r}: {why}")
+    if (why := st.settings.ignore_refusal(ev.source_id)) is not None:
+        raise ApiError(409, why)
     if ev.snapshot is None:
         raise ApiError(409, f"event {event_id} has no subject box to ignore")
     labels = list(body.labels) if body.labels is not None else list(ev.labels)
@@ -307,13 +303,13 @@ def ignore_spot(event_id: str, request: Request, store: Store, who: Reviewer,
         raise ApiError(409, f"event {event_id}: its subject box cannot make an area: {exc}") from None
     (x0, y0), (x1, y1) = corners.reshape(-1, 2).min(axis=0), corners.reshape(-1, 2).max(axis=0)
     polygon = [[float(x0), float(y0)], [float(x1), float(y0)], [float(x1), float(y1)], [float(x0), float(y1)]]
-    area = store.add_ignore_area(spec.id, polygon, labels, who.name, body.note, event_id)
+    area = store.add_ignore_area(ev.source_id, polygon, labels, who.name, body.note, event_id)
     try:
-        st.apply_ignore(spec.id, store.ignore_areas(spec.id))
+        st.apply_ignore(ev.source_id, store.ignore_areas(ev.source_id))
     except SeawatchError as exc:
         store.remove_ignore_area(area.id)
         raise ApiError(409, f"the pipeline refused the area: {exc}") from None
-    log.info("ignore area %d on %s (%s) from event %s by %s %s", area.id, spec.id, ",".join(labels), event_id, who.kind, who.name)
+    log.info("ignore area %d on %s (%s) from event %s by %s %s", area.id, ev.source_id, ",".join(labels), event_id, who.kind, who.name)
     note = f"ignore area {area.id} added" + (f": {body.note}" if body.note else "")
     out = _review(store, st.live, event_id, "dismissed", who, ReviewIn(note=note))
     return IgnoreSpotOut(area=IgnoreAreaOut(**area.to_dict()), event=out)

@@ -133,8 +133,8 @@ def test_ignore_spot_end_to_end(tmp_path, hashes):
         assert not [e for e in later if e.phase == "start"]
         assert {e.id for e in later if e.phase == "end"} == {buoy.id}
 
-        # refused where pixels have no fixed place, or there is no box
-        for sid in ("drone-1-cam", "dome"):
+        # refused where pixels have no fixed place (or no camera any more), or there is no box
+        for sid in ("drone-1-cam", "dome", "old-cam"):
             other = make_event(50 + len(sid), source_id=sid, snapshot=Snapshot(sid, T0_NS, BUOY, 0.5))
             store.put(other)
             r = client.post(f"/api/events/{other.id}/ignore-spot", headers=rev)

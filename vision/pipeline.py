@@ -215,6 +215,14 @@ class PipelineConfig(BaseModel):
             return next(d for d in self.drones if d.id == spec.drone)
         return next((d for d in self.drones if d.video_source == source_id), None)
 
+    def ignore_refusal(self, source_id: str) -> str | None:
+        """Why ``source_id`` cannot take pixel ignore areas (unknown, it pans, it flies), or None for a fixed camera."""
+        spec = next((s for s in self.sources if s.id == source_id), None)
+        if spec is None:
+            return f"no source {source_id!r} is configured"
+        why = spec.ignore_refusal() or (None if self.drone_of(source_id) is None else "it is a drone's camera")
+        return None if why is None else f"source {source_id!r}: {why}"
+
     @property
     def rules(self) -> RulesConfig:
         return RulesConfig(tracker=self.tracker, events=self.events, zones=self.zones)
@@ -336,12 +344,9 @@ class Pipeline:
         Takes effect from the next frame. ConfigError for an unknown source, one that pans or flies, or a bad area."""
         from seawatch.vision.zones import IgnoreMask
 
-        spec = self.sources.get(source_id)
-        if spec is None:
-            raise ConfigError(f"no source {source_id!r} in this pipeline")
-        why = spec.ignore_refusal() or (None if self.config.drone_of(source_id) is None else "it is a drone's camera")
-        if why is not None:
-            raise ConfigError(f"source {source_id!r}: {why}")
+        if (why := self.config.ignore_refusal(source_id)) is not None:
+            raise ConfigError(why)
+        spec = self.sources[source_id]
         all_areas = [(a.polygon_px, a.labels) for a in spec.ignore] + [(p, tuple(lab)) for p, lab in areas]
         mask = IgnoreMask.from_pixels(all_areas, source_id) if all_areas else None
         if mask is None:  # one assignment each way: the pipeline thread reads the dict without a lock
