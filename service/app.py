@@ -615,7 +615,7 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     app.state.fleet = fleet  # drones and AIS (service.fleet.Fleet) or None
     app.state.apply_ignore = apply_ignore or (lambda source_id, areas: None)
     if settings.service.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.service.cors_origins), allow_methods=["GET", "POST"],
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.service.cors_origins), allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Range"], allow_credentials=False)
 
     @app.exception_handler(ApiError)
