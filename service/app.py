@@ -462,6 +462,7 @@ def list_ignore_areas(source_id: str, request: Request, store: Store, who: Opera
 def remove_ignore_area(source_id: str, area_id: int, request: Request, store: Store, who: Reviewer) -> IgnoreAreaOut:
     st = request.app.state
     _configured_source(st, source_id)
+    # looked up among the camera's rows, not by id in SQL: any integer in the path is then a 404, never an overflow
     area = next((a for a in store.ignore_areas(source_id) if a.id == area_id), None)
     if area is None or store.remove_ignore_area(area_id) is None:
         raise ApiError(404, f"no ignore area {area_id} on source {source_id!r}")

@@ -73,26 +73,31 @@ class FeedbackLog:
             label, _ = key
             op = self.op_conf[key]
             st = LabelStats()
-            areas_by: dict[tuple[str, str], list] = {}
+            sessions: dict[str, set[str]] = {}  # camera -> its sessions
+            for f in frames:
+                if f.session is not None:
+                    sessions.setdefault(f.camera, set()).add(f.session)
+            # per (camera, held-out session), once: the areas of its camera's other sessions and their mask
+            areas_by: dict[tuple[str, str], tuple[list, object]] = {}
             without = 0
             for f in frames:
-                others = [] if f.session is None else [
-                    g for g in frames if g.camera == f.camera and g.session is not None and g.session != f.session]
-                if not others:
+                if f.session is None or sessions[f.camera] == {f.session}:
                     without += 1
-                    areas = []
+                    xy, conf = f.xyxy_px, f.confidence
                 else:
                     ck = (f.camera, f.session)
                     if ck not in areas_by:
-                        areas_by[ck] = recurring_false_alarm_areas(others, label, op, self.min_frames)
-                    areas = areas_by[ck]
-                keep = _outside(f.xyxy_px, label, areas)
-                xy, conf = f.xyxy_px[keep], f.confidence[keep]
+                        others = [g for g in frames if g.camera == f.camera and g.session not in (None, f.session)]
+                        areas = recurring_false_alarm_areas(others, label, op, self.min_frames)
+                        areas_by[ck] = (areas, _mask(areas, label))
+                    mask = areas_by[ck][1]
+                    keep = np.ones(len(f.xyxy_px), bool) if mask is None else mask.keep(_detections(f.xyxy_px, label))
+                    xy, conf = f.xyxy_px[keep], f.confidence[keep]
                 st.add(conf, match(xy, conf, f.gt_xyxy_px), len(f.gt_xyxy_px))
             entry = {**st.summary(op), "conf": op}
             for p in (0.8, 0.7, 0.6):
                 entry[f"recall_at_precision_{p}"] = round(st.recall_at_precision(p)[0], 4)
-            entry["ignore_areas"] = sum(len(a) for a in areas_by.values())
+            entry["ignore_areas"] = sum(len(areas) for areas, _ in areas_by.values())
             entry["frames_without_feedback"] = without
             entry["min_frames"] = self.min_frames
             out[key] = entry
@@ -119,13 +124,11 @@ def _inside(point: np.ndarray, polygon: list[list[float]]) -> bool:
     return min(xs) <= point[0] <= max(xs) and min(ys) <= point[1] <= max(ys)
 
 
-def _outside(xyxy_px: np.ndarray, label: str, areas: list[list[list[float]]]) -> np.ndarray:
-    """``(N,) bool``: boxes whose anchor lies in none of the areas (IgnoreMask's test, for these rectangles)."""
-    if not areas or not len(xyxy_px):
-        return np.ones(len(xyxy_px), bool)
+def _mask(areas: list[list[list[float]]], label: str):
+    """The pipeline's IgnoreMask of these areas for ``label`` (None for no areas)."""
     from seawatch.vision.zones import IgnoreMask
 
-    return IgnoreMask.from_pixels([(a, (label,)) for a in areas], "evaluate").keep(_detections(xyxy_px, label))
+    return IgnoreMask.from_pixels([(a, (label,)) for a in areas], "evaluate") if areas else None
 
 
 def recurring_false_alarm_areas(frames: list[_Frame], label: str, op_conf: float, min_frames: int = 2) -> list[list[list[float]]]:
