@@ -256,7 +256,9 @@ def get_audit(event_id: str, store: Store, who: Operator) -> list[AuditOut]:
 
 def _review(store: EventStore, live: LiveHub, event_id: str, status: str, who: Principal, body: ReviewIn | None) -> EventOut:
     _get_event(store, event_id)
-    ev = store.review(event_id, status, who.name, who.kind, body.note if body else "")
+    if body is not None and body.reason and status != "dismissed":
+        raise ApiError(422, f"reason {body.reason!r} goes with a dismissal, not with {status}")
+    ev = store.review(event_id, status, who.name, who.kind, body.note if body else "", reason=body.reason if body else "")
     log.info("event %s %s by %s %s", event_id, status, who.kind, who.name)
     live.publish_event(ev, kind="review")  # after the commit, like every publication
     return EventOut.from_event(ev)
@@ -311,7 +313,7 @@ def ignore_spot(event_id: str, request: Request, store: Store, who: Reviewer,
         raise ApiError(409, f"the pipeline refused the area: {exc}") from None
     log.info("ignore area %d on %s (%s) from event %s by %s %s", area.id, ev.source_id, ",".join(labels), event_id, who.kind, who.name)
     note = f"ignore area {area.id} added" + (f": {body.note}" if body.note else "")
-    out = _review(store, st.live, event_id, "dismissed", who, ReviewIn(note=note))
+    out = _review(store, st.live, event_id, "dismissed", who, ReviewIn(note=note, reason="false_detection"))
     return IgnoreSpotOut(area=IgnoreAreaOut(**area.to_dict()), event=out)
 
 
@@ -470,7 +472,8 @@ def remove_ignore_area(source_id: str, area_id: int, request: Request, store: St
     log.info("ignore area %d on %s removed by %s %s", area_id, source_id, who.kind, who.name)
     ev = store.get(area.event_id) if area.event_id else None
     if ev is not None and ev.review_status != "new":  # the event it came from keeps the whole story in its audit trail
-        _review(store, st.live, ev.id, ev.review_status, who, ReviewIn(note=f"ignore area {area_id} removed"))
+        _review(store, st.live, ev.id, ev.review_status, who,
+                ReviewIn(note=f"ignore area {area_id} removed", reason=ev.review_reason))  # still a false detection
     return IgnoreAreaOut(**area.to_dict())
 
 

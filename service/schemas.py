@@ -137,6 +137,7 @@ class ReviewOut(BaseModel):
     at_ns: int
     by: str
     note: str
+    reason: Literal["", "false_detection"] = ""
 
 
 class EventOut(BaseModel):
@@ -182,6 +183,10 @@ class ReviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     note: str = Field("", max_length=2000, description="reviewer note (kept in the audit trail, searchable)")
+    reason: Literal["", "false_detection"] = Field(
+        "", description="dismissals only: 'false_detection' when the detector was wrong (the box is not what its label "
+                        "says, e.g. a buoy called a vessel) rather than a real but harmless incident; `seawatch reviews "
+                        "export` teaches only those boxes as background")
 
 
 class IgnoreSpotIn(BaseModel):
@@ -222,6 +227,7 @@ class AuditOut(BaseModel):
     by: str
     by_kind: Literal["user", "key"]
     note: str
+    reason: Literal["", "false_detection"] = ""
 
 
 class LoginIn(BaseModel):

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 
 from seawatch.errors import ConfigError, InputError
-from seawatch.vision.events import REVIEW_STATUSES, SEVERITIES, Event, ReviewEntry, severity_rank
+from seawatch.vision.events import REVIEW_REASONS, REVIEW_STATUSES, SEVERITIES, Event, ReviewEntry, severity_rank
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ review_table = sa.Table(
     sa.Column("by", sa.String(128), nullable=False),
     sa.Column("by_kind", sa.String(8), nullable=False),
     sa.Column("note", sa.Text, nullable=False, server_default=""),
+    sa.Column("reason", sa.String(32), nullable=False, server_default=""),  # migration 0006: REVIEW_REASONS
 )
 sa.Index("ix_review_event", review_table.c.event_id, review_table.c.id)
 
@@ -329,9 +330,11 @@ class ReviewAction:
     by: str
     by_kind: str
     note: str
+    reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"event_id": self.event_id, "status": self.status, "at_ns": self.at_ns, "by": self.by, "by_kind": self.by_kind, "note": self.note}
+        return {"event_id": self.event_id, "status": self.status, "at_ns": self.at_ns, "by": self.by, "by_kind": self.by_kind,
+                "note": self.note, "reason": self.reason}
 
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1  # the time columns are BIGINT: times beyond them are clamped
@@ -542,10 +545,16 @@ class EventStore:
             conn.execute(t.update().where(t.c.id == ev.id).values(search_text=_search_text(ev, notes), **values))
             return True
 
-    def review(self, event_id: str, status: str, by: str, by_kind: str = "user", note: str = "", at_ns: int | None = None) -> Event:
-        """Set the review status and append to the audit trail; returns the updated event (KeyError if unknown)."""
+    def review(self, event_id: str, status: str, by: str, by_kind: str = "user", note: str = "", at_ns: int | None = None,
+               reason: str = "") -> Event:
+        """Set the review status and append to the audit trail; returns the updated event (KeyError if unknown).
+        ``reason`` ("false_detection") says why a dismissal: the detector was wrong."""
         if status not in REVIEW_STATUSES or status == "new":
             raise InputError(f"review status must be acknowledged, dismissed or confirmed, not {status!r}")
+        if reason not in REVIEW_REASONS:
+            raise InputError(f"unknown review reason {reason!r}; one of {REVIEW_REASONS[1:]}")
+        if reason and status != "dismissed":
+            raise InputError(f"a reason ({reason}) goes with a dismissal, not with {status}")
         if "\x00" in note or "\x00" in by:
             raise InputError("a review note must not contain NUL characters")
         at = time.time_ns() if at_ns is None else int(at_ns)
@@ -554,7 +563,8 @@ class EventStore:
             row = conn.execute(sa.select(t.c.id, t.c.search_text).where(t.c.id == event_id)).first()
             if row is None:
                 raise KeyError(event_id)
-            conn.execute(review_table.insert().values(event_id=event_id, status=status, at_ns=at, by=by, by_kind=by_kind, note=note))
+            conn.execute(review_table.insert().values(event_id=event_id, status=status, at_ns=at, by=by, by_kind=by_kind, note=note,
+                                                      reason=reason))
             text = row.search_text + (" " + note.lower() if note else "")
             conn.execute(t.update().where(t.c.id == event_id).values(review_status=status, search_text=text))
         ev = self.get(event_id)
@@ -607,9 +617,10 @@ class EventStore:
         if not ids:
             return out
         r = review_table
-        rows = conn.execute(sa.select(r.c.event_id, r.c.status, r.c.at_ns, r.c.by, r.c.note).where(r.c.event_id.in_(ids)).order_by(r.c.id))
+        rows = conn.execute(sa.select(r.c.event_id, r.c.status, r.c.at_ns, r.c.by, r.c.note, r.c.reason)
+                            .where(r.c.event_id.in_(ids)).order_by(r.c.id))
         for row in rows:
-            out.setdefault(row.event_id, []).append(ReviewEntry(row.status, row.at_ns, row.by, row.note))
+            out.setdefault(row.event_id, []).append(ReviewEntry(row.status, row.at_ns, row.by, row.note, row.reason))
         return out
 
     @staticmethod
@@ -629,7 +640,7 @@ class EventStore:
         r = review_table
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(r).where(r.c.event_id == event_id).order_by(r.c.id)).all()
-        return [ReviewAction(x.event_id, x.status, x.at_ns, x.by, x.by_kind, x.note) for x in rows]
+        return [ReviewAction(x.event_id, x.status, x.at_ns, x.by, x.by_kind, x.note, x.reason) for x in rows]
 
     def count(self) -> int:
         with self.engine.connect() as conn:

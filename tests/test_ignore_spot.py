@@ -155,9 +155,9 @@ def test_ignore_spot_end_to_end(tmp_path, hashes):
         assert r.status_code == 200 and r.json()["id"] == area["id"]
         assert client.delete(rm, headers=rev).status_code == 404
         audit = client.get(f"/api/events/{buoy.id}/audit", headers=op).json()
-        assert [(a["status"], a["by"], a["note"]) for a in audit] == [
-            ("dismissed", "rita", f"ignore area {area['id']} added: fairway buoy"),
-            ("dismissed", "rita", f"ignore area {area['id']} removed")]
+        assert [(a["status"], a["by"], a["note"], a["reason"]) for a in audit] == [
+            ("dismissed", "rita", f"ignore area {area['id']} added: fairway buoy", "false_detection"),
+            ("dismissed", "rita", f"ignore area {area['id']} removed", "false_detection")]  # the box was still wrong
         assert client.get("/api/sources/nope/ignore-areas", headers=op).status_code == 404
         det.boxes = [BUOY, BOAT]
         assert len(pipe.detect("quay", FRAME)) == 2  # the buoy counts again

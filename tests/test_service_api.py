@@ -179,6 +179,16 @@ def test_roles(app_env):
     assert client.post("/api/events/nope/acknowledge", headers=op).status_code == 404
     assert client.post("/api/events/ev00001/acknowledge", headers=op, json={"note": "x" * 2001}).status_code == 422
     assert client.post("/api/events/ev00001/acknowledge", headers=op, json={"status": "confirmed"}).status_code == 422
+    # why a dismissal: the detector was wrong (training exports teach only those boxes as background)
+    r = client.post("/api/events/ev00003/dismiss", headers=op, json={"note": "a buoy", "reason": "false_detection"})
+    assert r.status_code == 200 and r.json()["review_history"][-1]["reason"] == "false_detection"
+    assert client.get("/api/events/ev00003/audit", headers=op).json()[-1]["reason"] == "false_detection"
+    assert client.get("/api/events/ev00002/audit", headers=op).json()[-1]["reason"] == ""  # a plain dismissal
+    for act in ("acknowledge", "confirm"):
+        r = client.post(f"/api/events/ev00003/{act}", headers=rev, json={"reason": "false_detection"})
+        assert r.status_code == 422 and "dismissal" in r.text
+    assert client.post("/api/events/ev00003/dismiss", headers=op, json={"reason": "buoy"}).status_code == 422
+    assert client.get("/api/events/ev00003", headers=op).json()["review_status"] == "dismissed"
 
 
 # ---- search over HTTP -----------------------------------------------------------------------------------------

@@ -337,6 +337,15 @@ def test_ui_operator_workflow_in_chromium(live_service, tmp_path):
         assert ev["review_status"] == "acknowledged"
         assert ev["review_history"][-1]["note"] == "crew sent to the quay" and ev["review_history"][-1]["by"] == "ops"
 
+        # ---- "False detection": a dismissal that says the detector was wrong (a welding flash, say), shown in the trail
+        page.fill("#d-note", "welding flash")
+        page.click("#d-false")
+        _wait(page, f"document.querySelector('#events tr[data-id=\"{fire_id}\"] td.status').textContent === 'dismissed'")
+        _wait(page, "document.querySelector('#d-audit li:last-child').textContent === 'dismissed (false detection) by ops: welding flash'")
+        with TestClient(svc.app) as client:
+            ev = client.get(f"/api/events/{fire_id}", headers={"X-API-Key": KEY}).json()
+        assert [(h["status"], h["reason"]) for h in ev["review_history"]] == [("acknowledged", ""), ("dismissed", "false_detection")]
+
         # ---- a live event arrives without a reload
         n_fire = page.evaluate("window.seawatch.state.events.filter(e => e.type === 'fire').length")
         det.on = True

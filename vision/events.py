@@ -31,6 +31,9 @@ ReviewStatus = Literal["new", "acknowledged", "dismissed", "confirmed"]
 PHASES: tuple[str, ...] = ("start", "update", "end")
 SEVERITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
 REVIEW_STATUSES: tuple[str, ...] = ("new", "acknowledged", "dismissed", "confirmed")
+# why a dismissal: "" (a real but harmless incident, or not said) or "false_detection" (the detector was wrong: the
+# box is not what its label says); only dismissals carry one
+REVIEW_REASONS: tuple[str, ...] = ("", "false_detection")
 
 # Event types raised by the vision rules; other stages (identity, streams) add their own (see ARCHITECTURE.md).
 FIRE = "fire"
@@ -183,13 +186,14 @@ class ReviewEntry:
     at_ns: int
     by: str = ""
     note: str = ""
+    reason: str = ""  # REVIEW_REASONS: "false_detection" on a dismissal that says the detector was wrong
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "at_ns": int(self.at_ns), "by": self.by, "note": self.note}
+        return {"status": self.status, "at_ns": int(self.at_ns), "by": self.by, "note": self.note, "reason": self.reason}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ReviewEntry":
-        return cls(d["status"], int(d["at_ns"]), str(d.get("by", "")), str(d.get("note", "")))
+        return cls(d["status"], int(d["at_ns"]), str(d.get("by", "")), str(d.get("note", "")), str(d.get("reason", "")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +271,11 @@ class Event:
         """Seconds from start to end (or to ``at_ns`` while open)."""
         stop = self.end_ns if self.end_ns is not None else self.at_ns
         return max(0, stop - self.start_ns) / 1e9
+
+    @property
+    def review_reason(self) -> str:
+        """Why the current review status, per its newest audit entry ("false_detection" or "")."""
+        return next((r.reason for r in reversed(self.review_history) if r.status == self.review_status), "")
 
     def with_review(self, status: ReviewStatus, at_ns: int, by: str = "", note: str = "") -> "Event":
         """A copy with a new review status and the change appended to the audit trail."""

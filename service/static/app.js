@@ -1,6 +1,6 @@
 // Seawatch operator UI: login, event list with filters, the map (map.js), event detail with snapshot (the camera's
 // zones, water and ignore areas and the subject's box drawn over it) and clip,
-// acknowledge / dismiss / confirm with a note, "ignore this spot" (a fixed camera's false alarm becomes an ignore area,
+// acknowledge / dismiss (also as a false detection) / confirm with a note, "ignore this spot" (a fixed camera's false alarm becomes an ignore area,
 // listed under the snapshot and removable), sources (cameras, drones, AIS), live updates over /api/live.
 // Plain ES modules, no build step, no external resources. Every datum comes from the authenticated API.
 "use strict";
@@ -160,7 +160,7 @@ async function select(id) {
   audit.replaceChildren();
   for (const r of ev.review_history || []) {
     const li = document.createElement("li");
-    li.textContent = `${r.status} by ${r.by || r.actor || "?"}${r.note ? ": " + r.note : ""}`;
+    li.textContent = `${r.status}${r.reason ? " (" + r.reason.replace("_", " ") + ")" : ""} by ${r.by || r.actor || "?"}${r.note ? ": " + r.note : ""}`;
     audit.appendChild(li);
   }
   const src = state.sources.find((s) => s.source_id === ev.source_id);
@@ -252,7 +252,8 @@ $("d-ignore").addEventListener("click", () => reviewDesk(`/api/events/${encodeUR
 for (const btn of document.querySelectorAll("#detail button[data-act]")) {
   btn.addEventListener("click", async () => {
     await reviewDesk(`/api/events/${encodeURIComponent(state.selected)}/${btn.dataset.act}`, {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ note: $("d-note").value }) });
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(Object.assign({ note: $("d-note").value }, btn.dataset.reason ? { reason: btn.dataset.reason } : {})) });
   });
 }
 
