@@ -34,6 +34,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("drone", "patrol"): "seawatch.drone.cmd_patrol",
     ("drone", "abort"): "seawatch.drone.cmd_abort",
     ("config", "check"): "seawatch.service.cmd_config_check",
+    ("reviews", "export"): "seawatch.service.cmd_reviews_export",
     ("serve",): "seawatch.service.cmd_serve",
 }
 
@@ -42,6 +43,7 @@ GROUP_HELP = {
     "drone": "MAVLink drones: status, replay, simulate, patrol, abort",
     "config": "validate a configuration file and explain every error",
     "ais": "AIS: read NMEA from a file or socket and show the vessel table",
+    "reviews": "the review desk's verdicts as training data of your own cameras",
 }
 
 

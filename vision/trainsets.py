@@ -29,6 +29,7 @@ class Item:
     camera: str
     lines: tuple[str, ...]  # YOLO label lines after class mapping (class ids index the manifest's classes)
     source: str
+    empty_keep: float | None = None  # the source's own share of empty tiles to keep (a review export: all), else the run's
 
     @property
     def n_boxes(self) -> int:
@@ -92,6 +93,9 @@ def scan(manifest: dict, shared: Path | None = None) -> list[Item]:
         if not root.is_dir():
             raise InputError(f"dataset source {src['name']}: {root} is missing")
         cam_re = camera_pattern(src)
+        keep = src.get("empty_keep")
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 <= keep <= 1.0):
+            raise ConfigError(f"dataset source {src['name']}: empty_keep must be a fraction in [0, 1], not {keep!r}")
         if src.get("globs"):
             images = sorted({p for g in src["globs"] for p in root.glob(g)})
         else:
@@ -100,7 +104,8 @@ def scan(manifest: dict, shared: Path | None = None) -> list[Item]:
             label = img.with_suffix(".txt") if src.get("globs") else root / "labels" / (img.stem + ".txt")
             m = cam_re.search(img.name)
             camera = m.group(1) if m else img.parent.name
-            items.append(Item(img, camera, _map_lines(label, {str(k): v for k, v in src["class_map"].items()}, classes), src["name"]))
+            items.append(Item(img, camera, _map_lines(label, {str(k): v for k, v in src["class_map"].items()}, classes), src["name"],
+                              None if keep is None else float(keep)))
     return items
 
 
@@ -146,6 +151,8 @@ def fingerprint(items: list[Item]) -> str:
     for it in sorted(items, key=lambda i: (i.source, i.image.name)):
         h.update(f"{it.source}/{it.image.name}:{it.image.stat().st_size}\n".encode())
         h.update("\n".join(it.lines).encode())
+        if it.empty_keep is not None:
+            h.update(f"\nempty_keep={it.empty_keep}".encode())
     return h.hexdigest()
 
 
@@ -330,7 +337,8 @@ def write_tiled_layout(out_dir: Path, train: list[Item], val: list[Item], classe
     objects of a few pixels only if the frame is shrunk; tiles keep them at their native size). The whole frame is
     kept too (``full_frame``) so large, close vessels are learned. Validation keeps whole frames: it is scored
     with the same tiled inference the product runs. ``empty_keep`` (below 1) keeps a seeded sample of the empty
-    tiles; ``hard_negatives`` (``{"weights", "imgsz", "conf", "device"}``) then mines the dropped ones with those
+    tiles (a source's own ``empty_keep`` overrides it for its frames: a review export keeps every tile, its dismissed
+    spots included); ``hard_negatives`` (``{"weights", "imgsz", "conf", "device"}``) then mines the dropped ones with those
     models (:func:`mine_hard_negatives`). The counts go to ``layout.json`` beside ``data.yaml``.
     """
     import cv2
@@ -357,7 +365,8 @@ def write_tiled_layout(out_dir: Path, train: list[Item], val: list[Item], classe
             (lab_dir / f"{stem}.txt").write_text("\n".join(it.lines) + ("\n" if it.lines else ""))
             total["frames"] += 1
         c = cut_tiles(img, it.lines, stem, img_dir, lab_dir, tile_px=tile_px, overlap=overlap, min_keep=min_keep,
-                      empty_keep=empty_keep, seed=seed, cand_dir=cand_dir, jpeg_quality=92)
+                      empty_keep=empty_keep if it.empty_keep is None else it.empty_keep, seed=seed, cand_dir=cand_dir,
+                      jpeg_quality=92)
         for k, v in c.items():
             total[k] = total.get(k, 0) + v
     if cand_dir is not None:
