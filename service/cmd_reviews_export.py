@@ -158,11 +158,12 @@ def export(store, media_dir: Path, out: Path, detector, tile, label: str = "vess
     report: dict = {"label": label, "mask_conf": mask_conf, "frames": [], "unreadable": [], "skipped_events": skipped,
                     "totals": {"frames": 0, "vessels": 0, "dismissed": 0, "masked": 0}}
     for (source_id, t_ns), evs in sorted(frames.items()):
-        path = media_dir / evs[0][0].snapshot.uri
-        img = cv2.imread(str(path)) if path.is_file() else None
+        path = (media_dir / evs[0][0].snapshot.uri).resolve()
+        inside = path.is_relative_to(media_dir.resolve())
+        img = cv2.imread(str(path)) if inside and path.is_file() else None
         if img is None:
-            report["unreadable"].append({"events": [e.id for e, _ in evs], "snapshot": str(path),
-                                         "why": "missing" if not path.is_file() else "not a readable image"})
+            why = "outside the media folder" if not inside else "missing" if not path.is_file() else "not a readable image"
+            report["unreadable"].append({"events": [e.id for e, _ in evs], "snapshot": str(path), "why": why})
             continue
         dets = detect_tiled(detector, [img], tile)[0] if tile else detector.detect([img])[0]
         dets = dets.with_label(label)

@@ -127,12 +127,15 @@ def test_reviews_export_end_to_end(tmp_path, shared_media, coco_vessels):
         "harmless": vessel_event(4, t2, found.xyxy_px[order[1]], f"snapshots/{DAY1}"),  # dismissed, no reason
         "handled": vessel_event(5, t2, boat2, f"snapshots/{DAY2}"),  # acknowledged only
         "lost": vessel_event(6, t2 + S, boat2, "snapshots/gone.jpg"),
+        "escape": vessel_event(9, t2 + 2 * S, boat2, "../../etc/hostname"),
+        "garbled": vessel_event(10, t2 + 3 * S, boat2, "snapshots/garbled.jpg"),
         "boxless": vessel_event(7, t2, boat2, None),
         "fire": replace(vessel_event(8, t1, boat, f"snapshots/{DAY1}"), type="fire", labels=("fire",)),
     }
     for e in events.values():
         store.put(e)
-    for key in ("boat", "boat2", "lost", "boxless", "fire"):
+    (media / "snapshots" / "garbled.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    for key in ("boat", "boat2", "lost", "escape", "garbled", "boxless", "fire"):
         store.review(events[key].id, "confirmed", "rita")
     store.review(events["buoy"].id, "dismissed", "olga", note="fairway buoy", reason="false_detection")
     store.review(events["harmless"].id, "dismissed", "olga", note="pilot boat")
@@ -149,7 +152,9 @@ def test_reviews_export_end_to_end(tmp_path, shared_media, coco_vessels):
     assert rc == 0
     report = json.loads((out / "export.json").read_text())
     assert report["skipped_events"] == {"no_verdict": 1, "no_snapshot": 1}
-    assert [u["events"] for u in report["unreadable"]] == [[events["lost"].id]]
+    assert [(u["events"], u["why"]) for u in report["unreadable"]] == [
+        ([events["lost"].id], "missing"), ([events["escape"].id], "outside the media folder"),
+        ([events["garbled"].id], "not a readable image")]
     names = sorted(p.name for p in (out / "images").iterdir())
     assert names == ["quay__2022-07-16T11-26-00-000Z.jpg", "quay__2022-07-17T09-50-00-000Z.jpg"]
     assert (out / "classes.txt").read_text() == "vessel\n"
