@@ -11,9 +11,23 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+import yaml
 
 from seawatch import paths
 from tests.conftest import has_module, missing, onnx_model
+
+
+@pytest.mark.parametrize("extra, why", [
+    (["--lr0", "0.001"], "--lr0 needs --optimizer"),
+    (["--optimizer", "SGD", "--lr0", "0"], "lr0 must be positive"),
+    (["--optimizer", "SGD", "--warmup-epochs", "-1"], "not negative"),
+])
+def test_train_refuses_a_bad_learning_rate_schedule_before_any_work(extra, why, capsys):
+    from seawatch.cli import main
+
+    assert main(["models", "train", "vessels", "--name", "never_made", *extra]) == 1
+    assert why in capsys.readouterr().err
 
 
 def test_smoke_training_registers_a_model_with_its_record(shared_media):
@@ -29,7 +43,8 @@ def test_smoke_training_registers_a_model_with_its_record(shared_media):
     try:
         # the smoke run keeps a fifth of the empty tiles and mines the rest with COCO's boat class (hard negatives)
         proc = subprocess.run([sys.executable, "-m", "seawatch", "models", "train", "vessels", "--smoke", "--name", name,
-                               "--empty-keep", "0.2", "--hard-negatives", "coco_yolov5n"],
+                               "--empty-keep", "0.2", "--hard-negatives", "coco_yolov5n",
+                               "--optimizer", "SGD", "--lr0", "0.002", "--lrf", "1", "--warmup-epochs", "0"],
                               env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -45,6 +60,10 @@ def test_smoke_training_registers_a_model_with_its_record(shared_media):
         n_train = len(trainsets.split(trainsets.scan(m), set(m["split"]["val_cameras"]))[0])
         assert lay["frames"] == record["split"]["train"]["images"] == len(range(0, n_train, 20))
         assert record["empty_keep"] == 0.2 and record["hard_negatives"] == "coco_yolov5n"
+        # the learning-rate schedule reached ultralytics and the record
+        assert (record["optimizer"], record["lr0"], record["lrf"], record["warmup_epochs"]) == ("SGD", 0.002, 1.0, 0.0)
+        used = yaml.safe_load((Path(record["weights"]).parents[1] / "args.yaml").read_text())
+        assert (used["optimizer"], used["lr0"], used["lrf"], used["warmup_epochs"]) == ("SGD", 0.002, 1.0, 0.0)
         assert 0 < lay["hard_negative_tiles"] <= lay["empty_tiles_dropped"] and lay["vessel_tiles"] > 0
         assert lay["hard_negative_weights_sha256"] == trainsets.miner_sha256("coco_yolov5n")
         assert registry.get_manifest(name).labels == {"vessel": "vessel"}

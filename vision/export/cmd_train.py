@@ -35,6 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "is kept as background (buoys, piles, cranes); needs --empty-keep below 1. COCO's boat class "
                         "(coco_yolov5n) works but measured worse than no mining (README)")
     p.add_argument("--hard-negative-conf", type=float, default=0.25, help="what counts as firing (default 0.25)")
+    p.add_argument("--optimizer", default="auto",
+                   help="ultralytics optimizer (auto, SGD, AdamW, ...); continuing a trained vessel model, the measured "
+                        "recipe is SGD at a constant 0.001 without warm-up (--optimizer SGD --lr0 0.001 --lrf 1 --warmup-epochs 0)")
+    p.add_argument("--lr0", type=float, default=None, help="initial learning rate (needs --optimizer other than auto)")
+    p.add_argument("--lrf", type=float, default=None, help="final learning rate as a fraction of lr0")
+    p.add_argument("--warmup-epochs", type=float, default=None, help="learning-rate warm-up in epochs (ultralytics: 3)")
     p.add_argument("--train-too", default="",
                    help="held-out cameras to train on as well, comma-separated, or 'all' for the model to ship "
                         "(its validation numbers are then not held out); an entry with * or ? is a file-name pattern")
@@ -85,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
                        fraction=args.fraction, empty_keep=args.empty_keep,
                        hard_negatives=[m.strip() for m in args.hard_negatives.split(",") if m.strip()],
                        hard_negative_conf=args.hard_negative_conf,
+                       optimizer=args.optimizer, lr0=args.lr0, lrf=args.lrf, warmup_epochs=args.warmup_epochs,
                        train_too=["*"] if args.train_too == "all" else
                        [c.strip() for c in args.train_too.split(",") if c.strip()])
     register_trained(args.name, record, licence="AGPL-3.0 (fine-tuned from AGPL-3.0 YOLO weights); training data: see "

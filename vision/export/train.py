@@ -114,16 +114,24 @@ def resolve_miners(names: list[str], start_pt: Path) -> list[str]:
 def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: int = 50, imgsz: int = 640,
           batch: int = 16, device: str = "cpu", seed: int = 0, tile_px: int = 640, fraction: float = 1.0,
           workers: int = 2, patience: int = 30, empty_keep: float = 1.0, hard_negatives: list[str] = (),
-          hard_negative_conf: float = 0.25, train_too: list[str] = ()) -> dict:
+          hard_negative_conf: float = 0.25, train_too: list[str] = (), optimizer: str = "auto",
+          lr0: float | None = None, lrf: float | None = None, warmup_epochs: float | None = None) -> dict:
     """Train, export to ONNX, register ``out_name`` in the user registry. Returns the training record.
 
     ``empty_keep`` keeps that seeded fraction of the empty tiles; ``hard_negatives`` (miners, see
     :func:`resolve_miners`) add every other empty tile one of them fires on at ``hard_negative_conf``;
-    ``train_too`` moves held-out cameras (``*``: all) or frames matching a file-name pattern into training."""
+    ``train_too`` moves held-out cameras (``*``: all) or frames matching a file-name pattern into training;
+    ``optimizer``, ``lr0``, ``lrf``, ``warmup_epochs`` go to ultralytics when given (the gentle recipe that continues
+    a trained model: SGD, 0.001, 1.0, 0)."""
     from seawatch.vision.export.loaders import prepare_ultralytics_env, use_cpu_threads
 
     if not 0.0 <= empty_keep <= 1.0:
         raise ModelError(f"--empty-keep {empty_keep}: a fraction in [0, 1]")
+    schedule = {k: v for k, v in (("lr0", lr0), ("lrf", lrf), ("warmup_epochs", warmup_epochs)) if v is not None}
+    if any(v < 0 for v in schedule.values()) or schedule.get("lr0", 1.0) == 0:
+        raise ModelError(f"learning-rate schedule {schedule}: lr0 must be positive, lrf and warm-up not negative")
+    if "lr0" in schedule and optimizer == "auto":
+        raise ModelError("--lr0 needs --optimizer (SGD, AdamW, ...): ultralytics' auto optimizer chooses its own rate")
     manifest = trainsets.load_dataset_manifest(dataset)
     items = trainsets.scan(manifest)
     val_cameras = set(manifest.get("split", {}).get("val_cameras", []))
@@ -167,7 +175,7 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
     yolo = YOLO(str(start_pt))
     yolo.train(data=str(layout / "data.yaml"), epochs=epochs, imgsz=imgsz, batch=batch, device=device, seed=seed,
                deterministic=True, workers=workers, plots=False, project=str(work), name="run", exist_ok=True,
-               patience=patience, amp=device != "cpu", verbose=False)
+               patience=patience, amp=device != "cpu", verbose=False, optimizer=optimizer, **schedule)
     best = Path(yolo.trainer.best)
     if not best.is_file():
         raise ExportError(f"training produced no weights at {best}")
@@ -181,6 +189,7 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
         "epochs": epochs, "imgsz": imgsz, "batch": batch, "tile_px": tile_px, "fraction": fraction,
         "device": device, "train_seconds": round(time.monotonic() - t0, 1), "weights": str(best),
         "weights_sha256": registry.sha256_file(best), "empty_keep": empty_keep, "layout": counts,
+        "optimizer": optimizer, **schedule,
         **({"hard_negatives": ",".join(Path(w).name if w.endswith(".pt") else w for w in mining["weights"])}
            if mining else {}),
         **({"train_too": sorted(too), "val_cameras": sorted(val_cameras)} if too else {}),
