@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 
 HELP = "fine-tune a detector on a dataset manifest (datasets/NAME.yaml), export ONNX and register it"
 log = logging.getLogger(__name__)
@@ -94,8 +95,9 @@ def run(args: argparse.Namespace) -> int:
                        optimizer=args.optimizer, lr0=args.lr0, lrf=args.lrf, warmup_epochs=args.warmup_epochs,
                        train_too=["*"] if args.train_too == "all" else
                        [c.strip() for c in args.train_too.split(",") if c.strip()])
+    data_file = args.dataset if Path(args.dataset).suffix else f"datasets/{args.dataset}.yaml"  # a name, or a path
     register_trained(args.name, record, licence="AGPL-3.0 (fine-tuned from AGPL-3.0 YOLO weights); training data: see "
-                                                 f"datasets/{args.dataset}.yaml",
+                                                 f"{data_file}",
                      description=_description(args.dataset, args.base, record), imgsz=args.imgsz,
                      tile_px=_trained_tile_px(record, args.imgsz))
     return 0
