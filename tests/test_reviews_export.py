@@ -6,6 +6,7 @@ import json
 import shutil
 from dataclasses import replace
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -218,3 +219,43 @@ def test_reviews_export_refuses_bad_input(tmp_path, capsys, coco_vessels):
                  "--model", "coco_yolov5n", "--base-dataset", "none"]) == 0
     assert "0 frames" in capsys.readouterr().out
     assert json.loads((tmp_path / "out" / "export.json").read_text())["totals"]["frames"] == 0
+
+
+def test_simulated_review_desk_gives_the_labels_verdicts(tmp_path, shared_media, coco_vessels):
+    """scripts/review_desk_sim.py (how the export was measured): every alarm of the model on the day's real frames is
+    an event whose verdict is what the labels say; the export then labels exactly the confirmed boxes."""
+    import subprocess
+    import sys
+
+    from seawatch.service.store import EventQuery, EventStore
+    from seawatch.vision.groundtruth import load_manifest
+    from seawatch.vision.metrics import box_iou
+
+    manifest = shared_media / "MANIFEST.json"
+    out = tmp_path / "desk"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "review_desk_sim.py"
+    proc = subprocess.run([sys.executable, str(script), str(manifest), "--model", "coco_yolov5n",
+                           "--only", "w4gnqsqx_1440_2022-07-16", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    counts = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert counts["frames"] == 2 and counts["labelled_vessels"] == 67 + 52
+    store = EventStore.open(f"sqlite:///{out / 'seawatch.db'}")
+    events = store.search(EventQuery(limit=1000)).events
+    store.close()
+    assert len(events) == counts["confirmed"] + counts["dismissed_false_detection"] and counts["confirmed"] >= 10
+    gt = {s.path.name: s.gt("vessel") for s in load_manifest(manifest, None) if s.kind == "image"}
+    for ev in events:
+        best = box_iou(np.array([ev.snapshot.xyxy_px], np.float32), gt[ev.snapshot.uri.split("/")[-1]]).max()
+        if ev.review_status == "confirmed":
+            assert best >= 0.3
+        else:
+            assert ev.review_status == "dismissed" and ev.review_reason == "false_detection"
+    from seawatch.cli import main
+
+    assert main(["reviews", "export", "--database", f"sqlite:///{out / 'seawatch.db'}", "--media-dir", str(out / "media"),
+                 "--out", str(out / "export"), "--model", "coco_yolov5n", "--base-dataset", "none"]) == 0
+    report = json.loads((out / "export" / "export.json").read_text())
+    # a confirmed box and a dismissed one over the same object (IoU >= 0.3) are neither: masked instead
+    assert report["totals"]["vessels"] <= counts["confirmed"] and report["totals"]["frames"] == 2
+    assert report["totals"]["vessels"] + report["totals"]["dismissed"] >= 0.8 * len(events)
