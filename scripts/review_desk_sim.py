@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import cv2
-    import numpy as np
 
     from seawatch.service.store import EventStore
     from seawatch.vision.detector import load_detector
