@@ -112,7 +112,8 @@ class MqttPublisher:
         elif kind == "review":
             last = (ev.get("review_history") or [{}])[-1]
             self._pub(f"{self.prefix}/reviews", json.dumps({"event_id": ev.get("id"), "status": ev.get("review_status"),
-                                                             "by": last.get("by"), "note": last.get("note"), "at_ns": last.get("at_ns")},
+                                                             "by": last.get("by"), "note": last.get("note"),
+                                                             "reason": last.get("reason", ""), "at_ns": last.get("at_ns")},
                                                             separators=(",", ":")))
 
     def source_states(self, statuses: list[dict[str, Any]]) -> None:

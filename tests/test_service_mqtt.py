@@ -116,7 +116,9 @@ def test_events_counts_reviews_and_availability(broker):
         assert sub.until("sw1/quay-1/smoke", lambda p: p == "0")
         hub.publish_event(ev.with_review("acknowledged", T0 + 9 * S, "olga", "on it"), kind="review")
         assert json.loads(sub.until("sw1/reviews")[0]) == {"event_id": "ev00000", "status": "acknowledged", "by": "olga",
-                                                            "note": "on it", "at_ns": T0 + 9 * S}
+                                                            "note": "on it", "reason": "", "at_ns": T0 + 9 * S}
+        hub.publish_event(ev.with_review("dismissed", T0 + 10 * S, "olga", "a buoy", "false_detection"), kind="review")
+        assert json.loads(sub.until("sw1/reviews", lambda p: "buoy" in p)[0])["reason"] == "false_detection"
         pub.source_states([{"source_id": "quay-1", "state": "online"}, {"source_id": "cam/#2", "state": "offline"}])
         assert sub.until("sw1/quay-1/status")[0] == "online"
         assert sub.until("sw1/cam__2/status")[0] == "offline"  # wildcards and separators never reach a topic

@@ -277,11 +277,14 @@ class Event:
         """Why the current review status, per its newest audit entry ("false_detection" or "")."""
         return next((r.reason for r in reversed(self.review_history) if r.status == self.review_status), "")
 
-    def with_review(self, status: ReviewStatus, at_ns: int, by: str = "", note: str = "") -> "Event":
+    def with_review(self, status: ReviewStatus, at_ns: int, by: str = "", note: str = "", reason: str = "") -> "Event":
         """A copy with a new review status and the change appended to the audit trail."""
         if status not in REVIEW_STATUSES:
             raise InputError(f"review status must be one of {REVIEW_STATUSES}, got {status!r}")
-        return replace(self, review_status=status, review_history=self.review_history + (ReviewEntry(status, int(at_ns), by, note),))
+        if reason not in REVIEW_REASONS or (reason and status != "dismissed"):
+            raise InputError(f"review reason {reason!r}: one of {REVIEW_REASONS[1:]}, with a dismissal only")
+        return replace(self, review_status=status,
+                       review_history=self.review_history + (ReviewEntry(status, int(at_ns), by, note, reason),))
 
     def to_dict(self, include_jpeg: bool = False) -> dict[str, Any]:
         """A JSON-able dict (snapshot pixels only as base64 when ``include_jpeg``)."""
