@@ -163,3 +163,13 @@ def test_own_camera_example_manifest_reads_and_names_the_missing_folder(vessel_i
     assert m["sources"][0] == vessels["sources"][0] and m["split"]["val_cameras"] == ["quaycam"]
     with pytest.raises(trainsets.InputError, match="dataset source quaycam: /data/quaycam_labels is missing"):
         trainsets.scan(m, shared_media.parent)
+
+
+@pytest.mark.parametrize("keep", [1.5, -0.1, "all", True])
+def test_a_source_empty_keep_must_be_a_fraction(tmp_path, keep):
+    (tmp_path / "images").mkdir()
+    m = {"name": "x", "classes": ["vessel"], "_path": str(tmp_path / "x.yaml"),
+         "sources": [{"name": "site", "root": str(tmp_path), "format": "yolo", "class_map": {"0": "vessel"},
+                      "empty_keep": keep}]}
+    with pytest.raises(trainsets.ConfigError, match="dataset source site: empty_keep must be a fraction"):
+        trainsets.scan(m)
