@@ -45,6 +45,7 @@ from seawatch.service.schemas import (
     to_ns,
 )
 from seawatch.service.store import BBox, EventQuery, EventStore
+from seawatch.vision.events import reason_problem
 
 log = logging.getLogger(__name__)
 
@@ -256,8 +257,8 @@ def get_audit(event_id: str, store: Store, who: Operator) -> list[AuditOut]:
 
 def _review(store: EventStore, live: LiveHub, event_id: str, status: str, who: Principal, body: ReviewIn | None) -> EventOut:
     _get_event(store, event_id)
-    if body is not None and body.reason and status != "dismissed":
-        raise ApiError(422, f"reason {body.reason!r} goes with a dismissal, not with {status}")
+    if body is not None and (why := reason_problem(status, body.reason)) is not None:
+        raise ApiError(422, why)
     ev = store.review(event_id, status, who.name, who.kind, body.note if body else "", reason=body.reason if body else "")
     log.info("event %s %s by %s %s", event_id, status, who.kind, who.name)
     live.publish_event(ev, kind="review")  # after the commit, like every publication

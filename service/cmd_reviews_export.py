@@ -27,6 +27,8 @@ HELP = "the review desk's confirmed / false-detection vessel events as a trainin
 
 log = logging.getLogger(__name__)
 
+# unlike the snapshot sink's file names, underscores go too (runs collapse to one), so the "__" that ends the camera
+# part of an exported frame's name cannot occur inside it
 _SAFE = re.compile(r"[^A-Za-z0-9.-]+")
 # the camera (source) of an exported frame is what precedes "__" in its file name
 CAMERA_FROM = r"^(.+?)__\d{4}-\d{2}-\d{2}"
@@ -51,17 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _utc_ns(text: str | None, what: str) -> int | None:
-    from seawatch.errors import InputError
+    from seawatch.streams.clock import parse_utc_ns
 
-    if text is None:
-        return None
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        raise InputError(f"--{what} {text!r}: not an ISO date or time (2026-07-16, 2026-07-16T12:00)") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
-    return int(t.timestamp() * 1e9)
+    return None if text is None else parse_utc_ns(text, f"--{what}")
 
 
 def _verdict(ev) -> str | None:
@@ -148,7 +142,8 @@ def export(store, media_dir: Path, out: Path, detector, tile, label: str = "vess
     import cv2
     import numpy as np
 
-    from seawatch.vision.review_labels import masked_image, site_labels, yolo_lines
+    from seawatch.vision.review_labels import masked_image, site_labels
+    from seawatch.vision.trainsets import yolo_lines
     from seawatch.vision.tiling import detect_tiled
 
     frames, skipped = reviewed_frames(store, label, source_ids, start_from_ns, start_to_ns)
@@ -157,9 +152,10 @@ def export(store, media_dir: Path, out: Path, detector, tile, label: str = "vess
     (out / "classes.txt").write_text(label + "\n")
     report: dict = {"label": label, "mask_conf": mask_conf, "frames": [], "unreadable": [], "skipped_events": skipped,
                     "totals": {"frames": 0, "vessels": 0, "dismissed": 0, "masked": 0}}
+    media_dir = media_dir.resolve()
     for (source_id, t_ns), evs in sorted(frames.items()):
         path = (media_dir / evs[0][0].snapshot.uri).resolve()
-        inside = path.is_relative_to(media_dir.resolve())
+        inside = path.is_relative_to(media_dir)
         img = cv2.imread(str(path)) if inside and path.is_file() else None
         if img is None:
             why = "outside the media folder" if not inside else "missing" if not path.is_file() else "not a readable image"

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 
 from seawatch.errors import ConfigError, InputError
-from seawatch.vision.events import REVIEW_REASONS, REVIEW_STATUSES, SEVERITIES, Event, ReviewEntry, severity_rank
+from seawatch.vision.events import REVIEW_STATUSES, SEVERITIES, Event, ReviewEntry, reason_problem, severity_rank
 
 log = logging.getLogger(__name__)
 
@@ -551,10 +551,8 @@ class EventStore:
         ``reason`` ("false_detection") says why a dismissal: the detector was wrong."""
         if status not in REVIEW_STATUSES or status == "new":
             raise InputError(f"review status must be acknowledged, dismissed or confirmed, not {status!r}")
-        if reason not in REVIEW_REASONS:
-            raise InputError(f"unknown review reason {reason!r}; one of {REVIEW_REASONS[1:]}")
-        if reason and status != "dismissed":
-            raise InputError(f"a reason ({reason}) goes with a dismissal, not with {status}")
+        if (why := reason_problem(status, reason)) is not None:
+            raise InputError(why)
         if "\x00" in note or "\x00" in by:
             raise InputError("a review note must not contain NUL characters")
         at = time.time_ns() if at_ns is None else int(at_ns)

@@ -14,6 +14,21 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from datetime import datetime, timezone
+
+
+def parse_utc_ns(text: str, what: str) -> int:
+    """UTC ns of an ISO 8601 date or time given on the command line (``what`` names the option in the error); a time
+    without a zone is UTC."""
+    from seawatch.errors import InputError
+
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"{what}: {text!r} is not an ISO 8601 date or time (2026-07-16, 2026-07-16T12:00Z)") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp() * 1e9)
 
 
 class StreamClock:

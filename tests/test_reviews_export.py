@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seawatch.vision.review_labels import masked_image, site_labels, yolo_lines
+from seawatch.vision.review_labels import masked_image, site_labels
+from seawatch.vision.trainsets import yolo_lines
 from tests.conftest import onnx_model
 from tests.test_service_store import make_event
 

@@ -244,16 +244,13 @@ class YoloWriter:
             if not ok:
                 raise InputError(f"{frame.source}: cannot encode frame {frame.frame_index}")
             (self.out_dir / "images" / f"{stem}.jpg").write_bytes(buf.tobytes())
+        from seawatch.vision.trainsets import yolo_lines
+
         lines = []
         for det in dets_by_model:
-            for (x1, y1, x2, y2), lab in zip(det.xyxy_px.tolist(), det.label.tolist()):
-                if lab not in self.classes:
-                    continue
-                x1, x2 = min(max(x1, 0.0), w), min(max(x2, 0.0), w)
-                y1, y2 = min(max(y1, 0.0), h), min(max(y2, 0.0), h)
-                if x2 > x1 and y2 > y1:
-                    lines.append(f"{self.classes.index(lab)} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
-                                 f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
+            for box, lab in zip(det.xyxy_px.tolist(), det.label.tolist()):
+                if lab in self.classes:
+                    lines += yolo_lines(box, w, h, self.classes.index(lab))
         (self.out_dir / "labels" / f"{stem}.txt").write_text("".join(f"{line}\n" for line in lines))
         self.frames += 1
         self.boxes += len(lines)

@@ -6,7 +6,6 @@ import argparse
 import re
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from seawatch.errors import ConfigError, InputError
@@ -38,15 +37,9 @@ def _parse_source(text: str) -> tuple[str, str]:
 
 
 def _start_ns(text: str | None) -> int:
-    if not text:
-        return time.time_ns()
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"--start-utc: {text!r} is not an ISO 8601 time") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return int(dt.timestamp() * 1e9)
+    from seawatch.streams.clock import parse_utc_ns
+
+    return parse_utc_ns(text, "--start-utc") if text else time.time_ns()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -35,6 +35,16 @@ REVIEW_STATUSES: tuple[str, ...] = ("new", "acknowledged", "dismissed", "confirm
 # box is not what its label says); only dismissals carry one
 REVIEW_REASONS: tuple[str, ...] = ("", "false_detection")
 
+
+def reason_problem(status: str, reason: str) -> str | None:
+    """Why ``reason`` cannot go with a review of ``status`` (None when it can): one rule for the store, the API and
+    :meth:`Event.with_review`."""
+    if reason not in REVIEW_REASONS:
+        return f"unknown review reason {reason!r}; one of {REVIEW_REASONS[1:]}"
+    if reason and status != "dismissed":
+        return f"a reason ({reason}) goes with a dismissal, not with {status}"
+    return None
+
 # Event types raised by the vision rules; other stages (identity, streams) add their own (see ARCHITECTURE.md).
 FIRE = "fire"
 SMOKE = "smoke"
@@ -281,8 +291,8 @@ class Event:
         """A copy with a new review status and the change appended to the audit trail."""
         if status not in REVIEW_STATUSES:
             raise InputError(f"review status must be one of {REVIEW_STATUSES}, got {status!r}")
-        if reason not in REVIEW_REASONS or (reason and status != "dismissed"):
-            raise InputError(f"review reason {reason!r}: one of {REVIEW_REASONS[1:]}, with a dismissal only")
+        if (why := reason_problem(status, reason)) is not None:
+            raise InputError(why)
         return replace(self, review_status=status,
                        review_history=self.review_history + (ReviewEntry(status, int(at_ns), by, note, reason),))
 

@@ -110,16 +110,3 @@ def masked_image(image: np.ndarray, labels: SiteLabels, margin_frac: float = 0.1
         region[max(0, int(np.floor(y0))):min(h, int(np.ceil(y1))), max(0, int(np.floor(x0))):min(w, int(np.ceil(x1)))] = False
     out[region] = blurred[region]
     return out
-
-
-def yolo_lines(xyxy_px: np.ndarray, width_px: int, height_px: int, class_id: int = 0) -> list[str]:
-    """YOLO label lines (``class cx cy w h``, normalised, clipped to the frame) for pixel boxes."""
-    lines = []
-    for x0, y0, x1, y1 in np.asarray(xyxy_px, np.float64).reshape(-1, 4):
-        x0, x1 = np.clip([x0, x1], 0, width_px)
-        y0, y1 = np.clip([y0, y1], 0, height_px)
-        if x1 <= x0 or y1 <= y0:
-            continue
-        lines.append(f"{class_id} {(x0 + x1) / 2 / width_px:.6f} {(y0 + y1) / 2 / height_px:.6f} "
-                     f"{(x1 - x0) / width_px:.6f} {(y1 - y0) / height_px:.6f}")
-    return lines

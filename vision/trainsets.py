@@ -192,6 +192,22 @@ def line_xyxy_px(line: str, w: int, h: int) -> tuple[float, float, float, float]
     return (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h
 
 
+def yolo_lines(xyxy_px, width_px: int, height_px: int, class_id: int = 0) -> list[str]:
+    """YOLO label lines (``class cx cy w h``, normalised, clipped to the frame) for pixel boxes; boxes with nothing
+    left inside the frame are skipped. The inverse of :func:`line_xyxy_px`."""
+    import numpy as np
+
+    lines = []
+    for x0, y0, x1, y1 in np.asarray(xyxy_px, np.float64).reshape(-1, 4).tolist():
+        x0, x1 = min(max(x0, 0.0), width_px), min(max(x1, 0.0), width_px)
+        y0, y1 = min(max(y0, 0.0), height_px), min(max(y1, 0.0), height_px)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        lines.append(f"{class_id} {(x0 + x1) / 2 / width_px:.6f} {(y0 + y1) / 2 / height_px:.6f} "
+                     f"{(x1 - x0) / width_px:.6f} {(y1 - y0) / height_px:.6f}")
+    return lines
+
+
 def _tile_labels(lines: tuple[str, ...], w: int, h: int, x0: int, y0: int, tile: int, min_keep: float) -> list[str]:
     out = []
     for line in lines:
