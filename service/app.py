@@ -408,8 +408,7 @@ def _sources(state) -> list[SourceOut]:
         d["kind"] = "camera"
         d["view"] = _camera_view(spec)
         d["areas"] = _camera_areas(spec, state.settings.zones) + [
-            {"kind": "ignore", "id": f"op-{a.id}", "area_id": a.id, "origin": "operator", "polygon_px": [list(p) for p in a.polygon_px],
-             "labels": list(a.labels), "note": a.note, "event_id": a.event_id, "created_by": a.created_by}
+            _ignore_area_out(f"op-{a.id}", "operator", a, area_id=a.id, event_id=a.event_id, created_by=a.created_by)
             for a in added.get(spec.id, ())]
         d["drone_id"] = getattr(state.settings.drone_of(spec.id), "id", None)
         out.append(SourceOut.model_validate(d))
@@ -431,9 +430,15 @@ def _camera_areas(spec, zones) -> list[dict[str, Any]]:
     for i, poly in enumerate(spec.water or ()):
         out.append({"kind": "water", "id": f"water-{i + 1}", "polygon_px": [list(p) for p in poly]})
     for i, area in enumerate(spec.ignore):
-        out.append({"kind": "ignore", "id": f"ignore-{i + 1}", "origin": "config", "polygon_px": [list(p) for p in area.polygon_px],
-                    "labels": list(area.labels), "note": area.note})
+        out.append(_ignore_area_out(f"ignore-{i + 1}", "config", area))
     return out
+
+
+def _ignore_area_out(listed_id: str, origin: str, area, **extra) -> dict[str, Any]:
+    """One ignore area of a camera as listed: a configured one (``origin: config``) or one the review desk added
+    (``operator``, with its row id, event and author in ``extra``); both have ``polygon_px``, ``labels``, ``note``."""
+    return {"kind": "ignore", "id": listed_id, "origin": origin, "polygon_px": [list(p) for p in area.polygon_px], "labels": list(area.labels),
+            "note": area.note, **extra}
 
 
 def _camera_view(spec) -> dict[str, Any] | None:

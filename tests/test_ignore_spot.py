@@ -121,6 +121,9 @@ def test_ignore_spot_end_to_end(tmp_path, hashes):
         quay = next(s for s in client.get("/api/sources", headers=op).json() if s["source_id"] == "quay")
         ignores = [(a["id"], a["origin"]) for a in quay["areas"] if a["kind"] == "ignore"]
         assert ignores == [("ignore-1", "config"), (f"op-{area['id']}", "operator")]
+        mine = next(a for a in quay["areas"] if a.get("origin") == "operator")
+        assert (mine["area_id"], mine["event_id"], mine["created_by"], mine["note"], mine["labels"], mine["polygon_px"]) \
+            == (area["id"], buoy.id, "rita", "fairway buoy", ["vessel"], area["polygon_px"])
         assert [a["id"] for a in client.get("/api/sources/quay/ignore-areas", headers=op).json()] == [area["id"]]
 
         # the running pipeline drops the buoy from the next frame on, keeps the boat and the configured area
