@@ -17,6 +17,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", default="coco_yolov5n",
                    help="starting weights: coco_yolov5n, fall, ship_published, or a .pt / .yaml path")
     p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--time-h", type=float, default=0.0,
+                   help="time box in hours instead of an epoch count (ultralytics re-plans the epochs after the first so "
+                        "the schedule ends in time; the record keeps the epochs done): --time-h 1 on a CPU, see README")
+    p.add_argument("--engine", default="ultralytics", choices=("ultralytics", "yolov5"),
+                   help="ultralytics (default; GPU or CPU): the COCO backbone in an anchor-free head trained from zero. "
+                        "yolov5 (CPU): the original COCO YOLOv5 keeps its head, cut to the boat class, so training "
+                        "starts from COCO's boat detector (measured: README, 'Without a GPU')")
+    p.add_argument("--register-imgsz", type=int, default=None,
+                   help="inference input size to register (default: the training size); the tile side scales with "
+                        "it so the trained zoom is kept (trained at 320 px on 192 px tiles, registered at 640: 384 px tiles)")
+    p.add_argument("--workers", type=int, default=2, help="data-loader processes (1 on a 2-core CPU leaves both "
+                                                          "cores to the model)")
     p.add_argument("--imgsz", type=int, default=None,
                    help="training input size (tiles are this big; default 640). With --import: the inference input "
                         "size to register (default: the run's); the tile side scales with it, so the zoom the model "
@@ -64,6 +76,8 @@ def _trained_tile_px(record: dict, imgsz: int) -> int:
 
 def _description(dataset: str, base: str, record: dict) -> str:
     text = f"fine-tuned on {dataset} from {base}"
+    if record.get("engine") == "yolov5":
+        text += " (YOLOv5 engine: its COCO boat class was the start of the vessel head)"
     too = record.get("train_too")
     if too:
         from seawatch.vision.trainsets import is_frame_pattern
@@ -86,15 +100,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         args.imgsz = args.imgsz or 640
         if args.smoke:
-            args.epochs, args.fraction, args.imgsz, args.batch = 1, 0.05, 320, 8
+            args.epochs, args.fraction, args.imgsz, args.batch = 1, 0.05, 320, 8  # --time-h still applies
         record = train(args.dataset, args.name, base=args.base, epochs=args.epochs, imgsz=args.imgsz,
                        batch=args.batch, device=args.device, seed=args.seed, tile_px=args.tile_px or args.imgsz,
+                       time_h=args.time_h, workers=args.workers, engine=args.engine,
                        fraction=args.fraction, empty_keep=args.empty_keep,
                        hard_negatives=[m.strip() for m in args.hard_negatives.split(",") if m.strip()],
                        hard_negative_conf=args.hard_negative_conf,
                        optimizer=args.optimizer, lr0=args.lr0, lrf=args.lrf, warmup_epochs=args.warmup_epochs,
                        train_too=["*"] if args.train_too == "all" else
                        [c.strip() for c in args.train_too.split(",") if c.strip()])
+        args.imgsz = args.register_imgsz or args.imgsz
     data_file = args.dataset if Path(args.dataset).suffix else f"datasets/{args.dataset}.yaml"  # a name, or a path
     register_trained(args.name, record, licence="AGPL-3.0 (fine-tuned from AGPL-3.0 YOLO weights); training data: see "
                                                  f"{data_file}",

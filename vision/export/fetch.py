@@ -251,6 +251,7 @@ def export_yolov5(loaded: Any, m: ModelManifest, out: Path) -> None:
 
     with yolov5_modules():
         model = copy.deepcopy(loaded.module).float().eval()
+        model.requires_grad_(False)  # before fusing: fused weights computed from trainable ones are not leaves
         if hasattr(model, "fuse"):
             model = model.fuse()
         for mod in model.modules():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -115,8 +116,15 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
           batch: int = 16, device: str = "cpu", seed: int = 0, tile_px: int = 640, fraction: float = 1.0,
           workers: int = 2, patience: int = 30, empty_keep: float = 1.0, hard_negatives: list[str] = (),
           hard_negative_conf: float = 0.25, train_too: list[str] = (), optimizer: str = "auto",
-          lr0: float | None = None, lrf: float | None = None, warmup_epochs: float | None = None) -> dict:
+          lr0: float | None = None, lrf: float | None = None, warmup_epochs: float | None = None,
+          time_h: float = 0.0, engine: str = "ultralytics") -> dict:
     """Train, export to ONNX, register ``out_name`` in the user registry. Returns the training record.
+
+    ``time_h`` > 0 time-boxes the run (ultralytics' ``time=``, hours): it re-plans the epoch count after the first
+    epoch so the learning-rate schedule ends with the box, and ``epochs`` is ignored; the record says how many ran.
+    ``engine="yolov5"`` trains the original YOLOv5 COCO model with its boat class as the starting head
+    (:mod:`seawatch.vision.export.train_yolov5`): ``base`` must be a YOLOv5 COCO model, SGD only, no hard negatives;
+    the record's ``weights`` is then the exported ONNX file (``checkpoint``: the YOLOv5 ``.pt``).
 
     ``empty_keep`` keeps that seeded fraction of the empty tiles; ``hard_negatives`` (miners, see
     :func:`resolve_miners`) add every other empty tile one of them fires on at ``hard_negative_conf``;
@@ -130,7 +138,19 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
     schedule = {k: v for k, v in (("lr0", lr0), ("lrf", lrf), ("warmup_epochs", warmup_epochs)) if v is not None}
     if any(v < 0 for v in schedule.values()) or schedule.get("lr0", 1.0) == 0:
         raise ModelError(f"learning-rate schedule {schedule}: lr0 must be positive, lrf and warm-up not negative")
-    if "lr0" in schedule and optimizer == "auto":
+    if not (time_h >= 0.0 and math.isfinite(time_h)):
+        raise ModelError(f"--time-h {time_h}: hours, 0 or more (0 = no time box)")
+    if engine not in ("ultralytics", "yolov5"):
+        raise ModelError(f"--engine {engine!r}: ultralytics or yolov5")
+    if engine == "yolov5":
+        if device != "cpu":
+            raise ModelError("--engine yolov5 trains on the CPU (--device cpu); on a GPU use the ultralytics engine")
+        if hard_negatives:
+            raise ModelError("--engine yolov5 does not mine hard negatives (use the ultralytics engine for that)")
+        if optimizer not in ("auto", "SGD") or set(schedule) - {"lr0"}:
+            raise ModelError("--engine yolov5 trains with SGD and a linear schedule to 1 %: of the schedule options "
+                             "only --lr0 applies")
+    if "lr0" in schedule and optimizer == "auto" and engine == "ultralytics":
         raise ModelError("--lr0 needs --optimizer (SGD, AdamW, ...): ultralytics' auto optimizer chooses its own rate")
     manifest = trainsets.load_dataset_manifest(dataset)
     items = trainsets.scan(manifest)
@@ -157,6 +177,26 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
                              "(0.1 in the measured recipe)")
         resolve_miners([n for n in hard_negatives if n != "base"], Path("unused.pt"))
     work.mkdir(parents=True, exist_ok=True)
+    if engine == "yolov5":
+        layout = work / _layout_key(tile_px, empty_keep, seed, None, sorted(too), fraction)
+        if not (layout / "data.yaml").is_file():
+            trainsets.write_tiled_layout(layout, tr, va, list(manifest["classes"]), tile_px=tile_px,
+                                         empty_keep=empty_keep, seed=seed)
+        from seawatch.vision.export.train_yolov5 import train_boat_headed
+
+        run = train_boat_headed(base, layout, work / "run_yolov5", imgsz=imgsz, batch=batch, seed=seed,
+                                workers=workers, epochs=epochs, time_s=time_h * 3600, lr0=lr0 or 0.01)
+        counts = json.loads((layout / "layout.json").read_text()) if (layout / "layout.json").is_file() else {}
+        record = {
+            "dataset": dataset, "dataset_manifest_sha256": registry.sha256_file(Path(manifest["_path"])),
+            "dataset_fingerprint": fp, "split": trainsets.summary(tr, va), "seed": seed, "engine": "yolov5",
+            **run, **({"time_box_h": time_h} if time_h > 0 else {}), "imgsz": imgsz, "batch": batch,
+            "tile_px": tile_px, "fraction": fraction, "device": "cpu", "workers": workers,
+            "empty_keep": empty_keep, "layout": counts, "optimizer": "SGD", "lr0": lr0 or 0.01,
+            **({"train_too": sorted(too), "val_cameras": sorted(val_cameras)} if too else {}),
+        }
+        (work / "train_record.json").write_text(json.dumps(record, indent=2))
+        return record
     start_pt, base_facts = base_checkpoint(base, work)
     mining = None
     if hard_negatives:
@@ -175,8 +215,10 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
     yolo = YOLO(str(start_pt))
     yolo.train(data=str(layout / "data.yaml"), epochs=epochs, imgsz=imgsz, batch=batch, device=device, seed=seed,
                deterministic=True, workers=workers, plots=False, project=str(work), name="run", exist_ok=True,
-               patience=patience, amp=device != "cpu", verbose=False, optimizer=optimizer, **schedule)
+               patience=patience, amp=device != "cpu", verbose=False, optimizer=optimizer, **schedule,
+               **({"time": time_h} if time_h > 0 else {}))
     best = Path(yolo.trainer.best)
+    epochs_done = int(getattr(yolo.trainer, "epoch", epochs - 1)) + 1
     if not best.is_file():
         raise ExportError(f"training produced no weights at {best}")
     try:
@@ -186,8 +228,8 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
     record = {
         "dataset": dataset, "dataset_manifest_sha256": registry.sha256_file(Path(manifest["_path"])),
         "dataset_fingerprint": fp, "split": trainsets.summary(tr, va), "seed": seed,
-        "epochs": epochs, "imgsz": imgsz, "batch": batch, "tile_px": tile_px, "fraction": fraction,
-        "device": device, "train_seconds": round(time.monotonic() - t0, 1), "weights": str(best),
+        "epochs": epochs_done, **({"time_box_h": time_h} if time_h > 0 else {}), "imgsz": imgsz, "batch": batch, "tile_px": tile_px, "fraction": fraction,
+        "device": device, "workers": workers, "train_seconds": round(time.monotonic() - t0, 1), "weights": str(best),
         "weights_sha256": registry.sha256_file(best), "empty_keep": empty_keep, "layout": counts,
         "optimizer": optimizer, **schedule,
         **({"hard_negatives": ",".join(Path(w).name if w.endswith(".pt") else w for w in mining["weights"])}

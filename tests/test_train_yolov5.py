@@ -1,0 +1,112 @@
+"""The YOLOv5 engine of `seawatch models train` (--engine yolov5): the COCO model cut to a one-class head that starts
+as its boat class, trained with YOLOv5's loss and loader, exported and registered."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from seawatch import paths
+from tests.conftest import has_module, missing, onnx_model
+
+
+def _coco_checkpoint():
+    if not (has_module("torch") and has_module("yolov5")):
+        missing("torch and the yolov5 distribution are needed (scripts/setup.sh)")
+    onnx_model("coco_yolov5n")
+    from seawatch.vision import registry
+    from seawatch.vision.export.loaders import load_checkpoint
+
+    m = registry.get_manifest("coco_yolov5n")
+    return m, load_checkpoint(m, Path(registry.read_lock("coco_yolov5n")["weights_path"])).module
+
+
+def test_boat_headed_model_is_cocos_boat_detector_before_training(shared_media):
+    """Every tensor moves; on a real harbour frame the one-class model gives COCO's boxes, and its one score is
+    COCO's objectness and boat logits added, so COCO's surest boats are its surest ones."""
+    import cv2
+    import torch
+
+    from seawatch.vision.export.loaders import yolov5_modules
+    from seawatch.vision.export.train_yolov5 import COCO_BOAT, boat_headed_model
+
+    m, coco = _coco_checkpoint()
+    assert m.classes[COCO_BOAT] == "boat"
+    img = cv2.imread(str(sorted((shared_media / "A_boats").glob("*.jpg"))[0]))
+    x = torch.from_numpy(cv2.resize(img, (320, 192))[:, :, ::-1].copy()).permute(2, 0, 1)[None].float() / 255
+    with yolov5_modules(), torch.no_grad():
+        one, moved, total = boat_headed_model(coco, COCO_BOAT)
+        ref = coco.float().eval()(x)[0]
+        got = one.eval()(x)[0]
+        with pytest.raises(Exception, match="not one of the checkpoint's 80 classes"):
+            boat_headed_model(coco, 80)
+    assert moved == total and got.shape == (*ref.shape[:2], 6)
+    assert torch.allclose(got[..., :4], ref[..., :4], atol=1e-3)  # the same boxes
+    # one score: objectness and boat evidence added as logits (YOLOv5 trains no class score for one class)
+    assert torch.allclose(got[..., 5], torch.ones(()), atol=1e-6)
+    lg = torch.logit(got[..., 4].double(), eps=1e-12)
+    ok = (ref[..., 4] > 1e-6) & (ref[..., 4] < 1 - 1e-6) & (got[..., 4] > 1e-6) & (got[..., 4] < 1 - 1e-6)
+    want = torch.logit(ref[..., 4].double()) + torch.logit(ref[..., 5 + COCO_BOAT].double(), eps=1e-12)
+    assert ok.float().mean() > 0.5 and torch.allclose(lg[ok], want[ok], atol=1e-2)
+    # sigmoid(o + b) >= sigmoid(o) * sigmoid(b): every box COCO's boat class keeps at a threshold is kept too
+    coco_boat = ref[..., 4] * ref[..., 5 + COCO_BOAT]
+    assert int((coco_boat > 0.25).sum()) > 0 and bool((got[..., 4] >= coco_boat - 1e-6).all())
+
+
+@pytest.mark.parametrize("extra, why", [
+    (["--hard-negatives", "base", "--empty-keep", "0.1"], "does not mine hard negatives"),
+    (["--device", "0"], "trains on the CPU"),
+    (["--optimizer", "AdamW"], "SGD"),
+    (["--optimizer", "SGD", "--lrf", "0.5"], "only --lr0 applies"),
+    (["--base", "fall"], "starts from a YOLOv5 COCO model"),
+])
+def test_yolov5_engine_refuses_what_it_cannot_do(extra, why, capsys):
+    from seawatch.cli import main
+
+    assert main(["models", "train", "vessels", "--engine", "yolov5", "--name", "never_made", "--smoke", *extra]) == 1
+    assert why in capsys.readouterr().err
+
+
+def test_yolov5_engine_smoke_run_registers_a_vessel_model(shared_media):
+    """A CI-sized run (5 % of the frames, a 20 s time box) trains, exports and registers; the record says what ran."""
+    _coco_checkpoint()
+    from seawatch.vision import registry
+    from seawatch.vision.detector import load_detector
+
+    name = "vessel_v5_smoke_test"
+    env = dict(os.environ, SEAWATCH_SHARED=str(shared_media.parent))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "seawatch", "models", "train", "vessels", "--engine", "yolov5",
+                               "--smoke", "--name", name, "--time-h", "0.006", "--workers", "1", "--tile-px", "192",
+                               "--register-imgsz", "640"],
+                              env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        record = registry.read_lock(name)["training"]
+        assert record["engine"] == "yolov5" and record["head_from"] == "coco_yolov5n class 8 (boat)"
+        moved, total = record["transferred_tensors"].split("/")
+        assert moved == total and record["time_box_h"] == 0.006 and record["epochs"] >= 1
+        assert record["iterations"] >= 1 and 15 <= record["train_seconds"] < 120
+        assert registry.sha256_file(Path(record["checkpoint"])) == record["checkpoint_sha256"]
+        assert registry.sha256_file(Path(record["weights"])) == record["weights_sha256"]
+        m = registry.get_manifest(name)
+        assert m.labels == {"vessel": "vessel"} and m.output_format == "yolov5"
+        assert tuple(m.input_size_px) == (640, 640) and m.defaults.tile_px == 384  # the trained zoom: 192 px tiles at 320
+        assert "COCO boat class" in m.description
+        det = load_detector(name, "fp32", conf=0.01)
+        import cv2
+
+        frame = cv2.imread(str(sorted((shared_media / "A_boats").glob("*.jpg"))[0]))
+        out = det.detect([frame])[0]
+        assert len(out) > 0 and (out.xyxy_px[:, 2] <= frame.shape[1] + 1e-3).all()
+        assert set(np.asarray(out.labels)[out.class_id]) == {"vessel"}
+    finally:
+        (registry.user_manifest_dir() / f"{name}.yaml").unlink(missing_ok=True)
+        shutil.rmtree(registry.model_dir(name), ignore_errors=True)
+        for d in (paths.cache_dir() / "train").glob(f"{name}-*"):
+            shutil.rmtree(d, ignore_errors=True)

@@ -1,0 +1,183 @@
+"""Fine-tuning the original, anchor-based COCO YOLOv5 into a one-class vessel model that starts as COCO's boat class.
+
+The ultralytics path (:mod:`seawatch.vision.export.train`) moves the COCO backbone and neck into ultralytics'
+anchor-free head, which starts from nothing: the boat knowledge of the COCO head is lost and a CPU needs many hours
+to get it back. Here the model keeps its own Detect head, cut down to one class: for each anchor of each level the
+rows x, y, w, h, objectness and the boat logit (COCO class 8), the boat logit folded into the objectness (YOLOv5
+does not train the class score of a one-class model). Before any training it finds what COCO's boat class finds,
+with the same boxes and the same ranking where scores are small. Training then adapts it to the dataset's cameras
+with YOLOv5's own loss, loader (mosaic, HSV, flips, scale) and SGD, under a time box (or an epoch count) that drives
+a linear learning-rate schedule. What it gives on a 2-core CPU, measured on cameras it never saw: README, "The vessel
+model" ("Without a GPU"); in short, 20-30 minutes do not beat COCO's boat class on 384 px tiles.
+
+Only the YOLOv5 pieces used here are imported (model, loss, loader, optimiser helpers, EMA) from the PyPI
+``yolov5==7.0.14`` distribution that already loads the COCO checkpoint; its train.py is not used (it imports cloud
+clients the project does not install).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from copy import deepcopy
+from pathlib import Path
+
+from seawatch.errors import ExportError, ModelError
+
+log = logging.getLogger(__name__)
+
+COCO_BOAT = 8  # COCO class index of "boat"
+
+
+def boat_headed_model(checkpoint_model, class_index: int = COCO_BOAT):
+    """A one-class copy of a YOLOv5 COCO ``DetectionModel`` whose head is the COCO class ``class_index``: its score
+    is ``sigmoid(objectness + class logit)``, the class channel a constant 1.
+
+    Returns ``(model, moved, total)``: every tensor is copied (the Detect convs row-sliced), so ``moved == total``."""
+    from yolov5.models.yolo import Model
+
+    src = checkpoint_model.float()
+    nc_src = int(src.nc if hasattr(src, "nc") else src.model[-1].nc)
+    if not 0 <= class_index < nc_src:
+        raise ModelError(f"class {class_index} is not one of the checkpoint's {nc_src} classes")
+    cfg = deepcopy(src.yaml)
+    cfg["nc"] = 1
+    model = Model(cfg, ch=3, nc=1)
+    det = len(model.model) - 1
+    no_src, na = nc_src + 5, int(src.model[-1].na)
+    rows = [a * no_src + j for a in range(na) for j in (0, 1, 2, 3, 4, 5 + class_index)]
+    ssd, msd = src.state_dict(), model.state_dict()
+    moved = 0
+    for k, v in msd.items():
+        s = ssd.get(k)
+        if s is None:
+            continue
+        if k.startswith(f"model.{det}.m.") and s.shape[0] == na * no_src:
+            s = s[rows].clone()
+            # YOLOv5 trains no class score for one class (its loss skips it), so a kept boat logit would drift with
+            # the features underneath. Its evidence moves into the objectness logit (sigmoid(o + b) ~ sigmoid(o) *
+            # sigmoid(b) where both are small, the same ranking) and the class channel becomes a constant 1.
+            o, b = s.view(na, 6, *s.shape[1:])[:, 4], s.view(na, 6, *s.shape[1:])[:, 5]
+            o += b
+            b.zero_()
+            if s.dim() == 1:
+                b += 20.0  # sigmoid(20) = 1 - 2e-9
+        if s.shape == v.shape:
+            msd[k] = s.clone()
+            moved += 1
+    model.load_state_dict(msd)
+    model.names = ["vessel"]
+    return model, moved, len(msd)
+
+
+def fit(model, layout: Path, *, imgsz: int, batch: int, time_s: float, epochs: int, seed: int, workers: int,
+        lr0: float = 0.01, warmup_iters: int = 100) -> dict:
+    """Train ``model`` in place on ``layout`` (``images/train`` + ``labels/train``) until ``time_s`` (if > 0) or
+    ``epochs`` is reached; the learning rate falls linearly to 1 % over whichever bounds the run. Returns the
+    EMA weights' model and a log of the epochs."""
+    os.environ.setdefault("TQDM_DISABLE", "1")  # its label-scan progress bar (a one-off command's process)
+    import numpy as np
+    import torch
+    import yaml
+    import yolov5
+    from yolov5.utils.dataloaders import create_dataloader
+    from yolov5.utils.loss import ComputeLoss
+    from yolov5.utils.torch_utils import ModelEMA, smart_optimizer
+
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    hyp = yaml.safe_load((Path(yolov5.__file__).parent / "data/hyps/hyp.scratch-low.yaml").read_text())
+    nl = 3  # detection levels; YOLOv5 scales its loss gains by them, the classes and the image size
+    hyp["box"] *= 3 / nl
+    hyp["cls"] *= 1 / 80 * 3 / nl
+    hyp["obj"] *= (imgsz / 640) ** 2 * 3 / nl
+    hyp["label_smoothing"] = 0.0
+    model.nc, model.hyp = 1, hyp
+    loader, _ = create_dataloader(str(layout / "images" / "train"), imgsz, batch, 32, False, hyp=hyp, augment=True,
+                                  cache=None, rect=False, rank=-1, workers=workers, prefix="", shuffle=True, seed=seed)
+    nb = len(loader)
+    if nb == 0:
+        raise ExportError(f"{layout}: no training images")
+    accumulate = max(round(64 / batch), 1)  # YOLOv5's nominal batch of 64
+    hyp["weight_decay"] *= batch * accumulate / 64
+    opt = smart_optimizer(model, "SGD", lr0, hyp["momentum"], hyp["weight_decay"])
+    ema = ModelEMA(model)
+    compute_loss = ComputeLoss(model)
+    total_iters = epochs * nb
+    t0 = time.monotonic()
+    ni, epoch, stop, history = 0, 0, False, []
+    while not stop:
+        model.train()
+        mean = torch.zeros(3)
+        opt.zero_grad()
+        for i, (imgs, targets, _, _) in enumerate(loader):
+            done = (time.monotonic() - t0) / time_s if time_s > 0 else ni / total_iters
+            lr = lr0 * ((1 - min(done, 1.0)) * 0.99 + 0.01)
+            w = min(1.0, ni / warmup_iters) if warmup_iters else 1.0
+            for j, g in enumerate(opt.param_groups):  # warm-up: biases come down from 0.1, the rest up from 0
+                start = hyp["warmup_bias_lr"] if j == 0 else 0.0
+                g["lr"] = start + (lr - start) * w
+                g["momentum"] = hyp["warmup_momentum"] + (hyp["momentum"] - hyp["warmup_momentum"]) * w
+            loss, items = compute_loss(model(imgs.float() / 255), targets)
+            if not torch.isfinite(loss):
+                raise ExportError(f"training diverged at iteration {ni} (loss {float(loss)})")
+            loss.backward()
+            ni += 1
+            if ni % accumulate == 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
+                opt.step()
+                opt.zero_grad()
+                ema.update(model)
+            mean = (mean * i + items) / (i + 1)
+            if (time_s > 0 and time.monotonic() - t0 >= time_s) or (time_s <= 0 and ni >= total_iters):
+                stop = True
+                break
+        epoch += 1
+        history.append({"epoch": epoch, "iterations": ni, "seconds": round(time.monotonic() - t0, 1),
+                        "box_loss": round(float(mean[0]), 5), "obj_loss": round(float(mean[1]), 5)})
+        log.info("epoch %d: %s", epoch, json.dumps(history[-1]))
+    final = deepcopy(ema.ema).float().eval()
+    final.names = ["vessel"]
+    return {"model": final, "epochs_done": len(history), "iterations": ni, "batches_per_epoch": nb,
+            "history": history, "train_seconds": round(time.monotonic() - t0, 1), "partial_last_epoch": ni % nb != 0}
+
+
+def train_boat_headed(base: str, layout: Path, out_dir: Path, *, imgsz: int, batch: int, seed: int, workers: int,
+                      epochs: int, time_s: float, lr0: float) -> dict:
+    """Build the boat-headed model from the registered YOLOv5 COCO model ``base``, train it on ``layout``, save the
+    checkpoint and its ONNX export in ``out_dir``; returns the run's part of the training record."""
+    import torch
+
+    from seawatch.vision import registry
+    from seawatch.vision.export.fetch import export_yolov5
+    from seawatch.vision.export.loaders import LoadedModel, load_checkpoint, yolov5_modules
+
+    manifest = registry.get_manifest(base)
+    if manifest.family != "yolov5":
+        raise ModelError(f"--engine yolov5 starts from a YOLOv5 COCO model such as coco_yolov5n, not {base!r}")
+    if "boat" not in manifest.classes:
+        raise ModelError(f"base model {base!r} has no class 'boat' to start the vessel head from")
+    lock = registry.read_lock(base) or {}
+    if not lock.get("weights_path") or not Path(lock["weights_path"]).is_file():
+        raise ModelError(f"base model {base!r} is not provisioned: run `seawatch models fetch {base}`")
+    weights = Path(lock["weights_path"])
+    boat = list(manifest.classes).index("boat")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    os.environ.setdefault("PIN_MEMORY", "false")  # yolov5 reads it when its modules load; training runs on the CPU
+    with yolov5_modules():
+        model, moved, total = boat_headed_model(load_checkpoint(manifest, weights).module, boat)
+        run = fit(model, layout, imgsz=imgsz, batch=batch, time_s=time_s, epochs=epochs, seed=seed, workers=workers,
+                  lr0=lr0)
+        trained = run.pop("model")
+        ckpt = out_dir / "best.pt"
+        torch.save({"model": trained, "names": ["vessel"], "history": run["history"]}, ckpt)
+    onnx_path = out_dir / "best.onnx"
+    export_yolov5(LoadedModel(module=trained, names=("vessel",), stride_px=int(max(trained.stride))),
+                  manifest.model_copy(update={"classes": ("vessel",)}), onnx_path)
+    return {**run, "epochs": run["epochs_done"], "weights": str(onnx_path),
+            "weights_sha256": registry.sha256_file(onnx_path), "checkpoint": str(ckpt),
+            "checkpoint_sha256": registry.sha256_file(ckpt), "base": base, "base_sha256": registry.sha256_file(weights),
+            "transferred_tensors": f"{moved}/{total}", "head_from": f"{base} class {boat} (boat)"}
