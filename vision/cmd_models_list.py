@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 HELP = "list registered models: labels, input size, provisioned or not, size on disk, provenance, licence"
 
@@ -92,4 +93,16 @@ def run(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    if not any(r["name"] == "vessel" and r["provisioned"] == "yes" for r in rows):
+        print(VESSEL_HINT, file=sys.stderr)
     return 0
+
+
+# No published weights find a shore camera's small boats, so the vessel model is trained on each installation (the
+# weights are a build artefact, never in git); until it is, the COCO model's boat class is what finds vessels.
+VESSEL_HINT = (
+    "note: no `vessel` model on this machine yet (a source's default, coco_yolov5n, finds boats with its COCO boat "
+    "class,\n  about a third of a shore camera's distant ones; `tile: 384` on the source finds more); train one:\n"
+    "  with a GPU:  seawatch models train vessels --train-too all --device 0 --tile-px 384   (or scripts/gpu/README.md)\n"
+    "  on a CPU it takes hours, not minutes: 20-30 minutes of training did not beat COCO on 384 px tiles (README,\n"
+    "  'Without a GPU': --time-h, --engine yolov5); --train-too all trains on every camera of datasets/vessels.yaml")
