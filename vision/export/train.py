@@ -177,27 +177,7 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
                              "(0.1 in the measured recipe)")
         resolve_miners([n for n in hard_negatives if n != "base"], Path("unused.pt"))
     work.mkdir(parents=True, exist_ok=True)
-    if engine == "yolov5":
-        layout = work / _layout_key(tile_px, empty_keep, seed, None, sorted(too), fraction)
-        if not (layout / "data.yaml").is_file():
-            trainsets.write_tiled_layout(layout, tr, va, list(manifest["classes"]), tile_px=tile_px,
-                                         empty_keep=empty_keep, seed=seed)
-        from seawatch.vision.export.train_yolov5 import train_boat_headed
-
-        run = train_boat_headed(base, layout, work / "run_yolov5", imgsz=imgsz, batch=batch, seed=seed,
-                                workers=workers, epochs=epochs, time_s=time_h * 3600, lr0=lr0 or 0.01)
-        counts = json.loads((layout / "layout.json").read_text()) if (layout / "layout.json").is_file() else {}
-        record = {
-            "dataset": dataset, "dataset_manifest_sha256": registry.sha256_file(Path(manifest["_path"])),
-            "dataset_fingerprint": fp, "split": trainsets.summary(tr, va), "seed": seed, "engine": "yolov5",
-            **run, **({"time_box_h": time_h} if time_h > 0 else {}), "imgsz": imgsz, "batch": batch,
-            "tile_px": tile_px, "fraction": fraction, "device": "cpu", "workers": workers,
-            "empty_keep": empty_keep, "layout": counts, "optimizer": "SGD", "lr0": lr0 or 0.01,
-            **({"train_too": sorted(too), "val_cameras": sorted(val_cameras)} if too else {}),
-        }
-        (work / "train_record.json").write_text(json.dumps(record, indent=2))
-        return record
-    start_pt, base_facts = base_checkpoint(base, work)
+    start_pt, base_facts = (None, {}) if engine == "yolov5" else base_checkpoint(base, work)
     mining = None
     if hard_negatives:
         mining = {"weights": resolve_miners(list(hard_negatives), start_pt), "imgsz": imgsz,
@@ -209,6 +189,25 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
     if not (layout / "data.yaml").is_file():
         trainsets.write_tiled_layout(layout, tr, va, list(manifest["classes"]), tile_px=tile_px,
                                      empty_keep=empty_keep, seed=seed, hard_negatives=mining)
+    try:
+        counts = json.loads((layout / "layout.json").read_text())
+    except (OSError, ValueError):
+        counts = {}
+    record = {  # what both engines record; each adds its run
+        "dataset": dataset, "dataset_manifest_sha256": registry.sha256_file(Path(manifest["_path"])),
+        "dataset_fingerprint": fp, "split": trainsets.summary(tr, va), "seed": seed,
+        **({"time_box_h": time_h} if time_h > 0 else {}), "imgsz": imgsz, "batch": batch, "tile_px": tile_px,
+        "fraction": fraction, "device": device, "workers": workers, "empty_keep": empty_keep, "layout": counts,
+        **({"train_too": sorted(too), "val_cameras": sorted(val_cameras)} if too else {}),
+    }
+    if engine == "yolov5":
+        from seawatch.vision.export.train_yolov5 import train_boat_headed
+
+        run = train_boat_headed(base, layout, work / "run_yolov5", imgsz=imgsz, batch=batch, seed=seed,
+                                workers=workers, epochs=epochs, time_s=time_h * 3600, lr0=lr0 or 0.01)
+        record.update(engine="yolov5", optimizer="SGD", lr0=lr0 or 0.01, **run)
+        (work / "train_record.json").write_text(json.dumps(record, indent=2))
+        return record
     from ultralytics import YOLO
 
     t0 = time.monotonic()
@@ -218,25 +217,16 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
                patience=patience, amp=device != "cpu", verbose=False, optimizer=optimizer, **schedule,
                **({"time": time_h} if time_h > 0 else {}))
     best = Path(yolo.trainer.best)
-    epochs_done = int(getattr(yolo.trainer, "epoch", epochs - 1)) + 1
     if not best.is_file():
         raise ExportError(f"training produced no weights at {best}")
-    try:
-        counts = json.loads((layout / "layout.json").read_text())
-    except (OSError, ValueError):
-        counts = {}
-    record = {
-        "dataset": dataset, "dataset_manifest_sha256": registry.sha256_file(Path(manifest["_path"])),
-        "dataset_fingerprint": fp, "split": trainsets.summary(tr, va), "seed": seed,
-        "epochs": epochs_done, **({"time_box_h": time_h} if time_h > 0 else {}), "imgsz": imgsz, "batch": batch, "tile_px": tile_px, "fraction": fraction,
-        "device": device, "workers": workers, "train_seconds": round(time.monotonic() - t0, 1), "weights": str(best),
-        "weights_sha256": registry.sha256_file(best), "empty_keep": empty_keep, "layout": counts,
-        "optimizer": optimizer, **schedule,
+    record.update({
+        "epochs": int(getattr(yolo.trainer, "epoch", epochs - 1)) + 1,  # done (a time box or early stop ends sooner)
+        "train_seconds": round(time.monotonic() - t0, 1), "weights": str(best),
+        "weights_sha256": registry.sha256_file(best), "optimizer": optimizer, **schedule,
         **({"hard_negatives": ",".join(Path(w).name if w.endswith(".pt") else w for w in mining["weights"])}
            if mining else {}),
-        **({"train_too": sorted(too), "val_cameras": sorted(val_cameras)} if too else {}),
         **base_facts,
-    }
+    })
     (work / "train_record.json").write_text(json.dumps(record, indent=2))
     return record
 
