@@ -44,6 +44,15 @@ def transfer_yolov5_to_ultralytics(ckpt_model, arch_yaml: str = "yolov5n.yaml"):
     return yolo, len(moved), len(dst)
 
 
+def provisioned_weights(base: str):
+    """The manifest of the registered model ``base`` and its provisioned weights file; ModelError if not fetched."""
+    manifest = registry.get_manifest(base)
+    lock = registry.read_lock(base) or {}
+    if not lock.get("weights_path") or not Path(lock["weights_path"]).is_file():
+        raise ModelError(f"base model {base!r} is not provisioned: run `seawatch models fetch {base}`")
+    return manifest, Path(lock["weights_path"])
+
+
 def base_checkpoint(base: str, work: Path) -> tuple[Path, dict]:
     """A ``.pt`` file ultralytics can train from, and facts about where it came from."""
     from seawatch.vision.export.loaders import load_checkpoint, prepare_ultralytics_env
@@ -54,11 +63,7 @@ def base_checkpoint(base: str, work: Path) -> tuple[Path, dict]:
         if p.suffix == ".pt" and not p.is_file():
             raise ModelError(f"base weights {p} not found")
         return p, {"base": str(p), "base_sha256": registry.sha256_file(p) if p.is_file() else None}
-    manifest = registry.get_manifest(base)
-    lock = registry.read_lock(base)
-    if not lock or not lock.get("weights_path"):
-        raise ModelError(f"base model {base!r} is not provisioned: run `seawatch models fetch {base}`")
-    weights = Path(lock["weights_path"])
+    manifest, weights = provisioned_weights(base)
     facts = {"base": base, "base_sha256": registry.sha256_file(weights)}
     if manifest.family == "yolov5":
         loaded = load_checkpoint(manifest, weights)
@@ -203,9 +208,10 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
     if engine == "yolov5":
         from seawatch.vision.export.train_yolov5 import train_boat_headed
 
+        rate = lr0 or 0.01
         run = train_boat_headed(base, layout, work / "run_yolov5", imgsz=imgsz, batch=batch, seed=seed,
-                                workers=workers, epochs=epochs, time_s=time_h * 3600, lr0=lr0 or 0.01)
-        record.update(engine="yolov5", optimizer="SGD", lr0=lr0 or 0.01, **run)
+                                workers=workers, epochs=epochs, time_s=time_h * 3600, lr0=rate)
+        record.update(engine="yolov5", optimizer="SGD", lr0=rate, **run)
         (work / "train_record.json").write_text(json.dumps(record, indent=2))
         return record
     from ultralytics import YOLO

@@ -108,13 +108,16 @@ def fit(model, layout: Path, *, imgsz: int, batch: int, time_s: float, epochs: i
     total_iters = epochs * nb
     t0 = time.monotonic()
     ni, epoch, stop, history = 0, 0, False, []
+
+    def progress() -> float:  # share of the run done: of the time box, else of the epochs
+        return (time.monotonic() - t0) / time_s if time_s > 0 else ni / total_iters
+
     while not stop:
         model.train()
         mean = torch.zeros(3)
         opt.zero_grad()
         for i, (imgs, targets, _, _) in enumerate(loader):
-            done = (time.monotonic() - t0) / time_s if time_s > 0 else ni / total_iters
-            lr = lr0 * ((1 - min(done, 1.0)) * 0.99 + 0.01)
+            lr = lr0 * ((1 - min(progress(), 1.0)) * 0.99 + 0.01)
             w = min(1.0, ni / warmup_iters) if warmup_iters else 1.0
             for j, g in enumerate(opt.param_groups):  # warm-up: biases come down from 0.1, the rest up from 0
                 start = hyp["warmup_bias_lr"] if j == 0 else 0.0
@@ -131,17 +134,15 @@ def fit(model, layout: Path, *, imgsz: int, batch: int, time_s: float, epochs: i
                 opt.zero_grad()
                 ema.update(model)
             mean = (mean * i + items) / (i + 1)
-            if (time_s > 0 and time.monotonic() - t0 >= time_s) or (time_s <= 0 and ni >= total_iters):
+            if progress() >= 1.0:
                 stop = True
                 break
         epoch += 1
         history.append({"epoch": epoch, "iterations": ni, "seconds": round(time.monotonic() - t0, 1),
                         "box_loss": round(float(mean[0]), 5), "obj_loss": round(float(mean[1]), 5)})
         log.info("epoch %d: %s", epoch, json.dumps(history[-1]))
-    final = deepcopy(ema.ema).float().eval()
-    final.names = ["vessel"]
-    return {"model": final, "epochs_done": len(history), "iterations": ni, "batches_per_epoch": nb,
-            "history": history, "train_seconds": round(time.monotonic() - t0, 1), "partial_last_epoch": ni % nb != 0}
+    return {"model": deepcopy(ema.ema).float().eval(), "epochs": len(history), "iterations": ni,
+            "batches_per_epoch": nb, "history": history, "train_seconds": round(time.monotonic() - t0, 1)}
 
 
 def train_boat_headed(base: str, layout: Path, out_dir: Path, *, imgsz: int, batch: int, seed: int, workers: int,
@@ -153,16 +154,14 @@ def train_boat_headed(base: str, layout: Path, out_dir: Path, *, imgsz: int, bat
     from seawatch.vision import registry
     from seawatch.vision.export.fetch import export_yolov5
     from seawatch.vision.export.loaders import LoadedModel, load_checkpoint, yolov5_modules
+    from seawatch.vision.export.train import provisioned_weights
 
     manifest = registry.get_manifest(base)
     if manifest.family != "yolov5":
         raise ModelError(f"--engine yolov5 starts from a YOLOv5 COCO model such as coco_yolov5n, not {base!r}")
     if "boat" not in manifest.classes:
         raise ModelError(f"base model {base!r} has no class 'boat' to start the vessel head from")
-    lock = registry.read_lock(base) or {}
-    if not lock.get("weights_path") or not Path(lock["weights_path"]).is_file():
-        raise ModelError(f"base model {base!r} is not provisioned: run `seawatch models fetch {base}`")
-    weights = Path(lock["weights_path"])
+    weights = provisioned_weights(base)[1]
     boat = list(manifest.classes).index("boat")
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -177,7 +176,7 @@ def train_boat_headed(base: str, layout: Path, out_dir: Path, *, imgsz: int, bat
     onnx_path = out_dir / "best.onnx"
     export_yolov5(LoadedModel(module=trained, names=("vessel",), stride_px=int(max(trained.stride))),
                   manifest.model_copy(update={"classes": ("vessel",)}), onnx_path)
-    return {**run, "epochs": run["epochs_done"], "weights": str(onnx_path),
+    return {**run, "weights": str(onnx_path),
             "weights_sha256": registry.sha256_file(onnx_path), "checkpoint": str(ckpt),
             "checkpoint_sha256": registry.sha256_file(ckpt), "base": base, "base_sha256": registry.sha256_file(weights),
             "transferred_tensors": f"{moved}/{total}", "head_from": f"{base} class {boat} (boat)"}
