@@ -211,7 +211,13 @@ def test_kill9_restart_recovers_within_5s_and_other_sources_keep_flowing(servers
         assert time.monotonic() - t < 5
 
 
-def test_sigstop_hung_server_goes_offline_and_recovers(servers):
+def test_sigstop_hung_server_goes_offline_and_recovers(servers, caplog):
+    caplog.set_level("INFO", logger="seawatch.streams")
+
+    def history(source: str) -> str:  # the source's state changes, for a failure message
+        return "\n".join(f"{r.created:.3f} {r.getMessage()}" for r in caplog.records if f"source {source} " in
+                          r.getMessage())
+
     srv = servers(["cam1"])
     src = Source(SourceConfig("h", srv.url(), open_timeout_s=2.0, read_timeout_s=1.5, stall_timeout_s=2.0)).start()
     con = Consumer(src)
@@ -237,7 +243,10 @@ def test_sigstop_hung_server_goes_offline_and_recovers(servers):
         back = wait_for(lambda: src.status().state is State.ONLINE and con.count_since(t_cont) > 0, 8)
         assert back is not None and back <= 5.0, f"recovery after SIGCONT took {back} s"
         print(f"kill -STOP: offline after {went:.2f} s; recovered {back:.2f} s after SIGCONT")
-        assert wait_for(lambda: late.status().state is State.ONLINE, 8) is not None
+        late_back = wait_for(lambda: late.status().state is State.ONLINE, 8)
+        assert late_back is not None, (f"the source opened during the hang is not back 8 s after the other one (SIGCONT "
+                                       f"at {time.time() - (time.monotonic() - t_cont):.3f}): "
+                                       f"{late.status().as_dict()}\n{history('late')}")
         assert con.max_read_s < 0.5
         caps = [c for _, _, c in con.frames]
         assert np.all(np.diff(caps) > 0)
