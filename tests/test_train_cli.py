@@ -24,6 +24,7 @@ from tests.conftest import has_module, missing, onnx_model
     (["--optimizer", "SGD", "--warmup-epochs", "-1"], "not negative"),
     (["--time-h", "-1"], "--time-h -1.0: hours"),
     (["--time-h", "nan"], "--time-h nan: hours"),
+    (["--freeze", "-1"], "--freeze -1: a layer count"),
 ])
 def test_train_refuses_a_bad_learning_rate_schedule_before_any_work(extra, why, capsys):
     from seawatch.cli import main
@@ -47,7 +48,7 @@ def test_smoke_training_registers_a_model_with_its_record(shared_media):
         proc = subprocess.run([sys.executable, "-m", "seawatch", "models", "train", "vessels", "--smoke", "--name", name,
                                "--empty-keep", "0.2", "--hard-negatives", "coco_yolov5n",
                                "--optimizer", "SGD", "--lr0", "0.002", "--lrf", "1", "--warmup-epochs", "0",
-                               "--time-h", "0.0003", "--workers", "1"],
+                               "--time-h", "0.0003", "--workers", "1", "--freeze", "10"],
                               env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -69,6 +70,7 @@ def test_smoke_training_registers_a_model_with_its_record(shared_media):
         assert (used["optimizer"], used["lr0"], used["lrf"], used["warmup_epochs"]) == ("SGD", 0.002, 1.0, 0.0)
         # the time box (about 1 s: the first epoch is cut short, and no second one starts) reached it too
         assert used["time"] == 0.0003 and record["time_box_h"] == 0.0003 and used["workers"] == record["workers"] == 1
+        assert used["freeze"] == record["freeze"] == 10  # the COCO backbone kept as it is
         assert 0 < lay["hard_negative_tiles"] <= lay["empty_tiles_dropped"] and lay["vessel_tiles"] > 0
         assert lay["hard_negative_weights_sha256"] == trainsets.miner_sha256("coco_yolov5n")
         assert registry.get_manifest(name).labels == {"vessel": "vessel"}

@@ -59,6 +59,30 @@ def test_boat_headed_model_is_cocos_boat_detector_before_training(shared_media):
     assert int((coco_boat > 0.25).sum()) > 0 and bool((got[..., 4] >= coco_boat - 1e-6).all())
 
 
+def test_freeze_keeps_the_backbone_out_of_training_and_refuses_the_head():
+    """--freeze N: the first N modules get no gradient; N reaching the detection head is refused before any data is
+    read (the layout path does not exist)."""
+    import torch
+
+    from seawatch.errors import ModelError
+    from seawatch.vision.export.loaders import yolov5_modules
+    from seawatch.vision.export.train_yolov5 import COCO_BOAT, boat_headed_model, fit, freeze_layers
+
+    _, coco = _coco_checkpoint()
+    with yolov5_modules():
+        one, _, _ = boat_headed_model(coco, COCO_BOAT)
+        n_backbone = sum(1 for k, _ in one.named_parameters() if int(k.split(".")[1]) < 10)
+        assert freeze_layers(one, 10) == n_backbone > 0
+        for k, p in one.named_parameters():
+            assert p.requires_grad is (int(k.split(".")[1]) >= 10), k
+        head = len(one.model) - 1
+        for bad in (head, head + 5):
+            with pytest.raises(ModelError, match=f"--freeze {bad}: 0 to {head - 1}"):
+                fit(one, Path("/nonexistent/layout"), imgsz=320, batch=2, time_s=1, epochs=1, seed=0, workers=0,
+                    freeze=bad)
+    assert isinstance(one.model[0].conv.weight, torch.nn.Parameter)
+
+
 @pytest.mark.parametrize("extra, why", [
     (["--hard-negatives", "base", "--empty-keep", "0.1"], "does not mine hard negatives"),
     (["--device", "0"], "trains on the CPU"),
@@ -74,8 +98,9 @@ def test_yolov5_engine_refuses_what_it_cannot_do(extra, why, capsys):
 
 
 def test_yolov5_engine_smoke_run_registers_a_vessel_model(shared_media):
-    """A CI-sized run (5 % of the frames, a 20 s time box) trains, exports and registers; the record says what ran."""
-    _coco_checkpoint()
+    """A CI-sized run (5 % of the frames, a 20 s time box, the backbone frozen) trains, exports and registers; the
+    record says what ran; the frozen backbone is COCO's, weights and batch-norm statistics, the rest moved."""
+    _, coco = _coco_checkpoint()
     from seawatch.vision import registry
     from seawatch.vision.detector import load_detector
 
@@ -84,7 +109,7 @@ def test_yolov5_engine_smoke_run_registers_a_vessel_model(shared_media):
     try:
         proc = subprocess.run([sys.executable, "-m", "seawatch", "models", "train", "vessels", "--engine", "yolov5",
                                "--smoke", "--name", name, "--time-h", "0.006", "--workers", "1", "--tile-px", "192",
-                               "--register-imgsz", "640"],
+                               "--register-imgsz", "640", "--freeze", "10"],
                               env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
         record = registry.read_lock(name)["training"]
@@ -93,6 +118,22 @@ def test_yolov5_engine_smoke_run_registers_a_vessel_model(shared_media):
         assert moved == total and record["time_box_h"] == 0.006 and record["epochs"] >= 1
         assert record["iterations"] >= 1 and 15 <= record["train_seconds"] < 120
         assert registry.sha256_file(Path(record["checkpoint"])) == record["checkpoint_sha256"]
+        assert record["freeze"] == 10 and record["frozen_tensors"] > 0
+        import torch
+
+        from seawatch.vision.export.loaders import yolov5_modules
+        from seawatch.vision.export.train_yolov5 import COCO_BOAT, boat_headed_model
+
+        with yolov5_modules():
+            start = boat_headed_model(coco, COCO_BOAT)[0].state_dict()
+            trained = torch.load(record["checkpoint"], map_location="cpu", weights_only=False)["model"].state_dict()
+        layer = {k: int(k.split(".")[1]) for k in start}
+        frozen = [k for k in start if layer[k] < 10 and start[k].is_floating_point()]
+        assert any("running_mean" in k for k in frozen)
+        for k in frozen:
+            assert torch.allclose(trained[k], start[k], atol=1e-6), k
+        assert any(not torch.allclose(trained[k], start[k], atol=1e-4) for k in start
+                   if layer[k] >= 10 and start[k].is_floating_point())
         assert registry.sha256_file(Path(record["weights"])) == record["weights_sha256"]
         m = registry.get_manifest(name)
         assert m.labels == {"vessel": "vessel"} and m.output_format == "yolov5"

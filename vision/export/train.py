@@ -122,7 +122,7 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
           workers: int = 2, patience: int = 30, empty_keep: float = 1.0, hard_negatives: list[str] = (),
           hard_negative_conf: float = 0.25, train_too: list[str] = (), optimizer: str = "auto",
           lr0: float | None = None, lrf: float | None = None, warmup_epochs: float | None = None,
-          time_h: float = 0.0, engine: str = "ultralytics") -> dict:
+          time_h: float = 0.0, engine: str = "ultralytics", freeze: int = 0) -> dict:
     """Train, export to ONNX, register ``out_name`` in the user registry. Returns the training record.
 
     ``time_h`` > 0 time-boxes the run (ultralytics' ``time=``, hours): it re-plans the epoch count after the first
@@ -135,7 +135,8 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
     :func:`resolve_miners`) add every other empty tile one of them fires on at ``hard_negative_conf``;
     ``train_too`` moves held-out cameras (``*``: all) or frames matching a file-name pattern into training;
     ``optimizer``, ``lr0``, ``lrf``, ``warmup_epochs`` go to ultralytics when given (the gentle recipe that continues
-    a trained model: SGD, 0.001, 1.0, 0)."""
+    a trained model: SGD, 0.001, 1.0, 0). ``freeze`` keeps the first that many layers of the start weights as they
+    are (10: the COCO backbone); the detection head always trains."""
     from seawatch.vision.export.loaders import prepare_ultralytics_env, use_cpu_threads
 
     if not 0.0 <= empty_keep <= 1.0:
@@ -147,6 +148,8 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
         raise ModelError(f"--time-h {time_h}: hours, 0 or more (0 = no time box)")
     if engine not in ("ultralytics", "yolov5"):
         raise ModelError(f"--engine {engine!r}: ultralytics or yolov5")
+    if freeze < 0:  # the upper bound (the head's index) is checked against the model
+        raise ModelError(f"--freeze {freeze}: a layer count, 0 (train every layer) or more; 10 = the backbone")
     if engine == "yolov5":
         if device != "cpu":
             raise ModelError("--engine yolov5 trains on the CPU (--device cpu); on a GPU use the ultralytics engine")
@@ -201,7 +204,7 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
     record = {  # what both engines record; each adds its run
         "dataset": dataset, "dataset_manifest_sha256": registry.sha256_file(Path(manifest["_path"])),
         "dataset_fingerprint": fp, "split": trainsets.summary(tr, va), "seed": seed,
-        **({"time_box_h": time_h} if time_h > 0 else {}), "imgsz": imgsz, "batch": batch, "tile_px": tile_px,
+        **({"time_box_h": time_h} if time_h > 0 else {}), **({"freeze": freeze} if freeze else {}), "imgsz": imgsz, "batch": batch, "tile_px": tile_px,
         "fraction": fraction, "device": device, "workers": workers, "empty_keep": empty_keep, "layout": counts,
         **({"train_too": sorted(too), "val_cameras": sorted(val_cameras)} if too else {}),
     }
@@ -210,7 +213,7 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
 
         rate = lr0 or 0.01
         run = train_boat_headed(base, layout, work / "run_yolov5", imgsz=imgsz, batch=batch, seed=seed,
-                                workers=workers, epochs=epochs, time_s=time_h * 3600, lr0=rate)
+                                workers=workers, epochs=epochs, time_s=time_h * 3600, lr0=rate, freeze=freeze)
         record.update(engine="yolov5", optimizer="SGD", lr0=rate, **run)
         (work / "train_record.json").write_text(json.dumps(record, indent=2))
         return record
@@ -218,10 +221,14 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
 
     t0 = time.monotonic()
     yolo = YOLO(str(start_pt))
+    head = len(yolo.model.model) - 1
+    if freeze >= head:
+        raise ModelError(f"--freeze {freeze}: the start weights have {head + 1} layers and the head (layer {head}) "
+                         f"always trains: 0 to {head - 1}")
     yolo.train(data=str(layout / "data.yaml"), epochs=epochs, imgsz=imgsz, batch=batch, device=device, seed=seed,
                deterministic=True, workers=workers, plots=False, project=str(work), name="run", exist_ok=True,
                patience=patience, amp=device != "cpu", verbose=False, optimizer=optimizer, **schedule,
-               **({"time": time_h} if time_h > 0 else {}))
+               **({"time": time_h} if time_h > 0 else {}), **({"freeze": freeze} if freeze else {}))
     best = Path(yolo.trainer.best)
     if not best.is_file():
         raise ExportError(f"training produced no weights at {best}")

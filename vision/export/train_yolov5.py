@@ -72,11 +72,24 @@ def boat_headed_model(checkpoint_model, class_index: int = COCO_BOAT):
     return model, moved, len(msd)
 
 
+def freeze_layers(model, n: int) -> int:
+    """Freeze the first ``n`` modules of a YOLOv5 ``DetectionModel`` (10 = the backbone): their weights get no
+    gradient and their batch-norm statistics stay COCO's (:func:`fit` keeps those modules in eval mode). Returns the
+    number of frozen parameter tensors."""
+    frozen = 0
+    for name, p in model.named_parameters():
+        if int(name.split(".")[1]) < n:
+            p.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
 def fit(model, layout: Path, *, imgsz: int, batch: int, time_s: float, epochs: int, seed: int, workers: int,
-        lr0: float = 0.01, warmup_iters: int = 100) -> dict:
+        lr0: float = 0.01, warmup_iters: int = 100, freeze: int = 0) -> dict:
     """Train ``model`` in place on ``layout`` (``images/train`` + ``labels/train``) until ``time_s`` (if > 0) or
-    ``epochs`` is reached; the learning rate falls linearly to 1 % over whichever bounds the run. Returns the
-    EMA weights' model and a log of the epochs."""
+    ``epochs`` is reached; the learning rate falls linearly to 1 % over whichever bounds the run; the first
+    ``freeze`` modules stay as they are (:func:`freeze_layers`). Returns the EMA weights' model and a log of the
+    epochs."""
     os.environ.setdefault("TQDM_DISABLE", "1")  # its label-scan progress bar (a one-off command's process)
     import numpy as np
     import torch
@@ -94,7 +107,11 @@ def fit(model, layout: Path, *, imgsz: int, batch: int, time_s: float, epochs: i
     hyp["cls"] *= 1 / 80 * 3 / nl
     hyp["obj"] *= (imgsz / 640) ** 2 * 3 / nl
     hyp["label_smoothing"] = 0.0
+    if not 0 <= freeze < len(model.model) - 1:
+        raise ModelError(f"--freeze {freeze}: 0 to {len(model.model) - 2} of the model's {len(model.model)} modules "
+                         f"(the detection head always trains; 10 = the backbone)")
     model.nc, model.hyp = 1, hyp
+    frozen = freeze_layers(model, freeze) if freeze else 0
     loader, _ = create_dataloader(str(layout / "images" / "train"), imgsz, batch, 32, False, hyp=hyp, augment=True,
                                   cache=None, rect=False, rank=-1, workers=workers, prefix="", shuffle=True, seed=seed)
     nb = len(loader)
@@ -114,6 +131,8 @@ def fit(model, layout: Path, *, imgsz: int, batch: int, time_s: float, epochs: i
 
     while not stop:
         model.train()
+        for m in model.model[:freeze]:
+            m.eval()  # frozen layers keep COCO's batch-norm statistics too
         mean = torch.zeros(3)
         opt.zero_grad()
         for i, (imgs, targets, _, _) in enumerate(loader):
@@ -129,7 +148,7 @@ def fit(model, layout: Path, *, imgsz: int, batch: int, time_s: float, epochs: i
             loss.backward()
             ni += 1
             if ni % accumulate == 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
+                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_norm=10.0)
                 opt.step()
                 opt.zero_grad()
                 ema.update(model)
@@ -142,11 +161,12 @@ def fit(model, layout: Path, *, imgsz: int, batch: int, time_s: float, epochs: i
                         "box_loss": round(float(mean[0]), 5), "obj_loss": round(float(mean[1]), 5)})
         log.info("epoch %d: %s", epoch, json.dumps(history[-1]))
     return {"model": deepcopy(ema.ema).float().eval(), "epochs": len(history), "iterations": ni,
-            "batches_per_epoch": nb, "history": history, "train_seconds": round(time.monotonic() - t0, 1)}
+            "batches_per_epoch": nb, **({"freeze": freeze, "frozen_tensors": frozen} if freeze else {}),
+            "history": history, "train_seconds": round(time.monotonic() - t0, 1)}
 
 
 def train_boat_headed(base: str, layout: Path, out_dir: Path, *, imgsz: int, batch: int, seed: int, workers: int,
-                      epochs: int, time_s: float, lr0: float) -> dict:
+                      epochs: int, time_s: float, lr0: float, freeze: int = 0) -> dict:
     """Build the boat-headed model from the registered YOLOv5 COCO model ``base``, train it on ``layout``, save the
     checkpoint and its ONNX export in ``out_dir``; returns the run's part of the training record."""
     import torch
@@ -169,7 +189,7 @@ def train_boat_headed(base: str, layout: Path, out_dir: Path, *, imgsz: int, bat
     with yolov5_modules():
         model, moved, total = boat_headed_model(load_checkpoint(manifest, weights).module, boat)
         run = fit(model, layout, imgsz=imgsz, batch=batch, time_s=time_s, epochs=epochs, seed=seed, workers=workers,
-                  lr0=lr0)
+                  lr0=lr0, freeze=freeze)
         trained = run.pop("model")
         ckpt = out_dir / "best.pt"
         torch.save({"model": trained, "names": ["vessel"], "history": run["history"]}, ckpt)
