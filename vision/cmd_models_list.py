@@ -104,5 +104,6 @@ VESSEL_HINT = (
     "note: no `vessel` model on this machine yet (a source's default, coco_yolov5n, finds boats with its COCO boat "
     "class,\n  about a third of a shore camera's distant ones; `tile: 384` on the source finds more); train one:\n"
     "  with a GPU:  seawatch models train vessels --train-too all --device 0 --tile-px 384   (or scripts/gpu/README.md)\n"
-    "  on a CPU it takes hours, not minutes: 20-30 minutes of training did not beat COCO on 384 px tiles (README,\n"
-    "  'Without a GPU': --time-h, --engine yolov5); --train-too all trains on every camera of datasets/vessels.yaml")
+    "  on a CPU it takes hours, not minutes: 20-40 minutes of training did not beat COCO on 384 px tiles (README,\n"
+    "  'Without a GPU': --time-h, --engine yolov5, --freeze 10); --train-too all trains on every camera of\n"
+    "  datasets/vessels.yaml")

@@ -204,7 +204,8 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
     record = {  # what both engines record; each adds its run
         "dataset": dataset, "dataset_manifest_sha256": registry.sha256_file(Path(manifest["_path"])),
         "dataset_fingerprint": fp, "split": trainsets.summary(tr, va), "seed": seed,
-        **({"time_box_h": time_h} if time_h > 0 else {}), **({"freeze": freeze} if freeze else {}), "imgsz": imgsz, "batch": batch, "tile_px": tile_px,
+        **({"time_box_h": time_h} if time_h > 0 else {}), **({"freeze": freeze} if freeze else {}),
+        "imgsz": imgsz, "batch": batch, "tile_px": tile_px,
         "fraction": fraction, "device": device, "workers": workers, "empty_keep": empty_keep, "layout": counts,
         **({"train_too": sorted(too), "val_cameras": sorted(val_cameras)} if too else {}),
     }
