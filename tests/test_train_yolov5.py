@@ -62,8 +62,6 @@ def test_boat_headed_model_is_cocos_boat_detector_before_training(shared_media):
 def test_freeze_keeps_the_backbone_out_of_training_and_refuses_the_head():
     """--freeze N: the first N modules get no gradient; N reaching the detection head is refused before any data is
     read (the layout path does not exist)."""
-    import torch
-
     from seawatch.errors import ModelError
     from seawatch.vision.export.loaders import yolov5_modules
     from seawatch.vision.export.train_yolov5 import COCO_BOAT, boat_headed_model, fit, freeze_layers
@@ -80,7 +78,6 @@ def test_freeze_keeps_the_backbone_out_of_training_and_refuses_the_head():
             with pytest.raises(ModelError, match=f"--freeze {bad}: 0 to {head - 1}"):
                 fit(one, Path("/nonexistent/layout"), imgsz=320, batch=2, time_s=1, epochs=1, seed=0, workers=0,
                     freeze=bad)
-    assert isinstance(one.model[0].conv.weight, torch.nn.Parameter)
 
 
 @pytest.mark.parametrize("extra, why", [
