@@ -12,6 +12,8 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from seawatch.vision.export.train import ENGINES
+
     p.add_argument("dataset", help="dataset manifest name in datasets/ (e.g. vessels) or a path to one")
     p.add_argument("--name", default="vessel", help="registry name of the result (default: vessel)")
     p.add_argument("--base", default="coco_yolov5n",
@@ -20,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-h", type=float, default=0.0,
                    help="time box in hours instead of an epoch count (ultralytics re-plans the epochs after the first so "
                         "the schedule ends in time; the record keeps the epochs done): --time-h 1 on a CPU, see README")
-    p.add_argument("--engine", default="ultralytics", choices=("ultralytics", "yolov5"),
+    p.add_argument("--engine", default="ultralytics", choices=ENGINES,
                    help="ultralytics (default; GPU or CPU): the COCO backbone in an anchor-free head trained from zero. "
                         "yolov5 (CPU): the original COCO YOLOv5 keeps its head, cut to the boat class, so training "
                         "starts from COCO's boat detector (measured: README, 'Without a GPU')")

@@ -44,6 +44,16 @@ def transfer_yolov5_to_ultralytics(ckpt_model, arch_yaml: str = "yolov5n.yaml"):
     return yolo, len(moved), len(dst)
 
 
+ENGINES = ("ultralytics", "yolov5")  # the training engines of `seawatch models train --engine`
+
+
+def check_freeze(freeze: int, layers: int) -> None:
+    """``--freeze`` against start weights of ``layers`` layers: the last one, the detection head, always trains."""
+    if not 0 <= freeze < layers - 1:
+        raise ModelError(f"--freeze {freeze}: 0 to {layers - 2} for these start weights ({layers} layers; the "
+                         f"detection head, layer {layers - 1}, always trains; 10 = the backbone)")
+
+
 def provisioned_weights(base: str):
     """The manifest of the registered model ``base`` and its provisioned weights file; ModelError if not fetched."""
     manifest = registry.get_manifest(base)
@@ -146,8 +156,8 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
         raise ModelError(f"learning-rate schedule {schedule}: lr0 must be positive, lrf and warm-up not negative")
     if not (time_h >= 0.0 and math.isfinite(time_h)):
         raise ModelError(f"--time-h {time_h}: hours, 0 or more (0 = no time box)")
-    if engine not in ("ultralytics", "yolov5"):
-        raise ModelError(f"--engine {engine!r}: ultralytics or yolov5")
+    if engine not in ENGINES:
+        raise ModelError(f"--engine {engine!r}: {' or '.join(ENGINES)}")
     if freeze < 0:  # the upper bound (the head's index) is checked against the model
         raise ModelError(f"--freeze {freeze}: a layer count, 0 (train every layer) or more; 10 = the backbone")
     if engine == "yolov5":
@@ -216,31 +226,27 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
         run = train_boat_headed(base, layout, work / "run_yolov5", imgsz=imgsz, batch=batch, seed=seed,
                                 workers=workers, epochs=epochs, time_s=time_h * 3600, lr0=rate, freeze=freeze)
         record.update(engine="yolov5", optimizer="SGD", lr0=rate, **run)
-        (work / "train_record.json").write_text(json.dumps(record, indent=2))
-        return record
-    from ultralytics import YOLO
+    else:
+        from ultralytics import YOLO
 
-    t0 = time.monotonic()
-    yolo = YOLO(str(start_pt))
-    head = len(yolo.model.model) - 1
-    if freeze >= head:
-        raise ModelError(f"--freeze {freeze}: the start weights have {head + 1} layers and the head (layer {head}) "
-                         f"always trains: 0 to {head - 1}")
-    yolo.train(data=str(layout / "data.yaml"), epochs=epochs, imgsz=imgsz, batch=batch, device=device, seed=seed,
-               deterministic=True, workers=workers, plots=False, project=str(work), name="run", exist_ok=True,
-               patience=patience, amp=device != "cpu", verbose=False, optimizer=optimizer, **schedule,
-               **({"time": time_h} if time_h > 0 else {}), **({"freeze": freeze} if freeze else {}))
-    best = Path(yolo.trainer.best)
-    if not best.is_file():
-        raise ExportError(f"training produced no weights at {best}")
-    record.update({
-        "epochs": int(getattr(yolo.trainer, "epoch", epochs - 1)) + 1,  # done (a time box or early stop ends sooner)
-        "train_seconds": round(time.monotonic() - t0, 1), "weights": str(best),
-        "weights_sha256": registry.sha256_file(best), "optimizer": optimizer, **schedule,
-        **({"hard_negatives": ",".join(Path(w).name if w.endswith(".pt") else w for w in mining["weights"])}
-           if mining else {}),
-        **base_facts,
-    })
+        t0 = time.monotonic()
+        yolo = YOLO(str(start_pt))
+        check_freeze(freeze, len(yolo.model.model))
+        yolo.train(data=str(layout / "data.yaml"), epochs=epochs, imgsz=imgsz, batch=batch, device=device, seed=seed,
+                   deterministic=True, workers=workers, plots=False, project=str(work), name="run", exist_ok=True,
+                   patience=patience, amp=device != "cpu", verbose=False, optimizer=optimizer, **schedule,
+                   **({"time": time_h} if time_h > 0 else {}), **({"freeze": freeze} if freeze else {}))
+        best = Path(yolo.trainer.best)
+        if not best.is_file():
+            raise ExportError(f"training produced no weights at {best}")
+        record.update({
+            "epochs": int(getattr(yolo.trainer, "epoch", epochs - 1)) + 1,  # done (a time box or early stop: fewer)
+            "train_seconds": round(time.monotonic() - t0, 1), "weights": str(best),
+            "weights_sha256": registry.sha256_file(best), "optimizer": optimizer, **schedule,
+            **({"hard_negatives": ",".join(Path(w).name if w.endswith(".pt") else w for w in mining["weights"])}
+               if mining else {}),
+            **base_facts,
+        })
     (work / "train_record.json").write_text(json.dumps(record, indent=2))
     return record
 

@@ -100,6 +100,8 @@ def fit(model, layout: Path, *, imgsz: int, batch: int, time_s: float, epochs: i
     from yolov5.utils.loss import ComputeLoss
     from yolov5.utils.torch_utils import ModelEMA, smart_optimizer
 
+    from seawatch.vision.export.train import check_freeze
+
     torch.manual_seed(seed)
     np.random.seed(seed)
     hyp = yaml.safe_load((Path(yolov5.__file__).parent / "data/hyps/hyp.scratch-low.yaml").read_text())
@@ -108,9 +110,7 @@ def fit(model, layout: Path, *, imgsz: int, batch: int, time_s: float, epochs: i
     hyp["cls"] *= 1 / 80 * 3 / nl
     hyp["obj"] *= (imgsz / 640) ** 2 * 3 / nl
     hyp["label_smoothing"] = 0.0
-    if not 0 <= freeze < len(model.model) - 1:
-        raise ModelError(f"--freeze {freeze}: 0 to {len(model.model) - 2} of the model's {len(model.model)} modules "
-                         f"(the detection head always trains; 10 = the backbone)")
+    check_freeze(freeze, len(model.model))
     model.nc, model.hyp = 1, hyp
     frozen = freeze_layers(model, freeze) if freeze else 0
     loader, _ = create_dataloader(str(layout / "images" / "train"), imgsz, batch, 32, False, hyp=hyp, augment=True,
