@@ -82,6 +82,7 @@ def test_run_reports_a_corrupt_source_and_exits_nonzero(tmp_path):
     ("zones:\n  - id: a\n    source: s\n    rules: [{type: nonsense}]\n", "zones.0.rules.0"),
     ("sources:\n  - {id: s, url: x.mp4, colour: red}\n", "colour"),
     ("zones: {oops\n", "cannot read"),
+    ("sources:\n  - {id: s, url: x.mp4, models: [coco_yolov5n+]}\n", "empty member"),
 ])
 def test_run_rejects_invalid_config_with_the_field_named(tmp_path, yaml_text, needle):
     cfg = tmp_path / "bad.yaml"

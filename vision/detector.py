@@ -288,13 +288,17 @@ class OnnxDetector:
 
 
 def load_detector(name: str, variant: str = "fp32", **overrides) -> OnnxDetector:
-    """Detector for a registered, provisioned model (``seawatch.vision.registry``).
+    """Detector for a registered, provisioned model (``seawatch.vision.registry``), or for a group of them
+    written ``a+b`` (a :class:`seawatch.vision.ensemble.FusedDetector`, the variant and overrides applying to each).
 
     ``overrides`` are :class:`OnnxDetector` keyword arguments (conf, iou, imgsz, max_det, providers, threads...).
     Raises ModelNotFound / ModelNotProvisioned / ChecksumMismatch from the registry, ModelError otherwise.
     """
     from seawatch.vision import registry
+    from seawatch.vision.ensemble import FusedDetector, members_of
 
+    if (members := members_of(name)) is not None:  # a model group, a+b (seawatch.vision.ensemble)
+        return FusedDetector(name, [load_detector(m, variant, **overrides) for m in members])
     manifest = registry.get_manifest(name)
     path = registry.resolve_onnx(name, variant)
     return OnnxDetector(manifest, path, **overrides)

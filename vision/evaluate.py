@@ -79,13 +79,13 @@ class Evaluator:
             return self.models[key]
         if name in self.missing_models:
             return None
-        from seawatch.vision import registry
         from seawatch.vision.detector import load_detector
+        from seawatch.vision.ensemble import default_conf
         from seawatch.vision.tiling import tile_for
 
         base, _, variant = name.partition(":")  # "vessel:int8" scores that variant
         try:
-            op = float(self.conf if self.conf is not None else registry.get_manifest(base).defaults.conf)
+            op = float(self.conf if self.conf is not None else default_conf(base))
             det = load_detector(base, variant or "fp32", conf=min(op, self.curve_floor))
         except ModelError as exc:
             log.warning("evaluate: model %s unavailable: %s", name, exc)
@@ -121,14 +121,17 @@ def _scored_training_images(ev: Evaluator, scored: list[Path]) -> dict[str, int]
     """Per model run: how many scored images its training record says it was trained on (a trained model's numbers
     on its own training frames are not held out)."""
     from seawatch.vision import registry, trainsets
+    from seawatch.vision.ensemble import members_of
 
     paths = {p.resolve() for p in scored}
     per_base: dict[str, int | None] = {}  # a model's variants and tilings share its training record
     out: dict[str, int] = {}
     for key, run in ev.models.items():
         if run.base not in per_base:
-            record = (registry.read_lock(run.base) or {}).get("training") or {}
-            per_base[run.base] = len(paths & trainsets.trained_images(record)) if record and paths else None
+            # a group is as held out as its least held-out member: the union of its members' training images
+            records = [(registry.read_lock(m) or {}).get("training") or {} for m in members_of(run.base) or (run.base,)]
+            trained = set().union(*(trainsets.trained_images(r) for r in records if r))
+            per_base[run.base] = len(paths & trained) if any(records) and paths else None
         if per_base[run.base] is not None:
             out[key] = per_base[run.base]
     return out

@@ -48,7 +48,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from seawatch.drone.config import CalibrationConfig, DroneConfig
-from seawatch.errors import ConfigError, InputError
+from seawatch.errors import ConfigError, InputError, ModelError
 from seawatch.vision.config import (EventPolicy, RulesConfig, TrackerConfig, WaterAreasConfig, ZoneConfig,
                                     load_rules_config)
 from seawatch.vision.detections import Detections
@@ -103,7 +103,9 @@ class SourceSpec(BaseModel):
 
     id: str = Field(pattern=_ID, description="source id (zones refer to it)")
     url: str = Field(min_length=1, description="file path or stream URL")
-    models: tuple[str, ...] = Field(("coco_yolov5n",), min_length=1, description="registry models run on this source")
+    models: tuple[str, ...] = Field(("coco_yolov5n",), min_length=1, description="registry models run on this source; "
+                                    "NAME+NAME runs a group whose boxes of a label they share are fused "
+                                    "(seawatch.vision.ensemble), e.g. coco_yolov5n+v5_frz40")
     tile: str | None = Field(None, description="tiled inference for small objects (e.g. vessels): SIZE[:OVERLAP], "
                                                "auto[:OVERLAP] (each model's trained tile size), or none; more sizes after "
                                                "commas (auto,288) and +flip (the frame mirrored too) add fused views: more "
@@ -142,6 +144,13 @@ class SourceSpec(BaseModel):
         from seawatch.vision.tiling import check_tile_text
 
         check_tile_text(self.tile)  # a bad tile spec is a config error here, not a crash at start
+        from seawatch.vision.ensemble import members_of
+
+        for name in self.models:
+            try:
+                members_of(name)  # a malformed group (a+, a+a) too
+            except ModelError as exc:
+                raise ValueError(str(exc)) from None
         if self.water is not None and self.water_views is not None:
             raise ValueError("give water (a fixed camera) or water_views (a camera that pans), not both")
         if self.ignore:

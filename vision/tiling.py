@@ -82,9 +82,9 @@ FLIP_SUFFIX = "+flip"
 
 def model_tile(detector, overlap: float = DEFAULT_OVERLAP, **kw) -> TileSpec:
     """The tiling a model was trained for: its manifest's ``defaults.tile_px`` when set (a model fine-tuned on
-    zoomed tiles), else its input size."""
+    zoomed tiles), else its input size; a detector that states its own ``tile_px`` (a model group) that."""
     defaults = getattr(getattr(detector, "manifest", None), "defaults", None)
-    size = getattr(defaults, "tile_px", None) or detector.settings.imgsz
+    size = getattr(detector, "tile_px", None) or getattr(defaults, "tile_px", None) or detector.settings.imgsz
     return TileSpec(size_px=int(size), overlap=overlap, **kw)
 
 
