@@ -32,7 +32,8 @@ HELP = "detections for images, folders and videos (JSON lines, optional annotate
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image or video files, or folders (searched recursively)")
     parser.add_argument("--models", default=None,
-                        help="comma-separated registry names (default: every provisioned model)")
+                        help="comma-separated registry names, A+B a group of models with their boxes fused "
+                             "(default: every provisioned model)")
     parser.add_argument("--variant", default="fp32", help="model variant to load (fp32, int8, ...)")
     parser.add_argument("--conf", type=float, default=None, help="confidence threshold (default: each model's)")
     parser.add_argument("--iou", type=float, default=None, help="NMS IoU threshold (default: each model's)")
