@@ -51,7 +51,7 @@ class FusedDetector:
         labels: list[str] = []
         for m in self.members:
             labels += [lab for lab in m.labels if lab not in labels]
-        self._labels = tuple(labels)
+        self.labels = tuple(labels)
         first = self.members[0].settings
         self.settings = replace(first, conf=min(m.settings.conf for m in self.members),
                                 max_det=max(m.settings.max_det for m in self.members))
@@ -60,10 +60,6 @@ class FusedDetector:
         from seawatch.vision.tiling import model_tile
 
         self.tile_px = min(model_tile(m).size_px for m in self.members)
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return self._labels
 
     @property
     def last_timing(self):
@@ -87,22 +83,16 @@ class FusedDetector:
     def _fuse(self, parts: list[Detections]) -> Detections:
         from seawatch.vision.tiling import fuse_views
 
-        out: list[Detections] = []
-        for k, label in enumerate(self._labels):
+        out: list[Detections] = []  # per label, on the group's label table and in its name
+        for k, label in enumerate(self.labels):
             views = [self._relabel(p.with_label(label), k) for p, m in zip(parts, self.members) if label in m.labels]
-            if len(views) == 1:
-                out.append(views[0])
-            else:
-                fused = fuse_views(views)
-                out.append(Detections(fused.xyxy_px, fused.confidence, np.full(len(fused), k, np.int32),
-                                      self._labels, None, self.name))
+            out.append(views[0] if len(views) == 1 else fuse_views(views))
         merged = Detections.merge(out)
-        merged = Detections(merged.xyxy_px, merged.confidence, merged.class_id, merged.labels, None, self.name)
         order = np.argsort(-merged.confidence, kind="stable")[: self.settings.max_det]
         return merged[order]
 
     def _relabel(self, det: Detections, k: int) -> Detections:
-        return Detections(det.xyxy_px, det.confidence, np.full(len(det), k, np.int32), self._labels, None, self.name)
+        return Detections(det.xyxy_px, det.confidence, np.full(len(det), k, np.int32), self.labels, None, self.name)
 
     def __repr__(self) -> str:
         return f"FusedDetector({self.name!r}, members={[m.name for m in self.members]})"
