@@ -86,12 +86,41 @@ def test_freeze_keeps_the_backbone_out_of_training_and_refuses_the_head():
     (["--optimizer", "AdamW"], "SGD"),
     (["--optimizer", "SGD", "--lrf", "0.5"], "only --lr0 applies"),
     (["--base", "fall"], "starts from a YOLOv5 COCO model"),
+    (["--base", "ship_published"], "or from a vessel model this engine trained"),
 ])
 def test_yolov5_engine_refuses_what_it_cannot_do(extra, why, capsys):
     from seawatch.cli import main
 
     assert main(["models", "train", "vessels", "--engine", "yolov5", "--name", "never_made", "--smoke", *extra]) == 1
     assert why in capsys.readouterr().err
+
+
+def test_continued_run_reads_the_chain_and_refuses_a_lost_or_changed_checkpoint(tmp_path):
+    """Only a model this engine trained can be continued; its checkpoint must be the file its record hashed; a chain
+    of continuations keeps the COCO model at its root and adds up the training time."""
+    from seawatch.errors import ModelError
+    from seawatch.vision import registry
+    from seawatch.vision.export.train_yolov5 import continued_run
+
+    assert continued_run("coco_yolov5n", {}) is None
+    assert continued_run("vessel", {"training": {"engine": "ultralytics", "weights": "best.pt"}}) is None
+    ckpt = tmp_path / "best.pt"
+    ckpt.write_bytes(b"checkpoint bytes")
+    first = {"engine": "yolov5", "checkpoint": str(ckpt), "checkpoint_sha256": registry.sha256_file(ckpt),
+             "base": "coco_yolov5n", "epochs": 46, "iterations": 20586, "train_seconds": 5400.0, "lr0": 0.01,
+             "freeze": 10, "tile_px": 192, "imgsz": 320, "weights_sha256": "ab" * 32}
+    got = continued_run("a", {"training": first})
+    assert got["name"] == "a" and got["base"] == "coco_yolov5n" and got["checkpoint_sha256"] == first["checkpoint_sha256"]
+    assert got["epochs"] == 46 and got["train_seconds_in_all"] == 5400.0 and got["freeze"] == 10
+    second = {**first, "base": "a", "train_seconds": 7200.0, "continued_from": got}  # b continued a
+    again = continued_run("b", {"training": second})
+    assert again["base"] == "coco_yolov5n" and again["train_seconds_in_all"] == 12600.0
+    ckpt.write_bytes(b"another run under the same name")
+    with pytest.raises(ModelError, match="not the checkpoint its record names"):
+        continued_run("a", {"training": first})
+    ckpt.unlink()
+    with pytest.raises(ModelError, match="checkpoint .* is gone"):
+        continued_run("a", {"training": first})
 
 
 def test_yolov5_engine_smoke_run_registers_a_vessel_model(shared_media):
@@ -101,7 +130,7 @@ def test_yolov5_engine_smoke_run_registers_a_vessel_model(shared_media):
     from seawatch.vision import registry
     from seawatch.vision.detector import load_detector
 
-    name = "vessel_v5_smoke_test"
+    name, then = "vessel_v5_smoke_test", "vessel_v5_smoke_test2"
     env = dict(os.environ, SEAWATCH_SHARED=str(shared_media.parent))
     try:
         proc = subprocess.run([sys.executable, "-m", "seawatch", "models", "train", "vessels", "--engine", "yolov5",
@@ -143,8 +172,31 @@ def test_yolov5_engine_smoke_run_registers_a_vessel_model(shared_media):
         out = det.detect([frame])[0]
         assert len(out) > 0 and (out.xyxy_px[:, 2] <= frame.shape[1] + 1e-3).all()
         assert set(np.asarray(out.labels)[out.class_id]) == {"vessel"}
+
+        # a second sitting: --base the model just trained goes on from its checkpoint, not from COCO's boat class
+        proc = subprocess.run([sys.executable, "-m", "seawatch", "models", "train", "vessels", "--engine", "yolov5",
+                               "--smoke", "--name", then, "--base", name, "--time-h", "0.003", "--workers", "1",
+                               "--tile-px", "192", "--register-imgsz", "640", "--freeze", "10", "--lr0", "0.005"],
+                              env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        second = registry.read_lock(then)["training"]
+        assert second["base"] == name and second["base_sha256"] == record["checkpoint_sha256"]
+        assert "head_from" not in second and "transferred_tensors" not in second and second["lr0"] == 0.005
+        first = second["continued_from"]
+        assert first["name"] == name and first["base"] == "coco_yolov5n" and first["epochs"] == record["epochs"]
+        assert first["train_seconds_in_all"] == record["train_seconds"] and second["iterations"] >= 1
+        with yolov5_modules():
+            after = torch.load(second["checkpoint"], map_location="cpu", weights_only=False)["model"].state_dict()
+        for k in frozen:  # still COCO's backbone
+            assert torch.allclose(after[k], start[k], atol=1e-6), k
+        moved_on = [k for k in trained if layer[k] >= 10 and trained[k].is_floating_point()
+                    and not torch.allclose(after[k], trained[k], atol=1e-5)]
+        assert moved_on  # trained further from the first sitting's weights
+        assert f"continued from {name}" in registry.get_manifest(then).description
+        assert len(load_detector(then, "fp32", conf=0.01).detect([frame])[0]) > 0
     finally:
-        (registry.user_manifest_dir() / f"{name}.yaml").unlink(missing_ok=True)
-        shutil.rmtree(registry.model_dir(name), ignore_errors=True)
-        for d in (paths.cache_dir() / "train").glob(f"{name}-*"):
-            shutil.rmtree(d, ignore_errors=True)
+        for n in (name, then):
+            (registry.user_manifest_dir() / f"{n}.yaml").unlink(missing_ok=True)
+            shutil.rmtree(registry.model_dir(n), ignore_errors=True)
+            for d in (paths.cache_dir() / "train").glob(f"{n}-*"):
+                shutil.rmtree(d, ignore_errors=True)

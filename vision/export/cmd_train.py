@@ -17,7 +17,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", help="dataset manifest name in datasets/ (e.g. vessels) or a path to one")
     p.add_argument("--name", default="vessel", help="registry name of the result (default: vessel)")
     p.add_argument("--base", default="coco_yolov5n",
-                   help="starting weights: coco_yolov5n, fall, ship_published, or a .pt / .yaml path")
+                   help="starting weights: coco_yolov5n, fall, ship_published, or a .pt / .yaml path; with "
+                        "--engine yolov5, coco_yolov5n or a vessel model that engine trained (training goes on from "
+                        "its checkpoint: a CPU run in several sittings)")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--time-h", type=float, default=0.0,
                    help="time box in hours instead of an epoch count (ultralytics re-plans the epochs after the first so "
@@ -81,6 +83,10 @@ def _trained_tile_px(record: dict, imgsz: int) -> int:
 
 def _description(dataset: str, base: str, record: dict) -> str:
     text = f"fine-tuned on {dataset} from {base}"
+    if record.get("continued_from"):
+        first = record["continued_from"]
+        text = (f"fine-tuned on {dataset}, continued from {base} ({first.get('train_seconds_in_all', 0) / 3600:.1f} h "
+                f"of training before this run)")
     if record.get("engine") == "yolov5":
         text += " (YOLOv5 engine: its COCO boat class was the start of the vessel head)"
     too = record.get("train_too")

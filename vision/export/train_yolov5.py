@@ -166,6 +166,34 @@ def fit(model, layout: Path, *, imgsz: int, batch: int, time_s: float, epochs: i
             "history": history, "train_seconds": round(time.monotonic() - t0, 1)}
 
 
+def continued_run(name: str, lock: dict) -> dict | None:
+    """What training the registered model ``name`` continues from, when this engine trained it (its lock's training
+    record names a YOLOv5 checkpoint); None for any other model. The checkpoint must still be the file the record
+    hashed: ModelError if it is gone or changed (a cache cleaned since, or another run under the same name).
+    Returns the earlier run's facts a continued record keeps: its start, checkpoint, epochs and seconds."""
+    from seawatch.vision import registry
+
+    t = lock.get("training") or {}
+    if t.get("engine") != "yolov5" or not t.get("checkpoint"):
+        return None
+    ckpt = Path(t["checkpoint"])
+    if not ckpt.is_file():
+        raise ModelError(f"base model {name!r}: its training checkpoint {ckpt} is gone (the training cache was "
+                         "cleaned); train it again to continue from it")
+    sha = registry.sha256_file(ckpt)
+    if sha != t.get("checkpoint_sha256"):
+        raise ModelError(f"base model {name!r}: {ckpt} is not the checkpoint its record names (sha256 {sha[:12]}..., "
+                         f"recorded {str(t.get('checkpoint_sha256'))[:12]}...); train it again to continue from it")
+    root = t.get("continued_from") or {}
+    return {"name": name, "checkpoint": str(ckpt), "checkpoint_sha256": sha, "weights_sha256": t.get("weights_sha256"),
+            "base": root.get("base", t.get("base")),  # the COCO model at the root of the chain
+            "epochs": t.get("epochs"), "iterations": t.get("iterations"), "train_seconds": t.get("train_seconds"),
+            "lr0": t.get("lr0"), "freeze": t.get("freeze", 0), "tile_px": t.get("tile_px"), "imgsz": t.get("imgsz"),
+            "dataset_fingerprint": t.get("dataset_fingerprint"),
+            "train_seconds_in_all": round(float(t.get("train_seconds") or 0)
+                                          + float(root.get("train_seconds_in_all") or 0), 1)}
+
+
 def train_boat_headed(base: str, layout: Path, out_dir: Path, *, imgsz: int, batch: int, seed: int, workers: int,
                       epochs: int, time_s: float, lr0: float, freeze: int = 0) -> dict:
     """Build the boat-headed model from the registered YOLOv5 COCO model ``base``, train it on ``layout``, save the
@@ -178,17 +206,30 @@ def train_boat_headed(base: str, layout: Path, out_dir: Path, *, imgsz: int, bat
     from seawatch.vision.export.train import provisioned_weights
 
     manifest = registry.get_manifest(base)
-    if manifest.family != "yolov5":
-        raise ModelError(f"--engine yolov5 starts from a YOLOv5 COCO model such as coco_yolov5n, not {base!r}")
-    if "boat" not in manifest.classes:
-        raise ModelError(f"base model {base!r} has no class 'boat' to start the vessel head from")
-    weights = provisioned_weights(base)[1]
-    boat = list(manifest.classes).index("boat")
+    earlier = continued_run(base, registry.read_lock(base) or {})
+    if earlier is None:
+        if manifest.family != "yolov5":
+            raise ModelError(f"--engine yolov5 starts from a YOLOv5 COCO model such as coco_yolov5n, or from a "
+                             f"vessel model this engine trained, not {base!r}")
+        if "boat" not in manifest.classes:
+            raise ModelError(f"base model {base!r} has no class 'boat' to start the vessel head from")
+        weights = provisioned_weights(base)[1]
+        boat = list(manifest.classes).index("boat")
+    else:
+        manifest = registry.get_manifest(earlier["base"])  # the architecture the earlier run exported with
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     os.environ.setdefault("PIN_MEMORY", "false")  # yolov5 reads it when its modules load; training runs on the CPU
     with yolov5_modules():
-        model, moved, total = boat_headed_model(load_checkpoint(manifest, weights).module, boat)
+        if earlier is None:
+            model, moved, total = boat_headed_model(load_checkpoint(manifest, weights).module, boat)
+            start = {"base": base, "base_sha256": registry.sha256_file(weights),
+                     "transferred_tensors": f"{moved}/{total}", "head_from": f"{base} class {boat} (boat)"}
+        else:
+            model = torch.load(earlier["checkpoint"], map_location="cpu", weights_only=False)["model"].float()
+            for p in model.parameters():  # saved from the EMA copy, whose tensors take no gradient
+                p.requires_grad_(True)
+            start = {"base": base, "base_sha256": earlier["checkpoint_sha256"], "continued_from": earlier}
         run = fit(model, layout, imgsz=imgsz, batch=batch, time_s=time_s, epochs=epochs, seed=seed, workers=workers,
                   lr0=lr0, freeze=freeze)
         trained = run.pop("model")
@@ -199,5 +240,4 @@ def train_boat_headed(base: str, layout: Path, out_dir: Path, *, imgsz: int, bat
                   manifest.model_copy(update={"classes": ("vessel",)}), onnx_path)
     return {**run, "weights": str(onnx_path),
             "weights_sha256": registry.sha256_file(onnx_path), "checkpoint": str(ckpt),
-            "checkpoint_sha256": registry.sha256_file(ckpt), "base": base, "base_sha256": registry.sha256_file(weights),
-            "transferred_tensors": f"{moved}/{total}", "head_from": f"{base} class {boat} (boat)"}
+            "checkpoint_sha256": registry.sha256_file(ckpt), **start}
