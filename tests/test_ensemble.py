@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -22,8 +23,10 @@ class Stub:
         self.settings = DetectorSettings(conf=conf, iou=0.45, imgsz=imgsz, max_det=max_det)
         self.boxes = boxes  # [(label, x1, y1, x2, y2, conf)]
         self.last_timing = self.total_timing = Timing()
+        self.threads = []  # the thread each call ran on
 
     def detect(self, images):
+        self.threads.append(threading.get_ident())
         self.last_timing = Timing(len(images), 1, 1000, 2000, 3000)
         self.total_timing = self.total_timing + self.last_timing
         out = []
@@ -80,6 +83,27 @@ def test_group_keeps_at_most_max_det_and_tiles_at_its_members_smallest_size():
     assert len(d) == 3 and np.allclose(d.confidence, 0.8)  # three 400 px tiles across 900 px; the full frame's box is the first tile's
 
 
+def test_members_side_by_side_give_what_they_give_one_after_the_other():
+    """parallel=True: the first member runs in the caller's thread, the others in the group's pool beside it, and the
+    fused result is the same as one after the other."""
+    def members():
+        return [Stub("a", ("person", "vessel"), [("vessel", 100, 100, 140, 120, 0.8), ("person", 1, 1, 9, 30, 0.9)]),
+                Stub("b", ("vessel",), [("vessel", 102, 100, 142, 121, 0.6), ("vessel", 700, 300, 730, 310, 0.5)]),
+                Stub("c", ("vessel",), [("vessel", 101, 99, 141, 120, 0.7)])]
+
+    frames = [np.zeros((480, 800, 3), np.uint8)] * 2
+    after, side = FusedDetector("a+b+c", members()), FusedDetector("a+b+c", members(), parallel=True)
+    want, got = after.detect(frames), side.detect(frames)
+    for w, g in zip(want, got):
+        assert len(g) == 3 and np.array_equal(w.xyxy_px, g.xyxy_px) and np.array_equal(w.confidence, g.confidence)
+        assert list(w.label) == list(g.label)
+    assert side.members[0].threads == [threading.get_ident()]
+    others = {side.members[1].threads[0], side.members[2].threads[0]}  # the pool's (a quick stub may free one)
+    assert threading.get_ident() not in others
+    assert {t for m in after.members for t in m.threads} == {threading.get_ident()}
+    assert "parallel=True" in repr(side) and "parallel=False" in repr(after)
+
+
 def test_a_group_needs_two_models():
     with pytest.raises(ModelError, match="at least two"):
         FusedDetector("a", [Stub("a", ("vessel",), [])])
@@ -101,6 +125,21 @@ def test_a_group_of_real_models_runs_in_the_pipeline_and_in_evaluate(shared_medi
     pipe = Pipeline(cfg)
     det = pipe.detectors[group]
     assert isinstance(det, FusedDetector) and [m.name for m in det.members] == ["coco_yolov5n", "ship_published"]
+    # the CPU's threads shared out: two threads, one each, side by side; one thread: one after the other, with it
+    from seawatch.vision.detector import load_detector
+
+    def threads(d):
+        return [m.session.get_session_options().intra_op_num_threads for m in d.members]
+
+    # members of unequal cost (a nano at 640 px, an 's' model at 1280 px) run one after the other, all threads each
+    unequal = load_detector(group, intra_op_threads=2)
+    assert threads(unequal) == [2, 2] and unequal._pool is None
+    # two 's'-sized models at 640 px cost about the same: side by side, one thread each; one thread: in turn
+    onnx_model("fall")
+    onnx_model("fire_smoke")
+    two, one = load_detector("fall+fire_smoke", intra_op_threads=2), load_detector("fall+fire_smoke", intra_op_threads=1)
+    assert threads(two) == [1, 1] and two._pool is not None
+    assert threads(one) == [1, 1] and one._pool is None
     f = sorted((shared_media / "A_boats").glob("shore_*.jpg"))[0]
     d = pipe.detect("quay", cv2.imread(str(f)))
     assert d.model == group and "vessel" in set(d.label)
@@ -123,3 +162,23 @@ def test_a_group_of_real_models_runs_in_the_pipeline_and_in_evaluate(shared_medi
     assert rows[f"{group}+tiles"]["tp"] > 0
     bad = seawatch("evaluate", str(manifest), "--no-clips", "--vessel-models", "coco_yolov5n+no_such_model")
     assert "no_such_model" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_group_benchmark_quick_run(shared_media, capsys):
+    """`seawatch bench group`: the same group with its members one after the other and side by side, on one tiled
+    shore frame; both ways find the same boxes (timing is printed, not asserted)."""
+    import importlib.util
+    from pathlib import Path
+
+    onnx_model("coco_yolov5n")
+    onnx_model("fall")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_group.py"
+    spec = importlib.util.spec_from_file_location("bench_group", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--rounds", "1", "--tile", "640", "--threads", "2", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["model"] == "coco_yolov5n+fall" and row["tile_px"] == 640 and row["chosen"] == "after"  # unequal
+    assert row["same_boxes"] and row["boxes"] > 0 and row["ms_after"] > 0 and row["ms_side"] > 0
+    with pytest.raises(SystemExit, match="a group"):
+        bench.build("coco_yolov5n", 2, True)

@@ -14,6 +14,7 @@ COCO with its own mirror image as the second view at the same cost (two passes a
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 import numpy as np
@@ -43,11 +44,15 @@ class FusedDetector:
     """A model group with the detector interface the pipeline, tiling and evaluation use (``detect``, ``labels``,
     ``name``, ``settings``, timings)."""
 
-    def __init__(self, name: str, members: list) -> None:
+    def __init__(self, name: str, members: list, parallel: bool = False) -> None:
+        """``parallel``: the members run at the same time, each in its own thread (onnxruntime releases the GIL),
+        rather than one after the other; :func:`seawatch.vision.detector.load_detector` then gives each member its
+        share of the CPU threads."""
         if len(members) < 2:
             raise ModelError(f"model group {name!r} needs at least two models")
         self.name = name
         self.members = list(members)
+        self._pool = ThreadPoolExecutor(len(members) - 1, thread_name_prefix=f"group-{name}") if parallel else None
         labels: list[str] = []
         for m in self.members:
             labels += [lab for lab in m.labels if lab not in labels]
@@ -70,12 +75,17 @@ class FusedDetector:
         return self._timing("total_timing")
 
     def _timing(self, attr: str):
-        """The members' stage times added up, over the frames the group saw (each member saw the same ones)."""
+        """The members' stage times added up, over the frames the group saw (each member saw the same ones): the
+        work done; members running side by side take less wall time than that."""
         first = getattr(self.members[0], attr)
         return replace(sum((getattr(m, attr) for m in self.members[1:]), first), frames=first.frames)
 
     def detect(self, images: list[np.ndarray]) -> list[Detections]:
-        per_member = [m.detect(images) for m in self.members]
+        if self._pool is None:
+            per_member = [m.detect(images) for m in self.members]
+        else:  # the first member in this thread, the others beside it
+            others = [self._pool.submit(m.detect, images) for m in self.members[1:]]
+            per_member = [self.members[0].detect(images)] + [f.result() for f in others]
         return [self._fuse([out[i] for out in per_member]) for i in range(len(images))]
 
     __call__ = detect
@@ -95,7 +105,8 @@ class FusedDetector:
         return Detections(det.xyxy_px, det.confidence, np.full(len(det), k, np.int32), self.labels, None, self.name)
 
     def __repr__(self) -> str:
-        return f"FusedDetector({self.name!r}, members={[m.name for m in self.members]})"
+        return (f"FusedDetector({self.name!r}, members={[m.name for m in self.members]}, "
+                f"parallel={self._pool is not None})")
 
 
 def default_conf(name: str) -> float:
