@@ -42,6 +42,7 @@ def build(model: str, threads: int, side: bool):
 
 
 def measure(model: str, frame: np.ndarray, tile_text: str, rounds: int, threads: int) -> dict:
+    from seawatch.vision.detector import load_detector
     from seawatch.vision.tiling import detect_tiled, tile_for
 
     dets = {"after": build(model, threads, False), "side": build(model, threads, True)}
@@ -58,8 +59,6 @@ def measure(model: str, frame: np.ndarray, tile_text: str, rounds: int, threads:
             boxes[k] = out.xyxy_px[np.lexsort(out.xyxy_px.T[::-1])]
     ms = {k: statistics.median(v) for k, v in times.items()}
     same = boxes["after"].shape == boxes["side"].shape and bool(np.allclose(boxes["after"], boxes["side"], atol=1.0))
-    from seawatch.vision.detector import load_detector
-
     chosen = "side" if load_detector(model, intra_op_threads=threads)._pool is not None else "after"
     return {"model": model, "tile": tile_text, "tile_px": spec.size_px, "threads": threads, "chosen": chosen,
             "ms_after": round(ms["after"], 1), "ms_side": round(ms["side"], 1),
