@@ -39,3 +39,9 @@ def shared_media_dir() -> Path | None:
     if s is not None and (s / "media").is_dir():
         return s / "media"
     return None
+
+
+def shared_media_file(rel: str) -> Path | None:
+    """``rel`` (e.g. ``A_boats/x.jpg``) in the shared media, None when the media or that file is absent."""
+    media = shared_media_dir()
+    return media / rel if media is not None and (media / rel).is_file() else None

@@ -79,14 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    if args.image:
-        path = Path(args.image)
-    else:
-        media = paths.shared_media_dir()
-        if media is None or not (media / DEFAULT_FRAME).is_file():
-            print("no --image and no shared media frame to default to", file=sys.stderr)
-            return 2
-        path = media / DEFAULT_FRAME
+    path = Path(args.image) if args.image else paths.shared_media_file(DEFAULT_FRAME)
+    if path is None:
+        print("no --image and no shared media frame to default to", file=sys.stderr)
+        return 2
     frame = read_image(path)
     row = measure(args.model, frame, args.tile, max(1, args.rounds), max(1, args.threads))
     if args.json:

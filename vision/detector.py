@@ -298,7 +298,8 @@ def _similar_cost(members, variant: str, imgsz: int | None) -> bool:
     cost = []
     for m in members:
         size = imgsz or registry.get_manifest(m).defaults.imgsz
-        cost.append(registry.resolve_onnx(m, variant).stat().st_size * float(size) ** 2)
+        # the size only: the member's own load right after verifies the file against its lock
+        cost.append(registry.resolve_onnx(m, variant, verify=False).stat().st_size * float(size) ** 2)
     return max(cost) <= SIMILAR_COST * min(cost)
 
 
