@@ -81,7 +81,8 @@ def test_freeze_keeps_the_backbone_out_of_training_and_refuses_the_head():
 
 
 @pytest.mark.parametrize("extra, why", [
-    (["--hard-negatives", "base", "--empty-keep", "0.1"], "does not mine hard negatives"),
+    (["--hard-negatives", "base"], "give --empty-keep below 1"),
+    (["--hard-negatives", "fall", "--empty-keep", "0.1"], "no vessel label to mine with"),
     (["--device", "0"], "trains on the CPU"),
     (["--optimizer", "AdamW"], "SGD"),
     (["--optimizer", "SGD", "--lrf", "0.5"], "only --lr0 applies"),
@@ -93,6 +94,7 @@ def test_yolov5_engine_refuses_what_it_cannot_do(extra, why, capsys):
 
     assert main(["models", "train", "vessels", "--engine", "yolov5", "--name", "never_made", "--smoke", *extra]) == 1
     assert why in capsys.readouterr().err
+    assert not list((paths.cache_dir() / "train").glob("never_made-*"))  # refused before any data was tiled
 
 
 def test_continued_run_reads_the_chain_and_refuses_a_lost_or_changed_checkpoint(tmp_path):
@@ -173,13 +175,19 @@ def test_yolov5_engine_smoke_run_registers_a_vessel_model(shared_media):
         assert len(out) > 0 and (out.xyxy_px[:, 2] <= frame.shape[1] + 1e-3).all()
         assert set(np.asarray(out.labels)[out.class_id]) == {"vessel"}
 
-        # a second sitting: --base the model just trained goes on from its checkpoint, not from COCO's boat class
+        # a second sitting: --base the model just trained goes on from its checkpoint, not from COCO's boat class,
+        # against the empty tiles that model fires on (hard negatives: --hard-negatives base is its registered ONNX)
         proc = subprocess.run([sys.executable, "-m", "seawatch", "models", "train", "vessels", "--engine", "yolov5",
                                "--smoke", "--name", then, "--base", name, "--time-h", "0.003", "--workers", "1",
-                               "--tile-px", "192", "--register-imgsz", "640", "--freeze", "10", "--lr0", "0.005"],
+                               "--tile-px", "192", "--register-imgsz", "640", "--freeze", "10", "--lr0", "0.005",
+                               "--empty-keep", "0.1", "--hard-negatives", "base", "--hard-negative-conf", "0.05"],
                               env=env, capture_output=True, text=True, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
         second = registry.read_lock(then)["training"]
+        assert second["hard_negatives"] == name and second["empty_keep"] == 0.1
+        mined = second["layout"]
+        assert mined["hard_negative_weights_sha256"] == registry.sha256_file(registry.resolve_onnx(name, "fp32"))
+        assert mined["hard_negative_tiles"] > 0 and mined["hard_negative_conf"] == 0.05
         assert second["base"] == name and second["base_sha256"] == record["checkpoint_sha256"]
         assert "head_from" not in second and "transferred_tensors" not in second and second["lr0"] == 0.005
         first = second["continued_from"]

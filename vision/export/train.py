@@ -104,14 +104,17 @@ def _layout_key(tile_px: int, empty_keep: float, seed: int, mining: dict | None,
     return f"data-tile{tile_px}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
 
 
-def resolve_miners(names: list[str], start_pt: Path) -> list[str]:
+def resolve_miners(names: list[str], start_pt: Path | None, base_model: str | None = None) -> list[str]:
     """``--hard-negatives`` entries as the miners :func:`trainsets.mine_hard_negatives` takes: ``base`` = the start
-    weights (a vessel model to continue from), a ``.pt`` path, or a registered model's name (run through its ONNX,
-    e.g. ``vessel`` or ``coco_yolov5n`` whose boat class is mapped to vessel)."""
+    weights (a vessel model to continue from; with the YOLOv5 engine, ``base_model``, the registered model training
+    starts from, run through its ONNX), a ``.pt`` path, or a registered model's name (run through its ONNX, e.g.
+    ``vessel`` or ``coco_yolov5n`` whose boat class is mapped to vessel)."""
     out = []
     for n in names:
-        if n == "base":
-            if start_pt.suffix != ".pt":
+        if n == "base" and base_model is not None:
+            out.extend(resolve_miners([base_model], None))
+        elif n == "base":
+            if start_pt is None or start_pt.suffix != ".pt":
                 raise ModelError("--hard-negatives base needs start weights in a .pt file, not an architecture")
             out.append(str(start_pt))
         elif n.endswith(".pt"):
@@ -138,8 +141,9 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
     ``time_h`` > 0 time-boxes the run (ultralytics' ``time=``, hours): it re-plans the epoch count after the first
     epoch so the learning-rate schedule ends with the box, and ``epochs`` is ignored; the record says how many ran.
     ``engine="yolov5"`` trains the original YOLOv5 COCO model with its boat class as the starting head
-    (:mod:`seawatch.vision.export.train_yolov5`): ``base`` must be a YOLOv5 COCO model, SGD only, no hard negatives;
-    the record's ``weights`` is then the exported ONNX file (``checkpoint``: the YOLOv5 ``.pt``).
+    (:mod:`seawatch.vision.export.train_yolov5`): ``base`` must be a YOLOv5 COCO model or a vessel model that engine
+    trained (``base`` among the miners is then that registered model), SGD only; the record's ``weights`` is then
+    the exported ONNX file (``checkpoint``: the YOLOv5 ``.pt``).
 
     ``empty_keep`` keeps that seeded fraction of the empty tiles; ``hard_negatives`` (miners, see
     :func:`resolve_miners`) add every other empty tile one of them fires on at ``hard_negative_conf``;
@@ -163,11 +167,12 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
     if engine == "yolov5":
         if device != "cpu":
             raise ModelError("--engine yolov5 trains on the CPU (--device cpu); on a GPU use the ultralytics engine")
-        if hard_negatives:
-            raise ModelError("--engine yolov5 does not mine hard negatives (use the ultralytics engine for that)")
         if optimizer not in ("auto", "SGD") or set(schedule) - {"lr0"}:
             raise ModelError("--engine yolov5 trains with SGD and a linear schedule to 1 %: of the schedule options "
                              "only --lr0 applies")
+        from seawatch.vision.export.train_yolov5 import check_base
+
+        check_base(base)  # before any data is tiled
     if "lr0" in schedule and optimizer == "auto" and engine == "ultralytics":
         raise ModelError("--lr0 needs --optimizer (SGD, AdamW, ...): ultralytics' auto optimizer chooses its own rate")
     manifest = trainsets.load_dataset_manifest(dataset)
@@ -193,12 +198,14 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
         if empty_keep >= 1.0:
             raise ModelError("--hard-negatives mines the empty tiles --empty-keep drops: give --empty-keep below 1 "
                              "(0.1 in the measured recipe)")
-        resolve_miners([n for n in hard_negatives if n != "base"], Path("unused.pt"))
+        resolve_miners([n for n in hard_negatives if n != "base" or engine == "yolov5"], Path("unused.pt"),
+                       base if engine == "yolov5" else None)
     work.mkdir(parents=True, exist_ok=True)
     start_pt, base_facts = (None, {}) if engine == "yolov5" else base_checkpoint(base, work)
     mining = None
     if hard_negatives:
-        mining = {"weights": resolve_miners(list(hard_negatives), start_pt), "imgsz": imgsz,
+        mining = {"weights": resolve_miners(list(hard_negatives), start_pt, base if engine == "yolov5" else None),
+                  "imgsz": imgsz,
                   "conf": hard_negative_conf, "device": device}
     layout = work / _layout_key(tile_px, empty_keep, seed, mining, sorted(too), fraction)
     prepare_ultralytics_env()
@@ -218,6 +225,8 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
         "imgsz": imgsz, "batch": batch, "tile_px": tile_px,
         "fraction": fraction, "device": device, "workers": workers, "empty_keep": empty_keep, "layout": counts,
         **({"train_too": sorted(too), "val_cameras": sorted(val_cameras)} if too else {}),
+        **({"hard_negatives": ",".join(Path(w).name if w.endswith(".pt") else w for w in mining["weights"])}
+           if mining else {}),
     }
     if engine == "yolov5":
         from seawatch.vision.export.train_yolov5 import train_boat_headed
@@ -243,8 +252,6 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
             "epochs": int(getattr(yolo.trainer, "epoch", epochs - 1)) + 1,  # done (a time box or early stop: fewer)
             "train_seconds": round(time.monotonic() - t0, 1), "weights": str(best),
             "weights_sha256": registry.sha256_file(best), "optimizer": optimizer, **schedule,
-            **({"hard_negatives": ",".join(Path(w).name if w.endswith(".pt") else w for w in mining["weights"])}
-               if mining else {}),
             **base_facts,
         })
     (work / "train_record.json").write_text(json.dumps(record, indent=2))

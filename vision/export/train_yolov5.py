@@ -194,6 +194,24 @@ def continued_run(name: str, lock: dict) -> dict | None:
                                           + float(root.get("train_seconds_in_all") or 0), 1)}
 
 
+def check_base(base: str):
+    """What ``base`` starts the YOLOv5 engine from: (the manifest of the architecture to train and export, the earlier
+    run when ``base`` is a vessel model this engine trained, else None). Refuses anything else with a ModelError, so
+    :func:`seawatch.vision.export.train.train` checks it before tiling any data."""
+    from seawatch.vision import registry
+
+    manifest = registry.get_manifest(base)
+    earlier = continued_run(base, registry.read_lock(base) or {})
+    if earlier is not None:
+        return registry.get_manifest(earlier["base"]), earlier  # the architecture the earlier run exported with
+    if manifest.family != "yolov5":
+        raise ModelError(f"--engine yolov5 starts from a YOLOv5 COCO model such as coco_yolov5n, or from a "
+                         f"vessel model this engine trained, not {base!r}")
+    if "boat" not in manifest.classes:
+        raise ModelError(f"base model {base!r} has no class 'boat' to start the vessel head from")
+    return manifest, None
+
+
 def train_boat_headed(base: str, layout: Path, out_dir: Path, *, imgsz: int, batch: int, seed: int, workers: int,
                       epochs: int, time_s: float, lr0: float, freeze: int = 0) -> dict:
     """Build the boat-headed model from the registered YOLOv5 COCO model ``base``, train it on ``layout``, save the
@@ -205,18 +223,10 @@ def train_boat_headed(base: str, layout: Path, out_dir: Path, *, imgsz: int, bat
     from seawatch.vision.export.loaders import LoadedModel, load_checkpoint, yolov5_modules
     from seawatch.vision.export.train import provisioned_weights
 
-    manifest = registry.get_manifest(base)
-    earlier = continued_run(base, registry.read_lock(base) or {})
+    manifest, earlier = check_base(base)
     if earlier is None:
-        if manifest.family != "yolov5":
-            raise ModelError(f"--engine yolov5 starts from a YOLOv5 COCO model such as coco_yolov5n, or from a "
-                             f"vessel model this engine trained, not {base!r}")
-        if "boat" not in manifest.classes:
-            raise ModelError(f"base model {base!r} has no class 'boat' to start the vessel head from")
         weights = provisioned_weights(base)[1]
         boat = list(manifest.classes).index("boat")
-    else:
-        manifest = registry.get_manifest(earlier["base"])  # the architecture the earlier run exported with
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     os.environ.setdefault("PIN_MEMORY", "false")  # yolov5 reads it when its modules load; training runs on the CPU
