@@ -51,9 +51,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fraction of the tiles without a vessel kept as background (seeded; default 1 = all)")
     p.add_argument("--hard-negatives", default="", metavar="MODELS",
                    help="comma-separated vessel models (registered names such as vessel, .pt files, or base = the "
-                        "start weights; with --engine yolov5 the registered model --base names) run over the empty tiles --empty-keep drops: every tile one of them fires on "
-                        "is kept as background (buoys, piles, cranes); needs --empty-keep below 1. COCO's boat class "
-                        "(coco_yolov5n) works but measured worse than no mining (README)")
+                        "start weights; with --engine yolov5 the registered model --base names) run over the empty "
+                        "tiles --empty-keep drops: every tile one of them fires on is kept as background (buoys, "
+                        "piles, cranes); needs --empty-keep below 1. COCO's boat class (coco_yolov5n) works but "
+                        "measured worse than no mining (README)")
     p.add_argument("--hard-negative-conf", type=float, default=0.25, help="what counts as firing (default 0.25)")
     p.add_argument("--optimizer", default="auto",
                    help="ultralytics optimizer (auto, SGD, AdamW, ...); continuing a trained vessel model, the measured "

@@ -204,9 +204,8 @@ def train(dataset: str, out_name: str, *, base: str = "coco_yolov5n", epochs: in
     start_pt, base_facts = (None, {}) if engine == "yolov5" else base_checkpoint(base, work)
     mining = None
     if hard_negatives:
-        mining = {"weights": resolve_miners(list(hard_negatives), start_pt, base if engine == "yolov5" else None),
-                  "imgsz": imgsz,
-                  "conf": hard_negative_conf, "device": device}
+        miners = resolve_miners(list(hard_negatives), start_pt, base if engine == "yolov5" else None)
+        mining = {"weights": miners, "imgsz": imgsz, "conf": hard_negative_conf, "device": device}
     layout = work / _layout_key(tile_px, empty_keep, seed, mining, sorted(too), fraction)
     prepare_ultralytics_env()
     if device == "cpu":
