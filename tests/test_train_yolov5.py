@@ -97,6 +97,20 @@ def test_yolov5_engine_refuses_what_it_cannot_do(extra, why, capsys):
     assert not list((paths.cache_dir() / "train").glob("never_made-*"))  # refused before any data was tiled
 
 
+@pytest.mark.parametrize("args, why", [
+    (["coco_yolov5n", "--start", "0.25"], "not trained by the YOLOv5 engine"),
+    (["coco_yolov5n", "--start", "1.5"], "--start 1.5: the start's share"),
+    (["coco_yolov5n", "fall", "--start", "0.25"], "give one model"),
+])
+def test_mix_with_start_refuses_what_it_cannot_mix(args, why, capsys):
+    from seawatch.cli import main
+
+    onnx_model("coco_yolov5n")
+    assert main(["models", "soup", *args, "--name", "never_mixed"]) == 1
+    assert why in capsys.readouterr().err
+    assert not list((paths.cache_dir() / "train").glob("never_mixed-*"))
+
+
 def test_continued_run_reads_the_chain_and_refuses_a_lost_or_changed_checkpoint(tmp_path):
     """Only a model this engine trained can be continued; its checkpoint must be the file its record hashed; a chain
     of continuations keeps the COCO model at its root and adds up the training time."""
@@ -132,7 +146,7 @@ def test_yolov5_engine_smoke_run_registers_a_vessel_model(shared_media):
     from seawatch.vision import registry
     from seawatch.vision.detector import load_detector
 
-    name, then = "vessel_v5_smoke_test", "vessel_v5_smoke_test2"
+    name, then, mix = "vessel_v5_smoke_test", "vessel_v5_smoke_test2", "vessel_v5_smoke_mix"
     env = dict(os.environ, SEAWATCH_SHARED=str(shared_media.parent))
     try:
         proc = subprocess.run([sys.executable, "-m", "seawatch", "models", "train", "vessels", "--engine", "yolov5",
@@ -175,6 +189,30 @@ def test_yolov5_engine_smoke_run_registers_a_vessel_model(shared_media):
         assert len(out) > 0 and (out.xyxy_px[:, 2] <= frame.shape[1] + 1e-3).all()
         assert set(np.asarray(out.labels)[out.class_id]) == {"vessel"}
 
+        # mixed with the COCO boat head it started from: the moved weights interpolated, the backbone still COCO's,
+        # the moved layers' batch-norm statistics estimated anew (not interpolated)
+        from seawatch.cli import main
+
+        assert main(["models", "soup", name, "--start", "0.25", "--name", mix]) == 0
+        mixed_rec = registry.read_lock(mix)["training"]
+        assert mixed_rec["mixed"]["keep"] == 0.75 and mixed_rec["mixed"]["bn_tiles"] > 0
+        assert mixed_rec["base"] == name and mixed_rec["continued_from"]["base"] == "coco_yolov5n"
+        with yolov5_modules():
+            mixed = torch.load(mixed_rec["checkpoint"], map_location="cpu", weights_only=False)["model"].state_dict()
+        for k in frozen:
+            assert torch.allclose(mixed[k], start[k], atol=1e-6), k
+        moved_w = [k for k in start if layer[k] >= 10 and k.endswith("conv.weight")
+                   and not torch.allclose(trained[k], start[k], atol=1e-4)]
+        assert moved_w
+        for k in moved_w:
+            assert torch.allclose(mixed[k], 0.75 * trained[k].float() + 0.25 * start[k].float(), atol=1e-5), k
+        stats = [k for k in start if layer[k] >= 10 and k.endswith("running_var")]
+        assert any(not torch.allclose(mixed[k], 0.75 * trained[k].float() + 0.25 * start[k].float(), rtol=1e-3)
+                   for k in stats)
+        assert "mixed with the COCO boat head" in registry.get_manifest(mix).description
+        assert registry.get_manifest(mix).defaults.tile_px == 384
+        assert len(load_detector(mix, "fp32", conf=0.01).detect([frame])[0]) > 0
+
         # a second sitting: --base the model just trained goes on from its checkpoint, not from COCO's boat class,
         # against the empty tiles that model fires on (hard negatives: --hard-negatives base is its registered ONNX)
         proc = subprocess.run([sys.executable, "-m", "seawatch", "models", "train", "vessels", "--engine", "yolov5",
@@ -203,7 +241,7 @@ def test_yolov5_engine_smoke_run_registers_a_vessel_model(shared_media):
         assert f"continued from {name}" in registry.get_manifest(then).description
         assert len(load_detector(then, "fp32", conf=0.01).detect([frame])[0]) > 0
     finally:
-        for n in (name, then):
+        for n in (name, then, mix):
             (registry.user_manifest_dir() / f"{n}.yaml").unlink(missing_ok=True)
             shutil.rmtree(registry.model_dir(n), ignore_errors=True)
             for d in (paths.cache_dir() / "train").glob(f"{n}-*"):

@@ -1,4 +1,6 @@
-"""``seawatch models soup A B [C...] --name N``: average registered detectors fine-tuned from the same start."""
+"""``seawatch models soup A B [C...] --name N``: average registered detectors fine-tuned from the same start.
+``seawatch models soup A --start 0.25 --name N``: mix one model the YOLOv5 engine trained with the weights it started
+from (:func:`seawatch.vision.export.train_yolov5.mix_with_start`)."""
 
 from __future__ import annotations
 
@@ -12,6 +14,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("models", nargs="+", metavar="MODEL",
                    help="registered ultralytics-family models (e.g. two seeds of one training recipe) or .pt files")
     p.add_argument("--name", required=True, help="registry name of the soup")
+    p.add_argument("--start", type=float, default=None, metavar="F",
+                   help="one model the YOLOv5 engine trained (--engine yolov5), mixed with the COCO boat-headed "
+                        "weights its training started from: (1 - F) x the model + F x the start, batch-norm "
+                        "statistics estimated anew on its training tiles (measured: 0.25, README)")
 
 
 def _weights(model: str) -> tuple[Path, dict | None]:
@@ -38,6 +44,18 @@ def run(args: argparse.Namespace) -> int:
     from seawatch.vision.export.cmd_train import register_trained
     from seawatch.vision.export.soup import average_checkpoints
 
+    if args.start is not None:
+        if len(args.models) != 1:
+            raise ModelError("--start mixes one model with its start weights: give one model")
+        from seawatch.vision.export.train_yolov5 import mix_with_start
+
+        name = args.models[0]
+        record = mix_with_start(name, paths.cache_dir() / "train" / f"{args.name}-mix", 1.0 - args.start)
+        m = registry.get_manifest(name)
+        register_trained(args.name, record, licence=m.licence, imgsz=m.defaults.imgsz, tile_px=m.defaults.tile_px or 0,
+                         description=f"{name} mixed with the COCO boat head it started from ({args.start:g} of the "
+                                     "start's weights, batch-norm statistics estimated anew)")
+        return 0
     if len(args.models) < 2:
         raise ModelError("a soup needs two or more models")
     found = [_weights(m) for m in args.models]

@@ -251,3 +251,74 @@ def train_boat_headed(base: str, layout: Path, out_dir: Path, *, imgsz: int, bat
     return {**run, "weights": str(onnx_path),
             "weights_sha256": registry.sha256_file(onnx_path), "checkpoint": str(ckpt),
             "checkpoint_sha256": registry.sha256_file(ckpt), **start}
+
+
+def mix_with_start(name: str, out_dir: Path, keep: float, *, bn_tiles: int = 384, seed: int = 0) -> dict:
+    """Weight-space mix of the vessel model ``name`` (trained by this engine) with the model its chain started from,
+    COCO's boat-headed YOLOv5: ``keep`` x the trained weights + (1 - keep) x the start's (WiSE-FT, Wortsman et al.
+    2022: fine-tuned and start weights interpolated hold up better on views unlike the training ones). The batch-norm
+    statistics of the layers training moved (from ``freeze`` on) are estimated anew on ``bn_tiles`` of the model's
+    own training tiles (interpolated statistics do not fit interpolated weights: the mix found nothing). Saves the
+    checkpoint and its ONNX in ``out_dir``; returns the training record of the mix (a model this engine can continue)."""
+    import random
+
+    import cv2
+    import numpy as np
+    import torch
+
+    from seawatch.vision import registry
+    from seawatch.vision.export.fetch import export_yolov5
+    from seawatch.vision.export.loaders import LoadedModel, load_checkpoint, yolov5_modules
+    from seawatch.vision.export.train import provisioned_weights
+
+    if not 0.0 < keep < 1.0:
+        raise ModelError(f"--start {1 - keep:g}: the start's share of the mix, between 0 and 1")
+    lock = registry.read_lock(name) or {}
+    earlier = continued_run(name, lock)
+    if earlier is None:
+        raise ModelError(f"{name!r} was not trained by the YOLOv5 engine (--engine yolov5): no start to mix it with")
+    rec = lock["training"]
+    root = earlier["base"]
+    manifest = registry.get_manifest(root)
+    work = Path(earlier["checkpoint"]).parent.parent  # <cache>/train/<name>-<data>/, beside run_yolov5/
+    tiles = sorted(work.glob(f"data-tile{rec.get('tile_px', '*')}-*/images/train/*.jpg"))
+    if not tiles:
+        raise ModelError(f"the training tiles of {name!r} are gone from {work}: train it again to mix it")
+    random.Random(seed).shuffle(tiles)
+    tiles = tiles[:bn_tiles]
+    imgsz, freeze = int(rec.get("imgsz", 320)), int(rec.get("freeze") or 0)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    with yolov5_modules():
+        start = boat_headed_model(load_checkpoint(manifest, provisioned_weights(root)[1]).module,
+                                  list(manifest.classes).index("boat"))[0].float().state_dict()
+        model = torch.load(earlier["checkpoint"], map_location="cpu", weights_only=False)["model"].float()
+        trained = model.state_dict()
+        model.load_state_dict({k: keep * v + (1 - keep) * start[k] if v.is_floating_point() else v
+                               for k, v in trained.items()})
+        bns = [m for i, layer in enumerate(model.model) if i >= freeze for m in layer.modules()
+               if isinstance(m, torch.nn.BatchNorm2d)]
+        model.eval()
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # a plain average over the batches
+            bn.train()
+        with torch.no_grad():
+            for i in range(0, len(tiles), 32):
+                ims = [cv2.resize(cv2.imread(str(p)), (imgsz, imgsz))[:, :, ::-1] for p in tiles[i:i + 32]]
+                model(torch.from_numpy(np.stack(ims).copy()).permute(0, 3, 1, 2).float() / 255)
+        model.eval()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = out_dir / "best.pt"
+        torch.save({"model": model, "names": ["vessel"]}, ckpt)
+    onnx_path = out_dir / "best.onnx"
+    export_yolov5(LoadedModel(module=model, names=("vessel",), stride_px=int(max(model.stride))),
+                  manifest.model_copy(update={"classes": ("vessel",)}), onnx_path)
+    keys = ("dataset", "dataset_manifest_sha256", "dataset_fingerprint", "split", "imgsz", "tile_px", "freeze",
+            "train_too", "val_cameras")
+    return {**{k: rec[k] for k in keys if k in rec}, "engine": "yolov5", "epochs": 0, "iterations": 0,
+            "train_seconds": 0.0, "lr0": rec.get("lr0"),
+            "mixed": {"model": name, "keep": keep, "start": f"{root} class boat", "bn_tiles": len(tiles),
+                      "bn_layers_from": freeze, "seed": seed},
+            "weights": str(onnx_path), "weights_sha256": registry.sha256_file(onnx_path), "checkpoint": str(ckpt),
+            "checkpoint_sha256": registry.sha256_file(ckpt), "base": name,
+            "base_sha256": earlier["checkpoint_sha256"], "continued_from": earlier}
