@@ -212,6 +212,36 @@ def check_base(base: str):
     return manifest, None
 
 
+def coco_boat_start(base: str, manifest):
+    """COCO's boat-headed model built from the registered YOLOv5 COCO model ``base`` (call inside
+    :func:`yolov5_modules`): (model, tensors moved, tensors in all, the weights file, the boat class index)."""
+    from seawatch.vision.export.loaders import load_checkpoint
+    from seawatch.vision.export.train import provisioned_weights
+
+    weights = provisioned_weights(base)[1]
+    boat = list(manifest.classes).index("boat")
+    model, moved, total = boat_headed_model(load_checkpoint(manifest, weights).module, boat)
+    return model, moved, total, weights, boat
+
+
+def save_vessel_model(model, manifest, out_dir: Path, **extra) -> dict:
+    """Saves ``model`` (one class, vessel) as ``out_dir/best.pt`` (with ``extra`` entries) and its ONNX export
+    ``out_dir/best.onnx`` in the layout of ``manifest``; returns the record's file entries and their sha256."""
+    import torch
+
+    from seawatch.vision import registry
+    from seawatch.vision.export.fetch import export_yolov5
+    from seawatch.vision.export.loaders import LoadedModel
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt, onnx_path = out_dir / "best.pt", out_dir / "best.onnx"
+    torch.save({"model": model, "names": ["vessel"], **extra}, ckpt)
+    export_yolov5(LoadedModel(module=model, names=("vessel",), stride_px=int(max(model.stride))),
+                  manifest.model_copy(update={"classes": ("vessel",)}), onnx_path)
+    return {"weights": str(onnx_path), "weights_sha256": registry.sha256_file(onnx_path), "checkpoint": str(ckpt),
+            "checkpoint_sha256": registry.sha256_file(ckpt)}
+
+
 def train_boat_headed(base: str, layout: Path, out_dir: Path, *, imgsz: int, batch: int, seed: int, workers: int,
                       epochs: int, time_s: float, lr0: float, freeze: int = 0) -> dict:
     """Build the boat-headed model from the registered YOLOv5 COCO model ``base``, train it on ``layout``, save the
@@ -219,20 +249,14 @@ def train_boat_headed(base: str, layout: Path, out_dir: Path, *, imgsz: int, bat
     import torch
 
     from seawatch.vision import registry
-    from seawatch.vision.export.fetch import export_yolov5
-    from seawatch.vision.export.loaders import LoadedModel, load_checkpoint, yolov5_modules
-    from seawatch.vision.export.train import provisioned_weights
+    from seawatch.vision.export.loaders import yolov5_modules
 
     manifest, earlier = check_base(base)
-    if earlier is None:
-        weights = provisioned_weights(base)[1]
-        boat = list(manifest.classes).index("boat")
-    out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     os.environ.setdefault("PIN_MEMORY", "false")  # yolov5 reads it when its modules load; training runs on the CPU
     with yolov5_modules():
         if earlier is None:
-            model, moved, total = boat_headed_model(load_checkpoint(manifest, weights).module, boat)
+            model, moved, total, weights, boat = coco_boat_start(base, manifest)
             start = {"base": base, "base_sha256": registry.sha256_file(weights),
                      "transferred_tensors": f"{moved}/{total}", "head_from": f"{base} class {boat} (boat)"}
         else:
@@ -243,14 +267,8 @@ def train_boat_headed(base: str, layout: Path, out_dir: Path, *, imgsz: int, bat
         run = fit(model, layout, imgsz=imgsz, batch=batch, time_s=time_s, epochs=epochs, seed=seed, workers=workers,
                   lr0=lr0, freeze=freeze)
         trained = run.pop("model")
-        ckpt = out_dir / "best.pt"
-        torch.save({"model": trained, "names": ["vessel"], "history": run["history"]}, ckpt)
-    onnx_path = out_dir / "best.onnx"
-    export_yolov5(LoadedModel(module=trained, names=("vessel",), stride_px=int(max(trained.stride))),
-                  manifest.model_copy(update={"classes": ("vessel",)}), onnx_path)
-    return {**run, "weights": str(onnx_path),
-            "weights_sha256": registry.sha256_file(onnx_path), "checkpoint": str(ckpt),
-            "checkpoint_sha256": registry.sha256_file(ckpt), **start}
+        files = save_vessel_model(trained, manifest, out_dir, history=run["history"])
+    return {**run, **files, **start}
 
 
 def mix_with_start(name: str, out_dir: Path, keep: float, *, bn_tiles: int = 384, seed: int = 0) -> dict:
@@ -267,9 +285,7 @@ def mix_with_start(name: str, out_dir: Path, keep: float, *, bn_tiles: int = 384
     import torch
 
     from seawatch.vision import registry
-    from seawatch.vision.export.fetch import export_yolov5
-    from seawatch.vision.export.loaders import LoadedModel, load_checkpoint, yolov5_modules
-    from seawatch.vision.export.train import provisioned_weights
+    from seawatch.vision.export.loaders import yolov5_modules
 
     if not 0.0 < keep < 1.0:
         raise ModelError(f"--start {1 - keep:g}: the start's share of the mix, between 0 and 1")
@@ -289,8 +305,7 @@ def mix_with_start(name: str, out_dir: Path, keep: float, *, bn_tiles: int = 384
     imgsz, freeze = int(rec.get("imgsz", 320)), int(rec.get("freeze") or 0)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     with yolov5_modules():
-        start = boat_headed_model(load_checkpoint(manifest, provisioned_weights(root)[1]).module,
-                                  list(manifest.classes).index("boat"))[0].float().state_dict()
+        start = coco_boat_start(root, manifest)[0].float().state_dict()
         model = torch.load(earlier["checkpoint"], map_location="cpu", weights_only=False)["model"].float()
         trained = model.state_dict()
         model.load_state_dict({k: keep * v + (1 - keep) * start[k] if v.is_floating_point() else v
@@ -307,18 +322,12 @@ def mix_with_start(name: str, out_dir: Path, keep: float, *, bn_tiles: int = 384
                 ims = [cv2.resize(cv2.imread(str(p)), (imgsz, imgsz))[:, :, ::-1] for p in tiles[i:i + 32]]
                 model(torch.from_numpy(np.stack(ims).copy()).permute(0, 3, 1, 2).float() / 255)
         model.eval()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        ckpt = out_dir / "best.pt"
-        torch.save({"model": model, "names": ["vessel"]}, ckpt)
-    onnx_path = out_dir / "best.onnx"
-    export_yolov5(LoadedModel(module=model, names=("vessel",), stride_px=int(max(model.stride))),
-                  manifest.model_copy(update={"classes": ("vessel",)}), onnx_path)
+        files = save_vessel_model(model, manifest, out_dir)
     keys = ("dataset", "dataset_manifest_sha256", "dataset_fingerprint", "split", "imgsz", "tile_px", "freeze",
             "train_too", "val_cameras")
     return {**{k: rec[k] for k in keys if k in rec}, "engine": "yolov5", "epochs": 0, "iterations": 0,
             "train_seconds": 0.0, "lr0": rec.get("lr0"),
             "mixed": {"model": name, "keep": keep, "start": f"{root} class boat", "bn_tiles": len(tiles),
                       "bn_layers_from": freeze, "seed": seed},
-            "weights": str(onnx_path), "weights_sha256": registry.sha256_file(onnx_path), "checkpoint": str(ckpt),
-            "checkpoint_sha256": registry.sha256_file(ckpt), "base": name,
+            **files, "base": name,
             "base_sha256": earlier["checkpoint_sha256"], "continued_from": earlier}
