@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -92,9 +93,10 @@ def test_freeze_keeps_the_backbone_out_of_training_and_refuses_the_head():
 def test_yolov5_engine_refuses_what_it_cannot_do(extra, why, capsys):
     from seawatch.cli import main
 
-    assert main(["models", "train", "vessels", "--engine", "yolov5", "--name", "never_made", "--smoke", *extra]) == 1
+    name = f"never_made_{uuid.uuid4().hex[:8]}"  # the cache outlives a run (CI keeps it): a fixed name may be an old run's
+    assert main(["models", "train", "vessels", "--engine", "yolov5", "--name", name, "--smoke", *extra]) == 1
     assert why in capsys.readouterr().err
-    assert not list((paths.cache_dir() / "train").glob("never_made-*"))  # refused before any data was tiled
+    assert not list((paths.cache_dir() / "train").glob(f"{name}-*"))  # refused before any data was tiled
 
 
 @pytest.mark.parametrize("args, why", [
@@ -106,9 +108,10 @@ def test_mix_with_start_refuses_what_it_cannot_mix(args, why, capsys):
     from seawatch.cli import main
 
     onnx_model("coco_yolov5n")
-    assert main(["models", "soup", *args, "--name", "never_mixed"]) == 1
+    name = f"never_mixed_{uuid.uuid4().hex[:8]}"
+    assert main(["models", "soup", *args, "--name", name]) == 1
     assert why in capsys.readouterr().err
-    assert not list((paths.cache_dir() / "train").glob("never_mixed-*"))
+    assert not list((paths.cache_dir() / "train").glob(f"{name}-*"))
 
 
 def test_continued_run_reads_the_chain_and_refuses_a_lost_or_changed_checkpoint(tmp_path):
