@@ -1,7 +1,7 @@
 """``seawatch serve --config FILE``: sources -> pipeline -> event store, and the HTTP API, in one process.
 
-Without ``--config`` it runs the embedded default (the main job): a quay camera from the shared sample footage (or
-the ``--source`` URLs), a simulated drone flying a patrol, the recorded AIS log of the same harbour, SQLite under
+Without ``--config`` it runs the embedded default (the main job): quay, yard and harbour cameras from the shared
+sample footage (or the ``--source`` URLs), a simulated drone flying a patrol, the recorded AIS log of the same harbour, SQLite under
 ``./seawatch-data`` and an ``admin`` user whose one-time password is printed (``$SEAWATCH_ADMIN_PASSWORD`` sets it).
 """
 
@@ -111,8 +111,20 @@ def default_settings(args: argparse.Namespace):
     if not sources and media is None:
         log.warning("no shared sample media (../shared/media or $SEAWATCH_SHARED/media) and no --source: "
                     "serving the drone and AIS only")
-    data = default_settings_data(media, sources=sources, data_dir=args.data_dir or "seawatch-data", drone_port=drone_port,
-                                 admin_password_hash=hash_password(password), token_secret=secrets.token_urlsafe(32))
+    data_dir = args.data_dir or "seawatch-data"
+    demo: dict = {}
+    if media is not None and not sources:
+        from pathlib import Path
+
+        from seawatch.service.demo import harbour_clip
+        from seawatch.vision import registry
+
+        demo["harbour_clip"] = harbour_clip(media, Path(data_dir))
+        # the fine-tuned vessel model when this machine has one (a GPU build), else COCO's boat class
+        demo["vessel_model"] = "vessel" if registry.is_provisioned("vessel") else "coco_yolov5n"
+    data = default_settings_data(media, sources=sources, data_dir=data_dir, drone_port=drone_port,
+                                 admin_password_hash=hash_password(password), token_secret=secrets.token_urlsafe(32),
+                                 **demo)
     if args.host is not None:
         data.setdefault("service", {})["host"] = args.host
     if args.port is not None:

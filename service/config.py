@@ -268,16 +268,22 @@ DEFAULT_AREA = {"name": "Lemmer harbour, IJsselmeer (NL)", "lat_deg": 52.8405, "
 DEFAULT_CAMERA_CLIP = "B_fire_smoke/flames_closeup.mp4"
 DEFAULT_YARD_CLIP = "D_parking_lanes/carpark_timelapse_nf.mp4"
 DEFAULT_AIS_LOG = "F_ais/ais_gpsd_lemmer_nl_ais-nmea.log"  # a receiver log from this very harbour
+# a real harbour webcam still (shore_livecams camera vgiy5566, 1280x720, a regatta offshore; 21 labelled vessels) that
+# ``seawatch serve`` turns into a short clip looped as the demo's harbour camera (service.demo.still_clip)
+DEFAULT_HARBOUR_STILL = "A_boats/shore_vgiy5566_720_2022-07-17_09-22_output_0.jpg"
 
 
 def default_settings_data(media_dir: Path | None, *, sources: list[tuple[str, str]] | None = None,
                           data_dir: str = "seawatch-data", drone_port: int = 14550,
-                          admin_password_hash: str | None = None, token_secret: str | None = None) -> dict[str, Any]:
+                          admin_password_hash: str | None = None, token_secret: str | None = None,
+                          harbour_clip: Path | None = None, vessel_model: str = "coco_yolov5n") -> dict[str, Any]:
     """The main job's configuration as a dict (validated by the caller with ``load_config(data=...)``).
 
     A quay camera looking over Lemmer harbour (the shared fire clip looped as a live source, surveyed so its events
-    are on the map) and a yard camera over a fire lane (a car-park time-lapse); or the user's ``sources`` as
-    ``[(id, url)]``, uncalibrated. A simulated drone flying a patrol
+    are on the map), a yard camera over a fire lane (a car-park time-lapse) and, given ``harbour_clip`` (the clip
+    made of :data:`DEFAULT_HARBOUR_STILL`), a harbour camera looking out over the lake whose vessels
+    (``vessel_model``, tiled, on the water only) become located vessel events with their identity; or the user's
+    ``sources`` as ``[(id, url)]``, uncalibrated. A simulated drone flying a patrol
     around the harbour, the harbour's recorded AIS log, SQLite under ``data_dir`` and one admin user.
     """
     lat0, lon0 = DEFAULT_AREA["lat_deg"], DEFAULT_AREA["lon_deg"]
@@ -307,6 +313,17 @@ def default_settings_data(media_dir: Path | None, *, sources: list[tuple[str, st
             })
             zones.append({"id": "fire-lane", "source": "yard-cam", "polygon_px": [[0, 300], [640, 300], [640, 480], [0, 480]],
                           "rules": [{"type": "fire_lane_blocked", "min_duration_s": 1.0, "clear_after_s": 0.5, "grace_s": 0.5}]})
+        if harbour_clip is not None:
+            # horizon at y 543 of 720 with a 60 deg lens: the camera looks 9.4 deg up; water from there to the beach
+            srcs.append({
+                "id": "harbour-cam", "url": str(harbour_clip), "models": [vessel_model], "tile": "auto",
+                "analysis_fps": 1.0, "water": [[[0, 538], [1280, 538], [1280, 672], [0, 672]]],
+                "calibration": {"camera": {"width_px": 1280, "height_px": 720, "hfov_deg": 60.0},
+                                "surveyed": {"lat_deg": lat0 + 0.0010, "lon_deg": lon0 - 0.0060, "alt_m": 12.0,
+                                             "pan_deg": 240.0, "tilt_deg": 9.4}},
+            })
+            zones.append({"id": "approach", "source": "harbour-cam",
+                          "rules": [{"type": "vessel_in_zone", "min_duration_s": 5.0, "min_confidence": 0.4}]})
     d = 0.004  # about 450 m north-south, 270 m east-west
     data: dict[str, Any] = {
         "sources": srcs,

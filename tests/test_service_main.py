@@ -77,6 +77,7 @@ def _settings(tmp_path, **data):
 @pytest.mark.slow
 def test_default_config_shows_a_flying_drone_ais_and_live_events(tmp_path, shared_media):
     onnx_model("fire_smoke")  # the default camera runs the fire model (scripts/main.sh provisions it)
+    onnx_model("coco_yolov5n")  # and the yard and harbour cameras COCO's (the trained vessel model where present)
     port = _free_port()
     err_path = tmp_path / "serve.err"
     env = {k: v for k, v in os.environ.items() if k != "SEAWATCH_ADMIN_PASSWORD"}
@@ -119,6 +120,12 @@ def test_default_config_shows_a_flying_drone_ais_and_live_events(tmp_path, share
         req = urllib.request.Request(f"http://127.0.0.1:{port}{ended[0]['clip_url']}", headers={"Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(req, timeout=30) as r:
             assert r.headers["content-type"] == "video/mp4" and len(r.read()) > 10_000
+        boats = _until(lambda: [e for e in _get(f"{base}/events?source=harbour-cam&type=vessel_in_zone", token)["events"]
+                                if e["geo"] is not None], 60, "a located vessel event from the demo harbour camera")
+        b = boats[0]  # the real webcam still, COCO's boat class (or the trained vessel model), placed west of Lemmer
+        assert b["attributes"]["identity"] in ("none", "unknown") and b["snapshot_url"]
+        assert 52.80 < b["geo"]["lat_deg"] < 52.85 and 5.60 < b["geo"]["lon_deg"] < 5.70
+        assert (tmp_path / "sw" / "demo" / "harbour-cam.mp4").is_file()
         ais = _until(lambda: _get(f"{base}/ais/vessels", token)["vessels"], 30, "AIS vessels from the harbour log")
         assert sum(1 for v in ais if v["lat_deg"] is not None) >= 10
         cams = [s for s in _get(f"{base}/sources", token) if s.get("kind") == "camera"]
@@ -154,8 +161,40 @@ def test_default_config_with_a_user_source_replaces_the_sample_camera(tmp_path):
     from seawatch.service.auth import Authenticator
 
     assert Authenticator(cfg.auth).check_password("admin", password) is not None
-    cfg2, password2 = default_settings(p.parse_args([]))
+    cfg2, password2 = default_settings(p.parse_args(["--data-dir", str(tmp_path / "demo")]))
     assert password2 != password  # one-time: a new one each start
+
+
+def test_demo_harbour_clip_is_the_still_as_h264_made_once_and_left_out_when_unreadable(tmp_path, caplog):
+    import av
+    import cv2
+
+    from seawatch.service.config import DEFAULT_HARBOUR_STILL
+    from seawatch.service.demo import harbour_clip, still_clip
+
+    still = tmp_path / "still.jpg"
+    img = np.full((72, 128, 3), 90, np.uint8)
+    cv2.rectangle(img, (40, 30), (70, 45), (255, 255, 255), -1)  # a white hull
+    cv2.imwrite(str(still), img)
+    out = still_clip(still, tmp_path / "demo" / "clip.mp4", seconds=3, fps=2)
+    with av.open(str(out)) as c:
+        st = c.streams.video[0]
+        frames = [f.to_ndarray(format="bgr24") for f in c.decode(st)]
+        assert st.codec_context.name == "h264" and (st.width, st.height) == (128, 72)
+    assert len(frames) == 6
+    assert np.abs(frames[-1].astype(int) - img).mean() < 4  # the still itself, with a little sensor noise
+    made = out.stat().st_mtime_ns
+    assert still_clip(still, out).stat().st_mtime_ns == made  # made once, reused at the next start
+    assert not list((tmp_path / "demo").glob("*.part.mp4"))
+
+    media = tmp_path / "media"
+    with caplog.at_level("WARNING"):
+        assert harbour_clip(media, tmp_path / "data") is None  # no still: the demo runs without that camera
+        (media / DEFAULT_HARBOUR_STILL).parent.mkdir(parents=True)
+        (media / DEFAULT_HARBOUR_STILL).write_bytes(b"not a jpeg")
+        assert harbour_clip(media, tmp_path / "data") is None
+    assert "is missing" in caplog.text and "harbour camera left out" in caplog.text
+    assert not (tmp_path / "data" / "demo" / "harbour-cam.mp4").exists()
 
 
 # ---- drones in serve --------------------------------------------------------------------------------------------------
