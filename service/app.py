@@ -7,6 +7,7 @@ admins also list the configured principals. Errors always have the ``ErrorBody``
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from contextlib import asynccontextmanager
@@ -20,7 +21,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seawatch import __version__
 from seawatch.errors import InputError, SeawatchError, StreamError
@@ -44,7 +47,7 @@ from seawatch.service.schemas import (
     WhoAmI,
     to_ns,
 )
-from seawatch.service.store import BBox, EventQuery, EventStore
+from seawatch.service.store import AreaExists, BBox, EventQuery, EventStore
 from seawatch.vision.events import reason_problem
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,49 @@ class ApiError(Exception):
 def _error(status: int, message: str, details: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
     body = {"error": {"code": _CODES.get(status, "internal" if status >= 500 else "error"), "message": message, "details": details or []}}
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+MAX_BODY_BYTES = 64 * 1024  # every body this API takes (login, reviews, ignore-spot) is JSON of a few KB
+
+
+class _BodyTooLarge(StarletteHTTPException):
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"the request body is larger than {max_bytes} bytes")
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` gets 413 before anything holds it whole. A declared
+    Content-Length over the limit is answered at once (the app never runs); a streamed (chunked) body fails on the
+    chunk that passes the limit, while FastAPI reads it, which it does before auth and validation."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            declared = int(Headers(scope=scope).get("content-length", ""))
+        except ValueError:  # absent (chunked) or unreadable: counted as it arrives
+            declared = 0
+        if declared > self.max_bytes:
+            exc = _BodyTooLarge(self.max_bytes)
+            await _error(exc.status_code, exc.detail)(scope, receive, send)
+            return
+        received = 0
+
+        async def receive_limited() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge(self.max_bytes)  # the app's handler answers it in the API's error shape
+            return message
+
+        await self.app(scope, receive_limited, send)
 
 
 def _state(request: Request):
@@ -117,8 +163,12 @@ def _media_file(media_dir: Path, rel: str) -> Path:
     if not rel or "\x00" in rel or rel.startswith(("/", "\\")) or ".." in Path(rel).parts:
         raise ApiError(404, "no such media file")
     root = media_dir.resolve()
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
+    try:
+        path = (root / rel).resolve()
+        found = path.is_relative_to(root) and path.is_file()
+    except (OSError, ValueError):  # a name the file system refuses (too long, ...) names no file either
+        found = False
+    if not found:
         raise ApiError(404, "no such media file")
     return path
 
@@ -152,12 +202,13 @@ def get_health(store: Store) -> HealthOut:
 def login(request: Request, body: Annotated[LoginIn, Body()]) -> TokenOut:
     st = request.app.state
     client = request.client.host if request.client else "unknown"
-    wait_s = st.throttle.retry_after_s(client)
+    # the attempt is reserved (counted as failed) before the slow password check: concurrent guesses cannot all
+    # pass the throttle before the first of them has failed
+    wait_s = st.throttle.begin(client)
     if wait_s > 0:
         raise ApiError(429, f"too many failed logins from this address; retry in {wait_s:.0f} s", {"Retry-After": str(int(wait_s) + 1)})
     who = st.auth.check_password(body.username, body.password)
     if who is None:
-        st.throttle.failed(client)
         log.warning("failed login for %r from %s", body.username, client)
         raise ApiError(401, "wrong user name or password")
     st.throttle.succeeded(client)
@@ -287,7 +338,8 @@ def ignore_spot(event_id: str, request: Request, store: Store, who: Reviewer,
                 body: Annotated[IgnoreSpotIn | None, Body()] = None) -> IgnoreSpotOut:
     """The event's subject box (its snapshot's) becomes an ignore area of its fixed camera around the box's anchor
     point (a vessel's waterline), stored and applied to the running pipeline at once; the event is dismissed with
-    a note naming the area. 409 for a drone's or a panning camera's event, or one without a subject box."""
+    a note naming the area. 409 for a drone's or a panning camera's event, one without a subject box, or one that
+    already made an area (remove that one first)."""
     from seawatch.vision.zones import ignore_area_around
 
     body = body or IgnoreSpotIn()
@@ -297,7 +349,7 @@ def ignore_spot(event_id: str, request: Request, store: Store, who: Reviewer,
         raise ApiError(409, why)
     if ev.snapshot is None:
         raise ApiError(409, f"event {event_id} has no subject box to ignore")
-    labels = list(body.labels) if body.labels is not None else list(ev.labels)
+    labels = list(dict.fromkeys(body.labels if body.labels is not None else ev.labels))  # each label once, in order
     if not labels or not set(labels) <= set(ev.labels):
         raise ApiError(422, f"labels must be among the event's labels {list(ev.labels)}")
     try:
@@ -306,7 +358,11 @@ def ignore_spot(event_id: str, request: Request, store: Store, who: Reviewer,
         raise ApiError(409, f"event {event_id}: its subject box cannot make an area: {exc}") from None
     (x0, y0), (x1, y1) = corners.reshape(-1, 2).min(axis=0), corners.reshape(-1, 2).max(axis=0)
     polygon = [[float(x0), float(y0)], [float(x1), float(y0)], [float(x1), float(y1)], [float(x0), float(y1)]]
-    area = store.add_ignore_area(ev.source_id, polygon, labels, who.name, body.note, event_id)
+    try:
+        area = store.add_ignore_area(ev.source_id, polygon, labels, who.name, body.note, event_id)
+    except AreaExists as exc:
+        raise ApiError(409, f"event {event_id} already made ignore area {exc.area.id} on {ev.source_id}; "
+                            "remove that area first to make another") from None
     try:
         st.apply_ignore(ev.source_id, store.ignore_areas(ev.source_id))
     except SeawatchError as exc:
@@ -519,6 +575,23 @@ def principals(request: Request, who: Admin) -> dict[str, list[dict[str, str]]]:
 
 WS_AUTH_TIMEOUT_S = 5.0
 WS_STATUS_INTERVAL_S = 2.0
+WS_FIRST_MESSAGE_MAX_CHARS = 4096  # {"token": ...} or {"api_key": ...}: one credential, nothing more
+
+
+def _first_message_principal(auth: Authenticator, text: str) -> Principal | None:
+    """Who the first message of a live feed names, or None for anything but a JSON object with a valid
+    ``token`` or ``api_key`` string (too long, not JSON, nested past the parser's recursion limit, ...)."""
+    if not isinstance(text, str) or len(text) > WS_FIRST_MESSAGE_MAX_CHARS:
+        return None
+    try:
+        first = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(first, dict) and isinstance(first.get("token"), str):
+        return auth.verify_token(first["token"])
+    if isinstance(first, dict) and isinstance(first.get("api_key"), str):
+        return auth.check_api_key(first["api_key"])
+    return None
 
 
 @live_router.websocket("/live")
@@ -541,12 +614,8 @@ async def live_feed(ws: WebSocket) -> None:
         who = auth.check_api_key(ws.headers["x-api-key"])
     else:
         try:
-            first = await asyncio.wait_for(ws.receive_json(), WS_AUTH_TIMEOUT_S)
-            if isinstance(first, dict) and isinstance(first.get("token"), str):
-                who = auth.verify_token(first["token"])
-            elif isinstance(first, dict) and isinstance(first.get("api_key"), str):
-                who = auth.check_api_key(first["api_key"])
-        except (asyncio.TimeoutError, ValueError, KeyError, WebSocketDisconnect):
+            who = _first_message_principal(auth, await asyncio.wait_for(ws.receive_text(), WS_AUTH_TIMEOUT_S))
+        except (asyncio.TimeoutError, KeyError, WebSocketDisconnect):  # KeyError: a binary frame has no "text"
             who = None
     if who is None:
         await ws.close(code=4401, reason="authentication required")
@@ -624,6 +693,7 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     app.state.live = live or LiveHub()
     app.state.fleet = fleet  # drones and AIS (service.fleet.Fleet) or None
     app.state.apply_ignore = apply_ignore or (lambda source_id, areas: None)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)  # inside CORS (added last, so outermost): a 413 gets CORS headers
     if settings.service.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.service.cors_origins), allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Range"], allow_credentials=False)

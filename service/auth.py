@@ -115,7 +115,13 @@ class Authenticator:
 
 
 class LoginThrottle:
-    """At most ``max_failures`` failed logins per client key within ``window_s``; thread-safe."""
+    """At most ``max_failures`` login attempts that were not successes per client key within ``window_s``;
+    thread-safe.
+
+    An attempt is reserved (``begin``) before the password is checked and counts as a failure from then on, so
+    concurrent attempts cannot all pass the check before any failure is recorded; a success (``succeeded``)
+    clears the key's count.
+    """
 
     def __init__(self, max_failures: int, window_s: float) -> None:
         self.max_failures = max_failures
@@ -123,25 +129,22 @@ class LoginThrottle:
         self._fails: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
-    def retry_after_s(self, key: str, now_s: float | None = None) -> float:
-        """0 when the client may try now, else seconds to wait."""
+    def begin(self, key: str, now_s: float | None = None) -> float:
+        """Reserve one attempt for ``key``: 0 when it may check a password now (the attempt counts as failed until
+        ``succeeded``), else the seconds to wait (nothing reserved)."""
         now = time.monotonic() if now_s is None else now_s
         with self._lock:
             q = self._fails.get(key)
-            if not q:
-                return 0.0
             while q and q[0] <= now - self.window_s:
                 q.popleft()
-            if len(q) < self.max_failures:
-                return 0.0
-            return max(0.0, q[0] + self.window_s - now)
-
-    def failed(self, key: str, now_s: float | None = None) -> None:
-        now = time.monotonic() if now_s is None else now_s
-        with self._lock:
-            if len(self._fails) > 100_000:  # bound memory under a flood of addresses
-                self._fails.clear()
-            self._fails.setdefault(key, deque()).append(now)
+            if q is not None and len(q) >= self.max_failures:
+                return max(0.0, q[0] + self.window_s - now)
+            if q is None:
+                if len(self._fails) > 100_000:  # bound memory under a flood of addresses
+                    self._fails.clear()
+                q = self._fails[key] = deque()
+            q.append(now)
+            return 0.0
 
     def succeeded(self, key: str) -> None:
         with self._lock:

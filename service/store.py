@@ -360,6 +360,14 @@ class IgnoreArea:
                 "created_by": self.created_by, "created_ns": self.created_ns}
 
 
+class AreaExists(InputError):
+    """The event already made an ignore area (``area``): one event, one area."""
+
+    def __init__(self, area: IgnoreArea) -> None:
+        super().__init__(f"event {area.event_id} already made ignore area {area.id}")
+        self.area = area
+
+
 def _clamp64(ns: int) -> int:
     return min(max(int(ns), _INT64_MIN), _INT64_MAX)
 
@@ -368,11 +376,15 @@ def _encode_cursor(sort: str, key: int, event_id: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([sort, key, event_id], separators=(",", ":")).encode()).decode().rstrip("=")
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _decode_cursor(cursor: str, sort: str) -> tuple[int, str]:
     try:
-        s, key, eid = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        key = int(key)
-        if not isinstance(eid, str) or not isinstance(s, str) or not _INT64_MIN <= key <= _INT64_MAX:
+        # issued cursors hold an int key: no float (1e999 is inf), no NaN/Infinity constants
+        s, key, eid = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)), parse_constant=_no_constant)
+        if type(key) is not int or not isinstance(eid, str) or not isinstance(s, str) or not _INT64_MIN <= key <= _INT64_MAX:
             raise ValueError
     except (ValueError, TypeError, UnicodeError):
         raise InputError("cursor is not one this server issued") from None
@@ -501,8 +513,9 @@ class EventStore:
 
                 with self.engine.begin() as conn:  # PostGIS installed after 0003 ran: add the spatial column now
                     ensure_postgis(conn)
-        except sa.exc.OperationalError as exc:
-            raise ConfigError(f"storage: cannot open/migrate the database: {exc.orig}") from None
+        except sa.exc.DBAPIError as exc:  # OperationalError, and DatabaseError for a file that is not a database
+            raise ConfigError(f"storage: cannot open/migrate the database "
+                              f"{self.engine.url.render_as_string(hide_password=True)}: {exc.orig}") from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -571,7 +584,8 @@ class EventStore:
 
     def add_ignore_area(self, source_id: str, polygon_px: Sequence[Sequence[float]], labels: Sequence[str], by: str,
                         note: str = "", event_id: str | None = None) -> IgnoreArea:
-        """Store an ignore area (InputError for a polygon of fewer than 3 finite points, no labels, NUL characters)."""
+        """Store an ignore area (InputError for a polygon of fewer than 3 finite points, no labels, NUL characters;
+        AreaExists when ``event_id`` already made one)."""
         pts = [(float(x), float(y)) for x, y in polygon_px]
         if len(pts) < 3 or not all(math.isfinite(v) for p in pts for v in p):
             raise InputError("an ignore area needs at least 3 finite [x, y] points")
@@ -581,6 +595,11 @@ class EventStore:
             raise InputError("an ignore area must not contain NUL characters")
         now = time.time_ns()
         with self._write_lock, self.engine.begin() as conn:
+            if event_id is not None:
+                row = conn.execute(sa.select(ignore_table).where(ignore_table.c.event_id == event_id)
+                                   .order_by(ignore_table.c.id).limit(1)).first()
+                if row is not None:
+                    raise AreaExists(self._ignore_area(row))
             new_id = conn.execute(ignore_table.insert().values(
                 source_id=source_id, labels=json.dumps(list(labels)), polygon_px=json.dumps(pts), note=note,
                 event_id=event_id, created_by=by, created_ns=now)).inserted_primary_key[0]

@@ -164,8 +164,9 @@ async function select(id) {
     audit.appendChild(li);
   }
   const src = state.sources.find((s) => s.source_id === ev.source_id);
-  // a fixed camera's event with a subject box can become an ignore area (reviewers; the server checks again)
-  $("d-ignore").hidden = !(ev.snapshot && src && (src.kind || "camera") === "camera" && !src.drone_id) || state.role === "operator";
+  // a fixed camera's event with a subject box can become an ignore area, once (reviewers; the server checks again)
+  const made = ((src && src.areas) || []).some((a) => a.origin === "operator" && a.event_id === ev.id);
+  $("d-ignore").hidden = !(ev.snapshot && src && (src.kind || "camera") === "camera" && !src.drone_id) || state.role === "operator" || made;
   renderIgnored(ev);
   const img = $("d-snapshot"), vid = $("d-clip"), note = $("d-clip-note");
   img.hidden = !ev.snapshot_url; vid.hidden = !ev.clip_url;
