@@ -33,14 +33,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_latlons(text: str, what: str) -> list[tuple[float, float]]:
-    """``"lat,lon;lat,lon"`` or ``@file.json`` holding ``[[lat, lon], ...]``."""
+    """``"lat,lon;lat,lon"`` or ``@file.json`` holding ``[[lat, lon], ...]``; ConfigError unless every point is
+    exactly two numbers."""
     try:
         if text.startswith("@"):
-            data = json.loads(Path(text[1:]).read_text())
+            data = json.loads(Path(text[1:]).read_text(encoding="utf-8"))
             return [(float(a), float(b)) for a, b in data]
-        return [tuple(float(v) for v in part.split(",")) for part in text.split(";") if part.strip()]  # type: ignore[misc]
+        points = [part.split(",") for part in text.split(";") if part.strip()]
     except (OSError, ValueError, TypeError) as exc:
-        raise ConfigError(f"{what}: cannot read {text!r} as lat,lon pairs: {exc}") from exc
+        raise ConfigError(f"{what}: cannot read {text!r} as lat,lon pairs: {exc}") from None
+    for i, values in enumerate(points):
+        if len(values) != 2:
+            raise ConfigError(f"{what}: point {i + 1} {','.join(values).strip()!r} is not lat,lon: each point needs "
+                              f"exactly two numbers (\"lat,lon;lat,lon;...\")")
+    try:
+        return [(float(a), float(b)) for a, b in points]
+    except ValueError as exc:
+        raise ConfigError(f"{what}: cannot read {text!r} as lat,lon pairs: {exc}") from None
 
 
 def plan(args: argparse.Namespace) -> list[M.Waypoint]:

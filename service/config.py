@@ -27,10 +27,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from seawatch.errors import ConfigError
+from seawatch.vision.config import format_errors, read_yaml_file
 from seawatch.vision.pipeline import PipelineConfig
 
 Role = Literal["operator", "reviewer", "admin"]
@@ -229,30 +229,13 @@ class ServeConfig(PipelineConfig):
         return PipelineConfig.model_validate({name: getattr(self, name) for name in PipelineConfig.model_fields})
 
 
-def format_errors(exc: ValidationError, where: str) -> str:
-    """One line per error: ``FILE: field.path[index]: message``."""
-    lines = []
-    for e in exc.errors():
-        path = ""
-        for part in e["loc"]:
-            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"  {where}: {path or '(top level)'}: {msg}")
-    return f"invalid configuration ({len(lines)} error{'s' if len(lines) != 1 else ''}):\n" + "\n".join(lines)
-
-
 def load_config(path: str | Path | None = None, data: dict[str, Any] | None = None) -> ServeConfig:
     """Validate a YAML file (or a dict; neither = all defaults); every error names the file and the field."""
     where = str(path) if path is not None else "config"
     if data is None:
         if path is None:
             return ServeConfig()
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{where}: not valid YAML: {exc}") from None
+        data = read_yaml_file(path)
         if data is None:
             data = {}
     if not isinstance(data, dict):

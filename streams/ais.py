@@ -3,7 +3,8 @@
 What this module does, and nothing more (the vessel state table lives in ``seawatch.vision.identity``):
 
 - splits an optional IEC 61162-450 tag block (``\\s:station,c:1671620143*hh\\``) off each line, checks its
-  checksum and takes ``c:`` (unix seconds, or milliseconds when it is that large) as the message time;
+  checksum and takes ``c:`` (unix seconds, or milliseconds when it is that large) as the message time; a time
+  before 2000 or more than a day after it was received is a malformed tag block (:func:`plausible_time_ns`);
 - reassembles multi-sentence messages (keyed by talker, channel, sequential id and fragment count; stale or
   out-of-order fragments are dropped and counted);
 - decodes with pyais and turns position reports (types 1, 2, 3, 18, 19, 27) and static data (5, 24, and the
@@ -20,7 +21,9 @@ receiver logs, ``"gnss_rmc"``), else from the receive clock (``"receiver"``). Al
 from __future__ import annotations
 
 import calendar
+import datetime
 import logging
+import math
 import socket
 import threading
 import time
@@ -124,7 +127,8 @@ AisMessage = AisPosition | AisStatic | AisOther
 
 @dataclass
 class AisStats:
-    """Counters of one decoder. ``malformed`` is keyed by reason (``checksum``, ``empty_payload``, ...)."""
+    """Counters of one decoder. ``malformed`` is keyed by reason (``checksum``, ``empty_payload``, ``tag_block``,
+    ``rmc_time`` (with ``use_rmc_time``: an RMC time that is not a time or outside the window), ...)."""
 
     lines: int = 0
     blank_lines: int = 0
@@ -187,13 +191,33 @@ def parse_tag_block(raw: bytes) -> dict[str, str]:
     return out
 
 
+# The window a message time (tag block ``c:`` or RMC) must fall in to be used. Earliest: 2000-01-01T00:00Z; AIS
+# (ITU-R M.1371) went into service from 2002, so no real AIS time is older. Latest: one day after the later of the
+# receive clock and the wall clock: a message cannot be stamped after it was received, and a day covers a
+# receiver's clock skew or local time written as UTC (at most 14 h off). The wall clock keeps a simulated receive
+# clock (tests, replays) from refusing real times; an old log replayed today is in the past anyway. One time
+# outside the window would otherwise become the vessel table's "now" and age every real vessel out of view.
+EARLIEST_TIME_NS = 946_684_800 * 1_000_000_000
+FUTURE_SLACK_NS = 86_400 * 1_000_000_000
+
+
+def plausible_time_ns(t_ns: int, receive_ns: int) -> bool:
+    """True when a message time (int ns UTC) received at ``receive_ns`` lies in the window above."""
+    return EARLIEST_TIME_NS <= t_ns <= max(receive_ns, time.time_ns()) + FUTURE_SLACK_NS
+
+
 def _tag_time_ns(value: str) -> int:
-    """Tag-block ``c:`` value to int ns, exactly (Decimal: a float loses the milliseconds at 1e18 ns)."""
+    """Tag-block ``c:`` value to int ns, exactly (Decimal: a float loses the milliseconds at 1e18 ns).
+
+    Raises ValueError for a value that is not a finite number or lies beyond year 5000 in milliseconds (checked
+    before any arithmetic, so ``c:1e999999999`` neither overflows nor builds a huge int); the caller then checks
+    :func:`plausible_time_ns`.
+    """
     try:
         t = Decimal(value.strip())
     except InvalidOperation as exc:
         raise ValueError(f"tag block time {value!r} is not a number") from exc
-    if not t.is_finite() or t < 0:
+    if not t.is_finite() or t < 0 or t > 100_000_000_000_000:  # compared, never divided: 1e999999 / 1000 overflows
         raise ValueError(f"tag block time {value!r} out of range")
     if t > 100_000_000_000:  # some dispatchers write milliseconds
         t /= 1000
@@ -201,22 +225,30 @@ def _tag_time_ns(value: str) -> int:
 
 
 def _rmc_time_ns(fields: list[bytes]) -> int | None:
-    """UTC from an RMC sentence's time (field 1, hhmmss.ss) and date (field 9, ddmmyy); ``None`` if absent."""
+    """UTC from an RMC sentence's time (field 1, hhmmss.ss) and date (field 9, ddmmyy).
+
+    ``None`` when absent (no fix yet: empty fields); ValueError when present but not a time (``2139inf``, minute
+    75, 31 February).
+    """
     try:
-        hms = fields[1].decode()
-        dmy = fields[9].decode()
-        if len(hms) < 6 or len(dmy) != 6:
-            return None
-        hh, mm, ss = int(hms[0:2]), int(hms[2:4]), float(hms[4:])
-        d, mo, y = int(dmy[0:2]), int(dmy[2:4]), 2000 + int(dmy[4:6])
-        whole = calendar.timegm((y, mo, d, hh, mm, 0, 0, 0, 0))
-        return whole * 1_000_000_000 + int(round(ss * 1e9))
-    except (IndexError, ValueError, UnicodeDecodeError):
+        hms = fields[1].decode("ascii")
+        dmy = fields[9].decode("ascii")
+    except (IndexError, UnicodeDecodeError):
         return None
+    if len(hms) < 6 or len(dmy) != 6:
+        return None
+    hh, mm, ss = int(hms[0:2]), int(hms[2:4]), float(hms[4:])
+    d, mo, y = int(dmy[0:2]), int(dmy[2:4]), 2000 + int(dmy[4:6])
+    if not (0 <= hh <= 23 and 0 <= mm <= 59 and math.isfinite(ss) and 0.0 <= ss < 61.0):  # 60.x: a leap second
+        raise ValueError(f"RMC time {hms!r} out of range")
+    datetime.date(y, mo, d)  # ValueError for a date that does not exist
+    whole = calendar.timegm((y, mo, d, hh, mm, 0, 0, 0, 0))
+    return whole * 1_000_000_000 + int(round(ss * 1e9))
 
 
 def _rmc_line_time_ns(line: bytes) -> int | None:
-    """Time of a checksum-valid ``$xxRMC`` line (tag block allowed), else ``None``."""
+    """Time of a checksum-valid ``$xxRMC`` line (tag block allowed), else ``None``; ValueError when the line is an
+    RMC whose time or date is malformed."""
     line = line.strip()
     if line.startswith(b"\\"):
         end = line.find(b"\\", 1)
@@ -324,11 +356,17 @@ class AisDecoder:
             line = line[end + 1 :]
 
         if line[:1] == b"$" and line[3:6] == b"RMC":
-            if self._use_rmc_time:
-                t = _rmc_line_time_ns(line)
-                if t is not None:
-                    self._rmc_time_ns = t
             self.stats.non_ais_lines += 1
+            if self._use_rmc_time:
+                try:
+                    t = _rmc_line_time_ns(line)
+                except ValueError as exc:
+                    log.debug("bad RMC time %r: %s", line[:80], exc)
+                    return self._bad("rmc_time")
+                if t is not None:
+                    if not plausible_time_ns(t, now_ns):
+                        return self._bad("rmc_time")
+                    self._rmc_time_ns = t
             return None
         if not (line[:1] in (b"!", b"$") and line[3:6] in (b"VDM", b"VDO")):
             self.stats.non_ais_lines += 1
@@ -362,6 +400,9 @@ class AisDecoder:
             try:
                 t_ns, t_src = _tag_time_ns(tags["c"]), "tag_block"
             except ValueError:
+                return self._bad("tag_block")
+            if not plausible_time_ns(t_ns, now_ns):
+                log.debug("implausible tag block time %r in %r", tags["c"], line[:80])
                 return self._bad("tag_block")
         elif self._use_rmc_time and self._rmc_time_ns is not None:
             t_ns, t_src = self._rmc_time_ns, "gnss_rmc"
@@ -540,8 +581,11 @@ def read_file(path: str | Path, decoder: AisDecoder | None = None) -> Iterator[A
             # AIS lines before the first fix take the first fix's time (at most one GNSS period late), not the
             # wall clock, so that one file never mixes two clocks
             for i, line in enumerate(fh):
-                t = _rmc_line_time_ns(line)
-                if t is not None:
+                try:
+                    t = _rmc_line_time_ns(line)
+                except ValueError:
+                    t = None  # counted when the line is fed below
+                if t is not None and plausible_time_ns(t, dec._clock_ns()):
                     dec.seed_rmc_time(t)
                     break
                 if i > 10_000:

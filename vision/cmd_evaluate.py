@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -36,8 +37,10 @@ def _fmt(v) -> str:
     return "  -  " if v is None else f"{v:.3f}"
 
 
-def print_summary(report: dict, file=sys.stdout) -> None:
+def print_summary(report: dict, file=None) -> None:
     from seawatch.vision.evaluate import TILED_LABELS
+
+    file = sys.stdout if file is None else file  # looked up at call time (a default bound at import goes stale)
 
     print(f"{report['manifest']}: {report['images']} images, {report['clips']} clips, {report['seconds']} s", file=file)
     print("precision / recall at each model's operating threshold (conf); AP50 and R@P over its whole ranking", file=file)
@@ -132,13 +135,25 @@ def run(args: argparse.Namespace) -> int:
             Path(args.errors).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(f"--errors {args.errors}: cannot create the folder: {exc}") from None
+    if args.out:  # the report's folder must exist before a long evaluation, not be found missing after it
+        folder = Path(args.out).resolve().parent
+        if not folder.is_dir():
+            raise InputError(f"--out {args.out}: no such folder {folder}")
+        if Path(args.out).is_dir():
+            raise InputError(f"--out {args.out}: is a folder, give a file name")
+        if not os.access(folder, os.W_OK):
+            raise InputError(f"--out {args.out}: the folder {folder} is not writable")
     cats = set(args.categories.split(",")) if args.categories else None
     vessel_models = tuple(m.strip() for m in args.vessel_models.split(",") if m.strip()) if args.vessel_models else None
     report = evaluate_manifest(path, conf=args.conf, categories=cats, tile=args.tile or "auto",
                                clips=not args.no_clips, vessel_models=vessel_models,
                                errors_dir=Path(args.errors) if args.errors else None,
                                operator_ignore=args.operator_ignore)
+    print_summary(report)  # first: the result is on screen even when the report cannot be written
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1, ensure_ascii=False))
-    print_summary(report)
+        try:
+            Path(args.out).write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"--out {args.out}: cannot write the report (the summary above is the result): "
+                             f"{exc.strerror or exc}") from None
     return 0

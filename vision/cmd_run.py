@@ -20,8 +20,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", default=None, help="models for command-line sources (comma-separated)")
     p.add_argument("--tile", default=None, help="tiled inference SIZES[:OVERLAP][+flip] (e.g. 640, auto, "
                                                    "auto,288+flip) for command-line sources")
-    p.add_argument("--analysis-fps", type=float, default=None, help="analysed frames per second (command-line sources)")
-    p.add_argument("--out", default=None, help="write events to this JSON-lines file instead of stdout")
+    p.add_argument("--analysis-fps", type=float, default=None,
+                   help="analysed frames per second of video, above 0 and at most 60 (command-line sources; default 2)")
+    p.add_argument("--out", default=None, help="append events to this JSON-lines file instead of printing them "
+                                               "(an existing file is kept: a log of every run; created when absent)")
     p.add_argument("--snapshots", default=None, help="folder for event snapshot JPEGs")
     p.add_argument("--start-utc", default=None,
                    help="UTC time of the first frame of file sources (ISO 8601; default: now)")
@@ -43,8 +45,11 @@ def _start_ns(text: str | None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from seawatch.streams.frame_queue import QueueClosed
     from seawatch.streams.source import Source, SourceConfig, State
+    from seawatch.vision.config import format_errors
     from seawatch.vision.events import JsonLinesSink
     from seawatch.vision.pipeline import AnalysisRate, Pipeline, SourceSpec, load_pipeline_config
 
@@ -57,13 +62,16 @@ def run(args: argparse.Namespace) -> int:
             specs = [s.model_copy(update={"url": url}) if s.id == sid else s for s in specs]
             continue
         extra = {}
-        if args.models:
-            extra["models"] = tuple(m for m in args.models.split(",") if m)
-        if args.tile:
+        if args.models is not None:
+            extra["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())
+        if args.tile is not None:
             extra["tile"] = args.tile
-        if args.analysis_fps:
+        if args.analysis_fps is not None:  # 0 is refused by the field's bound, not taken as "the default"
             extra["analysis_fps"] = args.analysis_fps
-        specs.append(SourceSpec(id=sid, url=url, **extra))
+        try:
+            specs.append(SourceSpec(id=sid, url=url, **extra))
+        except ValidationError as exc:
+            raise ConfigError(format_errors(exc, f"command-line source {text!r}")) from None
         known.add(sid)
     if not specs:
         raise ConfigError("no sources: give SOURCE arguments or `sources:` in the config")
@@ -72,9 +80,17 @@ def run(args: argparse.Namespace) -> int:
     if unknown_zone_sources:
         print(f"seawatch: warning: zones refer to sources that are not running: {sorted(unknown_zone_sources)}",
               file=sys.stderr)
-    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
-    sink = JsonLinesSink(out, snapshot_dir=args.snapshots)
-    pipeline = Pipeline(cfg, [sink])
+    # append, never truncate: events a previous run recorded are kept whatever happens to this one; opened before
+    # the (slow) model loading so a path that cannot be written is reported at once (InputError)
+    created = args.out is not None and not Path(args.out).exists()
+    sink = JsonLinesSink(args.out if args.out else sys.stdout, snapshot_dir=args.snapshots)
+    try:
+        pipeline = Pipeline(cfg, [sink])
+    except BaseException:
+        sink.close()
+        if created and Path(args.out).is_file() and Path(args.out).stat().st_size == 0:
+            Path(args.out).unlink()  # leave no empty file behind a run that never started
+        raise
     start = _start_ns(args.start_utc)
     stop_event = __import__("threading").Event()
     readers = {}
@@ -112,8 +128,7 @@ def run(args: argparse.Namespace) -> int:
         stop_event.set()
         for src in readers.values():
             src.stop()
-        if out is not sys.stdout:
-            out.close()
+        sink.close()
     fps = pipeline.frames / pipeline.seconds if pipeline.seconds else 0.0
     print(f"seawatch: {pipeline.frames} frames analysed ({fps:.1f}/s), {n_events} events", file=sys.stderr)
     return 1 if failed else 0

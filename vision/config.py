@@ -25,14 +25,50 @@ Example (YAML)::
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Union
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from seawatch.errors import ConfigError
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 Conf = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+def read_yaml_file(path: str | Path) -> Any:
+    """The parsed YAML of a configuration file (``None`` for an empty one).
+
+    Raises ConfigError naming the file when it cannot be read, is not UTF-8 text (a binary file, one stray
+    Latin-1 byte in a comment) or is not valid YAML. Every command that reads a config file goes through here.
+    """
+    where = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where}: cannot read: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+                          ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: cannot read: not valid YAML: {exc}") from None
+
+
+def format_errors(exc: ValidationError, where: str) -> str:
+    """One line per error: ``WHERE: field.path[index]: message`` (``where`` names the file or the option)."""
+    lines = []
+    for e in exc.errors():
+        path = ""
+        for part in e["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  {where}: {path or '(top level)'}: {msg}")
+    return f"invalid configuration ({len(lines)} error{'s' if len(lines) != 1 else ''}):\n" + "\n".join(lines)
 
 
 class _Strict(BaseModel):
@@ -241,6 +277,11 @@ class ZoneConfig(_Strict):
                     raise ValueError("fire_lane_blocked with stationary_foreground needs a polygon_px lane")
                 if r.min_overlap_frac > 0 and self.polygon_lonlat is not None:
                     raise ValueError("fire_lane_blocked on a geo zone must use min_overlap_frac: 0 (anchor point test)")
+        if self.polygon_px is not None or self.polygon_lonlat is not None:
+            try:  # the check run/serve make when they build the zone, so `config check` reports it too
+                self.build_zone()
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
         return self
 
     def build_zone(self):
@@ -322,8 +363,6 @@ def load_rules_config(data: Mapping[str, Any] | None, where: str = "config") -> 
             if any(len(o) > len(here) and o[: len(here)] == here for o in locs):
                 continue  # a parent echoing its child's failure ("tuple should have 1 item") says nothing new
             loc = ".".join(str(p) for p in here)
-            lines.append(f"  {where}: {loc or '(top)'}: {err['msg']}")
+            lines.append(f"  {where}: {loc or '(top)'}: {err['msg'].removeprefix('Value error, ')}")
         raise ConfigError("invalid rules configuration:\n" + "\n".join(lines)) from None
-    for z in cfg.zones:  # polygons are checked here so a bad one is reported at load time
-        z.build_zone()
-    return cfg
+    return cfg  # zone polygons were checked by ZoneConfig's validator (the same check for every loader)

@@ -143,8 +143,8 @@ def load_manifest(manifest_path: Path, categories: set[str] | None = None) -> li
     manifest_path = Path(manifest_path)
     try:
         entries = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"{manifest_path}: cannot read manifest: {exc}") from exc
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8 (UnicodeDecodeError) or not JSON (JSONDecodeError)
+        raise InputError(f"{manifest_path}: cannot read manifest: {exc}") from None
     if not isinstance(entries, list):
         raise InputError(f"{manifest_path}: a manifest is a JSON list of entries")
     root = manifest_path.parent
@@ -152,11 +152,16 @@ def load_manifest(manifest_path: Path, categories: set[str] | None = None) -> li
     for i, e in enumerate(entries):
         if not isinstance(e, dict) or "file" not in e:
             raise InputError(f"{manifest_path}: entry {i} has no 'file'")
+        if not isinstance(e["file"], str) or not e["file"].strip():
+            raise InputError(f"{manifest_path}: entry {i}: 'file' must be a file name (text), got {e['file']!r:.60}")
+        gt = e.get("ground_truth") or {}
+        if not isinstance(gt, dict):
+            raise InputError(f"{manifest_path}: entry {i} ({e['file']}): 'ground_truth' must be an object "
+                             f"{{label: value, ...}}, got {type(gt).__name__}")
         if categories and e.get("category") not in categories:
             continue
         path = root / e["file"]
         ext = path.suffix.lower()
-        gt = e.get("ground_truth") or {}
         if "label_for" in gt or ext not in IMAGE_EXT | VIDEO_EXT:
             continue
         s = Sample(path, "image" if ext in IMAGE_EXT else "video", str(e.get("category", "")), ground_truth=gt)

@@ -44,13 +44,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from seawatch.drone.config import CalibrationConfig, DroneConfig
 from seawatch.errors import ConfigError, InputError, ModelError
 from seawatch.vision.config import (EventPolicy, RulesConfig, TrackerConfig, WaterAreasConfig, ZoneConfig,
-                                    load_rules_config)
+                                    load_rules_config, read_yaml_file)
 from seawatch.vision.detections import Detections
 from seawatch.vision.events import Event, Sink
 from seawatch.vision.vessel_identity import IdentityConfig
@@ -243,10 +242,7 @@ def load_pipeline_config(path: str | Path | None, data: dict | None = None) -> P
     if data is None:
         if path is None:
             return PipelineConfig()
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{where}: cannot read: {exc}") from exc
+        data = read_yaml_file(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: the top level must be a mapping")
     rules_part = {k: data[k] for k in ("tracker", "events", "zones") if k in data}
