@@ -6,12 +6,16 @@ through the API), receives a live event and shows the drone moving."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import socket
 import threading
 import time
+import urllib.request
 import warnings
+import zipfile
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +28,11 @@ from conftest import missing  # noqa: E402
 from seawatch.service.app import create_app  # noqa: E402
 from seawatch.service.auth import hash_api_key, hash_password  # noqa: E402
 from seawatch.service.config import load_config  # noqa: E402
+from seawatch.service.store import EventQuery  # noqa: E402
 from seawatch.vision.detections import Detections  # noqa: E402
-from seawatch.vision.events import GeoPosition  # noqa: E402
+from seawatch.vision.events import ClipRef, GeoPosition  # noqa: E402
 from test_service_serve import write_video  # noqa: E402
-from test_service_store import make_event  # noqa: E402
+from test_service_store import S, T0, make_event  # noqa: E402
 
 KEY = "ui-test-key-0123456789abcdef"
 PASSWORD = "harbour-watch-pw-1"
@@ -423,3 +428,185 @@ def test_ui_kiosk_key_and_tiles_setting(tmp_path):
     finally:
         srv.should_exit = True
         th.join(10)
+
+
+# Before the app runs: counts the page's 10 s timers still set (the AIS poll), and keeps the blob behind each object
+# URL the page has not revoked (the page's CSP rightly forbids fetching blob: URLs).
+INSTRUMENT = """(() => { const si = window.setInterval.bind(window), ci = window.clearInterval.bind(window);
+  window.__polls = new Set();
+  window.setInterval = (f, ms, ...a) => { const id = si(f, ms, ...a); if (ms === 10000) window.__polls.add(id); return id; };
+  window.clearInterval = (id) => { window.__polls.delete(id); return ci(id); };
+  const mk = URL.createObjectURL.bind(URL), rm = URL.revokeObjectURL.bind(URL);
+  window.__blobs = new Map();
+  URL.createObjectURL = (b) => { const u = mk(b); window.__blobs.set(u, b); return u; };
+  URL.revokeObjectURL = (u) => { window.__blobs.delete(u); return rm(u); }; })()"""
+BLOB_TEXT = "(u => window.__blobs.has(u) ? window.__blobs.get(u).text() : null)(document.getElementById('d-clip').src)"
+ROWS = "[...document.querySelectorAll('#events tbody tr')].map(tr => tr.dataset.id)"
+
+
+def _login(page, base=None):
+    if base is not None:
+        page.goto(base + "/")
+    page.fill("#login-form input[name=username]", "ops")
+    page.fill("#login-form input[name=password]", PASSWORD)
+    page.click("#login-form button")
+    page.wait_for_selector("#main", state="visible")
+    _wait(page, "document.getElementById('live').textContent === 'live: on'")
+
+
+def test_ui_review_desk_at_laptop_size(live_service, tmp_path):
+    """At 1280 x 800 in another time zone: more events than a page ("Load more"), quick clicks (a late clip answer of
+    the previous event is dropped), the review buttons scrolled into sight, the evidence package and the search as
+    GeoJSON / KML saved under the server's names, the vessel and map-view filters, times typed as UTC, the open detail
+    following a review made elsewhere (the typed note and the loaded clip kept), and a new login after a lost session
+    (one AIS poll, one live socket, one request per map click)."""
+    svc, det, base = live_service
+    det.on = False  # no live fire incidents: a list that holds still
+    for i in range(200):
+        svc.store.put(make_event(10 + i, type="smoke", severity="low", source_id="yard-cam"))
+    for i in (300, 301):  # ended: each has a clip URL (answered by the test below, not cut from recordings)
+        svc.store.put(make_event(i, source_id="quay-cam", clip=ClipRef("quay-cam", T0 + (i - 5) * S, T0 + i * S, 5 * S, 5 * S)))
+    with _playwright() as p:
+        browser = _browser(p)
+        ctx = browser.new_context(viewport={"width": 1280, "height": 800}, timezone_id="Europe/Amsterdam", accept_downloads=True)
+        ctx.add_init_script(INSTRUMENT)
+        page = ctx.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        sockets: list = []
+        page.on("websocket", lambda ws: sockets.append(ws))
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        _login(page, base)
+
+        # ---- more events than a page: the count says so, "Load more" appends the next page
+        _wait(page, "document.querySelectorAll('#events tbody tr').length === 200")
+        total = len(svc.store.search(EventQuery(limit=1000)).events)
+        assert total > 200
+        assert page.text_content("#count") == "200+ event(s)" and page.is_visible("#load-more")
+        page.click("#load-more")
+        _wait(page, f"document.querySelectorAll('#events tbody tr').length === {total}")
+        ids = page.evaluate(ROWS)
+        assert len(set(ids)) == total and page.is_hidden("#more-bar") and page.text_content("#count") == f"{total} event(s)"
+
+        # ---- quick clicks: the first event's clip answers late, after the second was chosen; the player shows the
+        # second event's clip only
+        held: list = []
+
+        def clip_route(route):
+            event_id = route.request.url.split("/")[-2]
+            if event_id == "ev00300":
+                held.append(route)  # answered below
+            else:
+                route.fulfill(status=200, content_type="video/mp4", body=b"clip of " + event_id.encode())
+
+        page.route("**/api/events/*/clip", clip_route)
+        page.click('#events tr[data-id="ev00300"]')
+        deadline = time.monotonic() + 10
+        while not held and time.monotonic() < deadline:
+            page.wait_for_timeout(50)
+        assert held
+        page.click('#events tr[data-id="ev00301"]')
+        _wait(page, "document.getElementById('d-clip').dataset.url.endsWith('/ev00301/clip')")
+        clip_src = page.evaluate("document.getElementById('d-clip').src")
+        held[0].fulfill(status=200, content_type="video/mp4", body=b"clip of ev00300")
+        page.wait_for_timeout(500)
+        assert page.evaluate("document.getElementById('detail').dataset.id") == "ev00301"
+        assert page.evaluate("document.getElementById('d-clip').src") == clip_src
+        assert page.evaluate(BLOB_TEXT) == "clip of ev00301"
+        # the late clip's object URL and those of the first event's media were freed: only ev00301's remain
+        assert page.evaluate("Promise.all([...window.__blobs.values()].map(b => b.text()))").count("clip of ev00300") == 0
+        assert page.evaluate("window.__blobs.size") <= 2  # its snapshot (none here) and clip
+        # the review buttons are in sight without scrolling by hand
+        _wait(page, "(r => r.top >= 0 && r.bottom <= window.innerHeight)"
+                    "(document.querySelector('#detail button[data-act=acknowledge]').getBoundingClientRect())", 5)
+        page.screenshot(path=str(tmp_path / "detail_1280x800.png"))
+
+        # ---- the evidence package, fetched with the credential and saved under the server's name
+        with page.expect_response("**/evidence.zip") as resp, page.expect_download() as dl:
+            page.click("#d-export")
+        assert resp.value.status == 200 and resp.value.headers["content-type"] == "application/zip"
+        assert dl.value.suggested_filename == "seawatch-evidence-ev00301.zip"
+        with zipfile.ZipFile(dl.value.path()) as z:
+            assert {"event.json", "manifest.json"} <= set(z.namelist())
+            assert json.loads(z.read("event.json"))["id"] == "ev00301"
+        assert page.text_content("#d-error") == "" and page.text_content("#d-export") == "Export evidence"
+
+        # ---- a review from another desk: the open detail follows; the typed note and the loaded clip stay
+        page.fill("#d-note", "still typing")
+        req = urllib.request.Request(base + "/api/events/ev00301/acknowledge", data=b'{"note": "from the wall"}', method="POST",
+                                     headers={"X-API-Key": KEY, "Content-Type": "application/json"})
+        assert urllib.request.urlopen(req, timeout=10).status == 200
+        _wait(page, "document.getElementById('d-meta').textContent.includes('status: acknowledged') && "
+                    "document.querySelectorAll('#d-audit li').length === 1", 10)
+        assert "from the wall" in page.text_content("#d-audit li")
+        assert page.input_value("#d-note") == "still typing"
+        assert page.evaluate("document.getElementById('d-clip').src") == clip_src
+
+        # ---- vessel filters, then the search saved as GeoJSON and KML (the same filters)
+        page.fill("#filters input[name=vessel_name]", "noordzee")
+        page.click("#filters button")
+        _wait(page, f"JSON.stringify({ROWS}) === '[\"ev00000\"]'")
+        with page.expect_download() as dl:
+            page.click("#export-geojson")
+        assert dl.value.suggested_filename == "seawatch-events.geojson"
+        fc = json.loads(Path(dl.value.path()).read_text())
+        assert fc["type"] == "FeatureCollection" and [f["properties"]["id"] for f in fc["features"]] == ["ev00000"]
+        with page.expect_download() as dl:
+            page.click("#export-kml")
+        assert dl.value.suggested_filename == "seawatch-events.kml" and b"<kml" in Path(dl.value.path()).read_bytes()
+        page.fill("#filters input[name=vessel_name]", "")
+        page.fill("#filters input[name=mmsi]", "244123456")
+        page.click("#filters button")
+        _wait(page, "document.getElementById('count').textContent === '0 event(s)'")
+        assert "mmsi=244123456" in requests[-1] or any("mmsi=244123456" in u for u in requests[-5:])
+        page.fill("#filters input[name=mmsi]", "")
+        # only in map view: the map's bbox goes with the search; only located events come back
+        page.check("#f-inview")
+        _wait(page, "document.querySelectorAll('#events tbody tr').length >= 2 && "
+                    "window.seawatch.state.events.every(e => e.geo)")
+        assert any("min_lat=" in u and "max_lon=" in u for u in requests if "/api/events?" in u)
+        page.uncheck("#f-inview")
+        _wait(page, "document.querySelectorAll('#events tbody tr').length === 200")
+
+        # ---- the times typed are UTC (the browser is in Amsterdam, UTC+2 then), labelled so
+        assert "(UTC)" in page.text_content("#filters label:has(input[name=start_from])")
+        typed = datetime.fromtimestamp((T0 + 300 * S) // S, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        page.fill("#filters input[name=start_from]", typed)
+        page.fill("#filters input[name=start_to]", typed[:11] + "23:59:59")
+        page.click("#filters button")
+        _wait(page, f"JSON.stringify({ROWS}.sort()) === '[\"ev00300\",\"ev00301\"]'")
+        assert any(f"start_from={typed.replace(':', '%3A')}.000Z" in u for u in requests)
+        page.fill("#filters input[name=start_from]", "")
+        page.fill("#filters input[name=start_to]", "")
+        page.click("#filters button")
+        _wait(page, "document.querySelectorAll('#events tbody tr').length === 200")
+
+        # ---- the session is lost (a refused token), the user logs in again: one AIS poll, one live socket, one
+        # request per map click (no second set of map listeners)
+        assert page.evaluate("window.__polls.size") == 1
+        page.fill("#filters input[name=vessel_name]", "noordzee")  # the filters stay through the new login
+        page.evaluate("window.seawatch.state.auth = {Authorization: 'Bearer expired'}; window.seawatch.search().catch(() => {})")
+        page.wait_for_selector("#login", state="visible")
+        assert page.evaluate("window.__polls.size") == 0
+        _login(page)
+        _wait(page, f"JSON.stringify({ROWS}) === '[\"ev00000\"]'")
+        assert page.evaluate("window.__polls.size") == 1
+        deadline = time.monotonic() + 5
+        while sum(not ws.is_closed() for ws in sockets) != 1 and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+        assert sum(not ws.is_closed() for ws in sockets) == 1
+        page.evaluate("window.scrollTo(0, 0)")
+        page.click("#map-fit")
+        page.wait_for_timeout(200)
+        xy = page.evaluate("window.seawatch.map.project(52.8400, 5.7060)")
+        box = page.locator("#map").bounding_box()
+        n = len(requests)
+        page.mouse.click(box["x"] + 1 + xy["x"], box["y"] + 1 + xy["y"])
+        _wait(page, "document.getElementById('detail').dataset.id === 'ev00000'")
+        page.wait_for_timeout(500)
+        assert [u for u in requests[n:] if u.split("?")[0].endswith("/api/events/ev00000")] == [base + "/api/events/ev00000"]
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(tmp_path / "main_1280x800.png"))
+        assert not errors, errors
+        browser.close()

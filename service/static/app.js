@@ -6,9 +6,13 @@
 "use strict";
 import { MapView } from "/ui/map.js";
 
-const state = { auth: null, role: null, events: [], selected: null, detail: null, sources: [], vessels: [], seen: new Set(), ws: null };
+const state = { auth: null, role: null, events: [], nextCursor: null, selected: null, detail: null, sources: [], vessels: [],
+  seen: new Set(), ws: null };
 const $ = (id) => document.getElementById(id);
+const PAGE = 200;  // events per list page ("Load more" fetches the next one)
 let map = null;
+let vesselTimer = null, reconnectTimer = null, running = null;  // one of each, whatever number of logins
+let selSeq = 0;  // bumped by every select(): an answer for an older selection is dropped
 
 function readAuth() {
   const h = new URLSearchParams(location.hash.slice(1));  // kiosk displays: #key=... or #token=... (never sent to the server)
@@ -26,28 +30,44 @@ async function api(path, opts = {}) {
 }
 const json = async (path, opts) => (await api(path, opts)).json();
 
+// The session is gone (no or a refused credential): the login form, and nothing left running in the background.
 function showLogin() {
   $("login").hidden = false; $("main").hidden = true; $("logout").hidden = true;
+  clearInterval(vesselTimer); vesselTimer = null;
+  clearTimeout(reconnectTimer); reconnectTimer = null;
   if (state.ws) { state.ws.onclose = null; state.ws.close(); state.ws = null; }
 }
 
-async function start() {
+// Safe to call again after a new login: the map (and its listeners) is made once, the timers and the live socket
+// are replaced, never added.
+function start() {
+  if (!running) running = doStart().finally(() => { running = null; });
+  return running;
+}
+
+async function doStart() {
   state.auth = readAuth();
   if (!state.auth) return showLogin();
   const me = await json("/api/auth/me");
   $("who").textContent = `${me.name} (${me.role})`;
   state.role = me.role;
+  $("d-export").hidden = state.role === "operator";  // the evidence package is for reviewers and admins (the server checks)
   $("login").hidden = true; $("main").hidden = false; $("logout").hidden = false;
-  const m = await json("/api/map");
-  map = new MapView($("map"), { tilesUrl: m.tiles_url, attribution: m.attribution, onPick: select,
-    onMove: (v) => { $("map-info").textContent = `${v.lat.toFixed(4)}°, ${v.lon.toFixed(4)}° z${v.zoom.toFixed(1)}`; },
-    onHover: (text) => { $("map-hover").textContent = text; } });
-  if (!m.tiles_url && m.coastline) fetch("/ui/coastline.json").then((r) => r.json()).then((c) => map.setCoastline(c.lines)).catch(() => {});
-  window.seawatch = { state, map, search, select };  // for the browser tests and the console
+  const first = !map;
+  if (first) {
+    const m = await json("/api/map");
+    map = new MapView($("map"), { tilesUrl: m.tiles_url, attribution: m.attribution, onPick: select,
+      onMove: (v) => { $("map-info").textContent = `${v.lat.toFixed(4)}°, ${v.lon.toFixed(4)}° z${v.zoom.toFixed(1)}`; viewMoved(); },
+      onHover: (text) => { $("map-hover").textContent = text; } });
+    if (!m.tiles_url && m.coastline) fetch("/ui/coastline.json").then((r) => r.json()).then((c) => map.setCoastline(c.lines)).catch(() => {});
+  }
+  window.seawatch = { state, map, search, select, loadMore };  // for the browser tests and the console
   await refreshSources(await json("/api/sources"));
   await search();
+  if (first && !map.touched) map.fitAll();  // again with the events (the sources alone framed it so far)
   await refreshVessels();
-  setInterval(() => refreshVessels().catch(() => {}), 10000);
+  clearInterval(vesselTimer);
+  vesselTimer = setInterval(() => refreshVessels().catch(() => {}), 10000);
   connectLive();
 }
 
@@ -64,24 +84,114 @@ $("login-form").addEventListener("submit", async (e) => {
 });
 $("logout").addEventListener("click", () => { sessionStorage.removeItem("seawatch-token"); location.hash = ""; location.reload(); });
 $("filters").addEventListener("submit", (e) => { e.preventDefault(); search(); });
+$("f-inview").addEventListener("change", () => search());
+$("load-more").addEventListener("click", () => loadMore());
+$("export-geojson").addEventListener("click", () => exportSearch("geojson"));
+$("export-kml").addEventListener("click", () => exportSearch("kml"));
+$("d-export").addEventListener("click", () => exportEvidence());
 $("map-fit").addEventListener("click", () => map && map.fitAll());
 for (const cb of document.querySelectorAll("#map-bar input[data-layer]")) {
   cb.addEventListener("change", () => { if (map) { map.layers[cb.dataset.layer] = cb.checked; map.redraw(); } });
 }
 
-async function search() {
+// The map's current view as a search bbox (south, west, north, east; west > east across the antimeridian).
+function viewBox() {
+  const c = map.c, tl = map.unproject(0, 0), br = map.unproject(c.width, c.height);
+  const wrap = (lon) => ((((lon + 180) % 360) + 360) % 360) - 180, r6 = (x) => Math.round(x * 1e6) / 1e6;
+  const whole = br.lon - tl.lon >= 360;
+  return { min_lat: r6(Math.max(-90, br.lat)), max_lat: r6(Math.min(90, tl.lat)),
+    min_lon: whole ? -180 : r6(wrap(tl.lon)), max_lon: whole ? 180 : r6(wrap(br.lon)) };
+}
+
+// The filter form as query parameters (the times typed in are UTC, like every time shown).
+function filterParams() {
   const p = new URLSearchParams();
   for (const [k, v] of new FormData($("filters"))) {
     if (!v) continue;
-    p.append(k, k.startsWith("start_") ? new Date(v).toISOString() : v);  // datetime-local is local time
+    if (k.startsWith("start_")) {
+      const d = new Date(v + "Z");  // datetime-local has no zone: read it as UTC
+      if (!Number.isNaN(d.getTime())) p.append(k, d.toISOString());
+    } else if (String(v).trim()) p.append(k, String(v).trim());
   }
-  p.set("limit", "200");
+  if ($("f-inview").checked && map) for (const [k, v] of Object.entries(viewBox())) p.set(k, String(v));
+  return p;
+}
+
+let searchSeq = 0, lastBox = "", moveTimer = null;
+// keep: a refresh (live update, review) that keeps the pages already loaded; else the first page of new filters
+async function search({ keep = false } = {}) {
+  const p = filterParams(), my = ++searchSeq;
+  p.set("limit", String(keep ? Math.min(500, Math.max(PAGE, state.events.length)) : PAGE));
+  lastBox = p.get("min_lat") !== null ? ["min_lat", "min_lon", "max_lat", "max_lon"].map((k) => p.get(k)).join(",") : "";
   try {
-    state.events = (await json("/api/events?" + p)).events;
-    $("count").textContent = `${state.events.length} event(s)`;
-  } catch (e) { $("count").textContent = e.message; return; }
+    const page = await json("/api/events?" + p);
+    if (my !== searchSeq) return;  // a newer search is under way
+    state.events = page.events; state.nextCursor = page.next_cursor || null;
+  } catch (e) { if (my === searchSeq) $("count").textContent = e.message; return; }
+  showList();
+}
+
+async function loadMore() {
+  if (!state.nextCursor) return;
+  const p = filterParams(), my = searchSeq;
+  p.set("limit", String(PAGE)); p.set("cursor", state.nextCursor);
+  $("load-more").disabled = true;
+  try {
+    const page = await json("/api/events?" + p);
+    if (my !== searchSeq) return;  // the filters changed meanwhile
+    const have = new Set(state.events.map((e) => e.id));
+    state.events = state.events.concat(page.events.filter((e) => !have.has(e.id)));
+    state.nextCursor = page.next_cursor || null;
+  } catch (e) { $("more-note").textContent = e.message; return; } finally { $("load-more").disabled = false; }
+  showList();
+}
+
+function showList() {
+  const more = !!state.nextCursor;
+  $("count").textContent = `${state.events.length}${more ? "+" : ""} event(s)`;
+  $("more-bar").hidden = !more;
+  $("more-note").textContent = more ? `${state.events.length} shown; older events match too` : "";
   renderList();
   if (map) map.setData({ events: state.events, selected: state.selected });
+}
+
+// "only in map view": a pan or zoom searches again (once the map rests)
+function viewMoved() {
+  if (!$("f-inview").checked || !map) return;
+  const b = viewBox(), key = [b.min_lat, b.min_lon, b.max_lat, b.max_lon].join(",");
+  if (key === lastBox) return;
+  clearTimeout(moveTimer);
+  moveTimer = setTimeout(() => search(), 600);
+}
+
+// A download through the authenticated API (a plain link would not carry the credential), saved under the
+// server's file name.
+async function download(path, fallback) {
+  const r = await api(path);
+  const cd = r.headers.get("Content-Disposition") || "";
+  const m = /filename\*=UTF-8''([^;]+)/i.exec(cd) || /filename="?([^";]+)"?/i.exec(cd);
+  const name = m ? decodeURIComponent(m[1]) : fallback;
+  const url = URL.createObjectURL(await r.blob());
+  const a = document.createElement("a");
+  a.href = url; a.download = name; a.hidden = true;
+  document.body.appendChild(a); a.click(); a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60000);
+  return name;
+}
+
+async function exportSearch(fmt) {
+  const p = filterParams();
+  $("export-error").textContent = "";
+  try { await download(`/api/export/events.${fmt}?${p}`, `seawatch-events.${fmt}`); } catch (e) { $("export-error").textContent = e.message; }
+}
+
+async function exportEvidence() {
+  const id = state.selected, btn = $("d-export");
+  if (!id) return;
+  btn.disabled = true; btn.textContent = "Exporting…"; $("d-error").textContent = "";
+  try { await download(`/api/events/${encodeURIComponent(id)}/evidence.zip`, `seawatch-evidence-${id}.zip`); }
+  catch (e) { $("d-error").textContent = "evidence: " + e.message; }
+  finally { btn.disabled = false; btn.textContent = "Export evidence"; }
 }
 
 function fmt(ns) { return new Date(ns / 1e6).toISOString().replace("T", " ").slice(0, 19); }
@@ -107,7 +217,9 @@ async function refreshSources(list) {
   state.sources = list;
   const sel = document.querySelector("#filters select[name=source]");
   const have = new Set([...sel.options].map((o) => o.value));
-  for (const s of list) if (s.kind === "camera" && !have.has(s.source_id)) { const o = document.createElement("option"); o.textContent = s.source_id; sel.appendChild(o); }
+  // cameras (fixed and drone-borne) and each drone's video source: the sources events come from
+  const ids = list.flatMap((s) => ((s.kind || "camera") === "camera" ? [s.source_id] : s.kind === "drone" && s.video_source ? [s.video_source] : []));
+  for (const id of ids) if (!have.has(id)) { const o = document.createElement("option"); o.textContent = id; sel.appendChild(o); have.add(id); }
   const tb = document.querySelector("#sources tbody");
   tb.replaceChildren();
   for (const s of list) {
@@ -144,13 +256,34 @@ async function refreshVessels() {
 
 async function blobUrl(path) { return URL.createObjectURL(await (await api(path)).blob()); }
 
-async function select(id) {
-  state.selected = id; renderList();
-  if (map) map.setData({ selected: id });
-  const ev = await json("/api/events/" + encodeURIComponent(id));
+// Point a media element at a new blob URL (or at nothing) and free the one it showed before.
+function setMedia(el, url) {
+  const old = el.getAttribute("src");
+  if (url) el.src = url; else { el.removeAttribute("src"); if (el.load) el.load(); }
+  if (old && old.startsWith("blob:") && old !== url) URL.revokeObjectURL(old);
+}
+
+// Show an event's detail. refresh: the same event again (a live update): the typed note and a clip already
+// loaded for the same clip URL stay, and the page does not scroll.
+async function select(id, { refresh = false } = {}) {
+  const my = ++selSeq;
+  const stale = () => my !== selSeq;  // another select() started since: this one's answers are dropped
+  if (!refresh) { state.selected = id; renderList(); if (map) map.setData({ selected: id }); }
+  let ev;
+  try { ev = await json("/api/events/" + encodeURIComponent(id)); }
+  catch (e) { if (!stale()) $("d-error").textContent = e.message; return; }
+  if (stale()) return;
+  const prev = state.detail && state.detail.id === ev.id ? state.detail : null;
   state.detail = ev;
+  const shown = !$("detail").hidden;
   $("detail").hidden = false;
   $("detail").dataset.id = ev.id;
+  if (!refresh) {
+    $("d-error").textContent = "";
+    // the review buttons in sight (they sit under the map and list on a laptop screen)
+    const top = $("detail").getBoundingClientRect().top;
+    if (!shown || top < 0 || top > window.innerHeight - 160) $("detail").scrollIntoView({ block: "start", behavior: "smooth" });
+  }
   $("d-title").textContent = `${ev.type} (${ev.severity}) on ${ev.source_id}`;
   $("d-meta").textContent = `started ${fmt(ev.start_ns)} UTC${ev.end_ns ? ", ended " + fmt(ev.end_ns) : ""}, ${ev.phase}, ` +
     `status: ${ev.review_status}` +
@@ -160,7 +293,7 @@ async function select(id) {
   audit.replaceChildren();
   for (const r of ev.review_history || []) {
     const li = document.createElement("li");
-    li.textContent = `${r.status}${r.reason ? " (" + r.reason.replace("_", " ") + ")" : ""} by ${r.by || r.actor || "?"}${r.note ? ": " + r.note : ""}`;
+    li.textContent = `${r.status}${r.reason ? " (" + r.reason.replaceAll("_", " ") + ")" : ""} by ${r.by || r.actor || "?"}${r.note ? ": " + r.note : ""}`;
     audit.appendChild(li);
   }
   const src = state.sources.find((s) => s.source_id === ev.source_id);
@@ -169,19 +302,40 @@ async function select(id) {
   $("d-ignore").hidden = !(ev.snapshot && src && (src.kind || "camera") === "camera" && !src.drone_id) || state.role === "operator" || made;
   renderIgnored(ev);
   const img = $("d-snapshot"), vid = $("d-clip"), note = $("d-clip-note");
-  img.hidden = !ev.snapshot_url; vid.hidden = !ev.clip_url;
-  note.textContent = ev.clip_url ? "" : "clip: the incident is still open";
-  drawOverlay(null);
-  if (ev.snapshot_url) {
-    img.onload = () => { if (state.selected === ev.id) drawOverlay(ev); };
-    img.src = await blobUrl(ev.snapshot_url).catch(() => "");
+  const sameSnap = prev && img.dataset.for === ev.id && img.dataset.url === (ev.snapshot_url || "");
+  const sameClip = prev && vid.dataset.for === ev.id && vid.dataset.url === (ev.clip_url || "");
+  if (sameSnap) drawOverlay(ev);  // the picture is already there (areas may have changed)
+  else {
+    img.hidden = !ev.snapshot_url; img.dataset.for = ev.id; img.dataset.url = "";  // set once loaded
+    drawOverlay(null);
+    setMedia(img, null);
   }
-  if (ev.clip_url) {
-    try {
-      vid.src = await blobUrl(ev.clip_url);
-      vid.play().catch(() => {});
-    } catch (e) { vid.hidden = true; note.textContent = "clip: " + e.message; }
+  if (!sameClip) {
+    vid.pause(); setMedia(vid, null);
+    vid.hidden = !ev.clip_url; vid.dataset.for = ev.id; vid.dataset.url = "";  // set once loaded
+    note.textContent = ev.clip_url ? "" : "clip: the incident is still open";
   }
+  const loads = [];
+  if (!sameSnap && ev.snapshot_url) loads.push((async () => {
+    const url = await blobUrl(ev.snapshot_url).catch(() => "");
+    if (stale()) { if (url) URL.revokeObjectURL(url); return; }
+    img.onload = () => { if (state.selected === ev.id && !stale()) drawOverlay(ev); };
+    setMedia(img, url);
+    if (url) img.dataset.url = ev.snapshot_url;
+  })());
+  if (!sameClip && ev.clip_url) loads.push((async () => {
+    let url;
+    try { url = await blobUrl(ev.clip_url); }
+    catch (e) {
+      if (!stale()) { vid.hidden = true; note.textContent = "clip: " + e.message; }
+      return;
+    }
+    if (stale()) { URL.revokeObjectURL(url); return; }
+    setMedia(vid, url);
+    vid.dataset.url = ev.clip_url;
+    vid.play().catch(() => {});
+  })());
+  await Promise.all(loads);
 }
 
 // The camera's areas (its pixel zones, water, ignore areas: from /api/sources) and the event's subject box, drawn
@@ -244,7 +398,7 @@ async function reviewDesk(path, opts) {
     await api(path, opts);
     $("d-error").textContent = ""; $("d-note").value = "";
     await refreshSources(await json("/api/sources"));
-    await search(); await select(state.selected);
+    await search({ keep: true }); await select(state.selected, { refresh: true });
   } catch (e) { $("d-error").textContent = e.message; }
 }
 $("d-ignore").addEventListener("click", () => reviewDesk(`/api/events/${encodeURIComponent(state.selected)}/ignore-spot`, {
@@ -259,6 +413,8 @@ for (const btn of document.querySelectorAll("#detail button[data-act]")) {
 }
 
 function connectLive() {
+  clearTimeout(reconnectTimer); reconnectTimer = null;
+  if (state.ws) { state.ws.onclose = null; state.ws.close(); }
   const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/api/live");
   state.ws = ws;
   const el = $("live");
@@ -266,14 +422,26 @@ function connectLive() {
     const a = state.auth;
     ws.send(JSON.stringify(a["X-API-Key"] ? { api_key: a["X-API-Key"] } : { token: a.Authorization.slice(7) }));
   };
-  let pending = null;
+  let pending = null, touched = false;
   ws.onmessage = (m) => {
     const msg = JSON.parse(m.data);
     if (msg.kind === "hello") { el.textContent = "live: on"; el.className = "on"; }
     if (msg.kind === "sources") refreshSources(msg.sources);
-    if (msg.kind === "event" || msg.kind === "review") { clearTimeout(pending); pending = setTimeout(search, 300); }
+    if (msg.kind === "event" || msg.kind === "review") {
+      // a message about the open event (a review from elsewhere, its end, its clip): its detail is reloaded too
+      if (state.selected && (!msg.event || msg.event.id === state.selected)) touched = true;
+      clearTimeout(pending);
+      pending = setTimeout(async () => {
+        const again = touched; touched = false;
+        await search({ keep: true });
+        if (again && state.selected && !$("detail").hidden) await select(state.selected, { refresh: true });
+      }, 300);
+    }
   };
-  ws.onclose = () => { el.textContent = "live: off"; el.className = "off"; if (state.ws === ws) setTimeout(connectLive, 3000); };
+  ws.onclose = () => {
+    el.textContent = "live: off"; el.className = "off";
+    if (state.ws === ws) { clearTimeout(reconnectTimer); reconnectTimer = setTimeout(connectLive, 3000); }
+  };
 }
 
 start().catch((e) => console.error(e));

@@ -46,6 +46,7 @@ export class MapView {
     this.tiles = new Map();
     this.coast = null;
     this.fitted = false;
+    this.touched = false;  // the user panned or zoomed: no automatic fit from then on
     this._pending = false;
     this._bind();
   }
@@ -75,12 +76,14 @@ export class MapView {
     return true;
   }
 
+  // events, cameras and drones (with their routes); a camera's view cone (often kilometres long) only when
+  // there is nothing else to frame
   fitAll() {
-    const pts = [];
+    const pts = [], cones = [];
     for (const e of this.data.events) if (e.geo) pts.push([e.geo.lat_deg, e.geo.lon_deg]);
-    for (const c of this.data.cameras) if (c.view) { pts.push([c.view.lat_deg, c.view.lon_deg]); pts.push(...this._cone(c.view).slice(1)); }
+    for (const c of this.data.cameras) if (c.view) { pts.push([c.view.lat_deg, c.view.lon_deg]); cones.push(...this._cone(c.view).slice(1)); }
     for (const d of this.data.drones) { if (d.lat_deg != null) pts.push([d.lat_deg, d.lon_deg]); pts.push(...(d.route || [])); }
-    return this.fit(pts);
+    return this.fit(pts.length >= 2 ? pts : pts.concat(cones));
   }
 
   setData(part) {
@@ -307,7 +310,7 @@ export class MapView {
       const p = pos(e), W = worldPx(this.view.zoom);
       drag.moved += Math.abs(p.x - drag.x) + Math.abs(p.y - drag.y);
       this.view = { ...this.view, lon: this.view.lon - ((p.x - drag.x) / W) * 360, lat: invMercY(mercY(this.view.lat) - (p.y - drag.y) / W) };
-      drag.x = p.x; drag.y = p.y; this.fitted = true; this.redraw();
+      drag.x = p.x; drag.y = p.y; this.fitted = this.touched = true; this.redraw();
     });
     c.addEventListener("pointerup", (e) => {
       const p = pos(e);
@@ -321,7 +324,7 @@ export class MapView {
       const after = this.unproject(p.x, p.y);  // keep the point under the cursor in place
       this.view.lon += before.lon - after.lon;
       this.view.lat = invMercY(mercY(this.view.lat) + mercY(before.lat) - mercY(after.lat));
-      this.fitted = true; this.redraw();
+      this.fitted = this.touched = true; this.redraw();
     }, { passive: false });
   }
 }
