@@ -17,7 +17,7 @@ LABELS = ("person", "vessel", "car", "fire")
 def test_anchor_points_per_label_and_override():
     d = Detections(np.array([[0, 0, 10, 20], [0, 0, 10, 20], [100, 50, 140, 70], [0, 0, 4, 4]], np.float32),
                    np.full(4, 0.9), np.array([0, 1, 2, 3]), LABELS)
-    np.testing.assert_allclose(anchor_points(d), [[5, 20], [5, 10], [120, 70], [2, 2]])
+    np.testing.assert_allclose(anchor_points(d), [[5, 20], [5, 20], [120, 70], [2, 2]])  # a vessel at its waterline
     np.testing.assert_allclose(anchor_points(d, {"vessel": "bottom_centre", "person": "centre"})[:2], [[5, 10], [5, 20]])
     assert anchor_points(Detections.empty(LABELS)).shape == (0, 2)
 

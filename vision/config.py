@@ -263,7 +263,7 @@ class ZoneConfig(_Strict):
         None, description="WGS84 polygon [[lon, lat], ...]; needs a geo-referenced source (calibration or drone pose)"
     )
     anchors: dict[str, Literal["bottom_centre", "centre"]] = Field(
-        default_factory=dict, description="per-label anchor point overriding the defaults (bottom centre for people/vehicles, else centre)"
+        default_factory=dict, description="per-label anchor point overriding the defaults (bottom centre: people, vehicles, a vessel's waterline, every box in a geo zone; else centre)"
     )
     rules: tuple[RuleConfig, ...] = Field(min_length=1, description="rules evaluated in this zone")
 

@@ -8,11 +8,13 @@ gap to the next analysed frame.
 Rules (configured per zone, see ``seawatch.vision.config``):
 
 - ``fire_smoke``: k of the last n analysed frames show the label in the zone, evidence began at least T s ago,
-  and the boxes are not frozen in place (a lamp, a red sign or a painted wall does not flicker). Severity from
-  the burning area (fraction of the frame) and its growth. One incident per label and zone; ends after
-  ``clear_after_s`` without evidence.
-- ``no_hard_hat``: a person track (or, without person boxes, a bare-head track) in the zone without a hard hat
-  for at least T s. One incident per track; best snapshot by confidence x size.
+  and the boxes are not frozen in place (a lamp, a red sign or a painted wall does not flicker). A source found
+  frozen is remembered and its boxes are no evidence (a real fire beside it is dated from its own first box); an
+  open incident whose evidence freezes ends. Severity from the burning area (fraction of the frame) and its
+  growth. One incident per label and zone; ends after ``clear_after_s`` without evidence.
+- ``no_hard_hat``: a person track (or, without person boxes, a bare-head track, or the person track that head
+  last belonged to) in the zone without a hard hat for at least T s. Heads are matched to persons one to one
+  (``assign_heads``). One incident per worker; best snapshot by confidence x size.
 - ``fire_lane_blocked``: a vehicle track that stays put in the lane for T (or, with stationary-foreground
   analysis, any unknown object that does). People never count. One incident per blockage, ended when the lane
   has been clear for ``clear_after_s``.
@@ -57,7 +59,7 @@ from seawatch.vision.events import (
 )
 from seawatch.vision.stationary import StationaryForeground
 from seawatch.vision.tracking import iou_matrix
-from seawatch.vision.zones import Locator, Zone, anchor_points
+from seawatch.vision.zones import Locator, Zone, zone_anchor_points
 
 log = logging.getLogger(__name__)
 
@@ -250,6 +252,8 @@ class _LabelVote:
         self.areas: deque[tuple[int, float]] = deque()  # (time, area fraction) for growth
         self.changes: deque[tuple[int, float]] = deque()  # (time, grey change inside the box vs the previous frame)
         self.static_logged = False
+        # sources found frozen in place (a lamp, a sign): box -> last time seen; their boxes are no evidence
+        self.frozen: dict[tuple[float, float, float, float], int] = {}
 
 
 class FireSmokeRule(Rule):
@@ -306,6 +310,39 @@ class FireSmokeRule(Rule):
                 level += 1
         return SEVERITIES[min(level, 3)]
 
+    def _static_since(self, st: _LabelVote) -> int | None:
+        """Capture time of the first of the frozen boxes ``_is_static`` looked at (call it only when static)."""
+        since = st.candidate_ns or 0
+        return min((ts for (ts, hit, b) in st.window if hit and b is not None and ts >= since), default=None)
+
+    def _freeze(self, st: _LabelVote, boxes: np.ndarray, t: int) -> None:
+        """Remember this frame's boxes as a frozen source, and drop the candidate they kept open: their hits were
+        never evidence of fire, so a real fire must prove itself (k of n over T s) from its own first box."""
+        for b in np.asarray(boxes, np.float64).reshape(-1, 4):
+            st.frozen[tuple(float(v) for v in b)] = t
+        st.candidate_ns = None
+        st.areas.clear()
+        st.changes.clear()
+
+    def _drop_frozen(self, st: _LabelVote, d: Detections, sel: np.ndarray, t: int) -> np.ndarray:
+        """``sel`` without the boxes of known frozen sources (each refreshed when seen); a frozen source unseen for
+        ``max_gap_s`` is forgotten (the lamp was switched off)."""
+        if not st.frozen:
+            return sel
+        idx = np.flatnonzero(sel)
+        if idx.size:
+            keys = list(st.frozen)
+            iou = iou_matrix(d.xyxy_px[idx].astype(np.float64), np.asarray(keys, np.float64))
+            match = iou >= self.cfg.static_min_iou
+            for j in np.flatnonzero(match.any(axis=0)):
+                st.frozen[keys[j]] = t
+            sel = sel.copy()
+            sel[idx[match.any(axis=1)]] = False
+        gap = _s_to_ns(self.cfg.max_gap_s)
+        for k in [k for k, seen in st.frozen.items() if t - seen > gap]:
+            del st.frozen[k]
+        return sel
+
     def _is_static(self, st: _LabelVote) -> bool:
         """Frozen box (and, when frames are given, frozen pixels): a lamp, a sign, a sunset - not a fire."""
         if self.cfg.static_min_iou is None:
@@ -341,6 +378,12 @@ class FireSmokeRule(Rule):
                     big = sel & (d.area_px / frame_area >= cfg.min_area_frac)
                     sel = big
                     area_frac = float(min(1.0, d.area_px[sel].sum() / frame_area)) if sel.any() else None
+            if cfg.static_min_iou is not None:
+                sel = self._drop_frozen(st, d, sel, t)
+                if frame_area and not sel.any():
+                    area_frac = None
+                elif frame_area:
+                    area_frac = float(min(1.0, d.area_px[sel].sum() / frame_area))
             hit = bool(sel.any())
             union = None
             if hit:
@@ -378,6 +421,7 @@ class FireSmokeRule(Rule):
                     if not st.static_logged:
                         log.info("%s/%s: %s evidence is frozen in place (lamp, sign?); not raising", ctx.source_id, self.zone.id, lab)
                         st.static_logged = True
+                    self._freeze(st, d.xyxy_px[sel], t)
                     continue
                 inc = _Incident(lab, ctx.source_id, self.zone.id, st.candidate_ns, self._severity(st, t, area_frac), self.policy)
                 inc.observe(ctx, np.flatnonzero(sel))
@@ -386,7 +430,14 @@ class FireSmokeRule(Rule):
                 out.append(inc.make("start", t))
             else:
                 inc = st.incident
-                if hit:
+                if hit and self._is_static(st):
+                    # the evidence froze in place (the fire is out; a lamp, a glowing sign remains): it no longer
+                    # holds the incident open, which ended when the frozen evidence began
+                    log.info("%s/%s: %s evidence is frozen in place; ending the incident", ctx.source_id, self.zone.id, lab)
+                    frozen_from = self._static_since(st)
+                    out.append(self._end(st, t, "evidence static", end_ns=frozen_from))
+                    self._freeze(st, d.xyxy_px[sel], t)
+                elif hit:
                     inc.observe(ctx, np.flatnonzero(sel))
                     new_sev = self._severity(st, t, area_frac)
                     if severity_rank(new_sev) > severity_rank(inc.severity):
@@ -411,10 +462,10 @@ class FireSmokeRule(Rule):
             a["confirm_window"] = len(st.window)
         return a
 
-    def _end(self, st: _LabelVote, t: int, reason: str) -> Event:
+    def _end(self, st: _LabelVote, t: int, reason: str, end_ns: int | None = None) -> Event:
         inc = st.incident
         assert inc is not None and st.last_hit_ns is not None
-        ev = inc.end(t, st.last_hit_ns, reason)
+        ev = inc.end(t, st.last_hit_ns if end_ns is None else end_ns, reason)
         st.incident = None
         st.candidate_ns = None
         st.areas.clear()
@@ -436,14 +487,23 @@ class _Dwell:
     incident: _Incident | None = None
     cooldown_until_ns: int = -(2**62)
     box: np.ndarray | None = None  # the subject's last box, to know it again under a new track id
+    missed_since_ns: int | None = None  # first analysed frame since the last violation that lacked it, else None
+
+
+_LONG_AGO_NS = -(2**62)
 
 
 class _DwellRule(Rule):
     """Shared timing of rules whose subject is one track: violating for T s -> start; not for end_after -> end.
 
+    Absence is measured from the first analysed frame that lacked the violation, never from the gap between two
+    frames that both show it: a pipeline analysing one frame every few seconds (a low ``analysis_fps``, a lag
+    that drops frames) keeps the dwell timer running through a continuous violation.
+
     A subject that comes back under a new track id (the tracker lost it: missed detections, an occlusion, a
-    stream gap) where one of the same kind was last seen, and is not seen this frame, is that subject: it keeps
-    its dwell timer, its open incident (no second event for one moored boat or one worker) and its cooldown.
+    stream gap) where one of the same kind was last seen, and whose own track is not in this frame, is that
+    subject: it keeps its dwell timer, its open incident (no second event for one moored boat or one worker) and
+    its cooldown.
     """
 
     # a new track is the same subject when its box centre is within this fraction of the larger box diagonal
@@ -465,18 +525,35 @@ class _DwellRule(Rule):
         """Violating subjects this frame: key -> (evidence indices, subject box, attributes)."""
         raise NotImplementedError
 
+    def present(self, ctx: FrameContext) -> set[tuple[str, int]]:
+        """Keys of the subjects whose track is in this frame, violating or not (called after ``subjects``)."""
+        raise NotImplementedError
+
+    def renames(self) -> dict[tuple[str, int], tuple[str, int]]:
+        """Subjects known to continue under another key from this frame on (old key -> new key); none by default."""
+        return {}
+
+    @staticmethod
+    def _absent_ns(s: _Dwell, t: int) -> int:
+        return 0 if s.missed_since_ns is None else t - s.missed_since_ns
+
     def update(self, ctx: FrameContext, inside: np.ndarray) -> list[Event]:
         t = ctx.time_ns
         out: list[Event] = []
         now = self.subjects(ctx, inside)
+        present = self.present(ctx) | set(now)
+        for old, new in self.renames().items():
+            if old in self._subjects and new not in self._subjects:
+                self._subjects[new] = self._subjects.pop(old)
         for key, (idx, box, attrs) in now.items():
             s = self._subjects.get(key)
             if s is None:
-                heir = self._heir(key, box, now, t)
+                heir = self._heir(key, box, present, t)
                 s = self._subjects[key] = self._subjects.pop(heir) if heir is not None else _Dwell(t, t)
-            if s.incident is None and t - s.last_violation_ns > self.grace:
-                s.dwell_start_ns = t  # the gap was too long: the dwell timer restarts
+            if s.incident is None and self._absent_ns(s, t) > self.grace:
+                s.dwell_start_ns = t  # absent for longer than grace: the dwell timer restarts
             s.last_violation_ns = t
+            s.missed_since_ns = None
             s.box = np.asarray(box, np.float64)
             if s.incident is None:
                 if t - s.dwell_start_ns >= self.T and t >= s.cooldown_until_ns:
@@ -498,23 +575,26 @@ class _DwellRule(Rule):
             if key in now:
                 continue
             s = self._subjects[key]
+            if s.missed_since_ns is None:
+                s.missed_since_ns = t  # this analysed frame is the first evidence of absence
             if s.incident is not None:
                 if t - s.last_violation_ns >= self.end_after:
                     out.append(self._end(s, t, "cleared"))
-            elif t - s.last_violation_ns > self.grace and t >= s.cooldown_until_ns:
+            elif self._absent_ns(s, t) > self.grace and t >= s.cooldown_until_ns:
                 del self._subjects[key]  # track state dropped once nothing depends on it
         return out
 
-    def _heir(self, key: tuple[str, int], box, now: dict, t: int) -> tuple[str, int] | None:
-        """The subject a new track continues: same kind, not seen this frame, still remembered (timing, an open
-        incident or a cooldown), its last box centre nearest the new one within REACQUIRE_FRAC of the diagonal."""
+    def _heir(self, key: tuple[str, int], box, present: set, t: int) -> tuple[str, int] | None:
+        """The subject a new track continues: same kind, its own track not in this frame (violating or not),
+        still remembered (timing, an open incident or a cooldown), its last box centre nearest the new one within
+        REACQUIRE_FRAC of the diagonal."""
         b = np.asarray(box, np.float64)
         c = (b[:2] + b[2:]) / 2
         best, best_d = None, np.inf
         for k, s in self._subjects.items():
-            if k[0] != key[0] or k in now or s.box is None:
+            if k[0] != key[0] or k in present or s.box is None:
                 continue
-            if s.incident is None and t >= s.cooldown_until_ns and t - s.last_violation_ns > self.grace:
+            if s.incident is None and t >= s.cooldown_until_ns and self._absent_ns(s, t) > self.grace:
                 continue  # nothing left to carry on
             diag = max(float(np.hypot(*(b[2:] - b[:2]))), float(np.hypot(*(s.box[2:] - s.box[:2]))))
             d = float(np.hypot(*((s.box[:2] + s.box[2:]) / 2 - c)))
@@ -528,7 +608,8 @@ class _DwellRule(Rule):
         s.incident = None
         s.cooldown_until_ns = t + self.cooldown
         s.dwell_start_ns = t
-        s.last_violation_ns = -(2**62)  # any new violation starts a fresh dwell
+        s.last_violation_ns = _LONG_AGO_NS
+        s.missed_since_ns = _LONG_AGO_NS  # any new violation starts a fresh dwell
         return ev
 
     def close(self, time_ns: int, reason: str) -> list[Event]:
@@ -541,31 +622,88 @@ class _DwellRule(Rule):
         return len(self._subjects)
 
 
-def assign_heads(person_xyxy: np.ndarray, head_xyxy: np.ndarray, head_region_frac: float) -> np.ndarray:
-    """``(H,) int`` index of the person box each head box belongs to, -1 for none.
+SAME_HEAD_IOU = 0.5  # a helmet and a no_helmet box overlapping this much are two readings of one head
+HELD_BELOW = -2  # assign_heads: a head box below its person's worn head (a helmet held at the chest)
 
-    A head belongs to a person when its crown point (horizontal centre, a quarter of the way down the head box)
-    lies in the top ``head_region_frac`` of the person box (or a quarter head-height above it); among several
-    such persons, the smallest box (the nearer match) wins. The crown rather than the centre, so that in a
-    close-up, where the head fills half the person box, the head still belongs to its body.
+
+def _crowns(hb: np.ndarray) -> np.ndarray:
+    """``(H, 2)`` crown point of each head box: horizontal centre, a quarter of the way down."""
+    return np.stack([(hb[:, 0] + hb[:, 2]) / 2, hb[:, 1] + 0.25 * (hb[:, 3] - hb[:, 1])], axis=1)
+
+
+def head_groups(head_xyxy: np.ndarray, confidence: np.ndarray | None = None) -> np.ndarray:
+    """``(H,) int`` group per head box: boxes overlapping by ``SAME_HEAD_IOU`` or more are one head (the head
+    detector often gives one head both a ``helmet`` and a ``no_helmet`` box). Groups are numbered from 0 in order
+    of their most confident box."""
+    hb = np.asarray(head_xyxy, np.float64).reshape(-1, 4)
+    n = hb.shape[0]
+    group = np.full(n, -1, np.int64)
+    if n == 0:
+        return group
+    order = np.argsort(-np.asarray(confidence, np.float64)) if confidence is not None else np.arange(n)
+    iou = iou_matrix(hb, hb)
+    reps: list[int] = []
+    for i in order:
+        for g, r in enumerate(reps):
+            if iou[i, r] >= SAME_HEAD_IOU:
+                group[i] = g
+                break
+        else:
+            group[i] = len(reps)
+            reps.append(int(i))
+    return group
+
+
+def assign_heads(person_xyxy: np.ndarray, head_xyxy: np.ndarray, head_region_frac: float,
+                 confidence: np.ndarray | None = None) -> np.ndarray:
+    """``(H,) int`` index of the person box each head box belongs to; -1 for none, ``HELD_BELOW`` (-2) for a head
+    box inside a person box below the head that person wears (a helmet held at the chest: nobody's head).
+
+    A head can belong to a person when its crown point (horizontal centre, a quarter of the way down the head box)
+    lies in the top ``head_region_frac`` of the person box (or a quarter head-height above it). The crown rather
+    than the centre, so that in a close-up, where the head fills half the person box, the head still belongs to its
+    body. Heads are matched to persons one to one (boxes of one head, see ``head_groups``, go together), by the
+    least total distance from crown to the top centre of the person box (in person widths / heights): each person
+    wears its topmost, best-centred head, and a neighbour's head goes to the neighbour.
     """
+    from scipy.optimize import linear_sum_assignment
+
     pb = np.asarray(person_xyxy, np.float64).reshape(-1, 4)
     hb = np.asarray(head_xyxy, np.float64).reshape(-1, 4)
     owner = np.full(hb.shape[0], -1, np.int64)
     if pb.shape[0] == 0 or hb.shape[0] == 0:
         return owner
-    hc = np.stack([(hb[:, 0] + hb[:, 2]) / 2, hb[:, 1] + 0.25 * (hb[:, 3] - hb[:, 1])], axis=1)
-    region_bottom = pb[:, 1] + head_region_frac * (pb[:, 3] - pb[:, 1])
-    inr = (
+    group = head_groups(hb, confidence)
+    n_groups = int(group.max()) + 1
+    # one representative box per head: the first (most confident) of its group
+    rep = np.array([int(np.flatnonzero(group == g)[0]) for g in range(n_groups)])
+    gb = hb[rep]
+    hc = _crowns(gb)
+    pw = np.maximum(pb[:, 2] - pb[:, 0], 1e-6)
+    ph = np.maximum(pb[:, 3] - pb[:, 1], 1e-6)
+    region_bottom = pb[:, 1] + head_region_frac * ph
+    feasible = (
         (hc[:, None, 0] >= pb[None, :, 0]) & (hc[:, None, 0] <= pb[None, :, 2])
-        & (hc[:, None, 1] >= pb[None, :, 1] - 0.25 * (hb[:, None, 3] - hb[:, None, 1])) & (hc[:, None, 1] <= region_bottom[None, :])
+        & (hc[:, None, 1] >= pb[None, :, 1] - 0.25 * (gb[:, None, 3] - gb[:, None, 1])) & (hc[:, None, 1] <= region_bottom[None, :])
     )
-    area = np.prod(pb[:, 2:] - pb[:, :2], axis=1)
-    cost = np.where(inr, area[None, :], np.inf)
-    best = np.argmin(cost, axis=1)
-    has = np.isfinite(cost[np.arange(hb.shape[0]), best])
-    owner[has] = best[has]
-    return owner
+    dx = (hc[:, None, 0] - 0.5 * (pb[None, :, 0] + pb[None, :, 2])) / pw[None, :]
+    dy = (hc[:, None, 1] - pb[None, :, 1]) / ph[None, :]
+    cost = np.hypot(dx, dy)
+    big = 1e6  # infeasible pairs: never chosen over leaving a head or a person unmatched
+    rows, cols = linear_sum_assignment(np.where(feasible, cost, big))
+    g_owner = np.full(n_groups, -1, np.int64)
+    ok = feasible[rows, cols]
+    g_owner[rows[ok]] = cols[ok]
+    # a head left over inside a person box, below the head that person wears, is held or mis-detected
+    worn_crown_y = np.full(pb.shape[0], np.inf)
+    worn_crown_y[g_owner[g_owner >= 0]] = hc[g_owner >= 0, 1]
+    inside_box = (
+        (hc[:, None, 0] >= pb[None, :, 0]) & (hc[:, None, 0] <= pb[None, :, 2])
+        & (hc[:, None, 1] >= pb[None, :, 1]) & (hc[:, None, 1] <= pb[None, :, 3])
+    )
+    held = (g_owner < 0) & (inside_box & (hc[:, None, 1] > worn_crown_y[None, :])).any(axis=1)
+    g_owner[held] = HELD_BELOW
+    return g_owner[group]
 
 
 def fire_smoke_labels(detections: Detections, cfg: FireSmokeRuleConfig | None = None) -> tuple[str, ...]:
@@ -576,12 +714,32 @@ def fire_smoke_labels(detections: Detections, cfg: FireSmokeRuleConfig | None = 
     return tuple(lab for lab in cfg.labels if bool((_label_mask(d, (lab,)) & (d.confidence >= cfg.floor(lab))).any()))
 
 
+def _free_bare_heads(d: Detections, heads: np.ndarray, owner: np.ndarray, bare: np.ndarray, hat: np.ndarray) -> list[int]:
+    """Indices of the bare heads on no person box (``owner == -1``), one per head (``head_groups``): its most
+    confident ``no_helmet`` box, where that is at least as confident as the head's ``helmet`` box."""
+    free = heads[owner == -1]
+    if free.size == 0:
+        return []
+    group = head_groups(d.xyxy_px[free], d.confidence[free])
+    out = []
+    for g in range(int(group.max()) + 1):
+        mine = free[group == g]
+        if not bare[mine].any():
+            continue
+        b = mine[bare[mine]][int(np.argmax(d.confidence[mine][bare[mine]]))]
+        hat_conf = float(d.confidence[mine][hat[mine]].max()) if hat[mine].any() else 0.0
+        if float(d.confidence[b]) >= hat_conf:
+            out.append(int(b))
+    return out
+
+
 def bare_headed(detections: Detections, cfg: HardHatRuleConfig | None = None, inside: np.ndarray | None = None) -> np.ndarray:
     """Indices of the people without a hard hat in one still image (no tracks, no timers): for per-image counts.
 
-    A person box counts when its head is bare (``no_helmet`` at least as confident as ``helmet``), or, per
-    ``cfg.person_without_helmet_box``, when a large-enough person has no head box; a bare head on no person box
-    counts by itself (its own index is returned). ``inside`` restricts to a zone (anchor test done by the caller).
+    A person box counts when its head (``assign_heads``) is bare (``no_helmet`` at least as confident as
+    ``helmet``), or, per ``cfg.person_without_helmet_box``, when a large-enough person has no head box; a bare head
+    on no person box counts by itself (its own index is returned). ``inside`` restricts to a zone (anchor test
+    done by the caller).
     """
     cfg = cfg or HardHatRuleConfig()
     d = detections
@@ -592,7 +750,7 @@ def bare_headed(detections: Detections, cfg: HardHatRuleConfig | None = None, in
     bare = _label_mask(d, (cfg.no_helmet_label,)) & (d.confidence >= cfg.min_confidence)
     hat = _label_mask(d, (cfg.helmet_label,)) & (d.confidence >= cfg.min_confidence)
     heads = np.flatnonzero(bare | hat)
-    owner = assign_heads(d.xyxy_px[persons], d.xyxy_px[heads], cfg.head_region_frac)
+    owner = assign_heads(d.xyxy_px[persons], d.xyxy_px[heads], cfg.head_region_frac, d.confidence[heads])
     out = []
     for pi, p in enumerate(persons):
         mine = heads[owner == pi]
@@ -603,14 +761,17 @@ def bare_headed(detections: Detections, cfg: HardHatRuleConfig | None = None, in
             bare_conf == 0 and hat_conf == 0 and cfg.person_without_helmet_box == "violation" and h >= cfg.min_person_height_px
         ):
             out.append(int(p))
-    for k, h_i in enumerate(heads):
-        if owner[k] < 0 and bare[h_i] and (inside is None or inside[h_i]):
-            out.append(int(h_i))
+    out += [h_i for h_i in _free_bare_heads(d, heads, owner, bare, hat) if inside is None or inside[h_i]]
     return np.array(sorted(out), np.int64)
 
 
 class HardHatRule(_DwellRule):
-    """A person (or bare head) track in the zone without a hard hat for at least T s."""
+    """A person (or bare head) track in the zone without a hard hat for at least T s.
+
+    The subject is the worker: a person track, or a bare head on no person box. A head track remembers the person
+    track it last belonged to (``head_memory_s``), so a worker whose person box comes and goes is one subject
+    (keyed by that person track) and one incident, not one for the person and one for the head.
+    """
 
     event_type = NO_HARD_HAT
 
@@ -618,6 +779,15 @@ class HardHatRule(_DwellRule):
         super().__init__(zone, zone_cfg, policy, cfg.min_duration_s, cfg.grace_s, cfg.end_after_s, cfg.cooldown_s)
         self.cfg = cfg
         self._head_memory: dict[int, tuple[int, bool]] = {}  # person track -> (time, bare) of its last head box
+        self._head_owner: dict[int, tuple[int, int]] = {}  # head track -> (person track, time last seen)
+        self._present: set[tuple[str, int]] = set()
+        self._renames: dict[tuple[str, int], tuple[str, int]] = {}
+
+    def present(self, ctx: FrameContext) -> set[tuple[str, int]]:
+        return self._present
+
+    def renames(self) -> dict[tuple[str, int], tuple[str, int]]:
+        return self._renames
 
     def subjects(self, ctx: FrameContext, inside: np.ndarray):
         cfg = self.cfg
@@ -625,14 +795,26 @@ class HardHatRule(_DwellRule):
         memory_ns = _s_to_ns(cfg.head_memory_s)
         for tid in [k for k, (ts, _) in self._head_memory.items() if t - ts > memory_ns]:
             del self._head_memory[tid]
+        for hid in [k for k, (_, ts) in self._head_owner.items() if t - ts > memory_ns]:
+            del self._head_owner[hid]
         d = ctx.detections
+        tracked = _tracked(d)
         ok = d.confidence >= cfg.min_confidence
-        persons = np.flatnonzero(_label_mask(d, cfg.person_labels) & ok & _tracked(d))
+        is_person = _label_mask(d, cfg.person_labels)
+        persons = np.flatnonzero(is_person & ok & tracked)
         bare = _label_mask(d, (cfg.no_helmet_label,)) & ok
         hat = _label_mask(d, (cfg.helmet_label,)) & ok
         heads = np.flatnonzero(bare | hat)
+        person_tids = {int(v) for v in d.track_id[is_person & tracked]} if d.track_id is not None else set()
+        self._present = {("person", tid) for tid in person_tids}
+        self._renames = {}
         out: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, dict]] = {}
-        owner = assign_heads(d.xyxy_px[persons], d.xyxy_px[heads], cfg.head_region_frac)  # person index per head
+        owner = assign_heads(d.xyxy_px[persons], d.xyxy_px[heads], cfg.head_region_frac, d.confidence[heads])  # person index per head
+        for k, h in enumerate(heads):
+            if owner[k] >= 0 and tracked[h]:
+                hid, pid = int(d.track_id[h]), int(d.track_id[persons[owner[k]]])
+                self._head_owner[hid] = (pid, t)
+                self._renames[("head", hid)] = ("person", pid)  # a head seen alone before its person box: one worker
         for pi, p in enumerate(persons):
             if not inside[p]:
                 continue
@@ -653,11 +835,25 @@ class HardHatRule(_DwellRule):
                     out[("person", tid)] = (np.array([p]), box, {"evidence": "bare_head_recent"})
             elif cfg.person_without_helmet_box == "violation" and (box[3] - box[1]) >= cfg.min_person_height_px:
                 out[("person", tid)] = (np.array([p]), box, {"evidence": "no_helmet_box"})
-        # bare heads on no person box (no person detector, or it missed): the head track is the subject
-        if d.track_id is not None:
-            for k, h in enumerate(heads):
-                if owner[k] < 0 and bare[h] and d.track_id[h] >= 0 and inside[h]:
-                    out[("head", int(d.track_id[h]))] = (np.array([h]), d.xyxy_px[h], {"evidence": "bare_head", "head_confidence": round(float(d.confidence[h]), 4)})
+        if d.track_id is None:
+            return out
+        # heads on no person box (no person detector, or it missed): the worker is the person track the head last
+        # belonged to while that person box is missing, else the head track itself
+        free_bare = set(_free_bare_heads(d, heads, owner, bare, hat))
+        for k, h in enumerate(heads):
+            if owner[k] != -1 or not tracked[h]:
+                continue
+            hid = int(d.track_id[h])
+            key = ("head", hid)
+            if hid in self._head_owner and self._head_owner[hid][0] not in person_tids:
+                pid = self._head_owner[hid][0]
+                self._head_owner[hid] = (pid, t)
+                key = ("person", pid)
+                if int(h) in free_bare or not bare[h]:
+                    self._head_memory[pid] = (t, bool(int(h) in free_bare))
+            self._present.add(key)
+            if int(h) in free_bare and inside[h]:
+                out[key] = (np.array([h]), d.xyxy_px[h], {"evidence": "bare_head", "head_confidence": round(float(d.confidence[h]), 4)})
         return out
 
 
@@ -669,6 +865,10 @@ class VesselZoneRule(_DwellRule):
     def __init__(self, zone: Zone, zone_cfg: ZoneConfig, policy: EventPolicy, cfg: VesselZoneRuleConfig) -> None:
         super().__init__(zone, zone_cfg, policy, cfg.min_duration_s, cfg.grace_s, cfg.end_after_s, cfg.cooldown_s)
         self.cfg = cfg
+
+    def present(self, ctx: FrameContext) -> set[tuple[str, int]]:
+        d = ctx.detections
+        return {("vessel", int(v)) for v in d.track_id[_label_mask(d, self.cfg.labels) & _tracked(d)]} if len(d) else set()
 
     def subjects(self, ctx: FrameContext, inside: np.ndarray):
         d = ctx.detections
@@ -713,7 +913,7 @@ class FireLaneRule(Rule):
             in_lane[vi] = self.zone.overlap_fraction(d.xyxy_px[vi]) >= cfg.min_overlap_frac
         else:
             in_lane = inside
-        anchors = anchor_points(d, self.zone_cfg.anchors)
+        anchors = zone_anchor_points(self.zone, d, self.zone_cfg.anchors)
         for i in np.flatnonzero(veh & in_lane):
             tid = int(d.track_id[i])
             box = d.xyxy_px[i].astype(np.float64)
@@ -889,7 +1089,7 @@ class RuleEngine:
             if zone.kind == "geo" and locator is None and (source_id, zone.id) not in self._geo_warned:
                 log.warning("source %s: geo zone %s is inactive: the frame has no locator (not geo-referenced)", source_id, zone.id)
                 self._geo_warned.add((source_id, zone.id))
-            inside = zone.contains_px(anchor_points(detections, zc.anchors), locator)
+            inside = zone.contains_px(zone_anchor_points(zone, detections, zc.anchors), locator)
             for rule in rules:
                 out.extend(rule.update(ctx, inside))
         return self._publish(out)

@@ -312,7 +312,8 @@ class VesselIdentityStage:
         for tid, ident in identities.items():
             self._identity[(source_id, tid)] = ident
         decisions = rules.update(int(time_ns), tracks, identities, self.table)
-        out = [self._event(source_id, dec, boxes.get(dec.track_id), image if c.snapshots else None) for dec in decisions]
+        out = [self._event(source_id, dec, boxes.get(dec.track_ids[-1] if dec.track_ids else dec.track_id),
+                           image if c.snapshots else None) for dec in decisions]
         self.counters["decisions"] += len(out)
         for ev in out:
             for sink in self.sinks:
@@ -355,25 +356,26 @@ class VesselIdentityStage:
 
     def _zones_of(self, source_id: str, d: Detections, locator) -> list[str | None]:
         """Per detection: the id of the first watch zone containing it, "" for a whole-frame watch, None outside."""
-        from seawatch.vision.zones import anchor_points
+        from seawatch.vision.zones import zone_anchor_points
 
         watch = self._watch.get(source_id)
         if not watch:
             return [""] * len(d)
         out: list[str | None] = [None] * len(d)
         for zone, zc in watch:
-            inside = zone.contains_px(anchor_points(d, zc.anchors), locator)
+            inside = zone.contains_px(zone_anchor_points(zone, d, zc.anchors), locator)
             for k in np.flatnonzero(inside):
                 if out[k] is None:
                     out[k] = zone.id
         return out
 
     def _event(self, source_id: str, dec, box: np.ndarray | None, image: np.ndarray | None) -> Event:
-        key = (source_id, dec.type, int(dec.track_id), dec.key)
-        tkey = (source_id, int(dec.track_id))
+        key = (source_id, dec.type, int(dec.track_id), dec.key)  # the vessel's first track id: stable over id changes
+        track_ids = tuple(int(t) for t in dec.track_ids) or (int(dec.track_id),)
+        tkey = (source_id, track_ids[-1])  # the track that shows the vessel now
         pos, reason = self._geo.get(tkey, (None, NO_LOCATOR))
         label, conf, zone_id = self._track_label.get(tkey, ("vessel", 0.0, ""))
-        attrs = self.hull_attributes(source_id, dec.track_id) | dict(dec.attributes) | {"reason": dec.reason}
+        attrs = self.hull_attributes(source_id, track_ids[-1]) | dict(dec.attributes) | {"reason": dec.reason}
         if dec.key:
             attrs["condition_key"] = dec.key
         if dec.phase == "start":
@@ -394,7 +396,7 @@ class VesselIdentityStage:
         ev = Event(
             id=ev_id, type=dec.type, severity=dec.severity, phase="start" if dec.phase == "start" else "end", seq=seq,
             source_id=source_id, zone_id=zone_id, start_ns=start_ns, end_ns=end_ns, at_ns=int(dec.time_ns),
-            track_ids=(int(dec.track_id),), labels=(label,), scores=(round(conf, 4),), attributes=attrs,
+            track_ids=tuple(sorted(set(track_ids))), labels=(label,), scores=(round(conf, 4),), attributes=attrs,
             snapshot=snap,
             clip=ClipRef(source_id, start_ns - self._pre_ns, None if end_ns is None else end_ns + self._post_ns,
                          self._pre_ns, self._post_ns),

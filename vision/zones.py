@@ -1,10 +1,14 @@
 """Zones: pixel or WGS84 polygons, prepared once and tested against arrays of anchor points.
 
-A detection is "in" a zone when its anchor point is: the bottom centre of the box for things standing on the
-ground (people, vehicles), the centre for everything else (vessels, fire, smoke, heads). Pixel zones suit
-fixed cameras; geo zones (lon/lat polygons, GeoJSON axis order) need a ``Locator`` that maps pixels of the
-current frame to the ground — a calibrated fixed camera or a drone pose at capture time. A geo zone on a frame
-without a locator matches nothing (and says so once in the log).
+A detection is "in" a zone when its anchor point is (``zone_anchor_points``). In a pixel zone: the bottom centre
+of the box for things standing on the ground or floating (people, vehicles, a vessel's waterline, as the water
+masks and ignore areas test), the centre for everything else (fire, smoke, heads). In a geo zone: the bottom
+centre of every box, the point where it meets the ground or water — the only point a ``Locator`` places
+correctly (a box centre projects too far away, or above the horizon) and the point an event's geo position is
+located from. Per-zone ``anchors`` override both. Pixel zones suit fixed cameras; geo zones (lon/lat polygons,
+GeoJSON axis order) need a ``Locator`` that maps pixels of the current frame to the ground — a calibrated fixed
+camera or a drone pose at capture time. A geo zone on a frame without a locator matches nothing (and says so
+once in the log).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ log = logging.getLogger(__name__)
 
 Anchor = Literal["bottom_centre", "centre"]
 
-# Things that stand on the ground are where their feet/wheels are; the rest where their middle is.
+# Things that stand on the ground or float are where their feet/wheels/waterline are; the rest where their middle is.
 DEFAULT_ANCHORS: Mapping[str, Anchor] = {
     "person": "bottom_centre",
     "person_fallen": "centre",
@@ -33,14 +37,16 @@ DEFAULT_ANCHORS: Mapping[str, Anchor] = {
     "bus": "bottom_centre",
     "motorcycle": "bottom_centre",
     "bicycle": "bottom_centre",
-    "vessel": "centre",
+    "vessel": "bottom_centre",
     "fire": "centre",
     "smoke": "centre",
     "helmet": "centre",
     "no_helmet": "centre",
 }
-# the point an ignore area (IgnoreMask) tests: a vessel's waterline, as the water masks do
-IGNORE_ANCHORS: Mapping[str, Anchor] = {**DEFAULT_ANCHORS, "vessel": "bottom_centre"}
+# the point an ignore area (IgnoreMask) tests: a vessel's waterline, as the water masks and pixel zones do
+IGNORE_ANCHORS: Mapping[str, Anchor] = DEFAULT_ANCHORS
+# a geo zone tests where each thing meets the ground or water (see the module docstring)
+GEO_ANCHORS: Mapping[str, Anchor] = {lab: "bottom_centre" for lab in DEFAULT_ANCHORS}
 
 
 @runtime_checkable
@@ -55,22 +61,32 @@ class Locator(Protocol):
     def locate(self, xy_px: np.ndarray) -> np.ndarray: ...
 
 
-def anchor_points(dets: Detections, anchors: Mapping[str, Anchor] | None = None) -> np.ndarray:
-    """``(N, 2) float64`` anchor point of each box, per its label (``DEFAULT_ANCHORS`` overridden by ``anchors``)."""
+def anchor_points(dets: Detections, anchors: Mapping[str, Anchor] | None = None, *,
+                  defaults: Mapping[str, Anchor] = DEFAULT_ANCHORS, fallback: Anchor = "centre") -> np.ndarray:
+    """``(N, 2) float64`` anchor point of each box, per its label (``defaults`` overridden by ``anchors``;
+    ``fallback`` for a label in neither)."""
     n = len(dets)
     if n == 0:
         return np.zeros((0, 2), np.float64)
-    table = dict(DEFAULT_ANCHORS)
+    table = dict(defaults)
     if anchors:
         table.update(anchors)
     xyxy = dets.xyxy_px.astype(np.float64)
     cx = 0.5 * (xyxy[:, 0] + xyxy[:, 2])
     cy = 0.5 * (xyxy[:, 1] + xyxy[:, 3])
     if dets.labels:
-        bottom_of_label = np.array([table.get(lab, "centre") == "bottom_centre" for lab in dets.labels], bool)
+        bottom_of_label = np.array([table.get(lab, fallback) == "bottom_centre" for lab in dets.labels], bool)
         bottom = bottom_of_label[dets.class_id]
         cy = np.where(bottom, xyxy[:, 3], cy)
     return np.stack([cx, cy], axis=1)
+
+
+def zone_anchor_points(zone: "Zone", dets: Detections, anchors: Mapping[str, Anchor] | None = None) -> np.ndarray:
+    """``(N, 2) float64`` the point of each box that ``zone`` tests: ``GEO_ANCHORS`` (every box's bottom centre)
+    for a geo zone, ``DEFAULT_ANCHORS`` otherwise; the zone's own ``anchors`` override either."""
+    if zone.kind == "geo":
+        return anchor_points(dets, anchors, defaults=GEO_ANCHORS, fallback="bottom_centre")
+    return anchor_points(dets, anchors)
 
 
 @dataclass(frozen=True, slots=True)

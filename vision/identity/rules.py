@@ -16,6 +16,14 @@ Every condition gives a ``start`` record when it begins and an ``end`` record wh
 leaves the zone, is identified, is no longer seen for ``track_lost_s``, AIS resumes). Timers use the update
 times (frame capture times, ns UTC), never counts of frames. A track whose AIS went dark gets ``ais_dark``,
 not ``unidentified_vessel``: we know who it was.
+
+One spurious association does not identify a vessel: the ``unidentified_vessel`` timer restarts only after
+``clear_after_s`` of continuous identification, the same delay that ends an open condition. Conditions belong
+to a vessel, not to a tracker id: a new track that appears, while no other track claims it, where a vessel with
+a running timer or an open condition was last seen within ``track_lost_s`` (within its position uncertainty plus
+``REACQUIRE_SPEED_MPS`` x the time since) continues that vessel — its timers and open conditions. Decisions carry
+the vessel's first track id as ``track_id`` (a stable key) and every track id it was seen under, the current one
+last, as ``track_ids``.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from seawatch.drone.geometry import geod  # one shared WGS84 Geod (vision may use drone)
 from seawatch.vision.identity.fusion import GeoTrack, TrackIdentity
 from seawatch.vision.identity.registry import VesselRegistry
 from seawatch.vision.identity.vessels import VesselTable
@@ -57,6 +66,7 @@ class IdentityDecision:
     key: str = ""
     attributes: dict = field(default_factory=dict)
     ended_ns: int | None = None  # end records: when the condition stopped holding (before the clear delay)
+    track_ids: tuple[int, ...] = ()  # every track id the vessel was seen under, the current one last
 
 
 @dataclass
@@ -67,6 +77,10 @@ class _Open:
 
 
 class IdentityRules:
+    # a new track continues a lost vessel within its position uncertainty plus this speed x the time since (~20 kn)
+    REACQUIRE_SPEED_MPS = 10.0
+    REACQUIRE_SIGMAS = 3.0
+
     def __init__(
         self,
         *,
@@ -86,10 +100,15 @@ class IdentityRules:
         self._absent_since: dict[tuple[str, int, str], int] = {}
         self.dark_requires_registry = dark_requires_registry
         self.registry = registry
+        # every per-vessel memory below is keyed by the vessel's subject id: its first track id
         self._unident_since: dict[int, int] = {}
-        self._mismatch_run: dict[int, tuple[str, int, int]] = {}  # track -> (reason, count, first_ns)
+        self._ident_since: dict[int, int] = {}  # first update of the current run of not-unidentified updates
+        self._mismatch_run: dict[int, tuple[str, int, int]] = {}  # subject -> (reason, count, first_ns)
         self._open: dict[tuple[str, int, str], _Open] = {}
         self._last_seen: dict[int, int] = {}
+        self._alias: dict[int, int] = {}  # a later track id -> the subject id it continues
+        self._tracks_of: dict[int, list[int]] = {}  # subject -> its track ids, the current one last
+        self._last_pos: dict[int, tuple[float, float, float]] = {}  # subject -> lat_deg, lon_deg, sigma_m
 
     @property
     def open_conditions(self) -> list[tuple[str, int, str]]:
@@ -101,8 +120,12 @@ class IdentityRules:
         out: list[IdentityDecision] = []
         want: dict[tuple[str, int, str], tuple[int, str, dict]] = {}  # conditions that hold now
         day = dt.datetime.fromtimestamp(time_ns / 1e9, dt.timezone.utc).date()
+        subject = self._subjects(time_ns, tracks)
         for t in tracks:
-            self._last_seen[t.track_id] = time_ns
+            sid = subject[t.track_id]
+            self._last_seen[sid] = time_ns
+            if math.isfinite(t.lat_deg) and math.isfinite(t.lon_deg):
+                self._last_pos[sid] = (t.lat_deg, t.lon_deg, max(1.0, t.pos_sigma_m))
             ident = identities.get(t.track_id)
             if ident is None:
                 continue
@@ -119,7 +142,7 @@ class IdentityRules:
                 quiet_ns = time_ns - row.last_seen_ns if row is not None else None
                 if (registered or not self.dark_requires_registry) and (quiet_ns is None or quiet_ns >= self.dark_after_ns):
                     dark_mmsi = mmsi
-                    key = (AIS_DARK, t.track_id, str(mmsi))
+                    key = (AIS_DARK, sid, str(mmsi))
                     since = row.last_seen_ns if row is not None else (ident.last_mmsi_time_ns or time_ns)
                     name = row.name if row is not None and row.name else str(mmsi)
                     quiet_txt = f"{quiet_ns / 1e9:.0f} s" if quiet_ns is not None else "longer than the AIS table keeps"
@@ -129,25 +152,26 @@ class IdentityRules:
             # unidentified_vessel
             unidentified = t.in_zone and dark_mmsi is None and ident.kind == "none"
             if unidentified:
-                since = self._unident_since.setdefault(t.track_id, time_ns)
+                self._ident_since.pop(sid, None)
+                since = self._unident_since.setdefault(sid, time_ns)
                 if time_ns - since >= self.unidentified_after_ns:
                     reason = "no AIS match and no registry match"
                     if ident.hull_text:
                         reason += f" (hull reads {ident.hull_text}, not in the registry)"
-                    want[(UNIDENTIFIED_VESSEL, t.track_id, "")] = (since, reason, attrs)
-            else:
-                self._unident_since.pop(t.track_id, None)
+                    want[(UNIDENTIFIED_VESSEL, sid, "")] = (since, reason, attrs)
+            elif time_ns - self._ident_since.setdefault(sid, time_ns) >= self.clear_after_ns:
+                self._unident_since.pop(sid, None)  # identified for long enough: not a spurious association
 
             # identity_mismatch, debounced over consecutive updates
             if ident.mismatch:
-                reason, n, first = self._mismatch_run.get(t.track_id, (ident.mismatch, 0, time_ns))
+                reason, n, first = self._mismatch_run.get(sid, (ident.mismatch, 0, time_ns))
                 if reason != ident.mismatch:
                     reason, n, first = ident.mismatch, 0, time_ns
-                self._mismatch_run[t.track_id] = (reason, n + 1, first)
+                self._mismatch_run[sid] = (reason, n + 1, first)
                 if n + 1 >= self.mismatch_confirm:
-                    want[(IDENTITY_MISMATCH, t.track_id, "")] = (first, reason, attrs)
+                    want[(IDENTITY_MISMATCH, sid, "")] = (first, reason, attrs)
             else:
-                self._mismatch_run.pop(t.track_id, None)
+                self._mismatch_run.pop(sid, None)
 
             # registry_alert: for the identity's entry and for the entry the hull text matched, each on its own
             entries = [e for e in (ident.registry, ident.hull_registry) if e is not None]
@@ -155,13 +179,13 @@ class IdentityRules:
                 alerts = e.alerts(day)
                 if not alerts:
                     continue
-                key = (REGISTRY_ALERT, t.track_id, e.label)
+                key = (REGISTRY_ALERT, sid, e.label)
                 how = "hull text" if e is ident.hull_registry else "AIS"
                 reason = f"{e.label}: {', '.join(alerts)} (matched by {how})"
                 want[key] = (self._open[key].started_ns if key in self._open else time_ns, reason,
                              attrs | {"registry_alerts": list(alerts), "alert_hull_number": e.hull_number or e.name})
 
-        seen_now = {t.track_id for t in tracks}
+        seen_now = set(subject.values())
         for key, op in self._open.items():
             if key in want:
                 self._absent_since.pop(key, None)
@@ -170,7 +194,7 @@ class IdentityRules:
                 # conditions of tracks not seen now persist until the track is lost
                 if time_ns - self._last_seen.get(key[1], 0) < self.track_lost_ns:
                     want[key] = (op.started_ns, op.reason, op.attributes)
-            elif key[0] != UNIDENTIFIED_VESSEL or not self._left_zone(key[1], tracks):
+            elif key[0] != UNIDENTIFIED_VESSEL or not self._left_zone(key[1], tracks, subject):
                 # one frame without the condition (a missed association, one bad read) does not end it
                 since = self._absent_since.setdefault(key, time_ns)
                 if time_ns - since < self.clear_after_ns:
@@ -187,19 +211,73 @@ class IdentityRules:
             if ended is None:
                 ended = self._last_seen.get(key[1], time_ns) if key[1] not in seen_now else time_ns
             out.append(self._decision(key, "end", time_ns, op.started_ns, op.reason, op.attributes, ended))
-        for tid in [k for k, v in self._last_seen.items() if time_ns - v >= self.track_lost_ns]:
-            del self._last_seen[tid]
-            self._unident_since.pop(tid, None)
-            self._mismatch_run.pop(tid, None)
+        for sid in [k for k, v in self._last_seen.items() if time_ns - v >= self.track_lost_ns]:
+            del self._last_seen[sid]
+            for memo in (self._unident_since, self._ident_since, self._mismatch_run, self._tracks_of, self._last_pos):
+                memo.pop(sid, None)
+            for tid in [k for k, v in self._alias.items() if v == sid]:
+                del self._alias[tid]
         return out
 
-    @staticmethod
-    def _left_zone(track_id: int, tracks: Sequence[GeoTrack]) -> bool:
-        return any(t.track_id == track_id and not t.in_zone for t in tracks)
+    def _subjects(self, time_ns: int, tracks: Sequence[GeoTrack]) -> dict[int, int]:
+        """Subject id of every track of this update: its own, the one it continues (``_alias``), or, for a new
+        track, the lost vessel it takes the place of (``_heir``)."""
+        out: dict[int, int] = {}
+        claimed: set[int] = set()
+        new: list[GeoTrack] = []
+        # tracks that are their own subject first: a vessel's original track that reappears keeps its subject
+        for t in sorted(tracks, key=lambda t: t.track_id in self._alias):
+            tid = t.track_id
+            if tid not in self._alias and tid not in self._last_seen:
+                new.append(t)
+                continue
+            sid = self._alias.get(tid, tid)
+            if sid in claimed:  # the vessel is seen twice at once: this track was another vessel all along
+                self._alias.pop(tid, None)
+                sid = tid
+            out[tid] = sid
+            claimed.add(sid)
+        for t in new:
+            sid = self._heir(t, claimed, time_ns)
+            if sid is None:
+                sid = t.track_id
+            else:
+                self._alias[t.track_id] = sid
+                log.info("track %d continues vessel %d (its timers and open conditions)", t.track_id, sid)
+            out[t.track_id] = sid
+            claimed.add(sid)
+        for tid, sid in out.items():
+            seq = self._tracks_of.setdefault(sid, [sid])
+            if seq[-1] != tid:
+                if tid in seq:
+                    seq.remove(tid)
+                seq.append(tid)
+        return out
+
+    def _heir(self, t: GeoTrack, claimed: set[int], time_ns: int) -> int | None:
+        """The lost vessel a new track continues: not seen in this update, seen within ``track_lost_s``, with a
+        timer or a condition to carry on, its last position nearest the new track's within the gate."""
+        if not (math.isfinite(t.lat_deg) and math.isfinite(t.lon_deg)):
+            return None
+        keep = set(self._unident_since) | set(self._mismatch_run) | {k[1] for k in self._open}
+        best, best_d = None, math.inf
+        for sid in keep - claimed:
+            seen, pos = self._last_seen.get(sid), self._last_pos.get(sid)
+            if seen is None or pos is None or time_ns - seen >= self.track_lost_ns:
+                continue
+            _, _, dist = geod().inv(pos[1], pos[0], t.lon_deg, t.lat_deg)
+            gate = self.REACQUIRE_SIGMAS * math.hypot(pos[2], max(1.0, t.pos_sigma_m)) \
+                + self.REACQUIRE_SPEED_MPS * (time_ns - seen) / 1e9
+            if dist <= gate and dist < best_d:
+                best, best_d = sid, dist
+        return best
 
     @staticmethod
-    def _decision(key, phase, time_ns, since, reason, attrs, ended_ns=None) -> IdentityDecision:
-        typ, tid, k = key
-        return IdentityDecision(type=typ, phase=phase, track_id=tid, time_ns=time_ns, started_ns=since,
+    def _left_zone(sid: int, tracks: Sequence[GeoTrack], subject: Mapping[int, int]) -> bool:
+        return any(subject[t.track_id] == sid and not t.in_zone for t in tracks)
+
+    def _decision(self, key, phase, time_ns, since, reason, attrs, ended_ns=None) -> IdentityDecision:
+        typ, sid, k = key
+        return IdentityDecision(type=typ, phase=phase, track_id=sid, time_ns=time_ns, started_ns=since,
                                 severity=_SEVERITY[typ], reason=reason, key=k, attributes=dict(attrs),
-                                ended_ns=ended_ns)
+                                ended_ns=ended_ns, track_ids=tuple(self._tracks_of.get(sid, [sid])))
