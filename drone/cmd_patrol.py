@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", action="store_true", help="arm and start the mission after upload")
     p.add_argument("--wait", type=float, default=0.0, metavar="S", help="print progress until done (at most S s)")
     p.add_argument("--timeout", type=float, default=10.0, help="first-heartbeat timeout")
+    p.add_argument("--system", type=int, default=None, metavar="ID",
+                   help="the vehicle's MAVLink system id (default: the first autopilot heard; give it on a link "
+                        "shared by several vehicles)")
 
 
 def parse_latlons(text: str, what: str) -> list[tuple[float, float]]:
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from seawatch.drone.link import MavlinkLink
 
-    with MavlinkLink(args.url).open(args.timeout) as link:
+    with MavlinkLink(args.url, target_system=args.system).open(args.timeout) as link:
         home = link.state.home
         if home is None:
             msg = link.request(242, "HOME_POSITION")

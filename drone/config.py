@@ -203,6 +203,10 @@ class DroneConfig(_Strict):
     id: str = Field(pattern=_ID, description="drone id, used in events and logs")
     connection: str = Field(min_length=1, description="MAVLink connection (dronekit): udp:H:P, udpin:H:P, tcp:H:P, /dev/ttyX")
     baud: int = Field(57600, gt=0, description="serial baud rate")
+    target_system: int | None = Field(None, ge=1, le=255, description="the vehicle's MAVLink system id (SYSID_THISMAV); "
+                                      "unset = the first autopilot heard (set it on a link shared by several vehicles)")
+    patrol_min_battery_pct: float = Field(50.0, ge=0, le=100, description="a patrol is started (or repeated) only "
+                                          "with at least this battery charge reported (SYS_STATUS); 0 = no check")
     video_source: str | None = Field(None, pattern=_ID, description="the source id of this drone's video")
     camera: IntrinsicsConfig
     gimbal_default: tuple[float, float, float] = Field((0.0, -90.0, 0.0), description="roll, pitch, yaw (deg) "
@@ -237,7 +241,7 @@ class DroneConfig(_Strict):
         return MavlinkLink(self.connection, vehicle_id=self.id, timeline=timeline or self.build_timeline(),
                            tlog_path=self.tlog, altitude=self.altitude, baud=self.baud,
                            heartbeat_timeout_s=self.heartbeat_timeout_s, require_params=self.require_params,
-                           stream_rate_hz=self.stream_rate_hz)
+                           stream_rate_hz=self.stream_rate_hz, target_system=self.target_system)
 
 
 class DronesConfig(_Strict):

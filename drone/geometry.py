@@ -293,6 +293,8 @@ class CameraPose:
         time_ns: UTC time this pose is valid for, if known.
         velocity_ned_m_s: vehicle velocity (north, east, down), used for the timing-error term.
         rates_deg_s: attitude rates (roll, pitch, yaw), used for the timing-error term.
+        horizontal_sigma_m: the position source's own horizontal error (m, e.g. GPS_RAW_INT.h_acc) when known;
+            the locator uses it where it exceeds its configured ``PoseSigmas.horizontal_m``.
     """
 
     lat_deg: float
@@ -308,6 +310,7 @@ class CameraPose:
     time_ns: int | None = None
     velocity_ned_m_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
     rates_deg_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    horizontal_sigma_m: float | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.lat_deg) and -90.0 <= self.lat_deg <= 90.0):
@@ -575,8 +578,11 @@ class GeoLocator:
         vel = np.asarray(pose.velocity_ned_m_s, float)
         rates = np.asarray(pose.rates_deg_s, float)
         att = [math.hypot(va, rates[i] * sig.timing_s) for i in range(3)]
-        hor_n = math.hypot(sig.horizontal_m, vel[0] * sig.timing_s)
-        hor_e = math.hypot(sig.horizontal_m, vel[1] * sig.timing_s)
+        hor_m = sig.horizontal_m
+        if pose.horizontal_sigma_m is not None and math.isfinite(pose.horizontal_sigma_m):
+            hor_m = max(hor_m, pose.horizontal_sigma_m)  # a degraded GPS widens the ellipse
+        hor_n = math.hypot(hor_m, vel[0] * sig.timing_s)
+        hor_e = math.hypot(hor_m, vel[1] * sig.timing_s)
         ver = math.hypot(sig.vertical_m, vel[2] * sig.timing_s)
         steps: list[tuple[int, float]] = []  # (parameter index, sigma) for 0..5 angles, 6..9 positions, 10..11 px
         for i, s in enumerate(att + [ga, ga, ga] + [hor_n, hor_e, ver, sig.surface_m] + [sig.pixel_px] * 2):

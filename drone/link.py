@@ -51,7 +51,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from seawatch.drone.geometry import CameraIntrinsics, euler_zyx_from_quat
 from seawatch.drone.pose import AttitudeSample, GimbalSample, PoseTimeline, PositionSample
-from seawatch.errors import InputError, TelemetryError
+from seawatch.errors import InputError, SeawatchError, TelemetryError
 
 log = logging.getLogger(__name__)
 
@@ -307,8 +307,12 @@ class MavlinkLink:
         self._stop = threading.Event()
         self._heartbeat_seen = threading.Event()
         self._last_hb_mono: float | None = None
-        self._boot_offset_ns: int | None = None
-        self._last_boot_ms: int | None = None
+        # per (system, component): each MAVLink component stamps time_boot_ms with its own boot clock
+        self._boot_offset_ns: dict[tuple[int, int], int] = {}
+        self._last_boot_ms: dict[tuple[int, int], int] = {}
+        self._component_known = target_system is None  # an explicit system: its autopilot's component is learnt
+        # newest GPS_RAW_INT of the vehicle: (fix_type, horizontal accuracy m or None), stamped on positions
+        self._gps_quality: tuple[int | None, float | None] = (None, None)
         self._tlog_path = Path(tlog_path) if tlog_path else None
         self._tlog: Any = None
         self._listeners: list[Callable[[Any], None]] = []
@@ -622,29 +626,43 @@ class MavlinkLink:
 
     # -- message handling (live and replay) ------------------------------------------------------------------
 
+    def _is_vehicle_system(self, msg) -> bool:
+        """From any component of the vehicle's system (its gimbal, camera, companion computer too)."""
+        return self.target_system is not None and msg.get_srcSystem() == self.target_system
+
     def _is_vehicle(self, msg) -> bool:
-        src = msg.get_srcSystem()
-        if self.target_system is None:
-            return False
-        return src == self.target_system
+        """From the vehicle's autopilot itself: the sender of vehicle state (position, attitude, GPS, mode).
+
+        A gimbal or companion computer of the same system may send ATTITUDE (its own IMU) or other state
+        messages; they must not enter the vehicle's timeline.
+        """
+        return (self.target_system is not None and self._component_known and msg.get_srcSystem() == self.target_system
+                and msg.get_srcComponent() == self.target_component)
 
     def _sample_time_ns(self, msg, recv_ns: int) -> int:
-        """Vehicle boot time mapped to the receiver clock (minimum-latency offset), else receive time."""
+        """The sender's boot time mapped to the receiver clock (minimum-latency offset), else receive time.
+
+        Each component of the vehicle's system (autopilot, MAVLink gimbal, camera) stamps ``time_boot_ms`` with
+        its own boot clock, so the offset (and the reboot check) is kept per (system, component).
+        """
         boot_ms = getattr(msg, "time_boot_ms", None)
-        if boot_ms is None or not self._is_vehicle(msg):
+        if boot_ms is None or not self._is_vehicle_system(msg):
             return recv_ns
+        key = (msg.get_srcSystem(), msg.get_srcComponent())
         boot_ns = int(boot_ms) * 1_000_000
-        if self._last_boot_ms is not None and boot_ms + 5000 < self._last_boot_ms:
-            log.info("drone %s: vehicle boot time went back (%d -> %d ms): rebooted", self.vehicle_id,
-                     self._last_boot_ms, boot_ms)
-            self._boot_offset_ns = None
-            self._last_boot_ms = boot_ms
+        last = self._last_boot_ms.get(key)
+        if last is not None and boot_ms + 5000 < last:
+            log.info("drone %s: boot time of component %d went back (%d -> %d ms): rebooted", self.vehicle_id,
+                     key[1], last, boot_ms)
+            self._boot_offset_ns.pop(key, None)
+            self._last_boot_ms[key] = boot_ms
         else:
-            self._last_boot_ms = max(boot_ms, self._last_boot_ms or 0)
+            self._last_boot_ms[key] = max(boot_ms, last or 0)
         off = recv_ns - boot_ns
-        if self._boot_offset_ns is None or off < self._boot_offset_ns:
-            self._boot_offset_ns = off
-        return boot_ns + self._boot_offset_ns
+        best = self._boot_offset_ns.get(key)
+        if best is None or off < best:
+            self._boot_offset_ns[key] = best = off
+        return boot_ns + best
 
     def _handle(self, msg) -> None:
         mtype = msg.get_type()
@@ -660,8 +678,9 @@ class MavlinkLink:
             handler = getattr(self, f"_on_{mtype.lower()}", None)
             if handler is not None:
                 handler(msg, recv_ns)
-        except (ValueError, TypeError, InputError, ZeroDivisionError) as exc:
-            # a message with impossible values (NaN quaternion, lat out of range) is counted and skipped
+        except (ValueError, TypeError, ZeroDivisionError, SeawatchError) as exc:
+            # a message with impossible values (NaN quaternion, lat out of range, a camera with no image size)
+            # is counted and skipped; it must not end a replay or starve the message's waiters
             self.counters.bad_data += 1
             log.debug("drone %s: skipped %s: %s", self.vehicle_id, mtype, exc)
         with self._lock:
@@ -694,6 +713,11 @@ class MavlinkLink:
                 v._handler.target_system = self.target_system  # noqa: SLF001 - dronekit's target for its sends
         if msg.get_srcSystem() != self.target_system:
             return
+        if not self._component_known:  # target_system given: its first vehicle HEARTBEAT names the autopilot
+            self.target_component = msg.get_srcComponent()
+            self._component_known = True
+        if msg.get_srcComponent() != self.target_component:
+            return  # another vehicle-typed component of the same system is not the autopilot
         if msg.type in COPTER_TYPES and msg.autopilot == 3:  # ARDUPILOTMEGA
             mode = COPTER_MODES.get(msg.custom_mode, f"MODE_{msg.custom_mode}")
         else:
@@ -726,10 +750,14 @@ class MavlinkLink:
         lat, lon = msg.lat / 1e7, msg.lon / 1e7
         if lat == 0 and lon == 0:
             return  # no position yet (EKF not initialised)
+        if not (abs(lat) <= 90.0 and abs(lon) <= 180.0):  # int32 degE7 holds up to +-214.7 deg
+            raise InputError(f"GLOBAL_POSITION_INT lat/lon ({lat}, {lon}) is not a valid position")
         amsl, rel = msg.alt / 1000.0, msg.relative_alt / 1000.0
         vel = (msg.vx / 100.0, msg.vy / 100.0, msg.vz / 100.0)
         t = self._sample_time_ns(msg, recv_ns)
-        self.timeline.add_position(PositionSample(t, lat, lon, rel if self.altitude == "relative" else amsl, vel))
+        fix_type, h_acc_m = self._gps_quality
+        self.timeline.add_position(PositionSample(t, lat, lon, rel if self.altitude == "relative" else amsl, vel,
+                                                  fix_type=fix_type, h_acc_m=h_acc_m))
         self._update(lat_deg=lat, lon_deg=lon, alt_amsl_m=amsl, alt_rel_m=rel, velocity_ned_m_s=vel,
                      heading_deg=None if msg.hdg == 65535 else msg.hdg / 100.0)
 
@@ -745,11 +773,13 @@ class MavlinkLink:
     def _on_gps_raw_int(self, msg, recv_ns: int) -> None:
         if not self._is_vehicle(msg):
             return
+        h_acc_mm = getattr(msg, "h_acc", 0)  # MAVLink 2 extension; 0 = unknown
+        self._gps_quality = (int(msg.fix_type), h_acc_mm / 1000.0 if h_acc_mm and h_acc_mm > 0 else None)
         self._update(gps_fix_type=msg.fix_type, gps_satellites=msg.satellites_visible,
                      gps_hdop=None if msg.eph == 65535 else msg.eph / 100.0)
 
     def _on_gimbal_device_attitude_status(self, msg, recv_ns: int) -> None:
-        if msg.get_srcSystem() != self.target_system:
+        if not self._is_vehicle_system(msg):  # the gimbal is its own component
             return
         r, p, y = (math.degrees(v) for v in euler_zyx_from_quat(msg.q))
         # yaw frame: the explicit IN_VEHICLE / IN_EARTH flags win; older devices only say YAW_LOCK (= earth)
@@ -766,14 +796,16 @@ class MavlinkLink:
     def _on_mount_status(self, msg, recv_ns: int) -> None:
         # ArduPilot: pointing_a = pitch, pointing_b = roll, pointing_c = yaw (centidegrees), roll/pitch
         # earth-frame, yaw relative to the vehicle
-        if msg.get_srcSystem() != self.target_system:
+        if not self._is_vehicle_system(msg):
             return
         p, r, y = msg.pointing_a / 100.0, msg.pointing_b / 100.0, msg.pointing_c / 100.0
         self.timeline.add_gimbal(GimbalSample(recv_ns, r, p, y, "horizon"))
         self._update(gimbal_rpy_deg=(r, p, y), gimbal_frame="horizon")
 
     def _on_camera_information(self, msg, recv_ns: int) -> None:
-        if msg.focal_length > 0 and msg.sensor_size_h > 0 and msg.sensor_size_v > 0 and msg.resolution_h > 0:
+        # 0 means unknown for each of these (a legal CAMERA_INFORMATION): no intrinsics from it then
+        if (msg.focal_length > 0 and msg.sensor_size_h > 0 and msg.sensor_size_v > 0 and msg.resolution_h > 0
+                and msg.resolution_v > 0):
             k = CameraIntrinsics.from_sensor(msg.resolution_h, msg.resolution_v, msg.focal_length,
                                              msg.sensor_size_h, msg.sensor_size_v)
             self._update(camera=k)
@@ -886,7 +918,8 @@ class MavlinkLink:
         p = list(params)
         p += [0.0] * (7 - len(p))
         for attempt in range(retries + 1):
-            with self.expect(["COMMAND_ACK"], lambda m: m.command == command) as w:
+            # only the target's ACK: on a shared link another vehicle may acknowledge the same command number
+            with self.expect(["COMMAND_ACK"], lambda m: m.command == command and m.get_srcSystem() == tsys) as w:
                 self.send("command_long_send", tsys, tcomp, command, attempt, *p[:7])
                 ack = w.get(timeout_s)
             if ack is not None:

@@ -37,13 +37,20 @@ NS = 1_000_000_000
 
 @dataclass(frozen=True, slots=True)
 class PositionSample:
-    """A GLOBAL_POSITION_INT-like fix. ``alt_m`` in the datum the geolocator uses; velocity north/east/down."""
+    """A GLOBAL_POSITION_INT-like fix. ``alt_m`` in the datum the geolocator uses; velocity north/east/down.
+
+    ``fix_type`` is the GPS fix (GPS_FIX_TYPE: 0-1 none, 2 2D, 3 3D, 4 DGPS, 5-6 RTK) the vehicle last reported
+    when this position came, None when unknown (no GPS_RAW_INT); ``h_acc_m`` its reported horizontal accuracy
+    (m), None when not reported.
+    """
 
     time_ns: int
     lat_deg: float
     lon_deg: float
     alt_m: float
     velocity_ned_m_s: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    fix_type: int | None = None
+    h_acc_m: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +96,18 @@ class PoseFix:
 
 
 T = TypeVar("T", PositionSample, AttitudeSample, GimbalSample)
+
+GPS_FIX_3D = 3
+GPS_FIX_NAMES = {0: "no GPS", 1: "no fix", 2: "2D fix"}
+
+
+def _fix_problem(*samples: PositionSample | None) -> str | None:
+    """Why these positions are not GPS-backed (below a 3D fix), or None (3D or better, or fix unknown)."""
+    for s in samples:
+        if s is not None and s.fix_type is not None and s.fix_type < GPS_FIX_3D:
+            return (f"GPS fix lost ({GPS_FIX_NAMES.get(s.fix_type, s.fix_type)}, fix type {s.fix_type}): position "
+                    "is dead reckoning")
+    return None
 
 
 class _Buffer(Generic[T]):
@@ -200,6 +219,9 @@ class PoseTimeline:
     def add_position(self, s: PositionSample) -> None:
         if not (math.isfinite(s.lat_deg) and math.isfinite(s.lon_deg) and math.isfinite(s.alt_m)):
             raise InputError(f"pose timeline {self.vehicle_id}: position sample at {s.time_ns} is not finite")
+        if not (-90.0 <= s.lat_deg <= 90.0 and -180.0 <= s.lon_deg <= 180.0):
+            raise InputError(f"pose timeline {self.vehicle_id}: position sample at {s.time_ns} is not a valid "
+                             f"lat/lon ({s.lat_deg}, {s.lon_deg})")
         with self._lock:
             self._pos.add(s)
 
@@ -257,10 +279,19 @@ class PoseTimeline:
             else:
                 g0 = g1 = None
                 gf, greason = 0.0, None
-        reason = preason or areason or greason
+        reason = preason or areason or greason or _fix_problem(p0, p1)
         if reason is not None:
             return PoseFix(t, None, True, f"{self.vehicle_id}: {reason}", page, aage)
         assert p0 is not None and a0 is not None
+        try:
+            pose = self._pose(t, p0, p1, pf, a0, a1, af, g0, g1, gf)
+        except (InputError, ValueError) as exc:
+            # samples that passed intake but make no pose (added straight to the timeline): stale, never raise,
+            # so the frame's detections and events still go out
+            return PoseFix(t, None, True, f"{self.vehicle_id}: invalid telemetry: {exc}", page, aage)
+        return PoseFix(t, pose, False, None, page, aage)
+
+    def _pose(self, t, p0, p1, pf, a0, a1, af, g0, g1, gf) -> CameraPose:
         lat, lon, alt, vel = _interp_position(p0, p1, pf, t)
         roll, pitch, yaw = _interp_angles(a0, a1, af)
         rates = a0.rates_deg_s if a1 is None else tuple(float(x) for x in np.add(np.multiply(a0.rates_deg_s, 1 - af), np.multiply(a1.rates_deg_s, af)))
@@ -283,8 +314,9 @@ class PoseTimeline:
             time_ns=t,
             velocity_ned_m_s=vel,
             rates_deg_s=rates,  # type: ignore[arg-type]
+            horizontal_sigma_m=_h_acc(p0, p1),
         )
-        return PoseFix(t, pose, False, None, page, aage)
+        return pose
 
 
 def _interp_position(
@@ -308,6 +340,12 @@ def _interp_position(
     alt = p0.alt_m + (p1.alt_m - p0.alt_m) * f
     vel = tuple(float(a + (b - a) * f) for a, b in zip(p0.velocity_ned_m_s, p1.velocity_ned_m_s))
     return float(lat), _wrap_lon(lon), float(alt), vel  # type: ignore[return-value]
+
+
+def _h_acc(p0: PositionSample, p1: PositionSample | None) -> float | None:
+    """The larger reported horizontal accuracy (m) of the positions used, None when neither reported one."""
+    vals = [p.h_acc_m for p in (p0, p1) if p is not None and p.h_acc_m is not None and math.isfinite(p.h_acc_m)]
+    return max(vals) if vals else None
 
 
 def _wrap_lon(lon: float) -> float:

@@ -351,6 +351,8 @@ class SimVehicle:
         self.speed_override_m_s: float | None = None
         self.reached: list[int] = []
         self.silent = False  # stop sending (link-loss tests); still receives
+        self.battery_pct = 87  # SYS_STATUS.battery_remaining (-1 = no battery monitor)
+        self.failsafe = False  # a failsafe is active: HEARTBEAT system_status CRITICAL, as ArduCopter reports it
         self._upload: dict[str, Any] | None = None
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -487,13 +489,14 @@ class SimVehicle:
         with self._lock:
             lat, lon, amsl = self._lat_lon_amsl()
             custom = {v: k for k, v in COPTER_MODES.items()}[self.mode]
-            status = 4 if self.armed else 3  # ACTIVE / STANDBY
+            status = 5 if self.failsafe else 4 if self.armed else 3  # CRITICAL / ACTIVE / STANDBY
+            battery = int(self.battery_pct)
             bms = self.boot_ms
             seq = self.current_seq
             total = len(self.mission)
         self._send("heartbeat_send", 2, 3, self._base_mode(), custom, status)
         self._send("heartbeat_send", 26, 8, 0, 0, 4, component=154)  # the gimbal announces itself
-        self._send("sys_status_send", 0, 0, 0, 500, 15800, 1200, 87, 0, 0, 0, 0, 0, 0)
+        self._send("sys_status_send", 0, 0, 0, 500, 15800, 1200, battery, 0, 0, 0, 0, 0, 0)
         self._send("gps_raw_int_send", bms * 1000, 3, int(lat * 1e7), int(lon * 1e7), int(amsl * 1000), 80, 120,
                    0, 65535, 14)
         self._send("system_time_send", self._wall_ns // 1000, bms)
@@ -510,6 +513,10 @@ class SimVehicle:
     def _on_message(self, msg) -> None:
         t = msg.get_type()
         if t == "HEARTBEAT":
+            return
+        # like ArduPilot: a command or mission message addressed to another vehicle is not for us (0 = broadcast)
+        target = getattr(msg, "target_system", 0)
+        if target not in (0, self.system_id):
             return
         handler = getattr(self, f"_rx_{t.lower()}", None)
         if handler is not None:

@@ -1,6 +1,15 @@
 """Drones and AIS inside ``seawatch serve``: one link per configured drone (with the built-in simulator and a
 patrol when the ``fleet`` section asks for them) and the status the API, the live feed and the map show.
 
+Patrols: a patrol counts as ``complete`` only once the vehicle reached the mission's last item; the only mode changes
+the service accepts while it flies are its own (GUIDED, arming, AUTO) and the mission's own ending (its RTL / LAND
+item). Any other mode change (an operator's RTL / LAND / LOITER / BRAKE, a failsafe's), a disarm before the end, a
+failsafe status (HEARTBEAT system_status CRITICAL / EMERGENCY) or :meth:`DroneRunner.abort_patrol` puts the patrol in
+``aborted``, which never starts again by itself: only :meth:`DroneRunner.restart_patrol` (``Fleet.restart_patrol``)
+does. ``repeat`` flies a complete patrol again once the vehicle is disarmed, and every start (first, repeat,
+restart) waits (``held``, with the reason) while a failsafe is active or the reported battery is below the drone's
+``patrol_min_battery_pct`` or unknown.
+
 A drone that is not there yet, or whose link drops, is a status (``connecting`` / ``lost``) and a retry, never an
 exception: :class:`DroneRunner` keeps trying to open the link until it is stopped, and the link itself reconnects
 after a loss. Each drone's pose timeline is created here and handed to the pipeline, so frames of the drone's
@@ -20,6 +29,9 @@ log = logging.getLogger(__name__)
 
 NS = 1_000_000_000
 HOME_POSITION = 242  # MAVLink message id
+MAV_STATE_CRITICAL, MAV_STATE_EMERGENCY = 5, 6  # HEARTBEAT.system_status while a failsafe is active
+MAV_CMD_NAV_RETURN_TO_LAUNCH, MAV_CMD_NAV_LAND = 20, 21
+BATTERY_MAX_AGE_S = 10.0  # an older SYS_STATUS battery level counts as unknown
 
 
 class DroneRunner:
@@ -44,6 +56,13 @@ class DroneRunner:
         self.last_error: str | None = None
         self.link_attempts = 0
         self.battery: dict[str, float] = {}
+        self.patrol_reason: str | None = None  # why the patrol is aborted or held
+        self._battery_mono: float | None = None
+        self._reached_seq: int | None = None  # MISSION_ITEM_REACHED of the patrol now flying
+        self._starting = False  # our own mode changes (GUIDED, arm, AUTO) are under way
+        self._restart = False  # an explicit restart asked for (restart_patrol)
+        self._lock = threading.Lock()  # patrol state; never held across I/O
+        self._start_lock = threading.Lock()  # one start or service abort at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if ops is not None and ops.patrol is not None:
@@ -95,7 +114,7 @@ class DroneRunner:
         backoff_s = 1.0
         while not self._stop.is_set():
             link = self.drone.build_link(self.timeline)
-            link.add_listener(self._on_message)
+            link.add_listener(lambda msg, _link=link: self._on_message(msg, _link))
             self.link_attempts += 1
             try:
                 self.link = link.open(timeout_s)
@@ -116,13 +135,11 @@ class DroneRunner:
                 try:
                     self._patrol_step()
                 except SeawatchError as exc:
-                    self.patrol_state = "error"
-                    self.last_error = str(exc)
+                    self._patrol_failed(str(exc))
                     log.warning("drone %s: patrol: %s; retrying in 5 s", self.id, exc)
                     self._stop.wait(5.0)
                 except Exception as exc:  # noqa: BLE001
-                    self.patrol_state = "error"
-                    self.last_error = f"patrol failed: {exc}"
+                    self._patrol_failed(f"patrol failed: {exc}")
                     log.exception("drone %s: patrol failed", self.id)
                     self._stop.wait(5.0)
             self._stop.wait(0.5)
@@ -146,25 +163,162 @@ class DroneRunner:
             mc = MissionClient(link)
             mc.upload(route.build_items(home))
             self.mission = mc
-            self.patrol_state = "uploaded"
-        if self.patrols_started == 0 or (self.ops.repeat and not state.armed and self.patrol_state in ("complete", "uploaded")):
-            self.mission.start()
-            self.patrols_started += 1
-            self.patrol_state = "flying"
+            with self._lock:
+                if self.patrol_state != "aborted":
+                    self.patrol_state = "uploaded"
+        with self._lock:
+            self._watch(link.state)  # also when no HEARTBEAT came since the last step
+            if not self._start_due(link.state):
+                return
+        with self._start_lock:
+            with self._lock:
+                state = link.state
+                if not self._start_due(state):  # aborted while waiting for the lock
+                    return
+                why = self._start_problem(state)
+                if why is not None:
+                    if (self.patrol_state, self.patrol_reason) != ("held", why):
+                        log.warning("drone %s: patrol %r not started: %s", self.id, self.ops.patrol, why)
+                    self.patrol_state, self.patrol_reason = "held", why
+                    return
+                self._starting = True
+            try:
+                self.mission.start()
+            finally:
+                with self._lock:
+                    self._starting = False
+            with self._lock:
+                self.patrols_started += 1
+                self._restart = False
+                self._reached_seq = None
+                self.patrol_state, self.patrol_reason = "flying", None
+                self._watch(link.state)  # a mode change made while we were starting
             log.info("drone %s: patrol %r started (%d)", self.id, self.ops.patrol, self.patrols_started)
-            return
-        if self.patrol_state == "flying" and (state.mode in ("RTL", "LAND") or state.armed is False):
-            # the mission ends in RTL (MISSION_ITEM_REACHED of the last item may be from the previous round)
-            self.patrol_state = "complete"
 
-    def _on_message(self, msg: Any) -> None:
-        if msg.get_type() == "SYS_STATUS":
+    def _patrol_failed(self, why: str) -> None:
+        with self._lock:
+            self.last_error = why
+            if self.patrol_state != "aborted":  # a start that failed because the operator aborted stays aborted
+                self.patrol_state = "error"
+
+    def _start_due(self, state) -> bool:
+        """Whether the patrol should be (re)started now (call with ``_lock`` held)."""
+        if self._restart:
+            return True
+        if self.patrol_state == "aborted":
+            return False  # only an explicit restart_patrol() flies again
+        if self.patrols_started == 0:
+            return self.patrol_state in ("uploaded", "held", "error")
+        return bool(self.ops.repeat) and self.patrol_state in ("complete", "held") and state.armed is False
+
+    def _start_problem(self, state) -> str | None:
+        """Why the vehicle must not start a patrol now (failsafe, battery low or unknown), or None."""
+        if state.system_status in (MAV_STATE_CRITICAL, MAV_STATE_EMERGENCY):
+            name = "CRITICAL" if state.system_status == MAV_STATE_CRITICAL else "EMERGENCY"
+            return f"failsafe active (system status {name})"
+        need = float(getattr(self.drone, "patrol_min_battery_pct", 0.0) or 0.0)
+        if need <= 0:
+            return None
+        pct = self.battery.get("remaining_pct")
+        fresh = self._battery_mono is not None and time.monotonic() - self._battery_mono <= BATTERY_MAX_AGE_S
+        if pct is None or not fresh:
+            return f"battery level unknown (no recent SYS_STATUS battery_remaining; {need:.0f} % needed)"
+        if pct < need:
+            return f"battery {pct:.0f} % is below the {need:.0f} % needed to start a patrol"
+        return None
+
+    def _ending(self) -> tuple[int | None, set[str]]:
+        """The mission's last item's seq and the modes its own ending may switch to (RTL / LAND item)."""
+        items = self.mission.items if self.mission is not None else []
+        if not items:
+            return None, set()
+        last = items[-1]
+        if last.command == MAV_CMD_NAV_RETURN_TO_LAUNCH:
+            return last.seq, {"RTL", "LAND"}  # RTL ends with its own landing
+        if last.command == MAV_CMD_NAV_LAND:
+            return last.seq, {"LAND"}
+        return last.seq, set()
+
+    def _abort(self, why: str) -> None:
+        if self.patrol_state != "aborted":
+            log.warning("drone %s: patrol %r aborted: %s; it will not start again until restarted", self.id,
+                        self.ops.patrol if self.ops is not None else None, why)
+        self.patrol_state, self.patrol_reason = "aborted", why
+        self._restart = False
+
+    def _watch(self, s) -> None:
+        """Follow the flying patrol from the vehicle state: complete, or aborted by someone else (``_lock`` held)."""
+        if self._starting or self.patrol_state not in ("flying", "complete"):
+            return
+        last_seq, ending_modes = self._ending()
+        failsafe = s.system_status in (MAV_STATE_CRITICAL, MAV_STATE_EMERGENCY)
+        if self.patrol_state == "flying":
+            done = last_seq is not None and self._reached_seq is not None and self._reached_seq >= last_seq
+            # a real ArduCopter flies the final RTL item in AUTO and may disarm before MISSION_ITEM_REACHED
+            landed_by_mission = (s.armed is False and s.mode == "AUTO" and bool(ending_modes)
+                                 and s.mission_seq == last_seq)
+            if failsafe and s.armed:
+                self._abort(f"failsafe (system status {s.system_status}) in mode {s.mode}")
+            elif done or landed_by_mission:
+                self.patrol_state, self.patrol_reason = "complete", None
+                self._watch(s)  # e.g. already in a mode the mission's end does not explain
+            elif s.armed is False:
+                self._abort(f"disarmed in mode {s.mode} before the patrol's last item")
+            elif s.mode != "AUTO":
+                self._abort(f"mode changed to {s.mode} (not by the service) before the patrol's last item")
+        elif s.armed:  # complete, still in the air: only the mission's own ending
+            if failsafe:
+                self._abort(f"failsafe (system status {s.system_status}) in mode {s.mode} after the patrol")
+            elif s.mode != "AUTO" and s.mode not in ending_modes:
+                self._abort(f"mode changed to {s.mode} (not by the service) after the patrol's last item")
+
+    # ---- operator actions (API / CLI) -----------------------------------------------------------------------
+    def abort_patrol(self, mode: str = "RTL") -> None:
+        """Stop the patrol for good (until :meth:`restart_patrol`): latch ``aborted``, then switch the vehicle to
+        ``mode`` (RTL, SMART_RTL, LOITER, BRAKE, LAND). Raises TelemetryError when the vehicle refuses or no link."""
+        from seawatch.errors import TelemetryError
+
+        with self._lock:
+            if self.ops is not None and self.ops.patrol is not None:
+                self._abort(f"aborted by the operator ({mode})")
+        with self._start_lock:  # a start under way finishes first, then the vehicle gets the abort mode
+            link = self.link
+            if link is None:
+                raise TelemetryError(f"drone {self.id}: no link to send {mode}")
+            link.set_mode(mode)
+
+    def restart_patrol(self) -> None:
+        """Fly the patrol again after an abort (explicit operator decision); the start checks still apply."""
+        with self._lock:
+            if self.ops is None or self.ops.patrol is None:
+                from seawatch.errors import ConfigError
+
+                raise ConfigError(f"drone {self.id}: no patrol configured")
+            self._restart = True
+            if self.patrol_state == "aborted":
+                self.patrol_state, self.patrol_reason = "restart requested", None
+        log.info("drone %s: patrol restart requested", self.id)
+
+    def _on_message(self, msg: Any, link: Any = None) -> None:
+        link = link if link is not None else self.link
+        if link is None or msg.get_srcSystem() != link.target_system or msg.get_srcComponent() != link.target_component:
+            return  # another vehicle, or a gimbal / camera / GCS: not this vehicle's autopilot
+        mtype = msg.get_type()
+        if mtype == "SYS_STATUS":
             b: dict[str, float] = {}
             if getattr(msg, "battery_remaining", -1) >= 0:
                 b["remaining_pct"] = float(msg.battery_remaining)
             if getattr(msg, "voltage_battery", 65535) not in (0, 65535):
                 b["voltage_v"] = msg.voltage_battery / 1000.0
             self.battery = b
+            self._battery_mono = time.monotonic()
+        elif mtype == "MISSION_ITEM_REACHED":
+            with self._lock:
+                self._reached_seq = max(msg.seq, self._reached_seq if self._reached_seq is not None else -1)
+                self._watch(link.state)
+        elif mtype == "HEARTBEAT":
+            with self._lock:
+                self._watch(link.state)  # the link has already taken this heartbeat into its state
 
     # ---- status -------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -181,6 +335,7 @@ class DroneRunner:
             "battery_pct": self.battery.get("remaining_pct"), "battery_v": self.battery.get("voltage_v"),
             "last_message_age_s": None,
             "patrol": self.ops.patrol if self.ops is not None else None, "patrol_state": self.patrol_state,
+            "patrol_reason": self.patrol_reason, "patrol_repeat": bool(self.ops.repeat) if self.ops is not None else None,
             "patrols_started": self.patrols_started,
             "route": [[round(la, 7), round(lo, 7)] for la, lo in self.route],
             "current_waypoint": None, "waypoints": None, "last_error": self.last_error,
@@ -248,6 +403,22 @@ class Fleet:
             if count != self._ais_count:
                 self._ais_count, self._ais_change_ns = count, now_ns
             return self._ais_change_ns
+
+    def _runner(self, drone_id: str) -> DroneRunner:
+        r = self.runners.get(drone_id)
+        if r is None:
+            from seawatch.errors import InputError
+
+            raise InputError(f"no drone {drone_id!r}")
+        return r
+
+    def abort_patrol(self, drone_id: str, mode: str = "RTL") -> None:
+        """Operator abort: the drone's patrol stays ``aborted`` (no repeat) until :meth:`restart_patrol`."""
+        self._runner(drone_id).abort_patrol(mode)
+
+    def restart_patrol(self, drone_id: str) -> None:
+        """The explicit restart after an abort."""
+        self._runner(drone_id).restart_patrol()
 
     def drones(self) -> list[dict[str, Any]]:
         return [r.status() for r in self.runners.values()]
