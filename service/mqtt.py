@@ -11,7 +11,11 @@ Topics (``P`` = ``mqtt.topic_prefix``, default ``seawatch``):
 - ``P/reviews``: ``{"event_id", "status", "by", "note", "at_ns"}`` for acknowledge / dismiss / confirm.
 
 Messages come from the ``LiveHub`` (so only after the store committed). paho's network thread reconnects by
-itself; while the broker is down, QoS 1 messages wait in paho's queue (bounded by ``max_queued``).
+itself; while the broker is down, QoS 1 messages wait in paho's queue: at most ``max_queued`` event and review
+messages not yet acknowledged. Beyond that a message is not queued: it is counted in ``dropped`` and logged
+(rate-limited); :meth:`MqttPublisher.stats` reports it. Retained state (counts, source status) takes no room in that
+bound while disconnected: it is not queued then, and ``_on_connect`` re-asserts all of it (outside the bound), so an
+outage never costs the latest counts.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 import logging
 import re
 import threading
+import time
 from typing import Any
 
 from seawatch.service.config import MqttConfig
@@ -27,11 +32,18 @@ from seawatch.service.config import MqttConfig
 log = logging.getLogger(__name__)
 _UNSAFE = re.compile(r"[+#/\s]")
 PHASE_TYPE = {"start": "new", "update": "update", "end": "end"}
+DROP_LOG_INTERVAL_S = 60.0  # at most one warning per interval about refused messages (with the count since the last)
 
 
 def topic_part(text: str) -> str:
     """A source id or label made safe for one topic level (no wildcards, no separators)."""
     return _UNSAFE.sub("_", text) or "_"
+
+
+def _acknowledged(info) -> bool:
+    """paho's ``MQTTMessageInfo`` was acknowledged by the broker. ``is_published()`` raises for a message queued while
+    disconnected (its ``rc`` stays NO_CONN after it was sent), so the flag it guards is read directly."""
+    return bool(getattr(info, "_published", False))
 
 
 class MqttPublisher:
@@ -41,7 +53,8 @@ class MqttPublisher:
         self.config = config
         self.prefix = config.topic_prefix.rstrip("/")
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
-        self._client.max_queued_messages_set(max_queued)
+        self._client.max_queued_messages_set(0)  # unbounded in paho: the bound is ours (_admit), for events only
+        self.max_queued = max_queued
         if config.username:
             self._client.username_pw_set(config.username, config.password.get_secret_value() if config.password else None)
         self._client.will_set(f"{self.prefix}/available", "offline", qos=1, retain=True)
@@ -50,7 +63,12 @@ class MqttPublisher:
         self._open: dict[tuple[str, str], set[str]] = {}
         self._status: dict[str, str] = {}
         self._lock = threading.Lock()
-        self.connected = threading.Event()
+        self.connected = threading.Event()  # set and cleared under _lock (see _on_connect)
+        self.dropped = 0  # messages not queued (max_queued not yet acknowledged, or a publish error): never delivered
+        self.dropped_retained = 0  # of which retained state (re-asserted at the next connect, so not lost for good)
+        self._queued: dict[bool, list] = {False: [], True: []}  # retain -> MQTTMessageInfo not yet acknowledged
+        self._dropped_logged = 0
+        self._drop_log_s = -float("inf")
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> "MqttPublisher":
@@ -80,16 +98,58 @@ class MqttPublisher:
                 client.publish(f"{self.prefix}/{topic_part(sid)}/status", state, qos=1, retain=True)
             for (sid, label), ids in self._open.items():
                 client.publish(f"{self.prefix}/{topic_part(sid)}/{topic_part(label)}", str(len(ids)), qos=1, retain=True)
-        self.connected.set()
+            # set under the lock: a count changed after the loop above is published by its caller, one changed
+            # before it was in the loop
+            self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        self.connected.clear()
+        with self._lock:
+            self.connected.clear()
         if reason_code != 0:
             log.warning("mqtt: disconnected from %s:%s (%s); reconnecting", self.config.host, self.config.port, reason_code)
 
     # ---- publishing --------------------------------------------------------------------------------------
-    def _pub(self, topic: str, payload: str, retain: bool = False) -> None:
-        self._client.publish(topic, payload, qos=1, retain=retain)
+    def stats(self) -> dict[str, Any]:
+        """Connection state and refused-message counts (for a health or status report)."""
+        return {"connected": self.connected.is_set(), "dropped": self.dropped, "dropped_retained": self.dropped_retained}
+
+    def _admit(self, retain: bool) -> bool:
+        """Room for one more message of this kind (under ``_lock``): fewer than ``max_queued`` unacknowledged."""
+        queued = self._queued[retain]
+        if len(queued) >= self.max_queued:
+            queued[:] = [info for info in queued if not _acknowledged(info)]
+        return len(queued) < self.max_queued
+
+    def _pub(self, topic: str, payload: str, retain: bool = False) -> bool:
+        """Queue one QoS 1 message; False (counted, logged) when it was not queued."""
+        import paho.mqtt.client as mqtt
+
+        with self._lock:
+            room = self._admit(retain)
+        why = "queue full"
+        if room:
+            try:
+                info = self._client.publish(topic, payload, qos=1, retain=retain)
+            except (ValueError, RuntimeError) as exc:  # paho's own checks (payload too large, bad topic)
+                why = str(exc)
+            else:
+                # NO_CONN: queued, sent after the reconnect
+                if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                    with self._lock:
+                        self._queued[retain].append(info)
+                    return True
+                why = mqtt.error_string(info.rc)
+        with self._lock:
+            self.dropped += 1
+            self.dropped_retained += bool(retain)
+            now = time.monotonic()
+            if now - self._drop_log_s < DROP_LOG_INTERVAL_S:
+                return False
+            n, self._dropped_logged, self._drop_log_s = self.dropped - self._dropped_logged, self.dropped, now
+        log.warning("mqtt: %d message(s) not published (%s, %d waiting; broker %s:%s %s), e.g. on %s; %d in all", n, why,
+                    self.max_queued, self.config.host, self.config.port,
+                    "connected" if self.connected.is_set() else "unreachable", topic, self.dropped)
+        return False
 
     def on_live_message(self, message: dict[str, Any]) -> None:
         """A ``LiveHub`` listener: stored event phases and review changes."""
@@ -105,10 +165,14 @@ class MqttPublisher:
                     ids = self._open.setdefault((sid, label), set())
                     before = len(ids)
                     (ids.discard if ev.get("phase") == "end" else ids.add)(ev.get("id"))
-                    if len(ids) != before or ev.get("phase") == "start":
+                    # an end is always published: it may close an incident this process never saw start (one open
+                    # at a crash, ended at the next start), whose count the broker still retains
+                    if len(ids) != before or ev.get("phase") in ("start", "end"):
                         changed.append((label, len(ids)))
-            for label, n in changed:
-                self._pub(f"{self.prefix}/{topic_part(sid)}/{topic_part(label)}", str(n), retain=True)
+                online = self.connected.is_set()
+            if online:  # else _on_connect publishes the counts (retained state must not crowd events out of the queue)
+                for label, n in changed:
+                    self._pub(f"{self.prefix}/{topic_part(sid)}/{topic_part(label)}", str(n), retain=True)
         elif kind == "review":
             last = (ev.get("review_history") or [{}])[-1]
             self._pub(f"{self.prefix}/reviews", json.dumps({"event_id": ev.get("id"), "status": ev.get("review_status"),
@@ -124,4 +188,6 @@ class MqttPublisher:
                 if self._status.get(sid) == state:
                     continue
                 self._status[sid] = state
-            self._pub(f"{self.prefix}/{topic_part(sid)}/status", state, retain=True)
+                online = self.connected.is_set()
+            if online:  # else _on_connect publishes it
+                self._pub(f"{self.prefix}/{topic_part(sid)}/status", state, retain=True)

@@ -55,6 +55,7 @@ class Service:
     def start(self) -> "Service":
         from seawatch.service.app import create_app
         from seawatch.service.fleet import Fleet
+        from seawatch.service.sink import RESTART_END_REASON
         from seawatch.streams.packets import PacketRing
         from seawatch.streams.recording import SegmentRecorder
         from seawatch.streams.source import Source, SourceConfig
@@ -74,6 +75,9 @@ class Service:
             self.fleet = Fleet(self.settings)
             # drone events keep the telemetry of their clip window beside the media (evidence after restarts)
             self.sink.publishers.append(TelemetryRecorder(media_dir, self.fleet.pose_timelines(self.settings)))
+            # incidents a crash or kill -9 left open are ended (stored, and published: MQTT counts go back to 0)
+            # before anything new comes in; their ids were this dead run's, so nothing else would ever end them
+            self.sink.end_open(RESTART_END_REASON)
             self.pipeline = Pipeline(self.settings.pipeline, [self.sink], detectors=self._detectors,
                                      pose_timelines=self.fleet.pose_timelines(self.settings))
             self.fleet.identity = self.pipeline.identity

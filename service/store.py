@@ -258,12 +258,26 @@ def _prepared_polygon(wkt: str):
 
 
 def _sqlite_in_polygon(wkt: str | None, lon: float | None, lat: float | None) -> int | None:
-    """SQL function ``sw_in_polygon(wkt, lon, lat)``: 1 when the point is inside or on the polygon."""
+    """SQL function ``sw_in_polygon(wkt, lon, lat)``: 1 when the point is inside or on the polygon (a point on the
+    antimeridian is tested at both -180 and +180: the same place)."""
     if wkt is None or lon is None or lat is None:
         return None
     import shapely
 
-    return int(shapely.intersects_xy(_prepared_polygon(wkt), lon, lat))
+    shape = _prepared_polygon(wkt)
+    if abs(lon) == 180 and shapely.intersects_xy(shape, -lon, lat):
+        return 1
+    return int(shapely.intersects_xy(shape, lon, lat))
+
+
+def _sqlite_lower(text: str | None) -> str | None:
+    """SQL function ``sw_lower(text)``: Unicode lower case, as PostgreSQL's ``lower`` (SQLite's only lowers ASCII)."""
+    return None if text is None else text.lower()
+
+
+def _seam_lon(lon_deg: float | None) -> float | None:
+    """Longitude -180 stored as +180 (the same meridian), so one value stands for the seam."""
+    return 180.0 if lon_deg == -180 else lon_deg
 
 
 def _sqlite_geodesic_m(lat0: float | None, lon0: float | None, lat: float | None, lon: float | None) -> float | None:
@@ -435,8 +449,13 @@ def _box_conds(min_lat: float, max_lat: float, lon_ranges: list[tuple[float, flo
         lo, hi = lon_ranges[0]
         if lo <= -180 and hi >= 180:
             return [lat, lon_col.is_not(None)]
-        return [lat, lon_col.between(lo, hi)]
-    return [lat, sa.or_(*(lon_col.between(lo, hi) for lo, hi in lon_ranges))]
+    # -180 and +180 are one meridian: a range touching one side of the seam also takes points stored on the other
+    # (new rows hold +180, see _seam_lon; rows written before may hold -180)
+    ranges = [lon_col.between(lo, hi) for lo, hi in lon_ranges]
+    seam = sorted({v for lo, hi in lon_ranges for v in ((180.0,) if lo <= -180 else ()) + ((-180.0,) if hi >= 180 else ())
+                   if not any(a <= v <= b for a, b in lon_ranges)})
+    ranges += [lon_col == v for v in seam]
+    return [lat, ranges[0] if len(ranges) == 1 else sa.or_(*ranges)]
 
 
 def _sqlite_cond(shape: "GeoPolygon | GeoCircle") -> Any:
@@ -449,7 +468,16 @@ def _sqlite_cond(shape: "GeoPolygon | GeoCircle") -> Any:
 def _postgis_cond(shape: "GeoPolygon | GeoCircle") -> Any:
     """ST_Covers on the GiST-indexed geometry / ST_DWithin on the GiST-indexed geography (spheroid distance)."""
     if isinstance(shape, GeoPolygon):
-        return sa.func.ST_Covers(sa.func.ST_GeomFromText(shape.wkt, 4326), sa.literal_column("events.geom"))
+        poly = sa.func.ST_GeomFromText(shape.wkt, 4326)
+        cond = sa.func.ST_Covers(poly, sa.literal_column("events.geom"))
+        lons = [p[0] for p in shape.vertices_lonlat]
+        mirrors = [v for v, touches in ((180.0, min(lons) <= -180), (-180.0, max(lons) >= 180)) if touches]
+        if not mirrors:
+            return cond
+        # a polygon with an edge on the antimeridian also covers the points stored at the other side's -180/+180
+        t = events_table
+        return sa.or_(cond, *(sa.and_(t.c.lon_deg == v, sa.func.ST_Covers(poly, sa.func.ST_SetSRID(
+            sa.func.ST_MakePoint(-v, t.c.lat_deg), 4326))) for v in mirrors))
     centre = sa.func.ST_GeogFromText(f"SRID=4326;POINT({shape.lon_deg!r} {shape.lat_deg!r})")
     return sa.func.ST_DWithin(sa.literal_column("(events.geom)::geography"), centre, shape.radius_m)
 
@@ -464,6 +492,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     # exact geo predicates for polygon / radius search (the lat/lon index narrows the rows first)
     dbapi_conn.create_function("sw_in_polygon", 3, _sqlite_in_polygon, deterministic=True)
     dbapi_conn.create_function("sw_geodesic_m", 4, _sqlite_geodesic_m, deterministic=True)
+    dbapi_conn.create_function("sw_lower", 1, _sqlite_lower, deterministic=True)
 
 
 class EventStore:
@@ -474,6 +503,7 @@ class EventStore:
         self._write_lock = threading.Lock()  # one writer at a time (SQLite has one anyway)
         self._fts: bool | None = None
         self._geom: bool | None = None
+        self._close_hooks: list = []
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> "EventStore":
@@ -517,7 +547,17 @@ class EventStore:
             raise ConfigError(f"storage: cannot open/migrate the database "
                               f"{self.engine.url.render_as_string(hide_password=True)}: {exc.orig}") from None
 
+    def add_close_hook(self, fn) -> None:
+        """``fn()`` runs first in :meth:`close`, while the store still writes (a sink's last retry of queued events)."""
+        self._close_hooks.append(fn)
+
     def close(self) -> None:
+        hooks, self._close_hooks = self._close_hooks, []
+        for fn in hooks:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - the store closes anyway
+                log.exception("store close hook %r failed", fn)
         self.engine.dispose()
 
     # ---- writes -------------------------------------------------------------------------------------------
@@ -539,7 +579,7 @@ class EventStore:
             "end_ns": ev.end_ns,
             "at_ns": ev.at_ns,
             "lat_deg": ev.geo.lat_deg if ev.geo else None,
-            "lon_deg": ev.geo.lon_deg if ev.geo else None,
+            "lon_deg": _seam_lon(ev.geo.lon_deg) if ev.geo else None,
             "mmsi": _attr(ev, "mmsi", max_len=16),
             "vessel_name": _attr(ev, "vessel_name", "ais_name", max_len=128),
             "hull_text": _attr(ev, "hull_text", max_len=64),
@@ -757,7 +797,12 @@ class EventStore:
         if q.start_from_ns is not None:
             conds.append(t.c.start_ns >= _clamp64(q.start_from_ns))
         if q.start_to_ns is not None:
-            conds.append(t.c.start_ns < q.start_to_ns if q.start_to_ns <= _INT64_MAX else sa.true())
+            if q.start_to_ns > _INT64_MAX:
+                conds.append(sa.true())
+            elif q.start_to_ns <= _INT64_MIN:  # before every BIGINT time: nothing (the driver cannot bind it)
+                conds.append(sa.false())
+            else:
+                conds.append(t.c.start_ns < q.start_to_ns)
         if q.open_only is True:
             conds.append(t.c.end_ns.is_(None))
         elif q.open_only is False:
@@ -792,10 +837,12 @@ class EventStore:
             conds += _box_conds(*b, hide=hide)
         if q.mmsi:
             conds.append(t.c.mmsi == q.mmsi)
+        # the pattern is lowered by Python; SQLite's own lower() only lowers ASCII, so it gets Python's (sw_lower)
+        lower = sa.func.sw_lower if self.engine.dialect.name == "sqlite" else sa.func.lower
         if q.vessel_name:
-            conds.append(sa.func.lower(t.c.vessel_name).like(f"%{_like_escape(q.vessel_name.lower())}%", escape="\\"))
+            conds.append(lower(t.c.vessel_name).like(f"%{_like_escape(q.vessel_name.lower())}%", escape="\\"))
         if q.hull_text:
-            conds.append(sa.func.lower(t.c.hull_text).like(f"%{_like_escape(q.hull_text.lower())}%", escape="\\"))
+            conds.append(lower(t.c.hull_text).like(f"%{_like_escape(q.hull_text.lower())}%", escape="\\"))
         if q.text:
             fts = self._has_fts()
             for word in q.text.lower().split():
