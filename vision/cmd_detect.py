@@ -6,7 +6,9 @@ One JSON object per detection on stdout (or ``--out``)::
      "confidence": 0.8123, "xyxy_px": [10.5, 20.0, 110.2, 90.7]}
 
 ``timestamp_ns`` is the frame's presentation time in a video (null for images). A file that cannot be read gets
-one ``seawatch: error: ...`` line on stderr and the run continues; the exit status is 1 when any file failed.
+one ``seawatch: error: ...`` line on stderr and the run continues; so does a model that cannot be loaded when
+``--models`` is not given (the default set, every provisioned model; a model named in ``--models`` that cannot be
+loaded stops the run). The exit status is 1 when any file failed or any model was skipped.
 """
 
 from __future__ import annotations
@@ -284,8 +286,20 @@ def run(args: argparse.Namespace) -> int:
         raise ModelNotProvisioned("no provisioned models: run `seawatch models fetch` or pass --models")
     overrides = {k: v for k, v in (("conf", args.conf), ("iou", args.iou), ("imgsz", args.imgsz),
                                    ("max_det", args.max_det)) if v is not None}
-    detectors = [load_detector(n, args.variant, providers=args.providers, intra_op_threads=args.threads, **overrides)
-                 for n in names]
+    detectors = []
+    broken: list[str] = []
+    for n in names:
+        try:
+            detectors.append(load_detector(n, args.variant, providers=args.providers, intra_op_threads=args.threads,
+                                           **overrides))
+        except ModelError as exc:
+            if args.models:  # asked for by name: no partial answer
+                raise
+            # the default set: one broken model (say a bad registration) must not stop the others
+            broken.append(n)
+            print(f"seawatch: error: model {n!r} skipped: {exc}", file=sys.stderr)
+    if not detectors:
+        raise ModelError(f"no provisioned model could be loaded ({', '.join(broken)}; errors above)")
     tiles = [tile_for(args.tile, d, batch=args.batch) for d in detectors]
     for d in detectors:
         log.info("loaded %r", d)
@@ -397,4 +411,6 @@ def run(args: argparse.Namespace) -> int:
               f"{args.yolo_labels}", file=sys.stderr)
     if failed:
         print(f"seawatch: {len(failed)} of {len(files)} files failed", file=sys.stderr)
-    return 1 if failed else 0
+    if broken:
+        print(f"seawatch: {len(broken)} of {len(names)} models skipped: {', '.join(broken)}", file=sys.stderr)
+    return 1 if failed or broken else 0

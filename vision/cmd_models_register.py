@@ -68,18 +68,31 @@ def parse_labels(text: str, classes: tuple[str, ...]) -> dict[str, str]:
 
 
 def _names_from_meta(value: str) -> tuple[str, ...]:
+    """Class names by id from a ``names`` metadata string: ``{0: 'boat', 1: 'person'}`` (ultralytics), its JSON
+    form, or a list. ``()`` when there is none; ValueError with the reason when it is there but not understood
+    (keys that are not class ids, ids with gaps), so the class count is never silently wrong."""
+    if not value.strip():
+        return ()
     try:
         names = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         try:
             names = json.loads(value)
-        except json.JSONDecodeError:
-            return ()
-    if isinstance(names, dict):
-        return tuple(str(names[k]) for k in sorted(names, key=lambda k: int(k)))
+        except (json.JSONDecodeError, RecursionError):
+            raise ValueError("neither a Python nor a JSON literal") from None
     if isinstance(names, (list, tuple)):
         return tuple(str(n) for n in names)
-    return ()
+    if not isinstance(names, dict):
+        raise ValueError(f"a {type(names).__name__}, not a dict of class id -> name")
+    try:
+        ids = {int(k): v for k, v in names.items() if not isinstance(k, (bool, float))}
+    except (ValueError, TypeError):
+        ids = {}
+    if len(ids) != len(names):
+        raise ValueError("its keys are not integer class ids (a name -> id mapping?)")
+    if sorted(ids) != list(range(len(ids))):
+        raise ValueError(f"class ids {sorted(ids)} are not 0..{len(ids) - 1} without gaps")
+    return tuple(str(ids[k]) for k in range(len(ids)))
 
 
 def inspect_onnx(path: Path) -> dict:
@@ -103,7 +116,18 @@ def inspect_onnx(path: Path) -> dict:
 
     out_dims = dims(proto.graph.output[0])
     in_dims = dims(inputs[0])
-    info: dict = {"names": _names_from_meta(meta.get("names", "")), "output_dims": out_dims, "input_dims": in_dims}
+    info: dict = {"names": (), "output_dims": out_dims, "input_dims": in_dims,
+                  "input_type": inputs[0].type.tensor_type.elem_type}
+    try:
+        info["names"] = _names_from_meta(meta.get("names", ""))
+    except ValueError as exc:
+        info["names_error"] = f"names metadata {meta['names'][:200]!r} not understood: {exc}"
+    if str(meta.get("end2end", "")).strip().lower() == "true":
+        raise InputError(
+            f"{path}: an end-to-end export (metadata end2end=True: NMS inside the graph, output (B, max_det, 6) "
+            f"x1, y1, x2, y2, score, class id), which Seawatch does not decode; register the .pt checkpoint, or "
+            f"re-export the raw head (ultralytics: model.export(format='onnx', dynamic=True, nms=None))"
+        )
     if meta.get("output_format") in ("yolov8", "yolov5"):
         info["output_format"] = meta["output_format"]
     imgsz = meta.get("imgsz")
@@ -119,14 +143,45 @@ def inspect_onnx(path: Path) -> dict:
 
 
 def infer_output_format(out_dims: list, nc: int) -> str | None:
-    """yolov8: (B, 4+nc, N); yolov5: (B, N, 5+nc); None when the dims do not say."""
+    """yolov8: (B, 4+nc, N); yolov5: (B, N, 5+nc); None when the dims do not say (or fit both)."""
     if len(out_dims) != 3:
         return None
-    if out_dims[1] == 4 + nc:
-        return "yolov8"
-    if out_dims[2] == 5 + nc:
-        return "yolov5"
+    v8, v5 = out_dims[1] == 4 + nc, out_dims[2] == 5 + nc
+    if v8 != v5:
+        return "yolov8" if v8 else "yolov5"
     return None
+
+
+def looks_end_to_end(path: Path, info: dict, imgsz: int) -> bool | None:
+    """For a one-class (B, N, 6) output, which is also the end-to-end layout (x1, y1, x2, y2, score, class id):
+    True when one inference on a grey frame gives class id 0 in every row (a yolov5 class probability, a
+    sigmoid, is never exactly 0 everywhere), False when it does not, None when the model cannot be run here."""
+    import numpy as np
+
+    from seawatch.vision.detector import input_layout
+
+    in_dims = info["input_dims"]
+    onnx_type = {2: "tensor(uint8)", 1: "tensor(float)", 10: "tensor(float16)"}.get(info["input_type"], "")
+    layout = input_layout(onnx_type, in_dims)
+    if layout is None:
+        return None  # the layout check at provisioning says why
+    fixed = [d if isinstance(d, int) and d > 0 else None for d in in_dims]
+    b = fixed[0] or 1
+    if layout[0] == "nhwc_u8":
+        x = np.full((b, fixed[1] or imgsz, fixed[2] or imgsz, 3), 114, np.uint8)
+    else:
+        x = np.full((b, 3, fixed[2] or imgsz, fixed[3] or imgsz), 114 / 255, layout[1])
+    try:
+        from seawatch.vision.export.fetch import ort_session
+
+        sess = ort_session(path)
+        y = np.asarray(sess.run(None, {sess.get_inputs()[0].name: x})[0])
+    except Exception as exc:  # onnxruntime's own exception types; the warm-up at provisioning reports it
+        log.debug("probe inference of %s failed: %s", path, exc)
+        return None
+    if y.ndim != 3 or y.shape[2] != 6 or y.shape[1] == 0:
+        return None
+    return bool(np.all(y[..., 5] == 0))
 
 
 def inspect_pt(path: Path) -> dict:
@@ -173,21 +228,47 @@ def build_manifest(args: argparse.Namespace, path: Path) -> "object":
     else:
         raise InputError(f"{path}: register takes an .onnx file or an ultralytics .pt checkpoint")
     classes = tuple(c.strip() for c in args.classes.split(",") if c.strip()) if args.classes else info["names"]
+    if not classes and info.get("names_error"):
+        raise InputError(f"{path}: {info['names_error']}; pass the class names by id: --classes name0,name1,...")
     if not classes:
         raise InputError(f"{path}: no class names in the file's metadata; pass --classes name0,name1,...")
     if info["names"] and args.classes and tuple(info["names"]) != classes:
         raise ConfigError(f"--classes {list(classes)} disagrees with the file's own names {list(info['names'])}")
     fmt = args.output_format or info.get("output_format")
+    imgsz = args.imgsz or info.get("imgsz") or 640
     if family == "onnx":
-        seen = infer_output_format(info["output_dims"], len(classes))
+        nc, dims = len(classes), info["output_dims"]
+        seen = infer_output_format(dims, nc)
+        if fmt is not None and seen is not None and fmt != seen:
+            said = "--output-format" if args.output_format else "the file's output_format metadata"
+            raise InputError(
+                f"{path}: {said} says {fmt}, but the output dims {dims} are {seen} for {nc} classes "
+                f"(yolov8 (B, {4 + nc}, N), yolov5 (B, N, {5 + nc})); check --output-format / --classes"
+            )
+        if fmt is None and seen == "yolov5" and nc == 1:
+            # (B, N, 6) is also the end-to-end layout (NMS in the graph: x1, y1, x2, y2, score, class id), which
+            # would decode as yolov5 into nothing (score x class id 0); one probe inference tells them apart
+            e2e = looks_end_to_end(path, info, imgsz)
+            if e2e is None:
+                raise InputError(
+                    f"{path}: output dims {dims} with one class are either raw yolov5 (cx, cy, w, h, objectness, "
+                    f"class probability) or an end-to-end export (x1, y1, x2, y2, score, class id) and a probe "
+                    f"inference could not tell; pass --output-format yolov5 if it is raw yolov5"
+                )
+            if e2e:
+                raise InputError(
+                    f"{path}: output dims {dims} look like an end-to-end export (NMS inside the graph: x1, y1, x2, "
+                    f"y2, score, class id; the class id column is all 0 on a probe frame), which Seawatch does not "
+                    f"decode; export the raw head instead (ultralytics: nms=None), or pass --output-format yolov5 if "
+                    f"it really is raw yolov5"
+                )
         if fmt is None:
             fmt = seen
         if fmt is None:
             raise InputError(
-                f"{path}: output dims {info['output_dims']} fit neither yolov8 (B, {4 + len(classes)}, N) nor "
-                f"yolov5 (B, N, {5 + len(classes)}) for {len(classes)} classes; check --classes / --output-format"
+                f"{path}: output dims {dims} fit neither yolov8 (B, {4 + nc}, N) nor yolov5 (B, N, {5 + nc}) for "
+                f"{nc} classes; check --classes / --output-format"
             )
-    imgsz = args.imgsz or info.get("imgsz") or 640
     data = {
         "name": args.name,
         "description": args.description or f"user-registered from {path.name}",

@@ -118,6 +118,28 @@ def _dim(v) -> int | None:
     return v if isinstance(v, int) and v > 0 else None
 
 
+SUPPORTED_INPUTS = "(B, 3, H, W) float32 / float16 (RGB / 255) or (B, H, W, 3) uint8 (BGR bytes)"
+_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(f32)": np.float32,  # onnxruntime / OpenVINO spellings
+                "tensor(float16)": np.float16, "tensor(f16)": np.float16}
+
+
+def input_layout(onnx_type: str, shape: Sequence) -> tuple[str, type] | None:
+    """The preprocessor layout and dtype that feed a graph input of ``onnx_type`` (``"tensor(float)"``...) and
+    ``shape`` (ints, names or None for free axes), or None when the detector cannot feed it.
+
+    Only the two inputs :class:`seawatch.vision.preprocess.Preprocessor` produces are accepted: ``"nchw_f32"``
+    for ``(B, 3, H, W)`` float32 / float16 and ``"nhwc_u8"`` for ``(B, H, W, 3)`` uint8; the channel axis must be
+    a literal 3 (a free axis there could be H or W of an NHWC graph).
+    """
+    if len(shape) != 4:
+        return None
+    if onnx_type in ("tensor(uint8)", "tensor(u8)") and shape[3] == 3:
+        return "nhwc_u8", np.uint8
+    if onnx_type in _FLOAT_TYPES and shape[1] == 3:
+        return "nchw_f32", _FLOAT_TYPES[onnx_type]
+    return None
+
+
 class OnnxDetector:
     """A YOLO-style ONNX model behind one ``onnxruntime.InferenceSession``.
 
@@ -197,21 +219,19 @@ class OnnxDetector:
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.output_name = self.session.get_outputs()[0].name
-        shape = list(inp.shape) + [None] * (4 - len(inp.shape))
-        if len(inp.shape) != 4:
-            raise ModelError(f"model {self.name!r}: input {inp.name} has shape {inp.shape}, expected (B, 3, H, W)")
+        shape = list(inp.shape)
         # Graphs provisioned by `seawatch models fetch` take the letterboxed BGR bytes (B, H, W, 3) uint8 and
         # normalise inside the graph (vision/export/fuse.py); plain exports and user models take (B, 3, H, W) float.
-        self.layout = "nhwc_u8" if inp.type in ("tensor(uint8)", "tensor(u8)") and shape[3] == 3 else "nchw_f32"
+        # Anything else is refused here, once, rather than failing on every frame (or, for a static NHWC float
+        # input, being fed a wrongly shaped tensor).
+        layout = input_layout(inp.type, shape)
+        if layout is None:
+            raise ModelError(f"model {self.name!r}: input {inp.name} is {inp.type} {inp.shape}; the detector feeds "
+                             f"{SUPPORTED_INPUTS}")
+        self.layout, self.input_dtype = layout
         self.static_batch = _dim(shape[0])
         fixed_h, fixed_w = (_dim(shape[1]), _dim(shape[2])) if self.layout == "nhwc_u8" else (_dim(shape[2]), _dim(shape[3]))
         self.fixed_hw = (fixed_h, fixed_w) if fixed_h and fixed_w else None
-        if self.layout == "nhwc_u8":
-            self.input_dtype = np.uint8
-        elif "float16" in inp.type or inp.type == "tensor(f16)":
-            self.input_dtype = np.float16
-        else:
-            self.input_dtype = np.float32
         if self.fixed_hw is not None and self.fixed_hw != (self.settings.imgsz,) * 2 and imgsz is not None:
             log.warning("model %s has a static input %s; imgsz=%s is ignored", self.name, self.fixed_hw, imgsz)
         self._pre = Preprocessor(self.settings.imgsz, manifest.stride_px, fixed_hw=self.fixed_hw, layout=self.layout)
@@ -327,4 +347,5 @@ def load_detector(name: str, variant: str = "fp32", **overrides) -> OnnxDetector
     return OnnxDetector(manifest, path, **overrides)
 
 
-__all__ = ["OnnxDetector", "Timing", "DetectorSettings", "load_detector", "select_providers"]
+__all__ = ["OnnxDetector", "Timing", "DetectorSettings", "load_detector", "select_providers", "input_layout",
+           "SUPPORTED_INPUTS"]

@@ -225,12 +225,37 @@ def obtain_weights(m: ModelManifest, work: Path, offline: bool) -> tuple[Path, d
 
 
 # ----------------------------------------------------------------------------------------------------- export
+def raw_head(loaded: Any, m: ModelManifest) -> None:
+    """Select the raw one-to-many head (decoded boxes and class scores, ``(B, 4 + nc, N)``) of ``loaded.module``.
+
+    YOLOv10 / YOLO26 heads also carry a one-to-one (NMS-free, end-to-end) branch whose output is
+    ``(B, max_det, 6)`` x1, y1, x2, y2, score, class id, which Seawatch does not decode. The raw head is what the
+    export must give and what the export check compares it with. ExportError when a fused checkpoint has only the
+    one-to-one branch left.
+    """
+    module = loaded.module
+    if not getattr(module, "end2end", False):
+        return
+    module.end2end = False
+    if getattr(module, "end2end", False):
+        raise ExportError(
+            f"model {m.name!r}: the checkpoint keeps only the NMS-free (end-to-end) head, its one-to-many head was "
+            "removed by fusion; Seawatch decodes the raw (B, 4 + classes, N) head: register the unfused training "
+            "checkpoint (last.pt / best.pt)"
+        )
+
+
 def export_ultralytics(loaded: Any, m: ModelManifest, out: Path) -> None:
-    """ultralytics exporter: dynamic batch and H/W, optional onnxslim simplification."""
+    """ultralytics exporter: dynamic batch and H/W, optional onnxslim simplification, raw ``(B, 4 + nc, N)`` head.
+
+    ``nms=None`` is ultralytics' "external NMS" (raw head); ``nms=False`` would select the NMS-free end-to-end head
+    of YOLOv10 / YOLO26 models (ultralytics 8.4 ``cfg/default.yaml``), whose output Seawatch does not decode.
+    """
+    raw_head(loaded, m)
     try:
         produced = loaded.yolo.export(
             format="onnx", dynamic=True, simplify=m.export.simplify, opset=m.export.opset,
-            imgsz=m.export.check_imgsz, half=False, int8=False, nms=False, batch=1, device="cpu", verbose=False,
+            imgsz=m.export.check_imgsz, half=False, int8=False, nms=None, batch=1, device="cpu", verbose=False,
         )
     except Exception as exc:
         raise ExportError(f"model {m.name!r}: ultralytics ONNX export failed: {type(exc).__name__}: {exc}") from exc
@@ -437,20 +462,44 @@ def export_check(m: ModelManifest, loaded: Any, onnx_path: Path) -> dict:
 
 
 def check_onnx_layout(m: ModelManifest, onnx_path: Path) -> dict:
-    """A ready ONNX file: loadable, one 4-D image input, an output laid out as ``output_format`` says."""
+    """A ready ONNX file: loadable, one image input the detector can feed, an output laid out as
+    ``output_format`` says (axes with a fixed size; the warm-up in :func:`warm_up` checks the rest)."""
+    from seawatch.vision.detector import SUPPORTED_INPUTS, input_layout
+
     sess = ort_session(onnx_path)
     ins, outs = sess.get_inputs(), sess.get_outputs()
-    if len(ins) != 1 or len(ins[0].shape) != 4:
-        raise ExportError(f"{onnx_path}: expected one (B, 3, H, W) input, got {[(i.name, i.shape) for i in ins]}")
+    # name the model and the user's file, not the temporary copy being checked
+    where = f"model {m.name!r}" + (f" ({m.source.paths[0]})" if m.family == "onnx" and m.source.paths else "")
+    if len(ins) != 1 or input_layout(ins[0].type, ins[0].shape) is None:
+        raise ExportError(
+            f"{where}: expected one image input, {SUPPORTED_INPUTS}; got "
+            f"{', '.join(f'{i.name} {i.type} {i.shape}' for i in ins)}"
+        )
     shape = outs[0].shape
     nc = len(m.classes)
     want_axis, want = (1, 4 + nc) if m.output_format == "yolov8" else (2, 5 + nc)
     if len(shape) != 3 or (isinstance(shape[want_axis], int) and shape[want_axis] != want):
         raise ExportError(
-            f"{onnx_path}: output {outs[0].name} has shape {shape}; {m.output_format} with {nc} classes needs "
+            f"{where}: output {outs[0].name} has shape {shape}; {m.output_format} with {nc} classes needs "
             f"{want} on axis {want_axis}"
         )
     return {"input": [ins[0].name, list(ins[0].shape)], "output": [outs[0].name, list(shape)]}
+
+
+def warm_up(m: ModelManifest, onnx_path: Path) -> dict:
+    """One inference through the detector (its preprocessing, session and decoding) on a grey frame of the
+    model's default size: what the layout check cannot see (symbolic axes, a graph that fails at run time, an
+    output that does not decode as ``output_format``) fails here, at provisioning, not at the first ``detect``."""
+    from seawatch.vision.detector import OnnxDetector
+
+    t = time.perf_counter()
+    try:
+        det = OnnxDetector(m, onnx_path, providers="cpu", intra_op_threads=1, warmup=False)
+        det.warmup()
+    except ModelError as exc:
+        raise ExportError(f"model {m.name!r}: a warm-up inference through the detector failed: {exc}") from exc
+    return {"layout": det.layout, "input_dtype": np.dtype(det.input_dtype).name, "imgsz": det.settings.imgsz,
+            "seconds": round(time.perf_counter() - t, 3)}
 
 
 # ------------------------------------------------------------------------------------------------ provisioning
@@ -577,6 +626,7 @@ def _fetch_locked(m: ModelManifest, *, force: bool, offline: bool, check: bool, 
         check_res: dict[str, Any]
         if m.family == "onnx":  # a user's ONNX file is kept as given (the detector feeds either input kind)
             check_res = {"layout": check_onnx_layout(m, onnx_path), "numeric": "not applicable (ONNX source)"}
+            check_res["warm_up"] = warm_up(m, onnx_path)
             weights_entry: dict = {}
             input_desc = {"layout": "as given"}
         else:
