@@ -160,11 +160,17 @@ class MqttPublisher:
                                                             separators=(",", ":")))
             sid = ev.get("source_id", "")
             changed = []
+            end = ev.get("phase") == "end"
             with self._lock:
-                for label in ev.get("labels", []):
+                # an end closes the incident under every label it was counted for, not only its last phase's (an
+                # identity condition follows its vessel onto a track of another label)
+                labels = set(ev.get("labels", []))
+                if end:
+                    labels |= {label for (s, label), ids in self._open.items() if s == sid and ev.get("id") in ids}
+                for label in sorted(labels):
                     ids = self._open.setdefault((sid, label), set())
                     before = len(ids)
-                    (ids.discard if ev.get("phase") == "end" else ids.add)(ev.get("id"))
+                    (ids.discard if end else ids.add)(ev.get("id"))
                     # an end is always published: it may close an incident this process never saw start (one open
                     # at a crash, ended at the next start), whose count the broker still retains
                     if len(ids) != before or ev.get("phase") in ("start", "end"):

@@ -94,6 +94,9 @@ def _s_to_ns(seconds: float) -> int:
     return int(round(seconds * 1e9))
 
 
+MAX_TRACK_IDS = 32  # tracker ids one event lists at most (the first and the latest)
+
+
 class _Incident:
     """Book-keeping of one open incident and the event values it produces."""
 
@@ -106,7 +109,7 @@ class _Incident:
         self.severity = severity
         self.policy = policy
         self.seq = -1
-        self.track_ids: set[int] = set()
+        self.track_ids: dict[int, None] = {}  # in the order seen; the first and the latest MAX_TRACK_IDS - 1 kept
         self.label_scores: dict[str, float] = {}
         self.snapshot: Snapshot | None = None
         self.geo: GeoPosition | None = None
@@ -131,9 +134,9 @@ class _Incident:
         for lab, c in zip(labels, conf):
             self.label_scores[str(lab)] = max(self.label_scores.get(str(lab), 0.0), float(c))
         if subject_track is not None:
-            self.track_ids.add(int(subject_track))
+            self.add_tracks([int(subject_track)])
         elif d.track_id is not None:
-            self.track_ids.update(int(t) for t in d.track_id[idx] if t >= 0)
+            self.add_tracks(int(t) for t in d.track_id[idx] if t >= 0)
         boxes = d.xyxy_px[idx].astype(np.float64)
         area = np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), axis=1)
         score = conf * np.sqrt(area)  # confidence x linear size
@@ -145,6 +148,16 @@ class _Incident:
                 image=None if ctx.image is None else ctx.image.copy(),
             )
         self._locate(ctx, box)
+
+    def add_tracks(self, track_ids) -> None:
+        """Record the tracker ids of this incident's subject. A moored boat the tracker re-acquires every few
+        minutes for weeks would otherwise carry thousands: the first id and the latest ones are kept."""
+        for t in track_ids:
+            if t in self.track_ids:
+                continue
+            self.track_ids[t] = None
+            if len(self.track_ids) > MAX_TRACK_IDS:
+                del self.track_ids[list(self.track_ids)[1]]  # the oldest but the first
 
     def _locate(self, ctx: FrameContext, xyxy: np.ndarray) -> None:
         if ctx.locator is None:
@@ -996,7 +1009,7 @@ class FireLaneRule(Rule):
         t = ctx.time_ns
         idx = np.flatnonzero(np.isin(d.track_id, list(parked))) if parked and d.track_id is not None else np.zeros(0, np.int64)
         # a parked vehicle missed in this frame still counts: keep its track id
-        inc.track_ids.update(parked)
+        inc.add_tracks(parked)
         if idx.size:
             inc.observe(ctx, idx)
         else:

@@ -334,6 +334,9 @@ class VesselIdentityStage:
             del self._track_seen_ns[k]
             for memo in (self._identity, self._geo, self._track_label, self._hull, self._hull_attrs):
                 memo.pop(k, None)
+        latest = self.table.latest_ns
+        if latest is not None:  # AIS rows too old to match anything (thousands of vessels pass in a week)
+            self.table.prune(min(latest, time_ns))
 
     @staticmethod
     def _locate(locator, ground_px: np.ndarray) -> list[tuple[GeoPosition | None, str | None]]:
