@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 
 from seawatch import __version__
@@ -86,9 +87,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_COORDINATES = re.compile(r"^-\d[\d.,;\s-]*[,;][\d.,;\s-]*$")  # "-35.36,149.16;..." (not a plain negative number)
+
+
+def join_coordinate_values(argv: list[str]) -> list[str]:
+    """``--opt -35.36,149.16`` as ``--opt=-35.36,149.16``: argparse takes a value that starts with ``-`` and is not a
+    plain number for an option, so southern or western coordinates (ArduPilot SITL's home is at -35.36) were refused
+    with "expected one argument"."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a.startswith("--") and "=" not in a and i + 1 < len(argv) and _COORDINATES.match(argv[i + 1]):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_coordinate_values(sys.argv[1:] if argv is None else list(argv)))
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     run = getattr(args, "_run", None)

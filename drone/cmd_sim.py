@@ -17,5 +17,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return sim.main(["--out", args.out, "--home", args.home, "--speed", str(args.speed),
+    return sim.main(["--out", args.out, f"--home={args.home}", "--speed", str(args.speed),
                      "--duration", str(args.duration)])

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -988,7 +989,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--home", default="54.0,7.0,0.0", help="lat,lon,amsl of home")
     ap.add_argument("--speed", type=float, default=1.0, help="simulation speed factor")
     ap.add_argument("--duration", type=float, default=0.0, help="stop after this many wall seconds (0 = never)")
-    args = ap.parse_args(argv)
+    from seawatch.cli import join_coordinate_values
+
+    args = ap.parse_args(join_coordinate_values(sys.argv[1:] if argv is None else list(argv)))  # a home at -35.36
     logging.basicConfig(level=logging.INFO)
     try:
         home = tuple(float(v) for v in args.home.split(","))

@@ -136,11 +136,15 @@ def default_settings(args: argparse.Namespace):
 
 
 def _announce_default(cfg, password: str) -> None:
+    import os
+
     host = "127.0.0.1" if cfg.service.host in ("0.0.0.0", "::") else cfg.service.host
+    chosen = bool(os.environ.get("SEAWATCH_ADMIN_PASSWORD"))
     print(f"seawatch: no --config: the embedded demo ({len(cfg.sources)} camera(s), {len(cfg.drones)} simulated drone(s), "
           f"{len(cfg.ais)} AIS log(s)); data in {cfg.storage.data_dir}/\n"
-          f"seawatch: open http://{host}:{cfg.service.port}/ and log in as admin with password {password}\n"
-          f"seawatch: (a new password each start; set SEAWATCH_ADMIN_PASSWORD to choose one)", file=sys.stderr, flush=True)
+          f"seawatch: open http://{host}:{cfg.service.port}/ and log in as admin with password {password}"
+          + ("" if chosen else "\nseawatch: (a new password each start; set SEAWATCH_ADMIN_PASSWORD to choose one)"),
+          file=sys.stderr, flush=True)
 
 
 def serve(cfg) -> int:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from seawatch.drone.config import CalibrationConfig, DroneConfig
 from seawatch.errors import ConfigError, InputError, ModelError
@@ -135,6 +135,11 @@ class SourceSpec(BaseModel):
         if self.water_views is not None or self.drone is not None:
             return "ignore areas are pixel areas of a fixed camera: not with water_views or a drone"
         return None
+
+    @field_validator("tile", mode="before")
+    @classmethod
+    def _tile_number(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v  # YAML reads `tile: 384` as a number
 
     @model_validator(mode="after")
     def _one_geo(self) -> "SourceSpec":
