@@ -383,17 +383,33 @@ def get_snapshot(event_id: str, request: Request, store: Store, who: Operator) -
     return FileResponse(path, media_type="image/jpeg")
 
 
-@events.get("/{event_id}/clip", response_class=FileResponse, summary="MP4 clip of the event window (HTTP Range supported)")
+CLIP_WAIT_S = 15.0  # how long a clip request waits for a just-closed event's post-roll to be recorded
+
+
+@events.get("/{event_id}/clip", response_class=FileResponse, summary="MP4 clip of the event window (HTTP Range supported)",
+            description="Waits up to 15 s for a window whose end (post-roll) is still being recorded, then answers 409 "
+                        "with Retry-After. A clip with an outage in its window holds the video there is; "
+                        "X-Clip-Coverage says `complete` or `partial` and X-Clip-Covered-Ns lists the covered "
+                        "spans (`start-end` capture times, comma-separated).")
 async def get_clip(event_id: str, request: Request, store: Store, who: Operator) -> FileResponse:
+    from seawatch.streams.recording import ClipNotReady, read_clip_coverage
+
     ev = await run_in_threadpool(_get_event, store, event_id)
     if ev.clip is None or ev.clip.end_ns is None:
         raise ApiError(404, f"event {event_id} has no closed clip window yet")
     clips = request.app.state.clips
     try:
-        path = await run_in_threadpool(clips.get, ev.clip.source_id, ev.clip.start_ns, ev.clip.end_ns)
+        path = await run_in_threadpool(clips.get, ev.clip.source_id, ev.clip.start_ns, ev.clip.end_ns, wait_s=CLIP_WAIT_S)
+    except ClipNotReady as exc:
+        raise ApiError(409, str(exc), headers={"Retry-After": str(max(1, round(exc.retry_after_s)))}) from None
     except (StreamError, InputError) as exc:
         raise ApiError(404, f"no clip for event {event_id}: {exc}") from None
-    return FileResponse(path, media_type="video/mp4")
+    coverage = await run_in_threadpool(read_clip_coverage, path)
+    headers = {}
+    if coverage is not None:
+        headers = {"X-Clip-Coverage": "partial" if coverage.partial else "complete",
+                   "X-Clip-Covered-Ns": ",".join(f"{a}-{b}" for a, b in coverage.spans)}
+    return FileResponse(path, media_type="video/mp4", headers=headers)
 
 
 @events.get("/{event_id}/evidence.zip", response_class=FileResponse,
@@ -421,8 +437,14 @@ async def get_evidence(event_id: str, request: Request, store: Store, who: Revie
     if ev.clip is None or ev.clip.end_ns is None:
         missing["clip.mp4"] = "the incident is still open" if ev.clip is not None else "the event has no clip window"
     else:
+        from seawatch.streams.recording import ClipNotReady
+
         try:
-            clip = await run_in_threadpool(st.clips.get, ev.clip.source_id, ev.clip.start_ns, ev.clip.end_ns)
+            clip = await run_in_threadpool(st.clips.get, ev.clip.source_id, ev.clip.start_ns, ev.clip.end_ns,
+                                           wait_s=CLIP_WAIT_S)
+        except ClipNotReady as exc:  # an export now would lack the clip for good: say so, and when to ask again
+            raise ApiError(409, f"evidence of event {event_id} is not ready: {exc}",
+                           headers={"Retry-After": str(max(1, round(exc.retry_after_s)))}) from None
         except (StreamError, InputError) as exc:
             missing["clip.mp4"] = f"no recording covers the window: {exc}"
     audit = [a.to_dict() for a in await run_in_threadpool(store.audit, event_id)]

@@ -11,6 +11,7 @@ run of packets that starts at a keyframe can be written to a new MP4 on its own,
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
@@ -149,6 +150,7 @@ class PacketRing:
         self._packets: deque[EncodedPacket] = deque()
         self._bytes = 0
         self._info: StreamInfo | None = None
+        self._pushed_wall_ns: int | None = None  # wall clock when the newest packet came in
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
 
@@ -177,6 +179,7 @@ class PacketRing:
                 return  # a ring must start decodable
             self._packets.append(packet)
             self._bytes += packet.size_bytes
+            self._pushed_wall_ns = time.time_ns()
             newest = packet.capture_time_ns
             while self._packets and (
                 newest - self._packets[0].capture_time_ns > self.max_age_ns or self._bytes > self.max_bytes
@@ -201,10 +204,17 @@ class PacketRing:
         with self._lock:
             return self._packets[0].capture_time_ns if self._packets else None
 
+    @property
+    def newest_lag_ns(self) -> int | None:
+        """Wall clock when the newest packet came in minus its capture time: a live source's latency (small); far
+        from 0 when capture times are not wall-clock times (a file replayed fast, from a chosen start time)."""
+        with self._lock:
+            if not self._packets or self._pushed_wall_ns is None:
+                return None
+            return self._pushed_wall_ns - self._packets[-1].capture_time_ns
+
     def wait_until(self, t_ns: int, timeout_s: float) -> bool:
         """Block until a packet captured at or after ``t_ns`` is in the ring (post-roll), or the timeout."""
-        import time
-
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while not self._packets or self._packets[-1].capture_time_ns < t_ns:
@@ -231,31 +241,82 @@ def decode_time_ns(p: EncodedPacket) -> int:
     return p.capture_time_ns
 
 
+# Pictures further apart than this (capture time), or than 3 of the stream's usual frame intervals where those are
+# longer (a camera sending one picture every few seconds), are an outage (camera offline, reconnect): video from
+# before such a gap is not what was on screen in the window after it.
+MAX_FRAME_GAP_NS = 2_000_000_000
+
+
+def outage_gap_ns(packets: list[EncodedPacket]) -> int:
+    """The capture-time gap that counts as an outage in ``packets``: ``MAX_FRAME_GAP_NS``, or 3 median frame
+    intervals of a slower stream."""
+    times = sorted(p.capture_time_ns for p in packets)
+    if len(times) < 3:
+        return MAX_FRAME_GAP_NS
+    steps = sorted(b - a for a, b in zip(times, times[1:]))
+    return max(MAX_FRAME_GAP_NS, 3 * steps[len(steps) // 2])
+
+
 def select_window(packets: list[EncodedPacket], start_ns: int, end_ns: int) -> list[EncodedPacket]:
     """From packets in decode order: the last keyframe at/before ``start_ns`` up to ``end_ns``.
 
     The window ends at the last packet (in decode order) shown at or before ``end_ns``, so the reference frames
     that B-frames inside the window need are kept (a P-frame shown later but decoded earlier).
-    If no keyframe is at or before ``start_ns`` the window starts at the first keyframe (shorter pre-roll).
+    If no keyframe is at or before ``start_ns`` the window starts at the first keyframe (shorter pre-roll); if the
+    packets from that keyframe to ``start_ns`` have an outage in them (a gap over :func:`outage_gap_ns`) the window
+    starts at the first keyframe after the gap, so no video from before an outage stands in for the window.
+    Returns ``[]`` when no packet is captured inside ``[start_ns, end_ns]`` (camera out for the whole window, or the
+    window after the newest packet): older video is never returned instead.
     """
     first = None
+    k = len(packets)  # first packet decoded after start_ns
     for i, p in enumerate(packets):
         if decode_time_ns(p) > start_ns:
+            k = i
             break
         if p.is_keyframe and p.capture_time_ns <= start_ns:
             first = i
-    if first is None:
+    if first is not None:
+        # an outage between the keyframe and the start (or right at the start): begin after it
+        stop = min(k + 1, len(packets))
+        gap_ns = outage_gap_ns(packets)
+        for i in range(first + 1, stop):
+            if decode_time_ns(packets[i]) - decode_time_ns(packets[i - 1]) > gap_ns:
+                first = next((j for j in range(i, len(packets)) if packets[j].is_keyframe), None)
+                break
+        if first is None:
+            return []
+    else:
         first = next((i for i, p in enumerate(packets) if p.is_keyframe), None)
         if first is None:
             return []
     last = None
+    inside = False
     for i in range(first, len(packets)):
         p = packets[i]
         if p.capture_time_ns <= end_ns:
             last = i
+            inside = inside or p.capture_time_ns >= start_ns
         elif decode_time_ns(p) > end_ns:
             break  # decode order has passed the window: nothing later can be shown inside it
-    return [] if last is None else packets[first : last + 1]
+    return packets[first : last + 1] if inside else []
+
+
+def coverage_spans(packets: list[EncodedPacket], start_ns: int, end_ns: int) -> list[tuple[int, int]]:
+    """The parts of ``[start_ns, end_ns]`` that the packets show, as (first_ns, last_ns) capture-time spans.
+
+    A new span starts after each outage (pictures further apart than :func:`outage_gap_ns`). Empty when nothing is
+    captured inside the window.
+    """
+    times = sorted(p.capture_time_ns for p in packets if start_ns <= p.capture_time_ns <= end_ns)
+    gap_ns = outage_gap_ns(packets)
+    spans: list[tuple[int, int]] = []
+    for t in times:
+        if spans and t - spans[-1][1] <= gap_ns:
+            spans[-1] = (spans[-1][0], t)
+        else:
+            spans.append((t, t))
+    return spans
 
 
 def has_picture(data: bytes, codec_name: str) -> bool:

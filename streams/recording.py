@@ -4,10 +4,19 @@
   (cut at keyframes), named ``<start_ns>_<end_ns>.mp4`` under ``<root>/<source_id>/``; the file being written is
   ``<start_ns>.part.mp4``. Fragmented, so a segment cut short by a crash is still readable. Other codecs (MJPEG
   cameras) are kept as they came in Matroska segments (``.mkv``); clips from those are transcoded.
-* Retention: the oldest finished segments go when they are older than ``max_age_s`` or the source's total is over
-  ``max_total_bytes``.
+  A recorder that starts finds the ``.part`` files a crash (kill -9, power loss) left behind and finishes them:
+  renamed to ``<start_ns>_<end_ns>`` from the packets they hold, or deleted when they hold none. Fragments are
+  flushed to disk as they are completed, so a crash loses at most the fragment (GOP) being written.
+* Retention: the oldest finished segments go when they are older than ``max_age_s`` or the source's total (the
+  segment being written included) is over ``max_total_bytes``. The size rule never deletes the newest finished
+  segment, so a cap below one segment keeps one segment (and a warning says so) instead of none.
 * Clips are addressed by source and time window (UTC ns). They are written as H.264 MP4 with ``+faststart``
   (moov before mdat) that Chromium plays: a remux when the packets are H.264, a libx264 transcode otherwise.
+  A clip only ever holds video of its window (from the keyframe before it): a window with no video in it (camera
+  out, or later than the newest packet) is a :class:`StreamError`, never older video. A window that is only partly
+  covered (an outage inside it) gives the part that exists; the MP4's ``comment`` tag says which spans were
+  covered and ``partial`` (see :func:`read_clip_coverage`). ``ClipStore`` never stores a clip whose window a live
+  source may still fill (post-roll not arrived yet): it waits, or raises :class:`ClipNotReady`.
 * Snapshots are JPEG files from a BGR image.
 
 Timestamps in written files (1/90000 s) keep the stream's own spacing and bridge reconnects (where the stream's PTS
@@ -20,7 +29,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 import numpy as np
@@ -31,6 +40,7 @@ from seawatch.streams.packets import (
     PacketRing,
     StreamInfo,
     avcc_to_annexb_params,
+    coverage_spans,
     ensure_h264_params,
     select_window,
 )
@@ -40,6 +50,10 @@ log = logging.getLogger(__name__)
 MUX_TIME_BASE = Fraction(1, 90000)
 _FASTSTART = {"movflags": "+faststart"}
 _FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+# recorded segments: each fragment (one GOP, MP4) or cluster (Matroska) goes to disk when it is complete instead of
+# when PyAV's 256 KiB write buffer fills, so a crash loses at most the fragment being written
+_SEGMENT_MP4 = {**_FRAGMENTED, "flush_packets": "1"}
+_SEGMENT_MKV = {"flush_packets": "1"}
 REMUX_CODECS = {"h264"}
 
 
@@ -94,11 +108,13 @@ def write_mp4(
     *,
     fragmented: bool = False,
     crf: int = 23,
+    comment: str | None = None,
 ) -> Path:
     """Write packets (starting at a keyframe) as an H.264 MP4: remux for H.264, libx264 transcode otherwise.
 
     Returns the path. ``fragmented=False`` gives ``+faststart`` (moov before mdat), what browsers want for a
-    finished file. Raises :class:`StreamError` if there is nothing to write or FFmpeg fails.
+    finished file. ``comment`` goes to the MP4's ``comment`` tag. Raises :class:`StreamError` if there is nothing
+    to write or FFmpeg fails.
     """
     import av
 
@@ -113,6 +129,8 @@ def write_mp4(
     try:
         if info.codec_name in REMUX_CODECS:
             with av.open(str(tmp), "w", format="mp4", options=_FRAGMENTED if fragmented else _FASTSTART) as out:
+                if comment:
+                    out.metadata["comment"] = comment
                 rate = info.rate_fps or 25
                 stream = out.add_mux_stream(info.codec_name, rate=rate, width=info.width_px, height=info.height_px)
                 stream.time_base = MUX_TIME_BASE
@@ -126,42 +144,79 @@ def write_mp4(
                     pkt.stream = stream
                     out.mux(pkt)
         else:
-            _transcode(timed, info, tmp, fragmented=fragmented, crf=crf)
+            _transcode(timed, info, tmp, fragmented=fragmented, crf=crf, comment=comment)
         os.replace(tmp, path)
     except av.FFmpegError as exc:
         tmp.unlink(missing_ok=True)
         raise StreamError(f"writing {path} failed: {exc}") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
-def _transcode(timed, info: StreamInfo, path: Path, *, fragmented: bool, crf: int) -> None:
+def _transcode(timed, info: StreamInfo, path: Path, *, fragmented: bool, crf: int, comment: str | None = None) -> None:
+    """Decode and re-encode as H.264. A packet the decoder refuses is skipped (logged) instead of failing the clip;
+    raises :class:`StreamError` only when no picture at all could be decoded."""
     import av
 
     dec = av.CodecContext.create(info.codec_name, "r")
     if info.extradata:
         dec.extradata = info.extradata
+    refused: list[str] = []
+    encoded = 0
+
+    def decoded(pkt):
+        try:
+            return dec.decode(pkt)
+        except av.FFmpegError as exc:  # a damaged packet, or one whose headers are missing: skip it
+            refused.append(str(exc))
+            return []
+
     with av.open(str(path), "w", format="mp4", options=_FRAGMENTED if fragmented else _FASTSTART) as out:
+        if comment:
+            out.metadata["comment"] = comment
         enc = out.add_stream("libx264", rate=info.rate_fps or 25, options={"preset": "veryfast", "crf": str(crf)})
         enc.width = info.width_px - info.width_px % 2
         enc.height = info.height_px - info.height_px % 2
         enc.pix_fmt = "yuv420p"
         enc.codec_context.time_base = MUX_TIME_BASE
-        for p, pts, _dts in timed:
-            pkt = av.Packet(p.data)
-            for frame in dec.decode(pkt):
+        last_pts = -1
+        for p, pts, _dts in [*timed, (None, None, None)]:
+            for frame in decoded(av.Packet(p.data) if p is not None else None):
+                # after a refused packet the decoder may hand out a frame late: keep output times increasing
+                t = pts if pts is not None else timed[-1][1] + 1
+                last_pts = t = max(t, last_pts + 1)
                 frame = frame.reformat(width=enc.width, height=enc.height, format="yuv420p")
-                frame.pts = pts
+                frame.pts = t
                 frame.time_base = MUX_TIME_BASE
                 for q in enc.encode(frame):
                     out.mux(q)
-        for frame in dec.decode(None):
-            frame = frame.reformat(width=enc.width, height=enc.height, format="yuv420p")
-            frame.pts = timed[-1][1] + 1
-            frame.time_base = MUX_TIME_BASE
-            for q in enc.encode(frame):
-                out.mux(q)
+                encoded += 1
+        if encoded == 0:
+            raise StreamError(f"no picture of the {info.codec_name} clip could be decoded "
+                              f"({len(refused)} packet(s) refused: {refused[0] if refused else 'no output'})")
         for q in enc.encode(None):
             out.mux(q)
+    if refused:
+        log.warning("clip %s: %d of %d packet(s) could not be decoded and were skipped (first: %s)",
+                    path.name, len(refused), len(timed), refused[0])
+
+
+# codecs whose extradata is start-code headers that may equally stand in the bitstream before a keyframe
+_INBAND_HEADER_CODECS = {"mpeg4", "mpeg1video", "mpeg2video"}
+
+
+def with_inband_headers(data: bytes, info: StreamInfo) -> bytes:
+    """A keyframe with the stream's decoder headers in front (what FFmpeg's ``dump_extra`` does).
+
+    MPEG-4 Part 2 from an MP4 file keeps its VOL header only in the container's extradata, and PyAV cannot give
+    extradata to a stream added for remuxing: a segment written without it in-band cannot be decoded again.
+    """
+    extradata = info.extradata
+    if info.codec_name not in _INBAND_HEADER_CODECS or not extradata.startswith(b"\0\0\x01") or data.startswith(extradata):
+        return data
+    return extradata + data
 
 
 def segment_extension(codec_name: str) -> str:
@@ -259,16 +314,56 @@ def list_segments(root: str | Path, source_id: str) -> list[Segment]:
     return out
 
 
+def part_files(root: str | Path, source_id: str) -> list[Path]:
+    """Segments being written (or left behind by a crash): ``<start_ns>.part.mp4`` / ``.part.mkv``."""
+    d = Path(root) / source_id
+    return sorted([*d.glob("*.part.mp4"), *d.glob("*.part.mkv")]) if d.is_dir() else []
+
+
+def recover_parts(root: str | Path, source_id: str) -> list[Path]:
+    """Finish the ``.part`` segments a crash left behind; call it before a recorder for the source starts.
+
+    Each is renamed ``<start_ns>_<end_ns>.<ext>``, ``end_ns`` from the capture time of its last readable packet, or
+    deleted when it holds no readable packet (killed before its first fragment reached the disk). Returns the
+    finished segment paths.
+    """
+    finished = []
+    for part in part_files(root, source_id):
+        name, ext = part.name.split(".part.", 1)
+        try:
+            start_ns = int(name)
+            _info, packets = read_segment_packets(part, start_ns)
+        except (ValueError, InputError) as exc:
+            log.warning("recording %s: deleting unreadable leftover %s (%s)", source_id, part.name, exc)
+            part.unlink(missing_ok=True)
+            continue
+        if not packets:
+            log.warning("recording %s: deleting leftover %s: it holds no video", source_id, part.name)
+            part.unlink(missing_ok=True)
+            continue
+        end_ns = max(p.capture_time_ns for p in packets)
+        final = part.with_name(f"{start_ns}_{end_ns}.{ext}")
+        os.replace(part, final)
+        log.warning("recording %s: recovered %s (%d packets, %.1f s) left by an unclean stop", source_id,
+                    final.name, len(packets), (end_ns - start_ns) / 1e9)
+        finished.append(final)
+    return finished
+
+
 def enforce_retention(root: str | Path, source_id: str, *, max_age_s: float | None, max_total_bytes: int | None,
                       now_ns: int | None = None) -> list[Path]:
-    """Delete the oldest finished segments beyond the age or total-size limit. Returns the deleted paths."""
+    """Delete the oldest finished segments beyond the age or total-size limit. Returns the deleted paths.
+
+    The total counts the ``.part`` segment being written too (it is never deleted here). The size rule always keeps
+    the newest finished segment: a cap below one segment's size leaves that one rather than no recording at all.
+    """
     now_ns = time.time_ns() if now_ns is None else now_ns
     segments = list_segments(root, source_id)
     deleted = []
-    total = sum(s.size_bytes for s in segments)
-    for s in segments:
+    total = sum(s.size_bytes for s in segments) + sum(_size(f) for f in part_files(root, source_id))
+    for i, s in enumerate(segments):
         too_old = max_age_s is not None and now_ns - s.end_ns > max_age_s * 1e9
-        too_big = max_total_bytes is not None and total > max_total_bytes
+        too_big = max_total_bytes is not None and total > max_total_bytes and i < len(segments) - 1
         if not (too_old or too_big):
             break
         total -= s.size_bytes
@@ -277,6 +372,13 @@ def enforce_retention(root: str | Path, source_id: str, *, max_age_s: float | No
     if deleted:
         log.info("retention for %s: deleted %d segments", source_id, len(deleted))
     return deleted
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 class SegmentRecorder:
@@ -304,7 +406,9 @@ class SegmentRecorder:
         self._last_ns = 0
         self._retimer = Retimer()
         self._lock = threading.Lock()
+        self._cap_warned = False
         self.segments_written = 0
+        self.recovered = recover_parts(self.root, source_id)  # a crash's leftovers, before anything new is written
 
     def set_info(self, info: StreamInfo) -> None:
         with self._lock:
@@ -328,6 +432,8 @@ class SegmentRecorder:
             data = packet.data
             if packet.is_keyframe and self._info.codec_name == "h264":
                 data = ensure_h264_params(data, self._info.annexb_params)
+            elif packet.is_keyframe:
+                data = with_inband_headers(data, self._info)
             pkt = av.Packet(data)
             pkt.pts, pkt.dts, pkt.time_base = pts, dts, MUX_TIME_BASE
             pkt.is_keyframe = packet.is_keyframe
@@ -348,9 +454,9 @@ class SegmentRecorder:
         self._ext = segment_extension(info.codec_name)
         self._part = d / f"{start_ns}.part.{self._ext}"
         if self._ext == "mp4":
-            self._out = av.open(str(self._part), "w", format="mp4", options=_FRAGMENTED)
+            self._out = av.open(str(self._part), "w", format="mp4", options=_SEGMENT_MP4)
         else:
-            self._out = av.open(str(self._part), "w", format="matroska")
+            self._out = av.open(str(self._part), "w", format="matroska", options=_SEGMENT_MKV)
         self._stream = self._out.add_mux_stream(info.codec_name, rate=info.rate_fps or 25,
                                                 width=info.width_px, height=info.height_px)
         self._stream.time_base = MUX_TIME_BASE
@@ -370,10 +476,65 @@ class SegmentRecorder:
         self._out = self._stream = self._part = None
         self.segments_written += 1
         enforce_retention(self.root, self.source_id, max_age_s=self.max_age_s, max_total_bytes=self.max_total_bytes)
+        if self.max_total_bytes is not None and not self._cap_warned and _size(final) > self.max_total_bytes:
+            self._cap_warned = True
+            log.warning("recording %s: the size cap (%d bytes) is smaller than one segment (%d bytes); only the "
+                        "newest segment is kept", self.source_id, self.max_total_bytes, _size(final))
 
     def close(self) -> None:
         with self._lock:
             self._close_segment()
+
+
+# a clip counts as covering its window when its video reaches this close to both ends without an outage inside
+_EDGE_NS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ClipCoverage:
+    """What a clip shows of its window ``[start_ns, end_ns]``: capture-time ``spans`` (first_ns, last_ns) of video,
+    a new span after each outage. ``partial`` when it starts or ends more than a second inside the window or has an
+    outage in it."""
+
+    start_ns: int
+    end_ns: int
+    spans: tuple[tuple[int, int], ...]
+
+    @property
+    def partial(self) -> bool:
+        return not (len(self.spans) == 1 and self.spans[0][0] <= self.start_ns + _EDGE_NS
+                    and self.spans[0][1] >= self.end_ns - _EDGE_NS)
+
+    @property
+    def last_ns(self) -> int:
+        return self.spans[-1][1]
+
+    def comment(self) -> str:
+        spans = ",".join(f"{a}-{b}" for a, b in self.spans)
+        return (f"seawatch window_ns={self.start_ns}-{self.end_ns} covered_ns={spans} "
+                f"{'partial' if self.partial else 'complete'}")
+
+    @classmethod
+    def parse(cls, comment: str) -> "ClipCoverage | None":
+        fields = dict(f.split("=", 1) for f in comment.split() if "=" in f)
+        try:
+            a, b = fields["window_ns"].split("-")
+            spans = tuple(tuple(int(x) for x in sp.split("-")) for sp in fields["covered_ns"].split(","))
+            return cls(int(a), int(b), spans)
+        except (KeyError, ValueError):
+            return None
+
+
+def read_clip_coverage(path: str | Path) -> ClipCoverage | None:
+    """The coverage a clip written by :func:`cut_clip` records in its ``comment`` tag; None for other files."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            comment = c.metadata.get("comment", "")
+    except (av.FFmpegError, OSError):
+        return None
+    return ClipCoverage.parse(comment) if comment.startswith("seawatch ") else None
 
 
 def cut_clip(
@@ -388,9 +549,15 @@ def cut_clip(
     """Write the clip of a source for ``[start_ns, end_ns]`` to ``path`` (H.264 MP4, faststart).
 
     Packets come from finished segments under ``recordings/source_id`` and then from the pre-event ``ring`` for
-    whatever is newer. The clip starts at the last keyframe at or before ``start_ns``. Raises :class:`StreamError`
-    when neither covers the window.
+    whatever is newer. The clip starts at the last keyframe at or before ``start_ns`` (after an outage: the first
+    keyframe after it). Raises :class:`StreamError` when no video was captured inside the window (never older video
+    instead). A window only partly covered gives what there is; the MP4's ``comment`` tag records the coverage
+    (:func:`read_clip_coverage`).
     """
+    return _cut(path, start_ns, end_ns, recordings=recordings, source_id=source_id, ring=ring)[0]
+
+
+def _cut(path, start_ns: int, end_ns: int, *, recordings, source_id, ring) -> tuple[Path, ClipCoverage]:
     if end_ns <= start_ns:
         raise InputError(f"clip window is empty: start {start_ns} >= end {end_ns}")
     packets: list[EncodedPacket] = []
@@ -404,6 +571,10 @@ def cut_clip(
                 packets = []  # format changed: keep the newer part
             info = seg_info
             packets.extend(seg_packets)
+        if (info is not None and not info.extradata and ring is not None and ring.info is not None
+                and ring.info.extradata and ring.info.same_format(info) and ring.info.codec_name == info.codec_name):
+            # segments recorded before their decoder headers were kept (MPEG-4 Part 2 from MP4): the live stream's
+            info = replace(info, extradata=ring.info.extradata)
     if ring is not None and ring.info is not None:
         newest = packets[-1].capture_time_ns if packets else None
         ring_packets = ring.window(start_ns, end_ns)
@@ -422,7 +593,13 @@ def cut_clip(
     if not window or info is None:
         where = f"source {source_id!r}" if source_id else "the pre-event buffer"
         raise StreamError(f"no recorded video of {where} between {start_ns} and {end_ns} ns")
-    return write_mp4(window, info, path)
+    spans = coverage_spans(window, window[0].capture_time_ns, end_ns)
+    spans = [(max(a, start_ns), b) for a, b in spans if b >= start_ns]
+    coverage = ClipCoverage(int(start_ns), int(end_ns), tuple(spans))
+    if coverage.partial:
+        log.info("clip %s of %s covers only part of its window: %s", Path(path).name, source_id or "ring",
+                 coverage.comment())
+    return write_mp4(window, info, path, comment=coverage.comment()), coverage
 
 
 def save_jpeg(image: np.ndarray, path: str | Path, quality: int = 90) -> Path:
@@ -481,13 +658,30 @@ def mp4_top_boxes(path: str | Path) -> list[str]:
 _SAFE_ID = __import__("re").compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 
 
+class ClipNotReady(StreamError):
+    """The clip's window ends later than the newest video of its live source (post-roll still to come): ask again
+    after ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class ClipStore:
     """Clips and snapshots addressed by source id and time (UTC ns), cut on demand and kept as files.
 
     ``get(source_id, start_ns, end_ns)`` returns ``clips_dir/source_id/<start_ns>_<end_ns>.mp4``, cutting it from
-    the source's recorded segments (``recordings_dir``) and its pre-event ring if it does not exist yet. When the
-    window ends in the future (post-roll still to come) it waits up to ``wait_s`` for the ring to reach it.
+    the source's recorded segments (``recordings_dir``) and its pre-event ring if it does not exist yet.
+
+    A window of a live source (one with a ring) that ends later than the ring's newest packet may still fill up:
+    ``get`` waits up to ``wait_s`` for it, and if it is still short raises :class:`ClipNotReady` rather than store a
+    clip cut short under the final name for good. Once the wall clock is ``LIVE_MARGIN_S`` past the window's end,
+    nothing more can arrive (the camera was out): the clip is cut from what there is, marked partial in its
+    ``comment`` tag (:func:`read_clip_coverage`), and kept.
     """
+
+    LIVE_MARGIN_S = 5.0  # capture-to-ring latency of a live source, with room to spare
+    LIVE_CLOCK_S = 60.0  # a ring whose capture times are further than this from the wall clock is no live source
 
     def __init__(self, clips_dir: str | Path, recordings_dir: str | Path | None = None) -> None:
         self.clips_dir = Path(clips_dir)
@@ -507,14 +701,34 @@ class ClipStore:
     def path_for(self, source_id: str, start_ns: int, end_ns: int) -> Path:
         return self.clips_dir / self._check_id(source_id) / f"{int(start_ns)}_{int(end_ns)}.mp4"
 
+    def _still_arriving_s(self, ring: PacketRing | None, end_ns: int) -> float:
+        """Seconds for which video of the window's end may still arrive (0: the window can no longer grow)."""
+        if ring is None:
+            return 0.0
+        newest, lag_ns = ring.newest_ns, ring.newest_lag_ns
+        if newest is not None and newest >= end_ns:
+            return 0.0
+        if lag_ns is not None and abs(lag_ns) > self.LIVE_CLOCK_S * 1e9:
+            return 0.0  # capture times are not wall-clock times (a replay): no "still to come" to judge by
+        return max(0.0, (end_ns - time.time_ns()) / 1e9 + self.LIVE_MARGIN_S)
+
     def get(self, source_id: str, start_ns: int, end_ns: int, *, wait_s: float = 0.0) -> Path:
-        """The clip file for the window; raises :class:`StreamError` when no video covers it."""
+        """The clip file for the window; raises :class:`StreamError` when no video covers it and
+        :class:`ClipNotReady` when its post-roll has not arrived yet (after waiting up to ``wait_s``)."""
         path = self.path_for(source_id, start_ns, end_ns)
         if path.exists():
             return path
         ring = self._rings.get(source_id)
-        if ring is not None and wait_s > 0:
-            ring.wait_until(end_ns, wait_s)
+        left_s = self._still_arriving_s(ring, end_ns)
+        if left_s > 0 and wait_s > 0:
+            ring.wait_until(end_ns, min(wait_s, left_s))
+            left_s = self._still_arriving_s(ring, end_ns)
+        if left_s > 0:
+            newest = ring.newest_ns
+            behind = ("has no video yet" if newest is None
+                      else f"is recorded up to {(end_ns - newest) / 1e9:.1f} s before the window's end")
+            raise ClipNotReady(f"the clip is not complete yet: source {source_id!r} {behind}; "
+                               f"try again in {max(1, round(left_s))} s", retry_after_s=left_s)
         with self._lock:  # two requests for one clip must not write the same file at once
             if path.exists():
                 return path
