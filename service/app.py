@@ -1,8 +1,10 @@
-"""``create_app(settings)``: the FastAPI application (health, auth, events, sources, media).
+"""``create_app(settings)``: the FastAPI application (health, auth, events, sources, drones, media).
 
-Every endpoint except ``GET /api/health`` needs a bearer token (``POST /api/auth/login``) or an ``X-API-Key``.
-Roles are ordered operator < reviewer < admin: operators read, acknowledge and dismiss; reviewers also confirm;
-admins also list the configured principals. Errors always have the ``ErrorBody`` shape.
+Every endpoint except ``GET /api/health`` needs a bearer token (``POST /api/auth/login``) or an ``X-API-Key``; health
+answers everyone with coarse fields and adds the event delivery counters for authenticated callers. Roles are ordered
+operator < reviewer < admin: operators read, acknowledge and dismiss, and abort / restart a drone's patrol (drone
+crews are operators); reviewers also confirm; admins also list the configured principals. Errors always have the
+``ErrorBody`` shape.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 import os
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, Callable
+from typing import Annotated, Any, Callable, Literal
 
 import numpy as np
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response, WebSocket, WebSocketDisconnect
@@ -20,13 +22,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seawatch import __version__
-from seawatch.errors import InputError, SeawatchError, StreamError
+from seawatch.errors import ConfigError, InputError, SeawatchError, StreamError, TelemetryError
 from seawatch.service.auth import Authenticator, LoginThrottle, Principal
 from seawatch.service.config import ServeConfig
 from seawatch.service.live import LiveHub
@@ -53,6 +56,7 @@ from seawatch.vision.events import reason_problem
 log = logging.getLogger(__name__)
 
 SourceStatusFn = Callable[[], list[dict[str, Any]]]
+StatsFn = Callable[[], dict[str, dict[str, Any] | None]]  # {"store_sink": StoreSink.stats(), "mqtt": ...}
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
           409: "conflict", 413: "too_large", 416: "range_not_satisfiable", 422: "invalid_request", 429: "rate_limited"}
 _ERRORS: dict[int | str, dict[str, Any]] = {c: {"model": ErrorBody} for c in (400, 401, 403, 404, 422)}
@@ -146,6 +150,18 @@ def require(role: str) -> Callable[..., Principal]:
     return dep
 
 
+def optional_principal(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key)],
+) -> Principal | None:
+    """Who the credentials name, or None (absent or refused: the caller is served as anonymous, never a 401)."""
+    auth: Authenticator = request.app.state.auth
+    if bearer is not None:
+        return auth.verify_token(bearer.credentials)
+    return auth.check_api_key(api_key) if api_key else None
+
+
 Operator = Annotated[Principal, Depends(require("operator"))]
 Reviewer = Annotated[Principal, Depends(require("reviewer"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
@@ -187,15 +203,43 @@ export = APIRouter(prefix="/export", tags=["export"], responses=_ERRORS)
 live_router = APIRouter(tags=["live"])
 
 
-@health.get("/health", response_model=HealthOut, summary="liveness and database check (no auth)")
-def get_health(store: Store) -> HealthOut:
+class DeliveryStats(BaseModel):
+    """Where events went since start: the store sink's counters and the MQTT publisher's (None when not in use)."""
+
+    store_sink: dict[str, int] | None = Field(None, description="stored, errors (failed writes), pending (queued for a "
+                                                                "retry), dropped (lost: the retry queue was full)")
+    mqtt: dict[str, Any] | None = Field(None, description="connected, dropped and dropped_retained (messages not queued)")
+
+
+class HealthDetailOut(HealthOut):
+    """Health; ``delivery`` only for authenticated callers (an anonymous probe sees the coarse fields)."""
+
+    delivery: DeliveryStats | None = None
+
+
+@health.get("/health", response_model=HealthDetailOut, response_model_exclude_none=True,
+            summary="liveness and database check (no auth); event delivery counters for authenticated callers",
+            description="`status` is `degraded` when the database check fails or the store sink holds events it "
+                        "could not write yet (pending). With credentials, `delivery` adds the store sink's and the "
+                        "MQTT publisher's counters (pending, dropped, ...), so lost or queued events show.")
+def get_health(request: Request, store: Store, who: Annotated[Principal | None, Depends(optional_principal)]) -> HealthDetailOut:
     try:
         store.count()
         db = "ok"
     except Exception:  # noqa: BLE001 - reported, not raised
         log.exception("health: database check failed")
         db = "error"
-    return HealthOut(status="ok" if db == "ok" else "degraded", version=__version__, database=db)
+    try:
+        stats = request.app.state.stats() or {}
+    except Exception:  # noqa: BLE001 - a counter that fails must not take the health check with it
+        log.exception("health: delivery counters failed")
+        stats = {}
+    sink = stats.get("store_sink") or {}
+    ok = db == "ok" and not sink.get("pending")
+    out = HealthDetailOut(status="ok" if ok else "degraded", version=__version__, database=db)
+    if who is not None:
+        out.delivery = DeliveryStats(store_sink=stats.get("store_sink"), mqtt=stats.get("mqtt"))
+    return out
 
 
 @auth_router.post("/login", response_model=TokenOut, responses={429: {"model": ErrorBody}}, summary="exchange a password for a bearer token")
@@ -574,6 +618,70 @@ def list_drones(request: Request, who: Operator) -> list[dict[str, Any]]:
     return fleet.drones() if fleet is not None else []
 
 
+class AbortIn(BaseModel):
+    """The mode the drone is switched to when its patrol is aborted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["RTL", "LAND", "LOITER"] = Field("RTL", description="RTL: fly home and land; LAND: land here; "
+                                                                      "LOITER: hold position")
+
+
+def _drone_status(fleet: Any, drone_id: str) -> dict[str, Any]:
+    """The drone's status dict (404 for a drone the fleet does not have)."""
+    if fleet is None or len(drone_id) > 128:
+        raise ApiError(404, f"no drone {drone_id[:128]!r}")
+    found = next((d for d in fleet.drones() if d.get("drone_id") == drone_id), None)
+    if found is None:
+        raise ApiError(404, f"no drone {drone_id!r}")
+    return found
+
+
+_DRONE_ERRORS: dict[int | str, dict[str, Any]] = {409: {"model": ErrorBody}}
+
+
+# Sync handlers (run in the thread pool): the abort waits for the vehicle to report the new mode (a few seconds).
+@drones_router.post("/{drone_id}/abort", responses=_DRONE_ERRORS,
+                    summary="operator: abort the drone's patrol and switch it to RTL / LAND / LOITER",
+                    description="The patrol stays `aborted` (no repeat) until `restart`. A drone without a patrol only "
+                                "gets the mode. 409 when the drone has no link or refuses the mode (the patrol is "
+                                "still marked aborted). Answers the drone's status.")
+def abort_drone(drone_id: str, request: Request, who: Operator, body: Annotated[AbortIn | None, Body()] = None) -> dict[str, Any]:
+    fleet = request.app.state.fleet
+    _drone_status(fleet, drone_id)
+    mode = (body or AbortIn()).mode
+    try:
+        fleet.abort_patrol(drone_id, mode)
+    except InputError as exc:
+        raise ApiError(404, str(exc)) from None
+    except SeawatchError as exc:  # TelemetryError: no link, refused or unconfirmed mode change
+        log.warning("drone %s: abort (%s) by %s %s: the mode change failed: %s", drone_id, mode, who.kind, who.name, exc)
+        raise ApiError(409, f"drone {drone_id}: {mode} not confirmed: {exc}") from None
+    log.warning("drone %s: patrol aborted, now %s, by %s %s", drone_id, mode, who.kind, who.name)
+    return _drone_status(fleet, drone_id)
+
+
+@drones_router.post("/{drone_id}/restart", responses=_DRONE_ERRORS,
+                    summary="operator: fly the drone's patrol again (after an abort, a hold or an error)",
+                    description="The start checks still apply (the patrol waits as `held` for battery or a failsafe). "
+                                "409 when the drone has no patrol or is flying it now. Answers the drone's status.")
+def restart_drone(drone_id: str, request: Request, who: Operator) -> dict[str, Any]:
+    fleet = request.app.state.fleet
+    st = _drone_status(fleet, drone_id)
+    if st.get("patrol") is None:
+        raise ApiError(409, f"drone {drone_id} has no patrol configured")
+    if st.get("patrol_state") == "flying":  # a restart would start the mission over from its first item
+        raise ApiError(409, f"drone {drone_id} is flying its patrol; abort it first to restart it")
+    try:
+        fleet.restart_patrol(drone_id)
+    except InputError as exc:
+        raise ApiError(404, str(exc)) from None
+    except (ConfigError, TelemetryError) as exc:
+        raise ApiError(409, str(exc)) from None
+    log.warning("drone %s: patrol restart by %s %s (was %s)", drone_id, who.kind, who.name, st.get("patrol_state"))
+    return _drone_status(fleet, drone_id)
+
+
 @ais_router.get("/vessels", summary="vessels of the AIS table (positioned first), aged by the feed's own clock")
 def ais_vessels(request: Request, who: Operator, limit: Annotated[int, Query(ge=1, le=5000)] = 2000) -> dict[str, Any]:
     fleet = request.app.state.fleet
@@ -683,10 +791,12 @@ async def live_feed(ws: WebSocket) -> None:
 
 
 def create_app(settings: ServeConfig, *, store: EventStore | None = None, source_status: SourceStatusFn | None = None,
-               live: LiveHub | None = None, fleet: Any = None, apply_ignore: Callable[[str, list], None] | None = None) -> FastAPI:
+               live: LiveHub | None = None, fleet: Any = None, apply_ignore: Callable[[str, list], None] | None = None,
+               stats: StatsFn | None = None) -> FastAPI:
     """The API. Without ``store`` the lifespan opens (and migrates) ``settings.storage`` and closes it on exit.
     ``apply_ignore(source_id, stored areas)`` hands a camera's review-desk ignore areas to the running pipeline
-    (raising SeawatchError when it refuses them); without a pipeline they are only stored."""
+    (raising SeawatchError when it refuses them); without a pipeline they are only stored. ``stats()`` gives the
+    event delivery counters health reports (``{"store_sink": {...} | None, "mqtt": {...} | None}``)."""
     from seawatch.streams.recording import ClipStore
 
     media_dir = settings.storage.resolved_media_dir()
@@ -715,6 +825,7 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     app.state.live = live or LiveHub()
     app.state.fleet = fleet  # drones and AIS (service.fleet.Fleet) or None
     app.state.apply_ignore = apply_ignore or (lambda source_id, areas: None)
+    app.state.stats = stats or (lambda: {})
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)  # inside CORS (added last, so outermost): a 413 gets CORS headers
     if settings.service.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.service.cors_origins), allow_methods=["GET", "POST", "DELETE"],

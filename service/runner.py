@@ -85,7 +85,7 @@ class Service:
             self.pipeline.start()  # AIS feeds (drone links are the fleet's: their timelines were given)
             self._apply_stored_ignore()
             self.app = create_app(self.settings, store=self.store, source_status=self.source_status, live=self.live,
-                                  fleet=self.fleet, apply_ignore=self._apply_ignore)
+                                  fleet=self.fleet, apply_ignore=self._apply_ignore, stats=self.delivery_stats)
             rec = self.settings.storage.recording
             for s in self.settings.sources:
                 sc = SourceConfig(source_id=s.id, url=s.url, pace=self._file_pace, loop=self._loop_files)
@@ -147,6 +147,11 @@ class Service:
         if self.store is not None:
             self.store.close()
         self._thread = None
+
+    def delivery_stats(self) -> dict[str, dict[str, Any] | None]:
+        """The store sink's and the MQTT publisher's counters (None for one not in use), for the health report."""
+        sink, mqtt = self.sink, self.mqtt
+        return {"store_sink": sink.stats() if sink is not None else None, "mqtt": mqtt.stats() if mqtt is not None else None}
 
     def _all_states(self) -> list[dict[str, Any]]:
         """Cameras and drones (link state) for MQTT's retained P/<id>/status topics."""

@@ -385,6 +385,25 @@ def test_ui_operator_workflow_in_chromium(live_service, tmp_path):
             assert client.get("/api/sources/quay-cam/ignore-areas", headers={"X-API-Key": KEY}).json() == []
         _wait(page, f"window.seawatch.state.events.filter(e => e.type === 'fire').length > {n_fire}", 30)
 
+        # ---- the drone's row: patrol state, Abort (RTL) behind a confirm() (declined: nothing sent), Restart patrol
+        row = '#sources tr[data-id="patrol-1"]'
+        _wait(page, f"document.querySelector('{row}').textContent.includes('patrol harbour (flying')")
+        assert page.is_disabled(f"{row} button[data-act=restart]")  # flying: a restart would start the mission over
+        posts: list[str] = []
+        page.on("request", lambda r: posts.append(r.url) if r.method == "POST" and "/api/drones/" in r.url else None)
+        dialogs: list[str] = []
+        page.once("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.click(f"{row} button[data-act=abort]")
+        page.wait_for_timeout(300)
+        assert dialogs and "patrol-1" in dialogs[0] and posts == []
+        page.once("dialog", lambda d: d.accept())
+        page.click(f"{row} button[data-act=abort]")
+        _wait(page, "document.getElementById('sources-note').textContent.includes('patrol aborted')", 15)
+        assert posts == [base + "/api/drones/patrol-1/abort"]
+        _wait(page, f"document.querySelector('{row}').textContent.includes('patrol harbour (aborted: aborted by the operator (RTL)')")
+        assert svc.fleet.runners["patrol-1"].patrol_state == "aborted"
+        assert svc.fleet.runners["patrol-1"].link.state.mode == "RTL"
+
         # ---- without a tile server, the bundled coastline is drawn when the view reaches a coast (Dutch coast)
         page.evaluate("(() => { const m = window.seawatch.map; m.view = {lat: 53.0, lon: 5.2, zoom: 8}; m.draw(); })()")
         coast = np.abs(_shot(page).astype(int) - np.array(COAST_RGB)).max(axis=2) <= 12
@@ -608,5 +627,31 @@ def test_ui_review_desk_at_laptop_size(live_service, tmp_path):
         assert [u for u in requests[n:] if u.split("?")[0].endswith("/api/events/ev00000")] == [base + "/api/events/ev00000"]
         page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(tmp_path / "main_1280x800.png"))
+
+        # ---- a clip still being recorded (409 + Retry-After): the message shows, one retry after that many seconds;
+        # none when another event was chosen meanwhile
+        asked: list[str] = []
+
+        def recording_route(route):
+            event_id = route.request.url.split("/")[-2]
+            asked.append(event_id)
+            if asked.count(event_id) == 1:
+                route.fulfill(status=409, headers={"Retry-After": "1"}, content_type="application/json",
+                              body=json.dumps({"error": {"code": "conflict", "message": "still recording", "details": []}}))
+            else:
+                route.fulfill(status=200, content_type="video/mp4", body=b"recorded " + event_id.encode())
+
+        page.unroute("**/api/events/*/clip")
+        page.route("**/api/events/*/clip", recording_route)
+        page.evaluate("window.seawatch.select('ev00300')")
+        _wait(page, "document.getElementById('d-clip-note').textContent.includes('still recording (trying again in 1 s)')", 5)
+        _wait(page, "document.getElementById('d-clip').dataset.url.endsWith('/ev00300/clip')", 5)
+        assert page.evaluate(BLOB_TEXT) == "recorded ev00300" and asked == ["ev00300", "ev00300"]
+        assert page.text_content("#d-clip-note") == ""
+        page.evaluate("window.seawatch.select('ev00301')")
+        _wait(page, "document.getElementById('d-clip-note').textContent.includes('trying again')", 5)
+        page.evaluate("window.seawatch.select('ev00000')")  # chosen before the retry is due: no retry
+        page.wait_for_timeout(1500)
+        assert asked.count("ev00301") == 1 and page.evaluate("document.getElementById('detail').dataset.id") == "ev00000"
         assert not errors, errors
         browser.close()

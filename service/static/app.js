@@ -1,7 +1,8 @@
 // Seawatch operator UI: login, event list with filters, the map (map.js), event detail with snapshot (the camera's
 // zones, water and ignore areas and the subject's box drawn over it) and clip,
 // acknowledge / dismiss (also as a false detection) / confirm with a note, "ignore this spot" (a fixed camera's false alarm becomes an ignore area,
-// listed under the snapshot and removable), sources (cameras, drones, AIS), live updates over /api/live.
+// listed under the snapshot and removable), sources (cameras, drones with their patrol state and abort / restart),
+// live updates over /api/live.
 // Plain ES modules, no build step, no external resources. Every datum comes from the authenticated API.
 "use strict";
 import { MapView } from "/ui/map.js";
@@ -25,7 +26,12 @@ function readAuth() {
 async function api(path, opts = {}) {
   const r = await fetch(path, { ...opts, headers: { ...(opts.headers || {}), ...state.auth } });
   if (r.status === 401) { showLogin(); throw new Error("unauthorized"); }
-  if (!r.ok) { const b = await r.json().catch(() => ({})); throw new Error((b.error && b.error.message) || r.statusText); }
+  if (!r.ok) {
+    const b = await r.json().catch(() => ({}));
+    const err = new Error((b.error && b.error.message) || r.statusText);
+    err.status = r.status; err.retryAfterS = parseInt(r.headers.get("Retry-After") || "", 10) || 0;
+    throw err;
+  }
   return r;
 }
 const json = async (path, opts) => (await api(path, opts)).json();
@@ -231,7 +237,8 @@ async function refreshSources(list) {
         s.lat_deg != null ? `${s.lat_deg.toFixed(5)}, ${s.lon_deg.toFixed(5)}` : null,
         s.alt_rel_m != null ? `${s.alt_rel_m.toFixed(0)} m` : null, s.heading_deg != null ? `${s.heading_deg.toFixed(0)}°` : null,
         s.battery_pct != null ? `battery ${s.battery_pct}%` : null,
-        s.patrol ? `patrol ${s.patrol} (${s.patrol_state}, waypoint ${s.current_waypoint ?? "-"}/${s.waypoints ?? "-"})` : null,
+        s.patrol ? `patrol ${s.patrol} (${s.patrol_state}${s.patrol_reason ? ": " + s.patrol_reason : ""}, ` +
+          `waypoint ${s.current_waypoint ?? "-"}/${s.waypoints ?? "-"})` : null,
         s.last_error].filter(Boolean).join(" · ");
     } else if (s.kind === "ais") {
       details = `${s.vessels} vessel(s), ${s.messages} message(s), last ${s.last_message_age_s ?? "-"} s ago`;
@@ -241,12 +248,43 @@ async function refreshSources(list) {
     for (const [text, cls] of [[s.source_id, ""], [s.kind || "camera", ""], [s.state, "st-" + s.state], [details, ""]]) {
       const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td);
     }
+    if (s.kind === "drone") tr.lastChild.append(...droneButtons(s));
     tb.appendChild(tr);
   }
   const drones = list.filter((s) => s.kind === "drone"), cams = list.filter((s) => (s.kind || "camera") === "camera");
   $("status-bar").textContent = `${cams.filter((s) => s.state === "online").length}/${cams.length} camera(s) online · ` +
     `${drones.filter((s) => s.state === "connected").length}/${drones.length} drone(s) linked`;
   if (map) map.setData({ cameras: cams, drones });
+}
+
+// Abort / restart of a drone's patrol: every role is operator or above (drone crews are operators; the server checks).
+function droneButtons(s) {
+  if (!state.role) return [];
+  const mk = (act, text, title) => {
+    const b = document.createElement("button");
+    b.type = "button"; b.className = "drone-act"; b.dataset.act = act; b.textContent = text; b.title = title;
+    b.addEventListener("click", () => droneAction(s.drone_id, act));
+    return b;
+  };
+  const out = [mk("abort", "Abort (RTL)", "stop the patrol (it does not start again by itself) and fly home")];
+  if (s.patrol) {
+    const r = mk("restart", "Restart patrol", "fly the patrol again (battery and failsafe checks still apply)");
+    r.disabled = s.patrol_state === "flying";
+    out.push(r);
+  }
+  return out;
+}
+
+async function droneAction(id, act) {
+  if (act === "abort" && !confirm(`Abort the patrol of ${id} and send it home (RTL)?`)) return;
+  const note = $("sources-note");
+  note.className = ""; note.textContent = `${id}: ${act === "abort" ? "sending RTL" : "restart requested"}…`;
+  try {
+    const d = await json(`/api/drones/${encodeURIComponent(id)}/${act}`, { method: "POST",
+      headers: { "Content-Type": "application/json" }, body: act === "abort" ? JSON.stringify({ mode: "RTL" }) : undefined });
+    note.textContent = `${id}: patrol ${d.patrol_state}${d.mode ? ", mode " + d.mode : ""}`;
+  } catch (e) { note.className = "error"; note.textContent = `${id}: ${act} failed: ${e.message}`; }
+  try { await refreshSources(await json("/api/sources")); } catch (e) { /* the live feed refreshes it again */ }
 }
 
 async function refreshVessels() {
@@ -323,18 +361,26 @@ async function select(id, { refresh = false } = {}) {
     setMedia(img, url);
     if (url) img.dataset.url = ev.snapshot_url;
   })());
-  if (!sameClip && ev.clip_url) loads.push((async () => {
+  // a clip still being recorded answers 409 with Retry-After: said so, and asked once more then (if still selected)
+  const loadClip = async (retry) => {
     let url;
     try { url = await blobUrl(ev.clip_url); }
     catch (e) {
-      if (!stale()) { vid.hidden = true; note.textContent = "clip: " + e.message; }
+      if (stale()) return;
+      if (retry && e.status === 409 && e.retryAfterS > 0) {
+        const wait_s = Math.min(e.retryAfterS, 300);
+        note.textContent = `clip: ${e.message} (trying again in ${wait_s} s)`;
+        setTimeout(() => { if (!stale()) loadClip(false); }, wait_s * 1000);
+      } else { vid.hidden = true; note.textContent = "clip: " + e.message; }
       return;
     }
     if (stale()) { URL.revokeObjectURL(url); return; }
+    note.textContent = "";
     setMedia(vid, url);
     vid.dataset.url = ev.clip_url;
     vid.play().catch(() => {});
-  })());
+  };
+  if (!sameClip && ev.clip_url) loads.push(loadClip(true));
   await Promise.all(loads);
 }
 
