@@ -59,6 +59,16 @@ def test_label_stats_summary_and_recall_at_precision():
     assert r == 0.25 and thr == pytest.approx(0.9)
 
 
+@pytest.mark.parametrize("tied", [[True, False, False], [False, False, True], [False, True, False]])
+def test_recall_at_precision_cuts_only_where_a_threshold_can(tied):
+    """Boxes of one confidence are kept or dropped together: two sure hits, then a hit and two false boxes tied at
+    0.5. At precision 0.75 the answer is the two hits at 0.9 (3/5 = 0.6 at 0.5), whatever the order of the tie."""
+    s = LabelStats()
+    s.add(np.array([0.9, 0.9, 0.5, 0.5, 0.5]), np.array([True, True, *tied]), 5)
+    assert s.recall_at_precision(0.75) == (pytest.approx(0.4), pytest.approx(0.9))
+    assert s.recall_at_precision(0.6) == (pytest.approx(0.6), pytest.approx(0.5))
+
+
 def test_canonical_names():
     assert canonical("sea (watercraft)") == "vessel"
     assert canonical("Hard Hat") == "helmet"

@@ -119,7 +119,10 @@ class LabelStats:
         order = np.argsort(-conf, kind="stable")
         tp_c = np.cumsum(tp[order])
         prec = tp_c / np.arange(1, len(tp_c) + 1)
-        ok = np.where(prec >= min_precision)[0]
+        cs = conf[order]
+        # a threshold keeps every box of a confidence or none: only the ends of runs of equal confidence are cuts
+        group_end = np.r_[cs[1:] != cs[:-1], True]
+        ok = np.where((prec >= min_precision) & group_end)[0]
         if not len(ok):
             return 0.0, 1.0
         best = ok[np.argmax(tp_c[ok])]
