@@ -19,6 +19,7 @@ from seawatch.service.app import create_app  # noqa: E402
 from seawatch.service.auth import hash_api_key, hash_password  # noqa: E402
 from seawatch.service.config import load_config  # noqa: E402
 from seawatch.service.runner import Service  # noqa: E402
+from test_service_main import _until  # noqa: E402
 
 KEY = "drone-api-key-0123456789abcdef"
 PASSWORD = "crew-pw-0123"
@@ -28,17 +29,6 @@ def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _until(fn, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s} s: {what} (last: {last!r})")
 
 
 def _settings(data_dir, **over):

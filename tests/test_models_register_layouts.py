@@ -29,6 +29,7 @@ from seawatch.errors import ExportError, InputError, ModelError
 from seawatch.vision import cmd_models_register, registry
 from seawatch.vision.cmd_models_register import _names_from_meta, infer_output_format
 from seawatch.vision.export import fetch
+from test_fetch import env  # noqa: F401  (a throwaway cache and manifest folder)
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -109,15 +110,6 @@ def v8_table(nc: int = 1, n: int = 10) -> np.ndarray:
     a[0, :4, 0] = (200, 150, 200, 100)
     a[0, 4, 0] = 0.9
     return a
-
-
-@pytest.fixture()
-def env(tmp_path, monkeypatch) -> Path:
-    """A throwaway cache and manifest folder."""
-    monkeypatch.setenv("SEAWATCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("SEAWATCH_MODELS_PATH", str(tmp_path / "manifests"))
-    (tmp_path / "manifests").mkdir()
-    return tmp_path
 
 
 def run_register(*argv) -> int:
