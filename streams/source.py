@@ -512,6 +512,7 @@ class Source:
             n_frames_this_pass = 0
             last_pts_s = None
             frame_dur_s = float(1 / info.rate_fps) if info.rate_fps else 0.04
+            clock.frame_s = frame_dur_s
             need_key = self._decode_mode == "keyframes"
             behind = False
             online = False
@@ -566,8 +567,10 @@ class Source:
                     frames = decode_live(None, False) if not need_key else []
                 else:
                     pts_s = None if packet.pts is None else float(packet.pts * tb) + loop_offset_s
+                    dts_s = None if packet.dts is None else float(packet.dts * tb) + loop_offset_s
+                    # files too: a splice (timestamps going back mid-file) starts a new segment of the clock
+                    clock.observe(pts_s, recv_ns, dts_s)
                     if live:
-                        clock.observe(pts_s, recv_ns)
                         lag_s = clock.lag_s(pts_s, recv_ns)
                         if not behind and lag_s > cfg.max_lag_s:
                             behind = True
@@ -648,11 +651,8 @@ class Source:
 
     def _sink_packet(self, gen, packet, bsf, pts_s, clock: StreamClock, recv_ns: int, tb, au) -> None:
         out = bsf.filter(packet) if bsf is not None else [packet]
+        t = clock.packet_ns(pts_s, recv_ns)  # the mapping its frame gets, across splices and re-anchors too
         for p in out:
-            if clock.offset_ns is None or pts_s is None:
-                t = recv_ns
-            else:
-                t = clock.offset_ns + int(round(pts_s * 1e9))
             enc = au.push(EncodedPacket(bytes(p), p.pts, p.dts, tb, bool(p.is_keyframe), t))
             if enc is not None:
                 self._push_sinks(gen, enc)
