@@ -147,7 +147,11 @@ def test_clip_asked_for_before_its_post_roll_is_not_stored_short(small_clip, tmp
 
 
 def test_api_answers_409_with_retry_after_while_the_clip_is_not_ready(tmp_path, monkeypatch):
-    from fastapi.testclient import TestClient
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*httpx.*")  # starlette's notice about its test client's transport
+        from fastapi.testclient import TestClient
 
     from seawatch.service.app import create_app
     from seawatch.service.auth import hash_password
