@@ -202,6 +202,8 @@ def test_evaluate_summary_survives_a_failed_report_write(tmp_path, capsys, monke
     (b'[{"file": ""}]', "entry 0: 'file' must be a file name"),
     (b'[{"file": "a.jpg"}, {"file": "b.jpg", "ground_truth": ["fire"]}]', "entry 1 (b.jpg): 'ground_truth' must be"),
     (b'[{"file": "a.jpg", "ground_truth": "fire"}]', "entry 0 (a.jpg): 'ground_truth' must be"),
+    (b'[{"file": "a.jpg", "ground_truth": {"without_helmet": "two"}}]', "entry 0 (a.jpg): 'without_helmet' counts"),
+    (b'[{"file": "a.jpg", "ground_truth": {"without_helmet": -1}}]', "entry 0 (a.jpg): 'without_helmet' counts"),
 ])
 def test_malformed_manifest_is_an_input_error_naming_the_entry(tmp_path, capsys, content, words):
     from seawatch.vision.groundtruth import load_manifest

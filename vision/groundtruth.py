@@ -158,6 +158,10 @@ def load_manifest(manifest_path: Path, categories: set[str] | None = None) -> li
         if not isinstance(gt, dict):
             raise InputError(f"{manifest_path}: entry {i} ({e['file']}): 'ground_truth' must be an object "
                              f"{{label: value, ...}}, got {type(gt).__name__}")
+        hats = gt.get("without_helmet")
+        if hats is not None and (isinstance(hats, bool) or not isinstance(hats, int) or hats < 0):
+            raise InputError(f"{manifest_path}: entry {i} ({e['file']}): 'without_helmet' counts people without a "
+                             f"hard hat (a whole number >= 0), got {hats!r:.60}")
         if categories and e.get("category") not in categories:
             continue
         path = root / e["file"]
