@@ -566,6 +566,9 @@ def test_ui_review_desk_at_laptop_size(live_service, tmp_path):
         page.fill("#filters input[name=vessel_name]", "noordzee")
         page.click("#filters button")
         _wait(page, f"JSON.stringify({ROWS}) === '[\"ev00000\"]'")
+        page.click('#events tr[data-id="ev00000"]')  # another event: the note typed for ev00301 is not carried over
+        _wait(page, "document.getElementById('detail').dataset.id === 'ev00000'")
+        assert page.input_value("#d-note") == ""
         with page.expect_download() as dl:
             page.click("#export-geojson")
         assert dl.value.suggested_filename == "seawatch-events.geojson"

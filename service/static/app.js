@@ -318,6 +318,7 @@ async function select(id, { refresh = false } = {}) {
   $("detail").dataset.id = ev.id;
   if (!refresh) {
     $("d-error").textContent = "";
+    if (!prev) $("d-note").value = "";  // a note typed for another event must not be saved against this one
     // the review buttons in sight (they sit under the map and list on a laptop screen)
     const top = $("detail").getBoundingClientRect().top;
     if (!shown || top < 0 || top > window.innerHeight - 160) $("detail").scrollIntoView({ block: "start", behavior: "smooth" });
