@@ -351,7 +351,10 @@ def get_audit(event_id: str, store: Store, who: Operator) -> list[AuditOut]:
 
 
 def _review(store: EventStore, live: LiveHub, event_id: str, status: str, who: Principal, body: ReviewIn | None) -> EventOut:
-    _get_event(store, event_id)
+    current = _get_event(store, event_id)
+    if current.review_status == "confirmed" and status != "confirmed" and not who.has("reviewer"):
+        # a reviewer's verdict is evidence (and training data: `seawatch reviews export`): an operator cannot undo it
+        raise ApiError(409, f"event {event_id} was confirmed by a reviewer; only a reviewer can change its status")
     if body is not None and (why := reason_problem(status, body.reason)) is not None:
         raise ApiError(422, why)
     ev = store.review(event_id, status, who.name, who.kind, body.note if body else "", reason=body.reason if body else "")

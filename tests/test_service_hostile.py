@@ -24,7 +24,7 @@ from seawatch.service.app import MAX_BODY_BYTES, create_app  # noqa: E402
 from seawatch.service.auth import LoginThrottle  # noqa: E402
 from seawatch.vision.events import Snapshot  # noqa: E402
 from test_ignore_spot import BUOY, _config  # noqa: E402
-from test_service_api import PASSWORDS, app_env, error_code, hashes, seed, settings_for, token  # noqa: E402,F401
+from test_service_api import KEY, PASSWORDS, ROLES, app_env, error_code, hashes, seed, settings_for, token  # noqa: E402,F401
 from test_service_store import T0, make_event  # noqa: E402
 
 
@@ -226,3 +226,21 @@ def test_ignore_spot_makes_one_area_per_event_with_each_label_once(tmp_path, has
         r = client.post(url, headers=rev, json={"labels": ["buoy"]})
         assert r.status_code == 201 and r.json()["area"]["labels"] == ["buoy"], r.text
         assert [a.labels for a in store.ignore_areas()] == [("buoy",)]
+
+
+def test_an_operator_cannot_undo_a_reviewers_confirmation(app_env, tmp_path):
+    """A reviewer's verdict is evidence and training data (`seawatch reviews export`): an operator's acknowledge or
+    dismissal (even as a false detection) of a confirmed event is refused; a reviewer may still change it."""
+    client, app, cfg = app_env
+    seed(app, cfg.storage.resolved_media_dir())
+    reviewer = next(u for u, r in ROLES.items() if r == "reviewer")
+    assert client.post("/api/events/ev00001/confirm", json={"note": "real smoke"}, headers=token(client, reviewer)).status_code == 200
+    for action, body in (("acknowledge", {}), ("dismiss", {"reason": "false_detection"})):
+        r = client.post(f"/api/events/ev00001/{action}", json=body, headers={"X-API-Key": KEY})
+        assert r.status_code == 409 and error_code(r) == "conflict" and "confirmed by a reviewer" in r.json()["error"]["message"]
+    got = client.get("/api/events/ev00001", headers={"X-API-Key": KEY}).json()
+    assert got["review_status"] == "confirmed" and len(got["review_history"]) == 1
+    r = client.post("/api/events/ev00001/dismiss", json={"note": "it was steam"}, headers=token(client, reviewer))
+    assert r.status_code == 200 and r.json()["review_status"] == "dismissed"
+    # an operator still reviews what nobody confirmed
+    assert client.post("/api/events/ev00002/acknowledge", json={}, headers={"X-API-Key": KEY}).status_code == 200
