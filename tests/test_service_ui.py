@@ -443,6 +443,18 @@ def test_ui_kiosk_key_and_tiles_setting(tmp_path):
             img = _shot(page)
             assert _count(img, SEV_RGB["critical"], xy["x"], xy["y"], r=6) > 40
             assert any(u.startswith("http://127.0.0.1:9/") for u in tile_requests)  # tiles asked from the configured server
+            # an operator reviews what no reviewer confirmed: no Confirm button, and none at all on a confirmed event
+            app.state.store.put(make_event(1, type="smoke", severity="low", source_id="quay-1"))
+            app.state.store.review("ev00001", "confirmed", "rita", "user", "real smoke")
+            page.reload()
+            page.wait_for_selector('#events tr[data-id="ev00001"]')
+            buttons = "[...document.querySelectorAll('#d-actions button[data-act]')].filter(b => !b.hidden).map(b => b.textContent)"
+            page.click('#events tr[data-id="ev00000"]')
+            _wait(page, "document.getElementById('detail').dataset.id === 'ev00000'")
+            assert page.evaluate(buttons) == ["Acknowledge", "Dismiss", "False detection"]
+            page.click('#events tr[data-id="ev00001"]')
+            _wait(page, "document.getElementById('detail').dataset.id === 'ev00001'")
+            assert page.evaluate(buttons) == []
             browser.close()
     finally:
         srv.should_exit = True

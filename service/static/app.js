@@ -339,6 +339,10 @@ async function select(id, { refresh = false } = {}) {
   // a fixed camera's event with a subject box can become an ignore area, once (reviewers; the server checks again)
   const made = ((src && src.areas) || []).some((a) => a.origin === "operator" && a.event_id === ev.id);
   $("d-ignore").hidden = !(ev.snapshot && src && (src.kind || "camera") === "camera" && !src.drone_id) || state.role === "operator" || made;
+  // operators review what no reviewer has confirmed; confirming, and changing a confirmed verdict, are a reviewer's
+  // (the server checks too)
+  for (const b of document.querySelectorAll("#d-actions button[data-act]"))
+    b.hidden = state.role === "operator" && (b.dataset.act === "confirm" || ev.review_status === "confirmed");
   renderIgnored(ev);
   const img = $("d-snapshot"), vid = $("d-clip"), note = $("d-clip-note");
   const sameSnap = prev && img.dataset.for === ev.id && img.dataset.url === (ev.snapshot_url || "");
