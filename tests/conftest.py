@@ -7,6 +7,7 @@ so a green CI run cannot hide a skipped real-data test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -58,3 +59,29 @@ def has_module(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+@contextlib.contextmanager
+def serve_in_thread(app, timeout_s: float = 15.0):
+    """``app`` behind a real uvicorn on a free local port, in a thread, for as long as the block runs: yields the port."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=srv.run, daemon=True)
+    th.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not srv.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert srv.started, "uvicorn did not start"
+        yield port
+    finally:
+        srv.should_exit = True
+        th.join(10)

@@ -12,18 +12,12 @@ import pytest
 from seawatch.cli import main
 from seawatch.errors import ConfigError, InputError
 from seawatch.streams import ais
+from test_ais import _cs
 
 T0_S = 1_700_000_000  # 2023-11-14T22:13:20Z
 GOOD_A = "!AIVDM,1,1,,B,13aDp<PP000IwSlN?Wm@0?wN2<1T,0*29"  # MMSI 244660274
 GOOD_B = "!AIVDM,1,1,,A,13RlIW?04F1beOVEFLB9bRvH0L0L,0*6C"  # MMSI 237836700
 ZONE_RULES = [{"type": "vessel_in_zone"}]
-
-
-def _cs(body: str) -> str:
-    c = 0
-    for ch in body.encode():
-        c ^= ch
-    return f"{c:02X}"
 
 
 def _tagged(sentence: str, c: str) -> str:

@@ -20,6 +20,7 @@ import pytest
 warnings.filterwarnings("ignore", message=".*httpx.*")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from conftest import serve_in_thread  # noqa: E402
 from seawatch.service.app import MAX_BODY_BYTES, create_app  # noqa: E402
 from seawatch.service.auth import LoginThrottle  # noqa: E402
 from seawatch.vision.events import Snapshot  # noqa: E402
@@ -101,24 +102,9 @@ def test_oversized_body_is_413_in_the_error_shape(app_env, path):
 @pytest.fixture
 def served(tmp_path, hashes):
     """The app behind a real uvicorn on a free port: (app, port)."""
-    import uvicorn
-
     app = create_app(settings_for(tmp_path, hashes))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    try:
-        deadline = time.monotonic() + 15
-        while not srv.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert srv.started
+    with serve_in_thread(app) as port:
         yield app, port
-    finally:
-        srv.should_exit = True
-        th.join(10)
 
 
 def _exchange(port: int, head: str, body: bytes) -> tuple[int, dict]:

@@ -10,7 +10,6 @@ import json
 import math
 import shutil
 import socket
-import threading
 import time
 import urllib.request
 import warnings
@@ -24,7 +23,7 @@ import pytest
 warnings.filterwarnings("ignore", message=".*httpx.*")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from conftest import missing  # noqa: E402
+from conftest import missing, serve_in_thread  # noqa: E402
 from seawatch.service.app import create_app  # noqa: E402
 from seawatch.service.auth import hash_api_key, hash_password  # noqa: E402
 from seawatch.service.config import load_config  # noqa: E402
@@ -96,8 +95,6 @@ def settings(tmp_path: Path, video: Path | None = None, **over):
 def live_service(tmp_path, shared_media):
     """A running Service (camera + simulated drone + the Lemmer AIS log) behind uvicorn on a free port, with three
     stored events."""
-    import uvicorn
-
     from seawatch.service.runner import Service
 
     video = tmp_path / "quay.mp4"
@@ -105,23 +102,14 @@ def live_service(tmp_path, shared_media):
     det = SwitchableFire()
     ais = str(shared_media / "F_ais" / "ais_gpsd_lemmer_nl_ais-nmea.log")
     svc = Service(settings(tmp_path, video, ais=[ais]), detectors={"stub": det}, file_pace="realtime", loop_files=True).start()
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(svc.app, host="127.0.0.1", port=port, log_level="warning"))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
     try:
-        deadline = time.monotonic() + 15
-        while not srv.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert srv.started
-        svc.store.put(make_event(0, type="vessel_in_zone", severity="critical", source_id="drone-cam",
-                                 geo=GeoPosition(52.8400, 5.7060, 40.0, 20.0, 30.0), attributes={"vessel_name": "Noordzee Express"}))
-        svc.store.put(make_event(1, type="smoke", severity="low", source_id="quay-cam", geo=GeoPosition(52.8392, 5.7010, 15.0, 15.0)))
-        svc.store.put(make_event(2, type="no_hard_hat", severity="medium", source_id="yard-cam"))
-        yield svc, det, f"http://127.0.0.1:{port}"
+        with serve_in_thread(svc.app) as port:
+            svc.store.put(make_event(0, type="vessel_in_zone", severity="critical", source_id="drone-cam",
+                                     geo=GeoPosition(52.8400, 5.7060, 40.0, 20.0, 30.0), attributes={"vessel_name": "Noordzee Express"}))
+            svc.store.put(make_event(1, type="smoke", severity="low", source_id="quay-cam", geo=GeoPosition(52.8392, 5.7010, 15.0, 15.0)))
+            svc.store.put(make_event(2, type="no_hard_hat", severity="medium", source_id="yard-cam"))
+            yield svc, det, f"http://127.0.0.1:{port}"
     finally:
-        srv.should_exit = True
-        th.join(10)
         svc.stop()
 
 
@@ -415,20 +403,11 @@ def test_ui_operator_workflow_in_chromium(live_service, tmp_path):
 def test_ui_kiosk_key_and_tiles_setting(tmp_path):
     """A wall display with ``#key=`` and a configured tile server: the page asks the tile server (blocked here, so
     nothing is drawn from it) and still draws events and the grid."""
-    import uvicorn
-
     cfg = load_config(data={"storage": {"data_dir": str(tmp_path / "data")},
                             "service": {"map_tiles_url": "http://127.0.0.1:9/{z}/{x}/{y}.png", "map_tiles_attribution": "test tiles"},
                             "auth": {"api_keys": [{"name": "wall", "role": "operator", "key_sha256": hash_api_key(KEY)}]}})
     app = create_app(cfg)
-    port = _free_port()
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not srv.started and time.monotonic() < deadline:
-            time.sleep(0.05)
+    with serve_in_thread(app) as port:
         app.state.store.put(make_event(0, type="fire", severity="critical", source_id="quay-1", geo=GeoPosition(54.02, 6.55, 30.0, 30.0)))
         with _playwright() as p:
             browser = _browser(p)
@@ -456,9 +435,6 @@ def test_ui_kiosk_key_and_tiles_setting(tmp_path):
             _wait(page, "document.getElementById('detail').dataset.id === 'ev00001'")
             assert page.evaluate(buttons) == []
             browser.close()
-    finally:
-        srv.should_exit = True
-        th.join(10)
 
 
 # Before the app runs: counts the page's 10 s timers still set (the AIS poll), and keeps the blob behind each object
