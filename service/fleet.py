@@ -8,7 +8,9 @@ failsafe status (HEARTBEAT system_status CRITICAL / EMERGENCY) or :meth:`DroneRu
 ``aborted``, which never starts again by itself: only :meth:`DroneRunner.restart_patrol` (``Fleet.restart_patrol``)
 does. ``repeat`` flies a complete patrol again once the vehicle is disarmed, and every start (first, repeat,
 restart) waits (``held``, with the reason) while a failsafe is active or the reported battery is below the drone's
-``patrol_min_battery_pct`` or unknown.
+``patrol_min_battery_pct`` or unknown. A vehicle that is already armed when the service would first upload or start
+its patrol is someone else's flight: the service holds (no mission upload, no mode change) until it is disarmed, or
+until the operator's restart takes it over.
 
 A drone that is not there yet, or whose link drops, is a status (``connecting`` / ``lost``) and a retry, never an
 exception: :class:`DroneRunner` keeps trying to open the link until it is stopped, and the link itself reconnects
@@ -59,6 +61,7 @@ class DroneRunner:
         self.patrol_reason: str | None = None  # why the patrol is aborted or held
         self._battery_mono: float | None = None
         self._reached_seq: int | None = None  # MISSION_ITEM_REACHED of the patrol now flying
+        self._we_armed = False  # the service armed the vehicle (cleared once it is seen disarmed)
         self._starting = False  # our own mode changes (GUIDED, arm, AUTO) are under way
         self._restart = False  # an explicit restart asked for (restart_patrol)
         self._lock = threading.Lock()  # patrol state; never held across I/O
@@ -152,6 +155,9 @@ class DroneRunner:
         if link is None or link.status != LinkStatus.CONNECTED:
             return
         state = link.state
+        with self._lock:
+            if self._airborne_hold(state):
+                return
         if self.mission is None:
             home = state.home
             if home is None:
@@ -182,6 +188,7 @@ class DroneRunner:
                     self.patrol_state, self.patrol_reason = "held", why
                     return
                 self._starting = True
+                self._we_armed = True  # a start that fails after arming is not someone else's flight
             try:
                 self.mission.start()
             finally:
@@ -210,6 +217,25 @@ class DroneRunner:
         if self.patrols_started == 0:
             return self.patrol_state in ("uploaded", "held", "error")
         return bool(self.ops.repeat) and self.patrol_state in ("complete", "held") and state.armed is False
+
+    def _airborne_hold(self, state) -> bool:
+        """Hold (``held``, with the reason) instead of uploading or starting a patrol on a vehicle that is already
+        armed before the service flew it: someone else is flying it (a pilot, another ground station's mission), and
+        a new mission or a switch to AUTO would take it from them mid-flight. Only the operator's explicit restart
+        takes such a vehicle over. Call with ``_lock`` held; True when held."""
+        if state.armed is not True:
+            self._we_armed = False
+            return False
+        if self._restart or self._we_armed or self.patrol_state in ("flying", "complete", "aborted"):
+            return False
+        if self.patrols_started and self.patrol_state != "held":
+            return False
+        why = ("vehicle already armed under another pilot's control; the service starts a patrol only on a "
+               "disarmed vehicle (land and disarm it, or restart the patrol to take it over)")
+        if (self.patrol_state, self.patrol_reason) != ("held", why):
+            log.warning("drone %s: patrol %r not started: %s", self.id, self.ops.patrol, why)
+        self.patrol_state, self.patrol_reason = "held", why
+        return True
 
     def _start_problem(self, state) -> str | None:
         """Why the vehicle must not start a patrol now (failsafe, battery low or unknown), or None."""

@@ -300,3 +300,36 @@ def test_complete_patrol_repeats_only_with_battery_and_without_failsafe():
         assert "failsafe" in r.status()["patrol_reason"]
     finally:
         r.stop()
+
+
+@pytest.mark.slow
+def test_patrol_is_not_started_on_a_vehicle_someone_else_is_flying():
+    """A vehicle already in the air when the service links up is another pilot's flight: no mission upload, no mode
+    change, until it lands and disarms, or the operator's restart takes it over."""
+    from seawatch.service.config import FleetDroneConfig
+    from seawatch.service.fleet import DroneRunner
+
+    for take_over in (False, True):
+        port = 18652 + take_over
+        sim = SimVehicle(f"udpout:127.0.0.1:{port}", home=(54.0, 7.0, 0.0), speed=10.0)
+        sim.h, sim.armed, sim.mode = 15.0, True, "LOITER"  # the pilot's flight
+        sim.start()
+        drone = DroneConfig.model_validate({
+            "id": "d1", "connection": f"udp:127.0.0.1:{port}", "camera": {"width_px": 640, "height_px": 480, "hfov_deg": 60},
+            "routes": {"r": {"type": "points", "points_lonlat": [[7.0, 54.0], [7.0003, 54.0]], "alt_m": 6}}})
+        ops = FleetDroneConfig.model_validate({"drone": "d1", "sim": False, "patrol": "r", "link_timeout_s": 5})
+        r = DroneRunner(drone, ops).start()
+        try:
+            _until(lambda: r.patrol_state == "held", 30, "the patrol held")
+            assert "already armed" in r.status()["patrol_reason"]
+            time.sleep(1.5)
+            assert r.patrols_started == 0 and sim.mode == "LOITER" and len(sim.mission) == 1  # home only: no upload
+            if take_over:
+                r.restart_patrol()
+            else:
+                sim.mode, sim.h, sim.armed = "LAND", 0.0, False  # the pilot lands
+            _until(lambda: r.patrols_started == 1 and r.patrol_state == "flying", 30, "the patrol started")
+            assert sim.mode == "AUTO" and len(sim.mission) > 1
+        finally:
+            r.stop()
+            sim.stop()
