@@ -19,6 +19,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--every", type=float, default=0.0, metavar="S",
                    help="also print the interpolated pose every S seconds as JSON lines")
     p.add_argument("--speed", type=float, default=0.0, help="replay at this multiple of real time (0 = fast)")
+    p.add_argument("--system", type=int, default=None, metavar="ID",
+                   help="the vehicle's MAVLink system id (default: the first autopilot heard; give it on a link "
+                        "(a log) shared by several vehicles)")
 
 
 def _iso(ns: int) -> str:
@@ -26,7 +29,7 @@ def _iso(ns: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    link = MavlinkLink(args.log, altitude=args.altitude).replay(speed=args.speed or None)
+    link = MavlinkLink(args.log, altitude=args.altitude, target_system=args.system).replay(speed=args.speed or None)
     tl = link.timeline
     summary: dict = {
         "file": args.log,

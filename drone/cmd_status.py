@@ -21,6 +21,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tlog", default=None, help="also log the telemetry to this .tlog")
     p.add_argument("--stream-rate", type=float, default=None, metavar="HZ",
                    help="ask the vehicle for all data streams at this rate (direct SITL TCP / serial without MAVProxy)")
+    p.add_argument("--system", type=int, default=None, metavar="ID",
+                   help="the vehicle's MAVLink system id (default: the first autopilot heard; give it on a link "
+                        "shared by several vehicles)")
 
 
 def state_dict(link: MavlinkLink) -> dict:
@@ -30,11 +33,13 @@ def state_dict(link: MavlinkLink) -> dict:
     d["messages"] = link.counters.messages
     d["bad_data"] = link.counters.bad_data
     d["params"] = len(link.params)
+    d["system"] = link.target_system
     return d
 
 
 def run(args: argparse.Namespace) -> int:
-    with MavlinkLink(args.url, baud=args.baud, tlog_path=args.tlog, stream_rate_hz=args.stream_rate).open(args.timeout) as link:
+    with MavlinkLink(args.url, baud=args.baud, tlog_path=args.tlog, stream_rate_hz=args.stream_rate,
+                     target_system=args.system).open(args.timeout) as link:
         end = time.monotonic() + args.seconds
         while True:
             print(json.dumps(state_dict(link)), flush=True)
