@@ -167,6 +167,21 @@ def telemetry_json(ev: Event, timeline=None) -> tuple[dict[str, Any] | None, str
     return doc, None
 
 
+def _clip_coverage(clip: Path) -> dict[str, Any]:
+    """What of its window a clip shows, from the coverage its cutter recorded (a reviewer must not take a clip with
+    an outage in it for the whole incident); ``known`` false for a clip without that record (cut by an older
+    version, or a file put there by hand)."""
+    from seawatch.streams.recording import read_clip_coverage
+
+    cov = read_clip_coverage(clip)
+    if cov is None:
+        return {"known": False}
+    return {"known": True, "complete": not cov.partial, "window_start": iso(cov.start_ns), "window_end": iso(cov.end_ns),
+            "covered": [[iso(a), iso(b)] for a, b in cov.spans],
+            "covered_s": round(sum(b - a for a, b in cov.spans) / 1e9, 3),
+            "window_s": round((cov.end_ns - cov.start_ns) / 1e9, 3)}
+
+
 def evidence_zip(path, event_json: dict[str, Any], audit: list[dict[str, Any]], *, snapshot: Path | None,
                  clip: Path | None, missing: dict[str, str], exported_by: str, version: str,
                  telemetry: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -174,8 +189,9 @@ def evidence_zip(path, event_json: dict[str, Any], audit: list[dict[str, Any]], 
 
     Members: ``event.json``, ``audit.json``, ``telemetry.json`` (drone events: see :func:`telemetry_json`),
     ``snapshot.jpg`` and ``clip.mp4`` when available, ``manifest.json``
-    (what is in it, who exported it when, what is missing and why, the SHA-256 of every other member) and
-    ``SHA256SUMS`` (``sha256sum -c`` format, covering every member including the manifest).
+    (what is in it, who exported it when, what is missing and why, the SHA-256 of every other member, and for the
+    clip what of its window it shows: ``clip_coverage`` with ``complete`` false when the camera was out for part of
+    it) and ``SHA256SUMS`` (``sha256sum -c`` format, covering every member including the manifest).
     """
     import hashlib
     import json
@@ -216,6 +232,8 @@ def evidence_zip(path, event_json: dict[str, Any], audit: list[dict[str, Any]], 
         "files": entries,
         "missing": missing,
     }
+    if clip is not None:
+        manifest["clip_coverage"] = _clip_coverage(clip)
     manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
     sums = [f"{e['sha256']}  {e['name']}" for e in entries] + [f"{hashlib.sha256(manifest_bytes).hexdigest()}  manifest.json"]
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:

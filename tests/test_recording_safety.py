@@ -115,6 +115,31 @@ def test_clip_of_an_outage_is_an_error_and_a_partial_clip_says_so(small_clip, tm
     assert "partial" in ffprobe(part, "format_tags=comment")
 
 
+def test_evidence_manifest_says_what_of_its_window_a_clip_shows(small_clip, tmp_path):
+    import json
+    import zipfile
+
+    from seawatch.service.export import evidence_zip
+
+    rec = tmp_path / "rec"
+    _record(small_clip, rec, "cam", T0)                 # 0 .. 3.96 s
+    _record(small_clip, rec, "cam", T0 + 10 * S)        # 10 .. 13.96 s: out for 6 s in between
+    full = cut_clip(tmp_path / "full.mp4", T0 + S, T0 + 3 * S, recordings=rec, source_id="cam")
+    part = cut_clip(tmp_path / "part.mp4", T0 + 2 * S, T0 + 11 * S, recordings=rec, source_id="cam")
+    other = tmp_path / "other.mp4"
+    other.write_bytes(small_clip.read_bytes())  # no coverage record: an older clip
+    got = {}
+    for name, clip in [("full", full), ("part", part), ("other", other)]:
+        zpath = tmp_path / f"{name}.zip"
+        evidence_zip(zpath, {"id": "ev1"}, [], snapshot=None, clip=clip, missing={}, exported_by="user:r", version="t")
+        got[name] = json.loads(zipfile.ZipFile(zpath).read("manifest.json"))["clip_coverage"]
+    assert got["full"]["known"] and got["full"]["complete"] and got["full"]["covered_s"] == pytest.approx(2.0)
+    assert got["part"]["known"] and not got["part"]["complete"]
+    assert got["part"]["window_s"] == pytest.approx(9.0) and got["part"]["covered_s"] == pytest.approx(2.96, abs=0.01)
+    assert len(got["part"]["covered"]) == 2 and got["part"]["covered"][1][0].endswith("10Z")
+    assert got["other"] == {"known": False}
+
+
 # ------------------------------------------------------------------------------------------- 2: post-roll to come
 def test_clip_asked_for_before_its_post_roll_is_not_stored_short(small_clip, tmp_path):
     t0 = time.time_ns()  # a live source: capture times are wall-clock times
