@@ -52,16 +52,16 @@ def test_run_hard_hat_clip_flags_the_bare_headed_worker_before_the_hat_goes_on(s
     onnx_model("helmet")
     onnx_model("coco_yolov5n")
     cfg = tmp_path / "hat.yaml"
-    cfg.write_text("zones:\n  - id: site\n    source: factory\n    rules: [{type: no_hard_hat, min_duration_s: 2}]\n")
+    cfg.write_text("zones:\n  - id: site\n    source: factory\n    rules: [{type: no_hard_hat}]\n")  # 5 s, as shipped
     clip = shared_media / "C_hardhat" / "industrial_worker_helmet_clip.mp4"
     res = seawatch("run", f"factory={clip}", "--models", "helmet,coco_yolov5n", "--analysis-fps", "3",
                    "--config", str(cfg), "--start-utc", START)
     assert res.returncode == 0, res.stderr
     starts = [e for e in events_of(res.stdout) if e["phase"] == "start" and e["type"] == "no_hard_hat"]
-    # ground truth: bare-headed from 0 to ~10 s, hat on from ~10 s
-    early = [e for e in starts if (e["start_ns"] - START_NS) / 1e9 <= 13]
-    # one worker, one incident: the tracker loses him for a moment before 5 s and its new track id is him again
-    assert len(early) == 1, [(e["start_ns"], e["track_ids"]) for e in starts]
+    # ground truth: bare-headed from 0 to ~10 s, hat on from ~10 s: one incident, and none after the hat is on (the
+    # helmet model calls two white hard hats bare for ~3 s around 15 s; the default dwell keeps that from an event)
+    assert len(starts) == 1, [(e["start_ns"], e["track_ids"]) for e in starts]
+    assert (starts[0]["start_ns"] - START_NS) / 1e9 <= 4 and (starts[0]["at_ns"] - START_NS) / 1e9 <= 10
 
 
 def test_run_reports_a_corrupt_source_and_exits_nonzero(tmp_path):
