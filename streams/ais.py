@@ -27,7 +27,7 @@ import math
 import socket
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
@@ -596,6 +596,64 @@ def read_file(path: str | Path, decoder: AisDecoder | None = None) -> Iterator[A
             if msg is not None:
                 yield msg
     dec.flush()
+
+
+def drop_time_outliers(
+    msgs: Iterable[AisMessage],
+    *,
+    max_jump_s: float = 600.0,
+    neighbours: int = 8,
+    stats: AisStats | None = None,
+) -> Iterator[AisMessage]:
+    """The messages of one recorded feed in their order, less those whose time is out of line with the feed.
+
+    A log's messages come in time order, seconds apart. A message whose time lies more than ``max_jump_s`` from
+    the median time of the ``neighbours`` messages kept before it AND from the median of the ``neighbours``
+    messages after it is a wrong stamp (one RMC fix with a wrong date, a tag block from a receiver whose clock is
+    a year off): applied, it would become the table's newest time and hide every real vessel, or pin its vessel's
+    position to a time that never comes. It is skipped and counted as ``malformed["time_outlier"]`` in ``stats``.
+    A real gap in the log (a receiver off for an hour) is kept: the messages after it agree with each other. So are
+    the last messages of a log when more than one of them share a wrong time: a gap they could have been.
+    Messages timed by the receive clock (``time_source == "receiver"``) pass unjudged: that is the reader's clock,
+    not the log's. Streaming, with a look-ahead of ``neighbours`` timed messages.
+    """
+    if neighbours < 1:
+        raise ValueError("neighbours must be >= 1")
+    jump_ns = int(max_jump_s * 1e9)
+    before: deque[int] = deque(maxlen=neighbours)  # times of the messages kept
+    ahead: deque[AisMessage] = deque()
+
+    def median(times, *, high: bool) -> int:
+        ts = sorted(times)
+        return ts[len(ts) // 2 if high else (len(ts) - 1) // 2]
+
+    def judge(msg: AisMessage, after: list[int]) -> bool:
+        t = msg.time_ns
+        # an even split (right after a real gap) leans to the side nearer the message: the later of the two middle
+        # times before it, the earlier after it
+        far_before = not before or abs(t - median(before, high=True)) > jump_ns
+        far_after = not after or abs(t - median(after, high=False)) > jump_ns
+        if far_before and far_after and (before or after):
+            if stats is not None:
+                stats.malformed["time_outlier"] += 1
+            log.debug("AIS message of MMSI %s at %d ns is out of line with its neighbours; skipped", msg.mmsi, t)
+            return False
+        before.append(t)
+        return True
+
+    for msg in msgs:
+        if msg.time_source == "receiver":
+            yield msg
+            continue
+        ahead.append(msg)
+        if len(ahead) > neighbours:
+            head = ahead.popleft()
+            if judge(head, [m.time_ns for m in ahead]):
+                yield head
+    while ahead:
+        head = ahead.popleft()
+        if judge(head, [m.time_ns for m in ahead]):
+            yield head
 
 
 def parse_feed_url(url: str) -> tuple[str, str, int]:

@@ -157,7 +157,9 @@ class VesselIdentityStage:
         if not path.is_file():
             raise InputError(f"AIS feed {url!r}: no such file (give a file path, tcp://HOST:PORT or udp://HOST:PORT)")
         # a receiver log's own GNSS fixes ($xxRMC) give it a clock when it has no tag blocks
-        msgs = list(A.read_file(path, A.AisDecoder(use_rmc_time=True)))
+        dec = A.AisDecoder(use_rmc_time=True)
+        # a message stamped out of line with the rest of the log (a wrong RMC date) is skipped, not replayed
+        msgs = list(A.drop_time_outliers(A.read_file(path, dec), max_jump_s=self.config.ais_max_age_s, stats=dec.stats))
         timed = [m for m in msgs if m.time_source != "receiver"]
         untimed = [m for m in msgs if m.time_source == "receiver"]
         if untimed:

@@ -38,9 +38,14 @@ def collect(args: argparse.Namespace) -> tuple[list, dict, int]:
             feed.stop()
         now = time.time_ns()
     else:
-        table.update_many(ais.read_file(args.source, decoder))
+        # a log's "now" is its newest time; a message stamped out of line with the rest of the log (one RMC with a
+        # wrong date, a receiver clock a year off) would otherwise become "now" and hide every real vessel
+        msgs = ais.drop_time_outliers(ais.read_file(args.source, decoder), max_jump_s=max(60.0, args.max_age),
+                                      stats=decoder.stats)
+        table.update_many(msgs)
         now = table.latest_ns or 0
-    return table.snapshot(now), decoder.stats.as_dict(), now
+    stats = decoder.stats.as_dict() | {"invalid_mmsi": table.rejected}
+    return table.snapshot(now), stats, now
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,5 +63,6 @@ def run(args: argparse.Namespace) -> int:
               f"{f(r.cog_deg, '.1f'):>7} {r.age_s(now):>6.0f}")
     bad = sum(stats["malformed"].values())
     print(f"{len(rows)} vessels; {stats['messages']} messages from {stats['sentences']} AIS sentences "
-          f"({stats['lines']} lines); {bad} malformed {stats['malformed'] or ''}; by type {stats['by_type']}")
+          f"({stats['lines']} lines); {bad} malformed {stats['malformed'] or ''}; {stats['invalid_mmsi']} with an "
+          f"invalid MMSI; by type {stats['by_type']}")
     return 0

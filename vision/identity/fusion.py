@@ -166,7 +166,7 @@ def extrapolate(states: Sequence[VesselState], time_ns: int, cfg: FusionConfig =
     sog = np.array([(s.sog_kn or 0.0) * _KN if s.cog_deg is not None else 0.0 for s in rows], float)
     cog = np.array([s.cog_deg if s.cog_deg is not None else 0.0 for s in rows], float)
     run_m = sog * dt_s  # negative when the report is newer than the frame: dead-reckon backwards
-    moving = np.abs(run_m) > 0.05 * _KN
+    moving = (sog >= 0.1 * _KN) & (np.abs(run_m) > 0.01)  # under 0.1 kn a SOG is GNSS jitter at anchor
     plon, plat = lon.copy(), lat.copy()
     if moving.any():
         lo2, la2, _ = geod().fwd(lon[moving], lat[moving], cog[moving], run_m[moving])

@@ -37,6 +37,8 @@ _HULL_RE = re.compile(
 _DIGIT_FIX = str.maketrans({"O": "0", "D": "0", "Q": "0", "I": "1", "L": "1", "|": "1", "!": "1", "Z": "2", "S": "5",
                             "B": "8", "G": "6", "T": "7"})
 _DROP = re.compile(r"[\s\.\-_·•,，。:：;；'\"`/\\()（）\[\]【】]+")
+_CONFUSABLE = frozenset("ODQILZSBGT|!")
+_SPLIT_LAST = re.compile(r"^(.*[\s\.\-_·•,/]+)([0-9A-Z|!]{2,6})\s*$", re.S)
 _NUMBER_RUN = re.compile(r"(渔运|渔冷|渔辅|渔)([0-9A-Z|!]{3,6})$")
 
 
@@ -70,6 +72,23 @@ def _strip_latin_accents(text: str) -> str:
     return unicodedata.normalize("NFKC", "".join(out))
 
 
+def _fix_latin_number(s: str) -> str:
+    """Repair letter/digit confusions in the number of a Latin registration (``SC 1O``, ``UK-l2``, ``HAI XUN I68``).
+
+    Only the last group (after a space, dash, dot, ...), and only when it holds a real digit, nothing but digits and
+    confusable letters, and follows a prefix with a letter; so ``HAI XUN`` or ``ORANJE B`` keep their letters.
+    Runs before the separators are dropped: once ``SC 1O`` is ``SC1O``, prefix and number cannot be told apart.
+    """
+    parts = _SPLIT_LAST.match(s)
+    if parts is None:
+        return s
+    head, last = parts.group(1), parts.group(2)
+    if any(c.isdigit() for c in last) and all(c.isdigit() or c in _CONFUSABLE for c in last) \
+            and any(c.isalpha() and c.isascii() for c in head):
+        return head + last.translate(_DIGIT_FIX)
+    return s
+
+
 def normalise_hull(text: str) -> str:
     """Canonical form for comparing hull numbers: ``" 粵湛漁 9O135號"`` -> ``"粤湛渔90135"``.
 
@@ -78,6 +97,7 @@ def normalise_hull(text: str) -> str:
     confusions repaired inside the digit run that follows 渔 (only there: Latin names keep their letters).
     """
     s = fold_width(_strip_latin_accents(fold_width(text).translate(VARIANTS).upper()))  # upper() can un-normalise
+    s = _fix_latin_number(s)
     # free-standing combining marks (NFKC turns a lone "¨" into space + U+0308) carry nothing on a hull
     # (and letters the marks kept apart may compose once they are gone: NFKC again)
     s = unicodedata.normalize("NFKC", "".join(ch for ch in _DROP.sub("", s) if not unicodedata.category(ch).startswith("M")))

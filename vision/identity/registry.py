@@ -225,7 +225,8 @@ class VesselRegistry:
         """Best entries for a hull text or name (hull number, Chinese name, Latin name), best first.
 
         Exact normalised matches score 1.0; otherwise :func:`hulltext.similarity` (edit distance). One match
-        per entry (its best field).
+        per entry (its best field). These are candidates (a reviewer's "did you mean"); :meth:`best` decides an
+        identity.
         """
         key = name_key(text)
         if not key:
@@ -247,13 +248,26 @@ class VesselRegistry:
         return sorted(best.values(), key=lambda m: (-m.score, m.entry.label))[:limit]
 
     def best(self, text: str, *, min_score: float = 0.75, margin: float = 0.05) -> RegistryMatch | None:
-        """The single best match, or ``None`` when there is none or the runner-up is within ``margin``."""
-        ms = self.match(text, min_score=min_score, limit=2)
+        """The single best match, or ``None`` when there is none or the runner-up is within ``margin``.
+
+        An inexact match must carry the same digits in the same order (leading zeros aside): the number is what tells sister vessels
+        apart (浙岱渔03891 / 浙岱渔03892, HAI XUN 168 / 169), and a registry rarely holds both sisters, so one digit
+        off would name an unregistered vessel after its registered sister (and silence ``unidentified_vessel``).
+        A misread letter or glyph of the prefix (淅岱渔03891) still matches.
+        """
+        digits = _digits(name_key(text))
+        ms = [m for m in self.match(text, min_score=min_score, limit=max(2, len(self._entries)))
+              if m.score >= 1.0 or _digits(name_key(getattr(m.entry, m.field))) == digits][:2]
         if not ms:
             return None
         if len(ms) == 2 and ms[0].score - ms[1].score < margin:
             return None
         return ms[0]
+
+
+def _digits(key: str) -> str:
+    """The digits of a key, leading zeros dropped (AIS writes 闽狮渔06688 as MIN SHI YU 6688)."""
+    return "".join(c for c in key if c.isdigit()).lstrip("0")
 
 
 def _parse_bool(v: str) -> bool:

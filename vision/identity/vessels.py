@@ -81,7 +81,8 @@ class VesselTable:
     """MMSI -> :class:`VesselState`, updated by :meth:`update` with decoded messages.
 
     ``max_age_s``: rows not heard from for longer are removed by :meth:`prune` and hidden by :meth:`snapshot`.
-    Messages older than a row's newest position do not move the position back (out-of-order feeds).
+    Messages older than a row's newest position do not move the position back (out-of-order feeds), unless they
+    are more than ``max_age_s`` older: that is a clock jump, and the newest arrival re-anchors the row.
     Invalid MMSIs (0 or more than 9 digits) are counted in ``rejected`` and ignored. Thread-safe: the AIS feed
     thread may :meth:`update` while the pipeline reads :meth:`snapshot`.
     """
@@ -122,9 +123,15 @@ class VesselTable:
         t = msg.time_ns
         self.latest_ns = t if self.latest_ns is None else max(self.latest_ns, t)
         row = self._rows.get(msg.mmsi) or VesselState(mmsi=msg.mmsi, last_seen_ns=t)
-        row = replace(row, last_seen_ns=max(row.last_seen_ns, t), messages=row.messages + 1)
+        # a time more than max_age before the row's is no out-of-order report but a clock jump: one of the two
+        # stamps is wrong, and keeping the later one would pin the vessel to a moment that never comes (a report
+        # stamped a year ahead froze its position and kept it "live" for that year); the newest arrival re-anchors
+        seen = t if row.last_seen_ns - t > self.max_age_ns else max(row.last_seen_ns, t)
+        row = replace(row, last_seen_ns=seen, messages=row.messages + 1)
         if isinstance(msg, AisPosition):
-            if msg.has_position and (row.position_time_ns is None or t >= row.position_time_ns):
+            newer = row.position_time_ns is None or t >= row.position_time_ns \
+                or row.position_time_ns - t > self.max_age_ns
+            if msg.has_position and newer:
                 row = replace(
                     row,
                     lat_deg=msg.lat_deg,
