@@ -36,6 +36,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("drone", "abort"): "seawatch.drone.cmd_abort",
     ("config", "check"): "seawatch.service.cmd_config_check",
     ("reviews", "export"): "seawatch.service.cmd_reviews_export",
+    ("retention", "run"): "seawatch.service.cmd_retention",
     ("serve",): "seawatch.service.cmd_serve",
 }
 
@@ -45,6 +46,7 @@ GROUP_HELP = {
     "config": "validate a configuration file and explain every error",
     "ais": "AIS: read NMEA from a file or socket and show the vessel table",
     "reviews": "the review desk's verdicts as training data of your own cameras",
+    "retention": "delete expired events and media now (seawatch serve does it periodically)",
 }
 
 

@@ -212,16 +212,22 @@ class DeliveryStats(BaseModel):
 
 
 class HealthDetailOut(HealthOut):
-    """Health; ``delivery`` only for authenticated callers (an anonymous probe sees the coarse fields)."""
+    """Health; ``delivery`` and ``retention`` only for authenticated callers (an anonymous probe sees the coarse
+    fields)."""
 
     delivery: DeliveryStats | None = None
+    retention: dict[str, Any] | None = Field(
+        None, description="media disk (free bytes, threshold, low), the last retention sweep and disk guard run (what "
+                          "they deleted), totals since start, held event counts (service.retention)")
 
 
 @health.get("/health", response_model=HealthDetailOut, response_model_exclude_none=True,
             summary="liveness and database check (no auth); event delivery counters for authenticated callers",
-            description="`status` is `degraded` when the database check fails or the store sink holds events it "
-                        "could not write yet (pending). With credentials, `delivery` adds the store sink's and the "
-                        "MQTT publisher's counters (pending, dropped, ...), so lost or queued events show.")
+            description="`status` is `degraded` when the database check fails, the store sink holds events it "
+                        "could not write yet (pending), or the media disk stays below its free-space threshold after "
+                        "the disk guard ran. With credentials, `delivery` adds the store sink's and the "
+                        "MQTT publisher's counters (pending, dropped, ...), so lost or queued events show, and "
+                        "`retention` the disk, the last sweep, deleted and held counts.")
 def get_health(request: Request, store: Store, who: Annotated[Principal | None, Depends(optional_principal)]) -> HealthDetailOut:
     try:
         store.count()
@@ -235,10 +241,16 @@ def get_health(request: Request, store: Store, who: Annotated[Principal | None, 
         log.exception("health: delivery counters failed")
         stats = {}
     sink = stats.get("store_sink") or {}
-    ok = db == "ok" and not sink.get("pending")
+    worker = getattr(request.app.state, "retention", None)
+    ok = db == "ok" and not sink.get("pending") and not (worker is not None and worker.disk_low)
     out = HealthDetailOut(status="ok" if ok else "degraded", version=__version__, database=db)
     if who is not None:
         out.delivery = DeliveryStats(store_sink=stats.get("store_sink"), mqtt=stats.get("mqtt"))
+        try:
+            out.retention = worker.status() if worker is not None else {"enabled": False}
+        except Exception:  # noqa: BLE001 - reported, not raised
+            log.exception("health: retention status failed")
+            out.retention = {"enabled": True, "last_error": "status unavailable (logged)"}
     return out
 
 
@@ -421,6 +433,33 @@ def ignore_spot(event_id: str, request: Request, store: Store, who: Reviewer,
     return IgnoreSpotOut(area=IgnoreAreaOut(**area.to_dict()), event=out)
 
 
+class HoldIn(BaseModel):
+    """Why a reviewer holds an event (an investigation, a claim)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field("", max_length=2000, description="why the event is held")
+
+
+@events.post("/{event_id}/hold", summary="reviewer: keep the event, its snapshot and clip from retention for good",
+             description="Adds a `manual` hold (an evidence export adds `evidence_export`): retention never deletes a "
+                         "held event nor its media. Answers the event's holds.")
+def hold_event(event_id: str, store: Store, who: Reviewer, body: Annotated[HoldIn | None, Body()] = None) -> list[dict[str, Any]]:
+    _get_event(store, event_id)
+    try:
+        store.hold(event_id, "manual", f"{who.kind}:{who.name}", (body or HoldIn()).note)
+    except KeyError:
+        raise ApiError(404, f"no event {event_id!r}") from None
+    log.info("event %s held by %s %s", event_id, who.kind, who.name)
+    return store.holds(event_id)
+
+
+@events.get("/{event_id}/holds", summary="the event's holds (evidence exports, reviewers' holds): who, when, why")
+def get_holds(event_id: str, store: Store, who: Operator) -> list[dict[str, Any]]:
+    _get_event(store, event_id)
+    return store.holds(event_id)
+
+
 @events.get("/{event_id}/snapshot", response_class=FileResponse, summary="JPEG of the best view (HTTP Range supported)")
 def get_snapshot(event_id: str, request: Request, store: Store, who: Operator) -> FileResponse:
     ev = _get_event(store, event_id)
@@ -470,6 +509,8 @@ async def get_evidence(event_id: str, request: Request, store: Store, who: Revie
 
     ev = await run_in_threadpool(_get_event, store, event_id)
     st = request.app.state
+    # exported evidence is held before it is packed: retention never deletes it, nor its snapshot and clip
+    await run_in_threadpool(store.hold, event_id, "evidence_export", f"{who.kind}:{who.name}")
     telemetry, why = evidence_telemetry(ev, st.media_dir, drone_timeline(getattr(st, "fleet", None), st.settings, ev.source_id))
     missing: dict[str, str] = {"telemetry.json": why} if telemetry is None else {}
     snapshot = None
@@ -793,6 +834,9 @@ async def live_feed(ws: WebSocket) -> None:
         hub.unsubscribe(sub)
 
 
+RETENTION_STOP_TIMEOUT_S = 10.0
+
+
 def create_app(settings: ServeConfig, *, store: EventStore | None = None, source_status: SourceStatusFn | None = None,
                live: LiveHub | None = None, fleet: Any = None, apply_ignore: Callable[[str, list], None] | None = None,
                stats: StatsFn | None = None) -> FastAPI:
@@ -810,9 +854,18 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
         app.state.store = EventStore.open(settings.storage.resolved_database_url()) if own else store
         media_dir.mkdir(parents=True, exist_ok=True)
         log.info("service ready: %d events stored, media in %s", app.state.store.count(), media_dir)
+        app.state.retention = None
+        ret = settings.storage.retention
+        if ret.enabled:
+            from seawatch.service.retention import Retention, RetentionWorker
+
+            app.state.retention = RetentionWorker(Retention(
+                app.state.store, media_dir, ret, recording=settings.storage.recording, clips=app.state.clips)).start()
         try:
             yield
         finally:
+            if app.state.retention is not None:
+                app.state.retention.stop(RETENTION_STOP_TIMEOUT_S)  # before the store closes under it
             if own:
                 app.state.store.close()
 
@@ -829,6 +882,7 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     app.state.fleet = fleet  # drones and AIS (service.fleet.Fleet) or None
     app.state.apply_ignore = apply_ignore or (lambda source_id, areas: None)
     app.state.stats = stats or (lambda: {})
+    app.state.retention = None  # service.retention.RetentionWorker, started by the lifespan
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)  # inside CORS (added last, so outermost): a 413 gets CORS headers
     if settings.service.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.service.cors_origins), allow_methods=["GET", "POST", "DELETE"],

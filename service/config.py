@@ -52,6 +52,67 @@ class RecordingConfig(_Strict):
     ring_s: float = Field(60.0, ge=5.0, le=600.0, description="in-memory pre-event buffer per source; covers clips not yet in a finished segment")
 
 
+class RetentionConfig(_Strict):
+    """How long events and their media are kept, and the media disk's free-space guard (``service/retention.py``).
+
+    Evidence is never deleted automatically: an event a reviewer confirmed, one with a hold (an evidence package was
+    exported, or a reviewer put it on hold), and open incidents are kept with their snapshot, clip and telemetry,
+    whatever their age. Ages count from the later of the event's last time and when it was stored.
+    """
+
+    enabled: bool = Field(True, description="run the retention sweep and the disk guard inside `seawatch serve`")
+    events_max_age_days: float | None = Field(
+        90.0, ge=1.0, le=36500.0,
+        description="closed, unheld events older than this are deleted with their snapshot, clip and telemetry "
+                    "(null: kept forever)")
+    events_days_by_severity: dict[Literal["low", "medium", "high", "critical"], float] = Field(
+        default_factory=dict,
+        description="per severity, instead of events_max_age_days, e.g. {critical: 365, low: 30} (days, 1-36500)")
+    snapshots_max_age_days: float | None = Field(
+        None, ge=1.0, le=36500.0,
+        description="snapshot JPEGs of closed, unheld events older than this are deleted, the event row stays "
+                    "(null: kept as long as the event)")
+    clips_max_age_days: float | None = Field(
+        30.0, ge=1.0, le=36500.0,
+        description="cut clip MP4s (media_dir/clips) of unheld events whose window ended longer ago than this are "
+                    "deleted (null: kept as long as the event)")
+    orphan_min_age_s: float = Field(
+        3600.0, ge=600.0, le=30 * 86400.0,
+        description="snapshots, clips and telemetry files no stored event refers to are deleted once older than this "
+                    "(a margin for files written just before their event is committed)")
+    min_free_disk_pct: float = Field(
+        5.0, ge=0.0, le=50.0,
+        description="disk guard: below this percentage of free space on the media disk the oldest unheld "
+                    "recordings and clips are deleted (0: off unless min_free_disk_gb)")
+    min_free_disk_gb: float = Field(
+        2.0, ge=0.0, le=100000.0,
+        description="disk guard: free space (GiB) kept on the media disk as well; the larger of the two applies")
+    sweep_interval_s: float = Field(3600.0, ge=60.0, le=7 * 86400.0, description="time between two retention sweeps")
+    first_sweep_delay_s: float = Field(300.0, ge=0.0, le=86400.0, description="the first sweep this long after start")
+    disk_check_interval_s: float = Field(60.0, ge=5.0, le=3600.0, description="how often the disk guard checks free space")
+    batch_size: int = Field(500, ge=1, le=10000, description="events deleted per transaction (one short write lock each)")
+    batch_pause_s: float = Field(0.05, ge=0.0, le=10.0, description="pause between two batches, so event writes get the lock")
+
+    @model_validator(mode="after")
+    def _order(self) -> "RetentionConfig":
+        bad = {k: v for k, v in self.events_days_by_severity.items() if not 1.0 <= v <= 36500.0}
+        if bad:
+            raise ValueError(f"events_days_by_severity must hold days between 1 and 36500, got {bad}")
+        days = [self.events_max_age_days, *self.events_days_by_severity.values()]
+        longest = None if any(d is None for d in days) else max(days)
+        for name in ("clips_max_age_days", "snapshots_max_age_days"):
+            v = getattr(self, name)
+            if v is not None and longest is not None and v > longest:
+                raise ValueError(f"{name} ({v:g}) is longer than events are kept ({longest:g} days): a clip or "
+                                 "snapshot is deleted with its event, so it cannot outlive it; raise "
+                                 "events_max_age_days or lower " + name)
+        return self
+
+    def event_days(self, severity: str) -> float | None:
+        """Days an event of this severity is kept (None: forever)."""
+        return self.events_days_by_severity.get(severity, self.events_max_age_days)  # type: ignore[arg-type]
+
+
 class StorageConfig(_Strict):
     """Where events and media are kept."""
 
@@ -62,6 +123,8 @@ class StorageConfig(_Strict):
     )
     media_dir: str | None = Field(None, description="folder for snapshots, clips and recordings; default: data_dir/media")
     recording: RecordingConfig = Field(default_factory=RecordingConfig, description="segment recording for clips")
+    retention: RetentionConfig = Field(default_factory=RetentionConfig,
+                                       description="how long events, snapshots and clips are kept; free-space guard")
 
     def resolved_database_url(self) -> str:
         if self.database_url:

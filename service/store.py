@@ -94,6 +94,21 @@ ignore_table = sa.Table(
 )
 sa.Index("ix_ignore_areas_source", ignore_table.c.source_id, ignore_table.c.id)
 
+# holds (migration 0007): an event with a hold row is never deleted by retention, nor its media; one row per evidence
+# export (who, when) or reviewer's hold. A confirmed event is held by its review status alone.
+holds_table = sa.Table(
+    "event_holds",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(64), sa.ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("by", sa.String(128), nullable=False),
+    sa.Column("at_ns", sa.BigInteger, nullable=False),
+    sa.Column("note", sa.Text, nullable=False, server_default=""),
+)
+sa.Index("ix_event_holds_event", holds_table.c.event_id, holds_table.c.id)
+HOLD_REASONS: tuple[str, ...] = ("evidence_export", "manual")
+
 SORTS = {
     "-start_ns": ("start_ns", True),
     "start_ns": ("start_ns", False),
@@ -372,6 +387,45 @@ class IgnoreArea:
         return {"id": self.id, "source_id": self.source_id, "labels": list(self.labels),
                 "polygon_px": [list(p) for p in self.polygon_px], "note": self.note, "event_id": self.event_id,
                 "created_by": self.created_by, "created_ns": self.created_ns}
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRow:
+    """What retention needs to know of one stored event: its files and whether it may go.
+
+    ``held``: confirmed by a reviewer or with a hold row (never deleted automatically); ``open``: no end yet;
+    ``age_ns``: the later of its last time (``at_ns``) and when it was stored (a clock far off cannot age it early).
+    """
+
+    id: str
+    source_id: str
+    severity: str
+    at_ns: int
+    age_ns: int
+    open: bool
+    held: bool
+    snapshot_uri: str | None
+    clip: tuple[str, int, int] | None  # (source_id, start_ns, end_ns) of a closed clip window
+
+
+def _held_expr() -> Any:
+    t = events_table
+    return sa.or_(t.c.review_status == "confirmed",
+                  sa.exists().where(holds_table.c.event_id == t.c.id))
+
+
+def _media_row(row) -> MediaRow:
+    try:
+        doc = json.loads(row.data)
+    except ValueError:
+        doc = {}
+    snap = doc.get("snapshot") or {}
+    clip = doc.get("clip") or {}
+    window = None
+    if clip.get("end_ns") is not None and clip.get("start_ns") is not None:
+        window = (str(clip.get("source_id", row.source_id)), int(clip["start_ns"]), int(clip["end_ns"]))
+    return MediaRow(row.id, row.source_id, row.severity, int(row.at_ns), max(int(row.at_ns), int(row.stored_ns)),
+                    row.end_ns is None, bool(row.held), snap.get("uri") if isinstance(snap, dict) else None, window)
 
 
 class AreaExists(InputError):
@@ -667,6 +721,125 @@ class EventStore:
         return IgnoreArea(int(row.id), row.source_id, tuple(json.loads(row.labels)),
                           tuple((float(x), float(y)) for x, y in json.loads(row.polygon_px)), row.note, row.event_id,
                           row.created_by, int(row.created_ns))
+
+    # ---- holds and retention -------------------------------------------------------------------------------
+    def hold(self, event_id: str, reason: str, by: str, note: str = "", at_ns: int | None = None) -> None:
+        """Put a hold on an event (KeyError if unknown): retention never deletes it nor its media."""
+        if reason not in HOLD_REASONS:
+            raise InputError(f"hold reason must be one of {HOLD_REASONS}, not {reason!r}")
+        if "\x00" in note or "\x00" in by:
+            raise InputError("a hold must not contain NUL characters")
+        at = time.time_ns() if at_ns is None else int(at_ns)
+        with self._write_lock, self.engine.begin() as conn:
+            if conn.execute(sa.select(events_table.c.id).where(events_table.c.id == event_id)).first() is None:
+                raise KeyError(event_id)
+            conn.execute(holds_table.insert().values(event_id=event_id, reason=reason, by=by, at_ns=at, note=note))
+
+    def holds(self, event_id: str) -> list[dict[str, Any]]:
+        """The hold rows of an event, oldest first."""
+        h = holds_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(h).where(h.c.event_id == event_id).order_by(h.c.id)).all()
+        return [{"reason": r.reason, "by": r.by, "at_ns": r.at_ns, "note": r.note} for r in rows]
+
+    def held_counts(self) -> dict[str, int]:
+        """Events retention keeps whatever their age: ``confirmed``, ``holds`` (events with a hold row), ``held``
+        (either), ``open``."""
+        t, h = events_table, holds_table
+        with self.engine.connect() as conn:
+            confirmed = int(conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.review_status == "confirmed")).scalar_one())
+            holds = int(conn.execute(sa.select(sa.func.count(sa.distinct(h.c.event_id)))).scalar_one())
+            held = int(conn.execute(sa.select(sa.func.count()).select_from(t).where(_held_expr())).scalar_one())
+            opened = int(conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.end_ns.is_(None))).scalar_one())
+        return {"confirmed": confirmed, "holds": holds, "held": held, "open": opened}
+
+    _MEDIA_COLS = (events_table.c.id, events_table.c.source_id, events_table.c.severity, events_table.c.at_ns,
+                   events_table.c.stored_ns, events_table.c.end_ns, events_table.c.data)
+
+    def _media_select(self) -> sa.Select:
+        return sa.select(*self._MEDIA_COLS, _held_expr().label("held"))
+
+    def expired_events(self, cutoffs_ns: dict[str, int], after: tuple[int, str] | None = None,
+                       limit: int = 500) -> list[MediaRow]:
+        """Closed, unheld events older than their severity's cutoff (``{severity: ns}``; a severity not in it is
+        kept), oldest first along the ``at_ns`` index, after the ``(at_ns, id)`` cursor ``after``. Both ``at_ns`` and
+        ``stored_ns`` must be before the cutoff."""
+        if not cutoffs_ns:
+            return []
+        t = events_table
+        conds: list[Any] = [t.c.at_ns < max(cutoffs_ns.values()), t.c.end_ns.is_not(None),
+                            sa.or_(*(sa.and_(t.c.severity == sev, t.c.at_ns < cut, t.c.stored_ns < cut)
+                                     for sev, cut in cutoffs_ns.items())),
+                            t.c.review_status != "confirmed",
+                            ~sa.exists().where(holds_table.c.event_id == t.c.id)]
+        if after is not None:
+            # the plain range first: the index walk starts at the cursor instead of testing the OR from the start
+            conds += [t.c.at_ns >= after[0], sa.or_(t.c.at_ns > after[0], sa.and_(t.c.at_ns == after[0], t.c.id > after[1]))]
+        stmt = self._media_select().where(*conds).order_by(t.c.at_ns, t.c.id).limit(limit)
+        with self.engine.connect() as conn:
+            return [_media_row(r) for r in conn.execute(stmt)]
+
+    def delete_expired(self, ids: Sequence[str]) -> list[MediaRow]:
+        """Delete these events (and their audit trail) in one transaction, each only if it is still closed and
+        unheld (a reviewer may have confirmed it since it was selected); returns the rows deleted, whose files the
+        caller removes after the commit."""
+        if not ids:
+            return []
+        t = events_table
+        with self._write_lock, self.engine.begin() as conn:
+            rows = [_media_row(r) for r in conn.execute(self._media_select().where(t.c.id.in_(list(ids))))]
+            gone = [r for r in rows if not r.open and not r.held]
+            if gone:
+                conn.execute(t.delete().where(t.c.id.in_([r.id for r in gone]), t.c.end_ns.is_not(None),
+                                              t.c.review_status != "confirmed",
+                                              ~sa.exists().where(holds_table.c.event_id == t.c.id)))
+        return gone
+
+    def media_rows(self, ids: Sequence[str]) -> dict[str, MediaRow]:
+        """The stored events among ``ids`` (media and hold state), by id."""
+        if not ids:
+            return {}
+        with self.engine.connect() as conn:
+            rows = conn.execute(self._media_select().where(events_table.c.id.in_(list(ids))))
+            return {r.id: _media_row(r) for r in rows}
+
+    def media_rows_like(self, pattern: str) -> list[MediaRow]:
+        """Events whose id matches a file-name stem in which ``_`` may stand for any one character (the snapshot
+        sink replaces characters unsafe in file names by ``_``)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(self._media_select().where(events_table.c.id.like(pattern)).limit(1000))
+            return [_media_row(r) for r in rows]
+
+    def clip_owners(self, source_id: str, start_ns: int, end_ns: int) -> list[MediaRow]:
+        """Events of ``source_id`` that start inside ``[start_ns, end_ns]``: those whose clip may be this window
+        (an event's clip window holds its start; compare ``MediaRow.clip`` for the exact window)."""
+        t = events_table
+        stmt = self._media_select().where(t.c.source_id == source_id, t.c.start_ns >= _clamp64(start_ns),
+                                          t.c.start_ns <= _clamp64(end_ns))
+        with self.engine.connect() as conn:
+            return [_media_row(r) for r in conn.execute(stmt)]
+
+    def held_since(self, at_ns: int, limit: int = 10_000) -> list[MediaRow]:
+        """Held, closed events whose last time is after ``at_ns`` (their clips may still be cut from recordings)."""
+        t = events_table
+        stmt = (self._media_select().where(t.c.at_ns >= _clamp64(at_ns), t.c.end_ns.is_not(None), _held_expr())
+                .order_by(t.c.at_ns.desc()).limit(limit))
+        with self.engine.connect() as conn:
+            return [_media_row(r) for r in conn.execute(stmt)]
+
+    def open_windows(self) -> list[tuple[str, int]]:
+        """(source_id, clip start) of every open incident: recordings from there on are still needed."""
+        t = events_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.c.source_id, t.c.start_ns, t.c.data).where(t.c.end_ns.is_(None)).limit(100_000))
+            out = []
+            for r in rows:
+                try:
+                    clip = json.loads(r.data).get("clip") or {}
+                except ValueError:
+                    clip = {}
+                out.append((str(clip.get("source_id", r.source_id)), int(clip.get("start_ns", r.start_ns))))
+            return out
 
     # ---- reads --------------------------------------------------------------------------------------------
     def _history(self, conn, ids: Sequence[str]) -> dict[str, list[ReviewEntry]]:
