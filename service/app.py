@@ -752,9 +752,10 @@ WS_STATUS_INTERVAL_S = 2.0
 WS_FIRST_MESSAGE_MAX_CHARS = 4096  # {"token": ...} or {"api_key": ...}: one credential, nothing more
 
 
-def _first_message_principal(auth: Authenticator, text: str) -> Principal | None:
-    """Who the first message of a live feed names, or None for anything but a JSON object with a valid
-    ``token`` or ``api_key`` string (too long, not JSON, nested past the parser's recursion limit, ...)."""
+def _first_message_credential(text: str) -> Callable[[Authenticator], Principal | None] | None:
+    """The credential the first message of a live feed carries, as a check that names who it is (None once it
+    expired or was revoked); None for anything but a JSON object with a ``token`` or ``api_key`` string (too long,
+    not JSON, nested past the parser's recursion limit, ...)."""
     if not isinstance(text, str) or len(text) > WS_FIRST_MESSAGE_MAX_CHARS:
         return None
     try:
@@ -762,9 +763,11 @@ def _first_message_principal(auth: Authenticator, text: str) -> Principal | None
     except (ValueError, RecursionError):
         return None
     if isinstance(first, dict) and isinstance(first.get("token"), str):
-        return auth.verify_token(first["token"])
+        token = first["token"]
+        return lambda auth: auth.verify_token(token)
     if isinstance(first, dict) and isinstance(first.get("api_key"), str):
-        return auth.check_api_key(first["api_key"])
+        key = first["api_key"]
+        return lambda auth: auth.check_api_key(key)
     return None
 
 
@@ -774,23 +777,28 @@ async def live_feed(ws: WebSocket) -> None:
 
     Auth: an ``Authorization: Bearer`` or ``X-API-Key`` header, or (browsers cannot set headers on a WebSocket)
     a first message ``{"token": "..."}`` or ``{"api_key": "..."}`` within a few seconds; else closed with 4401.
+    The credential is checked again with every ``sources`` message: a token that expires (``auth.token_ttl_s``) or
+    whose user was removed or given another role closes the feed with 4401, as a request would be refused.
     """
     import asyncio
 
     st = ws.app.state
     auth: Authenticator = st.auth
     await ws.accept()
-    who = None
+    check: Callable[[Authenticator], Principal | None] | None = None
     header = ws.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
-        who = auth.verify_token(header[7:].strip())
+        token = header[7:].strip()
+        check = lambda a: a.verify_token(token)  # noqa: E731
     elif ws.headers.get("x-api-key"):
-        who = auth.check_api_key(ws.headers["x-api-key"])
+        key = ws.headers["x-api-key"]
+        check = lambda a: a.check_api_key(key)  # noqa: E731
     else:
         try:
-            who = _first_message_principal(auth, await asyncio.wait_for(ws.receive_text(), WS_AUTH_TIMEOUT_S))
+            check = _first_message_credential(await asyncio.wait_for(ws.receive_text(), WS_AUTH_TIMEOUT_S))
         except (asyncio.TimeoutError, KeyError, WebSocketDisconnect):  # KeyError: a binary frame has no "text"
-            who = None
+            check = None
+    who = check(auth) if check is not None else None
     if who is None:
         await ws.close(code=4401, reason="authentication required")
         return
@@ -825,6 +833,9 @@ async def live_feed(ws: WebSocket) -> None:
             else:
                 getter.cancel()
             if loop.time() >= next_status:
+                if check(st.auth) != who:  # expired, or the user removed or given another role
+                    await ws.close(code=4401, reason="credential expired or revoked")
+                    return
                 await ws.send_json(await run_in_threadpool(sources_msg))  # reads the store: off the event loop
                 next_status = loop.time() + WS_STATUS_INTERVAL_S
     except (WebSocketDisconnect, RuntimeError):

@@ -3,6 +3,7 @@ snapshots and clips with HTTP Range, path traversal and hostile inputs (4xx, nev
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import warnings
@@ -491,6 +492,33 @@ def test_live_feed_auth_by_first_message_or_refused(app_env):
         with pytest.raises(WebSocketDisconnect) as info:
             ws.receive_json()
         assert info.value.code == 4401
+
+
+def test_live_feed_closes_when_its_token_expires(app_env, monkeypatch):
+    """A feed opened with a token lasts as long as the token: after it expires the next status check closes it with
+    4401 (the UI then asks for a login), while a feed with a fresh token stays open."""
+    from starlette.websockets import WebSocketDisconnect
+
+    import seawatch.service.app as app_mod
+
+    monkeypatch.setattr(app_mod, "WS_STATUS_INTERVAL_S", 0.2)
+    client, app, _ = app_env
+    auth = app.state.auth
+    who = auth.verify_token(token(client, "rita")["Authorization"].split()[1])
+    short, _ = auth.issue_token(who, now_s=time.time() - app.state.settings.auth.token_ttl_s + 1.5)
+    fresh, _ = auth.issue_token(who)
+    for tok, expires in ((short, True), (fresh, False)):
+        with client.websocket_connect("/api/live") as ws:
+            ws.send_json({"token": tok})
+            assert ws.receive_json()["kind"] == "hello"
+            kinds, t0 = [], time.monotonic()
+            with pytest.raises(WebSocketDisconnect) if expires else contextlib.nullcontext() as info:
+                while time.monotonic() - t0 < 4.0:
+                    kinds.append(ws.receive_json()["kind"])
+            if expires:
+                assert info.value.code == 4401 and kinds and set(kinds) == {"sources"}
+            else:
+                assert kinds.count("sources") >= 10
 
 
 def test_api_on_postgresql(postgres_server, tmp_path, hashes):

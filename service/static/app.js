@@ -489,8 +489,11 @@ function connectLive() {
       }, 300);
     }
   };
-  ws.onclose = () => {
+  ws.onclose = (ev) => {
     el.textContent = "live: off"; el.className = "off";
+    if (ev.code === 4401 && state.ws === ws) {  // the session expired or was revoked: log in again, no retry loop
+      sessionStorage.removeItem("seawatch-token"); state.ws = null; return showLogin();
+    }
     if (state.ws === ws) { clearTimeout(reconnectTimer); reconnectTimer = setTimeout(connectLive, 3000); }
   };
 }
