@@ -1015,7 +1015,12 @@ class EventStore:
         if q.vessel_name:
             conds.append(lower(t.c.vessel_name).like(f"%{_like_escape(q.vessel_name.lower())}%", escape="\\"))
         if q.hull_text:
-            conds.append(lower(t.c.hull_text).like(f"%{_like_escape(q.hull_text.lower())}%", escape="\\"))
+            # stored hull text is normalised (seawatch.vision.identity.hulltext): a query typed as painted ("SC 10",
+            # "浙岱渔 03891", traditional 漁, O for 0) matches in that form too; the raw text still finds a fragment
+            from seawatch.vision.identity.hulltext import normalise_hull
+
+            patterns = {q.hull_text.lower(), normalise_hull(q.hull_text).lower()} - {""}
+            conds.append(sa.or_(*(lower(t.c.hull_text).like(f"%{_like_escape(p)}%", escape="\\") for p in sorted(patterns))))
         if q.text:
             fts = self._has_fts()
             for word in q.text.lower().split():

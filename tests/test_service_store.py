@@ -438,3 +438,18 @@ def _search_text_of(ev):
     from seawatch.service.store import _search_text
 
     return _search_text(ev)
+
+
+@pytest.mark.parametrize("query, want", [
+    ("SC 10", ["ev00001"]), ("sc-1o", ["ev00001"]),              # as painted, with a separator, O for 0
+    ("浙岱渔 03891", ["ev00002"]), ("浙岱漁03891", ["ev00002"]),    # a space; the traditional 漁
+    ("0389", ["ev00002"]), ("SC1", ["ev00001"]),                 # fragments still match
+    ("SC 11", []),
+])
+def test_hull_search_matches_the_text_as_painted(store, query, want):
+    """The pipeline stores hull text normalised (``SC10``, ``浙岱渔03891``); a reviewer types what is painted."""
+    from seawatch.vision.identity.hulltext import normalise_hull
+
+    for i, text in [(1, "SC 10"), (2, "浙岱渔 03891")]:
+        store.put(make_event(i, type="unidentified_vessel", attributes={"hull_text": normalise_hull(text)}))
+    assert ids(store.search(EventQuery(hull_text=query))) == want
