@@ -7,6 +7,7 @@ Usage (from the repository root, after ``bash scripts/setup.sh``)::
     .venv/bin/python benchmarks/bench_streams.py reconnect         # kill -9 + restart: seconds to the next frame
     .venv/bin/python benchmarks/bench_streams.py idle --streams 8  # CPU per idle 1080p25 RTSP stream, gated
     .venv/bin/python benchmarks/bench_streams.py soak --streams 8 --seconds 120   # RSS growth, looping files
+    .venv/bin/python benchmarks/bench_streams.py consume --streams 8  # CPU: BGR for every frame vs analysed ones
     .venv/bin/python benchmarks/bench_streams.py all
 
 Each prints one JSON object per measurement on stdout. CPU is this process's user+system time (all threads)
@@ -301,9 +302,58 @@ def bench_soak(media: dict[str, Path], streams: int = 8, seconds: float = 120.0)
          drops=sum(v.drops for v in status.values()))
 
 
+# --------------------------------------------------------------------------------------------------- consume
+def bench_consume(media: dict[str, Path], streams: int = 8, seconds: float = 10.0, rounds: int = 2,
+                  analysis_fps: float = 2.0) -> None:
+    """CPU of N 1080p25 RTSP readers + one consumer at ``analysis_fps``, alternating in one run: every decoded frame
+    converted to BGR (what readers did before frames were queued unconverted) vs only the frames taken for analysis
+    (``newest_frames`` with ``AnalysisRate.due``). Prints cores for each and their ratio."""
+    import threading
+    from types import SimpleNamespace
+
+    from seawatch.streams.source import Source, SourceConfig, SourceGroup, newest_frames
+    from seawatch.vision.pipeline import AnalysisRate
+
+    paths = [f"cam{i}" for i in range(streams)]
+    srv = Server(media["1080p"], paths)
+    cores: dict[str, list[float]] = {"every_frame_bgr": [], "analysed_only": []}
+    try:
+        for _ in range(rounds):
+            for mode in cores:
+                group = SourceGroup()
+                for p in paths:
+                    group.add(Source(SourceConfig(p, srv.url(p))))
+                group.start()
+                time.sleep(3)  # connect
+                rate = AnalysisRate([SimpleNamespace(id=p, analysis_fps=analysis_fps) for p in paths])
+                t0, c0 = time.perf_counter(), cpu_s()
+                analysed = 0
+                while time.perf_counter() - t0 < seconds:
+                    if mode == "every_frame_bgr":
+                        for p, src in group.sources.items():
+                            while (d := src.frames.get(0)) is not None:
+                                f = d.to_frame()
+                                analysed += rate.due(p, f.capture_time_ns)
+                        time.sleep(0.01)
+                    else:
+                        for _sid, f in newest_frames(group.sources, group.wakeup, 0.25, due=rate.due):
+                            analysed += f is not None
+                wall, cpu = time.perf_counter() - t0, cpu_s() - c0
+                group.stop()
+                cores[mode].append(cpu / wall)
+                emit(bench="consume", streams=streams, mode=mode, cpu_cores=round(cpu / wall, 3),
+                     analysed_per_s=round(analysed / wall, 1))
+        a, b = (float(np.median(v)) for v in cores.values())
+        emit(bench="consume", streams=streams, video="1080p25 H.264 RTSP", analysis_fps=analysis_fps,
+             every_frame_bgr_cores=round(a, 3), analysed_only_cores=round(b, 3), ratio=round(a / b, 2))
+    finally:
+        srv.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", nargs="?", default="decode", choices=["decode", "latency", "reconnect", "idle", "soak", "all"])
+    ap.add_argument("what", nargs="?", default="decode", choices=["decode", "latency", "reconnect", "idle", "soak",
+                                                               "consume", "all"])
     ap.add_argument("--streams", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--gop", type=int, default=50, help="frames per keyframe in the generated clips")
@@ -323,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_idle(media, args.streams, args.seconds or 20, configs, args.gop)
     if args.what in ("soak", "all"):
         bench_soak(media, args.streams, args.seconds or 120)
+    if args.what in ("consume", "all"):
+        bench_consume(media, args.streams, args.seconds or 10)
     return 0
 
 

@@ -48,6 +48,7 @@ class Service:
         self.fleet = None
         self.readers: dict[str, Any] = {}
         self._stop = threading.Event()
+        self._wakeup = threading.Event()  # set by every reader's queue: "a frame is waiting somewhere"
         self._thread: threading.Thread | None = None
         self.app = None
 
@@ -95,7 +96,8 @@ class Service:
                     recorder = SegmentRecorder(media_dir / "recordings", s.id, segment_s=rec.segment_s, max_age_s=rec.max_age_s,
                                                max_total_bytes=int(rec.max_gb_per_source * 1024**3))
                     self.app.state.clips.add_ring(s.id, ring)
-                self.readers[s.id] = Source(sc, ring=ring, recorder=recorder, stop=self._stop).start()
+                self.readers[s.id] = Source(sc, ring=ring, recorder=recorder, stop=self._stop,
+                                            wakeup=self._wakeup).start()
         except BaseException:
             self.stop()
             raise
@@ -162,27 +164,29 @@ class Service:
 
     # ---- the pipeline thread ------------------------------------------------------------------------------
     def _run(self) -> None:
-        from seawatch.streams.frame_queue import QueueClosed
-
+        from seawatch.streams.source import newest_frames
         from seawatch.vision.pipeline import AnalysisRate
 
         rate = AnalysisRate(self.settings.sources)
         active = dict(self.readers)
+        for src in active.values():
+            src.frames.notify = self._wakeup  # readers made elsewhere (tests) wake this loop too
         next_status_s = 0.0
         while active and not self._stop.is_set():
             if self.mqtt is not None and time.monotonic() >= next_status_s:
                 next_status_s = time.monotonic() + STATUS_INTERVAL_S
                 self.mqtt.source_states(self._all_states())
-            for sid, src in list(active.items()):
-                try:
-                    frame = src.read(timeout_s=0.05)
-                except QueueClosed:
-                    del active[sid]
+            # one round over the cameras, each one's newest frame due for analysis taken just before it is
+            # analysed: a camera that is down (empty queue) is never waited on, a slow round analyses the freshest
+            # picture, not a queued older one, and only the frames analysed are converted to BGR
+            for sid, frame in newest_frames(active, self._wakeup, timeout_s=0.25, due=rate.due):
+                if frame is None:
+                    src = active.pop(sid)
                     self.pipeline.close(None, sid, "source ended")
                     log.warning("source %s ended: %s", sid, src.status().last_error or src.status().state.value)
                     continue
-                if frame is None or not rate.due(sid, frame.capture_time_ns):
-                    continue
+                if self._stop.is_set():
+                    break
                 try:
                     self.pipeline.process(sid, frame.capture_time_ns, frame.image)
                 except SeawatchError as exc:

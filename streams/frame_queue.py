@@ -25,9 +25,14 @@ class QueueClosed(Exception):
 
 
 class FrameQueue(Generic[T]):
-    """Thread-safe bounded FIFO. ``dropped`` counts items discarded by ``DROP_OLDEST``."""
+    """Thread-safe bounded FIFO. ``dropped`` counts items discarded by ``DROP_OLDEST``.
 
-    def __init__(self, maxsize: int, policy: OverflowPolicy | str = OverflowPolicy.DROP_OLDEST) -> None:
+    ``notify``: an event set after every put, so one consumer can wait for "a frame from any source" on one event
+    instead of waiting on each queue in turn (a dead camera's empty queue would otherwise hold up the others).
+    """
+
+    def __init__(self, maxsize: int, policy: OverflowPolicy | str = OverflowPolicy.DROP_OLDEST,
+                 notify: threading.Event | None = None) -> None:
         if maxsize < 1:
             raise ValueError(f"queue size must be >= 1, got {maxsize}")
         self.maxsize = int(maxsize)
@@ -38,6 +43,7 @@ class FrameQueue(Generic[T]):
         self.dropped = 0
         self.skipped = 0
         self.put_count = 0
+        self.notify = notify
 
     def __len__(self) -> int:
         with self._cond:
@@ -68,7 +74,9 @@ class FrameQueue(Generic[T]):
             self._items.append(item)
             self.put_count += 1
             self._cond.notify_all()
-            return True
+        if self.notify is not None:
+            self.notify.set()
+        return True
 
     def get(self, timeout_s: float | None = None) -> T | None:
         """Oldest item, or None after ``timeout_s``. Raises :class:`QueueClosed` once closed and drained."""
@@ -105,3 +113,5 @@ class FrameQueue(Generic[T]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        if self.notify is not None:
+            self.notify.set()  # a waiting consumer learns at once that this source ended

@@ -14,7 +14,11 @@ FFmpeg timeout fires (a blocked FFmpeg call cannot be interrupted from another t
 
 Encoded packets go to the optional pre-event ring and segment recorder before decoding, so recording costs no
 decode. Decoded frames go through the optional motion gate (on the luma plane, before any BGR conversion) and
-into the bounded frame queue.
+into the bounded frame queue still in YUV (:class:`~seawatch.streams.frame.DecodedFrame`): H.264 needs every frame
+decoded, but only the frames a consumer takes are converted to BGR (:meth:`Source.read`, :func:`newest_frames`
+after its ``due`` test), so the conversion of frames dropped from the queue or not due for analysis (23 of 25 at
+``analysis_fps: 2``; it costs as much as decoding at 720p) is never paid. ``analysis_fps`` goes further for readers
+that take every queued frame (files): only one frame per ``1 / analysis_fps`` s of capture time is queued at all.
 """
 
 from __future__ import annotations
@@ -27,11 +31,11 @@ import time
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Mapping
 
 from seawatch.errors import InputError, StreamError
 from seawatch.streams.clock import StreamClock
-from seawatch.streams.frame import Frame
+from seawatch.streams.frame import DecodedFrame, Frame
 from seawatch.streams.frame_queue import FrameQueue, OverflowPolicy, QueueClosed
 from seawatch.streams.motion import MotionGate, luma_plane
 from seawatch.streams.packets import AccessUnitAssembler, EncodedPacket, PacketRing
@@ -72,6 +76,8 @@ class SourceConfig:
         max_lag_s: live only: when packets arrive this much later than the stream clock says (decoding cannot keep
             up, e.g. an overloaded machine), only keyframes are decoded until the lag is under a quarter of it, so
             latency does not grow; the skipped frames count as drops.
+        analysis_fps: frames per second of capture time the consumer analyses; decoded frames between them are
+            not converted to BGR nor queued (counted in ``frames_skipped_rate``). None: every frame is queued.
     """
 
     source_id: str
@@ -93,10 +99,13 @@ class SourceConfig:
     idle_keyframes_after_s: float = 10.0
     max_lag_s: float = 1.0
     start_time_ns: int | None = None
+    analysis_fps: float | None = None
 
     def __post_init__(self) -> None:
         if not self.source_id:
             raise InputError("source id must not be empty")
+        if self.analysis_fps is not None and not self.analysis_fps > 0:
+            raise InputError(f"source {self.source_id}: analysis_fps must be > 0 or None, not {self.analysis_fps!r}")
         if self.rtsp_transport not in ("tcp", "udp"):
             raise InputError(f"source {self.source_id}: rtsp_transport must be tcp or udp, not {self.rtsp_transport!r}")
         if self.pace not in ("realtime", "fast"):
@@ -141,6 +150,7 @@ class SourceStatus:
     decode_errors: int = 0
     frames_skipped_late: int = 0
     frames_skipped_by_consumer: int = 0
+    frames_skipped_rate: int = 0
     packets: int = 0
     last_capture_ns: int | None = None
     last_receive_ns: int | None = None
@@ -212,6 +222,9 @@ def open_input(config: SourceConfig):
     return container
 
 
+_RATE_SLACK_NS = 1_000_000  # = vision.pipeline.AnalysisRate.SLACK_NS (streams may not import vision)
+
+
 class Source:
     """Reads one source in its own thread, with reconnect and a watchdog.
 
@@ -223,6 +236,8 @@ class Source:
             (e.g. :class:`~seawatch.streams.recording.SegmentRecorder`).
         stop: a shared stop signal (one for all sources); a private one otherwise.
         seed: random seed for the backoff jitter (tests).
+        wakeup: an event set whenever this source queues a frame or ends (shared by the sources of one consumer:
+            see :func:`newest_frames`).
 
     Consumers call :meth:`read` (or iterate) and :meth:`status`. Nothing a source does raises into the caller's
     thread; failures become status changes.
@@ -237,6 +252,7 @@ class Source:
         recorder=None,
         stop: threading.Event | None = None,
         seed: int | None = None,
+        wakeup: threading.Event | None = None,
     ) -> None:
         self.config = config
         self.gate = gate
@@ -246,7 +262,11 @@ class Source:
         self._own_stop = threading.Event()
         size = config.queue_size or (2 if config.is_live else 8)
         policy = OverflowPolicy.DROP_OLDEST if config.is_live else OverflowPolicy.BLOCK
-        self.frames: FrameQueue[Frame] = FrameQueue(size, policy)
+        self.frames: FrameQueue[DecodedFrame] = FrameQueue(size, policy, notify=wakeup)
+        # the analysis rate: a frame is queued when its capture time reaches the next slot (1 ms slack, as
+        # AnalysisRate, so a 25 fps stream analysed at 5 fps gives exactly every fifth frame)
+        self._rate_step_ns = int(1e9 / config.analysis_fps) if config.analysis_fps else 0
+        self._rate_next_ns = 0
         self._rng = random.Random(seed)
         self._lock = threading.Lock()  # guards generation + status + emits
         self._gen = 0
@@ -293,16 +313,17 @@ class Source:
 
     def read(self, timeout_s: float = 1.0) -> Frame | None:
         """Next frame, or None after ``timeout_s``. Raises :class:`QueueClosed` when the source ended or stopped."""
-        return self.frames.get(timeout_s)
+        d = self.frames.get(timeout_s)
+        return None if d is None else d.to_frame()
 
     def __iter__(self) -> Iterator[Frame]:
         while True:
             try:
-                f = self.frames.get(0.5)
+                d = self.frames.get(0.5)
             except QueueClosed:
                 return
-            if f is not None:
-                yield f
+            if d is not None:
+                yield d.to_frame()
 
     def __enter__(self) -> "Source":
         return self.start()
@@ -680,9 +701,13 @@ class Source:
             if not motion.analyse:
                 self._bump(frames_gated_out=1)
                 return
-        image = vf.to_ndarray(format="bgr24")
-        frame = Frame(cfg.source_id, seq, image, capture_ns, recv_ns, motion=motion)
-        self._emit_frame(gen, frame)
+        if self._rate_step_ns:
+            if capture_ns + _RATE_SLACK_NS < self._rate_next_ns:
+                self._bump(frames_skipped_rate=1)
+                return
+            self._rate_next_ns = capture_ns + self._rate_step_ns
+        # not converted to BGR here: most live frames are dropped from the queue or not due for analysis
+        self._emit_frame(gen, DecodedFrame(cfg.source_id, seq, vf, capture_ns, recv_ns, motion=motion))
         with self._lock:
             s = self._status
             self._status = replace(s, frames_queued=s.frames_queued + 1, last_capture_ns=capture_ns, last_receive_ns=recv_ns)
@@ -696,11 +721,47 @@ def _copy_packet(av, packet, data: bytes):
     return out
 
 
+def newest_frames(sources: Mapping[str, Source], wakeup: threading.Event, timeout_s: float,
+                  due: Callable[[str, int], bool] | None = None) -> Iterator[tuple[str, Frame | None]]:
+    """For the one consumer of many sources: one round over them, yielding ``(source_id, frame)`` for each source
+    with a frame (a live source's newest, the older ones skipped and counted as ``frames_skipped_by_consumer``; a
+    file's oldest, as nothing of a file is lost: its reader waits) and ``(source_id, None)`` for each source that
+    ended or stopped.
+
+    A source's queue is looked at only when the caller asks for the next item, i.e. after it processed the frame
+    before, so each frame is the newest at the moment it is analysed. ``due(source_id, capture_time_ns)`` (e.g.
+    ``AnalysisRate.due``) is asked before a frame is converted to BGR; frames it refuses are skipped unconverted.
+    No single queue is ever waited on: when a whole pass finds nothing, it waits up to ``timeout_s`` on ``wakeup``,
+    which every source's queue sets on a put or close (``Source(..., wakeup=...)``), so a dead or stalled camera
+    costs the others nothing. The round ends after a pass that took a frame or saw a source end, or on timeout.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        wakeup.clear()  # before looking: a frame queued during the pass sets it again, so none is missed
+        found = False
+        for sid, src in list(sources.items()):
+            try:
+                d = src.frames.get_latest(0) if src.config.is_live else src.frames.get(0)
+            except QueueClosed:
+                found = True
+                yield sid, None
+                continue
+            if d is not None:
+                found = True  # taken, due or not: a file's queue may hold more, with no put to come to wake us
+                if due is None or due(sid, d.capture_time_ns):
+                    yield sid, d.to_frame()
+        left = deadline - time.monotonic()
+        if found or left <= 0:
+            return
+        wakeup.wait(left)
+
+
 class SourceGroup:
     """Many sources with one stop signal; one failing never stops the others."""
 
     def __init__(self, sources: list[Source] | None = None) -> None:
         self.stop_event = threading.Event()
+        self.wakeup = threading.Event()  # set when any source queues a frame (see newest_frames)
         self.sources: dict[str, Source] = {}
         for s in sources or []:
             self.add(s)
@@ -709,6 +770,7 @@ class SourceGroup:
         if source.config.source_id in self.sources:
             raise InputError(f"duplicate source id {source.config.source_id!r}")
         source._stop = self.stop_event
+        source.frames.notify = self.wakeup
         self.sources[source.config.source_id] = source
         return source
 
@@ -733,11 +795,11 @@ class SourceGroup:
         out = {}
         for k, s in self.sources.items():
             try:
-                f = s.frames.get_latest(0)
+                d = s.frames.get_latest(0)
             except QueueClosed:
                 continue
-            if f is not None:
-                out[k] = f
+            if d is not None:
+                out[k] = d.to_frame()
         return out
 
     def __enter__(self) -> "SourceGroup":

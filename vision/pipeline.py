@@ -526,7 +526,10 @@ def run_file(pipeline: Pipeline, source_id: str, path: str | Path, start_ns: int
     rate = AnalysisRate([spec])
     events: list[Event] = []
     last: int | None = None
-    src = Source(SourceConfig(source_id=source_id, url=str(path), kind="file", pace="fast", start_time_ns=start_ns))
+    # the reader queues (and converts to BGR) only the frames this rate takes: the same frames, 1/10 of the work at
+    # analysis_fps 2.5 on 25 fps video
+    src = Source(SourceConfig(source_id=source_id, url=str(path), kind="file", pace="fast", start_time_ns=start_ns,
+                              analysis_fps=spec.analysis_fps))
     with src:
         while True:
             try:
