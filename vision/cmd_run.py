@@ -47,8 +47,7 @@ def _start_ns(text: str | None) -> int:
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from seawatch.streams.frame_queue import QueueClosed
-    from seawatch.streams.source import Source, SourceConfig, State
+    from seawatch.streams.source import Source, SourceConfig, State, newest_frames
     from seawatch.vision.config import format_errors
     from seawatch.vision.events import JsonLinesSink
     from seawatch.vision.pipeline import AnalysisRate, Pipeline, SourceSpec, load_pipeline_config
@@ -92,30 +91,28 @@ def run(args: argparse.Namespace) -> int:
             Path(args.out).unlink()  # leave no empty file behind a run that never started
         raise
     start = _start_ns(args.start_utc)
-    stop_event = __import__("threading").Event()
+    threading = __import__("threading")
+    stop_event, wakeup = threading.Event(), threading.Event()
     readers = {}
     for s in specs:
         sc = SourceConfig(source_id=s.id, url=s.url, pace="realtime" if args.realtime else "fast", start_time_ns=start)
-        readers[s.id] = Source(sc, stop=stop_event).start()
+        readers[s.id] = Source(sc, stop=stop_event, wakeup=wakeup).start()
     rate = AnalysisRate(specs)
     failed = 0
     n_events = 0
     try:
         active = dict(readers)
         while active:
-            for sid, src in list(active.items()):
-                try:
-                    frame = src.read(timeout_s=0.05)
-                except QueueClosed:
-                    del active[sid]
+            # one round over the sources, never waiting on one queue (a dead camera would slow every other one)
+            for sid, frame in newest_frames(active, wakeup, timeout_s=0.25, due=rate.due):
+                if frame is None:
+                    src = active.pop(sid)
                     n_events += len(pipeline.close(None, sid, "source ended"))
                     st = src.status()
                     if st.state == State.FAILED or (st.frames_decoded == 0 and st.last_error):
                         print(f"seawatch: error: source {sid} ({st.url}): {st.last_error or st.state.value}",
                               file=sys.stderr)
                         failed += 1
-                    continue
-                if frame is None or not rate.due(sid, frame.capture_time_ns):
                     continue
                 try:
                     n_events += len(pipeline.process(sid, frame.capture_time_ns, frame.image))
