@@ -18,25 +18,11 @@ from seawatch.service.config import RetentionConfig, load_config
 from seawatch.service.retention import Retention, RetentionWorker
 from seawatch.service.store import EventStore, events_table
 from seawatch.vision.events import ClipRef, Event, Snapshot
-from test_service_store import new_pg_database, postgres_server  # noqa: F401 - the PostgreSQL fixture
+from test_service_store import db_url, new_pg_database, postgres_server, store  # noqa: F401 - fixtures: both databases
 
 S = 1_000_000_000
 DAY = 86_400 * S
 NOW = time.time_ns()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'events.db'}"
-    return new_pg_database(request.getfixturevalue("postgres_server"))
-
-
-@pytest.fixture
-def store(db_url):
-    s = EventStore.open(db_url)
-    yield s
-    s.close()
 
 
 def cfg(**kw) -> RetentionConfig:
