@@ -93,6 +93,7 @@ ignore_table = sa.Table(
     sa.Column("created_ns", sa.BigInteger, nullable=False),
 )
 sa.Index("ix_ignore_areas_source", ignore_table.c.source_id, ignore_table.c.id)
+sa.Index("ux_ignore_areas_event", ignore_table.c.event_id, unique=True)  # migration 0008: one area per event
 
 # holds (migration 0007): an event with a hold row is never deleted by retention, nor its media; one row per evidence
 # export (who, when) or reviewer's hold. A confirmed event is held by its review status alone.
@@ -688,15 +689,23 @@ class EventStore:
         if any("\x00" in t for t in (source_id, by, note, *labels)):
             raise InputError("an ignore area must not contain NUL characters")
         now = time.time_ns()
-        with self._write_lock, self.engine.begin() as conn:
-            if event_id is not None:
-                row = conn.execute(sa.select(ignore_table).where(ignore_table.c.event_id == event_id)
-                                   .order_by(ignore_table.c.id).limit(1)).first()
-                if row is not None:
-                    raise AreaExists(self._ignore_area(row))
-            new_id = conn.execute(ignore_table.insert().values(
-                source_id=source_id, labels=json.dumps(list(labels)), polygon_px=json.dumps(pts), note=note,
-                event_id=event_id, created_by=by, created_ns=now)).inserted_primary_key[0]
+        try:
+            with self._write_lock, self.engine.begin() as conn:
+                if event_id is not None:
+                    row = conn.execute(sa.select(ignore_table).where(ignore_table.c.event_id == event_id)
+                                       .order_by(ignore_table.c.id).limit(1)).first()
+                    if row is not None:
+                        raise AreaExists(self._ignore_area(row))
+                new_id = conn.execute(ignore_table.insert().values(
+                    source_id=source_id, labels=json.dumps(list(labels)), polygon_px=json.dumps(pts), note=note,
+                    event_id=event_id, created_by=by, created_ns=now)).inserted_primary_key[0]
+        except sa.exc.IntegrityError:
+            # another process sharing the database made the area from this event between the check and the insert
+            with self.engine.connect() as conn:
+                row = conn.execute(sa.select(ignore_table).where(ignore_table.c.event_id == event_id)).first()
+            if event_id is None or row is None:
+                raise
+            raise AreaExists(self._ignore_area(row)) from None
         return IgnoreArea(int(new_id), source_id, tuple(labels), tuple(pts), note, event_id, by, now)
 
     def remove_ignore_area(self, area_id: int) -> IgnoreArea | None:

@@ -220,3 +220,68 @@ def test_ignore_areas_on_postgresql(postgres_server, tmp_path, hashes):
         assert [(a["note"], a["polygon_px"]) for a in got] == [("pile \u00e9", ignore_area_around(BUOY, "vessel"))]
         assert client.delete(f"/api/sources/quay/ignore-areas/{got[0]['id']}", headers=rev).status_code == 200
         assert store.ignore_areas() == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_processes_make_one_area_per_event(backend, request, tmp_path):
+    """Two service processes share one database; both answer "ignore this spot" for the same events at the same
+    moment: each event makes exactly one area, and the other caller is told which (AreaExists)."""
+    import threading
+
+    from seawatch.service.store import AreaExists, EventStore
+
+    url = (f"sqlite:///{tmp_path / 'events.db'}" if backend == "sqlite"
+           else new_pg_database(request.getfixturevalue("postgres_server")))
+    a, b = EventStore.open(url), EventStore.open(url)  # two engines and write locks: two processes
+    try:
+        events = [f"ev{i:05d}" for i in range(12)]
+        results: dict[str, list] = {e: [] for e in events}
+        for ev in events:
+            gate = threading.Barrier(2)
+
+            def make(store, ev=ev, gate=gate):
+                gate.wait()
+                try:
+                    results[ev].append(store.add_ignore_area("quay", [(0, 0), (9, 0), (9, 9)], ["vessel"], "rita",
+                                                             event_id=ev))
+                except AreaExists as exc:
+                    results[ev].append(exc)
+
+            ts = [threading.Thread(target=make, args=(s,)) for s in (a, b)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join(30)
+        assert sorted(x.event_id for x in a.ignore_areas()) == events  # one each
+        for ev, got in results.items():
+            assert len(got) == 2 and sum(isinstance(x, AreaExists) for x in got) == 1, (ev, got)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_migration_keeps_areas_made_twice_before_the_unique_index(tmp_path):
+    """A database from before revision 0008 holding two areas from one event (the old race) upgrades: both areas
+    are kept, the later one without its event link, and the event cannot make a third."""
+    import sqlalchemy as sa
+
+    from seawatch.service.migrations import upgrade
+    from seawatch.service.store import AreaExists, EventStore
+
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        upgrade(conn, "0007")
+        for note in ("first", "second"):
+            conn.execute(sa.text("INSERT INTO ignore_areas (source_id, labels, polygon_px, note, event_id, created_by, "
+                                 "created_ns) VALUES ('quay', '[\"vessel\"]', '[[0,0],[9,0],[9,9]]', :n, 'ev1', 'rita', 1)"),
+                         {"n": note})
+    engine.dispose()
+    store = EventStore.open(url)
+    try:
+        got = [(x.note, x.event_id) for x in store.ignore_areas()]
+        assert got == [("first", "ev1"), ("second", None)]
+        with pytest.raises(AreaExists):
+            store.add_ignore_area("quay", [(0, 0), (9, 0), (9, 9)], ["vessel"], "rita", event_id="ev1")
+    finally:
+        store.close()

@@ -206,7 +206,7 @@ def test_age_counts_from_when_the_event_was_stored_too(store, tmp_path):
 
 def test_schema_has_the_holds_table_at_head(store):
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0007"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0008"
     assert sa.inspect(store.engine).has_table("event_holds")
     with pytest.raises(KeyError):
         store.hold("nope", "manual", "rita")
