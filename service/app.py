@@ -209,6 +209,9 @@ class DeliveryStats(BaseModel):
     store_sink: dict[str, int] | None = Field(None, description="stored, errors (failed writes), pending (queued for a "
                                                                 "retry), dropped (lost: the retry queue was full)")
     mqtt: dict[str, Any] | None = Field(None, description="connected, dropped and dropped_retained (messages not queued)")
+    webhooks: list[dict[str, Any]] = Field(default_factory=list, description="per endpoint: name, delivered, pending, "
+                                           "dropped (queue full), rejected (refused by the endpoint), failed_attempts "
+                                           "(retried), last_error, last_delivered_ns")
 
 
 class HealthDetailOut(HealthOut):
@@ -224,9 +227,10 @@ class HealthDetailOut(HealthOut):
 @health.get("/health", response_model=HealthDetailOut, response_model_exclude_none=True,
             summary="liveness and database check (no auth); event delivery counters for authenticated callers",
             description="`status` is `degraded` when the database check fails, the store sink holds events it "
-                        "could not write yet (pending), or the media disk stays below its free-space threshold after "
-                        "the disk guard ran. With credentials, `delivery` adds the store sink's and the "
-                        "MQTT publisher's counters (pending, dropped, ...), so lost or queued events show, and "
+                        "could not write yet (pending), a webhook endpoint is failing with messages waiting, or the "
+                        "media disk stays below its free-space threshold after "
+                        "the disk guard ran. With credentials, `delivery` adds the store sink's, the "
+                        "MQTT publisher's and each webhook's counters (pending, dropped, ...), so lost or queued events show, and "
                         "`retention` the disk, the last sweep, deleted and held counts.")
 def get_health(request: Request, store: Store, who: Annotated[Principal | None, Depends(optional_principal)]) -> HealthDetailOut:
     try:
@@ -242,10 +246,13 @@ def get_health(request: Request, store: Store, who: Annotated[Principal | None, 
         stats = {}
     sink = stats.get("store_sink") or {}
     worker = getattr(request.app.state, "retention", None)
-    ok = db == "ok" and not sink.get("pending") and not (worker is not None and worker.disk_low)
+    # a webhook endpoint failing with messages waiting: alerts are not reaching the control room
+    hooks_failing = any(w.get("pending") and w.get("last_error") for w in stats.get("webhooks") or [])
+    ok = db == "ok" and not sink.get("pending") and not hooks_failing and not (worker is not None and worker.disk_low)
     out = HealthDetailOut(status="ok" if ok else "degraded", version=__version__, database=db)
     if who is not None:
-        out.delivery = DeliveryStats(store_sink=stats.get("store_sink"), mqtt=stats.get("mqtt"))
+        out.delivery = DeliveryStats(store_sink=stats.get("store_sink"), mqtt=stats.get("mqtt"),
+                                     webhooks=stats.get("webhooks") or [])
         try:
             out.retention = worker.status() if worker is not None else {"enabled": False}
         except Exception:  # noqa: BLE001 - reported, not raised

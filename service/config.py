@@ -20,6 +20,8 @@ Example (YAML)::
       api_keys:
         - {name: exporter, role: operator, key_sha256: 090d1548c9d65f413a1a2c828a0bee3a7ae02d2137caf51e6029e6c3cb1f1fa4}   # hash_api_key(KEY)
     mqtt: {enabled: false, host: localhost, port: 1883, topic_prefix: seawatch}
+    webhooks:
+      - {url: "https://chat.example/hooks/T0KEN", format: text, types: [fire, unidentified_vessel], min_severity: high}
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from seawatch.errors import ConfigError
 from seawatch.vision.config import format_errors, read_yaml_file
+from seawatch.vision.events import Severity
 from seawatch.vision.pipeline import PipelineConfig
 
 Role = Literal["operator", "reviewer", "admin"]
@@ -225,6 +228,49 @@ class MqttConfig(_Strict):
     password: SecretStr | None = Field(None, description="broker password")
 
 
+class WebhookConfig(_Strict):
+    """One HTTP endpoint told about incidents (a control-room system, Slack / Mattermost / Teams-style chat, a
+    paging gateway). Each stored phase that passes the filters is POSTed as JSON, in order, from a background
+    thread; failures are retried with backoff and counted, never lost silently (``service/webhooks.py``)."""
+
+    url: SecretStr = Field(description="http(s) URL to POST to (kept secret: chat webhook URLs carry their token)")
+    name: str | None = Field(None, pattern=_NAME, description="name in logs and health; default: the URL's host")
+    types: tuple[str, ...] = Field((), description="event types to send (fire, unidentified_vessel, ...); empty: all")
+    sources: tuple[str, ...] = Field((), description="source ids to send; empty: all")
+    min_severity: Severity = Field("low", description="send events of this severity and above")
+    phases: tuple[Literal["start", "update", "end"], ...] = Field(("start", "end"), min_length=1,
+                                                                  description="incident phases to send")
+    reviews: bool = Field(False, description="also send review changes (acknowledged, dismissed, confirmed)")
+    format: Literal["json", "text"] = Field("json", description="json: {kind, phase, event}; text: {\"text\": "
+                                            "one line} as Slack / Mattermost / Rocket.Chat incoming webhooks take it")
+    secret: SecretStr | None = Field(None, description="HMAC-SHA256 key: X-Seawatch-Signature: sha256=<hex of the body>")
+    headers: dict[str, SecretStr] = Field(default_factory=dict, description="extra request headers (e.g. Authorization)")
+    public_url: str | None = Field(None, pattern=r"^https?://\S+$",
+                                   description="this service's address as receivers reach it: snapshot and clip links "
+                                               "in messages become absolute")
+    timeout_s: float = Field(5.0, gt=0.0, le=60.0, description="per request")
+    max_queue: int = Field(1000, ge=1, le=100_000, description="messages waiting; beyond, the oldest is dropped and counted")
+    max_backoff_s: float = Field(60.0, ge=1.0, le=3600.0, description="longest wait between retries of one message")
+
+    @model_validator(mode="after")
+    def _check(self) -> "WebhookConfig":
+        from urllib.parse import urlsplit
+
+        u = urlsplit(self.url.get_secret_value())
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError("url must be an http:// or https:// URL with a host")
+        bad = [h for h in self.headers if not h or any(c in h for c in ":\r\n ") or h.lower() in ("content-type", "content-length", "host")]
+        if bad:
+            raise ValueError(f"headers: not allowed here: {bad}")
+        return self
+
+    @property
+    def label(self) -> str:
+        from urllib.parse import urlsplit
+
+        return self.name or (urlsplit(self.url.get_secret_value()).hostname or "webhook")
+
+
 class SimConfig(_Strict):
     """The built-in MAVLink simulator (``seawatch.drone.sim``) standing in for a drone, started by ``serve``."""
 
@@ -255,6 +301,7 @@ class ServeConfig(PipelineConfig):
     service: HttpConfig = Field(default_factory=HttpConfig, description="HTTP bind address, CORS, limits")
     auth: AuthConfig = Field(default_factory=AuthConfig, description="users, roles, API keys, tokens")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT publishing")
+    webhooks: tuple[WebhookConfig, ...] = Field((), max_length=20, description="HTTP endpoints told about incidents")
     fleet: tuple[FleetDroneConfig, ...] = Field((), description="per drone: simulator and patrol to fly (drones are linked without an entry too)")
 
     @model_validator(mode="after")

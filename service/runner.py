@@ -45,6 +45,7 @@ class Service:
         self.pipeline = None
         self.live: LiveHub | None = None
         self.mqtt = None
+        self.webhooks: list = []  # service.webhooks.WebhookSender, one per configured endpoint
         self.fleet = None
         self.readers: dict[str, Any] = {}
         self._stop = threading.Event()
@@ -72,6 +73,12 @@ class Service:
 
                 self.mqtt = MqttPublisher(self.settings.mqtt).start()
                 self.live.add_listener(self.mqtt.on_live_message)
+            if self.settings.webhooks:
+                from seawatch.service.webhooks import start_senders
+
+                self.webhooks = start_senders(self.settings.webhooks)
+                for w in self.webhooks:
+                    self.live.add_listener(w.on_live_message)
             self.sink = StoreSink(self.store, media_dir, [self.live.publish_event, *self._publishers])
             self.fleet = Fleet(self.settings)
             # drone events keep the telemetry of their clip window beside the media (evidence after restarts)
@@ -146,14 +153,19 @@ class Service:
             self.mqtt.source_states(self._all_states())
             self.mqtt.close()
             self.mqtt = None
+        for w in self.webhooks:  # the end phases above were queued: delivered now, for a few seconds at most
+            w.stop()
+        self.webhooks = []
         if self.store is not None:
             self.store.close()
         self._thread = None
 
-    def delivery_stats(self) -> dict[str, dict[str, Any] | None]:
-        """The store sink's and the MQTT publisher's counters (None for one not in use), for the health report."""
+    def delivery_stats(self) -> dict[str, Any]:
+        """The store sink's, the MQTT publisher's (None for one not in use) and each webhook's counters, for the
+        health report."""
         sink, mqtt = self.sink, self.mqtt
-        return {"store_sink": sink.stats() if sink is not None else None, "mqtt": mqtt.stats() if mqtt is not None else None}
+        return {"store_sink": sink.stats() if sink is not None else None, "mqtt": mqtt.stats() if mqtt is not None else None,
+                "webhooks": [w.stats() for w in self.webhooks]}
 
     def _all_states(self) -> list[dict[str, Any]]:
         """Cameras and drones (link state) for MQTT's retained P/<id>/status topics."""
