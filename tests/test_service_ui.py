@@ -11,6 +11,7 @@ import math
 import shutil
 import socket
 import time
+import urllib.error
 import urllib.request
 import warnings
 import zipfile
@@ -646,3 +647,165 @@ def test_ui_review_desk_at_laptop_size(live_service, tmp_path):
         assert asked.count("ev00301") == 1 and page.evaluate("document.getElementById('detail').dataset.id") == "ev00000"
         assert not errors, errors
         browser.close()
+
+
+# ---- retention in the UI: holds on an event ("Keep as evidence"), and the degraded-service banner ---------------
+
+# Counts the page's 60 s timers still set (the health poll), like INSTRUMENT does for the 10 s AIS poll.
+HEALTH_POLLS = """(() => { const si = window.setInterval.bind(window), ci = window.clearInterval.bind(window);
+  window.__healthPolls = new Set();
+  window.setInterval = (f, ms, ...a) => { const id = si(f, ms, ...a); if (ms === 60000) window.__healthPolls.add(id); return id; };
+  window.clearInterval = (id) => { window.__healthPolls.delete(id); return ci(id); }; })()"""
+
+
+def _retention_app(tmp_path, **retention):
+    """An API-only service (no pipeline) with the reviewer "ops", the operator key "wall", an ended event, an open
+    one and a confirmed one. The media disk counts as low only when ``retention`` says so."""
+    cfg = load_config(data={"storage": {"data_dir": str(tmp_path / "data"),
+                                        "retention": {"min_free_disk_pct": 0, "min_free_disk_gb": 0, **retention}},
+                            "auth": {"users": [{"name": "ops", "role": "reviewer", "password_hash": hash_password(PASSWORD)}],
+                                     "api_keys": [{"name": "wall", "role": "operator", "key_sha256": hash_api_key(KEY)}]}})
+    return create_app(cfg)
+
+
+def _fill(app):
+    store = app.state.store
+    store.put(make_event(0, type="smoke", severity="medium", source_id="quay-1", phase="end", end_ns=T0 + 30 * S,
+                         clip=ClipRef("quay-1", T0 - 5 * S, T0 + 35 * S, 5 * S, 5 * S)))
+    store.put(make_event(1, type="fire", severity="high", source_id="quay-1"))  # open
+    store.put(make_event(2, type="fire", severity="critical", source_id="quay-1", phase="end", end_ns=T0 + 40 * S,
+                         clip=ClipRef("quay-1", T0 - 3 * S, T0 + 45 * S, 5 * S, 5 * S)))
+    store.review("ev00002", "confirmed", "rita", "user", "real fire")
+
+
+def _api(base, path, method="GET", body=None, key=KEY):
+    req = urllib.request.Request(base + path, method=method, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"X-API-Key": key, "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _open(page, event_id):
+    page.click(f'#events tr[data-id="{event_id}"]')
+    _wait(page, f"document.getElementById('detail').dataset.id === '{event_id}' && "
+                "!document.getElementById('d-kept').textContent.startsWith('holds: loading')", 10)
+
+
+def test_ui_reviewer_keeps_an_event_as_evidence(tmp_path):
+    """A reviewer at 1280 x 800: an unheld event says it expires per the site's policy, "Keep as evidence" with a
+    note puts a hold on it (stored: the API lists it), the detail lists the hold and says it is kept, the list marks
+    it held; a confirmed and an open event say why they are kept; no health banner while the disk is fine."""
+    app = _retention_app(tmp_path)
+    with serve_in_thread(app) as port:
+        base = f"http://127.0.0.1:{port}"
+        _fill(app)
+        with _playwright() as p:
+            browser = _browser(p)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            _login(page, base)
+            page.wait_for_selector('#events tr[data-id="ev00000"]')
+            _open(page, "ev00000")
+            assert "expires per the site's retention policy" in page.text_content("#d-kept")
+            assert page.locator("#d-holds li").count() == 0
+            assert page.is_visible("#d-hold") and page.is_visible("#d-hold-note")
+            assert "held" not in (page.get_attribute('#events tr[data-id="ev00000"]', "class") or "")
+            # the review buttons and the hold button fit the laptop screen, side by side with the rest of the detail
+            for sel in ("#detail button[data-act=acknowledge]", "#d-export", "#d-hold"):
+                _wait(page, f"(r => r.top >= 0 && r.bottom <= window.innerHeight && r.right <= window.innerWidth)"
+                            f"(document.querySelector('{sel}').getBoundingClientRect())", 5)
+
+            page.fill("#d-hold-note", "insurance claim 4711")
+            page.click("#d-hold")
+            _wait(page, "document.querySelectorAll('#d-holds li').length === 1", 10)
+            li = page.text_content("#d-holds li")
+            assert li.startswith("kept as evidence by ops, ") and li.endswith(" UTC: insurance claim 4711")
+            assert page.text_content("#d-kept").startswith("Kept past the retention period (on hold (1))")
+            assert page.input_value("#d-hold-note") == "" and page.text_content("#d-error") == ""
+            _wait(page, "document.querySelector('#events tr[data-id=\"ev00000\"]').classList.contains('held')", 5)
+            assert page.text_content('#events tr[data-id="ev00000"] td.status') == "new"  # the mark is CSS, not text
+            page.screenshot(path=str(tmp_path / "hold_1280x800.png"))
+            status, holds = _api(base, "/api/events/ev00000/holds")
+            assert status == 200 and [(h["reason"], h["by"], h["note"]) for h in holds] == [
+                ("manual", "user:ops", "insurance claim 4711")]
+
+            _open(page, "ev00002")  # confirmed: kept for that; no hold listed
+            assert page.text_content("#d-kept").startswith("Kept past the retention period (confirmed)")
+            assert page.locator("#d-holds li").count() == 0
+            _open(page, "ev00001")  # an open incident is kept too
+            assert "incident still open" in page.text_content("#d-kept")
+            assert page.is_hidden("#health-banner")
+            assert not errors, errors
+            browser.close()
+
+
+def test_ui_operator_sees_holds_but_cannot_hold(tmp_path):
+    """A wall display (operator key): the holds of an event are listed (an evidence export's too), but there is no
+    "Keep as evidence" button (the server would answer 403)."""
+    app = _retention_app(tmp_path)
+    with serve_in_thread(app) as port:
+        base = f"http://127.0.0.1:{port}"
+        _fill(app)
+        app.state.store.hold("ev00000", "evidence_export", "user:rita")
+        with _playwright() as p:
+            browser = _browser(p)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"{base}/#key={KEY}")
+            page.wait_for_selector('#events tr[data-id="ev00000"]')
+            assert page.text_content("#who") == "wall (operator)"
+            _open(page, "ev00000")
+            assert page.text_content("#d-holds li").startswith("evidence package exported by rita, ")
+            assert page.text_content("#d-kept").startswith("Kept past the retention period (on hold (1))")
+            assert page.is_hidden("#d-hold") and page.is_hidden("#d-hold-note")
+            _wait(page, "document.querySelector('#events tr[data-id=\"ev00000\"]').classList.contains('held')", 5)
+            _open(page, "ev00002")
+            assert page.is_hidden("#d-hold")
+            assert not errors, errors
+            browser.close()
+        assert _api(base, "/api/events/ev00002/hold", "POST", {"note": "x"})[0] == 403
+
+
+def test_ui_banner_when_the_media_disk_is_low(tmp_path):
+    """A threshold no disk meets (100 000 GiB to keep free): health turns degraded, and the page shows a banner that
+    says the media disk is low; the health poll is one 60 s timer whatever the number of logins, and the banner goes
+    with the session."""
+    app = _retention_app(tmp_path, min_free_disk_gb=100000)
+    with serve_in_thread(app) as port:
+        base = f"http://127.0.0.1:{port}"
+        _fill(app)
+        deadline = time.monotonic() + 10
+        while json.loads(urllib.request.urlopen(base + "/api/health", timeout=5).read())["status"] != "degraded":
+            assert time.monotonic() < deadline, "health never turned degraded"
+            time.sleep(0.1)
+        with _playwright() as p:
+            browser = _browser(p)
+            ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+            ctx.add_init_script(HEALTH_POLLS)
+            page = ctx.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            _login(page, base)
+            _wait(page, "!document.getElementById('health-banner').hidden", 10)
+            assert page.is_visible("#health-banner")
+            kinds = page.evaluate("[...document.querySelectorAll('#health-banner div')].map(d => d.dataset.kind)")
+            assert kinds == ["disk-low"]
+            text = page.text_content("#health-banner")
+            assert "Media disk low" in text and "held evidence" in text
+            assert page.get_attribute("#health-banner", "class") == "severe"
+            page.screenshot(path=str(tmp_path / "disk_low_1280x800.png"))
+            assert page.evaluate("window.__healthPolls.size") == 1
+            # the session is lost: no banner on the login form, no poll; a new login makes one poll again
+            page.evaluate("window.seawatch.state.auth = {Authorization: 'Bearer expired'}; window.seawatch.search().catch(() => {})")
+            page.wait_for_selector("#login", state="visible")
+            assert page.is_hidden("#health-banner") and page.evaluate("window.__healthPolls.size") == 0
+            _login(page)
+            _wait(page, "!document.getElementById('health-banner').hidden", 10)
+            assert page.evaluate("window.__healthPolls.size") == 1
+            assert not errors, errors
+            browser.close()

@@ -1,18 +1,20 @@
 // Seawatch operator UI: login, event list with filters, the map (map.js), event detail with snapshot (the camera's
 // zones, water and ignore areas and the subject's box drawn over it) and clip,
 // acknowledge / dismiss (also as a false detection) / confirm with a note, "ignore this spot" (a fixed camera's false alarm becomes an ignore area,
-// listed under the snapshot and removable), sources (cameras, drones with their patrol state and abort / restart),
-// live updates over /api/live.
+// listed under the snapshot and removable), the event's holds and "Keep as evidence" (retention never deletes a held
+// event), sources (cameras, drones with their patrol state and abort / restart), a warning banner while /api/health
+// says the service is degraded (the media disk low above all), live updates over /api/live.
 // Plain ES modules, no build step, no external resources. Every datum comes from the authenticated API.
 "use strict";
 import { MapView } from "/ui/map.js";
 
 const state = { auth: null, role: null, events: [], nextCursor: null, selected: null, detail: null, sources: [], vessels: [],
-  seen: new Set(), ws: null };
+  seen: new Set(), ws: null, held: new Set(), health: null };
 const $ = (id) => document.getElementById(id);
 const PAGE = 200;  // events per list page ("Load more" fetches the next one)
 let map = null;
-let vesselTimer = null, reconnectTimer = null, running = null;  // one of each, whatever number of logins
+let vesselTimer = null, healthTimer = null, reconnectTimer = null, running = null;  // one of each, whatever number of logins
+const HEALTH_POLL_MS = 60000;  // /api/health (the disk, the store's retry queue) is asked this often
 let selSeq = 0;  // bumped by every select(): an answer for an older selection is dropped
 
 function readAuth() {
@@ -40,6 +42,7 @@ const json = async (path, opts) => (await api(path, opts)).json();
 function showLogin() {
   $("login").hidden = false; $("main").hidden = true; $("logout").hidden = true;
   clearInterval(vesselTimer); vesselTimer = null;
+  clearInterval(healthTimer); healthTimer = null; $("health-banner").hidden = true;
   clearTimeout(reconnectTimer); reconnectTimer = null;
   if (state.ws) { state.ws.onclose = null; state.ws.close(); state.ws = null; }
 }
@@ -58,7 +61,11 @@ async function doStart() {
   $("who").textContent = `${me.name} (${me.role})`;
   state.role = me.role;
   $("d-export").hidden = state.role === "operator";  // the evidence package is for reviewers and admins (the server checks)
+  $("d-hold-bar").hidden = state.role === "operator";  // holds are a reviewer's (the server answers an operator 403)
   $("login").hidden = true; $("main").hidden = false; $("logout").hidden = false;
+  clearInterval(healthTimer);
+  healthTimer = setInterval(() => checkHealth(), HEALTH_POLL_MS);
+  checkHealth();
   const first = !map;
   if (first) {
     const m = await json("/api/map");
@@ -67,7 +74,7 @@ async function doStart() {
       onHover: (text) => { $("map-hover").textContent = text; } });
     if (!m.tiles_url && m.coastline) fetch("/ui/coastline.json").then((r) => r.json()).then((c) => map.setCoastline(c.lines)).catch(() => {});
   }
-  window.seawatch = { state, map, search, select, loadMore };  // for the browser tests and the console
+  window.seawatch = { state, map, search, select, loadMore, checkHealth };  // for the browser tests and the console
   await refreshSources(await json("/api/sources"));
   await search();
   if (first && !map.touched) map.fitAll();  // again with the events (the sources alone framed it so far)
@@ -198,6 +205,8 @@ async function exportEvidence() {
   try { await download(`/api/events/${encodeURIComponent(id)}/evidence.zip`, `seawatch-evidence-${id}.zip`); }
   catch (e) { $("d-error").textContent = "evidence: " + e.message; }
   finally { btn.disabled = false; btn.textContent = "Export evidence"; }
+  // the server put an evidence_export hold on the event before packing it (also when the download failed later)
+  if (state.detail && state.detail.id === id) await loadHolds(state.detail, () => !state.detail || state.detail.id !== id);
 }
 
 function fmt(ns) { return new Date(ns / 1e6).toISOString().replace("T", " ").slice(0, 19); }
@@ -209,10 +218,12 @@ function renderList() {
   for (const ev of state.events) {
     const tr = document.createElement("tr");
     tr.dataset.id = ev.id;
-    tr.className = (state.selected === ev.id ? "sel " : "") + (!first && !state.seen.has(ev.id) ? "fresh" : "");
+    tr.className = (state.selected === ev.id ? "sel " : "") + (!first && !state.seen.has(ev.id) ? "fresh " : "") +
+      (state.held.has(ev.id) ? "held" : "");
     for (const [text, cls] of [[fmt(ev.start_ns), ""], [ev.type, ""], [ev.severity, "sev-" + ev.severity], [ev.source_id, ""], [ev.review_status, "status"]]) {
       const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td);
     }
+    if (state.held.has(ev.id)) tr.lastChild.title = "on hold: kept past the retention period";
     tr.addEventListener("click", () => select(ev.id));
     tb.appendChild(tr);
   }
@@ -318,7 +329,10 @@ async function select(id, { refresh = false } = {}) {
   $("detail").dataset.id = ev.id;
   if (!refresh) {
     $("d-error").textContent = "";
-    if (!prev) $("d-note").value = "";  // a note typed for another event must not be saved against this one
+    if (!prev) {  // a note typed for another event must not be saved against this one, nor its holds shown
+      $("d-note").value = ""; $("d-hold-note").value = "";
+      $("d-holds").replaceChildren(); $("d-kept").textContent = "holds: loading…"; $("d-kept").className = "";
+    }
     // the review buttons in sight (they sit under the map and list on a laptop screen)
     const top = $("detail").getBoundingClientRect().top;
     if (!shown || top < 0 || top > window.innerHeight - 160) $("detail").scrollIntoView({ block: "start", behavior: "smooth" });
@@ -386,6 +400,7 @@ async function select(id, { refresh = false } = {}) {
     vid.play().catch(() => {});
   };
   if (!sameClip && ev.clip_url) loads.push(loadClip(true));
+  loads.push(loadHolds(ev, stale));
   await Promise.all(loads);
 }
 
@@ -463,6 +478,116 @@ for (const btn of document.querySelectorAll("#detail button[data-act]")) {
   });
 }
 
+// ---- retention: the open event's holds, and whether the site keeps it past its retention period
+
+async function loadHolds(ev, stale) {
+  let holds = null, err = "";
+  try { holds = await json(`/api/events/${encodeURIComponent(ev.id)}/holds`); } catch (e) { err = e.message; }
+  if (!stale()) showHolds(ev, holds, err);
+}
+
+function holdBy(by) {  // "user:ops" / "key:wall" (the server's principal kind and name)
+  const i = (by || "").indexOf(":");
+  if (i < 0) return by || "?";
+  return by.slice(0, i) === "key" ? `${by.slice(i + 1)} (API key)` : by.slice(i + 1);
+}
+
+function showHolds(ev, holds, err = "") {
+  if (holds) {  // what the list marks as held follows what the detail learnt
+    const had = state.held.has(ev.id);
+    if (holds.length) state.held.add(ev.id); else state.held.delete(ev.id);
+    if (had !== state.held.has(ev.id)) renderList();
+  }
+  const ul = $("d-holds");
+  ul.replaceChildren();
+  for (const h of holds || []) {
+    const li = document.createElement("li");
+    li.dataset.reason = h.reason;
+    li.textContent = `${h.reason === "evidence_export" ? "evidence package exported" : "kept as evidence"} by ${holdBy(h.by)}, ` +
+      `${fmt(h.at_ns)} UTC${h.note ? ": " + h.note : ""}`;
+    ul.appendChild(li);
+  }
+  const kept = [];
+  if (holds && holds.length) kept.push(`on hold (${holds.length})`);
+  if (ev.review_status === "confirmed") kept.push("confirmed");
+  if (ev.end_ns == null) kept.push("incident still open");
+  const r = state.health && state.health.retention, el = $("d-kept");
+  el.className = kept.length ? "kept" : "";
+  if (r && r.enabled === false) el.textContent = "Retention is off on this site: no event expires.";
+  else if (kept.length) el.textContent = `Kept past the retention period (${kept.join(", ")}), with its snapshot and clip.`;
+  else if (err) el.textContent = `holds: ${err}`;
+  else el.textContent = "Not held: expires per the site's retention policy (its clip may go sooner when the media disk runs low). " +
+    "Held, confirmed and open events are kept.";
+}
+
+async function holdEvent() {
+  const id = state.selected, btn = $("d-hold");
+  if (!id) return;
+  btn.disabled = true; $("d-error").textContent = "";
+  try {
+    const holds = await json(`/api/events/${encodeURIComponent(id)}/hold`, { method: "POST",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ note: $("d-hold-note").value }) });
+    if (state.detail && state.detail.id === id) { $("d-hold-note").value = ""; showHolds(state.detail, holds); }
+    else if (holds.length && !state.held.has(id)) { state.held.add(id); renderList(); }
+  } catch (e) { $("d-error").textContent = "hold: " + e.message; }
+  finally { btn.disabled = false; }
+}
+$("d-hold").addEventListener("click", () => holdEvent());
+
+// ---- service health: a banner while the service is degraded (the media disk low, database writes queued or lost)
+
+function size(bytes) {  // binary units, like storage.retention.min_free_disk_gb
+  if (typeof bytes !== "number") return "?";
+  return bytes >= 2 ** 30 ? `${(bytes / 2 ** 30).toFixed(1)} GiB` : `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+}
+
+// [kind, text, severe] for each problem /api/health reports (with credentials it has `delivery` and `retention`)
+function healthProblems(h) {
+  const out = [], r = h.retention || {}, d = r.disk || {}, g = r.disk_guard || {};
+  if (d.low || g.low) {
+    out.push(["disk-low", `Media disk low: ${size(d.free_bytes)} free (${d.free_pct ?? "?"} %), below the ${size(d.threshold_bytes)} ` +
+      "to keep free. " + (g.low ? "Only held evidence, the newest recordings and the database are left: free space on the disk " +
+      "now, or new events, snapshots and clips will not be stored." : "The oldest recordings and unheld clips are being " +
+      "deleted to make room; held evidence is kept."), true]);
+  } else if (d.error) out.push(["disk-error", `The media disk cannot be checked: ${d.error}`, false]);
+  if (h.database === "error") out.push(["database", "The database check failed: events may not be stored or found.", true]);
+  const s = (h.delivery && h.delivery.store_sink) || {};
+  if (s.pending) out.push(["pending", `${s.pending} event update(s) wait to be written to the database.`, false]);
+  if (s.dropped) out.push(["dropped", `${s.dropped} event update(s) were lost since the service started (the database did not take them).`, true]);
+  if (h.status !== "ok" && !out.length) out.push(["degraded", `The service reports itself ${h.status}.`, true]);
+  return out;
+}
+
+function showHealth(h, err = "") {
+  const el = $("health-banner");
+  if ($("main").hidden) { el.hidden = true; return; }  // an answer arriving after a logout
+  const problems = h ? healthProblems(h) : [["unreachable", `The service health check did not answer: ${err}`, false]];
+  el.replaceChildren();
+  for (const [kind, text] of problems) {
+    const div = document.createElement("div");
+    div.dataset.kind = kind; div.textContent = "⚠ " + text;
+    el.appendChild(div);
+  }
+  el.className = problems.some((p) => p[2]) ? "severe" : "";
+  el.title = `checked ${fmt(Date.now() * 1e6)} UTC, every ${HEALTH_POLL_MS / 1000} s`;
+  el.hidden = !problems.length;
+}
+
+async function checkHealth() {
+  let h;
+  try { h = await json("/api/health"); } catch (e) { if (e.message !== "unauthorized") showHealth(null, e.message); return; }
+  const first = !state.health;
+  state.health = h;
+  showHealth(h);
+  if (first && state.detail && !$("detail").hidden) showHoldsAgain();
+}
+
+// the retention wording of the open detail depends on health (retention off); shown again once health is known
+function showHoldsAgain() {
+  const ev = state.detail, my = selSeq;
+  loadHolds(ev, () => my !== selSeq || !state.detail || state.detail.id !== ev.id);
+}
+
 function connectLive() {
   clearTimeout(reconnectTimer); reconnectTimer = null;
   if (state.ws) { state.ws.onclose = null; state.ws.close(); }
@@ -476,7 +601,10 @@ function connectLive() {
   let pending = null, touched = false;
   ws.onmessage = (m) => {
     const msg = JSON.parse(m.data);
-    if (msg.kind === "hello") { el.textContent = "live: on"; el.className = "on"; }
+    if (msg.kind === "hello") {
+      el.textContent = "live: on"; el.className = "on";
+      if (!$("health-banner").hidden) checkHealth();  // back after an outage: the banner need not wait for the next poll
+    }
     if (msg.kind === "sources") refreshSources(msg.sources);
     if (msg.kind === "event" || msg.kind === "review") {
       // a message about the open event (a review from elsewhere, its end, its clip): its detail is reloaded too
