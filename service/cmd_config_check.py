@@ -19,7 +19,11 @@ def run(args: argparse.Namespace) -> int:
         f"{args.file}: OK: {len(cfg.sources)} source(s), {len(cfg.zones)} zone(s), {len(cfg.auth.users)} user(s), "
         f"{len(cfg.auth.api_keys)} API key(s); database {_redact(cfg.storage.resolved_database_url())}; "
         f"media {cfg.storage.resolved_media_dir()}; listening on {cfg.service.host}:{cfg.service.port}"
+        + (f"; {len(cfg.drones)} drone(s)" if cfg.drones else "")
+        + (f"; {len(cfg.ais)} AIS feed(s)" if cfg.ais else "")
         + (f"; MQTT {cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.enabled else "")
+        + (f"; webhooks {', '.join(w.label for w in cfg.webhooks)}" if cfg.webhooks else "")
+        + _retention(cfg.storage.retention)
     )
     return 0
 
@@ -31,3 +35,13 @@ def _redact(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - a malformed URL is reported when the store opens
         return url
+
+
+def _retention(r) -> str:
+    if not r.enabled:
+        return "; retention off (events and clips kept until deleted by hand)"
+    days = "forever" if r.events_max_age_days is None else f"{r.events_max_age_days:g} d"
+    if r.events_days_by_severity:
+        days += " (" + ", ".join(f"{k} {v:g} d" for k, v in r.events_days_by_severity.items()) + ")"
+    clips = "as long as their events" if r.clips_max_age_days is None else f"{r.clips_max_age_days:g} d"
+    return f"; events kept {days}, clips {clips} (held ones for good)"
