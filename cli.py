@@ -34,6 +34,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("drone", "sim"): "seawatch.drone.cmd_sim",
     ("drone", "patrol"): "seawatch.drone.cmd_patrol",
     ("drone", "abort"): "seawatch.drone.cmd_abort",
+    ("drone", "camera"): "seawatch.drone.cmd_camera",
     ("config", "check"): "seawatch.service.cmd_config_check",
     ("reviews", "export"): "seawatch.service.cmd_reviews_export",
     ("retention", "run"): "seawatch.service.cmd_retention",
@@ -42,7 +43,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
 
 GROUP_HELP = {
     "models": "provision, list, register, quantize, train and average detection models",
-    "drone": "MAVLink drones: status, replay, simulate, patrol, abort",
+    "drone": "MAVLink drones: status, replay, simulate, patrol, abort, camera",
     "config": "validate a configuration file and explain every error",
     "ais": "AIS: read NMEA from a file or socket and show the vessel table",
     "reviews": "the review desk's verdicts as training data of your own cameras",

@@ -271,6 +271,33 @@ class WebhookConfig(_Strict):
         return self.name or (urlsplit(self.url.get_secret_value()).hostname or "webhook")
 
 
+class SimBoatConfig(_Strict):
+    """A boat on the simulated sea (a real boat photo from the shared media, a plain hull without it)."""
+
+    lat_deg: float = Field(ge=-90, le=90, description="centre latitude")
+    lon_deg: float = Field(ge=-180, le=180, description="centre longitude")
+    length_m: float = Field(20.0, ge=1.0, le=400.0, description="length on the water")
+    heading_deg: float = Field(90.0, ge=-360, le=360, description="compass direction of the photo's long axis "
+                               "(COCO's boat class wants it upright in the image: 90 for a camera looking north)")
+
+
+class SimCameraConfig(_Strict):
+    """The simulated drone's video: rendered from its true pose, sent as H.264 / MPEG-TS to ``udp://127.0.0.1:port``
+    (read it as the drone's ``video_source`` with url ``udp://127.0.0.1:PORT`` or ``udp://0.0.0.0:PORT``)."""
+
+    port: int = Field(5600, ge=1, le=65535, description="UDP port on 127.0.0.1 the video is sent to")
+    fps: float = Field(2.0, ge=0.2, le=15.0, description="frames per second (rendering costs ~40 ms of CPU a frame "
+                       "at 640x360)")
+    width_px: int | None = Field(None, ge=16, le=1920, description="frame width; default and required: the drone's "
+                                 "camera width (the pipeline geotags with the drone's camera intrinsics)")
+    height_px: int | None = Field(None, ge=16, le=1080, description="frame height; default and required: the "
+                                  "drone's camera height")
+    boats: tuple[SimBoatConfig, ...] = Field((), max_length=50, description="boats drawn on the sea")
+    ais_vessels: bool = Field(False, description="also draw the positioned vessels of the live AIS table as boats")
+    media_dir: str | None = Field(None, description="folder with the boat photos (MANIFEST.json); default: the "
+                                  "shared media, plain hulls when absent")
+
+
 class SimConfig(_Strict):
     """The built-in MAVLink simulator (``seawatch.drone.sim``) standing in for a drone, started by ``serve``."""
 
@@ -278,6 +305,8 @@ class SimConfig(_Strict):
     home_lon_deg: float | None = Field(None, ge=-180, le=180, description="launch point longitude; default: the patrol's first point")
     home_alt_m: float = Field(0.0, ge=-500, le=9000, description="launch point height above mean sea level")
     speed: float = Field(1.0, ge=0.1, le=50.0, description="simulated seconds per wall-clock second")
+    camera: SimCameraConfig | None = Field(None, description="send the simulated drone camera's video over UDP "
+                                           "(started and stopped with the simulator)")
 
 
 class FleetDroneConfig(_Strict):
@@ -369,7 +398,8 @@ DEFAULT_HARBOUR_STILL = "A_boats/shore_vgiy5566_720_2022-07-17_09-22_output_0.jp
 def default_settings_data(media_dir: Path | None, *, sources: list[tuple[str, str]] | None = None,
                           data_dir: str = "seawatch-data", drone_port: int = 14550,
                           admin_password_hash: str | None = None, token_secret: str | None = None,
-                          harbour_clip: Path | None = None, vessel_model: str = "coco_yolov5n") -> dict[str, Any]:
+                          harbour_clip: Path | None = None, vessel_model: str = "coco_yolov5n",
+                          video_port: int | None = None) -> dict[str, Any]:
     """The main job's configuration as a dict (validated by the caller with ``load_config(data=...)``).
 
     A quay camera looking over Lemmer harbour (the shared fire clip looped as a live source, surveyed so its events
@@ -377,7 +407,10 @@ def default_settings_data(media_dir: Path | None, *, sources: list[tuple[str, st
     made of :data:`DEFAULT_HARBOUR_STILL`), a harbour camera looking out over the lake whose vessels
     (``vessel_model``, tiled, on the water only) become located vessel events with their identity; or the user's
     ``sources`` as ``[(id, url)]``, uncalibrated. A simulated drone flying a patrol
-    around the harbour, the harbour's recorded AIS log, SQLite under ``data_dir`` and one admin user.
+    around the harbour, the harbour's recorded AIS log, SQLite under ``data_dir`` and one admin user. With the shared
+    media the drone also carries video (``drone-cam``: its simulated camera, 640x360 at 2 fps over UDP to
+    ``video_port``, any free one by default) looking down on boats cut from the media's photos on its first two legs,
+    and ``vessel_model`` on that video makes located vessel events.
     """
     lat0, lon0 = DEFAULT_AREA["lat_deg"], DEFAULT_AREA["lon_deg"]
     srcs: list[dict[str, Any]] = []
@@ -417,17 +450,39 @@ def default_settings_data(media_dir: Path | None, *, sources: list[tuple[str, st
             })
             zones.append({"id": "approach", "source": "harbour-cam",
                           "rules": [{"type": "vessel_in_zone", "min_duration_s": 5.0, "min_confidence": 0.4}]})
-    d = 0.004  # about 450 m north-south, 270 m east-west
+    d = 0.004  # the patrol box: about 445 m north-south, 540 m east-west
+    drone_video = media_dir is not None and not sources and (media_dir / "MANIFEST.json").is_file()
+    sim: dict[str, Any] = {"speed": 2.0}
+    if drone_video:
+        if video_port is None:
+            import socket
+
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:  # any free port, like the link's
+                sock.bind(("127.0.0.1", 0))
+                video_port = sock.getsockname()[1]
+        # the route flies east along its south side (camera up = east), then north along its east side (up = north):
+        # boats lie across the track there, so COCO's side-view boat class sees the photos upright
+        south, east = lat0 - d / 2, lon0 + d
+        sim["camera"] = {"port": video_port, "fps": 2.0, "boats": [
+            {"lat_deg": south, "lon_deg": lon0 - d / 2, "length_m": 16.0, "heading_deg": 180.0},
+            {"lat_deg": south, "lon_deg": lon0 + d / 3, "length_m": 18.0, "heading_deg": 180.0},
+            {"lat_deg": lat0 - d / 6, "lon_deg": east, "length_m": 16.0, "heading_deg": 90.0},
+            {"lat_deg": lat0 + d / 4, "lon_deg": east, "length_m": 18.0, "heading_deg": 90.0}]}
+        srcs.append({"id": "drone-cam", "url": f"udp://127.0.0.1:{video_port}", "models": [vessel_model],
+                     "analysis_fps": 2.0})
+        zones.append({"id": "drone-patrol", "source": "drone-cam",
+                      "rules": [{"type": "vessel_in_zone", "min_duration_s": 1.0}]})
     data: dict[str, Any] = {
         "sources": srcs,
         "zones": zones,
         "drones": [{
             "id": "patrol-1", "connection": f"udp:127.0.0.1:{drone_port}",
-            "camera": {"width_px": 1280, "height_px": 720, "hfov_deg": 70.0},
+            **({"video_source": "drone-cam"} if drone_video else {}),
+            "camera": {"width_px": 640, "height_px": 360, "hfov_deg": 70.0},
             "routes": {"harbour": {"type": "perimeter", "alt_m": 40.0, "polygon_lonlat": [
                 [lon0 - d, lat0 - d / 2], [lon0 + d, lat0 - d / 2], [lon0 + d, lat0 + d / 2], [lon0 - d, lat0 + d / 2]]}},
         }],
-        "fleet": [{"drone": "patrol-1", "sim": {"speed": 2.0}, "patrol": "harbour", "repeat": True}],
+        "fleet": [{"drone": "patrol-1", "sim": sim, "patrol": "harbour", "repeat": True}],
         "storage": {"data_dir": data_dir},
         "auth": {"users": [{"name": "admin", "role": "admin", "password_hash": admin_password_hash}]
                  if admin_password_hash else []},

@@ -51,6 +51,9 @@ class DroneRunner:
         self.timeline = timeline if timeline is not None else drone.build_timeline()
         self.link = None
         self.sim = None
+        self.camera = None  # the simulated camera's streamer (fleet sim.camera)
+        self.camera_error: str | None = None
+        self.vessel_table = None  # callable -> the pipeline's AIS vessel table (set by Fleet)
         self.mission = None
         self.route: list[tuple[float, float]] = []  # (lat_deg, lon_deg) of the patrol's waypoints
         self.patrol_state = "none" if ops is None or ops.patrol is None else "waiting for link"
@@ -96,6 +99,40 @@ class DroneRunner:
         self.sim = SimVehicle(out, home=(lat, lon, getattr(sim_cfg, "home_alt_m", 0.0)),
                               speed=getattr(sim_cfg, "speed", 1.0)).start()
         log.info("drone %s: simulator started (home %.5f, %.5f; sending to %s)", self.id, lat, lon, out)
+        cam_cfg = getattr(sim_cfg, "camera", None)
+        if cam_cfg is not None:
+            try:
+                self._start_camera(cam_cfg)
+            except Exception as exc:  # noqa: BLE001 - no video is a status, never a service that does not start
+                self.camera_error = f"simulated camera not started: {exc}"
+                log.error("drone %s: %s", self.id, self.camera_error)
+
+    def _start_camera(self, cfg) -> None:
+        from pathlib import Path
+
+        from seawatch.drone.camera_stream import BoatSpec, CameraStreamer, SimPoses, boat_targets
+        from seawatch.errors import ConfigError
+        from seawatch.paths import shared_media_dir
+
+        k = self.drone.camera.build()
+        w = cfg.width_px or k.width_px
+        h = cfg.height_px or k.height_px
+        if (w, h) != (k.width_px, k.height_px):
+            raise ConfigError(f"fleet sim.camera is {w}x{h} but drone {self.id}'s camera is {k.width_px}x{k.height_px}: "
+                              "the pipeline geotags the video with the drone's camera, so the sizes must match")
+        boats = [BoatSpec(b.lat_deg, b.lon_deg, b.length_m, b.heading_deg, sprite=i, name=f"boat{i}")
+                 for i, b in enumerate(cfg.boats)]
+        media = Path(cfg.media_dir) if cfg.media_dir else shared_media_dir()
+        targets, bank = boat_targets(boats, media) if (boats or cfg.ais_vessels) else ([], None)
+        self.sim.camera = k
+        self.camera = CameraStreamer(SimPoses(self.sim), k, f"udp://127.0.0.1:{cfg.port}", fps=cfg.fps,
+                                     targets=targets, bank=bank, origin_latlon=self.sim.home[:2],
+                                     vessels=self._ais_vessels if cfg.ais_vessels else None).start()
+
+    def _ais_vessels(self):
+        """Positioned vessels of the live AIS table (set by the fleet once the pipeline exists), for the camera."""
+        table = self.vessel_table() if self.vessel_table is not None else None
+        return table.snapshot(with_position=True) if table is not None else ()
 
     def stop(self) -> None:
         self._stop.set()
@@ -107,6 +144,12 @@ class DroneRunner:
                 self.link.close()
             except Exception as exc:  # noqa: BLE001 - shutting down: log and go on
                 log.warning("drone %s: closing the link: %s", self.id, exc)
+        if self.camera is not None:
+            try:
+                self.camera.stop()
+            except Exception as exc:  # noqa: BLE001 - shutting down: log and go on
+                log.warning("drone %s: stopping the simulated camera: %s", self.id, exc)
+            self.camera = None
         if self.sim is not None:
             self.sim.stop()
             self.sim = None
@@ -384,6 +427,8 @@ class Fleet:
             if s.drone is not None and not isinstance(s.drone, str) and s.drone.id not in drones:
                 drones[s.drone.id] = s.drone
         self.runners = {d.id: DroneRunner(d, ops.get(d.id)) for d in drones.values()}
+        for r in self.runners.values():
+            r.vessel_table = self._table
         self.ais_urls = tuple(settings.ais)
         self.identity = None  # the pipeline's VesselIdentityStage, set by the service once the pipeline exists
         self._ais_count = 0
