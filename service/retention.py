@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from seawatch.errors import InputError, StreamError
+from seawatch.vision.events import SEVERITIES
 
 log = logging.getLogger(__name__)
 
@@ -537,9 +538,13 @@ class RetentionWorker:
         with self._status_lock:
             last = self.last_sweep
             guard = self.last_disk
+            cfg = self.retention.cfg
             out = {
                 "enabled": True,
                 "running": self._thread is not None and self._thread.is_alive(),
+                # the policy, so a reviewer can be told when an unheld event goes (days after its last phase)
+                "policy": {"events_days": {sev: cfg.event_days(sev) for sev in SEVERITIES},
+                           "clips_days": cfg.clips_max_age_days, "snapshots_days": cfg.snapshots_max_age_days},
                 "disk": disk,
                 "disk_guard": None if guard is None else {"at_ns": guard.at_ns, "low": guard.low,
                                                           "freed_bytes": guard.freed_bytes,

@@ -695,7 +695,7 @@ def _open(page, event_id):
 
 
 def test_ui_reviewer_keeps_an_event_as_evidence(tmp_path):
-    """A reviewer at 1280 x 800: an unheld event says it expires per the site's policy, "Keep as evidence" with a
+    """A reviewer at 1280 x 800: an unheld event says when it expires by the site's policy, "Keep as evidence" with a
     note puts a hold on it (stored: the API lists it), the detail lists the hold and says it is kept, the list marks
     it held; a confirmed and an open event say why they are kept; no health banner while the disk is fine."""
     app = _retention_app(tmp_path)
@@ -710,7 +710,10 @@ def test_ui_reviewer_keeps_an_event_as_evidence(tmp_path):
             _login(page, base)
             page.wait_for_selector('#events tr[data-id="ev00000"]')
             _open(page, "ev00000")
-            assert "expires per the site's retention policy" in page.text_content("#d-kept")
+            # medium events go 90 days after their last phase (the default), clips after 30: the dates, from health
+            _wait(page, "document.getElementById('d-kept').textContent.includes('expires about')", 10)
+            assert page.text_content("#d-kept").startswith(
+                "Not held: expires about 2026-12-20 (90 days after its last update), its clip about 2026-10-21")
             assert page.locator("#d-holds li").count() == 0
             assert page.is_visible("#d-hold") and page.is_visible("#d-hold-note")
             assert "held" not in (page.get_attribute('#events tr[data-id="ev00000"]', "class") or "")

@@ -516,8 +516,20 @@ function showHolds(ev, holds, err = "") {
   if (r && r.enabled === false) el.textContent = "Retention is off on this site: no event expires.";
   else if (kept.length) el.textContent = `Kept past the retention period (${kept.join(", ")}), with its snapshot and clip.`;
   else if (err) el.textContent = `holds: ${err}`;
-  else el.textContent = "Not held: expires per the site's retention policy (its clip may go sooner when the media disk runs low). " +
-    "Held, confirmed and open events are kept.";
+  else el.textContent = expiryText(ev, r && r.policy) + " Held, confirmed and open events are kept.";
+}
+
+// When an unheld event goes, from the site's policy (health's retention.policy): days after its last phase (or after
+// it was stored, if later: the server's rule, which the UI cannot see, so "about")
+function expiryText(ev, policy) {
+  const days = policy && policy.events_days ? policy.events_days[ev.severity] : undefined;
+  if (days === undefined) return "Not held: expires per the site's retention policy (its clip may go sooner when the media disk runs low).";
+  if (days === null) return "Not held, but this site keeps " + ev.severity + " events for good" +
+    (policy.clips_days ? ` (its clip goes after about ${policy.clips_days} days).` : ".");
+  const at = (ns, d) => fmt(ns + d * 86400e9).slice(0, 10);
+  let text = `Not held: expires about ${at(ev.at_ns, days)} (${days} days after its last update)`;
+  if (policy.clips_days && policy.clips_days < days) text += `, its clip about ${at(ev.at_ns, policy.clips_days)}`;
+  return text + "; sooner for its clip when the media disk runs low.";
 }
 
 async function holdEvent() {
