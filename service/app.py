@@ -451,13 +451,15 @@ class HoldIn(BaseModel):
 @events.post("/{event_id}/hold", summary="reviewer: keep the event, its snapshot and clip from retention for good",
              description="Adds a `manual` hold (an evidence export adds `evidence_export`): retention never deletes a "
                          "held event nor its media. Answers the event's holds.")
-def hold_event(event_id: str, store: Store, who: Reviewer, body: Annotated[HoldIn | None, Body()] = None) -> list[dict[str, Any]]:
-    _get_event(store, event_id)
+def hold_event(event_id: str, request: Request, store: Store, who: Reviewer,
+               body: Annotated[HoldIn | None, Body()] = None) -> list[dict[str, Any]]:
+    ev = _get_event(store, event_id)
     try:
         store.hold(event_id, "manual", f"{who.kind}:{who.name}", (body or HoldIn()).note)
     except KeyError:
         raise ApiError(404, f"no event {event_id!r}") from None
     log.info("event %s held by %s %s", event_id, who.kind, who.name)
+    request.app.state.live.publish_event(ev, kind="hold")  # other desks' open detail and list follow
     return store.holds(event_id)
 
 
@@ -518,6 +520,7 @@ async def get_evidence(event_id: str, request: Request, store: Store, who: Revie
     st = request.app.state
     # exported evidence is held before it is packed: retention never deletes it, nor its snapshot and clip
     await run_in_threadpool(store.hold, event_id, "evidence_export", f"{who.kind}:{who.name}")
+    st.live.publish_event(ev, kind="hold")
     telemetry, why = evidence_telemetry(ev, st.media_dir, drone_timeline(getattr(st, "fleet", None), st.settings, ev.source_id))
     missing: dict[str, str] = {"telemetry.json": why} if telemetry is None else {}
     snapshot = None

@@ -318,7 +318,13 @@ def test_service_sweeps_in_the_background_and_health_shows_it(store, db_url, tmp
         assert z.status_code == 200, z.text
         assert [h["reason"] for h in store.holds("fresh")] == ["evidence_export"]
         assert store.holds("fresh")[0]["by"] == "key:rev"
-        r2 = client.post("/api/events/fresh/hold", headers=key, json={"note": "claim 42"})
+        with client.websocket_connect("/api/live", headers=key) as ws:  # other desks learn of a hold at once
+            assert ws.receive_json()["kind"] == "hello"
+            r2 = client.post("/api/events/fresh/hold", headers=key, json={"note": "claim 42"})
+            msg = ws.receive_json()
+            while msg["kind"] == "sources":
+                msg = ws.receive_json()
+            assert (msg["kind"], msg["event"]["id"]) == ("hold", "fresh")
         assert r2.status_code == 200 and [h["reason"] for h in r2.json()] == ["evidence_export", "manual"]
         assert client.post("/api/events/nope/hold", headers=key).status_code == 404
         assert client.get("/api/events/fresh/holds").status_code == 401

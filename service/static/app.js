@@ -618,7 +618,8 @@ function connectLive() {
       if (!$("health-banner").hidden) checkHealth();  // back after an outage: the banner need not wait for the next poll
     }
     if (msg.kind === "sources") refreshSources(msg.sources);
-    if (msg.kind === "event" || msg.kind === "review") {
+    if (msg.kind === "hold" && msg.event && !state.held.has(msg.event.id)) { state.held.add(msg.event.id); renderList(); }
+    if (msg.kind === "event" || msg.kind === "review" || msg.kind === "hold") {
       // a message about the open event (a review from elsewhere, its end, its clip): its detail is reloaded too
       if (state.selected && (!msg.event || msg.event.id === state.selected)) touched = true;
       clearTimeout(pending);
