@@ -7,7 +7,11 @@ Topics (``P`` = ``mqtt.topic_prefix``, default ``seawatch``):
   every stored phase of an incident.
 - ``P/<source>/<label>``: number of open incidents on that source involving that label (retained), e.g.
   ``seawatch/quay-1/fire`` -> ``1`` while a fire is open, ``0`` after it ends.
-- ``P/<source>/status``: the source reader's state (``online``, ``offline``, ``connecting``...; retained).
+- ``P/<source>/status``: the source reader's state (``online``, ``offline``, ``connecting``...; retained). A camera
+  that is down stays ``offline`` through its reconnect attempts, so this changes only when it goes down or comes back.
+- ``P/<source>/status/detail``: ``{"state", "since_ns", "down_since_ns", "attempts", "last_error"}`` (retained):
+  published with each state change; while a source stays down, its ``attempts`` and ``last_error`` are refreshed
+  at most once per ``DETAIL_INTERVAL_S``.
 - ``P/reviews``: ``{"event_id", "status", "by", "note", "at_ns"}`` for acknowledge / dismiss / confirm.
 
 Messages come from the ``LiveHub`` (so only after the store committed). paho's network thread reconnects by
@@ -32,6 +36,8 @@ from seawatch.service.config import MqttConfig
 log = logging.getLogger(__name__)
 _UNSAFE = re.compile(r"[+#/\s]")
 PHASE_TYPE = {"start": "new", "update": "update", "end": "end"}
+DETAIL_INTERVAL_S = 60.0  # a down source's attempts / last error are republished at most this often
+DETAIL_FIELDS = ("state", "since_ns", "down_since_ns", "attempts", "last_error")
 DROP_LOG_INTERVAL_S = 60.0  # at most one warning per interval about refused messages (with the count since the last)
 
 
@@ -62,6 +68,7 @@ class MqttPublisher:
         self._client.on_disconnect = self._on_disconnect
         self._open: dict[tuple[str, str], set[str]] = {}
         self._status: dict[str, str] = {}
+        self._detail: dict[str, tuple[str, tuple, float]] = {}  # sid -> (payload, (state, down_since_ns), monotonic)
         self._lock = threading.Lock()
         self.connected = threading.Event()  # set and cleared under _lock (see _on_connect)
         self.dropped = 0  # messages not queued (max_queued not yet acknowledged, or a publish error): never delivered
@@ -96,6 +103,8 @@ class MqttPublisher:
         with self._lock:  # retained state is re-asserted after every (re)connect
             for sid, state in self._status.items():
                 client.publish(f"{self.prefix}/{topic_part(sid)}/status", state, qos=1, retain=True)
+            for sid, (payload, _key, _at) in self._detail.items():
+                client.publish(f"{self.prefix}/{topic_part(sid)}/status/detail", payload, qos=1, retain=True)
             for (sid, label), ids in self._open.items():
                 client.publish(f"{self.prefix}/{topic_part(sid)}/{topic_part(label)}", str(len(ids)), qos=1, retain=True)
             # set under the lock: a count changed after the loop above is published by its caller, one changed
@@ -187,13 +196,26 @@ class MqttPublisher:
                                                             separators=(",", ":")))
 
     def source_states(self, statuses: list[dict[str, Any]]) -> None:
-        """Publish each source's reader state when it changed (retained)."""
+        """Publish each source's reader state when it changed, and its detail (down since, attempts, last error)
+        when the state or the outage changed, or at most every ``DETAIL_INTERVAL_S`` while its attempts go up
+        (both retained)."""
+        now = time.monotonic()
         for st in statuses:
             sid, state = st.get("source_id", ""), str(st.get("state", "unknown"))
+            detail = {k: st.get(k) for k in DETAIL_FIELDS}
+            detail["state"] = state
+            payload = json.dumps(detail, separators=(",", ":"))
+            key = (state, st.get("down_since_ns"))
             with self._lock:
-                if self._status.get(sid) == state:
-                    continue
+                state_changed = self._status.get(sid) != state
                 self._status[sid] = state
+                old = self._detail.get(sid)
+                detail_due = old is None or (old[1] != key or (old[0] != payload and now - old[2] >= DETAIL_INTERVAL_S))
+                if detail_due:
+                    self._detail[sid] = (payload, key, now)
                 online = self.connected.is_set()
-            if online:  # else _on_connect publishes it
-                self._pub(f"{self.prefix}/{topic_part(sid)}/status", state, retain=True)
+            if online:  # else _on_connect publishes them
+                if state_changed:
+                    self._pub(f"{self.prefix}/{topic_part(sid)}/status", state, retain=True)
+                if detail_due:
+                    self._pub(f"{self.prefix}/{topic_part(sid)}/status/detail", payload, retain=True)

@@ -257,9 +257,18 @@ class HealthOut(BaseModel):
 
 
 class SourceOut(BaseModel):
-    """A configured source and its live reader status (URL credentials redacted)."""
+    """A configured source and its live reader status (URL credentials redacted).
+
+    A camera that is down stays ``offline`` while it retries; ``down_since_ns`` and ``attempts`` say for how long
+    and how often it has been tried since."""
 
     model_config = ConfigDict(extra="allow")
 
     source_id: str
     state: str
+    since_ns: int | None = Field(None, description="UTC ns of the last state change")
+    down_since_ns: int | None = Field(
+        None, description="cameras: UTC ns of the failure that took it down (first failed attempt); null while up")
+    attempts: int | None = Field(
+        None, ge=0, description="cameras: connection attempts failed in a row since down_since_ns (0 while up)")
+    last_error: str | None = Field(None, description="the newest error (credentials redacted)")

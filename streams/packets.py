@@ -119,6 +119,30 @@ def avcc_to_annexb_params(extradata: bytes) -> bytes:
         return b""
 
 
+def h264_param_sets(data: bytes) -> bytes:
+    """The SPS and PPS NAL units in front of the first slice of an Annex B H.264 access unit, as Annex B (empty if
+    it carries none)."""
+    starts = []
+    pos = 0
+    while True:
+        i = data.find(b"\x00\x00\x01", pos)
+        if i < 0 or i + 3 >= len(data):
+            break
+        starts.append(i)
+        pos = i + 3
+    out = bytearray()
+    for k, i in enumerate(starts):
+        nal_type = data[i + 3] & 0x1F
+        if nal_type in _H264_SLICE_TYPES:
+            break
+        if nal_type in _H264_PARAM_TYPES:
+            end = starts[k + 1] if k + 1 < len(starts) else len(data)
+            if end > i and data[end - 1 : end] == b"\x00" and k + 1 < len(starts):
+                end -= 1  # the next start code is the 4-byte form
+            out += b"\x00\x00\x00\x01" + data[i + 3 : end]
+    return bytes(out)
+
+
 def ensure_h264_params(data: bytes, params: bytes) -> bytes:
     """Prefix ``params`` (Annex B SPS/PPS) to a keyframe that does not carry an SPS before its first slice."""
     if not params:
@@ -328,6 +352,21 @@ def has_picture(data: bytes, codec_name: str) -> bool:
         elif 1 <= header & 0x1F <= 5:
             return True
     return False
+
+
+def continues_picture(data: bytes, codec_name: str) -> bool | None:
+    """Whether an Annex B H.264/HEVC packet's first slice continues a picture begun in an earlier packet (H.264
+    ``first_mb_in_slice`` != 0, HEVC ``first_slice_segment_in_pic_flag`` == 0); None when it holds no slice or the
+    codec is another."""
+    if codec_name not in ("h264", "hevc"):
+        return None
+    for header, pos in iter_annexb_nals(data, limit=32):
+        if codec_name == "hevc":
+            if (header >> 1) & 0x3F < 32:
+                return None if pos + 2 >= len(data) else not data[pos + 2] & 0x80
+        elif 1 <= header & 0x1F <= 5:
+            return None if pos + 1 >= len(data) else not data[pos + 1] & 0x80  # ue(v) 0 is the single bit 1
+    return None
 
 
 class AccessUnitAssembler:

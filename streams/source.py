@@ -2,10 +2,18 @@
 
 State machine (``SourceStatus.state``)::
 
-    connecting -> online -> offline -> connecting -> ...      (live: forever, capped exponential backoff + jitter)
+    connecting -> online -> offline -> online -> ...          (live: retries for ever, capped exponential backoff
+                                                              + jitter; connecting only before the first connect)
     connecting -> online -> ended                             (a file that is not looped, read to the end)
     connecting -> failed                                      (a file that is missing, truncated or not video)
     any -> stopped                                            (stop() was called)
+
+A live source that is down stays ``offline`` through all its retries (no connecting/offline flapping): its status
+says since when (``down_since_ns``), how many attempts in a row failed (``attempts``) and the last error. The first
+failure is logged at WARNING, repeats at DEBUG with a WARNING summary every ``DOWN_SUMMARY_S`` ("still down for 35
+min, 412 attempts, last error ..."), and the return at INFO ("back after 35 min"). Short outages reconnect fast
+(``backoff_max_s``); after ``backoff_long_after_s`` down the cap stretches to ``backoff_long_max_s``, so a camera
+gone for the night costs a few hundred attempts an hour, not thousands.
 
 Every FFmpeg call runs with an open and a read timeout (PyAV blocks forever on a hung RTSP server without one).
 On top of that a watchdog thread per source treats "no packet for ``stall_timeout_s``" as a failure: the source
@@ -38,7 +46,14 @@ from seawatch.streams.clock import StreamClock
 from seawatch.streams.frame import DecodedFrame, Frame
 from seawatch.streams.frame_queue import FrameQueue, OverflowPolicy, QueueClosed
 from seawatch.streams.motion import MotionGate, luma_plane
-from seawatch.streams.packets import AccessUnitAssembler, EncodedPacket, PacketRing
+from seawatch.streams.packets import (
+    AccessUnitAssembler,
+    EncodedPacket,
+    PacketRing,
+    StreamInfo,
+    continues_picture,
+    h264_param_sets,
+)
 from seawatch.streams.urls import redact_text, redact_url, source_kind
 
 log = logging.getLogger(__name__)
@@ -67,7 +82,10 @@ class SourceConfig:
         pace: files only: ``realtime`` (frames released at their PTS) or ``fast`` (as fast as decoded).
         open_timeout_s, read_timeout_s: passed to FFmpeg for every open and every read.
         stall_timeout_s: watchdog: no packet for this long means the source is stalled.
-        backoff_initial_s, backoff_max_s, backoff_jitter: reconnect delay = min(max, initial * 2**n) * (1 ± jitter).
+        backoff_initial_s, backoff_max_s, backoff_jitter: reconnect delay = min(max, initial * 2**n) * (1 ± jitter)
+            after the n-th failed attempt in a row.
+        backoff_long_after_s, backoff_long_max_s: once the source has been down this long, the cap is
+            ``backoff_long_max_s`` instead (fewer attempts, sockets and log lines for a camera that is gone for long).
         queue_size: frames held for the consumer (live default 2, file default 8).
         decode_threads: FFmpeg decoder threads per source (1 is cheapest per stream and lowest latency).
         decode: ``all`` frames, ``keyframes`` only, or ``auto`` (keyframes only while the motion gate sees no
@@ -93,6 +111,8 @@ class SourceConfig:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 2.0
     backoff_jitter: float = 0.25
+    backoff_long_after_s: float = 60.0
+    backoff_long_max_s: float = 15.0
     queue_size: int | None = None
     decode_threads: int = 1
     decode: str = "all"
@@ -112,7 +132,8 @@ class SourceConfig:
             raise InputError(f"source {self.source_id}: pace must be realtime or fast, not {self.pace!r}")
         if self.decode not in ("all", "keyframes", "auto"):
             raise InputError(f"source {self.source_id}: decode must be all, keyframes or auto, not {self.decode!r}")
-        for name in ("open_timeout_s", "read_timeout_s", "stall_timeout_s", "backoff_initial_s", "backoff_max_s"):
+        for name in ("open_timeout_s", "read_timeout_s", "stall_timeout_s", "backoff_initial_s", "backoff_max_s",
+                     "backoff_long_max_s"):
             if not getattr(self, name) > 0:
                 raise InputError(f"source {self.source_id}: {name} must be > 0")
         if self.resolved_kind not in ("rtsp", "mjpeg", "udp", "file"):
@@ -133,13 +154,20 @@ class SourceConfig:
 
 @dataclass(frozen=True, slots=True)
 class SourceStatus:
-    """A snapshot of one source, safe to log or serve (the URL is redacted)."""
+    """A snapshot of one source, safe to log or serve (the URL is redacted).
+
+    ``since_ns``: when ``state`` last changed. ``down_since_ns``: UTC ns of the failure that took a live source
+    down (its first failed attempt), None while it is up; ``attempts``: connection attempts that failed in a row
+    since then (0 while up). Both are cleared when frames come again.
+    """
 
     source_id: str
     url: str
     state: State
     since_ns: int
     last_error: str | None = None
+    down_since_ns: int | None = None
+    attempts: int = 0
     connects: int = 0
     reconnects: int = 0
     stalls: int = 0
@@ -222,6 +250,18 @@ def open_input(config: SourceConfig):
     return container
 
 
+DOWN_SUMMARY_S = 300.0  # while a source stays down, one WARNING summary per this many seconds (repeats: DEBUG)
+
+
+def _duration_text(seconds: float) -> str:
+    """A down time for a log line: 4.2 s, 12 min, 3.5 h."""
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 3 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 _RATE_SLACK_NS = 1_000_000  # = vision.pipeline.AnalysisRate.SLACK_NS (streams may not import vision)
 
 
@@ -272,7 +312,9 @@ class Source:
         self._gen = 0
         self._status = SourceStatus(config.source_id, config.redacted_url, State.CONNECTING, time.time_ns())
         self._progress_mono = time.monotonic()
-        self._state_mono = time.monotonic()
+        self._open_mono = time.monotonic()  # when the current worker's open began (the watchdog's open guard)
+        self._down_mono: float | None = None  # monotonic twin of down_since_ns (backoff and log durations)
+        self._summary_mono = 0.0  # when the last "still down" summary was logged
         self._seq = 0
         self._last_clock: StreamClock | None = None
         self._workers: list[threading.Thread] = []
@@ -281,6 +323,8 @@ class Source:
         self._file_anchor_ns: int | None = None
         self._file_loop_offset_s = 0.0
         self._phase = "opening"
+        self._sink_info: StreamInfo | None = None  # what ring and recorder were told about the stream
+        self._decoder = None  # this session's decoder (its picture size follows in-band SPS changes)
 
     # ------------------------------------------------------------------ public
     def start(self) -> "Source":
@@ -340,21 +384,61 @@ class Source:
         with self._lock:
             self._set_state_locked(state, error, **counters)
 
-    def _set_state_locked(self, state: State, error: str | None = None, **counters) -> None:
+    def _set_state_locked(self, state: State, error: str | None = None, *, now_ns: int | None = None,
+                          **counters) -> None:
         s = self._status
         if s.state is State.STOPPED:
             return
         changes = dict(counters)
         if state is not s.state:
-            changes.update(state=state, since_ns=time.time_ns())
-            self._state_mono = time.monotonic()
-            if error:
+            changes.update(state=state, since_ns=time.time_ns() if now_ns is None else now_ns)
+            if state is State.ONLINE and s.down_since_ns is not None:
+                down_s = time.monotonic() - (self._down_mono if self._down_mono is not None else time.monotonic())
+                log.info("source %s (%s): %s -> online: back after %s (%d failed attempt%s)", s.source_id, s.url,
+                         s.state.value, _duration_text(down_s), s.attempts, "" if s.attempts == 1 else "s")
+                changes.update(down_since_ns=None, attempts=0)
+                self._down_mono = None
+            elif error:
                 log.warning("source %s (%s): %s -> %s: %s", s.source_id, s.url, s.state.value, state.value, error)
             else:
                 log.info("source %s (%s): %s -> %s", s.source_id, s.url, s.state.value, state.value)
         if error is not None:
             changes["last_error"] = error
         self._status = replace(s, **changes)
+
+    def _failed_locked(self, error: str, **counters) -> None:
+        """One failed attempt (under ``_lock``). The first takes the source offline (WARNING, ``down_since_ns`` set);
+        the repeats keep it offline, count ``attempts`` and log at DEBUG, with a WARNING summary every
+        ``DOWN_SUMMARY_S``."""
+        s = self._status
+        if s.state is State.STOPPED:
+            return
+        now = time.monotonic()
+        first = s.down_since_ns is None
+        if first:
+            self._down_mono = self._summary_mono = now
+        now_ns = time.time_ns()
+        down_since_ns = now_ns if first else s.down_since_ns
+        self._set_state_locked(State.OFFLINE, error, now_ns=now_ns, attempts=s.attempts + 1,
+                               down_since_ns=down_since_ns, **counters)
+        if first and s.state is not State.OFFLINE:
+            return  # the state change logged it
+        if now - self._summary_mono >= DOWN_SUMMARY_S:
+            self._summary_mono = now
+            log.warning("source %s (%s): still down for %s, %d attempts, last error: %s", s.source_id, s.url,
+                        _duration_text(now - self._down_mono), s.attempts + 1, error)
+        else:
+            log.debug("source %s: attempt %d failed: %s", s.source_id, s.attempts + 1, error)
+
+    def _retry_delay_s(self) -> float:
+        """Backoff before the next attempt (under ``_lock``): exponential in the failures so far, capped at
+        ``backoff_max_s``, or ``backoff_long_max_s`` once the source has been down ``backoff_long_after_s``."""
+        cfg = self.config
+        down_s = 0.0 if self._down_mono is None else time.monotonic() - self._down_mono
+        cap = cfg.backoff_max_s
+        if down_s >= cfg.backoff_long_after_s:
+            cap = max(cap, cfg.backoff_long_max_s)
+        return backoff_delay_s(self._status.attempts, cfg.backoff_initial_s, cap, cfg.backoff_jitter, self._rng)
 
     def _bump(self, **deltas) -> None:
         with self._lock:
@@ -381,19 +465,20 @@ class Source:
                 state = self._status.state
                 if state in (State.ENDED, State.FAILED, State.STOPPED):
                     return
-                reading = state is State.ONLINE or (state is State.CONNECTING and self._phase == "reading")
-                stalled_online = reading and now - self._progress_mono > cfg.stall_timeout_s
+                # by the worker's phase, not the state: a source that is down stays offline while it retries
+                stalled_online = self._phase == "reading" and now - self._progress_mono > cfg.stall_timeout_s
                 # PyAV's open timeout restarts on every I/O step, so guard the whole open as well
-                stalled_open = (state is State.CONNECTING and self._phase == "opening"
-                                and now - self._state_mono > cfg.open_timeout_s + cfg.stall_timeout_s)
+                stalled_open = (self._phase == "opening"
+                                and now - self._open_mono > cfg.open_timeout_s + cfg.stall_timeout_s)
                 if not (stalled_online or stalled_open):
                     continue
                 self._gen += 1
                 what = "no data" if stalled_online else "open did not finish"
-                waited = now - (self._progress_mono if stalled_online else self._state_mono)
-                self._set_state_locked(State.OFFLINE, f"stalled: {what} for {waited:.1f} s (watchdog)")
-                self._status = replace(self._status, stalls=self._status.stalls + 1)
-                self._progress_mono = now
+                waited = now - (self._progress_mono if stalled_online else self._open_mono)
+                self._failed_locked(f"stalled: {what} for {waited:.1f} s (watchdog)", stalls=self._status.stalls + 1)
+                # the fresh worker starts opening at once
+                self._phase = "opening"
+                self._progress_mono = self._open_mono = now
             alive = sum(1 for w in self._workers if w.is_alive())
             if alive > 4:
                 log.error("source %s: %d stuck reader threads still waiting for FFmpeg timeouts", cfg.source_id, alive)
@@ -404,10 +489,7 @@ class Source:
 
     def _run(self, gen: int) -> None:
         cfg = self.config
-        attempt = 0
         while self._current(gen):
-            self._set_state_if_current(gen, State.CONNECTING)
-            decoded_before = self._status.frames_decoded
             try:
                 self._session(gen)
                 if not self._current(gen):
@@ -430,13 +512,13 @@ class Source:
                 err = str(exc)
             except Exception as exc:  # noqa: BLE001 - FFmpeg/OS errors of every kind mean "reconnect"
                 err = f"{type(exc).__name__}: {redact_text(str(exc), cfg.url)}"
-            if not self._current(gen):
-                return
-            if self._status.frames_decoded > decoded_before:
-                attempt = 0  # it worked for a while: start the backoff again from the shortest delay
-            delay = backoff_delay_s(attempt, cfg.backoff_initial_s, cfg.backoff_max_s, cfg.backoff_jitter, self._rng)
-            attempt += 1
-            self._set_state_if_current(gen, State.OFFLINE, f"{err}; retry in {delay:.1f} s")
+            with self._lock:
+                if gen != self._gen or self.stopping:
+                    return
+                # a session that brought frames went online, which cleared attempts: the backoff starts short again
+                delay = self._retry_delay_s()
+                self._failed_locked(f"{err}; retry in {delay:.1f} s")
+                self._phase = "waiting"
             if self._stop.wait(delay) or self._own_stop.is_set():
                 return
 
@@ -469,8 +551,11 @@ class Source:
         import av
 
         cfg = self.config
-        self._progress_mono = time.monotonic()
-        self._phase = "opening"
+        with self._lock:
+            if gen != self._gen:
+                raise _Abandoned()
+            self._phase = "opening"
+            self._progress_mono = self._open_mono = time.monotonic()
         box = [open_input(cfg)]  # a looping file reopens: _pump replaces box[0], this closes the last one
         try:
             with self._lock:
@@ -528,6 +613,7 @@ class Source:
             for sink in (self.ring, self.recorder):
                 if sink is not None:
                     sink.set_info(info)
+            self._sink_info, self._decoder = info, ctx
             tb = stream.time_base or Fraction(1, 90000)
             expected_frames = int(stream.frames or 0)
             n_frames_this_pass = 0
@@ -565,10 +651,14 @@ class Source:
                         out.extend(frames_of(packet))
                 return out
 
-            demux = container.demux(stream)
+            # live: the packets FFmpeg buffered while probing come out in one burst (see _arrivals)
+            if live:
+                demux = self._arrivals(gen, container.demux(stream), clock, tb, frame_dur_s, info.codec_name)
+            else:
+                demux = ((p, time.time_ns(), False) for p in container.demux(stream))
             while True:
                 try:
-                    packet = next(demux)
+                    packet, recv_ns, observed = next(demux)
                 except StopIteration:
                     break
                 except av.FFmpegError as exc:
@@ -583,15 +673,15 @@ class Source:
                 if not self._current(gen):
                     raise _Abandoned()
                 self._progress_mono = time.monotonic()
-                recv_ns = time.time_ns()
                 if packet.size == 0:
                     frames = decode_live(None, False) if not need_key else []
                 else:
                     pts_s = None if packet.pts is None else float(packet.pts * tb) + loop_offset_s
                     dts_s = None if packet.dts is None else float(packet.dts * tb) + loop_offset_s
                     # files too: a splice (timestamps going back mid-file) starts a new segment of the clock
-                    clock.observe(pts_s, recv_ns, dts_s)
-                    if live:
+                    if not observed:
+                        clock.observe(pts_s, recv_ns, dts_s)
+                    if live and not observed:  # (held at connect: late by the probe's buffering, not by us)
                         lag_s = clock.lag_s(pts_s, recv_ns)
                         if not behind and lag_s > cfg.max_lag_s:
                             behind = True
@@ -661,6 +751,83 @@ class Source:
                     raise _Permanent(InputError(f"source {cfg.source_id}: {cfg.url} holds no decodable video frames"))
             return got_frames
 
+    # the connect burst is over when PACED_RUN packets in a row each arrive at least PACED_FRACTION of their timestamp
+    # step after the one before (they came from the network live, not from FFmpeg's probe buffer; two, so one
+    # thread switch inside the burst does not end it); whatever the timestamps do (stuck, going back, missing),
+    # nothing is held longer than HOLD_MAX_S after the first packet arrived, or beyond HOLD_MAX_PACKETS
+    PACED_FRACTION = 0.5
+    PACED_RUN = 2
+    HOLD_MAX_S = 1.0
+    HOLD_MAX_PACKETS = 256
+
+    def _arrivals(self, gen: int, demux, clock: StreamClock, tb, frame_dur_s: float, codec_name: str):
+        """A live session's packets as ``(packet, receive_ns, observed)``, in demux order.
+
+        Opening probes the stream (``analyzeduration``), and the packets FFmpeg buffered meanwhile come out of
+        ``demux`` in one burst, all "received" within a millisecond: stamped one by one, the stream clock's offset
+        (the smallest ``receive - pts`` so far) would only settle at the end of the burst, and the first frames of
+        every connection would be squeezed a few ms apart. So the first packets are held and given to the clock
+        (``observed=True``) until they arrive paced, then released: every one of them is stamped with the settled
+        offset, i.e. on the stream's own clock. That costs about two frame intervals of delay, once per connect.
+        The session's first packet often has no timestamp (RTSP: the IDR sent before the first RTP timestamp is
+        mapped); a held packet without one before the first timed packet gets that packet's time minus one frame,
+        or its very time when that packet continues the same picture (a multi-slice IDR split over two packets,
+        which must then be decoded and recorded as one picture).
+        """
+        held: list[tuple[object, int]] = []
+        holding = True
+        prev_ts = None  # (receive_ns, timestamp s) of the newest timed packet held
+        first_ts_s = None
+        run = 0
+        for packet in demux:
+            recv_ns = time.time_ns()
+            if not holding:
+                yield packet, recv_ns, False
+                continue
+            if not self._current(gen):
+                raise _Abandoned()
+            self._progress_mono = time.monotonic()
+            held.append((packet, recv_ns))
+            if recv_ns - held[0][1] >= self.HOLD_MAX_S * 1e9 or len(held) >= self.HOLD_MAX_PACKETS:
+                holding = False
+                yield from self._release(held, tb, frame_dur_s, codec_name)
+                held = []
+                continue
+            if not packet.size or packet.pts is None:
+                if first_ts_s is None and len(held) >= 8:
+                    holding = False  # no timestamps (raw H.264 over UDP, some MJPEG): arrival times are all there is
+                    yield from self._release(held, tb, frame_dur_s, codec_name)
+                    held = []
+                continue
+            pts_s = float(packet.pts * tb)
+            dts_s = None if packet.dts is None else float(packet.dts * tb)
+            clock.observe(pts_s, recv_ns, dts_s)
+            ts_s = pts_s if dts_s is None else dts_s  # dts: decode order never steps back (B-frames do in pts)
+            first_ts_s = ts_s if first_ts_s is None else first_ts_s
+            paced = (prev_ts is not None and ts_s > prev_ts[1]
+                     and recv_ns - prev_ts[0] >= self.PACED_FRACTION * (ts_s - prev_ts[1]) * 1e9)
+            run = run + 1 if paced else 0
+            prev_ts = (recv_ns, ts_s)
+            if run >= self.PACED_RUN or abs(ts_s - first_ts_s) >= self.HOLD_MAX_S:
+                holding = False
+                yield from self._release(held, tb, frame_dur_s, codec_name)
+                held = []
+        yield from self._release(held, tb, frame_dur_s, codec_name)  # the stream ended while they were held
+
+    @staticmethod
+    def _release(held: list, tb, frame_dur_s: float, codec_name: str):
+        k = next((i for i, (p, _) in enumerate(held) if p.size and p.pts is not None), None)
+        untimed = [] if k is None else [p for p, _ in held[:k] if p.size and p.pts is None]
+        if untimed:
+            first = held[k][0]
+            same_picture = codec_name in ("h264", "hevc") and continues_picture(bytes(first), codec_name)
+            step = 0 if same_picture else max(1, int(round(frame_dur_s / tb)))
+            for p in untimed:
+                p.pts = first.pts - step
+                p.dts = (first.dts if first.dts is not None else first.pts) - step
+        for p, recv_ns in held:
+            yield p, recv_ns, True  # the clock has seen them (an estimated time is not evidence: not fed to it)
+
     def _pace_until(self, gen: int, target_mono: float) -> None:
         while True:
             left = target_mono - time.monotonic()
@@ -682,10 +849,37 @@ class Source:
         with self._lock:
             if gen != self._gen:
                 raise _Abandoned()
+        if enc.is_keyframe:
+            self._follow_picture_size(enc)
         if self.ring is not None:
             self.ring.push(enc)
         if self.recorder is not None:
             self.recorder.push(enc)
+
+    def _follow_picture_size(self, key: EncodedPacket) -> None:
+        """Before a keyframe goes to the ring and recorder: if the picture size changed mid-stream (new parameter sets
+        in-band, e.g. the camera's resolution was changed without dropping the connection), they get the new stream
+        info first, so the ring starts afresh and the recorder starts a new segment *at* this keyframe, which is
+        kept. The decoder has already decoded this keyframe (packets are decoded before they go to the sinks, and
+        the access-unit assembler hands a picture over one packet later), so its size is the keyframe's."""
+        info, ctx = self._sink_info, self._decoder
+        if info is None or ctx is None:
+            return
+        w, h = int(ctx.width or 0), int(ctx.height or 0)
+        if w <= 0 or h <= 0 or (w, h) == (info.width_px, info.height_px):
+            return
+        changes: dict = dict(width_px=w, height_px=h)
+        if info.codec_name == "h264":
+            params = h264_param_sets(key.data)
+            if params:  # the old SPS must not be put in front of the new pictures
+                changes.update(annexb_params=params, extradata=params)
+        new = replace(info, **changes)
+        log.info("source %s: picture size changed mid-stream %dx%d -> %dx%d; recording continues in a new segment",
+                 self.config.source_id, info.width_px, info.height_px, w, h)
+        for sink in (self.ring, self.recorder):
+            if sink is not None:
+                sink.set_info(new)
+        self._sink_info = new
 
     def _deliver(self, gen: int, vf, capture_ns: int, recv_ns: int) -> None:
         cfg = self.config

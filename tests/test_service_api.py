@@ -365,6 +365,33 @@ def test_sources_live_status_without_urls(tmp_path, hashes):
     assert got[0]["frames_decoded"] == 12 and "url" not in got[0] and "p@" not in str(got)
 
 
+def test_sources_say_how_long_a_camera_has_been_down(tmp_path, hashes):
+    """A camera down for 35 minutes: GET /api/sources, the live feed's sources message and the schema carry
+    down_since_ns and attempts (stable while it retries: state offline, since_ns = down_since_ns)."""
+    from seawatch.streams.source import SourceStatus, State
+
+    t_down = time.time_ns() - 35 * 60 * 1_000_000_000
+    down = SourceStatus("cam-1", "rtsp://***@h/1", State.OFFLINE, t_down, last_error="cannot open: refused",
+                        down_since_ns=t_down, attempts=412)
+    up = SourceStatus("cam-9", "/x.mp4", State.ONLINE, t_down)
+    cfg = settings_for(tmp_path, hashes)
+    cfg = cfg.model_copy(update={"sources": load_config(data={"sources": [{"id": "cam-1", "url": "rtsp://u:p@h/1"},
+                                                                          {"id": "cam-9", "url": "/x.mp4"}]}).sources})
+    app = create_app(cfg, source_status=lambda: [down.as_dict(), up.as_dict()])
+    with TestClient(app) as client:
+        got = client.get("/api/sources", headers={"X-API-Key": KEY}).json()
+        with client.websocket_connect("/api/live", headers={"X-API-Key": KEY}) as ws:
+            ws.receive_json()  # hello
+            live = ws.receive_json()
+        fields = app.openapi()["components"]["schemas"]["SourceOut"]["properties"]
+    for listing in (got, live["sources"]):
+        cam1, cam9 = listing
+        assert (cam1["state"], cam1["since_ns"], cam1["down_since_ns"], cam1["attempts"]) == ("offline", t_down, t_down, 412)
+        assert cam1["last_error"] == "cannot open: refused"
+        assert (cam9["state"], cam9["down_since_ns"], cam9["attempts"]) == ("online", None, 0)
+    assert {"since_ns", "down_since_ns", "attempts", "last_error"} <= set(fields)
+
+
 def test_cors_closed_by_default_and_open_when_configured(app_env, tmp_path, hashes):
     client, _, _ = app_env
     pre = {"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}

@@ -280,6 +280,30 @@ def test_access_units_are_assembled():
     assert asm.flush().data == p1 and asm.flush() is None
 
 
+@pytest.mark.parametrize("data, codec, expected", [
+    (b"\0\0\0\x01\x67\x42" + b"\0\0\0\x01\x68\xce" + b"\0\0\x01\x65\x88", "h264", False),  # first_mb 0
+    (b"\0\0\0\x01\x67\x42" + b"\0\0\x01\x65\x48\x00", "h264", True),  # first_mb_in_slice 1: second slice
+    (b"\0\0\x01\x41\x9a\x00", "h264", False),
+    (b"\0\0\0\x01\x67\x42\x00", "h264", None),  # no slice
+    (b"\0\0\x01\x26\x01\xaf", "hevc", False),  # IDR_W_RADL, first_slice_segment_in_pic_flag 1
+    (b"\0\0\x01\x26\x01\x2f", "hevc", True),
+    (b"\xff\xd8\xff", "mjpeg", None),
+])
+def test_continues_picture(data, codec, expected):
+    from seawatch.streams.packets import continues_picture
+
+    assert continues_picture(data, codec) is expected
+
+
+def test_h264_param_sets_of_a_keyframe():
+    from seawatch.streams.packets import h264_param_sets
+
+    sps, pps = b"\x67\x42\x00\x0a", b"\x68\xce\x38\x80"
+    key = b"\0\0\0\x01\x09\xf0" + b"\0\0\0\x01" + sps + b"\0\0\x01" + pps + b"\0\0\0\x01\x65\x88\x84"
+    assert h264_param_sets(key) == b"\0\0\0\x01" + sps + b"\0\0\0\x01" + pps
+    assert h264_param_sets(b"\0\0\x01\x41\x9a") == b""
+
+
 def test_retimer_keeps_stream_spacing_and_bridges_reconnects():
     from seawatch.streams.recording import Retimer
 
@@ -758,6 +782,58 @@ def test_segments_retention_and_clip_across_segments(clip, tmp_path):
         cut_clip(tmp_path / "none.mp4", t0 + 100 * S, t0 + 101 * S, recordings=tmp_path / "rec", source_id="cam")
     with pytest.raises(InputError, match="empty"):
         cut_clip(tmp_path / "none.mp4", t0 + 2 * S, t0 + S, recordings=tmp_path / "rec", source_id="cam")
+
+
+def _frame_sizes(path: Path) -> list[str]:
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "frame=width,height",
+                          "-of", "csv=p=0", str(path)], capture_output=True, text=True, timeout=60)
+    return [line.strip(",") for line in out.stdout.split()]
+
+
+def test_resolution_change_mid_stream_restarts_ring_and_segment_at_its_keyframe(tmp_path):
+    """A camera switched from 320x240 to 160x120 without dropping the connection (new SPS in-band). Ring and
+    recorder must take the new size at the change's keyframe, which is kept: the ring starts with it, a new segment
+    starts with it, and clips after the change are 160x120 only, with the size in their header."""
+    parts = []
+    for i, size in enumerate(("320x240", "160x120")):
+        p = tmp_path / f"p{i}.ts"
+        subprocess.run([_ffmpeg(), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
+                        "-i", f"testsrc2=size={size}:rate=10", "-t", "3", "-c:v", "libx264", "-preset", "ultrafast",
+                        "-profile:v", "baseline", "-g", "10", "-bf", "0", "-pix_fmt", "yuv420p",
+                        "-output_ts_offset", str(3 * i), str(p)], check=True, timeout=60)
+        parts.append(p.read_bytes())
+    both = tmp_path / "both.ts"
+    both.write_bytes(b"".join(parts))
+    t0 = 1_800_000_000 * S
+    ring = PacketRing(60)
+    rec = SegmentRecorder(tmp_path / "rec", "cam", segment_s=60.0, max_age_s=None, max_total_bytes=None)
+    with Source(SourceConfig("cam", str(both), pace="fast", start_time_ns=t0), ring=ring, recorder=rec) as src:
+        frames = list(src)
+    assert len(frames) == 60
+    t_change = next(f.capture_time_ns for f in frames if f.image.shape[:2] == (120, 160))
+    assert all(f.image.shape[:2] == (240, 320) for f in frames if f.capture_time_ns < t_change)
+
+    assert (ring.info.width_px, ring.info.height_px) == (160, 120)
+    ring_packets = list(ring._packets)
+    assert ring_packets[0].is_keyframe and ring_packets[0].capture_time_ns == t_change  # the new keyframe kept
+    assert len(ring_packets) == 30
+
+    segs = list_segments(tmp_path / "rec", "cam")
+    assert [s.start_ns for s in segs][-1] == t_change and len(segs) == 2
+    for seg, size in zip(segs, ((320, 240), (160, 120))):
+        info = ffprobe_summary(seg.path)
+        assert (info["width"], info["height"], info["packets"]) == (*size, 30), info
+        assert _frame_sizes(seg.path) == [f"{size[0]},{size[1]}"] * 30
+
+    window = (t_change + 1 * S, t_change + int(1.5 * S))  # from the keyframe 1 s after the change
+    for name, kw in (("ring", dict(ring=ring)), ("segments", dict(recordings=tmp_path / "rec", source_id="cam"))):
+        out = cut_clip(tmp_path / f"{name}.mp4", *window, **kw)
+        info = ffprobe_summary(out)
+        assert (info["width"], info["height"], info["packets"]) == (160, 120, 6), (name, info)
+        assert set(_frame_sizes(out)) == {"160,120"}, name
+    # a clip from the change on starts at the change's own keyframe
+    out = cut_clip(tmp_path / "at_change.mp4", t_change, t_change + S, ring=ring)
+    assert ffprobe_summary(out)["packets"] == 11 and set(_frame_sizes(out)) == {"160,120"}
 
 
 def test_mpeg4_input_is_transcoded_to_h264(tmp_path):
