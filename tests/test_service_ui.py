@@ -812,3 +812,28 @@ def test_ui_banner_when_the_media_disk_is_low(tmp_path):
             assert page.evaluate("window.__healthPolls.size") == 1
             assert not errors, errors
             browser.close()
+
+
+def test_ui_sources_say_how_long_a_camera_has_been_down(tmp_path):
+    """The sources table tells a down camera apart from one that just blinked: how long, how many attempts."""
+    import time as _time
+
+    cfg = load_config(data={"storage": {"data_dir": str(tmp_path / "data")},
+                            "sources": [{"id": "quay-1", "url": "rtsp://cam/1"}, {"id": "quay-2", "url": "rtsp://cam/2"}],
+                            "auth": {"api_keys": [{"name": "wall", "role": "operator", "key_sha256": hash_api_key(KEY)}]}})
+    down_ns = _time.time_ns() - 12 * 60 * S
+    app = create_app(cfg, source_status=lambda: [
+        {"source_id": "quay-1", "state": "offline", "since_ns": down_ns, "down_since_ns": down_ns, "attempts": 57,
+         "last_error": "connection refused; retry in 15.0 s", "frames_decoded": 1200},
+        {"source_id": "quay-2", "state": "online", "since_ns": down_ns, "down_since_ns": None, "attempts": 0,
+         "frames_decoded": 900}])
+    with serve_in_thread(app) as port:
+        with _playwright() as p:
+            browser = _browser(p)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(f"http://127.0.0.1:{port}/#key={KEY}")
+            page.wait_for_selector('#sources tr[data-id="quay-1"]')
+            down = page.text_content('#sources tr[data-id="quay-1"]')
+            assert "down for 12 min, 57 attempt(s)" in down and "connection refused" in down
+            assert "down for" not in page.text_content('#sources tr[data-id="quay-2"]')
+            browser.close()

@@ -209,6 +209,10 @@ async function exportEvidence() {
   if (state.detail && state.detail.id === id) await loadHolds(state.detail, () => !state.detail || state.detail.id !== id);
 }
 
+function ago(ns) {  // "42 s", "12 min", "3.5 h" since a UTC ns time
+  const s = Math.max(0, (Date.now() - ns / 1e6) / 1000);
+  return s < 120 ? `${Math.round(s)} s` : s < 3 * 3600 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`;
+}
 function fmt(ns) { return new Date(ns / 1e6).toISOString().replace("T", " ").slice(0, 19); }
 
 function renderList() {
@@ -254,7 +258,9 @@ async function refreshSources(list) {
     } else if (s.kind === "ais") {
       details = `${s.vessels} vessel(s), ${s.messages} message(s), last ${s.last_message_age_s ?? "-"} s ago`;
     } else {
-      details = `${s.frames_decoded ?? 0} frames${s.last_error ? " · " + s.last_error : ""}${s.view ? " · surveyed" : ""}`;
+      // a camera that is down: for how long and how often it was tried (the server keeps it offline through retries)
+      const down = s.down_since_ns ? `down for ${ago(s.down_since_ns)}, ${s.attempts} attempt(s) · ` : "";
+      details = `${down}${s.frames_decoded ?? 0} frames${s.last_error ? " · " + s.last_error : ""}${s.view ? " · surveyed" : ""}`;
     }
     for (const [text, cls] of [[s.source_id, ""], [s.kind || "camera", ""], [s.state, "st-" + s.state], [details, ""]]) {
       const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td);
