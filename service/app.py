@@ -209,7 +209,7 @@ class DeliveryStats(BaseModel):
     store_sink: dict[str, int] | None = Field(None, description="stored, errors (failed writes), pending (queued for a "
                                                                 "retry), dropped (lost: the retry queue was full)")
     mqtt: dict[str, Any] | None = Field(None, description="connected, dropped and dropped_retained (messages not queued)")
-    webhooks: list[dict[str, Any]] = Field(default_factory=list, description="per endpoint: name, delivered, pending, "
+    webhooks: list[dict[str, Any]] | None = Field(None, description="per endpoint (when configured): name, delivered, pending, "
                                            "dropped (queue full), rejected (refused by the endpoint), failed_attempts "
                                            "(retried), last_error, last_delivered_ns")
 
@@ -252,7 +252,7 @@ def get_health(request: Request, store: Store, who: Annotated[Principal | None, 
     out = HealthDetailOut(status="ok" if ok else "degraded", version=__version__, database=db)
     if who is not None:
         out.delivery = DeliveryStats(store_sink=stats.get("store_sink"), mqtt=stats.get("mqtt"),
-                                     webhooks=stats.get("webhooks") or [])
+                                     webhooks=stats.get("webhooks") or None)
         try:
             out.retention = worker.status() if worker is not None else {"enabled": False}
         except Exception:  # noqa: BLE001 - reported, not raised
