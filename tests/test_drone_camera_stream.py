@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import onnx_model
-from seawatch.drone.geometry import CameraIntrinsics, GeoLocator, latlon_to_offsets, offsets_to_latlon
+from seawatch.drone.geometry import CameraIntrinsics, latlon_to_offsets, offsets_to_latlon
 from seawatch.errors import InputError
 
 pytest.importorskip("av")
