@@ -290,7 +290,9 @@ def search_events(request: Request, store: Store, who: Operator, params: Annotat
     if params.limit > max_page:
         raise ApiError(400, f"limit {params.limit} exceeds the largest page, {max_page}")
     page = store.search(_query(params))
-    return EventPage(events=[EventOut.from_event(e) for e in page.events], next_cursor=page.next_cursor)
+    held = store.with_holds([e.id for e in page.events])
+    return EventPage(events=[EventOut.from_event(e).model_copy(update={"held": e.id in held}) for e in page.events],
+                     next_cursor=page.next_cursor)
 
 
 def _query(params: SearchParams, **over: Any) -> EventQuery:
@@ -360,7 +362,8 @@ def _get_event(store: EventStore, event_id: str):
 
 @events.get("/{event_id}", response_model=EventOut, summary="one event with its audit trail")
 def get_event(event_id: str, store: Store, who: Operator) -> EventOut:
-    return EventOut.from_event(_get_event(store, event_id))
+    ev = _get_event(store, event_id)
+    return EventOut.from_event(ev).model_copy(update={"held": bool(store.with_holds([event_id]))})
 
 
 @events.get("/{event_id}/audit", response_model=list[AuditOut], summary="who reviewed the event, when, as what")

@@ -165,6 +165,8 @@ class EventOut(BaseModel):
     review_history: list[ReviewOut]
     snapshot_url: str | None = Field(None, description="JPEG of the best view, when stored")
     clip_url: str | None = Field(None, description="MP4 clip, cut from recordings on request")
+    held: bool | None = Field(None, description="has a hold (an evidence export, a reviewer's hold): retention keeps "
+                              "it for good; in searches and single events (null in live messages)")
 
     @classmethod
     def from_event(cls, ev: Event, prefix: str = "/api") -> "EventOut":

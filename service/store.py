@@ -751,6 +751,14 @@ class EventStore:
             rows = conn.execute(sa.select(h).where(h.c.event_id == event_id).order_by(h.c.id)).all()
         return [{"reason": r.reason, "by": r.by, "at_ns": r.at_ns, "note": r.note} for r in rows]
 
+    def with_holds(self, ids: Sequence[str]) -> set[str]:
+        """Which of these events have a hold row (an evidence export, a reviewer's hold); one indexed query."""
+        if not ids:
+            return set()
+        h = holds_table
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(h.c.event_id).where(h.c.event_id.in_(list(ids))).distinct()).scalars())
+
     def held_counts(self) -> dict[str, int]:
         """Events retention keeps whatever their age: ``confirmed``, ``holds`` (events with a hold row), ``held``
         (either), ``open``."""

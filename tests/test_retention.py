@@ -326,6 +326,11 @@ def test_service_sweeps_in_the_background_and_health_shows_it(store, db_url, tmp
                 msg = ws.receive_json()
             assert (msg["kind"], msg["event"]["id"]) == ("hold", "fresh")
         assert r2.status_code == 200 and [h["reason"] for h in r2.json()] == ["evidence_export", "manual"]
+        # searches and single events say which events are held (confirmed ones show their review status)
+        listed = {e["id"]: e["held"] for e in client.get("/api/events", headers=key).json()["events"]}
+        assert listed == {"fresh": True, "conf": False}
+        assert client.get("/api/events/fresh", headers=key).json()["held"] is True
+        assert client.get("/api/events/conf", headers=key).json()["held"] is False
         assert client.post("/api/events/nope/hold", headers=key).status_code == 404
         assert client.get("/api/events/fresh/holds").status_code == 401
     assert not worker._thread  # stopped with the app (its thread joined)

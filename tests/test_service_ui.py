@@ -762,6 +762,9 @@ def test_ui_operator_sees_holds_but_cannot_hold(tmp_path):
             page.goto(f"{base}/#key={KEY}")
             page.wait_for_selector('#events tr[data-id="ev00000"]')
             assert page.text_content("#who") == "wall (operator)"
+            # the search says which events are held: marked before any is opened
+            _wait(page, "document.querySelector('#events tr[data-id=\"ev00000\"]').classList.contains('held')", 5)
+            assert not page.evaluate("document.querySelector('#events tr[data-id=\"ev00002\"]').classList.contains('held')")
             _open(page, "ev00000")
             assert page.text_content("#d-holds li").startswith("evidence package exported by rita, ")
             assert page.text_content("#d-kept").startswith("Kept past the retention period (on hold (1))")

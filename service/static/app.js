@@ -140,8 +140,14 @@ async function search({ keep = false } = {}) {
     const page = await json("/api/events?" + p);
     if (my !== searchSeq) return;  // a newer search is under way
     state.events = page.events; state.nextCursor = page.next_cursor || null;
+    noteHeld(page.events);
   } catch (e) { if (my === searchSeq) $("count").textContent = e.message; return; }
   showList();
+}
+
+// the server says which listed events have a hold (evidence export, reviewer's hold): the list marks them
+function noteHeld(events) {
+  for (const e of events) if (e.held === true) state.held.add(e.id); else if (e.held === false) state.held.delete(e.id);
 }
 
 async function loadMore() {
@@ -155,6 +161,7 @@ async function loadMore() {
     const have = new Set(state.events.map((e) => e.id));
     state.events = state.events.concat(page.events.filter((e) => !have.has(e.id)));
     state.nextCursor = page.next_cursor || null;
+    noteHeld(page.events);
   } catch (e) { $("more-note").textContent = e.message; return; } finally { $("load-more").disabled = false; }
   showList();
 }
