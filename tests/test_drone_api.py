@@ -6,7 +6,6 @@ publisher's delivery counters for authenticated callers."""
 from __future__ import annotations
 
 import logging
-import socket
 import time
 import warnings
 
@@ -20,15 +19,10 @@ from seawatch.service.auth import hash_api_key, hash_password  # noqa: E402
 from seawatch.service.config import load_config  # noqa: E402
 from seawatch.service.runner import Service  # noqa: E402
 from test_service_main import _until  # noqa: E402
+from conftest import free_udp_port as _free_udp_port  # noqa: E402
 
 KEY = "drone-api-key-0123456789abcdef"
 PASSWORD = "crew-pw-0123"
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _settings(data_dir, **over):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -11,15 +10,10 @@ import pytest
 
 from seawatch.cli import main
 from seawatch.drone.sim import SimVehicle
+from conftest import free_udp_port as _port
 
 REAL_LOG = "E_drone_telemetry/ardupilot_real_2018-09-25_15-36-53.tlog"
 SQUARE = "54.0003,6.9995;54.0003,7.0005;53.9997,7.0005;53.9997,6.9995"
-
-
-def _port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_replay_command_summary_and_poses(shared_media: Path, capsys):

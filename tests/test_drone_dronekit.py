@@ -26,14 +26,9 @@ from seawatch.drone.geometry import latlon_to_offsets, offsets_to_latlon
 from seawatch.drone.link import LinkStatus, MavlinkLink, dronekit
 from seawatch.drone.sim import DEFAULT_PARAMS, SimVehicle
 from seawatch.errors import TelemetryError
+from conftest import free_port as _free_port
 
 HOME = (54.0, 7.0, 0.0)
-
-
-def _free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _endpoints(transport: str) -> tuple[str, str]:

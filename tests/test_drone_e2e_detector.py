@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import socket
 import time
 
 import numpy as np
@@ -21,6 +20,7 @@ from conftest import onnx_model
 from seawatch.drone.geometry import CameraIntrinsics, CameraPose, GeoLocator, latlon_to_offsets, offsets_to_latlon
 from seawatch.drone.sim import SimTarget, Sprite, render_frame, sprite_from_manifest
 from seawatch.errors import InputError
+from conftest import free_udp_port as _free_port
 
 cv2 = pytest.importorskip("cv2")
 log = logging.getLogger(__name__)
@@ -211,12 +211,6 @@ class _Recording:
         out = self.det.detect(images)
         self.last = out[-1]
         return out
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -12,14 +12,9 @@ import pytest
 from seawatch.drone.link import COPTER_MODES, LinkStatus, MavlinkLink
 from seawatch.drone.sim import SimVehicle
 from seawatch.errors import TelemetryError
+from conftest import free_udp_port
 
 REAL_LOG = "E_drone_telemetry/ardupilot_real_2018-09-25_15-36-53.tlog"
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import socket
 import time
 
 import numpy as np
@@ -14,6 +13,7 @@ from seawatch.drone.geometry import latlon_to_offsets, offsets_to_latlon
 from seawatch.drone.link import LinkStatus, MavlinkLink
 from seawatch.drone.sim import SimVehicle
 from seawatch.errors import ConfigError
+from conftest import free_udp_port as _free_port
 
 HOME = (54.0, 7.0, 0.0)
 
@@ -83,12 +83,6 @@ def test_perimeter_and_points_and_items():
 def test_bad_routes_are_config_errors(call):
     with pytest.raises(ConfigError):
         call()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture()

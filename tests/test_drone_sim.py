@@ -8,7 +8,6 @@ the truth.
 
 from __future__ import annotations
 
-import socket
 import time
 
 import numpy as np
@@ -18,6 +17,7 @@ from seawatch.drone import mission as M
 from seawatch.drone.geometry import GeoLocator, PoseSigmas, inside_ellipse, latlon_to_offsets, offsets_to_latlon
 from seawatch.drone.link import MavlinkLink
 from seawatch.drone.sim import SimTarget, SimVehicle, render_frame
+from conftest import free_udp_port as _free_port
 
 cv2 = pytest.importorskip("cv2")
 
@@ -43,12 +43,6 @@ def _detect_red(img: np.ndarray, min_area_px: int = 12) -> np.ndarray:
         if area >= min_area_px and x > 0 and y > 0 and x + bw < w and y + bh < h:  # whole blob in view
             keep.append(centroids[i] + 0.5)  # pixel centres are at +0.5
     return np.asarray(keep).reshape(-1, 2)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_render_matches_projection():

@@ -31,6 +31,7 @@ from seawatch.service.store import BBox, EventQuery, EventStore, GeoPolygon
 from seawatch.vision.events import GeoPosition
 from test_service_mqtt import Listener
 from test_service_store import S, T0, make_event
+from conftest import free_port as _free_port
 
 # the fixtures of the store and MQTT tests, reused here (PostgreSQL cluster per session, mosquitto per module)
 postgres_server = test_service_store.postgres_server
@@ -217,10 +218,6 @@ def test_the_retry_queue_is_bounded_and_a_rejected_phase_does_not_block_it(sqlit
 
 
 # ---- 3. MQTT: no silent loss while the broker is away ----------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

@@ -30,15 +30,10 @@ from seawatch.service.config import load_config  # noqa: E402
 from seawatch.service.runner import Service  # noqa: E402
 from seawatch.vision.detections import Detections  # noqa: E402
 from test_service_serve import write_video  # noqa: E402
+from conftest import free_port as _free_port  # noqa: E402
 
 KEY = "main-test-key-0123456789"
 H = {"X-API-Key": KEY}
-
-
-def _free_port(kind=socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, token: str | None = None):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from seawatch.service.sink import StoreSink  # noqa: E402
 from seawatch.service.store import EventQuery, EventStore  # noqa: E402
 from seawatch.vision.detections import Detections  # noqa: E402
 from test_service_store import make_event  # noqa: E402
+from conftest import free_port as _free_port  # noqa: E402
 
 KEY = "serve-test-key-0123456789"
 
@@ -130,12 +130,6 @@ def test_sink_commits_before_publishing_and_survives_a_failing_publisher(tmp_pat
     sink.emit(ev)  # a replay is neither stored twice nor published twice
     assert seen == [True] and sink.stored == 1 and store.count() == 1
     store.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

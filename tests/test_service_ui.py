@@ -33,6 +33,7 @@ from seawatch.vision.detections import Detections  # noqa: E402
 from seawatch.vision.events import ClipRef, GeoPosition  # noqa: E402
 from test_service_serve import write_video  # noqa: E402
 from test_service_store import S, T0, make_event  # noqa: E402
+from conftest import free_port as _free_port  # noqa: E402
 
 KEY = "ui-test-key-0123456789abcdef"
 PASSWORD = "harbour-watch-pw-1"
@@ -60,12 +61,6 @@ class SwitchableFire:
         else:
             box, conf = np.zeros((0, 4), np.float32), np.zeros((0,), np.float32)
         return [Detections(box, conf, np.zeros(len(conf), np.int32), ("fire",), model="stub") for _ in images]
-
-
-def _free_port(kind=socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def settings(tmp_path: Path, video: Path | None = None, **over):

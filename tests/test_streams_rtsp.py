@@ -12,7 +12,6 @@ import os
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from conftest import missing
 from seawatch.streams.packets import PacketRing
 from seawatch.streams.recording import SegmentRecorder, cut_clip, ffprobe_summary, list_segments
 from seawatch.streams.source import Source, SourceConfig, State
+from conftest import free_port as _free_port
 
 S = 1_000_000_000
 SERVER = Path(__file__).with_name("rtsp_server.py")
@@ -44,12 +44,6 @@ def _require_tools() -> None:
     ) if os.path.exists(DEBIAN_PYTHON) else None
     if probe is None or probe.returncode != 0:
         missing("gst-rtsp-server with python3-gi is not installed for /usr/bin/python3 (bash scripts/setup.sh)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RtspServer:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from fastapi.testclient import TestClient
 
+from conftest import free_port
 from seawatch.errors import ConfigError
 from seawatch.service.app import create_app
 from seawatch.service.config import WebhookConfig, load_config
@@ -168,9 +168,7 @@ def test_refused_message_is_dropped_and_counted_not_retried(caplog):
 
 
 def test_endpoint_down_keeps_the_newest_within_the_bound_then_delivers_them_in_order():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     w = _sender(f"http://127.0.0.1:{port}/hook", max_queue=3, timeout_s=1)
     r = None
     try:
