@@ -2,20 +2,35 @@
 
 What this module does, and nothing more (the vessel state table lives in ``seawatch.vision.identity``):
 
-- splits an optional IEC 61162-450 tag block (``\\s:station,c:1671620143*hh\\``) off each line, checks its
-  checksum and takes ``c:`` (unix seconds, or milliseconds when it is that large) as the message time; a time
+- splits an optional IEC 61162-450 / NMEA 4.0 tag block (``\\s:station,c:1671620143*hh\\``) off each line, checks
+  its checksum and takes ``c:`` (unix seconds, or milliseconds when it is that large) as the message time; a time
   before 2000 or more than a day after it was received is a malformed tag block (:func:`plausible_time_ns`);
-- reassembles multi-sentence messages (keyed by talker, channel, sequential id and fragment count; stale or
-  out-of-order fragments are dropped and counted);
+- reassembles multi-sentence messages (type 5, long binary messages). Fragments are matched by source (the tag
+  block's ``g:`` group id when there is one, else its ``s:`` station), talker and sentence type, channel,
+  sequential id and fragment count, so fragments of different messages may interleave (several receivers merged,
+  channels A and B) and arrive in any order (fragment 2 before fragment 1). A second copy of a fragment (the
+  same sentence twice: receivers merged upstream, a doubled network path) is ignored and counted
+  (``duplicate_fragments``); receptions tagged with different ``s:`` stations stay two messages, as single
+  sentences do. A message not complete within 2 s of its first fragment (:data:`FRAGMENT_TIMEOUT_S`: a message's
+  fragments are sent in one burst, and a receiver's ids 0-9 come round within seconds on a busy channel) is
+  dropped and counted, so a later message reusing its id never takes its fragments; in a log the wait runs on the
+  log's own time, or over 150 AIS sentences when the log has no time. At most 1024 fragments are held
+  (:data:`MAX_BUFFERED_FRAGMENTS`): a flood of fragments that never complete evicts the oldest unfinished message,
+  counted, so memory stays bounded. When two unfinished messages with one key could both take a fragment, it is
+  dropped and counted, never guessed;
 - decodes with pyais and turns position reports (types 1, 2, 3, 18, 19, 27) and static data (5, 24, and the
   static half of 19) into plain frozen dataclasses with units in the names and "not available" sentinels
   mapped to ``None``;
-- counts every malformed, empty, bad-checksum or undecodable sentence in :class:`AisStats` and skips it. Bad
-  input is never fatal.
+- counts every malformed, empty, bad-checksum or undecodable sentence and every dropped fragment in
+  :class:`AisStats` (by reason) and skips it. Bad input is never fatal.
 
 Time: a message's ``time_ns`` comes from the tag block when there is one (``time_source="tag_block"``), else
 from the last ``$xxRMC`` sentence of the same feed when ``use_rmc_time`` is on (own-ship GNSS time in combined
-receiver logs, ``"gnss_rmc"``), else from the receive clock (``"receiver"``). All times are int ns UTC.
+receiver logs, ``"gnss_rmc"``), else from the receive clock (``"receiver"``). A log file (:func:`read_file`) is a
+recording, not a live feed: there a line without a time of its own takes the time of the last timed line before
+it (``"carried"``; ``"gnss_rmc"`` when that was an RMC fix), and the lines before the first timed line take that
+line's time, so a log that mixes tagged and untagged lines runs on its own clock, never the wall clock; only a
+log with no time at all keeps the receive clock. All times are int ns UTC.
 """
 
 from __future__ import annotations
@@ -127,8 +142,18 @@ AisMessage = AisPosition | AisStatic | AisOther
 
 @dataclass
 class AisStats:
-    """Counters of one decoder. ``malformed`` is keyed by reason (``checksum``, ``empty_payload``, ``tag_block``,
-    ``rmc_time`` (with ``use_rmc_time``: an RMC time that is not a time or outside the window), ...)."""
+    """Counters of one decoder.
+
+    ``malformed`` is keyed by reason: ``checksum``, ``empty_payload``, ``tag_block``, ``rmc_time`` (with
+    ``use_rmc_time``: an RMC time that is not a time or outside the window), ``field_count``,
+    ``fragment_fields``, ``parse``, ``decode``, and for multi-sentence messages (counted once per message):
+    ``incomplete_message`` (not all fragments arrived within the reassembly window or before the end of the
+    input), ``fragment_overflow`` (dropped unfinished to keep the fragment buffer bounded), ``ambiguous_fragment``
+    (a fragment that two unfinished messages with the same key could both take; counted per fragment) and
+    ``assembly``. ``fragments_dropped`` counts the sentences of those messages (fragments that never became part
+    of a decoded message). ``duplicate_fragments`` counts second copies of a fragment (the same sentence from two
+    receivers), which are ignored: they are not malformed and lose nothing.
+    """
 
     lines: int = 0
     blank_lines: int = 0
@@ -138,6 +163,7 @@ class AisStats:
     by_type: Counter = field(default_factory=Counter)
     malformed: Counter = field(default_factory=Counter)
     fragments_dropped: int = 0
+    duplicate_fragments: int = 0
 
     @property
     def malformed_total(self) -> int:
@@ -153,6 +179,7 @@ class AisStats:
             "by_type": dict(sorted(self.by_type.items())),
             "malformed": dict(sorted(self.malformed.items())),
             "fragments_dropped": self.fragments_dropped,
+            "duplicate_fragments": self.duplicate_fragments,
         }
 
 
@@ -288,36 +315,105 @@ def _int_or_none(value) -> int | None:
 
 
 # ----------------------------------------------------------------------------------------------- decoder
-@dataclass
-class _Pending:
-    parts: dict[int, object]
-    total: int
-    started_ns: int
+# Multi-sentence reassembly. The fragments of one message go out in one radio transmission (at most five
+# consecutive 26.7 ms slots) and a receiver writes them back to back; merging receivers, the two channels and
+# network paths reorder them by well under a second. A receiver numbers its multi-sentence messages 0-9 and then
+# starts again, so on a busy channel an id comes round within seconds (500 class-A vessels send ~1.4 type-5
+# messages a second): the shorter the wait, the smaller the chance that fragments of two messages meet under one
+# id. 2 s leaves reordering a wide margin and keeps that chance small.
+FRAGMENT_TIMEOUT_S = 2.0
+# In a log with no time at all the wait is counted in AIS sentences instead: a receiver hears at most 75 a second
+# (two channels of 2250 slots a minute), so 150 sentences is the 2 s above at full channel load.
+FRAGMENT_WINDOW_SENTENCES = 150
+# Fragments held at once over all unfinished messages (a sentence is at most 82 characters): a flood of fragments
+# whose other parts never come evicts the oldest unfinished message, counted, instead of growing memory.
+MAX_BUFFERED_FRAGMENTS = 1024
+# Unfinished messages with one key at once (same source, channel, id and count, different content); more is a flood.
+_MAX_PARTIALS_PER_KEY = 4
+# How far ``read_file`` looks for a log's first time, for the untimed lines before it.
+_PRESCAN_LINES = 100_000
+
+
+@dataclass(slots=True)
+class _Fragment:
+    sentence: object  # pyais NMEAMessage
+    body: bytes  # the sentence between "!" and "*": two copies of one fragment have the same body
     time_ns: int
     time_source: str
     station: str | None
 
 
+@dataclass(slots=True)
+class _Partial:
+    """An unfinished multi-sentence message: its fragments by number, in order of arrival."""
+
+    key: tuple
+    total: int
+    parts: dict[int, _Fragment]
+    since: tuple[int | None, int, int | None]  # where it started: (axis_ns, sentence_no, tag_ns), see AisDecoder._stale
+
+
+def _tag_group(value: str) -> str | None:
+    """The group id of a tag block ``g:`` field (``sentence-of-total-id``, e.g. ``1-2-73874``), else ``None``."""
+    parts = value.split("-")
+    if len(parts) != 3 or not parts[2]:
+        return None
+    try:
+        n, total = int(parts[0]), int(parts[1])
+    except ValueError:
+        return None
+    return parts[2] if 1 <= n <= total <= 99 else None
+
+
 class AisDecoder:
     """Stateful line decoder: feed it lines, get decoded messages. Never raises on bad input.
 
-    ``clock_ns`` gives the receive time for messages without a tag-block time (default ``time.time_ns``).
-    ``fragment_timeout_s`` drops an unfinished multi-sentence message after that long (receive clock).
+    ``clock_ns`` gives the receive time for messages without a time of their own (default ``time.time_ns``).
+    ``use_rmc_time``: time AIS lines by the feed's last ``$xxRMC`` fix. ``log_time`` (set by :func:`read_file`):
+    the input is a recording, so a line without a time of its own takes the time of the last timed line
+    (``time_source="carried"``, or ``"gnss_rmc"`` when that was an RMC fix) instead of the receive clock, and
+    unfinished multi-sentence messages expire on the log's own time.
+
+    Multi-sentence messages: fragments are matched by source (tag block ``g:`` group id, else ``s:`` station),
+    talker and sentence type, channel, sequential id and fragment count, in any order of arrival. A second copy
+    of a fragment already held or just used (the same sentence from two receivers) is ignored and counted in
+    ``stats.duplicate_fragments``. A message not complete ``fragment_timeout_s`` after its first fragment arrived
+    (the receive clock live, the log's time in a log, ``fragment_window_sentences`` AIS sentences in a log without
+    time) is dropped and counted, so a later message reusing the id never takes its fragments. At most
+    ``max_buffered_fragments`` fragments are held; beyond that the oldest unfinished message is dropped.
     """
 
     def __init__(
         self,
         *,
         clock_ns: Callable[[], int] = time.time_ns,
-        fragment_timeout_s: float = 10.0,
+        fragment_timeout_s: float = FRAGMENT_TIMEOUT_S,
         use_rmc_time: bool = False,
+        log_time: bool = False,
+        max_buffered_fragments: int = MAX_BUFFERED_FRAGMENTS,
+        fragment_window_sentences: int = FRAGMENT_WINDOW_SENTENCES,
     ) -> None:
+        if not fragment_timeout_s > 0:
+            raise ValueError("fragment_timeout_s must be > 0")
+        if max_buffered_fragments < 9:
+            raise ValueError("max_buffered_fragments must be >= 9 (the longest message)")
+        if fragment_window_sentences < 1:
+            raise ValueError("fragment_window_sentences must be >= 1")
         self.stats = AisStats()
+        self.log_time = log_time
         self._clock_ns = clock_ns
         self._fragment_timeout_ns = int(fragment_timeout_s * 1e9)
+        self._window_sentences = int(fragment_window_sentences)
+        self._max_buffered = int(max_buffered_fragments)
         self._use_rmc_time = use_rmc_time
         self._rmc_time_ns: int | None = None
-        self._pending: dict[tuple, _Pending] = {}
+        self._last_time: tuple[int, str] | None = None  # the newest line time: (ns, "tag_block" | "gnss_rmc")
+        self._partials: dict[int, _Partial] = {}  # by serial number: oldest first
+        self._by_key: dict[tuple, list[int]] = {}
+        self._serial = 0
+        self._buffered = 0
+        self._done: dict[tuple, tuple] = {}  # (key, body) of the fragments of decoded messages -> mark when decoded
+        self._last_fragment: tuple[int, int, int] | None = None  # (message serial, fragment number, sentence no)
 
     # -- public -----------------------------------------------------------------------------------------
     def feed(self, data: bytes | str) -> list[AisMessage]:
@@ -341,7 +437,6 @@ class AisDecoder:
             self.stats.blank_lines += 1
             return None
         now_ns = self._clock_ns()
-        self._expire_fragments(now_ns)
 
         tags: dict[str, str] = {}
         if line.startswith(b"\\"):
@@ -367,6 +462,7 @@ class AisDecoder:
                     if not plausible_time_ns(t, now_ns):
                         return self._bad("rmc_time")
                     self._rmc_time_ns = t
+                    self._last_time = (t, "gnss_rmc")
             return None
         if not (line[:1] in (b"!", b"$") and line[3:6] in (b"VDM", b"VDO")):
             self.stats.non_ais_lines += 1
@@ -404,46 +500,62 @@ class AisDecoder:
             if not plausible_time_ns(t_ns, now_ns):
                 log.debug("implausible tag block time %r in %r", tags["c"], line[:80])
                 return self._bad("tag_block")
+            self._last_time = (t_ns, t_src)
+        elif self.log_time and self._last_time is not None:
+            t_ns = self._last_time[0]
+            t_src = "gnss_rmc" if self._last_time[1] == "gnss_rmc" else "carried"
         elif self._use_rmc_time and self._rmc_time_ns is not None:
             t_ns, t_src = self._rmc_time_ns, "gnss_rmc"
         else:
             t_ns, t_src = now_ns, "receiver"
         station = tags.get("s")
+        # the expiry clock: the receive clock live; in a log its own time, or none (then sentences are counted)
+        if not self.log_time:
+            axis: int | None = now_ns
+        else:
+            axis = t_ns if t_src != "receiver" else None
+        mark = (axis, self.stats.sentences, t_ns if t_src == "tag_block" else None)
+        self._sweep(mark)
 
         if frag_cnt == 1:
             return self._decode(sentence, t_ns, t_src, station)
 
-        key = (line[1:3], fields[4], fields[3], frag_cnt)
-        pend = self._pending.get(key)
-        if frag_num == 1:
-            if pend is not None:  # a new message reuses the id before the old one finished
-                self._drop(key)
-            pend = _Pending({}, frag_cnt, now_ns, t_ns, t_src, station)
-            self._pending[key] = pend
-        elif pend is None or (frag_num - 1) not in pend.parts:
-            self.stats.fragments_dropped += 1
-            self.stats.malformed["orphan_fragment"] += 1
-            return None
-        pend.parts[frag_num] = sentence
-        if len(pend.parts) < pend.total:
-            return None
-        del self._pending[key]
-        try:
-            whole = NMEAMessage.assemble_from_iterable([pend.parts[i] for i in range(1, pend.total + 1)])
-        except Exception as exc:
-            log.debug("cannot assemble %r: %s", key, exc)
-            return self._bad("assembly")
-        return self._decode(whole, pend.time_ns, pend.time_source, pend.station)
+        group = _tag_group(tags["g"]) if "g" in tags else None
+        # lines of a tag-block group after the first often carry only g:, so the group id stands for the station
+        source = ("g", group) if group is not None else ("s", station)
+        key = (source, bytes(line[1:6]), bytes(fields[4]), bytes(fields[3]), frag_cnt)
+        frag = _Fragment(sentence, bytes(line[1 : line.rfind(b"*")]), t_ns, t_src, station)
+        return self._reassemble(key, frag_num, frag, mark)
 
     def seed_rmc_time(self, time_ns: int) -> None:
         """Time for AIS lines that come before the feed's first RMC (``read_file`` uses the file's first fix)."""
         if self._rmc_time_ns is None:
             self._rmc_time_ns = int(time_ns)
+        if self._last_time is None:
+            self._last_time = (int(time_ns), "gnss_rmc")
+
+    def seed_log_time(self, time_ns: int, source: str) -> None:
+        """Time for the untimed lines before a log's first timed line (``source``: ``tag_block`` or ``gnss_rmc``)."""
+        if source == "gnss_rmc":
+            self.seed_rmc_time(time_ns)
+        elif self._last_time is None:
+            self._last_time = (int(time_ns), "tag_block")
+
+    def reset_log_time(self) -> None:
+        """Forget the times seen so far (a new log file starts with no clock)."""
+        self._last_time = None
+        self._rmc_time_ns = None
+
+    @property
+    def buffered_fragments(self) -> int:
+        """Fragments of unfinished multi-sentence messages held now (at most ``max_buffered_fragments``)."""
+        return self._buffered
 
     def flush(self) -> None:
         """End of input: count every unfinished multi-sentence message as dropped."""
-        for key in list(self._pending):
-            self._drop(key)
+        for pid in list(self._partials):
+            self._drop(pid, "incomplete_message")
+        self._done.clear()
 
     # -- internals --------------------------------------------------------------------------------------
     @staticmethod
@@ -461,17 +573,114 @@ class AisDecoder:
         self.stats.malformed[reason] += 1
         return None
 
-    def _drop(self, key: tuple) -> None:
-        pend = self._pending.pop(key)
-        self.stats.fragments_dropped += len(pend.parts)
-        self.stats.malformed["incomplete_message"] += 1
+    def _stale(self, since: tuple, now: tuple) -> bool:
+        """Whether more than the reassembly window lies between two marks ``(axis_ns, sentence_no, tag_ns)``:
+        ``axis_ns`` on the expiry clock (``None`` in a log with no time: then ``sentence_no``, AIS sentences seen,
+        counts), ``tag_ns`` the line's tag-block time when it has one (two tagged lines further apart than the
+        window are two transmissions, whatever the receive clock says)."""
+        if since[2] is not None and now[2] is not None and abs(now[2] - since[2]) > self._fragment_timeout_ns:
+            return True
+        if since[0] is not None and now[0] is not None:
+            return abs(now[0] - since[0]) > self._fragment_timeout_ns  # a log's time may step back
+        return now[1] - since[1] > self._window_sentences
 
-    def _expire_fragments(self, now_ns: int) -> None:
-        if not self._pending:
-            return
-        for key, pend in list(self._pending.items()):
-            if now_ns - pend.started_ns > self._fragment_timeout_ns:
-                self._drop(key)
+    def _sweep(self, now: tuple) -> None:
+        """Drop the unfinished messages that waited too long, oldest first (a stale one found later, behind a
+        fresher one in a log whose time steps back, is dropped by :meth:`_reassemble` before it could be used)."""
+        while self._partials:
+            pid = next(iter(self._partials))
+            if not self._stale(self._partials[pid].since, now):
+                break
+            self._drop(pid, "incomplete_message")
+        while self._done:
+            k = next(iter(self._done))
+            if not self._stale(self._done[k], now):
+                break
+            del self._done[k]
+
+    def _remove(self, pid: int) -> _Partial:
+        p = self._partials.pop(pid)
+        ids = self._by_key[p.key]
+        ids.remove(pid)
+        if not ids:
+            del self._by_key[p.key]
+        self._buffered -= len(p.parts)
+        return p
+
+    def _drop(self, pid: int, reason: str) -> None:
+        p = self._remove(pid)
+        self.stats.fragments_dropped += len(p.parts)
+        self.stats.malformed[reason] += 1
+        log.debug("AIS message %r dropped unfinished (%s): fragments %s of %d", p.key, reason, sorted(p.parts),
+                  p.total)
+
+    def _reassemble(self, key: tuple, num: int, frag: _Fragment, now: tuple) -> AisMessage | None:
+        for pid in list(self._by_key.get(key, ())):
+            if self._stale(self._partials[pid].since, now):  # over: never complete it with a later fragment
+                self._drop(pid, "incomplete_message")
+        ids = self._by_key.get(key, [])
+        last, self._last_fragment = self._last_fragment, None
+        free = [pid for pid in ids if num not in self._partials[pid].parts]
+        if len(free) > 1:
+            # two unfinished messages with this key both lack this fragment (two receivers numbering alike, or an
+            # id reused while an older message still waits): which one it belongs to cannot be told; no guess
+            self.stats.fragments_dropped += 1
+            return self._bad("ambiguous_fragment")
+        if free and last is not None and last[0] == free[0] and last[1] == num - 1 and last[2] == now[1] - 1:
+            # the sentence right after fragment n-1 is fragment n of that message, even when it reads like a copy of
+            # a fragment of another: a receiver writes a message's fragments in order, back to back, and where it
+            # leaves the sequential id empty every message on a channel has one key and trailing fragments (all
+            # padding, a common destination) repeat from message to message
+            pid = free[0]
+        else:
+            for pid in ids:
+                have = self._partials[pid].parts.get(num)
+                if have is not None and have.body == frag.body:
+                    self.stats.duplicate_fragments += 1
+                    return None
+            used = self._done.get((key, frag.body))
+            if used is not None and not self._stale(used, now):
+                self.stats.duplicate_fragments += 1  # a copy of a fragment of a message already decoded
+                return None
+            if free:
+                pid = free[0]
+            else:  # the first fragment of this message to arrive, whichever its number
+                if len(ids) >= _MAX_PARTIALS_PER_KEY:
+                    self._drop(ids[0], "fragment_overflow")
+                self._serial += 1
+                pid = self._serial
+                self._partials[pid] = _Partial(key, key[-1], {}, now)
+                self._by_key.setdefault(key, []).append(pid)
+        pend = self._partials[pid]
+        pend.parts[num] = frag
+        self._buffered += 1
+        self._last_fragment = (pid, num, now[1])
+        if len(pend.parts) < pend.total:
+            while self._buffered > self._max_buffered:  # the oldest other message goes (pend holds at most 9)
+                it = iter(self._partials)
+                old = next(it)
+                self._drop(next(it) if old == pid else old, "fragment_overflow")
+            return None
+
+        self._remove(pid)
+        for f in pend.parts.values():
+            self._done[(key, f.body)] = now
+        while len(self._done) > self._max_buffered:
+            del self._done[next(iter(self._done))]
+        ordered = [pend.parts[i] for i in range(1, pend.total + 1)]
+        # the message's time: a tag-block time (fragment 1 carries it, others may carry only g:), else the time of
+        # the fragment that arrived first
+        timed = next((f for f in ordered if f.time_source == "tag_block"), None) or next(iter(pend.parts.values()))
+        station = next((f.station for f in ordered if f.station is not None), None)
+        from pyais.messages import NMEAMessage
+
+        try:
+            whole = NMEAMessage.assemble_from_iterable([f.sentence for f in ordered])
+        except Exception as exc:
+            log.debug("cannot assemble %r: %s", key, exc)
+            self.stats.fragments_dropped += pend.total
+            return self._bad("assembly")
+        return self._decode(whole, timed.time_ns, timed.time_source, station)
 
     def _decode(self, sentence, t_ns: int, t_src: str, station: str | None) -> AisMessage | None:
         try:
@@ -565,9 +774,37 @@ def _static_from(m, mt: int, t_ns: int, t_src: str, channel: str, station: str |
 
 
 # ----------------------------------------------------------------------------------------------- sources
+def _log_line_time(line: bytes, *, use_rmc: bool, receive_ns: int) -> tuple[int, str] | None:
+    """The time a log line gives the log: a checksum-valid AIS sentence's tag-block ``c:`` (``"tag_block"``), or
+    with ``use_rmc`` an RMC fix (``"gnss_rmc"``); ``None`` for any other line or a time that is not plausible."""
+    line = line.strip()
+    try:
+        if use_rmc:
+            t = _rmc_line_time_ns(line)
+            if t is not None:
+                return (t, "gnss_rmc") if plausible_time_ns(t, receive_ns) else None
+        if not line.startswith(b"\\"):
+            return None
+        end = line.find(b"\\", 1)
+        if end < 0:
+            return None
+        tags = parse_tag_block(line[1:end])
+        rest = line[end + 1 :]
+        if "c" not in tags or rest[3:6] not in (b"VDM", b"VDO") or not AisDecoder._checksum_ok(rest):
+            return None
+        t = _tag_time_ns(tags["c"])
+    except ValueError:
+        return None  # counted when the line is fed
+    return (t, "tag_block") if plausible_time_ns(t, receive_ns) else None
+
+
 def read_file(path: str | Path, decoder: AisDecoder | None = None) -> Iterator[AisMessage]:
     """Decode an NMEA log file line by line. Bad lines are counted in ``decoder.stats`` and skipped.
 
+    A file is a recording: the decoder is put in log mode (``log_time``), so a line without a time of its own
+    takes the time of the log's last timed line, and the lines before the first timed line take that line's time
+    (it is looked for in the first 100 000 lines), never the wall clock. A log with no time at all (no tag-block
+    ``c:``, and no RMC fix or no ``use_rmc_time``) keeps the receive clock: it has no clock of its own.
     Raises :class:`InputError` only when the file itself cannot be opened.
     """
     path = Path(path)
@@ -577,24 +814,30 @@ def read_file(path: str | Path, decoder: AisDecoder | None = None) -> Iterator[A
     except OSError as exc:
         raise InputError(f"cannot open AIS log {path}: {exc.strerror or exc}") from exc
     with fh:
-        if dec._use_rmc_time:
-            # AIS lines before the first fix take the first fix's time (at most one GNSS period late), not the
-            # wall clock, so that one file never mixes two clocks
-            for i, line in enumerate(fh):
-                try:
-                    t = _rmc_line_time_ns(line)
-                except ValueError:
-                    t = None  # counted when the line is fed below
-                if t is not None and plausible_time_ns(t, dec._clock_ns()):
-                    dec.seed_rmc_time(t)
-                    break
-                if i > 10_000:
-                    break
-            fh.seek(0)
+        dec.log_time = True
+        dec.reset_log_time()
+        # AIS lines before the first timed line (tag block, or RMC fix) take its time (at most one line interval
+        # late), not the wall clock, so that one file never mixes two clocks
+        for i, line in enumerate(fh):
+            first = _log_line_time(line, use_rmc=dec._use_rmc_time, receive_ns=dec._clock_ns())
+            if first is not None:
+                dec.seed_log_time(*first)
+                break
+            if i >= _PRESCAN_LINES:
+                break
+        fh.seek(0)
+        untimed = 0
         for line in fh:
             msg = dec.feed_line(line)
-            if msg is not None:
-                yield msg
+            if msg is None:
+                continue
+            if msg.time_source == "receiver":
+                untimed += 1
+            elif untimed > 0:
+                log.warning("AIS log %s: the first %d messages came before its first time (beyond line %d); they "
+                            "carry the receive clock", path, untimed, _PRESCAN_LINES)
+                untimed = -1
+            yield msg
     dec.flush()
 
 

@@ -159,7 +159,6 @@ def test_multi_sentence_with_tag_blocks_and_interleaving():
         ("!AIVDM,1,3,,B,13aDp<PP,0*" + _cs("AIVDM,1,3,,B,13aDp<PP,0"), "fragment_fields"),
         ("\\c:17000*00\\!AIVDM,1,1,,B,13aDp<PP000IwSlN?Wm@0?wN2<1T,0*29", "tag_block"),  # tag checksum wrong
         ("\\c:1700000000!AIVDM,1,1,,B,13aDp<PP000IwSlN?Wm@0?wN2<1T,0*29", "tag_block"),  # unterminated
-        ("!AIVDM,2,2,7,A,00000000000,2*" + _cs("AIVDM,2,2,7,A,00000000000,2"), "orphan_fragment"),
     ],
 )
 def test_malformed_sentences_are_counted_not_fatal(line, reason):
@@ -184,8 +183,22 @@ def test_unfinished_fragment_times_out():
     dec = ais.AisDecoder(clock_ns=lambda: now[0], fragment_timeout_s=5)
     assert dec.feed_line(five[0]) is None
     now[0] = 6 * 10**9
-    assert dec.feed_line(five[1]) is None  # the first half expired before the second arrived
-    assert dec.stats.malformed["incomplete_message"] == 1 and dec.stats.malformed["orphan_fragment"] == 1
+    assert dec.feed_line(five[1]) is None  # the first half expired before the second arrived: never joined
+    assert dec.stats.malformed == {"incomplete_message": 1} and dec.stats.fragments_dropped == 1
+    assert dec.buffered_fragments == 1  # the second half waits for a first half of its own
+    dec.flush()
+    assert dec.stats.malformed == {"incomplete_message": 2} and dec.stats.fragments_dropped == 2
+    assert dec.stats.messages == 0 and dec.buffered_fragments == 0
+
+
+def test_lone_later_fragment_waits_then_counts_as_incomplete():
+    """A fragment 2 with no fragment 1 yet is held (its fragment 1 may still come, out of order), not dropped."""
+    line = "!AIVDM,2,2,7,A,00000000000,2*" + _cs("AIVDM,2,2,7,A,00000000000,2")
+    dec = ais.AisDecoder()
+    assert dec.feed_line(line) is None
+    assert dec.stats.malformed_total == 0 and dec.buffered_fragments == 1
+    dec.flush()
+    assert dec.stats.malformed == {"incomplete_message": 1} and dec.stats.fragments_dropped == 1
 
 
 def test_type_19_24_27_and_unavailable_values():

@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
               f"{f(r.cog_deg, '.1f'):>7} {r.age_s(now):>6.0f}")
     bad = sum(stats["malformed"].values())
     print(f"{len(rows)} vessels; {stats['messages']} messages from {stats['sentences']} AIS sentences "
-          f"({stats['lines']} lines); {bad} malformed {stats['malformed'] or ''}; {stats['invalid_mmsi']} with an "
-          f"invalid MMSI; by type {stats['by_type']}")
+          f"({stats['lines']} lines); {bad} malformed {stats['malformed'] or ''}; "
+          f"{stats.get('fragments_dropped', 0)} fragments dropped, {stats.get('duplicate_fragments', 0)} duplicate "
+          f"fragments ignored; {stats['invalid_mmsi']} with an invalid MMSI; by type {stats['by_type']}")
     return 0
