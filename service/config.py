@@ -408,7 +408,7 @@ def default_settings_data(media_dir: Path | None, *, sources: list[tuple[str, st
     (``vessel_model``, tiled, on the water only) become located vessel events with their identity; or the user's
     ``sources`` as ``[(id, url)]``, uncalibrated. A simulated drone flying a patrol
     around the harbour, the harbour's recorded AIS log, SQLite under ``data_dir`` and one admin user. With the shared
-    media the drone also carries video (``drone-cam``: its simulated camera, 640x360 at 2 fps over UDP to
+    media the drone also carries video (``drone-cam``: its simulated camera, 640x360 at 4 fps over UDP to
     ``video_port``, any free one by default) looking down on boats cut from the media's photos on its first two legs,
     and ``vessel_model`` on that video makes located vessel events.
     """
@@ -463,15 +463,17 @@ def default_settings_data(media_dir: Path | None, *, sources: list[tuple[str, st
         # the route flies east along its south side (camera up = east), then north along its east side (up = north):
         # boats lie across the track there, so COCO's side-view boat class sees the photos upright
         south, east = lat0 - d / 2, lon0 + d
-        sim["camera"] = {"port": video_port, "fps": 2.0, "boats": [
+        sim["camera"] = {"port": video_port, "fps": 4.0, "boats": [
             {"lat_deg": south, "lon_deg": lon0 - d / 2, "length_m": 16.0, "heading_deg": 180.0},
             {"lat_deg": south, "lon_deg": lon0 + d / 3, "length_m": 18.0, "heading_deg": 180.0},
             {"lat_deg": lat0 - d / 6, "lon_deg": east, "length_m": 16.0, "heading_deg": 90.0},
             {"lat_deg": lat0 + d / 4, "lon_deg": east, "length_m": 18.0, "heading_deg": 90.0}]}
         srcs.append({"id": "drone-cam", "url": f"udp://127.0.0.1:{video_port}", "models": [vessel_model],
-                     "analysis_fps": 2.0})
+                     "analysis_fps": 4.0})
+        # a boat is under the patrolling drone for 2-3 s (a 30 m footprint at 10 m/s), and on a busy machine the
+        # drone's frames may be analysed only every 0.5-1 s: half a second in view makes the event
         zones.append({"id": "drone-patrol", "source": "drone-cam",
-                      "rules": [{"type": "vessel_in_zone", "min_duration_s": 1.0}]})
+                      "rules": [{"type": "vessel_in_zone", "min_duration_s": 0.5}]})
     data: dict[str, Any] = {
         "sources": srcs,
         "zones": zones,

@@ -121,6 +121,18 @@ def test_default_config_shows_a_flying_drone_ais_and_live_events(tmp_path, share
         assert b["attributes"]["identity"] in ("none", "unknown") and b["snapshot_url"]
         assert 52.80 < b["geo"]["lat_deg"] < 52.85 and 5.60 < b["geo"]["lon_deg"] < 5.70
         assert (tmp_path / "sw" / "demo" / "harbour-cam.mp4").is_file()
+        # the drone's simulated camera sees the boats on its first legs: vessel events placed from its pose
+        flown = _until(lambda: [e for e in _get(f"{base}/events?source=drone-cam&has_geo=true", token)["events"]],
+                       120, "a located vessel event from the drone's camera")
+        d = flown[0]
+        assert d["type"] == "vessel_in_zone" and d["snapshot_url"]
+        lat0, lon0, dd = 52.8405, 5.7030, 0.004  # the demo's patrol box and the boats the sim camera draws
+        drawn = [(lat0 - dd / 2, lon0 - dd / 2), (lat0 - dd / 2, lon0 + dd / 3), (lat0 - dd / 6, lon0 + dd),
+                 (lat0 + dd / 4, lon0 + dd)]
+        off_m = min(math.hypot((d["geo"]["lat_deg"] - la) * 111_320.0,
+                               (d["geo"]["lon_deg"] - lo) * 111_320.0 * math.cos(math.radians(la))) for la, lo in drawn)
+        print(f"default config: drone event {off_m:.0f} m from the nearest boat, uncertainty {d['geo']}")
+        assert off_m < 25.0, f"the drone's vessel event is {off_m:.0f} m from every boat the camera drew: {d['geo']}"
         ais = _until(lambda: _get(f"{base}/ais/vessels", token)["vessels"], 30, "AIS vessels from the harbour log")
         assert sum(1 for v in ais if v["lat_deg"] is not None) >= 10
         cams = [s for s in _get(f"{base}/sources", token) if s.get("kind") == "camera"]
