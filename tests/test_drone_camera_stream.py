@@ -307,3 +307,50 @@ def test_serve_starts_the_simulated_camera_and_its_video_makes_located_events(tm
     de = (ev["geo"]["lon_deg"] - st["lon_deg"]) * 111_320 * math.cos(math.radians(st["lat_deg"]))
     assert math.hypot(dn, de) < 150
     assert cam.counters["frames"] > 5 and not cam.running and runner.camera is None
+
+
+def test_ais_vessels_are_drawn_where_the_geolocator_puts_them_at_their_length_and_heading():
+    """``ais_vessels``: the live AIS table's positioned vessels near the drone appear as boats in its video, at the
+    pixel the pipeline's geolocator maps back to their reported position, as long as their AIS length and along
+    their heading (COG when no heading); vessels without a position or beyond reach are not drawn."""
+    from seawatch.drone.camera_stream import CameraStreamer, SimPoses
+    from seawatch.drone.geometry import CameraPose, GeoLocator, offsets_to_latlon
+    from seawatch.vision.identity.vessels import VesselState
+
+    cam = CameraIntrinsics.from_fov(640, 360, 70.0)
+    lat0, lon0 = 53.0, 5.0
+    pose = CameraPose(lat0, lon0, 60.0, gimbal_pitch_deg=-90.0, gimbal_frame="horizon", time_ns=1)
+    footprint_m = 2 * 60.0 * np.tan(np.radians(35.0))  # 84 m across 640 px
+    (lat_a,), (lon_a,) = offsets_to_latlon(lat0, lon0, np.array([10.0]), np.array([-15.0]))
+    (lat_b,), (lon_b,) = offsets_to_latlon(lat0, lon0, np.array([-8.0]), np.array([20.0]))
+    (lat_far,), (lon_far,) = offsets_to_latlon(lat0, lon0, np.array([900.0]), np.array([0.0]))
+    vessels = [
+        VesselState(mmsi=244000001, last_seen_ns=0, lat_deg=lat_a, lon_deg=lon_a, length_m=30.0, heading_deg=90.0),
+        VesselState(mmsi=244000002, last_seen_ns=0, lat_deg=lat_b, lon_deg=lon_b, length_m=20.0, cog_deg=0.0),
+        VesselState(mmsi=244000003, last_seen_ns=0, lat_deg=lat_far, lon_deg=lon_far, length_m=50.0),
+        VesselState(mmsi=244000004, last_seen_ns=0, name="NO FIX YET"),
+    ]
+    sea_only = CameraStreamer(SimPoses(None), cam, vessels=lambda: []).render(pose)
+    with_ais = CameraStreamer(SimPoses(None), cam, vessels=lambda: vessels).render(pose)
+    changed = np.abs(with_ais.astype(int) - sea_only.astype(int)).max(axis=2) > 40
+    loc = GeoLocator(cam)
+    boats = np.zeros_like(changed)
+    for lat, lon, length_m, along_east in [(lat_a, lon_a, 30.0, True), (lat_b, lon_b, 20.0, False)]:
+        px, inside = loc.project(lat, lon, 0.0, pose)
+        assert inside[0], px
+        cu, cv = int(round(float(px[0, 0]))), int(round(float(px[0, 1])))
+        win = changed[max(0, cv - 80):cv + 80, max(0, cu - 160):cu + 160]
+        boats[max(0, cv - 80):cv + 80, max(0, cu - 160):cu + 160] = True
+        ys, xs = np.nonzero(win)
+        assert len(xs) > 100, f"no boat drawn at ({cu}, {cv})"
+        # the boat is centred on the projected position and as long as AIS says, along its heading
+        cx, cy = xs.mean() + max(0, cu - 160), ys.mean() + max(0, cv - 80)
+        assert abs(cx - cu) < 12 and abs(cy - cv) < 12, ((cx, cy), (cu, cv))
+        along = (xs.max() - xs.min() + 1) if along_east else (ys.max() - ys.min() + 1)
+        across = (ys.max() - ys.min() + 1) if along_east else (xs.max() - xs.min() + 1)
+        want_px = length_m / footprint_m * 640
+        assert 0.8 * want_px < along < 1.15 * want_px and across < 0.6 * along, (along, across, want_px)
+    assert not (changed & ~boats).any()  # nothing else drawn: not the vessel without a fix, nor one 900 m away
+    # a table that fails mid-update does not stop the video: the frame is the sea alone
+    broken = CameraStreamer(SimPoses(None), cam, vessels=lambda: 1 / 0).render(pose)
+    assert np.array_equal(broken, sea_only)
