@@ -210,8 +210,38 @@ def test_kill9_restart_recovers_within_5s_and_other_sources_keep_flowing(servers
         assert time.monotonic() - t < 5
 
 
+def _serves(url: str, seconds: float = 4.0) -> bool:
+    """Whether a fresh FFmpeg client gets packets from the server now: the fixture's own health, apart from Source."""
+    import av
+
+    try:
+        with av.open(url, options={"rtsp_transport": "tcp"}, timeout=(2.0, 1.5)) as c:
+            end = time.monotonic() + seconds
+            for n, _ in enumerate(c.demux(c.streams.video[0]), 1):
+                if n >= 5:
+                    return True
+                if time.monotonic() > end:
+                    break
+    except Exception:  # noqa: BLE001 - any failure means "not serving"
+        return False
+    return False
+
+
 def test_sigstop_hung_server_goes_offline_and_recovers(servers, caplog):
     caplog.set_level("DEBUG", logger="seawatch.streams.source")  # a source that stays down logs its retries at DEBUG
+    # Rarely (about 2 runs in 100 here) gst-rtsp-server's shared media stops sending to every client after SIGCONT:
+    # the sources retry as they should, and a fresh FFmpeg client gets nothing either. That is the fixture, not the
+    # reader, so the scenario runs once more on a fresh server then; a reader that does not recover still fails.
+    for attempt in (1, 2):
+        if _sigstop_scenario(servers, caplog):
+            return
+        print(f"attempt {attempt}: the test RTSP server stopped serving every client after SIGCONT")
+    pytest.fail("the test RTSP server stopped serving after SIGCONT twice running")
+
+
+def _sigstop_scenario(servers, caplog) -> bool:
+    """One SIGSTOP / SIGCONT of a server under two sources; False when the server itself stopped serving."""
+    caplog.clear()
 
     def history(source: str) -> str:  # the source's state changes, for a failure message
         return "\n".join(f"{r.created:.3f} {r.getMessage()}" for r in caplog.records if f"source {source} " in
@@ -251,6 +281,8 @@ def test_sigstop_hung_server_goes_offline_and_recovers(servers, caplog):
                                                       f"the source's timeouts)\n{history('h')}")
         print(f"kill -STOP: offline after {went:.2f} s; recovered {back:.2f} s after SIGCONT")
         late_back = wait_for(lambda: late.status().state is State.ONLINE, limit_s + 2)
+        if late_back is None and not _serves(srv.url()):
+            return False
         assert late_back is not None, (f"the source opened during the hang is not back {limit_s + 2} s after the "
                                        f"other one (SIGCONT "
                                        f"at {time.time() - (time.monotonic() - t_cont):.3f}): "
@@ -258,6 +290,7 @@ def test_sigstop_hung_server_goes_offline_and_recovers(servers, caplog):
         assert con.max_read_s < 0.5
         caps = [c for _, _, c in con.frames]
         assert np.all(np.diff(caps) > 0)
+        return True
     finally:
         con.stop()
         srv.signal(signal.SIGCONT)
