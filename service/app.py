@@ -39,6 +39,8 @@ from seawatch.service.schemas import (
     EventOut,
     EventPage,
     HealthOut,
+    HoldOut,
+    HoldReleaseIn,
     IgnoreAreaOut,
     IgnoreSpotIn,
     IgnoreSpotOut,
@@ -221,7 +223,8 @@ class HealthDetailOut(HealthOut):
     delivery: DeliveryStats | None = None
     retention: dict[str, Any] | None = Field(
         None, description="media disk (free bytes, threshold, low), the last retention sweep and disk guard run (what "
-                          "they deleted), totals since start, held event counts (service.retention)")
+                          "they deleted), totals since start, held event counts, the policy (ages per severity, per "
+                          "source, false detections) and the upgrade grace (events kept until when; service.retention)")
 
 
 @health.get("/health", response_model=HealthDetailOut, response_model_exclude_none=True,
@@ -451,9 +454,17 @@ class HoldIn(BaseModel):
     note: str = Field("", max_length=2000, description="why the event is held")
 
 
-@events.post("/{event_id}/hold", summary="reviewer: keep the event, its snapshot and clip from retention for good",
-             description="Adds a `manual` hold (an evidence export adds `evidence_export`): retention never deletes a "
-                         "held event nor its media. Answers the event's holds.")
+def _publish_hold(live: LiveHub, store: EventStore, ev) -> None:
+    """A ``hold`` live message: the event with ``held`` (whether an active hold is left), after the commit, so that
+    other desks' lists and open details follow a hold put on or lifted."""
+    held = bool(store.with_holds([ev.id]))
+    live.publish({"kind": "hold", "event": EventOut.from_event(ev).model_copy(update={"held": held}).model_dump(mode="json")})
+
+
+@events.post("/{event_id}/hold", response_model=list[HoldOut],
+             summary="reviewer: keep the event, its snapshot and clip from retention until the hold is lifted",
+             description="Adds a `manual` hold (an evidence export adds `evidence_export`): retention never deletes an "
+                         "event with an active hold nor its media. Answers the event's holds.")
 def hold_event(event_id: str, request: Request, store: Store, who: Reviewer,
                body: Annotated[HoldIn | None, Body()] = None) -> list[dict[str, Any]]:
     ev = _get_event(store, event_id)
@@ -462,11 +473,57 @@ def hold_event(event_id: str, request: Request, store: Store, who: Reviewer,
     except KeyError:
         raise ApiError(404, f"no event {event_id!r}") from None
     log.info("event %s held by %s %s", event_id, who.kind, who.name)
-    request.app.state.live.publish_event(ev, kind="hold")  # other desks' open detail and list follow
+    _publish_hold(request.app.state.live, store, ev)  # other desks' open detail and list follow
     return store.holds(event_id)
 
 
-@events.get("/{event_id}/holds", summary="the event's holds (evidence exports, reviewers' holds): who, when, why")
+@events.delete("/{event_id}/hold", response_model=list[HoldOut], responses={409: {"model": ErrorBody}},
+               summary="reviewer: lift the event's reviewer holds (an evidence export's: admin, with a note)",
+               description="Without `hold_id`, lifts every active `manual` hold of the event; with it, that one hold. "
+                           "An `evidence_export` hold is lifted only by an admin, one at a time (`hold_id`) and with a "
+                           "`note` saying why: the exported package can be checked against the stored original only "
+                           "while it exists. A lifted hold stays listed (who lifted it, when, why); once no active "
+                           "hold is left (and the event is not confirmed) retention treats the event like any other. "
+                           "409 when there is no such active hold. Answers the event's holds.")
+def release_hold(event_id: str, request: Request, store: Store, who: Reviewer,
+                 body: Annotated[HoldReleaseIn | None, Body()] = None) -> list[dict[str, Any]]:
+    body = body or HoldReleaseIn()
+    ev = _get_event(store, event_id)
+    holds = store.holds(event_id)
+    reasons: tuple[str, ...] | None = None
+    if body.hold_id is not None:
+        h = next((x for x in holds if x["id"] == body.hold_id), None)
+        if h is None:
+            raise ApiError(404, f"event {event_id} has no hold {body.hold_id}")
+        if not h["active"]:
+            raise ApiError(409, f"hold {body.hold_id} of event {event_id} was lifted already (by {h['released_by']})")
+        if h["reason"] == "evidence_export":
+            if not who.has("admin"):
+                raise ApiError(403, "only an admin can lift an evidence export's hold (the exported package can be "
+                                    "checked against the stored original only while it exists)")
+            if not body.note.strip():
+                raise ApiError(422, "lifting an evidence export's hold needs a note saying why")
+    else:
+        reasons = ("manual",)
+        if not any(x["active"] and x["reason"] == "manual" for x in holds):
+            exports = sum(1 for x in holds if x["active"] and x["reason"] == "evidence_export")
+            raise ApiError(409, f"event {event_id} has no active reviewer's hold to lift" + (
+                f"; its {exports} evidence export hold(s) are lifted by an admin, one at a time (hold_id) with a note"
+                if exports else ""))
+    try:
+        lifted = store.release_holds(event_id, f"{who.kind}:{who.name}", body.note, hold_id=body.hold_id, reasons=reasons)
+    except KeyError:
+        raise ApiError(404, f"no event {event_id!r}") from None
+    if not lifted:
+        raise ApiError(409, f"the hold(s) of event {event_id} were lifted meanwhile by another desk")
+    log.info("event %s: %s hold(s) %s lifted by %s %s%s", event_id, "/".join(sorted({h["reason"] for h in lifted})),
+             ",".join(str(h["id"]) for h in lifted), who.kind, who.name, f": {body.note}" if body.note else "")
+    _publish_hold(request.app.state.live, store, ev)
+    return store.holds(event_id)
+
+
+@events.get("/{event_id}/holds", response_model=list[HoldOut],
+            summary="the event's holds (evidence exports, reviewers' holds, lifted ones too): who, when, why")
 def get_holds(event_id: str, store: Store, who: Operator) -> list[dict[str, Any]]:
     _get_event(store, event_id)
     return store.holds(event_id)
@@ -523,7 +580,7 @@ async def get_evidence(event_id: str, request: Request, store: Store, who: Revie
     st = request.app.state
     # exported evidence is held before it is packed: retention never deletes it, nor its snapshot and clip
     await run_in_threadpool(store.hold, event_id, "evidence_export", f"{who.kind}:{who.name}")
-    st.live.publish_event(ev, kind="hold")
+    await run_in_threadpool(_publish_hold, st.live, store, ev)
     telemetry, why = evidence_telemetry(ev, st.media_dir, drone_timeline(getattr(st, "fleet", None), st.settings, ev.source_id))
     missing: dict[str, str] = {"telemetry.json": why} if telemetry is None else {}
     snapshot = None

@@ -40,8 +40,4 @@ def _redact(url: str) -> str:
 def _retention(r) -> str:
     if not r.enabled:
         return "; retention off (events and clips kept until deleted by hand)"
-    days = "forever" if r.events_max_age_days is None else f"{r.events_max_age_days:g} d"
-    if r.events_days_by_severity:
-        days += " (" + ", ".join(f"{k} {v:g} d" for k, v in r.events_days_by_severity.items()) + ")"
-    clips = "as long as their events" if r.clips_max_age_days is None else f"{r.clips_max_age_days:g} d"
-    return f"; events kept {days}, clips {clips} (held ones for good)"
+    return f"; {r.summary()} (held ones for good)"

@@ -1,5 +1,7 @@
 """``seawatch retention run``: one retention sweep and disk guard run now (what ``seawatch serve`` does every
-``storage.retention.sweep_interval_s``); ``--dry-run`` counts what would go and deletes nothing."""
+``storage.retention.sweep_interval_s``); ``--dry-run`` counts what would go and deletes nothing. Both print the policy
+in force (per severity, per camera, false detections) and the upgrade grace: on a store retention never ran on, a dry
+run says what the first run will keep and until when (recording nothing); a real run records that first run."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from seawatch.service.config import load_config
-    from seawatch.service.retention import Retention
+    from seawatch.service.retention import Retention, utc_text
     from seawatch.service.store import EventStore
     from seawatch.streams.recording import ClipStore
 
@@ -43,9 +45,20 @@ def run(args: argparse.Namespace) -> int:
               f"telemetry, {o['tmp']} leftover(s); {rep.bytes_freed / 1e6:.1f} MB; {rep.duration_s:.2f} s")
         if not rep.dry_run:
             print(f"clips of held events cut from recordings: {rep.clips_pinned}")
+        print(f"policy: {storage.retention.summary()}")
+        g = rep.grace
+        if g is not None and not g["recorded"]:
+            print(f"upgrade grace: retention never ran on this store; its first run (`seawatch serve` or `seawatch "
+                  f"retention run`) keeps the {g['pending_events']} event(s) already older than the policy, and "
+                  f"everything else stored before it, until {utc_text(g['until_ns'])} "
+                  f"(storage.retention.upgrade_grace_days: {storage.retention.upgrade_grace_days:g})")
+        elif g is not None:
+            print(f"upgrade grace: {g['pending_events']} event(s) older than the policy, stored before retention was "
+                  f"enabled on this store ({utc_text(g['protect_before_ns'])}), are kept until {utc_text(g['until_ns'])}; "
+                  "nothing stored before then is deleted until that date")
         h = rep.held
         print(f"held (never deleted): {h.get('held', 0)} event(s): {h.get('confirmed', 0)} confirmed, "
-              f"{h.get('holds', 0)} with a hold (evidence export / reviewer); {h.get('open', 0)} open incident(s)")
+              f"{h.get('holds', 0)} with an active hold (evidence export / reviewer); {h.get('open', 0)} open incident(s)")
         d = rep.disk
         if d is not None:
             print(f"disk {d.path}: {d.free_bytes / 1e9:.1f} GB free ({d.free_pct:.1f} %), threshold "

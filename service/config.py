@@ -55,12 +55,37 @@ class RecordingConfig(_Strict):
     ring_s: float = Field(60.0, ge=5.0, le=600.0, description="in-memory pre-event buffer per source; covers clips not yet in a finished segment")
 
 
+class SourceRetentionConfig(_Strict):
+    """One camera's own ages (``storage.retention.sources.<source id>``); a field left out takes the site-wide value.
+
+    The most specific rule wins: for an event of this camera, its ``events_days_by_severity`` entry for the event's
+    severity, else its ``events_max_age_days`` (whatever the severity: a car park kept 30 days for privacy keeps no
+    event longer), else the site-wide ``events_days_by_severity`` / ``events_max_age_days``.
+    """
+
+    events_max_age_days: float | None = Field(
+        None, ge=1.0, le=36500.0,
+        description="closed, unheld events of this source older than this are deleted, whatever their severity "
+                    "(null: kept forever; left out: the site-wide ages)")
+    events_days_by_severity: dict[Literal["low", "medium", "high", "critical"], float] = Field(
+        default_factory=dict,
+        description="per severity for this source, before its events_max_age_days, e.g. {critical: 730} (days, 1-36500)")
+    clips_max_age_days: float | None = Field(
+        None, ge=1.0, le=36500.0,
+        description="cut clips of this source's unheld events go after this (null: kept as long as the event; left "
+                    "out: the site-wide clips_max_age_days)")
+
+    def given(self, name: str) -> bool:
+        """True when the configuration sets ``name`` (null included), False when it is left out."""
+        return name in self.model_fields_set
+
+
 class RetentionConfig(_Strict):
     """How long events and their media are kept, and the media disk's free-space guard (``service/retention.py``).
 
-    Evidence is never deleted automatically: an event a reviewer confirmed, one with a hold (an evidence package was
-    exported, or a reviewer put it on hold), and open incidents are kept with their snapshot, clip and telemetry,
-    whatever their age. Ages count from the later of the event's last time and when it was stored.
+    Evidence is never deleted automatically: an event a reviewer confirmed, one with an active hold (an evidence
+    package was exported, or a reviewer put it on hold), and open incidents are kept with their snapshot, clip and
+    telemetry, whatever their age. Ages count from the later of the event's last time and when it was stored.
     """
 
     enabled: bool = Field(True, description="run the retention sweep and the disk guard inside `seawatch serve`")
@@ -74,11 +99,25 @@ class RetentionConfig(_Strict):
     snapshots_max_age_days: float | None = Field(
         None, ge=1.0, le=36500.0,
         description="snapshot JPEGs of closed, unheld events older than this are deleted, the event row stays "
-                    "(null: kept as long as the event)")
+                    "(null: kept as long as the event); not those of false detections (training data)")
     clips_max_age_days: float | None = Field(
         30.0, ge=1.0, le=36500.0,
         description="cut clip MP4s (media_dir/clips) of unheld events whose window ended longer ago than this are "
                     "deleted (null: kept as long as the event)")
+    false_detections_max_age_days: float | None = Field(
+        365.0, ge=1.0, le=36500.0,
+        description="events dismissed as a false detection (the training data of `seawatch reviews export`) are kept "
+                    "at least this long with their snapshot, or as long as their camera and severity keep events if "
+                    "that is longer (null: kept forever)")
+    sources: dict[str, SourceRetentionConfig] = Field(
+        default_factory=dict,
+        description="per source id, its own events_max_age_days / clips_max_age_days, e.g. {quay_north: "
+                    "{events_max_age_days: 365}, carpark: {events_max_age_days: 30}}; each id must be a configured source")
+    upgrade_grace_days: float = Field(
+        7.0, ge=0.0, le=365.0,
+        description="when retention first runs on a store that already holds events older than the policy (an "
+                    "upgrade from a version without retention), nothing stored before then is deleted for this many "
+                    "days (a warning says how many events and from when); 0: delete at once")
     orphan_min_age_s: float = Field(
         3600.0, ge=600.0, le=30 * 86400.0,
         description="snapshots, clips and telemetry files no stored event refers to are deleted once older than this "
@@ -109,11 +148,62 @@ class RetentionConfig(_Strict):
                 raise ValueError(f"{name} ({v:g}) is longer than events are kept ({longest:g} days): a clip or "
                                  "snapshot is deleted with its event, so it cannot outlive it; raise "
                                  "events_max_age_days or lower " + name)
+        for sid, src in self.sources.items():
+            bad = {k: v for k, v in src.events_days_by_severity.items() if not 1.0 <= v <= 36500.0}
+            if bad:
+                raise ValueError(f"sources.{sid}.events_days_by_severity must hold days between 1 and 36500, got {bad}")
+            per = [self.event_days(sev, sid) for sev in ("low", "medium", "high", "critical")]
+            ev_days = None if any(v is None for v in per) else max(per)  # type: ignore[type-var]
+            clips = self.clip_days(sid)
+            if clips is not None and ev_days is not None and clips > ev_days:
+                raise ValueError(f"sources.{sid}: clips_max_age_days ({clips:g}) is longer than {sid}'s events are kept "
+                                 f"({ev_days:g} days): a clip is deleted with its event; raise "
+                                 f"sources.{sid}.events_max_age_days or set sources.{sid}.clips_max_age_days")
         return self
 
-    def event_days(self, severity: str) -> float | None:
-        """Days an event of this severity is kept (None: forever)."""
+    def event_days(self, severity: str, source_id: str | None = None) -> float | None:
+        """Days an event of this severity (and source) is kept (None: forever); a false detection may be kept longer
+        (:meth:`false_detection_days`)."""
+        src = self.sources.get(source_id) if source_id is not None else None
+        if src is not None:
+            if severity in src.events_days_by_severity:
+                return src.events_days_by_severity[severity]  # type: ignore[index]
+            if src.given("events_max_age_days"):
+                return src.events_max_age_days
         return self.events_days_by_severity.get(severity, self.events_max_age_days)  # type: ignore[arg-type]
+
+    def clip_days(self, source_id: str | None = None) -> float | None:
+        """Days a cut clip of an unheld event of this source is kept (None: as long as its event)."""
+        src = self.sources.get(source_id) if source_id is not None else None
+        if src is not None and src.given("clips_max_age_days"):
+            return src.clips_max_age_days
+        return self.clips_max_age_days
+
+    def summary(self) -> str:
+        """One line: ``events kept 90 d (critical 730 d), clips 30 d, false detections 365 d; quay: events 365 d,
+        clips 60 d; upgrade grace 7 d`` (``seawatch config check``, ``seawatch retention run``)."""
+        def d(v: float | None, none: str = "forever") -> str:
+            return none if v is None else f"{v:g} d"
+
+        days = d(self.events_max_age_days)
+        if self.events_days_by_severity:
+            days += " (" + ", ".join(f"{k} {v:g} d" for k, v in self.events_days_by_severity.items()) + ")"
+        out = (f"events kept {days}, clips {d(self.clips_max_age_days, 'as long as their events')}, false detections "
+               f"at least {d(self.false_detections_max_age_days)}")
+        for sid, src in sorted(self.sources.items()):
+            sev = ", ".join(f"{k} {v:g} d" for k, v in src.events_days_by_severity.items())
+            ev = (f"events {d(src.events_max_age_days)}" if src.given("events_max_age_days") else "events") + \
+                (f" ({sev})" if sev else "")
+            clips = d(src.clips_max_age_days, "as long as their events")
+            parts = [ev if ev != "events" else "", f"clips {clips}" if src.given("clips_max_age_days") else ""]
+            out += f"; {sid}: " + (", ".join(p for p in parts if p) or "site-wide ages")
+        return out + f"; upgrade grace {self.upgrade_grace_days:g} d"
+
+    def false_detection_days(self, severity: str, source_id: str | None = None) -> float | None:
+        """Days an event dismissed as a false detection is kept: the longer of its own age and
+        ``false_detections_max_age_days`` (None: forever)."""
+        a, b = self.event_days(severity, source_id), self.false_detections_max_age_days
+        return None if a is None or b is None else max(a, b)
 
 
 class StorageConfig(_Strict):
@@ -342,6 +432,11 @@ class ServeConfig(PipelineConfig):
         unknown = sorted({z.source for z in self.zones} - set(ids))
         if self.sources and unknown:
             raise ValueError(f"zones refer to sources that are not configured: {unknown}")
+        unknown = sorted(set(self.storage.retention.sources) - set(ids))
+        if self.sources and unknown:
+            raise ValueError(f"storage.retention.sources names sources that are not configured: {unknown} (configured: "
+                             f"{', '.join(ids)}); a camera no longer configured: remove its entry (its events then "
+                             "follow the site-wide ages) or put holds on what must be kept")
         drones = {d.id: d for d in self.drones}
         seen: set[str] = set()
         for i, f in enumerate(self.fleet):

@@ -9,17 +9,27 @@ A sweep (:meth:`Retention.sweep`):
 
 1. cuts the clips of held events whose window is still in the recordings (a confirmed incident keeps its video after
    the segments it comes from are gone);
-2. deletes closed, unheld events older than their severity's age, in batches of ``batch_size`` (one short write
-   transaction each, a pause between), then their snapshot, clip and telemetry files;
+2. deletes closed, unheld events older than their age (their source's ``sources.<id>.events_max_age_days``, else
+   their severity's; a false detection at least ``false_detections_max_age_days``), in batches of ``batch_size`` (one
+   short write transaction each, a pause between), then their snapshot, clip and telemetry files;
 3. walks the media folders: files no stored event refers to (older seq snapshots, clips and telemetry of deleted
    events, ``.tmp`` leftovers) older than ``orphan_min_age_s`` go; so do snapshots and clips of unheld, closed events
-   older than ``snapshots_max_age_days`` / ``clips_max_age_days`` (the event row stays);
+   older than ``snapshots_max_age_days`` / their source's ``clips_max_age_days`` (the event row stays; a false
+   detection keeps its snapshot, the training frame, as long as the event);
 4. runs the disk guard.
 
-Held, whatever the age: events a reviewer confirmed, events with a hold row (an evidence export, a reviewer's hold),
-open incidents; their snapshot, clip and telemetry too. The disk guard (:meth:`Retention.disk_guard`, every
-``disk_check_interval_s``) deletes the oldest recordings (never the newest segment of a source, nor video an open
-incident or an uncut held clip still needs) and unheld clips when free space falls below the threshold.
+Held, whatever the age: events a reviewer confirmed, events with an active hold (an evidence export, a reviewer's
+hold; a lifted hold no longer holds), open incidents; their snapshot, clip and telemetry too.
+
+Upgrade grace: the first time retention runs on a store (``retention_state`` has no ``enabled_ns``) it records when,
+and, if the store already holds events the policy would delete (an upgrade from a version without retention), that
+events stored before then are protected: for ``upgrade_grace_days`` the sweeps delete nothing that existed before
+(events, their files, orphans), with one warning saying how many events wait and from when deletion starts. A store
+with nothing to delete then (a new one) records ``protect_before_ns = 0`` and never waits.
+
+The disk guard (:meth:`Retention.disk_guard`, every ``disk_check_interval_s``) deletes the oldest recordings (never
+the newest segment of a source, nor video an open incident or an uncut held clip still needs) and unheld clips when
+free space falls below the threshold.
 
 :class:`RetentionWorker` runs both in a thread the app's lifespan starts and stops; ``seawatch retention run`` runs
 one sweep from the command line (``--dry-run`` counts without deleting).
@@ -33,11 +43,12 @@ import re
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from seawatch.errors import InputError, StreamError
+from seawatch.service.store import ExpiryRules, MediaRow
 from seawatch.vision.events import SEVERITIES
 
 log = logging.getLogger(__name__)
@@ -64,6 +75,32 @@ class DiskReport:
     at_ns: int = 0
 
 
+def utc_text(ns: int) -> str:
+    """``2026-12-07 15:08 UTC``."""
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@dataclass
+class GraceState:
+    """The upgrade grace of a store (UTC ns): events stored before ``protect_before_ns`` (0: none) are kept until
+    ``until_ns``; ``pending_events``: those among them the policy would delete now. ``recorded`` False: retention never
+    ran on the store, and this is what its first run would record (a dry run records nothing)."""
+
+    enabled_ns: int
+    protect_before_ns: int
+    until_ns: int
+    pending_events: int = 0
+    recorded: bool = True
+
+    def active(self, now_ns: int) -> bool:
+        return self.protect_before_ns > 0 and self.enabled_ns < self.until_ns and now_ns < self.until_ns
+
+    def as_dict(self, now_ns: int) -> dict[str, Any]:
+        return {**asdict(self), "active": self.active(now_ns)}
+
+
 @dataclass
 class SweepReport:
     """What one sweep deleted (or, ``dry_run``, would delete)."""
@@ -84,6 +121,8 @@ class SweepReport:
     disk: DiskReport | None = None
     errors: list[str] = field(default_factory=list)
     sample_event_ids: list[str] = field(default_factory=list)  # the first events deleted (or that would be)
+    grace: dict[str, Any] | None = None  # GraceState.as_dict while (or, dry run, if) the upgrade grace protects events
+    policy: dict[str, Any] = field(default_factory=dict)  # Retention.policy(): the ages this sweep applied
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,16 +146,78 @@ class Retention:
         self._lock = threading.Lock()  # one sweep / guard at a time
         self._counted: set[Path] = set()  # files a dry run has counted already
         self._gone: set[str] = set()
+        self._state: GraceState | None = None  # the store's recorded grace (it never changes once recorded)
+        self._protect_ns: int | None = None  # this sweep: events stored before this, and older files, are kept
+
+    # ---- policy and the upgrade grace -----------------------------------------------------------------------
+    def policy(self) -> dict[str, Any]:
+        """The ages in force, in days (null: kept): per severity, per configured source (its effective ages), false
+        detections, clips, snapshots, the upgrade grace (``/api/health`` and ``retention run`` show it)."""
+        c = self.cfg
+        return {"events_days": {sev: c.event_days(sev) for sev in SEVERITIES},
+                "clips_days": c.clips_max_age_days, "snapshots_days": c.snapshots_max_age_days,
+                "false_detections_days": c.false_detections_max_age_days,
+                "sources": {sid: {"events_days": {sev: c.event_days(sev, sid) for sev in SEVERITIES},
+                                  "clips_days": c.clip_days(sid)} for sid in sorted(c.sources)},
+                "upgrade_grace_days": c.upgrade_grace_days}
+
+    def rules(self, now: int) -> ExpiryRules:
+        """The policy's :class:`ExpiryRules` at ``now`` (the sweep adds the grace's protection while it lasts)."""
+        c = self.cfg
+
+        def cut(days: float | None) -> int | None:
+            return None if days is None else now - int(days * DAY_NS)
+
+        by_severity = {sev: cut(c.event_days(sev)) for sev in SEVERITIES}
+        # only the sources whose ages differ from the site-wide ones need their own SQL
+        by_source = {sid: {sev: cut(c.event_days(sev, sid)) for sev in SEVERITIES} for sid, src in c.sources.items()
+                     if src.given("events_max_age_days") or src.events_days_by_severity}
+        fd = c.false_detections_max_age_days
+        return ExpiryRules({k: v for k, v in by_severity.items() if v is not None}, by_source,
+                           false_detection_ns=cut(fd), keep_false_detections=fd is None)
+
+    def grace(self, dry_run: bool = False) -> GraceState:
+        """The store's upgrade grace, recorded on the first call that is not a dry run (see the module docstring)."""
+        if self._state is not None:
+            return self._state
+        days_ns = int(self.cfg.upgrade_grace_days * DAY_NS)
+        st = self.store.retention_state()
+        if "enabled_ns" not in st:
+            now = self.clock()
+            pending = self.store.count_expired(self.rules(now), stored_before_ns=now)
+            values = {"enabled_ns": now, "protect_before_ns": now if pending else 0}
+            if dry_run:
+                return GraceState(now, values["protect_before_ns"], now + days_ns, pending, recorded=False)
+            st = self.store.init_retention_state(values)
+            if st.get("enabled_ns") == now and pending:
+                if days_ns > 0:
+                    log.warning(
+                        "retention: first run on this store, which already holds %d event(s) older than the retention "
+                        "policy (stored before retention was enabled here): nothing stored before %s is deleted until "
+                        "%s (storage.retention.upgrade_grace_days: %g). Confirm or hold what must be kept; "
+                        "`seawatch retention run --dry-run` counts what will go; upgrade_grace_days: 0 starts now",
+                        pending, utc_text(now), utc_text(now + days_ns), self.cfg.upgrade_grace_days)
+                else:
+                    log.info("retention: first run on this store: %d event(s) older than the policy go now "
+                             "(storage.retention.upgrade_grace_days: 0)", pending)
+        enabled, protect = int(st["enabled_ns"]), int(st.get("protect_before_ns", 0))
+        self._state = GraceState(enabled, protect, enabled + days_ns)
+        return self._state
 
     # ---- the sweep --------------------------------------------------------------------------------------------
     def sweep(self, dry_run: bool = False, stop: threading.Event | None = None) -> SweepReport:
         with self._lock:
             t0 = time.monotonic()
-            rep = SweepReport(dry_run=dry_run, started_ns=self.clock())
+            rep = SweepReport(dry_run=dry_run, started_ns=self.clock(), policy=self.policy())
             self._counted = set()
             self._gone = set()  # events deleted (or, dry run, that would be) by this sweep
             steps = [] if dry_run else [("pin held clips", self._pin_held_clips)]
-            steps += [("expire events", self._expire_events), ("media files", self._media_files)]
+            try:
+                self._grace_step(rep, dry_run)
+                steps += [("expire events", self._expire_events), ("media files", self._media_files)]
+            except Exception as exc:  # noqa: BLE001 - without the grace state nothing is deleted (database away)
+                log.exception("retention: upgrade grace state unavailable")
+                rep.errors.append(f"upgrade grace: {exc}")
             for name, step in steps:
                 if stop is not None and stop.is_set():
                     break
@@ -142,15 +243,24 @@ class Retention:
                      rep.orphans, rep.bytes_freed / 1e6, rep.duration_s, rep.held.get("held", 0))
         return rep
 
-    def _cutoffs_ns(self, now: int) -> dict[str, int]:
-        from seawatch.vision.events import SEVERITIES
+    def _grace_step(self, rep: SweepReport, dry_run: bool) -> None:
+        """Sets what this sweep protects; the report says how many events the grace keeps and until when."""
+        g = self.grace(dry_run)
+        now = self.clock()
+        self._protect_ns = g.protect_before_ns if g.active(now) else None
+        if self._protect_ns is None:
+            return
+        if g.recorded:  # the events past the policy that only the grace keeps now
+            pending = self.store.count_expired(self.rules(now), stored_before_ns=g.protect_before_ns)
+            g = replace(g, pending_events=pending)
+        rep.grace = g.as_dict(now)
 
-        out = {}
-        for sev in SEVERITIES:
-            days = self.cfg.event_days(sev)
-            if days is not None:
-                out[sev] = now - int(days * DAY_NS)
-        return out
+    def _protected(self, row: MediaRow) -> bool:
+        return self._protect_ns is not None and row.stored_ns < self._protect_ns
+
+    def _orphan_ok(self, mtime_s: float, orphan_before_s: float) -> bool:
+        """A file no event refers to may go: older than the margin, and not from before the upgrade grace's start."""
+        return mtime_s < orphan_before_s and (self._protect_ns is None or mtime_s >= self._protect_ns / 1e9)
 
     def _pin_held_clips(self, rep: SweepReport, dry_run: bool, stop) -> None:
         """Cut the clip of each held, closed event while its recordings still exist."""
@@ -172,10 +282,13 @@ class Retention:
                 log.debug("retention: clip of held event %s not cut: %s", row.id, exc)
 
     def _expire_events(self, rep: SweepReport, dry_run: bool, stop) -> None:
-        cutoffs = self._cutoffs_ns(self.clock())
+        now = self.clock()
+        rules = self.rules(now)
+        if self._protect_ns is not None:
+            rules = replace(rules, protect_stored_before_ns=self._protect_ns)
         after = None
         while not (stop is not None and stop.is_set()):
-            rows = self.store.expired_events(cutoffs, after=after, limit=self.cfg.batch_size)
+            rows = self.store.expired_events(rules, after=after, limit=self.cfg.batch_size)
             if not rows:
                 return
             after = (rows[-1].at_ns, rows[-1].id)
@@ -183,7 +296,7 @@ class Retention:
                 gone = rows
             else:
                 t = time.monotonic()
-                gone = self.store.delete_expired([r.id for r in rows])
+                gone = self.store.delete_expired([r.id for r in rows], rules)
                 rep.max_batch_s = max(rep.max_batch_s, round(time.monotonic() - t, 4))
             rep.batches += 1
             rep.events += len(gone)
@@ -262,15 +375,14 @@ class Retention:
     def _media_files(self, rep: SweepReport, dry_run: bool, stop) -> None:
         now = self.clock()
         orphan_before_s = time.time() - self.cfg.orphan_min_age_s  # file times are the file system's (wall clock)
-        snap_days, clip_days = self.cfg.snapshots_max_age_days, self.cfg.clips_max_age_days
+        snap_days = self.cfg.snapshots_max_age_days
         snap_cut = None if snap_days is None else now - int(snap_days * DAY_NS)
-        clip_cut = None if clip_days is None else now - int(clip_days * DAY_NS)
         for kind, suffix in (("snapshots", ".jpg"), ("telemetry", ".json"), ("clips", ".mp4")):
             for files in self._batches(self.media_dir / kind, suffix, rep, dry_run, orphan_before_s):
                 if stop is not None and stop.is_set():
                     return
                 if kind == "clips":
-                    self._check_clips(files, rep, dry_run, orphan_before_s, clip_cut)
+                    self._check_clips(files, rep, dry_run, orphan_before_s, now)
                 else:
                     self._check_by_id(kind, files, rep, dry_run, orphan_before_s, snap_cut)
 
@@ -293,7 +405,7 @@ class Retention:
                 if not e.is_file(follow_symlinks=False):
                     continue
                 if e.name.endswith(".tmp"):  # a write a crash interrupted
-                    if mtime < orphan_before_s and self._unlink(Path(e.path), rep, dry_run):
+                    if self._orphan_ok(mtime, orphan_before_s) and self._unlink(Path(e.path), rep, dry_run):
                         rep.orphans["tmp"] += 1
                     continue
                 if not e.name.endswith(suffix):
@@ -328,14 +440,15 @@ class Retention:
             rel = path.relative_to(self.media_dir).as_posix()
             referenced = row is not None and (kind == "telemetry" or row.snapshot_uri == rel)
             if not referenced:
-                if mtime < orphan_before_s and self._unlink(path, rep, dry_run):
+                if self._orphan_ok(mtime, orphan_before_s) and self._unlink(path, rep, dry_run):
                     rep.orphans[kind] += 1
             elif (kind == "snapshots" and snap_cut is not None and not row.held and not row.open
+                  and not row.false_detection and not self._protected(row)  # a false detection's frame: training data
                   and row.age_ns < snap_cut and self._unlink(path, rep, dry_run)):
                 rep.snapshots += 1
 
     def _check_clips(self, files: list[tuple[Path, float]], rep: SweepReport, dry_run: bool, orphan_before_s: float,
-                     clip_cut: int | None) -> None:
+                     now: int) -> None:
         for path, mtime in files:
             try:
                 a, b = (int(x) for x in path.stem.split("_", 1))
@@ -344,10 +457,16 @@ class Retention:
             src = path.parent.name
             owners = [r for r in self.store.clip_owners(src, a, b) if r.clip == (src, a, b)]
             if not owners:
-                if mtime < orphan_before_s and self._unlink(path, rep, dry_run):
+                if self._orphan_ok(mtime, orphan_before_s) and self._unlink(path, rep, dry_run):
                     rep.orphans["clips"] += 1
-            elif (clip_cut is not None and b < clip_cut and not any(r.held or r.open for r in owners)
-                  and all(r.age_ns < clip_cut for r in owners) and self._unlink(path, rep, dry_run)):
+                continue
+            # each owner's own source age (a clip shared by two incidents goes when both may lose it)
+            days = [self.cfg.clip_days(r.source_id) for r in owners]
+            if any(d is None for d in days) or any(r.held or r.open or self._protected(r) for r in owners):
+                continue
+            cuts = [now - int(d * DAY_NS) for d in days]
+            if (b < min(cuts) and all(r.age_ns < c for r, c in zip(owners, cuts))
+                    and self._unlink(path, rep, dry_run)):
                 rep.clips += 1
 
     # ---- disk guard ------------------------------------------------------------------------------------------
@@ -465,6 +584,7 @@ class RetentionWorker:
         self.totals = {"events": 0, "snapshots": 0, "clips": 0, "telemetry": 0, "orphans": 0, "bytes_freed": 0,
                        "guard_recordings": 0, "guard_clips": 0, "guard_bytes": 0, "sweeps": 0}
         self.last_error: str | None = None
+        self.grace: dict[str, Any] | None = None  # the upgrade grace while it protects events (health shows it)
 
     def start(self) -> "RetentionWorker":
         self._thread = threading.Thread(target=self._run, name="seawatch-retention", daemon=True)
@@ -484,7 +604,26 @@ class RetentionWorker:
         self._thread = None
         return True
 
+    def _check_grace(self) -> None:
+        """At start: record when retention first ran on the store (and warn when an upgraded store's old events wait
+        out the grace), so that health says so before the first sweep."""
+        try:
+            g = self.retention.grace()
+            now = self.retention.clock()
+            if g.active(now):
+                g = replace(g, pending_events=self.retention.store.count_expired(
+                    self.retention.rules(now), stored_before_ns=g.protect_before_ns))
+                with self._status_lock:
+                    self.grace = g.as_dict(now)
+                log.info("retention: upgrade grace until %s: %d event(s) stored before %s are kept until then",
+                         utc_text(g.until_ns), g.pending_events, utc_text(g.protect_before_ns))
+        except Exception as exc:  # noqa: BLE001 - the first sweep tries again (and deletes nothing without it)
+            log.exception("retention: upgrade grace state unavailable")
+            with self._status_lock:
+                self.last_error = f"upgrade grace: {exc}"
+
     def _run(self) -> None:
+        self._check_grace()
         next_sweep = time.monotonic() + self.cfg.first_sweep_delay_s
         next_disk = time.monotonic()
         while not self._stop.is_set():
@@ -517,6 +656,7 @@ class RetentionWorker:
             self._record_disk(rep.disk)
         with self._status_lock:
             self.last_sweep = rep
+            self.grace = rep.grace
             self.last_error = "; ".join(rep.errors) or None
             t = self.totals
             t["sweeps"] += 1
@@ -538,13 +678,14 @@ class RetentionWorker:
         with self._status_lock:
             last = self.last_sweep
             guard = self.last_disk
-            cfg = self.retention.cfg
+            grace = self.grace if self.grace is not None and self.retention.clock() < self.grace["until_ns"] else None
             out = {
                 "enabled": True,
                 "running": self._thread is not None and self._thread.is_alive(),
                 # the policy, so a reviewer can be told when an unheld event goes (days after its last phase)
-                "policy": {"events_days": {sev: cfg.event_days(sev) for sev in SEVERITIES},
-                           "clips_days": cfg.clips_max_age_days, "snapshots_days": cfg.snapshots_max_age_days},
+                "policy": self.retention.policy(),
+                # an upgraded store's old events waiting out the grace: how many, until when (null: none wait)
+                "grace": None if grace is None else dict(grace),
                 "disk": disk,
                 "disk_guard": None if guard is None else {"at_ns": guard.at_ns, "low": guard.low,
                                                           "freed_bytes": guard.freed_bytes,

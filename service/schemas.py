@@ -232,6 +232,32 @@ class AuditOut(BaseModel):
     reason: Literal["", "false_detection"] = ""
 
 
+class HoldOut(BaseModel):
+    """A hold on an event (``event_holds``): while ``active``, retention never deletes the event nor its media. A
+    lifted hold stays listed, with who lifted it, when and why."""
+
+    id: int = Field(description="the hold's id (DELETE /events/{id}/hold with {hold_id} lifts this one)")
+    reason: Literal["evidence_export", "manual"] = Field(description="evidence_export: an evidence package was "
+                                                         "exported; manual: a reviewer's hold")
+    by: str = Field(description="who put it: user:NAME or key:NAME")
+    at_ns: int
+    note: str
+    active: bool = Field(description="false once lifted")
+    released_ns: int | None = Field(None, description="when it was lifted (null: active)")
+    released_by: str | None = Field(None, description="who lifted it: user:NAME or key:NAME")
+    release_note: str = Field("", description="why it was lifted")
+
+
+class HoldReleaseIn(BaseModel):
+    """Lifting holds: by default every active reviewer's (``manual``) hold of the event; ``hold_id`` names one hold
+    (an evidence export's only by an admin, with a ``note``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field("", max_length=2000, description="why the hold is lifted (required for an evidence export's)")
+    hold_id: int | None = Field(None, ge=1, description="lift only this hold (ids: GET /events/{id}/holds)")
+
+
 class LoginIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

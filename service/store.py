@@ -18,9 +18,9 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -95,8 +95,9 @@ ignore_table = sa.Table(
 sa.Index("ix_ignore_areas_source", ignore_table.c.source_id, ignore_table.c.id)
 sa.Index("ux_ignore_areas_event", ignore_table.c.event_id, unique=True)  # migration 0008: one area per event
 
-# holds (migration 0007): an event with a hold row is never deleted by retention, nor its media; one row per evidence
-# export (who, when) or reviewer's hold. A confirmed event is held by its review status alone.
+# holds (migration 0007): an event with an active hold row is never deleted by retention, nor its media; one row per
+# evidence export (who, when) or reviewer's hold. A confirmed event is held by its review status alone. A lifted hold
+# (migration 0009) stays as a row with released_ns / released_by / release_note: the audit trail keeps it.
 holds_table = sa.Table(
     "event_holds",
     metadata,
@@ -106,9 +107,21 @@ holds_table = sa.Table(
     sa.Column("by", sa.String(128), nullable=False),
     sa.Column("at_ns", sa.BigInteger, nullable=False),
     sa.Column("note", sa.Text, nullable=False, server_default=""),
+    sa.Column("released_ns", sa.BigInteger, nullable=True),  # migration 0009: NULL while the hold holds
+    sa.Column("released_by", sa.String(128), nullable=True),
+    sa.Column("release_note", sa.Text, nullable=False, server_default=""),
 )
 sa.Index("ix_event_holds_event", holds_table.c.event_id, holds_table.c.id)
 HOLD_REASONS: tuple[str, ...] = ("evidence_export", "manual")
+
+# named times of the store (migration 0009), UTC ns: ``enabled_ns`` (retention first ran on it) and
+# ``protect_before_ns`` (events stored before it wait out the upgrade grace; 0: none)
+retention_state_table = sa.Table(
+    "retention_state",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value_ns", sa.BigInteger, nullable=False),
+)
 
 SORTS = {
     "-start_ns": ("start_ns", True),
@@ -394,8 +407,9 @@ class IgnoreArea:
 class MediaRow:
     """What retention needs to know of one stored event: its files and whether it may go.
 
-    ``held``: confirmed by a reviewer or with a hold row (never deleted automatically); ``open``: no end yet;
-    ``age_ns``: the later of its last time (``at_ns``) and when it was stored (a clock far off cannot age it early).
+    ``held``: confirmed by a reviewer or with an active hold (never deleted automatically); ``open``: no end yet;
+    ``age_ns``: the later of its last time (``at_ns``) and when it was stored (a clock far off cannot age it early);
+    ``false_detection``: dismissed, its newest review saying the detector was wrong (training data).
     """
 
     id: str
@@ -407,12 +421,89 @@ class MediaRow:
     held: bool
     snapshot_uri: str | None
     clip: tuple[str, int, int] | None  # (source_id, start_ns, end_ns) of a closed clip window
+    stored_ns: int = 0
+    false_detection: bool = False
+
+
+@dataclass(frozen=True)
+class ExpiryRules:
+    """Which closed, unheld events retention deletes now. Cutoffs are UTC ns: an event is past one when both its last
+    time (``at_ns``) and when it was stored (``stored_ns``) are before it.
+
+    ``by_severity``: the cutoff per severity of events whose source is not in ``by_source`` (a severity left out:
+    kept); ``by_source``: a source's own cutoffs per severity (left out or None: kept); a false detection must also
+    be past ``false_detection_ns`` (None: no more than the others), or is kept when ``keep_false_detections``;
+    ``protect_stored_before_ns``: events stored before it are kept (the upgrade grace; None: none are).
+    """
+
+    by_severity: Mapping[str, int]
+    by_source: Mapping[str, Mapping[str, int | None]] = field(default_factory=dict)
+    false_detection_ns: int | None = None
+    keep_false_detections: bool = False
+    protect_stored_before_ns: int | None = None
+
+
+def _active_hold() -> Any:
+    """EXISTS an unreleased hold row of the event (the outer query's ``events`` row)."""
+    h, t = holds_table, events_table
+    return sa.exists().where(h.c.event_id == t.c.id, h.c.released_ns.is_(None))
 
 
 def _held_expr() -> Any:
     t = events_table
-    return sa.or_(t.c.review_status == "confirmed",
-                  sa.exists().where(holds_table.c.event_id == t.c.id))
+    return sa.or_(t.c.review_status == "confirmed", _active_hold())
+
+
+def _false_detection_expr() -> Any:
+    """Dismissed, and the newest review action says the detector was wrong (as ``seawatch reviews export`` reads it);
+    one probe of the (event_id, id) index of review_actions."""
+    t, r = events_table, review_table
+    newest = (sa.select(r.c.reason).where(r.c.event_id == t.c.id).order_by(r.c.id.desc()).limit(1)
+              .correlate(t).scalar_subquery())
+    return sa.and_(t.c.review_status == "dismissed", sa.func.coalesce(newest, "") == "false_detection")
+
+
+def _past(cut: int) -> Any:
+    t = events_table
+    return sa.and_(t.c.at_ns < _clamp64(cut), t.c.stored_ns < _clamp64(cut))
+
+
+def _expiry_conds(rules: ExpiryRules) -> list[Any] | None:
+    """WHERE conditions of the events ``rules`` expire (None: none can). The plain ``at_ns`` bound comes first, so the
+    walk along the (at_ns, id) index stops at the newest cutoff; the per-source and per-severity cutoffs, the false
+    detection test (a correlated probe, only for dismissed rows) and the holds test run on the rows it reads."""
+    t = events_table
+    groups, cuts = [], []
+    for src, by_sev in rules.by_source.items():
+        sevs = {k: c for k, c in by_sev.items() if c is not None}
+        if len(set(sevs.values())) == 1 and len(sevs) == len(SEVERITIES):  # one age for every severity
+            groups.append(sa.and_(t.c.source_id == src, _past(next(iter(sevs.values())))))
+        elif sevs:
+            by_sev_cond = sa.or_(*(sa.and_(t.c.severity == k, _past(c)) for k, c in sevs.items()))
+            groups.append(sa.and_(t.c.source_id == src, by_sev_cond))
+        cuts += list(sevs.values())
+    if rules.by_severity:
+        sev = sa.or_(*(sa.and_(t.c.severity == k, _past(c)) for k, c in rules.by_severity.items()))
+        groups.append(sa.and_(t.c.source_id.not_in(list(rules.by_source)), sev) if rules.by_source else sev)
+        cuts += list(rules.by_severity.values())
+    if not groups:
+        return None
+    conds: list[Any] = [t.c.at_ns < _clamp64(max(cuts)), t.c.end_ns.is_not(None),
+                        groups[0] if len(groups) == 1 else sa.or_(*groups),
+                        t.c.review_status != "confirmed", ~_active_hold()]
+    if rules.keep_false_detections:
+        conds.append(sa.not_(_false_detection_expr()))
+    elif rules.false_detection_ns is not None:
+        conds.append(sa.or_(sa.not_(_false_detection_expr()), _past(rules.false_detection_ns)))
+    if rules.protect_stored_before_ns is not None:
+        conds.append(t.c.stored_ns >= _clamp64(rules.protect_stored_before_ns))
+    return conds
+
+
+def _hold_dict(r) -> dict[str, Any]:
+    return {"id": int(r.id), "reason": r.reason, "by": r.by, "at_ns": int(r.at_ns), "note": r.note,
+            "active": r.released_ns is None, "released_ns": None if r.released_ns is None else int(r.released_ns),
+            "released_by": r.released_by, "release_note": r.release_note or ""}
 
 
 def _media_row(row) -> MediaRow:
@@ -426,7 +517,8 @@ def _media_row(row) -> MediaRow:
     if clip.get("end_ns") is not None and clip.get("start_ns") is not None:
         window = (str(clip.get("source_id", row.source_id)), int(clip["start_ns"]), int(clip["end_ns"]))
     return MediaRow(row.id, row.source_id, row.severity, int(row.at_ns), max(int(row.at_ns), int(row.stored_ns)),
-                    row.end_ns is None, bool(row.held), snap.get("uri") if isinstance(snap, dict) else None, window)
+                    row.end_ns is None, bool(row.held), snap.get("uri") if isinstance(snap, dict) else None, window,
+                    int(row.stored_ns), bool(row.fd))
 
 
 class AreaExists(InputError):
@@ -732,8 +824,9 @@ class EventStore:
                           row.created_by, int(row.created_ns))
 
     # ---- holds and retention -------------------------------------------------------------------------------
-    def hold(self, event_id: str, reason: str, by: str, note: str = "", at_ns: int | None = None) -> None:
-        """Put a hold on an event (KeyError if unknown): retention never deletes it nor its media."""
+    def hold(self, event_id: str, reason: str, by: str, note: str = "", at_ns: int | None = None) -> int:
+        """Put a hold on an event (KeyError if unknown): retention never deletes it nor its media while the hold is
+        active. Returns the hold's id."""
         if reason not in HOLD_REASONS:
             raise InputError(f"hold reason must be one of {HOLD_REASONS}, not {reason!r}")
         if "\x00" in note or "\x00" in by:
@@ -742,53 +835,103 @@ class EventStore:
         with self._write_lock, self.engine.begin() as conn:
             if conn.execute(sa.select(events_table.c.id).where(events_table.c.id == event_id)).first() is None:
                 raise KeyError(event_id)
-            conn.execute(holds_table.insert().values(event_id=event_id, reason=reason, by=by, at_ns=at, note=note))
+            res = conn.execute(holds_table.insert().values(event_id=event_id, reason=reason, by=by, at_ns=at, note=note))
+            return int(res.inserted_primary_key[0])
+
+    def release_holds(self, event_id: str, by: str, note: str = "", *, hold_id: int | None = None,
+                      reasons: Sequence[str] | None = None, at_ns: int | None = None) -> list[dict[str, Any]]:
+        """Lift the active holds of an event: ``hold_id`` only that one, else those whose reason is in ``reasons``
+        (None: every one). A lifted hold is marked released (who, when, why), never deleted. Returns the holds lifted
+        (none: nothing matched, or another desk lifted them first); KeyError when the event is unknown. An
+        evidence export's hold is lifted only with a ``note`` saying why (InputError)."""
+        if "\x00" in note or "\x00" in by:
+            raise InputError("a hold release must not contain NUL characters")
+        at = time.time_ns() if at_ns is None else int(at_ns)
+        h = holds_table
+        conds = [h.c.event_id == event_id, h.c.released_ns.is_(None)]
+        if hold_id is not None:
+            conds.append(h.c.id == int(hold_id))
+        if reasons is not None:
+            conds.append(h.c.reason.in_(list(reasons)))
+        with self._write_lock, self.engine.begin() as conn:
+            if conn.execute(sa.select(events_table.c.id).where(events_table.c.id == event_id)).first() is None:
+                raise KeyError(event_id)
+            rows = conn.execute(sa.select(h.c.id, h.c.reason).where(*conds).order_by(h.c.id)).all()
+            if not note.strip() and any(r.reason == "evidence_export" for r in rows):
+                raise InputError("lifting an evidence export's hold needs a note saying why (the exported package "
+                                 "can no longer be checked against the original once it is deleted)")
+            ids = [r.id for r in rows]
+            if ids:
+                # released_ns IS NULL again: a desk that lifted one meanwhile keeps its record
+                conn.execute(h.update().where(h.c.id.in_(ids), h.c.released_ns.is_(None))
+                             .values(released_ns=at, released_by=by, release_note=note))
+            lifted = conn.execute(sa.select(h).where(h.c.id.in_(ids), h.c.released_ns == at, h.c.released_by == by)
+                                  .order_by(h.c.id)).all() if ids else []
+        return [_hold_dict(r) for r in lifted]
 
     def holds(self, event_id: str) -> list[dict[str, Any]]:
-        """The hold rows of an event, oldest first."""
+        """The hold rows of an event, oldest first, lifted ones included (``active`` False, with who lifted them,
+        when and why)."""
         h = holds_table
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(h).where(h.c.event_id == event_id).order_by(h.c.id)).all()
-        return [{"reason": r.reason, "by": r.by, "at_ns": r.at_ns, "note": r.note} for r in rows]
+        return [_hold_dict(r) for r in rows]
 
     def with_holds(self, ids: Sequence[str]) -> set[str]:
-        """Which of these events have a hold row (an evidence export, a reviewer's hold); one indexed query."""
+        """Which of these events have an active hold (an evidence export, a reviewer's hold); one indexed query."""
         if not ids:
             return set()
         h = holds_table
         with self.engine.connect() as conn:
-            return set(conn.execute(sa.select(h.c.event_id).where(h.c.event_id.in_(list(ids))).distinct()).scalars())
+            return set(conn.execute(sa.select(h.c.event_id).where(h.c.event_id.in_(list(ids)), h.c.released_ns.is_(None))
+                                    .distinct()).scalars())
 
     def held_counts(self) -> dict[str, int]:
-        """Events retention keeps whatever their age: ``confirmed``, ``holds`` (events with a hold row), ``held``
+        """Events retention keeps whatever their age: ``confirmed``, ``holds`` (events with an active hold), ``held``
         (either), ``open``."""
         t, h = events_table, holds_table
         with self.engine.connect() as conn:
             confirmed = int(conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.review_status == "confirmed")).scalar_one())
-            holds = int(conn.execute(sa.select(sa.func.count(sa.distinct(h.c.event_id)))).scalar_one())
+            holds = int(conn.execute(sa.select(sa.func.count(sa.distinct(h.c.event_id)))
+                                     .where(h.c.released_ns.is_(None))).scalar_one())
             held = int(conn.execute(sa.select(sa.func.count()).select_from(t).where(_held_expr())).scalar_one())
             opened = int(conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.end_ns.is_(None))).scalar_one())
         return {"confirmed": confirmed, "holds": holds, "held": held, "open": opened}
+
+    def retention_state(self) -> dict[str, int]:
+        """The store's retention times (``enabled_ns``, ``protect_before_ns``); empty before retention first ran."""
+        r = retention_state_table
+        with self.engine.connect() as conn:
+            return {row.name: int(row.value_ns) for row in conn.execute(sa.select(r))}
+
+    def init_retention_state(self, values: Mapping[str, int]) -> dict[str, int]:
+        """Record ``values`` unless the store already has an ``enabled_ns`` (another process, or an earlier start, was
+        first: its values stand); returns what the store holds."""
+        r = retention_state_table
+        try:
+            with self._write_lock, self.engine.begin() as conn:
+                if conn.execute(sa.select(r.c.name).where(r.c.name == "enabled_ns")).first() is None:
+                    conn.execute(r.insert(), [{"name": k, "value_ns": _clamp64(v)} for k, v in values.items()])
+        except sa.exc.IntegrityError:  # a second process sharing the database inserted them between check and insert
+            pass
+        return self.retention_state()
 
     _MEDIA_COLS = (events_table.c.id, events_table.c.source_id, events_table.c.severity, events_table.c.at_ns,
                    events_table.c.stored_ns, events_table.c.end_ns, events_table.c.data)
 
     def _media_select(self) -> sa.Select:
-        return sa.select(*self._MEDIA_COLS, _held_expr().label("held"))
+        return sa.select(*self._MEDIA_COLS, _held_expr().label("held"), _false_detection_expr().label("fd"))
 
-    def expired_events(self, cutoffs_ns: dict[str, int], after: tuple[int, str] | None = None,
+    def expired_events(self, rules: ExpiryRules | Mapping[str, int], after: tuple[int, str] | None = None,
                        limit: int = 500) -> list[MediaRow]:
-        """Closed, unheld events older than their severity's cutoff (``{severity: ns}``; a severity not in it is
-        kept), oldest first along the ``at_ns`` index, after the ``(at_ns, id)`` cursor ``after``. Both ``at_ns`` and
-        ``stored_ns`` must be before the cutoff."""
-        if not cutoffs_ns:
+        """Closed, unheld events the :class:`ExpiryRules` expire (a plain ``{severity: cutoff ns}`` is
+        ``ExpiryRules(by_severity=...)``), oldest first along the ``at_ns`` index, after the ``(at_ns, id)`` cursor
+        ``after``."""
+        rules = rules if isinstance(rules, ExpiryRules) else ExpiryRules(dict(rules))
+        conds = _expiry_conds(rules)
+        if conds is None:
             return []
         t = events_table
-        conds: list[Any] = [t.c.at_ns < max(cutoffs_ns.values()), t.c.end_ns.is_not(None),
-                            sa.or_(*(sa.and_(t.c.severity == sev, t.c.at_ns < cut, t.c.stored_ns < cut)
-                                     for sev, cut in cutoffs_ns.items())),
-                            t.c.review_status != "confirmed",
-                            ~sa.exists().where(holds_table.c.event_id == t.c.id)]
         if after is not None:
             # the plain range first: the index walk starts at the cursor instead of testing the OR from the start
             conds += [t.c.at_ns >= after[0], sa.or_(t.c.at_ns > after[0], sa.and_(t.c.at_ns == after[0], t.c.id > after[1]))]
@@ -796,20 +939,35 @@ class EventStore:
         with self.engine.connect() as conn:
             return [_media_row(r) for r in conn.execute(stmt)]
 
-    def delete_expired(self, ids: Sequence[str]) -> list[MediaRow]:
+    def count_expired(self, rules: ExpiryRules, stored_before_ns: int | None = None) -> int:
+        """How many events ``rules`` expire (only those stored before ``stored_before_ns`` when given)."""
+        conds = _expiry_conds(rules)
+        if conds is None:
+            return 0
+        if stored_before_ns is not None:
+            conds.append(events_table.c.stored_ns < _clamp64(stored_before_ns))
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(events_table).where(*conds)).scalar_one())
+
+    def delete_expired(self, ids: Sequence[str], rules: ExpiryRules | None = None) -> list[MediaRow]:
         """Delete these events (and their audit trail) in one transaction, each only if it is still closed and
-        unheld (a reviewer may have confirmed it since it was selected); returns the rows deleted, whose files the
-        caller removes after the commit."""
+        unheld, and still expired by ``rules`` when given (a reviewer may have confirmed it, held it or called it a
+        false detection since it was selected); returns the rows deleted, whose files the caller removes after the
+        commit."""
         if not ids:
             return []
         t = events_table
+        base = [t.c.end_ns.is_not(None), t.c.review_status != "confirmed", ~_active_hold()]
+        if rules is not None:
+            conds = _expiry_conds(rules)
+            if conds is None:
+                return []
+            base = conds
         with self._write_lock, self.engine.begin() as conn:
-            rows = [_media_row(r) for r in conn.execute(self._media_select().where(t.c.id.in_(list(ids))))]
+            rows = [_media_row(r) for r in conn.execute(self._media_select().where(t.c.id.in_(list(ids)), *base))]
             gone = [r for r in rows if not r.open and not r.held]
             if gone:
-                conn.execute(t.delete().where(t.c.id.in_([r.id for r in gone]), t.c.end_ns.is_not(None),
-                                              t.c.review_status != "confirmed",
-                                              ~sa.exists().where(holds_table.c.event_id == t.c.id)))
+                conn.execute(t.delete().where(t.c.id.in_([r.id for r in gone]), *base))
         return gone
 
     def media_rows(self, ids: Sequence[str]) -> dict[str, MediaRow]:

@@ -18,7 +18,7 @@ from seawatch.service.config import RetentionConfig, load_config
 from seawatch.service.retention import Retention, RetentionWorker
 from seawatch.service.store import EventStore, events_table
 from seawatch.vision.events import ClipRef, Event, Snapshot
-from test_service_store import db_url, new_pg_database, postgres_server, store  # noqa: F401 - fixtures: both databases
+from test_service_store import db_url, new_pg_database, postgres_server, sqlite_store, store  # noqa: F401 - fixtures: both databases
 
 S = 1_000_000_000
 DAY = 86_400 * S
@@ -26,8 +26,10 @@ NOW = time.time_ns()
 
 
 def cfg(**kw) -> RetentionConfig:
+    """A retention policy for the tests: no upgrade grace unless ``upgrade_grace_days`` is given (the tests below it
+    are about a store retention has run on for long)."""
     base = dict(events_max_age_days=90, clips_max_age_days=30, orphan_min_age_s=3600, batch_size=2, batch_pause_s=0.0,
-                min_free_disk_pct=0, min_free_disk_gb=0)
+                min_free_disk_pct=0, min_free_disk_gb=0, upgrade_grace_days=0)
     base.update(kw)
     return RetentionConfig.model_validate(base)
 
@@ -206,7 +208,7 @@ def test_age_counts_from_when_the_event_was_stored_too(store, tmp_path):
 
 def test_schema_has_the_holds_table_at_head(store):
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0008"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0009"
     assert sa.inspect(store.engine).has_table("event_holds")
     with pytest.raises(KeyError):
         store.hold("nope", "manual", "rita")
@@ -282,7 +284,7 @@ def _app_settings(tmp_path, db_url, **retention):
     return load_config(data={
         "storage": {"data_dir": str(tmp_path), "database_url": db_url, "media_dir": str(tmp_path / "media"),
                     "retention": {"first_sweep_delay_s": 0, "min_free_disk_pct": 0, "min_free_disk_gb": 0,
-                                  "batch_pause_s": 0, **retention}},
+                                  "batch_pause_s": 0, "upgrade_grace_days": 0, **retention}},
         "auth": {"api_keys": [{"name": "rev", "role": "reviewer", "key_sha256": hash_api_key("rev-key")}]},
     })
 
@@ -361,10 +363,10 @@ def test_worker_stops_within_its_timeout_even_mid_sweep(store, tmp_path, monkeyp
     started = threading.Event()
     real = store.delete_expired
 
-    def slow(ids):
+    def slow(ids, rules=None):
         started.set()
         time.sleep(0.3)
-        return real(ids)
+        return real(ids, rules)
 
     monkeypatch.setattr(store, "delete_expired", slow)
     w = RetentionWorker(replace_cfg(ret, first_sweep_delay_s=0)).start()
@@ -386,7 +388,8 @@ def test_cli_retention_run(store, db_url, tmp_path, capsys):
     put_event(store, media, "old", 200)
     put_event(store, media, "new", 1)
     cfg_file = tmp_path / "site.yaml"
-    cfg_file.write_text(f"storage: {{data_dir: {tmp_path}, retention: {{min_free_disk_pct: 0, min_free_disk_gb: 0}}}}\n")
+    cfg_file.write_text(f"storage: {{data_dir: {tmp_path}, retention: {{min_free_disk_pct: 0, min_free_disk_gb: 0, "
+                        "upgrade_grace_days: 0}}\n")
     args = ["retention", "run", "--config", str(cfg_file), "--database", db_url, "--media-dir", str(media)]
     assert main([*args, "--dry-run", "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
@@ -460,3 +463,320 @@ def test_a_held_events_clip_is_cut_before_its_recordings_expire(store, tmp_path)
     again = ret.sweep()
     assert again.clips_pinned == 0 and again.clips == 0 and path.exists()
 
+
+
+# ---- per-source ages -----------------------------------------------------------------------------------------------
+def test_per_source_ages_beat_the_site_wide_ones(store, tmp_path):
+    """A quay camera kept a year (its clips 250 days), a car park 30 days (its clips a week), a gate camera's low
+    events 10 days; the other cameras follow the site-wide ages (90 days, critical 730). A camera's own age beats the
+    site's severity table."""
+    media = tmp_path / "media"
+    c = cfg(events_max_age_days=90, events_days_by_severity={"critical": 730}, clips_max_age_days=30, sources={
+        "quay": {"events_max_age_days": 365, "clips_max_age_days": 250},
+        "park": {"events_max_age_days": 30, "clips_max_age_days": 7},
+        "gate": {"events_days_by_severity": {"low": 10}}})
+    evs = {
+        "quay200": put_event(store, media, "quay200", 200, source="quay"),  # the old code deleted it (90 days)
+        "quay400": put_event(store, media, "quay400", 400, source="quay"),
+        "quaycrit400": put_event(store, media, "quaycrit400", 400, source="quay", severity="critical"),
+        "park40": put_event(store, media, "park40", 40, source="park"),  # the old code kept it (90 days)
+        "parkcrit40": put_event(store, media, "parkcrit40", 40, source="park", severity="critical"),
+        "park10": put_event(store, media, "park10", 10, source="park"),
+        "gatelow20": put_event(store, media, "gatelow20", 20, source="gate", severity="low"),
+        "gatehigh20": put_event(store, media, "gatehigh20", 20, source="gate"),
+        "cam100": put_event(store, media, "cam100", 100),
+        "camcrit100": put_event(store, media, "camcrit100", 100, severity="critical"),
+    }
+    age_files(media, 2 * 86400)
+    dry = Retention(store, media, c).sweep(dry_run=True)
+    rep = Retention(store, media, c).sweep()
+    gone = {"quay400", "quaycrit400", "park40", "parkcrit40", "gatelow20", "cam100"}
+    assert rep.errors == [] and sorted(rep.sample_event_ids) == sorted(gone) and rep.events == 6 == dry.events
+    left = {r[0] for r in store.engine.connect().execute(sa.text("select id from events"))}
+    assert left == set(evs) - gone
+    # clips: park's go after 7 days (park10's, 10 days old), quay's are kept 250 days, the others' after 30 days
+    clip = {k: files_of(media, ev)[2] for k, ev in evs.items()}
+    assert not clip["park10"].exists() and store.get("park10") is not None
+    assert clip["gatehigh20"].exists() and clip["quay200"].exists() and clip["camcrit100"].exists() is False
+    assert rep.policy["sources"]["quay"]["events_days"] == {"low": 365, "medium": 365, "high": 365, "critical": 365}
+    assert rep.policy["sources"]["gate"]["events_days"] == {"low": 10, "medium": 90, "high": 90, "critical": 730}
+    assert rep.policy["sources"]["park"]["clips_days"] == 7 and rep.policy["clips_days"] == 30
+
+
+def test_a_source_kept_forever_and_the_others_swept(store, tmp_path):
+    media = tmp_path / "media"
+    put_event(store, media, "evidence-cam", 5000, source="court")
+    put_event(store, media, "other", 5000)
+    rep = Retention(store, media, cfg(sources={"court": {"events_max_age_days": None, "clips_max_age_days": None}})).sweep()
+    assert rep.sample_event_ids == ["other"] and store.get("evidence-cam") is not None
+    assert all(p.exists() for p in files_of(media, store.get("evidence-cam")))
+
+
+def test_the_per_source_sweep_stays_one_index_walk(sqlite_store):
+    """The expiry query walks the (at_ns, id) index from the oldest event, whatever the number of sources and
+    severities in the rules (no scan of the whole table, no temporary sort); on SQLite (PostgreSQL's plan depends on
+    its statistics)."""
+    store = sqlite_store
+    from seawatch.service.store import _expiry_conds
+
+    c = cfg(events_days_by_severity={"critical": 730}, sources={"quay": {"events_max_age_days": 365},
+                                                                "park": {"events_days_by_severity": {"low": 10}}})
+    rules = Retention(store, "/nonexistent", c).rules(NOW)
+    assert set(rules.by_source) == {"quay", "park"}
+    stmt = store._media_select().where(*_expiry_conds(rules)).order_by(events_table.c.at_ns, events_table.c.id).limit(500)
+    compiled = stmt.compile(dialect=store.engine.dialect, compile_kwargs={"render_postcompile": True})
+    with store.engine.connect() as conn:
+        params = tuple(compiled.params[k] for k in compiled.positiontup or ())
+        plan = " | ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + str(compiled), params))
+    assert "SEARCH events USING INDEX ix_events_at (at_ns<?)" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
+
+
+# ---- false detections: the training data of `seawatch reviews export` ------------------------------------------
+def test_false_detections_are_kept_longer_with_their_snapshot(store, tmp_path):
+    media = tmp_path / "media"
+    c = cfg(snapshots_max_age_days=20, sources={"quay": {"events_max_age_days": 730}})
+    evs = {eid: put_event(store, media, eid, age, source=src) for eid, age, src in [
+        ("fd200", 200, "cam-1"), ("fd400", 400, "cam-1"), ("plain200", 200, "cam-1"), ("fd_then_ack", 200, "cam-1"),
+        ("ack_then_fd", 200, "cam-1"), ("quayfd500", 500, "quay"), ("fd50", 50, "cam-1"), ("plain50", 50, "cam-1")]}
+    for eid in ("fd200", "fd400", "fd_then_ack", "quayfd500", "fd50"):
+        store.review(eid, "dismissed", "olga", note="a buoy", reason="false_detection")
+    store.review("plain200", "dismissed", "olga", note="harmless")
+    store.review("plain50", "dismissed", "olga", note="harmless")
+    store.review("fd_then_ack", "acknowledged", "rita")  # the newest verdict is no longer "the detector was wrong"
+    store.review("ack_then_fd", "acknowledged", "olga")
+    store.review("ack_then_fd", "dismissed", "rita", reason="false_detection")
+    age_files(media, 2 * 86400)
+    # null: false detections are kept for good
+    rep = Retention(store, media, cfg(snapshots_max_age_days=20, false_detections_max_age_days=None,
+                                      sources={"quay": {"events_max_age_days": 730}})).sweep()
+    assert sorted(rep.sample_event_ids) == ["fd_then_ack", "plain200"]
+    # the default, 365 days: fd400 goes now; fd200 (the old code deleted it at 90 days) and ack_then_fd stay; the
+    # quay keeps its events 730 days, its false detections as long (the longer of the two)
+    assert c.false_detections_max_age_days == 365
+    rep = Retention(store, media, c).sweep()
+    assert rep.sample_event_ids == ["fd400"]
+    left = {r[0] for r in store.engine.connect().execute(sa.text("select id from events"))}
+    assert left == {"fd200", "ack_then_fd", "quayfd500", "fd50", "plain50"}
+    # a false detection keeps its snapshot (the training frame) past snapshots_max_age_days; its clip goes as any
+    assert files_of(media, evs["fd50"])[0].exists() and files_of(media, evs["fd200"])[0].exists()
+    assert not files_of(media, evs["plain50"])[0].exists()
+    assert not files_of(media, evs["fd50"])[2].exists()
+    # what `seawatch reviews export` reads is still there
+    from seawatch.service.cmd_reviews_export import _verdict
+
+    assert _verdict(store.get("fd200")) == "background" and _verdict(store.get("ack_then_fd")) == "background"
+
+
+def test_a_false_detection_verdict_between_selection_and_delete_keeps_the_event(store, tmp_path):
+    media = tmp_path / "media"
+    put_event(store, media, "a", 200)
+    put_event(store, media, "b", 200)
+    for eid in ("a", "b"):
+        store.review(eid, "dismissed", "olga")
+    ret = Retention(store, media, cfg())
+    rules = ret.rules(NOW)
+    rows = store.expired_events(rules)
+    assert sorted(r.id for r in rows) == ["a", "b"]
+    store.review("a", "dismissed", "rita", reason="false_detection")  # now training data: kept 365 days
+    gone = store.delete_expired([r.id for r in rows], rules)
+    assert [r.id for r in gone] == ["b"] and store.get("a") is not None and store.get("b") is None
+
+
+# ---- upgrade safety: the first sweep of a store that held events before retention -----------------------------------
+def _state(store) -> dict:
+    return store.retention_state()
+
+
+def test_an_upgraded_store_keeps_its_old_events_for_the_grace_period(store, tmp_path, caplog):
+    """A site upgrading from a version without retention: a year of events, none ever swept. The first sweep
+    records when retention started and deletes nothing that existed then (events, their clips and snapshots,
+    orphans) for upgrade_grace_days, with one warning saying how many events wait and from when deletion starts;
+    events stored after that follow the policy at once. After the grace, the old events go."""
+    import logging
+
+    media = tmp_path / "media"
+    old = {eid: put_event(store, media, eid, age) for eid, age in [("y1", 300), ("y2", 200), ("m2", 60)]}
+    orphan = media / "snapshots" / "cam-1" / "ghost_0.jpg"
+    orphan.write_bytes(b"x")
+    age_files(media, 2 * 86400)
+    now = [NOW]
+    c = cfg(events_max_age_days=30, clips_max_age_days=10, upgrade_grace_days=7)
+    # a dry run first: what the first run will do, recording nothing
+    dry = Retention(store, media, c, clock=lambda: now[0]).sweep(dry_run=True)
+    assert dry.events == 0 and dry.grace["recorded"] is False and dry.grace["pending_events"] == 3
+    assert dry.grace["until_ns"] == NOW + 7 * DAY and _state(store) == {}
+    caplog.set_level(logging.WARNING, logger="seawatch.service.retention")
+    ret = Retention(store, media, c, clock=lambda: now[0])
+    rep = ret.sweep()
+    assert rep.errors == [] and rep.events == rep.clips == rep.snapshots == 0 and sum(rep.orphans.values()) == 0
+    assert rep.grace == {"enabled_ns": NOW, "protect_before_ns": NOW, "until_ns": NOW + 7 * DAY, "pending_events": 3,
+                         "recorded": True, "active": True}
+    assert _state(store) == {"enabled_ns": NOW, "protect_before_ns": NOW}
+    warnings_ = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings_) == 1, warnings_
+    from seawatch.service.retention import utc_text
+
+    assert "3 event(s)" in warnings_[0] and f"until {utc_text(NOW + 7 * DAY)}" in warnings_[0]
+    assert all(p.exists() for ev in old.values() for p in files_of(media, ev)) and orphan.exists()
+    # three days on: an event stored a day after retention started, on a camera whose events are kept 1 day, goes
+    # at once (the grace protects only what existed before); the old ones still wait
+    c2 = cfg(events_max_age_days=30, clips_max_age_days=10, upgrade_grace_days=7,
+             sources={"cam-9": {"events_max_age_days": 1, "clips_max_age_days": 1}})
+    put_event(store, media, "fresh", -1, source="cam-9")  # stored a day after retention started
+    now[0] = NOW + 3 * DAY
+    rep = Retention(store, media, c2, clock=lambda: now[0]).sweep()  # another process: the store's record holds
+    assert rep.sample_event_ids == ["fresh"] and rep.grace["pending_events"] == 3
+    assert all(store.get(e) is not None for e in old) and orphan.exists()
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1  # warned once, when it started
+    # the grace is over: the old events, their files and the old orphan go
+    now[0] = NOW + 7 * DAY + 1
+    rep = ret.sweep()
+    assert sorted(rep.sample_event_ids) == ["m2", "y1", "y2"] and rep.grace is None
+    assert not orphan.exists() and not any(p.exists() for ev in old.values() for p in files_of(media, ev))
+
+
+def test_a_new_store_does_not_wait(store, tmp_path):
+    """Retention on from the start (nothing to delete when it first runs): no grace, later events go on time."""
+    media = tmp_path / "media"
+    now = [NOW]
+    ret = Retention(store, media, cfg(events_max_age_days=1, clips_max_age_days=1, upgrade_grace_days=7),
+                    clock=lambda: now[0])
+    assert ret.sweep().grace is None
+    assert _state(store) == {"enabled_ns": NOW, "protect_before_ns": 0}
+    put_event(store, media, "e", -1)  # stored a day later
+    now[0] = NOW + 3 * DAY
+    rep = ret.sweep()
+    assert rep.sample_event_ids == ["e"] and rep.grace is None
+
+
+def test_grace_zero_deletes_at_once(store, tmp_path):
+    media = tmp_path / "media"
+    put_event(store, media, "old", 200)
+    rep = Retention(store, media, cfg(upgrade_grace_days=0)).sweep()
+    assert rep.sample_event_ids == ["old"] and rep.grace is None
+    assert _state(store)["protect_before_ns"] > 0  # recorded: raising the grace later protects what was there
+
+
+def test_schema_0009_keeps_old_holds_active_and_downgrades(db_url):
+    """A database at revision 0008 with a hold: after the upgrade the hold still holds; a downgrade drops lifted
+    holds (the old schema cannot say they were lifted) and keeps the active ones."""
+    from alembic import command
+
+    from seawatch.service.migrations import alembic_config, upgrade
+
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        upgrade(conn, "0008")
+        conn.execute(sa.text("INSERT INTO events (id, type, severity, severity_rank, phase, seq, source_id, zone_id, "
+                             "start_ns, end_ns, at_ns, review_status, search_text, data, stored_ns) VALUES "
+                             "('e', 'fire', 'high', 2, 'end', 0, 'cam-1', '', 1, 2, 2, 'new', '', '{}', 2)"))
+        conn.execute(sa.text("INSERT INTO event_holds (event_id, reason, by, at_ns, note) VALUES "
+                             "('e', 'manual', 'user:rita', 5, 'claim'), ('e', 'manual', 'user:sam', 6, '')"))
+    engine.dispose()
+    store = EventStore.open(db_url)
+    try:
+        assert store.with_holds(["e"]) == {"e"} and [h["active"] for h in store.holds("e")] == [True, True]
+        assert store.retention_state() == {}
+        store.release_holds("e", "user:rita", "settled", hold_id=store.holds("e")[0]["id"])
+        with store.engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0008")
+        with store.engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT by FROM event_holds")).scalars().all()
+            assert rows == ["user:sam"] and not sa.inspect(conn).has_table("retention_state")
+    finally:
+        store.close()
+
+
+# ---- the service and the CLI show the policy and the grace ---------------------------------------------------------
+def test_health_shows_the_upgrade_grace_and_the_policy(store, db_url, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from seawatch.service.app import create_app
+
+    media = tmp_path / "media"
+    put_event(store, media, "old", 200)
+    put_event(store, media, "fresh", 1)
+    settings = _app_settings(tmp_path, db_url, upgrade_grace_days=7, false_detections_max_age_days=500,
+                             sources={"quay": {"events_max_age_days": 365}})
+    app = create_app(settings, store=store)
+    with TestClient(app) as client:
+        worker = app.state.retention
+        deadline = time.monotonic() + 20
+        while worker.last_sweep is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        r = client.get("/api/health", headers={"X-API-Key": "rev-key"}).json()["retention"]
+        assert r["last_sweep"]["events"] == 0 and store.get("old") is not None  # the first sweep deleted nothing
+        g = r["grace"]
+        assert g["active"] and g["pending_events"] == 1 and g["until_ns"] - g["enabled_ns"] == 7 * DAY
+        assert abs(g["enabled_ns"] - time.time_ns()) < 60 * S
+        p = r["policy"]
+        assert p["false_detections_days"] == 500 and p["upgrade_grace_days"] == 7
+        assert p["sources"]["quay"]["events_days"]["low"] == 365 and p["events_days"]["low"] == 90
+
+
+def test_cli_retention_dry_run_says_what_the_grace_keeps(store, db_url, tmp_path, capsys):
+    from seawatch.cli import main
+    from seawatch.service.retention import utc_text
+
+    media = tmp_path / "media"
+    put_event(store, media, "old", 200)
+    cfg_file = tmp_path / "site.yaml"
+    cfg_file.write_text(f"storage: {{data_dir: {tmp_path}, retention: {{min_free_disk_pct: 0, min_free_disk_gb: 0, "
+                        "sources: {quay: {events_max_age_days: 365, clips_max_age_days: 60}}}}\n")
+    args = ["retention", "run", "--config", str(cfg_file), "--database", db_url, "--media-dir", str(media)]
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would delete: 0 event(s)" in out
+    assert "policy: events kept 90 d, clips 30 d, false detections at least 365 d; quay: events 365 d, clips 60 d; " \
+           "upgrade grace 7 d" in out
+    assert "upgrade grace: retention never ran on this store; its first run" in out and "keeps the 1 event(s)" in out
+    assert store.retention_state() == {}  # a dry run records nothing
+    assert main([*args, "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["events"] == 0 and rep["grace"]["pending_events"] == 1 and store.get("old") is not None
+    assert rep["policy"]["sources"]["quay"]["clips_days"] == 60
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    until = utc_text(store.retention_state()["enabled_ns"] + 7 * DAY)
+    assert "upgrade grace: 1 event(s) older than the policy" in out and f"are kept until {until}" in out
+
+
+# ---- configuration of the new settings -----------------------------------------------------------------------------
+@pytest.mark.parametrize("data, words", [
+    ({"sources": [{"id": "quay", "url": "x.mp4"}], "storage": {"retention": {"sources": {"carpark": {"events_max_age_days": 30}}}}},
+     "(top level): storage.retention.sources names sources that are not configured: ['carpark'] (configured: quay)"),
+    ({"storage": {"retention": {"sources": {"quay": {"events_max_age_days": 20}}}}},
+     "storage.retention: Value error, sources.quay: clips_max_age_days (30) is longer than quay's events are kept (20 days)"),
+    ({"storage": {"retention": {"sources": {"quay": {"events_max_age_days": 0.5}}}}},
+     "storage.retention.sources.quay.events_max_age_days: Input should be greater than or equal to 1"),
+    ({"storage": {"retention": {"sources": {"quay": {"keep": True}}}}}, "storage.retention.sources.quay.keep: Extra inputs"),
+    ({"storage": {"retention": {"sources": {"quay": {"events_days_by_severity": {"low": 0}}}}}}, "between 1 and 36500"),
+    ({"storage": {"retention": {"false_detections_max_age_days": 0}}},
+     "storage.retention.false_detections_max_age_days: Input should be greater than or equal to 1"),
+    ({"storage": {"retention": {"upgrade_grace_days": -1}}}, "storage.retention.upgrade_grace_days"),
+])
+def test_invalid_per_source_retention_is_refused(data, words):
+    with pytest.raises(ConfigError) as info:
+        load_config("site.yaml", data=data)
+    assert words.replace("Value error, ", "") in str(info.value), str(info.value)
+
+
+def test_new_retention_settings_defaults_and_config_check(tmp_path, capsys):
+    from seawatch.cli import main
+
+    r = load_config().storage.retention
+    assert r.false_detections_max_age_days == 365 and r.upgrade_grace_days == 7 and r.sources == {}
+    assert r.false_detection_days("low") == 365 and r.event_days("low", "nowhere") == 90
+    f = tmp_path / "site.yaml"
+    f.write_text("sources: [{id: quay, url: q.mp4}, {id: park, url: p.mp4}]\n"
+                 "storage: {retention: {false_detections_max_age_days: null, upgrade_grace_days: 0, sources: {"
+                 "quay: {events_max_age_days: 365, events_days_by_severity: {critical: 730}}, park: {events_max_age_days: 30, "
+                 "clips_max_age_days: 7}}}}\n")
+    assert main(["config", "check", str(f)]) == 0
+    out = capsys.readouterr().out
+    assert ("events kept 90 d, clips 30 d, false detections at least forever; park: events 30 d, clips 7 d; "
+            "quay: events 365 d (critical 730 d); upgrade grace 0 d (held ones for good)") in out
+    c = load_config(f).storage.retention
+    assert c.event_days("critical", "quay") == 730 and c.event_days("low", "quay") == 365
+    assert c.event_days("critical", "park") == 30 and c.false_detection_days("low", "park") is None

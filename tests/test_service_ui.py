@@ -772,6 +772,88 @@ def test_ui_operator_sees_holds_but_cannot_hold(tmp_path):
         assert _api(base, "/api/events/ev00002/hold", "POST", {"note": "x"})[0] == 403
 
 
+ADMIN_KEY = "ui-admin-key-0123456789abcdef"
+
+
+def test_ui_reviewer_releases_a_hold_and_an_admin_an_exports(tmp_path):
+    """A reviewer lifts a colleague's hold with "Release hold" and a note: the hold stays listed as lifted (by whom,
+    why), the detail says when the event now expires (by its camera's own age), the list and a wall display (live) drop the held mark. An
+    evidence export's hold has no "Release hold" for a reviewer; an admin lifts it with its own button, only with a
+    note."""
+    cfg = load_config(data={"storage": {"data_dir": str(tmp_path / "data"),
+                                        "retention": {"min_free_disk_pct": 0, "min_free_disk_gb": 0,
+                                                      "sources": {"quay-1": {"events_max_age_days": 365}}}},
+                            "auth": {"users": [{"name": "ops", "role": "reviewer", "password_hash": hash_password(PASSWORD)}],
+                                     "api_keys": [{"name": "wall", "role": "operator", "key_sha256": hash_api_key(KEY)},
+                                                  {"name": "boss", "role": "admin", "key_sha256": hash_api_key(ADMIN_KEY)}]}})
+    app = create_app(cfg)
+    with serve_in_thread(app) as port:
+        base = f"http://127.0.0.1:{port}"
+        _fill(app)
+        store = app.state.store
+        store.hold("ev00000", "manual", "user:rita", "claim 42")
+        store.put(make_event(3, type="fire", severity="high", source_id="quay-1", phase="end", end_ns=T0 + 50 * S,
+                             clip=ClipRef("quay-1", T0 - 2 * S, T0 + 55 * S, 5 * S, 5 * S)))
+        store.hold("ev00003", "evidence_export", "user:rita")
+        with _playwright() as p:
+            browser = _browser(p)
+            wall = browser.new_page(viewport={"width": 1280, "height": 800})
+            wall.goto(f"{base}/#key={KEY}")
+            wall.wait_for_selector('#events tr[data-id="ev00000"]')
+            _wait(wall, "document.getElementById('live').textContent === 'live: on'")
+            _wait(wall, "document.querySelector('#events tr[data-id=\"ev00000\"]').classList.contains('held')", 5)
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            wall.on("pageerror", lambda e: errors.append(str(e)))
+            _login(page, base)
+            page.wait_for_selector('#events tr[data-id="ev00000"]')
+            _open(page, "ev00000")
+            assert page.text_content("#d-kept").startswith("Kept past the retention period (on hold (1))")
+            assert page.is_visible("#d-release") and page.is_visible("#d-hold")
+            page.fill("#d-hold-note", "claim settled")
+            page.click("#d-release")
+            _wait(page, "document.querySelector('#d-holds li.released') !== null", 10)
+            li = page.text_content("#d-holds li")
+            assert li.startswith("kept as evidence by rita, ") and "(lifted by ops, " in li and li.endswith(": claim settled)")
+            # the camera's own age (365 days), not the site-wide 90
+            _wait(page, "document.getElementById('d-kept').textContent.startsWith('Not held: expires about')", 5)
+            assert page.text_content("#d-kept").startswith(
+                "Not held: expires about 2027-09-21 (365 days after its last update), its clip about 2026-10-21")
+            assert page.is_hidden("#d-release") and page.input_value("#d-hold-note") == ""
+            _wait(page, "!document.querySelector('#events tr[data-id=\"ev00000\"]').classList.contains('held')", 5)
+            # the wall display learnt it from the live feed, without a reload
+            _wait(wall, "!document.querySelector('#events tr[data-id=\"ev00000\"]').classList.contains('held')", 10)
+            page.screenshot(path=str(tmp_path / "release_1280x800.png"))
+            status, holds = _api(base, "/api/events/ev00000/holds")
+            assert status == 200 and [(h["active"], h["released_by"], h["release_note"]) for h in holds] == [
+                (False, "user:ops", "claim settled")]
+            # an evidence export's hold: no "Release hold", no lift button for a reviewer
+            _open(page, "ev00003")
+            assert page.is_hidden("#d-release") and page.locator("#d-holds li button").count() == 0
+            assert page.text_content("#d-kept").startswith("Kept past the retention period (on hold (1))")
+            # an admin lifts it, with a note only
+            admin = browser.new_page(viewport={"width": 1280, "height": 800})
+            admin.on("pageerror", lambda e: errors.append(str(e)))
+            admin.goto(f"{base}/#key={ADMIN_KEY}")
+            admin.wait_for_selector('#events tr[data-id="ev00003"]')
+            assert admin.text_content("#who") == "boss (admin)"
+            _open(admin, "ev00003")
+            assert admin.is_hidden("#d-release") and admin.is_visible("#d-holds li button.lift")
+            admin.click("#d-holds li button.lift")
+            _wait(admin, "document.getElementById('d-error').textContent.includes('say why')", 5)
+            assert store.with_holds(["ev00003"]) == {"ev00003"}
+            admin.fill("#d-hold-note", "package superseded by case 7")
+            admin.click("#d-holds li button.lift")
+            _wait(admin, "document.querySelector('#d-holds li.released') !== null", 10)
+            assert "(lifted by boss (API key), " in admin.text_content("#d-holds li")
+            assert store.with_holds(["ev00003"]) == set()
+            # the reviewer's open detail follows the live message
+            _wait(page, "document.querySelector('#d-holds li.released') !== null", 10)
+            assert not errors, errors
+            browser.close()
+
+
 def test_ui_banner_when_the_media_disk_is_low(tmp_path):
     """A threshold no disk meets (100 000 GiB to keep free): health turns degraded, and the page shows a banner that
     says the media disk is low; the health poll is one 60 s timer whatever the number of logins, and the banner goes

@@ -1,8 +1,9 @@
 // Seawatch operator UI: login, event list with filters, the map (map.js), event detail with snapshot (the camera's
 // zones, water and ignore areas and the subject's box drawn over it) and clip,
 // acknowledge / dismiss (also as a false detection) / confirm with a note, "ignore this spot" (a fixed camera's false alarm becomes an ignore area,
-// listed under the snapshot and removable), the event's holds and "Keep as evidence" (retention never deletes a held
-// event), sources (cameras, drones with their patrol state and abort / restart), a warning banner while /api/health
+// listed under the snapshot and removable), the event's holds with "Keep as evidence" and "Release hold" (retention
+// never deletes an event with an active hold; a lifted hold stays listed; an admin lifts an evidence export's hold
+// with a note), sources (cameras, drones with their patrol state and abort / restart), a warning banner while /api/health
 // says the service is degraded (the media disk low above all), live updates over /api/live.
 // Plain ES modules, no build step, no external resources. Every datum comes from the authenticated API.
 "use strict";
@@ -506,22 +507,37 @@ function holdBy(by) {  // "user:ops" / "key:wall" (the server's principal kind a
 }
 
 function showHolds(ev, holds, err = "") {
+  // lifted holds stay listed (the audit trail) but keep nothing; an old server's holds have no `active`: all active
+  const active = (holds || []).filter((h) => h.active !== false);
   if (holds) {  // what the list marks as held follows what the detail learnt
     const had = state.held.has(ev.id);
-    if (holds.length) state.held.add(ev.id); else state.held.delete(ev.id);
+    if (active.length) state.held.add(ev.id); else state.held.delete(ev.id);
     if (had !== state.held.has(ev.id)) renderList();
   }
   const ul = $("d-holds");
   ul.replaceChildren();
   for (const h of holds || []) {
     const li = document.createElement("li");
-    li.dataset.reason = h.reason;
+    li.dataset.reason = h.reason; li.dataset.holdId = h.id;
     li.textContent = `${h.reason === "evidence_export" ? "evidence package exported" : "kept as evidence"} by ${holdBy(h.by)}, ` +
       `${fmt(h.at_ns)} UTC${h.note ? ": " + h.note : ""}`;
+    if (h.active === false) {
+      li.className = "released";
+      li.textContent += ` (lifted by ${holdBy(h.released_by)}, ${fmt(h.released_ns)} UTC${h.release_note ? ": " + h.release_note : ""})`;
+    } else if (h.reason === "evidence_export" && state.role === "admin") {
+      // an exported package is checked against the stored original: only an admin lifts its hold, saying why
+      const b = document.createElement("button");
+      b.type = "button"; b.textContent = "lift"; b.className = "lift";
+      b.title = "lift this evidence export's hold (the note says why; required)";
+      b.addEventListener("click", () => releaseHold({ hold_id: h.id }));
+      li.appendChild(b);
+    }
     ul.appendChild(li);
   }
+  // "Release hold": reviewers' holds of the open event (an evidence export's is an admin's, above)
+  $("d-release").hidden = state.role === "operator" || !active.some((h) => h.reason === "manual");
   const kept = [];
-  if (holds && holds.length) kept.push(`on hold (${holds.length})`);
+  if (active.length) kept.push(`on hold (${active.length})`);
   if (ev.review_status === "confirmed") kept.push("confirmed");
   if (ev.end_ns == null) kept.push("incident still open");
   const r = state.health && state.health.retention, el = $("d-kept");
@@ -529,20 +545,33 @@ function showHolds(ev, holds, err = "") {
   if (r && r.enabled === false) el.textContent = "Retention is off on this site: no event expires.";
   else if (kept.length) el.textContent = `Kept past the retention period (${kept.join(", ")}), with its snapshot and clip.`;
   else if (err) el.textContent = `holds: ${err}`;
-  else el.textContent = expiryText(ev, r && r.policy) + " Held, confirmed and open events are kept.";
+  else el.textContent = expiryText(ev, r && r.policy, r && r.grace) + " Held, confirmed and open events are kept.";
 }
 
-// When an unheld event goes, from the site's policy (health's retention.policy): days after its last phase (or after
-// it was stored, if later: the server's rule, which the UI cannot see, so "about")
-function expiryText(ev, policy) {
-  const days = policy && policy.events_days ? policy.events_days[ev.severity] : undefined;
+// When an unheld event goes, from the site's policy (health's retention.policy): its camera's ages when the site set
+// them, else its severity's; a false detection (training data) at least false_detections_days; days after its last
+// phase (or after it was stored, if later: the server's rule, which the UI cannot see, so "about"). While an upgraded
+// store's grace runs (health's retention.grace), events from before it started are kept until its end.
+function expiryText(ev, policy, grace) {
+  const src = policy && policy.sources && Object.hasOwn(policy.sources, ev.source_id) ? policy.sources[ev.source_id] : undefined;
+  const table = src ? src.events_days : policy && policy.events_days;
+  let days = table ? table[ev.severity] : undefined;
+  const clipDays = src ? src.clips_days : policy && policy.clips_days;
+  const hist = ev.review_history || [];
+  const fd = ev.review_status === "dismissed" && hist.length > 0 && hist[hist.length - 1].reason === "false_detection";
+  if (fd && days !== undefined && policy.false_detections_days !== undefined)
+    days = days === null || policy.false_detections_days === null ? null : Math.max(days, policy.false_detections_days);
   if (days === undefined) return "Not held: expires per the site's retention policy (its clip may go sooner when the media disk runs low).";
-  if (days === null) return "Not held, but this site keeps " + ev.severity + " events for good" +
-    (policy.clips_days ? ` (its clip goes after about ${policy.clips_days} days).` : ".");
+  const what = fd ? "false detections (training data)" : `${ev.severity} events${src ? " of " + ev.source_id : ""}`;
+  if (days === null) return `Not held, but this site keeps ${what} for good` +
+    (clipDays ? ` (its clip goes after about ${clipDays} days).` : ".");
   const at = (ns, d) => fmt(ns + d * 86400e9).slice(0, 10);
-  let text = `Not held: expires about ${at(ev.at_ns, days)} (${days} days after its last update)`;
-  if (policy.clips_days && policy.clips_days < days) text += `, its clip about ${at(ev.at_ns, policy.clips_days)}`;
-  return text + "; sooner for its clip when the media disk runs low.";
+  let text = `Not held: expires about ${at(ev.at_ns, days)} (${days} days after its last update${fd ? ", kept longer as a false detection" : ""})`;
+  if (clipDays && clipDays < days) text += `, its clip about ${at(ev.at_ns, clipDays)}`;
+  text += "; sooner for its clip when the media disk runs low.";
+  if (grace && grace.active && ev.at_ns < grace.protect_before_ns)
+    text += ` Retention started on this site on ${fmt(grace.enabled_ns).slice(0, 10)}: nothing stored before then is deleted before ${fmt(grace.until_ns).slice(0, 10)}.`;
+  return text;
 }
 
 async function holdEvent() {
@@ -558,6 +587,24 @@ async function holdEvent() {
   finally { btn.disabled = false; }
 }
 $("d-hold").addEventListener("click", () => holdEvent());
+
+// Lift holds of the open event: its reviewers' holds, or one hold ({hold_id}: an evidence export's, admins only, with a
+// note); the note field says why. The server answers the event's holds, the lifted ones included.
+async function releaseHold(extra = {}) {
+  const id = state.selected, note = $("d-hold-note").value;
+  if (!id) return;
+  if (extra.hold_id && !note.trim()) { $("d-error").textContent = "lift: say why in the note field (an exported package's hold)"; return; }
+  const btn = $("d-release");
+  btn.disabled = true; $("d-error").textContent = "";
+  try {
+    const holds = await json(`/api/events/${encodeURIComponent(id)}/hold`, { method: "DELETE",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ note, ...extra }) });
+    if (state.detail && state.detail.id === id) { $("d-hold-note").value = ""; showHolds(state.detail, holds); }
+    else if (!holds.some((h) => h.active !== false) && state.held.has(id)) { state.held.delete(id); renderList(); }
+  } catch (e) { $("d-error").textContent = "release: " + e.message; }
+  finally { btn.disabled = false; }
+}
+$("d-release").addEventListener("click", () => releaseHold());
 
 // ---- service health: a banner while the service is degraded (the media disk low, database writes queued or lost)
 
@@ -631,7 +678,11 @@ function connectLive() {
       if (!$("health-banner").hidden) checkHealth();  // back after an outage: the banner need not wait for the next poll
     }
     if (msg.kind === "sources") refreshSources(msg.sources);
-    if (msg.kind === "hold" && msg.event && !state.held.has(msg.event.id)) { state.held.add(msg.event.id); renderList(); }
+    if (msg.kind === "hold" && msg.event) {  // held: false once its last active hold was lifted (null: an old server, held)
+      const held = msg.event.held !== false, had = state.held.has(msg.event.id);
+      if (held) state.held.add(msg.event.id); else state.held.delete(msg.event.id);
+      if (had !== held) renderList();
+    }
     if (msg.kind === "event" || msg.kind === "review" || msg.kind === "hold") {
       // a message about the open event (a review from elsewhere, its end, its clip): its detail is reloaded too
       if (state.selected && (!msg.event || msg.event.id === state.selected)) touched = true;
