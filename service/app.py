@@ -273,11 +273,18 @@ def login(request: Request, body: Annotated[LoginIn, Body()]) -> TokenOut:
     wait_s = st.throttle.begin(client)
     if wait_s > 0:
         raise ApiError(429, f"too many failed logins from this address; retry in {wait_s:.0f} s", {"Retry-After": str(int(wait_s) + 1)})
+    # and per user name, from every address together: guesses spread over many addresses (or behind one proxy that
+    # rotates them) get no more tries at an account; the name's owner waits at most the window, never a lockout
+    wait_s = st.user_throttle.begin(body.username)
+    if wait_s > 0:
+        log.warning("login for %r refused from %s: too many failed logins for this user name", body.username, client)
+        raise ApiError(429, f"too many failed logins for this user; retry in {wait_s:.0f} s", {"Retry-After": str(int(wait_s) + 1)})
     who = st.auth.check_password(body.username, body.password)
     if who is None:
         log.warning("failed login for %r from %s", body.username, client)
         raise ApiError(401, "wrong user name or password")
     st.throttle.succeeded(client)
+    st.user_throttle.succeeded(body.username)
     token, exp = st.auth.issue_token(who)
     return TokenOut(access_token=token, expires_at_s=exp, role=who.role)
 
@@ -956,6 +963,7 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     app.state.settings = settings
     app.state.auth = Authenticator(settings.auth)
     app.state.throttle = LoginThrottle(settings.auth.login_max_failures, settings.auth.login_window_s)
+    app.state.user_throttle = LoginThrottle(settings.auth.login_user_max_failures, settings.auth.login_window_s)
     app.state.media_dir = media_dir
     app.state.clips = ClipStore(media_dir / "clips", media_dir / "recordings")
     app.state.source_status = source_status or (lambda: [])

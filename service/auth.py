@@ -123,9 +123,10 @@ class LoginThrottle:
     clears the key's count.
     """
 
-    def __init__(self, max_failures: int, window_s: float) -> None:
+    def __init__(self, max_failures: int, window_s: float, max_keys: int = 100_000) -> None:
         self.max_failures = max_failures
         self.window_s = window_s
+        self.max_keys = max_keys
         self._fails: dict[str, deque[float]] = {}
         self._lock = threading.Lock()
 
@@ -140,8 +141,8 @@ class LoginThrottle:
             if q is not None and len(q) >= self.max_failures:
                 return max(0.0, q[0] + self.window_s - now)
             if q is None:
-                if len(self._fails) > 100_000:  # bound memory under a flood of addresses
-                    self._fails.clear()
+                if len(self._fails) >= self.max_keys:
+                    self._shrink(now)
                 q = self._fails[key] = deque()
             q.append(now)
             return 0.0
@@ -149,3 +150,14 @@ class LoginThrottle:
     def succeeded(self, key: str) -> None:
         with self._lock:
             self._fails.pop(key, None)
+
+    def _shrink(self, now: float) -> None:
+        """Bound memory under a flood of keys (addresses, made-up user names) without forgetting the keys under
+        attack: the expired ones go first, then those with the fewest recent failures, down to 3/4 of ``max_keys``
+        (a flood of one-off keys cannot wipe the count of the one being guessed at)."""
+        for k in [k for k, q in self._fails.items() if not q or q[-1] <= now - self.window_s]:
+            del self._fails[k]
+        keep = (3 * self.max_keys) // 4
+        if len(self._fails) > keep:
+            for k in sorted(self._fails, key=lambda k: len(self._fails[k]))[:len(self._fails) - keep]:
+                del self._fails[k]

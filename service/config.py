@@ -295,6 +295,10 @@ class AuthConfig(_Strict):
     token_ttl_s: float = Field(12 * 3600.0, ge=60.0, le=30 * 86400.0, description="bearer token lifetime")
     login_max_failures: int = Field(5, ge=1, le=1000, description="failed logins per client address within login_window_s before it must wait")
     login_window_s: float = Field(60.0, ge=1.0, le=86400.0, description="window for counting failed logins")
+    login_user_max_failures: int = Field(
+        20, ge=1, le=100_000,
+        description="failed logins for one user name within login_window_s, from all addresses together, before that "
+                    "name must wait: a guessing attack spread over many addresses gets no more tries per account")
 
     @model_validator(mode="after")
     def _unique(self) -> "AuthConfig":

@@ -72,6 +72,36 @@ def test_login_throttle_reserves_attempts():
     assert t.begin("a", now_s=61.0) == 0.0
 
 
+
+def test_login_guesses_spread_over_many_addresses_are_throttled_per_user_name(tmp_path, hashes):
+    """Every address stays under its own limit (3 a minute), yet the account gets no more than
+    ``login_user_max_failures`` guesses a window from all of them together; another account is not affected, and
+    the right password from a fresh address waits the same window (a delay, not a lockout)."""
+    cfg = settings_for(tmp_path, hashes, auth={"login_user_max_failures": 5})
+    app = create_app(cfg)
+    statuses = []
+    for i in range(12):  # twelve addresses, two guesses each: 24 guesses, all under the per-address limit
+        with TestClient(app, client=(f"203.0.113.{i + 1}", 40000)) as c:
+            for _ in range(2):
+                statuses.append(c.post("/api/auth/login", json={"username": "olga", "password": "wrong"}).status_code)
+    assert statuses.count(401) == 5 and statuses.count(429) == 19, statuses
+    with TestClient(app, client=("198.51.100.7", 40000)) as c:
+        r = c.post("/api/auth/login", json={"username": "olga", "password": PASSWORDS["olga"]})
+        assert r.status_code == 429 and error_code(r) == "rate_limited" and "for this user" in r.json()["error"]["message"]
+        assert 1 <= int(r.headers["retry-after"]) <= 61
+        assert c.post("/api/auth/login", json={"username": "rita", "password": PASSWORDS["rita"]}).status_code == 200
+
+
+def test_login_throttle_keeps_the_key_under_attack_through_a_flood_of_others():
+    t = LoginThrottle(max_failures=3, window_s=60.0, max_keys=100)
+    for k in range(3):
+        assert t.begin("admin", now_s=float(k)) == 0.0
+    for i in range(1000):  # made-up names, one guess each, fill the table again and again
+        t.begin(f"name-{i}", now_s=10.0)
+    assert t.begin("admin", now_s=11.0) > 0, "a flood of other keys wiped the count of the one under attack"
+    assert len(t._fails) <= 100
+    assert t.begin("admin", now_s=61.0) == 0.0  # the window still ends
+
 # ---- request body size --------------------------------------------------------------------------------------------
 ROUTES = ["/api/auth/login", "/api/events/ev00001/acknowledge"]  # public, and one that needs auth
 
