@@ -459,6 +459,19 @@ class ServeConfig(PipelineConfig):
                 home_given = isinstance(f.sim, SimConfig) and f.sim.home_lat_deg is not None and f.sim.home_lon_deg is not None
                 if not home_given and f.patrol is None:
                     raise ValueError(f"fleet[{i}]: a simulated drone needs sim.home_lat_deg/home_lon_deg or a patrol")
+                cam = f.sim.camera if isinstance(f.sim, SimConfig) else None
+                if cam is not None:
+                    # the pipeline geotags the video with the drone's camera intrinsics: a picture of another size
+                    # would be placed wrongly (the simulator used to refuse it only at start, in the log)
+                    dw, dh = d.camera.width_px, d.camera.height_px
+                    w, h = cam.width_px or dw, cam.height_px or dh
+                    if (w, h) != (dw, dh):
+                        raise ValueError(f"fleet[{i}].sim.camera is {w}x{h} but the camera of drone {f.drone!r} is {dw}x{dh}: "
+                                         "the video is geotagged with the drone's camera, so the sizes must match "
+                                         "(leave width_px/height_px out to take the drone's)")
+                    if w % 2 or h % 2 or w > 1920 or h > 1080:
+                        raise ValueError(f"fleet[{i}].sim.camera: the camera of drone {f.drone!r} is {dw}x{dh}; the simulated "
+                                         "camera renders even sizes up to 1920x1080")
         return self
 
     @property

@@ -294,6 +294,13 @@ def test_drone_video_is_geotagged_from_the_simulated_flight(tmp_path):
     ({"drones": [_drone_cfg(14550)], "fleet": [{"drone": "patrol-1"}, {"drone": "patrol-1"}]}, "two fleet entries"),
     ({"drones": [_drone_cfg(14550)], "fleet": [{"drone": "patrol-1", "sim": {"speed": 500}, "patrol": "box"}]}, "fleet[0].sim"),
     ({"drones": [_drone_cfg(14550)], "fleet": [{"drone": "patrol-1", "fly": "box"}]}, "fleet[0].fly"),
+    ({"drones": [_drone_cfg(14550)], "fleet": [{"drone": "patrol-1", "patrol": "box",
+                                                "sim": {"camera": {"width_px": 640, "height_px": 360}}}]},
+     "fleet[0].sim.camera is 640x360 but the camera of drone 'patrol-1' is 160x120"),
+    ({"drones": [_drone_cfg(14550, camera={"width_px": 161, "height_px": 120, "hfov_deg": 70})],
+      "fleet": [{"drone": "patrol-1", "patrol": "box", "sim": {"camera": {}}}]}, "renders even sizes up to 1920x1080"),
+    ({"drones": [_drone_cfg(14550, camera={"width_px": 3840, "height_px": 2160, "hfov_deg": 70})],
+      "fleet": [{"drone": "patrol-1", "patrol": "box", "sim": {"camera": {"port": 5600}}}]}, "renders even sizes"),
     ({"service": {"map_tiles_url": "https://tiles.example/{z}/{x}.png"}}, "{z}, {x} and {y}"),
     ({"service": {"map_tiles_url": "javascript:alert(1)//{z}{x}{y}"}}, "service.map_tiles_url"),
 ])
