@@ -357,6 +357,13 @@ def test_cmd_ais_show_json(shared_media, capsys):
     assert doc["stats"]["messages"] == 171
     roamer = next(v for v in doc["vessels"] if v["mmsi"] == 244824000)
     assert roamer["name"] == "COASTAL ROAMER" and roamer["ship_type_text"] == "tug"
+    # a log file runs on its own clock by default (its RMC fixes), as the pipeline's log replay does
+    assert cmd_ais_show.run(p.parse_args([str(path), "--max-age", "60", "--json"])) == 0
+    assert json.loads(capsys.readouterr().out) == doc
+    # --no-rmc-time: the receive clock, so every vessel was heard "now"
+    assert cmd_ais_show.run(p.parse_args([str(path), "--no-rmc-time", "--max-age", "60", "--json"])) == 0
+    wall = json.loads(capsys.readouterr().out)
+    assert abs(wall["time_ns"] - time.time_ns()) < 600 * 10**9 and len(wall["vessels"]) == 33
     with pytest.raises(InputError):
         cmd_ais_show.run(p.parse_args([str(path) + ".missing"]))
 

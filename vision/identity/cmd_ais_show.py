@@ -14,8 +14,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="NMEA log file, tcp://HOST:PORT or udp://HOST:PORT")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long to listen to a socket (default 30)")
     parser.add_argument("--max-age", type=float, default=600.0, help="hide vessels not heard for this long, s")
-    parser.add_argument("--rmc-time", action="store_true",
-                        help="time AIS lines by the log's own $..RMC sentences (combined GNSS+AIS receiver logs)")
+    parser.add_argument("--rmc-time", action=argparse.BooleanOptionalAction, default=None,
+                        help="time AIS lines without a tag-block time by the feed's own $..RMC fixes (combined "
+                             "GNSS+AIS receivers); default: on for a log file (its own clock, as the pipeline's log "
+                             "replay does), off for a socket (the receive clock)")
     parser.add_argument("--json", action="store_true", help="one JSON document instead of a table")
 
 
@@ -24,9 +26,10 @@ def collect(args: argparse.Namespace) -> tuple[list, dict, int]:
     from seawatch.streams import ais
     from seawatch.vision.identity.vessels import VesselTable
 
-    decoder = ais.AisDecoder(use_rmc_time=args.rmc_time)
+    live = "://" in args.source
+    decoder = ais.AisDecoder(use_rmc_time=(not live) if args.rmc_time is None else args.rmc_time)
     table = VesselTable(max_age_s=args.max_age)
-    if "://" in args.source:
+    if live:
         feed = ais.open_feed(args.source, decoder=decoder, timeout_s=min(1.0, max(0.1, args.seconds)))
         timer = threading.Timer(args.seconds, feed.stop)
         timer.start()
