@@ -155,7 +155,7 @@ def serve(cfg) -> int:
     service = Service(cfg).start()
     try:
         server = uvicorn.Server(uvicorn.Config(service.app, host=cfg.service.host, port=cfg.service.port,
-                                               log_level="warning", lifespan="on"))
+                                               log_level="warning", lifespan="on", **cfg.service.uvicorn_options()))
         print(f"seawatch: serving on http://{cfg.service.host}:{cfg.service.port} "
               f"({len(cfg.sources)} source(s)); Ctrl-C stops", file=sys.stderr)
         _run_until_signal(server)

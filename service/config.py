@@ -240,12 +240,32 @@ class HttpConfig(_Strict):
         description="XYZ tile server for the UI map, e.g. https://tiles.example/{z}/{x}/{y}.png (none: a coordinate grid "
                     "and the bundled coastline, works offline)")
     map_tiles_attribution: str = Field("", max_length=200, description="attribution text shown on the map with the tiles")
+    trusted_proxies: tuple[str, ...] = Field(
+        ("127.0.0.1", "::1"), max_length=64,
+        description="addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are "
+                    "believed: the client address (login throttle, logs) is then the last one in the header that is "
+                    "not a trusted proxy. Behind a proxy on another host, add its address, or every login counts "
+                    "as the proxy's; [] trusts no header")
 
     @model_validator(mode="after")
     def _tiles(self) -> "HttpConfig":
         if self.map_tiles_url is not None and not all(k in self.map_tiles_url for k in ("{z}", "{x}", "{y}")):
             raise ValueError("map_tiles_url must contain {z}, {x} and {y}")
+        import ipaddress
+
+        for p in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(p, strict=False)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: {p!r} is not an IP address or network (e.g. 10.0.0.5, "
+                                 "10.0.0.0/24, ::1)") from None
         return self
+
+    def uvicorn_options(self) -> dict[str, Any]:
+        """uvicorn's proxy-header settings for :attr:`trusted_proxies` (none: headers never believed)."""
+        if not self.trusted_proxies:
+            return {"proxy_headers": False}
+        return {"proxy_headers": True, "forwarded_allow_ips": list(self.trusted_proxies)}
 
     def tiles_origin(self) -> str | None:
         """scheme://host[:port] of the tile server (the UI's content security policy allows images from it)."""

@@ -63,8 +63,9 @@ def has_module(name: str) -> bool:
 
 
 @contextlib.contextmanager
-def serve_in_thread(app, timeout_s: float = 15.0):
-    """``app`` behind a real uvicorn on a free local port, in a thread, for as long as the block runs: yields the port."""
+def serve_in_thread(app, timeout_s: float = 15.0, **options):
+    """``app`` behind a real uvicorn on a free local port, in a thread, for as long as the block runs: yields the port.
+    ``options``: more ``uvicorn.Config`` settings (e.g. the proxy headers of ``HttpConfig.uvicorn_options()``)."""
     import socket
     import threading
     import time
@@ -74,7 +75,7 @@ def serve_in_thread(app, timeout_s: float = 15.0):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options))
     th = threading.Thread(target=srv.run, daemon=True)
     th.start()
     try:

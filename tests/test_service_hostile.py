@@ -102,6 +102,46 @@ def test_login_throttle_keeps_the_key_under_attack_through_a_flood_of_others():
     assert len(t._fails) <= 100
     assert t.begin("admin", now_s=61.0) == 0.0  # the window still ends
 
+
+@pytest.mark.parametrize("trusted, per_forwarded_client", [
+    (None, True),  # the default: a proxy on this machine (127.0.0.1) is believed
+    ([], False),  # no proxies: the header is ignored, every request is 127.0.0.1's
+    (["10.9.9.9"], False),  # only that proxy: a header from 127.0.0.1 is not believed
+    (["127.0.0.0/8"], True),
+])
+def test_login_throttle_keys_on_the_forwarded_client_only_behind_a_trusted_proxy(tmp_path, hashes, trusted,
+                                                                                   per_forwarded_client):
+    import urllib.error
+    import urllib.request
+
+    service = {} if trusted is None else {"trusted_proxies": trusted}
+    cfg = settings_for(tmp_path, hashes, service=service)
+    app = create_app(cfg)
+
+    def login(port: int, forwarded_for: str) -> int:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/api/auth/login", method="POST",
+                                     data=json.dumps({"username": "olga", "password": "wrong"}).encode(),
+                                     headers={"Content-Type": "application/json", "X-Forwarded-For": forwarded_for})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    with serve_in_thread(app, **cfg.service.uvicorn_options()) as port:
+        # a client behind the proxy guesses until throttled; the proxy appends what it saw after what the client sent
+        codes = [login(port, "198.51.100.1, 203.0.113.5") for _ in range(cfg.auth.login_max_failures + 1)]
+        assert codes == [401] * cfg.auth.login_max_failures + [429]
+        # another client behind the same proxy
+        assert login(port, "203.0.113.6") == (401 if per_forwarded_client else 429)
+
+
+def test_trusted_proxies_must_be_addresses(tmp_path, hashes):
+    from seawatch.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="trusted_proxies: 'proxy.local' is not an IP address"):
+        settings_for(tmp_path, hashes, service={"trusted_proxies": ["proxy.local"]})
+
 # ---- request body size --------------------------------------------------------------------------------------------
 ROUTES = ["/api/auth/login", "/api/events/ev00001/acknowledge"]  # public, and one that needs auth
 
