@@ -437,6 +437,16 @@ class FleetDroneConfig(_Strict):
     link_timeout_s: float = Field(5.0, ge=0.5, le=120.0, description="wait this long for a heartbeat before retrying the link")
 
 
+class SourceAlertsConfig(_Strict):
+    """Incidents about the cameras themselves (``service/source_watch.py``)."""
+
+    offline_after_s: float | None = Field(
+        60.0, ge=1.0, le=86400.0,
+        description="a camera down this long (offline and retrying, or failed) becomes a source_offline incident, "
+                    "ended when its picture is back; shorter drops raise nothing (null: no such incidents)")
+    severity: Literal["low", "medium", "high", "critical"] = Field("high", description="severity of source_offline")
+
+
 class ServeConfig(PipelineConfig):
     """Everything ``seawatch serve`` needs: the ``seawatch run`` pipeline part plus the service parts."""
 
@@ -446,6 +456,8 @@ class ServeConfig(PipelineConfig):
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT publishing")
     webhooks: tuple[WebhookConfig, ...] = Field((), max_length=20, description="HTTP endpoints told about incidents")
     fleet: tuple[FleetDroneConfig, ...] = Field((), description="per drone: simulator and patrol to fly (drones are linked without an entry too)")
+    source_alerts: SourceAlertsConfig = Field(default_factory=SourceAlertsConfig,
+                                              description="camera-down incidents (source_offline)")
 
     @model_validator(mode="after")
     def _sources(self) -> "ServeConfig":

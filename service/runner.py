@@ -28,6 +28,7 @@ from seawatch.service.store import EventStore
 
 log = logging.getLogger(__name__)
 STATUS_INTERVAL_S = 2.0  # how often source states are checked for MQTT
+WATCH_INTERVAL_S = 1.0  # how often they are checked for camera-down incidents
 
 
 class Service:
@@ -52,6 +53,9 @@ class Service:
         self._wakeup = threading.Event()  # set by every reader's queue: "a frame is waiting somewhere"
         self._thread: threading.Thread | None = None
         self.app = None
+        from seawatch.service.source_watch import SourceWatch
+
+        self.watch = SourceWatch(settings)  # camera-down incidents
 
     # ---- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> "Service":
@@ -141,6 +145,8 @@ class Service:
                 log.error("pipeline thread did not stop within %.0f s", timeout_s)
         if self.pipeline is not None and (self._thread is None or not self._thread.is_alive()):
             try:
+                if self.watch.open:  # cameras still down: their incidents end with the service
+                    self.pipeline.emit(self.watch.close(time.time_ns()))
                 self.pipeline.close(None, None, "service stopped")  # end phases go to the store
             except Exception:  # noqa: BLE001
                 log.exception("closing open incidents failed")
@@ -159,6 +165,15 @@ class Service:
         if self.store is not None:
             self.store.close()
         self._thread = None
+
+    def _watch_sources(self) -> None:
+        """Camera-down incidents (pipeline thread): started and ended as the readers' statuses say."""
+        try:
+            events = self.watch.check({sid: src.status() for sid, src in self.readers.items()}, time.time_ns())
+            if events:
+                self.pipeline.emit(events)
+        except Exception:  # noqa: BLE001 - the watch must not stop the pipeline
+            log.exception("camera-down incidents: check failed")
 
     def delivery_stats(self) -> dict[str, Any]:
         """The store sink's, the MQTT publisher's (None for one not in use) and each webhook's counters, for the
@@ -183,11 +198,14 @@ class Service:
         active = dict(self.readers)
         for src in active.values():
             src.frames.notify = self._wakeup  # readers made elsewhere (tests) wake this loop too
-        next_status_s = 0.0
+        next_status_s = next_watch_s = 0.0
         while active and not self._stop.is_set():
             if self.mqtt is not None and time.monotonic() >= next_status_s:
                 next_status_s = time.monotonic() + STATUS_INTERVAL_S
                 self.mqtt.source_states(self._all_states())
+            if self.watch.enabled and time.monotonic() >= next_watch_s:
+                next_watch_s = time.monotonic() + WATCH_INTERVAL_S
+                self._watch_sources()
             # one round over the cameras, each one's newest frame due for analysis taken just before it is
             # analysed: a camera that is down (empty queue) is never waited on, a slow round analyses the freshest
             # picture, not a queued older one, and only the frames analysed are converted to BGR

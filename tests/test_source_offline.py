@@ -1,0 +1,128 @@
+"""Camera-down incidents (``source_offline``, ``service/source_watch.py``): the watch's rules on statuses, and a real
+RTSP camera that is not there at start, raises the incident, then comes up and ends it, through the whole service
+(store, API, live feed)."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from types import SimpleNamespace
+
+import pytest
+
+warnings.filterwarnings("ignore", message=".*httpx.*")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from conftest import free_port  # noqa: E402
+from seawatch.service.auth import hash_api_key  # noqa: E402
+from seawatch.service.config import load_config  # noqa: E402
+from seawatch.service.source_watch import SourceWatch  # noqa: E402
+from seawatch.streams.source import State  # noqa: E402
+from test_service_serve import FireEverywhere  # noqa: E402
+from test_streams_rtsp import RtspServer, server_clip  # noqa: E402,F401
+
+S = 1_000_000_000
+KEY = "offline-test-key-0123456789"
+T0 = 1_800_000_000 * S
+QUAY = {"lat_deg": 53.5461, "lon_deg": 9.9661, "alt_m": 18.0, "pan_deg": 200.0, "tilt_deg": -10.0}
+
+
+def _settings(tmp_path, url="rtsp://127.0.0.1:9/cam", **alerts):
+    return load_config(data={
+        "storage": {"data_dir": str(tmp_path / "data")},
+        "auth": {"api_keys": [{"name": "test", "role": "admin", "key_sha256": hash_api_key(KEY)}]},
+        "sources": [{"id": "quay-1", "url": url, "models": ["stub"], "analysis_fps": 2,
+                     "calibration": {"camera": {"width_px": 1280, "height_px": 720, "hfov_deg": 60}, "surveyed": QUAY}},
+                    {"id": "gate", "url": "rtsp://127.0.0.1:9/gate", "models": ["stub"]}],
+        "source_alerts": alerts,
+    })
+
+
+def _st(state, since_s, down_s=None, attempts=0, err=None):
+    return SimpleNamespace(state=state, since_ns=T0 + int(since_s * S),
+                           down_since_ns=None if down_s is None else T0 + int(down_s * S), attempts=attempts,
+                           last_error=err)
+
+
+def test_a_camera_down_past_the_delay_is_an_incident_from_when_it_went_down_to_when_it_is_back(tmp_path):
+    w = SourceWatch(_settings(tmp_path, offline_after_s=60))
+    down = _st(State.OFFLINE, 10, down_s=10, attempts=4, err="source quay-1: cannot open rtsp://***@cam: refused")
+    assert w.check({"quay-1": down}, T0 + 69 * S) == []  # 59 s: a reconnect or a reboot raises nothing
+    (start,) = w.check({"quay-1": down}, T0 + 70 * S)
+    assert (start.type, start.phase, start.severity, start.source_id) == ("source_offline", "start", "high", "quay-1")
+    assert start.start_ns == T0 + 10 * S and start.at_ns == T0 + 70 * S  # the picture was lost at 10 s, not 70 s
+    assert start.attributes["attempts"] == 4 and "refused" in start.attributes["last_error"]
+    assert start.geo is not None and (start.geo.lat_deg, start.geo.lon_deg) == (QUAY["lat_deg"], QUAY["lon_deg"])
+    assert w.check({"quay-1": _st(State.OFFLINE, 10, down_s=10, attempts=9)}, T0 + 80 * S) == []  # one incident
+    (end,) = w.check({"quay-1": _st(State.ONLINE, 95)}, T0 + 96 * S)
+    assert (end.id, end.phase, end.seq) == (start.id, "end", 1)
+    assert end.end_ns == T0 + 95 * S and end.attributes["end_reason"] == "back online"
+    assert end.attributes["duration_s"] == 85.0 and end.attributes["attempts"] == 9  # the count before it came back
+    assert w.open == {} and w.check({"quay-1": _st(State.ONLINE, 95)}, T0 + 200 * S) == []
+
+
+def test_failed_sources_stopped_sources_uncalibrated_cameras_and_shutdown(tmp_path):
+    w = SourceWatch(_settings(tmp_path, offline_after_s=5, severity="critical"))
+    # a reader that failed for good has no down_since: down since its state changed
+    (a,) = w.check({"gate": _st(State.FAILED, 0, err="no video stream")}, T0 + 5 * S)
+    assert a.severity == "critical" and a.start_ns == T0 and a.geo is None and "not surveyed" in a.geo_reason
+    assert w.check({"quay-1": _st(State.CONNECTING, 0)}, T0 + 60 * S) == []  # still on its first connect
+    (b,) = w.check({"quay-1": _st(State.OFFLINE, 1, down_s=1)}, T0 + 7 * S)
+    (ended,) = w.check({"gate": _st(State.ENDED, 8)}, T0 + 9 * S)
+    assert ended.id == a.id and ended.attributes["end_reason"] == "source ended" and ended.end_ns == T0 + 9 * S
+    (closed,) = w.close(T0 + 10 * S)
+    assert closed.id == b.id and closed.attributes["end_reason"] == "service stopped" and w.open == {}
+    off = SourceWatch(_settings(tmp_path, offline_after_s=None))
+    assert not off.enabled and off.check({"gate": _st(State.FAILED, 0)}, T0 + 10**6 * S) == []
+
+
+@pytest.mark.slow
+def test_an_rtsp_camera_missing_at_start_raises_the_incident_and_ends_it_when_it_comes_up(tmp_path, server_clip):
+    port = free_port()
+    cfg = _settings(tmp_path, url=f"rtsp://127.0.0.1:{port}/cam1", offline_after_s=1.5)
+    from seawatch.service.runner import Service
+
+    svc = Service(cfg, detectors={"stub": FireEverywhere()}).start()
+    srv = RtspServer(server_clip)
+    srv.port = port
+    h = {"X-API-Key": KEY}
+    try:
+        with TestClient(svc.app) as client:
+            def offline(**extra):
+                return client.get("/api/events", params={"type": "source_offline", "source": "quay-1", **extra},
+                                  headers=h).json()["events"]
+
+            deadline = time.monotonic() + 15
+            while not offline() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            (ev,) = offline()
+            assert ev["phase"] == "start" and ev["severity"] == "high" and ev["end_ns"] is None
+            assert ev["at_ns"] - ev["start_ns"] >= 1.5 * S  # raised after the delay, dated from the loss
+            assert ev["geo"]["lat_deg"] == QUAY["lat_deg"] and "cannot open" in ev["attributes"]["last_error"]
+            assert ev["clip_url"] is None and ev["snapshot_url"] is None
+            t_up = time.time_ns()
+            srv.start()  # the camera comes up
+            deadline = time.monotonic() + 20
+            while offline()[0]["end_ns"] is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            (done,) = offline()
+            assert done["id"] == ev["id"] and done["phase"] == "end", done
+            assert done["attributes"]["end_reason"] == "back online" and t_up <= done["end_ns"] <= time.time_ns()
+            assert svc.readers["quay-1"].status().state is State.ONLINE
+            # the other camera (nothing on port 9) is down too: its own incident, without a place
+            gate = client.get("/api/events", params={"type": "source_offline", "source": "gate"}, headers=h).json()
+            assert gate["events"] and gate["events"][0]["geo"] is None
+    finally:
+        svc.stop()
+        srv.kill()
+    # the gate's incident ended with the service (stored), none is left open
+    from seawatch.service.store import EventQuery, EventStore
+
+    store = EventStore.open(cfg.storage.resolved_database_url())
+    try:
+        rows = store.search(EventQuery(types=("source_offline",))).events
+        assert {e.source_id for e in rows} == {"quay-1", "gate"} and all(e.end_ns is not None for e in rows)
+        assert next(e for e in rows if e.source_id == "gate").attributes["end_reason"] == "service stopped"
+    finally:
+        store.close()
