@@ -438,13 +438,19 @@ class FleetDroneConfig(_Strict):
 
 
 class SourceAlertsConfig(_Strict):
-    """Incidents about the cameras themselves (``service/source_watch.py``)."""
+    """Incidents about the watch itself: cameras down, drone links lost (``service/source_watch.py``)."""
 
     offline_after_s: float | None = Field(
         60.0, ge=1.0, le=86400.0,
         description="a camera down this long (offline and retrying, or failed) becomes a source_offline incident, "
                     "ended when its picture is back; shorter drops raise nothing (null: no such incidents)")
     severity: Literal["low", "medium", "high", "critical"] = Field("high", description="severity of source_offline")
+    drone_link_lost_after_s: float | None = Field(
+        10.0, ge=1.0, le=3600.0,
+        description="a drone whose link is lost this long while armed (flying) becomes a drone_link_lost incident at "
+                    "its last known position, ended when the link is back (null: no such incidents)")
+    drone_severity: Literal["low", "medium", "high", "critical"] = Field(
+        "critical", description="severity of drone_link_lost")
 
 
 class ServeConfig(PipelineConfig):
@@ -457,7 +463,7 @@ class ServeConfig(PipelineConfig):
     webhooks: tuple[WebhookConfig, ...] = Field((), max_length=20, description="HTTP endpoints told about incidents")
     fleet: tuple[FleetDroneConfig, ...] = Field((), description="per drone: simulator and patrol to fly (drones are linked without an entry too)")
     source_alerts: SourceAlertsConfig = Field(default_factory=SourceAlertsConfig,
-                                              description="camera-down incidents (source_offline)")
+                                              description="camera-down and drone-link-lost incidents")
 
     @model_validator(mode="after")
     def _sources(self) -> "ServeConfig":

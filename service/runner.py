@@ -52,6 +52,7 @@ class Service:
         self._stop = threading.Event()
         self._wakeup = threading.Event()  # set by every reader's queue: "a frame is waiting somewhere"
         self._thread: threading.Thread | None = None
+        self._watch_thread: threading.Thread | None = None
         self.app = None
         from seawatch.service.source_watch import SourceWatch
 
@@ -114,6 +115,9 @@ class Service:
             raise
         self._thread = threading.Thread(target=self._run, name="seawatch-pipeline", daemon=True)
         self._thread.start()
+        if self.watch.enabled:
+            self._watch_thread = threading.Thread(target=self._watch_sources, name="seawatch-source-watch", daemon=True)
+            self._watch_thread.start()
         log.info("service started: %d source(s), %d drone(s), %d AIS feed(s), %d event(s) stored", len(self.readers),
                  len(self.fleet.runners), len(self.settings.ais), self.store.count())
         return self
@@ -143,10 +147,14 @@ class Service:
             self._thread.join(timeout_s)
             if self._thread.is_alive():
                 log.error("pipeline thread did not stop within %.0f s", timeout_s)
+        if self._watch_thread is not None:
+            self._watch_thread.join(timeout_s)
+            self._watch_thread = None
+            if self.sink is not None:
+                for ev in self.watch.close(time.time_ns()):  # cameras still down, links still lost: ended with us
+                    self.sink.emit(ev)
         if self.pipeline is not None and (self._thread is None or not self._thread.is_alive()):
             try:
-                if self.watch.open:  # cameras still down: their incidents end with the service
-                    self.pipeline.emit(self.watch.close(time.time_ns()))
                 self.pipeline.close(None, None, "service stopped")  # end phases go to the store
             except Exception:  # noqa: BLE001
                 log.exception("closing open incidents failed")
@@ -167,13 +175,18 @@ class Service:
         self._thread = None
 
     def _watch_sources(self) -> None:
-        """Camera-down incidents (pipeline thread): started and ended as the readers' statuses say."""
-        try:
-            events = self.watch.check({sid: src.status() for sid, src in self.readers.items()}, time.time_ns())
-            if events:
-                self.pipeline.emit(events)
-        except Exception:  # noqa: BLE001 - the watch must not stop the pipeline
-            log.exception("camera-down incidents: check failed")
+        """Camera-down and drone-link-lost incidents, in a thread of their own (a drone-only site has no pipeline
+        loop): started and ended as the readers' and links' statuses say, stored like every event."""
+        while not self._stop.wait(WATCH_INTERVAL_S):
+            try:
+                now = time.time_ns()
+                events = self.watch.check({sid: src.status() for sid, src in self.readers.items()}, now)
+                if self.fleet is not None:
+                    events += self.watch.check_drones(self.fleet.drones(), now)
+                for ev in events:
+                    self.sink.emit(ev)
+            except Exception:  # noqa: BLE001 - the watch must not die of one bad status
+                log.exception("camera-down / drone-link incidents: check failed")
 
     def delivery_stats(self) -> dict[str, Any]:
         """The store sink's, the MQTT publisher's (None for one not in use) and each webhook's counters, for the
@@ -198,14 +211,11 @@ class Service:
         active = dict(self.readers)
         for src in active.values():
             src.frames.notify = self._wakeup  # readers made elsewhere (tests) wake this loop too
-        next_status_s = next_watch_s = 0.0
+        next_status_s = 0.0
         while active and not self._stop.is_set():
             if self.mqtt is not None and time.monotonic() >= next_status_s:
                 next_status_s = time.monotonic() + STATUS_INTERVAL_S
                 self.mqtt.source_states(self._all_states())
-            if self.watch.enabled and time.monotonic() >= next_watch_s:
-                next_watch_s = time.monotonic() + WATCH_INTERVAL_S
-                self._watch_sources()
             # one round over the cameras, each one's newest frame due for analysis taken just before it is
             # analysed: a camera that is down (empty queue) is never waited on, a slow round analyses the freshest
             # picture, not a queued older one, and only the frames analysed are converted to BGR

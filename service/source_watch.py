@@ -1,4 +1,5 @@
-"""Camera-down incidents (``source_offline``): the video-loss alarm of the operators' desk.
+"""Camera-down incidents (``source_offline``) and lost drone links (``drone_link_lost``): the alarms about the
+watch itself.
 
 A camera that has been down for ``source_alerts.offline_after_s`` (its reader offline and retrying, or failed for
 good) becomes a ``source_offline`` incident, like any other event: stored and searchable, on the live feed and the
@@ -10,13 +11,19 @@ the minute) raises nothing: the source status and its log say it happened.
 
 A broken camera is also what someone cutting a cable or covering a dome wants to look like: an operator sees the
 alarm, not only a grey tile.
+
+A drone whose MAVLink link is lost while it is armed (flying) for ``source_alerts.drone_link_lost_after_s`` becomes a
+``drone_link_lost`` incident (``source_id``: the drone's id) placed at its last known position, with its last height,
+battery, mode and patrol: where the crew must look for it, or wait for its failsafe to bring it home. It ends when
+the link is back (``end_reason: link back``) or closed. A drone on the ground, disarmed, that goes silent (switched
+off) raises nothing.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from seawatch.streams.source import State
 from seawatch.vision.events import Event, GeoPosition
@@ -24,6 +31,7 @@ from seawatch.vision.events import Event, GeoPosition
 log = logging.getLogger(__name__)
 
 SOURCE_OFFLINE = "source_offline"
+DRONE_LINK_LOST = "drone_link_lost"
 _DOWN = (State.OFFLINE, State.FAILED)
 _STOPPED = (State.ENDED, State.STOPPED)
 
@@ -51,10 +59,14 @@ class SourceWatch:
         for sid in drones:
             self.places[sid] = (None, "a drone's camera: the drone's own position is on the map")
         self.open: dict[str, Event] = {}
+        self.drone_after_ns = (None if cfg.drone_link_lost_after_s is None
+                               else int(cfg.drone_link_lost_after_s * 1e9))
+        self.drone_severity = cfg.drone_severity
+        self.open_drones: dict[str, Event] = {}
 
     @property
     def enabled(self) -> bool:
-        return self.after_ns is not None
+        return self.after_ns is not None or self.drone_after_ns is not None
 
     def check(self, statuses: Mapping[str, Any], now_ns: int) -> list[Event]:
         """``statuses``: source id -> its reader's status (``SourceStatus``). The phases that start or end now."""
@@ -80,9 +92,51 @@ class SourceWatch:
                 out.append(self._end(sid, "back online" if back else f"source {st.state.value}", end_ns, now_ns))
         return out
 
+    def check_drones(self, drones: Iterable[Mapping[str, Any]], now_ns: int) -> list[Event]:
+        """``drones``: the fleet's drone statuses (``DroneRunner.status()``). The phases that start or end now."""
+        if self.drone_after_ns is None:
+            return []
+        out: list[Event] = []
+        for d in drones:
+            did = str(d.get("drone_id") or d.get("source_id"))
+            ev = self.open_drones.get(did)
+            state = d.get("state")
+            if state == "lost" and d.get("armed"):
+                age_s = d.get("last_message_age_s")
+                since = now_ns - int(float(age_s) * 1e9) if age_s is not None else now_ns
+                if ev is None and now_ns - since >= self.drone_after_ns:
+                    ev = self._drone_start(did, d, since, now_ns)
+                    self.open_drones[did] = ev
+                    out.append(ev)
+                    log.warning("drone %s: link lost for %.0f s while armed, last seen at %s, %s: drone_link_lost "
+                                "incident %s", did, (now_ns - since) / 1e9, d.get("lat_deg"), d.get("lon_deg"), ev.id)
+            elif ev is not None and state in ("connected", "closed", "ended"):
+                reason = "link back" if state == "connected" else f"link {state}"
+                out.append(self._end_drone(did, reason, now_ns))
+        return out
+
     def close(self, now_ns: int, reason: str = "service stopped") -> list[Event]:
         """End every open incident (shutdown)."""
-        return [self._end(sid, reason, now_ns, now_ns) for sid in list(self.open)]
+        return ([self._end(sid, reason, now_ns, now_ns) for sid in list(self.open)]
+                + [self._end_drone(did, reason, now_ns) for did in list(self.open_drones)])
+
+    def _drone_start(self, did: str, d: Mapping[str, Any], since_ns: int, now_ns: int) -> Event:
+        lat, lon = d.get("lat_deg"), d.get("lon_deg")
+        geo = None if lat is None or lon is None else GeoPosition(float(lat), float(lon), 10.0, 10.0)
+        attrs = {k: d.get(k) for k in ("alt_rel_m", "battery_pct", "mode", "patrol", "patrol_state", "heading_deg",
+                                       "last_error")}
+        attrs["last_seen_s_ago"] = round((now_ns - since_ns) / 1e9, 1)
+        return Event(id=Event.new_id(), type=DRONE_LINK_LOST, severity=self.drone_severity, phase="start",
+                     source_id=did, start_ns=int(since_ns), at_ns=int(now_ns), attributes=attrs, geo=geo,
+                     geo_reason=None if geo is not None else "the drone never reported a position")
+
+    def _end_drone(self, did: str, reason: str, now_ns: int) -> Event:
+        ev = self.open_drones.pop(did)
+        attrs = {**ev.attributes, "end_reason": reason, "duration_s": round((now_ns - ev.start_ns) / 1e9, 1)}
+        log.info("drone %s: drone_link_lost incident %s ended after %.0f s (%s)", did, ev.id,
+                 (now_ns - ev.start_ns) / 1e9, reason)
+        return replace(ev, phase="end", seq=ev.seq + 1, end_ns=int(now_ns), at_ns=max(int(now_ns), ev.at_ns),
+                       attributes=attrs)
 
     def _start(self, sid: str, st: Any, since_ns: int, now_ns: int) -> Event:
         geo, why = self.places.get(sid, (None, "not a configured camera"))

@@ -1,6 +1,6 @@
-"""Camera-down incidents (``source_offline``, ``service/source_watch.py``): the watch's rules on statuses, and a real
-RTSP camera that is not there at start, raises the incident, then comes up and ends it, through the whole service
-(store, API, live feed)."""
+"""Camera-down and drone-link-lost incidents (``source_offline``, ``drone_link_lost``; ``service/source_watch.py``):
+the watch's rules on statuses; a real RTSP camera that is not there at start, raises the incident, then comes up and
+ends it; a flying simulated drone whose radio drops, through the whole service (store, API)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,8 @@ def test_failed_sources_stopped_sources_uncalibrated_cameras_and_shutdown(tmp_pa
     (closed,) = w.close(T0 + 10 * S)
     assert closed.id == b.id and closed.attributes["end_reason"] == "service stopped" and w.open == {}
     off = SourceWatch(_settings(tmp_path, offline_after_s=None))
-    assert not off.enabled and off.check({"gate": _st(State.FAILED, 0)}, T0 + 10**6 * S) == []
+    assert off.enabled and off.check({"gate": _st(State.FAILED, 0)}, T0 + 10**6 * S) == []  # the drone side is on
+    assert not SourceWatch(_settings(tmp_path, offline_after_s=None, drone_link_lost_after_s=None)).enabled
 
 
 @pytest.mark.slow
@@ -126,3 +127,77 @@ def test_an_rtsp_camera_missing_at_start_raises_the_incident_and_ends_it_when_it
         assert next(e for e in rows if e.source_id == "gate").attributes["end_reason"] == "service stopped"
     finally:
         store.close()
+
+
+def _drone(state, armed=True, age_s=0.0, lat=52.84, lon=5.70):
+    return {"drone_id": "patrol-1", "kind": "drone", "state": state, "armed": armed, "last_message_age_s": age_s,
+            "lat_deg": lat, "lon_deg": lon, "alt_rel_m": 42.0, "battery_pct": 61, "mode": "AUTO", "patrol": "box",
+            "patrol_state": "flying", "heading_deg": 90.0, "last_error": "no HEARTBEAT for 2.0 s"}
+
+
+def test_a_flying_drone_whose_link_is_lost_is_an_incident_where_it_was_last_seen(tmp_path):
+    w = SourceWatch(_settings(tmp_path, drone_link_lost_after_s=10))
+    assert w.check_drones([_drone("lost", age_s=9.0)], T0) == []  # a short drop: the link often comes back
+    assert w.check_drones([_drone("lost", armed=False, age_s=600.0)], T0) == []  # on the ground, switched off
+    (ev,) = w.check_drones([_drone("lost", age_s=12.5)], T0)
+    assert (ev.type, ev.phase, ev.severity, ev.source_id) == ("drone_link_lost", "start", "critical", "patrol-1")
+    assert ev.start_ns == T0 - int(12.5 * S)  # from its last message
+    assert (ev.geo.lat_deg, ev.geo.lon_deg) == (52.84, 5.70)
+    assert ev.attributes["alt_rel_m"] == 42.0 and ev.attributes["battery_pct"] == 61 and ev.attributes["mode"] == "AUTO"
+    assert w.check_drones([_drone("lost", age_s=30.0)], T0 + 18 * S) == []
+    (end,) = w.check_drones([_drone("connected")], T0 + 20 * S)
+    assert end.id == ev.id and end.attributes["end_reason"] == "link back" and end.end_ns == T0 + 20 * S
+    (again,) = w.check_drones([_drone("lost", age_s=11.0, lat=None, lon=None)], T0 + 60 * S)
+    assert again.id != ev.id and again.geo is None and "never reported" in again.geo_reason
+    (closed,) = w.close(T0 + 70 * S)
+    assert closed.id == again.id and closed.attributes["end_reason"] == "service stopped"
+    assert SourceWatch(_settings(tmp_path, drone_link_lost_after_s=None)).check_drones([_drone("lost", age_s=99)], T0) == []
+
+
+@pytest.mark.slow
+def test_a_simulated_drone_losing_its_radio_in_flight_raises_the_incident_and_ends_it(tmp_path):
+    import socket
+
+    from seawatch.drone.sim import SimVehicle
+    from seawatch.service.runner import Service
+
+    port = free_port(socket.SOCK_DGRAM)
+    cfg = load_config(data={
+        "storage": {"data_dir": str(tmp_path / "data")},
+        "auth": {"api_keys": [{"name": "test", "role": "admin", "key_sha256": hash_api_key(KEY)}]},
+        "drones": [{"id": "patrol-1", "connection": f"udp:127.0.0.1:{port}",
+                    "camera": {"width_px": 160, "height_px": 120, "hfov_deg": 70}}],
+        "fleet": [{"drone": "patrol-1", "link_timeout_s": 0.5}],
+        "source_alerts": {"drone_link_lost_after_s": 1.0},
+    })
+    svc = Service(cfg).start()
+    sim = SimVehicle(f"udpout:127.0.0.1:{port}", home=(52.84, 5.70, 0.0)).start()
+    sim.h, sim.armed, sim.mode = 35.0, True, "GUIDED"  # airborne
+    h = {"X-API-Key": KEY}
+    try:
+        with TestClient(svc.app) as client:
+            def lost():
+                return client.get("/api/events", params={"type": "drone_link_lost"}, headers=h).json()["events"]
+
+            deadline = time.monotonic() + 30
+            while client.get("/api/drones", headers=h).json()[0]["state"] != "connected" and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(2.0)
+            assert lost() == []  # connected and flying: nothing
+            sim.silent = True  # the radio drops
+            deadline = time.monotonic() + 15
+            while not lost() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            (ev,) = lost()
+            assert ev["source_id"] == "patrol-1" and ev["severity"] == "critical" and ev["end_ns"] is None
+            assert abs(ev["geo"]["lat_deg"] - 52.84) < 1e-3 and abs(ev["geo"]["lon_deg"] - 5.70) < 1e-3
+            assert ev["attributes"]["alt_rel_m"] == pytest.approx(35.0, abs=1.0)
+            sim.silent = False
+            deadline = time.monotonic() + 30
+            while lost()[0]["end_ns"] is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            (done,) = lost()
+            assert done["id"] == ev["id"] and done["attributes"]["end_reason"] == "link back"
+    finally:
+        svc.stop()
+        sim.stop()

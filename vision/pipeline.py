@@ -477,11 +477,6 @@ class Pipeline:
         self.seconds += time.perf_counter() - t0
         return events + ident_events
 
-    def emit(self, events: list[Event]) -> None:
-        """Hand events raised outside the frame path (e.g. the service's camera-down incidents) to the sinks, in
-        order; call it from the thread that calls :meth:`process`."""
-        self._emit(events)
-
     def _emit(self, events: list[Event]) -> None:
         for ev in events:
             for sink in self.sinks:
