@@ -176,10 +176,17 @@ def _clip_coverage(clip: Path) -> dict[str, Any]:
     cov = read_clip_coverage(clip)
     if cov is None:
         return {"known": False}
-    return {"known": True, "complete": not cov.partial, "window_start": iso(cov.start_ns), "window_end": iso(cov.end_ns),
-            "covered": [[iso(a), iso(b)] for a, b in cov.spans],
-            "covered_s": round(sum(b - a for a, b in cov.spans) / 1e9, 3),
-            "window_s": round((cov.end_ns - cov.start_ns) / 1e9, 3)}
+    doc = {"known": True, "complete": not cov.partial, "window_start": iso(cov.start_ns), "window_end": iso(cov.end_ns),
+           "covered": [[iso(a), iso(b)] for a, b in cov.spans],
+           "covered_s": round(sum(b - a for a, b in cov.spans) / 1e9, 3),
+           "window_s": round((cov.end_ns - cov.start_ns) / 1e9, 3),
+           "reencoded": cov.reencoded}
+    if cov.reencoded:
+        # the camera's format (codec / size) changed inside the window: the clip's pictures were decoded and
+        # re-encoded at one size, not copied as recorded; say from when each format is shown
+        doc["reencoded_size_px"] = list(cov.reencoded_px)
+        doc["formats"] = [{"from": iso(t), "codec": c, "width_px": w, "height_px": h} for t, c, w, h in cov.formats]
+    return doc
 
 
 def evidence_zip(path, event_json: dict[str, Any], audit: list[dict[str, Any]], *, snapshot: Path | None,
@@ -191,7 +198,9 @@ def evidence_zip(path, event_json: dict[str, Any], audit: list[dict[str, Any]], 
     ``snapshot.jpg`` and ``clip.mp4`` when available, ``manifest.json``
     (what is in it, who exported it when, what is missing and why, the SHA-256 of every other member, and for the
     clip what of its window it shows: ``clip_coverage`` with ``complete`` false when the camera was out for part of
-    it) and ``SHA256SUMS`` (``sha256sum -c`` format, covering every member including the manifest).
+    it, and ``reencoded`` true, with the ``formats`` shown, when its recordings changed size or codec inside the
+    window and the clip was re-encoded at one size instead of copied) and ``SHA256SUMS`` (``sha256sum -c`` format,
+    covering every member including the manifest).
     """
     import hashlib
     import json

@@ -15,8 +15,14 @@
   A clip only ever holds video of its window (from the keyframe before it): a window with no video in it (camera
   out, or later than the newest packet) is a :class:`StreamError`, never older video. A window that is only partly
   covered (an outage inside it) gives the part that exists; the MP4's ``comment`` tag says which spans were
-  covered and ``partial`` (see :func:`read_clip_coverage`). ``ClipStore`` never stores a clip whose window a live
-  source may still fill (post-roll not arrived yet): it waits, or raises :class:`ClipNotReady`.
+  covered and ``partial`` (see :func:`read_clip_coverage`). A window across a change of recording format (codec or
+  picture size: a camera reconfigured, a day/night profile) still shows all of it: only such a clip is decoded and
+  re-encoded (libx264 ``veryfast``) at one size, the widest x tallest of its formats (no part scaled down; a part of
+  another aspect ratio centred with black bars), with the same picture times, and its ``comment`` says so
+  (``reencoded=``, :class:`ClipCoverage`); a window of one format is copied packet for packet as before. An
+  unreadable segment is skipped with a warning (its time shows as an outage), not the whole clip lost.
+  ``ClipStore`` never stores a clip whose window a live source may still fill (post-roll not arrived yet): it
+  waits, or raises :class:`ClipNotReady`.
 * Snapshots are JPEG files from a BGR image.
 
 Timestamps in written files (1/90000 s) keep the stream's own spacing and bridge reconnects (where the stream's PTS
@@ -494,11 +500,19 @@ _EDGE_NS = 1_000_000_000
 class ClipCoverage:
     """What a clip shows of its window ``[start_ns, end_ns]``: capture-time ``spans`` (first_ns, last_ns) of video,
     a new span after each outage. ``partial`` when it starts or ends more than a second inside the window or has an
-    outage in it."""
+    outage in it.
+
+    A clip whose recordings changed format inside it (codec or picture size: a camera reconfigured, a day/night
+    profile) is decoded and re-encoded at one size instead of copied: ``formats`` lists each format's run,
+    ``(first_ns, codec, width_px, height_px)`` oldest first, and ``reencoded_px`` the clip's ``(width_px, height_px)``.
+    Both are empty / None for a clip copied packet for packet (and in records written before they existed).
+    """
 
     start_ns: int
     end_ns: int
     spans: tuple[tuple[int, int], ...]
+    formats: tuple[tuple[int, str, int, int], ...] = ()
+    reencoded_px: tuple[int, int] | None = None
 
     @property
     def partial(self) -> bool:
@@ -506,23 +520,48 @@ class ClipCoverage:
                     and self.spans[0][1] >= self.end_ns - _EDGE_NS)
 
     @property
+    def reencoded(self) -> bool:
+        return self.reencoded_px is not None
+
+    @property
     def last_ns(self) -> int:
         return self.spans[-1][1]
 
     def comment(self) -> str:
         spans = ",".join(f"{a}-{b}" for a, b in self.spans)
-        return (f"seawatch window_ns={self.start_ns}-{self.end_ns} covered_ns={spans} "
+        reencoded = ""
+        if self.reencoded_px is not None:
+            runs = ",".join(f"{c}:{w}x{h}@{t}" for t, c, w, h in self.formats)
+            reencoded = f" reencoded={runs}->{self.reencoded_px[0]}x{self.reencoded_px[1]}"
+        return (f"seawatch window_ns={self.start_ns}-{self.end_ns} covered_ns={spans}{reencoded} "
                 f"{'partial' if self.partial else 'complete'}")
 
     @classmethod
     def parse(cls, comment: str) -> "ClipCoverage | None":
+        """The record :meth:`comment` wrote (any version); None when it is not one or is damaged."""
         fields = dict(f.split("=", 1) for f in comment.split() if "=" in f)
         try:
             a, b = fields["window_ns"].split("-")
             spans = tuple(tuple(int(x) for x in sp.split("-")) for sp in fields["covered_ns"].split(","))
-            return cls(int(a), int(b), spans)
+            formats: tuple[tuple[int, str, int, int], ...] = ()
+            size = None
+            if "reencoded" in fields:
+                runs, out = fields["reencoded"].split("->")
+                size = _parse_size(out)
+                parsed = []
+                for run in runs.split(","):
+                    codec, rest = run.split(":", 1)
+                    wh, t = rest.split("@")
+                    parsed.append((int(t), codec, *_parse_size(wh)))
+                formats = tuple(parsed)
+            return cls(int(a), int(b), spans, formats, size)
         except (KeyError, ValueError):
             return None
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    w, h = text.split("x")
+    return int(w), int(h)
 
 
 def read_clip_coverage(path: str | Path) -> ClipCoverage | None:
@@ -552,7 +591,9 @@ def cut_clip(
     whatever is newer. The clip starts at the last keyframe at or before ``start_ns`` (after an outage: the first
     keyframe after it). Raises :class:`StreamError` when no video was captured inside the window (never older video
     instead). A window only partly covered gives what there is; the MP4's ``comment`` tag records the coverage
-    (:func:`read_clip_coverage`).
+    (:func:`read_clip_coverage`). Packets are copied as recorded, except when the window spans more than one format
+    (codec or picture size): then the clip is re-encoded at one size (:func:`reencode_size_px`,
+    :func:`write_mp4_reencoded`) and its coverage record says so.
     """
     return _cut(path, start_ns, end_ns, recordings=recordings, source_id=source_id, ring=ring)[0]
 
@@ -560,46 +601,199 @@ def cut_clip(
 def _cut(path, start_ns: int, end_ns: int, *, recordings, source_id, ring) -> tuple[Path, ClipCoverage]:
     if end_ns <= start_ns:
         raise InputError(f"clip window is empty: start {start_ns} >= end {end_ns}")
-    packets: list[EncodedPacket] = []
-    info: StreamInfo | None = None
+    # runs of one format (codec and picture size), oldest first; a run's info is its newest (same format: the
+    # parameter sets of the latest recording)
+    runs: list[tuple[StreamInfo, list[EncodedPacket]]] = []
+
+    def add(run_info: StreamInfo, run_packets: list[EncodedPacket]) -> None:
+        if not run_packets:
+            return
+        if runs and runs[-1][0].same_format(run_info):
+            runs[-1][1].extend(run_packets)
+            runs[-1] = (run_info, runs[-1][1])
+        else:
+            runs.append((run_info, list(run_packets)))
+
     if recordings is not None and source_id is not None:
         for seg in list_segments(recordings, source_id):
             if seg.end_ns < start_ns - 10_000_000_000 or seg.start_ns > end_ns:
                 continue
-            seg_info, seg_packets = read_segment_packets(seg.path, seg.start_ns)
-            if info is not None and not seg_info.same_format(info):
-                packets = []  # format changed: keep the newer part
-            info = seg_info
-            packets.extend(seg_packets)
-        if (info is not None and not info.extradata and ring is not None and ring.info is not None
-                and ring.info.extradata and ring.info.same_format(info) and ring.info.codec_name == info.codec_name):
-            # segments recorded before their decoder headers were kept (MPEG-4 Part 2 from MP4): the live stream's
-            info = replace(info, extradata=ring.info.extradata)
+            try:
+                seg_info, seg_packets = read_segment_packets(seg.path, seg.start_ns)
+            except InputError as exc:  # one damaged file must not take the video around it with it
+                log.warning("clip %s of %s: skipping unreadable recording %s: %s", Path(path).name, source_id,
+                            seg.path.name, exc)
+                continue
+            add(seg_info, seg_packets)
+        if ring is not None and ring.info is not None and ring.info.extradata:
+            for i, (run_info, run_packets) in enumerate(runs):
+                if (not run_info.extradata and ring.info.same_format(run_info)
+                        and ring.info.codec_name == run_info.codec_name):
+                    # segments recorded before their decoder headers were kept (MPEG-4 Part 2 from MP4): the live
+                    # stream's
+                    runs[i] = (replace(run_info, extradata=ring.info.extradata), run_packets)
     if ring is not None and ring.info is not None:
-        newest = packets[-1].capture_time_ns if packets else None
+        newest = runs[-1][1][-1].capture_time_ns if runs else None
         ring_packets = ring.window(start_ns, end_ns)
         if newest is not None:
             ring_packets = [p for p in ring_packets if p.capture_time_ns > newest]
-            # only continue from the ring at a keyframe unless it follows on directly
-            if ring_packets and not ring_packets[0].is_keyframe and ring_packets[0].capture_time_ns - newest > 1e9:
+            # only continue from the ring at a keyframe unless it follows on directly in the same format
+            if ring_packets and not ring_packets[0].is_keyframe and (
+                    ring_packets[0].capture_time_ns - newest > 1e9 or not ring.info.same_format(runs[-1][0])):
                 while ring_packets and not ring_packets[0].is_keyframe:
                     ring_packets.pop(0)
-        if ring_packets:
-            if info is not None and not ring.info.same_format(info):
-                packets = []
-            info = ring.info
-            packets.extend(ring_packets)
+        add(ring.info, ring_packets)
+    packets = [p for _, run_packets in runs for p in run_packets]
     window = select_window(packets, start_ns, end_ns)
-    if not window or info is None:
+    if not window:
         where = f"source {source_id!r}" if source_id else "the pre-event buffer"
         raise StreamError(f"no recorded video of {where} between {start_ns} and {end_ns} ns")
     spans = coverage_spans(window, window[0].capture_time_ns, end_ns)
     spans = [(max(a, start_ns), b) for a, b in spans if b >= start_ns]
     coverage = ClipCoverage(int(start_ns), int(end_ns), tuple(spans))
-    if coverage.partial:
-        log.info("clip %s of %s covers only part of its window: %s", Path(path).name, source_id or "ring",
-                 coverage.comment())
-    return write_mp4(window, info, path, comment=coverage.comment()), coverage
+    # the window's share of each run (select_window returns a slice of ``packets``)
+    first = next(i for i, p in enumerate(packets) if p is window[0])
+    win_runs: list[tuple[StreamInfo, list[EncodedPacket]]] = []
+    i = 0
+    for run_info, run_packets in runs:
+        part = packets[max(first, i):min(first + len(window), i + len(run_packets))]
+        i += len(run_packets)
+        if part:
+            win_runs.append((run_info, part))
+    if len(win_runs) == 1:  # one format: copied as recorded (a transcode only for codecs other than H.264)
+        if coverage.partial:
+            log.info("clip %s of %s covers only part of its window: %s", Path(path).name, source_id or "ring",
+                     coverage.comment())
+        return write_mp4(window, win_runs[0][0], path, comment=coverage.comment()), coverage
+    size = reencode_size_px([run_info for run_info, _ in win_runs])
+    coverage = replace(coverage, reencoded_px=size, formats=tuple(
+        (max(int(start_ns), run_packets[0].capture_time_ns), run_info.codec_name, run_info.width_px,
+         run_info.height_px) for run_info, run_packets in win_runs))
+    t = time.monotonic()
+    out, frames = write_mp4_reencoded(win_runs, size, path, comment=coverage.comment())
+    log.info("clip %s of %s: the recordings change format inside its window (%s); re-encoded at %dx%d with libx264 "
+             "(%d pictures, %.1f s of video, in %.1f s): %s", Path(path).name, source_id or "ring",
+             " then ".join(f"{c} {w}x{h}" for _, c, w, h in coverage.formats), *size, frames,
+             (window[-1].capture_time_ns - window[0].capture_time_ns) / 1e9, time.monotonic() - t, coverage.comment())
+    return out, coverage
+
+
+def reencode_size_px(infos: list[StreamInfo]) -> tuple[int, int]:
+    """The picture size of a clip re-encoded from runs of several sizes: the smallest that holds each run at its own
+    resolution (widest width x tallest height, rounded up to even for 4:2:0). When the runs share an aspect ratio
+    that is the largest run's size; no run is ever scaled down, so no recorded detail is lost to the change."""
+    w = max(i.width_px for i in infos)
+    h = max(i.height_px for i in infos)
+    return w + w % 2, h + h % 2
+
+
+def _fit_px(width_px: int, height_px: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(width, height, x, y) of a ``width_px`` x ``height_px`` picture scaled to fit ``size`` with its aspect ratio
+    kept, centred (even sizes and offsets, for 4:2:0 chroma)."""
+    cw, ch = size
+    scale = min(cw / width_px, ch / height_px)
+    w = min(cw, max(2, round(width_px * scale / 2) * 2))
+    h = min(ch, max(2, round(height_px * scale / 2) * 2))
+    return w, h, (cw - w) // 4 * 2, (ch - h) // 4 * 2
+
+
+def _on_canvas(frame, fit: tuple[int, int, int, int], size: tuple[int, int]):
+    """A decoded picture scaled into its place on a black ``size`` canvas, as a yuv420p VideoFrame."""
+    import av
+
+    w, h, x, y = fit
+    pic = frame.reformat(width=w, height=h, format="yuv420p")
+    if (w, h) == size:
+        return pic
+    cw, ch = size
+    src = pic.to_ndarray().reshape(-1)  # I420: Y (h*w), U (h/2*w/2), V (h/2*w/2)
+    canvas = np.empty(cw * ch * 3 // 2, np.uint8)
+    planes = [(0, 0, cw, ch, w, h, x, y, 16), (w * h, cw * ch, cw // 2, ch // 2, w // 2, h // 2, x // 2, y // 2, 128)]
+    planes.append((planes[1][0] + w * h // 4, planes[1][1] + cw * ch // 4, *planes[1][2:]))
+    for s0, d0, dw, dh, sw, sh, dx, dy, black in planes:
+        dst = canvas[d0:d0 + dw * dh].reshape(dh, dw)
+        dst[:] = black  # limited-range black
+        dst[dy:dy + sh, dx:dx + sw] = src[s0:s0 + sw * sh].reshape(sh, sw)
+    return av.VideoFrame.from_ndarray(canvas.reshape(ch * 3 // 2, cw), format="yuv420p")
+
+
+def write_mp4_reencoded(runs: list[tuple[StreamInfo, list[EncodedPacket]]], size: tuple[int, int],
+                        path: str | Path, *, crf: int = 23, comment: str | None = None) -> tuple[Path, int]:
+    """Write runs of packets in different formats (codec / picture size) as one H.264 MP4 of ``size`` (width_px,
+    height_px): each run decoded with its own decoder, scaled to fit with its aspect ratio kept (black bars where it
+    differs) and encoded with libx264 (``veryfast``, yuv420p, ``+faststart``, as :func:`write_mp4`'s transcode).
+
+    Picture times are those :func:`write_mp4` gives the same packets, so the capture-time spacing is kept across
+    the changes. A packet the decoder refuses is skipped (logged). Returns (path, pictures written); raises
+    :class:`StreamError` when no picture could be decoded or FFmpeg fails.
+    """
+    import av
+
+    path = Path(path)
+    if not runs or not runs[0][1] or not runs[0][1][0].is_keyframe:
+        raise StreamError(f"cannot write {path}: the packets do not start at a keyframe")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    timed = _rebase([p for _, packets in runs for p in packets])
+    refused: list[str] = []
+    encoded = 0
+    try:
+        with av.open(str(tmp), "w", format="mp4", options=_FASTSTART) as out:
+            if comment:
+                out.metadata["comment"] = comment
+            enc = out.add_stream("libx264", rate=runs[-1][0].rate_fps or 25,
+                                 options={"preset": "veryfast", "crf": str(crf)})
+            enc.width, enc.height = size
+            enc.pix_fmt = "yuv420p"
+            enc.codec_context.time_base = MUX_TIME_BASE
+            last_pts = -1
+            k = 0
+            for info, packets in runs:
+                dec = av.CodecContext.create(info.codec_name, "r")
+                if info.extradata:
+                    dec.extradata = info.extradata
+                fit = _fit_px(info.width_px, info.height_px, size)
+                run_timed = timed[k:k + len(packets)]
+                k += len(packets)
+                for p, pts, dts in [*run_timed, (None, None, None)]:
+                    if p is None:
+                        pkt = None
+                    else:
+                        data = p.data
+                        if p.is_keyframe:
+                            data = (ensure_h264_params(data, info.annexb_params) if info.codec_name == "h264"
+                                    else with_inband_headers(data, info))
+                        pkt = av.Packet(data)
+                        pkt.pts, pkt.dts, pkt.time_base = pts, dts, MUX_TIME_BASE
+                    try:
+                        frames = dec.decode(pkt)
+                    except av.FFmpegError as exc:  # a damaged packet: skip it, keep the rest of the clip
+                        refused.append(str(exc))
+                        continue
+                    for frame in frames:
+                        t = frame.pts if frame.pts is not None else (pts if pts is not None else last_pts + 1)
+                        last_pts = t = max(t, last_pts + 1)  # output times strictly increase, across runs too
+                        pic = _on_canvas(frame, fit, size)
+                        pic.pts, pic.time_base = t, MUX_TIME_BASE
+                        for q in enc.encode(pic):
+                            out.mux(q)
+                        encoded += 1
+            if encoded == 0:
+                raise StreamError(f"no picture of the clip {path.name} could be decoded "
+                                  f"({len(refused)} packet(s) refused: {refused[0] if refused else 'no output'})")
+            for q in enc.encode(None):
+                out.mux(q)
+        os.replace(tmp, path)
+    except av.FFmpegError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StreamError(f"writing {path} failed: {exc}") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if refused:
+        log.warning("clip %s: %d of %d packet(s) could not be decoded and were skipped (first: %s)",
+                    path.name, len(refused), len(timed), refused[0])
+    return path, encoded
 
 
 def save_jpeg(image: np.ndarray, path: str | Path, quality: int = 90) -> Path:
