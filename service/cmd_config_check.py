@@ -24,8 +24,19 @@ def run(args: argparse.Namespace) -> int:
         + (f"; MQTT {cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.enabled else "")
         + (f"; webhooks {', '.join(w.label for w in cfg.webhooks)}" if cfg.webhooks else "")
         + _retention(cfg.storage.retention)
+        + _alerts(cfg.source_alerts)
+        + (f"; proxies believed {', '.join(cfg.service.trusted_proxies)}" if cfg.service.trusted_proxies
+           else "; no proxy headers believed")
     )
     return 0
+
+
+def _alerts(a) -> str:
+    cams = (f"cameras down {a.offline_after_s:g} s -> source_offline ({a.severity})" if a.offline_after_s is not None
+            else "no camera-down incidents")
+    drones = (f"drone links lost {a.drone_link_lost_after_s:g} s in flight -> drone_link_lost ({a.drone_severity})"
+              if a.drone_link_lost_after_s is not None else "no drone-link incidents")
+    return f"; {cams}; {drones}"
 
 
 def _redact(url: str) -> str:

@@ -98,6 +98,14 @@ def test_config_check_cli(tmp_path, capsys):
     assert main(["config", "check", str(good)]) == 0
     out = capsys.readouterr().out
     assert "OK" in out and "127.0.0.1:9000" in out
+    assert "cameras down 60 s -> source_offline (high)" in out and "drone_link_lost (critical)" in out
+    assert "proxies believed 127.0.0.1, ::1" in out
+    quiet = tmp_path / "quiet.yaml"
+    quiet.write_text("source_alerts: {offline_after_s: null, drone_link_lost_after_s: null}\n"
+                     "service: {trusted_proxies: []}\nstorage: {data_dir: " + str(tmp_path / "d") + "}\n")
+    assert main(["config", "check", str(quiet)]) == 0
+    out = capsys.readouterr().out
+    assert "no camera-down incidents; no drone-link incidents" in out and "no proxy headers believed" in out
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("service: {port: 70000}\nauth:\n  users:\n    - {name: bob, role: king, password_hash: x}\n")
