@@ -14,7 +14,7 @@ import logging
 import os
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Callable, Literal, Sequence
 
 import numpy as np
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response, WebSocket, WebSocketDisconnect
@@ -299,20 +299,36 @@ def search_events(request: Request, store: Store, who: Operator, params: Annotat
     max_page = request.app.state.settings.service.max_page_size
     if params.limit > max_page:
         raise ApiError(400, f"limit {params.limit} exceeds the largest page, {max_page}")
-    page = store.search(_query(params))
+    page = store.search(_query(params, request.app.state.settings))
     held = store.with_holds([e.id for e in page.events])
     return EventPage(events=[EventOut.from_event(e).model_copy(update={"held": e.id in held}) for e in page.events],
                      next_cursor=page.next_cursor)
 
 
-def _query(params: SearchParams, **over: Any) -> EventQuery:
-    """API filters -> the store's typed query (explicit conversion between the two shapes)."""
+def _drone_sources(settings: Any, drone_ids: Sequence[str]) -> tuple[str, ...]:
+    """The source ids of a drone's events: the drone itself (its drone_link_lost incidents) and its cameras."""
+    if not drone_ids:
+        return ()
+    wanted = set(drone_ids)
+    out = list(drone_ids)
+    for s in getattr(settings, "sources", ()):
+        d = settings.drone_of(s.id)
+        if d is not None and d.id in wanted:
+            out.append(s.id)
+    out += [d.video_source for d in getattr(settings, "drones", ()) if d.id in wanted and d.video_source]
+    return tuple(dict.fromkeys(out))
+
+
+def _query(params: SearchParams, settings: Any = None, **over: Any) -> EventQuery:
+    """API filters -> the store's typed query (explicit conversion between the two shapes); ``settings`` resolves
+    ``drone`` to source ids."""
     bbox = None
     if params.min_lat is not None:
         bbox = BBox(params.min_lat, params.min_lon, params.max_lat, params.max_lon)  # type: ignore[arg-type]
     fields: dict[str, Any] = dict(
         types=tuple(params.type), severities=tuple(params.severity), min_severity=params.min_severity,
-        statuses=tuple(params.status), source_ids=tuple(params.source), zone_ids=tuple(params.zone),
+        statuses=tuple(params.status), zone_ids=tuple(params.zone),
+        source_ids=tuple(dict.fromkeys((*params.source, *_drone_sources(settings, params.drone)))),
         start_from_ns=to_ns(params.start_from) if params.start_from else None,
         start_to_ns=to_ns(params.start_to) if params.start_to else None,
         open_only=params.open, bbox=bbox, has_geo=params.has_geo, mmsi=params.mmsi, vessel_name=params.vessel_name,
@@ -326,12 +342,12 @@ def _query(params: SearchParams, **over: Any) -> EventQuery:
 MAX_EXPORT = 10_000
 
 
-def _export_events(store: EventStore, params: SearchParams) -> tuple[list, bool]:
+def _export_events(store: EventStore, params: SearchParams, settings: Any) -> tuple[list, bool]:
     """Every match (in the requested sort) up to MAX_EXPORT; True when there were more."""
     out: list = []
     cursor = params.cursor
     while True:
-        page = store.search(_query(params, limit=min(1000, MAX_EXPORT - len(out)), cursor=cursor))
+        page = store.search(_query(params, settings, limit=min(1000, MAX_EXPORT - len(out)), cursor=cursor))
         out += page.events
         cursor = page.next_cursor
         if cursor is None:
@@ -342,20 +358,20 @@ def _export_events(store: EventStore, params: SearchParams) -> tuple[list, bool]
 
 @export.get("/events.geojson", summary="the events a search finds, as a GeoJSON FeatureCollection (limit/cursor ignored)",
             response_class=JSONResponse, responses={200: {"content": {"application/geo+json": {"schema": {"type": "object"}}}}})
-def export_geojson(store: Store, who: Operator, params: Annotated[SearchParams, Query()]) -> JSONResponse:
+def export_geojson(request: Request, store: Store, who: Operator, params: Annotated[SearchParams, Query()]) -> JSONResponse:
     from seawatch.service.export import to_geojson
 
-    evs, truncated = _export_events(store, params.model_copy(update={"cursor": None}))
+    evs, truncated = _export_events(store, params.model_copy(update={"cursor": None}), request.app.state.settings)
     return JSONResponse(to_geojson(evs, truncated), media_type="application/geo+json",
                         headers={"Content-Disposition": 'attachment; filename="seawatch-events.geojson"'})
 
 
 @export.get("/events.kml", summary="the located events a search finds, as KML 2.2 Placemarks", response_class=Response,
             responses={200: {"content": {"application/vnd.google-earth.kml+xml": {"schema": {"type": "string"}}}}})
-def export_kml(store: Store, who: Operator, params: Annotated[SearchParams, Query()]) -> Response:
+def export_kml(request: Request, store: Store, who: Operator, params: Annotated[SearchParams, Query()]) -> Response:
     from seawatch.service.export import to_kml
 
-    evs, truncated = _export_events(store, params.model_copy(update={"cursor": None}))
+    evs, truncated = _export_events(store, params.model_copy(update={"cursor": None}), request.app.state.settings)
     return Response(to_kml(evs), media_type="application/vnd.google-earth.kml+xml",
                     headers={"Content-Disposition": 'attachment; filename="seawatch-events.kml"',
                              "X-Seawatch-Truncated": "true" if truncated else "false"})

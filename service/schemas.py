@@ -52,6 +52,9 @@ class SearchParams(BaseModel):
     min_severity: Severity | None = Field(None, description="this severity or worse")
     status: list[Status] = Field(default_factory=list, max_length=4, description="review statuses (any of)")
     source: list[Name] = Field(default_factory=list, max_length=200, description="source ids (any of)")
+    drone: list[Name] = Field(default_factory=list, max_length=50,
+                              description="drone ids (any of): the drone's own incidents (drone_link_lost) and its "
+                                          "cameras' events; together with source, any of both")
     zone: list[Name] = Field(default_factory=list, max_length=200, description="zone ids (any of)")
     start_from: datetime | None = Field(None, description="incident started at or after (ISO 8601, UTC if no zone)")
     start_to: datetime | None = Field(None, description="incident started before (ISO 8601)")

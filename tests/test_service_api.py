@@ -616,3 +616,29 @@ def test_evidence_package(app_env, tmp_path):
     assert "snapshot.jpg" not in z.namelist() and "gone" in json.loads(z.read("manifest.json"))["missing"]["snapshot.jpg"]
     assert client.get("/api/events/nope/evidence.zip", headers=rev).status_code == 404
     assert not list(__import__("pathlib").Path(__import__("tempfile").gettempdir()).glob("seawatch-evidence-*.zip"))
+
+
+def test_search_by_drone_finds_its_own_incidents_and_its_cameras_events(tmp_path, hashes):
+    from seawatch.drone.config import DroneConfig
+
+    drone = DroneConfig.model_validate({"id": "patrol-1", "connection": "udp:127.0.0.1:14550", "video_source": "drone-1",
+                                        "camera": {"width_px": 640, "height_px": 360, "hfov_deg": 70}})
+    app = create_app(settings_for(tmp_path, hashes).model_copy(update={"drones": (drone,)}))
+    with TestClient(app) as client:
+        seed(app, app.state.media_dir)
+        app.state.store.put(make_event(7, type="drone_link_lost", severity="critical", source_id="patrol-1",
+                                       geo=GeoPosition(54.03, 6.56, 10, 10)))
+        app.state.store.put(make_event(8, type="smoke", source_id="patrol-2"))  # another drone's
+        h = token(client, "olga")
+
+        def ids(**params):
+            r = client.get("/api/events", params=params, headers=h)
+            assert r.status_code == 200, r.text
+            return sorted(e["id"] for e in r.json()["events"])
+
+        assert ids(drone="patrol-1") == ["ev00002", "ev00007"]  # its camera's vessel event and its link-lost incident
+        assert ids(drone="patrol-1", type="drone_link_lost") == ["ev00007"]
+        assert ids(drone="patrol-1", source="cam-1") == ["ev00000", "ev00001", "ev00002", "ev00003", "ev00007"]
+        assert ids(drone="nobody") == []
+        geo = client.get("/api/export/events.geojson", params={"drone": "patrol-1"}, headers=h).json()
+        assert sorted(f["properties"]["id"] for f in geo["features"]) == ["ev00002", "ev00007"]

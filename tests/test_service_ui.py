@@ -256,6 +256,13 @@ def test_ui_operator_workflow_in_chromium(live_service, tmp_path):
         page.click("#filters button")
         _wait(page, "[...document.querySelectorAll('#events tbody tr td:nth-child(4)')].every(td => td.textContent === 'quay-cam') && "
                     "!document.querySelector('#events tr[data-id=\"ev00000\"]')")
+        # ---- a drone as a whole: its own incidents (here a lost link) and its camera's events
+        svc.store.put(make_event(9, type="drone_link_lost", severity="critical", source_id="patrol-1",
+                                 geo=GeoPosition(52.8410, 5.7040, 10.0, 10.0)))
+        page.select_option("#filters select[name=source]", "drone:patrol-1")
+        page.click("#filters button")
+        _wait(page, "document.querySelectorAll('#events tbody tr').length === 1 && "
+                    "!!document.querySelector('#events tr[data-id=\"ev00009\"]')")
         page.select_option("#filters select[name=source]", "")
         page.fill("#filters input[name=start_from]", "2099-01-01T00:00:00")  # a time range with nothing in it
         page.click("#filters button")

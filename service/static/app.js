@@ -125,7 +125,8 @@ function filterParams() {
     if (k.startsWith("start_")) {
       const d = new Date(v + "Z");  // datetime-local has no zone: read it as UTC
       if (!Number.isNaN(d.getTime())) p.append(k, d.toISOString());
-    } else if (String(v).trim()) p.append(k, String(v).trim());
+    } else if (k === "source" && String(v).startsWith("drone:")) p.append("drone", String(v).slice(6));
+    else if (String(v).trim()) p.append(k, String(v).trim());
   }
   if ($("f-inview").checked && map) for (const [k, v] of Object.entries(viewBox())) p.set(k, String(v));
   return p;
@@ -249,6 +250,12 @@ async function refreshSources(list) {
   // cameras (fixed and drone-borne) and each drone's video source: the sources events come from
   const ids = list.flatMap((s) => ((s.kind || "camera") === "camera" ? [s.source_id] : s.kind === "drone" && s.video_source ? [s.video_source] : []));
   for (const id of ids) if (!have.has(id)) { const o = document.createElement("option"); o.textContent = id; sel.appendChild(o); have.add(id); }
+  // each drone as a whole: its own incidents (link lost) and its camera's events (sent as drone=ID)
+  for (const s of list) {
+    if (s.kind !== "drone" || have.has("drone:" + s.source_id)) continue;
+    const o = document.createElement("option"); o.value = "drone:" + s.source_id; o.textContent = `drone ${s.source_id} (all)`;
+    sel.appendChild(o); have.add(o.value);
+  }
   const tb = document.querySelector("#sources tbody");
   tb.replaceChildren();
   for (const s of list) {
