@@ -115,9 +115,8 @@ class Service:
             raise
         self._thread = threading.Thread(target=self._run, name="seawatch-pipeline", daemon=True)
         self._thread.start()
-        if self.watch.enabled:
-            self._watch_thread = threading.Thread(target=self._watch_sources, name="seawatch-source-watch", daemon=True)
-            self._watch_thread.start()
+        self._watch_thread = threading.Thread(target=self._watch_sources, name="seawatch-source-watch", daemon=True)
+        self._watch_thread.start()
         log.info("service started: %d source(s), %d drone(s), %d AIS feed(s), %d event(s) stored", len(self.readers),
                  len(self.fleet.runners), len(self.settings.ais), self.store.count())
         return self
@@ -175,14 +174,18 @@ class Service:
         self._thread = None
 
     def _watch_sources(self) -> None:
-        """Camera-down and drone-link-lost incidents, in a thread of their own (a drone-only site has no pipeline
-        loop): started and ended as the readers' and links' statuses say, stored like every event."""
+        """Camera-down, drone-link-lost and media-disk-full incidents, in a thread of their own (a drone-only site has
+        no pipeline loop): started and ended as the readers', links' and disk guard's statuses say, stored like every
+        event."""
         while not self._stop.wait(WATCH_INTERVAL_S):
             try:
                 now = time.time_ns()
                 events = self.watch.check({sid: src.status() for sid, src in self.readers.items()}, now)
                 if self.fleet is not None:
                     events += self.watch.check_drones(self.fleet.drones(), now)
+                worker = getattr(getattr(self.app, "state", None), "retention", None)
+                if worker is not None:  # the disk guard's last word on the media disk
+                    events += self.watch.check_disk(worker.last_disk, now)
                 for ev in events:
                     self.sink.emit(ev)
             except Exception:  # noqa: BLE001 - the watch must not die of one bad status

@@ -12,6 +12,11 @@ the minute) raises nothing: the source status and its log say it happened.
 A broken camera is also what someone cutting a cable or covering a dome wants to look like: an operator sees the
 alarm, not only a grey tile.
 
+The media disk itself: when the retention's disk guard has deleted what it may and free space is still under its
+threshold (only held evidence, open incidents' video and each camera's newest segment left), recordings and clips
+are about to fail: a ``storage_low`` incident (``source_id`` ``storage``, severity ``critical``) says so until the
+space is back above the threshold. Events keep being stored meanwhile as long as the database has room.
+
 A drone whose MAVLink link is lost while it is armed (flying) for ``source_alerts.drone_link_lost_after_s`` becomes a
 ``drone_link_lost`` incident (``source_id``: the drone's id) placed at its last known position, with its last height,
 battery, mode and patrol: where the crew must look for it, or wait for its failsafe to bring it home. It ends when
@@ -32,6 +37,8 @@ log = logging.getLogger(__name__)
 
 SOURCE_OFFLINE = "source_offline"
 DRONE_LINK_LOST = "drone_link_lost"
+STORAGE_LOW = "storage_low"
+STORAGE_SOURCE = "storage"
 _DOWN = (State.OFFLINE, State.FAILED)
 _STOPPED = (State.ENDED, State.STOPPED)
 
@@ -63,6 +70,7 @@ class SourceWatch:
                                else int(cfg.drone_link_lost_after_s * 1e9))
         self.drone_severity = cfg.drone_severity
         self.open_drones: dict[str, Event] = {}
+        self.storage: Event | None = None
 
     @property
     def enabled(self) -> bool:
@@ -115,10 +123,38 @@ class SourceWatch:
                 out.append(self._end_drone(did, reason, now_ns))
         return out
 
+    def check_disk(self, report: Any, now_ns: int) -> list[Event]:
+        """``report``: the disk guard's last ``DiskReport`` (``low``: still under the threshold after the guard ran),
+        or None before its first run. The ``storage_low`` phase that starts or ends now."""
+        if report is None:
+            return []
+        attrs = {"path": report.path, "free_bytes": int(report.free_bytes), "free_pct": float(report.free_pct),
+                 "threshold_bytes": int(report.threshold_bytes), "total_bytes": int(report.total_bytes)}
+        if report.low and self.storage is None:
+            self.storage = Event(id=Event.new_id(), type=STORAGE_LOW, severity="critical", phase="start",
+                                 source_id=STORAGE_SOURCE, start_ns=int(report.at_ns or now_ns), at_ns=int(now_ns),
+                                 attributes=attrs, geo_reason="the service's media disk")
+            log.error("media disk %s: %.1f GB free (%.1f %%) after the disk guard, under its threshold of %.1f GB: "
+                      "recordings and clips will fail; storage_low incident %s", report.path, report.free_bytes / 1e9,
+                      report.free_pct, report.threshold_bytes / 1e9, self.storage.id)
+            return [self.storage]
+        if not report.low and self.storage is not None:
+            return [self._end_storage("space back above the threshold", now_ns, attrs)]
+        return []
+
     def close(self, now_ns: int, reason: str = "service stopped") -> list[Event]:
         """End every open incident (shutdown)."""
         return ([self._end(sid, reason, now_ns, now_ns) for sid in list(self.open)]
-                + [self._end_drone(did, reason, now_ns) for did in list(self.open_drones)])
+                + [self._end_drone(did, reason, now_ns) for did in list(self.open_drones)]
+                + ([self._end_storage(reason, now_ns, {})] if self.storage is not None else []))
+
+    def _end_storage(self, reason: str, now_ns: int, attrs: Mapping[str, Any]) -> Event:
+        ev, self.storage = self.storage, None
+        assert ev is not None
+        log.info("media disk: storage_low incident %s ended (%s)", ev.id, reason)
+        return replace(ev, phase="end", seq=ev.seq + 1, end_ns=int(now_ns), at_ns=max(int(now_ns), ev.at_ns),
+                       attributes={**ev.attributes, **attrs, "end_reason": reason,
+                                   "duration_s": round((now_ns - ev.start_ns) / 1e9, 1)})
 
     def _drone_start(self, did: str, d: Mapping[str, Any], since_ns: int, now_ns: int) -> Event:
         lat, lon = d.get("lat_deg"), d.get("lon_deg")

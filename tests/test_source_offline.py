@@ -201,3 +201,54 @@ def test_a_simulated_drone_losing_its_radio_in_flight_raises_the_incident_and_en
     finally:
         svc.stop()
         sim.stop()
+
+
+def test_a_media_disk_still_full_after_the_guard_is_an_incident_until_space_is_back(tmp_path):
+    from seawatch.service.retention import DiskReport
+
+    w = SourceWatch(_settings(tmp_path))
+
+    def rep(low, free_gb):
+        return DiskReport("/srv/media", 100 * 10**9, int(free_gb * 10**9), free_gb, 5 * 10**9, low, at_ns=T0)
+
+    assert w.check_disk(None, T0) == [] and w.check_disk(rep(False, 40), T0) == []
+    (ev,) = w.check_disk(rep(True, 1.5), T0 + S)
+    assert (ev.type, ev.severity, ev.source_id, ev.geo) == ("storage_low", "critical", "storage", None)
+    assert ev.attributes["free_bytes"] == 1_500_000_000 and ev.attributes["threshold_bytes"] == 5 * 10**9
+    assert w.check_disk(rep(True, 1.2), T0 + 60 * S) == []  # one incident while it lasts
+    (end,) = w.check_disk(rep(False, 9), T0 + 120 * S)
+    assert end.id == ev.id and end.attributes["end_reason"] == "space back above the threshold"
+    assert end.attributes["free_bytes"] == 9 * 10**9 and end.end_ns == T0 + 120 * S
+
+
+@pytest.mark.slow
+def test_the_service_raises_storage_low_when_the_guard_cannot_free_enough(tmp_path):
+    from seawatch.service.runner import Service
+
+    cfg = load_config(data={
+        "storage": {"data_dir": str(tmp_path / "data"),
+                    "retention": {"min_free_disk_gb": 100000, "disk_check_interval_s": 5}},  # 100 TB: never enough
+        "auth": {"api_keys": [{"name": "test", "role": "admin", "key_sha256": hash_api_key(KEY)}]},
+    })
+    svc = Service(cfg).start()
+    h = {"X-API-Key": KEY}
+    try:
+        with TestClient(svc.app) as client:  # the app's lifespan runs the retention worker and its disk guard
+            def low():
+                return client.get("/api/events", params={"type": "storage_low"}, headers=h).json()["events"]
+
+            deadline = time.monotonic() + 15
+            while not low() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            (ev,) = low()
+            assert ev["source_id"] == "storage" and ev["severity"] == "critical" and ev["end_ns"] is None
+            assert ev["attributes"]["threshold_bytes"] == 100000 * 1024**3
+            worker = svc.app.state.retention
+            worker.retention.cfg = worker.retention.cfg.model_copy(update={"min_free_disk_gb": 0.0,
+                                                                           "min_free_disk_pct": 0.0})
+            deadline = time.monotonic() + 20
+            while low()[0]["end_ns"] is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert low()[0]["attributes"]["end_reason"] == "space back above the threshold"
+    finally:
+        svc.stop()
