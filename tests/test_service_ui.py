@@ -604,11 +604,13 @@ def test_ui_review_desk_at_laptop_size(live_service, tmp_path):
         assert page.evaluate("window.__polls.size") == 0
         _login(page)
         _wait(page, f"JSON.stringify({ROWS}) === '[\"ev00000\"]'")
-        assert page.evaluate("window.__polls.size") == 1
+        # the AIS poll starts once the vessel table has loaded, after the list (a loaded machine: a moment later)
+        _wait(page, "window.__polls.size >= 1")
         deadline = time.monotonic() + 5
         while sum(not ws.is_closed() for ws in sockets) != 1 and time.monotonic() < deadline:
             page.wait_for_timeout(100)
         assert sum(not ws.is_closed() for ws in sockets) == 1
+        assert page.evaluate("window.__polls.size") == 1
         page.evaluate("window.scrollTo(0, 0)")
         page.click("#map-fit")
         page.wait_for_timeout(200)

@@ -79,7 +79,8 @@ async function doStart() {
   await refreshSources(await json("/api/sources"));
   await search();
   if (first && !map.touched) map.fitAll();  // again with the events (the sources alone framed it so far)
-  await refreshVessels();
+  // a vessel table that fails to load now (a slow or restarting AIS side) must not keep the live feed unconnected
+  await refreshVessels().catch((err) => console.warn("AIS vessels not loaded", err));
   clearInterval(vesselTimer);
   vesselTimer = setInterval(() => refreshVessels().catch(() => {}), 10000);
   connectLive();
