@@ -151,10 +151,7 @@ class SourceWatch:
     def _end_storage(self, reason: str, now_ns: int, attrs: Mapping[str, Any]) -> Event:
         ev, self.storage = self.storage, None
         assert ev is not None
-        log.info("media disk: storage_low incident %s ended (%s)", ev.id, reason)
-        return replace(ev, phase="end", seq=ev.seq + 1, end_ns=int(now_ns), at_ns=max(int(now_ns), ev.at_ns),
-                       attributes={**ev.attributes, **attrs, "end_reason": reason,
-                                   "duration_s": round((now_ns - ev.start_ns) / 1e9, 1)})
+        return _ended(ev, reason, now_ns, now_ns, attrs)
 
     def _drone_start(self, did: str, d: Mapping[str, Any], since_ns: int, now_ns: int) -> Event:
         lat, lon = d.get("lat_deg"), d.get("lon_deg")
@@ -167,12 +164,7 @@ class SourceWatch:
                      geo_reason=None if geo is not None else "the drone never reported a position")
 
     def _end_drone(self, did: str, reason: str, now_ns: int) -> Event:
-        ev = self.open_drones.pop(did)
-        attrs = {**ev.attributes, "end_reason": reason, "duration_s": round((now_ns - ev.start_ns) / 1e9, 1)}
-        log.info("drone %s: drone_link_lost incident %s ended after %.0f s (%s)", did, ev.id,
-                 (now_ns - ev.start_ns) / 1e9, reason)
-        return replace(ev, phase="end", seq=ev.seq + 1, end_ns=int(now_ns), at_ns=max(int(now_ns), ev.at_ns),
-                       attributes=attrs)
+        return _ended(self.open_drones.pop(did), reason, now_ns, now_ns)
 
     def _start(self, sid: str, st: Any, since_ns: int, now_ns: int) -> Event:
         geo, why = self.places.get(sid, (None, "not a configured camera"))
@@ -182,9 +174,13 @@ class SourceWatch:
                      start_ns=int(since_ns), at_ns=int(now_ns), attributes=attrs, geo=geo, geo_reason=why or None)
 
     def _end(self, sid: str, reason: str, end_ns: int, now_ns: int) -> Event:
-        ev = self.open.pop(sid)
-        attrs = {**ev.attributes, "end_reason": reason, "duration_s": round((end_ns - ev.start_ns) / 1e9, 1)}
-        log.info("source %s: source_offline incident %s ended after %.0f s (%s)", sid, ev.id,
-                 (end_ns - ev.start_ns) / 1e9, reason)
-        return replace(ev, phase="end", seq=ev.seq + 1, end_ns=int(end_ns), at_ns=max(int(now_ns), ev.at_ns),
-                       attributes=attrs)
+        return _ended(self.open.pop(sid), reason, end_ns, now_ns)
+
+
+def _ended(ev: Event, reason: str, end_ns: int, now_ns: int, attrs: Mapping[str, Any] | None = None) -> Event:
+    """The end phase of an open incident: ended at ``end_ns`` (stamped ``now_ns``), with why and how long."""
+    log.info("%s: %s incident %s ended after %.0f s (%s)", ev.source_id, ev.type, ev.id, (end_ns - ev.start_ns) / 1e9,
+             reason)
+    return replace(ev, phase="end", seq=ev.seq + 1, end_ns=int(end_ns), at_ns=max(int(now_ns), ev.at_ns),
+                   attributes={**ev.attributes, **(attrs or {}), "end_reason": reason,
+                               "duration_s": round((end_ns - ev.start_ns) / 1e9, 1)})

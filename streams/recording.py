@@ -161,6 +161,30 @@ def write_mp4(
     return path
 
 
+def _h264_encoder(out, rate_fps, width_px: int, height_px: int, crf: int):
+    """The libx264 stream clips are re-encoded into (``veryfast``, yuv420p, 1/90000 time base)."""
+    enc = out.add_stream("libx264", rate=rate_fps or 25, options={"preset": "veryfast", "crf": str(crf)})
+    enc.width, enc.height = width_px, height_px
+    enc.pix_fmt = "yuv420p"
+    enc.codec_context.time_base = MUX_TIME_BASE
+    return enc
+
+
+def _finish_h264(enc, out, encoded: int, refused: list[str], what: str) -> None:
+    """Flush the encoder; :class:`StreamError` when no picture at all could be decoded."""
+    if encoded == 0:
+        raise StreamError(f"no picture of {what} could be decoded "
+                          f"({len(refused)} packet(s) refused: {refused[0] if refused else 'no output'})")
+    for q in enc.encode(None):
+        out.mux(q)
+
+
+def _log_refused(path: Path, refused: list[str], total: int) -> None:
+    if refused:
+        log.warning("clip %s: %d of %d packet(s) could not be decoded and were skipped (first: %s)",
+                    path.name, len(refused), total, refused[0])
+
+
 def _transcode(timed, info: StreamInfo, path: Path, *, fragmented: bool, crf: int, comment: str | None = None) -> None:
     """Decode and re-encode as H.264. A packet the decoder refuses is skipped (logged) instead of failing the clip;
     raises :class:`StreamError` only when no picture at all could be decoded."""
@@ -182,11 +206,7 @@ def _transcode(timed, info: StreamInfo, path: Path, *, fragmented: bool, crf: in
     with av.open(str(path), "w", format="mp4", options=_FRAGMENTED if fragmented else _FASTSTART) as out:
         if comment:
             out.metadata["comment"] = comment
-        enc = out.add_stream("libx264", rate=info.rate_fps or 25, options={"preset": "veryfast", "crf": str(crf)})
-        enc.width = info.width_px - info.width_px % 2
-        enc.height = info.height_px - info.height_px % 2
-        enc.pix_fmt = "yuv420p"
-        enc.codec_context.time_base = MUX_TIME_BASE
+        enc = _h264_encoder(out, info.rate_fps, info.width_px - info.width_px % 2, info.height_px - info.height_px % 2, crf)
         last_pts = -1
         for p, pts, _dts in [*timed, (None, None, None)]:
             for frame in decoded(av.Packet(p.data) if p is not None else None):
@@ -199,14 +219,8 @@ def _transcode(timed, info: StreamInfo, path: Path, *, fragmented: bool, crf: in
                 for q in enc.encode(frame):
                     out.mux(q)
                 encoded += 1
-        if encoded == 0:
-            raise StreamError(f"no picture of the {info.codec_name} clip could be decoded "
-                              f"({len(refused)} packet(s) refused: {refused[0] if refused else 'no output'})")
-        for q in enc.encode(None):
-            out.mux(q)
-    if refused:
-        log.warning("clip %s: %d of %d packet(s) could not be decoded and were skipped (first: %s)",
-                    path.name, len(refused), len(timed), refused[0])
+        _finish_h264(enc, out, encoded, refused, f"the {info.codec_name} clip")
+    _log_refused(path, refused, len(timed))
 
 
 # codecs whose extradata is start-code headers that may equally stand in the bitstream before a keyframe
@@ -741,11 +755,7 @@ def write_mp4_reencoded(runs: list[tuple[StreamInfo, list[EncodedPacket]]], size
         with av.open(str(tmp), "w", format="mp4", options=_FASTSTART) as out:
             if comment:
                 out.metadata["comment"] = comment
-            enc = out.add_stream("libx264", rate=runs[-1][0].rate_fps or 25,
-                                 options={"preset": "veryfast", "crf": str(crf)})
-            enc.width, enc.height = size
-            enc.pix_fmt = "yuv420p"
-            enc.codec_context.time_base = MUX_TIME_BASE
+            enc = _h264_encoder(out, runs[-1][0].rate_fps, *size, crf)
             last_pts = -1
             k = 0
             for info, packets in runs:
@@ -778,11 +788,7 @@ def write_mp4_reencoded(runs: list[tuple[StreamInfo, list[EncodedPacket]]], size
                         for q in enc.encode(pic):
                             out.mux(q)
                         encoded += 1
-            if encoded == 0:
-                raise StreamError(f"no picture of the clip {path.name} could be decoded "
-                                  f"({len(refused)} packet(s) refused: {refused[0] if refused else 'no output'})")
-            for q in enc.encode(None):
-                out.mux(q)
+            _finish_h264(enc, out, encoded, refused, f"the clip {path.name}")
         os.replace(tmp, path)
     except av.FFmpegError as exc:
         tmp.unlink(missing_ok=True)
@@ -790,9 +796,7 @@ def write_mp4_reencoded(runs: list[tuple[StreamInfo, list[EncodedPacket]]], size
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    if refused:
-        log.warning("clip %s: %d of %d packet(s) could not be decoded and were skipped (first: %s)",
-                    path.name, len(refused), len(timed), refused[0])
+    _log_refused(path, refused, len(timed))
     return path, encoded
 
 
