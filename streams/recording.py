@@ -31,6 +31,7 @@ restarted) with capture times, so a clip spanning a reconnect still has increasi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -129,10 +130,8 @@ def write_mp4(
         raise StreamError(f"no video to write to {path}: the time window holds no packets")
     if not packets[0].is_keyframe:
         raise StreamError(f"cannot write {path}: the packets do not start at a keyframe")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     timed = _rebase(packets)
-    try:
+    with _atomic_mp4(path) as tmp:
         if info.codec_name in REMUX_CODECS:
             with av.open(str(tmp), "w", format="mp4", options=_FRAGMENTED if fragmented else _FASTSTART) as out:
                 if comment:
@@ -151,6 +150,19 @@ def write_mp4(
                     out.mux(pkt)
         else:
             _transcode(timed, info, tmp, fragmented=fragmented, crf=crf, comment=comment)
+    return path
+
+
+@contextlib.contextmanager
+def _atomic_mp4(path: Path):
+    """Yields a temporary name beside ``path``; the file takes ``path``'s place only when the block completes
+    (FFmpeg errors become :class:`StreamError`; on any failure the temporary file is removed)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
         os.replace(tmp, path)
     except av.FFmpegError as exc:
         tmp.unlink(missing_ok=True)
@@ -158,7 +170,6 @@ def write_mp4(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return path
 
 
 def _h264_encoder(out, rate_fps, width_px: int, height_px: int, crf: int):
@@ -746,12 +757,10 @@ def write_mp4_reencoded(runs: list[tuple[StreamInfo, list[EncodedPacket]]], size
     path = Path(path)
     if not runs or not runs[0][1] or not runs[0][1][0].is_keyframe:
         raise StreamError(f"cannot write {path}: the packets do not start at a keyframe")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     timed = _rebase([p for _, packets in runs for p in packets])
     refused: list[str] = []
     encoded = 0
-    try:
+    with _atomic_mp4(path) as tmp:
         with av.open(str(tmp), "w", format="mp4", options=_FASTSTART) as out:
             if comment:
                 out.metadata["comment"] = comment
@@ -789,13 +798,6 @@ def write_mp4_reencoded(runs: list[tuple[StreamInfo, list[EncodedPacket]]], size
                             out.mux(q)
                         encoded += 1
             _finish_h264(enc, out, encoded, refused, f"the clip {path.name}")
-        os.replace(tmp, path)
-    except av.FFmpegError as exc:
-        tmp.unlink(missing_ok=True)
-        raise StreamError(f"writing {path} failed: {exc}") from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     _log_refused(path, refused, len(timed))
     return path, encoded
 
