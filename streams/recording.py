@@ -887,7 +887,8 @@ class ClipStore:
         self.clips_dir = Path(clips_dir)
         self.recordings_dir = Path(recordings_dir) if recordings_dir is not None else None
         self._rings: dict[str, PacketRing] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _cutting
+        self._cutting: dict[Path, list] = {}  # clip path -> [its lock, requests using it]
 
     @staticmethod
     def _check_id(source_id: str) -> str:
@@ -929,11 +930,22 @@ class ClipStore:
                       else f"is recorded up to {(end_ns - newest) / 1e9:.1f} s before the window's end")
             raise ClipNotReady(f"the clip is not complete yet: source {source_id!r} {behind}; "
                                f"try again in {max(1, round(left_s))} s", retry_after_s=left_s)
-        with self._lock:  # two requests for one clip must not write the same file at once
-            if path.exists():
-                return path
-            return cut_clip(path, int(start_ns), int(end_ns), recordings=self.recordings_dir, source_id=source_id,
-                            ring=ring)
+        # two requests for one clip must not write the same file at once; other clips are cut meanwhile (a window
+        # across a change of recording format is re-encoded, seconds of work that must not hold up other cameras)
+        with self._lock:
+            entry = self._cutting.setdefault(path, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                if path.exists():
+                    return path
+                return cut_clip(path, int(start_ns), int(end_ns), recordings=self.recordings_dir,
+                                source_id=source_id, ring=ring)
+        finally:
+            with self._lock:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._cutting[path]
 
     def save_snapshot(self, frame, quality: int = 90) -> Path:
         """JPEG of a :class:`~seawatch.streams.frame.Frame` at ``clips_dir/source_id/<capture_ns>.jpg``."""

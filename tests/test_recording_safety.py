@@ -171,6 +171,41 @@ def test_clip_asked_for_before_its_post_roll_is_not_stored_short(small_clip, tmp
     assert read_clip_coverage(p).partial and ffprobe_summary(p)["packets"] == 25
 
 
+def test_a_slow_clip_cut_holds_up_only_requests_for_that_clip(tmp_path, monkeypatch):
+    """Cutting one clip (a re-encode across a format change takes seconds) used to hold one lock for every clip of
+    every camera. Now a second request for the same clip waits for it and gets the same file (cut once), while a
+    clip of another window is cut meanwhile."""
+    import seawatch.streams.recording as recording
+
+    store = ClipStore(tmp_path / "clips", tmp_path / "rec")
+    slow_started, release = threading.Event(), threading.Event()
+    cuts: list[tuple[int, int]] = []
+
+    def fake_cut(path, start_ns, end_ns, **kw):
+        cuts.append((start_ns, end_ns))
+        if start_ns == 1 * S:
+            slow_started.set()
+            assert release.wait(10)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"mp4")
+        return path
+
+    monkeypatch.setattr(recording, "cut_clip", fake_cut)
+    got: dict[str, object] = {}
+    slow = [threading.Thread(target=lambda k=k: got.__setitem__(k, store.get("cam", 1 * S, 2 * S))) for k in ("a", "b")]
+    slow[0].start()
+    assert slow_started.wait(5)
+    slow[1].start()  # the same clip: waits for the first request's cut
+    other = store.get("cam2", 5 * S, 6 * S)  # returns while the slow cut is still running
+    assert other.read_bytes() == b"mp4" and not release.is_set()
+    release.set()
+    for t in slow:
+        t.join(10)
+    assert got["a"] == got["b"] == store.path_for("cam", 1 * S, 2 * S)
+    assert sorted(cuts) == [(1 * S, 2 * S), (5 * S, 6 * S)]  # the slow clip cut once
+    assert store._cutting == {}  # nothing left behind per clip
+
+
 def test_api_answers_409_with_retry_after_while_the_clip_is_not_ready(tmp_path, monkeypatch):
     import warnings
 
