@@ -307,11 +307,10 @@ def bench_consume(media: dict[str, Path], streams: int = 8, seconds: float = 10.
                   analysis_fps: float = 2.0) -> None:
     """CPU of N 1080p25 RTSP readers + one consumer at ``analysis_fps``, alternating in one run: every decoded frame
     converted to BGR (what readers did before frames were queued unconverted) vs only the frames taken for analysis
-    (``newest_frames`` with ``AnalysisRate.due``). Prints cores for each and their ratio."""
-    import threading
+    (``FrameScheduler`` with ``AnalysisRate.due``, as the analysis workers take them). Prints cores for each and their ratio."""
     from types import SimpleNamespace
 
-    from seawatch.streams.source import Source, SourceConfig, SourceGroup, newest_frames
+    from seawatch.streams.source import FrameScheduler, Source, SourceConfig, SourceGroup
     from seawatch.vision.pipeline import AnalysisRate
 
     paths = [f"cam{i}" for i in range(streams)]
@@ -326,6 +325,7 @@ def bench_consume(media: dict[str, Path], streams: int = 8, seconds: float = 10.
                 group.start()
                 time.sleep(3)  # connect
                 rate = AnalysisRate([SimpleNamespace(id=p, analysis_fps=analysis_fps) for p in paths])
+                scheduler = FrameScheduler(group.sources, group.wakeup, due=rate.due)
                 t0, c0 = time.perf_counter(), cpu_s()
                 analysed = 0
                 while time.perf_counter() - t0 < seconds:
@@ -336,8 +336,9 @@ def bench_consume(media: dict[str, Path], streams: int = 8, seconds: float = 10.
                                 analysed += rate.due(p, f.capture_time_ns)
                         time.sleep(0.01)
                     else:
-                        for _sid, f in newest_frames(group.sources, group.wakeup, 0.25, due=rate.due):
-                            analysed += f is not None
+                        if (item := scheduler.take(0.25)) is not None:
+                            analysed += item[1] is not None
+                            scheduler.release(item[0])
                 wall, cpu = time.perf_counter() - t0, cpu_s() - c0
                 group.stop()
                 cores[mode].append(cpu / wall)

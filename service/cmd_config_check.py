@@ -23,12 +23,21 @@ def run(args: argparse.Namespace) -> int:
         + (f"; {len(cfg.ais)} AIS feed(s)" if cfg.ais else "")
         + (f"; MQTT {cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.enabled else "")
         + (f"; webhooks {', '.join(w.label for w in cfg.webhooks)}" if cfg.webhooks else "")
+        + _workers(cfg)
         + _retention(cfg.storage.retention)
         + _alerts(cfg.source_alerts)
         + (f"; proxies believed {', '.join(cfg.service.trusted_proxies)}" if cfg.service.trusted_proxies
            else "; no proxy headers believed")
     )
     return 0
+
+
+def _workers(cfg) -> str:
+    from seawatch.vision.pipeline import worker_count
+
+    n = worker_count(cfg.analysis_workers, len(cfg.sources))
+    how = "auto" if cfg.analysis_workers == 0 else f"analysis_workers {cfg.analysis_workers}"
+    return f"; {n} analysis worker(s) here ({how})" if cfg.sources else ""
 
 
 def _alerts(a) -> str:

@@ -10,6 +10,9 @@ pipeline's identity stage. Shutdown stops the cameras, the pipeline (AIS), then 
 
 File sources are played like cameras: at their frame rate, looping, with capture times from the file's clock
 mapped to UTC from the moment the service started.
+
+Frames are analysed by ``analysis_workers`` threads (:func:`seawatch.vision.pipeline.analyse_sources`), each camera
+on one of them at a time.
 """
 
 from __future__ import annotations
@@ -177,8 +180,12 @@ class Service:
         """Camera-down, drone-link-lost and media-disk-full incidents, in a thread of their own (a drone-only site has
         no pipeline loop): started and ended as the readers', links' and disk guard's statuses say, stored like every
         event."""
+        next_status_s = 0.0
         while not self._stop.wait(WATCH_INTERVAL_S):
             try:
+                if self.mqtt is not None and time.monotonic() >= next_status_s:  # retained P/<id>/status topics
+                    next_status_s = time.monotonic() + STATUS_INTERVAL_S
+                    self.mqtt.source_states(self._all_states())
                 now = time.time_ns()
                 events = self.watch.check({sid: src.status() for sid, src in self.readers.items()}, now)
                 if self.fleet is not None:
@@ -205,34 +212,22 @@ class Service:
     def source_status(self) -> list[dict[str, Any]]:
         return [src.status().as_dict() for src in self.readers.values()]
 
-    # ---- the pipeline thread ------------------------------------------------------------------------------
+    # ---- the pipeline threads ----------------------------------------------------------------------------
     def _run(self) -> None:
-        from seawatch.streams.source import newest_frames
-        from seawatch.vision.pipeline import AnalysisRate
+        """The analysis workers (``analysis_workers``): each camera's newest frame due for analysis taken just before
+        it is analysed, so a camera that is down (empty queue) is never waited on, a slow round analyses the freshest
+        picture, not a queued older one, and only the frames analysed are converted to BGR."""
+        from seawatch.vision.pipeline import AnalysisRate, analyse_sources
 
-        rate = AnalysisRate(self.settings.sources)
-        active = dict(self.readers)
-        for src in active.values():
-            src.frames.notify = self._wakeup  # readers made elsewhere (tests) wake this loop too
-        next_status_s = 0.0
-        while active and not self._stop.is_set():
-            if self.mqtt is not None and time.monotonic() >= next_status_s:
-                next_status_s = time.monotonic() + STATUS_INTERVAL_S
-                self.mqtt.source_states(self._all_states())
-            # one round over the cameras, each one's newest frame due for analysis taken just before it is
-            # analysed: a camera that is down (empty queue) is never waited on, a slow round analyses the freshest
-            # picture, not a queued older one, and only the frames analysed are converted to BGR
-            for sid, frame in newest_frames(active, self._wakeup, timeout_s=0.25, due=rate.due):
-                if frame is None:
-                    src = active.pop(sid)
-                    self.pipeline.close(None, sid, "source ended")
-                    log.warning("source %s ended: %s", sid, src.status().last_error or src.status().state.value)
-                    continue
-                if self._stop.is_set():
-                    break
-                try:
-                    self.pipeline.process(sid, frame.capture_time_ns, frame.image)
-                except SeawatchError as exc:
-                    log.error("source %s: %s", sid, exc)
-                except Exception:  # noqa: BLE001 - one bad frame must not stop the watch
-                    log.exception("source %s: pipeline failed on a frame", sid)
+        for src in self.readers.values():
+            src.frames.notify = self._wakeup  # readers made elsewhere (tests) wake the workers too
+
+        def ended(sid: str) -> None:
+            st = self.readers[sid].status()
+            log.warning("source %s ended: %s", sid, st.last_error or st.state.value)
+
+        workers = self.pipeline.workers  # analysis_workers, resolved with the models' threads
+        if self.readers:
+            log.info("analysing %d source(s) with %d worker(s)", len(self.readers), workers)
+        analyse_sources(self.pipeline, self.readers, self._wakeup, self._stop, AnalysisRate(self.settings.sources),
+                        workers, on_ended=ended)

@@ -23,7 +23,7 @@ FFmpeg timeout fires (a blocked FFmpeg call cannot be interrupted from another t
 Encoded packets go to the optional pre-event ring and segment recorder before decoding, so recording costs no
 decode. Decoded frames go through the optional motion gate (on the luma plane, before any BGR conversion) and
 into the bounded frame queue still in YUV (:class:`~seawatch.streams.frame.DecodedFrame`): H.264 needs every frame
-decoded, but only the frames a consumer takes are converted to BGR (:meth:`Source.read`, :func:`newest_frames`
+decoded, but only the frames a consumer takes are converted to BGR (:meth:`Source.read`, :class:`FrameScheduler`
 after its ``due`` test), so the conversion of frames dropped from the queue or not due for analysis (23 of 25 at
 ``analysis_fps: 2``; it costs as much as decoding at 720p) is never paid. ``analysis_fps`` goes further for readers
 that take every queued frame (files): only one frame per ``1 / analysis_fps`` s of capture time is queued at all.
@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from seawatch.errors import InputError, StreamError
 from seawatch.streams.clock import StreamClock
@@ -277,7 +277,7 @@ class Source:
         stop: a shared stop signal (one for all sources); a private one otherwise.
         seed: random seed for the backoff jitter (tests).
         wakeup: an event set whenever this source queues a frame or ends (shared by the sources of one consumer:
-            see :func:`newest_frames`).
+            see :class:`FrameScheduler`).
 
     Consumers call :meth:`read` (or iterate) and :meth:`status`. Nothing a source does raises into the caller's
     thread; failures become status changes.
@@ -915,39 +915,97 @@ def _copy_packet(av, packet, data: bytes):
     return out
 
 
-def newest_frames(sources: Mapping[str, Source], wakeup: threading.Event, timeout_s: float,
-                  due: Callable[[str, int], bool] | None = None) -> Iterator[tuple[str, Frame | None]]:
-    """For the one consumer of many sources: one round over them, yielding ``(source_id, frame)`` for each source
-    with a frame (a live source's newest, the older ones skipped and counted as ``frames_skipped_by_consumer``; a
-    file's oldest, as nothing of a file is lost: its reader waits) and ``(source_id, None)`` for each source that
-    ended or stopped.
+class FrameScheduler:
+    """Frames of many sources for the analysis workers (one or more consumer threads).
 
-    A source's queue is looked at only when the caller asks for the next item, i.e. after it processed the frame
-    before, so each frame is the newest at the moment it is analysed. ``due(source_id, capture_time_ns)`` (e.g.
-    ``AnalysisRate.due``) is asked before a frame is converted to BGR; frames it refuses are skipped unconverted.
-    No single queue is ever waited on: when a whole pass finds nothing, it waits up to ``timeout_s`` on ``wakeup``,
-    which every source's queue sets on a put or close (``Source(..., wakeup=...)``), so a dead or stalled camera
-    costs the others nothing. The round ends after a pass that took a frame or saw a source end, or on timeout.
+    :meth:`take` hands a worker the next source with a frame, round-robin from where the last one was handed out,
+    and *claims* that source until the worker calls :meth:`release`: a source is analysed by one worker at a time,
+    so its frames stay in capture order and its tracker sees them one by one, while a slow source (a tiled
+    harbour camera) occupies one worker and the other workers serve the other cameras. A live
+    source gives its newest frame at the moment it is taken (older ones are skipped),
+    a file its oldest, ``due(source_id, capture_time_ns)`` is asked before a frame is converted to BGR, and no
+    queue is ever waited on: a worker that finds nothing waits on ``wakeup`` (set by every queue's put and close,
+    and by :meth:`release`, as a released source may hold a frame that came while it was claimed).
+    A source that ended is handed out once as ``(source_id, None)`` and then left out.
     """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        wakeup.clear()  # before looking: a frame queued during the pass sets it again, so none is missed
-        found = False
-        for sid, src in list(sources.items()):
+
+    def __init__(self, sources: Mapping[str, Source], wakeup: threading.Event,
+                 due: Callable[[str, int], bool] | None = None) -> None:
+        self._sources = dict(sources)
+        self._order = list(self._sources)
+        self._wakeup = wakeup
+        self._due = due
+        self._lock = threading.Lock()
+        self._claimed: set[str] = set()
+        self._cursor = 0
+
+    @property
+    def finished(self) -> bool:
+        """Every source has ended and been handed out (and released)."""
+        with self._lock:
+            return not self._order and not self._claimed
+
+    def claimed(self) -> set[str]:
+        with self._lock:
+            return set(self._claimed)
+
+    def _pick(self) -> tuple[str | None, Any, bool]:
+        """Under the lock: (source id, decoded frame or None for an ended source, whether anything was taken).
+        The id is None when no unclaimed source had a due frame."""
+        n = len(self._order)
+        taken = False
+        for k in range(n):
+            i = (self._cursor + k) % n
+            sid = self._order[i]
+            if sid in self._claimed:
+                continue
+            src = self._sources[sid]
             try:
                 d = src.frames.get_latest(0) if src.config.is_live else src.frames.get(0)
             except QueueClosed:
-                found = True
-                yield sid, None
+                self._claimed.add(sid)
+                del self._order[i]
+                self._cursor = i % len(self._order) if self._order else 0
+                return sid, None, True
+            if d is None:
                 continue
-            if d is not None:
-                found = True  # taken, due or not: a file's queue may hold more, with no put to come to wake us
-                if due is None or due(sid, d.capture_time_ns):
-                    yield sid, d.to_frame()
-        left = deadline - time.monotonic()
-        if found or left <= 0:
-            return
-        wakeup.wait(left)
+            taken = True  # due or not: a file's queue may hold more, with no put to come to wake anyone
+            if self._due is None or self._due(sid, d.capture_time_ns):
+                self._claimed.add(sid)
+                self._cursor = (i + 1) % n
+                return sid, d, True
+        return None, None, taken
+
+    def take(self, timeout_s: float) -> tuple[str, Frame | None] | None:
+        """The next ``(source_id, frame)`` (``frame`` None: that source ended), its source claimed until
+        :meth:`release`; None when nothing came within ``timeout_s`` or every source has ended."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                self._wakeup.clear()  # before looking: a frame queued during the pass sets it again
+                sid, decoded, taken = self._pick()
+                if sid is None and not self._order and not self._claimed:
+                    return None
+            if sid is not None:
+                if decoded is None:
+                    return sid, None
+                try:
+                    return sid, decoded.to_frame()  # the BGR conversion outside the lock: workers convert in parallel
+                except BaseException:
+                    self.release(sid)
+                    raise
+            if taken:
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self._wakeup.wait(left)
+
+    def release(self, source_id: str) -> None:
+        """The worker is done with the frame ``take`` gave it; the source may be handed out again."""
+        with self._lock:
+            self._claimed.discard(source_id)
+        self._wakeup.set()
 
 
 class SourceGroup:
@@ -955,7 +1013,7 @@ class SourceGroup:
 
     def __init__(self, sources: list[Source] | None = None) -> None:
         self.stop_event = threading.Event()
-        self.wakeup = threading.Event()  # set when any source queues a frame (see newest_frames)
+        self.wakeup = threading.Event()  # set when any source queues a frame (see FrameScheduler)
         self.sources: dict[str, Source] = {}
         for s in sources or []:
             self.add(s)

@@ -100,6 +100,12 @@ def test_config_check_cli(tmp_path, capsys):
     assert "OK" in out and "127.0.0.1:9000" in out
     assert "cameras down 60 s -> source_offline (high)" in out and "drone_link_lost (critical)" in out
     assert "proxies believed 127.0.0.1, ::1" in out
+    assert "analysis worker" not in out  # no cameras
+    cams = tmp_path / "cams.yaml"
+    cams.write_text("analysis_workers: 3\nsources: [{id: a, url: a.mp4}, {id: b, url: b.mp4}]\n"
+                    "storage: {data_dir: " + str(tmp_path / "d") + "}\n")
+    assert main(["config", "check", str(cams)]) == 0
+    assert "; 2 analysis worker(s) here (analysis_workers 3)" in capsys.readouterr().out  # one camera per worker
     quiet = tmp_path / "quiet.yaml"
     quiet.write_text("source_alerts: {offline_after_s: null, drone_link_lost_after_s: null}\n"
                      "service: {trusted_proxies: []}\nstorage: {data_dir: " + str(tmp_path / "d") + "}\n")

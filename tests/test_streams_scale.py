@@ -1,6 +1,6 @@
 """Many cameras, one consumer: a dead camera costs the others nothing, and only analysed frames are converted.
 
-The consumer is the service's own loop (``service.runner.Service._run``) or :func:`newest_frames`; cameras are real
+The consumer is the service's own loop (``service.runner.Service._run``) or :class:`~seawatch.streams.source.FrameScheduler`; cameras are real
 RTSP streams from ``tests/rtsp_server.py`` (gst-rtsp-server) or generated files. Speed is measured by
 ``benchmarks/bench_streams.py consume``; these tests assert behaviour (counts, which frames), not timings, except
 one generous bound where the old behaviour needed at least twice as long by construction.
@@ -44,7 +44,7 @@ class _StubSource:
 
     def __init__(self, sid: str) -> None:
         self.frames = FrameQueue(2, OverflowPolicy.DROP_OLDEST)
-        self.config = SimpleNamespace(source_id=sid, is_live=True)
+        self.config = SimpleNamespace(source_id=sid, is_live=True, takes_newest=True)
         self.sid = sid
 
     def read(self, timeout_s: float = 1.0):
@@ -79,12 +79,13 @@ class _RecordingPipeline:
         pass
 
 
-def _service(readers: dict, pipeline, fps: float = 2.0):
+def _service(readers: dict, pipeline, fps: float = 2.0, workers: int = 1):
     """A real Service with only what its pipeline loop touches."""
     from seawatch.service.runner import Service
 
     svc = Service.__new__(Service)
     svc.settings = SimpleNamespace(sources=[SimpleNamespace(id=k, analysis_fps=fps) for k in readers])
+    pipeline.workers = workers  # Pipeline.workers: analysis_workers resolved
     svc.readers = readers
     svc._stop = threading.Event()
     svc._wakeup = threading.Event()

@@ -24,17 +24,18 @@ import numpy as np
 from seawatch import paths
 from seawatch.errors import ModelError, SeawatchError
 
-HELP = "benchmarks printing side-by-side ratios (detector, geo, streams, search, tiles, group)"
+HELP = "benchmarks printing side-by-side ratios (detector, geo, streams, search, tiles, group, workers)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("what", nargs="?", default="detector", choices=["detector", "geo", "streams", "search", "tiles",
-                                                                  "group"],
+                                                                  "group", "workers"],
                    help="what to benchmark: detector (default), geo (drone geolocation), streams (decode, gating), "
                         "search (event store at scale), tiles (vessel tiles with and without water skipping), "
-                        "group (a model group's members side by side and one after the other)")
+                        "group (a model group's members side by side and one after the other), workers (the demo's "
+                        "cameras analysed by 1 and by more worker threads: rate and lag per camera)")
     p.add_argument("--args", dest="script_args", default="",
-                   help='options for the geo / streams / tiles / group benchmark scripts, e.g. --args "--trials 200"')
+                   help='options for the geo / streams / tiles / group / workers benchmark scripts, e.g. --args "--trials 200"')
     p.add_argument("--models", default="", help="comma-separated model names (default: all provisioned)")
     p.add_argument("--rounds", type=int, default=8, help="measured rounds per engine (default 8)")
     p.add_argument("--imgsz", type=int, default=None, help="input size (default: each model's own)")
@@ -188,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
 
     import shlex
 
-    if args.what in ("geo", "streams", "tiles", "group"):
+    if args.what in ("geo", "streams", "tiles", "group", "workers"):
         return _script(f"bench_{args.what}", shlex.split(args.script_args))
     if args.what == "search":
         from seawatch.service import bench_search

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 import time
 from pathlib import Path
 
-from seawatch.errors import ConfigError, InputError
+from seawatch.errors import ConfigError, SeawatchError
+
+log = logging.getLogger(__name__)
 
 HELP = "run the pipeline (sources -> detection -> tracking -> rules) and print events as JSON lines"
 
@@ -47,10 +50,10 @@ def _start_ns(text: str | None) -> int:
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from seawatch.streams.source import Source, SourceConfig, State, newest_frames
+    from seawatch.streams.source import Source, SourceConfig, State
     from seawatch.vision.config import format_errors
     from seawatch.vision.events import JsonLinesSink
-    from seawatch.vision.pipeline import AnalysisRate, Pipeline, SourceSpec, load_pipeline_config
+    from seawatch.vision.pipeline import AnalysisRate, Pipeline, SourceSpec, analyse_sources, load_pipeline_config
 
     cfg = load_pipeline_config(args.config)
     specs = list(cfg.sources)
@@ -97,27 +100,29 @@ def run(args: argparse.Namespace) -> int:
     for s in specs:
         sc = SourceConfig(source_id=s.id, url=s.url, pace="realtime" if args.realtime else "fast", start_time_ns=start)
         readers[s.id] = Source(sc, stop=stop_event, wakeup=wakeup).start()
-    rate = AnalysisRate(specs)
     failed = 0
     n_events = 0
+
+    def ended(sid: str) -> None:
+        nonlocal failed
+        st = readers[sid].status()
+        if st.state == State.FAILED or (st.frames_decoded == 0 and st.last_error):
+            print(f"seawatch: error: source {sid} ({st.url}): {st.last_error or st.state.value}", file=sys.stderr)
+            failed += 1
+
+    def frame_failed(sid: str, exc: Exception) -> None:
+        if isinstance(exc, SeawatchError):
+            print(f"seawatch: error: source {sid}: {exc}", file=sys.stderr)
+        else:
+            log.error("source %s: pipeline failed on a frame", sid, exc_info=exc)
+
+    workers = pipeline.workers  # analysis_workers, resolved with the models' threads
+    t0 = time.monotonic()
     try:
-        active = dict(readers)
-        while active:
-            # one round over the sources, never waiting on one queue (a dead camera would slow every other one)
-            for sid, frame in newest_frames(active, wakeup, timeout_s=0.25, due=rate.due):
-                if frame is None:
-                    src = active.pop(sid)
-                    n_events += len(pipeline.close(None, sid, "source ended"))
-                    st = src.status()
-                    if st.state == State.FAILED or (st.frames_decoded == 0 and st.last_error):
-                        print(f"seawatch: error: source {sid} ({st.url}): {st.last_error or st.state.value}",
-                              file=sys.stderr)
-                        failed += 1
-                    continue
-                try:
-                    n_events += len(pipeline.process(sid, frame.capture_time_ns, frame.image))
-                except InputError as exc:
-                    print(f"seawatch: error: source {sid}: {exc}", file=sys.stderr)
+        # the sources' frames by the analysis workers, never waiting on one queue (a dead camera would slow every
+        # other one); a slow source holds up only its own worker
+        n_events += analyse_sources(pipeline, readers, wakeup, stop_event, AnalysisRate(specs), workers,
+                                    on_ended=ended, on_error=frame_failed)
     except KeyboardInterrupt:
         print("seawatch: interrupted; closing open incidents", file=sys.stderr)
         n_events += len(pipeline.close(None, None, "stopped"))
@@ -126,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
         for src in readers.values():
             src.stop()
         sink.close()
-    fps = pipeline.frames / pipeline.seconds if pipeline.seconds else 0.0
-    print(f"seawatch: {pipeline.frames} frames analysed ({fps:.1f}/s), {n_events} events", file=sys.stderr)
+    wall_s = time.monotonic() - t0
+    fps = pipeline.frames / wall_s if wall_s > 0 else 0.0
+    print(f"seawatch: {pipeline.frames} frames analysed ({fps:.1f}/s, {workers} worker(s)), {n_events} events",
+          file=sys.stderr)
     return 1 if failed else 0

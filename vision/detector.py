@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,6 +238,7 @@ class OnnxDetector:
         self._pre = Preprocessor(self.settings.imgsz, manifest.stride_px, fixed_hw=self.fixed_hw, layout=self.layout)
         self.last_timing = Timing()
         self.total_timing = Timing()
+        self._timing_lock = threading.Lock()
         log.info("model %s: %s on %s, input %s %s, imgsz %d", self.name, self.path.name, self.providers,
                  inp.shape, inp.type, self.settings.imgsz)
         if warmup:
@@ -294,8 +296,9 @@ class OnnxDetector:
             post_ns += t3 - t2
             runs += 1
             t0 = t3
-        self.last_timing = Timing(len(images), runs, pre_ns, infer_ns, post_ns)
-        self.total_timing = self.total_timing + self.last_timing
+        with self._timing_lock:  # analysis workers may share this detector
+            self.last_timing = Timing(len(images), runs, pre_ns, infer_ns, post_ns)
+            self.total_timing = self.total_timing + self.last_timing
         return results
 
     def __call__(self, images: list[np.ndarray]) -> list[Detections]:

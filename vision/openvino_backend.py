@@ -7,6 +7,7 @@ shared and only the engine differs.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,7 @@ class OpenVinoSession:
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses of its own
             raise ModelError(f"OpenVINO cannot compile {path}: {exc}") from exc
         self._request = self._compiled.create_infer_request()
+        self._lock = threading.Lock()
         self.precision = precision
 
         def args(ports):
@@ -75,7 +77,8 @@ class OpenVinoSession:
         return [f"OpenVINO-CPU-{self.precision}"]
 
     def run(self, output_names, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        res = self._request.infer(feeds)
         names = output_names or [o.name for o in self._outputs]
-        by_name = {k.get_any_name(): v for k, v in res.items()}
-        return [np.asarray(by_name[n]) for n in names]
+        with self._lock:  # one infer request: analysis workers sharing this model take turns on it
+            res = self._request.infer(feeds)
+            by_name = {k.get_any_name(): v for k, v in res.items()}
+            return [np.array(by_name[n], copy=True) for n in names]  # the request's buffers are reused by the next infer

@@ -38,6 +38,8 @@ Example (YAML)::
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -197,6 +199,11 @@ class PipelineConfig(BaseModel):
     water_areas: WaterAreasConfig | None = Field(
         None, description="the site's water in WGS84: vessel detections of calibrated cameras and drones whose waterline "
                           "is on land or above the horizon are dropped ({} = open sea: the horizon test only)")
+    analysis_workers: int = Field(
+        0, ge=0, le=64, description="threads analysing frames side by side, each source on one of them at a time, so a "
+                                    "slow camera (a tiled harbour view) does not hold up the others; 0 = auto "
+                                    "one per CPU core, at most one per source; each model's onnxruntime threads are "
+                                    "then the cores divided among the workers)")
 
     @model_validator(mode="after")
     def _refs(self) -> "PipelineConfig":
@@ -287,11 +294,18 @@ class Pipeline:
         self.config = config
         self.sources = {s.id: s for s in config.sources}
         self.detectors: dict[str, Any] = dict(detectors or {})
+        # analysis workers (analyse_sources): with more than one, each model's onnxruntime threads are the cores
+        # divided among them, without spinning, so workers running side by side do not fight over the cores
+        self.workers = worker_count(config.analysis_workers, len(config.sources))
+        threads = {}
+        if self.workers > 1:
+            threads = {"intra_op_threads": max(1, (os.cpu_count() or 1) // self.workers),
+                       "session_config": {"session.intra_op.allow_spinning": "0"}}
         floor = config.tracker.low_confidence
         for s in config.sources:
             for name in s.models:
                 if name not in self.detectors:
-                    self.detectors[name] = load_detector(name, conf=s.conf if s.conf is not None else floor)
+                    self.detectors[name] = load_detector(name, conf=s.conf if s.conf is not None else floor, **threads)
         self.water = {s.id: WaterMask.from_pixels(s.water, s.water_margin_px, s.id)
                       for s in config.sources if s.water is not None}
         self.view_water = {s.id: build_view_water_mask(s.water_views, s.water_margin_px, s.id)
@@ -326,6 +340,9 @@ class Pipeline:
         self.frames = 0
         self.seconds = 0.0
         self._started = False
+        # detection runs in the caller's thread (analysis workers detect side by side); tracking, identity, rules
+        # and the sinks run under this lock, one frame at a time, as they share incidents, the AIS table and sinks
+        self._lock = threading.RLock()
 
     def _build_geo(self, timelines: dict[str, Any], cameras: dict[str, Any]) -> dict[str, Any]:
         from seawatch.vision.geo import SourceGeo
@@ -465,16 +482,17 @@ class Pipeline:
         if locator is None:
             locator = self.locator_for(source_id, capture_time_ns)
         dets = self.detect(source_id, image, locator)
-        tracked = self.trackers[source_id].update(dets, capture_time_ns)
-        ident_events: list[Event] = []
-        if self.identity is not None:
-            # before the rules, so vessel_in_zone events of this frame carry this frame's identity
-            ident_events = self.identity.update(source_id, capture_time_ns, tracked, locator, image)
-        self.geo_enricher.set_frame(source_id, locator)
-        events = self.engine.update(source_id, capture_time_ns, tracked, image, locator)
-        self._emit(ident_events)  # after the rules' events of the same frame, so sinks see the returned order
-        self.frames += 1
-        self.seconds += time.perf_counter() - t0
+        with self._lock:
+            tracked = self.trackers[source_id].update(dets, capture_time_ns)
+            ident_events: list[Event] = []
+            if self.identity is not None:
+                # before the rules, so vessel_in_zone events of this frame carry this frame's identity
+                ident_events = self.identity.update(source_id, capture_time_ns, tracked, locator, image)
+            self.geo_enricher.set_frame(source_id, locator)
+            events = self.engine.update(source_id, capture_time_ns, tracked, image, locator)
+            self._emit(ident_events)  # after the rules' events of the same frame, so sinks see the returned order
+            self.frames += 1
+            self.seconds += time.perf_counter() - t0
         return events + ident_events
 
     def _emit(self, events: list[Event]) -> None:
@@ -484,14 +502,98 @@ class Pipeline:
 
     def close(self, time_ns: int | None = None, source_id: str | None = None, reason: str = "end of input") -> list[Event]:
         """End every open incident (of one source or all): end of a file, shutdown."""
-        events = self.engine.close(time_ns, source_id, reason)
-        if self.identity is not None:
-            ident = self.identity.close(time_ns, source_id, reason)
-            self._emit(ident)
-            events += ident
+        with self._lock:
+            events = self.engine.close(time_ns, source_id, reason)
+            if self.identity is not None:
+                ident = self.identity.close(time_ns, source_id, reason)
+                self._emit(ident)
+                events += ident
         if source_id is None:
             self.stop()
         return events
+
+
+def worker_count(setting: int, n_sources: int, cores: int | None = None) -> int:
+    """How many analysis threads run: ``setting`` (``analysis_workers``), or for 0 (auto) one per CPU core; never more
+    than there are sources (a source is analysed by one worker at a time), and at least one.
+
+    Auto is one per core because on the 2-core reference machine two workers with one onnxruntime thread each
+    analysed the demo's four cameras closer to their asked rates, with less CPU, than one worker with two threads
+    (``seawatch bench workers``; README, "Analysis workers")."""
+    if setting <= 0:
+        setting = cores if cores is not None else (os.cpu_count() or 1)
+    return max(1, min(setting, n_sources))
+
+
+def analyse_sources(pipeline: "Pipeline", sources: dict[str, Any], wakeup: threading.Event, stop: threading.Event,
+                    rate: "AnalysisRate", workers: int = 1, on_ended=None, on_error=None) -> int:
+    """Frames of many sources through ``pipeline``, by ``workers`` threads (the caller's among them), until every
+    source has ended or ``stop`` is set; returns how many events the frames and ended sources gave.
+
+    Each worker takes the next source with a frame due (:class:`seawatch.streams.source.FrameScheduler`: newest
+    frame of a live camera, a file's next, a source on one worker at a time) and runs it through
+    :meth:`Pipeline.process`; detection runs side by side (onnxruntime releases the GIL), the rest one frame at a
+    time. A source that ended has its incidents closed (``Pipeline.close``), then ``on_ended(source_id)`` is called.
+    A frame that fails is reported to ``on_error(source_id, exc)`` (default: logged) and the watch goes on.
+    """
+    from seawatch.errors import SeawatchError
+    from seawatch.streams.source import FrameScheduler
+
+    scheduler = FrameScheduler(sources, wakeup, due=rate.due)
+    halt = threading.Event()  # the caller's thread was interrupted: the others stop too
+    lock = threading.Lock()
+    count = [0]
+
+    def report(sid: str, exc: Exception) -> None:
+        if on_error is not None:
+            on_error(sid, exc)
+        elif isinstance(exc, SeawatchError):
+            log.error("source %s: %s", sid, exc)
+        else:
+            log.error("source %s: pipeline failed on a frame", sid, exc_info=exc)
+
+    def work() -> None:
+        while not (stop.is_set() or halt.is_set()):
+            try:
+                item = scheduler.take(0.25)
+            except Exception:  # noqa: BLE001 - a frame that cannot be converted, a queue in a bad state
+                log.exception("analysis worker: taking the next frame failed")
+                stop.wait(0.25)
+                continue
+            if item is None:
+                if scheduler.finished:
+                    return
+                continue
+            sid, frame = item
+            try:
+                if frame is None and stop.is_set():
+                    n = 0  # stopped with the caller (its readers close as it shuts down): not "source ended"
+                elif frame is None:
+                    n = len(pipeline.close(None, sid, "source ended"))
+                    if on_ended is not None:
+                        on_ended(sid)
+                elif stop.is_set():
+                    n = 0
+                else:
+                    n = len(pipeline.process(sid, frame.capture_time_ns, frame.image))
+                with lock:
+                    count[0] += n
+            except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the watch
+                report(sid, exc)
+            finally:
+                scheduler.release(sid)
+
+    others = [threading.Thread(target=work, name=f"seawatch-analysis-{i + 1}", daemon=True)
+              for i in range(max(1, workers) - 1)]
+    for t in others:
+        t.start()
+    try:
+        work()
+    finally:
+        halt.set()
+        for t in others:
+            t.join()
+    return count[0]
 
 
 class AnalysisRate:

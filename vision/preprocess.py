@@ -21,6 +21,7 @@ array operations (``(x - pad_x) / gain_x``).
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -140,14 +141,15 @@ class Preprocessor:
         self.imgsz = check_imgsz(imgsz, self.stride_px) if fixed_hw is None else max(self.fixed_hw)
         self.layout = layout
         self._dtype = np.uint8 if layout == "nhwc_u8" else np.float32
-        self._flat = np.empty((0,), self._dtype)
+        self._local = threading.local()  # the reused input buffer, one per thread: analysis workers share detectors
         self._pad_f32 = np.float32(PAD_VALUE) / np.float32(255)
 
     def _buffer(self, shape: tuple[int, int, int, int]) -> np.ndarray:
         n = shape[0] * shape[1] * shape[2] * shape[3]
-        if self._flat.size < n:
-            self._flat = np.empty((n,), self._dtype)
-        return self._flat[:n].reshape(shape)
+        flat = getattr(self._local, "flat", None)
+        if flat is None or flat.size < n:
+            flat = self._local.flat = np.empty((n,), self._dtype)
+        return flat[:n].reshape(shape)
 
     def plan(self, shapes: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
         """Per-frame scale, resized (h, w), padding (x, y) and the batch (H, W) for frames of ``shapes`` (h, w)."""
