@@ -9,7 +9,8 @@ before the cameras start; their pose timelines geotag the frames of their video 
 pipeline's identity stage. Shutdown stops the cameras, the pipeline (AIS), then the drones.
 
 File sources are played like cameras: at their frame rate, looping, with capture times from the file's clock
-mapped to UTC from the moment the service started.
+mapped to UTC from the moment the service started; analysis that falls behind skips frames, as with a camera,
+rather than holding the file back behind the wall clock.
 
 Frames are analysed by ``analysis_workers`` threads (:func:`seawatch.vision.pipeline.analyse_sources`), each camera
 on one of them at a time.

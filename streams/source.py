@@ -148,6 +148,14 @@ class SourceConfig:
         return self.resolved_kind != "file"
 
     @property
+    def takes_newest(self) -> bool:
+        """Whether the consumer takes the newest frame and a full queue drops the oldest, as a camera does: live
+        streams, and files played in real time (``pace: realtime``: a file played as a camera is never held back
+        by a slow consumer, so it keeps to the wall clock and its capture times stay true). A file read as fast as
+        it decodes keeps every frame: its reader waits for the consumer."""
+        return self.is_live or self.pace == "realtime"
+
+    @property
     def redacted_url(self) -> str:
         return redact_url(self.url)
 
@@ -301,7 +309,7 @@ class Source:
         self._stop = stop if stop is not None else threading.Event()
         self._own_stop = threading.Event()
         size = config.queue_size or (2 if config.is_live else 8)
-        policy = OverflowPolicy.DROP_OLDEST if config.is_live else OverflowPolicy.BLOCK
+        policy = OverflowPolicy.DROP_OLDEST if config.takes_newest else OverflowPolicy.BLOCK
         self.frames: FrameQueue[DecodedFrame] = FrameQueue(size, policy, notify=wakeup)
         # the analysis rate: a frame is queued when its capture time reaches the next slot (1 ms slack, as
         # AnalysisRate, so a 25 fps stream analysed at 5 fps gives exactly every fifth frame)
@@ -961,7 +969,7 @@ class FrameScheduler:
                 continue
             src = self._sources[sid]
             try:
-                d = src.frames.get_latest(0) if src.config.is_live else src.frames.get(0)
+                d = src.frames.get_latest(0) if src.config.takes_newest else src.frames.get(0)
             except QueueClosed:
                 self._claimed.add(sid)
                 del self._order[i]

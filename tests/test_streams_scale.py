@@ -179,6 +179,34 @@ def test_file_reader_with_analysis_fps_queues_exactly_the_frames_the_rate_takes(
     assert st.frames_decoded == 100 and st.frames_queued == 20 and st.frames_skipped_rate == 80
 
 
+def test_a_file_played_as_a_camera_keeps_to_the_wall_clock_behind_a_slow_consumer(clip_25fps):
+    """A file played in real time (``seawatch serve``'s cameras from files) with analysis slower than its frame rate
+    (a frame taken every 0.3 s; 25 fps). It used to be held back: the reader waited on its full queue, so the frames
+    analysed fell further behind the wall clock (lag over 1 s after 2 s here). Now the oldest frames are dropped, as
+    a camera's, and each frame taken is the newest: its lag stays under one analysis step."""
+    from seawatch.streams.source import FrameScheduler
+
+    src = Source(SourceConfig("f", str(clip_25fps), pace="realtime", loop=True))
+    wakeup = threading.Event()
+    src.frames.notify = wakeup
+    scheduler = FrameScheduler({"f": src}, wakeup)
+    lags_s = []
+    with src:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.5:
+            item = scheduler.take(1.0)
+            if item is None:
+                continue
+            sid, frame = item
+            lags_s.append((time.time_ns() - frame.capture_time_ns) / 1e9)
+            time.sleep(0.3)  # the analysis
+            scheduler.release(sid)
+        st = src.status()
+    assert len(lags_s) >= 6
+    assert max(lags_s[2:]) < 0.3, [round(v, 2) for v in lags_s]
+    assert st.drops > 0 or src.frames.skipped > 0  # the frames it could not analyse were skipped, and counted
+
+
 @pytest.fixture(scope="module")
 def clip_25fps(tmp_path_factory):
     from test_streams import make_clip
