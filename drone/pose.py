@@ -249,6 +249,11 @@ class PoseTimeline:
                 return None
             return self._pos.times[0], self._pos.times[-1]
 
+    def last_position(self) -> PositionSample | None:
+        """The newest position sample (telemetry time), or None before the first."""
+        with self._lock:
+            return self._pos.samples[-1] if self._pos.samples else None
+
     def samples_between(self, t0_ns: int, t1_ns: int, max_per_kind: int = 50_000) -> dict[str, list[dict]]:
         """The buffered samples with ``t0_ns <= time_ns <= t1_ns`` (telemetry clock) per kind, as plain dicts, for
         evidence packages. Only what is still buffered (``history_s``); at most ``max_per_kind`` each, evenly thinned."""

@@ -98,6 +98,7 @@ class Service:
             self.pipeline = Pipeline(self.settings.pipeline, [self.sink], detectors=self._detectors,
                                      pose_timelines=self.fleet.pose_timelines(self.settings))
             self.fleet.identity = self.pipeline.identity
+            self.watch.drone_camera_position = self._drone_camera_position
             self.fleet.start()  # drone links (and simulators, patrols) in their own threads: a missing drone is a status
             self.pipeline.start()  # AIS feeds (drone links are the fleet's: their timelines were given)
             self._apply_stored_ignore()
@@ -124,6 +125,19 @@ class Service:
         log.info("service started: %d source(s), %d drone(s), %d AIS feed(s), %d event(s) stored", len(self.readers),
                  len(self.fleet.runners), len(self.settings.ais), self.store.count())
         return self
+
+    def _drone_camera_position(self, source_id: str):
+        """Where the drone carrying camera ``source_id`` last reported itself (its pose timeline; fleet drones and
+        inline ones alike), as a ``GeoPosition`` (1-sigma: its reported GPS accuracy, else 10 m), or None."""
+        from seawatch.vision.events import GeoPosition
+
+        geo = self.pipeline.geo.get(source_id) if self.pipeline is not None else None
+        timeline = getattr(geo, "timeline", None)
+        last = timeline.last_position() if timeline is not None else None
+        if last is None:
+            return None
+        sigma_m = max(float(last.h_acc_m), 1.0) if last.h_acc_m is not None else 10.0
+        return GeoPosition(float(last.lat_deg), float(last.lon_deg), sigma_m, sigma_m)
 
     def _apply_ignore(self, source_id: str, areas: list) -> None:
         """A camera's review-desk ignore areas (``store.IgnoreArea`` rows) to the running pipeline."""

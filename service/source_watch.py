@@ -3,7 +3,8 @@ watch itself.
 
 A camera that has been down for ``source_alerts.offline_after_s`` (its reader offline and retrying, or failed for
 good) becomes a ``source_offline`` incident, like any other event: stored and searchable, on the live feed and the
-map (at the camera's surveyed position), on MQTT and the webhooks. Its start phase says since when the picture is
+map (at the camera's surveyed position; a drone's camera where its drone last reported itself, with ``drone_id``),
+on MQTT and the webhooks. Its start phase says since when the picture is
 lost (``start_ns``: when the source went down, not when the alarm was raised), the reader's last error and its
 attempts so far; the end phase comes when the source delivers frames again (``end_reason: back online``), or when it
 stops (the service stops, a file source ends). A drop shorter than the delay (a reconnect, a camera reboot within
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from seawatch.streams.source import State
 from seawatch.vision.events import Event, GeoPosition
@@ -62,9 +63,15 @@ class SourceWatch:
         self.after_ns = None if cfg.offline_after_s is None else int(cfg.offline_after_s * 1e9)
         self.severity = cfg.severity
         self.places = {s.id: _camera_place(s) for s in settings.sources}
-        drones = {d.video_source for d in getattr(settings, "drones", ()) if getattr(d, "video_source", None)}
-        for sid in drones:
-            self.places[sid] = (None, "a drone's camera: the drone's own position is on the map")
+        # a drone's camera (drone: ID, an inline drone, or a drone's video_source): placed where its drone last was
+        self.drone_cameras: dict[str, str] = {}
+        for s in settings.sources:
+            drone = settings.drone_of(s.id) if hasattr(settings, "drone_of") else None
+            if drone is not None:
+                self.drone_cameras[s.id] = drone.id
+                self.places[s.id] = (None, f"a drone's camera: drone {drone.id} has reported no position")
+        # source id -> its drone's last known position (GeoPosition) or None; set by the service (pose timelines)
+        self.drone_camera_position: Callable[[str], GeoPosition | None] | None = None
         self.open: dict[str, Event] = {}
         self.drone_after_ns = (None if cfg.drone_link_lost_after_s is None
                                else int(cfg.drone_link_lost_after_s * 1e9))
@@ -170,6 +177,11 @@ class SourceWatch:
         geo, why = self.places.get(sid, (None, "not a configured camera"))
         attrs = {"state": st.state.value, "last_error": st.last_error or "", "attempts": int(st.attempts),
                  "down_for_s": round((now_ns - since_ns) / 1e9, 1)}
+        if sid in self.drone_cameras:
+            attrs["drone_id"] = self.drone_cameras[sid]
+            where = self.drone_camera_position(sid) if self.drone_camera_position is not None else None
+            if where is not None:
+                geo, why = where, ""
         return Event(id=Event.new_id(), type=SOURCE_OFFLINE, severity=self.severity, phase="start", source_id=sid,
                      start_ns=int(since_ns), at_ns=int(now_ns), attributes=attrs, geo=geo, geo_reason=why or None)
 

@@ -154,6 +154,36 @@ def test_a_flying_drone_whose_link_is_lost_is_an_incident_where_it_was_last_seen
     assert SourceWatch(_settings(tmp_path, drone_link_lost_after_s=None)).check_drones([_drone("lost", age_s=99)], T0) == []
 
 
+def test_a_drone_camera_down_is_placed_where_its_drone_last_was(tmp_path):
+    """A drone's camera (by ``drone: ID``, an inline drone, or a drone's ``video_source``) has no surveyed position:
+    its source_offline incident is placed where its drone last reported itself, and names the drone. Before, an
+    inline or ``drone: ID`` camera was reported as "not surveyed", and a video_source one had no place at all."""
+    from seawatch.vision.events import GeoPosition
+
+    drone = {"id": "patrol-1", "connection": "udp:127.0.0.1:9", "camera": {"width_px": 640, "height_px": 360,
+                                                                            "hfov_deg": 70}}
+    cfg = load_config(data={
+        "storage": {"data_dir": str(tmp_path / "data")},
+        "drones": [{**drone, "video_source": "patrol-cam"}],
+        "sources": [{"id": "patrol-cam", "url": "udp://127.0.0.1:5600", "models": ["stub"]},
+                    {"id": "inline-cam", "url": "udp://127.0.0.1:5601", "models": ["stub"],
+                     "drone": {**drone, "id": "survey-2", "connection": "udp:127.0.0.1:8"}}],
+        "source_alerts": {"offline_after_s": 5},
+    })
+    w = SourceWatch(cfg)
+    down = {sid: _st(State.OFFLINE, 0, down_s=0, err="no packets") for sid in ("patrol-cam", "inline-cam")}
+    unknown = {ev.source_id: ev for ev in w.check(down, T0 + 6 * S)}
+    assert unknown["inline-cam"].geo is None and "drone survey-2 has reported no position" in unknown["inline-cam"].geo_reason
+    assert unknown["patrol-cam"].attributes["drone_id"] == "patrol-1"
+    w2 = SourceWatch(cfg)
+    w2.drone_camera_position = lambda sid: GeoPosition(52.84, 5.70, 3.0, 3.0) if sid == "inline-cam" else None
+    placed = {ev.source_id: ev for ev in w2.check(down, T0 + 6 * S)}
+    ev = placed["inline-cam"]
+    assert (ev.geo.lat_deg, ev.geo.lon_deg) == (52.84, 5.70) and not ev.geo_reason
+    assert ev.attributes["drone_id"] == "survey-2"
+    assert placed["patrol-cam"].geo is None  # its drone has not reported yet
+
+
 @pytest.mark.slow
 def test_a_simulated_drone_losing_its_radio_in_flight_raises_the_incident_and_ends_it(tmp_path):
     import socket
@@ -165,12 +195,14 @@ def test_a_simulated_drone_losing_its_radio_in_flight_raises_the_incident_and_en
     cfg = load_config(data={
         "storage": {"data_dir": str(tmp_path / "data")},
         "auth": {"api_keys": [{"name": "test", "role": "admin", "key_sha256": hash_api_key(KEY)}]},
-        "drones": [{"id": "patrol-1", "connection": f"udp:127.0.0.1:{port}",
+        "drones": [{"id": "patrol-1", "connection": f"udp:127.0.0.1:{port}", "video_source": "patrol-cam",
                     "camera": {"width_px": 160, "height_px": 120, "hfov_deg": 70}}],
+        # the drone's video: nothing listens there, so the camera is down from the start
+        "sources": [{"id": "patrol-cam", "url": f"rtsp://127.0.0.1:{free_port()}/video", "models": ["stub"]}],
         "fleet": [{"drone": "patrol-1", "link_timeout_s": 0.5}],
-        "source_alerts": {"drone_link_lost_after_s": 1.0},
+        "source_alerts": {"drone_link_lost_after_s": 1.0, "offline_after_s": 4.0},
     })
-    svc = Service(cfg).start()
+    svc = Service(cfg, detectors={"stub": FireEverywhere()}).start()
     sim = SimVehicle(f"udpout:127.0.0.1:{port}", home=(52.84, 5.70, 0.0)).start()
     sim.h, sim.armed, sim.mode = 35.0, True, "GUIDED"  # airborne
     h = {"X-API-Key": KEY}
@@ -184,6 +216,13 @@ def test_a_simulated_drone_losing_its_radio_in_flight_raises_the_incident_and_en
                 time.sleep(0.2)
             time.sleep(2.0)
             assert lost() == []  # connected and flying: nothing
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not (cam := client.get(
+                    "/api/events", params={"type": "source_offline"}, headers=h).json()["events"]):
+                time.sleep(0.2)
+            (cam_ev,) = cam  # its video down: where the drone is, from its telemetry
+            assert cam_ev["source_id"] == "patrol-cam" and cam_ev["attributes"]["drone_id"] == "patrol-1"
+            assert abs(cam_ev["geo"]["lat_deg"] - 52.84) < 1e-3 and abs(cam_ev["geo"]["lon_deg"] - 5.70) < 1e-3
             sim.silent = True  # the radio drops
             deadline = time.monotonic() + 15
             while not lost() and time.monotonic() < deadline:
