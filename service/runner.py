@@ -225,7 +225,10 @@ class Service:
         return self.source_status() + (self.fleet.drones() if self.fleet is not None else [])
 
     def source_status(self) -> list[dict[str, Any]]:
-        return [src.status().as_dict() for src in self.readers.values()]
+        """Each camera's reader status, with ``analysis``: how its analysis keeps up (``AnalysisStats.snapshot``)."""
+        stats = self.pipeline.stats if self.pipeline is not None else {}
+        return [{**src.status().as_dict(), **({"analysis": stats[sid].snapshot()} if sid in stats else {})}
+                for sid, src in self.readers.items()]
 
     # ---- the pipeline threads ----------------------------------------------------------------------------
     def _run(self) -> None:

@@ -303,3 +303,7 @@ class SourceOut(BaseModel):
     attempts: int | None = Field(
         None, ge=0, description="cameras: connection attempts failed in a row since down_since_ns (0 while up)")
     last_error: str | None = Field(None, description="the newest error (credentials redacted)")
+    analysis: dict[str, Any] | None = Field(
+        None, description="cameras: how analysis keeps up: asked_fps, analysed_fps (last 10 s), lag_ms (capture to "
+                          "end of analysis, running mean; null for a replay's clock), process_ms and detect_ms (per "
+                          "frame, running means), frames (since start)")

@@ -269,3 +269,56 @@ zones:
     kinds = {(s, t) for s, t, *_ in results[1]}
     assert ("quay", "fire") in kinds and ("yard", "fire_lane_blocked") in kinds, kinds
     assert results[2] == results[1]
+
+
+def test_analysis_stats_rate_lag_and_replays():
+    from seawatch.vision.pipeline import AnalysisStats
+
+    st = AnalysisStats(4.0)
+    assert st.snapshot() == {"asked_fps": 4.0, "analysed_fps": 0.0, "lag_ms": None, "process_ms": None,
+                             "detect_ms": None, "frames": 0}
+    now = time.time_ns()
+    for k in range(5):
+        st.record(now - 200_000_000, process_s=0.050, detect_s=0.040)  # captured 0.2 s before its analysis ended
+    snap = st.snapshot()
+    assert snap["frames"] == 5 and snap["analysed_fps"] == 5.0  # 5 frames within the first second
+    assert 190 <= snap["lag_ms"] <= 400 and snap["process_ms"] == 50.0 and snap["detect_ms"] == 40.0
+    replay = AnalysisStats(2.0)
+    replay.record(1_767_225_600 * S, 0.01, 0.01)  # a replay stamped on 2026-01-01: no lag to speak of
+    assert replay.snapshot()["lag_ms"] is None and replay.snapshot()["frames"] == 1
+
+
+def test_sources_api_says_how_each_camera_keeps_up(tmp_path):
+    """GET /api/sources: each camera's ``analysis`` (asked and analysed rate, lag, time per frame), from the real
+    service loop on a file played as a camera with a detector that takes 30 ms."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*httpx.*")
+        from fastapi.testclient import TestClient
+
+    from test_service_serve import KEY, FireEverywhere, serve_settings, write_video
+
+    from seawatch.service.runner import Service
+
+    class Slow(FireEverywhere):
+        def detect(self, images):
+            time.sleep(0.03)
+            return super().detect(images)
+
+    video = tmp_path / "quay.mp4"
+    write_video(video, seconds=2.0)
+    svc = Service(serve_settings(tmp_path, video), detectors={"stub": Slow()}, file_pace="realtime",
+                  loop_files=True).start()
+    try:
+        with TestClient(svc.app) as client:
+            time.sleep(3.0)
+            (cam,) = [s for s in client.get("/api/sources", headers={"X-API-Key": KEY}).json()
+                      if s["source_id"] == "quay-1"]
+    finally:
+        svc.stop()
+    a = cam["analysis"]
+    assert a["asked_fps"] == 5.0 and a["frames"] >= 8
+    assert 3.0 <= a["analysed_fps"] <= 6.0, a
+    assert a["detect_ms"] >= 25 and a["process_ms"] >= a["detect_ms"]
+    assert 0 <= a["lag_ms"] < 1500, a

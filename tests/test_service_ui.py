@@ -904,7 +904,8 @@ def test_ui_banner_when_the_media_disk_is_low(tmp_path):
 
 
 def test_ui_sources_say_how_long_a_camera_has_been_down(tmp_path):
-    """The sources table tells a down camera apart from one that just blinked: how long, how many attempts."""
+    """The sources table tells a down camera apart from one that just blinked: how long, how many attempts; and how
+    a camera's analysis keeps up with the rate asked for."""
     import time as _time
 
     cfg = load_config(data={"storage": {"data_dir": str(tmp_path / "data")},
@@ -915,7 +916,8 @@ def test_ui_sources_say_how_long_a_camera_has_been_down(tmp_path):
         {"source_id": "quay-1", "state": "offline", "since_ns": down_ns, "down_since_ns": down_ns, "attempts": 57,
          "last_error": "connection refused; retry in 15.0 s", "frames_decoded": 1200},
         {"source_id": "quay-2", "state": "online", "since_ns": down_ns, "down_since_ns": None, "attempts": 0,
-         "frames_decoded": 900}])
+         "frames_decoded": 900, "analysis": {"asked_fps": 4.0, "analysed_fps": 2.1, "lag_ms": 163.4, "process_ms": 90.0,
+                                             "detect_ms": 80.0, "frames": 400}}])
     with serve_in_thread(app) as port:
         with _playwright() as p:
             browser = _browser(p)
@@ -924,5 +926,8 @@ def test_ui_sources_say_how_long_a_camera_has_been_down(tmp_path):
             page.wait_for_selector('#sources tr[data-id="quay-1"]')
             down = page.text_content('#sources tr[data-id="quay-1"]')
             assert "down for 12 min, 57 attempt(s)" in down and "connection refused" in down
-            assert "down for" not in page.text_content('#sources tr[data-id="quay-2"]')
+            up = page.text_content('#sources tr[data-id="quay-2"]')
+            assert "down for" not in up
+            assert "analysed 2.1/4 fps (behind), lag 163 ms" in up  # analysis short of its asked rate: marked
+            assert "analysed" not in down  # a camera with no analysis reported says nothing about it
             browser.close()

@@ -41,6 +41,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -323,6 +324,7 @@ class Pipeline:
             self.water_tiled[s.id] = {name for name in s.models if mask is not None and self.tiles[(s.id, name)]
                                       is not None and set(self.detectors[name].labels) <= set(mask.labels)}
         self.trackers = {s.id: ByteTracker(config.tracker) for s in config.sources}
+        self.stats = {s.id: AnalysisStats(s.analysis_fps) for s in config.sources}
         self.sinks = list(sinks)
         self._given_timelines = set(pose_timelines or {})
         self.geo = self._build_geo(pose_timelines or {}, drone_cameras or {})
@@ -482,6 +484,7 @@ class Pipeline:
         if locator is None:
             locator = self.locator_for(source_id, capture_time_ns)
         dets = self.detect(source_id, image, locator)
+        detect_s = time.perf_counter() - t0
         with self._lock:
             tracked = self.trackers[source_id].update(dets, capture_time_ns)
             ident_events: list[Event] = []
@@ -492,7 +495,9 @@ class Pipeline:
             events = self.engine.update(source_id, capture_time_ns, tracked, image, locator)
             self._emit(ident_events)  # after the rules' events of the same frame, so sinks see the returned order
             self.frames += 1
-            self.seconds += time.perf_counter() - t0
+            took_s = time.perf_counter() - t0
+            self.seconds += took_s
+        self.stats[source_id].record(capture_time_ns, took_s, detect_s)
         return events + ident_events
 
     def _emit(self, events: list[Event]) -> None:
@@ -594,6 +599,56 @@ def analyse_sources(pipeline: "Pipeline", sources: dict[str, Any], wakeup: threa
         for t in others:
             t.join()
     return count[0]
+
+
+class AnalysisStats:
+    """How well analysis keeps up with one source (what an operator checks when a camera seems slow): frames
+    analysed per second over the last ``WINDOW_S`` against the rate asked for, the lag from capture to the end of
+    analysis (live sources: capture times are wall-clock times), and the time a frame takes (all of it, and
+    detection alone). Thread-safe; :meth:`Pipeline.process` records every frame."""
+
+    WINDOW_S = 10.0
+    SMOOTHING = 0.2  # weight of the newest frame in the running means
+    MAX_LAG_S = 3600.0  # a larger gap is not lag but a replay's clock (capture times not on the wall clock)
+
+    def __init__(self, asked_fps: float) -> None:
+        self.asked_fps = float(asked_fps)
+        self.frames = 0
+        self._done: deque[float] = deque()  # monotonic completion times within the window
+        self._lock = threading.Lock()
+        self._created = time.monotonic()
+        self.process_ms: float | None = None
+        self.detect_ms: float | None = None
+        self.lag_ms: float | None = None
+
+    def record(self, capture_time_ns: int, process_s: float, detect_s: float) -> None:
+        now = time.monotonic()
+        lag_s = (time.time_ns() - int(capture_time_ns)) / 1e9
+        a = self.SMOOTHING
+        with self._lock:
+            self.frames += 1
+            self._done.append(now)
+            while self._done and now - self._done[0] > self.WINDOW_S:
+                self._done.popleft()
+            self.process_ms = process_s * 1e3 if self.process_ms is None else (1 - a) * self.process_ms + a * process_s * 1e3
+            self.detect_ms = detect_s * 1e3 if self.detect_ms is None else (1 - a) * self.detect_ms + a * detect_s * 1e3
+            live = abs(lag_s) <= self.MAX_LAG_S
+            self.lag_ms = (None if not live else lag_s * 1e3 if self.lag_ms is None
+                           else (1 - a) * self.lag_ms + a * lag_s * 1e3)
+
+    def snapshot(self) -> dict[str, Any]:
+        """``asked_fps``, ``analysed_fps`` (last WINDOW_S), ``lag_ms``, ``process_ms``, ``detect_ms`` (running means;
+        None before the first frame, ``lag_ms`` also for a replay), ``frames`` (since start)."""
+        now = time.monotonic()
+        window_s = max(min(self.WINDOW_S, now - self._created), 1.0)  # just started: over the time there was
+
+        def r(v):
+            return None if v is None else round(v, 1)
+
+        with self._lock:
+            recent = sum(1 for t in self._done if now - t <= window_s)
+            return {"asked_fps": self.asked_fps, "analysed_fps": round(recent / window_s, 2), "lag_ms": r(self.lag_ms),
+                    "process_ms": r(self.process_ms), "detect_ms": r(self.detect_ms), "frames": self.frames}
 
 
 class AnalysisRate:

@@ -276,7 +276,11 @@ async function refreshSources(list) {
     } else {
       // a camera that is down: for how long and how often it was tried (the server keeps it offline through retries)
       const down = s.down_since_ns ? `down for ${ago(s.down_since_ns)}, ${s.attempts} attempt(s) · ` : "";
-      details = `${down}${s.frames_decoded ?? 0} frames${s.last_error ? " · " + s.last_error : ""}${s.view ? " · surveyed" : ""}`;
+      // how analysis keeps up: behind its asked rate (under 80 %) is marked, as events may then come late or not at all
+      const a = s.analysis, behind = a && a.frames && a.analysed_fps < 0.8 * a.asked_fps;
+      const an = a && a.frames ? ` · analysed ${a.analysed_fps}/${a.asked_fps} fps${behind ? " (behind)" : ""}` +
+        (a.lag_ms != null ? `, lag ${Math.round(a.lag_ms)} ms` : "") : "";
+      details = `${down}${s.frames_decoded ?? 0} frames${an}${s.last_error ? " · " + s.last_error : ""}${s.view ? " · surveyed" : ""}`;
     }
     for (const [text, cls] of [[s.source_id, ""], [s.kind || "camera", ""], [s.state, "st-" + s.state], [details, ""]]) {
       const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td);
