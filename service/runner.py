@@ -1,8 +1,8 @@
 """``Service``: sources -> pipeline -> store (+ publishers), and the API, with orderly start-up and shutdown.
 
 Start-up: open and migrate the store, build the pipeline (loads the detectors: fails early on missing models), start
-the source readers and the pipeline thread, then serve HTTP. Shutdown reverses it: stop serving, stop readers,
-end every open incident (their ``end`` phases are stored), join the thread, close the store.
+the source readers and the analysis workers, then serve HTTP. Shutdown reverses it: stop serving, stop readers,
+end every open incident (their ``end`` phases are stored), join the workers, close the store.
 
 Drones (``drones``, with ``fleet`` for the simulator and patrols) are linked by :class:`~seawatch.service.fleet.Fleet`
 before the cameras start; their pose timelines geotag the frames of their video sources. AIS feeds run in the
@@ -163,7 +163,7 @@ class Service:
         if self._thread is not None:
             self._thread.join(timeout_s)
             if self._thread.is_alive():
-                log.error("pipeline thread did not stop within %.0f s", timeout_s)
+                log.error("analysis workers did not stop within %.0f s", timeout_s)
         if self._watch_thread is not None:
             self._watch_thread.join(timeout_s)
             self._watch_thread = None

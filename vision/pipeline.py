@@ -378,7 +378,7 @@ class Pipeline:
         spec = self.sources[source_id]
         all_areas = [(a.polygon_px, a.labels) for a in spec.ignore] + [(p, tuple(lab)) for p, lab in areas]
         mask = IgnoreMask.from_pixels(all_areas, source_id) if all_areas else None
-        if mask is None:  # one assignment each way: the pipeline thread reads the dict without a lock
+        if mask is None:  # one assignment each way: the analysis workers read the dict without a lock
             self.ignore.pop(source_id, None)
         else:
             self.ignore[source_id] = mask
