@@ -203,8 +203,8 @@ class PipelineConfig(BaseModel):
     analysis_workers: int = Field(
         0, ge=0, le=64, description="threads analysing frames side by side, each source on one of them at a time, so a "
                                     "slow camera (a tiled harbour view) does not hold up the others; 0 = auto "
-                                    "one per CPU core, at most one per source; each model's onnxruntime threads are "
-                                    "then the cores divided among the workers)")
+                                    "(one per CPU core, at most one per source); with more than one, each model's "
+                                    "onnxruntime threads are the cores divided among the workers")
 
     @model_validator(mode="after")
     def _refs(self) -> "PipelineConfig":
@@ -624,17 +624,17 @@ class AnalysisStats:
     def record(self, capture_time_ns: int, process_s: float, detect_s: float) -> None:
         now = time.monotonic()
         lag_s = (time.time_ns() - int(capture_time_ns)) / 1e9
-        a = self.SMOOTHING
+        def mean(old: float | None, new_s: float) -> float:
+            return new_s * 1e3 if old is None else (1 - self.SMOOTHING) * old + self.SMOOTHING * new_s * 1e3
+
         with self._lock:
             self.frames += 1
             self._done.append(now)
             while self._done and now - self._done[0] > self.WINDOW_S:
                 self._done.popleft()
-            self.process_ms = process_s * 1e3 if self.process_ms is None else (1 - a) * self.process_ms + a * process_s * 1e3
-            self.detect_ms = detect_s * 1e3 if self.detect_ms is None else (1 - a) * self.detect_ms + a * detect_s * 1e3
-            live = abs(lag_s) <= self.MAX_LAG_S
-            self.lag_ms = (None if not live else lag_s * 1e3 if self.lag_ms is None
-                           else (1 - a) * self.lag_ms + a * lag_s * 1e3)
+            self.process_ms = mean(self.process_ms, process_s)
+            self.detect_ms = mean(self.detect_ms, detect_s)
+            self.lag_ms = mean(self.lag_ms, lag_s) if abs(lag_s) <= self.MAX_LAG_S else None
 
     def snapshot(self) -> dict[str, Any]:
         """``asked_fps``, ``analysed_fps`` (last WINDOW_S), ``lag_ms``, ``process_ms``, ``detect_ms`` (running means;
