@@ -929,12 +929,15 @@ class FrameScheduler:
     :meth:`take` hands a worker the next source with a frame, round-robin from where the last one was handed out,
     and *claims* that source until the worker calls :meth:`release`: a source is analysed by one worker at a time,
     so its frames stay in capture order and its tracker sees them one by one, while a slow source (a tiled
-    harbour camera) occupies one worker and the other workers serve the other cameras. A live
-    source gives its newest frame at the moment it is taken (older ones are skipped),
-    a file its oldest, ``due(source_id, capture_time_ns)`` is asked before a frame is converted to BGR, and no
-    queue is ever waited on: a worker that finds nothing waits on ``wakeup`` (set by every queue's put and close,
-    and by :meth:`release`, as a released source may hold a frame that came while it was claimed).
-    A source that ended is handed out once as ``(source_id, None)`` and then left out.
+    harbour camera) occupies one worker and the other workers serve the other cameras.
+
+    A camera (``takes_newest``) gives its newest frame at the moment it is taken (older ones are skipped and counted
+    as ``frames_skipped_by_consumer``), a file read fast its oldest. ``due(source_id, capture_time_ns)`` (e.g.
+    ``AnalysisRate.due``) is asked before a frame is converted to BGR; frames it refuses are skipped unconverted.
+    No queue is ever waited on: a worker that finds nothing waits on ``wakeup`` (set by every queue's put and
+    close, and by :meth:`release`, as a released source may hold a frame that came while it was claimed), so a dead
+    or stalled camera costs the others nothing. A source that ended is handed out once as ``(source_id, None)``
+    and then left out.
     """
 
     def __init__(self, sources: Mapping[str, Source], wakeup: threading.Event,
@@ -952,10 +955,6 @@ class FrameScheduler:
         """Every source has ended and been handed out (and released)."""
         with self._lock:
             return not self._order and not self._claimed
-
-    def claimed(self) -> set[str]:
-        with self._lock:
-            return set(self._claimed)
 
     def _pick(self) -> tuple[str | None, Any, bool]:
         """Under the lock: (source id, decoded frame or None for an ended source, whether anything was taken).
