@@ -139,7 +139,7 @@ def test_run_out_appends_to_an_events_log(tmp_path, capsys, monkeypatch):
 
     class OneEvent:  # a pipeline that emits one event and reads no video
         def __init__(self, cfg, sinks, **_):
-            self.sinks, self.frames, self.seconds = sinks, 0, 0.0
+            self.sinks, self.frames, self.seconds, self.workers = sinks, 0, 0.0, 1
 
         def close(self, *_):
             ev = Event(id="e1", type="test", severity="low", phase="end", source_id="missing", start_ns=0, at_ns=0,
