@@ -132,6 +132,15 @@ def test_chat_text_format(receiver):
         w.stop()
 
 
+def _stats_once(w, done, timeout_s: float = 5.0) -> dict:
+    """The sender's counters once ``done(stats)`` holds (or at the timeout): the receiver has a request before the
+    sender has read its answer and counted it."""
+    deadline = time.monotonic() + timeout_s
+    while not done(st := w.stats()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return st
+
+
 def test_retries_5xx_and_429_in_order_with_one_delivery_id():
     r = Receiver(script=[503, 429, 500])
     w = _sender(r.url)
@@ -143,7 +152,7 @@ def test_retries_5xx_and_429_in_order_with_one_delivery_id():
         assert [b["event"]["id"] for b in got] == ["ev00000"] * 4 + ["ev00001", "ev00002"]
         first_ids = {h["X-Seawatch-Delivery"] for _p, h, _b in r.requests[:4]}
         assert len(first_ids) == 1
-        st = w.stats()
+        st = _stats_once(w, lambda st: st["delivered"] >= 3)
         assert (st["delivered"], st["failed_attempts"], st["dropped"], st["rejected"], st["last_error"]) == (3, 3, 0, 0, None)
     finally:
         w.stop()
@@ -182,7 +191,7 @@ def test_endpoint_down_keeps_the_newest_within_the_bound_then_delivers_them_in_o
         r = Receiver(port=port)  # the endpoint comes back
         got = r.until(3)
         assert [b["event"]["id"] for b in got] == ["ev00002", "ev00003", "ev00004"]
-        assert w.stats()["last_error"] is None
+        assert _stats_once(w, lambda st: st["last_error"] is None)["last_error"] is None
     finally:
         w.stop()
         if r is not None:
