@@ -33,6 +33,7 @@ from seawatch.errors import ConfigError, InputError, SeawatchError, StreamError,
 from seawatch.service.auth import Authenticator, LoginThrottle, Principal
 from seawatch.service.config import ServeConfig
 from seawatch.service.live import LiveHub
+from seawatch.service.live_view import LiveView
 from seawatch.service.schemas import (
     AuditOut,
     ErrorBody,
@@ -742,6 +743,24 @@ def remove_ignore_area(source_id: str, area_id: int, request: Request, store: St
     return IgnoreAreaOut(**area.to_dict())
 
 
+@sources.get("/{source_id}/latest.jpg", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}},
+             summary="the camera's newest analysed picture, with what is tracked in it (the live view)",
+             description="JPEG of the newest frame the pipeline analysed for this camera (a drone's camera too), with "
+                         "its tracked boxes (`label #track confidence`) unless `boxes=false`, scaled down to `width` "
+                         "px when given. `X-Capture-Time-Ns` is the frame's capture time. 404 for an unknown camera "
+                         "and before its first analysed frame. Not cached by browsers (a new picture each call).")
+def latest_picture(source_id: str, request: Request, who: Operator, boxes: bool = True,
+                   width: int | None = Query(None, ge=64, le=3840, description="scale down to this width (px)")) -> Response:
+    st = request.app.state
+    _configured_source(st, source_id)
+    got = st.live_view.jpeg(source_id, boxes, width)
+    if got is None:
+        raise ApiError(404, f"source {source_id!r} has no analysed picture yet")
+    capture_ns, data = got
+    return Response(data, media_type="image/jpeg",
+                    headers={"Cache-Control": "no-store", "X-Capture-Time-Ns": str(capture_ns)})
+
+
 def _configured_source(state, source_id: str):
     spec = next((s for s in state.settings.sources if s.id == source_id), None)
     if spec is None:
@@ -943,11 +962,13 @@ RETENTION_STOP_TIMEOUT_S = 10.0
 
 def create_app(settings: ServeConfig, *, store: EventStore | None = None, source_status: SourceStatusFn | None = None,
                live: LiveHub | None = None, fleet: Any = None, apply_ignore: Callable[[str, list], None] | None = None,
-               stats: StatsFn | None = None) -> FastAPI:
+               stats: StatsFn | None = None, latest_frame: Callable[[str], Any] | None = None) -> FastAPI:
     """The API. Without ``store`` the lifespan opens (and migrates) ``settings.storage`` and closes it on exit.
     ``apply_ignore(source_id, stored areas)`` hands a camera's review-desk ignore areas to the running pipeline
     (raising SeawatchError when it refuses them); without a pipeline they are only stored. ``stats()`` gives the
-    event delivery counters health reports (``{"store_sink": {...} | None, "mqtt": {...} | None}``)."""
+    event delivery counters health reports (``{"store_sink": {...} | None, "mqtt": {...} | None}``).
+    ``latest_frame(source_id)`` gives a camera's newest analysed frame for its live view
+    (``Pipeline.latest_frame``: ``(capture_time_ns, image, tracked detections)`` or None)."""
     from seawatch.streams.recording import ClipStore
 
     media_dir = settings.storage.resolved_media_dir()
@@ -987,6 +1008,7 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     app.state.fleet = fleet  # drones and AIS (service.fleet.Fleet) or None
     app.state.apply_ignore = apply_ignore or (lambda source_id, areas: None)
     app.state.stats = stats or (lambda: {})
+    app.state.live_view = LiveView(latest_frame or (lambda source_id: None))
     app.state.retention = None  # service.retention.RetentionWorker, started by the lifespan
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)  # inside CORS (added last, so outermost): a 413 gets CORS headers
     if settings.service.cors_origins:

@@ -103,7 +103,8 @@ class Service:
             self.pipeline.start()  # AIS feeds (drone links are the fleet's: their timelines were given)
             self._apply_stored_ignore()
             self.app = create_app(self.settings, store=self.store, source_status=self.source_status, live=self.live,
-                                  fleet=self.fleet, apply_ignore=self._apply_ignore, stats=self.delivery_stats)
+                                  fleet=self.fleet, apply_ignore=self._apply_ignore, stats=self.delivery_stats,
+                                  latest_frame=self.pipeline.latest_frame)
             rec = self.settings.storage.recording
             for s in self.settings.sources:
                 sc = SourceConfig(source_id=s.id, url=s.url, pace=self._file_pace, loop=self._loop_files)

@@ -325,6 +325,7 @@ class Pipeline:
                                       is not None and set(self.detectors[name].labels) <= set(mask.labels)}
         self.trackers = {s.id: ByteTracker(config.tracker) for s in config.sources}
         self.stats = {s.id: AnalysisStats(s.analysis_fps) for s in config.sources}
+        self.latest: dict[str, tuple[int, np.ndarray, Detections]] = {}  # source id -> its newest analysed frame
         self.sinks = list(sinks)
         self._given_timelines = set(pose_timelines or {})
         self.geo = self._build_geo(pose_timelines or {}, drone_cameras or {})
@@ -487,6 +488,8 @@ class Pipeline:
         detect_s = time.perf_counter() - t0
         with self._lock:
             tracked = self.trackers[source_id].update(dets, capture_time_ns)
+            # the live view's picture: this frame and what is tracked in it (one assignment; read without the lock)
+            self.latest[source_id] = (int(capture_time_ns), image, tracked[tracked.track_id >= 0])
             ident_events: list[Event] = []
             if self.identity is not None:
                 # before the rules, so vessel_in_zone events of this frame carry this frame's identity
@@ -499,6 +502,11 @@ class Pipeline:
             self.seconds += took_s
         self.stats[source_id].record(capture_time_ns, took_s, detect_s)
         return events + ident_events
+
+    def latest_frame(self, source_id: str) -> tuple[int, np.ndarray, Detections] | None:
+        """The newest analysed frame of a source: ``(capture_time_ns, BGR image, its tracked detections)``, or None
+        before the first (the image is the frame analysed, never written to afterwards)."""
+        return self.latest.get(source_id)
 
     def _emit(self, events: list[Event]) -> None:
         for ev in events:

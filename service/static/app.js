@@ -46,6 +46,7 @@ function showLogin() {
   clearInterval(healthTimer); healthTimer = null; $("health-banner").hidden = true;
   clearTimeout(reconnectTimer); reconnectTimer = null;
   if (state.ws) { state.ws.onclose = null; state.ws.close(); state.ws = null; }
+  closeLive();
 }
 
 // Safe to call again after a new login: the map (and its listeners) is made once, the timers and the live socket
@@ -105,6 +106,8 @@ $("export-geojson").addEventListener("click", () => exportSearch("geojson"));
 $("export-kml").addEventListener("click", () => exportSearch("kml"));
 $("d-export").addEventListener("click", () => exportEvidence());
 $("map-fit").addEventListener("click", () => map && map.fitAll());
+$("lv-close").addEventListener("click", () => closeLive());
+$("lv-boxes").addEventListener("change", () => refreshLive());
 for (const cb of document.querySelectorAll("#map-bar input[data-layer]")) {
   cb.addEventListener("change", () => { if (map) { map.layers[cb.dataset.layer] = cb.checked; map.redraw(); } });
 }
@@ -286,12 +289,56 @@ async function refreshSources(list) {
       const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td);
     }
     if (s.kind === "drone") tr.lastChild.append(...droneButtons(s));
+    else if ((s.kind || "camera") === "camera") tr.lastChild.append(...liveButton(s));
     tb.appendChild(tr);
   }
   const drones = list.filter((s) => s.kind === "drone"), cams = list.filter((s) => (s.kind || "camera") === "camera");
   $("status-bar").textContent = `${cams.filter((s) => s.state === "online").length}/${cams.length} camera(s) online · ` +
     `${drones.filter((s) => s.state === "connected").length}/${drones.length} drone(s) linked`;
   if (map) map.setData({ cameras: cams, drones });
+}
+
+// The live view: a camera's newest analysed picture with what is tracked in it, fetched every second while open
+// (GET /api/sources/{id}/latest.jpg; one request at a time, an answer for a camera no longer shown is dropped).
+const LIVE_REFRESH_MS = 1000;
+const live = { id: null, timer: null, url: "", busy: false };
+function liveButton(s) {
+  if (!state.role) return [];
+  const b = document.createElement("button");
+  b.type = "button"; b.className = "live-act"; b.textContent = "Live";
+  b.title = "the camera's newest analysed picture, with what is tracked in it, refreshed every second";
+  b.addEventListener("click", () => openLive(s.source_id));
+  return [b];
+}
+function openLive(id) {
+  closeLive();
+  live.id = id; $("lv-title").textContent = `Live: ${id}`; $("lv-note").textContent = "loading…"; $("live-view").hidden = false;
+  refreshLive();
+  live.timer = setInterval(refreshLive, LIVE_REFRESH_MS);
+}
+function closeLive() {
+  clearInterval(live.timer); live.timer = null; live.id = null;
+  $("live-view").hidden = true; $("lv-img").removeAttribute("src");
+  if (live.url) URL.revokeObjectURL(live.url);
+  live.url = "";
+}
+async function refreshLive() {
+  const id = live.id;
+  if (!id || live.busy) return;
+  live.busy = true;
+  const note = $("lv-note");
+  try {
+    const r = await api(`/api/sources/${encodeURIComponent(id)}/latest.jpg?width=960&boxes=${$("lv-boxes").checked}`);
+    const captureNs = Number(BigInt(r.headers.get("X-Capture-Time-Ns") || "0"));
+    const url = URL.createObjectURL(await r.blob());
+    if (live.id !== id) { URL.revokeObjectURL(url); return; }
+    if (live.url) URL.revokeObjectURL(live.url);
+    live.url = url; $("lv-img").src = url;
+    note.className = ""; note.textContent = `captured ${fmt(captureNs)} UTC, ${ago(captureNs)} ago`;
+  } catch (e) {
+    if (live.id !== id) return;
+    note.className = "error"; note.textContent = e.status === 404 ? "no analysed picture yet" : `failed: ${e.message}`;
+  } finally { live.busy = false; }
 }
 
 // Abort / restart of a drone's patrol: every role is operator or above (drone crews are operators; the server checks).

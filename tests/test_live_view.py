@@ -1,0 +1,164 @@
+"""The live view of a camera: ``GET /api/sources/{id}/latest.jpg`` (its newest analysed picture with what is tracked
+in it) and the UI's "Live" panel, from a stand-in frame, through the real service on a file played as a camera, and
+in headless Chromium."""
+
+from __future__ import annotations
+
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+warnings.filterwarnings("ignore", message=".*httpx.*")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from seawatch.service.app import create_app  # noqa: E402
+from seawatch.service.auth import hash_api_key  # noqa: E402
+from seawatch.service.config import load_config  # noqa: E402
+from seawatch.vision.detections import Detections  # noqa: E402
+
+KEY = "live-view-key-0123456789abcdef"
+S = 1_000_000_000
+
+
+def _settings(tmp_path, **over):
+    return load_config(data={
+        "storage": {"data_dir": str(tmp_path / "data")},
+        "auth": {"api_keys": [{"name": "wall", "role": "operator", "key_sha256": hash_api_key(KEY)}]},
+        "sources": [{"id": "quay", "url": "rtsp://cam/quay"}, {"id": "gate", "url": "rtsp://cam/gate"}], **over})
+
+
+def _decode(data: bytes) -> np.ndarray:
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert img is not None, "not a JPEG"
+    return img
+
+
+def _frame(capture_ns: int):
+    image = np.full((360, 640, 3), 90, np.uint8)
+    tracked = Detections(np.array([[100, 80, 300, 200]], np.float32), np.array([0.87], np.float32),
+                         np.array([0], np.int32), ("vessel",), track_id=np.array([7]))
+    return capture_ns, image, tracked
+
+
+def test_latest_picture_with_boxes_scaled_cached_and_refused_where_there_is_none(tmp_path, monkeypatch):
+    import seawatch.service.live_view as live_view
+
+    frames = {"quay": _frame(1_800_000_000 * S)}
+    encodes = []
+    real_encode = live_view._encode
+    monkeypatch.setattr(live_view, "_encode", lambda *a: encodes.append(a[2]) or real_encode(*a))
+    app = create_app(_settings(tmp_path), latest_frame=frames.get)
+    h = {"X-API-Key": KEY}
+    with TestClient(app) as client:
+        r = client.get("/api/sources/quay/latest.jpg", headers=h)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+        assert r.headers["x-capture-time-ns"] == str(1_800_000_000 * S) and r.headers["cache-control"] == "no-store"
+        boxed = _decode(r.content)
+        assert boxed.shape == (360, 640, 3)
+        plain = _decode(client.get("/api/sources/quay/latest.jpg", params={"boxes": "false"}, headers=h).content)
+        # the box's left edge (x 100) is drawn on the boxed picture only; inside the box, clear of its lines, both are
+        # the same grey frame (but for JPEG's colour blur)
+        assert np.abs(boxed[100:190, 99:102].astype(int) - plain[100:190, 99:102].astype(int)).mean() > 30
+        assert np.abs(boxed[104:184, 120:280].astype(int) - plain[104:184, 120:280].astype(int)).mean() < 3
+        assert np.abs(plain.astype(int) - 90).max() < 8
+        small = _decode(client.get("/api/sources/quay/latest.jpg", params={"width": 320}, headers=h).content)
+        assert small.shape == (180, 320, 3)
+        n = len(encodes)
+        for _ in range(3):  # several viewers of one frame: encoded once
+            assert client.get("/api/sources/quay/latest.jpg", params={"width": 320}, headers=h).status_code == 200
+        assert len(encodes) == n
+        frames["quay"] = _frame(1_800_000_001 * S)  # the next analysed frame: encoded anew
+        r = client.get("/api/sources/quay/latest.jpg", params={"width": 320}, headers=h)
+        assert r.headers["x-capture-time-ns"] == str(1_800_000_001 * S) and len(encodes) == n + 1
+
+        none_yet = client.get("/api/sources/gate/latest.jpg", headers=h)
+        assert none_yet.status_code == 404 and "no analysed picture yet" in none_yet.json()["error"]["message"]
+        assert client.get("/api/sources/nope/latest.jpg", headers=h).status_code == 404
+        assert client.get("/api/sources/quay/latest.jpg").status_code == 401
+        for bad in ({"width": 10}, {"width": 100000}, {"width": "wide"}, {"boxes": "perhaps"}):
+            r = client.get("/api/sources/quay/latest.jpg", params=bad, headers=h)
+            assert r.status_code == 422 and set(r.json()) == {"error"}, (bad, r.text)
+
+
+def test_the_service_shows_each_cameras_newest_analysed_picture(tmp_path):
+    """The real service on a file played as a camera: latest.jpg follows the analysis (its capture time moves on),
+    and the stand-in detector's box is drawn where it found it."""
+    from test_service_serve import FireEverywhere, serve_settings, write_video
+
+    from seawatch.service.runner import Service
+
+    video = tmp_path / "quay.mp4"
+    write_video(video, seconds=2.0)
+    cfg = serve_settings(tmp_path, video)
+    svc = Service(cfg, detectors={"stub": FireEverywhere()}, file_pace="realtime", loop_files=True).start()
+    try:
+        with TestClient(svc.app) as client:
+            from test_service_serve import KEY as SERVE_KEY
+
+            h = {"X-API-Key": SERVE_KEY}
+            deadline = time.monotonic() + 20
+            while (r := client.get("/api/sources/quay-1/latest.jpg", headers=h)).status_code == 404:
+                assert time.monotonic() < deadline, r.text
+                time.sleep(0.1)
+            first_ns = int(r.headers["x-capture-time-ns"])
+            time.sleep(1.5)
+            for _ in range(20):  # the boxed and the plain picture of one frame (analysis moves on at 5 fps)
+                r2 = client.get("/api/sources/quay-1/latest.jpg", headers=h)
+                r3 = client.get("/api/sources/quay-1/latest.jpg", params={"boxes": "false"}, headers=h)
+                if r2.headers["x-capture-time-ns"] == r3.headers["x-capture-time-ns"]:
+                    break
+            img, plain = _decode(r2.content), _decode(r3.content)
+    finally:
+        svc.stop()
+    assert int(r2.headers["x-capture-time-ns"]) - first_ns >= 1 * S
+    assert r2.headers["x-capture-time-ns"] == r3.headers["x-capture-time-ns"]
+    assert img.shape == (120, 160, 3)
+    # the stub's fire box (40, 30)-(120, 100): its left edge drawn over the video's noise; inside it the same frame
+    assert np.abs(img[50:95, 39:42].astype(int) - plain[50:95, 39:42].astype(int)).mean() > 20
+    assert np.abs(img[40:90, 56:104].astype(int) - plain[40:90, 56:104].astype(int)).mean() < 6
+
+
+@pytest.mark.slow
+def test_ui_live_button_shows_the_camera_and_refreshes(tmp_path):
+    """Chromium: the sources table's "Live" button opens the camera's picture, which is fetched again every second
+    (the caption's capture time moves on); Close stops it."""
+    from conftest import serve_in_thread
+    from test_service_ui import _browser, _playwright, _wait
+
+    frames = {"quay": _frame(time.time_ns())}
+
+    def latest(sid):
+        got = frames.get(sid)
+        if got is not None:  # a new frame each call: a camera analysed continuously
+            frames[sid] = _frame(time.time_ns())
+        return got
+
+    app = create_app(_settings(tmp_path), latest_frame=latest,
+                     source_status=lambda: [{"source_id": "quay", "state": "online", "frames_decoded": 10},
+                                            {"source_id": "gate", "state": "online", "frames_decoded": 10}])
+    with serve_in_thread(app) as port:
+        with _playwright() as p:
+            browser = _browser(p)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"http://127.0.0.1:{port}/#key={KEY}")
+            page.wait_for_selector('#sources tr[data-id="quay"] .live-act')
+            page.click('#sources tr[data-id="quay"] .live-act')
+            _wait(page, "document.getElementById('lv-img').naturalWidth === 640", 10)
+            assert page.text_content("#lv-title") == "Live: quay"
+            first = page.text_content("#lv-note")
+            assert first.startswith("captured ")
+            _wait(page, f"document.getElementById('lv-note').textContent !== {first!r}", 10)  # fetched again
+            page.click('#sources tr[data-id="gate"] .live-act')  # another camera: no picture yet
+            _wait(page, "document.getElementById('lv-note').textContent === 'no analysed picture yet'", 10)
+            assert page.text_content("#lv-title") == "Live: gate"
+            page.click("#lv-close")
+            assert page.is_hidden("#live-view")
+            assert not errors, errors
+            browser.close()
