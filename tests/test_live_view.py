@@ -126,7 +126,8 @@ def test_the_service_shows_each_cameras_newest_analysed_picture(tmp_path):
 @pytest.mark.slow
 def test_ui_live_button_shows_the_camera_and_refreshes(tmp_path):
     """Chromium: the sources table's "Live" button opens the camera's picture, which is fetched again every second
-    (the caption's capture time moves on); Close stops it."""
+    (the caption's capture time moves on); Close stops it. An event's "Live view" opens its camera's, and the map
+    hands a camera click to the same view."""
     from conftest import serve_in_thread
     from test_service_ui import _browser, _playwright, _wait
 
@@ -138,10 +139,17 @@ def test_ui_live_button_shows_the_camera_and_refreshes(tmp_path):
             frames[sid] = _frame(time.time_ns())
         return got
 
-    app = create_app(_settings(tmp_path), latest_frame=latest,
+    gate_view = {"camera": {"width_px": 640, "height_px": 360, "hfov_deg": 60},
+                 "surveyed": {"lat_deg": 53.55, "lon_deg": 8.58, "alt_m": 20.0, "pan_deg": 90.0, "tilt_deg": -10.0}}
+    cfg = _settings(tmp_path, sources=[{"id": "quay", "url": "rtsp://cam/quay"},
+                                       {"id": "gate", "url": "rtsp://cam/gate", "calibration": gate_view}])
+    app = create_app(cfg, latest_frame=latest,
                      source_status=lambda: [{"source_id": "quay", "state": "online", "frames_decoded": 10},
                                             {"source_id": "gate", "state": "online", "frames_decoded": 10}])
     with serve_in_thread(app) as port:
+        from test_service_store import make_event
+
+        app.state.store.put(make_event(0, type="vessel_in_zone", source_id="quay"))
         with _playwright() as p:
             browser = _browser(p)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -160,5 +168,20 @@ def test_ui_live_button_shows_the_camera_and_refreshes(tmp_path):
             assert page.text_content("#lv-title") == "Live: gate"
             page.click("#lv-close")
             assert page.is_hidden("#live-view")
+            # from an event's detail: what its camera sees now
+            page.click('#events tr:has-text("vessel_in_zone")')
+            page.wait_for_selector("#d-live:not([hidden])")
+            page.click("#d-live")
+            _wait(page, "document.getElementById('lv-title').textContent === 'Live: quay' && "
+                        "document.getElementById('lv-img').naturalWidth === 640", 10)
+            page.click("#lv-close")
+            # a click on the camera's marker on the map (not on an event): its live view
+            x, y = page.evaluate("""() => {
+                const m = window.seawatch.map, cam = m.data.cameras.find((c) => c.source_id === 'gate');
+                const p = m.project(cam.view.lat_deg, cam.view.lon_deg), r = m.c.getBoundingClientRect();
+                return [r.left + p.x * r.width / m.c.width, r.top + p.y * r.height / m.c.height]; }""")
+            page.mouse.click(x, y)
+            _wait(page, "document.getElementById('lv-title').textContent === 'Live: gate'", 5)
+            assert "click: live view" in page.text_content("#map-hover")
             assert not errors, errors
             browser.close()

@@ -71,12 +71,12 @@ async function doStart() {
   const first = !map;
   if (first) {
     const m = await json("/api/map");
-    map = new MapView($("map"), { tilesUrl: m.tiles_url, attribution: m.attribution, onPick: select,
+    map = new MapView($("map"), { tilesUrl: m.tiles_url, attribution: m.attribution, onPick: select, onPickCamera: openLive,
       onMove: (v) => { $("map-info").textContent = `${v.lat.toFixed(4)}°, ${v.lon.toFixed(4)}° z${v.zoom.toFixed(1)}`; viewMoved(); },
       onHover: (text) => { $("map-hover").textContent = text; } });
     if (!m.tiles_url && m.coastline) fetch("/ui/coastline.json").then((r) => r.json()).then((c) => map.setCoastline(c.lines)).catch(() => {});
   }
-  window.seawatch = { state, map, search, select, loadMore, checkHealth };  // for the browser tests and the console
+  window.seawatch = { state, map, search, select, loadMore, checkHealth, openLive };  // for the browser tests and the console
   await refreshSources(await json("/api/sources"));
   await search();
   if (first && !map.touched) map.fitAll();  // again with the events (the sources alone framed it so far)
@@ -107,6 +107,7 @@ $("export-kml").addEventListener("click", () => exportSearch("kml"));
 $("d-export").addEventListener("click", () => exportEvidence());
 $("map-fit").addEventListener("click", () => map && map.fitAll());
 $("lv-close").addEventListener("click", () => closeLive());
+$("d-live").addEventListener("click", () => state.detail && openLive(state.detail.source_id));
 $("lv-boxes").addEventListener("change", () => refreshLive());
 for (const cb of document.querySelectorAll("#map-bar input[data-layer]")) {
   cb.addEventListener("change", () => { if (map) { map.layers[cb.dataset.layer] = cb.checked; map.redraw(); } });
@@ -426,6 +427,8 @@ async function select(id, { refresh = false } = {}) {
   // a fixed camera's event with a subject box can become an ignore area, once (reviewers; the server checks again)
   const made = ((src && src.areas) || []).some((a) => a.origin === "operator" && a.event_id === ev.id);
   $("d-ignore").hidden = !(ev.snapshot && src && (src.kind || "camera") === "camera" && !src.drone_id) || state.role === "operator" || made;
+  // the event's camera now (is the boat still there, is the smoke gone): its live view
+  $("d-live").hidden = !(src && (src.kind || "camera") === "camera");
   // operators review what no reviewer has confirmed; confirming, and changing a confirmed verdict, are a reviewer's
   // (the server checks too)
   for (const b of document.querySelectorAll("#d-actions button[data-act]"))

@@ -1,6 +1,7 @@
 // The operator map on a plain canvas: Web Mercator (so XYZ tiles fit when a tile server is configured), a lat/lon
 // grid (and the bundled coastline, if any) otherwise; cameras with their view cone, drones with heading, route and
-// trail, AIS vessels, events with their 1-sigma uncertainty ellipse. Drag pans, the wheel zooms, a click picks an event.
+// trail, AIS vessels, events with their 1-sigma uncertainty ellipse. Drag pans, the wheel zooms, a click picks an event
+// (or a camera: its live view).
 "use strict";
 
 export const COLOURS = {
@@ -31,12 +32,14 @@ function offsetLatLon(lat, lon, bearingDeg, distM) {
 }
 
 export class MapView {
-  constructor(canvas, { tilesUrl = null, attribution = "", onPick = () => {}, onMove = () => {}, onHover = () => {} } = {}) {
+  constructor(canvas, { tilesUrl = null, attribution = "", onPick = () => {}, onPickCamera = () => {}, onMove = () => {},
+    onHover = () => {} } = {}) {
     this.c = canvas;
     this.g = canvas.getContext("2d");
     this.tilesUrl = tilesUrl;
     this.attribution = attribution;
     this.onPick = onPick;
+    this.onPickCamera = onPickCamera;
     this.onMove = onMove;
     this.onHover = onHover;
     this.view = { lat: 52.8405, lon: 5.703, zoom: 14 };
@@ -279,6 +282,17 @@ export class MapView {
     return best;
   }
 
+  // the camera whose marker is at (x, y), or null
+  pickCamera(x, y, maxPx = 10) {
+    if (!this.layers.cameras) return null;
+    for (const c of this.data.cameras) {
+      if (!c.view) continue;
+      const p = this.project(c.view.lat_deg, c.view.lon_deg);
+      if (Math.hypot(p.x - x, p.y - y) <= maxPx) return c;
+    }
+    return null;
+  }
+
   // what is under the pointer, as one line of text (vessel name / MMSI, drone, camera, event), or ""
   describeAt(x, y, maxPx = 10) {
     const near = (lat, lon) => { const p = this.project(lat, lon); return Math.hypot(p.x - x, p.y - y) <= maxPx; };
@@ -290,7 +304,8 @@ export class MapView {
           (d.battery_pct != null ? `, battery ${d.battery_pct}%` : "");
       }
     }
-    if (this.layers.cameras) for (const c of this.data.cameras) if (c.view && near(c.view.lat_deg, c.view.lon_deg)) return `camera ${c.source_id}: ${c.state}`;
+    const cam = this.pickCamera(x, y, maxPx);
+    if (cam) return `camera ${cam.source_id}: ${cam.state} (click: live view)`;
     if (this.layers.ais) for (const v of this.data.vessels) {
       if (v.lat_deg != null && near(v.lat_deg, v.lon_deg)) {
         return `vessel ${v.name || "(no name)"} MMSI ${v.mmsi}` + (v.ship_type_text ? `, ${v.ship_type_text}` : "") +
@@ -314,7 +329,10 @@ export class MapView {
     });
     c.addEventListener("pointerup", (e) => {
       const p = pos(e);
-      if (drag && drag.moved < 4) { const ev = this.pick(p.x, p.y); if (ev) this.onPick(ev.id); }
+      if (drag && drag.moved < 4) {  // a click: an event first, else a camera (its live view)
+        const ev = this.pick(p.x, p.y), cam = ev ? null : this.pickCamera(p.x, p.y);
+        if (ev) this.onPick(ev.id); else if (cam) this.onPickCamera(cam.source_id);
+      }
       drag = null;
     });
     c.addEventListener("wheel", (e) => {
