@@ -228,8 +228,13 @@ class Service:
     def source_status(self) -> list[dict[str, Any]]:
         """Each camera's reader status, with ``analysis``: how its analysis keeps up (``AnalysisStats.snapshot``)."""
         stats = self.pipeline.stats if self.pipeline is not None else {}
-        return [{**src.status().as_dict(), **({"analysis": stats[sid].snapshot()} if sid in stats else {})}
-                for sid, src in self.readers.items()]
+        out = []
+        for sid, src in self.readers.items():
+            st = src.status().as_dict()
+            if sid in stats:
+                st["analysis"] = stats[sid].snapshot(st["frames_queued"])
+            out.append(st)
+        return out
 
     # ---- the pipeline threads ----------------------------------------------------------------------------
     def _run(self) -> None:

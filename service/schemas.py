@@ -304,6 +304,8 @@ class SourceOut(BaseModel):
         None, ge=0, description="cameras: connection attempts failed in a row since down_since_ns (0 while up)")
     last_error: str | None = Field(None, description="the newest error (credentials redacted)")
     analysis: dict[str, Any] | None = Field(
-        None, description="cameras: how analysis keeps up: asked_fps, analysed_fps (last 10 s), lag_ms (capture to "
-                          "end of analysis, running mean; null for a replay's clock), process_ms and detect_ms (per "
-                          "frame, running means), frames (since start)")
+        None, description="cameras: how analysis keeps up: asked_fps, analysed_fps (last 10 s), delivered_fps (what "
+                          "the camera gave for analysis, after motion gating), behind (analysed under 80 % of the "
+                          "asked rate, or of the delivered one when less), lag_ms (capture to end of analysis, running "
+                          "mean; null for a replay's clock), process_ms and detect_ms (per frame, running means), "
+                          "frames (since start)")

@@ -275,8 +275,8 @@ def test_analysis_stats_rate_lag_and_replays():
     from seawatch.vision.pipeline import AnalysisStats
 
     st = AnalysisStats(4.0)
-    assert st.snapshot() == {"asked_fps": 4.0, "analysed_fps": 0.0, "lag_ms": None, "process_ms": None,
-                             "detect_ms": None, "frames": 0}
+    assert st.snapshot() == {"asked_fps": 4.0, "analysed_fps": 0.0, "delivered_fps": None, "behind": False,
+                             "lag_ms": None, "process_ms": None, "detect_ms": None, "frames": 0}
     now = time.time_ns()
     for k in range(5):
         st.record(now - 200_000_000, process_s=0.050, detect_s=0.040)  # captured 0.2 s before its analysis ended
@@ -322,3 +322,29 @@ def test_sources_api_says_how_each_camera_keeps_up(tmp_path):
     assert 3.0 <= a["analysed_fps"] <= 6.0, a
     assert a["detect_ms"] >= 25 and a["process_ms"] >= a["detect_ms"]
     assert 0 <= a["lag_ms"] < 1500, a
+
+
+@pytest.mark.parametrize("camera_fps, analysed_every_s, behind", [
+    (25.0, 0.25, False),  # asked 4 fps, analysed 4 fps
+    (25.0, 0.5, True),  # 2 of the 4 asked
+    (2.0, 0.5, False),  # the camera gives 2 fps only (or motion gating passes 2): 2 analysed is all there is
+    (2.0, 1.0, True),  # half of what the camera gives
+    (0.0, 10.0, False),  # an idle camera behind its motion gate: nothing to analyse, nothing behind
+])
+def test_behind_means_under_80_percent_of_what_could_be_analysed(camera_fps, analysed_every_s, behind):
+    from seawatch.vision.pipeline import AnalysisStats
+
+    now = [1000.0]
+    st = AnalysisStats(4.0, clock=lambda: now[0])
+    queued, next_analysis, snap = 0.0, 0.0, None
+    for _ in range(int(30 / 0.05)):  # 30 s in 50 ms steps; the service asks for the status every second
+        now[0] += 0.05
+        queued += camera_fps * 0.05
+        if now[0] - 1000.0 >= next_analysis:
+            st.record(time.time_ns(), 0.01, 0.01)
+            next_analysis += analysed_every_s
+        if round((now[0] - 1000.0) / 0.05) % 20 == 0:
+            snap = st.snapshot(int(queued))
+    assert snap["delivered_fps"] == pytest.approx(camera_fps, abs=0.15)
+    assert snap["analysed_fps"] == pytest.approx(min(4.0, 1 / analysed_every_s), abs=0.15)
+    assert snap["behind"] is behind, snap

@@ -916,8 +916,8 @@ def test_ui_sources_say_how_long_a_camera_has_been_down(tmp_path):
         {"source_id": "quay-1", "state": "offline", "since_ns": down_ns, "down_since_ns": down_ns, "attempts": 57,
          "last_error": "connection refused; retry in 15.0 s", "frames_decoded": 1200},
         {"source_id": "quay-2", "state": "online", "since_ns": down_ns, "down_since_ns": None, "attempts": 0,
-         "frames_decoded": 900, "analysis": {"asked_fps": 4.0, "analysed_fps": 2.1, "lag_ms": 163.4, "process_ms": 90.0,
-                                             "detect_ms": 80.0, "frames": 400}}])
+         "frames_decoded": 900, "analysis": {"asked_fps": 4.0, "analysed_fps": 2.1, "delivered_fps": 25.0, "behind": True,
+                                             "lag_ms": 163.4, "process_ms": 90.0, "detect_ms": 80.0, "frames": 400}}])
     with serve_in_thread(app) as port:
         with _playwright() as p:
             browser = _browser(p)

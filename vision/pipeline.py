@@ -618,19 +618,22 @@ class AnalysisStats:
     WINDOW_S = 10.0
     SMOOTHING = 0.2  # weight of the newest frame in the running means
     MAX_LAG_S = 3600.0  # a larger gap is not lag but a replay's clock (capture times not on the wall clock)
+    BEHIND_SHARE = 0.8  # analysed under this share of the possible rate: "behind"
 
-    def __init__(self, asked_fps: float) -> None:
+    def __init__(self, asked_fps: float, clock=time.monotonic) -> None:
+        self._clock = clock  # monotonic seconds (tests give their own)
         self.asked_fps = float(asked_fps)
         self.frames = 0
         self._done: deque[float] = deque()  # monotonic completion times within the window
         self._lock = threading.Lock()
-        self._created = time.monotonic()
+        self._created = clock()
+        self._queued: deque[tuple[float, int]] = deque()  # (monotonic time, the reader's frames_queued) per snapshot
         self.process_ms: float | None = None
         self.detect_ms: float | None = None
         self.lag_ms: float | None = None
 
     def record(self, capture_time_ns: int, process_s: float, detect_s: float) -> None:
-        now = time.monotonic()
+        now = self._clock()
         lag_s = (time.time_ns() - int(capture_time_ns)) / 1e9
         def mean(old: float | None, new_s: float) -> float:
             return new_s * 1e3 if old is None else (1 - self.SMOOTHING) * old + self.SMOOTHING * new_s * 1e3
@@ -644,10 +647,15 @@ class AnalysisStats:
             self.detect_ms = mean(self.detect_ms, detect_s)
             self.lag_ms = mean(self.lag_ms, lag_s) if abs(lag_s) <= self.MAX_LAG_S else None
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, frames_queued: int | None = None) -> dict[str, Any]:
         """``asked_fps``, ``analysed_fps`` (last WINDOW_S), ``lag_ms``, ``process_ms``, ``detect_ms`` (running means;
-        None before the first frame, ``lag_ms`` also for a replay), ``frames`` (since start)."""
-        now = time.monotonic()
+        None before the first frame, ``lag_ms`` also for a replay), ``frames`` (since start).
+
+        ``frames_queued``: the source reader's count of frames it queued (``SourceStatus.frames_queued``), given at
+        each call: from it, ``delivered_fps`` (what the camera gave for analysis over the window: after motion gating,
+        None until 2 s of it are known) and ``behind``: analysis takes under BEHIND_SHARE of what it could
+        (the asked rate, or the delivered one when the camera gives less)."""
+        now = self._clock()
         window_s = max(min(self.WINDOW_S, now - self._created), 1.0)  # just started: over the time there was
 
         def r(v):
@@ -655,8 +663,21 @@ class AnalysisStats:
 
         with self._lock:
             recent = sum(1 for t in self._done if now - t <= window_s)
-            return {"asked_fps": self.asked_fps, "analysed_fps": round(recent / window_s, 2), "lag_ms": r(self.lag_ms),
-                    "process_ms": r(self.process_ms), "detect_ms": r(self.detect_ms), "frames": self.frames}
+            delivered = None
+            if frames_queued is not None:
+                self._queued.append((now, int(frames_queued)))
+                while len(self._queued) > 2 and now - self._queued[1][0] >= self.WINDOW_S:
+                    self._queued.popleft()  # keep one sample at least WINDOW_S old, when there is one
+                (t0, q0) = self._queued[0]
+                if now - t0 >= 2.0:
+                    delivered = max(0.0, (int(frames_queued) - q0) / (now - t0))
+            analysed = recent / window_s
+            possible = self.asked_fps if delivered is None else min(self.asked_fps, delivered)
+            behind = delivered is not None and self.frames >= 5 and analysed < self.BEHIND_SHARE * possible
+            return {"asked_fps": self.asked_fps, "analysed_fps": round(analysed, 2),
+                    "delivered_fps": None if delivered is None else round(delivered, 2), "behind": behind,
+                    "lag_ms": r(self.lag_ms), "process_ms": r(self.process_ms), "detect_ms": r(self.detect_ms),
+                    "frames": self.frames}
 
 
 class AnalysisRate:

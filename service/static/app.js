@@ -280,9 +280,10 @@ async function refreshSources(list) {
     } else {
       // a camera that is down: for how long and how often it was tried (the server keeps it offline through retries)
       const down = s.down_since_ns ? `down for ${ago(s.down_since_ns)}, ${s.attempts} attempt(s) · ` : "";
-      // how analysis keeps up: behind its asked rate (under 80 %) is marked, as events may then come late or not at all
-      const a = s.analysis, behind = a && a.frames && a.analysed_fps < 0.8 * a.asked_fps;
-      const an = a && a.frames ? ` · analysed ${a.analysed_fps}/${a.asked_fps} fps${behind ? " (behind)" : ""}` +
+      // how analysis keeps up: behind (the server's judgement: under 80 % of the asked rate, or of what the camera
+      // delivers when that is less) is marked, as events may then come late or not at all
+      const a = s.analysis;
+      const an = a && a.frames ? ` · analysed ${a.analysed_fps}/${a.asked_fps} fps${a.behind ? " (behind)" : ""}` +
         (a.lag_ms != null ? `, lag ${Math.round(a.lag_ms)} ms` : "") : "";
       details = `${down}${s.frames_decoded ?? 0} frames${an}${s.last_error ? " · " + s.last_error : ""}${s.view ? " · surveyed" : ""}`;
     }
