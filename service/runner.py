@@ -199,9 +199,10 @@ class Service:
         next_status_s = 0.0
         while not self._stop.wait(WATCH_INTERVAL_S):
             try:
+                cameras = self.source_status()  # also the analysis stats' samples of what each camera delivers
                 if self.mqtt is not None and time.monotonic() >= next_status_s:  # retained P/<id>/status topics
                     next_status_s = time.monotonic() + STATUS_INTERVAL_S
-                    self.mqtt.source_states(self._all_states())
+                    self.mqtt.source_states(cameras + (self.fleet.drones() if self.fleet is not None else []))
                 now = time.time_ns()
                 events = self.watch.check({sid: src.status() for sid, src in self.readers.items()}, now)
                 if self.fleet is not None:

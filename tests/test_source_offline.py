@@ -200,10 +200,15 @@ def test_a_simulated_drone_losing_its_radio_in_flight_raises_the_incident_and_en
         # the drone's video: nothing listens there, so the camera is down from the start
         "sources": [{"id": "patrol-cam", "url": f"rtsp://127.0.0.1:{free_port()}/video", "models": ["stub"]}],
         "fleet": [{"drone": "patrol-1", "link_timeout_s": 0.5}],
-        "source_alerts": {"drone_link_lost_after_s": 1.0, "offline_after_s": 4.0},
+        # the camera's incident comes once the drone has surely reported a position (placed where it last was)
+        "source_alerts": {"drone_link_lost_after_s": 1.0, "offline_after_s": 8.0},
     })
-    svc = Service(cfg, detectors={"stub": FireEverywhere()}).start()
-    sim = SimVehicle(f"udpout:127.0.0.1:{port}", home=(52.84, 5.70, 0.0)).start()
+    sim = SimVehicle(f"udpout:127.0.0.1:{port}", home=(52.84, 5.70, 0.0)).start()  # on before the ground station
+    try:
+        svc = Service(cfg, detectors={"stub": FireEverywhere()}).start()
+    except BaseException:
+        sim.stop()
+        raise
     sim.h, sim.armed, sim.mode = 35.0, True, "GUIDED"  # airborne
     h = {"X-API-Key": KEY}
     try:
@@ -216,7 +221,7 @@ def test_a_simulated_drone_losing_its_radio_in_flight_raises_the_incident_and_en
                 time.sleep(0.2)
             time.sleep(2.0)
             assert lost() == []  # connected and flying: nothing
-            deadline = time.monotonic() + 15
+            deadline = time.monotonic() + 20
             while time.monotonic() < deadline and not (cam := client.get(
                     "/api/events", params={"type": "source_offline"}, headers=h).json()["events"]):
                 time.sleep(0.2)
