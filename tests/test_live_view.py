@@ -185,3 +185,44 @@ def test_ui_live_button_shows_the_camera_and_refreshes(tmp_path):
             assert "click: live view" in page.text_content("#map-hover")
             assert not errors, errors
             browser.close()
+
+
+@pytest.mark.slow
+def test_ui_alarm_sounds_for_new_high_and_critical_incidents(tmp_path):
+    """Chromium: a new high or critical incident on the live feed sets off the alarm (two tones for critical), not a
+    low one, not an update; "alarm sound" off still lists it, silently, and is remembered."""
+    from conftest import serve_in_thread
+    from test_service_store import make_event
+    from test_service_ui import _browser, _playwright, _wait
+
+    from seawatch.service.live import LiveHub
+
+    live = LiveHub()
+    app = create_app(_settings(tmp_path), live=live)
+    with serve_in_thread(app) as port:
+        with _playwright() as p:
+            browser = _browser(p)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(f"http://127.0.0.1:{port}/#key={KEY}")
+            _wait(page, "document.getElementById('live').textContent === 'live: on'", 10)
+            page.click("#status-bar")  # a click on the page: browsers allow sound from then on
+            _wait(page, "window.seawatch.alarm.ctx && window.seawatch.alarm.ctx.state === 'running'", 5)
+            live.publish_event(make_event(0, severity="high", source_id="quay"))
+            live.publish_event(make_event(1, severity="low", source_id="quay"))
+            live.publish_event(make_event(0, severity="high", phase="update", seq=1, source_id="quay"))
+            live.publish_event(make_event(2, severity="critical", type="smoke", source_id="gate"))
+            _wait(page, "window.__alarms.length >= 2", 5)
+            time.sleep(0.5)  # nothing more comes
+            assert page.evaluate("window.__alarms") == [{"id": "ev00000", "severity": "high", "sound": True},
+                                                        {"id": "ev00002", "severity": "critical", "sound": True}]
+            page.click("#alarm-on")  # off
+            live.publish_event(make_event(3, severity="critical", source_id="gate"))
+            _wait(page, "window.__alarms.length === 3", 5)
+            assert page.evaluate("window.__alarms[2]") == {"id": "ev00003", "severity": "critical", "sound": False}
+            page.reload()
+            page.wait_for_selector("#alarm-on", state="attached")
+            assert page.evaluate("document.getElementById('alarm-on').checked") is False  # remembered
+            assert not errors, errors
+            browser.close()

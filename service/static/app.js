@@ -76,7 +76,7 @@ async function doStart() {
       onHover: (text) => { $("map-hover").textContent = text; } });
     if (!m.tiles_url && m.coastline) fetch("/ui/coastline.json").then((r) => r.json()).then((c) => map.setCoastline(c.lines)).catch(() => {});
   }
-  window.seawatch = { state, map, search, select, loadMore, checkHealth, openLive };  // for the browser tests and the console
+  window.seawatch = { state, map, search, select, loadMore, checkHealth, openLive, alarm };  // for the browser tests and the console
   await refreshSources(await json("/api/sources"));
   await search();
   if (first && !map.touched) map.fitAll();  // again with the events (the sources alone framed it so far)
@@ -723,6 +723,42 @@ function showHoldsAgain() {
   loadHolds(ev, () => my !== selSeq || !state.detail || state.detail.id !== ev.id);
 }
 
+// The alarm: a new high or critical incident (its start phase on the live feed) sounds a tone, two for critical,
+// unless "alarm sound" is off (kept in this browser), and marks the tab's title until the page is looked at again.
+// Browsers let a page make sound only after a click or key press on it; the audio is set up at the first one.
+const ALARM_SEVERITIES = { high: 1, critical: 2 };
+const alarm = { ctx: null, unseen: 0 };
+window.__alarms = [];  // what the alarm went off for (the browser tests read it; the console too)
+$("alarm-on").checked = localStorage.getItem("seawatch-alarm") !== "off";
+$("alarm-on").addEventListener("change", () => localStorage.setItem("seawatch-alarm", $("alarm-on").checked ? "on" : "off"));
+for (const type of ["pointerdown", "keydown"]) {
+  document.addEventListener(type, () => {
+    if (!alarm.ctx && window.AudioContext) alarm.ctx = new AudioContext();
+    if (alarm.ctx && alarm.ctx.state === "suspended") alarm.ctx.resume();
+  }, { capture: true });
+}
+document.addEventListener("visibilitychange", () => { if (!document.hidden) markUnseen(0); });
+window.addEventListener("focus", () => markUnseen(0));
+function markUnseen(n) {
+  alarm.unseen = n;
+  document.title = n ? `(${n}) Seawatch` : "Seawatch";
+}
+function soundAlarm(ev) {
+  const tones = ALARM_SEVERITIES[ev.severity];
+  if (!tones || ev.phase !== "start") return;
+  const sound = $("alarm-on").checked;
+  window.__alarms.push({ id: ev.id, severity: ev.severity, sound });
+  if (document.hidden || !document.hasFocus()) markUnseen(alarm.unseen + 1);
+  if (!sound || !alarm.ctx || alarm.ctx.state !== "running") return;
+  const t0 = alarm.ctx.currentTime;
+  for (let i = 0; i < tones; i++) {  // 880 Hz for 0.25 s, again after a 0.1 s pause for critical
+    const osc = alarm.ctx.createOscillator(), gain = alarm.ctx.createGain();
+    osc.frequency.value = 880; gain.gain.value = 0.2;
+    osc.connect(gain).connect(alarm.ctx.destination);
+    osc.start(t0 + i * 0.35); osc.stop(t0 + i * 0.35 + 0.25);
+  }
+}
+
 function connectLive() {
   clearTimeout(reconnectTimer); reconnectTimer = null;
   if (state.ws) { state.ws.onclose = null; state.ws.close(); }
@@ -746,6 +782,7 @@ function connectLive() {
       if (held) state.held.add(msg.event.id); else state.held.delete(msg.event.id);
       if (had !== held) renderList();
     }
+    if (msg.kind === "event" && msg.event) soundAlarm(msg.event);
     if (msg.kind === "event" || msg.kind === "review" || msg.kind === "hold") {
       // a message about the open event (a review from elsewhere, its end, its clip): its detail is reloaded too
       if (state.selected && (!msg.event || msg.event.id === state.selected)) touched = true;
