@@ -13,6 +13,9 @@ Topics (``P`` = ``mqtt.topic_prefix``, default ``seawatch``):
   published with each state change; while a source stays down, its ``attempts`` and ``last_error`` are refreshed
   at most once per ``DETAIL_INTERVAL_S``.
 - ``P/reviews``: ``{"event_id", "status", "by", "note", "at_ns"}`` for acknowledge / dismiss / confirm.
+- ``P/<source>/<label>/snapshot``: the JPEG of the newest incident's best view on that source with that label
+  (retained; as Frigate's ``<camera>/<object>/snapshot``, for a Home Assistant MQTT camera), published when an
+  incident starts or its best view changes. Snapshots over ``SNAPSHOT_MAX_BYTES`` are not sent.
 
 Messages come from the ``LiveHub`` (so only after the store committed). paho's network thread reconnects by
 itself; while the broker is down, QoS 1 messages wait in paho's queue: at most ``max_queued`` event and review
@@ -29,6 +32,7 @@ import logging
 import re
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from seawatch.service.config import MqttConfig
@@ -39,6 +43,7 @@ PHASE_TYPE = {"start": "new", "update": "update", "end": "end"}
 DETAIL_INTERVAL_S = 60.0  # a down source's attempts / last error are republished at most this often
 DETAIL_FIELDS = ("state", "since_ns", "down_since_ns", "attempts", "last_error")
 DROP_LOG_INTERVAL_S = 60.0  # at most one warning per interval about refused messages (with the count since the last)
+SNAPSHOT_MAX_BYTES = 2 * 1024 * 1024  # a larger snapshot JPEG is not published (brokers' default limits are near)
 
 
 def topic_part(text: str) -> str:
@@ -53,10 +58,15 @@ def _acknowledged(info) -> bool:
 
 
 class MqttPublisher:
-    def __init__(self, config: MqttConfig, client_id: str = "seawatch", max_queued: int = 10_000) -> None:
+    def __init__(self, config: MqttConfig, client_id: str = "seawatch", max_queued: int = 10_000,
+                 media_dir: str | Path | None = None) -> None:
+        """``media_dir``: where the store sink writes snapshots (their ``uri`` is relative to it); without it no
+        snapshot topics."""
         import paho.mqtt.client as mqtt
 
         self.config = config
+        self.media_dir = Path(media_dir) if media_dir is not None else None
+        self._snapshots: dict[tuple[str, str], tuple[str, bytes]] = {}  # (source, label) -> (uri, JPEG), retained
         self.prefix = config.topic_prefix.rstrip("/")
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
         self._client.max_queued_messages_set(0)  # unbounded in paho: the bound is ours (_admit), for events only
@@ -107,6 +117,8 @@ class MqttPublisher:
                 client.publish(f"{self.prefix}/{topic_part(sid)}/status/detail", payload, qos=1, retain=True)
             for (sid, label), ids in self._open.items():
                 client.publish(f"{self.prefix}/{topic_part(sid)}/{topic_part(label)}", str(len(ids)), qos=1, retain=True)
+            for (sid, label), (_uri, jpeg) in self._snapshots.items():
+                client.publish(f"{self.prefix}/{topic_part(sid)}/{topic_part(label)}/snapshot", jpeg, qos=1, retain=True)
             # set under the lock: a count changed after the loop above is published by its caller, one changed
             # before it was in the loop
             self.connected.set()
@@ -129,7 +141,7 @@ class MqttPublisher:
             queued[:] = [info for info in queued if not _acknowledged(info)]
         return len(queued) < self.max_queued
 
-    def _pub(self, topic: str, payload: str, retain: bool = False) -> bool:
+    def _pub(self, topic: str, payload: str | bytes, retain: bool = False) -> bool:
         """Queue one QoS 1 message; False (counted, logged) when it was not queued."""
         import paho.mqtt.client as mqtt
 
@@ -194,6 +206,34 @@ class MqttPublisher:
                                                              "by": last.get("by"), "note": last.get("note"),
                                                              "reason": last.get("reason", ""), "at_ns": last.get("at_ns")},
                                                             separators=(",", ":")))
+
+    def on_stored_event(self, event) -> None:
+        """A ``StoreSink`` publisher (it sees the stored ``Event`` with its snapshot file's ``uri``): the snapshot of an
+        incident that starts, or whose best view changed, to ``P/<source>/<label>/snapshot`` for each of its labels."""
+        snap = getattr(event, "snapshot", None)
+        if self.media_dir is None or snap is None or not snap.uri or event.phase == "end" or not event.labels:
+            return
+        keys = [(event.source_id, label) for label in dict.fromkeys(event.labels)]
+        with self._lock:
+            if all(self._snapshots.get(k, ("",))[0] == snap.uri for k in keys):
+                return  # the same best view as already published (an update phase)
+        try:
+            path = self.media_dir / snap.uri
+            if path.stat().st_size > SNAPSHOT_MAX_BYTES:
+                log.warning("mqtt: snapshot of event %s not published: %d bytes (max %d)", event.id,
+                            path.stat().st_size, SNAPSHOT_MAX_BYTES)
+                return
+            jpeg = path.read_bytes()
+        except OSError as exc:  # retention or the disk guard removed it meanwhile: nothing to publish
+            log.warning("mqtt: snapshot of event %s unreadable: %s", event.id, exc)
+            return
+        with self._lock:
+            for k in keys:
+                self._snapshots[k] = (snap.uri, jpeg)
+            online = self.connected.is_set()
+        if online:  # else _on_connect publishes them, like the counts
+            for sid, label in keys:
+                self._pub(f"{self.prefix}/{topic_part(sid)}/{topic_part(label)}/snapshot", jpeg, retain=True)
 
     def source_states(self, statuses: list[dict[str, Any]]) -> None:
         """Publish each source's reader state when it changed, and its detail (down since, attempts, last error)

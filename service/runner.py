@@ -80,7 +80,7 @@ class Service:
             if self.settings.mqtt.enabled:
                 from seawatch.service.mqtt import MqttPublisher
 
-                self.mqtt = MqttPublisher(self.settings.mqtt).start()
+                self.mqtt = MqttPublisher(self.settings.mqtt, media_dir=media_dir).start()
                 self.live.add_listener(self.mqtt.on_live_message)
             if self.settings.webhooks:
                 from seawatch.service.webhooks import start_senders
@@ -89,6 +89,8 @@ class Service:
                 for w in self.webhooks:
                     self.live.add_listener(w.on_live_message)
             self.sink = StoreSink(self.store, media_dir, [self.live.publish_event, *self._publishers])
+            if self.mqtt is not None:  # snapshots by topic: the stored event knows its snapshot file
+                self.sink.publishers.append(self.mqtt.on_stored_event)
             self.fleet = Fleet(self.settings)
             # drone events keep the telemetry of their clip window beside the media (evidence after restarts)
             self.sink.publishers.append(TelemetryRecorder(media_dir, self.fleet.pose_timelines(self.settings)))

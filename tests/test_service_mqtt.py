@@ -66,9 +66,15 @@ class Listener:
         import paho.mqtt.client as mqtt
 
         self.q: queue.Queue = queue.Queue()
+        self.raw: list[tuple[str, bytes, bool]] = []  # every message as sent (snapshots are JPEG bytes)
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{time.monotonic_ns()}")
         ready = __import__("threading").Event()
-        self.c.on_message = lambda c, u, m: self.q.put((m.topic, m.payload.decode(), m.retain))
+
+        def on_message(c, u, m):
+            self.raw.append((m.topic, bytes(m.payload), m.retain))
+            self.q.put((m.topic, m.payload.decode(errors="replace"), m.retain))
+
+        self.c.on_message = on_message
         self.c.on_subscribe = lambda *a: ready.set()
         self.c.connect("127.0.0.1", port)
         self.c.loop_start()
@@ -136,6 +142,7 @@ def test_events_counts_reviews_and_availability(broker):
 
 
 def test_service_publishes_after_commit_and_reviews(broker, tmp_path):
+    """The service's events, counts, snapshots and reviews on MQTT, each after the store committed it."""
     video = tmp_path / "quay.mp4"
     write_video(video, seconds=3.0)
     cfg = serve_settings(tmp_path, video, mqtt={"enabled": True, "host": "127.0.0.1", "port": broker, "topic_prefix": "sw2"})
@@ -146,6 +153,23 @@ def test_service_publishes_after_commit_and_reviews(broker, tmp_path):
         ev = json.loads(payload)["after"]
         assert svc.store.get(ev["id"]).phase == "end"  # what was published is in the store
         assert sub.until("sw2/quay-1/fire", lambda p: p == "0")
+        # the incident's best view, as a JPEG on its source's and label's snapshot topic (retained)
+        deadline = time.monotonic() + 5  # (until() above skipped it: read what came)
+        while not (snaps := [(p, r) for t, p, r in sub.raw if t == "sw2/quay-1/fire/snapshot"]):
+            assert time.monotonic() < deadline, sorted({t for t, _p, _r in sub.raw})
+            time.sleep(0.05)
+        jpeg, retained = snaps[0]
+        import cv2
+        import numpy as np
+
+        img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert jpeg[:2] == b"\xff\xd8" and img is not None and img.shape == (120, 160, 3) and not retained
+        late = Listener(broker, "sw2/+/+/snapshot")  # a Home Assistant camera subscribing later gets it
+        try:
+            late.until("sw2/quay-1/fire/snapshot")
+            assert late.raw[0][1] == [p for t, p, r in sub.raw if t == "sw2/quay-1/fire/snapshot"][-1] and late.raw[0][2]
+        finally:
+            late.close()
         with TestClient(svc.app) as client:
             r = client.post(f"/api/events/{ev['id']}/dismiss", headers={"X-API-Key": KEY}, json={"note": "welding, not a fire"})
             assert r.status_code == 200
@@ -176,3 +200,42 @@ def test_service_starts_while_the_broker_is_down(tmp_path):
         t0 = time.monotonic()
         svc.stop()
         assert time.monotonic() - t0 < 5
+
+
+def test_snapshot_topics_follow_the_best_view_not_every_update(broker, tmp_path):
+    """An incident's snapshot goes to P/<source>/<label>/snapshot for each of its labels when it starts and when its
+    best view changes; an update with the same view, an end, an event without a snapshot file send nothing."""
+    from seawatch.service.mqtt import MqttPublisher
+    from seawatch.vision.events import Snapshot
+
+    media = tmp_path / "media"
+    (media / "snapshots").mkdir(parents=True)
+    for name, data in (("a.jpg", b"\xff\xd8first"), ("b.jpg", b"\xff\xd8better")):
+        (media / "snapshots" / name).write_bytes(data)
+    pub = MqttPublisher(MqttConfig(enabled=True, host="127.0.0.1", port=broker, topic_prefix="sw8"), client_id="pub8",
+                        media_dir=media).start()
+    sub = Listener(broker, "sw8/+/+/snapshot")
+    try:
+        assert pub.connected.wait(5)
+
+        def snap(uri):
+            return Snapshot("quay-1", T0, (1.0, 2.0, 3.0, 4.0), 0.9, uri=uri)
+
+        ev = make_event(0, source_id="quay-1", labels=("vessel", "person"), scores=(0.9, 0.8),
+                        snapshot=snap("snapshots/a.jpg"))
+        pub.on_stored_event(ev)
+        sub.until("sw8/quay-1/vessel/snapshot")
+        sub.until("sw8/quay-1/person/snapshot")
+        pub.on_stored_event(replace(ev, phase="update", seq=1))  # the same view
+        pub.on_stored_event(replace(ev, phase="update", seq=2, snapshot=snap("snapshots/b.jpg")))  # a better one
+        sub.until("sw8/quay-1/vessel/snapshot", lambda p: "better" in p)
+        pub.on_stored_event(replace(ev, phase="end", seq=3, end_ns=T0 + 9 * S, snapshot=snap("snapshots/a.jpg")))
+        pub.on_stored_event(replace(make_event(1, source_id="gate"), snapshot=snap("snapshots/gone.jpg")))  # no file
+        pub.on_stored_event(make_event(2, source_id="gate"))  # no snapshot
+        time.sleep(0.5)
+        got = [(t, p) for t, p, _r in sub.raw]
+        assert got == [("sw8/quay-1/vessel/snapshot", b"\xff\xd8first"), ("sw8/quay-1/person/snapshot", b"\xff\xd8first"),
+                       ("sw8/quay-1/vessel/snapshot", b"\xff\xd8better"), ("sw8/quay-1/person/snapshot", b"\xff\xd8better")]
+    finally:
+        sub.close()
+        pub.close()
