@@ -123,13 +123,25 @@ def test_the_service_shows_each_cameras_newest_analysed_picture(tmp_path):
     assert np.abs(img[40:90, 56:104].astype(int) - plain[40:90, 56:104].astype(int)).mean() < 6
 
 
+def _ui(p, port: int):
+    """Headless Chromium on the UI, logged in with the wall key: (browser, page, the page's script errors)."""
+    from test_service_ui import _browser
+
+    browser = _browser(p)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"http://127.0.0.1:{port}/#key={KEY}")
+    return browser, page, errors
+
+
 @pytest.mark.slow
 def test_ui_live_button_shows_the_camera_and_refreshes(tmp_path):
     """Chromium: the sources table's "Live" button opens the camera's picture, which is fetched again every second
     (the caption's capture time moves on); Close stops it. An event's "Live view" opens its camera's, and the map
     hands a camera click to the same view."""
     from conftest import serve_in_thread
-    from test_service_ui import _browser, _playwright, _wait
+    from test_service_ui import _playwright, _wait
 
     frames = {"quay": _frame(time.time_ns())}
 
@@ -151,11 +163,7 @@ def test_ui_live_button_shows_the_camera_and_refreshes(tmp_path):
 
         app.state.store.put(make_event(0, type="vessel_in_zone", source_id="quay"))
         with _playwright() as p:
-            browser = _browser(p)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"http://127.0.0.1:{port}/#key={KEY}")
+            browser, page, errors = _ui(p, port)
             page.wait_for_selector('#sources tr[data-id="quay"] .live-act')
             page.click('#sources tr[data-id="quay"] .live-act')
             _wait(page, "document.getElementById('lv-img').naturalWidth === 640", 10)
@@ -193,7 +201,7 @@ def test_ui_alarm_sounds_for_new_high_and_critical_incidents(tmp_path):
     low one, not an update; "alarm sound" off still lists it, silently, and is remembered."""
     from conftest import serve_in_thread
     from test_service_store import make_event
-    from test_service_ui import _browser, _playwright, _wait
+    from test_service_ui import _playwright, _wait
 
     from seawatch.service.live import LiveHub
 
@@ -201,11 +209,7 @@ def test_ui_alarm_sounds_for_new_high_and_critical_incidents(tmp_path):
     app = create_app(_settings(tmp_path), live=live)
     with serve_in_thread(app) as port:
         with _playwright() as p:
-            browser = _browser(p)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"http://127.0.0.1:{port}/#key={KEY}")
+            browser, page, errors = _ui(p, port)
             _wait(page, "document.getElementById('live').textContent === 'live: on'", 10)
             page.click("#status-bar")  # a click on the page: browsers allow sound from then on
             _wait(page, "window.seawatch.alarm.ctx && window.seawatch.alarm.ctx.state === 'running'", 5)
