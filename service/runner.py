@@ -204,7 +204,7 @@ class Service:
                 cameras = self.source_status()  # also the analysis stats' samples of what each camera delivers
                 if self.mqtt is not None and time.monotonic() >= next_status_s:  # retained P/<id>/status topics
                     next_status_s = time.monotonic() + STATUS_INTERVAL_S
-                    self.mqtt.source_states(cameras + (self.fleet.drones() if self.fleet is not None else []))
+                    self.mqtt.source_states(self._all_states(cameras))
                 now = time.time_ns()
                 events = self.watch.check({sid: src.status() for sid, src in self.readers.items()}, now)
                 if self.fleet is not None:
@@ -224,9 +224,10 @@ class Service:
         return {"store_sink": sink.stats() if sink is not None else None, "mqtt": mqtt.stats() if mqtt is not None else None,
                 "webhooks": [w.stats() for w in self.webhooks]}
 
-    def _all_states(self) -> list[dict[str, Any]]:
-        """Cameras and drones (link state) for MQTT's retained P/<id>/status topics."""
-        return self.source_status() + (self.fleet.drones() if self.fleet is not None else [])
+    def _all_states(self, cameras: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """Cameras (``source_status()`` unless given) and drones (link state) for MQTT's retained P/<id>/status
+        topics."""
+        return (self.source_status() if cameras is None else cameras) + (self.fleet.drones() if self.fleet is not None else [])
 
     def source_status(self) -> list[dict[str, Any]]:
         """Each camera's reader status, with ``analysis``: how its analysis keeps up (``AnalysisStats.snapshot``)."""
