@@ -351,7 +351,9 @@ class Source:
         self.frames.close()
         deadline = time.monotonic() + timeout_s
         for t in [*self._workers, self._watchdog]:
-            if t is not None and t is not threading.current_thread():
+            # a worker the watchdog has listed but not started yet (it is spawning one right now) cannot be joined;
+            # it starts on an old generation and returns at once
+            if t is not None and t is not threading.current_thread() and t.ident is not None:
                 t.join(max(0.0, deadline - time.monotonic()))
         if self.recorder is not None:
             self.recorder.close()

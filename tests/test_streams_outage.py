@@ -160,6 +160,22 @@ def test_a_down_camera_stays_offline_while_it_retries_and_says_when_it_is_back(m
     assert "-> connecting" not in caplog.text
 
 
+def test_stop_while_the_watchdog_spawns_a_worker(monkeypatch):
+    """The watchdog lists a new worker just before it starts it; a stop() in between used to join the unstarted
+    thread and raise RuntimeError (seen once in a full run). The listed worker then starts on an old generation and
+    returns at once."""
+    from seawatch.streams.source import Source, SourceConfig, State
+
+    monkeypatch.setattr(source_mod, "open_input", lambda config: (_ for _ in ()).throw(StreamError("refused")))
+    src = Source(SourceConfig("cam", "rtsp://cam/1", backoff_initial_s=5.0)).start()
+    listed = threading.Thread(target=src._run, args=(0,), daemon=True)  # as _spawn_worker leaves it, not started
+    src._workers.append(listed)
+    assert src.stop(2.0)  # no RuntimeError
+    listed.start()
+    listed.join(2.0)
+    assert not listed.is_alive() and src.status().state is State.STOPPED
+
+
 def test_watchdog_guards_an_open_that_hangs_while_the_source_is_offline(monkeypatch):
     """The open guard uses the open's own start time: a retry that hangs inside FFmpeg's open (state offline, as
     the source already failed once) is abandoned after open_timeout_s + stall_timeout_s and retried."""
