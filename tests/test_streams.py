@@ -712,12 +712,14 @@ def test_udp_h264_drone_stream(clip, tmp_path, fmt, input_format):
     sender = subprocess.Popen([_ffmpeg(), "-v", "error", "-re", "-stream_loop", "-1", "-i", str(clip), "-c", "copy",
                                "-f", fmt, f"udp://127.0.0.1:{port}?pkt_size=1316"])
     try:
-        frames = []
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 3.0:
+        frames, first, decoded0 = [], None, 0
+        deadline = time.monotonic() + 15  # the stream is joined at its next keyframe (1 s GOP), then read for 3 s
+        while time.monotonic() < deadline and (first is None or time.monotonic() - first < 3.0):
             f = src.read(0.5)
             if f is not None:
                 frames.append(f)
+                if first is None:
+                    first, decoded0 = time.monotonic(), src.status().frames_decoded
         st = src.status()
         now = time.time_ns()
         out = cut_clip(tmp_path / "drone.mp4", now - S, now, ring=ring)
@@ -726,7 +728,8 @@ def test_udp_h264_drone_stream(clip, tmp_path, fmt, input_format):
         sender.wait()
         src.stop()
     assert st.state is State.ONLINE and st.decode_errors == 0
-    assert len(frames) >= 50 and frames[0].image.shape == (360, 640, 3)
+    # 3 s of 25 fps decoded (75); a consumer slowed by a busy machine reads fewer (a live queue keeps the newest)
+    assert st.frames_decoded - decoded0 >= 60 and len(frames) >= 20 and frames[0].image.shape == (360, 640, 3)
     assert np.all(np.diff([f.capture_time_ns for f in frames]) > 0)
     assert ffprobe_summary(out)["codec"] == "h264"
 
