@@ -16,9 +16,7 @@ line prints, per camera, each worker count's median and 90th-percentile lag and 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import statistics
 import sys
 import tempfile
@@ -26,14 +24,8 @@ import threading
 import time
 from pathlib import Path
 
-
-def cpu_s() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def emit(**kw) -> None:
-    print(json.dumps(kw), flush=True)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_streams import cpu_s, emit  # noqa: E402 - the benchmarks' process CPU time and JSON-line output
 
 
 def settings(data_dir: Path, workers: int):

@@ -219,9 +219,10 @@ class MqttPublisher:
                 return  # the same best view as already published (an update phase)
         try:
             path = self.media_dir / snap.uri
-            if path.stat().st_size > SNAPSHOT_MAX_BYTES:
-                log.warning("mqtt: snapshot of event %s not published: %d bytes (max %d)", event.id,
-                            path.stat().st_size, SNAPSHOT_MAX_BYTES)
+            size = path.stat().st_size
+            if size > SNAPSHOT_MAX_BYTES:
+                log.warning("mqtt: snapshot of event %s not published: %d bytes (max %d)", event.id, size,
+                            SNAPSHOT_MAX_BYTES)
                 return
             jpeg = path.read_bytes()
         except OSError as exc:  # retention or the disk guard removed it meanwhile: nothing to publish
