@@ -43,11 +43,13 @@ import numpy as np
 
 from seawatch.errors import InputError, StreamError
 from seawatch.streams.packets import (
+    MAX_FRAME_GAP_NS,
     EncodedPacket,
     PacketRing,
     StreamInfo,
     avcc_to_annexb_params,
     coverage_spans,
+    decode_time_ns,
     ensure_h264_params,
     select_window,
 )
@@ -91,8 +93,8 @@ class Retimer:
                 step_s = (d_cur - d_prev) * p.time_base
                 if 0 < step_s <= self.MAX_STEP_S:
                     step = round(step_s * 90000)
-            if step is None:  # discontinuity: bridge with capture times
-                step = (p.capture_time_ns - prev.capture_time_ns) * 9 // 100000
+            if step is None:  # discontinuity: bridge with capture times (of the decode slots: B-frames reorder)
+                step = (decode_time_ns(p) - decode_time_ns(prev)) * 9 // 100000
             dts = self._dts + max(1, step)
         reorder = 0
         if p.pts is not None and p.dts is not None and p.pts > p.dts:
@@ -351,6 +353,63 @@ def part_files(root: str | Path, source_id: str) -> list[Path]:
     return sorted([*d.glob("*.part.mp4"), *d.glob("*.part.mkv")]) if d.is_dir() else []
 
 
+@dataclass(frozen=True, slots=True)
+class RecordedVideo:
+    """What is recorded of a source: capture-time ``spans`` (first_ns, last_ns) of video, oldest first (pictures
+    closer than ``MAX_FRAME_GAP_NS`` joined into one span), the finished ``segments`` and the ``bytes`` on disk
+    (the segment being written included)."""
+
+    spans: tuple[tuple[int, int], ...]
+    segments: int
+    bytes: int
+
+    @property
+    def oldest_ns(self) -> int | None:
+        return self.spans[0][0] if self.spans else None
+
+    @property
+    def newest_ns(self) -> int | None:
+        return self.spans[-1][1] if self.spans else None
+
+    def within(self, start_ns: int | None, end_ns: int | None) -> tuple[tuple[int, int], ...]:
+        """The spans cut to ``[start_ns, end_ns]`` (None: open on that side)."""
+        lo = -(2**63) if start_ns is None else int(start_ns)
+        hi = 2**63 - 1 if end_ns is None else int(end_ns)
+        return tuple((max(a, lo), min(b, hi)) for a, b in self.spans if b >= lo and a <= hi)
+
+
+def recorded_video(root: str | Path | None, source_id: str, ring: PacketRing | None = None,
+                   join_gap_ns: int = MAX_FRAME_GAP_NS) -> RecordedVideo:
+    """The video a source has on record: its finished segments (their names hold the first and last capture
+    time), the segment being written (from its start to the ring's newest packet) and the pre-event ring."""
+    raw: list[tuple[int, int]] = []
+    segments = 0
+    size = 0
+    if root is not None:
+        for seg in list_segments(root, source_id):
+            raw.append((seg.start_ns, seg.end_ns))
+            segments += 1
+            size += seg.size_bytes
+        newest = ring.newest_ns if ring is not None else None
+        for part in part_files(root, source_id):
+            size += _size(part)
+            try:
+                start = int(part.name.split(".part.", 1)[0])
+            except ValueError:
+                continue
+            if newest is not None and newest >= start:  # being written now: up to the newest packet
+                raw.append((start, newest))
+    if ring is not None and (oldest := ring.oldest_ns) is not None and (newest := ring.newest_ns) is not None:
+        raw.append((oldest, newest))
+    spans: list[list[int]] = []
+    for a, b in sorted(raw):
+        if spans and a <= spans[-1][1] + join_gap_ns:
+            spans[-1][1] = max(spans[-1][1], b)
+        else:
+            spans.append([a, b])
+    return RecordedVideo(tuple((a, b) for a, b in spans), segments, size)
+
+
 def recover_parts(root: str | Path, source_id: str) -> list[Path]:
     """Finish the ``.part`` segments a crash left behind; call it before a recorder for the source starts.
 
@@ -531,6 +590,9 @@ class ClipCoverage:
     profile) is decoded and re-encoded at one size instead of copied: ``formats`` lists each format's run,
     ``(first_ns, codec, width_px, height_px)`` oldest first, and ``reencoded_px`` the clip's ``(width_px, height_px)``.
     Both are empty / None for a clip copied packet for packet (and in records written before they existed).
+
+    ``first_ns`` is the capture time of the clip's first picture (its video time 0: the keyframe at or before the
+    window's start), so a player's position maps to a capture time; None in records written before it existed.
     """
 
     start_ns: int
@@ -538,6 +600,7 @@ class ClipCoverage:
     spans: tuple[tuple[int, int], ...]
     formats: tuple[tuple[int, str, int, int], ...] = ()
     reencoded_px: tuple[int, int] | None = None
+    first_ns: int | None = None
 
     @property
     def partial(self) -> bool:
@@ -558,7 +621,8 @@ class ClipCoverage:
         if self.reencoded_px is not None:
             runs = ",".join(f"{c}:{w}x{h}@{t}" for t, c, w, h in self.formats)
             reencoded = f" reencoded={runs}->{self.reencoded_px[0]}x{self.reencoded_px[1]}"
-        return (f"seawatch window_ns={self.start_ns}-{self.end_ns} covered_ns={spans}{reencoded} "
+        first = f" first_ns={self.first_ns}" if self.first_ns is not None else ""
+        return (f"seawatch window_ns={self.start_ns}-{self.end_ns} covered_ns={spans}{reencoded}{first} "
                 f"{'partial' if self.partial else 'complete'}")
 
     @classmethod
@@ -579,7 +643,8 @@ class ClipCoverage:
                     wh, t = rest.split("@")
                     parsed.append((int(t), codec, *_parse_size(wh)))
                 formats = tuple(parsed)
-            return cls(int(a), int(b), spans, formats, size)
+            first = int(fields["first_ns"]) if "first_ns" in fields else None
+            return cls(int(a), int(b), spans, formats, size, first)
         except (KeyError, ValueError):
             return None
 
@@ -623,11 +688,10 @@ def cut_clip(
     return _cut(path, start_ns, end_ns, recordings=recordings, source_id=source_id, ring=ring)[0]
 
 
-def _cut(path, start_ns: int, end_ns: int, *, recordings, source_id, ring) -> tuple[Path, ClipCoverage]:
-    if end_ns <= start_ns:
-        raise InputError(f"clip window is empty: start {start_ns} >= end {end_ns}")
-    # runs of one format (codec and picture size), oldest first; a run's info is its newest (same format: the
-    # parameter sets of the latest recording)
+def _gather_runs(start_ns: int, end_ns: int, *, recordings, source_id, ring) -> list[tuple[StreamInfo, list[EncodedPacket]]]:
+    """The recorded packets around ``[start_ns, end_ns]`` (finished segments, then the ring for what is newer) as
+    runs of one format (codec and picture size), oldest first; a run's info is its newest (same format: the
+    parameter sets of the latest recording)."""
     runs: list[tuple[StreamInfo, list[EncodedPacket]]] = []
 
     def add(run_info: StreamInfo, run_packets: list[EncodedPacket]) -> None:
@@ -646,8 +710,7 @@ def _cut(path, start_ns: int, end_ns: int, *, recordings, source_id, ring) -> tu
             try:
                 seg_info, seg_packets = read_segment_packets(seg.path, seg.start_ns)
             except InputError as exc:  # one damaged file must not take the video around it with it
-                log.warning("clip %s of %s: skipping unreadable recording %s: %s", Path(path).name, source_id,
-                            seg.path.name, exc)
+                log.warning("video of %s: skipping unreadable recording %s: %s", source_id, seg.path.name, exc)
                 continue
             add(seg_info, seg_packets)
         if ring is not None and ring.info is not None and ring.info.extradata:
@@ -668,6 +731,13 @@ def _cut(path, start_ns: int, end_ns: int, *, recordings, source_id, ring) -> tu
                 while ring_packets and not ring_packets[0].is_keyframe:
                     ring_packets.pop(0)
         add(ring.info, ring_packets)
+    return runs
+
+
+def _cut(path, start_ns: int, end_ns: int, *, recordings, source_id, ring) -> tuple[Path, ClipCoverage]:
+    if end_ns <= start_ns:
+        raise InputError(f"clip window is empty: start {start_ns} >= end {end_ns}")
+    runs = _gather_runs(start_ns, end_ns, recordings=recordings, source_id=source_id, ring=ring)
     packets = [p for _, run_packets in runs for p in run_packets]
     window = select_window(packets, start_ns, end_ns)
     if not window:
@@ -675,7 +745,7 @@ def _cut(path, start_ns: int, end_ns: int, *, recordings, source_id, ring) -> tu
         raise StreamError(f"no recorded video of {where} between {start_ns} and {end_ns} ns")
     spans = coverage_spans(window, window[0].capture_time_ns, end_ns)
     spans = [(max(a, start_ns), b) for a, b in spans if b >= start_ns]
-    coverage = ClipCoverage(int(start_ns), int(end_ns), tuple(spans))
+    coverage = ClipCoverage(int(start_ns), int(end_ns), tuple(spans), first_ns=window[0].capture_time_ns)
     # the window's share of each run (select_window returns a slice of ``packets``)
     first = next(i for i, p in enumerate(packets) if p is window[0])
     win_runs: list[tuple[StreamInfo, list[EncodedPacket]]] = []
@@ -701,6 +771,54 @@ def _cut(path, start_ns: int, end_ns: int, *, recordings, source_id, ring) -> tu
              " then ".join(f"{c} {w}x{h}" for _, c, w, h in coverage.formats), *size, frames,
              (window[-1].capture_time_ns - window[0].capture_time_ns) / 1e9, time.monotonic() - t, coverage.comment())
     return out, coverage
+
+
+def picture_at(at_ns: int, *, recordings: str | Path | None = None, source_id: str | None = None,
+               ring: PacketRing | None = None, max_gap_ns: int = MAX_FRAME_GAP_NS) -> tuple[int, np.ndarray]:
+    """The recorded picture of a source nearest the capture time ``at_ns``, as ``(its capture time, BGR image)``,
+    decoded from the keyframe before it. Raises :class:`StreamError` when no picture was recorded within
+    ``max_gap_ns`` of it (camera out, not recorded yet, or deleted by retention)."""
+    import av
+
+    at_ns = int(at_ns)
+    runs = _gather_runs(at_ns - max_gap_ns, at_ns + max_gap_ns, recordings=recordings, source_id=source_id, ring=ring)
+    near = [(abs(p.capture_time_ns - at_ns), k) for k, (_, packets) in enumerate(runs) for p in packets]
+    if not near or min(near)[0] > max_gap_ns:
+        raise StreamError(f"no recorded picture of {source_id or 'the pre-event buffer'!r} within "
+                          f"{max_gap_ns / 1e9:g} s of {at_ns} ns")
+    info, packets = runs[min(near)[1]]
+    # from the keyframe at or before the picture (the one after an outage) to the last packet shown by then
+    window = (select_window(packets, at_ns, at_ns + max_gap_ns) or select_window(packets, at_ns - max_gap_ns, at_ns))
+    if not window:
+        raise StreamError(f"no decodable picture of {source_id!r} near {at_ns} ns (no keyframe before it)")
+    times = {pts: p.capture_time_ns for p, pts, _ in _rebase(window)}
+    dec = av.CodecContext.create(info.codec_name, "r")
+    if info.extradata:
+        dec.extradata = info.extradata
+    best: tuple[int, int, np.ndarray] | None = None
+    for p, pts, dts in [*_rebase(window), (None, None, None)]:
+        pkt = None
+        if p is not None:
+            data = p.data
+            if p.is_keyframe:
+                data = (ensure_h264_params(data, info.annexb_params) if info.codec_name == "h264"
+                        else with_inband_headers(data, info))
+            pkt = av.Packet(data)
+            pkt.pts, pkt.dts, pkt.time_base = pts, dts, MUX_TIME_BASE
+        try:
+            frames = dec.decode(pkt)
+        except av.FFmpegError as exc:  # a damaged packet: the pictures around it may still decode
+            log.info("picture of %s near %s ns: a packet did not decode: %s", source_id, at_ns, exc)
+            continue
+        for frame in frames:
+            t = times.get(frame.pts)
+            if t is None:
+                continue
+            if best is None or abs(t - at_ns) < best[0]:
+                best = (abs(t - at_ns), t, frame.to_ndarray(format="bgr24"))
+    if best is None or best[0] > max_gap_ns:
+        raise StreamError(f"no picture of {source_id!r} near {at_ns} ns could be decoded")
+    return best[1], best[2]
 
 
 def reencode_size_px(infos: list[StreamInfo]) -> tuple[int, int]:
@@ -946,6 +1064,15 @@ class ClipStore:
                 entry[1] -= 1
                 if entry[1] == 0:
                     del self._cutting[path]
+
+    def recorded(self, source_id: str) -> RecordedVideo:
+        """What is on record of a source (segments, the one being written, the ring)."""
+        return recorded_video(self.recordings_dir, self._check_id(source_id), self._rings.get(source_id))
+
+    def picture_at(self, source_id: str, at_ns: int) -> tuple[int, np.ndarray]:
+        """The recorded picture of a source nearest ``at_ns``: (capture time, BGR image); see :func:`picture_at`."""
+        return picture_at(at_ns, recordings=self.recordings_dir, source_id=self._check_id(source_id),
+                          ring=self._rings.get(source_id))
 
     def save_snapshot(self, frame, quality: int = 90) -> Path:
         """JPEG of a :class:`~seawatch.streams.frame.Frame` at ``clips_dir/source_id/<capture_ns>.jpg``."""
