@@ -46,9 +46,12 @@ from seawatch.service.schemas import (
     IgnoreSpotIn,
     IgnoreSpotOut,
     LoginIn,
+    RecordingsOut,
+    ReportIn,
     ReviewIn,
     SearchParams,
     SourceOut,
+    SpanOut,
     TokenOut,
     WhoAmI,
     to_ns,
@@ -761,6 +764,143 @@ def latest_picture(source_id: str, request: Request, who: Operator, boxes: bool 
                     headers={"Cache-Control": "no-store", "X-Capture-Time-Ns": str(capture_ns)})
 
 
+MAX_RECORDING_CLIP_S = 1800  # the longest window of a camera's recording cut as one clip (a remux: seconds of work)
+
+
+@sources.get("/{source_id}/recordings", response_model=RecordingsOut,
+             summary="what is recorded of a camera: spans of video, oldest and newest picture, disk used",
+             description="Spans of recorded video (finished segments, the one being written, the pre-event buffer) "
+                         "inside `[start_ns, end_ns]` (both optional, UTC ns), joined across segment boundaries and "
+                         "split where the camera was out. Any window inside a span plays with "
+                         "`GET /api/sources/{id}/clip`.")
+def list_recordings(source_id: str, request: Request, who: Operator,
+                    start_ns: int | None = Query(None, ge=0, description="window start (UTC ns)"),
+                    end_ns: int | None = Query(None, ge=0, description="window end (UTC ns)")) -> RecordingsOut:
+    st = request.app.state
+    _configured_source(st, source_id)
+    if start_ns is not None and end_ns is not None and end_ns < start_ns:
+        raise ApiError(422, "end_ns is before start_ns")
+    rec = st.clips.recorded(source_id)
+    return RecordingsOut(source_id=source_id, recording=bool(st.settings.storage.recording.enabled),
+                         spans=[SpanOut(start_ns=a, end_ns=b) for a, b in rec.within(start_ns, end_ns)],
+                         oldest_ns=rec.oldest_ns, newest_ns=rec.newest_ns, segments=rec.segments, bytes=rec.bytes,
+                         max_clip_s=MAX_RECORDING_CLIP_S)
+
+
+def _window(start_ns: int, end_ns: int) -> None:
+    if end_ns <= start_ns:
+        raise ApiError(422, "the window is empty: end_ns must be after start_ns")
+    if end_ns - start_ns > MAX_RECORDING_CLIP_S * 1_000_000_000:
+        raise ApiError(422, f"the window is {(end_ns - start_ns) / 1e9:.0f} s long; at most {MAX_RECORDING_CLIP_S} s "
+                            "are cut as one clip")
+
+
+def _utc_name(ns: int) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+@sources.get("/{source_id}/clip", response_class=FileResponse, responses={409: {"model": ErrorBody}},
+             summary="MP4 of any window of a camera's recording (HTTP Range supported)",
+             description="H.264 MP4 of `[start_ns, end_ns]` (UTC ns, at most 30 min), from the keyframe before the "
+                         "start. Waits up to 15 s for a window whose end is still being recorded, then answers 409 "
+                         "with Retry-After; 404 when no video was recorded in the window (camera out, deleted by "
+                         "retention). `X-Clip-Coverage` (`complete`/`partial`) and `X-Clip-Covered-Ns` as for an "
+                         "event's clip; `X-Clip-First-Ns` is the capture time of the clip's first picture (video time "
+                         "0), so a player's position maps to a capture time. `download=true` names it as a download.")
+async def get_recording_clip(source_id: str, request: Request, who: Operator,
+                             start_ns: int = Query(ge=0, description="window start (UTC ns)"),
+                             end_ns: int = Query(ge=0, description="window end (UTC ns)"),
+                             download: bool = False) -> FileResponse:
+    from seawatch.streams.recording import ClipNotReady, read_clip_coverage
+
+    st = request.app.state
+    _configured_source(st, source_id)
+    _window(start_ns, end_ns)
+    try:
+        path = await run_in_threadpool(st.clips.get, source_id, start_ns, end_ns, wait_s=CLIP_WAIT_S)
+    except ClipNotReady as exc:
+        raise ApiError(409, str(exc), headers={"Retry-After": str(max(1, round(exc.retry_after_s)))}) from None
+    except (StreamError, InputError) as exc:
+        raise ApiError(404, f"no recording of {source_id} in that window: {exc}") from None
+    coverage = await run_in_threadpool(read_clip_coverage, path)
+    headers = {}
+    if coverage is not None:
+        headers = {"X-Clip-Coverage": "partial" if coverage.partial else "complete",
+                   "X-Clip-Covered-Ns": ",".join(f"{a}-{b}" for a, b in coverage.spans)}
+        if coverage.first_ns is not None:
+            headers["X-Clip-First-Ns"] = str(coverage.first_ns)
+    name = f"seawatch-{source_id}-{_utc_name(start_ns)}-{max(1, round((end_ns - start_ns) / 1e9))}s.mp4"
+    return FileResponse(path, media_type="video/mp4", headers=headers, filename=name if download else None)
+
+
+@events.post("", response_model=EventOut, status_code=201, responses={409: {"model": ErrorBody}},
+             summary="report an event seen in a camera's recording (a fire the detector missed, a boat on the video)",
+             description="Makes an ended incident of `type` on the camera over `[start_ns, end_ns]` (its clip window, "
+                         "at most 30 min), with the recorded picture nearest `at_ns` as its snapshot and, with "
+                         "`point_px`, a position located like the detector's (the camera's calibration, a drone's "
+                         "pose at that time). It is stored, published (live feed, MQTT, webhooks) and acknowledged "
+                         "by the reporter with the note. 404 when nothing was recorded near `at_ns`.")
+async def report_event(request: Request, who: Operator, body: Annotated[ReportIn, Body()]) -> EventOut:
+    st = request.app.state
+    _configured_source(st, body.source)
+    _window(body.start_ns, body.end_ns)
+    at_ns = body.at_ns if body.at_ns is not None else (body.start_ns + body.end_ns) // 2
+    try:
+        capture_ns, image = await run_in_threadpool(st.clips.picture_at, body.source, at_ns)
+    except (StreamError, InputError) as exc:
+        raise ApiError(404, f"nothing to report from: {exc}") from None
+    ev = await run_in_threadpool(_reported_event, st, body, who, capture_ns, image)
+    try:
+        await run_in_threadpool(st.report, ev)
+    except SeawatchError as exc:
+        raise ApiError(503, f"the report was not stored: {exc}") from None
+    stored = await run_in_threadpool(st.store.get, ev.id)
+    if stored is None:
+        raise ApiError(503, "the report waits for the event store (it is retried); look for it shortly")
+    log.info("event %s (%s on %s) reported by %s %s", ev.id, ev.type, ev.source_id, who.kind, who.name)
+    note = "reported" + (f": {body.note}" if body.note else "")
+    return await run_in_threadpool(_review, st.store, st.live, ev.id, "acknowledged", who, ReviewIn(note=note))
+
+
+def _reported_event(st, body: ReportIn, who: Principal, capture_ns: int, image: np.ndarray):
+    """The event a person reports: its subject box (the given box, a box around the point, else the whole picture),
+    its position from the point through the source's locator at the picture's time."""
+    import uuid
+
+    from seawatch.vision.events import ClipRef, Event, Snapshot
+
+    h, w = image.shape[:2]
+    for name, v in (("point_px", body.point_px), ("box_px", body.box_px)):
+        if v is not None and (max(v[0::2]) > w or max(v[1::2]) > h):
+            raise ApiError(422, f"{name} {v} lies outside the {w}x{h} picture")
+    if body.box_px is not None:
+        box = tuple(float(v) for v in body.box_px)
+    elif body.point_px is not None:
+        r = max(8.0, 0.03 * max(w, h))
+        x, y = body.point_px
+        box = (max(0.0, x - r), max(0.0, y - r), min(float(w), x + r), min(float(h), y + r))
+    else:
+        box = (0.0, 0.0, float(w), float(h))
+    attributes: dict[str, Any] = {"reported_by": f"{who.kind}:{who.name}", "note": body.note}
+    geo, geo_reason = None, "reported without a spot in the picture"
+    if body.point_px is not None:
+        attributes["point_px"] = [float(v) for v in body.point_px]
+        locator = st.locate(body.source, capture_ns)
+        if locator is None:
+            geo_reason = "source is not geo-referenced"
+        else:
+            attributes["geo_reference"] = locator.kind
+            if locator.pose is not None:
+                attributes["geo_pose"] = locator.pose
+            geo, geo_reason = locator.geo_positions(np.array([body.point_px], np.float64))[0]
+    return Event(id=uuid.uuid4().hex, type=body.type, severity=body.severity, phase="end", source_id=body.source,
+                 start_ns=body.start_ns, end_ns=body.end_ns, at_ns=capture_ns, attributes=attributes,
+                 snapshot=Snapshot(body.source, capture_ns, box, 1.0, image=image),
+                 clip=ClipRef(body.source, body.start_ns, body.end_ns), geo=geo, geo_reason=geo_reason)
+
+
 def _configured_source(state, source_id: str):
     spec = next((s for s in state.settings.sources if s.id == source_id), None)
     if spec is None:
@@ -958,17 +1098,40 @@ async def live_feed(ws: WebSocket) -> None:
 
 
 RETENTION_STOP_TIMEOUT_S = 10.0
+REPORT_STORE_WAIT_S = 5.0  # how long a reported event may wait for the store before the request says it is queued
+
+
+def _calibrated_locators(settings) -> Callable[[str, int], Any]:
+    """``locate(source_id, capture_ns)`` from the sources' calibrations (an API without a pipeline: no drone poses)."""
+    from seawatch.vision.geo import SourceGeo
+
+    geos = {}
+    for s in settings.sources:
+        if s.calibration is not None:
+            try:
+                geos[s.id] = SourceGeo.from_calibration(s.id, s.calibration)
+            except ConfigError as exc:
+                log.warning("source %s: no positions for reported events: %s", s.id, exc)
+
+    def locate(source_id: str, capture_ns: int):
+        geo = geos.get(source_id)
+        return None if geo is None else geo.frame_locator(capture_ns)
+    return locate
 
 
 def create_app(settings: ServeConfig, *, store: EventStore | None = None, source_status: SourceStatusFn | None = None,
                live: LiveHub | None = None, fleet: Any = None, apply_ignore: Callable[[str, list], None] | None = None,
-               stats: StatsFn | None = None, latest_frame: Callable[[str], Any] | None = None) -> FastAPI:
+               stats: StatsFn | None = None, latest_frame: Callable[[str], Any] | None = None,
+               report: Callable[[Any], None] | None = None, locate: Callable[[str, int], Any] | None = None) -> FastAPI:
     """The API. Without ``store`` the lifespan opens (and migrates) ``settings.storage`` and closes it on exit.
     ``apply_ignore(source_id, stored areas)`` hands a camera's review-desk ignore areas to the running pipeline
     (raising SeawatchError when it refuses them); without a pipeline they are only stored. ``stats()`` gives the
     event delivery counters health reports (``{"store_sink": {...} | None, "mqtt": {...} | None}``).
     ``latest_frame(source_id)`` gives a camera's newest analysed frame for its live view
-    (``Pipeline.latest_frame``: ``(capture_time_ns, image, tracked detections)`` or None)."""
+    (``Pipeline.latest_frame``: ``(capture_time_ns, image, tracked detections)`` or None).
+    ``report(event)`` stores and publishes an event a person reported (the service's ``StoreSink``; without it the
+    lifespan makes one over the store and the live hub); ``locate(source_id, capture_ns)`` gives a frame's locator
+    (``Pipeline.locator_for``; without it the sources' calibrations)."""
     from seawatch.streams.recording import ClipStore
 
     media_dir = settings.storage.resolved_media_dir()
@@ -980,6 +1143,12 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
         media_dir.mkdir(parents=True, exist_ok=True)
         log.info("service ready: %d events stored, media in %s", app.state.store.count(), media_dir)
         app.state.retention = None
+        own_sink = None
+        if report is None:  # reported events are stored and published like the pipeline's
+            from seawatch.service.sink import StoreSink
+
+            own_sink = StoreSink(app.state.store, media_dir, [app.state.live.publish_event])
+            app.state.report = lambda ev: (own_sink.emit(ev), own_sink.flush(REPORT_STORE_WAIT_S))
         ret = settings.storage.retention
         if ret.enabled:
             from seawatch.service.retention import Retention, RetentionWorker
@@ -991,6 +1160,8 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
         finally:
             if app.state.retention is not None:
                 app.state.retention.stop(RETENTION_STOP_TIMEOUT_S)  # before the store closes under it
+            if own_sink is not None:
+                own_sink.close()
             if own:
                 app.state.store.close()
 
@@ -1009,6 +1180,9 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     app.state.apply_ignore = apply_ignore or (lambda source_id, areas: None)
     app.state.stats = stats or (lambda: {})
     app.state.live_view = LiveView(latest_frame or (lambda source_id: None))
+    if report is not None:
+        app.state.report = report
+    app.state.locate = locate or _calibrated_locators(settings)
     app.state.retention = None  # service.retention.RetentionWorker, started by the lifespan
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)  # inside CORS (added last, so outermost): a 413 gets CORS headers
     if settings.service.cors_origins:

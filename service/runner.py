@@ -106,7 +106,8 @@ class Service:
             self._apply_stored_ignore()
             self.app = create_app(self.settings, store=self.store, source_status=self.source_status, live=self.live,
                                   fleet=self.fleet, apply_ignore=self._apply_ignore, stats=self.delivery_stats,
-                                  latest_frame=self.pipeline.latest_frame)
+                                  latest_frame=self.pipeline.latest_frame, report=self._report,
+                                  locate=self.pipeline.locator_for)
             rec = self.settings.storage.recording
             for s in self.settings.sources:
                 sc = SourceConfig(source_id=s.id, url=s.url, pace=self._file_pace, loop=self._loop_files)
@@ -128,6 +129,13 @@ class Service:
         log.info("service started: %d source(s), %d drone(s), %d AIS feed(s), %d event(s) stored", len(self.readers),
                  len(self.fleet.runners), len(self.settings.ais), self.store.count())
         return self
+
+    def _report(self, event) -> None:
+        """An event a person reported (``POST /api/events``): stored and published like the pipeline's events."""
+        from seawatch.service.app import REPORT_STORE_WAIT_S
+
+        self.sink.emit(event)
+        self.sink.flush(REPORT_STORE_WAIT_S)
 
     def _drone_camera_position(self, source_id: str):
         """Where the drone carrying camera ``source_id`` last reported itself (its pose timeline; fleet drones and

@@ -309,3 +309,55 @@ class SourceOut(BaseModel):
                           "asked rate, or of the delivered one when less), lag_ms (capture to end of analysis, running "
                           "mean; null for a replay's clock), process_ms and detect_ms (per frame, running means), "
                           "frames (since start)")
+
+
+class SpanOut(BaseModel):
+    start_ns: int = Field(description="capture time of the span's first picture (UTC ns)")
+    end_ns: int = Field(description="capture time of its last picture (UTC ns)")
+
+
+class RecordingsOut(BaseModel):
+    """What is recorded of a camera: spans of video (joined across segment boundaries, split at outages)."""
+
+    source_id: str
+    recording: bool = Field(description="false when the service records no video (storage.recording.enabled)")
+    spans: list[SpanOut] = Field(description="recorded video inside the asked window, oldest first")
+    oldest_ns: int | None = Field(description="the oldest recorded picture of this camera (retention deletes older)")
+    newest_ns: int | None = Field(description="the newest recorded picture")
+    segments: int = Field(description="finished segment files")
+    bytes: int = Field(description="disk used by this camera's recordings")
+    max_clip_s: int = Field(description="the longest window GET /api/sources/{id}/clip cuts")
+
+
+Point = Annotated[list[Annotated[float, Field(ge=0, le=100_000)]], Field(min_length=2, max_length=2)]
+Box = Annotated[list[Annotated[float, Field(ge=0, le=100_000)]], Field(min_length=4, max_length=4)]
+
+
+class ReportIn(BaseModel):
+    """An event a person reports from a camera's recording (a fire the detector missed, a boat seen on the video):
+    the window it is seen in, the picture for its snapshot, and optionally where in the picture."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(min_length=1, max_length=128, description="the camera (a drone's camera too)")
+    start_ns: int = Field(ge=0, description="the window's start (UTC ns): the event's start and its clip's")
+    end_ns: int = Field(ge=0, description="the window's end (UTC ns)")
+    at_ns: int | None = Field(None, ge=0, description="capture time of the picture for the snapshot (default: the "
+                                                      "window's middle); the recorded picture nearest it is used")
+    point_px: Point | None = Field(None, description="the spot in that picture [x, y] (recorded pixels): located on "
+                                                     "the map through the camera's calibration or the drone's pose")
+    box_px: Box | None = Field(None, description="the subject's box [x1, y1, x2, y2] (default: around point_px)")
+    type: str = Field("manual_report", pattern=r"^[a-z][a-z0-9_]{0,63}$",
+                      description="event type (manual_report, or what it is: fire, smoke, vessel_in_zone...)")
+    severity: Severity = "medium"
+    note: str = Field("", max_length=2000, description="what was seen (kept with the event and in its audit trail)")
+
+    @model_validator(mode="after")
+    def _window(self) -> "ReportIn":
+        if self.end_ns <= self.start_ns:
+            raise ValueError("end_ns must be after start_ns")
+        if self.at_ns is not None and not self.start_ns <= self.at_ns <= self.end_ns:
+            raise ValueError("at_ns must lie inside [start_ns, end_ns]")
+        if self.box_px is not None and not (self.box_px[0] < self.box_px[2] and self.box_px[1] < self.box_px[3]):
+            raise ValueError("box_px must be [x1, y1, x2, y2] with x1 < x2 and y1 < y2")
+        return self
