@@ -933,6 +933,36 @@ def _drone_status(fleet: Any, drone_id: str) -> dict[str, Any]:
     return found
 
 
+MAX_TRACK_S = 86400  # the longest window of a drone's flight log one track request reads
+
+
+@drones_router.get("/{drone_id}/track", summary="where the drone flew in a time window (its flight log)",
+                   description="`points`: `[time_ns, lat_deg, lon_deg, alt_m]` per logged position inside "
+                               "`[start_ns, end_ns]` (UTC ns, at most 24 h; default the last 10 min), evenly thinned "
+                               "to `max_points`. The service logs every drone's telemetry beside its video and keeps "
+                               "it as long (`storage.recording.max_age_s`), so a camera's recording can be shown with "
+                               "where the drone was. 404 for an unknown drone.")
+def drone_track(drone_id: str, request: Request, who: Operator,
+                start_ns: int | None = Query(None, ge=0, description="window start (UTC ns)"),
+                end_ns: int | None = Query(None, ge=0, description="window end (UTC ns)"),
+                max_points: int = Query(2000, ge=2, le=20000)) -> dict[str, Any]:
+    import time
+
+    from seawatch.drone.flight_log import flight_track
+
+    st = request.app.state
+    if drone_id not in {d.id for d in st.settings.drones}:
+        raise ApiError(404, f"no drone {drone_id[:128]!r}")
+    end = end_ns if end_ns is not None else time.time_ns()
+    start = start_ns if start_ns is not None else end - 600 * 1_000_000_000
+    if end <= start:
+        raise ApiError(422, "the window is empty: end_ns must be after start_ns")
+    if end - start > MAX_TRACK_S * 1_000_000_000:
+        raise ApiError(422, f"the window is {(end - start) / 1e9:.0f} s long; at most {MAX_TRACK_S} s")
+    points = flight_track(st.media_dir / "flightlog", drone_id, start, end, max_points)
+    return {"drone_id": drone_id, "start_ns": start, "end_ns": end, "points": points}
+
+
 _DRONE_ERRORS: dict[int | str, dict[str, Any]] = {409: {"model": ErrorBody}}
 
 

@@ -52,6 +52,7 @@ class Service:
         self.mqtt = None
         self.webhooks: list = []  # service.webhooks.WebhookSender, one per configured endpoint
         self.fleet = None
+        self.flight_log = None  # drone.flight_log.FlightLogWriter, when there are drones
         self.readers: dict[str, Any] = {}
         self._stop = threading.Event()
         self._wakeup = threading.Event()  # set by every reader's queue: "a frame is waiting somewhere"
@@ -100,6 +101,7 @@ class Service:
             self.pipeline = Pipeline(self.settings.pipeline, [self.sink], detectors=self._detectors,
                                      pose_timelines=self.fleet.pose_timelines(self.settings))
             self.fleet.identity = self.pipeline.identity
+            self.flight_log = self._flight_log(media_dir)
             self.watch.drone_camera_position = self._drone_camera_position
             self.fleet.start()  # drone links (and simulators, patrols) in their own threads: a missing drone is a status
             self.pipeline.start()  # AIS feeds (drone links are the fleet's: their timelines were given)
@@ -107,7 +109,7 @@ class Service:
             self.app = create_app(self.settings, store=self.store, source_status=self.source_status, live=self.live,
                                   fleet=self.fleet, apply_ignore=self._apply_ignore, stats=self.delivery_stats,
                                   latest_frame=self.pipeline.latest_frame, report=self._report,
-                                  locate=self.pipeline.locator_for)
+                                  locate=self._locate)
             rec = self.settings.storage.recording
             for s in self.settings.sources:
                 sc = SourceConfig(source_id=s.id, url=s.url, pace=self._file_pace, loop=self._loop_files)
@@ -129,6 +131,37 @@ class Service:
         log.info("service started: %d source(s), %d drone(s), %d AIS feed(s), %d event(s) stored", len(self.readers),
                  len(self.fleet.runners), len(self.settings.ais), self.store.count())
         return self
+
+    def _flight_log(self, media_dir):
+        """The drones' flight logs (``media_dir/flightlog``), kept as long as the video; None without drones."""
+        from seawatch.drone.flight_log import FlightLogWriter
+
+        timelines = {r.drone.id: r.timeline for r in self.fleet.runners.values()}
+        for s in self.settings.sources:  # drones the pipeline links itself (not in the fleet)
+            drone, geo = self.settings.drone_of(s.id), self.pipeline.geo.get(s.id)
+            if drone is not None and getattr(geo, "timeline", None) is not None:
+                timelines.setdefault(drone.id, geo.timeline)
+        if not timelines:
+            return None
+        return FlightLogWriter(media_dir / "flightlog", timelines, max_age_s=self.settings.storage.recording.max_age_s)
+
+    def _locate(self, source_id: str, capture_ns: int):
+        """The locator of a picture of ``source_id`` at ``capture_ns``: the pipeline's (calibration, the drone's live
+        pose buffer), else, for a drone's camera beyond that buffer, the drone's flight log around that time."""
+        from seawatch.drone.flight_log import timeline_from_log
+        from seawatch.vision.geo import SourceGeo
+
+        loc = self.pipeline.locator_for(source_id, capture_ns)
+        geo, drone = self.pipeline.geo.get(source_id), self.settings.drone_of(source_id)
+        if loc is None or not loc.stale or drone is None or getattr(geo, "timeline", None) is None:
+            return loc
+        pad = 30 * 1_000_000_000
+        timeline = timeline_from_log(self.settings.storage.resolved_media_dir() / "flightlog", drone.id,
+                                     capture_ns - pad, capture_ns + pad, like=geo.timeline)
+        if timeline is None:
+            return loc
+        logged = SourceGeo.from_drone(source_id, timeline, geo.geolocator).frame_locator(capture_ns)
+        return logged if not logged.stale else loc
 
     def _report(self, event) -> None:
         """An event a person reported (``POST /api/events``): stored and published like the pipeline's events."""
@@ -191,6 +224,11 @@ class Service:
             self.pipeline.stop()
         if self.fleet is not None:
             self.fleet.stop()
+        if self.flight_log is not None:  # what came in since the watch's last poll
+            try:
+                self.flight_log.poll()
+            except Exception:  # noqa: BLE001
+                log.exception("flight log: last poll failed")
         if self.mqtt is not None:
             self.mqtt.source_states(self._all_states())
             self.mqtt.close()
@@ -224,6 +262,11 @@ class Service:
                     self.sink.emit(ev)
             except Exception:  # noqa: BLE001 - the watch must not die of one bad status
                 log.exception("camera-down / drone-link incidents: check failed")
+            if self.flight_log is not None:
+                try:
+                    self.flight_log.poll()
+                except Exception:  # noqa: BLE001
+                    log.exception("flight log: poll failed")
 
     def delivery_stats(self) -> dict[str, Any]:
         """The store sink's, the MQTT publisher's (None for one not in use) and each webhook's counters, for the
