@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from xml.sax.saxutils import escape
 
+from seawatch.errors import SeawatchError
 from seawatch.vision.events import Event
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ class TelemetryRecorder:
         timeline = self.timelines.get(ev.source_id)
         if ev.phase != "end" or timeline is None:
             return
-        doc, _ = telemetry_json(ev, timeline)
+        doc, _ = telemetry_json(ev, timeline, flight_log=self.media_dir / "flightlog")
         if doc is None or doc["samples"] is None:
             return
         import json
@@ -125,16 +126,17 @@ def evidence_telemetry(ev: Event, media_dir: Path, timeline=None) -> tuple[dict[
                 return doc, None
         except (OSError, ValueError):
             log.warning("evidence: recorded telemetry %s is unreadable; using the live buffer", path)
-    return telemetry_json(ev, timeline)
+    return telemetry_json(ev, timeline, flight_log=Path(media_dir) / "flightlog")
 
 
-def telemetry_json(ev: Event, timeline=None) -> tuple[dict[str, Any] | None, str | None]:
+def telemetry_json(ev: Event, timeline=None, flight_log: Path | None = None) -> tuple[dict[str, Any] | None, str | None]:
     """``telemetry.json`` of a drone event, or ``(None, why not)``.
 
     It holds the pose the position was geotagged with (``geotag_pose``: the event's ``geo_pose`` attribute, or null
     with the reason when the pose was stale), and the drone telemetry samples (position, attitude, gimbal) of the
     event's clip window (else its span +- 5 s) on the telemetry clock (capture time minus the video latency), when
-    ``timeline`` (the drone's ``PoseTimeline``) still buffers them; else ``samples`` is null with the reason.
+    ``timeline`` (the drone's ``PoseTimeline``) still buffers them, else from the drone's log under ``flight_log``
+    (``samples_from: "flight_log"``); else ``samples`` is null with the reason.
     """
     pose = ev.attributes.get("geo_pose")
     from_drone = isinstance(pose, dict) or ev.attributes.get("geo_reference") == "drone_pose" or timeline is not None
@@ -160,10 +162,20 @@ def telemetry_json(ev: Event, timeline=None) -> tuple[dict[str, Any] | None, str
         doc["samples_missing"] = "no live link to this drone in this service and none recorded when the event ended"
     else:
         samples = timeline.samples_between(t0 - latency_ns, t1 - latency_ns)
+        doc["samples_from"] = "live_buffer"
+        if not any(samples.values()) and flight_log is not None and getattr(timeline, "vehicle_id", None):
+            from seawatch.drone.flight_log import read_flight_log
+
+            try:
+                samples = read_flight_log(flight_log, timeline.vehicle_id, t0 - latency_ns, t1 - latency_ns)
+                doc["samples_from"] = "flight_log"
+            except SeawatchError as exc:
+                log.warning("telemetry of event %s: flight log not read: %s", ev.id, exc)
         if any(samples.values()):
             doc["samples"] = samples
         else:
-            doc["samples_missing"] = "the drone's telemetry buffer no longer (or never) held this window"
+            doc["samples_from"] = None
+            doc["samples_missing"] = "neither the drone's telemetry buffer nor its flight log holds this window"
     return doc, None
 
 

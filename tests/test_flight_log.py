@@ -4,8 +4,11 @@ yesterday's patrol video is placed where the drone's camera looked."""
 
 from __future__ import annotations
 
+import io
+import json
 import time
 import warnings
+import zipfile
 
 import pytest
 
@@ -108,7 +111,7 @@ def _service_settings(data_dir, route=None):
     cam = {"width_px": 160, "height_px": 120, "hfov_deg": 60}
     drones = [{"id": "patrol:1", "connection": f"udp:127.0.0.1:{free_udp_port()}", "camera": cam}]
     data = {"storage": {"data_dir": str(data_dir)},
-            "auth": {"api_keys": [{"name": "crew", "role": "operator", "key_sha256": hash_api_key(KEY)}]},
+            "auth": {"api_keys": [{"name": "crew", "role": "reviewer", "key_sha256": hash_api_key(KEY)}]},
             "drones": drones,
             # the drone's camera: nothing streams it here; its recording is put in place by the test
             "sources": [{"id": "dcam", "url": "rtsp://127.0.0.1:9/none", "drone": "patrol:1"}]}
@@ -173,6 +176,12 @@ def test_a_report_from_old_drone_video_is_placed_through_the_flight_log(tmp_path
                                                  "note": "small boat under the drone"}, headers=h)
             assert r.status_code == 201, r.text
             ev = r.json()
+            # its evidence has the drone's samples of the clip window, from the log too
+            r = client.get(f"/api/events/{ev['id']}/evidence.zip", headers=h)
+            assert r.status_code == 200, r.text
+            with zipfile.ZipFile(io.BytesIO(r.content)) as z:
+                tel = json.loads(z.read("telemetry.json"))
+                assert "clip.mp4" in z.namelist()
     finally:
         svc.stop()
     assert ev["geo"] is not None, ev["geo_reason"]
@@ -180,3 +189,5 @@ def test_a_report_from_old_drone_video_is_placed_through_the_flight_log(tmp_path
     dist, bearing = _metres(54.0, 7.0, ev["geo"]["lat_deg"], ev["geo"]["lon_deg"])
     assert abs(dist - 30.0) < 1.5 and abs(bearing - 90.0) < 2.0, (dist, bearing)  # 30 m up, 45 deg down: 30 m east
     assert ev["type"] == "vessel_in_zone" and 0 < ev["geo"]["semi_major_m"] < 30
+    assert tel["samples_from"] == "flight_log" and tel["geotag_pose"]["alt_m"] == 30.0
+    assert [p["time_ns"] for p in tel["samples"]["position"]] == [t0 + i * S // 10 for i in range(31)]
