@@ -4,7 +4,9 @@
 // listed under the snapshot and removable), the event's holds with "Keep as evidence" and "Release hold" (retention
 // never deletes an event with an active hold; a lifted hold stays listed; an admin lifts an evidence export's hold
 // with a note), sources (cameras, drones with their patrol state and abort / restart), a warning banner while /api/health
-// says the service is degraded (the media disk low above all), live updates over /api/live.
+// says the service is degraded (the media disk low above all), live updates over /api/live, a camera's recordings (any
+// time window played with what was recorded and the camera's events on a bar, downloaded, and reported as an event
+// at the picture shown, the spot marked in it).
 // Plain ES modules, no build step, no external resources. Every datum comes from the authenticated API.
 "use strict";
 import { MapView } from "/ui/map.js";
@@ -47,6 +49,7 @@ function showLogin() {
   clearTimeout(reconnectTimer); reconnectTimer = null;
   if (state.ws) { state.ws.onclose = null; state.ws.close(); state.ws = null; }
   closeLive();
+  closeRecordings();
 }
 
 // Safe to call again after a new login: the map (and its listeners) is made once, the timers and the live socket
@@ -76,7 +79,7 @@ async function doStart() {
       onHover: (text) => { $("map-hover").textContent = text; } });
     if (!m.tiles_url && m.coastline) fetch("/ui/coastline.json").then((r) => r.json()).then((c) => map.setCoastline(c.lines)).catch(() => {});
   }
-  window.seawatch = { state, map, search, select, loadMore, checkHealth, openLive, alarm };  // for the browser tests and the console
+  window.seawatch = { state, map, search, select, loadMore, checkHealth, openLive, alarm, openRecordings, closeRecordings };  // for the browser tests and the console
   await refreshSources(await json("/api/sources"));
   await search();
   if (first && !map.touched) map.fitAll();  // again with the events (the sources alone framed it so far)
@@ -291,13 +294,14 @@ async function refreshSources(list) {
       const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td);
     }
     if (s.kind === "drone") tr.lastChild.append(...droneButtons(s));
-    else if ((s.kind || "camera") === "camera") tr.lastChild.append(...liveButton(s));
+    else if ((s.kind || "camera") === "camera") tr.lastChild.append(...liveButton(s), ...recButton(s));
     tb.appendChild(tr);
   }
   const drones = list.filter((s) => s.kind === "drone"), cams = list.filter((s) => (s.kind || "camera") === "camera");
   $("status-bar").textContent = `${cams.filter((s) => s.state === "online").length}/${cams.length} camera(s) online · ` +
     `${drones.filter((s) => s.state === "connected").length}/${drones.length} drone(s) linked`;
   if (map) map.setData({ cameras: cams, drones });
+  recCameras(list);
 }
 
 // The live view: a camera's newest analysed picture with what is tracked in it, fetched every second while open
@@ -342,6 +346,328 @@ async function refreshLive() {
     note.className = "error"; note.textContent = e.status === 404 ? "no analysed picture yet" : `failed: ${e.message}`;
   } finally { live.busy = false; }
 }
+
+// ---- recordings: any time window of a camera's continuous recording (GET /api/sources/{id}/recordings: what is
+// recorded; /clip: the window as MP4, its first picture's capture time in X-Clip-First-Ns), played, downloaded, and
+// reported as an event (POST /api/events) at the picture shown, with the spot marked in it. Times typed are UTC.
+const REC_TICKS = 200;  // the camera's events marked on the bar (one search page)
+const rec = { seq: 0, id: null, startNs: 0, endNs: 0, firstNs: null, covered: [], partial: false, cutNs: null, info: null,
+  infoP: null, retry: null, point: null };
+const wholeS = (ns) => Math.floor(ns / 1e9) * 1e9;  // whole seconds: exact as a double, and what the form shows
+const fmtMs = (ns) => new Date(ns / 1e6).toISOString().replace("T", " ").slice(0, 23);
+const hms = (ns) => new Date(ns / 1e6).toISOString().slice(11, 19);
+const headerNs = (r, name) => { const v = r.headers.get(name); return v && /^-?[0-9]+$/.test(v) ? Number(BigInt(v)) : null; };
+
+function recButton(s) {
+  if (!state.role) return [];
+  const b = document.createElement("button");
+  b.type = "button"; b.className = "rec-act"; b.textContent = "Recordings";
+  b.title = "the camera's recorded video: any time window, to play, download or report";
+  b.addEventListener("click", () => {
+    const lenS = Number($("rec-len").value) || 300;
+    openRecordings(s.source_id, wholeS(Date.now() * 1e6) - lenS * 1e9, lenS);
+  });
+  return [b];
+}
+
+// the cameras (the sources whose video is recorded) in the panel's camera list, the one chosen kept
+function recCameras(list) {
+  const sel = $("rec-source"), have = new Set([...sel.options].map((o) => o.value));
+  for (const s of list) {
+    if ((s.kind || "camera") !== "camera" || have.has(s.source_id)) continue;
+    const o = document.createElement("option"); o.value = o.textContent = s.source_id; sel.appendChild(o); have.add(s.source_id);
+  }
+}
+
+// Open the panel on a camera with the window [fromNs, fromNs + lenS) (fromNs: UTC ns, taken to the whole second).
+function openRecordings(sourceId, fromNs, lenS = 300) {
+  recCameras(state.sources);
+  const sel = $("rec-source");
+  if (![...sel.options].some((o) => o.value === sourceId)) {  // a camera not (yet) listed: asked for by name
+    const o = document.createElement("option"); o.value = o.textContent = sourceId; sel.appendChild(o);
+  }
+  sel.value = sourceId;
+  const len = $("rec-len"), v = String(Math.round(lenS));
+  if (![...len.options].some((o) => o.value === v)) {
+    const o = document.createElement("option"); o.value = v; o.textContent = `${+(lenS / 60).toFixed(2)} min`; len.appendChild(o);
+  }
+  len.value = v;
+  $("rec-from").value = new Date(wholeS(fromNs) / 1e6).toISOString().slice(0, 19);
+  $("recordings").hidden = false;
+  $("recordings").scrollIntoView({ block: "start", behavior: "smooth" });
+  return showRecordings();
+}
+
+function closeRecordings() {
+  rec.seq++; clearTimeout(rec.retry); rec.retry = null; rec.id = null; rec.firstNs = null;
+  const v = $("rec-video");
+  v.pause(); setMedia(v, null);
+  clearMark(); $("rec-mark").checked = false;
+  $("recordings").hidden = true;
+}
+
+// the window the form asks for, or a message saying what is wrong with it
+function recWindow() {
+  const id = $("rec-source").value, lenS = Number($("rec-len").value), raw = $("rec-from").value;
+  if (!id) return { error: "choose a camera" };
+  const d = new Date(raw + (raw.length === 16 ? ":00Z" : "Z"));  // datetime-local has no zone: read it as UTC
+  if (!raw || Number.isNaN(d.getTime())) return { error: "give the window's start (UTC)" };
+  if (!(lenS > 0)) return { error: "choose a length" };
+  const startNs = wholeS(d.getTime() * 1e6);
+  return { id, startNs, endNs: startNs + lenS * 1e9, lenS };
+}
+const recQuery = (w) => `start_ns=${BigInt(w.startNs)}&end_ns=${BigInt(w.endNs)}`;
+const recPath = (w, what) => `/api/sources/${encodeURIComponent(w.id)}/${what}?${recQuery(w)}`;
+
+async function showRecordings() {
+  const w = recWindow(), my = ++rec.seq;
+  clearTimeout(rec.retry); rec.retry = null;
+  $("rec-error").textContent = ""; $("rec-reported").textContent = ""; $("rec-report-error").textContent = "";
+  const v = $("rec-video"), note = $("rec-note");
+  v.pause(); setMedia(v, null);
+  rec.firstNs = null; rec.covered = []; rec.partial = false; rec.info = null;
+  clearMark(); $("rec-mark").checked = false;
+  if (w.error) { $("rec-error").textContent = w.error; rec.id = null; return; }
+  Object.assign(rec, { id: w.id, startNs: w.startNs, endNs: w.endNs });
+  $("rec-title").textContent = `Recordings: ${w.id}, ${fmt(w.startNs)} – ${fmt(w.endNs)} UTC`;
+  $("rec-scale-from").textContent = fmt(w.startNs); $("rec-scale-to").textContent = fmt(w.endNs);
+  $("rec-cover").textContent = "";
+  drawRecBar([], []);
+  note.className = ""; note.textContent = "loading…";
+  await Promise.all([loadRecBar(w, my), loadRecClip(w, my, true)]);
+}
+
+// The part of a window that can be cut now: a window reaching past the newest recorded picture (one that ends in the
+// future: "Recordings around" a recent event, the last minutes) up to that picture, instead of waiting for the rest.
+async function recClipWindow(w) {
+  const info = await (rec.infoP || Promise.resolve(null));
+  if (info && !info.error && info.newest_ns != null && info.newest_ns > w.startNs && info.newest_ns < w.endNs)
+    return { ...w, endNs: info.newest_ns, cut: true };
+  return w;
+}
+
+// what is recorded in the window and the camera's events in it, on the bar (rec.infoP: the recordings answer)
+async function loadRecBar(w, my) {
+  rec.infoP = json(recPath(w, "recordings")).catch((e) => ({ error: e.message }));
+  const ticks = json(`/api/events?${new URLSearchParams({ source: w.id, start_from: new Date(w.startNs / 1e6).toISOString(),
+    start_to: new Date(w.endNs / 1e6).toISOString(), limit: String(REC_TICKS) })}`).then((p) => p.events).catch(() => []);
+  const [info, events] = await Promise.all([rec.infoP, ticks]);
+  if (my !== rec.seq || $("recordings").hidden) return;
+  rec.info = info.error ? null : info;
+  drawRecBar(rec.info ? rec.info.spans : [], events);
+  $("rec-cover").textContent = recCoverText(w, info);
+  recNote();
+}
+
+function recCoverText(w, info) {
+  if (info.error) return `recordings: ${info.error}`;
+  if (info.recording === false) return "this service records no video";
+  const got = info.spans.reduce((a, s) => a + (Math.min(s.end_ns, w.endNs) - Math.max(s.start_ns, w.startNs)), 0) / 1e9;
+  return `${Math.round(got)} s of ${Math.round((w.endNs - w.startNs) / 1e9)} s recorded` +
+    (info.oldest_ns != null ? `; ${w.id} is recorded from ${fmt(info.oldest_ns)} to ${fmt(info.newest_ns)} UTC` : `; nothing of ${w.id} is recorded`);
+}
+
+// the window's recorded spans as filled blocks, gaps empty, the camera's events as ticks (a click opens one)
+function drawRecBar(spans, events) {
+  const bar = $("rec-bar"), len = rec.endNs - rec.startNs;
+  bar.replaceChildren();
+  if (!(len > 0)) return;
+  const pct = (ns) => `${(Math.min(1, Math.max(0, (ns - rec.startNs) / len)) * 100).toFixed(3)}%`;
+  for (const s of spans) {
+    const el = document.createElement("div");
+    el.className = "rec-span"; el.dataset.startNs = String(s.start_ns); el.dataset.endNs = String(s.end_ns);
+    el.style.left = pct(s.start_ns);
+    el.style.width = `${(Math.max(0, Math.min(s.end_ns, rec.endNs) - Math.max(s.start_ns, rec.startNs)) / len * 100).toFixed(3)}%`;
+    el.title = `recorded ${fmt(s.start_ns)} – ${fmt(s.end_ns)} UTC`;
+    bar.appendChild(el);
+  }
+  for (const ev of events) {
+    if (ev.start_ns < rec.startNs || ev.start_ns > rec.endNs) continue;
+    const el = document.createElement("div");
+    el.className = "rec-tick sev-" + ev.severity; el.dataset.id = ev.id; el.style.left = pct(ev.start_ns);
+    el.title = `${ev.type} (${ev.severity}) ${fmt(ev.start_ns)} UTC: click to open`;
+    el.addEventListener("click", (e) => { e.stopPropagation(); select(ev.id); });
+    bar.appendChild(el);
+  }
+  const pos = document.createElement("div");
+  pos.id = "rec-pos"; pos.hidden = true; bar.appendChild(pos);
+}
+
+// The window's clip: a window still being recorded (409, Retry-After) is asked for once more then, saying so.
+async function loadRecClip(w, my, retry) {
+  const stale = () => my !== rec.seq || $("recordings").hidden;
+  const note = $("rec-note"), v = $("rec-video");
+  let r, url, cw = w;
+  try {
+    cw = await recClipWindow(w);
+    if (stale()) return;
+    r = await api(recPath(cw, "clip"));
+    url = URL.createObjectURL(await r.blob());
+  } catch (e) {
+    if (stale()) return;
+    note.className = "error";
+    if (e.status === 409 && retry && e.retryAfterS > 0) {
+      const wait_s = Math.min(e.retryAfterS, 300);
+      note.className = "";
+      note.textContent = `the end of this window is still being recorded: trying again in ${wait_s} s`;
+      rec.retry = setTimeout(() => { if (!stale()) { loadRecBar(w, my); loadRecClip(w, my, false); } }, wait_s * 1000);
+    } else if (e.status === 404) {
+      const info = await rec.infoP;
+      if (stale()) return;
+      note.className = "error";
+      note.textContent = `no recording of ${w.id} between ${fmt(w.startNs)} and ${fmt(w.endNs)} UTC` +
+        (info && info.recording === false ? ": this service records no video" :
+          info && info.oldest_ns != null ? `; recorded video of ${w.id} exists from ${fmt(info.oldest_ns)} to ${fmt(info.newest_ns)} UTC` :
+            info && !info.error ? `; nothing of ${w.id} is recorded` : "");
+    } else if (e.status === 409) note.textContent = `still being recorded: ${e.message} (press Show again later)`;
+    else if (e.status === 422) note.textContent = `this window cannot be shown: ${e.message}`;
+    else note.textContent = `video: ${e.message}`;
+    return;
+  }
+  if (stale()) { URL.revokeObjectURL(url); return; }
+  rec.firstNs = headerNs(r, "X-Clip-First-Ns");
+  rec.partial = (r.headers.get("X-Clip-Coverage") || "") === "partial";
+  rec.cutNs = cw.cut ? cw.endNs : null;
+  rec.covered = (r.headers.get("X-Clip-Covered-Ns") || "").split(",").map((p) => /^([0-9]+)-([0-9]+)$/.exec(p.trim()))
+    .filter(Boolean).map((m) => [Number(BigInt(m[1])), Number(BigInt(m[2]))]);
+  setMedia(v, url);
+  recNote();
+  v.play().catch(() => {});
+}
+
+// the capture time (UTC) of the picture shown: the clip's first picture's plus the video's position
+function recShownNs() {
+  const v = $("rec-video");
+  return rec.firstNs == null || !v.getAttribute("src") ? null : Math.round(rec.firstNs + v.currentTime * 1e9);
+}
+
+function recNote() {
+  const note = $("rec-note"), t = recShownNs();
+  if (t == null) return;
+  note.className = "";
+  note.textContent = `picture of ${fmtMs(t)} UTC` + (rec.partial ? ` · partial: recorded ${rec.covered.length ?
+    rec.covered.map(([a, b]) => `${hms(a)}–${hms(b)}`).join(", ") : "only part of the window"} (UTC)` : "") +
+    (rec.cutNs != null ? ` · recorded up to ${hms(rec.cutNs)} UTC so far (Show again for more)` : "");
+  const pos = $("rec-pos");
+  if (pos) { pos.hidden = false; pos.style.left = `${(Math.min(1, Math.max(0, (t - rec.startNs) / (rec.endNs - rec.startNs))) * 100).toFixed(3)}%`; }
+}
+
+// a click on the bar: the video goes to that time when the clip holds it
+function recBarClick(e) {
+  const bar = $("rec-bar"), v = $("rec-video"), box = bar.getBoundingClientRect();
+  if (rec.firstNs == null || !box.width) return;
+  const t = rec.startNs + (e.clientX - box.left) / box.width * (rec.endNs - rec.startNs);
+  const s = (t - rec.firstNs) / 1e9;
+  if (s >= 0 && Number.isFinite(v.duration) && s <= v.duration) { v.currentTime = s; return; }
+  const note = $("rec-note");
+  note.className = "error"; note.textContent = `no video at ${fmt(t)} UTC in this window`;
+}
+
+// The displayed picture inside the video element's box: object-fit contain letterboxes it (bars left and right, or
+// above and below, when the box's aspect ratio is not the video's). {scale, x0, y0} maps video pixels to box pixels.
+function recFit() {
+  const v = $("rec-video"), w = v.clientWidth, h = v.clientHeight, vw = v.videoWidth, vh = v.videoHeight;
+  if (!vw || !vh || !w || !h) return null;
+  const scale = Math.min(w / vw, h / vh);
+  return { scale, x0: (w - vw * scale) / 2, y0: (h - vh * scale) / 2, vw, vh };
+}
+
+function clearMark() {
+  rec.point = null;
+  $("rec-pick").hidden = true;
+  for (const m of document.querySelectorAll("#rec-view .rec-marker")) m.remove();
+}
+
+function placeMarker() {
+  for (const m of document.querySelectorAll("#rec-view .rec-marker")) m.remove();
+  const f = recFit();
+  if (!rec.point || !f) return;
+  const m = document.createElement("div");
+  m.className = "rec-marker";
+  m.style.left = `${f.x0 + rec.point.x * f.scale}px`; m.style.top = `${f.y0 + rec.point.y * f.scale}px`;
+  m.title = `spot marked: (${rec.point.x}, ${rec.point.y}) px in the picture of ${fmtMs(rec.point.atNs)} UTC`;
+  $("rec-view").appendChild(m);
+}
+
+$("rec-mark").addEventListener("change", () => {
+  clearMark();
+  const note = $("rec-reported");
+  $("rec-report-error").textContent = "";
+  if (!$("rec-mark").checked) { note.textContent = ""; return; }
+  if (recShownNs() == null) { $("rec-mark").checked = false; $("rec-report-error").textContent = "no video shown"; return; }
+  $("rec-video").pause();
+  $("rec-pick").hidden = false;
+  note.textContent = "click the spot in the picture";
+});
+
+// the click on the paused picture: the spot in the recorded frame's pixels (videoWidth x videoHeight)
+$("rec-pick").addEventListener("click", (e) => {
+  const f = recFit(), v = $("rec-video");
+  v.pause();
+  if (!f) return;
+  const x = (e.offsetX - f.x0) / f.scale, y = (e.offsetY - f.y0) / f.scale;
+  if (x < 0 || y < 0 || x > f.vw || y > f.vh) {
+    $("rec-report-error").textContent = "that is outside the picture: click inside it";
+    return;
+  }
+  rec.point = { x: Math.min(f.vw - 1, Math.round(x)), y: Math.min(f.vh - 1, Math.round(y)), atNs: recShownNs() };
+  $("rec-pick").hidden = true; $("rec-report-error").textContent = "";
+  $("rec-reported").textContent = `spot marked at (${rec.point.x}, ${rec.point.y}) px, ${fmtMs(rec.point.atNs)} UTC`;
+  placeMarker();
+});
+
+// Report what the picture shown (or the one the spot was marked on) shows as an event: its window the minute
+// around it, inside the shown window.
+async function reportRecording() {
+  const err = $("rec-report-error"), done = $("rec-reported");
+  err.textContent = "";
+  const at = rec.point ? rec.point.atNs : recShownNs();
+  if (!rec.id || at == null) { err.textContent = "no video shown: show a window with recorded video first"; return; }
+  if ($("rec-mark").checked && !rec.point) { err.textContent = "click the spot in the picture first (or untick \"mark the spot\")"; return; }
+  const atNs = Math.min(rec.endNs, Math.max(rec.startNs, at));
+  let s = Math.max(rec.startNs, atNs - 30e9), e = Math.min(rec.endNs, atNs + 30e9);
+  if (e <= s) { s = rec.startNs; e = rec.endNs; }
+  const body = { source: rec.id, start_ns: Math.round(s), end_ns: Math.round(e), at_ns: Math.round(atNs), type: $("rec-type").value,
+    severity: $("rec-severity").value, note: $("rec-report-note").value };
+  if (rec.point) body.point_px = [rec.point.x, rec.point.y];
+  const btn = $("rec-report-btn");
+  btn.disabled = true; done.textContent = "reporting…";
+  let ev;
+  try {
+    ev = await json("/api/events", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+  } catch (e2) { done.textContent = ""; err.textContent = "report: " + e2.message; return; } finally { btn.disabled = false; }
+  done.textContent = `reported: ${ev.type} ${ev.id}`;
+  $("rec-report-note").value = ""; $("rec-mark").checked = false; clearMark();
+  await search({ keep: true });
+  await select(ev.id);
+}
+
+$("rec-window").addEventListener("submit", (e) => { e.preventDefault(); showRecordings(); });
+for (const [btn, dir] of [["rec-prev", -1], ["rec-next", 1]]) {
+  $(btn).addEventListener("click", () => {
+    const w = recWindow();
+    if (w.error) { $("rec-error").textContent = w.error; return; }
+    $("rec-from").value = new Date((w.startNs + dir * w.lenS * 1e9) / 1e6).toISOString().slice(0, 19);
+    showRecordings();
+  });
+}
+$("rec-download").addEventListener("click", async () => {
+  const w = recWindow(), btn = $("rec-download");
+  $("rec-error").textContent = w.error || "";
+  if (w.error) return;
+  btn.disabled = true;
+  try { await download(`${recPath(w.id === rec.id ? await recClipWindow(w) : w, "clip")}&download=true`, `${w.id}_${new Date(w.startNs / 1e6).toISOString().slice(0, 19).replaceAll(":", "")}Z.mp4`); }
+  catch (e) { $("rec-error").textContent = "download: " + e.message; }
+  finally { btn.disabled = false; }
+});
+$("rec-close").addEventListener("click", () => closeRecordings());
+$("rec-bar").addEventListener("click", (e) => recBarClick(e));
+$("rec-report").addEventListener("submit", (e) => { e.preventDefault(); reportRecording(); });
+for (const ev of ["timeupdate", "seeked", "loadeddata"]) $("rec-video").addEventListener(ev, () => recNote());
+$("rec-video").addEventListener("loadedmetadata", () => placeMarker());
+window.addEventListener("resize", () => placeMarker());
+$("d-recordings").addEventListener("click", () => state.detail &&
+  openRecordings(state.detail.source_id, wholeS(state.detail.start_ns) - 120e9, Number($("rec-len").value) || 300));
 
 // Abort / restart of a drone's patrol: every role is operator or above (drone crews are operators; the server checks).
 function droneButtons(s) {
@@ -430,6 +756,8 @@ async function select(id, { refresh = false } = {}) {
   $("d-ignore").hidden = !(ev.snapshot && src && (src.kind || "camera") === "camera" && !src.drone_id) || state.role === "operator" || made;
   // the event's camera now (is the boat still there, is the smoke gone): its live view
   $("d-live").hidden = !(src && (src.kind || "camera") === "camera");
+  // what the camera recorded around the event (before it, after it): its recordings
+  $("d-recordings").hidden = $("d-live").hidden;
   // operators review what no reviewer has confirmed; confirming, and changing a confirmed verdict, are a reviewer's
   // (the server checks too)
   for (const b of document.querySelectorAll("#d-actions button[data-act]"))
