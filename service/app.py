@@ -335,7 +335,7 @@ def _query(params: SearchParams, settings: Any = None, **over: Any) -> EventQuer
         source_ids=tuple(dict.fromkeys((*params.source, *_drone_sources(settings, params.drone)))),
         start_from_ns=to_ns(params.start_from) if params.start_from else None,
         start_to_ns=to_ns(params.start_to) if params.start_to else None,
-        open_only=params.open, bbox=bbox, has_geo=params.has_geo, mmsi=params.mmsi, vessel_name=params.vessel_name,
+        active_from_ns=to_ns(params.active_from) if params.active_from else None, open_only=params.open, bbox=bbox, has_geo=params.has_geo, mmsi=params.mmsi, vessel_name=params.vessel_name,
         hull_text=params.hull_text, text=params.q, sort=params.sort, limit=params.limit, cursor=params.cursor,
     )
     fields.update(params.geo_filters())  # polygon=, near_lat/near_lon/radius_m= (validated by SearchParams)

@@ -58,6 +58,8 @@ class SearchParams(BaseModel):
     zone: list[Name] = Field(default_factory=list, max_length=200, description="zone ids (any of)")
     start_from: datetime | None = Field(None, description="incident started at or after (ISO 8601, UTC if no zone)")
     start_to: datetime | None = Field(None, description="incident started before (ISO 8601)")
+    active_from: datetime | None = Field(None, description="incident still going at or after this time (open, or ended "
+                                                         "at or after it); with start_to: the incidents of a time window")
     open: bool | None = Field(None, description="true: still open (no end yet); false: ended")
     min_lat: float | None = Field(None, ge=-90, le=90, description="bbox south edge, degrees (give all four bbox edges)")
     min_lon: float | None = Field(None, ge=-180, le=180, description="bbox west edge; west > east crosses the antimeridian")

@@ -327,6 +327,7 @@ class EventQuery:
     zone_ids: tuple[str, ...] = ()
     start_from_ns: int | None = None
     start_to_ns: int | None = None
+    active_from_ns: int | None = None  # still going at or after it: open, or end_ns >= it
     open_only: bool | None = None
     bbox: BBox | None = None
     polygon: GeoPolygon | None = None
@@ -1151,6 +1152,8 @@ class EventStore:
                 conds.append(sa.false())
             else:
                 conds.append(t.c.start_ns < q.start_to_ns)
+        if q.active_from_ns is not None:
+            conds.append(sa.or_(t.c.end_ns.is_(None), t.c.end_ns >= _clamp64(q.active_from_ns)))
         if q.open_only is True:
             conds.append(t.c.end_ns.is_(None))
         elif q.open_only is False:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -250,6 +251,13 @@ def test_recordings_api_lists_plays_and_reports(tmp_path, ramp_b):
         assert plain["type"] == "manual_report" and plain["severity"] == "medium" and plain["geo"] is None
         assert plain["geo_reason"] == "reported without a spot in the picture"
         assert plain["snapshot"]["xyxy_px"] == [0.0, 0.0, 160.0, 120.0] and plain["at_ns"] == T0 + 21 * S
+
+        # the incidents of a window (the recordings bar's ticks): started before its end, still going at its start
+        iso = lambda ns: datetime.fromtimestamp(ns / S, tz=timezone.utc).isoformat()  # noqa: E731
+        during = client.get("/api/events", params={"active_from": iso(T0 + 2 * S), "start_to": iso(T0 + 30 * S)}, headers=h)
+        assert {e["id"] for e in during.json()["events"]} == {ev["id"], plain["id"]}
+        later = client.get("/api/events", params={"active_from": iso(T0 + 4 * S), "start_to": iso(T0 + 30 * S)}, headers=h)
+        assert [e["id"] for e in later.json()["events"]] == [plain["id"]]
 
         # refused reports: nothing recorded there, unknown camera, hostile bodies; nothing is stored for them
         n = client.get("/api/events", headers=h).json()["events"]

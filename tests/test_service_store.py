@@ -216,6 +216,9 @@ def populated(store):
         (EventQuery(source_ids=("cam-2", "cam-3")), ["ev00006", "ev00002"]),
         (EventQuery(zone_ids=("wind-farm",)), ["ev00005", "ev00004", "ev00003"]),
         (EventQuery(start_from_ns=T0 + 2 * S, start_to_ns=T0 + 4 * S), ["ev00003", "ev00002"]),  # half-open
+        # the incidents of a time window: started before its end, still going at its start (ev00001 ended at T0+5 s)
+        (EventQuery(active_from_ns=T0 + 6 * S), ["ev00006", "ev00005", "ev00004", "ev00003", "ev00002", "ev00000"]),
+        (EventQuery(active_from_ns=T0 + 5 * S, start_to_ns=T0 + 2 * S), ["ev00001", "ev00000"]),
         (EventQuery(open_only=False), ["ev00001"]),
         (EventQuery(open_only=True, types=("fire", "smoke")), ["ev00000"]),
         (EventQuery(has_geo=True), ["ev00005", "ev00004", "ev00003"]),
