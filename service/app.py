@@ -574,24 +574,33 @@ CLIP_WAIT_S = 15.0  # how long a clip request waits for a just-closed event's po
                         "X-Clip-Coverage says `complete` or `partial` and X-Clip-Covered-Ns lists the covered "
                         "spans (`start-end` capture times, comma-separated).")
 async def get_clip(event_id: str, request: Request, store: Store, who: Operator) -> FileResponse:
-    from seawatch.streams.recording import ClipNotReady, read_clip_coverage
-
     ev = await run_in_threadpool(_get_event, store, event_id)
     if ev.clip is None or ev.clip.end_ns is None:
         raise ApiError(404, f"event {event_id} has no closed clip window yet")
-    clips = request.app.state.clips
+    return await _clip_response(request.app.state.clips, ev.clip.source_id, ev.clip.start_ns, ev.clip.end_ns,
+                                f"no clip for event {event_id}")
+
+
+async def _clip_response(clips, source_id: str, start_ns: int, end_ns: int, not_found: str,
+                         filename: str | None = None) -> FileResponse:
+    """The clip of a window (cut on demand, waiting up to ``CLIP_WAIT_S`` for its end) with its coverage headers:
+    409 + Retry-After while its end is still being recorded, 404 (``not_found: why``) when nothing covers it."""
+    from seawatch.streams.recording import ClipNotReady, read_clip_coverage
+
     try:
-        path = await run_in_threadpool(clips.get, ev.clip.source_id, ev.clip.start_ns, ev.clip.end_ns, wait_s=CLIP_WAIT_S)
+        path = await run_in_threadpool(clips.get, source_id, start_ns, end_ns, wait_s=CLIP_WAIT_S)
     except ClipNotReady as exc:
         raise ApiError(409, str(exc), headers={"Retry-After": str(max(1, round(exc.retry_after_s)))}) from None
     except (StreamError, InputError) as exc:
-        raise ApiError(404, f"no clip for event {event_id}: {exc}") from None
+        raise ApiError(404, f"{not_found}: {exc}") from None
     coverage = await run_in_threadpool(read_clip_coverage, path)
     headers = {}
     if coverage is not None:
         headers = {"X-Clip-Coverage": "partial" if coverage.partial else "complete",
                    "X-Clip-Covered-Ns": ",".join(f"{a}-{b}" for a, b in coverage.spans)}
-    return FileResponse(path, media_type="video/mp4", headers=headers)
+        if coverage.first_ns is not None:
+            headers["X-Clip-First-Ns"] = str(coverage.first_ns)
+    return FileResponse(path, media_type="video/mp4", headers=headers, filename=filename)
 
 
 @events.get("/{event_id}/evidence.zip", response_class=FileResponse,
@@ -813,26 +822,12 @@ async def get_recording_clip(source_id: str, request: Request, who: Operator,
                              start_ns: int = Query(ge=0, description="window start (UTC ns)"),
                              end_ns: int = Query(ge=0, description="window end (UTC ns)"),
                              download: bool = False) -> FileResponse:
-    from seawatch.streams.recording import ClipNotReady, read_clip_coverage
-
     st = request.app.state
     _configured_source(st, source_id)
     _window(start_ns, end_ns)
-    try:
-        path = await run_in_threadpool(st.clips.get, source_id, start_ns, end_ns, wait_s=CLIP_WAIT_S)
-    except ClipNotReady as exc:
-        raise ApiError(409, str(exc), headers={"Retry-After": str(max(1, round(exc.retry_after_s)))}) from None
-    except (StreamError, InputError) as exc:
-        raise ApiError(404, f"no recording of {source_id} in that window: {exc}") from None
-    coverage = await run_in_threadpool(read_clip_coverage, path)
-    headers = {}
-    if coverage is not None:
-        headers = {"X-Clip-Coverage": "partial" if coverage.partial else "complete",
-                   "X-Clip-Covered-Ns": ",".join(f"{a}-{b}" for a, b in coverage.spans)}
-        if coverage.first_ns is not None:
-            headers["X-Clip-First-Ns"] = str(coverage.first_ns)
     name = f"seawatch-{source_id}-{_utc_name(start_ns)}-{max(1, round((end_ns - start_ns) / 1e9))}s.mp4"
-    return FileResponse(path, media_type="video/mp4", headers=headers, filename=name if download else None)
+    return await _clip_response(st.clips, source_id, start_ns, end_ns, f"no recording of {source_id} in that window",
+                                filename=name if download else None)
 
 
 @events.post("", response_model=EventOut, status_code=201, responses={409: {"model": ErrorBody}},

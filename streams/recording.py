@@ -773,6 +773,22 @@ def _cut(path, start_ns: int, end_ns: int, *, recordings, source_id, ring) -> tu
     return out, coverage
 
 
+def _decoder_packet(p: EncodedPacket | None, pts: int | None, dts: int | None, info: StreamInfo):
+    """An ``av.Packet`` for a decoder from a recorded packet (keyframes with their parameter sets in band), at
+    ``pts``/``dts`` in MUX_TIME_BASE ticks; None (flush the decoder) for None."""
+    import av
+
+    if p is None:
+        return None
+    data = p.data
+    if p.is_keyframe:
+        data = (ensure_h264_params(data, info.annexb_params) if info.codec_name == "h264"
+                else with_inband_headers(data, info))
+    pkt = av.Packet(data)
+    pkt.pts, pkt.dts, pkt.time_base = pts, dts, MUX_TIME_BASE
+    return pkt
+
+
 def picture_at(at_ns: int, *, recordings: str | Path | None = None, source_id: str | None = None,
                ring: PacketRing | None = None, max_gap_ns: int = MAX_FRAME_GAP_NS) -> tuple[int, np.ndarray]:
     """The recorded picture of a source nearest the capture time ``at_ns``, as ``(its capture time, BGR image)``,
@@ -797,16 +813,8 @@ def picture_at(at_ns: int, *, recordings: str | Path | None = None, source_id: s
         dec.extradata = info.extradata
     best: tuple[int, int, np.ndarray] | None = None
     for p, pts, dts in [*_rebase(window), (None, None, None)]:
-        pkt = None
-        if p is not None:
-            data = p.data
-            if p.is_keyframe:
-                data = (ensure_h264_params(data, info.annexb_params) if info.codec_name == "h264"
-                        else with_inband_headers(data, info))
-            pkt = av.Packet(data)
-            pkt.pts, pkt.dts, pkt.time_base = pts, dts, MUX_TIME_BASE
         try:
-            frames = dec.decode(pkt)
+            frames = dec.decode(_decoder_packet(p, pts, dts, info))
         except av.FFmpegError as exc:  # a damaged packet: the pictures around it may still decode
             log.info("picture of %s near %s ns: a packet did not decode: %s", source_id, at_ns, exc)
             continue
@@ -893,17 +901,8 @@ def write_mp4_reencoded(runs: list[tuple[StreamInfo, list[EncodedPacket]]], size
                 run_timed = timed[k:k + len(packets)]
                 k += len(packets)
                 for p, pts, dts in [*run_timed, (None, None, None)]:
-                    if p is None:
-                        pkt = None
-                    else:
-                        data = p.data
-                        if p.is_keyframe:
-                            data = (ensure_h264_params(data, info.annexb_params) if info.codec_name == "h264"
-                                    else with_inband_headers(data, info))
-                        pkt = av.Packet(data)
-                        pkt.pts, pkt.dts, pkt.time_base = pts, dts, MUX_TIME_BASE
                     try:
-                        frames = dec.decode(pkt)
+                        frames = dec.decode(_decoder_packet(p, pts, dts, info))
                     except av.FFmpegError as exc:  # a damaged packet: skip it, keep the rest of the clip
                         refused.append(str(exc))
                         continue
