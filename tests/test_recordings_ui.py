@@ -132,7 +132,9 @@ def test_ui_recordings_play_a_window_download_it_and_report_what_is_seen(recordi
         assert abs(int(spans[0][0]) - oldest_ns) < S // 2  # the window began before anything was recorded
         _wait(page, "document.querySelectorAll('#rec-bar .rec-tick').length >= 1", 10)
         tick_id = page.evaluate("document.querySelector('#rec-bar .rec-tick').dataset.id")
-        assert _json(base, f"/api/events/{tick_id}")["type"] == "fire"
+        fire = _json(base, f"/api/events/{tick_id}")
+        assert fire["type"] == "fire" and fire["end_ns"] is None  # the stub's fire burns on
+        assert "before" not in page.evaluate("document.querySelector('#rec-bar .rec-tick').className")
 
         # the video plays (a decoded picture of the recorded size, time moving on), the note saying the capture time
         _wait(page, "(() => { const v = document.getElementById('rec-video'); return v.readyState >= 2 && "
@@ -246,6 +248,12 @@ def test_ui_recordings_play_a_window_download_it_and_report_what_is_seen(recordi
         _wait(page, f"document.getElementById('detail').dataset.id === {tick_id!r}", 10)
         page.click(f'#rec-bar .rec-tick[data-id="{ev_id}"]')
         _wait(page, f"document.getElementById('detail').dataset.id === {ev_id!r}", 10)
+
+        # a window starting after the fire began, while it burns on: its tick at the window's left edge, marked
+        later_ns = (fire["start_ns"] // S + 1) * S
+        page.evaluate(f"window.seawatch.openRecordings('quay-1', {later_ns}, 60)")
+        _wait(page, f"!!document.querySelector('#rec-bar .rec-tick.before[data-id=\"{tick_id}\"]')", 20)
+        assert page.evaluate(f"document.querySelector('#rec-bar .rec-tick[data-id=\"{tick_id}\"]').style.left") in ("0%", "0.000%")
 
         # a year ago: nothing recorded; the note names the camera and where its video is
         year_ago = (time.time_ns() // S - 365 * 86400) * S

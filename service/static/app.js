@@ -6,7 +6,8 @@
 // with a note), sources (cameras, drones with their patrol state and abort / restart), a warning banner while /api/health
 // says the service is degraded (the media disk low above all), live updates over /api/live, a camera's recordings (any
 // time window played with what was recorded and the camera's events on a bar, downloaded, and reported as an event
-// at the picture shown, the spot marked in it).
+// at the picture shown, the spot marked in it; a drone camera's window with where its drone flew on the map, from the
+// drone's flight log, and where it was at the picture shown).
 // Plain ES modules, no build step, no external resources. Every datum comes from the authenticated API.
 "use strict";
 import { MapView } from "/ui/map.js";
@@ -79,7 +80,7 @@ async function doStart() {
       onHover: (text) => { $("map-hover").textContent = text; } });
     if (!m.tiles_url && m.coastline) fetch("/ui/coastline.json").then((r) => r.json()).then((c) => map.setCoastline(c.lines)).catch(() => {});
   }
-  window.seawatch = { state, map, search, select, loadMore, checkHealth, openLive, alarm, openRecordings, closeRecordings };  // for the browser tests and the console
+  window.seawatch = { state, map, search, select, loadMore, checkHealth, openLive, alarm, openRecordings, closeRecordings, recTrack };  // for the browser tests and the console
   await refreshSources(await json("/api/sources"));
   await search();
   if (first && !map.touched) map.fitAll();  // again with the events (the sources alone framed it so far)
@@ -351,8 +352,9 @@ async function refreshLive() {
 // recorded; /clip: the window as MP4, its first picture's capture time in X-Clip-First-Ns), played, downloaded, and
 // reported as an event (POST /api/events) at the picture shown, with the spot marked in it. Times typed are UTC.
 const REC_TICKS = 200;  // the camera's events marked on the bar (one search page)
+const REC_LIVE_NS = 60e9;  // a newest recorded picture this recent: the camera is still being recorded
 const rec = { seq: 0, id: null, startNs: 0, endNs: 0, firstNs: null, covered: [], partial: false, cutNs: null, info: null,
-  infoP: null, retry: null, point: null };
+  infoP: null, retry: null, point: null, track: null, trackFitKey: null };
 const wholeS = (ns) => Math.floor(ns / 1e9) * 1e9;  // whole seconds: exact as a double, and what the form shows
 const fmtMs = (ns) => new Date(ns / 1e6).toISOString().replace("T", " ").slice(0, 23);
 const hms = (ns) => new Date(ns / 1e6).toISOString().slice(11, 19);
@@ -403,6 +405,7 @@ function closeRecordings() {
   const v = $("rec-video");
   v.pause(); setMedia(v, null);
   clearMark(); $("rec-mark").checked = false;
+  clearRecTrack();
   $("recordings").hidden = true;
 }
 
@@ -427,6 +430,7 @@ async function showRecordings() {
   v.pause(); setMedia(v, null);
   rec.firstNs = null; rec.covered = []; rec.partial = false; rec.info = null;
   clearMark(); $("rec-mark").checked = false;
+  clearRecTrack();
   if (w.error) { $("rec-error").textContent = w.error; rec.id = null; return; }
   Object.assign(rec, { id: w.id, startNs: w.startNs, endNs: w.endNs });
   $("rec-title").textContent = `Recordings: ${w.id}, ${fmt(w.startNs)} – ${fmt(w.endNs)} UTC`;
@@ -434,7 +438,7 @@ async function showRecordings() {
   $("rec-cover").textContent = "";
   drawRecBar([], []);
   note.className = ""; note.textContent = "loading…";
-  await Promise.all([loadRecBar(w, my), loadRecClip(w, my, true)]);
+  await Promise.all([loadRecBar(w, my), loadRecClip(w, my, true), loadRecTrack(w, my)]);
 }
 
 // The part of a window that can be cut now: a window reaching past the newest recorded picture (one that ends in the
@@ -449,7 +453,8 @@ async function recClipWindow(w) {
 // what is recorded in the window and the camera's events in it, on the bar (rec.infoP: the recordings answer)
 async function loadRecBar(w, my) {
   rec.infoP = json(recPath(w, "recordings")).catch((e) => ({ error: e.message }));
-  const ticks = json(`/api/events?${new URLSearchParams({ source: w.id, start_from: new Date(w.startNs / 1e6).toISOString(),
+  // the incidents of the window: started before its end and still going at its start (a long one from before too)
+  const ticks = json(`/api/events?${new URLSearchParams({ source: w.id, active_from: new Date(w.startNs / 1e6).toISOString(),
     start_to: new Date(w.endNs / 1e6).toISOString(), limit: String(REC_TICKS) })}`).then((p) => p.events).catch(() => []);
   const [info, events] = await Promise.all([rec.infoP, ticks]);
   if (my !== rec.seq || $("recordings").hidden) return;
@@ -482,10 +487,11 @@ function drawRecBar(spans, events) {
     bar.appendChild(el);
   }
   for (const ev of events) {
-    if (ev.start_ns < rec.startNs || ev.start_ns > rec.endNs) continue;
+    if (ev.start_ns > rec.endNs) continue;
+    const before = ev.start_ns < rec.startNs;  // still going when the window starts: marked at its left edge
     const el = document.createElement("div");
-    el.className = "rec-tick sev-" + ev.severity; el.dataset.id = ev.id; el.style.left = pct(ev.start_ns);
-    el.title = `${ev.type} (${ev.severity}) ${fmt(ev.start_ns)} UTC: click to open`;
+    el.className = "rec-tick sev-" + ev.severity + (before ? " before" : ""); el.dataset.id = ev.id; el.style.left = pct(ev.start_ns);
+    el.title = `${ev.type} (${ev.severity}) ${fmt(ev.start_ns)} UTC${before ? " (started before this window)" : ""}: click to open`;
     el.addEventListener("click", (e) => { e.stopPropagation(); select(ev.id); });
     bar.appendChild(el);
   }
@@ -543,13 +549,96 @@ function recShownNs() {
 
 function recNote() {
   const note = $("rec-note"), t = recShownNs();
+  recTrackShow(t);
   if (t == null) return;
   note.className = "";
   note.textContent = `picture of ${fmtMs(t)} UTC` + (rec.partial ? ` · partial: recorded ${rec.covered.length ?
     rec.covered.map(([a, b]) => `${hms(a)}–${hms(b)}`).join(", ") : "only part of the window"} (UTC)` : "") +
-    (rec.cutNs != null ? ` · recorded up to ${hms(rec.cutNs)} UTC so far (Show again for more)` : "");
+    (rec.cutNs == null ? "" : Date.now() * 1e6 - rec.cutNs < REC_LIVE_NS ? ` · recorded up to ${hms(rec.cutNs)} UTC so far (Show again for more)`
+      : ` · nothing recorded after ${hms(rec.cutNs)} UTC`);
   const pos = $("rec-pos");
   if (pos) { pos.hidden = false; pos.style.left = `${(Math.min(1, Math.max(0, (t - rec.startNs) / (rec.endNs - rec.startNs))) * 100).toFixed(3)}%`; }
+}
+
+// ---- a drone camera's window: where its drone flew then (GET /api/drones/{id}/track: the drone's flight log, kept as
+// long as its video), drawn on the map, with a marker where the drone was at the picture shown (interpolated between
+// the logged positions around its capture time) and the position said under the video.
+const TRACK_POINTS = 2000;  // the track's points at most (the server thins the log evenly)
+const TRACK_NEAR_NS = 5e9;  // no marker for a picture further than this from every logged position (a gap in the log)
+
+// the drone carrying a camera (GET /api/sources: a camera's drone_id), or null for a fixed camera
+function recDroneOf(sourceId) {
+  const s = state.sources.find((x) => x.source_id === sourceId && (x.kind || "camera") === "camera");
+  return (s && s.drone_id) || null;
+}
+
+function clearRecTrack() {
+  rec.track = null;
+  const el = $("rec-drone");
+  el.className = ""; el.textContent = "";
+  if (map) map.setRecTrack(null);
+}
+
+async function loadRecTrack(w, my) {
+  const droneId = recDroneOf(w.id);
+  if (!droneId) return;
+  const tr = { droneId, points: [], loaded: false, error: null, marker: null, atNs: null };
+  rec.track = tr;
+  $("rec-drone").textContent = `drone ${droneId}: loading its flight log…`;
+  try {
+    const got = await json(`/api/drones/${encodeURIComponent(droneId)}/track?${recQuery(w)}&max_points=${TRACK_POINTS}`);
+    tr.points = got.points.filter((p) => Array.isArray(p) && p.length >= 4 && p.every(Number.isFinite));
+  } catch (e) { tr.error = e.message; }
+  if (my !== rec.seq || $("recordings").hidden || rec.track !== tr) return;  // a newer window (or none) is shown
+  tr.loaded = true;
+  const latLon = tr.points.map((p) => [p[1], p[2]]);
+  if (map) {
+    map.setRecTrack(droneId, latLon);
+    const key = `${droneId} ${w.startNs} ${w.endNs}`;  // framed once per window, never after the user moved the map
+    if (latLon.length && rec.trackFitKey !== key) {
+      rec.trackFitKey = key;
+      if (!map.touched && map.layers.track) { map.fit(latLon); map.fitted = true; }
+    }
+  }
+  recTrackShow(recShownNs());
+}
+
+// [lat, lon, alt] of the track at t (UTC ns), interpolated between the logged positions around it; null outside the
+// track or in a gap of the log (more than TRACK_NEAR_NS from any position)
+function trackAt(points, t) {
+  const n = points.length;
+  if (!n || t == null || t < points[0][0] || t > points[n - 1][0]) return null;
+  let lo = 0, hi = n - 1;  // the last point at or before t
+  while (lo < hi) { const mid = (lo + hi + 1) >> 1; if (points[mid][0] <= t) lo = mid; else hi = mid - 1; }
+  const a = points[lo], b = points[Math.min(n - 1, lo + 1)];
+  if (Math.min(t - a[0], b[0] - t) > TRACK_NEAR_NS) return null;
+  const f = b[0] > a[0] ? (t - a[0]) / (b[0] - a[0]) : 0;
+  let dLon = b[2] - a[2];
+  if (Math.abs(dLon) > 180) dLon -= Math.sign(dLon) * 360;  // across the antimeridian
+  const lon = a[2] + dLon * f;
+  return [a[1] + (b[1] - a[1]) * f, lon > 180 ? lon - 360 : lon < -180 ? lon + 360 : lon, a[3] + (b[3] - a[3]) * f];
+}
+
+// the marker and the line under the video for the picture shown (t: its capture time, UTC ns, or null: none)
+function recTrackShow(t) {
+  const tr = rec.track, el = $("rec-drone");
+  if (!tr || !tr.loaded) return;
+  const at = tr.error ? null : trackAt(tr.points, t);
+  tr.marker = at; tr.atNs = at ? t : null;
+  if (map) map.setRecMarker(at);
+  el.className = tr.error ? "error" : "";
+  if (tr.error) el.textContent = `flight log of ${tr.droneId}: ${tr.error}`;
+  else if (!tr.points.length) el.textContent = `no flight log of ${tr.droneId} for this window`;
+  else if (at) el.textContent = `drone ${tr.droneId} at ${at[0].toFixed(5)}, ${at[1].toFixed(5)}, ${Math.round(at[2])} m`;
+  else if (t == null) el.textContent = `drone ${tr.droneId}: its track in this window on the map (${tr.points.length} positions)`;
+  else el.textContent = `drone ${tr.droneId}: no logged position within ${TRACK_NEAR_NS / 1e9} s of the picture shown`;
+}
+
+// for the browser tests and the console: the recorded track shown (null: none, a fixed camera or the panel closed)
+function recTrack() {
+  const tr = rec.track;
+  return tr ? { drone_id: tr.droneId, points: tr.points.length, loaded: tr.loaded, error: tr.error,
+    marker: tr.marker ? [tr.marker[0], tr.marker[1]] : null, alt_m: tr.marker ? tr.marker[2] : null, at_ns: tr.atNs } : null;
 }
 
 // a click on the bar: the video goes to that time when the clip holds it

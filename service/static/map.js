@@ -1,12 +1,14 @@
 // The operator map on a plain canvas: Web Mercator (so XYZ tiles fit when a tile server is configured), a lat/lon
 // grid (and the bundled coastline, if any) otherwise; cameras with their view cone, drones with heading, route and
-// trail, AIS vessels, events with their 1-sigma uncertainty ellipse. Drag pans, the wheel zooms, a click picks an event
+// trail, a drone's recorded track (its flight log over the recording window shown, with where it was at the picture
+// shown), AIS vessels, events with their 1-sigma uncertainty ellipse. Drag pans, the wheel zooms, a click picks an event
 // (or a camera: its live view).
 "use strict";
 
 export const COLOURS = {
   sea: "#dfe9f2", grid: "#9fb3c4", gridText: "#4a6275", coast: "#7a8b6a", land: "#eef0e4",
   camera: "#6a3d9a", drone: "#e7298a", ais: "#1b9e77",
+  recTrack: "#00a6d6",  // a drone's recorded track and its marker (solid, cased in white: the live trail is faint pink)
   severity: { low: "#2c7bb6", medium: "#b8860b", high: "#e66101", critical: "#d7191c" },
 };
 const TILE_PX = 256;
@@ -43,9 +45,11 @@ export class MapView {
     this.onMove = onMove;
     this.onHover = onHover;
     this.view = { lat: 52.8405, lon: 5.703, zoom: 14 };
-    this.layers = { events: true, cameras: true, drones: true, ais: true };
+    this.layers = { events: true, cameras: true, drones: true, ais: true, track: true };
     this.data = { events: [], cameras: [], drones: [], vessels: [], selected: null };
     this.trails = new Map(); // drone id -> [[lat, lon], ...]
+    this.recTrack = null;   // a drone's recorded track: { droneId, points: [[lat, lon], ...] }, or null
+    this.recMarker = null;  // where that drone was at the picture shown: [lat, lon], or null
     this.tiles = new Map();
     this.coast = null;
     this.fitted = false;
@@ -105,6 +109,20 @@ export class MapView {
 
   setCoastline(lines) { this.coast = lines; this.redraw(); }
 
+  // A drone's recorded track (``points``: [[lat, lon], ...] in time order; null or none: no track) and its marker.
+  setRecTrack(droneId, points) {
+    this.recTrack = droneId && points && points.length ? { droneId, points } : null;
+    this.recMarker = null;
+    this.redraw();
+  }
+
+  setRecMarker(latLon) {
+    const m = latLon && this.recTrack ? [latLon[0], latLon[1]] : null, o = this.recMarker;
+    if ((!m && !o) || (m && o && m[0] === o[0] && m[1] === o[1])) return;
+    this.recMarker = m;
+    this.redraw();
+  }
+
   redraw() {
     if (this._pending) return;
     this._pending = true;
@@ -123,6 +141,7 @@ export class MapView {
     if (this.layers.cameras) this._drawCameras();
     if (this.layers.ais) this._drawVessels();
     if (this.layers.drones) this._drawDrones();
+    if (this.layers.track) this._drawRecTrack();
     if (this.layers.events) this._drawEvents();
     this._drawScale();
     if (this.tilesUrl && this.attribution) {
@@ -243,6 +262,29 @@ export class MapView {
     }
   }
 
+  // the recorded track: a white casing under a solid line (distinct from the faint live trail and the dashed route),
+  // the marker a hollow ring (the drone's live arrow may sit elsewhere)
+  _drawRecTrack() {
+    const g = this.g, t = this.recTrack;
+    if (!t) return;
+    const pts = t.points.map(([la, lo]) => this.project(la, lo));
+    g.lineJoin = "round"; g.lineCap = "round";
+    for (const [colour, width] of [["#fff", 5], [COLOURS.recTrack, 2.5]]) {
+      g.strokeStyle = colour; g.lineWidth = width; g.beginPath();
+      pts.forEach((p, i) => (i ? g.lineTo(p.x, p.y) : g.moveTo(p.x, p.y)));
+      if (pts.length === 1) g.lineTo(pts[0].x + 0.01, pts[0].y);
+      g.stroke();
+    }
+    g.lineJoin = "miter"; g.lineCap = "butt";
+    if (this.recMarker) {
+      const p = this.project(this.recMarker[0], this.recMarker[1]);
+      g.strokeStyle = "#fff"; g.lineWidth = 6; g.beginPath(); g.arc(p.x, p.y, 8, 0, 2 * Math.PI); g.stroke();
+      g.strokeStyle = COLOURS.recTrack; g.lineWidth = 3; g.beginPath(); g.arc(p.x, p.y, 8, 0, 2 * Math.PI); g.stroke();
+      g.strokeStyle = "#1d2733"; g.lineWidth = 1; g.beginPath(); g.arc(p.x, p.y, 11.5, 0, 2 * Math.PI); g.stroke();
+    }
+    g.lineWidth = 1;
+  }
+
   _drawVessels() {
     const g = this.g;
     g.fillStyle = COLOURS.ais;
@@ -298,6 +340,9 @@ export class MapView {
     const near = (lat, lon) => { const p = this.project(lat, lon); return Math.hypot(p.x - x, p.y - y) <= maxPx; };
     const ev = this.layers.events ? this.pick(x, y, maxPx) : null;
     if (ev) return `event ${ev.type} (${ev.severity}) on ${ev.source_id}, ${ev.review_status}`;
+    if (this.layers.track && this.recMarker && near(this.recMarker[0], this.recMarker[1])) {
+      return `drone ${this.recTrack.droneId} at the recorded picture shown`;
+    }
     if (this.layers.drones) for (const d of this.data.drones) {
       if (d.lat_deg != null && near(d.lat_deg, d.lon_deg)) {
         return `drone ${d.drone_id}: ${d.state}, ${d.mode || "?"}, ${d.alt_rel_m != null ? d.alt_rel_m.toFixed(0) + " m" : ""}` +
