@@ -4,8 +4,8 @@ A drone's live :class:`~seawatch.drone.pose.PoseTimeline` holds a few minutes (`
 recorded is kept for days. :class:`FlightLogWriter` appends every position, attitude and gimbal sample the timelines
 receive to ``<root>/<drone_id>/<hour_start_ns>.jsonl`` (one file per UTC hour of telemetry time, one JSON object per
 line: ``{"kind": "position", "time_ns": ..., ...}``), flushed at each poll, so a crash loses at most the last poll's
-samples; a kind's samples closer than 40 ms are thinned. Files whose hour ended more than ``max_age_s`` ago are
-deleted.
+samples; a kind's samples closer than 90 ms are thinned. Two minutes after its hour ends a file is gzipped
+(``.jsonl.gz``); files whose hour ended more than ``max_age_s`` ago are deleted.
 
 Readers: :func:`read_flight_log` (the samples of a window), :func:`timeline_from_log` (a timeline over a past window,
 to geotag a picture of the recording: an event reported from yesterday's patrol video) and :func:`flight_track`
@@ -31,9 +31,11 @@ log = logging.getLogger(__name__)
 NS = 1_000_000_000
 HOUR_NS = 3600 * NS
 KINDS = ("position", "attitude", "gimbal")
-# samples of one kind closer than this are thinned (a 50 Hz ATTITUDE stream is logged at 25 Hz: a pose is
-# interpolated between samples, and the live buffer keeps every sample for the last minutes)
-MIN_INTERVAL_NS = 40_000_000
+# samples of one kind closer than this are thinned (a 10 Hz stream with jitter is kept whole, a 50 Hz ATTITUDE stream
+# is logged at about 10 Hz: a pose is interpolated between samples, and the live buffer keeps every sample for the
+# last minutes, what live geotagging uses)
+MIN_INTERVAL_NS = 90_000_000
+GZIP_AFTER_NS = 120 * NS  # an hour's file is compressed this long after the hour ended (late samples have come)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.%\-]{1,200}$")
 
 
@@ -76,10 +78,11 @@ class FlightLogWriter:
                 except OSError as exc:  # a full or read-only disk: said once per poll, the next poll tries again
                     self.errors += 1
                     log.error("flight log of %s: cannot write: %s", drone_id, exc)
-            hour = now_ns // HOUR_NS
-            if self.max_age_s is not None and hour != self._pruned_hour:
+            hour = (now_ns - GZIP_AFTER_NS) // HOUR_NS
+            if hour != self._pruned_hour:
                 self._pruned_hour = hour
                 self.prune(now_ns)
+                self.compress(now_ns)
         self.written += n
         return n
 
@@ -107,7 +110,7 @@ class FlightLogWriter:
         return sum(len(rows) for rows in lines.values())
 
     def prune(self, now_ns: int | None = None) -> list[Path]:
-        """Delete log files whose hour ended more than ``max_age_s`` before ``now_ns``."""
+        """Delete log files whose hour ended more than ``max_age_s`` before ``now_ns`` (both forms of one hour)."""
         if self.max_age_s is None:
             return []
         now_ns = time.time_ns() if now_ns is None else int(now_ns)
@@ -115,23 +118,54 @@ class FlightLogWriter:
         for drone_id in self.timelines:
             for f, hour_ns in _files(self.root, drone_id):
                 if now_ns - (hour_ns + HOUR_NS) > self.max_age_s * NS:
-                    f.unlink(missing_ok=True)
-                    deleted.append(f)
+                    for g in (f.with_name(f"{hour_ns}.jsonl"), f.with_name(f"{hour_ns}.jsonl.gz")):
+                        if g.exists():
+                            g.unlink(missing_ok=True)
+                            deleted.append(g)
         if deleted:
             log.info("flight logs: deleted %d hour file(s) older than %.0f s", len(deleted), self.max_age_s)
         return deleted
 
 
+    def compress(self, now_ns: int | None = None) -> list[Path]:
+        """Gzip the hour files that ended more than ``GZIP_AFTER_NS`` ago (about a tenth of the size); the
+        ``.jsonl`` goes once its ``.jsonl.gz`` is complete."""
+        import gzip
+        import os
+        import shutil
+
+        now_ns = time.time_ns() if now_ns is None else int(now_ns)
+        done = []
+        for drone_id in self.timelines:
+            for f, hour_ns in _files(self.root, drone_id):
+                if f.suffix != ".jsonl" or now_ns - (hour_ns + HOUR_NS) < GZIP_AFTER_NS:
+                    continue
+                gz = f.with_name(f.name + ".gz")
+                tmp = f.with_name(f.name + ".gz.tmp")
+                try:
+                    with open(f, "rb") as src, gzip.open(tmp, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                    os.replace(tmp, gz)
+                    f.unlink()
+                    done.append(gz)
+                except OSError as exc:
+                    tmp.unlink(missing_ok=True)
+                    log.warning("flight log %s: not compressed: %s", f, exc)
+        return done
+
+
 def _files(root: str | Path, drone_id: str) -> list[tuple[Path, int]]:
+    """The drone's hour files ``(path, hour start ns)``, oldest first (``.jsonl``, or ``.jsonl.gz`` once compressed;
+    while both exist, the plain one: a compression cut short)."""
     d = _dir(root, drone_id)
-    out = []
+    found: dict[int, Path] = {}
     if d.is_dir():
-        for f in d.glob("*.jsonl"):
+        for f in [*d.glob("*.jsonl.gz"), *d.glob("*.jsonl")]:  # the plain file wins
             try:
-                out.append((f, int(f.stem)))
+                found[int(f.name.split(".", 1)[0])] = f
             except ValueError:
                 continue
-    return sorted(out, key=lambda x: x[1])
+    return sorted(((f, h) for h, f in found.items()), key=lambda x: x[1])
 
 
 def read_flight_log(root: str | Path, drone_id: str, t0_ns: int, t1_ns: int) -> dict[str, list[dict[str, Any]]]:
@@ -142,8 +176,14 @@ def read_flight_log(root: str | Path, drone_id: str, t0_ns: int, t1_ns: int) -> 
         if hour_ns + HOUR_NS <= t0_ns or hour_ns > t1_ns:
             continue
         try:
-            text = f.read_text(encoding="utf-8", errors="replace")
-        except OSError as exc:
+            if f.name.endswith(".gz"):
+                import gzip
+
+                with gzip.open(f, "rt", encoding="utf-8", errors="replace") as z:
+                    text = z.read()
+            else:
+                text = f.read_text(encoding="utf-8", errors="replace")
+        except (OSError, EOFError) as exc:
             log.warning("flight log %s: unreadable: %s", f, exc)
             continue
         for line in text.splitlines():
