@@ -529,8 +529,19 @@ class Source:
                 delay = self._retry_delay_s()
                 self._failed_locked(f"{err}; retry in {delay:.1f} s")
                 self._phase = "waiting"
-            if self._stop.wait(delay) or self._own_stop.is_set():
+            if self._wait_stopping(delay):
                 return
+
+    def _wait_stopping(self, delay_s: float) -> bool:
+        """Wait ``delay_s`` (a reconnect backoff); True as soon as this source or the shared signal stops (a stop()
+        of this source alone must not wait out a backoff of up to a minute)."""
+        deadline = time.monotonic() + delay_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return self.stopping
+            if self._own_stop.wait(min(left, 0.1)) or self._stop.is_set():
+                return True
 
     def _set_state_if_current(self, gen: int, state: State, error: str | None = None, **counters) -> None:
         with self._lock:

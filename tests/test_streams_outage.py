@@ -168,9 +168,12 @@ def test_stop_while_the_watchdog_spawns_a_worker(monkeypatch):
 
     monkeypatch.setattr(source_mod, "open_input", lambda config: (_ for _ in ()).throw(StreamError("refused")))
     src = Source(SourceConfig("cam", "rtsp://cam/1", backoff_initial_s=5.0)).start()
+    assert _wait(lambda: src.status().state is State.OFFLINE)  # the worker waits in its backoff now
     listed = threading.Thread(target=src._run, args=(0,), daemon=True)  # as _spawn_worker leaves it, not started
     src._workers.append(listed)
-    assert src.stop(2.0)  # no RuntimeError
+    t = time.monotonic()
+    assert src.stop(2.0)  # no RuntimeError, and the worker in its backoff (2.5-5 s) stops at once
+    assert time.monotonic() - t < 1.0
     listed.start()
     listed.join(2.0)
     assert not listed.is_alive() and src.status().state is State.STOPPED
