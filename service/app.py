@@ -880,8 +880,13 @@ def _reported_event(st, body: ReportIn, who: Principal, capture_ns: int, image: 
         box = (0.0, 0.0, float(w), float(h))
     attributes: dict[str, Any] = {"reported_by": f"{who.kind}:{who.name}", "note": body.note}
     geo, geo_reason = None, "reported without a spot in the picture"
-    if body.point_px is not None:
-        attributes["point_px"] = [float(v) for v in body.point_px]
+    point = body.point_px
+    if point is None and body.box_px is not None:  # where the subject meets the ground or water
+        point = [(body.box_px[0] + body.box_px[2]) / 2, body.box_px[3]]
+    if body.box_px is not None:
+        attributes["box_drawn"] = True  # the subject's own box: a training label once confirmed
+    if point is not None:
+        attributes["point_px"] = [float(v) for v in point]
         locator = st.locate(body.source, capture_ns)
         if locator is None:
             geo_reason = "source is not geo-referenced"
@@ -889,9 +894,11 @@ def _reported_event(st, body: ReportIn, who: Principal, capture_ns: int, image: 
             attributes["geo_reference"] = locator.kind
             if locator.pose is not None:
                 attributes["geo_pose"] = locator.pose
-            geo, geo_reason = locator.geo_positions(np.array([body.point_px], np.float64))[0]
+            geo, geo_reason = locator.geo_positions(np.array([point], np.float64))[0]
+    labels = (body.label,) if body.label else ()
     return Event(id=uuid.uuid4().hex, type=body.type, severity=body.severity, phase="end", source_id=body.source,
                  start_ns=body.start_ns, end_ns=body.end_ns, at_ns=capture_ns, attributes=attributes,
+                 labels=labels, scores=(1.0,) * len(labels),
                  snapshot=Snapshot(body.source, capture_ns, box, 1.0, image=image),
                  clip=ClipRef(body.source, body.start_ns, body.end_ns), geo=geo, geo_reason=geo_reason)
 

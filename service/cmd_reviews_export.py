@@ -9,7 +9,9 @@ piles), and whatever else the vessel model finds in the frame, undecided, is blu
 ``seawatch models train OUT/dataset.yaml``, and ``export.json``, which says where each label came from.
 
 Plain dismissals (a real vessel that needed nothing) and acknowledgements are not verdicts on the detector and are
-not exported. Vessels the model missed altogether are not labelled: check the labels before training, as with
+not exported. A vessel the model missed is labelled when someone reported it from the camera's recording with its
+box drawn (the UI's Recordings, ``POST /api/events`` with ``label: vessel`` and ``box_px``) and a reviewer confirmed
+that report; other missed vessels are not labelled: check the labels before training, as with
 ``seawatch detect --yolo-labels``.
 """
 
@@ -87,11 +89,13 @@ def _store_and_media(args):
 
 def reviewed_frames(store, label: str, source_ids=(), start_from_ns=None, start_to_ns=None):
     """``{(source_id, capture_time_ns): [(event, verdict), ...]}`` of the events about ``label`` with a verdict and a
-    snapshot, and the count of those skipped (no verdict, no snapshot)."""
+    snapshot, and the count of those skipped (no verdict, no snapshot, a person's report without a drawn box). An
+    event a person reported from a recording (``POST /api/events``) with the subject's box drawn counts like a
+    detection: a boat the model missed, once a reviewer confirms it, becomes a vessel label."""
     from seawatch.service.store import EventQuery
 
     frames: dict[tuple[str, int], list] = {}
-    skipped = {"no_verdict": 0, "no_snapshot": 0}
+    skipped = {"no_verdict": 0, "no_snapshot": 0, "no_box": 0}
     cursor = None
     while True:
         page = store.search(EventQuery(statuses=("confirmed", "dismissed"), source_ids=tuple(source_ids),
@@ -101,7 +105,9 @@ def reviewed_frames(store, label: str, source_ids=(), start_from_ns=None, start_
             if label not in ev.labels:
                 continue
             verdict = _verdict(ev)
-            if verdict is None:
+            if "reported_by" in ev.attributes and not ev.attributes.get("box_drawn"):
+                skipped["no_box"] += 1  # a person's report marked with a point: its box is no outline of the subject
+            elif verdict is None:
                 skipped["no_verdict"] += 1
             elif ev.snapshot is None or not ev.snapshot.uri:
                 skipped["no_snapshot"] += 1
@@ -227,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{tot['frames']} frames in {out}: {tot['vessels']} vessel labels (confirmed), {tot['dismissed']} false "
           f"detections as background, {tot['masked']} undecided boxes blurred; skipped events: "
           f"{report['skipped_events']['no_verdict']} without a verdict, {report['skipped_events']['no_snapshot']} "
-          f"without a snapshot; {len(report['unreadable'])} unreadable snapshots ({time.time() - started:.1f} s, "
+          f"without a snapshot, {report['skipped_events']['no_box']} reports without a drawn box; {len(report['unreadable'])} unreadable snapshots ({time.time() - started:.1f} s, "
           f"model {model})")
     print(f"next: check {out / 'labels'}, then: seawatch models train {out / 'dataset.yaml'} --name vessel_site "
           "--base <the model's weights.pt> --imgsz 640 --tile-px 384 --epochs 2 --empty-keep 0.1 --hard-negatives base")

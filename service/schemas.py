@@ -348,7 +348,14 @@ class ReportIn(BaseModel):
                                                       "window's middle); the recorded picture nearest it is used")
     point_px: Point | None = Field(None, description="the spot in that picture [x, y] (recorded pixels): located on "
                                                      "the map through the camera's calibration or the drone's pose")
-    box_px: Box | None = Field(None, description="the subject's box [x1, y1, x2, y2] (default: around point_px)")
+    box_px: Box | None = Field(None, description="the subject's box [x1, y1, x2, y2] (default: around point_px); "
+                                                 "without point_px its bottom centre (where it meets the ground or "
+                                                 "water) is the spot located")
+    label: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]{0,63}$",
+                              description="what the subject is, as a detector label (vessel, person, fire...): the "
+                                          "event's label. With box_px, a report a reviewer confirms is a training "
+                                          "label of the site's own frames (`seawatch reviews export`): a boat the "
+                                          "model missed")
     type: str = Field("manual_report", pattern=r"^[a-z][a-z0-9_]{0,63}$",
                       description="event type (manual_report, or what it is: fire, smoke, vessel_in_zone...)")
     severity: Severity = "medium"

@@ -252,12 +252,26 @@ def test_recordings_api_lists_plays_and_reports(tmp_path, ramp_b):
         assert plain["geo_reason"] == "reported without a spot in the picture"
         assert plain["snapshot"]["xyxy_px"] == [0.0, 0.0, 160.0, 120.0] and plain["at_ns"] == T0 + 21 * S
 
+        # a boat with its box drawn: its label, the box as the subject, located where it meets the water
+        r = client.post("/api/events", json={"source": "quay", "start_ns": T0 + 20 * S, "end_ns": T0 + 22 * S,
+                                             "box_px": [60, 40, 100, 70], "label": "vessel", "type": "vessel_in_zone"},
+                        headers=h)
+        assert r.status_code == 201, r.text
+        boat = r.json()
+        assert boat["labels"] == ["vessel"] and boat["scores"] == [1.0]
+        assert boat["snapshot"]["xyxy_px"] == [60.0, 40.0, 100.0, 70.0]
+        assert boat["attributes"]["box_drawn"] is True and boat["attributes"]["point_px"] == [80.0, 70.0]
+        near, _ = _metres(CAMERA["lat_deg"], CAMERA["lon_deg"], boat["geo"]["lat_deg"], boat["geo"]["lon_deg"])
+        assert near < dist  # 10 px below the centre: nearer the camera than the centre's spot
+        assert "box_drawn" not in ev["attributes"] and ev["labels"] == []
+        boat_id = boat["id"]
+
         # the incidents of a window (the recordings bar's ticks): started before its end, still going at its start
         iso = lambda ns: datetime.fromtimestamp(ns / S, tz=timezone.utc).isoformat()  # noqa: E731
         during = client.get("/api/events", params={"active_from": iso(T0 + 2 * S), "start_to": iso(T0 + 30 * S)}, headers=h)
-        assert {e["id"] for e in during.json()["events"]} == {ev["id"], plain["id"]}
+        assert {e["id"] for e in during.json()["events"]} == {ev["id"], plain["id"], boat_id}
         later = client.get("/api/events", params={"active_from": iso(T0 + 4 * S), "start_to": iso(T0 + 30 * S)}, headers=h)
-        assert [e["id"] for e in later.json()["events"]] == [plain["id"]]
+        assert {e["id"] for e in later.json()["events"]} == {plain["id"], boat_id}
 
         # refused reports: nothing recorded there, unknown camera, hostile bodies; nothing is stored for them
         n = client.get("/api/events", headers=h).json()["events"]
@@ -272,6 +286,7 @@ def test_recordings_api_lists_plays_and_reports(tmp_path, ramp_b):
                 ({"source": "quay", "start_ns": T0, "end_ns": T0 + S, "point_px": [1]}, 422, "point_px"),
                 ({"source": "quay", "start_ns": T0, "end_ns": T0 + S, "box_px": [50, 50, 10, 60]}, 422, "box_px"),
                 ({"source": "quay", "start_ns": T0, "end_ns": T0 + S, "type": "Fire!"}, 422, "type"),
+                ({"source": "quay", "start_ns": T0, "end_ns": T0 + S, "label": "Boat 1"}, 422, "label"),
                 ({"source": "quay", "start_ns": T0, "end_ns": T0 + S, "note": "x" * 2001}, 422, "note"),
                 ({"source": "quay", "start_ns": T0, "end_ns": T0 + S, "review_status": "confirmed"}, 422, "review_status")):
             r = client.post("/api/events", json=bad, headers=h)

@@ -223,6 +223,34 @@ def test_ui_recordings_play_a_window_download_it_and_report_what_is_seen(recordi
         assert start_ns <= ev["start_ns"] <= ev["at_ns"] <= ev["end_ns"] <= end_ns
         assert ev["end_ns"] - ev["start_ns"] <= 60 * S + 1000
         assert any(r["status"] == "acknowledged" and NOTE in (r.get("note") or "") for r in ev["review_history"]), ev["review_history"]
+        assert ev["labels"] == ["smoke"] and "box_drawn" not in ev["attributes"]  # the label preset from the type
+
+        # a boat with its box drawn (a drag on the paused picture): labelled vessel, its box the subject, located at
+        # its bottom centre; a reviewer's confirmation makes it a training label (seawatch reviews export)
+        page.check("#rec-mark")
+        pick = page.locator("#rec-pick").bounding_box()
+        to_page = lambda x, y: (pick["x"] + x0 + x * scale, pick["y"] + y0 + y * scale)  # noqa: E731
+        page.mouse.move(*to_page(40, 30))
+        page.mouse.down()
+        page.mouse.move(*to_page(70, 60), steps=4)
+        assert page.is_visible("#rec-drag-box")
+        page.mouse.move(*to_page(90, 80), steps=4)
+        page.mouse.up()
+        assert page.is_hidden("#rec-pick") and page.is_hidden("#rec-drag-box")
+        assert page.text_content("#rec-reported").startswith("box drawn (")
+        assert page.locator("#rec-view .rec-box").count() == 1
+        page.select_option("#rec-type", "vessel_in_zone")
+        assert page.evaluate("document.getElementById('rec-label').value") == "vessel"
+        page.click("#rec-report-btn")
+        _wait(page, "document.getElementById('rec-reported').textContent.startsWith('reported: vessel_in_zone ') || "
+                    "document.getElementById('rec-report-error').textContent !== ''", 30)
+        assert page.text_content("#rec-report-error") == ""
+        boat = _json(base, f"/api/events/{page.text_content('#rec-reported').split()[-1]}")
+        assert boat["labels"] == ["vessel"] and boat["attributes"]["box_drawn"] is True
+        bx = boat["snapshot"]["xyxy_px"]
+        assert all(abs(a - b) <= 2 for a, b in zip(bx, (40, 30, 90, 80))), bx
+        assert boat["attributes"]["point_px"] == [(bx[0] + bx[2]) / 2, bx[3]]
+        assert boat["geo"] is not None, boat.get("geo_reason")
 
         # the event's "Recordings around" (5 min): its camera from 2 minutes before it started, a window that ends
         # minutes from now: what is recorded so far plays at once (cut at the newest recorded picture), and says so

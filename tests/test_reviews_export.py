@@ -113,7 +113,10 @@ def test_reviews_export_end_to_end(tmp_path, shared_media, coco_vessels):
     boat, buoy = found.xyxy_px[order[0]], found.xyxy_px[order[3]]
     t1, t2 = _ns("2022-07-16T11:26:00"), _ns("2022-07-17T09:50:00")
     img2 = cv2.imread(str(media / "snapshots" / DAY2))
-    boat2 = _vessels(coco_vessels, img2).xyxy_px[0]
+    found2 = _vessels(coco_vessels, img2).xyxy_px
+    boat2 = found2[0]
+    # a boat someone reported from the recording with its box drawn (one the model found only weakly here)
+    missed = next(b for b in found2[1:] if box_iou(b[None], boat2[None])[0, 0] < 0.05)
 
     def vessel_event(i, t, box, uri, **kw):
         snap = Snapshot("quay", t, tuple(float(v) for v in box), 0.5, uri=uri)
@@ -133,11 +136,13 @@ def test_reviews_export_end_to_end(tmp_path, shared_media, coco_vessels):
         "garbled": vessel_event(10, t2 + 3 * S, boat2, "snapshots/garbled.jpg"),
         "boxless": vessel_event(7, t2, boat2, None),
         "fire": replace(vessel_event(8, t1, boat, f"snapshots/{DAY1}"), type="fire", labels=("fire",)),
+        "reported": vessel_event(11, t2, missed, f"snapshots/{DAY2}", attributes={"reported_by": "user:olga", "box_drawn": True}),
+        "pointed": vessel_event(12, t2, boat2, f"snapshots/{DAY2}", attributes={"reported_by": "user:olga"}),  # a point only
     }
     for e in events.values():
         store.put(e)
     (media / "snapshots" / "garbled.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
-    for key in ("boat", "boat2", "lost", "escape", "garbled", "boxless", "fire"):
+    for key in ("boat", "boat2", "lost", "escape", "garbled", "boxless", "fire", "reported", "pointed"):
         store.review(events[key].id, "confirmed", "rita")
     store.review(events["buoy"].id, "dismissed", "olga", note="fairway buoy", reason="false_detection")
     store.review(events["harmless"].id, "dismissed", "olga", note="pilot boat")
@@ -153,7 +158,7 @@ def test_reviews_export_end_to_end(tmp_path, shared_media, coco_vessels):
                "--model", "coco_yolov5n", "--threads", "2"])
     assert rc == 0
     report = json.loads((out / "export.json").read_text())
-    assert report["skipped_events"] == {"no_verdict": 1, "no_snapshot": 1}
+    assert report["skipped_events"] == {"no_verdict": 1, "no_snapshot": 1, "no_box": 1}
     assert [(u["events"], u["why"]) for u in report["unreadable"]] == [
         ([events["lost"].id], "missing"), ([events["escape"].id], "outside the media folder"),
         ([events["garbled"].id], "not a readable image")]
@@ -178,7 +183,9 @@ def test_reviews_export_end_to_end(tmp_path, shared_media, coco_vessels):
 
     assert change(boat) < 2.0  # JPEG re-encoding only
     assert np.median([change(b) for b in undecided]) > 3 * max(change(boat), 0.5)  # blurred away
-    assert report["totals"] == {"frames": 2, "vessels": 2, "dismissed": 1,
+    lab2 = (out / "labels" / "quay__2022-07-17T09-50-00-000Z.txt").read_text().splitlines()
+    assert sorted(lab2) == sorted(yolo_lines(np.round(np.stack([boat2, missed]).astype(float), 1), w, h))
+    assert report["totals"] == {"frames": 2, "vessels": 3, "dismissed": 1,
                                 "masked": sum(f["masked"] for f in report["frames"])}
 
     # dataset.yaml: the shipped frames plus these; the export's frames keep every tile (the buoy's included)
@@ -186,7 +193,7 @@ def test_reviews_export_end_to_end(tmp_path, shared_media, coco_vessels):
     items = trainsets.scan(manifest)
     own = [i for i in items if i.source == "review_export"]
     assert {i.camera for i in own} == {"quay"} and all(i.empty_keep == 1.0 for i in own)
-    assert sorted(len(i.lines) for i in own) == [1, 1]
+    assert sorted(len(i.lines) for i in own) == [1, 2]
     assert {i.source for i in items} > {"review_export"}  # and the base dataset's sources
     (tmp_path / "ti").mkdir()
     (tmp_path / "tl").mkdir()

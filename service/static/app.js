@@ -671,6 +671,13 @@ function placeMarker() {
   for (const m of document.querySelectorAll("#rec-view .rec-marker")) m.remove();
   const f = recFit();
   if (!rec.point || !f) return;
+  if (rec.point.box) {
+    const [x0, y0, x1, y1] = rec.point.box, b = document.createElement("div");
+    b.className = "rec-marker rec-box";
+    b.style.left = `${f.x0 + x0 * f.scale}px`; b.style.top = `${f.y0 + y0 * f.scale}px`;
+    b.style.width = `${(x1 - x0) * f.scale}px`; b.style.height = `${(y1 - y0) * f.scale}px`;
+    $("rec-view").appendChild(b);
+  }
   const m = document.createElement("div");
   m.className = "rec-marker";
   m.style.left = `${f.x0 + rec.point.x * f.scale}px`; m.style.top = `${f.y0 + rec.point.y * f.scale}px`;
@@ -686,22 +693,48 @@ $("rec-mark").addEventListener("change", () => {
   if (recShownNs() == null) { $("rec-mark").checked = false; $("rec-report-error").textContent = "no video shown"; return; }
   $("rec-video").pause();
   $("rec-pick").hidden = false;
-  note.textContent = "click the spot in the picture";
+  note.textContent = "click the spot in the picture, or drag a box around the subject";
 });
 
-// the click on the paused picture: the spot in the recorded frame's pixels (videoWidth x videoHeight)
-$("rec-pick").addEventListener("click", (e) => {
-  const f = recFit(), v = $("rec-video");
-  v.pause();
-  if (!f) return;
-  const x = (e.offsetX - f.x0) / f.scale, y = (e.offsetY - f.y0) / f.scale;
-  if (x < 0 || y < 0 || x > f.vw || y > f.vh) {
-    $("rec-report-error").textContent = "that is outside the picture: click inside it";
-    return;
+// On the paused picture: a click marks the spot, a drag draws the subject's box (its bottom centre, where it meets the
+// ground or water, is then the spot located); both in the recorded frame's pixels (videoWidth x videoHeight).
+const DRAG_MIN_PX = 6;  // a pointer moved less than this (screen px) between press and release is a click
+let recDrag = null;  // {x, y}: where the press was (the pick layer's px)
+function recPx(f, ox, oy) { return [(ox - f.x0) / f.scale, (oy - f.y0) / f.scale]; }
+function recInside(f, x, y) { return x >= 0 && y >= 0 && x <= f.vw && y <= f.vh; }
+$("rec-pick").addEventListener("pointerdown", (e) => {
+  $("rec-video").pause();
+  recDrag = { x: e.offsetX, y: e.offsetY };
+  $("rec-pick").setPointerCapture(e.pointerId);
+});
+$("rec-pick").addEventListener("pointermove", (e) => {
+  if (!recDrag) return;
+  const box = $("rec-drag-box");
+  const x0 = Math.min(recDrag.x, e.offsetX), y0 = Math.min(recDrag.y, e.offsetY);
+  box.hidden = Math.abs(e.offsetX - recDrag.x) < DRAG_MIN_PX && Math.abs(e.offsetY - recDrag.y) < DRAG_MIN_PX;
+  box.style.left = `${x0}px`; box.style.top = `${y0}px`;
+  box.style.width = `${Math.abs(e.offsetX - recDrag.x)}px`; box.style.height = `${Math.abs(e.offsetY - recDrag.y)}px`;
+});
+$("rec-pick").addEventListener("pointerup", (e) => {
+  const start = recDrag, f = recFit();
+  recDrag = null; $("rec-drag-box").hidden = true;
+  if (!start || !f) return;
+  const err = $("rec-report-error"), atNs = recShownNs();
+  const [ax, ay] = recPx(f, start.x, start.y), [bx, by] = recPx(f, e.offsetX, e.offsetY);
+  const dragged = Math.abs(e.offsetX - start.x) >= DRAG_MIN_PX || Math.abs(e.offsetY - start.y) >= DRAG_MIN_PX;
+  if (!dragged) {
+    if (!recInside(f, bx, by)) { err.textContent = "that is outside the picture: click inside it"; return; }
+    rec.point = { x: Math.min(f.vw - 1, Math.round(bx)), y: Math.min(f.vh - 1, Math.round(by)), atNs, box: null };
+  } else {  // the box, cut to the picture
+    const cl = (v, hi) => Math.min(hi, Math.max(0, Math.round(v)));
+    const bb = [cl(Math.min(ax, bx), f.vw), cl(Math.min(ay, by), f.vh), cl(Math.max(ax, bx), f.vw), cl(Math.max(ay, by), f.vh)];
+    if (bb[2] - bb[0] < 2 || bb[3] - bb[1] < 2) { err.textContent = "that box is outside the picture: draw it on the subject"; return; }
+    rec.point = { x: Math.round((bb[0] + bb[2]) / 2), y: bb[3], atNs, box: bb };
   }
-  rec.point = { x: Math.min(f.vw - 1, Math.round(x)), y: Math.min(f.vh - 1, Math.round(y)), atNs: recShownNs() };
-  $("rec-pick").hidden = true; $("rec-report-error").textContent = "";
-  $("rec-reported").textContent = `spot marked at (${rec.point.x}, ${rec.point.y}) px, ${fmtMs(rec.point.atNs)} UTC`;
+  $("rec-pick").hidden = true; err.textContent = "";
+  const p = rec.point;
+  $("rec-reported").textContent = (p.box ? `box drawn (${p.box.join(", ")}) px` : `spot marked at (${p.x}, ${p.y}) px`) +
+    `, ${fmtMs(p.atNs)} UTC`;
   placeMarker();
 });
 
@@ -718,7 +751,9 @@ async function reportRecording() {
   if (e <= s) { s = rec.startNs; e = rec.endNs; }
   const body = { source: rec.id, start_ns: Math.round(s), end_ns: Math.round(e), at_ns: Math.round(atNs), type: $("rec-type").value,
     severity: $("rec-severity").value, note: $("rec-report-note").value };
-  if (rec.point) body.point_px = [rec.point.x, rec.point.y];
+  if (rec.point && rec.point.box) body.box_px = rec.point.box;  // the server locates its bottom centre
+  else if (rec.point) body.point_px = [rec.point.x, rec.point.y];
+  if ($("rec-label").value) body.label = $("rec-label").value;
   const btn = $("rec-report-btn");
   btn.disabled = true; done.textContent = "reporting…";
   let ev;
@@ -752,6 +787,11 @@ $("rec-download").addEventListener("click", async () => {
 $("rec-close").addEventListener("click", () => closeRecordings());
 $("rec-bar").addEventListener("click", (e) => recBarClick(e));
 $("rec-report").addEventListener("submit", (e) => { e.preventDefault(); reportRecording(); });
+// what the subject is, as a detector label, preset from the type (a confirmed report with a drawn box of a vessel is a
+// training label of this camera: seawatch reviews export)
+const REC_TYPE_LABEL = { fire: "fire", smoke: "smoke", no_hard_hat: "person", fire_lane_blocked: "car",
+  unidentified_vessel: "vessel", vessel_in_zone: "vessel" };
+$("rec-type").addEventListener("change", () => { $("rec-label").value = REC_TYPE_LABEL[$("rec-type").value] || ""; });
 for (const ev of ["timeupdate", "seeked", "loadeddata"]) $("rec-video").addEventListener(ev, () => recNote());
 $("rec-video").addEventListener("loadedmetadata", () => placeMarker());
 window.addEventListener("resize", () => placeMarker());
