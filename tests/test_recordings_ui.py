@@ -276,6 +276,13 @@ def test_ui_recordings_play_a_window_download_it_and_report_what_is_seen(recordi
         _wait(page, f"document.getElementById('detail').dataset.id === {tick_id!r}", 10)
         page.click(f'#rec-bar .rec-tick[data-id="{ev_id}"]')
         _wait(page, f"document.getElementById('detail').dataset.id === {ev_id!r}", 10)
+        # the smoke and the boat were reported at the same start: their ticks share the bar's height, each clickable
+        boxes = page.evaluate(f"""[{ev_id!r}, {boat['id']!r}].map((id) => {{
+            const r = document.querySelector(`#rec-bar .rec-tick[data-id="${{id}}"]`).getBoundingClientRect();
+            return [r.left, r.top, r.bottom]; }})""")
+        assert abs(boxes[0][0] - boxes[1][0]) < 1 and (boxes[0][2] <= boxes[1][1] or boxes[1][2] <= boxes[0][1]), boxes
+        page.click(f'#rec-bar .rec-tick[data-id="{boat["id"]}"]')
+        _wait(page, f"document.getElementById('detail').dataset.id === {boat['id']!r}", 10)
 
         # a window starting after the fire began, while it burns on: its tick at the window's left edge, marked
         later_ns = (fire["start_ns"] // S + 1) * S

@@ -352,6 +352,7 @@ async function refreshLive() {
 // recorded; /clip: the window as MP4, its first picture's capture time in X-Clip-First-Ns), played, downloaded, and
 // reported as an event (POST /api/events) at the picture shown, with the spot marked in it. Times typed are UTC.
 const REC_TICKS = 200;  // the camera's events marked on the bar (one search page)
+const TICK_GAP_PX = 6, TICK_SPAN_PX = 24;  // ticks nearer than this share the height ticks span (the bar and 3 px each side)
 const REC_LIVE_NS = 60e9;  // a newest recorded picture this recent: the camera is still being recorded
 const rec = { seq: 0, id: null, startNs: 0, endNs: 0, firstNs: null, covered: [], partial: false, cutNs: null, info: null,
   infoP: null, retry: null, point: null, track: null, trackFitKey: null };
@@ -486,15 +487,25 @@ function drawRecBar(spans, events) {
     el.title = `recorded ${fmt(s.start_ns)} – ${fmt(s.end_ns)} UTC`;
     bar.appendChild(el);
   }
-  for (const ev of events) {
-    if (ev.start_ns > rec.endNs) continue;
+  // ticks closer than TICK_GAP_PX share the bar's height in lanes, so each can still be clicked
+  const shown = events.filter((ev) => ev.start_ns <= rec.endNs).sort((a, b) => a.start_ns - b.start_ns);
+  const gapNs = TICK_GAP_PX / Math.max(1, bar.clientWidth) * len, laneEnd = [], lanes = [];
+  for (const ev of shown) {
+    const t = Math.max(ev.start_ns, rec.startNs);
+    let lane = laneEnd.findIndex((end) => t - end >= gapNs);
+    if (lane < 0) lane = laneEnd.length;
+    laneEnd[lane] = t; lanes.push(lane);
+  }
+  const laneH = TICK_SPAN_PX / Math.max(1, laneEnd.length);
+  shown.forEach((ev, i) => {
     const before = ev.start_ns < rec.startNs;  // still going when the window starts: marked at its left edge
     const el = document.createElement("div");
     el.className = "rec-tick sev-" + ev.severity + (before ? " before" : ""); el.dataset.id = ev.id; el.style.left = pct(ev.start_ns);
+    if (laneEnd.length > 1) { el.style.top = `${-3 + lanes[i] * laneH}px`; el.style.bottom = "auto"; el.style.height = `${laneH}px`; }
     el.title = `${ev.type} (${ev.severity}) ${fmt(ev.start_ns)} UTC${before ? " (started before this window)" : ""}: click to open`;
     el.addEventListener("click", (e) => { e.stopPropagation(); select(ev.id); });
     bar.appendChild(el);
-  }
+  });
   const pos = document.createElement("div");
   pos.id = "rec-pos"; pos.hidden = true; bar.appendChild(pos);
 }
