@@ -233,7 +233,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{tot['frames']} frames in {out}: {tot['vessels']} vessel labels (confirmed), {tot['dismissed']} false "
           f"detections as background, {tot['masked']} undecided boxes blurred; skipped events: "
           f"{report['skipped_events']['no_verdict']} without a verdict, {report['skipped_events']['no_snapshot']} "
-          f"without a snapshot, {report['skipped_events']['no_box']} reports without a drawn box; {len(report['unreadable'])} unreadable snapshots ({time.time() - started:.1f} s, "
+          f"without a snapshot, {report['skipped_events']['no_box']} reports without a drawn box; "
+          f"{len(report['unreadable'])} unreadable snapshots ({time.time() - started:.1f} s, "
           f"model {model})")
     print(f"next: check {out / 'labels'}, then: seawatch models train {out / 'dataset.yaml'} --name vessel_site "
           "--base <the model's weights.pt> --imgsz 640 --tile-px 384 --epochs 2 --empty-keep 0.1 --hard-negatives base")

@@ -156,6 +156,7 @@ def telemetry_json(ev: Event, timeline=None, flight_log: Path | None = None) -> 
         "window": {"from_ns": t0 - latency_ns, "to_ns": t1 - latency_ns, "from": iso(t0 - latency_ns), "to": iso(t1 - latency_ns),
                    "clock": "telemetry (frame capture time minus the video latency)"},
         "samples": None,
+        "samples_from": None,  # live_buffer / flight_log
         "samples_missing": None,
     }
     if timeline is None:
