@@ -194,6 +194,24 @@ def test_ui_recordings_of_a_drone_camera_show_where_the_drone_flew(drone_recordi
         assert abs(moved - 1.95 * SPEED_M_S) < 0.5 and at3["marker"][1] > at1["marker"][1], (at1, at3, moved)
         assert _drone_line(page)[1] == pytest.approx(at3["marker"][1], abs=1e-5)
 
+        # a click on the track: the video goes to when the drone was there (22.5 s into the flight: 2.5 s into the clip);
+        # a point of the track with no video in this window (40 s) says so
+        def click_map(lat: float, lon: float) -> None:
+            page.evaluate("document.getElementById('map').scrollIntoView()")  # the panel is below it on the page
+            xy = page.evaluate(f"""(() => {{ const c = document.getElementById('map'), r = c.getBoundingClientRect(),
+                p = window.seawatch.map.project({lat}, {lon});
+                return [r.left + p.x * r.width / c.width, r.top + p.y * r.height / c.height]; }})()""")
+            page.mouse.click(*xy)
+
+        click_map(*flown(t0, t0 + 22_500_000_000))
+        _wait(page, "Math.abs(document.getElementById('rec-video').currentTime - 2.5) < 0.05 && "
+                    "!!window.seawatch.recTrack().marker", 10)
+        assert metres(tuple(_track(page)["marker"]), flown(t0, t0 + 22_500_000_000)) < 0.5
+        click_map(*flown(t0, t0 + 40 * S))
+        _wait(page, "document.getElementById('rec-note').textContent.startsWith('no video of the drone at ')", 10)
+        assert abs(page.evaluate("document.getElementById('rec-video').currentTime") - 2.5) < 0.05  # not moved
+        _seek(page, 3.0)
+
         # on the map (a screenshot): the track's colour along it (35 s into the flight, not yet flown at the picture),
         # none 40 px north of it, and the marker's ring 8 px north of the drone (off the east-west track)
         mid = flown(t0, t0 + 35 * S)

@@ -75,7 +75,7 @@ async function doStart() {
   const first = !map;
   if (first) {
     const m = await json("/api/map");
-    map = new MapView($("map"), { tilesUrl: m.tiles_url, attribution: m.attribution, onPick: select, onPickCamera: openLive,
+    map = new MapView($("map"), { tilesUrl: m.tiles_url, attribution: m.attribution, onPick: select, onPickCamera: openLive, onPickTrack: (i) => recSeekTrack(i),
       onMove: (v) => { $("map-info").textContent = `${v.lat.toFixed(4)}°, ${v.lon.toFixed(4)}° z${v.zoom.toFixed(1)}`; viewMoved(); },
       onHover: (text) => { $("map-hover").textContent = text; } });
     if (!m.tiles_url && m.coastline) fetch("/ui/coastline.json").then((r) => r.json()).then((c) => map.setCoastline(c.lines)).catch(() => {});
@@ -645,6 +645,16 @@ function recTrackShow(t) {
   else el.textContent = `drone ${tr.droneId}: no logged position within ${TRACK_NEAR_NS / 1e9} s of the picture shown`;
 }
 
+// a click on the recorded track: the video goes to when the drone was at that point
+function recSeekTrack(i) {
+  const tr = rec.track, v = $("rec-video"), note = $("rec-note");
+  if (!tr || !tr.points[i] || rec.firstNs == null) return;
+  const t = tr.points[i][0];
+  v.pause();
+  if (recSeekTo(t)) return;
+  note.className = "error"; note.textContent = `no video of the drone at ${fmtMs(t)} UTC in this window`;
+}
+
 // for the browser tests and the console: the recorded track shown (null: none, a fixed camera or the panel closed)
 function recTrack() {
   const tr = rec.track;
@@ -654,13 +664,19 @@ function recTrack() {
 
 // a click on the bar: the video goes to that time when the clip holds it
 function recBarClick(e) {
-  const bar = $("rec-bar"), v = $("rec-video"), box = bar.getBoundingClientRect();
+  const bar = $("rec-bar"), box = bar.getBoundingClientRect();
   if (rec.firstNs == null || !box.width) return;
   const t = rec.startNs + (e.clientX - box.left) / box.width * (rec.endNs - rec.startNs);
-  const s = (t - rec.firstNs) / 1e9;
-  if (s >= 0 && Number.isFinite(v.duration) && s <= v.duration) { v.currentTime = s; return; }
-  const note = $("rec-note");
-  note.className = "error"; note.textContent = `no video at ${fmt(t)} UTC in this window`;
+  if (!recSeekTo(t)) { const note = $("rec-note"); note.className = "error"; note.textContent = `no video at ${fmt(t)} UTC in this window`; }
+}
+
+// the video to the picture captured at t (UTC ns); false when the clip has none there (outside it, or an outage)
+function recSeekTo(t) {
+  const v = $("rec-video"), s = (t - rec.firstNs) / 1e9;
+  const recorded = !rec.covered.length || rec.covered.some(([a, b]) => t >= a - 0.5e9 && t <= b + 0.5e9);
+  if (rec.firstNs == null || !recorded || !(s >= 0 && Number.isFinite(v.duration) && s <= v.duration)) return false;
+  v.currentTime = s;
+  return true;
 }
 
 // The displayed picture inside the video element's box: object-fit contain letterboxes it (bars left and right, or

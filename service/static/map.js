@@ -34,7 +34,7 @@ function offsetLatLon(lat, lon, bearingDeg, distM) {
 }
 
 export class MapView {
-  constructor(canvas, { tilesUrl = null, attribution = "", onPick = () => {}, onPickCamera = () => {}, onMove = () => {},
+  constructor(canvas, { tilesUrl = null, attribution = "", onPick = () => {}, onPickCamera = () => {}, onPickTrack = () => {}, onMove = () => {},
     onHover = () => {} } = {}) {
     this.c = canvas;
     this.g = canvas.getContext("2d");
@@ -42,6 +42,7 @@ export class MapView {
     this.attribution = attribution;
     this.onPick = onPick;
     this.onPickCamera = onPickCamera;
+    this.onPickTrack = onPickTrack;
     this.onMove = onMove;
     this.onHover = onHover;
     this.view = { lat: 52.8405, lon: 5.703, zoom: 14 };
@@ -335,6 +336,17 @@ export class MapView {
     return null;
   }
 
+  // the recorded track's point nearest (x, y) within maxPx (its index in the track), or null
+  pickTrack(x, y, maxPx = 10) {
+    if (!this.layers.track || !this.recTrack) return null;
+    let best = null, bestD = maxPx;
+    this.recTrack.points.forEach(([lat, lon], i) => {
+      const p = this.project(lat, lon), d = Math.hypot(p.x - x, p.y - y);
+      if (d <= bestD) { best = i; bestD = d; }
+    });
+    return best;
+  }
+
   // what is under the pointer, as one line of text (vessel name / MMSI, drone, camera, event), or ""
   describeAt(x, y, maxPx = 10) {
     const near = (lat, lon) => { const p = this.project(lat, lon); return Math.hypot(p.x - x, p.y - y) <= maxPx; };
@@ -343,6 +355,7 @@ export class MapView {
     if (this.layers.track && this.recMarker && near(this.recMarker[0], this.recMarker[1])) {
       return `drone ${this.recTrack.droneId} at the recorded picture shown`;
     }
+    if (this.pickTrack(x, y, maxPx) != null) return `drone ${this.recTrack.droneId}'s recorded track (click: its video from there)`;
     if (this.layers.drones) for (const d of this.data.drones) {
       if (d.lat_deg != null && near(d.lat_deg, d.lon_deg)) {
         return `drone ${d.drone_id}: ${d.state}, ${d.mode || "?"}, ${d.alt_rel_m != null ? d.alt_rel_m.toFixed(0) + " m" : ""}` +
@@ -374,9 +387,10 @@ export class MapView {
     });
     c.addEventListener("pointerup", (e) => {
       const p = pos(e);
-      if (drag && drag.moved < 4) {  // a click: an event first, else a camera (its live view)
-        const ev = this.pick(p.x, p.y), cam = ev ? null : this.pickCamera(p.x, p.y);
-        if (ev) this.onPick(ev.id); else if (cam) this.onPickCamera(cam.source_id);
+      if (drag && drag.moved < 4) {  // a click: an event first, else the recorded track (its video), else a camera
+        const ev = this.pick(p.x, p.y), i = ev ? null : this.pickTrack(p.x, p.y);
+        const cam = ev || i != null ? null : this.pickCamera(p.x, p.y);
+        if (ev) this.onPick(ev.id); else if (i != null) this.onPickTrack(i); else if (cam) this.onPickCamera(cam.source_id);
       }
       drag = null;
     });
