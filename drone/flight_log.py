@@ -60,7 +60,6 @@ class FlightLogWriter:
         for d in self.timelines:
             _dir(self.root, d)
         self.max_age_s = max_age_s
-        self.min_interval_ns = MIN_INTERVAL_NS
         self._last: dict[tuple[str, str], int] = {}
         self._pruned_hour: int | None = None
         self._lock = threading.Lock()
@@ -95,7 +94,7 @@ class FlightLogWriter:
             newest = last
             for s in got.get(kind, ()):
                 t = int(s["time_ns"])
-                if t <= last or t - newest < self.min_interval_ns:  # not written yet; at most ~25 a second
+                if t <= last or t - newest < MIN_INTERVAL_NS:  # not written yet; at most ~25 a second
                     continue
                 lines.setdefault(t // HOUR_NS, []).append(json.dumps({"kind": kind, **s}, separators=(",", ":")))
                 newest = max(newest, t)

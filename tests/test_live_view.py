@@ -88,18 +88,11 @@ def test_latest_picture_with_boxes_scaled_cached_and_refused_where_there_is_none
 def test_the_service_shows_each_cameras_newest_analysed_picture(tmp_path):
     """The real service on a file played as a camera: latest.jpg follows the analysis (its capture time moves on),
     and the stand-in detector's box is drawn where it found it."""
-    from test_service_serve import FireEverywhere, serve_settings, write_video
+    from test_service_serve import KEY as SERVE_KEY
+    from test_service_serve import file_camera_service
 
-    from seawatch.service.runner import Service
-
-    video = tmp_path / "quay.mp4"
-    write_video(video, seconds=2.0)
-    cfg = serve_settings(tmp_path, video)
-    svc = Service(cfg, detectors={"stub": FireEverywhere()}, file_pace="realtime", loop_files=True).start()
-    try:
+    with file_camera_service(tmp_path) as svc:
         with TestClient(svc.app) as client:
-            from test_service_serve import KEY as SERVE_KEY
-
             h = {"X-API-Key": SERVE_KEY}
             deadline = time.monotonic() + 20
             while (r := client.get("/api/sources/quay-1/latest.jpg", headers=h)).status_code == 404:
@@ -113,8 +106,6 @@ def test_the_service_shows_each_cameras_newest_analysed_picture(tmp_path):
                 if r2.headers["x-capture-time-ns"] == r3.headers["x-capture-time-ns"]:
                     break
             img, plain = _decode(r2.content), _decode(r3.content)
-    finally:
-        svc.stop()
     assert int(r2.headers["x-capture-time-ns"]) - first_ns >= 1 * S
     assert r2.headers["x-capture-time-ns"] == r3.headers["x-capture-time-ns"]
     assert img.shape == (120, 160, 3)
@@ -125,14 +116,10 @@ def test_the_service_shows_each_cameras_newest_analysed_picture(tmp_path):
 
 def _ui(p, port: int):
     """Headless Chromium on the UI, logged in with the wall key: (browser, page, the page's script errors)."""
-    from test_service_ui import _browser
+    from test_service_ui import _browser, open_page
 
     browser = _browser(p)
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"http://127.0.0.1:{port}/#key={KEY}")
-    return browser, page, errors
+    return (browser, *open_page(browser, f"http://127.0.0.1:{port}/#key={KEY}"))
 
 
 @pytest.mark.slow

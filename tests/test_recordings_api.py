@@ -306,15 +306,9 @@ def test_the_service_plays_and_reports_from_a_live_cameras_recording(tmp_path):
     """The real service on a file played as a live camera: its recording grows (the segment being written and the
     ring count), the last seconds play, and a report from them goes through the service's sink (stored, published)."""
     from test_service_serve import KEY as SERVE_KEY
-    from test_service_serve import FireEverywhere, serve_settings, write_video
+    from test_service_serve import file_camera_service
 
-    from seawatch.service.runner import Service
-
-    video = tmp_path / "quay.mp4"
-    write_video(video, seconds=2.0)
-    cfg = serve_settings(tmp_path, video)
-    svc = Service(cfg, detectors={"stub": FireEverywhere()}, file_pace="realtime", loop_files=True).start()
-    try:
+    with file_camera_service(tmp_path) as svc:
         with TestClient(svc.app) as client:
             h = {"X-API-Key": SERVE_KEY}
             deadline = time.monotonic() + 20
@@ -335,5 +329,3 @@ def test_the_service_plays_and_reports_from_a_live_cameras_recording(tmp_path):
             assert ev["geo"] is None and ev["geo_reason"] == "source is not geo-referenced"
             assert svc.store.get(ev["id"]).attributes["note"] == "person on the quay"
             assert client.get(ev["snapshot_url"], headers=h).status_code == 200
-    finally:
-        svc.stop()

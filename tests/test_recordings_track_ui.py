@@ -138,7 +138,7 @@ def _open(page, source: str, from_ns: int, len_s: int = 60) -> None:
 
 @pytest.mark.slow
 def test_ui_recordings_of_a_drone_camera_show_where_the_drone_flew(drone_recording_service):
-    from test_service_ui import _browser, _playwright, _wait
+    from test_service_ui import _browser, _playwright, _wait, open_page
 
     base, port, t0 = drone_recording_service
     sources = json.loads(_get(base, "/api/sources")[2])
@@ -146,10 +146,7 @@ def test_ui_recordings_of_a_drone_camera_show_where_the_drone_flew(drone_recordi
         {"dcam": "patrol-1", "quay": None}
     with _playwright() as p:
         browser = _browser(p)
-        page = browser.new_page(viewport={"width": 1280, "height": 900})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(f"http://127.0.0.1:{port}/#key={KEY}")
+        page, errors = open_page(browser, f"http://127.0.0.1:{port}/#key={KEY}")
         _wait(page, "document.getElementById('live').className === 'on' && "
                     "!!document.querySelector('#sources tr[data-id=\"dcam\"]')", 30)  # start-up done (map fitted)
         assert _track(page) is None and page.evaluate("window.seawatch.map.recTrack") is None

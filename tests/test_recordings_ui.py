@@ -48,14 +48,10 @@ def _utc_ns(text: str) -> int:
 
 def _ui(p, port: int):
     """Headless Chromium on the UI, logged in with the operator key: (browser, page, the page's script errors)."""
-    from test_service_ui import _browser
+    from test_service_ui import _browser, open_page
 
     browser = _browser(p)
-    page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"http://127.0.0.1:{port}/#key={KEY}")
-    return browser, page, errors
+    return (browser, *open_page(browser, f"http://127.0.0.1:{port}/#key={KEY}", accept_downloads=True))
 
 
 @pytest.fixture
@@ -63,21 +59,15 @@ def recording_service(tmp_path):
     """The real service recording a looped generated video as a live camera (2 s segments), with a stand-in fire
     detector, behind uvicorn: (service, base URL) once a few seconds of video and a fire event are on record."""
     from conftest import serve_in_thread
-    from test_service_serve import FireEverywhere, serve_settings, write_video
+    from test_service_serve import file_camera_service
 
-    from seawatch.service.runner import Service
-
-    video = tmp_path / "quay.mp4"
-    write_video(video, seconds=3.0, size=VIDEO_PX)
-    cfg = serve_settings(
-        tmp_path, video,
-        storage={"data_dir": str(tmp_path / "data"), "recording": {"segment_s": 2.0}},
-        auth={"api_keys": [{"name": "desk", "role": "operator", "key_sha256": hash_api_key(KEY)}]},
-        sources=[{"id": "quay-1", "url": str(video), "models": ["stub"], "analysis_fps": 5,
-                  "calibration": {"camera": {"width_px": VIDEO_PX[0], "height_px": VIDEO_PX[1], "hfov_deg": 60},
-                                  "surveyed": CAMERA}}])
-    svc = Service(cfg, detectors={"stub": FireEverywhere()}, file_pace="realtime", loop_files=True).start()
-    try:
+    with file_camera_service(
+            tmp_path, seconds=3.0, size=VIDEO_PX,
+            storage={"data_dir": str(tmp_path / "data"), "recording": {"segment_s": 2.0}},
+            auth={"api_keys": [{"name": "desk", "role": "operator", "key_sha256": hash_api_key(KEY)}]},
+            sources=[{"id": "quay-1", "url": str(tmp_path / "quay.mp4"), "models": ["stub"], "analysis_fps": 5,
+                      "calibration": {"camera": {"width_px": VIDEO_PX[0], "height_px": VIDEO_PX[1], "hfov_deg": 60},
+                                      "surveyed": CAMERA}}]) as svc:
         with serve_in_thread(svc.app) as port:
             base = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 40
@@ -89,8 +79,6 @@ def recording_service(tmp_path):
                 assert time.monotonic() < deadline, (rec, fires)
                 time.sleep(0.5)
             yield svc, base, port
-    finally:
-        svc.stop()
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ and shutdown of the real command."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -67,6 +68,20 @@ def serve_settings(tmp_path, video=None, **over):
             {"type": "fire_smoke", "labels": ["fire"], "window_frames": 3, "min_hits": 2, "min_duration_s": 0.5, "static_min_iou": None}]}]
     data.update(over)
     return load_config(data=data)
+
+
+@contextlib.contextmanager
+def file_camera_service(tmp_path, seconds: float = 2.0, size=(160, 120), **over):
+    """The real service on a generated video played as a live camera (``quay-1``, looped, at its own pace) with the
+    stand-in fire detector; ``over`` goes to :func:`serve_settings`. Stopped on exit."""
+    video = tmp_path / "quay.mp4"
+    write_video(video, seconds=seconds, size=size)
+    svc = Service(serve_settings(tmp_path, video, **over), detectors={"stub": FireEverywhere()}, file_pace="realtime",
+                  loop_files=True).start()
+    try:
+        yield svc
+    finally:
+        svc.stop()
 
 
 def test_video_events_reach_the_store_and_the_api(tmp_path):

@@ -116,6 +116,15 @@ def _browser(p):
     return p.chromium.launch(executable_path=exe, headless=True, args=ARGS)
 
 
+def open_page(browser, url: str, width: int = 1280, height: int = 900, **page_kw):
+    """A new page of ``browser`` at ``url``, collecting the page's script errors: ``(page, errors)``."""
+    page = browser.new_page(viewport={"width": width, "height": height}, **page_kw)
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    return page, errors
+
+
 def _playwright():
     try:
         from playwright.sync_api import sync_playwright

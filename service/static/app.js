@@ -354,7 +354,7 @@ async function refreshLive() {
 const REC_TICKS = 200;  // the camera's events marked on the bar (one search page)
 const TICK_GAP_PX = 6, TICK_SPAN_PX = 24;  // ticks nearer than this share the height ticks span (the bar and 3 px each side)
 const REC_LIVE_NS = 60e9;  // a newest recorded picture this recent: the camera is still being recorded
-const rec = { seq: 0, id: null, startNs: 0, endNs: 0, firstNs: null, covered: [], partial: false, cutNs: null, info: null,
+const rec = { seq: 0, id: null, startNs: 0, endNs: 0, firstNs: null, covered: [], partial: false, cutNs: null,
   infoP: null, retry: null, point: null, track: null, trackFitKey: null };
 const wholeS = (ns) => Math.floor(ns / 1e9) * 1e9;  // whole seconds: exact as a double, and what the form shows
 const fmtMs = (ns) => new Date(ns / 1e6).toISOString().replace("T", " ").slice(0, 23);
@@ -429,7 +429,7 @@ async function showRecordings() {
   $("rec-error").textContent = ""; $("rec-reported").textContent = ""; $("rec-report-error").textContent = "";
   const v = $("rec-video"), note = $("rec-note");
   v.pause(); setMedia(v, null);
-  rec.firstNs = null; rec.covered = []; rec.partial = false; rec.info = null;
+  rec.firstNs = null; rec.covered = []; rec.partial = false;
   clearMark(); $("rec-mark").checked = false;
   clearRecTrack();
   if (w.error) { $("rec-error").textContent = w.error; rec.id = null; return; }
@@ -459,8 +459,7 @@ async function loadRecBar(w, my) {
     start_to: new Date(w.endNs / 1e6).toISOString(), limit: String(REC_TICKS) })}`).then((p) => p.events).catch(() => []);
   const [info, events] = await Promise.all([rec.infoP, ticks]);
   if (my !== rec.seq || $("recordings").hidden) return;
-  rec.info = info.error ? null : info;
-  drawRecBar(rec.info ? rec.info.spans : [], events);
+  drawRecBar(info.error ? [] : info.spans, events);
   $("rec-cover").textContent = recCoverText(w, info);
   recNote();
 }
