@@ -243,6 +243,12 @@ def main(argv: list[str] | None = None) -> int:
                          "--refine-lr0, no warm-up: the recipe measured on the CPU); one GPU run then needs no "
                          "earlier vessel model to mine with. Skipped when the first phase was interrupted")
     ap.add_argument("--refine-lr0", type=float, default=0.001, help="learning rate of the refine phase")
+    ap.add_argument("--no-val", action="store_true",
+                    help="no validation after each epoch (ultralytics val=False): best.pt is then the last epoch's, "
+                         "not the one that scored best on the held-out cameras' tiles (a choice made on the "
+                         "held-out frames flatters their numbers), and the loader's time goes to training")
+    ap.add_argument("--no-export", action="store_true",
+                    help="skip the ONNX export (seawatch models train --import / register export and verify anyway)")
     ap.add_argument("--smoke", action="store_true",
                     help="CPU pipeline check: 6 train / 6 val frames, 1 epoch, 320 px, batch 4, no time box, polars "
                          "hidden (options given explicitly still win)")
@@ -340,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
                     cache="ram" if device != "cpu" else False, verbose=True)
     if args.time_h > 0:
         train_kw["time"] = args.time_h
+    if args.no_val:
+        train_kw["val"] = False
     train_kw["optimizer"] = args.optimizer
     for k in ("warmup_epochs", "lr0", "lrf"):
         if getattr(args, k) is not None:
@@ -380,14 +388,17 @@ def main(argv: list[str] | None = None) -> int:
 
     onnx_sha = None
     t0 = time.monotonic()
-    try:
-        onnx_path = YOLO(str(out / "best.pt")).export(format="onnx", imgsz=args.imgsz, simplify=False,
-                                                      dynamic=False, device="cpu")
-        if Path(onnx_path) != out / "best.onnx":
-            shutil.move(str(onnx_path), out / "best.onnx")
-        onnx_sha = _sha256(out / "best.onnx")
-    except Exception as exc:  # noqa: BLE001 - the .pt is what matters; register re-exports it
-        log.warning("ONNX export failed (%s: %s); best.pt is still usable", type(exc).__name__, exc)
+    if args.no_export:
+        log.info("ONNX export skipped (--no-export)")
+    else:
+        try:
+            onnx_path = YOLO(str(out / "best.pt")).export(format="onnx", imgsz=args.imgsz, simplify=False,
+                                                          dynamic=False, device="cpu")
+            if Path(onnx_path) != out / "best.onnx":
+                shutil.move(str(onnx_path), out / "best.onnx")
+            onnx_sha = _sha256(out / "best.onnx")
+        except Exception as exc:  # noqa: BLE001 - the .pt is what matters; register re-exports it
+            log.warning("ONNX export failed (%s: %s); best.pt is still usable", type(exc).__name__, exc)
     export_s = time.monotonic() - t0
 
     res = read_results(run_dir / "results.csv")
@@ -404,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         "smoke": args.smoke, "seed": seed, "deterministic": False, "time_box_h": args.time_h or None,
         "epochs_bound": args.epochs, "epochs_done": epochs_done, "imgsz": args.imgsz, "batch": args.batch,
         "workers": workers, "threads": (args.threads or cores) if device == "cpu" else None,
-        "patience": args.patience, "tiles": tiles, "layout": counts,
+        "patience": args.patience, "val_each_epoch": not args.no_val, "tiles": tiles, "layout": counts,
         **{k: train_kw[k] for k in ("optimizer", "lr0", "lrf", "warmup_epochs") if k in train_kw},
         "train_too": sorted(train_too), **({"base": args.base_name} if args.base_name else {}),
         **({"hard_negatives": ",".join(_miner_name(w, gpu) for w in mining["weights"])} if mining else {}),
