@@ -94,3 +94,38 @@ def test_evaluate_operator_ignore_on_real_frames(shared_media, tmp_path):
     assert "coco_yolov5n+tiles +ignore" in res.stdout and "other sessions" in res.stdout
     bad = seawatch("evaluate", str(manifest), "--no-clips", "--operator-ignore", "0")
     assert bad.returncode != 0 and "MIN_FRAMES" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_evaluate_pools_per_camera_models_into_one_row(shared_media, tmp_path):
+    """A per-camera entry (``CAM=MODEL/CAM=MODEL``, e.g. leave-one-camera-out models) scores each real frame with
+    its camera's model and pools them into one row: its counts are exactly those of each model on its own camera."""
+    from conftest import onnx_model
+    from test_pipeline import _linked_manifest, seawatch
+
+    onnx_model("coco_yolov5n")
+    onnx_model("ship_published")
+    src = json.loads((shared_media / "MANIFEST.json").read_text())
+    keep = []
+    for cam in ("vgiy5566", "w4gnqsqx"):
+        e = next(e for e in src if e["file"].startswith(f"A_boats/shore_{cam}") and e["file"].endswith(".jpg"))
+        keep.append({**e, "category": cam, "ground_truth": {**e["ground_truth"], "camera": cam}})
+    manifest = _linked_manifest(tmp_path, shared_media, keep)
+    out = tmp_path / "report.json"
+    entry = "vgiy5566=coco_yolov5n/w4gnqsqx=ship_published"
+    res = seawatch("evaluate", str(manifest), "--out", str(out), "--no-clips",
+                   "--vessel-models", f"coco_yolov5n,ship_published,{entry}")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(out.read_text())
+    rows = report["labels"]["vessel"]
+    coco, ship, pooled = rows["coco_yolov5n+tiles"], rows["ship_published+tiles"], rows[f"{entry}+tiles"]
+    part = (coco["by_category"]["vgiy5566"], ship["by_category"]["w4gnqsqx"])
+    assert pooled["gt"] == coco["gt"] == sum(p["gt"] for p in part) > 0
+    assert pooled["tp"] == sum(p["tp"] for p in part) and pooled["fp"] == sum(p["fp"] for p in part)
+    assert coco["tp"] != pooled["tp"] or coco["fp"] != pooled["fp"], "the two models scored alike: no test"
+    assert report["models"]["coco_yolov5n+tiles"]["frames"] == 2  # each frame detected once per model
+    assert entry + "+tiles" in res.stdout
+    # a camera without a model, a malformed entry: a clear error before anything runs
+    bad = seawatch("evaluate", str(manifest), "--no-clips", "--vessel-models", "vgiy5566=coco_yolov5n")
+    assert bad.returncode != 0 and "no model for camera(s) w4gnqsqx" in bad.stderr and "Traceback" not in bad.stderr
+    bad = seawatch("evaluate", str(manifest), "--no-clips", "--vessel-models", "vgiy5566=")
+    assert bad.returncode != 0 and "CAMERA=MODEL" in bad.stderr and "Traceback" not in bad.stderr

@@ -83,8 +83,8 @@ def test_smoke_training_registers_a_model_with_its_record(shared_media):
         seen = next(i.image for i in items if i.camera not in val)
         unseen = next(i.image for i in items if i.camera in val)
         ev = Evaluator()
-        ev.models = {name: _ModelRun(name, det, base=name)}
-        assert _scored_training_images(ev, [seen, unseen]) == {name: 1}
+        ev.models = {name: _ModelRun(name, det, base=name, paths={seen, unseen})}
+        assert _scored_training_images(ev) == {name: 1}
         _mine_with(Path(record["weights"]), seen, paths.cache_dir() / "train" / f"{name}-mine")
     finally:  # leave the cache as it was: the manifest, the provisioned files and the training folder go
         (registry.user_manifest_dir() / f"{name}.yaml").unlink(missing_ok=True)

@@ -94,10 +94,13 @@ def test_evaluate_counts_scored_images_a_model_trained_on(vessel_items, monkeypa
     locks = {"trained": {"training": {"dataset": "vessels", "val_cameras": sorted(val_cams)}}, "stock": {}}
     monkeypatch.setattr(registry, "read_lock", lambda name: locks.get(name))
     ev = evaluate.Evaluator()
-    ev.models = {"trained+tiles": evaluate._ModelRun("trained+tiles", None, base="trained"),
-                 "stock": evaluate._ModelRun("stock", None, base="stock")}
-    assert evaluate._scored_training_images(ev, [seen, unseen]) == {"trained+tiles": 1}
-    assert evaluate._scored_training_images(ev, [unseen]) == {"trained+tiles": 0}
+    ev.models = {"trained+tiles": evaluate._ModelRun("trained+tiles", None, base="trained", paths={seen, unseen}),
+                 "stock": evaluate._ModelRun("stock", None, base="stock", paths={seen, unseen})}
+    assert evaluate._scored_training_images(ev) == {"trained+tiles": 1}
+    ev.models["trained+tiles"].paths = {unseen}  # only the images a run scored count: a leave-one-camera-out
+    assert evaluate._scored_training_images(ev) == {"trained+tiles": 0}  # model scored on its own camera is clean
+    ev.models["trained+tiles"].paths = set()
+    assert evaluate._scored_training_images(ev) == {}
 
 
 def test_registered_model_mines_exactly_the_empty_tiles_it_fires_on(vessel_items, tmp_path):

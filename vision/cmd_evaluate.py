@@ -22,7 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                    "else its input size; overlap 0.2); more sizes after commas (auto,288) and +flip (mirrored) add views")
     p.add_argument("--vessel-models", default=None, metavar="A,B,...",
                    help="models scored on vessel boxes, side by side (default: vessel,coco_yolov5n,ship_published); "
-                        "NAME:int8 scores a variant, A+B a group of models with their boxes fused")
+                        "NAME:int8 scores a variant, A+B a group of models with their boxes fused, "
+                        "CAM=A/CAM2=B one row with each frame scored by its camera's model (leave-one-camera-out "
+                        "models pooled; a frame's camera is its ground truth's 'camera', else its category)")
     p.add_argument("--no-clips", action="store_true", help="skip the clips (images only)")
     p.add_argument("--errors", default=None, metavar="DIR",
                    help="write contact sheets of each model's false positives (surest first) and misses (largest "

@@ -48,6 +48,7 @@ class _ModelRun:
     tile: object | None = None  # TileSpec of a tiled run, resolved once per model
     frames: int = 0
     op_conf: float = 0.25  # the operating threshold: precision / recall and the rules' inputs are taken here
+    paths: set = field(default_factory=set)  # the images it was scored on (its training record is checked on these)
 
 
 @dataclass
@@ -117,23 +118,67 @@ def _grouped(det: Detections) -> np.ndarray:
     return np.array([PRED_GROUPS.get(lab, lab) for lab in det.label], dtype=object)
 
 
-def _scored_training_images(ev: Evaluator, scored: list[Path]) -> dict[str, int]:
-    """Per model run: how many scored images its training record says it was trained on (a trained model's numbers
-    on its own training frames are not held out)."""
+def parse_per_camera(entry: str) -> dict[str, str] | None:
+    """A per-camera entry of ``--vessel-models`` (``CAM=MODEL/CAM=MODEL``: each frame scored by its camera's model,
+    e.g. leave-one-camera-out models, each on the camera it never saw) as {camera: model}; None for a plain model
+    name. Raises InputError for a malformed entry."""
+    if "=" not in entry:
+        return None
+    out: dict[str, str] = {}
+    for part in entry.split("/"):
+        cam, eq, model = (x.strip() for x in part.partition("="))
+        if not eq or not cam or not model or "=" in model:
+            raise InputError(f"--vessel-models {entry!r}: a per-camera entry is CAMERA=MODEL/CAMERA=MODEL...")
+        if cam in out:
+            raise InputError(f"--vessel-models {entry!r}: camera {cam!r} is named twice")
+        out[cam] = model
+    return out
+
+
+def _model_for(name: str, sample: Sample) -> str | None:
+    """The model that scores ``sample`` for the entry ``name`` (a per-camera entry: the frame's camera's)."""
+    cams = parse_per_camera(name)
+    if cams is None:
+        return name
+    from seawatch.vision.evaluate_feedback import camera_session
+
+    return cams.get(camera_session(sample)[0])
+
+
+def _check_per_camera(samples: list[Sample], ev: Evaluator) -> None:
+    """Every scored frame of a label needs a model from each of that label's per-camera entries: a row that silently
+    left out a camera would not be the whole split. Raises InputError naming the cameras without one."""
+    from seawatch.vision.evaluate_feedback import camera_session
+
+    for label, names in ev.label_models.items():
+        for name in names:
+            cams = parse_per_camera(name)
+            if cams is None:
+                continue
+            missing = sorted({camera_session(s)[0] for s in samples
+                              if s.kind == "image" and (label in s.boxes or label in s.negative_for)} - set(cams))
+            if missing:
+                raise InputError(f"--vessel-models {name!r}: no model for camera(s) {', '.join(missing)} "
+                                 f"(a frame's camera is its ground truth's 'camera', else its category)")
+
+
+def _scored_training_images(ev: Evaluator) -> dict[str, int]:
+    """Per model run: how many of the images it scored its training record says it was trained on (a trained
+    model's numbers on its own training frames are not held out)."""
     from seawatch.vision import registry, trainsets
     from seawatch.vision.ensemble import members_of
 
-    paths = {p.resolve() for p in scored}
-    per_base: dict[str, int | None] = {}  # a model's variants and tilings share its training record
+    trained_by_base: dict[str, set | None] = {}  # a model's variants and tilings share its training record
     out: dict[str, int] = {}
     for key, run in ev.models.items():
-        if run.base not in per_base:
+        if run.base not in trained_by_base:
             # a group is as held out as its least held-out member: the union of its members' training images
             records = [(registry.read_lock(m) or {}).get("training") or {} for m in members_of(run.base) or (run.base,)]
-            trained = set().union(*(trainsets.trained_images(r) for r in records if r))
-            per_base[run.base] = len(paths & trained) if any(records) and paths else None
-        if per_base[run.base] is not None:
-            out[key] = per_base[run.base]
+            trained_by_base[run.base] = set().union(*(trainsets.trained_images(r) for r in records if r)) \
+                if any(records) else None
+        trained = trained_by_base[run.base]
+        if trained is not None and run.paths:
+            out[key] = len({p.resolve() for p in run.paths} & trained)
     return out
 
 
@@ -148,7 +193,6 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
     fire_img = {"positives": 0, "detected": 0, "negatives": 0, "false_alarms": 0}
     hat = {"images": 0, "abs_error": 0, "gt_total": 0, "per_image": []}
     unscored: list[dict] = []  # labelled images left out, with the reason, so a report never silently scores less
-    scored: list[Path] = []
     for s in samples:
         if s.kind != "image":
             continue
@@ -169,31 +213,35 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
             log.warning("evaluate: %s", exc)
             unscored.append({"file": s.path.name, "reason": str(exc)})
             continue
-        scored.append(s.path)
         cache: dict[str, Detections] = {}
         for label in sorted(labels):
             for name in ev.label_models.get(label, ()):
                 tiled = label in TILED_LABELS
-                run = ev._model(name, tiled)
+                model = _model_for(name, s)
+                run = ev._model(model, tiled) if model is not None else None
                 if run is None:
                     continue
+                # the report's row: the model's run, or a per-camera entry's (its models' runs pooled)
+                row = run.name if model == name else name + (ev._tiles_key if tiled else "")
                 if run.name not in cache:
                     cache[run.name] = ev.detect(run, image)
                 det = cache[run.name]
                 if label in s.boxes or label in s.negative_for:
+                    run.paths.add(s.path)
                     keep = _grouped(det) == label
                     gt = s.gt(label)
                     tp = match(det.xyxy_px[keep], det.confidence[keep], gt)
-                    by_cat.setdefault((label, run.name, s.category), LabelStats()).add(det.confidence[keep], tp, len(gt))
+                    by_cat.setdefault((label, row, s.category), LabelStats()).add(det.confidence[keep], tp, len(gt))
                     op = keep & (det.confidence >= run.op_conf)
                     found = match_gt(det.xyxy_px[op], det.confidence[op], gt)
-                    sizes.setdefault((label, run.name), SizeStats()).add(gt, found)
+                    sizes.setdefault((label, row), SizeStats()).add(gt, found)
                     if ev.errors is not None:
-                        ev.errors.add(label, run.name, s.path, det.xyxy_px[op], det.confidence[op],
+                        ev.errors.add(label, row, s.path, det.xyxy_px[op], det.confidence[op],
                                       match(det.xyxy_px[op], det.confidence[op], gt), gt, found)
-                    op_conf[(label, run.name)] = run.op_conf
+                    # a per-camera row's models may differ in threshold: the row shows the last one used
+                    op_conf[(label, row)] = run.op_conf
                     if ev.feedback is not None:
-                        ev.feedback.add(label, run.name, s, det.xyxy_px[keep], det.confidence[keep], gt, run.op_conf)
+                        ev.feedback.add(label, row, s, det.xyxy_px[keep], det.confidence[keep], gt, run.op_conf)
         if wants_fire and (run := ev._model("fire_smoke", False)) is not None:
             det = ev.operating(run, cache[run.name] if run.name in cache else ev.detect(run, image))
             # an image "alarms" when a box clears the fire rule's own confidence floor
@@ -247,7 +295,7 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
     if hat["images"]:
         hat["count_error"] = round(hat["abs_error"] / max(hat["gt_total"], 1), 4)
         report["no_hard_hat_counts"] = hat
-    seen = _scored_training_images(ev, scored)
+    seen = _scored_training_images(ev)
     report["models"] = {r.name: {"frames": r.frames, "ms_per_frame": round(1000 * r.seconds / max(r.frames, 1), 1),
                                  **({"scored_training_images": seen[r.name]} if seen.get(r.name) else {}),
                                  **({"tile_px": r.tile.size_px, "more_tile_px": list(r.tile.extra_sizes_px),
@@ -277,6 +325,9 @@ def evaluate_manifest(path, conf: float | None = None, categories: set[str] | No
         ev.errors = ErrorLog()
     if vessel_models:
         ev.label_models["vessel"] = tuple(vessel_models)
+        for name in vessel_models:
+            parse_per_camera(name)  # a malformed entry fails before any model runs
+    _check_per_camera(samples, ev)
     t0 = time.monotonic()
     report = {"manifest": str(path), "images": sum(1 for s in samples if s.kind == "image"),
               "clips": sum(1 for s in samples if s.kind == "video")}
@@ -288,6 +339,8 @@ def evaluate_manifest(path, conf: float | None = None, categories: set[str] | No
     if clips:
         from seawatch.vision.evaluate_clips import evaluate_clips
 
-        report["clips_report"] = evaluate_clips([s for s in samples if s.kind == "video"], ev.label_models["vessel"])
+        # a clip has no per-camera model: per-camera entries score images only
+        report["clips_report"] = evaluate_clips([s for s in samples if s.kind == "video"],
+                                                tuple(n for n in ev.label_models["vessel"] if parse_per_camera(n) is None))
     report["seconds"] = round(time.monotonic() - t0, 1)
     return report
