@@ -167,6 +167,15 @@ def test_ui_recordings_of_a_drone_camera_show_where_the_drone_flew(drone_recordi
                 for lat, lon in (flown(t0, w_start), flown(t0, t0 + (FLIGHT_S * RATE_HZ - 1) * S // RATE_HZ))]
         assert all(0 < e["x"] < 720 and 0 < e["y"] < 520 for e in ends), ends
         assert ends[1]["x"] - ends[0]["x"] > 300, ends  # east is to the right
+        # the panel opens beside the map (1280 px wide page): the track and the video are seen together, and the
+        # event list moves to the next row
+        boxes = page.evaluate("['map', 'rec-video', 'list-pane'].map((id) => { "
+                              "const r = document.getElementById(id).getBoundingClientRect(); "
+                              "return {left: r.left, right: r.right, top: r.top, bottom: r.bottom}; })")
+        m, v, lst = boxes
+        assert v["left"] >= m["right"] and v["top"] < m["bottom"] and v["right"] <= 1280, boxes
+        assert v["right"] - v["left"] >= 480, boxes  # the video shrinks to fit, not to a thumbnail
+        assert lst["top"] >= m["bottom"], boxes
 
         # the video (4 s from 20 s into the flight): the marker where the drone was at the picture shown
         _wait(page, "(() => { const v = document.getElementById('rec-video'); return v.readyState >= 2 && "
