@@ -14,14 +14,8 @@ cd "$(dirname "$0")/../.."
 : "${OUT:?set OUT to the folder that receives the results}"
 (( $# >= 2 && $# % 2 == 0 )) || { echo "usage: $0 NAME OPTIONS [NAME OPTIONS ...]" >&2; exit 2; }
 mkdir -p "$OUT"
-PY=${PYTHON:-python3}
-if ! "$PY" -c 'import ultralytics' 2>/dev/null; then
-  ls .gpu/whl/*.whl >/dev/null 2>&1 || { echo "no .gpu/whl wheels: run scripts/gpu/pack_vessels.sh and carry .gpu" >&2; exit 2; }
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl || exit 2
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-export PYTHONUNBUFFERED=1
+# shellcheck source=scripts/gpu/device_env.sh
+source scripts/gpu/device_env.sh  # PY, the carried wheels, the GPU
 RUNS=${RUNS_DIR:-/tmp/vessel_runs}
 n=$(( $# / 2 ))
 cores=$(nproc)

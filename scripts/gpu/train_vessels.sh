@@ -8,14 +8,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 : "${OUT:?set OUT to the folder that receives the results}"
 mkdir -p "$OUT"
-PY=${PYTHON:-python3}
-if ! "$PY" -c 'import ultralytics' 2>/dev/null; then
-  ls .gpu/whl/*.whl >/dev/null 2>&1 || { echo "no .gpu/whl wheels: run scripts/gpu/pack_vessels.sh and carry .gpu" >&2; exit 2; }
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/whl/*.whl || exit 2
-  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-export PYTHONUNBUFFERED=1
+# shellcheck source=scripts/gpu/device_env.sh
+source scripts/gpu/device_env.sh  # PY, the carried wheels, the GPU
 # INT first (train_vessels.py then collects the last saved weights), KILL 30 s later
 timeout --signal=INT --kill-after=30 "${TRAIN_LIMIT_S:-500}" "$PY" scripts/gpu/train_vessels.py "$@" 2>&1 | tee "$OUT/train.log"
 rc=${PIPESTATUS[0]}
