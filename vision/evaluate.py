@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +118,7 @@ def _grouped(det: Detections) -> np.ndarray:
     return np.array([PRED_GROUPS.get(lab, lab) for lab in det.label], dtype=object)
 
 
+@lru_cache(maxsize=64)  # asked once per frame and entry: parsed once (callers never change the dict)
 def parse_per_camera(entry: str) -> dict[str, str] | None:
     """A per-camera entry of ``--vessel-models`` (``CAM=MODEL/CAM=MODEL``: each frame scored by its camera's model,
     e.g. leave-one-camera-out models, each on the camera it never saw) as {camera: model}; None for a plain model
