@@ -200,6 +200,31 @@ def test_evaluate_breaks_a_mixed_manifest_down_by_category(shared_media, tmp_pat
     assert "  shore_vgiy5566: gt" in res.stdout
 
 
+def test_evaluate_tiles_the_labels_asked_for(shared_media, tmp_path):
+    """--tile-labels: the cars of a real wide shore camera's parking lanes, a few pixels long, scored with the tiled
+    inference a source with `tile:` runs; COCO on the whole frame finds almost none of them."""
+    onnx_model("coco_yolov5n")
+    src = json.loads((shared_media / "MANIFEST.json").read_text())
+    keep = [e for e in src if e["file"].startswith("D_parking_lanes/shore_") and e["file"].endswith(".jpg")][:2]
+    assert len(keep) == 2, "the shared media lost its D_parking_lanes shore frames"
+    manifest = _linked_manifest(tmp_path, shared_media, keep)
+    rows = {}
+    for name, extra in (("whole", ()), ("tiled", ("--tile-labels", "vehicle", "--tile", "384"))):
+        out = tmp_path / f"{name}.json"
+        res = seawatch("evaluate", str(manifest), "--out", str(out), "--no-clips", "--vessel-models", "coco_yolov5n",
+                       *extra)
+        assert res.returncode == 0, res.stderr
+        rep = json.loads(out.read_text())
+        rows[name] = (rep["tiled_labels"], rep["labels"]["vehicle"])
+    assert rows["whole"][0] == ["vessel"] and set(rows["whole"][1]) == {"coco_yolov5n"}
+    assert rows["tiled"][0] == ["vehicle"] and set(rows["tiled"][1]) == {"coco_yolov5n+tiles"}
+    whole, tiled = rows["whole"][1]["coco_yolov5n"], rows["tiled"][1]["coco_yolov5n+tiles"]
+    assert whole["gt"] == tiled["gt"] > 20
+    assert tiled["tp"] >= whole["tp"] + 30, (whole, tiled)  # measured on these two frames: 2 -> 75 of 214
+    bad = seawatch("evaluate", str(manifest), "--no-clips", "--tile-labels", "vehicle,boats")
+    assert bad.returncode != 0 and "--tile-labels: boats" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_evaluate_errors_shows_false_positives_and_misses(shared_media, tmp_path):
     """--errors DIR: contact sheets of the false boxes and missed labels at the operating threshold, and
     errors.json whose counts are the report's own (fp = background + misplaced; misses = gt - tp)."""

@@ -25,6 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "NAME:int8 scores a variant, A+B a group of models with their boxes fused, "
                         "CAM=A/CAM2=B one row with each frame scored by its camera's model (leave-one-camera-out "
                         "models pooled; a frame's camera is its ground truth's 'camera', else its category)")
+    p.add_argument("--tile-labels", default=None, metavar="A,B,...",
+                   help="labels scored with the tiled inference (default: vessel); e.g. vessel,vehicle,person for wide "
+                        "cameras whose cars and people are a few pixels tall (a source with `tile:` tiles every model "
+                        "it runs)")
     p.add_argument("--no-clips", action="store_true", help="skip the clips (images only)")
     p.add_argument("--errors", default=None, metavar="DIR",
                    help="write contact sheets of each model's false positives (surest first) and misses (largest "
@@ -42,6 +46,7 @@ def _fmt(v) -> str:
 def print_summary(report: dict, file=None) -> None:
     from seawatch.vision.evaluate import TILED_LABELS
 
+    tiled = set(report.get("tiled_labels", TILED_LABELS))
     file = sys.stdout if file is None else file  # looked up at call time (a default bound at import goes stale)
 
     print(f"{report['manifest']}: {report['images']} images, {report['clips']} clips, {report['seconds']} s", file=file)
@@ -69,7 +74,7 @@ def print_summary(report: dict, file=None) -> None:
               f"of its camera's other sessions ({o['frames_without_feedback']} frame(s) had no other session)", file=file)
     for label, models in report.get("labels", {}).items():
         for model, s in models.items():
-            if label in TILED_LABELS and s.get("recall_by_size"):  # small, distant objects: where recall is lost
+            if label in tiled and s.get("recall_by_size"):  # small, distant objects: where recall is lost
                 bins = ", ".join(f"{k} {_fmt(v['recall'])} ({v['found']}/{v['gt']})" for k, v in s["recall_by_size"].items())
                 print(f"{label} {model} recall by size at conf {s['conf']}: {bins}", file=file)
                 for cat, c in (s.get("by_category") or {}).items():  # a manifest of several sources
@@ -150,7 +155,9 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate_manifest(path, conf=args.conf, categories=cats, tile=args.tile or "auto",
                                clips=not args.no_clips, vessel_models=vessel_models,
                                errors_dir=Path(args.errors) if args.errors else None,
-                               operator_ignore=args.operator_ignore)
+                               operator_ignore=args.operator_ignore,
+                               tile_labels={x.strip() for x in args.tile_labels.split(",") if x.strip()}
+                               if args.tile_labels else None)
     print_summary(report)  # first: the result is on screen even when the report cannot be written
     if args.out:
         try:

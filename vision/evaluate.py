@@ -35,8 +35,9 @@ LABEL_MODELS: dict[str, tuple[str, ...]] = {
     "helmet": ("helmet",),
     "no_helmet": ("helmet",),
 }
-# Labels scored with tiled inference (small, distant objects).
-TILED_LABELS = {"vessel"}
+# Labels scored with tiled inference by default (small, distant objects); --tile-labels chooses others too (a wide
+# camera whose cars and people are a few pixels tall: a source with ``tile:`` tiles every model it runs).
+TILED_LABELS = frozenset({"vessel"})
 
 
 @dataclass
@@ -59,7 +60,8 @@ class Evaluator:
     # detections are taken down to this confidence so that AP50 and recall-at-precision see the whole ranking (a
     # curve cut at the operating threshold understates AP); precision, recall and the rules use ``op_conf``
     curve_floor: float = 0.05
-    tile: str = "auto"  # tiling of TILED_LABELS, SIZES[:OVERLAP][+flip] (auto: each model's own; tiling.tile_for)
+    tile: str = "auto"  # tiling of tiled_labels, SIZES[:OVERLAP][+flip] (auto: each model's own; tiling.tile_for)
+    tiled_labels: frozenset = TILED_LABELS
     models: dict[str, _ModelRun] = field(default_factory=dict)
     label_models: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(LABEL_MODELS))
     missing_models: set[str] = field(default_factory=set)
@@ -217,7 +219,7 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
         cache: dict[str, Detections] = {}
         for label in sorted(labels):
             for name in ev.label_models.get(label, ()):
-                tiled = label in TILED_LABELS
+                tiled = label in ev.tiled_labels
                 model = _model_for(name, s)
                 run = ev._model(model, tiled) if model is not None else None
                 if run is None:
@@ -311,11 +313,18 @@ def evaluate_images(samples: list[Sample], ev: Evaluator) -> dict:
 
 def evaluate_manifest(path, conf: float | None = None, categories: set[str] | None = None,
                       tile: str = "auto", clips: bool = True, vessel_models: tuple[str, ...] | None = None,
-                      errors_dir: Path | None = None, operator_ignore: int | None = None) -> dict:
+                      errors_dir: Path | None = None, operator_ignore: int | None = None,
+                      tile_labels: set[str] | None = None) -> dict:
     """``operator_ignore``: also score each frame with the ignore areas a review desk would have made of the false
-    alarms seen in at least that many frames of its camera's other sessions (``evaluate_feedback``)."""
+    alarms seen in at least that many frames of its camera's other sessions (``evaluate_feedback``).
+    ``tile_labels``: the labels scored with tiled inference (default ``TILED_LABELS``); InputError for a label
+    evaluate does not score."""
+    if tile_labels is not None and (unknown := set(tile_labels) - set(LABEL_MODELS)):
+        raise InputError(f"--tile-labels: {', '.join(sorted(unknown))} not scored by evaluate "
+                         f"(labels: {', '.join(sorted(LABEL_MODELS))})")
     samples = load_manifest(path, categories)
-    ev = Evaluator(conf=conf, tile=tile or "auto")
+    ev = Evaluator(conf=conf, tile=tile or "auto",
+                   tiled_labels=frozenset(tile_labels) if tile_labels is not None else TILED_LABELS)
     if operator_ignore is not None:
         from seawatch.vision.evaluate_feedback import FeedbackLog
 
@@ -333,6 +342,7 @@ def evaluate_manifest(path, conf: float | None = None, categories: set[str] | No
     report = {"manifest": str(path), "images": sum(1 for s in samples if s.kind == "image"),
               "clips": sum(1 for s in samples if s.kind == "video")}
     report.update(evaluate_images(samples, ev))
+    report["tiled_labels"] = sorted(ev.tiled_labels)
     if ev.errors is not None:
         written = ev.errors.write(errors_dir)
         report["errors"] = {"dir": str(errors_dir), "files": [p.name for p in written],
