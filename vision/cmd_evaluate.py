@@ -51,18 +51,22 @@ def print_summary(report: dict, file=None) -> None:
 
     print(f"{report['manifest']}: {report['images']} images, {report['clips']} clips, {report['seconds']} s", file=file)
     print("precision / recall at each model's operating threshold (conf); AP50 and R@P over its whole ranking", file=file)
-    print(f"{'label':10s} {'model':28s} {'gt':>5s} {'conf':>5s} {'tp':>5s} {'fp':>5s} {'prec':>6s} {'recall':>6s} {'AP50':>6s} "
+    # the model column fits the longest row name (a per-camera entry, "+ignore" rows), 28 at least
+    names = [m + (" +ignore" if s.get("with_operator_ignore") else "")
+             for models in report.get("labels", {}).values() for m, s in models.items()]
+    w = max([28, *map(len, names)])
+    print(f"{'label':10s} {'model':{w}s} {'gt':>5s} {'conf':>5s} {'tp':>5s} {'fp':>5s} {'prec':>6s} {'recall':>6s} {'AP50':>6s} "
           f"{'R@P.8':>6s} {'R@P.7':>6s} {'R@P.6':>6s}", file=file)
     for label, models in report.get("labels", {}).items():
         for model, s in models.items():
             conf = f"{s['conf']:.2f}" if s.get("conf") is not None else "-"
-            print(f"{label:10s} {model:28s} {s['gt']:5d} {conf:>5s} {s['tp']:5d} {s['fp']:5d} {_fmt(s['precision']):>6s} "
+            print(f"{label:10s} {model:{w}s} {s['gt']:5d} {conf:>5s} {s['tp']:5d} {s['fp']:5d} {_fmt(s['precision']):>6s} "
                   f"{_fmt(s['recall']):>6s} {_fmt(s['ap50']):>6s} {_fmt(s['recall_at_precision_0.8']):>6s} "
                   f"{_fmt(s.get('recall_at_precision_0.7')):>6s} {_fmt(s.get('recall_at_precision_0.6')):>6s}", file=file)
         for model, s in models.items():
             o = s.get("with_operator_ignore")
             if o:
-                print(f"{label:10s} {(model + ' +ignore'):28s} {o['gt']:5d} {o['conf']:5.2f} {o['tp']:5d} {o['fp']:5d} "
+                print(f"{label:10s} {(model + ' +ignore'):{w}s} {o['gt']:5d} {o['conf']:5.2f} {o['tp']:5d} {o['fp']:5d} "
                       f"{_fmt(o['precision']):>6s} {_fmt(o['recall']):>6s} {_fmt(o['ap50']):>6s} "
                       f"{_fmt(o['recall_at_precision_0.8']):>6s} {_fmt(o['recall_at_precision_0.7']):>6s} "
                       f"{_fmt(o['recall_at_precision_0.6']):>6s}", file=file)
