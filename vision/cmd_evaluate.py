@@ -44,9 +44,7 @@ def _fmt(v) -> str:
 
 
 def print_summary(report: dict, file=None) -> None:
-    from seawatch.vision.evaluate import TILED_LABELS
-
-    tiled = set(report.get("tiled_labels", TILED_LABELS))
+    tiled = set(report.get("tiled_labels", ()))  # like the rest of the summary, a partial report prints what it has
     file = sys.stdout if file is None else file  # looked up at call time (a default bound at import goes stale)
 
     print(f"{report['manifest']}: {report['images']} images, {report['clips']} clips, {report['seconds']} s", file=file)

@@ -335,9 +335,7 @@ def evaluate_manifest(path, conf: float | None = None, categories: set[str] | No
         ev.errors = ErrorLog()
     if vessel_models:
         ev.label_models["vessel"] = tuple(vessel_models)
-        for name in vessel_models:
-            parse_per_camera(name)  # a malformed entry fails before any model runs
-    _check_per_camera(samples, ev)
+    _check_per_camera(samples, ev)  # a malformed per-camera entry or a camera without a model: before any run
     t0 = time.monotonic()
     report = {"manifest": str(path), "images": sum(1 for s in samples if s.kind == "image"),
               "clips": sum(1 for s in samples if s.kind == "video")}
