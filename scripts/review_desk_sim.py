@@ -12,7 +12,7 @@ as at a real desk. The store and its media folder are then what `seawatch review
     seawatch reviews export --database sqlite:////tmp/desk/seawatch.db --media-dir /tmp/desk/media \\
         --model lo_vgiy_hn --out /tmp/desk/export
 
-Measured with it (README, "From the review desk"): one simulated day of the harbour camera `w4gnqsqx`.
+Measured with it (models/VESSEL.md, "The review desk as labeller"): one simulated day of the harbour camera `w4gnqsqx`.
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ def test_evaluate_operator_ignore_on_real_frames(shared_media, tmp_path):
     ign = row["with_operator_ignore"]
     assert ign["gt"] == row["gt"] > 0 and ign["frames_without_feedback"] == 0 and ign["min_frames"] == 1
     assert ign["ignore_areas"] >= 1  # COCO has false boxes at 0.25 on these frames
-    # COCO's false boxes here do not come back at one spot (a trained vessel model's buoys do: README), so only
+    # COCO's false boxes here do not come back at one spot (a trained vessel model's buoys do: models/VESSEL.md), so only
     # this holds: the areas never add a box
     assert ign["tp"] <= row["tp"] and ign["fp"] <= row["fp"]
     assert "coco_yolov5n+tiles +ignore" in res.stdout and "other sessions" in res.stdout

@@ -104,6 +104,6 @@ VESSEL_HINT = (
     "note: no `vessel` model on this machine yet (a source's default, coco_yolov5n, finds boats with its COCO boat "
     "class,\n  about a third of a shore camera's distant ones; `tile: 384` on the source finds more); train one:\n"
     "  with a GPU:  seawatch models train vessels --train-too all --device 0 --tile-px 384   (or scripts/gpu/README.md)\n"
-    "  on a CPU (README, 'Without a GPU'): 90 minutes with --engine yolov5 --freeze 10 --time-h 1.5, then run it\n"
+    "  on a CPU (models/VESSEL.md): 90 minutes with --engine yolov5 --freeze 10 --time-h 1.5, then run it\n"
     "  fused with COCO as one model group, models: [coco_yolov5n+NAME] with tile: 384 (better than either alone);\n"
     "  --train-too all trains on every camera of datasets/vessels.yaml")

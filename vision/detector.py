@@ -339,8 +339,8 @@ def load_detector(name: str, variant: str = "fp32", **overrides) -> OnnxDetector
     if (members := members_of(name)) is not None:  # a model group, a+b (seawatch.vision.ensemble)
         # members of about the same cost run side by side, each on its share of the threads: 1.26x faster than one
         # after the other with all of them for coco_yolov5n+v5_frz90c on 2 cores; unequal members one after the
-        # other (side by side, coco_yolov5n+fall took 1.4x as long: the small one's core idles) (README, "Model
-        # group speed"; `seawatch bench group`). Fewer threads than members: one after the other.
+        # other (side by side, coco_yolov5n+fall took 1.4x as long: the small one's core idles) (models/VESSEL.md,
+        # "Model group speed"; `seawatch bench group`). Fewer threads than members: one after the other.
         threads = int(overrides.get("intra_op_threads") or os.cpu_count() or 1)
         each = threads // len(members) if _similar_cost(members, variant, overrides.get("imgsz")) else 0
         over = {**overrides, "intra_op_threads": each} if each else overrides

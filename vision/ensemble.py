@@ -7,7 +7,7 @@ object, its confidence the mean over those members (a member that missed it coun
 keeps its score and what only one finds keeps half. Labels only one member emits pass through as that member gave
 them. A group therefore replaces its members in a source's model list.
 
-Why: two differently trained models err differently. On the two held-out port cameras (README, "Without a GPU"),
+Why: two differently trained models err differently. On the two held-out port cameras (models/VESSEL.md, "CPU training"),
 COCO's boat class fused with a model fine-tuned on CPU ranks vessels better than either alone, and better than
 COCO with its own mirror image as the second view at the same cost (two passes a tile).
 """

@@ -14,7 +14,7 @@ Views: more tile sizes (``auto,288``: the model's own size and 288 px tiles, zoo
 several detections of one frame, fused by :func:`fuse_views`: a box every view found keeps its mean confidence on
 the confidence-weighted mean box, a box one view of two found keeps half its confidence, so agreement ranks
 first. Each view costs one more pass; on the held-out harbour cameras both found more small vessels at every
-precision (see the README's vessel section).
+precision (README, "The vessel model"; models/VESSEL.md).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", type=float, default=None, metavar="F",
                    help="one model the YOLOv5 engine trained (--engine yolov5), mixed with the COCO boat-headed "
                         "weights its training started from: (1 - F) x the model + F x the start, batch-norm "
-                        "statistics estimated anew on its training tiles (measured: 0.25, README)")
+                        "statistics estimated anew on its training tiles (measured: 0.25, models/VESSEL.md)")
 
 
 def _weights(model: str) -> tuple[Path, dict | None]:

@@ -23,17 +23,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--time-h", type=float, default=0.0,
                    help="time box in hours instead of an epoch count (ultralytics re-plans the epochs after the first so "
-                        "the schedule ends in time; the record keeps the epochs done): --time-h 1 on a CPU, see README")
+                        "the schedule ends in time; the record keeps the epochs done): --time-h 1 on a CPU, see models/VESSEL.md")
     p.add_argument("--engine", default="ultralytics", choices=ENGINES,
                    help="ultralytics (default; GPU or CPU): the COCO backbone in an anchor-free head trained from zero. "
                         "yolov5 (CPU): the original COCO YOLOv5 keeps its head, cut to the boat class, so training "
-                        "starts from COCO's boat detector (measured: README, 'Without a GPU')")
+                        "starts from COCO's boat detector (measured: models/VESSEL.md)")
     p.add_argument("--register-imgsz", type=int, default=None,
                    help="inference input size to register (default: the training size); the tile side scales with "
                         "it so the trained zoom is kept (trained at 320 px on 192 px tiles, registered at 640: 384 px tiles)")
     p.add_argument("--freeze", type=int, default=0, metavar="N",
                    help="keep the first N layers of the start weights as they are (10 = the COCO backbone); fewer "
-                        "weights move, so a short CPU run forgets less and each step is cheaper (measured: README)")
+                        "weights move, so a short CPU run forgets less and each step is cheaper (measured: models/VESSEL.md)")
     p.add_argument("--workers", type=int, default=2, help="data-loader processes (1 on a 2-core CPU leaves both "
                                                           "cores to the model)")
     p.add_argument("--imgsz", type=int, default=None,
@@ -54,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "start weights; with --engine yolov5 the registered model --base names) run over the empty "
                         "tiles --empty-keep drops: every tile one of them fires on is kept as background (buoys, "
                         "piles, cranes); needs --empty-keep below 1. COCO's boat class (coco_yolov5n) works but "
-                        "measured worse than no mining (README)")
+                        "measured worse than no mining (models/VESSEL.md)")
     p.add_argument("--hard-negative-conf", type=float, default=0.25, help="what counts as firing (default 0.25)")
     p.add_argument("--optimizer", default="auto",
                    help="ultralytics optimizer (auto, SGD, AdamW, ...); continuing a trained vessel model, the measured "

@@ -2,7 +2,7 @@
 
 Short fine-tuning runs of the same recipe that differ only by seed land in one basin of the loss; averaging their
 weights (Wortsman et al., "Model soups", 2022) keeps what they share and smooths what chance gave each. Measured on
-the unseen camera ``w4gnqsqx`` (README, vessel model): two seeds of the hard-negative recipe scored recall at
+the unseen camera ``w4gnqsqx`` (scripts/gpu/README.md, hard negatives): two seeds of the hard-negative recipe scored recall at
 precision 0.8 of 0.500 and 0.344 alone, 0.488 as a soup. Only checkpoints of one architecture (same tensor names
 and shapes) mix; BatchNorm statistics are averaged like the weights.
 """

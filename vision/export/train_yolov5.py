@@ -7,8 +7,8 @@ rows x, y, w, h, objectness and the boat logit (COCO class 8), the boat logit fo
 does not train the class score of a one-class model). Before any training it finds what COCO's boat class finds,
 with the same boxes and the same ranking where scores are small. Training then adapts it to the dataset's cameras
 with YOLOv5's own loss, loader (mosaic, HSV, flips, scale) and SGD, under a time box (or an epoch count) that drives
-a linear learning-rate schedule. What it gives on a 2-core CPU, measured on cameras it never saw: README, "The vessel
-model" ("Without a GPU"); in short, 20-40 minutes (a frozen backbone or not) do not beat COCO's boat class on 384 px
+a linear learning-rate schedule. What it gives on a 2-core CPU, measured on cameras it never saw: models/VESSEL.md,
+"CPU training"; in short, 20-40 minutes (a frozen backbone or not) do not beat COCO's boat class on 384 px
 tiles.
 
 Only the YOLOv5 pieces used here are imported (model, loss, loader, optimiser helpers, EMA) from the PyPI
