@@ -18,6 +18,7 @@ from seawatch.service.app import create_app  # noqa: E402
 from seawatch.service.auth import hash_api_key  # noqa: E402
 from seawatch.service.config import load_config  # noqa: E402
 from seawatch.vision.detections import Detections  # noqa: E402
+from seawatch.vision.events import GeoPosition  # noqa: E402
 
 KEY = "live-view-key-0123456789abcdef"
 S = 1_000_000_000
@@ -178,6 +179,37 @@ def test_ui_live_button_shows_the_camera_and_refreshes(tmp_path):
             page.mouse.click(x, y)
             _wait(page, "document.getElementById('lv-title').textContent === 'Live: gate'", 5)
             assert "click: live view" in page.text_content("#map-hover")
+            page.click("#lv-close")
+
+            # an event placed a few pixels from the camera (what a camera's own events look like at a port's
+            # zoom): a click on the camera still opens the live view, a click on the event its detail; with the
+            # events layer off the (invisible) event cannot be clicked
+            app.state.store.put(make_event(1, type="fire", source_id="gate", geo=GeoPosition(53.55, 8.58004, 5.0, 5.0)))
+            page.evaluate("window.seawatch.search()")
+            _wait(page, "window.seawatch.map.data.events.some((e) => e.id === 'ev00001')", 10)
+            spots = """(id) => {
+                const m = window.seawatch.map, r = m.c.getBoundingClientRect(), px = (lat, lon) => {
+                    const p = m.project(lat, lon); return [r.left + p.x * r.width / m.c.width, r.top + p.y * r.height / m.c.height]; };
+                const cam = m.data.cameras.find((c) => c.source_id === 'gate'), ev = m.data.events.find((e) => e.id === id);
+                return {cam: px(cam.view.lat_deg, cam.view.lon_deg), ev: px(ev.geo.lat_deg, ev.geo.lon_deg)}; }"""
+            xy = page.evaluate(spots, "ev00001")
+            gap_px = ((xy["cam"][0] - xy["ev"][0]) ** 2 + (xy["cam"][1] - xy["ev"][1]) ** 2) ** 0.5
+            assert 1 < gap_px < 10, xy  # both within the 10 px a click reaches
+            page.mouse.click(*xy["cam"])
+            _wait(page, "document.getElementById('lv-title').textContent === 'Live: gate' && "
+                        "!document.getElementById('live-view').hidden", 5)
+            assert "click: live view" in page.text_content("#map-hover")
+            page.click("#lv-close")
+            page.mouse.click(*xy["ev"])
+            _wait(page, "window.seawatch.state.selected === 'ev00001'", 5)
+            assert page.is_hidden("#live-view")
+            page.evaluate("window.seawatch.state.selected = null")
+            page.uncheck('#map-bar input[data-layer="events"]')
+            page.mouse.move(*xy["ev"])
+            assert "event" not in page.text_content("#map-hover")
+            page.mouse.click(*xy["ev"])
+            page.wait_for_timeout(300)
+            assert page.evaluate("window.seawatch.state.selected") is None
             assert not errors, errors
             browser.close()
 

@@ -235,6 +235,7 @@ function fmt(ns) { return new Date(ns / 1e6).toISOString().replace("T", " ").sli
 
 function renderList() {
   const tb = document.querySelector("#events tbody");
+  const focused = tb.contains(document.activeElement) ? document.activeElement.dataset.id : null;  // kept over a redraw
   tb.replaceChildren();
   const first = state.seen.size === 0;
   for (const ev of state.events) {
@@ -247,7 +248,17 @@ function renderList() {
     }
     if (state.held.has(ev.id)) tr.lastChild.title = "on hold: kept past the retention period";
     tr.addEventListener("click", () => select(ev.id));
+    // keyboard: Tab reaches the rows, Enter or Space opens one, the arrow keys move to the next or previous row
+    tr.tabIndex = 0;
+    tr.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" || e.key === " ") { e.preventDefault(); select(ev.id); }
+      else if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+        const next = e.key === "ArrowDown" ? tr.nextElementSibling : tr.previousElementSibling;
+        if (next) { e.preventDefault(); next.focus(); }
+      }
+    });
     tb.appendChild(tr);
+    if (ev.id === focused) tr.focus({ preventScroll: true });
   }
   for (const ev of state.events) state.seen.add(ev.id);
 }

@@ -316,6 +316,7 @@ export class MapView {
 
   // ---- interaction ------------------------------------------------------------------------------------------
   pick(x, y, maxPx = 10) {
+    if (!this.layers.events) return null;  // hidden events cannot be clicked
     let best = null, bestD = maxPx;
     for (const ev of this.data.events) {
       if (!ev.geo) continue;
@@ -328,12 +329,28 @@ export class MapView {
   // the camera whose marker is at (x, y), or null
   pickCamera(x, y, maxPx = 10) {
     if (!this.layers.cameras) return null;
+    let best = null, bestD = maxPx;
     for (const c of this.data.cameras) {
       if (!c.view) continue;
-      const p = this.project(c.view.lat_deg, c.view.lon_deg);
-      if (Math.hypot(p.x - x, p.y - y) <= maxPx) return c;
+      const p = this.project(c.view.lat_deg, c.view.lon_deg), d = Math.hypot(p.x - x, p.y - y);
+      if (d <= bestD) { best = c; bestD = d; }
     }
-    return null;
+    return best;
+  }
+
+  // what a click at (x, y) opens: the nearest of the events, the recorded track and the cameras within maxPx (an
+  // event placed next to its camera must not hide the camera's live view), as {kind, item}, or null
+  clickTarget(x, y, maxPx = 10) {
+    const dist = (lat, lon) => { const p = this.project(lat, lon); return Math.hypot(p.x - x, p.y - y); };
+    const found = [];
+    const ev = this.pick(x, y, maxPx);
+    if (ev) found.push({ kind: "event", item: ev.id, d: dist(ev.geo.lat_deg, ev.geo.lon_deg) });
+    const i = this.pickTrack(x, y, maxPx);
+    if (i != null) { const [lat, lon] = this.recTrack.points[i]; found.push({ kind: "track", item: i, d: dist(lat, lon) }); }
+    const cam = this.pickCamera(x, y, maxPx);
+    if (cam) found.push({ kind: "camera", item: cam.source_id, d: dist(cam.view.lat_deg, cam.view.lon_deg) });
+    found.sort((a, b) => a.d - b.d);  // stable: at equal distance an event, then the track, then a camera
+    return found[0] || null;
   }
 
   // the recorded track's point nearest (x, y) within maxPx (its index in the track), or null
@@ -350,7 +367,12 @@ export class MapView {
   // what is under the pointer, as one line of text (vessel name / MMSI, drone, camera, event), or ""
   describeAt(x, y, maxPx = 10) {
     const near = (lat, lon) => { const p = this.project(lat, lon); return Math.hypot(p.x - x, p.y - y) <= maxPx; };
-    const ev = this.layers.events ? this.pick(x, y, maxPx) : null;
+    const hit = this.clickTarget(x, y, maxPx);  // what a click here would open is named first
+    if (hit && hit.kind === "camera") {
+      const cam = this.data.cameras.find((c) => c.source_id === hit.item);
+      return `camera ${cam.source_id}: ${cam.state} (click: live view)`;
+    }
+    const ev = hit && hit.kind === "event" ? this.data.events.find((e) => e.id === hit.item) : null;
     if (ev) return `event ${ev.type} (${ev.severity}) on ${ev.source_id}, ${ev.review_status}`;
     if (this.layers.track && this.recMarker && near(this.recMarker[0], this.recMarker[1])) {
       return `drone ${this.recTrack.droneId} at the recorded picture shown`;
@@ -387,10 +409,11 @@ export class MapView {
     });
     c.addEventListener("pointerup", (e) => {
       const p = pos(e);
-      if (drag && drag.moved < 4) {  // a click: an event first, else the recorded track (its video), else a camera
-        const ev = this.pick(p.x, p.y), i = ev ? null : this.pickTrack(p.x, p.y);
-        const cam = ev || i != null ? null : this.pickCamera(p.x, p.y);
-        if (ev) this.onPick(ev.id); else if (i != null) this.onPickTrack(i); else if (cam) this.onPickCamera(cam.source_id);
+      if (drag && drag.moved < 4) {  // a click: the nearest event, recorded track point (its video) or camera
+        const hit = this.clickTarget(p.x, p.y);
+        if (hit && hit.kind === "event") this.onPick(hit.item);
+        else if (hit && hit.kind === "track") this.onPickTrack(hit.item);
+        else if (hit && hit.kind === "camera") this.onPickCamera(hit.item);
       }
       drag = null;
     });

@@ -1,0 +1,100 @@
+"""The operator UI on a tablet-sized or laptop-sized screen and without a mouse (Chromium): the event list never
+shrinks to a sliver beside the map, and the rows can be reached and opened from the keyboard."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("fastapi")
+
+from seawatch.service.app import create_app  # noqa: E402
+
+
+def _rects(page) -> dict:
+    return page.evaluate("""() => {
+        const r = (id) => { const b = document.getElementById(id).getBoundingClientRect();
+                            return {left: b.left, right: b.right, top: b.top, bottom: b.bottom, width: b.width}; };
+        return {map: r('map'), list: r('list-pane'), page: document.documentElement.scrollWidth,
+                view: document.documentElement.clientWidth}; }""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("width", [800, 1024, 1280, 600])
+def test_event_list_keeps_its_columns_beside_or_below_the_map(tmp_path, width):
+    """At every width the list is either beside the map with room for its five columns (at least 440 px) or below
+    it at full width; at 600 px the map shrinks to the screen instead of making the page scroll sideways."""
+    from conftest import serve_in_thread
+    from test_live_view import _settings, _ui
+    from test_service_store import make_event
+    from test_service_ui import _wait
+
+    app = create_app(_settings(tmp_path))
+    with serve_in_thread(app) as port:
+        for i in range(3):
+            app.state.store.put(make_event(i, source_id="quay"))
+        from test_service_ui import _playwright
+
+        with _playwright() as p:
+            browser, page, errors = _ui(p, port)
+            page.set_viewport_size({"width": width, "height": 900})
+            _wait(page, "document.querySelectorAll('#events tbody tr').length === 3", 10)
+            r = _rects(page)
+            beside = r["list"]["left"] >= r["map"]["right"] - 1 and r["list"]["top"] < r["map"]["bottom"]
+            below = r["list"]["top"] >= r["map"]["bottom"] - 1
+            assert beside or below, r
+            if beside:
+                assert r["list"]["width"] >= 440, r
+            else:
+                assert r["list"]["width"] >= r["view"] - 40, r
+            assert r["page"] <= r["view"], r  # no sideways scrolling
+            # every column of the first row is inside the list's box (nothing cut off)
+            cut = page.evaluate("""() => { const list = document.getElementById('list-pane').getBoundingClientRect();
+                return [...document.querySelectorAll('#events tbody tr:first-child td')]
+                    .filter((td) => td.getBoundingClientRect().right > list.right + 1).length; }""")
+            assert cut == 0, r
+            if width == 1280:  # a laptop keeps the list beside the map
+                assert beside, r
+            if width <= 800:
+                assert below, r
+            assert not errors, errors
+            browser.close()
+
+
+@pytest.mark.slow
+def test_event_rows_open_from_the_keyboard(tmp_path):
+    """Tab reaches the event rows, Enter opens the focused one, the arrow keys move between rows, and the focus stays
+    on its row when the list is drawn again."""
+    from conftest import serve_in_thread
+    from test_live_view import _settings, _ui
+    from test_service_store import make_event
+    from test_service_ui import _playwright, _wait
+
+    app = create_app(_settings(tmp_path))
+    with serve_in_thread(app) as port:
+        for i in range(3):
+            app.state.store.put(make_event(i, source_id="quay"))
+        with _playwright() as p:
+            browser, page, errors = _ui(p, port)
+            _wait(page, "document.querySelectorAll('#events tbody tr').length === 3", 10)
+            rows = page.evaluate("[...document.querySelectorAll('#events tbody tr')].map((tr) => tr.dataset.id)")
+            assert page.evaluate("[...document.querySelectorAll('#events tbody tr')].every((tr) => tr.tabIndex === 0)")
+            # Tab through the page until a row has the focus (the filters and buttons come first)
+            for _ in range(60):
+                page.keyboard.press("Tab")
+                if page.evaluate("!!document.activeElement.closest('#events tbody tr')"):
+                    break
+            focused = page.evaluate("document.activeElement.dataset.id")
+            assert focused == rows[0]
+            page.keyboard.press("ArrowDown")
+            assert page.evaluate("document.activeElement.dataset.id") == rows[1]
+            page.keyboard.press("Enter")
+            _wait(page, f"window.seawatch.state.selected === {rows[1]!r} && !document.getElementById('detail').hidden", 5)
+            page.evaluate("window.seawatch.search()")  # the list drawn anew: the focus stays on its row
+            _wait(page, "document.querySelectorAll('#events tbody tr').length === 3", 5)
+            page.wait_for_timeout(200)
+            assert page.evaluate("document.activeElement.dataset.id") == rows[1]
+            page.keyboard.press("ArrowUp")
+            page.keyboard.press(" ")
+            _wait(page, f"window.seawatch.state.selected === {rows[0]!r}", 5)
+            assert not errors, errors
+            browser.close()
