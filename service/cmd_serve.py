@@ -116,10 +116,11 @@ def default_settings(args: argparse.Namespace):
     if media is not None and not sources:
         from pathlib import Path
 
-        from seawatch.service.demo import harbour_clip
+        from seawatch.service.demo import harbour_clip, yard_clip
         from seawatch.vision import registry
 
         demo["harbour_clip"] = harbour_clip(media, Path(data_dir))
+        demo["yard_clip"] = yard_clip(media, Path(data_dir))  # H.264: its clips are remuxed, not re-encoded
         # the fine-tuned vessel model when this machine has one (a GPU build), else COCO's boat class
         demo["vessel_model"] = "vessel" if registry.is_provisioned("vessel") else "coco_yolov5n"
     data = default_settings_data(media, sources=sources, data_dir=data_dir, drone_port=drone_port,

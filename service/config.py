@@ -549,11 +549,12 @@ def default_settings_data(media_dir: Path | None, *, sources: list[tuple[str, st
                           data_dir: str = "seawatch-data", drone_port: int = 14550,
                           admin_password_hash: str | None = None, token_secret: str | None = None,
                           harbour_clip: Path | None = None, vessel_model: str = "coco_yolov5n",
+                          yard_clip: Path | None = None,
                           video_port: int | None = None) -> dict[str, Any]:
     """The main job's configuration as a dict (validated by the caller with ``load_config(data=...)``).
 
     A quay camera looking over Lemmer harbour (the shared fire clip looped as a live source, surveyed so its events
-    are on the map), a yard camera over a fire lane (a car-park time-lapse) and, given ``harbour_clip`` (the clip
+    are on the map), a yard camera over a fire lane (a car-park time-lapse; ``yard_clip``, its H.264 copy, when given) and, given ``harbour_clip`` (the clip
     made of :data:`DEFAULT_HARBOUR_STILL`), a harbour camera looking out over the lake whose vessels
     (``vessel_model``, tiled, on the water only) become located vessel events with their identity; or the user's
     ``sources`` as ``[(id, url)]``, uncalibrated. A simulated drone flying a patrol
@@ -582,7 +583,8 @@ def default_settings_data(media_dir: Path | None, *, sources: list[tuple[str, st
             # a time-lapse of a car park (a day in 8 s): lane blockages start and end within each loop, so closed
             # incidents with clips appear within the first minute (the fire above burns on while the service runs)
             srcs.append({
-                "id": "yard-cam", "url": str(media_dir / DEFAULT_YARD_CLIP), "models": ["coco_yolov5n"], "analysis_fps": 4.0,
+                "id": "yard-cam", "url": str(yard_clip or media_dir / DEFAULT_YARD_CLIP), "models": ["coco_yolov5n"],
+                "analysis_fps": 4.0,
                 "calibration": {"camera": {"width_px": 640, "height_px": 480, "hfov_deg": 70.0},
                                 "surveyed": {"lat_deg": lat0 - 0.0012, "lon_deg": lon0 + 0.0045, "alt_m": 15.0,
                                              "pan_deg": 300.0, "tilt_deg": -30.0}},

@@ -1,5 +1,6 @@
 """Demo media for the embedded default of ``seawatch serve``: a real harbour webcam still made into a short H.264
-clip that the service loops as a live camera (the shared media has no boat video)."""
+clip that the service loops as a live camera (the shared media has no boat video), and the car-park time-lapse
+(MPEG-4 Part 2) made H.264, as an IP camera sends, so its recordings are remuxed into clips, not re-encoded."""
 
 from __future__ import annotations
 
@@ -50,4 +51,46 @@ def harbour_clip(media_dir: Path, data_dir: Path) -> Path | None:
         return still_clip(still, data_dir / "demo" / "harbour-cam.mp4")
     except (InputError, OSError) as exc:
         log.warning("demo harbour camera left out: %s", exc)
+        return None
+
+
+def h264_copy(src: Path, out: Path) -> Path:
+    """``out``: the video ``src`` re-encoded as H.264 MP4 at its own frame rate (libx264, as clips are). Made once: an
+    ``out`` newer than ``src`` is kept. Raises InputError when ``src`` cannot be decoded."""
+    from seawatch.vision.cmd_detect import VideoWriter
+    from seawatch.vision.media import iter_video, probe_video
+
+    if out.is_file() and out.stat().st_mtime >= src.stat().st_mtime and out.stat().st_size > 0:
+        return out
+    fps = probe_video(src)[1]
+    if not fps:
+        raise InputError(f"{src}: not a readable video")
+    part = out.with_name(out.stem + ".part.mp4")
+    writer = VideoWriter(part, Fraction(fps).limit_denominator(1001))
+    frames = 0
+    try:
+        for f in iter_video(src):
+            writer.write(f.image)
+            frames += 1
+    finally:
+        writer.close()
+    if frames == 0:
+        part.unlink(missing_ok=True)
+        raise InputError(f"{src}: no frame decoded")
+    part.replace(out)
+    return out
+
+
+def yard_clip(media_dir: Path, data_dir: Path) -> Path | None:
+    """The demo yard camera's clip under ``data_dir/demo/`` (the shared car-park time-lapse as H.264), or None with a
+    warning when it is missing or unreadable (the demo then plays the shared file as it is)."""
+    from seawatch.service.config import DEFAULT_YARD_CLIP
+
+    src = media_dir / DEFAULT_YARD_CLIP
+    if not src.is_file():
+        return None
+    try:
+        return h264_copy(src, data_dir / "demo" / "yard-cam.mp4")
+    except (InputError, OSError) as exc:
+        log.warning("demo yard camera plays %s as it is (%s)", src, exc)
         return None

@@ -204,6 +204,38 @@ def test_demo_harbour_clip_is_the_still_as_h264_made_once_and_left_out_when_unre
     assert not (tmp_path / "data" / "demo" / "harbour-cam.mp4").exists()
 
 
+def test_demo_yard_clip_is_the_shared_time_lapse_as_h264(tmp_path, caplog, shared_media):
+    """The shared car-park time-lapse is MPEG-4 Part 2, which every clip of it would re-encode (minutes for a
+    5-minute window on 2 cores); the demo plays an H.264 copy made once, so its clips are remuxed as an IP camera's."""
+    import av
+
+    from seawatch.service.config import DEFAULT_YARD_CLIP
+    from seawatch.service.demo import yard_clip
+
+    media = shared_media
+    src = media / DEFAULT_YARD_CLIP
+    out = yard_clip(media, tmp_path / "data")
+    assert out == tmp_path / "data" / "demo" / "yard-cam.mp4"
+    with av.open(str(src)) as a, av.open(str(out)) as b:
+        sa, sb = a.streams.video[0], b.streams.video[0]
+        assert sa.codec_context.name == "mpeg4" and sb.codec_context.name == "h264"
+        assert (sb.width, sb.height) == (sa.width, sa.height) and abs(float(sb.average_rate) - float(sa.average_rate)) < 0.01
+        n_a = sum(1 for _ in a.decode(sa))
+        n_b = sum(1 for _ in b.decode(sb))
+    assert n_b == n_a > 100
+    made = out.stat().st_mtime_ns
+    assert yard_clip(media, tmp_path / "data").stat().st_mtime_ns == made  # made once
+    # an unreadable time-lapse: the demo plays the file as it is (None), with a warning, no half-made copy left
+    bad = tmp_path / "media"
+    (bad / DEFAULT_YARD_CLIP).parent.mkdir(parents=True)
+    (bad / DEFAULT_YARD_CLIP).write_bytes(b"not a video")
+    with caplog.at_level("WARNING"):
+        assert yard_clip(bad, tmp_path / "data2") is None
+    assert "demo yard camera plays" in caplog.text
+    assert not list((tmp_path / "data2").rglob("*.mp4"))
+    assert yard_clip(tmp_path / "nothing", tmp_path / "data3") is None  # no shared clip: no yard camera
+
+
 # ---- drones in serve --------------------------------------------------------------------------------------------------
 def test_a_drone_that_comes_late_and_drops_is_a_status_not_a_crash(tmp_path):
     from seawatch.drone.sim import SimVehicle
