@@ -277,6 +277,26 @@ def test_ui_recordings_play_a_window_download_it_and_report_what_is_seen(recordi
         page.evaluate(f"window.seawatch.openRecordings('quay-1', {later_ns}, 60)")
         _wait(page, f"!!document.querySelector('#rec-bar .rec-tick.before[data-id=\"{tick_id}\"]')", 20)
         assert page.evaluate(f"document.querySelector('#rec-bar .rec-tick[data-id=\"{tick_id}\"]').style.left") in ("0%", "0.000%")
+        # its clip starts at the keyframe before the window: the spot marked on that lead-in picture is reported at
+        # that picture's own time, not at the window's start
+        newest_ns = _json(base, "/api/sources/quay-1/recordings", start_ns=later_ns, end_ns=later_ns + 60 * S)["newest_ns"]
+        lead_first_ns = int(_get(base, "/api/sources/quay-1/clip", start_ns=later_ns, end_ns=newest_ns)[1]["X-Clip-First-Ns"])
+        assert lead_first_ns < later_ns - S // 10, (lead_first_ns, later_ns)
+        _wait(page, "document.getElementById('rec-video').readyState >= 2", 20)
+        page.evaluate("(() => { const v = document.getElementById('rec-video'); v.pause(); v.currentTime = 0; })()")
+        _wait(page, "document.getElementById('rec-video').currentTime < 0.5 && !document.getElementById('rec-video').seeking", 5)
+        shown_ns = lead_first_ns + round(page.evaluate("document.getElementById('rec-video').currentTime") * S)
+        assert shown_ns < later_ns - S // 10, (shown_ns, later_ns)  # a lead-in picture is shown
+        page.check("#rec-mark")
+        page.click("#rec-pick", position={"x": x0 + SPOT_PX[0] * scale, "y": y0 + SPOT_PX[1] * scale})
+        page.select_option("#rec-type", "smoke")
+        page.click("#rec-report-btn")
+        _wait(page, "document.getElementById('rec-reported').textContent.startsWith('reported: smoke ') || "
+                    "document.getElementById('rec-report-error').textContent !== ''", 30)
+        assert page.text_content("#rec-report-error") == ""
+        lead = _json(base, f"/api/events/{page.text_content('#rec-reported').split()[-1]}")
+        assert abs(lead["at_ns"] - shown_ns) < S // 10, (lead["at_ns"], shown_ns, later_ns)
+        assert lead["start_ns"] <= lead["at_ns"] <= lead["end_ns"] and lead["geo"] is not None
 
         # a year ago: nothing recorded; the note names the camera and where its video is
         year_ago = (time.time_ns() // S - 365 * 86400) * S

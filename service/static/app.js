@@ -585,6 +585,7 @@ function recNote() {
 // long as its video), drawn on the map, with a marker where the drone was at the picture shown (interpolated between
 // the logged positions around its capture time) and the position said under the video.
 const TRACK_POINTS = 2000;  // the track's points at most (the server thins the log evenly)
+const TRACK_LEAD_NS = 30e9;  // the track is fetched from this long before the window (the clip's lead-in pictures)
 const TRACK_NEAR_NS = 5e9;  // no marker for a picture further than this from every logged position (a gap in the log)
 
 // the drone carrying a camera (GET /api/sources: a camera's drone_id), or null for a fixed camera
@@ -607,7 +608,8 @@ async function loadRecTrack(w, my) {
   rec.track = tr;
   $("rec-drone").textContent = `drone ${droneId}: loading its flight log…`;
   try {
-    const got = await json(`/api/drones/${encodeURIComponent(droneId)}/track?${recQuery(w)}&max_points=${TRACK_POINTS}`);
+    // from a little before the window: the clip starts at the keyframe before it, and those pictures have a pose too
+    const got = await json(`/api/drones/${encodeURIComponent(droneId)}/track?${recQuery({ ...w, startNs: w.startNs - TRACK_LEAD_NS })}&max_points=${TRACK_POINTS}`);
     tr.points = got.points.filter((p) => Array.isArray(p) && p.length >= 4 && p.every(Number.isFinite));
   } catch (e) { tr.error = e.message; }
   if (my !== rec.seq || $("recordings").hidden || rec.track !== tr) return;  // a newer window (or none) is shown
@@ -783,9 +785,11 @@ async function reportRecording() {
   const at = rec.point ? rec.point.atNs : recShownNs();
   if (!rec.id || at == null) { err.textContent = "no video shown: show a window with recorded video first"; return; }
   if ($("rec-mark").checked && !rec.point) { err.textContent = "click the spot in the picture first (or untick \"mark the spot\")"; return; }
-  const atNs = Math.min(rec.endNs, Math.max(rec.startNs, at));
-  let s = Math.max(rec.startNs, atNs - 30e9), e = Math.min(rec.endNs, atNs + 30e9);
-  if (e <= s) { s = rec.startNs; e = rec.endNs; }
+  // the picture marked, as it is: the clip starts at the keyframe before the window, so a picture shown before the
+  // window's start is reported at its own time (its snapshot and, for a drone, the pose are those of that picture)
+  // the minute around it, inside the window shown (reaching back to a lead-in picture)
+  const atNs = Math.round(at);
+  const s = Math.min(atNs, Math.max(rec.startNs, atNs - 30e9)), e = Math.max(atNs, Math.min(rec.endNs, atNs + 30e9));
   const body = { source: rec.id, start_ns: Math.round(s), end_ns: Math.round(e), at_ns: Math.round(atNs), type: $("rec-type").value,
     severity: $("rec-severity").value, note: $("rec-report-note").value };
   if (rec.point && rec.point.box) body.box_px = rec.point.box;  // the server locates its bottom centre
