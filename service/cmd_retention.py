@@ -1,7 +1,10 @@
 """``seawatch retention run``: one retention sweep and disk guard run now (what ``seawatch serve`` does every
 ``storage.retention.sweep_interval_s``); ``--dry-run`` counts what would go and deletes nothing. Both print the policy
 in force (per severity, per camera, false detections) and the upgrade grace: on a store retention never ran on, a dry
-run says what the first run will keep and until when (recording nothing); a real run records that first run."""
+run says what the first run will keep and until when (recording nothing); a real run records that first run.
+
+The database must be a Seawatch event store: a missing one, an empty one or someone else's is refused, and a dry run
+opens it read-only (a store of an older schema is reported, not upgraded; a real run upgrades it)."""
 
 from __future__ import annotations
 
@@ -22,14 +25,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from seawatch.service.config import load_config
     from seawatch.service.retention import Retention, utc_text
-    from seawatch.service.store import EventStore
+    from seawatch.errors import ConfigError
+    from seawatch.service.store import EventStore, inspect_schema
     from seawatch.streams.recording import ClipStore
 
     cfg = load_config(args.config)  # no --config: the defaults (seawatch-data under the working directory)
     storage = cfg.storage
     url = args.database or storage.resolved_database_url()
     media = storage.resolved_media_dir() if args.media_dir is None else __import__("pathlib").Path(args.media_dir).resolve()
-    store = EventStore.open(url)
+    # look first, without writing: a mistyped path must not become a new empty store reported as "0 to delete", nor
+    # someone else's database get our tables; a dry run opens the store read-only and never migrates it
+    problem = inspect_schema(url).problem(dry_run=args.dry_run)
+    if problem is not None:
+        raise ConfigError(problem)
+    store = EventStore.open(url, read_only=args.dry_run)
     try:
         clips = ClipStore(media / "clips", media / "recordings")
         rep = Retention(store, media, storage.retention, recording=storage.recording, clips=clips).sweep(dry_run=args.dry_run)

@@ -630,10 +630,13 @@ def _postgis_cond(shape: "GeoPolygon | GeoCircle") -> Any:
     return sa.func.ST_DWithin(sa.literal_column("(events.geom)::geography"), centre, shape.radius_m)
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
+def _sqlite_pragmas(dbapi_conn, _record, *, read_only: bool = False) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")  # each commit is on disk before put() returns
+    if read_only:  # switching to WAL writes the file header: a read-only store is left in the mode it is in
+        cur.execute("PRAGMA query_only=ON")
+    else:
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")  # each commit is on disk before put() returns
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=5000")
     cur.close()
@@ -641,6 +644,126 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     dbapi_conn.create_function("sw_in_polygon", 3, _sqlite_in_polygon, deterministic=True)
     dbapi_conn.create_function("sw_geodesic_m", 4, _sqlite_geodesic_m, deterministic=True)
     dbapi_conn.create_function("sw_lower", 1, _sqlite_lower, deterministic=True)
+
+
+# tables a database may hold that are not someone else's: ours (by name prefix) and PostGIS's
+_OWN_TABLE_PREFIXES = ("events", "review_actions", "ignore_areas", "event_holds", "retention_state", "alembic_version",
+                       "spatial_ref_sys")
+
+
+@dataclass(frozen=True)
+class SchemaCheck:
+    """What a database URL holds, looked at without writing to it (nor creating it).
+
+    ``state``: ``missing`` (no SQLite file there), ``empty`` (no tables), ``foreign`` (tables, but no Seawatch schema),
+    ``old`` (a Seawatch store at an older revision than ``head``), ``current``, or ``newer`` (a revision this version
+    does not know: written by a newer Seawatch)."""
+
+    url: str  # password hidden
+    state: str
+    revision: str | None
+    head: str
+    tables: tuple[str, ...] = ()
+
+    def problem(self, *, dry_run: bool) -> str | None:
+        """Why a retention run (``dry_run``: a count that must not change the store) cannot use this database, or
+        None."""
+        if self.state == "missing":
+            return (f"no event store at {self.url}: the database does not exist (check --database or "
+                    "storage.database_url; retention runs on the store `seawatch serve` writes)")
+        if self.state == "empty":
+            return (f"{self.url} is an empty database, not a Seawatch event store (no Seawatch schema): nothing to "
+                    "apply retention to (check --database or storage.database_url)")
+        if self.state == "foreign":
+            shown = ", ".join(self.tables[:8]) + (", ..." if len(self.tables) > 8 else "")
+            return (f"{self.url} is not a Seawatch event store (no Seawatch schema; its tables: {shown}); refusing to "
+                    "touch it (check --database or storage.database_url)")
+        if self.state == "newer":
+            return (f"{self.url} is at schema revision {self.revision}, newer than this Seawatch knows (up to "
+                    f"{self.head}): upgrade Seawatch first")
+        if self.state == "old" and dry_run:
+            return (f"{self.url} is a Seawatch event store at schema revision {self.revision}, older than this version's "
+                    f"{self.head}; a dry run does not upgrade it: run without --dry-run (or `seawatch serve`) to upgrade "
+                    "it, then count again")
+        return None
+
+
+def _known_revisions() -> tuple[str, set[str]]:
+    from alembic.script import ScriptDirectory
+
+    from seawatch.service.migrations import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config())
+    return script.get_current_head(), {r.revision for r in script.walk_revisions()}
+
+
+def _schema_state(tables: Sequence[str], revision: str | None, head: str, known: set[str]) -> str:
+    if "alembic_version" in tables and "events" in tables and revision is not None:
+        if revision == head:
+            return "current"
+        return "old" if revision in known else "newer"
+    if not tables:
+        return "empty"
+    if revision is None and not [t for t in tables if not t.startswith(_OWN_TABLE_PREFIXES)]:
+        return "empty"  # a store whose first migration never committed (or PostGIS's own table only)
+    return "foreign"
+
+
+def inspect_schema(url: str) -> SchemaCheck:
+    """Look at the database behind ``url`` read-only: never creates a file, a table or a database.
+
+    Raises :class:`ConfigError` when the URL is invalid or the database cannot be read (not a database, refused)."""
+    try:
+        sa_url = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"storage.database_url: {exc}") from None
+    shown = sa_url.render_as_string(hide_password=True)
+    head, known = _known_revisions()
+    if sa_url.get_backend_name() == "sqlite":
+        import sqlite3
+        from urllib.parse import quote
+
+        db = sa_url.database
+        if not db or db == ":memory:" or db.startswith("file:"):
+            return SchemaCheck(shown, "missing" if not db else "empty", None, head)
+        path = Path(db)
+        if path.is_dir():
+            raise ConfigError(f"{shown}: {path} is a directory, not a database file")
+        if not path.exists():
+            return SchemaCheck(shown, "missing", None, head)
+        try:
+            conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
+            try:
+                tables = sorted(r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                                           "AND name NOT LIKE 'sqlite_%'"))
+                revision = None
+                if "alembic_version" in tables:
+                    row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+                    revision = row[0] if row else None
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:  # "file is not a database", unreadable
+            raise ConfigError(f"{shown}: cannot read it as an SQLite database: {exc}") from None
+        return SchemaCheck(shown, _schema_state(tables, revision, head, known), revision, head, tuple(tables))
+    try:
+        engine = sa.create_engine(sa_url)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise ConfigError(f"storage.database_url {shown}: {exc}") from None
+    try:
+        with engine.connect() as conn:
+            tables = sorted(sa.inspect(conn).get_table_names())
+            revision = None
+            if "alembic_version" in tables:
+                revision = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+            conn.rollback()
+    except sa.exc.DBAPIError as exc:
+        orig = str(exc.orig).strip()
+        if "does not exist" in orig and "database" in orig:
+            return SchemaCheck(shown, "missing", None, head)
+        raise ConfigError(f"cannot open the database {shown}: {orig}") from None
+    finally:
+        engine.dispose()
+    return SchemaCheck(shown, _schema_state(tables, revision, head, known), revision, head, tuple(tables))
 
 
 class EventStore:
@@ -654,13 +777,28 @@ class EventStore:
         self._close_hooks: list = []
 
     @classmethod
-    def open(cls, url: str, *, migrate: bool = True) -> "EventStore":
+    def open(cls, url: str, *, migrate: bool = True, read_only: bool = False) -> "EventStore":
+        """``read_only``: the database must exist; nothing is created, migrated or written (an SQLite file is opened
+        with ``mode=ro`` and ``query_only``, a PostgreSQL session is ``default_transaction_read_only``)."""
         try:
             sa_url = sa.engine.make_url(url)
         except sa.exc.ArgumentError as exc:
             raise ConfigError(f"storage.database_url: {exc}") from None
         kwargs: dict[str, Any] = {}
-        if sa_url.get_backend_name() == "sqlite":
+        if read_only:
+            migrate = False
+            if sa_url.get_backend_name() == "sqlite":
+                import sqlite3
+                from urllib.parse import quote
+
+                db = sa_url.database
+                if not db or db == ":memory:" or not Path(db).is_file():
+                    raise ConfigError(f"storage: no database file at {db or '(memory)'} to open read-only")
+                uri = f"file:{quote(str(Path(db).resolve()))}?mode=ro"
+                kwargs["creator"] = lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)
+            elif sa_url.get_backend_name() == "postgresql":
+                kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
+        elif sa_url.get_backend_name() == "sqlite":
             db = sa_url.database
             if db and db != ":memory:":
                 try:
@@ -673,7 +811,7 @@ class EventStore:
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise ConfigError(f"storage.database_url {sa_url.render_as_string(hide_password=True)}: {exc}") from None
         if sa_url.get_backend_name() == "sqlite":
-            sa_event.listen(engine, "connect", _sqlite_pragmas)
+            sa_event.listen(engine, "connect", functools.partial(_sqlite_pragmas, read_only=read_only))
         store = cls(engine)
         if migrate:
             store.migrate()
@@ -685,6 +823,14 @@ class EventStore:
 
         try:
             with self.engine.begin() as conn:
+                tables = sa.inspect(conn).get_table_names()
+                if "alembic_version" not in tables:
+                    others = sorted(t for t in tables if not t.startswith(_OWN_TABLE_PREFIXES))
+                    if others:  # someone else's database: creating our tables in it would be a mess to undo
+                        raise ConfigError(
+                            f"storage: {self.engine.url.render_as_string(hide_password=True)} is not a Seawatch event "
+                            f"store (no Seawatch schema; its tables: {', '.join(others[:8])}); refusing to create "
+                            "tables in it: use an empty or new database")
                 upgrade(conn)
             if self.engine.dialect.name == "postgresql":
                 from seawatch.service.migrations.versions.r0003_postgis import ensure_postgis

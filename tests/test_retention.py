@@ -780,3 +780,121 @@ def test_new_retention_settings_defaults_and_config_check(tmp_path, capsys):
     c = load_config(f).storage.retention
     assert c.event_days("critical", "quay") == 730 and c.event_days("low", "quay") == 365
     assert c.event_days("critical", "park") == 30 and c.false_detection_days("low", "park") is None
+
+
+# ---- the CLI only runs on a Seawatch store, and a dry run never writes to it ---------------------------------------
+def _tables(url: str) -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return set(sa.inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def foreign_db(db_url):
+    """Someone else's database: one ``customers`` table, one row, no Seawatch schema."""
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE customers (id INTEGER PRIMARY KEY, name VARCHAR(40))"))
+        conn.execute(sa.text("INSERT INTO customers VALUES (1, 'Ada')"))
+    engine.dispose()
+    return db_url
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_cli_retention_refuses_a_database_that_is_not_a_seawatch_store(foreign_db, tmp_path, capsys, dry_run):
+    from seawatch.cli import main
+
+    before = Path(foreign_db.removeprefix("sqlite:///")).read_bytes() if foreign_db.startswith("sqlite") else None
+    args = ["retention", "run", "--database", foreign_db, "--media-dir", str(tmp_path / "m")] + (["--dry-run"] * dry_run)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "is not a Seawatch event store (no Seawatch schema; its tables: customers)" in err
+    assert "Traceback" not in err
+    assert _tables(foreign_db) == {"customers"}  # no alembic_version, events, events_fts ... created in it
+    if before is not None:
+        assert Path(foreign_db.removeprefix("sqlite:///")).read_bytes() == before  # not even switched to WAL
+
+
+def test_the_store_itself_refuses_to_migrate_someone_elses_database(foreign_db):
+    with pytest.raises(ConfigError, match="not a Seawatch event store .*customers.*refusing to create tables"):
+        EventStore.open(foreign_db)
+    assert _tables(foreign_db) == {"customers"}
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_cli_retention_refuses_a_missing_sqlite_database_and_creates_nothing(tmp_path, capsys, dry_run):
+    from seawatch.cli import main
+
+    url = f"sqlite:///{tmp_path / 'typo' / 'seawatch.db'}"
+    args = ["retention", "run", "--database", url, "--media-dir", str(tmp_path / "m")] + (["--dry-run"] * dry_run)
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert f"no event store at {url}: the database does not exist" in err
+    assert not (tmp_path / "typo").exists()
+    assert main(["retention", "run", "--database", f"sqlite:///{tmp_path}", "--media-dir", str(tmp_path / "m")]) == 1
+    assert "is a directory, not a database file" in capsys.readouterr().err
+
+
+def test_cli_retention_refuses_a_missing_postgresql_database(postgres_server, tmp_path, capsys):
+    from seawatch.cli import main
+
+    url = f"{postgres_server}/nosuchdb"
+    assert main(["retention", "run", "--dry-run", "--database", url, "--media-dir", str(tmp_path / "m")]) == 1
+    assert f"no event store at {url}: the database does not exist" in capsys.readouterr().err
+
+
+def test_cli_retention_refuses_an_empty_database(db_url, tmp_path, capsys):
+    from seawatch.cli import main
+
+    if db_url.startswith("sqlite"):
+        Path(db_url.removeprefix("sqlite:///")).touch()
+    assert main(["retention", "run", "--database", db_url, "--media-dir", str(tmp_path / "m")]) == 1
+    assert "is an empty database, not a Seawatch event store" in capsys.readouterr().err
+    assert _tables(db_url) <= {"spatial_ref_sys"}
+
+
+def test_cli_retention_dry_run_reports_an_old_schema_and_a_real_run_upgrades_it(db_url, tmp_path, capsys):
+    from seawatch.cli import main
+    from seawatch.service.migrations import upgrade
+
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        upgrade(conn, "0006")
+    engine.dispose()
+    args = ["retention", "run", "--database", db_url, "--media-dir", str(tmp_path / "m")]
+    assert main([*args, "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert "is a Seawatch event store at schema revision 0006, older than this version's 0009; a dry run does not " \
+           "upgrade it: run without --dry-run" in err
+    assert "event_holds" not in _tables(db_url)  # not migrated
+    assert main(args) == 0
+    assert "deleted: 0 event(s)" in capsys.readouterr().out
+    assert {"event_holds", "retention_state"} <= _tables(db_url)
+
+
+def test_cli_retention_dry_run_opens_the_store_read_only(store, db_url, tmp_path, capsys, monkeypatch):
+    """The dry run's store refuses writes: a sweep that tried to record anything would fail, not write."""
+    from seawatch.cli import main
+    from seawatch.service import store as store_mod
+
+    media = tmp_path / "media"
+    put_event(store, media, "old", 200)
+    opened: list[EventStore] = []
+    real_open = store_mod.EventStore.open.__func__
+
+    def spy(cls, url, **kw):
+        s = real_open(cls, url, **kw)
+        opened.append(s)
+        return s
+
+    monkeypatch.setattr(store_mod.EventStore, "open", classmethod(spy))
+    args = ["retention", "run", "--database", db_url, "--media-dir", str(media), "--dry-run", "--json"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["events"] == 0  # the upgrade grace keeps it on a first run
+    (ro,) = opened
+    with pytest.raises(sa.exc.DBAPIError, match="(?i)read.only|readonly"):
+        ro.init_retention_state({"enabled_ns": 1, "protect_before_ns": 1})
+    assert store.retention_state() == {} and store.get("old") is not None
