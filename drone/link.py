@@ -385,6 +385,11 @@ class MavlinkLink:
             )
         except TelemetryError:
             raise
+        except ModuleNotFoundError as exc:  # pymavlink imports pyserial only when a serial link is opened
+            missing = exc.name or str(exc)
+            hint = "pyserial (pip install pyserial)" if missing.split(".")[0] == "serial" else f"the module {missing!r}"
+            raise TelemetryError(f"drone {self.vehicle_id}: cannot open MAVLink connection {self.url!r}: a serial "
+                                 f"link needs {hint}, which is not installed") from exc
         except (Exception, SystemExit) as exc:  # OSError, serial errors, ValueError, dronekit APIException
             raise TelemetryError(f"drone {self.vehicle_id}: cannot open MAVLink connection {self.url!r}: {exc}") from exc
         master = vehicle._master  # noqa: SLF001 - dronekit exposes no other handle on the pymavlink connection

@@ -86,3 +86,71 @@ def test_status_and_replay_pick_one_vehicle_of_a_shared_link(tmp_path, capsys):
         summary = json.loads(capsys.readouterr().out)
         assert summary["vehicle_system_id"] == system and "lat_range" in summary, summary
         assert summary["lat_range"] == pytest.approx([lat, lat], abs=1e-3)
+
+
+class _SerialVehicle:
+    """A vehicle on the master side of a pty pair: HEARTBEAT (ArduCopter, GUIDED) and GLOBAL_POSITION_INT at 10 Hz,
+    one PARAM_VALUE for each PARAM_REQUEST_LIST it reads; the slave side is the ground station's serial port."""
+
+    def __init__(self) -> None:
+        import os
+        import pty
+        import threading
+        import tty
+
+        from seawatch.drone.link import mavutil
+
+        self._os = os
+        self.master, self.slave = pty.openpty()
+        tty.setraw(self.slave)  # bytes pass unchanged (pyserial does the same when it opens the port)
+        self.port = os.ttyname(self.slave)
+        self._m = mavutil().mavlink
+        self._mav = self._m.MAVLink(None, srcSystem=1, srcComponent=1)
+        self.requests = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "_SerialVehicle":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._os.close(self.master)
+        self._os.close(self.slave)
+
+    def _send(self, msg) -> None:
+        self._os.write(self.master, msg.pack(self._mav))
+
+    def _run(self) -> None:
+        import select
+
+        m = self._m
+        while not self._stop.is_set():
+            self._send(m.MAVLink_heartbeat_message(2, 3, 81 | 128, 4, 4, 3))  # quadrotor, ArduPilot, armed GUIDED
+            self._send(m.MAVLink_global_position_int_message(1000, 540_123_400, 70_045_600, 25_000, 5_000, 0, 0, 0, 9000))
+            if select.select([self.master], [], [], 0.1)[0]:
+                for msg in self._mav.parse_buffer(self._os.read(self.master, 4096)) or []:
+                    if msg.get_type() == "PARAM_REQUEST_LIST":
+                        self.requests += 1
+                        self._send(m.MAVLink_param_value_message(b"SYSID_THISMAV", 1.0, 9, 1, 0))
+
+
+def test_status_over_a_serial_port(capsys):
+    with _SerialVehicle() as vehicle:
+        assert main(["drone", "status", vehicle.port, "--timeout", "5", "--seconds", "0", "--baud", "115200"]) == 0
+        state = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert state["link"] == "connected" and state["mode"] == "GUIDED" and state["armed"] is True
+    assert state["system"] == 1 and state["params"] == 1 and vehicle.requests >= 1  # our PARAM_REQUEST_LIST got there
+    assert state["lat_deg"] == pytest.approx(54.01234) and state["lon_deg"] == pytest.approx(7.00456)
+
+
+def test_a_serial_link_without_pyserial_says_what_to_install(capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "serial", None)  # `import serial` fails as it would without pyserial
+    with _SerialVehicle() as vehicle:
+        assert main(["drone", "status", vehicle.port, "--timeout", "2", "--seconds", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "a serial link needs pyserial (pip install pyserial), which is not installed" in err and vehicle.port in err
