@@ -566,11 +566,38 @@ def get_snapshot(event_id: str, request: Request, store: Store, who: Operator) -
 
 
 CLIP_WAIT_S = 15.0  # how long a clip request waits for a just-closed event's post-roll to be recorded
+CLIP_POLL_S = 0.25  # while it waits, how often it looks again (the wait holds no worker thread)
+CLIP_FUTURE_S = 3600  # a window ending further ahead than this is refused (422), not "not ready yet"
+
+
+async def _get_clip_file(clips, source_id: str, start_ns: int, end_ns: int) -> Path:
+    """The clip file of a window, waiting up to ``CLIP_WAIT_S`` for a post-roll still being recorded. The wait is
+    spent in the event loop, not in a worker thread, and only when the window can be complete within it: a window
+    ending further ahead is answered at once (ClipNotReady), so requests for future windows cannot tie up the API.
+    Raises ApiError 422 for a live camera's window that ends more than ``CLIP_FUTURE_S`` from now (the recordings
+    judge that: a replay's capture times are not wall-clock times, so its windows are never "ahead")."""
+    import asyncio
+    import time
+
+    from seawatch.streams.recording import ClipNotReady
+
+    deadline = time.monotonic() + CLIP_WAIT_S
+    while True:
+        try:
+            return await run_in_threadpool(clips.get, source_id, start_ns, end_ns)
+        except ClipNotReady as exc:
+            if exc.retry_after_s > CLIP_FUTURE_S:  # a live camera's window far ahead of now: not a wait, a mistake
+                raise ApiError(422, f"the window ends {exc.retry_after_s / 3600:.1f} h from now: clips are of "
+                                    "recorded video") from None
+            left_s = deadline - time.monotonic()
+            if left_s <= 0 or exc.retry_after_s > left_s + CLIP_POLL_S:
+                raise
+            await asyncio.sleep(min(CLIP_POLL_S, left_s))
 
 
 @events.get("/{event_id}/clip", response_class=FileResponse, summary="MP4 clip of the event window (HTTP Range supported)",
             description="Waits up to 15 s for a window whose end (post-roll) is still being recorded, then answers 409 "
-                        "with Retry-After. A clip with an outage in its window holds the video there is; "
+                        "with Retry-After (at once when its end is further ahead). A clip with an outage in its window holds the video there is; "
                         "X-Clip-Coverage says `complete` or `partial` and X-Clip-Covered-Ns lists the covered "
                         "spans (`start-end` capture times, comma-separated).")
 async def get_clip(event_id: str, request: Request, store: Store, who: Operator) -> FileResponse:
@@ -588,7 +615,7 @@ async def _clip_response(clips, source_id: str, start_ns: int, end_ns: int, not_
     from seawatch.streams.recording import ClipNotReady, read_clip_coverage
 
     try:
-        path = await run_in_threadpool(clips.get, source_id, start_ns, end_ns, wait_s=CLIP_WAIT_S)
+        path = await _get_clip_file(clips, source_id, start_ns, end_ns)
     except ClipNotReady as exc:
         raise ApiError(409, str(exc), headers={"Retry-After": str(max(1, round(exc.retry_after_s)))}) from None
     except (StreamError, InputError) as exc:
@@ -634,8 +661,7 @@ async def get_evidence(event_id: str, request: Request, store: Store, who: Revie
         from seawatch.streams.recording import ClipNotReady
 
         try:
-            clip = await run_in_threadpool(st.clips.get, ev.clip.source_id, ev.clip.start_ns, ev.clip.end_ns,
-                                           wait_s=CLIP_WAIT_S)
+            clip = await _get_clip_file(st.clips, ev.clip.source_id, ev.clip.start_ns, ev.clip.end_ns)
         except ClipNotReady as exc:  # an export now would lack the clip for good: say so, and when to ask again
             raise ApiError(409, f"evidence of event {event_id} is not ready: {exc}",
                            headers={"Retry-After": str(max(1, round(exc.retry_after_s)))}) from None
@@ -814,7 +840,8 @@ def _utc_name(ns: int) -> str:
              summary="MP4 of any window of a camera's recording (HTTP Range supported)",
              description="H.264 MP4 of `[start_ns, end_ns]` (UTC ns, at most 30 min), from the keyframe before the "
                          "start. Waits up to 15 s for a window whose end is still being recorded, then answers 409 "
-                         "with Retry-After; 404 when no video was recorded in the window (camera out, deleted by "
+                         "with Retry-After (at once when its end is further ahead; 422 when it is over an hour "
+                         "ahead); 404 when no video was recorded in the window (camera out, deleted by "
                          "retention). `X-Clip-Coverage` (`complete`/`partial`) and `X-Clip-Covered-Ns` as for an "
                          "event's clip; `X-Clip-First-Ns` is the capture time of the clip's first picture (video time "
                          "0), so a player's position maps to a capture time. `download=true` names it as a download.")

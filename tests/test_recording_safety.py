@@ -221,20 +221,102 @@ def test_api_answers_409_with_retry_after_while_the_clip_is_not_ready(tmp_path, 
     app = create_app(cfg)
     waits = []
 
+    retry_after_s = [6.4]
+
     def not_ready(source_id, start_ns, end_ns, *, wait_s=0.0):
         waits.append(wait_s)
         raise ClipNotReady("the clip is not complete yet: the source 'cam-1' has video up to 4.0 s before its end; "
-                           "try again in 6 s", retry_after_s=6.4)
+                           f"try again in {round(retry_after_s[0])} s", retry_after_s=retry_after_s[0])
 
+    import seawatch.service.app as app_mod
+
+    monkeypatch.setattr(app_mod, "CLIP_WAIT_S", 1.0)
     with TestClient(app) as client:
         seed(app, app.state.media_dir)
         monkeypatch.setattr(app.state.clips, "get", not_ready)
+        # the end comes later than the wait (1 s here): answered at once
         r = client.get("/api/events/ev00000/clip", headers={"X-API-Key": KEY})
         assert r.status_code == 409 and r.headers["retry-after"] == "6" and error_code(r) == "conflict"
         assert "not complete yet" in r.json()["error"]["message"]  # the UI shows this text under the player
+        assert len(waits) == 1
         r = client.get("/api/events/ev00000/evidence.zip", headers=token(client, "rita"))
         assert r.status_code == 409 and "not complete yet" in r.json()["error"]["message"]
-    assert waits and all(w > 0 for w in waits)  # the API waits for the post-roll before giving up
+        # the end is due within the wait: the API waits for the post-roll before giving up, looking again and again
+        # (in the event loop: no worker thread held meanwhile)
+        retry_after_s[0] = 0.2
+        waits.clear()
+        t0 = time.monotonic()
+        r = client.get("/api/events/ev00000/clip", headers={"X-API-Key": KEY})
+        assert r.status_code == 409 and r.headers["retry-after"] == "1"
+        assert time.monotonic() - t0 >= 0.9 and len(waits) > 2
+        waits.clear()
+        r = client.get("/api/events/ev00000/evidence.zip", headers=token(client, "rita"))
+        assert r.status_code == 409 and len(waits) > 2
+
+
+def test_clip_requests_for_future_windows_cannot_tie_up_the_api(tmp_path, monkeypatch):
+    """A window whose end cannot be recorded within the wait is answered at once (409), one ending over an hour
+    ahead is refused (422), and clients waiting for a post-roll hold no worker thread: 60 of them at once leave
+    the rest of the API answering at once (an operator asking for far-future clips froze it for 13 s)."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from conftest import serve_in_thread
+    from seawatch.service.app import create_app
+    from test_service_api import KEY
+
+    import seawatch.service.app as app_mod
+
+    monkeypatch.setattr(app_mod, "CLIP_WAIT_S", 3.0)
+    from seawatch.service.auth import hash_api_key
+    from seawatch.service.config import load_config
+
+    app = create_app(load_config(data={"storage": {"data_dir": str(tmp_path / "data")},
+                                       "auth": {"api_keys": [{"name": "desk", "role": "operator", "key_sha256": hash_api_key(KEY)}]},
+                                       "sources": [{"id": "cam-1", "url": "rtsp://cam/1"}]}))
+    calls = []
+
+    def not_ready(source_id, start_ns, end_ns, *, wait_s=0.0):
+        calls.append(end_ns)
+        ahead_s = (end_ns - time.time_ns()) / 1e9
+        raise ClipNotReady("the clip is not complete yet", retry_after_s=max(1.0, ahead_s + 2.0))
+
+    monkeypatch.setattr(app.state.clips, "get", not_ready)
+
+    def get(path):
+        req = urllib.request.Request(f"{base}{path}", headers={"X-API-Key": KEY})
+        t0 = time.monotonic()
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, time.monotonic() - t0, dict(r.headers)
+        except urllib.error.HTTPError as e:
+            return e.code, time.monotonic() - t0, dict(e.headers)
+
+    with serve_in_thread(app) as port:
+        base = f"http://127.0.0.1:{port}"
+        now = time.time_ns()
+        # ends in 10 min: cannot be complete within the 3 s wait, answered at once with when to ask again
+        status, took_s, headers = get(f"/api/sources/cam-1/clip?start_ns={now}&end_ns={now + 600 * S}")
+        assert status == 409 and took_s < 1.5 and 590 <= int(headers["retry-after"]) <= 610, (status, took_s, headers)
+        # a live camera's window ending beyond an hour from now (the audit's year 2262): refused at once
+        far = 9_223_372_036_854_775_000
+        status, took_s, _ = get(f"/api/sources/cam-1/clip?start_ns={far - 60 * S}&end_ns={far}")
+        assert status == 422 and took_s < 1.5
+        # 60 clients waiting for a post-roll 2 s ahead (each waits the whole 3 s): the API still answers at once
+        results = []
+        end = time.time_ns() + 1 * S
+        waiting = [threading.Thread(target=lambda: results.append(
+            get(f"/api/sources/cam-1/clip?start_ns={end - 30 * S}&end_ns={end}"))) for _ in range(60)]
+        for t in waiting:
+            t.start()
+        time.sleep(0.5)
+        status, took_s, _ = get("/api/health")
+        assert status == 200 and took_s < 1.0, took_s
+        for t in waiting:
+            t.join(30)
+        assert len(results) == 60 and all(r[0] == 409 for r in results)
+        assert min(r[1] for r in results) >= 2.0  # they did wait for the post-roll
 
 
 # ------------------------------------------------------------------------------------------- 3: kill -9
