@@ -637,7 +637,7 @@ async def get_evidence(event_id: str, request: Request, store: Store, who: Revie
 
     from starlette.background import BackgroundTask
 
-    from seawatch.service.export import drone_timeline, evidence_telemetry, evidence_zip
+    from seawatch.service.export import drone_timeline, evidence_telemetry, evidence_zip, iso
 
     ev = await run_in_threadpool(_get_event, store, event_id)
     st = request.app.state
@@ -654,14 +654,28 @@ async def get_evidence(event_id: str, request: Request, store: Store, who: Revie
             missing["snapshot.jpg"] = "the stored snapshot file is gone"
     else:
         missing["snapshot.jpg"] = "the event has no snapshot"
-    clip = None
-    if ev.clip is None or ev.clip.end_ns is None:
-        missing["clip.mp4"] = "the incident is still open" if ev.clip is not None else "the event has no clip window"
-    else:
+    clip, notes = None, {}
+    clip_end_ns = None if ev.clip is None else ev.clip.end_ns
+    if ev.clip is not None and clip_end_ns is None:
+        # an incident still going on (a fire burning for an hour): its video so far, from its pre-roll to the newest
+        # recorded picture (at most one clip's length), said so in the manifest
+        recorded = await run_in_threadpool(st.clips.recorded, ev.clip.source_id)
+        newest = recorded.newest_ns
+        if newest is None or newest <= ev.clip.start_ns:
+            missing["clip.mp4"] = "the incident is still open and none of its video is recorded yet"
+        else:
+            clip_end_ns = min(newest, ev.clip.start_ns + MAX_RECORDING_CLIP_S * 1_000_000_000)
+            notes["clip.mp4"] = (f"the incident is still open: the clip ends at {iso(clip_end_ns)}"
+                                 + (" (the newest recorded picture)" if clip_end_ns == newest
+                                    else f" ({MAX_RECORDING_CLIP_S // 60} min after its window starts)")
+                                 + "; export again once it has ended for all of it")
+    if ev.clip is None:
+        missing["clip.mp4"] = "the event has no clip window"
+    elif clip_end_ns is not None:
         from seawatch.streams.recording import ClipNotReady
 
         try:
-            clip = await _get_clip_file(st.clips, ev.clip.source_id, ev.clip.start_ns, ev.clip.end_ns)
+            clip = await _get_clip_file(st.clips, ev.clip.source_id, ev.clip.start_ns, clip_end_ns)
         except ClipNotReady as exc:  # an export now would lack the clip for good: say so, and when to ask again
             raise ApiError(409, f"evidence of event {event_id} is not ready: {exc}",
                            headers={"Retry-After": str(max(1, round(exc.retry_after_s)))}) from None
@@ -673,7 +687,7 @@ async def get_evidence(event_id: str, request: Request, store: Store, who: Revie
     try:
         await run_in_threadpool(evidence_zip, tmp, EventOut.from_event(ev).model_dump(mode="json"), audit, snapshot=snapshot,
                                 clip=clip, missing=missing, exported_by=f"{who.kind}:{who.name}", version=__version__,
-                                telemetry=telemetry)
+                                telemetry=telemetry, notes=notes)
     except BaseException:
         os.unlink(tmp)
         raise

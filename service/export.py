@@ -204,12 +204,13 @@ def _clip_coverage(clip: Path) -> dict[str, Any]:
 
 def evidence_zip(path, event_json: dict[str, Any], audit: list[dict[str, Any]], *, snapshot: Path | None,
                  clip: Path | None, missing: dict[str, str], exported_by: str, version: str,
-                 telemetry: dict[str, Any] | None = None) -> dict[str, Any]:
+                 telemetry: dict[str, Any] | None = None, notes: dict[str, str] | None = None) -> dict[str, Any]:
     """Write the evidence package of one event to ``path`` (a zip); returns its manifest.
 
     Members: ``event.json``, ``audit.json``, ``telemetry.json`` (drone events: see :func:`telemetry_json`),
     ``snapshot.jpg`` and ``clip.mp4`` when available, ``manifest.json``
-    (what is in it, who exported it when, what is missing and why, the SHA-256 of every other member, and for the
+    (what is in it, who exported it when, what is missing and why, ``notes`` on members that hold part of what they
+    name, the SHA-256 of every other member, and for the
     clip what of its window it shows: ``clip_coverage`` with ``complete`` false when the camera was out for part of
     it, and ``reencoded`` true, with the ``formats`` shown, when its recordings changed size or codec inside the
     window and the clip was re-encoded at one size instead of copied) and ``SHA256SUMS`` (``sha256sum -c`` format,
@@ -254,6 +255,8 @@ def evidence_zip(path, event_json: dict[str, Any], audit: list[dict[str, Any]], 
         "files": entries,
         "missing": missing,
     }
+    if notes:  # what a member holds when it is not the whole of what it names (an open incident's clip so far)
+        manifest["notes"] = notes
     if clip is not None:
         manifest["clip_coverage"] = _clip_coverage(clip)
     manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()

@@ -329,3 +329,51 @@ def test_the_service_plays_and_reports_from_a_live_cameras_recording(tmp_path):
             assert ev["geo"] is None and ev["geo_reason"] == "source is not geo-referenced"
             assert svc.store.get(ev["id"]).attributes["note"] == "person on the quay"
             assert client.get(ev["snapshot_url"], headers=h).status_code == 200
+
+
+def test_evidence_of_an_open_incident_holds_its_video_so_far(tmp_path, ramp_b):
+    """A fire burning for an hour is exported while still open: the package holds the clip from its pre-roll to the
+    newest recorded picture, and its manifest says the clip ends there and why (it used to hold no video at all)."""
+    import io
+    import json
+    import zipfile
+
+    from seawatch.vision.events import ClipRef, Event
+
+    review_key = "recordings-reviewer-key-0123456789"
+    cfg = _settings(tmp_path)
+    cfg = load_config(data={**cfg.model_dump(mode="json", exclude_none=True, exclude={"auth"}),
+                            "auth": {"api_keys": [{"name": "rev", "role": "reviewer", "key_sha256": hash_api_key(review_key)}]}})
+    media = cfg.storage.resolved_media_dir()
+    _record(ramp_b, media / "recordings", "quay", T0, segment_s=1.0)  # 4 s of video from T0
+    app = create_app(cfg)
+    open_fire = Event(id="fire-open", type="fire", severity="critical", phase="start", source_id="quay", start_ns=T0 + 2 * S,
+                      at_ns=T0 + 2 * S, labels=("fire",), scores=(0.9,), clip=ClipRef("quay", T0 + 1 * S, None, S, 5 * S))
+    no_video = Event(id="fire-gate", type="fire", severity="high", phase="start", source_id="gate", start_ns=T0,
+                     at_ns=T0, labels=("fire",), scores=(0.9,), clip=ClipRef("gate", T0 - S, None, S, 5 * S))
+    h = {"X-API-Key": review_key}
+    with TestClient(app) as client:
+        app.state.store.put(open_fire)
+        app.state.store.put(no_video)
+        r = client.get("/api/events/fire-open/evidence.zip", headers=h)
+        assert r.status_code == 200, r.text
+        z = zipfile.ZipFile(io.BytesIO(r.content))
+        assert "clip.mp4" in z.namelist()
+        manifest = json.loads(z.read("manifest.json"))
+        assert "clip.mp4" not in manifest["missing"]
+        assert "still open" in manifest["notes"]["clip.mp4"] and "newest recorded picture" in manifest["notes"]["clip.mp4"]
+        from seawatch.service.export import iso
+
+        newest = recorded_video(media / "recordings", "quay").newest_ns
+        cov = manifest["clip_coverage"]
+        assert cov["window_end"] == iso(newest) and cov["complete"] and cov["window_s"] >= 2.0, cov
+        clip_file = tmp_path / "so_far.mp4"
+        clip_file.write_bytes(z.read("clip.mp4"))
+        import av
+
+        with av.open(str(clip_file)) as c:
+            assert sum(1 for _ in c.decode(c.streams.video[0])) >= 2 * FPS  # seconds of video, not a stub
+        # an open incident on a camera with nothing recorded: said so
+        z = zipfile.ZipFile(io.BytesIO(client.get("/api/events/fire-gate/evidence.zip", headers=h).content))
+        missing = json.loads(z.read("manifest.json"))["missing"]
+        assert "clip.mp4" not in z.namelist() and "none of its video is recorded yet" in missing["clip.mp4"]
