@@ -47,8 +47,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from seawatch.errors import InputError, StreamError
+from seawatch.streams.urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -900,18 +902,32 @@ def drop_time_outliers(
 
 
 def parse_feed_url(url: str) -> tuple[str, str, int]:
-    """``tcp://host:port`` or ``udp://host:port`` (``udp://`` binds, ``tcp://`` connects) -> (scheme, host, port)."""
+    """``tcp://host:port`` or ``udp://host:port`` (``udp://`` binds, ``tcp://`` connects) -> (scheme, host, port).
+
+    An IPv6 host goes in brackets (``tcp://[::1]:5631``). A user name or password is refused (NMEA over TCP / UDP
+    has no login), as is a path or query; every message shows the URL with its credentials redacted."""
+    shown = redact_url(url)
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in ("tcp", "udp"):
-        raise InputError(f"AIS feed {url!r}: expected tcp://HOST:PORT or udp://HOST:PORT")
-    host, colon, port_s = rest.rstrip("/").rpartition(":")
+        raise InputError(f"AIS feed {shown!r}: expected tcp://HOST:PORT or udp://HOST:PORT")
     try:
-        port = int(port_s)
-    except ValueError:
-        port = -1
-    if not colon or not host or not (0 <= port <= 65535):
-        raise InputError(f"AIS feed {url!r}: bad host:port {rest!r}")
-    return scheme, host.strip("[]"), port
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:  # "[::1" (an unclosed bracket), a port out of range or not a number
+        raise InputError(f"AIS feed {shown!r}: bad host:port {redact_url(rest)!r} ({exc})") from None
+    if parts.username is not None or parts.password is not None:
+        raise InputError(f"AIS feed {shown!r}: a user name or password cannot be used (NMEA over TCP / UDP has no "
+                         "login); give tcp://HOST:PORT or udp://HOST:PORT")
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        raise InputError(f"AIS feed {shown!r}: expected tcp://HOST:PORT or udp://HOST:PORT, nothing after the port")
+    if not host or port is None or ("[" not in parts.netloc and ":" in host):
+        raise InputError(f"AIS feed {shown!r}: bad host:port {redact_url(rest)!r}")
+    return scheme, host, port
+
+
+def feed_name(scheme: str, host: str, port: int) -> str:
+    """``tcp://host:port`` as it is shown in logs and status (an IPv6 host in brackets)."""
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 class _SocketFeed:
@@ -923,6 +939,12 @@ class _SocketFeed:
         self.decoder = decoder if decoder is not None else AisDecoder()
         self.timeout_s = timeout_s
         self._stop = threading.Event()
+        self.last_error: str | None = None  # the latest connect / bind / receive failure, for status and the CLI
+
+    @property
+    def name(self) -> str:
+        """The feed as logs and status show it: ``tcp://host:port`` (never with credentials)."""
+        return feed_name(self.scheme, self.host, self.port)
 
     def stop(self) -> None:
         """Ask :meth:`messages` to return at its next timeout tick (at most ``timeout_s`` later)."""
@@ -937,8 +959,11 @@ class TcpAisFeed(_SocketFeed):
     """Connects to an NMEA-over-TCP server (an AIS dispatcher, a receiver) and reads lines.
 
     A lost connection is a status change and a reconnect after ``reconnect_s``, never an exception. ``state``
-    is ``"connecting"``, ``"connected"`` or ``"stopped"``; ``connects`` counts successful connections.
+    is ``"connecting"``, ``"connected"`` or ``"stopped"``; ``connects`` counts successful connections. The first
+    failed connect of an outage is a warning, its retries are logged at INFO.
     """
+
+    scheme = "tcp"
 
     def __init__(
         self,
@@ -962,13 +987,16 @@ class TcpAisFeed(_SocketFeed):
             try:
                 sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
             except OSError as exc:
-                log.info("AIS tcp://%s:%d: connect failed (%s); retry in %.1f s", self.host, self.port, exc,
-                         self.reconnect_s)
+                first = self.last_error is None
+                self.last_error = str(exc) or type(exc).__name__
+                log.log(logging.WARNING if first else logging.INFO, "AIS %s: connect failed (%s); retry in %.1f s",
+                        self.name, self.last_error, self.reconnect_s)
                 self._stop.wait(self.reconnect_s)
                 continue
             self.state = "connected"
             self.connects += 1
-            log.info("AIS tcp://%s:%d connected", self.host, self.port)
+            self.last_error = None
+            log.info("AIS %s connected", self.name)
             try:
                 sock.settimeout(self.timeout_s)
                 while not self._stop.is_set():
@@ -977,10 +1005,12 @@ class TcpAisFeed(_SocketFeed):
                     except TimeoutError:
                         continue
                     except OSError as exc:
-                        log.warning("AIS tcp://%s:%d: read failed (%s)", self.host, self.port, exc)
+                        self.last_error = f"read failed: {exc}"
+                        log.warning("AIS %s: read failed (%s)", self.name, exc)
                         break
                     if not chunk:
-                        log.warning("AIS tcp://%s:%d: server closed the connection", self.host, self.port)
+                        self.last_error = "the server closed the connection"
+                        log.warning("AIS %s: server closed the connection", self.name)
                         break
                     buf += chunk
                     *lines, buf = buf.split(b"\n")
@@ -1004,6 +1034,8 @@ class TcpAisFeed(_SocketFeed):
 class UdpAisFeed(_SocketFeed):
     """Binds ``host:port`` and decodes every datagram (one or several NMEA lines each)."""
 
+    scheme = "udp"
+
     def __init__(self, host: str, port: int, *, decoder: AisDecoder | None = None, timeout_s: float = 1.0) -> None:
         super().__init__(host, port, decoder=decoder, timeout_s=timeout_s)
         self._sock: socket.socket | None = None
@@ -1018,7 +1050,7 @@ class UdpAisFeed(_SocketFeed):
                 s.bind((self.host, self.port))
             except OSError as exc:
                 s.close()
-                raise StreamError(f"AIS udp://{self.host}:{self.port}: cannot bind: {exc}") from exc
+                raise StreamError(f"AIS {self.name}: cannot bind: {exc}") from exc
             s.settimeout(self.timeout_s)
             self._sock = s
         return self._sock.getsockname()[:2]
@@ -1033,7 +1065,8 @@ class UdpAisFeed(_SocketFeed):
                 except TimeoutError:
                     continue
                 except OSError as exc:
-                    log.warning("AIS udp://%s:%d: receive failed (%s)", self.host, self.port, exc)
+                    self.last_error = f"receive failed: {exc}"
+                    log.warning("AIS %s: receive failed (%s)", self.name, exc)
                     self._stop.wait(self.timeout_s)
                     continue
                 self.datagrams += 1

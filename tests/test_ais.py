@@ -426,3 +426,97 @@ def test_table_update_and_snapshot_from_two_threads():
         table.prune(T0_S * 10**9)
     th.join()
     assert not errors and len(table) == 2000 and sizes == sorted(sizes)
+
+
+# ------------------------------------------------------------------------------------------------ feed URLs, the CLI
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    return port
+
+
+@pytest.mark.parametrize("url, words", [
+    ("tcp://[::1", "bad host:port '[::1'"),
+    ("tcp://::1:5631", "bad host:port"),
+    ("tcp://user:s3cret@127.0.0.1:5631", "'tcp://***@127.0.0.1:5631': a user name or password cannot be used"),
+    ("tcp://127.0.0.1:5631/x?token=s3cret", "nothing after the port"),
+    ("udp://127.0.0.1:70000", "bad host:port"),
+])
+def test_malformed_or_credentialed_feed_urls_are_refused_redacted(url, words):
+    with pytest.raises(InputError) as info:
+        ais.open_feed(url)
+    assert words in str(info.value) and "s3cret" not in str(info.value)
+
+
+@pytest.mark.parametrize("url, scheme, host, port", [
+    ("tcp://127.0.0.1:5631", "tcp", "127.0.0.1", 5631),
+    ("tcp://[::1]:5631/", "tcp", "::1", 5631),
+    ("udp://0.0.0.0:10110", "udp", "0.0.0.0", 10110),
+    ("tcp://ais.example.org:10110", "tcp", "ais.example.org", 10110),
+])
+def test_good_feed_urls(url, scheme, host, port):
+    assert ais.parse_feed_url(url) == (scheme, host, port)
+    feed = ais.open_feed(url)
+    assert feed.name == url.rstrip("/") and (feed.host, feed.port) == (host, port)
+
+
+def _show(argv: list[str]) -> int:
+    from seawatch.cli import main
+
+    return main(["ais", "show", *argv])
+
+
+def test_ais_show_on_a_feed_that_never_connects_is_an_error_naming_it(capsys, caplog):
+    port = _closed_port()
+    with caplog.at_level("INFO", logger="seawatch.streams.ais"):
+        assert _show(["--seconds", "0.6", f"tcp://127.0.0.1:{port}"]) == 1
+    captured = capsys.readouterr()
+    assert f"seawatch: error: AIS feed tcp://127.0.0.1:{port}: never connected in 0.6 s (" in captured.err
+    assert "refused" in captured.err.lower() and "0 vessels" not in captured.out
+    # the first failure of an outage is a warning (seen without -v), the retries are not
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and f"AIS tcp://127.0.0.1:{port}: connect failed" in warnings[0].getMessage()
+
+
+def test_ais_show_refuses_a_malformed_or_credentialed_url_without_showing_the_password(capsys, caplog):
+    from seawatch.cli import main
+
+    assert _show(["--seconds", "0.5", "tcp://[::1"]) == 1
+    assert "bad host:port '[::1'" in capsys.readouterr().err
+    with caplog.at_level("DEBUG"):
+        assert main(["-vv", "ais", "show", "--seconds", "0.5", f"tcp://user:s3cret@127.0.0.1:{_closed_port()}"]) == 1
+    captured = capsys.readouterr()
+    assert "a user name or password cannot be used" in captured.err
+    assert "s3cret" not in captured.err + captured.out + caplog.text
+
+
+def test_ais_show_says_when_a_udp_port_heard_nothing(capsys):
+    port = _closed_port()
+    assert _show(["--seconds", "0.3", f"udp://127.0.0.1:{port}"]) == 0
+    captured = capsys.readouterr()
+    assert f"warning: AIS feed udp://127.0.0.1:{port}: no datagram received in 0.3 s" in captured.err
+    assert "0 vessels" in captured.out
+
+
+def test_ais_show_on_a_live_tcp_feed(capsys):
+    (pos,) = enc(msg_type=1, mmsi=412000010, lat=22.0, lon=114.0, speed=5, course=10)
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.sendall((pos + "\r\n").encode())
+        time.sleep(1.0)
+        conn.close()
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    try:
+        assert _show(["--seconds", "0.6", f"tcp://127.0.0.1:{port}"]) == 0
+    finally:
+        th.join(5)
+        srv.close()
+    captured = capsys.readouterr()
+    assert "1 vessels" in captured.out and "412000010" in captured.out and "error" not in captured.err

@@ -188,7 +188,7 @@ class VesselIdentityStage:
                 self.table.update(msg)
                 self.counters["ais_messages"] += 1
         except Exception:  # a feed thread must not die silently
-            log.exception("AIS feed %s:%s stopped", feed.host, feed.port)
+            log.exception("AIS feed %s stopped", feed.name)
 
     def stop(self, timeout_s: float = 3.0) -> None:
         if self.ocr is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import threading
 import time
 
@@ -40,6 +41,7 @@ def collect(args: argparse.Namespace) -> tuple[list, dict, int]:
             timer.cancel()
             feed.stop()
         now = time.time_ns()
+        _check_feed(feed, args.seconds)
     else:
         # a log's "now" is its newest time; a message stamped out of line with the rest of the log (one RMC with a
         # wrong date, a receiver clock a year off) would otherwise become "now" and hide every real vessel
@@ -49,6 +51,18 @@ def collect(args: argparse.Namespace) -> tuple[list, dict, int]:
         now = table.latest_ns or 0
     stats = decoder.stats.as_dict() | {"invalid_mmsi": table.rejected}
     return table.snapshot(now), stats, now
+
+
+def _check_feed(feed, seconds: float) -> None:
+    """A TCP feed that never connected is an error (an empty table would look like an empty sea); a UDP port that
+    received nothing is said on stderr."""
+    from seawatch.errors import StreamError
+    from seawatch.streams import ais
+
+    if isinstance(feed, ais.TcpAisFeed) and feed.connects == 0:
+        raise StreamError(f"AIS feed {feed.name}: never connected in {seconds:g} s ({feed.last_error or 'no answer'})")
+    if isinstance(feed, ais.UdpAisFeed) and feed.datagrams == 0:
+        print(f"seawatch: warning: AIS feed {feed.name}: no datagram received in {seconds:g} s", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
