@@ -1,5 +1,6 @@
 """The operator UI on a tablet-sized or laptop-sized screen and without a mouse (Chromium): the event list never
-shrinks to a sliver beside the map, and the rows can be reached and opened from the keyboard."""
+shrinks to a sliver beside the map, the rows can be reached and opened from the keyboard, and an incident still open
+can be found under a stream of newer ones."""
 
 from __future__ import annotations
 
@@ -96,5 +97,37 @@ def test_event_rows_open_from_the_keyboard(tmp_path):
             page.keyboard.press("ArrowUp")
             page.keyboard.press(" ")
             _wait(page, f"window.seawatch.state.selected === {rows[0]!r}", 5)
+            assert not errors, errors
+            browser.close()
+
+
+@pytest.mark.slow
+def test_open_incidents_filter_keeps_a_long_fire_in_sight(tmp_path):
+    """A critical fire still burning under a stream of newer, ended lane alerts: "still open" lists it (and only the
+    open ones), "ended" the rest."""
+    from conftest import serve_in_thread
+    from test_live_view import _settings, _ui
+    from test_service_store import make_event
+    from test_service_ui import _playwright, _wait
+
+    app = create_app(_settings(tmp_path))
+    with serve_in_thread(app) as port:
+        app.state.store.put(make_event(0, type="fire", severity="critical", source_id="quay"))  # open: no end
+        for i in range(1, 30):  # ended lane alerts, each newer than the fire
+            start_ns = make_event(i).start_ns
+            app.state.store.put(make_event(i, type="fire_lane_blocked", source_id="gate", phase="end", end_ns=start_ns + 3 * 10**9))
+        with _playwright() as p:
+            browser, page, errors = _ui(p, port)
+            _wait(page, "document.querySelectorAll('#events tbody tr').length === 30", 10)
+            rows = page.evaluate("[...document.querySelectorAll('#events tbody tr')].map((tr) => tr.dataset.id)")
+            assert rows[-1] == "ev00000"  # the oldest: at the bottom, under 29 newer alerts
+            page.select_option('#filters select[name="open"]', "true")
+            page.click("#filters button:not([type])")
+            _wait(page, "document.querySelectorAll('#events tbody tr').length === 1", 10)
+            assert page.evaluate("document.querySelector('#events tbody tr').dataset.id") == "ev00000"
+            page.select_option('#filters select[name="open"]', "false")
+            page.click("#filters button:not([type])")
+            _wait(page, "document.querySelectorAll('#events tbody tr').length === 29", 10)
+            assert "ev00000" not in page.evaluate("[...document.querySelectorAll('#events tbody tr')].map((tr) => tr.dataset.id)")
             assert not errors, errors
             browser.close()
