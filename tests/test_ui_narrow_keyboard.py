@@ -131,3 +131,35 @@ def test_open_incidents_filter_keeps_a_long_fire_in_sight(tmp_path):
             assert "ev00000" not in page.evaluate("[...document.querySelectorAll('#events tbody tr')].map((tr) => tr.dataset.id)")
             assert not errors, errors
             browser.close()
+
+
+@pytest.mark.slow
+def test_an_event_open_is_in_the_address_and_a_link_reopens_it(tmp_path):
+    """The event open is in the address (#event=ID beside the kiosk key): a reload reopens it, and a link to another
+    event (pasted, or sent by a colleague) opens that one."""
+    from conftest import serve_in_thread
+    from test_live_view import KEY, _settings, _ui
+    from test_service_store import make_event
+    from test_service_ui import _playwright, _wait
+
+    app = create_app(_settings(tmp_path))
+    with serve_in_thread(app) as port:
+        for i in range(3):
+            app.state.store.put(make_event(i, source_id="quay"))
+        with _playwright() as p:
+            browser, page, errors = _ui(p, port)
+            _wait(page, "document.querySelectorAll('#events tbody tr').length === 3", 10)
+            page.click('#events tr[data-id="ev00001"]')
+            _wait(page, "document.getElementById('detail').dataset.id === 'ev00001'", 5)
+            assert page.evaluate("location.hash") == f"#key={KEY}&event=ev00001"
+            page.reload()
+            _wait(page, "document.getElementById('detail').dataset.id === 'ev00001' && "
+                        "!document.getElementById('detail').hidden", 10)
+            assert page.evaluate("window.seawatch.state.selected") == "ev00001"
+            page.evaluate(f"location.hash = 'key={KEY}&event=ev00002'")
+            _wait(page, "document.getElementById('detail').dataset.id === 'ev00002'", 5)
+            # a link to an event that is not there: said so, nothing else breaks
+            page.evaluate(f"location.hash = 'key={KEY}&event=nope'")
+            _wait(page, "document.getElementById('d-error').textContent !== ''", 5)
+            assert not errors, errors
+            browser.close()

@@ -84,6 +84,8 @@ async function doStart() {
   await refreshSources(await json("/api/sources"));
   await search();
   if (first && !map.touched) map.fitAll();  // again with the events (the sources alone framed it so far)
+  const linked = linkedEvent();
+  if (linked && linked !== state.selected) select(linked);  // a link to an event (#event=ID) opens it
   // a vessel table that fails to load now (a slow or restarting AIS side) must not keep the live feed unconnected
   await refreshVessels().catch((err) => console.warn("AIS vessels not loaded", err));
   clearInterval(vesselTimer);
@@ -885,10 +887,24 @@ function setMedia(el, url) {
 
 // Show an event's detail. refresh: the same event again (a live update): the typed note and a clip already
 // loaded for the same clip URL stay, and the page does not scroll.
+// A link to an event: #event=ID in the address (beside a kiosk's #key=...), kept in step with the event open, so the
+// address bar can be shared and a reload reopens it.
+function linkedEvent() { return new URLSearchParams(location.hash.slice(1)).get("event"); }
+function linkEvent(id) {
+  const h = new URLSearchParams(location.hash.slice(1));
+  if (id) h.set("event", id); else h.delete("event");
+  const hash = h.toString();
+  if (hash !== location.hash.slice(1)) history.replaceState(null, "", hash ? "#" + hash : location.pathname + location.search);
+}
+window.addEventListener("hashchange", () => {
+  const id = linkedEvent();
+  if (id && id !== state.selected && state.auth && !$("main").hidden) select(id);
+});
+
 async function select(id, { refresh = false } = {}) {
   const my = ++selSeq;
   const stale = () => my !== selSeq;  // another select() started since: this one's answers are dropped
-  if (!refresh) { state.selected = id; renderList(); if (map) map.setData({ selected: id }); }
+  if (!refresh) { state.selected = id; renderList(); if (map) map.setData({ selected: id }); linkEvent(id); }
   let ev;
   try { ev = await json("/api/events/" + encodeURIComponent(id)); }
   catch (e) { if (!stale()) $("d-error").textContent = e.message; return; }
