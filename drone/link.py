@@ -272,6 +272,8 @@ class MavlinkLink:
     ) -> None:
         if altitude not in ("relative", "amsl"):
             raise InputError(f"drone {vehicle_id}: altitude must be 'relative' or 'amsl', got {altitude!r}")
+        if target_system is not None and not 1 <= int(target_system) <= 255:
+            raise InputError(f"drone {vehicle_id}: system id {target_system} is not a MAVLink system id (1..255)")
         self.url = url
         self.vehicle_id = vehicle_id
         self.is_replay = str(url).lower().endswith((".tlog", ".tlog.raw"))
@@ -594,14 +596,30 @@ class MavlinkLink:
         if not self.is_replay:
             raise TelemetryError(f"drone {self.vehicle_id}: {self.url} is not a .tlog file")
         p = Path(self.url)
+        if p.is_dir():
+            raise TelemetryError(f"drone {self.vehicle_id}: telemetry log {p} is a directory, not a .tlog file")
         if not p.is_file():
             raise TelemetryError(f"drone {self.vehicle_id}: telemetry log {p} does not exist")
         try:
-            self._conn = mavutil().mavlink_connection(str(p), robust_parsing=True)
-        except Exception as exc:  # unreadable file
+            with p.open("rb") as f:
+                magic = f.read(7)
+        except OSError as exc:
             raise TelemetryError(f"drone {self.vehicle_id}: cannot read telemetry log {p}: {exc}") from exc
+        if magic.startswith(b"ULog"):
+            raise TelemetryError(f"drone {self.vehicle_id}: {p} is a PX4 ULog flight log (.ulg), not a MAVLink "
+                                 "telemetry log (.tlog, as QGroundControl or MAVProxy record it)")
+        try:
+            self._conn = mavutil().mavlink_connection(str(p), robust_parsing=True)
+        except Exception as exc:  # noqa: BLE001 - pymavlink's fast (mmap) index gives up on a record it cannot decode
+            log.info("drone %s: %s: indexed reader failed (%s); reading it record by record", self.vehicle_id, p, exc)
+            try:
+                self._conn = mavutil().mavlogfile(str(p), robust_parsing=True)
+            except Exception as exc2:  # unreadable file
+                raise TelemetryError(f"drone {self.vehicle_id}: cannot read telemetry log {p}: {exc2}") from exc2
         self._set_status(LinkStatus.CONNECTING)
         t_log0 = t_wall0 = None
+        vehicles: set[int] = set()  # systems that sent a vehicle HEARTBEAT
+        systems: set[int] = set()
         try:
             while True:
                 try:
@@ -612,6 +630,11 @@ class MavlinkLink:
                     continue
                 if msg is None:
                     break
+                if msg.get_type() != "BAD_DATA":
+                    systems.add(msg.get_srcSystem())
+                    if (msg.get_type() == "HEARTBEAT" and msg.type not in NON_VEHICLE_TYPES
+                            and msg.autopilot != MAV_AUTOPILOT_INVALID):
+                        vehicles.add(msg.get_srcSystem())
                 ts = float(getattr(msg, "_timestamp", 0.0))
                 if t_log0 is None:
                     t_log0, t_wall0 = ts, time.monotonic()
@@ -627,7 +650,27 @@ class MavlinkLink:
                 self._conn.close()
             self._conn = None
         self._set_status(LinkStatus.ENDED, f"end of {self.url}")
+        self._check_replayed(p, vehicles, systems)
         return self
+
+    def _check_replayed(self, p: Path, vehicles: set[int], systems: set[int]) -> None:
+        """A log that gave no vehicle is an error naming the file, not an empty summary."""
+        n, bad = self.counters.messages, self.counters.bad_data
+        where = f"drone {self.vehicle_id}: {p}"
+        if n == 0:
+            size = p.stat().st_size
+            raise TelemetryError(f"{where}: no MAVLink messages ({'an empty file' if size == 0 else f'{size} bytes'}"
+                                 f"{f', {bad} unreadable records' if bad else ''}): is this a .tlog?")
+        if not vehicles:
+            what = (f"mostly unreadable ({bad} unreadable records, {n} that decode)" if bad > n
+                    else f"{n} MAVLink message(s) from system(s) {', '.join(map(str, sorted(systems)))}")
+            raise TelemetryError(f"{where}: no vehicle HEARTBEAT: {what}: is this a .tlog of a vehicle?")
+        if self.target_system is not None and self.target_system not in vehicles:
+            others = sorted(systems - vehicles)
+            raise TelemetryError(
+                f"{where}: no vehicle with MAVLink system id {self.target_system} in this log; its vehicles: system(s) "
+                f"{', '.join(map(str, sorted(vehicles)))}" + (f" (other systems: {', '.join(map(str, others))})"
+                                                             if others else ""))
 
     # -- message handling (live and replay) ------------------------------------------------------------------
 

@@ -154,3 +154,96 @@ def test_a_serial_link_without_pyserial_says_what_to_install(capsys, monkeypatch
         assert main(["drone", "status", vehicle.port, "--timeout", "2", "--seconds", "0"]) == 1
     err = capsys.readouterr().err
     assert "a serial link needs pyserial (pip install pyserial), which is not installed" in err and vehicle.port in err
+
+
+# ---- replay refuses what is not a vehicle's .tlog -------------------------------------------------------------------
+def _write_tlog(path: Path, seconds: int = 20) -> int:
+    """A small .tlog: vehicle system 1 (HEARTBEAT at 1 Hz, GLOBAL_POSITION_INT at 5 Hz) and a ground station (255);
+    returns the number of messages."""
+    import struct
+
+    from seawatch.drone.link import mavutil
+
+    m = mavutil().mavlink
+    vehicle, gcs = m.MAVLink(None, srcSystem=1, srcComponent=1), m.MAVLink(None, srcSystem=255, srcComponent=190)
+    t0_us, out, n = 1_700_000_000_000_000, bytearray(), 0
+    for i in range(seconds * 5):
+        t_us = t0_us + i * 200_000
+        msgs = [(vehicle, m.MAVLink_heartbeat_message(2, 3, 81 | 128, 4, 4, 3)),
+                (gcs, m.MAVLink_heartbeat_message(6, 8, 0, 0, 0, 3))] if i % 5 == 0 else []
+        msgs.append((vehicle, m.MAVLink_global_position_int_message(i * 200, 540_000_000 + i * 10, 70_000_000, 20_000,
+                                                                     20_000, 0, 0, 0, 9000)))
+        for mav, msg in msgs:
+            out += struct.pack(">Q", t_us) + msg.pack(mav)
+            n += 1
+    path.write_bytes(bytes(out))
+    return n
+
+
+def _replay_error(args: list[str], capsys) -> str:
+    assert main(["drone", "replay", "--speed", "0", *args]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err
+    return captured.err
+
+
+def test_replay_of_a_good_log_and_one_with_flipped_bytes(tmp_path, capsys):
+    good = tmp_path / "good.tlog"
+    n = _write_tlog(good)
+    assert main(["drone", "replay", str(good)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["messages"] == n and summary["vehicle_system_id"] == 1 and summary["samples"]["position"] == 100
+    data = bytearray(good.read_bytes())
+    for k in range(1, 6):  # five flipped bytes cost a few messages, never the replay
+        data[k * len(data) // 6] ^= 0xFF
+    flipped = tmp_path / "flipped.tlog"
+    flipped.write_bytes(bytes(data))
+    assert main(["drone", "replay", str(flipped)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert n - 15 <= summary["messages"] < n and summary["vehicle_system_id"] == 1
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"", "empty.tlog: no MAVLink messages (an empty file): is this a .tlog?"),
+    (b"hello\n", "empty.tlog: no MAVLink messages (6 bytes): is this a .tlog?"),
+    (b"ULog\x01\x12\x35\x01" + bytes(2000), "empty.tlog is a PX4 ULog flight log (.ulg), not a MAVLink telemetry log"),
+])
+def test_replay_of_a_log_without_mavlink_is_an_error_naming_the_file(tmp_path, capsys, content, words):
+    (tmp_path / "empty.tlog").write_bytes(content)
+    assert words in _replay_error([str(tmp_path / "empty.tlog")], capsys)
+
+
+def test_replay_of_random_bytes_is_a_clear_error(tmp_path, capsys):
+    import numpy as np
+
+    noise = {seed: np.random.default_rng(seed).integers(0, 256, 20_000, dtype=np.uint8).tobytes() for seed in range(4)}
+    for seed, data in noise.items():  # seed 3 stops pymavlink's indexed (mmap) reader; the others decode as noise
+        garbage = tmp_path / f"garbage{seed}.tlog"
+        garbage.write_bytes(data)
+        err = _replay_error([str(garbage)], capsys)
+        assert f"garbage{seed}.tlog: no " in err and "is this a .tlog" in err and "_instance_field" not in err
+    # the same noise before a good log: read record by record, the log's messages all come through
+    good = tmp_path / "good.tlog"
+    n = _write_tlog(good)
+    prefixed = tmp_path / "prefixed.tlog"
+    prefixed.write_bytes(noise[3] + good.read_bytes())
+    assert main(["drone", "replay", str(prefixed)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["messages"] >= n and summary["vehicle_system_id"] == 1 and summary["samples"]["position"] == 100
+
+
+def test_replay_of_a_directory_says_so(tmp_path, capsys):
+    (tmp_path / "dir.tlog").mkdir()
+    assert "dir.tlog is a directory, not a .tlog file" in _replay_error([str(tmp_path / "dir.tlog")], capsys)
+
+
+def test_replay_system_must_be_a_mavlink_id_present_in_the_log(tmp_path, capsys):
+    good = tmp_path / "good.tlog"
+    _write_tlog(good)
+    for bad in ("999", "0", "-1"):
+        assert f"system id {bad} is not a MAVLink system id (1..255)" in _replay_error([str(good), "--system", bad],
+                                                                                      capsys)
+    err = _replay_error([str(good), "--system", "7"], capsys)
+    assert "no vehicle with MAVLink system id 7 in this log; its vehicles: system(s) 1 (other systems: 255)" in err
+    assert main(["drone", "replay", str(good), "--system", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["vehicle_system_id"] == 1
