@@ -64,8 +64,8 @@ def _get(base: str, path: str, **params):
 def drone_recording_service(tmp_path: Path):
     """The real service with drone ``patrol-1`` (its link on a silent UDP port), its camera ``dcam`` (a dead RTSP URL)
     and a fixed camera ``quay``; before start-up, an hour-old flight in the drone's flight log (60 s east at 5 m/s,
-    10 Hz) and two recordings of ``dcam`` from it (4 s each, at 20 s and at 57 s into the flight): (base URL, port,
-    flight start ns)."""
+    10 Hz) and three recordings of ``dcam`` from it (4 s each, at 20 s, 45.5 s and 57 s into the flight): (base URL,
+    port, flight start ns)."""
     from conftest import free_udp_port, serve_in_thread
     from test_recording_safety import _record
     from test_recordings_api import ramp_clip
@@ -93,6 +93,7 @@ def drone_recording_service(tmp_path: Path):
     clip = ramp_clip(tmp_path / "ramp.mp4")  # 4 s
     _record(clip, media / "recordings", "dcam", t0 + 20 * S, segment_s=2.0)
     _record(clip, media / "recordings", "dcam", t0 + 57 * S, segment_s=2.0)  # past the flight's end after 2.9 s
+    _record(clip, media / "recordings", "dcam", t0 + 45 * S + S // 2, segment_s=2.0)  # keyframes at 45.5, 46.5 ... s
     svc = Service(cfg).start()
     try:
         with serve_in_thread(svc.app) as port:
@@ -225,6 +226,19 @@ def test_ui_recordings_of_a_drone_camera_show_where_the_drone_flew(drone_recordi
         assert _track_pixels(page, *mid, dy=-40, r=6) == 0
         assert _track_pixels(page, *at3["marker"], dy=-8, r=2) > 0
         assert _track_pixels(page, *at1["marker"], dy=-8, r=2) == 0  # the marker moved off there (10 m: > 20 px)
+
+        # a window starting between two keyframes: the clip's lead-in pictures (before the window) have the drone's
+        # position too (the track is fetched from before the window), while the track drawn is the window's
+        lead_start = t0 + 47 * S  # between the keyframes at 46.5 and 47.5 s
+        lead_first = int(_get(base, "/api/sources/dcam/clip", start_ns=lead_start, end_ns=lead_start + 3 * S)[1]["X-Clip-First-Ns"])
+        assert lead_first < lead_start, (lead_first, lead_start)
+        _open(page, "dcam", lead_start)
+        _wait(page, "(() => { const t = window.seawatch.recTrack(); return t && t.loaded && "
+                    "document.getElementById('rec-video').readyState >= 2; })()", 40)
+        assert _track(page)["points"] == logged_in(t0, lead_start, lead_start + 60 * S)
+        at0 = _seek(page, 0.1)
+        assert at0["at_ns"] < lead_start and at0["marker"] is not None, at0
+        assert metres(tuple(at0["marker"]), flown(t0, at0["at_ns"])) < 0.05, at0
 
         # the window over the flight's end (the second recording, 57-61 s): a marker while it flew, none past the end
         _open(page, "dcam", t0 + 50 * S)

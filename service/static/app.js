@@ -606,13 +606,15 @@ function clearRecTrack() {
 async function loadRecTrack(w, my) {
   const droneId = recDroneOf(w.id);
   if (!droneId) return;
-  const tr = { droneId, points: [], loaded: false, error: null, marker: null, atNs: null };
+  const tr = { droneId, points: [], all: [], loaded: false, error: null, marker: null, atNs: null };
   rec.track = tr;
   $("rec-drone").textContent = `drone ${droneId}: loading its flight log…`;
   try {
     // from a little before the window: the clip starts at the keyframe before it, and those pictures have a pose too
     const got = await json(`/api/drones/${encodeURIComponent(droneId)}/track?${recQuery({ ...w, startNs: w.startNs - TRACK_LEAD_NS })}&max_points=${TRACK_POINTS}`);
-    tr.points = got.points.filter((p) => Array.isArray(p) && p.length >= 4 && p.every(Number.isFinite));
+    // all: with the lead-in (where the drone was at the clip's first pictures); points: the window's, drawn and clicked
+    tr.all = got.points.filter((p) => Array.isArray(p) && p.length >= 4 && p.every(Number.isFinite));
+    tr.points = tr.all.filter((p) => p[0] >= w.startNs);
   } catch (e) { tr.error = e.message; }
   if (my !== rec.seq || $("recordings").hidden || rec.track !== tr) return;  // a newer window (or none) is shown
   tr.loaded = true;
@@ -648,7 +650,7 @@ function trackAt(points, t) {
 function recTrackShow(t) {
   const tr = rec.track, el = $("rec-drone");
   if (!tr || !tr.loaded) return;
-  const at = tr.error ? null : trackAt(tr.points, t);
+  const at = tr.error ? null : trackAt(tr.all, t);
   tr.marker = at; tr.atNs = at ? t : null;
   if (map) map.setRecMarker(at);
   el.className = tr.error ? "error" : "";
