@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 from seawatch.errors import SeawatchError
+from seawatch.streams.urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -420,6 +421,8 @@ class DroneRunner:
 class Fleet:
     """Every drone's runner plus the AIS side of the pipeline (its vessel table), for status and the map."""
 
+    ais_stale_after_s = 300.0  # a network AIS feed silent this long is reported ``stale`` (a busy port hears one a second)
+
     def __init__(self, settings) -> None:
         ops = {f.drone: f for f in settings.fleet}
         drones = {d.id: d for d in settings.drones}
@@ -433,6 +436,7 @@ class Fleet:
         self.identity = None  # the pipeline's VesselIdentityStage, set by the service once the pipeline exists
         self._ais_count = 0
         self._ais_change_ns: int | None = None
+        self._ais_started_ns: int | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ais_thread: threading.Thread | None = None
@@ -450,6 +454,7 @@ class Fleet:
         for r in self.runners.values():
             r.start()
         if self.ais_urls:
+            self._ais_started_ns = time.time_ns()
             self._ais_thread = threading.Thread(target=self._watch_ais, name="ais-watch", daemon=True)
             self._ais_thread.start()
         return self
@@ -497,18 +502,32 @@ class Fleet:
     def _table(self):
         return getattr(self.identity, "table", None)
 
+    def _ais_state(self, now_ns: int, changed_ns: int | None) -> str:
+        """``running``; ``ended`` when every feed is a file and all of it has been replayed; ``stale`` when a network
+        feed is configured and no message came for ``ais_stale_after_s`` (since the last one, or since the start)."""
+        if self.identity is None:
+            return "not_running"
+        if not any("://" in u for u in self.ais_urls):
+            pending = getattr(self.identity, "files_pending", None)
+            return "ended" if pending is not None and pending() == 0 else "running"
+        since = changed_ns if changed_ns is not None else self._ais_started_ns
+        if since is not None and (now_ns - since) / NS > self.ais_stale_after_s:
+            return "stale"
+        return "running"
+
     def ais(self) -> list[dict[str, Any]]:
         """One status entry for the AIS side: feeds, messages, vessel count, and the wall-clock seconds since the
-        message count last grew (watched every 0.5 s)."""
+        message count last grew (watched every 0.5 s). ``state``: see :meth:`_ais_state`."""
         if not self.ais_urls:
             return []
         table = self._table()
         now = time.time_ns()
         changed = self._ais_seen(now)
         count = self._ais_count
-        feeds = [u if "://" in u else u.replace("\\", "/").rsplit("/", 1)[-1] for u in self.ais_urls]  # files: name only
+        feeds = [redact_url(u) if "://" in u else u.replace("\\", "/").rsplit("/", 1)[-1]  # files: name only
+                 for u in self.ais_urls]
         vessels = table.snapshot() if table is not None else []
-        return [{"source_id": "ais", "kind": "ais", "state": "running" if self.identity is not None else "not_running",
+        return [{"source_id": "ais", "kind": "ais", "state": self._ais_state(now, changed),
                  "feeds": feeds, "messages": count, "vessels": len(vessels),
                  "vessels_with_position": sum(1 for v in vessels if v.has_position),
                  "last_message_age_s": None if changed is None else round((now - changed) / NS, 1)}]

@@ -200,6 +200,10 @@ class VesselIdentityStage:
         self._threads.clear()
         self._started = False
 
+    def files_pending(self) -> int:
+        """Replayed (file) AIS messages not applied yet: 0 once every file feed has reached its end."""
+        return len(self._files) - self._file_pos
+
     def advance(self, time_ns: int) -> int:
         """Apply replayed (file) AIS messages up to ``time_ns``; returns how many were applied."""
         n = 0
