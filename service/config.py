@@ -26,15 +26,16 @@ Example (YAML)::
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from seawatch.errors import ConfigError
-from seawatch.vision.config import format_errors, read_yaml_file
+from seawatch.vision.config import check_scalars, format_errors, read_yaml_file
 from seawatch.vision.events import Severity
-from seawatch.vision.pipeline import PipelineConfig
+from seawatch.vision.pipeline import PipelineConfig, check_references
 
 Role = Literal["operator", "reviewer", "admin"]
 ROLES: tuple[str, ...] = ("operator", "reviewer", "admin")
@@ -219,6 +220,24 @@ class StorageConfig(_Strict):
     retention: RetentionConfig = Field(default_factory=RetentionConfig,
                                        description="how long events, snapshots and clips are kept; free-space guard")
 
+    @model_validator(mode="after")
+    def _url(self) -> "StorageConfig":
+        if self.database_url is not None:
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError
+
+            from seawatch.streams.urls import redact_url
+
+            try:
+                url = make_url(self.database_url)
+            except (ArgumentError, ValueError):
+                raise ValueError(f"database_url {redact_url(self.database_url)!r} is not a database URL: give "
+                                 "sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB") from None
+            if url.get_backend_name() not in ("sqlite", "postgresql"):
+                raise ValueError(f"database_url: {url.get_backend_name()!r} databases are not supported: give "
+                                 "sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB")
+        return self
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
@@ -226,6 +245,25 @@ class StorageConfig(_Strict):
 
     def resolved_media_dir(self) -> Path:
         return Path(self.media_dir).expanduser().resolve() if self.media_dir else Path(self.data_dir).expanduser().resolve() / "media"
+
+
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` cannot be a bind address (not an IP address, not a host name), or None. ``999.1.1.1`` is neither:
+    uvicorn would fail to resolve it after the service had started."""
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9.]+", host) or not _HOSTNAME.match(host):
+        return f"{host!r} is not an IP address (0.0.0.0, 127.0.0.1, ::) or a host name"
+    return None
 
 
 class HttpConfig(_Strict):
@@ -252,6 +290,9 @@ class HttpConfig(_Strict):
         if self.map_tiles_url is not None and not all(k in self.map_tiles_url for k in ("{z}", "{x}", "{y}")):
             raise ValueError("map_tiles_url must contain {z}, {x} and {y}")
         import ipaddress
+
+        if (why := host_problem(self.host)) is not None:
+            raise ValueError(f"host: {why}")
 
         for p in self.trusted_proxies:
             try:
@@ -529,10 +570,14 @@ def load_config(path: str | Path | None = None, data: dict[str, Any] | None = No
             data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: the top level must be a mapping of sections (sources, zones, storage, ...)")
+    check_scalars(data, where)  # NaN, inf, NUL characters: named by their field, not a bound or an OS traceback
     try:
-        return ServeConfig.model_validate(data)
+        cfg = ServeConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_errors(exc, where)) from None
+    if path is not None:  # a file: unknown models, a missing vessel registry, drone routes, as `serve` would refuse
+        check_references(cfg, where)
+    return cfg
 
 
 # ---- the embedded default (``seawatch serve`` without --config: the main job) --------------------------------------
@@ -569,7 +614,7 @@ def default_settings_data(media_dir: Path | None, *, sources: list[tuple[str, st
     if sources:
         for sid, url in sources:
             srcs.append({"id": sid, "url": url, "models": ["coco_yolov5n", "fire_smoke"], "analysis_fps": 2.0})
-            zones.append({"id": f"{sid}-all", "source": sid,
+            zones.append({"id": f"{sid[:60]}-all", "source": sid,  # a zone id is 64 characters at most
                           "rules": [{"type": "fire_smoke"}, {"type": "vessel_in_zone", "min_duration_s": 10.0}]})
     elif media_dir is not None and (media_dir / DEFAULT_CAMERA_CLIP).is_file():
         srcs.append({

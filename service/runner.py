@@ -74,7 +74,13 @@ class Service:
         from seawatch.vision.pipeline import Pipeline
 
         media_dir = self.settings.storage.resolved_media_dir()
-        media_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            media_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a data_dir that is a file, a read-only or virtual file system (/proc)
+            from seawatch.errors import ConfigError
+
+            what = "is a file, not a folder" if media_dir.exists() else f"cannot be created: {exc.strerror or exc}"
+            raise ConfigError(f"storage: media folder {media_dir} (from data_dir / media_dir) {what}") from None
         self.store = EventStore.open(self.settings.storage.resolved_database_url())
         try:
             self.live = LiveHub()

@@ -61,7 +61,6 @@ def test_config_not_utf8_is_a_config_error_naming_the_file(tmp_path, capsys, con
 @pytest.mark.parametrize("key, polygon, why", [
     ("polygon_px", [[0, 0], [10, 10], [10, 0], [0, 10]], "polygon is invalid (Self-intersection"),  # bow tie
     ("polygon_px", [[0, 0], [10, 10]], "at least 3 distinct vertices"),
-    ("polygon_px", [[0, 0], [float("nan"), 10], [10, 0]], "finite"),
     ("polygon_lonlat", [[5.7, 52.8], [5.71, 52.8], [5.71, 95.0]], "lat in [-90, 90]"),
 ])
 def test_config_check_reports_bad_zone_polygons(tmp_path, capsys, key, polygon, why):

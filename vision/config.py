@@ -25,6 +25,7 @@ Example (YAML)::
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Union
 
@@ -54,9 +55,89 @@ def read_yaml_file(path: str | Path) -> Any:
         raise ConfigError(f"{where}: cannot read: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
                           ) from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: cannot read: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: cannot read: nested too deeply (lists or mappings inside each other hundreds "
+                          "of levels deep)") from None
+
+
+class _DuplicateKey(yaml.YAMLError):
+    """A mapping with the same key twice (YAML forbids it; PyYAML would silently keep the last one)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: a second ``sources:`` block would otherwise replace
+    the first without a word."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # keys merged in (<<: *base) may be overridden: only the mapping's own keys count
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: SafeLoader's own error says so
+                    break
+                line = key_node.start_mark.line + 1
+                if first is not None:
+                    raise _DuplicateKey(f"line {line}: duplicate key {key!r} (first given on line {first}); YAML "
+                                        "keeps only the last, so merge the two or remove one")
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def scalar_problems(data: Any) -> list[tuple[str, str]]:
+    """``(field path, message)`` for every value no configuration field can take: a float that is not finite
+    (``.nan``, ``.inf``: a bound check would say "must be <= 90" of NaN, and unbounded fields would take it and fail
+    later) and a string with a NUL character (no path, URL or name holds one; the OS refuses it with a traceback).
+    Paths read like :func:`format_errors`' (``sources[0].calibration.surveyed.alt_m``)."""
+    out: list[tuple[str, str]] = []
+    seen: set[int] = set()
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            out.append((path, "not a number (NaN): give a finite number" if math.isnan(v)
+                        else f"must be a finite number, got {v}"))
+        elif isinstance(v, str) and "\0" in v:
+            out.append((path, "contains a NUL character (\\0)"))
+        elif isinstance(v, (dict, list, tuple)):
+            if id(v) in seen:  # a YAML alias used again (or a recursive one): checked once
+                continue
+            seen.add(id(v))
+            items = v.items() if isinstance(v, dict) else enumerate(v)
+            for k, child in reversed(list(items)):
+                if isinstance(k, str) and "\0" in k:
+                    out.append((path, f"a key contains a NUL character: {k!r}"))
+                stack.append((f"{path}[{k}]" if isinstance(k, int) else (f"{path}.{k}" if path else str(k)), child))
+    return out
+
+
+def check_scalars(data: Any, where: str) -> None:
+    """ConfigError listing :func:`scalar_problems` of ``data`` (parsed YAML), each naming ``where`` and the field."""
+    problems = scalar_problems(data)
+    if problems:
+        raise ConfigError(_error_block([f"  {where}: {path or '(top level)'}: {msg}" for path, msg in problems]))
+
+
+def _error_block(lines: list[str]) -> str:
+    return f"invalid configuration ({len(lines)} error{'s' if len(lines) != 1 else ''}):\n" + "\n".join(lines)
+
+
+def error_message(e: dict) -> str:
+    """A pydantic error's message, saying "not a number" of NaN rather than the bound it fails (NaN compares false
+    with every bound, so pydantic reports "less than or equal to 60" of it)."""
+    v = e.get("input")
+    if isinstance(v, float) and not math.isfinite(v) and e.get("type", "").endswith(("_than", "_than_equal",
+                                                                                       "finite_number")):
+        return "not a number (NaN): give a finite number" if math.isnan(v) else f"must be a finite number, got {v}"
+    return e["msg"].removeprefix("Value error, ")
 
 
 def format_errors(exc: ValidationError, where: str) -> str:
@@ -66,9 +147,8 @@ def format_errors(exc: ValidationError, where: str) -> str:
         path = ""
         for part in e["loc"]:
             path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"  {where}: {path or '(top level)'}: {msg}")
-    return f"invalid configuration ({len(lines)} error{'s' if len(lines) != 1 else ''}):\n" + "\n".join(lines)
+        lines.append(f"  {where}: {path or '(top level)'}: {error_message(e)}")
+    return _error_block(lines)
 
 
 class _Strict(BaseModel):
@@ -341,13 +421,21 @@ class RulesConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> "RulesConfig":
-        seen: set[tuple[str, str]] = set()
-        for z in self.zones:
-            key = (z.source, z.id)
-            if key in seen:
-                raise ValueError(f"zone id {z.id!r} appears twice on source {z.source!r}")
-            seen.add(key)
+        if (why := duplicate_zone(self.zones)) is not None:
+            raise ValueError(why)
         return self
+
+
+def duplicate_zone(zones) -> str | None:
+    """Why two zones of one source share an id (their events could not be told apart), or None."""
+    seen: dict[tuple[str, str], int] = {}
+    for i, z in enumerate(zones):
+        key = (z.source, z.id)
+        if key in seen:
+            return (f"zones[{i}]: zone id {z.id!r} appears twice on source {z.source!r} (zones[{seen[key]}] too): "
+                    "its events could not be told apart; rename one")
+        seen[key] = i
+    return None
 
 
 def load_rules_config(data: Mapping[str, Any] | None, where: str = "config") -> RulesConfig:
@@ -363,6 +451,6 @@ def load_rules_config(data: Mapping[str, Any] | None, where: str = "config") -> 
             if any(len(o) > len(here) and o[: len(here)] == here for o in locs):
                 continue  # a parent echoing its child's failure ("tuple should have 1 item") says nothing new
             loc = ".".join(str(p) for p in here)
-            lines.append(f"  {where}: {loc or '(top)'}: {err['msg'].removeprefix('Value error, ')}")
+            lines.append(f"  {where}: {loc or '(top)'}: {error_message(err)}")
         raise ConfigError("invalid rules configuration:\n" + "\n".join(lines)) from None
     return cfg  # zone polygons were checked by ZoneConfig's validator (the same check for every loader)

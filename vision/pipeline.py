@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections import deque
@@ -52,7 +53,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from seawatch.drone.config import CalibrationConfig, DroneConfig
 from seawatch.errors import ConfigError, InputError, ModelError
 from seawatch.vision.config import (EventPolicy, RulesConfig, TrackerConfig, WaterAreasConfig, ZoneConfig,
-                                    load_rules_config, read_yaml_file)
+                                    check_scalars, duplicate_zone, error_message, load_rules_config,
+                                    read_yaml_file)
 from seawatch.vision.detections import Detections
 from seawatch.vision.events import Event, Sink
 from seawatch.vision.vessel_identity import IdentityConfig
@@ -212,6 +214,8 @@ class PipelineConfig(BaseModel):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise ValueError(f"duplicate drone ids: {dup}")
+        if (why := duplicate_zone(self.zones)) is not None:  # serve's loader does not go through RulesConfig
+            raise ValueError(why)
         for i, s in enumerate(self.sources):
             if isinstance(s.drone, str) and s.drone not in ids:
                 raise ValueError(f"sources.{i} ({s.id}): drone {s.drone!r} is not in drones {ids}")
@@ -258,13 +262,93 @@ def load_pipeline_config(path: str | Path | None, data: dict | None = None) -> P
         data = read_yaml_file(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: the top level must be a mapping")
+    check_scalars(data, where)
     rules_part = {k: data[k] for k in ("tracker", "events", "zones") if k in data}
     load_rules_config(rules_part, where)  # field-by-field messages for the rules part
     try:
-        return PipelineConfig.model_validate(data)
+        cfg = PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        lines = [f"  {where}: {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()]
+        lines = [f"  {where}: {'.'.join(str(p) for p in e['loc']) or '(top)'}: {error_message(e)}" for e in exc.errors()]
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+    if path is not None:  # a file: what `run` would refuse at start (a caller passing data may bring its detectors)
+        check_references(cfg, where)
+    return cfg
+
+
+_NET_CONNECTION = re.compile(r"^(udp|udpin|udpout|udpbcast|tcp|tcpin):([^:]+):(\d{1,5})$", re.IGNORECASE)
+
+
+def _connection_problem(url: str) -> str | None:
+    """Why a drone's MAVLink connection string cannot be opened, or None. The same rules as the link applies when it
+    opens (``MavlinkLink._check_url`` in drone/link.py), so ``config check`` refuses what ``serve`` would."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme in ("udp", "udpin", "udpout", "udpbcast", "tcp", "tcpin"):
+        m = _NET_CONNECTION.match(url)
+        if m is None or not 0 < int(m.group(3)) < 65536:
+            return f"{url!r} is not a MAVLink connection: expected {scheme}:HOST:PORT (port 1-65535)"
+        return None
+    if re.match(r"^[\w.-]+:\d{1,5}$", url) or url.startswith(("/", "COM", "com")):
+        return None  # HOST:PORT (pymavlink reads it as udp:), a serial device (may be plugged in later)
+    if Path(url.split(",", 1)[0]).exists():
+        return None
+    return (f"{url!r} is not a MAVLink connection: give udp:HOST:PORT, udpin:/udpout:/tcp:/tcpin:HOST:PORT or a serial "
+            "device (/dev/ttyUSB0,57600)")
+
+
+def reference_problems(cfg: PipelineConfig) -> list[tuple[str, str]]:
+    """``(field path, message)`` for what the fields' own validation cannot see and ``run`` / ``serve`` would refuse at
+    start: a model name the registry does not know (the same lookup ``run`` makes: the shipped manifests and those
+    registered in the cache), a vessel registry file that cannot be read, a drone route whose geometry does not
+    plan, a drone connection that is no MAVLink address."""
+    from seawatch.drone.config import DroneConfig
+    from seawatch.vision import registry
+    from seawatch.vision.ensemble import members_of
+
+    out: list[tuple[str, str]] = []
+    known: dict[str, str | None] = {}
+    for i, s in enumerate(cfg.sources):
+        for j, name in enumerate(s.models):
+            try:
+                members = members_of(name) or (name,)
+            except ModelError:
+                continue  # reported by SourceSpec's own validator
+            for m in members:
+                if m not in known:
+                    try:
+                        registry.get_manifest(m)
+                        known[m] = None
+                    except (ModelError, ConfigError) as exc:
+                        known[m] = str(exc)
+                if known[m] is not None:
+                    out.append((f"sources[{i}].models[{j}]", known[m]))
+    if cfg.registry is not None:
+        from seawatch.vision.identity.registry import VesselRegistry
+
+        try:
+            VesselRegistry.from_csv(cfg.registry)  # missing, a folder, not UTF-8, bad rows: as at start
+        except InputError as exc:
+            out.append(("registry", str(exc)))
+    drones = [(f"drones[{i}]", d) for i, d in enumerate(cfg.drones)]
+    drones += [(f"sources[{i}].drone", s.drone) for i, s in enumerate(cfg.sources) if isinstance(s.drone, DroneConfig)]
+    for where, d in drones:
+        why = _connection_problem(d.connection)
+        if why is not None:
+            out.append((f"{where}.connection", why))
+        for name, route in d.routes.items():
+            try:
+                route.build()  # the waypoints a patrol would fly: polygon vertices, lat/lon ranges, spacing
+            except (ConfigError, ValueError) as exc:
+                out.append((f"{where}.routes.{name}", str(exc)))
+    return out
+
+
+def check_references(cfg: PipelineConfig, where: str) -> None:
+    """ConfigError listing :func:`reference_problems`, each line naming ``where`` (the file) and the field."""
+    problems = reference_problems(cfg)
+    if problems:
+        lines = [f"  {where}: {path}: {msg}" for path, msg in problems]
+        raise ConfigError(f"invalid configuration ({len(lines)} error{'s' if len(lines) != 1 else ''}):\n"
+                          + "\n".join(lines))
 
 
 class Pipeline:
