@@ -46,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     if args.config is not None and args.data_dir is not None:
         raise ConfigError("--data-dir is for the built-in demo; with --config set storage.data_dir in the file")
     if args.config is None:
+        if args.data_dir is not None:
+            _make_data_dir(args.data_dir)
         cfg, password = default_settings(args)
         _announce_default(cfg, password)
     else:
@@ -56,26 +58,36 @@ def run(args: argparse.Namespace) -> int:
     return serve(cfg)
 
 
+def _make_data_dir(text: str) -> None:
+    """Create ``--data-dir`` now, so a path that cannot be a folder is one error naming the option (a regular file,
+    /proc, a NUL character), not a traceback from deep in the start."""
+    from pathlib import Path
+
+    from seawatch.errors import ConfigError
+
+    if not text or "\0" in text:
+        raise ConfigError(f"--data-dir {text!r}: not a folder name")
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--data-dir {text}: is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "media").mkdir(exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--data-dir {text}: cannot create the folder: {exc.strerror or exc}") from None
+
+
 def settings_from_args(args: argparse.Namespace):
     """The config file (or defaults) with ``--source``, ``--host`` and ``--port`` applied, validated again."""
     from pydantic import ValidationError
 
     from seawatch.errors import ConfigError
     from seawatch.service.config import ServeConfig, format_errors, load_config
-    from seawatch.vision.cmd_run import _parse_source
-    from seawatch.vision.pipeline import SourceSpec
 
     cfg = load_config(args.config)
     data = cfg.model_dump(mode="python")
     if args.source:
-        extra = []
-        for text in args.source:
-            sid, url = _parse_source(text)
-            try:
-                extra.append(SourceSpec(id=sid, url=url))
-            except ValidationError as exc:
-                raise ConfigError(format_errors(exc, f"--source {text}")) from None
-        data["sources"] = tuple(cfg.sources) + tuple(extra)
+        data["sources"] = tuple(cfg.sources) + tuple(_source_specs(args.source))
     svc_over = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if svc_over:
         data["service"] = {**cfg.service.model_dump(), **svc_over}  # a dict, so the bounds are checked again
@@ -86,6 +98,26 @@ def settings_from_args(args: argparse.Namespace):
         except ValidationError as exc:
             raise ConfigError(format_errors(exc, "command line")) from None
     return cfg
+
+
+def _source_specs(texts: list[str]) -> list:
+    """The ``--source`` values as SourceSpecs; a bad one is a ConfigError naming that ``--source`` (its URL's
+    credentials redacted), not a field of the configuration it would have gone into."""
+    from pydantic import ValidationError
+
+    from seawatch.errors import ConfigError
+    from seawatch.service.config import format_errors
+    from seawatch.vision.cmd_run import _parse_source, source_arg_label
+    from seawatch.vision.pipeline import SourceSpec
+
+    specs = []
+    for text in texts:
+        sid, url = _parse_source(text)
+        try:
+            specs.append(SourceSpec(id=sid, url=url))
+        except ValidationError as exc:
+            raise ConfigError(format_errors(exc, f"--source {source_arg_label(text)!r}")) from None
+    return specs
 
 
 def default_settings(args: argparse.Namespace):
@@ -100,14 +132,13 @@ def default_settings(args: argparse.Namespace):
     from seawatch.paths import shared_media_dir
     from seawatch.service.auth import hash_password
     from seawatch.service.config import ServeConfig, default_settings_data, format_errors
-    from seawatch.vision.cmd_run import _parse_source
 
     password = os.environ.get("SEAWATCH_ADMIN_PASSWORD") or secrets.token_urlsafe(12)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # the simulator's link port: any free one
         s.bind(("127.0.0.1", 0))
         drone_port = s.getsockname()[1]
     media = shared_media_dir()
-    sources = [_parse_source(t) for t in args.source]
+    sources = [(s.id, s.url) for s in _source_specs(args.source)]
     if not sources and media is None:
         log.warning("no shared sample media (../shared/media or $SEAWATCH_SHARED/media) and no --source: "
                     "serving the drone and AIS only")

@@ -29,7 +29,14 @@ def parse_utc_ns(text: str, what: str) -> int:
         raise InputError(f"{what}: {text!r} is not an ISO 8601 date or time (2026-07-16, 2026-07-16T12:00Z)") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
-    return int(dt.timestamp() * 1e9)
+    try:
+        ns = int(dt.timestamp() * 1e9)
+    except (OverflowError, ValueError):
+        ns = -1
+    # times are int64 ns since 1970: before it nothing counts as a frame time, after 2262-04-11 it does not fit
+    if not 0 <= ns < 2**63 - 10**9:
+        raise InputError(f"{what}: {text!r} is outside the times Seawatch can record (1970-01-01 to 2262-04-11 UTC)")
+    return ns
 
 
 class StreamClock:

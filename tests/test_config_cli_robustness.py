@@ -213,3 +213,91 @@ def test_run_analysis_fps_nan_says_not_a_number(tmp_path, capsys, value, words):
     assert main(["run", "--analysis-fps", value, str(tmp_path / "x.mp4")]) == 1
     err = _error(capsys)
     assert words in err and "less than or equal" not in err
+
+
+# ------ run and serve on the command line: credentials redacted (1), SIGTERM (2), --data-dir (4), --start-utc (6)
+@pytest.mark.parametrize("args, shown, words", [
+    ([f"bad id!={CAM}"], "command-line source 'bad id!=rtsp://***@10.0.0.5/s'", "id: String should match"),
+    (["--tile", "bogus", f"cam={CAM}"], "command-line source 'cam=rtsp://***@10.0.0.5/s'", "tile spec 'bogus'"),
+    (["--analysis-fps", "99", CAM], "command-line source 'rtsp://***@10.0.0.5/s'", "analysis_fps"),
+])
+def test_run_bad_source_argument_error_redacts_the_password(capsys, args, shown, words):
+    assert main(["run", *args]) == 1
+    err = _error(capsys)
+    assert SECRET not in err and "alice" not in err
+    assert shown in err and words in err
+
+
+def test_serve_bad_source_names_the_option_redacted_not_the_default_config(tmp_path, capsys):
+    assert main(["serve", "--data-dir", str(tmp_path / "d"), "--source", f"bad id={CAM}"]) == 1
+    err = _error(capsys)
+    assert SECRET not in err and "alice" not in err
+    assert "--source 'bad id=rtsp://***@10.0.0.5/s': id:" in err
+    assert "default configuration" not in err and "zones" not in err  # no zone the user never wrote
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text(f"storage: {{data_dir: {tmp_path / 'd2'}}}\n")
+    assert main(["serve", "--config", str(cfg), "--source", f"bad id={CAM}"]) == 1
+    err = _error(capsys)
+    assert SECRET not in err and "--source 'bad id=rtsp://***@10.0.0.5/s': id:" in err
+
+
+def test_run_sigterm_closes_open_incidents(tmp_path):
+    from seawatch.vision import registry
+
+    clip = paths.shared_media_file("B_fire_smoke/flames_closeup.mp4")
+    if clip is None or not registry.is_provisioned("fire_smoke"):
+        pytest.skip("needs the shared fire clip and the fire_smoke model")
+    cfg = tmp_path / "fire.yaml"
+    cfg.write_text(f"sources: [{{id: flames, url: {clip}, models: [fire_smoke], analysis_fps: 4}}]\n"
+                   "zones: [{id: all, source: flames, rules: [{type: fire_smoke, min_duration_s: 0.5, min_hits: 2, "
+                   "window_frames: 4}]}]\n")
+    out = tmp_path / "events.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "seawatch", "run", "-c", str(cfg), "--realtime", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.is_file() and '"phase":"start"' in out.read_text():  # the sink writes compact JSON
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[1]
+        assert '"phase":"start"' in out.read_text(), "no incident started within 120 s"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "terminated (SIGTERM); closing open incidents" in err and "frames analysed" in err
+    events = [json.loads(line) for line in out.read_text().splitlines()]
+    starts = {e["id"] for e in events if e["phase"] == "start"}
+    ends = {e["id"] for e in events if e["phase"] == "end"}
+    assert starts and starts <= ends  # every incident that started was ended and written
+
+
+def test_serve_data_dir_that_cannot_be_a_folder(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["serve", "--data-dir", str(afile)]) == 1
+    assert f"--data-dir {afile}: is a file, not a folder" in _error(capsys)
+    assert main(["serve", "--data-dir", str(afile / "sub")]) == 1
+    assert "cannot create the folder" in _error(capsys)
+
+
+@pytest.mark.parametrize("when", ["1969-12-31T23:59:00Z", "1000-01-01", "2263-01-01T00:00:00Z",
+                                  "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-05:00"])
+def test_run_start_utc_outside_the_recordable_range(tmp_path, capsys, monkeypatch, when):
+    from seawatch.vision import pipeline
+
+    monkeypatch.setattr(pipeline, "Pipeline", lambda *a, **k: pytest.fail("models loaded before --start-utc checked"))
+    assert main(["run", "--start-utc", when, str(tmp_path / "x.mp4")]) == 1
+    assert f"--start-utc: {when!r} is outside the times Seawatch can record (1970-01-01 to 2262-04-11 UTC)" in \
+        _error(capsys)
+
+
+def test_start_utc_edges_parse():
+    from seawatch.streams.clock import parse_utc_ns
+
+    assert parse_utc_ns("1970-01-01T00:00:00Z", "--start-utc") == 0
+    assert parse_utc_ns("2262-04-11T00:00:00Z", "--start-utc") < 2**63

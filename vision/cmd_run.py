@@ -41,10 +41,38 @@ def _parse_source(text: str) -> tuple[str, str]:
     return re.sub(r"[^A-Za-z0-9_.\-]", "_", stem) or "source", text
 
 
+def source_arg_label(text: str) -> str:
+    """A SOURCE argument as an error message shows it: ``ID=URL`` with the URL's credentials redacted."""
+    from seawatch.streams.urls import redact_url
+
+    sid, url = _parse_source(text)
+    return redact_url(text) if url == text else f"{sid}={redact_url(url)}"
+
+
 def _start_ns(text: str | None) -> int:
     from seawatch.streams.clock import parse_utc_ns
 
     return parse_utc_ns(text, "--start-utc") if text else time.time_ns()
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager, ``docker stop``, ``kill``) while analysing: stopped like Ctrl-C."""
+
+
+def _sigterm_interrupts():
+    """Make SIGTERM stop the run as SIGINT does (open incidents closed and written, the summary printed) instead of
+    killing the process with only the start phases written; returns the function that puts the old handler back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def terminate(signum, frame):
+        raise _Terminated()
+
+    old = signal.signal(signal.SIGTERM, terminate)
+    return lambda: signal.signal(signal.SIGTERM, old)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from seawatch.vision.events import JsonLinesSink
     from seawatch.vision.pipeline import AnalysisRate, Pipeline, SourceSpec, analyse_sources, load_pipeline_config
 
+    start_given = _start_ns(args.start_utc) if args.start_utc else None  # a bad time is said before models load
     cfg = load_pipeline_config(args.config)
     specs = list(cfg.sources)
     known = {s.id for s in specs}
@@ -73,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             specs.append(SourceSpec(id=sid, url=url, **extra))
         except ValidationError as exc:
-            raise ConfigError(format_errors(exc, f"command-line source {text!r}")) from None
+            raise ConfigError(format_errors(exc, f"command-line source {source_arg_label(text)!r}")) from None
         known.add(sid)
     if not specs:
         raise ConfigError("no sources: give SOURCE arguments or `sources:` in the config")
@@ -93,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         if created and Path(args.out).is_file() and Path(args.out).stat().st_size == 0:
             Path(args.out).unlink()  # leave no empty file behind a run that never started
         raise
-    start = _start_ns(args.start_utc)
+    start = start_given if start_given is not None else time.time_ns()
     threading = __import__("threading")
     stop_event, wakeup = threading.Event(), threading.Event()
     readers = {}
@@ -118,15 +147,18 @@ def run(args: argparse.Namespace) -> int:
 
     workers = pipeline.workers  # analysis_workers, resolved with the models' threads
     t0 = time.monotonic()
+    restore = _sigterm_interrupts()
     try:
         # the sources' frames by the analysis workers, never waiting on one queue (a dead camera would slow every
         # other one); a slow source holds up only its own worker
         n_events += analyse_sources(pipeline, readers, wakeup, stop_event, AnalysisRate(specs), workers,
                                     on_ended=ended, on_error=frame_failed)
-    except KeyboardInterrupt:
-        print("seawatch: interrupted; closing open incidents", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        how = "terminated (SIGTERM)" if isinstance(exc, _Terminated) else "interrupted"
+        print(f"seawatch: {how}; closing open incidents", file=sys.stderr)
         n_events += len(pipeline.close(None, None, "stopped"))
     finally:
+        restore()
         stop_event.set()
         for src in readers.values():
             src.stop()
