@@ -301,3 +301,35 @@ def test_start_utc_edges_parse():
 
     assert parse_utc_ns("1970-01-01T00:00:00Z", "--start-utc") == 0
     assert parse_utc_ns("2262-04-11T00:00:00Z", "--start-utc") < 2**63
+
+
+# ----------------------------- detect and evaluate: --imgsz bounded, nested manifests (4), nothing to analyse (7)
+def test_evaluate_deeply_nested_manifest(tmp_path, capsys):
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100000 + "]" * 100000)
+    assert main(["evaluate", "--no-clips", str(path)]) == 1
+    assert "deep.json: cannot read manifest: nested too deeply" in _error(capsys)
+
+
+@pytest.mark.parametrize("imgsz, words", [(100000, "--imgsz must be at most 8192 px, got 100000"),
+                                          (0, "--imgsz must be >= 1")])
+def test_detect_imgsz_is_bounded_before_any_model_loads(tmp_path, capsys, monkeypatch, imgsz, words):
+    from seawatch.vision import detector
+
+    monkeypatch.setattr(detector, "load_detector", lambda *a, **k: pytest.fail("a model was loaded"))
+    img = tmp_path / "img.png"
+    img.write_bytes(b"not read")
+    assert main(["detect", "--models", "coco_yolov5n", "--imgsz", str(imgsz), str(img)]) == 1
+    assert words in _error(capsys)
+
+
+def test_detect_empty_folder_is_an_error(tmp_path, capsys, monkeypatch):
+    from seawatch.vision import detector
+
+    monkeypatch.setattr(detector, "load_detector", lambda *a, **k: pytest.fail("a model was loaded"))
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("no media here")
+    assert main(["detect", "--models", "coco_yolov5n", str(empty)]) == 1
+    err = _error(capsys)
+    assert "nothing to analyse" in err and str(empty) in err

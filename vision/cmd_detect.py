@@ -64,6 +64,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
+MAX_IMGSZ_PX = 8192  # a batch of 4 at 8192 px is 3 GiB of float32 input; 100000 px asked for 28 GiB and died
+
+
+def check_imgsz_arg(value: int | None) -> None:
+    """``--imgsz`` within 1..8192 px (the detector rounds it up to a multiple of the model's stride, 32 mostly)."""
+    _positive("imgsz", value)
+    if value is not None and value > MAX_IMGSZ_PX:
+        raise InputError(f"--imgsz must be at most {MAX_IMGSZ_PX} px, got {value} (the input grows with its square); "
+                         "models are trained at 640-1280 px: use --tile for small objects in large frames")
+
+
 def _positive(name: str, value: int | None) -> None:
     if value is not None and value < 1:
         raise InputError(f"--{name} must be >= 1, got {value}")
@@ -240,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
 
     _positive("batch", args.batch)
     _positive("stride-frames", args.stride_frames)
-    _positive("imgsz", args.imgsz)
+    check_imgsz_arg(args.imgsz)
     _positive("max-det", args.max_det)
     for key in ("conf", "iou"):
         v = getattr(args, key)
@@ -251,6 +262,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError(f"--tile: {exc}") from None
 
+    files = expand_paths(args.paths)  # before the (slow) model loading: nothing to analyse is said at once
+    if not files:
+        raise InputError(f"nothing to analyse: {', '.join(map(str, args.paths))} hold(s) no image or video files "
+                         "(folders are searched recursively for .jpg, .png, .mp4, ... files)")
     names = [n.strip() for n in args.models.split(",") if n.strip()] if args.models else provisioned_models(args.variant)
     if not names:
         raise ModelNotProvisioned("no provisioned models: run `seawatch models fetch` or pass --models")
@@ -274,7 +289,6 @@ def run(args: argparse.Namespace) -> int:
     for d in detectors:
         log.info("loaded %r", d)
 
-    files = expand_paths(args.paths)
     total = 0
     for f in files:
         if media_kind(f) == "video":

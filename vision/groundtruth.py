@@ -145,6 +145,9 @@ def load_manifest(manifest_path: Path, categories: set[str] | None = None) -> li
         entries = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:  # ValueError: not UTF-8 (UnicodeDecodeError) or not JSON (JSONDecodeError)
         raise InputError(f"{manifest_path}: cannot read manifest: {exc}") from None
+    except RecursionError:
+        raise InputError(f"{manifest_path}: cannot read manifest: nested too deeply (lists or objects inside each "
+                         "other hundreds of levels deep)") from None
     if not isinstance(entries, list):
         raise InputError(f"{manifest_path}: a manifest is a JSON list of entries")
     root = manifest_path.parent
