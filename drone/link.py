@@ -87,6 +87,24 @@ MAV_RESULT_NAMES = {0: "ACCEPTED", 1: "TEMPORARILY_REJECTED", 2: "DENIED", 3: "U
 _NET_URL = re.compile(r"^(udp|udpin|udpout|udpbcast|tcp|tcpin):([^:]+):(\d{1,5})$", re.IGNORECASE)
 
 
+def connection_problem(url: str) -> str | None:
+    """Why a MAVLink connection string cannot be opened, or None: a network address must be SCHEME:HOST:PORT (port
+    1-65535), HOST:PORT is read as udp: (dronekit's documented form), anything else must be a serial device (a path,
+    COMn, or an existing file). The link applies it before opening, ``config check`` to every drone's connection."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme in ("udp", "udpin", "udpout", "udpbcast", "tcp", "tcpin"):
+        m = _NET_URL.match(url)
+        if m is None or not 0 < int(m.group(3)) < 65536:
+            return f"{url!r} is not a MAVLink connection: expected {scheme}:HOST:PORT (port 1-65535)"
+        return None
+    if re.match(r"^[\w.-]+:\d{1,5}$", url) or url.startswith(("/", "COM", "com")):
+        return None  # HOST:PORT, or a serial device (may be plugged in later)
+    if Path(url.split(",", 1)[0]).exists():
+        return None
+    return (f"{url!r} is not a MAVLink connection: give udp:HOST:PORT, udpin:/udpout:/tcp:/tcpin:HOST:PORT or a serial "
+            "device (/dev/ttyUSB0,57600)")
+
+
 def mavutil():
     """pymavlink's mavutil with the MAVLink 2 ardupilotmega dialect (gimbal v2 only exists in MAVLink 2).
 
@@ -346,18 +364,9 @@ class MavlinkLink:
 
     def _check_url(self) -> None:
         """Reject malformed connection strings here: dronekit's UDP class calls ``sys.exit`` on them."""
-        url = str(self.url)
-        scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-        if scheme in ("udp", "udpin", "udpout", "udpbcast", "tcp", "tcpin"):
-            m = _NET_URL.match(url)
-            if m is None or not 0 < int(m.group(3)) < 65536:
-                raise TelemetryError(f"drone {self.vehicle_id}: cannot open MAVLink connection {url!r}: expected "
-                                     f"{scheme}:HOST:PORT")
-        elif re.match(r"^[\w.-]+:\d{1,5}$", url):
-            pass  # HOST:PORT, which pymavlink reads as udp: (dronekit's documented form)
-        elif not url.startswith(("/", "COM", "com")) and not Path(url.split(",", 1)[0]).exists():
-            raise TelemetryError(f"drone {self.vehicle_id}: cannot open MAVLink connection {url!r}: not a "
-                                 "udp:/udpin:/udpout:/tcp:/tcpin: address or a serial device")
+        why = connection_problem(str(self.url))
+        if why is not None:
+            raise TelemetryError(f"drone {self.vehicle_id}: cannot open MAVLink connection: {why}")
 
     def _probe_tcp(self) -> None:
         """pymavlink's TCP client retries a refused connect with blocking sleeps and prints; try once first."""

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 from collections import deque
@@ -275,26 +274,6 @@ def load_pipeline_config(path: str | Path | None, data: dict | None = None) -> P
     return cfg
 
 
-_NET_CONNECTION = re.compile(r"^(udp|udpin|udpout|udpbcast|tcp|tcpin):([^:]+):(\d{1,5})$", re.IGNORECASE)
-
-
-def _connection_problem(url: str) -> str | None:
-    """Why a drone's MAVLink connection string cannot be opened, or None. The same rules as the link applies when it
-    opens (``MavlinkLink._check_url`` in drone/link.py), so ``config check`` refuses what ``serve`` would."""
-    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
-    if scheme in ("udp", "udpin", "udpout", "udpbcast", "tcp", "tcpin"):
-        m = _NET_CONNECTION.match(url)
-        if m is None or not 0 < int(m.group(3)) < 65536:
-            return f"{url!r} is not a MAVLink connection: expected {scheme}:HOST:PORT (port 1-65535)"
-        return None
-    if re.match(r"^[\w.-]+:\d{1,5}$", url) or url.startswith(("/", "COM", "com")):
-        return None  # HOST:PORT (pymavlink reads it as udp:), a serial device (may be plugged in later)
-    if Path(url.split(",", 1)[0]).exists():
-        return None
-    return (f"{url!r} is not a MAVLink connection: give udp:HOST:PORT, udpin:/udpout:/tcp:/tcpin:HOST:PORT or a serial "
-            "device (/dev/ttyUSB0,57600)")
-
-
 def reference_problems(cfg: PipelineConfig) -> list[tuple[str, str]]:
     """``(field path, message)`` for what the fields' own validation cannot see and ``run`` / ``serve`` would refuse at
     start: a model name the registry does not know (the same lookup ``run`` makes: the shipped manifests and those
@@ -331,7 +310,9 @@ def reference_problems(cfg: PipelineConfig) -> list[tuple[str, str]]:
     drones = [(f"drones[{i}]", d) for i, d in enumerate(cfg.drones)]
     drones += [(f"sources[{i}].drone", s.drone) for i, s in enumerate(cfg.sources) if isinstance(s.drone, DroneConfig)]
     for where, d in drones:
-        why = _connection_problem(d.connection)
+        from seawatch.drone.link import connection_problem
+
+        why = connection_problem(d.connection)
         if why is not None:
             out.append((f"{where}.connection", why))
         for name, route in d.routes.items():
