@@ -66,6 +66,8 @@ CALIB = "{camera: {width_px: 1920, height_px: 1080, hfov_deg: 60}, surveyed: {la
     ("sources: [{id: cam1, url: a.mp4}]\nregistry: \"r\\0x.csv\"\n", "registry", "NUL character"),
     ("sources:\n  - {id: cam1, url: a.mp4}\nzones:\n  - {id: z1, source: cam1, rules: [{type: vessel_in_zone}]}\n"
      "  - {id: z1, source: cam1, rules: [{type: fire_smoke}]}\n", "zones[1]", "zone id 'z1' appears twice"),
+    ("sources: [{id: cam1, url: a.mp4}]\nais: ['']\n", "ais[0]", "an empty feed"),
+    ("sources: [{id: cam1, url: a.mp4}]\nais: [/nonexistent/ais.nmea]\n", "ais[0]", "no such NMEA log file"),
 ])
 def test_config_check_and_run_refuse(tmp_path, capsys, text, where, words):
     path = tmp_path / "c.yaml"
@@ -333,3 +335,15 @@ def test_detect_empty_folder_is_an_error(tmp_path, capsys, monkeypatch):
     assert main(["detect", "--models", "coco_yolov5n", str(empty)]) == 1
     err = _error(capsys)
     assert "nothing to analyse" in err and str(empty) in err
+
+
+@pytest.mark.parametrize("option, value", [("--max-age", "-5"), ("--max-age", "nan"), ("--seconds", "inf"),
+                                           ("--seconds", "0")])
+def test_ais_show_durations_must_be_positive_and_finite(tmp_path, capsys, option, value):
+    log = tmp_path / "a.nmea"
+    log.write_text("")
+    with pytest.raises(SystemExit) as exc:
+        main(["ais", "show", str(log), option, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and option in err and "positive, finite" in err, err

@@ -462,7 +462,8 @@ class VesselIdentityStage:
 
 
 def check_ais_urls(urls: Sequence[str], where: str = "ais") -> None:
-    """Config-time check of feed URLs (files must exist, sockets must parse)."""
+    """Config-time check of socket feed URLs (they must parse); a configuration file's log files are checked for
+    existence by ``pipeline.reference_problems``, as the identity stage opens them at start."""
     from seawatch.streams.ais import parse_feed_url
 
     for i, url in enumerate(urls):

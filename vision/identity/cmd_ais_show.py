@@ -11,10 +11,23 @@ import time
 HELP = "read AIS NMEA from a file, tcp://HOST:PORT (connect) or udp://HOST:PORT (listen) and show the vessel table"
 
 
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (argparse type): NaN, inf, 0 and negatives are usage errors."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive, finite number of seconds")
+    return v
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="NMEA log file, tcp://HOST:PORT or udp://HOST:PORT")
-    parser.add_argument("--seconds", type=float, default=30.0, help="how long to listen to a socket (default 30)")
-    parser.add_argument("--max-age", type=float, default=600.0, help="hide vessels not heard for this long, s")
+    parser.add_argument("--seconds", type=_seconds, default=30.0, help="how long to listen to a socket (default 30)")
+    parser.add_argument("--max-age", type=_seconds, default=600.0, help="hide vessels not heard for this long, s")
     parser.add_argument("--rmc-time", action=argparse.BooleanOptionalAction, default=None,
                         help="time AIS lines without a tag-block time by the feed's own $..RMC fixes (combined "
                              "GNSS+AIS receivers); default: on for a log file (its own clock, as the pipeline's log "
