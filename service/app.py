@@ -937,11 +937,14 @@ def _reported_event(st, body: ReportIn, who: Principal, capture_ns: int, image: 
                 attributes["geo_pose"] = locator.pose
             geo, geo_reason = locator.geo_positions(np.array([point], np.float64))[0]
     labels = (body.label,) if body.label else ()
+    # the picture nearest at_ns may lie just outside the window asked for (a browser's times are floats, a lead-in
+    # picture before the window): the event's window holds it
+    start_ns, end_ns = min(body.start_ns, capture_ns), max(body.end_ns, capture_ns)
     return Event(id=uuid.uuid4().hex, type=body.type, severity=body.severity, phase="end", source_id=body.source,
-                 start_ns=body.start_ns, end_ns=body.end_ns, at_ns=capture_ns, attributes=attributes,
+                 start_ns=start_ns, end_ns=end_ns, at_ns=capture_ns, attributes=attributes,
                  labels=labels, scores=(1.0,) * len(labels),
                  snapshot=Snapshot(body.source, capture_ns, box, 1.0, image=image),
-                 clip=ClipRef(body.source, body.start_ns, body.end_ns), geo=geo, geo_reason=geo_reason)
+                 clip=ClipRef(body.source, start_ns, end_ns), geo=geo, geo_reason=geo_reason)
 
 
 def _configured_source(state, source_id: str):

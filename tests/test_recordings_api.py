@@ -253,6 +253,15 @@ def test_recordings_api_lists_plays_and_reports(tmp_path, ramp_b):
         assert plain["snapshot"]["xyxy_px"] == [0.0, 0.0, 160.0, 120.0] and plain["at_ns"] == T0 + 21 * S
 
         # a boat with its box drawn: its label, the box as the subject, located where it meets the water
+        # asked for at the window's very start, between two pictures: the picture nearest is just before the
+        # window, and the event's window holds it (start <= at <= end), its clip too
+        edge = T0 + 20 * S + 15_000_000  # 15 ms after the picture at 20.00 s, 25 ms before the next
+        r = client.post("/api/events", json={"source": "quay", "start_ns": edge, "end_ns": edge + 2 * S, "at_ns": edge},
+                        headers=h)
+        assert r.status_code == 201, r.text
+        edge_ev = r.json()
+        assert edge_ev["at_ns"] == T0 + 20 * S and edge_ev["start_ns"] == edge_ev["at_ns"] <= edge_ev["end_ns"] == edge + 2 * S
+        assert edge_ev["clip"]["start_ns"] == edge_ev["at_ns"]
         r = client.post("/api/events", json={"source": "quay", "start_ns": T0 + 20 * S, "end_ns": T0 + 22 * S,
                                              "box_px": [60, 40, 100, 70], "label": "vessel", "type": "vessel_in_zone"},
                         headers=h)
@@ -269,9 +278,9 @@ def test_recordings_api_lists_plays_and_reports(tmp_path, ramp_b):
         # the incidents of a window (the recordings bar's ticks): started before its end, still going at its start
         iso = lambda ns: datetime.fromtimestamp(ns / S, tz=timezone.utc).isoformat()  # noqa: E731
         during = client.get("/api/events", params={"active_from": iso(T0 + 2 * S), "start_to": iso(T0 + 30 * S)}, headers=h)
-        assert {e["id"] for e in during.json()["events"]} == {ev["id"], plain["id"], boat_id}
+        assert {e["id"] for e in during.json()["events"]} == {ev["id"], plain["id"], boat_id, edge_ev["id"]}
         later = client.get("/api/events", params={"active_from": iso(T0 + 4 * S), "start_to": iso(T0 + 30 * S)}, headers=h)
-        assert {e["id"] for e in later.json()["events"]} == {plain["id"], boat_id}
+        assert {e["id"] for e in later.json()["events"]} == {plain["id"], boat_id, edge_ev["id"]}
 
         # refused reports: nothing recorded there, unknown camera, hostile bodies; nothing is stored for them
         n = client.get("/api/events", headers=h).json()["events"]

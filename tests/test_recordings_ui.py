@@ -277,12 +277,20 @@ def test_ui_recordings_play_a_window_download_it_and_report_what_is_seen(recordi
         page.evaluate(f"window.seawatch.openRecordings('quay-1', {later_ns}, 60)")
         _wait(page, f"!!document.querySelector('#rec-bar .rec-tick.before[data-id=\"{tick_id}\"]')", 20)
         assert page.evaluate(f"document.querySelector('#rec-bar .rec-tick[data-id=\"{tick_id}\"]').style.left") in ("0%", "0.000%")
-        # its clip starts at the keyframe before the window: the spot marked on that lead-in picture is reported at
-        # that picture's own time, not at the window's start
-        newest_ns = _json(base, "/api/sources/quay-1/recordings", start_ns=later_ns, end_ns=later_ns + 60 * S)["newest_ns"]
-        lead_first_ns = int(_get(base, "/api/sources/quay-1/clip", start_ns=later_ns, end_ns=newest_ns)[1]["X-Clip-First-Ns"])
-        assert lead_first_ns < later_ns - S // 10, (lead_first_ns, later_ns)
-        _wait(page, "document.getElementById('rec-video').readyState >= 2", 20)
+        # a window whose clip starts at the keyframe before it (a whole second between keyframes): the spot marked
+        # on that lead-in picture is reported at that picture's own time, not at the window's start
+        rec_info = _json(base, "/api/sources/quay-1/recordings")
+        later_ns, lead_first_ns = None, None
+        for w in range(rec_info["oldest_ns"] // S + 1, rec_info["newest_ns"] // S - 1):
+            first = int(_get(base, "/api/sources/quay-1/clip", start_ns=w * S, end_ns=rec_info["newest_ns"])[1]["X-Clip-First-Ns"])
+            if first < w * S - S // 10:
+                later_ns, lead_first_ns = w * S, first
+                break
+        assert later_ns is not None, rec_info  # keyframes fall between whole seconds somewhere in the recording
+        page.evaluate(f"window.seawatch.openRecordings('quay-1', {later_ns}, 60)")
+        _wait(page, f"document.getElementById('rec-from').value.startsWith({datetime.fromtimestamp(later_ns // S, tz=timezone.utc).strftime('%Y-%m-%dT%H:%M:%S')!r})", 5)
+        _wait(page, "document.getElementById('rec-video').readyState >= 2 && "
+                    "document.getElementById('rec-note').textContent.startsWith('picture of ')", 20)
         page.evaluate("(() => { const v = document.getElementById('rec-video'); v.pause(); v.currentTime = 0; })()")
         _wait(page, "document.getElementById('rec-video').currentTime < 0.5 && !document.getElementById('rec-video').seeking", 5)
         shown_ns = lead_first_ns + round(page.evaluate("document.getElementById('rec-video').currentTime") * S)

@@ -531,7 +531,9 @@ async function loadRecClip(w, my, retry) {
     cw = await recClipWindow(w);
     if (stale()) return;
     r = await api(recPath(cw, "clip"));
-    url = URL.createObjectURL(await r.blob());
+    url = URL.createObjectURL(await blobWithProgress(r, (mb) => {
+      if (!stale()) { note.className = ""; note.textContent = `loading the video… ${mb.toFixed(1)} MB`; }
+    }));
   } catch (e) {
     if (stale()) return;
     note.className = "error";
@@ -879,6 +881,20 @@ async function refreshVessels() {
 }
 
 async function blobUrl(path) { return URL.createObjectURL(await (await api(path)).blob()); }
+
+// A response's body as a Blob, telling ``onMb`` the megabytes received so far (a long window's clip is tens of MB)
+async function blobWithProgress(r, onMb) {
+  if (!r.body || !r.body.getReader) return r.blob();
+  const reader = r.body.getReader(), parts = [];
+  let got = 0, shown = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    parts.push(value); got += value.length;
+    if (got - shown >= 1 << 20) { shown = got; onMb(got / 1048576); }
+  }
+  return new Blob(parts, { type: r.headers.get("Content-Type") || "video/mp4" });
+}
 
 // Point a media element at a new blob URL (or at nothing) and free the one it showed before.
 function setMedia(el, url) {
