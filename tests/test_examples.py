@@ -16,8 +16,20 @@ def _is_serve_config(path: Path) -> bool:
     return bool(set(yaml.safe_load(path.read_text())) - set(PipelineConfig.model_fields))
 
 
+def _trained_vessel(cache: Path) -> None:
+    """A model cache where `vessel` is registered, as on a site that trained it (the examples that use it are
+    written for such a site; a fresh machine has only the downloaded models)."""
+    from seawatch import paths
+
+    (cache / "manifests").mkdir(parents=True, exist_ok=True)
+    shipped = (paths.MANIFEST_DIR / "coco_yolov5n.yaml").read_text()
+    (cache / "manifests" / "vessel.yaml").write_text(shipped.replace("name: coco_yolov5n", "name: vessel", 1))
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
-def test_example_config_is_valid(path):
+def test_example_config_is_valid(path, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEAWATCH_CACHE", str(tmp_path / "cache"))
+    _trained_vessel(tmp_path / "cache")
     cfg = (load_config if _is_serve_config(path) else load_pipeline_config)(path)
     ids = {s.id for s in cfg.sources}
     assert ids and {z.source for z in cfg.zones} <= ids
@@ -38,3 +50,17 @@ def test_the_port_service_example_is_a_whole_site(capsys):
 
 def test_there_are_examples():
     assert EXAMPLES
+
+
+def test_an_example_using_vessel_before_it_is_trained_says_how_to_get_it(tmp_path, monkeypatch, capsys):
+    """On a machine that has not trained `vessel`, config check refuses the harbour example as run would, and says
+    the model is trained, not downloaded, and what to use meanwhile."""
+    from seawatch.cli import main
+
+    monkeypatch.setenv("SEAWATCH_CACHE", str(tmp_path / "cache"))
+    path = Path(__file__).resolve().parents[1] / "examples" / "harbour-camera.yaml"
+    assert main(["config", "check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "no model named 'vessel'" in err and "seawatch models train vessels" in err and "coco_yolov5n meanwhile" in err
+    _trained_vessel(tmp_path / "cache")
+    assert main(["config", "check", str(path)]) == 0

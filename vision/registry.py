@@ -270,13 +270,20 @@ def load_manifests() -> dict[str, ModelManifest]:
     return _scan_manifests()[0]
 
 
+TRAINED_VESSEL_MODEL = "vessel"  # the name the README's vessel recipe registers its model under
+
+
 def get_manifest(name: str) -> ModelManifest:
     manifests, broken = _scan_manifests()
     if name in broken and name not in manifests:
         raise broken[name]
     if name not in manifests:
         known = ", ".join(sorted(manifests)) or "none"
-        raise ModelNotFound(f"no model named {name!r} (registered: {known})")
+        hint = ""
+        if name == TRAINED_VESSEL_MODEL:  # the one model the project trains rather than downloads
+            hint = ("; it is trained, not downloaded: `seawatch models train vessels` (a GPU for a useful model: "
+                    "README, 'The vessel model'), or use coco_yolov5n meanwhile")
+        raise ModelNotFound(f"no model named {name!r} (registered: {known}){hint}")
     return manifests[name]
 
 
