@@ -15,27 +15,44 @@ from seawatch.errors import InputError
 log = logging.getLogger(__name__)
 
 
+def _made_once(src: Path, out: Path, fps: Fraction, frames) -> Path:
+    """``out``: the BGR ``frames`` (an iterable, read only when needed) as an H.264 MP4 at ``fps``, written to a
+    ``.part.mp4`` and moved into place. Made once: an ``out`` newer than ``src`` is kept. InputError when no frame
+    comes."""
+    from seawatch.vision.cmd_detect import VideoWriter
+
+    if out.is_file() and out.stat().st_mtime >= src.stat().st_mtime and out.stat().st_size > 0:
+        return out
+    part = out.with_name(out.stem + ".part.mp4")
+    writer = VideoWriter(part, fps)
+    n = 0
+    try:
+        for image in frames:
+            writer.write(image)
+            n += 1
+    finally:
+        writer.close()
+    if n == 0:
+        part.unlink(missing_ok=True)
+        raise InputError(f"{src}: no frame decoded")
+    part.replace(out)
+    return out
+
+
 def still_clip(still: Path, out: Path, *, seconds: float = 10.0, fps: int = 2, noise: int = 2) -> Path:
     """``out``: ``still`` held for ``seconds`` at ``fps`` as an H.264 MP4, with +-``noise`` grey levels of sensor
     noise per frame (a fixed camera on a calm scene). Made once: an ``out`` newer than ``still`` is kept. Raises
     InputError when the still cannot be read."""
-    from seawatch.vision.cmd_detect import VideoWriter
     from seawatch.vision.media import read_image
 
-    if out.is_file() and out.stat().st_mtime >= still.stat().st_mtime and out.stat().st_size > 0:
-        return out
-    image = read_image(still)  # InputError for a missing or broken file
-    part = out.with_name(out.stem + ".part.mp4")
-    writer = VideoWriter(part, Fraction(fps))
-    rng = np.random.default_rng(0)
-    try:
+    def frames():
+        image = read_image(still)  # InputError for a missing or broken file
+        rng = np.random.default_rng(0)
         for _ in range(max(1, round(seconds * fps))):
             jitter = rng.integers(-noise, noise + 1, image.shape, dtype=np.int16)
-            writer.write(np.clip(image.astype(np.int16) + jitter, 0, 255).astype(np.uint8))
-    finally:
-        writer.close()
-    part.replace(out)
-    return out
+            yield np.clip(image.astype(np.int16) + jitter, 0, 255).astype(np.uint8)
+
+    return _made_once(still, out, Fraction(fps), frames())
 
 
 def harbour_clip(media_dir: Path, data_dir: Path) -> Path | None:
@@ -57,28 +74,12 @@ def harbour_clip(media_dir: Path, data_dir: Path) -> Path | None:
 def h264_copy(src: Path, out: Path) -> Path:
     """``out``: the video ``src`` re-encoded as H.264 MP4 at its own frame rate (libx264, as clips are). Made once: an
     ``out`` newer than ``src`` is kept. Raises InputError when ``src`` cannot be decoded."""
-    from seawatch.vision.cmd_detect import VideoWriter
     from seawatch.vision.media import iter_video, probe_video
 
-    if out.is_file() and out.stat().st_mtime >= src.stat().st_mtime and out.stat().st_size > 0:
-        return out
     fps = probe_video(src)[1]
     if not fps:
         raise InputError(f"{src}: not a readable video")
-    part = out.with_name(out.stem + ".part.mp4")
-    writer = VideoWriter(part, Fraction(fps).limit_denominator(1001))
-    frames = 0
-    try:
-        for f in iter_video(src):
-            writer.write(f.image)
-            frames += 1
-    finally:
-        writer.close()
-    if frames == 0:
-        part.unlink(missing_ok=True)
-        raise InputError(f"{src}: no frame decoded")
-    part.replace(out)
-    return out
+    return _made_once(src, out, Fraction(fps).limit_denominator(1001), (f.image for f in iter_video(src)))
 
 
 def yard_clip(media_dir: Path, data_dir: Path) -> Path | None:

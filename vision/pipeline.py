@@ -300,11 +300,11 @@ def reference_problems(cfg: PipelineConfig) -> list[tuple[str, str]]:
                         known[m] = str(exc)
                 if known[m] is not None:
                     out.append((f"sources[{i}].models[{j}]", known[m]))
+    from seawatch.vision.vessel_identity import ais_file_problem
+
     for i, url in enumerate(cfg.ais):  # a log file is read at start: it must be there (sockets are parsed on load)
-        if "://" not in url and not Path(url).is_file():
-            out.append((f"ais[{i}]", f"{url!r}: no such NMEA log file (give a file path, tcp://HOST:PORT or "
-                                     "udp://HOST:PORT)" if url.strip() else "an empty feed: give a file path, "
-                                     "tcp://HOST:PORT or udp://HOST:PORT"))
+        if "://" not in url and (why := ais_file_problem(url)) is not None:
+            out.append((f"ais[{i}]", why))
     if cfg.registry is not None:
         from seawatch.vision.identity.registry import VesselRegistry
 

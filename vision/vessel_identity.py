@@ -153,9 +153,10 @@ class VesselIdentityStage:
         if "://" in url:
             self._feeds.append(A.open_feed(url))  # bad URL -> InputError naming it
             return
+        why = ais_file_problem(url)
+        if why is not None:
+            raise InputError(f"AIS feed {why}")
         path = Path(url)
-        if not path.is_file():
-            raise InputError(f"AIS feed {url!r}: no such file (give a file path, tcp://HOST:PORT or udp://HOST:PORT)")
         # a receiver log's own GNSS fixes ($xxRMC) give it a clock when it has no tag blocks
         dec = A.AisDecoder(use_rmc_time=True)
         # a message stamped out of line with the rest of the log (a wrong RMC date) is skipped, not replayed
@@ -461,6 +462,16 @@ class VesselIdentityStage:
         return replace(ev, attributes={**ev.attributes, **hull, "identity": "unknown", "identity_reason": why})
 
 
+def ais_file_problem(url: str) -> str | None:
+    """Why an AIS feed that is no socket URL cannot be read as an NMEA log file (empty, or no such file), or None.
+    The identity stage refuses such a feed at start; ``config check`` reports it with its ``ais[i]``."""
+    if not url.strip():
+        return "an empty feed: give a file path, tcp://HOST:PORT or udp://HOST:PORT"
+    if not Path(url).is_file():
+        return f"{url!r}: no such NMEA log file (give a file path, tcp://HOST:PORT or udp://HOST:PORT)"
+    return None
+
+
 def check_ais_urls(urls: Sequence[str], where: str = "ais") -> None:
     """Config-time check of socket feed URLs (they must parse); a configuration file's log files are checked for
     existence by ``pipeline.reference_problems``, as the identity stage opens them at start."""
@@ -474,4 +485,4 @@ def check_ais_urls(urls: Sequence[str], where: str = "ais") -> None:
                 raise ConfigError(f"{where}.{i}: {exc}") from None
 
 
-__all__ = ["HullOcrConfig", "IdentityConfig", "VesselIdentityStage", "check_ais_urls"]
+__all__ = ["HullOcrConfig", "IdentityConfig", "VesselIdentityStage", "ais_file_problem", "check_ais_urls"]
