@@ -346,3 +346,14 @@ def test_ais_show_durations_must_be_positive_and_finite(tmp_path, capsys, option
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and option in err and "positive, finite" in err, err
+
+
+@pytest.mark.parametrize("argv, words", [(["--imgsz", "100000"], "--imgsz must be at most 8192 px, got 100000"),
+                                         (["--imgsz", "0"], "--imgsz must be >= 1"),
+                                         (["--rounds", "0"], "--rounds must be >= 1")])
+def test_bench_sizes_are_bounded_before_any_model_loads(capsys, monkeypatch, argv, words):
+    from seawatch.vision import cmd_bench
+
+    monkeypatch.setattr(cmd_bench, "bench_model", lambda *a, **k: pytest.fail("a model was benchmarked"))
+    assert main(["bench", "--models", "coco_yolov5n", *argv]) == 1
+    assert words in _error(capsys)

@@ -196,6 +196,10 @@ def run(args: argparse.Namespace) -> int:
 
         return int(bench_search.main(shlex.split(args.script_args)) or 0)
 
+    from seawatch.vision.cmd_detect import _positive, check_imgsz_arg
+
+    check_imgsz_arg(args.imgsz)  # 100000 px would ask for tens of GiB before the first round
+    _positive("rounds", args.rounds)
     names = [n for n in args.models.split(",") if n] or [n for n in registry.load_manifests()
                                                       if registry.is_provisioned(n)]
     if not names:
