@@ -10,7 +10,17 @@
 // drone's flight log, and where it was at the picture shown).
 // Plain ES modules, no build step, no external resources. Every datum comes from the authenticated API.
 "use strict";
-import { MapView } from "/ui/map.js";
+import { MapView, displayText, isolated } from "/ui/map.js";
+
+// Text the service does not control (a vessel's name from AIS or the registry, a note, who wrote it) as a <bdi>: shown
+// by map.js's displayText (invisible and bidi control characters visible, at most `max` characters, the whole in the
+// tooltip when cut) and isolated, so it cannot reorder or hide the text around it.
+function untrusted(text, max = 0) {
+  const b = document.createElement("bdi");
+  b.textContent = displayText(text, max);
+  if (max && b.textContent !== displayText(text)) b.title = displayText(text, 2000);
+  return b;
+}
 
 const state = { auth: null, role: null, events: [], nextCursor: null, selected: null, detail: null, sources: [], vessels: [],
   seen: new Set(), ws: null, held: new Set(), health: null };
@@ -285,13 +295,13 @@ async function refreshSources(list) {
     tr.dataset.id = s.source_id;
     let details = "";
     if (s.kind === "drone") {
-      details = [s.mode, s.armed ? "armed" : s.armed === false ? "disarmed" : null,
+      details = [s.mode && displayText(s.mode, 40), s.armed ? "armed" : s.armed === false ? "disarmed" : null,
         s.lat_deg != null ? `${s.lat_deg.toFixed(5)}, ${s.lon_deg.toFixed(5)}` : null,
         s.alt_rel_m != null ? `${s.alt_rel_m.toFixed(0)} m` : null, s.heading_deg != null ? `${s.heading_deg.toFixed(0)}°` : null,
         s.battery_pct != null ? `battery ${s.battery_pct}%` : null,
-        s.patrol ? `patrol ${s.patrol} (${s.patrol_state}${s.patrol_reason ? ": " + s.patrol_reason : ""}, ` +
+        s.patrol ? `patrol ${s.patrol} (${s.patrol_state}${s.patrol_reason ? ": " + displayText(s.patrol_reason, 300) : ""}, ` +
           `waypoint ${s.current_waypoint ?? "-"}/${s.waypoints ?? "-"})` : null,
-        s.last_error].filter(Boolean).join(" · ");
+        s.last_error && displayText(s.last_error, 300)].filter(Boolean).join(" · ");
     } else if (s.kind === "ais") {
       details = `${s.vessels} vessel(s), ${s.messages} message(s), last ${s.last_message_age_s ?? "-"} s ago`;
     } else {
@@ -302,7 +312,7 @@ async function refreshSources(list) {
       const a = s.analysis;
       const an = a && a.frames ? ` · analysed ${a.analysed_fps}/${a.asked_fps} fps${a.behind ? " (behind)" : ""}` +
         (a.lag_ms != null ? `, lag ${Math.round(a.lag_ms)} ms` : "") : "";
-      details = `${down}${s.frames_decoded ?? 0} frames${an}${s.last_error ? " · " + s.last_error : ""}${s.view ? " · surveyed" : ""}`;
+      details = `${down}${s.frames_decoded ?? 0} frames${an}${s.last_error ? " · " + displayText(s.last_error, 300) : ""}${s.view ? " · surveyed" : ""}`;
     }
     for (const [text, cls] of [[s.source_id, ""], [s.kind || "camera", ""], [s.state, "st-" + s.state], [details, ""]]) {
       const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td);
@@ -943,15 +953,16 @@ async function select(id, { refresh = false } = {}) {
     if (!shown || top < 0 || top > window.innerHeight - 160) $("detail").scrollIntoView({ block: "start", behavior: "smooth" });
   }
   $("d-title").textContent = `${ev.type} (${ev.severity}) on ${ev.source_id}`;
-  $("d-meta").textContent = `started ${fmt(ev.start_ns)} UTC${ev.end_ns ? ", ended " + fmt(ev.end_ns) : ""}, ${ev.phase}, ` +
+  $("d-meta").replaceChildren(`started ${fmt(ev.start_ns)} UTC${ev.end_ns ? ", ended " + fmt(ev.end_ns) : ""}, ${ev.phase}, ` +
     `status: ${ev.review_status}` +
-    (ev.geo ? `, at ${ev.geo.lat_deg.toFixed(5)}, ${ev.geo.lon_deg.toFixed(5)} ± ${ev.geo.semi_major_m.toFixed(0)} m` : `, no position: ${ev.geo_reason || "unknown"}`) +
-    (ev.attributes && ev.attributes.vessel_name ? `, vessel ${ev.attributes.vessel_name}` : "");
+    (ev.geo ? `, at ${ev.geo.lat_deg.toFixed(5)}, ${ev.geo.lon_deg.toFixed(5)} ± ${ev.geo.semi_major_m.toFixed(0)} m` : `, no position: ${ev.geo_reason || "unknown"}`),
+    ...(ev.attributes && ev.attributes.vessel_name ? [", vessel ", untrusted(ev.attributes.vessel_name, 100)] : []));
   const audit = $("d-audit");
   audit.replaceChildren();
   for (const r of ev.review_history || []) {
     const li = document.createElement("li");
-    li.textContent = `${r.status}${r.reason ? " (" + r.reason.replaceAll("_", " ") + ")" : ""} by ${r.by || r.actor || "?"}${r.note ? ": " + r.note : ""}`;
+    li.replaceChildren(`${r.status}${r.reason ? " (" + r.reason.replaceAll("_", " ") + ")" : ""} by `, untrusted(r.by || r.actor || "?", 100),
+      ...(r.note ? [": ", untrusted(r.note)] : []));
     audit.appendChild(li);
   }
   const src = state.sources.find((s) => s.source_id === ev.source_id);
@@ -1037,9 +1048,9 @@ function drawOverlay(ev) {
         "data-id": a.id, "stroke-width": stroke });
       const t = document.createElementNS(SVG, "title");
       t.textContent = a.kind === "zone" ? `zone ${a.id}: ${(a.rules || []).join(", ")}` :
-        a.kind === "ignore" ? `ignored (${(a.labels || []).join(", ")})${a.note ? ": " + a.note : ""}` : "water";
+        a.kind === "ignore" ? `ignored (${(a.labels || []).join(", ")})${a.note ? ": " + isolated(a.note, 500) : ""}` : "water";
       p.appendChild(t);
-      if (a.kind !== "water") add("text", { x: a.polygon_px[0][0] + 3, y: a.polygon_px[0][1] + 14 }, a.kind === "zone" ? a.id : (a.note || "ignore"));
+      if (a.kind !== "water") add("text", { x: a.polygon_px[0][0] + 3, y: a.polygon_px[0][1] + 14 }, a.kind === "zone" ? a.id : (a.note ? isolated(a.note, 40) : "ignore"));
     }
   }
   const b = ev.snapshot && ev.snapshot.xyxy_px;
@@ -1056,8 +1067,8 @@ function renderIgnored(ev) {
   for (const a of ((src && src.areas) || []).filter((x) => x.origin === "operator")) {
     const li = document.createElement("li");
     li.dataset.areaId = a.area_id;
-    li.textContent = `ignore area ${a.area_id} (${(a.labels || []).join(", ")}) by ${a.created_by}${a.note ? ": " + a.note : ""}` +
-      (a.event_id === ev.id ? " (from this event)" : "");
+    li.replaceChildren(`ignore area ${a.area_id} (${(a.labels || []).join(", ")}) by `, untrusted(a.created_by, 100),
+      ...(a.note ? [": ", untrusted(a.note)] : []), a.event_id === ev.id ? " (from this event)" : "");
     if (state.role !== "operator") {
       const b = document.createElement("button");
       b.type = "button"; b.textContent = "remove";
@@ -1114,11 +1125,12 @@ function showHolds(ev, holds, err = "") {
   for (const h of holds || []) {
     const li = document.createElement("li");
     li.dataset.reason = h.reason; li.dataset.holdId = h.id;
-    li.textContent = `${h.reason === "evidence_export" ? "evidence package exported" : "kept as evidence"} by ${holdBy(h.by)}, ` +
-      `${fmt(h.at_ns)} UTC${h.note ? ": " + h.note : ""}`;
+    li.replaceChildren(`${h.reason === "evidence_export" ? "evidence package exported" : "kept as evidence"} by `,
+      untrusted(holdBy(h.by), 100), `, ${fmt(h.at_ns)} UTC`, ...(h.note ? [": ", untrusted(h.note)] : []));
     if (h.active === false) {
       li.className = "released";
-      li.textContent += ` (lifted by ${holdBy(h.released_by)}, ${fmt(h.released_ns)} UTC${h.release_note ? ": " + h.release_note : ""})`;
+      li.append(" (lifted by ", untrusted(holdBy(h.released_by), 100), `, ${fmt(h.released_ns)} UTC`,
+        ...(h.release_note ? [": ", untrusted(h.release_note)] : []), ")");
     } else if (h.reason === "evidence_export" && state.role === "admin") {
       // an exported package is checked against the stored original: only an admin lifts its hold, saying why
       const b = document.createElement("button");

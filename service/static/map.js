@@ -12,6 +12,21 @@ export const COLOURS = {
   severity: { low: "#2c7bb6", medium: "#b8860b", high: "#e66101", critical: "#d7191c" },
 };
 const TILE_PX = 256;
+// Text from outside the site's control (AIS names and destinations, registry names, notes, drone messages) as it is
+// shown: tabs and line breaks become spaces; control and invisible format characters (bidi overrides and isolates,
+// zero-width spaces and joiners, soft hyphens, tag characters) become a visible U+FFFD, so a name cannot reorder the
+// text after it or pass for another name it only looks like; and at most `max` characters (0: all), cut with "…".
+const INVISIBLE = /[\p{Cc}\p{Cf}\u2028\u2029]/gu;
+export function displayText(text, max = 0) {
+  const s = String(text ?? "").replace(/[\t\n\r]+/g, " ").replace(INVISIBLE, "\uFFFD");
+  if (!max || s.length <= max) return s;
+  const chars = Array.from(s);  // code points: a cut never splits a surrogate pair
+  return chars.length <= max ? s : chars.slice(0, max).join("") + "…";
+}
+// The same in one line of plain text (a tooltip, a canvas label): inside first-strong isolates, so right-to-left
+// letters in it order only themselves.
+export function isolated(text, max = 0) { return "\u2068" + displayText(text, max) + "\u2069"; }
+
 const R_EARTH_M = 6378137;
 
 function worldPx(z) { return TILE_PX * Math.pow(2, z); }
@@ -259,7 +274,7 @@ export class MapView {
       g.fillStyle = d.state === "connected" ? COLOURS.drone : "#888";
       this._arrow(p.x, p.y, d.heading_deg, 10);
       g.font = "11px sans-serif"; g.fillStyle = "#1d2733";
-      g.fillText(`${d.drone_id} ${d.mode || ""} ${d.alt_rel_m != null ? Math.round(d.alt_rel_m) + " m" : ""}`, p.x + 12, p.y + 4);
+      g.fillText(`${d.drone_id} ${d.mode ? isolated(d.mode, 20) : ""} ${d.alt_rel_m != null ? Math.round(d.alt_rel_m) + " m" : ""}`, p.x + 12, p.y + 4);
     }
   }
 
@@ -380,7 +395,7 @@ export class MapView {
     if (this.pickTrack(x, y, maxPx) != null) return `drone ${this.recTrack.droneId}'s recorded track (click: its video from there)`;
     if (this.layers.drones) for (const d of this.data.drones) {
       if (d.lat_deg != null && near(d.lat_deg, d.lon_deg)) {
-        return `drone ${d.drone_id}: ${d.state}, ${d.mode || "?"}, ${d.alt_rel_m != null ? d.alt_rel_m.toFixed(0) + " m" : ""}` +
+        return `drone ${d.drone_id}: ${d.state}, ${d.mode ? isolated(d.mode, 40) : "?"}, ${d.alt_rel_m != null ? d.alt_rel_m.toFixed(0) + " m" : ""}` +
           (d.battery_pct != null ? `, battery ${d.battery_pct}%` : "");
       }
     }
@@ -388,8 +403,8 @@ export class MapView {
     if (cam) return `camera ${cam.source_id}: ${cam.state} (click: live view)`;
     if (this.layers.ais) for (const v of this.data.vessels) {
       if (v.lat_deg != null && near(v.lat_deg, v.lon_deg)) {
-        return `vessel ${v.name || "(no name)"} MMSI ${v.mmsi}` + (v.ship_type_text ? `, ${v.ship_type_text}` : "") +
-          (v.sog_kn != null ? `, ${v.sog_kn} kn` : "") + (v.destination ? ` to ${v.destination}` : "");
+        return `vessel ${v.name ? isolated(v.name, 40) : "(no name)"} MMSI ${v.mmsi}` + (v.ship_type_text ? `, ${v.ship_type_text}` : "") +
+          (v.sog_kn != null ? `, ${v.sog_kn} kn` : "") + (v.destination ? ` to ${isolated(v.destination, 40)}` : "");
       }
     }
     return "";
