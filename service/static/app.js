@@ -12,6 +12,12 @@
 "use strict";
 import { MapView, displayText, isolated } from "/ui/map.js";
 
+// Never inside another site's page (clickjacking: the UI in a hidden frame under a decoy button): "/" says so in its
+// CSP (frame-ancestors 'none'), but the same page fetched as /ui/index.html carries no such header. Checked before
+// anything else runs: nothing is shown and no credential (#key=, the session's token) is used.
+const FRAMED = (() => { try { return window.top !== window.self; } catch { return true; } })();
+if (FRAMED) document.body.replaceChildren("Seawatch is not shown inside another page: open it in its own tab.");
+
 // Text the service does not control (a vessel's name from AIS or the registry, a note, who wrote it) as a <bdi>: shown
 // by map.js's displayText (invisible and bidi control characters visible, at most `max` characters, the whole in the
 // tooltip when cut) and isolated, so it cannot reorder or hide the text around it.
@@ -71,6 +77,7 @@ function start() {
 }
 
 async function doStart() {
+  if (FRAMED) return;
   state.auth = readAuth();
   if (!state.auth) return showLogin();
   const me = await json("/api/auth/me");
