@@ -831,6 +831,8 @@ class EventStore:
                             f"storage: {self.engine.url.render_as_string(hide_password=True)} is not a Seawatch event "
                             f"store (no Seawatch schema; its tables: {', '.join(others[:8])}); refusing to create "
                             "tables in it: use an empty or new database")
+                else:
+                    self._check_revision(conn)
                 upgrade(conn)
             if self.engine.dialect.name == "postgresql":
                 from seawatch.service.migrations.versions.r0003_postgis import ensure_postgis
@@ -840,6 +842,25 @@ class EventStore:
         except sa.exc.DBAPIError as exc:  # OperationalError, and DatabaseError for a file that is not a database
             raise ConfigError(f"storage: cannot open/migrate the database "
                               f"{self.engine.url.render_as_string(hide_password=True)}: {exc.orig}") from None
+
+    def _check_revision(self, conn) -> None:
+        """Before Alembic runs on an existing store: refuse one written by a newer Seawatch (a rollback after an
+        upgrade) with a message saying so, instead of Alembic's "Can't locate revision" traceback, and say in the log
+        (WARNING, seen at the default level) when an older store is about to be upgraded: the upgrade is one way."""
+        revision = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+        if revision is None:
+            return
+        head, known = _known_revisions()
+        shown = self.engine.url.render_as_string(hide_password=True)
+        if revision not in known:
+            raise ConfigError(
+                f"storage: {shown} is at schema revision {revision}, newer than this Seawatch knows (up to {head}): "
+                "it was upgraded by a newer Seawatch. Run that version again, or restore the backup taken before the "
+                "upgrade (service/README.md, 'Upgrades, backup and restore'); this version leaves the store untouched")
+        if revision != head:
+            log.warning("storage: upgrading the event store %s from schema revision %s to %s; this is one way: older "
+                        "Seawatch versions refuse the store afterwards (keep the backup taken before the upgrade)",
+                        shown, revision, head)
 
     def add_close_hook(self, fn) -> None:
         """``fn()`` runs first in :meth:`close`, while the store still writes (a sink's last retry of queued events)."""
