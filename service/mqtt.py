@@ -17,6 +17,11 @@ Topics (``P`` = ``mqtt.topic_prefix``, default ``seawatch``):
   (retained; as Frigate's ``<camera>/<object>/snapshot``, for a Home Assistant MQTT camera), published when an
   incident starts or its best view changes. Snapshots over ``SNAPSHOT_MAX_BYTES`` are not sent.
 
+The client id is ``seawatch-<host name>-<process id>-<n>`` unless given: unique per publisher, so two services on one
+broker (two sites with their own ``topic_prefix``, a second instance) do not take each other's session (a broker
+disconnects the older client of an id, and both would reconnect every second, each time firing the other's last
+will). Sessions are clean, so nothing depends on the id staying the same across restarts.
+
 Messages come from the ``LiveHub`` (so only after the store committed). paho's network thread reconnects by
 itself; while the broker is down, QoS 1 messages wait in paho's queue: at most ``max_queued`` event and review
 messages not yet acknowledged. Beyond that a message is not queued: it is counted in ``dropped`` and logged
@@ -27,9 +32,12 @@ outage never costs the latest counts.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import re
+import socket
 import threading
 import time
 from pathlib import Path
@@ -43,12 +51,22 @@ PHASE_TYPE = {"start": "new", "update": "update", "end": "end"}
 DETAIL_INTERVAL_S = 60.0  # a down source's attempts / last error are republished at most this often
 DETAIL_FIELDS = ("state", "since_ns", "down_since_ns", "attempts", "last_error")
 DROP_LOG_INTERVAL_S = 60.0  # at most one warning per interval about refused messages (with the count since the last)
+CONNECT_FAIL_LOG_INTERVAL_S = 300.0  # an unreachable broker: one warning at once, then at most one per interval
 SNAPSHOT_MAX_BYTES = 2 * 1024 * 1024  # a larger snapshot JPEG is not published (brokers' default limits are near)
 
 
 def topic_part(text: str) -> str:
     """A source id or label made safe for one topic level (no wildcards, no separators)."""
     return _UNSAFE.sub("_", text) or "_"
+
+
+_client_numbers = itertools.count(1)
+
+
+def default_client_id() -> str:
+    """``seawatch-<host>-<pid>-<n>``: unique per publisher (see the module docstring), readable in the broker's log."""
+    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:40] or "host"
+    return f"seawatch-{host}-{os.getpid()}-{next(_client_numbers)}"
 
 
 def _acknowledged(info) -> bool:
@@ -58,7 +76,7 @@ def _acknowledged(info) -> bool:
 
 
 class MqttPublisher:
-    def __init__(self, config: MqttConfig, client_id: str = "seawatch", max_queued: int = 10_000,
+    def __init__(self, config: MqttConfig, client_id: str | None = None, max_queued: int = 10_000,
                  media_dir: str | Path | None = None) -> None:
         """``media_dir``: where the store sink writes snapshots (their ``uri`` is relative to it); without it no
         snapshot topics."""
@@ -68,7 +86,8 @@ class MqttPublisher:
         self.media_dir = Path(media_dir) if media_dir is not None else None
         self._snapshots: dict[tuple[str, str], tuple[str, bytes]] = {}  # (source, label) -> (uri, JPEG), retained
         self.prefix = config.topic_prefix.rstrip("/")
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client_id = client_id or default_client_id()
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id)
         self._client.max_queued_messages_set(0)  # unbounded in paho: the bound is ours (_admit), for events only
         self.max_queued = max_queued
         if config.username:
@@ -76,6 +95,9 @@ class MqttPublisher:
         self._client.will_set(f"{self.prefix}/available", "offline", qos=1, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_connect_fail = self._on_connect_fail
+        self._connect_fails = 0  # failed attempts since the last connection (or start)
+        self._connect_fail_log_s = -float("inf")
         self._open: dict[tuple[str, str], set[str]] = {}
         self._status: dict[str, str] = {}
         self._detail: dict[str, tuple[str, tuple, float]] = {}  # sid -> (payload, (state, down_since_ns), monotonic)
@@ -108,7 +130,10 @@ class MqttPublisher:
         if reason_code.is_failure:
             log.error("mqtt: broker %s:%s refused the connection: %s", self.config.host, self.config.port, reason_code)
             return
-        log.info("mqtt: connected to %s:%s", self.config.host, self.config.port)
+        with self._lock:
+            fails, self._connect_fails, self._connect_fail_log_s = self._connect_fails, 0, -float("inf")
+        log.log(logging.WARNING if fails else logging.INFO, "mqtt: connected to %s:%s as %s%s", self.config.host,
+                self.config.port, self.client_id, f" after {fails} failed attempt(s)" if fails else "")
         client.publish(f"{self.prefix}/available", "online", qos=1, retain=True)
         with self._lock:  # retained state is re-asserted after every (re)connect
             for sid, state in self._status.items():
@@ -122,6 +147,19 @@ class MqttPublisher:
             # set under the lock: a count changed after the loop above is published by its caller, one changed
             # before it was in the loop
             self.connected.set()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        """paho could not reach the broker (down at start, wrong host or port, refused TCP): it retries with
+        backoff by itself; say so at once, then at most every ``CONNECT_FAIL_LOG_INTERVAL_S`` (without this an
+        unreachable broker was silent in the log)."""
+        now = time.monotonic()
+        with self._lock:
+            self._connect_fails += 1
+            if now - self._connect_fail_log_s < CONNECT_FAIL_LOG_INTERVAL_S:
+                return
+            self._connect_fail_log_s, fails = now, self._connect_fails
+        log.warning("mqtt: cannot reach the broker %s:%s (%d failed attempt(s)); retrying in the background, events "
+                    "queue meanwhile (health: delivery.mqtt.connected false)", self.config.host, self.config.port, fails)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         with self._lock:
