@@ -168,6 +168,7 @@ def optional_principal(
     return auth.check_api_key(api_key) if api_key else None
 
 
+Viewer = Annotated[Principal, Depends(require("viewer"))]  # reads only: wall displays, dashboards
 Operator = Annotated[Principal, Depends(require("operator"))]
 Reviewer = Annotated[Principal, Depends(require("reviewer"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
@@ -293,13 +294,23 @@ def login(request: Request, body: Annotated[LoginIn, Body()]) -> TokenOut:
     return TokenOut(access_token=token, expires_at_s=exp, role=who.role)
 
 
+@auth_router.post("/logout", status_code=204, response_class=Response,
+                  summary="end the bearer token now (a log-out), not at its expiry")
+def logout(request: Request, who: Viewer,
+           bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Response:
+    if bearer is None:  # an API key is ended by removing it from the configuration
+        raise ApiError(422, "log-out ends a bearer token; an API key is revoked by removing it from auth.api_keys")
+    request.app.state.auth.revoke(bearer.credentials)
+    return Response(status_code=204)
+
+
 @auth_router.get("/me", response_model=WhoAmI, summary="who the credentials belong to")
-def me(who: Operator) -> WhoAmI:
+def me(who: Viewer) -> WhoAmI:
     return WhoAmI(name=who.name, role=who.role, kind=who.kind)
 
 
 @events.get("", response_model=EventPage, summary="search events (typed filters, cursor pagination)")
-def search_events(request: Request, store: Store, who: Operator, params: Annotated[SearchParams, Query()]) -> EventPage:
+def search_events(request: Request, store: Store, who: Viewer, params: Annotated[SearchParams, Query()]) -> EventPage:
     max_page = request.app.state.settings.service.max_page_size
     if params.limit > max_page:
         raise ApiError(400, f"limit {params.limit} exceeds the largest page, {max_page}")
@@ -362,7 +373,7 @@ def _export_events(store: EventStore, params: SearchParams, settings: Any) -> tu
 
 @export.get("/events.geojson", summary="the events a search finds, as a GeoJSON FeatureCollection (limit/cursor ignored)",
             response_class=JSONResponse, responses={200: {"content": {"application/geo+json": {"schema": {"type": "object"}}}}})
-def export_geojson(request: Request, store: Store, who: Operator, params: Annotated[SearchParams, Query()]) -> JSONResponse:
+def export_geojson(request: Request, store: Store, who: Viewer, params: Annotated[SearchParams, Query()]) -> JSONResponse:
     from seawatch.service.export import to_geojson
 
     evs, truncated = _export_events(store, params.model_copy(update={"cursor": None}), request.app.state.settings)
@@ -372,7 +383,7 @@ def export_geojson(request: Request, store: Store, who: Operator, params: Annota
 
 @export.get("/events.kml", summary="the located events a search finds, as KML 2.2 Placemarks", response_class=Response,
             responses={200: {"content": {"application/vnd.google-earth.kml+xml": {"schema": {"type": "string"}}}}})
-def export_kml(request: Request, store: Store, who: Operator, params: Annotated[SearchParams, Query()]) -> Response:
+def export_kml(request: Request, store: Store, who: Viewer, params: Annotated[SearchParams, Query()]) -> Response:
     from seawatch.service.export import to_kml
 
     evs, truncated = _export_events(store, params.model_copy(update={"cursor": None}), request.app.state.settings)
@@ -391,13 +402,13 @@ def _get_event(store: EventStore, event_id: str):
 
 
 @events.get("/{event_id}", response_model=EventOut, summary="one event with its audit trail")
-def get_event(event_id: str, store: Store, who: Operator) -> EventOut:
+def get_event(event_id: str, store: Store, who: Viewer) -> EventOut:
     ev = _get_event(store, event_id)
     return EventOut.from_event(ev).model_copy(update={"held": bool(store.with_holds([event_id]))})
 
 
 @events.get("/{event_id}/audit", response_model=list[AuditOut], summary="who reviewed the event, when, as what")
-def get_audit(event_id: str, store: Store, who: Operator) -> list[AuditOut]:
+def get_audit(event_id: str, store: Store, who: Viewer) -> list[AuditOut]:
     _get_event(store, event_id)
     return [AuditOut(**a.to_dict()) for a in store.audit(event_id)]
 
@@ -551,13 +562,13 @@ def release_hold(event_id: str, request: Request, store: Store, who: Reviewer,
 
 @events.get("/{event_id}/holds", response_model=list[HoldOut],
             summary="the event's holds (evidence exports, reviewers' holds, lifted ones too): who, when, why")
-def get_holds(event_id: str, store: Store, who: Operator) -> list[dict[str, Any]]:
+def get_holds(event_id: str, store: Store, who: Viewer) -> list[dict[str, Any]]:
     _get_event(store, event_id)
     return store.holds(event_id)
 
 
 @events.get("/{event_id}/snapshot", response_class=FileResponse, summary="JPEG of the best view (HTTP Range supported)")
-def get_snapshot(event_id: str, request: Request, store: Store, who: Operator) -> FileResponse:
+def get_snapshot(event_id: str, request: Request, store: Store, who: Viewer) -> FileResponse:
     ev = _get_event(store, event_id)
     if ev.snapshot is None or not ev.snapshot.uri:
         raise ApiError(404, f"event {event_id} has no stored snapshot")
@@ -600,7 +611,7 @@ async def _get_clip_file(clips, source_id: str, start_ns: int, end_ns: int) -> P
                         "with Retry-After (at once when its end is further ahead). A clip with an outage in its window holds the video there is; "
                         "X-Clip-Coverage says `complete` or `partial` and X-Clip-Covered-Ns lists the covered "
                         "spans (`start-end` capture times, comma-separated).")
-async def get_clip(event_id: str, request: Request, store: Store, who: Operator) -> FileResponse:
+async def get_clip(event_id: str, request: Request, store: Store, who: Viewer) -> FileResponse:
     ev = await run_in_threadpool(_get_event, store, event_id)
     if ev.clip is None or ev.clip.end_ns is None:
         raise ApiError(404, f"event {event_id} has no closed clip window yet")
@@ -697,12 +708,12 @@ async def get_evidence(event_id: str, request: Request, store: Store, who: Revie
 
 
 @media.get("/{rel_path:path}", response_class=FileResponse, summary="a file under the media folder (HTTP Range supported)")
-def get_media(rel_path: str, request: Request, who: Operator) -> FileResponse:
+def get_media(rel_path: str, request: Request, who: Viewer) -> FileResponse:
     return FileResponse(_media_file(request.app.state.media_dir, rel_path))
 
 
 @sources.get("", response_model=list[SourceOut], summary="configured sources and their live status")
-def list_sources(request: Request, who: Operator) -> list[SourceOut]:
+def list_sources(request: Request, who: Viewer) -> list[SourceOut]:
     return _sources(request.app.state)
 
 
@@ -772,7 +783,7 @@ def _camera_view(spec) -> dict[str, Any] | None:
 
 @sources.get("/{source_id}/ignore-areas", response_model=list[IgnoreAreaOut],
              summary="ignore areas added from the review desk on this camera (the configured ones are in its areas)")
-def list_ignore_areas(source_id: str, request: Request, store: Store, who: Operator) -> list[IgnoreAreaOut]:
+def list_ignore_areas(source_id: str, request: Request, store: Store, who: Viewer) -> list[IgnoreAreaOut]:
     _configured_source(request.app.state, source_id)
     return [IgnoreAreaOut(**a.to_dict()) for a in store.ignore_areas(source_id)]
 
@@ -801,7 +812,7 @@ def remove_ignore_area(source_id: str, area_id: int, request: Request, store: St
                          "its tracked boxes (`label #track confidence`) unless `boxes=false`, scaled down to `width` "
                          "px when given. `X-Capture-Time-Ns` is the frame's capture time. 404 for an unknown camera "
                          "and before its first analysed frame. Not cached by browsers (a new picture each call).")
-def latest_picture(source_id: str, request: Request, who: Operator, boxes: bool = True,
+def latest_picture(source_id: str, request: Request, who: Viewer, boxes: bool = True,
                    width: int | None = Query(None, ge=64, le=3840, description="scale down to this width (px)")) -> Response:
     st = request.app.state
     _configured_source(st, source_id)
@@ -822,7 +833,7 @@ MAX_RECORDING_CLIP_S = 1800  # the longest window of a camera's recording cut as
                          "inside `[start_ns, end_ns]` (both optional, UTC ns), joined across segment boundaries and "
                          "split where the camera was out. Any window inside a span plays with "
                          "`GET /api/sources/{id}/clip`.")
-def list_recordings(source_id: str, request: Request, who: Operator,
+def list_recordings(source_id: str, request: Request, who: Viewer,
                     start_ns: int | None = Query(None, ge=0, description="window start (UTC ns)"),
                     end_ns: int | None = Query(None, ge=0, description="window end (UTC ns)")) -> RecordingsOut:
     st = request.app.state
@@ -859,7 +870,7 @@ def _utc_name(ns: int) -> str:
                          "retention). `X-Clip-Coverage` (`complete`/`partial`) and `X-Clip-Covered-Ns` as for an "
                          "event's clip; `X-Clip-First-Ns` is the capture time of the clip's first picture (video time "
                          "0), so a player's position maps to a capture time. `download=true` names it as a download.")
-async def get_recording_clip(source_id: str, request: Request, who: Operator,
+async def get_recording_clip(source_id: str, request: Request, who: Viewer,
                              start_ns: int = Query(ge=0, description="window start (UTC ns)"),
                              end_ns: int = Query(ge=0, description="window end (UTC ns)"),
                              download: bool = False) -> FileResponse:
@@ -955,7 +966,7 @@ def _configured_source(state, source_id: str):
 
 
 @drones_router.get("", summary="drones: link state, mode, armed, battery, position, heading, waypoint, patrol route")
-def list_drones(request: Request, who: Operator) -> list[dict[str, Any]]:
+def list_drones(request: Request, who: Viewer) -> list[dict[str, Any]]:
     fleet = request.app.state.fleet
     return fleet.drones() if fleet is not None else []
 
@@ -988,7 +999,7 @@ MAX_TRACK_S = 86400  # the longest window of a drone's flight log one track requ
                                "to `max_points`. The service logs every drone's telemetry beside its video and keeps "
                                "it as long (`storage.recording.max_age_s`), so a camera's recording can be shown with "
                                "where the drone was. 404 for an unknown drone.")
-def drone_track(drone_id: str, request: Request, who: Operator,
+def drone_track(drone_id: str, request: Request, who: Viewer,
                 start_ns: int | None = Query(None, ge=0, description="window start (UTC ns)"),
                 end_ns: int | None = Query(None, ge=0, description="window end (UTC ns)"),
                 max_points: int = Query(2000, ge=2, le=20000)) -> dict[str, Any]:
@@ -1055,14 +1066,14 @@ def restart_drone(drone_id: str, request: Request, who: Operator) -> dict[str, A
 
 
 @ais_router.get("/vessels", summary="vessels of the AIS table (positioned first), aged by the feed's own clock")
-def ais_vessels(request: Request, who: Operator, limit: Annotated[int, Query(ge=1, le=5000)] = 2000) -> dict[str, Any]:
+def ais_vessels(request: Request, who: Viewer, limit: Annotated[int, Query(ge=1, le=5000)] = 2000) -> dict[str, Any]:
     fleet = request.app.state.fleet
     vessels = fleet.vessels(limit) if fleet is not None else []
     return {"vessels": vessels, "feeds": fleet.ais() if fleet is not None else []}
 
 
 @map_router.get("", summary="map settings for the UI: tile server, attribution, whether a coastline is bundled")
-def map_settings(request: Request, who: Operator) -> dict[str, Any]:
+def map_settings(request: Request, who: Viewer) -> dict[str, Any]:
     svc = request.app.state.settings.service
     return {"tiles_url": svc.map_tiles_url, "attribution": svc.map_tiles_attribution,
             "coastline": (Path(__file__).parent / "static" / "coastline.json").is_file()}
@@ -1294,8 +1305,8 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     # served without auth; a strict CSP keeps it to this origin.
     static_dir = Path(__file__).parent / "static"
     tiles = settings.service.tiles_origin()
-    csp = (f"default-src 'self'; img-src 'self' blob: data:{' ' + tiles if tiles else ''}; media-src 'self' blob:; connect-src 'self' ws: wss:; "
-           "style-src 'self'; script-src 'self'; frame-ancestors 'none'")
+    csp = (f"default-src 'self'; img-src 'self' blob: data:{' ' + tiles if tiles else ''}; media-src 'self' blob:; connect-src 'self'; "
+           "style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
     @app.get("/", include_in_schema=False)
     def ui_index() -> FileResponse:
@@ -1304,13 +1315,14 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
 
     @app.get("/ui/{name}", include_in_schema=False)
     def ui_asset(name: str) -> FileResponse:
-        types = {"app.js": "text/javascript", "map.js": "text/javascript", "app.css": "text/css", "index.html": "text/html",
+        # not index.html: the page is "/", which sends it with its CSP header (framing is refused only by the header)
+        types = {"app.js": "text/javascript", "map.js": "text/javascript", "app.css": "text/css",
                  "coastline.json": "application/json"}
         if name not in types or not (static_dir / name).is_file():
             raise ApiError(404, "no such UI file")
         return FileResponse(static_dir / name, media_type=types[name], headers={"X-Content-Type-Options": "nosniff"})
 
     @app.get("/api/openapi.json", include_in_schema=False)
-    def openapi_schema(who: Operator) -> JSONResponse:
+    def openapi_schema(who: Viewer) -> JSONResponse:
         return JSONResponse(app.openapi())
     return app

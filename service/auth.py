@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from seawatch.service.config import AuthConfig
 
-ROLE_RANK = {"operator": 0, "reviewer": 1, "admin": 2}
+ROLE_RANK = {"viewer": -1, "operator": 0, "reviewer": 1, "admin": 2}
+MAX_REVOKED = 100_000  # logged-out tokens remembered until they expire
 
 
 def hash_password(password: str) -> str:
@@ -66,6 +67,9 @@ class Authenticator:
         secret = config.token_secret.get_secret_value() if config.token_secret else secrets.token_urlsafe(48)
         self._secret = secret.encode("utf-8")
         self._dummy_hash: str | None = None
+        # tokens ended by a logout before they expire: signature -> expiry (in memory: a restart forgets them, and
+        # with a configured token_secret an ended token would pass again until its expiry)
+        self._revoked: dict[str, float] = {}
 
     def check_password(self, name: str, password: str) -> Principal | None:
         from argon2.exceptions import InvalidHashError, VerificationError
@@ -88,9 +92,25 @@ class Authenticator:
         sig = _b64(hmac.new(self._secret, payload.encode("ascii"), hashlib.sha256).digest())
         return f"{payload}.{sig}", exp
 
+    def revoke(self, token: str, now_s: float | None = None) -> bool:
+        """End a valid token before its expiry (a logout); False for a token that would not verify anyway."""
+        now = time.time() if now_s is None else now_s
+        if self.verify_token(token, now) is None:
+            return False
+        payload, sig = token.split(".")
+        exp = float(json.loads(_unb64(payload))["exp"])
+        # expired ones need no entry: expiry refuses them; at the bound the soonest to expire go first
+        self._revoked = {k: e for k, e in self._revoked.items() if e >= now}
+        while len(self._revoked) >= MAX_REVOKED:
+            self._revoked.pop(min(self._revoked, key=self._revoked.__getitem__))
+        self._revoked[sig] = exp
+        return True
+
     def verify_token(self, token: str, now_s: float | None = None) -> Principal | None:
         try:
             payload, sig = token.split(".")
+            if sig in self._revoked:
+                return None
             want = hmac.new(self._secret, payload.encode("ascii"), hashlib.sha256).digest()
             if not hmac.compare_digest(want, _unb64(sig)):
                 return None

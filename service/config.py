@@ -37,8 +37,8 @@ from seawatch.vision.config import check_scalars, format_errors, read_yaml_file
 from seawatch.vision.events import Severity
 from seawatch.vision.pipeline import PipelineConfig, check_references
 
-Role = Literal["operator", "reviewer", "admin"]
-ROLES: tuple[str, ...] = ("operator", "reviewer", "admin")
+Role = Literal["viewer", "operator", "reviewer", "admin"]
+ROLES: tuple[str, ...] = ("viewer", "operator", "reviewer", "admin")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}$"
 
 
@@ -320,7 +320,8 @@ class UserConfig(_Strict):
     """A person who logs in with a password."""
 
     name: str = Field(pattern=_NAME, description="login name")
-    role: Role = Field(description="operator (view, acknowledge, dismiss) < reviewer (also confirm) < admin (everything)")
+    role: Role = Field(description="viewer (sees events, video and the map; changes nothing: wall displays) < operator (also acknowledge, "
+                      "dismiss, report, drone abort / restart) < reviewer (also confirm, holds, evidence) < admin (everything)")
     password_hash: SecretStr = Field(description="argon2 hash of the password (seawatch.service.auth.hash_password)")
 
     @model_validator(mode="after")

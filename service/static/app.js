@@ -13,7 +13,7 @@
 import { MapView, displayText, isolated } from "/ui/map.js";
 
 // Never inside another site's page (clickjacking: the UI in a hidden frame under a decoy button): "/" says so in its
-// CSP (frame-ancestors 'none'), but the same page fetched as /ui/index.html carries no such header. Checked before
+// CSP (frame-ancestors 'none'), but a copy of the page served from elsewhere carries no such header. Checked before
 // anything else runs: nothing is shown and no credential (#key=, the session's token) is used.
 const FRAMED = (() => { try { return window.top !== window.self; } catch { return true; } })();
 if (FRAMED) document.body.replaceChildren("Seawatch is not shown inside another page: open it in its own tab.");
@@ -36,6 +36,10 @@ let map = null;
 let vesselTimer = null, healthTimer = null, reconnectTimer = null, running = null;  // one of each, whatever number of logins
 const HEALTH_POLL_MS = 60000;  // /api/health (the disk, the store's retry queue) is asked this often
 let selSeq = 0;  // bumped by every select(): an answer for an older selection is dropped
+
+// Roles in rank order, as the server checks them: a viewer (a wall display) sees everything and changes nothing.
+const ROLE_RANK = { viewer: -1, operator: 0, reviewer: 1, admin: 2 };
+const atLeast = (role) => state.role != null && ROLE_RANK[state.role] >= ROLE_RANK[role];
 
 function readAuth() {
   const h = new URLSearchParams(location.hash.slice(1));  // kiosk displays: #key=... or #token=... (never sent to the server)
@@ -83,8 +87,11 @@ async function doStart() {
   const me = await json("/api/auth/me");
   $("who").textContent = `${me.name} (${me.role})`;
   state.role = me.role;
-  $("d-export").hidden = state.role === "operator";  // the evidence package is for reviewers and admins (the server checks)
-  $("d-hold-bar").hidden = state.role === "operator";  // holds are a reviewer's (the server answers an operator 403)
+  $("d-export").hidden = !atLeast("reviewer");  // the evidence package is for reviewers and admins (the server checks)
+  $("d-hold-bar").hidden = !atLeast("reviewer");  // holds are a reviewer's (the server answers an operator 403)
+  // a viewer reviews, reports and commands nothing (the server answers 403): no note, no buttons, no report form
+  $("d-note").hidden = !atLeast("operator");
+  $("rec-report").hidden = !atLeast("operator");
   $("login").hidden = true; $("main").hidden = false; $("logout").hidden = false;
   clearInterval(healthTimer);
   healthTimer = setInterval(() => checkHealth(), HEALTH_POLL_MS);
@@ -121,7 +128,13 @@ $("login-form").addEventListener("submit", async (e) => {
   sessionStorage.setItem("seawatch-token", b.access_token);
   start().catch((err) => console.error(err));
 });
-$("logout").addEventListener("click", () => { sessionStorage.removeItem("seawatch-token"); location.hash = ""; location.reload(); });
+// Log out ends the token on the server too (a copy of it stops working now, not at its expiry); a wall display's
+// #key= is not ended by it (an API key is revoked in the configuration).
+$("logout").addEventListener("click", async () => {
+  if (state.auth && state.auth.Authorization)
+    await fetch("/api/auth/logout", { method: "POST", headers: state.auth }).catch(() => {});
+  sessionStorage.removeItem("seawatch-token"); location.hash = ""; location.reload();
+});
 $("filters").addEventListener("submit", (e) => { e.preventDefault(); search(); });
 $("f-inview").addEventListener("change", () => search());
 $("load-more").addEventListener("click", () => loadMore());
@@ -862,9 +875,9 @@ window.addEventListener("resize", () => placeMarker());
 $("d-recordings").addEventListener("click", () => state.detail &&
   openRecordings(state.detail.source_id, wholeS(state.detail.start_ns) - 120e9, Number($("rec-len").value) || 300));
 
-// Abort / restart of a drone's patrol: every role is operator or above (drone crews are operators; the server checks).
+// Abort / restart of a drone's patrol: operators and above (drone crews are operators; the server checks).
 function droneButtons(s) {
-  if (!state.role) return [];
+  if (!atLeast("operator")) return [];
   const mk = (act, text, title) => {
     const b = document.createElement("button");
     b.type = "button"; b.className = "drone-act"; b.dataset.act = act; b.textContent = text; b.title = title;
@@ -975,7 +988,7 @@ async function select(id, { refresh = false } = {}) {
   const src = state.sources.find((s) => s.source_id === ev.source_id);
   // a fixed camera's event with a subject box can become an ignore area, once (reviewers; the server checks again)
   const made = ((src && src.areas) || []).some((a) => a.origin === "operator" && a.event_id === ev.id);
-  $("d-ignore").hidden = !(ev.snapshot && src && (src.kind || "camera") === "camera" && !src.drone_id) || state.role === "operator" || made;
+  $("d-ignore").hidden = !(ev.snapshot && src && (src.kind || "camera") === "camera" && !src.drone_id) || !atLeast("reviewer") || made;
   // the event's camera now (is the boat still there, is the smoke gone): its live view
   $("d-live").hidden = !(src && (src.kind || "camera") === "camera");
   // what the camera recorded around the event (before it, after it): its recordings
@@ -983,7 +996,7 @@ async function select(id, { refresh = false } = {}) {
   // operators review what no reviewer has confirmed; confirming, and changing a confirmed verdict, are a reviewer's
   // (the server checks too)
   for (const b of document.querySelectorAll("#d-actions button[data-act]"))
-    b.hidden = state.role === "operator" && (b.dataset.act === "confirm" || ev.review_status === "confirmed");
+    b.hidden = !atLeast("operator") || (!atLeast("reviewer") && (b.dataset.act === "confirm" || ev.review_status === "confirmed"));
   renderIgnored(ev);
   const img = $("d-snapshot"), vid = $("d-clip"), note = $("d-clip-note");
   const sameSnap = prev && img.dataset.for === ev.id && img.dataset.url === (ev.snapshot_url || "");
@@ -1076,7 +1089,7 @@ function renderIgnored(ev) {
     li.dataset.areaId = a.area_id;
     li.replaceChildren(`ignore area ${a.area_id} (${(a.labels || []).join(", ")}) by `, untrusted(a.created_by, 100),
       ...(a.note ? [": ", untrusted(a.note)] : []), a.event_id === ev.id ? " (from this event)" : "");
-    if (state.role !== "operator") {
+    if (atLeast("reviewer")) {
       const b = document.createElement("button");
       b.type = "button"; b.textContent = "remove";
       b.addEventListener("click", () => reviewDesk(`/api/sources/${encodeURIComponent(ev.source_id)}/ignore-areas/${a.area_id}`, { method: "DELETE" }));
@@ -1149,7 +1162,7 @@ function showHolds(ev, holds, err = "") {
     ul.appendChild(li);
   }
   // "Release hold": reviewers' holds of the open event (an evidence export's is an admin's, above)
-  $("d-release").hidden = state.role === "operator" || !active.some((h) => h.reason === "manual");
+  $("d-release").hidden = !atLeast("reviewer") || !active.some((h) => h.reason === "manual");
   const kept = [];
   if (active.length) kept.push(`on hold (${active.length})`);
   if (ev.review_status === "confirmed") kept.push("confirmed");
