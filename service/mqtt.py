@@ -63,6 +63,12 @@ def topic_part(text: str) -> str:
 _client_numbers = itertools.count(1)
 
 
+def _about(ev: dict[str, Any]) -> dict[str, Any]:
+    """Which incident a review or hold message is about, so a subscriber can route it without asking the API."""
+    return {"event_id": ev.get("id"), "source_id": ev.get("source_id"), "type": ev.get("type"),
+            "severity": ev.get("severity"), "labels": ev.get("labels", [])}
+
+
 def default_client_id() -> str:
     """``seawatch-<host>-<pid>-<n>``: unique per publisher (see the module docstring), readable in the broker's log."""
     host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())[:40] or "host"
@@ -211,7 +217,7 @@ class MqttPublisher:
         return False
 
     def on_live_message(self, message: dict[str, Any]) -> None:
-        """A ``LiveHub`` listener: stored event phases and review changes."""
+        """A ``LiveHub`` listener: stored event phases, review changes and holds."""
         kind = message.get("kind")
         ev = message.get("event") or {}
         if kind == "event":
@@ -240,10 +246,12 @@ class MqttPublisher:
                     self._pub(f"{self.prefix}/{topic_part(sid)}/{topic_part(label)}", str(n), retain=True)
         elif kind == "review":
             last = (ev.get("review_history") or [{}])[-1]
-            self._pub(f"{self.prefix}/reviews", json.dumps({"event_id": ev.get("id"), "status": ev.get("review_status"),
+            self._pub(f"{self.prefix}/reviews", json.dumps({**_about(ev), "status": ev.get("review_status"),
                                                              "by": last.get("by"), "note": last.get("note"),
                                                              "reason": last.get("reason", ""), "at_ns": last.get("at_ns")},
                                                             separators=(",", ":")))
+        elif kind == "hold":  # a hold put on or lifted: whether the event is kept as evidence now
+            self._pub(f"{self.prefix}/holds", json.dumps({**_about(ev), "held": bool(ev.get("held"))}, separators=(",", ":")))
 
     def on_stored_event(self, event) -> None:
         """A ``StoreSink`` publisher (it sees the stored ``Event`` with its snapshot file's ``uri``): the snapshot of an

@@ -121,7 +121,9 @@ def test_events_counts_reviews_and_availability(broker):
         assert sub.until("sw1/quay-1/fire", lambda p: p == "1")
         assert sub.until("sw1/quay-1/smoke", lambda p: p == "0")
         hub.publish_event(ev.with_review("acknowledged", T0 + 9 * S, "olga", "on it"), kind="review")
-        assert json.loads(sub.until("sw1/reviews")[0]) == {"event_id": "ev00000", "status": "acknowledged", "by": "olga",
+        assert json.loads(sub.until("sw1/reviews")[0]) == {"event_id": "ev00000", "source_id": "quay-1", "type": ev.type,
+                                                            "severity": ev.severity, "labels": ["fire", "smoke"],
+                                                            "status": "acknowledged", "by": "olga",
                                                             "note": "on it", "reason": "", "at_ns": T0 + 9 * S}
         hub.publish_event(ev.with_review("dismissed", T0 + 10 * S, "olga", "a buoy", "false_detection"), kind="review")
         assert json.loads(sub.until("sw1/reviews", lambda p: "buoy" in p)[0])["reason"] == "false_detection"
@@ -175,6 +177,17 @@ def test_service_publishes_after_commit_and_reviews(broker, tmp_path):
             assert r.status_code == 200
         review = json.loads(sub.until("sw2/reviews")[0])
         assert review["event_id"] == ev["id"] and review["status"] == "dismissed" and review["by"] == "test"
+        assert review["source_id"] == "quay-1" and review["type"] == ev["type"]
+        # a hold put on and lifted (a reviewer's): whether the incident is kept as evidence, on P/holds
+        with TestClient(svc.app) as client:
+            rita = {"X-API-Key": KEY}  # an admin: reviewers and above put holds
+            assert client.post(f"/api/events/{ev['id']}/hold", headers=rita, json={"note": "case 7"}).status_code == 200
+            hold = json.loads(sub.until("sw2/holds")[0])
+            assert hold == {"event_id": ev["id"], "source_id": "quay-1", "type": ev["type"], "severity": ev["severity"],
+                            "labels": ev["labels"], "held": True}
+            assert client.request("DELETE", f"/api/events/{ev['id']}/hold", headers=rita,
+                                  json={"note": "case closed"}).status_code == 200
+            assert json.loads(sub.until("sw2/holds", lambda p: '"held":false' in p)[0])["held"] is False
     finally:
         svc.stop()
         sub.until("sw2/available", lambda p: p == "offline")
