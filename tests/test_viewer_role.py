@@ -29,14 +29,19 @@ def hashes():
     return {u: hash_password(p) for u, p in {**PASSWORDS, "vera": "viewer-pw"}.items()}
 
 
-@pytest.fixture
-def env(tmp_path, hashes):
+def _config(tmp_path, hashes):
+    """The test users (a viewer, vera, among them) and a viewer key for the wall display."""
     roles = {**ROLES, "vera": "viewer"}
-    cfg = load_config(data={
+    return load_config(data={
         "storage": {"data_dir": str(tmp_path / "data")},
         "auth": {"token_secret": "t" * 40,
                  "users": [{"name": u, "role": roles[u], "password_hash": h} for u, h in hashes.items()],
                  "api_keys": [{"name": "wall", "role": "viewer", "key_sha256": hash_api_key(WALL_KEY)}]}})
+
+
+@pytest.fixture
+def env(tmp_path, hashes):
+    cfg = _config(tmp_path, hashes)
     app = create_app(cfg)
     with TestClient(app) as client:
         seed(app, app.state.media_dir)
@@ -148,12 +153,7 @@ def test_the_ui_of_a_wall_display_offers_no_action(tmp_path, hashes):
 
     if shutil.which("chromium") is None:
         missing("Debian's chromium is not installed (bash scripts/setup.sh)")
-    roles = {**ROLES, "vera": "viewer"}
-    cfg = load_config(data={
-        "storage": {"data_dir": str(tmp_path / "data")},
-        "auth": {"token_secret": "t" * 40,
-                 "users": [{"name": u, "role": roles[u], "password_hash": h} for u, h in hashes.items()],
-                 "api_keys": [{"name": "wall", "role": "viewer", "key_sha256": hash_api_key(WALL_KEY)}]}})
+    cfg = _config(tmp_path, hashes)
     app = create_app(cfg)
     shown = """() => ({
         buttons: [...document.querySelectorAll('#d-actions button[data-act]')].filter((b) => !b.hidden).map((b) => b.textContent),
