@@ -10,7 +10,14 @@
 // drone's flight log, and where it was at the picture shown).
 // Plain ES modules, no build step, no external resources. Every datum comes from the authenticated API.
 "use strict";
-import { MapView, displayText, isolated } from "/ui/map.js";
+import { MapView, displayText, isolated } from "./map.js";
+
+// Where the service is, as this browser reaches it: the folder above this module ("ui/app.js"), so "https://host/"
+// at a host's root and "https://ops.port.example/seawatch/" behind a reverse proxy that serves it under a path
+// prefix (and strips it). Every request the UI makes is relative to it ("api/events", "ui/coastline.json"), never to
+// the host's root, so the service need not know the prefix for the UI to work.
+const ROOT = new URL("../", import.meta.url);
+const here = (path) => new URL(path, ROOT).href;
 
 // Never inside another site's page (clickjacking: the UI in a hidden frame under a decoy button): "/" says so in its
 // CSP (frame-ancestors 'none'), but a copy of the page served from elsewhere carries no such header. Checked before
@@ -50,7 +57,7 @@ function readAuth() {
 }
 
 async function api(path, opts = {}) {
-  const r = await fetch(path, { ...opts, headers: { ...(opts.headers || {}), ...state.auth } });
+  const r = await fetch(here(path), { ...opts, headers: { ...(opts.headers || {}), ...state.auth } });
   if (r.status === 401) { showLogin(); throw new Error("unauthorized"); }
   if (!r.ok) {
     const b = await r.json().catch(() => ({}));
@@ -84,7 +91,7 @@ async function doStart() {
   if (FRAMED) return;
   state.auth = readAuth();
   if (!state.auth) return showLogin();
-  const me = await json("/api/auth/me");
+  const me = await json("api/auth/me");
   $("who").textContent = `${me.name} (${me.role})`;
   state.role = me.role;
   $("d-export").hidden = !atLeast("reviewer");  // the evidence package is for reviewers and admins (the server checks)
@@ -98,14 +105,14 @@ async function doStart() {
   checkHealth();
   const first = !map;
   if (first) {
-    const m = await json("/api/map");
+    const m = await json("api/map");
     map = new MapView($("map"), { tilesUrl: m.tiles_url, attribution: m.attribution, onPick: select, onPickCamera: openLive, onPickTrack: (i) => recSeekTrack(i),
       onMove: (v) => { $("map-info").textContent = `${v.lat.toFixed(4)}°, ${v.lon.toFixed(4)}° z${v.zoom.toFixed(1)}`; viewMoved(); },
       onHover: (text) => { $("map-hover").textContent = text; } });
-    if (!m.tiles_url && m.coastline) fetch("/ui/coastline.json").then((r) => r.json()).then((c) => map.setCoastline(c.lines)).catch(() => {});
+    if (!m.tiles_url && m.coastline) fetch(here("ui/coastline.json")).then((r) => r.json()).then((c) => map.setCoastline(c.lines)).catch(() => {});
   }
   window.seawatch = { state, map, search, select, loadMore, checkHealth, openLive, alarm, openRecordings, closeRecordings, recTrack };  // for the browser tests and the console
-  await refreshSources(await json("/api/sources"));
+  await refreshSources(await json("api/sources"));
   await search();
   if (first && !map.touched) map.fitAll();  // again with the events (the sources alone framed it so far)
   const linked = linkedEvent();
@@ -120,7 +127,7 @@ async function doStart() {
 $("login-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const f = new FormData(e.target);
-  const r = await fetch("/api/auth/login", { method: "POST", headers: { "Content-Type": "application/json" },
+  const r = await fetch(here("api/auth/login"), { method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ username: f.get("username"), password: f.get("password") }) });
   const b = await r.json().catch(() => ({}));
   if (!r.ok) { $("login-error").textContent = (b.error && b.error.message) || r.statusText; return; }
@@ -132,7 +139,7 @@ $("login-form").addEventListener("submit", async (e) => {
 // #key= is not ended by it (an API key is revoked in the configuration).
 $("logout").addEventListener("click", async () => {
   if (state.auth && state.auth.Authorization)
-    await fetch("/api/auth/logout", { method: "POST", headers: state.auth }).catch(() => {});
+    await fetch(here("api/auth/logout"), { method: "POST", headers: state.auth }).catch(() => {});
   sessionStorage.removeItem("seawatch-token"); location.hash = ""; location.reload();
 });
 $("filters").addEventListener("submit", (e) => { e.preventDefault(); search(); });
@@ -180,7 +187,7 @@ async function search({ keep = false } = {}) {
   p.set("limit", String(keep ? Math.min(500, Math.max(PAGE, state.events.length)) : PAGE));
   lastBox = p.get("min_lat") !== null ? ["min_lat", "min_lon", "max_lat", "max_lon"].map((k) => p.get(k)).join(",") : "";
   try {
-    const page = await json("/api/events?" + p);
+    const page = await json("api/events?" + p);
     if (my !== searchSeq) return;  // a newer search is under way
     state.events = page.events; state.nextCursor = page.next_cursor || null;
     noteHeld(page.events);
@@ -199,7 +206,7 @@ async function loadMore() {
   p.set("limit", String(PAGE)); p.set("cursor", state.nextCursor);
   $("load-more").disabled = true;
   try {
-    const page = await json("/api/events?" + p);
+    const page = await json("api/events?" + p);
     if (my !== searchSeq) return;  // the filters changed meanwhile
     const have = new Set(state.events.map((e) => e.id));
     state.events = state.events.concat(page.events.filter((e) => !have.has(e.id)));
@@ -245,14 +252,14 @@ async function download(path, fallback) {
 async function exportSearch(fmt) {
   const p = filterParams();
   $("export-error").textContent = "";
-  try { await download(`/api/export/events.${fmt}?${p}`, `seawatch-events.${fmt}`); } catch (e) { $("export-error").textContent = e.message; }
+  try { await download(`api/export/events.${fmt}?${p}`, `seawatch-events.${fmt}`); } catch (e) { $("export-error").textContent = e.message; }
 }
 
 async function exportEvidence() {
   const id = state.selected, btn = $("d-export");
   if (!id) return;
   btn.disabled = true; btn.textContent = "Exporting…"; $("d-error").textContent = "";
-  try { await download(`/api/events/${encodeURIComponent(id)}/evidence.zip`, `seawatch-evidence-${id}.zip`); }
+  try { await download(`api/events/${encodeURIComponent(id)}/evidence.zip`, `seawatch-evidence-${id}.zip`); }
   catch (e) { $("d-error").textContent = "evidence: " + e.message; }
   finally { btn.disabled = false; btn.textContent = "Export evidence"; }
   // the server put an evidence_export hold on the event before packing it (also when the download failed later)
@@ -378,7 +385,7 @@ async function refreshLive() {
   live.busy = true;
   const note = $("lv-note");
   try {
-    const r = await api(`/api/sources/${encodeURIComponent(id)}/latest.jpg?width=960&boxes=${$("lv-boxes").checked}`);
+    const r = await api(`api/sources/${encodeURIComponent(id)}/latest.jpg?width=960&boxes=${$("lv-boxes").checked}`);
     const captureNs = Number(BigInt(r.headers.get("X-Capture-Time-Ns") || "0"));
     const url = URL.createObjectURL(await r.blob());
     if (live.id !== id) { URL.revokeObjectURL(url); return; }
@@ -464,7 +471,7 @@ function recWindow() {
   return { id, startNs, endNs: startNs + lenS * 1e9, lenS };
 }
 const recQuery = (w) => `start_ns=${BigInt(w.startNs)}&end_ns=${BigInt(w.endNs)}`;
-const recPath = (w, what) => `/api/sources/${encodeURIComponent(w.id)}/${what}?${recQuery(w)}`;
+const recPath = (w, what) => `api/sources/${encodeURIComponent(w.id)}/${what}?${recQuery(w)}`;
 
 async function showRecordings() {
   const w = recWindow(), my = ++rec.seq;
@@ -498,7 +505,7 @@ async function recClipWindow(w) {
 async function loadRecBar(w, my) {
   rec.infoP = json(recPath(w, "recordings")).catch((e) => ({ error: e.message }));
   // the incidents of the window: started before its end and still going at its start (a long one from before too)
-  const ticks = json(`/api/events?${new URLSearchParams({ source: w.id, active_from: new Date(w.startNs / 1e6).toISOString(),
+  const ticks = json(`api/events?${new URLSearchParams({ source: w.id, active_from: new Date(w.startNs / 1e6).toISOString(),
     start_to: new Date(w.endNs / 1e6).toISOString(), limit: String(REC_TICKS) })}`).then((p) => p.events).catch(() => []);
   const [info, events] = await Promise.all([rec.infoP, ticks]);
   if (my !== rec.seq || $("recordings").hidden) return;
@@ -643,7 +650,7 @@ async function loadRecTrack(w, my) {
   $("rec-drone").textContent = `drone ${droneId}: loading its flight log…`;
   try {
     // from a little before the window: the clip starts at the keyframe before it, and those pictures have a pose too
-    const got = await json(`/api/drones/${encodeURIComponent(droneId)}/track?${recQuery({ ...w, startNs: w.startNs - TRACK_LEAD_NS })}&max_points=${TRACK_POINTS}`);
+    const got = await json(`api/drones/${encodeURIComponent(droneId)}/track?${recQuery({ ...w, startNs: w.startNs - TRACK_LEAD_NS })}&max_points=${TRACK_POINTS}`);
     // all: with the lead-in (where the drone was at the clip's first pictures); points: the window's, drawn and clicked
     tr.all = got.points.filter((p) => Array.isArray(p) && p.length >= 4 && p.every(Number.isFinite));
     tr.points = tr.all.filter((p) => p[0] >= w.startNs);
@@ -835,7 +842,7 @@ async function reportRecording() {
   btn.disabled = true; done.textContent = "reporting…";
   let ev;
   try {
-    ev = await json("/api/events", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    ev = await json("api/events", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
   } catch (e2) { done.textContent = ""; err.textContent = "report: " + e2.message; return; } finally { btn.disabled = false; }
   done.textContent = `reported: ${ev.type} ${ev.id}`;
   $("rec-report-note").value = ""; $("rec-mark").checked = false; clearMark();
@@ -898,19 +905,24 @@ async function droneAction(id, act) {
   const note = $("sources-note");
   note.className = ""; note.textContent = `${id}: ${act === "abort" ? "sending RTL" : "restart requested"}…`;
   try {
-    const d = await json(`/api/drones/${encodeURIComponent(id)}/${act}`, { method: "POST",
+    const d = await json(`api/drones/${encodeURIComponent(id)}/${act}`, { method: "POST",
       headers: { "Content-Type": "application/json" }, body: act === "abort" ? JSON.stringify({ mode: "RTL" }) : undefined });
     note.textContent = `${id}: patrol ${d.patrol_state}${d.mode ? ", mode " + d.mode : ""}`;
   } catch (e) { note.className = "error"; note.textContent = `${id}: ${act} failed: ${e.message}`; }
-  try { await refreshSources(await json("/api/sources")); } catch (e) { /* the live feed refreshes it again */ }
+  try { await refreshSources(await json("api/sources")); } catch (e) { /* the live feed refreshes it again */ }
 }
 
 async function refreshVessels() {
-  state.vessels = (await json("/api/ais/vessels?limit=2000")).vessels;
+  state.vessels = (await json("api/ais/vessels?limit=2000")).vessels;
   if (map) map.setData({ vessels: state.vessels });
 }
 
 async function blobUrl(path) { return URL.createObjectURL(await (await api(path)).blob()); }
+
+// An event's snapshot or clip (when its snapshot_url / clip_url says there is one). Those URLs are for API clients:
+// "<root>/api/events/ID/snapshot" with the root as the service knows it (service.root_path or a trusted proxy's
+// X-Forwarded-Prefix, else ""), which need not be where this page reached it; the UI asks under its own ROOT.
+const eventMedia = (ev, what) => `api/events/${encodeURIComponent(ev.id)}/${what}`;
 
 // A response's body as a Blob, telling ``onMb`` the megabytes received so far (a long window's clip is tens of MB)
 async function blobWithProgress(r, onMb) {
@@ -954,7 +966,7 @@ async function select(id, { refresh = false } = {}) {
   const stale = () => my !== selSeq;  // another select() started since: this one's answers are dropped
   if (!refresh) { state.selected = id; renderList(); if (map) map.setData({ selected: id }); linkEvent(id); }
   let ev;
-  try { ev = await json("/api/events/" + encodeURIComponent(id)); }
+  try { ev = await json("api/events/" + encodeURIComponent(id)); }
   catch (e) { if (!stale()) $("d-error").textContent = e.message; return; }
   if (stale()) return;
   const prev = state.detail && state.detail.id === ev.id ? state.detail : null;
@@ -1014,7 +1026,7 @@ async function select(id, { refresh = false } = {}) {
   }
   const loads = [];
   if (!sameSnap && ev.snapshot_url) loads.push((async () => {
-    const url = await blobUrl(ev.snapshot_url).catch(() => "");
+    const url = await blobUrl(eventMedia(ev, "snapshot")).catch(() => "");
     if (stale()) { if (url) URL.revokeObjectURL(url); return; }
     img.onload = () => { if (state.selected === ev.id && !stale()) drawOverlay(ev); };
     setMedia(img, url);
@@ -1023,7 +1035,7 @@ async function select(id, { refresh = false } = {}) {
   // a clip still being recorded answers 409 with Retry-After: said so, and asked once more then (if still selected)
   const loadClip = async (retry) => {
     let url;
-    try { url = await blobUrl(ev.clip_url); }
+    try { url = await blobUrl(eventMedia(ev, "clip")); }
     catch (e) {
       if (stale()) return;
       if (retry && e.status === 409 && e.retryAfterS > 0) {
@@ -1092,7 +1104,7 @@ function renderIgnored(ev) {
     if (atLeast("reviewer")) {
       const b = document.createElement("button");
       b.type = "button"; b.textContent = "remove";
-      b.addEventListener("click", () => reviewDesk(`/api/sources/${encodeURIComponent(ev.source_id)}/ignore-areas/${a.area_id}`, { method: "DELETE" }));
+      b.addEventListener("click", () => reviewDesk(`api/sources/${encodeURIComponent(ev.source_id)}/ignore-areas/${a.area_id}`, { method: "DELETE" }));
       li.appendChild(b);
     }
     ul.appendChild(li);
@@ -1103,16 +1115,16 @@ async function reviewDesk(path, opts) {
   try {
     await api(path, opts);
     $("d-error").textContent = ""; $("d-note").value = "";
-    await refreshSources(await json("/api/sources"));
+    await refreshSources(await json("api/sources"));
     await search({ keep: true }); await select(state.selected, { refresh: true });
   } catch (e) { $("d-error").textContent = e.message; }
 }
-$("d-ignore").addEventListener("click", () => reviewDesk(`/api/events/${encodeURIComponent(state.selected)}/ignore-spot`, {
+$("d-ignore").addEventListener("click", () => reviewDesk(`api/events/${encodeURIComponent(state.selected)}/ignore-spot`, {
   method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ note: $("d-note").value }) }));
 
 for (const btn of document.querySelectorAll("#detail button[data-act]")) {
   btn.addEventListener("click", async () => {
-    await reviewDesk(`/api/events/${encodeURIComponent(state.selected)}/${btn.dataset.act}`, {
+    await reviewDesk(`api/events/${encodeURIComponent(state.selected)}/${btn.dataset.act}`, {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify(Object.assign({ note: $("d-note").value }, btn.dataset.reason ? { reason: btn.dataset.reason } : {})) });
   });
@@ -1122,7 +1134,7 @@ for (const btn of document.querySelectorAll("#detail button[data-act]")) {
 
 async function loadHolds(ev, stale) {
   let holds = null, err = "";
-  try { holds = await json(`/api/events/${encodeURIComponent(ev.id)}/holds`); } catch (e) { err = e.message; }
+  try { holds = await json(`api/events/${encodeURIComponent(ev.id)}/holds`); } catch (e) { err = e.message; }
   if (!stale()) showHolds(ev, holds, err);
 }
 
@@ -1206,7 +1218,7 @@ async function holdEvent() {
   if (!id) return;
   btn.disabled = true; $("d-error").textContent = "";
   try {
-    const holds = await json(`/api/events/${encodeURIComponent(id)}/hold`, { method: "POST",
+    const holds = await json(`api/events/${encodeURIComponent(id)}/hold`, { method: "POST",
       headers: { "Content-Type": "application/json" }, body: JSON.stringify({ note: $("d-hold-note").value }) });
     if (state.detail && state.detail.id === id) { $("d-hold-note").value = ""; showHolds(state.detail, holds); }
     else if (holds.length && !state.held.has(id)) { state.held.add(id); renderList(); }
@@ -1224,7 +1236,7 @@ async function releaseHold(extra = {}) {
   const btn = $("d-release");
   btn.disabled = true; $("d-error").textContent = "";
   try {
-    const holds = await json(`/api/events/${encodeURIComponent(id)}/hold`, { method: "DELETE",
+    const holds = await json(`api/events/${encodeURIComponent(id)}/hold`, { method: "DELETE",
       headers: { "Content-Type": "application/json" }, body: JSON.stringify({ note, ...extra }) });
     if (state.detail && state.detail.id === id) { $("d-hold-note").value = ""; showHolds(state.detail, holds); }
     else if (!holds.some((h) => h.active !== false) && state.held.has(id)) { state.held.delete(id); renderList(); }
@@ -1274,7 +1286,7 @@ function showHealth(h, err = "") {
 
 async function checkHealth() {
   let h;
-  try { h = await json("/api/health"); } catch (e) { if (e.message !== "unauthorized") showHealth(null, e.message); return; }
+  try { h = await json("api/health"); } catch (e) { if (e.message !== "unauthorized") showHealth(null, e.message); return; }
   const first = !state.health;
   state.health = h;
   showHealth(h);
@@ -1326,7 +1338,9 @@ function soundAlarm(ev) {
 function connectLive() {
   clearTimeout(reconnectTimer); reconnectTimer = null;
   if (state.ws) { state.ws.onclose = null; state.ws.close(); }
-  const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/api/live");
+  const url = new URL("api/live", ROOT);  // under the page's own prefix too
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  const ws = new WebSocket(url.href);
   state.ws = ws;
   const el = $("live");
   ws.onopen = () => {
