@@ -9,6 +9,7 @@ crews are operators); reviewers also confirm; admins also list the configured pr
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from seawatch import __version__
 from seawatch.errors import ConfigError, InputError, SeawatchError, StreamError, TelemetryError
 from seawatch.service.auth import Authenticator, LoginThrottle, Principal
-from seawatch.service.config import ServeConfig
+from seawatch.service.config import ServeConfig, root_path_problem
 from seawatch.service.live import LiveHub
 from seawatch.service.live_view import LiveView
 from seawatch.service.schemas import (
@@ -90,6 +91,67 @@ MAX_BODY_BYTES = 64 * 1024  # every body this API takes (login, reviews, ignore-
 class _BodyTooLarge(StarletteHTTPException):
     def __init__(self, max_bytes: int) -> None:
         super().__init__(413, f"the request body is larger than {max_bytes} bytes")
+
+
+# The path prefix the URLs this request's answer hands out start with (snapshot_url, clip_url): "" at the host's root,
+# "/seawatch" behind a proxy serving the service there (PublicRoot sets it per request)
+_PUBLIC_ROOT: contextvars.ContextVar[str] = contextvars.ContextVar("seawatch_public_root", default="")
+
+
+def _event_out(ev) -> EventOut:
+    """An event as this request's answer serves it: its URLs under the service's public root (``PublicRoot``). Messages
+    to everyone (the live feed, MQTT, webhooks) keep ``/api/...``, relative to the service's root."""
+    return EventOut.from_event(ev, prefix=_PUBLIC_ROOT.get() + "/api")
+
+
+class PublicRoot:
+    """ASGI middleware, outermost: where clients reach the service, for the URLs its answers hand out, then the
+    trusted proxies' ``X-Forwarded-For`` / ``X-Forwarded-Proto`` (uvicorn's ``ProxyHeadersMiddleware``, applied here
+    rather than by uvicorn so that the proxy's own address is still known when its prefix header is judged).
+
+    The root: ``service.root_path`` when set; else ``X-Forwarded-Prefix`` (``/seawatch``) from a trusted proxy (the
+    connection's own address in ``service.trusted_proxies``; from anyone else the header is ignored, and a value that
+    is not a plain path prefix too); else the ASGI ``root_path`` (the app mounted under a parent app); else "" (the
+    host's root, as before). The proxy strips the prefix from the path: routes are the same either way."""
+
+    def __init__(self, app: ASGIApp, root_path: str, trusted: Sequence[str]) -> None:
+        import ipaddress
+
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        self.root_path = root_path
+        self.trusted = [ipaddress.ip_network(p, strict=False) for p in trusted]
+        self.app = ProxyHeadersMiddleware(app, trusted_hosts=list(trusted)) if trusted else app
+
+    def _from_trusted_proxy(self, scope: Scope) -> bool:
+        import ipaddress
+
+        client = scope.get("client")
+        try:
+            addr = ipaddress.ip_address(client[0]) if client else None
+        except ValueError:  # a unix socket's path
+            return False
+        return addr is not None and any(addr in n for n in self.trusted)
+
+    def _root(self, scope: Scope) -> str:
+        if self.root_path:
+            return self.root_path
+        forwarded = Headers(scope=scope).get("x-forwarded-prefix")
+        if forwarded is not None and self._from_trusted_proxy(scope):
+            if root_path_problem(forwarded) is None:
+                return forwarded.rstrip("/")
+            log.debug("X-Forwarded-Prefix %r ignored: not a path prefix", forwarded[:80])
+        return str(scope.get("root_path") or "").rstrip("/")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        token = _PUBLIC_ROOT.set(self._root(scope))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _PUBLIC_ROOT.reset(token)
 
 
 class BodyLimit:
@@ -316,7 +378,7 @@ def search_events(request: Request, store: Store, who: Viewer, params: Annotated
         raise ApiError(400, f"limit {params.limit} exceeds the largest page, {max_page}")
     page = store.search(_query(params, request.app.state.settings))
     held = store.with_holds([e.id for e in page.events])
-    return EventPage(events=[EventOut.from_event(e).model_copy(update={"held": e.id in held}) for e in page.events],
+    return EventPage(events=[_event_out(e).model_copy(update={"held": e.id in held}) for e in page.events],
                      next_cursor=page.next_cursor)
 
 
@@ -404,7 +466,7 @@ def _get_event(store: EventStore, event_id: str):
 @events.get("/{event_id}", response_model=EventOut, summary="one event with its audit trail")
 def get_event(event_id: str, store: Store, who: Viewer) -> EventOut:
     ev = _get_event(store, event_id)
-    return EventOut.from_event(ev).model_copy(update={"held": bool(store.with_holds([event_id]))})
+    return _event_out(ev).model_copy(update={"held": bool(store.with_holds([event_id]))})
 
 
 @events.get("/{event_id}/audit", response_model=list[AuditOut], summary="who reviewed the event, when, as what")
@@ -423,7 +485,7 @@ def _review(store: EventStore, live: LiveHub, event_id: str, status: str, who: P
     ev = store.review(event_id, status, who.name, who.kind, body.note if body else "", reason=body.reason if body else "")
     log.info("event %s %s by %s %s", event_id, status, who.kind, who.name)
     live.publish_event(ev, kind="review")  # after the commit, like every publication
-    return EventOut.from_event(ev)
+    return _event_out(ev)
 
 
 @events.post("/{event_id}/acknowledge", response_model=EventOut, summary="operator: seen and being handled")
@@ -1275,6 +1337,8 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     if settings.service.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.service.cors_origins), allow_methods=["GET", "POST", "DELETE"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Range"], allow_credentials=False)
+    # outermost: sees the connection's own address (a trusted proxy's) before the forwarded client replaces it
+    app.add_middleware(PublicRoot, root_path=settings.service.root_path, trusted=settings.service.trusted_proxies)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):

@@ -30,7 +30,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from seawatch.errors import ConfigError
 from seawatch.vision.config import check_scalars, format_errors, read_yaml_file
@@ -266,6 +266,20 @@ def host_problem(host: str) -> str | None:
     return None
 
 
+# A URL path prefix a reverse proxy serves the service under: "" (the host's root) or "/seawatch", "/tools/seawatch"
+# (segments of unreserved characters, no trailing slash; nothing that could end a header or start a query)
+_ROOT_PATH = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
+
+
+def root_path_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a path prefix (``service.root_path``, a proxy's ``X-Forwarded-Prefix``), or None.
+    A trailing slash is dropped before the check (``/seawatch/`` is ``/seawatch``)."""
+    v = value.rstrip("/")
+    if len(v) > 200 or not _ROOT_PATH.match(v) or any(seg in (".", "..") for seg in v.split("/")):
+        return f"{value!r} is not a path prefix like /seawatch (segments of letters, digits and . _ ~ -)"
+    return None
+
+
 class HttpConfig(_Strict):
     """The HTTP API and web UI."""
 
@@ -284,6 +298,19 @@ class HttpConfig(_Strict):
                     "believed: the client address (login throttle, logs) is then the last one in the header that is "
                     "not a trusted proxy. Behind a proxy on another host, add its address, or every login counts "
                     "as the proxy's; [] trusts no header")
+    root_path: str = Field(
+        "", max_length=200,
+        description="the path prefix a reverse proxy serves the service under and strips before passing requests on "
+                    "(e.g. /seawatch for https://ops.port.example/seawatch/), for the URLs the API hands out "
+                    "(snapshot_url, clip_url); the web UI works under a prefix without it. Empty: the proxy's "
+                    "X-Forwarded-Prefix header when a trusted proxy sends one, else the host's root")
+
+    @field_validator("root_path")
+    @classmethod
+    def _root_path(cls, v: str) -> str:
+        if (why := root_path_problem(v)) is not None:
+            raise ValueError(why)
+        return v.rstrip("/")
 
     @model_validator(mode="after")
     def _tiles(self) -> "HttpConfig":
@@ -303,10 +330,10 @@ class HttpConfig(_Strict):
         return self
 
     def uvicorn_options(self) -> dict[str, Any]:
-        """uvicorn's proxy-header settings for :attr:`trusted_proxies` (none: headers never believed)."""
-        if not self.trusted_proxies:
-            return {"proxy_headers": False}
-        return {"proxy_headers": True, "forwarded_allow_ips": list(self.trusted_proxies)}
+        """uvicorn's proxy-header settings: off. The app applies :attr:`trusted_proxies` itself (``create_app``), so
+        that the proxy's own address is still known when its ``X-Forwarded-Prefix`` is judged (uvicorn's
+        middleware, outside the app, would have replaced it by the forwarded client's)."""
+        return {"proxy_headers": False}
 
     def tiles_origin(self) -> str | None:
         """scheme://host[:port] of the tile server (the UI's content security policy allows images from it)."""
