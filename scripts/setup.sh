@@ -10,7 +10,7 @@ APT_PACKAGES=(
   python3-gi python3-gst-1.0 gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-rtsp-server-1.0
   gstreamer1.0-tools gstreamer1.0-rtsp gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
-  mosquitto mosquitto-clients postgresql-15-postgis-3 fonts-wqy-zenhei chromium chromium-driver
+  mosquitto mosquitto-clients postgresql-15-postgis-3 fonts-wqy-zenhei chromium chromium-driver nginx-light
 )
 
 missing=()

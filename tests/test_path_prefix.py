@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import shutil
+import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,6 +131,85 @@ class StrippingProxy:
         return f"http://127.0.0.1:{self.port}{self.prefix}/"
 
 
+class NginxProxy:
+    """Debian's nginx with the service README's own ``location /seawatch/`` block (read from the README, the upstream
+    port put in), so the documented configuration is what is tested; ``location /`` answers 404 as "outside".
+    ``seen`` as StrippingProxy's, from nginx's access log (a request is logged when it ends: a WebSocket when it
+    closes)."""
+
+    def __init__(self, upstream_port: int, work_dir: Path, forwarded_prefix: bool = False) -> None:
+        if shutil.which("nginx") is None:
+            missing("Debian's nginx is not installed (bash scripts/setup.sh)")
+        self.upstream_port, self.prefix, self.dir = upstream_port, PREFIX, work_dir
+        self.port = free_port()
+        readme = (Path(__file__).resolve().parents[1] / "service" / "README.md").read_text(encoding="utf-8")
+        block = next(b for b in re.findall(r"```nginx\n(.*?)```", readme, re.S) if "location /seawatch/" in b)
+        assert "127.0.0.1:8080" in block, block
+        block = block.replace("127.0.0.1:8080", f"127.0.0.1:{upstream_port}")
+        if not forwarded_prefix:
+            block = "\n".join(line for line in block.splitlines() if "X-Forwarded-Prefix" not in line)
+        d = self.dir
+        d.mkdir(parents=True, exist_ok=True)
+        temps = " ".join(f"{k}_temp_path {d}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        (d / "nginx.conf").write_text(
+            f"{'user root; ' if os.geteuid() == 0 else ''}worker_processes 1; daemon off; pid {d}/nginx.pid;\n"
+            f"error_log {d}/error.log warn;\nevents {{ worker_connections 256; }}\n"
+            f"http {{\n  log_format seen '$request_method $request_uri $upstream_addr';\n"
+            f"  access_log {d}/access.log seen;\n  {temps}\n"
+            f"  server {{\n    listen 127.0.0.1:{self.port};\n{block}\n    location / {{ return 404; }}\n  }}\n}}\n")
+        self._proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "NginxProxy":
+        d = self.dir
+        self._proc = subprocess.Popen(["nginx", "-p", str(d), "-e", str(d / "error.log"), "-c", str(d / "nginx.conf")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        import socket
+
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    err = self._proc.stderr.read().decode(errors="replace") if self._proc.poll() is not None else ""
+                    self.__exit__()
+                    raise AssertionError(f"nginx did not start: {err} {(d / 'error.log').read_text(errors='replace')}")
+                time.sleep(0.05)
+
+    def __exit__(self, *exc) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait(5)
+
+    @property
+    def seen(self) -> list[tuple[str, str, str | None]]:
+        log = self.dir / "access.log"
+        out = []
+        for line in (log.read_text(errors="replace").splitlines() if log.exists() else []):
+            method, target, upstream = line.split(" ", 2)
+            out.append((method, target, target[len(self.prefix):] if upstream != "-" else None))
+        return out
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.prefix}/"
+
+
+def _proxy(kind: str, upstream_port: int, tmp_path: Path, forwarded_prefix: bool = False):
+    """The prefix-stripping proxy of a test: this file's own (``python``) or nginx with the README's block."""
+    if kind == "nginx":
+        return NginxProxy(upstream_port, tmp_path / "nginx", forwarded_prefix)
+    return StrippingProxy(upstream_port, forwarded_prefix=forwarded_prefix)
+
+
+PROXIES = pytest.mark.parametrize("proxy_kind", ["python", "nginx"])
+
+
 def _settings(tmp_path, **service):
     return load_config(data={
         "storage": {"data_dir": str(tmp_path / "data")},
@@ -156,9 +239,9 @@ def _get(url: str, headers: dict | None = None, method: str = "GET"):
     req = urllib.request.Request(url, method=method, headers={"X-API-Key": KEY, **(headers or {})})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, dict(r.headers), r.read()
+            return r.status, r.headers, r.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
+        return exc.code, exc.headers, exc.read()
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -209,7 +292,8 @@ def test_configured_root_path_prefixes_every_url_the_api_hands_out(tmp_path):
         assert client.get("/api/events/ev00000/snapshot", headers=h).status_code == 200
 
 
-def test_behind_the_proxy_api_urls_work_with_forwarded_prefix_from_a_trusted_proxy_only(tmp_path):
+@PROXIES
+def test_behind_the_proxy_api_urls_work_with_forwarded_prefix_from_a_trusted_proxy_only(tmp_path, proxy_kind):
     """Through the stripping proxy with ``X-Forwarded-Prefix``: snapshot_url is the prefixed path, which a script
     fetches through the proxy as it is; the live feed's WebSocket upgrade passes the proxy. The same header from an
     address not in trusted_proxies is ignored."""
@@ -217,7 +301,7 @@ def test_behind_the_proxy_api_urls_work_with_forwarded_prefix_from_a_trusted_pro
 
     app = create_app(_settings(tmp_path))
     with serve_in_thread(app, **app.state.settings.service.uvicorn_options()) as port, \
-            StrippingProxy(port, forwarded_prefix=True) as proxy:
+            _proxy(proxy_kind, port, tmp_path, forwarded_prefix=True) as proxy:
         _seed(app)
         status, _, body = _get(proxy.base + "api/events/ev00000")
         assert status == 200, body
@@ -230,13 +314,16 @@ def test_behind_the_proxy_api_urls_work_with_forwarded_prefix_from_a_trusted_pro
         opener = urllib.request.build_opener(_NoRedirect)
         with pytest.raises(urllib.error.HTTPError) as moved:
             opener.open(f"http://127.0.0.1:{proxy.port}/seawatch", timeout=10)
-        assert moved.value.code == 301 and moved.value.headers["Location"] == "/seawatch/"
+        assert moved.value.code == 301 and moved.value.headers["Location"] in ("/seawatch/", proxy.base)
         assert _get(f"http://127.0.0.1:{proxy.port}/api/events")[0] == 404
         # the live feed through the proxy
         with connect(f"ws://127.0.0.1:{proxy.port}/seawatch/api/live", additional_headers={"X-API-Key": KEY},
                      open_timeout=10) as ws:
             assert json.loads(ws.recv(10))["kind"] == "hello"
-        assert ("GET", "/seawatch/api/live", "/api/live") in proxy.seen
+        deadline = time.monotonic() + 5  # (nginx logs a WebSocket once it closed)
+        while ("GET", "/seawatch/api/live", "/api/live") not in proxy.seen:
+            assert time.monotonic() < deadline, proxy.seen
+            time.sleep(0.05)
         # straight to the service (127.0.0.1 is a trusted proxy by default): its header is believed ...
         status, _, body = _get(f"http://127.0.0.1:{port}/api/events/ev00000", {"X-Forwarded-Prefix": "/other/place"})
         assert json.loads(body)["snapshot_url"] == "/other/place/api/events/ev00000/snapshot"
@@ -281,7 +368,8 @@ def _frame():
 
 
 @pytest.mark.slow
-def test_the_ui_works_under_a_prefix_the_proxy_strips_with_no_configuration(tmp_path):
+@PROXIES
+def test_the_ui_works_under_a_prefix_the_proxy_strips_with_no_configuration(tmp_path, proxy_kind):
     """Chromium at http://127.0.0.1:PROXY/seawatch/#key=...: the service has no root_path and the proxy sends no
     X-Forwarded-Prefix (the API's URLs are "/api/..."), and still: the page's script and style load, the event list
     loads, an event's snapshot shows, the live feed connects through the proxy and lists an event stored after the
@@ -293,7 +381,7 @@ def test_the_ui_works_under_a_prefix_the_proxy_strips_with_no_configuration(tmp_
     app = create_app(_settings(tmp_path), latest_frame=lambda sid: _frame() if sid == "quay" else None,
                      source_status=lambda: [{"source_id": "quay", "state": "online", "frames_decoded": 10}])
     with serve_in_thread(app, **app.state.settings.service.uvicorn_options()) as port, \
-            StrippingProxy(port) as proxy, _chromium() as browser:
+            _proxy(proxy_kind, port, tmp_path) as proxy, _chromium() as browser:
         _seed(app)
         origin = f"http://127.0.0.1:{proxy.port}"
         page, errors = open_page(browser, f"{origin}/seawatch#key={KEY}")  # no slash: the proxy's redirect
@@ -327,11 +415,15 @@ def test_the_ui_works_under_a_prefix_the_proxy_strips_with_no_configuration(tmp_
                      "/seawatch/api/sources/quay/recordings", "/seawatch/api/events?"):
             assert any(u.startswith(origin + want) for u in mine), (want, mine)
         assert all(u.startswith(origin + "/seawatch/") for u in mine), [u for u in mine if "/seawatch/" not in u]
+        assert not errors, errors
+        page.close()  # (nginx logs the live feed's WebSocket once it closed)
+        deadline = time.monotonic() + 5
+        while not any(s and s.startswith("/api/live") for _, _, s in proxy.seen):
+            assert time.monotonic() < deadline, proxy.seen
+            time.sleep(0.05)
         # and from the start (before the page's listener): the page, its script, style, map module, coastline, the
         # WebSocket; nothing reached the proxy outside the prefix but the one redirected "/seawatch"
         sent = {s for _, _, s in proxy.seen if s}
         for path in ("/", "/ui/app.js", "/ui/map.js", "/ui/app.css", "/ui/coastline.json", "/api/auth/me", "/api/live"):
             assert path in {s.split("?")[0] for s in sent}, (path, sorted(sent))
         assert [t for _, t, s in proxy.seen if s is None] == ["/seawatch"], proxy.seen
-        assert not errors, errors
-        page.close()
