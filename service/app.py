@@ -344,11 +344,12 @@ def login(request: Request, body: Annotated[LoginIn, Body()]) -> TokenOut:
     # rotates them) get no more tries at an account; the name's owner waits at most the window, never a lockout
     wait_s = st.user_throttle.begin(body.username)
     if wait_s > 0:
-        log.warning("login for %r refused from %s: too many failed logins for this user name", body.username, client)
+        log.warning("login for %s refused from %s: too many failed logins for this user name",
+                    st.auth.logged_name(body.username), client)
         raise ApiError(429, f"too many failed logins for this user; retry in {wait_s:.0f} s", {"Retry-After": str(int(wait_s) + 1)})
     who = st.auth.check_password(body.username, body.password)
     if who is None:
-        log.warning("failed login for %r from %s", body.username, client)
+        log.warning("failed login for %s from %s", st.auth.logged_name(body.username), client)
         raise ApiError(401, "wrong user name or password")
     st.throttle.succeeded(client)
     st.user_throttle.succeeded(body.username)

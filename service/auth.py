@@ -85,6 +85,11 @@ class Authenticator:
             return None
         return Principal(user.name, user.role, "user") if user else None
 
+    def logged_name(self, name: str) -> str:
+        """A login name as the log may show it: a configured user's, quoted; anything else is not repeated (what was
+        typed in the user field is sometimes a password typed in the wrong box)."""
+        return repr(name) if name in self._users else "an unknown user name"
+
     def issue_token(self, who: Principal, now_s: float | None = None) -> tuple[str, float]:
         """``(token, expires_at_s)``."""
         exp = (time.time() if now_s is None else now_s) + self.config.token_ttl_s

@@ -194,3 +194,17 @@ def test_the_ui_of_a_wall_display_offers_no_action(tmp_path, hashes):
             page.close()
         finally:
             browser.close()
+
+
+def test_a_failed_login_logs_a_configured_name_but_never_what_else_was_typed(env, caplog):
+    """What is typed in the user field is sometimes a password typed in the wrong box: the log names configured
+    users only (security audit s24/sec, F7)."""
+    import logging
+
+    client, _ = env
+    with caplog.at_level(logging.WARNING, logger="seawatch.service.app"):
+        assert client.post("/api/auth/login", json={"username": "olga", "password": "wrong"}).status_code == 401
+        assert client.post("/api/auth/login", json={"username": "Tr0ub4dor&3", "password": "x"}).status_code == 401
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "failed login for 'olga'" in text and "failed login for an unknown user name" in text
+    assert "Tr0ub4dor" not in text
