@@ -455,6 +455,19 @@ def export_kml(request: Request, store: Store, who: Viewer, params: Annotated[Se
                              "X-Seawatch-Truncated": "true" if truncated else "false"})
 
 
+@export.get("/events.csv", summary="the events a search finds, as CSV for a spreadsheet (limit/cursor ignored)",
+            response_class=Response, responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}})
+def export_csv(request: Request, store: Store, who: Viewer, params: Annotated[SearchParams, Query()]) -> Response:
+    from seawatch.service.export import to_csv
+
+    evs, truncated = _export_events(store, params.model_copy(update={"cursor": None}), request.app.state.settings)
+    ids = [e.id for e in evs]
+    held = set().union(*(store.with_holds(ids[i:i + 900]) for i in range(0, len(ids), 900)))  # SQLite's bound list
+    return Response(to_csv(evs, held).encode("utf-8"), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": 'attachment; filename="seawatch-events.csv"',
+                             "X-Seawatch-Truncated": "true" if truncated else "false"})
+
+
 def _get_event(store: EventStore, event_id: str):
     if len(event_id) > 64:
         raise ApiError(404, "no such event")

@@ -1,4 +1,4 @@
-"""Search results as GeoJSON (RFC 7946) and KML 2.2, for GIS tools and Google Earth."""
+"""Search results as GeoJSON (RFC 7946) and KML 2.2, for GIS tools and Google Earth, and as CSV for spreadsheets."""
 
 from __future__ import annotations
 
@@ -58,6 +58,67 @@ def to_kml(events: Iterable[Event]) -> str:
         )
     out.append("</Document></kml>")
     return "\n".join(out)
+
+
+CSV_COLUMNS = ("id", "type", "severity", "state", "start_utc", "end_utc", "duration_s", "source_id", "zone_id", "labels",
+               "best_score", "lat_deg", "lon_deg", "uncertainty_m", "geo_reason", "mmsi", "vessel_name", "hull_text",
+               "review_status", "reviewed_by", "reviewed_utc", "review_note", "review_reason", "held")
+# A cell a spreadsheet would run as a formula (=, +, -, @; a tab or CR before one): AIS names, hull text read by OCR,
+# notes and registry rows come from outside, and "=HYPERLINK(...)" in a vessel's name must stay text (OWASP)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    text = str(value).replace("\x00", "")
+    if isinstance(value, str) and text.startswith(_FORMULA_START):
+        return "'" + text  # shown as typed, never evaluated
+    return text
+
+
+def _first_attr(ev: Event, *names: str) -> Any:
+    for n in names:
+        v = ev.attributes.get(n)
+        if v not in (None, ""):
+            return v
+    return None
+
+
+def csv_rows(events: Iterable[Event], held: set[str] = frozenset()) -> Iterable[list[str]]:
+    """The header, then one row per event (``CSV_COLUMNS``): times in UTC (ISO 8601), the newest review, whether it
+    is held. Text from outside is neutralised against spreadsheet formulas (``_cell``)."""
+    yield list(CSV_COLUMNS)
+    for ev in events:
+        last = ev.review_history[-1] if ev.review_history else None
+        end = ev.end_ns if ev.end_ns is not None else None
+        row = {
+            "id": ev.id, "type": ev.type, "severity": ev.severity, "state": "ended" if ev.phase == "end" else "open",
+            "start_utc": iso(ev.start_ns), "end_utc": iso(end),
+            "duration_s": f"{(end - ev.start_ns) / 1e9:.1f}" if end is not None else "",
+            "source_id": ev.source_id, "zone_id": ev.zone_id, "labels": ";".join(ev.labels),
+            "best_score": f"{max(ev.scores):.3f}" if ev.scores else "",
+            "lat_deg": f"{ev.geo.lat_deg:.7f}" if ev.geo else "", "lon_deg": f"{ev.geo.lon_deg:.7f}" if ev.geo else "",
+            "uncertainty_m": f"{ev.geo.semi_major_m:.1f}" if ev.geo else "", "geo_reason": "" if ev.geo else ev.geo_reason,
+            "mmsi": _first_attr(ev, "mmsi"), "vessel_name": _first_attr(ev, "vessel_name", "ais_name"),
+            "hull_text": _first_attr(ev, "hull_text"), "review_status": ev.review_status,
+            "reviewed_by": last.by if last else "", "reviewed_utc": iso(last.at_ns) if last else "",
+            "review_note": last.note if last else "", "review_reason": last.reason if last else "",
+            "held": "yes" if ev.id in held else "no",
+        }
+        yield [_cell(row[c]) for c in CSV_COLUMNS]
+
+
+def to_csv(events: Iterable[Event], held: set[str] = frozenset()) -> str:
+    """RFC 4180 CSV (CRLF line ends, quoted where needed) with a UTF-8 byte order mark, so that a spreadsheet opens
+    vessel names in any script correctly."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    buf.write("\ufeff")
+    csv.writer(buf, lineterminator="\r\n").writerows(csv_rows(events, held))
+    return buf.getvalue()
 
 
 TELEMETRY_PAD_NS = 5_000_000_000  # telemetry before / after the incident when it has no clip window

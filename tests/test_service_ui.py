@@ -577,6 +577,11 @@ def test_ui_review_desk_at_laptop_size(live_service, tmp_path):
         with page.expect_download() as dl:
             page.click("#export-kml")
         assert dl.value.suggested_filename == "seawatch-events.kml" and b"<kml" in Path(dl.value.path()).read_bytes()
+        with page.expect_download() as dl:
+            page.click("#export-csv")
+        rows = Path(dl.value.path()).read_text(encoding="utf-8-sig").splitlines()
+        assert dl.value.suggested_filename == "seawatch-events.csv" and rows[0].startswith("id,type,severity")
+        assert [r.split(",")[0] for r in rows[1:]] == ["ev00000"]
         page.fill("#filters input[name=vessel_name]", "")
         page.fill("#filters input[name=mmsi]", "244123456")
         page.click("#filters button")

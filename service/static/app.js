@@ -147,6 +147,7 @@ $("f-inview").addEventListener("change", () => search());
 $("load-more").addEventListener("click", () => loadMore());
 $("export-geojson").addEventListener("click", () => exportSearch("geojson"));
 $("export-kml").addEventListener("click", () => exportSearch("kml"));
+$("export-csv").addEventListener("click", () => exportSearch("csv"));
 $("d-export").addEventListener("click", () => exportEvidence());
 $("map-fit").addEventListener("click", () => map && map.fitAll());
 $("lv-close").addEventListener("click", () => closeLive());
