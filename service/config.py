@@ -654,7 +654,8 @@ def default_settings_data(media_dir: Path | None, *, sources: list[tuple[str, st
         zones.append({"id": "quay", "source": "quay-cam", "rules": [{"type": "fire_smoke", "min_duration_s": 2.0}]})
         if (media_dir / DEFAULT_YARD_CLIP).is_file():
             # a time-lapse of a car park (a day in 8 s): lane blockages start and end within each loop, so closed
-            # incidents with clips appear within the first minute (the fire above burns on while the service runs)
+            # incidents with clips appear within the first minute (the fire above burns on while the service runs);
+            # at most one a minute after that (cooldown), where each loop raised one (7 a minute buried the rest)
             srcs.append({
                 "id": "yard-cam", "url": str(yard_clip or media_dir / DEFAULT_YARD_CLIP), "models": ["coco_yolov5n"],
                 "analysis_fps": 4.0,
@@ -663,7 +664,8 @@ def default_settings_data(media_dir: Path | None, *, sources: list[tuple[str, st
                                              "pan_deg": 300.0, "tilt_deg": -30.0}},
             })
             zones.append({"id": "fire-lane", "source": "yard-cam", "polygon_px": [[0, 300], [640, 300], [640, 480], [0, 480]],
-                          "rules": [{"type": "fire_lane_blocked", "min_duration_s": 1.0, "clear_after_s": 0.5, "grace_s": 0.5}]})
+                          "rules": [{"type": "fire_lane_blocked", "min_duration_s": 1.0, "clear_after_s": 0.5, "grace_s": 0.5,
+                                     "cooldown_s": 60.0}]})
         if harbour_clip is not None:
             # horizon at y 543 of 720 with a 60 deg lens: the camera looks 9.4 deg up; water from there to the beach
             srcs.append({
