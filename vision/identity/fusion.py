@@ -6,7 +6,10 @@ the AIS vessel table, and:
 1. extrapolates every AIS vessel's last position to the frame time by dead reckoning along its COG at its SOG
    (geodesic, ``pyproj.Geod`` WGS84), with an uncertainty that grows with the time since the report;
 2. gates each (track, vessel) pair by distance (``gate_sigmas`` x the combined 1-sigma of track and AIS
-   positions, capped at ``max_gate_m``) and, when both are moving, by course difference;
+   positions, capped at ``max_gate_m``) and, when both are moving, by course difference. The distance is to the
+   hull, not to the reported point: AIS gives the GNSS antenna's position and where it sits on the hull (type 5 /
+   24B dimensions), so the reference moves to the hull centre when the heading is known and half the hull (else
+   the antenna's farthest reach) is free;
 3. assigns one-to-one with the Hungarian method (``scipy.optimize.linear_sum_assignment``) on a cost of squared
    normalised distance plus squared normalised course difference, halved for the MMSI the track had last time
    (hysteresis: two vessels passing each other do not swap identities on one noisy frame);
@@ -72,6 +75,9 @@ class AisPrediction:
     age_s: float
     cog_deg: float | None
     sog_mps: float | None
+    # half-size of the hull around (lat_deg, lon_deg), m: a camera's waterline point may lie anywhere on the hull,
+    # so this much of the distance is free (0 when the AIS static data gave no dimensions)
+    extent_m: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +145,7 @@ class FusionConfig:
     ocr_min_confidence: float = 0.3
     ocr_min_match: float = 0.85  # registry fuzzy-match score for an OCR read
     name_mismatch_below: float = 0.6  # similarity under which two names are "different"
+    max_hull_extent_m: float = 200.0  # AIS dimensions saturate at 511 m: never more slack than this
 
 
 @dataclass
@@ -173,11 +180,42 @@ def extrapolate(states: Sequence[VesselState], time_ns: int, cfg: FusionConfig =
         plon[moving], plat[moving] = lo2, la2
     age = np.abs(dt_s)
     sigma = cfg.ais_sigma_m + cfg.ais_sigma_growth_mps * age + cfg.ais_sigma_growth_frac * np.abs(run_m)
+    # the reported position is the GNSS antenna's, anywhere on the hull (TUI ISLA, 135 m: 5 m from her bow); with
+    # the ship's heading known, move it to the hull centre and allow half the hull; without, allow the antenna's
+    # farthest reach
+    extent = np.zeros(len(rows))
+    shift_m = np.zeros(len(rows))
+    shift_az = np.zeros(len(rows))
+    for i, s in enumerate(rows):
+        hull = _hull_geometry(s, cfg)
+        if hull is not None:
+            extent[i], shift_m[i], shift_az[i] = hull
+    shifted = shift_m > 0.01
+    if shifted.any():
+        lo2, la2, _ = geod().fwd(plon[shifted], plat[shifted], shift_az[shifted], shift_m[shifted])
+        plon[shifted], plat[shifted] = lo2, la2
     return [
         AisPrediction(s.mmsi, float(plat[i]), float(plon[i]), float(sigma[i]), float(dt_s[i]), s.cog_deg,
-                      None if s.sog_kn is None else s.sog_kn * _KN)
+                      None if s.sog_kn is None else s.sog_kn * _KN, float(extent[i]))
         for i, s in enumerate(rows)
     ]
+
+
+def _hull_geometry(s: VesselState, cfg: FusionConfig) -> tuple[float, float, float] | None:
+    """(extent m, shift m, shift azimuth deg) from a vessel's antenna position to its hull, or None without
+    dimensions. Heading: the reported true heading, else the COG of a clearly moving vessel (at rest a COG is noise)."""
+    bow, stern = s.to_bow_m, s.to_stern_m
+    if bow is None or stern is None:
+        return None
+    port, stbd = s.to_port_m or 0.0, s.to_starboard_m or 0.0
+    heading = s.heading_deg
+    if heading is None and s.cog_deg is not None and (s.sog_kn or 0.0) * _KN >= cfg.min_speed_for_course_mps:
+        heading = s.cog_deg
+    if heading is None:
+        return min(math.hypot(max(bow, stern), max(port, stbd)), cfg.max_hull_extent_m), 0.0, 0.0
+    ahead, right = (bow - stern) / 2.0, (stbd - port) / 2.0
+    extent = min(math.hypot((bow + stern) / 2.0, (port + stbd) / 2.0), cfg.max_hull_extent_m)
+    return extent, math.hypot(ahead, right), (heading + math.degrees(math.atan2(right, ahead))) % 360.0
 
 
 def _angle_diff_deg(a, b):
@@ -235,8 +273,10 @@ class IdentityFuser:
         sig = np.sqrt(np.array([t.pos_sigma_m for t in tracks])[:, None] ** 2
                       + np.array([p.sigma_m for p in preds])[None, :] ** 2)
         gate = np.minimum(cfg.gate_sigmas * sig, cfg.max_gate_m)
-        cost = (dist / sig) ** 2
-        feasible = dist <= gate
+        # distance to the hull, not to its reference point (the hull's extent is free)
+        eff = np.maximum(0.0, dist - np.array([p.extent_m for p in preds])[None, :])
+        cost = (eff / sig) ** 2
+        feasible = eff <= gate
         # course: only where both the track and the AIS vessel are clearly moving
         t_cog = np.array([np.nan if k[0] is None else k[0] for k in kin])[:, None]
         p_cog = np.array([np.nan if p.cog_deg is None or (p.sog_mps or 0) < cfg.min_speed_for_course_mps
@@ -325,7 +365,8 @@ class IdentityFuser:
 
         # associated with an AIS vessel
         sig = math.hypot(t.pos_sigma_m, pred.sigma_m)
-        assoc = math.exp(-0.5 * (dist / sig) ** 2) * (1.0 - 0.5 ** min(mem.hits, 10))
+        eff = max(0.0, dist - pred.extent_m)
+        assoc = math.exp(-0.5 * (eff / sig) ** 2) * (1.0 - 0.5 ** min(mem.hits, 10))
         ais_name = state.name if state is not None else None
         mmsi_entry = reg.by_mmsi(pred.mmsi)
         name_match = reg.best(ais_name, min_score=cfg.ocr_min_match) if ais_name else None

@@ -47,6 +47,11 @@ class VesselState:
     ship_type: int | None = None
     length_m: float | None = None
     beam_m: float | None = None
+    # where the GNSS antenna (the reported position) sits on the hull: metres to bow, stern, port, starboard
+    to_bow_m: float | None = None
+    to_stern_m: float | None = None
+    to_port_m: float | None = None
+    to_starboard_m: float | None = None
     destination: str | None = None
     ais_class: str | None = None
     lat_deg: float | None = None
@@ -181,6 +186,8 @@ def _merge_static(row: VesselState, s: AisStatic) -> VesselState:
             upd[name] = v
     if s.length_m is not None:
         upd["length_m"] = s.length_m
+        upd["to_bow_m"], upd["to_stern_m"] = s.to_bow_m, s.to_stern_m
     if s.beam_m is not None:
         upd["beam_m"] = s.beam_m
+        upd["to_port_m"], upd["to_starboard_m"] = s.to_port_m, s.to_starboard_m
     return replace(row, **upd)
