@@ -249,3 +249,77 @@ def test_ui_alarm_sounds_for_new_high_and_critical_incidents(tmp_path):
             assert page.evaluate("document.getElementById('alarm-on').checked") is False  # remembered
             assert not errors, errors
             browser.close()
+
+
+# a stand-in for the browser's Notification (headless Chromium shows none): records each one, with the permission
+# the test sets; document.hasFocus() follows window.__focused, so "the tab is not looked at" can be set
+_FAKE_NOTIFICATIONS = """
+window.__notes = []; window.__focused = true; document.hasFocus = () => window.__focused;
+class FakeNotification {
+  constructor(title, opts) { this.title = title; this.opts = opts; window.__notes.push(this); }
+  close() { this.closed = true; }
+}
+FakeNotification.permission = localStorage.getItem("test-permission") || "default";
+FakeNotification.requestPermission = async () => { FakeNotification.permission = "granted"; return "granted"; };
+window.Notification = FakeNotification;
+"""
+
+
+@pytest.mark.slow
+def test_ui_desktop_notifications_for_new_incidents_while_the_tab_is_not_looked_at(tmp_path):
+    """Chromium: with "desktop notifications" on (the browser asked once), a new high or critical incident raises a
+    notification while the page has no focus, not while it is looked at, not for a low one; a click on it opens the
+    incident. Off by default, remembered, and disabled when the browser blocks notifications."""
+    from conftest import serve_in_thread
+    from test_service_store import make_event
+    from test_service_ui import _browser, _playwright, _wait, open_page
+
+    from seawatch.service.live import LiveHub
+
+    live = LiveHub()
+    app = create_app(_settings(tmp_path), live=live)
+    with serve_in_thread(app) as port, _playwright() as p:
+        browser = _browser(p)
+        ctx = browser.new_context()
+        ctx.add_init_script(_FAKE_NOTIFICATIONS)
+        page = ctx.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"http://127.0.0.1:{port}/#key={KEY}")
+        _wait(page, "document.getElementById('live').textContent === 'live: on'", 10)
+        assert page.evaluate("document.getElementById('notify-on').checked") is False  # off until asked for
+        live.publish_event(make_event(0, severity="high", source_id="quay"))
+        _wait(page, "window.__alarms.length === 1", 5)
+        assert page.evaluate("window.__notes.length") == 0
+        page.click("#notify-on")  # the browser asks; the user allows
+        _wait(page, "localStorage.getItem('seawatch-notify') === 'on'", 5)
+        live.publish_event(make_event(1, severity="critical", type="fire", source_id="quay", zone_id="berth-2",
+                                      attributes={"vessel_name": "NOORD\u202eZEE"}))
+        _wait(page, "window.__alarms.length === 2", 5)
+        assert page.evaluate("window.__notes.length") == 0  # looked at: the list and the tone are enough
+        page.evaluate("window.__focused = false")  # the operator is in another window
+        live.publish_event(make_event(2, severity="low", source_id="quay"))
+        live.publish_event(make_event(3, severity="critical", type="fire", source_id="quay", zone_id="berth-2",
+                                      attributes={"vessel_name": "NOORD\u202eZEE"}))
+        _wait(page, "window.__notes.length === 1", 5)
+        note = page.evaluate("({title: window.__notes[0].title, body: window.__notes[0].opts.body, "
+                             "tag: window.__notes[0].opts.tag, sticky: window.__notes[0].opts.requireInteraction})")
+        assert note["title"] == "Seawatch: CRITICAL fire" and note["tag"] == "ev00003" and note["sticky"] is True
+        assert note["body"].startswith("quay · zone berth-2 · NOORD") and "\u202e" not in note["body"], note
+        live.publish_event(make_event(4, severity="high", source_id="gate"))
+        _wait(page, "window.__notes.length === 2", 5)
+        assert page.evaluate("window.__notes[1].opts.requireInteraction") is False
+        page.evaluate("window.__notes[0].onclick()")  # a click on the first: its incident opens
+        _wait(page, "window.seawatch.state.selected === 'ev00003'", 5)
+        assert page.evaluate("window.__notes[0].closed") is True
+        page.evaluate("localStorage.setItem('test-permission', 'granted')")
+        page.reload()
+        _wait(page, "document.getElementById('live').textContent === 'live: on'", 10)
+        assert page.evaluate("document.getElementById('notify-on').checked") is True  # remembered
+        page.evaluate("localStorage.setItem('test-permission', 'denied')")
+        page.reload()
+        page.wait_for_selector("#notify-on", state="attached")
+        assert page.evaluate("document.getElementById('notify-on').disabled") is True
+        assert page.evaluate("document.getElementById('notify-on').checked") is False
+        assert not errors, errors
+        browser.close()

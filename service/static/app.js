@@ -1320,12 +1320,44 @@ function markUnseen(n) {
   alarm.unseen = n;
   document.title = n ? `(${n}) Seawatch` : "Seawatch";
 }
+// Desktop notifications: the same incidents, while the tab is not looked at (the control room's screen shows another
+// tool, the UI sits in a background tab). Off until asked for; the browser asks its user once (and allows it on https
+// or localhost only). A click on one brings the tab forward with the incident open; critical ones stay until then.
+const notifyOk = () => "Notification" in window && Notification.permission === "granted";
+function showNotifyState() {
+  const cb = $("notify-on"), bar = $("notify-bar");
+  cb.checked = localStorage.getItem("seawatch-notify") === "on" && notifyOk();
+  if (!("Notification" in window)) { cb.disabled = true; bar.title = "this browser shows no notifications from this page (it needs https or localhost)"; }
+  else if (Notification.permission === "denied") { cb.disabled = true; bar.title = "notifications are blocked for this site in the browser's settings"; }
+}
+showNotifyState();
+$("notify-on").addEventListener("change", async () => {
+  const want = $("notify-on").checked;
+  if (want && "Notification" in window && Notification.permission === "default") {
+    try { await Notification.requestPermission(); } catch (e) { /* an old browser: the permission stays as it was */ }
+  }
+  localStorage.setItem("seawatch-notify", want && notifyOk() ? "on" : "off");
+  showNotifyState();
+});
+function notifyIncident(ev) {
+  if (!$("notify-on").checked || !notifyOk() || (!document.hidden && document.hasFocus())) return;
+  const where = [ev.source_id, ev.zone_id && "zone " + ev.zone_id].filter(Boolean).join(" · ");
+  const who = (ev.attributes && (ev.attributes.vessel_name || ev.attributes.ais_name || ev.attributes.hull_text)) || "";
+  try {
+    const n = new Notification(`Seawatch: ${ev.severity.toUpperCase()} ${ev.type.replaceAll("_", " ")}`, {
+      body: displayText(`${where}${who ? " · " + who : ""} · ${fmt(ev.start_ns)} UTC`, 200), tag: ev.id,
+      requireInteraction: ev.severity === "critical" });
+    n.onclick = () => { window.focus(); select(ev.id); n.close(); };
+  } catch (e) { console.warn("notification:", e.message); }
+}
+
 function soundAlarm(ev) {
   const tones = ALARM_SEVERITIES[ev.severity];
   if (!tones || ev.phase !== "start") return;
   const sound = $("alarm-on").checked;
   window.__alarms.push({ id: ev.id, severity: ev.severity, sound });
   if (document.hidden || !document.hasFocus()) markUnseen(alarm.unseen + 1);
+  notifyIncident(ev);
   if (!sound || !alarm.ctx || alarm.ctx.state !== "running") return;
   const t0 = alarm.ctx.currentTime;
   for (let i = 0; i < tones; i++) {  // 880 Hz for 0.25 s, again after a 0.1 s pause for critical
