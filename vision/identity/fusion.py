@@ -130,7 +130,7 @@ class TrackIdentity:
 
 @dataclass(frozen=True, slots=True)
 class FusionConfig:
-    max_ais_age_s: float = 360.0  # AIS reports older than this are not extrapolated (class B at anchor: 3 min)
+    max_ais_age_s: float = 360.0  # AIS reports older than this are not extrapolated (3-minute reporters: 540 s)
     ais_sigma_m: float = 10.0  # GNSS error of a fresh AIS position
     ais_sigma_growth_mps: float = 0.5  # + this x age (unknown acceleration / turn)
     ais_sigma_growth_frac: float = 0.15  # + this x distance run since the report (dead-reckoning error)
@@ -161,10 +161,12 @@ def extrapolate(states: Sequence[VesselState], time_ns: int, cfg: FusionConfig =
     """Dead-reckon each vessel's last position to ``time_ns`` (vectorised geodesic forward problem).
 
     Vessels without a position, or whose position is older than ``max_ais_age_s`` (or newer than the frame by
-    more than that), are left out. A vessel with no SOG/COG, or slower than 0.1 kn, stays where it was.
+    more than that), are left out; a vessel that reports every 3 minutes (moored, at anchor, slow class B) keeps
+    its report for three of its intervals (``VesselState.quiet_after_s``), so one or two reports lost on the air
+    do not make it unidentified. A vessel with no SOG/COG, or slower than 0.1 kn, stays where it was.
     """
     rows = [s for s in states if s.has_position and s.position_time_ns is not None
-            and abs(time_ns - s.position_time_ns) <= cfg.max_ais_age_s * 1e9]
+            and abs(time_ns - s.position_time_ns) <= s.quiet_after_s(cfg.max_ais_age_s) * 1e9]
     if not rows:
         return []
     lat = np.array([s.lat_deg for s in rows], float)

@@ -9,7 +9,8 @@ decision type            when
                          ``mismatch_confirm`` consecutive updates
 ``registry_alert``       a track's registry entry is blacklisted, or its licence expired/suspended/revoked
 ``ais_dark``             a track inside a zone that was associated with a (registered) AIS vessel is still seen
-                         by the camera, but that MMSI has not reported for ``dark_after_s``
+                         by the camera, but that MMSI has not reported for ``dark_after_s`` (or for three of its
+                         nominal reporting intervals when longer: 540 s for a moored ship or slow class B)
 =======================  =====================================================================================
 
 Every condition gives a ``start`` record when it begins and an ``end`` record when it stops (the track
@@ -140,7 +141,9 @@ class IdentityRules:
                 registered = self.registry is None or self.registry.by_mmsi(mmsi) is not None
                 row = table.get(mmsi)
                 quiet_ns = time_ns - row.last_seen_ns if row is not None else None
-                if (registered or not self.dark_requires_registry) and (quiet_ns is None or quiet_ns >= self.dark_after_ns):
+                # a moored ship reports every 3 minutes: silent means missing several of its own reports
+                dark_ns = self.dark_after_ns if row is None else int(row.quiet_after_s(self.dark_after_ns / 1e9) * 1e9)
+                if (registered or not self.dark_requires_registry) and (quiet_ns is None or quiet_ns >= dark_ns):
                     dark_mmsi = mmsi
                     key = (AIS_DARK, sid, str(mmsi))
                     since = row.last_seen_ns if row is not None else (ident.last_mmsi_time_ns or time_ns)

@@ -34,6 +34,30 @@ def ship_type_text(code: int | None) -> str | None:
     return _TYPE_TENS.get(code // 10)
 
 
+# A vessel is quiet once it missed this many of its reports in a row (one lost on the air is common, two happen)
+QUIET_REPORTS = 3
+
+
+def report_interval_s(ais_class: str | None, sog_kn: float | None, nav_status: int | None) -> float | None:
+    """Nominal time between a vessel's position reports, s (ITU-R M.1371-5 annex 1, tables 1 and 2), or None.
+
+    Class A: 3 min at anchor or moored (nav status 1 / 5) and not faster than 3 kn, else 10 s up to 14 kn, 6 s up
+    to 23 kn, 2 s above. Class B: 3 min at 2 kn or less, else 30 s (class B "CS"; "SO" reports faster, so this is
+    the longer wait). Long-range (type 27): 3 min. SOTDMA puts each report within +-10 % of its nominal time.
+    """
+    if ais_class == "A":
+        if nav_status in (1, 5) and (sog_kn is None or sog_kn <= 3.0):
+            return 180.0
+        if sog_kn is None or sog_kn <= 14.0:
+            return 10.0
+        return 6.0 if sog_kn <= 23.0 else 2.0
+    if ais_class == "B":
+        return 180.0 if sog_kn is None or sog_kn <= 2.0 else 30.0
+    if ais_class == "LR":
+        return 180.0
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class VesselState:
     """What the AIS feed says about one vessel. Fields not yet received are ``None``."""
@@ -71,6 +95,17 @@ class VesselState:
     def has_position(self) -> bool:
         return self.lat_deg is not None and self.lon_deg is not None
 
+    @property
+    def report_interval_s(self) -> float | None:
+        """Nominal seconds between this vessel's position reports, from its class, speed and status (or None)."""
+        return report_interval_s(self.ais_class, self.sog_kn, self.nav_status)
+
+    def quiet_after_s(self, floor_s: float) -> float:
+        """How long this vessel may go unheard before it counts as silent: ``floor_s``, or :data:`QUIET_REPORTS`
+        of its reporting intervals when that is longer (a moored ship reports every 3 minutes)."""
+        interval = self.report_interval_s
+        return floor_s if interval is None else max(floor_s, QUIET_REPORTS * interval)
+
     def age_s(self, now_ns: int) -> float:
         """Seconds since anything was heard from this MMSI."""
         return (now_ns - self.last_seen_ns) / 1e9
@@ -79,7 +114,8 @@ class VesselState:
         return None if self.position_time_ns is None else (now_ns - self.position_time_ns) / 1e9
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__slots__} | {"ship_type_text": self.ship_type_text}
+        return {k: getattr(self, k) for k in self.__slots__} | {"ship_type_text": self.ship_type_text,
+                                                                "report_interval_s": self.report_interval_s}
 
 
 class VesselTable:
