@@ -11,7 +11,7 @@ pytest.importorskip("fastapi")
 
 from contextlib import contextmanager  # noqa: E402
 
-from test_hostile_text_ui import _open, _served  # noqa: E402
+from test_hostile_text_ui import _served  # noqa: E402
 
 
 @contextmanager

@@ -272,7 +272,7 @@ def test_ui_desktop_notifications_for_new_incidents_while_the_tab_is_not_looked_
     incident. Off by default, remembered, and disabled when the browser blocks notifications."""
     from conftest import serve_in_thread
     from test_service_store import make_event
-    from test_service_ui import _browser, _playwright, _wait, open_page
+    from test_service_ui import _browser, _playwright, _wait
 
     from seawatch.service.live import LiveHub
 
