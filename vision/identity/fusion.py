@@ -27,7 +27,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -107,6 +107,12 @@ class TrackIdentity:
     hull_registry: RegistryEntry | None = None
     last_mmsi: int | None = None
     last_mmsi_time_ns: int | None = None
+    # why a track has no AIS match (kind ocr_only / none): the nearest AIS vessel, its distance and the gate
+    unmatched_reason: str | None = None
+    nearest_mmsi: int | None = None
+    nearest_name: str | None = None
+    nearest_distance_m: float | None = None
+    nearest_gate_m: float | None = None
 
     def as_attributes(self) -> dict:
         """Flat JSON-able attributes for an event."""
@@ -124,6 +130,11 @@ class TrackIdentity:
             "ais_age_s": None if self.ais_age_s is None else round(self.ais_age_s, 1),
             "mismatch": self.mismatch,
             "registry_alerts": list(self.registry_alerts),
+            "ais_unmatched_reason": self.unmatched_reason,
+            "ais_nearest_mmsi": self.nearest_mmsi,
+            "ais_nearest_name": self.nearest_name,
+            "ais_nearest_distance_m": None if self.nearest_distance_m is None else round(self.nearest_distance_m, 1),
+            "ais_nearest_gate_m": None if self.nearest_gate_m is None else round(self.nearest_gate_m, 1),
         }
         return {k: v for k, v in out.items() if v is not None and v != []}
 
@@ -329,11 +340,55 @@ class IdentityFuser:
             else:
                 mem.hits = 0
             state = table.get(pred.mmsi) if (pred is not None and table is not None) else None
-            out[t.track_id] = self._identity(t, pred, dist, state, mem, time_ns)
+            ident = self._identity(t, pred, dist, state, mem, time_ns)
+            if pred is None:
+                ident = replace(ident, **self._why_unmatched(i, tracks, preds, kin, pairs, table, len(states)))
+            out[t.track_id] = ident
         # forget tracks not seen for a long time
         for tid in [k for k, m in self._mem.items() if time_ns - m.last_seen_ns > self._ttl_ns]:
             del self._mem[tid]
         return out
+
+    def _why_unmatched(self, i: int, tracks: Sequence[GeoTrack], preds: Sequence[AisPrediction],
+                       kin: Sequence[tuple[float | None, float | None]], pairs: dict[int, tuple[int, float]],
+                       table: VesselTable | None, n_states: int) -> dict:
+        """What an operator needs to judge a track without AIS match: the nearest AIS vessel (by distance to its
+        hull), how far it is, the gate, and which test it failed."""
+        cfg = self.cfg
+        if not preds:
+            if n_states == 0:
+                return {"unmatched_reason": "no AIS vessel with a position in the table (is the AIS feed running?)"}
+            return {"unmatched_reason": f"no AIS position report within {cfg.max_ais_age_s:.0f} s of this frame "
+                                        f"({n_states} vessel(s) in the table)"}
+        t = tracks[i]
+        n = len(preds)
+        _, _, dist = geod().inv(np.full(n, t.lon_deg), np.full(n, t.lat_deg),
+                                np.array([p.lon_deg for p in preds]), np.array([p.lat_deg for p in preds]))
+        dist = np.asarray(dist, float).reshape(n)
+        eff = np.maximum(0.0, dist - np.array([p.extent_m for p in preds]))
+        sig = np.hypot(t.pos_sigma_m, np.array([p.sigma_m for p in preds]))
+        gate = np.minimum(cfg.gate_sigmas * sig, cfg.max_gate_m)
+        j = int(np.argmin(eff / gate))  # the nearest in units of its own gate
+        p = preds[j]
+        state = table.get(p.mmsi) if table is not None else None
+        name = state.name if state is not None else None
+        who = f"MMSI {p.mmsi}" + (f" ({name})" if name else "")
+        if eff[j] > gate[j]:
+            why = (f"nearest AIS vessel {who} is {dist[j]:.0f} m away (report {abs(p.age_s):.0f} s old), "
+                   f"outside the {gate[j]:.0f} m gate")
+        else:
+            owner = next((tracks[k].track_id for k, (jj, _) in pairs.items() if jj == j), None)
+            tc = kin[i][0]
+            moving = p.cog_deg is not None and (p.sog_mps or 0.0) >= cfg.min_speed_for_course_mps
+            if owner is not None:
+                why = f"nearest AIS vessel {who} ({dist[j]:.0f} m away) is matched to track {owner}"
+            elif tc is not None and moving and float(_angle_diff_deg(tc, p.cog_deg)) > cfg.course_gate_deg:
+                why = (f"nearest AIS vessel {who} ({dist[j]:.0f} m away) steers {p.cog_deg:.0f} deg, the track "
+                       f"{tc:.0f} deg")
+            else:
+                why = f"nearest AIS vessel {who} ({dist[j]:.0f} m away) was not assigned"
+        return {"unmatched_reason": why, "nearest_mmsi": p.mmsi, "nearest_name": name,
+                "nearest_distance_m": float(dist[j]), "nearest_gate_m": float(gate[j])}
 
     def identify_unlocated(self, tracks: Sequence[GeoTrack], time_ns: int) -> dict[int, TrackIdentity]:
         """Identities of tracks that have no position (``lat_deg``/``lon_deg`` NaN) from their hull read alone:

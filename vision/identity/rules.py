@@ -161,6 +161,8 @@ class IdentityRules:
                     reason = "no AIS match and no registry match"
                     if ident.hull_text:
                         reason += f" (hull reads {ident.hull_text}, not in the registry)"
+                    if ident.unmatched_reason:
+                        reason += f"; {ident.unmatched_reason}"
                     want[(UNIDENTIFIED_VESSEL, sid, "")] = (since, reason, attrs)
             elif time_ns - self._ident_since.setdefault(sid, time_ns) >= self.clear_after_ns:
                 self._unident_since.pop(sid, None)  # identified for long enough: not a spurious association
