@@ -533,7 +533,8 @@ class Fleet:
                  "last_message_age_s": None if changed is None else round((now - changed) / NS, 1)}]
 
     def vessels(self, limit: int = 5000) -> list[dict[str, Any]]:
-        """Live vessels of the AIS table (by the feed's own clock), positioned ones first."""
+        """Live vessels of the AIS table (by the feed's own clock), positioned ones first. ``age_s``: since anything
+        was heard from the vessel; ``position_age_s``: since its position was reported (None without one)."""
         table = self._table()
         if table is None:
             return []
@@ -543,5 +544,9 @@ class Fleet:
         for v in rows:
             d = v.as_dict()
             d["age_s"] = None if latest is None else round(v.age_s(latest), 1)
+            # the position's own age: a type 5 / 24 / 8 message keeps a vessel heard (age_s) while the position
+            # it is drawn at may be minutes older
+            pa = None if latest is None else v.position_age_s(latest)
+            d["position_age_s"] = None if pa is None else round(pa, 1)
             out.append(d)
         return out
