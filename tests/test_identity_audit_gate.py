@@ -104,3 +104,19 @@ def test_small_boat_without_dimensions_keeps_the_point_gate(lemmer):
     lat, lon = _offset(pos.lat_deg, pos.lon_deg, 90.0, 20.0)
     ids = IdentityFuser().update([GeoTrack(2, t, lat, lon, pos_sigma_m=10.0)], table, t)
     assert ids[2].mmsi == 244660492
+
+
+def test_speed_without_course_widens_the_gate(lemmer):
+    """A report with a SOG but COG "not available" (class B sets are known for it): the vessel was left where it
+    was reported, with the uncertainty of a vessel at rest, so 30 s later at 8 kn (123 m on) it matched nothing.
+    The real report of LIBERTAS (211736530, class B, COG not available) with the speed she would have under way."""
+    from dataclasses import replace
+
+    pos = next(m for m in lemmer if isinstance(m, A.AisPosition) and m.mmsi == 211736530)
+    assert pos.cog_deg is None and pos.ais_class == "B"
+    table = VesselTable()
+    table.update(replace(pos, sog_kn=8.0))
+    t = pos.time_ns + 30 * 10**9
+    lat, lon = _offset(pos.lat_deg, pos.lon_deg, 250.0, 8.0 * 1852 / 3600 * 30)
+    ids = IdentityFuser().update([GeoTrack(1, t, lat, lon, pos_sigma_m=15.0)], table, t)
+    assert ids[1].mmsi == 211736530, ids[1]

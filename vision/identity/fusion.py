@@ -193,6 +193,9 @@ def extrapolate(states: Sequence[VesselState], time_ns: int, cfg: FusionConfig =
         plon[moving], plat[moving] = lo2, la2
     age = np.abs(dt_s)
     sigma = cfg.ais_sigma_m + cfg.ais_sigma_growth_mps * age + cfg.ais_sigma_growth_frac * np.abs(run_m)
+    # a speed without a course (COG "not available", common on class B): it moved that far, direction unknown
+    blind = np.array([(s.sog_kn or 0.0) * _KN if s.cog_deg is None else 0.0 for s in rows], float) * age
+    sigma = sigma + blind
     # the reported position is the GNSS antenna's, anywhere on the hull (TUI ISLA, 135 m: 5 m from her bow); with
     # the ship's heading known, move it to the hull centre and allow half the hull; without, allow the antenna's
     # farthest reach
