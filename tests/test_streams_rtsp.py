@@ -331,7 +331,15 @@ def test_clip_around_a_moment_has_preroll_and_plays(servers, tmp_path):
         # a few ms of jitter; a constant-rate null output would complain about two frames in one 1/25 s slot
         dec = subprocess.run(["ffmpeg", "-v", "error", "-i", str(out), "-fps_mode", "passthrough", "-f", "null", "-"],
                              capture_output=True, text=True)
-        assert dec.returncode == 0 and dec.stderr.strip() == ""
+        # (ffmpeg's null sink may still round two such frames into one slot of its own time base and say so: that is
+        # its output, not the clip; the clip's own decode timestamps are checked below)
+        problems = [line for line in dec.stderr.splitlines() if line.strip() and not line.startswith("[null @")
+                    and "Last message repeated" not in line]
+        assert dec.returncode == 0 and problems == [], dec.stderr
+        dts = [int(x) for x in subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                                               "packet=dts", "-of", "csv=p=0", str(out)],
+                                              capture_output=True, text=True).stdout.split()]
+        assert len(dts) > 50 and all(b > a for a, b in zip(dts, dts[1:])), dts  # strictly increasing in the file
         # segment recording of the same stream, remuxed (same profile as sent, no re-encode)
         assert wait_for(lambda: len(list_segments(tmp_path / "rec", "cam")) >= 1, 5) is not None
         seg = list_segments(tmp_path / "rec", "cam")[0]
