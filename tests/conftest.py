@@ -45,6 +45,20 @@ def shared_media() -> Path:
     return d
 
 
+LEMMER_AIS_LOG = "F_ais/ais_gpsd_lemmer_nl_ais-nmea.log"  # a real receiver log of Lemmer harbour (the demo's AIS)
+
+
+@pytest.fixture(scope="session")
+def lemmer_ais(shared_media) -> list:
+    """The decoded messages of the shared Lemmer AIS log, timed by its receiver's RMC sentences."""
+    from seawatch.streams import ais
+
+    p = shared_media / LEMMER_AIS_LOG
+    if not p.is_file():
+        missing(f"{LEMMER_AIS_LOG} is absent from the shared media")
+    return list(ais.read_file(p, ais.AisDecoder(use_rmc_time=True)))
+
+
 def onnx_model(name: str, variant: str = "fp32") -> Path:
     """Path of a provisioned model, or skip/fail with the command that provisions it."""
     from seawatch.errors import ModelError

@@ -6,11 +6,7 @@ from __future__ import annotations
 import pytest
 
 from seawatch.service.fleet import Fleet
-from seawatch.streams import ais as A
 from seawatch.vision.identity.vessels import VesselTable
-from tests.conftest import missing
-
-LOG = "F_ais/ais_gpsd_lemmer_nl_ais-nmea.log"
 
 
 class _Stage:
@@ -18,12 +14,9 @@ class _Stage:
         self.table = table
 
 
-def test_vessels_carry_the_position_age(shared_media):
-    p = shared_media / LOG
-    if not p.is_file():
-        missing(f"{LOG} is absent from the shared media")
+def test_vessels_carry_the_position_age(lemmer_ais):
     table = VesselTable()
-    table.update_many(A.read_file(p, A.AisDecoder(use_rmc_time=True)))
+    table.update_many(lemmer_ais)
     fleet = Fleet.__new__(Fleet)  # only the AIS side: no drones, no settings
     fleet.identity = _Stage(table)
     rows = {v["mmsi"]: v for v in fleet.vessels()}

@@ -19,18 +19,8 @@ from seawatch.vision.identity.fusion import GeoTrack, IdentityFuser
 from seawatch.vision.identity.registry import RegistryEntry, VesselRegistry
 from seawatch.vision.identity.rules import IdentityRules
 from seawatch.vision.identity.vessels import VesselTable
-from tests.conftest import missing
 
-LOG = "F_ais/ais_gpsd_lemmer_nl_ais-nmea.log"
 S = 10**9
-
-
-@pytest.fixture(scope="module")
-def lemmer(shared_media):
-    p = shared_media / LOG
-    if not p.is_file():
-        missing(f"{LOG} is absent from the shared media")
-    return list(A.read_file(p, A.AisDecoder(use_rmc_time=True)))
 
 
 def _report(msgs, mmsi):
@@ -65,40 +55,40 @@ def _run(report, next_after_s: float | None, *, registered: bool, duration_s: fl
     return out
 
 
-def test_the_log_vessel_is_moored_class_a(lemmer):
-    r = _report(lemmer, 211129800)
+def test_the_log_vessel_is_moored_class_a(lemmer_ais):
+    r = _report(lemmer_ais, 211129800)
     assert (r.ais_class, r.nav_status, r.sog_kn) == ("A", 5, 0.0)
 
 
 @pytest.mark.parametrize("next_after_s", [185.0, 198.0])
-def test_moored_report_late_within_its_slot_window_raises_nothing(lemmer, next_after_s):
+def test_moored_report_late_within_its_slot_window_raises_nothing(lemmer_ais, next_after_s):
     """The next report comes 185 / 198 s later (nominal 180 s, +10 %): no ais_dark."""
-    assert _run(_report(lemmer, 211129800), next_after_s, registered=True, duration_s=400.0) == []
+    assert _run(_report(lemmer_ais, 211129800), next_after_s, registered=True, duration_s=400.0) == []
 
 
-def test_moored_one_missed_report_raises_nothing(lemmer):
+def test_moored_one_missed_report_raises_nothing(lemmer_ais):
     """One report lost on the air: the next one heard comes 360 s + 10 s later."""
-    assert _run(_report(lemmer, 211129800), 370.0, registered=True, duration_s=500.0) == []
+    assert _run(_report(lemmer_ais, 211129800), 370.0, registered=True, duration_s=500.0) == []
 
 
-def test_moored_unregistered_one_missed_report_is_not_unidentified(lemmer):
+def test_moored_unregistered_one_missed_report_is_not_unidentified(lemmer_ais):
     """The same, for a vessel not in the registry: the association must outlive one missed 3-minute report, or
     the moored vessel becomes unidentified_vessel (it was, 60 s after its report passed 360 s)."""
-    assert _run(_report(lemmer, 211129800), 440.0, registered=False, duration_s=560.0) == []
+    assert _run(_report(lemmer_ais, 211129800), 440.0, registered=False, duration_s=560.0) == []
 
 
-def test_moored_vessel_that_really_goes_silent_still_goes_dark(lemmer):
+def test_moored_vessel_that_really_goes_silent_still_goes_dark(lemmer_ais):
     """Three reporting intervals (540 s) without a word: ais_dark, and never unidentified_vessel first."""
-    out = _run(_report(lemmer, 211129800), None, registered=True, duration_s=700.0)
+    out = _run(_report(lemmer_ais, 211129800), None, registered=True, duration_s=700.0)
     starts = [(typ, t) for typ, ph, t in out if ph == "start"]
     assert starts and starts[0][0] == "ais_dark", out
     assert 540.0 <= starts[0][1] <= 560.0, out
     assert "unidentified_vessel" not in {typ for typ, _ in starts}, out
 
 
-def test_underway_vessel_still_goes_dark_at_dark_after_s(lemmer):
+def test_underway_vessel_still_goes_dark_at_dark_after_s(lemmer_ais):
     """A class A vessel under way (nav status 0: it reports every 10 s even at rest, like 244170038 in the log)
     that falls silent: ais_dark at the configured 180 s, as before (only 3-minute reporters wait longer)."""
-    out = _run(_report(lemmer, 211129800), None, registered=True, duration_s=300.0, sog_kn=0.05, nav_status=0)
+    out = _run(_report(lemmer_ais, 211129800), None, registered=True, duration_s=300.0, sog_kn=0.05, nav_status=0)
     starts = [(typ, t) for typ, ph, t in out if ph == "start"]
     assert starts and starts[0] == ("ais_dark", 180.0), out

@@ -4,25 +4,12 @@ unidentified, and the event has to say so). Replayed on the real Lemmer harbour 
 
 from __future__ import annotations
 
-import pytest
-
 from seawatch.drone.geometry import geod
-from seawatch.streams import ais as A
 from seawatch.vision.identity.fusion import GeoTrack, IdentityFuser
 from seawatch.vision.identity.rules import IdentityRules
 from seawatch.vision.identity.vessels import VesselTable
-from tests.conftest import missing
 
-LOG = "F_ais/ais_gpsd_lemmer_nl_ais-nmea.log"
 S = 10**9
-
-
-@pytest.fixture(scope="module")
-def lemmer(shared_media):
-    p = shared_media / LOG
-    if not p.is_file():
-        missing(f"{LOG} is absent from the shared media")
-    return list(A.read_file(p, A.AisDecoder(use_rmc_time=True)))
 
 
 def _unidentified(table, lat, lon, t0):
@@ -36,9 +23,9 @@ def _unidentified(table, lat, lon, t0):
     raise AssertionError("no unidentified_vessel")
 
 
-def test_unidentified_names_the_nearest_ais_vessel_and_the_gate(lemmer):
+def test_unidentified_names_the_nearest_ais_vessel_and_the_gate(lemmer_ais):
     table = VesselTable()
-    table.update_many(lemmer)
+    table.update_many(lemmer_ais)
     t_end = table.latest_ns
     # 1 km south of COASTAL ROAMER (244824000, a tug reporting every 10 s): south of every vessel of the log
     tug = table.get(244824000)
@@ -58,14 +45,14 @@ def test_unidentified_names_the_nearest_ais_vessel_and_the_gate(lemmer):
     assert f"MMSI {nearest.mmsi}" in dec.reason
 
 
-def test_unidentified_with_no_ais_says_so(lemmer):
+def test_unidentified_with_no_ais_says_so(lemmer_ais):
     dec = _unidentified(VesselTable(), 52.84, 5.70, 1586295800 * S)
     assert "AIS feed" in dec.attributes["ais_unmatched_reason"] and "AIS feed" in dec.reason
     assert "ais_nearest_mmsi" not in dec.attributes
 
 
-def test_unidentified_with_only_stale_ais_says_how_old(lemmer):
+def test_unidentified_with_only_stale_ais_says_how_old(lemmer_ais):
     table = VesselTable(max_age_s=3600)
-    table.update_many(lemmer)
+    table.update_many(lemmer_ais)
     dec = _unidentified(table, 52.84, 5.70, table.latest_ns + 1200 * S)
     assert "no AIS position report within" in dec.attributes["ais_unmatched_reason"]
