@@ -10,6 +10,7 @@ crews are operators); reviewers also confirm; admins also list the configured pr
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import json
 import logging
 import os
@@ -115,8 +116,6 @@ class PublicRoot:
     host's root, as before). The proxy strips the prefix from the path: routes are the same either way."""
 
     def __init__(self, app: ASGIApp, root_path: str, trusted: Sequence[str]) -> None:
-        import ipaddress
-
         from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
         self.root_path = root_path
@@ -124,8 +123,6 @@ class PublicRoot:
         self.app = ProxyHeadersMiddleware(app, trusted_hosts=list(trusted)) if trusted else app
 
     def _from_trusted_proxy(self, scope: Scope) -> bool:
-        import ipaddress
-
         client = scope.get("client")
         try:
             addr = ipaddress.ip_address(client[0]) if client else None
@@ -461,9 +458,7 @@ def export_csv(request: Request, store: Store, who: Viewer, params: Annotated[Se
     from seawatch.service.export import to_csv
 
     evs, truncated = _export_events(store, params.model_copy(update={"cursor": None}), request.app.state.settings)
-    ids = [e.id for e in evs]
-    held = set().union(*(store.with_holds(ids[i:i + 900]) for i in range(0, len(ids), 900)))  # SQLite's bound list
-    return Response(to_csv(evs, held).encode("utf-8"), media_type="text/csv; charset=utf-8",
+    return Response(to_csv(evs, store.with_holds([e.id for e in evs])).encode("utf-8"), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="seawatch-events.csv"',
                              "X-Seawatch-Truncated": "true" if truncated else "false"})
 

@@ -77,21 +77,15 @@ def _cell(value: Any) -> str:
     return text
 
 
-def _first_attr(ev: Event, *names: str) -> Any:
-    for n in names:
-        v = ev.attributes.get(n)
-        if v not in (None, ""):
-            return v
-    return None
-
-
 def csv_rows(events: Iterable[Event], held: set[str] = frozenset()) -> Iterable[list[str]]:
     """The header, then one row per event (``CSV_COLUMNS``): times in UTC (ISO 8601), the newest review, whether it
     is held. Text from outside is neutralised against spreadsheet formulas (``_cell``)."""
+    from seawatch.service.store import identity_columns
+
     yield list(CSV_COLUMNS)
     for ev in events:
         last = ev.review_history[-1] if ev.review_history else None
-        end = ev.end_ns if ev.end_ns is not None else None
+        end = ev.end_ns
         row = {
             "id": ev.id, "type": ev.type, "severity": ev.severity, "state": "ended" if ev.phase == "end" else "open",
             "start_utc": iso(ev.start_ns), "end_utc": iso(end),
@@ -100,8 +94,7 @@ def csv_rows(events: Iterable[Event], held: set[str] = frozenset()) -> Iterable[
             "best_score": f"{max(ev.scores):.3f}" if ev.scores else "",
             "lat_deg": f"{ev.geo.lat_deg:.7f}" if ev.geo else "", "lon_deg": f"{ev.geo.lon_deg:.7f}" if ev.geo else "",
             "uncertainty_m": f"{ev.geo.semi_major_m:.1f}" if ev.geo else "", "geo_reason": "" if ev.geo else ev.geo_reason,
-            "mmsi": _first_attr(ev, "mmsi"), "vessel_name": _first_attr(ev, "vessel_name", "ais_name"),
-            "hull_text": _first_attr(ev, "hull_text"), "review_status": ev.review_status,
+            **identity_columns(ev), "review_status": ev.review_status,  # as the search's identity columns hold them
             "reviewed_by": last.by if last else "", "reviewed_utc": iso(last.at_ns) if last else "",
             "review_note": last.note if last else "", "review_reason": last.reason if last else "",
             "held": "yes" if ev.id in held else "no",

@@ -28,6 +28,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
 
@@ -234,6 +235,16 @@ def _hull_geometry(s: VesselState, cfg: FusionConfig) -> tuple[float, float, flo
     return extent, math.hypot(ahead, right), (heading + math.degrees(math.atan2(right, ahead))) % 360.0
 
 
+class _Geometry(NamedTuple):
+    """(tracks x predictions) matrices of the association: distance to the reported point, distance to the hull,
+    combined 1-sigma and gate, m."""
+
+    dist: np.ndarray
+    eff: np.ndarray
+    sig: np.ndarray
+    gate: np.ndarray
+
+
 def _angle_diff_deg(a, b):
     return np.abs((np.asarray(a) - np.asarray(b) + 180.0) % 360.0 - 180.0)
 
@@ -272,11 +283,8 @@ class IdentityFuser:
         return (float(az % 360.0) if trusted else None), speed
 
     # -- association ---------------------------------------------------------------------------------------
-    def associate(self, tracks: Sequence[GeoTrack], preds: Sequence[AisPrediction],
-                  kin: Sequence[tuple[float | None, float | None]]) -> dict[int, tuple[int, float]]:
-        """track index -> (prediction index, distance m), one-to-one."""
-        if not tracks or not preds:
-            return {}
+    def _geometry(self, tracks: Sequence[GeoTrack], preds: Sequence[AisPrediction]) -> _Geometry:
+        """Every (track, prediction) pair's distance, distance to the hull, combined sigma and gate."""
         cfg = self.cfg
         tlat = np.array([t.lat_deg for t in tracks])[:, None]
         tlon = np.array([t.lon_deg for t in tracks])[:, None]
@@ -288,9 +296,19 @@ class IdentityFuser:
         dist = np.asarray(dist, float).reshape(shape)
         sig = np.sqrt(np.array([t.pos_sigma_m for t in tracks])[:, None] ** 2
                       + np.array([p.sigma_m for p in preds])[None, :] ** 2)
-        gate = np.minimum(cfg.gate_sigmas * sig, cfg.max_gate_m)
         # distance to the hull, not to its reference point (the hull's extent is free)
         eff = np.maximum(0.0, dist - np.array([p.extent_m for p in preds])[None, :])
+        return _Geometry(dist, eff, sig, np.minimum(cfg.gate_sigmas * sig, cfg.max_gate_m))
+
+    def associate(self, tracks: Sequence[GeoTrack], preds: Sequence[AisPrediction],
+                  kin: Sequence[tuple[float | None, float | None]],
+                  geo: _Geometry | None = None) -> dict[int, tuple[int, float]]:
+        """track index -> (prediction index, distance m), one-to-one. ``geo``: :meth:`_geometry` of the same pairs
+        when already computed."""
+        if not tracks or not preds:
+            return {}
+        cfg = self.cfg
+        dist, eff, sig, gate = geo or self._geometry(tracks, preds)
         cost = (eff / sig) ** 2
         feasible = eff <= gate
         # course: only where both the track and the AIS vessel are clearly moving
@@ -330,7 +348,8 @@ class IdentityFuser:
             mem.last_seen_ns = time_ns
             mems.append(mem)
             kin.append(self._velocity(mem, t))
-        pairs = self.associate(tracks, preds, kin)
+        geo = self._geometry(tracks, preds) if tracks and preds else None
+        pairs = self.associate(tracks, preds, kin, geo)
         out: dict[int, TrackIdentity] = {}
         for i, t in enumerate(tracks):
             mem = mems[i]
@@ -345,7 +364,7 @@ class IdentityFuser:
             state = table.get(pred.mmsi) if (pred is not None and table is not None) else None
             ident = self._identity(t, pred, dist, state, mem, time_ns)
             if pred is None:
-                ident = replace(ident, **self._why_unmatched(i, tracks, preds, kin, pairs, table, len(states)))
+                ident = replace(ident, **self._why_unmatched(i, tracks, preds, kin, pairs, table, len(states), geo))
             out[t.track_id] = ident
         # forget tracks not seen for a long time
         for tid in [k for k, m in self._mem.items() if time_ns - m.last_seen_ns > self._ttl_ns]:
@@ -354,7 +373,7 @@ class IdentityFuser:
 
     def _why_unmatched(self, i: int, tracks: Sequence[GeoTrack], preds: Sequence[AisPrediction],
                        kin: Sequence[tuple[float | None, float | None]], pairs: dict[int, tuple[int, float]],
-                       table: VesselTable | None, n_states: int) -> dict:
+                       table: VesselTable | None, n_states: int, geo: _Geometry | None) -> dict:
         """What an operator needs to judge a track without AIS match: the nearest AIS vessel (by distance to its
         hull), how far it is, the gate, and which test it failed."""
         cfg = self.cfg
@@ -363,14 +382,7 @@ class IdentityFuser:
                 return {"unmatched_reason": "no AIS vessel with a position in the table (is the AIS feed running?)"}
             return {"unmatched_reason": f"no AIS position report within {cfg.max_ais_age_s:.0f} s of this frame "
                                         f"({n_states} vessel(s) in the table)"}
-        t = tracks[i]
-        n = len(preds)
-        _, _, dist = geod().inv(np.full(n, t.lon_deg), np.full(n, t.lat_deg),
-                                np.array([p.lon_deg for p in preds]), np.array([p.lat_deg for p in preds]))
-        dist = np.asarray(dist, float).reshape(n)
-        eff = np.maximum(0.0, dist - np.array([p.extent_m for p in preds]))
-        sig = np.hypot(t.pos_sigma_m, np.array([p.sigma_m for p in preds]))
-        gate = np.minimum(cfg.gate_sigmas * sig, cfg.max_gate_m)
+        dist, eff, gate = geo.dist[i], geo.eff[i], geo.gate[i]  # (computed for the association)
         j = int(np.argmin(eff / gate))  # the nearest in units of its own gate
         p = preds[j]
         state = table.get(p.mmsi) if table is not None else None
