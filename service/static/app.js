@@ -8,9 +8,10 @@
 // time window played with what was recorded and the camera's events on a bar, downloaded, and reported as an event
 // at the picture shown, the spot marked in it; a drone camera's window with where its drone flew on the map, from the
 // drone's flight log, and where it was at the picture shown).
+// A search area drawn on the map (a polygon or a circle) limits the search and its exports to the events located in it.
 // Plain ES modules, no build step, no external resources. Every datum comes from the authenticated API.
 "use strict";
-import { MapView, displayText, isolated } from "./map.js";
+import { MapView, describeArea, displayText, isolated } from "./map.js";
 
 // Where the service is, as this browser reaches it: the folder above this module ("ui/app.js"), so "https://host/"
 // at a host's root and "https://ops.port.example/seawatch/" behind a reverse proxy that serves it under a path
@@ -108,7 +109,8 @@ async function doStart() {
     const m = await json("api/map");
     map = new MapView($("map"), { tilesUrl: m.tiles_url, attribution: m.attribution, onPick: select, onPickCamera: openLive, onPickTrack: (i) => recSeekTrack(i),
       onMove: (v) => { $("map-info").textContent = `${v.lat.toFixed(4)}°, ${v.lon.toFixed(4)}° z${v.zoom.toFixed(1)}`; viewMoved(); },
-      onHover: (text) => { $("map-hover").textContent = text; } });
+      onHover: (text) => { $("map-hover").textContent = text; },
+      onArea: () => { showArea(); search(); }, onDrawHint: (text) => { $("area-hint").textContent = text; showArea(); } });
     if (!m.tiles_url && m.coastline) fetch(here("ui/coastline.json")).then((r) => r.json()).then((c) => map.setCoastline(c.lines)).catch(() => {});
   }
   window.seawatch = { state, map, search, select, loadMore, checkHealth, openLive, alarm, openRecordings, closeRecordings, recTrack };  // for the browser tests and the console
@@ -178,8 +180,45 @@ function filterParams() {
     else if (String(v).trim()) p.append(k, String(v).trim());
   }
   if ($("f-inview").checked && map) for (const [k, v] of Object.entries(viewBox())) p.set(k, String(v));
+  areaParams(p);
   return p;
 }
+
+// The search area drawn on the map as the search API's parameters: polygon=lon lat,... or near_lat/near_lon/radius_m
+// (it combines with the other filters and "only in map view": all must hold).
+function areaParams(p) {
+  const a = map && map.area, r6 = (x) => String(Math.round(x * 1e6) / 1e6);
+  if (!a) return;
+  if (a.kind === "circle") { p.set("near_lat", r6(a.lat)); p.set("near_lon", r6(a.lon)); p.set("radius_m", a.radius_m.toFixed(1)); }
+  else p.set("polygon", a.points.map(([lat, lon]) => `${r6(lon)} ${r6(lat)}`).join(","));
+}
+
+// The area's line under the map: what is drawn (or being drawn, and what the next click does) and its buttons.
+function showArea() {
+  const a = map && map.area, d = map && map.drawing;
+  $("area-info").textContent = a ? `search area: ${describeArea(a)}` : "";
+  $("area-clear").hidden = !a && !d;
+  $("area-clear").textContent = d ? "cancel" : "clear area";
+  $("area-bar").hidden = !a && !d;
+  for (const [id, kind] of [["area-polygon", "polygon"], ["area-circle", "circle"]]) $(id).setAttribute("aria-pressed", String(!!d && d.kind === kind));
+}
+for (const [id, kind] of [["area-polygon", "polygon"], ["area-circle", "circle"]]) {
+  $(id).addEventListener("click", () => {
+    if (!map) return;
+    if (map.drawing && map.drawing.kind === kind) map.cancelDrawing(); else map.startDrawing(kind);
+    showArea();
+  });
+}
+$("area-clear").addEventListener("click", () => { if (map && map.drawing) map.cancelDrawing(); else if (map) map.clearArea(); showArea(); });
+// while drawing: Enter closes the polygon, Backspace takes back the last corner, Esc stops (not while typing in a field)
+document.addEventListener("keydown", (e) => {
+  if (!map || !map.drawing || (e.target instanceof Element && e.target.closest("input, textarea, select"))) return;
+  if (e.key === "Escape") map.cancelDrawing();
+  else if (e.key === "Enter") map.finishPolygon();
+  else if (e.key === "Backspace") map.undoCorner();
+  else return;
+  e.preventDefault();
+});
 
 let searchSeq = 0, lastBox = "", moveTimer = null;
 // keep: a refresh (live update, review) that keeps the pages already loaded; else the first page of new filters

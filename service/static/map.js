@@ -1,13 +1,15 @@
 // The operator map on a plain canvas: Web Mercator (so XYZ tiles fit when a tile server is configured), a lat/lon
 // grid (and the bundled coastline, if any) otherwise; cameras with their view cone, drones with heading, route and
 // trail, a drone's recorded track (its flight log over the recording window shown, with where it was at the picture
-// shown), AIS vessels, events with their 1-sigma uncertainty ellipse. Drag pans, the wheel zooms, a click picks an event
-// (or a camera: its live view).
+// shown), AIS vessels, events with their 1-sigma uncertainty ellipse, and a search area (a polygon or a circle drawn on
+// the map). Drag pans, the wheel zooms, a click picks an event (or a camera: its live view); while an area is being
+// drawn a click adds a corner (or sets the circle's centre, then its edge) instead.
 "use strict";
 
 export const COLOURS = {
   sea: "#dfe9f2", grid: "#9fb3c4", gridText: "#4a6275", coast: "#7a8b6a", land: "#eef0e4",
   camera: "#6a3d9a", drone: "#e7298a", ais: "#1b9e77",
+  area: "#12324a",  // a search area: dashed outline, faint fill (a polygon or circle drawn for the search)
   recTrack: "#00a6d6",  // a drone's recorded track and its marker (solid, cased in white: the live trail is faint pink)
   severity: { low: "#2c7bb6", medium: "#b8860b", high: "#e66101", critical: "#d7191c" },
 };
@@ -28,6 +30,7 @@ export function displayText(text, max = 0) {
 export function isolated(text, max = 0) { return "\u2068" + displayText(text, max) + "\u2069"; }
 
 const R_EARTH_M = 6378137;
+const R_MEAN_M = 6371008.8;  // a search circle: drawn and measured on the mean sphere
 
 function worldPx(z) { return TILE_PX * Math.pow(2, z); }
 function mercX(lon) { return (lon + 180) / 360; }
@@ -41,16 +44,70 @@ function niceStep(span) {
   return [1, 2, 5, 10].map((m) => m * p).find((s) => span / s <= 7);
 }
 // destination a short distance away on a sphere (drawing only: view cones of a few km)
-function offsetLatLon(lat, lon, bearingDeg, distM) {
-  const b = bearingDeg * Math.PI / 180, d = distM / R_EARTH_M, la = lat * Math.PI / 180, lo = lon * Math.PI / 180;
+function offsetLatLon(lat, lon, bearingDeg, distM, rEarthM = R_EARTH_M) {
+  const b = bearingDeg * Math.PI / 180, d = distM / rEarthM, la = lat * Math.PI / 180, lo = lon * Math.PI / 180;
   const la2 = Math.asin(Math.sin(la) * Math.cos(d) + Math.cos(la) * Math.sin(d) * Math.cos(b));
   const lo2 = lo + Math.atan2(Math.sin(b) * Math.sin(d) * Math.cos(la), Math.cos(d) - Math.sin(la) * Math.sin(la2));
   return [la2 * 180 / Math.PI, lo2 * 180 / Math.PI];
 }
 
+// great-circle distance on the mean sphere (a circle drawn for a search: the server measures the radius on the WGS84
+// ellipsoid; the two differ by under 0.5 %, a few metres in a harbour)
+export function distanceM(lat1, lon1, lat2, lon2) {
+  const r = Math.PI / 180, dLat = (lat2 - lat1) * r, dLon = (lon2 - lon1) * r;
+  const h = Math.sin(dLat / 2) ** 2 + Math.cos(lat1 * r) * Math.cos(lat2 * r) * Math.sin(dLon / 2) ** 2;
+  return 2 * R_MEAN_M * Math.asin(Math.min(1, Math.sqrt(h)));
+}
+const wrapLon = (lon) => ((((lon + 180) % 360) + 360) % 360) - 180;
+// segments ab and cd ([lat, lon] each) cross or touch, in lon/lat (the server's edges are straight in lon/lat)
+function segmentsMeet(a, b, c, d) {
+  const o = (p, q, s) => Math.sign((q[1] - p[1]) * (s[0] - p[0]) - (q[0] - p[0]) * (s[1] - p[1]));
+  const on = (p, q, s) => Math.min(p[0], q[0]) <= s[0] && s[0] <= Math.max(p[0], q[0]) && Math.min(p[1], q[1]) <= s[1] && s[1] <= Math.max(p[1], q[1]);
+  const o1 = o(a, b, c), o2 = o(a, b, d), o3 = o(c, d, a), o4 = o(c, d, b);
+  if (o1 !== o2 && o3 !== o4) return true;
+  return (o1 === 0 && on(a, b, c)) || (o2 === 0 && on(a, b, d)) || (o3 === 0 && on(c, d, a)) || (o4 === 0 && on(c, d, b));
+}
+export const MAX_AREA_CORNERS = 500;  // the search API's limit
+export const MAX_RADIUS_M = 1_000_000;
+// Why corner ``q`` cannot follow the corners ``pts`` of a polygon being drawn, or "" when it can: the search needs a
+// simple ring, so the new edge may not cross or touch an edge it does not share a corner with, nor fold back over the
+// last one. close: ``q`` is the first corner again (the closing edge).
+export function badCorner(pts, q, close = false) {
+  const n = pts.length, last = pts[n - 1], same = (a, b) => a[0] === b[0] && a[1] === b[1];
+  if (!last) return "";
+  if (!close && n >= MAX_AREA_CORNERS) return `at most ${MAX_AREA_CORNERS} corners`;
+  if (!close && pts.some((p) => same(p, q))) return "there is a corner there already";
+  for (let i = close ? 1 : 0; i + 1 < n - 1; i++) {
+    if (segmentsMeet(pts[i], pts[i + 1], last, q)) return "its edge would cross another edge";
+  }
+  if (!close && n >= 2 && (segmentsMeet(pts[n - 2], last, q, q) || segmentsMeet(last, q, pts[n - 2], pts[n - 2]))) {
+    return "its edge would fold back over the last one";
+  }
+  return "";
+}
+// area of a small polygon ([lat, lon] corners) in m² (local equirectangular: the description of a drawn area only)
+export function polygonAreaM2(pts) {
+  if (pts.length < 3) return 0;
+  const lat0 = pts.reduce((s, p) => s + p[0], 0) / pts.length, k = (Math.PI / 180) * R_MEAN_M;
+  const xy = pts.map(([la, lo]) => [lo * k * Math.cos(lat0 * Math.PI / 180), la * k]);
+  let a = 0;
+  for (let i = 0; i < xy.length; i++) { const [x1, y1] = xy[i], [x2, y2] = xy[(i + 1) % xy.length]; a += x1 * y2 - x2 * y1; }
+  return Math.abs(a) / 2;
+}
+// One line describing a search area: "polygon of 5 corners, 0.42 km²" / "circle of 350 m around 52.84010°, 5.70120°"
+export function describeArea(area) {
+  if (!area) return "";
+  const size = (m2) => (m2 >= 1e5 ? `${(m2 / 1e6).toFixed(m2 >= 1e7 ? 0 : 2)} km²` : `${Math.round(m2).toLocaleString("en")} m²`);
+  if (area.kind === "circle") {
+    const r = area.radius_m >= 10000 ? `${(area.radius_m / 1000).toFixed(1)} km` : `${Math.round(area.radius_m)} m`;
+    return `circle of ${r} around ${area.lat.toFixed(5)}°, ${area.lon.toFixed(5)}°`;
+  }
+  return `polygon of ${area.points.length} corners, ${size(polygonAreaM2(area.points))}`;
+}
+
 export class MapView {
   constructor(canvas, { tilesUrl = null, attribution = "", onPick = () => {}, onPickCamera = () => {}, onPickTrack = () => {}, onMove = () => {},
-    onHover = () => {} } = {}) {
+    onHover = () => {}, onArea = () => {}, onDrawHint = () => {} } = {}) {
     this.c = canvas;
     this.g = canvas.getContext("2d");
     this.tilesUrl = tilesUrl;
@@ -60,6 +117,11 @@ export class MapView {
     this.onPickTrack = onPickTrack;
     this.onMove = onMove;
     this.onHover = onHover;
+    this.onArea = onArea;          // a search area was drawn (the area) or cleared (null)
+    this.onDrawHint = onDrawHint;  // what the next click does while drawing ("" when not drawing)
+    // the search area: {kind: "polygon", points: [[lat, lon], ...]} or {kind: "circle", lat, lon, radius_m}, or null
+    this.area = null;
+    this.drawing = null;   // an area being drawn: {kind, points: [[lat, lon], ...], hover: [lat, lon] | null}
     this.view = { lat: 52.8405, lon: 5.703, zoom: 14 };
     this.layers = { events: true, cameras: true, drones: true, ais: true, track: true };
     this.data = { events: [], cameras: [], drones: [], vessels: [], selected: null };
@@ -158,6 +220,7 @@ export class MapView {
     if (this.layers.ais) this._drawVessels();
     if (this.layers.drones) this._drawDrones();
     if (this.layers.track) this._drawRecTrack();
+    this._drawArea();
     if (this.layers.events) this._drawEvents();
     this._drawScale();
     if (this.tilesUrl && this.attribution) {
@@ -329,6 +392,142 @@ export class MapView {
     }
   }
 
+  // ---- a search area drawn on the map ------------------------------------------------------------------------
+  // kind "polygon": each click a corner, closed by a click on the first corner (or the last one again: a double
+  // click) or finishPolygon(); kind "circle": a click on the centre, then one on the edge. A drag still pans.
+  startDrawing(kind) {
+    this.drawing = { kind, points: [], hover: null };
+    this.c.classList.add("drawing");
+    this._hint();
+    this.redraw();
+  }
+
+  cancelDrawing() {
+    if (!this.drawing) return;
+    this.drawing = null;
+    this.c.classList.remove("drawing");
+    this.onDrawHint("");
+    this.redraw();
+  }
+
+  undoCorner() {
+    if (!this.drawing || !this.drawing.points.length) return;
+    this.drawing.points.pop();
+    this._hint();
+    this.redraw();
+  }
+
+  finishPolygon() {
+    const d = this.drawing;
+    if (!d || d.kind !== "polygon") return false;
+    if (d.points.length < 3) { this._hint("an area needs 3 corners at least"); return false; }
+    const why = badCorner(d.points, d.points[0], true);
+    if (why) { this._hint(`it cannot be closed there (${why})`); return false; }
+    // longitudes as drawn (a pan may have gone round the world): the first corner's brought into -180..180 and the
+    // others moved with it; an area that then crosses the 180° meridian cannot be searched in one piece
+    const shift = wrapLon(d.points[0][1]) - d.points[0][1], pts = d.points.map(([la, lo]) => [la, lo + shift]);
+    if (pts.some(([, lo]) => lo < -180 || lo > 180)) { this._hint("the area crosses the 180° meridian: draw each side on its own"); return false; }
+    this._finish({ kind: "polygon", points: pts });
+    return true;
+  }
+
+  // the search area shown (null: none); only an area drawn here is passed to onArea
+  setArea(area) { this.area = area; this.redraw(); }
+
+  clearArea() {
+    this.cancelDrawing();
+    if (!this.area) return;
+    this.area = null;
+    this.redraw();
+    this.onArea(null);
+  }
+
+  _finish(area) {
+    this.drawing = null;
+    this.c.classList.remove("drawing");
+    this.onDrawHint("");
+    this.area = area;
+    this.redraw();
+    this.onArea(area);
+  }
+
+  _hint(problem = "") {
+    const d = this.drawing;
+    if (!d) return;
+    const n = d.points.length;
+    const next = d.kind === "circle" ? (n ? "click the circle's edge" : "click the circle's centre")
+      : n < 3 ? `click corner ${n + 1} of the area` : `click corner ${n + 1}, or the first corner (or press Enter) to finish`;
+    this.onDrawHint(`${problem ? problem + ". " : ""}${next}; Backspace takes back a corner, Esc cancels`);
+  }
+
+  // a click at canvas pixel (x, y) while drawing
+  _drawClick(x, y) {
+    const d = this.drawing, ll = this.unproject(x, y), q = [ll.lat, ll.lon];
+    const near = (p) => { const s = this.project(p[0], p[1]); return Math.hypot(s.x - x, s.y - y) <= 8; };
+    if (d.kind === "circle") {
+      if (!d.points.length) { d.points.push(q); this._hint(); this.redraw(); return; }
+      const [lat, lon] = d.points[0], r = distanceM(lat, lon, q[0], q[1]);
+      if (near(d.points[0])) { this._hint("the edge is on the centre"); return; }
+      if (r > MAX_RADIUS_M) { this._hint("a search circle is 1000 km at most"); return; }
+      this._finish({ kind: "circle", lat, lon: wrapLon(lon), radius_m: r });
+      return;
+    }
+    const pts = d.points;
+    if (pts.length >= 3 && (near(pts[0]) || near(pts[pts.length - 1]))) { this.finishPolygon(); return; }
+    if (pts.length && near(pts[pts.length - 1])) return;  // the second click of a double click on a corner
+    const why = badCorner(pts, q);
+    if (why) { this._hint(`not there: ${why}`); return; }
+    pts.push(q);
+    this._hint();
+    this.redraw();
+  }
+
+  _circlePoints(lat, lon, radiusM) {
+    const pts = [];
+    for (let a = 0; a < 360; a += 4) pts.push(offsetLatLon(lat, lon, a, radiusM, R_MEAN_M));
+    return pts;
+  }
+
+  _drawArea() {
+    const g = this.g, a = this.area, d = this.drawing;
+    const path = (pts, close) => {
+      g.beginPath();
+      pts.forEach(([la, lo], i) => { const p = this.project(la, lo); i ? g.lineTo(p.x, p.y) : g.moveTo(p.x, p.y); });
+      if (close) g.closePath();
+    };
+    g.strokeStyle = COLOURS.area; g.fillStyle = COLOURS.area;
+    if (a) {
+      path(a.kind === "circle" ? this._circlePoints(a.lat, a.lon, a.radius_m) : a.points, true);
+      g.globalAlpha = 0.07; g.fill(); g.globalAlpha = 1;
+      g.lineWidth = 2; g.setLineDash([8, 5]); g.stroke(); g.setLineDash([]); g.lineWidth = 1;
+    }
+    if (!d) return;
+    const pts = d.points, hover = d.hover;
+    g.lineWidth = 2;
+    if (d.kind === "circle" && pts.length && hover) {
+      const r = distanceM(pts[0][0], pts[0][1], hover[0], hover[1]);
+      path(this._circlePoints(pts[0][0], pts[0][1], r), true);
+      g.setLineDash([4, 4]); g.stroke();
+      path([pts[0], hover], false); g.stroke(); g.setLineDash([]);
+      const h = this.project(hover[0], hover[1]);
+      g.font = "bold 12px sans-serif"; g.fillText(r >= 10000 ? `${(r / 1000).toFixed(1)} km` : `${Math.round(r)} m`, h.x + 8, h.y - 8);
+    } else if (d.kind === "polygon" && pts.length) {
+      path(pts, false); g.stroke();
+      if (hover) {
+        g.setLineDash([4, 4]);
+        path(pts.length >= 2 ? [pts[pts.length - 1], hover, pts[0]] : [pts[0], hover], false); g.stroke();
+        g.setLineDash([]);
+      }
+    }
+    g.lineWidth = 1.5;
+    pts.forEach(([la, lo], i) => {
+      const p = this.project(la, lo);
+      g.fillStyle = i === 0 && d.kind === "polygon" && pts.length >= 3 ? COLOURS.area : "#fff";
+      g.beginPath(); g.arc(p.x, p.y, 5, 0, 2 * Math.PI); g.fill(); g.stroke();
+    });
+    g.lineWidth = 1;
+  }
+
   // ---- interaction ------------------------------------------------------------------------------------------
   pick(x, y, maxPx = 10) {
     if (!this.layers.events) return null;  // hidden events cannot be clicked
@@ -416,7 +615,16 @@ export class MapView {
     const pos = (e) => { const r = c.getBoundingClientRect(); return { x: (e.clientX - r.left) * (c.width / r.width), y: (e.clientY - r.top) * (c.height / r.height) }; };
     c.addEventListener("pointerdown", (e) => { drag = { ...pos(e), moved: 0 }; c.setPointerCapture(e.pointerId); });
     c.addEventListener("pointermove", (e) => {
-      if (!drag) { const p = pos(e); this.onHover(this.describeAt(p.x, p.y)); return; }
+      if (!drag) {
+        const p = pos(e);
+        if (this.drawing) {
+          const ll = this.unproject(p.x, p.y), d = this.drawing;
+          d.hover = [ll.lat, ll.lon];
+          this.onHover(d.kind === "circle" && d.points.length ? `radius ${Math.round(distanceM(d.points[0][0], d.points[0][1], ll.lat, ll.lon))} m` : "");
+          this.redraw();
+        } else this.onHover(this.describeAt(p.x, p.y));
+        return;
+      }
       const p = pos(e), W = worldPx(this.view.zoom);
       drag.moved += Math.abs(p.x - drag.x) + Math.abs(p.y - drag.y);
       this.view = { ...this.view, lon: this.view.lon - ((p.x - drag.x) / W) * 360, lat: invMercY(mercY(this.view.lat) - (p.y - drag.y) / W) };
@@ -424,7 +632,8 @@ export class MapView {
     });
     c.addEventListener("pointerup", (e) => {
       const p = pos(e);
-      if (drag && drag.moved < 4) {  // a click: the nearest event, recorded track point (its video) or camera
+      if (drag && drag.moved < 4 && this.drawing) this._drawClick(p.x, p.y);  // a corner, a centre or an edge
+      else if (drag && drag.moved < 4) {  // a click: the nearest event, recorded track point (its video) or camera
         const hit = this.clickTarget(p.x, p.y);
         if (hit && hit.kind === "event") this.onPick(hit.item);
         else if (hit && hit.kind === "track") this.onPickTrack(hit.item);
@@ -432,6 +641,7 @@ export class MapView {
       }
       drag = null;
     });
+    c.addEventListener("pointerleave", () => { if (this.drawing && this.drawing.hover) { this.drawing.hover = null; this.redraw(); } });
     c.addEventListener("wheel", (e) => {
       e.preventDefault();
       const p = pos(e), before = this.unproject(p.x, p.y);
