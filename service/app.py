@@ -1386,11 +1386,21 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
         return FileResponse(static_dir / "index.html", media_type="text/html",
                             headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"})
 
+    # The camera wall (control-room screens): every camera's newest analysed picture in a grid, the same login and
+    # the same CSP as "/"; a viewer key is enough. Its URLs are relative too ("ui/wall.js", "api/..."), so "/wall"
+    # works under a proxy's path prefix as "/" does.
+    @app.get("/wall", include_in_schema=False)
+    def ui_wall() -> FileResponse:
+        return FileResponse(static_dir / "wall.html", media_type="text/html",
+                            headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"})
+
     @app.get("/ui/{name}", include_in_schema=False)
     def ui_asset(name: str) -> FileResponse:
-        # not index.html: the page is "/", which sends it with its CSP header (framing is refused only by the header)
+        # not index.html / wall.html: the pages are "/" and "/wall", which send them with their CSP header (framing
+        # is refused only by the header)
         types = {"app.js": "text/javascript", "map.js": "text/javascript", "app.css": "text/css",
-                 "coastline.json": "application/json"}
+                 "coastline.json": "application/json",
+                 "wall.js": "text/javascript", "wall.css": "text/css"}
         if name not in types or not (static_dir / name).is_file():
             raise ApiError(404, "no such UI file")
         return FileResponse(static_dir / name, media_type=types[name], headers={"X-Content-Type-Options": "nosniff"})
