@@ -1327,7 +1327,8 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     app = FastAPI(title="Seawatch", version=__version__, lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None,
                   description="Events from cameras, drones and AIS: search, review, clips. Every endpoint but /api/health needs auth.")
     app.state.settings = settings
-    app.state.auth = Authenticator(settings.auth)
+    # log-outs survive a restart in the data folder (with a configured auth.token_secret; see Authenticator)
+    app.state.auth = Authenticator(settings.auth, state_dir=Path(settings.storage.data_dir).expanduser().resolve())
     app.state.throttle = LoginThrottle(settings.auth.login_max_failures, settings.auth.login_window_s)
     app.state.user_throttle = LoginThrottle(settings.auth.login_user_max_failures, settings.auth.login_window_s)
     app.state.media_dir = media_dir

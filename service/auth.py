@@ -1,25 +1,40 @@
-"""Passwords (argon2), signed bearer tokens, API keys and login throttling.
+"""Passwords (argon2), signed bearer tokens, API keys, the list of logged-out tokens and login throttling.
 
-Tokens are ``<base64url payload>.<base64url HMAC-SHA256>``; the payload holds the subject, role and expiry (UTC
-seconds). They are stateless: with a configured ``auth.token_secret`` they survive restarts.
+Tokens are ``<base64url payload>.<base64url HMAC-SHA256>``; the payload holds the subject, role, issue time and
+expiry (UTC seconds). They are stateless: with a configured ``auth.token_secret`` they survive restarts, and so
+does the list of tokens ended by a log-out before their expiry (:class:`RevocationFile`, in ``storage.data_dir``).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
+import logging
+import math
+import os
+import re
 import secrets
+import shutil
+import tempfile
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
+from seawatch.errors import ConfigError
 from seawatch.service.config import AuthConfig
+
+log = logging.getLogger(__name__)
 
 ROLE_RANK = {"viewer": -1, "operator": 0, "reviewer": 1, "admin": 2}
 MAX_REVOKED = 100_000  # logged-out tokens remembered until they expire
+REVOKED_FILE = "revoked-tokens.json"  # in storage.data_dir
+_REVOKED_FORMAT = 1
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def hash_password(password: str) -> str:
@@ -54,10 +69,111 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-class Authenticator:
-    """Checks passwords, issues and verifies tokens, checks API keys."""
+def token_digest(token: str) -> str:
+    """Hex SHA-256 of a whole token: what the revocation list keeps (never the token, nor its signature, which
+    with a guessed payload would make one)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
-    def __init__(self, config: AuthConfig) -> None:
+
+class CorruptRevocationFile(ValueError):
+    """The revocation file was read but does not hold a revocation list."""
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationState:
+    """What :class:`RevocationFile` keeps: ``revoked`` maps :func:`token_digest` to the token's expiry (UTC s);
+    ``not_before_s`` (UTC s, or None) refuses every token issued before it (set when a list was found corrupt)."""
+
+    revoked: dict[str, float]
+    not_before_s: float | None
+
+
+class RevocationFile:
+    """The logged-out tokens of a service with a configured ``auth.token_secret``, kept in one small JSON file.
+
+    Every change rewrites the whole file atomically: a temporary file in the same folder, fsync'd, renamed over
+    the old one, and the folder fsync'd, so a crash or a full disk mid-write leaves the previous list whole (the
+    caller serialises writers; one service per data folder).
+
+    A file next to the SQLite database rather than a table in the event store: the ``Authenticator`` exists before
+    the store is opened (``create_app``) and the store may be handed in from outside; log-outs are not event data
+    (retention, exports and the store's PostgreSQL/SQLite migrations have no business with them); and a list of at
+    most ``MAX_REVOKED`` short entries, written at a log-out, is cheap to rewrite whole.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def load(self) -> RevocationState | None:
+        """The stored state; None when there is no file. :class:`CorruptRevocationFile` when its content is not a
+        list this version wrote; OSError when it cannot be read."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise CorruptRevocationFile(f"not JSON ({exc})") from None
+        if not isinstance(data, dict) or data.get("format") != _REVOKED_FORMAT:
+            raise CorruptRevocationFile(f"not a format-{_REVOKED_FORMAT} revocation list")
+        revoked, not_before = data.get("revoked"), data.get("not_before_s")
+        if not isinstance(revoked, dict):
+            raise CorruptRevocationFile("'revoked' is not a mapping")
+        if not_before is not None and not _finite(not_before):
+            raise CorruptRevocationFile("'not_before_s' is not a number")
+        for digest, exp in revoked.items():
+            if not _DIGEST.fullmatch(digest) or not _finite(exp):
+                raise CorruptRevocationFile("an entry is not a SHA-256 digest with an expiry")
+        return RevocationState({k: float(e) for k, e in revoked.items()},
+                               None if not_before is None else float(not_before))
+
+    def save(self, state: RevocationState) -> None:
+        """Replace the file with ``state`` (creating the folder); OSError when it cannot be written, the old file
+        then unchanged."""
+        body = json.dumps({"format": _REVOKED_FORMAT, "not_before_s": state.not_before_s, "revoked": state.revoked},
+                          separators=(",", ":")).encode("utf-8")
+        folder = self.path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=folder)  # mode 0600
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        with contextlib.suppress(OSError):  # the rename itself survives a power cut (not on every platform)
+            dir_fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    def copy_aside(self, now_s: float) -> Path:
+        """Copy the file to ``<name>.corrupt-<UTC s>`` (kept for a look, never deleted); the copy's path. A copy,
+        not a rename: until a new list replaces it the corrupt file stays where the next start finds it."""
+        target = self.path.with_name(f"{self.path.name}.corrupt-{int(now_s)}")
+        shutil.copyfile(self.path, target)
+        return target
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class Authenticator:
+    """Checks passwords, issues and verifies tokens, ends tokens (log-out), checks API keys.
+
+    ``state_dir`` (the service's ``storage.data_dir``) keeps the log-outs across restarts in ``REVOKED_FILE``
+    when ``auth.token_secret`` is configured; without it they are kept in memory only. Raises ConfigError when
+    that file exists but cannot be read (see ``_load_revoked``).
+    """
+
+    def __init__(self, config: AuthConfig, state_dir: str | Path | None = None) -> None:
         from argon2 import PasswordHasher
 
         self.config = config
@@ -67,9 +183,57 @@ class Authenticator:
         secret = config.token_secret.get_secret_value() if config.token_secret else secrets.token_urlsafe(48)
         self._secret = secret.encode("utf-8")
         self._dummy_hash: str | None = None
-        # tokens ended by a logout before they expire: signature -> expiry (in memory: a restart forgets them, and
-        # with a configured token_secret an ended token would pass again until its expiry)
+        # tokens ended by a logout before they expire: token_digest -> expiry; replaced whole under _lock, never
+        # changed in place (verify_token reads it without the lock)
         self._revoked: dict[str, float] = {}
+        self._not_before_s: float | None = None  # tokens issued before it are refused (a corrupt list was found)
+        self._lock = threading.Lock()
+        # Without a configured secret the secret is random per start: every token of an earlier run fails its
+        # signature after a restart, so there is nothing to persist; no file is read or written (a list left by a
+        # run with a secret stays as it is, for when the secret comes back).
+        persist = state_dir is not None and config.token_secret is not None
+        self._file = RevocationFile(Path(state_dir) / REVOKED_FILE) if persist else None
+        if self._file is not None:
+            self._load_revoked(time.time())
+
+    def _load_revoked(self, now: float) -> None:
+        """Read the log-outs of earlier runs.
+
+        A file that cannot be read (permissions, a folder in its place, an I/O error) stops the start with a
+        ConfigError: the list may be whole and the cause is the host's to fix, and starting without it would let
+        logged-out tokens pass again. A file that was read but is corrupt (a disk fault, an edit) has lost which
+        tokens were ended: failing closed, every token issued before this start is refused from now on (users log
+        in again; cameras, recording and alarms go on), the decision is saved at once so that later restarts keep
+        it, and the file is set aside for a look. Refusing to start there instead would stop the watch until
+        someone deletes the file, which brings back every token it ended.
+        """
+        assert self._file is not None
+        path = self._file.path
+        try:
+            state = self._file.load()
+        except CorruptRevocationFile as exc:
+            # issue times are rounded to the ms: none issued from now on falls below it
+            not_before = math.floor(now * 1000) / 1000
+            try:
+                moved = self._file.copy_aside(now)
+                self._file.save(RevocationState({}, not_before))  # atomic: the corrupt file stays if this fails
+            except OSError as err:
+                raise ConfigError(f"auth: the token revocation list {path} is corrupt ({exc}) and cannot be replaced "
+                                  f"({err.strerror or err}): fix the folder's permissions or free space") from None
+            self._not_before_s = not_before
+            log.error("auth: the token revocation list %s is corrupt (%s); moved to %s. Which tokens were logged "
+                      "out is lost, so every token issued before this start is refused: users log in again",
+                      path, exc, moved.name)
+            return
+        except OSError as exc:
+            raise ConfigError(f"auth: the token revocation list {path} cannot be read ({exc.strerror or exc}); not "
+                              "starting, or tokens logged out before would pass again: fix its permissions (a lost "
+                              "list: delete it and set a new auth.token_secret, which ends every token)") from None
+        if state is None:
+            return
+        self._revoked = {k: e for k, e in state.revoked.items() if e >= now}  # expired ones: expiry refuses them
+        self._not_before_s = state.not_before_s
+        log.info("auth: %d logged-out token(s) still unexpired in %s", len(self._revoked), path)
 
     def check_password(self, name: str, password: str) -> Principal | None:
         from argon2.exceptions import InvalidHashError, VerificationError
@@ -92,8 +256,10 @@ class Authenticator:
 
     def issue_token(self, who: Principal, now_s: float | None = None) -> tuple[str, float]:
         """``(token, expires_at_s)``."""
-        exp = (time.time() if now_s is None else now_s) + self.config.token_ttl_s
-        payload = _b64(json.dumps({"sub": who.name, "role": who.role, "exp": round(exp, 3)}, separators=(",", ":")).encode())
+        now = time.time() if now_s is None else now_s
+        exp = now + self.config.token_ttl_s
+        body = {"sub": who.name, "role": who.role, "iat": round(now, 3), "exp": round(exp, 3)}
+        payload = _b64(json.dumps(body, separators=(",", ":")).encode())
         sig = _b64(hmac.new(self._secret, payload.encode("ascii"), hashlib.sha256).digest())
         return f"{payload}.{sig}", exp
 
@@ -102,25 +268,38 @@ class Authenticator:
         now = time.time() if now_s is None else now_s
         if self.verify_token(token, now) is None:
             return False
-        payload, sig = token.split(".")
-        exp = float(json.loads(_unb64(payload))["exp"])
-        # expired ones need no entry: expiry refuses them; at the bound the soonest to expire go first
-        self._revoked = {k: e for k, e in self._revoked.items() if e >= now}
-        while len(self._revoked) >= MAX_REVOKED:
-            self._revoked.pop(min(self._revoked, key=self._revoked.__getitem__))
-        self._revoked[sig] = exp
+        data = json.loads(_unb64(token.split(".")[0]))
+        exp = float(data["exp"])
+        with self._lock:  # concurrent log-outs: each sees the others' entries, and the file gets them all
+            # expired ones need no entry: expiry refuses them; at the bound the soonest to expire go first
+            kept = {k: e for k, e in self._revoked.items() if e >= now}
+            if len(kept) >= MAX_REVOKED:
+                for k in sorted(kept, key=kept.__getitem__)[:len(kept) - MAX_REVOKED + 1]:
+                    del kept[k]
+            kept[token_digest(token)] = exp
+            self._revoked = kept
+            if self._file is not None:
+                try:
+                    self._file.save(RevocationState(kept, self._not_before_s))
+                except OSError as exc:  # the token is ended in this process all the same; the next save has it too
+                    log.error("auth: a log-out of %r could not be saved to %s (%s): until a later log-out is saved, "
+                              "a restart lets that token pass again", data["sub"], self._file.path,
+                              exc.strerror or exc)
         return True
 
     def verify_token(self, token: str, now_s: float | None = None) -> Principal | None:
         try:
             payload, sig = token.split(".")
-            if sig in self._revoked:
-                return None
             want = hmac.new(self._secret, payload.encode("ascii"), hashlib.sha256).digest()
             if not hmac.compare_digest(want, _unb64(sig)):
                 return None
+            if token_digest(token) in self._revoked:
+                return None
             data = json.loads(_unb64(payload))
             if float(data["exp"]) < (time.time() if now_s is None else now_s):
+                return None
+            # tokens from before a corrupt revocation list was found (those with no issue time are older still)
+            if self._not_before_s is not None and float(data.get("iat", -math.inf)) < self._not_before_s:
                 return None
             user = self._users.get(data["sub"])
         except (ValueError, KeyError, TypeError, UnicodeError):
