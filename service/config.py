@@ -400,6 +400,18 @@ class AuthConfig(_Strict):
         return self
 
 
+class HomeAssistantConfig(_Strict):
+    """Home Assistant MQTT discovery (``service/mqtt.py``): retained entity configurations under the discovery prefix,
+    so the cameras' and drones' entities appear in Home Assistant without configuration.yaml entries."""
+
+    enabled: bool = Field(False, description="publish discovery configurations at every (re)connect: per camera a "
+                                             "binary sensor per label it can raise, a connectivity sensor and a "
+                                             "snapshot camera; per drone a connectivity sensor")
+    discovery_prefix: str = Field("homeassistant", max_length=64, pattern=r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$",
+                                  description="Home Assistant's discovery prefix (its MQTT integration's setting; "
+                                              "homeassistant unless changed there)")
+
+
 class MqttConfig(_Strict):
     """Optional MQTT publishing (events and per-source state)."""
 
@@ -409,6 +421,19 @@ class MqttConfig(_Strict):
     topic_prefix: str = Field("seawatch", pattern=r"^[A-Za-z0-9_\-/]{1,64}$", description="topics are PREFIX/events, PREFIX/<source>/<label>...")
     username: str | None = Field(None, description="broker user")
     password: SecretStr | None = Field(None, description="broker password")
+    home_assistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig,
+                                                description="Home Assistant MQTT discovery (off by default)")
+
+    @model_validator(mode="after")
+    def _discovery_apart(self) -> "MqttConfig":
+        # Home Assistant reads every topic under its prefix as discovery: Seawatch's state must not land there
+        ha, prefix = self.home_assistant, self.topic_prefix.strip("/")
+        if ha.enabled and any(a == b or a.startswith(b + "/") for a, b in ((prefix, ha.discovery_prefix),
+                                                                            (ha.discovery_prefix, prefix))):
+            raise ValueError(f"home_assistant.discovery_prefix {ha.discovery_prefix!r} and topic_prefix "
+                             f"{self.topic_prefix!r} overlap: Seawatch's topics would be read as discovery messages; "
+                             "give them separate roots")
+        return self
 
 
 class WebhookConfig(_Strict):

@@ -17,6 +17,20 @@ Topics (``P`` = ``mqtt.topic_prefix``, default ``seawatch``):
   (retained; as Frigate's ``<camera>/<object>/snapshot``, for a Home Assistant MQTT camera), published when an
   incident starts or its best view changes. Snapshots over ``SNAPSHOT_MAX_BYTES`` are not sent.
 
+Home Assistant discovery (``mqtt.home_assistant.enabled``; ``D`` = its ``discovery_prefix``, ``N`` = :func:`ha_node_id`
+of ``P``): at every (re)connect, before the state, retained JSON configurations on ``D/<component>/N/<object_id>/config``
+for what is published above (:meth:`MqttPublisher.discovery_messages`): a ``Seawatch`` device (connectivity from
+``P/available``); per camera a device with a ``binary_sensor`` per label it can raise (``P/<source>/<label>`` > 0 is
+ON), a connectivity ``binary_sensor`` (``P/<source>/status``, ``status/detail`` as its attributes) and, with snapshots,
+a ``camera`` per label (``P/<source>/<label>/snapshot``); per drone a device with its link's connectivity. The labels
+are the ones the camera's zone rules watch (:func:`ha_sources`), narrowed to what its models can detect when their
+manifests say; their counts start at ``0`` so the entities are OFF, not unknown, before the first incident. A label a
+rule raises on a camera that was not announced is announced with its first incident. Every entity's availability is
+``P/available``; unique ids and device identifiers start with ``seawatch_N_``, so two sites on one broker keep apart.
+After announcing, the publisher subscribes to ``D/+/N/+/config``: a retained configuration there that it did not
+announce this time (a camera or label since removed from the configuration) is cleared (empty retained payload), which
+removes the entity from Home Assistant. Turning discovery off clears nothing.
+
 The client id is ``seawatch-<host name>-<process id>-<n>`` unless given: unique per publisher, so two services on one
 broker (two sites with their own ``topic_prefix``, a second instance) do not take each other's session (a broker
 disconnects the older client of an id, and both would reconnect every second, each time firing the other's last
@@ -32,6 +46,7 @@ outage never costs the latest counts.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -40,10 +55,14 @@ import re
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seawatch.service.config import MqttConfig
+
+if TYPE_CHECKING:
+    from seawatch.service.config import ServeConfig
 
 log = logging.getLogger(__name__)
 _UNSAFE = re.compile(r"[+#/\s]")
@@ -58,6 +77,99 @@ SNAPSHOT_MAX_BYTES = 2 * 1024 * 1024  # a larger snapshot JPEG is not published 
 def topic_part(text: str) -> str:
     """A source id or label made safe for one topic level (no wildcards, no separators)."""
     return _UNSAFE.sub("_", text) or "_"
+
+
+# ---- Home Assistant discovery -----------------------------------------------------------------------------------
+_HA_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")  # node and object ids of discovery topics are [a-zA-Z0-9_-]
+HA_ONLINE_STATES = ("online", "connected")  # a camera reader's / a drone link's state that means "connected"
+# binary sensor device class per label: alarms where the label is the hazard, occupancy where it is a presence
+HA_DEVICE_CLASS = {"fire": "smoke", "smoke": "smoke", "no_helmet": "safety", "person_fallen": "safety",
+                   "person": "occupancy", "helmet": "occupancy", "vessel": "occupancy", "boat": "occupancy",
+                   "ship": "occupancy", "car": "occupancy", "truck": "occupancy", "bus": "occupancy",
+                   "motorcycle": "occupancy", "bicycle": "occupancy"}
+
+
+def ha_id(text: str) -> str:
+    """``text`` as a discovery node / object id (``[a-zA-Z0-9_-]``); when characters had to be replaced, a short hash
+    of the original follows, so ``cam.1`` and ``cam_1`` stay two ids."""
+    safe = _HA_UNSAFE.sub("_", text) or "_"
+    return safe if safe == text else f"{safe}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
+
+
+def ha_node_id(topic_prefix: str) -> str:
+    """The discovery node id of a publisher with this topic prefix: its entities' ids and their cleanup all hang on
+    it, so it changes only with the prefix."""
+    return ha_id(topic_prefix.strip("/"))
+
+
+@dataclass(frozen=True, slots=True)
+class HaSources:
+    """What Home Assistant discovery announces: ``cameras`` as ``(source id, labels its count topics can carry)``,
+    ``drones`` as ``(drone id, its video source or None)``."""
+
+    cameras: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    drones: tuple[tuple[str, str | None], ...] = ()
+
+
+def _model_labels(models: tuple[str, ...]) -> set[str] | None:
+    """The Seawatch labels a source's registry models can emit; None when one of them is not a registered model (a
+    detector given in code, a manifest not installed): then nothing is narrowed."""
+    from seawatch.errors import SeawatchError
+    from seawatch.vision.ensemble import members_of
+    from seawatch.vision.registry import get_manifest
+
+    out: set[str] = set()
+    for name in models:
+        base = name.partition(":")[0]  # NAME:VARIANT
+        try:
+            for member in members_of(base) or (base,):
+                out.update(get_manifest(member).seawatch_labels)
+        except SeawatchError:
+            return None
+    return out
+
+
+def _rule_labels(rule) -> tuple[str, ...]:
+    """The detection labels whose boxes a zone rule puts into its incidents (their ``labels``)."""
+    kind = getattr(rule, "type", "")
+    if kind == "no_hard_hat":
+        return (*rule.person_labels, rule.no_helmet_label)
+    if kind == "fire_lane_blocked":
+        return tuple(rule.vehicle_labels)
+    return tuple(getattr(rule, "labels", ()))  # fire_smoke, vessel_in_zone
+
+
+def ha_sources(settings: "ServeConfig") -> HaSources:
+    """The cameras, their labels and the drones of a service configuration, for discovery.
+
+    A camera's labels: those its zones' rules watch, plus the identity stage's vessel labels when AIS or a registry is
+    on (its incidents carry the vessel's label), each kept only if the camera's models can detect it (when their
+    manifests are known). Events without labels (camera down, drone link lost) have no count topic.
+    """
+    identity = None
+    if settings.identity_enabled:
+        from seawatch.vision.vessel_identity import IdentityConfig
+
+        identity = settings.identity or IdentityConfig()
+    cameras = []
+    for spec in settings.sources:
+        labels: dict[str, None] = {}
+        for zone in settings.zones:
+            if zone.source == spec.id:
+                for rule in zone.rules:
+                    labels.update(dict.fromkeys(_rule_labels(rule)))
+        can = _model_labels(spec.models)
+        if identity is not None and can is not None:  # without manifests: only what the rules name
+            labels.update(dict.fromkeys(identity.labels))
+        cameras.append((spec.id, tuple(lab for lab in labels if can is None or lab in can)))
+    # the drones the fleet links (configured ones and those given inline in their camera's source), with the
+    # camera they carry
+    drones: dict[str, str | None] = {d.id: d.video_source for d in settings.drones}
+    for spec in settings.sources:
+        drone = settings.drone_of(spec.id)
+        if drone is not None and drones.get(drone.id) is None:
+            drones[drone.id] = spec.id
+    return HaSources(tuple(cameras), tuple(drones.items()))
 
 
 _client_numbers = itertools.count(1)
@@ -83,9 +195,10 @@ def _acknowledged(info) -> bool:
 
 class MqttPublisher:
     def __init__(self, config: MqttConfig, client_id: str | None = None, max_queued: int = 10_000,
-                 media_dir: str | Path | None = None) -> None:
+                 media_dir: str | Path | None = None, announce: HaSources | None = None) -> None:
         """``media_dir``: where the store sink writes snapshots (their ``uri`` is relative to it); without it no
-        snapshot topics."""
+        snapshot topics. ``announce``: the cameras (with their labels) and drones Home Assistant discovery announces
+        (:func:`ha_sources`), used only with ``config.home_assistant.enabled``."""
         import paho.mqtt.client as mqtt
 
         self.config = config
@@ -105,6 +218,19 @@ class MqttPublisher:
         self._connect_fails = 0  # failed attempts since the last connection (or start)
         self._connect_fail_log_s = -float("inf")
         self._open: dict[tuple[str, str], set[str]] = {}
+        ha = config.home_assistant
+        self._ha = ha if ha.enabled else None
+        self.node_id = ha_node_id(self.prefix)
+        self._ha_cameras: dict[str, list[str]] = {}  # camera -> labels announced (a label first raised is added)
+        self._ha_drones: dict[str, str | None] = {}  # drone -> the camera it carries (fixed)
+        self._ha_topics: set[str] = set()  # the discovery topics announced on this connection (the rest are cleared)
+        if self._ha is not None and announce is not None:
+            self._ha_drones = dict(announce.drones)
+            for sid, labels in announce.cameras:
+                self._ha_cameras[sid] = list(dict.fromkeys(labels))
+                for label in labels:  # counts start at 0: the entities are OFF from the start, not unknown
+                    self._open.setdefault((sid, label), set())
+        self._client.on_message = self._on_message
         self._status: dict[str, str] = {}
         self._detail: dict[str, tuple[str, tuple, float]] = {}  # sid -> (payload, (state, down_since_ns), monotonic)
         self._lock = threading.Lock()
@@ -141,6 +267,13 @@ class MqttPublisher:
         log.log(logging.WARNING if fails else logging.INFO, "mqtt: connected to %s:%s as %s%s", self.config.host,
                 self.config.port, self.client_id, f" after {fails} failed attempt(s)" if fails else "")
         client.publish(f"{self.prefix}/available", "online", qos=1, retain=True)
+        if self._ha is not None:  # the entities before their state; then what is left of earlier runs is cleared
+            messages = self.discovery_messages()
+            with self._lock:
+                self._ha_topics = {topic for topic, _payload in messages}
+            for topic, payload in messages:
+                client.publish(topic, payload, qos=1, retain=True)
+            client.subscribe(f"{self._ha.discovery_prefix}/+/{self.node_id}/+/config", qos=1)
         with self._lock:  # retained state is re-asserted after every (re)connect
             for sid, state in self._status.items():
                 client.publish(f"{self.prefix}/{topic_part(sid)}/status", state, qos=1, retain=True)
@@ -153,6 +286,94 @@ class MqttPublisher:
             # set under the lock: a count changed after the loop above is published by its caller, one changed
             # before it was in the loop
             self.connected.set()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        """A retained discovery configuration of this node (``D/+/N/+/config``, sent by the broker on subscribing) that
+        was not announced on this connection: an entity of a camera, drone or label no longer configured, cleared so
+        Home Assistant removes it. Live copies of this publisher's own messages are not retained: left alone."""
+        if self._ha is None or not msg.retain or not msg.payload:
+            return
+        with self._lock:
+            if msg.topic in self._ha_topics:
+                return
+        log.info("mqtt: Home Assistant discovery %s is no longer announced (its camera, drone or label left the "
+                 "configuration): cleared", msg.topic)
+        client.publish(msg.topic, b"", qos=1, retain=True)
+
+    # ---- Home Assistant discovery ------------------------------------------------------------------------
+    def discovery_messages(self) -> list[tuple[str, str]]:
+        """Every discovery configuration to announce now as ``(topic, JSON)``: the service's device first, then the
+        drones, then the cameras (a device is announced before the devices that name it as ``via_device``)."""
+        with self._lock:
+            cameras = {sid: list(labels) for sid, labels in self._ha_cameras.items()}
+        out = [self._ha_service()]
+        out += [self._ha_drone(did) for did in self._ha_drones]
+        for sid, labels in cameras.items():
+            out.append(self._ha_status(sid))
+            for label in labels:
+                out += self._ha_label(sid, label)
+        return out
+
+    def _ha_config(self, component: str, object_id: str, name: str, device: dict[str, Any],
+                   available: bool = True, **fields: Any) -> tuple[str, str]:
+        from seawatch import __version__
+
+        assert self._ha is not None
+        cfg: dict[str, Any] = {"name": name, "unique_id": f"seawatch_{self.node_id}_{object_id}", **fields}
+        if available:  # unavailable while Seawatch is down (its last will), rather than the last retained value
+            cfg.update(availability_topic=f"{self.prefix}/available", payload_available="online",
+                       payload_not_available="offline")
+        cfg.update(device=device, origin={"name": "Seawatch", "sw_version": __version__}, qos=1)
+        topic = f"{self._ha.discovery_prefix}/{component}/{self.node_id}/{object_id}/config"
+        return topic, json.dumps(cfg, separators=(",", ":"))
+
+    def _ha_device(self, kind: str | None = None, ident: str | None = None, via: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The device block of the service (no ``kind``), of a ``camera`` or of a ``drone``."""
+        from seawatch import __version__
+
+        if kind is None:
+            return {"identifiers": [f"seawatch_{self.node_id}"], "manufacturer": "Seawatch", "model": "Seawatch service",
+                    "name": "Seawatch" if self.prefix == "seawatch" else f"Seawatch {self.prefix}", "sw_version": __version__}
+        assert ident is not None
+        return {"identifiers": [f"seawatch_{self.node_id}_{kind}_{ha_id(ident)}"], "manufacturer": "Seawatch",
+                "model": kind.capitalize(), "name": ident, "via_device": (via or self._ha_device())["identifiers"][0]}
+
+    def _ha_service(self) -> tuple[str, str]:
+        return self._ha_config("binary_sensor", "service", "Service", self._ha_device(), available=False,
+                               state_topic=f"{self.prefix}/available", payload_on="online", payload_off="offline",
+                               device_class="connectivity", entity_category="diagnostic")
+
+    def _ha_drone(self, did: str) -> tuple[str, str]:
+        t = f"{self.prefix}/{topic_part(did)}/status"
+        return self._ha_config("binary_sensor", f"drone_{ha_id(did)}_link", "Link", self._ha_device("drone", did),
+                               state_topic=t, json_attributes_topic=f"{t}/detail", device_class="connectivity",
+                               value_template="{{ 'ON' if value in %r else 'OFF' }}" % (HA_ONLINE_STATES,),
+                               entity_category="diagnostic")
+
+    def _ha_camera_device(self, sid: str) -> dict[str, Any]:
+        """A camera's device block: via its drone when it flies on one, else via the service."""
+        carrier = next((did for did, cam in self._ha_drones.items() if cam == sid), None)
+        return self._ha_device("camera", sid, self._ha_device("drone", carrier) if carrier is not None else None)
+
+    def _ha_status(self, sid: str) -> tuple[str, str]:
+        t = f"{self.prefix}/{topic_part(sid)}/status"
+        return self._ha_config("binary_sensor", f"{ha_id(sid)}_status", "Connection", self._ha_camera_device(sid),
+                               state_topic=t, json_attributes_topic=f"{t}/detail", device_class="connectivity",
+                               value_template="{{ 'ON' if value in %r else 'OFF' }}" % (HA_ONLINE_STATES,),
+                               entity_category="diagnostic")
+
+    def _ha_label(self, sid: str, label: str) -> list[tuple[str, str]]:
+        """A camera's label: a binary sensor on its count (ON while an incident with that label is open) and, when
+        snapshots are published, a camera showing the newest incident's best view."""
+        device, obj = self._ha_camera_device(sid), f"{ha_id(sid)}_{ha_id(label)}"
+        t = f"{self.prefix}/{topic_part(sid)}/{topic_part(label)}"
+        name = label.replace("_", " ").capitalize()
+        extra = {"device_class": HA_DEVICE_CLASS[label]} if label in HA_DEVICE_CLASS else {}
+        out = [self._ha_config("binary_sensor", obj, name, device, state_topic=t,
+                               value_template="{{ 'ON' if (value | int(0)) > 0 else 'OFF' }}", **extra)]
+        if self.media_dir is not None:
+            out.append(self._ha_config("camera", f"{obj}_snapshot", f"{name} snapshot", device, topic=f"{t}/snapshot"))
+        return out
 
     def _on_connect_fail(self, client, userdata) -> None:
         """paho could not reach the broker (down at start, wrong host or port, refused TCP): it retries with
@@ -232,6 +453,10 @@ class MqttPublisher:
                 labels = set(ev.get("labels", []))
                 if end:
                     labels |= {label for (s, label), ids in self._open.items() if s == sid and ev.get("id") in ids}
+                announce = []  # a label not announced for this camera, raised now: its entities come first
+                if self._ha is not None and not end and sid in self._ha_cameras:
+                    announce = sorted(labels - set(self._ha_cameras[sid]))
+                    self._ha_cameras[sid] += announce
                 for label in sorted(labels):
                     ids = self._open.setdefault((sid, label), set())
                     before = len(ids)
@@ -242,6 +467,11 @@ class MqttPublisher:
                         changed.append((label, len(ids)))
                 online = self.connected.is_set()
             if online:  # else _on_connect publishes the counts (retained state must not crowd events out of the queue)
+                for label in announce:
+                    for topic, payload in self._ha_label(sid, label):
+                        with self._lock:
+                            self._ha_topics.add(topic)
+                        self._pub(topic, payload, retain=True)
                 for label, n in changed:
                     self._pub(f"{self.prefix}/{topic_part(sid)}/{topic_part(label)}", str(n), retain=True)
         elif kind == "review":

@@ -85,9 +85,10 @@ class Service:
         try:
             self.live = LiveHub()
             if self.settings.mqtt.enabled:
-                from seawatch.service.mqtt import MqttPublisher
+                from seawatch.service.mqtt import MqttPublisher, ha_sources
 
-                self.mqtt = MqttPublisher(self.settings.mqtt, media_dir=media_dir).start()
+                announce = ha_sources(self.settings) if self.settings.mqtt.home_assistant.enabled else None
+                self.mqtt = MqttPublisher(self.settings.mqtt, media_dir=media_dir, announce=announce).start()
                 self.live.add_listener(self.mqtt.on_live_message)
             if self.settings.webhooks:
                 from seawatch.service.webhooks import start_senders
