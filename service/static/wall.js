@@ -23,7 +23,6 @@ if (FRAMED) document.body.replaceChildren("Seawatch is not shown inside another 
 const REFRESH_MS = 1000;  // a tile's picture is asked this long after the previous one was asked (or on its answer when slower)
 const FETCH_TIMEOUT_MS = 10000;  // a picture request that hangs longer is given up (the tile asks again)
 const STALE_MS = 10000;  // an online camera whose picture has not changed for this long is marked "no new picture"
-const OFFLINE_POLL_MS = 10000;  // an offline camera's picture is asked this seldom (it comes back through its state)
 const POLL_MS = 5000;  // sources and incidents are asked this often while the live feed is not connected
 const INCIDENT_POLL_MS = 30000;  // incidents are asked again this often even with the live feed (belt and braces)
 const TILE_ASPECT = 16 / 9;  // the pictures the grid is laid out for (the captions lie over them)
@@ -200,7 +199,10 @@ function applySources(list) {
   });
   $("empty").hidden = cams.length > 0 || $("login").hidden === false;
   if (changed) layout();
-  for (const t of state.tiles.values()) { render(t); if (!t.timer && !t.busy) schedule(t, 0); }
+  for (const t of state.tiles.values()) {
+    render(t);
+    if (!t.timer && !t.busy && (isOnline(t.src) || t.lastAsk === 0)) schedule(t, 0);
+  }
   renderSummary();
 }
 
@@ -270,7 +272,9 @@ function renderSummary() {
 
 // ---- pictures -----------------------------------------------------------------------------------------------------
 // One chain per tile: the next request is scheduled when the previous one has ended, never beside it; none while the
-// tab is hidden (visibilitychange starts them again).
+// tab is hidden (visibilitychange starts them again), and none while the camera is not online (its newest picture
+// stays what it was: a new tile asks once, for the last picture to show greyed out; the chain starts again when the
+// camera's state says online).
 function schedule(t, delayMs) {
   clearTimeout(t.timer);
   t.timer = null;
@@ -319,8 +323,7 @@ async function fetchPicture(t) {
     t.busy = false;
     if (state.tiles.get(t.id) === t) {
       render(t);
-      const every = isOnline(t.src) ? REFRESH_MS : OFFLINE_POLL_MS;
-      schedule(t, every - (Date.now() - asked));
+      if (isOnline(t.src)) schedule(t, REFRESH_MS - (Date.now() - asked));
     }
   }
 }
@@ -330,7 +333,7 @@ document.addEventListener("visibilitychange", () => {
     for (const t of state.tiles.values()) { clearTimeout(t.timer); t.timer = null; }
     return;
   }
-  for (const t of state.tiles.values()) if (!t.busy) schedule(t, 0);
+  for (const t of state.tiles.values()) if (!t.busy && (isOnline(t.src) || t.lastAsk === 0)) schedule(t, 0);
   if (state.auth && !$("wall").hidden) { refreshSources().catch(() => {}); refreshIncidents().catch(() => {}); }
 });
 
