@@ -36,6 +36,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("drone", "abort"): "seawatch.drone.cmd_abort",
     ("drone", "camera"): "seawatch.drone.cmd_camera",
     ("config", "check"): "seawatch.service.cmd_config_check",
+    ("calibrate",): "seawatch.service.cmd_calibrate",
     ("reviews", "export"): "seawatch.service.cmd_reviews_export",
     ("retention", "run"): "seawatch.service.cmd_retention",
     ("serve",): "seawatch.service.cmd_serve",
