@@ -258,7 +258,8 @@ class Authenticator:
         """``(token, expires_at_s)``."""
         now = time.time() if now_s is None else now_s
         exp = now + self.config.token_ttl_s
-        body = {"sub": who.name, "role": who.role, "iat": round(now, 3), "exp": round(exp, 3)}
+        # jti: each log-in its own token, so logging out one session never ends another begun in the same millisecond
+        body = {"sub": who.name, "role": who.role, "iat": round(now, 3), "exp": round(exp, 3), "jti": secrets.token_urlsafe(9)}
         payload = _b64(json.dumps(body, separators=(",", ":")).encode())
         sig = _b64(hmac.new(self._secret, payload.encode("ascii"), hashlib.sha256).digest())
         return f"{payload}.{sig}", exp

@@ -238,3 +238,16 @@ def test_without_a_token_secret_nothing_is_read_or_written(tmp_path, hashes):
     t, _ = a.issue_token(a.check_password("olga", PASSWORDS["olga"]))
     assert a.revoke(t) and a.verify_token(t) is None
     assert _files(data_dir) == before
+
+
+def test_two_logins_in_one_millisecond_are_two_sessions(tmp_path, hashes):
+    """Logging out one session (a phone) leaves another of the same user begun at the same instant (the desk) valid."""
+    cfg = settings_for(tmp_path, hashes)
+    a = Authenticator(cfg.auth, state_dir=tmp_path / "data")
+    who = a.check_password("olga", PASSWORDS["olga"])
+    t0 = time.time()
+    t1, _ = a.issue_token(who, now_s=t0)
+    t2, _ = a.issue_token(who, now_s=t0)
+    assert t1 != t2
+    assert a.revoke(t1, now_s=t0 + 1)
+    assert a.verify_token(t1, now_s=t0 + 2) is None and a.verify_token(t2, now_s=t0 + 2) is not None
