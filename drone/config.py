@@ -15,6 +15,10 @@ Example (YAML)::
         routes:
           farm-perimeter: {type: perimeter, polygon_lonlat: [[6.51, 53.99], [6.60, 53.99], [6.60, 54.05]], alt_m: 60}
           turbines: {type: points, points_lonlat: [[6.52, 54.0], [6.53, 54.0]], alt_m: 40, hold_s: 10}
+        max_task_range_m: 3000      # "send a drone to look": targets at most this far from home
+        operating_area_lonlat: [[6.50, 53.98], [6.62, 53.98], [6.62, 54.06], [6.50, 54.06]]
+        task_alt_m: 40              # height and hold of a task when the request names none
+        task_hold_s: 60
 
     # a fixed camera's calibration (inside its source):
     calibration:
@@ -225,6 +229,48 @@ class DroneConfig(_Strict):
     tlog: str | None = Field(None, description="append telemetry to this .tlog file")
     sigmas: SigmasConfig = SigmasConfig()
     routes: dict[str, RouteConfig] = Field(default_factory=dict)
+    # "send a drone to look" (POST /api/drones/{id}/investigate): the task's defaults and limits
+    max_task_range_m: float = Field(3000.0, gt=0, le=100_000, description="a task's target may be at most this far "
+                                    "(geodesic) from the drone's home / launch point; a farther one is refused")
+    operating_area_lonlat: list[tuple[float, float]] | None = Field(
+        None, description="[lon, lat] polygon the drone may fly in: a task whose target, or whose straight legs (drone "
+                          "to target, target to home), leave it is refused; unset = no area check")
+    task_alt_m: float = Field(40.0, ge=2, le=500, description="height above home a task flies and holds at, when "
+                              "the request names none")
+    task_min_alt_m: float = Field(10.0, ge=2, le=500, description="lowest height above home a task may ask for")
+    task_max_alt_m: float = Field(120.0, ge=2, le=500, description="highest height above home a task may ask for")
+    task_hold_s: float = Field(60.0, ge=0, le=3600, description="how long a task holds over its target, when the "
+                               "request names no hold_s")
+    task_gimbal_pitch_deg: float | None = Field(-90.0, ge=-90, le=30, description="gimbal pitch a task sets before "
+                                                "its hold (-90 = straight down), when the vehicle reports a gimbal; "
+                                                "null = leave the gimbal alone")
+    task_speed_m_s: float | None = Field(None, gt=0, le=30, description="cruise speed of a task; unset = the "
+                                         "vehicle's own (WPNAV_SPEED)")
+
+    @model_validator(mode="after")
+    def _task_limits(self) -> "DroneConfig":
+        if not self.task_min_alt_m <= self.task_alt_m <= self.task_max_alt_m:
+            raise ValueError(f"task_alt_m {self.task_alt_m} must lie within task_min_alt_m {self.task_min_alt_m} "
+                             f"and task_max_alt_m {self.task_max_alt_m}")
+        if self.operating_area_lonlat is not None:
+            self.operating_area()  # raises on a bad polygon
+        return self
+
+    def operating_area(self):
+        """The ``operating_area_lonlat`` as a prepared shapely polygon in (lon, lat), or None when unset."""
+        if self.operating_area_lonlat is None:
+            return None
+        import shapely
+        from shapely.geometry import Polygon
+
+        pts = self.operating_area_lonlat
+        if len(pts) < 3 or any(not (-180 <= lo <= 180 and -90 <= la <= 90) for lo, la in pts):
+            raise ValueError("operating_area_lonlat needs at least 3 [lon, lat] corners within +-180 / +-90")
+        poly = Polygon(pts)
+        if not poly.is_valid or poly.area <= 0:
+            raise ValueError(f"operating_area_lonlat is not a valid polygon ({shapely.is_valid_reason(poly)})")
+        shapely.prepare(poly)
+        return poly
 
     def build_timeline(self) -> PoseTimeline:
         r, p, y = self.gimbal_default

@@ -200,12 +200,19 @@ def to_mission_items(
     speed_m_s: float | None = None,
     gimbal_pitch_deg: float | None = None,
     return_to_launch: bool = True,
+    takeoff: bool = True,
 ) -> list[MissionItem]:
-    """An ArduCopter mission: home, takeoff, [speed], [gimbal pitch], waypoints, [RTL]."""
+    """An ArduCopter mission: home, [takeoff], [speed], [gimbal pitch], waypoints, [RTL].
+
+    ``takeoff=False`` for a vehicle that is already in the air (a task sent to a flying drone): it then flies
+    straight to the first waypoint, climbing or descending on the way, instead of a NAV_TAKEOFF from where it is.
+    """
     if not wps:
         raise ConfigError("mission: no waypoints")
     items = [MissionItem(0, MAV_CMD_NAV_WAYPOINT, MAV_FRAME_GLOBAL, lat_deg=home[0], lon_deg=home[1], alt_m=home[2])]
-    items.append(MissionItem(1, MAV_CMD_NAV_TAKEOFF, alt_m=takeoff_alt_m if takeoff_alt_m is not None else wps[0].alt_m))
+    if takeoff:
+        items.append(MissionItem(1, MAV_CMD_NAV_TAKEOFF,
+                                 alt_m=takeoff_alt_m if takeoff_alt_m is not None else wps[0].alt_m))
     if speed_m_s is not None:
         if not (0 < speed_m_s <= 30):
             raise ConfigError(f"mission: speed {speed_m_s} m/s must be in (0, 30]")
@@ -221,6 +228,27 @@ def to_mission_items(
     if len(items) > MAX_ITEMS:
         raise ConfigError(f"mission: {len(items)} items exceed the {MAX_ITEMS}-item limit")
     return items
+
+
+def investigate_items(
+    lat_deg: float,
+    lon_deg: float,
+    alt_m: float,
+    hold_s: float,
+    home: tuple[float, float, float],
+    *,
+    airborne: bool,
+    speed_m_s: float | None = None,
+    gimbal_pitch_deg: float | None = None,
+) -> list[MissionItem]:
+    """"Send a drone to look": [takeoff to ``alt_m``], [speed], [gimbal pitch], one NAV_WAYPOINT over the target
+    holding ``hold_s`` seconds (param1), then RTL. ``airborne``: the vehicle is flying already (no takeoff item)."""
+    _check_alt(alt_m, "investigate task")
+    if not (math.isfinite(hold_s) and 0.0 <= hold_s <= 3600.0):
+        raise ConfigError(f"investigate task: hold {hold_s} s must be in [0, 3600] s")
+    target = points([(lat_deg, lon_deg)], alt_m, hold_s)
+    return to_mission_items(target, takeoff_alt_m=alt_m, home=home, speed_m_s=speed_m_s,
+                            gimbal_pitch_deg=gimbal_pitch_deg, return_to_launch=True, takeoff=not airborne)
 
 
 # --------------------------------------------------------------------------------------------- protocol

@@ -1097,9 +1097,10 @@ _DRONE_ERRORS: dict[int | str, dict[str, Any]] = {409: {"model": ErrorBody}}
 # Sync handlers (run in the thread pool): the abort waits for the vehicle to report the new mode (a few seconds).
 @drones_router.post("/{drone_id}/abort", responses=_DRONE_ERRORS,
                     summary="operator: abort the drone's patrol and switch it to RTL / LAND / LOITER",
-                    description="The patrol stays `aborted` (no repeat) until `restart`. A drone without a patrol only "
-                                "gets the mode. 409 when the drone has no link or refuses the mode (the patrol is "
-                                "still marked aborted). Answers the drone's status.")
+                    description="The patrol stays `aborted` (no repeat) until `restart`; a task under way "
+                                "(`investigate`) ends `aborted` too. A drone without a patrol only gets the mode. 409 "
+                                "when the drone has no link or refuses the mode (the patrol is still marked aborted). "
+                                "Answers the drone's status.")
 def abort_drone(drone_id: str, request: Request, who: Operator, body: Annotated[AbortIn | None, Body()] = None) -> dict[str, Any]:
     fleet = request.app.state.fleet
     _drone_status(fleet, drone_id)
@@ -1133,6 +1134,69 @@ def restart_drone(drone_id: str, request: Request, who: Operator) -> dict[str, A
     except (ConfigError, TelemetryError) as exc:
         raise ApiError(409, str(exc)) from None
     log.warning("drone %s: patrol restart by %s %s (was %s)", drone_id, who.kind, who.name, st.get("patrol_state"))
+    return _drone_status(fleet, drone_id)
+
+
+class InvestigateIn(BaseModel):
+    """Where to send the drone: a point, or an event's geo position; height and hold default to the drone's config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lat_deg: float | None = Field(None, ge=-90, le=90, description="target latitude (WGS84), with lon_deg")
+    lon_deg: float | None = Field(None, ge=-180, le=180, description="target longitude (WGS84), with lat_deg")
+    event_id: str | None = Field(None, min_length=1, max_length=64, description="or: the event whose geo position "
+                                 "is the target")
+    alt_m: float | None = Field(None, ge=2, le=500, description="height above home to fly and hold at (default the "
+                                "drone's task_alt_m; within its task_min_alt_m / task_max_alt_m)")
+    hold_s: float | None = Field(None, ge=0, le=3600, description="seconds to hold over the target (default the "
+                                 "drone's task_hold_s)")
+
+
+@drones_router.post("/{drone_id}/investigate", responses={409: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+                    summary="operator: send the drone to look at a point or an event, hold over it, then return home",
+                    description="Interrupts the drone's patrol (`patrol_state: interrupted`, flown again only by "
+                                "`restart`) and flies a task mission: take off if on the ground, fly to the target, "
+                                "hold `hold_s` with the gimbal pitched down (when the vehicle reports one), RTL. The "
+                                "drone's status shows it as `task` (`state`: flying / holding / returning / complete / "
+                                "aborted, `reason`); `abort` aborts it, `restart` ends it and flies the patrol; a new "
+                                "task replaces it. Body: `lat_deg` + `lon_deg`, or `event_id`. 422: both or neither, "
+                                "an event without a geo position, a target farther than the drone's "
+                                "`max_task_range_m` from home or outside its `operating_area_lonlat`, a height outside "
+                                "its limits. 409: no link, unknown home, failsafe, battery below "
+                                "`patrol_min_battery_pct` or unknown, a vehicle someone else is flying, a start the "
+                                "vehicle refused. Answers the drone's status.")
+def investigate_drone(drone_id: str, request: Request, who: Operator, body: Annotated[InvestigateIn, Body()]) -> dict[str, Any]:
+    from seawatch.service.fleet import TaskRefused
+
+    st = request.app.state
+    fleet = st.fleet
+    _drone_status(fleet, drone_id)
+    asker = f"{who.kind} {who.name}"
+    has_point = body.lat_deg is not None or body.lon_deg is not None
+    if has_point == (body.event_id is not None) or (has_point and (body.lat_deg is None or body.lon_deg is None)):
+        log.warning("drone %s: investigate by %s refused: give lat_deg and lon_deg, or event_id", drone_id, asker)
+        raise ApiError(422, "give either lat_deg and lon_deg, or event_id")
+    lat, lon = body.lat_deg, body.lon_deg
+    if body.event_id is not None:
+        ev = _get_event(st.store, body.event_id)
+        if ev.geo is None:
+            log.warning("drone %s: investigate by %s refused: event %s has no geo position", drone_id, asker, ev.id)
+            raise ApiError(422, f"event {ev.id} has no geo position ({ev.geo_reason or 'unknown reason'}); "
+                                "send the drone to a lat_deg / lon_deg instead")
+        lat, lon = ev.geo.lat_deg, ev.geo.lon_deg
+    try:
+        fleet.investigate(drone_id, lat, lon, alt_m=body.alt_m, hold_s=body.hold_s, event_id=body.event_id,
+                          requested_by=asker)
+    except InputError as exc:
+        raise ApiError(404, str(exc)) from None
+    except TaskRefused as exc:
+        log.warning("drone %s: investigate (%.6f, %.6f) by %s refused: %s", drone_id, lat, lon, asker, exc)
+        raise ApiError(422 if exc.kind == "target" else 409, str(exc)) from None
+    except SeawatchError as exc:
+        log.warning("drone %s: investigate (%.6f, %.6f) by %s failed: %s", drone_id, lat, lon, asker, exc)
+        raise ApiError(409, f"drone {drone_id}: the task was not started: {exc}") from None
+    log.warning("drone %s: patrol interrupted, investigating (%.6f, %.6f)%s, by %s", drone_id, lat, lon,
+                f" (event {body.event_id})" if body.event_id else "", asker)
     return _drone_status(fleet, drone_id)
 
 

@@ -12,6 +12,15 @@ restart) waits (``held``, with the reason) while a failsafe is active or the rep
 its patrol is someone else's flight: the service holds (no mission upload, no mode change) until it is disarmed, or
 until the operator's restart takes it over.
 
+Tasks ("send a drone to look", :meth:`DroneRunner.investigate`): one mission flown instead of the patrol: take off if
+on the ground, fly to a point, hold over it (gimbal pitched down when the vehicle reports one), RTL. The patrol is
+``interrupted`` and never starts again by itself (only a restart does; a restart during a task ends the task). A task
+is refused (:class:`TaskRefused`) for a target out of range, outside the operating area or at a height outside the
+drone's limits, and for a vehicle without a link, with a failsafe, a low or unknown battery, or flown by someone else.
+Its state (``flying`` / ``holding`` / ``returning`` / ``complete`` / ``aborted``) follows the vehicle the way a
+patrol's does: a mode change the service did not make, a disarm before the hold ended, a failsafe, or the operator's
+abort makes it ``aborted``.
+
 A drone that is not there yet, or whose link drops, is a status (``connecting`` / ``lost``) and a retry, never an
 exception: :class:`DroneRunner` keeps trying to open the link until it is stopped, and the link itself reconnects
 after a loss. Each drone's pose timeline is created here and handed to the pipeline, so frames of the drone's
@@ -21,9 +30,11 @@ after a loss. Each drone's pose timeline is created here and handed to the pipel
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from seawatch.errors import SeawatchError
 from seawatch.streams.urls import redact_url
@@ -35,6 +46,50 @@ HOME_POSITION = 242  # MAVLink message id
 MAV_STATE_CRITICAL, MAV_STATE_EMERGENCY = 5, 6  # HEARTBEAT.system_status while a failsafe is active
 MAV_CMD_NAV_RETURN_TO_LAUNCH, MAV_CMD_NAV_LAND = 20, 21
 BATTERY_MAX_AGE_S = 10.0  # an older SYS_STATUS battery level counts as unknown
+TASK_HOLD_RADIUS_M = 5.0  # a task is ``holding`` once the vehicle is this close to the target (horizontally) ...
+TASK_HOLD_ALT_TOL_M = 3.0  # ... and this close to the task's height
+TASK_ACTIVE = ("starting", "flying", "holding", "returning")
+
+
+class TaskRefused(SeawatchError):
+    """A task the drone must not fly now. ``kind``: ``target`` (the request: out of range, outside the operating area,
+    height outside the limits; HTTP 422) or ``vehicle`` (its state: no link, failsafe, battery, someone else flying
+    it, a start the vehicle refused; HTTP 409)."""
+
+    def __init__(self, message: str, kind: Literal["target", "vehicle"]) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class Task:
+    """A task a drone flies instead of its patrol (mutable state of one runner, changed under its lock)."""
+
+    kind: str
+    lat_deg: float
+    lon_deg: float
+    alt_m: float
+    hold_s: float
+    event_id: str | None
+    requested_by: str
+    started_ns: int
+    state: str = "starting"
+    reason: str | None = None
+    items: list = field(default_factory=list)  # the uploaded MissionItems
+    wp_seq: int | None = None  # the target's NAV_WAYPOINT
+    reached_seq: int | None = None
+    holding_since_ns: int | None = None
+    hold_ended_ns: int | None = None
+    ended_ns: int | None = None
+
+    def as_dict(self, now_ns: int) -> dict[str, Any]:
+        held = None
+        if self.holding_since_ns is not None:
+            held = round(((self.hold_ended_ns or now_ns) - self.holding_since_ns) / NS, 1)
+        return {"kind": self.kind, "lat_deg": self.lat_deg, "lon_deg": self.lon_deg, "alt_m": self.alt_m,
+                "hold_s": self.hold_s, "event_id": self.event_id, "state": self.state, "reason": self.reason,
+                "requested_by": self.requested_by, "started_ns": self.started_ns, "ended_ns": self.ended_ns,
+                "held_s": held}
 
 
 class DroneRunner:
@@ -68,6 +123,8 @@ class DroneRunner:
         self._we_armed = False  # the service armed the vehicle (cleared once it is seen disarmed)
         self._starting = False  # our own mode changes (GUIDED, arm, AUTO) are under way
         self._restart = False  # an explicit restart asked for (restart_patrol)
+        self.task: Task | None = None  # the last task (investigate), kept after it ended for the status
+        self._foreign: str | None = None  # the armed vehicle was taken over by another pilot / GCS (why)
         self._lock = threading.Lock()  # patrol state; never held across I/O
         self._start_lock = threading.Lock()  # one start or service abort at a time
         self._stop = threading.Event()
@@ -178,6 +235,10 @@ class DroneRunner:
                 return
             backoff_s = min(backoff_s * 2, 10.0)
         while not self._stop.is_set():
+            try:
+                self._task_tick()
+            except Exception:  # noqa: BLE001 - watching must go on
+                log.exception("drone %s: watching the task failed", self.id)
             if self.ops is not None and self.ops.patrol is not None:
                 try:
                     self._patrol_step()
@@ -200,22 +261,28 @@ class DroneRunner:
             return
         state = link.state
         with self._lock:
+            if self._task_holds_patrol():
+                return
             if self._airborne_hold(state):
                 return
         if self.mission is None:
-            home = state.home
-            if home is None:
-                link.request(HOME_POSITION, "HOME_POSITION")
-                home = link.state.home
-            if home is None:
-                home = (self.route[0][0], self.route[0][1], 0.0)
-            route = self.drone.routes[self.ops.patrol]
-            mc = MissionClient(link)
-            mc.upload(route.build_items(home))
-            self.mission = mc
-            with self._lock:
-                if self.patrol_state != "aborted":
-                    self.patrol_state = "uploaded"
+            with self._start_lock:  # never beside a task's upload (two mission transactions would interleave)
+                with self._lock:
+                    if self._task_holds_patrol():
+                        return
+                home = state.home
+                if home is None:
+                    link.request(HOME_POSITION, "HOME_POSITION")
+                    home = link.state.home
+                if home is None:
+                    home = (self.route[0][0], self.route[0][1], 0.0)
+                route = self.drone.routes[self.ops.patrol]
+                mc = MissionClient(link)
+                mc.upload(route.build_items(home))
+                self.mission = mc
+                with self._lock:
+                    if self.patrol_state != "aborted":
+                        self.patrol_state = "uploaded"
         with self._lock:
             self._watch(link.state)  # also when no HEARTBEAT came since the last step
             if not self._start_due(link.state):
@@ -245,6 +312,12 @@ class DroneRunner:
                 self.patrol_state, self.patrol_reason = "flying", None
                 self._watch(link.state)  # a mode change made while we were starting
             log.info("drone %s: patrol %r started (%d)", self.id, self.ops.patrol, self.patrols_started)
+
+    def _task_holds_patrol(self) -> bool:
+        """The patrol waits: a task is under way, or it was interrupted by one and no restart was asked for."""
+        if self.task is not None and self.task.state in TASK_ACTIVE:
+            return True
+        return self.patrol_state == "interrupted" and not self._restart
 
     def _patrol_failed(self, why: str) -> None:
         with self._lock:
@@ -281,8 +354,8 @@ class DroneRunner:
         self.patrol_state, self.patrol_reason = "held", why
         return True
 
-    def _start_problem(self, state) -> str | None:
-        """Why the vehicle must not start a patrol now (failsafe, battery low or unknown), or None."""
+    def _start_problem(self, state, what: str = "a patrol") -> str | None:
+        """Why the vehicle must not start ``what`` now (failsafe, battery low or unknown), or None."""
         if state.system_status in (MAV_STATE_CRITICAL, MAV_STATE_EMERGENCY):
             name = "CRITICAL" if state.system_status == MAV_STATE_CRITICAL else "EMERGENCY"
             return f"failsafe active (system status {name})"
@@ -294,7 +367,7 @@ class DroneRunner:
         if pct is None or not fresh:
             return f"battery level unknown (no recent SYS_STATUS battery_remaining; {need:.0f} % needed)"
         if pct < need:
-            return f"battery {pct:.0f} % is below the {need:.0f} % needed to start a patrol"
+            return f"battery {pct:.0f} % is below the {need:.0f} % needed to start {what}"
         return None
 
     def _ending(self) -> tuple[int | None, set[str]]:
@@ -335,11 +408,13 @@ class DroneRunner:
             elif s.armed is False:
                 self._abort(f"disarmed in mode {s.mode} before the patrol's last item")
             elif s.mode != "AUTO":
+                self._foreign = f"mode changed to {s.mode} (not by the service) during the patrol"
                 self._abort(f"mode changed to {s.mode} (not by the service) before the patrol's last item")
         elif s.armed:  # complete, still in the air: only the mission's own ending
             if failsafe:
                 self._abort(f"failsafe (system status {s.system_status}) in mode {s.mode} after the patrol")
             elif s.mode != "AUTO" and s.mode not in ending_modes:
+                self._foreign = f"mode changed to {s.mode} (not by the service) after the patrol"
                 self._abort(f"mode changed to {s.mode} (not by the service) after the patrol's last item")
 
     # ---- operator actions (API / CLI) -----------------------------------------------------------------------
@@ -351,6 +426,7 @@ class DroneRunner:
         with self._lock:
             if self.ops is not None and self.ops.patrol is not None:
                 self._abort(f"aborted by the operator ({mode})")
+            self._end_task("aborted", f"aborted by the operator ({mode})")
         with self._start_lock:  # a start under way finishes first, then the vehicle gets the abort mode
             link = self.link
             if link is None:
@@ -365,9 +441,208 @@ class DroneRunner:
 
                 raise ConfigError(f"drone {self.id}: no patrol configured")
             self._restart = True
-            if self.patrol_state == "aborted":
+            self._foreign = None  # the operator's restart takes the vehicle over
+            self._end_task("aborted", "ended: the operator restarted the patrol")
+            if self.patrol_state in ("aborted", "interrupted"):
                 self.patrol_state, self.patrol_reason = "restart requested", None
         log.info("drone %s: patrol restart requested", self.id)
+
+    # ---- tasks ("send a drone to look") --------------------------------------------------------------------------
+    def investigate(self, lat_deg: float, lon_deg: float, *, alt_m: float | None = None, hold_s: float | None = None,
+                    event_id: str | None = None, requested_by: str = "operator") -> Task:
+        """Fly to a point, hold over it ``hold_s`` seconds at ``alt_m`` above home (the drone's ``task_alt_m`` /
+        ``task_hold_s`` by default) with the gimbal pitched down, then RTL, instead of the patrol (``interrupted``
+        until a restart). A task under way is replaced. Raises :class:`TaskRefused`: ``target`` for a target out of
+        range, outside the operating area or at a height outside the limits; ``vehicle`` for no link, an unknown
+        home, a failsafe, a low or unknown battery, a vehicle someone else flies, or a start the vehicle refused
+        (the task is then ``aborted`` with the reason and the patrol stays ``interrupted``)."""
+        from seawatch.drone import mission as M
+        from seawatch.drone.link import LinkStatus
+
+        d = self.drone
+        lat, lon = float(lat_deg), float(lon_deg)
+        alt = float(d.task_alt_m if alt_m is None else alt_m)
+        hold = float(d.task_hold_s if hold_s is None else hold_s)
+        if not (math.isfinite(lat) and math.isfinite(lon) and abs(lat) <= 90 and abs(lon) <= 180):
+            raise TaskRefused(f"drone {self.id}: target ({lat}, {lon}) is not a valid latitude / longitude", "target")
+        if not (math.isfinite(alt) and d.task_min_alt_m <= alt <= d.task_max_alt_m):
+            raise TaskRefused(f"drone {self.id}: height {alt:g} m is outside the drone's task limits "
+                              f"({d.task_min_alt_m:g} to {d.task_max_alt_m:g} m above home)", "target")
+        if not (math.isfinite(hold) and 0.0 <= hold <= 3600.0):
+            raise TaskRefused(f"drone {self.id}: hold {hold:g} s must be within 0 to 3600 s", "target")
+        link = self.link
+        if link is None or link.status != LinkStatus.CONNECTED:
+            why = "never linked" if link is None else f"link {link.status.value}"
+            raise TaskRefused(f"drone {self.id}: no link to the vehicle ({why})", "vehicle")
+        home = link.state.home
+        if home is None:
+            try:
+                link.request(HOME_POSITION, "HOME_POSITION")
+            except SeawatchError as exc:
+                log.info("drone %s: HOME_POSITION not received: %s", self.id, exc)
+            home = link.state.home
+        if home is None:
+            raise TaskRefused(f"drone {self.id}: the vehicle's home position is not known (no HOME_POSITION), so the "
+                              "target's range cannot be checked", "vehicle")
+        why = self._target_problem(lat, lon, home, link.state)
+        if why is not None:
+            raise TaskRefused(f"drone {self.id}: {why}", "target")
+        with self._start_lock:  # one start (patrol, task) or service abort at a time
+            with self._lock:
+                s = link.state
+                why = self._start_problem(s, "a task") or self._flown_by_someone_else(s)
+                if why is not None:
+                    raise TaskRefused(f"drone {self.id}: {why}", "vehicle")
+                self._end_task("aborted", f"replaced by a new task ({requested_by})")
+                task = Task("investigate", lat, lon, alt, hold, event_id, requested_by, time.time_ns())
+                self.task = task
+                if self.patrol_state != "none":
+                    self.patrol_state = "interrupted"
+                    self.patrol_reason = (f"interrupted by a task (investigate, {requested_by}); restart the patrol "
+                                          "to fly it again")
+                self._restart = False
+                self.mission = None  # the vehicle's mission becomes the task's: a restart uploads the patrol again
+                self._starting = True
+                self._we_armed = True  # a start that fails after arming is not someone else's flight
+                airborne = s.armed is True and (s.alt_rel_m or 0.0) > 1.0
+                stop_auto = s.armed is True and s.mode == "AUTO"
+                gimbal = d.task_gimbal_pitch_deg if s.gimbal_rpy_deg is not None else None
+            try:
+                items = M.investigate_items(lat, lon, alt, hold, home, airborne=airborne, speed_m_s=d.task_speed_m_s,
+                                            gimbal_pitch_deg=gimbal)
+                if stop_auto:  # stop the patrol's mission where the vehicle is before it is replaced
+                    link.set_mode("GUIDED")
+                mc = M.MissionClient(link)
+                mc.upload(items)
+                mc.start()  # arms in GUIDED when on the ground, then MISSION_START (AUTO)
+            except SeawatchError as exc:
+                with self._lock:
+                    self._starting = False
+                    self._end_task("aborted", f"not started: {exc}")
+                raise TaskRefused(f"drone {self.id}: the task was not started: {exc}", "vehicle") from None
+            with self._lock:
+                self._starting = False
+                task.items = items
+                task.wp_seq = next(it.seq for it in items if it.seq > 0 and it.command == M.MAV_CMD_NAV_WAYPOINT)
+                if task.state == "starting":  # not aborted while it was starting
+                    task.state = "flying"
+                    self._watch_task(link.state)
+        log.info("drone %s: task investigate (%.6f, %.6f) at %g m, hold %g s started for %s (%d items)", self.id,
+                 lat, lon, alt, hold, requested_by, len(items))
+        return task
+
+    def _target_problem(self, lat: float, lon: float, home: tuple[float, float, float], s) -> str | None:
+        """Why a task must not fly to (lat, lon): farther than ``max_task_range_m`` from home, outside the operating
+        area, or a straight leg to it (from the drone, from home) that leaves the area (a concave one)."""
+        from seawatch.drone.geometry import geod
+
+        d = self.drone
+        _, _, dist_m = geod().inv(home[1], home[0], lon, lat)
+        if dist_m > d.max_task_range_m:
+            return (f"target ({lat:.6f}, {lon:.6f}) is {dist_m:.0f} m from the drone's home, farther than its "
+                    f"max_task_range_m ({d.max_task_range_m:.0f} m)")
+        area = d.operating_area()
+        if area is None:
+            return None
+        from shapely.geometry import LineString, Point
+
+        if not area.covers(Point(lon, lat)):
+            return f"target ({lat:.6f}, {lon:.6f}) is outside the drone's operating area (operating_area_lonlat)"
+        starts = [("home", home[1], home[0])]
+        if s.lat_deg is not None and s.lon_deg is not None:
+            starts.append(("the drone's position", s.lon_deg, s.lat_deg))
+        for name, lo, la in starts:  # a leg from outside the area (a launch pad on shore) is not judged
+            if area.covers(Point(lo, la)) and not area.covers(LineString([(lo, la), (lon, lat)])):
+                return (f"the straight leg between {name} and the target ({lat:.6f}, {lon:.6f}) leaves the drone's "
+                        "operating area (operating_area_lonlat)")
+        return None
+
+    def _flown_by_someone_else(self, s) -> str | None:
+        """Why an armed vehicle is not the service's to send (``_lock`` held), or None."""
+        if s.armed is not True:
+            return None
+        if self._foreign is not None:
+            return (f"the vehicle is flown by another pilot or ground station ({self._foreign}); a task starts only "
+                    "on a vehicle the service flies or a disarmed one")
+        if not self._we_armed:
+            return ("vehicle armed under another pilot's control (the service did not arm it); a task starts only on "
+                    "a vehicle the service flies or a disarmed one")
+        return None
+
+    def _end_task(self, state: str, reason: str | None) -> None:
+        """End the task under way (``_lock`` held); nothing when none is."""
+        t = self.task
+        if t is None or t.state not in TASK_ACTIVE:
+            return
+        now = time.time_ns()
+        if t.holding_since_ns is not None and t.hold_ended_ns is None:
+            t.hold_ended_ns = now
+        t.state, t.reason, t.ended_ns = state, reason, now
+        if state == "complete":
+            log.info("drone %s: task %s at (%.6f, %.6f) complete", self.id, t.kind, t.lat_deg, t.lon_deg)
+        else:
+            log.warning("drone %s: task %s at (%.6f, %.6f) %s: %s", self.id, t.kind, t.lat_deg, t.lon_deg, state, reason)
+
+    def _watch_task(self, s) -> None:
+        """Follow the task from the vehicle state (``_lock`` held): holding over the target, returning once the hold
+        ended (its waypoint reached), complete when landed and disarmed; aborted by someone else's mode change, a
+        disarm before the hold ended, or a failsafe."""
+        t = self.task
+        if t is None or t.state not in ("flying", "holding", "returning") or self._starting or not t.items:
+            return
+        failsafe = s.system_status in (MAV_STATE_CRITICAL, MAV_STATE_EMERGENCY)
+        rtl_seq = t.items[-1].seq
+        reached = t.reached_seq if t.reached_seq is not None else -1
+        at_rtl = s.mission_seq == rtl_seq and (s.mode == "AUTO" or (s.mode in ("RTL", "LAND")
+                                                                    and t.holding_since_ns is not None))
+        if t.state in ("flying", "holding"):
+            if failsafe and s.armed:
+                self._end_task("aborted", f"failsafe (system status {s.system_status}) in mode {s.mode} before the "
+                                          "hold ended")
+                return
+            if reached >= t.wp_seq or at_rtl:
+                if t.holding_since_ns is not None:
+                    t.hold_ended_ns = time.time_ns()
+                t.state = "returning"
+                log.info("drone %s: task %s: hold over (%.6f, %.6f) ended, returning", self.id, t.kind, t.lat_deg,
+                         t.lon_deg)
+            elif s.armed is False:
+                self._end_task("aborted", f"disarmed in mode {s.mode} before the hold ended")
+                return
+            elif s.mode != "AUTO":
+                self._foreign = f"mode changed to {s.mode} (not by the service) during a task"
+                self._end_task("aborted", f"mode changed to {s.mode} (not by the service) before the hold ended")
+                return
+            elif t.state == "flying" and s.lat_deg is not None and s.alt_rel_m is not None:
+                from seawatch.drone.geometry import latlon_to_offsets
+
+                dn, de = latlon_to_offsets(t.lat_deg, t.lon_deg, s.lat_deg, s.lon_deg)
+                if (math.hypot(float(dn[0]), float(de[0])) <= TASK_HOLD_RADIUS_M
+                        and abs(s.alt_rel_m - t.alt_m) <= TASK_HOLD_ALT_TOL_M):
+                    t.state, t.holding_since_ns = "holding", time.time_ns()
+                    log.info("drone %s: task %s: holding over (%.6f, %.6f) for %g s", self.id, t.kind, t.lat_deg,
+                             t.lon_deg, t.hold_s)
+        if t.state == "returning":
+            if s.armed is False:
+                self._end_task("complete", None)
+            elif failsafe:
+                self._end_task("aborted", f"failsafe (system status {s.system_status}) in mode {s.mode} on the "
+                                          "way home")
+            elif s.mode not in ("AUTO", "RTL", "LAND"):
+                self._foreign = f"mode changed to {s.mode} (not by the service) during a task"
+                self._end_task("aborted", f"mode changed to {s.mode} (not by the service) on the way home")
+
+    def _task_tick(self) -> None:
+        """Every half second on the drone's thread: forget who flew a vehicle once it is disarmed, follow the task."""
+        link = self.link
+        if link is None:
+            return
+        with self._lock:
+            s = link.state
+            if s.armed is False and not self._starting:
+                self._we_armed = False
+                self._foreign = None
+            self._watch_task(s)
 
     def _on_message(self, msg: Any, link: Any = None) -> None:
         link = link if link is not None else self.link
@@ -385,10 +660,15 @@ class DroneRunner:
         elif mtype == "MISSION_ITEM_REACHED":
             with self._lock:
                 self._reached_seq = max(msg.seq, self._reached_seq if self._reached_seq is not None else -1)
+                t = self.task
+                if t is not None and t.state in ("flying", "holding", "returning"):
+                    t.reached_seq = max(msg.seq, t.reached_seq if t.reached_seq is not None else -1)
                 self._watch(link.state)
+                self._watch_task(link.state)
         elif mtype == "HEARTBEAT":
             with self._lock:
                 self._watch(link.state)  # the link has already taken this heartbeat into its state
+                self._watch_task(link.state)
 
     # ---- status -------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -409,7 +689,11 @@ class DroneRunner:
             "patrols_started": self.patrols_started,
             "route": [[round(la, 7), round(lo, 7)] for la, lo in self.route],
             "current_waypoint": None, "waypoints": None, "last_error": self.last_error,
+            "task": None,
         }
+        with self._lock:
+            if self.task is not None:
+                d["task"] = self.task.as_dict(now)
         if s is not None:
             d.update(mode=s.mode, armed=s.armed, lat_deg=s.lat_deg, lon_deg=s.lon_deg, alt_rel_m=s.alt_rel_m,
                      heading_deg=s.heading_deg if s.heading_deg is not None else s.yaw_deg,
@@ -495,6 +779,10 @@ class Fleet:
     def restart_patrol(self, drone_id: str) -> None:
         """The explicit restart after an abort."""
         self._runner(drone_id).restart_patrol()
+
+    def investigate(self, drone_id: str, lat_deg: float, lon_deg: float, **kw: Any) -> Task:
+        """Send the drone to look at a point (:meth:`DroneRunner.investigate`)."""
+        return self._runner(drone_id).investigate(lat_deg, lon_deg, **kw)
 
     def drones(self) -> list[dict[str, Any]]:
         return [r.status() for r in self.runners.values()]
