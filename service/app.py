@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from seawatch import __version__
 from seawatch.errors import ConfigError, InputError, SeawatchError, StreamError, TelemetryError
 from seawatch.service.auth import Authenticator, LoginThrottle, Principal
+from seawatch.service.calibration import CalibrationFitIn
 from seawatch.service.config import ServeConfig, root_path_problem
 from seawatch.service.live import LiveHub
 from seawatch.service.live_view import LiveView
@@ -895,6 +896,30 @@ def latest_picture(source_id: str, request: Request, who: Viewer, boxes: bool = 
                     headers={"Cache-Control": "no-store", "X-Capture-Time-Ns": str(capture_ns)})
 
 
+@sources.post("/{source_id}/calibration/fit", responses={422: {"model": ErrorBody}},
+              summary="admin: fit a fixed camera's pan, tilt, roll and field of view to points marked in its picture",
+              description="The calibration page's fit (`seawatch calibrate` over the API): `points` (up to 60) are "
+                          "pixels of the full-size picture (`width_px` x `height_px`) with their surveyed positions, "
+                          "`horizon_px` pixels on the sea horizon; the camera's position is the source's surveyed one "
+                          "unless `camera` gives it; `hfov_deg` keeps a field of view (none: fitted); `fit_position` "
+                          "moves the camera too. Answers the `calibration` section to paste into the source, each "
+                          "point's residual, ground error and error when left out, where the fitted pose projects it "
+                          "(`projected_px`), warnings, the fitted `view` for the map, and `current`: the same points' "
+                          "ground errors under the calibration the camera runs with now. Nothing is saved. 422 for a "
+                          "drone's camera (located from the drone's pose), too few points or points that cannot be fitted.")
+def fit_calibration(source_id: str, request: Request, who: Admin, body: Annotated[CalibrationFitIn, Body()]) -> dict[str, Any]:
+    from seawatch.service.calibration import fit_for_source
+
+    st = request.app.state
+    spec = _configured_source(st, source_id)
+    if st.settings.drone_of(source_id) is not None:
+        raise ApiError(422, f"source {source_id!r} is a drone's camera: it is located from the drone's pose, not calibrated")
+    try:
+        return fit_for_source(spec, body)
+    except InputError as exc:
+        raise ApiError(422, str(exc)) from None
+
+
 MAX_RECORDING_CLIP_S = 1800  # the longest window of a camera's recording cut as one clip (a remux: seconds of work)
 
 
@@ -1459,13 +1484,20 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
         return FileResponse(static_dir / "wall.html", media_type="text/html",
                             headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"})
 
+    # the calibration page (admins): a camera's picture beside the map, points marked in both, the fitted pose
+    @app.get("/calibrate", include_in_schema=False)
+    def ui_calibrate() -> FileResponse:
+        return FileResponse(static_dir / "calibrate.html", media_type="text/html",
+                            headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"})
+
     @app.get("/ui/{name}", include_in_schema=False)
     def ui_asset(name: str) -> FileResponse:
         # not index.html / wall.html: the pages are "/" and "/wall", which send them with their CSP header (framing
         # is refused only by the header)
         types = {"app.js": "text/javascript", "map.js": "text/javascript", "app.css": "text/css",
                  "coastline.json": "application/json",
-                 "wall.js": "text/javascript", "wall.css": "text/css"}
+                 "wall.js": "text/javascript", "wall.css": "text/css",
+                 "calibrate.js": "text/javascript", "calibrate.css": "text/css"}
         if name not in types or not (static_dir / name).is_file():
             raise ApiError(404, "no such UI file")
         return FileResponse(static_dir / name, media_type=types[name], headers={"X-Content-Type-Options": "nosniff"})

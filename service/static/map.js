@@ -107,7 +107,7 @@ export function describeArea(area) {
 
 export class MapView {
   constructor(canvas, { tilesUrl = null, attribution = "", onPick = () => {}, onPickCamera = () => {}, onPickTrack = () => {}, onMove = () => {},
-    onHover = () => {}, onArea = () => {}, onDrawHint = () => {} } = {}) {
+    onHover = () => {}, onArea = () => {}, onDrawHint = () => {}, onDraw = null } = {}) {
     this.c = canvas;
     this.g = canvas.getContext("2d");
     this.tilesUrl = tilesUrl;
@@ -119,6 +119,7 @@ export class MapView {
     this.onHover = onHover;
     this.onArea = onArea;          // a search area was drawn (the area) or cleared (null)
     this.onDrawHint = onDrawHint;  // what the next click does while drawing ("" when not drawing)
+    this.onDraw = onDraw;          // (context, map): a page's own marks, drawn over the events on every redraw
     // the search area: {kind: "polygon", points: [[lat, lon], ...]} or {kind: "circle", lat, lon, radius_m}, or null
     this.area = null;
     this.drawing = null;   // an area being drawn: {kind, points: [[lat, lon], ...], hover: [lat, lon] | null}
@@ -222,6 +223,7 @@ export class MapView {
     if (this.layers.track) this._drawRecTrack();
     this._drawArea();
     if (this.layers.events) this._drawEvents();
+    if (this.onDraw) { g.save(); this.onDraw(g, this); g.restore(); }
     this._drawScale();
     if (this.tilesUrl && this.attribution) {
       g.font = "10px sans-serif"; g.fillStyle = "rgba(255,255,255,0.8)";
