@@ -368,7 +368,7 @@ async function refreshSources(list) {
         s.battery_pct != null ? `battery ${s.battery_pct}%` : null,
         s.patrol ? `patrol ${s.patrol} (${s.patrol_state}${s.patrol_reason ? ": " + displayText(s.patrol_reason, 300) : ""}, ` +
           `waypoint ${s.current_waypoint ?? "-"}/${s.waypoints ?? "-"})` : null,
-        s.last_error && displayText(s.last_error, 300)].filter(Boolean).join(" · ");
+        taskText(s), s.last_error && displayText(s.last_error, 300)].filter(Boolean).join(" · ");
     } else if (s.kind === "ais") {
       details = `${s.vessels} vessel(s), ${s.messages} message(s), last ${s.last_message_age_s ?? "-"} s ago`;
     } else {
@@ -391,9 +391,74 @@ async function refreshSources(list) {
   const drones = list.filter((s) => s.kind === "drone"), cams = list.filter((s) => (s.kind || "camera") === "camera");
   $("status-bar").textContent = `${cams.filter((s) => s.state === "online").length}/${cams.length} camera(s) online · ` +
     `${drones.filter((s) => s.state === "connected").length}/${drones.length} drone(s) linked`;
-  if (map) map.setData({ cameras: cams, drones });
+  // a drone on a task: its line on the map runs from the drone to the target (the patrol's route is interrupted)
+  if (map) map.setData({ cameras: cams, drones: drones.map((d) => taskActive(d) && d.lat_deg != null
+    ? { ...d, route: [[d.lat_deg, d.lon_deg], [d.task.lat_deg, d.task.lon_deg]] } : d) });
   recCameras(list);
+  if (state.detail) showSendDrone(state.detail);
 }
+
+// ---- "send a drone to look" (POST /api/drones/{id}/investigate): a task the drone flies instead of its patrol
+const TASK_ACTIVE = ["starting", "flying", "holding", "returning"];
+const taskActive = (d) => !!(d.task && TASK_ACTIVE.includes(d.task.state));
+
+// Great-circle distance in metres (a display figure; the service checks the range with a geodesic).
+function distanceM(lat1, lon1, lat2, lon2) {
+  const r = Math.PI / 180, dLat = (lat2 - lat1) * r, dLon = (lon2 - lon1) * r;
+  const a = Math.sin(dLat / 2) ** 2 + Math.cos(lat1 * r) * Math.cos(lat2 * r) * Math.sin(dLon / 2) ** 2;
+  return 2 * 6371008.8 * Math.asin(Math.min(1, Math.sqrt(a)));
+}
+const fmtDistance = (m) => (m >= 1000 ? `${(m / 1000).toFixed(1)} km` : `${Math.round(m)} m`);
+
+// The task in the sources table: "task investigate holding, 120 m to go (event ID) by user olga: reason"
+function taskText(s) {
+  const t = s.task;
+  if (!t) return null;
+  const togo = taskActive(s) && s.lat_deg != null ? `, ${fmtDistance(distanceM(s.lat_deg, s.lon_deg, t.lat_deg, t.lon_deg))} to the target` : "";
+  return `task ${t.kind} ${t.state} at ${t.lat_deg.toFixed(5)}, ${t.lon_deg.toFixed(5)}${togo}` +
+    (t.held_s != null ? `, held ${Math.round(t.held_s)}/${Math.round(t.hold_s)} s` : "") +
+    (t.event_id ? ` (event ${displayText(t.event_id, 64)})` : "") +
+    (t.requested_by ? ` by ${displayText(t.requested_by, 100)}` : "") + (t.reason ? `: ${displayText(t.reason, 300)}` : "");
+}
+
+// The event detail's "Send drone": operators and above (the server checks), for an event with a position, when the
+// service has drones; a select of them (nearest first, with the distance) when there are several. Called again with
+// each sources refresh: the options' texts follow the drones, the choice stays.
+function showSendDrone(ev) {
+  const drones = state.sources.filter((s) => s.kind === "drone");
+  const box = $("d-send"), sel = $("d-drone");
+  box.hidden = !atLeast("operator") || !ev.geo || !drones.length;
+  if (box.hidden) return;
+  const dist = (d) => (d.lat_deg != null ? distanceM(d.lat_deg, d.lon_deg, ev.geo.lat_deg, ev.geo.lon_deg) : Infinity);
+  const label = (d) => `${d.drone_id} · ${d.lat_deg != null ? fmtDistance(dist(d)) + " away" : "position unknown"}` +
+    (d.state !== "connected" ? ` (${d.state})` : "") + (taskActive(d) ? ` (on a task: ${d.task.state})` : "");
+  const ids = [...sel.options].map((o) => o.value).sort().join("\n");
+  if (ids !== drones.map((d) => d.drone_id).sort().join("\n")) {  // another set of drones: new options, nearest first
+    const keep = sel.value;
+    sel.replaceChildren(...[...drones].sort((a, b) => dist(a) - dist(b)).map((d) => {
+      const o = document.createElement("option"); o.value = d.drone_id; return o;
+    }));
+    if (keep && drones.some((d) => d.drone_id === keep)) sel.value = keep;
+  }
+  for (const o of sel.options) { const d = drones.find((x) => x.drone_id === o.value); o.textContent = label(d); }
+  sel.hidden = drones.length < 2;
+  $("d-send-info").textContent = drones.length < 2 ? label(drones[0]) : "";
+}
+
+$("d-send-btn").addEventListener("click", async () => {
+  const ev = state.detail, id = $("d-drone").value;
+  if (!ev || !ev.geo || !id) return;
+  if (!confirm(`Send drone ${id} to look at this ${ev.type} at ${ev.geo.lat_deg.toFixed(5)}, ${ev.geo.lon_deg.toFixed(5)}? ` +
+    "It leaves its patrol, holds over the event, then flies home.")) return;
+  const note = $("d-send-note");
+  note.className = ""; note.textContent = `sending ${id}…`;
+  try {
+    const d = await json(`api/drones/${encodeURIComponent(id)}/investigate`, { method: "POST",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ event_id: ev.id }) });
+    note.textContent = `${id}: task ${d.task ? d.task.state : "?"}${d.patrol_state !== "none" ? ", patrol " + d.patrol_state : ""}`;
+  } catch (e) { note.className = "error"; note.textContent = `${id} not sent: ${e.message}`; }
+  try { await refreshSources(await json("api/sources")); } catch (e) { /* the live feed refreshes it again */ }
+});
 
 // The live view: a camera's newest analysed picture with what is tracked in it, fetched every second while open
 // (GET /api/sources/{id}/latest.jpg; one request at a time, an answer for a camera no longer shown is dropped).
@@ -931,7 +996,7 @@ function droneButtons(s) {
     b.addEventListener("click", () => droneAction(s.drone_id, act));
     return b;
   };
-  const out = [mk("abort", "Abort (RTL)", "stop the patrol (it does not start again by itself) and fly home")];
+  const out = [mk("abort", "Abort (RTL)", "stop the patrol or task (it does not start again by itself) and fly home")];
   if (s.patrol) {
     const r = mk("restart", "Restart patrol", "fly the patrol again (battery and failsafe checks still apply)");
     r.disabled = s.patrol_state === "flying";
@@ -1050,6 +1115,8 @@ async function select(id, { refresh = false } = {}) {
   for (const b of document.querySelectorAll("#d-actions button[data-act]"))
     b.hidden = !atLeast("operator") || (!atLeast("reviewer") && (b.dataset.act === "confirm" || ev.review_status === "confirmed"));
   renderIgnored(ev);
+  if (!prev) { $("d-send-note").textContent = ""; $("d-send-note").className = ""; }
+  showSendDrone(ev);
   const img = $("d-snapshot"), vid = $("d-clip"), note = $("d-clip-note");
   const sameSnap = prev && img.dataset.for === ev.id && img.dataset.url === (ev.snapshot_url || "");
   const sameClip = prev && vid.dataset.for === ev.id && vid.dataset.url === (ev.clip_url || "");
