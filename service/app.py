@@ -1497,7 +1497,7 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
         types = {"app.js": "text/javascript", "map.js": "text/javascript", "app.css": "text/css",
                  "coastline.json": "application/json",
                  "wall.js": "text/javascript", "wall.css": "text/css",
-                 "calibrate.js": "text/javascript", "calibrate.css": "text/css"}
+                 "calibrate.js": "text/javascript", "calibrate.css": "text/css", "session.js": "text/javascript"}
         if name not in types or not (static_dir / name).is_file():
             raise ApiError(404, "no such UI file")
         return FileResponse(static_dir / name, media_type=types[name], headers={"X-Content-Type-Options": "nosniff"})

@@ -10,11 +10,7 @@
 // to where the page was loaded.
 "use strict";
 import { MapView, displayText } from "./map.js";
-
-const ROOT = new URL("../", import.meta.url);
-const here = (path) => new URL(path, ROOT).href;
-const FRAMED = (() => { try { return window.top !== window.self; } catch { return true; } })();
-if (FRAMED) document.body.replaceChildren("Seawatch is not shown inside another page: open it in its own tab.");
+import { FRAMED, apiClient, bindLoginForm, here, readAuth, untrusted } from "./session.js";
 
 const $ = (id) => document.getElementById(id);
 const SVG = "http://www.w3.org/2000/svg";
@@ -23,32 +19,7 @@ const MAX_HORIZON = 20;
 const MARK = "#ff00ff", FITTED = "#00c8ff";
 const state = { auth: null, who: null, sources: [], source: null, map: null, picUrl: "", size: null,
   points: [], horizon: [], pending: { px: null, ll: null }, result: null, fitting: false };
-
-function untrusted(text, max = 0) {
-  const b = document.createElement("bdi");
-  b.textContent = displayText(text, max);
-  if (max && b.textContent !== displayText(text)) b.title = displayText(text, 2000);
-  return b;
-}
-
-function readAuth() {
-  const h = new URLSearchParams(location.hash.slice(1));
-  if (h.get("key")) return { "X-API-Key": h.get("key") };
-  if (h.get("token")) return { Authorization: "Bearer " + h.get("token") };
-  const t = sessionStorage.getItem("seawatch-token");
-  return t ? { Authorization: "Bearer " + t } : null;
-}
-
-async function api(path, opts = {}) {
-  const r = await fetch(here(path), { ...opts, headers: { ...(opts.headers || {}), ...state.auth } });
-  if (r.status === 401) { showLogin(); throw Object.assign(new Error("not logged in"), { status: 401 }); }
-  if (!r.ok) {
-    const b = await r.json().catch(() => ({}));
-    throw Object.assign(new Error((b.error && b.error.message) || r.statusText), { status: r.status });
-  }
-  return r;
-}
-const json = async (path, opts) => (await api(path, opts)).json();
+const { api, json } = apiClient(() => state.auth, () => showLogin());
 
 function showLogin() { $("login").hidden = false; $("main").hidden = true; }
 
@@ -357,17 +328,7 @@ async function fit() {
 
 // ---- wiring ------------------------------------------------------------------------------------------------------
 if (!FRAMED) {
-  $("login-form").addEventListener("submit", async (e) => {
-    e.preventDefault();
-    const f = new FormData(e.target);
-    const r = await fetch(here("api/auth/login"), { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ username: f.get("username"), password: f.get("password") }) });
-    const b = await r.json().catch(() => ({}));
-    if (!r.ok) { $("login-error").textContent = (b.error && b.error.message) || r.statusText; return; }
-    $("login-error").textContent = "";
-    sessionStorage.setItem("seawatch-token", b.access_token);
-    start().catch((err) => { $("fit-error").textContent = err.message; });
-  });
+  bindLoginForm($("login-form"), $("login-error"), () => start().catch((err) => { $("fit-error").textContent = err.message; }));
   $("pic-overlay").addEventListener("click", pictureClick);
   $("source").addEventListener("change", (e) => chooseSource(e.target.value));
   $("reload-pic").addEventListener("click", () => state.source && loadPicture());

@@ -10,15 +10,7 @@
 // viewer is enough. Plain ES module, no build step; every URL is relative to where the page was loaded.
 "use strict";
 import { displayText } from "./map.js";
-
-// The folder above this module ("ui/wall.js"): the service's root as this browser reaches it, with a proxy's path
-// prefix when there is one (see app.js).
-const ROOT = new URL("../", import.meta.url);
-const here = (path) => new URL(path, ROOT).href;
-
-// Never inside another site's page (see app.js): checked before any credential is used.
-const FRAMED = (() => { try { return window.top !== window.self; } catch { return true; } })();
-if (FRAMED) document.body.replaceChildren("Seawatch is not shown inside another page: open it in its own tab.");
+import { FRAMED, ROOT, apiClient, bindLoginForm, here, readAuth, untrusted } from "./session.js";
 
 const REFRESH_MS = 1000;  // a tile's picture is asked this long after the previous one was asked (or on its answer when slower)
 const FETCH_TIMEOUT_MS = 10000;  // a picture request that hangs longer is given up (the tile asks again)
@@ -31,33 +23,7 @@ const $ = (id) => document.getElementById(id);
 const state = { auth: null, who: null, sources: [], incidents: new Map(), ws: null, tiles: new Map() };
 let pollTimer = null, incidentTimer = null, reconnectTimer = null, eventsTimer = null;
 
-// Text from outside (a camera id from the configuration) as an isolated <bdi> with its invisible and bidi control
-// characters made visible (map.js's displayText).
-function untrusted(text, max = 0) {
-  const b = document.createElement("bdi");
-  b.textContent = displayText(text, max);
-  if (max && b.textContent !== displayText(text)) b.title = displayText(text, 2000);
-  return b;
-}
-
-function readAuth() {
-  const h = new URLSearchParams(location.hash.slice(1));  // kiosk displays: #key=... or #token=... (never sent to the server)
-  if (h.get("key")) return { "X-API-Key": h.get("key") };
-  if (h.get("token")) return { Authorization: "Bearer " + h.get("token") };
-  const t = sessionStorage.getItem("seawatch-token");
-  return t ? { Authorization: "Bearer " + t } : null;
-}
-
-async function api(path, opts = {}) {
-  const r = await fetch(here(path), { ...opts, headers: { ...(opts.headers || {}), ...state.auth } });
-  if (r.status === 401) { showLogin(); throw Object.assign(new Error("unauthorized"), { status: 401 }); }
-  if (!r.ok) {
-    const b = await r.json().catch(() => ({}));
-    throw Object.assign(new Error((b.error && b.error.message) || r.statusText), { status: r.status });
-  }
-  return r;
-}
-const json = async (path) => (await api(path)).json();
+const { json } = apiClient(() => state.auth, () => showLogin());
 
 // ---- durations and times ----------------------------------------------------------------------------------------
 function span(ms) {
@@ -114,17 +80,8 @@ async function doStart() {
   connectLive();
 }
 
-if (!FRAMED) $("login-form").addEventListener("submit", async (e) => {
-  e.preventDefault();
-  const f = new FormData(e.target);
-  const r = await fetch(here("api/auth/login"), { method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ username: f.get("username"), password: f.get("password") }) });
-  const b = await r.json().catch(() => ({}));
-  if (!r.ok) { $("login-error").textContent = (b.error && b.error.message) || r.statusText; return; }
-  $("login-error").textContent = "";
-  sessionStorage.setItem("seawatch-token", b.access_token);  // the same session as "/": its tab opens logged in
-  start().catch((err) => console.error(err));
-});
+// the log-in keeps this tab's session: "/" in the same tab is then logged in too
+if (!FRAMED) bindLoginForm($("login-form"), $("login-error"), () => start().catch((err) => console.error(err)));
 
 // ---- the grid -----------------------------------------------------------------------------------------------------
 // The columns that make the pictures largest: n tiles of TILE_ASPECT in the wall's width x height.
