@@ -225,6 +225,18 @@ def test_wall_tiles_states_and_incidents_with_a_viewer_key(tmp_path):
         page.click('#wall .tile[data-id="quay-1"]')
         _wait(page, "document.getElementById('detail') && document.getElementById('detail').dataset.id === 'ev00004'", 15)
         assert page.text_content("#who") == "wall-3 (viewer)"
+        # the operator UI links back to the wall with the same key (no calibration link for a viewer)
+        assert page.get_attribute("#to-wall", "href") == f"{base}/wall#key={VIEWER_KEY}"
+        assert page.is_hidden("#to-calibrate")
+        # ---- a tile without an incident: the operator UI with that camera's live view open; closed, the link goes
+        page.goto(f"{base}/wall#key={VIEWER_KEY}")
+        _wait(page, f"{TILES}.length === 3")
+        page.click('#wall .tile[data-id="east-gate"]')
+        _wait(page, "!document.getElementById('live-view').hidden", 15)
+        assert page.text_content("#lv-title") == "Live: east-gate"
+        _wait(page, "document.getElementById('lv-img').naturalWidth > 0", 10)
+        page.click("#lv-close")
+        assert "live=" not in page.evaluate("location.hash")
         assert not errors, errors
         browser.close()
 

@@ -12,29 +12,11 @@
 // Plain ES modules, no build step, no external resources. Every datum comes from the authenticated API.
 "use strict";
 import { MapView, describeArea, displayText, isolated } from "./map.js";
-
-// Where the service is, as this browser reaches it: the folder above this module ("ui/app.js"), so "https://host/"
-// at a host's root and "https://ops.port.example/seawatch/" behind a reverse proxy that serves it under a path
-// prefix (and strips it). Every request the UI makes is relative to it ("api/events", "ui/coastline.json"), never to
-// the host's root, so the service need not know the prefix for the UI to work.
-const ROOT = new URL("../", import.meta.url);
-const here = (path) => new URL(path, ROOT).href;
-
-// Never inside another site's page (clickjacking: the UI in a hidden frame under a decoy button): "/" says so in its
-// CSP (frame-ancestors 'none'), but a copy of the page served from elsewhere carries no such header. Checked before
-// anything else runs: nothing is shown and no credential (#key=, the session's token) is used.
-const FRAMED = (() => { try { return window.top !== window.self; } catch { return true; } })();
-if (FRAMED) document.body.replaceChildren("Seawatch is not shown inside another page: open it in its own tab.");
-
-// Text the service does not control (a vessel's name from AIS or the registry, a note, who wrote it) as a <bdi>: shown
-// by map.js's displayText (invisible and bidi control characters visible, at most `max` characters, the whole in the
-// tooltip when cut) and isolated, so it cannot reorder or hide the text around it.
-function untrusted(text, max = 0) {
-  const b = document.createElement("bdi");
-  b.textContent = displayText(text, max);
-  if (max && b.textContent !== displayText(text)) b.title = displayText(text, 2000);
-  return b;
-}
+// where the service is (every request relative to it, so a proxy's path prefix needs no setting), the framing check
+// (before anything else runs: nothing is shown and no credential used inside another site's page), the tab's
+// credential, the API client, the log-in form and text from outside as an isolated <bdi>: shared with /wall and
+// /calibrate
+import { FRAMED, ROOT, apiClient, bindLoginForm, here, readAuth, untrusted } from "./session.js";
 
 const state = { auth: null, role: null, events: [], nextCursor: null, selected: null, detail: null, sources: [], vessels: [],
   seen: new Set(), ws: null, held: new Set(), health: null };
@@ -49,26 +31,7 @@ let selSeq = 0;  // bumped by every select(): an answer for an older selection i
 const ROLE_RANK = { viewer: -1, operator: 0, reviewer: 1, admin: 2 };
 const atLeast = (role) => state.role != null && ROLE_RANK[state.role] >= ROLE_RANK[role];
 
-function readAuth() {
-  const h = new URLSearchParams(location.hash.slice(1));  // kiosk displays: #key=... or #token=... (never sent to the server)
-  if (h.get("key")) return { "X-API-Key": h.get("key") };
-  if (h.get("token")) return { Authorization: "Bearer " + h.get("token") };
-  const t = sessionStorage.getItem("seawatch-token");
-  return t ? { Authorization: "Bearer " + t } : null;
-}
-
-async function api(path, opts = {}) {
-  const r = await fetch(here(path), { ...opts, headers: { ...(opts.headers || {}), ...state.auth } });
-  if (r.status === 401) { showLogin(); throw new Error("unauthorized"); }
-  if (!r.ok) {
-    const b = await r.json().catch(() => ({}));
-    const err = new Error((b.error && b.error.message) || r.statusText);
-    err.status = r.status; err.retryAfterS = parseInt(r.headers.get("Retry-After") || "", 10) || 0;
-    throw err;
-  }
-  return r;
-}
-const json = async (path, opts) => (await api(path, opts)).json();
+const { api, json } = apiClient(() => state.auth, () => showLogin());
 
 // The session is gone (no or a refused credential): the login form, and nothing left running in the background.
 function showLogin() {
@@ -95,6 +58,10 @@ async function doStart() {
   const me = await json("api/auth/me");
   $("who").textContent = `${me.name} (${me.role})`;
   state.role = me.role;
+  // the other pages keep a kiosk's credential from the address (a wall display's key opens the wall too)
+  const keep = new URLSearchParams([...new URLSearchParams(location.hash.slice(1))].filter(([k]) => k === "key" || k === "token"));
+  for (const [id, page] of [["to-wall", "wall"], ["to-calibrate", "calibrate"]]) $(id).href = here(page) + (keep.size ? "#" + keep : "");
+  $("to-calibrate").hidden = !atLeast("admin");
   $("d-export").hidden = !atLeast("reviewer");  // the evidence package is for reviewers and admins (the server checks)
   $("d-hold-bar").hidden = !atLeast("reviewer");  // holds are a reviewer's (the server answers an operator 403)
   // a viewer reviews, reports and commands nothing (the server answers 403): no note, no buttons, no report form
@@ -119,6 +86,7 @@ async function doStart() {
   if (first && !map.touched) map.fitAll();  // again with the events (the sources alone framed it so far)
   const linked = linkedEvent();
   if (linked && linked !== state.selected) select(linked);  // a link to an event (#event=ID) opens it
+  openLinkedLive();  // and one to a camera's live view (#live=CAMERA)
   // a vessel table that fails to load now (a slow or restarting AIS side) must not keep the live feed unconnected
   await refreshVessels().catch((err) => console.warn("AIS vessels not loaded", err));
   clearInterval(vesselTimer);
@@ -126,17 +94,7 @@ async function doStart() {
   connectLive();
 }
 
-$("login-form").addEventListener("submit", async (e) => {
-  e.preventDefault();
-  const f = new FormData(e.target);
-  const r = await fetch(here("api/auth/login"), { method: "POST", headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ username: f.get("username"), password: f.get("password") }) });
-  const b = await r.json().catch(() => ({}));
-  if (!r.ok) { $("login-error").textContent = (b.error && b.error.message) || r.statusText; return; }
-  $("login-error").textContent = "";
-  sessionStorage.setItem("seawatch-token", b.access_token);
-  start().catch((err) => console.error(err));
-});
+bindLoginForm($("login-form"), $("login-error"), () => start().catch((err) => console.error(err)));
 // Log out ends the token on the server too (a copy of it stops working now, not at its expiry); a wall display's
 // #key= is not ended by it (an API key is revoked in the configuration).
 $("logout").addEventListener("click", async () => {
@@ -474,11 +432,12 @@ function liveButton(s) {
 }
 function openLive(id) {
   closeLive();
-  live.id = id; $("lv-title").textContent = `Live: ${id}`; $("lv-note").textContent = "loading…"; $("live-view").hidden = false;
+  live.id = id; setHashParam("live", id); $("lv-title").textContent = `Live: ${id}`; $("lv-note").textContent = "loading…"; $("live-view").hidden = false;
   refreshLive();
   live.timer = setInterval(refreshLive, LIVE_REFRESH_MS);
 }
 function closeLive() {
+  if (live.id) setHashParam("live", null);
   clearInterval(live.timer); live.timer = null; live.id = null;
   $("live-view").hidden = true; $("lv-img").removeAttribute("src");
   if (live.url) URL.revokeObjectURL(live.url);
@@ -1054,16 +1013,26 @@ function setMedia(el, url) {
 // loaded for the same clip URL stay, and the page does not scroll.
 // A link to an event: #event=ID in the address (beside a kiosk's #key=...), kept in step with the event open, so the
 // address bar can be shared and a reload reopens it.
-function linkedEvent() { return new URLSearchParams(location.hash.slice(1)).get("event"); }
-function linkEvent(id) {
+// A camera's live view is linked the same way: #live=CAMERA (the camera wall's tiles link to it).
+const hashParam = (name) => new URLSearchParams(location.hash.slice(1)).get(name);
+function linkedEvent() { return hashParam("event"); }
+function setHashParam(name, value) {
   const h = new URLSearchParams(location.hash.slice(1));
-  if (id) h.set("event", id); else h.delete("event");
+  if (value) h.set(name, value); else h.delete(name);
   const hash = h.toString();
   if (hash !== location.hash.slice(1)) history.replaceState(null, "", hash ? "#" + hash : location.pathname + location.search);
 }
+function linkEvent(id) { setHashParam("event", id); }
+// the live view a link asks for (#live=CAMERA), when that camera is one of the sources
+function openLinkedLive() {
+  const id = hashParam("live");
+  if (id && id !== live.id && state.sources.some((s) => s.source_id === id && (s.kind || "camera") === "camera")) openLive(id);
+}
 window.addEventListener("hashchange", () => {
+  if (!state.auth || $("main").hidden) return;
   const id = linkedEvent();
-  if (id && id !== state.selected && state.auth && !$("main").hidden) select(id);
+  if (id && id !== state.selected) select(id);
+  openLinkedLive();
 });
 
 async function select(id, { refresh = false } = {}) {
