@@ -358,13 +358,31 @@ class MissionClient:
         self.items = []
 
     def start(self, arm_mode: str = "GUIDED") -> None:
-        """Arm in ``arm_mode`` (ArduCopter does not arm in AUTO) and send MISSION_START (switches to AUTO)."""
+        """Arm in ``arm_mode`` (ArduCopter does not arm in AUTO) and send MISSION_START (switches to AUTO).
+
+        The mission flies from its first item: MISSION_SET_CURRENT 1 goes first. ArduPilot's MISSION_START (and a
+        switch to AUTO) resumes where the last mission stopped unless MIS_RESTART is 1, and a mission replaced in the
+        air (a patrol interrupted by a task, a patrol restarted after an abort) would otherwise go on from the old
+        mission's item number."""
         if not self.link.state.armed:
             self.link.set_mode(arm_mode)
             self.link.arm(True)
+        self.set_current(1)
         result = self.link.command_long(MAV_CMD_MISSION_START, [0, 0], self.timeout_s)
         self.link._check("mission start", result)
         self.link.wait_until(lambda s: s.mode == "AUTO", 3.0, "mode AUTO after MISSION_START")
+
+    def set_current(self, seq: int) -> bool:
+        """MISSION_SET_CURRENT ``seq``: the item the mission goes on from; True once the vehicle's MISSION_CURRENT says
+        so (an autopilot that does not answer is not an error: the start that follows is checked on its own)."""
+        tsys = self.link.target_system
+        for _ in range(self.retries + 1):
+            with self.link.expect(["MISSION_CURRENT"], lambda m: m.get_srcSystem() == tsys and m.seq == seq) as w:
+                self.link.send("mission_set_current_send", tsys, self.link.target_component, seq)
+                if w.get(self.timeout_s) is not None:
+                    return True
+        log.warning("drone %s: no MISSION_CURRENT %d after MISSION_SET_CURRENT; starting anyway", self.link.vehicle_id, seq)
+        return False
 
     def abort(self, mode: str = "RTL") -> None:
         """Stop the patrol: RTL (default), LOITER/BRAKE to hold, or LAND."""

@@ -58,7 +58,7 @@ NS = 1_000_000_000
 DEFAULT_PARAMS: dict[str, float] = {
     "SYSID_THISMAV": 1, "FRAME_CLASS": 1, "FRAME_TYPE": 1, "WPNAV_SPEED": 500, "WPNAV_SPEED_UP": 250,
     "WPNAV_SPEED_DN": 150, "WPNAV_RADIUS": 200, "RTL_ALT": 1500, "LAND_SPEED": 50, "LAND_SPEED_HIGH": 150,
-    "DISARM_DELAY": 10, "ARMING_CHECK": 1, "FENCE_ENABLE": 0, "MNT1_TYPE": 6, "CAM1_TYPE": 1,
+    "MIS_RESTART": 0, "DISARM_DELAY": 10, "ARMING_CHECK": 1, "FENCE_ENABLE": 0, "MNT1_TYPE": 6, "CAM1_TYPE": 1,
     "ANGLE_MAX": 3000, "BATT_CAPACITY": 5000, "FS_GCS_ENABLE": 0, "AUTO_OPTIONS": 0, "GPS_TYPE": 1,
 }
 
@@ -344,7 +344,11 @@ class SimVehicle:
         self.armed = False
         # ArduPilot keeps home as mission item 0: an "empty" mission has one item
         self.mission: list[_Item] = [self._home_item()]
+        # the item the mission goes on from, kept like ArduPilot's: an upload does not move it (MISSION_COUNT only
+        # truncates), MISSION_SET_CURRENT and MISSION_CLEAR_ALL do, and MISSION_START / AUTO resume there unless
+        # MIS_RESTART is 1 or the mission had completed
         self.current_seq = 0
+        self.mission_complete = False
         self.mission_running = False
         self.hold_until_s: float | None = None
         self.guided_target: tuple[float, float, float] | None = None  # n, e, h
@@ -571,8 +575,7 @@ class SimVehicle:
         self.hold_until_s = None
         if name == "AUTO":
             self.mission_running = self.armed and self.h > 0.5
-            if self.current_seq == 0:
-                self.current_seq = 1
+            self._start_or_resume()
         elif name in ("RTL", "SMART_RTL"):
             self.mode = "RTL"
             self.rtl_phase = "climb"
@@ -606,8 +609,11 @@ class SimVehicle:
             if not self.armed or not self.mission[1:]:
                 return self._ack(c, CMD_ACK_FAILED)
             self.mode = "AUTO"
-            first = int(p[0]) if p[0] >= 1 else 1
-            self.current_seq = min(first, len(self.mission) - 1)
+            if p[0] >= 1:
+                self.current_seq = min(int(p[0]), len(self.mission) - 1)
+                self.mission_complete = False
+            else:
+                self._start_or_resume()
             self.mission_running = True
             self.hold_until_s = None
             return self._ack(c, CMD_ACK_ACCEPTED)
@@ -652,6 +658,14 @@ class SimVehicle:
 
     # -- mission protocol (vehicle side) ---------------------------------------------------------------------
 
+    def _start_or_resume(self) -> None:
+        """ArduPilot's AP_Mission::start_or_resume: from the first item after home when MIS_RESTART is 1, the mission
+        had completed or never ran; else from the current item (where it was stopped, or where MISSION_SET_CURRENT
+        put it), which an upload since has not moved."""
+        if self.params.get("MIS_RESTART", 0) or self.mission_complete or not 1 <= self.current_seq < len(self.mission):
+            self.current_seq = 1 if len(self.mission) > 1 else 0
+        self.mission_complete = False
+
     def _home_item(self) -> _Item:
         return _Item(0, 0, 16, (0.0, 0.0, 0.0, 0.0), self.home[0], self.home[1], self.home[2])
 
@@ -693,7 +707,6 @@ class SimVehicle:
             # like ArduPilot, item 0 is always the vehicle's own home, whatever was uploaded there
             self.mission = [self._home_item()] + [up["items"][i] for i in range(1, up["count"])]
             self._upload = None
-            self.current_seq = 1 if len(self.mission) > 1 else 0
             self._send("mission_ack_send", *up["src"], 0, 0)
             self._statustext("Flight plan received")
         else:
@@ -713,7 +726,8 @@ class SimVehicle:
 
     def _rx_mission_set_current(self, msg) -> None:
         if 0 <= msg.seq < len(self.mission):
-            self.current_seq = msg.seq
+            self.current_seq = max(1, msg.seq) if len(self.mission) > 1 else 0  # 0 means "from the start"
+            self.mission_complete = False
             self.hold_until_s = None
             self._send("mission_current_send", msg.seq, len(self.mission), 0, 0)
 
@@ -809,6 +823,7 @@ class SimVehicle:
             self.mode = "RTL"
             self.rtl_phase = "climb"
             self._reached(it.seq)
+            self.mission_complete = True  # the mission's last act: a later start begins again
             return
         elif it.command == 21:  # NAV_LAND
             self._land(dt)
@@ -827,6 +842,7 @@ class SimVehicle:
             self.hold_until_s = None
             self.current_seq += 1
             if self.current_seq >= len(self.mission):
+                self.mission_complete = True
                 self._statustext("Mission complete")
 
     def _reached(self, seq: int) -> None:

@@ -142,3 +142,29 @@ def test_abort_mid_mission_returns_home(fast_sim):
     home_only = mc.download()
     assert len(home_only) == 1 and home_only[0].lat_deg == pytest.approx(HOME[0], abs=1e-7)  # ArduPilot keeps home
     assert link.status is LinkStatus.CONNECTED
+
+
+def test_a_mission_replaced_in_the_air_flies_from_its_first_item(fast_sim):
+    """ArduPilot (MIS_RESTART 0, its default) resumes a mission where it was stopped, and an upload does not move that
+    point: a patrol interrupted at its 3rd waypoint and replaced by a task would fly the task from item 3. The
+    client's start sets the current item to 1 first (the simulator keeps the current item as ArduPilot does)."""
+    sim, link = fast_sim
+    assert sim.params["MIS_RESTART"] == 0
+    far = M.points([tuple(x) for x in np.array(_poly([(100, 0), (200, 0), (300, 0), (400, 0), (500, 0)]))], alt_m=25.0)
+    mc = M.MissionClient(link)
+    mc.upload(M.to_mission_items(far, home=HOME, return_to_launch=False))
+    mc.start()
+    link.wait_until(lambda s: (s.mission_seq or 0) >= 3, 30.0, "past the patrol's first waypoint")
+    link.set_mode("GUIDED")  # interrupted where it is
+    stopped_at = sim.current_seq
+    task = M.points([tuple(x) for x in np.array(_poly([(0, 100), (0, 150), (0, 200), (0, 250)]))], alt_m=25.0)
+    items = M.to_mission_items(task, home=HOME, return_to_launch=False)
+    assert 2 <= stopped_at < len(items)  # a resume would skip the task's first items
+    mc.upload(items)
+    assert sim.current_seq == stopped_at  # the upload left the resume point where it was, like ArduPilot
+    before = len(sim.reached)
+    mc.start()
+    link.wait_until(lambda s: len(sim.reached) - before >= len(items) - 1, 40.0, "the task flown")
+    assert sim.reached[before:before + len(items) - 1] == list(range(1, len(items)))  # every item, from the first
+    n, e = latlon_to_offsets(HOME[0], HOME[1], link.state.lat_deg, link.state.lon_deg)
+    assert math.hypot(n[0] - 0, e[0] - 250) < 3.0
