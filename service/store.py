@@ -123,6 +123,25 @@ retention_state_table = sa.Table(
     sa.Column("value_ns", sa.BigInteger, nullable=False),
 )
 
+# operator calibrations (migration 0010): a fixed camera's calibration applied from the calibration page, one row per
+# apply (never deleted: the audit trail). The newest row of a source is in force unless reverted (then the configured
+# calibration is); config_sha256 is the configured section's hash when it was applied (config_section_sha256)
+calibrations_table = sa.Table(
+    "source_calibrations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source_id", sa.String(128), nullable=False),
+    sa.Column("calibration", sa.Text, nullable=False),  # JSON: the source's calibration section
+    sa.Column("fit", sa.Text, nullable=False, server_default="{}"),  # JSON: the fit's summary numbers
+    sa.Column("config_sha256", sa.String(64), nullable=False, server_default=""),
+    sa.Column("note", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Column("reverted_ns", sa.BigInteger, nullable=True),
+    sa.Column("reverted_by", sa.String(128), nullable=True),
+)
+sa.Index("ix_source_calibrations_source", calibrations_table.c.source_id, calibrations_table.c.id)
+
 SORTS = {
     "-start_ns": ("start_ns", True),
     "start_ns": ("start_ns", False),
@@ -405,6 +424,32 @@ class IgnoreArea:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceCalibration:
+    """One stored operator calibration of a fixed camera (a row of ``source_calibrations``).
+
+    ``calibration`` is the source's ``calibration`` section as JSON values (validated by the API through
+    ``CalibrationConfig`` before it is stored); ``fit`` the fit's summary numbers as the page reported them;
+    ``config_sha256`` the configured section's hash when it was applied; ``reverted_ns`` / ``reverted_by`` are set
+    when an administrator reverted it to the configured calibration (UTC ns)."""
+
+    id: int
+    source_id: str
+    calibration: dict[str, Any]
+    fit: dict[str, Any]
+    config_sha256: str
+    note: str
+    created_by: str
+    created_ns: int
+    reverted_ns: int | None = None
+    reverted_by: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "source_id": self.source_id, "calibration": self.calibration, "fit": self.fit,
+                "note": self.note, "created_by": self.created_by, "created_ns": self.created_ns,
+                "reverted_ns": self.reverted_ns, "reverted_by": self.reverted_by}
+
+
+@dataclass(frozen=True, slots=True)
 class MediaRow:
     """What retention needs to know of one stored event: its files and whether it may go.
 
@@ -654,8 +699,8 @@ def _sqlite_pragmas(dbapi_conn, _record, *, read_only: bool = False) -> None:
 
 
 # tables a database may hold that are not someone else's: ours (by name prefix) and PostGIS's
-_OWN_TABLE_PREFIXES = ("events", "review_actions", "ignore_areas", "event_holds", "retention_state", "alembic_version",
-                       "spatial_ref_sys")
+_OWN_TABLE_PREFIXES = ("events", "review_actions", "ignore_areas", "event_holds", "retention_state", "source_calibrations",
+                       "alembic_version", "spatial_ref_sys")
 
 
 @dataclass(frozen=True)
@@ -995,6 +1040,76 @@ class EventStore:
         return IgnoreArea(int(row.id), row.source_id, tuple(json.loads(row.labels)),
                           tuple((float(x), float(y)) for x, y in json.loads(row.polygon_px)), row.note, row.event_id,
                           row.created_by, int(row.created_ns))
+
+    # ---- operator calibrations ------------------------------------------------------------------------------
+    def add_calibration(self, source_id: str, calibration: Mapping[str, Any], by: str, *, note: str = "",
+                        fit: Mapping[str, Any] | None = None, config_sha256: str = "",
+                        at_ns: int | None = None) -> SourceCalibration:
+        """Store a calibration applied to ``source_id`` by ``by``; from now on it is the one in force (the newest).
+        InputError for NUL characters or values that are not JSON (NaN)."""
+        try:
+            cal_text = json.dumps(dict(calibration), allow_nan=False, sort_keys=True)
+            fit_text = json.dumps(dict(fit or {}), allow_nan=False, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"a stored calibration must be plain JSON values: {exc}") from None
+        if any("\x00" in t for t in (source_id, by, note, cal_text, fit_text, config_sha256)):
+            raise InputError("a calibration must not contain NUL characters")
+        now = time.time_ns() if at_ns is None else int(at_ns)
+        with self._write_lock, self.engine.begin() as conn:
+            new_id = conn.execute(calibrations_table.insert().values(
+                source_id=source_id, calibration=cal_text, fit=fit_text, config_sha256=config_sha256, note=note,
+                created_by=by, created_ns=now)).inserted_primary_key[0]
+        return SourceCalibration(int(new_id), source_id, json.loads(cal_text), json.loads(fit_text), config_sha256, note,
+                                 by, now)
+
+    def revert_calibration(self, source_id: str, by: str, at_ns: int | None = None) -> SourceCalibration | None:
+        """Mark the calibration in force on ``source_id`` reverted by ``by`` (the configured one is in force again);
+        the row as it is now, or None when no operator calibration was in force. The row stays (the history)."""
+        c = calibrations_table
+        now = time.time_ns() if at_ns is None else int(at_ns)
+        with self._write_lock, self.engine.begin() as conn:
+            row = conn.execute(sa.select(c).where(c.c.source_id == source_id).order_by(c.c.id.desc()).limit(1)).first()
+            if row is None or row.reverted_ns is not None:
+                return None
+            conn.execute(c.update().where(c.c.id == row.id, c.c.reverted_ns.is_(None)).values(reverted_ns=now, reverted_by=by))
+            row = conn.execute(sa.select(c).where(c.c.id == row.id)).first()
+        return self._calibration(row)
+
+    def remove_calibration(self, calibration_id: int) -> bool:
+        """Delete one row: only to undo an apply the running service refused right after it was stored (an apply
+        that never took effect is no history). True when there was such a row."""
+        c = calibrations_table
+        with self._write_lock, self.engine.begin() as conn:
+            return conn.execute(c.delete().where(c.c.id == calibration_id)).rowcount > 0
+
+    def calibration_history(self, source_id: str) -> list[SourceCalibration]:
+        """Every calibration applied to ``source_id``, newest first (reverted and superseded ones included)."""
+        c = calibrations_table
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(c).where(c.c.source_id == source_id).order_by(c.c.id.desc())).all()
+        return [self._calibration(r) for r in rows]
+
+    def calibrations_in_force(self) -> dict[str, SourceCalibration]:
+        """Source id -> its operator calibration in force (the newest row of the source, unless reverted); one
+        query, for every source that has one."""
+        c = calibrations_table
+        newest = sa.select(sa.func.max(c.c.id)).group_by(c.c.source_id).scalar_subquery()
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(c).where(c.c.id.in_(newest), c.c.reverted_ns.is_(None))).all()
+        return {r.source_id: self._calibration(r) for r in rows}
+
+    def calibration_in_force(self, source_id: str) -> SourceCalibration | None:
+        """The operator calibration in force on ``source_id``, or None (the configured one is)."""
+        c = calibrations_table
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(c).where(c.c.source_id == source_id).order_by(c.c.id.desc()).limit(1)).first()
+        return None if row is None or row.reverted_ns is not None else self._calibration(row)
+
+    @staticmethod
+    def _calibration(row) -> SourceCalibration:
+        return SourceCalibration(int(row.id), row.source_id, json.loads(row.calibration), json.loads(row.fit or "{}"),
+                                 row.config_sha256 or "", row.note, row.created_by, int(row.created_ns),
+                                 None if row.reverted_ns is None else int(row.reverted_ns), row.reverted_by)
 
     # ---- holds and retention -------------------------------------------------------------------------------
     def hold(self, event_id: str, reason: str, by: str, note: str = "", at_ns: int | None = None) -> int:
