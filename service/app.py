@@ -14,6 +14,7 @@ import ipaddress
 import json
 import logging
 import os
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Sequence
@@ -33,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from seawatch import __version__
 from seawatch.errors import ConfigError, InputError, SeawatchError, StreamError, TelemetryError
 from seawatch.service.auth import Authenticator, LoginThrottle, Principal
-from seawatch.service.calibration import CalibrationFitIn
+from seawatch.service.calibration import CalibrationApplyIn, CalibrationFitIn
 from seawatch.service.config import ServeConfig, root_path_problem
 from seawatch.service.live import LiveHub
 from seawatch.service.live_view import LiveView
@@ -792,20 +793,27 @@ def list_sources(request: Request, who: Viewer) -> list[SourceOut]:
 def _sources(state) -> list[SourceOut]:
     """Cameras (``kind: camera``, with their surveyed position and view for the map), then drones and AIS."""
     live = {d["source_id"]: d for d in state.source_status()}
+    from seawatch.service.calibration import calibration_view, in_force
+
     added: dict[str, list] = {}
     for a in state.store.ignore_areas():
         added.setdefault(a.source_id, []).append(a)
+    operator_cals = state.store.calibrations_in_force()
     out = []
     for spec in state.settings.sources:
         d = dict(live.get(spec.id, {"source_id": spec.id, "state": "not_running"}))
         d.pop("url", None)  # even redacted, the URL is for admins' logs, not every operator's screen
         d["models"] = list(spec.models)
         d["kind"] = "camera"
-        d["view"] = _camera_view(spec)
+        drone = state.settings.drone_of(spec.id)
+        # the calibration in force: an operator's applied from the calibration page over the configured one (a
+        # drone's camera has none to apply; one stored before it became one is not used)
+        cal, d["calibration_origin"] = in_force(spec, operator_cals.get(spec.id) if drone is None else None)
+        d["view"] = calibration_view(cal)
         d["areas"] = _camera_areas(spec, state.settings.zones) + [
             _ignore_area_out(f"op-{a.id}", "operator", a, area_id=a.id, event_id=a.event_id, created_by=a.created_by)
             for a in added.get(spec.id, ())]
-        d["drone_id"] = getattr(state.settings.drone_of(spec.id), "id", None)
+        d["drone_id"] = getattr(drone, "id", None)
         out.append(SourceOut.model_validate(d))
     fleet = state.fleet
     if fleet is not None:
@@ -834,23 +842,6 @@ def _ignore_area_out(listed_id: str, origin: str, area, **extra) -> dict[str, An
     (``operator``, with its row id, event and author in ``extra``); both have ``polygon_px``, ``labels``, ``note``."""
     return {"kind": "ignore", "id": listed_id, "origin": origin, "polygon_px": [list(p) for p in area.polygon_px], "labels": list(area.labels),
             "note": area.note, **extra}
-
-
-def _camera_view(spec) -> dict[str, Any] | None:
-    """Position, pointing and horizontal field of view of a surveyed fixed camera (the map's view cone), or None."""
-    import math
-
-    cal = spec.calibration
-    if cal is None or cal.surveyed is None or cal.camera is None:
-        return None
-    k = cal.camera.build()
-    hfov = 2 * math.degrees(math.atan(k.width_px / (2 * k.fx_px)))
-    sv = cal.surveyed
-    # how far the view cone is drawn: where the optical axis meets the surface, within 200 m .. 5 km
-    drop_m = sv.alt_m - cal.surface_alt_m
-    reach_m = drop_m / math.tan(math.radians(-sv.tilt_deg)) if sv.tilt_deg < -0.5 and drop_m > 0 else 5000.0
-    return {"lat_deg": sv.lat_deg, "lon_deg": sv.lon_deg, "alt_m": sv.alt_m, "pan_deg": sv.pan_deg, "tilt_deg": sv.tilt_deg,
-            "hfov_deg": round(hfov, 2), "range_m": round(min(5000.0, max(200.0, 2 * reach_m)), 1)}
 
 
 @sources.get("/{source_id}/ignore-areas", response_model=list[IgnoreAreaOut],
@@ -914,10 +905,109 @@ def fit_calibration(source_id: str, request: Request, who: Admin, body: Annotate
     spec = _configured_source(st, source_id)
     if st.settings.drone_of(source_id) is not None:
         raise ApiError(422, f"source {source_id!r} is a drone's camera: it is located from the drone's pose, not calibrated")
+    row = st.store.calibration_in_force(source_id)
+    current = None
+    if row is not None:  # "better or worse than now": now is the operator's calibration when one is in force
+        from seawatch.drone.config import CalibrationConfig
+
+        current = CalibrationConfig.model_validate(row.calibration)
     try:
-        return fit_for_source(spec, body)
+        return fit_for_source(spec, body, current)
     except InputError as exc:
         raise ApiError(422, str(exc)) from None
+
+
+def _fixed_camera(state, source_id: str):
+    """The configured fixed camera ``source_id`` (404 unknown, 422 a drone's camera)."""
+    spec = _configured_source(state, source_id)
+    if state.settings.drone_of(source_id) is not None:
+        raise ApiError(422, f"source {source_id!r} is a drone's camera: it is located from the drone's pose, not calibrated")
+    return spec
+
+
+def _calibration_out(state, spec) -> dict[str, Any]:
+    from seawatch.service.calibration import calibration_answer
+
+    return calibration_answer(spec, state.store.calibration_history(spec.id))
+
+
+@sources.get("/{source_id}/calibration", responses={422: {"model": ErrorBody}},
+             summary="the calibration a fixed camera runs with: configured, or applied by an administrator",
+             description="`origin`: `config` (the configuration file's), `operator` (applied with PUT: `applied_by`, "
+                         "`applied_ns`, `note`, the fit's summary in `fit`, and `config_changed_since`: true when the "
+                         "configured section was edited after it was applied; it stays in force all the same, "
+                         "`config_matches`: the configured section now equals it) or null (no calibration). `view` "
+                         "is the camera's view for the map; `configured` / `configured_view` the configuration's. "
+                         "`history`: every calibration applied, newest first, each `in_force`, `superseded` or "
+                         "`reverted` (with who reverted it, when). 422 for a drone's camera.")
+def get_calibration(source_id: str, request: Request, who: Viewer) -> dict[str, Any]:
+    st = request.app.state
+    return _calibration_out(st, _fixed_camera(st, source_id))
+
+
+@sources.put("/{source_id}/calibration", responses={422: {"model": ErrorBody}},
+             summary="admin: apply a calibration to the running service (stored; in force until reverted)",
+             description="Body: `calibration`, the section as the fit answers it (validated like the configuration "
+                         "file's), an optional `note` and the fit's summary `fit`. The camera's events are located "
+                         "with it from the next analysed frame, and after restarts, until `DELETE` reverts to the "
+                         "configured one (the log says what to paste into the configuration to make it permanent). "
+                         "Answers like GET. 422 for a drone's camera, a section the configuration would refuse, or "
+                         "one for another picture size than the camera sends.")
+def put_calibration(source_id: str, request: Request, who: Admin,
+                    body: Annotated[CalibrationApplyIn, Body()]) -> dict[str, Any]:
+    from seawatch.service.calibration import config_section_sha256, yaml_section
+
+    st = request.app.state
+    spec = _fixed_camera(st, source_id)
+    cal = body.calibration
+    try:
+        cal.build()  # what the pipeline will build: refused here, before anything is stored
+    except (SeawatchError, ValueError) as exc:
+        raise ApiError(422, f"calibration: {exc}") from None
+    latest = st.latest_frame(source_id)
+    if latest is not None and cal.camera is not None:
+        h, w = latest[1].shape[:2]
+        if (cal.camera.width_px, cal.camera.height_px) != (w, h):
+            raise ApiError(422, f"the calibration is for a {cal.camera.width_px}x{cal.camera.height_px} picture; camera "
+                                f"{source_id!r} sends {w}x{h}: it would place every event wrong")
+    with st.calibration_lock:  # stored and applied in one step: two administrators cannot leave them out of step
+        row = st.store.add_calibration(source_id, cal.model_dump(mode="json"), f"{who.kind}:{who.name}", note=body.note,
+                                       fit=body.fit.model_dump(mode="json") if body.fit else {},
+                                       config_sha256=config_section_sha256(spec.calibration))
+        try:
+            st.apply_calibration(source_id, cal)
+        except SeawatchError as exc:
+            st.store.remove_calibration(row.id)
+            raise ApiError(422, str(exc)) from None
+    sv = cal.surveyed
+    log.warning("source %s: calibration applied to the running service by %s %s (%s)%s; it is in force, over restarts, "
+                "until reverted (DELETE /api/sources/%s/calibration). To make it permanent, put this under the source "
+                "in the configuration:\n%s", source_id, who.kind, who.name,
+                f"pan {sv.pan_deg:.2f}, tilt {sv.tilt_deg:.2f}, roll {sv.roll_deg:.2f} deg" if sv is not None else
+                "ground control points", f": {body.note}" if body.note else "", source_id, yaml_section(cal))
+    return _calibration_out(st, spec)
+
+
+@sources.delete("/{source_id}/calibration", responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+                summary="admin: revert to the configured calibration (the applied one is kept in the history)",
+                description="The operator calibration in force is marked reverted (who, when) and the camera's events "
+                            "are located with the configured calibration from the next analysed frame. Answers like "
+                            "GET. 404 when no operator calibration is in force.")
+def revert_calibration(source_id: str, request: Request, who: Admin) -> dict[str, Any]:
+    st = request.app.state
+    spec = _fixed_camera(st, source_id)
+    with st.calibration_lock:
+        row = st.store.revert_calibration(source_id, f"{who.kind}:{who.name}")
+        if row is None:
+            raise ApiError(404, f"source {source_id!r} has no operator calibration in force: it runs with the configured one")
+        try:
+            st.apply_calibration(source_id, None)
+        except SeawatchError as exc:  # the configured one does not build (it did at start): say so, the row stays reverted
+            log.error("source %s: reverting to the configured calibration failed: %s", source_id, exc)
+            raise ApiError(409, f"reverted in the store, but the running service refused the configured calibration: {exc}") from None
+    log.warning("source %s: calibration %d (applied by %s) reverted to the configured one by %s %s", source_id, row.id,
+                row.created_by, who.kind, who.name)
+    return _calibration_out(st, spec)
 
 
 MAX_RECORDING_CLIP_S = 1800  # the longest window of a camera's recording cut as one clip (a remux: seconds of work)
@@ -1369,10 +1459,13 @@ def _calibrated_locators(settings) -> Callable[[str, int], Any]:
 def create_app(settings: ServeConfig, *, store: EventStore | None = None, source_status: SourceStatusFn | None = None,
                live: LiveHub | None = None, fleet: Any = None, apply_ignore: Callable[[str, list], None] | None = None,
                stats: StatsFn | None = None, latest_frame: Callable[[str], Any] | None = None,
-               report: Callable[[Any], None] | None = None, locate: Callable[[str, int], Any] | None = None) -> FastAPI:
+               report: Callable[[Any], None] | None = None, locate: Callable[[str, int], Any] | None = None,
+               apply_calibration: Callable[[str, Any], None] | None = None) -> FastAPI:
     """The API. Without ``store`` the lifespan opens (and migrates) ``settings.storage`` and closes it on exit.
     ``apply_ignore(source_id, stored areas)`` hands a camera's review-desk ignore areas to the running pipeline
-    (raising SeawatchError when it refuses them); without a pipeline they are only stored. ``stats()`` gives the
+    (raising SeawatchError when it refuses them); without a pipeline they are only stored. ``apply_calibration(source_id,
+    CalibrationConfig | None)`` hands a camera's calibration applied by an administrator (None: back to the configured
+    one) to the running pipeline, the same way; without a pipeline it is only stored. ``stats()`` gives the
     event delivery counters health reports (``{"store_sink": {...} | None, "mqtt": {...} | None}``).
     ``latest_frame(source_id)`` gives a camera's newest analysed frame for its live view
     (``Pipeline.latest_frame``: ``(capture_time_ns, image, tracked detections)`` or None).
@@ -1426,6 +1519,9 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     app.state.live = live or LiveHub()
     app.state.fleet = fleet  # drones and AIS (service.fleet.Fleet) or None
     app.state.apply_ignore = apply_ignore or (lambda source_id, areas: None)
+    app.state.apply_calibration = apply_calibration or (lambda source_id, calibration: None)
+    app.state.calibration_lock = threading.Lock()
+    app.state.latest_frame = latest_frame or (lambda source_id: None)
     app.state.stats = stats or (lambda: {})
     app.state.live_view = LiveView(latest_frame or (lambda source_id: None))
     if report is not None:
@@ -1434,7 +1530,7 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     app.state.retention = None  # service.retention.RetentionWorker, started by the lifespan
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)  # inside CORS (added last, so outermost): a 413 gets CORS headers
     if settings.service.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.service.cors_origins), allow_methods=["GET", "POST", "DELETE"],
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.service.cors_origins), allow_methods=["GET", "POST", "PUT", "DELETE"],
                            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Range"], allow_credentials=False)
     # outermost: sees the connection's own address (a trusted proxy's) before the forwarded client replaces it
     app.add_middleware(PublicRoot, root_path=settings.service.root_path, trusted=settings.service.trusted_proxies)

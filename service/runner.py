@@ -113,10 +113,11 @@ class Service:
             self.fleet.start()  # drone links (and simulators, patrols) in their own threads: a missing drone is a status
             self.pipeline.start()  # AIS feeds (drone links are the fleet's: their timelines were given)
             self._apply_stored_ignore()
+            self._apply_stored_calibrations()  # before the first frame: no event is placed with the configured one
             self.app = create_app(self.settings, store=self.store, source_status=self.source_status, live=self.live,
                                   fleet=self.fleet, apply_ignore=self._apply_ignore, stats=self.delivery_stats,
                                   latest_frame=self.pipeline.latest_frame, report=self._report,
-                                  locate=self._locate)
+                                  locate=self._locate, apply_calibration=self._apply_calibration)
             rec = self.settings.storage.recording
             for s in self.settings.sources:
                 sc = SourceConfig(source_id=s.id, url=s.url, pace=self._file_pace, loop=self._loop_files)
@@ -206,6 +207,42 @@ class Service:
                 log.info("source %s: %d ignore area(s) from the review desk", sid, len(areas))
             except SeawatchError as exc:
                 log.warning("%d stored ignore area(s) not applied: %s", len(areas), exc)
+
+    def _apply_calibration(self, source_id: str, calibration) -> None:
+        """A fixed camera's calibration applied by an administrator (a ``CalibrationConfig``; None: the configured
+        one again) to the running pipeline: its next analysed frame is located with it."""
+        self.pipeline.set_calibration(source_id, calibration)
+
+    def _apply_stored_calibrations(self) -> None:
+        """At start: each camera's operator calibration in force (``PUT /api/sources/{id}/calibration``) overrides its
+        configured one, with a WARNING saying so (and how to make it permanent or drop it), and saying clearly when the
+        configured section was edited since it was applied: the operator one stays in force all the same (it was
+        fitted to what the camera sees; see service/calibration.py). One stored for a source no longer configured, or
+        now a drone's camera, stays stored but unused (logged)."""
+        from seawatch.drone.config import CalibrationConfig
+        from seawatch.service.calibration import config_section_sha256, same_calibration, yaml_section
+
+        for sid, row in sorted(self.store.calibrations_in_force().items()):
+            spec = next((s for s in self.settings.sources if s.id == sid), None)
+            try:
+                cal = CalibrationConfig.model_validate(row.calibration)
+                self._apply_calibration(sid, cal)
+            except (SeawatchError, ValueError) as exc:
+                log.warning("source %s: the calibration applied by %s is stored but not used: %s", sid, row.created_by, exc)
+                continue
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(row.created_ns / 1e9))
+            changed = bool(row.config_sha256) and row.config_sha256 != config_section_sha256(spec.calibration)
+            if same_calibration(cal, spec.calibration):
+                advice = ("the configuration now holds the same calibration: revert the operator one (DELETE "
+                          f"/api/sources/{sid}/calibration, or the calibration page) and nothing changes")
+            else:
+                advice = (f"to make it permanent, put this under the source in the configuration, then revert the "
+                          f"operator one (DELETE /api/sources/{sid}/calibration, or the calibration page):\n"
+                          f"{yaml_section(cal)}\nor revert it to go back to the configured one")
+            log.warning("source %s: events are located with the calibration applied by %s on %s%s, not the configured "
+                        "one%s; %s", sid, row.created_by, when, f" ({row.note})" if row.note else "",
+                        "; NOTE: the configured calibration was CHANGED in the configuration since then, and the "
+                        "operator one is still in force over it" if changed else "", advice)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()

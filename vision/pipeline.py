@@ -454,6 +454,32 @@ class Pipeline:
         else:
             self.ignore[source_id] = mask
 
+    def calibration_refusal(self, source_id: str) -> str | None:
+        """Why ``source_id``'s geo-reference cannot be replaced by a calibration (unknown, a drone's camera, a pose
+        timeline given by the caller), or None for a fixed camera."""
+        if source_id not in self.sources:
+            return f"no source {source_id!r} is configured"
+        if self.config.drone_of(source_id) is not None or source_id in self._given_timelines:
+            return f"source {source_id!r} is a drone's camera: it is located from the drone's pose, not calibrated"
+        return None
+
+    def set_calibration(self, source_id: str, calibration=None) -> None:
+        """Locate ``source_id``'s frames with ``calibration`` (a ``CalibrationConfig``: an operator's, applied while
+        running) instead of its configured one; None goes back to the configured one (or to none).
+
+        The source's ``SourceGeo`` is built first and swapped in with one assignment: a frame already being analysed
+        keeps the locator it took (``locator_for`` at its start), the next frame analysed uses the new one. ConfigError
+        for a drone's camera, an unknown source or a calibration that does not build (the old one then stays)."""
+        from seawatch.vision.geo import SourceGeo
+
+        if (why := self.calibration_refusal(source_id)) is not None:
+            raise ConfigError(why)
+        cal = calibration if calibration is not None else self.sources[source_id].calibration
+        if cal is None:
+            self.geo.pop(source_id, None)
+        else:
+            self.geo[source_id] = SourceGeo.from_calibration(source_id, cal)
+
     def start(self, link_timeout_s: float = 10.0) -> "Pipeline":
         """Start what runs beside the frames: AIS socket feeds and the MAVLink links of configured drones whose
         timeline was not given by the caller. A link that does not open is logged; its frames have no pose."""
