@@ -6,6 +6,10 @@
 // to paste into the configuration. The fitted view cone is drawn on the map beside the configured one, and where the
 // fitted pose puts each point in the picture. The marks are kept per camera in this browser (localStorage) until
 // cleared, so a reload or a new picture loses nothing.
+// An administrator can apply the fitted section to the running service (PUT /api/sources/{id}/calibration, with a
+// note): the camera's events are placed with it from the next analysed picture, and after restarts, until it is
+// reverted (DELETE, "Revert to the configured calibration"). The page shows which calibration is in force (GET): the
+// configured one or an operator's (by whom, when, why), and the ones applied before.
 // Same log-in as "/" (the session's token, or #key= / #token=). Plain ES module, no build step; every URL is relative
 // to where the page was loaded.
 "use strict";
@@ -18,7 +22,7 @@ const MAX_POINTS = 60;  // the API's limit
 const MAX_HORIZON = 20;
 const MARK = "#ff00ff", FITTED = "#00c8ff";
 const state = { auth: null, who: null, sources: [], source: null, map: null, picUrl: "", size: null,
-  points: [], horizon: [], pending: { px: null, ll: null }, result: null, fitting: false };
+  points: [], horizon: [], pending: { px: null, ll: null }, result: null, fitting: false, inForce: null, busy: false };
 const { api, json } = apiClient(() => state.auth, () => showLogin());
 
 function showLogin() { $("login").hidden = false; $("main").hidden = true; }
@@ -80,6 +84,9 @@ async function chooseSource(id) {
   state.source = state.sources.find((s) => s.source_id === id) || null;
   if (!state.source) return;
   restore(state.source);
+  state.inForce = null;
+  $("in-force-text").textContent = "";
+  $("apply-status").textContent = ""; $("apply-error").textContent = ""; $("revert-error").textContent = "";
   const h = new URLSearchParams(location.hash.slice(1));
   h.set("source", id);
   history.replaceState(null, "", "#" + h.toString());
@@ -89,7 +96,128 @@ async function chooseSource(id) {
   if (pts.length >= 2) state.map.fit(pts, 60);
   else if (pts.length === 1) { state.map.view = { lat: pts[0][0], lon: pts[0][1], zoom: 16 }; state.map.redraw(); }
   render();
-  await loadPicture();
+  await Promise.all([loadPicture(), loadInForce()]);
+}
+
+// ---- the calibration in force ------------------------------------------------------------------------------------
+const isAdmin = () => !!state.who && state.who.role === "admin";
+const when = (ns) => new Date(ns / 1e6).toISOString().slice(0, 16).replace("T", " ") + " UTC";
+const poseText = (c) => (c && c.surveyed ? `pan ${c.surveyed.pan_deg.toFixed(2)}°, tilt ${c.surveyed.tilt_deg.toFixed(2)}°` +
+  (c.camera && c.camera.hfov_deg ? `, field of view ${c.camera.hfov_deg.toFixed(2)}°` : "") : "ground control points");
+
+async function loadInForce() {
+  const id = state.source.source_id;
+  try {
+    const got = await json(`api/sources/${encodeURIComponent(id)}/calibration`);
+    if (state.source && state.source.source_id === id) state.inForce = got;
+  } catch (e) {
+    state.inForce = null;
+    $("in-force-text").textContent = `the calibration in force: ${e.message}`;
+  }
+  renderInForce();
+}
+
+// the camera's view for the map follows the calibration in force (the sources' list gives it)
+async function reloadSource() {
+  const list = await json("api/sources");
+  state.sources = list.filter((s) => s.kind === "camera" && !s.drone_id);
+  state.source = state.sources.find((s) => s.source_id === (state.source && state.source.source_id)) || state.source;
+  render();
+}
+
+function renderInForce() {
+  const f = state.inForce, box = $("in-force"), text = $("in-force-text");
+  $("revert").hidden = !f || f.origin !== "operator" || !isAdmin();
+  $("revert").disabled = state.busy;
+  box.classList.toggle("operator", !!f && f.origin === "operator");
+  if (!f) return;
+  if (f.origin === "operator") {
+    const parts = ["In force: the calibration applied by ", untrusted(f.applied_by, 60), ` on ${when(f.applied_ns)} (${poseText(f.calibration)})`];
+    if (f.note) parts.push(": “", untrusted(f.note, 200), "”");
+    parts.push(". It overrides the configured one until reverted.");
+    if (f.config_changed_since) {
+      const b = document.createElement("span");
+      b.className = "changed";
+      b.textContent = " The configured calibration was changed in the configuration since it was applied; this one is still in force.";
+      parts.push(b);
+    }
+    if (f.config_matches) parts.push(" The configuration now holds the same calibration: reverting changes nothing.");
+    text.replaceChildren(...parts);
+  } else if (f.origin === "config") {
+    text.replaceChildren(`In force: the configured calibration (${poseText(f.calibration)}).`);
+  } else {
+    text.replaceChildren("No calibration in force: this camera's events have no position.");
+  }
+  const hist = f.history || [];
+  $("history").hidden = !hist.length;
+  $("history-list").replaceChildren(...hist.map((h) => {
+    const li = document.createElement("li");
+    li.className = h.status;
+    li.append(`${when(h.created_ns)}, `, untrusted(h.created_by, 60), `: ${poseText(h.calibration)}`);
+    if (h.note) li.append(" “", untrusted(h.note, 200), "”");
+    li.append(h.status === "in_force" ? " (in force)" : h.status === "superseded" ? " (superseded)" : "");
+    if (h.status === "reverted") li.append(" (reverted by ", untrusted(h.reverted_by || "", 60), ` on ${when(h.reverted_ns)})`);
+    return li;
+  }));
+}
+
+// the fit's summary kept with an applied calibration (FitSummaryIn)
+function fitSummary(fit) {
+  const med = (xs) => median(xs.filter((v) => v != null));
+  return { points: fit.points.length, horizon_points: fit.horizon_residual_px.length, rms_px: fit.rms_px,
+    median_ground_error_m: med(fit.points.map((p) => p.ground_error_m)),
+    median_left_out_ground_error_m: med(fit.points.map((p) => p.left_out_ground_error_m)),
+    median_current_ground_error_m: fit.current ? med(fit.current.ground_error_m) : null,
+    fitted: fit.fitted.slice(0, 10), warnings: fit.warnings.slice(0, 20) };
+}
+
+async function changeCalibration(method, body) {
+  const id = state.source.source_id;
+  state.busy = true; render();
+  try {
+    const opts = { method };
+    if (body) Object.assign(opts, { headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    state.inForce = await json(`api/sources/${encodeURIComponent(id)}/calibration`, opts);
+    await reloadSource();
+    return true;
+  } finally {
+    state.busy = false; render(); renderInForce();
+  }
+}
+
+async function applyFit() {
+  $("apply-error").textContent = ""; $("apply-status").textContent = "";
+  const fit = state.result;
+  if (!fit) return;
+  try {
+    await changeCalibration("PUT", { calibration: fit.calibration, note: $("apply-note").value.trim(), fit: fitSummary(fit) });
+    fit.applied = true;
+    showResult();
+    $("apply-status").textContent = "applied: the camera's next events are placed with it";
+    $("apply-note").value = "";
+  } catch (e) {
+    $("apply-error").textContent = e.message;
+  }
+}
+
+async function revert() {
+  $("revert-error").textContent = ""; $("apply-status").textContent = "";
+  try {
+    await changeCalibration("DELETE");
+  } catch (e) {
+    $("revert-error").textContent = e.message;
+  }
+}
+
+// a button that acts on a second click within 3 s (applying and reverting change where every event is placed)
+function confirmTwice(button, again, action) {
+  const label = button.textContent;
+  let armed = null;
+  button.addEventListener("click", () => {
+    if (!armed) { button.textContent = again; armed = setTimeout(() => { armed = null; button.textContent = label; }, 3000); return; }
+    clearTimeout(armed); armed = null; button.textContent = label;
+    action();
+  });
 }
 
 async function loadPicture() {
@@ -265,7 +393,9 @@ function render() {
     hl.append(`${state.horizon.length} horizon pixel(s)` + (fit && fit.horizon_residual_px.length ?
       `, at most ${Math.max(...fit.horizon_residual_px.map((v) => v ?? 0)).toFixed(1)} px from the fitted horizon` : "") + " ", b);
   }
-  $("fit").disabled = state.fitting || !state.points.length || !state.who || state.who.role !== "admin";
+  $("fit").disabled = state.fitting || !state.points.length || !isAdmin();
+  $("apply-box").hidden = !state.result || !isAdmin();
+  $("apply").disabled = state.busy || !state.result || !state.result.ok;
   showResult();
   drawPictureMarks();
   if (state.map) {
@@ -287,7 +417,7 @@ function showResult() {
     `field of view ${c.camera.hfov_deg.toFixed(2)}°; ${fit.points.length} points, RMS ${fit.rms_px.toFixed(1)} px; ` +
     (loo.length ? `ground error with each point left out: median ${fmtM(median(loo))}, worst ${fmtM(Math.max(...loo))}` :
       `ground error: median ${fmtM(median(fit.points.map((p) => p.ground_error_m)))} (4 points or more to check it)`) +
-    (now != null ? `; with the calibration now: median ${fmtM(now)}` : "") + ".";
+    (now != null ? `; with the calibration ${fit.applied ? "before it was applied" : "now"}: median ${fmtM(now)}` : "") + ".";
   const ul = $("warnings");
   ul.replaceChildren(...fit.warnings.concat(fit.current && fit.current.note ? [fit.current.note] : []).map((w) => {
     const li = document.createElement("li"); li.textContent = w; return li;
@@ -335,6 +465,8 @@ if (!FRAMED) {
   for (const r of document.querySelectorAll("input[name=mode]")) r.addEventListener("change", () => { state.pending = { px: null, ll: null }; render(); });
   for (const id of ["cam-lat", "cam-lon", "cam-alt", "surface-alt", "hfov", "fit-hfov", "fit-position"]) $(id).addEventListener("change", () => changed());
   $("fit").addEventListener("click", () => fit());
+  confirmTwice($("apply"), "click again to apply it now", () => applyFit());
+  confirmTwice($("revert"), "click again to revert", () => revert());
   let armed = null;
   $("clear").addEventListener("click", () => {  // twice within 3 s: marks are work
     if (!armed) { $("clear").textContent = "click again to clear"; armed = setTimeout(() => { armed = null; $("clear").textContent = "clear all points"; }, 3000); return; }
