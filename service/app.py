@@ -984,7 +984,7 @@ def put_calibration(source_id: str, request: Request, who: Admin,
                 "until reverted (DELETE /api/sources/%s/calibration). To make it permanent, put this under the source "
                 "in the configuration:\n%s", source_id, who.kind, who.name,
                 f"pan {sv.pan_deg:.2f}, tilt {sv.tilt_deg:.2f}, roll {sv.roll_deg:.2f} deg" if sv is not None else
-                "ground control points", f": {body.note}" if body.note else "", source_id, yaml_section(cal))
+                "ground control points", f", note {body.note!r}" if body.note else "", source_id, yaml_section(cal))
     return _calibration_out(st, spec)
 
 

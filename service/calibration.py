@@ -196,7 +196,7 @@ def yaml_section(calibration: CalibrationConfig) -> str:
 
     body = calibration.model_dump(mode="json", exclude_defaults=True)
     body.setdefault("surface_alt_m", calibration.surface_alt_m)
-    return yaml.safe_dump({"calibration": body}, sort_keys=False, default_flow_style=None).strip()
+    return yaml.safe_dump({"calibration": body}, sort_keys=False, default_flow_style=None, width=1000).strip()
 
 
 def calibration_view(calibration: CalibrationConfig | None) -> dict[str, Any] | None:

@@ -240,7 +240,7 @@ class Service:
                           f"operator one (DELETE /api/sources/{sid}/calibration, or the calibration page):\n"
                           f"{yaml_section(cal)}\nor revert it to go back to the configured one")
             log.warning("source %s: events are located with the calibration applied by %s on %s%s, not the configured "
-                        "one%s; %s", sid, row.created_by, when, f" ({row.note})" if row.note else "",
+                        "one%s; %s", sid, row.created_by, when, f" (note {row.note!r})" if row.note else "",
                         "; NOTE: the configured calibration was CHANGED in the configuration since then, and the "
                         "operator one is still in force over it" if changed else "", advice)
 
