@@ -349,9 +349,11 @@ async function refreshSources(list) {
   const drones = list.filter((s) => s.kind === "drone"), cams = list.filter((s) => (s.kind || "camera") === "camera");
   $("status-bar").textContent = `${cams.filter((s) => s.state === "online").length}/${cams.length} camera(s) online · ` +
     `${drones.filter((s) => s.state === "connected").length}/${drones.length} drone(s) linked`;
-  // a drone on a task: its line on the map runs from the drone to the target (the patrol's route is interrupted)
-  if (map) map.setData({ cameras: cams, drones: drones.map((d) => taskActive(d) && d.lat_deg != null
-    ? { ...d, route: [[d.lat_deg, d.lon_deg], [d.task.lat_deg, d.task.lon_deg]] } : d) });
+  // a drone on a task: its line on the map runs from the drone to the target (the patrol's route is interrupted);
+  // once it flies home the target stays marked, without a line back to it from the drone
+  if (map) map.setData({ cameras: cams, drones: drones.map((d) => !taskActive(d) || d.lat_deg == null ? d
+    : { ...d, route: d.task.state === "returning" ? [[d.task.lat_deg, d.task.lon_deg]]
+      : [[d.lat_deg, d.lon_deg], [d.task.lat_deg, d.task.lon_deg]] }) });
   recCameras(list);
   if (state.detail) showSendDrone(state.detail);
 }
