@@ -121,10 +121,17 @@ def main(argv: list[str] | None = None) -> int:
         (getattr(args, "_group_parser", None) or parser).print_help()
         return 2
     try:
-        return int(run(args) or 0)
+        rc = int(run(args) or 0)
+        sys.stdout.flush()  # here, so a reader that has gone is a BrokenPipeError below, not a traceback at exit
+        return rc
     except SeawatchError as exc:
         print(f"seawatch: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("seawatch: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `seawatch ... | head`: the reader has gone, nothing more to say
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 141

@@ -64,11 +64,19 @@ def read_points(path: str | Path) -> tuple[list, list[list[float]]]:
             text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"{path}: cannot read it: {exc}") from None
-        reader = csv.DictReader(text.splitlines())
+        # a spreadsheet's CSV: commas, or (Excel in a country with decimal commas) semicolons or tabs between fields
+        # with commas in the numbers
+        head = text.splitlines()[0] if text.strip() else ""
+        delim = max((";", "\t", ","), key=lambda d: (head.count(d), d == ","))
+        decimal_comma = delim != ","
+        reader = csv.DictReader(text.splitlines(), delimiter=delim)
         missing = {"x_px", "y_px", "lat_deg", "lon_deg"} - set(reader.fieldnames or [])
         if missing:
-            raise InputError(f"{path}: the header needs x_px, y_px, lat_deg, lon_deg (missing {', '.join(sorted(missing))})")
+            raise InputError(f"{path}: the header needs x_px, y_px, lat_deg, lon_deg (missing {', '.join(sorted(missing))}; "
+                             f"read as fields separated by {'tabs' if delim == chr(9) else repr(delim)})")
         rows = list(reader)
+        if decimal_comma:
+            rows = [{k: (v.replace(",", ".") if k != "name" and isinstance(v, str) else v) for k, v in r.items()} for r in rows]
     else:
         data = read_yaml_file(path)  # YAML is a superset of JSON
         if not isinstance(data, dict) or not isinstance(data.get("points"), list):
@@ -114,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         src = next((s for s in cfg.sources if s.id == args.source), None)
         if src is None:
             raise InputError(f"{args.config}: no source {args.source!r} (there are: {', '.join(s.id for s in cfg.sources) or 'none'})")
+        if cfg.drone_of(src.id) is not None:
+            raise InputError(f"source {args.source!r} is a drone's camera: it is located from the drone's pose, not calibrated")
         cal = src.calibration
         if cal is not None:
             if surface is None:

@@ -232,3 +232,37 @@ def test_cli_needs_a_position_and_a_size(tmp_path, capsys):
     assert "expected 3 numbers" in capsys.readouterr().err
     assert main(["calibrate", str(tmp_path / "missing.yaml"), "--at", "52.84,5.69,14", "--size", "1920x1080"]) == 1
     assert "missing.yaml" in capsys.readouterr().err
+
+
+def test_cli_reads_a_spreadsheet_csv_with_semicolons_and_decimal_commas(tmp_path, capsys):
+    """Excel where the decimal mark is a comma (the Netherlands, Germany) saves CSV with semicolons: read it."""
+    pts = _points()
+    lines = ["x_px;y_px;lat_deg;lon_deg;alt_m;name"] + [
+        f"{p.x_px:.2f};{p.y_px:.2f};{p.lat_deg:.8f};{p.lon_deg:.8f};;{p.name}".replace(".", ",") for p in pts]
+    f = tmp_path / "excel.csv"
+    f.write_text("\n".join(lines) + "\n", encoding="utf-8-sig")
+    assert main(["calibrate", str(f), "--at", f"{CAM[0]},{CAM[1]},{CAM[2]}", "--size", f"{W}x{H}", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert abs(res["calibration"]["surveyed"]["pan_deg"] - TRUE["pan"]) < 0.1
+    assert [p["name"] for p in res["points"]] == [p.name.replace(".", ",") for p in pts]  # names keep their commas
+
+
+def test_cli_refuses_a_drone_camera_and_a_reader_that_went_away(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    csv_path = tmp_path / "gcps.csv"
+    _write_csv(csv_path, _points())
+    cfg = tmp_path / "seawatch.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "sources": [{"id": "d1-cam", "url": "udp://0.0.0.0:5600", "drone": "d1"}],
+        "drones": [{"id": "d1", "connection": "udp:127.0.0.1:14999", "video_source": "d1-cam",
+                    "camera": {"width_px": 640, "height_px": 480, "hfov_deg": 70}}]}))
+    assert main(["calibrate", str(csv_path), "--config", str(cfg), "--source", "d1-cam"]) == 1
+    assert "is a drone's camera: it is located from the drone's pose" in capsys.readouterr().err
+    # `seawatch calibrate ... | head -1`: the pipe closes early; no traceback
+    proc = subprocess.Popen([sys.executable, "-m", "seawatch", "calibrate", str(csv_path), "--at", f"{CAM[0]},{CAM[1]},{CAM[2]}",
+                             "--size", f"{W}x{H}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and "Traceback" not in err and "Exception ignored" not in err, err
