@@ -450,6 +450,25 @@ class Source:
             cap = max(cap, cfg.backoff_long_max_s)
         return backoff_delay_s(self._status.attempts, cfg.backoff_initial_s, cap, cfg.backoff_jitter, self._rng)
 
+    BEHIND_LOG_INTERVAL_S = 300.0  # a stream that keeps falling behind: one WARNING, then one summary per interval
+
+    def _log_behind(self, lag_s: float) -> None:
+        """The stream fell behind (keyframes only until it catches up): a WARNING the first time and then at most one
+        per ``BEHIND_LOG_INTERVAL_S``, counting the times between (a 2-core machine analysing several cameras can fall
+        behind and catch up again every few seconds; each time is also counted in ``frames_skipped_late``)."""
+        now = time.monotonic()
+        last = getattr(self, "_behind_logged_mono", None)
+        self._behind_since_log = getattr(self, "_behind_since_log", 0) + 1
+        if last is not None and now - last < self.BEHIND_LOG_INTERVAL_S:
+            log.debug("source %s: %.1f s behind the stream; decoding keyframes only to catch up",
+                      self.config.source_id, lag_s)
+            return
+        more = (f" (fell behind {self._behind_since_log} times in the last {(now - last) / 60:.0f} min)"
+                if last is not None and self._behind_since_log > 1 else "")
+        log.warning("source %s: %.1f s behind the stream; decoding keyframes only to catch up%s",
+                    self.config.source_id, lag_s, more)
+        self._behind_logged_mono, self._behind_since_log = now, 0
+
     def _bump(self, **deltas) -> None:
         with self._lock:
             s = self._status
@@ -706,11 +725,10 @@ class Source:
                         lag_s = clock.lag_s(pts_s, recv_ns)
                         if not behind and lag_s > cfg.max_lag_s:
                             behind = True
-                            log.warning("source %s: %.1f s behind the stream; decoding keyframes only to catch up",
-                                        cfg.source_id, lag_s)
+                            self._log_behind(lag_s)
                         elif behind and lag_s < cfg.max_lag_s / 4:
                             behind = False
-                            log.info("source %s: caught up", cfg.source_id)
+                            log.debug("source %s: caught up", cfg.source_id)
                     self._bump(packets=1)
                     key = bool(packet.is_keyframe)
                     mode = "keyframes" if behind else self._decode_mode
