@@ -498,7 +498,7 @@ class DroneRunner:
                 self.task = task
                 if self.patrol_state != "none":
                     self.patrol_state = "interrupted"
-                    self.patrol_reason = (f"interrupted by a task (investigate, {requested_by}); restart the patrol "
+                    self.patrol_reason = (f"a task (investigate, {requested_by}) is flown instead; restart the patrol "
                                           "to fly it again")
                 self._restart = False
                 self.mission = None  # the vehicle's mission becomes the task's: a restart uploads the patrol again

@@ -64,6 +64,7 @@ def test_task_interrupts_the_patrol_holds_over_the_target_and_lands_at_home():
         task = r.investigate(*target, alt_m=20.0, hold_s=40.0, event_id="ev-1", requested_by="user olga")
         st = r.status()
         assert st["patrol_state"] == "interrupted" and "olga" in st["patrol_reason"]
+        assert not st["patrol_reason"].startswith("interrupted")  # the UI shows "interrupted: <reason>"
         t = st["task"]
         assert t["kind"] == "investigate" and t["state"] in ("flying", "holding") and t["event_id"] == "ev-1"
         assert (t["lat_deg"], t["lon_deg"], t["alt_m"], t["hold_s"]) == (target[0], target[1], 20.0, 40.0)

@@ -408,8 +408,13 @@ function showSendDrone(ev) {
 $("d-send-btn").addEventListener("click", async () => {
   const ev = state.detail, id = $("d-drone").value;
   if (!ev || !ev.geo || !id) return;
+  // what the drone is doing now decides what sending it ends: a task under way is replaced, a patrol left
+  const src = state.sources.find((s) => s.kind === "drone" && s.drone_id === id), t = src && src.task;
+  const now = t && ["starting", "flying", "holding", "returning"].includes(t.state)
+    ? `It is on a task now (${t.state}${t.event_id ? ", event " + t.event_id : ""}): that task ends and this one replaces it.`
+    : src && src.patrol_state && !["none", "interrupted", "aborted", "complete"].includes(src.patrol_state) ? "It leaves its patrol." : "";
   if (!confirm(`Send drone ${id} to look at this ${ev.type} at ${ev.geo.lat_deg.toFixed(5)}, ${ev.geo.lon_deg.toFixed(5)}? ` +
-    "It leaves its patrol, holds over the event, then flies home.")) return;
+    `${now ? now + " " : ""}It holds over the event, then flies home.`)) return;
   const note = $("d-send-note");
   note.className = ""; note.textContent = `sending ${id}…`;
   try {
