@@ -43,9 +43,10 @@ function restore(src) {
   state.points = kept && Array.isArray(kept.points) ? kept.points.filter(ok).slice(0, MAX_POINTS) : [];
   state.horizon = kept && Array.isArray(kept.horizon) ? kept.horizon.filter((h) => Array.isArray(h) && h.every(Number.isFinite)).slice(0, MAX_HORIZON) : [];
   const v = src.view, c = (kept && kept.camera) || {};
-  $("cam-lat").value = c.lat ?? (v ? v.lat_deg : "");
-  $("cam-lon").value = c.lon ?? (v ? v.lon_deg : "");
-  $("cam-alt").value = c.alt ?? (v && v.alt_m != null ? v.alt_m : "");
+  const r = (x, d) => String(Number(x.toFixed(d)));  // 5.7075000000000005 from a configuration is 5.7075
+  $("cam-lat").value = c.lat ?? (v ? r(v.lat_deg, 7) : "");
+  $("cam-lon").value = c.lon ?? (v ? r(v.lon_deg, 7) : "");
+  $("cam-alt").value = c.alt ?? (v && v.alt_m != null ? r(v.alt_m, 2) : "");
   $("surface-alt").value = c.surface ?? "0";
   $("hfov").value = c.hfov ?? (v ? v.hfov_deg : "");
   $("fit-hfov").checked = c.fitHfov ?? !v;  // a camera never calibrated: its field of view is unknown too
