@@ -428,6 +428,8 @@ class MqttConfig(_Strict):
     def _discovery_apart(self) -> "MqttConfig":
         # Home Assistant reads every topic under its prefix as discovery: Seawatch's state must not land there
         ha, prefix = self.home_assistant, self.topic_prefix.strip("/")
+        if ha.enabled and not self.enabled:  # it would announce nothing, silently
+            raise ValueError("home_assistant.enabled needs mqtt.enabled: true (discovery goes through the MQTT broker)")
         if ha.enabled and any(a == b or a.startswith(b + "/") for a, b in ((prefix, ha.discovery_prefix),
                                                                             (ha.discovery_prefix, prefix))):
             raise ValueError(f"home_assistant.discovery_prefix {ha.discovery_prefix!r} and topic_prefix "

@@ -88,8 +88,12 @@ def test_config_switch_is_off_by_default_and_validated():
     # Seawatch's own topics under the discovery prefix (or the other way round) would be read as discovery
     for prefix, dp in (("homeassistant", "homeassistant"), ("homeassistant/seawatch", "homeassistant"), ("ha", "ha/disc")):
         with pytest.raises(ConfigError, match="overlap"):
-            load_config(data={"mqtt": {"topic_prefix": prefix, "home_assistant": {"enabled": True, "discovery_prefix": dp}}})
+            load_config(data={"mqtt": {"enabled": True, "topic_prefix": prefix,
+                                       "home_assistant": {"enabled": True, "discovery_prefix": dp}}})
     load_config(data={"mqtt": {"topic_prefix": "homeassistant", "home_assistant": {"enabled": False}}})  # off: no clash
+    # discovery switched on with MQTT off would announce nothing, silently: refused, naming the fix
+    with pytest.raises(ConfigError, match="needs mqtt.enabled: true"):
+        load_config(data={"mqtt": {"home_assistant": {"enabled": True}}})
 
 
 def test_ha_sources_from_a_configuration(tmp_path):
