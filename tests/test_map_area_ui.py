@@ -101,10 +101,20 @@ def test_polygon_drawn_on_the_map_limits_the_list_map_and_exports(area_service):
             page.click("#export-csv")
         rows = list(csv.DictReader(io.StringIO(open(dl.value.path(), encoding="utf-8-sig").read())))
         assert sorted(r["id"] for r in rows) == ["ev00000", "ev00001"]
-        # cleared: every event again
+        # the area is in the address: a reload (or the link sent to a colleague) searches the same place
+        assert "area=p%3A52.839" in page.evaluate("location.hash")
+        page.reload()
+        _wait(page, f"JSON.stringify({ROWS}) === JSON.stringify(['ev00000', 'ev00001'])")
+        assert page.text_content("#area-info") == info and page.is_visible("#area-clear")
+        # cleared: every event again, and the address forgets it
         page.click("#area-clear")
         _wait(page, f"({ROWS}).length === 5")
         assert page.is_hidden("#area-bar") and "polygon" not in searches[-1]
+        assert "area=" not in page.evaluate("location.hash")
+        # junk in the address is no area (the whole list), not an error
+        page.goto(f"{base}/#key={KEY}&area=p:1,2;3")
+        _wait(page, f"({ROWS}).length === 5")
+        assert page.is_hidden("#area-bar")
         assert errors == []
         browser.close()
 
@@ -130,6 +140,10 @@ def test_circle_drawn_on_the_map_searches_a_radius(area_service):
         _click_at(page, *PLACES["ev00000"])
         _click_at(page, 52.8400, 5.7090)  # 610 m
         _wait(page, f"JSON.stringify({ROWS}) === JSON.stringify(['ev00000', 'ev00001', 'ev00003'])")
+        assert "area=c%3A52.84" in page.evaluate("location.hash")
+        page.reload()
+        _wait(page, f"JSON.stringify({ROWS}) === JSON.stringify(['ev00000', 'ev00001', 'ev00003'])")
+        assert page.evaluate("window.seawatch.map.area.kind") == "circle"
         assert errors == []
         browser.close()
 

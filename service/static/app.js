@@ -77,15 +77,18 @@ async function doStart() {
     map = new MapView($("map"), { tilesUrl: m.tiles_url, attribution: m.attribution, onPick: select, onPickCamera: openLive, onPickTrack: (i) => recSeekTrack(i),
       onMove: (v) => { $("map-info").textContent = `${v.lat.toFixed(4)}°, ${v.lon.toFixed(4)}° z${v.zoom.toFixed(1)}`; viewMoved(); },
       onHover: (text) => { $("map-hover").textContent = text; },
-      onArea: () => { showArea(); search(); }, onDrawHint: (text) => { $("area-hint").textContent = text; showArea(); } });
+      onArea: (a) => { setHashParam("area", encodeArea(a)); showArea(); search(); }, onDrawHint: (text) => { $("area-hint").textContent = text; showArea(); } });
     if (!m.tiles_url && m.coastline) fetch(here("ui/coastline.json")).then((r) => r.json()).then((c) => map.setCoastline(c.lines)).catch(() => {});
   }
   window.seawatch = { state, map, search, select, loadMore, checkHealth, openLive, alarm, openRecordings, closeRecordings, recTrack };  // for the browser tests and the console
   await refreshSources(await json("api/sources"));
+  const area = decodeArea(hashParam("area"));  // a search area in the address (a shared link, a reload) is searched again
+  if (area && first) map.setArea(area);
+  showArea();
   await search();
   if (first && !map.touched) map.fitAll();  // again with the events (the sources alone framed it so far)
   const linked = linkedEvent();
-  if (linked && linked !== state.selected) select(linked);  // a link to an event (#event=ID) opens it
+  if (linked && linked !== state.selected) select(linked, { reveal: true });  // a link to an event (#event=ID) opens it
   openLinkedLive();  // and one to a camera's live view (#live=CAMERA)
   // a vessel table that fails to load now (a slow or restarting AIS side) must not keep the live feed unconnected
   await refreshVessels().catch((err) => console.warn("AIS vessels not loaded", err));
@@ -149,6 +152,28 @@ function areaParams(p) {
   if (!a) return;
   if (a.kind === "circle") { p.set("near_lat", r6(a.lat)); p.set("near_lon", r6(a.lon)); p.set("radius_m", a.radius_m.toFixed(1)); }
   else p.set("polygon", a.points.map(([lat, lon]) => `${r6(lon)} ${r6(lat)}`).join(","));
+}
+
+// The search area in the address (#area=...), so a reload or a shared link searches the same place:
+// "c:lat,lon,radius_m" for a circle, "p:lat,lon;lat,lon;..." for a polygon; junk is no area.
+function encodeArea(a) {
+  const r6 = (x) => String(Math.round(x * 1e6) / 1e6);
+  if (!a) return null;
+  return a.kind === "circle" ? `c:${r6(a.lat)},${r6(a.lon)},${a.radius_m.toFixed(1)}`
+    : "p:" + a.points.map(([lat, lon]) => `${r6(lat)},${r6(lon)}`).join(";");
+}
+function decodeArea(text) {
+  const m = /^([cp]):(.{1,20000})$/.exec(text || "");
+  if (!m) return null;
+  const nums = (t) => t.split(",").map(Number);
+  const okLatLon = (lat, lon) => Number.isFinite(lat) && Number.isFinite(lon) && Math.abs(lat) <= 90 && Math.abs(lon) <= 180;
+  if (m[1] === "c") {
+    const [lat, lon, r] = nums(m[2]);
+    return okLatLon(lat, lon) && Number.isFinite(r) && r > 0 && r <= 1_000_000 ? { kind: "circle", lat, lon, radius_m: r } : null;
+  }
+  const points = m[2].split(";").map(nums);
+  return points.length >= 3 && points.length <= 500 && points.every((q) => q.length === 2 && okLatLon(q[0], q[1]))
+    ? { kind: "polygon", points } : null;
 }
 
 // The area's line under the map: what is drawn (or being drawn, and what the next click does) and its buttons.
@@ -1038,11 +1063,11 @@ function openLinkedLive() {
 window.addEventListener("hashchange", () => {
   if (!state.auth || $("main").hidden) return;
   const id = linkedEvent();
-  if (id && id !== state.selected) select(id);
+  if (id && id !== state.selected) select(id, { reveal: true });
   openLinkedLive();
 });
 
-async function select(id, { refresh = false } = {}) {
+async function select(id, { refresh = false, reveal = false } = {}) {
   const my = ++selSeq;
   const stale = () => my !== selSeq;  // another select() started since: this one's answers are dropped
   if (!refresh) { state.selected = id; renderList(); if (map) map.setData({ selected: id }); linkEvent(id); }
@@ -1063,7 +1088,8 @@ async function select(id, { refresh = false } = {}) {
     }
     // the review buttons in sight (they sit under the map and list on a laptop screen)
     const top = $("detail").getBoundingClientRect().top;
-    if (!shown || top < 0 || top > window.innerHeight - 160) $("detail").scrollIntoView({ block: "start", behavior: "smooth" });
+    // reveal: opened from a link (the camera wall, a shared address): the detail is what was asked for, brought to the top
+    if (reveal || !shown || top < 0 || top > window.innerHeight - 160) $("detail").scrollIntoView({ block: "start", behavior: reveal ? "auto" : "smooth" });
   }
   $("d-title").textContent = `${ev.type} (${ev.severity}) on ${ev.source_id}`;
   $("d-meta").replaceChildren(`started ${fmt(ev.start_ns)} UTC${ev.end_ns ? ", ended " + fmt(ev.end_ns) : ""}, ${ev.phase}, ` +
