@@ -172,6 +172,25 @@ def ha_sources(settings: "ServeConfig") -> HaSources:
     return HaSources(tuple(cameras), tuple(drones.items()))
 
 
+def drone_telemetry(status: dict[str, Any]) -> str:
+    """A drone's ``P/<drone>/telemetry`` payload (JSON) from its status (``Fleet.drones()``): link state, mode, armed,
+    battery, position (``latitude`` / ``longitude``: the names Home Assistant's device tracker reads), height above
+    home, heading, patrol and task. Rounded (position to ~0.1 m, the rest to what is shown), so an unchanged drone
+    is an unchanged payload and nothing is sent."""
+    def num(key: str, nd: int) -> float | None:
+        v = status.get(key)
+        return round(float(v), nd) if isinstance(v, (int, float)) and v == v else None
+
+    task = status.get("task") or {}
+    return json.dumps({
+        "state": status.get("state"), "mode": status.get("mode"), "armed": status.get("armed"),
+        "battery_pct": num("battery_pct", 0), "battery_v": num("battery_v", 2),
+        "latitude": num("lat_deg", 6), "longitude": num("lon_deg", 6), "alt_rel_m": num("alt_rel_m", 1),
+        "heading_deg": num("heading_deg", 0), "patrol": status.get("patrol"), "patrol_state": status.get("patrol_state"),
+        "task_state": task.get("state"), "task_event_id": task.get("event_id"),
+    }, separators=(",", ":"))
+
+
 _client_numbers = itertools.count(1)
 
 
@@ -233,6 +252,7 @@ class MqttPublisher:
         self._client.on_message = self._on_message
         self._status: dict[str, str] = {}
         self._detail: dict[str, tuple[str, tuple, float]] = {}  # sid -> (payload, (state, down_since_ns), monotonic)
+        self._telemetry: dict[str, str] = {}  # drone -> its last P/<drone>/telemetry payload
         self._lock = threading.Lock()
         self.connected = threading.Event()  # set and cleared under _lock (see _on_connect)
         self.dropped = 0  # messages not queued (max_queued not yet acknowledged, or a publish error): never delivered
@@ -279,6 +299,8 @@ class MqttPublisher:
                 client.publish(f"{self.prefix}/{topic_part(sid)}/status", state, qos=1, retain=True)
             for sid, (payload, _key, _at) in self._detail.items():
                 client.publish(f"{self.prefix}/{topic_part(sid)}/status/detail", payload, qos=1, retain=True)
+            for did, payload in self._telemetry.items():
+                client.publish(f"{self.prefix}/{topic_part(did)}/telemetry", payload, qos=1, retain=True)
             for (sid, label), ids in self._open.items():
                 client.publish(f"{self.prefix}/{topic_part(sid)}/{topic_part(label)}", str(len(ids)), qos=1, retain=True)
             for (sid, label), (_uri, jpeg) in self._snapshots.items():
@@ -307,7 +329,8 @@ class MqttPublisher:
         with self._lock:
             cameras = {sid: list(labels) for sid, labels in self._ha_cameras.items()}
         out = [self._ha_service()]
-        out += [self._ha_drone(did) for did in self._ha_drones]
+        for did in self._ha_drones:
+            out += self._ha_drone(did)
         for sid, labels in cameras.items():
             out.append(self._ha_status(sid))
             for label in labels:
@@ -343,12 +366,33 @@ class MqttPublisher:
                                state_topic=f"{self.prefix}/available", payload_on="online", payload_off="offline",
                                device_class="connectivity", entity_category="diagnostic")
 
-    def _ha_drone(self, did: str) -> tuple[str, str]:
+    def _ha_drone(self, did: str) -> list[tuple[str, str]]:
+        """A drone: its link (connectivity), and from ``P/<drone>/telemetry`` its place on Home Assistant's map (a
+        GPS device tracker), battery, height, flight mode, armed, patrol and task."""
         t = f"{self.prefix}/{topic_part(did)}/status"
-        return self._ha_config("binary_sensor", f"drone_{ha_id(did)}_link", "Link", self._ha_device("drone", did),
+        tele = f"{self.prefix}/{topic_part(did)}/telemetry"
+        device, obj = self._ha_device("drone", did), f"drone_{ha_id(did)}"
+        out = [self._ha_config("binary_sensor", f"{obj}_link", "Link", device,
                                state_topic=t, json_attributes_topic=f"{t}/detail", device_class="connectivity",
                                value_template="{{ 'ON' if value in %r else 'OFF' }}" % (HA_ONLINE_STATES,),
-                               entity_category="diagnostic")
+                               entity_category="diagnostic"),
+               self._ha_config("device_tracker", f"{obj}_position", "Position", device, json_attributes_topic=tele,
+                               source_type="gps"),
+               self._ha_config("sensor", f"{obj}_battery", "Battery", device, state_topic=tele, device_class="battery",
+                               unit_of_measurement="%", state_class="measurement",
+                               value_template="{{ value_json.battery_pct }}"),
+               self._ha_config("sensor", f"{obj}_height", "Height above home", device, state_topic=tele,
+                               device_class="distance", unit_of_measurement="m", state_class="measurement",
+                               value_template="{{ value_json.alt_rel_m }}"),
+               self._ha_config("binary_sensor", f"{obj}_armed", "Armed", device, state_topic=tele,
+                               value_template="{{ 'ON' if value_json.armed else 'OFF' }}"),
+               self._ha_config("sensor", f"{obj}_mode", "Flight mode", device, state_topic=tele,
+                               value_template="{{ value_json.mode or 'unknown' }}"),
+               self._ha_config("sensor", f"{obj}_patrol", "Patrol", device, state_topic=tele,
+                               value_template="{{ value_json.patrol_state or 'none' }}"),
+               self._ha_config("sensor", f"{obj}_task", "Task", device, state_topic=tele,
+                               value_template="{{ value_json.task_state or 'none' }}")]
+        return out
 
     def _ha_camera_device(self, sid: str) -> dict[str, Any]:
         """A camera's device block: via its drone when it flies on one, else via the service."""
@@ -531,6 +575,13 @@ class MqttPublisher:
                 if detail_due:
                     self._detail[sid] = (payload, key, now)
                 online = self.connected.is_set()
+            tele = drone_telemetry(st) if st.get("kind") == "drone" else None
+            if tele is not None:
+                with self._lock:
+                    tele_changed = self._telemetry.get(sid) != tele
+                    self._telemetry[sid] = tele
+                if online and tele_changed:
+                    self._pub(f"{self.prefix}/{topic_part(sid)}/telemetry", tele, retain=True)
             if online:  # else _on_connect publishes them
                 if state_changed:
                     self._pub(f"{self.prefix}/{topic_part(sid)}/status", state, retain=True)

@@ -27,7 +27,8 @@ from test_service_serve import FireEverywhere, serve_settings, write_video  # no
 from test_service_store import S, T0, make_event  # noqa: E402
 
 broker = test_service_mqtt.broker  # the module's own mosquitto (a fixture), started and stopped with this module
-TOPIC = re.compile(r"^homeassistant/(binary_sensor|camera)/([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+)/config$")
+TOPIC = re.compile(r"^homeassistant/(binary_sensor|sensor|camera|device_tracker)/([A-Za-z0-9_-]+)/([A-Za-z0-9_-]+)/config$")
+DRONE_ENTITIES = 8  # link, position, battery, height, armed, flight mode, patrol, task
 
 
 def wait_for(pred, timeout_s: float = 5.0, what: str = ""):
@@ -122,15 +123,16 @@ def test_discovery_names_the_topics_seawatch_publishes(broker, tmp_path):
     pub = MqttPublisher(ha_config("ha1", broker), client_id="ha-pub1", media_dir=media, announce=SITE).start()
     try:
         assert pub.connected.wait(5)
-        # service + drone link + 2 camera connections + 3 labels x (binary sensor, snapshot camera)
-        found = wait_for(lambda: len(c := configs(sub, "ha1")) >= 10 and c, what="10 discovery configs")
-        assert len(found) == 10, sorted(found)
+        # service + the drone's 8 + 2 camera connections + 3 labels x (binary sensor, snapshot camera)
+        n = 1 + DRONE_ENTITIES + 2 + 3 * 2
+        found = wait_for(lambda: len(c := configs(sub, "ha1")) >= n and c, what=f"{n} discovery configs")
+        assert len(found) == n, sorted(found)
         uids = [c["unique_id"] for c, _r in found.values()]
         assert len(set(uids)) == len(uids) and all("ha1" in u for u in uids)
         service_ids = by_uid(found, "_service")["device"]["identifiers"]
         for topic, (cfg, _retained) in found.items():  # (retained: checked by a late subscriber below)
             assert {"name", "unique_id", "device", "origin"} <= set(cfg), topic
-            assert (cfg.get("state_topic") or cfg.get("topic", "")).startswith("ha1/"), topic
+            assert (cfg.get("state_topic") or cfg.get("topic") or cfg["json_attributes_topic"]).startswith("ha1/"), topic
             assert cfg["device"]["manufacturer"] == "Seawatch" and cfg["device"]["identifiers"], topic
             if not cfg["unique_id"].endswith("_service"):
                 assert cfg["availability_topic"] == "ha1/available", topic
@@ -177,16 +179,43 @@ def test_discovery_names_the_topics_seawatch_publishes(broker, tmp_path):
         assert ha_state(conn, latest(state, conn["state_topic"])) == "off"
         wait_for(lambda: latest(state, link["state_topic"]) == b"lost", what="lost")
         assert ha_state(link, latest(state, link["state_topic"])) == "off"
+        # the drone's telemetry: Home Assistant's map (a GPS device tracker), battery, height, mode, armed, task
+        pub.source_states([{"source_id": "patrol-1", "kind": "drone", "state": "connected", "mode": "AUTO",
+                            "armed": True, "battery_pct": 76.0, "battery_v": 15.21, "lat_deg": 52.8401234567,
+                            "lon_deg": 5.7012345678, "alt_rel_m": 39.96, "heading_deg": 181.4, "patrol": "harbour",
+                            "patrol_state": "interrupted", "task": {"state": "holding", "event_id": "ev7"}}])
+        tracker = by_uid(found, "drone_patrol-1_position")
+        assert tracker["source_type"] == "gps" and "state_topic" not in tracker
+        tele = json.loads(wait_for(lambda: latest(state, tracker["json_attributes_topic"]), what="telemetry"))
+        assert (tele["latitude"], tele["longitude"]) == (52.840123, 5.701235)
+
+        def render(suffix):
+            cfg = by_uid(found, suffix)
+            assert cfg["state_topic"] == tracker["json_attributes_topic"]
+            return jinja2.Environment().from_string(cfg["value_template"]).render(value_json=tele).strip()
+
+        assert render("drone_patrol-1_battery") == "76.0" and by_uid(found, "drone_patrol-1_battery")["device_class"] == "battery"
+        assert render("drone_patrol-1_height") == "40.0"
+        assert (render("drone_patrol-1_mode"), render("drone_patrol-1_armed")) == ("AUTO", "ON")
+        assert (render("drone_patrol-1_patrol"), render("drone_patrol-1_task")) == ("interrupted", "holding")
+        # an unchanged drone sends nothing again
+        before = sum(1 for t, _p, _r in list(state.raw) if t == tracker["json_attributes_topic"])
+        pub.source_states([{"source_id": "patrol-1", "kind": "drone", "state": "connected", "mode": "AUTO",
+                            "armed": True, "battery_pct": 76.0, "battery_v": 15.21, "lat_deg": 52.8401234567,
+                            "lon_deg": 5.7012345678, "alt_rel_m": 39.96, "heading_deg": 181.4, "patrol": "harbour",
+                            "patrol_state": "interrupted", "task": {"state": "holding", "event_id": "ev7"}}])
+        time.sleep(0.3)
+        assert sum(1 for t, _p, _r in list(state.raw) if t == tracker["json_attributes_topic"]) == before
         # a label the rules were not known to raise is announced with its first incident, before its count
         hub.publish_event(make_event(1, source_id="quay-1", labels=("vessel",)))
         wait_for(lambda: latest(state, "ha1/quay-1/vessel") == b"1", what="vessel count")
-        vessel = by_uid(wait_for(lambda: (c := configs(sub, "ha1")) and len(c) == 12 and c, what="vessel configs"),
+        vessel = by_uid(wait_for(lambda: (c := configs(sub, "ha1")) and len(c) == n + 2 and c, what="vessel configs"),
                         "quay-1_vessel")
         assert vessel["state_topic"] == "ha1/quay-1/vessel" and ha_state(vessel, b"1") == "on"
         # a late subscriber (Home Assistant starting after Seawatch) gets every configuration, retained
         late = Listener(broker, "homeassistant/+/ha1/+/config")
         try:
-            wait_for(lambda: len(configs(late, "ha1")) == 12, what="12 retained configs")
+            wait_for(lambda: len(configs(late, "ha1")) == n + 2, what="all configs retained")
             assert all(r for _t, _p, r in late.raw)
         finally:
             late.close()
@@ -202,14 +231,15 @@ def test_two_sites_on_one_broker_have_their_own_unique_ids(broker):
     b = MqttPublisher(ha_config("site/b", broker), announce=SITE).start()
     try:
         assert a.node_id != b.node_id
-        ca = wait_for(lambda: len(c := configs(sub, a.node_id)) == 7 and c, what="site a")  # no media: no cameras
-        cb = wait_for(lambda: len(c := configs(sub, b.node_id)) == 7 and c, what="site b")
+        n = 6 + DRONE_ENTITIES  # service, 2 connections, 3 labels (no media: no snapshot cameras), the drone's
+        ca = wait_for(lambda: len(c := configs(sub, a.node_id)) == n and c, what="site a")
+        cb = wait_for(lambda: len(c := configs(sub, b.node_id)) == n and c, what="site b")
         ua, ub = {c["unique_id"] for c, _r in ca.values()}, {c["unique_id"] for c, _r in cb.values()}
-        assert len(ua) == len(ub) == 7 and not ua & ub
+        assert len(ua) == len(ub) == n and not ua & ub
         da = {c["device"]["identifiers"][0] for c, _r in ca.values()}
         db = {c["device"]["identifiers"][0] for c, _r in cb.values()}
         assert len(da) == 4 and not da & db  # service, drone, two cameras each
-        assert all(c.get("state_topic", "").startswith("site/b/") for c, _r in cb.values())
+        assert all((c.get("state_topic") or c["json_attributes_topic"]).startswith("site/b/") for c, _r in cb.values())
     finally:
         a.close(timeout_s=1)
         b.close(timeout_s=1)
