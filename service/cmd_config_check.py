@@ -21,7 +21,8 @@ def run(args: argparse.Namespace) -> int:
         f"media {cfg.storage.resolved_media_dir()}; listening on {cfg.service.host}:{cfg.service.port}"
         + (f"; {len(cfg.drones)} drone(s)" if cfg.drones else "")
         + (f"; {len(cfg.ais)} AIS feed(s)" if cfg.ais else "")
-        + (f"; MQTT {cfg.mqtt.host}:{cfg.mqtt.port}" if cfg.mqtt.enabled else "")
+        + (f"; MQTT {cfg.mqtt.host}:{cfg.mqtt.port}" + (" with Home Assistant discovery" if cfg.mqtt.home_assistant.enabled
+                                                          else "") if cfg.mqtt.enabled else "")
         + (f"; webhooks {', '.join(w.label for w in cfg.webhooks)}" if cfg.webhooks else "")
         + _workers(cfg)
         + _retention(cfg.storage.retention)

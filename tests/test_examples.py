@@ -45,6 +45,9 @@ def test_the_port_service_example_is_a_whole_site(capsys):
     assert main(["config", "check", str(path)]) == 0
     out = capsys.readouterr().out
     assert "OK: 3 source(s)" in out and "webhooks control_room, duty_chat" in out and "critical 730 d" in out
+    assert "with Home Assistant discovery" in out
+    drone = cfg.drones[0]  # "send drone" bounded to the port's airspace
+    assert drone.operating_area() is not None and drone.max_task_range_m == 2500
     assert "REPLACE-WITH-TOKEN" not in out and "secret" not in out
 
 
