@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import threading
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Sequence
@@ -60,6 +61,7 @@ from seawatch.service.schemas import (
     WhoAmI,
     to_ns,
 )
+from seawatch.service.report import ReportParams
 from seawatch.service.store import AreaExists, BBox, EventQuery, EventStore
 from seawatch.vision.events import reason_problem
 
@@ -269,6 +271,7 @@ media = APIRouter(prefix="/media", tags=["media"], responses=_ERRORS)
 admin = APIRouter(prefix="/admin", tags=["admin"], responses=_ERRORS)
 export = APIRouter(prefix="/export", tags=["export"], responses=_ERRORS)
 live_router = APIRouter(tags=["live"])
+report_router = APIRouter(prefix="/report", tags=["report"], responses=_ERRORS)
 
 
 class DeliveryStats(BaseModel):
@@ -463,6 +466,19 @@ def export_csv(request: Request, store: Store, who: Viewer, params: Annotated[Se
     return Response(to_csv(evs, store.with_holds([e.id for e in evs])).encode("utf-8"), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="seawatch-events.csv"',
                              "X-Seawatch-Truncated": "true" if truncated else "false"})
+
+
+@report_router.get("", summary="a shift / period report: incidents counted by type x severity, camera, review status, "
+                                "hour and day; response times; the confirmed, high / critical and held ones listed")
+def get_report(request: Request, store: Store, who: Viewer, params: Annotated[ReportParams, Query()]) -> dict[str, Any]:
+    from seawatch.service.report import build_report, source_drones
+
+    settings = request.app.state.settings
+    start_ns, end_ns = to_ns(params.start_from), to_ns(params.start_to)
+    out = build_report(store, _query(params.search_params(), settings), start_ns, end_ns, list_limit=params.list_limit,
+                       drones=source_drones(settings))
+    return {**out, "filters": params.filters(), "generated_ns": time.time_ns(),
+            "generated_by": {"name": who.name, "role": who.role, "kind": who.kind}}
 
 
 def _get_event(store: EventStore, event_id: str):
@@ -1557,7 +1573,8 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return _error(500, "internal error (logged on the server)")
 
-    for router in (health, auth_router, events, sources, drones_router, ais_router, map_router, media, admin, export, live_router):
+    for router in (health, auth_router, events, sources, drones_router, ais_router, map_router, media, admin, export, live_router,
+                   report_router):
         app.include_router(router, prefix="/api")
 
     # The web UI: a static shell with no data in it (every datum comes from the authenticated API), so it is

@@ -1406,6 +1406,12 @@ class EventStore:
         nxt = _encode_cursor(q.sort, rows[-1].sort_key, rows[-1].id) if more and rows else None
         return Page(events, nxt)
 
+    def where_clause(self, q: EventQuery) -> Any:
+        """The WHERE clause a search of ``q`` filters with (its cursor, order and limit left out): for aggregates over
+        the events a search finds (service.report). ``true`` when ``q`` has no filter."""
+        clause = self._select(replace(q, cursor=None)).whereclause
+        return sa.true() if clause is None else clause
+
     def explain(self, q: EventQuery) -> str:
         """The database's plan for a search (SQLite EXPLAIN QUERY PLAN / PostgreSQL EXPLAIN), one line per step."""
         stmt = self._select(q)
