@@ -1609,6 +1609,7 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
         # is refused only by the header)
         types = {"app.js": "text/javascript", "map.js": "text/javascript", "app.css": "text/css",
                  "coastline.json": "application/json",
+                 "timefmt.js": "text/javascript",  # the display times, shared by every page
                  "wall.js": "text/javascript", "wall.css": "text/css",
                  "calibrate.js": "text/javascript", "calibrate.css": "text/css", "session.js": "text/javascript"}
         if name not in types or not (static_dir / name).is_file():
