@@ -17,6 +17,9 @@ import { MapView, describeArea, displayText, isolated } from "./map.js";
 // credential, the API client, the log-in form and text from outside as an isolated <bdi>: shared with /wall and
 // /calibrate
 import { FRAMED, ROOT, apiClient, bindLoginForm, here, readAuth, untrusted } from "./session.js";
+// every time shown or typed, in the display zone the operator chose (UTC by default, or the browser's own zone)
+import { formatDate, formatTime, inputValue, localZone, modeText, offsetMs, offsetText, onTimeModeChange, otherZoneTitle,
+  readInput, setTimeMode, timeMode, zoneLabel } from "./timefmt.js";
 
 const state = { auth: null, role: null, events: [], nextCursor: null, selected: null, detail: null, sources: [], vessels: [],
   seen: new Set(), ws: null, held: new Set(), health: null };
@@ -129,19 +132,26 @@ function viewBox() {
     min_lon: whole ? -180 : r6(wrap(tl.lon)), max_lon: whole ? 180 : r6(wrap(br.lon)) };
 }
 
-// The filter form as query parameters (the times typed in are UTC, like every time shown).
+// The filter form as query parameters (the times typed in are read in the display zone and sent as UTC instants).
+// A local time that does not exist (the spring-forward hour) throws, saying so; one the zone shows twice (the
+// autumn hour) is read as its first reading in "from" and its second in "to", so the range holds both (the note
+// beside the filters says so).
 function filterParams() {
-  const p = new URLSearchParams();
+  const p = new URLSearchParams(), notes = [];
   for (const [k, v] of new FormData($("filters"))) {
     if (!v) continue;
     if (k.startsWith("start_")) {
-      const d = new Date(v + "Z");  // datetime-local has no zone: read it as UTC
-      if (!Number.isNaN(d.getTime())) p.append(k, d.toISOString());
+      const r = readInput(String(v), { pick: k === "start_to" ? "second" : "first" });
+      if (r && r.error) { $("f-time-note").textContent = ""; throw new Error(`${k === "start_to" ? "to" : "from"}: ${r.error}`); }
+      if (r && r.ambiguous) notes.push(`${k === "start_to" ? "to" : "from"} ${String(v).replace("T", " ")} occurs twice ` +
+        `(${zoneLabel(r.ambiguous[0])}, then ${zoneLabel(r.ambiguous[1])}): read as the ${k === "start_to" ? "second" : "first"}`);
+      if (r) p.append(k, new Date(r.ns / 1e6).toISOString());
     } else if (k === "source" && String(v).startsWith("drone:")) p.append("drone", String(v).slice(6));
     else if (String(v).trim()) p.append(k, String(v).trim());
   }
   if ($("f-inview").checked && map) for (const [k, v] of Object.entries(viewBox())) p.set(k, String(v));
   areaParams(p);
+  $("f-time-note").textContent = notes.join("; ");
   return p;
 }
 
@@ -206,7 +216,9 @@ document.addEventListener("keydown", (e) => {
 let searchSeq = 0, lastBox = "", moveTimer = null;
 // keep: a refresh (live update, review) that keeps the pages already loaded; else the first page of new filters
 async function search({ keep = false } = {}) {
-  const p = filterParams(), my = ++searchSeq;
+  let p;
+  const my = ++searchSeq;
+  try { p = filterParams(); } catch (e) { $("count").textContent = e.message; return; }
   p.set("limit", String(keep ? Math.min(500, Math.max(PAGE, state.events.length)) : PAGE));
   lastBox = p.get("min_lat") !== null ? ["min_lat", "min_lon", "max_lat", "max_lon"].map((k) => p.get(k)).join(",") : "";
   try {
@@ -225,7 +237,9 @@ function noteHeld(events) {
 
 async function loadMore() {
   if (!state.nextCursor) return;
-  const p = filterParams(), my = searchSeq;
+  let p;
+  const my = searchSeq;
+  try { p = filterParams(); } catch (e) { $("more-note").textContent = e.message; return; }
   p.set("limit", String(PAGE)); p.set("cursor", state.nextCursor);
   $("load-more").disabled = true;
   try {
@@ -273,9 +287,8 @@ async function download(path, fallback) {
 }
 
 async function exportSearch(fmt) {
-  const p = filterParams();
   $("export-error").textContent = "";
-  try { await download(`api/export/events.${fmt}?${p}`, `seawatch-events.${fmt}`); } catch (e) { $("export-error").textContent = e.message; }
+  try { const p = filterParams(); await download(`api/export/events.${fmt}?${p}`, `seawatch-events.${fmt}`); } catch (e) { $("export-error").textContent = e.message; }
 }
 
 async function exportEvidence() {
@@ -293,7 +306,8 @@ function ago(ns) {  // "42 s", "12 min", "3.5 h" since a UTC ns time
   const s = Math.max(0, (Date.now() - ns / 1e6) / 1000);
   return s < 120 ? `${Math.round(s)} s` : s < 3 * 3600 ? `${Math.round(s / 60)} min` : `${(s / 3600).toFixed(1)} h`;
 }
-function fmt(ns) { return new Date(ns / 1e6).toISOString().replace("T", " ").slice(0, 19); }
+// a time in the display zone, its zone written after it ("2026-09-21 14:13:24 UTC", "… 16:13:24 CEST")
+const fmt = (ns) => formatTime(ns);
 
 function renderList() {
   const tb = document.querySelector("#events tbody");
@@ -305,9 +319,12 @@ function renderList() {
     tr.dataset.id = ev.id;
     tr.className = (state.selected === ev.id ? "sel " : "") + (!first && !state.seen.has(ev.id) ? "fresh " : "") +
       (state.held.has(ev.id) ? "held" : "");
-    for (const [text, cls] of [[fmt(ev.start_ns), ""], [ev.type, ""], [ev.severity, "sev-" + ev.severity], [ev.source_id, ""], [ev.review_status, "status"]]) {
+    // the column's head names UTC; a local time carries its zone (the autumn hour's two readings: CEST, then CET)
+    const start = formatTime(ev.start_ns, { zone: shownMode !== "utc" });
+    for (const [text, cls] of [[start, "start"], [ev.type, ""], [ev.severity, "sev-" + ev.severity], [ev.source_id, ""], [ev.review_status, "status"]]) {
       const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td);
     }
+    tr.firstChild.title = otherZoneTitle(ev.start_ns);
     if (state.held.has(ev.id)) tr.lastChild.title = "on hold: kept past the retention period";
     tr.addEventListener("click", () => select(ev.id));
     // keyboard: Tab reaches the rows, Enter or Space opens one, the arrow keys move to the next or previous row
@@ -487,7 +504,7 @@ async function refreshLive() {
     if (live.id !== id) { URL.revokeObjectURL(url); return; }
     if (live.url) URL.revokeObjectURL(live.url);
     live.url = url; $("lv-img").src = url;
-    note.className = ""; note.textContent = `captured ${fmt(captureNs)} UTC, ${ago(captureNs)} ago`;
+    note.className = ""; note.textContent = `captured ${fmt(captureNs)}, ${ago(captureNs)} ago`;
   } catch (e) {
     if (live.id !== id) return;
     note.className = "error"; note.textContent = e.status === 404 ? "no analysed picture yet" : `failed: ${e.message}`;
@@ -496,15 +513,15 @@ async function refreshLive() {
 
 // ---- recordings: any time window of a camera's continuous recording (GET /api/sources/{id}/recordings: what is
 // recorded; /clip: the window as MP4, its first picture's capture time in X-Clip-First-Ns), played, downloaded, and
-// reported as an event (POST /api/events) at the picture shown, with the spot marked in it. Times typed are UTC.
+// reported as an event (POST /api/events) at the picture shown, with the spot marked in it. Times are typed in the display zone.
 const REC_TICKS = 200;  // the camera's events marked on the bar (one search page)
 const TICK_GAP_PX = 6, TICK_SPAN_PX = 24;  // ticks nearer than this share the height ticks span (the bar and 3 px each side)
 const REC_LIVE_NS = 60e9;  // a newest recorded picture this recent: the camera is still being recorded
 const rec = { seq: 0, id: null, startNs: 0, endNs: 0, firstNs: null, covered: [], partial: false, cutNs: null,
   infoP: null, retry: null, point: null, track: null, trackFitKey: null };
 const wholeS = (ns) => Math.floor(ns / 1e9) * 1e9;  // whole seconds: exact as a double, and what the form shows
-const fmtMs = (ns) => new Date(ns / 1e6).toISOString().replace("T", " ").slice(0, 23);
-const hms = (ns) => new Date(ns / 1e6).toISOString().slice(11, 19);
+const fmtMs = (ns) => formatTime(ns, { ms: true });
+const hms = (ns, zone = true) => formatTime(ns, { date: false, zone });
 const headerNs = (r, name) => { const v = r.headers.get(name); return v && /^-?[0-9]+$/.test(v) ? Number(BigInt(v)) : null; };
 
 function recButton(s) {
@@ -541,7 +558,7 @@ function openRecordings(sourceId, fromNs, lenS = 300) {
     const o = document.createElement("option"); o.value = v; o.textContent = `${+(lenS / 60).toFixed(2)} min`; len.appendChild(o);
   }
   len.value = v;
-  $("rec-from").value = new Date(wholeS(fromNs) / 1e6).toISOString().slice(0, 19);
+  setRecFrom(wholeS(fromNs));
   $("recordings").hidden = false;
   $("recordings").scrollIntoView({ block: "start", behavior: "smooth" });
   return showRecordings();
@@ -556,14 +573,36 @@ function closeRecordings() {
   $("recordings").hidden = true;
 }
 
+// The window's start in the form, in the display zone (whole seconds). In the autumn hour, which the zone shows twice,
+// "rec-fold" offers the first and the second reading (CEST, then CET) and is set to the one meant.
+const offsetOf = (ns) => offsetText(offsetMs(ns / 1e6, localZone()));  // "UTC+2"
+function setRecFrom(ns) {
+  const { value, fold } = inputValue(ns);
+  $("rec-from").value = value;
+  showRecFold(fold);
+}
+function showRecFold(fold = null) {
+  const sel = $("rec-fold"), r = readInput($("rec-from").value);
+  const two = !!(r && r.ambiguous);
+  if (two) {
+    sel.options[0].textContent = `the first (${zoneLabel(r.ambiguous[0])}, ${offsetOf(r.ambiguous[0])})`;
+    sel.options[1].textContent = `the second (${zoneLabel(r.ambiguous[1])}, ${offsetOf(r.ambiguous[1])})`;
+  }
+  if (fold) sel.value = fold; else if (!two || sel.hidden) sel.value = "first";
+  sel.hidden = !two;
+  timeLabels();
+}
+
 // the window the form asks for, or a message saying what is wrong with it
 function recWindow() {
   const id = $("rec-source").value, lenS = Number($("rec-len").value), raw = $("rec-from").value;
   if (!id) return { error: "choose a camera" };
-  const d = new Date(raw + (raw.length === 16 ? ":00Z" : "Z"));  // datetime-local has no zone: read it as UTC
-  if (!raw || Number.isNaN(d.getTime())) return { error: "give the window's start (UTC)" };
+  // typed in the display zone; a reading the zone shows twice: the one "rec-fold" says (offered only then)
+  const r = readInput(raw, { pick: $("rec-fold").hidden ? "first" : $("rec-fold").value });
+  if (!r) return { error: `give the window's start (${zoneLabel()})` };
+  if (r.error) return { error: r.error };
   if (!(lenS > 0)) return { error: "choose a length" };
-  const startNs = wholeS(d.getTime() * 1e6);
+  const startNs = wholeS(r.ns);
   return { id, startNs, endNs: startNs + lenS * 1e9, lenS };
 }
 const recQuery = (w) => `start_ns=${BigInt(w.startNs)}&end_ns=${BigInt(w.endNs)}`;
@@ -579,13 +618,18 @@ async function showRecordings() {
   clearMark(); $("rec-mark").checked = false;
   clearRecTrack();
   if (w.error) { $("rec-error").textContent = w.error; rec.id = null; return; }
-  Object.assign(rec, { id: w.id, startNs: w.startNs, endNs: w.endNs });
-  $("rec-title").textContent = `Recordings: ${w.id}, ${fmt(w.startNs)} – ${fmt(w.endNs)} UTC`;
-  $("rec-scale-from").textContent = fmt(w.startNs); $("rec-scale-to").textContent = fmt(w.endNs);
+  Object.assign(rec, { id: w.id, startNs: w.startNs, endNs: w.endNs, bar: null });
+  recTitles(w);
   $("rec-cover").textContent = "";
   drawRecBar([], []);
   note.className = ""; note.textContent = "loading…";
   await Promise.all([loadRecBar(w, my), loadRecClip(w, my, true), loadRecTrack(w, my)]);
+}
+
+function recTitles(w) {
+  $("rec-title").textContent = `Recordings: ${w.id}, ${fmt(w.startNs)} – ${fmt(w.endNs)}`;
+  $("rec-scale-from").textContent = fmt(w.startNs); $("rec-scale-to").textContent = fmt(w.endNs);
+  $("rec-title").title = otherZoneTitle(w.startNs);
 }
 
 // The part of a window that can be cut now: a window reaching past the newest recorded picture (one that ends in the
@@ -605,6 +649,7 @@ async function loadRecBar(w, my) {
     start_to: new Date(w.endNs / 1e6).toISOString(), limit: String(REC_TICKS) })}`).then((p) => p.events).catch(() => []);
   const [info, events] = await Promise.all([rec.infoP, ticks]);
   if (my !== rec.seq || $("recordings").hidden) return;
+  rec.bar = { w, info, events };  // drawn again when the display zone changes
   drawRecBar(info.error ? [] : info.spans, events);
   $("rec-cover").textContent = recCoverText(w, info);
   recNote();
@@ -615,7 +660,7 @@ function recCoverText(w, info) {
   if (info.recording === false) return "this service records no video";
   const got = info.spans.reduce((a, s) => a + (Math.min(s.end_ns, w.endNs) - Math.max(s.start_ns, w.startNs)), 0) / 1e9;
   return `${Math.round(got)} s of ${Math.round((w.endNs - w.startNs) / 1e9)} s recorded` +
-    (info.oldest_ns != null ? `; ${w.id} is recorded from ${fmt(info.oldest_ns)} to ${fmt(info.newest_ns)} UTC` : `; nothing of ${w.id} is recorded`);
+    (info.oldest_ns != null ? `; ${w.id} is recorded from ${fmt(info.oldest_ns)} to ${fmt(info.newest_ns)}` : `; nothing of ${w.id} is recorded`);
 }
 
 // the window's recorded spans as filled blocks, gaps empty, the camera's events as ticks (a click opens one)
@@ -629,7 +674,7 @@ function drawRecBar(spans, events) {
     el.className = "rec-span"; el.dataset.startNs = String(s.start_ns); el.dataset.endNs = String(s.end_ns);
     el.style.left = pct(s.start_ns);
     el.style.width = `${(Math.max(0, Math.min(s.end_ns, rec.endNs) - Math.max(s.start_ns, rec.startNs)) / len * 100).toFixed(3)}%`;
-    el.title = `recorded ${fmt(s.start_ns)} – ${fmt(s.end_ns)} UTC`;
+    el.title = `recorded ${fmt(s.start_ns)} – ${fmt(s.end_ns)}`;
     bar.appendChild(el);
   }
   // ticks closer than TICK_GAP_PX share the bar's height in lanes, so each can still be clicked
@@ -647,7 +692,7 @@ function drawRecBar(spans, events) {
     const el = document.createElement("div");
     el.className = "rec-tick sev-" + ev.severity + (before ? " before" : ""); el.dataset.id = ev.id; el.style.left = pct(ev.start_ns);
     if (laneEnd.length > 1) { el.style.top = `${-3 + lanes[i] * laneH}px`; el.style.bottom = "auto"; el.style.height = `${laneH}px`; }
-    el.title = `${ev.type} (${ev.severity}) ${fmt(ev.start_ns)} UTC${before ? " (started before this window)" : ""}: click to open`;
+    el.title = `${ev.type} (${ev.severity}) ${fmt(ev.start_ns)}${before ? " (started before this window)" : ""}: click to open`;
     el.addEventListener("click", (e) => { e.stopPropagation(); select(ev.id); });
     bar.appendChild(el);
   });
@@ -679,9 +724,9 @@ async function loadRecClip(w, my, retry) {
       const info = await rec.infoP;
       if (stale()) return;
       note.className = "error";
-      note.textContent = `no recording of ${w.id} between ${fmt(w.startNs)} and ${fmt(w.endNs)} UTC` +
+      note.textContent = `no recording of ${w.id} between ${fmt(w.startNs)} and ${fmt(w.endNs)}` +
         (info && info.recording === false ? ": this service records no video" :
-          info && info.oldest_ns != null ? `; recorded video of ${w.id} exists from ${fmt(info.oldest_ns)} to ${fmt(info.newest_ns)} UTC` :
+          info && info.oldest_ns != null ? `; recorded video of ${w.id} exists from ${fmt(info.oldest_ns)} to ${fmt(info.newest_ns)}` :
             info && !info.error ? `; nothing of ${w.id} is recorded` : "");
     } else if (e.status === 409) note.textContent = `still being recorded: ${e.message} (press Show again later)`;
     else if (e.status === 422) note.textContent = `this window cannot be shown: ${e.message}`;
@@ -699,6 +744,14 @@ async function loadRecClip(w, my, retry) {
   v.play().catch(() => {});
 }
 
+// the recorded spans of a partial window: "12:00:00–12:01:30, 12:03:00–12:05:00 (UTC)", each span with its own zone
+// label when they differ (a window across a daylight saving change)
+function coveredText(spans) {
+  const labels = new Set(spans.flat().map((ns) => zoneLabel(ns)));
+  if (labels.size > 1) return spans.map(([a, b]) => `${hms(a)}–${hms(b)}`).join(", ");
+  return `${spans.map(([a, b]) => `${hms(a, false)}–${hms(b, false)}`).join(", ")} (${[...labels][0]})`;
+}
+
 // the capture time (UTC) of the picture shown: the clip's first picture's plus the video's position
 function recShownNs() {
   const v = $("rec-video");
@@ -710,10 +763,11 @@ function recNote() {
   recTrackShow(t);
   if (t == null) return;
   note.className = "";
-  note.textContent = `picture of ${fmtMs(t)} UTC` + (rec.partial ? ` · partial: recorded ${rec.covered.length ?
-    rec.covered.map(([a, b]) => `${hms(a)}–${hms(b)}`).join(", ") : "only part of the window"} (UTC)` : "") +
-    (rec.cutNs == null ? "" : Date.now() * 1e6 - rec.cutNs < REC_LIVE_NS ? ` · recorded up to ${hms(rec.cutNs)} UTC so far (Show again for more)`
-      : ` · nothing recorded after ${hms(rec.cutNs)} UTC`);
+  note.textContent = `picture of ${fmtMs(t)}` + (rec.partial ? ` · partial: recorded ${rec.covered.length ?
+    coveredText(rec.covered) : "only part of the window"}` : "") +
+    (rec.cutNs == null ? "" : Date.now() * 1e6 - rec.cutNs < REC_LIVE_NS ? ` · recorded up to ${hms(rec.cutNs)} so far (Show again for more)`
+      : ` · nothing recorded after ${hms(rec.cutNs)}`);
+  note.title = otherZoneTitle(t, { ms: true });
   const pos = $("rec-pos");
   if (pos) { pos.hidden = false; pos.style.left = `${(Math.min(1, Math.max(0, (t - rec.startNs) / (rec.endNs - rec.startNs))) * 100).toFixed(3)}%`; }
 }
@@ -803,7 +857,7 @@ function recSeekTrack(i) {
   const t = tr.points[i][0];
   v.pause();
   if (recSeekTo(t)) return;
-  note.className = "error"; note.textContent = `no video of the drone at ${fmtMs(t)} UTC in this window`;
+  note.className = "error"; note.textContent = `no video of the drone at ${fmtMs(t)} in this window`;
 }
 
 // for the browser tests and the console: the recorded track shown (null: none, a fixed camera or the panel closed)
@@ -818,7 +872,7 @@ function recBarClick(e) {
   const bar = $("rec-bar"), box = bar.getBoundingClientRect();
   if (rec.firstNs == null || !box.width) return;
   const t = rec.startNs + (e.clientX - box.left) / box.width * (rec.endNs - rec.startNs);
-  if (!recSeekTo(t)) { const note = $("rec-note"); note.className = "error"; note.textContent = `no video at ${fmt(t)} UTC in this window`; }
+  if (!recSeekTo(t)) { const note = $("rec-note"); note.className = "error"; note.textContent = `no video at ${fmt(t)} in this window`; }
 }
 
 // the video to the picture captured at t (UTC ns); false when the clip has none there (outside it, or an outage)
@@ -859,7 +913,7 @@ function placeMarker() {
   const m = document.createElement("div");
   m.className = "rec-marker";
   m.style.left = `${f.x0 + rec.point.x * f.scale}px`; m.style.top = `${f.y0 + rec.point.y * f.scale}px`;
-  m.title = `spot marked: (${rec.point.x}, ${rec.point.y}) px in the picture of ${fmtMs(rec.point.atNs)} UTC`;
+  m.title = `spot marked: (${rec.point.x}, ${rec.point.y}) px in the picture of ${fmtMs(rec.point.atNs)}`;
   $("rec-view").appendChild(m);
 }
 
@@ -912,7 +966,7 @@ $("rec-pick").addEventListener("pointerup", (e) => {
   $("rec-pick").hidden = true; err.textContent = "";
   const p = rec.point;
   $("rec-reported").textContent = (p.box ? `box drawn (${p.box.join(", ")}) px` : `spot marked at (${p.x}, ${p.y}) px`) +
-    `, ${fmtMs(p.atNs)} UTC`;
+    `, ${fmtMs(p.atNs)}`;
   placeMarker();
 });
 
@@ -951,7 +1005,7 @@ for (const [btn, dir] of [["rec-prev", -1], ["rec-next", 1]]) {
   $(btn).addEventListener("click", () => {
     const w = recWindow();
     if (w.error) { $("rec-error").textContent = w.error; return; }
-    $("rec-from").value = new Date((w.startNs + dir * w.lenS * 1e9) / 1e6).toISOString().slice(0, 19);
+    setRecFrom(w.startNs + dir * w.lenS * 1e9);
     showRecordings();
   });
 }
@@ -1092,7 +1146,7 @@ async function select(id, { refresh = false, reveal = false } = {}) {
     if (reveal || !shown || top < 0 || top > window.innerHeight - 160) $("detail").scrollIntoView({ block: "start", behavior: reveal ? "auto" : "smooth" });
   }
   $("d-title").textContent = `${ev.type} (${ev.severity}) on ${ev.source_id}`;
-  $("d-meta").replaceChildren(`started ${fmt(ev.start_ns)} UTC${ev.end_ns ? ", ended " + fmt(ev.end_ns) : ""}, ${ev.phase}, ` +
+  $("d-meta").replaceChildren(`started ${fmt(ev.start_ns)}${ev.end_ns ? ", ended " + fmt(ev.end_ns) : ""}, ${ev.phase}, ` +
     `status: ${ev.review_status}` +
     (ev.geo ? `, at ${ev.geo.lat_deg.toFixed(5)}, ${ev.geo.lon_deg.toFixed(5)} ± ${ev.geo.semi_major_m.toFixed(0)} m` : `, no position: ${ev.geo_reason || "unknown"}`),
     ...(ev.attributes && ev.attributes.vessel_name ? [", vessel ", untrusted(ev.attributes.vessel_name, 100)] : []));
@@ -1267,10 +1321,10 @@ function showHolds(ev, holds, err = "") {
     const li = document.createElement("li");
     li.dataset.reason = h.reason; li.dataset.holdId = h.id;
     li.replaceChildren(`${h.reason === "evidence_export" ? "evidence package exported" : "kept as evidence"} by `,
-      untrusted(holdBy(h.by), 100), `, ${fmt(h.at_ns)} UTC`, ...(h.note ? [": ", untrusted(h.note)] : []));
+      untrusted(holdBy(h.by), 100), `, ${fmt(h.at_ns)}`, ...(h.note ? [": ", untrusted(h.note)] : []));
     if (h.active === false) {
       li.className = "released";
-      li.append(" (lifted by ", untrusted(holdBy(h.released_by), 100), `, ${fmt(h.released_ns)} UTC`,
+      li.append(" (lifted by ", untrusted(holdBy(h.released_by), 100), `, ${fmt(h.released_ns)}`,
         ...(h.release_note ? [": ", untrusted(h.release_note)] : []), ")");
     } else if (h.reason === "evidence_export" && state.role === "admin") {
       // an exported package is checked against the stored original: only an admin lifts its hold, saying why
@@ -1313,12 +1367,12 @@ function expiryText(ev, policy, grace) {
   const what = fd ? "false detections (training data)" : `${ev.severity} events${src ? " of " + ev.source_id : ""}`;
   if (days === null) return `Not held, but this site keeps ${what} for good` +
     (clipDays ? ` (its clip goes after about ${clipDays} days).` : ".");
-  const at = (ns, d) => fmt(ns + d * 86400e9).slice(0, 10);
+  const at = (ns, d) => formatDate(ns + d * 86400e9);
   let text = `Not held: expires about ${at(ev.at_ns, days)} (${days} days after its last update${fd ? ", kept longer as a false detection" : ""})`;
   if (clipDays && clipDays < days) text += `, its clip about ${at(ev.at_ns, clipDays)}`;
   text += "; sooner for its clip when the media disk runs low.";
   if (grace && grace.active && ev.at_ns < grace.protect_before_ns)
-    text += ` Retention started on this site on ${fmt(grace.enabled_ns).slice(0, 10)}: nothing stored before then is deleted before ${fmt(grace.until_ns).slice(0, 10)}.`;
+    text += ` Retention started on this site on ${formatDate(grace.enabled_ns)}: nothing stored before then is deleted before ${formatDate(grace.until_ns)}.`;
   return text;
 }
 
@@ -1389,7 +1443,7 @@ function showHealth(h, err = "") {
     el.appendChild(div);
   }
   el.className = problems.some((p) => p[2]) ? "severe" : "";
-  el.title = `checked ${fmt(Date.now() * 1e6)} UTC, every ${HEALTH_POLL_MS / 1000} s`;
+  el.title = `checked ${fmt(Date.now() * 1e6)}, every ${HEALTH_POLL_MS / 1000} s`;
   el.hidden = !problems.length;
 }
 
@@ -1453,7 +1507,7 @@ function notifyIncident(ev) {
   const who = (ev.attributes && (ev.attributes.vessel_name || ev.attributes.ais_name || ev.attributes.hull_text)) || "";
   try {
     const n = new Notification(`Seawatch: ${ev.severity.toUpperCase()} ${ev.type.replaceAll("_", " ")}`, {
-      body: displayText(`${where}${who ? " · " + who : ""} · ${fmt(ev.start_ns)} UTC`, 200), tag: ev.id,
+      body: displayText(`${where}${who ? " · " + who : ""} · ${fmt(ev.start_ns)}`, 200), tag: ev.id,
       requireInteraction: ev.severity === "critical" });
     n.onclick = () => { window.focus(); select(ev.id); n.close(); };
   } catch (e) { console.warn("notification:", e.message); }
@@ -1521,5 +1575,52 @@ function connectLive() {
     if (state.ws === ws) { clearTimeout(reconnectTimer); reconnectTimer = setTimeout(connectLive, 3000); }
   };
 }
+
+// ---- the display zone: UTC (the default) or the browser's own, chosen in the header ("times"), kept in the browser
+// and shared with /wall and /calibrate (timefmt.js). A change redraws every time shown; the times typed in the
+// filters and the recordings' "from" keep their instants (read in the zone they were typed in, written in the new one).
+let shownMode = timeMode();
+function timeLabels() {
+  const local = shownMode !== "utc";
+  // each typed time's label names the zone it is read in: at the instant typed (CET or CEST), else now
+  for (const el of document.querySelectorAll("span.tz[data-for]")) {
+    const input = $(el.dataset.for);
+    const pick = input.id === "f-to" ? "second" : input.id === "rec-from" && !$("rec-fold").hidden ? $("rec-fold").value : "first";
+    const r = readInput(input.value, { pick });
+    el.textContent = r && !r.error ? r.label : zoneLabel();
+    input.title = local ? `typed in local time (${localZone()}, daylight saving time followed), like every time shown`
+      : "typed in UTC, like every time shown";
+  }
+  $("th-start").textContent = `start (${local ? "local" : "UTC"})`;
+  $("tz-mode").value = shownMode;
+  $("tz-mode").options[1].textContent = modeText("local");
+}
+function applyTimeMode(m) {
+  const old = shownMode;
+  if (m === old) return;
+  for (const [id, pick] of [["f-from", "first"], ["f-to", "second"]]) {
+    const r = readInput($(id).value, { pick, mode: old });
+    if (r && !r.error) $(id).value = inputValue(r.ns, m).value;
+  }
+  const rf = readInput($("rec-from").value, { pick: $("rec-fold").hidden ? "first" : $("rec-fold").value, mode: old });
+  shownMode = m;
+  if (rf && !rf.error) setRecFrom(rf.ns);
+  timeLabels();
+  renderList();
+  if (state.selected && state.detail && !$("detail").hidden) select(state.selected, { refresh: true });
+  if (rec.id) {
+    recTitles(rec);
+    if (rec.bar) { drawRecBar(rec.bar.info.error ? [] : rec.bar.info.spans, rec.bar.events); $("rec-cover").textContent = recCoverText(rec.bar.w, rec.bar.info); }
+    recNote(); placeMarker();
+  }
+  if (state.health) showHealth(state.health);
+}
+$("tz-mode").addEventListener("change", () => setTimeMode($("tz-mode").value));
+$("tz-mode").addEventListener("focus", () => { $("tz-mode").options[1].textContent = modeText("local"); });  // the offset now
+onTimeModeChange(applyTimeMode);
+for (const id of ["f-from", "f-to"]) $(id).addEventListener("input", () => timeLabels());
+$("rec-from").addEventListener("input", () => showRecFold());
+$("rec-fold").addEventListener("change", () => timeLabels());
+timeLabels();
 
 start().catch((e) => console.error(e));
