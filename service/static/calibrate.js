@@ -15,6 +15,7 @@
 "use strict";
 import { MapView, displayText } from "./map.js";
 import { FRAMED, apiClient, bindLoginForm, here, readAuth, untrusted } from "./session.js";
+import { formatTime } from "./timefmt.js";  // the display zone chosen on the operator page (UTC by default)
 
 const $ = (id) => document.getElementById(id);
 const SVG = "http://www.w3.org/2000/svg";
@@ -102,7 +103,7 @@ async function chooseSource(id) {
 
 // ---- the calibration in force ------------------------------------------------------------------------------------
 const isAdmin = () => !!state.who && state.who.role === "admin";
-const when = (ns) => new Date(ns / 1e6).toISOString().slice(0, 16).replace("T", " ") + " UTC";
+const when = (ns) => formatTime(ns, { seconds: false });  // "2026-09-21 14:13 UTC", "… 16:13 CEST"
 const poseText = (c) => (c && c.surveyed ? `pan ${c.surveyed.pan_deg.toFixed(2)}°, tilt ${c.surveyed.tilt_deg.toFixed(2)}°` +
   (c.camera && c.camera.hfov_deg ? `, field of view ${c.camera.hfov_deg.toFixed(2)}°` : "") : "ground control points");
 

@@ -11,6 +11,8 @@
 "use strict";
 import { displayText } from "./map.js";
 import { FRAMED, ROOT, apiClient, bindLoginForm, here, readAuth, untrusted } from "./session.js";
+// the times in the zone chosen on the operator page ("times" in its header: UTC, or this browser's own zone)
+import { formatTime, localZone, onTimeModeChange, otherZoneTitle, timeMode } from "./timefmt.js";
 
 const REFRESH_MS = 1000;  // a tile's picture is asked this long after the previous one was asked (or on its answer when slower)
 const FETCH_TIMEOUT_MS = 10000;  // a picture request that hangs longer is given up (the tile asks again)
@@ -36,7 +38,7 @@ function span(ms) {
   return `${Math.floor(h / 24)} d ${h % 24} h`;
 }
 const sinceNs = (ns) => span(Date.now() - ns / 1e6);
-const hms = (ns) => new Date(ns / 1e6).toISOString().slice(11, 19);
+const hms = (ns) => formatTime(ns, { date: false });  // "14:13:24 UTC", "16:13:24 CEST"
 
 // ---- session ------------------------------------------------------------------------------------------------------
 function showLogin() {
@@ -184,7 +186,7 @@ function render(t) {
   const stale = online && t.captureNs !== null && now - t.changedAt > STALE_MS;
   if (!veil && online && t.captureNs === null) veil = t.error ? `NO PICTURE\n${t.error}` : t.missing ? "NO PICTURE YET" : "";
   if (t.captureNs !== null) {
-    t.age.textContent = (online ? "" : "last picture ") + `${hms(t.captureNs)} UTC, ${sinceNs(t.captureNs)} ago` +
+    t.age.textContent = (online ? "" : "last picture ") + `${hms(t.captureNs)}, ${sinceNs(t.captureNs)} ago` +
       (stale ? " (no new picture)" : "");
   } else t.age.textContent = "";
   t.veil.textContent = veil;
@@ -200,7 +202,7 @@ function render(t) {
   if (top) {
     t.alert.textContent = `${displayText(top.type, 40)} · ${top.severity}` +
       (top.review_status === "acknowledged" ? " · acknowledged" : "") + (inc.length > 1 ? ` (+${inc.length - 1})` : "");
-    t.alert.title = `since ${hms(top.start_ns)} UTC (${sinceNs(top.start_ns)})`;
+    t.alert.title = `since ${hms(top.start_ns)} (${sinceNs(top.start_ns)})`;
   } else { t.alert.textContent = ""; t.alert.removeAttribute("title"); }
   t.alert.hidden = !top;
   t.a.href = link(top ? { event: top.id } : { live: t.id });
@@ -350,10 +352,13 @@ function connectLive() {
 
 // The ages and durations move on between answers.
 function tick() {
-  $("clock").textContent = new Date().toISOString().slice(11, 19) + " UTC";
+  const now = Date.now() * 1e6;
+  $("clock").textContent = hms(now);  // with the zone: "14:13:24 UTC", "16:13:24 CEST"
+  $("clock").title = (timeMode() === "utc" ? "UTC" : `local time, ${localZone()}`) +
+    " (chosen under \"times\" on the operator page) " + otherZoneTitle(now, { date: false });
   for (const t of state.tiles.values()) render(t);
 }
-if (!FRAMED) setInterval(tick, 1000);
+if (!FRAMED) { setInterval(tick, 1000); tick(); onTimeModeChange(() => tick()); }
 
 window.seawatchWall = { state, bestColumns, refreshIncidents, refreshSources };  // for the browser tests and the console
 start().catch((e) => console.error(e));
