@@ -1603,6 +1603,12 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
         return FileResponse(static_dir / "calibrate.html", media_type="text/html",
                             headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"})
 
+    # the shift / period report (a viewer is enough), printable as an A4 page
+    @app.get("/report", include_in_schema=False)
+    def ui_report() -> FileResponse:
+        return FileResponse(static_dir / "report.html", media_type="text/html",
+                            headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"})
+
     @app.get("/ui/{name}", include_in_schema=False)
     def ui_asset(name: str) -> FileResponse:
         # not index.html / wall.html: the pages are "/" and "/wall", which send them with their CSP header (framing
@@ -1611,7 +1617,8 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
                  "coastline.json": "application/json",
                  "timefmt.js": "text/javascript",  # the display times, shared by every page
                  "wall.js": "text/javascript", "wall.css": "text/css",
-                 "calibrate.js": "text/javascript", "calibrate.css": "text/css", "session.js": "text/javascript"}
+                 "calibrate.js": "text/javascript", "calibrate.css": "text/css", "session.js": "text/javascript",
+                 "report.js": "text/javascript", "report.css": "text/css"}
         if name not in types or not (static_dir / name).is_file():
             raise ApiError(404, "no such UI file")
         return FileResponse(static_dir / name, media_type=types[name], headers={"X-Content-Type-Options": "nosniff"})

@@ -1,0 +1,158 @@
+"""The report page ("/report") in headless Chromium against an API-only service over a store of known incidents
+(test_report_api's): served like "/wall" (the same CSP header, nothing inline, relative URLs, its files on the UI's
+allow-list); with a viewer key it makes the report of a chosen period and shows its numbers (summary, tables, bar
+charts), the lists link into the operator UI (a click opens the event there), a server's refusal (a period over 92
+days) is shown, and under print media the controls are hidden and the report alone is laid out.
+
+SEAWATCH_REPORT_SHOTS=DIR saves the screenshots (screen at 1280 px, print) there to look at."""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+
+warnings.filterwarnings("ignore", message=".*httpx.*")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from conftest import serve_in_thread  # noqa: E402
+from seawatch.service.app import create_app  # noqa: E402
+from seawatch.service.auth import hash_api_key  # noqa: E402
+from seawatch.service.config import load_config  # noqa: E402
+from seawatch.service.store import EventStore  # noqa: E402
+from test_report_api import VIEWER_KEY, fill  # noqa: E402
+from test_service_ui import _browser, _playwright, _wait, open_page  # noqa: E402
+
+
+def _config(tmp_path: Path):
+    return load_config(data={
+        "storage": {"data_dir": str(tmp_path / "data")},
+        "auth": {"api_keys": [{"name": "shift-lead", "role": "viewer", "key_sha256": hash_api_key(VIEWER_KEY)}]},
+        "drones": [{"id": "patrol-1", "connection": "udp:127.0.0.1:14550", "video_source": "drone-cam",
+                    "camera": {"width_px": 640, "height_px": 360, "hfov_deg": 70}}]})
+
+
+@pytest.fixture
+def served(tmp_path):
+    store = EventStore.open(f"sqlite:///{tmp_path / 'events.db'}")
+    fill(store)
+    try:
+        with serve_in_thread(create_app(_config(tmp_path), store=store)) as port:
+            yield f"http://127.0.0.1:{port}"
+    finally:
+        store.close()
+
+
+def test_report_page_is_served_like_the_wall(tmp_path):
+    with TestClient(create_app(_config(tmp_path))) as c:
+        root, page = c.get("/"), c.get("/report")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert page.headers["content-security-policy"] == root.headers["content-security-policy"]
+        assert page.headers["x-content-type-options"] == "nosniff"
+        html = page.text
+        assert '<script type="module" src="ui/report.js"></script>' in html and 'href="ui/report.css"' in html
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), "an inline script"
+        assert not re.search(r"<style|\sstyle=|\son[a-z]+=", html, re.I), "an inline style or handler"
+        assert not re.search(r"""(?:src|href|action)=["']/""", html), "a URL from the host's root"
+        assert c.get("/ui/report.js").headers["content-type"].startswith("text/javascript")
+        assert c.get("/ui/report.css").headers["content-type"].startswith("text/css")
+        assert c.get("/ui/report.html").status_code == 404  # the page only as "/report", with its header
+        js = c.get("/ui/report.js").text
+        assert "http://" not in js.replace("http://www.w3.org/2000/svg", "") and "https://" not in js  # nothing from elsewhere
+        assert c.get("/api/report", params={"start_from": "2026-09-21", "start_to": "2026-09-22"}).status_code == 401
+
+
+def _text(page, sel: str) -> str:
+    return page.evaluate(f"document.querySelector({sel!r}).textContent")
+
+
+def _make(page, start: str, end: str) -> None:
+    page.select_option("#period", "custom")
+    page.fill("#from", start)
+    page.fill("#to", end)
+    page.click("#make")
+
+
+def test_report_page_numbers_links_and_print(served, tmp_path):
+    shots = os.environ.get("SEAWATCH_REPORT_SHOTS")
+    with _playwright() as p:
+        browser = _browser(p)
+        page, errors = open_page(browser, f"{served}/report#key={VIEWER_KEY}", width=1280, height=900)
+        _wait(page, "!document.getElementById('main').hidden && window.seawatchReport.state.report !== null")
+        assert _text(page, "#who").startswith("shift-lead")
+        # the default period (the last 7 days) holds none of the stored incidents (September 2026)
+        _make(page, "2026-09-21T00:00", "2026-09-23T00:00")
+        _wait(page, "document.querySelector('#n-total b').textContent === '7'")
+        cards = page.evaluate("Object.fromEntries([...document.querySelectorAll('#summary .card')]"
+                              ".map(c => [c.id, c.querySelector('b').textContent]))")
+        assert cards == {"n-total": "7", "n-open": "2", "n-new": "2", "n-confirmed": "1", "n-false": "1", "n-high": "4",
+                         "n-held": "1", "n-response": "2 min 0 s"}
+        assert _text(page, "#meta-period") == "2026-09-21 00:00 UTC to 2026-09-23 00:00 UTC (2 days)"
+        assert _text(page, "#meta-filters") == "none (every incident)"
+        assert "by shift-lead (viewer)" in _text(page, "#meta-made")
+        rows = page.evaluate("[...document.querySelectorAll('#by-type tbody tr')].map(r => [...r.cells].map(c => c.textContent))")
+        assert rows[0] == ["fire", "1", "1", "1", "0", "3"] and rows[-1] == ["all", "1", "2", "1", "3", "7"]
+        days = page.evaluate("[...document.querySelectorAll('#per-day g.bar')].map(g => [g.dataset.label, g.dataset.total])")
+        assert days == [["2026-09-21", "3"], ["2026-09-22", "4"]]
+        hours = page.evaluate("[...document.querySelectorAll('#by-hour g.bar')].map(g => Number(g.dataset.total))")
+        assert len(hours) == 24 and hours[6] == 2 and hours[23] == 1 and hours[0] == 1 and sum(hours) == 7
+        # a bar's height follows its count: the day of 4 is taller than the day of 3
+        heights = page.evaluate("[...document.querySelectorAll('#per-day g.bar')].map(g => [...g.querySelectorAll('rect')]"
+                                ".reduce((a, r) => a + r.getBBox().height, 0))")
+        assert heights[1] > heights[0] > 0 and abs(heights[1] / heights[0] - 4 / 3) < 0.02
+        resp = page.evaluate("[...document.querySelectorAll('#response tbody tr')].map(r => [...r.cells].map(c => c.textContent))")
+        assert resp[0][1:] == ["5", "2 min 0 s", "4 min 36 s", "5 min 0 s", "2"]
+        assert resp[1][1:] == ["3", "5 min 0 s", "9 min 0 s", "10 min 0 s", "4"]
+        busiest = page.evaluate("[...document.querySelectorAll('#busiest tbody tr')].map(r => r.cells[0].textContent)")
+        assert busiest[:2] == ["cam-1", "cam-2"]
+        assert page.evaluate("[...document.querySelectorAll('#list-severe tbody tr')].length") == 4
+        confirmed = page.evaluate("[...document.querySelectorAll('#list-confirmed tbody tr')].map(r => [...r.cells].map(c => c.textContent))")
+        assert len(confirmed) == 1 and confirmed[0][0] == "e1" and confirmed[0][3] == "2026-09-21 06:00 UTC"
+        assert "rita" in confirmed[0][7] and confirmed[0][8] == "real fire on quay 3"
+        held = _text(page, "#list-held tbody tr")
+        assert "Noordzee Express" in held and "244123456" in held and "evidence for the harbour master" in held
+        href = page.evaluate("document.querySelector('#list-confirmed a.event-link').href")
+        assert href == f"{served}/#key={VIEWER_KEY}&event=e1"
+        if shots:
+            Path(shots).mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=f"{shots}/report-screen.png", full_page=True)
+
+        # print: the controls go, the report stays
+        assert page.evaluate("getComputedStyle(document.getElementById('controls')).display") != "none"
+        page.emulate_media(media="print")
+        for sel in ("controls", "bar"):
+            assert page.evaluate(f"getComputedStyle(document.getElementById('{sel}')).display") == "none", sel
+        assert page.evaluate("getComputedStyle(document.getElementById('report')).display") != "none"
+        assert page.evaluate("document.getElementById('report').getBoundingClientRect().height") > 500
+        # the width of A4 inside the page's margins (186 mm at 96 px per inch): nothing sticks out to the right
+        page.set_viewport_size({"width": 703, "height": 1000})
+        assert page.evaluate("document.documentElement.scrollWidth") <= 703
+        assert page.evaluate("document.querySelector('#list-severe table').getBoundingClientRect().right") <= 703
+        if shots:
+            page.screenshot(path=f"{shots}/report-print.png", full_page=True)
+            page.pdf(path=f"{shots}/report.pdf", format="A4")
+        assert page.pdf(format="A4").startswith(b"%PDF")
+        page.emulate_media(media="screen")
+        page.set_viewport_size({"width": 1280, "height": 900})
+
+        # a period the service refuses: its message is shown, the last report stays
+        _make(page, "2026-01-01T00:00", "2026-06-01T00:00")
+        _wait(page, "document.getElementById('status').textContent.includes('at most 92 days')")
+        assert _text(page, "#n-total b") == "7"
+        # a filter narrows the numbers and is stated
+        page.fill("#type", "smoke")
+        _make(page, "2026-09-21T00:00", "2026-09-23T00:00")
+        _wait(page, "document.querySelector('#n-total b').textContent === '2'")
+        assert _text(page, "#meta-filters") == "type: smoke"
+
+        # a click on a listed incident opens it in the operator UI
+        page.fill("#type", "")
+        _make(page, "2026-09-21T00:00", "2026-09-23T00:00")
+        _wait(page, "document.querySelector('#n-total b').textContent === '7'")
+        page.click("#list-confirmed a.event-link")
+        _wait(page, "document.getElementById('detail') && document.getElementById('detail').dataset.id === 'e1'", 15)
+        assert errors == [], errors
+        browser.close()
