@@ -156,3 +156,29 @@ def test_report_page_numbers_links_and_print(served, tmp_path):
         _wait(page, "document.getElementById('detail') && document.getElementById('detail').dataset.id === 'e1'", 15)
         assert errors == [], errors
         browser.close()
+
+
+def test_report_page_in_the_zone_chosen_on_the_operator_page(served):
+    """With local times chosen (Europe/Amsterdam, CEST in September), the period typed is read in that zone (the
+    request carries the UTC instants), the report's times carry CEST, and the hour-of-day chart stays the server's UTC."""
+    with _playwright() as p:
+        browser = _browser(p)
+        ctx = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id="Europe/Amsterdam")
+        ctx.add_init_script("localStorage.setItem('seawatch-times', 'local')")
+        page = ctx.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        asked: list[str] = []
+        page.on("request", lambda r: asked.append(r.url) if "/api/report?" in r.url else None)
+        page.goto(f"{served}/report#key={VIEWER_KEY}")
+        _wait(page, "!document.getElementById('main').hidden && window.seawatchReport.state.report !== null")
+        assert _text(page, ".tz") in ("CET", "CEST") and "times in CE" in _text(page, "#period-legend")
+        _make(page, "2026-09-21T02:00", "2026-09-23T02:00")  # CEST: 00:00 UTC to 00:00 UTC, as the UTC test's period
+        _wait(page, "document.querySelector('#n-total b').textContent === '7'")
+        assert "start_from=2026-09-21T00%3A00%3A00.000Z" in asked[-1] and "start_to=2026-09-23T00%3A00%3A00.000Z" in asked[-1]
+        assert _text(page, "#meta-period") == "2026-09-21 02:00 CEST to 2026-09-23 02:00 CEST (2 days)"
+        confirmed = page.evaluate("[...document.querySelectorAll('#list-confirmed tbody tr')].map(r => r.cells[3].textContent)")
+        assert confirmed == ["2026-09-21 08:00 CEST"]  # 06:00 UTC
+        assert "(UTC)" in page.evaluate("document.querySelector('#by-hour').closest('section').querySelector('h2').textContent")
+        assert errors == []
+        browser.close()

@@ -227,6 +227,7 @@ def test_wall_tiles_states_and_incidents_with_a_viewer_key(tmp_path):
         assert page.text_content("#who") == "wall-3 (viewer)"
         # the operator UI links back to the wall with the same key (no calibration link for a viewer)
         assert page.get_attribute("#to-wall", "href") == f"{base}/wall#key={VIEWER_KEY}"
+        assert page.get_attribute("#to-report", "href") == f"{base}/report#key={VIEWER_KEY}"
         assert page.is_hidden("#to-calibrate")
         # ---- a tile without an incident: the operator UI with that camera's live view open; closed, the link goes
         page.goto(f"{base}/wall#key={VIEWER_KEY}")

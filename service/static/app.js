@@ -63,7 +63,7 @@ async function doStart() {
   state.role = me.role;
   // the other pages keep a kiosk's credential from the address (a wall display's key opens the wall too)
   const keep = new URLSearchParams([...new URLSearchParams(location.hash.slice(1))].filter(([k]) => k === "key" || k === "token"));
-  for (const [id, page] of [["to-wall", "wall"], ["to-calibrate", "calibrate"]]) $(id).href = here(page) + (keep.size ? "#" + keep : "");
+  for (const [id, page] of [["to-wall", "wall"], ["to-report", "report"], ["to-calibrate", "calibrate"]]) $(id).href = here(page) + (keep.size ? "#" + keep : "");
   $("to-calibrate").hidden = !atLeast("admin");
   $("d-export").hidden = !atLeast("reviewer");  // the evidence package is for reviewers and admins (the server checks)
   $("d-hold-bar").hidden = !atLeast("reviewer");  // holds are a reviewer's (the server answers an operator 403)

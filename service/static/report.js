@@ -4,9 +4,10 @@
 // the operator UI (./#event=ID). "Print / Save as PDF" prints the report alone on A4 (report.css's print rules hide
 // the controls) with the period, the filters, when and by whom it was made.
 // Same log-in as "/" (the tab's session, or #key= / #token=); a viewer is enough. Plain ES module, no build step,
-// nothing from elsewhere; every URL is relative to where the page was loaded. Times are UTC (fmtTime).
+// nothing from elsewhere; every URL is relative to where the page was loaded. Times in the chosen zone (fmtTime).
 "use strict";
 import { FRAMED, ROOT, apiClient, bindLoginForm, readAuth, untrusted } from "./session.js";
+import { formatTime, inputValue, readInput, zoneLabel } from "./timefmt.js";
 
 const SEVERITIES = ["low", "medium", "high", "critical"];
 const STATUSES = [["new", "new (not reviewed)"], ["acknowledged", "acknowledged"], ["dismissed", "dismissed"],
@@ -17,16 +18,26 @@ const $ = (id) => document.getElementById(id);
 const state = { auth: null, who: null, report: null, drones: new Set() };
 const { json } = apiClient(() => state.auth, () => showLogin());
 
-// ---- times: the one place that says how a time is written (UTC for now) -------------------------------------------
-const TIME_ZONE_LABEL = "UTC";
+// ---- times: in the zone chosen on the operator page (timefmt.js: UTC by default, or the browser's), the zone written
+// with each time; the hour-of-day and per-day counts are the server's, in UTC, and say so
 function fmtTime(ns, { seconds = false } = {}) {
   if (ns === null || ns === undefined) return "";
-  const iso = new Date(Math.floor(ns / 1e6)).toISOString();
-  return `${iso.slice(0, 10)} ${iso.slice(11, seconds ? 19 : 16)} ${TIME_ZONE_LABEL}`;
+  return formatTime(ns, { seconds });
 }
-// <input type="datetime-local"> values read and written as UTC (the label beside them says so)
-const toInput = (ms) => new Date(ms).toISOString().slice(0, 16);
-const fromInput = (value) => (value ? Date.parse(value + ":00Z") : NaN);
+// <input type="datetime-local"> values read and written in that zone (the label beside them names it); a reading the
+// autumn change repeats is taken as its first for "from" and its second for "to" (both searched), a skipped one is
+// refused with the reason
+const toInput = (ms) => inputValue(ms * 1e6).value.slice(0, 16);
+function fromInput(value, pick) {
+  if (!value) return NaN;
+  const r = readInput(value.length === 16 ? value + ":00" : value, { pick });
+  if (r && r.error) throw new Error(r.error);
+  return r ? Math.round(r.ns / 1e6) : NaN;
+}
+function showZone() {
+  for (const el of document.querySelectorAll(".tz")) el.textContent = zoneLabel();
+  $("period-legend").textContent = `Period (incidents that started in it, times in ${zoneLabel()})`;
+}
 
 function duration(s) {
   if (s === null || s === undefined) return "–";
@@ -48,6 +59,7 @@ async function start() {
   state.who = await json("api/auth/me");
   $("who").replaceChildren(untrusted(state.who.name, 40), ` (${state.who.role})`);
   $("login").hidden = true; $("main").hidden = false;
+  showZone();
   setPeriod();
   await loadChoices();
   await make();
@@ -84,7 +96,7 @@ function setPeriod() {
 }
 
 function params() {
-  const from = fromInput($("from").value), to = fromInput($("to").value);
+  const from = fromInput($("from").value, "first"), to = fromInput($("to").value, "second");
   if (Number.isNaN(from) || Number.isNaN(to)) throw new Error("give the period's from and to");
   if (to <= from) throw new Error("'to' must be after 'from'");
   const q = new URLSearchParams({ start_from: new Date(from).toISOString(), start_to: new Date(to).toISOString() });
