@@ -1584,35 +1584,27 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     csp = (f"default-src 'self'; img-src 'self' blob: data:{' ' + tiles if tiles else ''}; media-src 'self' blob:; connect-src 'self'; "
            "style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
-    @app.get("/", include_in_schema=False)
-    def ui_index() -> FileResponse:
-        return FileResponse(static_dir / "index.html", media_type="text/html",
-                            headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"})
+    # The pages, each sent with the CSP header (framing is refused only by the header) and relative URLs throughout
+    # ("ui/wall.js", "api/..."), so each works under a proxy's path prefix as "/" does:
+    pages = {
+        "/": "index.html",               # the operator UI
+        "/wall": "wall.html",            # the camera wall (control-room screens; a viewer key is enough)
+        "/calibrate": "calibrate.html",  # a camera's picture beside the map, points marked in both, the fitted pose (admins)
+        "/report": "report.html",        # the shift / period report (a viewer is enough), printable as an A4 page
+    }
 
-    # The camera wall (control-room screens): every camera's newest analysed picture in a grid, the same login and
-    # the same CSP as "/"; a viewer key is enough. Its URLs are relative too ("ui/wall.js", "api/..."), so "/wall"
-    # works under a proxy's path prefix as "/" does.
-    @app.get("/wall", include_in_schema=False)
-    def ui_wall() -> FileResponse:
-        return FileResponse(static_dir / "wall.html", media_type="text/html",
-                            headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"})
+    def ui_page(html: str) -> Callable[[], FileResponse]:
+        def page() -> FileResponse:
+            return FileResponse(static_dir / html, media_type="text/html",
+                                headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"})
+        return page
 
-    # the calibration page (admins): a camera's picture beside the map, points marked in both, the fitted pose
-    @app.get("/calibrate", include_in_schema=False)
-    def ui_calibrate() -> FileResponse:
-        return FileResponse(static_dir / "calibrate.html", media_type="text/html",
-                            headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"})
-
-    # the shift / period report (a viewer is enough), printable as an A4 page
-    @app.get("/report", include_in_schema=False)
-    def ui_report() -> FileResponse:
-        return FileResponse(static_dir / "report.html", media_type="text/html",
-                            headers={"Content-Security-Policy": csp, "X-Content-Type-Options": "nosniff"})
+    for route, html in pages.items():
+        app.add_api_route(route, ui_page(html), methods=["GET"], include_in_schema=False)
 
     @app.get("/ui/{name}", include_in_schema=False)
     def ui_asset(name: str) -> FileResponse:
-        # not index.html / wall.html: the pages are "/" and "/wall", which send them with their CSP header (framing
-        # is refused only by the header)
+        # not the pages' HTML: they are served at their routes above, with their CSP header
         types = {"app.js": "text/javascript", "map.js": "text/javascript", "app.css": "text/css",
                  "coastline.json": "application/json",
                  "timefmt.js": "text/javascript",  # the display times, shared by every page
