@@ -122,6 +122,7 @@ def test_report_counts_times_and_lists(client):
     # first action of any kind: e3 30, e1 60, e2 120, e6 240, e4 300 s; verdicts: e2 120, e4 300, e1 600 s
     assert rep["response"]["first_action"] == {"n": 5, "without": 2, "median_s": 120.0, "p90_s": 276.0, "max_s": 300.0}
     assert rep["response"]["verdict"] == {"n": 3, "without": 4, "median_s": 300.0, "p90_s": 540.0, "max_s": 600.0}
+    assert rep["response"]["reported_by_people"] == 0
     conf = rep["confirmed"]
     assert conf["total"] == 1 and not conf["truncated"] and [e["id"] for e in conf["events"]] == ["e1"]
     e1 = conf["events"][0]
@@ -234,3 +235,21 @@ def test_quantile_is_percentile_cont():
     assert quantile([], 0.5) is None and quantile([7.0], 0.9) == 7.0
     assert quantile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5 and quantile([0.0, 10.0], 0.9) == 9.0
     assert quantile([30.0, 60.0, 120.0, 240.0, 300.0], 0.9) == 276.0
+
+
+def test_a_report_made_from_a_recording_is_not_an_operator_response(client, tmp_path):
+    """An incident a person reports from yesterday's recording (POST /events) is acknowledged by its reporter as it
+    is made, a day after its start: counted as an incident, left out of the response times (which it would have
+    turned into a day)."""
+    store = client.app.state.store
+    store.put(ev("r1", D0 + 2 * H, type="fire", severity="high", source_id="cam-1",
+                 attributes={"reported_by": "user:olga", "note": "flames on the old footage", "vessel_name": '"reported_by":x'}))
+    store.review("r1", "acknowledged", "olga", note="reported", at_ns=D0 + DAY + 2 * H)
+    # a vessel whose name is the marker text is not a report (a JSON value cannot hold it unescaped)
+    store.put(ev("v1", D0 + 3 * H, type="vessel_in_zone", severity="low", source_id="cam-2",
+                 attributes={"vessel_name": '"reported_by":'}))
+    store.review("v1", "acknowledged", "olga", at_ns=D0 + 3 * H + 10 * S)
+    rep = report(client)
+    assert rep["total"] == 9 and rep["response"]["reported_by_people"] == 1
+    # the seven of the other test and v1 (10 s); r1 (a day) left out
+    assert rep["response"]["first_action"] == {"n": 6, "without": 2, "median_s": 90.0, "p90_s": 270.0, "max_s": 300.0}

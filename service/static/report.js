@@ -259,6 +259,12 @@ function render(rep) {
     num("longest"), num("not yet")], [
     statRow("the first review action (operators' response)", resp.first_action),
     statRow("a verdict (dismissed or confirmed)", resp.verdict)], "response"));
+  if (resp.reported_by_people) {  // acknowledged by their reporter as they were made: no response to time
+    const note = document.createElement("p");
+    note.className = "note";
+    note.textContent = `${resp.reported_by_people} incident(s) reported by people from recordings are not counted here.`;
+    $("response").append(note);
+  }
 
   $("per-day").replaceChildren(barChart(rep.per_day.map((d) => ({ ...d, label: d.day, short: d.day.slice(5) })),
     { labelEvery: Math.ceil(rep.per_day.length / 16) }), legend());
