@@ -212,6 +212,7 @@ class Service:
         """A fixed camera's calibration applied by an administrator (a ``CalibrationConfig``; None: the configured
         one again) to the running pipeline: its next analysed frame is located with it."""
         self.pipeline.set_calibration(source_id, calibration)
+        self.watch.set_calibration(source_id, calibration)  # where its camera-down incidents are placed
 
     def _apply_stored_calibrations(self) -> None:
         """At start: each camera's operator calibration in force (``PUT /api/sources/{id}/calibration``) overrides its

@@ -44,9 +44,8 @@ _DOWN = (State.OFFLINE, State.FAILED)
 _STOPPED = (State.ENDED, State.STOPPED)
 
 
-def _camera_place(source) -> tuple[GeoPosition | None, str]:
-    """A fixed camera's own position (its surveyed pose), or None with the reason."""
-    cal = getattr(source, "calibration", None)
+def _camera_place(cal) -> tuple[GeoPosition | None, str]:
+    """A fixed camera's own position (the surveyed pose of its calibration ``cal``), or None with the reason."""
     surveyed = getattr(cal, "surveyed", None) if cal is not None else None
     if surveyed is None:
         return None, "the camera's position is not surveyed (calibration.surveyed)"
@@ -62,7 +61,8 @@ class SourceWatch:
         cfg = settings.source_alerts
         self.after_ns = None if cfg.offline_after_s is None else int(cfg.offline_after_s * 1e9)
         self.severity = cfg.severity
-        self.places = {s.id: _camera_place(s) for s in settings.sources}
+        self.places = {s.id: _camera_place(getattr(s, "calibration", None)) for s in settings.sources}
+        self._configured = {s.id: s for s in settings.sources}
         # a drone's camera (drone: ID, an inline drone, or a drone's video_source): placed where its drone last was
         self.drone_cameras: dict[str, str] = {}
         for s in settings.sources:
@@ -82,6 +82,15 @@ class SourceWatch:
     @property
     def enabled(self) -> bool:
         return self.after_ns is not None or self.drone_after_ns is not None
+
+    def set_calibration(self, source_id: str, calibration) -> None:
+        """A fixed camera's calibration applied while running (None: the configured one again): its camera-down
+        incidents are placed at that calibration's surveyed position (a fit may have moved the camera)."""
+        spec = self._configured.get(source_id)
+        if spec is None or source_id in self.drone_cameras:
+            return
+        cal = calibration if calibration is not None else getattr(spec, "calibration", None)
+        self.places[source_id] = _camera_place(cal)
 
     def check(self, statuses: Mapping[str, Any], now_ns: int) -> list[Event]:
         """``statuses``: source id -> its reader's status (``SourceStatus``). The phases that start or end now."""

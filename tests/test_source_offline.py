@@ -296,3 +296,26 @@ def test_the_service_raises_storage_low_when_the_guard_cannot_free_enough(tmp_pa
             assert low()[0]["attributes"]["end_reason"] == "space back above the threshold"
     finally:
         svc.stop()
+
+
+def test_a_camera_down_is_placed_at_the_calibration_applied_while_running(tmp_path):
+    """An administrator's calibration fitted with the camera's position (the GPS reading was off) moves where its
+    camera-down incidents are placed; reverting goes back to the configured position; an uncalibrated camera given a
+    calibration gets a place."""
+    from seawatch.drone.config import CalibrationConfig
+
+    cfg = _settings(tmp_path, offline_after_s=60)
+    w = SourceWatch(cfg)
+    moved = CalibrationConfig.model_validate({"camera": {"width_px": 1280, "height_px": 720, "hfov_deg": 58.2},
+                                              "surveyed": {**QUAY, "lat_deg": 53.5463, "lon_deg": 9.9665}})
+    w.set_calibration("quay-1", moved)
+    w.set_calibration("gate", moved)
+    down = _st(State.OFFLINE, 10, down_s=10, attempts=4)
+    got = {e.source_id: e for e in w.check({"quay-1": down, "gate": down}, T0 + 70 * S)}
+    assert (got["quay-1"].geo.lat_deg, got["quay-1"].geo.lon_deg) == (53.5463, 9.9665)
+    assert got["gate"].geo is not None and got["gate"].geo_reason is None
+    w.set_calibration("quay-1", None)  # reverted: the configured one again
+    w2_events = w.check({"quay-1": _st(State.ONLINE, 80)}, T0 + 81 * S)  # ends the first
+    assert [e.phase for e in w2_events if e.source_id == "quay-1"] == ["end"]
+    (again,) = [e for e in w.check({"quay-1": _st(State.OFFLINE, 100, down_s=100)}, T0 + 161 * S) if e.source_id == "quay-1"]
+    assert (again.geo.lat_deg, again.geo.lon_deg) == (QUAY["lat_deg"], QUAY["lon_deg"])
