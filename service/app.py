@@ -918,9 +918,7 @@ def fit_calibration(source_id: str, request: Request, who: Admin, body: Annotate
     from seawatch.service.calibration import fit_for_source
 
     st = request.app.state
-    spec = _configured_source(st, source_id)
-    if st.settings.drone_of(source_id) is not None:
-        raise ApiError(422, f"source {source_id!r} is a drone's camera: it is located from the drone's pose, not calibrated")
+    spec = _fixed_camera(st, source_id)
     row = st.store.calibration_in_force(source_id)
     current = None
     if row is not None:  # "better or worse than now": now is the operator's calibration when one is in force
@@ -936,8 +934,8 @@ def fit_calibration(source_id: str, request: Request, who: Admin, body: Annotate
 def _fixed_camera(state, source_id: str):
     """The configured fixed camera ``source_id`` (404 unknown, 422 a drone's camera)."""
     spec = _configured_source(state, source_id)
-    if state.settings.drone_of(source_id) is not None:
-        raise ApiError(422, f"source {source_id!r} is a drone's camera: it is located from the drone's pose, not calibrated")
+    if (why := state.settings.calibration_refusal(source_id)) is not None:
+        raise ApiError(422, why)
     return spec
 
 

@@ -122,8 +122,8 @@ def run(args: argparse.Namespace) -> int:
         src = next((s for s in cfg.sources if s.id == args.source), None)
         if src is None:
             raise InputError(f"{args.config}: no source {args.source!r} (there are: {', '.join(s.id for s in cfg.sources) or 'none'})")
-        if cfg.drone_of(src.id) is not None:
-            raise InputError(f"source {args.source!r} is a drone's camera: it is located from the drone's pose, not calibrated")
+        if (why := cfg.calibration_refusal(src.id)) is not None:
+            raise InputError(why)
         cal = src.calibration
         if cal is not None:
             if surface is None:

@@ -247,6 +247,14 @@ class PipelineConfig(BaseModel):
         why = spec.ignore_refusal() or (None if self.drone_of(source_id) is None else "it is a drone's camera")
         return None if why is None else f"source {source_id!r}: {why}"
 
+    def calibration_refusal(self, source_id: str) -> str | None:
+        """Why ``source_id`` cannot be given a fitted calibration (unknown, a drone's camera), or None for a fixed one."""
+        if not any(s.id == source_id for s in self.sources):
+            return f"no source {source_id!r} is configured"
+        if self.drone_of(source_id) is not None:
+            return f"source {source_id!r} is a drone's camera: it is located from the drone's pose, not calibrated"
+        return None
+
     @property
     def rules(self) -> RulesConfig:
         return RulesConfig(tracker=self.tracker, events=self.events, zones=self.zones)
@@ -457,11 +465,9 @@ class Pipeline:
     def calibration_refusal(self, source_id: str) -> str | None:
         """Why ``source_id``'s geo-reference cannot be replaced by a calibration (unknown, a drone's camera, a pose
         timeline given by the caller), or None for a fixed camera."""
-        if source_id not in self.sources:
-            return f"no source {source_id!r} is configured"
-        if self.config.drone_of(source_id) is not None or source_id in self._given_timelines:
+        if source_id in self.sources and source_id in self._given_timelines:
             return f"source {source_id!r} is a drone's camera: it is located from the drone's pose, not calibrated"
-        return None
+        return self.config.calibration_refusal(source_id)
 
     def set_calibration(self, source_id: str, calibration=None) -> None:
         """Locate ``source_id``'s frames with ``calibration`` (a ``CalibrationConfig``: an operator's, applied while
