@@ -67,15 +67,6 @@ class CalibrationFitIn(BaseModel):
     surface_alt_m: float | None = Field(None, ge=-500, le=10000, description="default: the source's, else 0")
 
 
-def _view(pose, hfov_deg: float, surface_alt_m: float) -> dict[str, Any]:
-    """The fitted camera as the map draws a camera (the sources' ``view``)."""
-    drop_m = pose.alt_m - surface_alt_m
-    tilt = pose.gimbal_pitch_deg
-    reach_m = drop_m / math.tan(math.radians(-tilt)) if tilt < -0.5 and drop_m > 0 else 5000.0
-    return {"lat_deg": pose.lat_deg, "lon_deg": pose.lon_deg, "alt_m": pose.alt_m, "pan_deg": pose.gimbal_yaw_deg % 360.0,
-            "tilt_deg": tilt, "hfov_deg": round(hfov_deg, 2), "range_m": round(min(5000.0, max(200.0, 2 * reach_m)), 1)}
-
-
 def _num(v: float) -> float | None:
     return round(float(v), 3) if math.isfinite(v) else None
 
@@ -140,7 +131,7 @@ def fit_for_source(spec, body: CalibrationFitIn, current: CalibrationConfig | No
                    for p, r, g, lo, (x, y) in zip(points, fit.residual_px, fit.ground_error_m, fit.loo_ground_error_m, proj)],
         "horizon_residual_px": [_num(v) for v in fit.horizon_residual_px],
         "warnings": fit.warnings,
-        "view": _view(fit.pose, fit.hfov_deg, surface),
+        "view": calibration_view(CalibrationConfig.model_validate(fit.config())),  # as it would be applied
         "current": _current_errors(cal, points, body.width_px, body.height_px),
     }
 
