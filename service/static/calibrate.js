@@ -14,7 +14,7 @@
 // to where the page was loaded.
 "use strict";
 import { MapView, displayText } from "./map.js";
-import { FRAMED, apiClient, bindLoginForm, here, readAuth, untrusted } from "./session.js";
+import { FRAMED, apiClient, bindLoginForm, here, signIn, untrusted } from "./session.js";
 import { formatTime } from "./timefmt.js";  // the display zone chosen on the operator page (UTC by default)
 
 const $ = (id) => document.getElementById(id);
@@ -58,12 +58,8 @@ function restore(src) {
 
 // ---- start -------------------------------------------------------------------------------------------------------
 async function start() {
-  if (FRAMED) return;
-  state.auth = readAuth();
-  if (!state.auth) return showLogin();
-  const me = await json("api/auth/me");
-  state.who = me;
-  $("who").replaceChildren(untrusted(me.name, 40), ` (${me.role})`);
+  const me = await signIn(state, json, showLogin);
+  if (!me) return;
   $("login").hidden = true; $("main").hidden = false;
   if (me.role !== "admin") $("fit-error").textContent = "fitting needs an administrator's log-in; you can mark points";
   const m = await json("api/map");

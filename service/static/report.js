@@ -6,7 +6,7 @@
 // Same log-in as "/" (the tab's session, or #key= / #token=); a viewer is enough. Plain ES module, no build step,
 // nothing from elsewhere; every URL is relative to where the page was loaded. Times in the chosen zone (fmtTime).
 "use strict";
-import { FRAMED, ROOT, apiClient, bindLoginForm, readAuth, untrusted } from "./session.js";
+import { ROOT, apiClient, bindLoginForm, signIn, untrusted } from "./session.js";
 import { formatTime, inputValue, readInput, zoneLabel } from "./timefmt.js";
 
 const SEVERITIES = ["low", "medium", "high", "critical"];
@@ -53,11 +53,7 @@ function duration(s) {
 function showLogin() { $("login").hidden = false; $("main").hidden = true; }
 
 async function start() {
-  if (FRAMED) return;
-  state.auth = readAuth();
-  if (!state.auth) return showLogin();
-  state.who = await json("api/auth/me");
-  $("who").replaceChildren(untrusted(state.who.name, 40), ` (${state.who.role})`);
+  if (!await signIn(state, json, showLogin)) return;
   $("login").hidden = true; $("main").hidden = false;
   showZone();
   setPeriod();

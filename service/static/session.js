@@ -37,6 +37,17 @@ export function readAuth() {
   return t ? { Authorization: "Bearer " + t } : null;
 }
 
+// A page's start: the tab's credential into state.auth, and who it is (GET api/auth/me) into state.who and the header's
+// #who; null, after onNone() (the page's log-in form), when the tab has no credential (or the page is framed).
+export async function signIn(state, json, onNone) {
+  state.auth = FRAMED ? null : readAuth();
+  if (!state.auth) { if (!FRAMED) onNone(); return null; }
+  const me = await json("api/auth/me");
+  state.who = me;
+  document.getElementById("who").replaceChildren(untrusted(me.name, 40), ` (${me.role})`);
+  return me;
+}
+
 // Requests to the API with the credential getAuth() gives: a 401 calls onUnauthorized (the page's log-in form) and
 // throws; another failure throws an Error with the service's message, its `status` and `retryAfterS` (Retry-After).
 export function apiClient(getAuth, onUnauthorized) {

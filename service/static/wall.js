@@ -10,7 +10,7 @@
 // viewer is enough. Plain ES module, no build step; every URL is relative to where the page was loaded.
 "use strict";
 import { displayText } from "./map.js";
-import { FRAMED, ROOT, apiClient, bindLoginForm, here, readAuth, untrusted } from "./session.js";
+import { FRAMED, ROOT, apiClient, bindLoginForm, here, signIn, untrusted } from "./session.js";
 // the times in the zone chosen on the operator page ("times" in its header: UTC, or this browser's own zone)
 import { formatTime, localZone, onTimeModeChange, otherZoneTitle, timeMode } from "./timefmt.js";
 
@@ -65,12 +65,7 @@ function start() {
 }
 
 async function doStart() {
-  if (FRAMED) return;
-  state.auth = readAuth();
-  if (!state.auth) return showLogin();
-  const me = await json("api/auth/me");
-  state.who = me;
-  $("who").replaceChildren(untrusted(me.name, 40), ` (${me.role})`);
+  if (!await signIn(state, json, showLogin)) return;
   $("login").hidden = true; $("wall").hidden = false;
   await Promise.all([refreshSources(), refreshIncidents()]);
   clearInterval(pollTimer);
