@@ -223,11 +223,17 @@ def test_ui_recordings_play_a_window_download_it_and_report_what_is_seen(recordi
                 break
             page.wait_for_timeout(250)
         _wait(page, "new Promise(r => { const y = window.scrollY; setTimeout(() => r(window.scrollY === y), 200); })", 5)
-        diag = "[document.getElementById('rec-pick').hidden, document.getElementById('rec-report-error').textContent]"
-        pick = page.locator("#rec-pick").bounding_box()
-        to_page = lambda x, y: (pick["x"] + x0 + x * scale, pick["y"] + y0 + y * scale)  # noqa: E731
-        page.mouse.move(*to_page(40, 30))
+        diag = ("[document.getElementById('rec-pick').hidden, document.getElementById('rec-report-error').textContent, "
+                "JSON.stringify(document.getElementById('rec-pick').getBoundingClientRect())]")
+        # the press through the locator: Playwright places it where the pick layer is at that moment and checks that
+        # the layer is what receives it (a bounding box read earlier can be stale when the page above it re-renders:
+        # the press then fell on another element and no drag began); the moves after it go to the layer anyway
+        # (pointer capture), from its box read after the press
+        pick_layer = page.locator("#rec-pick")
+        pick_layer.hover(position={"x": x0 + 40 * scale, "y": y0 + 30 * scale})
         page.mouse.down()
+        pick = pick_layer.bounding_box()
+        to_page = lambda x, y: (pick["x"] + x0 + x * scale, pick["y"] + y0 + y * scale)  # noqa: E731
         page.mouse.move(*to_page(70, 60), steps=4)
         assert page.is_visible("#rec-drag-box"), page.evaluate(diag)
         page.mouse.move(*to_page(90, 80), steps=4)
@@ -300,7 +306,9 @@ def test_ui_recordings_play_a_window_download_it_and_report_what_is_seen(recordi
                 break
         assert later_ns is not None, rec_info  # keyframes fall between whole seconds somewhere in the recording
         page.evaluate(f"window.seawatch.openRecordings('quay-1', {later_ns}, 60)")
-        _wait(page, f"document.getElementById('rec-from').value.startsWith({datetime.fromtimestamp(later_ns // S, tz=timezone.utc).strftime('%Y-%m-%dT%H:%M:%S')!r})", 5)
+        # (a time on the whole minute reads hh:mm, as the browser writes it)
+        later_from = datetime.fromtimestamp(later_ns // S, tz=timezone.utc).strftime('%Y-%m-%dT%H:%M:%S')
+        _wait(page, f"(v => v.length === 16 ? v + ':00' : v)(document.getElementById('rec-from').value).startsWith({later_from!r})", 5)
         _wait(page, "document.getElementById('rec-video').readyState >= 2 && "
                     "document.getElementById('rec-note').textContent.startsWith('picture of ')", 20)
         # paused at the clip's first picture (asked again until the player rests there: its autoplay may start after
