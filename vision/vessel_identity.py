@@ -16,6 +16,21 @@ frame capture times pass their times, so a recorded NMEA log with tag-block or G
 recorded video; messages with no time of their own are applied at once); ``tcp://HOST:PORT`` connects, ``udp://HOST:PORT`` binds; socket feeds run in daemon threads started by
 :meth:`start` and stopped by :meth:`stop`.
 
+AIS outages (``identity.ais_down_after_s``, default 120 s): :meth:`~VesselIdentityStage.feed_states` says per feed
+whether it is ``up``, ``silent`` (connected or bound, nothing decoded for that long) or ``down`` (never connected,
+or disconnected, for that long), judged on the wall clock for socket feeds; a log file is judged by its own clock
+against the frame times: ``ended`` (or ``silent`` for a gap) once the frame is that long past its last message
+before it, so a replay whose video outlasts its log, or a demo looping a log recorded years ago, is "down" by the
+log's clock, never because the file was read to its end. While identity by AIS is impossible (every feed not
+``up``, or feeds configured but no AIS position in the table fresh enough to match a frame), a vessel with no
+registry / hull match is **held**: no ``unidentified_vessel`` (nor a new ``ais_dark``: a silent feed silences every
+vessel) is raised, its ``vessel_in_zone`` events say ``identity: unknown`` with the outage as
+``identity_reason``; conditions raised before the outage stay open. Once AIS is back, every vessel still in view is
+matched against the fresh table and, still unmatched, raises ``unidentified_vessel`` after the normal
+``unidentified_after_s`` (its reason then says since when it was held); ``ais_dark`` counts a vessel's silence from
+AIS's return. ``seawatch serve`` turns a socket feed's outage into an ``ais_feed_down`` incident
+(``service/source_watch.py``).
+
 Only tracks with a geo position take part in AIS association, and only they can be ``unidentified_vessel`` or
 ``ais_dark``: a source without calibration or drone pose gets none of those. A track without a position whose
 hull read matches the registry is identified by it (``ocr_only``) and can raise ``registry_alert``.
@@ -32,9 +47,12 @@ events and on ``vessel_in_zone`` events, also for sources without geo-reference.
 from __future__ import annotations
 
 import logging
+import bisect
+import datetime as dt
 import math
 import threading
-from dataclasses import replace
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -49,6 +67,59 @@ from seawatch.vision.events import VESSEL_IN_ZONE, ClipRef, Event, GeoPosition, 
 log = logging.getLogger(__name__)
 
 NO_LOCATOR = "source is not geo-referenced (no calibration or pose for this frame)"
+FEED_STATES = ("up", "silent", "down", "ended")
+
+
+def utc_text(time_ns: int) -> str:
+    """``2026-01-01T00:00:00Z``: a UTC time as reasons and logs show it (whole seconds)."""
+    return dt.datetime.fromtimestamp(time_ns // 10**9, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class AisFeedState:
+    """One AIS feed's health (:meth:`VesselIdentityStage.feed_states`).
+
+    ``name``: ``tcp://host:port`` (credentials redacted) or a log file's name; ``kind``: tcp, udp or file; ``state``
+    in :data:`FEED_STATES`: ``up`` (a message within ``ais_down_after_s``), ``silent`` (connected or bound, or a
+    gap in a log, with nothing decoded for that long), ``down`` (a socket feed not connected for that long: never
+    connected, or disconnected) or ``ended`` (a log whose last message is that long before the frame time);
+    ``since_ns``: UTC ns of the last message (or, with none yet, when the feed started): the outage's start when the
+    state is not ``up``; ``reason``: never connected / disconnected / silent since T, with the last error."""
+
+    name: str
+    kind: str
+    state: str
+    since_ns: int | None
+    last_message_ns: int | None
+    messages: int
+    reason: str
+    last_error: str | None = None
+
+    @property
+    def down(self) -> bool:
+        return self.state != "up"
+
+    def describe(self) -> str:
+        """``tcp://host:port silent since 2026-...Z``, ``x.nmea ended at ...``, ``... down since ... (never
+        connected: refused)``: for reasons and logs."""
+        if not self.down:
+            return f"{self.name} up"
+        at = "" if self.since_ns is None else (" at " if self.state == "ended" else " since ") + utc_text(self.since_ns)
+        said = self.reason.startswith(("silent since", "the replayed log ended"))
+        return f"{self.name} {self.state}{at}" + ("" if said else f" ({self.reason})")
+
+    def as_dict(self) -> dict:
+        return {"feed": self.name, "kind": self.kind, "state": self.state, "since_ns": self.since_ns,
+                "last_message_ns": self.last_message_ns, "messages": self.messages, "reason": self.reason,
+                "last_error": self.last_error}
+
+
+@dataclass(frozen=True, slots=True)
+class _LogFeed:
+    """A replayed log file: its name and its timed messages' times (sorted), for its state by its own clock."""
+
+    name: str
+    times_ns: tuple[int, ...]
 
 
 class HullOcrConfig(BaseModel):
@@ -84,6 +155,12 @@ class IdentityConfig(BaseModel):
     clear_after_s: float = Field(10.0, ge=0.0, le=3600.0, description="a condition must be absent this long before it ends")
     dark_requires_registry: bool = Field(True, description="ais_dark only for MMSIs in the registry")
     ais_max_age_s: float = Field(600.0, gt=0.0, le=86400.0, description="AIS vessels not heard this long leave the table")
+    ais_down_after_s: float = Field(
+        120.0, ge=0.5, le=86400.0,
+        description="an AIS feed that decoded nothing this long (never connected, disconnected, or silent; a log file "
+                    "by its own clock) is down: `serve` raises ais_feed_down for a socket feed, and while every feed is "
+                    "down (or no AIS position in the table is fresh) vessels without a registry/hull match are held "
+                    "(identity unknown), not raised as unidentified_vessel, until AIS is back")
     snapshots: bool = Field(True, description="identity events carry the frame as their snapshot")
     ocr: HullOcrConfig = Field(default_factory=HullOcrConfig, description="hull-number OCR of vessel tracks")
 
@@ -137,6 +214,17 @@ class VesselIdentityStage:
         self._files: list[tuple[int, Any]] = []  # pending replayed messages, sorted by time
         self._file_pos = 0
         self._feeds: list[Any] = []
+        self._logs: list[_LogFeed] = []
+        # per socket feed (same order as _feeds): wall-clock UTC ns of its last decoded message, its message count,
+        # and the error that stopped its thread (a UDP port that cannot be bound)
+        self._feed_last_ns: list[int | None] = []
+        self._feed_messages: list[int] = []
+        self._feed_fatal: list[str | None] = []
+        self._created_ns = time.time_ns()
+        self._started_ns: int | None = None
+        self._frame_ns: int | None = None  # the newest frame time seen (the log files' clock)
+        self._down_ns = int(self.config.ais_down_after_s * 1e9)
+        self.ais_unavailable: str | None = None  # why identity by AIS is impossible now (last frame), or None
         self.counters = {"ais_messages": 0, "decisions": 0}
         self._threads: list[threading.Thread] = []
         self._started = False
@@ -152,6 +240,9 @@ class VesselIdentityStage:
 
         if "://" in url:
             self._feeds.append(A.open_feed(url))  # bad URL -> InputError naming it
+            self._feed_last_ns.append(None)
+            self._feed_messages.append(0)
+            self._feed_fatal.append(None)
             return
         why = ais_file_problem(url)
         if why is not None:
@@ -171,6 +262,9 @@ class VesselIdentityStage:
             self.counters["ais_messages"] += len(untimed)
         self._files.extend((m.time_ns, m) for m in timed)
         self._files.sort(key=lambda p: p[0])
+        # untimed messages carry the receive clock (now): the log then "ends" now by its clock
+        times = sorted(m.time_ns for m in timed) or sorted(m.time_ns for m in untimed)
+        self._logs.append(_LogFeed(path.name, tuple(times)))
         log.info("AIS file %s: %d messages", path, len(msgs))
 
     def start(self) -> None:
@@ -178,18 +272,111 @@ class VesselIdentityStage:
         if self._started:
             return
         self._started = True
-        for feed in self._feeds:
-            th = threading.Thread(target=self._pump, args=(feed,), name=f"ais-{feed.host}:{feed.port}", daemon=True)
+        if self._started_ns is None:
+            self._started_ns = time.time_ns()
+        for i, feed in enumerate(self._feeds):
+            th = threading.Thread(target=self._pump, args=(i, feed), name=f"ais-{feed.host}:{feed.port}", daemon=True)
             th.start()
             self._threads.append(th)
 
-    def _pump(self, feed) -> None:
+    def _pump(self, i: int, feed) -> None:
         try:
             for msg in feed.messages():
                 self.table.update(msg)
                 self.counters["ais_messages"] += 1
-        except Exception:  # a feed thread must not die silently
+                self._feed_messages[i] += 1
+                self._feed_last_ns[i] = time.time_ns()
+        except Exception as exc:  # a feed thread must not die silently
+            self._feed_fatal[i] = str(exc) or type(exc).__name__
             log.exception("AIS feed %s stopped", feed.name)
+
+    # -- AIS health ----------------------------------------------------------------------------------------
+    def feed_states(self, now_ns: int | None = None, frame_ns: int | None = None) -> list[AisFeedState]:
+        """Every configured feed's :class:`AisFeedState`: socket feeds judged at ``now_ns`` (wall clock, UTC ns;
+        default now), log files by their own clock at ``frame_ns`` (default: the newest frame time seen; before
+        any frame a log is ``up``)."""
+        now = time.time_ns() if now_ns is None else int(now_ns)
+        out = [self._socket_state(i, feed, now) for i, feed in enumerate(self._feeds)]
+        frame = self._frame_ns if frame_ns is None else int(frame_ns)
+        out += [self._log_state(lf, frame) for lf in self._logs]
+        return out
+
+    def _socket_state(self, i: int, feed, now_ns: int) -> AisFeedState:
+        from seawatch.streams.urls import redact_url
+
+        last = self._feed_last_ns[i]
+        fatal = self._feed_fatal[i]
+        err = fatal or getattr(feed, "last_error", None)
+        since = last if last is not None else (self._started_ns or self._created_ns)
+        if feed.scheme == "tcp":
+            connected = getattr(feed, "state", "") == "connected"
+            ever = int(getattr(feed, "connects", 0)) > 0
+        else:  # UDP: "connected" is bound; it only stops when its port cannot be bound (or read)
+            connected = fatal is None and getattr(feed, "_sock", None) is not None
+            ever = connected or last is not None or int(getattr(feed, "datagrams", 0)) > 0
+        if not self._started:
+            why = "not started"
+        elif connected:
+            why = f"silent since {utc_text(since)}" if last is not None else "connected, no AIS message since the start"
+        elif not ever:
+            why = "never connected" + (f": {err}" if err else "")
+        else:
+            why = "disconnected" + (f": {err}" if err else "")
+        if now_ns - since < self._down_ns:
+            state = "up"
+            if connected or not self._started:
+                why = "messages flowing" if last is not None else ("waiting for the first message" if self._started else why)
+        else:
+            state = "silent" if connected else "down"
+        return AisFeedState(redact_url(feed.name), feed.scheme, state, since, last, self._feed_messages[i], why, err)
+
+    def _log_state(self, lf: _LogFeed, frame_ns: int | None) -> AisFeedState:
+        times = lf.times_ns
+        if frame_ns is None or not times:
+            return AisFeedState(lf.name, "file", "up" if times else "ended", None, None, 0,
+                                "replayed by the frames' clock" if times else "no AIS message in the log")
+        n = bisect.bisect_right(times, frame_ns)
+        last = times[n - 1] if n else None
+        if last is None:  # the log begins after this frame: a gap before it, judged like one within it
+            if times[0] - frame_ns < self._down_ns:
+                return AisFeedState(lf.name, "file", "up", None, None, 0, "the log begins at " + utc_text(times[0]))
+            return AisFeedState(lf.name, "file", "silent", frame_ns, None, 0,
+                                f"the log begins only at {utc_text(times[0])}")
+        if frame_ns - last < self._down_ns:
+            return AisFeedState(lf.name, "file", "up", last, last, n, "replaying")
+        if n == len(times):
+            return AisFeedState(lf.name, "file", "ended", last, last, n, f"the replayed log ended at {utc_text(last)}")
+        return AisFeedState(lf.name, "file", "silent", last, last, n, f"a gap in the log after {utc_text(last)}")
+
+    def _has_fresh_position(self, time_ns: int) -> bool:
+        """Whether the table holds an AIS position recent enough (to ``time_ns``) to be matched to a camera track."""
+        from seawatch.vision.identity.fusion import FusionConfig
+
+        floor_s = FusionConfig().max_ais_age_s
+        return any(abs(time_ns - s.position_time_ns) <= s.quiet_after_s(floor_s) * 1e9
+                   for s in self.table.snapshot(time_ns, with_position=True) if s.position_time_ns is not None)
+
+    def check_ais(self, time_ns: int, now_ns: int | None = None) -> str | None:
+        """Why identity by AIS is impossible at frame time ``time_ns`` (every feed down, or no fresh AIS position in
+        the table while feeds are configured), or None (also when no AIS feed is configured: a registry-only site
+        judges by the registry). Sets :attr:`ais_unavailable`."""
+        why = None
+        if self._feeds or self._logs:
+            states = self.feed_states(now_ns, frame_ns=time_ns)
+            if all(s.down for s in states):
+                why = "AIS feed down: " + "; ".join(s.describe() for s in states)
+            elif not self._has_fresh_position(time_ns):
+                up = [s.name for s in states if not s.down]
+                why = (f"no AIS position in the table fresh enough to match (feed{'s' if len(up) > 1 else ''} "
+                       f"{', '.join(up)} up)")
+        if (why is None) != (self.ais_unavailable is None):
+            if why is not None:
+                log.warning("vessel identity: AIS unavailable (%s): vessels without a registry or hull match are "
+                            "held, not raised as unidentified_vessel", why)
+            else:
+                log.info("vessel identity: AIS is back; vessels in view are checked against it again")
+        self.ais_unavailable = why
+        return why
 
     def stop(self, timeout_s: float = 3.0) -> None:
         if self.ocr is not None:
@@ -273,6 +460,8 @@ class VesselIdentityStage:
 
         self.advance(time_ns)
         self._last_ns[source_id] = int(time_ns)
+        self._frame_ns = int(time_ns) if self._frame_ns is None else max(self._frame_ns, int(time_ns))
+        blind = self.check_ais(int(time_ns))
         fuser, rules = self._source(source_id)
         d = detections
         c = self.config
@@ -318,7 +507,7 @@ class VesselIdentityStage:
         tracks += [t for t in unlocated if t.track_id in hull_known]
         for tid, ident in identities.items():
             self._identity[(source_id, tid)] = ident
-        decisions = rules.update(int(time_ns), tracks, identities, self.table)
+        decisions = rules.update(int(time_ns), tracks, identities, self.table, ais_unavailable=blind)
         out = [self._event(source_id, dec, boxes.get(dec.track_ids[-1] if dec.track_ids else dec.track_id),
                            image if c.snapshots else None) for dec in decisions]
         self.counters["decisions"] += len(out)
@@ -456,7 +645,11 @@ class VesselIdentityStage:
         for tid in ev.track_ids:
             ident = self._identity.get((ev.source_id, int(tid)))
             if ident is not None:
-                return replace(ev, attributes={**ev.attributes, **hull, **ident.as_attributes()})
+                attrs = {**ev.attributes, **hull, **ident.as_attributes()}
+                if ident.kind == "none" and self.ais_unavailable is not None:
+                    # not "no identity": AIS cannot be asked now (the unidentified_vessel alert is held)
+                    attrs |= {"identity": "unknown", "identity_reason": self.ais_unavailable}
+                return replace(ev, attributes=attrs)
         pos = next((self._geo.get((ev.source_id, int(t))) for t in ev.track_ids if (ev.source_id, int(t)) in self._geo), None)
         why = "no AIS association without a geo position" if pos is None or pos[0] is None else "not yet fused"
         return replace(ev, attributes={**ev.attributes, **hull, "identity": "unknown", "identity_reason": why})
@@ -485,4 +678,4 @@ def check_ais_urls(urls: Sequence[str], where: str = "ais") -> None:
                 raise ConfigError(f"{where}.{i}: {exc}") from None
 
 
-__all__ = ["HullOcrConfig", "IdentityConfig", "VesselIdentityStage", "ais_file_problem", "check_ais_urls"]
+__all__ = ["AisFeedState", "HullOcrConfig", "IdentityConfig", "VesselIdentityStage", "ais_file_problem", "check_ais_urls"]

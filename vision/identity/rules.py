@@ -18,6 +18,13 @@ leaves the zone, is identified, is no longer seen for ``track_lost_s``, AIS resu
 times (frame capture times, ns UTC), never counts of frames. A track whose AIS went dark gets ``ais_dark``,
 not ``unidentified_vessel``: we know who it was.
 
+While AIS cannot identify anyone (``update(..., ais_unavailable=why)``: every AIS feed down, or no fresh AIS
+position at all), a track with no identity is **held**: its ``unidentified_vessel`` timer does not run (nor does a
+new ``ais_dark`` start: the feed's silence is not the vessel's), and conditions raised before stay open. From the
+first update with AIS back, the timer runs again from zero, so a vessel still unmatched against the fresh table
+raises ``unidentified_vessel`` ``unidentified_after_s`` later, its reason saying since when it was held
+(attributes ``held_since_ns``, ``ais_back_ns``); an MMSI's ``ais_dark`` silence counts from AIS's return.
+
 One spurious association does not identify a vessel: the ``unidentified_vessel`` timer restarts only after
 ``clear_after_s`` of continuous identification, the same delay that ends an open condition. Conditions belong
 to a vessel, not to a tracker id: a new track that appears, while no other track claims it, where a vessel with
@@ -49,6 +56,10 @@ AIS_DARK = "ais_dark"
 DECISION_TYPES = (UNIDENTIFIED_VESSEL, IDENTITY_MISMATCH, REGISTRY_ALERT, AIS_DARK)
 
 _SEVERITY = {UNIDENTIFIED_VESSEL: "medium", IDENTITY_MISMATCH: "high", REGISTRY_ALERT: "high", AIS_DARK: "high"}
+
+
+def _utc(time_ns: int) -> str:
+    return dt.datetime.fromtimestamp(time_ns // 10**9, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,14 +121,23 @@ class IdentityRules:
         self._alias: dict[int, int] = {}  # a later track id -> the subject id it continues
         self._tracks_of: dict[int, list[int]] = {}  # subject -> its track ids, the current one last
         self._last_pos: dict[int, tuple[float, float, float]] = {}  # subject -> lat_deg, lon_deg, sigma_m
+        self._held_since: dict[int, int] = {}  # subject -> first update it was held (no identity, AIS unavailable)
+        self._ais_back_ns: int | None = None  # the first update with AIS available after an outage
+        self._ais_down = False
 
     @property
     def open_conditions(self) -> list[tuple[str, int, str]]:
         return sorted(self._open)
 
     def update(self, time_ns: int, tracks: Sequence[GeoTrack], identities: Mapping[int, TrackIdentity],
-               table: VesselTable | None = None) -> list[IdentityDecision]:
-        """Decisions at ``time_ns`` from the tracks seen now and their identities."""
+               table: VesselTable | None = None, ais_unavailable: str | None = None) -> list[IdentityDecision]:
+        """Decisions at ``time_ns`` from the tracks seen now and their identities. ``ais_unavailable``: why AIS
+        cannot identify anyone now (every feed down, no fresh position), or None: unidentified vessels are held
+        meanwhile (module docstring)."""
+        blind = ais_unavailable is not None
+        if self._ais_down and not blind:
+            self._ais_back_ns = time_ns
+        self._ais_down = blind
         out: list[IdentityDecision] = []
         want: dict[tuple[str, int, str], tuple[int, str, dict]] = {}  # conditions that hold now
         day = dt.datetime.fromtimestamp(time_ns / 1e9, dt.timezone.utc).date()
@@ -137,10 +157,17 @@ class IdentityRules:
             # ais_dark: the track's AIS vessel (current or last associated) is quiet, the camera still sees it
             dark_mmsi = None
             mmsi = ident.mmsi if ident.mmsi is not None else ident.last_mmsi
-            if t.in_zone and mmsi is not None and table is not None:
+            if blind and mmsi is not None and (AIS_DARK, sid, str(mmsi)) in self._open:
+                dark_mmsi = mmsi  # raised while AIS was heard: it stays, neither ended nor judged again
+                op = self._open[(AIS_DARK, sid, str(mmsi))]
+                want[(AIS_DARK, sid, str(mmsi))] = (op.started_ns, op.reason, op.attributes)
+            elif t.in_zone and mmsi is not None and table is not None and not blind:
                 registered = self.registry is None or self.registry.by_mmsi(mmsi) is not None
                 row = table.get(mmsi)
-                quiet_ns = time_ns - row.last_seen_ns if row is not None else None
+                heard_ns = row.last_seen_ns if row is not None else None
+                if self._ais_back_ns is not None:  # an AIS outage is not the vessel's silence
+                    heard_ns = self._ais_back_ns if heard_ns is None else max(heard_ns, self._ais_back_ns)
+                quiet_ns = time_ns - heard_ns if heard_ns is not None else None
                 # a moored ship reports every 3 minutes: silent means missing several of its own reports
                 dark_ns = self.dark_after_ns if row is None else int(row.quiet_after_s(self.dark_after_ns / 1e9) * 1e9)
                 if (registered or not self.dark_requires_registry) and (quiet_ns is None or quiet_ns >= dark_ns):
@@ -154,7 +181,16 @@ class IdentityRules:
 
             # unidentified_vessel
             unidentified = t.in_zone and dark_mmsi is None and ident.kind == "none"
-            if unidentified:
+            ukey = (UNIDENTIFIED_VESSEL, sid, "")
+            if unidentified and blind:
+                if ukey in self._open:  # judged while AIS was heard: it stays open through the outage
+                    op = self._open[ukey]
+                    want[ukey] = (op.started_ns, op.reason, op.attributes)
+                else:  # held: no timer runs while AIS cannot tell; it starts again from zero once AIS is back
+                    self._unident_since.pop(sid, None)
+                    self._ident_since.pop(sid, None)
+                    self._held_since.setdefault(sid, time_ns)
+            elif unidentified:
                 self._ident_since.pop(sid, None)
                 since = self._unident_since.setdefault(sid, time_ns)
                 if time_ns - since >= self.unidentified_after_ns:
@@ -163,9 +199,16 @@ class IdentityRules:
                         reason += f" (hull reads {ident.hull_text}, not in the registry)"
                     if ident.unmatched_reason:
                         reason += f"; {ident.unmatched_reason}"
-                    want[(UNIDENTIFIED_VESSEL, sid, "")] = (since, reason, attrs)
+                    held = self._held_since.get(sid)
+                    if held is not None:
+                        back = self._ais_back_ns if self._ais_back_ns is not None else since
+                        reason += (f"; seen since {_utc(held)} while AIS was unavailable, held until AIS was back at "
+                                   f"{_utc(back)} and checked against it since")
+                        attrs = attrs | {"held_since_ns": held, "ais_back_ns": back}
+                    want[ukey] = (since, reason, attrs)
             elif time_ns - self._ident_since.setdefault(sid, time_ns) >= self.clear_after_ns:
                 self._unident_since.pop(sid, None)  # identified for long enough: not a spurious association
+                self._held_since.pop(sid, None)
 
             # identity_mismatch, debounced over consecutive updates
             if ident.mismatch:
@@ -218,7 +261,8 @@ class IdentityRules:
             out.append(self._decision(key, "end", time_ns, op.started_ns, op.reason, op.attributes, ended))
         for sid in [k for k, v in self._last_seen.items() if time_ns - v >= self.track_lost_ns]:
             del self._last_seen[sid]
-            for memo in (self._unident_since, self._ident_since, self._mismatch_run, self._tracks_of, self._last_pos):
+            for memo in (self._unident_since, self._ident_since, self._mismatch_run, self._tracks_of, self._last_pos,
+                         self._held_since):
                 memo.pop(sid, None)
             for tid in [k for k, v in self._alias.items() if v == sid]:
                 del self._alias[tid]
@@ -264,7 +308,7 @@ class IdentityRules:
         timer or a condition to carry on, its last position nearest the new track's within the gate."""
         if not (math.isfinite(t.lat_deg) and math.isfinite(t.lon_deg)):
             return None
-        keep = set(self._unident_since) | set(self._mismatch_run) | {k[1] for k in self._open}
+        keep = set(self._unident_since) | set(self._mismatch_run) | set(self._held_since) | {k[1] for k in self._open}
         best, best_d = None, math.inf
         for sid in keep - claimed:
             seen, pos = self._last_seen.get(sid), self._last_pos.get(sid)
