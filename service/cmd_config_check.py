@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
         + _workers(cfg)
         + _retention(cfg.storage.retention)
         + _alerts(cfg.source_alerts)
+        + _ais(cfg)
         + (f"; proxies believed {', '.join(cfg.service.trusted_proxies)}" if cfg.service.trusted_proxies
            else "; no proxy headers believed")
     )
@@ -47,6 +48,21 @@ def _alerts(a) -> str:
     drones = (f"drone links lost {a.drone_link_lost_after_s:g} s in flight -> drone_link_lost ({a.drone_severity})"
               if a.drone_link_lost_after_s is not None else "no drone-link incidents")
     return f"; {cams}; {drones}"
+
+
+def _ais(cfg) -> str:
+    """What an AIS outage does: after ``identity.ais_down_after_s`` without a message a socket feed is an
+    ``ais_feed_down`` incident, and while every feed is down unidentified-vessel alerts are held."""
+    from seawatch.vision.vessel_identity import IdentityConfig
+
+    if not cfg.ais:
+        return ""
+    after = (cfg.identity or IdentityConfig()).ais_down_after_s
+    sockets = sum(1 for u in cfg.ais if "://" in u)
+    a = cfg.source_alerts
+    inc = (f"AIS feeds silent {after:g} s -> ais_feed_down ({a.ais_severity})" if sockets and a.ais_feed_down
+           else "no AIS-feed incidents" + ("" if sockets else " (log files only)"))
+    return f"; {inc}; while every AIS feed is down, unidentified_vessel alerts are held until AIS is back"
 
 
 def _redact(url: str) -> str:

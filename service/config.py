@@ -534,7 +534,7 @@ class FleetDroneConfig(_Strict):
 
 
 class SourceAlertsConfig(_Strict):
-    """Incidents about the watch itself: cameras down, drone links lost (``service/source_watch.py``)."""
+    """Incidents about the watch itself: cameras down, drone links lost, AIS feeds down (``service/source_watch.py``)."""
 
     offline_after_s: float | None = Field(
         60.0, ge=1.0, le=86400.0,
@@ -547,6 +547,11 @@ class SourceAlertsConfig(_Strict):
                     "its last known position, ended when the link is back (null: no such incidents)")
     drone_severity: Literal["low", "medium", "high", "critical"] = Field(
         "critical", description="severity of drone_link_lost")
+    ais_feed_down: bool = Field(
+        True, description="a tcp:// or udp:// AIS feed that decoded nothing for identity.ais_down_after_s (never "
+                          "connected, disconnected, or silent) becomes an ais_feed_down incident, ended when messages "
+                          "flow again (a replayed log file never does)")
+    ais_severity: Literal["low", "medium", "high", "critical"] = Field("high", description="severity of ais_feed_down")
 
 
 class ServeConfig(PipelineConfig):
@@ -559,7 +564,7 @@ class ServeConfig(PipelineConfig):
     webhooks: tuple[WebhookConfig, ...] = Field((), max_length=20, description="HTTP endpoints told about incidents")
     fleet: tuple[FleetDroneConfig, ...] = Field((), description="per drone: simulator and patrol to fly (drones are linked without an entry too)")
     source_alerts: SourceAlertsConfig = Field(default_factory=SourceAlertsConfig,
-                                              description="camera-down and drone-link-lost incidents")
+                                              description="camera-down, drone-link-lost and AIS-feed-down incidents")
 
     @model_validator(mode="after")
     def _sources(self) -> "ServeConfig":

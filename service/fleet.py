@@ -803,9 +803,18 @@ class Fleet:
             return "stale"
         return "running"
 
+    def ais_feeds(self) -> list[Any]:
+        """Each AIS feed's health (``AisFeedState``: up / silent / down / ended since when, and why), for the
+        ``ais_feed_down`` incidents and the status; [] before the pipeline exists."""
+        states = getattr(self.identity, "feed_states", None)
+        return states() if states is not None else []
+
     def ais(self) -> list[dict[str, Any]]:
         """One status entry for the AIS side: feeds, messages, vessel count, and the wall-clock seconds since the
-        message count last grew (watched every 0.5 s). ``state``: see :meth:`_ais_state`."""
+        message count last grew (watched every 0.5 s). ``state``: see :meth:`_ais_state`; ``feed_states``: per feed,
+        ``AisFeedState.as_dict`` (``state`` up / silent / down / ended, ``since_ns``, ``reason``); ``identity_held``:
+        why vessels without a registry / hull match are held rather than raised as unidentified (AIS unavailable),
+        or null."""
         if not self.ais_urls:
             return []
         table = self._table()
@@ -818,7 +827,9 @@ class Fleet:
         return [{"source_id": "ais", "kind": "ais", "state": self._ais_state(now, changed),
                  "feeds": feeds, "messages": count, "vessels": len(vessels),
                  "vessels_with_position": sum(1 for v in vessels if v.has_position),
-                 "last_message_age_s": None if changed is None else round((now - changed) / NS, 1)}]
+                 "last_message_age_s": None if changed is None else round((now - changed) / NS, 1),
+                 "feed_states": [f.as_dict() for f in self.ais_feeds()],
+                 "identity_held": getattr(self.identity, "ais_unavailable", None)}]
 
     def vessels(self, limit: int = 5000) -> list[dict[str, Any]]:
         """Live vessels of the AIS table (by the feed's own clock), positioned ones first. ``age_s``: since anything

@@ -300,6 +300,7 @@ class Service:
                 events = self.watch.check({sid: src.status() for sid, src in self.readers.items()}, now)
                 if self.fleet is not None:
                     events += self.watch.check_drones(self.fleet.drones(), now)
+                    events += self.watch.check_ais(self.fleet.ais_feeds(), now)  # ais_feed_down
                 worker = getattr(getattr(self.app, "state", None), "retention", None)
                 if worker is not None:  # the disk guard's last word on the media disk
                     events += self.watch.check_disk(worker.last_disk, now)

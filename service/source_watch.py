@@ -1,5 +1,5 @@
-"""Camera-down incidents (``source_offline``) and lost drone links (``drone_link_lost``): the alarms about the
-watch itself.
+"""Camera-down incidents (``source_offline``), lost drone links (``drone_link_lost``), a full media disk
+(``storage_low``) and AIS feeds down (``ais_feed_down``): the alarms about the watch itself.
 
 A camera that has been down for ``source_alerts.offline_after_s`` (its reader offline and retrying, or failed for
 good) becomes a ``source_offline`` incident, like any other event: stored and searchable, on the live feed and the
@@ -17,6 +17,15 @@ The media disk itself: when the retention's disk guard has deleted what it may a
 threshold (only held evidence, open incidents' video and each camera's newest segment left), recordings and clips
 are about to fail: a ``storage_low`` incident (``source_id`` ``storage``, severity ``critical``) says so until the
 space is back above the threshold. Events keep being stored meanwhile as long as the database has room.
+
+An AIS feed (``tcp://`` or ``udp://`` in ``ais``) that has decoded nothing for ``identity.ais_down_after_s`` (default
+120 s) becomes an ``ais_feed_down`` incident (``source_id`` ``ais``, severity ``source_alerts.ais_severity``, one per
+feed): ``feed`` (its URL, credentials redacted), ``state`` (``down``: never connected or disconnected; ``silent``:
+connected, nothing decoded) and ``reason`` (never connected / disconnected: the error / silent since T);
+``start_ns`` is its last message (or its start when none came). It ends when messages flow again (``end_reason:
+messages flow again``, ``end_ns`` the first new message). While every feed is down the identity stage holds its
+unidentified-vessel alerts (``vision/vessel_identity.py``): this incident is the one alarm that says why. A replayed
+log file raises none: nobody can reconnect a recording; its state (``ended`` by its own clock) is in the status.
 
 A drone whose MAVLink link is lost while it is armed (flying) for ``source_alerts.drone_link_lost_after_s`` becomes a
 ``drone_link_lost`` incident (``source_id``: the drone's id) placed at its last known position, with its last height,
@@ -40,6 +49,8 @@ SOURCE_OFFLINE = "source_offline"
 DRONE_LINK_LOST = "drone_link_lost"
 STORAGE_LOW = "storage_low"
 STORAGE_SOURCE = "storage"
+AIS_FEED_DOWN = "ais_feed_down"
+AIS_SOURCE = "ais"  # the AIS side's id in the sources status
 _DOWN = (State.OFFLINE, State.FAILED)
 _STOPPED = (State.ENDED, State.STOPPED)
 
@@ -78,10 +89,14 @@ class SourceWatch:
         self.drone_severity = cfg.drone_severity
         self.open_drones: dict[str, Event] = {}
         self.storage: Event | None = None
+        self.ais_enabled = bool(getattr(cfg, "ais_feed_down", True)) and any(
+            "://" in str(u) for u in getattr(settings, "ais", ()))  # socket feeds: the ones that can go down
+        self.ais_severity = getattr(cfg, "ais_severity", "high")
+        self.open_ais: dict[str, Event] = {}  # feed name -> its open ais_feed_down
 
     @property
     def enabled(self) -> bool:
-        return self.after_ns is not None or self.drone_after_ns is not None
+        return self.after_ns is not None or self.drone_after_ns is not None or self.ais_enabled
 
     def set_calibration(self, source_id: str, calibration) -> None:
         """A fixed camera's calibration applied while running (None: the configured one again): its camera-down
@@ -139,6 +154,37 @@ class SourceWatch:
                 out.append(self._end_drone(did, reason, now_ns))
         return out
 
+    def check_ais(self, feeds: Iterable[Any], now_ns: int) -> list[Event]:
+        """``feeds``: each AIS feed's ``AisFeedState`` (``Fleet.ais_feeds()``; its own delay already applied: a
+        state other than ``up`` is an outage). The ``ais_feed_down`` phases that start or end now."""
+        if not self.ais_enabled:
+            return []
+        out: list[Event] = []
+        for f in feeds:
+            if f.kind == "file":
+                continue  # a recording: nobody can reconnect it
+            ev = self.open_ais.get(f.name)
+            attrs = {"feed": f.name, "state": f.state, "reason": f.reason, "last_error": f.last_error or "",
+                     "messages": int(f.messages), "last_message_ns": f.last_message_ns}
+            if f.down:
+                if ev is None:
+                    since = int(f.since_ns) if f.since_ns is not None else int(now_ns)
+                    ev = Event(id=Event.new_id(), type=AIS_FEED_DOWN, severity=self.ais_severity, phase="start",
+                               source_id=AIS_SOURCE, start_ns=since, at_ns=int(now_ns),
+                               attributes=attrs | {"down_for_s": round((now_ns - since) / 1e9, 1)},
+                               geo_reason="an AIS receiver feed")
+                    self.open_ais[f.name] = ev
+                    out.append(ev)
+                    log.warning("AIS feed %s: %s: ais_feed_down incident %s; vessels without a registry match are "
+                                "held, not raised as unidentified", f.name, f.reason, ev.id)
+                else:  # still down: what the incident will say at its end
+                    self.open_ais[f.name] = replace(ev, attributes={**ev.attributes, **attrs})
+            elif ev is not None:
+                end_ns = max(ev.start_ns, int(f.last_message_ns or now_ns))
+                out.append(_ended(self.open_ais.pop(f.name), "messages flow again", end_ns, now_ns,
+                                  {"messages": int(f.messages), "last_message_ns": f.last_message_ns}))
+        return out
+
     def check_disk(self, report: Any, now_ns: int) -> list[Event]:
         """``report``: the disk guard's last ``DiskReport`` (``low``: still under the threshold after the guard ran),
         or None before its first run. The ``storage_low`` phase that starts or ends now."""
@@ -162,6 +208,7 @@ class SourceWatch:
         """End every open incident (shutdown)."""
         return ([self._end(sid, reason, now_ns, now_ns) for sid in list(self.open)]
                 + [self._end_drone(did, reason, now_ns) for did in list(self.open_drones)]
+                + [_ended(self.open_ais.pop(name), reason, now_ns, now_ns) for name in list(self.open_ais)]
                 + ([self._end_storage(reason, now_ns, {})] if self.storage is not None else []))
 
     def _end_storage(self, reason: str, now_ns: int, attrs: Mapping[str, Any]) -> Event:

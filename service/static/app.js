@@ -370,7 +370,11 @@ async function refreshSources(list) {
           `waypoint ${s.current_waypoint ?? "-"}/${s.waypoints ?? "-"})` : null,
         taskText(s), s.last_error && displayText(s.last_error, 300)].filter(Boolean).join(" · ");
     } else if (s.kind === "ais") {
-      details = `${s.vessels} vessel(s), ${s.messages} message(s), last ${s.last_message_age_s ?? "-"} s ago`;
+      // feeds not up (silent / down / ended since when, and why), and whether unidentified-vessel alerts are held
+      const off = (s.feed_states || []).filter((f) => f.state !== "up").map((f) => `${displayText(f.feed, 120)} ` +
+        `${f.state}${f.since_ns ? " for " + ago(f.since_ns) : ""}: ${displayText(f.reason, 200)}`);
+      details = [`${s.vessels} vessel(s), ${s.messages} message(s), last ${s.last_message_age_s ?? "-"} s ago`, ...off,
+        s.identity_held ? "unidentified-vessel alerts held (AIS unavailable)" : null].filter(Boolean).join(" · ");
     } else {
       // a camera that is down: for how long and how often it was tried (the server keeps it offline through retries)
       const down = s.down_since_ns ? `down for ${ago(s.down_since_ns)}, ${s.attempts} attempt(s) · ` : "";
