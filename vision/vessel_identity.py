@@ -22,10 +22,10 @@ or disconnected, for that long), judged on the wall clock for socket feeds; a lo
 against the frame times: ``ended`` (or ``silent`` for a gap) once the frame is that long past its last message
 before it, so a replay whose video outlasts its log, or a demo looping a log recorded years ago, is "down" by the
 log's clock, never because the file was read to its end. While identity by AIS is impossible (every feed not
-``up``, or feeds configured but no AIS position in the table fresh enough to match a frame), a vessel with no
-registry / hull match is **held**: no ``unidentified_vessel`` (nor a new ``ais_dark``: a silent feed silences every
-vessel) is raised, its ``vessel_in_zone`` events say ``identity: unknown`` with the outage as
-``identity_reason``; conditions raised before the outage stay open. Once AIS is back, every vessel still in view is
+``up``), a vessel with no registry / hull match is **held**: no ``unidentified_vessel`` (nor a new ``ais_dark``: a
+silent feed silences every vessel) is raised, its ``vessel_in_zone`` events say ``identity: unknown`` with the
+outage as ``identity_reason``; a feed heard while no vessel is near (an empty sea) is up, and its boats are judged;
+conditions raised before the outage stay open. Once AIS is back, every vessel still in view is
 matched against the fresh table and, still unmatched, raises ``unidentified_vessel`` after the normal
 ``unidentified_after_s`` (its reason then says since when it was held); ``ais_dark`` counts a vessel's silence from
 AIS's return. ``seawatch serve`` turns a socket feed's outage into an ``ais_feed_down`` incident
@@ -159,8 +159,9 @@ class IdentityConfig(BaseModel):
         120.0, ge=0.5, le=86400.0,
         description="an AIS feed that decoded nothing this long (never connected, disconnected, or silent; a log file "
                     "by its own clock) is down: `serve` raises ais_feed_down for a socket feed, and while every feed is "
-                    "down (or no AIS position in the table is fresh) vessels without a registry/hull match are held "
-                    "(identity unknown), not raised as unidentified_vessel, until AIS is back")
+                    "down vessels without a registry/hull match are held (identity unknown), not raised as "
+                    "unidentified_vessel, until AIS is back. A quiet offshore site, where minutes without any AIS "
+                    "message are normal, sets it to what its traffic allows (a feed heard, but no vessel near, is up)")
     snapshots: bool = Field(True, description="identity events carry the frame as their snapshot")
     ocr: HullOcrConfig = Field(default_factory=HullOcrConfig, description="hull-number OCR of vessel tracks")
 
@@ -348,27 +349,17 @@ class VesselIdentityStage:
             return AisFeedState(lf.name, "file", "ended", last, last, n, f"the replayed log ended at {utc_text(last)}")
         return AisFeedState(lf.name, "file", "silent", last, last, n, f"a gap in the log after {utc_text(last)}")
 
-    def _has_fresh_position(self, time_ns: int) -> bool:
-        """Whether the table holds an AIS position recent enough (to ``time_ns``) to be matched to a camera track."""
-        from seawatch.vision.identity.fusion import FusionConfig
-
-        floor_s = FusionConfig().max_ais_age_s
-        return any(abs(time_ns - s.position_time_ns) <= s.quiet_after_s(floor_s) * 1e9
-                   for s in self.table.snapshot(time_ns, with_position=True) if s.position_time_ns is not None)
-
     def check_ais(self, time_ns: int, now_ns: int | None = None) -> str | None:
-        """Why identity by AIS is impossible at frame time ``time_ns`` (every feed down, or no fresh AIS position in
-        the table while feeds are configured), or None (also when no AIS feed is configured: a registry-only site
-        judges by the registry). Sets :attr:`ais_unavailable`."""
+        """Why identity by AIS is impossible at frame time ``time_ns`` (every configured feed down), or None (also
+        when no AIS feed is configured: a registry-only site judges by the registry). Sets :attr:`ais_unavailable`.
+
+        A feed that is heard but holds no vessel position near the camera is not an outage: an empty sea at night off
+        a wind farm is when a boat without AIS matters most, so it is judged (``unidentified_vessel``), not held."""
         why = None
         if self._feeds or self._logs:
             states = self.feed_states(now_ns, frame_ns=time_ns)
             if all(s.down for s in states):
                 why = "AIS feed down: " + "; ".join(s.describe() for s in states)
-            elif not self._has_fresh_position(time_ns):
-                up = [s.name for s in states if not s.down]
-                why = (f"no AIS position in the table fresh enough to match (feed{'s' if len(up) > 1 else ''} "
-                       f"{', '.join(up)} up)")
         if (why is None) != (self.ais_unavailable is None):
             if why is not None:
                 log.warning("vessel identity: AIS unavailable (%s): vessels without a registry or hull match are "
