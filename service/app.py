@@ -38,6 +38,7 @@ from seawatch.service.auth import Authenticator, LoginThrottle, Principal
 from seawatch.service.calibration import CalibrationApplyIn, CalibrationFitIn
 from seawatch.service.config import ServeConfig, root_path_problem
 from seawatch.service.live import LiveHub
+from seawatch.service.live_video import LiveVideo
 from seawatch.service.live_view import LiveView
 from seawatch.service.schemas import (
     AuditOut,
@@ -1374,20 +1375,13 @@ def _first_message_credential(text: str) -> Callable[[Authenticator], Principal 
     return None
 
 
-@live_router.websocket("/live")
-async def live_feed(ws: WebSocket) -> None:
-    """Live messages: ``hello``, ``sources`` (every few seconds), ``event`` (stored phases), ``review``.
-
-    Auth: an ``Authorization: Bearer`` or ``X-API-Key`` header, or (browsers cannot set headers on a WebSocket)
-    a first message ``{"token": "..."}`` or ``{"api_key": "..."}`` within a few seconds; else closed with 4401.
-    The credential is checked again with every ``sources`` message: a token that expires (``auth.token_ttl_s``) or
-    whose user was removed or given another role closes the feed with 4401, as a request would be refused.
-    """
+async def _ws_credential(ws: WebSocket) -> tuple[Callable[[Authenticator], Principal | None] | None, Principal | None]:
+    """A WebSocket's credential (accepted already): an ``Authorization: Bearer`` or ``X-API-Key`` header, or (browsers
+    cannot set headers on a WebSocket) a first message ``{"token": "..."}`` or ``{"api_key": "..."}`` within
+    ``WS_AUTH_TIMEOUT_S``. Returns the check to repeat later (None without a credential) and who it names now (None:
+    refused)."""
     import asyncio
 
-    st = ws.app.state
-    auth: Authenticator = st.auth
-    await ws.accept()
     check: Callable[[Authenticator], Principal | None] | None = None
     header = ws.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
@@ -1401,7 +1395,23 @@ async def live_feed(ws: WebSocket) -> None:
             check = _first_message_credential(await asyncio.wait_for(ws.receive_text(), WS_AUTH_TIMEOUT_S))
         except (asyncio.TimeoutError, KeyError, WebSocketDisconnect):  # KeyError: a binary frame has no "text"
             check = None
-    who = check(auth) if check is not None else None
+    return check, (check(ws.app.state.auth) if check is not None else None)
+
+
+@live_router.websocket("/live")
+async def live_feed(ws: WebSocket) -> None:
+    """Live messages: ``hello``, ``sources`` (every few seconds), ``event`` (stored phases), ``review``.
+
+    Auth: an ``Authorization: Bearer`` or ``X-API-Key`` header, or (browsers cannot set headers on a WebSocket)
+    a first message ``{"token": "..."}`` or ``{"api_key": "..."}`` within a few seconds; else closed with 4401.
+    The credential is checked again with every ``sources`` message: a token that expires (``auth.token_ttl_s``) or
+    whose user was removed or given another role closes the feed with 4401, as a request would be refused.
+    """
+    import asyncio
+
+    st = ws.app.state
+    await ws.accept()
+    check, who = await _ws_credential(ws)
     if who is None:
         await ws.close(code=4401, reason="authentication required")
         return
@@ -1446,6 +1456,75 @@ async def live_feed(ws: WebSocket) -> None:
     finally:
         reading.cancel()
         hub.unsubscribe(sub)
+
+
+@live_router.websocket("/sources/{source_id}/video")
+async def live_video(ws: WebSocket, source_id: str) -> None:
+    """A camera's live video (``service.live_video``): its H.264 as fragmented MP4 for Media Source Extensions.
+
+    Auth as ``/api/live`` (header, or a first message ``{"token"}`` / ``{"api_key"}``; a viewer is enough), checked
+    again every few seconds (4401 once it expired or was revoked). Then a text message ``{"kind": "video", "codec":
+    "avc1.PPCCLL", "mime": ..., "width_px", "height_px", "rate_fps"}``, a binary init segment (``ftyp`` + ``moov``) and
+    binary fragments (``moof`` + ``mdat``, one picture each) from the newest keyframe on; ``{"kind": "resync",
+    "dropped": n}`` when this connection fell behind and lost fragments (the next one is a keyframe). Closed with
+    4404 (unknown camera), 4415 (a codec that cannot be sent without re-encoding: MJPEG, H.265...), 4429 (too many
+    video viewers), 4503 (no video read for this camera), 4504 (no picture within a few seconds), 4409 (the camera's
+    format changed: connect again), each with a reason to show.
+    """
+    import asyncio
+
+    from seawatch.service.live_video import CLOSE_NOT_YET, CLOSE_UNKNOWN, FIRST_PICTURE_WAIT_S, VideoRefused
+
+    st = ws.app.state
+    await ws.accept()
+    check, who = await _ws_credential(ws)
+    if who is None:
+        await ws.close(code=4401, reason="authentication required")
+        return
+    if not any(s.id == source_id for s in st.settings.sources):
+        await ws.close(code=CLOSE_UNKNOWN, reason="unknown camera")
+        return
+    loop = asyncio.get_running_loop()
+    try:
+        viewer = st.live_video.open(source_id, loop)
+    except VideoRefused as refused:
+        await ws.close(code=refused.code, reason=refused.reason)
+        return
+
+    async def reader() -> None:  # notices the client leaving; client messages are otherwise ignored
+        while True:
+            if (await ws.receive())["type"] == "websocket.disconnect":
+                viewer.close(1000, "gone")
+                return
+
+    reading = asyncio.create_task(reader())
+    try:
+        first_by = loop.time() + FIRST_PICTURE_WAIT_S
+        next_check = loop.time() + WS_STATUS_INTERVAL_S
+        while True:
+            for kind, payload in await viewer.take(max(0.05, next_check - loop.time())):
+                if kind in ("init", "bytes"):
+                    await ws.send_bytes(payload)
+                elif kind in ("text", "resync"):
+                    await ws.send_json(payload)
+                else:
+                    if not reading.done():
+                        await ws.close(code=payload[0], reason=payload[1])
+                    return
+            if loop.time() >= next_check:
+                if check(st.auth) != who:  # expired, or the user removed or given another role
+                    await ws.close(code=4401, reason="credential expired or revoked")
+                    return
+                if not viewer.started and loop.time() > first_by:
+                    await ws.close(code=CLOSE_NOT_YET, reason=f"no picture from camera {source_id} for "
+                                                              f"{FIRST_PICTURE_WAIT_S:g} s (offline?)")
+                    return
+                next_check = loop.time() + WS_STATUS_INTERVAL_S
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        reading.cancel()
+        st.live_video.close(source_id, viewer)
 
 
 RETENTION_STOP_TIMEOUT_S = 10.0
@@ -1512,6 +1591,7 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
         try:
             yield
         finally:
+            app.state.live_video.stop_all()
             if app.state.retention is not None:
                 app.state.retention.stop(RETENTION_STOP_TIMEOUT_S)  # before the store closes under it
             if own_sink is not None:
@@ -1538,6 +1618,7 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     app.state.latest_frame = latest_frame or (lambda source_id: None)
     app.state.stats = stats or (lambda: {})
     app.state.live_view = LiveView(latest_frame or (lambda source_id: None))
+    app.state.live_video = LiveVideo()  # cameras' packet rings are added by the Service (add_source)
     if report is not None:
         app.state.report = report
     app.state.locate = locate or _calibrated_locators(settings)

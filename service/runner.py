@@ -33,6 +33,7 @@ from seawatch.service.store import EventStore
 log = logging.getLogger(__name__)
 STATUS_INTERVAL_S = 2.0  # how often source states are checked for MQTT
 WATCH_INTERVAL_S = 1.0  # how often they are checked for camera-down incidents
+LIVE_RING_S, LIVE_RING_BYTES = 10.0, 16 * 1024 * 1024  # a camera's packet ring when nothing is recorded (live video)
 
 
 class Service:
@@ -121,12 +122,15 @@ class Service:
             rec = self.settings.storage.recording
             for s in self.settings.sources:
                 sc = SourceConfig(source_id=s.id, url=s.url, pace=self._file_pace, loop=self._loop_files)
-                ring = recorder = None
+                recorder = None
                 if rec.enabled:
                     ring = PacketRing(max_age_s=rec.ring_s)
                     recorder = SegmentRecorder(media_dir / "recordings", s.id, segment_s=rec.segment_s, max_age_s=rec.max_age_s,
                                                max_total_bytes=int(rec.max_gb_per_source * 1024**3))
                     self.app.state.clips.add_ring(s.id, ring)
+                else:  # the live video's alone: its newest GOP, for a viewer's first picture
+                    ring = PacketRing(max_age_s=LIVE_RING_S, max_bytes=LIVE_RING_BYTES)
+                self.app.state.live_video.add_source(s.id, ring)  # the Live view's video taps the ring
                 self.readers[s.id] = Source(sc, ring=ring, recorder=recorder, stop=self._stop,
                                             wakeup=self._wakeup).start()
         except BaseException:

@@ -177,6 +177,7 @@ class PacketRing:
         self._pushed_wall_ns: int | None = None  # wall clock when the newest packet came in
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
+        self._listeners: tuple = ()
 
     @property
     def info(self) -> StreamInfo | None:
@@ -196,6 +197,25 @@ class PacketRing:
                 self._packets.clear()
                 self._bytes = 0
             self._info = info
+            for fn in self._listeners:
+                fn(info)
+
+    def listen(self, fn) -> tuple[StreamInfo | None, list[EncodedPacket]]:
+        """A tap (the live video): ``fn(packet)`` for every packet pushed from now on and ``fn(info)`` for every
+        :meth:`set_info`, called in the reader's thread under the ring's lock, so ``fn`` must only queue.
+
+        Returns the stream info and the packets from the newest keyframe on (the GOP buffered now), taken under the
+        same lock: a listener misses no packet and sees none twice.
+        """
+        with self._lock:
+            self._listeners = (*self._listeners, fn)
+            packets = list(self._packets)
+        last_key = next((i for i in range(len(packets) - 1, -1, -1) if packets[i].is_keyframe), len(packets))
+        return self._info, packets[last_key:]
+
+    def unlisten(self, fn) -> None:
+        with self._lock:
+            self._listeners = tuple(f for f in self._listeners if f is not fn)
 
     def push(self, packet: EncodedPacket) -> None:
         with self._cond:
@@ -204,6 +224,8 @@ class PacketRing:
             self._packets.append(packet)
             self._bytes += packet.size_bytes
             self._pushed_wall_ns = time.time_ns()
+            for fn in self._listeners:
+                fn(packet)
             newest = packet.capture_time_ns
             while self._packets and (
                 newest - self._packets[0].capture_time_ns > self.max_age_ns or self._bytes > self.max_bytes

@@ -119,6 +119,8 @@ $("map-fit").addEventListener("click", () => map && map.fitAll());
 $("lv-close").addEventListener("click", () => closeLive());
 $("d-live").addEventListener("click", () => state.detail && openLive(state.detail.source_id));
 $("lv-boxes").addEventListener("change", () => refreshLive());
+for (const r of document.querySelectorAll('input[name="lv-mode"]'))
+  r.addEventListener("change", () => { if (r.checked) { live.mode = r.value; if (r.value === "video") live.refused = ""; applyLiveMode(); } });
 for (const cb of document.querySelectorAll("#map-bar input[data-layer]")) {
   cb.addEventListener("change", () => { if (map) { map.layers[cb.dataset.layer] = cb.checked; map.redraw(); } });
 }
@@ -471,30 +473,150 @@ $("d-send-btn").addEventListener("click", async () => {
   try { await refreshSources(await json("api/sources")); } catch (e) { /* the live feed refreshes it again */ }
 });
 
-// The live view: a camera's newest analysed picture with what is tracked in it, fetched every second while open
-// (GET /api/sources/{id}/latest.jpg; one request at a time, an answer for a camera no longer shown is dropped).
+// The live view: the camera's video, or its newest analysed picture with what is tracked in it ("video / analysed").
+// The video (the default) comes over a WebSocket (api/sources/{id}/video: the camera's H.264 as fragmented MP4, a
+// "video" message with the codec first) into Media Source Extensions, kept near the live edge (more than
+// LIVE_EDGE_S behind the newest picture: a jump ahead) with LIVE_KEEP_S of it kept behind the playing position. Where
+// the video cannot be had (a camera that does not send H.264, too many viewers, offline, a dropped connection) the
+// analysed pictures show instead, with the reason on the status line, and a connection that may work later is tried
+// again. The analysed picture (GET /api/sources/{id}/latest.jpg) is fetched every second while it shows (one request
+// at a time, an answer for a camera no longer shown is dropped).
 const LIVE_REFRESH_MS = 1000;
-const live = { id: null, timer: null, url: "", busy: false };
+const LIVE_EDGE_S = 1.5, LIVE_KEEP_S = 10;
+const VIDEO_RETRY_MS = 3000, VIDEO_QUIET_MS = 5000;
+const VIDEO_FINAL = new Set([4401, 4404, 4415, 4503]);  // refusals trying again cannot change
+const live = { id: null, timer: null, url: "", busy: false, mode: "video", video: null, playing: false, refused: "", retry: null };
 function liveButton(s) {
   if (!state.role) return [];
   const b = document.createElement("button");
   b.type = "button"; b.className = "live-act"; b.textContent = "Live";
-  b.title = "the camera's newest analysed picture, with what is tracked in it, refreshed every second";
+  b.title = "the camera's live video, or its newest analysed picture with what is tracked in it";
   b.addEventListener("click", () => openLive(s.source_id));
   return [b];
 }
 function openLive(id) {
   closeLive();
   live.id = id; setHashParam("live", id); $("lv-title").textContent = `Live: ${id}`; $("lv-note").textContent = "loading…"; $("live-view").hidden = false;
-  refreshLive();
-  live.timer = setInterval(refreshLive, LIVE_REFRESH_MS);
+  live.mode = "video"; live.refused = ""; $("lv-mode-video").checked = true;
+  applyLiveMode();
 }
 function closeLive() {
   if (live.id) setHashParam("live", null);
+  stopVideo();
   clearInterval(live.timer); live.timer = null; live.id = null;
   $("live-view").hidden = true; $("lv-img").removeAttribute("src");
   if (live.url) URL.revokeObjectURL(live.url);
   live.url = "";
+}
+function liveStatus(text, error = false) { const el = $("lv-status"); el.textContent = text; el.className = error ? "error" : ""; }
+// the video connection runs while "video" is chosen (and not refused for good); the picture shown is the video once
+// it plays, else the analysed one (fetched only while it shows)
+function applyLiveMode() {
+  if (!live.id) return;
+  const wantVideo = live.mode === "video" && !live.refused;
+  if (wantVideo && !live.video && !live.retry) startVideo(live.id);
+  if (!wantVideo) { stopVideo(); if (live.mode === "analysed") liveStatus(""); }
+  renderLiveMode();
+}
+function renderLiveMode() {
+  const showVideo = live.mode === "video" && live.playing;
+  $("lv-video").hidden = !showVideo; $("lv-img").hidden = showVideo; $("lv-note").hidden = showVideo; $("lv-boxes-label").hidden = showVideo;
+  if (!showVideo && !live.timer && live.id) { refreshLive(); live.timer = setInterval(refreshLive, LIVE_REFRESH_MS); }
+  if (showVideo && live.timer) { clearInterval(live.timer); live.timer = null; }
+}
+function stopVideo() {
+  clearTimeout(live.retry); live.retry = null;
+  const v = live.video;
+  live.video = null; live.playing = false;
+  if (!v) return;
+  clearInterval(v.tick);
+  v.ws.onclose = null; v.ws.onmessage = null; v.ws.close();
+  const el = $("lv-video");
+  el.pause(); el.removeAttribute("src"); el.load();
+  if (v.url) URL.revokeObjectURL(v.url);
+}
+function startVideo(id) {
+  const url = new URL(`api/sources/${encodeURIComponent(id)}/video`, ROOT);  // under the page's own prefix too
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  const ws = new WebSocket(url.href);
+  ws.binaryType = "arraybuffer";
+  const v = { id, ws, ms: null, sb: null, url: "", queue: [], info: null, jump: true, trimTo: 0, lastData: Date.now(), tick: null };
+  live.video = v;
+  liveStatus("video: connecting…");
+  ws.onopen = () => {
+    const a = state.auth;
+    ws.send(JSON.stringify(a["X-API-Key"] ? { api_key: a["X-API-Key"] } : { token: a.Authorization.slice(7) }));
+  };
+  ws.onmessage = (m) => {
+    if (live.video !== v) return;
+    v.lastData = Date.now();
+    if (typeof m.data === "string") {
+      const msg = JSON.parse(m.data);
+      if (msg.kind === "video") videoBegins(v, msg);
+      if (msg.kind === "resync") { v.jump = true; liveStatus(`${videoLine(v)} (this connection fell behind: ${msg.dropped} pictures skipped)`); }
+      return;
+    }
+    v.queue.push(m.data);
+    videoPump(v);
+  };
+  ws.onclose = (ev) => {
+    if (live.video !== v) return;
+    const reason = ev.reason || (ev.code === 1006 ? "the connection was lost" : `closed (${ev.code})`);
+    stopVideo();
+    videoUnavailable(reason, VIDEO_FINAL.has(ev.code), ev.code === 4409 ? 0 : VIDEO_RETRY_MS);
+  };
+  v.tick = setInterval(() => {  // a camera that stopped sending: say so (the connection stays; it may come back)
+    if (live.video === v && live.playing && Date.now() - v.lastData > VIDEO_QUIET_MS)
+      liveStatus(`video: no picture for ${Math.round((Date.now() - v.lastData) / 1000)} s (camera offline?)`, true);
+  }, 1000);
+}
+function videoUnavailable(reason, final, retryMs) {
+  const id = live.id;
+  if (final) live.refused = reason;
+  liveStatus(`video unavailable: ${reason}, showing analysed pictures${final ? "" : "; trying again"}`, true);
+  if (!final) live.retry = setTimeout(() => { live.retry = null; if (live.id === id) applyLiveMode(); }, retryMs);
+  renderLiveMode();
+}
+const videoLine = (v) => `live video ${v.info.width_px}×${v.info.height_px}, ${v.info.codec}`;
+function videoBegins(v, msg) {
+  if (!window.MediaSource || !MediaSource.isTypeSupported(msg.mime)) {
+    stopVideo();
+    return videoUnavailable(`this browser cannot play ${msg.codec || "the camera's video"}`, true, 0);
+  }
+  v.info = msg;
+  v.ms = new MediaSource();
+  v.url = URL.createObjectURL(v.ms);
+  v.ms.addEventListener("sourceopen", () => {
+    if (live.video !== v) return;
+    v.sb = v.ms.addSourceBuffer(msg.mime);
+    v.sb.mode = "segments";
+    v.sb.addEventListener("updateend", () => videoAppended(v));
+    v.sb.addEventListener("error", () => { if (live.video === v) { stopVideo(); videoUnavailable("the browser could not decode the video", false, VIDEO_RETRY_MS); } });
+    videoPump(v);
+  }, { once: true });
+  $("lv-video").src = v.url;
+}
+function videoPump(v) {
+  if (live.video !== v || !v.sb || v.sb.updating) return;
+  if (v.trimTo) { const t = v.trimTo; v.trimTo = 0; v.sb.remove(0, t); return; }
+  if (!v.queue.length) return;
+  try { v.sb.appendBuffer(v.queue.shift()); } catch (e) {
+    stopVideo(); videoUnavailable(`the browser refused the video (${e.name})`, false, VIDEO_RETRY_MS);
+  }
+}
+function videoAppended(v) {
+  if (live.video !== v) return;
+  const el = $("lv-video"), b = v.sb.buffered;
+  if (b.length) {
+    const start = b.start(b.length - 1), end = b.end(b.length - 1);
+    // at the newest pictures: after a start, a resync (a gap before this range), or when playing fell behind
+    if (v.jump || el.currentTime < start || end - el.currentTime > LIVE_EDGE_S) { el.currentTime = Math.max(start, end - 0.3); v.jump = false; }
+    if (el.currentTime - b.start(0) > 2 * LIVE_KEEP_S) v.trimTo = el.currentTime - LIVE_KEEP_S;  // memory stays bounded
+    if (el.paused) el.play().catch(() => {});
+    if (!live.playing) { live.playing = true; renderLiveMode(); }
+    if (!$("lv-status").textContent.startsWith("live video") || $("lv-status").className) liveStatus(videoLine(v));
+  }
+  videoPump(v);
 }
 async function refreshLive() {
   const id = live.id;
