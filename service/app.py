@@ -470,14 +470,15 @@ def export_csv(request: Request, store: Store, who: Viewer, params: Annotated[Se
 
 
 @report_router.get("", summary="a shift / period report: incidents counted by type x severity, camera, review status, "
-                                "hour and day; response times; the confirmed, high / critical and held ones listed")
+                                "hour and day (local to `tz`); response times; the confirmed, high / critical and held "
+                                "ones listed")
 def get_report(request: Request, store: Store, who: Viewer, params: Annotated[ReportParams, Query()]) -> dict[str, Any]:
     from seawatch.service.report import build_report, source_drones
 
     settings = request.app.state.settings
     start_ns, end_ns = to_ns(params.start_from), to_ns(params.start_to)
     out = build_report(store, _query(params.search_params(), settings), start_ns, end_ns, list_limit=params.list_limit,
-                       drones=source_drones(settings))
+                       drones=source_drones(settings), tz=params.tz)
     return {**out, "filters": params.filters(), "generated_ns": time.time_ns(),
             "generated_by": {"name": who.name, "role": who.role, "kind": who.kind}}
 

@@ -1,13 +1,15 @@
 """Report benchmark: fill a store with N synthetic events over a number of days (with review actions and holds), then
 time ``build_report`` over typical periods and filters (p50 / p95 / max in ms).
 
-    python -m seawatch.service.bench_report --events 100000 --days 30 [--db URL] [--repeat 5]
+    python -m seawatch.service.bench_report --events 100000 --days 30 [--db URL] [--repeat 5] [--tz Europe/Amsterdam]
+        [--end 2026-11-10]
 
-Without ``--db`` a temporary SQLite file is used. The events spread evenly over ``--days`` days up to now, 50 cameras,
-10 types, 4 severities, a third with a position; 70 % have review actions (an acknowledgement 10 s-30 min after the
-start, then for most a dismissal (a third of them as false detections) or a confirmation), 1 % a hold. Each shape runs
-``--repeat`` times through ``build_report`` (every SQL query and the lists), which is what ``GET /api/report`` adds on
-top of HTTP and JSON.
+Without ``--db`` a temporary SQLite file is used. The events spread evenly over ``--days`` days up to today 00:00 UTC
+(or ``--end``, a UTC date: a period over a daylight saving change, for ``--tz``), 50 cameras, 10 types, 4 severities,
+a third with a position; 70 % have review actions (an acknowledgement 10 s-30 min after the start, then for most a
+dismissal (a third of them as false detections) or a confirmation), 1 % a hold. Each shape runs ``--repeat`` times
+through ``build_report`` (every SQL query and the lists), which is what ``GET /api/report`` adds on top of HTTP and
+JSON; ``--tz`` buckets the hours and days in that zone (``GET /api/report?tz=``; default UTC).
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import date
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from seawatch.service.bench_search import TYPES
-from seawatch.service.report import DAY_NS, build_report
+from seawatch.service.report import DAY_NS, build_report, report_zone
 from seawatch.service.store import EventQuery, EventStore, GeoPolygon, events_table, holds_table, review_table
 from seawatch.vision.events import SEVERITIES
 
@@ -105,13 +108,14 @@ def shapes(end_ns: int, days: float) -> dict[str, tuple[EventQuery, int, int]]:
     }
 
 
-def run(store: EventStore, end_ns: int, days: float, repeat: int, out=sys.stdout) -> dict[str, dict[str, float]]:
+def run(store: EventStore, end_ns: int, days: float, repeat: int, out=sys.stdout,
+        tz: str = "UTC") -> dict[str, dict[str, float]]:
     results = {}
     for name, (q, a, b) in shapes(end_ns, days).items():
         times = []
         for _ in range(repeat):
             t0 = time.perf_counter()
-            rep = build_report(store, q, a, b)
+            rep = build_report(store, q, a, b, tz=tz)
             times.append((time.perf_counter() - t0) * 1000)
         times.sort()
         p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
@@ -121,14 +125,24 @@ def run(store: EventStore, end_ns: int, days: float, repeat: int, out=sys.stdout
     return results
 
 
+def _zone_name(name: str) -> str:
+    try:
+        report_zone(name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return name
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--days", type=float, default=30.0)
     ap.add_argument("--db", default=None, help="database URL (default: a temporary SQLite file)")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--tz", default="UTC", type=_zone_name, help="IANA time zone of the hour and day buckets (default UTC)")
+    ap.add_argument("--end", type=date.fromisoformat, default=None, help="the last day's end (a UTC date; default today)")
     args = ap.parse_args(argv)
-    end_ns = (time.time_ns() // DAY_NS) * DAY_NS
+    end_ns = (time.time_ns() // DAY_NS) * DAY_NS if args.end is None else (args.end - date(1970, 1, 1)).days * DAY_NS
     with tempfile.TemporaryDirectory() as tmp:
         url = args.db or f"sqlite:///{Path(tmp) / 'bench.db'}"
         store = EventStore.open(url)
@@ -139,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"fill {args.events} events over {args.days:g} days: {fill(store, args.events, args.days, end_ns):.1f} s",
                       flush=True)
-            run(store, end_ns, args.days, args.repeat)
+            print(f"buckets in {args.tz}", flush=True)
+            run(store, end_ns, args.days, args.repeat, tz=args.tz)
         finally:
             store.close()
     return 0

@@ -6,17 +6,25 @@ operators' response time and the time to a verdict, and lists the confirmed, the
 The counts are SQL ``GROUP BY`` on SQLite and PostgreSQL alike (a few thousand groups at most come back, never the
 events); only the per-event response times (one integer pair per reviewed event) and the listed events are read out.
 
-Times are UTC ns; the hour and day buckets are UTC hours and days of the incident's start.
+Times are UTC ns; the hour-of-day and per-day buckets are the local hours and days of the incident's start in a time
+zone the caller names (IANA, default UTC), daylight saving time followed: a local day of 23 or 25 hours, the autumn
+hour that the clocks repeat counted (twice as long) in its local hour. They stay exact and in SQL: the zone's offsets
+over the period (a few segments, a change at most every few months) are found with ``zoneinfo`` first, and the query
+groups by the local wall-clock hour ``(start_ns + the offset in force at start_ns) // 1 h``, the offset picked by a
+``CASE`` on ``start_ns`` (see ``zone_offsets``). So any offset works, +05:30 and +05:45 included, with no more groups
+than UTC hours.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from datetime import datetime, timedelta, timezone
+import zoneinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Any, Mapping, Sequence
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from seawatch.service.schemas import Name, SearchParams, Severity, to_ns
 from seawatch.service.store import EventQuery, EventStore, events_table, holds_table, review_table
@@ -27,6 +35,33 @@ DAY_NS = 24 * HOUR_NS
 MAX_PERIOD_DAYS = 92
 BUSIEST = 10  # cameras in busiest_sources
 VERDICTS = ("dismissed", "confirmed")
+# a period lies within these years: its ns (and a day either side) fit in 64 bits, and zoneinfo knows the offsets
+PERIOD_YEARS = (1970, 2200)
+ZONE_NAME_MAX = 64  # the longest IANA name is 32 characters (America/Argentina/ComodRivadavia)
+
+
+@functools.cache
+def _zone_names() -> dict[str, str]:
+    """Lower-case IANA name -> the name, for the zones the tz database here holds (read once: ~15 ms)."""
+    names = {n.lower(): n for n in zoneinfo.available_timezones() if n != "localtime"}  # the server's own: no name
+    names["utc"] = "UTC"
+    return names
+
+
+def report_zone(name: str) -> tzinfo:
+    """The tzinfo of an IANA zone name ("Europe/Amsterdam", "UTC"); ValueError saying why for any other text (only
+    the names the tz database lists are opened, so no text reaches the file system)."""
+    if name == "UTC":
+        return timezone.utc
+    known = _zone_names()
+    if len(name) > ZONE_NAME_MAX or known.get(name.lower()) != name:
+        hint = known.get(name.lower()) if len(name) <= ZONE_NAME_MAX else None
+        raise ValueError(f"unknown time zone {name[:ZONE_NAME_MAX]!r}: give an IANA time zone name such as "
+                         f"Europe/Amsterdam, Asia/Kolkata or UTC" + (f" (did you mean {hint}?)" if hint else ""))
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ValueError(f"time zone {name!r} could not be read from the tz database: {exc}") from None
 
 
 class ReportParams(BaseModel):
@@ -54,12 +89,24 @@ class ReportParams(BaseModel):
     has_geo: bool | None = Field(None, description="true: only events with a position; false: only without")
     list_limit: int = Field(200, ge=1, le=1000, description="at most this many events in each list (confirmed, "
                                                             "high / critical, held); the totals count them all")
+    tz: str = Field("UTC", min_length=1, max_length=ZONE_NAME_MAX,
+                    description="the IANA time zone of the hour-of-day and per-day buckets (Europe/Amsterdam; default "
+                                "UTC); the period's bounds are instants whatever it is")
+
+    @field_validator("tz")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        report_zone(v)
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> "ReportParams":
         a, b = to_ns(self.start_from), to_ns(self.start_to)
         if b <= a:
             raise ValueError("start_to must be after start_from")
+        lo, hi = (to_ns(datetime(y, 1, 1, tzinfo=timezone.utc)) for y in PERIOD_YEARS)
+        if a < lo or b > hi:
+            raise ValueError(f"a report's period lies between {PERIOD_YEARS[0]} and {PERIOD_YEARS[1]}")
         if b - a > MAX_PERIOD_DAYS * DAY_NS:
             raise ValueError(f"a report covers at most {MAX_PERIOD_DAYS} days; this period is "
                              f"{(b - a) / DAY_NS:.1f} days (split it, or export the events as CSV)")
@@ -70,11 +117,11 @@ class ReportParams(BaseModel):
         return self
 
     def search_params(self) -> SearchParams:
-        return SearchParams(**self.model_dump(exclude={"list_limit"}, exclude_none=True))
+        return SearchParams(**self.model_dump(exclude={"list_limit", "tz"}, exclude_none=True))
 
     def filters(self) -> dict[str, Any]:
-        """The filters given (not the period), as the report states them."""
-        return {k: v for k, v in self.model_dump(exclude={"start_from", "start_to", "list_limit"}).items()
+        """The filters given (not the period, nor the zone: the report says that on its own), as the report states them."""
+        return {k: v for k, v in self.model_dump(exclude={"start_from", "start_to", "list_limit", "tz"}).items()
                 if v not in (None, [], "")}
 
 
@@ -103,6 +150,65 @@ def _iso(ns: int) -> str:
     return (datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=ns // 1000)).isoformat().replace("+00:00", "Z")
 
 
+def zone_offsets(zone: tzinfo, start_ns: int, end_ns: int) -> list[tuple[int, int]]:
+    """The zone's offsets from UTC over ``[start_ns, end_ns)`` as segments ``[(from_ns, offset_ns), ...]``: the first
+    from ``start_ns``, each in force until the next one's ``from_ns``. The offset is asked at every whole hour (a zone
+    never changes twice within an hour) and each change is bisected to its second (the tz database's changes fall on
+    whole seconds): about 2 300 look-ups for 92 days, a few milliseconds."""
+    def off_ns(s: int) -> int:
+        return round(datetime.fromtimestamp(s, zone).utcoffset().total_seconds()) * 1_000_000_000
+
+    s0, s_end = start_ns // 1_000_000_000, -(-end_ns // 1_000_000_000)
+    segments = [(start_ns, off_ns(s0))]
+    lo = s0
+    while lo < s_end:
+        hi = min(lo + 3600, s_end)
+        if off_ns(hi) != segments[-1][1]:
+            a, b = lo, hi  # the offset changes in (a, b]: the first second of the new one
+            while b - a > 1:
+                m = (a + b) // 2
+                a, b = (m, b) if off_ns(m) == segments[-1][1] else (a, m)
+            if b * 1_000_000_000 < end_ns:
+                segments.append((b * 1_000_000_000, off_ns(b)))
+        lo = hi
+    return segments
+
+
+def _wall_hour(col: Any, segments: list[tuple[int, int]], base_ns: int) -> Any:
+    """SQL: the local wall-clock hour of ``col`` (UTC ns) counted from the local wall time ``base_ns`` (a local
+    midnight at or before every instant asked: the count is never negative, so SQL's integer division, which rounds
+    toward zero, is a floor): ``(col + offset in force - base_ns) // 1 h``, the offset chosen by a CASE on ``col``."""
+    if len(segments) == 1:
+        return (col + (segments[0][1] - base_ns)) // HOUR_NS
+    whens = [(col < nxt, sa.literal(off - base_ns, sa.BigInteger)) for (_, off), (nxt, _) in zip(segments, segments[1:])]
+    return (col + sa.case(*whens, else_=sa.literal(segments[-1][1] - base_ns, sa.BigInteger))) // HOUR_NS
+
+
+def _wall_days(segments: list[tuple[int, int]], start_ns: int, end_ns: int) -> tuple[int, int]:
+    """The first and last local dates (days since 1970-01-01 on the local calendar) the instants of ``[start_ns,
+    end_ns)`` have: the wall clock runs forward within a segment, so the least and greatest readings are at a
+    segment's ends (not always the period's: an autumn change just after midnight reads the day before again)."""
+    ends = [frm for frm, _ in segments[1:]] + [end_ns]
+    spans = [(max(frm, start_ns) + off, min(end, end_ns) - 1 + off)
+             for (frm, off), end in zip(segments, ends) if min(end, end_ns) > max(frm, start_ns)]
+    return min(a for a, _ in spans) // DAY_NS, max(b for _, b in spans) // DAY_NS
+
+
+def _day_hours(segments: list[tuple[int, int]], day: int) -> float:
+    """How long the local day ``day`` (days since 1970-01-01 on the local calendar) is, in hours (23, 24, 25, 23.5; to
+    the microhour): the UTC time over which the wall clock reads that date, from the segments (which cover it)."""
+    total = 0
+    ends = [frm for frm, _ in segments[1:]] + [None]
+    for i, ((frm, off), end) in enumerate(zip(segments, ends)):
+        a, b = day * DAY_NS - off, (day + 1) * DAY_NS - off
+        if i:
+            a = max(a, frm)
+        if end is not None:
+            b = min(b, end)
+        total += max(0, b - a)
+    return round(total / HOUR_NS, 6)
+
+
 def source_drones(settings: Any) -> dict[str, str]:
     """Source id -> the drone it belongs to: each drone's own id (its link-lost incidents) and its cameras."""
     out: dict[str, str] = {}
@@ -118,12 +224,16 @@ def source_drones(settings: Any) -> dict[str, str]:
 
 
 def build_report(store: EventStore, q: EventQuery, start_ns: int, end_ns: int, *, list_limit: int = 200,
-                 drones: Mapping[str, str] | None = None) -> dict[str, Any]:
+                 drones: Mapping[str, str] | None = None, tz: str = "UTC") -> dict[str, Any]:
     """The report of the incidents ``q`` finds that started in ``[start_ns, end_ns)`` (UTC ns; ``q``'s own time
-    range is replaced). ``drones`` maps a source id to its drone (``source_drones``)."""
+    range is replaced), its hour-of-day and per-day buckets in the IANA zone ``tz`` (ValueError for an unknown one).
+    ``drones`` maps a source id to its drone (``source_drones``)."""
     from dataclasses import replace
 
     drones = dict(drones or {})
+    # the offsets from two days before the period to two after it: the whole of its first and last local days
+    segments = zone_offsets(report_zone(tz), start_ns - 2 * DAY_NS, end_ns + 2 * DAY_NS)
+    first_day, last_day = _wall_days(segments, start_ns, end_ns)
     q = replace(q, start_from_ns=start_ns, start_to_ns=end_ns, cursor=None, limit=50)
     t, r, h = events_table, review_table, holds_table
     where = store.where_clause(q)
@@ -136,7 +246,7 @@ def build_report(store: EventStore, q: EventQuery, start_ns: int, end_ns: int, *
     n = sa.func.count().label("n")
     groups = sa.select(t.c.type, t.c.severity, t.c.source_id, t.c.review_status, is_open, fd, n).where(where).group_by(
         t.c.type, t.c.severity, t.c.source_id, t.c.review_status, is_open, fd)
-    hour = (t.c.start_ns // HOUR_NS).label("hour")
+    hour = _wall_hour(t.c.start_ns, segments, first_day * DAY_NS).label("hour")  # local hours from first_day
     hours = sa.select(hour, t.c.severity, n).where(where).group_by(hour, t.c.severity)
     # per reviewed event: its start, its first review action of any kind (the operators' response), its first
     # dismissal or confirmation (the verdict)
@@ -196,17 +306,18 @@ def build_report(store: EventStore, q: EventQuery, start_ns: int, end_ns: int, *
             d[key] += s[key]
 
     hour_of_day = [{"hour": i, **_zero()} for i in range(24)]
-    first_day, last_day = start_ns // DAY_NS, (end_ns - 1) // DAY_NS
-    days = [{"day": _iso(d * DAY_NS)[:10], **_zero()} for d in range(first_day, last_day + 1)]
+    days = [{"day": (date(1970, 1, 1) + timedelta(days=d)).isoformat(), "hours": _day_hours(segments, d), **_zero()}
+            for d in range(first_day, last_day + 1)]
     for row in hour_rows:
         k, hr = int(row.n), int(row.hour)
-        for cell in (hour_of_day[hr % 24], days[hr // 24 - first_day]):
+        for cell in (hour_of_day[hr % 24], days[hr // 24]):
             cell[row.severity] += k
             cell["total"] += k
 
     return {
         "period": {"start_from": _iso(start_ns), "start_to": _iso(end_ns), "start_from_ns": start_ns,
                    "start_to_ns": end_ns, "hours": (end_ns - start_ns) / HOUR_NS},
+        "tz": tz,
         "total": total,
         "open": open_n,
         "by_severity": by_severity,

@@ -20,7 +20,11 @@ from seawatch.service.config import load_config  # noqa: E402
 from seawatch.service.report import quantile  # noqa: E402
 from seawatch.service.store import EventStore  # noqa: E402
 from seawatch.vision.events import GeoPosition  # noqa: E402
-from test_service_store import S, T0, db_url, make_event, postgres_server  # noqa: E402,F401 - fixtures
+import test_service_store  # noqa: E402
+from test_service_store import S, T0, make_event  # noqa: E402
+
+# the store tests' database fixtures (a SQLite file, and a throwaway PostgreSQL server's database), used by name here
+db_url, postgres_server = test_service_store.db_url, test_service_store.postgres_server
 
 VIEWER_KEY = "report-viewer-key-0123456789abcdef"
 DAY = 86400 * S
@@ -67,7 +71,7 @@ def fill(store: EventStore) -> None:
 
 
 @pytest.fixture
-def client(db_url, tmp_path):  # noqa: F811 - the fixture of test_service_store
+def client(db_url, tmp_path):
     store = EventStore.open(db_url)
     fill(store)
     cfg = load_config(data={
@@ -117,8 +121,9 @@ def test_report_counts_times_and_lists(client):
     assert [h["hour"] for h in rep["by_hour_of_day"]] == list(range(24))
     assert hours == {6: 2, 23: 1, 0: 1, 12: 2, 13: 1}  # e3 in hour 23 (its last ns), e4 in hour 0
     assert rep["by_hour_of_day"][23] == {"hour": 23, **zero(critical=1)}
-    assert rep["per_day"] == [{"day": "2026-09-21", **zero(low=1, high=1, critical=1)},
-                              {"day": "2026-09-22", **zero(medium=2, critical=2)}]
+    assert rep["tz"] == "UTC"  # the default zone of the hour and day buckets
+    assert rep["per_day"] == [{"day": "2026-09-21", "hours": 24, **zero(low=1, high=1, critical=1)},
+                              {"day": "2026-09-22", "hours": 24, **zero(medium=2, critical=2)}]
     # first action of any kind: e3 30, e1 60, e2 120, e6 240, e4 300 s; verdicts: e2 120, e4 300, e1 600 s
     assert rep["response"]["first_action"] == {"n": 5, "without": 2, "median_s": 120.0, "p90_s": 276.0, "max_s": 300.0}
     assert rep["response"]["verdict"] == {"n": 3, "without": 4, "median_s": 300.0, "p90_s": 540.0, "max_s": 600.0}
