@@ -158,27 +158,125 @@ def test_report_page_numbers_links_and_print(served, tmp_path):
         browser.close()
 
 
+def _local_page(browser, url: str, mode: str = "local"):
+    """A page at ``url`` in a browser context in Europe/Amsterdam with the display zone ``mode`` chosen (as the
+    operator page keeps it); ``(page, errors, asked)``: its script errors and the /api/report URLs it asked."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id="Europe/Amsterdam")
+    ctx.add_init_script(f"localStorage.setItem('seawatch-times', {mode!r})")
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/api/report?" in r.url else None)
+    page.goto(url)
+    _wait(page, "!document.getElementById('main').hidden && window.seawatchReport.state.report !== null")
+    return page, errors, asked
+
+
+def _bars(page, chart: str) -> list[list[str]]:
+    return page.evaluate(f"[...document.querySelectorAll('#{chart} g.bar')].map(g => [g.dataset.label, g.dataset.total])")
+
+
+def _hours(page) -> dict[int, int]:
+    return {int(label[:2]): int(n) for label, n in _bars(page, "by-hour") if n != "0"}
+
+
 def test_report_page_in_the_zone_chosen_on_the_operator_page(served):
     """With local times chosen (Europe/Amsterdam, CEST in September), the period typed is read in that zone (the
-    request carries the UTC instants), the report's times carry CEST, and the hour-of-day chart stays the server's UTC."""
+    request carries the UTC instants), the report's times carry CEST, and the per-day and hour-of-day counts are
+    asked for (tz=Europe/Amsterdam) and shown in Amsterdam's days and hours, the charts saying so. The header's
+    "times" switched to UTC: the period keeps its instants, the report is made again in UTC days and hours."""
     with _playwright() as p:
         browser = _browser(p)
-        ctx = browser.new_context(viewport={"width": 1280, "height": 900}, timezone_id="Europe/Amsterdam")
-        ctx.add_init_script("localStorage.setItem('seawatch-times', 'local')")
-        page = ctx.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        asked: list[str] = []
-        page.on("request", lambda r: asked.append(r.url) if "/api/report?" in r.url else None)
-        page.goto(f"{served}/report#key={VIEWER_KEY}")
-        _wait(page, "!document.getElementById('main').hidden && window.seawatchReport.state.report !== null")
+        page, errors, asked = _local_page(browser, f"{served}/report#key={VIEWER_KEY}")
         assert _text(page, ".tz") in ("CET", "CEST") and "times in CE" in _text(page, "#period-legend")
+        assert page.evaluate("document.getElementById('tz-mode').value") == "local"
         _make(page, "2026-09-21T02:00", "2026-09-23T02:00")  # CEST: 00:00 UTC to 00:00 UTC, as the UTC test's period
         _wait(page, "document.querySelector('#n-total b').textContent === '7'")
         assert "start_from=2026-09-21T00%3A00%3A00.000Z" in asked[-1] and "start_to=2026-09-23T00%3A00%3A00.000Z" in asked[-1]
+        assert "tz=Europe%2FAmsterdam" in asked[-1]
         assert _text(page, "#meta-period") == "2026-09-21 02:00 CEST to 2026-09-23 02:00 CEST (2 days)"
         confirmed = page.evaluate("[...document.querySelectorAll('#list-confirmed tbody tr')].map(r => r.cells[3].textContent)")
         assert confirmed == ["2026-09-21 08:00 CEST"]  # 06:00 UTC
-        assert "(UTC)" in page.evaluate("document.querySelector('#by-hour').closest('section').querySelector('h2').textContent")
+        assert _text(page, "#per-day-title") == "Per day (Europe/Amsterdam)"
+        assert _text(page, "#by-hour-title") == "By hour of day (Europe/Amsterdam)"
+        # e1, e2 at 08:00, 08:30 CEST on the 21st; e3 (23:59:59.999 UTC) 01:59 and e4 02:00 CEST on the 22nd; e5, e9
+        # 14:00, 14:30; e6 15:00; and the 23rd's first two hours, empty
+        assert _bars(page, "per-day") == [["2026-09-21", "2"], ["2026-09-22", "5"], ["2026-09-23", "0"]]
+        assert _hours(page) == {8: 2, 1: 1, 2: 1, 14: 2, 15: 1}
+        assert page.evaluate("document.querySelectorAll('.zone-note').length") == 0  # no clock change in the period
+
+        n = len(asked)
+        page.select_option("#tz-mode", "utc")
+        _wait(page, "document.getElementById('by-hour-title').textContent === 'By hour of day (UTC)'")
+        assert len(asked) == n + 1 and "tz=UTC" in asked[-1] and "start_from=2026-09-21T00%3A00%3A00.000Z" in asked[-1]
+        assert page.evaluate("[document.getElementById('from').value, document.getElementById('to').value]") == [
+            "2026-09-21T00:00", "2026-09-23T00:00"]
+        assert _text(page, ".tz") == "UTC" and _text(page, "#per-day-title") == "Per day (UTC)"
+        assert _text(page, "#meta-period") == "2026-09-21 00:00 UTC to 2026-09-23 00:00 UTC (2 days)"
+        assert _bars(page, "per-day") == [["2026-09-21", "3"], ["2026-09-22", "4"]]
+        assert _hours(page) == {6: 2, 23: 1, 0: 1, 12: 2, 13: 1}
+        assert page.evaluate("localStorage.getItem('seawatch-times')") == "utc"  # shared with the operator page
+        assert errors == []
+        browser.close()
+
+
+@pytest.fixture
+def served_dst(tmp_path):
+    """The service over test_report_zone_api's store: incidents every hour of Amsterdam's days of 23 and 25 hours."""
+    from test_report_zone_api import fill as fill_dst
+
+    store = EventStore.open(f"sqlite:///{tmp_path / 'events.db'}")
+    fill_dst(store)
+    try:
+        with serve_in_thread(create_app(_config(tmp_path), store=store)) as port:
+            yield f"http://127.0.0.1:{port}"
+    finally:
+        store.close()
+
+
+def test_report_page_over_a_clock_change(served_dst):
+    """Local times, Amsterdam, 2026-10-25 (25 hours): typed from 00:00 to 00:00 the next day, the report is one local
+    day of 25 hours (said in the period, the chart's label and a note), 02:00 counts two incidents (CEST and CET);
+    02:30 typed as "from" is read as its first reading and a note says so, as the operator page does; 02:30 on
+    2026-03-29 does not exist and is refused; printed on A4's width, nothing sticks out. In UTC the same instants are
+    two UTC days, and back in local times the typed period is Amsterdam's day again."""
+    with _playwright() as p:
+        browser = _browser(p)
+        page, errors, asked = _local_page(browser, f"{served_dst}/report#key={VIEWER_KEY}")
+        _make(page, "2026-10-25T00:00", "2026-10-26T00:00")
+        _wait(page, "document.querySelector('#n-total b').textContent === '25'")
+        assert "start_from=2026-10-24T22%3A00%3A00.000Z" in asked[-1] and "start_to=2026-10-25T23%3A00%3A00.000Z" in asked[-1]
+        assert _text(page, "#meta-period") == "2026-10-25 00:00 CEST to 2026-10-26 00:00 CET (1 day, 25 h)"
+        assert [(page.evaluate("document.querySelector('.tz[data-for=from]').textContent"),
+                 page.evaluate("document.querySelector('.tz[data-for=to]').textContent"))] == [("CEST", "CET")]
+        assert _bars(page, "per-day") == [["2026-10-25 (25 h)", "25"]]
+        assert _hours(page) == {**{h: 1 for h in range(24)}, 2: 2}
+        assert "2026-10-25 had 25 hours" in _text(page, "#per-day .zone-note")
+        page.emulate_media(media="print")
+        page.set_viewport_size({"width": 703, "height": 1000})  # A4 inside the margins
+        assert page.evaluate("document.documentElement.scrollWidth") <= 703
+        assert page.evaluate("getComputedStyle(document.getElementById('bar')).display") == "none"  # the zone control too
+        page.emulate_media(media="screen")
+        page.set_viewport_size({"width": 1280, "height": 900})
+
+        page.select_option("#tz-mode", "utc")  # the same instants, made again in UTC days
+        _wait(page, "document.getElementById('per-day-title').textContent === 'Per day (UTC)'")
+        assert _bars(page, "per-day") == [["2026-10-24", "2"], ["2026-10-25", "23"]]
+        assert _text(page, "#meta-period") == "2026-10-24 22:00 UTC to 2026-10-25 23:00 UTC (25 h)"
+        assert page.evaluate("document.querySelectorAll('.zone-note').length") == 0
+        page.select_option("#tz-mode", "local")
+        _wait(page, "document.getElementById('per-day-title').textContent === 'Per day (Europe/Amsterdam)'")
+        assert page.evaluate("[document.getElementById('from').value, document.getElementById('to').value]") == [
+            "2026-10-25T00:00", "2026-10-26T00:00"]
+
+        _make(page, "2026-10-25T02:30", "2026-10-25T04:00")  # 02:30 CEST (00:30 UTC) to 04:00 CET (03:00 UTC)
+        _wait(page, "document.querySelector('#n-total b').textContent === '3'")  # a02, a03, a04 (00:30-02:30 UTC)
+        assert "start_from=2026-10-25T00%3A30%3A00.000Z" in asked[-1]
+        assert _text(page, "#time-note") == "from 2026-10-25 02:30 occurs twice (CEST, then CET): read as the first"
+        assert _hours(page) == {2: 2, 3: 1}
+        _make(page, "2026-03-29T02:30", "2026-03-29T04:00")
+        _wait(page, "document.getElementById('status').textContent.includes('does not exist in Europe/Amsterdam')")
+        assert _text(page, "#status").startswith("from: ")
         assert errors == []
         browser.close()

@@ -4,10 +4,12 @@
 // the operator UI (./#event=ID). "Print / Save as PDF" prints the report alone on A4 (report.css's print rules hide
 // the controls) with the period, the filters, when and by whom it was made.
 // Same log-in as "/" (the tab's session, or #key= / #token=); a viewer is enough. Plain ES module, no build step,
-// nothing from elsewhere; every URL is relative to where the page was loaded. Times in the chosen zone (fmtTime).
+// nothing from elsewhere; every URL is relative to where the page was loaded. Times, the per-day and the hour-of-day
+// counts in the chosen zone (the header's "times", shared with the operator page: timefmt.js).
 "use strict";
 import { ROOT, apiClient, bindLoginForm, signIn, untrusted } from "./session.js";
-import { formatTime, inputValue, readInput, zoneLabel } from "./timefmt.js";
+import { displayZone, formatTime, inputValue, modeText, onTimeModeChange, readInput, setTimeMode, timeMode,
+  zoneLabel } from "./timefmt.js";
 
 const SEVERITIES = ["low", "medium", "high", "critical"];
 const STATUSES = [["new", "new (not reviewed)"], ["acknowledged", "acknowledged"], ["dismissed", "dismissed"],
@@ -15,28 +17,58 @@ const STATUSES = [["new", "new (not reviewed)"], ["acknowledged", "acknowledged"
 const SVG = "http://www.w3.org/2000/svg";
 
 const $ = (id) => document.getElementById(id);
-const state = { auth: null, who: null, report: null, drones: new Set() };
+// preset: the instants [from, to] (ms) of a "last N h" period, sent as they are (its inputs only show them)
+const state = { auth: null, who: null, report: null, drones: new Set(), preset: null };
 const { json } = apiClient(() => state.auth, () => showLogin());
 
-// ---- times: in the zone chosen on the operator page (timefmt.js: UTC by default, or the browser's), the zone written
-// with each time; the hour-of-day and per-day counts are the server's, in UTC, and say so
+// ---- times: in the zone chosen in the header (timefmt.js, shared with the operator page: UTC by default, or the
+// browser's), the zone written with each time. The report is asked for its per-day and hour-of-day counts in that zone
+// too (tz=, the IANA name: local days of 23 or 25 hours at a daylight saving change), and its charts name it.
 function fmtTime(ns, { seconds = false } = {}) {
   if (ns === null || ns === undefined) return "";
   return formatTime(ns, { seconds });
 }
-// <input type="datetime-local"> values read and written in that zone (the label beside them names it); a reading the
-// autumn change repeats is taken as its first for "from" and its second for "to" (both searched), a skipped one is
-// refused with the reason
-const toInput = (ms) => inputValue(ms * 1e6).value.slice(0, 16);
-function fromInput(value, pick) {
-  if (!value) return NaN;
-  const r = readInput(value.length === 16 ? value + ":00" : value, { pick });
-  if (r && r.error) throw new Error(r.error);
-  return r ? Math.round(r.ns / 1e6) : NaN;
+// <input type="datetime-local"> values read and written in that zone, as the operator page's filters are (the label
+// beside each names the zone at the instant typed: CET or CEST); a reading the autumn change repeats is taken as its
+// first for "from" and its second for "to" (both covered, the note beside says so), a skipped one is refused with the
+// reason
+const PICK = { from: "first", to: "second" };
+const toInput = (ms, m) => inputValue(ms * 1e6, m).value.slice(0, 16);
+function readPeriod() {
+  const notes = [], out = {};
+  for (const [id, pick] of Object.entries(PICK)) {
+    const v = $(id).value, r = readInput(v, { pick });
+    if (!r) throw new Error("give the period's from and to");
+    if (r.error) throw new Error(`${id}: ${r.error}`);
+    if (r.ambiguous) notes.push(`${id} ${v.replace("T", " ")} occurs twice (${zoneLabel(r.ambiguous[0])}, then ` +
+      `${zoneLabel(r.ambiguous[1])}): read as the ${pick}`);
+    out[id] = Math.round(r.ns / 1e6);
+  }
+  $("time-note").textContent = notes.join("; ");
+  return out;
 }
 function showZone() {
-  for (const el of document.querySelectorAll(".tz")) el.textContent = zoneLabel();
+  for (const el of document.querySelectorAll(".tz[data-for]")) {
+    const r = readInput($(el.dataset.for).value, { pick: PICK[el.dataset.for] });
+    el.textContent = r && !r.error ? r.label : zoneLabel();
+  }
   $("period-legend").textContent = `Period (incidents that started in it, times in ${zoneLabel()})`;
+  $("tz-mode").value = shownMode;
+  $("tz-mode").options[1].textContent = modeText("local");
+}
+// A change of zone (here or in another tab): the typed period keeps its instants (read in the zone it was typed in,
+// written in the new one), and a report made is made again, so that its days and hours are the new zone's.
+let shownMode = timeMode();
+function applyTimeMode(m) {
+  const old = shownMode;
+  if (m === old) return;
+  for (const [id, pick] of Object.entries(PICK)) {
+    const r = readInput($(id).value, { pick, mode: old });
+    if (r && !r.error) $(id).value = toInput(r.ns / 1e6, m);
+  }
+  shownMode = m;
+  showZone();
+  if (state.report) make();
 }
 
 function duration(s) {
@@ -87,15 +119,19 @@ function setPeriod() {
   $("from").readOnly = $("to").readOnly = !custom;
   if (custom) return;
   const now = Math.floor(Date.now() / 60000) * 60000;  // to the minute: the inputs show minutes
-  $("to").value = toInput(now);
-  $("from").value = toInput(now - Number(p) * 3600000);
+  state.preset = { from: now - Number(p) * 3600000, to: now };
+  $("to").value = toInput(state.preset.to);
+  $("from").value = toInput(state.preset.from);
+  $("time-note").textContent = "";
+  showZone();
 }
 
 function params() {
-  const from = fromInput($("from").value, "first"), to = fromInput($("to").value, "second");
-  if (Number.isNaN(from) || Number.isNaN(to)) throw new Error("give the period's from and to");
+  const custom = $("period").value === "custom" || !state.preset;
+  const { from, to } = custom ? readPeriod() : state.preset;
   if (to <= from) throw new Error("'to' must be after 'from'");
-  const q = new URLSearchParams({ start_from: new Date(from).toISOString(), start_to: new Date(to).toISOString() });
+  const q = new URLSearchParams({ start_from: new Date(from).toISOString(), start_to: new Date(to).toISOString(),
+    tz: displayZone() });
   if ($("source").value) q.set("source", $("source").value);
   if ($("drone").value) q.set("drone", $("drone").value);
   if ($("type").value.trim()) q.set("type", $("type").value.trim());
@@ -105,6 +141,7 @@ function params() {
 
 async function make() {
   const status = $("status");
+  showZone();
   let q;
   try { q = params(); } catch (e) { status.textContent = e.message; status.className = "error"; return; }
   status.textContent = "making the report…"; status.className = "";
@@ -215,9 +252,19 @@ function filtersText(f) {
   return parts.length ? untrusted(parts.join("; "), 300) : "none (every incident)";
 }
 
+// How long the period is: "2 days" when it is whole days of the report's zone (a day of 23 or 25 hours at a daylight
+// saving change counted as one: "1 day, 25 h") or a multiple of 24 h, else its hours
+function periodLength(rep) {
+  const h = Math.round(rep.period.hours * 10) / 10;
+  const whole = rep.per_day.reduce((a, d) => a + d.hours, 0) === rep.period.hours;
+  const n = whole ? rep.per_day.length : h / 24;
+  if (!Number.isInteger(n)) return `${h} h`;
+  return `${n} day${n === 1 ? "" : "s"}${h === 24 * n ? "" : `, ${h} h`}`;
+}
+
 function render(rep) {
   $("meta-period").textContent = `${fmtTime(rep.period.start_from_ns)} to ${fmtTime(rep.period.start_to_ns)} ` +
-    `(${rep.period.hours % 24 === 0 ? rep.period.hours / 24 + " days" : Math.round(rep.period.hours * 10) / 10 + " h"})`;
+    `(${periodLength(rep)})`;
   $("meta-filters").replaceChildren(filtersText(rep.filters));
   $("meta-made").replaceChildren(`${fmtTime(rep.generated_ns, { seconds: true })} by `,
     untrusted(rep.generated_by.name, 60), ` (${rep.generated_by.role})`);
@@ -262,10 +309,18 @@ function render(rep) {
     $("response").append(note);
   }
 
-  $("per-day").replaceChildren(barChart(rep.per_day.map((d) => ({ ...d, label: d.day, short: d.day.slice(5) })),
-    { labelEvery: Math.ceil(rep.per_day.length / 16) }), legend());
+  // the days and hours of the zone the report was made in (rep.tz), named in each chart's title; a day the clocks
+  // changed in says how long it was (the hour they repeat is counted in its local hour, the one they skip is empty)
+  $("per-day-title").textContent = `Per day (${rep.tz})`;
+  $("by-hour-title").textContent = `By hour of day (${rep.tz})`;
+  const odd = rep.per_day.filter((d) => d.hours !== 24);
+  const note = (text) => (odd.length ? [el("p", { class: "zone-note" }, text)] : []);
+  $("per-day").replaceChildren(barChart(rep.per_day.map((d) => ({ ...d, short: d.day.slice(5),
+    label: d.day + (d.hours !== 24 ? ` (${d.hours} h)` : "") })), { labelEvery: Math.ceil(rep.per_day.length / 16) }),
+  legend(), ...note(`The clocks changed in ${rep.tz}: ${odd.map((d) => `${d.day} had ${d.hours} hours`).join(", ")}.`));
   $("by-hour").replaceChildren(barChart(rep.by_hour_of_day.map((h) => ({ ...h, label: `${String(h.hour).padStart(2, "0")}:00`,
-    short: String(h.hour).padStart(2, "0") }))), legend());
+    short: String(h.hour).padStart(2, "0") }))), legend(),
+  ...note("The hour the clocks repeat is counted (twice as long) in its local hour; the hour they skip has none."));
 
   const maxSrc = Math.max(0, ...rep.busiest_sources.map((s) => s.total));
   $("busiest").replaceChildren(rep.busiest_sources.length ? table(["camera", num("incidents"), "", num("high+"), num("open")],
@@ -313,7 +368,13 @@ function eventList(list, holds = false) {
 
 // ---- wiring -------------------------------------------------------------------------------------------------------
 $("period").addEventListener("change", () => { setPeriod(); if ($("period").value !== "custom") make(); });
-for (const id of ["from", "to"]) $(id).addEventListener("change", () => { $("period").value = "custom"; setPeriod(); });
+for (const id of ["from", "to"]) {
+  $(id).addEventListener("change", () => { $("period").value = "custom"; setPeriod(); });
+  $(id).addEventListener("input", () => showZone());
+}
+$("tz-mode").addEventListener("change", () => setTimeMode($("tz-mode").value));
+$("tz-mode").addEventListener("focus", () => { $("tz-mode").options[1].textContent = modeText("local"); });  // the offset now
+onTimeModeChange(applyTimeMode);
 $("controls").addEventListener("submit", (e) => { e.preventDefault(); if ($("period").value !== "custom") setPeriod(); make(); });
 $("print").addEventListener("click", () => window.print());
 bindLoginForm($("login-form"), $("login-error"), () => start().catch(() => {}));

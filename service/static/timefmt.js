@@ -99,6 +99,10 @@ function zoneName(ms, zone) {
 // ---- showing times ------------------------------------------------------------------------------------------------
 const zoneOf = (m) => (m === "utc" ? "UTC" : localZone());
 
+/** The IANA zone of a display mode (default: the chosen one): "UTC", or the browser's ("Europe/Amsterdam"); what a
+ * page asks the service to count days and hours in (GET /api/report?tz=). */
+export function displayZone(m = mode()) { return zoneOf(m); }
+
 // int ns (a double here: within ~256 ns) to whole ms, truncated (a picture at .250999 s is "…:00.250"); rounded to the
 // microsecond first, so the double's error never turns .250 into .249
 const toMs = (ns) => Math.floor(Math.round(Number(ns) / 1e3) / 1e3);
