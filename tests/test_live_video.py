@@ -4,6 +4,7 @@ MJPEG) files played as cameras, watched over real WebSockets; the browser's Live
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import socket
 import struct
@@ -296,6 +297,21 @@ def test_ui_live_view_plays_the_video_and_toggles_to_the_analysed_pictures(tmp_p
                 time.sleep(0.1)
             page.check("#lv-mode-video")
             _wait(page, f"!{video}.hidden && {video}.readyState >= 2 && !{video}.paused", 20)
+            # a dropped connection (here the server's "format changed, connect again": the camera's stream info
+            # changes as after a reconnect at another size) is connected again, and the video plays on
+            opened = []
+            lv = svc.app.state.live_video
+            real_open = lv.open
+            lv.open = lambda *a: opened.append(a[0]) or real_open(*a)
+            ring = lv._rings["quay-1"]
+            ring.set_info(dataclasses.replace(ring.info, annexb_params=b"", extradata=b""))
+            deadline = time.monotonic() + 10
+            while not opened:
+                assert time.monotonic() < deadline, "the browser did not connect again"
+                time.sleep(0.05)
+            t1 = page.evaluate(f"{video}.currentTime")
+            _wait(page, f"!{video}.hidden && {video}.readyState >= 2 && {video}.currentTime > {t1} + 0.5", 15)
+            assert page.text_content("#lv-status").startswith("live video 160×120")
             page.click("#lv-close")
             # a camera whose video cannot be sent: its analysed pictures, and why
             page.click('#sources tr[data-id="yard-mj"] .live-act')
