@@ -324,6 +324,10 @@ class CameraMuxer:
         with self._lock:
             return len(self._viewers)
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+
     def _close_viewers(self, code: int, reason: str, only_started: bool = False) -> None:  # under the lock
         for v in list(self._viewers):
             if v.started or not only_started:
@@ -455,7 +459,14 @@ class CameraMuxer:
         pkt.is_keyframe = p.is_keyframe
         pkt.stream = self._stream
         self._keys.append(p.is_keyframe)
-        self._out.mux(pkt)
+        try:
+            self._out.mux(pkt)
+        except av.FFmpegError as exc:  # a packet FFmpeg refuses: start again at the next keyframe, with a new init
+            log.warning("live video %s: mux failed (%s); its viewers connect again", self.source_id, exc)
+            with self._lock:
+                self._close_viewers(CLOSE_FORMAT_CHANGED, "the live video restarted: connect again", only_started=True)
+            self._close_output()
+            return
         for typ, box in _take_boxes(self._sink.buf):
             self._box(typ, box)
 
@@ -539,7 +550,7 @@ class LiveVideo:
                 raise VideoRefused(CLOSE_BUSY, f"too many live video viewers ({self.max_viewers}, all cameras "
                                                "together); try again later")
             muxer = self._muxers.get(source_id)
-            if muxer is None:
+            if muxer is None or not muxer.running:  # (one that failed is replaced; its viewers were closed)
                 muxer = self._muxers[source_id] = CameraMuxer(source_id, ring).start()
             viewer = Viewer(loop, self.viewer_max_bytes, self.viewer_max_lag_s)
             try:
@@ -559,7 +570,7 @@ class LiveVideo:
             self._viewers -= 1
             muxer = self._muxers.get(source_id)
             if muxer is None or muxer.leave(viewer) > 0:
-                return
+                return  # (a viewer of a muxer already replaced left it with the old one)
             del self._muxers[source_id]
         muxer.stop()
 
