@@ -51,18 +51,28 @@ def _alerts(a) -> str:
 
 
 def _ais(cfg) -> str:
-    """What an AIS outage does: after ``identity.ais_down_after_s`` without a message a socket feed is an
-    ``ais_feed_down`` incident, and while every feed is down unidentified-vessel alerts are held."""
-    from seawatch.vision.vessel_identity import IdentityConfig
+    """How the AIS feeds run and what an outage does: socket feeds are live; a log file is replayed by its own
+    clock (down once the frames are past its end, so a log recorded long ago never lines up with today's frames);
+    a ``loop:`` log is replayed live, looped (always up). After ``identity.ais_down_after_s`` without a message a
+    socket feed is an ``ais_feed_down`` incident, and while every feed is down unidentified-vessel alerts are held."""
+    from seawatch.vision.vessel_identity import IdentityConfig, ais_loop_path
 
     if not cfg.ais:
         return ""
     after = (cfg.identity or IdentityConfig()).ais_down_after_s
-    sockets = sum(1 for u in cfg.ais if "://" in u)
+    loops = sum(1 for u in cfg.ais if ais_loop_path(u) is not None)
+    sockets = sum(1 for u in cfg.ais if ais_loop_path(u) is None and "://" in u)
+    logs = len(cfg.ais) - loops - sockets
+    kinds = ([f"{sockets} live socket feed(s)"] if sockets else []) \
+        + ([f"{logs} log file(s) replayed by their own clock (down once the frames are {after:g} s past their end: "
+             "match them with video recorded at the same time)"] if logs else []) \
+        + ([f"{loops} log(s) replayed live in a loop (loop:, re-timed from the first frame: always fresh)"]
+           if loops else [])
     a = cfg.source_alerts
     inc = (f"AIS feeds silent {after:g} s -> ais_feed_down ({a.ais_severity})" if sockets and a.ais_feed_down
            else "no AIS-feed incidents" + ("" if sockets else " (log files only)"))
-    return f"; {inc}; while every AIS feed is down, unidentified_vessel alerts are held until AIS is back"
+    return (f"; AIS: {', '.join(kinds)}; {inc}; while every AIS feed is down, unidentified_vessel alerts are held "
+            "until AIS is back")
 
 
 def _redact(url: str) -> str:

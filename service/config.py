@@ -36,6 +36,7 @@ from seawatch.errors import ConfigError
 from seawatch.vision.config import check_scalars, format_errors, read_yaml_file
 from seawatch.vision.events import Severity
 from seawatch.vision.pipeline import PipelineConfig, check_references
+from seawatch.vision.vessel_identity import LOOP_PREFIX
 
 Role = Literal["viewer", "operator", "reviewer", "admin"]
 ROLES: tuple[str, ...] = ("viewer", "operator", "reviewer", "admin")
@@ -663,7 +664,8 @@ def default_settings_data(media_dir: Path | None, *, sources: list[tuple[str, st
     made of :data:`DEFAULT_HARBOUR_STILL`), a harbour camera looking out over the lake whose vessels
     (``vessel_model``, tiled, on the water only) become located vessel events with their identity; or the user's
     ``sources`` as ``[(id, url)]``, uncalibrated. A simulated drone flying a patrol
-    around the harbour, the harbour's recorded AIS log, SQLite under ``data_dir`` and one admin user. With the shared
+    around the harbour, the harbour's recorded AIS log replayed live in a loop (``loop:``), SQLite under
+    ``data_dir`` and one admin user. With the shared
     media the drone also carries video (``drone-cam``: its simulated camera, 640x360 at 4 fps over UDP to
     ``video_port``, any free one by default) looking down on boats cut from the media's photos on its first two legs,
     and COCO's boat class on that video makes located vessel events.
@@ -753,5 +755,7 @@ def default_settings_data(media_dir: Path | None, *, sources: list[tuple[str, st
     if token_secret:
         data["auth"]["token_secret"] = token_secret
     if media_dir is not None and (media_dir / DEFAULT_AIS_LOG).is_file():
-        data["ais"] = [str(media_dir / DEFAULT_AIS_LOG)]
+        # replayed live and looped (loop:): by its own 2020 clock no position would ever be fresh against today's
+        # frames, and vessel identity would hold every unidentified_vessel alert as an AIS outage
+        data["ais"] = [LOOP_PREFIX + str(media_dir / DEFAULT_AIS_LOG)]
     return data

@@ -195,7 +195,7 @@ class PipelineConfig(BaseModel):
     events: EventPolicy = Field(default_factory=EventPolicy, description="clip rolls and update cadence")
     zones: tuple[ZoneConfig, ...] = Field((), description="zones per source with their rules")
     drones: tuple[DroneConfig, ...] = Field((), description="drones (a source refers to one by `drone: ID`, or a drone names its `video_source`)")
-    ais: tuple[str, ...] = Field((), description="AIS feeds: NMEA file paths (replayed by their own clock), tcp://HOST:PORT, udp://HOST:PORT")
+    ais: tuple[str, ...] = Field((), description="AIS feeds: NMEA file paths (replayed by their own clock), loop:PATH (a log replayed live: re-timed to start at the first frame, looped), tcp://HOST:PORT, udp://HOST:PORT")
     registry: str | None = Field(None, description="vessel registry CSV file")
     identity: IdentityConfig | None = Field(None, description="vessel identity settings (on when ais or registry is given)")
     water_areas: WaterAreasConfig | None = Field(

@@ -13,15 +13,19 @@ table and the registry are shared.
 
 AIS feeds (config ``ais``): a file path is replayed by its own clock (messages are applied to the table as
 frame capture times pass their times, so a recorded NMEA log with tag-block or GNSS RMC times lines up with
-recorded video; messages with no time of their own are applied at once); ``tcp://HOST:PORT`` connects, ``udp://HOST:PORT`` binds; socket feeds run in daemon threads started by
-:meth:`start` and stopped by :meth:`stop`.
+recorded video; messages with no time of their own are applied at once); ``loop:PATH`` replays a log *live*
+(:class:`_LoopReplay`: re-timed so its first timed message falls on the first frame, looped without end, each
+loop shifted by the log's span plus one typical interval, so a demo or a test bench sees moving, fresh positions
+against today's frames); ``tcp://HOST:PORT`` connects, ``udp://HOST:PORT`` binds; socket feeds run in daemon
+threads started by :meth:`start` and stopped by :meth:`stop`.
 
 AIS outages (``identity.ais_down_after_s``, default 120 s): :meth:`~VesselIdentityStage.feed_states` says per feed
 whether it is ``up``, ``silent`` (connected or bound, nothing decoded for that long) or ``down`` (never connected,
 or disconnected, for that long), judged on the wall clock for socket feeds; a log file is judged by its own clock
 against the frame times: ``ended`` (or ``silent`` for a gap) once the frame is that long past its last message
 before it, so a replay whose video outlasts its log, or a demo looping a log recorded years ago, is "down" by the
-log's clock, never because the file was read to its end. While identity by AIS is impossible (every feed not
+log's clock, never because the file was read to its end; a ``loop:`` replay is judged by its shifted clock (``up``
+while it loops, ``silent`` only in a gap of the log itself). While identity by AIS is impossible (every feed not
 ``up``), a vessel with no registry / hull match is **held**: no ``unidentified_vessel`` (nor a new ``ais_dark``: a
 silent feed silences every vessel) is raised, its ``vessel_in_zone`` events say ``identity: unknown`` with the
 outage as ``identity_reason``; a feed heard while no vessel is near (an empty sea) is up, and its boats are judged;
@@ -122,6 +126,80 @@ class _LogFeed:
     times_ns: tuple[int, ...]
 
 
+LOOP_PREFIX = "loop:"
+
+
+def ais_loop_path(url: str) -> str | None:
+    """The log file of a ``loop:PATH`` AIS feed (a log replayed live, looped), or None for any other feed."""
+    return url[len(LOOP_PREFIX):] if url.startswith(LOOP_PREFIX) else None
+
+
+class _LoopReplay:
+    """A log replayed live (``loop:PATH``): its timed messages re-timed onto the frames' clock, looped.
+
+    The log's first timed message is applied at the first frame time the stage sees (:meth:`due`'s first call: the
+    *anchor*), every other one as the frames pass its offset from that first message, and the whole log again and
+    again: loop ``k`` is shifted by ``k`` periods, a period being the log's span plus its median interval between
+    messages, so every time (tag-block ``c:``, RMC or carried) stays strictly later than the loop before and the
+    seam is one ordinary interval (a vessel's first report of a new loop is a newer report in the table, never an
+    out-of-order one nor a clock jump; nothing downstream infers speed from two reports, and dead reckoning runs
+    from the newest report alone). Only ``time_ns`` is shifted: AIS payloads carry no absolute date the table uses
+    (position reports give a second of the minute, ignored; type 5's ETA and type 4's base-station date are not
+    decoded). Frames that jump ahead by more than a period (a paused pipeline) skip the loops in between."""
+
+    def __init__(self, name: str, msgs: Sequence[Any]) -> None:
+        ordered = sorted(msgs, key=lambda m: m.time_ns)
+        t0 = ordered[0].time_ns
+        self.name = name
+        self.msgs = tuple(ordered)
+        self.offsets_ns = tuple(m.time_ns - t0 for m in ordered)
+        steps = sorted(b - a for a, b in zip(self.offsets_ns, self.offsets_ns[1:]) if b > a)
+        step_ns = steps[len(steps) // 2] if steps else 1_000_000_000
+        self.span_ns = self.offsets_ns[-1]
+        self.period_ns = self.span_ns + step_ns
+        self.anchor_ns: int | None = None  # the frame time the log's first message is applied at
+        self._loop = 0  # the loop the next message belongs to
+        self._pos = 0  # its index in the log
+
+    def due(self, time_ns: int) -> list[Any]:
+        """The messages (re-timed copies) whose shifted time is at or before ``time_ns``, not handed out yet."""
+        if self.anchor_ns is None:
+            self.anchor_ns = int(time_ns)
+        behind = (time_ns - self.anchor_ns) // self.period_ns - 1
+        if behind > self._loop:  # more than a whole loop behind: the vessels' newest reports are in the last one
+            self._loop, self._pos = int(behind), 0
+        out = []
+        n = len(self.msgs)
+        while True:
+            t = self.anchor_ns + self._loop * self.period_ns + self.offsets_ns[self._pos]
+            if t > time_ns:
+                return out
+            out.append(_retimed(self.msgs[self._pos], t))
+            self._pos += 1
+            if self._pos == n:
+                self._loop, self._pos = self._loop + 1, 0
+
+    def last_at(self, frame_ns: int) -> tuple[int | None, int]:
+        """(shifted time of the last message at or before ``frame_ns``, or None; messages up to it since the
+        anchor), computed from the clock alone (the state is judged for any frame time)."""
+        if self.anchor_ns is None or frame_ns < self.anchor_ns:
+            return None, 0
+        k, rel = divmod(frame_ns - self.anchor_ns, self.period_ns)
+        i = bisect.bisect_right(self.offsets_ns, rel)
+        count = k * len(self.msgs) + i
+        if i:
+            return self.anchor_ns + k * self.period_ns + self.offsets_ns[i - 1], count
+        return self.anchor_ns + (k - 1) * self.period_ns + self.span_ns, count
+
+
+def _retimed(msg: Any, time_ns: int) -> Any:
+    """``msg`` at ``time_ns`` (a type 19's static half too)."""
+    static = getattr(msg, "static", None)
+    if static is not None:
+        return replace(msg, time_ns=time_ns, static=replace(static, time_ns=time_ns))
+    return replace(msg, time_ns=time_ns)
+
+
 class HullOcrConfig(BaseModel):
     """The ``identity.ocr`` section: hull-number OCR of vessel tracks in the pipeline (``identity.track_ocr``)."""
 
@@ -216,6 +294,7 @@ class VesselIdentityStage:
         self._file_pos = 0
         self._feeds: list[Any] = []
         self._logs: list[_LogFeed] = []
+        self._loops: list[_LoopReplay] = []  # loop:PATH feeds, replayed live
         # per socket feed (same order as _feeds): wall-clock UTC ns of its last decoded message, its message count,
         # and the error that stopped its thread (a UDP port that cannot be bound)
         self._feed_last_ns: list[int | None] = []
@@ -239,7 +318,8 @@ class VesselIdentityStage:
     def _add_feed(self, url: str) -> None:
         from seawatch.streams import ais as A
 
-        if "://" in url:
+        loop = ais_loop_path(url)
+        if loop is None and "://" in url:
             self._feeds.append(A.open_feed(url))  # bad URL -> InputError naming it
             self._feed_last_ns.append(None)
             self._feed_messages.append(0)
@@ -248,13 +328,24 @@ class VesselIdentityStage:
         why = ais_file_problem(url)
         if why is not None:
             raise InputError(f"AIS feed {why}")
-        path = Path(url)
+        path = Path(url if loop is None else loop)
         # a receiver log's own GNSS fixes ($xxRMC) give it a clock when it has no tag blocks
         dec = A.AisDecoder(use_rmc_time=True)
         # a message stamped out of line with the rest of the log (a wrong RMC date) is skipped, not replayed
         msgs = list(A.drop_time_outliers(A.read_file(path, dec), max_jump_s=self.config.ais_max_age_s, stats=dec.stats))
         timed = [m for m in msgs if m.time_source != "receiver"]
         untimed = [m for m in msgs if m.time_source == "receiver"]
+        if loop is not None:
+            if not timed:
+                raise InputError(f"AIS feed {url!r}: the log has no time of its own (no tag-block c:, no $..RMC fix), "
+                                 "so it cannot be replayed live; give it as a plain file path (applied at once)")
+            # lines before the log's first time (beyond read_file's look-ahead) go with its first message
+            first = min(m.time_ns for m in timed)
+            self._loops.append(_LoopReplay(LOOP_PREFIX + path.name, [_retimed(m, first) for m in untimed] + timed))
+            lr = self._loops[-1]
+            log.info("AIS file %s: %d messages over %.0f s, replayed live in a loop of %.0f s", path, len(msgs),
+                     lr.span_ns / 1e9, lr.period_ns / 1e9)
+            return
         if untimed:
             # no time of its own: nothing to replay by, so the table gets them now (the newest state wins)
             log.warning("AIS file %s: %d of %d messages carry no time (no tag block, no RMC); applied at once",
@@ -300,7 +391,17 @@ class VesselIdentityStage:
         out = [self._socket_state(i, feed, now) for i, feed in enumerate(self._feeds)]
         frame = self._frame_ns if frame_ns is None else int(frame_ns)
         out += [self._log_state(lf, frame) for lf in self._logs]
+        out += [self._loop_state(lr, frame) for lr in self._loops]
         return out
+
+    def _loop_state(self, lr: _LoopReplay, frame_ns: int | None) -> AisFeedState:
+        """A live replay's state by its shifted clock: ``up`` while it loops, ``silent`` in a gap of the log."""
+        last, n = (None, 0) if frame_ns is None else lr.last_at(frame_ns)
+        if last is None:
+            return AisFeedState(lr.name, "file", "up", None, None, 0, "replayed live from the first frame, looped")
+        if frame_ns - last < self._down_ns:
+            return AisFeedState(lr.name, "file", "up", last, last, n, "replaying live, looped")
+        return AisFeedState(lr.name, "file", "silent", last, last, n, f"a gap in the log after {utc_text(last)}")
 
     def _socket_state(self, i: int, feed, now_ns: int) -> AisFeedState:
         from seawatch.streams.urls import redact_url
@@ -356,7 +457,7 @@ class VesselIdentityStage:
         A feed that is heard but holds no vessel position near the camera is not an outage: an empty sea at night off
         a wind farm is when a boat without AIS matters most, so it is judged (``unidentified_vessel``), not held."""
         why = None
-        if self._feeds or self._logs:
+        if self._feeds or self._logs or self._loops:
             states = self.feed_states(now_ns, frame_ns=time_ns)
             if all(s.down for s in states):
                 why = "AIS feed down: " + "; ".join(s.describe() for s in states)
@@ -380,16 +481,22 @@ class VesselIdentityStage:
         self._started = False
 
     def files_pending(self) -> int:
-        """Replayed (file) AIS messages not applied yet: 0 once every file feed has reached its end."""
-        return len(self._files) - self._file_pos
+        """Replayed (file) AIS messages not applied yet: 0 once every file feed has reached its end (a ``loop:``
+        replay never does: it counts its whole log)."""
+        return len(self._files) - self._file_pos + sum(len(lr.msgs) for lr in self._loops)
 
     def advance(self, time_ns: int) -> int:
-        """Apply replayed (file) AIS messages up to ``time_ns``; returns how many were applied."""
+        """Apply replayed (file) AIS messages up to ``time_ns``; returns how many were applied. The first call
+        anchors the ``loop:`` replays (their first message is applied at ``time_ns``)."""
         n = 0
         while self._file_pos < len(self._files) and self._files[self._file_pos][0] <= time_ns:
             self.table.update(self._files[self._file_pos][1])
             self._file_pos += 1
             n += 1
+        for lr in self._loops:
+            due = lr.due(int(time_ns))
+            self.table.update_many(due)
+            n += len(due)
         self.counters["ais_messages"] += n
         return n
 
@@ -647,26 +754,43 @@ class VesselIdentityStage:
 
 
 def ais_file_problem(url: str) -> str | None:
-    """Why an AIS feed that is no socket URL cannot be read as an NMEA log file (empty, or no such file), or None.
-    The identity stage refuses such a feed at start; ``config check`` reports it with its ``ais[i]``."""
+    """Why an AIS feed that is no socket URL cannot be read as an NMEA log file (empty, or no such file; for
+    ``loop:PATH`` the same of PATH, and no socket URL after ``loop:``), or None. The identity stage refuses such a
+    feed at start; ``config check`` reports it with its ``ais[i]``."""
+    loop = ais_loop_path(url)
+    if loop is not None:
+        if not loop.strip():
+            return f"{url!r}: loop: names no log file (give loop:PATH: an NMEA log replayed live, looped)"
+        if "://" in loop:
+            return (f"{url!r}: loop: replays a recorded NMEA log file; a tcp:// or udp:// feed is live already "
+                    "(give it without loop:)")
+        if not Path(loop).is_file():
+            return f"{url!r}: no such NMEA log file {loop!r} (loop:PATH replays a log file live, looped)"
+        return None
     if not url.strip():
-        return "an empty feed: give a file path, tcp://HOST:PORT or udp://HOST:PORT"
+        return "an empty feed: give a file path, loop:PATH, tcp://HOST:PORT or udp://HOST:PORT"
     if not Path(url).is_file():
-        return f"{url!r}: no such NMEA log file (give a file path, tcp://HOST:PORT or udp://HOST:PORT)"
+        return f"{url!r}: no such NMEA log file (give a file path, loop:PATH, tcp://HOST:PORT or udp://HOST:PORT)"
     return None
 
 
 def check_ais_urls(urls: Sequence[str], where: str = "ais") -> None:
-    """Config-time check of socket feed URLs (they must parse); a configuration file's log files are checked for
-    existence by ``pipeline.reference_problems``, as the identity stage opens them at start."""
+    """Config-time check of socket feed URLs (they must parse) and of ``loop:PATH``'s form (a path, no socket URL);
+    a configuration file's log files are checked for existence by ``pipeline.reference_problems``, as the identity
+    stage opens them at start."""
     from seawatch.streams.ais import parse_feed_url
 
     for i, url in enumerate(urls):
-        if "://" in url:
+        loop = ais_loop_path(url)
+        if loop is not None:  # a loop:PATH's file is checked with the other files; its form here
+            if not loop.strip() or "://" in loop:
+                raise ConfigError(f"{where}.{i}: AIS feed {ais_file_problem(url)}")
+        elif "://" in url:
             try:
                 parse_feed_url(url)
             except InputError as exc:
                 raise ConfigError(f"{where}.{i}: {exc}") from None
 
 
-__all__ = ["AisFeedState", "HullOcrConfig", "IdentityConfig", "VesselIdentityStage", "ais_file_problem", "check_ais_urls"]
+__all__ = ["AisFeedState", "HullOcrConfig", "IdentityConfig", "LOOP_PREFIX", "VesselIdentityStage", "ais_file_problem",
+           "ais_loop_path", "check_ais_urls"]

@@ -8,7 +8,8 @@ import sys
 import threading
 import time
 
-HELP = "read AIS NMEA from a file, tcp://HOST:PORT (connect) or udp://HOST:PORT (listen) and show the vessel table"
+HELP = ("read AIS NMEA from a file (or loop:FILE), tcp://HOST:PORT (connect) or udp://HOST:PORT (listen) and show the "
+        "vessel table")
 
 
 def _seconds(text: str) -> float:
@@ -25,7 +26,8 @@ def _seconds(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", help="NMEA log file, tcp://HOST:PORT or udp://HOST:PORT")
+    parser.add_argument("source", help="NMEA log file, loop:FILE (as in the ais config: the file's table after one "
+                                       "pass, by its own clock), tcp://HOST:PORT or udp://HOST:PORT")
     parser.add_argument("--seconds", type=_seconds, default=30.0, help="how long to listen to a socket (default 30)")
     parser.add_argument("--max-age", type=_seconds, default=600.0, help="hide vessels not heard for this long, s")
     parser.add_argument("--rmc-time", action=argparse.BooleanOptionalAction, default=None,
@@ -39,8 +41,11 @@ def collect(args: argparse.Namespace) -> tuple[list, dict, int]:
     """(vessel rows, decoder stats, table time ns)."""
     from seawatch.streams import ais
     from seawatch.vision.identity.vessels import VesselTable
+    from seawatch.vision.vessel_identity import ais_loop_path
 
-    live = "://" in args.source
+    loop = ais_loop_path(args.source)  # a live replay's log: its table after one pass, by the log's own clock
+    path = args.source if loop is None else loop
+    live = loop is None and "://" in args.source
     decoder = ais.AisDecoder(use_rmc_time=(not live) if args.rmc_time is None else args.rmc_time)
     table = VesselTable(max_age_s=args.max_age)
     if live:
@@ -58,7 +63,7 @@ def collect(args: argparse.Namespace) -> tuple[list, dict, int]:
     else:
         # a log's "now" is its newest time; a message stamped out of line with the rest of the log (one RMC with a
         # wrong date, a receiver clock a year off) would otherwise become "now" and hide every real vessel
-        msgs = ais.drop_time_outliers(ais.read_file(args.source, decoder), max_jump_s=max(60.0, args.max_age),
+        msgs = ais.drop_time_outliers(ais.read_file(path, decoder), max_jump_s=max(60.0, args.max_age),
                                       stats=decoder.stats)
         table.update_many(msgs)
         now = table.latest_ns or 0
