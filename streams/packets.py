@@ -215,7 +215,7 @@ class PacketRing:
 
     def unlisten(self, fn) -> None:
         with self._lock:
-            self._listeners = tuple(f for f in self._listeners if f is not fn)
+            self._listeners = tuple(f for f in self._listeners if f != fn)  # (a bound method is a new object each time)
 
     def push(self, packet: EncodedPacket) -> None:
         with self._cond:

@@ -131,6 +131,12 @@ def test_live_video_is_the_cameras_h264_as_fragmented_mp4(tmp_path):
             with client.websocket_connect("/api/sources/quay-1/video", headers={"X-API-Key": KEY}) as ws:
                 hello, init, fragments, times = _read_video(ws, 4.5)
             assert svc.app.state.live_video.viewers == 0
+            # the last viewer left: the muxer stops and unhooks from the camera's ring
+            ring = svc.app.state.live_video._rings["quay-1"]
+            deadline = time.monotonic() + 3
+            while ring._listeners or svc.app.state.live_video.muxer("quay-1") is not None:
+                assert time.monotonic() < deadline, ring._listeners
+                time.sleep(0.05)
     codec = _source_codec(video)
     assert hello == {"kind": "video", "source_id": "quay-1", "codec": codec, "mime": f'video/mp4; codecs="{codec}"',
                      "width_px": 160, "height_px": 120, "rate_fps": float(FPS)}
@@ -395,3 +401,32 @@ def test_ui_live_video_under_a_proxy_prefix_with_a_viewer_key(tmp_path):
             assert ("GET", "/seawatch/api/sources/quay-1/video", "/api/sources/quay-1/video") in proxy.seen
             assert not errors, errors
             browser.close()
+
+
+def test_packet_ring_tap_gives_the_buffered_gop_then_every_packet_once():
+    """``PacketRing.listen``: the GOP buffered now (from its newest keyframe), then each packet pushed and each stream
+    info set, in order, none missed or twice; ``unlisten`` stops it."""
+    from fractions import Fraction
+
+    from seawatch.streams.packets import EncodedPacket, PacketRing, StreamInfo
+
+    def pkt(i: int) -> EncodedPacket:
+        return EncodedPacket(bytes([i]), i, i, Fraction(1, 10), i % 5 == 0, i * 100_000_000)
+
+    ring = PacketRing(max_age_s=30)
+    info = StreamInfo("h264", 160, 120)
+    ring.set_info(info)
+    for i in range(12):  # keyframes at 0, 5, 10
+        ring.push(pkt(i))
+    seen: list = []
+    got_info, gop = ring.listen(seen.append)
+    assert got_info == info and [p.pts for p in gop] == [10, 11]
+    for i in range(12, 15):
+        ring.push(pkt(i))
+    other = StreamInfo("h264", 320, 240)
+    ring.set_info(other)
+    ring.push(pkt(16))  # not a keyframe into an emptied ring: not kept, not heard
+    ring.push(pkt(20))
+    ring.unlisten(seen.append)
+    ring.push(pkt(21))
+    assert [x.pts if isinstance(x, EncodedPacket) else x for x in seen] == [12, 13, 14, other, 20]
