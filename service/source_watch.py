@@ -175,8 +175,8 @@ class SourceWatch:
                                geo_reason="an AIS receiver feed")
                     self.open_ais[f.name] = ev
                     out.append(ev)
-                    log.warning("AIS feed %s: %s: ais_feed_down incident %s; vessels without a registry match are "
-                                "held, not raised as unidentified", f.name, f.reason, ev.id)
+                    log.warning("AIS feed %s: %s: ais_feed_down incident %s (while every AIS feed is down, vessels "
+                                "without a registry match are held, not raised as unidentified)", f.name, f.reason, ev.id)
                 else:  # still down: what the incident will say at its end
                     self.open_ais[f.name] = replace(ev, attributes={**ev.attributes, **attrs})
             elif ev is not None:
