@@ -604,13 +604,19 @@ function videoPump(v) {
     stopVideo(); videoUnavailable(`the browser refused the video (${e.name})`, false, VIDEO_RETRY_MS);
   }
 }
+// how far behind its newest picture the video is put by a jump: the browser plays (after a start or a seek) only once
+// it has a few pictures decoded ahead (Chromium: 4), so at 2 pictures a second a jump to 0.3 s from the end never
+// finished, and the next jump came before it could (a harbour camera stayed blank)
+const LIVE_AHEAD_FRAMES = 4.5;
+const liveLead = (v) => Math.max(0.3, LIVE_AHEAD_FRAMES / ((v.info && v.info.rate_fps) || 25));
 function videoAppended(v) {
   if (live.video !== v) return;
   const el = $("lv-video"), b = v.sb.buffered;
   if (b.length) {
     const start = b.start(b.length - 1), end = b.end(b.length - 1);
     // at the newest pictures: after a start, a resync (a gap before this range), or when playing fell behind
-    if (v.jump || el.currentTime < start || end - el.currentTime > LIVE_EDGE_S) { el.currentTime = Math.max(start, end - 0.3); v.jump = false; }
+    const lead = liveLead(v);
+    if (v.jump || el.currentTime < start || end - el.currentTime > Math.max(LIVE_EDGE_S, 2 * lead)) { el.currentTime = Math.max(start, end - lead); v.jump = false; }
     if (el.currentTime - b.start(0) > 2 * LIVE_KEEP_S) v.trimTo = el.currentTime - LIVE_KEEP_S;  // memory stays bounded
     if (el.paused) el.play().catch(() => {});
     if (!live.playing) { live.playing = true; renderLiveMode(); }
