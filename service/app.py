@@ -1026,6 +1026,29 @@ def revert_calibration(source_id: str, request: Request, who: Admin) -> dict[str
     return _calibration_out(st, spec)
 
 
+@sources.post("/{source_id}/view_reference", responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+              summary="admin: the camera's view now becomes its reference view (after re-aiming it on purpose)",
+              description="The view check (camera_moved / camera_covered / camera_blurred incidents) compares a fixed "
+                          "camera's picture with its reference view. After the camera was re-aimed on purpose, this "
+                          "makes its newest analysed picture the reference (stored: a restart keeps it; without a "
+                          "picture yet, one is learnt from its next stable minute) and ends its open view incidents. "
+                          "Answers `learning`, `reference_origin`, `reference_ns`, `raised` and `ended` (incident "
+                          "ids). 422 for a drone's camera or a camera whose view is not checked.")
+def reset_view_reference(source_id: str, request: Request, who: Admin) -> dict[str, Any]:
+    st = request.app.state
+    _fixed_camera(st, source_id)
+    reset = getattr(st, "reset_view_reference", None)
+    if reset is None:
+        raise ApiError(422, "no running pipeline: there is no view to take as the reference")
+    try:
+        out = reset(source_id)
+    except KeyError:
+        raise ApiError(422, f"source {source_id!r}: its view is not checked (view_check disabled, or a camera that "
+                            "pans)") from None
+    log.warning("source %s: view reference reset by %s %s", source_id, who.kind, who.name)
+    return out
+
+
 MAX_RECORDING_CLIP_S = 1800  # the longest window of a camera's recording cut as one clip (a remux: seconds of work)
 
 

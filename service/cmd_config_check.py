@@ -27,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
         + _workers(cfg)
         + _retention(cfg.storage.retention)
         + _alerts(cfg.source_alerts)
+        + _views(cfg)
         + _ais(cfg)
         + (f"; proxies believed {', '.join(cfg.service.trusted_proxies)}" if cfg.service.trusted_proxies
            else "; no proxy headers believed")
@@ -48,6 +49,22 @@ def _alerts(a) -> str:
     drones = (f"drone links lost {a.drone_link_lost_after_s:g} s in flight -> drone_link_lost ({a.drone_severity})"
               if a.drone_link_lost_after_s is not None else "no drone-link incidents")
     return f"; {cams}; {drones}"
+
+
+def _views(cfg) -> str:
+    """Which fixed cameras' views are checked and what raises an incident (``service/source_watch.py``,
+    ``vision/view_check.py``); drone cameras and cameras that pan (water_views) never are."""
+    from seawatch.service.source_watch import SourceWatch
+
+    checked = SourceWatch(cfg).view_configs
+    if not checked:
+        return "; no view check (no fixed camera, or view_check disabled)" if cfg.sources else ""
+    v = cfg.source_alerts.view_check
+    own = sum(1 for s in cfg.sources if s.id in checked and s.view_check is not None)
+    return (f"; view check of {len(checked)} fixed camera(s) every {v.interval_s:g} s against its reference view "
+            f"(moved >= {v.moved_px:g} px or {v.moved_deg:g} deg, covered, blurred; held {v.raise_after_s:g} s -> "
+            f"camera_moved / camera_covered / camera_blurred ({v.severity}); reference learnt over the first "
+            f"{v.reference_after_s:g} s unless stored)" + (f", {own} with their own view_check" if own else ""))
 
 
 def _ais(cfg) -> str:

@@ -37,6 +37,7 @@ from seawatch.vision.config import check_scalars, format_errors, read_yaml_file
 from seawatch.vision.events import Severity
 from seawatch.vision.pipeline import PipelineConfig, check_references
 from seawatch.vision.vessel_identity import LOOP_PREFIX
+from seawatch.vision.view_check import ViewCheckConfig
 
 Role = Literal["viewer", "operator", "reviewer", "admin"]
 ROLES: tuple[str, ...] = ("viewer", "operator", "reviewer", "admin")
@@ -535,7 +536,8 @@ class FleetDroneConfig(_Strict):
 
 
 class SourceAlertsConfig(_Strict):
-    """Incidents about the watch itself: cameras down, drone links lost, AIS feeds down (``service/source_watch.py``)."""
+    """Incidents about the watch itself: cameras down, drone links lost, AIS feeds down, fixed cameras moved, covered
+    or out of focus (``service/source_watch.py``)."""
 
     offline_after_s: float | None = Field(
         60.0, ge=1.0, le=86400.0,
@@ -553,6 +555,11 @@ class SourceAlertsConfig(_Strict):
                           "connected, disconnected, or silent) becomes an ais_feed_down incident, ended when messages "
                           "flow again (a replayed log file never does)")
     ais_severity: Literal["low", "medium", "high", "critical"] = Field("high", description="severity of ais_feed_down")
+    view_check: ViewCheckConfig = Field(
+        default_factory=ViewCheckConfig,
+        description="fixed cameras' view check (a camera's own sources[].view_check replaces it): moved, covered or "
+                    "out of focus against its reference view, held raise_after_s -> camera_moved / camera_covered / "
+                    "camera_blurred incidents (vision/view_check.py); drone cameras and water_views cameras never")
 
 
 class ServeConfig(PipelineConfig):

@@ -111,6 +111,7 @@ class Service:
             self.fleet.identity = self.pipeline.identity
             self.flight_log = self._flight_log(media_dir)
             self.watch.drone_camera_position = self._drone_camera_position
+            self.watch.on_geo_warning = self.pipeline.set_geo_warning  # a moved calibrated camera's events say so
             self.fleet.start()  # drone links (and simulators, patrols) in their own threads: a missing drone is a status
             self.pipeline.start()  # AIS feeds (drone links are the fleet's: their timelines were given)
             self._apply_stored_ignore()
@@ -118,7 +119,8 @@ class Service:
             self.app = create_app(self.settings, store=self.store, source_status=self.source_status, live=self.live,
                                   fleet=self.fleet, apply_ignore=self._apply_ignore, stats=self.delivery_stats,
                                   latest_frame=self.pipeline.latest_frame, report=self._report,
-                                  locate=self._locate, apply_calibration=self._apply_calibration)
+                                  locate=self._locate, apply_calibration=self._apply_calibration_now)
+            self.app.state.reset_view_reference = self._reset_view_reference  # POST /api/sources/{id}/view_reference
             rec = self.settings.storage.recording
             for s in self.settings.sources:
                 sc = SourceConfig(source_id=s.id, url=s.url, pace=self._file_pace, loop=self._loop_files)
@@ -218,6 +220,25 @@ class Service:
         self.pipeline.set_calibration(source_id, calibration)
         self.watch.set_calibration(source_id, calibration)  # where its camera-down incidents are placed
 
+    def _apply_calibration_now(self, source_id: str, calibration) -> None:
+        """A calibration an administrator applies now (``PUT /api/sources/{id}/calibration``): applied, and, unless it
+        is a revert to the configured one (None), the camera's view as it is now becomes its reference view (the
+        calibration was fitted to this picture; what the view check measures from now on is movement since then)."""
+        self._apply_calibration(source_id, calibration)
+        if calibration is not None and source_id in self.watch.view_configs:
+            self._reset_view_reference(source_id, origin="calibration")
+
+    def _reset_view_reference(self, source_id: str, origin: str = "reset") -> dict[str, Any]:
+        """The camera's newest analysed picture becomes its reference view (none yet: one is learnt from the next
+        stable minute); its open camera_moved / covered / blurred incidents end. KeyError: the camera is not checked."""
+        frame = self.pipeline.latest_frame(source_id) if self.pipeline is not None else None
+        events, status = self.watch.reset_view(source_id, frame, time.time_ns(), origin)
+        for ev in events:
+            self.sink.emit(ev)
+        log.warning("source %s: view reference %s (%s)", source_id, origin,
+                    "the picture now" if frame is not None else "no picture yet: learnt from the next stable minute")
+        return {"source_id": source_id, **status, "ended": [ev.id for ev in events]}
+
     def _apply_stored_calibrations(self) -> None:
         """At start: each camera's operator calibration in force (``PUT /api/sources/{id}/calibration``) overrides its
         configured one, with a WARNING saying so (and how to make it permanent or drop it), and saying clearly when the
@@ -305,6 +326,9 @@ class Service:
                 if self.fleet is not None:
                     events += self.watch.check_drones(self.fleet.drones(), now)
                     events += self.watch.check_ais(self.fleet.ais_feeds(), now)  # ais_feed_down
+                if self.watch.view_configs and self.pipeline is not None:  # fixed cameras moved, covered, blurred
+                    events += self.watch.check_views({sid: self.pipeline.latest_frame(sid) for sid in self.watch.view_configs},
+                                                     now)
                 worker = getattr(getattr(self.app, "state", None), "retention", None)
                 if worker is not None:  # the disk guard's last word on the media disk
                     events += self.watch.check_disk(worker.last_disk, now)

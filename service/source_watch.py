@@ -32,12 +32,26 @@ A drone whose MAVLink link is lost while it is armed (flying) for ``source_alert
 battery, mode and patrol: where the crew must look for it, or wait for its failsafe to bring it home. It ends when
 the link is back (``end_reason: link back``) or closed. A drone on the ground, disarmed, that goes silent (switched
 off) raises nothing.
+
+A fixed camera that is moved, covered or out of focus keeps sending pictures: its view is checked every
+``view_check.interval_s`` (``source_alerts.view_check``, per camera ``sources[].view_check``) against its reference
+view (``vision/view_check.py``, stored under ``media_dir/view_reference``), and a condition held for
+``raise_after_s`` becomes a ``camera_moved``, ``camera_covered`` or ``camera_blurred`` incident (severity
+``view_check.severity``) at the camera's surveyed position, with ``finding`` (moved by N px / pan, tilt, roll
+degrees; covered; blurred), the measurements, and a snapshot of the view now beside the reference. It ends when the
+condition was clear for ``clear_after_s`` (``end_reason``), or when the reference is reset (an administrator's
+``POST /api/sources/{id}/view_reference``, or a calibration applied). While a calibrated camera is moved, its events
+carry ``geo_warning``: their positions come from a pose that no longer holds. Drone cameras and cameras that pan
+(``water_views``) are not checked: their view moves by design.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import threading
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from seawatch.streams.source import State
@@ -51,6 +65,10 @@ STORAGE_LOW = "storage_low"
 STORAGE_SOURCE = "storage"
 AIS_FEED_DOWN = "ais_feed_down"
 AIS_SOURCE = "ais"  # the AIS side's id in the sources status
+CAMERA_MOVED, CAMERA_COVERED, CAMERA_BLURRED = "camera_moved", "camera_covered", "camera_blurred"
+VIEW_TYPES = {"moved": CAMERA_MOVED, "covered": CAMERA_COVERED, "blurred": CAMERA_BLURRED}
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+VIEW_CLIP_PRE_S, VIEW_CLIP_POST_S = 15.0, 10.0  # a view incident's clip: the moment it began (who moved, covered it)
 _DOWN = (State.OFFLINE, State.FAILED)
 _STOPPED = (State.ENDED, State.STOPPED)
 
@@ -93,6 +111,21 @@ class SourceWatch:
             "://" in str(u) for u in getattr(settings, "ais", ()))  # socket feeds: the ones that can go down
         self.ais_severity = getattr(cfg, "ais_severity", "high")
         self.open_ais: dict[str, Event] = {}  # feed name -> its open ais_feed_down
+        # the view check of fixed cameras: source id -> its ViewCheckConfig (monitors are made at the first picture)
+        default_view = getattr(cfg, "view_check", None)
+        self.view_configs = {}
+        for s in settings.sources:
+            vc = getattr(s, "view_check", None) or default_view
+            if vc is not None and vc.enabled and s.id not in self.drone_cameras and getattr(s, "water_views", None) is None:
+                self.view_configs[s.id] = vc
+        storage = getattr(settings, "storage", None)
+        self.view_dir: Path | None = storage.resolved_media_dir() / "view_reference" if storage is not None else None
+        self.monitors: dict[str, Any] = {}  # source id -> vision.view_check.ViewMonitor
+        self.calibrations = {s.id: getattr(s, "calibration", None) for s in settings.sources}
+        self.open_views: dict[tuple[str, str], Event] = {}  # (source id, condition) -> its open incident
+        self.view_lock = threading.Lock()  # the watch thread checks, an administrator resets
+        # source id, geo warning or None: told to the pipeline while a calibrated camera is moved
+        self.on_geo_warning: Callable[[str, str | None], None] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -106,6 +139,106 @@ class SourceWatch:
             return
         cal = calibration if calibration is not None else getattr(spec, "calibration", None)
         self.places[source_id] = _camera_place(cal)
+        self.calibrations[source_id] = cal
+        mon = self.monitors.get(source_id)
+        if mon is not None:
+            from seawatch.vision.view_check import Intrinsics
+
+            mon.intrinsics = Intrinsics.from_calibration(cal)
+
+    # ---- the view check of fixed cameras ---------------------------------------------------------------
+    def _monitor(self, source_id: str):
+        mon = self.monitors.get(source_id)
+        if mon is None and source_id in self.view_configs:
+            from seawatch.vision.view_check import Intrinsics, ViewMonitor
+
+            path = None if self.view_dir is None else self.view_dir / f"{_SAFE.sub('_', source_id)}.npz"
+            mon = ViewMonitor(source_id, self.view_configs[source_id],
+                              Intrinsics.from_calibration(self.calibrations.get(source_id)), path)
+            self.monitors[source_id] = mon
+        return mon
+
+    def check_views(self, frames: Mapping[str, Any], now_ns: int) -> list[Event]:
+        """``frames``: source id -> its newest analysed frame ``(capture_time_ns, BGR image, ...)`` or None. Each
+        checked camera's picture is checked when due (by its capture time; a picture already checked is not checked
+        again); the ``camera_moved`` / ``camera_covered`` / ``camera_blurred`` phases that start or end now."""
+        out: list[Event] = []
+        for sid in self.view_configs:
+            frame = frames.get(sid)
+            if frame is None:
+                continue
+            capture_ns, image = int(frame[0]), frame[1]
+            with self.view_lock:
+                mon = self._monitor(sid)
+                if mon.last_check_ns is not None and capture_ns <= mon.last_check_ns or not mon.due(capture_ns):
+                    continue
+                try:
+                    changes = mon.check(image, capture_ns)
+                except Exception:  # noqa: BLE001 - one odd picture must not stop the watch
+                    log.exception("source %s: view check failed", sid)
+                    continue
+                out += self._view_events(sid, mon, changes, image, now_ns)
+        return out
+
+    def reset_view(self, source_id: str, frame: Any, now_ns: int, origin: str = "reset") -> tuple[list[Event], dict]:
+        """A new reference view for ``source_id``: the picture of ``frame`` (``(capture_time_ns, image, ...)``), or,
+        without one, learnt again from the next stable minute. Its open view incidents end. KeyError when the camera
+        is not checked."""
+        if source_id not in self.view_configs:
+            raise KeyError(source_id)
+        with self.view_lock:
+            mon = self._monitor(source_id)
+            changes = mon.set_reference(None if frame is None else frame[1], origin, int(now_ns))
+            events = self._view_events(source_id, mon, changes, None if frame is None else frame[1], now_ns)
+            return events, mon.status()
+
+    def view_status(self, source_id: str) -> dict | None:
+        mon = self.monitors.get(source_id)
+        return None if mon is None else mon.status()
+
+    def _view_events(self, sid: str, mon: Any, changes: list, image: Any, now_ns: int) -> list[Event]:
+        from seawatch.vision.events import ClipRef, Snapshot
+        from seawatch.vision.view_check import MOVED, snapshot_image
+
+        out: list[Event] = []
+        calibrated = self.calibrations.get(sid) is not None
+        for ch in changes:
+            key = (sid, ch.condition)
+            attrs = {"condition": ch.condition, "reference_origin": mon.reference.origin if mon.reference else None,
+                     "reference_ns": mon.reference.created_ns if mon.reference else None}
+            if ch.measure is not None:
+                attrs |= {"finding": ch.measure.finding(), "measure": ch.measure.as_dict()}
+            if ch.phase == "start":
+                if calibrated and ch.condition == MOVED:
+                    attrs["geo_warning"] = _geo_warning(ch.measure)
+                geo, why = self.places.get(sid, (None, "not a configured camera"))
+                snap = None
+                if image is not None:
+                    pic = snapshot_image(image, mon.reference)
+                    snap = Snapshot(sid, int(ch.at_ns), (0.0, 0.0, float(pic.shape[1]), float(pic.shape[0])), 1.0,
+                                    image=pic)
+                # the change happened after the last check that did not see it: the clip spans that moment
+                pre_ns = int((mon.config.interval_s + VIEW_CLIP_PRE_S) * 1e9)
+                post_ns = int(VIEW_CLIP_POST_S * 1e9)
+                clip = ClipRef(sid, int(ch.since_ns) - pre_ns, int(ch.since_ns) + post_ns, pre_ns, post_ns)
+                ev = Event(id=Event.new_id(), type=VIEW_TYPES[ch.condition], severity=mon.config.severity, phase="start",
+                           source_id=sid, start_ns=int(ch.since_ns), at_ns=int(now_ns), attributes=attrs, geo=geo,
+                           geo_reason=why or None, snapshot=snap, clip=clip)
+                self.open_views[key] = ev
+                out.append(ev)
+                log.warning("source %s: %s for %.0f s: %s incident %s", sid, attrs.get("finding", ch.condition),
+                            (ch.at_ns - ch.since_ns) / 1e9, ev.type, ev.id)
+                if "geo_warning" in attrs and self.on_geo_warning is not None:
+                    self.on_geo_warning(sid, attrs["geo_warning"])
+            elif key in self.open_views:
+                ev = self.open_views.pop(key)
+                # the start's finding stays: the end phase adds what the last check saw
+                end_attrs = {"end_measure": attrs["measure"]} if "measure" in attrs else {}
+                out.append(_ended(ev, ch.reason or "the view matches its reference again", max(ev.start_ns, int(ch.since_ns)),
+                                  now_ns, end_attrs))
+                if ch.condition == MOVED and self.on_geo_warning is not None:
+                    self.on_geo_warning(sid, None)
+        return out
 
     def check(self, statuses: Mapping[str, Any], now_ns: int) -> list[Event]:
         """``statuses``: source id -> its reader's status (``SourceStatus``). The phases that start or end now."""
@@ -209,6 +342,7 @@ class SourceWatch:
         return ([self._end(sid, reason, now_ns, now_ns) for sid in list(self.open)]
                 + [self._end_drone(did, reason, now_ns) for did in list(self.open_drones)]
                 + [_ended(self.open_ais.pop(name), reason, now_ns, now_ns) for name in list(self.open_ais)]
+                + [_ended(self.open_views.pop(key), reason, now_ns, now_ns) for key in list(self.open_views)]
                 + ([self._end_storage(reason, now_ns, {})] if self.storage is not None else []))
 
     def _end_storage(self, reason: str, now_ns: int, attrs: Mapping[str, Any]) -> Event:
@@ -243,6 +377,13 @@ class SourceWatch:
 
     def _end(self, sid: str, reason: str, end_ns: int, now_ns: int) -> Event:
         return _ended(self.open.pop(sid), reason, end_ns, now_ns)
+
+
+def _geo_warning(measure: Any) -> str:
+    """What a moved calibrated camera's events say about their positions."""
+    what = measure.finding() if measure is not None else "moved"
+    return (f"the camera {what} since its reference view: event positions come from a calibrated pose that no longer "
+            "holds and are unreliable (re-calibrate, or re-aim the camera)")
 
 
 def _ended(ev: Event, reason: str, end_ns: int, now_ns: int, attrs: Mapping[str, Any] | None = None) -> Event:

@@ -57,6 +57,7 @@ from seawatch.vision.config import (EventPolicy, RulesConfig, TrackerConfig, Wat
 from seawatch.vision.detections import Detections
 from seawatch.vision.events import Event, Sink
 from seawatch.vision.vessel_identity import IdentityConfig
+from seawatch.vision.view_check import ViewCheckConfig
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,9 @@ class SourceSpec(BaseModel):
         None, description="fixed camera geo-reference: surveyed pose (with intrinsics) or >= 4 ground control points")
     drone: DroneConfig | str | None = Field(
         None, description="the drone carrying this camera: an inline drones entry, or the id of one in `drones`")
+    view_check: ViewCheckConfig | None = Field(
+        None, description="fixed cameras (seawatch serve): this camera's view check, replacing source_alerts.view_check "
+                          "(moved / covered / out of focus against its reference view; {enabled: false} turns it off)")
 
     def ignore_refusal(self) -> str | None:
         """Why this source cannot have pixel ignore areas (it pans or flies), or None for a fixed camera."""
@@ -416,7 +420,10 @@ class Pipeline:
                 config.identity, config.zones, config.ais, config.registry, table=vessel_table,
                 pre_roll_s=config.events.pre_roll_s, post_roll_s=config.events.post_roll_s)
         self.geo_enricher = GeoEnricher()
-        enrichers = [self.geo_enricher] + ([self.identity.enrich] if self.identity is not None else [])
+        # source id -> why its events' positions are unreliable (the service's view check: the camera moved)
+        self.geo_warnings: dict[str, str] = {}
+        enrichers = ([self.geo_enricher] + ([self.identity.enrich] if self.identity is not None else [])
+                     + [self._geo_warning])
         self.engine = RuleEngine(config.rules, sinks, enrichers=enrichers)
         self.frames = 0
         self.seconds = 0.0
@@ -485,6 +492,22 @@ class Pipeline:
             self.geo.pop(source_id, None)
         else:
             self.geo[source_id] = SourceGeo.from_calibration(source_id, cal)
+
+    def set_geo_warning(self, source_id: str, warning: str | None) -> None:
+        """While ``warning`` is set (a fixed camera known moved since its reference view: its calibrated pose no longer
+        holds), the source's events carry it as ``attributes["geo_warning"]``; None clears it."""
+        if warning:
+            self.geo_warnings[source_id] = warning
+        else:
+            self.geo_warnings.pop(source_id, None)
+
+    def _geo_warning(self, ev: Event) -> Event:
+        from dataclasses import replace
+
+        warning = self.geo_warnings.get(ev.source_id)
+        if warning is None or ev.attributes.get("geo_warning") == warning:
+            return ev
+        return replace(ev, attributes={**ev.attributes, "geo_warning": warning})
 
     def start(self, link_timeout_s: float = 10.0) -> "Pipeline":
         """Start what runs beside the frames: AIS socket feeds and the MAVLink links of configured drones whose
