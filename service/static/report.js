@@ -96,7 +96,8 @@ async function start() {
 async function loadChoices() {
   const [sources, drones] = await Promise.all([json("api/sources").catch(() => []), json("api/drones").catch(() => [])]);
   const sel = $("source");
-  for (const s of sources) {
+  // cameras only: /api/sources also lists each drone (the drone choice below) and the AIS feeds, never an event's camera
+  for (const s of sources.filter((s) => (s.kind || "camera") === "camera")) {
     const o = document.createElement("option");
     o.value = s.source_id; o.append(untrusted(s.source_id, 40));
     sel.append(o);
