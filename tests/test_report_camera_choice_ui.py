@@ -8,12 +8,15 @@ import warnings
 
 warnings.filterwarnings("ignore", message=".*httpx.*")
 
-from test_service_ui import KEY, _browser, _playwright, _wait, live_service, open_page  # noqa: E402,F401
+import test_service_ui  # noqa: E402
+from test_service_ui import KEY, _browser, _playwright, _wait, open_page  # noqa: E402
+
+live_service = test_service_ui.live_service  # the fixture: the real service with a camera, a drone, an AIS log
 
 OPTIONS = "[...document.querySelectorAll('#{} option')].map(o => o.value)"
 
 
-def test_report_camera_choice_lists_cameras_only(live_service):  # noqa: F811 - the fixture imported above
+def test_report_camera_choice_lists_cameras_only(live_service):
     _, _, base = live_service
     with _playwright() as p:
         browser = _browser(p)
