@@ -170,7 +170,7 @@ class SourceWatch:
             capture_ns, image = int(frame[0]), frame[1]
             with self.view_lock:
                 mon = self._monitor(sid)
-                if mon.last_check_ns is not None and capture_ns <= mon.last_check_ns or not mon.due(capture_ns):
+                if capture_ns == mon.last_check_ns or not mon.due(capture_ns):
                     continue
                 try:
                     changes = mon.check(image, capture_ns)

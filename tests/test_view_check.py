@@ -335,3 +335,16 @@ def test_a_mast_swaying_back_and_forth_raises_nothing(shared_media):
     got = [c for t in range(5, 125, 5) for c in mon.check(off if t % 10 == 5 else img, T0 + t * S)]
     assert got == [] and mon.raised == {}
     assert mon.last.moved is False and mon.check(off, T0 + 125 * S) == [] and mon.last.moved is True
+
+
+def test_the_check_goes_on_when_the_stream_clock_goes_back(shared_media):
+    """A camera's clock re-synchronised backwards (capture times jump back): checks go on, and a condition is timed
+    afresh from there, not stalled until the clock catches up."""
+    img = _image(shared_media, PORT_STILL)
+    mon = ViewMonitor("quay", ViewCheckConfig(raise_after_s=30, reference_after_s=0))
+    _feed(mon, img, 1000, 1000)
+    black = np.zeros_like(img)
+    assert _feed(mon, black, 1005, 1020) == []  # pending since 1005...
+    assert mon.due(T0 + 10 * S)  # ...then the clock is 1000 s back
+    got = _feed(mon, black, 10, 40)
+    assert [(t, c.condition, c.phase, c.since_ns) for t, c in got] == [(40, "covered", "start", T0 + 10 * S)]

@@ -491,17 +491,22 @@ class ViewMonitor:
         return self.reference is None
 
     def due(self, now_ns: int) -> bool:
-        return self.last_check_ns is None or now_ns - self.last_check_ns >= int(self.config.interval_s * 1e9)
+        """A check is due at ``now_ns`` (also when the clock went back: the stream's clock was re-synchronised)."""
+        last = self.last_check_ns
+        return last is None or now_ns < last or now_ns - last >= int(self.config.interval_s * 1e9)
 
     def check(self, image: np.ndarray, now_ns: int) -> list[ViewChange]:
         """Check one picture taken at ``now_ns`` (call when :meth:`due`); the conditions raised or ended now."""
-        gap = self.last_check_ns is not None and now_ns - self.last_check_ns > 3 * int(self.config.interval_s * 1e9)
+        last = self.last_check_ns
+        # no pictures for a while (the camera was down), or the clock went back: what was pending starts again
+        gap = last is not None and (now_ns - last > 3 * int(self.config.interval_s * 1e9) or now_ns < last)
         self.last_check_ns = int(now_ns)
         if self.reference is None:
             self._learn(image, now_ns)
             return []
-        if gap:  # no pictures for a while (the camera was down): what was pending starts again
+        if gap:
             self.pending.clear()
+            self.clearing.clear()
         m = measure(self.reference, image, self.config, self.intrinsics)
         self.last = m
         out: list[ViewChange] = []
