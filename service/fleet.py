@@ -790,14 +790,22 @@ class Fleet:
     def _table(self):
         return getattr(self.identity, "table", None)
 
-    def _ais_state(self, now_ns: int, changed_ns: int | None) -> str:
-        """``running``; ``ended`` when every feed is a file and all of it has been replayed; ``stale`` when a network
-        feed is configured and no message came for ``ais_stale_after_s`` (since the last one, or since the start)."""
+    def _ais_state(self, now_ns: int, changed_ns: int | None, feeds: list[Any] = ()) -> str:
+        """``running``; ``ended`` when every feed is a file and all of it has been replayed; ``down`` when every feed
+        is down by ``identity.ais_down_after_s`` (``feeds``: their ``AisFeedState``; the moment ``ais_feed_down`` is
+        raised and unidentified-vessel alerts are held, so the row does not say running beside that incident);
+        ``stale`` when a network feed is configured and no message came for ``ais_stale_after_s`` (since the last
+        one, or since the start)."""
         if self.identity is None:
             return "not_running"
         if not any("://" in u for u in self.ais_urls):
             pending = getattr(self.identity, "files_pending", None)
-            return "ended" if pending is not None and pending() == 0 else "running"
+            if pending is not None and pending() == 0:
+                return "ended"
+        if feeds and all(f.down for f in feeds):
+            return "down"
+        if not any("://" in u for u in self.ais_urls):
+            return "running"
         since = changed_ns if changed_ns is not None else self._ais_started_ns
         if since is not None and (now_ns - since) / NS > self.ais_stale_after_s:
             return "stale"
@@ -824,11 +832,12 @@ class Fleet:
         feeds = [redact_url(u) if "://" in u else u.replace("\\", "/").rsplit("/", 1)[-1]  # files: name only
                  for u in self.ais_urls]
         vessels = table.snapshot() if table is not None else []
-        return [{"source_id": "ais", "kind": "ais", "state": self._ais_state(now, changed),
+        feed_states = self.ais_feeds()
+        return [{"source_id": "ais", "kind": "ais", "state": self._ais_state(now, changed, feed_states),
                  "feeds": feeds, "messages": count, "vessels": len(vessels),
                  "vessels_with_position": sum(1 for v in vessels if v.has_position),
                  "last_message_age_s": None if changed is None else round((now - changed) / NS, 1),
-                 "feed_states": [f.as_dict() for f in self.ais_feeds()],
+                 "feed_states": [f.as_dict() for f in feed_states],
                  "identity_held": getattr(self.identity, "ais_unavailable", None)}]
 
     def vessels(self, limit: int = 5000) -> list[dict[str, Any]]:
