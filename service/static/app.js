@@ -373,8 +373,10 @@ async function refreshSources(list) {
         taskText(s), s.last_error && displayText(s.last_error, 300)].filter(Boolean).join(" · ");
     } else if (s.kind === "ais") {
       // feeds not up (silent / down / ended since when, and why), and whether unidentified-vessel alerts are held
+      // (a reason that only repeats the state and its start, "silent since <UTC time>", is left out: "silent for 8 s")
       const off = (s.feed_states || []).filter((f) => f.state !== "up").map((f) => `${displayText(f.feed, 120)} ` +
-        `${f.state}${f.since_ns ? " for " + ago(f.since_ns) : ""}: ${displayText(f.reason, 200)}`);
+        `${f.state}${f.since_ns ? " for " + ago(f.since_ns) : ""}` +
+        (f.since_ns && /^(silent since|the replayed log ended)/.test(f.reason || "") ? "" : `: ${displayText(f.reason, 200)}`));
       details = [`${s.vessels} vessel(s), ${s.messages} message(s), last ${s.last_message_age_s ?? "-"} s ago`, ...off,
         s.identity_held ? "unidentified-vessel alerts held (AIS unavailable)" : null].filter(Boolean).join(" · ");
     } else {
