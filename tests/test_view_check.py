@@ -178,6 +178,29 @@ def test_a_short_spell_raises_nothing_and_covered_in_the_dark_can_be_left_out(sh
     assert _feed(dark_ok, np.zeros_like(img), 5, 100) == []  # ...and a black picture is "night" for this camera
 
 
+def test_a_dusk_fading_into_the_dark_is_night_a_cap_put_on_at_once_is_a_cover(shared_media):
+    """A camera without infrared over an unlit scene: its picture fades to black over minutes every evening, which
+    must not raise camera_covered every night; a black cap put on from one check to the next does (the old rule
+    raised the dusk at 7 min 40 s)."""
+    img = _image(shared_media, PORT_STILL).astype(np.float32)
+    rng = np.random.default_rng(1)
+
+    def dim(f):
+        return (img * f + rng.normal(0, 2, img.shape)).clip(0, 255).astype(np.uint8)
+
+    mon = ViewMonitor("quay", ViewCheckConfig(raise_after_s=30, reference_after_s=0))
+    _feed(mon, img.astype(np.uint8), 0, 0)
+    got = []
+    for k in range(1, 121):  # 10 minutes from daylight to black, a check every 5 s
+        got += mon.check(dim(max(0.01, 1.0 - k / 100)), T0 + k * 5 * S)
+    assert mon.last.covered and mon.last.brightness < 20  # it is dark and flat...
+    assert got == [] and mon.pending == {}  # ...and nothing is raised or pending: night
+    cap = ViewMonitor("quay", ViewCheckConfig(raise_after_s=30, reference_after_s=0))
+    _feed(cap, img.astype(np.uint8), 0, 20)
+    got = _feed(cap, dim(0.01), 25, 60)
+    assert [(t, c.condition, c.phase) for t, c in got] == [(55, "covered", "start")]
+
+
 # ---- the incidents (service/source_watch.py) ------------------------------------------------------------------
 def _settings(tmp_path, url="quay.mp4", w=1920, h=1080, view=None, **more):
     drone = {"id": "patrol-1", "connection": "udp:127.0.0.1:9", "camera": {"width_px": 640, "height_px": 360,

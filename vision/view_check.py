@@ -25,8 +25,12 @@ wide, default 640: a few milliseconds, run every ``interval_s``, never on every 
 :class:`ViewMonitor` keeps one camera's reference and the persistence of each condition: raised when it held for
 ``raise_after_s`` (default 30 s) at every check, ended when it was clear for ``clear_after_s``.
 
-Limits (documented in service/README.md): a camera that sees a pitch-black scene at night (no light, no IR) has no
-structure to compare and is raised as covered unless ``covered_when_dark`` is off; fog, heavy rain or spray on the
+A dark, flat picture is a cover only when it went so from one check to the next (a cap, a hand, tape): a scene that
+faded into the dark over minutes (dusk over an unlit sea, a camera without infrared) is night, not a cover, and
+raises nothing until it is seen again (``covered_when_dark: false``: a dark picture is never a cover).
+
+Limits (documented in service/README.md): a camera covered while its scene is already pitch-black at night (no
+light, no IR) cannot be told from the night; fog, heavy rain or spray on the
 lens flatten the picture too and are reported as covered or blurred (it is blind all the same); a scene with hardly
 any static structure (open sea and sky) may give too few features to measure a shift (the picture then has detail
 but matches nothing: reported moved only while it has as much detail as the reference); a slow slip of a fraction of
@@ -89,8 +93,9 @@ class ViewCheckConfig(BaseModel):
     moved_zoom: float = Field(0.03, gt=0.0, le=1.0, description="moved: the picture's scale changed by this share")
     covered_fraction: float = Field(0.8, gt=0.0, le=1.0, description="covered: this share of the reference's detailed "
                                                                      "blocks is flat now")
-    covered_when_dark: bool = Field(True, description="also raise covered when the picture is dark (mean grey < 20); "
-                                                      "off for a camera that sees nothing at night")
+    covered_when_dark: bool = Field(True, description="also raise covered when the picture is dark (mean grey < 20) "
+                                                      "and went dark at once, not over minutes like a dusk; off: a "
+                                                      "dark picture is never a cover")
     blurred_ratio: float = Field(0.6, gt=0.0, lt=1.0, description="blurred: sharpness under this share of the "
                                                                    "reference's")
     severity: str = Field("high", pattern="^(low|medium|high|critical)$", description="the incidents' severity")
@@ -485,6 +490,7 @@ class ViewMonitor:
         self.pending: dict[str, int] = {}  # condition -> since when it holds (not raised yet)
         self.raised: dict[str, int] = {}  # condition -> since when it held (raised)
         self.clearing: dict[str, int] = {}  # raised condition -> since when it is clear
+        self._seeing_ns: int | None = None  # the last check that saw most of the reference's detail
 
     @property
     def learning(self) -> bool:
@@ -503,6 +509,8 @@ class ViewMonitor:
         self.last_check_ns = int(now_ns)
         if self.reference is None:
             self._learn(image, now_ns)
+            if self.reference is not None:  # learnt on this picture: it saw the scene
+                self._seeing_ns = int(now_ns)
             return []
         if gap:
             self.pending.clear()
@@ -511,7 +519,16 @@ class ViewMonitor:
         self.last = m
         out: list[ViewChange] = []
         cfg = self.config
-        for cond, held in m.conditions().items():
+        conds = m.conditions()
+        if m.covered and m.brightness < DARK_MEAN and COVERED not in self.raised and COVERED not in self.pending:
+            # dark and flat: a cover only when the picture went so from one check to the next (a cap, a hand, tape);
+            # one that faded into the dark over minutes (dusk over an unlit sea) is night, not a cover
+            seeing = self._seeing_ns
+            if seeing is None or now_ns - seeing > 2 * int(cfg.interval_s * 1e9):
+                conds[COVERED] = None
+        if not m.covered and m.lost_detail < 0.5:
+            self._seeing_ns = int(now_ns)
+        for cond, held in conds.items():
             if held is None:
                 continue
             if held:
@@ -591,6 +608,7 @@ class ViewMonitor:
                 self.path.unlink(missing_ok=True)
         else:
             self._adopt(ViewReference.from_frame(image, self.config.analysis_width_px, origin, now_ns))
+            self._seeing_ns = int(now_ns)  # the picture taken as the reference sees the scene
         return out
 
     def status(self) -> dict[str, Any]:
