@@ -1422,6 +1422,16 @@ async def _ws_credential(ws: WebSocket) -> tuple[Callable[[Authenticator], Princ
     return check, (check(ws.app.state.auth) if check is not None else None)
 
 
+async def _ws_close(ws: WebSocket, code: int, reason: str) -> None:
+    """Closes a live WebSocket with ``code`` and ``reason``. A client already gone (it closed or dropped the
+    connection before its credential: a tab closed while connecting, a port scanner) has nothing left to be told:
+    not an error with a traceback in the log, as one was for every such connection."""
+    try:
+        await ws.close(code=code, reason=reason)
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+
+
 @live_router.websocket("/live")
 async def live_feed(ws: WebSocket) -> None:
     """Live messages: ``hello``, ``sources`` (every few seconds), ``event`` (stored phases), ``review``.
@@ -1437,7 +1447,7 @@ async def live_feed(ws: WebSocket) -> None:
     await ws.accept()
     check, who = await _ws_credential(ws)
     if who is None:
-        await ws.close(code=4401, reason="authentication required")
+        await _ws_close(ws, 4401, "authentication required")
         return
     hub: LiveHub = st.live
     sub = hub.subscribe()
@@ -1503,16 +1513,16 @@ async def live_video(ws: WebSocket, source_id: str) -> None:
     await ws.accept()
     check, who = await _ws_credential(ws)
     if who is None:
-        await ws.close(code=4401, reason="authentication required")
+        await _ws_close(ws, 4401, "authentication required")
         return
     if not any(s.id == source_id for s in st.settings.sources):
-        await ws.close(code=CLOSE_UNKNOWN, reason="unknown camera")
+        await _ws_close(ws, CLOSE_UNKNOWN, "unknown camera")
         return
     loop = asyncio.get_running_loop()
     try:
         viewer = st.live_video.open(source_id, loop)
     except VideoRefused as refused:
-        await ws.close(code=refused.code, reason=refused.reason)
+        await _ws_close(ws, refused.code, refused.reason)
         return
 
     async def reader() -> None:  # notices the client leaving; client messages are otherwise ignored
