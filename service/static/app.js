@@ -608,14 +608,18 @@ function videoPump(v) {
 }
 // how far behind its newest picture the video is put by a jump: the browser plays (after a start or a seek) only once
 // it has a few pictures decoded ahead (Chromium: 4), so at 2 pictures a second a jump to 0.3 s from the end never
-// finished, and the next jump came before it could (a harbour camera stayed blank)
+// finished, and the next jump came before it could (a harbour camera stayed blank). The picture interval is the
+// camera's declared rate's, or the one its pictures show (each fragment is one), when longer: a camera may declare
+// none, or 25 a second and send 2.
 const LIVE_AHEAD_FRAMES = 4.5;
-const liveLead = (v) => Math.max(0.3, LIVE_AHEAD_FRAMES / ((v.info && v.info.rate_fps) || 25));
+const liveLead = (v) => Math.max(0.3, LIVE_AHEAD_FRAMES * Math.max(v.frameS || 0, 1 / ((v.info && v.info.rate_fps) || 25)));
 function videoAppended(v) {
   if (live.video !== v) return;
   const el = $("lv-video"), b = v.sb.buffered;
   if (b.length) {
     const start = b.start(b.length - 1), end = b.end(b.length - 1);
+    if (v.lastEnd && end > v.lastEnd && end - v.lastEnd < 5) v.frameS = end - v.lastEnd;  // one picture appended
+    v.lastEnd = end;
     // at the newest pictures: after a start, a resync (a gap before this range), or when playing fell behind
     const lead = liveLead(v);
     if (v.jump || el.currentTime < start || end - el.currentTime > Math.max(LIVE_EDGE_S, 2 * lead)) { el.currentTime = Math.max(start, end - lead); v.jump = false; }
