@@ -1288,6 +1288,10 @@ async function select(id, { refresh = false, reveal = false } = {}) {
     `status: ${ev.review_status}` +
     (ev.geo ? `, at ${ev.geo.lat_deg.toFixed(5)}, ${ev.geo.lon_deg.toFixed(5)} ± ${ev.geo.semi_major_m.toFixed(0)} m` : `, no position: ${ev.geo_reason || "unknown"}`),
     ...(ev.attributes && ev.attributes.vessel_name ? [", vessel ", untrusted(ev.attributes.vessel_name, 100)] : []));
+  // why the system raised it, in its words (an unidentified vessel: the nearest AIS report and the gate, or that it was
+  // held while AIS was down and since when; a feed or camera outage: what failed)
+  const why = ev.attributes && typeof ev.attributes.reason === "string" && ev.attributes.reason;
+  if (why) { const d = document.createElement("div"); d.id = "d-why"; d.append("why: ", untrusted(why, 600)); $("d-meta").append(d); }
   const audit = $("d-audit");
   audit.replaceChildren();
   for (const r of ev.review_history || []) {
