@@ -199,7 +199,7 @@ function sevTag(sev) { return el("span", { class: `sev sev-${sev}` }, sev); }
 // A stacked bar chart of items [{label, low, medium, high, critical, total}] (plain SVG: no library); every bar has
 // its numbers as a tooltip, and the scale's top is written at the left.
 function barChart(items, { labelEvery = 1, height = 150 } = {}) {
-  const w = 720, left = 34, bottom = 20, top = 8;
+  const w = 720, left = 34, bottom = 20, top = 14;  // top: room for the tallest bar's count above it (9 px text)
   const max = Math.max(1, ...items.map((i) => i.total));
   const bw = (w - left) / Math.max(1, items.length);
   const plotH = height - bottom - top;
