@@ -555,7 +555,10 @@ function startVideo(id) {
     if (typeof m.data === "string") {
       const msg = JSON.parse(m.data);
       if (msg.kind === "video") videoBegins(v, msg);
-      if (msg.kind === "resync") { v.jump = true; liveStatus(`${videoLine(v)} (this connection fell behind: ${msg.dropped} pictures skipped)`); }
+      if (msg.kind === "resync") {
+        v.jump = true; v.noteUntil = Date.now() + 5000;
+        liveStatus(`${videoLine(v)} (this connection fell behind: ${msg.dropped} pictures skipped)`);
+      }
       return;
     }
     v.queue.push(m.data);
@@ -568,8 +571,10 @@ function startVideo(id) {
     videoUnavailable(reason, VIDEO_FINAL.has(ev.code), ev.code === 4409 ? 0 : VIDEO_RETRY_MS);
   };
   v.tick = setInterval(() => {  // a camera that stopped sending: say so (the connection stays; it may come back)
-    if (live.video === v && live.playing && Date.now() - v.lastData > VIDEO_QUIET_MS)
+    if (live.video !== v || !live.playing) return;
+    if (Date.now() - v.lastData > VIDEO_QUIET_MS)
       liveStatus(`video: no picture for ${Math.round((Date.now() - v.lastData) / 1000)} s (camera offline?)`, true);
+    else if (v.info && !(v.noteUntil > Date.now())) liveStatus(videoLine(v));  // how far behind, once a second
   }, 1000);
 }
 function videoUnavailable(reason, final, retryMs) {
@@ -579,7 +584,14 @@ function videoUnavailable(reason, final, retryMs) {
   if (!final) live.retry = setTimeout(() => { live.retry = null; if (live.id === id) applyLiveMode(); }, retryMs);
   renderLiveMode();
 }
-const videoLine = (v) => `live video ${v.info.width_px}×${v.info.height_px}, ${v.info.codec}`;
+// what the operator needs: that it is live, and how far behind the newest picture received it plays (the codec,
+// for whoever sets cameras up, in the line's tooltip)
+function videoLine(v) {
+  const el = $("lv-video"), b = v.sb && v.sb.buffered;
+  const behind = b && b.length && !el.paused ? Math.max(0, b.end(b.length - 1) - el.currentTime) : null;
+  $("lv-status").title = `${v.info.codec}, ${v.info.mime}`;
+  return `live video ${v.info.width_px}×${v.info.height_px}` + (behind == null ? "" : `, ${behind.toFixed(1)} s behind the newest picture`);
+}
 function videoBegins(v, msg) {
   if (!window.MediaSource || !MediaSource.isTypeSupported(msg.mime)) {
     stopVideo();
