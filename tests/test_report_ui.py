@@ -83,6 +83,10 @@ def test_report_page_numbers_links_and_print(served, tmp_path):
         page, errors = open_page(browser, f"{served}/report#key={VIEWER_KEY}", width=1280, height=900)
         _wait(page, "!document.getElementById('main').hidden && window.seawatchReport.state.report !== null")
         assert _text(page, "#who").startswith("shift-lead")
+        # a three-shift port's handover: the last 8 hours, up to now
+        page.select_option("#period", "8")
+        _wait(page, "(() => { const r = window.seawatchReport.state.report; return r && "
+                    "Math.abs((r.period.start_to_ns - r.period.start_from_ns) / 3.6e12 - 8) < 1e-3; })()")
         # the default period (the last 7 days) holds none of the stored incidents (September 2026)
         _make(page, "2026-09-21T00:00", "2026-09-23T00:00")
         _wait(page, "document.querySelector('#n-total b').textContent === '7'")

@@ -1,5 +1,5 @@
 // Seawatch incident report ("/report"): a shift leader's handover and a reviewer's weekly filing. Pick a period (the
-// last 12 h shift, 24 h, 7 days, or from / to) and filters; GET /api/report answers the counts, which are shown as
+// last 8 or 12 h shift, 24 h, 7 days, or from / to) and filters; GET /api/report answers the counts, which are shown as
 // tables and plain SVG bar charts, with the confirmed, high / critical and held incidents listed, each linked into
 // the operator UI (./#event=ID). "Print / Save as PDF" prints the report alone on A4 (report.css's print rules hide
 // the controls) with the period, the filters, when and by whom it was made.
