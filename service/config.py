@@ -43,6 +43,8 @@ Role = Literal["viewer", "operator", "reviewer", "admin"]
 ROLES: tuple[str, ...] = ("viewer", "operator", "reviewer", "admin")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}$"
 
+WS_MAX_MESSAGE_BYTES = 64 * 1024  # a WebSocket client's largest message: its credential (a token, an API key)
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -334,8 +336,10 @@ class HttpConfig(_Strict):
     def uvicorn_options(self) -> dict[str, Any]:
         """uvicorn's proxy-header settings: off. The app applies :attr:`trusted_proxies` itself (``create_app``), so
         that the proxy's own address is still known when its ``X-Forwarded-Prefix`` is judged (uvicorn's
-        middleware, outside the app, would have replaced it by the forwarded client's)."""
-        return {"proxy_headers": False}
+        middleware, outside the app, would have replaced it by the forwarded client's). WebSocket messages from a
+        client: at most :data:`WS_MAX_MESSAGE_BYTES` (uvicorn's default is 16 MiB, which any client could make the
+        server take in before the credential check; a client only ever sends its credential)."""
+        return {"proxy_headers": False, "ws_max_size": WS_MAX_MESSAGE_BYTES}
 
     def tiles_origin(self) -> str | None:
         """scheme://host[:port] of the tile server (the UI's content security policy allows images from it)."""
