@@ -591,9 +591,12 @@ class VesselIdentityStage:
                         unlocated.append(GeoTrack(tid, int(time_ns), math.nan, math.nan, in_zone=zone_of[k] is not None,
                                                   hull=self._hull[key]))
                     continue
+                # the full 1-sigma ellipse (long along the line of sight, narrow across it) for the association;
+                # the scalar (its long axis) for what only knows a circle (re-acquisition, track speed noise)
                 tracks.append(GeoTrack(tid, int(time_ns), pos.lat_deg, pos.lon_deg,
                                        pos_sigma_m=max(1.0, pos.semi_major_m), in_zone=zone_of[k] is not None,
-                                       hull=self._hull.get(key)))
+                                       hull=self._hull.get(key), semi_major_m=pos.semi_major_m,
+                                       semi_minor_m=pos.semi_minor_m, orientation_deg=pos.orientation_deg))
         for tid in (d.track_id[sel] if sel.size else ()):
             self._track_seen_ns[(source_id, int(tid))] = int(time_ns)
         self._prune(source_id, int(time_ns))
@@ -747,6 +750,9 @@ class VesselIdentityStage:
                 if ident.kind == "none" and self.ais_unavailable is not None:
                     # not "no identity": AIS cannot be asked now (the unidentified_vessel alert is held)
                     attrs |= {"identity": "unknown", "identity_reason": self.ais_unavailable}
+                elif ident.kind == "none" and ident.too_far_to_judge:
+                    # nor while the boat is too far for its position to tell one AIS vessel from another
+                    attrs |= {"identity": "unknown", "identity_reason": ident.unmatched_reason}
                 return replace(ev, attributes=attrs)
         pos = next((self._geo.get((ev.source_id, int(t))) for t in ev.track_ids if (ev.source_id, int(t)) in self._geo), None)
         why = "no AIS association without a geo position" if pos is None or pos[0] is None else "not yet fused"

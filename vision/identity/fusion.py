@@ -5,14 +5,22 @@ the AIS vessel table, and:
 
 1. extrapolates every AIS vessel's last position to the frame time by dead reckoning along its COG at its SOG
    (geodesic, ``pyproj.Geod`` WGS84), with an uncertainty that grows with the time since the report;
-2. gates each (track, vessel) pair by distance (``gate_sigmas`` x the combined 1-sigma of track and AIS
-   positions, capped at ``max_gate_m``) and, when both are moving, by course difference. The distance is to the
-   hull, not to the reported point: AIS gives the GNSS antenna's position and where it sits on the hull (type 5 /
-   24B dimensions), so the reference moves to the hull centre when the heading is known and half the hull (else
-   the antenna's farthest reach) is free;
+2. gates each (track, vessel) pair by the Mahalanobis distance with the combined covariance (the track's error
+   ellipse, long along a camera's line of sight and narrow across it, plus the AIS prediction's isotropic sigma):
+   within ``gate_sigmas``, and, when both are moving, by course difference. The distance is to the hull, not to
+   the reported point: AIS gives the GNSS antenna's position and where it sits on the hull (type 5 / 24B
+   dimensions), so the reference moves to the hull centre when the heading is known and half the hull (else the
+   antenna's farthest reach) is free (the displacement is shortened by that much along its own direction);
+   see :func:`gate_axes_m` for the caps: ``max_gate_m`` bounds how far the AIS side's uncertainty may widen the
+   gate on each axis of the ellipse, never the camera's own ellipse, and ``max_gate_along_m`` is a hard outer
+   bound. A track whose own ``gate_sigmas`` x semi-major axis exceeds ``max_gate_along_m`` is *too far to
+   judge*: a miss means nothing there, so its identity says so (``too_far_to_judge``) and the rules raise no
+   ``unidentified_vessel`` for it until it comes close enough;
 3. assigns one-to-one with the Hungarian method (``scipy.optimize.linear_sum_assignment``) on a cost of squared
-   normalised distance plus squared normalised course difference, halved for the MMSI the track had last time
-   (hysteresis: two vessels passing each other do not swap identities on one noisy frame);
+   Mahalanobis distance plus squared normalised course difference, halved for the MMSI the track had last time
+   (hysteresis: two vessels passing each other do not swap identities on one noisy frame); when more than one AIS
+   vessel lies inside a track's gate the association's confidence is shared among them by likelihood and the
+   identity says ``ambiguous``;
 4. gives every track a :class:`TrackIdentity`: ``ais+registry``, ``ais_only``, ``ocr_only`` or ``none``, a
    confidence, and a ``mismatch`` reason when hull text, AIS name, AIS MMSI and registry disagree.
 
@@ -43,15 +51,22 @@ log = logging.getLogger(__name__)
 KINDS = ("ais+registry", "ais_only", "ocr_only", "none")
 _KN = 1852.0 / 3600.0
 _INFEASIBLE = 1e9
+# another AIS vessel inside a track's gate whose likelihood is at least this fraction of the chosen one's makes the
+# association "ambiguous" (farther ones barely change the confidence, naming them would be noise)
+_AMBIGUOUS_RATIO = 0.1
 
 
 @dataclass(frozen=True, slots=True)
 class GeoTrack:
     """A vessel track at one moment, on the ground.
 
-    ``pos_sigma_m`` 1-sigma horizontal position error of the geolocation (camera calibration / drone pose);
-    ``cog_deg``/``sog_mps`` when the caller has them (else the fuser estimates them); ``in_zone`` whether the
-    track is inside a watch zone (for the rules); ``hull`` the track's voted hull-text read, if any.
+    ``pos_sigma_m`` 1-sigma horizontal position error of the geolocation (camera calibration / drone pose), a
+    circle, for callers that have nothing better; ``semi_major_m``/``semi_minor_m``/``orientation_deg`` the 1-sigma
+    error ellipse when known (as :class:`~seawatch.vision.events.GeoPosition` has it: semi-axes in m, the major
+    axis's azimuth in degrees clockwise from true north; for a camera the major axis lies along the line of sight),
+    which the association uses instead of the circle; ``cog_deg``/``sog_mps`` when the caller has them (else the
+    fuser estimates them); ``in_zone`` whether the track is inside a watch zone (for the rules); ``hull`` the
+    track's voted hull-text read, if any.
     """
 
     track_id: int
@@ -63,6 +78,22 @@ class GeoTrack:
     sog_mps: float | None = None
     in_zone: bool = True
     hull: HullRead | None = None
+    semi_major_m: float | None = None
+    semi_minor_m: float | None = None
+    orientation_deg: float = 0.0
+
+    def ellipse_m(self) -> tuple[float, float, float]:
+        """(semi-major m, semi-minor m, major-axis azimuth deg) of the 1-sigma error ellipse: the given one when
+        its axes are finite and ordered (semi-minor clipped to [1 m, semi-major]), else the ``pos_sigma_m``
+        circle. Never raises: a bad ellipse falls back to the circle."""
+        a, b = self.semi_major_m, self.semi_minor_m
+        circle = max(1.0, float(self.pos_sigma_m)) if math.isfinite(self.pos_sigma_m) else 1.0
+        if a is None or b is None or not (math.isfinite(a) and math.isfinite(b)) or a <= 0:
+            return circle, circle, 0.0
+        a = max(1.0, float(a))
+        b = min(a, max(1.0, float(b)))
+        theta = float(self.orientation_deg) % 180.0 if math.isfinite(self.orientation_deg) else 0.0
+        return a, b, theta
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +145,11 @@ class TrackIdentity:
     nearest_name: str | None = None
     nearest_distance_m: float | None = None
     nearest_gate_m: float | None = None
+    # the track's error ellipse is so long (gate_sigmas x semi-major > max_gate_along_m) that no AIS match proves
+    # nothing: "unknown: too far to judge"; the rules raise no unidentified_vessel for it
+    too_far_to_judge: bool = False
+    # several AIS vessels inside the track's gate: the sentence naming them (confidence is shared among them)
+    ambiguous: str | None = None
 
     def as_attributes(self) -> dict:
         """Flat JSON-able attributes for an event."""
@@ -136,6 +172,8 @@ class TrackIdentity:
             "ais_nearest_name": self.nearest_name,
             "ais_nearest_distance_m": None if self.nearest_distance_m is None else round(self.nearest_distance_m, 1),
             "ais_nearest_gate_m": None if self.nearest_gate_m is None else round(self.nearest_gate_m, 1),
+            "too_far_to_judge": True if self.too_far_to_judge else None,
+            "ambiguous": self.ambiguous,
         }
         return {k: v for k, v in out.items() if v is not None and v != []}
 
@@ -147,7 +185,12 @@ class FusionConfig:
     ais_sigma_growth_mps: float = 0.5  # + this x age (unknown acceleration / turn)
     ais_sigma_growth_frac: float = 0.15  # + this x distance run since the report (dead-reckoning error)
     gate_sigmas: float = 3.5  # 2-D: a true pair falls outside 3.5 sigma 0.2 % of the time (3 sigma: 1.1 %)
+    # how far the AIS side's uncertainty (an old report's grown sigma) may widen the gate on either axis of the
+    # track's ellipse; the camera's own ellipse (gate_sigmas x its semi-axis) is never cut by it
     max_gate_m: float = 500.0
+    # hard outer bound of the gate on every axis (a track near the horizon never claims a vessel farther than
+    # this); a track whose own gate_sigmas x semi-major exceeds it is too far to judge
+    max_gate_along_m: float = 3000.0
     min_speed_for_course_mps: float = 1.5  # below this a course is noise
     course_gate_deg: float = 60.0
     course_scale_deg: float = 30.0
@@ -158,6 +201,15 @@ class FusionConfig:
     ocr_min_match: float = 0.85  # registry fuzzy-match score for an OCR read
     name_mismatch_below: float = 0.6  # similarity under which two names are "different"
     max_hull_extent_m: float = 200.0  # AIS dimensions saturate at 511 m: never more slack than this
+
+    def __post_init__(self) -> None:
+        for name in ("gate_sigmas", "max_gate_m", "max_gate_along_m"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"FusionConfig.{name} must be a positive number, got {v!r}")
+        if self.max_gate_along_m < self.max_gate_m:
+            raise ValueError(f"FusionConfig.max_gate_along_m ({self.max_gate_along_m} m) must be at least "
+                             f"max_gate_m ({self.max_gate_m} m): it is the outer bound of the gate")
 
 
 @dataclass
@@ -237,12 +289,42 @@ def _hull_geometry(s: VesselState, cfg: FusionConfig) -> tuple[float, float, flo
 
 class _Geometry(NamedTuple):
     """(tracks x predictions) matrices of the association: distance to the reported point, distance to the hull,
-    combined 1-sigma and gate, m."""
+    the hull distance's components along / across the track ellipse's major axis (m, absolute), the combined
+    1-sigma on each axis (m), the gate's semi-axes (m), the Mahalanobis distance (sigmas) and the gate in the
+    direction of the vessel (m); ``semi_major_m`` (tracks,) the track's own 1-sigma semi-major axis."""
 
     dist: np.ndarray
     eff: np.ndarray
-    sig: np.ndarray
+    along: np.ndarray
+    across: np.ndarray
+    sig_along: np.ndarray
+    sig_across: np.ndarray
+    gate_along: np.ndarray
+    gate_across: np.ndarray
+    maha: np.ndarray
     gate: np.ndarray
+    semi_major_m: np.ndarray
+
+    @property
+    def feasible(self) -> np.ndarray:
+        """Inside the gate ellipse (a Mahalanobis test, with each axis capped as :func:`gate_axes_m` says)."""
+        return (self.along / self.gate_along) ** 2 + (self.across / self.gate_across) ** 2 <= 1.0 + 1e-9
+
+
+def gate_axes_m(semi_m, ais_sigma_m, cfg: FusionConfig):
+    """Gate semi-axis (m) on one axis of a track's error ellipse: ``gate_sigmas`` x the combined 1-sigma
+    sqrt(semi^2 + ais_sigma^2), capped at max(``max_gate_m``, ``gate_sigmas`` x semi) and at ``max_gate_along_m``.
+
+    Why: the old blanket 500 m cap was there so that an old AIS report (whose sigma grows with its age) cannot
+    open the gate wide; it must not cut the camera's own, measured uncertainty, which along a far boat's line
+    of sight is kilometres (the cap cut it, and a boat with its AIS vessel inside its own ellipse alarmed as
+    unidentified). So the cap bounds only the widening beyond the track's own extent, on each axis (across the
+    line of sight the track's axis is metres, so the cap works there as before; for a circular track it is the
+    old gate exactly), and ``max_gate_along_m`` is a hard outer bound for an absurd ellipse near the horizon."""
+    semi = np.asarray(semi_m, float)
+    g = cfg.gate_sigmas
+    raw = g * np.sqrt(semi ** 2 + np.asarray(ais_sigma_m, float) ** 2)
+    return np.minimum(np.minimum(raw, np.maximum(cfg.max_gate_m, g * semi)), cfg.max_gate_along_m)
 
 
 def _angle_diff_deg(a, b):
@@ -284,21 +366,39 @@ class IdentityFuser:
 
     # -- association ---------------------------------------------------------------------------------------
     def _geometry(self, tracks: Sequence[GeoTrack], preds: Sequence[AisPrediction]) -> _Geometry:
-        """Every (track, prediction) pair's distance, distance to the hull, combined sigma and gate."""
+        """Every (track, prediction) pair's distance, distance to the hull and its components along / across the
+        track's ellipse, combined sigmas, Mahalanobis distance and gate."""
         cfg = self.cfg
         tlat = np.array([t.lat_deg for t in tracks])[:, None]
         tlon = np.array([t.lon_deg for t in tracks])[:, None]
         plat = np.array([p.lat_deg for p in preds])[None, :]
         plon = np.array([p.lon_deg for p in preds])[None, :]
         shape = (len(tracks), len(preds))
-        _, _, dist = geod().inv(np.broadcast_to(tlon, shape), np.broadcast_to(tlat, shape),
-                                 np.broadcast_to(plon, shape), np.broadcast_to(plat, shape))
+        az, _, dist = geod().inv(np.broadcast_to(tlon, shape), np.broadcast_to(tlat, shape),
+                                  np.broadcast_to(plon, shape), np.broadcast_to(plat, shape))
         dist = np.asarray(dist, float).reshape(shape)
-        sig = np.sqrt(np.array([t.pos_sigma_m for t in tracks])[:, None] ** 2
-                      + np.array([p.sigma_m for p in preds])[None, :] ** 2)
-        # distance to the hull, not to its reference point (the hull's extent is free)
+        az = np.asarray(az, float).reshape(shape)
+        ell = np.array([t.ellipse_m() for t in tracks], float).reshape(len(tracks), 3)
+        a, b, theta = ell[:, 0:1], ell[:, 1:2], ell[:, 2:3]
+        ps = np.array([p.sigma_m for p in preds], float)[None, :]
+        # distance to the hull, not to its reference point (the hull's extent is free): the displacement is
+        # shortened by the extent along its own direction, then split along / across the track's major axis
         eff = np.maximum(0.0, dist - np.array([p.extent_m for p in preds])[None, :])
-        return _Geometry(dist, eff, sig, np.minimum(cfg.gate_sigmas * sig, cfg.max_gate_m))
+        rel = np.radians(az - theta)
+        along, across = np.abs(eff * np.cos(rel)), np.abs(eff * np.sin(rel))
+        sig_along, sig_across = np.sqrt(a ** 2 + ps ** 2), np.sqrt(b ** 2 + ps ** 2)
+        maha = np.sqrt((along / sig_along) ** 2 + (across / sig_across) ** 2)
+        gate_along, gate_across = gate_axes_m(a, ps, cfg), gate_axes_m(b, ps, cfg)
+        # the gate's radius in the direction of the vessel (what an operator compares the distance with)
+        c, s = np.cos(rel), np.sin(rel)
+        gate = 1.0 / np.sqrt((c / gate_along) ** 2 + (s / gate_across) ** 2)
+        return _Geometry(dist, eff, along, across, sig_along, sig_across, gate_along, gate_across, maha, gate,
+                         ell[:, 0])
+
+    def too_far_to_judge(self, t: GeoTrack) -> bool:
+        """Whether a track's own ``gate_sigmas`` x semi-major axis exceeds ``max_gate_along_m``: its gate is cut
+        short of its own uncertainty, so no AIS vessel inside the gate says nothing about who it is."""
+        return self.cfg.gate_sigmas * t.ellipse_m()[0] > self.cfg.max_gate_along_m
 
     def associate(self, tracks: Sequence[GeoTrack], preds: Sequence[AisPrediction],
                   kin: Sequence[tuple[float | None, float | None]],
@@ -308,9 +408,10 @@ class IdentityFuser:
         if not tracks or not preds:
             return {}
         cfg = self.cfg
-        dist, eff, sig, gate = geo or self._geometry(tracks, preds)
-        cost = (eff / sig) ** 2
-        feasible = eff <= gate
+        geo = geo or self._geometry(tracks, preds)
+        dist = geo.dist
+        cost = geo.maha ** 2
+        feasible = geo.feasible
         # course: only where both the track and the AIS vessel are clearly moving
         t_cog = np.array([np.nan if k[0] is None else k[0] for k in kin])[:, None]
         p_cog = np.array([np.nan if p.cog_deg is None or (p.sog_mps or 0) < cfg.min_speed_for_course_mps
@@ -362,14 +463,65 @@ class IdentityFuser:
             else:
                 mem.hits = 0
             state = table.get(pred.mmsi) if (pred is not None and table is not None) else None
-            ident = self._identity(t, pred, dist, state, mem, time_ns)
+            maha = share = None
+            ambiguous = None
+            if pred is not None:
+                maha = float(geo.maha[i, j])
+                share, ambiguous = self._ambiguity(i, j, preds, geo, table)
+            ident = self._identity(t, pred, dist, state, mem, time_ns, maha=maha, share=share)
+            if ambiguous:
+                ident = replace(ident, ambiguous=ambiguous)
             if pred is None:
-                ident = replace(ident, **self._why_unmatched(i, tracks, preds, kin, pairs, table, len(states), geo))
+                ident = replace(ident, too_far_to_judge=self.too_far_to_judge(t),
+                                **self._why_unmatched(i, tracks, preds, kin, pairs, table, len(states), geo))
             out[t.track_id] = ident
         # forget tracks not seen for a long time
         for tid in [k for k, m in self._mem.items() if time_ns - m.last_seen_ns > self._ttl_ns]:
             del self._mem[tid]
         return out
+
+    def _ambiguity(self, i: int, j: int, preds: Sequence[AisPrediction], geo: _Geometry,
+                   table: VesselTable | None) -> tuple[float, str | None]:
+        """(share of the association's confidence, sentence or None) for track ``i`` assigned to prediction ``j``:
+        the chosen vessel's likelihood over that of every AIS vessel inside the track's gate; a sentence naming the
+        others when any is at least ``_AMBIGUOUS_RATIO`` as likely (two boats inside one long ellipse: the
+        assignment still picks one, but the operator should know it could be the other)."""
+        inside = np.flatnonzero(geo.feasible[i])
+        like = np.exp(-0.5 * geo.maha[i, inside] ** 2)
+        lj = math.exp(-0.5 * float(geo.maha[i, j]) ** 2)
+        share = lj / float(like.sum()) if like.sum() > 0 else 1.0
+        rivals = [int(k) for k, lk in zip(inside, like) if k != j and lk >= _AMBIGUOUS_RATIO * lj]
+        if not rivals:
+            return min(1.0, share), None
+        names = []
+        for k in rivals:
+            st = table.get(preds[k].mmsi) if table is not None else None
+            names.append(f"MMSI {preds[k].mmsi}" + (f" ({st.name})" if st is not None and st.name else "")
+                         + f" {geo.dist[i, k]:.0f} m away")
+        return min(1.0, share), (f"ambiguous: {len(rivals) + 1} AIS vessels lie inside this track's position "
+                                 f"uncertainty; also {', '.join(names)}")
+
+    def _describe(self, i: int, j: int, geo: _Geometry) -> str:
+        """Where AIS vessel ``j`` lies from track ``i`` in the operator's terms: along / across the line of sight
+        (the track ellipse's major axis) with the gate on each, or a plain distance and gate for a round one."""
+        a = float(geo.semi_major_m[i])
+        along, across = float(geo.along[i, j]), float(geo.across[i, j])
+        ga, gc = float(geo.gate_along[i, j]), float(geo.gate_across[i, j])
+        if ga <= 1.5 * gc:  # a near-circular ellipse (drone overhead, near boat): no line of sight worth naming
+            return f"outside the {float(geo.gate[i, j]):.0f} m gate" if not geo.feasible[i, j] else \
+                f"inside the {float(geo.gate[i, j]):.0f} m gate"
+        hull = " (to its hull)" if geo.eff[i, j] < geo.dist[i, j] - 0.5 else ""
+        txt = (f"{along:.0f} m along the line of sight{hull} (range uncertainty \u00b1{a:.0f} m, gate {ga:.0f} m) "
+               f"and {across:.0f} m across it (gate {gc:.0f} m)")
+        if along > ga and across > gc:
+            return txt + ": outside the gate both along and across the line of sight"
+        if across > gc:
+            return txt + ": outside the gate across the line of sight"
+        if along > ga:
+            return txt + ": outside the gate along the line of sight"
+        if not geo.feasible[i, j]:
+            return txt + f": outside the gate ellipse ({float(geo.maha[i, j]):.1f} sigma)"
+        return txt
 
     def _why_unmatched(self, i: int, tracks: Sequence[GeoTrack], preds: Sequence[AisPrediction],
                        kin: Sequence[tuple[float | None, float | None]], pairs: dict[int, tuple[int, float]],
@@ -388,9 +540,15 @@ class IdentityFuser:
         state = table.get(p.mmsi) if table is not None else None
         name = state.name if state is not None else None
         who = f"MMSI {p.mmsi}" + (f" ({name})" if name else "")
-        if eff[j] > gate[j]:
+        far = ""
+        if self.too_far_to_judge(tracks[i]):
+            a = float(geo.semi_major_m[i])
+            far = (f"unknown: too far to judge (position \u00b1{a:.0f} m along the line of sight, "
+                   f"{cfg.gate_sigmas:g} sigma {cfg.gate_sigmas * a:.0f} m is over the {cfg.max_gate_along_m:.0f} m "
+                   f"bound); ")
+        if not geo.feasible[i, j]:
             why = (f"nearest AIS vessel {who} is {dist[j]:.0f} m away (report {abs(p.age_s):.0f} s old), "
-                   f"outside the {gate[j]:.0f} m gate")
+                   f"{self._describe(i, j, geo)}")
         else:
             owner = next((tracks[k].track_id for k, (jj, _) in pairs.items() if jj == j), None)
             tc = kin[i][0]
@@ -402,7 +560,7 @@ class IdentityFuser:
                        f"{tc:.0f} deg")
             else:
                 why = f"nearest AIS vessel {who} ({dist[j]:.0f} m away) was not assigned"
-        return {"unmatched_reason": why, "nearest_mmsi": p.mmsi, "nearest_name": name,
+        return {"unmatched_reason": far + why, "nearest_mmsi": p.mmsi, "nearest_name": name,
                 "nearest_distance_m": float(dist[j]), "nearest_gate_m": float(gate[j])}
 
     def identify_unlocated(self, tracks: Sequence[GeoTrack], time_ns: int) -> dict[int, TrackIdentity]:
@@ -417,7 +575,10 @@ class IdentityFuser:
         return out
 
     def _identity(self, t: GeoTrack, pred: AisPrediction | None, dist: float | None, state: VesselState | None,
-                  mem: _TrackMemory, time_ns: int) -> TrackIdentity:
+                  mem: _TrackMemory, time_ns: int, *, maha: float | None = None,
+                  share: float | None = None) -> TrackIdentity:
+        """The identity of one track. ``maha``: the pair's Mahalanobis distance (sigmas; None: from the track's
+        circle); ``share``: the chosen vessel's share of the likelihood of every vessel in the gate (ambiguity)."""
         cfg = self.cfg
         reg = self.registry
         day = dt.datetime.fromtimestamp(time_ns / 1e9, dt.timezone.utc).date()
@@ -436,9 +597,9 @@ class IdentityFuser:
                                  **common)
 
         # associated with an AIS vessel
-        sig = math.hypot(t.pos_sigma_m, pred.sigma_m)
-        eff = max(0.0, dist - pred.extent_m)
-        assoc = math.exp(-0.5 * (eff / sig) ** 2) * (1.0 - 0.5 ** min(mem.hits, 10))
+        if maha is None:
+            maha = max(0.0, dist - pred.extent_m) / math.hypot(t.pos_sigma_m, pred.sigma_m)
+        assoc = math.exp(-0.5 * maha ** 2) * (1.0 - 0.5 ** min(mem.hits, 10)) * (1.0 if share is None else share)
         ais_name = state.name if state is not None else None
         mmsi_entry = reg.by_mmsi(pred.mmsi)
         name_match = reg.best(ais_name, min_score=cfg.ocr_min_match) if ais_name else None

@@ -4,7 +4,9 @@
 decision type            when
 =======================  =====================================================================================
 ``unidentified_vessel``  a track inside a watch zone has had no AIS match and no valid registry match (identity
-                         ``none``, or OCR text that matches nobody) for at least ``unidentified_after_s``
+                         ``none``, or OCR text that matches nobody) for at least ``unidentified_after_s``; not
+                         while it is too far to judge (``too_far_to_judge``: its position uncertainty along the
+                         line of sight is longer than any gate), its timer starts once it is close enough
 ``identity_mismatch``    a track's identity carries a ``mismatch`` (hull text vs AIS name/MMSI vs registry) on
                          ``mismatch_confirm`` consecutive updates
 ``registry_alert``       a track's registry entry is blacklisted, or its licence expired/suspended/revoked
@@ -182,7 +184,16 @@ class IdentityRules:
             # unidentified_vessel
             unidentified = t.in_zone and dark_mmsi is None and ident.kind == "none"
             ukey = (UNIDENTIFIED_VESSEL, sid, "")
-            if unidentified and blind:
+            if unidentified and ident.too_far_to_judge:
+                # too far to judge (its position uncertainty along the line of sight is longer than any gate): not
+                # evidence of an unregistered vessel; an open condition stays, a timer starts when it comes close
+                if ukey in self._open:
+                    op = self._open[ukey]
+                    want[ukey] = (op.started_ns, op.reason, op.attributes)
+                else:
+                    self._unident_since.pop(sid, None)
+                    self._ident_since.pop(sid, None)
+            elif unidentified and blind:
                 if ukey in self._open:  # judged while AIS was heard: it stays open through the outage
                     op = self._open[ukey]
                     want[ukey] = (op.started_ns, op.reason, op.attributes)
