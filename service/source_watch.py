@@ -142,19 +142,19 @@ class SourceWatch:
         self.calibrations[source_id] = cal
         mon = self.monitors.get(source_id)
         if mon is not None:
-            from seawatch.vision.view_check import Intrinsics
+            from seawatch.vision.view_check import intrinsics_of
 
-            mon.intrinsics = Intrinsics.from_calibration(cal)
+            mon.intrinsics = intrinsics_of(cal)
 
     # ---- the view check of fixed cameras ---------------------------------------------------------------
     def _monitor(self, source_id: str):
         mon = self.monitors.get(source_id)
         if mon is None and source_id in self.view_configs:
-            from seawatch.vision.view_check import Intrinsics, ViewMonitor
+            from seawatch.vision.view_check import ViewMonitor, intrinsics_of
 
             path = None if self.view_dir is None else self.view_dir / f"{_SAFE.sub('_', source_id)}.npz"
             mon = ViewMonitor(source_id, self.view_configs[source_id],
-                              Intrinsics.from_calibration(self.calibrations.get(source_id)), path)
+                              intrinsics_of(self.calibrations.get(source_id)), path)
             self.monitors[source_id] = mon
         return mon
 

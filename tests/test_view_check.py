@@ -24,7 +24,7 @@ from seawatch.drone.config import CalibrationConfig  # noqa: E402
 from seawatch.service.auth import hash_api_key  # noqa: E402
 from seawatch.service.config import load_config  # noqa: E402
 from seawatch.service.source_watch import SourceWatch  # noqa: E402
-from seawatch.vision.view_check import (Intrinsics, ViewCheckConfig, ViewMonitor, ViewReference,  # noqa: E402
+from seawatch.vision.view_check import (ViewCheckConfig, ViewMonitor, ViewReference, intrinsics_of,  # noqa: E402
                                         measure)
 
 S = 1_000_000_000
@@ -74,7 +74,7 @@ def test_a_turned_camera_is_measured_in_pan_tilt_roll_degrees(shared_media, stil
     img = _image(shared_media, still)
     h, w = img.shape[:2]
     ref = ViewReference.from_frame(img, 640, "test", T0)
-    m = measure(ref, turned(img, **delta), ViewCheckConfig(), Intrinsics.from_calibration(_calibration(w, h)))
+    m = measure(ref, turned(img, **delta), ViewCheckConfig(), intrinsics_of(_calibration(w, h)))
     assert m.method == "features" and m.moved is True and not m.covered
     for axis in ("pan_deg", "tilt_deg", "roll_deg"):
         # a pan of a camera tilted 3 deg down turns the picture a little too (the pose's own geometry): roll is
@@ -87,7 +87,7 @@ def test_a_turned_camera_is_measured_in_pan_tilt_roll_degrees(shared_media, stil
 def test_an_unmoved_picture_and_a_tiny_turn_are_not_moved(shared_media):
     img = _image(shared_media, PORT_STILL)
     h, w = img.shape[:2]
-    k = Intrinsics.from_calibration(_calibration(w, h))
+    k = intrinsics_of(_calibration(w, h))
     ref = ViewReference.from_frame(img, 640, "test", T0)
     same = measure(ref, img, ViewCheckConfig(), k)
     assert same.moved is False and same.shift_px < 0.5 and not same.covered and not same.blurred
@@ -154,7 +154,7 @@ def _hand(img):
 def test_a_spoilt_view_is_raised_after_the_persistence_time_and_ends_when_clear(shared_media, condition, spoil):
     img = _image(shared_media, PORT_STILL)
     cfg = ViewCheckConfig(raise_after_s=30, clear_after_s=20, reference_after_s=0)
-    mon = ViewMonitor("quay", cfg, Intrinsics.from_calibration(_calibration(img.shape[1], img.shape[0])))
+    mon = ViewMonitor("quay", cfg, intrinsics_of(_calibration(img.shape[1], img.shape[0])))
     assert _feed(mon, img, 0, 10) == [] and mon.reference is not None
     bad = spoil(img)
     got = _feed(mon, bad, 15, 45)
@@ -351,7 +351,7 @@ def test_a_mast_swaying_back_and_forth_raises_nothing(shared_media):
     """Wind sways the mast: every other check sees the view 0.3 deg off, the next one back in place. Never held for
     30 s at every check: nothing raised (a camera that slipped and stays off is, above)."""
     img = _image(shared_media, PORT_STILL)
-    k = Intrinsics.from_calibration(_calibration(img.shape[1], img.shape[0]))
+    k = intrinsics_of(_calibration(img.shape[1], img.shape[0]))
     mon = ViewMonitor("quay", ViewCheckConfig(raise_after_s=30, reference_after_s=0), k)
     _feed(mon, img, 0, 0)
     off = turned(img, tilt_deg=0.3)

@@ -45,12 +45,15 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from seawatch.errors import InputError
+
+if TYPE_CHECKING:
+    from seawatch.drone.geometry import CameraIntrinsics  # vision may use drone
 
 log = logging.getLogger(__name__)
 
@@ -151,30 +154,11 @@ def _features(g: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return pts, desc
 
 
-@dataclass(frozen=True, slots=True)
-class Intrinsics:
-    """What the angles need of a calibrated camera: focal lengths and principal point in full-size pixels of a
-    ``width_px`` x ``height_px`` picture (rescaled to the picture checked)."""
-
-    width_px: int
-    height_px: int
-    fx_px: float
-    fy_px: float
-    cx_px: float
-    cy_px: float
-
-    @classmethod
-    def from_calibration(cls, calibration) -> "Intrinsics | None":
-        """From a ``CalibrationConfig`` with camera intrinsics (None without: ground control points only)."""
-        cam = getattr(calibration, "camera", None) if calibration is not None else None
-        if cam is None:
-            return None
-        k = cam.build()
-        return cls(int(k.width_px), int(k.height_px), float(k.fx_px), float(k.fy_px), float(k.cx_px), float(k.cy_px))
-
-    def scaled(self, width_px: int, height_px: int) -> "Intrinsics":
-        sx, sy = width_px / self.width_px, height_px / self.height_px
-        return Intrinsics(width_px, height_px, self.fx_px * sx, self.fy_px * sy, self.cx_px * sx, self.cy_px * sy)
+def intrinsics_of(calibration) -> CameraIntrinsics | None:
+    """A calibrated camera's intrinsics (focal lengths and principal point, what the angles need) from its
+    ``CalibrationConfig``; None without camera intrinsics (ground control points only)."""
+    cam = getattr(calibration, "camera", None) if calibration is not None else None
+    return cam.build() if cam is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,7 +381,7 @@ def _analysis_grey(reference: ViewReference, image: np.ndarray) -> np.ndarray:
 
 
 def measure(reference: ViewReference, image: np.ndarray, config: ViewCheckConfig,
-            intrinsics: Intrinsics | None = None) -> ViewMeasure:
+            intrinsics: CameraIntrinsics | None = None) -> ViewMeasure:
     """Check one picture (BGR or grey, the camera's full size) against ``reference``: see the module's docstring."""
     t0 = time.perf_counter()
     g = _analysis_grey(reference, image)
@@ -416,8 +400,10 @@ def measure(reference: ViewReference, image: np.ndarray, config: ViewCheckConfig
     blurred = None if covered or not math.isfinite(ratio) else ratio < config.blurred_ratio
 
     m, n, _, method = register(reference, g) if not covered else (None, 0, None, None)
-    k = intrinsics.scaled(full_w, full_h) if intrinsics is not None else None
-    cx, cy = (k.cx_px, k.cy_px) if k is not None else (full_w / 2.0, full_h / 2.0)
+    k = intrinsics
+    # the calibration's intrinsics, scaled to the size of the pictures checked
+    sx, sy = (full_w / k.width_px, full_h / k.height_px) if k is not None else (1.0, 1.0)
+    cx, cy = (k.cx_px * sx, k.cy_px * sy) if k is not None else (full_w / 2.0, full_h / 2.0)
     dx = dy = rot = zoom = float("nan")
     pan = tilt = roll = None
     if m is not None:
@@ -428,8 +414,8 @@ def measure(reference: ViewReference, image: np.ndarray, config: ViewCheckConfig
         rot = -math.degrees(math.atan2(m[1, 0], m[0, 0]))
         zoom = math.hypot(m[0, 0], m[1, 0])
         if k is not None:
-            pan = -math.degrees(math.atan2(dx, k.fx_px))  # the scene moves left when the camera turns right
-            tilt = math.degrees(math.atan2(dy, k.fy_px))  # and down when it looks up
+            pan = -math.degrees(math.atan2(dx, k.fx_px * sx))  # the scene moves left when the camera turns right
+            tilt = math.degrees(math.atan2(dy, k.fy_px * sy))  # and down when it looks up
             roll = rot  # measured against the project's pose convention (tests/test_view_check.py)
     moved: bool | None
     if covered:
@@ -471,7 +457,7 @@ class ViewMonitor:
 
     Not thread-safe: the service calls it from its watch thread, under a lock for resets."""
 
-    def __init__(self, source_id: str, config: ViewCheckConfig, intrinsics: Intrinsics | None = None,
+    def __init__(self, source_id: str, config: ViewCheckConfig, intrinsics: CameraIntrinsics | None = None,
                  path: Path | None = None) -> None:
         self.source_id = source_id
         self.config = config
