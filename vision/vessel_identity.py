@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import logging
 import bisect
-import datetime as dt
 import math
 import threading
 import time
@@ -67,16 +66,12 @@ from seawatch.errors import ConfigError, InputError
 from seawatch.vision.config import VesselZoneRuleConfig, ZoneConfig
 from seawatch.vision.detections import Detections
 from seawatch.vision.events import VESSEL_IN_ZONE, ClipRef, Event, GeoPosition, Snapshot
+from seawatch.vision.identity.vessels import utc_text
 
 log = logging.getLogger(__name__)
 
 NO_LOCATOR = "source is not geo-referenced (no calibration or pose for this frame)"
 FEED_STATES = ("up", "silent", "down", "ended")
-
-
-def utc_text(time_ns: int) -> str:
-    """``2026-01-01T00:00:00Z``: a UTC time as reasons and logs show it (whole seconds)."""
-    return dt.datetime.fromtimestamp(time_ns // 10**9, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from seawatch.drone.geometry import geod  # one shared WGS84 Geod (vision may use drone)
 from seawatch.vision.identity.fusion import GeoTrack, TrackIdentity
 from seawatch.vision.identity.registry import VesselRegistry
-from seawatch.vision.identity.vessels import VesselTable
+from seawatch.vision.identity.vessels import VesselTable, utc_text
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,6 @@ AIS_DARK = "ais_dark"
 DECISION_TYPES = (UNIDENTIFIED_VESSEL, IDENTITY_MISMATCH, REGISTRY_ALERT, AIS_DARK)
 
 _SEVERITY = {UNIDENTIFIED_VESSEL: "medium", IDENTITY_MISMATCH: "high", REGISTRY_ALERT: "high", AIS_DARK: "high"}
-
-
-def _utc(time_ns: int) -> str:
-    return dt.datetime.fromtimestamp(time_ns // 10**9, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +209,8 @@ class IdentityRules:
                     held = self._held_since.get(sid)
                     if held is not None:
                         back = self._ais_back_ns if self._ais_back_ns is not None else since
-                        reason += (f"; seen since {_utc(held)} while AIS was unavailable, held until AIS was back at "
-                                   f"{_utc(back)} and checked against it since")
+                        reason += (f"; seen since {utc_text(held)} while AIS was unavailable, held until AIS was back at "
+                                   f"{utc_text(back)} and checked against it since")
                         attrs = attrs | {"held_since_ns": held, "ais_back_ns": back}
                     want[ukey] = (since, reason, attrs)
             elif time_ns - self._ident_since.setdefault(sid, time_ns) >= self.clear_after_ns:

@@ -17,6 +17,14 @@ from seawatch.streams.ais import AisMessage, AisOther, AisPosition, AisStatic
 
 log = logging.getLogger(__name__)
 
+
+def utc_text(time_ns: int) -> str:
+    """``2026-01-01T00:00:00Z``: a UTC time as the identity's reasons and logs show it (whole seconds)."""
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(time_ns // 10**9, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 # ITU-R M.1371 ship-and-cargo type, first digit (and the 30-37 specials), as short words for display
 _TYPE_WORDS = {
     30: "fishing", 31: "towing", 32: "towing (large)", 33: "dredging", 34: "diving", 35: "military",
