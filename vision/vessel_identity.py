@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from seawatch.errors import ConfigError, InputError
 from seawatch.vision.config import VesselZoneRuleConfig, ZoneConfig
@@ -214,6 +214,36 @@ class HullOcrConfig(BaseModel):
     upscale_to_px: int = Field(96, ge=0, le=1024, description="crops lower than this are enlarged before OCR (0: never); 96 lifts voted reads of 64-px crops from 85 to 90 % (identity/README.md)")
 
 
+class IdentityGateConfig(BaseModel):
+    """``identity.gate``: how near an AIS vessel must lie to a camera track to be taken as that vessel. The gate is
+    the track's error ellipse (long along the camera's line of sight, narrow across it) scaled by ``sigmas``, widened
+    by the AIS report's own uncertainty (at most ``max_widen_m``), and never longer than ``max_along_m`` on any axis;
+    a track whose own ellipse is longer than that is ``too far to judge`` (identity unknown, no alert)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sigmas: float = Field(3.5, gt=0.0, le=10.0, description="the gate in standard deviations of the combined "
+                          "uncertainty (2-D: a true pair falls outside 3.5 sigma 0.2 % of the time, 3 sigma 1.1 %)")
+    max_widen_m: float = Field(500.0, gt=0.0, le=20000.0, description="how far an old AIS report's grown "
+                               "uncertainty may widen the gate on either axis (the camera's own ellipse is never cut)")
+    max_along_m: float = Field(3000.0, gt=0.0, le=50000.0, description="outer bound of the gate on every axis: a "
+                               "track near the horizon never claims a vessel farther than this, and one whose own "
+                               "gate is longer is too far to judge")
+
+    @model_validator(mode="after")
+    def _outer_bound_holds(self) -> "IdentityGateConfig":
+        if self.max_along_m < self.max_widen_m:
+            raise ValueError(f"max_along_m ({self.max_along_m:g} m) must be at least max_widen_m "
+                             f"({self.max_widen_m:g} m): it is the outer bound of the gate")
+        return self
+
+    def fusion_config(self):
+        """The fuser's settings with this gate."""
+        from seawatch.vision.identity.fusion import FusionConfig
+
+        return FusionConfig(gate_sigmas=self.sigmas, max_gate_m=self.max_widen_m, max_gate_along_m=self.max_along_m)
+
+
 class IdentityConfig(BaseModel):
     """The ``identity`` section: which detections are vessels and the identity rules' timers."""
 
@@ -237,6 +267,8 @@ class IdentityConfig(BaseModel):
                     "message are normal, sets it to what its traffic allows (a feed heard, but no vessel near, is up)")
     snapshots: bool = Field(True, description="identity events carry the frame as their snapshot")
     ocr: HullOcrConfig = Field(default_factory=HullOcrConfig, description="hull-number OCR of vessel tracks")
+    gate: IdentityGateConfig = Field(default_factory=IdentityGateConfig,
+                                     description="how near an AIS vessel must lie to a camera track to be taken as it")
 
 
 class VesselIdentityStage:
@@ -539,7 +571,7 @@ class VesselIdentityStage:
             from seawatch.vision.identity.rules import IdentityRules
 
             c = self.config
-            self._fusers[source_id] = IdentityFuser(self.registry)
+            self._fusers[source_id] = IdentityFuser(self.registry, self.config.gate.fusion_config())
             self._rules[source_id] = IdentityRules(
                 unidentified_after_s=c.unidentified_after_s, dark_after_s=c.dark_after_s,
                 mismatch_confirm=c.mismatch_confirm, track_lost_s=c.track_lost_s, clear_after_s=c.clear_after_s,
