@@ -1252,7 +1252,9 @@ _DRONE_ERRORS: dict[int | str, dict[str, Any]] = {409: {"model": ErrorBody}}
 @drones_router.post("/{drone_id}/abort", responses=_DRONE_ERRORS,
                     summary="operator: abort the drone's patrol and switch it to RTL / LAND / LOITER",
                     description="The patrol stays `aborted` (no repeat) until `restart`; a task under way "
-                                "(`investigate`) ends `aborted` too. A drone without a patrol only gets the mode. 409 "
+                                "(`investigate`) ends `aborted` too. A drone without a patrol only gets the mode; a drone "
+                                "that reports itself disarmed (on the ground) gets none: the abort only stops its "
+                                "patrol from being flown again. 409 "
                                 "when the drone has no link or refuses the mode (the patrol is still marked aborted). "
                                 "Answers the drone's status.")
 def abort_drone(drone_id: str, request: Request, who: Operator, body: Annotated[AbortIn | None, Body()] = None) -> dict[str, Any]:
@@ -1260,13 +1262,14 @@ def abort_drone(drone_id: str, request: Request, who: Operator, body: Annotated[
     _drone_status(fleet, drone_id)
     mode = (body or AbortIn()).mode
     try:
-        fleet.abort_patrol(drone_id, mode)
+        sent = fleet.abort_patrol(drone_id, mode)
     except InputError as exc:
         raise ApiError(404, str(exc)) from None
     except SeawatchError as exc:  # TelemetryError: no link, refused or unconfirmed mode change
         log.warning("drone %s: abort (%s) by %s %s: the mode change failed: %s", drone_id, mode, who.kind, who.name, exc)
         raise ApiError(409, f"drone {drone_id}: {mode} not confirmed: {exc}") from None
-    log.warning("drone %s: patrol aborted, now %s, by %s %s", drone_id, mode, who.kind, who.name)
+    log.warning("drone %s: patrol aborted, %s, by %s %s", drone_id, f"now {mode}" if sent else
+                "on the ground (disarmed): no mode sent", who.kind, who.name)
     return _drone_status(fleet, drone_id)
 
 

@@ -418,9 +418,11 @@ class DroneRunner:
                 self._abort(f"mode changed to {s.mode} (not by the service) after the patrol's last item")
 
     # ---- operator actions (API / CLI) -----------------------------------------------------------------------
-    def abort_patrol(self, mode: str = "RTL") -> None:
+    def abort_patrol(self, mode: str = "RTL") -> bool:
         """Stop the patrol for good (until :meth:`restart_patrol`): latch ``aborted``, then switch the vehicle to
-        ``mode`` (RTL, SMART_RTL, LOITER, BRAKE, LAND). Raises TelemetryError when the vehicle refuses or no link."""
+        ``mode`` (RTL, SMART_RTL, LOITER, BRAKE, LAND) unless it reports itself disarmed (on the ground, nothing to
+        fly home: the abort only keeps the patrol from being flown again, e.g. by ``repeat``). True when the mode was
+        sent. Raises TelemetryError when the vehicle refuses or no link."""
         from seawatch.errors import TelemetryError
 
         with self._lock:
@@ -431,7 +433,11 @@ class DroneRunner:
             link = self.link
             if link is None:
                 raise TelemetryError(f"drone {self.id}: no link to send {mode}")
+            if link.state.armed is False:  # checked after a start under way: that one may have armed it
+                log.info("drone %s: abort on the ground (disarmed): patrol stopped, no %s sent", self.id, mode)
+                return False
             link.set_mode(mode)
+            return True
 
     def restart_patrol(self) -> None:
         """Fly the patrol again after an abort (explicit operator decision); the start checks still apply."""
@@ -772,9 +778,10 @@ class Fleet:
             raise InputError(f"no drone {drone_id!r}")
         return r
 
-    def abort_patrol(self, drone_id: str, mode: str = "RTL") -> None:
-        """Operator abort: the drone's patrol stays ``aborted`` (no repeat) until :meth:`restart_patrol`."""
-        self._runner(drone_id).abort_patrol(mode)
+    def abort_patrol(self, drone_id: str, mode: str = "RTL") -> bool:
+        """Operator abort: the drone's patrol stays ``aborted`` (no repeat) until :meth:`restart_patrol`; True when
+        ``mode`` was sent (not to a drone on the ground)."""
+        return self._runner(drone_id).abort_patrol(mode)
 
     def restart_patrol(self, drone_id: str) -> None:
         """The explicit restart after an abort."""

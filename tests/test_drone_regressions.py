@@ -278,6 +278,24 @@ def test_operator_abort_is_never_relaunched_until_restarted():
         r.stop()
 
 
+def test_abort_on_the_ground_stops_the_patrol_and_sends_no_mode():
+    """A drone on the ground, disarmed, its patrol held for battery: the operator's abort ("Stop patrol" in the UI)
+    keeps the patrol from being flown when the battery is back, and sends the vehicle no RTL (nothing to fly home;
+    it was sent one before, a mode the parked vehicle then sat in)."""
+    r = _runner(18654, patrol_min_battery_pct=90).start()  # the simulator reports 87 %
+    try:
+        _until(lambda: r.patrol_state == "held" and r.link.state.armed is False, 30, "the patrol held on the ground")
+        mode = r.link.state.mode
+        assert r.abort_patrol("RTL") is False
+        assert r.patrol_state == "aborted" and "RTL" in r.patrol_reason
+        r.sim.battery_pct = 95
+        time.sleep(1.5)  # ~15 s simulated: a held patrol would have started by now
+        assert r.sim.mode == mode != "RTL" and r.link.state.mode == mode
+        assert r.patrols_started == 0 and r.patrol_state == "aborted" and r.sim.armed is False
+    finally:
+        r.stop()
+
+
 @pytest.mark.slow
 def test_complete_patrol_repeats_only_with_battery_and_without_failsafe():
     r = _runner(18651, speed=20.0)

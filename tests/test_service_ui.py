@@ -403,6 +403,12 @@ def test_ui_operator_workflow_in_chromium(live_service, tmp_path):
         _wait(page, f"document.querySelector('{row}').textContent.includes('patrol harbour (aborted: aborted by the operator (RTL)')")
         assert svc.fleet.runners["patrol-1"].patrol_state == "aborted"
         assert svc.fleet.runners["patrol-1"].link.state.mode == "RTL"
+        # landed (the simulator put down at once): nothing to fly home, the patrol already stopped -> "Stop patrol",
+        # disabled; Restart patrol stays
+        sim = svc.fleet.runners["patrol-1"].sim
+        sim.h, sim.armed = 0.0, False
+        _wait(page, f"document.querySelector('{row} button[data-act=abort]').textContent === 'Stop patrol'", 15)
+        assert page.is_disabled(f"{row} button[data-act=abort]") and not page.is_disabled(f"{row} button[data-act=restart]")
 
         # ---- without a tile server, the bundled coastline is drawn when the view reaches a coast (Dutch coast)
         page.evaluate("(() => { const m = window.seawatch.map; m.view = {lat: 53.0, lon: 5.2, zoom: 8}; m.draw(); })()")

@@ -1191,7 +1191,17 @@ function droneButtons(s) {
     b.addEventListener("click", () => droneAction(s.drone_id, act));
     return b;
   };
-  const out = [mk("abort", "Abort (RTL)", "stop the patrol or task (it does not start again by itself) and fly home")];
+  // on the ground (it reports itself disarmed) there is nothing to fly home: the button only keeps the patrol from
+  // being flown again (repeat), so it says so, and does nothing when there is no patrol left to stop
+  const onGround = s.armed === false;
+  const abort = onGround
+    ? mk("abort", "Stop patrol", "on the ground: the patrol is not flown again (repeat) until restarted")
+    : mk("abort", "Abort (RTL)", "stop the patrol or task (it does not start again by itself) and fly home");
+  if (onGround && (!s.patrol || ["none", "aborted"].includes(s.patrol_state))) {
+    abort.disabled = true;
+    abort.title = s.patrol ? "on the ground, patrol stopped: nothing to abort" : "on the ground: nothing to abort";
+  }
+  const out = [abort];
   if (s.patrol) {
     const r = mk("restart", "Restart patrol", "fly the patrol again (battery and failsafe checks still apply)");
     r.disabled = s.patrol_state === "flying";
@@ -1201,9 +1211,11 @@ function droneButtons(s) {
 }
 
 async function droneAction(id, act) {
-  if (act === "abort" && !confirm(`Abort the patrol of ${id} and send it home (RTL)?`)) return;
+  const onGround = act === "abort" && (state.sources || []).some(s => s.drone_id === id && s.armed === false);
+  if (act === "abort" && !confirm(onGround ? `Stop the patrol of ${id}? It is on the ground and is not flown again until restarted.`
+    : `Abort the patrol of ${id} and send it home (RTL)?`)) return;
   const note = $("sources-note");
-  note.className = ""; note.textContent = `${id}: ${act === "abort" ? "sending RTL" : "restart requested"}…`;
+  note.className = ""; note.textContent = `${id}: ${act === "abort" ? (onGround ? "stopping its patrol" : "sending RTL") : "restart requested"}…`;
   try {
     const d = await json(`api/drones/${encodeURIComponent(id)}/${act}`, { method: "POST",
       headers: { "Content-Type": "application/json" }, body: act === "abort" ? JSON.stringify({ mode: "RTL" }) : undefined });
