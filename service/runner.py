@@ -362,6 +362,7 @@ class Service:
             st = src.status().as_dict()
             if sid in stats:
                 st["analysis"] = stats[sid].snapshot(st["frames_queued"])
+            st["view_check"] = self.watch.view_status(sid)  # None: its view is not checked
             out.append(st)
         return out
 

@@ -193,8 +193,15 @@ class SourceWatch:
             return events, mon.status()
 
     def view_status(self, source_id: str) -> dict | None:
-        mon = self.monitors.get(source_id)
-        return None if mon is None else mon.status()
+        """A checked camera's view check (``ViewMonitor.status``; ``learning`` before its first picture), else None."""
+        if source_id not in self.view_configs:
+            return None
+        with self.view_lock:
+            mon = self.monitors.get(source_id)
+            if mon is None:  # no picture yet
+                return {"state": "learning", "learning": True, "reference_origin": None, "reference_ns": None,
+                        "raised": [], "pending": {}, "last_check_ns": None, "finding": None, "last": None}
+            return mon.status()
 
     def _view_events(self, sid: str, mon: Any, changes: list, image: Any, now_ns: int) -> list[Event]:
         from seawatch.vision.events import ClipRef, Snapshot

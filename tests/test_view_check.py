@@ -228,6 +228,9 @@ def test_the_incident_the_stored_reference_a_restart_and_drone_cameras(tmp_path,
     warnings_seen = []
     w.on_geo_warning = lambda sid, text: warnings_seen.append((sid, text))
     frames = lambda pic, t: {sid: (T0 + t * S, pic, None) for sid in ("quay-1", "gate", "patrol-cam", "inline-cam")}  # noqa: E731
+    # GET /api/sources' view_check: none for the cameras not checked, learning before the first picture
+    assert [w.view_status(sid) for sid in ("gate", "patrol-cam", "inline-cam", "nope")] == [None] * 4
+    assert w.view_status("quay-1")["state"] == "learning"
     for t in range(0, 30, 5):  # the first stable 20 s become the reference, stored
         assert w.check_views(frames(img, t), T0 + t * S) == []
     path = tmp_path / "data" / "media" / "view_reference" / "quay-1.npz"
@@ -239,9 +242,14 @@ def test_the_incident_the_stored_reference_a_restart_and_drone_cameras(tmp_path,
     w2 = SourceWatch(cfg)
     w2.on_geo_warning = lambda sid, text: warnings_seen.append((sid, text))
     bad = turned(img, pan_deg=1.0)
-    got = []
+    got, states = [], []
     for t in range(100, 140, 5):
         got += w2.check_views(frames(bad, t), T0 + t * S)
+        states.append(w2.view_status("quay-1")["state"])
+    assert states == ["checking"] * 6 + ["moved"] * 2, states  # held from 100 s, raised at 130 s
+    st = w2.view_status("quay-1")
+    assert st["raised"] == ["moved"] and st["pending"] == {} and st["last_check_ns"] == T0 + 135 * S
+    assert st["finding"].startswith("moved by ") and "pan +1.0" in st["finding"] and st["reference_origin"] == "learnt"
     assert w2.monitors["quay-1"].reference.created_ns == learnt_ns and w2.monitors["quay-1"].reference.origin == "learnt"
     (ev,) = got
     assert (ev.type, ev.phase, ev.source_id, ev.severity) == ("camera_moved", "start", "quay-1", "high")

@@ -598,11 +598,20 @@ class ViewMonitor:
         return out
 
     def status(self) -> dict[str, Any]:
-        """The check's state for the API: learning or not, the reference's origin and time, what is raised."""
-        ref = self.reference
-        return {"learning": ref is None, "reference_origin": None if ref is None else ref.origin,
-                "reference_ns": None if ref is None else ref.created_ns, "raised": sorted(self.raised),
-                "last": None if self.last is None else self.last.as_dict()}
+        """The check's state for the API: ``state`` in a word (``learning``, ``ok``, ``moved`` / ``covered`` /
+        ``blurred`` (raised; the first of these), or ``checking`` while a condition holds but is not raised yet),
+        ``finding`` (the last check's finding in words), the reference's origin and time, what is raised and what
+        is pending (condition -> since when, UTC ns), when it was last checked, and the last check's measures."""
+        ref, last = self.reference, self.last
+        raised = sorted(self.raised)
+        first = next((c for c in (MOVED, COVERED, BLURRED) if c in self.raised), None)
+        state = "learning" if ref is None else first or ("checking" if self.pending else "ok")
+        return {"state": state, "learning": ref is None, "reference_origin": None if ref is None else ref.origin,
+                "reference_ns": None if ref is None else ref.created_ns, "raised": raised,
+                "pending": {c: int(t) for c, t in sorted(self.pending.items())},
+                "last_check_ns": self.last_check_ns,
+                "finding": None if ref is None or last is None else last.finding(),
+                "last": None if last is None else last.as_dict()}
 
 
 def snapshot_image(current: np.ndarray, reference: ViewReference | None, width_px: int = 960) -> np.ndarray:

@@ -393,7 +393,7 @@ async function refreshSources(list) {
       const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td);
     }
     if (s.kind === "drone") tr.lastChild.append(...droneButtons(s));
-    else if ((s.kind || "camera") === "camera") tr.lastChild.append(...liveButton(s), ...recButton(s));
+    else if ((s.kind || "camera") === "camera") tr.lastChild.append(...viewCheckNote(s), ...liveButton(s), ...recButton(s));
     tb.appendChild(tr);
   }
   const drones = list.filter((s) => s.kind === "drone"), cams = list.filter((s) => (s.kind || "camera") === "camera");
@@ -1181,6 +1181,29 @@ $("rec-video").addEventListener("loadedmetadata", () => placeMarker());
 window.addEventListener("resize", () => placeMarker());
 $("d-recordings").addEventListener("click", () => state.detail &&
   openRecordings(state.detail.source_id, wholeS(state.detail.start_ns) - 120e9, Number($("rec-len").value) || 300));
+
+// A fixed camera's view check (GET /api/sources view_check), when it has something to say: moved / covered /
+// blurred (raised: red, with the finding, e.g. "moved by 23 px (pan +0.52 deg, ...)"), a change held but not raised
+// yet, or still learning its reference view. Nothing while the view matches its reference.
+function viewCheckNote(s) {
+  const v = s.view_check;
+  if (!v || v.state === "ok") return [];
+  const sp = document.createElement("span");
+  sp.className = "view-check";
+  if (["moved", "covered", "blurred"].includes(v.state)) {
+    sp.classList.add("error");
+    sp.textContent = ` · view ${v.state}${v.finding ? ": " + displayText(v.finding, 200) : ""}`;
+    sp.title = "the camera's view check: its picture no longer matches its reference view (an incident is open; an " +
+      "administrator who re-aimed it on purpose resets the reference)";
+  } else if (v.state === "checking") {
+    const since = Math.min(...Object.values(v.pending || {}));
+    sp.textContent = ` · view changed${Number.isFinite(since) ? " " + ago(since) + " ago" : ""}, checking: ` +
+      displayText(v.finding || "", 200);
+  } else if (v.state === "learning") {
+    sp.textContent = " · learning its reference view";
+  } else return [];
+  return [sp];
+}
 
 // Abort / restart of a drone's patrol: operators and above (drone crews are operators; the server checks).
 function droneButtons(s) {
