@@ -257,8 +257,12 @@ def segment_extension(codec_name: str) -> str:
     return "mp4" if codec_name in ("h264", "hevc") else "mkv"
 
 
-def read_segment_packets(path: str | Path, start_ns: int) -> tuple[StreamInfo, list[EncodedPacket]]:
-    """Packets of a recorded segment, with capture time = ``start_ns`` + their pts. Raises :class:`InputError`."""
+def read_segment_packets(path: str | Path, start_ns: int, *,
+                         growing: bool = False) -> tuple[StreamInfo, list[EncodedPacket]]:
+    """Packets of a recorded segment, with capture time = ``start_ns`` + their pts. Raises :class:`InputError`.
+
+    ``growing``: the segment is being written, so a fragment half written at its end is expected, not damage (no
+    warning; the caller takes the newest packets from elsewhere)."""
     import av
 
     try:
@@ -285,7 +289,8 @@ def read_segment_packets(path: str | Path, start_ns: int) -> tuple[StreamInfo, l
                         EncodedPacket(bytes(pkt), pkt.pts, pkt.dts, pkt.time_base, bool(pkt.is_keyframe), t)
                     )
         except av.FFmpegError as exc:
-            log.warning("recording %s is damaged after %d packets: %s", path, len(packets), exc)
+            (log.debug if growing else log.warning)("recording %s is damaged after %d packets: %s", path,
+                                                    len(packets), exc)
     return info, packets
 
 
@@ -704,7 +709,9 @@ def _gather_runs(start_ns: int, end_ns: int, *, recordings, source_id, ring) -> 
             runs.append((run_info, list(run_packets)))
 
     if recordings is not None and source_id is not None:
-        for seg in list_segments(recordings, source_id):
+        parts = part_files(recordings, source_id) if ring is not None else []  # before the segments: see _part_packets
+        segments = list_segments(recordings, source_id)
+        for seg in segments:
             if seg.end_ns < start_ns - 10_000_000_000 or seg.start_ns > end_ns:
                 continue
             try:
@@ -713,6 +720,8 @@ def _gather_runs(start_ns: int, end_ns: int, *, recordings, source_id, ring) -> 
                 log.warning("video of %s: skipping unreadable recording %s: %s", source_id, seg.path.name, exc)
                 continue
             add(seg_info, seg_packets)
+        for part in parts:
+            add(*_part_packets(part, start_ns, end_ns, ring, segments))
         if ring is not None and ring.info is not None and ring.info.extradata:
             for i, (run_info, run_packets) in enumerate(runs):
                 if (not run_info.extradata and ring.info.same_format(run_info)
@@ -732,6 +741,40 @@ def _gather_runs(start_ns: int, end_ns: int, *, recordings, source_id, ring) -> 
                     ring_packets.pop(0)
         add(ring.info, ring_packets)
     return runs
+
+
+def _part_packets(part: Path, start_ns: int, end_ns: int, ring: PacketRing,
+                  segments: list[Segment]) -> tuple[StreamInfo | None, list[EncodedPacket]]:
+    """What only the segment being written (``part``) holds for a window: its packets older than the ring's first.
+
+    The recorder closes a segment at the first keyframe ``segment_s`` after its start, while the ring keeps
+    ``ring_s`` of video or less (its byte cap: a camera of high bit rate), so video can be older than the ring and in
+    no finished segment yet; ``recorded_video`` lists it as recorded. The part's MP4 fragments (one per GOP) reach the
+    disk as each GOP completes; what is newer, the last one perhaps half written, is taken from the ring.
+    ``(None, [])`` when the ring reaches back to the window's start, the part begins after the window or holds nothing
+    older than the ring, or it was finished meanwhile: ``segments`` (listed after the parts) then holds it, or, if
+    it was renamed after that listing too, its finished file is read here.
+    """
+    oldest = ring.oldest_ns
+    try:
+        part_start = int(part.name.split(".part.", 1)[0])
+    except ValueError:
+        return None, []
+    if oldest is None or start_ns >= oldest or part_start > end_ns or part_start >= oldest:
+        return None, []
+    if any(seg.start_ns == part_start for seg in segments):
+        return None, []  # finished between the two listings: read with the segments
+    try:
+        info, packets = read_segment_packets(part, part_start, growing=True)
+    except InputError:
+        done = [s for s in list_segments(part.parent.parent, part.parent.name) if s.start_ns == part_start]
+        if not done:
+            return None, []
+        try:
+            info, packets = read_segment_packets(done[0].path, part_start)
+        except InputError:
+            return None, []
+    return info, [p for p in packets if p.capture_time_ns < oldest]
 
 
 def _cut(path, start_ns: int, end_ns: int, *, recordings, source_id, ring) -> tuple[Path, ClipCoverage]:
