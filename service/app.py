@@ -65,6 +65,7 @@ from seawatch.service.schemas import (
 from seawatch.service.report import ReportParams
 from seawatch.service.store import AreaExists, BBox, EventQuery, EventStore
 from seawatch.vision.events import reason_problem
+from seawatch.vision.schedule import rule_status
 
 log = logging.getLogger(__name__)
 
@@ -828,9 +829,10 @@ def _sources(state) -> list[SourceOut]:
         # drone's camera has none to apply; one stored before it became one is not used)
         cal, d["calibration_origin"] = in_force(spec, operator_cals.get(spec.id) if drone is None else None)
         d["view"] = calibration_view(cal)
-        d["areas"] = _camera_areas(spec, state.settings.zones) + [
+        d["areas"] = _camera_areas(spec, state.settings.zones, state.settings.site.timezone) + [
             _ignore_area_out(f"op-{a.id}", "operator", a, area_id=a.id, event_id=a.event_id, created_by=a.created_by)
             for a in added.get(spec.id, ())]
+        d["zone_rules"] = _zone_rules(spec.id, state.settings)
         d["drone_id"] = getattr(drone, "id", None)
         out.append(SourceOut.model_validate(d))
     fleet = state.fleet
@@ -839,20 +841,31 @@ def _sources(state) -> list[SourceOut]:
     return out
 
 
-def _camera_areas(spec, zones) -> list[dict[str, Any]]:
+def _camera_areas(spec, zones, site_tz: str = "UTC") -> list[dict[str, Any]]:
     """The pixel areas of a fixed camera, for drawing over its snapshots: its zones with a pixel polygon (the rules
-    that apply there), its water polygons and its ignore areas. Geo zones and panning cameras' water views are not
-    listed (they have no fixed place in the picture)."""
+    that apply there, and in ``rule_states`` each one's schedule and whether it is armed now), its water polygons
+    and its ignore areas. Geo zones and panning cameras' water views are not listed (they have no fixed place in the
+    picture; ``zone_rules`` lists every zone's rules)."""
     out: list[dict[str, Any]] = []
+    now_ns = time.time_ns()
     for z in zones:
         if z.source == spec.id and z.polygon_px is not None:
             out.append({"kind": "zone", "id": z.id, "polygon_px": [list(p) for p in z.polygon_px],
-                        "rules": [r.type for r in z.rules]})
+                        "rules": [r.type for r in z.rules],
+                        "rule_states": [rule_status(r, site_tz, now_ns) for r in z.rules]})
     for i, poly in enumerate(spec.water or ()):
         out.append({"kind": "water", "id": f"water-{i + 1}", "polygon_px": [list(p) for p in poly]})
     for i, area in enumerate(spec.ignore):
         out.append(_ignore_area_out(f"ignore-{i + 1}", "config", area))
     return out
+
+
+def _zone_rules(source_id: str, settings) -> list[dict[str, Any]]:
+    """Every rule of a camera's zones (pixel, geo or the whole frame), each with its zone id, its schedule (null:
+    always armed), whether it is armed now and when that next changes (``seawatch.vision.schedule``)."""
+    now_ns = time.time_ns()
+    return [{"zone_id": z.id, **rule_status(r, settings.site.timezone, now_ns)}
+            for z in settings.zones if z.source == source_id for r in z.rules]
 
 
 def _ignore_area_out(listed_id: str, origin: str, area, **extra) -> dict[str, Any]:

@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from seawatch.errors import ConfigError
+from seawatch.vision.schedule import build_schedule, parse_days, parse_hhmm, time_zone
 
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 Conf = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -212,10 +213,91 @@ class StationaryForegroundConfig(_Strict):
         return self
 
 
+class ScheduleWindowConfig(_Strict):
+    """One weekly window of a rule's schedule, on the site's wall clock (``seawatch.vision.schedule``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    days: tuple[str, ...] = Field(
+        ("mon", "tue", "wed", "thu", "fri", "sat", "sun"),
+        description="days the window starts on: mon..sun (full names and ranges such as mon-fri too); default every day")
+    from_: str = Field(alias="from", description="start, \"HH:MM\" local (quote it: YAML reads 07:00 as a number)")
+    to: str = Field(description="end, \"HH:MM\" local (\"24:00\": midnight); at or before `from`: the next day")
+
+    @field_validator("days", mode="before")
+    @classmethod
+    def _days(cls, v: Any) -> tuple[str, ...]:
+        return parse_days(v)
+
+    @field_validator("from_", mode="before")
+    @classmethod
+    def _from(cls, v: Any) -> str:
+        return _hhmm_text(parse_hhmm(v))
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _to(cls, v: Any) -> str:
+        return _hhmm_text(parse_hhmm(v, allow_24=True))
+
+    @model_validator(mode="after")
+    def _span(self) -> "ScheduleWindowConfig":
+        if self.from_ == self.to:
+            raise ValueError(f"from and to are both {self.from_}: a window of no time (for the whole day give "
+                             "from: \"00:00\", to: \"24:00\")")
+        return self
+
+
+def _hhmm_text(minutes: int) -> str:
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+class ScheduleConfig(_Strict):
+    """When a rule is armed: weekly windows on the wall clock of ``tz`` (default: ``site.timezone``). Outside them
+    the rule raises nothing and an incident still open is ended. A plain list of windows is short for
+    ``{windows: [...]}``."""
+
+    windows: tuple[ScheduleWindowConfig, ...] = Field(min_length=1, max_length=50, description="armed windows (any of)")
+    tz: str | None = Field(None, description="IANA time zone of these windows, e.g. Europe/Amsterdam (default: site.timezone)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list(cls, v: Any) -> Any:
+        return {"windows": v} if isinstance(v, (list, tuple)) else v
+
+    @field_validator("tz")
+    @classmethod
+    def _tz(cls, v: str | None) -> str | None:
+        if v is not None:
+            time_zone(v)
+        return v
+
+    def build(self, site_tz: str = "UTC"):
+        """The :class:`~seawatch.vision.schedule.Schedule` (its own ``tz``, else ``site_tz``)."""
+        return build_schedule(self.windows, self.tz or site_tz)
+
+
+class SiteConfig(_Strict):
+    """Facts about the site as a whole."""
+
+    timezone: str = Field("UTC", description="IANA time zone of the site's wall clock (rule schedules), e.g. Europe/Amsterdam")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        time_zone(v)
+        return v
+
+
+def _schedule_field():
+    return Field(None, description="when the rule is armed (weekly windows on the site's wall clock, by each frame's capture time); "
+                                  "none: always")
+
+
 class FireSmokeRuleConfig(_Strict):
     """Fire / smoke: k of the last n analysed frames, over at least T seconds."""
 
     type: Literal["fire_smoke"] = "fire_smoke"
+    schedule: ScheduleConfig | None = _schedule_field()
     labels: tuple[str, ...] = Field(("fire", "smoke"), min_length=1, description="labels watched; each raises its own event type")
     min_confidence: Conf = Field(
         0.35,
@@ -278,6 +360,7 @@ class HardHatRuleConfig(_Strict):
     """A person without a hard hat inside the zone for at least T seconds; one event per person track."""
 
     type: Literal["no_hard_hat"] = "no_hard_hat"
+    schedule: ScheduleConfig | None = _schedule_field()
     person_labels: tuple[str, ...] = Field(("person",), description="labels of person boxes")
     no_helmet_label: str = Field("no_helmet", description="label of a bare head")
     helmet_label: str = Field("helmet", description="label of a head with a hard hat")
@@ -300,6 +383,7 @@ class FireLaneRuleConfig(_Strict):
     """A lane occupied by something that stays put for at least T; one event per blockage."""
 
     type: Literal["fire_lane_blocked"] = "fire_lane_blocked"
+    schedule: ScheduleConfig | None = _schedule_field()
     vehicle_labels: tuple[str, ...] = Field(("car", "truck", "bus", "motorcycle"), description="tracked labels that can block the lane")
     ignore_labels: tuple[str, ...] = Field(("person",), description="never count as blocking (masked out of stationary foreground too)")
     min_confidence: Conf = Field(0.3, description="detections below this are ignored")
@@ -320,6 +404,7 @@ class VesselZoneRuleConfig(_Strict):
     """A vessel track inside the zone for at least T seconds; one event per track."""
 
     type: Literal["vessel_in_zone"] = "vessel_in_zone"
+    schedule: ScheduleConfig | None = _schedule_field()
     labels: tuple[str, ...] = Field(("vessel",), description="vessel labels")
     min_confidence: Conf = Field(0.3, description="detections below this are ignored")
     min_duration_s: float = Field(30.0, ge=0.0, le=86400.0, description="T: seconds inside before the event starts")
@@ -416,6 +501,7 @@ class RulesConfig(_Strict):
     """Tracking, zones with their rules, and the event policy."""
 
     tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="tracker settings (one tracker per source)")
+    site: SiteConfig = Field(default_factory=SiteConfig, description="the site's time zone (rule schedules)")
     events: EventPolicy = Field(default_factory=EventPolicy, description="clip rolls and update cadence")
     zones: tuple[ZoneConfig, ...] = Field((), description="zones per source with their rules")
 

@@ -51,8 +51,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from seawatch.drone.config import CalibrationConfig, DroneConfig
 from seawatch.errors import ConfigError, InputError, ModelError
-from seawatch.vision.config import (EventPolicy, RulesConfig, TrackerConfig, WaterAreasConfig, ZoneConfig,
-                                    check_scalars, duplicate_zone, error_message, load_rules_config,
+from seawatch.vision.config import (EventPolicy, RulesConfig, SiteConfig, TrackerConfig, WaterAreasConfig,
+                                    ZoneConfig, check_scalars, duplicate_zone, error_message, load_rules_config,
                                     read_yaml_file)
 from seawatch.vision.detections import Detections
 from seawatch.vision.events import Event, Sink
@@ -198,6 +198,7 @@ class PipelineConfig(BaseModel):
     tracker: TrackerConfig = Field(default_factory=TrackerConfig, description="tracker settings")
     events: EventPolicy = Field(default_factory=EventPolicy, description="clip rolls and update cadence")
     zones: tuple[ZoneConfig, ...] = Field((), description="zones per source with their rules")
+    site: SiteConfig = Field(default_factory=SiteConfig, description="the site's time zone (rule schedules)")
     drones: tuple[DroneConfig, ...] = Field((), description="drones (a source refers to one by `drone: ID`, or a drone names its `video_source`)")
     ais: tuple[str, ...] = Field((), description="AIS feeds: NMEA file paths (replayed by their own clock), loop:PATH (a log replayed live: re-timed to start at the first frame, looped), tcp://HOST:PORT, udp://HOST:PORT")
     registry: str | None = Field(None, description="vessel registry CSV file")
@@ -261,7 +262,7 @@ class PipelineConfig(BaseModel):
 
     @property
     def rules(self) -> RulesConfig:
-        return RulesConfig(tracker=self.tracker, events=self.events, zones=self.zones)
+        return RulesConfig(tracker=self.tracker, events=self.events, zones=self.zones, site=self.site)
 
 
 def load_pipeline_config(path: str | Path | None, data: dict | None = None) -> PipelineConfig:
@@ -274,7 +275,7 @@ def load_pipeline_config(path: str | Path | None, data: dict | None = None) -> P
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: the top level must be a mapping")
     check_scalars(data, where)
-    rules_part = {k: data[k] for k in ("tracker", "events", "zones") if k in data}
+    rules_part = {k: data[k] for k in ("tracker", "events", "zones", "site") if k in data}
     load_rules_config(rules_part, where)  # field-by-field messages for the rules part
     try:
         cfg = PipelineConfig.model_validate(data)

@@ -21,6 +21,11 @@ Rules (configured per zone, see ``seawatch.vision.config``):
 - ``vessel_in_zone``: a vessel track in the zone for at least T s. One incident per track; the identity stage
   adds hull text / MMSI / registry attributes through an enricher.
 
+A rule with a ``schedule`` (``seawatch.vision.schedule``) runs only while the frame's capture time is inside its
+weekly windows: outside them it raises nothing and an open incident ends at the edge (``end_reason`` "schedule:
+disarmed at 19:00 Europe/Amsterdam"); armed again, it starts afresh, so a subject already there is judged from
+then with the normal dwell.
+
 ``RuleEngine.update(source_id, time_ns, detections, image=None, locator=None)`` runs every rule of every zone
 of that source and returns (and emits to its sinks) the events of that frame.
 """
@@ -57,6 +62,7 @@ from seawatch.vision.events import (
     Snapshot,
     severity_rank,
 )
+from seawatch.vision.schedule import Schedule
 from seawatch.vision.stationary import StationaryForeground
 from seawatch.vision.tracking import iou_matrix
 from seawatch.vision.zones import Locator, Zone, zone_anchor_points
@@ -231,6 +237,10 @@ class Rule:
         self.zone = zone
         self.zone_cfg = zone_cfg
         self.policy = policy
+        self.schedule: Schedule | None = None  # when armed (set by the engine); None: always
+        self.rule_cfg: Any = None  # its config, to start afresh when the schedule arms it again
+        self.disarmed = False  # its schedule had it off at the last frame
+        self.last_armed_ns: int | None = None  # capture time of the last frame it was armed for
 
     def update(self, ctx: FrameContext, inside: np.ndarray) -> list[Event]:
         raise NotImplementedError
@@ -1067,10 +1077,40 @@ class RuleEngine:
         self._zones: dict[str, list[tuple[Zone, ZoneConfig, list[Rule]]]] = {}
         for zc in config.zones:
             zone = zc.build_zone()
-            rules = [build_rule(zone, zc, config.events, rc) for rc in zc.rules]
+            rules = [self._build(zone, zc, rc) for rc in zc.rules]
             self._zones.setdefault(zc.source, []).append((zone, zc, rules))
         self._last_ns: dict[str, int] = {}
         self._geo_warned: set[tuple[str, str]] = set()
+
+    def _build(self, zone: Zone, zc: ZoneConfig, rc, schedule: Schedule | None = None) -> Rule:
+        rule = build_rule(zone, zc, self.config.events, rc)
+        rule.rule_cfg = rc
+        if rc.schedule is not None:
+            rule.schedule = schedule or rc.schedule.build(self.config.site.timezone)
+        return rule
+
+    def _gate(self, rules: list[Rule], i: int, zone: Zone, zc: ZoneConfig, t: int, out: list[Event]) -> Rule | None:
+        """``rules[i]`` if its schedule arms it at capture time ``t``, else None. Disarming ends its open incidents
+        at the edge (the first change after its last armed frame), with the reason; arming again replaces it with a
+        fresh rule, so a subject already there is judged from this frame with the rule's normal dwell and delays,
+        not from timers that ran while it was off."""
+        rule = rules[i]
+        sched = rule.schedule
+        assert sched is not None
+        if sched.armed(t):
+            if rule.disarmed:
+                log.info("source %s zone %s: %s armed (%s)", rule.zone_cfg.source, zone.id, rule.rule_cfg.type, sched.describe())
+                rule = rules[i] = self._build(zone, zc, rule.rule_cfg, sched)
+            rule.last_armed_ns = t
+            return rule
+        if not rule.disarmed:
+            rule.disarmed = True
+            if rule.last_armed_ns is not None:
+                edge = sched.state(rule.last_armed_ns)[1]
+                edge = t if edge is None or edge > t else edge
+                out.extend(rule.close(edge, sched.disarm_reason(edge)))
+                log.info("source %s zone %s: %s disarmed (%s)", rule.zone_cfg.source, zone.id, rule.rule_cfg.type, sched.describe())
+        return None
 
     @property
     def source_ids(self) -> tuple[str, ...]:
@@ -1103,8 +1143,10 @@ class RuleEngine:
                 log.warning("source %s: geo zone %s is inactive: the frame has no locator (not geo-referenced)", source_id, zone.id)
                 self._geo_warned.add((source_id, zone.id))
             inside = zone.contains_px(zone_anchor_points(zone, detections, zc.anchors), locator)
-            for rule in rules:
-                out.extend(rule.update(ctx, inside))
+            for i in range(len(rules)):
+                rule = rules[i] if rules[i].schedule is None else self._gate(rules, i, zone, zc, time_ns, out)
+                if rule is not None:
+                    out.extend(rule.update(ctx, inside))
         return self._publish(out)
 
     def update_frame(self, frame, detections: Detections, locator: Locator | None = None) -> list[Event]:

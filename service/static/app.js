@@ -387,7 +387,10 @@ async function refreshSources(list) {
       const a = s.analysis;
       const an = a && a.frames ? ` · analysed ${a.analysed_fps}/${a.asked_fps} fps${a.behind ? " (behind)" : ""}` +
         (a.lag_ms != null ? `, lag ${Math.round(a.lag_ms)} ms` : "") : "";
-      details = `${down}${s.frames_decoded ?? 0} frames${an}${s.last_error ? " · " + displayText(s.last_error, 300) : ""}${s.view ? " · surveyed" : ""}`;
+      // rules armed only at certain times (GET /api/sources zone_rules): their schedule and whether they are on now
+      const sched = (s.zone_rules || []).filter((r) => r.schedule_text)
+        .map((r) => ` · ${r.type} in ${displayText(r.zone_id, 64)} ${ruleSchedule(r)}`).join("");
+      details = `${down}${s.frames_decoded ?? 0} frames${an}${s.last_error ? " · " + displayText(s.last_error, 300) : ""}${s.view ? " · surveyed" : ""}${sched}`;
     }
     for (const [text, cls] of [[s.source_id, ""], [s.kind || "camera", ""], [s.state, "st-" + s.state], [details, ""]]) {
       const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td);
@@ -406,6 +409,14 @@ async function refreshSources(list) {
       : [[d.lat_deg, d.lon_deg], [d.task.lat_deg, d.task.lon_deg]] }) });
   recCameras(list);
   if (state.detail) showSendDrone(state.detail);
+}
+
+// A scheduled rule's state: "armed Mon-Fri 07:00-19:00 Europe/Amsterdam (now off, arms 07:00)" (times on the
+// schedule's own clock, as the server words them); "" for a rule that is always armed.
+function ruleSchedule(r) {
+  if (!r.schedule_text) return "";
+  const next = r.next_change_text ? `, ${r.armed ? "disarms" : "arms"} ${displayText(r.next_change_text, 20)}` : "";
+  return `armed ${displayText(r.schedule_text, 300)} (now ${r.armed ? "on" : "off"}${next})`;
 }
 
 // ---- "send a drone to look" (POST /api/drones/{id}/investigate): a task the drone flies instead of its patrol
@@ -1431,7 +1442,8 @@ function drawOverlay(ev) {
       const p = add("polygon", { points: a.polygon_px.map((q) => q.join(",")).join(" "), class: cls, "data-kind": a.kind,
         "data-id": a.id, "stroke-width": stroke });
       const t = document.createElementNS(SVG, "title");
-      t.textContent = a.kind === "zone" ? `zone ${a.id}: ${(a.rules || []).join(", ")}` :
+      t.textContent = a.kind === "zone" ? `zone ${a.id}: ${(a.rule_states || (a.rules || []).map((type) => ({ type })))
+        .map((r) => r.type + (r.schedule_text ? " " + ruleSchedule(r) : "")).join(", ")}` :
         a.kind === "ignore" ? `ignored (${(a.labels || []).join(", ")})${a.note ? ": " + isolated(a.note, 500) : ""}` : "water";
       p.appendChild(t);
       if (a.kind !== "water") add("text", { x: a.polygon_px[0][0] + 3, y: a.polygon_px[0][1] + 14 }, a.kind === "zone" ? a.id : (a.note ? isolated(a.note, 40) : "ignore"));
