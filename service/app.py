@@ -40,6 +40,8 @@ from seawatch.service.config import ServeConfig, root_path_problem
 from seawatch.service.live import LiveHub
 from seawatch.service.live_video import LiveVideo
 from seawatch.service.live_view import LiveView
+from seawatch.service.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE, IncidentCounts, process_start_time_s
+from seawatch.service.metrics import render as render_metrics
 from seawatch.service.schemas import (
     AuditOut,
     ErrorBody,
@@ -333,6 +335,19 @@ def get_health(request: Request, store: Store, who: Annotated[Principal | None, 
             log.exception("health: retention status failed")
             out.retention = {"enabled": True, "last_error": "status unavailable (logged)"}
     return out
+
+
+@health.get("/metrics", response_class=Response, responses={**_ERRORS, 200: {"content": {"text/plain": {}}}},
+            summary="the service's numbers for Prometheus (text exposition format 0.0.4; a viewer is enough)",
+            description="Cameras (state, analysis rates, lag, time per frame, frames, reconnects, down since), "
+                        "incidents stored since start and open now by type and severity, the store sink's, MQTT's "
+                        "and each webhook's counters, the media disk and retention, drones (link, battery, armed), "
+                        "AIS (messages, vessels, feeds), live viewers, build info and process start time: the numbers "
+                        "of /api/health and /api/sources, read from the same place. No database query: a scrape "
+                        "costs a few milliseconds. See service/README.md for the list and a scrape configuration.")
+def get_metrics(request: Request, who: Viewer) -> Response:
+    st = request.app.state
+    return Response(render_metrics(st, st.incidents, __version__, st.started_s), media_type=METRICS_CONTENT_TYPE)
 
 
 @auth_router.post("/login", response_model=TokenOut, responses={429: {"model": ErrorBody}}, summary="exchange a password for a bearer token")
@@ -1555,7 +1570,7 @@ async def live_video(ws: WebSocket, source_id: str) -> None:
             for kind, payload in await viewer.take(max(0.05, next_check - loop.time())):
                 if kind in ("init", "bytes"):
                     await ws.send_bytes(payload)
-                elif kind in ("text", "resync"):
+                elif kind in ("text", "resync", "clock"):
                     await ws.send_json(payload)
                 else:
                     if not reading.done():
@@ -1625,6 +1640,10 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
         app.state.store = EventStore.open(settings.storage.resolved_database_url()) if own else store
         media_dir.mkdir(parents=True, exist_ok=True)
         log.info("service ready: %d events stored, media in %s", app.state.store.count(), media_dir)
+        try:  # the incidents left open before the live hub's listener (GET /api/metrics): one scan, at start only
+            app.state.incidents.seed(app.state.store)
+        except Exception:  # noqa: BLE001 - the metrics then count from the live feed alone; the service goes on
+            log.exception("metrics: the open incidents could not be read from the store")
         app.state.retention = None
         own_sink = None
         if report is None:  # reported events are stored and published like the pipeline's
@@ -1669,6 +1688,10 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     app.state.stats = stats or (lambda: {})
     app.state.live_view = LiveView(latest_frame or (lambda source_id: None))
     app.state.live_video = LiveVideo()  # cameras' packet rings are added by the Service (add_source)
+    # GET /api/metrics: incidents stored and open by type and severity, heard from the live hub as MQTT hears them
+    app.state.incidents = IncidentCounts()
+    app.state.live.add_listener(app.state.incidents.on_live_message)
+    app.state.started_s = process_start_time_s() or time.time()
     if report is not None:
         app.state.report = report
     app.state.locate = locate or _calibrated_locators(settings)

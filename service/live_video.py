@@ -50,6 +50,7 @@ CLOSE_BUSY = 4429
 CLOSE_NO_VIDEO = 4503  # this service reads no video for the camera
 CLOSE_NOT_YET = 4504  # the camera sent no picture within FIRST_PICTURE_WAIT_S (offline, starting)
 
+MUX_TICKS_PER_S = 90000  # the muxed timestamps' clock (streams.recording.MUX_TIME_BASE)
 _MUX_OPTIONS = {"movflags": "frag_every_frame+empty_moov+default_base_moof", "flush_packets": "1"}
 _CODEC_NAMES = {"mjpeg": "MJPEG", "hevc": "H.265 (HEVC)", "mpeg4": "MPEG-4 Part 2", "vp8": "VP8", "vp9": "VP9",
                 "av1": "AV1", "mpeg2video": "MPEG-2"}
@@ -84,10 +85,13 @@ def avc_codec_string(annexb: bytes) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class Fragment:
-    """One ``moof`` + ``mdat`` (one picture); ``keyframe``: decoding can start with it."""
+    """One ``moof`` + ``mdat`` (one picture); ``keyframe``: decoding can start with it; ``clock`` (keyframes): the
+    ``{"kind": "clock", "media_s", "capture_ns"}`` message sent before it, so a viewer can tell the capture time of
+    the picture it shows (``capture_ns`` + the seconds played since ``media_s``, the keyframe's presentation time)."""
 
     data: bytes
     keyframe: bool
+    clock: dict | None = None
 
 
 def _take_boxes(buf: bytearray) -> list[tuple[bytes, bytes]]:
@@ -199,6 +203,8 @@ class Viewer:
             for kind, payload in header:
                 self._append(kind, payload)
             for f in fragments:
+                if f.clock is not None:
+                    self._append("clock", f.clock)
                 self._append("bytes", f.data)
             self._wake()
 
@@ -212,7 +218,7 @@ class Viewer:
                 late = oldest is not None and time.monotonic() - oldest > self.max_lag_s
                 if late or self._bytes + len(fragment.data) > self.max_bytes:
                     lost = sum(1 for kind, _, _ in self._items if kind == "bytes")
-                    kept = [i for i in self._items if i[0] not in ("bytes", "resync")]  # the init segment stays
+                    kept = [i for i in self._items if i[0] not in ("bytes", "resync", "clock")]  # the init stays
                     self._items = deque(kept)
                     self._bytes = sum(len(p) for kind, p, _ in kept if kind == "init")
                     self._resync = True
@@ -228,6 +234,8 @@ class Viewer:
                                       "why": "this connection did not keep up: fragments were dropped, the video goes "
                                              "on at this keyframe"})
                 self._dropped_since = 0
+            if fragment.clock is not None:
+                self._append("clock", fragment.clock)
             self._append("bytes", fragment.data)
             self._wake()
 
@@ -295,7 +303,8 @@ class CameraMuxer:
         self._stream = None
         self._sink = _Sink()
         self._retimer = None
-        self._keys: deque[bool] = deque()  # keyframe flags of muxed packets not yet seen in a fragment
+        # (keyframe flag, pts in MUX_TIME_BASE ticks, capture time) of muxed packets not yet seen in a fragment
+        self._keys: deque[tuple[bool, int, int | None]] = deque()
         self._ftyp = b""
         self._header: list[tuple[str, Any]] | None = None
         self._moof: bytes | None = None
@@ -458,7 +467,7 @@ class CameraMuxer:
         pkt.pts, pkt.dts, pkt.time_base = pts, dts, MUX_TIME_BASE
         pkt.is_keyframe = p.is_keyframe
         pkt.stream = self._stream
-        self._keys.append(p.is_keyframe)
+        self._keys.append((p.is_keyframe, pts, p.capture_time_ns))
         try:
             self._out.mux(pkt)
         except av.FFmpegError as exc:  # a packet FFmpeg refuses: start again at the next keyframe, with a new init
@@ -485,8 +494,12 @@ class CameraMuxer:
             self._moof = box
         elif typ == b"mdat" and self._moof is not None:
             n = max(1, _moof_samples(self._moof))
-            flags = [self._keys.popleft() for _ in range(min(n, len(self._keys)))]
-            self._publish(Fragment(self._moof + box, bool(flags and flags[0])))
+            muxed = [self._keys.popleft() for _ in range(min(n, len(self._keys)))]
+            key = bool(muxed and muxed[0][0])
+            clock = None
+            if key and muxed[0][2] is not None:
+                clock = {"kind": "clock", "media_s": muxed[0][1] / MUX_TICKS_PER_S, "capture_ns": int(muxed[0][2])}
+            self._publish(Fragment(self._moof + box, key, clock))
             self._moof = None
 
     def _publish(self, frag: Fragment) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 import socket
 import struct
 import time
@@ -100,8 +101,9 @@ def _service(tmp_path, size=(160, 120), mjpeg: bool = False, **over):
         svc.stop()
 
 
-def _read_video(ws, seconds: float):
-    """(hello message, init segment, fragments, receive times) from a TestClient WebSocket for ``seconds``."""
+def _read_video(ws, seconds: float, clocks: list | None = None):
+    """(hello message, init segment, fragments, receive times) from a TestClient WebSocket for ``seconds``; the
+    ``clock`` messages go to ``clocks`` as (index of the fragment they come before, message)."""
     hello = ws.receive_json()
     init = ws.receive_bytes()
     fragments, times = [], []
@@ -109,7 +111,12 @@ def _read_video(ws, seconds: float):
     while time.monotonic() - t0 < seconds:
         msg = ws.receive()
         assert msg["type"] == "websocket.send", msg
-        assert msg.get("bytes") is not None, f"unexpected text message {msg.get('text')}"
+        if msg.get("text") is not None:
+            clock = json.loads(msg["text"])
+            assert clock["kind"] == "clock", f"unexpected text message {msg.get('text')}"
+            if clocks is not None:
+                clocks.append((len(fragments), clock))
+            continue
         fragments.append(msg["bytes"])
         times.append(time.monotonic())
     return hello, init, fragments, times
@@ -128,8 +135,10 @@ def test_live_video_is_the_cameras_h264_as_fragmented_mp4(tmp_path):
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
             t_open = time.monotonic()
+            clocks: list = []
             with client.websocket_connect("/api/sources/quay-1/video", headers={"X-API-Key": KEY}) as ws:
-                hello, init, fragments, times = _read_video(ws, 4.5)
+                hello, init, fragments, times = _read_video(ws, 4.5, clocks)
+                read_ns = time.time_ns()
             assert svc.app.state.live_video.viewers == 0
             # the last viewer left: the muxer stops and unhooks from the camera's ring
             ring = svc.app.state.live_video._rings["quay-1"]
@@ -157,6 +166,16 @@ def test_live_video_is_the_cameras_h264_as_fragmented_mp4(tmp_path):
     assert abs((len(fragments) - 1) / span_s - FPS) < 1.0, (len(fragments), span_s)  # the camera's frame rate
     live = [t for t in times if t - times[0] > 1.5]  # after the buffered GOP came in one go: real time
     assert abs(len(live) / (times[-1] - times[0] - 1.5) - FPS) < 3, len(live)
+    # before each keyframe a clock message: the capture time of that picture and where it lies on the video's
+    # timeline, so a viewer can tell when the picture it shows was taken (~2 keyframes in 4.5 s, a GOP of 2 s)
+    keyed = [i for i, f in enumerate(frames) if f.key_frame]
+    assert [i for i, _ in clocks] == keyed[:len(clocks)] and len(clocks) >= 2, (clocks, keyed)
+    for i, c in clocks:  # its presentation time: the decode time, plus the B-frames' reorder delay (2 pictures)
+        assert 0 <= c["media_s"] * 90000 - decode_times[i] <= 3 * 90000 / FPS, (c, decode_times[i])
+    (i0, c0), (i1, c1) = clocks[0], clocks[-1]
+    # the capture times run with the timeline (the file's loop restarts its own timestamps; the capture times go on)
+    assert abs((c1["capture_ns"] - c0["capture_ns"]) / 1e9 - (c1["media_s"] - c0["media_s"])) < 0.15, (c0, c1)
+    assert 0 <= (read_ns - c1["capture_ns"]) / 1e9 < 3.0, (read_ns, c1)  # a live camera's: a moment ago
 
 
 def test_live_video_refusals(tmp_path):
@@ -237,7 +256,8 @@ def test_a_stalled_viewer_loses_fragments_not_the_others(tmp_path):
                 assert slow.queued_bytes <= lv.viewer_max_bytes
                 # the reader kept the camera's pace while the other stalled
                 assert abs(len(got) / 6.0 - FPS) < 3, len(got)
-                assert all(isinstance(g, bytes) for g in got)
+                assert all(isinstance(g, str) and json.loads(g)["kind"] == "clock" for g in got if not isinstance(g, bytes))
+                got = [g for g in got if isinstance(g, bytes)]
                 times = [_decode_time(g) for g in got]
                 assert all(b > a for a, b in zip(times, times[1:]))
                 frames = _decode(init, got, tmp_path)
@@ -294,6 +314,10 @@ def test_ui_live_view_plays_the_video_and_toggles_to_the_analysed_pictures(tmp_p
             assert page.get_attribute("#lv-status", "title").startswith("avc1.")  # for whoever sets cameras up
             # how far behind the newest picture received it plays, said in words, kept up to date
             _wait(page, "/ [0-9.]+ s behind the newest picture$/.test(document.getElementById('lv-status').textContent)", 5)
+            # and when the picture shown was taken (from the keyframes' clock messages): a moment ago
+            status = page.text_content("#lv-status")
+            age = re.search(r", picture of \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \((\d+\.\d) s ago\), ", status)
+            assert age and 0.0 <= float(age.group(1)) < 3.0, status
             assert page.is_hidden("#lv-img")
             # the analysed pictures, with their boxes option
             page.check("#lv-mode-analysed")

@@ -553,7 +553,7 @@ function startVideo(id) {
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   const ws = new WebSocket(url.href);
   ws.binaryType = "arraybuffer";
-  const v = { id, ws, ms: null, sb: null, url: "", queue: [], info: null, jump: true, trimTo: 0, lastData: Date.now(), tick: null };
+  const v = { id, ws, ms: null, sb: null, url: "", queue: [], info: null, jump: true, trimTo: 0, lastData: Date.now(), tick: null, clocks: [] };
   live.video = v;
   liveStatus("video: connecting…");
   ws.onopen = () => {
@@ -566,6 +566,7 @@ function startVideo(id) {
     if (typeof m.data === "string") {
       const msg = JSON.parse(m.data);
       if (msg.kind === "video") videoBegins(v, msg);
+      if (msg.kind === "clock") { v.clocks.push(msg); if (v.clocks.length > 64) v.clocks.shift(); }
       if (msg.kind === "resync") {
         v.jump = true; v.noteUntil = Date.now() + 5000;
         liveStatus(`${videoLine(v)} (this connection fell behind: ${msg.dropped} pictures skipped)`);
@@ -601,7 +602,19 @@ function videoLine(v) {
   const el = $("lv-video"), b = v.sb && v.sb.buffered;
   const behind = b && b.length && !el.paused ? Math.max(0, b.end(b.length - 1) - el.currentTime) : null;
   $("lv-status").title = `${v.info.codec}, ${v.info.mime}`;
-  return `live video ${v.info.width_px}×${v.info.height_px}` + (behind == null ? "" : `, ${behind.toFixed(1)} s behind the newest picture`);
+  const shot = behind == null ? null : videoCaptureNs(v, el.currentTime);
+  return `live video ${v.info.width_px}×${v.info.height_px}` + (shot == null ? "" : `, picture of ${fmt(shot)} (${shortAgo(shot)} ago)`) +
+    (behind == null ? "" : `, ${behind.toFixed(1)} s behind the newest picture`);
+}
+// "1.3 s" under 10 s (a live picture's age), else as ago()
+const shortAgo = (ns) => { const s = Math.max(0, (Date.now() - ns / 1e6) / 1000); return s < 10 ? `${s.toFixed(1)} s` : ago(ns); };
+// the capture time (UTC ns) of the picture at ``t_s`` on the video's timeline: from the newest "clock" message (sent
+// with each keyframe: its capture time and presentation time) at or before it, plus the time played since; null
+// before the first
+function videoCaptureNs(v, t_s) {
+  let c = null;
+  for (const k of v.clocks) if (k.media_s <= t_s + 0.001 && (!c || k.media_s >= c.media_s)) c = k;
+  return c && Number.isFinite(c.capture_ns) ? c.capture_ns + Math.round((t_s - c.media_s) * 1e9) : null;
 }
 function videoBegins(v, msg) {
   if (!window.MediaSource || !MediaSource.isTypeSupported(msg.mime)) {
