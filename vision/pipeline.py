@@ -419,7 +419,8 @@ class Pipeline:
 
             self.identity = VesselIdentityStage(
                 config.identity, config.zones, config.ais, config.registry, table=vessel_table,
-                pre_roll_s=config.events.pre_roll_s, post_roll_s=config.events.post_roll_s)
+                pre_roll_s=config.events.pre_roll_s, post_roll_s=config.events.post_roll_s,
+                site_tz=config.site.timezone)
         self.geo_enricher = GeoEnricher()
         # source id -> why its events' positions are unreliable (the service's view check: the camera moved)
         self.geo_warnings: dict[str, str] = {}

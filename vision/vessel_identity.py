@@ -289,7 +289,7 @@ class VesselIdentityStage:
 
     def __init__(self, config: IdentityConfig | None = None, zones: Sequence[ZoneConfig] = (), ais: Sequence[str] = (),
                  registry: Any = None, table: Any = None, sinks: Sequence[Any] = (), pre_roll_s: float = 5.0,
-                 post_roll_s: float = 5.0, ocr: Any = None) -> None:
+                 post_roll_s: float = 5.0, ocr: Any = None, site_tz: str = "UTC") -> None:
         from seawatch.vision.identity.registry import VesselRegistry
         from seawatch.vision.identity.vessels import VesselTable
 
@@ -305,9 +305,16 @@ class VesselIdentityStage:
         self._pre_ns = int(pre_roll_s * 1e9)
         self._post_ns = int(post_roll_s * 1e9)
         self._watch: dict[str, list[tuple[Any, ZoneConfig]]] = {}
+        # a watch zone whose every vessel_in_zone rule has a schedule is watched only while one of them is armed (by
+        # the frame's capture time): zone id -> its rules' schedules; (source, zone) -> the edge its armed span ends
+        self._zone_schedules: dict[tuple[str, str], list[Any]] = {}
+        self._disarm_edge: dict[tuple[str, str], int] = {}
         for zc in zones:
-            if any(isinstance(r, VesselZoneRuleConfig) for r in zc.rules):
+            vessel_rules = [r for r in zc.rules if isinstance(r, VesselZoneRuleConfig)]
+            if vessel_rules:
                 self._watch.setdefault(zc.source, []).append((zc.build_zone(), zc))
+                if all(r.schedule is not None for r in vessel_rules):
+                    self._zone_schedules[(zc.source, zc.id)] = [r.schedule.build(site_tz) for r in vessel_rules]
         self._fusers: dict[str, Any] = {}
         self._rules: dict[str, Any] = {}
         self._identity: dict[tuple[str, int], Any] = {}
@@ -605,7 +612,7 @@ class VesselIdentityStage:
             xyxy = d.xyxy_px[sel].astype(np.float64)
             ground = np.stack([0.5 * (xyxy[:, 0] + xyxy[:, 2]), xyxy[:, 3]], axis=1)  # waterline
             geos = self._locate(locator, ground)
-            zone_of = self._zones_of(source_id, d[sel], locator)
+            zone_of, armed = self._zones_of(source_id, d[sel], locator, int(time_ns))
             for k, i in enumerate(sel):
                 tid = int(d.track_id[i])
                 pos, reason = geos[k]
@@ -615,13 +622,13 @@ class VesselIdentityStage:
                 boxes[tid] = xyxy[k]
                 if pos is None:
                     if self._hull.get(key) is not None:
-                        unlocated.append(GeoTrack(tid, int(time_ns), math.nan, math.nan, in_zone=zone_of[k] is not None,
+                        unlocated.append(GeoTrack(tid, int(time_ns), math.nan, math.nan, in_zone=armed[k],
                                                   hull=self._hull[key]))
                     continue
                 # the full 1-sigma ellipse (long along the line of sight, narrow across it) for the association;
                 # the scalar (its long axis) for what only knows a circle (re-acquisition, track speed noise)
                 tracks.append(GeoTrack(tid, int(time_ns), pos.lat_deg, pos.lon_deg,
-                                       pos_sigma_m=max(1.0, pos.semi_major_m), in_zone=zone_of[k] is not None,
+                                       pos_sigma_m=max(1.0, pos.semi_major_m), in_zone=armed[k],
                                        hull=self._hull.get(key), semi_major_m=pos.semi_major_m,
                                        semi_minor_m=pos.semi_minor_m, orientation_deg=pos.orientation_deg))
         for tid in (d.track_id[sel] if sel.size else ()):
@@ -681,20 +688,42 @@ class VesselIdentityStage:
                 out.append((None, "the waterline point does not hit the ground"))
         return out
 
-    def _zones_of(self, source_id: str, d: Detections, locator) -> list[str | None]:
-        """Per detection: the id of the first watch zone containing it, "" for a whole-frame watch, None outside."""
+    def _zones_of(self, source_id: str, d: Detections, locator, time_ns: int) -> tuple[list[str | None], list[bool]]:
+        """Per detection: the id of the first watch zone containing it ("" for a whole-frame watch, None outside),
+        one armed at ``time_ns`` first, and whether it is watched now (inside a zone armed then)."""
         from seawatch.vision.zones import zone_anchor_points
 
         watch = self._watch.get(source_id)
         if not watch:
-            return [""] * len(d)
+            return [""] * len(d), [True] * len(d)
         out: list[str | None] = [None] * len(d)
+        armed = [False] * len(d)
         for zone, zc in watch:
+            on = self._zone_armed(source_id, zone.id, time_ns)
             inside = zone.contains_px(zone_anchor_points(zone, d, zc.anchors), locator)
             for k in np.flatnonzero(inside):
-                if out[k] is None:
-                    out[k] = zone.id
-        return out
+                if out[k] is None or (on and not armed[k]):
+                    out[k], armed[k] = zone.id, on
+        return out, armed
+
+    def _zone_armed(self, source_id: str, zone_id: str, time_ns: int) -> bool:
+        """Whether a watch zone is watched at capture time ``time_ns`` (its vessel_in_zone rules' schedules)."""
+        schedules = self._zone_schedules.get((source_id, zone_id))
+        if schedules is None:
+            return True
+        states = [sch.state(time_ns) for sch in schedules]
+        on = [change for armed, change in states if armed]
+        if on:  # the edge where this armed span ends (the latest of the rules' that are armed)
+            self._disarm_edge[(source_id, zone_id)] = max((c for c in on if c is not None), default=0)
+        return bool(on)
+
+    def _disarm_reason(self, source_id: str, zone_id: str, time_ns: int) -> str | None:
+        """``schedule: disarmed at 19:00 Europe/Amsterdam`` when the watch zone is disarmed at ``time_ns``."""
+        schedules = self._zone_schedules.get((source_id, zone_id))
+        if not schedules or self._zone_armed(source_id, zone_id, time_ns):
+            return None
+        edge = self._disarm_edge.get((source_id, zone_id)) or int(time_ns)
+        return schedules[0].disarm_reason(edge)
 
     def _event(self, source_id: str, dec, box: np.ndarray | None, image: np.ndarray | None) -> Event:
         key = (source_id, dec.type, int(dec.track_id), dec.key)  # the vessel's first track id: stable over id changes
@@ -716,6 +745,13 @@ class VesselIdentityStage:
         if dec.phase == "end":
             end_ns = max(start_ns, int(dec.ended_ns if dec.ended_ns is not None else dec.time_ns))
             attrs["end_reason"] = "condition cleared"
+            if zone_id and dec.type == "unidentified_vessel":  # its watch zone's schedule ended: say so
+                why = self._disarm_reason(source_id, zone_id, int(dec.time_ns))
+                if why is not None:
+                    attrs["end_reason"] = why
+                    edge = self._disarm_edge.get((source_id, zone_id))
+                    if edge:
+                        end_ns = max(start_ns, min(end_ns, edge))
         snap = None
         if box is not None:
             snap = Snapshot(source_id, int(dec.time_ns), tuple(float(v) for v in box), float(conf),
