@@ -44,7 +44,10 @@ Sample = tuple[Labels, Any]
 def escape_label_value(value: str) -> str:
     """A label value as the text format writes it between its double quotes: backslash, double quote and line feed
     escaped (``\\\\``, ``\\"``, ``\\n``); everything else, UTF-8 included, as it is."""
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    v = str(value)
+    if "\\" not in v and '"' not in v and "\n" not in v:
+        return v  # (nearly every value: ids are letters, digits, _ . - :)
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def _escape_help(text: str) -> str:

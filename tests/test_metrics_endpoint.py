@@ -1,7 +1,7 @@
 """``GET /api/metrics`` (service/metrics.py): Prometheus' text exposition format 0.0.4, parsed with
 ``prometheus_client``'s own parser so a malformed line fails; auth like the rest of the API (a viewer is enough); the
 numbers of a running service (a file camera, a simulated drone and one never linked, a webhook that cannot be reached,
-a replayed AIS log with a hostile file name) against ``/api/health`` and ``/api/sources``; counters that follow the
+MQTT to a real broker, a replayed AIS log with a hostile file name) against ``/api/health`` and ``/api/sources``; counters that follow the
 incidents stored; label values escaped; the cost of a scrape over a store of 100 000 events (printed, not asserted:
 ``pytest tests/test_metrics_endpoint.py -k cost -s``)."""
 
@@ -25,9 +25,11 @@ from seawatch.service.auth import hash_api_key, hash_password  # noqa: E402
 from seawatch.service.config import load_config  # noqa: E402
 from seawatch.service.metrics import CONTENT_TYPE, Exposition, escape_label_value  # noqa: E402
 from seawatch.service.store import EventQuery, EventStore  # noqa: E402
+import test_service_mqtt  # noqa: E402
 from test_service_serve import KEY as ADMIN_KEY, FireEverywhere, serve_settings, write_video  # noqa: E402
 from test_service_store import S, T0, make_event  # noqa: E402
 
+broker = test_service_mqtt.broker  # the real mosquitto the MQTT tests start (module-scoped fixture)
 VIEWER_KEY = "metrics-viewer-key-0123456789"
 ADMIN = {"api_keys": [{"name": "test", "role": "admin", "key_sha256": hash_api_key(ADMIN_KEY)},
                       {"name": "prometheus", "role": "viewer", "key_sha256": hash_api_key(VIEWER_KEY)}]}
@@ -97,6 +99,8 @@ def test_metrics_need_a_viewer_and_are_the_text_format(plain_app):
     assert abs(value(m, "process_start_time_seconds") - time.time()) < 24 * 3600
     assert value(m, "seawatch_retention_enabled") == 1 and value(m, "seawatch_media_disk_total_bytes") > 0
     assert value(m, "seawatch_live_feed_clients") == 0
+    assert value(m, "seawatch_mqtt_connected") is None and value(m, "seawatch_store_sink_pending") is None  # not here
+    assert total(m, "seawatch_drone_up") == 0 and value(m, "seawatch_ais_messages_total") is None  # no fleet
     # every line is HELP, TYPE or a sample; the format ends in a line feed
     assert text.endswith("\n") and all(line.startswith(("# HELP ", "# TYPE ", "seawatch_", "process_"))
                                        for line in text.splitlines())
@@ -165,7 +169,7 @@ def test_counters_follow_the_incidents_stored_and_an_incident_left_open_counts(t
 
 # ---- a running service --------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _service(tmp_path, shared_media):
+def _service(tmp_path, shared_media, mqtt_port):
     from seawatch.service.runner import Service
 
     hostile = 'harbour "east" \\ log\nnight.nmea'  # a file name can hold all three
@@ -178,6 +182,7 @@ def _service(tmp_path, shared_media):
         tmp_path, video, auth=ADMIN,
         webhooks=[{"name": "control-room", "url": f"http://127.0.0.1:{free_port()}/hook", "max_backoff_s": 1}],
         ais=[f"loop:{log_path}"],
+        mqtt={"enabled": True, "host": "127.0.0.1", "port": mqtt_port},
         drones=[{"id": "patrol-1", "connection": f"udp:127.0.0.1:{free_udp_port()}", "camera": cam},
                 {"id": "ghost", "connection": f"udp:127.0.0.1:{free_udp_port()}", "camera": cam}],
         fleet=[{"drone": "patrol-1", "sim": {"home_lat_deg": 52.84, "home_lon_deg": 5.71, "speed": 5.0}}],
@@ -199,8 +204,8 @@ def _until(fn, timeout_s=30.0, every_s=0.3):
         time.sleep(every_s)
 
 
-def test_a_running_service_scrapes_what_health_and_sources_say(tmp_path, shared_media):
-    with _service(tmp_path, shared_media) as (svc, client, feed):
+def test_a_running_service_scrapes_what_health_and_sources_say(tmp_path, shared_media, broker):
+    with _service(tmp_path, shared_media, broker) as (svc, client, feed):
         admin = {"X-API-Key": ADMIN_KEY}
 
         def sources():
@@ -213,6 +218,7 @@ def test_a_running_service_scrapes_what_health_and_sources_say(tmp_path, shared_
         assert _until(lambda: client.get("/api/health", headers=admin).json()["delivery"]["webhooks"][0]["failed_attempts"] >= 1)
         assert _until(lambda: sources()["ais"]["messages"] > 0 and sources()["ais"]["vessels"] > 0)
         assert _until(drone_up), sources()["patrol-1"]
+        assert _until(lambda: client.get("/api/health", headers=admin).json()["delivery"]["mqtt"]["connected"])
 
         h0, s0 = client.get("/api/health", headers=admin).json(), sources()
         m = scrape(client)
@@ -250,7 +256,9 @@ def test_a_running_service_scrapes_what_health_and_sources_say(tmp_path, shared_
                 webhook="control-room")
         assert value(m, "seawatch_webhook_delivered_total", webhook="control-room") == 0
         assert value(m, "seawatch_webhook_failing", webhook="control-room") == 1 and h1["status"] == "degraded"
-        assert value(m, "seawatch_mqtt_connected") is None  # MQTT off: no sample
+        mq = h1["delivery"]["mqtt"]
+        assert value(m, "seawatch_mqtt_connected") == int(mq["connected"]) == 1
+        assert value(m, "seawatch_mqtt_dropped_total") == mq["dropped"] and value(m, "seawatch_mqtt_dropped_retained_total") == mq["dropped_retained"]
         # the media disk and retention
         disk = h1["retention"]["disk"]
         assert value(m, "seawatch_media_disk_total_bytes") == disk["total_bytes"]
