@@ -65,6 +65,7 @@ from seawatch.service.schemas import (
     to_ns,
 )
 from seawatch.service.report import ReportParams
+from seawatch.service.snooze import SnoozeEndIn, SnoozeIn, snooze_answer
 from seawatch.service.store import AreaExists, BBox, EventQuery, EventStore
 from seawatch.vision.events import reason_problem
 from seawatch.vision.schedule import rule_status
@@ -849,6 +850,8 @@ def _sources(state) -> list[SourceOut]:
             for a in added.get(spec.id, ())]
         d["zone_rules"] = _zone_rules(spec.id, state.settings)
         d["drone_id"] = getattr(drone, "id", None)
+        sn = state.snoozes.get(spec.id) if state.snoozes is not None else None
+        d["snooze"] = sn.as_dict() if sn is not None else None  # its alerts snoozed: who, until when, why
         out.append(SourceOut.model_validate(d))
     fleet = state.fleet
     if fleet is not None:
@@ -1075,6 +1078,61 @@ def reset_view_reference(source_id: str, request: Request, who: Admin) -> dict[s
                             "pans)") from None
     log.warning("source %s: view reference reset by %s %s", source_id, who.kind, who.name)
     return out
+
+
+def _snoozes(state):
+    if state.snoozes is None:
+        raise ApiError(409, "snoozes are not available yet (the service is starting)")
+    return state.snoozes
+
+
+@sources.get("/{source_id}/snooze", summary="whether the camera's alerts are snoozed: by whom, until when, why",
+             description="`snooze`: the snooze in force (`id`, `by`, `since_ns`, `until_ns`, `note`, `types`: empty "
+                         "for every type) or null; `history`: the camera's last 20 snoozes, newest first (their "
+                         "`source_snoozed` records: `end_ns`, `end_reason` expired / ended early / replaced, "
+                         "`ended_by`, `end_note`); `max_s`: the longest snooze allowed.")
+def get_snooze(source_id: str, request: Request, who: Viewer) -> dict[str, Any]:
+    st = request.app.state
+    _configured_source(st, source_id)
+    return snooze_answer(_snoozes(st), st.store, source_id)
+
+
+@sources.post("/{source_id}/snooze", responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+              summary="operator: snooze the camera's alerts for a while (still detected and stored, marked, no alarm)",
+              description="Body: `minutes` from now or `until_ns` (UTC ns; in the future, at most "
+                          "`source_alerts.snooze_max_s`, 12 h by default), `note` (why: required), `types` (the event "
+                          "types snoozed; default every type, `source_offline` and the view check's included). Until "
+                          "then the camera's new incidents are stored with their snapshot and clip as always but carry "
+                          "`attributes.snoozed` (`by`, `since_ns`, `until_ns`, `note`, `snooze_id`): the UI sounds no "
+                          "alarm for them, the wall's tile stays calm, webhooks do not send them (unless an endpoint "
+                          "has `snoozed: true`), MQTT publishes them with the mark. A snooze in force is replaced. "
+                          "The snooze is recorded as a `source_snoozed` incident of the camera (survives restarts). "
+                          "Answers like GET. 404 unknown camera, 422 junk, a past end or one too far.")
+def snooze_source(source_id: str, request: Request, who: Operator, body: Annotated[SnoozeIn, Body()]) -> dict[str, Any]:
+    st = request.app.state
+    _configured_source(st, source_id)
+    book = _snoozes(st)
+    now_ns = time.time_ns()
+    try:
+        until_ns = body.until(now_ns, book.max_s)
+    except ValueError as exc:
+        raise ApiError(422, str(exc)) from None
+    book.snooze(source_id, f"{who.kind}:{who.name}", until_ns, body.note, body.types or (), now_ns)
+    return snooze_answer(book, st.store, source_id)
+
+
+@sources.delete("/{source_id}/snooze", responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+                summary="operator: end the camera's snooze early (its alerts alarm again at once)",
+                description="Body (optional): `note`, why it ends early. The snooze's record ends now (`end_reason: "
+                            "ended early`, `ended_by`, `end_note`). Answers like GET. 409 when the camera is not snoozed.")
+def end_snooze(source_id: str, request: Request, who: Operator,
+               body: Annotated[SnoozeEndIn | None, Body()] = None) -> dict[str, Any]:
+    st = request.app.state
+    _configured_source(st, source_id)
+    book = _snoozes(st)
+    if book.end(source_id, f"{who.kind}:{who.name}", (body or SnoozeEndIn()).note.strip()) is None:
+        raise ApiError(409, f"source {source_id!r} is not snoozed")
+    return snooze_answer(book, st.store, source_id)
 
 
 MAX_RECORDING_CLIP_S = 1800  # the longest window of a camera's recording cut as one clip (a remux: seconds of work)
@@ -1618,7 +1676,7 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
                live: LiveHub | None = None, fleet: Any = None, apply_ignore: Callable[[str, list], None] | None = None,
                stats: StatsFn | None = None, latest_frame: Callable[[str], Any] | None = None,
                report: Callable[[Any], None] | None = None, locate: Callable[[str, int], Any] | None = None,
-               apply_calibration: Callable[[str, Any], None] | None = None) -> FastAPI:
+               apply_calibration: Callable[[str, Any], None] | None = None, snoozes: Any = None) -> FastAPI:
     """The API. Without ``store`` the lifespan opens (and migrates) ``settings.storage`` and closes it on exit.
     ``apply_ignore(source_id, stored areas)`` hands a camera's review-desk ignore areas to the running pipeline
     (raising SeawatchError when it refuses them); without a pipeline they are only stored. ``apply_calibration(source_id,
@@ -1629,7 +1687,9 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     (``Pipeline.latest_frame``: ``(capture_time_ns, image, tracked detections)`` or None).
     ``report(event)`` stores and publishes an event a person reported (the service's ``StoreSink``; without it the
     lifespan makes one over the store and the live hub); ``locate(source_id, capture_ns)`` gives a frame's locator
-    (``Pipeline.locator_for``; without it the sources' calibrations)."""
+    (``Pipeline.locator_for``; without it the sources' calibrations). ``snoozes`` is the service's
+    ``service.snooze.SnoozeBook`` (the cameras' snoozed alerts; without it the lifespan makes one over the store, its
+    records stored through the lifespan's sink, and restores the open ones)."""
     from seawatch.streams.recording import ClipStore
 
     media_dir = settings.storage.resolved_media_dir()
@@ -1651,6 +1711,14 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
 
             own_sink = StoreSink(app.state.store, media_dir, [app.state.live.publish_event])
             app.state.report = lambda ev: (own_sink.emit(ev), own_sink.flush(REPORT_STORE_WAIT_S))
+        own_snoozes = None
+        if snoozes is None:  # no service around this app: snoozes are recorded through the lifespan's own sink
+            from seawatch.service.sink import StoreSink
+            from seawatch.service.snooze import SnoozeBook
+
+            own_sink = own_sink or StoreSink(app.state.store, media_dir, [app.state.live.publish_event])
+            own_snoozes = SnoozeBook(settings.source_alerts.snooze_max_s, own_sink).restore(app.state.store).start()
+            app.state.snoozes = own_snoozes
         ret = settings.storage.retention
         if ret.enabled:
             from seawatch.service.retention import Retention, RetentionWorker
@@ -1663,6 +1731,8 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
             app.state.live_video.stop_all()
             if app.state.retention is not None:
                 app.state.retention.stop(RETENTION_STOP_TIMEOUT_S)  # before the store closes under it
+            if own_snoozes is not None:  # its timer; snoozes in force stay open in the store for the next start
+                own_snoozes.stop()
             if own_sink is not None:
                 own_sink.close()
             if own:
@@ -1695,6 +1765,7 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     if report is not None:
         app.state.report = report
     app.state.locate = locate or _calibrated_locators(settings)
+    app.state.snoozes = snoozes  # service.snooze.SnoozeBook (the lifespan makes one when not given)
     app.state.retention = None  # service.retention.RetentionWorker, started by the lifespan
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)  # inside CORS (added last, so outermost): a 413 gets CORS headers
     if settings.service.cors_origins:

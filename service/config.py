@@ -457,6 +457,8 @@ class WebhookConfig(_Strict):
     phases: tuple[Literal["start", "update", "end"], ...] = Field(("start", "end"), min_length=1,
                                                                   description="incident phases to send")
     reviews: bool = Field(False, description="also send review changes (acknowledged, dismissed, confirmed)")
+    snoozed: bool = Field(False, description="also send events of a camera whose alerts an operator snoozed (they carry "
+                                            "attributes.snoozed), and their reviews; default: they are not sent")
     format: Literal["json", "text"] = Field("json", description="json: {kind, phase, event}; text: {\"text\": "
                                             "one line} as Slack / Mattermost / Rocket.Chat incoming webhooks take it")
     secret: SecretStr | None = Field(None, description="HMAC-SHA256 key: X-Seawatch-Signature: sha256=<hex of the body>")
@@ -559,6 +561,10 @@ class SourceAlertsConfig(_Strict):
                           "connected, disconnected, or silent) becomes an ais_feed_down incident, ended when messages "
                           "flow again (a replayed log file never does)")
     ais_severity: Literal["low", "medium", "high", "critical"] = Field("high", description="severity of ais_feed_down")
+    snooze_max_s: float = Field(
+        12 * 3600.0, ge=60.0, le=7 * 86400.0,
+        description="the longest an operator may snooze a camera's alerts (POST /api/sources/{id}/snooze): its events "
+                    "are still stored, marked snoozed, but do not alarm")
     view_check: ViewCheckConfig = Field(
         default_factory=ViewCheckConfig,
         description="fixed cameras' view check (a camera's own sources[].view_check replaces it): moved, covered or "

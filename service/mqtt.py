@@ -4,7 +4,8 @@ Topics (``P`` = ``mqtt.topic_prefix``, default ``seawatch``):
 
 - ``P/available``: ``online`` / ``offline`` (retained; ``offline`` is also the broker's last will).
 - ``P/events``: ``{"type": "new" | "update" | "end", "after": <event JSON as the API serves it>}``, QoS 1, for
-  every stored phase of an incident.
+  every stored phase of an incident. An event of a camera whose alerts an operator snoozed is published all the same,
+  with ``after.attributes.snoozed`` (by, since_ns, until_ns, note: ``service/snooze.py``): the consumer decides.
 - ``P/<source>/<label>``: number of open incidents on that source involving that label (retained), e.g.
   ``seawatch/quay-1/fire`` -> ``1`` while a fire is open, ``0`` after it ends.
 - ``P/<source>/status``: the source reader's state (``online``, ``offline``, ``connecting``...; retained). A camera

@@ -48,6 +48,7 @@ class Service:
         self._loop_files = loop_files
         self.store: EventStore | None = None
         self.sink: StoreSink | None = None
+        self.snoozes = None  # service.snooze.SnoozeBook: cameras whose alerts an operator snoozed
         self.pipeline = None
         self.live: LiveHub | None = None
         self.mqtt = None
@@ -97,7 +98,11 @@ class Service:
                 self.webhooks = start_senders(self.settings.webhooks)
                 for w in self.webhooks:
                     self.live.add_listener(w.on_live_message)
-            self.sink = StoreSink(self.store, media_dir, [self.live.publish_event, *self._publishers])
+            from seawatch.service.snooze import SnoozeBook, SnoozingSink
+
+            self.snoozes = SnoozeBook(self.settings.source_alerts.snooze_max_s)
+            # events of a snoozed camera are marked before they are stored and published (service/snooze.py)
+            self.sink = SnoozingSink(self.snoozes, self.store, media_dir, [self.live.publish_event, *self._publishers])
             if self.mqtt is not None:  # snapshots by topic: the stored event knows its snapshot file
                 self.sink.publishers.append(self.mqtt.on_stored_event)
             self.fleet = Fleet(self.settings)
@@ -105,7 +110,8 @@ class Service:
             self.sink.publishers.append(TelemetryRecorder(media_dir, self.fleet.pose_timelines(self.settings)))
             # incidents a crash or kill -9 left open are ended (stored, and published: MQTT counts go back to 0)
             # before anything new comes in; their ids were this dead run's, so nothing else would ever end them
-            self.sink.end_open(RESTART_END_REASON)
+            self.sink.end_open(RESTART_END_REASON)  # snooze records stay open: restored here, ended by their timer
+            self.snoozes.restore(self.store).start()
             self.pipeline = Pipeline(self.settings.pipeline, [self.sink], detectors=self._detectors,
                                      pose_timelines=self.fleet.pose_timelines(self.settings))
             self.fleet.identity = self.pipeline.identity
@@ -119,7 +125,8 @@ class Service:
             self.app = create_app(self.settings, store=self.store, source_status=self.source_status, live=self.live,
                                   fleet=self.fleet, apply_ignore=self._apply_ignore, stats=self.delivery_stats,
                                   latest_frame=self.pipeline.latest_frame, report=self._report,
-                                  locate=self._locate, apply_calibration=self._apply_calibration_now)
+                                  locate=self._locate, apply_calibration=self._apply_calibration_now,
+                                  snoozes=self.snoozes)
             self.app.state.reset_view_reference = self._reset_view_reference  # POST /api/sources/{id}/view_reference
             rec = self.settings.storage.recording
             for s in self.settings.sources:
@@ -294,6 +301,8 @@ class Service:
             self.pipeline.stop()
         if self.fleet is not None:
             self.fleet.stop()
+        if self.snoozes is not None:  # its timer; snoozes in force stay open in the store for the next start
+            self.snoozes.stop()
         if self.flight_log is not None:  # what came in since the watch's last poll
             try:
                 self.flight_log.poll()

@@ -11,6 +11,9 @@ at most ``max_queue`` messages are waiting: beyond that the oldest are dropped, 
 Any other 4xx is a refusal that no retry will change (a wrong URL, a revoked token): the message is dropped,
 counted as ``rejected`` and logged with the status. :meth:`WebhookSender.stats` reports all of it in ``/api/health``.
 
+Events of a camera whose alerts an operator snoozed (``attributes.snoozed``, ``service/snooze.py``) and their reviews
+are not sent unless the endpoint says ``snoozed: true``.
+
 Body (``format: json``): ``{"kind": "event" | "review", "phase": ..., "event": <the event as the API serves it>}``
 with ``Content-Type: application/json``; ``format: text``: ``{"text": "<one line>"}``, which Slack, Mattermost and
 Rocket.Chat incoming webhooks post as a message. With ``secret``, ``X-Seawatch-Signature: sha256=<hex>`` is the
@@ -82,6 +85,9 @@ def summary_line(kind: str, ev: dict[str, Any], public_url: str | None = None) -
         parts.append(f"at {geo['lat_deg']:.5f}, {geo['lon_deg']:.5f} (±{geo['semi_major_m']:.0f} m)")
     elif ev.get("geo_reason"):
         parts.append("no position")
+    sn = a.get("snoozed")
+    if isinstance(sn, dict):  # sent only to an endpoint that asked for snoozed events: say so
+        parts.append(f"snoozed by {sn.get('by', '?')} until {_iso(sn.get('until_ns'))}: {sn.get('note', '')}")
     if public_url and ev.get("snapshot_url"):
         parts.append(public_url.rstrip("/") + ev["snapshot_url"])
     parts.append(f"id {ev.get('id')}")
@@ -119,6 +125,10 @@ class WebhookSender:
         if c.types and ev.get("type") not in c.types:
             return False
         if c.sources and ev.get("source_id") not in c.sources:
+            return False
+        # a camera an operator snoozed (maintenance): its events are stored, marked, and alarm nobody, this endpoint
+        # included unless it asked for them (snoozed: true); their reviews likewise
+        if not c.snoozed and (ev.get("attributes") or {}).get("snoozed"):
             return False
         try:
             return severity_rank(ev.get("severity", "low")) >= severity_rank(c.min_severity)

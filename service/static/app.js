@@ -328,6 +328,8 @@ function renderList() {
     }
     tr.firstChild.title = otherZoneTitle(ev.start_ns);
     if (state.held.has(ev.id)) tr.lastChild.title = "on hold: kept past the retention period";
+    const snz = snoozedOf(ev);  // raised while its camera's alerts were snoozed: it alarmed nobody
+    if (snz) { tr.classList.add("snoozed"); tr.children[1].append(" ", snoozeTag(snz)); }
     tr.addEventListener("click", () => select(ev.id));
     // keyboard: Tab reaches the rows, Enter or Space opens one, the arrow keys move to the next or previous row
     tr.tabIndex = 0;
@@ -408,6 +410,7 @@ async function refreshSources(list) {
     : { ...d, route: d.task.state === "returning" ? [[d.task.lat_deg, d.task.lon_deg]]
       : [[d.lat_deg, d.lon_deg], [d.task.lat_deg, d.task.lon_deg]] }) });
   recCameras(list);
+  showSnoozes(list);
   if (state.detail) showSendDrone(state.detail);
 }
 
@@ -1363,6 +1366,11 @@ async function select(id, { refresh = false, reveal = false } = {}) {
   // held while AIS was down and since when; a feed or camera outage: what failed)
   const why = ev.attributes && typeof ev.attributes.reason === "string" && ev.attributes.reason;
   if (why) { const d = document.createElement("div"); d.id = "d-why"; d.append("why: ", untrusted(why, 600)); $("d-meta").append(d); }
+  const snz = snoozedOf(ev);
+  if (snz) {
+    const d = document.createElement("div"); d.id = "d-snoozed"; d.className = "snoozed-note";
+    d.append("no alarm: ", ...snoozeLine(snz)); $("d-meta").append(d);
+  }
   const audit = $("d-audit");
   audit.replaceChildren();
   for (const r of ev.review_history || []) {
@@ -1676,6 +1684,78 @@ function showHoldsAgain() {
   loadHolds(ev, () => my !== selSeq || !state.detail || state.detail.id !== ev.id);
 }
 
+// ---- snoozed cameras (api/sources/{id}/snooze): an operator silences one camera's alarms for a while (crane
+// maintenance, a van in the fire lane, a lens being cleaned). Its events are still stored and listed, marked
+// "snoozed" (attributes.snoozed: who, until when, why); they sound no alarm, show no notification and leave the
+// wall's tile calm. The sources table says "snoozed until 16:00 UTC by alice: crane maintenance"; operators get
+// "Snooze" / "End snooze", which open a form under the table (a duration and a note; the server keeps the record).
+const snoozedOf = (ev) => (ev && ev.attributes && ev.attributes.snoozed && typeof ev.attributes.snoozed === "object"
+  ? ev.attributes.snoozed : null);
+const byName = (by) => String(by || "?").replace(/^user:/, "");
+// "16:00 UTC" today (in the display zone), "2026-12-02 04:00 UTC" on another day
+const untilText = (ns) => formatTime(ns, { date: formatDate(ns) !== formatDate(Date.now() * 1e6), seconds: false });
+function snoozeLine(sn) {  // text and isolated nodes (who and why are typed by people)
+  return [`snoozed until ${untilText(sn.until_ns)} by `, untrusted(byName(sn.by), 100), ": ", untrusted(sn.note || "", 300),
+    ...(sn.types && sn.types.length ? [` (${displayText(sn.types.join(", "), 200)} only)`] : [])];
+}
+function snoozeTag(sn) {  // the event list's mark on a snoozed event
+  const sp = document.createElement("span");
+  sp.className = "snoozed-tag"; sp.textContent = "snoozed";
+  sp.title = `raised while its camera's alerts were snoozed by ${displayText(byName(sn.by), 100)} until ` +
+    `${fmt(sn.until_ns)}: ${displayText(sn.note, 300)} (no alarm was sounded)`;
+  return sp;
+}
+// each camera's row of the sources table: its snooze and, for operators, the button (called after the rows are made)
+function showSnoozes(list) {
+  const rows = new Map([...document.querySelectorAll("#sources tbody tr")].map((tr) => [tr.dataset.id, tr]));
+  for (const s of list) {
+    const tr = rows.get(s.source_id);
+    if ((s.kind || "camera") !== "camera" || !tr) continue;
+    if (s.snooze) {
+      const sp = document.createElement("span");
+      sp.className = "snooze-state"; sp.append(" · ", ...snoozeLine(s.snooze));
+      sp.title = `since ${fmt(s.snooze.since_ns)}: its events are still stored and listed, marked snoozed, and sound no alarm`;
+      tr.lastChild.append(sp);
+    }
+    if (!atLeast("operator")) continue;
+    const b = document.createElement("button");
+    b.type = "button"; b.className = "snooze-act"; b.textContent = s.snooze ? "End snooze" : "Snooze";
+    b.title = s.snooze ? "end the snooze now: the camera's alerts alarm again" : "silence this camera's alarms for a while " +
+      "(maintenance): its events are still detected, stored and listed, marked snoozed";
+    b.addEventListener("click", () => openSnooze(s.source_id, !!s.snooze));
+    tr.lastChild.append(b);
+  }
+}
+const snoozeForm = { id: null, ending: false };
+function openSnooze(id, ending) {
+  Object.assign(snoozeForm, { id, ending });
+  $("sz-title").textContent = ending ? `End the snooze of ${id}` : `Snooze the alerts of ${id} for`;
+  $("sz-len-bar").hidden = ending;
+  $("sz-note").value = ""; $("sz-msg").textContent = ""; $("sz-msg").className = "";
+  $("sz-note").placeholder = ending ? "why it ends early (optional)" : "why (required): crane maintenance, lens cleaning…";
+  $("sz-go").textContent = ending ? "End snooze" : "Snooze";
+  $("snooze-box").hidden = false;
+  $("sz-note").focus();
+}
+function closeSnooze() { $("snooze-box").hidden = true; snoozeForm.id = null; }
+$("sz-len").addEventListener("change", () => { $("sz-min").hidden = $("sz-len").value !== "custom"; });
+$("sz-cancel").addEventListener("click", closeSnooze);
+$("sz-go").addEventListener("click", async () => {
+  const { id, ending } = snoozeForm, msg = $("sz-msg"), note = $("sz-note").value.trim();
+  if (!id) return;
+  const minutes = Number($("sz-len").value === "custom" ? $("sz-min").value : $("sz-len").value);
+  const refuse = (text, el) => { msg.className = "error"; msg.textContent = text; el.focus(); };
+  if (!ending && !(minutes > 0)) return refuse("how many minutes?", $("sz-min"));
+  if (!ending && !note) return refuse("a note saying why is required", $("sz-note"));
+  msg.className = ""; msg.textContent = ending ? "ending…" : "snoozing…";
+  try {
+    await json(`api/sources/${encodeURIComponent(id)}/snooze`, { method: ending ? "DELETE" : "POST",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify(ending ? { note } : { minutes, note }) });
+  } catch (e) { return refuse(`${ending ? "not ended" : "not snoozed"}: ${e.message}`, $("sz-note")); }
+  closeSnooze();
+  try { await refreshSources(await json("api/sources")); } catch (e) { /* the live feed refreshes it again */ }
+});
+
 // The alarm: a new high or critical incident (its start phase on the live feed) sounds a tone, two for critical,
 // unless "alarm sound" is off (kept in this browser), and marks the tab's title until the page is looked at again.
 // Browsers let a page make sound only after a click or key press on it; the audio is set up at the first one.
@@ -1730,6 +1810,7 @@ function notifyIncident(ev) {
 function soundAlarm(ev) {
   const tones = ALARM_SEVERITIES[ev.severity];
   if (!tones || ev.phase !== "start") return;
+  if (snoozedOf(ev)) return;  // its camera's alerts are snoozed (maintenance): stored and listed, marked; no alarm
   const sound = $("alarm-on").checked;
   window.__alarms.push({ id: ev.id, severity: ev.severity, sound });
   if (document.hidden || !document.hasFocus()) markUnseen(alarm.unseen + 1);

@@ -189,6 +189,8 @@ function render(t) {
   t.a.classList.toggle("offline", !online);
   t.a.classList.toggle("stale", stale);
   t.a.dataset.state = s.state;
+  // an operator snoozed its alerts (maintenance): its incidents meanwhile leave the tile calm, and it says so
+  if (s.snooze) t.st.textContent += ` · alerts snoozed until ${hms(s.snooze.until_ns)}`;
   // the camera's open high / critical incident (its own, or its drone's), the newest of them
   const inc = state.incidents.get(t.id) || (s.drone_id ? state.incidents.get(s.drone_id) : null) || [];
   const top = inc[0];
@@ -300,6 +302,7 @@ async function refreshIncidents() {
   const by = new Map();
   for (const ev of page.events) {
     if (ev.review_status === "dismissed") continue;  // someone looked and called it nothing: no red frame
+    if (ev.attributes && ev.attributes.snoozed) continue;  // raised while an operator snoozed the camera (maintenance)
     if (!by.has(ev.source_id)) by.set(ev.source_id, []);
     by.get(ev.source_id).push(ev);  // newest first (the search's order)
   }
