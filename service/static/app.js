@@ -1333,6 +1333,17 @@ window.addEventListener("hashchange", () => {
   openLinkedLive();
 });
 
+// The vessel as the search finds it (the store's identity columns, as the CSV and the report show them): its name
+// (vessel_name, else the AIS name), MMSI and hull text: ", vessel GERO-B, MMSI 244820279"; none of them: nothing.
+function vesselParts(a) {
+  if (!a) return [];
+  const name = a.vessel_name || a.ais_name, out = [];
+  if (name) out.push(untrusted(name, 100));
+  if (a.mmsi != null && a.mmsi !== "") out.push(out.length ? ", MMSI " : "MMSI ", untrusted(String(a.mmsi), 16));
+  if (a.hull_text) out.push(out.length ? ", hull text " : "hull text ", untrusted(a.hull_text, 64));
+  return out.length ? [", vessel ", ...out] : [];
+}
+
 async function select(id, { refresh = false, reveal = false } = {}) {
   const my = ++selSeq;
   const stale = () => my !== selSeq;  // another select() started since: this one's answers are dropped
@@ -1361,7 +1372,7 @@ async function select(id, { refresh = false, reveal = false } = {}) {
   $("d-meta").replaceChildren(`started ${fmt(ev.start_ns)}${ev.end_ns ? ", ended " + fmt(ev.end_ns) : ""}, ${ev.phase}, ` +
     `status: ${ev.review_status}` +
     (ev.geo ? `, at ${ev.geo.lat_deg.toFixed(5)}, ${ev.geo.lon_deg.toFixed(5)} ± ${ev.geo.semi_major_m.toFixed(0)} m` : `, no position: ${ev.geo_reason || "unknown"}`),
-    ...(ev.attributes && ev.attributes.vessel_name ? [", vessel ", untrusted(ev.attributes.vessel_name, 100)] : []));
+    ...vesselParts(ev.attributes));
   // why the system raised it, in its words (an unidentified vessel: the nearest AIS report and the gate, or that it was
   // held while AIS was down and since when; a feed or camera outage: what failed)
   const why = ev.attributes && typeof ev.attributes.reason === "string" && ev.attributes.reason;
