@@ -103,6 +103,7 @@ def test_a_live_replay_is_fresh_at_the_frame_time_moves_and_is_up(tmp_path):
         assert stage.check_ais(t) is None
         (st,) = stage.feed_states(frame_ns=t)
         assert st.state == "up" and st.name == f"loop:{log.name}" and st.last_message_ns <= t
+        assert st.replay == "loop" and st.as_dict()["replay"] == "loop"  # the UI says: a recorded log, not live AIS
         seen.append((t, (row.lat_deg, row.lon_deg), row.position_time_ns))
     # it moves: at 10 s into the log the vessel is 20 m along, as the log says
     t10, pos10, when10 = seen[20]
@@ -125,6 +126,7 @@ def test_a_live_replay_is_fresh_at_the_frame_time_moves_and_is_up(tmp_path):
     own.advance(t0)
     assert own.table.get(MMSI_MOVING).position_time_ns == (LOG_T0_S + int(LOG_S)) * S
     assert own.feed_states(frame_ns=t0)[0].state == "ended" and "AIS feed down" in own.check_ais(t0)
+    assert own.feed_states(frame_ns=t0)[0].replay == "log"
 
 
 def _pipeline_config(tmp_path, ais: str, registry: str = "", **identity):

@@ -313,6 +313,8 @@ def test_ui_operator_workflow_in_chromium(live_service, tmp_path):
         _wait(page, f"document.getElementById('map-hover').textContent.includes({vessel['name']!r})", 5)
         ais_row = page.text_content('#sources tr[data-id="ais"]')
         assert "vessel(s)" in ais_row
+        # a recorded log is not live AIS, and the row says so
+        assert "ais_gpsd_lemmer_nl_ais-nmea.log: a recorded log replayed by the video's clock, not live AIS" in ais_row, ais_row
         grid = (np.abs(img.astype(int) - np.array(GRID_RGB)).max(axis=2) <= 10)
         assert grid.all(axis=1).sum() >= 2 or grid.all(axis=0).sum() >= 2  # full-width / full-height grid lines
 

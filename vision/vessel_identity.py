@@ -83,7 +83,9 @@ class AisFeedState:
     gap in a log, with nothing decoded for that long), ``down`` (a socket feed not connected for that long: never
     connected, or disconnected) or ``ended`` (a log whose last message is that long before the frame time);
     ``since_ns``: UTC ns of the last message (or, with none yet, when the feed started): the outage's start when the
-    state is not ``up``; ``reason``: never connected / disconnected / silent since T, with the last error."""
+    state is not ``up``; ``reason``: never connected / disconnected / silent since T, with the last error;
+    ``replay``: ``loop`` for a recorded log replayed live in a loop (``loop:PATH``), ``log`` for a log replayed by the
+    frames' clock, None for a live feed: an operator must be able to tell that the vessels shown are not live AIS."""
 
     name: str
     kind: str
@@ -93,6 +95,7 @@ class AisFeedState:
     messages: int
     reason: str
     last_error: str | None = None
+    replay: str | None = None
 
     @property
     def down(self) -> bool:
@@ -110,7 +113,7 @@ class AisFeedState:
     def as_dict(self) -> dict:
         return {"feed": self.name, "kind": self.kind, "state": self.state, "since_ns": self.since_ns,
                 "last_message_ns": self.last_message_ns, "messages": self.messages, "reason": self.reason,
-                "last_error": self.last_error}
+                "last_error": self.last_error, "replay": self.replay}
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,10 +435,12 @@ class VesselIdentityStage:
         """A live replay's state by its shifted clock: ``up`` while it loops, ``silent`` in a gap of the log."""
         last, n = (None, 0) if frame_ns is None else lr.last_at(frame_ns)
         if last is None:
-            return AisFeedState(lr.name, "file", "up", None, None, 0, "replayed live from the first frame, looped")
+            return AisFeedState(lr.name, "file", "up", None, None, 0, "replayed live from the first frame, looped",
+                                replay="loop")
         if frame_ns - last < self._down_ns:
-            return AisFeedState(lr.name, "file", "up", last, last, n, "replaying live, looped")
-        return AisFeedState(lr.name, "file", "silent", last, last, n, f"a gap in the log after {utc_text(last)}")
+            return AisFeedState(lr.name, "file", "up", last, last, n, "replaying live, looped", replay="loop")
+        return AisFeedState(lr.name, "file", "silent", last, last, n, f"a gap in the log after {utc_text(last)}",
+                            replay="loop")
 
     def _socket_state(self, i: int, feed, now_ns: int) -> AisFeedState:
         from seawatch.streams.urls import redact_url
@@ -470,19 +475,23 @@ class VesselIdentityStage:
         times = lf.times_ns
         if frame_ns is None or not times:
             return AisFeedState(lf.name, "file", "up" if times else "ended", None, None, 0,
-                                "replayed by the frames' clock" if times else "no AIS message in the log")
+                                "replayed by the frames' clock" if times else "no AIS message in the log",
+                                replay="log")
         n = bisect.bisect_right(times, frame_ns)
         last = times[n - 1] if n else None
         if last is None:  # the log begins after this frame: a gap before it, judged like one within it
             if times[0] - frame_ns < self._down_ns:
-                return AisFeedState(lf.name, "file", "up", None, None, 0, "the log begins at " + utc_text(times[0]))
+                return AisFeedState(lf.name, "file", "up", None, None, 0, "the log begins at " + utc_text(times[0]),
+                                    replay="log")
             return AisFeedState(lf.name, "file", "silent", frame_ns, None, 0,
-                                f"the log begins only at {utc_text(times[0])}")
+                                f"the log begins only at {utc_text(times[0])}", replay="log")
         if frame_ns - last < self._down_ns:
-            return AisFeedState(lf.name, "file", "up", last, last, n, "replaying")
+            return AisFeedState(lf.name, "file", "up", last, last, n, "replaying", replay="log")
         if n == len(times):
-            return AisFeedState(lf.name, "file", "ended", last, last, n, f"the replayed log ended at {utc_text(last)}")
-        return AisFeedState(lf.name, "file", "silent", last, last, n, f"a gap in the log after {utc_text(last)}")
+            return AisFeedState(lf.name, "file", "ended", last, last, n, f"the replayed log ended at {utc_text(last)}",
+                                replay="log")
+        return AisFeedState(lf.name, "file", "silent", last, last, n, f"a gap in the log after {utc_text(last)}",
+                            replay="log")
 
     def check_ais(self, time_ns: int, now_ns: int | None = None) -> str | None:
         """Why identity by AIS is impossible at frame time ``time_ns`` (every configured feed down), or None (also

@@ -379,7 +379,10 @@ async function refreshSources(list) {
       const off = (s.feed_states || []).filter((f) => f.state !== "up").map((f) => `${displayText(f.feed, 120)} ` +
         `${f.state}${f.since_ns ? " for " + ago(f.since_ns) : ""}` +
         (f.since_ns && /^(silent since|the replayed log ended)/.test(f.reason || "") ? "" : `: ${displayText(f.reason, 200)}`));
-      details = [`${s.vessels} vessel(s), ${s.messages} message(s), last ${s.last_message_age_s ?? "-"} s ago`, ...off,
+      // a recorded log (the demo's, a test set-up) must not pass for live AIS
+      const replays = (s.feed_states || []).filter((f) => f.replay).map((f) => `${displayText(f.feed, 120)}: a recorded ` +
+        `log replayed ${f.replay === "loop" ? "in a loop" : "by the video's clock"}, not live AIS`);
+      details = [`${s.vessels} vessel(s), ${s.messages} message(s), last ${s.last_message_age_s ?? "-"} s ago`, ...replays, ...off,
         s.identity_held ? "unidentified-vessel alerts held (AIS unavailable)" : null].filter(Boolean).join(" · ");
     } else {
       // a camera that is down: for how long and how often it was tried (the server keeps it offline through retries)
