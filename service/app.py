@@ -10,6 +10,8 @@ crews are operators); reviewers also confirm; admins also list the configured pr
 from __future__ import annotations
 
 import contextvars
+import functools
+import inspect
 import ipaddress
 import json
 import logging
@@ -34,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from seawatch import __version__
 from seawatch.errors import ConfigError, InputError, SeawatchError, StreamError, TelemetryError
+from seawatch.service import audit
 from seawatch.service.auth import Authenticator, LoginThrottle, Principal
 from seawatch.service.calibration import CalibrationApplyIn, CalibrationFitIn
 from seawatch.service.config import ServeConfig, root_path_problem
@@ -216,8 +219,10 @@ def principal(
 
 
 def require(role: str) -> Callable[..., Principal]:
-    def dep(who: Annotated[Principal, Depends(principal)]) -> Principal:
+    def dep(request: Request, who: Annotated[Principal, Depends(principal)]) -> Principal:
         if not who.has(role):
+            audit.record(request, "auth.forbidden", who, target=request.url.path, status=403,
+                         details={"method": request.method, "needs": role})
             raise ApiError(403, f"{who.kind} {who.name!r} has role {who.role}; this needs {role} or above")
         return who
 
@@ -247,6 +252,67 @@ def _store(request: Request) -> EventStore:
 
 
 Store = Annotated[EventStore, Depends(_store)]
+
+
+def _audited(name: str, target: str | Callable[[dict[str, Any]], Any] | None = None,
+             details: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+             when: Callable[[dict[str, Any]], bool] | None = None, status: int = 200) -> Callable[[Callable], Callable]:
+    """Records the route's action in the security audit log (``service/audit.py``) when it ends: ``ok`` with
+    ``status``, or ``refused`` / ``failed`` with the status of the error that ended it. ``target``: the path parameter
+    naming what it acts on (or a function of the route's arguments); ``details(arguments)``: what of the request is
+    kept (never a secret: see ``audit.clean_details``); ``when(arguments)`` False: nothing recorded. The route adds
+    what it learnt with :func:`_audit_add`. FastAPI sees the route's own signature (``functools.wraps``)."""
+    def wrap(fn: Callable) -> Callable:
+        def begin(kwargs: dict[str, Any]) -> audit.action:
+            request = kwargs.get("request")
+            act = audit.action(request, name, kwargs.get("who"), enabled=when(kwargs) if when else True)
+            act.status = status
+            try:
+                act.target = (target(kwargs) if callable(target) else kwargs.get(target, "")) if target else ""
+                if details is not None:
+                    act.details.update(details(kwargs))
+            except Exception:  # noqa: BLE001 - what is kept of a request never fails it
+                log.exception("audit: the details of %s could not be read", name)
+            if request is not None:
+                request.state.audit = act
+            return act
+
+        if inspect.iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                async with begin(kwargs):
+                    return await fn(*args, **kwargs)
+            return run_async
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            with begin(kwargs):
+                return fn(*args, **kwargs)
+        return run
+    return wrap
+
+
+def _audit_add(request: Request, **details: Any) -> None:
+    """Adds to the audit entry of this request's action (``_audited``) what the route learnt (an id made, a count)."""
+    act = getattr(request.state, "audit", None)
+    if act is not None:
+        act.details.update(details)
+
+
+def _body_fields(*names: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """``details`` for ``_audited``: these fields of the route's ``body`` (absent body: none)."""
+    def get(kwargs: dict[str, Any]) -> dict[str, Any]:
+        body = kwargs.get("body")
+        return {} if body is None else {n: getattr(body, n, None) for n in names}
+    return get
+
+
+def _search_filters(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``details`` of an export: the search's filters as given (no paging)."""
+    params = kwargs.get("params")
+    if params is None:
+        return {}
+    return {"filters": params.model_dump(mode="json", exclude_defaults=True, exclude={"cursor", "limit"})}
 
 
 def _media_file(media_dir: Path, rel: str) -> Path:
@@ -359,6 +425,7 @@ def login(request: Request, body: Annotated[LoginIn, Body()]) -> TokenOut:
     # pass the throttle before the first of them has failed
     wait_s = st.throttle.begin(client)
     if wait_s > 0:
+        _login_refused(request, body.username, 429, "too many failed logins from this address", f"address:{client}", wait_s)
         raise ApiError(429, f"too many failed logins from this address; retry in {wait_s:.0f} s", {"Retry-After": str(int(wait_s) + 1)})
     # and per user name, from every address together: guesses spread over many addresses (or behind one proxy that
     # rotates them) get no more tries at an account; the name's owner waits at most the window, never a lockout
@@ -366,19 +433,37 @@ def login(request: Request, body: Annotated[LoginIn, Body()]) -> TokenOut:
     if wait_s > 0:
         log.warning("login for %s refused from %s: too many failed logins for this user name",
                     st.auth.logged_name(body.username), client)
+        _login_refused(request, body.username, 429, "too many failed logins for this user name",
+                       f"user:{body.username}", wait_s)
         raise ApiError(429, f"too many failed logins for this user; retry in {wait_s:.0f} s", {"Retry-After": str(int(wait_s) + 1)})
     who = st.auth.check_password(body.username, body.password)
     if who is None:
         log.warning("failed login for %s from %s", st.auth.logged_name(body.username), client)
+        _login_refused(request, body.username, 401, "wrong user name or password")
         raise ApiError(401, "wrong user name or password")
     st.throttle.succeeded(client)
     st.user_throttle.succeeded(body.username)
     token, exp = st.auth.issue_token(who)
+    audit.record(request, "auth.login", who, target=who.name, details={"expires_at_s": round(exp)})
     return TokenOut(access_token=token, expires_at_s=exp, role=who.role)
+
+
+def _login_refused(request: Request, username: str, status: int, reason: str, once_key: str | None = None,
+                   window_s: float = 0.0) -> None:
+    """A refused log-in in the audit log (``auth.login_failed``): the user name when it is a configured user's (an
+    unknown name is not repeated: it is sometimes a password typed in the wrong box), never the password. A throttled
+    attempt (429, ``once_key``) is recorded once per throttle window: repeating it costs the caller nothing."""
+    st = request.app.state
+    if once_key is not None and not st.audit.first_in_window(once_key, max(1.0, window_s)):
+        return
+    known = any(u.name == username for u in st.settings.auth.users)
+    audit.record(request, "auth.login_failed", None, actor=username if known else "", target=username if known else "",
+                 status=status, details={"reason": reason, "user_known": known})
 
 
 @auth_router.post("/logout", status_code=204, response_class=Response,
                   summary="end the bearer token now (a log-out), not at its expiry")
+@_audited("auth.logout", target=lambda k: k["who"].name, status=204)
 def logout(request: Request, who: Viewer,
            bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Response:
     if bearer is None:  # an API key is ended by removing it from the configuration
@@ -456,20 +541,24 @@ def _export_events(store: EventStore, params: SearchParams, settings: Any) -> tu
 
 @export.get("/events.geojson", summary="the events a search finds, as a GeoJSON FeatureCollection (limit/cursor ignored)",
             response_class=JSONResponse, responses={200: {"content": {"application/geo+json": {"schema": {"type": "object"}}}}})
+@_audited("export.geojson", details=_search_filters)
 def export_geojson(request: Request, store: Store, who: Viewer, params: Annotated[SearchParams, Query()]) -> JSONResponse:
     from seawatch.service.export import to_geojson
 
     evs, truncated = _export_events(store, params.model_copy(update={"cursor": None}), request.app.state.settings)
+    _audit_add(request, events=len(evs), truncated=truncated)
     return JSONResponse(to_geojson(evs, truncated), media_type="application/geo+json",
                         headers={"Content-Disposition": 'attachment; filename="seawatch-events.geojson"'})
 
 
 @export.get("/events.kml", summary="the located events a search finds, as KML 2.2 Placemarks", response_class=Response,
             responses={200: {"content": {"application/vnd.google-earth.kml+xml": {"schema": {"type": "string"}}}}})
+@_audited("export.kml", details=_search_filters)
 def export_kml(request: Request, store: Store, who: Viewer, params: Annotated[SearchParams, Query()]) -> Response:
     from seawatch.service.export import to_kml
 
     evs, truncated = _export_events(store, params.model_copy(update={"cursor": None}), request.app.state.settings)
+    _audit_add(request, events=len(evs), truncated=truncated)
     return Response(to_kml(evs), media_type="application/vnd.google-earth.kml+xml",
                     headers={"Content-Disposition": 'attachment; filename="seawatch-events.kml"',
                              "X-Seawatch-Truncated": "true" if truncated else "false"})
@@ -477,10 +566,12 @@ def export_kml(request: Request, store: Store, who: Viewer, params: Annotated[Se
 
 @export.get("/events.csv", summary="the events a search finds, as CSV for a spreadsheet (limit/cursor ignored)",
             response_class=Response, responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}})
+@_audited("export.csv", details=_search_filters)
 def export_csv(request: Request, store: Store, who: Viewer, params: Annotated[SearchParams, Query()]) -> Response:
     from seawatch.service.export import to_csv
 
     evs, truncated = _export_events(store, params.model_copy(update={"cursor": None}), request.app.state.settings)
+    _audit_add(request, events=len(evs), truncated=truncated)
     return Response(to_csv(evs, store.with_holds([e.id for e in evs])).encode("utf-8"), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="seawatch-events.csv"',
                              "X-Seawatch-Truncated": "true" if truncated else "false"})
@@ -535,16 +626,19 @@ def _review(store: EventStore, live: LiveHub, event_id: str, status: str, who: P
 
 
 @events.post("/{event_id}/acknowledge", response_model=EventOut, summary="operator: seen and being handled")
+@_audited("review.acknowledge", target="event_id", details=_body_fields("note", "reason"))
 def acknowledge(event_id: str, request: Request, store: Store, who: Operator, body: Annotated[ReviewIn | None, Body()] = None) -> EventOut:
     return _review(store, request.app.state.live, event_id, "acknowledged", who, body)
 
 
 @events.post("/{event_id}/dismiss", response_model=EventOut, summary="operator: false alarm / nothing to do")
+@_audited("review.dismiss", target="event_id", details=_body_fields("note", "reason"))
 def dismiss(event_id: str, request: Request, store: Store, who: Operator, body: Annotated[ReviewIn | None, Body()] = None) -> EventOut:
     return _review(store, request.app.state.live, event_id, "dismissed", who, body)
 
 
 @events.post("/{event_id}/confirm", response_model=EventOut, summary="reviewer: a real incident (evidence)")
+@_audited("review.confirm", target="event_id", details=_body_fields("note", "reason"))
 def confirm(event_id: str, request: Request, store: Store, who: Reviewer, body: Annotated[ReviewIn | None, Body()] = None) -> EventOut:
     return _review(store, request.app.state.live, event_id, "confirmed", who, body)
 
@@ -552,6 +646,7 @@ def confirm(event_id: str, request: Request, store: Store, who: Reviewer, body: 
 @events.post("/{event_id}/ignore-spot", response_model=IgnoreSpotOut, status_code=201,
              responses={409: {"model": ErrorBody}},
              summary="reviewer: dismiss a fixed false alarm and drop detections of its labels at that spot of its camera from now on")
+@_audited("ignore_area.add", target="event_id", details=_body_fields("note", "labels"))
 def ignore_spot(event_id: str, request: Request, store: Store, who: Reviewer,
                 body: Annotated[IgnoreSpotIn | None, Body()] = None) -> IgnoreSpotOut:
     """The event's subject box (its snapshot's) becomes an ignore area of its fixed camera around the box's anchor
@@ -587,6 +682,7 @@ def ignore_spot(event_id: str, request: Request, store: Store, who: Reviewer,
         store.remove_ignore_area(area.id)
         raise ApiError(409, f"the pipeline refused the area: {exc}") from None
     log.info("ignore area %d on %s (%s) from event %s by %s %s", area.id, ev.source_id, ",".join(labels), event_id, who.kind, who.name)
+    _audit_add(request, source_id=ev.source_id, area_id=area.id, labels=labels)
     note = f"ignore area {area.id} added" + (f": {body.note}" if body.note else "")
     out = _review(store, st.live, event_id, "dismissed", who, ReviewIn(note=note, reason="false_detection"))
     return IgnoreSpotOut(area=IgnoreAreaOut(**area.to_dict()), event=out)
@@ -611,6 +707,7 @@ def _publish_hold(live: LiveHub, store: EventStore, ev) -> None:
              summary="reviewer: keep the event, its snapshot and clip from retention until the hold is lifted",
              description="Adds a `manual` hold (an evidence export adds `evidence_export`): retention never deletes an "
                          "event with an active hold nor its media. Answers the event's holds.")
+@_audited("hold.add", target="event_id", details=_body_fields("note"))
 def hold_event(event_id: str, request: Request, store: Store, who: Reviewer,
                body: Annotated[HoldIn | None, Body()] = None) -> list[dict[str, Any]]:
     ev = _get_event(store, event_id)
@@ -631,6 +728,7 @@ def hold_event(event_id: str, request: Request, store: Store, who: Reviewer,
                            "while it exists. A lifted hold stays listed (who lifted it, when, why); once no active "
                            "hold is left (and the event is not confirmed) retention treats the event like any other. "
                            "409 when there is no such active hold. Answers the event's holds.")
+@_audited("hold.release", target="event_id", details=_body_fields("note", "hold_id"))
 def release_hold(event_id: str, request: Request, store: Store, who: Reviewer,
                  body: Annotated[HoldReleaseIn | None, Body()] = None) -> list[dict[str, Any]]:
     body = body or HoldReleaseIn()
@@ -662,6 +760,7 @@ def release_hold(event_id: str, request: Request, store: Store, who: Reviewer,
         raise ApiError(404, f"no event {event_id!r}") from None
     if not lifted:
         raise ApiError(409, f"the hold(s) of event {event_id} were lifted meanwhile by another desk")
+    _audit_add(request, lifted=[{"id": h["id"], "reason": h["reason"]} for h in lifted])
     log.info("event %s: %s hold(s) %s lifted by %s %s%s", event_id, "/".join(sorted({h["reason"] for h in lifted})),
              ",".join(str(h["id"]) for h in lifted), who.kind, who.name, f": {body.note}" if body.note else "")
     _publish_hold(request.app.state.live, store, ev)
@@ -751,6 +850,7 @@ async def _clip_response(clips, source_id: str, start_ns: int, end_ns: int, not_
 
 @events.get("/{event_id}/evidence.zip", response_class=FileResponse,
             summary="reviewer: evidence package (event and audit JSON, snapshot, clip, manifest with SHA-256 sums)")
+@_audited("export.evidence", target="event_id")
 async def get_evidence(event_id: str, request: Request, store: Store, who: Reviewer) -> FileResponse:
     import tempfile
 
@@ -811,6 +911,7 @@ async def get_evidence(event_id: str, request: Request, store: Store, who: Revie
         os.unlink(tmp)
         raise
     log.info("evidence of event %s exported by %s %s", event_id, who.kind, who.name)
+    _audit_add(request, missing=sorted(missing), clip=clip is not None)
     return FileResponse(tmp, media_type="application/zip", filename=f"seawatch-evidence-{event_id}.zip",
                         background=BackgroundTask(os.unlink, tmp))
 
@@ -902,6 +1003,7 @@ def list_ignore_areas(source_id: str, request: Request, store: Store, who: Viewe
 
 @sources.delete("/{source_id}/ignore-areas/{area_id}", response_model=IgnoreAreaOut,
                 summary="reviewer: remove an ignore area added from the review desk (detections there count again)")
+@_audited("ignore_area.remove", target="source_id", details=lambda k: {"area_id": k["area_id"]})
 def remove_ignore_area(source_id: str, area_id: int, request: Request, store: Store, who: Reviewer) -> IgnoreAreaOut:
     st = request.app.state
     _configured_source(st, source_id)
@@ -1000,6 +1102,7 @@ def get_calibration(source_id: str, request: Request, who: Viewer) -> dict[str, 
                          "configured one (the log says what to paste into the configuration to make it permanent). "
                          "Answers like GET. 422 for a drone's camera, a section the configuration would refuse, or "
                          "one for another picture size than the camera sends.")
+@_audited("calibration.apply", target="source_id", details=_body_fields("note"))
 def put_calibration(source_id: str, request: Request, who: Admin,
                     body: Annotated[CalibrationApplyIn, Body()]) -> dict[str, Any]:
     from seawatch.service.calibration import config_section_sha256, yaml_section
@@ -1026,6 +1129,7 @@ def put_calibration(source_id: str, request: Request, who: Admin,
         except SeawatchError as exc:
             st.store.remove_calibration(row.id)
             raise ApiError(422, str(exc)) from None
+    _audit_add(request, calibration_id=row.id)
     sv = cal.surveyed
     log.warning("source %s: calibration applied to the running service by %s %s (%s)%s; it is in force, over restarts, "
                 "until reverted (DELETE /api/sources/%s/calibration). To make it permanent, put this under the source "
@@ -1040,6 +1144,7 @@ def put_calibration(source_id: str, request: Request, who: Admin,
                 description="The operator calibration in force is marked reverted (who, when) and the camera's events "
                             "are located with the configured calibration from the next analysed frame. Answers like "
                             "GET. 404 when no operator calibration is in force.")
+@_audited("calibration.revert", target="source_id")
 def revert_calibration(source_id: str, request: Request, who: Admin) -> dict[str, Any]:
     st = request.app.state
     spec = _fixed_camera(st, source_id)
@@ -1047,6 +1152,7 @@ def revert_calibration(source_id: str, request: Request, who: Admin) -> dict[str
         row = st.store.revert_calibration(source_id, f"{who.kind}:{who.name}")
         if row is None:
             raise ApiError(404, f"source {source_id!r} has no operator calibration in force: it runs with the configured one")
+        _audit_add(request, calibration_id=row.id, applied_by=row.created_by)
         try:
             st.apply_calibration(source_id, None)
         except SeawatchError as exc:  # the configured one does not build (it did at start): say so, the row stays reverted
@@ -1065,6 +1171,7 @@ def revert_calibration(source_id: str, request: Request, who: Admin) -> dict[str
                           "picture yet, one is learnt from its next stable minute) and ends its open view incidents. "
                           "Answers `learning`, `reference_origin`, `reference_ns`, `raised` and `ended` (incident "
                           "ids). 422 for a drone's camera or a camera whose view is not checked.")
+@_audited("view_reference.reset", target="source_id")
 def reset_view_reference(source_id: str, request: Request, who: Admin) -> dict[str, Any]:
     st = request.app.state
     _fixed_camera(st, source_id)
@@ -1181,6 +1288,8 @@ def _utc_name(ns: int) -> str:
                          "retention). `X-Clip-Coverage` (`complete`/`partial`) and `X-Clip-Covered-Ns` as for an "
                          "event's clip; `X-Clip-First-Ns` is the capture time of the clip's first picture (video time "
                          "0), so a player's position maps to a capture time. `download=true` names it as a download.")
+@_audited("export.recording", target="source_id", when=lambda k: bool(k.get("download")),
+          details=lambda k: {"start_ns": k["start_ns"], "end_ns": k["end_ns"]})
 async def get_recording_clip(source_id: str, request: Request, who: Viewer,
                              start_ns: int = Query(ge=0, description="window start (UTC ns)"),
                              end_ns: int = Query(ge=0, description="window end (UTC ns)"),
@@ -1200,6 +1309,8 @@ async def get_recording_clip(source_id: str, request: Request, who: Viewer,
                          "`point_px`, a position located like the detector's (the camera's calibration, a drone's "
                          "pose at that time). It is stored, published (live feed, MQTT, webhooks) and acknowledged "
                          "by the reporter with the note. 404 when nothing was recorded near `at_ns`.")
+@_audited("event.report", target=lambda k: k["body"].source, status=201,
+          details=_body_fields("source", "type", "severity", "label", "start_ns", "end_ns", "at_ns", "note"))
 async def report_event(request: Request, who: Operator, body: Annotated[ReportIn, Body()]) -> EventOut:
     st = request.app.state
     _configured_source(st, body.source)
@@ -1218,6 +1329,7 @@ async def report_event(request: Request, who: Operator, body: Annotated[ReportIn
     if stored is None:
         raise ApiError(503, "the report waits for the event store (it is retried); look for it shortly")
     log.info("event %s (%s on %s) reported by %s %s", ev.id, ev.type, ev.source_id, who.kind, who.name)
+    request.state.audit.target = ev.id
     note = "reported" + (f": {body.note}" if body.note else "")
     return await run_in_threadpool(_review, st.store, st.live, ev.id, "acknowledged", who, ReviewIn(note=note))
 
@@ -1343,6 +1455,7 @@ _DRONE_ERRORS: dict[int | str, dict[str, Any]] = {409: {"model": ErrorBody}}
                                 "patrol from being flown again. 409 "
                                 "when the drone has no link or refuses the mode (the patrol is still marked aborted). "
                                 "Answers the drone's status.")
+@_audited("drone.abort", target="drone_id", details=lambda k: {"mode": (k.get("body") or AbortIn()).mode})
 def abort_drone(drone_id: str, request: Request, who: Operator, body: Annotated[AbortIn | None, Body()] = None) -> dict[str, Any]:
     fleet = request.app.state.fleet
     _drone_status(fleet, drone_id)
@@ -1363,6 +1476,7 @@ def abort_drone(drone_id: str, request: Request, who: Operator, body: Annotated[
                     summary="operator: fly the drone's patrol again (after an abort, a hold or an error)",
                     description="The start checks still apply (the patrol waits as `held` for battery or a failsafe). "
                                 "409 when the drone has no patrol or is flying it now. Answers the drone's status.")
+@_audited("drone.restart", target="drone_id")
 def restart_drone(drone_id: str, request: Request, who: Operator) -> dict[str, Any]:
     fleet = request.app.state.fleet
     st = _drone_status(fleet, drone_id)
@@ -1408,6 +1522,8 @@ class InvestigateIn(BaseModel):
                                 "its limits. 409: no link, unknown home, failsafe, battery below "
                                 "`patrol_min_battery_pct` or unknown, a vehicle someone else is flying, a start the "
                                 "vehicle refused. Answers the drone's status.")
+@_audited("drone.investigate", target="drone_id",
+          details=_body_fields("lat_deg", "lon_deg", "event_id", "alt_m", "hold_s"))
 def investigate_drone(drone_id: str, request: Request, who: Operator, body: Annotated[InvestigateIn, Body()]) -> dict[str, Any]:
     from seawatch.service.fleet import TaskRefused
 
@@ -1462,6 +1578,36 @@ def principals(request: Request, who: Admin) -> dict[str, list[dict[str, str]]]:
     cfg = request.app.state.settings.auth
     return {"users": [{"name": u.name, "role": u.role} for u in cfg.users],
             "api_keys": [{"name": k.name, "role": k.role} for k in cfg.api_keys]}
+
+
+@admin.get("/audit", responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+           summary="admin: the security audit log (who logged in, exported, held, commanded ...), newest first",
+           description="Filters: `action` (a prefix of the dotted name: `export`, `auth.login`, `drone.abort`), "
+                       "`actor`, `target` (exact), `from` / `to` (ISO 8601, half-open); `limit` and `cursor` page "
+                       "through it (`next_cursor`). `format=csv` answers every match (up to 50 000 rows, "
+                       "`X-Seawatch-Truncated`) as a CSV file. The read itself is recorded (`audit.read`, "
+                       "`audit.export`).")
+def read_audit(request: Request, store: Store, who: Admin,
+               params: Annotated[audit.AuditParams, Query()]) -> Any:  # type: ignore[valid-type]
+    csv = params.format == "csv"
+    with audit.action(request, "audit.export" if csv else "audit.read", who, details={"filters": params.filters()}) as act:
+        if not csv:
+            entries, nxt = store.audit_log(params.query())
+            act.details["entries"] = len(entries)
+            return {"entries": [e.to_dict() for e in entries], "next_cursor": nxt}
+        rows: list = []
+        cursor = None
+        while True:
+            page, cursor = store.audit_log(params.query(limit=1000, cursor=cursor))
+            rows += page
+            if cursor is None or len(rows) >= audit.MAX_EXPORT_ROWS:
+                break
+        truncated = cursor is not None
+        rows = rows[:audit.MAX_EXPORT_ROWS]
+        act.details.update(rows=len(rows), truncated=truncated)
+        return Response(audit.to_csv(rows).encode("utf-8"), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": 'attachment; filename="seawatch-audit.csv"',
+                                 "X-Seawatch-Truncated": "true" if truncated else "false"})
 
 
 WS_AUTH_TIMEOUT_S = 5.0
@@ -1757,7 +1903,7 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     app.state.latest_frame = latest_frame or (lambda source_id: None)
     app.state.stats = stats or (lambda: {})
     app.state.live_view = LiveView(latest_frame or (lambda source_id: None))
-    app.state.live_video = LiveVideo(settings.service.live_video_viewers)  # rings added by the Service (add_source)
+    app.state.live_video = LiveVideo()  # cameras' packet rings are added by the Service (add_source)
     # GET /api/metrics: incidents stored and open by type and severity, heard from the live hub as MQTT hears them
     app.state.incidents = IncidentCounts()
     app.state.live.add_listener(app.state.incidents.on_live_message)
@@ -1767,6 +1913,8 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     app.state.locate = locate or _calibrated_locators(settings)
     app.state.snoozes = snoozes  # service.snooze.SnoozeBook (the lifespan makes one when not given)
     app.state.retention = None  # service.retention.RetentionWorker, started by the lifespan
+    # the security audit log (service/audit.py): into the store the lifespan opens (or was given)
+    app.state.audit = audit.AuditLog(lambda: getattr(app.state, "store", None))
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)  # inside CORS (added last, so outermost): a 413 gets CORS headers
     if settings.service.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.service.cors_origins), allow_methods=["GET", "POST", "PUT", "DELETE"],

@@ -118,6 +118,10 @@ class RetentionConfig(_Strict):
         default_factory=dict,
         description="per source id, its own events_max_age_days / clips_max_age_days, e.g. {quay_north: "
                     "{events_max_age_days: 365}, carpark: {events_max_age_days: 30}}; each id must be a configured source")
+    audit_days: float | None = Field(
+        400.0, ge=30.0, le=36500.0,
+        description="rows of the security audit log (who logged in, exported, held, commanded a drone ...) older "
+                    "than this are deleted (null: kept forever); at least 30 days: it is the record")
     upgrade_grace_days: float = Field(
         7.0, ge=0.0, le=365.0,
         description="when retention first runs on a store that already holds events older than the policy (an "
@@ -291,11 +295,6 @@ class HttpConfig(_Strict):
     port: int = Field(8080, ge=1, le=65535, description="TCP port")
     cors_origins: tuple[str, ...] = Field((), description="origins allowed to call the API from a browser (none by default)")
     max_page_size: int = Field(500, ge=1, le=10000, description="most events one search page may return")
-    live_video_viewers: int = Field(
-        16, ge=1, le=256,
-        description="live video viewers (WS /api/sources/{id}/video) at once, all cameras together: each costs the "
-                    "camera's bit rate in upload (a 4 Mbit/s camera watched 16 times: 64 Mbit/s); one more is refused "
-                    "(4429, the UI shows the analysed pictures)")
     map_tiles_url: str | None = Field(
         None, pattern=r"^https?://[^\s\"'<>]+$",
         description="XYZ tile server for the UI map, e.g. https://tiles.example/{z}/{x}/{y}.png (none: a coordinate grid "

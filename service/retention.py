@@ -16,7 +16,9 @@ A sweep (:meth:`Retention.sweep`):
    events, ``.tmp`` leftovers) older than ``orphan_min_age_s`` go; so do snapshots and clips of unheld, closed events
    older than ``snapshots_max_age_days`` / their source's ``clips_max_age_days`` (the event row stays; a false
    detection keeps its snapshot, the training frame, as long as the event);
-4. runs the disk guard.
+4. deletes rows of the security audit log (``service/audit.py``) older than ``audit_days`` (400 by default: it is
+   the record of who did what, so kept long; the upgrade grace does not apply, the table is new with migration 0011);
+5. runs the disk guard.
 
 Held, whatever the age: events a reviewer confirmed, events with an active hold (an evidence export, a reviewer's
 hold; a lifted hold no longer holds), open incidents; their snapshot, clip and telemetry too.
@@ -115,6 +117,7 @@ class SweepReport:
     orphans: dict[str, int] = field(default_factory=lambda: {"snapshots": 0, "clips": 0, "telemetry": 0, "tmp": 0})
     bytes_freed: int = 0
     clips_pinned: int = 0
+    audit_rows: int = 0  # rows of the audit log past audit_days
     batches: int = 0
     max_batch_s: float = 0.0  # longest delete transaction (the write lock is held that long)
     held: dict[str, int] = field(default_factory=dict)
@@ -156,7 +159,7 @@ class Retention:
         c = self.cfg
         return {"events_days": {sev: c.event_days(sev) for sev in SEVERITIES},
                 "clips_days": c.clips_max_age_days, "snapshots_days": c.snapshots_max_age_days,
-                "false_detections_days": c.false_detections_max_age_days,
+                "false_detections_days": c.false_detections_max_age_days, "audit_days": c.audit_days,
                 "sources": {sid: {"events_days": {sev: c.event_days(sev, sid) for sev in SEVERITIES},
                                   "clips_days": c.clip_days(sid)} for sid in sorted(c.sources)},
                 "upgrade_grace_days": c.upgrade_grace_days}
@@ -218,6 +221,7 @@ class Retention:
             except Exception as exc:  # noqa: BLE001 - without the grace state nothing is deleted (database away)
                 log.exception("retention: upgrade grace state unavailable")
                 rep.errors.append(f"upgrade grace: {exc}")
+            steps.append(("audit log", self._expire_audit))  # no grace for it (a table new with migration 0011)
             for name, step in steps:
                 if stop is not None and stop.is_set():
                     break
@@ -309,6 +313,25 @@ class Retention:
                 return
             if not dry_run and self.cfg.batch_pause_s:
                 time.sleep(self.cfg.batch_pause_s)  # the sink's writes get the lock between batches
+
+    def _expire_audit(self, rep: SweepReport, dry_run: bool, stop) -> None:
+        """Audit rows older than ``audit_days`` go, in batches of ``batch_size`` (a short transaction each)."""
+        days = self.cfg.audit_days
+        if days is None:
+            return
+        cut = self.clock() - int(days * DAY_NS)
+        if dry_run:
+            rep.audit_rows = self.store.count_audit_before(cut)
+            return
+        while not (stop is not None and stop.is_set()):
+            n = self.store.delete_audit_before(cut, self.cfg.batch_size)
+            rep.audit_rows += n
+            if n < self.cfg.batch_size:
+                break
+            if self.cfg.batch_pause_s:
+                time.sleep(self.cfg.batch_pause_s)
+        if rep.audit_rows:
+            log.info("retention: %d audit log row(s) older than %g days deleted", rep.audit_rows, days)
 
     def _clips_in_use(self, gone: list) -> set[tuple[str, int, int]]:
         """Clip windows of ``gone`` that an event not deleted still refers to (two incidents of one camera with the
@@ -582,7 +605,7 @@ class RetentionWorker:
         self.last_sweep: SweepReport | None = None
         self.last_disk: DiskReport | None = None
         self.totals = {"events": 0, "snapshots": 0, "clips": 0, "telemetry": 0, "orphans": 0, "bytes_freed": 0,
-                       "guard_recordings": 0, "guard_clips": 0, "guard_bytes": 0, "sweeps": 0}
+                       "guard_recordings": 0, "guard_clips": 0, "guard_bytes": 0, "sweeps": 0, "audit_rows": 0}
         self.last_error: str | None = None
         self.grace: dict[str, Any] | None = None  # the upgrade grace while it protects events (health shows it)
 
@@ -660,7 +683,7 @@ class RetentionWorker:
             self.last_error = "; ".join(rep.errors) or None
             t = self.totals
             t["sweeps"] += 1
-            for k in ("events", "snapshots", "clips", "telemetry", "bytes_freed"):
+            for k in ("events", "snapshots", "clips", "telemetry", "bytes_freed", "audit_rows"):
                 t[k] += getattr(rep, k)
             t["orphans"] += sum(rep.orphans.values())
 
@@ -695,6 +718,7 @@ class RetentionWorker:
                     "at_ns": last.started_ns, "duration_s": last.duration_s, "events": last.events,
                     "snapshots": last.snapshots, "clips": last.clips, "telemetry": last.telemetry,
                     "orphans": dict(last.orphans), "bytes_freed": last.bytes_freed, "clips_pinned": last.clips_pinned,
+                    "audit_rows": last.audit_rows,
                     "errors": list(last.errors)},
                 "deleted_since_start": dict(self.totals),
                 "held": dict(last.held) if last is not None else None,

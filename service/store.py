@@ -142,6 +142,28 @@ calibrations_table = sa.Table(
 )
 sa.Index("ix_source_calibrations_source", calibrations_table.c.source_id, calibrations_table.c.id)
 
+# the security audit log (migration 0011): one row per recorded user action (service/audit.py), kept
+# storage.retention.audit_days; details is JSON and never holds a password, token or key
+audit_table = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("time_ns", sa.BigInteger, nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False, server_default=""),  # user or key name ("": unknown)
+    sa.Column("actor_kind", sa.String(8), nullable=False, server_default=""),  # user / key / ""
+    sa.Column("role", sa.String(16), nullable=False, server_default=""),
+    sa.Column("client", sa.String(64), nullable=False, server_default=""),  # the client's address (trusted proxies)
+    sa.Column("action", sa.String(64), nullable=False),  # dotted: auth.login, export.evidence, drone.abort
+    sa.Column("target", sa.String(256), nullable=False, server_default=""),  # event / source / drone id
+    sa.Column("outcome", sa.String(16), nullable=False),  # ok / refused / failed
+    sa.Column("status", sa.Integer, nullable=False),  # the HTTP status answered
+    sa.Column("details", sa.Text, nullable=False, server_default="{}"),
+)
+sa.Index("ix_audit_log_time", audit_table.c.time_ns, audit_table.c.id)
+sa.Index("ix_audit_log_actor", audit_table.c.actor, audit_table.c.time_ns)
+sa.Index("ix_audit_log_target", audit_table.c.target, audit_table.c.time_ns)
+AUDIT_OUTCOMES: tuple[str, ...] = ("ok", "refused", "failed")
+
 SORTS = {
     "-start_ns": ("start_ns", True),
     "start_ns": ("start_ns", False),
@@ -450,6 +472,47 @@ class SourceCalibration:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One row of the security audit log (``audit_log``): who (``actor``, ``actor_kind``, ``role``) did ``action``
+    on ``target`` from ``client`` at ``time_ns`` (UTC), with what ``outcome`` (``ok`` / ``refused`` / ``failed``) and
+    HTTP ``status``; ``details`` are plain JSON values. ``id`` is 0 before it is stored."""
+
+    time_ns: int
+    action: str
+    outcome: str
+    status: int
+    actor: str = ""
+    actor_kind: str = ""
+    role: str = ""
+    client: str = ""
+    target: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    id: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "time_ns": self.time_ns, "actor": self.actor, "actor_kind": self.actor_kind,
+                "role": self.role, "client": self.client, "action": self.action, "target": self.target,
+                "outcome": self.outcome, "status": self.status, "details": self.details}
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Filters of the audit log: ``action`` a prefix of the dotted name (``export`` finds every export), ``actor`` and
+    ``target`` exact, ``[from_ns, to_ns)`` UTC ns; newest first, ``limit`` a page, ``cursor`` the previous page's."""
+
+    action: str | None = None
+    actor: str | None = None
+    target: str | None = None
+    from_ns: int | None = None
+    to_ns: int | None = None
+    limit: int = 100
+    cursor: str | None = None
+
+
+_AUDIT_CURSOR = "audit:-time_ns"  # what an audit cursor is for (an events cursor is refused, and the other way round)
+
+
+@dataclass(frozen=True, slots=True)
 class MediaRow:
     """What retention needs to know of one stored event: its files and whether it may go.
 
@@ -600,6 +663,15 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[int, str]:
     return key, eid
 
 
+def _json_object(text: str | None) -> dict[str, Any]:
+    """A stored JSON object (an audit row's details); {} for anything else, so that one odd row cannot break a page."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {"unreadable": (text or "")[:200]}
+    return value if isinstance(value, dict) else {"value": value}
+
+
 def _like_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -700,7 +772,7 @@ def _sqlite_pragmas(dbapi_conn, _record, *, read_only: bool = False) -> None:
 
 # tables a database may hold that are not someone else's: ours (by name prefix) and PostGIS's
 _OWN_TABLE_PREFIXES = ("events", "review_actions", "ignore_areas", "event_holds", "retention_state", "source_calibrations",
-                       "alembic_version", "spatial_ref_sys")
+                       "audit_log", "alembic_version", "spatial_ref_sys")
 
 
 @dataclass(frozen=True)
@@ -1110,6 +1182,75 @@ class EventStore:
         return SourceCalibration(int(row.id), row.source_id, json.loads(row.calibration), json.loads(row.fit or "{}"),
                                  row.config_sha256 or "", row.note, row.created_by, int(row.created_ns),
                                  None if row.reverted_ns is None else int(row.reverted_ns), row.reverted_by)
+
+    # ---- the security audit log ------------------------------------------------------------------------------
+    def add_audit(self, entry: AuditEntry) -> int:
+        """Append one row to the audit log (``service/audit.py`` builds it); its id. InputError for an unknown
+        outcome or details that are not plain JSON; text too long for its column is cut, NUL characters dropped."""
+        if entry.outcome not in AUDIT_OUTCOMES:
+            raise InputError(f"audit outcome must be one of {AUDIT_OUTCOMES}, not {entry.outcome!r}")
+        try:
+            # json.dumps escapes a NUL in the details: text PostgreSQL takes
+            details = json.dumps(entry.details, allow_nan=False, separators=(",", ":"), default=str)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"audit details must be plain JSON values: {exc}") from None
+
+        def text(value: str, n: int) -> str:
+            return str(value or "").replace("\x00", "")[:n]
+
+        a = audit_table
+        values = dict(time_ns=_clamp64(entry.time_ns), actor=text(entry.actor, 128), actor_kind=text(entry.actor_kind, 8),
+                      role=text(entry.role, 16), client=text(entry.client, 64), action=text(entry.action, 64),
+                      target=text(entry.target, 256), outcome=entry.outcome, status=int(entry.status), details=details)
+        with self._write_lock, self.engine.begin() as conn:
+            return int(conn.execute(a.insert().values(**values)).inserted_primary_key[0])
+
+    def audit_log(self, q: AuditQuery) -> tuple[list[AuditEntry], str | None]:
+        """A page of the audit log, newest first (``time_ns``, then ``id``), and the cursor of the next page (None:
+        the last). InputError for a cursor this store did not issue for the audit log."""
+        a = audit_table
+        sel = sa.select(a).order_by(a.c.time_ns.desc(), a.c.id.desc()).limit(q.limit + 1)
+        if q.action:  # a prefix of the dotted name, compared as text (no LIKE: "_" and "%" mean themselves)
+            sel = sel.where(sa.func.substr(a.c.action, 1, len(q.action)) == q.action)
+        if q.actor is not None:
+            sel = sel.where(a.c.actor == q.actor)
+        if q.target is not None:
+            sel = sel.where(a.c.target == q.target)
+        if q.from_ns is not None:
+            sel = sel.where(a.c.time_ns >= _clamp64(q.from_ns))
+        if q.to_ns is not None:
+            sel = sel.where(a.c.time_ns < _clamp64(q.to_ns))
+        if q.cursor:
+            key, last = _decode_cursor(q.cursor, _AUDIT_CURSOR)
+            if not last.isdigit() or len(last) > 18:
+                raise InputError("cursor is not one this server issued")
+            sel = sel.where(sa.or_(a.c.time_ns < key, sa.and_(a.c.time_ns == key, a.c.id < int(last))))
+        with self.engine.connect() as conn:
+            rows = conn.execute(sel).all()
+        more = len(rows) > q.limit
+        rows = rows[: q.limit]
+        out = [AuditEntry(time_ns=int(r.time_ns), action=r.action, outcome=r.outcome, status=int(r.status), actor=r.actor,
+                          actor_kind=r.actor_kind, role=r.role, client=r.client, target=r.target,
+                          details=_json_object(r.details), id=int(r.id)) for r in rows]
+        nxt = _encode_cursor(_AUDIT_CURSOR, out[-1].time_ns, str(out[-1].id)) if more and out else None
+        return out, nxt
+
+    def count_audit_before(self, before_ns: int) -> int:
+        """Audit rows older than ``before_ns`` (UTC ns): what retention would delete."""
+        a = audit_table
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(a).where(a.c.time_ns < _clamp64(before_ns))).scalar_one())
+
+    def delete_audit_before(self, before_ns: int, limit: int = 500) -> int:
+        """Delete up to ``limit`` of the oldest audit rows older than ``before_ns`` (one short transaction, along the
+        ``(time_ns, id)`` index); how many went. Retention calls it until it answers less than ``limit``."""
+        a = audit_table
+        ids = sa.select(a.c.id).where(a.c.time_ns < _clamp64(before_ns)).order_by(a.c.time_ns, a.c.id).limit(limit)
+        with self._write_lock, self.engine.begin() as conn:
+            found = conn.execute(ids).scalars().all()
+            if not found:
+                return 0
+            return int(conn.execute(a.delete().where(a.c.id.in_(found))).rowcount)
 
     # ---- holds and retention -------------------------------------------------------------------------------
     def hold(self, event_id: str, reason: str, by: str, note: str = "", at_ns: int | None = None) -> int:

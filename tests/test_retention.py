@@ -208,7 +208,7 @@ def test_age_counts_from_when_the_event_was_stored_too(store, tmp_path):
 
 def test_schema_has_the_holds_table_at_head(store):
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0010"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0011"
     assert sa.inspect(store.engine).has_table("event_holds")
     with pytest.raises(KeyError):
         store.hold("nope", "manual", "rita")
@@ -867,7 +867,7 @@ def test_cli_retention_dry_run_reports_an_old_schema_and_a_real_run_upgrades_it(
     args = ["retention", "run", "--database", db_url, "--media-dir", str(tmp_path / "m")]
     assert main([*args, "--dry-run"]) == 1
     err = capsys.readouterr().err
-    assert "is a Seawatch event store at schema revision 0006, older than this version's 0010; a dry run does not " \
+    assert "is a Seawatch event store at schema revision 0006, older than this version's 0011; a dry run does not " \
            "upgrade it: run without --dry-run" in err
     assert "event_holds" not in _tables(db_url)  # not migrated
     assert main(args) == 0

@@ -123,7 +123,7 @@ def ids(page) -> list[str]:
 def test_schema_is_migrated_to_head_with_wal(tmp_path, sqlite_store):
     store = sqlite_store
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0010"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0011"
         assert conn.execute(sa.text("PRAGMA journal_mode")).scalar_one() == "wal"
         idx = {r[1] for r in conn.execute(sa.text("PRAGMA index_list(events)"))}
     assert {"ix_events_start_geo", "ix_events_type_start_geo", "ix_events_source_start", "ix_events_lat_lon"} <= idx
