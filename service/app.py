@@ -1962,6 +1962,7 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
         "/wall": "wall.html",            # the camera wall (control-room screens; a viewer key is enough)
         "/calibrate": "calibrate.html",  # a camera's picture beside the map, points marked in both, the fitted pose (admins)
         "/report": "report.html",        # the shift / period report (a viewer is enough), printable as an A4 page
+        "/audit": "audit.html",          # the security audit log (admins): who did what, filtered, as CSV
     }
 
     def ui_page(html: str) -> Callable[[], FileResponse]:
@@ -1981,7 +1982,8 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
                  "timefmt.js": "text/javascript",  # the display times, shared by every page
                  "wall.js": "text/javascript", "wall.css": "text/css",
                  "calibrate.js": "text/javascript", "calibrate.css": "text/css", "session.js": "text/javascript",
-                 "report.js": "text/javascript", "report.css": "text/css"}
+                 "report.js": "text/javascript", "report.css": "text/css",
+                 "audit.js": "text/javascript", "audit.css": "text/css"}
         if name not in types or not (static_dir / name).is_file():
             raise ApiError(404, "no such UI file")
         return FileResponse(static_dir / name, media_type=types[name], headers={"X-Content-Type-Options": "nosniff"})

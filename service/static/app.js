@@ -63,8 +63,9 @@ async function doStart() {
   state.role = me.role;
   // the other pages keep a kiosk's credential from the address (a wall display's key opens the wall too)
   const keep = new URLSearchParams([...new URLSearchParams(location.hash.slice(1))].filter(([k]) => k === "key" || k === "token"));
-  for (const [id, page] of [["to-wall", "wall"], ["to-report", "report"], ["to-calibrate", "calibrate"]]) $(id).href = here(page) + (keep.size ? "#" + keep : "");
+  for (const [id, page] of [["to-wall", "wall"], ["to-report", "report"], ["to-calibrate", "calibrate"], ["to-audit", "audit"]]) $(id).href = here(page) + (keep.size ? "#" + keep : "");
   $("to-calibrate").hidden = !atLeast("admin");
+  $("to-audit").hidden = !atLeast("admin");  // the security audit log (GET /api/admin/audit answers anyone else 403)
   $("d-export").hidden = !atLeast("reviewer");  // the evidence package is for reviewers and admins (the server checks)
   $("d-hold-bar").hidden = !atLeast("reviewer");  // holds are a reviewer's (the server answers an operator 403)
   // a viewer reviews, reports and commands nothing (the server answers 403): no note, no buttons, no report form
