@@ -1903,7 +1903,7 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     app.state.latest_frame = latest_frame or (lambda source_id: None)
     app.state.stats = stats or (lambda: {})
     app.state.live_view = LiveView(latest_frame or (lambda source_id: None))
-    app.state.live_video = LiveVideo()  # cameras' packet rings are added by the Service (add_source)
+    app.state.live_video = LiveVideo(settings.service.live_video_viewers)  # rings added by the Service (add_source)
     # GET /api/metrics: incidents stored and open by type and severity, heard from the live hub as MQTT hears them
     app.state.incidents = IncidentCounts()
     app.state.live.add_listener(app.state.incidents.on_live_message)

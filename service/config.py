@@ -295,6 +295,11 @@ class HttpConfig(_Strict):
     port: int = Field(8080, ge=1, le=65535, description="TCP port")
     cors_origins: tuple[str, ...] = Field((), description="origins allowed to call the API from a browser (none by default)")
     max_page_size: int = Field(500, ge=1, le=10000, description="most events one search page may return")
+    live_video_viewers: int = Field(
+        16, ge=1, le=256,
+        description="live video viewers (WS /api/sources/{id}/video) at once, all cameras together: each costs the "
+                    "camera's bit rate in upload (a 4 Mbit/s camera watched 16 times: 64 Mbit/s); one more is refused "
+                    "(4429, the UI shows the analysed pictures)")
     map_tiles_url: str | None = Field(
         None, pattern=r"^https?://[^\s\"'<>]+$",
         description="XYZ tile server for the UI map, e.g. https://tiles.example/{z}/{x}/{y}.png (none: a coordinate grid "

@@ -181,7 +181,7 @@ def test_live_video_is_the_cameras_h264_as_fragmented_mp4(tmp_path):
 def test_live_video_refusals(tmp_path):
     """No credential, an unknown camera, a camera sending MJPEG, a camera no video is read for, and one viewer
     too many: each closed with its code and a reason to show."""
-    with _service(tmp_path, mjpeg=True) as (svc, _):
+    with _service(tmp_path, mjpeg=True, service={"live_video_viewers": 1}) as (svc, _):
         with TestClient(svc.app) as client:
             def refusal(path, headers=None, first=None):
                 with client.websocket_connect(path, headers=headers or {}) as ws:
@@ -203,8 +203,7 @@ def test_live_video_refusals(tmp_path):
             assert refusal("/api/sources/yard-mj/video", {"X-API-Key": KEY})[0] == 4415
             assert svc.app.state.live_video.muxer("yard-mj") is None  # nothing left running for it
 
-            # the browser's way: the credential as the first message
-            svc.app.state.live_video.max_viewers = 1
+            # the browser's way: the credential as the first message; one viewer at most (service.live_video_viewers)
             with client.websocket_connect("/api/sources/quay-1/video") as ws:
                 ws.send_text(json.dumps({"api_key": KEY}))
                 assert ws.receive_json()["kind"] == "video"
