@@ -135,6 +135,11 @@ def write_mp4(
     timed = _rebase(packets)
     with _atomic_mp4(path) as tmp:
         if info.codec_name in REMUX_CODECS:
+            # the first picture (the keyframe, captured at the clip's first_ns) at video time 0: with B-frames its
+            # presentation time is the reorder delay after its decode time, so the decode times start before 0 (the
+            # muxer writes an edit list) and a player's position plus first_ns is the capture time of what it shows
+            lead = timed[0][1]
+            timed = [(p, pts - lead, dts - lead) for p, pts, dts in timed]
             with av.open(str(tmp), "w", format="mp4", options=_FRAGMENTED if fragmented else _FASTSTART) as out:
                 if comment:
                     out.metadata["comment"] = comment
