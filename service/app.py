@@ -1215,6 +1215,7 @@ def get_snooze(source_id: str, request: Request, who: Viewer) -> dict[str, Any]:
                           "has `snoozed: true`), MQTT publishes them with the mark. A snooze in force is replaced. "
                           "The snooze is recorded as a `source_snoozed` incident of the camera (survives restarts). "
                           "Answers like GET. 404 unknown camera, 422 junk, a past end or one too far.")
+@_audited("camera.snooze", target="source_id", details=_body_fields("minutes", "until_ns", "note", "types"))
 def snooze_source(source_id: str, request: Request, who: Operator, body: Annotated[SnoozeIn, Body()]) -> dict[str, Any]:
     st = request.app.state
     _configured_source(st, source_id)
@@ -1232,6 +1233,7 @@ def snooze_source(source_id: str, request: Request, who: Operator, body: Annotat
                 summary="operator: end the camera's snooze early (its alerts alarm again at once)",
                 description="Body (optional): `note`, why it ends early. The snooze's record ends now (`end_reason: "
                             "ended early`, `ended_by`, `end_note`). Answers like GET. 409 when the camera is not snoozed.")
+@_audited("camera.snooze_end", target="source_id", details=_body_fields("note"))
 def end_snooze(source_id: str, request: Request, who: Operator,
                body: Annotated[SnoozeEndIn | None, Body()] = None) -> dict[str, Any]:
     st = request.app.state

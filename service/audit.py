@@ -2,7 +2,7 @@
 
 A port facility's security plan (ISPS Code) and evidence handling need a record of user actions, kept apart from the
 service log: log-ins (failed ones too), log-outs, exports, holds, ignore areas, calibrations, view reference resets,
-drone commands, reported events, reviews, reads of this log, and refusals for want of a role. Each is one row of the
+cameras' alerts snoozed, drone commands, reported events, reviews, reads of this log, and refusals for want of a role. Each is one row of the
 store's ``audit_log`` table (migration 0011): time, actor (user or API key name), role, the client's address (after
 the trusted proxies' ``X-Forwarded-For``, as the log-in throttle sees it), a dotted action name, a target (an event,
 source or drone id), the outcome (``ok``, ``refused`` for a 4xx answer, ``failed`` for a 5xx) with the HTTP status,
@@ -40,7 +40,7 @@ ACTIONS: tuple[str, ...] = (
     "export.evidence", "export.csv", "export.geojson", "export.kml", "export.recording",
     "hold.add", "hold.release",
     "ignore_area.add", "ignore_area.remove",
-    "calibration.apply", "calibration.revert", "view_reference.reset",
+    "calibration.apply", "calibration.revert", "view_reference.reset", "camera.snooze", "camera.snooze_end",
     "drone.abort", "drone.restart", "drone.investigate",
     "event.report",
     "review.acknowledge", "review.dismiss", "review.confirm",

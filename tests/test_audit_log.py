@@ -156,6 +156,8 @@ def test_every_recorded_action_names_its_actor_client_target_and_outcome(served)
         assert desk.get("/api/export/events.geojson").status_code == 200
         assert desk.get("/api/export/events.kml").status_code == 200
         assert desk.post("/api/events/ev00000/confirm").status_code == 403  # an operator: not a reviewer's verdict
+        assert desk.post(f"/api/sources/{CAM}/snooze", json={"minutes": 30, "note": "crane maintenance"}).status_code == 200
+        assert desk.request("DELETE", f"/api/sources/{CAM}/snooze", json={"note": "done early"}).status_code == 200
     with _client(base, REVIEWER_KEY) as rita:
         assert rita.post("/api/events/ev00000/confirm", json={"note": "real"}).status_code == 200
         assert rita.post("/api/events/ev00002/hold", json={"note": "claim 12"}).status_code == 200
@@ -190,6 +192,8 @@ def test_every_recorded_action_names_its_actor_client_target_and_outcome(served)
         ("export.geojson", "ok", 200, "desk", "operator", ""),
         ("export.kml", "ok", 200, "desk", "operator", ""),
         ("auth.forbidden", "refused", 403, "desk", "operator", "/api/events/ev00000/confirm"),
+        ("camera.snooze", "ok", 200, "desk", "operator", CAM),
+        ("camera.snooze_end", "ok", 200, "desk", "operator", CAM),
         ("review.confirm", "ok", 200, "rita", "reviewer", "ev00000"),
         ("hold.add", "ok", 200, "rita", "reviewer", "ev00002"),
         ("hold.release", "ok", 200, "rita", "reviewer", "ev00002"),
@@ -207,6 +211,8 @@ def test_every_recorded_action_names_its_actor_client_target_and_outcome(served)
     by = {(e.action, e.status, e.target): e for e in entries}
     assert by[("review.dismiss", 200, "ev00001")].details == {"note": "a gull", "reason": "false_detection"}
     assert by[("drone.abort", 200, "patrol-1")].details == {"mode": "LAND"}
+    assert by[("camera.snooze", 200, CAM)].details == {"minutes": 30, "until_ns": None, "note": "crane maintenance",
+                                                       "types": None}
     assert by[("hold.release", 200, "ev00002")].details["lifted"][0]["reason"] == "manual"
     assert by[("export.csv", 200, "")].details == {"filters": {"source": [CAM]}, "events": 3, "truncated": False}
     assert by[("export.recording", 404, CAM)].details["start_ns"] == 10**18

@@ -14,7 +14,7 @@ import { formatTime, inputValue, modeText, onTimeModeChange, otherZoneTitle, rea
 const ACTIONS = ["auth", "auth.login", "auth.login_failed", "auth.logout", "auth.forbidden", "export", "export.evidence",
   "export.csv", "export.geojson", "export.kml", "export.recording", "hold", "hold.add", "hold.release", "ignore_area",
   "ignore_area.add", "ignore_area.remove", "calibration", "calibration.apply", "calibration.revert",
-  "view_reference.reset", "drone", "drone.abort", "drone.restart", "drone.investigate", "event.report", "review",
+  "view_reference.reset", "camera", "camera.snooze", "camera.snooze_end", "drone", "drone.abort", "drone.restart", "drone.investigate", "event.report", "review",
   "review.acknowledge", "review.dismiss", "review.confirm", "audit", "audit.read", "audit.export"];
 const PAGE = 200;
 const PICK = { from: "first", to: "second" };  // a reading the autumn change repeats: both covered
