@@ -449,3 +449,18 @@ def test_a_store_at_0010_gains_the_table_and_keeps_its_data(db_url):
         assert [e.actor for e in _all(store)] == ["ada"]
     finally:
         store.close()
+
+
+def test_a_throttled_login_is_recorded_once_per_window_not_per_request(tmp_path):
+    store = EventStore.open(f"sqlite:///{tmp_path / 'events.db'}")
+    try:
+        with TestClient(create_app(_settings(tmp_path), store=store)) as c:
+            codes = [c.post("/api/auth/login", json={"username": "ada", "password": f"guess {i}"}).status_code
+                     for i in range(12)]
+            assert codes == [401] * 5 + [429] * 7  # auth.login_max_failures: 5 a minute from one address
+        got = [(e.action, e.status, e.actor, e.details.get("reason")) for e in reversed(_all(store))]
+        assert got == [("auth.login_failed", 401, "ada", "wrong user name or password")] * 5 + [
+            ("auth.login_failed", 429, "ada", "too many failed logins from this address")]
+        assert "guess" not in _raw_rows(store)
+    finally:
+        store.close()
