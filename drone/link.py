@@ -882,8 +882,16 @@ class MavlinkLink:
                 self._update(timesync_rtt_s=rtt / NS)
 
     def _on_home_position(self, msg, recv_ns: int) -> None:
-        if self._is_vehicle(msg):
-            self._update(home=(msg.latitude / 1e7, msg.longitude / 1e7, msg.altitude / 1000.0))
+        if not self._is_vehicle(msg):
+            return
+        lat, lon = msg.latitude / 1e7, msg.longitude / 1e7
+        if lat == 0 and lon == 0:
+            return  # no home yet, as GLOBAL_POSITION_INT's (0, 0)
+        # int32 degE7 holds up to +-214.7 deg: an impossible home would pass every range check (a geodesic to it
+        # is NaN), so it is bad data and the home known before (or none: tasks refused) stays
+        if not (abs(lat) <= 90.0 and abs(lon) <= 180.0):
+            raise InputError(f"HOME_POSITION lat/lon ({lat}, {lon}) is not a valid position")
+        self._update(home=(lat, lon, msg.altitude / 1000.0))
 
     def _on_mission_current(self, msg, recv_ns: int) -> None:
         if self._is_vehicle(msg):

@@ -544,6 +544,8 @@ class DroneRunner:
 
         d = self.drone
         _, _, dist_m = geod().inv(home[1], home[0], lon, lat)
+        if not math.isfinite(dist_m):  # an impossible home: NaN would pass the range check below
+            return f"the target's range from the drone's home {home[:2]} cannot be measured"
         if dist_m > d.max_task_range_m:
             return (f"target ({lat:.6f}, {lon:.6f}) is {dist_m:.0f} m from the drone's home, farther than its "
                     f"max_task_range_m ({d.max_task_range_m:.0f} m)")
