@@ -24,7 +24,8 @@ Rules (configured per zone, see ``seawatch.vision.config``):
 A rule with a ``schedule`` (``seawatch.vision.schedule``) runs only while the frame's capture time is inside its
 weekly windows: outside them it raises nothing and an open incident ends at the edge (``end_reason`` "schedule:
 disarmed at 19:00 Europe/Amsterdam"); armed again, it starts afresh, so a subject already there is judged from
-then with the normal dwell.
+then with the normal dwell. What a rule learns of the scene goes on while it is off (a fire lane's empty-lane
+background), so a crate put down in the lane at night is still a crate when the lane's rule arms in the morning.
 
 ``RuleEngine.update(source_id, time_ns, detections, image=None, locator=None)`` runs every rule of every zone
 of that source and returns (and emits to its sinks) the events of that frame.
@@ -244,6 +245,12 @@ class Rule:
 
     def update(self, ctx: FrameContext, inside: np.ndarray) -> list[Event]:
         raise NotImplementedError
+
+    def observe_disarmed(self, ctx: FrameContext) -> None:
+        """A frame while its schedule has it off: nothing is judged; a rule that learns the scene keeps learning."""
+
+    def carry_over(self, old: "Rule") -> None:
+        """Armed again (a fresh rule replaces ``old``): take over what ``old`` learnt of the scene, never its timers."""
 
     def close(self, time_ns: int, reason: str) -> list[Event]:
         """End every open incident (stream ended, engine shut down)."""
@@ -924,6 +931,18 @@ class FireLaneRule(Rule):
         self._last_blocked_ns: int | None = None
         self._cooldown_until_ns = -(2**62)
 
+    def observe_disarmed(self, ctx: FrameContext) -> None:
+        """Off by its schedule: the lane's background models go on learning the empty lane (a night's light
+        changes), without timers, so a crate put down while it was off is foreground, timed from when it is armed
+        (a model started afresh at arming would learn that crate as the empty lane)."""
+        if self._fg is not None and ctx.image is not None:
+            ignore = _label_mask(ctx.detections, self.cfg.ignore_labels)
+            self._fg.update(ctx.image, ctx.time_ns, ctx.detections.xyxy_px[ignore], learn_only=True)
+
+    def carry_over(self, old: Rule) -> None:
+        if isinstance(old, FireLaneRule) and old._fg is not None and self._fg is not None and old._fg._long is not None:
+            self._fg = old._fg  # its timers are all reset (learn_only): judged from the arming frame on
+
     def update(self, ctx: FrameContext, inside: np.ndarray) -> list[Event]:
         cfg = self.cfg
         d = ctx.detections
@@ -1100,7 +1119,9 @@ class RuleEngine:
         if sched.armed(t):
             if rule.disarmed:
                 log.info("source %s zone %s: %s armed (%s)", rule.zone_cfg.source, zone.id, rule.rule_cfg.type, sched.describe())
-                rule = rules[i] = self._build(zone, zc, rule.rule_cfg, sched)
+                old, rule = rule, self._build(zone, zc, rule.rule_cfg, sched)
+                rule.carry_over(old)  # what it learnt of the scene, not its timers
+                rules[i] = rule
             rule.last_armed_ns = t
             return rule
         if not rule.disarmed:
@@ -1147,6 +1168,8 @@ class RuleEngine:
                 rule = rules[i] if rules[i].schedule is None else self._gate(rules, i, zone, zc, time_ns, out)
                 if rule is not None:
                     out.extend(rule.update(ctx, inside))
+                else:
+                    rules[i].observe_disarmed(ctx)
         return self._publish(out)
 
     def update_frame(self, frame, detections: Detections, locator: Locator | None = None) -> list[Event]:

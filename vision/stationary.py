@@ -131,10 +131,14 @@ class StationaryForeground:
                 m[r1:r2, c1:c2] = True
         return m
 
-    def update(self, image: np.ndarray, time_ns: int, ignore_xyxy_px: np.ndarray | None = None) -> StationaryState:
+    def update(self, image: np.ndarray, time_ns: int, ignore_xyxy_px: np.ndarray | None = None,
+               learn_only: bool = False) -> StationaryState:
         """Feed one full frame (``(H, W, 3) uint8`` BGR) at its capture time.
 
         ``ignore_xyxy_px``: boxes (people) whose pixels never count and never teach the background.
+        ``learn_only`` (its rule is disarmed by its schedule): the background models follow the scene (the empty lane
+        where it is empty), but no timer runs and nothing is absorbed, so an object that came while the rule was off
+        is still foreground when it is armed, and timed from then.
         """
         if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.dtype != np.uint8:
             raise InputError(f"lane {self.lane.id!r}: expected an (H, W, 3) uint8 image, got {getattr(image, 'shape', type(image))}")
@@ -175,6 +179,17 @@ class StationaryForeground:
         stable = np.abs(grey - self._short * gain_s).max(axis=2) < thr
         stat = fg_long & stable & lane & ~ignore
         stat = cv2.morphologyEx(stat.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)).astype(bool)
+
+        if learn_only:
+            a_s = 1.0 - np.exp(-dt_s / cfg.short_tau_s) if dt_s > 0 else 0.0
+            a_l = 1.0 - np.exp(-dt_s / cfg.long_tau_s) if dt_s > 0 else 0.0
+            self._short += a_s * (grey / gain_s - self._short)
+            learn = ~fg_long & ~ignore
+            self._long[learn] += a_l * (grey[learn] / gain - self._long[learn])
+            self._since[:] = -1
+            self._fg_prev = fg_long
+            return StationaryState(False, 0.0, float((stat := fg_long & lane & ~ignore).sum()) / self._lane_px, None, None,
+                                   None, np.zeros_like(stat))
 
         # per-pixel timers on capture time, with a grace for flicker
         grace_ns = int(cfg.grace_s * 1e9)
