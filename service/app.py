@@ -361,6 +361,9 @@ class HealthDetailOut(HealthOut):
     fields)."""
 
     delivery: DeliveryStats | None = None
+    audit: dict[str, int] | None = Field(None, description="the security audit log since start: entries `written` and "
+                                                           "`failures` (entries that could not be stored; each is in the "
+                                                           "service log at ERROR instead)")
     retention: dict[str, Any] | None = Field(
         None, description="media disk (free bytes, threshold, low), the last retention sweep and disk guard run (what "
                           "they deleted), totals since start, held event counts, the policy (ages per severity, per "
@@ -396,6 +399,9 @@ def get_health(request: Request, store: Store, who: Annotated[Principal | None, 
     if who is not None:
         out.delivery = DeliveryStats(store_sink=stats.get("store_sink"), mqtt=stats.get("mqtt"),
                                      webhooks=stats.get("webhooks") or None)
+        trail = getattr(request.app.state, "audit", None)
+        if trail is not None:
+            out.audit = {"written": trail.written, "failures": trail.failures}
         try:
             out.retention = worker.status() if worker is not None else {"enabled": False}
         except Exception:  # noqa: BLE001 - reported, not raised

@@ -254,6 +254,8 @@ def test_a_failing_audit_write_does_not_fail_the_action(tmp_path, caplog):
             assert c.post("/api/auth/login", json={"username": "ada", "password": PASSWORD}).status_code == 200
             assert c.post("/api/events/ev00000/confirm", headers=op).status_code == 403  # still refused, not a 500
             assert c.app.state.audit.failures == 4
+            health = c.get("/api/health", headers=op).json()
+            assert health["audit"] == {"written": 0, "failures": 4}  # an admin can see entries were lost
     finally:
         store.close()
     lost = [r for r in caplog.records if "could NOT be recorded" in r.getMessage()]
