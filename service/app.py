@@ -354,6 +354,10 @@ class DeliveryStats(BaseModel):
     webhooks: list[dict[str, Any]] | None = Field(None, description="per endpoint (when configured): name, delivered, pending, "
                                            "dropped (queue full), rejected (refused by the endpoint), failed_attempts "
                                            "(retried), last_error, last_delivered_ns")
+    email: dict[str, Any] | None = Field(None, description="the e-mail notifier (when configured): server, sent, failed "
+                                         "(attempts retried), rejected (refused by the server), dropped (queue full), "
+                                         "pending, held (by the rate limit, for a summary), last_error, last_sent_ns, "
+                                         "per recipient sent / held")
 
 
 class HealthDetailOut(HealthOut):
@@ -373,10 +377,11 @@ class HealthDetailOut(HealthOut):
 @health.get("/health", response_model=HealthDetailOut, response_model_exclude_none=True,
             summary="liveness and database check (no auth); event delivery counters for authenticated callers",
             description="`status` is `degraded` when the database check fails, the store sink holds events it "
-                        "could not write yet (pending), a webhook endpoint is failing with messages waiting, or the "
+                        "could not write yet (pending), a webhook endpoint or the mail server is failing with messages waiting, or the "
                         "media disk stays below its free-space threshold after "
                         "the disk guard ran. With credentials, `delivery` adds the store sink's, the "
-                        "MQTT publisher's and each webhook's counters (pending, dropped, ...), so lost or queued events show, and "
+                        "MQTT publisher's, each webhook's and the e-mail notifier's counters (pending, dropped, ...), so "
+                        "lost or queued events show, and "
                         "`retention` the disk, the last sweep, deleted and held counts.")
 def get_health(request: Request, store: Store, who: Annotated[Principal | None, Depends(optional_principal)]) -> HealthDetailOut:
     try:
@@ -394,6 +399,8 @@ def get_health(request: Request, store: Store, who: Annotated[Principal | None, 
     worker = getattr(request.app.state, "retention", None)
     # a webhook endpoint failing with messages waiting: alerts are not reaching the control room
     hooks_failing = any(w.get("pending") and w.get("last_error") for w in stats.get("webhooks") or [])
+    mail = stats.get("email") or {}  # likewise the mail server: incidents are not reaching the duty officer
+    hooks_failing = hooks_failing or bool(mail.get("pending") and mail.get("last_error"))
     ok = db == "ok" and not sink.get("pending") and not hooks_failing and not (worker is not None and worker.disk_low)
     out = HealthDetailOut(status="ok" if ok else "degraded", version=__version__, database=db)
     if who is not None:
@@ -402,6 +409,7 @@ def get_health(request: Request, store: Store, who: Annotated[Principal | None, 
         trail = getattr(request.app.state, "audit", None)
         if trail is not None:
             out.audit = {"written": trail.written, "failures": trail.failures}
+        out.delivery.email = stats.get("email")  # None: no e-mail configured
         try:
             out.retention = worker.status() if worker is not None else {"enabled": False}
         except Exception:  # noqa: BLE001 - reported, not raised

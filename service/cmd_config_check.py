@@ -24,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
         + (f"; MQTT {cfg.mqtt.host}:{cfg.mqtt.port}" + (" with Home Assistant discovery" if cfg.mqtt.home_assistant.enabled
                                                           else "") if cfg.mqtt.enabled else "")
         + (f"; webhooks {', '.join(w.label for w in cfg.webhooks)}" if cfg.webhooks else "")
+        + _email(cfg.email)
         + _workers(cfg)
         + _retention(cfg.storage.retention)
         + _alerts(cfg.source_alerts)
@@ -33,6 +34,25 @@ def run(args: argparse.Namespace) -> int:
            else "; no proxy headers believed")
     )
     return 0
+
+
+def _email(e) -> str:
+    """Where incident mails go: the server, how it is secured, the login, and each recipient's filter and limit."""
+    import os
+
+    if e is None:
+        return ""
+    how = {"starttls": "STARTTLS", "tls": "TLS", "none": "no encryption"}[e.security]
+    login = ""
+    if e.username is not None:
+        found = "set" if os.environ.get(e.password_env or "") else "NOT SET in this environment: serve would refuse"
+        login = f", login {e.username} with the password from ${e.password_env} ({found})"
+    who = []
+    for r in e.recipients:
+        what = ", ".join(r.types) if r.types else "all types"
+        who.append(f"{r.name} ({len(r.to)} address(es); {what}; {r.min_severity}+; {'/'.join(r.phases)}; "
+                   f"at most {r.max_per_minute}/min)")
+    return f"; e-mail via {e.smtp_host}:{e.port} ({how}{login}) from {e.from_} to {'; '.join(who)}"
 
 
 def _workers(cfg) -> str:

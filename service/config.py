@@ -22,6 +22,10 @@ Example (YAML)::
     mqtt: {enabled: false, host: localhost, port: 1883, topic_prefix: seawatch}
     webhooks:
       - {url: "https://chat.example/hooks/T0KEN", format: text, types: [fire, unidentified_vessel], min_severity: high}
+    email:
+      {smtp_host: mail.port.example, username: seawatch, password_env: SEAWATCH_SMTP_PASSWORD,
+       from: "Seawatch <seawatch@port.example>", public_url: "https://seawatch.port.example",
+       recipients: [{name: duty-officer, to: [duty@port.example], min_severity: high}]}
 """
 
 from __future__ import annotations
@@ -498,6 +502,117 @@ class WebhookConfig(_Strict):
         return self.name or (urlsplit(self.url.get_secret_value()).hostname or "webhook")
 
 
+_EMAIL_ADDR = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@"
+                         r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_HOST = r"^[A-Za-z0-9](?:[A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?$|^\[?[0-9A-Fa-f:.]+\]?$"
+
+
+def check_mail_address(value: str) -> str:
+    """``value`` if it is one mailbox (``duty@port.example`` or ``Duty officer <duty@port.example>``), else a
+    ValueError saying why. No line breaks (header injection), one ``@``, a host name as its domain."""
+    from email.utils import parseaddr
+
+    if not isinstance(value, str) or any(c in value for c in "\r\n\0") or len(value) > 320:
+        raise ValueError(f"{value!r} is not an e-mail address")
+    _name, addr = parseaddr(value)
+    if not addr or not _EMAIL_ADDR.match(addr) or ("<" in value and not value.rstrip().endswith(">")):
+        raise ValueError(f"{value!r} is not an e-mail address (name@host.example, or Name <name@host.example>)")
+    return value
+
+
+class EmailRecipientConfig(_Strict):
+    """One mailbox group (a duty officer, a shift's shared address) with its own filter and rate limit."""
+
+    name: str = Field(pattern=_NAME, description="name in logs and health (e.g. duty-officer)")
+    to: tuple[str, ...] = Field(min_length=1, max_length=50, description="addresses the mail goes to (one mail, all in To:)")
+    types: tuple[str, ...] = Field((), description="event types to mail (fire, unidentified_vessel, ...); empty: all")
+    sources: tuple[str, ...] = Field((), description="source ids (cameras, drone cameras) to mail; empty: all")
+    min_severity: Severity = Field("low", description="mail events of this severity and above")
+    phases: tuple[Literal["start", "update", "end"], ...] = Field(("start",), min_length=1,
+                                                                  description="incident phases to mail (default: start only)")
+    include_snapshot: bool = Field(True, description="attach the incident's snapshot JPEG (shown inline in the HTML part)")
+    max_per_minute: int = Field(6, ge=1, le=600,
+                                description="mails to this recipient in any 60 s; more incidents meanwhile are held and "
+                                            "sent as one summary mail (\"... and 12 more\") once the minute allows")
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for i, a in enumerate(v):
+            try:
+                check_mail_address(a)
+            except ValueError as exc:
+                raise ValueError(f"to[{i}]: {exc}") from None
+        return v
+
+
+class EmailConfig(_Strict):
+    """Incidents mailed to duty officers (plain text + HTML, the snapshot inline) through an SMTP server, from a
+    background thread with a bounded queue, retries and a per-recipient rate limit (``service/email_alerts.py``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    smtp_host: str = Field(pattern=_HOST, max_length=253, description="SMTP server (the site's mail relay)")
+    smtp_port: int | None = Field(None, ge=1, le=65535,
+                                  description="its port; default by security: 587 starttls, 465 tls, 25 none")
+    security: Literal["starttls", "tls", "none"] = Field(
+        "starttls", description="starttls: plain connection upgraded (STARTTLS, required); tls: TLS from the first byte "
+                                "(SMTPS); none: unencrypted, only to a local relay unless allow_insecure")
+    allow_insecure: bool = Field(False, description="allow security: none to a host that is not this machine (a relay "
+                                 "on a trusted network): mails, and the password if any, cross it in clear")
+    ca_file: str | None = Field(None, description="PEM file of the CA (or the self-signed certificate) the server's "
+                                "certificate is checked against; default: the system's CAs")
+    username: str | None = Field(None, min_length=1, max_length=256, description="SMTP AUTH user (none: no login)")
+    password_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$",
+                                     description="name of the environment variable holding the SMTP password (never "
+                                                 "in this file), e.g. SEAWATCH_SMTP_PASSWORD")
+    from_: str = Field(alias="from", description="sender, e.g. \"Seawatch <seawatch@port.example>\"")
+    timeout_s: float = Field(10.0, gt=0.0, le=120.0, description="per SMTP connection and command")
+    # at least one: checked below (a min_length here would add a second, confusing error when one recipient is bad)
+    recipients: tuple[EmailRecipientConfig, ...] = Field(max_length=50, description="who gets which mails (at least one)")
+    public_url: str | None = Field(None, pattern=r"^https?://\S+$",
+                                   description="this service's address as the duty officer reaches it: each mail links "
+                                               "to the event in the UI (<public_url>/#event=ID)")
+    max_queue: int = Field(500, ge=1, le=100_000, description="mails waiting; beyond, the oldest is dropped and counted")
+    max_backoff_s: float = Field(300.0, ge=1.0, le=3600.0, description="longest wait between retries while the server "
+                                 "is down or refuses for now (4xx)")
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, v: str) -> str:
+        return check_mail_address(v)
+
+    @model_validator(mode="after")
+    def _check(self) -> "EmailConfig":
+        import ipaddress
+
+        if (self.username is None) != (self.password_env is None):
+            raise ValueError("username and password_env go together (SMTP AUTH needs both; the password is read from "
+                             "the environment variable password_env names, never from this file)")
+        if not self.recipients:
+            raise ValueError("recipients: name at least one (name, to: [addresses]); without any, leave email out")
+        names = [r.name for r in self.recipients]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"recipients: names must be unique, repeated: {dup}")
+        if self.security == "none" and not self.allow_insecure:
+            host = self.smtp_host.strip("[]")
+            try:
+                local = ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                local = host.lower() in ("localhost", "localhost.localdomain")
+            if not local:
+                raise ValueError(f"security: none would send mail{' and the password' if self.username else ''} "
+                                 f"unencrypted to {self.smtp_host}: use starttls or tls, or set allow_insecure: true "
+                                 "for a relay on a trusted network")
+        return self
+
+    @property
+    def port(self) -> int:
+        """The port in use: ``smtp_port``, else the usual one for ``security``."""
+        return self.smtp_port or {"starttls": 587, "tls": 465, "none": 25}[self.security]
+
+
 class SimBoatConfig(_Strict):
     """A boat on the simulated sea (a real boat photo from the shared media, a plain hull without it)."""
 
@@ -589,6 +704,7 @@ class ServeConfig(PipelineConfig):
     auth: AuthConfig = Field(default_factory=AuthConfig, description="users, roles, API keys, tokens")
     mqtt: MqttConfig = Field(default_factory=MqttConfig, description="MQTT publishing")
     webhooks: tuple[WebhookConfig, ...] = Field((), max_length=20, description="HTTP endpoints told about incidents")
+    email: EmailConfig | None = Field(None, description="incidents mailed to duty officers through an SMTP server")
     fleet: tuple[FleetDroneConfig, ...] = Field((), description="per drone: simulator and patrol to fly (drones are linked without an entry too)")
     source_alerts: SourceAlertsConfig = Field(default_factory=SourceAlertsConfig,
                                               description="camera-down, drone-link-lost and AIS-feed-down incidents")

@@ -53,6 +53,7 @@ class Service:
         self.live: LiveHub | None = None
         self.mqtt = None
         self.webhooks: list = []  # service.webhooks.WebhookSender, one per configured endpoint
+        self.email = None  # service.email_alerts.EmailNotifier, with an `email` section
         self.fleet = None
         self.flight_log = None  # drone.flight_log.FlightLogWriter, when there are drones
         self.readers: dict[str, Any] = {}
@@ -83,6 +84,11 @@ class Service:
 
             what = "is a file, not a folder" if media_dir.exists() else f"cannot be created: {exc.strerror or exc}"
             raise ConfigError(f"storage: media folder {media_dir} (from data_dir / media_dir) {what}") from None
+        if self.settings.email is not None:  # before the store: a password missing from the environment stops us here
+            from seawatch.service.email_alerts import EmailNotifier
+
+            self.email = EmailNotifier(self.settings.email, media_dir,
+                                       drone_of=lambda sid: getattr(self.settings.drone_of(sid), "id", None))
         self.store = EventStore.open(self.settings.storage.resolved_database_url())
         try:
             self.live = LiveHub()
@@ -105,6 +111,8 @@ class Service:
             self.sink = SnoozingSink(self.snoozes, self.store, media_dir, [self.live.publish_event, *self._publishers])
             if self.mqtt is not None:  # snapshots by topic: the stored event knows its snapshot file
                 self.sink.publishers.append(self.mqtt.on_stored_event)
+            if self.email is not None:  # mails attach the stored snapshot file; snoozed events are not mailed
+                self.sink.publishers.append(self.email.start().on_stored_event)
             self.fleet = Fleet(self.settings)
             # drone events keep the telemetry of their clip window beside the media (evidence after restarts)
             self.sink.publishers.append(TelemetryRecorder(media_dir, self.fleet.pose_timelines(self.settings)))
@@ -315,6 +323,9 @@ class Service:
         for w in self.webhooks:  # the end phases above were queued: delivered now, for a few seconds at most
             w.stop()
         self.webhooks = []
+        if self.email is not None:  # likewise the mails waiting (and held incidents, as summaries)
+            self.email.stop()
+            self.email = None
         if self.store is not None:
             self.store.close()
         self._thread = None
@@ -352,11 +363,11 @@ class Service:
                     log.exception("flight log: poll failed")
 
     def delivery_stats(self) -> dict[str, Any]:
-        """The store sink's, the MQTT publisher's (None for one not in use) and each webhook's counters, for the
-        health report."""
-        sink, mqtt = self.sink, self.mqtt
+        """The store sink's, the MQTT publisher's and the e-mail notifier's (None for one not in use) and each
+        webhook's counters, for the health report."""
+        sink, mqtt, email = self.sink, self.mqtt, self.email
         return {"store_sink": sink.stats() if sink is not None else None, "mqtt": mqtt.stats() if mqtt is not None else None,
-                "webhooks": [w.stats() for w in self.webhooks]}
+                "webhooks": [w.stats() for w in self.webhooks], "email": email.stats() if email is not None else None}
 
     def _all_states(self, cameras: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
         """Cameras (``source_status()`` unless given) and drones (link state) for MQTT's retained P/<id>/status
