@@ -39,6 +39,11 @@ Only tracks with a geo position take part in AIS association, and only they can 
 ``ais_dark``: a source without calibration or drone pose gets none of those. A track without a position whose
 hull read matches the registry is identified by it (``ocr_only``) and can raise ``registry_alert``.
 
+One vessel, one alert (config ``identity.link``, ``vision/identity/link.py``): an ``unidentified_vessel`` (or an
+``ais_dark`` of the same MMSI) that starts while another source has one open, or ended within ``window_s``, at a
+compatible position (the two ellipses combined, a slack for the hull and for the time between them) is linked to it:
+it carries ``same_vessel_as`` and ``vessel_link``, and the first, while open, gets an ``update`` with ``also_seen_by``.
+
 Hull OCR (config ``identity.ocr``, on by default, ``enabled: false`` turns it off): every vessel track's crops are
 offered to a :class:`~seawatch.vision.identity.track_ocr.TrackOcr`, which reads the best crop of each second of a
 track in a worker thread behind a bounded queue (drops counted in ``stage.ocr.counters``), votes the reads and
@@ -66,6 +71,7 @@ from seawatch.errors import ConfigError, InputError
 from seawatch.vision.config import VesselZoneRuleConfig, ZoneConfig
 from seawatch.vision.detections import Detections
 from seawatch.vision.events import VESSEL_IN_ZONE, ClipRef, Event, GeoPosition, Snapshot
+from seawatch.vision.identity.link import LINK_ATTRIBUTES, IdentityLinkConfig, VesselAlertLinker
 from seawatch.vision.identity.vessels import utc_text
 
 log = logging.getLogger(__name__)
@@ -272,6 +278,9 @@ class IdentityConfig(BaseModel):
     ocr: HullOcrConfig = Field(default_factory=HullOcrConfig, description="hull-number OCR of vessel tracks")
     gate: IdentityGateConfig = Field(default_factory=IdentityGateConfig,
                                      description="how near an AIS vessel must lie to a camera track to be taken as it")
+    link: IdentityLinkConfig = Field(default_factory=IdentityLinkConfig,
+                                     description="when two sources' unidentified_vessel / ais_dark alerts are one vessel "
+                                                 "(the later one is linked to the first and sounds no alarm)")
 
 
 class VesselIdentityStage:
@@ -326,7 +335,9 @@ class VesselIdentityStage:
         self._hull: dict[tuple[str, int], Any] = {}
         self._hull_attrs: dict[tuple[str, int], dict] = {}  # OCR attributes per track (TrackHull.as_attributes)
         self.ocr = self._build_ocr(ocr) if ocr is not None else self._build_ocr_from_config()
-        self._open: dict[tuple[str, str, int, str], tuple[str, Event]] = {}  # (source, type, track, key) -> (id, start)
+        self._open: dict[tuple[str, str, int, str], tuple[str, Event]] = {}  # (source, type, track, key) -> (id, last)
+        # one vessel, one alert: the same boat's alerts on two sources are linked (vision/identity/link.py)
+        self.linker = VesselAlertLinker(self.config.link)
         self._files: list[tuple[int, Any]] = []  # pending replayed messages, sorted by time
         self._file_pos = 0
         self._feeds: list[Any] = []
@@ -642,6 +653,7 @@ class VesselIdentityStage:
                                        semi_minor_m=pos.semi_minor_m, orientation_deg=pos.orientation_deg))
         for tid in (d.track_id[sel] if sel.size else ()):
             self._track_seen_ns[(source_id, int(tid))] = int(time_ns)
+        self.linker.observe(source_id, int(time_ns), {t.track_id: self._geo[(source_id, t.track_id)][0] for t in tracks})
         self._prune(source_id, int(time_ns))
         identities = fuser.update(tracks, self.table, int(time_ns))
         # without a position there is no association (so no unidentified_vessel either: AIS may well know the
@@ -655,6 +667,7 @@ class VesselIdentityStage:
         out = [self._event(source_id, dec, boxes.get(dec.track_ids[-1] if dec.track_ids else dec.track_id),
                            image if c.snapshots else None) for dec in decisions]
         self.counters["decisions"] += len(out)
+        out = self._linked(out)
         for ev in out:
             for sink in self.sinks:
                 sink.emit(ev)
@@ -747,8 +760,10 @@ class VesselIdentityStage:
             ev_id = Event.new_id()
             seq = 0
         else:
-            ev_id, _ = self._open.get(key, (Event.new_id(), None))
-            seq = 1
+            ev_id, last = self._open.get(key, (Event.new_id(), None))
+            seq = 1 if last is None else last.seq + 1  # after an update the link gave it
+            if last is not None:  # the link to the same vessel's alert on another source stays on its end
+                attrs |= {k: last.attributes[k] for k in LINK_ATTRIBUTES if k in last.attributes}
         start_ns = int(dec.started_ns)
         end_ns = None
         if dec.phase == "end":
@@ -780,6 +795,43 @@ class VesselIdentityStage:
             self._open.pop(key, None)
         return ev
 
+    def _linked(self, events: list[Event]) -> list[Event]:
+        """This frame's identity events with the links to the same vessel's alerts on other sources
+        (``vision/identity/link.py``): a linked start carries ``same_vessel_as`` and ``vessel_link``, and the first
+        alert, while open, gets an ``update`` phase right after it with the new one in ``also_seen_by``."""
+        out: list[Event] = []
+        for ev in events:
+            if ev.phase == "end":
+                self.linker.ended(ev.id, ev.end_ns if ev.end_ns is not None else ev.at_ns)
+                out.append(ev)
+                continue
+            link = self.linker.link(ev)
+            if link is None:
+                out.append(ev)
+                continue
+            ev = replace(ev, attributes={**ev.attributes, **link.attributes})
+            self._set_open(ev)
+            out.append(ev)
+            first = self._open_of(link.first_id)
+            if link.first_open and first is not None:
+                seen = [*first.attributes.get("also_seen_by", ()), link.also_seen_by]
+                upd = replace(first, phase="update", seq=first.seq + 1, at_ns=max(first.at_ns, ev.at_ns),
+                              attributes={**first.attributes, "also_seen_by": seen, "vessel_link": link.vessel_link})
+                self._set_open(upd)
+                out.append(upd)
+        return out
+
+    def _open_of(self, event_id: str) -> Event | None:
+        """The last phase of an open identity alert, by its event id, or None."""
+        return next((ev for eid, ev in self._open.values() if eid == event_id), None)
+
+    def _set_open(self, ev: Event) -> None:
+        """Keep ``ev`` as its open alert's last phase (its end carries its attributes on, with the next seq)."""
+        for k, (eid, _) in self._open.items():
+            if eid == ev.id:
+                self._open[k] = (eid, ev)
+                return
+
     def close(self, time_ns: int | None = None, source_id: str | None = None, reason: str = "end of input") -> list[Event]:
         """End every open identity condition (of one source or all) at ``time_ns`` (default: its start)."""
         out = []
@@ -787,11 +839,12 @@ class VesselIdentityStage:
             ev_id, start = self._open.pop(key)
             t = self._last_ns.get(key[0], start.at_ns) if time_ns is None else int(time_ns)
             t = max(t, start.start_ns)
-            ev = replace(start, phase="end", seq=1, at_ns=t, end_ns=t,
+            ev = replace(start, phase="end", seq=start.seq + 1, at_ns=t, end_ns=t,
                          attributes={**start.attributes, "end_reason": reason},
                          clip=ClipRef(start.source_id, start.clip.start_ns, t + self._post_ns, self._pre_ns, self._post_ns)
                          if start.clip else None)
             out.append(ev)
+            self.linker.ended(ev.id, t)
             for sink in self.sinks:
                 sink.emit(ev)
         if self.ocr is not None:

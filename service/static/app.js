@@ -331,6 +331,8 @@ function renderList() {
     if (state.held.has(ev.id)) tr.lastChild.title = "on hold: kept past the retention period";
     const snz = snoozedOf(ev);  // raised while its camera's alerts were snoozed: it alarmed nobody
     if (snz) { tr.classList.add("snoozed"); tr.children[1].append(" ", snoozeTag(snz)); }
+    const vtag = vesselLinkTag(ev);  // the same vessel as another camera's alert, or seen by others too
+    if (vtag) { tr.classList.add(linkOf(ev) ? "linked" : "linked-first"); tr.children[1].append(" ", vtag); }
     tr.addEventListener("click", () => select(ev.id));
     // keyboard: Tab reaches the rows, Enter or Space opens one, the arrow keys move to the next or previous row
     tr.tabIndex = 0;
@@ -1386,6 +1388,8 @@ async function select(id, { refresh = false, reveal = false } = {}) {
     const d = document.createElement("div"); d.id = "d-snoozed"; d.className = "snoozed-note";
     d.append("no alarm: ", ...snoozeLine(snz)); $("d-meta").append(d);
   }
+  const vlinks = vesselLinkLines(ev);
+  if (vlinks.length) { const d = document.createElement("div"); d.id = "d-linked"; d.append(...vlinks); $("d-meta").append(d); }
   const audit = $("d-audit");
   audit.replaceChildren();
   for (const r of ev.review_history || []) {
@@ -1771,6 +1775,72 @@ $("sz-go").addEventListener("click", async () => {
   try { await refreshSources(await json("api/sources")); } catch (e) { /* the live feed refreshes it again */ }
 });
 
+// ---- one vessel, one alert (vision/identity/README.md): a boat seen by two cameras (or a camera and a drone) raises
+// an unidentified_vessel / ais_dark on each; the identity stage links the later one to the first (attributes
+// same_vessel_as: the first's event id, source, type, start, distance; vessel_link: the first's id, so searching for it
+// finds both) and gives the first an update listing it in also_seen_by. A linked alert sounds no alarm and shows no
+// desktop notification (the operator was alarmed for this boat already); the list marks it, the detail links to the first.
+const linkOf = (ev) => {
+  const l = ev && ev.attributes && ev.attributes.same_vessel_as;
+  return l && typeof l === "object" && typeof l.event_id === "string" ? l : null;
+};
+const seenByOf = (ev) => {
+  const s = ev && ev.attributes && ev.attributes.also_seen_by;
+  return Array.isArray(s) ? s.filter((x) => x && typeof x === "object" && typeof x.event_id === "string") : [];
+};
+const metres = (m) => (Number.isFinite(Number(m)) ? `${Math.round(Number(m))} m` : "? m");
+function eventAnchor(id, text) {  // a link to another event: opens it here (the address keeps its other parameters)
+  const a = document.createElement("a"), h = new URLSearchParams(location.hash.slice(1));
+  h.set("event", id);
+  a.href = "#" + h.toString(); a.className = "vessel-link"; a.dataset.id = id; a.textContent = text;
+  a.addEventListener("click", (e) => { e.preventDefault(); select(id, { reveal: true }); });
+  return a;
+}
+function vesselLinkTag(ev) {  // the event list's mark
+  const l = linkOf(ev), seen = seenByOf(ev);
+  if (!l && !seen.length) return null;
+  const sp = document.createElement("span");
+  sp.className = "linked-tag";
+  sp.style.cssText = "margin-left:4px;padding:0 4px;font-size:10px;border:1px solid #9ab;border-radius:3px";
+  if (l) {
+    sp.textContent = `same vessel as ${displayText(String(l.source_id || "?"), 60)}`;
+    sp.title = `the same vessel as the ${displayText(String(l.type || "alert"), 40)} seen by ` +
+      `${displayText(String(l.source_id || "?"), 60)}, ${metres(l.distance_m)} apart (no alarm was sounded for this one)`;
+  } else {
+    const by = [...new Set(seen.map((x) => displayText(String(x.source_id || "?"), 60)))].join(", ");
+    sp.textContent = `also seen by ${by}`;
+    sp.title = `the same vessel raised an alert on ${by} too (linked there; it sounded no second alarm)`;
+  }
+  return sp;
+}
+function vesselLinkLines(ev) {  // the detail's lines: "same vessel as <first> seen by quay, 85 m apart"
+  const out = [], l = linkOf(ev);
+  if (l) {
+    const first = `${String(l.type || "alert").replaceAll("_", " ")}${Number.isFinite(l.start_ns) ? " of " + fmt(l.start_ns) : ""}`;
+    const line = document.createElement("div");
+    line.className = "vessel-same";
+    line.append("same vessel as ", eventAnchor(l.event_id, first), ` seen by ${displayText(String(l.source_id || "?"), 60)}, ` +
+      `${metres(l.distance_m)} apart (combined uncertainty ±${metres(l.sigma_m)}); no alarm sounded for this one`);
+    out.push(line);
+    for (const o of Array.isArray(l.others) ? l.others : []) {
+      if (!o || typeof o.event_id !== "string") continue;
+      const alt = document.createElement("div");
+      alt.className = "vessel-other";
+      alt.append("or perhaps ", eventAnchor(o.event_id, "the alert"), ` seen by ${displayText(String(o.source_id || "?"), 60)}, ` +
+        `${metres(o.distance_m)} apart (less likely)`);
+      out.push(alt);
+    }
+  }
+  for (const x of seenByOf(ev)) {
+    const line = document.createElement("div");
+    line.className = "vessel-seen";
+    line.append("also seen by ", displayText(String(x.source_id || "?"), 60), ": ", eventAnchor(x.event_id, "its alert"),
+      `, ${metres(x.distance_m)} apart`);
+    out.push(line);
+  }
+  return out;
+}
+
 // The alarm: a new high or critical incident (its start phase on the live feed) sounds a tone, two for critical,
 // unless "alarm sound" is off (kept in this browser), and marks the tab's title until the page is looked at again.
 // Browsers let a page make sound only after a click or key press on it; the audio is set up at the first one.
@@ -1826,6 +1896,7 @@ function soundAlarm(ev) {
   const tones = ALARM_SEVERITIES[ev.severity];
   if (!tones || ev.phase !== "start") return;
   if (snoozedOf(ev)) return;  // its camera's alerts are snoozed (maintenance): stored and listed, marked; no alarm
+  if (linkOf(ev)) return;  // the same vessel as an alert another camera raised: alarmed for already; listed, marked
   const sound = $("alarm-on").checked;
   window.__alarms.push({ id: ev.id, severity: ev.severity, sound });
   if (document.hidden || !document.hasFocus()) markUnseen(alarm.unseen + 1);
