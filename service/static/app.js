@@ -473,6 +473,18 @@ function showSendDrone(ev) {
   for (const o of sel.options) { const d = drones.find((x) => x.drone_id === o.value); o.textContent = label(d); }
   sel.hidden = drones.length < 2;
   $("d-send-info").textContent = drones.length < 2 ? label(drones[0]) : "";
+  // a drone sent to this event: its task as it is flown (holding, returning, complete), not the send's answer alone
+  const note = $("d-send-note"), sent = drones.find((d) => d.task && d.task.event_id === ev.id);
+  if (sent && note.className !== "error") note.textContent = sendNoteText(sent);
+}
+
+// "patrol-1: task holding, held 12/60 s, patrol interrupted": what a drone sent to look is doing
+function sendNoteText(d) {
+  const t = d.task;
+  return `${d.drone_id}: task ${t ? t.state : "?"}` +
+    (t && t.held_s != null ? `, held ${Math.round(t.held_s)}/${Math.round(t.hold_s)} s` : "") +
+    (d.patrol_state && d.patrol_state !== "none" ? `, patrol ${d.patrol_state}` : "") +
+    (t && t.reason ? `: ${displayText(t.reason, 300)}` : "");
 }
 
 $("d-send-btn").addEventListener("click", async () => {
@@ -490,7 +502,7 @@ $("d-send-btn").addEventListener("click", async () => {
   try {
     const d = await json(`api/drones/${encodeURIComponent(id)}/investigate`, { method: "POST",
       headers: { "Content-Type": "application/json" }, body: JSON.stringify({ event_id: ev.id }) });
-    note.textContent = `${id}: task ${d.task ? d.task.state : "?"}${d.patrol_state !== "none" ? ", patrol " + d.patrol_state : ""}`;
+    note.textContent = sendNoteText({ ...d, drone_id: d.drone_id || id });
   } catch (e) { note.className = "error"; note.textContent = `${id} not sent: ${e.message}`; }
   try { await refreshSources(await json("api/sources")); } catch (e) { /* the live feed refreshes it again */ }
 });
