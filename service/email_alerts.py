@@ -145,6 +145,14 @@ def describe(ev: Event, public_url: str | None = None, drone_of: Callable[[str],
         ident.append(f"hull {clean(a['hull_text'])}")
     if ident:
         rows.append(("Vessel", ", ".join(ident)))
+    same = a.get("same_vessel_as")  # a boat another camera or drone alerted on first (vision/identity/link.py)
+    if isinstance(same, dict) and same.get("event_id"):
+        first = clean(same["event_id"], 64)
+        apart = same.get("distance_m")
+        link = event_link(public_url, first)
+        rows.append(("Same vessel as", f"alert {first} of {clean(same.get('source_id', '?'), 64)}"
+                                       + (f", {apart:.0f} m apart" if isinstance(apart, (int, float)) else "")
+                                       + (f": {link}" if link else "")))
     for key, label in (("reason", "Reason"), ("identity_reason", "Identity"), ("end_reason", "Ended because"),
                        ("note", "Note"), ("reported_by", "Reported by")):
         if a.get(key):

@@ -274,6 +274,18 @@ def test_hostile_vessel_name_and_note_are_escaped_and_kept_out_of_the_headers(pl
     assert "\u202e" not in text and "\u202e" not in html
 
 
+def test_a_linked_vessel_alert_names_the_first_alert_of_the_same_boat():
+    from seawatch.service.email_alerts import build_message
+
+    cfg = _config(25, [{"name": "duty", "to": ["duty@port.example"]}])
+    ev = make_event(1, type="unidentified_vessel", source_id="pier",
+                    attributes={"same_vessel_as": {"event_id": "ev00000", "source_id": "quay", "distance_m": 61.4},
+                                "vessel_link": "ev00000"})
+    text, html, _ = _parts(build_message(cfg, cfg.recipients[0], [ev]))
+    line = "alert ev00000 of quay, 61 m apart: https://seawatch.port.example/#event=ev00000"
+    assert f"Same vessel as: {line}" in text and line in html
+
+
 # ---- delivery: a server down, a refusal, the rate limit ---------------------------------------------------------
 def test_server_down_blocks_nothing_counts_failures_then_delivers_in_order(tmp_path):
     port = free_port()
