@@ -453,6 +453,11 @@ class CameraMuxer:
         info = self.info
         if info is None or self.refusal is not None:
             return
+        if not p.data:
+            # an empty packet is no picture, and FFmpeg may write no sample for it: muxed, it would put
+            # ``_keys`` (one entry per packet) out of step with the fragments, flagging P-frames as keyframes
+            # (a new viewer started on one, its clock on the wrong picture) and keyframes as not
+            return
         if self._skip_to_key:
             if not p.is_keyframe:
                 return
