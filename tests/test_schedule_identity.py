@@ -28,7 +28,7 @@ class _Boat:
                 for _ in images]
 
 
-def _run(tmp_path, schedule):
+def _run(tmp_path, schedule, **identity):
     from seawatch.vision.pipeline import Pipeline, load_pipeline_config
 
     ais = tmp_path / "ais.nmea"  # the one AIS vessel is 600 m across the boat's line of sight: not this boat
@@ -40,7 +40,7 @@ def _run(tmp_path, schedule):
         "sources": [{"id": "quay", "url": "rtsp://cam/quay", "models": ["boxes"], "calibration": CALIB}],
         "zones": [{"id": "fairway", "source": "quay", "polygon_lonlat": _square(CAM[0], CAM[1], 3000.0),
                    "rules": [rule]}],
-        "ais": [str(ais)], "identity": {"unidentified_after_s": 5.0},
+        "ais": [str(ais)], "identity": {"unidentified_after_s": 5.0, **identity},
     })
     pipe = Pipeline(cfg, [], detectors={"boxes": _Boat()})
     image = np.zeros((720, 1280, 3), np.uint8)
@@ -69,3 +69,21 @@ def test_without_a_schedule_the_zone_is_watched_all_the_time(tmp_path):
     unident = [e for e in events if e.type == "unidentified_vessel"]
     assert unident and unident[0].phase == "start" and (unident[0].at_ns - T0_NS) / S == pytest.approx(5.0, abs=0.51)
     assert not any(e.phase == "end" and e.attributes.get("end_reason", "").startswith("schedule") for e in unident)
+
+
+def test_a_site_raises_unidentified_vessels_at_its_own_severity(tmp_path):
+    """``identity.severity``: a wind farm where any boat without AIS matters makes it high (the operator page sounds
+    its alarm for high and critical); an unknown type or severity is a config error naming the field."""
+    from seawatch.vision.config import ConfigError
+    from seawatch.vision.pipeline import load_pipeline_config
+
+    events = _run(tmp_path, None, severity={"unidentified_vessel": "high"})
+    unident = [e for e in events if e.type == "unidentified_vessel"]
+    assert unident and {e.severity for e in unident} == {"high"}
+    (tmp_path / "default").mkdir()
+    assert all(e.severity == "medium" for e in _run(tmp_path / "default", None) if e.type == "unidentified_vessel")
+    for bad, field in (({"unidentified_vessel": "urgent"}, "identity.severity.unidentified_vessel"),
+                       ({"fire": "high"}, "identity.severity.fire")):
+        with pytest.raises(ConfigError) as err:
+            load_pipeline_config(None, {"identity": {"severity": bad}})
+        assert field in str(err.value), str(err.value)

@@ -275,6 +275,12 @@ class IdentityConfig(BaseModel):
                     "unidentified_vessel, until AIS is back. A quiet offshore site, where minutes without any AIS "
                     "message are normal, sets it to what its traffic allows (a feed heard, but no vessel near, is up)")
     snapshots: bool = Field(True, description="identity events carry the frame as their snapshot")
+    severity: dict[Literal["unidentified_vessel", "ais_dark", "identity_mismatch", "registry_alert"],
+                   Literal["low", "medium", "high", "critical"]] = Field(
+        default_factory=dict,
+        description="the severity of an identity alert type instead of its default (unidentified_vessel medium, the "
+                    "others high), e.g. {unidentified_vessel: high} at a wind farm where any boat without AIS matters: "
+                    "the operator page sounds its alarm for high and critical")
     ocr: HullOcrConfig = Field(default_factory=HullOcrConfig, description="hull-number OCR of vessel tracks")
     gate: IdentityGateConfig = Field(default_factory=IdentityGateConfig,
                                      description="how near an AIS vessel must lie to a camera track to be taken as it")
@@ -781,7 +787,8 @@ class VesselIdentityStage:
             snap = Snapshot(source_id, int(dec.time_ns), tuple(float(v) for v in box), float(conf),
                             image=None if image is None else image.copy())
         ev = Event(
-            id=ev_id, type=dec.type, severity=dec.severity, phase="start" if dec.phase == "start" else "end", seq=seq,
+            id=ev_id, type=dec.type, severity=self.config.severity.get(dec.type, dec.severity),
+            phase="start" if dec.phase == "start" else "end", seq=seq,
             source_id=source_id, zone_id=zone_id, start_ns=start_ns, end_ns=end_ns, at_ns=int(dec.time_ns),
             track_ids=tuple(sorted(set(track_ids))), labels=(label,), scores=(round(conf, 4),), attributes=attrs,
             snapshot=snap,
