@@ -1224,8 +1224,13 @@ $("rec-type").addEventListener("change", () => { $("rec-label").value = REC_TYPE
 for (const ev of ["timeupdate", "seeked", "loadeddata"]) $("rec-video").addEventListener(ev, () => recNote());
 $("rec-video").addEventListener("loadedmetadata", () => placeMarker());
 window.addEventListener("resize", () => placeMarker());
-$("d-recordings").addEventListener("click", () => state.detail &&
-  openRecordings(state.detail.source_id, wholeS(state.detail.start_ns) - 120e9, Number($("rec-len").value) || 300));
+// from 2 minutes before the event, or half the window before it when that is shorter than 4 minutes (the 1-minute
+// window the length select may keep from the last one shown): the window always holds the event's start
+$("d-recordings").addEventListener("click", () => {
+  if (!state.detail) return;
+  const lenS = Number($("rec-len").value) || 300;
+  openRecordings(state.detail.source_id, wholeS(state.detail.start_ns) - Math.min(120, lenS / 2) * 1e9, lenS);
+});
 
 // A fixed camera's view check (GET /api/sources view_check), when it has something to say: moved / covered /
 // blurred (raised: red, with the finding, e.g. "moved by 23 px (pan +0.52 deg, ...)"), a change held but not raised
