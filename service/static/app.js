@@ -228,7 +228,7 @@ async function search({ keep = false } = {}) {
     const page = await json("api/events?" + p);
     if (my !== searchSeq) return;  // a newer search is under way
     state.events = page.events; state.nextCursor = page.next_cursor || null;
-    noteHeld(page.events);
+    noteHeld(page.events); noteSeverity(page.events);
   } catch (e) { if (my === searchSeq) $("count").textContent = e.message; return; }
   showList();
 }
@@ -1860,9 +1860,15 @@ function vesselLinkLines(ev) {  // the detail's lines: "same vessel as <first> s
 
 // The alarm: a new high or critical incident (its start phase on the live feed) sounds a tone, two for critical,
 // unless "alarm sound" is off (kept in this browser), and marks the tab's title until the page is looked at again.
+// So does an open incident whose update raises it to high or critical (a fire that spreads: the rules raise an
+// incident's severity as it grows, never lower it), once per level, when this page had seen it lower.
 // Browsers let a page make sound only after a click or key press on it; the audio is set up at the first one.
 const ALARM_SEVERITIES = { high: 1, critical: 2 };
-const alarm = { ctx: null, unseen: 0 };
+const SEV_RANK = { low: 0, medium: 1, high: 2, critical: 3 };
+const alarm = { ctx: null, unseen: 0, rank: new Map() };  // rank: each open incident's highest severity seen here
+function noteSeverity(events) {  // the list's and the live feed's severities: what a later update is compared with
+  for (const e of events) if (e.id && e.severity in SEV_RANK) alarm.rank.set(e.id, Math.max(alarm.rank.get(e.id) ?? -1, SEV_RANK[e.severity]));
+}
 window.__alarms = [];  // what the alarm went off for (the browser tests read it; the console too)
 $("alarm-on").checked = localStorage.getItem("seawatch-alarm") !== "off";
 $("alarm-on").addEventListener("change", () => localStorage.setItem("seawatch-alarm", $("alarm-on").checked ? "on" : "off"));
@@ -1910,8 +1916,13 @@ function notifyIncident(ev) {
 }
 
 function soundAlarm(ev) {
-  const tones = ALARM_SEVERITIES[ev.severity];
-  if (!tones || ev.phase !== "start") return;
+  const tones = ALARM_SEVERITIES[ev.severity], before = alarm.rank.get(ev.id);
+  if (ev.phase === "end") alarm.rank.delete(ev.id); else noteSeverity([ev]);
+  // an update that raised the incident since this page saw it (not one seen first now: opened before this page)
+  const raised = ev.phase === "update" && before !== undefined && SEV_RANK[ev.severity] > before;
+  if (!tones || !(ev.phase === "start" || raised)) return;
+  // raised after someone dismissed it (the list's status): they looked and called it nothing
+  if (raised && state.events.some((e) => e.id === ev.id && e.review_status === "dismissed")) return;
   if (snoozedOf(ev)) return;  // its camera's alerts are snoozed (maintenance): stored and listed, marked; no alarm
   if (linkOf(ev)) return;  // the same vessel as an alert another camera raised: alarmed for already; listed, marked
   const sound = $("alarm-on").checked;
