@@ -3,9 +3,9 @@
 The recorder writes a segment of ``segment_s`` (60 s by default) and closes it at the first keyframe after that; the
 pre-event ring holds ``ring_s`` (60 s by default) or less when its byte cap is reached (a camera of high bit rate).
 Video older than the ring but still in the open segment (``<start>.part.mp4``) was invisible to the cutter: in the
-demo, the clip of a yard-camera lane blockage asked for 55 s after it ended showed only the 2.7 s after the ring's
-first keyframe (``X-Clip-Covered-Ns`` 14:06:44.1 - 14:06:46.7 of a window 14:06:35 - 14:06:46.7, the incident itself,
-14:06:40 - 14:06:41.7, not in it), and that short clip was kept as the event's clip for good. ``/recordings`` listed
+demo, the clip of a yard-camera lane blockage asked for about 59 s after it ended showed only the 2.55 s after the
+ring's first keyframe (``X-Clip-Covered-Ns`` 14:05:44.15 - 14:05:46.70 of a window 14:05:35.05 - 14:05:46.70, the
+incident itself, 14:05:40.05 - 14:05:41.70, not in it), and that short clip was kept as the event's clip for good. ``/recordings`` listed
 the same seconds as recorded."""
 
 from __future__ import annotations
