@@ -505,6 +505,8 @@ class SegmentRecorder:
         self._start_ns = 0
         self._last_ns = 0
         self._retimer = Retimer()
+        self._write_failed = False  # a mux of the open segment failed: it may hold less than was muxed
+        self._bytes_muxed = 0  # payload muxed into the open segment: a finished file holds at least this
         self._lock = threading.Lock()
         self._cap_warned = False
         self.segments_written = 0
@@ -541,8 +543,10 @@ class SegmentRecorder:
             try:
                 self._out.mux(pkt)
                 self._last_ns = packet.capture_time_ns
+                self._bytes_muxed += len(data)
             except av.FFmpegError as exc:
                 log.warning("recording %s: mux failed (%s); starting a new segment", self.source_id, exc)
+                self._write_failed = True
                 self._close_segment()
 
     def _open_segment(self, start_ns: int) -> None:
@@ -562,6 +566,8 @@ class SegmentRecorder:
         self._stream.time_base = MUX_TIME_BASE
         self._start_ns = start_ns
         self._last_ns = start_ns
+        self._write_failed = False
+        self._bytes_muxed = 0
         self._retimer = Retimer()
 
     def _close_segment(self) -> None:
@@ -571,6 +577,12 @@ class SegmentRecorder:
             self._out.close()
         except Exception as exc:  # noqa: BLE001 - a broken segment must not stop recording
             log.warning("recording %s: closing segment failed: %s", self.source_id, exc)
+            self._write_failed = True  # its last fragment, and the trailer, may not be on disk
+        if _size(self._part) < self._bytes_muxed:  # a write failed unreported (PyAV's close does not say)
+            self._write_failed = True
+        if self._write_failed and not self._settle_failed_segment():
+            self._out = self._stream = self._part = None
+            return
         final = self._part.with_name(f"{self._start_ns}_{self._last_ns}.{self._ext}")
         os.replace(self._part, final)
         self._out = self._stream = self._part = None
@@ -580,6 +592,20 @@ class SegmentRecorder:
             self._cap_warned = True
             log.warning("recording %s: the size cap (%d bytes) is smaller than one segment (%d bytes); only the "
                         "newest segment is kept", self.source_id, self.max_total_bytes, _size(final))
+
+    def _settle_failed_segment(self) -> bool:
+        """A segment whose writing failed (a full disk): what was muxed is not all on disk, so it is named by its last
+        readable packet, as :func:`recover_parts` does after a crash, or deleted when it holds none (one a second on
+        a full disk, named as segments, they joined into hours of "recorded" video with nothing in it). True: keep."""
+        try:
+            _info, packets = read_segment_packets(self._part, self._start_ns)
+        except (ValueError, InputError, OSError):
+            packets = []
+        if not packets:
+            self._part.unlink(missing_ok=True)
+            return False
+        self._last_ns = max(p.capture_time_ns for p in packets)
+        return True
 
     def close(self) -> None:
         with self._lock:
