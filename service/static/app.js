@@ -1776,6 +1776,11 @@ function openSnooze(id, ending) {
 function closeSnooze() { $("snooze-box").hidden = true; snoozeForm.id = null; }
 $("sz-len").addEventListener("change", () => { $("sz-min").hidden = $("sz-len").value !== "custom"; });
 $("sz-cancel").addEventListener("click", closeSnooze);
+// the keyboard, as in the other forms: Enter in the note or the minutes sends it, Esc anywhere in it cancels
+$("snooze-box").addEventListener("keydown", (e) => {
+  if (e.key === "Escape") { e.preventDefault(); closeSnooze(); }
+  else if (e.key === "Enter" && e.target instanceof HTMLInputElement) { e.preventDefault(); $("sz-go").click(); }
+});
 $("sz-go").addEventListener("click", async () => {
   const { id, ending } = snoozeForm, msg = $("sz-msg"), note = $("sz-note").value.trim();
   if (!id) return;
