@@ -254,6 +254,32 @@ def test_filters_by_type_severity_source_and_phase_and_never_snoozed(plain_serve
     assert [(r["name"], r["sent"]) for r in st["recipients"]] == [("fire-desk", 1), ("quay", 2)]
 
 
+def test_a_snoozed_cameras_incident_is_stored_but_never_mailed(tmp_path, plain_server):
+    from seawatch.service.snooze import SnoozeBook, SnoozingSink
+    from seawatch.service.store import EventStore
+
+    n = _notifier(_config(plain_server.port, [{"name": "duty", "to": ["duty@port.example"], "types": ["fire"],
+                                               "phases": ["start", "end"]}]))
+    store = EventStore.open(f"sqlite:///{tmp_path / 'events.db'}")
+    book = SnoozeBook(3600.0)
+    sink = SnoozingSink(book, store, tmp_path / "media", [n.on_stored_event])
+    try:
+        now = time.time_ns()
+        book.snooze("cam-1", "alice", now + 600 * S, "crane maintenance", now_ns=now)
+        sink.emit(make_event(0, start_ns=now, at_ns=now))                       # cam-1: snoozed
+        sink.emit(make_event(0, start_ns=now, at_ns=now + S, phase="end", seq=1, end_ns=now + S))
+        sink.emit(make_event(1, source_id="cam-2", start_ns=now, at_ns=now))   # another camera: mailed
+        mails = plain_server.until(1)
+        time.sleep(0.5)
+        mails = plain_server.until(99, timeout_s=0)
+        assert store.get("ev00000").attributes["snoozed"]["by"] == "alice"  # stored, marked
+    finally:
+        sink.close()
+        store.close()
+        n.stop()
+    assert [m["X-Seawatch-Event"] for _f, _r, m, _t in mails] == ["ev00001"]
+
+
 def test_hostile_vessel_name_and_note_are_escaped_and_kept_out_of_the_headers(plain_server):
     cfg = _config(plain_server.port, [{"name": "duty", "to": ["duty@port.example"]}])
     hostile = '<script>alert("x")</script><img src=x onerror=alert(1)>&amp;\r\nBcc: victim@evil.example\u202eGNP'
