@@ -550,8 +550,6 @@ class EmailConfig(_Strict):
     """Incidents mailed to duty officers (plain text + HTML, the snapshot inline) through an SMTP server, from a
     background thread with a bounded queue, retries and a per-recipient rate limit (``service/email_alerts.py``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
     smtp_host: str = Field(pattern=_HOST, max_length=253, description="SMTP server (the site's mail relay)")
     smtp_port: int | None = Field(None, ge=1, le=65535,
                                   description="its port; default by security: 587 starttls, 465 tls, 25 none")
