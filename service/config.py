@@ -778,6 +778,10 @@ def load_config(path: str | Path | None = None, data: dict[str, Any] | None = No
         raise ConfigError(format_errors(exc, where)) from None
     if path is not None:  # a file: unknown models, a missing vessel registry, drone routes, as `serve` would refuse
         check_references(cfg, where)
+        ca = cfg.email.ca_file if cfg.email is not None else None
+        if ca is not None and not Path(ca).is_file():  # serve's mail thread could never check the server's certificate
+            raise ConfigError(f"{where}: email.ca_file: {ca} is not a file (the PEM the SMTP server's certificate is "
+                              "checked against)")
     return cfg
 
 

@@ -473,6 +473,9 @@ def test_password_env_unset_refuses_to_start_and_config_check_says_so(tmp_path, 
     monkeypatch.setenv("SW_TEST_SMTP_PW", "x")
     assert main(["config", "check", str(f)]) == 0
     assert "$SW_TEST_SMTP_PW (set))" in capsys.readouterr().out
+    f.write_text(f.read_text() + f"  ca_file: {tmp_path / 'no-such-ca.pem'}\n")
+    assert main(["config", "check", str(f)]) == 1  # serve's mail thread could not check the server's certificate
+    assert f"email.ca_file: {tmp_path / 'no-such-ca.pem'} is not a file" in capsys.readouterr().err
 
 
 def test_health_reports_email_and_degrades_while_the_server_fails(tmp_path):
