@@ -311,6 +311,24 @@ def _delivery(out: Exposition, state: Any) -> None:
               [({"webhook": str(w.get("name"))}, int(bool(w.get("pending") and w.get("last_error")))) for w in hooks])
     out.gauge("seawatch_webhook_last_delivered_timestamp_seconds", "the last message the endpoint accepted (UTC seconds)",
               per("last_delivered_ns", _ns_to_s))
+    mail = stats.get("email")  # None: no e-mail configured (no samples)
+    one_mail = (lambda k, fn=lambda x: x: [({}, fn(mail[k]))] if mail and mail.get(k) is not None else [])
+    out.counter("seawatch_email_sent_total", "incident mails the SMTP server accepted", one_mail("sent"))
+    out.counter("seawatch_email_failed_attempts_total", "sending attempts retried (server down, 4xx, TLS, login)",
+                one_mail("failed"))
+    out.counter("seawatch_email_rejected_total", "mails the SMTP server refused for good (5xx)", one_mail("rejected"))
+    out.counter("seawatch_email_dropped_total", "mails dropped: the queue was full", one_mail("dropped"))
+    out.gauge("seawatch_email_pending", "mails waiting to be sent", one_mail("pending"))
+    out.gauge("seawatch_email_held", "incidents held by a recipient's rate limit (sent as one summary)", one_mail("held"))
+    out.gauge("seawatch_email_last_sent_timestamp_seconds", "the last mail the server accepted (UTC seconds)",
+              one_mail("last_sent_ns", _ns_to_s))
+    out.counter("seawatch_email_recipient_sent_total", "incident mails sent to each recipient",
+                [({"recipient": str(r.get("name"))}, r.get("sent")) for r in (mail or {}).get("recipients") or []])
+    trail = getattr(state, "audit", None)  # the security audit log
+    out.counter("seawatch_audit_entries_written_total", "security audit log entries written since start",
+                [({}, trail.written)] if trail is not None else [])
+    out.counter("seawatch_audit_write_failures_total", "security audit log entries that could not be written (logged "
+                "at ERROR with the whole entry; the action itself went on)", [({}, trail.failures)] if trail is not None else [])
 
 
 def _retention(out: Exposition, state: Any) -> None:

@@ -514,6 +514,9 @@ def test_serve_mails_a_file_cameras_fire_with_its_stored_snapshot(tmp_path, tls_
         ev_id = msg["X-Seawatch-Event"]
         stored = svc.store.get(ev_id)
         with TestClient(svc.app) as client:
+            from test_metrics_endpoint import scrape, value
+
+            metrics = scrape(client, {"X-API-Key": KEY})  # the same counters for Prometheus (read just before)
             health = client.get("/api/health", headers={"X-API-Key": KEY}).json()
     finally:
         svc.stop()
@@ -527,3 +530,8 @@ def test_serve_mails_a_file_cameras_fire_with_its_stored_snapshot(tmp_path, tls_
     assert ctype == "image/jpeg" and data == snap_file.read_bytes()
     mail = health["delivery"]["email"]
     assert mail["sent"] >= 1 and mail["dropped"] == 0 and [r["name"] for r in mail["recipients"]] == ["duty", "vessels"]
+    assert 1 <= value(metrics, "seawatch_email_sent_total") <= mail["sent"]
+    assert value(metrics, "seawatch_email_dropped_total") == 0 and value(metrics, "seawatch_email_pending") is not None
+    assert value(metrics, "seawatch_email_recipient_sent_total", recipient="duty") >= 1
+    assert value(metrics, "seawatch_email_recipient_sent_total", recipient="vessels") == 0
+    assert value(metrics, "seawatch_audit_write_failures_total") == 0  # the security audit log's, beside them
