@@ -203,14 +203,28 @@ def _log_refused(path: Path, refused: list[str], total: int) -> None:
                     path.name, len(refused), total, refused[0])
 
 
+def _decoder(info: StreamInfo):
+    """A decoder for a run's packets. They are all Annex B with their parameter sets in band (the readers'
+    mp4toannexb filters), so an ``avcC`` / ``hvcC`` extradata (a recorded MP4 segment's) is not given to it: with one
+    it parses every packet as length-prefixed and refuses it (an H.265 camera's clips and pictures cut from its
+    recordings had no picture at all)."""
+    import av
+
+    dec = av.CodecContext.create(info.codec_name, "r")
+    extradata = info.extradata
+    if info.codec_name in ("h264", "hevc") and extradata[:1] == b"\x01":
+        extradata = info.annexb_params
+    if extradata:
+        dec.extradata = extradata
+    return dec
+
+
 def _transcode(timed, info: StreamInfo, path: Path, *, fragmented: bool, crf: int, comment: str | None = None) -> None:
     """Decode and re-encode as H.264. A packet the decoder refuses is skipped (logged) instead of failing the clip;
     raises :class:`StreamError` only when no picture at all could be decoded."""
     import av
 
-    dec = av.CodecContext.create(info.codec_name, "r")
-    if info.extradata:
-        dec.extradata = info.extradata
+    dec = _decoder(info)
     refused: list[str] = []
     encoded = 0
 
@@ -882,9 +896,7 @@ def picture_at(at_ns: int, *, recordings: str | Path | None = None, source_id: s
     if not window:
         raise StreamError(f"no decodable picture of {source_id!r} near {at_ns} ns (no keyframe before it)")
     times = {pts: p.capture_time_ns for p, pts, _ in _rebase(window)}
-    dec = av.CodecContext.create(info.codec_name, "r")
-    if info.extradata:
-        dec.extradata = info.extradata
+    dec = _decoder(info)
     best: tuple[int, int, np.ndarray] | None = None
     for p, pts, dts in [*_rebase(window), (None, None, None)]:
         try:
@@ -968,9 +980,7 @@ def write_mp4_reencoded(runs: list[tuple[StreamInfo, list[EncodedPacket]]], size
             last_pts = -1
             k = 0
             for info, packets in runs:
-                dec = av.CodecContext.create(info.codec_name, "r")
-                if info.extradata:
-                    dec.extradata = info.extradata
+                dec = _decoder(info)
                 fit = _fit_px(info.width_px, info.height_px, size)
                 run_timed = timed[k:k + len(packets)]
                 k += len(packets)
