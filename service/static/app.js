@@ -533,6 +533,10 @@ function openLive(id) {
   live.id = id; setHashParam("live", id); $("lv-title").textContent = `Live: ${id}`; $("lv-note").textContent = "loading…"; $("live-view").hidden = false;
   live.mode = "video"; live.refused = ""; $("lv-mode-video").checked = true;
   applyLiveMode();
+  // in sight: it sits under the map, the list and an event's detail, off a laptop screen when opened from the map,
+  // the detail or a wall tile's link (as the detail is brought into sight when opened)
+  const top = $("live-view").getBoundingClientRect().top;
+  if (top < 0 || top > window.innerHeight - 160) $("live-view").scrollIntoView({ block: "start" });
 }
 function closeLive() {
   if (live.id) setHashParam("live", null);
