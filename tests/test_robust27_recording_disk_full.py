@@ -30,7 +30,7 @@ CHILD = textwrap.dedent("""
     marks, frames = {}, {"before": 0, "full": 0, "after": 0}
     t0 = time.monotonic()
     phase = "before"
-    while time.monotonic() - t0 < 7.0:
+    while time.monotonic() - t0 < 8.0:
         el = time.monotonic() - t0
         if phase == "before" and el > 2.0:
             resource.setrlimit(resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))  # the disk is full from now
