@@ -20,6 +20,7 @@ import math
 import re
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +183,7 @@ def read_flight_log(root: str | Path, drone_id: str, t0_ns: int, t1_ns: int) -> 
                     text = z.read()
             else:
                 text = f.read_text(encoding="utf-8", errors="replace")
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:  # zlib.error: a damaged compressed hour (not an OSError)
             log.warning("flight log %s: unreadable: %s", f, exc)
             continue
         for line in text.splitlines():
