@@ -477,6 +477,10 @@ class ViewMonitor:
         self.raised: dict[str, int] = {}  # condition -> since when it held (raised)
         self.clearing: dict[str, int] = {}  # raised condition -> since when it is clear
         self._seeing_ns: int | None = None  # the last check that saw most of the reference's detail
+        # learning without a reference: since when, and how often the candidate was dropped because the picture moved
+        # (a camera whose whole picture keeps moving never learns one, and is never checked: the API says so)
+        self._learning_since_ns: int | None = None
+        self._learning_restarts = 0
 
     @property
     def learning(self) -> bool:
@@ -494,6 +498,8 @@ class ViewMonitor:
         gap = last is not None and (now_ns - last > 3 * int(self.config.interval_s * 1e9) or now_ns < last)
         self.last_check_ns = int(now_ns)
         if self.reference is None:
+            if self._learning_since_ns is None:
+                self._learning_since_ns = int(now_ns)
             self._learn(image, now_ns)
             if self.reference is not None:  # learnt on this picture: it saw the scene
                 self._seeing_ns = int(now_ns)
@@ -551,6 +557,7 @@ class ViewMonitor:
                 return
             log.debug("source %s: view not stable yet (%s): learning its reference again", self.source_id,
                       "no match" if m is None else f"{method}")
+            self._learning_restarts += 1
         cand = ViewReference.from_frame(image, cfg.analysis_width_px, "learnt", now_ns)
         if cand.detail.mean() < 0.1:  # dark or covered at start: nothing to compare with later
             log.info("source %s: the picture has little detail (%.0f%% of blocks): waiting for a better one to learn "
@@ -565,6 +572,7 @@ class ViewMonitor:
     def _adopt(self, reference: ViewReference) -> None:
         self.reference = reference
         self._candidate = None
+        self._learning_since_ns, self._learning_restarts = None, 0
         log.info("source %s: view reference %s (%d of %d features static)", self.source_id, reference.origin,
                  int(reference.static.sum()), len(reference.points))
         self._save()
@@ -590,6 +598,7 @@ class ViewMonitor:
         self._candidate = None
         if image is None:
             self.reference = None
+            self._learning_since_ns, self._learning_restarts = None, 0
             if self.path is not None:
                 self.path.unlink(missing_ok=True)
         else:
@@ -601,7 +610,9 @@ class ViewMonitor:
         """The check's state for the API: ``state`` in a word (``learning``, ``ok``, ``moved`` / ``covered`` /
         ``blurred`` (raised; the first of these), or ``checking`` while a condition holds but is not raised yet),
         ``finding`` (the last check's finding in words), the reference's origin and time, what is raised and what
-        is pending (condition -> since when, UTC ns), when it was last checked, and the last check's measures."""
+        is pending (condition -> since when, UTC ns), when it was last checked, and the last check's measures; while
+        learning, since when (``learning_since_ns``) and how often the picture moved under the candidate
+        (``learning_restarts``): a camera whose picture never holds still is never checked."""
         ref, last = self.reference, self.last
         raised = sorted(self.raised)
         first = next((c for c in (MOVED, COVERED, BLURRED) if c in self.raised), None)
@@ -610,6 +621,8 @@ class ViewMonitor:
                 "reference_ns": None if ref is None else ref.created_ns, "raised": raised,
                 "pending": {c: int(t) for c, t in sorted(self.pending.items())},
                 "last_check_ns": self.last_check_ns,
+                "learning_since_ns": self._learning_since_ns if ref is None else None,
+                "learning_restarts": self._learning_restarts if ref is None else 0,
                 "finding": None if ref is None or last is None else last.finding(),
                 "last": None if last is None else last.as_dict()}
 

@@ -1239,6 +1239,7 @@ $("d-recordings").addEventListener("click", () => {
 // A fixed camera's view check (GET /api/sources view_check), when it has something to say: moved / covered /
 // blurred (raised: red, with the finding, e.g. "moved by 23 px (pan +0.52 deg, ...)"), a change held but not raised
 // yet, or still learning its reference view. Nothing while the view matches its reference.
+const LEARNING_LONG_MS = 5 * 60e3;  // learning longer than this, its picture moving: said so in red
 function viewCheckNote(s) {
   const v = s.view_check;
   if (!v || v.state === "ok") return [];
@@ -1255,6 +1256,14 @@ function viewCheckNote(s) {
       displayText(v.finding || "", 200);
   } else if (v.state === "learning") {
     sp.textContent = " · learning its reference view";
+    // still learning long after it began because the picture keeps moving: this camera is not being checked at all
+    const since = v.learning_since_ns, long = since && v.learning_restarts > 0 && Date.now() - since / 1e6 > LEARNING_LONG_MS;
+    if (long) {
+      sp.classList.add("error");
+      sp.textContent += ` for ${ago(since)}: no steady picture yet (it moved ${v.learning_restarts} time(s)), so not checked for a moved, covered or blurred view`;
+      sp.title = "the view check learns a reference from a steady minute of the picture; a picture that moves all over (a close-up of " +
+        "flames or water, a camera panning) never gives one: a fixed camera's view of quays or buildings does";
+    }
   } else return [];
   return [sp];
 }
