@@ -521,6 +521,7 @@ class SegmentRecorder:
         self._retimer = Retimer()
         self._write_failed = False  # a mux of the open segment failed: it may hold less than was muxed
         self._bytes_muxed = 0  # payload muxed into the open segment: a finished file holds at least this
+        self._open_error: str | None = None  # why the last segment could not be started (said once)
         self._lock = threading.Lock()
         self._cap_warned = False
         self.segments_written = 0
@@ -543,7 +544,19 @@ class SegmentRecorder:
             if self._out is None:
                 if not packet.is_keyframe:
                     return
-                self._open_segment(packet.capture_time_ns)
+                try:
+                    self._open_segment(packet.capture_time_ns)
+                except (OSError, av.FFmpegError, ValueError) as exc:
+                    # the folder gone, read-only or full: the camera goes on being read and analysed, unrecorded,
+                    # and the next keyframe tries again (said once, not at every keyframe)
+                    if str(exc) != self._open_error:
+                        log.error("recording %s: cannot start a segment (%s); not recording until it can",
+                                  self.source_id, exc)
+                    self._open_error = str(exc)
+                    return
+                if self._open_error is not None:
+                    log.warning("recording %s: recording again", self.source_id)
+                    self._open_error = None
             pts, dts = self._retimer.next(packet)
             data = packet.data
             if packet.is_keyframe and self._info.codec_name == "h264":
@@ -572,12 +585,18 @@ class SegmentRecorder:
         self._ext = segment_extension(info.codec_name)
         self._part = d / f"{start_ns}.part.{self._ext}"
         if self._ext == "mp4":
-            self._out = av.open(str(self._part), "w", format="mp4", options=_SEGMENT_MP4)
+            out = av.open(str(self._part), "w", format="mp4", options=_SEGMENT_MP4)
         else:
-            self._out = av.open(str(self._part), "w", format="matroska", options=_SEGMENT_MKV)
-        self._stream = self._out.add_mux_stream(info.codec_name, rate=info.rate_fps or 25,
-                                                width=info.width_px, height=info.height_px)
-        self._stream.time_base = MUX_TIME_BASE
+            out = av.open(str(self._part), "w", format="matroska", options=_SEGMENT_MKV)
+        try:
+            stream = out.add_mux_stream(info.codec_name, rate=info.rate_fps or 25,
+                                        width=info.width_px, height=info.height_px)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                out.close()
+            raise
+        stream.time_base = MUX_TIME_BASE
+        self._out, self._stream = out, stream  # only a segment that could be opened is ever muxed into
         self._start_ns = start_ns
         self._last_ns = start_ns
         self._write_failed = False
@@ -592,20 +611,26 @@ class SegmentRecorder:
         except Exception as exc:  # noqa: BLE001 - a broken segment must not stop recording
             log.warning("recording %s: closing segment failed: %s", self.source_id, exc)
             self._write_failed = True  # its last fragment, and the trailer, may not be on disk
-        if _size(self._part) < self._bytes_muxed:  # a write failed unreported (PyAV's close does not say)
-            self._write_failed = True
-        if self._write_failed and not self._settle_failed_segment():
+        part = self._part
+        try:
+            if _size(part) < self._bytes_muxed:  # a write failed unreported (PyAV's close does not say)
+                self._write_failed = True
+            if self._write_failed and not self._settle_failed_segment():
+                return
+            final = part.with_name(f"{self._start_ns}_{self._last_ns}.{self._ext}")
+            os.replace(part, final)
+            self.segments_written += 1
+            enforce_retention(self.root, self.source_id, max_age_s=self.max_age_s, max_total_bytes=self.max_total_bytes)
+            if self.max_total_bytes is not None and not self._cap_warned and _size(final) > self.max_total_bytes:
+                self._cap_warned = True
+                log.warning("recording %s: the size cap (%d bytes) is smaller than one segment (%d bytes); only the "
+                            "newest segment is kept", self.source_id, self.max_total_bytes, _size(final))
+        except OSError as exc:  # the folder gone or read-only (a failing disk): the part stays for recover_parts
+            log.error("recording %s: segment %s: finishing it or the retention after it failed (%s)", self.source_id,
+                      part.name, exc)
+        finally:
+            # the container is closed: muxing into it again crashed the whole process (a segfault in FFmpeg)
             self._out = self._stream = self._part = None
-            return
-        final = self._part.with_name(f"{self._start_ns}_{self._last_ns}.{self._ext}")
-        os.replace(self._part, final)
-        self._out = self._stream = self._part = None
-        self.segments_written += 1
-        enforce_retention(self.root, self.source_id, max_age_s=self.max_age_s, max_total_bytes=self.max_total_bytes)
-        if self.max_total_bytes is not None and not self._cap_warned and _size(final) > self.max_total_bytes:
-            self._cap_warned = True
-            log.warning("recording %s: the size cap (%d bytes) is smaller than one segment (%d bytes); only the "
-                        "newest segment is kept", self.source_id, self.max_total_bytes, _size(final))
 
     def _settle_failed_segment(self) -> bool:
         """A segment whose writing failed (a full disk): what was muxed is not all on disk, so it is named by its last
