@@ -398,7 +398,10 @@ async function refreshSources(list) {
       // rules armed only at certain times (GET /api/sources zone_rules): their schedule and whether they are on now
       const sched = (s.zone_rules || []).filter((r) => r.schedule_text)
         .map((r) => ` · ${r.type} in ${displayText(r.zone_id, 64)} ${ruleSchedule(r)}`).join("");
-      details = `${down}${s.frames_decoded ?? 0} frames${an}${s.last_error ? " · " + displayText(s.last_error, 300) : ""}${s.view ? " · surveyed" : ""}${sched}`;
+      // the reader keeps its last error after the camera is back: said as past, not as if it were failing now
+      const err = !s.last_error ? "" : ` · ${s.state === "online" && s.since_ns ? `back ${ago(s.since_ns)} ago; its last error before: ` : ""}` +
+        displayText(s.last_error, 300);
+      details = `${down}${s.frames_decoded ?? 0} frames${an}${err}${s.view ? " · surveyed" : ""}${sched}`;
     }
     for (const [text, cls] of [[s.source_id, ""], [s.kind || "camera", ""], [s.state, "st-" + s.state], [details, ""]]) {
       const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td);
