@@ -852,6 +852,8 @@ async def _clip_response(clips, source_id: str, start_ns: int, end_ns: int, not_
         raise ApiError(409, str(exc), headers={"Retry-After": str(max(1, round(exc.retry_after_s)))}) from None
     except (StreamError, InputError) as exc:
         raise ApiError(404, f"{not_found}: {exc}") from None
+    except OSError as exc:  # the clips folder cannot be written (disk full, read-only): the video is there, not the clip
+        raise ApiError(503, f"the clip could not be written: {exc.strerror or exc}") from None
     coverage = await run_in_threadpool(read_clip_coverage, path)
     headers = {}
     if coverage is not None:
@@ -914,6 +916,8 @@ async def get_evidence(event_id: str, request: Request, store: Store, who: Revie
                            headers={"Retry-After": str(max(1, round(exc.retry_after_s)))}) from None
         except (StreamError, InputError) as exc:
             missing["clip.mp4"] = f"no recording covers the window: {exc}"
+        except OSError as exc:  # the clips folder cannot be written: the package goes out without it, saying why
+            missing["clip.mp4"] = f"the clip could not be written: {exc.strerror or exc}"
     audit = [a.to_dict() for a in await run_in_threadpool(store.audit, event_id)]
     fd, tmp = tempfile.mkstemp(prefix="seawatch-evidence-", suffix=".zip")
     os.close(fd)
