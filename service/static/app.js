@@ -1978,6 +1978,7 @@ function connectLive() {
     if (msg.kind === "hello") {
       el.textContent = "live: on"; el.className = "on";
       if (!$("health-banner").hidden) checkHealth();  // back after an outage: the banner need not wait for the next poll
+      if (feedLostMs !== null) catchUp(feedLostMs);  // back after a drop: what came meanwhile
     }
     if (msg.kind === "sources") refreshSources(msg.sources);
     if (msg.kind === "hold" && msg.event) {  // held: false once its last active hold was lifted (null: an old server, held)
@@ -2000,10 +2001,30 @@ function connectLive() {
   ws.onclose = (ev) => {
     el.textContent = "live: off"; el.className = "off";
     if (ev.code === 4401 && state.ws === ws) {  // the session expired or was revoked: log in again, no retry loop
-      sessionStorage.removeItem("seawatch-token"); state.ws = null; return showLogin();
+      sessionStorage.removeItem("seawatch-token"); state.ws = null; feedLostMs = null; return showLogin();
     }
-    if (state.ws === ws) { clearTimeout(reconnectTimer); reconnectTimer = setTimeout(connectLive, 3000); }
+    if (state.ws === ws) {
+      if (feedLostMs === null) feedLostMs = Date.now();
+      clearTimeout(reconnectTimer); reconnectTimer = setTimeout(connectLive, 3000);
+    }
   };
+}
+
+// Back after the live feed dropped (a network blip, the service restarting): nothing that was sent meanwhile comes
+// again, so the list is searched at once (it waited for the next message before) and the high or critical incidents
+// that came meanwhile sound the alarm they missed: listed now, not before the drop, started at most CATCH_UP_MS
+// before it (a start can be dated back by a rule's dwell), not dismissed; the alarm's own checks (snoozed, linked)
+// apply. Incidents the list's filters leave out are not searched for.
+let feedLostMs = null;  // when the live feed dropped (ms), until it is back
+const CATCH_UP_MS = 10 * 60e3;
+async function catchUp(sinceMs) {
+  feedLostMs = null;
+  const known = new Set(state.events.map((e) => e.id));
+  await search({ keep: true });
+  for (const ev of state.events) {
+    if (known.has(ev.id) || ev.start_ns / 1e6 < sinceMs - CATCH_UP_MS || ev.review_status === "dismissed") continue;
+    soundAlarm({ ...ev, phase: "start" });
+  }
 }
 
 // ---- the display zone: UTC (the default) or the browser's own, chosen in the header ("times"), kept in the browser
