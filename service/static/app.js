@@ -43,7 +43,7 @@ function showLogin() {
   clearInterval(healthTimer); healthTimer = null; $("health-banner").hidden = true;
   clearTimeout(reconnectTimer); reconnectTimer = null;
   if (state.ws) { state.ws.onclose = null; state.ws.close(); state.ws = null; }
-  closeLive();
+  closeLive({ keepLink: true });  // #live= stays in the address: the live view opens again after the next log-in
   closeRecordings();
 }
 
@@ -541,8 +541,8 @@ function openLive(id) {
   const top = $("live-view").getBoundingClientRect().top;
   if (top < 0 || top > window.innerHeight - 160) $("live-view").scrollIntoView({ block: "start" });
 }
-function closeLive() {
-  if (live.id) setHashParam("live", null);
+function closeLive({ keepLink = false } = {}) {
+  if (live.id && !keepLink) setHashParam("live", null);
   stopVideo();
   clearInterval(live.timer); live.timer = null; live.id = null;
   $("live-view").hidden = true; $("lv-img").removeAttribute("src");
