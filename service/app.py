@@ -1959,6 +1959,16 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     async def _seawatch_error(request: Request, exc: SeawatchError):
         return _error(400, str(exc))
 
+    import sqlalchemy.exc
+
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    async def _store_unavailable(request: Request, exc: sqlalchemy.exc.OperationalError):
+        # the database server down or restarting, its disk full or read-only: a status, not a bug with a traceback
+        log.error("the event store is unavailable on %s %s: %s", request.method, request.url.path,
+                  str(exc.orig or exc).strip().splitlines()[0][:300])
+        return _error(503, "the event store is unavailable now (GET /api/health says why); try again shortly",
+                      headers={"Retry-After": "5"})
+
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)

@@ -922,6 +922,9 @@ class EventStore:
                 kwargs["creator"] = lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)
             elif sa_url.get_backend_name() == "postgresql":
                 kwargs["connect_args"] = {"options": "-c default_transaction_read_only=on"}
+        if sa_url.get_backend_name() == "postgresql":
+            # a connection the server closed (a restart, a fail-over) is replaced before use, not failed on
+            kwargs["pool_pre_ping"] = True
         elif sa_url.get_backend_name() == "sqlite":
             db = sa_url.database
             if db and db != ":memory:":
