@@ -1965,7 +1965,7 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     async def _store_unavailable(request: Request, exc: sqlalchemy.exc.OperationalError):
         # the database server down or restarting, its disk full or read-only: a status, not a bug with a traceback
         log.error("the event store is unavailable on %s %s: %s", request.method, request.url.path,
-                  str(exc.orig or exc).strip().splitlines()[0][:300])
+                  (str(exc.orig or exc).strip().splitlines() or [type(exc.orig or exc).__name__])[0][:300])
         return _error(503, "the event store is unavailable now (GET /api/health says why); try again shortly",
                       headers={"Retry-After": "5"})
 
