@@ -123,7 +123,7 @@ def test_identity_watch_zone_tests_the_waterline():
     cfg = load_rules_config({"zones": [{"id": "fairway", "source": SRC, "rules": [{"type": "vessel_in_zone"}],
                                         "polygon_lonlat": [[8.49, lat0], [8.51, lat0], [8.51, lat1], [8.49, lat1]]}]})
     stage = VesselIdentityStage(zones=cfg.zones)
-    assert stage._zones_of(SRC, D((VESSEL, [420, 262, 580, 321], 0.9, 5)), FlatSea()) == ["fairway"]
+    assert stage._zones_of(SRC, D((VESSEL, [420, 262, 580, 321], 0.9, 5)), FlatSea(), 0) == (["fairway"], [True])
 
 
 # ------------------------------------------------------------------------------------- #4 frozen fire source

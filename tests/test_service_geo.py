@@ -205,7 +205,7 @@ def test_spatial_indexes_are_used(store):
 
 def test_migration_creates_the_postgis_column_and_indexes(store):
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0010"
+        assert conn.execute(sa.text("select version_num from alembic_version")).scalar_one() == "0011"
         if store.engine.dialect.name == "sqlite":
             cols = {r[1] for r in conn.execute(sa.text("PRAGMA table_info(events)"))}
             assert "geom" not in cols
