@@ -87,7 +87,8 @@ def test_an_administrator_applies_a_fit_and_reverts_it_in_the_browser(apply_app)
         assert got["origin"] == "operator" and got["note"] == HOSTILE_NOTE and got["applied_by"] == "key:installer"
         assert got["fit"]["points"] == 6 and got["fit"]["median_left_out_ground_error_m"] is not None
         assert got["fit"]["median_current_ground_error_m"] > got["fit"]["median_ground_error_m"]
-        # the page says so; the note is text, not markup
+        # the page says so (once the sources asked again are in: the state is set before); the note is text, not markup
+        _wait(page, "document.getElementById('in-force-text').textContent.includes('applied by key:installer')")
         text = page.text_content("#in-force-text")
         assert "applied by key:installer" in text and HOSTILE_NOTE in text and "overrides the configured one" in text
         assert page.locator("#pwn").count() == 0 and page.locator("#in-force img").count() == 0
@@ -119,7 +120,9 @@ def test_an_administrator_applies_a_fit_and_reverts_it_in_the_browser(apply_app)
         _wait(page, f"{IN_FORCE}.origin === 'config'")
         assert calls[1] == ("quay-west", None)
         assert _get(base)["origin"] == "config"
-        assert "In force: the configured calibration (pan 121.00°" in page.text_content("#in-force-text")
+        # the state is set before the page asks for the sources again; the text follows once that answer is in
+        _wait(page, "document.getElementById('in-force-text').textContent.includes("
+                    "'In force: the configured calibration (pan 121.00°')")
         assert page.is_hidden("#revert")
         assert "(reverted by key:installer" in page.text_content("#history-list")
         _wait(page, "window.seawatchCalibration.state.source.view.pan_deg === 121")
