@@ -315,6 +315,8 @@ class SnoozingSink(StoreSink):
     """The service's ``StoreSink`` that marks snoozed events (:meth:`SnoozeBook.stamp`) before they are stored and
     published, and leaves open snooze records open when it ends what the last run left open (they are restored)."""
 
+    KEEP_OPEN_TYPES = frozenset({SNOOZE_TYPE})  # snoozes in force stay open for SnoozeBook.restore
+
     def __init__(self, book: SnoozeBook, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.book = book
@@ -327,23 +329,6 @@ class SnoozingSink(StoreSink):
         except Exception:  # noqa: BLE001 - marking must never cost the event
             log.exception("event %s: snooze check failed; stored unmarked", event.id)
         super().emit(event)
-
-    def end_open(self, reason: str, at_ns: int | None = None) -> int:
-        """:meth:`StoreSink.end_open`, but open ``source_snoozed`` records stay open for :meth:`SnoozeBook.restore`."""
-        n, cursor = 0, None
-        while True:
-            page = self.store.search(EventQuery(open_only=True, sort="start_ns", limit=200, cursor=cursor))
-            for ev in page.events:
-                if ev.type != SNOOZE_TYPE:
-                    self.emit(_ended(ev, reason, at_ns))
-                    n += 1
-            if page.next_cursor is None:
-                break
-            cursor = page.next_cursor
-        if n:
-            log.warning("%d incident(s) left open by the previous run ended (%s)", n, reason)
-        return n
-
 
 def _utc(ns: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ns / 1e9))
