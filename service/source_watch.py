@@ -198,9 +198,10 @@ class SourceWatch:
             return None
         with self.view_lock:
             mon = self.monitors.get(source_id)
-            if mon is None:  # no picture yet
-                return {"state": "learning", "learning": True, "reference_origin": None, "reference_ns": None,
-                        "raised": [], "pending": {}, "last_check_ns": None, "finding": None, "last": None}
+            if mon is None:  # no picture yet: a monitor's own status before it learnt anything (same fields)
+                from seawatch.vision.view_check import ViewMonitor
+
+                return ViewMonitor(source_id, self.view_configs[source_id]).status()
             return mon.status()
 
     def _view_events(self, sid: str, mon: Any, changes: list, image: Any, now_ns: int) -> list[Event]:
