@@ -311,8 +311,9 @@ def _write_turning_clip(path, still, turned_still, fps=8, before_s=4, after_s=8)
 
 def test_a_running_service_raises_camera_moved_ends_it_and_resets_the_reference(tmp_path, shared_media):
     """A file camera (looping) whose view turns 2 deg after 4 s and comes back when the file starts again: the
-    incident starts (stored, searchable, with its snapshot and the geo warning) and ends; the reference is stored, an
-    administrator resets it, and a calibration applied takes the view then as the reference."""
+    incident (2 deg off the reference) starts (stored, searchable, with its snapshot and the geo warning) and ends;
+    the reference is stored, an administrator resets it, and a calibration applied takes the view then as the
+    reference."""
     from fastapi.testclient import TestClient
 
     from seawatch.service.runner import Service
@@ -337,8 +338,11 @@ def test_a_running_service_raises_camera_moved_ends_it_and_resets_the_reference(
             (ev,) = moved()[:1]
             assert ev["phase"] == "end" and ev["attributes"]["end_reason"] == "the view matches its reference again", ev
             a = ev["attributes"]
-            assert abs(a["measure"]["pan_deg"] - 2.0) < 0.15 and "unreliable" in a["geo_warning"]
-            assert abs(a["end_measure"]["pan_deg"]) < 0.05  # back where it was when the file started again
+            # The reference is the first view held steady for reference_after_s. Normally that is the picture before
+            # the turn (+2 deg measured); on a loaded machine the service may see its first picture only after the
+            # turn, learn the turned view, and raise when the file starts again (-2 deg): the same 2 deg either way.
+            assert abs(abs(a["measure"]["pan_deg"]) - 2.0) < 0.25 and "unreliable" in a["geo_warning"], a["measure"]
+            assert abs(a["end_measure"]["pan_deg"]) < 0.05  # back on the reference view
             assert ev["snapshot_url"] and ev["geo"]["lat_deg"] == QUAY["lat_deg"]
             assert client.get(ev["snapshot_url"], headers=h).status_code == 200
             assert (tmp_path / "data" / "media" / "view_reference" / "quay-1.npz").is_file()
