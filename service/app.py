@@ -26,7 +26,7 @@ import numpy as np
 from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -125,7 +125,13 @@ class PublicRoot:
     The root: ``service.root_path`` when set; else ``X-Forwarded-Prefix`` (``/seawatch``) from a trusted proxy (the
     connection's own address in ``service.trusted_proxies``; from anyone else the header is ignored, and a value that
     is not a plain path prefix too); else the ASGI ``root_path`` (the app mounted under a parent app); else "" (the
-    host's root, as before). The proxy strips the prefix from the path: routes are the same either way."""
+    host's root, as before).
+
+    A proxy that strips the prefix sends ``/api/events``; one that passes it on (nginx's ``proxy_pass`` without a
+    path) sends ``/seawatch/api/events``: a path under the root is routed without it (the ASGI ``root_path``, which
+    Starlette's routing takes off), and the root itself (``/seawatch``) is redirected to ``/seawatch/``, the page
+    whose relative URLs stay under the prefix. A path outside the root is routed as it is (the service reached
+    directly, not through the proxy), so either kind of proxy, and none, work with the same configuration."""
 
     def __init__(self, app: ASGIApp, root_path: str, trusted: Sequence[str]) -> None:
         from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -156,7 +162,17 @@ class PublicRoot:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        token = _PUBLIC_ROOT.set(self._root(scope))
+        root = self._root(scope)
+        path = str(scope.get("path") or "")
+        if root and path == root:  # the prefix without its slash: the page lives at root + "/"
+            if scope["type"] == "http":
+                query = scope.get("query_string", b"").decode("latin-1")
+                await RedirectResponse(root + "/" + (f"?{query}" if query else ""), status_code=307)(scope, receive, send)
+                return
+            scope = dict(scope, path=root + "/")
+        if root and path.startswith(root + "/") and scope.get("root_path") != root:
+            scope = dict(scope, root_path=root)  # passed on unstripped: routed without the prefix
+        token = _PUBLIC_ROOT.set(root)
         try:
             await self.app(scope, receive, send)
         finally:

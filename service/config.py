@@ -281,6 +281,9 @@ def host_problem(host: str) -> str | None:
 # A URL path prefix a reverse proxy serves the service under: "" (the host's root) or "/seawatch", "/tools/seawatch"
 # (segments of unreserved characters, no trailing slash; nothing that could end a header or start a query)
 _ROOT_PATH = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
+# the service's own top-level paths: a prefix starting with one would hide them (a proxy passing the prefix on has
+# it taken off the path before routing: "/api" as a root would turn the service's own "/api/events" into "/events")
+_OWN_PATHS = frozenset({"api", "ui", "wall", "report", "calibrate", "audit"})
 
 
 def root_path_problem(value: str) -> str | None:
@@ -289,6 +292,8 @@ def root_path_problem(value: str) -> str | None:
     v = value.rstrip("/")
     if len(v) > 200 or not _ROOT_PATH.match(v) or any(seg in (".", "..") for seg in v.split("/")):
         return f"{value!r} is not a path prefix like /seawatch (segments of letters, digits and . _ ~ -)"
+    if v and v.split("/")[1].lower() in _OWN_PATHS:
+        return f"{value!r} starts with one of the service's own paths (/{', /'.join(sorted(_OWN_PATHS))})"
     return None
 
 

@@ -47,8 +47,9 @@ class StrippingProxy:
     ``forwarded_prefix``: also send ``X-Forwarded-Prefix: <prefix>``. ``seen``: (method, path asked, path sent on or
     None for the proxy's own answer) of every request."""
 
-    def __init__(self, upstream_port: int, prefix: str = PREFIX, forwarded_prefix: bool = False) -> None:
-        self.upstream_port, self.prefix, self.forwarded_prefix = upstream_port, prefix, forwarded_prefix
+    def __init__(self, upstream_port: int, prefix: str = PREFIX, forwarded_prefix: bool = False,
+                 strip: bool = True) -> None:
+        self.upstream_port, self.prefix, self.forwarded_prefix, self.strip = upstream_port, prefix, forwarded_prefix, strip
         self.port = free_port()
         self.seen: list[tuple[str, str, str | None]] = []
         self._loop = asyncio.new_event_loop()
@@ -84,7 +85,7 @@ class StrippingProxy:
         writer.close()
 
     async def _forward(self, reader, writer, method, target, version, header_lines) -> None:
-        sent = target[len(self.prefix):]
+        sent = target[len(self.prefix):] if self.strip else target
         self.seen.append((method, target, sent))
         headers = [h for h in header_lines if h and h.split(":", 1)[0].strip().lower()
                    not in ("connection", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-prefix")]
@@ -137,15 +138,18 @@ class NginxProxy:
     ``seen`` as StrippingProxy's, from nginx's access log (a request is logged when it ends: a WebSocket when it
     closes)."""
 
-    def __init__(self, upstream_port: int, work_dir: Path, forwarded_prefix: bool = False) -> None:
+    def __init__(self, upstream_port: int, work_dir: Path, forwarded_prefix: bool = False, strip: bool = True) -> None:
         if shutil.which("nginx") is None:
             missing("Debian's nginx is not installed (bash scripts/setup.sh)")
-        self.upstream_port, self.prefix, self.dir = upstream_port, PREFIX, work_dir
+        self.upstream_port, self.prefix, self.dir, self.strip = upstream_port, PREFIX, work_dir, strip
         self.port = free_port()
         readme = (Path(__file__).resolve().parents[1] / "service" / "README.md").read_text(encoding="utf-8")
         block = next(b for b in re.findall(r"```nginx\n(.*?)```", readme, re.S) if "location /seawatch/" in b)
         assert "127.0.0.1:8080" in block, block
         block = block.replace("127.0.0.1:8080", f"127.0.0.1:{upstream_port}")
+        if not strip:  # the README's variant: proxy_pass without a path passes the prefix on
+            assert f"proxy_pass http://127.0.0.1:{upstream_port}/;" in block, block
+            block = block.replace(f"proxy_pass http://127.0.0.1:{upstream_port}/;", f"proxy_pass http://127.0.0.1:{upstream_port};")
         if not forwarded_prefix:
             block = "\n".join(line for line in block.splitlines() if "X-Forwarded-Prefix" not in line)
         d = self.dir
@@ -192,7 +196,8 @@ class NginxProxy:
         out = []
         for line in (log.read_text(errors="replace").splitlines() if log.exists() else []):
             method, target, upstream = line.split(" ", 2)
-            out.append((method, target, target[len(self.prefix):] if upstream != "-" else None))
+            sent = target[len(self.prefix):] if self.strip else target
+            out.append((method, target, sent if upstream != "-" else None))
         return out
 
     @property
@@ -200,11 +205,12 @@ class NginxProxy:
         return f"http://127.0.0.1:{self.port}{self.prefix}/"
 
 
-def _proxy(kind: str, upstream_port: int, tmp_path: Path, forwarded_prefix: bool = False):
-    """The prefix-stripping proxy of a test: this file's own (``python``) or nginx with the README's block."""
+def _proxy(kind: str, upstream_port: int, tmp_path: Path, forwarded_prefix: bool = False, strip: bool = True):
+    """The proxy of a test: this file's own (``python``) or nginx with the README's block; ``strip=False``: the
+    prefix passed on (nginx's ``proxy_pass`` without a path)."""
     if kind == "nginx":
-        return NginxProxy(upstream_port, tmp_path / "nginx", forwarded_prefix)
-    return StrippingProxy(upstream_port, forwarded_prefix=forwarded_prefix)
+        return NginxProxy(upstream_port, tmp_path / "nginx", forwarded_prefix, strip)
+    return StrippingProxy(upstream_port, forwarded_prefix=forwarded_prefix, strip=strip)
 
 
 PROXIES = pytest.mark.parametrize("proxy_kind", ["python", "nginx"])
@@ -254,7 +260,9 @@ def test_root_path_is_a_plain_path_prefix(tmp_path):
     assert _settings(tmp_path).service.root_path == ""
     assert _settings(tmp_path, root_path="/seawatch/").service.root_path == "/seawatch"  # the trailing slash dropped
     assert _settings(tmp_path, root_path="/tools/sea-watch").service.root_path == "/tools/sea-watch"
-    for bad in ("seawatch", "/a//b", "/../etc", "/sea watch", "/a?b", "https://ops.example/seawatch", "/a\r\nX: y"):
+    assert _settings(tmp_path, root_path="/tools/api").service.root_path == "/tools/api"
+    for bad in ("seawatch", "/a//b", "/../etc", "/sea watch", "/a?b", "https://ops.example/seawatch", "/a\r\nX: y",
+                "/api", "/UI/x", "/wall"):  # (the service's own paths: a prefix cannot be one of them)
         with pytest.raises(ConfigError, match="root_path"):
             _settings(tmp_path, root_path=bad)
 
@@ -346,6 +354,52 @@ def test_behind_the_proxy_api_urls_work_with_forwarded_prefix_from_a_trusted_pro
         _seed(app)
         status, _, body = _get(f"http://127.0.0.1:{port}/api/events/ev00000", {"X-Forwarded-Prefix": "/other"})
         assert json.loads(body)["snapshot_url"] == "/seawatch/api/events/ev00000/snapshot"
+
+
+@PROXIES
+def test_a_proxy_that_passes_the_prefix_on_works_once_root_path_names_it(tmp_path, proxy_kind):
+    """nginx's ``proxy_pass http://127.0.0.1:8080;`` (no path) sends ``/seawatch/api/...`` on as it is. With
+    ``service.root_path: /seawatch`` the service routes it without the prefix: the API, its prefixed snapshot_url
+    fetched through the proxy, the page and its script, the live feed; the service reached directly still answers at
+    its own root, and ``/seawatch`` without its slash is redirected to the page. Without root_path the service
+    cannot know the prefix: such a request is a 404, not some other page."""
+    from websockets.sync.client import connect
+
+    app = create_app(_settings(tmp_path, root_path="/seawatch"))
+    with serve_in_thread(app, **app.state.settings.service.uvicorn_options()) as port, \
+            _proxy(proxy_kind, port, tmp_path, strip=False) as proxy:
+        _seed(app)
+        status, _, body = _get(proxy.base + "api/events/ev00000")
+        assert status == 200, body
+        ev = json.loads(body)
+        assert ev["snapshot_url"] == "/seawatch/api/events/ev00000/snapshot"
+        status, headers, jpg = _get(f"http://127.0.0.1:{proxy.port}{ev['snapshot_url']}")
+        assert status == 200 and headers["content-type"] == "image/jpeg" and jpg[:2] == b"\xff\xd8"
+        status, headers, page = _get(proxy.base)
+        assert status == 200 and b'src="ui/app.js"' in page, page[:200]
+        status, headers, js = _get(proxy.base + "ui/app.js")
+        assert status == 200 and "javascript" in headers["content-type"]
+        assert _get(proxy.base + "api/events/nope")[0] == 404  # routed, and not found, in the API's own shape
+        with connect(f"ws://127.0.0.1:{proxy.port}/seawatch/api/live", additional_headers={"X-API-Key": KEY},
+                     open_timeout=10) as ws:
+            assert json.loads(ws.recv(10))["kind"] == "hello"
+        deadline = time.monotonic() + 5  # (nginx logs a request once it ended)
+        while ("GET", "/seawatch/api/events/ev00000/snapshot", "/seawatch/api/events/ev00000/snapshot") not in proxy.seen:
+            assert time.monotonic() < deadline, proxy.seen
+            time.sleep(0.05)
+        # straight to the service: its own root as before, and the prefix itself redirected to the page
+        status, _, body = _get(f"http://127.0.0.1:{port}/api/events/ev00000")
+        assert status == 200 and json.loads(body)["snapshot_url"] == "/seawatch/api/events/ev00000/snapshot"
+        opener = urllib.request.build_opener(_NoRedirect)
+        with pytest.raises(urllib.error.HTTPError) as moved:
+            opener.open(f"http://127.0.0.1:{port}/seawatch?x=1", timeout=10)
+        assert moved.value.code == 307 and moved.value.headers["Location"] == "/seawatch/?x=1"
+
+    app = create_app(_settings(tmp_path / "b"))  # the prefix not configured: nothing to route it by
+    with serve_in_thread(app, **app.state.settings.service.uvicorn_options()) as port, \
+            _proxy(proxy_kind, port, tmp_path / "b", strip=False) as proxy:
+        status, _, body = _get(proxy.base + "api/events")
+        assert status == 404, body
 
 
 # ---- the web UI in Chromium ---------------------------------------------------------------------------------------
