@@ -15,6 +15,7 @@ def run(args: argparse.Namespace) -> int:
     from seawatch.service.config import load_config
 
     cfg = load_config(args.file)  # ConfigError -> "seawatch: error: ..." and exit 1 (cli.main)
+    _email_secret(args.file, cfg.email)
     print(
         f"{args.file}: OK: {len(cfg.sources)} source(s), {len(cfg.zones)} zone(s), {len(cfg.auth.users)} user(s), "
         f"{len(cfg.auth.api_keys)} API key(s); database {_redact(cfg.storage.resolved_database_url())}; "
@@ -36,17 +37,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _email_secret(where: str, e) -> None:
+    """A login whose password variable is unset or empty is an error, as ``serve`` refuses to start without it (the
+    check runs in the environment ``serve`` gets: a systemd unit's ``EnvironmentFile=``, a container's env)."""
+    from seawatch.errors import ConfigError
+    from seawatch.service.email_alerts import resolve_password
+
+    if e is None:
+        return
+    try:
+        resolve_password(e)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}; seawatch serve would refuse to start") from None
+
+
 def _email(e) -> str:
     """Where incident mails go: the server, how it is secured, the login, and each recipient's filter and limit."""
-    import os
-
     if e is None:
         return ""
     how = {"starttls": "STARTTLS", "tls": "TLS", "none": "no encryption"}[e.security]
     login = ""
-    if e.username is not None:
-        found = "set" if os.environ.get(e.password_env or "") else "NOT SET in this environment: serve would refuse"
-        login = f", login {e.username} with the password from ${e.password_env} ({found})"
+    if e.username is not None:  # its password variable is set: _email_secret refused the file otherwise
+        login = f", login {e.username} with the password from ${e.password_env} (set)"
     who = []
     for r in e.recipients:
         what = ", ".join(r.types) if r.types else "all types"

@@ -63,13 +63,16 @@ _SUBJECT_PREFIX = {"start": "", "update": "update: ", "end": "ended: "}
 
 def resolve_password(config: EmailConfig) -> str | None:
     """The SMTP password from the environment variable ``password_env`` names (None without a login); a
-    ConfigError naming the field when it is not set, so ``serve`` refuses to start rather than fail every mail."""
+    ConfigError naming the field, the variable and the recipients who would get nothing when it is not set, so
+    ``serve`` refuses to start (and ``config check`` fails) rather than every mail failing at the login."""
     if config.password_env is None:
         return None
     value = os.environ.get(config.password_env)
     if not value:
+        who = ", ".join(r.name for r in config.recipients)
         raise ConfigError(f"email.password_env: the environment variable {config.password_env} is not set (or empty); "
-                          "the SMTP password is read from it (e.g. systemd's Environment= or EnvironmentFile=)")
+                          f"the SMTP password for {config.username}@{config.smtp_host} is read from it (e.g. systemd's "
+                          f"Environment= or EnvironmentFile=): without it no mail reaches {who}")
     return value
 
 

@@ -465,17 +465,38 @@ def test_password_env_unset_refuses_to_start_and_config_check_says_so(tmp_path, 
     f.write_text("email:\n  smtp_host: mail.port.example\n  username: seawatch\n  password_env: SW_TEST_SMTP_PW\n"
                  "  from: Seawatch <seawatch@port.example>\n"
                  "  recipients: [{name: duty, to: [duty@port.example], types: [fire], min_severity: high}]\n")
-    assert main(["config", "check", str(f)]) == 0
-    out = capsys.readouterr().out
-    assert ("; e-mail via mail.port.example:587 (STARTTLS, login seawatch with the password from $SW_TEST_SMTP_PW "
-            "(NOT SET in this environment: serve would refuse)) from Seawatch <seawatch@port.example> to duty "
-            "(1 address(es); fire; high+; start; at most 6/min)") in out
+    # config check refuses what serve would refuse, naming the variable and who would get no mail
+    assert main(["config", "check", str(f)]) == 1
+    out, err = capsys.readouterr()
+    assert "OK" not in out
+    assert (f"{f}: email.password_env: the environment variable SW_TEST_SMTP_PW is not set (or empty); the SMTP "
+            "password for seawatch@mail.port.example is read from it") in err
+    assert "no mail reaches duty; seawatch serve would refuse to start" in err
+    monkeypatch.setenv("SW_TEST_SMTP_PW", "")  # empty is as good as unset: the login would fail on every mail
+    assert main(["config", "check", str(f)]) == 1
+    assert "SW_TEST_SMTP_PW is not set (or empty)" in capsys.readouterr().err
     monkeypatch.setenv("SW_TEST_SMTP_PW", "x")
     assert main(["config", "check", str(f)]) == 0
-    assert "$SW_TEST_SMTP_PW (set))" in capsys.readouterr().out
+    assert ("; e-mail via mail.port.example:587 (STARTTLS, login seawatch with the password from $SW_TEST_SMTP_PW "
+            "(set)) from Seawatch <seawatch@port.example> to duty (1 address(es); fire; high+; start; at most 6/min)"
+            ) in capsys.readouterr().out
     f.write_text(f.read_text() + f"  ca_file: {tmp_path / 'no-such-ca.pem'}\n")
     assert main(["config", "check", str(f)]) == 1  # serve's mail thread could not check the server's certificate
     assert f"email.ca_file: {tmp_path / 'no-such-ca.pem'} is not a file" in capsys.readouterr().err
+
+
+def test_serve_refuses_to_start_without_the_smtp_password_naming_it_and_the_recipients(tmp_path, monkeypatch):
+    from seawatch.service.runner import Service
+
+    monkeypatch.delenv("SW_TEST_SMTP_PW", raising=False)
+    settings = serve_settings(tmp_path, email={**_BASE, "username": "seawatch", "password_env": "SW_TEST_SMTP_PW",
+                                               "recipients": [{"name": "duty", "to": ["duty@port.example"]},
+                                                              {"name": "vts", "to": ["vts@port.example"]}]})
+    with pytest.raises(ConfigError) as err:
+        Service(settings).start()
+    assert "the environment variable SW_TEST_SMTP_PW is not set (or empty)" in str(err.value)
+    assert "no mail reaches duty, vts" in str(err.value)
+    assert not (tmp_path / "data" / "seawatch.db").exists()  # refused before the store was opened
 
 
 def test_health_reports_email_and_degrades_while_the_server_fails(tmp_path):
