@@ -20,6 +20,12 @@ Rate limit: at most ``max_per_minute`` mails to a recipient in any 60 s. Inciden
 as one summary mail ("[Seawatch] HIGH fire at quay-1 14:02 UTC and 12 more") as soon as the minute allows, listing
 them all (up to ``HELD_DETAIL_MAX``; the rest counted), with the most severe one's snapshot.
 
+Escalation (``service/escalation.py``): an incident that starts below a recipient's ``min_severity`` and is raised to
+it later (a fire that grows) is mailed once to a recipient that takes ``start`` phases, at the first phase that
+reaches it, as if it were the start: ``[Seawatch] ESCALATED: HIGH fire at quay-1 14:02 UTC``, "escalated from MEDIUM"
+in the mail, threaded with the incident's other mails. An incident mailed at its start is not mailed again by this
+rule; later phases go only where ``phases`` asks for them.
+
 Events of a camera whose alerts an operator snoozed (``attributes.snoozed``, ``service/snooze.py``) are never mailed.
 :meth:`EmailNotifier.stats` is ``delivery.email`` in ``/api/health``.
 """
@@ -45,6 +51,7 @@ from typing import Any, Callable
 
 from seawatch.errors import ConfigError
 from seawatch.service.config import EmailConfig, EmailRecipientConfig
+from seawatch.service.escalation import NOT_SENT, EscalationMemory, Verdict
 from seawatch.vision.events import Event, severity_rank
 
 log = logging.getLogger(__name__)
@@ -107,11 +114,14 @@ def headline(ev: Event) -> str:
     return f"{ev.severity.upper()} {ev.type} at {ev.source_id} {_utc(at, '%H:%M')} UTC"
 
 
-def subject(events: list[Event], more: int = 0) -> str:
-    """One incident: ``[Seawatch] HIGH fire at quay-1 14:02 UTC`` (``update:`` / ``ended:`` before a later phase);
-    a summary: the most severe one's headline and ``and N more``."""
+def subject(events: list[Event], more: int = 0, escalated: dict[str, str] | None = None) -> str:
+    """One incident: ``[Seawatch] HIGH fire at quay-1 14:02 UTC`` (``update:`` / ``ended:`` before a later phase,
+    ``ESCALATED:`` before the first phase mailed of an incident raised to the recipient's min_severity); a summary: the
+    most severe one's headline and ``and N more``."""
     if len(events) == 1 and not more:
         ev = events[0]
+        if escalated and ev.id in escalated:
+            return f"[Seawatch] ESCALATED{', ended' if ev.phase == 'end' else ''}: {headline(ev)}"
         return f"[Seawatch] {_SUBJECT_PREFIX.get(ev.phase, '')}{headline(ev)}"
     top = _most_severe(events)
     return f"[Seawatch] {headline(top)} and {len(events) + more - 1} more"
@@ -121,11 +131,15 @@ def _most_severe(events: list[Event]) -> Event:
     return max(events, key=lambda e: (severity_rank(e.severity), -events.index(e)))
 
 
-def describe(ev: Event, public_url: str | None = None, drone_of: Callable[[str], str | None] | None = None
-             ) -> list[tuple[str, str]]:
-    """The facts of one incident phase as (label, value) rows, plain text (cleaned, not escaped), for both parts."""
+def describe(ev: Event, public_url: str | None = None, drone_of: Callable[[str], str | None] | None = None,
+             escalated_from: str | None = None) -> list[tuple[str, str]]:
+    """The facts of one incident phase as (label, value) rows, plain text (cleaned, not escaped), for both parts;
+    ``escalated_from``: the first phase mailed of an incident raised from that severity (says so first)."""
     a = dict(ev.attributes or {})
-    rows = [("Incident", f"{ev.severity.upper()} {ev.type.replace('_', ' ')}: {_PHASE_WORDS.get(ev.phase, ev.phase)}")]
+    phase = _PHASE_WORDS.get(ev.phase, ev.phase)
+    if escalated_from is not None:
+        phase = f"ESCALATED from {clean(escalated_from, 20).upper()} ({phase})"
+    rows = [("Incident", f"{ev.severity.upper()} {ev.type.replace('_', ' ')}: {phase}")]
     drone = drone_of(ev.source_id) if drone_of is not None else None
     rows.append(("Drone camera", f"{ev.source_id} (drone {drone})") if drone else ("Camera", ev.source_id))
     if ev.zone_id:
@@ -213,13 +227,16 @@ def _snapshot(ev: Event, media_dir: Path | None) -> bytes | None:
 
 
 def build_message(config: EmailConfig, recipient: EmailRecipientConfig, events: list[Event], more: int = 0, *,
-                  media_dir: Path | None = None, drone_of: Callable[[str], str | None] | None = None) -> EmailMessage:
+                  media_dir: Path | None = None, drone_of: Callable[[str], str | None] | None = None,
+                  escalated: dict[str, str] | None = None) -> EmailMessage:
     """The mail for one incident phase (``events`` of one) or a summary of several held by the rate limit (``more``:
     held beyond those listed). multipart/alternative: text/plain, then text/html with the snapshot as a related
-    inline image (``cid:``) when the recipient wants it and it is stored."""
+    inline image (``cid:``) when the recipient wants it and it is stored. ``escalated``: incident id -> the severity
+    it was raised from, for the events that are the first mailed of an incident raised to the recipient's level."""
+    escalated = escalated or {}
     domain = parseaddr(config.from_)[1].rpartition("@")[2] or "seawatch.invalid"
     msg = EmailMessage()
-    msg["Subject"] = subject(events, more)
+    msg["Subject"] = subject(events, more, escalated)
     msg["From"] = config.from_
     msg["To"] = ", ".join(recipient.to)
     msg["Date"] = formatdate(usegmt=True)
@@ -234,19 +251,18 @@ def build_message(config: EmailConfig, recipient: EmailRecipientConfig, events: 
             msg["In-Reply-To"] = root_id
             msg["References"] = root_id
         msg["X-Seawatch-Event"] = ev.id
-        rows = describe(ev, config.public_url, drone_of)
+        rows = describe(ev, config.public_url, drone_of, escalated.get(ev.id))
         text = _text_block(rows) + "\n"
-        intro = html.escape(headline(ev))
+        intro = html.escape(("ESCALATED: " if ev.id in escalated else "") + headline(ev))
         html_body = f"<h2 style=\"margin:0 0 8px\">{intro}</h2><table>{_html_rows(rows)}</table>"
     else:
         msg["Message-ID"] = make_msgid("seawatch.summary", domain)
         total = len(events) + more
         lead = (f"{total} incidents while mails to {recipient.name} were limited to {recipient.max_per_minute} a "
                 "minute; the newest phase of each:")
-        blocks = [_text_block(describe(ev, config.public_url, drone_of)) for ev in events]
-        text = lead + "\n\n" + "\n\n".join(blocks) + "\n"
-        tables = "".join(f'<table style="margin:0 0 14px">{_html_rows(describe(ev, config.public_url, drone_of))}</table>'
-                         for ev in events)
+        facts = [describe(ev, config.public_url, drone_of, escalated.get(ev.id)) for ev in events]
+        text = lead + "\n\n" + "\n\n".join(_text_block(rows) for rows in facts) + "\n"
+        tables = "".join(f'<table style="margin:0 0 14px">{_html_rows(rows)}</table>' for rows in facts)
         html_body = f"<h2 style=\"margin:0 0 8px\">{html.escape(headline(top))} and {total - 1} more</h2>" \
                     f"<p>{html.escape(lead)}</p>{tables}"
         if more:
@@ -269,6 +285,7 @@ class _Mail:
     recipient: int  # index in config.recipients
     events: list[Event]
     more: int = 0  # a summary's incidents beyond those listed
+    escalated: dict[str, str] = field(default_factory=dict)  # incident id -> severity raised from (escalation.py)
     message: EmailMessage | None = None  # built at its first attempt, the same bytes on every retry
 
 
@@ -276,6 +293,7 @@ class _Mail:
 class _RecipientState:
     queued_s: collections.deque = field(default_factory=collections.deque)  # clock() of mails queued in the window
     held: dict[str, Event] = field(default_factory=dict)  # incident id -> its newest phase, waiting for a summary
+    held_escalated: dict[str, str] = field(default_factory=dict)  # held incidents first told as escalations
     held_more: int = 0  # held beyond HELD_DETAIL_MAX: counted only
     sent: int = 0
 
@@ -296,6 +314,7 @@ class EmailNotifier:
         self._clock = clock  # the rate limit's clock (tests move it)
         self._queue: collections.deque[_Mail] = collections.deque()
         self._state = [_RecipientState() for _ in config.recipients]
+        self._escalations = [EscalationMemory(f"email {r.name}") for r in config.recipients]
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -312,38 +331,41 @@ class EmailNotifier:
         self._next_drop_log = 0.0
 
     # ---- producer side (the store sink's thread) -----------------------------------------------------------
-    def wants(self, recipient: EmailRecipientConfig, ev: Event) -> bool:
-        if ev.phase not in recipient.phases:
-            return False
+    def verdict(self, i: int, ev: Event) -> Verdict:
+        """Whether recipient ``i`` is mailed ``ev``: type, source, snoozed, then phase and severity, an escalation
+        counted as a start (``service/escalation.py``). Remembers incidents seen below the recipient's min_severity:
+        call it once per stored phase, in order."""
+        recipient = self.config.recipients[i]
         if recipient.types and ev.type not in recipient.types:
-            return False
+            return NOT_SENT
         if recipient.sources and ev.source_id not in recipient.sources:
-            return False
+            return NOT_SENT
         if (ev.attributes or {}).get("snoozed"):  # a camera under maintenance alarms nobody (service/snooze.py)
-            return False
-        try:
-            return severity_rank(ev.severity) >= severity_rank(recipient.min_severity)
-        except ValueError:
-            return False
+            return NOT_SENT
+        return self._escalations[i].decide(ev.id, ev.phase, ev.severity, phases=tuple(recipient.phases),
+                                           min_severity=recipient.min_severity)
 
     def on_stored_event(self, event: Event) -> None:
         """A ``StoreSink`` publisher: queue a mail for each recipient that wants ``event`` (or hold it for a summary
         while the recipient's minute is full). Never blocks on the network."""
         now = self._clock()
         for i, r in enumerate(self.config.recipients):
-            if not self.wants(r, event):
+            verdict = self.verdict(i, event)
+            if not verdict.send:
                 continue
+            escalated = {event.id: verdict.escalated_from} if verdict.escalated_from is not None else {}
             with self._cond:
                 st = self._state[i]
                 self._expire(st, now)
                 if st.held or len(st.queued_s) >= r.max_per_minute:
                     if event.id in st.held or len(st.held) < HELD_DETAIL_MAX:
                         st.held[event.id] = event  # an incident's newer phase replaces its older one
+                        st.held_escalated.update(escalated)  # and it is still the first the recipient hears of it
                     else:
                         st.held_more += 1
                     continue
                 st.queued_s.append(now)
-                self._enqueue(_Mail(i, [event]))
+                self._enqueue(_Mail(i, [event], escalated=escalated))
         self._log_drops()
 
     @staticmethod
@@ -368,10 +390,10 @@ class EmailNotifier:
                 self._expire(st, now)
                 if not force and len(st.queued_s) >= r.max_per_minute:
                     continue
-                held, more = list(st.held.values()), st.held_more
-                st.held, st.held_more = {}, 0
+                held, more, escalated = list(st.held.values()), st.held_more, st.held_escalated
+                st.held, st.held_more, st.held_escalated = {}, 0, {}
                 st.queued_s.append(now)
-                self._enqueue(_Mail(i, held, more) if len(held) > 1 or more else _Mail(i, held))
+                self._enqueue(_Mail(i, held, more, escalated))
 
     def _log_drops(self) -> None:
         now = time.monotonic()
@@ -450,7 +472,7 @@ class EmailNotifier:
         try:
             if mail.message is None:
                 mail.message = build_message(self.config, r, mail.events, mail.more, media_dir=self.media_dir,
-                                             drone_of=self.drone_of)
+                                             drone_of=self.drone_of, escalated=mail.escalated)
         except Exception:  # noqa: BLE001 - a mail that cannot be written must not stall the ones behind it
             log.exception("email %s: cannot write the mail for event %s; dropped", r.name, mail.events[0].id)
             self._rejected("cannot write the mail (logged)")

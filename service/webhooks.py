@@ -14,7 +14,14 @@ counted as ``rejected`` and logged with the status. :meth:`WebhookSender.stats` 
 Events of a camera whose alerts an operator snoozed (``attributes.snoozed``, ``service/snooze.py``) and their reviews
 are not sent unless the endpoint says ``snoozed: true``.
 
-Body (``format: json``): ``{"kind": "event" | "review", "phase": ..., "event": <the event as the API serves it>}``
+Escalation (``service/escalation.py``): an incident that starts below ``min_severity`` and is raised to it later (a
+fire that grows) is sent once, at the first phase that reaches it, as if it were the start, to an endpoint that takes
+``start`` phases: ``"escalated": true`` and ``"escalated_from": "<the severity before>"`` in the JSON body (whose
+``phase`` stays the real one), ``ESCALATED from ...`` in the chat line. An incident sent at its start is not sent
+again by this rule; later phases go only where ``phases`` asks for them.
+
+Body (``format: json``): ``{"kind": "event" | "review", "phase": ..., "escalated": false, "event": <the event as the
+API serves it>}``
 with ``Content-Type: application/json``; ``format: text``: ``{"text": "<one line>"}``, which Slack, Mattermost and
 Rocket.Chat incoming webhooks post as a message. With ``secret``, ``X-Seawatch-Signature: sha256=<hex>`` is the
 HMAC-SHA256 of the exact body bytes, so the receiver can check it came from this service. ``X-Seawatch-Delivery``
@@ -37,6 +44,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from seawatch.service.config import WebhookConfig
+from seawatch.service.escalation import NOT_SENT, EscalationMemory, Verdict
 from seawatch.vision.events import severity_rank
 
 log = logging.getLogger(__name__)
@@ -61,8 +69,9 @@ def _iso(ns: int | None) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def summary_line(kind: str, ev: dict[str, Any], public_url: str | None = None) -> str:
-    """One line for a chat channel: what, where, when, how sure, who reviewed."""
+def summary_line(kind: str, ev: dict[str, Any], public_url: str | None = None, escalated_from: str | None = None) -> str:
+    """One line for a chat channel: what, where, when, how sure, who reviewed; ``escalated_from``: the incident's
+    first line here, raised from that severity to the endpoint's ``min_severity`` (``ESCALATED from MEDIUM``)."""
     a = ev.get("attributes") or {}
     what = str(ev.get("type", "event")).replace("_", " ")
     if kind == "review":
@@ -71,6 +80,8 @@ def summary_line(kind: str, ev: dict[str, Any], public_url: str | None = None) -
         note = last.get("note")
         return head + (f": {note}" if note else "")
     phase = {"start": "NEW", "update": "update", "end": "ended"}.get(ev.get("phase", ""), ev.get("phase", ""))
+    if escalated_from is not None:
+        phase = f"ESCALATED from {str(escalated_from).upper()}" + (", ended" if ev.get("phase") == "end" else "")
     parts = [f"[{str(ev.get('severity', '')).upper()}] {what} ({phase}) on {ev.get('source_id')}"]
     if ev.get("zone_id"):
         parts.append(f"zone {ev['zone_id']}")
@@ -113,48 +124,57 @@ class WebhookSender:
         self.last_delivered_ns: int | None = None
         self._dropped_logged = 0
         self._next_drop_log = 0.0
+        self._escalations = EscalationMemory(f"webhook {self.name}")
 
     # ---- producer side (the LiveHub's publishing thread) ---------------------------------------------------
-    def wants(self, kind: str, ev: dict[str, Any]) -> bool:
+    def verdict(self, kind: str, ev: dict[str, Any]) -> Verdict:
+        """Filter one message: type, source, snoozed, then phase and severity, an escalation counted as a start.
+        Remembers incidents seen below ``min_severity``: call it once per message, in the order they come."""
         c = self.config
-        if kind == "review":
-            if not c.reviews:
-                return False
-        elif kind != "event" or ev.get("phase") not in c.phases:
-            return False
+        if kind not in ("event", "review") or (kind == "review" and not c.reviews):
+            return NOT_SENT
         if c.types and ev.get("type") not in c.types:
-            return False
+            return NOT_SENT
         if c.sources and ev.get("source_id") not in c.sources:
-            return False
+            return NOT_SENT
         # a camera an operator snoozed (maintenance): its events are stored, marked, and alarm nobody, this endpoint
         # included unless it asked for them (snoozed: true); their reviews likewise
         if not c.snoozed and (ev.get("attributes") or {}).get("snoozed"):
-            return False
-        try:
-            return severity_rank(ev.get("severity", "low")) >= severity_rank(c.min_severity)
-        except ValueError:
-            return False
+            return NOT_SENT
+        if kind == "review":
+            try:
+                ok = severity_rank(ev.get("severity", "low")) >= severity_rank(c.min_severity)
+            except ValueError:
+                ok = False
+            return Verdict(ok)
+        return self._escalations.decide(str(ev.get("id") or ""), str(ev.get("phase")), str(ev.get("severity", "low")),
+                                        phases=tuple(c.phases), min_severity=c.min_severity)
 
-    def body(self, kind: str, ev: dict[str, Any]) -> bytes:
+    def body(self, kind: str, ev: dict[str, Any], escalated_from: str | None = None) -> bytes:
+        """The POST body of one message; ``escalated_from``: an escalation (see the module docstring)."""
         c = self.config
         if c.format == "text":
-            doc: dict[str, Any] = {"text": summary_line(kind, ev, c.public_url)}
+            doc: dict[str, Any] = {"text": summary_line(kind, ev, c.public_url, escalated_from)}
         else:
             ev = dict(ev)
             if c.public_url:
                 for k in ("snapshot_url", "clip_url"):
                     if ev.get(k):
                         ev[k] = c.public_url.rstrip("/") + ev[k]
-            doc = {"kind": kind, "phase": ev.get("phase"), "event": ev}
+            doc = {"kind": kind, "phase": ev.get("phase"), "escalated": escalated_from is not None}
+            if escalated_from is not None:
+                doc["escalated_from"] = escalated_from
+            doc["event"] = ev
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
     def on_live_message(self, message: dict[str, Any]) -> None:
         """A ``LiveHub`` listener; never blocks (the queue drops its oldest message when full)."""
         kind = message.get("kind")
         ev = message.get("event") or {}
-        if kind not in ("event", "review") or not self.wants(kind, ev):
+        verdict = self.verdict(kind, ev)
+        if not verdict.send:
             return
-        item = (uuid.uuid4().hex, self.body(kind, ev))
+        item = (uuid.uuid4().hex, self.body(kind, ev, verdict.escalated_from))
         with self._cond:
             if len(self._queue) >= self.config.max_queue:
                 self._queue.popleft()
@@ -290,7 +310,8 @@ class WebhookSender:
         with self._cond:
             return {"name": self.name, "delivered": self.delivered, "pending": len(self._queue),
                     "dropped": self.dropped, "rejected": self.rejected, "failed_attempts": self.failed_attempts,
-                    "last_error": self.last_error, "last_delivered_ns": self.last_delivered_ns}
+                    "last_error": self.last_error, "last_delivered_ns": self.last_delivered_ns,
+                    "escalated": self._escalations.escalated}
 
 
 def start_senders(configs) -> list[WebhookSender]:

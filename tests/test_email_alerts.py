@@ -237,7 +237,8 @@ def test_filters_by_type_severity_source_and_phase_and_never_snoozed(plain_serve
         n.on_stored_event(make_event(2, type="vessel_in_zone", severity="critical"))      # another type
         n.on_stored_event(make_event(0, severity="high", phase="update", seq=1))          # fire-desk: start only
         n.on_stored_event(make_event(3, source_id="quay-1", severity="low"))              # quay
-        n.on_stored_event(make_event(3, source_id="quay-1", phase="end", seq=1, end_ns=T0 + 9 * S))  # quay
+        n.on_stored_event(make_event(3, source_id="quay-1", severity="low", phase="end", seq=1,
+                                     end_ns=T0 + 9 * S))                                  # quay
         snoozed = {"snoozed": {"by": "alice", "until_ns": T0 + 3600 * S, "note": "crane"}}
         n.on_stored_event(make_event(4, severity="critical", attributes=snoozed))         # snoozed: nobody
         n.on_stored_event(make_event(5, source_id="quay-1", attributes=snoozed))          # snoozed: nobody
