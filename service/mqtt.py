@@ -7,7 +7,10 @@ Topics (``P`` = ``mqtt.topic_prefix``, default ``seawatch``):
   every stored phase of an incident. An event of a camera whose alerts an operator snoozed is published all the same,
   with ``after.attributes.snoozed`` (by, since_ns, until_ns, note: ``service/snooze.py``): the consumer decides.
 - ``P/<source>/<label>``: number of open incidents on that source involving that label (retained), e.g.
-  ``seawatch/quay-1/fire`` -> ``1`` while a fire is open, ``0`` after it ends.
+  ``seawatch/quay-1/fire`` -> ``1`` while a fire is open, ``0`` after it ends. An incident of a camera whose alerts
+  an operator snoozed (its phases carry ``attributes.snoozed``) is not counted, so a Home Assistant binary sensor (and
+  the siren automation on it) stays OFF through the maintenance the snooze is for; its events are still on
+  ``P/events``, flagged, and its end leaves the count as it is (it was never counted).
 - ``P/<source>/status``: the source reader's state (``online``, ``offline``, ``connecting``...; retained). A camera
   that is down stays ``offline`` through its reconnect attempts, so this changes only when it goes down or comes back.
 - ``P/<source>/status/detail``: ``{"state", "since_ns", "down_since_ns", "attempts", "last_error"}`` (retained):
@@ -492,6 +495,9 @@ class MqttPublisher:
             sid = ev.get("source_id", "")
             changed = []
             end = ev.get("phase") == "end"
+            # a snoozed camera's incident alarms nobody: never counted (the mark is decided at its start and kept on
+            # every later phase, service/snooze.py); an end still takes its id out wherever it was counted
+            snoozed = bool((ev.get("attributes") or {}).get("snoozed"))
             with self._lock:
                 # an end closes the incident under every label it was counted for, not only its last phase's (an
                 # identity condition follows its vessel onto a track of another label)
@@ -505,7 +511,10 @@ class MqttPublisher:
                 for label in sorted(labels):
                     ids = self._open.setdefault((sid, label), set())
                     before = len(ids)
-                    (ids.discard if end else ids.add)(ev.get("id"))
+                    if end:
+                        ids.discard(ev.get("id"))
+                    elif not snoozed:
+                        ids.add(ev.get("id"))
                     # an end is always published: it may close an incident this process never saw start (one open
                     # at a crash, ended at the next start), whose count the broker still retains
                     if len(ids) != before or ev.get("phase") in ("start", "end"):
