@@ -388,17 +388,22 @@ class HealthDetailOut(HealthOut):
         None, description="media disk (free bytes, threshold, low), the last retention sweep and disk guard run (what "
                           "they deleted), totals since start, held event counts, the policy (ages per severity, per "
                           "source, false detections) and the upgrade grace (events kept until when; service.retention)")
+    recording: list[dict[str, Any]] | None = Field(
+        None, description="the cameras whose recording fails now (`source_id`, `reason`, `since_ns`, `failures`): "
+                          "their video is not kept for clips and evidence; absent when every camera records (or has "
+                          "recording off)")
 
 
 @health.get("/health", response_model=HealthDetailOut, response_model_exclude_none=True,
             summary="liveness and database check (no auth); event delivery counters for authenticated callers",
             description="`status` is `degraded` when the database check fails, the store sink holds events it "
-                        "could not write yet (pending), a webhook endpoint or the mail server is failing with messages waiting, or the "
+                        "could not write yet (pending), a webhook endpoint or the mail server is failing with messages waiting, the "
                         "media disk stays below its free-space threshold after "
-                        "the disk guard ran. With credentials, `delivery` adds the store sink's, the "
+                        "the disk guard ran, or a camera's recording fails. With credentials, `delivery` adds the store sink's, the "
                         "MQTT publisher's, each webhook's and the e-mail notifier's counters (pending, dropped, ...), so "
-                        "lost or queued events show, and "
-                        "`retention` the disk, the last sweep, deleted and held counts.")
+                        "lost or queued events show, "
+                        "`retention` the disk, the last sweep, deleted and held counts, and `recording` the cameras "
+                        "whose recording fails and why.")
 def get_health(request: Request, store: Store, who: Annotated[Principal | None, Depends(optional_principal)]) -> HealthDetailOut:
     try:
         store.count()
@@ -417,7 +422,15 @@ def get_health(request: Request, store: Store, who: Annotated[Principal | None, 
     hooks_failing = any(w.get("pending") and w.get("last_error") for w in stats.get("webhooks") or [])
     mail = stats.get("email") or {}  # likewise the mail server: incidents are not reaching the duty officer
     hooks_failing = hooks_failing or bool(mail.get("pending") and mail.get("last_error"))
-    ok = db == "ok" and not sink.get("pending") and not hooks_failing and not (worker is not None and worker.disk_low)
+    try:  # cameras whose recording fails: analysed, but no video kept for their clips and evidence
+        rec_failing = [{"source_id": d.get("source_id"), **{k: (d.get("recording") or {}).get(k)
+                                                           for k in ("reason", "since_ns", "failures")}}
+                       for d in request.app.state.source_status() if (d.get("recording") or {}).get("state") == "failing"]
+    except Exception:  # noqa: BLE001 - a status that fails must not take the health check with it
+        log.exception("health: the cameras' recording status failed")
+        rec_failing = []
+    ok = (db == "ok" and not sink.get("pending") and not hooks_failing and not (worker is not None and worker.disk_low)
+          and not rec_failing)
     out = HealthDetailOut(status="ok" if ok else "degraded", version=__version__, database=db)
     if who is not None:
         out.delivery = DeliveryStats(store_sink=stats.get("store_sink"), mqtt=stats.get("mqtt"),
@@ -426,6 +439,7 @@ def get_health(request: Request, store: Store, who: Annotated[Principal | None, 
         if trail is not None:
             out.audit = {"written": trail.written, "failures": trail.failures}
         out.delivery.email = stats.get("email")  # None: no e-mail configured
+        out.recording = rec_failing or None
         try:
             out.retention = worker.status() if worker is not None else {"enabled": False}
         except Exception:  # noqa: BLE001 - reported, not raised

@@ -688,6 +688,14 @@ class SourceAlertsConfig(_Strict):
                           "connected, disconnected, or silent) becomes an ais_feed_down incident, ended when messages "
                           "flow again (a replayed log file never does)")
     ais_severity: Literal["low", "medium", "high", "critical"] = Field("high", description="severity of ais_feed_down")
+    recording_failed_after_s: float | None = Field(
+        30.0, ge=1.0, le=86400.0,
+        description="a camera whose recording fails this long while its picture is up (segments cannot be started, "
+                    "written or finished: folder gone or unwritable, disk full, mount lost) becomes a "
+                    "recording_failed incident, ended when segments are written again; a camera recording nothing "
+                    "by configuration, or down (source_offline), raises none (null: no such incidents)")
+    recording_failed_severity: Literal["low", "medium", "high", "critical"] = Field(
+        "high", description="severity of recording_failed")
     snooze_max_s: float = Field(
         12 * 3600.0, ge=60.0, le=7 * 86400.0,
         description="the longest an operator may snooze a camera's alerts (POST /api/sources/{id}/snooze): its events "

@@ -263,6 +263,15 @@ def _cameras(out: Exposition, state: Any) -> None:
                 per(lambda d, a, v: a.get("frames")))
     out.gauge("seawatch_camera_live_video_viewers", "browsers watching the camera's live video now",
               per(lambda d, a, v: v))
+    out.gauge("seawatch_camera_recording_failing", "1 while the camera's recording fails (no video kept for clips: "
+              "health degraded, recording_failed after a while), 0 while it records; absent with recording off",
+              per(lambda d, a, v: _recording_failing(d.get("recording"))))
+
+
+def _recording_failing(rec: Any) -> int | None:
+    """1 / 0 for a camera's ``recording`` status (``failing`` / ``recording``), None (no sample) when off or unknown."""
+    state = (rec or {}).get("state")
+    return None if state not in ("failing", "recording") else int(state == "failing")
 
 
 def _events(out: Exposition, incidents: IncidentCounts) -> None:

@@ -29,6 +29,7 @@ from seawatch.service.export import TelemetryRecorder
 from seawatch.service.live import LiveHub
 from seawatch.service.sink import Publisher, StoreSink
 from seawatch.service.store import EventStore
+from seawatch.streams.recording import RECORDING_OFF
 
 log = logging.getLogger(__name__)
 STATUS_INTERVAL_S = 2.0  # how often source states are checked for MQTT
@@ -349,6 +350,7 @@ class Service:
                 if self.watch.view_configs and self.pipeline is not None:  # fixed cameras moved, covered, blurred
                     events += self.watch.check_views({sid: self.pipeline.latest_frame(sid) for sid in self.watch.view_configs},
                                                      now)
+                events += self.watch.check_recording(cameras, now)  # recording_failed
                 worker = getattr(getattr(self.app, "state", None), "retention", None)
                 if worker is not None:  # the disk guard's last word on the media disk
                     events += self.watch.check_disk(worker.last_disk, now)
@@ -383,6 +385,9 @@ class Service:
             if sid in stats:
                 st["analysis"] = stats[sid].snapshot(st["frames_queued"])
             st["view_check"] = self.watch.view_status(sid)  # None: its view is not checked
+            # whether its video is kept: recording / failing (why, since when) / off (streams.recording.RecordingStatus)
+            rec = getattr(src, "recorder", None)
+            st["recording"] = (rec.status() if hasattr(rec, "status") else RECORDING_OFF).as_dict()
             out.append(st)
         return out
 

@@ -43,6 +43,17 @@ condition was clear for ``clear_after_s`` (``end_reason``), or when the referenc
 ``POST /api/sources/{id}/view_reference``, or a calibration applied). While a calibrated camera is moved, its events
 carry ``geo_warning``: their positions come from a pose that no longer holds. Drone cameras and cameras that pan
 (``water_views``) are not checked: their view moves by design.
+
+A camera whose recording fails (its segments cannot be started, written or finished: the recordings folder removed
+or unwritable, the disk full, a mount gone; ``streams/recording.py``) is still read and analysed, but no video is kept
+for its clips and evidence. Failing for ``source_alerts.recording_failed_after_s`` (default 30 s) while its picture
+is up, it becomes a ``recording_failed`` incident (severity ``source_alerts.recording_failed_severity``, default
+``high``) at the camera's position, with ``reason`` (short, no file path), ``failures`` (failed attempts so far) and
+``start_ns`` the first failure. It ends when a complete segment is written again (``end_reason: segments written
+again``, ``end_ns`` when that segment began), or when recording stops (``recording off``: the source stopped). A
+camera that records nothing by configuration raises none, nor does a camera that is down (``source_offline`` says
+that: no picture, nothing to record); the recorder retries at each keyframe, so a failure counts only once it was
+seen again after the picture came back.
 """
 
 from __future__ import annotations
@@ -66,6 +77,7 @@ STORAGE_SOURCE = "storage"
 AIS_FEED_DOWN = "ais_feed_down"
 AIS_SOURCE = "ais"  # the AIS side's id in the sources status
 CAMERA_MOVED, CAMERA_COVERED, CAMERA_BLURRED = "camera_moved", "camera_covered", "camera_blurred"
+RECORDING_FAILED = "recording_failed"
 VIEW_TYPES = {"moved": CAMERA_MOVED, "covered": CAMERA_COVERED, "blurred": CAMERA_BLURRED}
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 VIEW_CLIP_PRE_S, VIEW_CLIP_POST_S = 15.0, 10.0  # a view incident's clip: the moment it began (who moved, covered it)
@@ -126,6 +138,10 @@ class SourceWatch:
         self.view_lock = threading.Lock()  # the watch thread checks, an administrator resets
         # source id, geo warning or None: told to the pipeline while a calibrated camera is moved
         self.on_geo_warning: Callable[[str, str | None], None] | None = None
+        rec_after_s = getattr(cfg, "recording_failed_after_s", None)
+        self.recording_after_ns = None if rec_after_s is None else int(rec_after_s * 1e9)
+        self.recording_severity = getattr(cfg, "recording_failed_severity", "high")
+        self.open_recordings: dict[str, Event] = {}  # source id -> its open recording_failed
 
     @property
     def enabled(self) -> bool:
@@ -272,6 +288,47 @@ class SourceWatch:
                 out.append(self._end(sid, "back online" if back else f"source {st.state.value}", end_ns, now_ns))
         return out
 
+    def check_recording(self, cameras: Iterable[Mapping[str, Any]], now_ns: int) -> list[Event]:
+        """``cameras``: the cameras' statuses as ``GET /api/sources`` has them (``source_id``, ``state``, ``since_ns``
+        and ``recording``: :meth:`RecordingStatus.as_dict`). The ``recording_failed`` phases that start or end now.
+
+        Raised only while the camera is online and its recorder failed again since the picture came back (at a
+        keyframe of the present picture): a camera that is down has nothing to record. Recording disabled (``off``)
+        raises nothing."""
+        if self.recording_after_ns is None:
+            return []
+        out: list[Event] = []
+        for cam in cameras:
+            sid = str(cam.get("source_id"))
+            rec = cam.get("recording") or {}
+            state = rec.get("state")
+            ev = self.open_recordings.get(sid)
+            attrs = {"reason": rec.get("reason") or "", "failures": int(rec.get("failures") or 0),
+                     "segments_written": int(rec.get("segments_written") or 0)}
+            if state == "failing":
+                since = int(rec.get("since_ns") or now_ns)
+                seen_up = (cam.get("state") == State.ONLINE.value
+                           and int(rec.get("last_failure_ns") or 0) >= int(cam.get("since_ns") or 0))
+                if ev is None and seen_up and now_ns - since >= self.recording_after_ns:
+                    geo, why, extra = self._place(sid)
+                    ev = Event(id=Event.new_id(), type=RECORDING_FAILED, severity=self.recording_severity,
+                               phase="start", source_id=sid, start_ns=since, at_ns=int(now_ns),
+                               attributes=attrs | extra | {"failing_for_s": round((now_ns - since) / 1e9, 1)},
+                               geo=geo, geo_reason=why or None)
+                    self.open_recordings[sid] = ev
+                    out.append(ev)
+                    log.error("source %s: recording has failed for %.0f s (%s): no video is kept for its clips; "
+                              "recording_failed incident %s", sid, (now_ns - since) / 1e9, attrs["reason"], ev.id)
+                elif ev is not None:  # still failing: what the incident will say at its end
+                    self.open_recordings[sid] = replace(ev, attributes={**ev.attributes, **attrs})
+            elif ev is not None and state == "recording":
+                end_ns = max(ev.start_ns, int(rec.get("recovered_ns") or now_ns))
+                out.append(_ended(self.open_recordings.pop(sid), "segments written again", end_ns, now_ns,
+                                  {"segments_written": attrs["segments_written"]}))
+            elif ev is not None and state != "failing":  # off (the source stopped), or no longer reported
+                out.append(_ended(self.open_recordings.pop(sid), "recording off", now_ns, now_ns))
+        return out
+
     def check_drones(self, drones: Iterable[Mapping[str, Any]], now_ns: int) -> list[Event]:
         """``drones``: the fleet's drone statuses (``DroneRunner.status()``). The phases that start or end now."""
         if self.drone_after_ns is None:
@@ -351,6 +408,7 @@ class SourceWatch:
                 + [self._end_drone(did, reason, now_ns) for did in list(self.open_drones)]
                 + [_ended(self.open_ais.pop(name), reason, now_ns, now_ns) for name in list(self.open_ais)]
                 + [_ended(self.open_views.pop(key), reason, now_ns, now_ns) for key in list(self.open_views)]
+                + [_ended(self.open_recordings.pop(sid), reason, now_ns, now_ns) for sid in list(self.open_recordings)]
                 + ([self._end_storage(reason, now_ns, {})] if self.storage is not None else []))
 
     def _end_storage(self, reason: str, now_ns: int, attrs: Mapping[str, Any]) -> Event:
@@ -371,15 +429,22 @@ class SourceWatch:
     def _end_drone(self, did: str, reason: str, now_ns: int) -> Event:
         return _ended(self.open_drones.pop(did), reason, now_ns, now_ns)
 
-    def _start(self, sid: str, st: Any, since_ns: int, now_ns: int) -> Event:
+    def _place(self, sid: str) -> tuple[GeoPosition | None, str, dict[str, Any]]:
+        """Where a camera's incident is placed: its surveyed position, or its drone's last known one (with
+        ``drone_id`` for the attributes); else None and why."""
         geo, why = self.places.get(sid, (None, "not a configured camera"))
-        attrs = {"state": st.state.value, "last_error": st.last_error or "", "attempts": int(st.attempts),
-                 "down_for_s": round((now_ns - since_ns) / 1e9, 1)}
+        extra: dict[str, Any] = {}
         if sid in self.drone_cameras:
-            attrs["drone_id"] = self.drone_cameras[sid]
+            extra["drone_id"] = self.drone_cameras[sid]
             where = self.drone_camera_position(sid) if self.drone_camera_position is not None else None
             if where is not None:
                 geo, why = where, ""
+        return geo, why, extra
+
+    def _start(self, sid: str, st: Any, since_ns: int, now_ns: int) -> Event:
+        geo, why, extra = self._place(sid)
+        attrs = {"state": st.state.value, "last_error": st.last_error or "", "attempts": int(st.attempts),
+                 "down_for_s": round((now_ns - since_ns) / 1e9, 1), **extra}
         return Event(id=Event.new_id(), type=SOURCE_OFFLINE, severity=self.severity, phase="start", source_id=sid,
                      start_ns=int(since_ns), at_ns=int(now_ns), attributes=attrs, geo=geo, geo_reason=why or None)
 

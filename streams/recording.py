@@ -495,6 +495,53 @@ def _size(path: Path) -> int:
         return 0
 
 
+RECORDING, FAILING, OFF = "recording", "failing", "off"
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingStatus:
+    """Whether a camera's video is being kept (:meth:`SegmentRecorder.status`), for the API, metrics and alarms.
+
+    ``state``: ``recording`` (on, nothing failing: writing, or waiting for the camera's next keyframe), ``failing``
+    (segments cannot be started, written or finished: the folder gone or unwritable, the disk full, a mount lost;
+    the camera is still read and analysed, but no video is kept for clips and evidence) or ``off`` (recording
+    disabled for the camera, or its recorder closed). While failing: ``reason`` (short, no file path),
+    ``since_ns`` (UTC ns of the first failure of this spell), ``last_failure_ns`` (the newest failed attempt: the
+    recorder retries at each keyframe) and ``failures`` (in this spell). ``recovered_ns``: when recording last
+    resumed after a failure (the wall-clock time the first complete segment after it began), else None.
+    """
+
+    state: str
+    reason: str | None = None
+    since_ns: int | None = None
+    last_failure_ns: int | None = None
+    failures: int = 0
+    recovered_ns: int | None = None
+    segments_written: int = 0
+
+    @property
+    def failing(self) -> bool:
+        return self.state == FAILING
+
+    def as_dict(self) -> dict:
+        return {"state": self.state, "reason": self.reason, "since_ns": self.since_ns,
+                "last_failure_ns": self.last_failure_ns, "failures": self.failures, "recovered_ns": self.recovered_ns,
+                "segments_written": self.segments_written}
+
+
+RECORDING_OFF = RecordingStatus(OFF)  # a camera whose recording is disabled
+
+
+def _short_reason(what: str, exc: BaseException | None, root: Path) -> str:
+    """``what`` and the error's own words, without the file path (paths may name mounts and users; the log keeps
+    the full text), at most 200 characters."""
+    if exc is None:
+        return what
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    text = " ".join(str(text).replace(str(root), "<recordings>").split())
+    return f"{what}: {text}"[:200]
+
+
 class SegmentRecorder:
     """Packet sink that records one source into MP4 segments (remux, no re-encode).
 
@@ -502,6 +549,9 @@ class SegmentRecorder:
         root: recordings folder; files go to ``root/source_id/``.
         segment_s: target segment length; a new segment starts at the first keyframe after it.
         max_age_s, max_total_bytes: retention, applied each time a segment is finished.
+
+    :meth:`status` says whether it is recording or failing (and why), read from any thread: a failure is logged
+    once, and the status is what makes it visible (``GET /api/sources``, health, metrics, ``recording_failed``).
     """
 
     def __init__(self, root: str | Path, source_id: str, *, segment_s: float = 60.0,
@@ -525,6 +575,11 @@ class SegmentRecorder:
         self._lock = threading.Lock()
         self._cap_warned = False
         self.segments_written = 0
+        # the status: its own lock, so a reader of it never waits on a write that hangs (a lost network mount)
+        self._status_lock = threading.Lock()
+        self._status = RecordingStatus(RECORDING)
+        self._opened_wall_ns = 0  # wall-clock time the open segment was started
+        self._segment_error: str | None = None  # why writing the open segment failed (its status reason)
         self.recovered = recover_parts(self.root, source_id)  # a crash's leftovers, before anything new is written
 
     def set_info(self, info: StreamInfo) -> None:
@@ -553,6 +608,7 @@ class SegmentRecorder:
                         log.error("recording %s: cannot start a segment (%s); not recording until it can",
                                   self.source_id, exc)
                     self._open_error = str(exc)
+                    self._failed(_short_reason("cannot start a segment", exc, self.root))
                     return
                 if self._open_error is not None:
                     log.warning("recording %s: recording again", self.source_id)
@@ -573,8 +629,33 @@ class SegmentRecorder:
                 self._bytes_muxed += len(data)
             except av.FFmpegError as exc:
                 log.warning("recording %s: mux failed (%s); starting a new segment", self.source_id, exc)
+                self._segment_error = _short_reason("writing a segment failed", exc, self.root)
                 self._write_failed = True
                 self._close_segment()
+
+    def status(self) -> RecordingStatus:
+        """Recording, failing (why, since when) or off; safe from any thread, never waits on a write."""
+        with self._status_lock:
+            return replace(self._status, segments_written=self.segments_written)
+
+    def _failed(self, reason: str) -> None:
+        """A segment could not be started, written or finished: failing from now (or still, since the first)."""
+        now = time.time_ns()
+        with self._status_lock:
+            st = self._status
+            if st.state == FAILING:
+                self._status = replace(st, reason=reason, last_failure_ns=now, failures=st.failures + 1)
+            else:
+                self._status = replace(st, state=FAILING, reason=reason, since_ns=now, last_failure_ns=now, failures=1)
+
+    def _written(self) -> None:
+        """A complete segment is on disk: recording again (from when that segment began) if it was failing."""
+        with self._status_lock:
+            st = self._status
+            if st.state == FAILING:
+                log.warning("recording %s: segments are written again (after %d failure(s) since %s ns)",
+                            self.source_id, st.failures, st.since_ns)
+                self._status = RecordingStatus(RECORDING, recovered_ns=self._opened_wall_ns or time.time_ns())
 
     def _open_segment(self, start_ns: int) -> None:
         import av
@@ -602,6 +683,8 @@ class SegmentRecorder:
         self._write_failed = False
         self._bytes_muxed = 0
         self._retimer = Retimer()
+        self._opened_wall_ns = time.time_ns()
+        self._segment_error = None
 
     def _close_segment(self) -> None:
         if self._out is None:
@@ -611,15 +694,24 @@ class SegmentRecorder:
         except Exception as exc:  # noqa: BLE001 - a broken segment must not stop recording
             log.warning("recording %s: closing segment failed: %s", self.source_id, exc)
             self._write_failed = True  # its last fragment, and the trailer, may not be on disk
+            self._segment_error = self._segment_error or _short_reason("closing a segment failed", exc, self.root)
         part = self._part
+        renamed = False
         try:
             if _size(part) < self._bytes_muxed:  # a write failed unreported (PyAV's close does not say)
                 self._write_failed = True
-            if self._write_failed and not self._settle_failed_segment():
-                return
+            if self._write_failed:
+                kept = self._settle_failed_segment()
+                self._failed(self._segment_error or ("a segment was cut short: not all of it reached the disk" if kept
+                             else "a segment was lost: its file holds no readable video (disk full, or folder gone)"))
+                if not kept:
+                    return
             final = part.with_name(f"{self._start_ns}_{self._last_ns}.{self._ext}")
             os.replace(part, final)
+            renamed = True
             self.segments_written += 1
+            if not self._write_failed:
+                self._written()
             enforce_retention(self.root, self.source_id, max_age_s=self.max_age_s, max_total_bytes=self.max_total_bytes)
             if self.max_total_bytes is not None and not self._cap_warned and _size(final) > self.max_total_bytes:
                 self._cap_warned = True
@@ -628,6 +720,8 @@ class SegmentRecorder:
         except OSError as exc:  # the folder gone or read-only (a failing disk): the part stays for recover_parts
             log.error("recording %s: segment %s: finishing it or the retention after it failed (%s)", self.source_id,
                       part.name, exc)
+            if not renamed:  # the segment is not where clips are cut from (a retention failure alone is only logged)
+                self._failed(_short_reason("cannot finish a segment", exc, self.root))
         finally:
             # the container is closed: muxing into it again crashed the whole process (a segfault in FFmpeg)
             self._out = self._stream = self._part = None
@@ -649,6 +743,8 @@ class SegmentRecorder:
     def close(self) -> None:
         with self._lock:
             self._close_segment()
+        with self._status_lock:
+            self._status = RecordingStatus(OFF, recovered_ns=self._status.recovered_ns)
 
 
 # a clip counts as covering its window when its video reaches this close to both ends without an outage inside
