@@ -407,7 +407,7 @@ async function refreshSources(list) {
       const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td);
     }
     if (s.kind === "drone") tr.lastChild.append(...droneButtons(s));
-    else if ((s.kind || "camera") === "camera") tr.lastChild.append(...viewCheckNote(s), ...liveButton(s), ...recButton(s));
+    else if ((s.kind || "camera") === "camera") tr.lastChild.append(...viewCheckNote(s), ...recordingNote(s), ...liveButton(s), ...recButton(s));
     tb.appendChild(tr);
   }
   const drones = list.filter((s) => s.kind === "drone"), cams = list.filter((s) => (s.kind || "camera") === "camera");
@@ -1238,6 +1238,19 @@ $("d-recordings").addEventListener("click", () => {
   const lenS = Number($("rec-len").value) || 300;
   openRecordings(state.detail.source_id, wholeS(state.detail.start_ns) - Math.min(120, lenS / 2) * 1e9, lenS);
 });
+
+// A camera whose recording fails (GET /api/sources recording: folder gone or unwritable, disk full): in red, with
+// why and for how long. It is still analysed, but no video is kept for its clips and evidence. Nothing otherwise.
+function recordingNote(s) {
+  const r = s.recording;
+  if (!r || r.state !== "failing") return [];
+  const sp = document.createElement("span");
+  sp.className = "recording-failing error";
+  sp.textContent = ` · not recording${r.since_ns ? " for " + ago(r.since_ns) : ""}: ${displayText(r.reason || "", 200)}`;
+  sp.title = "its recording fails: no video is kept for clips and evidence until segments are written again " +
+    "(a recording_failed incident is raised after a while; the service log has the details)";
+  return [sp];
+}
 
 // A fixed camera's view check (GET /api/sources view_check), when it has something to say: moved / covered /
 // blurred (raised: red, with the finding, e.g. "moved by 23 px (pan +0.52 deg, ...)"), a change held but not raised
