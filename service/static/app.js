@@ -84,7 +84,8 @@ async function doStart() {
       onArea: (a) => { setHashParam("area", encodeArea(a)); showArea(); search(); }, onDrawHint: (text) => { $("area-hint").textContent = text; showArea(); } });
     if (!m.tiles_url && m.coastline) fetch(here("ui/coastline.json")).then((r) => r.json()).then((c) => map.setCoastline(c.lines)).catch(() => {});
   }
-  window.seawatch = { state, map, search, select, loadMore, checkHealth, openLive, alarm, openRecordings, closeRecordings, recTrack };  // for the browser tests and the console
+  window.seawatch = { state, map, search, select, loadMore, checkHealth, openLive, alarm, openRecordings, closeRecordings, recTrack,
+    closeDetail };  // for the browser tests and the console
   await refreshSources(await json("api/sources"));
   const area = decodeArea(hashParam("area"));  // a search area in the address (a shared link, a reload) is searched again
   if (area && first) map.setArea(area);
@@ -117,7 +118,8 @@ $("export-kml").addEventListener("click", () => exportSearch("kml"));
 $("export-csv").addEventListener("click", () => exportSearch("csv"));
 $("d-export").addEventListener("click", () => exportEvidence());
 $("map-fit").addEventListener("click", () => map && map.fitAll());
-$("lv-close").addEventListener("click", () => closeLive());
+$("lv-close").addEventListener("click", () => closePanel("live-view"));
+$("d-close").addEventListener("click", () => closePanel("detail"));
 $("d-live").addEventListener("click", () => state.detail && openLive(state.detail.source_id));
 $("lv-boxes").addEventListener("change", () => refreshLive());
 for (const r of document.querySelectorAll('input[name="lv-mode"]'))
@@ -214,6 +216,49 @@ document.addEventListener("keydown", (e) => {
   else if (e.key === "Backspace") map.undoCorner();
   else return;
   e.preventDefault();
+});
+
+// The panels an operator opens and closes (an event's detail, a camera's live view, its recordings, the snooze form),
+// most recently opened last: Esc closes the topmost one still open, and the focus goes back to what opened it (the
+// event's row, the "Live view" or "Recordings" button), else to the list row or sources button that opens it again.
+const PANELS = {
+  "detail": { close: () => closeDetail(), again: (id) => document.querySelector(`#events tbody tr[data-id="${CSS.escape(id)}"]`) },
+  "live-view": { close: () => closeLive(), again: (id) => document.querySelector(`#sources tr[data-id="${CSS.escape(id)}"] .live-act`) },
+  "recordings": { close: () => closeRecordings(), again: (id) => document.querySelector(`#sources tr[data-id="${CSS.escape(id)}"] .rec-act`) },
+  "snooze-box": { close: () => closeSnooze(), again: (id) => document.querySelector(`#sources tr[data-id="${CSS.escape(id)}"] .snooze-act`) },
+};
+const openPanels = [];  // [{panel, key, opener}], the newest last
+function panelOpened(panel, key) {
+  const i = openPanels.findIndex((p) => p.panel === panel);
+  if (i >= 0) openPanels.splice(i, 1);
+  openPanels.push({ panel, key: String(key ?? ""), opener: document.activeElement });
+}
+function topPanel() {
+  while (openPanels.length && $(openPanels[openPanels.length - 1].panel).hidden) openPanels.pop();  // closed otherwise
+  return openPanels.length ? openPanels[openPanels.length - 1].panel : null;
+}
+// Close a panel the operator asked to close (Esc, its Close button) and give the focus back to what opened it.
+function closePanel(panel) {
+  const i = openPanels.findIndex((p) => p.panel === panel), entry = i >= 0 ? openPanels.splice(i, 1)[0] : null;
+  PANELS[panel].close();
+  if (!entry) return;
+  const usable = (el) => el instanceof HTMLElement && el !== document.body && el.isConnected && !el.disabled &&
+    el.getClientRects().length > 0;  // shown (not inside a panel just hidden, not a row drawn anew since)
+  const to = [entry.opener, PANELS[panel].again(entry.key)].find(usable);
+  if (to) to.focus();
+}
+// Esc closes nothing while the operator types (a text field or a list keeps its own Esc), nor while an area is drawn
+// on the map (the handler above cancels the drawing first and marks the key as used)
+const TYPING = "textarea, select, [contenteditable]:not([contenteditable=false]), input:not([type=checkbox], [type=radio], " +
+  "[type=button], [type=submit], [type=reset], [type=range], [type=color], [type=file], [type=image])";
+document.addEventListener("keydown", (e) => {
+  if (e.key !== "Escape" || e.defaultPrevented || e.isComposing || $("main").hidden) return;
+  if (e.target instanceof Element && e.target.closest(TYPING)) return;
+  if (map && map.drawing) return;
+  const panel = topPanel();
+  if (!panel) return;
+  e.preventDefault();
+  closePanel(panel);
 });
 
 let searchSeq = 0, lastBox = "", moveTimer = null;
@@ -532,6 +577,7 @@ function liveButton(s) {
   return [b];
 }
 function openLive(id) {
+  panelOpened("live-view", id);
   closeLive();
   live.id = id; setHashParam("live", id); $("lv-title").textContent = `Live: ${id}`; $("lv-note").textContent = "loading…"; $("live-view").hidden = false;
   live.mode = "video"; live.refused = ""; $("lv-mode-video").checked = true;
@@ -761,6 +807,7 @@ function openRecordings(sourceId, fromNs, lenS = 300) {
   }
   len.value = v;
   setRecFrom(wholeS(fromNs));
+  panelOpened("recordings", sourceId);
   $("recordings").hidden = false;
   $("recordings").scrollIntoView({ block: "start", behavior: "smooth" });
   return showRecordings();
@@ -1220,7 +1267,7 @@ $("rec-download").addEventListener("click", async () => {
   catch (e) { $("rec-error").textContent = "download: " + e.message; }
   finally { btn.disabled = false; }
 });
-$("rec-close").addEventListener("click", () => closeRecordings());
+$("rec-close").addEventListener("click", () => closePanel("recordings"));
 $("rec-bar").addEventListener("click", (e) => recBarClick(e));
 $("rec-report").addEventListener("submit", (e) => { e.preventDefault(); reportRecording(); });
 // what the subject is, as a detector label, preset from the type (a confirmed report with a drawn box of a vessel is a
@@ -1396,10 +1443,22 @@ function vesselParts(a) {
   return out.length ? [", vessel ", ...out] : [];
 }
 
+// The detail closed: no event selected (list and map unmark it, the address drops it), its clip stopped, and an
+// answer still on its way for it opens nothing.
+function closeDetail() {
+  selSeq++;
+  state.selected = null; state.detail = null;
+  $("detail").hidden = true; delete $("detail").dataset.id;
+  $("d-clip").pause();
+  renderList();
+  if (map) map.setData({ selected: null });
+  linkEvent(null);
+}
+
 async function select(id, { refresh = false, reveal = false } = {}) {
   const my = ++selSeq;
   const stale = () => my !== selSeq;  // another select() started since: this one's answers are dropped
-  if (!refresh) { state.selected = id; renderList(); if (map) map.setData({ selected: id }); linkEvent(id); }
+  if (!refresh) { panelOpened("detail", id); state.selected = id; renderList(); if (map) map.setData({ selected: id }); linkEvent(id); }
   let ev;
   try { ev = await json("api/events/" + encodeURIComponent(id)); }
   catch (e) { if (!stale()) $("d-error").textContent = e.message; return; }
@@ -1799,15 +1858,16 @@ function openSnooze(id, ending) {
   $("sz-note").value = ""; $("sz-msg").textContent = ""; $("sz-msg").className = "";
   $("sz-note").placeholder = ending ? "why it ends early (optional)" : "why (required): crane maintenance, lens cleaning…";
   $("sz-go").textContent = ending ? "End snooze" : "Snooze";
+  panelOpened("snooze-box", id);
   $("snooze-box").hidden = false;
   $("sz-note").focus();
 }
 function closeSnooze() { $("snooze-box").hidden = true; snoozeForm.id = null; }
 $("sz-len").addEventListener("change", () => { $("sz-min").hidden = $("sz-len").value !== "custom"; });
-$("sz-cancel").addEventListener("click", closeSnooze);
+$("sz-cancel").addEventListener("click", () => closePanel("snooze-box"));
 // the keyboard, as in the other forms: Enter in the note or the minutes sends it, Esc anywhere in it cancels
 $("snooze-box").addEventListener("keydown", (e) => {
-  if (e.key === "Escape") { e.preventDefault(); closeSnooze(); }
+  if (e.key === "Escape") { e.preventDefault(); closePanel("snooze-box"); }
   else if (e.key === "Enter" && e.target instanceof HTMLInputElement) { e.preventDefault(); $("sz-go").click(); }
 });
 $("sz-go").addEventListener("click", async () => {
