@@ -82,9 +82,11 @@ async function doStart() {
       onMove: (v) => { $("map-info").textContent = `${v.lat.toFixed(4)}°, ${v.lon.toFixed(4)}° z${v.zoom.toFixed(1)}`; viewMoved(); },
       onHover: (text) => { $("map-hover").textContent = text; },
       onArea: (a) => { setHashParam("area", encodeArea(a)); showArea(); search(); }, onDrawHint: (text) => { $("area-hint").textContent = text; showArea(); } });
+    layoutMap();
     if (!m.tiles_url && m.coastline) fetch(here("ui/coastline.json")).then((r) => r.json()).then((c) => map.setCoastline(c.lines)).catch(() => {});
   }
-  window.seawatch = { state, map, search, select, loadMore, checkHealth, openLive, alarm, openRecordings, closeRecordings, recTrack,
+  if (!first) layoutMap();
+  window.seawatch = { state, map, search, select, loadMore, checkHealth, openLive, alarm, openRecordings, closeRecordings, recTrack, layoutMap,
     closeDetail };  // for the browser tests and the console
   await refreshSources(await json("api/sources"));
   const area = decodeArea(hashParam("area"));  // a search area in the address (a shared link, a reload) is searched again
@@ -130,7 +132,7 @@ for (const cb of document.querySelectorAll("#map-bar input[data-layer]")) {
 
 // The map's current view as a search bbox (south, west, north, east; west > east across the antimeridian).
 function viewBox() {
-  const c = map.c, tl = map.unproject(0, 0), br = map.unproject(c.width, c.height);
+  const tl = map.unproject(0, 0), br = map.unproject(map.widthPx, map.heightPx);
   const wrap = (lon) => ((((lon + 180) % 360) + 360) % 360) - 180, r6 = (x) => Math.round(x * 1e6) / 1e6;
   const whole = br.lon - tl.lon >= 360;
   return { min_lat: r6(Math.max(-90, br.lat)), max_lat: r6(Math.min(90, tl.lat)),
@@ -260,6 +262,43 @@ document.addEventListener("keydown", (e) => {
   e.preventDefault();
   closePanel(panel);
 });
+
+// The map on the screen: its canvas's own 720 x 520 on a laptop (the list beside it keeps room for its columns), the
+// screen's width on a phone, and on a wide screen (a 2560 or 3840 px control-room display) as large as the window
+// allows with LIST_BESIDE_PX left for the list beside it, at the same aspect, never taller than what the window shows
+// under the filters. A grown map makes #main "map-wide" (app.css): the list, an event's detail, the live view and the
+// recordings stack beside the map instead of under it, so opening one leaves the map in sight. Laid out again whenever
+// the window's size (or the screen's pixel ratio: a zoom) changes; the map draws on devicePixelRatio canvas pixels per
+// CSS pixel.
+const MAP_BASE_W_PX = 720, MAP_BASE_H_PX = 520, LIST_BESIDE_PX = 640, MAP_MARGIN_PX = 12;
+const PHONE = window.matchMedia("(max-width: 760px)");
+function layoutMap() {
+  if (!map || $("main").hidden) return;
+  const panes = $("panes"), pane = $("map-pane"), canvas = $("map"), css = getComputedStyle(panes);
+  let w = MAP_BASE_W_PX;
+  if (PHONE.matches) w = Math.max(100, pane.clientWidth - 2);  // the pane is the screen's width (its border: 1 px each side)
+  else {
+    // #main's width less the panes' padding (the same whether #panes is a box or, map-wide, only its children's)
+    const inner = $("main").clientWidth - parseFloat(css.paddingLeft) - parseFloat(css.paddingRight);
+    const roomW = inner - (parseFloat(css.columnGap) || 0) - LIST_BESIDE_PX;
+    // the height the window has under the filters, less what sits under the canvas (its bar and the legend)
+    const under = pane.getBoundingClientRect().height - canvas.getBoundingClientRect().height;
+    const roomH = window.innerHeight - (canvas.getBoundingClientRect().top + window.scrollY) - under - MAP_MARGIN_PX;
+    w = Math.max(MAP_BASE_W_PX, Math.min(roomW, roomH * MAP_BASE_W_PX / MAP_BASE_H_PX));
+  }
+  map.resize(Math.floor(w), Math.floor(w * MAP_BASE_H_PX / MAP_BASE_W_PX));
+  $("main").classList.toggle("map-wide", !PHONE.matches && map.widthPx > MAP_BASE_W_PX);
+  // the list beside a grown map is as tall as the map's pane (its own 560 px at least)
+  panes.style.setProperty("--map-pane-h", `${Math.ceil(pane.getBoundingClientRect().height)}px`);
+}
+let layoutFrame = 0;
+function layoutMapSoon() {
+  cancelAnimationFrame(layoutFrame);
+  // twice: the bar under the canvas may wrap onto fewer lines once the canvas is wider, which leaves more height
+  layoutFrame = requestAnimationFrame(() => { layoutMap(); layoutMap(); });
+}
+window.addEventListener("resize", layoutMapSoon);
+PHONE.addEventListener("change", layoutMapSoon);
 
 let searchSeq = 0, lastBox = "", moveTimer = null;
 // keep: a refresh (live update, review) that keeps the pages already loaded; else the first page of new filters
@@ -809,7 +848,8 @@ function openRecordings(sourceId, fromNs, lenS = 300) {
   setRecFrom(wholeS(fromNs));
   panelOpened("recordings", sourceId);
   $("recordings").hidden = false;
-  $("recordings").scrollIntoView({ block: "start", behavior: "smooth" });
+  const top = $("recordings").getBoundingClientRect().top;  // beside a grown map: scrolled to only when out of sight
+  if (!$("main").classList.contains("map-wide") || top < 0 || top > window.innerHeight - 160) $("recordings").scrollIntoView({ block: "start", behavior: "smooth" });
   return showRecordings();
 }
 
@@ -1477,7 +1517,9 @@ async function select(id, { refresh = false, reveal = false } = {}) {
     // the review buttons in sight (they sit under the map and list on a laptop screen)
     const top = $("detail").getBoundingClientRect().top;
     // reveal: opened from a link (the camera wall, a shared address): the detail is what was asked for, brought to the top
-    if (reveal || !shown || top < 0 || top > window.innerHeight - 160) $("detail").scrollIntoView({ block: "start", behavior: reveal ? "auto" : "smooth" });
+    // (beside a grown map, map-wide, it is scrolled to only when out of sight: the map stays in view)
+    const away = top < 0 || top > window.innerHeight - 160;
+    if (away || (!$("main").classList.contains("map-wide") && (reveal || !shown))) $("detail").scrollIntoView({ block: "start", behavior: reveal ? "auto" : "smooth" });
   }
   $("d-title").textContent = `${ev.type} (${ev.severity}) on ${ev.source_id}`;
   $("d-meta").replaceChildren(`started ${fmt(ev.start_ns)}${ev.end_ns ? ", ended " + fmt(ev.end_ns) : ""}, ${ev.phase}, ` +

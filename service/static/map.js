@@ -29,6 +29,7 @@ export function displayText(text, max = 0) {
 // letters in it order only themselves.
 export function isolated(text, max = 0) { return "\u2068" + displayText(text, max) + "\u2069"; }
 
+const MAX_CANVAS_PX = 4096 * 4096;  // the canvas's own pixels at most (resize() lowers the pixel ratio above it)
 const R_EARTH_M = 6378137;
 const R_MEAN_M = 6371008.8;  // a search circle: drawn and measured on the mean sphere
 
@@ -110,6 +111,10 @@ export class MapView {
     onHover = () => {}, onArea = () => {}, onDrawHint = () => {}, onDraw = null } = {}) {
     this.c = canvas;
     this.g = canvas.getContext("2d");
+    // the map's size in CSS pixels: every position (project, unproject, a click, the hit tests) is in these; the
+    // canvas's own pixels may be more (resize() makes them devicePixelRatio times as many, for a sharp picture)
+    this.widthPx = canvas.width;
+    this.heightPx = canvas.height;
     this.tilesUrl = tilesUrl;
     this.attribution = attribution;
     this.onPick = onPick;
@@ -140,14 +145,33 @@ export class MapView {
   // ---- projection -------------------------------------------------------------------------------------------
   project(lat, lon) {
     const W = worldPx(this.view.zoom);
-    return { x: (mercX(lon) - mercX(this.view.lon)) * W + this.c.width / 2,
-             y: (mercY(lat) - mercY(this.view.lat)) * W + this.c.height / 2 };
+    return { x: (mercX(lon) - mercX(this.view.lon)) * W + this.widthPx / 2,
+             y: (mercY(lat) - mercY(this.view.lat)) * W + this.heightPx / 2 };
   }
   unproject(x, y) {
     const W = worldPx(this.view.zoom);
-    const mx = mercX(this.view.lon) + (x - this.c.width / 2) / W, my = mercY(this.view.lat) + (y - this.c.height / 2) / W;
+    const mx = mercX(this.view.lon) + (x - this.widthPx / 2) / W, my = mercY(this.view.lat) + (y - this.heightPx / 2) / W;
     return { lat: invMercY(my), lon: mx * 360 - 180 };
   }
+  // Show the map at ``widthPx`` x ``heightPx`` CSS pixels, drawn on ``dpr`` canvas pixels per CSS pixel (the
+  // screen's devicePixelRatio: sharp on a 4K or HiDPI display), its centre and zoom kept. Sizes that are not finite
+  // and positive change nothing (false); the same size again neither (no redraw, no flicker).
+  resize(widthPx, heightPx, dpr = window.devicePixelRatio || 1) {
+    if (!(Number.isFinite(widthPx) && Number.isFinite(heightPx) && widthPx > 0 && heightPx > 0)) return false;
+    const w = Math.round(widthPx), h = Math.round(heightPx);
+    // 1 to 4 canvas pixels per CSS pixel, and at most MAX_CANVAS_PX in all (a 4K screen at 200 %: every redraw
+    // stays quick), never fewer than one per CSS pixel
+    let k = Number.isFinite(dpr) && dpr > 0 ? Math.min(4, Math.max(1, dpr)) : 1;
+    k = Math.max(1, Math.min(k, Math.sqrt(MAX_CANVAS_PX / (w * h))));
+    const cw = Math.round(w * k), ch = Math.round(h * k);
+    if (w === this.widthPx && h === this.heightPx && cw === this.c.width && ch === this.c.height) return false;
+    this.widthPx = w; this.heightPx = h;
+    this.c.width = cw; this.c.height = ch;  // this clears the canvas: drawn again at once below, not a frame later
+    this.c.style.width = `${w}px`; this.c.style.height = `${h}px`;
+    this.draw();
+    return true;
+  }
+
   metresPerPx(lat) { return (2 * Math.PI * R_EARTH_M * Math.cos(lat * Math.PI / 180)) / worldPx(this.view.zoom); }
 
   fit(points, padPx = 40) {
@@ -156,7 +180,7 @@ export class MapView {
     let [minLat, maxLat, minLon, maxLon] = [90, -90, 180, -180];
     for (const [la, lo] of pts) { minLat = Math.min(minLat, la); maxLat = Math.max(maxLat, la); minLon = Math.min(minLon, lo); maxLon = Math.max(maxLon, lo); }
     const dx = Math.max(mercX(maxLon) - mercX(minLon), 1e-7), dy = Math.max(mercY(minLat) - mercY(maxLat), 1e-7);
-    const z = Math.log2(Math.min((this.c.width - 2 * padPx) / (dx * TILE_PX), (this.c.height - 2 * padPx) / (dy * TILE_PX)));
+    const z = Math.log2(Math.min((this.widthPx - 2 * padPx) / (dx * TILE_PX), (this.heightPx - 2 * padPx) / (dy * TILE_PX)));
     this.view = { lat: invMercY((mercY(minLat) + mercY(maxLat)) / 2), lon: (minLon + maxLon) / 2, zoom: Math.max(2, Math.min(18, z)) };
     this.redraw();
     return true;
@@ -210,10 +234,10 @@ export class MapView {
 
   // ---- drawing ----------------------------------------------------------------------------------------------
   draw() {
-    const g = this.g, c = this.c;
-    g.setTransform(1, 0, 0, 1, 0, 0);
+    const g = this.g, c = this.c, W = this.widthPx, H = this.heightPx;
+    g.setTransform(c.width / W, 0, 0, c.height / H, 0, 0);  // drawn in CSS pixels on the canvas's own (more) pixels
     g.globalAlpha = 1;
-    g.fillStyle = COLOURS.sea; g.fillRect(0, 0, c.width, c.height);
+    g.fillStyle = COLOURS.sea; g.fillRect(0, 0, W, H);
     if (this.tilesUrl) this._drawTiles();
     else if (this.coast) this._drawCoast();
     this._drawGrid();
@@ -228,7 +252,7 @@ export class MapView {
     if (this.tilesUrl && this.attribution) {
       g.font = "10px sans-serif"; g.fillStyle = "rgba(255,255,255,0.8)";
       const w = g.measureText(this.attribution).width + 6;
-      g.fillRect(c.width - w, c.height - 14, w, 14); g.fillStyle = "#333"; g.fillText(this.attribution, c.width - w + 3, c.height - 3);
+      g.fillRect(W - w, H - 14, w, 14); g.fillStyle = "#333"; g.fillText(this.attribution, W - w + 3, H - 3);
     }
     this.onMove(this.view);
   }
@@ -236,7 +260,7 @@ export class MapView {
   _drawTiles() {
     const z = Math.max(0, Math.min(19, Math.round(this.view.zoom)));
     const scale = Math.pow(2, this.view.zoom - z), n = Math.pow(2, z), size = TILE_PX * scale;
-    const tl = this.unproject(0, 0), br = this.unproject(this.c.width, this.c.height);
+    const tl = this.unproject(0, 0), br = this.unproject(this.widthPx, this.heightPx);
     const x0 = Math.floor(mercX(tl.lon) * n), x1 = Math.floor(mercX(br.lon) * n);
     const y0 = Math.max(0, Math.floor(mercY(tl.lat) * n)), y1 = Math.min(n - 1, Math.floor(mercY(br.lat) * n));
     for (let ty = y0; ty <= y1; ty++) {
@@ -268,18 +292,18 @@ export class MapView {
   }
 
   _drawGrid() {
-    const g = this.g, c = this.c;
-    const tl = this.unproject(0, 0), br = this.unproject(c.width, c.height);
+    const g = this.g, W = this.widthPx, H = this.heightPx;
+    const tl = this.unproject(0, 0), br = this.unproject(W, H);
     const stepLat = niceStep(tl.lat - br.lat), stepLon = niceStep(br.lon - tl.lon);
     const dec = (s) => Math.max(0, -Math.floor(Math.log10(s)));
     g.strokeStyle = COLOURS.grid; g.fillStyle = COLOURS.gridText; g.font = "10px sans-serif"; g.lineWidth = 1;
     for (let lat = Math.ceil(br.lat / stepLat) * stepLat; lat <= tl.lat; lat += stepLat) {
       const y = Math.round(this.project(lat, tl.lon).y) + 0.5;
-      g.beginPath(); g.moveTo(0, y); g.lineTo(c.width, y); g.stroke(); g.fillText(lat.toFixed(dec(stepLat)) + "°", 2, y - 2);
+      g.beginPath(); g.moveTo(0, y); g.lineTo(W, y); g.stroke(); g.fillText(lat.toFixed(dec(stepLat)) + "°", 2, y - 2);
     }
     for (let lon = Math.ceil(tl.lon / stepLon) * stepLon; lon <= br.lon; lon += stepLon) {
       const x = Math.round(this.project(tl.lat, lon).x) + 0.5;
-      g.beginPath(); g.moveTo(x, 0); g.lineTo(x, c.height); g.stroke(); g.fillText(lon.toFixed(dec(stepLon)) + "°", x + 2, c.height - 16);
+      g.beginPath(); g.moveTo(x, 0); g.lineTo(x, H); g.stroke(); g.fillText(lon.toFixed(dec(stepLon)) + "°", x + 2, H - 16);
     }
   }
 
@@ -372,7 +396,7 @@ export class MapView {
     for (const v of this.data.vessels) {
       if (v.lat_deg == null) continue;
       const p = this.project(v.lat_deg, v.lon_deg);
-      if (p.x < -10 || p.y < -10 || p.x > this.c.width + 10 || p.y > this.c.height + 10) continue;
+      if (p.x < -10 || p.y < -10 || p.x > this.widthPx + 10 || p.y > this.heightPx + 10) continue;
       const hdg = v.heading_deg != null ? v.heading_deg : v.cog_deg;
       if (hdg != null) this._arrow(p.x, p.y, hdg, 6);
       else { g.beginPath(); g.arc(p.x, p.y, 4, 0, 2 * Math.PI); g.fill(); }
@@ -614,7 +638,9 @@ export class MapView {
   _bind() {
     const c = this.c;
     let drag = null;
-    const pos = (e) => { const r = c.getBoundingClientRect(); return { x: (e.clientX - r.left) * (c.width / r.width), y: (e.clientY - r.top) * (c.height / r.height) }; };
+    // a pointer's position in the map's CSS pixels (widthPx x heightPx), whatever the canvas's own pixel count and
+    // however large it is shown
+    const pos = (e) => { const r = c.getBoundingClientRect(); return { x: (e.clientX - r.left) * (this.widthPx / r.width), y: (e.clientY - r.top) * (this.heightPx / r.height) }; };
     c.addEventListener("pointerdown", (e) => { drag = { ...pos(e), moved: 0 }; c.setPointerCapture(e.pointerId); });
     c.addEventListener("pointermove", (e) => {
       if (!drag) {
