@@ -1786,9 +1786,9 @@ async def live_video(ws: WebSocket, source_id: str) -> None:
     "avc1.PPCCLL", "mime": ..., "width_px", "height_px", "rate_fps"}``, a binary init segment (``ftyp`` + ``moov``) and
     binary fragments (``moof`` + ``mdat``, one picture each) from the newest keyframe on; ``{"kind": "resync",
     "dropped": n}`` when this connection fell behind and lost fragments (the next one is a keyframe). Closed with
-    4404 (unknown camera), 4415 (a codec that cannot be sent without re-encoding: MJPEG, H.265...), 4429 (too many
-    video viewers), 4503 (no video read for this camera), 4504 (no picture within a few seconds), 4409 (the camera's
-    format changed: connect again), each with a reason to show.
+    4404 (unknown camera), 4415 (not H.264 and re-encoding off: MJPEG, H.265...; else they are re-encoded), 4429 (too
+    many video viewers, or cameras re-encoded), 4503 (no video read for this camera), 4504 (no picture within a few
+    seconds), 4409 (the camera's format changed: connect again), each with a reason to show.
     """
     import asyncio
 
@@ -1953,7 +1953,9 @@ def create_app(settings: ServeConfig, *, store: EventStore | None = None, source
     app.state.latest_frame = latest_frame or (lambda source_id: None)
     app.state.stats = stats or (lambda: {})
     app.state.live_view = LiveView(latest_frame or (lambda source_id: None))
-    app.state.live_video = LiveVideo(settings.service.live_video_viewers)  # rings added by the Service (add_source)
+    app.state.live_video = LiveVideo(settings.service.live_video_viewers,  # rings added by the Service (add_source)
+                                     transcode_max=settings.service.live_video_transcode_max,
+                                     transcode_width_px=settings.service.live_video_transcode_width_px)
     # GET /api/metrics: incidents stored and open by type and severity, heard from the live hub as MQTT hears them
     app.state.incidents = IncidentCounts()
     app.state.live.add_listener(app.state.incidents.on_live_message)

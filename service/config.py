@@ -309,6 +309,15 @@ class HttpConfig(_Strict):
         description="live video viewers (WS /api/sources/{id}/video) at once, all cameras together: each costs the "
                     "camera's bit rate in upload (a 4 Mbit/s camera watched 16 times: 64 Mbit/s); one more is refused "
                     "(4429, the UI shows the analysed pictures)")
+    live_video_transcode_max: int = Field(
+        2, ge=0, le=64,
+        description="cameras whose live video is re-encoded to H.264 at once (those sending H.265, MJPEG...: browsers "
+                    "play only H.264), each only while watched, for about a quarter to half a core each (a 1080p "
+                    "H.265 camera at 25 fps); a viewer of one more is refused (4429, the UI shows the analysed "
+                    "pictures); 0: none is re-encoded, such cameras are refused (4415)")
+    live_video_transcode_width_px: int = Field(
+        1280, ge=160, le=3840,
+        description="re-encoded live video is scaled down to at most this width (aspect kept, never up)")
     map_tiles_url: str | None = Field(
         None, pattern=r"^https?://[^\s\"'<>]+$",
         description="XYZ tile server for the UI map, e.g. https://tiles.example/{z}/{x}/{y}.png (none: a coordinate grid "

@@ -15,8 +15,30 @@ viewer that cannot keep up loses whole fragments, is told so (``{"kind": "resync
 keyframe; it never holds up the camera, the muxer or the other viewers. At most :data:`MAX_VIEWERS` video viewers in
 all (each costs the service its bandwidth); more are refused with a reason, and the UI shows the analysed pictures.
 
-Only H.264 is sent (what every browser's MSE plays); a camera sending anything else (MJPEG, H.265) is refused with a
-reason that says so, as the video could only be sent re-encoded.
+Only H.264 is sent (what every browser's MSE plays). A camera sending anything else (H.265/HEVC, the default of most
+current IP cameras, MJPEG...) is re-encoded to H.264 for its viewers (:class:`_Transcoder`): its packets, tapped from
+the same ring, are decoded in the muxer's own thread, scaled down to at most ``service.live_video_transcode_width_px``
+(1280 px wide by default, keeping the aspect, never up) and encoded with libx264 (``ultrafast``, ``zerolatency``, no
+B-frames, a keyframe every :data:`TRANSCODE_KEYFRAME_S`, yuv420p, one picture per camera picture: the camera's frame
+rate at most), then muxed and sent exactly as a remuxed camera's (init segment, the GOP for new viewers, per-viewer
+queues, resync, close codes). The ``video`` message then also says ``"transcoded_from"`` (the camera's codec) and a
+``"note"`` ("H.265 re-encoded to H.264") for the UI. When the encoder falls behind the camera by more than
+:data:`TRANSCODE_BEHIND_S` it decodes keyframes only until it has caught up (fewer pictures, never a growing delay).
+
+The cost is bounded: at most ``service.live_video_transcode_max`` cameras (default 2) are re-encoded at once, each only
+while someone watches it; a viewer of one more is refused (4429, with a reason that says so: the UI shows the analysed
+pictures and tries again). With 0 nothing is re-encoded and such a camera is refused with 4415, as before.
+
+Why a second decode in the muxer's thread rather than the pictures the camera's reader already decodes for analysis:
+that reader decodes only keyframes while the scene is idle (``decode: auto``), with ``decode: keyframes``, and while
+analysis falls behind, so the video would turn into one picture per GOP exactly when the machine is busy; a tap in its
+hot loop would also put the encoder's pace next to the analysis path. Decoding again costs the most of the three steps
+but keeps the video whole and the reader untouched. Measured on this project's 2-core build machine (other jobs
+running) for a 1080p H.265 camera at 25 fps (testsrc2, 5.5 Mbit/s), one thread per step: a :class:`CameraMuxer` fed
+in real time takes 26 % of one core re-encoding to 1280x720 (22 % to 640x360, 30 % at 1920x1080), its output about
+4 Mbit/s (the ``maxrate``). Per picture: decode 6.3 ms, scale 1.0 ms, encode 2.6 ms in a quiet moment, up to twice
+that while the machine's other jobs ran; tapping the reader's pictures would have saved the decode, about 16 % of a
+core per watched camera.
 """
 
 from __future__ import annotations
@@ -27,9 +49,17 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
-from seawatch.streams.packets import EncodedPacket, PacketRing, StreamInfo, ensure_h264_params, iter_annexb_nals
+from seawatch.streams.packets import (
+    EncodedPacket,
+    PacketRing,
+    StreamInfo,
+    ensure_h264_params,
+    is_annexb,
+    iter_annexb_nals,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +70,12 @@ VIEWER_MAX_LAG_S = 3.0  # a fragment queued this long for a viewer: it is not ke
 GOP_KEEP_BYTES = 16 * 1024 * 1024  # the newest GOP kept for new viewers, up to this size (else they wait a keyframe)
 TAP_MAX_PACKETS = 1000  # packets waiting for the muxer thread; beyond it (the muxer starved) they are dropped
 FIRST_PICTURE_WAIT_S = 10.0  # a viewer that got no picture in this long is told the camera sends none now
+TRANSCODE_MAX = 2  # cameras re-encoded to H.264 at once (service.live_video_transcode_max); 0: none, refused (4415)
+TRANSCODE_WIDTH_PX = 1280  # re-encoded video at most this wide (service.live_video_transcode_width_px), aspect kept
+TRANSCODE_KEYFRAME_S = 1.0  # a keyframe this often in the re-encoded video: a resync or a new GOP soon
+TRANSCODE_BEHIND_S = 1.0  # the decoder this far behind the newest packet tapped: keyframes only until caught up
+# libx264: the cheapest preset, no lookahead or frame delay (one picture in, one out), a bounded bit rate
+TRANSCODE_OPTIONS = {"preset": "ultrafast", "tune": "zerolatency", "crf": "23", "maxrate": "4M", "bufsize": "8M"}
 
 # WebSocket close codes (4000-4999: the application's own), each with a reason a person can read
 CLOSE_UNAUTHORIZED = 4401
@@ -66,12 +102,81 @@ class VideoRefused(Exception):
         self.reason = reason.encode()[:123].decode(errors="ignore")
 
 
-def codec_refusal(codec_name: str) -> str | None:
-    """Why a camera's video cannot be sent as it is (None: it can)."""
+def codec_refusal(codec_name: str, transcode: bool = False) -> str | None:
+    """Why a camera's video cannot be sent (None: it can): not H.264 and ``transcode`` (re-encoding) is off, or a
+    codec this FFmpeg cannot decode."""
     if codec_name in VIDEO_CODECS:
         return None
     name = _CODEC_NAMES.get(codec_name, codec_name or "an unknown codec")
-    return f"the camera sends {name}, not H.264: live video is sent without re-encoding, for H.264 cameras only"
+    if not transcode:
+        return (f"the camera sends {name}, not H.264, and live video re-encoding is off "
+                "(service.live_video_transcode_max: 0)")
+    if not _decodable(codec_name):
+        return f"the camera sends {name}, not H.264, which this service cannot decode to re-encode"
+    return None
+
+
+def transcode_busy(codec_name: str, limit: int) -> str:
+    """The reason a viewer of one camera more than ``limit`` re-encoded at once is refused."""
+    name = _CODEC_NAMES.get(codec_name, codec_name or "an unknown codec")
+    return (f"the camera sends {name}; {limit} camera{'s are' if limit != 1 else ' is'} re-encoded to H.264 already "
+            "(service.live_video_transcode_max)")
+
+
+def transcode_note(codec_name: str) -> str:
+    """``"H.265 re-encoded to H.264"``: what the UI says over a re-encoded camera's video."""
+    name = _CODEC_NAMES.get(codec_name, codec_name or "video").split(" (")[0]
+    return f"{name} re-encoded to H.264"
+
+
+def _decodable(codec_name: str) -> bool:
+    import av
+
+    try:
+        av.Codec(codec_name, "r")
+    except Exception:  # noqa: BLE001 - PyAV raises several kinds for an unknown name
+        return False
+    return True
+
+
+def scaled_size(width_px: int, height_px: int, max_width_px: int) -> tuple[int, int]:
+    """The re-encoded picture size: at most ``max_width_px`` wide, the aspect kept, never scaled up, both even (as
+    yuv420p needs), at least 2x2."""
+    w = max(2, min(width_px, max_width_px) // 2 * 2)
+    h = height_px * w / width_px if width_px > 0 else height_px
+    return w, max(2, int(round(h / 2)) * 2)
+
+
+class TranscodeSlots:
+    """At most ``limit`` cameras re-encoded at once: a muxer takes a slot before it decodes and gives it back when it
+    stops or its camera turns out to send H.264. Thread-safe."""
+
+    def __init__(self, limit: int = TRANSCODE_MAX) -> None:
+        self.limit = limit
+        self._owners: set = set()
+        self._lock = threading.Lock()
+
+    def acquire(self, owner) -> bool:
+        with self._lock:
+            if owner in self._owners:
+                return True
+            if len(self._owners) >= self.limit:
+                return False
+            self._owners.add(owner)
+            return True
+
+    def release(self, owner) -> None:
+        with self._lock:
+            self._owners.discard(owner)
+
+    def room_for(self, source_id: str) -> bool:
+        """Whether a viewer of ``source_id`` could be re-encoded now (a slot is free, or its camera holds one)."""
+        with self._lock:
+            return any(o.source_id == source_id for o in self._owners) or len(self._owners) < self.limit
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._owners)
 
 
 def avc_codec_string(annexb: bytes) -> str | None:
@@ -281,13 +386,72 @@ class Viewer:
         return items
 
 
+class _Transcoder:
+    """The decoding half of re-encoding (muxer thread only): a camera's packets (Annex B for H.265, a JPEG each for
+    MJPEG) in, ``(picture, capture time ns or None)`` out. The pictures' ``pts`` are the camera's timeline in
+    ``MUX_TIME_BASE`` ticks (:class:`~seawatch.streams.recording.Retimer`: its own spacing, reconnects bridged)."""
+
+    def __init__(self, info: StreamInfo) -> None:
+        import av
+        from av.video.reformatter import VideoReformatter
+
+        from seawatch.streams.recording import Retimer
+
+        self.ctx = av.CodecContext.create(info.codec_name, "r")
+        if info.extradata and is_annexb(info.extradata):  # (an hvcC's parameter sets are in the keyframes instead)
+            self.ctx.extradata = info.extradata
+        self.ctx.thread_count = 1  # one core at most per camera, and no frame-threading delay
+        self.ctx.thread_type = "SLICE"
+        self.retimer = Retimer()
+        self.scaler = VideoReformatter()
+        self.errors = 0
+        self._captures: dict[int, int] = {}
+
+    def decode(self, p: EncodedPacket) -> list:
+        import av
+
+        from seawatch.streams.recording import MUX_TIME_BASE
+
+        pts, dts = self.retimer.next(p)
+        pkt = av.Packet(p.data)
+        pkt.pts, pkt.dts, pkt.time_base = pts, dts, MUX_TIME_BASE
+        pkt.is_keyframe = p.is_keyframe
+        self._captures[pts] = p.capture_time_ns
+        while len(self._captures) > 64:  # pictures the decoder never gave back (errors): forgotten
+            del self._captures[next(iter(self._captures))]
+        try:
+            frames = self.ctx.decode(pkt)
+        except av.FFmpegError as exc:
+            self.errors += 1
+            log.debug("live video: decode error: %s", exc)
+            return []
+        return [(f, self._captures.pop(f.pts, None) if f.pts is not None else None) for f in frames]
+
+
 class CameraMuxer:
     """The live fragmented MP4 of one camera, for all its viewers (see the module docstring). Runs a thread from
-    :meth:`start` to :meth:`stop`."""
+    :meth:`start` to :meth:`stop`. ``slots``: the re-encoding budget shared by all cameras (None: none, a camera
+    not sending H.264 is refused)."""
 
-    def __init__(self, source_id: str, ring: PacketRing) -> None:
+    def __init__(self, source_id: str, ring: PacketRing, slots: TranscodeSlots | None = None,
+                 max_width_px: int = TRANSCODE_WIDTH_PX) -> None:
         self.source_id = source_id
         self.ring = ring
+        self.slots = slots
+        self.max_width_px = max_width_px
+        self.refusal_code = CLOSE_CODEC
+        self.transcoding = False  # this camera's video is re-encoded (it holds a slot)
+        self.skipped_behind = 0  # packets not decoded because re-encoding fell behind the camera
+        self._tc: _Transcoder | None = None
+        self._newest_tap_ns: int | None = None  # capture time of the newest packet tapped (reader's thread)
+        self._from_ring = False  # decoding the GOP the ring held when the muxer started
+        self._behind = False  # re-encoding fell behind the camera: decoding waits for a keyframe
+        self._out_size: tuple[int, int] | None = None  # the re-encoded picture size
+        self._in_size: tuple[int, int] | None = None  # the decoded picture size it was opened for
+        self._pts0 = 0
+        self._last_pts = -1
+        self._last_key_pts: int | None = None
+        self._enc_captures: dict[int, int | None] = {}
         self._tap: deque = deque()
         self._tap_event = threading.Event()
         self._stop = threading.Event()
@@ -317,7 +481,7 @@ class CameraMuxer:
         """Adds a viewer; it starts at once when a whole GOP is kept. Raises :class:`VideoRefused`."""
         with self._lock:
             if self.refusal is not None:
-                raise VideoRefused(CLOSE_CODEC, self.refusal)
+                raise VideoRefused(self.refusal_code, self.refusal)
             self._viewers.add(viewer)
             if self._header is not None and self._gop:
                 viewer.start(self._header, self._gop)
@@ -353,6 +517,8 @@ class CameraMuxer:
         """Stops the thread (it unhooks from the ring within half a second; ``timeout_s`` > 0 waits for that)."""
         self._stop.set()
         self._tap_event.set()
+        if self.slots is not None:  # (the thread may finish a picture meanwhile)
+            self.slots.release(self)
         if timeout_s > 0 and self._thread is not None:
             self._thread.join(timeout_s)
 
@@ -361,6 +527,8 @@ class CameraMuxer:
         if len(self._tap) >= TAP_MAX_PACKETS:  # the muxer thread is starved: start again at a keyframe
             self._tap.clear()
             self._tap.append(None)
+        if isinstance(item, EncodedPacket):
+            self._newest_tap_ns = item.capture_time_ns
         self._tap.append(item)
         self._tap_event.set()
 
@@ -369,8 +537,10 @@ class CameraMuxer:
         try:
             if info is not None:
                 self._set_info(info)
+            self._from_ring = True  # the GOP buffered: all of it decoded, the newest picture needs the ones before
             for p in packets:
                 self._packet(p)
+            self._from_ring = False
             while not self._stop.is_set():
                 self._tap_event.wait(0.5)
                 self._tap_event.clear()
@@ -391,6 +561,8 @@ class CameraMuxer:
                 self._close_viewers(1011, "the live video of this camera failed (logged on the server)")
         finally:
             self.ring.unlisten(self._on_tap)
+            if self.slots is not None:
+                self.slots.release(self)
             self._close_output()
 
     def _set_info(self, info: StreamInfo) -> None:
@@ -399,11 +571,20 @@ class CameraMuxer:
         same = old is not None and info.same_format(old) and info.annexb_params == old.annexb_params
         if same:
             return  # a reconnect: the timestamps are bridged (Retimer), the viewers go on
-        refusal = codec_refusal(info.codec_name)
+        refusal, code, transcode = None, CLOSE_CODEC, False
+        if info.codec_name not in VIDEO_CODECS:
+            limit = self.slots.limit if self.slots is not None else 0
+            refusal = codec_refusal(info.codec_name, transcode=limit > 0)
+            if refusal is None:
+                transcode = self.slots.acquire(self)
+                if not transcode:
+                    refusal, code = transcode_busy(info.codec_name, limit), CLOSE_BUSY
+        if not transcode and self.slots is not None:
+            self.slots.release(self)
         with self._lock:
-            self.refusal = refusal
+            self.refusal, self.refusal_code, self.transcoding = refusal, code, transcode
             if refusal is not None:
-                self._close_viewers(CLOSE_CODEC, refusal)
+                self._close_viewers(code, refusal)
             elif self._header is not None:
                 log.info("live video %s: the camera's video format changed; its viewers connect again", self.source_id)
                 self._close_viewers(CLOSE_FORMAT_CHANGED, "the camera's video format changed: connect again",
@@ -411,13 +592,21 @@ class CameraMuxer:
         self._close_output()
 
     def _restart_at_keyframe(self) -> None:
-        """After packets were lost: the output goes on at the next keyframe, and the viewers are told (resync)."""
+        """After packets were lost: the output goes on at the next keyframe, and the viewers are told (resync). (When
+        re-encoding only the decoder waits for the camera's next keyframe; the video goes on with a gap.)"""
         self._skip_to_key = True
+        if self.transcoding:
+            return
         with self._lock:
             for v in self._viewers:
                 v.lost_fragments()
 
-    def _close_output(self) -> None:
+    def _close_output(self, keep_decoder: bool = False) -> None:
+        if not keep_decoder:
+            self._tc = None
+        self._out_size = self._in_size = None
+        self._last_pts, self._last_key_pts = -1, None
+        self._enc_captures.clear()
         if self._out is not None:
             try:
                 self._out.close()
@@ -462,6 +651,9 @@ class CameraMuxer:
             if not p.is_keyframe:
                 return
             self._skip_to_key = False
+        if self.transcoding:
+            self._transcode(p)
+            return
         if self._out is None:
             if not p.is_keyframe:
                 return
@@ -484,17 +676,110 @@ class CameraMuxer:
         for typ, box in _take_boxes(self._sink.buf):
             self._box(typ, box)
 
+    # ---- re-encoding (the muxer thread) ---------------------------------------------------------------------
+    def _transcode(self, p: EncodedPacket) -> None:
+        if self._tc is None:
+            if not p.is_keyframe:
+                return
+            self._tc = _Transcoder(self.info)
+        newest = self._newest_tap_ns
+        if not p.is_keyframe:
+            if (not self._from_ring and newest is not None
+                    and newest - p.capture_time_ns > TRANSCODE_BEHIND_S * 1e9):
+                self._behind = True  # behind the camera: catch up, decoding only keyframes meanwhile
+            if self._behind:  # (and after it, the decoder can go on only at a keyframe)
+                self.skipped_behind += 1
+                return
+        self._behind = False
+        for frame, capture_ns in self._tc.decode(p):
+            self._encode(frame, capture_ns)
+
+    def _open_encoder(self, frame) -> None:
+        import av
+
+        from seawatch.streams.recording import MUX_TIME_BASE
+
+        rate = Fraction(self.info.rate_fps or 25).limit_denominator(1001)
+        w, h = scaled_size(frame.width, frame.height, self.max_width_px)
+        self._out = av.open(self._sink, "w", format="mp4", options=_MUX_OPTIONS)
+        st = self._out.add_stream("libx264", rate=rate)
+        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
+        st.time_base = MUX_TIME_BASE
+        cc = st.codec_context
+        cc.time_base = MUX_TIME_BASE
+        cc.gop_size = max(1, round(float(rate) * TRANSCODE_KEYFRAME_S * 10))  # a backstop: keyframes are forced by time
+        cc.max_b_frames = 0
+        cc.thread_count = 1
+        cc.options = dict(TRANSCODE_OPTIONS)
+        self._stream = st
+        self._out_size, self._in_size = (w, h), (frame.width, frame.height)
+        self._pts0 = frame.pts or 0
+
+    def _encode(self, frame, capture_ns: int | None) -> None:
+        from av.video.frame import PictureType
+
+        from seawatch.streams.recording import MUX_TIME_BASE
+
+        if self._out is not None and (frame.width, frame.height) != self._in_size:
+            log.info("live video %s: the camera's picture size changed; its viewers connect again", self.source_id)
+            with self._lock:
+                self._close_viewers(CLOSE_FORMAT_CHANGED, "the camera's video format changed: connect again",
+                                    only_started=True)
+            self._close_output(keep_decoder=True)
+        if self._out is None:
+            self._open_encoder(frame)
+        step = round(MUX_TICKS_PER_S / float(self.info.rate_fps or 25))
+        pts = frame.pts - self._pts0 if frame.pts is not None else self._last_pts + step
+        if pts <= self._last_pts:
+            return  # a picture out of order (decoder trouble): dropped, the timeline only goes forward
+        w, h = self._out_size
+        img = self._tc.scaler.reformat(frame, w, h, "yuv420p", interpolation="BILINEAR")
+        img.pts, img.time_base = pts, MUX_TIME_BASE
+        if self._last_key_pts is None or pts - self._last_key_pts >= TRANSCODE_KEYFRAME_S * MUX_TICKS_PER_S:
+            img.pict_type = PictureType.I  # by time, not count: a camera sending fewer pictures than it declares too
+            self._last_key_pts = pts
+        self._last_pts = pts
+        self._enc_captures[pts] = capture_ns
+        while len(self._enc_captures) > 64:
+            del self._enc_captures[next(iter(self._enc_captures))]
+        for pkt in self._stream.encode(img):
+            self._mux_encoded(pkt)
+
+    def _mux_encoded(self, pkt) -> None:
+        import av
+
+        if self.codec is None:
+            extradata = bytes(self._stream.codec_context.extradata or b"")
+            if extradata[:1] == b"\x01" and len(extradata) >= 4:  # avcC
+                self.codec = "avc1." + extradata[1:4].hex().upper()
+            else:
+                self.codec = avc_codec_string(extradata) or avc_codec_string(bytes(pkt))
+        self._keys.append((bool(pkt.is_keyframe), int(pkt.pts), self._enc_captures.pop(pkt.pts, None)))
+        try:
+            self._out.mux(pkt)
+        except av.FFmpegError as exc:
+            log.warning("live video %s: mux of the re-encoded video failed (%s); its viewers connect again",
+                        self.source_id, exc)
+            with self._lock:
+                self._close_viewers(CLOSE_FORMAT_CHANGED, "the live video restarted: connect again", only_started=True)
+            self._close_output(keep_decoder=True)
+            return
+        for typ, box in _take_boxes(self._sink.buf):
+            self._box(typ, box)
+
     def _box(self, typ: bytes, box: bytes) -> None:
         if typ == b"ftyp":
             self._ftyp = box
         elif typ == b"moov":
             info = self.info
             mime = f'video/mp4; codecs="{self.codec}"' if self.codec else "video/mp4"
+            w, h = self._out_size if self.transcoding and self._out_size else (info.width_px, info.height_px)
+            hello = {"kind": "video", "source_id": self.source_id, "codec": self.codec, "mime": mime,
+                     "width_px": w, "height_px": h, "rate_fps": float(info.rate_fps) if info.rate_fps else None}
+            if self.transcoding:
+                hello.update(transcoded_from=info.codec_name, note=transcode_note(info.codec_name))
             with self._lock:
-                self._header = [("text", {"kind": "video", "source_id": self.source_id, "codec": self.codec,
-                                          "mime": mime, "width_px": info.width_px, "height_px": info.height_px,
-                                          "rate_fps": float(info.rate_fps) if info.rate_fps else None}),
-                                ("init", self._ftyp + box)]
+                self._header = [("text", hello), ("init", self._ftyp + box)]
         elif typ == b"moof":
             self._moof = box
         elif typ == b"mdat" and self._moof is not None:
@@ -534,8 +819,11 @@ class LiveVideo:
     """
 
     def __init__(self, max_viewers: int = MAX_VIEWERS, viewer_max_bytes: int = VIEWER_MAX_BYTES,
-                 viewer_max_lag_s: float = VIEWER_MAX_LAG_S) -> None:
+                 viewer_max_lag_s: float = VIEWER_MAX_LAG_S, transcode_max: int = TRANSCODE_MAX,
+                 transcode_width_px: int = TRANSCODE_WIDTH_PX) -> None:
         self.max_viewers = max_viewers
+        self.slots = TranscodeSlots(transcode_max)
+        self.transcode_width_px = transcode_width_px
         self.viewer_max_bytes = viewer_max_bytes
         self.viewer_max_lag_s = viewer_max_lag_s
         self._rings: dict[str, PacketRing] = {}
@@ -556,20 +844,29 @@ class LiveVideo:
         with self._lock:
             return self._viewers
 
+    @property
+    def transcoding(self) -> int:
+        """Cameras whose live video is re-encoded to H.264 now."""
+        return len(self.slots)
+
     def open(self, source_id: str, loop: asyncio.AbstractEventLoop) -> Viewer:
         with self._lock:
             ring = self._rings.get(source_id)
             if ring is None:
                 raise VideoRefused(CLOSE_NO_VIDEO, f"this service reads no video for camera {source_id}")
             info = ring.info
-            if info is not None and (why := codec_refusal(info.codec_name)) is not None:
-                raise VideoRefused(CLOSE_CODEC, why)
+            if info is not None and info.codec_name not in VIDEO_CODECS:
+                if (why := codec_refusal(info.codec_name, transcode=self.slots.limit > 0)) is not None:
+                    raise VideoRefused(CLOSE_CODEC, why)
+                if not self.slots.room_for(source_id):
+                    raise VideoRefused(CLOSE_BUSY, transcode_busy(info.codec_name, self.slots.limit))
             if self._viewers >= self.max_viewers:
                 raise VideoRefused(CLOSE_BUSY, f"too many live video viewers ({self.max_viewers}, all cameras "
                                                "together); try again later")
             muxer = self._muxers.get(source_id)
             if muxer is None or not muxer.running:  # (one that failed is replaced; its viewers were closed)
-                muxer = self._muxers[source_id] = CameraMuxer(source_id, ring).start()
+                muxer = self._muxers[source_id] = CameraMuxer(source_id, ring, self.slots,
+                                                              self.transcode_width_px).start()
             viewer = Viewer(loop, self.viewer_max_bytes, self.viewer_max_lag_s)
             try:
                 muxer.join(viewer)  # raises for a codec found refused after the muxer started

@@ -212,6 +212,8 @@ def render(state: Any, incidents: IncidentCounts, version: str, started_s: float
     _fleet(out, state)
     live = state.live
     out.gauge("seawatch_live_feed_clients", "WebSocket clients of /api/live now", [({}, live.subscribers)])
+    out.gauge("seawatch_live_video_transcoding_cameras", "cameras whose live video is re-encoded to H.264 now (H.265, "
+              "MJPEG...; at most service.live_video_transcode_max)", [({}, state.live_video.transcoding)])
     return out.text()
 
 

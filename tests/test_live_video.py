@@ -179,9 +179,9 @@ def test_live_video_is_the_cameras_h264_as_fragmented_mp4(tmp_path):
 
 
 def test_live_video_refusals(tmp_path):
-    """No credential, an unknown camera, a camera sending MJPEG, a camera no video is read for, and one viewer
-    too many: each closed with its code and a reason to show."""
-    with _service(tmp_path, mjpeg=True, service={"live_video_viewers": 1}) as (svc, _):
+    """No credential, an unknown camera, a camera sending MJPEG (re-encoding off), a camera no video is read for, and
+    one viewer too many: each closed with its code and a reason to show."""
+    with _service(tmp_path, mjpeg=True, service={"live_video_viewers": 1, "live_video_transcode_max": 0}) as (svc, _):
         with TestClient(svc.app) as client:
             def refusal(path, headers=None, first=None):
                 with client.websocket_connect(path, headers=headers or {}) as ws:
@@ -289,11 +289,11 @@ def _ui(p, port: int):
 def test_ui_live_view_plays_the_video_and_toggles_to_the_analysed_pictures(tmp_path):
     """Chromium: the Live view plays the camera's video (MSE: time advancing, the camera's size, data for the
     current position), near the live edge; "analysed" shows the analysed picture instead, "video" brings the video
-    back; a camera sending MJPEG falls back to the analysed pictures and says why."""
+    back; a camera sending MJPEG (re-encoding off) falls back to the analysed pictures and says why."""
     from conftest import serve_in_thread
     from test_service_ui import _playwright, _wait
 
-    with _service(tmp_path, size=(160, 120), mjpeg=True) as (svc, _):
+    with _service(tmp_path, size=(160, 120), mjpeg=True, service={"live_video_transcode_max": 0}) as (svc, _):
         with serve_in_thread(svc.app) as port, _playwright() as p:
             browser, page, errors = _ui(p, port)
             assert page.evaluate("""MediaSource.isTypeSupported('video/mp4; codecs="avc1.42E01E"')""")

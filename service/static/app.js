@@ -716,7 +716,7 @@ function videoLine(v) {
   const behind = b && b.length && !el.paused ? Math.max(0, b.end(b.length - 1) - el.currentTime) : null;
   $("lv-status").title = `${v.info.codec}, ${v.info.mime}`;
   const shot = behind == null ? null : videoCaptureNs(v, el.currentTime);
-  return `live video ${v.info.width_px}×${v.info.height_px}` + (shot == null ? "" : `, picture of ${fmt(shot)} (${shortAgo(shot)} ago)`) +
+  return `live video ${v.info.width_px}×${v.info.height_px}` + (v.info.note ? ` (${v.info.note})` : "") + (shot == null ? "" : `, picture of ${fmt(shot)} (${shortAgo(shot)} ago)`) +
     (behind == null ? "" : `, ${behind.toFixed(1)} s behind the newest picture`);
 }
 // "1.3 s" under 10 s (a live picture's age), else as ago()
