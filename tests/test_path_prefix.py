@@ -250,6 +250,17 @@ def _get(url: str, headers: dict | None = None, method: str = "GET"):
         return exc.code, exc.headers, exc.read()
 
 
+def _prefixed_snapshot_through(proxy) -> None:
+    """The seeded event through ``proxy``: its snapshot_url carries the prefix and that URL, fetched through the
+    proxy as it is, is the JPEG."""
+    status, _, body = _get(proxy.base + "api/events/ev00000")
+    assert status == 200, body
+    ev = json.loads(body)
+    assert ev["snapshot_url"] == "/seawatch/api/events/ev00000/snapshot"
+    status, headers, jpg = _get(f"http://127.0.0.1:{proxy.port}{ev['snapshot_url']}")
+    assert status == 200 and headers["content-type"] == "image/jpeg" and jpg[:2] == b"\xff\xd8"
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *a, **kw):
         return None
@@ -311,12 +322,7 @@ def test_behind_the_proxy_api_urls_work_with_forwarded_prefix_from_a_trusted_pro
     with serve_in_thread(app, **app.state.settings.service.uvicorn_options()) as port, \
             _proxy(proxy_kind, port, tmp_path, forwarded_prefix=True) as proxy:
         _seed(app)
-        status, _, body = _get(proxy.base + "api/events/ev00000")
-        assert status == 200, body
-        ev = json.loads(body)
-        assert ev["snapshot_url"] == "/seawatch/api/events/ev00000/snapshot"
-        status, headers, jpg = _get(f"http://127.0.0.1:{proxy.port}{ev['snapshot_url']}")
-        assert status == 200 and headers["content-type"] == "image/jpeg" and jpg[:2] == b"\xff\xd8"
+        _prefixed_snapshot_through(proxy)
         # (nginx writes its access log line after the answer has gone: on a busy machine it may come a moment later)
         deadline = time.monotonic() + 5
         while ("GET", "/seawatch/api/events/ev00000/snapshot", "/api/events/ev00000/snapshot") not in proxy.seen:
@@ -369,12 +375,7 @@ def test_a_proxy_that_passes_the_prefix_on_works_once_root_path_names_it(tmp_pat
     with serve_in_thread(app, **app.state.settings.service.uvicorn_options()) as port, \
             _proxy(proxy_kind, port, tmp_path, strip=False) as proxy:
         _seed(app)
-        status, _, body = _get(proxy.base + "api/events/ev00000")
-        assert status == 200, body
-        ev = json.loads(body)
-        assert ev["snapshot_url"] == "/seawatch/api/events/ev00000/snapshot"
-        status, headers, jpg = _get(f"http://127.0.0.1:{proxy.port}{ev['snapshot_url']}")
-        assert status == 200 and headers["content-type"] == "image/jpeg" and jpg[:2] == b"\xff\xd8"
+        _prefixed_snapshot_through(proxy)
         status, headers, page = _get(proxy.base)
         assert status == 200 and b'src="ui/app.js"' in page, page[:200]
         status, headers, js = _get(proxy.base + "ui/app.js")
