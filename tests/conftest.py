@@ -112,3 +112,68 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 def free_udp_port() -> int:
     return free_port(socket.SOCK_DGRAM)
+
+
+class H265RtspCamera:
+    """An H.265 camera over real RTSP: ``tests/rtsp_server.py --h265`` (gst-rtsp-server, x265 zerolatency, no
+    B-frames, a keyframe a second, VPS/SPS/PPS before every keyframe) at ``rtsp://127.0.0.1:<port>/h265``.
+    ``stop`` kills it (SIGKILL: the camera gone at once), ``start`` brings it back on the same port."""
+
+    def __init__(self, fps: int = 10) -> None:
+        self.fps = fps
+        self.port = free_port()
+        self.proc = None
+        self.url = f"rtsp://127.0.0.1:{self.port}/h265"
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Start the server and wait until it listens (retried while the port is still held by a killed one)."""
+        import select
+        import subprocess
+        import time
+
+        args = ["/usr/bin/python3", str(Path(__file__).with_name("rtsp_server.py")), "--port", str(self.port),
+                "--h265", "--h265-fps", str(self.fps)]
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.1, deadline - time.monotonic()))
+            line = self.proc.stdout.readline() if ready else ""
+            if line.startswith("READY"):
+                return
+            self.stop()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the H.265 RTSP server did not start: {line!r}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(5)
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f:
+                f.close()
+        self.proc = None
+
+
+@pytest.fixture()
+def rtsp_h265_camera():
+    """A started :class:`H265RtspCamera` (320x240, 10 fps), always stopped afterwards. Needs Debian's
+    gst-rtsp-server, python3-gi and x265enc (gstreamer1.0-plugins-bad), as ``scripts/setup.sh`` installs."""
+    import shutil
+    import subprocess
+
+    probe = subprocess.run(
+        ["/usr/bin/python3", "-c", "import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0');"
+         "from gi.repository import Gst, GstRtspServer; Gst.init(None);"
+         "assert Gst.ElementFactory.find('x265enc') and Gst.ElementFactory.find('rtph265pay')"],
+        capture_output=True, text=True) if os.path.exists("/usr/bin/python3") else None
+    if probe is None or probe.returncode != 0 or shutil.which("ffmpeg") is None:
+        missing("gst-rtsp-server, python3-gi, x265enc or ffmpeg is not installed (bash scripts/setup.sh)")
+    cam = H265RtspCamera()
+    cam.start()
+    try:
+        yield cam
+    finally:
+        cam.stop()

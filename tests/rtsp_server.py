@@ -9,6 +9,8 @@ pipeline (``filesrc ! qtdemux ! h264parse ! appsink sync=true``, looped with seg
 units into the ``appsrc`` of every client's media. A plain ``filesrc ! qtdemux ! rtph264pay`` launch line would
 end the stream at the end of the file. ``--live`` adds ``/live``: synthetic 640x360 video whose top rows carry the
 wall-clock time (ms) as a 48-bit barcode, encoded with x264 zerolatency, for glass-to-frame latency measurements.
+``--h265`` adds ``/h265``: an H.265 camera as most port cameras are set up (moving test picture, x265 zerolatency, no
+B-frames, a keyframe every ``--h265-fps`` pictures, VPS/SPS/PPS before every keyframe).
 
 It prints ``READY <port>`` on stdout once it listens. RTP/RTCP UDP ports are confined to 127.0.0.1:30000-30999
 (without an address pool the server binds them on every interface).
@@ -157,12 +159,30 @@ class LiveFactory(GstRtspServer.RTSPMediaFactory):
             time.sleep(max(0.0, t_next - time.monotonic()))
 
 
+class H265Factory(GstRtspServer.RTSPMediaFactory):
+    """An H.265 camera: a moving test picture encoded live with x265 (zerolatency: no B-frames, no lookahead), a
+    keyframe a second, parameter sets (VPS/SPS/PPS) sent in band before every keyframe."""
+
+    def __init__(self, size_px: tuple[int, int] = (320, 240), fps: int = 10) -> None:
+        super().__init__()
+        self.set_shared(True)
+        self.set_stop_on_disconnect(False)
+        w, h = size_px
+        self.set_launch(
+            f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width={w},height={h},framerate={fps}/1 ! "
+            f"x265enc tune=zerolatency speed-preset=ultrafast key-int-max={fps} ! video/x-h265,profile=main ! "
+            "h265parse ! rtph265pay name=pay0 pt=96 config-interval=-1 )"
+        )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=8554)
     ap.add_argument("--file", help="H.264 MP4 to serve, looped")
     ap.add_argument("--path", action="append", default=None, help="mount path(s) for the file (default cam1)")
     ap.add_argument("--live", action="store_true", help="also serve /live (barcode clock, x264)")
+    ap.add_argument("--h265", action="store_true", help="also serve /h265 (an H.265 camera, x265)")
+    ap.add_argument("--h265-fps", type=int, default=10, help="/h265's picture rate (a keyframe a second)")
     args = ap.parse_args()
 
     Gst.init(None)
@@ -184,6 +204,10 @@ def main() -> int:
         live = LiveFactory()
         live.set_address_pool(pool)
         mounts.add_factory("/live", live)
+    if args.h265:
+        h265 = H265Factory(fps=args.h265_fps)
+        h265.set_address_pool(pool)
+        mounts.add_factory("/h265", h265)
     if server.attach(None) == 0:
         print(f"cannot listen on 127.0.0.1:{args.port}", file=sys.stderr, flush=True)
         return 1
