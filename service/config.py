@@ -797,7 +797,7 @@ def load_config(path: str | Path | None = None, data: dict[str, Any] | None = No
     try:
         cfg = ServeConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_errors(exc, where)) from None
+        raise ConfigError(format_errors(exc, where, ServeConfig)) from None
     if path is not None:  # a file: unknown models, a missing vessel registry, drone routes, as `serve` would refuse
         check_references(cfg, where)
         ca = cfg.email.ca_file if cfg.email is not None else None

@@ -438,7 +438,7 @@ _BASE = {"smtp_host": "mail.port.example", "from": "seawatch@port.example",
      "email.recipients[0].min_severity"),
     ({"recipients": [{"name": "duty", "to": ["a@b.example"], "max_per_minute": 0}]}, "max_per_minute"),
     ({"username": "seawatch"}, "username and password_env go together"),
-    ({"password": "in-the-file"}, "email.password: Extra inputs are not permitted"),
+    ({"password": "in-the-file"}, "email.password: unknown setting 'password' (did you mean password_env?)"),
     ({"password_env": "NOT A NAME", "username": "u"}, "email.password_env"),
     ({"security": "starttls", "smtp_host": "mail server"}, "email.smtp_host"),
 ])

@@ -409,7 +409,7 @@ def test_cli_retention_run(store, db_url, tmp_path, capsys):
     ({"events_days_by_severity": {"low": 0.5}}, "between 1 and 36500"),
     ({"min_free_disk_pct": 80}, "less than or equal to 50"),
     ({"orphan_min_age_s": 1}, "greater than or equal to 600"),
-    ({"keep_forever": True}, "Extra inputs"),
+    ({"keep_forever": True}, "unknown setting 'keep_forever'"),
 ])
 def test_invalid_retention_is_refused_naming_the_field(retention, words):
     with pytest.raises(ConfigError) as info:
@@ -750,7 +750,7 @@ def test_cli_retention_dry_run_says_what_the_grace_keeps(store, db_url, tmp_path
      "storage.retention: Value error, sources.quay: clips_max_age_days (30) is longer than quay's events are kept (20 days)"),
     ({"storage": {"retention": {"sources": {"quay": {"events_max_age_days": 0.5}}}}},
      "storage.retention.sources.quay.events_max_age_days: Input should be greater than or equal to 1"),
-    ({"storage": {"retention": {"sources": {"quay": {"keep": True}}}}}, "storage.retention.sources.quay.keep: Extra inputs"),
+    ({"storage": {"retention": {"sources": {"quay": {"keep": True}}}}}, "storage.retention.sources.quay.keep: unknown setting 'keep'"),
     ({"storage": {"retention": {"sources": {"quay": {"events_days_by_severity": {"low": 0}}}}}}, "between 1 and 36500"),
     ({"storage": {"retention": {"false_detections_max_age_days": 0}}},
      "storage.retention.false_detections_max_age_days: Input should be greater than or equal to 1"),

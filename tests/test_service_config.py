@@ -40,8 +40,8 @@ def test_docstring_example_validates():
     [
         ({"service": {"port": 0}}, "service.port", "greater than or equal to 1"),
         ({"service": {"port": 65536}}, "service.port", "less than or equal to 65535"),
-        ({"service": {"bogus": 1}}, "service.bogus", "Extra inputs"),
-        ({"bogus_section": {}}, "bogus_section", "Extra inputs"),
+        ({"service": {"bogus": 1}}, "service.bogus", "unknown setting 'bogus'; the settings here: host, port,"),
+        ({"bogus_section": {}}, "bogus_section", "unknown setting 'bogus_section'; the settings here: sources,"),
         ({"storage": {"data_dir": ""}}, "storage.data_dir", "at least 1"),
         ({"storage": {"retention": {"clips_max_age_days": 365}}}, "storage.retention", "longer than events are kept (90 days)"),
         ({"storage": {"retention": {"min_free_disk_pct": -1}}}, "storage.retention.min_free_disk_pct", "greater than or equal to 0"),
@@ -61,7 +61,7 @@ def test_docstring_example_validates():
         ({"sources": [{"id": "a", "url": "x.mp4"}, {"id": "a", "url": "y.mp4"}]}, "(top level)", "unique"),
         ({"sources": [{"id": "a", "url": "x.mp4"}], "zones": [{"id": "z", "source": "b", "rules": [{"type": "fire_smoke"}]}]},
          "(top level)", "not configured: ['b']"),
-        ({"zones": [{"id": "z", "source": "a", "rules": [{"type": "nope"}]}]}, "zones[0].rules[0]", "does not match any of the expected tags"),
+        ({"zones": [{"id": "z", "source": "a", "rules": [{"type": "nope"}]}]}, "zones[0].rules[0]", "unknown type 'nope'; the types: fire_smoke,"),
     ],
 )
 def test_errors_name_the_field(data, path, words):

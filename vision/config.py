@@ -25,7 +25,10 @@ Example (YAML)::
 
 from __future__ import annotations
 
+import difflib
 import math
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Union
 
@@ -131,24 +134,103 @@ def _error_block(lines: list[str]) -> str:
     return f"invalid configuration ({len(lines)} error{'s' if len(lines) != 1 else ''}):\n" + "\n".join(lines)
 
 
-def error_message(e: dict) -> str:
-    """A pydantic error's message, saying "not a number" of NaN rather than the bound it fails (NaN compares false
-    with every bound, so pydantic reports "less than or equal to 60" of it)."""
+def error_message(e: dict, model: type[BaseModel] | None = None) -> str:
+    """A pydantic error's message in the words of someone writing the YAML.
+
+    NaN is "not a number" rather than the bound it fails (NaN compares false with every bound, so pydantic reports
+    "less than or equal to 60" of it). Given ``model`` (the root of the configuration validated), an unknown key
+    names the keys allowed there (the closest first: a typo), and a scalar where a list or a section belongs says
+    how to write it, instead of pydantic's "Extra inputs are not permitted" / "Input should be a valid tuple".
+    """
     v = e.get("input")
-    if isinstance(v, float) and not math.isfinite(v) and e.get("type", "").endswith(("_than", "_than_equal",
-                                                                                       "finite_number")):
+    kind = e.get("type", "")
+    if isinstance(v, float) and not math.isfinite(v) and kind.endswith(("_than", "_than_equal", "finite_number")):
         return "not a number (NaN): give a finite number" if math.isnan(v) else f"must be a finite number, got {v}"
+    loc = tuple(e.get("loc", ()))
+    if kind == "extra_forbidden" and model is not None and loc and isinstance(loc[-1], str):
+        keys = _keys_at(model, loc[:-1])
+        if keys:
+            key = loc[-1]
+            close = difflib.get_close_matches(key, keys, n=2, cutoff=0.6) or [
+                k for k in keys if len(key) >= 3 and (key in k or k in key)][:2]
+            hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+            return f"unknown setting {key!r}{hint}; the settings here: {', '.join(keys)}"
+    ctx = e.get("ctx") or {}
+    if kind == "union_tag_invalid" and ctx.get("discriminator") == "'type'":
+        tags = [s.strip(" '") for s in str(ctx.get("expected_tags", "")).split(",")]
+        close = difflib.get_close_matches(str(ctx.get("tag")), tags, n=1, cutoff=0.6)
+        return (f"unknown type {ctx.get('tag')!r}" + (f" (did you mean {close[0]}?)" if close else "")
+                + f"; the types: {', '.join(tags)}")
+    if kind == "too_short" and ctx.get("min_length") == 1 and not v:
+        return "must not be empty: give at least one"
+    if kind in ("tuple_type", "list_type", "set_type", "frozen_set_type"):
+        short = isinstance(v, (str, int, float)) and not isinstance(v, bool) and len(str(v)) <= 40
+        example = f"[{v}]" if short else "[a, b, ...]"
+        return f"must be a list, e.g. {example}, not {_shown(v)}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        keys = _keys_at(model, loc) if model is not None else []
+        if isinstance(v, bool) and "enabled" in keys:
+            return f"must be a section of settings, e.g. {{enabled: {str(v).lower()}}}, not {str(v).lower()}"
+        return f"must be a section of settings (key: value, ...), not {_shown(v)}" + (
+            f" (the settings here: {', '.join(keys)})" if keys else "")
     return e["msg"].removeprefix("Value error, ")
 
 
-def format_errors(exc: ValidationError, where: str) -> str:
-    """One line per error: ``WHERE: field.path[index]: message`` (``where`` names the file or the option)."""
+def _shown(value: Any) -> str:
+    """A short name for a wrong value in a message: a scalar as written (cut), never a whole list or mapping (a
+    YAML alias bomb expands to gigabytes)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null (empty)"
+    if isinstance(value, (str, int, float)):
+        text = repr(value)
+        return text if len(text) <= 60 else text[:57] + "..."
+    return {list: "a list", tuple: "a list", dict: "a section (key: value)"}.get(type(value), type(value).__name__)
+
+
+def _keys_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys a YAML mapping may hold at ``loc`` (a pydantic error location) under ``model``, as written in YAML
+    (aliases), or [] where ``loc`` does not lead to one mapping of settings."""
+    found: list[type[BaseModel]] = []
+    todo: list[tuple[Any, tuple]] = [(model, loc)]
+    while todo:
+        ann, rest = todo.pop()
+        origin = typing.get_origin(ann)
+        args = typing.get_args(ann)
+        if origin is Annotated:
+            todo.append((args[0], rest))
+        elif origin is Union or origin is types.UnionType:
+            todo.extend((a, rest) for a in args)
+        elif isinstance(ann, type) and issubclass(ann, BaseModel):
+            if not rest:
+                found.append(ann)
+            elif isinstance(rest[0], str) and rest[0] in ann.model_fields:
+                todo.append((ann.model_fields[rest[0]].annotation, rest[1:]))
+            elif isinstance(rest[0], str) and "type" in ann.model_fields and ann.model_fields["type"].default == rest[0]:
+                todo.append((ann, rest[1:]))  # a tagged union's variant: pydantic puts the tag in the location
+        elif origin in (tuple, list, set, frozenset) and rest and isinstance(rest[0], int) and args:
+            todo.append((args[0], rest[1:]))
+        elif origin in (dict, Mapping) and rest and len(args) == 2:
+            todo.append((args[1], rest[1:]))
+    if len(found) != 1:
+        return []
+    return [f.alias or name for name, f in found[0].model_fields.items()]
+
+
+def format_errors(exc: ValidationError, where: str, model: type[BaseModel] | None = None) -> str:
+    """One line per error: ``WHERE: field.path[index]: message`` (``where`` names the file or the option; ``model``,
+    the root validated, lets an unknown key's message list the keys allowed there)."""
+    errors = exc.errors()
     lines = []
-    for e in exc.errors():
+    for e in errors:
+        loc = tuple(e["loc"])
+        if e.get("type") == "too_short" and any(o is not e and tuple(o["loc"])[:len(loc)] == loc for o in errors):
+            continue  # "at least 1 item ... not 0" of a list whose item failed: the item's own error says why
         path = ""
         for part in e["loc"]:
             path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-        lines.append(f"  {where}: {path or '(top level)'}: {error_message(e)}")
+        lines.append(f"  {where}: {path or '(top level)'}: {error_message(e, model)}")
     return _error_block(lines)
 
 
