@@ -1,0 +1,145 @@
+"""What a technician copies from the documentation must be what Seawatch takes.
+
+Every ```yaml block of README.md and service/README.md is a fragment of a Seawatch configuration and goes through
+the real loader (``load_config``), unless its first line says it is another program's file ("not Seawatch's": Home
+Assistant's ``configuration.yaml``, ``prometheus.yml``). The root README's command table names every subcommand the
+CLI has. And the mistakes a technician makes when writing a site's file (a typo in a key, one address where a list
+belongs, ``home_assistant: true``, a rule type misspelt) are answered with what to write instead.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from seawatch.errors import ConfigError
+from seawatch.service.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ("README.md", "service/README.md")
+FOREIGN = "not Seawatch's"  # the first line of a block that is another program's configuration says so
+
+
+def _yaml_blocks() -> list[tuple[str, int, str]]:
+    """(document, line of the opening fence, text) of every ```yaml block of DOCS."""
+    blocks = []
+    for doc in DOCS:
+        text = (ROOT / doc).read_text(encoding="utf-8")
+        for m in re.finditer(r"^```yaml\n(.*?)^```", text, re.S | re.M):
+            blocks.append((doc, text.count("\n", 0, m.start()) + 1, m.group(1)))
+    return blocks
+
+
+BLOCKS = _yaml_blocks()
+SEAWATCH_BLOCKS = [b for b in BLOCKS if FOREIGN not in b[2].splitlines()[0]]
+
+
+def _with_its_sources(fragment: dict) -> dict:
+    """The fragment as a whole file: where it shows no ``sources``, a camera for every source id it refers to (zones,
+    per-camera retention), as the site it was written for has them."""
+    data = dict(fragment)
+    if "sources" not in data:
+        ids = {z.get("source") for z in data.get("zones", []) if isinstance(z, dict)}
+        ids |= set(((data.get("storage") or {}).get("retention") or {}).get("sources") or {})
+        ids = sorted(i for i in ids if i) or ["cam"]
+        data["sources"] = [{"id": i, "url": f"rtsp://camera.example/{i}"} for i in ids]
+    return data
+
+
+def test_the_documents_have_configuration_blocks():
+    assert len(SEAWATCH_BLOCKS) >= 7, [(d, n) for d, n, _ in SEAWATCH_BLOCKS]
+    foreign = [b[2].splitlines()[0] for b in BLOCKS if b not in SEAWATCH_BLOCKS]
+    assert len(foreign) == 2 and any("prometheus.yml" in f for f in foreign) and any(
+        "Home Assistant" in f for f in foreign), foreign
+
+
+@pytest.mark.parametrize("doc, line, text", SEAWATCH_BLOCKS, ids=[f"{d}:{n}" for d, n, _ in SEAWATCH_BLOCKS])
+def test_every_configuration_block_of_the_docs_is_taken_by_the_loader(doc, line, text):
+    fragment = yaml.safe_load(text)
+    assert isinstance(fragment, dict), f"{doc}:{line}: not a mapping of sections"
+    try:
+        load_config(data=_with_its_sources(fragment))
+    except ConfigError as exc:
+        pytest.fail(f"{doc}:{line}: the configuration shown is refused:\n{exc}")
+
+
+def test_the_command_table_names_every_subcommand():
+    """A row `seawatch GROUP a|b|c` of the root README lists exactly the subcommands `seawatch GROUP --help` offers."""
+    from seawatch.cli import build_parser
+
+    groups = {}
+    for action in build_parser()._subparsers._group_actions:  # the top-level commands
+        for name, sub in action.choices.items():
+            inner = [a for a in sub._actions if a.__class__.__name__ == "_SubParsersAction"]
+            if inner:
+                groups[name] = set(inner[0].choices)
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `seawatch (\w+) ((?:\w+\\\|)+\w+)", text, re.M)
+    assert rows, "no `seawatch GROUP a|b` row in the command table"
+    for group, listed in rows:
+        assert set(listed.split("\\|")) == groups[group], (group, listed, sorted(groups[group]))
+
+
+def test_the_documented_api_key_hash_is_the_one_the_service_checks():
+    """service/README.md: `printf %s "$KEY" | sha256sum` gives auth.api_keys[].key_sha256."""
+    from seawatch.service.auth import hash_api_key
+
+    assert 'printf %s "$KEY" | sha256sum' in (ROOT / "service/README.md").read_text(encoding="utf-8")
+    key = "k3y-Ümlaut_0123456789"
+    out = subprocess.run(["sh", "-c", 'printf %s "$KEY" | sha256sum'], env={"KEY": key, "LC_ALL": "C.UTF-8"},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split()[0] == hash_api_key(key)
+
+
+# ---- what a technician gets told about a mistake -------------------------------------------------------------------
+def _refusal(data: dict) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config("site.yaml", data={"sources": [{"id": "quay", "url": "rtsp://camera.example/quay"}], **data})
+    return str(info.value)
+
+
+@pytest.mark.parametrize("data, says", [
+    ({"sources": [{"id": "quay", "url": "rtsp://c/q", "fps": 2}]},
+     "site.yaml: sources[0].fps: unknown setting 'fps' (did you mean analysis_fps?); the settings here: id, url,"),
+    ({"mqtt": {"enabled": True, "hostname": "broker"}},
+     "mqtt.hostname: unknown setting 'hostname' (did you mean host or username?); the settings here: enabled, host,"),
+    ({"email": {"smtp_host": "mail.port.example", "from": "a@port.example", "password": "x",
+                "recipients": [{"name": "duty", "to": ["duty@port.example"]}]}},
+     "email.password: unknown setting 'password' (did you mean password_env?)"),
+    ({"storage": {"retention": {"events_max_age": 30}}},
+     "storage.retention.events_max_age: unknown setting 'events_max_age' (did you mean events_max_age_days"),
+    ({"zones": [{"id": "lane", "source": "quay", "rules": [{"type": "fire_lane_blocked", "min_duration": 60}]}]},
+     "zones[0].rules[0].fire_lane_blocked.min_duration: unknown setting 'min_duration' (did you mean min_duration_s?)"),
+    ({"mqtt": {"enabled": True, "home_assistant": True}},
+     "mqtt.home_assistant: must be a section of settings, e.g. {enabled: true}, not true"),
+    ({"email": {"smtp_host": "mail.port.example", "from": "a@port.example",
+                "recipients": [{"name": "duty", "to": "duty@port.example"}]}},
+     "email.recipients[0].to: must be a list, e.g. [duty@port.example], not 'duty@port.example'"),
+    ({"sources": [{"id": "quay", "url": "rtsp://c/q", "models": "helmet"}]},
+     "sources[0].models: must be a list, e.g. [helmet], not 'helmet'"),
+    ({"zones": [{"id": "lane", "source": "quay", "rules": [{"type": "fire_lane"}]}]},
+     "zones[0].rules[0]: unknown type 'fire_lane' (did you mean fire_lane_blocked?); the types: fire_smoke, no_hard_hat,"),
+    ({"zones": [{"id": "lane", "source": "quay", "rules": []}]}, "zones[0].rules: must not be empty: give at least one"),
+])
+def test_a_mistake_is_answered_with_what_to_write(data, says):
+    msg = _refusal(data)
+    assert says in msg, msg
+    assert "Extra inputs are not permitted" not in msg and "Input should be a valid" not in msg, msg
+
+
+def test_a_misspelt_rule_type_is_one_error_not_two():
+    """pydantic adds "at least 1 item ... not 0" for the rules list whose only rule failed: noise, left out."""
+    msg = _refusal({"zones": [{"id": "lane", "source": "quay", "rules": [{"type": "fire_lane"}]}]})
+    assert "(1 error)" in msg and "at least 1 item" not in msg, msg
+
+
+def test_a_wrong_value_is_named_short_never_dumped():
+    """A list or mapping where a section belongs is named by its kind: a YAML alias bomb would print gigabytes."""
+    msg = _refusal({"sources": [[["x"] * 50] * 50]})
+    assert "sources[0]: must be a section of settings (key: value, ...), not a list" in msg and len(msg) < 600, msg
+    msg = _refusal({"sources": [{"id": "quay", "url": "rtsp://c/q", "models": "m" * 500}]})
+    assert "'mmm" in msg and "..." in msg and len(msg) < 300, msg
