@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "validate a configuration file; every error names its field"
 
@@ -16,6 +17,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.file)  # ConfigError -> "seawatch: error: ..." and exit 1 (cli.main)
     _email_secret(args.file, cfg.email)
+    for line in rules_without_their_model(cfg):
+        print(f"{args.file}: warning: {line}", file=sys.stderr)
     print(
         f"{args.file}: OK: {len(cfg.sources)} source(s), {len(cfg.zones)} zone(s), {len(cfg.auth.users)} user(s), "
         f"{len(cfg.auth.api_keys)} API key(s); database {_redact(cfg.storage.resolved_database_url())}; "
@@ -35,6 +38,38 @@ def run(args: argparse.Namespace) -> int:
            else "; no proxy headers believed")
     )
     return 0
+
+
+def rules_without_their_model(cfg) -> list[str]:
+    """A zone rule whose camera runs no model that detects what the rule needs (a hard-hat zone on a camera without
+    the ``helmet`` model, a fire zone without ``fire_smoke``) is valid but can never raise anything: one line each,
+    saying which models would. Cameras with a model the registry does not know are left out (nothing to go by)."""
+    from seawatch.errors import SeawatchError
+    from seawatch.service.mqtt import _model_labels
+    from seawatch.vision.registry import load_manifests
+
+    try:
+        manifests = load_manifests()
+    except SeawatchError:
+        return []
+    models = {s.id: s.models for s in cfg.sources}
+    out = []
+    for zone in cfg.zones:
+        if zone.source not in models:
+            continue
+        has = _model_labels(models[zone.source])
+        if has is None:
+            continue
+        for rule in zone.rules:
+            needs = ((rule.no_helmet_label,) if rule.type == "no_hard_hat"
+                     else tuple(getattr(rule, "vehicle_labels", ()) or getattr(rule, "labels", ())))
+            if not needs or has.intersection(needs):
+                continue
+            would = sorted(n for n, m in manifests.items() if set(m.seawatch_labels).intersection(needs))
+            out.append(f"zone {zone.id}: rule {rule.type} needs a model detecting {' or '.join(needs)}, and camera "
+                       f"{zone.source} runs {', '.join(models[zone.source])}: it can never raise anything"
+                       + (f" (add {' or '.join(would)} to the camera's models)" if would else ""))
+    return out
 
 
 def _email_secret(where: str, e) -> None:

@@ -143,3 +143,24 @@ def test_a_wrong_value_is_named_short_never_dumped():
     assert "sources[0]: must be a section of settings (key: value, ...), not a list" in msg and len(msg) < 600, msg
     msg = _refusal({"sources": [{"id": "quay", "url": "rtsp://c/q", "models": "m" * 500}]})
     assert "'mmm" in msg and "..." in msg and len(msg) < 300, msg
+
+
+def test_config_check_warns_of_a_zone_its_camera_cannot_serve(tmp_path, capsys, monkeypatch):
+    """A hard-hat zone on a camera that runs only COCO (the default model) is valid but never raises anything: config
+    check still passes, and says which model the camera lacks. The shipped port example draws no such warning."""
+    from seawatch.cli import main
+
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({
+        "sources": [{"id": "quay", "url": "rtsp://camera.example/quay"},
+                    {"id": "yard", "url": "rtsp://camera.example/yard", "models": ["coco_yolov5n", "fire_smoke"]}],
+        "zones": [{"id": "cranes", "source": "quay", "rules": [{"type": "no_hard_hat"}]},
+                  {"id": "lane", "source": "yard", "rules": [{"type": "fire_lane_blocked"}, {"type": "fire_smoke"}]}]}))
+    assert main(["config", "check", str(site)]) == 0
+    err = capsys.readouterr().err
+    assert ("warning: zone cranes: rule no_hard_hat needs a model detecting no_helmet, and camera quay runs "
+            "coco_yolov5n: it can never raise anything (add helmet to the camera's models)") in err, err
+    assert "zone lane" not in err, err
+    monkeypatch.setenv("SEAWATCH_SMTP_PASSWORD", "x")
+    assert main(["config", "check", str(ROOT / "examples" / "port-service.yaml")]) == 0
+    assert "warning" not in capsys.readouterr().err
