@@ -19,6 +19,9 @@ from fractions import Fraction
 # NAL unit types: H.264 SPS=7, PPS=8, IDR=5, non-IDR=1 ; HEVC VPS=32, SPS=33, PPS=34
 _H264_PARAM_TYPES = {7, 8}
 _H264_SLICE_TYPES = {1, 5}
+_HEVC_PARAM_TYPES = {32, 33, 34}
+_HEVC_SPS = 33
+_HEVC_FIRST_NON_VCL = 32  # HEVC NAL types below this are slices (VCL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +122,47 @@ def avcc_to_annexb_params(extradata: bytes) -> bytes:
         return b""
 
 
+def hvcc_to_annexb_params(extradata: bytes) -> bytes:
+    """VPS, SPS and PPS from an ``hvcC`` box body (ISO 14496-15) as Annex B; Annex B extradata (an RTSP stream's,
+    from the SDP) as it is; empty if it cannot be parsed."""
+    if not extradata:
+        return b""
+    if is_annexb(extradata):
+        return extradata
+    try:
+        if extradata[0] != 1:
+            return b""
+        out = bytearray()
+        pos = 22  # the fixed part of the record, then numOfArrays
+        n_arrays = extradata[pos]
+        pos += 1
+        for _ in range(n_arrays):
+            nal_type = extradata[pos] & 0x3F
+            n_nals = int.from_bytes(extradata[pos + 1 : pos + 3], "big")
+            pos += 3
+            for _ in range(n_nals):
+                size = int.from_bytes(extradata[pos : pos + 2], "big")
+                nal = extradata[pos + 2 : pos + 2 + size]
+                if len(nal) != size:
+                    return b""
+                if nal_type in _HEVC_PARAM_TYPES:
+                    out += b"\x00\x00\x00\x01" + nal
+                pos += 2 + size
+        return bytes(out)
+    except IndexError:
+        return b""
+
+
+def annexb_params_of(codec_name: str, extradata: bytes) -> bytes:
+    """The parameter sets of an H.264 (SPS, PPS) or HEVC (VPS, SPS, PPS) stream's extradata as Annex B, to put in
+    front of keyframes that come without them; empty for other codecs or unparsable extradata."""
+    if codec_name == "h264":
+        return avcc_to_annexb_params(extradata)
+    if codec_name == "hevc":
+        return hvcc_to_annexb_params(extradata)
+    return b""
+
+
 def h264_param_sets(data: bytes) -> bytes:
     """The SPS and PPS NAL units in front of the first slice of an Annex B H.264 access unit, as Annex B (empty if
     it carries none)."""
@@ -141,6 +185,60 @@ def h264_param_sets(data: bytes) -> bytes:
                 end -= 1  # the next start code is the 4-byte form
             out += b"\x00\x00\x00\x01" + data[i + 3 : end]
     return bytes(out)
+
+
+def hevc_param_sets(data: bytes) -> bytes:
+    """The VPS, SPS and PPS NAL units in front of the first slice of an Annex B HEVC access unit, as Annex B (empty
+    if it carries none)."""
+    out = bytearray()
+    for header, start in iter_annexb_nals(data, limit=64):
+        nal_type = (header >> 1) & 0x3F
+        if nal_type < _HEVC_FIRST_NON_VCL:
+            break
+        if nal_type in _HEVC_PARAM_TYPES:
+            end = data.find(b"\x00\x00\x01", start)
+            end = len(data) if end < 0 else end
+            if end < len(data) and data[end - 1 : end] == b"\x00":
+                end -= 1  # the next start code is the 4-byte form
+            out += b"\x00\x00\x00\x01" + data[start:end]
+    return bytes(out)
+
+
+def param_sets(data: bytes, codec_name: str) -> bytes:
+    """The parameter sets an H.264 / HEVC access unit carries before its first slice, as Annex B (empty if none, or
+    another codec)."""
+    if codec_name == "h264":
+        return h264_param_sets(data)
+    if codec_name == "hevc":
+        return hevc_param_sets(data)
+    return b""
+
+
+def ensure_hevc_params(data: bytes, params: bytes) -> bytes:
+    """Prefix ``params`` (Annex B VPS/SPS/PPS) to an HEVC keyframe that has no SPS before its first slice.
+
+    Cameras and RTSP servers often send the parameter sets only in the SDP, or only before an IDR picture and not
+    before the CRA keyframes that follow (gst-rtsp-server's rtph265pay, x265's open GOPs): a recording segment or a
+    decoder that starts at such a keyframe has nothing to decode it with."""
+    if not params:
+        return data
+    for header, _ in iter_annexb_nals(data, limit=64):
+        nal_type = (header >> 1) & 0x3F
+        if nal_type == _HEVC_SPS:
+            return data
+        if nal_type < _HEVC_FIRST_NON_VCL:
+            break
+    return params + data
+
+
+def ensure_params(data: bytes, params: bytes, codec_name: str) -> bytes:
+    """A keyframe of an H.264 / HEVC stream with its parameter sets in front (``params``, Annex B) unless it carries
+    them already; other codecs' data as it is."""
+    if codec_name == "h264":
+        return ensure_h264_params(data, params)
+    if codec_name == "hevc":
+        return ensure_hevc_params(data, params)
+    return data
 
 
 def ensure_h264_params(data: bytes, params: bytes) -> bytes:

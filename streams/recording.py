@@ -47,10 +47,11 @@ from seawatch.streams.packets import (
     EncodedPacket,
     PacketRing,
     StreamInfo,
-    avcc_to_annexb_params,
+    annexb_params_of,
     coverage_spans,
     decode_time_ns,
     ensure_h264_params,
+    ensure_params,
     select_window,
 )
 
@@ -324,7 +325,7 @@ def stream_info(stream) -> StreamInfo:
         height_px=int(ctx.height or 0),
         rate_fps=Fraction(rate) if rate else None,
         extradata=extradata,
-        annexb_params=avcc_to_annexb_params(extradata) if ctx.name == "h264" else b"",
+        annexb_params=annexb_params_of(ctx.name, extradata),
     )
 
 
@@ -615,8 +616,9 @@ class SegmentRecorder:
                     self._open_error = None
             pts, dts = self._retimer.next(packet)
             data = packet.data
-            if packet.is_keyframe and self._info.codec_name == "h264":
-                data = ensure_h264_params(data, self._info.annexb_params)
+            if packet.is_keyframe and self._info.codec_name in ("h264", "hevc"):
+                # every segment decodable on its own: an HEVC camera may send its VPS/SPS/PPS only once (SDP, IDR)
+                data = ensure_params(data, self._info.annexb_params, self._info.codec_name)
             elif packet.is_keyframe:
                 data = with_inband_headers(data, self._info)
             pkt = av.Packet(data)
@@ -991,7 +993,7 @@ def _decoder_packet(p: EncodedPacket | None, pts: int | None, dts: int | None, i
         return None
     data = p.data
     if p.is_keyframe:
-        data = (ensure_h264_params(data, info.annexb_params) if info.codec_name == "h264"
+        data = (ensure_params(data, info.annexb_params, info.codec_name) if info.codec_name in ("h264", "hevc")
                 else with_inband_headers(data, info))
     pkt = av.Packet(data)
     pkt.pts, pkt.dts, pkt.time_base = pts, dts, MUX_TIME_BASE

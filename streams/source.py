@@ -52,7 +52,7 @@ from seawatch.streams.packets import (
     PacketRing,
     StreamInfo,
     continues_picture,
-    h264_param_sets,
+    param_sets,
 )
 from seawatch.streams.urls import redact_text, redact_url, source_kind
 
@@ -908,8 +908,8 @@ class Source:
         if w <= 0 or h <= 0 or (w, h) == (info.width_px, info.height_px):
             return
         changes: dict = dict(width_px=w, height_px=h)
-        if info.codec_name == "h264":
-            params = h264_param_sets(key.data)
+        if info.codec_name in ("h264", "hevc"):
+            params = param_sets(key.data, info.codec_name)
             if params:  # the old SPS must not be put in front of the new pictures
                 changes.update(annexb_params=params, extradata=params)
         new = replace(info, **changes)
