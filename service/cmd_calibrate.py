@@ -143,9 +143,14 @@ def run(args: argparse.Namespace) -> int:
         w, h = _floats(args.size, 2, "--size")
         size = (int(w), int(h))
     if at is None:
-        raise ConfigError("the camera's position is unknown: give --at LAT,LON,ALT (or a --source with a surveyed pose)")
+        raise ConfigError("the camera's position is unknown: give --at LAT,LON,ALT (the camera's latitude and longitude "
+                          "in degrees, its height in metres)" + (
+                              f"; source {args.source!r} has no calibration.surveyed" if args.source else
+                              " or a --config and --source with a surveyed pose"))
     if size is None:
-        raise ConfigError("the picture's size is unknown: give --size WxH (or a --source with calibration.camera)")
+        raise ConfigError("the picture's size is unknown: give --size WxH (the camera's full-size picture, e.g. "
+                          "1920x1080)" + (f"; source {args.source!r} has no calibration.camera" if args.source else
+                                          " or a --config and --source with calibration.camera"))
     fit = fit_pose(points, width_px=size[0], height_px=size[1], lat_deg=at[0], lon_deg=at[1], alt_m=at[2],
                    hfov_deg=hfov, fit_position=args.fit_position, surface_alt_m=surface or 0.0, horizon_px=horizon,
                    distortion=distortion)

@@ -164,3 +164,22 @@ def test_config_check_warns_of_a_zone_its_camera_cannot_serve(tmp_path, capsys, 
     monkeypatch.setenv("SEAWATCH_SMTP_PASSWORD", "x")
     assert main(["config", "check", str(ROOT / "examples" / "port-service.yaml")]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_calibrate_says_what_the_named_source_lacks(tmp_path, capsys):
+    """`seawatch calibrate POINTS --config FILE --source ID` for a camera not surveyed yet (the first calibration of
+    a new site): the error names the source and the section it lacks, and what to give instead."""
+    from seawatch.cli import main
+
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({"sources": [{"id": "quay-west", "url": "rtsp://camera.example/quay"}]}))
+    points = tmp_path / "gcps.csv"
+    points.write_text("x_px,y_px,lat_deg,lon_deg,alt_m,name\n400,800,52.8405,5.699,,quay corner\n"
+                      "1500,760,52.841,5.701,,bollard\n960,700,52.8415,5.7005,,beacon\n")
+    assert main(["calibrate", str(points), "--config", str(site), "--source", "quay-west"]) == 1
+    err = capsys.readouterr().err
+    assert "give --at LAT,LON,ALT" in err and "source 'quay-west' has no calibration.surveyed" in err, err
+    argv = ["calibrate", str(points), "--config", str(site), "--source", "quay-west", "--at", "52.838,5.700,14"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "give --size WxH" in err and "source 'quay-west' has no calibration.camera" in err, err
