@@ -185,7 +185,9 @@ def test_an_h265_rtsp_camera_end_to_end(rtsp_h265_camera, tmp_path):
         assert _ffmpeg_errors(seg.path) == "", seg.path.name
         with av.open(str(seg.path)) as c:
             assert c.streams.video[0].codec_context.name == "hevc"
-            assert sum(1 for _ in c.decode(video=0)) >= 10 * (seg.end_ns - seg.start_ns) / S, seg.path.name
+            n_packets = sum(1 for p in c.demux(video=0) if p.size)
+        with av.open(str(seg.path)) as c:  # every picture decodes (a segment may span a short outage: fewer)
+            assert sum(1 for _ in c.decode(video=0)) == n_packets >= 5, seg.path.name
 
 
 # ---------------------------------------------------------------------------------------- focused: the parameter sets
