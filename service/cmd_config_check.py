@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.file)  # ConfigError -> "seawatch: error: ..." and exit 1 (cli.main)
     _email_secret(args.file, cfg.email)
-    for line in rules_without_their_model(cfg):
+    for line in models_not_provisioned(cfg) + rules_without_their_model(cfg):
         print(f"{args.file}: warning: {line}", file=sys.stderr)
     print(
         f"{args.file}: OK: {len(cfg.sources)} source(s), {len(cfg.zones)} zone(s), {len(cfg.auth.users)} user(s), "
@@ -38,6 +38,30 @@ def run(args: argparse.Namespace) -> int:
            else "; no proxy headers believed")
     )
     return 0
+
+
+def models_not_provisioned(cfg) -> list[str]:
+    """A camera's model that is registered but not in this machine's model cache: ``seawatch serve`` refuses to start
+    without it ("not provisioned"), so config check, often run before the models are fetched or as another user
+    (another ``SEAWATCH_CACHE``), says so and how to fetch it. One line per model."""
+    from seawatch import paths
+    from seawatch.errors import SeawatchError
+    from seawatch.vision.ensemble import members_of
+    from seawatch.vision.registry import is_provisioned
+
+    users: dict[str, list[str]] = {}
+    for s in cfg.sources:
+        for name in s.models:
+            base = name.partition(":")[0]  # NAME:VARIANT: the variant is checked when serve loads it
+            try:
+                members = members_of(base) or (base,)
+            except SeawatchError:
+                continue  # a malformed group: load_config names it
+            for m in members:
+                users.setdefault(m, []).append(s.id)
+    return [f"model {m} (camera(s) {', '.join(dict.fromkeys(ids))}) is not provisioned in {paths.cache_dir()}: seawatch "
+            f"serve will refuse to start; run `seawatch models fetch {m}` with the SEAWATCH_CACHE the service gets"
+            for m, ids in users.items() if not is_provisioned(m)]
 
 
 def rules_without_their_model(cfg) -> list[str]:

@@ -163,7 +163,24 @@ def test_config_check_warns_of_a_zone_its_camera_cannot_serve(tmp_path, capsys, 
     assert "zone lane" not in err, err
     monkeypatch.setenv("SEAWATCH_SMTP_PASSWORD", "x")
     assert main(["config", "check", str(ROOT / "examples" / "port-service.yaml")]) == 0
-    assert "warning" not in capsys.readouterr().err
+    assert "warning: zone" not in capsys.readouterr().err
+
+
+def test_config_check_warns_of_a_model_missing_from_the_cache(tmp_path, capsys, monkeypatch):
+    """Run before `seawatch models fetch`, or as another user (another SEAWATCH_CACHE), config check passed while
+    serve refused to start ("not provisioned"): it now says which camera's model is missing where, and the fix."""
+    from seawatch.cli import main
+
+    monkeypatch.setenv("SEAWATCH_CACHE", str(tmp_path / "empty-cache"))
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({"sources": [{"id": "quay", "url": "rtsp://camera.example/quay",
+                                                 "models": ["helmet", "coco_yolov5n"]},
+                                                {"id": "yard", "url": "rtsp://camera.example/yard"}]}))
+    assert main(["config", "check", str(site)]) == 0
+    err = capsys.readouterr().err
+    assert (f"warning: model helmet (camera(s) quay) is not provisioned in {tmp_path / 'empty-cache'}: seawatch serve "
+            "will refuse to start; run `seawatch models fetch helmet`") in err, err
+    assert "model coco_yolov5n (camera(s) quay, yard) is not provisioned" in err, err
 
 
 def test_calibrate_says_what_the_named_source_lacks(tmp_path, capsys):
