@@ -9,7 +9,7 @@ HELP = "validate a configuration file; every error names its field"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("file", metavar="FILE", help="YAML configuration (sources, zones, storage, service, auth, mqtt)")
+    p.add_argument("file", metavar="FILE", help="YAML configuration of seawatch serve (sources, zones, storage, auth, mqtt, email, ...) or seawatch run")
 
 
 def run(args: argparse.Namespace) -> int:

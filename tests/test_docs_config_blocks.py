@@ -200,3 +200,14 @@ def test_calibrate_says_what_the_named_source_lacks(tmp_path, capsys):
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "give --size WxH" in err and "source 'quay-west' has no calibration.camera" in err, err
+
+
+def test_service_readme_names_every_section_of_the_configuration():
+    """service/README.md's one sentence on what the file holds lists every top-level section the loader takes."""
+    from seawatch.service.config import ServeConfig
+
+    text = (ROOT / "service/README.md").read_text(encoding="utf-8")
+    sentence = text[text.index("The configuration is `ServeConfig`"):]
+    sentence = " ".join(sentence[:sentence.index(". With no `storage`")].split())
+    named = set(re.findall(r"`(\w+)`", sentence))
+    assert set(ServeConfig.model_fields) <= named, sorted(set(ServeConfig.model_fields) - named)
