@@ -211,3 +211,17 @@ def test_service_readme_names_every_section_of_the_configuration():
     sentence = " ".join(sentence[:sentence.index(". With no `storage`")].split())
     named = set(re.findall(r"`(\w+)`", sentence))
     assert set(ServeConfig.model_fields) <= named, sorted(set(ServeConfig.model_fields) - named)
+
+
+def test_run_given_a_whole_site_file_says_it_runs_with_serve(tmp_path, capsys):
+    """`seawatch run --config site.yaml` on the file written for `seawatch serve` (README: run takes the pipeline
+    part): each serve section is named, and the fix is given, instead of "Extra inputs are not permitted" five times."""
+    from seawatch.cli import main
+
+    site = tmp_path / "site.yaml"
+    site.write_text(yaml.safe_dump({"sources": [{"id": "quay", "url": str(tmp_path / "none.mp4")}],
+                                    "storage": {"data_dir": str(tmp_path / "data")}, "mqtt": {"enabled": True}}))
+    assert main(["run", "--config", str(site)]) == 1
+    err = capsys.readouterr().err
+    assert f"{site}: storage: unknown setting 'storage'; the settings here: sources, tracker, events, zones" in err, err
+    assert "a whole site's file (storage, auth, mqtt, email, ...) runs with `seawatch serve --config FILE`" in err, err

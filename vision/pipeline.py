@@ -280,7 +280,12 @@ def load_pipeline_config(path: str | Path | None, data: dict | None = None) -> P
     try:
         cfg = PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        lines = [f"  {where}: {'.'.join(str(p) for p in e['loc']) or '(top)'}: {error_message(e)}" for e in exc.errors()]
+        errors = exc.errors()
+        lines = [f"  {where}: {'.'.join(str(p) for p in e['loc']) or '(top)'}: {error_message(e, PipelineConfig)}"
+                 for e in errors]
+        if any(e["type"] == "extra_forbidden" and len(e["loc"]) == 1 for e in errors):  # serve's sections, most likely
+            lines.append(f"  {where}: this command takes the pipeline part of a configuration only; a whole site's file "
+                         "(storage, auth, mqtt, email, ...) runs with `seawatch serve --config FILE`")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
     if path is not None:  # a file: what `run` would refuse at start (a caller passing data may bring its detectors)
         check_references(cfg, where)
