@@ -124,6 +124,9 @@ def _refusal(data: dict) -> str:
     ({"zones": [{"id": "lane", "source": "quay", "rules": [{"type": "fire_lane"}]}]},
      "zones[0].rules[0]: unknown type 'fire_lane' (did you mean fire_lane_blocked?); the types: fire_smoke, no_hard_hat,"),
     ({"zones": [{"id": "lane", "source": "quay", "rules": []}]}, "zones[0].rules: must not be empty: give at least one"),
+    ({"sources": [{"id": "quay", "url": "rtsp://c/q", "calibration": {"surveyed": {"lat_deg": 52.8, "lon_deg": 5.7,
+                                                                              "alt_m": 10, "pan_deg": 200}}}]},
+     "sources[0].calibration.surveyed.tilt_deg: missing: this setting is required here"),
 ])
 def test_a_mistake_is_answered_with_what_to_write(data, says):
     msg = _refusal(data)

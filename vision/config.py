@@ -161,6 +161,8 @@ def error_message(e: dict, model: type[BaseModel] | None = None) -> str:
         close = difflib.get_close_matches(str(ctx.get("tag")), tags, n=1, cutoff=0.6)
         return (f"unknown type {ctx.get('tag')!r}" + (f" (did you mean {close[0]}?)" if close else "")
                 + f"; the types: {', '.join(tags)}")
+    if kind == "missing":
+        return "missing: this setting is required here"
     if kind == "too_short" and ctx.get("min_length") == 1 and not v:
         return "must not be empty: give at least one"
     if kind in ("tuple_type", "list_type", "set_type", "frozen_set_type"):
