@@ -94,63 +94,61 @@ def is_annexb(data: bytes) -> bool:
     return data.startswith(b"\x00\x00\x01") or data.startswith(b"\x00\x00\x00\x01")
 
 
-def avcc_to_annexb_params(extradata: bytes) -> bytes:
-    """SPS and PPS from an ``avcC`` box body (ISO 14496-15) as Annex B; empty if it cannot be parsed."""
+def _read_nals(record: bytes, pos: int, count: int) -> tuple[list[bytes], int]:
+    """``count`` NAL units of a decoder configuration record (ISO 14496-15), each behind its 2-byte size, from
+    ``pos``; and the position after them. IndexError when the record ends before them."""
+    nals = []
+    for _ in range(count):
+        size = int.from_bytes(record[pos : pos + 2], "big")
+        nal = record[pos + 2 : pos + 2 + size]
+        if len(nal) != size:
+            raise IndexError("a NAL unit runs past the record's end")
+        nals.append(nal)
+        pos += 2 + size
+    return nals, pos
+
+
+def _record_params(extradata: bytes, nals_of) -> bytes:
+    """Parameter sets from extradata: an MP4 decoder configuration record (version 1) read by ``nals_of`` into its
+    parameter-set NAL units, as Annex B; Annex B extradata (an RTSP stream's, from the SDP) as it is; empty if it
+    cannot be parsed."""
     if not extradata:
         return b""
     if is_annexb(extradata):
         return extradata
+    if extradata[0] != 1:
+        return b""
     try:
-        if extradata[0] != 1:
-            return b""
-        out = bytearray()
-        pos = 5
-        n_sps = extradata[pos] & 0x1F
-        pos += 1
-        for _ in range(n_sps):
-            size = int.from_bytes(extradata[pos : pos + 2], "big")
-            out += b"\x00\x00\x00\x01" + extradata[pos + 2 : pos + 2 + size]
-            pos += 2 + size
-        n_pps = extradata[pos]
-        pos += 1
-        for _ in range(n_pps):
-            size = int.from_bytes(extradata[pos : pos + 2], "big")
-            out += b"\x00\x00\x00\x01" + extradata[pos + 2 : pos + 2 + size]
-            pos += 2 + size
-        return bytes(out)
+        return b"".join(b"\x00\x00\x00\x01" + nal for nal in nals_of(extradata))
     except IndexError:
         return b""
+
+
+def _avcc_nals(record: bytes) -> list[bytes]:
+    sps, pos = _read_nals(record, 6, record[5] & 0x1F)
+    pps, _ = _read_nals(record, pos + 1, record[pos])
+    return sps + pps
+
+
+def _hvcc_nals(record: bytes) -> list[bytes]:
+    out, pos = [], 23  # the record's fixed part (22 bytes), numOfArrays, then the arrays
+    for _ in range(record[22]):
+        nal_type = record[pos] & 0x3F
+        nals, pos = _read_nals(record, pos + 3, int.from_bytes(record[pos + 1 : pos + 3], "big"))
+        if nal_type in _HEVC_PARAM_TYPES:
+            out += nals
+    return out
+
+
+def avcc_to_annexb_params(extradata: bytes) -> bytes:
+    """SPS and PPS from an ``avcC`` box body (ISO 14496-15) as Annex B; empty if it cannot be parsed."""
+    return _record_params(extradata, _avcc_nals)
 
 
 def hvcc_to_annexb_params(extradata: bytes) -> bytes:
     """VPS, SPS and PPS from an ``hvcC`` box body (ISO 14496-15) as Annex B; Annex B extradata (an RTSP stream's,
     from the SDP) as it is; empty if it cannot be parsed."""
-    if not extradata:
-        return b""
-    if is_annexb(extradata):
-        return extradata
-    try:
-        if extradata[0] != 1:
-            return b""
-        out = bytearray()
-        pos = 22  # the fixed part of the record, then numOfArrays
-        n_arrays = extradata[pos]
-        pos += 1
-        for _ in range(n_arrays):
-            nal_type = extradata[pos] & 0x3F
-            n_nals = int.from_bytes(extradata[pos + 1 : pos + 3], "big")
-            pos += 3
-            for _ in range(n_nals):
-                size = int.from_bytes(extradata[pos : pos + 2], "big")
-                nal = extradata[pos + 2 : pos + 2 + size]
-                if len(nal) != size:
-                    return b""
-                if nal_type in _HEVC_PARAM_TYPES:
-                    out += b"\x00\x00\x00\x01" + nal
-                pos += 2 + size
-        return bytes(out)
-    except IndexError:
-        return b""
+    return _record_params(extradata, _hvcc_nals)
 
 
 def annexb_params_of(codec_name: str, extradata: bytes) -> bytes:
