@@ -91,7 +91,7 @@ def test_good_zone_polygons_still_load():
 # ----------------------------------------------------------------------------------- 3: run source options
 @pytest.mark.parametrize("args, words", [
     (["--tile", "bogus", "short.mp4"], ["command-line source 'short.mp4'", "tile spec 'bogus'"]),
-    (["bad id!=short.mp4"], ["command-line source 'bad id!=short.mp4'", "id: String should match pattern"]),
+    (["bad id!=short.mp4"], ["command-line source 'bad id!=short.mp4'", "id: 'bad id!' is not a valid name here: start with a letter or digit"]),
     (["--analysis-fps", "-1", "short.mp4"], ["analysis_fps: Input should be greater than 0"]),
     (["--analysis-fps", "0", "short.mp4"], ["analysis_fps: Input should be greater than 0"]),  # not "the default"
     (["--analysis-fps", "nan", "short.mp4"], ["analysis_fps"]),

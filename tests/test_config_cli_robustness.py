@@ -219,7 +219,7 @@ def test_run_analysis_fps_nan_says_not_a_number(tmp_path, capsys, value, words):
 
 # ------ run and serve on the command line: credentials redacted (1), SIGTERM (2), --data-dir (4), --start-utc (6)
 @pytest.mark.parametrize("args, shown, words", [
-    ([f"bad id!={CAM}"], "command-line source 'bad id!=rtsp://***@10.0.0.5/s'", "id: String should match"),
+    ([f"bad id!={CAM}"], "command-line source 'bad id!=rtsp://***@10.0.0.5/s'", "id: 'bad id!' is not a valid name here"),
     (["--tile", "bogus", f"cam={CAM}"], "command-line source 'cam=rtsp://***@10.0.0.5/s'", "tile spec 'bogus'"),
     (["--analysis-fps", "99", CAM], "command-line source 'rtsp://***@10.0.0.5/s'", "analysis_fps"),
 ])

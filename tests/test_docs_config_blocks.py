@@ -124,6 +124,12 @@ def _refusal(data: dict) -> str:
     ({"zones": [{"id": "lane", "source": "quay", "rules": [{"type": "fire_lane"}]}]},
      "zones[0].rules[0]: unknown type 'fire_lane' (did you mean fire_lane_blocked?); the types: fire_smoke, no_hard_hat,"),
     ({"zones": [{"id": "lane", "source": "quay", "rules": []}]}, "zones[0].rules: must not be empty: give at least one"),
+    ({"sources": [{"id": "quay west", "url": "rtsp://c/q"}]},
+     "sources[0].id: 'quay west' is not a valid name here: start with a letter or digit, then only letters, digits, "
+     "'_', '.', '-' (no spaces), at most 64 characters"),
+    ({"sources": [{"id": "quay", "url": "rtsp://c/q", "analysis_fps": "2 fps"}]},
+     "sources[0].analysis_fps: must be a number, not '2 fps'"),
+    ({"service": {"port": "80a"}}, "service.port: must be a whole number, not '80a'"),
     ({"sources": [{"id": "quay", "url": "rtsp://c/q", "calibration": {"surveyed": {"lat_deg": 52.8, "lon_deg": 5.7,
                                                                               "alt_m": 10, "pan_deg": 200}}}]},
      "sources[0].calibration.surveyed.tilt_deg: missing: this setting is required here"),
@@ -228,3 +234,16 @@ def test_run_given_a_whole_site_file_says_it_runs_with_serve(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{site}: storage: unknown setting 'storage'; the settings here: sources, tracker, events, zones" in err, err
     assert "a whole site's file (storage, auth, mqtt, email, ...) runs with `seawatch serve --config FILE`" in err, err
+
+
+def test_run_says_what_a_misspelt_rule_setting_should_be(tmp_path, capsys):
+    """The same words for `seawatch run --config` as for serve: its zones are checked by the rules loader."""
+    from seawatch.cli import main
+
+    site = tmp_path / "quay.yaml"
+    site.write_text(yaml.safe_dump({"sources": [{"id": "quay", "url": str(tmp_path / "none.mp4")}], "zones": [
+        {"id": "lane", "source": "quay", "rules": [{"type": "fire_lane_blocked", "min_duration": 60}]}]}))
+    assert main(["run", "--config", str(site)]) == 1
+    err = capsys.readouterr().err
+    assert "zones.0.rules.0.fire_lane_blocked.min_duration: unknown setting 'min_duration' (did you mean " \
+           "min_duration_s?)" in err, err

@@ -522,7 +522,7 @@ def test_a_new_track_does_not_take_over_a_subject_seen_in_the_same_frame():
 def test_config_errors_are_config_errors_with_paths():
     with pytest.raises(ConfigError, match=r"zones\.0\.rules\.0\.fire_smoke: .*min_hits"):
         load_rules_config({"zones": [{"id": "a", "source": "s", "rules": [{"type": "fire_smoke", "min_hits": 20, "window_frames": 10}]}]})
-    with pytest.raises(ConfigError, match=r"vessel_in_zone\.min_duraton_s: Extra inputs"):
+    with pytest.raises(ConfigError, match=r"vessel_in_zone\.min_duraton_s: unknown setting 'min_duraton_s' \(did you mean min_duration_s\?\)"):
         load_rules_config({"zones": [{"id": "a", "source": "s", "rules": [{"type": "vessel_in_zone", "min_duraton_s": 3}]}]})
     with pytest.raises(ConfigError, match="twice"):
         z = {"id": "a", "source": "s", "rules": [{"type": "vessel_in_zone"}]}

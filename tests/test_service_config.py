@@ -49,7 +49,7 @@ def test_docstring_example_validates():
          "'low', 'medium', 'high' or 'critical'"),
         ({"auth": {"users": [{"name": "bob", "role": "king", "password_hash": HASH}]}}, "auth.users[0].role", "'operator', 'reviewer' or 'admin'"),
         ({"auth": {"users": [{"name": "bob", "role": "admin", "password_hash": "hunter2"}]}}, "auth.users[0]", "argon2 hash"),
-        ({"auth": {"users": [{"name": "../x", "role": "admin", "password_hash": HASH}]}}, "auth.users[0].name", "pattern"),
+        ({"auth": {"users": [{"name": "../x", "role": "admin", "password_hash": HASH}]}}, "auth.users[0].name", "'../x' is not a valid name here: start with a letter or digit"),
         ({"auth": {"users": [{"name": "a", "role": "admin", "password_hash": HASH}, {"name": "a", "role": "operator", "password_hash": HASH}]}},
          "auth", "unique"),
         ({"auth": {"api_keys": [{"name": "k", "role": "operator", "key_sha256": "abc"}]}}, "auth.api_keys[0]", "64 lower-case hex"),

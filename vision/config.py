@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -161,6 +162,10 @@ def error_message(e: dict, model: type[BaseModel] | None = None) -> str:
         close = difflib.get_close_matches(str(ctx.get("tag")), tags, n=1, cutoff=0.6)
         return (f"unknown type {ctx.get('tag')!r}" + (f" (did you mean {close[0]}?)" if close else "")
                 + f"; the types: {', '.join(tags)}")
+    if kind == "string_pattern_mismatch" and (form := _id_form(str(ctx.get("pattern", "")))):
+        return f"{_shown(v)} is not a valid name here: {form}"
+    if kind in ("float_parsing", "int_parsing", "float_type", "int_type", "int_from_float"):
+        return f"must be {'a whole number' if kind.startswith('int') else 'a number'}, not {_shown(v)}"
     if kind == "missing":
         return "missing: this setting is required here"
     if kind == "too_short" and ctx.get("min_length") == 1 and not v:
@@ -176,6 +181,22 @@ def error_message(e: dict, model: type[BaseModel] | None = None) -> str:
         return f"must be a section of settings (key: value, ...), not {_shown(v)}" + (
             f" (the settings here: {', '.join(keys)})" if keys else "")
     return e["msg"].removeprefix("Value error, ")
+
+
+def _id_form(pattern: str) -> str | None:
+    """An id or name pattern (``^[first chars][other chars]{0,N}$``) in words, None for any other pattern."""
+    m = re.fullmatch(r"\^\[([^\]]+)\]\[([^\]]+)\]\{0,(\d+)\}\$", pattern)
+    if m is None:
+        return None
+
+    def words(chars: str) -> str:
+        out = [w for r, w in (("A-Za-z", "letters"), ("0-9", "digits")) if r in chars]
+        rest = chars.replace("A-Za-z", "").replace("0-9", "").replace("\\", "")
+        return ", ".join(out + [f"'{c}'" for c in rest])
+
+    first = "a letter or digit" if m.group(1) == "A-Za-z0-9" else words(m.group(1))
+    return (f"start with {first}, then only {words(m.group(2))} (no spaces), at most {int(m.group(3)) + 1} "
+            "characters")
 
 
 def _shown(value: Any) -> str:
@@ -621,6 +642,6 @@ def load_rules_config(data: Mapping[str, Any] | None, where: str = "config") -> 
             if any(len(o) > len(here) and o[: len(here)] == here for o in locs):
                 continue  # a parent echoing its child's failure ("tuple should have 1 item") says nothing new
             loc = ".".join(str(p) for p in here)
-            lines.append(f"  {where}: {loc or '(top)'}: {error_message(err)}")
+            lines.append(f"  {where}: {loc or '(top)'}: {error_message(err, RulesConfig)}")
         raise ConfigError("invalid rules configuration:\n" + "\n".join(lines)) from None
     return cfg  # zone polygons were checked by ZoneConfig's validator (the same check for every loader)
