@@ -123,7 +123,7 @@ def _refusal(data: dict) -> str:
      "sources[0].models: must be a list, e.g. [helmet], not 'helmet'"),
     ({"zones": [{"id": "lane", "source": "quay", "rules": [{"type": "fire_lane"}]}]},
      "zones[0].rules[0]: unknown type 'fire_lane' (did you mean fire_lane_blocked?); the types: fire_smoke, no_hard_hat,"),
-    ({"zones": [{"id": "lane", "source": "quay", "rules": []}]}, "zones[0].rules: must not be empty: give at least one"),
+    ({"zones": [{"id": "lane", "source": "quay", "rules": []}]}, "zones[0].rules: must not be empty: at least 1 is needed"),
     ({"sources": [{"id": "quay west", "url": "rtsp://c/q"}]},
      "sources[0].id: 'quay west' is not a valid name here: start with a letter or digit, then only letters, digits, "
      "'_', '.', '-' (no spaces), at most 64 characters"),

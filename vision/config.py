@@ -169,7 +169,7 @@ def error_message(e: dict, model: type[BaseModel] | None = None) -> str:
     if kind == "missing":
         return "missing: this setting is required here"
     if kind == "too_short" and ctx.get("min_length") == 1 and not v:
-        return "must not be empty: give at least one"
+        return "must not be empty: at least 1 is needed"
     if kind in ("tuple_type", "list_type", "set_type", "frozen_set_type"):
         short = isinstance(v, (str, int, float)) and not isinstance(v, bool) and len(str(v)) <= 40
         example = f"[{v}]" if short else "[a, b, ...]"
