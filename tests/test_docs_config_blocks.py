@@ -82,6 +82,10 @@ def test_the_command_table_names_every_subcommand():
     assert rows, "no `seawatch GROUP a|b` row in the command table"
     for group, listed in rows:
         assert set(listed.split("\\|")) == groups[group], (group, listed, sorted(groups[group]))
+    table = text[text.index("## Command line"):text.index("## Layout")]
+    for name in build_parser()._subparsers._group_actions[0].choices:
+        for sub in sorted(groups.get(name, {""})):
+            assert re.search(rf"`seawatch {name}{' [^`]*' + sub if sub else ''}\b", table), f"seawatch {name} {sub}"
 
 
 def test_the_documented_api_key_hash_is_the_one_the_service_checks():
