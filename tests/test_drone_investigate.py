@@ -16,7 +16,7 @@ from seawatch.drone.config import DroneConfig
 from seawatch.drone.geometry import latlon_to_offsets, offsets_to_latlon
 from seawatch.drone.sim import SimVehicle
 from seawatch.service.fleet import DroneRunner, TaskRefused
-from tests.test_drone_dronekit import _until
+from test_drone_dronekit import _until
 
 HOME = (54.0, 7.0)
 CAM = {"width_px": 640, "height_px": 480, "hfov_deg": 60}

@@ -21,7 +21,7 @@ from seawatch.drone.link import MavlinkLink
 from seawatch.drone.pose import AttitudeSample, PoseTimeline, PositionSample
 from seawatch.drone.sim import SimVehicle
 from seawatch.errors import ConfigError, InputError, TelemetryError
-from tests.test_drone_dronekit import _until
+from test_drone_dronekit import _until
 
 T0 = 1_700_000_000.0
 NS = 1_000_000_000

@@ -13,8 +13,8 @@ import pytest
 
 from seawatch.vision.review_labels import masked_image, site_labels
 from seawatch.vision.trainsets import yolo_lines
-from tests.conftest import onnx_model
-from tests.test_service_store import make_event
+from conftest import onnx_model
+from test_service_store import make_event
 
 S = 10**9
 

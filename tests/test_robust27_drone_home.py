@@ -13,8 +13,8 @@ import pytest
 
 from conftest import free_udp_port
 from seawatch.service.fleet import TaskRefused
-from tests.test_drone_investigate import HOME, _at, _linked, _runner, _untouched
-from tests.test_drone_regressions import AP, T0, _feed, _vehicle
+from test_drone_investigate import HOME, _at, _linked, _runner, _untouched
+from test_drone_regressions import AP, T0, _feed, _vehicle
 from seawatch.drone.link import MavlinkLink
 
 BAD_DEGE7 = 2**31 - 1  # 214.7483647 deg
@@ -62,7 +62,7 @@ def test_a_range_that_cannot_be_measured_is_a_refusal():
     """The fleet's own guard, whatever the home: a NaN geodesic is no pass."""
     from seawatch.drone.config import DroneConfig
     from seawatch.service.fleet import DroneRunner
-    from tests.test_drone_investigate import CAM
+    from test_drone_investigate import CAM
 
     d = DroneConfig.model_validate({"id": "d1", "connection": "udp:127.0.0.1:9", "camera": CAM,
                                     "max_task_range_m": 1000.0})

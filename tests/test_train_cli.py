@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from seawatch import paths
-from tests.conftest import has_module, missing, onnx_model
+from conftest import has_module, missing, onnx_model
 
 
 @pytest.mark.parametrize("extra, why", [

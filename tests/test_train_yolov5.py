@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from seawatch import paths
-from tests.conftest import has_module, missing, onnx_model
+from conftest import has_module, missing, onnx_model
 
 
 def _coco_checkpoint():
