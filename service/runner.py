@@ -385,6 +385,9 @@ class Service:
             if sid in stats:
                 st["analysis"] = stats[sid].snapshot(st["frames_queued"])
             st["view_check"] = self.watch.view_status(sid)  # None: its view is not checked
+            # zones / ignore areas / water in pixels of another picture than it sends (Pipeline._check_geometry)
+            checked = self.pipeline.geometry_checks.get(sid) if self.pipeline is not None else None
+            st["geometry_problem"] = checked[1] if checked is not None else None
             # whether its video is kept: recording / failing (why, since when) / off (streams.recording.RecordingStatus)
             rec = getattr(src, "recorder", None)
             st["recording"] = (rec.status() if hasattr(rec, "status") else RECORDING_OFF).as_dict()

@@ -438,6 +438,8 @@ class Pipeline:
         # detection runs in the caller's thread (analysis workers detect side by side); tracking, identity, rules
         # and the sinks run under this lock, one frame at a time, as they share incidents, the AIS table and sinks
         self._lock = threading.RLock()
+        # source id -> (the picture size its pixel geometry was last judged at, what is wrong with it or None)
+        self.geometry_checks: dict[str, tuple[tuple[int, int], str | None]] = {}
 
     def _build_geo(self, timelines: dict[str, Any], cameras: dict[str, Any]) -> dict[str, Any]:
         from seawatch.vision.geo import SourceGeo
@@ -616,6 +618,10 @@ class Pipeline:
             self.start()
         if locator is None:
             locator = self.locator_for(source_id, capture_time_ns)
+        size_wh = (int(image.shape[1]), int(image.shape[0]))
+        checked = self.geometry_checks.get(source_id)
+        if checked is None or checked[0] != size_wh:  # the first picture, or the camera's size changed
+            self._check_geometry(source_id, size_wh)
         dets = self.detect(source_id, image, locator)
         detect_s = time.perf_counter() - t0
         with self._lock:
@@ -634,6 +640,35 @@ class Pipeline:
             self.seconds += took_s
         self.stats[source_id].record(capture_time_ns, took_s, detect_s)
         return events + ident_events
+
+    def pixel_geometry(self, source_id: str) -> list[tuple[str, Sequence[Sequence[float]]]]:
+        """A fixed camera's pixel polygons, each named: its zones' ``polygon_px``, its ignore areas, its water."""
+        spec = self.sources[source_id]
+        out = [(f"zone {z.id}", z.polygon_px) for z in self.config.zones
+               if z.source == source_id and z.polygon_px is not None]
+        out += [(f"ignore area {i + 1}", a.polygon_px) for i, a in enumerate(spec.ignore)]
+        out += [(f"water polygon {i + 1}", poly) for i, poly in enumerate(spec.water or ())]
+        return out
+
+    def _check_geometry(self, source_id: str, size_wh: tuple[int, int]) -> None:
+        """Whether the source's pixel polygons fit the pictures it sends: a zone drawn on the main stream's 1920x1080
+        picture while the camera's URL gives the 640x360 substream lies mostly outside it and silently never holds a
+        detection. Judged at its first picture and whenever its size changes; logged once per size, and kept in
+        :attr:`geometry_checks` (the service shows it with the camera). Corners up to 10 % beyond the picture are
+        taken as drawn to its edge on purpose."""
+        w, h = size_wh
+        bad = []
+        for name, poly in self.pixel_geometry(source_id):
+            xs, ys = [float(p[0]) for p in poly], [float(p[1]) for p in poly]
+            if max(xs) > 1.1 * w or max(ys) > 1.1 * h or min(xs) >= w or min(ys) >= h:
+                bad.append(f"{name} reaches x {max(xs):.0f}, y {max(ys):.0f} px")
+        problem = None
+        if bad:
+            problem = (f"{'; '.join(bad[:3])}{f' (and {len(bad) - 3} more)' if len(bad) > 3 else ''}, but the "
+                       f"camera's picture is {w}x{h} px: drawn on another picture (the main stream, a snapshot of "
+                       "another size)? Redraw in this picture's pixels")
+            log.warning("source %s: %s", source_id, problem)
+        self.geometry_checks[source_id] = (size_wh, problem)
 
     def latest_frame(self, source_id: str) -> tuple[int, np.ndarray, Detections] | None:
         """The newest analysed frame of a source: ``(capture_time_ns, BGR image, its tracked detections)``, or None

@@ -491,7 +491,7 @@ async function refreshSources(list) {
       const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td);
     }
     if (s.kind === "drone") tr.lastChild.append(...droneButtons(s));
-    else if ((s.kind || "camera") === "camera") tr.lastChild.append(...viewCheckNote(s), ...recordingNote(s), ...liveButton(s), ...recButton(s));
+    else if ((s.kind || "camera") === "camera") tr.lastChild.append(...viewCheckNote(s), ...recordingNote(s), ...geometryNote(s), ...liveButton(s), ...recButton(s));
     tb.appendChild(tr);
   }
   const drones = list.filter((s) => s.kind === "drone"), cams = list.filter((s) => (s.kind || "camera") === "camera");
@@ -1328,6 +1328,17 @@ $("d-recordings").addEventListener("click", () => {
 
 // A camera whose recording fails (GET /api/sources recording: folder gone or unwritable, disk full): in red, with
 // why and for how long. It is still analysed, but no video is kept for its clips and evidence. Nothing otherwise.
+// Zones, ignore areas or water drawn in pixels of another picture than the camera sends (GET /api/sources
+// geometry_problem): they never hold a detection there, so its rules are silent; said in red until redrawn.
+function geometryNote(s) {
+  if (!s.geometry_problem) return [];
+  const sp = document.createElement("span");
+  sp.className = "geometry-problem error";
+  sp.textContent = ` · zones off the picture: ${displayText(s.geometry_problem, 300)}`;
+  sp.title = "a zone's polygon_px (or an ignore area's, the water's) lies outside the pictures this camera sends: " +
+    "its rules cannot fire there (see the service log)";
+  return [sp];
+}
 function recordingNote(s) {
   const r = s.recording;
   if (!r || r.state !== "failing") return [];
