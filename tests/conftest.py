@@ -114,6 +114,39 @@ def free_udp_port() -> int:
     return free_port(socket.SOCK_DGRAM)
 
 
+def start_until_ready(args: list[str], what: str, timeout_s: float = 10.0):
+    """Start a test server process that prints ``READY`` once it listens, and wait for it; retried while its port
+    is still held by a killed one. The process (stdout and stderr piped), or RuntimeError after ``timeout_s``."""
+    import select
+    import subprocess
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.1, deadline - time.monotonic()))
+        line = proc.stdout.readline() if ready else ""
+        if line.startswith("READY"):
+            return proc
+        kill_process(proc)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start: {line!r}")
+        time.sleep(0.2)
+
+
+def kill_process(proc) -> None:
+    """SIGKILL a test server (continued first, should a test have stopped it) and reap it, its pipes closed."""
+    import signal
+
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.kill()
+    proc.wait(5)
+    for f in (proc.stdout, proc.stderr):
+        if f:
+            f.close()
+
+
 class H265RtspCamera:
     """An H.265 camera over real RTSP: ``tests/rtsp_server.py --h265`` (gst-rtsp-server, x265 zerolatency, no
     B-frames, a keyframe a second, VPS/SPS/PPS before every keyframe) at ``rtsp://127.0.0.1:<port>/h265``.
@@ -127,34 +160,14 @@ class H265RtspCamera:
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Start the server and wait until it listens (retried while the port is still held by a killed one)."""
-        import select
-        import subprocess
-        import time
-
         args = ["/usr/bin/python3", str(Path(__file__).with_name("rtsp_server.py")), "--port", str(self.port),
                 "--h265", "--h265-fps", str(self.fps)]
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.1, deadline - time.monotonic()))
-            line = self.proc.stdout.readline() if ready else ""
-            if line.startswith("READY"):
-                return
-            self.stop()
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the H.265 RTSP server did not start: {line!r}")
-            time.sleep(0.2)
+        self.proc = start_until_ready(args, "the H.265 RTSP server", timeout_s)
 
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(5)
-        for f in (self.proc.stdout, self.proc.stderr):
-            if f:
-                f.close()
-        self.proc = None
+        if self.proc is not None:
+            kill_process(self.proc)
+            self.proc = None
 
 
 @pytest.fixture()

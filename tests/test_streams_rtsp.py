@@ -9,7 +9,6 @@ other sources keep flowing, and a clip cut around a moment has its pre-roll and 
 from __future__ import annotations
 
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import missing
+from conftest import kill_process, missing, start_until_ready
 from seawatch.streams.packets import PacketRing
 from seawatch.streams.recording import SegmentRecorder, cut_clip, ffprobe_summary, list_segments
 from seawatch.streams.source import Source, SourceConfig, State
@@ -66,31 +65,16 @@ class RtspServer:
             args += ["--path", p]
         if self.live:
             args.append("--live")
-        deadline = time.monotonic() + timeout_s
-        while True:
-            self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.1, deadline - time.monotonic()))
-            line = self.proc.stdout.readline() if ready else ""
-            if line.startswith("READY"):
-                return time.monotonic()
-            self.kill()
-            if time.monotonic() > deadline:  # e.g. the port is still held by the killed one
-                raise RuntimeError(f"RTSP server did not start: {line!r}")
-            time.sleep(0.2)
+        self.proc = start_until_ready(args, "RTSP server", timeout_s)
+        return time.monotonic()
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
         os.kill(self.proc.pid, sig)
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            self.proc.kill()
         if self.proc is not None:
-            self.proc.wait(5)
-            for f in (self.proc.stdout, self.proc.stderr):
-                if f:
-                    f.close()
+            kill_process(self.proc)
 
 
 @pytest.fixture(scope="module")
