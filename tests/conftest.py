@@ -114,6 +114,19 @@ def free_udp_port() -> int:
     return free_port(socket.SOCK_DGRAM)
 
 
+def wait_until(pred, timeout_s: float, what: str, step_s: float = 0.1):
+    """``pred()``'s first truthy value, asked every ``step_s``; an AssertionError naming ``what`` after ``timeout_s``."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = pred()
+        if got:
+            return got
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(step_s)
+
+
 def start_until_ready(args: list[str], what: str, timeout_s: float = 10.0):
     """Start a test server process that prints ``READY`` once it listens, and wait for it; retried while its port
     is still held by a killed one. The process (stdout and stderr piped), or RuntimeError after ``timeout_s``."""

@@ -250,6 +250,15 @@ def _get(url: str, headers: dict | None = None, method: str = "GET"):
         return exc.code, exc.headers, exc.read()
 
 
+def _wait_seen(proxy, request: tuple[str, str, str | None]) -> None:
+    """Until the proxy has seen ``request`` (method, path asked, path sent on): nginx logs a request once it ended (a
+    WebSocket once it closed), on a busy machine a moment after the answer."""
+    deadline = time.monotonic() + 5
+    while request not in proxy.seen:
+        assert time.monotonic() < deadline, proxy.seen
+        time.sleep(0.05)
+
+
 def _prefixed_snapshot_through(proxy) -> None:
     """The seeded event through ``proxy``: its snapshot_url carries the prefix and that URL, fetched through the
     proxy as it is, is the JPEG."""
@@ -323,11 +332,7 @@ def test_behind_the_proxy_api_urls_work_with_forwarded_prefix_from_a_trusted_pro
             _proxy(proxy_kind, port, tmp_path, forwarded_prefix=True) as proxy:
         _seed(app)
         _prefixed_snapshot_through(proxy)
-        # (nginx writes its access log line after the answer has gone: on a busy machine it may come a moment later)
-        deadline = time.monotonic() + 5
-        while ("GET", "/seawatch/api/events/ev00000/snapshot", "/api/events/ev00000/snapshot") not in proxy.seen:
-            assert time.monotonic() < deadline, proxy.seen
-            time.sleep(0.05)
+        _wait_seen(proxy, ("GET", "/seawatch/api/events/ev00000/snapshot", "/api/events/ev00000/snapshot"))
         # the proxy's own answers: /seawatch redirected, outside the prefix nothing
         opener = urllib.request.build_opener(_NoRedirect)
         with pytest.raises(urllib.error.HTTPError) as moved:
@@ -338,10 +343,7 @@ def test_behind_the_proxy_api_urls_work_with_forwarded_prefix_from_a_trusted_pro
         with connect(f"ws://127.0.0.1:{proxy.port}/seawatch/api/live", additional_headers={"X-API-Key": KEY},
                      open_timeout=10) as ws:
             assert json.loads(ws.recv(10))["kind"] == "hello"
-        deadline = time.monotonic() + 5  # (nginx logs a WebSocket once it closed)
-        while ("GET", "/seawatch/api/live", "/api/live") not in proxy.seen:
-            assert time.monotonic() < deadline, proxy.seen
-            time.sleep(0.05)
+        _wait_seen(proxy, ("GET", "/seawatch/api/live", "/api/live"))
         # straight to the service (127.0.0.1 is a trusted proxy by default): its header is believed ...
         status, _, body = _get(f"http://127.0.0.1:{port}/api/events/ev00000", {"X-Forwarded-Prefix": "/other/place"})
         assert json.loads(body)["snapshot_url"] == "/other/place/api/events/ev00000/snapshot"
@@ -384,10 +386,7 @@ def test_a_proxy_that_passes_the_prefix_on_works_once_root_path_names_it(tmp_pat
         with connect(f"ws://127.0.0.1:{proxy.port}/seawatch/api/live", additional_headers={"X-API-Key": KEY},
                      open_timeout=10) as ws:
             assert json.loads(ws.recv(10))["kind"] == "hello"
-        deadline = time.monotonic() + 5  # (nginx logs a request once it ended)
-        while ("GET", "/seawatch/api/events/ev00000/snapshot", "/seawatch/api/events/ev00000/snapshot") not in proxy.seen:
-            assert time.monotonic() < deadline, proxy.seen
-            time.sleep(0.05)
+        _wait_seen(proxy, ("GET", "/seawatch/api/events/ev00000/snapshot", "/seawatch/api/events/ev00000/snapshot"))
         # straight to the service: its own root as before, and the prefix itself redirected to the page
         status, _, body = _get(f"http://127.0.0.1:{port}/api/events/ev00000")
         assert status == 200 and json.loads(body)["snapshot_url"] == "/seawatch/api/events/ev00000/snapshot"

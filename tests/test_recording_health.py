@@ -28,6 +28,7 @@ import pytest
 
 warnings.filterwarnings("ignore", message=".*httpx.*")
 
+from conftest import wait_until  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from seawatch.service.config import load_config  # noqa: E402
@@ -205,13 +206,7 @@ def _metric(text: str, name: str, source: str) -> float | None:
 
 
 def _wait(what, fn, timeout_s=30.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = fn()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)
+    return wait_until(fn, timeout_s, what, step_s=0.25)
 
 
 def test_a_camera_whose_recordings_folder_is_lost_shows_failing_alarms_and_recovers(tmp_path):

@@ -28,6 +28,7 @@ import pytest
 
 warnings.filterwarnings("ignore", message=".*httpx.*")
 
+from conftest import wait_until  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from seawatch.service.runner import Service  # noqa: E402
@@ -58,16 +59,6 @@ class FireAtFirst:
                                   np.array([0.9] if fire else [], np.float32), np.array([0] if fire else [], np.int32),
                                   ("fire",), model="stub"))
         return out
-
-
-def _until(pred, timeout_s: float, what: str, step_s: float = 0.1):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = pred()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(step_s)
 
 
 def _source(client) -> dict:
@@ -107,17 +98,17 @@ def test_an_h265_rtsp_camera_end_to_end(rtsp_h265_camera, tmp_path):
     try:
         with TestClient(svc.app) as client:
             # decoded and analysed, online
-            _until(lambda: svc.readers["quay-h265"].status().frames_decoded >= 20, 20, "20 decoded pictures")
+            wait_until(lambda: svc.readers["quay-h265"].status().frames_decoded >= 20, 20, "20 decoded pictures")
             src = _source(client)
             assert src["state"] == "online" and src["frames_decoded"] >= 20, src
-            _until(lambda: det.calls >= 5, 10, "analysis")
+            wait_until(lambda: det.calls >= 5, 10, "analysis")
 
             # an incident, ended (the detector stops firing), its clip an H.264 MP4 with faststart
             def ended():
                 evs = client.get("/api/events", params={"source": "quay-h265"}, headers=H).json()["events"]
                 return next((e for e in evs if e["phase"] == "end"), None)
 
-            ev = _until(ended, 20, "the incident to end")
+            ev = wait_until(ended, 20, "the incident to end")
             assert ev["type"] == "fire" and ev["zone_id"] == "yard"
             clip = client.get(ev["clip_url"], headers=H)
             assert clip.status_code == 200 and clip.headers["content-type"] == "video/mp4", clip.text[:300]
@@ -162,14 +153,14 @@ def test_an_h265_rtsp_camera_end_to_end(rtsp_h265_camera, tmp_path):
             # the camera goes away and comes back: offline, online again, recorded again
             before = svc.readers["quay-h265"].status()
             cam.stop()
-            _until(lambda: _source(client)["state"] == "offline", 15, "the camera to go offline")
+            wait_until(lambda: _source(client)["state"] == "offline", 15, "the camera to go offline")
             down_ns = time.time_ns()
             cam.start()
-            _until(lambda: _source(client)["state"] == "online", 20, "the camera to come back")
-            _until(lambda: svc.readers["quay-h265"].status().frames_decoded >= before.frames_decoded + 20, 15,
+            wait_until(lambda: _source(client)["state"] == "online", 20, "the camera to come back")
+            wait_until(lambda: svc.readers["quay-h265"].status().frames_decoded >= before.frames_decoded + 20, 15,
                    "pictures after the reconnect")
             newest = lambda: client.get("/api/sources/quay-h265/recordings", headers=H).json()["newest_ns"]  # noqa: E731
-            _until(lambda: (newest() or 0) > down_ns + S, 15, "recording after the reconnect")
+            wait_until(lambda: (newest() or 0) > down_ns + S, 15, "recording after the reconnect")
             after = client.get("/api/sources/quay-h265/clip", params={"start_ns": down_ns + S, "end_ns": newest()},
                                headers=H)
             assert after.status_code == 200, after.text[:300]
